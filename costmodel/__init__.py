@@ -1,0 +1,76 @@
+"""costmodel: what a deep-learning model will cost before you run it.
+
+Public surface (imported lazily so ``import costmodel`` stays fast)::
+
+    costmodel.estimate(model, batch=8, device="h100")  -> Estimate
+    costmodel.to_graph(model, batch=8)                 -> CostGraph
+    costmodel.get_device("h200"), costmodel.list_devices()
+    costmodel.get_predictor("analytic"), costmodel.available_predictors()
+    costmodel.PerfDataset.load()
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+from ._errors import (  # noqa: E402  (light: stdlib only)
+    CostModelError,
+    DynamicShapeError,
+    InvalidInputError,
+    ModelLoadError,
+    SchemaMismatchError,
+    UnknownDeviceError,
+    UnknownModelError,
+    UnsupportedOpWarning,
+)
+
+_LAZY = {
+    "estimate": "costmodel._estimate",
+    "Estimate": "costmodel.predictors._base",
+    "Predictor": "costmodel.predictors._base",
+    "get_predictor": "costmodel.predictors._base",
+    "load_predictor": "costmodel.predictors._base",
+    "available_predictors": "costmodel.predictors._base",
+    "register_predictor": "costmodel.predictors._base",
+    "CostGraph": "costmodel.ir._graph",
+    "Node": "costmodel.ir._graph",
+    "OP_KINDS": "costmodel.ir._vocab",
+    "to_graph": "costmodel.frontends",
+    "from_onnx": "costmodel.frontends",
+    "from_torch": "costmodel.frontends",
+    "get_device": "costmodel.devices",
+    "list_devices": "costmodel.devices",
+    "Device": "costmodel.devices",
+    "recommend_mig": "costmodel.mig",
+    "PerfDataset": "costmodel.datasets",
+}
+
+__all__ = sorted(
+    [
+        "__version__",
+        "CostModelError",
+        "DynamicShapeError",
+        "InvalidInputError",
+        "ModelLoadError",
+        "SchemaMismatchError",
+        "UnknownDeviceError",
+        "UnknownModelError",
+        "UnsupportedOpWarning",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'costmodel' has no attribute {name!r}")
+    value = getattr(import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,50 @@
+"""Exceptions and warnings raised by costmodel.
+
+Every error a user can trigger with bad input derives from :class:`CostModelError`
+so that the CLI can turn it into a one-line message and a non-zero exit code.
+Input errors also derive from :class:`ValueError` so plain ``except ValueError``
+keeps working for library users.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class CostModelError(Exception):
+    """Base class of every error costmodel raises on purpose."""
+
+
+class InvalidInputError(CostModelError, ValueError):
+    """An argument has a bad value (batch <= 0, unknown dtype, bad shape...)."""
+
+
+class UnknownDeviceError(InvalidInputError):
+    """The device name is not in the device database."""
+
+
+class UnknownModelError(InvalidInputError):
+    """The model name is not a known zoo entry."""
+
+
+class DynamicShapeError(InvalidInputError):
+    """A model input has a dynamic dimension and no concrete shape was given."""
+
+
+class ModelLoadError(CostModelError):
+    """A model file is missing, unreadable, truncated or not of the expected format."""
+
+
+class SchemaMismatchError(CostModelError):
+    """A stored artifact was written for a different feature schema."""
+
+
+class UnsupportedOpWarning(UserWarning):
+    """An operator is not in the op vocabulary; it was mapped to ``other``."""
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" Did you mean: a, b?"`` for the closest choices, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""

@@ -1,0 +1,62 @@
+"""``costmodel.estimate``: the one-call API."""
+
+from __future__ import annotations
+
+from ._errors import InvalidInputError
+from .frontends._common import check_batch
+
+MODES = ("inference", "training")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def estimate(
+    model,
+    *,
+    batch: int,
+    input_shape=None,
+    device: str,
+    mode: str = "inference",
+    dtype: str = "fp32",
+    optimizer: str = "adam",
+    predictor=None,
+    inputs=None,
+):
+    """Predict latency, memory, energy and a MIG slice for a model on a device.
+
+    Args:
+        model: ``.onnx`` path, ``onnx.ModelProto``, ``nn.Module``, zoo name
+            (``"torchvision:resnet50"``, ``"timm:poolformer_s12"``), a data
+            spec dict, or an already built :class:`~costmodel.CostGraph`.
+        batch: batch size (> 0).
+        input_shape: input shape without batch, e.g. ``(3, 224, 224)``
+            (zoo models know their own; ONNX files need it only for dynamic dims).
+        device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
+        mode: ``"inference"`` or ``"training"`` (one optimizer step).
+        dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        optimizer: for training: ``"sgd"``, ``"sgd_momentum"``, ``"adam"``, ``"adamw"``.
+        predictor: a registered name (``"analytic"``...), a Predictor, or
+            ``None`` for the library's default.
+        inputs: example inputs for an ``nn.Module`` instead of ``input_shape``.
+
+    Returns:
+        :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered.
+    """
+    from .devices import get_device
+    from .frontends import to_graph
+    from .predictors import get_predictor
+    from .predictors._base import validate_optimizer
+
+    check_batch(batch)
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    optimizer = validate_optimizer(optimizer)
+    dev = get_device(device)  # fail on a bad device before featurizing
+    pred = get_predictor(predictor)
+    graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode)
+    if graph.meta.get("batch") not in (None, batch):
+        raise InvalidInputError(
+            f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
+        )
+    return pred.predict(graph, dev, mode=mode, optimizer=optimizer)

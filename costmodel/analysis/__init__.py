@@ -1,0 +1,26 @@
+"""Static analysis of a CostGraph: per-op costs, memory, roofline latency."""
+
+from ._cast import cast_graph
+from ._memory import (
+    MemoryBreakdown,
+    allocator_reserved_bytes,
+    memory_breakdown,
+    peak_activation_bytes,
+    saved_activation_bytes,
+)
+from ._opcost import op_cost
+from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline
+
+__all__ = [
+    "MemoryBreakdown",
+    "RooflineConfig",
+    "RooflineResult",
+    "allocator_reserved_bytes",
+    "average_power_w",
+    "cast_graph",
+    "memory_breakdown",
+    "op_cost",
+    "peak_activation_bytes",
+    "roofline",
+    "saved_activation_bytes",
+]

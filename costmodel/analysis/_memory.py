@@ -1,0 +1,188 @@
+"""Analytic memory model: weights + live activations (inference) and the
+training extras (gradients, optimizer state, activations saved for backward).
+
+Inference peak is found by liveness over the graph's topological order: each
+operator allocates its outputs; a buffer is freed after the last operator
+that reads it (or any view of it) has run.  Views and in-place operators
+alias their input's buffer instead of allocating.  This is what PyTorch's
+caching allocator sees in eager mode, minus allocator rounding, which
+:func:`allocator_reserved_bytes` adds back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .._errors import InvalidInputError
+from ..ir._graph import CostGraph
+
+MB = 2**20
+
+#: optimizer state per parameter, in units of the parameter's own size
+OPTIMIZER_STATE = {"sgd": 0.0, "sgd_momentum": 1.0, "momentum": 1.0, "adam": 2.0, "adamw": 2.0}
+#: transient buffers of the optimizer step (foreach kernels build temporaries
+#: about the size of the parameters they update)
+OPTIMIZER_TRANSIENT = {"sgd": 0.0, "sgd_momentum": 0.0, "momentum": 0.0, "adam": 1.0, "adamw": 1.0}
+
+# Kinds whose backward needs their *inputs* saved, and kinds that save their output.
+_SAVES_INPUTS = frozenset(
+    "conv conv_transpose matmul attention batch_norm layer_norm group_norm instance_norm rms_norm "
+    "gelu silu hardswish activation clamp max_pool avg_pool mul elementwise embedding gather resize".split()
+)
+_SAVES_OUTPUT = frozenset("relu sigmoid tanh softmax attention".split())
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes of each part of a workload's device memory (allocator view)."""
+
+    weights_bytes: float
+    activations_bytes: float  # peak of live activations (inference) / saved activations (training)
+    gradients_bytes: float = 0.0
+    optimizer_bytes: float = 0.0
+    transient_bytes: float = 0.0
+    mode: str = "inference"
+
+    @property
+    def total_bytes(self) -> float:
+        return (
+            self.weights_bytes
+            + self.activations_bytes
+            + self.gradients_bytes
+            + self.optimizer_bytes
+            + self.transient_bytes
+        )
+
+    def to_mb(self) -> dict[str, float]:
+        d = {k.replace("_bytes", "_mb"): v / MB for k, v in asdict(self).items() if k.endswith("_bytes")}
+        d["total_mb"] = self.total_bytes / MB
+        return d
+
+
+def _buffers(graph: CostGraph) -> tuple[list[int], list[bool]]:
+    """Map each node to the node that owns its output buffer; mark allocators."""
+    preds = graph.predecessors()
+    owner = list(range(len(graph.nodes)))
+    allocates = [True] * len(graph.nodes)
+    for i, n in enumerate(graph.nodes):
+        aliasing = n.is_view or bool(n.attrs.get("inplace"))
+        if aliasing and preds[i]:
+            # first data predecessor in operand order is the aliased tensor
+            owner[i] = owner[min(preds[i])] if len(preds[i]) == 1 else owner[_first_pred(graph, i, preds[i])]
+            allocates[i] = False
+        elif aliasing:
+            # a view of a graph input / parameter: nothing new on the device
+            allocates[i] = n.kind == "copy"  # empty()-style allocation
+    return owner, allocates
+
+
+def _first_pred(graph: CostGraph, i: int, preds: list[int]) -> int:
+    # match the first non-parameter operand shape to a predecessor's output
+    node = graph.nodes[i]
+    for shp, is_p in zip(node.in_shapes, node.param_inputs):
+        if is_p:
+            continue
+        for p in sorted(preds):
+            if shp in graph.nodes[p].out_shapes:
+                return p
+        break
+    return min(preds)
+
+
+def peak_activation_bytes(graph: CostGraph) -> float:
+    """Peak bytes of live activations during one forward pass (inputs included)."""
+    n = len(graph.nodes)
+    if n == 0:
+        return 0.0
+    owner, allocates = _buffers(graph)
+    succ = graph.successors()
+    last_use = list(range(n))
+    for i in range(n):
+        o = owner[i]
+        end = max(succ[i]) if succ[i] else n  # outputs stay alive to the end
+        if end > last_use[o]:
+            last_use[o] = end
+    free_at: dict[int, list[int]] = {}
+    for o in set(owner):
+        free_at.setdefault(last_use[o], []).append(o)
+    size = {i: graph.nodes[i].out_bytes for i in range(n) if allocates[i]}
+    input_bytes = float(sum(_nbytes(x.shape, x.dtype) for x in graph.inputs))
+    live = input_bytes
+    peak = live
+    for i in range(n):
+        if allocates[i]:
+            live += size[i]
+            peak = max(peak, live)
+        for o in free_at.get(i, ()):
+            live -= size.get(o, 0)
+    return float(peak)
+
+
+def saved_activation_bytes(graph: CostGraph) -> float:
+    """Bytes autograd keeps from the forward pass for the backward pass."""
+    owner, allocates = _buffers(graph)
+    preds = graph.predecessors()
+    saved: set[int] = set()
+    input_saved = False
+    for i, node in enumerate(graph.nodes):
+        if node.kind in _SAVES_INPUTS:
+            if preds[i]:
+                saved.update(owner[p] for p in preds[i])
+            else:
+                input_saved = True
+        if node.kind in _SAVES_OUTPUT:
+            saved.add(owner[i])
+        if node.kind == "max_pool" or (node.kind == "elementwise" and node.op.endswith("dropout")):
+            saved.add(owner[i])  # indices / masks
+    total = sum(graph.nodes[o].out_bytes for o in saved if allocates[o])
+    if input_saved:
+        total += sum(_nbytes(x.shape, x.dtype) for x in graph.inputs)
+    return float(total)
+
+
+def _nbytes(shape, dtype) -> int:
+    from ..ir._graph import numel
+    from ..ir._vocab import dtype_bytes
+
+    return numel(shape) * dtype_bytes(dtype)
+
+
+def memory_breakdown(graph: CostGraph, *, mode: str | None = None, optimizer: str = "adam") -> MemoryBreakdown:
+    """Analytic memory of one inference call or one training step (no framework overhead)."""
+    mode = mode or graph.meta.get("mode", "inference")
+    if mode not in ("inference", "training"):
+        raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
+    weights = float(graph.weights_bytes)
+    if mode == "inference":
+        return MemoryBreakdown(weights, peak_activation_bytes(graph), mode=mode)
+    opt = optimizer.lower().replace("-", "_").replace("+", "_")
+    if opt not in OPTIMIZER_STATE:
+        raise InvalidInputError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZER_STATE)}")
+    trainable = _trainable_bytes(graph)
+    saved = saved_activation_bytes(graph)
+    largest = max((n.out_bytes for n in graph.nodes if not n.is_view), default=0)
+    # backward holds the saved set plus about two activation-sized gradient buffers
+    transient = max(2.0 * largest, OPTIMIZER_TRANSIENT[opt] * trainable)
+    return MemoryBreakdown(
+        weights_bytes=weights,
+        activations_bytes=saved,
+        gradients_bytes=trainable,
+        optimizer_bytes=OPTIMIZER_STATE[opt] * trainable,
+        transient_bytes=transient,
+        mode=mode,
+    )
+
+
+def _trainable_bytes(graph: CostGraph) -> float:
+    """Bytes of trainable parameters (buffers such as BN running stats excluded)."""
+    return float(graph.meta.get("trainable_bytes", graph.weights_bytes))
+
+
+def allocator_reserved_bytes(allocated: float) -> float:
+    """What PyTorch's caching allocator reserves to serve ``allocated`` bytes.
+
+    Large blocks are carved from 2 MiB-rounded segments and the allocator keeps
+    freed blocks cached; a flat 15 % plus one 20 MiB segment is a simple,
+    documented allowance for that rounding and fragmentation.
+    """
+    return allocated * 1.15 + 20 * MB

@@ -1,0 +1,201 @@
+"""The ``costmodel`` command line (also ``python -m costmodel``).
+
+Every user error ends in one ``costmodel: error: ...`` line and exit code 2;
+an unexpected failure in exit code 1 with a one-line summary (set
+``COSTMODEL_DEBUG=1`` for the traceback).  Nothing prints a traceback by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Sequence
+
+from ._errors import CostModelError
+
+_MODE_ALIASES = {"inference": "inference", "infer": "inference", "training": "training", "train": "training"}
+
+PREDICT_EXAMPLES = """examples:
+  costmodel predict torchvision:resnet50 --batch 8 --device h200
+  costmodel predict timm:poolformer_s12 --batch 32 --device a100 --dtype fp16 --json
+  costmodel predict model.onnx --batch 1 --input 3,224,224 --device h100
+  costmodel predict torchvision:vit_b_16 --batch 32 --device h100 --mode training --optimizer adam
+"""
+GRAPH_EXAMPLES = """examples:
+  costmodel graph torchvision:resnet50
+  costmodel graph model.onnx --batch 4 --input 3,224,224 --json
+"""
+DEVICES_EXAMPLES = """examples:
+  costmodel devices
+  costmodel devices --json
+"""
+
+
+def _mode(s: str) -> str:
+    try:
+        return _MODE_ALIASES[s.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"invalid mode {s!r}; choose from inference, training") from None
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _add_workload_args(p: argparse.ArgumentParser, *, batch_default: int | None) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec")
+    p.add_argument("--batch", "-b", type=_positive_int, default=batch_default, required=batch_default is None,
+                   help="batch size (> 0)")
+    p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W",
+                   help="input shape without batch, e.g. 3,224,224 (needed for dynamic ONNX dims)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="tensor dtype (default fp32)")
+    p.add_argument("--mode", type=_mode, default="inference", help="inference (default) or training")
+    p.add_argument("--method", default="export", choices=("export", "trace"),
+                   help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="costmodel",
+        description="Predict what a deep-learning model costs (latency, memory, energy, MIG slice) before running it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'costmodel COMMAND --help' for the options and examples of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"costmodel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("predict", help="estimate latency, memory, energy and MIG slice",
+                       description="Estimate what one inference call or one training step costs on a device.",
+                       epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_workload_args(p, batch_default=None)
+    p.add_argument("--device", "-d", required=True, help="device name, e.g. h200, h100, a100-40gb (see 'costmodel devices')")
+    p.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
+    p.add_argument("--predictor", default=None, help="predictor name (default: the library's best available)")
+    p.set_defaults(func=_cmd_predict)
+
+    g = sub.add_parser("graph", help="featurize a model and summarize its graph",
+                       description="Build the CostGraph of a model and print its summary and per-op-kind table.",
+                       epilog=GRAPH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_workload_args(g, batch_default=1)
+    g.set_defaults(func=_cmd_graph)
+
+    d = sub.add_parser("devices", help="list the device database",
+                       description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
+                       epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(func=_cmd_devices)
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def _cmd_predict(a) -> int:
+    from ._estimate import estimate
+
+    est = estimate(
+        a.model,
+        batch=a.batch,
+        input_shape=a.input_shape,
+        device=a.device,
+        mode=a.mode,
+        dtype=a.dtype,
+        optimizer=a.optimizer,
+        predictor=a.predictor,
+    )
+    if a.json:
+        print(est.to_json())
+    else:
+        print(est.table())
+    return 0
+
+
+def _cmd_graph(a) -> int:
+    from .frontends import to_graph
+
+    g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode, method=a.method)
+    s = g.summary()
+    if a.json:
+        print(json.dumps(s))
+        return 0
+    print(f"model        {s['name']}  ({s['frontend']} frontend, {g.meta.get('capture', s['frontend'])})")
+    print(f"workload     {s['mode']}, batch {s['batch']}, input {s['input_shape']}, {s['dtype']}")
+    print(f"nodes        {s['nodes']}  (kernels {s['kernels']}, depth {s['depth']})")
+    print(f"edges        {s['edges']}")
+    print(f"GFLOPs       {s['flops'] / 1e9:.4g}   (GMACs {s['macs'] / 1e9:.4g})")
+    print(f"params       {s['params'] / 1e6:.4g} M  (weights {s['weights_mb']:.4g} MB)")
+    print()
+    total = s["flops"] or 1.0
+    print(f"{'op kind':<14}{'count':>7}{'GFLOPs':>12}{'share':>8}")
+    for k, v in sorted(s["op_kinds"].items(), key=lambda kv: (-kv[1]["flops"], -kv[1]["count"])):
+        print(f"{k:<14}{v['count']:>7}{v['flops'] / 1e9:>12.4g}{100 * v['flops'] / total:>7.1f}%")
+    return 0
+
+
+def _cmd_devices(a) -> int:
+    from .devices import list_devices
+
+    devs = list_devices()
+    if a.json:
+        print(json.dumps([d.to_dict() for d in devs]))
+        return 0
+    hdr = f"{'device':<18}{'fp32':>7}{'tf32':>7}{'fp16':>7}{'bf16':>7}{'HBM GB/s':>10}{'mem GB':>8}{'SMs':>5}{'TDP W':>7}  MIG profiles"
+    print(hdr)
+    print("-" * len(hdr))
+
+    def tf(v):
+        return f"{v:.4g}" if v else "-"
+
+    for d in devs:
+        pk = d.peak_tflops
+        mig = ", ".join(p.name for p in d.mig_profiles) or "-"
+        print(
+            f"{d.name:<18}{tf(pk.get('fp32')):>7}{tf(pk.get('tf32')):>7}{tf(pk.get('fp16')):>7}{tf(pk.get('bf16')):>7}"
+            f"{d.memory_bandwidth_gbps:>10.4g}{d.memory_gb:>8.4g}{d.sm_count or 0:>5}{d.tdp_w:>7.4g}  {mig}"
+        )
+    print("\npeaks in dense TFLOP/s (tensor cores where the dtype has them)")
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+def _short_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"costmodel: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(os.environ.get("COSTMODEL_DEBUG"))
+    if not debug:
+        warnings.showwarning = _short_warning
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return args.func(args)
+    except CostModelError as e:
+        print(f"costmodel: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("costmodel: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - no tracebacks for users
+        if debug:
+            raise
+        print(f"costmodel: internal error: {type(e).__name__}: {e} (set COSTMODEL_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Measured performance data as a typed dataset with reproducible splits."""
+
+from ._dataset import KINDS, TARGETS, PerfDataset, PerfRow, default_root
+
+__all__ = ["KINDS", "TARGETS", "PerfDataset", "PerfRow", "default_root"]

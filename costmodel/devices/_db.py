@@ -1,0 +1,672 @@
+"""The device database: hardware figures the predictors need, loaded from data.
+
+Every number lives in ``devices.json`` next to this module (datasheet figures,
+each entry citing its sources); this module only loads, validates and queries
+it.  Adding or correcting a device is an edit of the JSON file, never a code
+branch.
+
+Conventions (the JSON file's ``notes`` repeat them):
+
+* peaks are DENSE tensor-core rates in TFLOP/s (the datasheets' "with
+  sparsity" figures halved); ``None`` where the device has no native path for
+  the dtype;
+* ``memory_gb`` and ``l2_cache_mb`` are the datasheet's GB/MB, which NVIDIA
+  uses in binary units: :attr:`Device.memory_mb` is ``memory_gb * 1024`` MiB,
+  a nominal capacity (a measured profile gives the exact one);
+* ``memory_bandwidth_gbps`` is total DRAM traffic (reads plus writes) in GB/s
+  (1e9 bytes/s), the figure a roofline divides a kernel's bytes by.
+
+A measured profile (a ``hardware.json`` written by the benchmark harness, such
+as ``costmodel/data/h200/hardware.json``) overrides the datasheet entry with
+what was measured on a real card; see :func:`load_measured_profile`.
+
+Only the standard library is imported here, so ``import costmodel.devices``
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
+
+__all__ = [
+    "DTYPE_KEYS",
+    "HARDWARE_FEATURE_NAMES",
+    "Device",
+    "DeviceDatabaseError",
+    "MigProfile",
+    "PeakTflops",
+    "get_device",
+    "list_devices",
+    "load_measured_profile",
+    "measured_profile",
+    "normalize_device_name",
+]
+
+SCHEMA_VERSION = 1
+
+_HERE = Path(__file__).resolve().parent
+_DB_PATH = _HERE / "devices.json"
+#: measured profiles are discovered as ``<package>/data/*/hardware.json``
+_MEASURED_DIR = _HERE.parent / "data"
+
+#: dtypes with a peak in the database, in the order of ``peak_tflops``
+DTYPE_KEYS: tuple[str, ...] = ("fp64", "fp32", "tf32", "fp16", "bf16", "int8")
+
+# Tensor-op fallback chains: an unsupported dtype is costed at the next wider
+# supported one (bf16 on V100/T4 runs at the fp32 rate, int8 on a device
+# without an int8 path at the fp16 one...).  fp8 and int4 have no column in the
+# database and are costed as fp16 / int8.  fp64 falls back to fp32, an
+# optimistic figure for a device that does not list fp64 at all.
+_TENSOR_CHAIN: dict[str, tuple[str, ...]] = {
+    "fp64": ("fp64", "fp32"),
+    "fp32": ("fp32",),
+    "tf32": ("tf32", "fp32"),
+    "fp16": ("fp16", "fp32"),
+    "bf16": ("bf16", "fp32"),
+    "fp8": ("fp16", "fp32"),
+    "int8": ("int8", "fp16", "fp32"),
+    "uint8": ("int8", "fp16", "fp32"),
+    "int4": ("int8", "fp16", "fp32"),
+    "complex64": ("fp32",),
+}
+# dtypes that never reach a tensor core: always the CUDA-core (vector) rate
+_VECTOR_ONLY = frozenset({"int16", "int32", "int64", "bool"})
+_KNOWN_DTYPES: tuple[str, ...] = tuple(_TENSOR_CHAIN) + tuple(sorted(_VECTOR_ONLY))
+
+#: names and order of :meth:`Device.hardware_features`
+HARDWARE_FEATURE_NAMES: tuple[str, ...] = (
+    *(f"peak_{k}_tflops" for k in DTYPE_KEYS),
+    "vector_fp32_tflops",
+    "memory_bandwidth_gbps",
+    "memory_gb",
+    "sm_count",
+    "l2_cache_mb",
+    "tdp_w",
+    "compute_capability",
+)
+
+_MIB_PER_GB = 1024  # datasheet "GB" are GiB in practice: 80 GB == 81920 MiB
+_VENDOR_PREFIXES = ("nvidia", "tesla")  # as in torch.cuda.get_device_name()
+
+
+class DeviceDatabaseError(CostModelError, ValueError):
+    """``devices.json`` (or a file in its format) is malformed."""
+
+
+# --------------------------------------------------------------------------
+# records
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeakTflops:
+    """Dense peak rates in TFLOP/s (TOP/s for int8); ``None``: no native path."""
+
+    fp64: float | None
+    fp32: float
+    tf32: float | None
+    fp16: float | None
+    bf16: float | None
+    int8: float | None
+
+    def get(self, dtype: str) -> float | None:
+        """The stored figure of one of :data:`DTYPE_KEYS` (no fallback)."""
+        if dtype not in DTYPE_KEYS:
+            raise InvalidInputError(f"expected a dtype among {list(DTYPE_KEYS)}, got {dtype!r}")
+        return getattr(self, dtype)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {k: getattr(self, k) for k in DTYPE_KEYS}
+
+
+@dataclass(frozen=True)
+class MigProfile:
+    """One Multi-Instance GPU profile (NVIDIA MIG User Guide, "Supported MIG Profiles").
+
+    ``memory_fraction`` is in eighths of the device memory, ``compute_fraction``
+    in sevenths of its compute slices; both are in (0, 1].
+    """
+
+    name: str
+    memory_gb: float
+    memory_fraction: float
+    compute_fraction: float
+    max_instances: int
+
+    @property
+    def memory_mb(self) -> float:
+        """Nominal capacity in MiB: ``memory_gb * 1024`` (the profile name's GB)."""
+        return self.memory_gb * _MIB_PER_GB
+
+
+@dataclass(frozen=True)
+class Device:
+    """Hardware figures of one device, as stored in ``devices.json``.
+
+    ``source`` is ``"datasheet"`` for database entries and ``"measured"`` for
+    a device built from a measured ``hardware.json``.
+    """
+
+    name: str
+    aliases: tuple[str, ...] = field(repr=False)
+    vendor: str
+    architecture: str
+    compute_capability: str | None
+    peak_tflops: PeakTflops
+    vector_tflops_fp32: float
+    memory_bandwidth_gbps: float
+    memory_gb: float
+    sm_count: int | None
+    l2_cache_mb: float | None
+    tdp_w: float
+    idle_power_w: float
+    kernel_launch_overhead_us: float
+    framework_overhead_mb: float
+    mig_profiles: tuple[MigProfile, ...] = field(repr=False)
+    sources: tuple[str, ...] = field(repr=False)
+    source: str = "datasheet"
+
+    # -- derived figures ----------------------------------------------------
+
+    @property
+    def bandwidth_bytes_s(self) -> float:
+        """DRAM bandwidth in bytes/s (reads plus writes)."""
+        return self.memory_bandwidth_gbps * 1e9
+
+    @property
+    def memory_mb(self) -> float:
+        """Device memory in MiB: ``memory_gb * 1024`` (nominal for datasheet entries)."""
+        return self.memory_gb * _MIB_PER_GB
+
+    def peak_flops(self, dtype: str, *, tensor: bool = True) -> float:
+        """Peak rate in FLOP/s (OP/s for integers) for ``dtype``.
+
+        ``tensor=True`` (matmul, convolution, attention): the dense tensor-core
+        rate of ``dtype``.  ``"fp32"`` is the plain FP32 rate, which is what
+        PyTorch runs fp32 matmuls at by default (``allow_tf32=False``); ask for
+        ``"tf32"`` to cost TF32 (it falls back to fp32 where the device has no
+        TF32).  An unsupported dtype falls back to the next wider supported
+        one: bf16 -> fp32 on V100/T4, int8 -> fp16 -> fp32, fp8 -> fp16,
+        int4 -> int8.  int16/int32/int64/bool never use tensor cores.
+
+        ``tensor=False`` (pointwise, reductions): the CUDA-core FP32 rate
+        :attr:`vector_tflops_fp32` for every dtype narrower than 64 bits
+        (PyTorch computes half-precision pointwise ops in fp32), and for fp64
+        ``min(peak fp64, vector fp32 / 2)``, which gives the non-tensor FP64
+        rate of every device in the database.
+        """
+        if not isinstance(dtype, str) or dtype not in _KNOWN_DTYPES:
+            raise InvalidInputError(f"expected a dtype among {list(_KNOWN_DTYPES)}, got {dtype!r}")
+        vector = self.vector_tflops_fp32
+        if dtype in _VECTOR_ONLY:
+            return vector * 1e12
+        chain = _TENSOR_CHAIN[dtype]
+        peak = next(p for p in map(self.peak_tflops.get, chain + ("fp32",)) if p is not None)
+        if tensor:
+            return peak * 1e12
+        if dtype == "fp64":
+            return min(peak, vector / 2) * 1e12
+        return vector * 1e12
+
+    def hardware_features(self) -> dict[str, float]:
+        """Numeric features for learned models, keyed by :data:`HARDWARE_FEATURE_NAMES`.
+
+        Peaks are in TFLOP/s with 0.0 for an unsupported dtype (no fallback);
+        ``sm_count``/``l2_cache_mb`` are 0.0 where they do not apply (cpu);
+        ``compute_capability`` is a float (``"8.9"`` -> 8.9, cpu -> 0.0).
+        """
+        feats: dict[str, float] = {
+            f"peak_{k}_tflops": float(v or 0.0) for k, v in self.peak_tflops.as_dict().items()
+        }
+        feats.update(
+            vector_fp32_tflops=float(self.vector_tflops_fp32),
+            memory_bandwidth_gbps=float(self.memory_bandwidth_gbps),
+            memory_gb=float(self.memory_gb),
+            sm_count=float(self.sm_count or 0),
+            l2_cache_mb=float(self.l2_cache_mb or 0.0),
+            tdp_w=float(self.tdp_w),
+            compute_capability=float(self.compute_capability or 0.0),
+        )
+        return {k: feats[k] for k in HARDWARE_FEATURE_NAMES}
+
+    # -- conversions --------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The device as a ``devices.json`` entry (plus ``source``)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "peak_tflops":
+                v = v.as_dict()
+            elif f.name == "mig_profiles":
+                v = [dataclasses.asdict(m) for m in v]
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    def with_overrides(self, **fields: Any) -> Device:
+        """A copy with some fields replaced, validated like a database entry.
+
+        ``peak_tflops`` may be a partial mapping (``{"fp16": 700.0}``) merged
+        into the current peaks; ``mig_profiles`` may hold :class:`MigProfile`
+        objects or dicts.  Unknown field names raise :class:`InvalidInputError`.
+        """
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in fields if k not in names]
+        if unknown:
+            raise InvalidInputError(
+                f"expected fields among {names}, got {unknown[0]!r}.{suggest(unknown[0], names)}"
+            )
+        entry = self.to_dict()
+        for key, value in fields.items():
+            if key == "peak_tflops":
+                value = value.as_dict() if isinstance(value, PeakTflops) else value
+                if not isinstance(value, Mapping):
+                    raise InvalidInputError(
+                        f"expected peak_tflops to be a mapping or PeakTflops, got {type(value).__name__}"
+                    )
+                value = {**entry["peak_tflops"], **value}
+            elif key == "mig_profiles" and isinstance(value, Iterable):
+                value = [dataclasses.asdict(m) if isinstance(m, MigProfile) else m for m in value]
+            elif key in ("aliases", "sources") and isinstance(value, (tuple, list)):
+                value = list(value)
+            entry[key] = value
+        return _device_from_entry(entry, f"{self.name}.with_overrides()", InvalidInputError)
+
+
+# --------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------
+
+_REQUIRED = tuple(f.name for f in dataclasses.fields(Device) if f.name != "source")
+_MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile))
+_CC_RE = re.compile(r"^\d+\.\d+$")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceDatabaseError) -> Device:
+    """Validate one JSON entry and build its :class:`Device`; errors name device and field."""
+    if not isinstance(entry, dict):
+        raise exc(f"{where}: expected a device object, got {type(entry).__name__}")
+    label = entry.get("name") if isinstance(entry.get("name"), str) else "<unnamed>"
+
+    def bad(fld: str, expected: str) -> Exception:
+        got = entry.get(fld)
+        return exc(f"{where}: device {label!r}, field {fld!r}: expected {expected}, got {got!r}")
+
+    missing = [k for k in _REQUIRED if k not in entry]
+    if missing:
+        raise exc(f"{where}: device {label!r} is missing field {missing[0]!r} (required: {list(_REQUIRED)})")
+    extra = [k for k in entry if k not in _REQUIRED and k != "source"]
+    if extra:
+        raise exc(f"{where}: device {label!r} has unknown field {extra[0]!r}; expected only {list(_REQUIRED)}")
+
+    for k in ("name", "vendor", "architecture"):
+        if not isinstance(entry[k], str) or not entry[k].strip():
+            raise bad(k, "a non-empty string")
+    source = entry.get("source", "datasheet")
+    if not isinstance(source, str) or not source:
+        raise bad("source", "a non-empty string")
+    for k in ("aliases", "sources"):
+        v = entry[k]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) and s.strip() for s in v):
+            raise bad(k, "a list of non-empty strings")
+    if not entry["sources"]:
+        raise bad("sources", "at least one source")
+    cc = entry["compute_capability"]
+    if cc is not None and not (isinstance(cc, str) and _CC_RE.match(cc)):
+        raise bad("compute_capability", 'null or a "major.minor" string such as "9.0"')
+
+    peaks = entry["peak_tflops"]
+    if not isinstance(peaks, Mapping) or set(peaks) != set(DTYPE_KEYS):
+        raise bad("peak_tflops", f"an object with exactly the keys {list(DTYPE_KEYS)}")
+    for k in DTYPE_KEYS:
+        v = peaks[k]
+        if v is None and k != "fp32":
+            continue
+        if not (_is_num(v) and v > 0):
+            raise exc(
+                f"{where}: device {label!r}, field 'peak_tflops.{k}': expected a positive number"
+                f"{'' if k == 'fp32' else ' or null'}, got {v!r}"
+            )
+
+    for k in ("vector_tflops_fp32", "memory_bandwidth_gbps", "memory_gb", "tdp_w"):
+        if not (_is_num(entry[k]) and entry[k] > 0):
+            raise bad(k, "a positive number")
+    for k in ("idle_power_w", "kernel_launch_overhead_us", "framework_overhead_mb"):
+        if not (_is_num(entry[k]) and entry[k] >= 0):
+            raise bad(k, "a non-negative number")
+    if entry["idle_power_w"] > entry["tdp_w"]:
+        raise bad("idle_power_w", f"at most tdp_w ({entry['tdp_w']})")
+    sm = entry["sm_count"]
+    if sm is not None and not (isinstance(sm, int) and not isinstance(sm, bool) and sm > 0):
+        raise bad("sm_count", "null or a positive integer")
+    l2 = entry["l2_cache_mb"]
+    if l2 is not None and not (_is_num(l2) and l2 > 0):
+        raise bad("l2_cache_mb", "null or a positive number")
+
+    migs = entry["mig_profiles"]
+    if not isinstance(migs, (list, tuple)):
+        raise bad("mig_profiles", "a list of MIG profile objects")
+    profiles = []
+    for i, m in enumerate(migs):
+        fld = f"mig_profiles[{i}]"
+        if not isinstance(m, Mapping) or set(m) != set(_MIG_FIELDS):
+            raise exc(f"{where}: device {label!r}, field {fld!r}: expected an object with keys {list(_MIG_FIELDS)}, got {m!r}")
+        ok = (
+            isinstance(m["name"], str) and m["name"]
+            and _is_num(m["memory_gb"]) and m["memory_gb"] > 0
+            and all(_is_num(m[f]) and 0 < m[f] <= 1 for f in ("memory_fraction", "compute_fraction"))
+            and isinstance(m["max_instances"], int) and not isinstance(m["max_instances"], bool)
+            and m["max_instances"] >= 1
+        )
+        if not ok:
+            raise exc(
+                f"{where}: device {label!r}, field {fld!r}: expected a name, memory_gb > 0, "
+                f"fractions in (0, 1] and max_instances >= 1, got {dict(m)!r}"
+            )
+        profiles.append(MigProfile(**{k: m[k] for k in _MIG_FIELDS}))
+    profiles.sort(key=lambda p: (p.memory_gb, p.compute_fraction))
+
+    return Device(
+        name=entry["name"],
+        aliases=tuple(entry["aliases"]),
+        vendor=entry["vendor"],
+        architecture=entry["architecture"],
+        compute_capability=cc,
+        peak_tflops=PeakTflops(**{k: None if peaks[k] is None else float(peaks[k]) for k in DTYPE_KEYS}),
+        vector_tflops_fp32=float(entry["vector_tflops_fp32"]),
+        memory_bandwidth_gbps=float(entry["memory_bandwidth_gbps"]),
+        memory_gb=float(entry["memory_gb"]),
+        sm_count=sm,
+        l2_cache_mb=None if l2 is None else float(l2),
+        tdp_w=float(entry["tdp_w"]),
+        idle_power_w=float(entry["idle_power_w"]),
+        kernel_launch_overhead_us=float(entry["kernel_launch_overhead_us"]),
+        framework_overhead_mb=float(entry["framework_overhead_mb"]),
+        mig_profiles=tuple(profiles),
+        sources=tuple(entry["sources"]),
+        source=source,
+    )
+
+
+def normalize_device_name(name: str) -> str:
+    """Lowercase ``name`` and drop everything but letters and digits (``"H100-80GB"`` -> ``"h10080gb"``)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@dataclass(frozen=True)
+class _Database:
+    devices: tuple[Device, ...]
+    index: dict[str, Device]  # normalized name or alias -> device
+
+
+def _parse_database(data: Any, origin: str) -> _Database:
+    """Validate a whole ``devices.json`` document."""
+    if not isinstance(data, dict):
+        raise DeviceDatabaseError(f"{origin}: expected a JSON object, got {type(data).__name__}")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise DeviceDatabaseError(
+            f"{origin}: expected schema_version {SCHEMA_VERSION}, got {data.get('schema_version')!r}"
+        )
+    entries = data.get("devices")
+    if not isinstance(entries, list) or not entries:
+        raise DeviceDatabaseError(f"{origin}: expected a non-empty 'devices' list, got {entries!r}")
+    devices = tuple(_device_from_entry(e, origin) for e in entries)
+    index: dict[str, Device] = {}
+    for dev in devices:
+        for key in {normalize_device_name(n) for n in (dev.name, *dev.aliases)}:
+            if not key:
+                raise DeviceDatabaseError(f"{origin}: device {dev.name!r} has an alias with no letter or digit")
+            other = index.get(key)
+            if other is not None:
+                raise DeviceDatabaseError(
+                    f"{origin}: device {dev.name!r}: name or alias {key!r} already belongs to {other.name!r}"
+                )
+            index[key] = dev
+    return _Database(devices, index)
+
+
+@functools.cache
+def _database() -> _Database:
+    try:
+        data = json.loads(_DB_PATH.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DeviceDatabaseError(f"{_DB_PATH}: expected a readable JSON device database, got {e}") from e
+    return _parse_database(data, str(_DB_PATH))
+
+
+# --------------------------------------------------------------------------
+# lookup
+# --------------------------------------------------------------------------
+
+
+def list_devices() -> list[Device]:
+    """Every device of the database, in file order."""
+    return list(_database().devices)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.lower().endswith(".json") or "/" in name or "\\" in name
+
+
+def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False) -> Device:
+    """Look up a device by name or alias, or load a measured ``hardware.json``.
+
+    Names are case- and punctuation-insensitive (``"h100"``, ``"H100-80GB"``,
+    ``"h100_sxm5_80gb"`` are the same device), and a leading ``NVIDIA``/``Tesla``
+    is ignored, so ``torch.cuda.get_device_name()`` strings such as
+    ``"NVIDIA H200"`` or ``"Tesla T4"`` resolve too.  A :class:`Device` is
+    returned unchanged.  A path (``os.PathLike``, or a string ending in
+    ``.json`` or containing a path separator) is read with
+    :func:`load_measured_profile`.  ``measured=True`` returns the device's
+    packaged measured profile (:func:`measured_profile`).
+
+    Raises:
+        UnknownDeviceError: the name matches no device; the message lists
+            every known device and suggests close names.
+    """
+    if isinstance(name, Device):
+        return name
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and _looks_like_path(name)):
+        return load_measured_profile(name)
+    if not isinstance(name, str):
+        raise InvalidInputError(
+            f"expected a device name, Device or path to a hardware.json, got {type(name).__name__}"
+        )
+    db = _database()
+    key = normalize_device_name(name)
+    dev = db.index.get(key)
+    while dev is None:
+        prefix = next((p for p in _VENDOR_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            break
+        key = key[len(prefix):]
+        dev = db.index.get(key)
+    if dev is None:
+        known = [d.name for d in db.devices]
+        choices = dict.fromkeys(n.lower() for d in db.devices for n in (d.name, *d.aliases))
+        raise UnknownDeviceError(
+            f"expected a known device name, got {name!r}; known devices: {', '.join(known)} "
+            f"(names are case- and punctuation-insensitive; aliases such as 'h100' work)."
+            f"{suggest(name.strip().lower(), choices)}"
+        )
+    return measured_profile(dev.name) if measured else dev
+
+
+# --------------------------------------------------------------------------
+# measured profiles
+# --------------------------------------------------------------------------
+
+_COPY_RE = re.compile(r"^copy_(\d+)mb_gbps$")
+
+
+def _median_framework_overhead(directory: Path) -> float | None:
+    """Median of ``nvml_used_mb - peak_reserved_mb`` over the ``*.jsonl`` rows beside a profile."""
+    diffs: list[float] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                used, reserved = row.get("nvml_used_mb"), row.get("peak_reserved_mb")
+                if _is_num(used) and _is_num(reserved):
+                    diffs.append(float(used) - float(reserved))
+    return statistics.median(diffs) if diffs else None
+
+
+def load_measured_profile(path: str | os.PathLike[str], *, base: str | Device | None = None) -> Device:
+    """A :class:`Device` whose figures come from a measured ``hardware.json``.
+
+    ``base`` (default: the file's ``prop_name``/``name``, e.g. ``"NVIDIA H200"``)
+    is the database entry the measurement refines.  Replaced figures:
+
+    * ``peak_tflops[dtype]`` <- ``peak_matmul.<dtype>.tflops`` for each measured
+      dtype (fp32 only when ``allow_tf32_matmul`` was off, otherwise the "fp32"
+      run measured TF32); unmeasured dtypes (fp64, int8 on the H200 file) keep
+      their datasheet figure;
+    * ``vector_tflops_fp32`` <- the measured fp32 matmul rate (an fp32 matmul
+      without TF32 runs on the same CUDA-core FMA units as pointwise ops);
+    * ``memory_bandwidth_gbps`` <- ``bandwidth.copy_<N>mb_gbps`` of the largest
+      buffer (``copy_4096mb_gbps``; the least affected by L2).  The harness
+      counts a copy's read plus write bytes, the same convention as the
+      datasheet bandwidth and a roofline's byte count, so the value is used as
+      given (not halved);
+    * ``memory_gb`` <- ``prop_total_memory / 2**30`` (so ``memory_mb`` is exact),
+      ``sm_count`` <- ``prop_multi_processor_count``, ``l2_cache_mb`` <-
+      ``prop_L2_cache_size / 2**20``, ``tdp_w`` <- ``power_limit_w``,
+      ``compute_capability`` <- ``prop_major.prop_minor``;
+    * ``framework_overhead_mb`` <- the median of ``nvml_used_mb -
+      peak_reserved_mb`` over the ``*.jsonl`` rows in the same folder, when
+      there are any.  ``context_used_mb`` (the bare CUDA context, before
+      cuBLAS/cuDNN load) is not used: it undercounts what a PyTorch run holds.
+
+    The result has ``source == "measured"`` and a source line naming the file.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"expected a measured hardware.json file, got {str(p)!r} (no such file)") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"expected a readable JSON hardware profile, got {str(p)!r} ({e})") from e
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{p}: expected a JSON object, got {type(data).__name__}")
+
+    if base is None:
+        base = data.get("prop_name") or data.get("name")
+        if not isinstance(base, str) or not base:
+            raise InvalidInputError(f"{p}: expected a 'prop_name' or 'name' naming the device, got none; pass base=")
+        try:
+            base_dev = get_device(base)
+        except UnknownDeviceError as e:
+            raise UnknownDeviceError(f"{p}: measured device {base!r} is not in the database; pass base=. {e}") from e
+    else:
+        base_dev = get_device(base)
+
+    def num(key: str, v: Any) -> float:
+        if not (_is_num(v) and v > 0):
+            raise InvalidInputError(f"{p}: field {key!r}: expected a positive number, got {v!r}")
+        return float(v)
+
+    peak_matmul = data.get("peak_matmul")
+    if not isinstance(peak_matmul, dict):
+        raise InvalidInputError(f"{p}: field 'peak_matmul': expected an object of {{dtype: {{tflops}}}}, got {peak_matmul!r}")
+    tf32_on = data.get("allow_tf32_matmul") is True
+    peaks: dict[str, float] = {}
+    for dt, rec in peak_matmul.items():
+        if dt not in DTYPE_KEYS or (dt == "fp32" and tf32_on):
+            continue
+        if not isinstance(rec, dict):
+            raise InvalidInputError(f"{p}: field 'peak_matmul.{dt}': expected an object with 'tflops', got {rec!r}")
+        peaks[dt] = num(f"peak_matmul.{dt}.tflops", rec.get("tflops"))
+
+    bw = data.get("bandwidth")
+    copies = {int(m.group(1)): v for k, v in (bw or {}).items() if (m := _COPY_RE.match(k))} if isinstance(bw, dict) else {}
+    if not copies:
+        raise InvalidInputError(f"{p}: field 'bandwidth': expected copy_<N>mb_gbps entries, got {bw!r}")
+    size = max(copies)
+
+    fields: dict[str, Any] = {
+        "peak_tflops": peaks,
+        "memory_bandwidth_gbps": num(f"bandwidth.copy_{size}mb_gbps", copies[size]),
+        "source": "measured",
+    }
+    if "fp32" in peaks:
+        fields["vector_tflops_fp32"] = peaks["fp32"]
+    if "prop_total_memory" in data:
+        fields["memory_gb"] = num("prop_total_memory", data["prop_total_memory"]) / 2**30
+    if "prop_multi_processor_count" in data:
+        fields["sm_count"] = int(num("prop_multi_processor_count", data["prop_multi_processor_count"]))
+    if "prop_L2_cache_size" in data:
+        fields["l2_cache_mb"] = num("prop_L2_cache_size", data["prop_L2_cache_size"]) / 2**20
+    if "power_limit_w" in data:
+        fields["tdp_w"] = num("power_limit_w", data["power_limit_w"])
+    if isinstance(data.get("prop_major"), int) and isinstance(data.get("prop_minor"), int):
+        fields["compute_capability"] = f"{data['prop_major']}.{data['prop_minor']}"
+    overhead = _median_framework_overhead(p.parent)
+    if overhead is not None:
+        fields["framework_overhead_mb"] = overhead
+    fields["sources"] = (
+        *base_dev.sources,
+        f"measured profile {p}: {', '.join(sorted(k for k in fields if k not in ('source', 'sources')))} "
+        f"replaced by measured values (peak_matmul dtypes: {', '.join(peaks) or 'none'}; "
+        f"bandwidth copy_{size}mb_gbps used as given)",
+    )
+    return base_dev.with_overrides(**fields)
+
+
+@functools.cache
+def _measured_paths() -> dict[str, Path]:
+    """Packaged measured profiles (``data/*/hardware.json``) keyed by canonical device name."""
+    found: dict[str, Path] = {}
+    for path in sorted(_MEASURED_DIR.glob("*/hardware.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            dev = get_device(data.get("prop_name") or data.get("name") or "")
+        except (OSError, json.JSONDecodeError, AttributeError, InvalidInputError):
+            continue  # not a profile of a database device
+        if dev.name in found:
+            raise DeviceDatabaseError(f"two measured profiles for {dev.name!r}: {found[dev.name]} and {path}")
+        found[dev.name] = path
+    return found
+
+
+@functools.cache
+def _measured_profile(canonical: str) -> Device:
+    return load_measured_profile(_measured_paths()[canonical], base=canonical)
+
+
+def measured_profile(name: str | Device) -> Device:
+    """The packaged measured profile of a device (today: the H200, ``costmodel/data/h200``).
+
+    Raises:
+        InvalidInputError: the device has no packaged measured profile.
+    """
+    dev = get_device(name)
+    paths = _measured_paths()
+    if dev.name not in paths:
+        raise InvalidInputError(
+            f"expected a device with a measured profile ({', '.join(paths) or 'none packaged'}), got {dev.name!r}"
+        )
+    return _measured_profile(dev.name)

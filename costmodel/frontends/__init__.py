@@ -1,0 +1,201 @@
+"""Frontends: everything a user can hand us -> one :class:`CostGraph`.
+
+:func:`to_graph` dispatches on the input: an ``.onnx`` path or
+``onnx.ModelProto`` (ONNX frontend), an ``nn.Module`` (PyTorch frontend), a
+zoo name or data spec (built on the meta device, then the PyTorch frontend),
+or a CostGraph (returned as is).  Zoo graphs are cached on disk, keyed by
+everything that changes them, so a second request costs a file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .._errors import InvalidInputError, ModelLoadError
+from ..ir._graph import GRAPH_FORMAT_VERSION, CostGraph
+from ..ir._vocab import VOCAB_VERSION
+from ._builder import GraphBuilder
+from ._common import check_batch, parse_shape
+
+__all__ = ["GraphBuilder", "cache_dir", "cached_graph", "from_onnx", "from_torch", "hf_graph", "to_graph", "zoo_graph"]
+
+MODES = ("inference", "training")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def from_torch(*args, **kwargs) -> CostGraph:
+    from ._torch import from_torch as f
+
+    return f(*args, **kwargs)
+
+
+def from_onnx(*args, **kwargs) -> CostGraph:
+    from ._onnx import from_onnx as f
+
+    return f(*args, **kwargs)
+
+
+def cache_dir() -> Path:
+    """Where featurized graphs are cached (``$COSTMODEL_CACHE`` or ``~/.cache/costmodel``)."""
+    root = os.environ.get("COSTMODEL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "costmodel"
+    )
+    return Path(root)
+
+
+def _cache_key(desc: dict) -> str:
+    from .. import __version__
+
+    try:
+        import torch
+
+        tv = torch.__version__
+    except ImportError:  # pragma: no cover
+        tv = "none"
+    blob = json.dumps(
+        dict(desc, format=GRAPH_FORMAT_VERSION, vocab=VOCAB_VERSION, lib=__version__, torch=tv),
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha1(blob.encode()).hexdigest()[:20]
+
+
+def cached_graph(desc: dict, build, *, cache: bool = True) -> CostGraph:
+    """Return the cached graph described by ``desc`` or ``build()`` and cache it.
+
+    ``desc`` must hold everything that changes the graph; the library, graph
+    format, vocabulary and torch versions are added to the key.
+    """
+    path = cache_dir() / "graphs" / f"{_cache_key(desc)}.json.gz"
+    if cache and path.exists():
+        try:
+            return CostGraph.load(path)
+        except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt
+            path.unlink(missing_ok=True)
+    g = build()
+    if cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            g.save(path)
+        except OSError:
+            pass  # read-only cache: still answer
+    return g
+
+
+def zoo_graph(
+    ref,
+    *,
+    batch: int = 1,
+    input_shape=None,
+    mode: str = "inference",
+    method: str = "export",
+    cache: bool = True,
+) -> CostGraph:
+    """Graph of a zoo name / data spec at a batch size (fp32; cast afterwards)."""
+    from ._zoo import build_zoo_model, parse_model_ref
+
+    spec = parse_model_ref(ref)
+
+    def build():
+        zm = build_zoo_model(spec)
+        shape = parse_shape(input_shape) if input_shape is not None else zm.input_shape
+        g = from_torch(zm.module, input_shape=shape, batch=batch, mode=mode, method=method, name=zm.name)
+        g.meta["spec"] = zm.spec
+        return g
+
+    desc = {"zoo": spec, "batch": batch, "input_shape": input_shape, "mode": mode, "method": method}
+    return cached_graph(desc, build, cache=cache)
+
+
+def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str = "inference",
+             method: str = "export", causal: bool | None = None, cache: bool = True) -> CostGraph:
+    """Graph of a transformers config on ``(batch, seq)`` token ids (cached)."""
+    from ._hf import hf_graph as build_hf
+
+    desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
+            "method": method, "causal": causal}
+    return cached_graph(
+        desc,
+        lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode),
+        cache=cache,
+    )
+
+
+def _looks_like_onnx_path(model: Any) -> bool:
+    if isinstance(model, Path):
+        return True
+    if isinstance(model, str):
+        return model.endswith(".onnx") or os.path.sep in model or os.path.exists(model)
+    return False
+
+
+def to_graph(
+    model,
+    *,
+    batch: int | None = None,
+    input_shape=None,
+    inputs=None,
+    dtype: str | None = None,
+    mode: str = "inference",
+    method: str = "export",
+    cache: bool = True,
+) -> CostGraph:
+    """Featurize anything costmodel accepts into a CostGraph.
+
+    Args:
+        model: ``.onnx`` path, ``onnx.ModelProto``, ``nn.Module``, zoo name
+            (``torchvision:resnet50``, ``timm:poolformer_s12``), data spec
+            dict/JSON, or a CostGraph.
+        batch: batch size (first input dimension).
+        input_shape: one input's shape without the batch dimension.
+        inputs: example inputs for an ``nn.Module`` (instead of ``input_shape``).
+        dtype: ``fp32``, ``fp16`` or ``bf16``: floating tensors are re-typed.
+        mode: ``inference`` or ``training``.
+        method: PyTorch capture, ``export`` (default) or ``trace``.
+    """
+    from ..analysis._cast import cast_graph
+
+    if batch is not None:
+        check_batch(batch)
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+
+    if isinstance(model, CostGraph):
+        g = model
+    elif _is_onnx_proto(model) or _looks_like_onnx_path(model):
+        if isinstance(model, (str, Path)) and not Path(model).exists():
+            raise ModelLoadError(f"no such file: {model}")
+        g = from_onnx(model, batch=batch, input_shape=input_shape, mode=mode)
+    elif _is_module(model):
+        g = from_torch(model, inputs, input_shape=input_shape, batch=batch, mode=mode, method=method)
+    elif isinstance(model, (str, dict)):
+        g = zoo_graph(model, batch=batch or 1, input_shape=input_shape, mode=mode, method=method, cache=cache)
+    else:
+        raise InvalidInputError(
+            f"cannot featurize a {type(model).__name__}; expected an .onnx path, onnx.ModelProto, "
+            "torch.nn.Module, zoo name (e.g. torchvision:resnet50) or spec dict"
+        )
+    if dtype is not None and dtype != g.meta.get("dtype"):
+        g = cast_graph(g, dtype)
+    return g
+
+
+def _is_module(obj) -> bool:
+    mod = type(obj).__module__ or ""
+    if not (mod.startswith("torch") or hasattr(obj, "forward")):
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, torch.nn.Module)
+
+
+def _is_onnx_proto(obj) -> bool:
+    return type(obj).__name__ == "ModelProto" and hasattr(obj, "graph")

@@ -1,0 +1,165 @@
+"""GraphBuilder: what every frontend uses to emit a CostGraph.
+
+A frontend walks its own IR in topological order and, per operator, names the
+tensors it reads and writes.  The builder tracks which node produced each
+tensor, so edges are the real data dependencies, tracks parameters (counted
+once, however often they are used), and costs each node with the shared
+formulas of :mod:`costmodel.analysis`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
+
+from .._errors import UnsupportedOpWarning
+from ..analysis._opcost import op_cost
+from ..ir._graph import CostGraph, GraphInput, Node, numel
+from ..ir._vocab import dtype_bytes, is_kind
+
+
+@dataclass(slots=True)
+class _Tensor:
+    shape: tuple[int, ...]
+    dtype: str
+    producer: int | None  # node id, None for graph inputs / params / constants
+    is_param: bool = False
+
+
+class GraphBuilder:
+    """Incrementally build a :class:`CostGraph`.
+
+    Tensors are identified by any hashable key chosen by the frontend (an ONNX
+    value name, an FX node name, a Python object id...).
+    """
+
+    def __init__(self, name: str, frontend: str) -> None:
+        self.name = name
+        self.frontend = frontend
+        self._tensors: dict[Hashable, _Tensor] = {}
+        self._nodes: list[Node] = []
+        self._edges: set[tuple[int, int]] = set()
+        self._inputs: list[GraphInput] = []
+        self._param_keys: dict[Hashable, int] = {}  # key -> bytes
+        self._param_numel: dict[Hashable, int] = {}
+        self._warned: set[str] = set()
+
+    # ----------------------------------------------------------- registration
+    def add_input(self, key: Hashable, shape: Sequence[int], dtype: str, name: str | None = None) -> None:
+        self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None)
+        self._inputs.append(GraphInput(str(name if name is not None else key), tuple(shape), dtype))
+
+    def add_param(self, key: Hashable, shape: Sequence[int], dtype: str, *, trainable: bool = True) -> None:
+        """A weight or buffer; counted in ``params`` only if ``trainable``."""
+        shape = tuple(int(d) for d in shape)
+        self._tensors[key] = _Tensor(shape, dtype, None, is_param=True)
+        self._param_keys[key] = numel(shape) * dtype_bytes(dtype)
+        if trainable:
+            self._param_numel[key] = numel(shape)
+
+    def add_constant(self, key: Hashable, shape: Sequence[int], dtype: str) -> None:
+        self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None)
+
+    def alias(self, key: Hashable, to: Hashable) -> None:
+        """Make ``key`` refer to the same tensor as ``to`` (no node emitted)."""
+        self._tensors[key] = self._tensors[to]
+
+    def has(self, key: Hashable) -> bool:
+        return key in self._tensors
+
+    def shape(self, key: Hashable) -> tuple[int, ...]:
+        return self._tensors[key].shape
+
+    def dtype(self, key: Hashable) -> str:
+        return self._tensors[key].dtype
+
+    def is_param(self, key: Hashable) -> bool:
+        t = self._tensors.get(key)
+        return bool(t and t.is_param)
+
+    # ------------------------------------------------------------------ nodes
+    def warn_unsupported(self, op: str) -> None:
+        if op not in self._warned:
+            self._warned.add(op)
+            warnings.warn(
+                f"{self.frontend}: operator {op!r} is not in the op vocabulary; "
+                "it is counted as kind 'other' (no FLOPs)",
+                UnsupportedOpWarning,
+                stacklevel=3,
+            )
+
+    def add_node(
+        self,
+        op: str,
+        kind: str,
+        inputs: Sequence[Hashable],
+        outputs: Sequence[tuple[Hashable, Sequence[int], str]],
+        attrs: dict[str, Any] | None = None,
+        *,
+        is_view: bool = False,
+        scope: str = "",
+    ) -> int:
+        """Add an operator reading ``inputs`` (tensor keys) and writing ``outputs``.
+
+        Unknown input keys are ignored (constants the frontend did not
+        register).  Returns the new node's id.
+        """
+        if not is_kind(kind):
+            raise ValueError(f"frontend produced unknown op kind {kind!r} for {op}")
+        attrs = dict(attrs or {})
+        nid = len(self._nodes)
+        in_shapes, in_dtypes, is_p = [], [], []
+        params = 0
+        for key in inputs:
+            t = self._tensors.get(key)
+            if t is None:
+                continue
+            in_shapes.append(t.shape)
+            in_dtypes.append(t.dtype)
+            is_p.append(t.is_param)
+            if t.is_param:
+                params += numel(t.shape) if key in self._param_numel else 0
+            if t.producer is not None:
+                self._edges.add((t.producer, nid))
+        out_shapes, out_dtypes = [], []
+        for key, shape, dtype in outputs:
+            shp = tuple(int(d) for d in shape)
+            out_shapes.append(shp)
+            out_dtypes.append(dtype)
+            self._tensors[key] = _Tensor(shp, dtype, nid)
+        flops, macs, rd, wr = op_cost(kind, in_shapes, in_dtypes, out_shapes, out_dtypes, attrs, is_view)
+        self._nodes.append(
+            Node(
+                id=nid,
+                op=op,
+                kind=kind,
+                attrs=attrs,
+                in_shapes=in_shapes,
+                in_dtypes=in_dtypes,
+                param_inputs=is_p,
+                out_shapes=out_shapes,
+                out_dtypes=out_dtypes,
+                flops=flops,
+                macs=macs,
+                bytes_read=rd,
+                bytes_written=wr,
+                params=params,
+                is_view=is_view,
+                scope=scope,
+            )
+        )
+        return nid
+
+    # ------------------------------------------------------------------ build
+    def build(self, **meta: Any) -> CostGraph:
+        m = {
+            "name": self.name,
+            "frontend": self.frontend,
+            "params": int(sum(self._param_numel.values())),
+            "weights_bytes": int(sum(self._param_keys.values())),
+            "trainable_bytes": int(sum(self._param_keys[k] for k in self._param_numel)),
+        }
+        m.update({k: v for k, v in meta.items() if v is not None})
+        g = CostGraph(self._nodes, sorted(self._edges), self._inputs, m)
+        return g.validate()

@@ -1,0 +1,556 @@
+"""PyTorch frontend: ``nn.Module`` + example inputs -> CostGraph.
+
+Two capture methods, both free of real compute:
+
+``export`` (default)
+    ``torch.export.export`` on fake tensors.  Keeps high-level ATen operators
+    (``conv2d``, ``linear``, ``scaled_dot_product_attention``), so a fused
+    attention stays one node whatever device the graph is later costed for.
+``trace``
+    Runs the module once under a ``TorchDispatchMode`` with parameters and
+    inputs on the ``meta`` device and records every ATen operator as it
+    executes.  Works on any Python control flow (where export and FX symbolic
+    tracing both give up), is ~10x faster than export, and records the
+    operators eager mode really dispatches (``addmm``, ``native_batch_norm``,
+    attention decomposed as the meta backend runs it).
+
+``method="export"`` falls back to ``trace`` (with a warning) when export
+fails.  FX symbolic tracing is deliberately not the fallback: it fails on the
+same data-dependent Python that breaks export and yields module-level nodes
+instead of operators.
+
+Models are never run on real data: a model built under ``torch.device("meta")``
+(a 7B LLM, say) is featurized without allocating its weights.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Hashable, Sequence
+
+from .._errors import InvalidInputError, ModelLoadError
+from ._aten import IGNORED, base_name, lookup
+from ._builder import GraphBuilder
+from ._common import check_batch, parse_shape, spatial_mean_is_pool
+
+_DTYPE_NAMES = {
+    "float32": "fp32",
+    "float": "fp32",
+    "float16": "fp16",
+    "half": "fp16",
+    "bfloat16": "bf16",
+    "float64": "fp64",
+    "double": "fp64",
+    "int64": "int64",
+    "long": "int64",
+    "int32": "int32",
+    "int": "int32",
+    "int16": "int16",
+    "int8": "int8",
+    "uint8": "uint8",
+    "bool": "bool",
+    "float8_e4m3fn": "fp8",
+    "float8_e5m2": "fp8",
+    "complex64": "complex64",
+}
+
+METHODS = ("export", "trace")
+
+
+def dtype_name(dt) -> str:
+    s = str(dt).replace("torch.", "")
+    return _DTYPE_NAMES.get(s, s)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    table = {
+        "fp32": torch.float32,
+        "fp16": torch.float16,
+        "bf16": torch.bfloat16,
+        "fp64": torch.float64,
+        "int64": torch.int64,
+        "int32": torch.int32,
+        "int8": torch.int8,
+    }
+    if name not in table:
+        raise InvalidInputError(f"unsupported dtype {name!r}; expected one of {sorted(table)}")
+    return table[name]
+
+
+def _named_args(func, args, kwargs) -> dict[str, Any]:
+    schema = getattr(func, "_schema", None)
+    out = dict(kwargs or {})
+    if schema is None:
+        return out
+    for a, v in zip(schema.arguments, args):
+        out[a.name] = v
+    for a in schema.arguments:
+        if a.name not in out and a.has_default_value():
+            out[a.name] = a.default_value
+    return out
+
+
+def _ints(v) -> list[int] | None:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        try:
+            return [int(x) for x in v]
+        except (TypeError, ValueError):
+            return None
+    try:
+        return [int(v)]
+    except (TypeError, ValueError):
+        return None
+
+
+def _einsum_k(equation: str, shapes: Sequence[Sequence[int]], out_numel: int) -> float:
+    lhs = equation.replace(" ", "").split("->")[0]
+    sizes: dict[str, int] = {}
+    for term, shp in zip(lhs.split(","), shapes):
+        letters = [c for c in term if c.isalpha()]
+        for c, d in zip(letters, shp[-len(letters):] if letters else ()):
+            sizes[c] = int(d)
+    total = math.prod(sizes.values()) if sizes else 1
+    return total / out_numel if out_numel else 0.0
+
+
+class _Emitter:
+    """Shared ATen-op -> builder logic for the export and trace walkers."""
+
+    def __init__(self, builder: GraphBuilder, training: bool) -> None:
+        self.b = builder
+        self.training = training
+
+    def emit(
+        self,
+        func,
+        args: tuple,
+        kwargs: dict,
+        in_keys: list[Hashable],
+        outputs: list[tuple[Hashable, Sequence[int], str]],
+        *,
+        is_contiguous: Callable[[Hashable], bool] | None = None,
+        scope: str = "",
+    ) -> None:
+        base = base_name(func)
+        if base in IGNORED or not outputs and base not in ("copy_",):
+            return
+        hit = lookup(base)
+        if hit is None:
+            self.b.warn_unsupported(f"aten.{base}")
+            kind, view, inplace = "other", False, False
+        else:
+            kind, view, inplace = hit
+        named = _named_args(func, args, kwargs)
+        in_shapes = [self.b.shape(k) for k in in_keys if self.b.has(k)]
+        attrs: dict[str, Any] = {}
+        if inplace:
+            attrs["inplace"] = True
+
+        if kind in ("conv", "conv_transpose"):
+            if named.get("transposed") is True:
+                kind = "conv_transpose"
+            for a in ("stride", "padding", "dilation"):
+                v = _ints(named.get(a))
+                if v is not None:
+                    attrs[a] = v
+            attrs["groups"] = int(named.get("groups", 1) or 1)
+            if len(in_shapes) >= 2:
+                attrs["kernel"] = list(in_shapes[1][2:])
+        elif kind == "matmul":
+            attrs["k"] = self._matmul_k(base, named, in_keys, in_shapes, outputs)
+        elif kind in ("max_pool", "avg_pool"):
+            k = _ints(named.get("kernel_size"))
+            if k:
+                rank = len(in_shapes[0]) - 2 if in_shapes else len(k)
+                attrs["kernel"] = k * rank if len(k) == 1 and rank > 1 else k
+                s = _ints(named.get("stride"))
+                attrs["stride"] = s if s else attrs["kernel"]
+                p = _ints(named.get("padding"))
+                if p:
+                    attrs["padding"] = p
+            else:
+                o = _ints(named.get("output_size"))
+                if o:
+                    attrs["output_size"] = o
+        elif kind == "batch_norm":
+            training = named.get("training")
+            if base == "_native_batch_norm_legit_no_training":
+                training = False
+            attrs["training"] = bool(training) if training is not None else self.training
+        elif kind == "dropout":
+            train = named.get("train", self.training)
+            view = not bool(train)
+            if not view:
+                kind = "elementwise"
+        elif kind == "reduction" and base == "mean" and in_shapes:
+            dims = _ints(named.get("dim"))
+            if spatial_mean_is_pool(len(in_shapes[0]), dims):
+                kind = "avg_pool"
+            elif dims is not None:
+                attrs["axes"] = dims
+        elif kind == "reduction":
+            dims = _ints(named.get("dim"))
+            if dims is not None:
+                attrs["axes"] = dims
+        elif kind == "copy":
+            if base in ("contiguous",) and is_contiguous is not None and in_keys and is_contiguous(in_keys[0]):
+                view = True  # already contiguous: returns self, no kernel
+            elif base in ("to", "_to_copy", "type_as") and in_keys and self.b.has(in_keys[0]):
+                if outputs and self.b.dtype(in_keys[0]) == outputs[0][2] and not named.get("copy"):
+                    view = True  # same dtype: no cast kernel
+                else:
+                    attrs["cast"] = True
+        elif kind == "softmax":
+            d = _ints(named.get("dim"))
+            if d is not None:
+                attrs["axes"] = d
+
+        # parameters first-class: report which inputs are weights
+        self.b.add_node(f"aten.{base}", kind, in_keys, outputs, attrs, is_view=view, scope=scope)
+
+    def _matmul_k(self, base, named, in_keys, in_shapes, outputs) -> float:
+        def shp(name):
+            v = named.get(name)
+            return None if v is None else self._shape_of(v, in_keys, in_shapes)
+
+        first = {
+            "linear": "input",
+            "addmm": "mat1",
+            "_addmm_activation": "mat1",
+            "mm": "self",
+            "bmm": "self",
+            "matmul": "self",
+            "baddbmm": "batch1",
+            "addbmm": "batch1",
+            "mv": "self",
+            "addmv": "mat",
+            "dot": "self",
+            "_scaled_mm": "self",
+        }.get(base)
+        if base == "einsum":
+            out_n = math.prod(outputs[0][1]) if outputs else 0
+            eq = named.get("equation", "")
+            shapes = [s for s in in_shapes]
+            return _einsum_k(eq, shapes, out_n)
+        s = shp(first) if first else None
+        if s is None:
+            s = in_shapes[0] if in_shapes else (1,)
+        return float(s[-1]) if s else 1.0
+
+    def _shape_of(self, v, in_keys, in_shapes):
+        # v is the argument object; find its key among in_keys by identity of position
+        key = self.key_for(v)
+        if key is not None and self.b.has(key):
+            return self.b.shape(key)
+        return None
+
+    key_for: Callable[[Any], Hashable | None] = staticmethod(lambda v: None)
+
+
+# ---------------------------------------------------------------------- inputs
+def make_inputs(model, inputs=None, *, input_shape=None, batch: int | None = None, dtype: str | None = None):
+    """Normalize user inputs to ``(args_tuple, kwargs_dict, batch)``.
+
+    ``inputs`` may be a tensor, a tuple/list of tensors, or a dict of keyword
+    tensors.  Otherwise ``input_shape`` (without the batch dimension) and
+    ``batch`` build one floating input on the model's device.
+    """
+    import torch
+
+    if inputs is not None:
+        if isinstance(inputs, torch.Tensor):
+            args, kwargs = (inputs,), {}
+        elif isinstance(inputs, dict):
+            args, kwargs = (), dict(inputs)
+        elif isinstance(inputs, (tuple, list)):
+            args, kwargs = tuple(inputs), {}
+        else:
+            raise InvalidInputError(
+                f"inputs must be a tensor, a tuple of tensors or a dict of tensors, got {type(inputs).__name__}"
+            )
+        first = next((t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)), None)
+        b = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
+        return args, kwargs, b
+    if input_shape is None:
+        raise InvalidInputError(
+            "a PyTorch model needs example inputs or an input shape (e.g. input_shape=(3, 224, 224))"
+        )
+    batch = check_batch(1 if batch is None else batch)
+    shape = parse_shape(input_shape)
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    fdt = torch_dtype(dtype) if dtype else (p.dtype if p is not None and p.is_floating_point() else torch.float32)
+    x = torch.empty((batch, *shape), dtype=fdt, device=device)
+    return (x,), {}, batch
+
+
+# ---------------------------------------------------------------------- export
+def _val_outputs(node) -> list[tuple[Hashable, Sequence[int], str]] | None:
+    import torch
+
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return [(node.name, tuple(int(d) for d in val.shape), dtype_name(val.dtype))]
+    if isinstance(val, (tuple, list)):
+        outs = []
+        for i, v in enumerate(val):
+            if isinstance(v, torch.Tensor):
+                outs.append(((node.name, i), tuple(int(d) for d in v.shape), dtype_name(v.dtype)))
+        return outs
+    return None
+
+
+def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> None:
+    import operator
+
+    import torch
+    import torch.utils._pytree as pytree
+    from torch.export import export
+    from torch.export.graph_signature import InputKind
+
+    ep = export(model, args, kwargs, strict=False)
+    sig = ep.graph_signature
+    specs = {s.arg.name: s for s in sig.input_specs if hasattr(s.arg, "name")}
+    # tied weights appear under several targets but are one tensor
+    state = ep.state_dict
+    params_by_target: dict[Any, str] = {}
+    em = _Emitter(builder, training)
+    vals: dict[Hashable, Any] = {}
+
+    def key_for(v):
+        return v.name if isinstance(v, torch.fx.Node) else None
+
+    em.key_for = key_for
+
+    def is_contig(key):
+        v = vals.get(key)
+        try:
+            return bool(v.is_contiguous())
+        except Exception:
+            return False
+
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            val = node.meta.get("val")
+            if not isinstance(val, torch.Tensor):
+                continue
+            shape, dt = tuple(int(d) for d in val.shape), dtype_name(val.dtype)
+            spec = specs.get(node.name)
+            kind = spec.kind if spec is not None else InputKind.USER_INPUT
+            vals[node.name] = val
+            if kind == InputKind.PARAMETER:
+                t = state.get(spec.target)
+                ident = id(t) if t is not None else spec.target
+                if ident in params_by_target:  # tied weights: same tensor, counted once
+                    builder.alias(node.name, params_by_target[ident])
+                else:
+                    builder.add_param(node.name, shape, dt, trainable=True)
+                    params_by_target[ident] = node.name
+            elif kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                builder.add_param(node.name, shape, dt, trainable=False)
+            else:
+                builder.add_input(node.name, shape, dt)
+        elif node.op == "call_function":
+            if node.target is operator.getitem:
+                parent, idx = node.args[0], node.args[1]
+                if isinstance(parent, torch.fx.Node) and builder.has((parent.name, idx)):
+                    builder.alias(node.name, (parent.name, idx))
+                    vals[node.name] = node.meta.get("val")
+                continue
+            if not isinstance(node.target, torch._ops.OpOverload):
+                continue
+            outs = _val_outputs(node)
+            if not outs:
+                continue
+            flat = pytree.tree_leaves((node.args, node.kwargs))
+            in_keys = [a.name for a in flat if isinstance(a, torch.fx.Node) and builder.has(a.name)]
+            stack = node.meta.get("nn_module_stack") or {}
+            scope = list(stack.values())[-1][0] if stack else ""
+            em.emit(node.target, node.args, node.kwargs, in_keys, outs, is_contiguous=is_contig, scope=scope)
+            val = node.meta.get("val")
+            vals[node.name] = val
+
+
+# ----------------------------------------------------------------------- trace
+def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False) -> None:
+    """Record ATen ops while running the module once.
+
+    With ``real=False`` parameters and inputs are meta tensors (no compute).
+    ``real=True`` is the last resort for models that branch on tensor values:
+    it runs once on the CPU with the module's own weights and random inputs.
+    """
+    import torch
+    import torch.utils._pytree as pytree
+    from torch.func import functional_call
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    # meta copies of parameters and buffers; ids identify them during the trace
+    meta_state: dict[str, torch.Tensor] = {}
+    seen_storage: dict[int, torch.Tensor] = {}
+    keep: list[torch.Tensor] = []
+    named = list(model.named_parameters(remove_duplicate=False))
+    for name, p in named:
+        sid = id(p)
+        if sid in seen_storage:  # tied weights
+            meta_state[name] = seen_storage[sid]
+            continue
+        m = p if real else torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
+        seen_storage[sid] = m
+        meta_state[name] = m
+        builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=True)
+        keep.append(m)
+    for name, buf in model.named_buffers(remove_duplicate=False):
+        if buf is None:
+            continue
+        m = buf if real else torch.empty_like(buf, device="meta")
+        meta_state[name] = m
+        builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=False)
+        keep.append(m)
+
+    def to_meta(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        if real:
+            if t.device.type != "meta":
+                return t
+            if t.is_floating_point():
+                return torch.randn(t.shape, dtype=t.dtype)
+            return torch.zeros(t.shape, dtype=t.dtype)
+        return torch.empty_like(t, device="meta") if t.device.type != "meta" else t
+
+    args = pytree.tree_map(to_meta, args)
+    kwargs = pytree.tree_map(to_meta, kwargs)
+    for i, t in enumerate(pytree.tree_leaves((args, kwargs))):
+        if isinstance(t, torch.Tensor):
+            builder.add_input(id(t), tuple(t.shape), dtype_name(t.dtype), name=f"input_{i}")
+            keep.append(t)
+    em = _Emitter(builder, training)
+    em.key_for = lambda v: id(v) if isinstance(v, torch.Tensor) else None
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            flat_in = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            in_keys = [id(a) for a in flat_in if builder.has(id(a))]
+            outs = []
+            for o in pytree.tree_leaves(out):
+                if isinstance(o, torch.Tensor):
+                    keep.append(o)
+                    outs.append((id(o), tuple(int(d) for d in o.shape), dtype_name(o.dtype)))
+            em.emit(func, args, kwargs, in_keys, outs, is_contiguous=None)
+            return out
+
+    was_training = model.training
+    model.train(training)
+    try:
+        ctx = torch.enable_grad() if training else torch.no_grad()
+        with ctx, Recorder():
+            functional_call(model, meta_state, args, kwargs, tie_weights=True, strict=False)
+    finally:
+        model.train(was_training)
+
+
+# ------------------------------------------------------------------------- api
+def from_torch(
+    model,
+    inputs=None,
+    *,
+    input_shape=None,
+    batch: int | None = None,
+    dtype: str | None = None,
+    mode: str = "inference",
+    method: str = "export",
+    name: str | None = None,
+):
+    """Featurize an ``nn.Module`` into a :class:`~costmodel.CostGraph`.
+
+    Args:
+        model: the module. Build it under ``torch.device("meta")`` to avoid
+            allocating weights.
+        inputs: example inputs (tensor, tuple, or dict of keyword tensors).
+            Their values are never read; meta tensors are fine.
+        input_shape: alternatively, one input's shape without the batch dim.
+        batch: batch size used with ``input_shape`` (default 1).
+        dtype: floating dtype of the input built from ``input_shape``.
+        mode: ``"inference"`` (eval mode, no grad) or ``"training"``.
+        method: ``"export"`` (default, falls back to ``"trace"``) or ``"trace"``.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if mode not in ("inference", "training"):
+        raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    args, kwargs, b = make_inputs(model, inputs, input_shape=input_shape, batch=batch, dtype=dtype)
+    training = mode == "training"
+    gname = name or type(model).__name__
+    first = next((t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)), None)
+    meta = {
+        "batch": b,
+        "input_shape": list(first.shape[1:]) if first is not None else None,
+        "dtype": _graph_dtype(model, first),
+        "mode": mode,
+    }
+    used = method
+    builder = GraphBuilder(gname, "torch")
+    if method == "export":
+        was_training = model.training
+        model.train(training)
+        try:
+            _from_export(model, args, kwargs, builder, training)
+        except Exception as e:  # noqa: BLE001 - any export failure falls back
+            warnings.warn(
+                f"torch.export failed for {gname} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "falling back to a dispatch-level trace",
+                stacklevel=2,
+            )
+            used = "trace"
+            builder = GraphBuilder(gname, "torch")
+        finally:
+            model.train(was_training)
+    if used == "trace":
+        try:
+            _from_trace(model, args, kwargs, builder, training)
+        except InvalidInputError:
+            raise
+        except Exception as e:
+            on_meta = any(p.device.type == "meta" for p in model.parameters())
+            if on_meta or not _needs_data(e):
+                hint = (
+                    " (the model branches on tensor values: build it with real weights on the CPU "
+                    "so it can run once on real data)"
+                    if _needs_data(e)
+                    else ""
+                )
+                raise ModelLoadError(
+                    f"could not trace {gname} on meta tensors: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:300]}{hint}"
+                ) from e
+            builder = GraphBuilder(gname, "torch")
+            _from_trace(model, args, kwargs, builder, training, real=True)
+            used = "trace-real"
+    return builder.build(capture=used, **meta)
+
+
+def _needs_data(e: Exception) -> bool:
+    msg = str(e)
+    return "meta tensor" in msg or "data-dependent" in msg.lower() or "item()" in msg
+
+
+def _graph_dtype(model, first) -> str:
+    import torch
+
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if p is not None:
+        return dtype_name(p.dtype)
+    if first is not None and isinstance(first, torch.Tensor) and first.is_floating_point():
+        return dtype_name(first.dtype)
+    return "fp32"

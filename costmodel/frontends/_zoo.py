@@ -1,0 +1,145 @@
+"""Model-zoo names and the measured data's spec format -> ``nn.Module``.
+
+Accepted forms:
+
+* ``"torchvision:resnet50"`` (alias ``"tv:resnet50"``): ``torchvision.models.get_model``;
+* ``"timm:poolformer_s12"``: ``timm.create_model(..., pretrained=False)``;
+* a bare name (``"resnet50"``): torchvision first, then timm;
+* a spec dict as in ``costmodel/data/*/vision.jsonl`` (``{"src": "tv", "name":
+  "resnet50", "res": 224, "kw": {...}}`` with ``src`` in ``tv``, ``tv_resnet``,
+  ``tv_vit``, ``timm``), or the same as a JSON string.
+
+Models are always built on the ``meta`` device with random-init code paths,
+so nothing is downloaded and no weight memory is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from .._errors import InvalidInputError, UnknownModelError, suggest
+
+SOURCES = ("tv", "tv_resnet", "tv_vit", "timm")
+_PREFIX = {"torchvision": "tv", "tv": "tv", "timm": "timm"}
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    module: Any
+    input_shape: tuple[int, ...]  # without batch
+    name: str
+    spec: dict
+
+
+@cache
+def _tv_names() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(torchvision.models.list_models())
+
+
+@cache
+def _timm_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def parse_model_ref(ref) -> dict:
+    """Turn a zoo name / spec / JSON string into a spec dict (validated)."""
+    if isinstance(ref, dict):
+        spec = dict(ref)
+    elif isinstance(ref, str) and ref.strip().startswith("{"):
+        try:
+            spec = json.loads(ref)
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(f"model spec is not valid JSON: {e}") from None
+    elif isinstance(ref, str):
+        if ":" in ref:
+            prefix, name = ref.split(":", 1)
+            if prefix.lower() not in _PREFIX:
+                raise UnknownModelError(
+                    f"unknown model source {prefix!r} in {ref!r}; expected one of "
+                    f"{sorted(set(_PREFIX))} (e.g. torchvision:resnet50, timm:poolformer_s12)"
+                )
+            spec = {"src": _PREFIX[prefix.lower()], "name": name}
+        else:
+            spec = {"src": None, "name": ref}
+    else:
+        raise InvalidInputError(f"expected a model name or spec dict, got {type(ref).__name__}")
+    if not isinstance(spec, dict) or "name" not in spec and spec.get("src") != "tv_vit":
+        raise InvalidInputError(f"model spec needs a 'name' field, got {spec!r}")
+    if spec.get("src") not in (None, *SOURCES):
+        raise InvalidInputError(f"spec src must be one of {SOURCES}, got {spec.get('src')!r}")
+    return spec
+
+
+def _resolve_src(name: str) -> str:
+    if name in _tv_names():
+        return "tv"
+    if name in _timm_names():
+        return "timm"
+    raise UnknownModelError(
+        f"unknown model {name!r} (not a torchvision or timm model)."
+        + suggest(name, _tv_names() + _timm_names())
+    )
+
+
+def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
+    """Instantiate the module (on the current default device)."""
+    if src == "tv":
+        if name not in _tv_names():
+            raise UnknownModelError(f"unknown torchvision model {name!r}." + suggest(name, _tv_names()))
+        import torchvision
+
+        module = torchvision.models.get_model(name, weights=None, **kw)
+    elif src == "tv_resnet":
+        from torchvision.models import resnet
+
+        block = getattr(resnet, spec.get("block", kw.pop("block", "Bottleneck")))
+        layers = spec.get("layers", kw.pop("layers", [3, 4, 6, 3]))
+        module = resnet.ResNet(block, layers, **kw)
+    elif src == "tv_vit":
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        kw.setdefault("image_size", res)
+        module = VisionTransformer(**kw)
+    else:  # timm
+        if name not in _timm_names():
+            raise UnknownModelError(f"unknown timm model {name!r}." + suggest(name, _timm_names()))
+        import timm
+
+        module = timm.create_model(name, pretrained=False, **kw)
+        if "res" not in spec:
+            cfg = getattr(module, "pretrained_cfg", None) or {}
+            size = cfg.get("input_size")
+            if size:
+                res = int(size[-1])
+    return module, res
+
+
+def build_zoo_model(ref) -> ZooModel:
+    """Build the module of a zoo name or data spec on the meta device."""
+    import torch
+
+    spec = parse_model_ref(ref)
+    src = spec.get("src") or _resolve_src(spec["name"])
+    name = spec.get("name", "vit")
+    kw = dict(spec.get("kw") or {})
+    res = int(spec.get("res", 224))
+    try:
+        with torch.device("meta"):
+            module, res = _construct(src, name, spec, dict(kw), res)
+    except (NotImplementedError, RuntimeError):
+        # some constructors compute layer widths with tensor ops that need data
+        # (regnet); build on the CPU once and move the weights to meta
+        module, res = _construct(src, name, spec, dict(kw), res)
+        module = module.to("meta")
+    module.eval()
+    prefix = {"tv": "torchvision", "timm": "timm"}.get(src)
+    label = f"{prefix}:{name}" if prefix else f"{src}:{json.dumps(kw, sort_keys=True)}"
+    full_spec = dict(spec, src=src, res=res)
+    return ZooModel(module, (3, res, res), label, full_spec)

@@ -1,0 +1,205 @@
+"""The Predictor abstraction, the Estimate record and the predictor registry.
+
+Every predictor answers the same question, "what does this graph cost on this
+device?", with the same :class:`Estimate`; the registry turns a name from the
+CLI or API (``--predictor analytic``) into an instance and fails with the list
+of valid names otherwise.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .._errors import InvalidInputError, ModelLoadError, suggest
+
+MODES = ("inference", "training")
+OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
+
+
+@dataclass
+class Estimate:
+    """What a workload costs.  Units are in the field names.
+
+    ``*_interval`` fields are ``(low, high)`` prediction intervals where the
+    predictor can give them, else ``None``.  ``mig_profile`` is the smallest
+    MIG slice of ``device`` whose memory holds ``memory_mb`` (``None`` when
+    the device has no MIG or nothing fits).
+    """
+
+    latency_ms: float
+    memory_mb: float
+    energy_j: float
+    power_w: float
+    mig_profile: str | None
+    predictor: str
+    predictor_version: str
+    device: str
+    model: str | None = None
+    batch: int | None = None
+    mode: str = "inference"
+    dtype: str = "fp32"
+    flops: float | None = None
+    params: int | None = None
+    throughput_samples_s: float | None = None
+    latency_ms_interval: tuple[float, float] | None = None
+    memory_mb_interval: tuple[float, float] | None = None
+    energy_j_interval: tuple[float, float] | None = None
+    fits_device: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("latency_ms_interval", "memory_mb_interval", "energy_j_interval"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    def table(self) -> str:
+        """A readable multi-line table (what ``costmodel predict`` prints)."""
+
+        def iv(name):
+            v = getattr(self, name + "_interval")
+            return f"  [{v[0]:.4g}, {v[1]:.4g}]" if v else ""
+
+        rows = [
+            ("model", self.model or "?"),
+            ("device", self.device),
+            ("workload", f"{self.mode}, batch {self.batch}, {self.dtype}"),
+            ("predictor", f"{self.predictor} {self.predictor_version}"),
+            ("latency", f"{self.latency_ms:.4g} ms{iv('latency_ms')}"),
+            ("throughput", f"{self.throughput_samples_s:.4g} samples/s" if self.throughput_samples_s else "-"),
+            ("memory", f"{self.memory_mb:.5g} MB{iv('memory_mb')}" + ("" if self.fits_device else "  (exceeds device memory)")),
+            ("energy", f"{self.energy_j:.4g} J{iv('energy_j')}"),
+            ("power", f"{self.power_w:.4g} W"),
+            ("MIG profile", self.mig_profile or "none fits / no MIG"),
+        ]
+        if self.flops is not None:
+            rows.insert(3, ("GFLOPs", f"{self.flops / 1e9:.4g}"))
+        if self.params is not None:
+            rows.insert(4, ("params", f"{self.params / 1e6:.4g} M"))
+        w = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+class Predictor(abc.ABC):
+    """Abstract cost model.
+
+    Subclasses set ``name`` and ``version`` and implement :meth:`predict`;
+    learned ones also implement :meth:`fit`, :meth:`save` and :meth:`load`.
+    """
+
+    name: str = "base"
+    version: str = "0"
+
+    @abc.abstractmethod
+    def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
+        """Estimate one CostGraph on one device."""
+
+    def predict_many(self, graphs: Sequence, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
+        """Estimate many graphs (learned predictors batch this)."""
+        return [self.predict(g, device, mode=mode, optimizer=optimizer) for g in graphs]
+
+    def fit(self, dataset) -> "Predictor":
+        """Train on a :class:`~costmodel.datasets.PerfDataset`; returns ``self``."""
+        raise NotImplementedError(f"predictor {self.name!r} is not trainable")
+
+    @abc.abstractmethod
+    def save(self, path: str | Path) -> None:
+        """Write the predictor to a directory (config JSON + weights, no pickle)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, path: str | Path) -> "Predictor":
+        """Read a predictor written by :meth:`save`."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+_REGISTRY: dict[str, Callable[..., Predictor]] = {}
+# preference order when the caller names no predictor: the first that is available
+_DEFAULT_ORDER: list[str] = []
+
+
+def register_predictor(name: str, *, default_rank: int | None = None):
+    """Class decorator adding a predictor to the registry under ``name``."""
+
+    def deco(cls):
+        _REGISTRY[name] = cls
+        if default_rank is not None:
+            _DEFAULT_ORDER.insert(min(default_rank, len(_DEFAULT_ORDER)), name)
+        return cls
+
+    return deco
+
+
+def available_predictors() -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_predictor(name: str | Predictor | None = None, **kwargs) -> Predictor:
+    """Instance of a registered predictor (``None``: the library's default)."""
+    _ensure_builtin()
+    if isinstance(name, Predictor):
+        return name
+    if name is None:
+        for cand in _DEFAULT_ORDER:
+            cls = _REGISTRY[cand]
+            avail = getattr(cls, "is_available", None)
+            if avail is None or avail():
+                return cls.default() if hasattr(cls, "default") else cls(**kwargs)
+        raise ModelLoadError("no predictor is available")  # pragma: no cover
+    if name not in _REGISTRY:
+        raise InvalidInputError(
+            f"unknown predictor {name!r}; expected one of {sorted(_REGISTRY)}." + suggest(name, _REGISTRY)
+        )
+    cls = _REGISTRY[name]
+    return cls.default() if hasattr(cls, "default") and not kwargs else cls(**kwargs)
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """Load any saved predictor; its ``config.json`` names the class."""
+    _ensure_builtin()
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise ModelLoadError(f"no predictor at {path} (missing config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from None
+    name = cfg.get("predictor")
+    if name not in _REGISTRY:
+        raise ModelLoadError(f"{cfg_path} names unknown predictor {name!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[name].load(path)
+
+
+def _ensure_builtin() -> None:
+    from . import _analytic  # noqa: F401  (registers itself)
+
+
+def validate_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def validate_optimizer(opt: str) -> str:
+    norm = opt.lower().replace("-", "_").replace("+", "_")
+    if norm == "momentum":
+        norm = "sgd_momentum"
+    if norm not in OPTIMIZERS:
+        raise InvalidInputError(f"optimizer must be one of {OPTIMIZERS}, got {opt!r}")
+    return norm
+

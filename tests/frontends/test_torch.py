@@ -1,0 +1,139 @@
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from costmodel import InvalidInputError, ModelLoadError
+from costmodel.frontends import from_torch
+
+NON_LAYOUT = ("compute", "norm", "activation", "pool", "elementwise", "reduction", "memory")
+
+
+def compute_counts(g):
+    return {k: v for k, v in g.op_counts(include_views=False).items() if g_cat(k) in NON_LAYOUT}
+
+
+def g_cat(kind):
+    from costmodel.ir import category
+
+    return category(kind)
+
+
+def meta_model(name, **kw):
+    with torch.device("meta"):
+        return torchvision.models.get_model(name, **kw).eval()
+
+
+def test_resnet_skip_connections_are_edges():
+    g = from_torch(meta_model("resnet18"), input_shape=(3, 224, 224), batch=2)
+    preds = g.predecessors()
+    adds = [n for n in g.nodes if n.kind == "add"]
+    assert len(adds) == 8
+    for n in adds:
+        assert len(set(preds[n.id])) == 2  # main path + identity/downsample branch
+    assert g.num_edges > g.num_nodes - 1
+    assert g.meta["batch"] == 2 and g.meta["input_shape"] == [3, 224, 224]
+    assert g.params == 11_689_512
+
+
+def test_attention_fan_out():
+    m = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+    ).eval()
+    g = from_torch(m, torch.randn(2, 3, 32, 32))
+    attn = [n for n in g.nodes if n.kind == "attention"]
+    assert len(attn) == 2
+    preds = g.predecessors()
+    for n in attn:
+        # q, k and v arrive through separate operators
+        assert len(set(preds[n.id])) >= 3
+        assert n.in_shapes[0][-2:] == (17, 16)
+
+
+def test_export_and_trace_agree_on_compute():
+    m = meta_model("resnet50")
+    ge = from_torch(m, input_shape=(3, 224, 224), batch=4, method="export")
+    gt = from_torch(m, input_shape=(3, 224, 224), batch=4, method="trace")
+    assert ge.meta["capture"] == "export" and gt.meta["capture"] == "trace"
+    assert compute_counts(ge) == compute_counts(gt)
+    assert ge.flops == pytest.approx(gt.flops, rel=1e-9)
+    assert ge.params == gt.params == 25_557_032
+
+
+class DataDependent(nn.Module):
+    """Python control flow on tensor values: export cannot capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+        self.b = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = self.a(x)
+        if y.sum() > 0:  # data-dependent branch
+            y = torch.relu(y)
+        return self.b(y)
+
+
+def test_data_dependent_model_on_meta_fails_clearly():
+    with torch.device("meta"):
+        m = DataDependent()
+    with pytest.warns(UserWarning, match="falling back"), pytest.raises(ModelLoadError, match="branches on tensor values"):
+        from_torch(m, input_shape=(16,), batch=3)
+
+
+def test_export_failure_falls_back_to_trace():
+    m = DataDependent()
+    with pytest.warns(UserWarning, match="falling back"):
+        g = from_torch(m, torch.randn(3, 16))
+    assert g.meta["capture"] == "trace-real"  # ran once on real CPU data
+    assert g.op_counts(include_views=False)["matmul"] == 2
+    assert g.params == 16 * 16 + 16 + 16 * 4 + 4
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 8)
+        self.head = nn.Linear(8, 100, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+
+@pytest.mark.parametrize("method", ["export", "trace"])
+def test_tied_weights_counted_once(method):
+    g = from_torch(Tied(), torch.zeros(2, 5, dtype=torch.long), method=method)
+    assert g.params == 800
+    assert g.op_counts(include_views=False) == {"matmul": 1, "embedding": 1}
+
+
+def test_training_mode_batchnorm():
+    g = from_torch(meta_model("resnet18"), input_shape=(3, 64, 64), batch=2, mode="training")
+    bns = [n for n in g.nodes if n.kind == "batch_norm"]
+    assert bns and all(n.attrs["training"] for n in bns)
+    assert g.meta["mode"] == "training"
+
+
+def test_meta_model_allocates_nothing():
+    # a ~1.3B-parameter MLP on meta featurizes without memory
+    with torch.device("meta"):
+        m = nn.Sequential(*[nn.Linear(8192, 8192) for _ in range(20)])
+    g = from_torch(m, input_shape=(8192,), batch=1, method="trace")
+    assert g.params == 20 * (8192 * 8192 + 8192)
+
+
+def test_bad_inputs():
+    with pytest.raises(InvalidInputError, match="nn.Module"):
+        from_torch("resnet", input_shape=(3, 2, 2))
+    with pytest.raises(InvalidInputError, match="input shape"):
+        from_torch(nn.Linear(2, 2))
+    with pytest.raises(InvalidInputError, match="batch must be a positive integer"):
+        from_torch(nn.Linear(2, 2), input_shape=(2,), batch=0)
+    with pytest.raises(InvalidInputError, match="method"):
+        from_torch(nn.Linear(2, 2), input_shape=(2,), method="fx")
+    with pytest.raises(InvalidInputError, match="mode"):
+        from_torch(nn.Linear(2, 2), input_shape=(2,), mode="eval")

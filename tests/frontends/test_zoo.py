@@ -1,0 +1,61 @@
+import pytest
+
+from costmodel import InvalidInputError, UnknownModelError
+from costmodel.frontends import to_graph, zoo_graph
+from costmodel.frontends._zoo import build_zoo_model, parse_model_ref
+
+
+def test_torchvision_and_timm_names():
+    g = zoo_graph("torchvision:resnet18", batch=2)
+    assert g.meta["name"] == "torchvision:resnet18"
+    assert g.params == 11_689_512 and g.meta["batch"] == 2
+    t = zoo_graph("timm:poolformer_s12", batch=1)
+    assert t.params == 11_915_176
+    assert t.op_counts()["group_norm"] == 24
+
+
+def test_bare_name_resolves_to_torchvision():
+    assert build_zoo_model("resnet18").name == "torchvision:resnet18"
+
+
+@pytest.mark.parametrize(
+    "spec,params",
+    [
+        ({"family": "mobilenet", "kw": {"width_mult": 0.5}, "name": "mobilenet_v2", "res": 224, "src": "tv"}, 1968680),
+        ({"family": "resnet", "name": "resnet50", "res": 160, "src": "tv"}, 25557032),
+        ({"src": "tv_resnet", "block": "BasicBlock", "layers": [1, 1, 1, 1]}, 5418792),
+        ({"src": "tv_vit", "kw": {"patch_size": 16, "num_layers": 2, "num_heads": 4, "hidden_dim": 64, "mlp_dim": 128}, "res": 64}, None),
+    ],
+)
+def test_data_specs_rebuild(spec, params):
+    zm = build_zoo_model(spec)
+    assert zm.input_shape == (3, spec.get("res", 224), spec.get("res", 224))
+    g = zoo_graph(spec, batch=1)
+    if params is not None:
+        assert g.params == params
+    assert g.meta["input_shape"] == list(zm.input_shape)
+
+
+def test_json_string_spec():
+    g = to_graph('{"src": "tv", "name": "squeezenet1_1"}', batch=1)
+    assert g.params == 1_235_496
+
+
+def test_unknown_names_suggest():
+    with pytest.raises(UnknownModelError, match="Did you mean: resnet50"):
+        build_zoo_model("torchvision:resnet5O")
+    with pytest.raises(UnknownModelError, match="poolformer_s12"):
+        build_zoo_model("timm:poolformer_s1")
+    with pytest.raises(UnknownModelError, match="unknown model source"):
+        parse_model_ref("keras:resnet50")
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        parse_model_ref("{not json")
+
+
+def test_cache_hit_is_identical(tmp_path, monkeypatch):
+    monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
+    a = zoo_graph("torchvision:mobilenet_v3_small", batch=3)
+    files = list((tmp_path / "graphs").glob("*.json.gz"))
+    assert len(files) == 1
+    b = zoo_graph("torchvision:mobilenet_v3_small", batch=3)
+    assert a.to_dict() == b.to_dict()
