@@ -27,9 +27,9 @@ TARGETS = ("latency_ms", "memory_mb", "energy_j")
 
 def table(title, rows, cols):
     print(f"\n{title}")
-    print("  " + "".join(f"{c:>14}" for c in cols))
+    print(f"  {cols[0]:<28}" + "".join(f"{c:>14}" for c in cols[1:]))
     for name, vals in rows:
-        print(f"  {name:<22}" + "".join(f"{v:>14.3g}" if isinstance(v, float) else f"{v!s:>14}" for v in vals))
+        print(f"  {name:<28}" + "".join(f"{v:>14.3g}" if isinstance(v, float) else f"{v!s:>14}" for v in vals))
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def parse_model_ref(ref) -> dict:
             spec = {"src": None, "name": ref}
     else:
         raise InvalidInputError(f"expected a model name or spec dict, got {type(ref).__name__}")
-    if not isinstance(spec, dict) or "name" not in spec and spec.get("src") != "tv_vit":
+    if not isinstance(spec, dict) or ("name" not in spec and spec.get("src") not in ("tv_vit", "tv_resnet")):
         raise InvalidInputError(f"model spec needs a 'name' field, got {spec!r}")
     if spec.get("src") not in (None, *SOURCES):
         raise InvalidInputError(f"spec src must be one of {SOURCES}, got {spec.get('src')!r}")
@@ -127,7 +127,7 @@ def build_zoo_model(ref) -> ZooModel:
 
     spec = parse_model_ref(ref)
     src = spec.get("src") or _resolve_src(spec["name"])
-    name = spec.get("name", "vit")
+    name = spec.get("name", src)
     kw = dict(spec.get("kw") or {})
     res = int(spec.get("res", 224))
     try:
