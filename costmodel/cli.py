@@ -51,11 +51,11 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _add_workload_args(p: argparse.ArgumentParser, *, batch_default: int | None) -> None:
+def _add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec")
-    p.add_argument("--batch", "-b", type=_positive_int, default=batch_default, required=batch_default is None,
-                   help="batch size (> 0)")
+    p.add_argument("--batch", "-b", type=_positive_int, default=None, required=batch_required,
+                   help="batch size (> 0)" + ("" if batch_required else "; default: the model's own, else 1"))
     p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W",
                    help="input shape without batch, e.g. 3,224,224 (needed for dynamic ONNX dims)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="tensor dtype (default fp32)")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="estimate latency, memory, energy and MIG slice",
                        description="Estimate what one inference call or one training step costs on a device.",
                        epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_workload_args(p, batch_default=None)
+    _add_workload_args(p, batch_required=True)
     p.add_argument("--device", "-d", required=True, help="device name, e.g. h200, h100, a100-40gb (see 'costmodel devices')")
     p.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
     p.add_argument("--predictor", default=None, help="predictor name (default: the library's best available)")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("graph", help="featurize a model and summarize its graph",
                        description="Build the CostGraph of a model and print its summary and per-op-kind table.",
                        epilog=GRAPH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_workload_args(g, batch_default=1)
+    _add_workload_args(g, batch_required=False)
     g.set_defaults(func=_cmd_graph)
 
     d = sub.add_parser("devices", help="list the device database",

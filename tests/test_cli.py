@@ -59,7 +59,7 @@ def test_help_has_examples(capsys):
 def onnx_file(tmp_path):
     m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
     p = tmp_path / "tiny.onnx"
-    torch.onnx.export(m, (torch.randn(1, 3, 8, 8),), dynamo=True, optimize=False).save(str(p))
+    torch.onnx.export(m, (torch.randn(1, 3, 8, 8),), dynamo=True, optimize=False, verbose=False).save(str(p))
     return p
 
 
@@ -107,11 +107,14 @@ def test_dynamic_dims_need_shape(capsys, tmp_path):
 
     m = torch.nn.Sequential(torch.nn.Linear(16, 4)).eval()
     p = tmp_path / "dyn.onnx"
-    torch.onnx.export(m, (torch.randn(2, 16),), dynamo=True, optimize=False,
+    torch.onnx.export(m, (torch.randn(2, 16),), dynamo=True, optimize=False, verbose=False,
                       dynamic_shapes=({0: torch.export.Dim("batch")},)).save(str(p))
     assert onnx.load(str(p)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
-    code, out, err = run(capsys, "graph", str(p))
-    # batch defaults to 1 for `graph`, so the dynamic batch dim is filled
-    assert code == 0
+    code, out, err = run(capsys, "predict", str(p), "--batch", "3", "--device", "h100", "--json")
+    code, _, err = run(capsys, "graph", str(p))
+    # `graph` without --batch: the dynamic batch dim has no value
+    assert code == 2 and "batch" in err and "Traceback" not in err
+    code, out, err = run(capsys, "graph", str(p), "--batch", "2", "--json")
+    assert code == 0 and json.loads(out)["batch"] == 2
     code, out, err = run(capsys, "predict", str(p), "--batch", "3", "--device", "h100", "--json")
     assert code == 0 and json.loads(out)["batch"] == 3

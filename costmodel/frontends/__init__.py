@@ -24,6 +24,8 @@ from ._common import check_batch, parse_shape
 __all__ = ["GraphBuilder", "cache_dir", "cached_graph", "from_onnx", "from_torch", "hf_graph", "to_graph", "zoo_graph"]
 
 MODES = ("inference", "training")
+#: bump whenever a frontend change alters the graphs it emits (invalidates caches)
+FRONTEND_VERSION = 2
 DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -57,7 +59,7 @@ def _cache_key(desc: dict) -> str:
     except ImportError:  # pragma: no cover
         tv = "none"
     blob = json.dumps(
-        dict(desc, format=GRAPH_FORMAT_VERSION, vocab=VOCAB_VERSION, lib=__version__, torch=tv),
+        dict(desc, format=GRAPH_FORMAT_VERSION, vocab=VOCAB_VERSION, frontend=FRONTEND_VERSION, lib=__version__, torch=tv),
         sort_keys=True,
         default=str,
     )

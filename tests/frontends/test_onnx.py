@@ -1,0 +1,433 @@
+"""ONNX frontend: cross-frontend consistency with PyTorch, real edges, clean errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from costmodel._errors import DynamicShapeError, InvalidInputError, ModelLoadError, UnsupportedOpWarning
+from costmodel.frontends._onnx import from_onnx
+from costmodel.frontends._torch import from_torch
+from costmodel.ir._vocab import category
+
+# --------------------------------------------------------------------- models
+
+
+class SkipCNN(nn.Module):
+    """conv-bn-relu, a residual add, global pooling and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.c1(x)))
+        y = y + self.c2(y)
+        return self.fc(nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+class MiscOps(nn.Module):
+    """Ops that exporters decompose: GroupNorm, SiLU, chunk (SplitToSequence), tanh-GELU, einsum..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.conv = nn.Conv1d(16, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.inorm = nn.InstanceNorm1d(8, affine=True)
+        self.up = nn.ConvTranspose1d(8, 8, 4, stride=2, padding=1)
+        self.ln = nn.LayerNorm(8)
+
+    def forward(self, ids):
+        h = self.emb(ids).transpose(1, 2)
+        h = nn.functional.silu(self.gn(self.conv(h)))
+        a, b = h.chunk(2, dim=1)
+        h = nn.functional.hardswish(self.inorm(a)) * torch.sigmoid(b)
+        h = nn.functional.leaky_relu(self.up(h), 0.1)
+        h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
+        h = nn.functional.max_pool1d(nn.functional.avg_pool1d(h, 2), 2)
+        h = nn.functional.gelu(self.ln(h.transpose(1, 2)), approximate="tanh")
+        return torch.softmax(torch.einsum("bld,bmd->blm", h, h), -1).sum(-1)
+
+
+class MaskedAttention(nn.Module):
+    """SDPA with a boolean mask: exported as Where(mask, 0, -inf) + ... + Where(IsNaN(p), 0, p)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+
+    def forward(self, x, mask):
+        q, k, v = self.qkv(x).view(2, 5, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask > 0)
+        return o.transpose(1, 2).reshape(2, 5, 32)
+
+
+def _randomize(model: nn.Module) -> nn.Module:
+    """Real (non-default) norm statistics, so exporters cannot dedupe identical tensors."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def _make(name: str):
+    """name -> (model, example inputs)."""
+    torch.manual_seed(0)
+    if name == "resnet18":
+        return torchvision.models.resnet18(), (torch.randn(1, 3, 64, 64),)
+    if name == "mobilenet_v2":
+        return torchvision.models.mobilenet_v2(), (torch.randn(1, 3, 64, 64),)
+    if name == "skip_cnn":
+        return SkipCNN(), (torch.randn(2, 3, 16, 16),)
+    if name == "encoder_layer":
+        return nn.TransformerEncoderLayer(32, 2, 64, batch_first=True), (torch.randn(2, 5, 32),)
+    if name == "vit":
+        return (
+            torchvision.models.VisionTransformer(
+                image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+            ),
+            (torch.randn(1, 3, 32, 32),),
+        )
+    if name == "misc_ops":
+        return MiscOps(), (torch.randint(0, 50, (2, 12)),)
+    if name == "masked_sdpa":
+        return MaskedAttention(), (torch.randn(2, 5, 32), torch.randn(2, 4, 5, 5))
+    raise KeyError(name)
+
+
+def _export(model, args, path, *, optimize=False, **kw):
+    args = args if isinstance(args, tuple) else (args,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, dynamo=True, optimize=optimize, verbose=False, **kw).save(str(path))
+    return path
+
+
+_CACHE: dict[str, tuple] = {}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """name -> (model, example inputs, path of the optimize=False export); exported once per module."""
+    root = tmp_path_factory.mktemp("onnx_models")
+
+    def get(name: str):
+        if name not in _CACHE:
+            model, x = _make(name)
+            model = _randomize(model)
+            _CACHE[name] = (model, x, _export(model, x, root / f"{name}.onnx"))
+        return _CACHE[name]
+
+    yield get
+    _CACHE.clear()
+
+
+def _kind_counts(g) -> dict[str, int]:
+    """Op-kind counts over the categories that carry work (no layout, no no-ops)."""
+    return {k: c for k, c in g.op_counts().items() if category(k) not in ("layout", "noop")}
+
+
+def _close(a: float, b: float, rel: float = 0.01) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+# ----------------------------------------------------------- cross-frontend
+@pytest.mark.parametrize(
+    "name", ["resnet18", "mobilenet_v2", "skip_cnn", "encoder_layer", "vit", "misc_ops", "masked_sdpa"]
+)
+def test_matches_torch_frontend(exported, name):
+    model, args, path = exported(name)
+    x = args[0]
+    gt = from_torch(model, args)
+    go = from_onnx(path)
+    assert go.meta["frontend"] == "onnx"
+    assert _kind_counts(go) == _kind_counts(gt)
+    assert go.flops > 0 and _close(go.flops, gt.flops)
+    assert _close(go.tensor_flops, gt.tensor_flops)
+    # initializers are parameters, counted once; BN running stats are buffers as in PyTorch
+    assert go.params == gt.params
+    assert go.meta["batch"] == gt.meta["batch"] == x.shape[0]
+    assert go.meta["input_shape"] == list(x.shape[1:])
+    assert go.meta["dtype"] == "fp32" and go.meta["mode"] == "inference"
+
+
+def test_transformer_attention_is_one_node(exported):
+    """The exporter decomposes SDPA into MatMul/Softmax/MatMul; the frontend fuses it back."""
+    model, args, path = exported("encoder_layer")
+    go, gt = from_onnx(path), from_torch(model, args)
+    att = [n for n in go.nodes if n.kind == "attention"]
+    ref = [n for n in gt.nodes if n.kind == "attention"]
+    assert len(att) == len(ref) == 1
+    # q, k, v as (batch, heads, L, head_dim), as aten.scaled_dot_product_attention sees them
+    assert att[0].in_shapes[:3] == ref[0].in_shapes[:3] == [(2, 2, 5, 16)] * 3
+    assert att[0].flops == ref[0].flops == 2 * 2 * 2 * 5 * 5 * (16 + 16)
+    assert not any(n.kind == "softmax" for n in go.nodes)
+    # nn.Linear on 3-D input (MatMul + Add(bias)) is one matmul with the bias as an operand
+    lin = [n for n in go.nodes if n.kind == "matmul"]
+    assert [n.attrs["k"] for n in lin] == [n.attrs["k"] for n in gt.nodes if n.kind == "matmul"]
+    assert all(n.param_inputs[1:] == [True, True] for n in lin)
+
+
+def test_optimized_export_matches_folded_torch_graph(exported, tmp_path):
+    model, args, _ = exported("resnet18")
+    path = _export(model, args, tmp_path / "resnet18_opt.onnx", optimize=True)
+    go = from_onnx(path)
+    folded = from_torch(model, args).fold_batchnorm()
+    assert "batch_norm" not in go.op_counts()
+    assert _kind_counts(go) == _kind_counts(folded)
+    assert _close(go.flops, folded.flops) and _close(go.tensor_flops, folded.tensor_flops)
+
+
+def test_resnet18_structure(exported):
+    _, _, path = exported("resnet18")
+    g = from_onnx(path)
+    preds = g.predecessors()
+    adds = [n for n in g.nodes if n.kind == "add"]
+    assert len(adds) == 8
+    assert any(len(set(preds[n.id])) == 2 for n in adds)  # skip connections are real edges
+    assert g.num_edges > g.num_nodes - 1
+    stem = g.nodes[0]
+    assert stem.kind == "conv" and stem.in_shapes[:2] == [(1, 3, 64, 64), (64, 3, 7, 7)]
+    assert stem.attrs == {"stride": [2, 2], "padding": [3, 3], "dilation": [1, 1], "groups": 1, "kernel": [7, 7]}
+    assert stem.param_inputs[:2] == [False, True] and stem.out_shapes == [(1, 64, 32, 32)]
+    # shape plumbing (Shape/CastLike/Expand building the zero conv bias) is not in the graph
+    assert not any(n.op in ("onnx.Shape", "onnx.CastLike", "onnx.Expand", "onnx.Constant") for n in g.nodes)
+    assert [n.kind for n in g.nodes if n.op == "onnx.ReduceMean"] == ["avg_pool"]
+    bn = next(n for n in g.nodes if n.kind == "batch_norm")
+    assert bn.attrs == {"training": False} and bn.flops == 2 * 64 * 32 * 32
+
+
+def test_mobilenet_depthwise_and_clip(exported):
+    _, _, path = exported("mobilenet_v2")
+    g = from_onnx(path)
+    dw = [n for n in g.nodes if n.kind == "conv" and n.attrs["groups"] > 1]
+    assert len(dw) == 17 and all(n.attrs["groups"] == n.in_shapes[0][1] for n in dw)
+    assert g.op_counts()["clamp"] == 35  # ReLU6 -> Clip -> clamp, as aten.hardtanh
+
+
+# ------------------------------------------------------------------- errors
+def test_missing_file():
+    with pytest.raises(ModelLoadError, match="no such file"):
+        from_onnx("/nonexistent/dir/model.onnx")
+
+
+def test_text_and_truncated_files(exported, tmp_path):
+    txt = tmp_path / "notes.onnx"
+    txt.write_text("this is not a model\n" * 10)
+    with pytest.raises(ModelLoadError, match="could not parse .*notes.onnx as an ONNX model"):
+        from_onnx(txt)
+    _, _, path = exported("skip_cnn")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        from_onnx(cut)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="not an ONNX model"):
+        from_onnx(empty)
+
+
+def test_dynamic_batch(tmp_path):
+    model = _randomize(SkipCNN())
+    path = _export(model, torch.randn(2, 3, 16, 16), tmp_path / "dyn.onnx",
+                   dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    with pytest.raises(DynamicShapeError, match=r"input 'x' has dynamic dimension 0 .*--batch"):
+        from_onnx(path)
+    g = from_onnx(path, batch=4)
+    assert g.meta["batch"] == 4 and g.meta["input_shape"] == [3, 16, 16]
+    assert g.inputs[0].shape == (4, 3, 16, 16)
+    assert all(n.out_shapes[0][0] == 4 for n in g.nodes)
+    assert g.nodes[-1].out_shapes == [(4, 10)]
+    gt = from_torch(model, torch.randn(4, 3, 16, 16))
+    assert g.flops == pytest.approx(gt.flops, rel=1e-9) and _kind_counts(g) == _kind_counts(gt)
+    with pytest.raises(InvalidInputError, match="fixed dimension 2 of size 16"):
+        from_onnx(path, batch=4, input_shape=(3, 8, 8))
+
+
+def test_dynamic_spatial_dims_need_input_shape(exported):
+    _, _, path = exported("skip_cnn")
+    m = onnx.load(str(path))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param, dims[2].dim_param, dims[3].dim_param = "N", "H", "W"
+    with pytest.raises(DynamicShapeError, match=r"'x' has dynamic dimensions 0 \('N'\) and 2 .*--input"):
+        from_onnx(m)
+    with pytest.raises(DynamicShapeError, match=r"dimensions 2 \('H'\) and 3 \('W'\).*input_shape=\(3, \?, \?\)"):
+        from_onnx(m, batch=1)
+    g = from_onnx(m, batch=1, input_shape="3,32,32")
+    assert g.nodes[0].out_shapes == [(1, 8, 32, 32)] and g.meta["input_shape"] == [3, 32, 32]
+    g2 = from_onnx(m, input_shapes={"x": (1, 3, 32, 32)})
+    assert g2.flops == g.flops
+    with pytest.raises(InvalidInputError, match="Did you mean: x"):
+        from_onnx(m, input_shapes={"xx": (1, 3, 32, 32)})
+
+
+def test_unsupported_op_warns_once_per_type():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 5])
+    nodes = [
+        helper.make_node("Hardmax", ["x"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r"]),
+        helper.make_node("Hardmax", ["r"], ["h2"]),
+        helper.make_node("Det", ["h2"], ["d1"]),
+        helper.make_node("Det", ["x"], ["d2"]),
+        helper.make_node("Add", ["d1", "d2"], ["y"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "unsupported", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        g = from_onnx(model)
+    msgs = sorted(str(w.message) for w in rec if issubclass(w.category, UnsupportedOpWarning))
+    assert len(msgs) == 2 and "'onnx.Det'" in msgs[0] and "'onnx.Hardmax'" in msgs[1]
+    assert [n.kind for n in g.nodes] == ["other", "relu", "other", "other", "other", "add"]
+    assert g.nodes[3].out_shapes == [(2,)] and g.nodes[5].out_shapes == [(2,)]
+    assert (0, 1) in g.edges and (3, 5) in g.edges and (4, 5) in g.edges
+
+
+# ------------------------------------------------------------------ weights
+def test_external_data_missing(exported, tmp_path):
+    _, _, path = exported("resnet18")
+    ref = from_onnx(path)
+    m = onnx.load(str(path))
+    out = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(out), save_as_external_data=True, location="w.bin")
+    assert (tmp_path / "w.bin").stat().st_size > 40e6
+    (tmp_path / "w.bin").unlink()
+    g = from_onnx(out)
+    assert g.params == ref.params == 11689512
+    assert g.flops == ref.flops and g.op_counts() == ref.op_counts()
+
+
+def test_stripped_weights_declared_as_inputs(exported):
+    """Weights without initializers: shapes from graph inputs (IR<4 style) or value_info."""
+    _, _, path = exported("skip_cnn")
+    ref = from_onnx(path)
+    m = onnx.load(str(path))
+    inits = list(m.graph.initializer)
+    del m.graph.initializer[:]
+    as_inputs = onnx.ModelProto()
+    as_inputs.CopyFrom(m)
+    for t in inits:
+        as_inputs.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    g = from_onnx(as_inputs)
+    assert [i.name for i in g.inputs] == ["x"]
+    assert g.params == ref.params == 914 and g.flops == ref.flops
+    g2 = from_onnx(m)  # only the exporter's value_info declares them
+    assert g2.params == ref.params and g2.flops == ref.flops
+    del m.graph.value_info[:]
+    with pytest.raises(ModelLoadError, match="'c1.weight'.*neither a graph input nor an initializer"):
+        from_onnx(m)
+
+
+def test_modelproto_and_name(exported):
+    _, _, path = exported("skip_cnn")
+    g = from_onnx(onnx.load(str(path)), name="tiny")
+    assert g.meta["name"] == "tiny" and g.meta["opset"] >= 18
+    assert from_onnx(path).meta["name"] == "skip_cnn"
+    with pytest.raises(InvalidInputError):
+        from_onnx(42)
+    with pytest.raises(InvalidInputError, match="mode"):
+        from_onnx(path, mode="eval")
+
+
+# --------------------------------------------------------------- fused ops
+def test_masked_attention_absorbs_mask_plumbing(exported):
+    _, _, path = exported("masked_sdpa")
+    g = from_onnx(path)
+    (att,) = [n for n in g.nodes if n.kind == "attention"]
+    assert att.in_shapes == [(2, 4, 5, 8)] * 3 + [(2, 4, 5, 5)]  # q, k, v and the boolean mask
+    assert att.in_dtypes[3] == "bool"
+    preds = g.predecessors()[att.id]
+    assert {g.nodes[p].op for p in preds} >= {"onnx.Greater"}  # the mask is a real dependency
+    assert not any(n.op in ("onnx.IsNaN", "onnx.Where", "onnx.Softmax") for n in g.nodes)
+
+
+def test_erf_gelu_pattern_is_one_gelu():
+    """0.5 * x * (1 + erf(x / sqrt(2))), as the TorchScript exporter writes GELU."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    consts = [helper.make_node("Constant", [], [n], value=numpy_helper.from_array(np.array(v, np.float32)))
+              for n, v in [("s2", 1.4142135), ("one", 1.0), ("half", 0.5)]]
+    nodes = consts + [
+        helper.make_node("Div", ["x", "s2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["a"]),
+        helper.make_node("Mul", ["x", "a"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["y"]),
+        helper.make_node("Sigmoid", ["y"], ["sg"]),
+        helper.make_node("Mul", ["y", "sg"], ["z"]),  # x * sigmoid(x): silu
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "gelu", [x], [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    g = from_onnx(model)
+    assert [n.kind for n in g.nodes] == ["gelu", "silu"]
+    assert g.nodes[0].in_shapes == [(2, 8)] and g.nodes[0].flops == 8 * 16
+    assert g.edges == [(0, 1)]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_opset23_attention(packed):
+    b, h, length, e = 2, 4, 8, 16
+    if packed:  # (batch, L, heads * head_dim) with the head counts as attributes
+        shapes = [(b, length, h * e), (b, length, h * e), (b, length, h * e)]
+        node = helper.make_node("Attention", ["q", "k", "v"], ["o"], q_num_heads=h, kv_num_heads=h)
+    else:
+        shapes = [(b, h, length, e)] * 3
+        node = helper.make_node("Attention", ["q", "k", "v"], ["o"])
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in zip("qkv", shapes)]
+    model = helper.make_model(
+        helper.make_graph([node], "att", ins, [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 23)],
+    )
+    g = from_onnx(model)
+    assert [i.name for i in g.inputs] == ["q", "k", "v"] and g.params == 0
+    (n,) = g.nodes
+    assert n.kind == "attention" and n.in_shapes[:3] == [(b, h, length, e)] * 3
+    assert n.flops == 2 * b * h * length * length * (e + e)
+    assert n.out_shapes == [shapes[0]]
+
+
+def test_contrib_ops_and_dynamic_seq():
+    """com.microsoft ops (unknown to ONNX shape inference) and a dynamic sequence length."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 64])
+    inits = [numpy_helper.from_array(np.zeros(s, np.float32), n)
+             for n, s in [("w", (64, 192)), ("wb", (192,)), ("g", (64,)), ("bb", (64,))]]
+    nodes = [
+        helper.make_node("Attention", ["x", "w", "wb"], ["att"], domain="com.microsoft", num_heads=4),
+        helper.make_node("SkipLayerNormalization", ["att", "x", "g", "bb"], ["sln"], domain="com.microsoft"),
+        helper.make_node("FastGelu", ["sln"], ["y"], domain="com.microsoft"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "ms", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    with pytest.raises(DynamicShapeError, match=r"dimension 1 \('seq'\).*input_shape=\(\?, 64\)"):
+        from_onnx(model, batch=2)
+    g = from_onnx(model, batch=2, input_shape=(10, 64))
+    assert [n.kind for n in g.nodes] == ["matmul", "attention", "layer_norm", "gelu"]
+    proj, att = g.nodes[0], g.nodes[1]
+    assert proj.flops == 2 * 2 * 10 * 64 * 192
+    assert att.in_shapes[:3] == [(2, 4, 10, 16)] * 3 and att.flops == 2 * 2 * 4 * 10 * 10 * 32
+    assert g.nodes[-1].out_shapes == [(2, 10, 64)] and g.params == 64 * 192 + 192 + 128
+    assert (0, 1) in g.edges and (1, 2) in g.edges
