@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from .._errors import InvalidInputError
@@ -47,3 +48,40 @@ def parse_shape(shape) -> tuple[int, ...]:
     if not dims or any(d <= 0 for d in dims):
         raise InvalidInputError(f"input shape {shape!r} must be non-empty with positive dimensions")
     return dims
+
+
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...] | None:
+    r = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(r):
+        dims = {s[len(s) - r + i] for s in shapes if len(s) - r + i >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            return None
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def einsum_contraction(equation: str, shapes: Sequence[Sequence[int]], out_numel: int) -> float:
+    """Contraction size of an einsum: total multiply-adds / output elements."""
+    lhs = equation.replace(" ", "").split("->")[0]
+    sizes: dict[str, int] = {}
+    ell: list[tuple[int, ...]] = []
+    for term, shp in zip(lhs.split(","), shapes):
+        shp = list(shp)
+        if "..." in term:
+            pre, post = term.split("...", 1)
+            n_ell = len(shp) - len(pre) - len(post)
+            for c, d in zip(pre, shp[: len(pre)]):
+                sizes[c] = max(sizes.get(c, 1), int(d))
+            for c, d in zip(post, shp[len(shp) - len(post):] if post else []):
+                sizes[c] = max(sizes.get(c, 1), int(d))
+            ell.append(tuple(shp[len(pre): len(pre) + max(n_ell, 0)]))
+        else:
+            for c, d in zip(term, shp):
+                sizes[c] = max(sizes.get(c, 1), int(d))
+    total = math.prod(sizes.values()) if sizes else 1
+    if ell:
+        b = broadcast_shape(*ell)
+        total *= math.prod(b) if b else 1
+    return total / out_numel if out_numel else 0.0

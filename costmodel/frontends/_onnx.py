@@ -77,7 +77,7 @@ from typing import Any, Hashable, Iterable, Sequence
 
 from .._errors import DynamicShapeError, InvalidInputError, ModelLoadError, suggest
 from ._builder import GraphBuilder, _Tensor
-from ._common import check_batch, parse_shape, spatial_mean_is_pool
+from ._common import broadcast_shape, einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 
 # ---------------------------------------------------------------- op tables
 _STD_DOMAINS = ("", "ai.onnx")
@@ -277,24 +277,12 @@ def _sym_pads(pads: Sequence[int], rank: int) -> list[int]:
     return pads
 
 
-def _bcast(*shapes: Sequence[int]) -> tuple[int, ...] | None:
-    r = max((len(s) for s in shapes), default=0)
-    out = []
-    for i in range(r):
-        dims = {s[len(s) - r + i] for s in shapes if len(s) - r + i >= 0}
-        dims.discard(1)
-        if len(dims) > 1:
-            return None
-        out.append(dims.pop() if dims else 1)
-    return tuple(out)
-
-
 def _matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
     if not a or not b:
         return None
     a2 = (1, *a) if len(a) == 1 else tuple(a)
     b2 = (*b, 1) if len(b) == 1 else tuple(b)
-    batch = _bcast(a2[:-2], b2[:-2])
+    batch = broadcast_shape(a2[:-2], b2[:-2])
     if batch is None:
         return None
     out = (*batch, a2[-2], b2[-1])
@@ -303,31 +291,6 @@ def _matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
     if len(b) == 1:
         out = out[:-1]
     return out
-
-
-def _einsum_k(equation: str, shapes: Sequence[Sequence[int]], out_numel: int) -> float:
-    """Contraction size of an einsum: total multiply-adds / output elements."""
-    lhs = equation.replace(" ", "").split("->")[0]
-    sizes: dict[str, int] = {}
-    ell: list[tuple[int, ...]] = []
-    for term, shp in zip(lhs.split(","), shapes):
-        shp = list(shp)
-        if "..." in term:
-            pre, post = term.split("...", 1)
-            n_ell = len(shp) - len(pre) - len(post)
-            for c, d in zip(pre, shp[: len(pre)]):
-                sizes[c] = max(sizes.get(c, 1), int(d))
-            for c, d in zip(post, shp[len(shp) - len(post):] if post else []):
-                sizes[c] = max(sizes.get(c, 1), int(d))
-            ell.append(tuple(shp[len(pre): len(pre) + max(n_ell, 0)]))
-        else:
-            for c, d in zip(term, shp):
-                sizes[c] = max(sizes.get(c, 1), int(d))
-    total = math.prod(sizes.values()) if sizes else 1
-    if ell:
-        b = _bcast(*ell)
-        total *= _numel(b) if b else 1
-    return total / out_numel if out_numel else 0.0
 
 
 # -------------------------------------------------------------------- loading
@@ -1147,6 +1110,29 @@ class _OnnxFrontend:
     def _free(self, idx) -> bool:
         return idx not in self.absorbed and idx not in self.fused
 
+    def _strip_scalar_scaling(self, start: str, chain: list) -> tuple[str, list]:
+        """Walk back through single-use ``x * c`` / ``x / c`` (scalar c) producers.
+
+        Returns the unscaled tensor and the producer nodes passed, so the
+        attention fusion can absorb the ``1/sqrt(d)`` scaling exporters emit.
+        """
+        cur, passed = start, []
+        while True:
+            p = self.prod.get(cur)
+            if p is None or not self._single_use(cur) or not self._free(p) or p in chain or p in passed:
+                break
+            pn = self._node(p)
+            if pn.op_type in ("Mul", "Div") and (pn.domain or "") in _STD_DOMAINS:
+                x, cst = pn.input[0], pn.input[1]
+                if pn.op_type == "Mul" and x not in self.data:
+                    x, cst = cst, x
+                if x in self.data and self._is_scalar_const(cst):
+                    passed.append(p)
+                    cur = x
+                    continue
+            break
+        return cur, passed
+
     def _plan_attention(self, s_idx: int, s, a: dict) -> None:
         sm_in = self._shape(s.input[0])
         axis = a.get("axis", -1 if self.opset >= 13 else 1)
@@ -1228,37 +1214,10 @@ class _OnnxFrontend:
         if sq[-1] != e or sv[-2] != slen:
             return
         # q side: fold scalar scaling
-        q0 = q1
-        while True:
-            p = self.prod.get(q0)
-            if p is None or not self._single_use(q0) or not self._free(p) or p in chain:
-                break
-            pn = self._node(p)
-            if pn.op_type in ("Mul", "Div") and (pn.domain or "") in _STD_DOMAINS:
-                x, cst = pn.input[0], pn.input[1]
-                if pn.op_type == "Mul" and x not in self.data:
-                    x, cst = cst, x
-                if x in self.data and self._is_scalar_const(cst):
-                    chain.append(p)
-                    q0 = x
-                    continue
-            break
+        q0, muls = self._strip_scalar_scaling(q1, chain)
+        chain.extend(muls)
         # k side: fold scalar scaling, then the transposes/reshapes that built k^T
-        k0, muls = kt, []
-        while True:
-            p = self.prod.get(k0)
-            if p is None or not self._single_use(k0) or not self._free(p) or p in chain:
-                break
-            pn = self._node(p)
-            if pn.op_type in ("Mul", "Div") and (pn.domain or "") in _STD_DOMAINS:
-                x, cst = pn.input[0], pn.input[1]
-                if pn.op_type == "Mul" and x not in self.data:
-                    x, cst = cst, x
-                if x in self.data and self._is_scalar_const(cst):
-                    muls.append(p)
-                    k0 = x
-                    continue
-            break
+        k0, muls = self._strip_scalar_scaling(kt, chain)
         chain.extend(muls)
         target = (*sk[:-2], slen, e)
         path, cur, found = [], k0, None
@@ -1783,7 +1742,7 @@ class _OnnxFrontend:
         if op == "Einsum":
             shapes = [self._shape(i) or () for i in ins]
             out = self._shape(node.output[0])
-            return _einsum_k(a.get("equation", ""), shapes, _numel(out) if _known(out) else 0)
+            return einsum_contraction(a.get("equation", ""), shapes, _numel(out) if _known(out) else 0)
         if op == "MatMulNBits":
             return float(a.get("K", 1))
         pos = _OPERANDS.get(op, (0, 1))

@@ -32,7 +32,7 @@ from typing import Any, Callable, Hashable, Sequence
 from .._errors import InvalidInputError, ModelLoadError
 from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
-from ._common import check_batch, parse_shape, spatial_mean_is_pool
+from ._common import einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 
 _DTYPE_NAMES = {
     "float32": "fp32",
@@ -105,17 +105,6 @@ def _ints(v) -> list[int] | None:
         return [int(v)]
     except (TypeError, ValueError):
         return None
-
-
-def _einsum_k(equation: str, shapes: Sequence[Sequence[int]], out_numel: int) -> float:
-    lhs = equation.replace(" ", "").split("->")[0]
-    sizes: dict[str, int] = {}
-    for term, shp in zip(lhs.split(","), shapes):
-        letters = [c for c in term if c.isalpha()]
-        for c, d in zip(letters, shp[-len(letters):] if letters else ()):
-            sizes[c] = int(d)
-    total = math.prod(sizes.values()) if sizes else 1
-    return total / out_numel if out_numel else 0.0
 
 
 class _Emitter:
@@ -236,7 +225,7 @@ class _Emitter:
             out_n = math.prod(outputs[0][1]) if outputs else 0
             eq = named.get("equation", "")
             shapes = [s for s in in_shapes]
-            return _einsum_k(eq, shapes, out_n)
+            return einsum_contraction(eq, shapes, out_n)
         s = shp(first) if first else None
         if s is None:
             s = in_shapes[0] if in_shapes else (1,)
