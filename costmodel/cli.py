@@ -28,6 +28,11 @@ GRAPH_EXAMPLES = """examples:
   costmodel graph torchvision:resnet50
   costmodel graph model.onnx --batch 4 --input 3,224,224 --json
 """
+TRAIN_EXAMPLES = """examples:
+  costmodel train                               # DIPPM on all packaged H200 rows -> shipped artifact
+  costmodel train --predictor xgb-static -o /tmp/xgb
+  costmodel train --data /path/to/measurements --device h200 --epochs 100 --seed 1 -o my_dippm
+"""
 DEVICES_EXAMPLES = """examples:
   costmodel devices
   costmodel devices --json
@@ -93,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload_args(g, batch_required=False)
     g.set_defaults(func=_cmd_graph)
 
+    t = sub.add_parser("train", help="train a learned predictor on measured data",
+                       description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
+                                   "(config JSON + weights, no pickle).",
+                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--predictor", default="dippm", choices=("dippm", "xgb-static"), help="what to train (default dippm)")
+    t.add_argument("--data", default=None, help="measurement folder holding DEVICE/vision.jsonl (default: packaged data)")
+    t.add_argument("--device", default="h200", help="sub-folder of --data to train on (default h200)")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (GNN predictors)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("-o", "--output", default=None, help="artifact folder (default: the package's shipped artifact)")
+    t.set_defaults(func=_cmd_train)
+
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                        epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +158,31 @@ def _cmd_graph(a) -> int:
     print(f"{'op kind':<14}{'count':>7}{'GFLOPs':>12}{'share':>8}")
     for k, v in sorted(s["op_kinds"].items(), key=lambda kv: (-kv[1]["flops"], -kv[1]["count"])):
         print(f"{k:<14}{v['count']:>7}{v['flops'] / 1e9:>12.4g}{100 * v['flops'] / total:>7.1f}%")
+    return 0
+
+
+def _cmd_train(a) -> int:
+    import time
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .datasets import PerfDataset
+    from .predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig
+    from .predictors._xgb import XGBStaticPredictor
+
+    ds = PerfDataset.load(a.data, device=a.device)
+    if a.predictor == "dippm":
+        cfg = replace(GNNConfig(conv="sage"), seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
+        pred = DIPPMPredictor(cfg)
+    else:
+        pred = XGBStaticPredictor(seed=a.seed)
+    out = Path(a.output) if a.output else _ARTIFACTS / a.predictor
+    print(f"training {a.predictor} on {len(ds)} rows ({len(ds.families())} families) from {a.device}", file=sys.stderr)
+    t0 = time.perf_counter()
+    ds.graphs(progress=True)  # featurize (cached) with a progress bar
+    pred.fit(ds, progress=True)
+    pred.save(out)
+    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')})")
     return 0
 
 

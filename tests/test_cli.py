@@ -17,7 +17,10 @@ def run(capsys, *argv):
 def test_predict_table(capsys):
     code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "8", "--device", "h200")
     assert code == 0
-    assert "latency" in out and "MIG profile" in out and "analytic" in out
+    assert "latency" in out and "MIG profile" in out and "dippm" in out
+    code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "8", "--device", "h200",
+                         "--predictor", "analytic")
+    assert code == 0 and "analytic" in out
 
 
 def test_predict_json_keys(capsys):

@@ -20,7 +20,7 @@ def test_import_is_light():
 
 
 def test_estimate_resnet50_h200():
-    est = costmodel.estimate("torchvision:resnet50", batch=8, device="h200")
+    est = costmodel.estimate("torchvision:resnet50", batch=8, device="h200", predictor="analytic")
     assert est.predictor == "analytic"
     assert est.device == "H200-SXM5-141GB"
     assert est.latency_ms > 0 and est.energy_j > 0
@@ -37,11 +37,12 @@ def test_estimate_resnet50_h200():
 
 
 def test_training_costs_more_than_inference():
-    inf = costmodel.estimate("torchvision:resnet18", batch=32, device="a100", mode="inference")
-    tr = costmodel.estimate("torchvision:resnet18", batch=32, device="a100", mode="training")
+    kw = dict(batch=32, device="a100", predictor="analytic")
+    inf = costmodel.estimate("torchvision:resnet18", mode="inference", **kw)
+    tr = costmodel.estimate("torchvision:resnet18", mode="training", **kw)
     assert tr.latency_ms > 2.5 * inf.latency_ms
     assert tr.memory_mb > inf.memory_mb
-    sgd = costmodel.estimate("torchvision:resnet18", batch=32, device="a100", mode="training", optimizer="sgd")
+    sgd = costmodel.estimate("torchvision:resnet18", mode="training", optimizer="sgd", **kw)
     assert sgd.memory_mb < tr.memory_mb
 
 

@@ -186,7 +186,7 @@ def load_predictor(path: str | Path) -> Predictor:
 
 
 def _ensure_builtin() -> None:
-    from . import _analytic  # noqa: F401  (registers itself)
+    from . import _analytic, _gnn, _xgb  # noqa: F401  (register themselves)
 
 
 def validate_mode(mode: str) -> str:

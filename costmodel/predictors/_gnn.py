@@ -1,0 +1,412 @@
+"""Graph neural network predictors: DIPPM (GraphSAGE) and its GNN baselines.
+
+Architecture (thesis ch. 4, DIPPM): node features -> linear embedding ->
+three message-passing layers (GraphSAGE by default; GCN, GAT or GIN for the
+baselines; none for the static-feature MLP) -> mean and max pooling ->
+concatenated with an MLP embedding of the static features -> MLP head with
+one output per target (latency, memory, energy), trained jointly on
+standardized log targets with the Huber loss.
+
+Two choices go beyond the thesis and are tested by ``benchmarks/accuracy.py``:
+
+* the analytic predictor's estimate is an input feature, and with
+  ``residual=True`` the network predicts the log-ratio between measurement and
+  the analytic estimate (a learned correction over physics);
+* edges are used in both directions (a DAG's forward edges alone only let
+  information flow towards the output).
+
+Artifacts are a directory with ``config.json`` (config, feature schema,
+normalization, training-data hash, library version) and ``weights.safetensors``;
+nothing is pickled, and a schema mismatch is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import __version__
+from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from ..devices import HARDWARE_FEATURE_NAMES, get_device
+from ..features import (
+    FEATURE_SCHEMA_VERSION,
+    NODE_FEATURE_NAMES,
+    GraphFeatures,
+    featurize,
+    schema_fingerprint,
+    static_feature_names,
+)
+from ..mig import recommend_mig
+from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
+
+TARGETS = ("latency_ms", "memory_mb", "energy_j")
+CONVS = ("sage", "gcn", "gat", "gin", "none")
+_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@dataclass(frozen=True)
+class GNNConfig:
+    """Hyperparameters (defaults chosen on random splits of the H200 data)."""
+
+    conv: str = "sage"
+    hidden: int = 64
+    layers: int = 3
+    dropout: float = 0.05
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    epochs: int = 60
+    batch_size: int = 32
+    use_analytic: bool = True
+    residual: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.conv not in CONVS:
+            raise InvalidInputError(f"conv must be one of {CONVS}, got {self.conv!r}")
+
+
+def _build_net(cfg: GNNConfig, node_dim: int, static_dim: int, n_out: int):
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            h = cfg.hidden
+            self.use_graph = cfg.conv != "none"
+            if self.use_graph:
+                import torch_geometric.nn as gnn
+
+                self.embed = nn.Sequential(nn.Linear(node_dim, h), nn.ReLU())
+                convs = []
+                for _ in range(cfg.layers):
+                    if cfg.conv == "sage":
+                        convs.append(gnn.SAGEConv(h, h))
+                    elif cfg.conv == "gcn":
+                        convs.append(gnn.GCNConv(h, h))
+                    elif cfg.conv == "gat":
+                        convs.append(gnn.GATConv(h, h // 4, heads=4))
+                    else:
+                        convs.append(gnn.GINConv(nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h))))
+                self.convs = nn.ModuleList(convs)
+                self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(cfg.layers))
+            self.static = nn.Sequential(nn.Linear(static_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+            head_in = h + (2 * h if self.use_graph else 0)
+            self.head = nn.Sequential(
+                nn.Linear(head_in, h), nn.ReLU(), nn.Dropout(cfg.dropout),
+                nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, n_out),
+            )
+            self.dropout = cfg.dropout
+
+        def forward(self, x, edge_index, batch, static):
+            from torch_geometric.nn import global_max_pool, global_mean_pool
+
+            s = self.static(static)
+            if not self.use_graph:
+                return self.head(s)
+            hdn = self.embed(x)
+            for conv, norm in zip(self.convs, self.norms):
+                hdn = hdn + torch.relu(norm(conv(hdn, edge_index)))  # residual message passing
+                hdn = nn.functional.dropout(hdn, self.dropout, self.training)
+            pooled = torch.cat([global_mean_pool(hdn, batch), global_max_pool(hdn, batch)], dim=1)
+            return self.head(torch.cat([pooled, s], dim=1))
+
+    return Net()
+
+
+_CLIP = 8.0
+
+
+def _safe_std(a: np.ndarray) -> list[float]:
+    """Per-column std; columns constant in training are left unscaled."""
+    sd = a.std(0)
+    return np.where(sd < 1e-3, 1.0, sd).tolist()
+
+
+@dataclass
+class _Norm:
+    static_mean: list[float] = field(default_factory=list)
+    static_std: list[float] = field(default_factory=list)
+    node_mean: list[float] = field(default_factory=list)
+    node_std: list[float] = field(default_factory=list)
+    y_mean: list[float] = field(default_factory=list)
+    y_std: list[float] = field(default_factory=list)
+
+
+def data_hash(rows) -> str:
+    """Hash of the training rows' identity and labels (stored in artifacts)."""
+    h = hashlib.sha1()
+    for r in rows:
+        h.update(json.dumps([r.model, r.batch, r.mode, r.dtype, r.seq, r.latency_ms, r.memory_mb, r.energy_j],
+                            default=str).encode())
+    return h.hexdigest()[:16]
+
+
+class GNNPredictor(Predictor):
+    """GNN cost model (``conv="sage"`` is DIPPM; see module docstring)."""
+
+    name = "gnn"
+    version = "1"
+
+    def __init__(self, config: GNNConfig | None = None) -> None:
+        self.config = config or GNNConfig()
+        self.net = None
+        self.norm = _Norm()
+        self.meta: dict = {}
+        self._analytic = None
+        self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, self.config.use_analytic)
+
+    # ------------------------------------------------------------- features
+    def _analytic_pred(self):
+        if self._analytic is None:
+            from ._analytic import AnalyticPredictor
+
+            self._analytic = AnalyticPredictor()
+        return self._analytic
+
+    def features(self, graph, device, mode: str) -> tuple[GraphFeatures, Estimate]:
+        """Features of one workload plus the analytic estimate it builds on."""
+        dev = get_device(device)
+        est = self._analytic_pred().predict(graph, dev, mode=mode)
+        f = featurize(graph, dev, analytic_estimate=est if self.config.use_analytic else None)
+        return f, est
+
+    def _to_data(self, f: GraphFeatures, y=None):
+        import torch
+        from torch_geometric.data import Data
+        from torch_geometric.utils import to_undirected
+
+        n = self.norm
+        # clipping keeps a feature never seen varying in training (an op kind
+        # only a held-out family uses) from blowing up the network
+        x = np.clip((f.x - np.asarray(n.node_mean, np.float32)) / np.asarray(n.node_std, np.float32), -_CLIP, _CLIP)
+        s = np.clip((f.static - np.asarray(n.static_mean, np.float32)) / np.asarray(n.static_std, np.float32),
+                    -_CLIP, _CLIP)
+        ei = torch.from_numpy(f.edge_index)
+        if ei.numel():
+            ei = to_undirected(ei, num_nodes=x.shape[0])
+        d = Data(x=torch.from_numpy(x), edge_index=ei, static=torch.from_numpy(s).unsqueeze(0))
+        if y is not None:
+            d.y = torch.as_tensor(np.asarray(y, np.float32)).unsqueeze(0)
+        return d
+
+    def _target(self, row, est) -> list[float]:
+        ys = [math.log(row.target(t)) for t in TARGETS]
+        if self.config.residual:
+            base = [math.log(est.latency_ms), math.log(est.memory_mb), math.log(max(est.energy_j, 1e-9))]
+            ys = [a - b for a, b in zip(ys, base)]
+        return ys
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, dataset, indices: Sequence[int] | None = None, *, progress: bool = True,
+            cached: dict | None = None) -> "GNNPredictor":
+        """Train on rows of a :class:`~costmodel.datasets.PerfDataset`.
+
+        ``cached`` may map row index -> ``(GraphFeatures, analytic Estimate)``
+        to share featurization across many fits (benchmarks).
+        """
+        import torch
+        from torch_geometric.loader import DataLoader
+
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        if len(idx) < 4:
+            raise InvalidInputError(f"need at least 4 training rows, got {len(idx)}")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        feats, ys = [], []
+        for i in idx:
+            if cached is not None and i in cached:
+                f, est = cached[i]
+            else:
+                r = dataset[i]
+                f, est = self.features(dataset.graph(i), r.device, r.mode)
+            feats.append(f)
+            ys.append(self._target(dataset[i], est))
+        X = np.concatenate([f.x for f in feats])
+        S = np.stack([f.static for f in feats])
+        Y = np.asarray(ys, np.float64)
+        self.norm = _Norm(
+            static_mean=S.mean(0).tolist(), static_std=_safe_std(S),
+            node_mean=X.mean(0).tolist(), node_std=_safe_std(X),
+            y_mean=Y.mean(0).tolist(), y_std=_safe_std(Y),
+        )
+        ynorm = (Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std)
+        data = [self._to_data(f, y) for f, y in zip(feats, ynorm)]
+        self.net = _build_net(cfg, X.shape[1], S.shape[1], len(TARGETS))
+        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size)
+        )
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+        loss_fn = torch.nn.HuberLoss(delta=1.0)
+        it = range(cfg.epochs)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = it = tqdm(it, desc=f"training {self.name}", unit="epoch", leave=False)
+        t0 = time.perf_counter()
+        self.net.train()
+        for _ in it:
+            total = 0.0
+            for b in loader:
+                opt.zero_grad()
+                out = self.net(b.x, b.edge_index, b.batch, b.static)
+                loss = loss_fn(out, b.y)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * b.num_graphs
+            if bar is not None:
+                bar.set_postfix(loss=f"{total / len(data):.4f}")
+        self.net.eval()
+        rows = [dataset[i] for i in idx]
+        self.meta = {
+            "trained_rows": len(idx),
+            "data_hash": data_hash(rows),
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            "devices": sorted({r.device for r in rows}),
+        }
+        return self
+
+    # -------------------------------------------------------------- predict
+    def _predict_features(self, items: list[tuple[GraphFeatures, Estimate]]) -> np.ndarray:
+        import torch
+        from torch_geometric.data import Batch
+
+        if self.net is None:
+            raise ModelLoadError(f"predictor {self.name!r} is not trained: call fit() or load an artifact")
+        out = []
+        with torch.no_grad():
+            for k in range(0, len(items), 256):
+                chunk = items[k:k + 256]
+                b = Batch.from_data_list([self._to_data(f) for f, _ in chunk])
+                y = self.net(b.x, b.edge_index, b.batch, b.static).numpy().astype(np.float64)
+                y = y * np.asarray(self.norm.y_std) + np.asarray(self.norm.y_mean)
+                if self.config.residual:
+                    base = np.asarray([[math.log(e.latency_ms), math.log(e.memory_mb), math.log(max(e.energy_j, 1e-9))]
+                                       for _, e in chunk])
+                    y = y + base
+                out.append(np.exp(np.clip(y, -30, 30)))
+        return np.concatenate(out)
+
+    def _estimate(self, graph, dev, mode, vals, est: Estimate) -> Estimate:
+        lat, mem, en = (float(v) for v in vals)
+        mig = recommend_mig(dev, mem)
+        batch = graph.meta.get("batch")
+        return replace(
+            est,
+            latency_ms=lat, memory_mb=mem, energy_j=en,
+            power_w=en / (lat / 1e3) if lat > 0 else est.power_w,
+            mig_profile=mig.name if mig else None,
+            predictor=self.name,
+            predictor_version=f"{self.version} (costmodel {self.meta.get('library_version', __version__)})",
+            throughput_samples_s=(batch / (lat / 1e3)) if batch and lat > 0 else None,
+            fits_device=mem <= dev.memory_mb,
+            details=dict(est.details, analytic={"latency_ms": est.latency_ms, "memory_mb": est.memory_mb,
+                                                "energy_j": est.energy_j}),
+        )
+
+    def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
+        return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
+
+    def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
+        """Featurize and predict many graphs in batches through the GNN."""
+        dev = get_device(device)
+        validate_optimizer(optimizer)
+        items, modes = [], []
+        for g in graphs:
+            m = validate_mode(mode or g.meta.get("mode", "inference"))
+            modes.append(m)
+            items.append(self.features(g, dev, m))
+        vals = self._predict_features(items)
+        return [self._estimate(g, dev, m, v, e) for g, m, v, (_, e) in zip(graphs, modes, vals, items)]
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        if self.net is None:
+            raise ModelLoadError("cannot save an untrained predictor")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = {
+            "predictor": self.name,
+            "version": self.version,
+            "config": asdict(self.config),
+            "targets": list(TARGETS),
+            "schema": {
+                "version": FEATURE_SCHEMA_VERSION,
+                "fingerprint": schema_fingerprint(self._static_names),
+                "node_features": list(NODE_FEATURE_NAMES),
+                "static_features": list(self._static_names),
+            },
+            "norm": asdict(self.norm),
+            "meta": dict(self.meta, library_version=__version__),
+        }
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / "weights.safetensors"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GNNPredictor":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_path = path / "config.json"
+        if not cfg_path.exists():
+            raise ModelLoadError(f"no trained predictor at {path} (missing config.json)")
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("predictor") not in _GNN_NAMES:
+            raise SchemaMismatchError(f"{cfg_path} holds predictor {cfg.get('predictor')!r}, not a GNN predictor")
+        klass = _GNN_NAMES[cfg["predictor"]]
+        obj = klass(GNNConfig(**cfg["config"]))
+        schema = cfg.get("schema", {})
+        want = schema_fingerprint(obj._static_names)
+        if schema.get("version") != FEATURE_SCHEMA_VERSION or schema.get("fingerprint") != want:
+            raise SchemaMismatchError(
+                f"{path} was trained with feature schema v{schema.get('version')} "
+                f"({schema.get('fingerprint')}); this library computes v{FEATURE_SCHEMA_VERSION} ({want}). "
+                "Retrain it with `costmodel train`."
+            )
+        obj.norm = _Norm(**cfg["norm"])
+        obj.meta = cfg.get("meta", {})
+        obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(TARGETS))
+        obj.net.load_state_dict(load_file(str(path / "weights.safetensors")))
+        obj.net.eval()
+        return obj
+
+
+@register_predictor("dippm", default_rank=0)
+class DIPPMPredictor(GNNPredictor):
+    """DIPPM: GraphSAGE + static features, trained on the measured data."""
+
+    name = "dippm"
+
+    def __init__(self, config: GNNConfig | None = None) -> None:
+        super().__init__(config or GNNConfig(conv="sage"))
+
+    @classmethod
+    def is_available(cls) -> bool:
+        import importlib.util
+
+        return (_ARTIFACTS / "dippm" / "config.json").exists() and importlib.util.find_spec("torch_geometric") is not None
+
+    @classmethod
+    def default(cls) -> "GNNPredictor":
+        if not cls.is_available():
+            raise ModelLoadError(
+                f"no shipped DIPPM artifact under {_ARTIFACTS / 'dippm'}; train one with `costmodel train`"
+            )
+        return cls.load(_ARTIFACTS / "dippm")
+
+
+_GNN_NAMES = {"gnn": GNNPredictor, "dippm": DIPPMPredictor}

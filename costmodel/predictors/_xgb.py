@@ -1,0 +1,117 @@
+"""XGBoost on the static features: the non-graph baseline (thesis ch. 6 style).
+
+Same static features, targets and analytic residual as the GNN predictors
+(it subclasses them for featurization and Estimate assembly); the model is
+one ``XGBRegressor`` per target, stored in XGBoost's own JSON format.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import __version__
+from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from ..features import FEATURE_SCHEMA_VERSION, schema_fingerprint
+from ._base import register_predictor
+from ._gnn import TARGETS, GNNConfig, GNNPredictor, data_hash
+
+XGB_PARAMS = dict(n_estimators=600, max_depth=5, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
+                  min_child_weight=1.0, reg_lambda=1.0)
+
+
+@register_predictor("xgb-static")
+class XGBStaticPredictor(GNNPredictor):
+    """Gradient-boosted trees on graph-level features (no message passing)."""
+
+    name = "xgb-static"
+    version = "1"
+
+    def __init__(self, config: GNNConfig | None = None, *, seed: int = 0, params: dict | None = None) -> None:
+        super().__init__(config or GNNConfig(conv="none", seed=seed))
+        self.params = dict(XGB_PARAMS, **(params or {}))
+        self.models: list = []
+
+    def fit(self, dataset, indices: Sequence[int] | None = None, *, progress: bool = True,
+            cached: dict | None = None) -> "XGBStaticPredictor":
+        try:
+            import xgboost as xgb
+        except ImportError:
+            raise InvalidInputError("the xgb-static predictor needs xgboost: pip install 'costmodel[xgb]'") from None
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        S, Y = [], []
+        for i in idx:
+            if cached is not None and i in cached:
+                f, est = cached[i]
+            else:
+                f, est = self.features(dataset.graph(i), dataset[i].device, dataset[i].mode)
+            S.append(f.static)
+            Y.append(self._target(dataset[i], est))
+        S, Y = np.stack(S), np.asarray(Y)
+        self.models = []
+        for t in range(len(TARGETS)):
+            m = xgb.XGBRegressor(random_state=self.config.seed, n_jobs=2, **self.params)
+            m.fit(S, Y[:, t])
+            self.models.append(m)
+        self.net = True  # marks "trained" for the shared checks
+        self.meta = {"trained_rows": len(idx), "data_hash": data_hash([dataset[i] for i in idx]),
+                     "devices": sorted({dataset[i].device for i in idx})}
+        return self
+
+    def _predict_features(self, items):
+        if not self.models:
+            raise ModelLoadError(f"predictor {self.name!r} is not trained: call fit() or load an artifact")
+        S = np.stack([f.static for f, _ in items])
+        y = np.stack([m.predict(S) for m in self.models], axis=1).astype(np.float64)
+        if self.config.residual:
+            base = np.asarray([[np.log(e.latency_ms), np.log(e.memory_mb), np.log(max(e.energy_j, 1e-9))]
+                               for _, e in items])
+            y = y + base
+        return np.exp(np.clip(y, -30, 30))
+
+    def save(self, path: str | Path) -> None:
+        if not self.models:
+            raise ModelLoadError("cannot save an untrained predictor")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for t, m in zip(TARGETS, self.models):
+            m.save_model(str(path / f"{t}.json"))
+        cfg = {
+            "predictor": self.name, "version": self.version, "config": asdict(self.config), "params": self.params,
+            "targets": list(TARGETS),
+            "schema": {"version": FEATURE_SCHEMA_VERSION, "fingerprint": schema_fingerprint(self._static_names),
+                       "static_features": list(self._static_names)},
+            "meta": dict(self.meta, library_version=__version__),
+        }
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "XGBStaticPredictor":
+        import xgboost as xgb
+
+        path = Path(path)
+        p = path / "config.json"
+        if not p.exists():
+            raise ModelLoadError(f"no trained predictor at {path} (missing config.json)")
+        cfg = json.loads(p.read_text())
+        if cfg.get("predictor") != cls.name:
+            raise SchemaMismatchError(f"{p} holds predictor {cfg.get('predictor')!r}, not {cls.name!r}")
+        obj = cls(GNNConfig(**cfg["config"]), params=cfg.get("params"))
+        want = schema_fingerprint(obj._static_names)
+        if cfg["schema"].get("fingerprint") != want or cfg["schema"].get("version") != FEATURE_SCHEMA_VERSION:
+            raise SchemaMismatchError(
+                f"{path} was trained with feature schema {cfg['schema'].get('fingerprint')}; "
+                f"this library computes {want}. Retrain it."
+            )
+        obj.models = []
+        for t in TARGETS:
+            m = xgb.XGBRegressor()
+            m.load_model(str(path / f"{t}.json"))
+            obj.models.append(m)
+        obj.net = True
+        obj.meta = cfg.get("meta", {})
+        return obj

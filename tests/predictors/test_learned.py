@@ -1,0 +1,97 @@
+"""Learned predictors: fit, save -> load -> predict round trips, schema checks."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import costmodel
+from costmodel import ModelLoadError, SchemaMismatchError
+from costmodel.datasets import PerfDataset
+from costmodel.predictors import get_predictor, load_predictor
+from costmodel.predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig, GNNPredictor
+from costmodel.predictors._xgb import XGBStaticPredictor
+
+SMALL = ("squeezenet1_1", "mnasnet0_5", "resnet18", "shufflenet_v2_x1_0")
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = PerfDataset.load()
+    return PerfDataset([r for r in ds.rows if r.model in SMALL])
+
+
+def _cfg(**kw):
+    return GNNConfig(epochs=3, hidden=16, **kw)
+
+
+@pytest.mark.parametrize("conv", ["sage", "gcn", "gat", "gin", "none"])
+def test_fit_predict_every_conv(small, conv):
+    p = GNNPredictor(_cfg(conv=conv)).fit(small, progress=False)
+    ests = p.predict_many([small.graph(i) for i in range(4)], "h200")
+    assert len(ests) == 4
+    for e, r in zip(ests, small.rows[:4]):
+        assert e.predictor == "gnn"
+        assert np.isfinite([e.latency_ms, e.memory_mb, e.energy_j]).all()
+        assert e.latency_ms > 0 and e.memory_mb > 0 and e.energy_j > 0
+        assert e.batch == r.batch
+
+
+def test_roundtrip_and_reproducible(small, tmp_path):
+    p = DIPPMPredictor(_cfg(conv="sage")).fit(small, progress=False)
+    q = DIPPMPredictor(_cfg(conv="sage")).fit(small, progress=False)
+    g = small.graph(0)
+    a, b = p.predict(g, "h200"), q.predict(g, "h200")
+    assert a.latency_ms == pytest.approx(b.latency_ms, rel=1e-5)  # same seed, same model
+    p.save(tmp_path / "m")
+    files = sorted(f.name for f in (tmp_path / "m").iterdir())
+    assert files == ["config.json", "weights.safetensors"]
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["meta"]["trained_rows"] == len(small) and len(cfg["meta"]["data_hash"]) == 16
+    r = load_predictor(tmp_path / "m")
+    assert isinstance(r, DIPPMPredictor)
+    assert r.predict(g, "h200").to_dict() == a.to_dict()
+
+
+def test_schema_mismatch_refused(small, tmp_path):
+    p = GNNPredictor(_cfg()).fit(small, progress=False)
+    p.save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["schema"]["fingerprint"] = "0000000000000000"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(SchemaMismatchError, match="feature schema"):
+        GNNPredictor.load(tmp_path / "m")
+
+
+def test_untrained_and_missing():
+    with pytest.raises(ModelLoadError, match="not trained"):
+        GNNPredictor(_cfg()).predict(costmodel.to_graph("torchvision:resnet18", batch=1), "h200")
+    with pytest.raises(ModelLoadError, match="missing config.json"):
+        GNNPredictor.load("/nonexistent/path")
+
+
+def test_xgb_roundtrip(small, tmp_path):
+    p = XGBStaticPredictor(params={"n_estimators": 20}).fit(small, progress=False)
+    g = small.graph(3)
+    e = p.predict(g, "h200")
+    assert e.predictor == "xgb-static" and e.latency_ms > 0
+    p.save(tmp_path / "x")
+    q = load_predictor(tmp_path / "x")
+    assert q.predict(g, "h200").to_dict() == e.to_dict()
+
+
+def test_shipped_default_is_learned():
+    assert DIPPMPredictor.is_available(), "the DIPPM artifact must ship with the package"
+    est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200")
+    assert est.predictor == "dippm"
+    assert "analytic" in est.details
+    assert get_predictor("analytic").name == "analytic"
+    assert costmodel.estimate("torchvision:resnet18", batch=8, device="h200", predictor="analytic").predictor == "analytic"
+
+
+def test_shipped_artifact_meta():
+    cfg = json.loads((_ARTIFACTS / "dippm" / "config.json").read_text())
+    assert cfg["predictor"] == "dippm" and cfg["meta"]["trained_rows"] == 342
+    assert cfg["schema"]["version"] >= 1
