@@ -161,6 +161,8 @@ class GNNPredictor(Predictor):
         self.norm = _Norm()
         self.meta: dict = {}
         self._analytic = None
+        #: conformal half-widths of |log(measured / predicted)| per target, and their coverage
+        self.intervals: dict | None = None
         self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, self.config.use_analytic)
 
     # ------------------------------------------------------------- features
@@ -278,6 +280,48 @@ class GNNPredictor(Predictor):
         }
         return self
 
+    # ---------------------------------------------------------- uncertainty
+    def calibrate(self, dataset, indices: Sequence[int], *, coverage: float = 0.9,
+                  cached: dict | None = None) -> "GNNPredictor":
+        """Split-conformal intervals from rows the model was NOT trained on.
+
+        Stores, per target, the finite-sample-corrected ``coverage`` quantile
+        of ``|log(measured / predicted)|``; every later Estimate carries
+        ``[pred * exp(-q), pred * exp(q)]``.
+        """
+        if not 0 < coverage < 1:
+            raise InvalidInputError(f"coverage must be in (0, 1), got {coverage}")
+        idx = list(indices)
+        if len(idx) < 5:
+            raise InvalidInputError(f"need at least 5 calibration rows, got {len(idx)}")
+        items = [cached[i] if cached is not None and i in cached
+                 else self.features(dataset.graph(i), dataset[i].device, dataset[i].mode) for i in idx]
+        pred = self._predict_features(items)
+        meas = np.asarray([[dataset[i].target(t) for t in TARGETS] for i in idx])
+        err = np.abs(np.log(meas / pred))
+        n = len(idx)
+        level = min(1.0, math.ceil((n + 1) * coverage) / n)
+        q = np.quantile(err, level, axis=0, method="higher")
+        self.intervals = {"coverage": coverage, "log_halfwidth": [float(v) for v in q], "calibration_rows": n}
+        return self
+
+    def fit_calibrated(self, dataset, indices: Sequence[int] | None = None, *, calibration_fraction: float = 0.2,
+                       coverage: float = 0.9, progress: bool = True, cached: dict | None = None) -> "GNNPredictor":
+        """Fit on part of the rows, calibrate intervals on the rest, then refit on all of them."""
+        import random
+
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        shuffled = idx[:]
+        random.Random(self.config.seed).shuffle(shuffled)
+        n_cal = max(5, round(len(idx) * calibration_fraction))
+        cal, fit_idx = shuffled[:n_cal], shuffled[n_cal:]
+        self.fit(dataset, fit_idx, progress=progress, cached=cached)
+        self.calibrate(dataset, cal, coverage=coverage, cached=cached)
+        intervals = self.intervals
+        self.fit(dataset, idx, progress=progress, cached=cached)
+        self.intervals = intervals
+        return self
+
     # -------------------------------------------------------------- predict
     def _predict_features(self, items: list[tuple[GraphFeatures, Estimate]]) -> np.ndarray:
         import torch
@@ -301,7 +345,12 @@ class GNNPredictor(Predictor):
 
     def _estimate(self, graph, dev, mode, vals, est: Estimate) -> Estimate:
         lat, mem, en = (float(v) for v in vals)
-        mig = recommend_mig(dev, mem)
+        iv = {}
+        if self.intervals:
+            for t, v, q in zip(TARGETS, (lat, mem, en), self.intervals["log_halfwidth"]):
+                iv[t] = (v * math.exp(-q), v * math.exp(q))
+        # the MIG pick keeps a margin up to the interval's upper memory bound
+        mig = recommend_mig(dev, mem, margin_mb=(iv["memory_mb"][1] - mem) if iv else 0.0)
         batch = graph.meta.get("batch")
         return replace(
             est,
@@ -312,9 +361,27 @@ class GNNPredictor(Predictor):
             predictor_version=f"{self.version} (costmodel {self.meta.get('library_version', __version__)})",
             throughput_samples_s=(batch / (lat / 1e3)) if batch and lat > 0 else None,
             fits_device=mem <= dev.memory_mb,
-            details=dict(est.details, analytic={"latency_ms": est.latency_ms, "memory_mb": est.memory_mb,
-                                                "energy_j": est.energy_j}),
+            latency_ms_interval=iv.get("latency_ms"),
+            memory_mb_interval=iv.get("memory_mb"),
+            energy_j_interval=iv.get("energy_j"),
+            details=dict(
+                est.details,
+                analytic={"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j},
+                trained_devices=self.meta.get("devices"),
+                # no measurements of this device were seen: the learned correction is carried over
+                extrapolated_device=bool(self.meta.get("devices")) and dev.name not in self._trained_device_names(),
+                interval_coverage=self.intervals["coverage"] if self.intervals else None,
+            ),
         )
+
+    def _trained_device_names(self) -> set[str]:
+        names = set()
+        for d in self.meta.get("devices") or ():
+            try:
+                names.add(get_device(d).name)
+            except Exception:  # noqa: BLE001 - a device name this library does not know
+                names.add(d)
+        return names
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
@@ -351,6 +418,7 @@ class GNNPredictor(Predictor):
                 "static_features": list(self._static_names),
             },
             "norm": asdict(self.norm),
+            "intervals": self.intervals,
             "meta": dict(self.meta, library_version=__version__),
         }
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -379,6 +447,7 @@ class GNNPredictor(Predictor):
             )
         obj.norm = _Norm(**cfg["norm"])
         obj.meta = cfg.get("meta", {})
+        obj.intervals = cfg.get("intervals")
         obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(TARGETS))
         obj.net.load_state_dict(load_file(str(path / "weights.safetensors")))
         obj.net.eval()

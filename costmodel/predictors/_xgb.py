@@ -85,6 +85,7 @@ class XGBStaticPredictor(GNNPredictor):
             "targets": list(TARGETS),
             "schema": {"version": FEATURE_SCHEMA_VERSION, "fingerprint": schema_fingerprint(self._static_names),
                        "static_features": list(self._static_names)},
+            "intervals": self.intervals,
             "meta": dict(self.meta, library_version=__version__),
         }
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -114,4 +115,5 @@ class XGBStaticPredictor(GNNPredictor):
             obj.models.append(m)
         obj.net = True
         obj.meta = cfg.get("meta", {})
+        obj.intervals = cfg.get("intervals")
         return obj

@@ -95,3 +95,16 @@ def test_shipped_artifact_meta():
     cfg = json.loads((_ARTIFACTS / "dippm" / "config.json").read_text())
     assert cfg["predictor"] == "dippm" and cfg["meta"]["trained_rows"] == 342
     assert cfg["schema"]["version"] >= 1
+
+
+def test_conformal_intervals(small, tmp_path):
+    p = GNNPredictor(_cfg()).fit_calibrated(small, calibration_fraction=0.3, coverage=0.8, progress=False)
+    assert p.intervals["coverage"] == 0.8 and p.intervals["calibration_rows"] == round(0.3 * len(small))
+    e = p.predict(small.graph(0), "h200")
+    for t in ("latency_ms", "memory_mb", "energy_j"):
+        lo, hi = getattr(e, f"{t}_interval")
+        assert lo <= getattr(e, t) <= hi
+    assert e.details["extrapolated_device"] is False
+    assert p.predict(small.graph(0), "t4").details["extrapolated_device"] is True
+    p.save(tmp_path / "m")
+    assert GNNPredictor.load(tmp_path / "m").intervals == p.intervals
