@@ -100,3 +100,21 @@ def test_predictor_roundtrip(tmp_path):
     assert get_predictor("analytic").name == "analytic"
     with pytest.raises(costmodel.ModelLoadError, match="missing config.json"):
         load_predictor(tmp_path / "nothing")
+
+
+def test_mig_slice_and_penalty():
+    from costmodel.mig import mig_latency_penalty, slice_device
+
+    dev = get_device("a100-40gb")
+    prof = recommend_mig(dev, 3000)
+    sl = slice_device(dev, prof)
+    assert sl.peak_flops("fp16") == pytest.approx(dev.peak_flops("fp16") / 7)
+    assert sl.memory_bandwidth_gbps == pytest.approx(dev.memory_bandwidth_gbps / 8)
+    big = zoo_graph("torchvision:resnet18", batch=256)
+    small = zoo_graph("torchvision:resnet18", batch=1)
+    # compute/bandwidth-bound work slows by the slice's share; host-bound work barely
+    assert mig_latency_penalty(big, dev, prof) > 4
+    assert mig_latency_penalty(small, dev, prof) < 1.5
+    est = costmodel.estimate("torchvision:resnet18", batch=1, device="a100-40gb", predictor="analytic")
+    assert est.details["mig"]["profile"] == est.mig_profile
+    assert est.details["mig"]["compute_fraction"] == pytest.approx(1 / 7)

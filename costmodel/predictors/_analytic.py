@@ -17,7 +17,7 @@ from .. import __version__
 from ..analysis._memory import MB, allocator_reserved_bytes, memory_breakdown
 from ..analysis._roofline import RooflineConfig, average_power_w, roofline
 from ..devices import get_device
-from ..mig import recommend_mig
+from ..mig import mig_latency_penalty, recommend_mig
 from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
 
 
@@ -72,6 +72,7 @@ class AnalyticPredictor(Predictor):
                 "framework_overhead_mb": dev.framework_overhead_mb,
                 "kernels": graph.num_kernels,
                 "ops_bound_by": bound,
+                "mig": _mig_details(graph, dev, mig, mode),
             },
         )
 
@@ -99,3 +100,15 @@ class AnalyticPredictor(Predictor):
             return cls(RooflineConfig(**cfg.get("config", {})))
         except TypeError as e:
             raise SchemaMismatchError(f"{p} has an incompatible analytic config: {e}") from None
+
+
+def _mig_details(graph, dev, profile, mode) -> dict | None:
+    """Compute share and predicted slow-down of the recommended MIG slice."""
+    if profile is None:
+        return None
+    return {
+        "profile": profile.name,
+        "memory_mb": profile.memory_mb,
+        "compute_fraction": profile.compute_fraction,
+        "latency_penalty": mig_latency_penalty(graph, dev, profile, mode=mode),
+    }

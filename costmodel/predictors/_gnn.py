@@ -72,7 +72,17 @@ class GNNConfig:
             raise InvalidInputError(f"conv must be one of {CONVS}, got {self.conv!r}")
 
 
+def _quiet_pyg() -> None:
+    """Import torch_geometric once, silencing its import-time deprecation noise."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torch_geometric  # noqa: F401
+
+
 def _build_net(cfg: GNNConfig, node_dim: int, static_dim: int, n_out: int):
+    _quiet_pyg()
     import torch
     from torch import nn
 
@@ -181,6 +191,7 @@ class GNNPredictor(Predictor):
         return f, est
 
     def _to_data(self, f: GraphFeatures, y=None):
+        _quiet_pyg()
         import torch
         from torch_geometric.data import Data
         from torch_geometric.utils import to_undirected
@@ -344,6 +355,8 @@ class GNNPredictor(Predictor):
         return np.concatenate(out)
 
     def _estimate(self, graph, dev, mode, vals, est: Estimate) -> Estimate:
+        from ._analytic import _mig_details
+
         lat, mem, en = (float(v) for v in vals)
         iv = {}
         if self.intervals:
@@ -371,6 +384,7 @@ class GNNPredictor(Predictor):
                 # no measurements of this device were seen: the learned correction is carried over
                 extrapolated_device=bool(self.meta.get("devices")) and dev.name not in self._trained_device_names(),
                 interval_coverage=self.intervals["coverage"] if self.intervals else None,
+                mig=_mig_details(graph, dev, mig, mode),
             ),
         )
 
