@@ -26,7 +26,6 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.metrics import report
-from costmodel.predictors._analytic import AnalyticPredictor
 from costmodel.predictors._gnn import TARGETS, GNNConfig, GNNPredictor
 
 MODELS = {

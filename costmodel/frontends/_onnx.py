@@ -1261,7 +1261,7 @@ class _OnnxFrontend:
         return isn, wh, wn.output[0]
 
     def _plan_linear(self, idx: int, node) -> None:
-        a_in, w = node.input[0], node.input[1]
+        w = node.input[1]
         if w not in self.weights:
             return
         out = node.output[0]

@@ -413,14 +413,9 @@ class GNNPredictor(Predictor):
         return [self._estimate(g, dev, m, v, e) for g, m, v, (_, e) in zip(graphs, modes, vals, items)]
 
     # ---------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        if self.net is None:
-            raise ModelLoadError("cannot save an untrained predictor")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        cfg = {
+    def _artifact_config(self, **extra) -> dict:
+        """The ``config.json`` every learned artifact shares (plus ``extra``)."""
+        return {
             "predictor": self.name,
             "version": self.version,
             "config": asdict(self.config),
@@ -431,10 +426,32 @@ class GNNPredictor(Predictor):
                 "node_features": list(NODE_FEATURE_NAMES),
                 "static_features": list(self._static_names),
             },
-            "norm": asdict(self.norm),
             "intervals": self.intervals,
             "meta": dict(self.meta, library_version=__version__),
+            **extra,
         }
+
+    def _check_schema(self, cfg: dict, path: Path) -> None:
+        """Refuse an artifact whose features were computed differently."""
+        schema = cfg.get("schema", {})
+        want = schema_fingerprint(self._static_names)
+        if schema.get("version") != FEATURE_SCHEMA_VERSION or schema.get("fingerprint") != want:
+            raise SchemaMismatchError(
+                f"{path} was trained with feature schema v{schema.get('version')} "
+                f"({schema.get('fingerprint')}); this library computes v{FEATURE_SCHEMA_VERSION} ({want}). "
+                "Retrain it with `costmodel train`."
+            )
+        self.meta = cfg.get("meta", {})
+        self.intervals = cfg.get("intervals")
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        if self.net is None:
+            raise ModelLoadError("cannot save an untrained predictor")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = self._artifact_config(norm=asdict(self.norm))
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / "weights.safetensors"))
 
@@ -443,25 +460,10 @@ class GNNPredictor(Predictor):
         from safetensors.torch import load_file
 
         path = Path(path)
-        cfg_path = path / "config.json"
-        if not cfg_path.exists():
-            raise ModelLoadError(f"no trained predictor at {path} (missing config.json)")
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("predictor") not in _GNN_NAMES:
-            raise SchemaMismatchError(f"{cfg_path} holds predictor {cfg.get('predictor')!r}, not a GNN predictor")
-        klass = _GNN_NAMES[cfg["predictor"]]
-        obj = klass(GNNConfig(**cfg["config"]))
-        schema = cfg.get("schema", {})
-        want = schema_fingerprint(obj._static_names)
-        if schema.get("version") != FEATURE_SCHEMA_VERSION or schema.get("fingerprint") != want:
-            raise SchemaMismatchError(
-                f"{path} was trained with feature schema v{schema.get('version')} "
-                f"({schema.get('fingerprint')}); this library computes v{FEATURE_SCHEMA_VERSION} ({want}). "
-                "Retrain it with `costmodel train`."
-            )
+        cfg = read_artifact_config(path, _GNN_NAMES)
+        obj = _GNN_NAMES[cfg["predictor"]](GNNConfig(**cfg["config"]))
+        obj._check_schema(cfg, path)
         obj.norm = _Norm(**cfg["norm"])
-        obj.meta = cfg.get("meta", {})
-        obj.intervals = cfg.get("intervals")
         obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(TARGETS))
         obj.net.load_state_dict(load_file(str(path / "weights.safetensors")))
         obj.net.eval()
@@ -493,3 +495,19 @@ class DIPPMPredictor(GNNPredictor):
 
 
 _GNN_NAMES = {"gnn": GNNPredictor, "dippm": DIPPMPredictor}
+
+
+def read_artifact_config(path: Path, allowed: dict) -> dict:
+    """Read ``path/config.json`` and check it names one of ``allowed`` predictors."""
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise ModelLoadError(f"no trained predictor at {path} (missing config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from None
+    if cfg.get("predictor") not in allowed:
+        raise SchemaMismatchError(
+            f"{cfg_path} holds predictor {cfg.get('predictor')!r}, expected one of {sorted(allowed)}"
+        )
+    return cfg

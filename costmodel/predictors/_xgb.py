@@ -8,17 +8,14 @@ one ``XGBRegressor`` per target, stored in XGBoost's own JSON format.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .. import __version__
-from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
-from ..features import FEATURE_SCHEMA_VERSION, schema_fingerprint
+from .._errors import InvalidInputError, ModelLoadError
 from ._base import register_predictor
-from ._gnn import TARGETS, GNNConfig, GNNPredictor, data_hash
+from ._gnn import TARGETS, GNNConfig, GNNPredictor, data_hash, read_artifact_config
 
 XGB_PARAMS = dict(n_estimators=600, max_depth=5, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
                   min_child_weight=1.0, reg_lambda=1.0)
@@ -80,14 +77,7 @@ class XGBStaticPredictor(GNNPredictor):
         path.mkdir(parents=True, exist_ok=True)
         for t, m in zip(TARGETS, self.models):
             m.save_model(str(path / f"{t}.json"))
-        cfg = {
-            "predictor": self.name, "version": self.version, "config": asdict(self.config), "params": self.params,
-            "targets": list(TARGETS),
-            "schema": {"version": FEATURE_SCHEMA_VERSION, "fingerprint": schema_fingerprint(self._static_names),
-                       "static_features": list(self._static_names)},
-            "intervals": self.intervals,
-            "meta": dict(self.meta, library_version=__version__),
-        }
+        cfg = self._artifact_config(params=self.params)
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
 
     @classmethod
@@ -95,25 +85,13 @@ class XGBStaticPredictor(GNNPredictor):
         import xgboost as xgb
 
         path = Path(path)
-        p = path / "config.json"
-        if not p.exists():
-            raise ModelLoadError(f"no trained predictor at {path} (missing config.json)")
-        cfg = json.loads(p.read_text())
-        if cfg.get("predictor") != cls.name:
-            raise SchemaMismatchError(f"{p} holds predictor {cfg.get('predictor')!r}, not {cls.name!r}")
+        cfg = read_artifact_config(path, {cls.name: cls})
         obj = cls(GNNConfig(**cfg["config"]), params=cfg.get("params"))
-        want = schema_fingerprint(obj._static_names)
-        if cfg["schema"].get("fingerprint") != want or cfg["schema"].get("version") != FEATURE_SCHEMA_VERSION:
-            raise SchemaMismatchError(
-                f"{path} was trained with feature schema {cfg['schema'].get('fingerprint')}; "
-                f"this library computes {want}. Retrain it."
-            )
+        obj._check_schema(cfg, path)
         obj.models = []
         for t in TARGETS:
             m = xgb.XGBRegressor()
             m.load_model(str(path / f"{t}.json"))
             obj.models.append(m)
         obj.net = True
-        obj.meta = cfg.get("meta", {})
-        obj.intervals = cfg.get("intervals")
         return obj

@@ -1,5 +1,3 @@
-import warnings
-
 import pytest
 import torch
 import torch.nn as nn
