@@ -36,6 +36,11 @@ class AnalyticPredictor(Predictor):
         return cls()
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
+        return self._predict(graph, device, mode=mode, optimizer=optimizer, mig_details=True)
+
+    def _predict(self, graph, device, *, mode, optimizer, mig_details: bool) -> Estimate:
+        """``mig_details=False`` skips the slice-penalty rooflines (learned
+        predictors recompute them for their own MIG pick)."""
         dev = get_device(device)
         mode = validate_mode(mode or graph.meta.get("mode", "inference"))
         optimizer = validate_optimizer(optimizer)
@@ -72,7 +77,7 @@ class AnalyticPredictor(Predictor):
                 "framework_overhead_mb": dev.framework_overhead_mb,
                 "kernels": graph.num_kernels,
                 "ops_bound_by": bound,
-                "mig": _mig_details(graph, dev, mig, mode),
+                "mig": _mig_details(graph, dev, mig, mode) if mig_details else None,
             },
         )
 

@@ -183,10 +183,14 @@ class GNNPredictor(Predictor):
             self._analytic = AnalyticPredictor()
         return self._analytic
 
-    def features(self, graph, device, mode: str) -> tuple[GraphFeatures, Estimate]:
-        """Features of one workload plus the analytic estimate it builds on."""
+    def features(self, graph, device, mode: str, optimizer: str = "adam") -> tuple[GraphFeatures, Estimate]:
+        """Features of one workload plus the analytic estimate it builds on.
+
+        The measured training rows used Adam; another optimizer changes the
+        analytic memory estimate the network corrects, not the correction.
+        """
         dev = get_device(device)
-        est = self._analytic_pred().predict(graph, dev, mode=mode)
+        est = self._analytic_pred()._predict(graph, dev, mode=mode, optimizer=optimizer, mig_details=False)
         f = featurize(graph, dev, analytic_estimate=est if self.config.use_analytic else None)
         return f, est
 
@@ -403,12 +407,12 @@ class GNNPredictor(Predictor):
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Featurize and predict many graphs in batches through the GNN."""
         dev = get_device(device)
-        validate_optimizer(optimizer)
+        optimizer = validate_optimizer(optimizer)
         items, modes = [], []
         for g in graphs:
             m = validate_mode(mode or g.meta.get("mode", "inference"))
             modes.append(m)
-            items.append(self.features(g, dev, m))
+            items.append(self.features(g, dev, m, optimizer))
         vals = self._predict_features(items)
         return [self._estimate(g, dev, m, v, e) for g, m, v, (_, e) in zip(graphs, modes, vals, items)]
 
