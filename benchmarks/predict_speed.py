@@ -56,7 +56,7 @@ def main():
         layers = [rng.randint(1, 3) for _ in range(4)]
         width = rng.choice([16, 32, 48, 64])
         with torch.device("meta"):
-            m = resnet.ResNet(resnet.BasicBlock, layers, width_per_group=width).eval()
+            m = resnet.ResNet(resnet.Bottleneck, layers, width_per_group=width).eval()
         graphs.append(from_torch(m, input_shape=(3, 64, 64), batch=rng.choice([1, 8, 32]), method="trace"))
     t_feat = time.perf_counter() - t
     pred.predict_many(graphs[:8], "h200")
