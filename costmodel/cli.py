@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", default=None, help="artifact folder (default: the package's shipped artifact)")
     t.set_defaults(func=_cmd_train)
 
+    c = sub.add_parser("collect", help="measure workloads on this machine (CPU) with the data protocol",
+                       description="Measure inference latency of vision specs on this machine's CPU with the protocol "
+                                   "of the packaged data; appends to OUTPUT as it goes and skips rows already there.",
+                       epilog="examples:\n  costmodel collect specs.json --batch 1 4 -o cpu/vision.jsonl --budget 600\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("specs", metavar="SPECS", help="JSON list (or JSONL) of model specs in the data's format")
+    c.add_argument("--device", default="cpu", choices=("cpu",), help="only cpu is measured by this command today")
+    c.add_argument("--batch", type=_positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
+    c.add_argument("-o", "--output", required=True, help="JSONL file to append rows to")
+    c.add_argument("--budget", type=float, default=None, help="stop after this many seconds")
+    c.set_defaults(func=_cmd_collect)
+
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                        epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,6 +195,30 @@ def _cmd_train(a) -> int:
     pred.fit_calibrated(ds, progress=True)  # conformal intervals from a held-out 20 %, then refit on all
     pred.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')})")
+    return 0
+
+
+def _cmd_collect(a) -> int:
+    from pathlib import Path
+
+    from ._errors import InvalidInputError, ModelLoadError
+    from .collect import collect, hardware_description
+
+    path = Path(a.specs)
+    if not path.exists():
+        raise ModelLoadError(f"no such file: {path}")
+    text = path.read_text()
+    try:
+        specs = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"{path} is neither a JSON list nor JSONL of specs: {e}") from None
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    hw = out.parent / "hardware.json"
+    if not hw.exists():
+        hw.write_text(json.dumps(hardware_description(), indent=1))
+    n = collect(specs, a.batch, out, budget_s=a.budget)
+    print(f"wrote {n} rows to {out}")
     return 0
 
 

@@ -86,12 +86,18 @@ def _vision_row(r: dict, device: str) -> PerfRow:
         mode=_MODE[r["mode"]],
         dtype=r["dtype"],
         latency_ms=float(r["latency_ms"]),
-        memory_mb=float(r["nvml_used_mb"]),
-        energy_j=float(r["energy_j"]),
-        power_w=float(r["power_w"]),
+        memory_mb=_label(r, "nvml_used_mb"),
+        energy_j=_label(r, "energy_j"),
+        power_w=_label(r, "power_w"),
         spec=spec,
         raw=r,
     )
+
+
+def _label(r: dict, key: str) -> float:
+    """A label, or NaN where the device could not measure it (CPU energy, say)."""
+    v = r.get(key)
+    return float(v) if v is not None else float("nan")
 
 
 def _llm_row(r: dict, device: str) -> PerfRow:
@@ -147,7 +153,9 @@ class PerfDataset(Sequence[PerfRow]):
             avail = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
             raise ModelLoadError(f"no measurements for device {device!r} under {folder.parent}; found {avail}")
         hw = folder / "hardware.json"
-        dev_name = json.loads(hw.read_text()).get("name", device) if hw.exists() else device
+        info = json.loads(hw.read_text()) if hw.exists() else {}
+        # the device-database name this hardware maps to (a CPU's model string is not one)
+        dev_name = info.get("costmodel_device") or info.get("name", device)
         rows: list[PerfRow] = []
         for k in kinds:
             path = folder / f"{k}.jsonl"
@@ -160,6 +168,8 @@ class PerfDataset(Sequence[PerfRow]):
                     r = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ModelLoadError(f"{path}:{ln}: not valid JSON ({e})") from None
+                if r.get("oom"):
+                    continue  # out-of-memory rows carry no labels
                 rows.append(_vision_row(r, dev_name) if k == "vision" else _llm_row(r, dev_name))
         return cls(rows, method=method)
 

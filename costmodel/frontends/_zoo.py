@@ -121,8 +121,9 @@ def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
     return module, res
 
 
-def build_zoo_model(ref) -> ZooModel:
-    """Build the module of a zoo name or data spec on the meta device."""
+def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
+    """Build the module of a zoo name or data spec (on the meta device by default;
+    ``device="cpu"`` gives real, randomly initialized weights for measuring)."""
     import torch
 
     spec = parse_model_ref(ref)
@@ -130,14 +131,18 @@ def build_zoo_model(ref) -> ZooModel:
     name = spec.get("name", src)
     kw = dict(spec.get("kw") or {})
     res = int(spec.get("res", 224))
-    try:
-        with torch.device("meta"):
+    if device != "meta":
+        with torch.device(device):
             module, res = _construct(src, name, spec, dict(kw), res)
-    except (NotImplementedError, RuntimeError):
-        # some constructors compute layer widths with tensor ops that need data
-        # (regnet); build on the CPU once and move the weights to meta
-        module, res = _construct(src, name, spec, dict(kw), res)
-        module = module.to("meta")
+    else:
+        try:
+            with torch.device("meta"):
+                module, res = _construct(src, name, spec, dict(kw), res)
+        except (NotImplementedError, RuntimeError):
+            # some constructors compute layer widths with tensor ops that need data
+            # (regnet); build on the CPU once and move the weights to meta
+            module, res = _construct(src, name, spec, dict(kw), res)
+            module = module.to("meta")
     module.eval()
     prefix = {"tv": "torchvision", "timm": "timm"}.get(src)
     label = f"{prefix}:{name}" if prefix else f"{src}:{json.dumps(kw, sort_keys=True)}"

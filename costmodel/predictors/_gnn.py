@@ -135,9 +135,22 @@ _CLIP = 8.0
 
 
 def _safe_std(a: np.ndarray) -> list[float]:
-    """Per-column std; columns constant in training are left unscaled."""
-    sd = a.std(0)
-    return np.where(sd < 1e-3, 1.0, sd).tolist()
+    """Per-column std ignoring missing labels; constant columns are left unscaled."""
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (unmeasured targets)
+        sd = np.nanstd(a, axis=0) if np.isnan(a).any() else a.std(0)
+    return np.where(~np.isfinite(sd) | (sd < 1e-3), 1.0, sd).tolist()
+
+
+def _safe_mean(a: np.ndarray) -> list[float]:
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(a, axis=0) if np.isnan(a).any() else a.mean(0)
+    return np.where(np.isfinite(m), m, 0.0).tolist()
 
 
 @dataclass
@@ -223,11 +236,15 @@ class GNNPredictor(Predictor):
 
     # ------------------------------------------------------------------ fit
     def fit(self, dataset, indices: Sequence[int] | None = None, *, progress: bool = True,
-            cached: dict | None = None) -> "GNNPredictor":
+            cached: dict | None = None, init_from: "GNNPredictor | None" = None) -> "GNNPredictor":
         """Train on rows of a :class:`~costmodel.datasets.PerfDataset`.
 
         ``cached`` may map row index -> ``(GraphFeatures, analytic Estimate)``
-        to share featurization across many fits (benchmarks).
+        to share featurization across many fits (benchmarks).  Missing labels
+        (NaN, e.g. no energy counter on a CPU) are left out of the loss.
+        ``init_from`` fine-tunes a trained predictor of the same configuration:
+        its weights and feature normalization are the starting point
+        (transfer to a new device with few samples).
         """
         import torch
         from torch_geometric.loader import DataLoader
@@ -250,14 +267,23 @@ class GNNPredictor(Predictor):
         X = np.concatenate([f.x for f in feats])
         S = np.stack([f.static for f in feats])
         Y = np.asarray(ys, np.float64)
-        self.norm = _Norm(
-            static_mean=S.mean(0).tolist(), static_std=_safe_std(S),
-            node_mean=X.mean(0).tolist(), node_std=_safe_std(X),
-            y_mean=Y.mean(0).tolist(), y_std=_safe_std(Y),
-        )
+        if init_from is not None:
+            if init_from.net is None or asdict(init_from.config) | {"epochs": 0, "lr": 0, "seed": 0} != asdict(
+                cfg
+            ) | {"epochs": 0, "lr": 0, "seed": 0}:
+                raise InvalidInputError("init_from must be a trained predictor with the same architecture")
+            self.norm = _Norm(**asdict(init_from.norm))
+        else:
+            self.norm = _Norm(
+                static_mean=S.mean(0).tolist(), static_std=_safe_std(S),
+                node_mean=X.mean(0).tolist(), node_std=_safe_std(X),
+                y_mean=_safe_mean(Y), y_std=_safe_std(Y),
+            )
         ynorm = (Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std)
         data = [self._to_data(f, y) for f, y in zip(feats, ynorm)]
         self.net = _build_net(cfg, X.shape[1], S.shape[1], len(TARGETS))
+        if init_from is not None:
+            self.net.load_state_dict(init_from.net.state_dict())
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=cfg.epochs * math.ceil(len(data) / cfg.batch_size)
@@ -278,7 +304,8 @@ class GNNPredictor(Predictor):
             for b in loader:
                 opt.zero_grad()
                 out = self.net(b.x, b.edge_index, b.batch, b.static)
-                loss = loss_fn(out, b.y)
+                known = torch.isfinite(b.y)
+                loss = loss_fn(out[known], b.y[known])
                 loss.backward()
                 opt.step()
                 sched.step()

@@ -108,3 +108,16 @@ def test_conformal_intervals(small, tmp_path):
     assert p.predict(small.graph(0), "t4").details["extrapolated_device"] is True
     p.save(tmp_path / "m")
     assert GNNPredictor.load(tmp_path / "m").intervals == p.intervals
+
+
+def test_missing_labels_and_fine_tuning():
+    cpu = PerfDataset.load(device="cpu")
+    sub = PerfDataset([r for r in cpu.rows if r.model in SMALL])
+    assert len(sub) >= 6
+    src = GNNPredictor(_cfg()).fit(sub, progress=False)  # memory/energy are NaN: masked out
+    e = src.predict(sub.graph(0), "cpu")
+    assert np.isfinite(e.latency_ms) and e.latency_ms > 0
+    ft = GNNPredictor(_cfg(seed=1)).fit(sub, [0, 1, 2, 3], progress=False, init_from=src)
+    assert ft.norm.y_mean == src.norm.y_mean  # starts from the source's normalization
+    with pytest.raises(costmodel.InvalidInputError, match="same architecture"):
+        GNNPredictor(GNNConfig(epochs=1, hidden=32)).fit(sub, [0, 1, 2, 3], progress=False, init_from=src)
