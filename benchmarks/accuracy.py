@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=GNNConfig().epochs)
     ap.add_argument("--skip-lofo", action="store_true")
+    ap.add_argument("--skip-random", action="store_true")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     a = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -81,7 +82,7 @@ def main():
     y_all = np.asarray([[r.target(t) for t in TARGETS] for r in ds])
 
     protocols = []
-    for s in range(a.seeds):
+    for s in range(0 if a.skip_random else a.seeds):
         tr, te = ds.random_split(0.3, seed=s)
         protocols.append(("random", s, tr, te))
     if not a.skip_lofo:
@@ -104,7 +105,7 @@ def main():
         print(f"  {name}: done ({np.mean(fit_time[name]) if fit_time[name] else 0:.1f} s per fit)", flush=True)
 
     for proto, title in (("random", f"random 70/30, mean over {a.seeds} seeds"), ("lofo", "leave-one-family-out (pooled)")):
-        if proto == "lofo" and a.skip_lofo:
+        if (proto == "lofo" and a.skip_lofo) or (proto == "random" and a.skip_random):
             continue
         for ti, t in enumerate(TARGETS):
             print(f"\n{t} — {title}")
