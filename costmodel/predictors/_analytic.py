@@ -93,14 +93,11 @@ class AnalyticPredictor(Predictor):
 
     @classmethod
     def load(cls, path: str | Path) -> "AnalyticPredictor":
-        from .._errors import ModelLoadError, SchemaMismatchError
+        from .._errors import SchemaMismatchError
+        from ._base import read_artifact_config
 
-        p = Path(path) / "config.json"
-        if not p.exists():
-            raise ModelLoadError(f"no analytic predictor at {path} (missing config.json)")
-        cfg = json.loads(p.read_text())
-        if cfg.get("predictor") != cls.name:
-            raise SchemaMismatchError(f"{p} holds predictor {cfg.get('predictor')!r}, not {cls.name!r}")
+        p = Path(path)
+        cfg = read_artifact_config(p, {cls.name})
         try:
             return cls(RooflineConfig(**cfg.get("config", {})))
         except TypeError as e:

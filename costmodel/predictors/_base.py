@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .._errors import InvalidInputError, ModelLoadError, suggest
+from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError, suggest
 
 MODES = ("inference", "training")
 OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
@@ -172,17 +172,24 @@ def load_predictor(path: str | Path) -> Predictor:
     """Load any saved predictor; its ``config.json`` names the class."""
     _ensure_builtin()
     path = Path(path)
+    cfg = read_artifact_config(path, _REGISTRY)
+    return _REGISTRY[cfg["predictor"]].load(path)
+
+
+def read_artifact_config(path: Path, allowed) -> dict:
+    """Read ``path/config.json`` and check it names one of ``allowed`` predictors."""
     cfg_path = path / "config.json"
     if not cfg_path.exists():
-        raise ModelLoadError(f"no predictor at {path} (missing config.json)")
+        raise ModelLoadError(f"no saved predictor at {path} (missing config.json)")
     try:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from None
-    name = cfg.get("predictor")
-    if name not in _REGISTRY:
-        raise ModelLoadError(f"{cfg_path} names unknown predictor {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name].load(path)
+    if cfg.get("predictor") not in allowed:
+        raise SchemaMismatchError(
+            f"{cfg_path} holds predictor {cfg.get('predictor')!r}, expected one of {sorted(allowed)}"
+        )
+    return cfg
 
 
 def _ensure_builtin() -> None:

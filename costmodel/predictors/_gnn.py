@@ -44,7 +44,14 @@ from ..features import (
     static_feature_names,
 )
 from ..mig import recommend_mig
-from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
+from ._base import (
+    Estimate,
+    Predictor,
+    read_artifact_config,
+    register_predictor,
+    validate_mode,
+    validate_optimizer,
+)
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
 CONVS = ("sage", "gcn", "gat", "gin", "none")
@@ -527,18 +534,3 @@ class DIPPMPredictor(GNNPredictor):
 
 _GNN_NAMES = {"gnn": GNNPredictor, "dippm": DIPPMPredictor}
 
-
-def read_artifact_config(path: Path, allowed: dict) -> dict:
-    """Read ``path/config.json`` and check it names one of ``allowed`` predictors."""
-    cfg_path = path / "config.json"
-    if not cfg_path.exists():
-        raise ModelLoadError(f"no trained predictor at {path} (missing config.json)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from None
-    if cfg.get("predictor") not in allowed:
-        raise SchemaMismatchError(
-            f"{cfg_path} holds predictor {cfg.get('predictor')!r}, expected one of {sorted(allowed)}"
-        )
-    return cfg

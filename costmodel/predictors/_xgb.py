@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError
-from ._base import register_predictor
-from ._gnn import TARGETS, GNNConfig, GNNPredictor, data_hash, read_artifact_config
+from ._base import read_artifact_config, register_predictor
+from ._gnn import TARGETS, GNNConfig, GNNPredictor, data_hash
 
 XGB_PARAMS = dict(n_estimators=600, max_depth=5, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
                   min_child_weight=1.0, reg_lambda=1.0)
