@@ -10,7 +10,10 @@ Protocols (same splits for every model):
 
 For latency, memory and energy it prints MAPE, RMSE, Kendall tau and
 Acc(10 %) of: the analytic predictor (no training), an MLP and XGBoost on the
-static features, GCN, GAT, GIN and GraphSAGE (DIPPM), and DIPPM without the
+static features, GCN, GAT, GIN, the NNLQP-style GNN (GraphSAGE, sum readout,
+MSE, no physics feature), GraphSAGE (DIPPM), TraPPM (DIPPM's network plus the
+frozen pretrained graph-autoencoder embedding; it predicts power, energy is
+power x time), and DIPPM without the
 analytic estimate as feature/residual (the ablation that tests whether a
 learned residual over physics generalizes better).
 """
@@ -26,7 +29,11 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.metrics import report
-from costmodel.predictors._gnn import TARGETS, GNNConfig, GNNPredictor
+from costmodel.predictors._gae import GraphAutoencoder
+from costmodel.predictors._gnn import _ARTIFACTS, NNLQP, TARGETS, GNNConfig, GNNPredictor
+from costmodel.predictors._trappm import TraPPMPredictor, trappm_config
+
+ENCODER: list = []  # the pretrained graph autoencoder, loaded when trappm is benchmarked
 
 MODELS = {
     "analytic": None,
@@ -35,8 +42,10 @@ MODELS = {
     "gcn": dict(conv="gcn"),
     "gat": dict(conv="gat"),
     "gin": dict(conv="gin"),
+    "nnlqp": dict(NNLQP),
     "sage-dippm": dict(conv="sage"),
     "sage-no-analytic": dict(conv="sage", use_analytic=False, residual=False),
+    "trappm": "trappm",
 }
 
 
@@ -48,13 +57,19 @@ def make(name, epochs, seed):
         from costmodel.predictors._xgb import XGBStaticPredictor
 
         return XGBStaticPredictor(seed=seed)
+    if spec == "trappm":
+        return TraPPMPredictor(trappm_config(epochs=epochs, seed=seed), ENCODER[0])
     return GNNPredictor(GNNConfig(epochs=epochs, seed=seed, **spec))
 
 
 def predict_rows(model, ds, idx, cache):
     if model is None:  # analytic
         return np.asarray([[getattr(cache[i][1], t) for t in TARGETS] for i in idx])
-    return model._predict_features([cache[i] for i in idx])
+    pred = model._predict_features([cache[i] for i in idx])
+    if "power_w" in model.targets:  # TraPPM predicts power: energy = power x time
+        pred = pred.copy()
+        pred[:, 2] = pred[:, model.targets.index("power_w")] * pred[:, 0] / 1e3
+    return pred
 
 
 def main():
@@ -63,6 +78,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=GNNConfig().epochs)
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--encoder", default=None, help="pretrained encoder for trappm (default: the shipped one)")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     a = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -78,6 +94,12 @@ def main():
     feat_without = GNNPredictor(GNNConfig(use_analytic=False, residual=False))
     cache_with = {i: feat_with.features(g, r.device, r.mode) for i, (g, r) in enumerate(zip(graphs, ds))}
     cache_without = {i: feat_without.features(g, r.device, r.mode) for i, (g, r) in enumerate(zip(graphs, ds))}
+    cache_trappm = None
+    if "trappm" in names:
+        ENCODER.append(GraphAutoencoder.load(a.encoder or _ARTIFACTS / "gae"))
+        keys = list(cache_with)
+        emb = TraPPMPredictor(encoder=ENCODER[0]).with_embeddings([cache_with[i] for i in keys])
+        cache_trappm = dict(zip(keys, emb))
     print(f"{len(ds)} rows, {len(ds.families())} families; features ready in {time.perf_counter() - t0:.1f} s")
     y_all = np.asarray([[r.target(t) for t in TARGETS] for r in ds])
 
@@ -92,7 +114,13 @@ def main():
     results = defaultdict(lambda: defaultdict(list))  # (model, protocol) -> list of (idx, pred)
     fit_time = defaultdict(list)
     for name in names:
-        cache = cache_without if MODELS[name] not in (None, "xgb") and not MODELS[name].get("use_analytic", True) else cache_with
+        spec = MODELS[name]
+        if spec == "trappm":
+            cache = cache_trappm
+        elif isinstance(spec, dict) and not spec.get("use_analytic", True):
+            cache = cache_without
+        else:
+            cache = cache_with
         for proto, key, tr, te in protocols:
             seed = key if proto == "random" else 0
             model = make(name, a.epochs, seed)

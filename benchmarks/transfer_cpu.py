@@ -1,11 +1,12 @@
 """Transfer to a new device with few samples (thesis 5.6.2): H200 -> this CPU.
 
-    python benchmarks/transfer_cpu.py [--shots 8 16 32] [--repeats 3] [--epochs 60]
+    python benchmarks/transfer_cpu.py [--shots 8 16 32 64] [--repeats 5] [--test 40] [--epochs 60]
 
 The CPU rows (``costmodel/data/cpu``, measured on this machine with
-``costmodel collect``) have latency labels only.  For each shot count k and
-repeat, k rows are drawn at random as the training set and the rest are the
-test set; compared on latency MAPE / Acc(10 %) of the test rows:
+``costmodel collect``) have latency labels only.  Each repeat draws a fixed
+test set of ``--test`` rows; for each shot count k the first k of the
+remaining rows (same order for every k) are the training set, so every k is
+scored on the same test rows.  Compared on latency MAPE / Acc(10 %):
 
 * analytic: the analytic model with the nominal ``cpu`` device entry;
 * zero-shot: DIPPM trained on all H200 rows, applied to the CPU unchanged;
@@ -29,8 +30,9 @@ from costmodel.predictors._gnn import GNNConfig, GNNPredictor
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shots", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shots", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--test", type=int, default=40, help="held-out CPU rows per repeat (default 40)")
     ap.add_argument("--epochs", type=int, default=60)
     a = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -53,7 +55,10 @@ def main():
         for rep in range(a.repeats):
             idx = list(range(len(cpu)))
             random.Random(rep).shuffle(idx)
-            tr, te = idx[:k], idx[k:]
+            te, pool = idx[:a.test], idx[a.test:]
+            if k > len(pool):
+                raise SystemExit(f"{k} shots need {k + a.test} CPU rows; there are {len(cpu)}")
+            tr = pool[:k]
             ft = GNNPredictor(replace(cfg, epochs=a.epochs, lr=cfg.lr / 2, seed=rep)).fit(
                 cpu, tr, progress=False, cached=c_cache, init_from=src)
             sc = GNNPredictor(replace(cfg, epochs=a.epochs, seed=rep)).fit(cpu, tr, progress=False, cached=c_cache)

@@ -24,6 +24,13 @@ PREDICT_EXAMPLES = """examples:
   costmodel predict model.onnx --batch 1 --input 3,224,224 --device h100
   costmodel predict torchvision:vit_b_16 --batch 32 --device h100 --mode training --optimizer adam
 """
+LLM_EXAMPLES = """examples:
+  costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
+  costmodel llm bert-base --batch 64 --seq 128 --device a100-80gb --json
+  costmodel llm mistral-7b --batch 8 --seq 2048 --mode decode --region eu-north-1 --price 3.5
+  costmodel llm ./my-checkpoint --batch 1 --seq 4096      # a folder holding config.json
+  costmodel llm --list
+"""
 GRAPH_EXAMPLES = """examples:
   costmodel graph torchvision:resnet50
   costmodel graph model.onnx --batch 4 --input 3,224,224 --json
@@ -32,6 +39,12 @@ TRAIN_EXAMPLES = """examples:
   costmodel train                               # DIPPM on all packaged H200 rows -> shipped artifact
   costmodel train --predictor xgb-static -o /tmp/xgb
   costmodel train --data /path/to/measurements --device h200 --epochs 100 --seed 1 -o my_dippm
+  costmodel train --predictor trappm            # needs a pretrained encoder: costmodel pretrain
+  costmodel train --predictor llm-xgb           # transformer rows -> the `costmodel llm` model
+"""
+PRETRAIN_EXAMPLES = """examples:
+  costmodel pretrain                            # 3000 unlabeled graphs, 30 epochs -> shipped encoder
+  costmodel pretrain --corpus 500 --epochs 5 -o /tmp/gae
 """
 DEVICES_EXAMPLES = """examples:
   costmodel devices
@@ -102,13 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
                                    "(config JSON + weights, no pickle).",
                        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--predictor", default="dippm", choices=("dippm", "xgb-static"), help="what to train (default dippm)")
+    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb"),
+                   help="what to train (default dippm)")
+    t.add_argument("--encoder", default=None,
+                   help="pretrained graph-autoencoder folder for trappm (default: the shipped one)")
     t.add_argument("--data", default=None, help="measurement folder holding DEVICE/vision.jsonl (default: packaged data)")
     t.add_argument("--device", default="h200", help="sub-folder of --data to train on (default h200)")
     t.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (GNN predictors)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("-o", "--output", default=None, help="artifact folder (default: the package's shipped artifact)")
     t.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("pretrain", help="pretrain the TraPPM graph autoencoder on unlabeled graphs",
+                       description="Sample architecture variants from torchvision/timm constructors, build their "
+                                   "graphs on the meta device (cached, resumable) and pretrain the graph "
+                                   "autoencoder whose frozen encoder TraPPM uses.",
+                       epilog=PRETRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", type=_positive_int, default=3000, help="unlabeled graphs to sample (default 3000)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="pretraining epochs (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling and training (default 0)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="graph-building processes (default 2)")
+    p.add_argument("-o", "--output", default=None, help="encoder folder (default: the package's shipped encoder)")
+    p.set_defaults(func=_cmd_pretrain)
 
     c = sub.add_parser("collect", help="measure workloads on this machine (CPU) with the data protocol",
                        description="Measure inference latency of vision specs on this machine's CPU with the protocol "
@@ -121,6 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="JSONL file to append rows to")
     c.add_argument("--budget", type=float, default=None, help="stop after this many seconds")
     c.set_defaults(func=_cmd_collect)
+
+    m = sub.add_parser("llm", help="throughput, memory, energy, carbon and cost of a transformer workload",
+                       description="Predict a transformer workload with the XGBoost model trained on the measured "
+                                   "data. MODEL is a registry name (see --list), a folder holding a Hugging Face "
+                                   "config.json, or a config.json file.",
+                       epilog=LLM_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("model", metavar="MODEL", nargs="?", help="registry name or local config folder")
+    m.add_argument("--list", action="store_true", help="list the built-in architectures and exit")
+    m.add_argument("--batch", type=_positive_int, default=None, help="sequences per call (required)")
+    m.add_argument("--seq", type=_positive_int, default=None,
+                   help="tokens per sequence; for --mode decode the KV-cache length (required)")
+    m.add_argument("--device", default="h200", help="device name (default h200; see `costmodel devices`)")
+    m.add_argument("--dtype", default="fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"),
+                   help="weights/activations dtype (default fp16)")
+    m.add_argument("--mode", default=None, choices=("forward", "prefill", "decode"),
+                   help="forward (encoders), prefill or one-token decode (decoders); default by model")
+    m.add_argument("--region", default="world", help="grid region for carbon (default world)")
+    m.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                   help="override the region's carbon intensity (g CO2e per kWh)")
+    m.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
+                   help="GPU price per hour (default: the cheapest listed instance of the device)")
+    m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
+    m.add_argument("--instance", default=None, help="cloud instance type for the price table")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=_cmd_llm)
 
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
@@ -182,19 +235,74 @@ def _cmd_train(a) -> int:
     from .predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig
     from .predictors._xgb import XGBStaticPredictor
 
+    if a.predictor == "llm-xgb":
+        return _train_llm(a)
     ds = PerfDataset.load(a.data, device=a.device)
+    epochs = {"epochs": a.epochs} if a.epochs else {}
     if a.predictor == "dippm":
-        cfg = replace(GNNConfig(conv="sage"), seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
-        pred = DIPPMPredictor(cfg)
+        pred = DIPPMPredictor(replace(GNNConfig(conv="sage"), seed=a.seed, **epochs))
+    elif a.predictor == "trappm":
+        from ._errors import ModelLoadError
+        from .predictors._gae import GraphAutoencoder
+        from .predictors._trappm import TraPPMPredictor, trappm_config
+
+        enc = Path(a.encoder) if a.encoder else _ARTIFACTS / "gae"
+        if not (enc / "gae.json").exists():
+            raise ModelLoadError(f"no pretrained encoder in {enc}; run `costmodel pretrain` first or pass --encoder")
+        pred = TraPPMPredictor(trappm_config(seed=a.seed, **epochs), GraphAutoencoder.load(enc))
     else:
         pred = XGBStaticPredictor(seed=a.seed)
     out = Path(a.output) if a.output else _ARTIFACTS / a.predictor
     print(f"training {a.predictor} on {len(ds)} rows ({len(ds.families())} families) from {a.device}", file=sys.stderr)
     t0 = time.perf_counter()
-    ds.graphs(progress=True)  # featurize (cached) with a progress bar
-    pred.fit_calibrated(ds, progress=True)  # conformal intervals from a held-out 20 %, then refit on all
+    graphs = ds.graphs(progress=True)  # featurize (cached) with a progress bar
+    cached = {i: pred.features(g, r.device, r.mode) for i, (g, r) in enumerate(zip(graphs, ds))}
+    # conformal intervals from a held-out 20 %, then refit on all
+    pred.fit_calibrated(ds, progress=True, cached=cached)
     pred.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')})")
+    return 0
+
+
+def _train_llm(a) -> int:
+    import time
+    from pathlib import Path
+
+    from .datasets import PerfDataset
+    from .llm._predictor import _ARTIFACT, XGBLLMPredictor
+
+    ds = PerfDataset.load(a.data, device=a.device, kinds=("llm",))
+    grid = Path(__file__).resolve().parent / "llm" / "grid_search.json"
+    params = json.loads(grid.read_text())["chosen"] if grid.exists() else None
+    out = Path(a.output) if a.output else _ARTIFACT
+    print(f"training llm-xgb on {len(ds)} transformer rows from {a.device}", file=sys.stderr)
+    t0 = time.perf_counter()
+    pred = XGBLLMPredictor(params, seed=a.seed).fit(ds)
+    pred.save(out, extra={"grid_search": "costmodel/llm/grid_search.json" if params else None})
+    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')})")
+    return 0
+
+
+def _cmd_pretrain(a) -> int:
+    import time
+    from pathlib import Path
+
+    from .datasets import GraphCorpus
+    from .predictors._gae import GAEConfig, GraphAutoencoder
+    from .predictors._gnn import _ARTIFACTS
+
+    t0 = time.perf_counter()
+    corpus = GraphCorpus.build(a.corpus, seed=a.seed, workers=a.workers)
+    print(f"corpus: {len(corpus)} graphs ({len(corpus.failed)} variants could not be built)", file=sys.stderr)
+    train, held = corpus.split(0.1, seed=a.seed)
+    cfg = GAEConfig(seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
+    gae = GraphAutoencoder(cfg).fit(corpus, train)
+    ev = gae.evaluate(corpus, held)
+    gae.history.update(heldout_bce=round(ev["bce"], 5), heldout_auc=round(ev["auc"], 4), corpus=a.corpus,
+                       corpus_seed=a.seed)
+    out = Path(a.output) if a.output else _ARTIFACTS / "gae"
+    gae.save(out)
+    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; held-out edge AUC {ev['auc']:.3f}, BCE {ev['bce']:.4f})")
     return 0
 
 
@@ -219,6 +327,30 @@ def _cmd_collect(a) -> int:
         hw.write_text(json.dumps(hardware_description(), indent=1))
     n = collect(specs, a.batch, out, budget_s=a.budget)
     print(f"wrote {n} rows to {out}")
+    return 0
+
+
+def _cmd_llm(a) -> int:
+    from ._errors import InvalidInputError
+
+    if a.list:
+        from .llm import list_llms, resolve_llm
+
+        for n in list_llms():
+            s = resolve_llm(n)
+            print(f"{n:<28}{s.model_type:<14}{'decoder' if s.causal else 'encoder'}")
+        return 0
+    if not a.model:
+        raise InvalidInputError("name a MODEL (a registry name, see `costmodel llm --list`, or a config folder)")
+    missing = [f for f in ("batch", "seq") if getattr(a, f) is None]
+    if missing:
+        raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
+    from .llm import estimate_llm
+
+    est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
+                       region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
+                       price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance)
+    print(est.to_json() if a.json else est.table())
     return 0
 
 

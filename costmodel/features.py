@@ -98,15 +98,17 @@ def static_feature_names(device_feature_names: tuple[str, ...], analytic: bool) 
     return tuple(names)
 
 
-def featurize(graph: CostGraph, device, *, analytic_estimate=None) -> GraphFeatures:
-    """Node matrix, edges (views bridged) and static vector of a graph on a device."""
+def node_arrays(graph: CostGraph) -> tuple[np.ndarray, np.ndarray]:
+    """Node matrix ``(N, F)`` and edge index ``(2, E)`` (views and dropout bridged); device-independent."""
     g = graph.without(["dropout"], views=True)
     if g.num_nodes == 0:  # degenerate graph: one placeholder node keeps pooling defined
-        x = np.zeros((1, len(NODE_FEATURE_NAMES)), dtype=np.float32)
-        ei = np.zeros((2, 0), dtype=np.int64)
-    else:
-        x = np.asarray([node_features(n) for n in g.nodes], dtype=np.float32)
-        ei = g.edge_index()
+        return np.zeros((1, len(NODE_FEATURE_NAMES)), dtype=np.float32), np.zeros((2, 0), dtype=np.int64)
+    return np.asarray([node_features(n) for n in g.nodes], dtype=np.float32), g.edge_index()
+
+
+def featurize(graph: CostGraph, device, *, analytic_estimate=None) -> GraphFeatures:
+    """Node matrix, edges (views bridged) and static vector of a graph on a device."""
+    x, ei = node_arrays(graph)
     sf = graph.static_features()
     static = [(_l(v) if k in _LOG_STATIC else float(v)) for k, v in sf.items()]
     for k, v in device.hardware_features().items():

@@ -120,3 +120,32 @@ def test_dynamic_dims_need_shape(capsys, tmp_path):
     assert code == 0 and json.loads(out)["batch"] == 2
     code, out, err = run(capsys, "predict", str(p), "--batch", "3", "--device", "h100", "--json")
     assert code == 0 and json.loads(out)["batch"] == 3
+
+
+def test_pretrain_then_train_trappm(capsys, tmp_path):
+    import shutil
+
+    from costmodel.datasets import default_root
+    from costmodel.predictors import load_predictor
+
+    code, out, _ = run(capsys, "pretrain", "--corpus", "4", "--epochs", "1", "--workers", "1",
+                       "-o", str(tmp_path / "gae"))
+    assert code == 0 and "held-out edge AUC" in out
+    assert (tmp_path / "gae" / "gae.safetensors").exists()
+    # a small measurement folder in the data's layout
+    src = default_root() / "h200"
+    (tmp_path / "data" / "h200").mkdir(parents=True)
+    shutil.copy(src / "hardware.json", tmp_path / "data" / "h200")
+    lines = [ln for ln in (src / "vision.jsonl").read_text().splitlines()
+             if '"resnet18"' in ln or '"squeezenet1_1"' in ln or '"mnasnet0_5"' in ln]
+    (tmp_path / "data" / "h200" / "vision.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, _ = run(capsys, "train", "--predictor", "trappm", "--encoder", str(tmp_path / "gae"),
+                       "--data", str(tmp_path / "data"), "--epochs", "2", "-o", str(tmp_path / "t"))
+    assert code == 0 and "saved" in out
+    p = load_predictor(tmp_path / "t")
+    assert p.name == "trappm" and p.meta["trained_rows"] == len(lines)
+    # no encoder: one clean line, exit 2
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "train", "--predictor", "trappm", "--encoder", str(tmp_path / "empty"),
+                       "--data", str(tmp_path / "data"), "-o", str(tmp_path / "t2"))
+    assert code == 2 and "costmodel pretrain" in err and "Traceback" not in err

@@ -54,7 +54,10 @@ from ._base import (
 )
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
+ALL_TARGETS = ("latency_ms", "memory_mb", "energy_j", "power_w")
 CONVS = ("sage", "gcn", "gat", "gin", "none")
+POOLS = ("meanmax", "sum")
+LOSSES = ("huber", "mse")
 _ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
@@ -73,10 +76,38 @@ class GNNConfig:
     use_analytic: bool = True
     residual: bool = True
     seed: int = 0
+    #: regression targets; ``power_w`` may replace ``energy_j`` (TraPPM predicts power)
+    targets: tuple[str, ...] = TARGETS
+    #: graph readout: ``"meanmax"`` (DIPPM here) or ``"sum"`` (NNLQP, TraPPM)
+    pool: str = "meanmax"
+    #: ``"huber"`` on standardized log targets, or ``"mse"`` (NNLQP, thesis TraPPM)
+    loss: str = "huber"
 
     def __post_init__(self):
         if self.conv not in CONVS:
             raise InvalidInputError(f"conv must be one of {CONVS}, got {self.conv!r}")
+        object.__setattr__(self, "targets", tuple(self.targets))
+        bad = [t for t in self.targets if t not in ALL_TARGETS]
+        if bad or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise InvalidInputError(f"targets must be distinct names from {ALL_TARGETS}, got {list(self.targets)}")
+        if "latency_ms" not in self.targets:
+            raise InvalidInputError("targets must include latency_ms (energy and power are derived from it)")
+        if self.pool not in POOLS:
+            raise InvalidInputError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.loss not in LOSSES:
+            raise InvalidInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+
+def _analytic_log(est: Estimate, target: str) -> float:
+    """log of the analytic estimate of one target (the residual's base)."""
+    v = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j,
+         "power_w": est.power_w}[target]
+    return math.log(max(float(v), 1e-9))
+
+
+#: the NNLQP-style baseline (Liu et al., 2022, as the thesis ran it in ch. 5):
+#: GraphSAGE, sum readout, static features, MLP, MSE loss, no analytic feature
+NNLQP = dict(conv="sage", pool="sum", loss="mse", use_analytic=False, residual=False)
 
 
 def _quiet_pyg() -> None:
@@ -115,7 +146,7 @@ def _build_net(cfg: GNNConfig, node_dim: int, static_dim: int, n_out: int):
                 self.convs = nn.ModuleList(convs)
                 self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(cfg.layers))
             self.static = nn.Sequential(nn.Linear(static_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
-            head_in = h + (2 * h if self.use_graph else 0)
+            head_in = h + ((2 if cfg.pool == "meanmax" else 1) * h if self.use_graph else 0)
             self.head = nn.Sequential(
                 nn.Linear(head_in, h), nn.ReLU(), nn.Dropout(cfg.dropout),
                 nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, n_out),
@@ -123,7 +154,7 @@ def _build_net(cfg: GNNConfig, node_dim: int, static_dim: int, n_out: int):
             self.dropout = cfg.dropout
 
         def forward(self, x, edge_index, batch, static):
-            from torch_geometric.nn import global_max_pool, global_mean_pool
+            from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
             s = self.static(static)
             if not self.use_graph:
@@ -132,7 +163,10 @@ def _build_net(cfg: GNNConfig, node_dim: int, static_dim: int, n_out: int):
             for conv, norm in zip(self.convs, self.norms):
                 hdn = hdn + torch.relu(norm(conv(hdn, edge_index)))  # residual message passing
                 hdn = nn.functional.dropout(hdn, self.dropout, self.training)
-            pooled = torch.cat([global_mean_pool(hdn, batch), global_max_pool(hdn, batch)], dim=1)
+            if cfg.pool == "sum":
+                pooled = global_add_pool(hdn, batch)
+            else:
+                pooled = torch.cat([global_mean_pool(hdn, batch), global_max_pool(hdn, batch)], dim=1)
             return self.head(torch.cat([pooled, s], dim=1))
 
     return Net()
@@ -234,11 +268,14 @@ class GNNPredictor(Predictor):
             d.y = torch.as_tensor(np.asarray(y, np.float32)).unsqueeze(0)
         return d
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.config.targets
+
     def _target(self, row, est) -> list[float]:
-        ys = [math.log(row.target(t)) for t in TARGETS]
+        ys = [math.log(row.target(t)) for t in self.targets]
         if self.config.residual:
-            base = [math.log(est.latency_ms), math.log(est.memory_mb), math.log(max(est.energy_j, 1e-9))]
-            ys = [a - b for a, b in zip(ys, base)]
+            ys = [a - _analytic_log(est, t) for a, t in zip(ys, self.targets)]
         return ys
 
     # ------------------------------------------------------------------ fit
@@ -288,7 +325,7 @@ class GNNPredictor(Predictor):
             )
         ynorm = (Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std)
         data = [self._to_data(f, y) for f, y in zip(feats, ynorm)]
-        self.net = _build_net(cfg, X.shape[1], S.shape[1], len(TARGETS))
+        self.net = _build_net(cfg, X.shape[1], S.shape[1], len(self.targets))
         if init_from is not None:
             self.net.load_state_dict(init_from.net.state_dict())
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -297,7 +334,7 @@ class GNNPredictor(Predictor):
         )
         loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.seed))
-        loss_fn = torch.nn.HuberLoss(delta=1.0)
+        loss_fn = torch.nn.HuberLoss(delta=1.0) if cfg.loss == "huber" else torch.nn.MSELoss()
         it = range(cfg.epochs)
         bar = None
         if progress:
@@ -346,12 +383,15 @@ class GNNPredictor(Predictor):
         items = [cached[i] if cached is not None and i in cached
                  else self.features(dataset.graph(i), dataset[i].device, dataset[i].mode) for i in idx]
         pred = self._predict_features(items)
-        meas = np.asarray([[dataset[i].target(t) for t in TARGETS] for i in idx])
+        meas = np.asarray([[dataset[i].target(t) for t in self.targets] for i in idx])
         err = np.abs(np.log(meas / pred))
         n = len(idx)
         level = min(1.0, math.ceil((n + 1) * coverage) / n)
-        q = np.quantile(err, level, axis=0, method="higher")
-        self.intervals = {"coverage": coverage, "log_halfwidth": [float(v) for v in q], "calibration_rows": n}
+        with np.errstate(all="ignore"):  # a target with no labels on these rows has no interval
+            q = np.asarray([np.quantile(c[np.isfinite(c)], level, method="higher") if np.isfinite(c).any()
+                            else np.nan for c in err.T])
+        self.intervals = {"coverage": coverage, "calibration_rows": n,
+                          "log_halfwidth": [float(v) if np.isfinite(v) else None for v in q]}
         return self
 
     def fit_calibrated(self, dataset, indices: Sequence[int] | None = None, *, calibration_fraction: float = 0.2,
@@ -386,27 +426,37 @@ class GNNPredictor(Predictor):
                 y = self.net(b.x, b.edge_index, b.batch, b.static).numpy().astype(np.float64)
                 y = y * np.asarray(self.norm.y_std) + np.asarray(self.norm.y_mean)
                 if self.config.residual:
-                    base = np.asarray([[math.log(e.latency_ms), math.log(e.memory_mb), math.log(max(e.energy_j, 1e-9))]
-                                       for _, e in chunk])
-                    y = y + base
+                    y = y + np.asarray([[_analytic_log(e, t) for t in self.targets] for _, e in chunk])
                 out.append(np.exp(np.clip(y, -30, 30)))
         return np.concatenate(out)
 
     def _estimate(self, graph, dev, mode, vals, est: Estimate) -> Estimate:
         from ._analytic import _mig_details
 
-        lat, mem, en = (float(v) for v in vals)
+        v = {t: float(x) for t, x in zip(self.targets, vals)}
+        lat = v["latency_ms"]
+        mem = v.get("memory_mb", est.memory_mb)
+        # energy and power: whichever is predicted, the other follows from the latency
+        if "energy_j" in v:
+            en = v["energy_j"]
+            power = en / (lat / 1e3) if lat > 0 else est.power_w
+        elif "power_w" in v:
+            power = v["power_w"]
+            en = power * lat / 1e3
+        else:
+            en, power = est.energy_j, est.power_w
         iv = {}
         if self.intervals:
-            for t, v, q in zip(TARGETS, (lat, mem, en), self.intervals["log_halfwidth"]):
-                iv[t] = (v * math.exp(-q), v * math.exp(q))
+            for t, q in zip(self.targets, self.intervals["log_halfwidth"]):
+                if q is not None and math.isfinite(q):
+                    iv[t] = (v[t] * math.exp(-q), v[t] * math.exp(q))
         # the MIG pick keeps a margin up to the interval's upper memory bound
-        mig = recommend_mig(dev, mem, margin_mb=(iv["memory_mb"][1] - mem) if iv else 0.0)
+        mig = recommend_mig(dev, mem, margin_mb=(iv["memory_mb"][1] - mem) if "memory_mb" in iv else 0.0)
         batch = graph.meta.get("batch")
         return replace(
             est,
             latency_ms=lat, memory_mb=mem, energy_j=en,
-            power_w=en / (lat / 1e3) if lat > 0 else est.power_w,
+            power_w=power,
             mig_profile=mig.name if mig else None,
             predictor=self.name,
             predictor_version=f"{self.version} (costmodel {self.meta.get('library_version', __version__)})",
@@ -422,6 +472,7 @@ class GNNPredictor(Predictor):
                 # no measurements of this device were seen: the learned correction is carried over
                 extrapolated_device=bool(self.meta.get("devices")) and dev.name not in self._trained_device_names(),
                 interval_coverage=self.intervals["coverage"] if self.intervals else None,
+                power_w_interval=iv.get("power_w"),
                 mig=_mig_details(graph, dev, mig, mode),
             ),
         )
@@ -457,7 +508,7 @@ class GNNPredictor(Predictor):
             "predictor": self.name,
             "version": self.version,
             "config": asdict(self.config),
-            "targets": list(TARGETS),
+            "targets": list(self.targets),
             "schema": {
                 "version": FEATURE_SCHEMA_VERSION,
                 "fingerprint": schema_fingerprint(self._static_names),
@@ -502,7 +553,7 @@ class GNNPredictor(Predictor):
         obj = _GNN_NAMES[cfg["predictor"]](GNNConfig(**cfg["config"]))
         obj._check_schema(cfg, path)
         obj.norm = _Norm(**cfg["norm"])
-        obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(TARGETS))
+        obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(obj.targets))
         obj.net.load_state_dict(load_file(str(path / "weights.safetensors")))
         obj.net.eval()
         return obj

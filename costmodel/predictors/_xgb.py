@@ -15,7 +15,7 @@ import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError
 from ._base import read_artifact_config, register_predictor
-from ._gnn import TARGETS, GNNConfig, GNNPredictor, data_hash
+from ._gnn import GNNConfig, GNNPredictor, _analytic_log, data_hash
 
 XGB_PARAMS = dict(n_estimators=600, max_depth=5, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
                   min_child_weight=1.0, reg_lambda=1.0)
@@ -50,9 +50,10 @@ class XGBStaticPredictor(GNNPredictor):
             Y.append(self._target(dataset[i], est))
         S, Y = np.stack(S), np.asarray(Y)
         self.models = []
-        for t in range(len(TARGETS)):
+        for t in range(len(self.targets)):
             m = xgb.XGBRegressor(random_state=self.config.seed, n_jobs=2, **self.params)
-            m.fit(S, Y[:, t])
+            known = np.isfinite(Y[:, t])  # missing labels (no energy counter) are left out
+            m.fit(S[known], Y[known, t])
             self.models.append(m)
         self.net = True  # marks "trained" for the shared checks
         self.meta = {"trained_rows": len(idx), "data_hash": data_hash([dataset[i] for i in idx]),
@@ -65,9 +66,7 @@ class XGBStaticPredictor(GNNPredictor):
         S = np.stack([f.static for f, _ in items])
         y = np.stack([m.predict(S) for m in self.models], axis=1).astype(np.float64)
         if self.config.residual:
-            base = np.asarray([[np.log(e.latency_ms), np.log(e.memory_mb), np.log(max(e.energy_j, 1e-9))]
-                               for _, e in items])
-            y = y + base
+            y = y + np.asarray([[_analytic_log(e, t) for t in self.targets] for _, e in items])
         return np.exp(np.clip(y, -30, 30))
 
     def save(self, path: str | Path) -> None:
@@ -75,7 +74,7 @@ class XGBStaticPredictor(GNNPredictor):
             raise ModelLoadError("cannot save an untrained predictor")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        for t, m in zip(TARGETS, self.models):
+        for t, m in zip(self.targets, self.models):
             m.save_model(str(path / f"{t}.json"))
         cfg = self._artifact_config(params=self.params)
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -89,7 +88,7 @@ class XGBStaticPredictor(GNNPredictor):
         obj = cls(GNNConfig(**cfg["config"]), params=cfg.get("params"))
         obj._check_schema(cfg, path)
         obj.models = []
-        for t in TARGETS:
+        for t in obj.targets:
             m = xgb.XGBRegressor()
             m.load_model(str(path / f"{t}.json"))
             obj.models.append(m)

@@ -1,0 +1,244 @@
+"""Transformer workloads (thesis ch. 6): XGBoost vs the GNN baseline vs the analytic estimate.
+
+    python benchmarks/llm_accuracy.py [--grid] [--train] [--skip-gnn] [--epochs 60]
+
+Data: the measured H200 transformer rows (``costmodel/data/h200/llm.jsonl``,
+206 rows, 12 models).  Protocols:
+
+* stratified 5-fold cross-validation over configurations (thesis protocol):
+  each model's rows are dealt evenly into the 5 folds;
+* leave-one-model-out: train on 11 models, test on the 12th, in turn.
+
+Targets: throughput (samples/s; tokens/s is the same ratio), memory
+(``nvml_used_mb``), energy per sample.  Models:
+
+* analytic: the closed-form roofline of :mod:`costmodel.llm` (latency,
+  memory; power = idle + busy share of the dynamic range);
+* xgb: XGBoost on roofline-normalized targets (the shipped predictor);
+* xgb-raw: the same features, raw log targets (the thesis' formulation);
+* gnn: the ch. 6 baseline -- GraphSAGE over the transformer's CostGraph plus
+  static features (the library's graph predictor), on the rows that have a
+  graph (decode steps are not featurized).
+
+``--grid`` runs the hyperparameter grid (thesis 6.5.3 grid, trimmed to fit a
+laptop) on the 5 folds and writes ``costmodel/llm/grid_search.json``;
+``--train`` fits the chosen model on every row and writes the shipped
+artifact ``costmodel/artifacts/llm-xgb``; ``--refresh-structure`` rebuilds
+the shipped graph-structure table of the registry's architectures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from costmodel.datasets import PerfDataset
+from costmodel.devices import get_device
+from costmodel.llm._predictor import DEFAULT_PARAMS, XGBLLMPredictor, workload_of_row
+from costmodel.metrics import report
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = dict(n_estimators=[100, 500, 2000], learning_rate=[0.1, 0.01], max_depth=[3, 5, 8], subsample=[0.75, 1.0])
+
+
+def stratified_folds(ds, k=5, seed=0):
+    """Fold index per row: each model's rows dealt round-robin after a seeded shuffle."""
+    fold = np.zeros(len(ds), int)
+    by_model = defaultdict(list)
+    for i, r in enumerate(ds):
+        by_model[r.model].append(i)
+    rng = random.Random(seed)
+    for m in sorted(by_model):
+        idx = by_model[m]
+        rng.shuffle(idx)
+        start = rng.randrange(k)
+        for j, i in enumerate(idx):
+            fold[i] = (start + j) % k
+    return fold
+
+
+def physical(pred_lat, pred_mem, pred_pow, ds, idx):
+    """(throughput samples/s, memory MB, energy J per sample) from latency/memory/power predictions."""
+    b = np.asarray([ds[i].batch for i in idx], float)
+    return np.stack([b / (pred_lat / 1e3), pred_mem, pred_pow * pred_lat / 1e3 / b], axis=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", action="store_true", help="run the hyperparameter grid search and record it")
+    ap.add_argument("--train", action="store_true", help="fit on all rows and write the shipped artifact")
+    ap.add_argument("--skip-gnn", action="store_true")
+    ap.add_argument("--epochs", type=int, default=60, help="GNN baseline epochs")
+    ap.add_argument("--refresh-structure", action="store_true")
+    a = ap.parse_args()
+    warnings.simplefilter("ignore")
+
+    if a.refresh_structure:
+        from costmodel.llm import list_llms, resolve_llm
+        from costmodel.llm._features import write_structure_table
+
+        specs = [resolve_llm(n) for n in list_llms()]
+        specs += [workload_of_row(r).spec for r in PerfDataset.load(kinds=("llm",))]
+        print(f"structure table: {write_structure_table(specs)} architectures")
+
+    ds = PerfDataset.load(kinds=("llm",))
+    dev = get_device("h200")
+    xgbp = XGBLLMPredictor()
+    t0 = time.perf_counter()
+    X, Y, C = xgbp.featurize_rows(ds)
+    feat_s = time.perf_counter() - t0
+    print(f"{len(ds)} rows, {len({r.model for r in ds})} models; features {feat_s * 1e3 / len(ds):.2f} ms per row")
+    y_true = np.stack([np.asarray([r.batch / (r.latency_ms / 1e3) for r in ds]),
+                       np.asarray([r.memory_mb for r in ds]),
+                       np.asarray([r.energy_j / r.batch for r in ds])], axis=1)
+    folds = stratified_folds(ds)
+    models = sorted({r.model for r in ds})
+    protocols = [("5-fold", k, np.where(folds != k)[0], np.where(folds == k)[0]) for k in range(5)]
+    protocols += [("leave-one-model-out", m, np.asarray([i for i, r in enumerate(ds) if r.model != m]),
+                   np.asarray([i for i, r in enumerate(ds) if r.model == m])) for m in models]
+
+    # ------------------------------------------------------------ grid search
+    grid_path = ROOT / "costmodel" / "llm" / "grid_search.json"
+    params = dict(DEFAULT_PARAMS)
+    if a.grid:
+        results = []
+        combos = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
+        t = time.perf_counter()
+        for p in combos:
+            errs = []
+            for _, _, tr, te in protocols[:5]:
+                m = XGBLLMPredictor(p).fit_arrays(X[tr], Y[tr])
+                pr = m.predict_arrays(X[te], [C[i] for i in te], [dev] * len(te))
+                phys = physical(pr[:, 0], pr[:, 1], pr[:, 2], ds, te)
+                errs.append([report(y_true[te, j], phys[:, j])["mape"] for j in range(3)])
+            e = np.mean(errs, axis=0)
+            results.append({"params": p, "mape_throughput": round(float(e[0]), 3),
+                            "mape_memory": round(float(e[1]), 3), "mape_energy": round(float(e[2]), 3),
+                            "mean_mape": round(float(e.mean()), 3)})
+        results.sort(key=lambda r: r["mean_mape"])
+        params = results[0]["params"]
+        grid_path.write_text(json.dumps({
+            "protocol": "stratified 5-fold CV over the H200 transformer rows, mean MAPE of throughput, memory, "
+                        "energy per sample; roofline-normalized targets",
+            "grid": GRID, "chosen": params, "seconds": round(time.perf_counter() - t, 1), "results": results,
+        }, indent=1))
+        print(f"\ngrid search: {len(combos)} settings x 5 folds in {time.perf_counter() - t:.0f} s; best {params}")
+        print(f"  {'n_est':>6}{'lr':>6}{'depth':>6}{'subs':>6}{'thr %':>8}{'mem %':>8}{'energy %':>9}")
+        for r in results[:8]:
+            p = r["params"]
+            print(f"  {p['n_estimators']:>6}{p['learning_rate']:>6}{p['max_depth']:>6}{p['subsample']:>6}"
+                  f"{r['mape_throughput']:>8.2f}{r['mape_memory']:>8.2f}{r['mape_energy']:>9.2f}")
+    elif grid_path.exists():
+        params = json.loads(grid_path.read_text())["chosen"]
+
+    # ---------------------------------------------------------------- models
+    preds = defaultdict(dict)  # name -> protocol -> list of (te, phys)
+    lat_an = np.asarray([c["latency_ms"] for c in C])
+    mem_an = np.asarray([c["memory_mb"] for c in C])
+    busy = np.asarray([max(c["compute_ms"], c["memory_ms"]) / c["latency_ms"] for c in C])
+    pow_an = dev.idle_power_w + (dev.tdp_w - dev.idle_power_w) * np.clip(busy, 0, 1)
+    import xgboost as xgb
+
+    raw = np.log(np.stack([[r.latency_ms, r.memory_mb, r.power_w] for r in ds]))
+    for proto, key, tr, te in protocols:
+        preds["analytic"].setdefault(proto, []).append((te, physical(lat_an[te], mem_an[te], pow_an[te], ds, te)))
+        m = XGBLLMPredictor(params).fit_arrays(X[tr], Y[tr])
+        pr = m.predict_arrays(X[te], [C[i] for i in te], [dev] * len(te))
+        preds["xgb"].setdefault(proto, []).append((te, physical(pr[:, 0], pr[:, 1], pr[:, 2], ds, te)))
+        # thesis formulation: raw log targets, same features
+        out = []
+        for j in range(3):
+            r = xgb.XGBRegressor(random_state=0, n_jobs=2, **params).fit(X[tr], raw[tr, j])
+            out.append(np.exp(r.predict(X[te])))
+        preds["xgb-raw"].setdefault(proto, []).append((te, physical(out[0], out[1], out[2], ds, te)))
+
+    gnn_speed = None
+    if not a.skip_gnn:
+        from costmodel.predictors._gnn import GNNConfig, GNNPredictor
+
+        ok = [i for i, r in enumerate(ds) if r.graph_supported]
+        print(f"GNN baseline: {len(ok)} rows with a graph (decode steps have none); building graphs...", flush=True)
+        graphs = {}
+        tg = time.perf_counter()
+        for i in ok:
+            graphs[i] = ds.graph(i)
+        g = GNNPredictor(GNNConfig(conv="sage"))
+        cache = {i: g.features(graphs[i], ds[i].device, ds[i].mode) for i in ok}
+        okset = set(ok)
+        for proto, key, tr, te in protocols:
+            tr2 = [i for i in tr if i in okset]
+            te2 = np.asarray([i for i in te if i in okset])
+            if not len(te2):
+                continue
+            m = GNNPredictor(GNNConfig(conv="sage", epochs=a.epochs)).fit(ds, tr2, progress=False, cached=cache)
+            pr = m._predict_features([cache[i] for i in te2])
+            b = np.asarray([ds[i].batch for i in te2], float)
+            phys = np.stack([b / (pr[:, 0] / 1e3), pr[:, 1], pr[:, 2] / b], axis=1)
+            preds["gnn"].setdefault(proto, []).append((te2, phys))
+        # speed: featurized graphs through the GNN, and graphs built from configs
+        t = time.perf_counter()
+        m._predict_features([g.features(graphs[i], ds[i].device, ds[i].mode) for i in ok])
+        gnn_cached = len(ok) / (time.perf_counter() - t)
+        gnn_speed = (gnn_cached, time.perf_counter() - tg)
+
+    names = list(preds)
+    labels = ("throughput (samples/s)", "memory (MB)", "energy per sample (J)")
+    for proto in ("5-fold", "leave-one-model-out"):
+        for j, lab in enumerate(labels):
+            print(f"\n{lab}: {proto}" + (" (pooled over folds)" if proto == "5-fold" else " (pooled over models)"))
+            print(f"  {'model':<10}{'rows':>6}{'MAPE %':>9}{'RMSE':>11}{'Kendall':>9}{'Acc10 %':>9}")
+            for n in names:
+                runs = preds[n].get(proto, [])
+                te = np.concatenate([t for t, _ in runs])
+                p = np.concatenate([ph[:, j] for _, ph in runs])
+                r = report(y_true[te, j], p)
+                print(f"  {n:<10}{len(te):>6}{r['mape']:>9.2f}{r['rmse']:>11.4g}{r['kendall_tau']:>9.3f}"
+                      f"{r['acc10']:>9.1f}")
+        if proto == "5-fold" and "gnn" in preds:
+            # same rows for both: the GNN has no decode rows
+            te = np.concatenate([t for t, _ in preds["gnn"]["5-fold"]])
+            sel = set(te.tolist())
+            print("\n  on the GNN's rows only (no decode), 5-fold MAPE %: throughput / memory / energy")
+            for n in names:
+                runs = preds[n]["5-fold"]
+                ti = np.concatenate([t for t, _ in runs])
+                ph = np.concatenate([p for _, p in runs])
+                mask = np.asarray([i in sel for i in ti])
+                vals = [report(y_true[ti[mask], j], ph[mask, j])["mape"] for j in range(3)]
+                print(f"  {n:<10}" + " / ".join(f"{v:.2f}" for v in vals))
+
+    # ---------------------------------------------------------------- speed
+    full = XGBLLMPredictor(params).fit_arrays(X, Y)
+    ws = [workload_of_row(r) for r in ds]
+    t = time.perf_counter()
+    reps = 5
+    for _ in range(reps):
+        full.predict_many(ws, dev)
+    xgb_sps = reps * len(ws) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    full.predict_arrays(X, C, [dev] * len(X))
+    xgb_model_only = len(X) / (time.perf_counter() - t)
+    print("\nprediction speed on this CPU (samples/s)")
+    print(f"  xgb, features included (closed form + cached structure): {xgb_sps:,.0f}")
+    print(f"  xgb, model only:                                          {xgb_model_only:,.0f}")
+    if gnn_speed:
+        print(f"  gnn, featurized graphs (graph already built):             {gnn_speed[0]:,.0f}")
+        print(f"  -> xgb is {xgb_sps / gnn_speed[0]:,.0f}x faster end to end than the GNN on built graphs")
+
+    if a.train:
+        full = XGBLLMPredictor(params).fit(ds)
+        out = ROOT / "costmodel" / "artifacts" / "llm-xgb"
+        full.save(out, extra={"grid_search": "costmodel/llm/grid_search.json"})
+        print(f"\nsaved {out} ({len(ds)} rows, params {params})")
+
+
+if __name__ == "__main__":
+    main()

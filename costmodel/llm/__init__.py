@@ -1,0 +1,61 @@
+"""Transformer architectures by name: a built-in registry of Hugging Face configs.
+
+>>> from costmodel.llm import resolve_llm, llm_features, kv_cache_bytes
+>>> spec = resolve_llm("meta-llama/Llama-2-7b-hf")   # aliases, any case/punctuation
+>>> spec.name, spec.model_type, spec.causal
+('llama-2-7b', 'llama', True)
+>>> llm_features(spec)["num_kv_heads"]
+32
+>>> kv_cache_bytes(spec, batch=1, seq=4096, dtype_bytes="fp16") / 2**30   # GiB
+2.0
+
+``resolve_llm`` also reads a local checkpoint directory (its ``config.json``),
+a ``transformers.PretrainedConfig`` or a plain dict with ``model_type``.
+Importing this package loads only the standard library.
+"""
+
+from __future__ import annotations
+
+from ._registry import (
+    CAUSAL_MODEL_TYPES,
+    DTYPE_BYTES,
+    LLMSpec,
+    kv_cache_bytes,
+    list_llms,
+    llm_features,
+    normalize_llm_name,
+    param_count_estimate,
+    resolve_llm,
+)
+
+__all__ = [
+    "CAUSAL_MODEL_TYPES",
+    "DTYPE_BYTES",
+    "LLMSpec",
+    "kv_cache_bytes",
+    "list_llms",
+    "llm_features",
+    "normalize_llm_name",
+    "param_count_estimate",
+    "resolve_llm",
+]
+
+from ._features import (  # noqa: E402
+    LLM_DTYPES,
+    LLM_MODES,
+    LLMWorkload,
+    analytic_costs,
+    graph_structure,
+    llm_workload,
+)
+
+__all__ += ["LLM_DTYPES", "LLM_MODES", "LLMWorkload", "analytic_costs", "graph_structure", "llm_workload",
+            "LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
+
+
+def __getattr__(name):
+    if name in ("LLMEstimate", "XGBLLMPredictor", "estimate_llm"):
+        from . import _predictor
+
+        return getattr(_predictor, name)
+    raise AttributeError(f"module 'costmodel.llm' has no attribute {name!r}")

@@ -1,0 +1,253 @@
+"""Features of a transformer workload: config, graph structure, closed-form costs, hardware.
+
+A workload is a model (anything :func:`resolve_llm` accepts), a batch, a
+sequence length, a mode and a dtype:
+
+* ``forward``: an encoder (or any model) over ``(batch, seq)`` tokens;
+* ``prefill``: a decoder over the ``(batch, seq)`` prompt, logits for every
+  position, the KV cache written;
+* ``decode``: one new token per sequence against a KV cache of ``seq``
+  tokens (the measured data's convention).
+
+Costs are closed-form from the config (exact for dense transformer stacks:
+the tests compare them with the CostGraph of the same model): linear-layer
+and attention FLOPs, parameters and weight bytes, KV-cache bytes, the
+activation and logits peak, and a roofline latency (``max(compute time,
+memory time)`` plus the measured per-kernel costs) that the learned models
+use as their normalizer: they predict *efficiency*, the ratio of measured to
+roofline time, so a device without labels is predicted through its own
+peaks and bandwidth.
+
+Graph structure (nodes, edges, kernels) comes from featurizing the model on
+meta tensors once per architecture, with one and with two layers (a
+transformer stack repeats one block, so ``total = one + (layers - 1) x
+(two - one)``, exact and 10-50x cheaper than the full graph), cached on disk;
+the architectures of the built-in registry ship precomputed in
+``structure.json`` so that asking about them never imports ``transformers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import InvalidInputError
+from ._registry import DTYPE_BYTES, LLMSpec, llm_features, param_count_estimate, resolve_llm
+
+LLM_MODES = ("forward", "prefill", "decode")
+LLM_DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
+_STRUCTURE_PATH = Path(__file__).resolve().parent / "structure.json"
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+_IGNORED = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype", "use_cache",
+            "output_attentions", "output_hidden_states", "return_dict"}
+#: tokens of the probe graphs that measure structure (structure does not depend on it)
+_PROBE_SEQ = 8
+
+
+@dataclass(frozen=True)
+class LLMWorkload:
+    spec: LLMSpec
+    batch: int
+    seq: int
+    mode: str
+    dtype: str
+
+    @property
+    def query_tokens(self) -> int:
+        """Tokens the model processes in this call."""
+        return self.batch * (1 if self.mode == "decode" else self.seq)
+
+    @property
+    def context(self) -> int:
+        """Tokens each query attends to (the cache plus the new token when decoding)."""
+        return self.seq + 1 if self.mode == "decode" else self.seq
+
+
+def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, dtype: str = "fp16") -> LLMWorkload:
+    """Validate a workload; ``mode`` defaults to ``prefill`` for decoders and ``forward`` for encoders."""
+    spec = model if isinstance(model, LLMSpec) else resolve_llm(model)
+    for v, what in ((batch, "batch"), (seq, "seq")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidInputError(f"{what} must be a positive integer, got {v!r}")
+    if mode is None:
+        mode = "prefill" if spec.causal else "forward"
+    if mode not in LLM_MODES:
+        raise InvalidInputError(f"mode must be one of {LLM_MODES}, got {mode!r}")
+    if mode in ("prefill", "decode") and not spec.causal:
+        raise InvalidInputError(
+            f"{spec.name} is an encoder ({spec.model_type}); mode {mode!r} needs a decoder: use mode 'forward'"
+        )
+    if dtype not in LLM_DTYPES:
+        raise InvalidInputError(f"dtype must be one of {LLM_DTYPES}, got {dtype!r}")
+    f = llm_features(spec)
+    if f["max_position_embeddings"] and seq + (mode == "decode") > f["max_position_embeddings"] \
+            and spec.model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "gpt2", "deberta-v2"):
+        raise InvalidInputError(
+            f"seq {seq} exceeds {spec.name}'s {f['max_position_embeddings']} learned positions"
+        )
+    return LLMWorkload(spec, batch, seq, mode, dtype)
+
+
+# ------------------------------------------------------------------ structure
+def structure_key(spec: LLMSpec) -> str:
+    """Hash of everything in the config that can change the graph, except the layer count."""
+    cfg = {k: v for k, v in spec.config.items() if k not in _IGNORED and k not in _LAYER_KEYS}
+    blob = json.dumps([spec.model_type, bool(spec.causal), cfg], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _shipped_structures() -> dict:
+    try:
+        return json.loads(_STRUCTURE_PATH.read_text()).get("structures", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _probe(spec: LLMSpec, layers: int) -> dict:
+    import warnings
+
+    from ..frontends import hf_graph
+
+    key = next((k for k in _LAYER_KEYS if k in spec.config), "num_hidden_layers")
+    cfg = dict(spec.config, **{key: layers})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = hf_graph(spec.model_type, cfg, batch=1, seq=_PROBE_SEQ, causal=spec.causal)
+    s = g.static_features()
+    return {"num_nodes": float(g.num_nodes), "num_edges": float(len(g.edges)),
+            "num_kernels": float(s.get("num_kernels", g.num_nodes))}
+
+
+def _per_layer_structure(spec: LLMSpec, build: bool) -> dict:
+    from ..frontends import cache_dir
+
+    key = structure_key(spec)
+    per = _shipped_structures().get(key)
+    if per is not None:
+        return per
+    path = cache_dir() / "llm_structure" / f"{key}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    if not build:
+        raise LookupError(f"no cached graph structure for {spec.name}")
+    one, two = _probe(spec, 1), _probe(spec, 2)
+    per = {"base": one, "per_layer": {k: two[k] - one[k] for k in one}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(per))
+    return per
+
+
+def graph_structure(spec: LLMSpec, *, build: bool = True) -> dict[str, float]:
+    """Nodes, edges and kernels of the model's graph, plus their per-layer increments.
+
+    Looked up in the shipped table, then the disk cache; otherwise measured
+    by featurizing one- and two-layer versions on meta tensors (needs
+    ``transformers``; about a second, once per architecture).  With
+    ``build=False`` a missing entry raises ``LookupError``.
+    """
+    per = _per_layer_structure(spec, build)
+    layers = llm_features(spec)["num_layers"]
+    out = {k: per["base"][k] + (layers - 1) * per["per_layer"][k] for k in per["base"]}
+    out.update({f"{k}_per_layer": v for k, v in per["per_layer"].items()})
+    return out
+
+
+def write_structure_table(specs, path: Path = _STRUCTURE_PATH) -> int:
+    """Measure ``specs`` and store them in the shipped structure table; returns its size."""
+    table = _shipped_structures()
+    for spec in specs:
+        table[structure_key(spec)] = _per_layer_structure(spec, build=True)
+    path.write_text(json.dumps({"note": "graph structure of one layer and per extra layer, by structure_key; "
+                                        "regenerate with `python benchmarks/llm_accuracy.py --refresh-structure`",
+                                "structures": table}, indent=0, sort_keys=True))
+    return len(table)
+
+
+# --------------------------------------------------------------------- costs
+def analytic_costs(w: LLMWorkload, device) -> dict[str, float]:
+    """Closed-form FLOPs, bytes, memory and roofline latency of one call of ``w`` on ``device``."""
+    f = llm_features(w.spec)
+    h, L, inter, vocab = f["hidden_size"], f["num_layers"], f["intermediate_size"], f["vocab_size"]
+    q_dim, kv_dim = f["num_heads"] * f["head_dim"], f["num_kv_heads"] * f["head_dim"]
+    b = DTYPE_BYTES[w.dtype]
+    gated = w.spec.model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral")
+    mlp_w = (3 if gated else 2) * h * inter
+    layer_linear = h * (q_dim + 2 * kv_dim) + q_dim * h + mlp_w  # weights multiplied per token
+    head = vocab * h if w.spec.causal else 0  # the LM head runs on every returned position
+    tokens = w.query_tokens
+    linear_macs = tokens * (L * layer_linear + head)
+    attn_macs = 2 * w.batch * (1 if w.mode == "decode" else w.seq) * w.context * q_dim * L
+    params = param_count_estimate(w.spec)
+    weights_bytes = params * b
+    kv_bytes = 2 * L * w.batch * w.context * kv_dim * b if w.spec.causal and w.mode != "forward" else 0.0
+    hidden_bytes = tokens * h * b
+    logits_bytes = tokens * vocab * b if w.spec.causal else 0.0
+    # live activations inside one block (residual, normed input, q/k/v, MLP intermediates)
+    block_act = tokens * (4 * h + q_dim + 2 * kv_dim + (2 if gated else 1) * inter) * b
+    act_peak = max(block_act, logits_bytes + hidden_bytes)
+    # bytes moved: weights once, the cache read (and written), activations in and out of each block
+    moved = weights_bytes + kv_bytes + L * 2 * block_act + 2 * logits_bytes
+    flops = 2.0 * (linear_macs + attn_macs)
+    dtype_peak = device.peak_flops("fp32" if w.dtype == "fp32" else w.dtype, tensor=True)
+    compute_s = flops / dtype_peak
+    memory_s = moved / device.bandwidth_bytes_s
+    try:
+        kernels = graph_structure(w.spec, build=False)["num_kernels"]
+    except LookupError:
+        kernels = 14.0 * L + 10  # a dense block launches ~14 kernels in eager PyTorch
+    launch_s = kernels * device.kernel_launch_overhead_us * 1e-6
+    host_s = kernels * 15e-6  # per-op host dispatch floor of eager PyTorch
+    latency_s = max(host_s, max(compute_s, memory_s) + launch_s)
+    memory_mb = device.framework_overhead_mb + (weights_bytes + kv_bytes + act_peak) / 2**20
+    return {
+        "flops": flops, "macs": linear_macs + attn_macs, "attention_flops": 2.0 * attn_macs,
+        "params": float(params), "weights_bytes": float(weights_bytes), "kv_cache_bytes": float(kv_bytes),
+        "activation_bytes": float(act_peak), "logits_bytes": float(logits_bytes), "bytes_moved": float(moved),
+        "arithmetic_intensity": flops / max(moved, 1.0), "compute_ms": compute_s * 1e3,
+        "memory_ms": memory_s * 1e3, "launch_ms": max(host_s, launch_s) * 1e3, "kernels": float(kernels),
+        "latency_ms": latency_s * 1e3, "memory_mb": memory_mb,
+    }
+
+
+# ------------------------------------------------------------------ features
+def _l(x: float) -> float:
+    return math.log1p(max(0.0, float(x)))
+
+
+def llm_feature_names(hardware_names: tuple[str, ...]) -> tuple[str, ...]:
+    cfg = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size",
+           "max_position_embeddings", "type_vocab_size", "tie_word_embeddings", "is_decoder")
+    work = ("log_batch", "log_seq", "log_query_tokens", "log_context", *(f"mode_{m}" for m in LLM_MODES),
+            "dtype_bytes", *(f"dtype_{d}" for d in LLM_DTYPES))
+    graph = ("log_num_nodes", "log_num_edges", "log_num_kernels", "log_num_nodes_per_layer")
+    costs = ("log_flops", "log_macs", "log_attention_flops", "log_params", "log_weights_bytes", "log_kv_cache_bytes",
+             "log_activation_bytes", "log_logits_bytes", "log_bytes_moved", "log_arithmetic_intensity",
+             "log_compute_ms", "log_memory_ms", "log_launch_ms", "log_roofline_latency_ms", "log_analytic_memory_mb")
+    return cfg + work + graph + costs + tuple(f"hw_{k}" for k in hardware_names)
+
+
+def llm_feature_vector(w: LLMWorkload, device, *, build_structure: bool = True) -> tuple[list[float], dict]:
+    """Feature values (in :func:`llm_feature_names` order) and the analytic costs they include."""
+    if build_structure:
+        graph_structure(w.spec)  # make sure kernels come from the real structure
+    c = analytic_costs(w, device)
+    s = graph_structure(w.spec, build=build_structure)
+    f = llm_features(w.spec)
+    vals = [float(v) for v in f.values()]
+    vals += [_l(w.batch), _l(w.seq), _l(w.query_tokens), _l(w.context)]
+    vals += [1.0 if w.mode == m else 0.0 for m in LLM_MODES]
+    vals += [float(DTYPE_BYTES[w.dtype])] + [1.0 if w.dtype == d else 0.0 for d in LLM_DTYPES]
+    vals += [_l(s["num_nodes"]), _l(s["num_edges"]), _l(s["num_kernels"]), _l(s["num_nodes_per_layer"])]
+    vals += [_l(c[k]) for k in ("flops", "macs", "attention_flops", "params", "weights_bytes", "kv_cache_bytes",
+                                 "activation_bytes", "logits_bytes", "bytes_moved")]
+    vals += [math.log(max(c["arithmetic_intensity"], 1e-9))]
+    vals += [math.log(max(c[k], 1e-9)) for k in ("compute_ms", "memory_ms", "launch_ms", "latency_ms", "memory_mb")]
+    vals += [_l(v) for v in device.hardware_features().values()]
+    return vals, c

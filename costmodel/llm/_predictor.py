@@ -1,0 +1,332 @@
+"""XGBoost cost model for transformer workloads (thesis ch. 6, roofline-normalized).
+
+One ``XGBRegressor`` per quantity, trained on the features of
+:mod:`._features`:
+
+* latency: ``log(measured / roofline latency)`` -- the inverse efficiency
+  against the device's own peaks and bandwidth;
+* memory: ``log(measured / analytic memory)`` (weights + KV cache +
+  activation peak + the framework's context);
+* power: ``log(power / TDP)``.
+
+Throughput (samples/s, tokens/s) follows from the latency, energy per sample
+from power x latency / batch, carbon and cloud cost from energy and
+throughput (:mod:`costmodel.carbon`, :mod:`costmodel.pricing`).  Because the
+targets are ratios to a physical model of the device, a device with no
+labels is predicted through its own hardware numbers; such predictions are
+flagged (``extrapolated_device``).
+
+Artifacts: ``config.json`` (feature names and fingerprint, hyperparameters
+and the grid search that chose them, training-data hash, library version,
+trained devices) and one XGBoost JSON model per target; no pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from ..devices import HARDWARE_FEATURE_NAMES, get_device
+from ._features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
+
+LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
+LLM_SCHEMA_VERSION = 1
+#: chosen by ``benchmarks/llm_grid.py`` (recorded in ``costmodel/llm/grid_search.json``)
+DEFAULT_PARAMS = dict(n_estimators=500, learning_rate=0.1, max_depth=5, subsample=1.0)
+_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "llm-xgb"
+
+
+@dataclass
+class LLMEstimate:
+    """What one call of a transformer workload costs.  Units are in the names.
+
+    ``energy_j`` and ``carbon_g`` are per sample (one sequence); ``latency_ms``
+    and ``energy_j_per_call`` are per call of the whole batch.
+    """
+
+    model: str
+    device: str
+    batch: int
+    seq: int
+    mode: str
+    dtype: str
+    latency_ms: float
+    throughput_samples_s: float
+    tokens_s: float
+    memory_mb: float
+    power_w: float
+    energy_j: float
+    energy_j_per_call: float
+    carbon_g: float
+    region: str
+    carbon_intensity_g_per_kwh: float
+    cost_per_1k_samples_usd: float | None
+    cost_per_1m_tokens_usd: float | None
+    price_per_gpu_hour_usd: float | None
+    mig_profile: str | None
+    fits_device: bool
+    predictor: str
+    extrapolated_device: bool
+    params: int
+    flops: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    def table(self) -> str:
+        cost = "-"
+        if self.cost_per_1k_samples_usd is not None:
+            cost = (f"${self.cost_per_1k_samples_usd:.4g} per 1k samples, ${self.cost_per_1m_tokens_usd:.4g} per 1M "
+                    f"tokens (at ${self.price_per_gpu_hour_usd:.4g}/GPU-hour)")
+        rows = [
+            ("model", f"{self.model} ({self.params / 1e6:.4g} M params, {self.flops / 1e9:.4g} GFLOPs per call)"),
+            ("device", self.device + ("  (no measurements of this device: extrapolated)" if self.extrapolated_device
+                                      else "")),
+            ("workload", f"{self.mode}, batch {self.batch}, seq {self.seq}, {self.dtype}"),
+            ("predictor", self.predictor),
+            ("latency", f"{self.latency_ms:.4g} ms per call"),
+            ("throughput", f"{self.throughput_samples_s:.4g} samples/s, {self.tokens_s:.4g} tokens/s"),
+            ("memory", f"{self.memory_mb:.5g} MB" + ("" if self.fits_device else "  (exceeds device memory)")),
+            ("MIG profile", self.mig_profile or "none fits / no MIG"),
+            ("power", f"{self.power_w:.4g} W"),
+            ("energy", f"{self.energy_j:.4g} J per sample ({self.energy_j_per_call:.4g} J per call)"),
+            ("carbon", f"{self.carbon_g:.4g} g CO2e per sample ({self.region}, "
+                       f"{self.carbon_intensity_g_per_kwh:.4g} g/kWh)"),
+            ("cloud cost", cost),
+        ]
+        w = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _fingerprint(names: Sequence[str]) -> str:
+    return hashlib.sha1("|".join([str(LLM_SCHEMA_VERSION), *names]).encode()).hexdigest()[:16]
+
+
+def workload_of_row(row) -> LLMWorkload:
+    """The :class:`LLMWorkload` of a measured LLM row of a :class:`~costmodel.datasets.PerfDataset`."""
+    from dataclasses import replace
+
+    from ._registry import resolve_llm
+
+    spec = resolve_llm(dict(row.spec["config"], model_type=row.spec["model_type"]))
+    causal = spec.causal if row.spec.get("causal") is None else bool(row.spec["causal"])
+    return LLMWorkload(replace(spec, name=row.model, causal=causal), row.batch, row.seq, row.phase, row.dtype)
+
+
+class XGBLLMPredictor:
+    """XGBoost on model + workload + hardware features, one regressor per target."""
+
+    name = "llm-xgb"
+    version = "1"
+
+    def __init__(self, params: dict | None = None, *, seed: int = 0) -> None:
+        self.params = dict(DEFAULT_PARAMS, **(params or {}))
+        self.seed = seed
+        self.models: list = []
+        self.meta: dict = {}
+        self.feature_names = llm_feature_names(HARDWARE_FEATURE_NAMES)
+
+    # ---------------------------------------------------------------- data
+    def features(self, w: LLMWorkload, device) -> tuple[np.ndarray, dict]:
+        vals, costs = llm_feature_vector(w, get_device(device))
+        return np.asarray(vals, np.float64), costs
+
+    @staticmethod
+    def targets_of(row, costs: dict, device) -> list[float]:
+        dev = get_device(device)
+        return [math.log(row.latency_ms / costs["latency_ms"]), math.log(row.memory_mb / costs["memory_mb"]),
+                math.log(row.power_w / dev.tdp_w)]
+
+    def featurize_rows(self, dataset, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+        """(X, Y normalized targets, analytic costs) of LLM rows."""
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        X, Y, C = [], [], []
+        for i in idx:
+            r = dataset[i]
+            x, c = self.features(workload_of_row(r), r.device)
+            X.append(x)
+            Y.append(self.targets_of(r, c, r.device))
+            C.append(c)
+        return np.asarray(X), np.asarray(Y), C
+
+    # ----------------------------------------------------------------- fit
+    def fit_arrays(self, X: np.ndarray, Y: np.ndarray, *, devices: Sequence[str] = (), rows_hash: str = "") \
+            -> "XGBLLMPredictor":
+        try:
+            import xgboost as xgb
+        except ImportError:
+            raise InvalidInputError("the LLM predictor needs xgboost: pip install 'costmodel[xgb]'") from None
+        if len(X) < 4:
+            raise InvalidInputError(f"need at least 4 training rows, got {len(X)}")
+        t0 = time.perf_counter()
+        self.models = []
+        for t in range(Y.shape[1]):
+            m = xgb.XGBRegressor(random_state=self.seed, n_jobs=2, **self.params)
+            m.fit(X, Y[:, t])
+            self.models.append(m)
+        self.meta = {"trained_rows": int(len(X)), "devices": sorted(set(devices)), "data_hash": rows_hash,
+                     "train_seconds": round(time.perf_counter() - t0, 2)}
+        return self
+
+    def fit(self, dataset, indices: Sequence[int] | None = None) -> "XGBLLMPredictor":
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        X, Y, _ = self.featurize_rows(dataset, idx)
+        h = hashlib.sha1(json.dumps([[dataset[i].model, dataset[i].batch, dataset[i].seq, dataset[i].phase,
+                                      dataset[i].dtype, dataset[i].latency_ms] for i in idx]).encode()).hexdigest()
+        return self.fit_arrays(X, Y, devices=[dataset[i].device for i in idx], rows_hash=h[:16])
+
+    # ------------------------------------------------------------- predict
+    def predict_arrays(self, X: np.ndarray, costs: Sequence[dict], devices: Sequence) -> np.ndarray:
+        """Physical predictions ``(n, 3)``: latency_ms, memory_mb, power_w."""
+        if not self.models:
+            raise ModelLoadError(f"predictor {self.name!r} is not trained: call fit() or load an artifact")
+        Z = np.stack([m.predict(np.asarray(X)) for m in self.models], axis=1).astype(np.float64)
+        base = np.asarray([[c["latency_ms"], c["memory_mb"], get_device(d).tdp_w] for c, d in zip(costs, devices)])
+        return base * np.exp(np.clip(Z, -20, 20))
+
+    def predict(self, model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None,
+                dtype: str = "fp16", region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
+                price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
+                instance: str | None = None) -> LLMEstimate:
+        """Estimate one workload; see :class:`LLMEstimate` for the fields."""
+        w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype)
+        dev = get_device(device)
+        x, c = self.features(w, dev)
+        lat, mem, power = (float(v) for v in self.predict_arrays(x[None], [c], [dev])[0])
+        return self._estimate(w, dev, c, lat, mem, power, region, carbon_intensity_g_per_kwh,
+                              price_per_gpu_hour_usd, provider, instance)
+
+    def predict_many(self, workloads: Sequence[LLMWorkload], device="h200") -> np.ndarray:
+        """Fast path for sweeps: ``(n, 3)`` latency_ms, memory_mb, power_w."""
+        dev = get_device(device)
+        feats = [self.features(w, dev) for w in workloads]
+        return self.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(feats))
+
+    def _estimate(self, w, dev, c, lat, mem, power, region, intensity, price, provider, instance) -> LLMEstimate:
+        from ..carbon import carbon_g, carbon_intensity_g_per_kwh
+        from ..mig import recommend_mig
+        from ..pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
+
+        thr = w.batch / (lat / 1e3)
+        tok = w.query_tokens / (lat / 1e3)
+        e_call = power * lat / 1e3
+        e_sample = e_call / w.batch
+        ci = float(intensity) if intensity is not None else carbon_intensity_g_per_kwh(region)
+        carbon = carbon_g(e_sample, region, intensity_g_per_kwh=intensity)
+        try:
+            p = price if price is not None else price_per_gpu_hour_usd(dev, provider=provider, instance=instance)
+            c1k = cost_per_1k_samples_usd(thr, device=dev, price_per_gpu_hour_usd=p)
+            c1m = cost_per_1m_tokens_usd(tok, device=dev, price_per_gpu_hour_usd=p)
+        except InvalidInputError:
+            if price is not None or provider is not None or instance is not None:
+                raise
+            p = c1k = c1m = None  # no priced instance for this device
+        mig = recommend_mig(dev, mem)
+        trained = self.meta.get("devices") or []
+        extrapolated = bool(trained) and dev.name not in {get_device(d).name for d in trained if _known(d)}
+        return LLMEstimate(
+            model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
+            latency_ms=lat, throughput_samples_s=thr, tokens_s=tok, memory_mb=mem, power_w=power,
+            energy_j=e_sample, energy_j_per_call=e_call, carbon_g=carbon, region=region if intensity is None
+            else "custom", carbon_intensity_g_per_kwh=ci, cost_per_1k_samples_usd=c1k, cost_per_1m_tokens_usd=c1m,
+            price_per_gpu_hour_usd=p, mig_profile=mig.name if mig else None, fits_device=mem <= dev.memory_mb,
+            predictor=f"{self.name} {self.version} (costmodel {self.meta.get('library_version', __version__)})",
+            extrapolated_device=extrapolated, params=int(c["params"]), flops=float(c["flops"]),
+            details={"analytic": {k: c[k] for k in ("latency_ms", "memory_mb", "compute_ms", "memory_ms",
+                                                    "launch_ms", "kv_cache_bytes", "activation_bytes")},
+                     "efficiency": c["latency_ms"] / lat, "trained_devices": trained},
+        )
+
+    # --------------------------------------------------------- persistence
+    def save(self, path: str | Path, *, extra: dict | None = None) -> None:
+        if not self.models:
+            raise ModelLoadError("cannot save an untrained predictor")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for t, m in zip(LLM_TARGETS, self.models):
+            m.save_model(str(path / f"{t}.json"))
+        cfg = {"predictor": self.name, "version": self.version, "params": self.params, "seed": self.seed,
+               "targets": list(LLM_TARGETS), "target_scale": ["log(latency/roofline)", "log(memory/analytic)",
+                                                              "log(power/tdp)"],
+               "schema": {"version": LLM_SCHEMA_VERSION, "fingerprint": _fingerprint(self.feature_names),
+                          "features": list(self.feature_names)},
+               "meta": dict(self.meta, library_version=__version__), **(extra or {})}
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "XGBLLMPredictor":
+        import xgboost as xgb
+
+        path = Path(path)
+        f = path / "config.json"
+        if not f.exists():
+            raise ModelLoadError(f"{path} holds no LLM predictor (config.json missing)")
+        cfg = json.loads(f.read_text())
+        if cfg.get("predictor") != cls.name:
+            raise ModelLoadError(f"{path} holds a {cfg.get('predictor')!r} artifact, not {cls.name!r}")
+        obj = cls(cfg.get("params"), seed=cfg.get("seed", 0))
+        want = _fingerprint(obj.feature_names)
+        schema = cfg.get("schema", {})
+        if schema.get("version") != LLM_SCHEMA_VERSION or schema.get("fingerprint") != want:
+            raise SchemaMismatchError(
+                f"{path} was trained with LLM feature schema v{schema.get('version')} ({schema.get('fingerprint')}); "
+                f"this library computes v{LLM_SCHEMA_VERSION} ({want}). Retrain it with "
+                "`python benchmarks/llm_accuracy.py --train`."
+            )
+        obj.meta = cfg.get("meta", {})
+        for t in LLM_TARGETS:
+            m = xgb.XGBRegressor()
+            m.load_model(str(path / f"{t}.json"))
+            obj.models.append(m)
+        return obj
+
+    @classmethod
+    def default(cls) -> "XGBLLMPredictor":
+        if not (_ARTIFACT / "config.json").exists():
+            raise ModelLoadError(f"no shipped LLM artifact under {_ARTIFACT}; train one with "
+                                 "`costmodel train --predictor llm-xgb`")
+        return cls.load(_ARTIFACT)
+
+
+def _known(name: str) -> bool:
+    try:
+        get_device(name)
+        return True
+    except Exception:  # noqa: BLE001 - a device string the database does not know
+        return False
+
+
+def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
+                 region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
+                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
+                 instance: str | None = None, predictor: XGBLLMPredictor | None = None) -> LLMEstimate:
+    """Throughput, memory, energy, carbon and cost of a transformer workload (the shipped model by default)."""
+    p = predictor or _default_predictor()
+    return p.predict(model, batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
+                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
+                     price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
+
+
+_DEFAULT: list = []
+
+
+def _default_predictor() -> XGBLLMPredictor:
+    if not _DEFAULT:
+        _DEFAULT.append(XGBLLMPredictor.default())
+    return _DEFAULT[0]

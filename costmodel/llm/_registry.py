@@ -1,0 +1,406 @@
+"""Built-in registry of transformer architectures, and config-derived features.
+
+The registry (``registry.json`` next to this file) maps a canonical name such
+as ``"llama-2-7b"`` to the Hugging Face ``model_type`` and the ``config.json``
+fields of the checkpoint it is named after, so a model can be instantiated on
+the meta device (no weights, no hub access) and featurized.
+
+:func:`resolve_llm` also accepts a local checkpoint directory, a
+``transformers.PretrainedConfig`` or a plain config dict, so every source of
+a config ends up as the same :class:`LLMSpec`.
+
+Only the standard library is imported here; ``transformers`` is needed only
+to turn a spec into a module (:func:`costmodel.frontends._hf.build_hf_model`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from .._errors import InvalidInputError, ModelLoadError, UnknownModelError, suggest
+
+__all__ = [
+    "CAUSAL_MODEL_TYPES",
+    "DTYPE_BYTES",
+    "LLMSpec",
+    "kv_cache_bytes",
+    "list_llms",
+    "llm_features",
+    "normalize_llm_name",
+    "param_count_estimate",
+    "resolve_llm",
+]
+
+_REGISTRY_PATH = Path(__file__).resolve().parent / "registry.json"
+
+#: ``model_type`` values whose checkpoints are decoder-only language models.
+CAUSAL_MODEL_TYPES = frozenset(
+    {
+        "bloom", "codegen", "cohere", "falcon", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_bigcode",
+        "gpt_neo", "gpt_neox", "gptj", "granite", "llama", "mistral", "mixtral", "olmo", "olmo2", "opt",
+        "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "stablelm", "starcoder2",
+    }
+)  # fmt: skip
+
+#: bytes per element of the dtype names :func:`kv_cache_bytes` accepts.
+DTYPE_BYTES: dict[str, float] = {
+    "fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5,
+}  # fmt: skip
+
+# Families whose MLP is gated (gate, up and down projections) and whose norms
+# are RMSNorm without bias; their linear layers carry no bias unless the
+# config says so (attention_bias, or Qwen2's fixed q/k/v bias).
+_GATED_TYPES = frozenset(
+    {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite", "olmo", "olmo2",
+     "cohere"}
+)  # fmt: skip
+_QKV_BIAS_TYPES = frozenset({"qwen2"})
+# Encoders that AutoModel builds with a pooler (dense hidden -> hidden).
+_POOLER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "ernie"})
+# Position information comes from rotary embeddings (no learned table).
+_ROTARY_TYPES = _GATED_TYPES | frozenset({"phi", "phi3", "gpt_neox", "gptj", "falcon", "stablelm", "starcoder2"})
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMSpec:
+    """A transformer architecture: enough to build it on the meta device.
+
+    Attributes:
+        name: canonical registry name, checkpoint directory name, or the
+            config's ``_name_or_path``.
+        model_type: the ``transformers`` model type (``"llama"``, ``"bert"``...).
+        causal: True for decoder-only language models (built with their LM
+            head), False for encoders.
+        config: the config fields; includes ``model_type``.  Each resolve
+            returns a fresh copy, so editing it never changes the registry.
+        source: where the values come from (a Hub repo id, a local path,
+            ``"PretrainedConfig"`` or ``"dict"``).
+    """
+
+    name: str
+    model_type: str
+    causal: bool
+    config: dict[str, Any] = dataclasses.field(hash=False)
+    source: str
+
+    def build(self):
+        """Instantiate the model on the meta device (needs ``transformers``)."""
+        from ..frontends._hf import build_hf_model
+
+        model, _ = build_hf_model(self.model_type, self.config, causal=self.causal)
+        return model
+
+
+def normalize_llm_name(name: str) -> str:
+    """Lowercase ``name`` and keep only letters and digits (``"Llama-2_7b"`` -> ``"llama27b"``)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Registry:
+    entries: dict[str, dict[str, Any]]  # canonical name -> entry
+    index: dict[str, str]  # normalized name/alias/source -> canonical name
+
+
+@functools.cache
+def _registry() -> _Registry:
+    try:
+        data = json.loads(_REGISTRY_PATH.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{_REGISTRY_PATH}: expected a readable JSON registry, got {e}") from e
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict) or not models:
+        raise ModelLoadError(f"{_REGISTRY_PATH}: expected a non-empty 'models' object")
+    index: dict[str, str] = {}
+    for name, entry in models.items():
+        for field, kind in (("model_type", str), ("causal", bool), ("source", str), ("config", dict)):
+            if not isinstance(entry.get(field), kind):
+                raise ModelLoadError(f"{_REGISTRY_PATH}: model {name!r}: expected {field!r} of type {kind.__name__}")
+        for key in {normalize_llm_name(n) for n in (name, entry["source"], *entry.get("aliases", ()))}:
+            other = index.setdefault(key, name)
+            if other != name:
+                raise ModelLoadError(
+                    f"{_REGISTRY_PATH}: name or alias {key!r} of {name!r} already belongs to {other!r}"
+                )
+    return _Registry(models, index)
+
+
+def list_llms() -> list[str]:
+    """Canonical names of the built-in architectures, in registry order."""
+    return list(_registry().entries)
+
+
+def _infer_causal(model_type: str, config: Mapping[str, Any]) -> bool:
+    """Decoder-only LM or not, from ``architectures`` if present, else the model type."""
+    archs = config.get("architectures")
+    if isinstance(archs, (list, tuple)) and archs:
+        return any(isinstance(a, str) and ("CausalLM" in a or "LMHead" in a) for a in archs)
+    return bool(config.get("is_decoder")) or model_type in CAUSAL_MODEL_TYPES
+
+
+def _from_config_dict(config: Mapping[str, Any], *, name: str | None, source: str, where: str) -> LLMSpec:
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise InvalidInputError(
+            f"{where}: expected a 'model_type' string (e.g. 'llama', 'bert'), got {model_type!r}"
+        )
+    cfg = copy.deepcopy(dict(config))
+    cfg["model_type"] = model_type
+    label = name or cfg.get("_name_or_path") or model_type
+    return LLMSpec(label, model_type, _infer_causal(model_type, cfg), cfg, source)
+
+
+def _no_config(path: object) -> str:
+    return f"{path}: expected a Hugging Face checkpoint directory holding config.json, found none"
+
+
+def _from_directory(path: Path) -> LLMSpec:
+    cfg_path = path / "config.json" if path.is_dir() else path
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(_no_config(path)) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{cfg_path}: expected a readable JSON config, got {e}") from e
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{cfg_path}: expected a JSON object, got {type(data).__name__}")
+    name = path.name if path.is_dir() else path.parent.name or cfg_path.stem
+    return _from_config_dict(data, name=name, source=str(cfg_path.resolve()), where=str(cfg_path))
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.startswith((".", "~", os.sep)) or s.endswith(".json") or (os.sep != "/" and "\\" in s)
+
+
+def resolve_llm(model: Any) -> LLMSpec:
+    """Turn a name, checkpoint directory, config object or dict into an :class:`LLMSpec`.
+
+    Args:
+        model: one of
+
+            * a registry name or alias, matched case-insensitively and
+              ignoring ``-``, ``_``, ``.``, ``/`` (``"llama-2-7b"``,
+              ``"meta-llama/Llama-2-7b-hf"``, ``"Qwen/Qwen2-0.5B"``);
+            * a path (``str`` or ``os.PathLike``) to a local directory
+              holding a Hugging Face ``config.json``, or to that file; an
+              existing directory with a ``config.json`` wins over a registry
+              name, as it does in ``transformers``;
+            * a ``transformers.PretrainedConfig``;
+            * a dict with a ``model_type`` key (plus the config fields).
+
+    Returns:
+        The spec.  ``causal`` comes from the registry, or for other inputs
+        from ``architectures`` (a class name containing ``CausalLM`` or
+        ``LMHead``) or, without it, from ``model_type``.
+
+    Raises:
+        UnknownModelError: a name that is neither registered nor a path;
+            the message suggests close registry names.
+        ModelLoadError: a path whose ``config.json`` is missing or unreadable.
+        InvalidInputError: a config without ``model_type``, or an argument
+            of an unsupported type.
+    """
+    if isinstance(model, LLMSpec):
+        return model
+    if isinstance(model, os.PathLike):
+        return _from_directory(Path(model).expanduser())
+    if isinstance(model, Mapping):
+        return _from_config_dict(model, name=None, source="dict", where="config dict")
+    if hasattr(model, "to_dict") and hasattr(model, "model_type") and not isinstance(model, str):
+        cfg = model.to_dict()
+        cfg.setdefault("model_type", getattr(model, "model_type", None))
+        name = getattr(model, "name_or_path", None) or None
+        return _from_config_dict(cfg, name=name, source="PretrainedConfig", where=type(model).__name__)
+    if not isinstance(model, str):
+        raise InvalidInputError(
+            "expected a registry name, a checkpoint directory, a transformers PretrainedConfig or a config dict, "
+            f"got {type(model).__name__}"
+        )
+    if not model.strip():
+        raise InvalidInputError(f"expected a model name, got {model!r}; known names: {', '.join(list_llms())}")
+    path = Path(model).expanduser()
+    if (path.is_dir() and (path / "config.json").is_file()) or (path.is_file() and path.suffix == ".json"):
+        return _from_directory(path)
+    reg = _registry()
+    canonical = reg.index.get(normalize_llm_name(model))
+    if canonical is None:
+        if _looks_like_path(model) or path.is_dir():
+            raise ModelLoadError(_no_config(model))
+        choices = list(reg.entries)
+        raise UnknownModelError(
+            f"expected a known transformer name, a checkpoint directory or a config, got {model!r}; "
+            f"known names: {', '.join(choices)} (case, '-', '_', '.' and '/' are ignored)."
+            f"{suggest(model.strip().lower(), choices)}"
+        )
+    entry = reg.entries[canonical]
+    cfg = copy.deepcopy(entry["config"])
+    cfg["model_type"] = entry["model_type"]
+    return LLMSpec(canonical, entry["model_type"], entry["causal"], cfg, entry["source"])
+
+
+# --------------------------------------------------------------------------
+# config-derived features and closed-form estimates
+# --------------------------------------------------------------------------
+
+
+def _first(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        v = cfg.get(k)
+        if v is not None:
+            return v
+    return None
+
+
+def _int_field(cfg: Mapping[str, Any], keys: tuple[str, ...], spec: LLMSpec, what: str) -> int:
+    v = _first(cfg, keys)
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise InvalidInputError(
+            f"{spec.name}: expected a positive integer {what} in the config (one of {', '.join(keys)}), got {v!r}"
+        )
+    return v
+
+
+def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
+    """Architecture features read from the config, under one naming scheme.
+
+    Field names differ between families (``n_embd`` in GPT-2, ``dim`` in
+    DistilBERT...); this maps them onto: ``hidden_size``, ``num_layers``,
+    ``num_heads``, ``num_kv_heads`` (defaults to ``num_heads``),
+    ``head_dim`` (the config's, else ``hidden_size // num_heads``),
+    ``intermediate_size`` (GPT-2's ``n_inner=None`` means ``4 * hidden``),
+    ``vocab_size``, ``max_position_embeddings``, ``type_vocab_size`` (0 for
+    decoders and encoders without token types), ``tie_word_embeddings``
+    and ``is_decoder`` (0/1).
+
+    Args:
+        spec: an :class:`LLMSpec` or anything :func:`resolve_llm` accepts.
+    """
+    spec = resolve_llm(spec)
+    cfg = spec.config
+    hidden = _int_field(cfg, ("hidden_size", "n_embd", "dim", "d_model"), spec, "hidden size")
+    layers = _int_field(cfg, ("num_hidden_layers", "n_layer", "n_layers", "num_layers"), spec, "layer count")
+    heads = _int_field(cfg, ("num_attention_heads", "n_head", "n_heads", "num_heads"), spec, "attention head count")
+    kv = _first(cfg, ("num_key_value_heads", "n_kv_heads", "num_kv_heads"))
+    if kv is None and cfg.get("multi_query"):
+        kv = 1
+    kv_heads = int(kv) if kv else heads
+    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    inter = _first(cfg, ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim", "d_ff"))
+    intermediate = int(inter) if inter else 4 * hidden
+    vocab = _int_field(cfg, ("vocab_size",), spec, "vocabulary size")
+    max_pos = int(_first(cfg, ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")) or 0)
+    type_vocab = 0 if spec.causal else int(cfg.get("type_vocab_size") or 0)
+    return {
+        "hidden_size": hidden,
+        "num_layers": layers,
+        "num_heads": heads,
+        "num_kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "intermediate_size": intermediate,
+        "vocab_size": vocab,
+        "max_position_embeddings": max_pos,
+        "type_vocab_size": type_vocab,
+        "tie_word_embeddings": int(bool(cfg.get("tie_word_embeddings", True))),
+        "is_decoder": int(spec.causal),
+    }
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInputError(f"expected {what} to be a positive integer, got {value!r}")
+    return value
+
+
+def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float | str = 2) -> float:
+    """Size of the key/value cache: ``2 * layers * batch * seq * kv_heads * head_dim * dtype_bytes``.
+
+    Args:
+        spec: an :class:`LLMSpec` or anything :func:`resolve_llm` accepts.
+        batch: sequences held in the cache.
+        seq: tokens per sequence (prompt plus generated).
+        dtype_bytes: bytes per cached element, or a dtype name from
+            :data:`DTYPE_BYTES` (``"fp16"``, ``"fp8"``...).
+
+    Returns:
+        Bytes (an int unless ``dtype_bytes`` is fractional, e.g. int4).
+    """
+    batch = _positive_int(batch, "batch")
+    seq = _positive_int(seq, "seq")
+    if isinstance(dtype_bytes, str):
+        key = dtype_bytes.lower()
+        if key not in DTYPE_BYTES:
+            raise InvalidInputError(
+                f"expected dtype_bytes to be a number or one of {', '.join(DTYPE_BYTES)}, got {dtype_bytes!r}"
+                f"{suggest(key, DTYPE_BYTES)}"
+            )
+        dtype_bytes = DTYPE_BYTES[key]
+    if isinstance(dtype_bytes, bool) or not isinstance(dtype_bytes, (int, float)) or not dtype_bytes > 0:
+        raise InvalidInputError(f"expected dtype_bytes to be a positive number of bytes, got {dtype_bytes!r}")
+    f = llm_features(spec)
+    n = 2 * f["num_layers"] * batch * seq * f["num_kv_heads"] * f["head_dim"] * dtype_bytes
+    return int(n) if float(n).is_integer() else float(n)
+
+
+def param_count_estimate(spec: LLMSpec | Any) -> int:
+    """Closed-form parameter count from the config (no model is built).
+
+    Counts embeddings (token, learned positions, token types), per layer the
+    attention projections (grouped-query aware), the MLP (gated for the
+    Llama-style families) and the norms, the final norm, the encoder pooler
+    where ``AutoModel`` adds one, and an untied LM head for decoders.  Exact
+    for the common families; within a few percent for others (relative
+    position tables and other family-specific extras are approximated).
+
+    Args:
+        spec: an :class:`LLMSpec` or anything :func:`resolve_llm` accepts.
+    """
+    spec = resolve_llm(spec)
+    f = llm_features(spec)
+    cfg, mt = spec.config, spec.model_type
+    h, L, v = f["hidden_size"], f["num_layers"], f["vocab_size"]
+    q_dim = f["num_heads"] * f["head_dim"]
+    kv_dim = f["num_kv_heads"] * f["head_dim"]
+    inter = f["intermediate_size"]
+    gated = mt in _GATED_TYPES or (mt not in _ROTARY_TYPES and cfg.get("hidden_act") == "silu")
+    if gated:
+        bias = bool(cfg.get("attention_bias"))
+        qkv_bias = bias or mt in _QKV_BIAS_TYPES
+        attn = h * (q_dim + 2 * kv_dim) + q_dim * h + (q_dim + 2 * kv_dim) * qkv_bias + h * bias
+        mlp = 3 * h * inter + (2 * inter + h) * bool(cfg.get("mlp_bias"))
+        norm = h  # RMSNorm: weight only
+        layer = attn + mlp + 2 * norm
+    else:
+        attn = h * (q_dim + 2 * kv_dim) + q_dim * h + (q_dim + 2 * kv_dim) + h
+        mlp = 2 * h * inter + inter + h
+        norm = 2 * h  # LayerNorm: weight and bias
+        n_norms = 1 if mt == "phi" else 2  # Phi runs attention and MLP in parallel off one norm
+        layer = attn + mlp + n_norms * norm
+    emb = v * h
+    if mt == "deberta-v2":
+        if cfg.get("relative_attention"):
+            buckets = int(cfg.get("position_buckets") or 0)
+            span = buckets if buckets > 0 else int(cfg.get("max_relative_positions") or 0)
+            span = span if span > 0 else f["max_position_embeddings"]
+            emb += 2 * span * h + (2 * h if cfg.get("norm_rel_ebd", "none") != "none" else 0)
+        if cfg.get("position_biased_input", True):
+            emb += f["max_position_embeddings"] * h
+    elif mt not in _ROTARY_TYPES and not cfg.get("sinusoidal_pos_embds"):
+        emb += f["max_position_embeddings"] * h
+    emb += f["type_vocab_size"] * h
+    total = emb + L * layer
+    if spec.causal:
+        total += norm  # final norm
+        if not f["tie_word_embeddings"]:
+            total += v * h + (v if mt == "phi" else 0)
+    else:
+        total += 2 * h  # embedding LayerNorm
+        if mt in _POOLER_TYPES:
+            total += h * h + h
+    return int(total)

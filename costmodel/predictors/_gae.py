@@ -1,0 +1,273 @@
+"""Graph autoencoder pretrained on unlabeled graphs (TraPPM phase 1, thesis ch. 5).
+
+Encoder: GraphSAGE layers with batch norm, ReLU and dropout (thesis: four
+layers, dropout 0.5) over the standardized node features, message passing on
+both edge directions.  Decoder: the inner product ``sigmoid(z_i . z_j)``.
+Loss: binary cross-entropy of real edges against negative edges sampled
+*within the same graph* (sampling across the graphs of a mini-batch would
+make negatives trivially easy: nodes of different graphs never connect).
+
+The graph embedding handed to the supervised regressor is the sum of the
+node embeddings (the thesis' aggregation).  Sizes are smaller than the
+thesis' (512-wide on an A100 for 25 h) so that pretraining runs on a laptop
+CPU in minutes; ``GAEConfig`` takes the thesis sizes too.
+
+Saved as ``gae.json`` (config, node normalization, training history) plus
+``gae.safetensors``; no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from ..features import NODE_FEATURE_NAMES
+
+_CLIP = 8.0
+
+
+@dataclass(frozen=True)
+class GAEConfig:
+    hidden: int = 128
+    out: int = 64
+    layers: int = 4
+    dropout: float = 0.5
+    lr: float = 5e-4
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("hidden", "out", "layers", "batch_size"):
+            if int(getattr(self, k)) < 1:
+                raise InvalidInputError(f"GAEConfig.{k} must be >= 1, got {getattr(self, k)}")
+        if not 0 <= self.dropout < 1:
+            raise InvalidInputError(f"GAEConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.epochs < 0:
+            raise InvalidInputError(f"GAEConfig.epochs must be >= 0, got {self.epochs}")
+
+
+def _build_encoder(cfg: GAEConfig, node_dim: int):
+    from ._gnn import _quiet_pyg
+
+    _quiet_pyg()
+    import torch
+    import torch_geometric.nn as gnn
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            dims = [node_dim] + [cfg.hidden] * (cfg.layers - 1) + [cfg.out]
+            self.convs = nn.ModuleList(gnn.SAGEConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
+            self.norms = nn.ModuleList(nn.BatchNorm1d(b) for b in dims[1:-1])
+
+        def forward(self, x, edge_index):
+            for i, conv in enumerate(self.convs):
+                x = conv(x, edge_index)
+                if i < len(self.convs) - 1:
+                    x = torch.relu(self.norms[i](x))
+                    x = nn.functional.dropout(x, cfg.dropout, self.training)
+            return x
+
+    return Encoder()
+
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Area under the ROC curve of scores of positives vs negatives (ties count half)."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    scores = np.concatenate([pos, neg])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    r_pos = ranks[: len(pos)].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@dataclass
+class GraphAutoencoder:
+    """Self-supervised GraphSAGE encoder; ``embed`` gives a graph's pooled embedding."""
+
+    config: GAEConfig = field(default_factory=GAEConfig)
+    node_mean: list[float] = field(default_factory=list)
+    node_std: list[float] = field(default_factory=list)
+    #: per-epoch mean training loss, and link-prediction metrics on held-out graphs
+    history: dict = field(default_factory=dict)
+    encoder: object = None
+
+    # ----------------------------------------------------------------- data
+    def _data(self, x: np.ndarray, edge_index: np.ndarray):
+        from ._gnn import _quiet_pyg
+
+        _quiet_pyg()
+        import torch
+        from torch_geometric.data import Data
+        from torch_geometric.utils import to_undirected
+
+        if x.shape[1] != len(NODE_FEATURE_NAMES):
+            raise SchemaMismatchError(
+                f"node features have {x.shape[1]} columns; this library computes {len(NODE_FEATURE_NAMES)}"
+            )
+        xn = np.clip((x - np.asarray(self.node_mean, np.float32)) / np.asarray(self.node_std, np.float32),
+                     -_CLIP, _CLIP).astype(np.float32)
+        ei = torch.as_tensor(np.asarray(edge_index, np.int64))
+        if ei.numel():
+            ei = to_undirected(ei, num_nodes=xn.shape[0])
+        return Data(x=torch.from_numpy(xn), edge_index=ei)
+
+    def _loss(self, z, edge_index, batch, *, return_scores: bool = False):
+        import torch
+        from torch_geometric.utils import batched_negative_sampling
+
+        if edge_index.numel() == 0:
+            zero = z.sum() * 0
+            return (zero, np.zeros(0), np.zeros(0)) if return_scores else zero
+        neg = batched_negative_sampling(edge_index, batch, num_neg_samples=None)
+        pos_logit = (z[edge_index[0]] * z[edge_index[1]]).sum(-1)
+        neg_logit = (z[neg[0]] * z[neg[1]]).sum(-1)
+        # -log(sigmoid(p)) - log(1 - sigmoid(n)), computed stably
+        loss = -torch.nn.functional.logsigmoid(pos_logit).mean() - torch.nn.functional.logsigmoid(-neg_logit).mean()
+        if return_scores:
+            return loss, pos_logit.detach().numpy(), neg_logit.detach().numpy()
+        return loss
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, corpus, indices: Sequence[int] | None = None, *, progress: bool = True) -> "GraphAutoencoder":
+        """Pretrain on ``corpus`` (a :class:`~costmodel.datasets.GraphCorpus` or any
+        object with ``x`` and ``edge_index`` lists).  ``epochs=0`` only fits the
+        normalization: the random-init encoder of the ablation."""
+        import torch
+        from torch_geometric.loader import DataLoader
+
+        idx = list(range(len(corpus.x))) if indices is None else list(indices)
+        if not idx:
+            raise InvalidInputError("the corpus is empty: build one with GraphCorpus.build()")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        X = np.concatenate([corpus.x[i] for i in idx])
+        self.node_mean = X.mean(0).tolist()
+        sd = X.std(0)
+        self.node_std = np.where(sd < 1e-3, 1.0, sd).tolist()
+        self.encoder = _build_encoder(cfg, X.shape[1])
+        data = [self._data(corpus.x[i], corpus.edge_index[i]) for i in idx]
+        opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+        losses = []
+        it = range(cfg.epochs)
+        bar = None
+        if progress and cfg.epochs:
+            from tqdm.auto import tqdm
+
+            bar = it = tqdm(it, desc="pretraining graph autoencoder", unit="epoch", leave=False)
+        t0 = time.perf_counter()
+        self.encoder.train()
+        for _ in it:
+            total, n = 0.0, 0
+            for b in loader:
+                opt.zero_grad()
+                z = self.encoder(b.x, b.edge_index)
+                loss = self._loss(z, b.edge_index, b.batch)
+                loss.backward()
+                opt.step()
+                total += loss.item() * b.num_graphs
+                n += b.num_graphs
+            losses.append(total / max(n, 1))
+            if bar is not None:
+                bar.set_postfix(bce=f"{losses[-1]:.4f}")
+        self.encoder.eval()
+        self.history = {"loss": [round(v, 5) for v in losses], "train_graphs": len(idx),
+                        "train_seconds": round(time.perf_counter() - t0, 1)}
+        return self
+
+    def evaluate(self, corpus, indices: Sequence[int]) -> dict:
+        """Edge-reconstruction BCE and ROC-AUC on graphs (held out from pretraining)."""
+        import torch
+        from torch_geometric.data import Batch
+
+        self._require()
+        idx = list(indices)
+        losses, pos_all, neg_all = [], [], []
+        torch.manual_seed(self.config.seed)
+        with torch.no_grad():
+            for k in range(0, len(idx), 64):
+                b = Batch.from_data_list([self._data(corpus.x[i], corpus.edge_index[i]) for i in idx[k:k + 64]])
+                z = self.encoder(b.x, b.edge_index)
+                loss, p, n = self._loss(z, b.edge_index, b.batch, return_scores=True)
+                losses.append(float(loss) * b.num_graphs)
+                pos_all.append(p)
+                neg_all.append(n)
+        return {"bce": sum(losses) / max(len(idx), 1),
+                "auc": roc_auc(np.concatenate(pos_all), np.concatenate(neg_all)), "graphs": len(idx)}
+
+    # --------------------------------------------------------------- embed
+    def _require(self):
+        if self.encoder is None:
+            raise ModelLoadError("the graph autoencoder is not trained: call fit() or load() first")
+
+    def embed(self, x: np.ndarray, edge_index: np.ndarray) -> np.ndarray:
+        """Sum-pooled node embeddings of one graph, shape ``(config.out,)``."""
+        return self.embed_many([(x, edge_index)])[0]
+
+    def embed_many(self, graphs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        import torch
+        from torch_geometric.data import Batch
+        from torch_geometric.nn import global_add_pool
+
+        self._require()
+        out = []
+        with torch.no_grad():
+            for k in range(0, len(graphs), 128):
+                b = Batch.from_data_list([self._data(x, e) for x, e in graphs[k:k + 128]])
+                z = self.encoder(b.x, b.edge_index)
+                out.append(global_add_pool(z, b.batch).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.out), np.float32)
+
+    # --------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        return {"config": asdict(self.config), "node_mean": self.node_mean, "node_std": self.node_std,
+                "node_features": list(NODE_FEATURE_NAMES), "history": self.history}
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        self._require()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "gae.json").write_text(json.dumps(self.to_dict(), indent=1))
+        save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, str(path / "gae.safetensors"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GraphAutoencoder":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_path = path / "gae.json"
+        if not cfg_path.exists():
+            raise ModelLoadError(f"{path} holds no graph autoencoder (gae.json missing)")
+        d = json.loads(cfg_path.read_text())
+        if d.get("node_features") != list(NODE_FEATURE_NAMES):
+            raise SchemaMismatchError(
+                f"{cfg_path} was pretrained on different node features; rebuild it with `costmodel pretrain`"
+            )
+        obj = cls(GAEConfig(**d["config"]), d["node_mean"], d["node_std"], d.get("history", {}))
+        obj.encoder = _build_encoder(obj.config, len(NODE_FEATURE_NAMES))
+        obj.encoder.load_state_dict(load_file(str(path / "gae.safetensors")))
+        obj.encoder.eval()
+        return obj

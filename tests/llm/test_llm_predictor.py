@@ -1,0 +1,151 @@
+"""Transformer workloads: closed-form costs vs graphs, features, the XGBoost predictor, the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from costmodel import InvalidInputError, ModelLoadError, SchemaMismatchError
+from costmodel.datasets import PerfDataset
+from costmodel.devices import get_device
+from costmodel.frontends import hf_graph
+from costmodel.llm import analytic_costs, graph_structure, llm_workload, resolve_llm
+from costmodel.llm._features import _LAYER_KEYS, llm_feature_names, llm_feature_vector, structure_key
+from costmodel.llm._predictor import LLM_TARGETS, XGBLLMPredictor, workload_of_row
+from costmodel.devices import HARDWARE_FEATURE_NAMES
+
+H200 = get_device("h200")
+
+
+def _small(name, layers=2):
+    spec = resolve_llm(name)
+    key = next(k for k in _LAYER_KEYS if k in spec.config)
+    from dataclasses import replace
+
+    return replace(spec, config=dict(spec.config, **{key: layers}), name=f"{name}-{layers}l")
+
+
+@pytest.mark.parametrize("name, mode", [("gpt2", "prefill"), ("bert-base-uncased", "forward"),
+                                        ("qwen2-0.5b", "prefill"), ("distilbert-base-uncased", "forward")])
+def test_closed_form_flops_and_params_match_the_graph(name, mode):
+    spec = _small(name)
+    w = llm_workload(spec, batch=2, seq=32, mode=mode, dtype="fp32")
+    c = analytic_costs(w, H200)
+    g = hf_graph(spec.model_type, spec.config, batch=2, seq=32, causal=spec.causal)
+    assert c["params"] == pytest.approx(g.static_features()["params"], rel=1e-3)
+    assert c["flops"] == pytest.approx(g.tensor_flops, rel=0.02)
+
+
+def test_structure_extrapolates_exactly_over_layers():
+    spec3 = _small("gpt2", 3)
+    s = graph_structure(spec3)  # built from one- and two-layer probes
+    g = hf_graph(spec3.model_type, spec3.config, batch=1, seq=8, causal=True)
+    assert s["num_nodes"] == g.num_nodes and s["num_edges"] == len(g.edges)
+    # the layer count is not part of the structure key; the hidden size is
+    assert structure_key(spec3) == structure_key(_small("gpt2", 5))
+    assert structure_key(spec3) != structure_key(_small("gpt2-medium", 3))
+
+
+def test_registry_structures_ship_precomputed():
+    from costmodel.llm._features import _shipped_structures
+
+    table = _shipped_structures()
+    for n in ("llama-2-7b", "bert-base-uncased", "mistral-7b", "gpt2"):
+        assert structure_key(resolve_llm(n)) in table, n
+
+
+def test_decode_reads_the_cache():
+    w = llm_workload("llama-2-7b", batch=4, seq=1024, mode="decode", dtype="fp16")
+    c = analytic_costs(w, H200)
+    kv = 2 * 32 * 4 * 1025 * 4096 * 2
+    assert c["kv_cache_bytes"] == kv
+    assert c["memory_ms"] > c["compute_ms"]  # one token: memory-bound
+    p = analytic_costs(llm_workload("llama-2-7b", batch=4, seq=1024, mode="prefill", dtype="fp16"), H200)
+    assert p["compute_ms"] > p["memory_ms"]  # 4096 tokens: compute-bound
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(model="bert-base", batch=1, seq=8, mode="decode"), "needs a decoder"),
+    (dict(model="gpt2", batch=1, seq=8, dtype="fp8"), "dtype must be one of"),
+    (dict(model="gpt2", batch=0, seq=8), "batch must be a positive integer"),
+    (dict(model="bert-base", batch=1, seq=4096), "learned positions"),
+    (dict(model="gpt2", batch=1, seq=8, mode="train"), "mode must be one of"),
+])
+def test_workload_validation(kw, msg):
+    model = kw.pop("model")
+    with pytest.raises(InvalidInputError, match=msg):
+        llm_workload(model, **kw)
+
+
+def test_feature_vector_layout():
+    w = llm_workload("qwen2-0.5b", batch=8, seq=256, dtype="bf16")
+    vals, costs = llm_feature_vector(w, H200)
+    names = llm_feature_names(HARDWARE_FEATURE_NAMES)
+    assert len(vals) == len(names) and np.isfinite(vals).all()
+    d = dict(zip(names, vals))
+    assert d["num_kv_heads"] == 2 and d["mode_prefill"] == 1 and d["dtype_bf16"] == 1 and d["dtype_bytes"] == 2
+    assert d["log_roofline_latency_ms"] == pytest.approx(math.log(costs["latency_ms"]))
+
+
+@pytest.fixture(scope="module")
+def llm_rows():
+    ds = PerfDataset.load(kinds=("llm",))
+    keep = [r for r in ds.rows if r.model in ("gpt2", "bert-base-uncased", "distilbert-base-uncased")]
+    return PerfDataset(keep)
+
+
+def test_predictor_fit_roundtrip_and_estimate(llm_rows, tmp_path):
+    p = XGBLLMPredictor({"n_estimators": 30}).fit(llm_rows)
+    assert p.meta["trained_rows"] == len(llm_rows) and p.meta["devices"] == ["NVIDIA H200"]
+    e = p.predict("gpt2", batch=8, seq=128, device="h200", dtype="fp16", region="eu-north-1")
+    assert e.throughput_samples_s == pytest.approx(8 / (e.latency_ms / 1e3))
+    assert e.tokens_s == pytest.approx(8 * 128 / (e.latency_ms / 1e3))
+    assert e.energy_j == pytest.approx(e.power_w * e.latency_ms / 1e3 / 8)
+    assert e.carbon_g == pytest.approx(e.energy_j / 3.6e6 * e.carbon_intensity_g_per_kwh)
+    assert e.cost_per_1k_samples_usd == pytest.approx(1000 / e.throughput_samples_s / 3600 * e.price_per_gpu_hour_usd)
+    assert not e.extrapolated_device and e.fits_device and e.mode == "prefill"
+    other = p.predict("gpt2", batch=8, seq=128, device="a100-80gb", price_per_gpu_hour_usd=2.0)
+    assert other.extrapolated_device and other.price_per_gpu_hour_usd == 2.0
+    # save -> load gives the same numbers; the artifact is JSON only
+    p.save(tmp_path / "m")
+    assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["config.json"] + [f"{t}.json" for t in LLM_TARGETS]
+    q = XGBLLMPredictor.load(tmp_path / "m")
+    assert q.predict("gpt2", batch=8, seq=128, region="eu-north-1").to_dict() == e.to_dict()
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["schema"]["features"] = cfg["schema"]["features"][:-1]
+    cfg["schema"]["fingerprint"] = "0" * 16
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SchemaMismatchError, match="Retrain"):
+        XGBLLMPredictor.load(tmp_path / "m")
+    with pytest.raises(ModelLoadError, match="config.json missing"):
+        XGBLLMPredictor.load(tmp_path)
+
+
+def test_predictions_follow_the_rows(llm_rows):
+    # trained on these rows, the model reproduces them closely (a check that cannot pass by chance)
+    p = XGBLLMPredictor({"n_estimators": 200}).fit(llm_rows)
+    ws = [workload_of_row(r) for r in llm_rows]
+    pred = p.predict_many(ws, "h200")
+    lat = np.asarray([r.latency_ms for r in llm_rows])
+    assert np.median(np.abs(pred[:, 0] / lat - 1)) < 0.05
+
+
+def test_shipped_artifact_and_cli(capsys):
+    from costmodel.cli import main
+
+    assert main(["llm", "llama-2-7b", "--batch", "4", "--seq", "512", "--device", "h200", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for k in ("throughput_samples_s", "tokens_s", "memory_mb", "energy_j", "carbon_g", "latency_ms",
+              "cost_per_1k_samples_usd", "mig_profile", "predictor"):
+        assert k in d
+    assert d["mode"] == "prefill" and d["params"] == 6738415616 and d["memory_mb"] > 12800  # fp16 weights alone
+    assert main(["llm", "bert-base", "--batch", "8", "--seq", "128", "--region", "france", "--price", "2.5"]) == 0
+    out = capsys.readouterr().out
+    assert "carbon" in out and "$2.5/GPU-hour" in out
+    assert main(["llm", "--list"]) == 0
+    assert "llama-2-70b" in capsys.readouterr().out
+    assert main(["llm", "lama-2-7b", "--batch", "1", "--seq", "8"]) == 2
+    assert "llama-2-7b" in capsys.readouterr().err  # suggestion
+    assert main(["llm", "gpt2", "--seq", "8"]) == 2
+    assert "--batch" in capsys.readouterr().err

@@ -1,0 +1,233 @@
+"""The built-in transformer registry: configs instantiate, match published counts and the measured data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from costmodel import InvalidInputError, ModelLoadError, UnknownModelError
+from costmodel.llm import (
+    LLMSpec,
+    kv_cache_bytes,
+    list_llms,
+    llm_features,
+    param_count_estimate,
+    resolve_llm,
+)
+
+pytest.importorskip("transformers")
+
+from costmodel.frontends._hf import build_hf_model  # noqa: E402
+
+LLM_JSONL = Path(__file__).resolve().parents[2] / "costmodel" / "data" / "h200" / "llm.jsonl"
+
+# Parameter counts published for the checkpoints (model cards / sum of the
+# weights in the released files); encoders are counted with their pooler.
+PUBLISHED_PARAMS = {
+    "gpt2": 124_439_808,
+    "bert-base-uncased": 109_482_240,
+    "llama-2-7b": 6_738_415_616,
+    "mistral-7b": 7_241_732_096,
+    "qwen2-0.5b": 494_032_768,
+    "tinyllama-1.1b": 1_100_048_384,
+}
+
+
+def _n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def built_counts() -> dict[str, int]:
+    """Every registry entry built on the meta device once: name -> parameter count."""
+    counts = {}
+    for name in list_llms():
+        spec = resolve_llm(name)
+        model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
+        assert causal == spec.causal
+        assert next(model.parameters()).device.type == "meta"
+        counts[name] = _n_params(model)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def measured_rows() -> dict[str, dict]:
+    """First row of each model in the measured H200 LLM data."""
+    rows: dict[str, dict] = {}
+    with LLM_JSONL.open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            rows.setdefault(row["model"], row)
+    return rows
+
+
+def test_registry_lists_the_expected_architectures():
+    names = list_llms()
+    assert len(names) == len(set(names)) == 26
+    for n in ("bert-base-uncased", "deberta-v3-large", "gpt2-xl", "llama-2-70b", "llama-3-8b", "mistral-7b",
+              "qwen2-7b", "tinyllama-1.1b", "phi-2", "gemma-2b", "gemma-7b"):
+        assert n in names
+
+
+def test_every_entry_instantiates_on_meta(built_counts):
+    assert set(built_counts) == set(list_llms())
+    assert all(n > 10_000_000 for n in built_counts.values())
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_param_count_matches_published(built_counts, name):
+    assert built_counts[name] == PUBLISHED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert-base-uncased", "llama-2-7b"])
+def test_param_count_estimate_within_2_percent_of_published(name):
+    est = param_count_estimate(name)
+    assert est == pytest.approx(PUBLISHED_PARAMS[name], rel=0.02)
+
+
+def test_param_count_estimate_close_for_every_entry(built_counts):
+    for name, real in built_counts.items():
+        assert param_count_estimate(name) == pytest.approx(real, rel=0.005), name
+
+
+def test_measured_model_names_resolve_and_agree_with_the_data(measured_rows):
+    assert measured_rows, "no rows in llm.jsonl"
+    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size")
+    for model, row in measured_rows.items():
+        spec = resolve_llm(model)
+        assert spec.model_type == row["model_type"], model
+        assert spec.causal == row["causal"], model
+        ours = llm_features(spec)
+        theirs = llm_features({**row["config"], "model_type": row["model_type"]})
+        assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}, model
+        assert param_count_estimate(spec) == row["params"], model
+
+
+def test_measured_configs_agree_on_raw_field_names(measured_rows):
+    # same check on the config fields themselves, for families that use the standard names
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    for model, row in measured_rows.items():
+        cfg = resolve_llm(model).config
+        for f in fields:
+            if f in row["config"]:
+                assert cfg[f] == row["config"][f], (model, f)
+
+
+@pytest.mark.parametrize(
+    ("alias", "canonical"),
+    [
+        ("bert-base", "bert-base-uncased"),
+        ("BERT_BASE_UNCASED", "bert-base-uncased"),
+        ("google-bert/bert-base-uncased", "bert-base-uncased"),
+        ("meta-llama/Llama-2-7b-hf", "llama-2-7b"),
+        ("Llama2-7B", "llama-2-7b"),
+        ("Qwen/Qwen2-0.5B", "qwen2-0.5b"),
+        ("qwen2_0_5b", "qwen2-0.5b"),
+        ("microsoft-deberta-v3-small", "deberta-v3-small"),
+        ("microsoft/deberta-v3-large", "deberta-v3-large"),
+        ("openai-community/gpt2", "gpt2"),
+        ("mistralai/Mistral-7B-v0.1", "mistral-7b"),
+        ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "tinyllama-1.1b"),
+        ("Meta-Llama-3-8B", "llama-3-8b"),
+    ],
+)
+def test_aliases(alias, canonical):
+    spec = resolve_llm(alias)
+    assert spec.name == canonical
+    assert spec.config["model_type"] == spec.model_type
+
+
+def test_resolve_returns_independent_copies():
+    a = resolve_llm("gpt2")
+    a.config["n_layer"] = 1
+    assert resolve_llm("gpt2").config["n_layer"] == 12
+    assert isinstance(a, LLMSpec) and resolve_llm(a) is a
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(UnknownModelError, match=r"Did you mean: .*llama-2-7b"):
+        resolve_llm("llama-2-7bb")
+    with pytest.raises(UnknownModelError, match="known names: bert-base-uncased"):
+        resolve_llm("not-a-model")
+
+
+def test_local_directory(tmp_path):
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
+    }  # fmt: skip
+    d = tmp_path / "tiny-llama"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    for arg in (d, str(d), str(d / "config.json")):
+        spec = resolve_llm(arg)
+        assert spec.name == "tiny-llama"
+        assert spec.model_type == "llama" and spec.causal
+    f = llm_features(d)
+    assert (f["num_kv_heads"], f["head_dim"], f["is_decoder"], f["type_vocab_size"]) == (2, 64, 1, 0)
+    model, _ = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
+    assert _n_params(model) == param_count_estimate(spec)
+
+
+def test_local_directory_encoder_and_errors(tmp_path):
+    d = tmp_path / "enc"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"], "model_type": "bert"}))
+    assert resolve_llm(d).causal is False
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="config.json"):
+        resolve_llm(tmp_path / "empty")
+    (d / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(InvalidInputError, match="model_type"):
+        resolve_llm(d)
+
+
+def test_pretrained_config_and_dict():
+    import transformers
+
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4)
+    spec = resolve_llm(cfg)
+    assert spec.model_type == "gpt2" and spec.causal and spec.source == "PretrainedConfig"
+    assert llm_features(spec)["num_layers"] == 2
+    spec = resolve_llm({"model_type": "roberta", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2})
+    assert spec.causal is False and spec.source == "dict"
+    with pytest.raises(InvalidInputError, match="model_type"):
+        resolve_llm({"hidden_size": 64})
+    with pytest.raises(InvalidInputError, match="expected a registry name"):
+        resolve_llm(42)
+
+
+def test_features():
+    f = llm_features("gemma-2b")
+    assert f == {
+        "hidden_size": 2048, "num_layers": 18, "num_heads": 8, "num_kv_heads": 1, "head_dim": 256,
+        "intermediate_size": 16384, "vocab_size": 256000, "max_position_embeddings": 8192,
+        "type_vocab_size": 0, "tie_word_embeddings": 1, "is_decoder": 1,
+    }  # fmt: skip
+    g = llm_features("gpt2")  # n_inner=None means 4 * n_embd
+    assert (g["hidden_size"], g["intermediate_size"], g["num_kv_heads"]) == (768, 3072, 12)
+    assert g["max_position_embeddings"] == 1024
+    b = llm_features("bert-base-uncased")
+    assert (b["type_vocab_size"], b["is_decoder"]) == (2, 0)
+    assert llm_features("distilbert-base-uncased")["num_layers"] == 6
+    assert llm_features("llama-3-8b")["tie_word_embeddings"] == 0
+
+
+def test_kv_cache_bytes():
+    # Llama-2-7B: 2 * 32 layers * 32 kv heads * 128 dims * 2 bytes = 512 KiB per token
+    assert kv_cache_bytes("llama-2-7b", batch=1, seq=1, dtype_bytes=2) == 524_288
+    assert kv_cache_bytes("llama-2-7b", batch=4, seq=4096, dtype_bytes="fp16") == 4 * 4096 * 524_288
+    # grouped-query attention: Llama-3-8B keeps 8 kv heads
+    assert kv_cache_bytes("llama-3-8b", batch=1, seq=1, dtype_bytes="bf16") == 2 * 32 * 8 * 128 * 2
+    assert kv_cache_bytes("llama-2-7b", batch=1, seq=1, dtype_bytes="int4") == 131_072
+    for bad in ({"batch": 0, "seq": 1}, {"batch": 1, "seq": -1}, {"batch": 1.5, "seq": 1}):
+        with pytest.raises(InvalidInputError):
+            kv_cache_bytes("gpt2", **bad)
+    with pytest.raises(InvalidInputError, match="fp16"):
+        kv_cache_bytes("gpt2", 1, 1, dtype_bytes="half")
+    with pytest.raises(InvalidInputError):
+        kv_cache_bytes("gpt2", 1, 1, dtype_bytes=0)

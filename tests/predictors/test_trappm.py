@@ -1,0 +1,180 @@
+"""TraPPM: unlabeled corpus, graph autoencoder pretraining, frozen-embedding regressor."""
+
+import json
+
+import numpy as np
+import pytest
+
+from costmodel import InvalidInputError, ModelLoadError, SchemaMismatchError
+from costmodel.datasets import CORPUS_FAMILIES, GraphCorpus, PerfDataset, sample_corpus_specs
+from costmodel.datasets._corpus import CorpusItem, _build_one
+from costmodel.frontends import zoo_graph
+from costmodel.predictors import load_predictor
+from costmodel.predictors._gae import GAEConfig, GraphAutoencoder, roc_auc
+from costmodel.predictors._gnn import GNNConfig, GNNPredictor
+from costmodel.predictors._trappm import TRAPPM_TARGETS, TraPPMPredictor, trappm_config
+
+SMALL = ("squeezenet1_1", "mnasnet0_5", "resnet18", "shufflenet_v2_x1_0")
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = PerfDataset.load()
+    return PerfDataset([r for r in ds.rows if r.model in SMALL])
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    specs = [("squeezenet1_1", 1), ("mnasnet0_5", 8), ("resnet18", 1), ("shufflenet_v2_x1_0", 8),
+             ("mobilenet_v2", 1), ("resnet18", 8)]
+    return GraphCorpus.from_graphs(zoo_graph(n, batch=b, method="trace") for n, b in specs)
+
+
+@pytest.fixture(scope="module")
+def gae(corpus):
+    return GraphAutoencoder(GAEConfig(hidden=16, out=8, layers=2, epochs=3)).fit(corpus, progress=False)
+
+
+def test_sampling_is_seeded_and_spans_families():
+    a, b = sample_corpus_specs(300, seed=3), sample_corpus_specs(300, seed=3)
+    assert a == b and a != sample_corpus_specs(300, seed=4)
+    fams = {i.spec["family"] for i in a}
+    assert {"resnet", "vit", "mobilenet", "convnext", "swin"} <= fams
+    assert {i.mode for i in a} == {"inference", "training"} and {i.batch for i in a} == {1, 8, 32}
+    # parametric variants differ in structure, not only in batch
+    resnets = {json.dumps(i.spec, sort_keys=True) for i in a if i.spec["family"] == "resnet"}
+    assert len(resnets) > 20
+    with pytest.raises(InvalidInputError, match="unknown corpus families"):
+        sample_corpus_specs(5, families=["resnet", "lenet"])
+    with pytest.raises(InvalidInputError, match="positive"):
+        sample_corpus_specs(0)
+    assert set(CORPUS_FAMILIES) >= {"resnet", "vit", "densenet", "poolformer"}
+
+
+def test_sampled_variants_build():
+    # one variant of each parametric family builds into a real graph
+    items = sample_corpus_specs(80, seed=0)
+    for fam in ("resnet", "vit", "mobilenet", "convnext", "swin"):
+        it = next(i for i in items if i.spec["family"] == fam)
+        out = _build_one(CorpusItem(it.spec, 1, "inference"))
+        assert not isinstance(out, str), out
+        x, ei = out
+        assert x.shape[0] > 10 and ei.shape[0] == 2 and ei.max() < x.shape[0]
+
+
+def test_failed_variant_is_reported_not_raised():
+    out = _build_one(CorpusItem({"src": "tv", "name": "no_such_net", "family": "x"}, 1, "inference"))
+    assert isinstance(out, str) and "no_such_net" in out
+
+
+def test_corpus_build_caches_shards(monkeypatch):
+    import costmodel.datasets._corpus as C
+
+    calls = []
+    real = C._build_one
+
+    def counting(item):
+        calls.append(item)
+        return real(item)
+
+    monkeypatch.setattr(C, "_build_one", counting)
+    monkeypatch.setattr(C, "SHARD", 2)
+    a = GraphCorpus.build(3, seed=11, families=["mobilenet"], workers=1, progress=False)
+    assert len(a) + len(a.failed) == 3 and len(calls) == 3
+    b = GraphCorpus.build(3, seed=11, families=["mobilenet"], workers=1, progress=False)
+    assert len(calls) == 3  # every shard came from the cache
+    assert [x.shape for x in a.x] == [x.shape for x in b.x]
+    assert all(np.array_equal(x, y) for x, y in zip(a.x, b.x))
+    assert all(np.array_equal(x, y) for x, y in zip(a.edge_index, b.edge_index))
+    assert a.items == b.items
+
+
+def test_roc_auc():
+    assert roc_auc([3, 4], [1, 2]) == 1.0
+    assert roc_auc([1, 2], [3, 4]) == 0.0
+    assert roc_auc([1, 1], [1, 1]) == 0.5
+
+
+def test_gae_trains_and_round_trips(corpus, gae, tmp_path):
+    loss = gae.history["loss"]
+    assert len(loss) == 3 and loss[-1] < loss[0]
+    ev = gae.evaluate(corpus, range(len(corpus)))
+    assert 0 <= ev["auc"] <= 1 and ev["bce"] > 0
+    e = gae.embed(corpus.x[0], corpus.edge_index[0])
+    assert e.shape == (8,) and np.isfinite(e).all()
+    many = gae.embed_many(list(zip(corpus.x, corpus.edge_index)))
+    assert many.shape == (len(corpus), 8)
+    np.testing.assert_allclose(many[0], e, rtol=1e-5, atol=1e-6)
+    gae.save(tmp_path / "g")
+    back = GraphAutoencoder.load(tmp_path / "g")
+    np.testing.assert_allclose(back.embed(corpus.x[0], corpus.edge_index[0]), e, rtol=1e-6)
+    # a different node-feature layout is refused
+    cfg = json.loads((tmp_path / "g" / "gae.json").read_text())
+    cfg["node_features"] = cfg["node_features"][:-1]
+    (tmp_path / "g" / "gae.json").write_text(json.dumps(cfg))
+    with pytest.raises(SchemaMismatchError, match="pretrained on different node features"):
+        GraphAutoencoder.load(tmp_path / "g")
+    with pytest.raises(ModelLoadError, match="no graph autoencoder"):
+        GraphAutoencoder.load(tmp_path)
+
+
+def test_untrained_encoder_is_the_random_init_ablation(corpus):
+    r = GraphAutoencoder(GAEConfig(hidden=16, out=8, layers=2, epochs=0)).fit(corpus, progress=False)
+    assert r.history["loss"] == [] and r.embed(corpus.x[0], corpus.edge_index[0]).shape == (8,)
+    with pytest.raises(ModelLoadError, match="not trained"):
+        GraphAutoencoder().embed(corpus.x[0], corpus.edge_index[0])
+    with pytest.raises(InvalidInputError, match="dropout"):
+        GAEConfig(dropout=1.5)
+
+
+def test_trappm_fit_predict_roundtrip(small, gae, tmp_path):
+    p = TraPPMPredictor(trappm_config(epochs=3, hidden=16), gae).fit(small, progress=False)
+    assert p.targets == TRAPPM_TARGETS
+    g = small.graph(0)
+    e = p.predict(g, "h200", mode="training")
+    assert e.predictor == "trappm"
+    assert e.energy_j == pytest.approx(e.power_w * e.latency_ms / 1e3)  # energy follows from power x time
+    p.save(tmp_path / "t")
+    names = sorted(f.name for f in (tmp_path / "t").iterdir())
+    assert names == ["config.json", "gae.json", "gae.safetensors", "weights.safetensors"]
+    q = load_predictor(tmp_path / "t")
+    assert isinstance(q, TraPPMPredictor)
+    assert q.predict(g, "h200", mode="training").to_dict() == e.to_dict()
+    # the embedding is part of the feature schema
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["schema"]["static_features"][-8:] == [f"gae_{i}" for i in range(8)]
+    assert cfg["targets"] == list(TRAPPM_TARGETS)
+
+
+def test_trappm_without_encoder_is_refused(small):
+    with pytest.raises(ModelLoadError, match="pretrained graph autoencoder"):
+        TraPPMPredictor(trappm_config(epochs=1)).fit(small, progress=False)
+
+
+def test_power_target_and_intervals(small):
+    p = GNNPredictor(GNNConfig(epochs=3, hidden=16, targets=("latency_ms", "memory_mb", "power_w")))
+    p.fit_calibrated(small, calibration_fraction=0.4, progress=False)
+    e = p.predict(small.graph(0), "h200")
+    lo, hi = e.details["power_w_interval"]
+    assert lo < e.power_w < hi
+    assert e.latency_ms_interval[0] < e.latency_ms < e.latency_ms_interval[1]
+    assert e.energy_j_interval is None  # energy is derived, not predicted with its own interval
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(targets=("memory_mb",)), "must include latency_ms"),
+    (dict(targets=("latency_ms", "speed")), "distinct names"),
+    (dict(pool="attention"), "pool must be one of"),
+    (dict(loss="l1"), "loss must be one of"),
+])
+def test_config_validation(kw, msg):
+    with pytest.raises(InvalidInputError, match=msg):
+        GNNConfig(**kw)
+
+
+def test_nnlqp_style_baseline_trains(small):
+    from costmodel.predictors._gnn import NNLQP
+
+    p = GNNPredictor(GNNConfig(epochs=3, hidden=16, **NNLQP)).fit(small, progress=False)
+    e = p.predict(small.graph(0), "h200")
+    assert np.isfinite([e.latency_ms, e.memory_mb, e.energy_j]).all() and e.latency_ms > 0
