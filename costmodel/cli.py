@@ -175,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=_cmd_llm)
 
+    w = sub.add_parser("web", help="serve the transformer cost web page (needs the 'web' extra)",
+                       description="Serve a page where a model name or config.json, batch, sequence, device, dtype "
+                                   "and mode give throughput, memory (against the device and its MIG slices), "
+                                   "energy, carbon and cost, with a batch-size sweep.",
+                       epilog="examples:\n  costmodel web\n  costmodel web --host 0.0.0.0 --port 8080\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    w.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
+    w.set_defaults(func=_cmd_web)
+
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                        epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,6 +361,13 @@ def _cmd_llm(a) -> int:
                        region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                        price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance)
     print(est.to_json() if a.json else est.table())
+    return 0
+
+
+def _cmd_web(a) -> int:
+    from .web import launch
+
+    launch(a.host, a.port)
     return 0
 
 

@@ -1,0 +1,161 @@
+"""A web page for transformer cost estimates (``costmodel web``; extra ``web``).
+
+Pick a model from the registry or upload a Hugging Face ``config.json``, set
+batch, sequence, device, dtype, mode, grid region and GPU price; the page
+shows throughput, memory against the device and its MIG slices, energy,
+carbon and cost, and how throughput and memory grow with the batch size.
+
+The page is a Gradio app; the work is done by :func:`estimate_view`, which
+returns plain data and matplotlib figures and is usable without a browser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def memory_figure(est, device):
+    """Predicted memory as a bar against the device's memory and its MIG slice sizes."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 2.2))
+    cap = device.memory_mb / 1024
+    mem = est.memory_mb / 1024
+    ax.barh([0], [cap], color="#e8e8e8", height=0.5, label=f"{device.name}: {cap:.0f} GiB")
+    ax.barh([0], [mem], color="#d62728" if mem > cap else "#1f77b4", height=0.5,
+            label=f"predicted: {mem:.1f} GiB")
+    by_mem: dict[float, list[str]] = {}
+    for p in device.mig_profiles:  # profiles of equal memory share one line
+        by_mem.setdefault(p.memory_gb, []).append(p.name)
+    for x, names in sorted(by_mem.items()):
+        picked = est.mig_profile in names
+        ax.axvline(x, color="#2ca02c" if picked else "#999999", lw=1.5 if picked else 0.8, ls="-" if picked else ":")
+        ax.text(x, 0.32, " / ".join(names), rotation=90, fontsize=7, va="bottom", ha="right")
+    ax.set_xlim(0, max(cap, mem) * 1.05)
+    ax.set_yticks([])
+    ax.set_xlabel("memory (GiB)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sweep(model, *, seq: int, device, mode: str | None, dtype: str, predictor=None) -> list[dict]:
+    """Throughput and memory over batch sizes (one batched prediction)."""
+    from .llm import llm_workload
+    from .llm._predictor import _default_predictor
+
+    p = predictor or _default_predictor()
+    ws = [llm_workload(model, batch=b, seq=seq, mode=mode, dtype=dtype) for b in _BATCHES]
+    vals = p.predict_many(ws, device)
+    return [{"batch": b, "throughput_samples_s": b / (lat / 1e3), "memory_mb": mem}
+            for b, (lat, mem, _) in zip(_BATCHES, vals)]
+
+
+def sweep_figure(points: list[dict], device):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    b = [p["batch"] for p in points]
+    ax.plot(b, [p["throughput_samples_s"] for p in points], "o-", color="#1f77b4")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("throughput (samples/s)", color="#1f77b4")
+    ax2 = ax.twinx()
+    ax2.plot(b, [p["memory_mb"] / 1024 for p in points], "s--", color="#ff7f0e")
+    ax2.axhline(device.memory_mb / 1024, color="#d62728", lw=0.8)
+    ax2.set_ylabel("memory (GiB); red: device", color="#ff7f0e")
+    fig.tight_layout()
+    return fig
+
+
+def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, device: str, dtype: str, mode: str,
+                  region: str, price: float | None) -> tuple[str, Any, Any]:
+    """Markdown summary, memory figure and batch-sweep figure for one request."""
+    from .devices import get_device
+    from .llm import estimate_llm, resolve_llm
+
+    src = getattr(config_file, "name", config_file) if config_file else None
+    spec = resolve_llm(src if src else (model or ""))
+    mode = None if mode in (None, "", "auto") else mode
+    dev = get_device(device)
+    est = estimate_llm(spec, batch=int(batch), seq=int(seq), device=dev, mode=mode, dtype=dtype, region=region,
+                       price_per_gpu_hour_usd=float(price) if price else None)
+    cost = ("-" if est.cost_per_1k_samples_usd is None else
+            f"${est.cost_per_1k_samples_usd:.4g} per 1k samples, ${est.cost_per_1m_tokens_usd:.4g} per 1M tokens "
+            f"(${est.price_per_gpu_hour_usd:.4g}/GPU-hour)")
+    rows = [
+        ("model", f"{est.model} ({est.params / 1e6:,.0f} M parameters)"),
+        ("workload", f"{est.mode}, batch {est.batch}, seq {est.seq}, {est.dtype} on {est.device}"
+                     + (" (extrapolated: no measurements of this device)" if est.extrapolated_device else "")),
+        ("throughput", f"{est.throughput_samples_s:,.4g} samples/s, {est.tokens_s:,.4g} tokens/s"),
+        ("latency", f"{est.latency_ms:.4g} ms per call"),
+        ("memory", f"{est.memory_mb / 1024:.2f} GiB" + ("" if est.fits_device else " (does not fit)")),
+        ("MIG slice", est.mig_profile or "none fits / no MIG"),
+        ("energy", f"{est.energy_j:.4g} J per sample"),
+        ("carbon", f"{est.carbon_g:.4g} g CO2e per sample ({est.region})"),
+        ("cost", cost),
+    ]
+    md = "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows)
+    pts = sweep(spec, seq=int(seq), device=dev, mode=est.mode, dtype=dtype)
+    return md, memory_figure(est, dev), sweep_figure(pts, dev)
+
+
+def build_app():
+    """The Gradio ``Blocks`` app (not launched)."""
+    try:
+        import gradio as gr
+    except ImportError:
+        from ._errors import InvalidInputError
+
+        raise InvalidInputError("the web page needs gradio and matplotlib: pip install 'costmodel[web]'") from None
+    from ._errors import CostModelError
+    from .devices import list_devices
+    from .llm import LLM_DTYPES, list_llms
+
+    def run(*args):
+        try:
+            return estimate_view(*args)
+        except CostModelError as e:
+            raise gr.Error(str(e)) from None
+
+    with gr.Blocks(title="costmodel: what will this transformer cost?") as app:
+        gr.Markdown("# costmodel\nThroughput, memory, energy, carbon and cloud cost of a transformer workload, "
+                    "predicted from its config (no GPU, no weights).")
+        with gr.Row():
+            with gr.Column():
+                model = gr.Dropdown(list_llms(), value="llama-2-7b", label="model", allow_custom_value=True)
+                cfg = gr.File(label="or upload a config.json", file_types=[".json"])
+                with gr.Row():
+                    batch = gr.Number(8, label="batch", precision=0, minimum=1)
+                    seq = gr.Number(512, label="sequence length (decode: KV-cache length)", precision=0, minimum=1)
+                with gr.Row():
+                    device = gr.Dropdown([d.name for d in list_devices() if d.vendor == "NVIDIA"] or ["H200-SXM5-141GB"],
+                                         value="H200-SXM5-141GB", label="device")
+                    dtype = gr.Dropdown(list(LLM_DTYPES), value="fp16", label="dtype")
+                    mode = gr.Dropdown(["auto", "forward", "prefill", "decode"], value="auto", label="mode")
+                with gr.Row():
+                    region = gr.Textbox("world", label="grid region")
+                    price = gr.Number(0, label="GPU price, USD/hour (0: the price table)", minimum=0)
+                go = gr.Button("estimate", variant="primary")
+            with gr.Column():
+                out = gr.Markdown()
+                mem_plot = gr.Plot(label="memory vs device and MIG slices")
+        sweep_plot = gr.Plot(label="throughput and memory over batch size")
+        inputs = [model, cfg, batch, seq, device, dtype, mode, region, price]
+        go.click(run, inputs, [out, mem_plot, sweep_plot], api_name="estimate")
+        app.load(run, inputs, [out, mem_plot, sweep_plot])
+    return app
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, **kw):
+    """Serve the page (blocking unless ``prevent_thread_lock=True``)."""
+    return build_app().launch(server_name=host, server_port=port, **kw)
