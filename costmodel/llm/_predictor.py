@@ -1,6 +1,7 @@
 """XGBoost cost model for transformer workloads (thesis ch. 6, roofline-normalized).
 
-One ``XGBRegressor`` per quantity, trained on the features of
+One ``XGBRegressor`` per quantity (evaluated with numpy at prediction
+time, :mod:`._trees`), trained on the features of
 :mod:`._features`:
 
 * latency: ``log(measured / roofline latency)`` -- the inverse efficiency
@@ -174,12 +175,15 @@ class XGBLLMPredictor:
             raise InvalidInputError("the LLM predictor needs xgboost: pip install 'costmodel[xgb]'") from None
         if len(X) < 4:
             raise InvalidInputError(f"need at least 4 training rows, got {len(X)}")
+        from ._trees import TreeEnsemble
+
         t0 = time.perf_counter()
         self.models = []
         for t in range(Y.shape[1]):
             m = xgb.XGBRegressor(random_state=self.seed, n_jobs=2, **self.params)
             m.fit(X, Y[:, t])
-            self.models.append(m)
+            # predictions go through the numpy evaluator, trained or loaded alike
+            self.models.append(TreeEnsemble.from_xgboost(m))
         self.meta = {"trained_rows": int(len(X)), "devices": sorted(set(devices)), "data_hash": rows_hash,
                      "train_seconds": round(time.perf_counter() - t0, 2)}
         return self
@@ -260,7 +264,7 @@ class XGBLLMPredictor:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for t, m in zip(LLM_TARGETS, self.models):
-            m.save_model(str(path / f"{t}.json"))
+            m.save(path / f"{t}.json")
         cfg = {"predictor": self.name, "version": self.version, "params": self.params, "seed": self.seed,
                "targets": list(LLM_TARGETS), "target_scale": ["log(latency/roofline)", "log(memory/analytic)",
                                                               "log(power/tdp)"],
@@ -271,7 +275,8 @@ class XGBLLMPredictor:
 
     @classmethod
     def load(cls, path: str | Path) -> "XGBLLMPredictor":
-        import xgboost as xgb
+        """Load an artifact; prediction needs numpy only (no ``xgboost`` import)."""
+        from ._trees import TreeEnsemble
 
         path = Path(path)
         f = path / "config.json"
@@ -291,9 +296,7 @@ class XGBLLMPredictor:
             )
         obj.meta = cfg.get("meta", {})
         for t in LLM_TARGETS:
-            m = xgb.XGBRegressor()
-            m.load_model(str(path / f"{t}.json"))
-            obj.models.append(m)
+            obj.models.append(TreeEnsemble.load(path / f"{t}.json"))
         return obj
 
     @classmethod

@@ -149,3 +149,26 @@ def test_shipped_artifact_and_cli(capsys):
     assert "llama-2-7b" in capsys.readouterr().err  # suggestion
     assert main(["llm", "gpt2", "--seq", "8"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_numpy_tree_evaluator_matches_xgboost(tmp_path):
+    xgb = pytest.importorskip("xgboost")
+    from costmodel.llm._trees import TreeEnsemble
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 7)).astype(np.float32)
+    y = X[:, 0] * 2 + np.sin(X[:, 1] * 3) + (X[:, 2] > 0.5)
+    m = xgb.XGBRegressor(n_estimators=60, max_depth=6, learning_rate=0.2).fit(X, y)
+    X_test = rng.normal(size=(100, 7)).astype(np.float32)
+    X_test[::7, 3] = np.nan  # missing values take the default branch
+    ours = TreeEnsemble.from_xgboost(m).predict(X_test)
+    np.testing.assert_allclose(ours, m.predict(X_test), rtol=1e-5, atol=1e-5)
+    m.save_model(str(tmp_path / "m.json"))
+    np.testing.assert_allclose(TreeEnsemble.load(tmp_path / "m.json").predict(X_test), ours, rtol=1e-6)
+    with pytest.raises(ModelLoadError, match="feature matrix"):
+        TreeEnsemble.from_xgboost(m).predict(X_test[:, :3])
+    with pytest.raises(ModelLoadError, match="not an XGBoost JSON model"):
+        TreeEnsemble({"nope": 1})
+    clf = xgb.XGBClassifier(n_estimators=3).fit(X, (y > 0).astype(int))
+    with pytest.raises(ModelLoadError, match="objective"):
+        TreeEnsemble.from_xgboost(clf)
