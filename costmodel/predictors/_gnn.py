@@ -546,11 +546,15 @@ class GNNPredictor(Predictor):
 
     @classmethod
     def load(cls, path: str | Path) -> "GNNPredictor":
-        from safetensors.torch import load_file
-
         path = Path(path)
         cfg = read_artifact_config(path, _GNN_NAMES)
-        obj = _GNN_NAMES[cfg["predictor"]](GNNConfig(**cfg["config"]))
+        return _GNN_NAMES[cfg["predictor"]](GNNConfig(**cfg["config"]))._load_weights(cfg, path)
+
+    def _load_weights(self, cfg: dict, path: Path) -> "GNNPredictor":
+        """Check the schema, then restore normalization and weights from an artifact folder."""
+        from safetensors.torch import load_file
+
+        obj = self
         obj._check_schema(cfg, path)
         obj.norm = _Norm(**cfg["norm"])
         obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(obj.targets))

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import ModelLoadError
-from ..features import NODE_FEATURE_NAMES, GraphFeatures
+from ..features import GraphFeatures
 from ._base import read_artifact_config, register_predictor
 from ._gae import GraphAutoencoder
-from ._gnn import _ARTIFACTS, GNNConfig, GNNPredictor, _build_net, _Norm
+from ._gnn import _ARTIFACTS, GNNConfig, GNNPredictor
 
 TRAPPM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 
@@ -73,17 +73,9 @@ class TraPPMPredictor(GNNPredictor):
 
     @classmethod
     def load(cls, path: str | Path) -> "TraPPMPredictor":
-        from safetensors.torch import load_file
-
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name: cls})
-        obj = cls(GNNConfig(**cfg["config"]), GraphAutoencoder.load(path))
-        obj._check_schema(cfg, path)
-        obj.norm = _Norm(**cfg["norm"])
-        obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(obj.targets))
-        obj.net.load_state_dict(load_file(str(path / "weights.safetensors")))
-        obj.net.eval()
-        return obj
+        return cls(GNNConfig(**cfg["config"]), GraphAutoencoder.load(path))._load_weights(cfg, path)
 
     @classmethod
     def is_available(cls) -> bool:
