@@ -46,6 +46,9 @@ _IGNORED = {"_name_or_path", "architectures", "transformers_version", "dtype", "
             "output_attentions", "output_hidden_states", "return_dict"}
 #: tokens of the probe graphs that measure structure (structure does not depend on it)
 _PROBE_SEQ = 8
+#: model types whose transformers implementation has no fused (SDPA) attention: the
+#: (batch, heads, q, k) score matrices are written and read in memory
+EAGER_ATTENTION_TYPES = frozenset({"deberta", "deberta-v2"})
 
 
 @dataclass(frozen=True)
@@ -182,18 +185,33 @@ def analytic_costs(w: LLMWorkload, device) -> dict[str, float]:
     layer_linear = h * (q_dim + 2 * kv_dim) + q_dim * h + mlp_w  # weights multiplied per token
     head = vocab * h if w.spec.causal else 0  # the LM head runs on every returned position
     tokens = w.query_tokens
+    q_len = 1 if w.mode == "decode" else w.seq
     linear_macs = tokens * (L * layer_linear + head)
-    attn_macs = 2 * w.batch * (1 if w.mode == "decode" else w.seq) * w.context * q_dim * L
+    attn_macs = 2 * w.batch * q_len * w.context * q_dim * L
     params = param_count_estimate(w.spec)
     weights_bytes = params * b
     kv_bytes = 2 * L * w.batch * w.context * kv_dim * b if w.spec.causal and w.mode != "forward" else 0.0
-    hidden_bytes = tokens * h * b
+    # eager attention materializes scores (and the relative-position terms of DeBERTa's c2p/p2c)
+    eager = w.spec.model_type in EAGER_ATTENTION_TYPES
+    rel = w.spec.config.get("pos_att_type") or []
+    n_scores = (1 + len(rel if isinstance(rel, list) else str(rel).split("|"))) if eager else 0
+    score_bytes = n_scores * w.batch * f["num_heads"] * q_len * w.context * b
+
+    def block_bytes(n_tok: int, q: int) -> float:
+        # live activations inside one block (residual, normed input, q/k/v, MLP intermediates, scores)
+        s_b = n_scores * w.batch * f["num_heads"] * q * w.context * b if eager else 0.0
+        return n_tok * (4 * h + q_dim + 2 * kv_dim + (2 if gated else 1) * inter) * b + 2 * s_b
+
+    block_act = block_bytes(tokens, q_len)
     logits_bytes = tokens * vocab * b if w.spec.causal else 0.0
-    # live activations inside one block (residual, normed input, q/k/v, MLP intermediates)
-    block_act = tokens * (4 * h + q_dim + 2 * kv_dim + (2 if gated else 1) * inter) * b
-    act_peak = max(block_act, logits_bytes + hidden_bytes)
+    act_peak = max(block_act, logits_bytes + tokens * h * b)
+    if w.mode == "decode":
+        # the cache was built by a prefill over the prompt in the same process: its peak
+        # (the prompt's logits, mostly) stays reserved by PyTorch's caching allocator
+        p_tok = w.batch * w.seq
+        act_peak = max(act_peak, block_bytes(p_tok, w.seq), p_tok * (vocab * (w.spec.causal) + h) * b)
     # bytes moved: weights once, the cache read (and written), activations in and out of each block
-    moved = weights_bytes + kv_bytes + L * 2 * block_act + 2 * logits_bytes
+    moved = weights_bytes + kv_bytes + L * (2 * block_act + 2 * score_bytes) + 2 * logits_bytes
     flops = 2.0 * (linear_macs + attn_macs)
     dtype_peak = device.peak_flops("fp32" if w.dtype == "fp32" else w.dtype, tensor=True)
     compute_s = flops / dtype_peak
@@ -209,6 +227,7 @@ def analytic_costs(w: LLMWorkload, device) -> dict[str, float]:
     return {
         "flops": flops, "macs": linear_macs + attn_macs, "attention_flops": 2.0 * attn_macs,
         "params": float(params), "weights_bytes": float(weights_bytes), "kv_cache_bytes": float(kv_bytes),
+        "attention_score_bytes": float(score_bytes * L), "eager_attention": float(eager),
         "activation_bytes": float(act_peak), "logits_bytes": float(logits_bytes), "bytes_moved": float(moved),
         "arithmetic_intensity": flops / max(moved, 1.0), "compute_ms": compute_s * 1e3,
         "memory_ms": memory_s * 1e3, "launch_ms": max(host_s, launch_s) * 1e3, "kernels": float(kernels),
@@ -227,7 +246,8 @@ def llm_feature_names(hardware_names: tuple[str, ...]) -> tuple[str, ...]:
     work = ("log_batch", "log_seq", "log_query_tokens", "log_context", *(f"mode_{m}" for m in LLM_MODES),
             "dtype_bytes", *(f"dtype_{d}" for d in LLM_DTYPES))
     graph = ("log_num_nodes", "log_num_edges", "log_num_kernels", "log_num_nodes_per_layer")
-    costs = ("log_flops", "log_macs", "log_attention_flops", "log_params", "log_weights_bytes", "log_kv_cache_bytes",
+    costs = ("eager_attention", "log_attention_score_bytes",
+             "log_flops", "log_macs", "log_attention_flops", "log_params", "log_weights_bytes", "log_kv_cache_bytes",
              "log_activation_bytes", "log_logits_bytes", "log_bytes_moved", "log_arithmetic_intensity",
              "log_compute_ms", "log_memory_ms", "log_launch_ms", "log_roofline_latency_ms", "log_analytic_memory_mb")
     return cfg + work + graph + costs + tuple(f"hw_{k}" for k in hardware_names)
@@ -245,6 +265,7 @@ def llm_feature_vector(w: LLMWorkload, device, *, build_structure: bool = True) 
     vals += [1.0 if w.mode == m else 0.0 for m in LLM_MODES]
     vals += [float(DTYPE_BYTES[w.dtype])] + [1.0 if w.dtype == d else 0.0 for d in LLM_DTYPES]
     vals += [_l(s["num_nodes"]), _l(s["num_edges"]), _l(s["num_kernels"]), _l(s["num_nodes_per_layer"])]
+    vals += [c["eager_attention"], _l(c["attention_score_bytes"])]
     vals += [_l(c[k]) for k in ("flops", "macs", "attention_flops", "params", "weights_bytes", "kv_cache_bytes",
                                  "activation_bytes", "logits_bytes", "bytes_moved")]
     vals += [math.log(max(c["arithmetic_intensity"], 1e-9))]

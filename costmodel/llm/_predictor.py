@@ -40,7 +40,7 @@ from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ._features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
 
 LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
-LLM_SCHEMA_VERSION = 1
+LLM_SCHEMA_VERSION = 2
 #: chosen by ``benchmarks/llm_grid.py`` (recorded in ``costmodel/llm/grid_search.json``)
 DEFAULT_PARAMS = dict(n_estimators=500, learning_rate=0.1, max_depth=5, subsample=1.0)
 _ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "llm-xgb"

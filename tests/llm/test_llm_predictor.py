@@ -63,6 +63,17 @@ def test_decode_reads_the_cache():
     assert c["memory_ms"] > c["compute_ms"]  # one token: memory-bound
     p = analytic_costs(llm_workload("llama-2-7b", batch=4, seq=1024, mode="prefill", dtype="fp16"), H200)
     assert p["compute_ms"] > p["memory_ms"]  # 4096 tokens: compute-bound
+    # the prefill that built the cache (its logits) stays reserved by the caching allocator
+    assert c["activation_bytes"] >= 4 * 1024 * 32000 * 2
+    assert c["memory_mb"] > p["memory_mb"] - 1
+
+
+def test_eager_attention_scores_are_counted():
+    deb = analytic_costs(llm_workload("deberta-v3-base", batch=8, seq=512, dtype="fp16"), H200)
+    bert = analytic_costs(llm_workload("bert-base", batch=8, seq=512, dtype="fp16"), H200)
+    # DeBERTa-v3 has no fused attention in transformers: scores plus its c2p and p2c terms
+    assert deb["eager_attention"] == 1 and bert["eager_attention"] == 0 and bert["attention_score_bytes"] == 0
+    assert deb["attention_score_bytes"] == 3 * 8 * 12 * 512 * 512 * 2 * 12
 
 
 @pytest.mark.parametrize("kw, msg", [

@@ -178,3 +178,20 @@ def test_nnlqp_style_baseline_trains(small):
     p = GNNPredictor(GNNConfig(epochs=3, hidden=16, **NNLQP)).fit(small, progress=False)
     e = p.predict(small.graph(0), "h200")
     assert np.isfinite([e.latency_ms, e.memory_mb, e.energy_j]).all() and e.latency_ms > 0
+
+
+def test_shipped_trappm_and_encoder_artifacts():
+    from costmodel.predictors import get_predictor
+    from costmodel.predictors._gnn import _ARTIFACTS
+
+    gae = GraphAutoencoder.load(_ARTIFACTS / "gae")
+    assert gae.history["heldout_auc"] > 0.8 and gae.history["train_graphs"] > 2000
+    p = get_predictor("trappm")
+    assert isinstance(p, TraPPMPredictor) and p.meta["trained_rows"] == 342
+    g = zoo_graph("resnet18", batch=32, mode="training", method="trace")
+    e = p.predict(g, "h200", mode="training")
+    assert e.predictor == "trappm" and e.latency_ms_interval[0] < e.latency_ms < e.latency_ms_interval[1]
+    # the shipped regressor's encoder is the shipped pretrained one
+    x = np.ones((3, gae.encoder.convs[0].lin_l.in_features), np.float32)
+    ei = np.asarray([[0, 1], [1, 2]])
+    np.testing.assert_allclose(p.encoder.embed(x, ei), gae.embed(x, ei), rtol=1e-6)
