@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload_args(p, batch_required=True)
     p.add_argument("--device", "-d", required=True, help="device name, e.g. h200, h100, a100-40gb (see 'costmodel devices')")
     p.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
-    p.add_argument("--predictor", default=None, help="predictor name (default: the library's best available)")
+    p.add_argument("--predictor", default=None,
+                   help="predictor name or trained artifact folder (default: the library's best available)")
     p.set_defaults(func=_cmd_predict)
 
     g = sub.add_parser("graph", help="featurize a model and summarize its graph",

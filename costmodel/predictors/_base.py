@@ -149,7 +149,8 @@ def available_predictors() -> list[str]:
 
 
 def get_predictor(name: str | Predictor | None = None, **kwargs) -> Predictor:
-    """Instance of a registered predictor (``None``: the library's default)."""
+    """Instance of a registered predictor (``None``: the library's default), or one loaded from an
+    artifact folder when ``name`` is a path holding a ``config.json``."""
     _ensure_builtin()
     if isinstance(name, Predictor):
         return name
@@ -160,6 +161,8 @@ def get_predictor(name: str | Predictor | None = None, **kwargs) -> Predictor:
             if avail is None or avail():
                 return cls.default() if hasattr(cls, "default") else cls(**kwargs)
         raise ModelLoadError("no predictor is available")  # pragma: no cover
+    if name not in _REGISTRY and (Path(name) / "config.json").is_file():
+        return load_predictor(name)  # a trained artifact folder
     if name not in _REGISTRY:
         raise InvalidInputError(
             f"unknown predictor {name!r}; expected one of {sorted(_REGISTRY)}." + suggest(name, _REGISTRY)
