@@ -1,6 +1,6 @@
-"""Prediction speed of the shipped DIPPM predictor.
+"""Prediction speed of the shipped learned predictors (TraPPM, the default, and DIPPM).
 
-    python benchmarks/predict_speed.py [--graphs 256]
+    python benchmarks/predict_speed.py [--graphs 256] [--predictors trappm,dippm]
 
 * single-graph predict time for resnet50, featurization included (PyTorch
   module on the meta device -> CostGraph -> features -> GNN), both capture
@@ -23,7 +23,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--graphs", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--predictors", default="trappm,dippm")
     a = ap.parse_args()
+    for name in a.predictors.split(","):
+        print(f"\n== {name}")
+        run(a, name.strip())
+
+
+def run(a, name):
     warnings.simplefilter("ignore")
     import torch
     import torchvision
@@ -32,7 +39,7 @@ def main():
     from costmodel.frontends import from_torch
     from costmodel.predictors import get_predictor
 
-    pred = get_predictor("dippm")
+    pred = get_predictor(name)
     with torch.device("meta"):
         r50 = torchvision.models.resnet50().eval()
     print(f"\n{'what':<46}{'median':>12}{'min':>10}")

@@ -493,13 +493,13 @@ class GNNPredictor(Predictor):
         """Featurize and predict many graphs in batches through the GNN."""
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
-        items, modes = [], []
-        for g in graphs:
-            m = validate_mode(mode or g.meta.get("mode", "inference"))
-            modes.append(m)
-            items.append(self.features(g, dev, m, optimizer))
+        modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
+        items = self._features_many(graphs, dev, modes, optimizer)
         vals = self._predict_features(items)
         return [self._estimate(g, dev, m, v, e) for g, m, v, (_, e) in zip(graphs, modes, vals, items)]
+
+    def _features_many(self, graphs, dev, modes, optimizer) -> list:
+        return [self.features(g, dev, m, optimizer) for g, m in zip(graphs, modes)]
 
     # ---------------------------------------------------------- persistence
     def _artifact_config(self, **extra) -> dict:

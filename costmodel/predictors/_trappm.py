@@ -37,7 +37,7 @@ def trappm_config(**kw) -> GNNConfig:
     return GNNConfig(**dict(dict(conv="sage", targets=TRAPPM_TARGETS), **kw))
 
 
-@register_predictor("trappm")
+@register_predictor("trappm", default_rank=0)
 class TraPPMPredictor(GNNPredictor):
     """GraphSAGE regressor + frozen pretrained graph-autoencoder embedding."""
 
@@ -52,6 +52,11 @@ class TraPPMPredictor(GNNPredictor):
     def features(self, graph, device, mode: str, optimizer: str = "adam"):
         f, est = super().features(graph, device, mode, optimizer)
         return self.with_embedding(f), est
+
+    def _features_many(self, graphs, dev, modes, optimizer) -> list:
+        # the encoder embeds every graph in one batched pass
+        base = [GNNPredictor.features(self, g, dev, m, optimizer) for g, m in zip(graphs, modes)]
+        return self.with_embeddings(base)
 
     def with_embedding(self, f: GraphFeatures) -> GraphFeatures:
         """``f`` with the frozen encoder's embedding appended to its static vector."""
@@ -79,7 +84,9 @@ class TraPPMPredictor(GNNPredictor):
 
     @classmethod
     def is_available(cls) -> bool:
-        return (_ARTIFACTS / "trappm" / "config.json").exists()
+        import importlib.util
+
+        return (_ARTIFACTS / "trappm" / "config.json").exists() and importlib.util.find_spec("torch_geometric") is not None
 
     @classmethod
     def default(cls) -> "TraPPMPredictor":
