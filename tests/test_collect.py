@@ -44,7 +44,8 @@ def test_collect_cli_errors(capsys, tmp_path):
 
 def test_packaged_cpu_measurements():
     ds = PerfDataset.load(device="cpu")
-    assert len(ds) == 56 and ds[0].device == "cpu"
+    assert len(ds) == 112 and ds[0].device == "cpu"
+    assert {r.batch for r in ds} == {1, 2, 4, 8} and len({r.model for r in ds}) == 28
     assert all(r.latency_ms > 0 for r in ds)
     assert all(math.isnan(r.energy_j) and math.isnan(r.memory_mb) for r in ds)
     hw = json.loads((default_root() / "cpu" / "hardware.json").read_text())
