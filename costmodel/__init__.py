@@ -7,6 +7,7 @@ Public surface (imported lazily so ``import costmodel`` stays fast)::
     costmodel.get_device("h200"), costmodel.list_devices()
     costmodel.get_predictor("analytic"), costmodel.available_predictors()
     costmodel.PerfDataset.load()
+    costmodel.estimate_llm("llama-2-7b", batch=8, seq=512, device="h200")  -> LLMEstimate
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ _LAZY = {
     "Device": "costmodel.devices",
     "recommend_mig": "costmodel.mig",
     "PerfDataset": "costmodel.datasets",
+    "estimate_llm": "costmodel.llm._predictor",
+    "LLMEstimate": "costmodel.llm._predictor",
 }
 
 __all__ = sorted(
