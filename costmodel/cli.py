@@ -176,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=_cmd_llm)
 
+    n = sub.add_parser("annotate", help="write cost estimates into an ONNX file's metadata, or show them",
+                       description="Estimate an ONNX model and store the estimate in its metadata_props "
+                                   "(costmodel.* keys; one set per device), or print the stored estimates.",
+                       epilog="examples:\n  costmodel annotate model.onnx --device h100 --batch 8\n"
+                              "  costmodel annotate model.onnx --device a100-40gb -o annotated.onnx\n"
+                              "  costmodel annotate model.onnx --show\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("path", metavar="MODEL.onnx")
+    n.add_argument("--show", action="store_true", help="print the stored estimates and exit")
+    n.add_argument("--device", default="h200", help="device name (default h200)")
+    n.add_argument("--batch", type=_positive_int, default=None, help="batch (default: the file's static batch)")
+    n.add_argument("--input", dest="input_shape", default=None, help="per-sample input shape, e.g. 3,224,224")
+    n.add_argument("--mode", default="inference", choices=("inference", "training"))
+    n.add_argument("--predictor", default=None, help="predictor name or artifact folder")
+    n.add_argument("-o", "--output", default=None, help="write an annotated copy here instead of in place")
+    n.add_argument("--json", action="store_true", help="print JSON")
+    n.set_defaults(func=_cmd_annotate)
+
     w = sub.add_parser("web", help="serve the transformer cost web page (needs the 'web' extra)",
                        description="Serve a page where a model name or config.json, batch, sequence, device, dtype "
                                    "and mode give throughput, memory (against the device and its MIG slices), "
@@ -362,6 +380,28 @@ def _cmd_llm(a) -> int:
                        region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                        price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance)
     print(est.to_json() if a.json else est.table())
+    return 0
+
+
+def _cmd_annotate(a) -> int:
+    from .onnx import annotate, read_annotations
+
+    if a.show:
+        ann = read_annotations(a.path)
+        if a.json:
+            print(json.dumps(ann, indent=1))
+        elif not ann:
+            print(f"{a.path}: no costmodel estimates stored")
+        for dev, d in ([] if a.json else ann.items()):
+            print(f"{dev}: {d['latency_ms']:.4g} ms, {d['memory_mb']:.5g} MB, {d['energy_j']:.4g} J, "
+                  f"MIG {d['mig_profile'] or '-'} (batch {d['batch']}, {d['mode']}, {d['predictor']})")
+        return 0
+    from .frontends._common import parse_shape
+
+    shape = parse_shape(a.input_shape) if a.input_shape else None
+    est = annotate(a.path, device=a.device, batch=a.batch, input_shape=shape, mode=a.mode, predictor=a.predictor,
+                   output=a.output)
+    print(est.to_json() if a.json else f"annotated {a.output or a.path}\n{est.table()}")
     return 0
 
 
