@@ -25,6 +25,7 @@ from ._errors import (  # noqa: E402  (light: stdlib only)
     UnknownDeviceError,
     UnknownModelError,
     UnsupportedOpWarning,
+    OOMWarning,
 )
 
 _LAZY = {
@@ -47,6 +48,7 @@ _LAZY = {
     "recommend_mig": "costmodel.mig",
     "PerfDataset": "costmodel.datasets",
     "estimate_llm": "costmodel.llm._predictor",
+    "torch_backend": "costmodel._compile",
     "LLMEstimate": "costmodel.llm._predictor",
 }
 
@@ -61,6 +63,7 @@ __all__ = sorted(
         "UnknownDeviceError",
         "UnknownModelError",
         "UnsupportedOpWarning",
+        "OOMWarning",
         *_LAZY,
     ]
 )

@@ -44,6 +44,10 @@ class UnsupportedOpWarning(UserWarning):
     """An operator is not in the op vocabulary; it was mapped to ``other``."""
 
 
+class OOMWarning(UserWarning):
+    """A compiled graph is predicted to need more memory than the device (or the given limit) has."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest choices, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

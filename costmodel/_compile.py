@@ -1,0 +1,180 @@
+"""A ``torch.compile`` backend that estimates every graph it compiles and warns before an OOM.
+
+    model = torch.compile(model, backend="costmodel")                       # defaults: h100, inductor
+    model = torch.compile(model, backend=costmodel.torch_backend(device="a100-40gb", memory_limit_mb=20_000))
+
+For each FX graph Dynamo hands over (several when the model has graph
+breaks) the backend builds the CostGraph from the graph and its example
+inputs (shapes only: the trace runs on meta tensors), predicts latency and
+memory, and when the predicted memory exceeds the device (or
+``memory_limit_mb``) issues a :class:`costmodel.OOMWarning` naming predicted
+and available memory and the largest batch that would fit.  Then the graph
+goes to the inner backend (``"inductor"``, ``"eager"``, any registered name
+or callable).  The cost model never breaks a compile: any failure of its own
+becomes a ``RuntimeWarning`` and the graph passes through unchanged.
+
+When gradients are enabled and the graph has trainable parameters, the
+estimate is for a training step (forward + backward + optimizer).
+The batch is the leading dimension of the first non-parameter input; the
+largest batch that fits assumes memory = fixed part + per-sample part, the
+fixed part being the weights (and their gradients and optimizer state when
+training) plus the framework's overhead.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable
+
+from ._errors import OOMWarning
+
+
+def _param_flags(gm, example_inputs) -> list[bool]:
+    """Which graph inputs are parameters or buffers (Dynamo lifts module state into graph inputs)."""
+    import torch
+
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    flags = []
+    for i, t in enumerate(example_inputs):
+        name = names[i] if i < len(names) else ""
+        flags.append(isinstance(t, torch.nn.Parameter) or "_parameters_" in name or "_buffers_" in name)
+    return flags
+
+
+def _module_with_state(gm, example_inputs, flags):
+    """``gm`` wrapped so that lifted parameters/buffers are module state again (weights, gradients and
+    optimizer state are then counted as such), on the meta device; called with the data inputs only."""
+    import torch
+    from torch import nn
+
+    class Lifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gm = gm
+            self.state = nn.ParameterList()
+            for t, is_state in zip(example_inputs, flags):
+                if is_state:
+                    self.state.append(nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
+                                                   requires_grad=bool(t.requires_grad)))
+
+        def forward(self, *data):
+            state, rest = iter(self.state), iter(data)
+            return self.gm(*[next(state) if f else next(rest) for f in flags])
+
+    return Lifted()
+
+
+def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: bool | None = None):
+    """Estimate of one FX graph with its example inputs (what the backend does before compiling);
+    returns ``(Estimate, batch)``."""
+    import torch
+
+    from ._estimate import estimate
+    from .frontends import from_torch
+
+    flags = _param_flags(gm, example_inputs)
+    data = [t for t, f in zip(example_inputs, flags) if not f]
+    state = [t for t, f in zip(example_inputs, flags) if f] + list(gm.parameters())
+    if training is None:
+        training = torch.is_grad_enabled() and any(getattr(p, "requires_grad", False) for p in state)
+    mode = "training" if training else "inference"
+    batch = next((int(t.shape[0]) for t in data if isinstance(t, torch.Tensor) and t.dim() > 0), 1)
+    meta_inputs = tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") if isinstance(t, torch.Tensor) else t
+                        for t in data)
+    module = _module_with_state(gm, example_inputs, flags)
+    g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
+    g.meta["batch"] = batch
+    return estimate(g, batch=batch, device=device, mode=mode, predictor=predictor), batch
+
+
+def largest_batch(est, batch: int, limit_mb: float, device) -> int:
+    """Largest batch under ``limit_mb`` if memory grows linearly with the batch beyond a fixed part."""
+    from .devices import get_device
+
+    dev = get_device(device)
+    mem = est.details.get("memory_breakdown_mb") or {}
+    weights_mb = float(mem.get("weights_mb", 0.0))
+    fixed = dev.framework_overhead_mb + weights_mb + float(mem.get("gradients_mb", 0.0)) + float(
+        mem.get("optimizer_mb", 0.0))
+    per_sample = max((est.memory_mb - fixed) / max(batch, 1), 1e-6)
+    return max(0, int(math.floor((limit_mb - fixed) / per_sample)))
+
+
+def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: str | Callable = "inductor",
+                  predictor=None) -> Callable:
+    """A ``torch.compile`` backend; ``backend.estimates`` lists one Estimate per compiled graph and
+    ``backend.seconds`` the time spent estimating."""
+    from .devices import get_device
+
+    dev = get_device(device)  # fail early on a bad device name
+    if memory_limit_mb is not None and not memory_limit_mb > 0:
+        from ._errors import InvalidInputError
+
+        raise InvalidInputError(f"memory_limit_mb must be positive, got {memory_limit_mb!r}")
+    limit = float(memory_limit_mb) if memory_limit_mb is not None else dev.memory_mb
+
+    def backend(gm, example_inputs):
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            est, batch = estimate_fx(gm, example_inputs, device=dev, predictor=_resolve(predictor))
+            backend.estimates.append(est)
+            if est.memory_mb > limit:
+                fit = largest_batch(est, batch, limit, dev)
+                warnings.warn(OOMWarning(
+                    f"costmodel: this graph ({est.mode}, batch {batch}) is predicted to need {est.memory_mb:,.0f} MB "
+                    f"on {dev.name}, but {limit:,.0f} MB are available; the largest batch predicted to fit is "
+                    f"{fit}" + (" (none: the fixed part alone does not fit)" if fit == 0 else "")
+                ), stacklevel=2)
+        except Exception as e:  # noqa: BLE001 - the cost model must never break the user's compile
+            warnings.warn(f"costmodel could not estimate a compiled graph ({type(e).__name__}: {e}); "
+                          "compiling it unchanged", RuntimeWarning, stacklevel=2)
+        backend.seconds += time.perf_counter() - t0
+        return _inner(inner)(gm, example_inputs)
+
+    backend.estimates = []
+    backend.seconds = 0.0  # time spent estimating, all graphs
+    backend.device = dev
+    return backend
+
+
+_PREDICTORS: dict = {}
+
+
+def _resolve(predictor):
+    """Load a named (or the default) predictor once per process: compiles happen often."""
+    from .predictors import Predictor, get_predictor
+
+    if isinstance(predictor, Predictor):
+        return predictor
+    if predictor not in _PREDICTORS:
+        _PREDICTORS[predictor] = get_predictor(predictor)
+    return _PREDICTORS[predictor]
+
+
+def _inner(inner: str | Callable) -> Callable:
+    if callable(inner):
+        return inner
+    from torch._dynamo import lookup_backend
+
+    return lookup_backend(inner)
+
+
+_DEFAULT: list = []
+
+
+def costmodel_backend(gm, example_inputs: list[Any]):
+    """The ``"costmodel"`` backend with defaults (H100, inductor); configure with :func:`torch_backend`."""
+    if not _DEFAULT:
+        _DEFAULT.append(torch_backend())
+    return _DEFAULT[0](gm, example_inputs)
+
+
+def register() -> None:
+    """Register ``"costmodel"`` with Dynamo (the ``torch_dynamo_backends`` entry point does this when installed)."""
+    from torch._dynamo import list_backends, register_backend
+
+    if "costmodel" not in list_backends(exclude_tags=()):
+        register_backend(name="costmodel")(costmodel_backend)

@@ -1,0 +1,98 @@
+"""The torch.compile backend: estimates per graph, OOM warnings, never breaking the compile."""
+
+import warnings
+from importlib.metadata import entry_points
+
+import pytest
+import torch
+from torch import nn
+
+import costmodel
+from costmodel import OOMWarning, UnknownDeviceError
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(512, 4096), nn.ReLU(), nn.Linear(4096, 10))
+
+
+def _compile_and_run(model, x, backend, *, grad=False):
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with torch.set_grad_enabled(grad):
+            y = torch.compile(model, backend=backend)(x)
+    return y, w
+
+
+def test_oom_warning_names_memory_and_a_batch_that_fits():
+    m, x = _mlp().eval(), torch.randn(64, 512)
+    be = costmodel.torch_backend(device="t4", memory_limit_mb=500, inner="eager", predictor="analytic")
+    y, w = _compile_and_run(m, x, be)
+    assert torch.allclose(y, m(x))  # the graph still ran
+    oom = [x.message for x in w if isinstance(x.message, OOMWarning)]
+    assert len(oom) == 1 and isinstance(oom[0], UserWarning)
+    text = str(oom[0])
+    assert "500 MB are available" in text and "largest batch" in text
+    est = be.estimates[0]
+    assert est.batch == 64 and est.mode == "inference" and est.memory_mb > 500
+    assert est.params == 512 * 4096 + 4096 + 4096 * 10 + 10  # lifted parameters counted as weights
+
+
+def test_no_warning_when_it_fits():
+    m, x = _mlp().eval(), torch.randn(8, 512)
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor="analytic")
+    _, w = _compile_and_run(m, x, be)
+    assert not [x for x in w if isinstance(x.message, OOMWarning)]
+    assert len(be.estimates) == 1
+
+
+def test_training_is_estimated_when_grad_is_on():
+    m, x = _mlp().train(), torch.randn(32, 512)
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor="analytic")
+    y, _ = _compile_and_run(m, x, be, grad=True)
+    y.sum().backward()
+    est = be.estimates[0]
+    mem = est.details["memory_breakdown_mb"]
+    assert est.mode == "training" and mem["gradients_mb"] == pytest.approx(mem["weights_mb"])
+    assert mem["optimizer_mb"] > 0
+
+
+def test_graph_breaks_give_one_estimate_per_graph():
+    def f(x):
+        y = torch.relu(x) * 2
+        torch._dynamo.graph_break()
+        return y + 1
+
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor="analytic")
+    y, _ = _compile_and_run(f, torch.randn(4, 16), be)
+    assert len(be.estimates) == 2 and y.shape == (4, 16)
+
+
+def test_a_failing_cost_model_never_breaks_the_compile():
+    from costmodel.predictors._analytic import AnalyticPredictor
+
+    class Exploding(AnalyticPredictor):
+        def predict(self, *a, **k):
+            raise RuntimeError("boom")
+
+    m, x = _mlp().eval(), torch.randn(4, 512)
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor=Exploding())
+    y, w = _compile_and_run(m, x, be)
+    assert torch.allclose(y, m(x))
+    msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    assert any("could not estimate" in s and "boom" in s for s in msgs)
+
+
+def test_factory_validates_and_name_is_registered():
+    with pytest.raises(UnknownDeviceError):
+        costmodel.torch_backend(device="h1000")
+    with pytest.raises(costmodel.InvalidInputError, match="memory_limit_mb"):
+        costmodel.torch_backend(memory_limit_mb=0)
+    from costmodel._compile import costmodel_backend, register
+
+    register()
+    from torch._dynamo import lookup_backend
+
+    assert lookup_backend("costmodel") is costmodel_backend
+    assert "costmodel" in {e.name for e in entry_points(group="torch_dynamo_backends")}
