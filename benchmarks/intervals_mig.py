@@ -1,8 +1,9 @@
 """Prediction-interval coverage and MIG recommendations on held-out rows.
 
-    python benchmarks/intervals_mig.py [--seeds 5] [--coverage 0.9]
+    python benchmarks/intervals_mig.py [--seeds 5] [--coverage 0.9] [--predictor trappm|dippm]
 
-For each seeded random 70/30 split, DIPPM is trained with split-conformal
+For each seeded random 70/30 split, the predictor (TraPPM, the default, or
+DIPPM) is trained with split-conformal
 calibration inside the 70 % (``fit_calibrated``: 20 % of it held out for
 calibration, then refit on all of it) and evaluated on the 30 %:
 
@@ -26,7 +27,9 @@ import numpy as np
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
 from costmodel.mig import recommend_mig
-from costmodel.predictors._gnn import TARGETS, DIPPMPredictor, GNNConfig
+from costmodel.predictors._gae import GraphAutoencoder
+from costmodel.predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig
+from costmodel.predictors._trappm import TraPPMPredictor, trappm_config
 
 MIG_DEVICES = ("A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "H200-SXM5-141GB")
 
@@ -35,11 +38,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--coverage", type=float, default=0.9)
+    ap.add_argument("--predictor", default="trappm", choices=("trappm", "dippm"))
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     ds = PerfDataset.load()
     graphs = ds.graphs(progress=True)
-    base = DIPPMPredictor(GNNConfig())
+    if a.predictor == "trappm":
+        enc = GraphAutoencoder.load(_ARTIFACTS / "gae")
+
+        def make(seed):
+            return TraPPMPredictor(trappm_config(seed=seed), enc)
+    else:
+        def make(seed):
+            return DIPPMPredictor(GNNConfig(seed=seed))
+    base = make(0)
+    TARGETS = base.targets
     cache = {i: base.features(g, r.device, r.mode) for i, (g, r) in enumerate(zip(graphs, ds))}
 
     cover = {t: [] for t in TARGETS}
@@ -47,8 +60,7 @@ def main():
     mig = {(d, rule): {"fits": [], "smallest": [], "none": []} for d in MIG_DEVICES for rule in ("interval", "point")}
     for seed in range(a.seeds):
         tr, te = ds.random_split(0.3, seed=seed)
-        p = DIPPMPredictor(GNNConfig(seed=seed)).fit_calibrated(ds, tr, coverage=a.coverage, progress=False,
-                                                                  cached=cache)
+        p = make(seed).fit_calibrated(ds, tr, coverage=a.coverage, progress=False, cached=cache)
         pred = p._predict_features([cache[i] for i in te])
         q = np.asarray(p.intervals["log_halfwidth"])
         meas = np.asarray([[ds[i].target(t) for t in TARGETS] for i in te])
@@ -69,7 +81,7 @@ def main():
                     rec["smallest"].append(pick is not None and ideal is not None and pick.name == ideal.name)
         print(f"  seed {seed}: done", flush=True)
 
-    print(f"\nconformal intervals (target coverage {a.coverage:.0%}), mean over {a.seeds} random 70/30 splits")
+    print(f"\n{a.predictor}: conformal intervals (target coverage {a.coverage:.0%}), mean over {a.seeds} random 70/30 splits")
     print(f"  {'target':<12}{'coverage %':>12}{'mean width %':>14}")
     for t in TARGETS:
         print(f"  {t:<12}{100 * np.mean(cover[t]):>12.1f}{100 * np.mean(width[t]):>14.1f}")
