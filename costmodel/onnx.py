@@ -38,11 +38,11 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"no such ONNX file: {path}")
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), load_external_data=False)  # the frontend never reads weights
     if batch is None:
         batch = _static_batch(model, path)
     kw = {"dtype": dtype} if dtype else {}
-    est = estimate(str(path), batch=batch, input_shape=input_shape, device=device, mode=mode, predictor=predictor,
+    est = estimate(model, batch=batch, input_shape=input_shape, device=device, mode=mode, predictor=predictor,
                    **kw)
     props = {p.key: p.value for p in model.metadata_props}
     first = props.get(PREFIX + "device")

@@ -63,17 +63,15 @@ _TIMM_NAMES = {
 
 def _resnet(rng: random.Random) -> dict:
     if rng.random() < 0.4:
-        block = "BasicBlock"
+        block, kw = "BasicBlock", {}
         layers = [rng.randint(1, 4) for _ in range(4)]
-        kw: dict = {}
     else:
         block = "Bottleneck"
         layers = [rng.randint(1, 4), rng.randint(1, 8), rng.randint(2, 24), rng.randint(1, 4)]
         groups, width = rng.choice([(1, 64), (1, 32), (1, 96), (1, 128), (32, 4), (32, 8), (64, 4), (8, 16)])
         kw = {"groups": groups, "width_per_group": width} if (groups, width) != (1, 64) else {}
-    kw["layers"] = layers
-    return {"family": "resnet", "src": "tv_resnet", "block": block, "layers": layers,
-            "kw": {k: v for k, v in kw.items() if k != "layers"}, "res": rng.choice([128, 160, 192, 224, 256])}
+    return {"family": "resnet", "src": "tv_resnet", "block": block, "layers": layers, "kw": kw,
+            "res": rng.choice([128, 160, 192, 224, 256])}
 
 
 def _vit(rng: random.Random) -> dict:

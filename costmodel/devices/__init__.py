@@ -43,3 +43,19 @@ __all__ = [
     "measured_profile",
     "normalize_device_name",
 ]
+
+
+def is_measured_device(device: Device, measured_names) -> bool:
+    """Whether ``device`` is among ``measured_names`` (device strings of training rows, any spelling).
+
+    Learned predictors use it to flag estimates for devices they never saw measurements of."""
+    names = set()
+    for d in measured_names or ():
+        try:
+            names.add(get_device(d).name)
+        except Exception:  # noqa: BLE001 - a device string this library does not know
+            names.add(d)
+    return device.name in names
+
+
+__all__ += ["is_measured_device"]

@@ -28,6 +28,7 @@ the architectures of the built-in registry ship precomputed in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -36,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInputError
-from ._registry import DTYPE_BYTES, LLMSpec, llm_features, param_count_estimate, resolve_llm
+from ._registry import (
+    DTYPE_BYTES,
+    LLMSpec,
+    has_learned_positions,
+    is_gated,
+    llm_features,
+    param_count_estimate,
+    resolve_llm,
+)
 
 LLM_MODES = ("forward", "prefill", "decode")
 LLM_DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
@@ -88,7 +97,7 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
         raise InvalidInputError(f"dtype must be one of {LLM_DTYPES}, got {dtype!r}")
     f = llm_features(spec)
     if f["max_position_embeddings"] and seq + (mode == "decode") > f["max_position_embeddings"] \
-            and spec.model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "gpt2", "deberta-v2"):
+            and has_learned_positions(spec):
         raise InvalidInputError(
             f"seq {seq} exceeds {spec.name}'s {f['max_position_embeddings']} learned positions"
         )
@@ -103,7 +112,8 @@ def structure_key(spec: LLMSpec) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _shipped_structures() -> dict:
+@functools.lru_cache(maxsize=1)
+def _shipped_table() -> dict:
     try:
         return json.loads(_STRUCTURE_PATH.read_text()).get("structures", {})
     except (OSError, ValueError):
@@ -129,7 +139,7 @@ def _per_layer_structure(spec: LLMSpec, build: bool) -> dict:
     from ..frontends import cache_dir
 
     key = structure_key(spec)
-    per = _shipped_structures().get(key)
+    per = _shipped_table().get(key)
     if per is not None:
         return per
     path = cache_dir() / "llm_structure" / f"{key}.json"
@@ -164,23 +174,27 @@ def graph_structure(spec: LLMSpec, *, build: bool = True) -> dict[str, float]:
 
 def write_structure_table(specs, path: Path = _STRUCTURE_PATH) -> int:
     """Measure ``specs`` and store them in the shipped structure table; returns its size."""
-    table = _shipped_structures()
+    table = dict(_shipped_table())
     for spec in specs:
         table[structure_key(spec)] = _per_layer_structure(spec, build=True)
     path.write_text(json.dumps({"note": "graph structure of one layer and per extra layer, by structure_key; "
                                         "regenerate with `python benchmarks/llm_accuracy.py --refresh-structure`",
                                 "structures": table}, indent=0, sort_keys=True))
+    _shipped_table.cache_clear()
     return len(table)
 
 
 # --------------------------------------------------------------------- costs
-def analytic_costs(w: LLMWorkload, device) -> dict[str, float]:
-    """Closed-form FLOPs, bytes, memory and roofline latency of one call of ``w`` on ``device``."""
+def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> dict[str, float]:
+    """Closed-form FLOPs, bytes, memory and roofline latency of one call of ``w`` on ``device``.
+
+    ``structure`` (:func:`graph_structure`) gives the kernel count of the launch floor; without it
+    a cached structure is used, else an estimate of ~14 kernels per block."""
     f = llm_features(w.spec)
     h, L, inter, vocab = f["hidden_size"], f["num_layers"], f["intermediate_size"], f["vocab_size"]
     q_dim, kv_dim = f["num_heads"] * f["head_dim"], f["num_kv_heads"] * f["head_dim"]
     b = DTYPE_BYTES[w.dtype]
-    gated = w.spec.model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral")
+    gated = is_gated(w.spec)
     mlp_w = (3 if gated else 2) * h * inter
     layer_linear = h * (q_dim + 2 * kv_dim) + q_dim * h + mlp_w  # weights multiplied per token
     head = vocab * h if w.spec.causal else 0  # the LM head runs on every returned position
@@ -216,10 +230,12 @@ def analytic_costs(w: LLMWorkload, device) -> dict[str, float]:
     dtype_peak = device.peak_flops("fp32" if w.dtype == "fp32" else w.dtype, tensor=True)
     compute_s = flops / dtype_peak
     memory_s = moved / device.bandwidth_bytes_s
-    try:
-        kernels = graph_structure(w.spec, build=False)["num_kernels"]
-    except LookupError:
-        kernels = 14.0 * L + 10  # a dense block launches ~14 kernels in eager PyTorch
+    if structure is None:
+        try:
+            structure = graph_structure(w.spec, build=False)
+        except LookupError:
+            structure = {"num_kernels": 14.0 * L + 10}  # a dense block launches ~14 kernels in eager PyTorch
+    kernels = structure["num_kernels"]
     launch_s = kernels * device.kernel_launch_overhead_us * 1e-6
     host_s = kernels * 15e-6  # per-op host dispatch floor of eager PyTorch
     latency_s = max(host_s, max(compute_s, memory_s) + launch_s)
@@ -255,10 +271,8 @@ def llm_feature_names(hardware_names: tuple[str, ...]) -> tuple[str, ...]:
 
 def llm_feature_vector(w: LLMWorkload, device, *, build_structure: bool = True) -> tuple[list[float], dict]:
     """Feature values (in :func:`llm_feature_names` order) and the analytic costs they include."""
-    if build_structure:
-        graph_structure(w.spec)  # make sure kernels come from the real structure
-    c = analytic_costs(w, device)
     s = graph_structure(w.spec, build=build_structure)
+    c = analytic_costs(w, device, structure=s)
     f = llm_features(w.spec)
     vals = [float(v) for v in f.values()]
     vals += [_l(w.batch), _l(w.seq), _l(w.query_tokens), _l(w.context)]

@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
-from ..devices import HARDWARE_FEATURE_NAMES, get_device
+from ..devices import HARDWARE_FEATURE_NAMES, get_device, is_measured_device
 from ._features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
 
 LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
@@ -243,7 +243,7 @@ class XGBLLMPredictor:
             p = c1k = c1m = None  # no priced instance for this device
         mig = recommend_mig(dev, mem)
         trained = self.meta.get("devices") or []
-        extrapolated = bool(trained) and dev.name not in {get_device(d).name for d in trained if _known(d)}
+        extrapolated = bool(trained) and not is_measured_device(dev, trained)
         return LLMEstimate(
             model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
             latency_ms=lat, throughput_samples_s=thr, tokens_s=tok, memory_mb=mem, power_w=power,
@@ -305,14 +305,6 @@ class XGBLLMPredictor:
             raise ModelLoadError(f"no shipped LLM artifact under {_ARTIFACT}; train one with "
                                  "`costmodel train --predictor llm-xgb`")
         return cls.load(_ARTIFACT)
-
-
-def _known(name: str) -> bool:
-    try:
-        get_device(name)
-        return True
-    except Exception:  # noqa: BLE001 - a device string the database does not know
-        return False
 
 
 def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",

@@ -348,6 +348,20 @@ def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float
     return int(n) if float(n).is_integer() else float(n)
 
 
+def is_gated(spec: LLMSpec) -> bool:
+    """Whether the MLP is gated (gate, up and down projections: the Llama-style families)."""
+    mt = spec.model_type
+    return mt in _GATED_TYPES or (mt not in _ROTARY_TYPES and spec.config.get("hidden_act") == "silu")
+
+
+def has_learned_positions(spec: LLMSpec) -> bool:
+    """Whether the model has a learned absolute position table (which caps the sequence length)."""
+    cfg, mt = spec.config, spec.model_type
+    if mt == "deberta-v2":
+        return bool(cfg.get("position_biased_input", True))
+    return mt not in _ROTARY_TYPES and not cfg.get("sinusoidal_pos_embds")
+
+
 def param_count_estimate(spec: LLMSpec | Any) -> int:
     """Closed-form parameter count from the config (no model is built).
 
@@ -368,8 +382,7 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
     q_dim = f["num_heads"] * f["head_dim"]
     kv_dim = f["num_kv_heads"] * f["head_dim"]
     inter = f["intermediate_size"]
-    gated = mt in _GATED_TYPES or (mt not in _ROTARY_TYPES and cfg.get("hidden_act") == "silu")
-    if gated:
+    if is_gated(spec):
         bias = bool(cfg.get("attention_bias"))
         qkv_bias = bias or mt in _QKV_BIAS_TYPES
         attn = h * (q_dim + 2 * kv_dim) + q_dim * h + (q_dim + 2 * kv_dim) * qkv_bias + h * bias
@@ -383,15 +396,12 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
         n_norms = 1 if mt == "phi" else 2  # Phi runs attention and MLP in parallel off one norm
         layer = attn + mlp + n_norms * norm
     emb = v * h
-    if mt == "deberta-v2":
-        if cfg.get("relative_attention"):
-            buckets = int(cfg.get("position_buckets") or 0)
-            span = buckets if buckets > 0 else int(cfg.get("max_relative_positions") or 0)
-            span = span if span > 0 else f["max_position_embeddings"]
-            emb += 2 * span * h + (2 * h if cfg.get("norm_rel_ebd", "none") != "none" else 0)
-        if cfg.get("position_biased_input", True):
-            emb += f["max_position_embeddings"] * h
-    elif mt not in _ROTARY_TYPES and not cfg.get("sinusoidal_pos_embds"):
+    if mt == "deberta-v2" and cfg.get("relative_attention"):
+        buckets = int(cfg.get("position_buckets") or 0)
+        span = buckets if buckets > 0 else int(cfg.get("max_relative_positions") or 0)
+        span = span if span > 0 else f["max_position_embeddings"]
+        emb += 2 * span * h + (2 * h if cfg.get("norm_rel_ebd", "none") != "none" else 0)
+    if has_learned_positions(spec):
         emb += f["max_position_embeddings"] * h
     emb += f["type_vocab_size"] * h
     total = emb + L * layer

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
-from ..devices import HARDWARE_FEATURE_NAMES, get_device
+from ..devices import HARDWARE_FEATURE_NAMES, get_device, is_measured_device
 from ..features import (
     FEATURE_SCHEMA_VERSION,
     NODE_FEATURE_NAMES,
@@ -470,21 +470,13 @@ class GNNPredictor(Predictor):
                 analytic={"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j},
                 trained_devices=self.meta.get("devices"),
                 # no measurements of this device were seen: the learned correction is carried over
-                extrapolated_device=bool(self.meta.get("devices")) and dev.name not in self._trained_device_names(),
+                extrapolated_device=bool(self.meta.get("devices"))
+                and not is_measured_device(dev, self.meta.get("devices")),
                 interval_coverage=self.intervals["coverage"] if self.intervals else None,
                 power_w_interval=iv.get("power_w"),
                 mig=_mig_details(graph, dev, mig, mode),
             ),
         )
-
-    def _trained_device_names(self) -> set[str]:
-        names = set()
-        for d in self.meta.get("devices") or ():
-            try:
-                names.add(get_device(d).name)
-            except Exception:  # noqa: BLE001 - a device name this library does not know
-                names.add(d)
-        return names
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
@@ -554,13 +546,12 @@ class GNNPredictor(Predictor):
         """Check the schema, then restore normalization and weights from an artifact folder."""
         from safetensors.torch import load_file
 
-        obj = self
-        obj._check_schema(cfg, path)
-        obj.norm = _Norm(**cfg["norm"])
-        obj.net = _build_net(obj.config, len(NODE_FEATURE_NAMES), len(obj._static_names), len(obj.targets))
-        obj.net.load_state_dict(load_file(str(path / "weights.safetensors")))
-        obj.net.eval()
-        return obj
+        self._check_schema(cfg, path)
+        self.norm = _Norm(**cfg["norm"])
+        self.net = _build_net(self.config, len(NODE_FEATURE_NAMES), len(self._static_names), len(self.targets))
+        self.net.load_state_dict(load_file(str(path / "weights.safetensors")))
+        self.net.eval()
+        return self
 
 
 @register_predictor("dippm", default_rank=0)

@@ -48,9 +48,9 @@ def test_structure_extrapolates_exactly_over_layers():
 
 
 def test_registry_structures_ship_precomputed():
-    from costmodel.llm._features import _shipped_structures
+    from costmodel.llm._features import _shipped_table
 
-    table = _shipped_structures()
+    table = _shipped_table()
     for n in ("llama-2-7b", "bert-base-uncased", "mistral-7b", "gpt2"):
         assert structure_key(resolve_llm(n)) in table, n
 

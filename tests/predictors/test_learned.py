@@ -1,7 +1,6 @@
 """Learned predictors: fit, save -> load -> predict round trips, schema checks."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
