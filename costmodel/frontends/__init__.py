@@ -21,11 +21,14 @@ from ..ir._vocab import VOCAB_VERSION
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
 
-__all__ = ["GraphBuilder", "cache_dir", "cached_graph", "from_onnx", "from_torch", "hf_graph", "to_graph", "zoo_graph"]
+__all__ = [
+    "GraphBuilder", "cache_dir", "cached_graph", "from_onnx", "from_relax", "from_torch", "hf_graph", "to_graph",
+    "zoo_graph",
+]
 
 MODES = ("inference", "training")
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 2
+FRONTEND_VERSION = 3
 DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -37,6 +40,12 @@ def from_torch(*args, **kwargs) -> CostGraph:
 
 def from_onnx(*args, **kwargs) -> CostGraph:
     from ._onnx import from_onnx as f
+
+    return f(*args, **kwargs)
+
+
+def from_relax(*args, **kwargs) -> CostGraph:
+    from ._relax import from_relax as f
 
     return f(*args, **kwargs)
 
@@ -149,7 +158,8 @@ def to_graph(
     """Featurize anything costmodel accepts into a CostGraph.
 
     Args:
-        model: ``.onnx`` path, ``onnx.ModelProto``, ``nn.Module``, zoo name
+        model: ``.onnx`` path, ``onnx.ModelProto``, ``nn.Module``, a TVM
+            Relax ``IRModule`` (its ``main``), zoo name
             (``torchvision:resnet50``, ``timm:poolformer_s12``), data spec
             dict/JSON, or a CostGraph.
         batch: batch size (first input dimension).
@@ -174,6 +184,8 @@ def to_graph(
         if isinstance(model, (str, Path)) and not Path(model).exists():
             raise ModelLoadError(f"no such file: {model}")
         g = from_onnx(model, batch=batch, input_shape=input_shape, mode=mode)
+    elif _is_relax_module(model):
+        g = from_relax(model, batch=batch, mode=mode)
     elif _is_module(model):
         g = from_torch(model, inputs, input_shape=input_shape, batch=batch, mode=mode, method=method)
     elif isinstance(model, (str, dict)):
@@ -181,7 +193,7 @@ def to_graph(
     else:
         raise InvalidInputError(
             f"cannot featurize a {type(model).__name__}; expected an .onnx path, onnx.ModelProto, "
-            "torch.nn.Module, zoo name (e.g. torchvision:resnet50) or spec dict"
+            "torch.nn.Module, tvm.IRModule, zoo name (e.g. torchvision:resnet50) or spec dict"
         )
     if dtype is not None and dtype != g.meta.get("dtype"):
         g = cast_graph(g, dtype)
@@ -197,6 +209,12 @@ def _is_module(obj) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(obj, torch.nn.Module)
+
+
+def _is_relax_module(obj) -> bool:
+    """A ``tvm.IRModule`` or ``relax.Function`` (checked without importing TVM)."""
+    t = type(obj)
+    return (t.__module__ or "").startswith("tvm") and t.__name__ in ("IRModule", "Function")
 
 
 def _is_onnx_proto(obj) -> bool:

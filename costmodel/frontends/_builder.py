@@ -25,6 +25,7 @@ class _Tensor:
     dtype: str
     producer: int | None  # node id, None for graph inputs / params / constants
     is_param: bool = False
+    data: bool = False  # derived from a graph input (False: computable ahead of time from weights/constants)
 
 
 class GraphBuilder:
@@ -47,7 +48,7 @@ class GraphBuilder:
 
     # ----------------------------------------------------------- registration
     def add_input(self, key: Hashable, shape: Sequence[int], dtype: str, name: str | None = None) -> None:
-        self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None)
+        self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None, data=True)
         self._inputs.append(GraphInput(str(name if name is not None else key), tuple(shape), dtype))
 
     def add_param(self, key: Hashable, shape: Sequence[int], dtype: str, *, trainable: bool = True) -> None:
@@ -111,10 +112,12 @@ class GraphBuilder:
         nid = len(self._nodes)
         in_shapes, in_dtypes, is_p = [], [], []
         params = 0
+        data = False
         for key in inputs:
             t = self._tensors.get(key)
             if t is None:
                 continue
+            data = data or t.data
             in_shapes.append(t.shape)
             in_dtypes.append(t.dtype)
             is_p.append(t.is_param)
@@ -127,7 +130,9 @@ class GraphBuilder:
             shp = tuple(int(d) for d in shape)
             out_shapes.append(shp)
             out_dtypes.append(dtype)
-            self._tensors[key] = _Tensor(shp, dtype, nid)
+            self._tensors[key] = _Tensor(shp, dtype, nid, data=data)
+        if not data:
+            attrs["constant"] = True  # reads no graph input: a compiler folds it ahead of time
         flops, macs, rd, wr = op_cost(kind, in_shapes, in_dtypes, out_shapes, out_dtypes, attrs, is_view)
         self._nodes.append(
             Node(

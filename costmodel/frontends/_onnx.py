@@ -712,6 +712,11 @@ class _OnnxFrontend:
                 self.types[vi.name] = (shape, vi.type.tensor_type.elem_type or None)
         for t in ig.initializer:
             self.types[t.name] = (tuple(int(d) for d in t.dims), t.data_type)
+        # static shapes the file declares for values inference could not type (outputs of custom ops)
+        for vi in g.value_info:
+            dims = _dims(vi) if vi.type.HasField("tensor_type") else None
+            if _known(dims) and not _known(self._shape(vi.name)):
+                self.types[vi.name] = (tuple(dims), vi.type.tensor_type.elem_type or None)
 
     def _shape(self, name: str):
         return self.types.get(name, (None, None))[0]

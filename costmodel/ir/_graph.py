@@ -332,6 +332,23 @@ class CostGraph:
         g.meta = dict(g.meta, batchnorm_folded=True)
         return g
 
+    def fold_constants(self) -> "CostGraph":
+        """Drop the nodes that read no graph input (``attrs["constant"]``).
+
+        They compute from weights, buffers and constants alone (position ids,
+        attention masks built from ``arange``, a class token expanded to the
+        batch): ONNX runtimes and TVM's ``FoldConstant`` evaluate them once
+        ahead of time, and the ONNX and Relax frontends never emit them.
+        PyTorch eager runs them on every call.  Use it to compare graphs
+        across frontends on the same footing.
+        """
+        keep = [i for i, n in enumerate(self.nodes) if not n.attrs.get("constant")]
+        if len(keep) == len(self.nodes):
+            return self
+        g = self.subgraph(keep)
+        g.meta = dict(g.meta, constants_folded=True)
+        return g
+
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,191 @@
+"""Relax frontend: TVM IRModules give the same CostGraph as PyTorch and ONNX."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+tvm = pytest.importorskip("tvm", reason="apache-tvm is not installed")
+from tvm import relax  # noqa: E402
+from tvm.relax.frontend.torch import from_exported_program, from_fx  # noqa: E402
+
+from costmodel._errors import DynamicShapeError, InvalidInputError, UnsupportedOpWarning  # noqa: E402
+from costmodel.frontends import from_onnx, from_relax, from_torch, to_graph  # noqa: E402
+from costmodel.ir._vocab import category  # noqa: E402
+
+
+def _kind_counts(g) -> dict[str, int]:
+    return {k: c for k, c in g.op_counts().items() if category(k) not in ("layout", "noop")}
+
+
+def _close(a: float, b: float, rel: float = 0.01) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def _export(model, args, **kw):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(model.eval(), args, **kw)
+
+
+def _bert(layers: int = 12):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(num_hidden_layers=layers)
+    return transformers.BertModel(cfg).eval(), (torch.randint(0, 1000, (1, 128)),)
+
+
+MODELS = {
+    "resnet50": lambda: (torchvision.models.resnet50(), (torch.randn(1, 3, 224, 224),)),
+    "mobilenet_v2": lambda: (torchvision.models.mobilenet_v2(), (torch.randn(2, 3, 224, 224),)),
+    "vit_b_16": lambda: (torchvision.models.vit_b_16(), (torch.randn(1, 3, 224, 224),)),
+    "bert_base": lambda: _bert(),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("keep_params", [True, False])
+def test_same_graph_as_pytorch(name, keep_params):
+    """The four models of the acceptance table: identical op-kind counts, FLOPs within 1 %, same params."""
+    model, args = MODELS[name]()
+    mod = from_exported_program(_export(model, args), keep_params_as_input=keep_params)
+    gr = from_relax(mod)
+    gt = from_torch(model.eval(), args).fold_constants()
+    assert gr.meta["frontend"] == "relax"
+    assert _kind_counts(gr) == _kind_counts(gt)
+    assert _close(gr.flops, gt.flops) and _close(gr.tensor_flops, gt.tensor_flops)
+    assert gr.params == gt.params
+    assert gr.meta["batch"] == args[0].shape[0]
+
+
+def test_transformer_attention_is_one_node():
+    """The importer decomposes SDPA (scaled q and k^T, softmax, NaN guard, bmm reshapes); it is one node again."""
+    model, args = _bert(layers=2)
+    gr = from_relax(from_exported_program(_export(model, args), keep_params_as_input=True))
+    att = [n for n in gr.nodes if n.kind == "attention"]
+    assert len(att) == 2
+    assert att[0].in_shapes[:3] == [(1, 12, 128, 64)] * 3
+    assert not any(n.kind in ("softmax", "reduction") for n in gr.nodes)
+    # nn.Linear: reshape -> matmul -> add(bias) is one matmul with the bias as an operand
+    lin = [n for n in gr.nodes if n.kind == "matmul"]
+    assert len(lin) == 2 * 6 + 1 and all(n.param_inputs[1:] == [True, True] for n in lin)
+
+
+def test_real_edges_keep_skip_connections():
+    model, args = torchvision.models.resnet18(), (torch.randn(1, 3, 64, 64),)
+    g = from_relax(from_exported_program(_export(model, args), keep_params_as_input=True))
+    adds = [i for i, n in enumerate(g.nodes) if n.kind == "add"]
+    preds = g.predecessors()
+    assert len(adds) == 8 and all(len(preds[i]) == 2 for i in adds)
+    assert g.num_edges > g.num_nodes - 1  # not a chain
+
+
+def test_from_fx_matches_export():
+    model, x = torchvision.models.mobilenet_v2().eval(), torch.randn(2, 3, 96, 96)
+    gm = torch.fx.symbolic_trace(model)
+    mod = from_fx(gm, [((2, 3, 96, 96), "float32")], keep_params_as_input=True)
+    gr, gt = from_relax(mod), from_torch(model, (x,)).fold_constants()
+    assert _kind_counts(gr) == _kind_counts(gt) and _close(gr.flops, gt.flops) and gr.params == gt.params
+
+
+def test_onnx_import_matches_onnx_frontend(tmp_path):
+    """TVM's ONNX importer lowers Clip to two TIR kernels (maximum, minimum): they come back as one clamp."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
+
+    model, x = torchvision.models.mobilenet_v2().eval(), torch.randn(1, 3, 96, 96)
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False)
+        mod = tvm_from_onnx(onnx.load(str(path)), keep_params_in_input=True)
+    gr, go = from_relax(mod), from_onnx(path)
+    assert _kind_counts(gr) == _kind_counts(go)
+    assert "clamp" in _kind_counts(gr) and "other" not in _kind_counts(gr)
+    assert _close(gr.flops, go.flops) and gr.params == go.params
+    # the exporter folded batch norm into the convolutions
+    gt = from_torch(model, (x,)).fold_batchnorm()
+    assert _kind_counts(gr) == _kind_counts(gt) and _close(gr.flops, gt.flops)
+
+
+def test_symbolic_batch_needs_a_value():
+    model, x = torchvision.models.resnet18().eval(), torch.randn(2, 3, 64, 64)
+    ep = _export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    mod = from_exported_program(ep, keep_params_as_input=True)
+    with pytest.raises(DynamicShapeError, match="symbolic dimension") as e:
+        from_relax(mod)
+    assert "batch=" in str(e.value)
+    g8 = from_relax(mod, batch=8)
+    ref = from_torch(model, (torch.randn(8, 3, 64, 64),)).fold_constants()
+    assert g8.meta["batch"] == 8 and _close(g8.flops, ref.flops)
+    sym = mod["main"].params[0].ty.shape[0].name
+    assert _close(from_relax(mod, bindings={sym: 8}).flops, g8.flops)
+
+
+def test_tvmscript_module_and_dispatch():
+    """A hand-written module (dead tuple element, function call, unknown op) through to_graph."""
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def block(x: R.Tensor((4, 16), "float32"), w: R.Tensor((16, 16), "float32")) -> R.Tensor((4, 16), "float32"):
+            y = R.matmul(x, w)
+            return R.nn.relu(y)
+
+        @R.function
+        def main(x: R.Tensor((4, 16), "float32"), w: R.Tensor((16, 16), "float32")) -> R.Tensor((4, 16), "float32"):
+            cls = Mod
+            with R.dataflow():
+                a = cls.block(x, w)
+                t = (a, R.zeros_like(a))
+                b = t[0]
+                c = R.add(b, x)
+                s = R.cumsum(c, axis=1)
+                R.output(s)
+            return s
+
+    g = to_graph(Mod)
+    kinds = [n.kind for n in g.nodes]
+    assert kinds == ["matmul", "relu", "add", "reduction"]  # zeros_like was dead; block() inlined
+    assert g.nodes[0].flops == 2 * 4 * 16 * 16
+    assert (0, 1) in g.edges and (1, 2) in g.edges and (2, 3) in g.edges
+
+
+def test_bad_input():
+    with pytest.raises(InvalidInputError, match="tvm.IRModule"):
+        from_relax(42)
+    mod = tvm.IRModule()
+    with pytest.raises(InvalidInputError, match="no Relax function 'main'"):
+        from_relax(mod)
+    model, x = nn.Linear(4, 4), torch.randn(2, 4)
+    m = from_exported_program(_export(model, (x,)), keep_params_as_input=True)
+    with pytest.raises(InvalidInputError, match="bindings"):
+        from_relax(m, bindings={"n": -1})
+    with pytest.raises(InvalidInputError, match="mode"):
+        from_relax(m, mode="train")
+
+
+def test_unknown_packed_call_is_other_with_one_warning():
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((8, 8), "float32")) -> R.Tensor((8, 8), "float32"):
+            with R.dataflow():
+                a = R.call_dps_packed("my_kernel", (x,), out_ty=R.Tensor((8, 8), "float32"))
+                b = R.call_dps_packed("my_kernel", (a,), out_ty=R.Tensor((8, 8), "float32"))
+                c = R.nn.relu(b)
+                R.output(c)
+            return c
+
+    with pytest.warns(UnsupportedOpWarning) as rec:
+        g = from_relax(Mod)
+    assert [n.kind for n in g.nodes] == ["other", "other", "relu"]
+    assert sum("my_kernel" in str(w.message) for w in rec) == 1

@@ -1,0 +1,166 @@
+"""The Relax module pass and the ``tvm.relax.build`` wrapper (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from costmodel._errors import CostModelError, InvalidInputError
+
+log = logging.getLogger("costmodel.tvm")
+
+MODES = ("inference", "training")
+
+
+def _relax_functions(mod) -> list[str]:
+    return sorted(gv.name_hint for gv, f in mod.functions_items() if isinstance(f, relax.Function))
+
+
+def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | None = None, func: str = "main",
+                    mode: str = "inference", bindings: dict[str, int] | None = None):
+    """The :class:`costmodel.Estimate` of one Relax function of ``mod`` (default ``main``)."""
+    from costmodel.devices import get_device
+    from costmodel.frontends._relax import from_relax
+    from costmodel.predictors import get_predictor
+
+    dev = get_device(device)
+    pred = get_predictor(predictor)
+    graph = from_relax(mod, func=func, batch=batch, bindings=bindings, mode=mode)
+    if batch is not None and graph.meta.get("batch") not in (None, batch):
+        raise InvalidInputError(
+            f"function {func!r} has batch {graph.meta.get('batch')} in its static shapes but batch={batch} was "
+            "requested; batch= binds a symbolic batch dimension only"
+        )
+    return pred.predict(graph, dev, mode=mode)
+
+
+def _attrs_of(est) -> dict[str, Any]:
+    return {
+        "perf.latency_ms": float(est.latency_ms),
+        "perf.memory_mb": float(est.memory_mb),
+        "perf.energy_j": float(est.energy_j),
+        "perf.mig_profile": est.mig_profile or "",
+        "perf.predictor": str(est.predictor),
+        "perf.device": str(est.device),
+        "perf.batch": int(est.batch or 0),
+        "perf.dtype": str(est.dtype),
+    }
+
+
+@tvm.transform.module_pass(opt_level=0, name="AnnotatePerformance")
+class AnnotatePerformance:
+    """Attach costmodel estimates to an IRModule and to each of its Relax functions.
+
+    The module gets the estimate of its entry function (``main``, or the only
+    Relax function); every Relax function gets its own.  Keys:
+    ``perf.latency_ms``, ``perf.memory_mb``, ``perf.energy_j``,
+    ``perf.mig_profile`` (``""`` when no MIG slice fits or the device has no
+    MIG), ``perf.predictor``, plus ``perf.device``, ``perf.batch`` and
+    ``perf.dtype``.  The module's code is not changed.
+
+    Args:
+        device: device name from the database (``"h100"``, ``"a100-80gb"``...).
+        predictor: registered predictor name, artifact folder, Predictor, or
+            ``None`` for the library default.
+        batch: value of a symbolic leading (batch) dimension of the inputs.
+        mode: ``"inference"`` or ``"training"``.
+        bindings: values of other symbolic shape variables, ``{"seq": 128}``.
+        strict: raise when a function cannot be estimated; by default the
+            failure becomes a warning and compilation goes on.
+
+    Usable like any TVM pass: called on a module, inside
+    ``tvm.transform.Sequential``, under a user's ``PassContext`` (it runs at
+    ``opt_level=0``, so every context runs it).
+    """
+
+    def __init__(self, device: str = "h100", predictor=None, batch: int | None = None, *,
+                 mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False) -> None:
+        from costmodel.devices import get_device
+        from costmodel.frontends._common import check_batch
+        from costmodel.predictors import get_predictor
+
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+        if batch is not None:
+            check_batch(batch)
+        self.device = get_device(device)  # unknown names fail here, with suggestions
+        self.predictor = get_predictor(predictor)
+        self.batch = batch
+        self.mode = mode
+        self.bindings = bindings
+        self.strict = strict
+        self.estimates: dict[str, Any] = {}
+        self.seconds = 0.0
+
+    def _estimate(self, mod, name: str):
+        return estimate_module(mod, device=self.device, predictor=self.predictor, batch=self.batch, func=name,
+                               mode=self.mode, bindings=self.bindings)
+
+    def transform_module(self, mod, ctx):  # noqa: ARG002 - the PassContext is not needed
+        t0 = time.perf_counter()
+        names = _relax_functions(mod)
+        entry = "main" if "main" in names else (names[0] if len(names) == 1 else None)
+        self.estimates = {}
+        for name in names:
+            try:
+                self.estimates[name] = self._estimate(mod, name)
+            except Exception as e:  # noqa: BLE001 - never break the user's compile unless asked to
+                if self.strict:
+                    raise
+                if isinstance(e, CostModelError) or name == entry:
+                    warnings.warn(f"AnnotatePerformance: no estimate for Relax function {name!r}: {e}",
+                                  RuntimeWarning, stacklevel=2)
+        out = mod.clone()  # update_func mutates in place; the caller's module stays as it was
+        for name, est in self.estimates.items():
+            gv = out.get_global_var(name)
+            func = out[gv]
+            for k, v in _attrs_of(est).items():
+                func = func.with_attr(k, v)
+            out.update_func(gv, func)
+        if entry in self.estimates:
+            out = out.with_attrs(_attrs_of(self.estimates[entry]))
+        self.seconds = time.perf_counter() - t0
+        return out
+
+
+def read_annotations(obj) -> dict[str, Any]:
+    """The ``perf.*`` attributes of an IRModule or a Relax function, as plain Python values."""
+    attrs = obj.attrs
+    if attrs is None:
+        return {}
+    out = {}
+    for k in attrs.keys():
+        k = str(k)
+        if k.startswith("perf."):
+            v = attrs[k]
+            if hasattr(v, "value"):
+                v = v.value
+            out[k] = v if isinstance(v, (int, float)) else str(v)
+    return out
+
+
+def build(mod, target=None, *, device: str = "h100", predictor=None, batch: int | None = None,
+          mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False, **build_kwargs):
+    """``tvm.relax.build`` with :class:`AnnotatePerformance` in front of the pipeline.
+
+    Logs one line (logger ``costmodel.tvm``, level INFO) with the estimate of
+    the entry function and returns the executable; the annotated module's
+    attributes travel through the build.  Extra keyword arguments go to
+    ``tvm.relax.build``.  Runs under the caller's ``PassContext``.
+    """
+    ann = AnnotatePerformance(device=device, predictor=predictor, batch=batch, mode=mode, bindings=bindings,
+                              strict=strict)
+    mod = ann(mod)
+    est = ann.estimates.get("main") or next(iter(ann.estimates.values()), None)
+    if est is not None:
+        log.info(
+            "costmodel: %s on %s (%s): %.3g ms, %.0f MB, %.3g J, MIG %s [%.0f ms to estimate]",
+            est.model or "main", est.device, est.predictor, est.latency_ms, est.memory_mb, est.energy_j,
+            est.mig_profile or "none", ann.seconds * 1e3,
+        )
+    return relax.build(mod, target, **build_kwargs)
