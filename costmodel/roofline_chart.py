@@ -1,0 +1,193 @@
+"""Roofline charts: a model's operators against a device's ceilings (matplotlib).
+
+>>> from costmodel.roofline_chart import roofline_chart
+>>> fig = roofline_chart("torchvision:resnet50", "h100", batch=32, output="resnet50.png")
+
+Each operator that does arithmetic is one point: x is its arithmetic
+intensity (FLOPs per byte read and written), y the FLOP/s it is predicted to
+reach (its FLOPs over its analytic time on the device, launch and dispatch
+overheads included, so launch-bound operators sit far below the roof).  The
+ceilings are the device's compute peaks per dtype (tensor cores and vector
+units) and its DRAM bandwidth, plus L2/L1 (or a CPU's L1/L2/L3) bandwidth
+when a measured machine profile gives them.  Points are coloured by op
+category; the operators that take most predicted time are ringed and
+labelled.  The file type follows the suffix (``.png``, ``.svg``, ``.pdf``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ._errors import InvalidInputError
+
+_COLORS = {
+    "compute": "#1f77b4", "normalization": "#ff7f0e", "activation": "#2ca02c", "pooling": "#d62728",
+    "elementwise": "#9467bd", "reduction": "#8c564b", "layout": "#e377c2", "embedding": "#7f7f7f",
+    "memory": "#bcbd22", "other": "#17becf",
+}
+_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _check_output(output) -> Path | None:
+    if output is None:
+        return None
+    p = Path(output)
+    if p.suffix.lower() not in _SUFFIXES:
+        raise InvalidInputError(f"chart file must end in one of {list(_SUFFIXES)}, got {str(p)!r}")
+    return p
+
+
+def ceilings(device, machine=None) -> dict[str, Any]:
+    """``{"compute": {label: FLOP/s}, "memory": {label: bytes/s}}`` for a device (and a measured profile)."""
+    from .devices import get_device
+
+    dev = get_device(device)
+    compute: dict[str, float] = {}
+    for dt in ("fp16", "bf16", "tf32", "fp32", "fp64"):
+        v = dev.peak_tflops.get(dt)
+        if v:
+            compute[f"{dt} tensor" if dt not in ("fp32", "fp64") else dt] = v * 1e12
+    if dev.vector_tflops_fp32 and dev.vector_tflops_fp32 * 1e12 != compute.get("fp32"):
+        compute["fp32 vector"] = dev.vector_tflops_fp32 * 1e12
+    memory = {"DRAM": dev.bandwidth_bytes_s}
+    if machine is not None:
+        for level, gbps in (getattr(machine, "levels", None) or {}).items():
+            if gbps and str(level).upper() != "DRAM":
+                memory[str(level)] = float(gbps) * 1e9
+        for dt, gflops in (getattr(machine, "peak_gflops", None) or {}).items():
+            if gflops:
+                compute[f"{dt} measured"] = float(gflops) * 1e9
+    return {"device": dev, "compute": compute, "memory": memory}
+
+
+def op_points(graph, device, *, mode: str | None = None) -> list[dict[str, Any]]:
+    """One record per operator with FLOPs: kind, category, FLOPs, bytes, intensity, time, achieved FLOP/s."""
+    from .analysis._roofline import roofline
+    from .devices import get_device
+    from .ir._vocab import category
+
+    dev = get_device(device)
+    res = roofline(graph, dev, mode=mode)
+    out = []
+    for t in res.ops:
+        n = graph.nodes[t.node]
+        moved = n.bytes_read + n.bytes_written
+        if n.flops <= 0 or moved <= 0 or t.total_s <= 0:
+            continue
+        out.append({
+            "node": n.id, "op": n.op, "kind": n.kind, "category": category(n.kind), "flops": n.flops,
+            "bytes": moved, "intensity": n.flops / moved, "time_s": t.total_s, "achieved_flops": n.flops / t.total_s,
+            "bound": t.bound,
+        })
+    return out
+
+
+def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
+                   input_shape=None, machine=None, top: int = 8, output=None, title: str | None = None):
+    """Draw a model's operators on the device's roofline; returns the matplotlib Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .frontends import to_graph
+
+    out = _check_output(output)
+    if not isinstance(top, int) or top < 0:
+        raise InvalidInputError(f"top must be a non-negative int, got {top!r}")
+    c = ceilings(device, machine)
+    dev = c["device"]
+    graph = to_graph(model, batch=batch, input_shape=input_shape, dtype=dtype, mode=mode)
+    pts = op_points(graph, dev, mode=mode)
+    if not pts:
+        raise InvalidInputError(f"the model {graph.meta.get('name')!r} has no operator with FLOPs to place")
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    xs = [p["intensity"] for p in pts]
+    x_lo = 10 ** math.floor(math.log10(min(xs) / 2))
+    x_hi = 10 ** math.ceil(math.log10(max(xs) * 4))
+    _draw_ceilings(ax, c, x_lo, x_hi)
+    for cat in sorted({p["category"] for p in pts}):
+        sel = [p for p in pts if p["category"] == cat]
+        ax.scatter([p["intensity"] for p in sel], [p["achieved_flops"] for p in sel], s=16, alpha=0.7,
+                   color=_COLORS.get(cat, "#333333"), label=f"{cat} ({len(sel)})", zorder=3)
+    total = sum(p["time_s"] for p in pts)
+    # ring the ops with the most predicted time; ops at the same spot (repeated blocks) share one label
+    groups: dict[tuple, list] = {}
+    for p in sorted(pts, key=lambda p: -p["time_s"])[:top]:
+        key = (p["kind"], round(math.log10(p["intensity"]), 2), round(math.log10(p["achieved_flops"]), 2))
+        groups.setdefault(key, []).append(p)
+    for (kind, _, _), ps in groups.items():
+        p = ps[0]
+        share = sum(q["time_s"] for q in ps) / total
+        ax.scatter([p["intensity"]], [p["achieved_flops"]], s=90, facecolors="none", edgecolors="black",
+                   linewidths=1.2, zorder=4)
+        label = f"{kind} #{p['node']}" if len(ps) == 1 else f"{kind} x{len(ps)}"
+        ax.annotate(f"{label} ({share:.0%})", (p["intensity"], p["achieved_flops"]), textcoords="offset points",
+                    xytext=(6, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("predicted FLOP/s")
+    name = graph.meta.get("name") or "model"
+    ax.set_title(title or f"{name} on {dev.name}, {mode}, batch {graph.meta.get('batch', batch)}, {dtype}"
+                 f"  (ringed: top {min(top, len(pts))} by predicted time)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    return fig
+
+
+def machine_chart(device="cpu", *, machine=None, output=None, title: str | None = None):
+    """The ceilings alone (a measured profile's when ``machine`` is given); returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = _check_output(output)
+    c = ceilings(device, machine)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    _draw_ceilings(ax, c, 1e-2, 1e4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-2, 1e4)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("attainable FLOP/s")
+    src = getattr(machine, "name", None) or c["device"].name
+    ax.set_title(title or f"roofline of {src}" + (" (measured)" if machine is not None else " (datasheet)"), fontsize=9)
+    ax.grid(True, which="both", alpha=0.2)
+    fig.tight_layout()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    return fig
+
+
+def _draw_ceilings(ax, c: dict, x_lo: float, x_hi: float) -> None:
+    import numpy as np
+
+    xs = np.logspace(math.log10(x_lo), math.log10(x_hi), 200)
+    top = max(c["compute"].values())
+    styles = ["-", "--", "-.", ":"]
+    for i, (label, bw) in enumerate(sorted(c["memory"].items(), key=lambda kv: kv[1])):
+        ys = np.minimum(xs * bw, top)
+        ax.plot(xs, ys, styles[i % len(styles)], color="black", lw=1.0, alpha=0.8)
+        x_lab = max(x_lo * 1.5, min(top / bw / 30, x_hi / 10))
+        ax.text(x_lab, x_lab * bw * 1.15, f"{label} {bw / 1e9:,.0f} GB/s", fontsize=7, rotation=0)
+    dram = c["memory"]["DRAM"]
+    merged: dict[float, list[str]] = {}
+    for label, peak in c["compute"].items():  # equal peaks (fp16 = bf16 tensor) share one line
+        merged.setdefault(round(peak, -9), []).append(label)
+    for peak, labels in sorted(merged.items(), key=lambda kv: -kv[0]):
+        label = " = ".join(labels)
+        ridge = peak / dram
+        x0 = max(ridge, x_lo)
+        ax.hlines(peak, x0, x_hi, colors="gray", linestyles="-", lw=0.9)
+        ax.text(x_hi / 1.5, peak * 1.08, f"{label} {peak / 1e12:,.1f} TFLOP/s", fontsize=7, ha="right")

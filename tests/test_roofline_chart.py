@@ -1,0 +1,64 @@
+"""Roofline charts: points, ceilings and files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("matplotlib")
+
+from costmodel._errors import InvalidInputError, UnknownDeviceError  # noqa: E402
+from costmodel.frontends import from_torch  # noqa: E402
+from costmodel.roofline_chart import ceilings, machine_chart, op_points, roofline_chart  # noqa: E402
+
+
+def _graph():
+    m = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10))
+    return from_torch(m, (torch.randn(4, 3, 32, 32),))
+
+
+def test_op_points_follow_the_graph():
+    g = _graph()
+    pts = op_points(g, "h100")
+    kinds = [p["kind"] for p in pts]
+    assert kinds == ["conv", "relu", "matmul"]
+    conv = pts[0]
+    assert conv["intensity"] == pytest.approx(conv["flops"] / conv["bytes"])
+    # no point above its roof: FLOP/s <= min(peak, intensity x bandwidth)
+    c = ceilings("h100")
+    for p in pts:
+        assert p["achieved_flops"] <= min(max(c["compute"].values()), p["intensity"] * c["memory"]["DRAM"]) * 1.0001
+
+
+def test_chart_files(tmp_path):
+    g = _graph()
+    for suffix in (".png", ".svg"):
+        out = tmp_path / f"chart{suffix}"
+        fig = roofline_chart(g, "a100-80gb", output=out, top=2)
+        assert out.stat().st_size > 5000
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert any("DRAM" in t for t in texts) and any("TFLOP/s" in t for t in texts)
+        assert sum("%" in t for t in texts) == 2  # the two slowest ops are labelled
+    head = (tmp_path / "chart.svg").read_text()[:200]
+    assert "<svg" in head or "<?xml" in head
+
+
+def test_machine_chart_uses_measured_levels(tmp_path):
+    class Profile:
+        name = "test cpu"
+        levels = {"L1": 400.0, "L2": 200.0, "DRAM": 20.0}
+        peak_gflops = {"fp32": 150.0}
+
+    fig = machine_chart("cpu", machine=Profile(), output=tmp_path / "m.png")
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "L1 400 GB/s" in texts and "L2 200 GB/s" in texts and "fp32 measured" in texts
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(InvalidInputError, match=r"\.jpg"):
+        roofline_chart(_graph(), "h100", output=tmp_path / "x.jpg")
+    with pytest.raises(UnknownDeviceError):
+        roofline_chart(_graph(), "h1000")
+    with pytest.raises(InvalidInputError, match="top"):
+        roofline_chart(_graph(), "h100", top=-1)
