@@ -139,16 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="encoder folder (default: the package's shipped encoder)")
     p.set_defaults(func=_cmd_pretrain)
 
-    c = sub.add_parser("collect", help="measure workloads on this machine (CPU) with the data protocol",
-                       description="Measure inference latency of vision specs on this machine's CPU with the protocol "
-                                   "of the packaged data; appends to OUTPUT as it goes and skips rows already there.",
-                       epilog="examples:\n  costmodel collect specs.json --batch 1 4 -o cpu/vision.jsonl --budget 600\n",
+    c = sub.add_parser("collect", help="measure workloads on this machine (CPU or CUDA GPU) with the data protocol",
+                       description="Measure latency, memory and energy with the protocol of the packaged data "
+                                   "(warm-up, calibrated timed window, CUDA events and NVML on NVIDIA GPUs; "
+                                   "wall clock, RSS and RAPL energy on CPUs). Rows are appended to OUTPUT as they "
+                                   "are measured; rows already there are skipped, so an interrupted run resumes. "
+                                   "Out-of-memory is recorded as a row with \"oom\": true. hardware.json is "
+                                   "written beside OUTPUT on first use. Transformer rows go to a sibling file "
+                                   "(vision*.jsonl -> llm*.jsonl, else NAME_llm.jsonl).",
+                       epilog="examples:\n"
+                              "  costmodel collect costmodel/data/specs/cpu_vision.json -o cpu/vision.jsonl --budget 600\n"
+                              "  costmodel collect costmodel/data/specs/h200_extend.json --device cuda "
+                              "-o out/vision_extend.jsonl --budget 300\n"
+                              "  costmodel collect specs.json --batch 1 4 -o rows.jsonl     # a JSON list of specs\n"
+                              "  costmodel collect work.json --device cuda --ray auto -o rows.jsonl\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("specs", metavar="SPECS", help="JSON list (or JSONL) of model specs in the data's format")
-    c.add_argument("--device", default="cpu", choices=("cpu",), help="only cpu is measured by this command today")
-    c.add_argument("--batch", type=_positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
+    c.add_argument("specs", metavar="SPECS",
+                   help="work file: JSON {\"vision\": [...], \"llm\": [...]} (see costmodel/data/specs/), "
+                        "or a JSON list / JSONL of vision specs measured at --batch")
+    c.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    c.add_argument("--batch", type=_positive_int, nargs="+", default=None,
+                   help="batch sizes for a plain list of specs (default 1)")
     c.add_argument("-o", "--output", required=True, help="JSONL file to append rows to")
-    c.add_argument("--budget", type=float, default=None, help="stop after this many seconds")
+    c.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="stop cleanly (between rows) after S seconds")
+    c.add_argument("--cooldown", type=float, default=0.5, metavar="S", help="pause between rows (default 0.5 s)")
+    c.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="measure at most N rows")
+    c.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: auto, ray://HOST:10001, or local (start one here); one task per "
+                        "model spec, pinned to one GPU with --device cuda (needs the 'ray' extra)")
     c.set_defaults(func=_cmd_collect)
 
     m = sub.add_parser("llm", help="throughput, memory, energy, carbon and cost of a transformer workload",
@@ -336,27 +355,31 @@ def _cmd_pretrain(a) -> int:
 
 
 def _cmd_collect(a) -> int:
-    from pathlib import Path
+    from ._errors import InvalidInputError
+    from .collect import collect, load_work, normalize_device, output_paths
 
-    from ._errors import InvalidInputError, ModelLoadError
-    from .collect import collect, hardware_description
-
-    path = Path(a.specs)
-    if not path.exists():
-        raise ModelLoadError(f"no such file: {path}")
-    text = path.read_text()
-    try:
-        specs = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"{path} is neither a JSON list nor JSONL of specs: {e}") from None
-    out = Path(a.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    hw = out.parent / "hardware.json"
-    if not hw.exists():
-        hw.write_text(json.dumps(hardware_description(), indent=1))
-    n = collect(specs, a.batch, out, budget_s=a.budget)
-    print(f"wrote {n} rows to {out}")
-    return 0
+    device = normalize_device(a.device)
+    for flag, v, ok in (("--budget", a.budget, a.budget is None or a.budget > 0),
+                        ("--cooldown", a.cooldown, a.cooldown >= 0)):
+        if not ok:
+            raise InvalidInputError(f"{flag} must be {'> 0' if flag == '--budget' else '>= 0'} seconds, got {v:g}")
+    if a.ray is not None and not a.ray.strip():
+        raise InvalidInputError("--ray needs an address: auto, ray://HOST:10001 or local")
+    items = load_work(a.specs, batches=a.batch)
+    stats: dict = {}
+    n = collect(items, output=a.output, device=device, budget_s=a.budget, cooldown_s=a.cooldown, limit=a.limit,
+                ray_address=a.ray, stats=stats)
+    paths = output_paths(a.output)
+    where = ", ".join(str(p) for p in paths.values() if p.exists()) or a.output
+    extra = [f"{stats['skipped']} already there"]
+    if stats.get("oom"):
+        extra.append(f"{stats['oom']} out of memory")
+    if stats.get("failed"):
+        extra.append(f"{len(stats['failed'])} failed")
+    if stats.get("left"):
+        extra.append(f"{stats['left']} left for a later run")
+    print(f"wrote {n} rows to {where} ({', '.join(extra)})")
+    return 1 if stats.get("failed") and n == 0 else 0
 
 
 def _cmd_llm(a) -> int:
