@@ -223,6 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
     w.set_defaults(func=_cmd_web)
 
+    r = sub.add_parser("roofline", help="draw a model's operators against a device's roofline, or the machine's",
+                       description="Place every operator of MODEL (arithmetic intensity vs predicted FLOP/s) "
+                                   "against the device's compute and memory ceilings, ringing the operators "
+                                   "that take most predicted time; or, with --machine, draw the ceilings "
+                                   "measured on this machine by the C++ harness.",
+                       epilog="examples:\n  costmodel roofline torchvision:resnet50 --device h100 --batch 32 -o r50.png\n"
+                              "  costmodel roofline model.onnx --device a100-80gb --dtype fp16 -o model.svg\n"
+                              "  costmodel roofline --machine -o cpu.png             # measures this CPU (~1 min)\n"
+                              "  costmodel roofline --machine --profile cpu.json -o cpu.png\n"
+                              "  costmodel roofline torchvision:resnet50 --device cpu --profile cpu.json -o r50.png\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                   help="an .onnx file, a zoo name (torchvision:resnet50) or a JSON spec; omit with --machine")
+    r.add_argument("--device", default="h100", help="device name (default h100)")
+    r.add_argument("--batch", "-b", type=_positive_int, default=1, help="batch size (default 1)")
+    r.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", help="input shape without batch")
+    r.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    r.add_argument("--mode", type=_mode, default="inference", help="inference (default) or training")
+    r.add_argument("--top", type=int, default=8, help="ring and label this many slowest operators (default 8)")
+    r.add_argument("--machine", action="store_true", help="draw this machine's measured ceilings")
+    r.add_argument("--measure-device", default="cpu", choices=("cpu", "cuda"),
+                   help="with --machine and no --profile: what to measure (default cpu)")
+    r.add_argument("--profile", default=None, help="a saved measured profile (JSON from costmodel.roofline.measure)")
+    r.add_argument("--save-profile", default=None, help="with --machine: also save the measured profile here")
+    r.add_argument("-o", "--output", default="roofline.png", help="chart file, .png/.svg/.pdf (default roofline.png)")
+    r.set_defaults(func=_cmd_roofline)
+
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                        epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -432,6 +459,38 @@ def _cmd_web(a) -> int:
     from .web import launch
 
     launch(a.host, a.port)
+    return 0
+
+
+def _cmd_roofline(a) -> int:
+    from ._errors import InvalidInputError
+    from .roofline_chart import machine_chart, roofline_chart
+
+    profile = None
+    if a.profile:
+        from .roofline import MachineProfile
+
+        profile = MachineProfile.load(a.profile)
+    if a.machine:
+        if a.model:
+            raise InvalidInputError(f"--machine draws the machine alone; drop the model argument {a.model!r}")
+        if profile is None:
+            from .roofline import measure
+
+            profile = measure(device=a.measure_device, progress=True)
+            if a.save_profile:
+                profile.save(a.save_profile)
+                print(f"saved the measured profile to {a.save_profile}")
+        base = "cpu" if profile.kind == "cpu" else a.device
+        machine_chart(base, machine=profile, output=a.output)
+        print(profile.summary())
+        print(f"wrote {a.output}")
+        return 0
+    if not a.model:
+        raise InvalidInputError("give a MODEL to place on the roofline, or --machine for the machine alone")
+    roofline_chart(a.model, a.device, batch=a.batch, mode=a.mode, dtype=a.dtype, input_shape=a.input_shape,
+                   machine=profile, top=a.top, output=a.output)
+    print(f"wrote {a.output}")
     return 0
 
 

@@ -45,20 +45,23 @@ def ceilings(device, machine=None) -> dict[str, Any]:
 
     dev = get_device(device)
     compute: dict[str, float] = {}
-    for dt in ("fp16", "bf16", "tf32", "fp32", "fp64"):
-        v = dev.peak_tflops.get(dt)
-        if v:
-            compute[f"{dt} tensor" if dt not in ("fp32", "fp64") else dt] = v * 1e12
-    if dev.vector_tflops_fp32 and dev.vector_tflops_fp32 * 1e12 != compute.get("fp32"):
-        compute["fp32 vector"] = dev.vector_tflops_fp32 * 1e12
-    memory = {"DRAM": dev.bandwidth_bytes_s}
-    if machine is not None:
-        for level, gbps in (getattr(machine, "levels", None) or {}).items():
-            if gbps and str(level).upper() != "DRAM":
-                memory[str(level)] = float(gbps) * 1e9
+    memory: dict[str, float] = {}
+    if machine is not None:  # measured ceilings replace the datasheet's
         for dt, gflops in (getattr(machine, "peak_gflops", None) or {}).items():
             if gflops:
                 compute[f"{dt} measured"] = float(gflops) * 1e9
+        for level, gbps in (getattr(machine, "levels", None) or {}).items():
+            if gbps:
+                memory[str(level)] = float(gbps) * 1e9
+    if not compute:
+        for dt in ("fp16", "bf16", "tf32", "fp32", "fp64"):
+            v = dev.peak_tflops.get(dt)
+            if v:
+                compute[f"{dt} tensor" if dt not in ("fp32", "fp64") else dt] = v * 1e12
+        if dev.vector_tflops_fp32 and dev.vector_tflops_fp32 * 1e12 != compute.get("fp32"):
+            compute["fp32 vector"] = dev.vector_tflops_fp32 * 1e12
+    if "DRAM" not in memory:
+        memory["DRAM"] = dev.bandwidth_bytes_s
     return {"device": dev, "compute": compute, "memory": memory}
 
 
@@ -179,8 +182,9 @@ def _draw_ceilings(ax, c: dict, x_lo: float, x_hi: float) -> None:
     for i, (label, bw) in enumerate(sorted(c["memory"].items(), key=lambda kv: kv[1])):
         ys = np.minimum(xs * bw, top)
         ax.plot(xs, ys, styles[i % len(styles)], color="black", lw=1.0, alpha=0.8)
-        x_lab = max(x_lo * 1.5, min(top / bw / 30, x_hi / 10))
-        ax.text(x_lab, x_lab * bw * 1.15, f"{label} {bw / 1e9:,.0f} GB/s", fontsize=7, rotation=0)
+        # labels staggered down the slope so parallel lines do not share a spot
+        y_lab = top / (3 * 2.5 ** i)  # each line labelled at its own height, to the right of the line
+        ax.text(y_lab / bw * 1.3, y_lab, f"{label} {bw / 1e9:,.0f} GB/s", fontsize=7, ha="left", va="center")
     dram = c["memory"]["DRAM"]
     merged: dict[float, list[str]] = {}
     for label, peak in c["compute"].items():  # equal peaks (fp16 = bf16 tensor) share one line
@@ -190,4 +194,5 @@ def _draw_ceilings(ax, c: dict, x_lo: float, x_hi: float) -> None:
         ridge = peak / dram
         x0 = max(ridge, x_lo)
         ax.hlines(peak, x0, x_hi, colors="gray", linestyles="-", lw=0.9)
-        ax.text(x_hi / 1.5, peak * 1.08, f"{label} {peak / 1e12:,.1f} TFLOP/s", fontsize=7, ha="right")
+        rate = f"{peak / 1e12:,.1f} TFLOP/s" if peak >= 1e12 else f"{peak / 1e9:,.0f} GFLOP/s"
+        ax.text(x_hi / 1.5, peak * 1.08, f"{label} {rate}", fontsize=7, ha="right")
