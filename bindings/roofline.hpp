@@ -1,0 +1,156 @@
+// Roofline microbenchmark harness: shared declarations.
+//
+// The CPU part (cpu_harness.cpp) measures peak FMA throughput and a STREAM
+// bandwidth sweep with pinned std::threads; the CUDA part (cuda_harness.cu,
+// built only when a CUDA compiler is found) measures FMA peaks, copy
+// bandwidth and a read sweep through the cache hierarchy.  Both return plain
+// C++ structs; module.cpp turns them into Python dicts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace roofline {
+
+// Summary of repeated timings of one quantity (robust statistics).
+struct Stats {
+    double median = 0, min = 0, max = 0, q1 = 0, q3 = 0, mean = 0;
+    std::vector<double> samples;  // in measurement order, warm-up excluded
+};
+
+// Median, quartiles (linear interpolation, as numpy's default), min, max.
+Stats summarize(std::vector<double> samples);
+
+// --------------------------------------------------------------------------
+// CPU
+// --------------------------------------------------------------------------
+
+// Instruction sets this build can run on this machine, best first
+// (a subset of "avx512", "avx2", "scalar").
+std::vector<std::string> cpu_isas();
+
+struct PeakResult {
+    std::string dtype;            // "fp64" or "fp32"
+    std::string isa;              // kernel actually run
+    int threads = 0;
+    int accumulators = 0;         // independent FMA chains per thread
+    int lanes = 0;                // elements per vector register
+    std::uint64_t iterations = 0; // loop trips per thread per sample
+    double flops_per_sample = 0;  // all threads together
+    Stats seconds;
+    Stats gflops;                 // 1e9 FLOP/s
+};
+
+struct KernelResult {
+    std::string kernel;           // copy, scale, add, triad
+    double bytes_per_pass = 0;    // STREAM counting, all threads
+    Stats seconds;                // per pass
+    Stats gbps;                   // 1e9 bytes/s
+};
+
+struct StreamResult {
+    std::size_t footprint_bytes = 0;      // 3 arrays x elements x 8, all threads
+    std::size_t elements_per_thread = 0;  // per array
+    int threads = 0;
+    std::string isa;                      // kernel variant run
+    std::uint64_t passes_per_sample = 0;  // kernel passes timed together
+    std::vector<KernelResult> kernels;    // copy, scale, add, triad
+};
+
+// A pool of pinned worker threads plus their private STREAM arrays.
+class CpuHarness {
+public:
+    // threads <= 0: one per CPU of the process affinity mask.
+    CpuHarness(int threads, bool pin);
+    ~CpuHarness();
+    CpuHarness(const CpuHarness &) = delete;
+    CpuHarness &operator=(const CpuHarness &) = delete;
+
+    int threads() const;
+    bool pinned() const;             // every worker pinned successfully
+    std::vector<int> cpus() const;   // CPU of each worker (-1: not pinned)
+    std::string pin_error() const;   // first pinning failure, "" if none
+
+    // isa: "auto" (best supported) or one of cpu_isas().
+    PeakResult peak_flops(const std::string &dtype, const std::string &isa, int warmup,
+                          int reps, double min_time_s);
+
+    // Allocate (and first-touch, each worker its own) arrays large enough for
+    // a footprint of max_footprint_bytes (3 arrays, all threads together).
+    void reserve(std::size_t max_footprint_bytes);
+    std::size_t reserved_footprint() const;
+    void release();
+
+    // The four STREAM kernels at one footprint (rounded down to whole cache
+    // lines per thread and array, at least one; reserve() is called when the
+    // arrays are too small).
+    StreamResult stream(std::size_t footprint_bytes, int warmup, int reps, double min_time_s);
+
+private:
+    void reserve_unlocked(std::size_t max_footprint_bytes);
+    struct Impl;
+    Impl *impl_;
+};
+
+// --------------------------------------------------------------------------
+// CUDA (cuda_harness.cu; stubs report "not compiled" otherwise)
+// --------------------------------------------------------------------------
+
+namespace gpu {
+
+struct DeviceInfo {
+    bool available = false;
+    std::string reason;            // why not available (cudaGetErrorString text)
+    int device = 0;
+    int device_count = 0;
+    std::string name;
+    int cc_major = 0, cc_minor = 0;
+    int sm_count = 0;
+    std::size_t l2_bytes = 0;
+    std::size_t total_memory_bytes = 0;
+    std::size_t free_memory_bytes = 0;
+    std::size_t shared_memory_per_sm = 0;
+    int max_threads_per_sm = 0;
+    int clock_khz = 0;             // 0 where the runtime no longer reports it
+    int memory_clock_khz = 0;
+    int memory_bus_width = 0;
+    int driver_version = 0;
+    int runtime_version = 0;
+};
+
+struct GpuPeak {
+    DeviceInfo info;
+    std::string dtype;             // fp64, fp32, fp16 (half2)
+    int blocks = 0, threads_per_block = 0;
+    std::uint64_t iterations = 0;
+    double flops_per_launch = 0;
+    Stats milliseconds;
+    Stats gflops;
+};
+
+struct GpuBandwidth {
+    std::string kernel;            // copy, read, read_replicated
+    std::size_t buffer_bytes = 0;
+    double bytes_per_launch = 0;   // bytes moved (copy: read + write)
+    int blocks = 0, threads_per_block = 0;
+    std::uint64_t passes = 0;
+    Stats milliseconds;
+    Stats gbps;
+};
+
+struct GpuSweep {
+    DeviceInfo info;
+    std::vector<GpuBandwidth> points;
+};
+
+bool compiled();
+DeviceInfo probe(int device);
+GpuPeak peak_flops(const std::string &dtype, int warmup, int reps, double min_time_s, int device);
+GpuSweep copy_bandwidth(std::size_t buffer_bytes, int warmup, int reps, int device);
+GpuSweep read_sweep(const std::vector<std::size_t> &sizes, bool replicated, int warmup, int reps,
+                    double min_time_s, int device);
+
+}  // namespace gpu
+}  // namespace roofline
