@@ -118,6 +118,8 @@ class _RelaxWalker:
         self.warned: set[str] = set()
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.producer: dict[str, Any] = {}  # name -> onnx node that writes it
+        self._outs: dict[Any, list] = {}
+        self._taken: set[str] = set()
 
     # -------------------------------------------------------------- helpers
     def fresh(self, hint: str) -> str:
@@ -145,7 +147,11 @@ class _RelaxWalker:
         dt = str(dtype)
         if dt not in _ELEM:
             return None
-        return tuple(self.dim(d, where) for d in shape), dt
+        dims = []
+        for d in shape:
+            v = getattr(d, "value", None)  # IntImm: the common, fast case
+            dims.append(v if type(v) is int else self.dim(d, where))
+        return tuple(dims), dt
 
     def declare(self, name: str, shape, dtype: str) -> None:
         from onnx import helper
@@ -328,6 +334,14 @@ class _RelaxWalker:
 
     # ---------------------------------------------------------------- calls
     def outputs_of(self, var) -> list[tuple[str, tuple[int, ...], str]]:
+        """ONNX names, shapes and dtypes of a binding's outputs (memoized; names unique across inlined calls)."""
+        got = self._outs.get(var)
+        if got is not None:
+            return got
+        base = var.name
+        if base in self.shapes or base in self._taken:
+            base = self.fresh(base)
+        self._taken.add(base)
         ty = var.ty
         fields = getattr(ty, "fields", None)
         if fields is not None:
@@ -335,10 +349,12 @@ class _RelaxWalker:
             for i, f in enumerate(fields):
                 tt = self.tensor_type(f, f"{var.name}[{i}]")
                 if tt is not None:
-                    outs.append((f"{var.name}.{i}", *tt))
-            return outs
-        tt = self.tensor_type(ty, repr(var.name))
-        return [(var.name, *tt)] if tt is not None else []
+                    outs.append((f"{base}.{i}", *tt))
+        else:
+            tt = self.tensor_type(ty, repr(var.name))
+            outs = [(base, *tt)] if tt is not None else []
+        self._outs[var] = outs
+        return outs
 
     def emit(self, var, op: str, inputs: list[str], domain: str = "", **attrs) -> None:
         outs = self.outputs_of(var)
@@ -1019,6 +1035,36 @@ def to_onnx_proto(mod, *, func: str = "main", bindings: dict[str, int] | None = 
     return proto
 
 
+def _typed_from_onnx(proto, *, name: str, mode: str):
+    """The ONNX frontend's passes on a proto whose every value is typed: no ONNX shape inference needed."""
+    from ._onnx import _OnnxFrontend, _dims
+
+    fe = _OnnxFrontend(proto, name, mode)
+    fe._classify()
+    fixed = {vi.name: tuple(_dims(vi)) for vi in fe.data_inputs}
+    g = proto.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type"):
+            fe.types[vi.name] = (tuple(_dims(vi)), vi.type.tensor_type.elem_type or None)
+    for n in g.node:  # scalar / shape constants: their values drive attribute-like inputs
+        if n.op_type == "Constant":
+            from onnx import numpy_helper
+
+            arr = numpy_helper.to_array(n.attribute[0].t)
+            fe.vals[n.output[0]] = arr
+    fe.walk(fixed)
+    fe._plan()
+    fe.emit()
+    first = next((fixed[vi.name] for vi in fe.data_inputs if len(fixed[vi.name]) >= 1), None)
+    meta = {
+        "batch": int(first[0]) if first else 1,
+        "input_shape": list(first[1:]) if first else None,
+        "dtype": fe.graph_dtype(fixed),
+        "mode": mode,
+    }
+    return fe.b.build(**meta)
+
+
 def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: dict[str, int] | None = None,
                batch: int | None = None, mode: str = "inference"):
     """Featurize a Relax function of a ``tvm.IRModule`` into a :class:`~costmodel.CostGraph`.
@@ -1062,7 +1108,7 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
     proto = to_onnx_proto(mod, func=func, bindings=bindings, batch=batch, mode=mode)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"onnx: operator .*tvm\.relax", category=UnsupportedOpWarning)
-        g = from_onnx(proto, name=name or func, mode=mode)
+        g = _typed_from_onnx(proto, name=name or func, mode=mode)
     g.meta["frontend"] = "relax"
     g.meta.pop("opset", None)
     g.meta["producer"] = f"tvm {tvm.__version__}"
