@@ -913,6 +913,34 @@ def _canonicalize(w: _RelaxWalker) -> None:
         rename[add.output[0]] = n.output[0]
         drop.add(id(add))
 
+    # chains of layout ops collapse: Transpose(Transpose(x)) is one transpose (none if the perms cancel),
+    # Reshape(Reshape(x)) one reshape (none if it restores x's shape)
+    for n in nodes:
+        if n.op_type not in ("Transpose", "Reshape") or id(n) in drop:
+            continue
+        p = prod.get(n.input[0])
+        if p is None or p.op_type != n.op_type or id(p) in drop or not single(p.output[0]):
+            continue
+        src = p.input[0]
+        if n.op_type == "Transpose":
+            inner = list(next(a.ints for a in p.attribute if a.name == "perm"))
+            outer = list(next(a.ints for a in n.attribute if a.name == "perm"))
+            perm = [inner[i] for i in outer]
+            if perm == sorted(perm):
+                rename[n.output[0]] = src
+                drop.update({id(n), id(p)})
+                continue
+            del n.attribute[:]
+            n.attribute.extend([helper_attr("perm", perm)])
+        elif w.shapes.get(src) == w.shapes.get(n.output[0]):
+            rename[n.output[0]] = src
+            drop.update({id(n), id(p)})
+            continue
+        n.input[0] = src
+        drop.add(id(p))
+        # the node now reads src directly: keep the use lists current for later rewrites
+        uses.setdefault(src, []).append(n)
+
     # clamp written as Min(Max(x, lo), hi) with scalar bounds (TVM's ONNX importer lowers Clip so) -> Clip
     for n in nodes:
         if n.op_type != "Max" or not single(n.output[0]) or id(n) in drop:
@@ -982,6 +1010,12 @@ def _apply(w: _RelaxWalker, rename: dict, drop: set) -> None:
     w.nodes = kept
     for o in w.outputs:
         o.name = resolve(o.name)
+
+
+def helper_attr(name: str, value):
+    from onnx import helper
+
+    return helper.make_attribute(name, value)
 
 
 def helper_node(op: str, inputs: list[str], outputs: list[str]):
