@@ -8,6 +8,7 @@ Public surface (imported lazily so ``import costmodel`` stays fast)::
     costmodel.get_predictor("analytic"), costmodel.available_predictors()
     costmodel.PerfDataset.load()
     costmodel.estimate_llm("llama-2-7b", batch=8, seq=512, device="h200")  -> LLMEstimate
+    costmodel.bench(torch.matmul, a, b)                -> BenchResult (timed, on the roofline)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _LAZY = {
     "PerfDataset": "costmodel.datasets",
     "estimate_llm": "costmodel.llm._predictor",
     "torch_backend": "costmodel._compile",
+    "bench": "costmodel.bench",
     "LLMEstimate": "costmodel.llm._predictor",
 }
 

@@ -51,6 +51,20 @@ DEVICES_EXAMPLES = """examples:
   costmodel devices --json
 """
 
+BENCH_EXAMPLES = """examples:
+  costmodel bench torch.matmul --shapes 1024x1024,1024x1024
+  costmodel bench torch.nn.functional.conv2d --shapes 8x64x56x56,64x64x3x3 --kwargs '{"padding": 1}' -o conv.png
+  costmodel bench torch.add --shapes 16777216,16777216 --profile cpu.json
+  costmodel bench torch.matmul --shapes 8192x8192,8192x8192 --dtype bf16 --device cuda --json
+"""
+COST_EXAMPLES = """examples:
+  costmodel cost torchvision:resnet50 --device h100 --steps 200000 --batch 256
+  costmodel cost torchvision:vit_b_16 --device a100-80gb --steps 50000 --batch 64 --dtype bf16 --provider aws gcp
+  costmodel cost torchvision:resnet18 --device l4 --mode inference --samples 10000000 --batch 32 --region us-east-1
+  costmodel cost torchvision:resnet50 --device h100 --steps 1000 --batch 64 --whole-instance --json
+"""
+BENCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
+
 
 def _mode(s: str) -> str:
     try:
@@ -249,6 +263,65 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-profile", default=None, help="with --machine: also save the measured profile here")
     r.add_argument("-o", "--output", default="roofline.png", help="chart file, .png/.svg/.pdf (default roofline.png)")
     r.set_defaults(func=_cmd_roofline)
+
+    b = sub.add_parser("bench", help="time a torch op on this machine and place it on the roofline",
+                       description="Time a torch operator on random tensors of the given shapes (warm-up, "
+                                   "calibrated samples of >= 1 ms, median; CUDA events on a GPU), count its FLOPs "
+                                   "(FlopCounterMode, plus one per output element of pointwise ops) and bytes "
+                                   "(inputs read + outputs written: a lower bound), and report the achieved "
+                                   "GFLOP/s, GB/s and fraction of the attainable roofline ceiling.",
+                       epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("op", metavar="OP", help="dotted name of a callable under torch, e.g. torch.nn.functional.conv2d")
+    b.add_argument("--shapes", "-s", required=True, metavar="SHAPES",
+                   help="comma-separated tensor shapes, dims joined by 'x': 8x64x56x56,64x64x3x3")
+    b.add_argument("--dtype", default="fp32", choices=tuple(BENCH_DTYPES), help="tensor dtype (default fp32)")
+    b.add_argument("--device", default="cpu", help="where the tensors live: cpu (default), cuda or cuda:N")
+    b.add_argument("--kwargs", default=None, metavar="JSON", help='keyword arguments as a JSON object: \'{"padding": 1}\'')
+    b.add_argument("--flops", type=float, default=None, help="FLOPs of one call (default: counted)")
+    b.add_argument("--bytes", type=float, default=None, help="bytes moved by one call (default: counted lower bound)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls (default 3)")
+    b.add_argument("--repeats", type=_positive_int, default=10, help="minimum timed samples (default 10)")
+    b.add_argument("--min-time", type=float, default=0.1, metavar="S",
+                   help="keep sampling until the samples add up to S seconds (default 0.1)")
+    b.add_argument("--ceilings", default=None, metavar="DEVICE",
+                   help="device-database entry whose ceilings to use (default: the GPU's own entry, or cpu)")
+    b.add_argument("--profile", default=None,
+                   help="a saved measured profile (JSON from costmodel.roofline.measure) for the ceilings")
+    b.add_argument("-o", "--output", default=None, help="also draw the point on its roofline: .png/.svg/.pdf")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b.set_defaults(func=_cmd_bench)
+
+    k = sub.add_parser("cost", help="predicted time and cloud dollars of a training or inference job, per provider",
+                       description="Predict the time of one training step (or inference call) on one GPU, "
+                                   "multiply by the number of steps, and price it on every instance of the "
+                                   "price table carrying the device, cheapest first. By default a job on a "
+                                   "multi-GPU instance pays the per-GPU share of its price; --whole-instance "
+                                   "charges the whole instance.",
+                       epilog=COST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("model", metavar="MODEL",
+                   help="an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec")
+    k.add_argument("--device", "-d", required=True, help="device name, e.g. h100, a100-40gb, l4 (see 'costmodel devices')")
+    k.add_argument("--mode", type=_mode, default="training", help="training (default) or inference")
+    work = k.add_mutually_exclusive_group(required=True)
+    work.add_argument("--steps", type=_positive_int, default=None,
+                      help="training steps (or inference calls) of one batch each")
+    work.add_argument("--samples", type=_positive_int, default=None,
+                      help="samples to process: ceil(samples / batch) steps")
+    k.add_argument("--batch", "-b", type=_positive_int, default=1, help="batch size (default 1)")
+    k.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", help="input shape without batch")
+    k.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="tensor dtype (default fp32)")
+    k.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
+    k.add_argument("--predictor", default=None,
+                   help="predictor name or trained artifact folder (default: the library's best available)")
+    k.add_argument("--provider", nargs="+", default=None, metavar="NAME",
+                   help="keep these providers only (aws, gcp, azure)")
+    k.add_argument("--whole-instance", action="store_true",
+                   help="charge the whole instance, not the per-GPU share of a multi-GPU instance")
+    k.add_argument("--region", default=None, help="grid region for the carbon of the energy (e.g. us-east-1, france)")
+    k.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                   help="grid carbon intensity (g CO2e per kWh) instead of a region's")
+    k.add_argument("--json", action="store_true", help="print JSON")
+    k.set_defaults(func=_cmd_cost)
 
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
@@ -493,6 +566,137 @@ def _cmd_roofline(a) -> int:
     print(f"wrote {a.output}")
     return 0
 
+
+def _parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """``"8x64x56x56,64x64x3x3"`` -> ``[(8, 64, 56, 56), (64, 64, 3, 3)]``."""
+    from ._errors import InvalidInputError
+
+    shapes = []
+    for piece in text.split(","):
+        dims = piece.strip().lower().split("x")
+        try:
+            shape = tuple(int(d) for d in dims)
+        except ValueError:
+            shape = ()
+        if not shape or any(d <= 0 for d in shape):
+            raise InvalidInputError(
+                f"--shapes: expected comma-separated shapes of positive integers joined by 'x' "
+                f"(e.g. 8x64x56x56,64x64x3x3), got {piece.strip()!r} in {text!r}"
+            )
+        shapes.append(shape)
+    return shapes
+
+
+def resolve_torch_op(path: str):
+    """The callable named by a dotted path under ``torch`` (``"torch.nn.functional.conv2d"``).
+
+    Only attributes of torch's own modules and classes are followed: a path
+    that leaves the torch package (``torch.os.system``), names a private
+    dunder attribute, or does not name a callable is refused.
+    """
+    import importlib
+    import re
+    import types
+
+    from ._errors import InvalidInputError
+
+    if not isinstance(path, str) or not re.fullmatch(r"torch(\.[A-Za-z_][A-Za-z0-9_]*)+", path.strip()):
+        raise InvalidInputError(
+            f"OP must be a dotted name under torch, such as torch.matmul, torch.add or "
+            f"torch.nn.functional.conv2d, got {path!r}"
+        )
+    parts = path.strip().split(".")
+    if any(p.startswith("__") for p in parts):
+        raise InvalidInputError(f"OP must not name a dunder attribute, got {path!r}")
+
+    def owned(obj) -> bool:
+        if isinstance(obj, types.ModuleType):
+            return obj.__name__ == "torch" or obj.__name__.startswith("torch.")
+        mod = getattr(obj, "__module__", None)
+        if isinstance(mod, str):
+            return mod == "torch" or mod.startswith("torch.")
+        return isinstance(obj, (types.BuiltinFunctionType, types.MethodDescriptorType, types.WrapperDescriptorType))
+
+    obj = importlib.import_module("torch")
+    for i in range(1, len(parts)):
+        where = ".".join(parts[: i + 1])
+        try:
+            nxt = getattr(obj, parts[i])
+        except AttributeError:
+            nxt = None
+            if isinstance(obj, types.ModuleType):
+                try:
+                    nxt = importlib.import_module(where)
+                except ImportError:
+                    nxt = None
+        if nxt is None:
+            raise InvalidInputError(f"OP {path!r}: torch has no {where!r}")
+        if not owned(nxt):
+            raise InvalidInputError(f"OP {path!r}: {where!r} is not part of torch; only torch callables can be benched")
+        obj = nxt
+    if not callable(obj) or isinstance(obj, types.ModuleType):
+        raise InvalidInputError(f"OP {path!r} is not a callable (a function, op or module class)")
+    return obj
+
+
+def _cmd_bench(a) -> int:
+    from dataclasses import replace
+
+    from . import bench as run_bench  # the function (costmodel.bench)
+    from ._errors import InvalidInputError
+
+    fn = resolve_torch_op(a.op)
+    shapes = _parse_shapes(a.shapes)
+    kwargs = {}
+    if a.kwargs:
+        try:
+            kwargs = json.loads(a.kwargs)
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(
+                f"--kwargs: expected a JSON object such as '{{\"padding\": 1}}', got {a.kwargs!r} ({e})"
+            ) from None
+        if not isinstance(kwargs, dict):
+            raise InvalidInputError(f"--kwargs: expected a JSON object, got {type(kwargs).__name__}")
+    if a.warmup < 0:
+        raise InvalidInputError(f"--warmup must be >= 0, got {a.warmup}")
+    import torch
+
+    dev = a.device.strip().lower()
+    if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise InvalidInputError(f"--device must be cpu, cuda or cuda:N, got {a.device!r}")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError(f"--device {a.device}: no CUDA device is usable here (use --device cpu)")
+    dtype = getattr(torch, BENCH_DTYPES[a.dtype])
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(s, generator=gen, dtype=torch.float32).to(device=dev, dtype=dtype) for s in shapes]
+    r = run_bench(fn, *tensors, flops=a.flops, bytes=a.bytes, device=a.ceilings, warmup=a.warmup,
+                  repeats=a.repeats, min_time_s=a.min_time, profile=a.profile, **kwargs)
+    r = replace(r, name=a.op)
+    if a.output:
+        r.chart(a.output)
+    if a.json:
+        print(r.to_json())
+    else:
+        print(r.table())
+        if a.output:
+            print(f"wrote {a.output}")
+    return 0
+
+
+def _cmd_cost(a) -> int:
+    from .cost import job_cost
+    from .frontends._common import parse_shape
+
+    shape = parse_shape(a.input_shape) if a.input_shape else None
+    providers = None
+    if a.provider:
+        providers = [p for item in a.provider for p in item.replace(",", " ").split() if p]
+    rep = job_cost(a.model, device=a.device, batch=a.batch, mode=a.mode, steps=a.steps, samples=a.samples,
+                   dtype=a.dtype, optimizer=a.optimizer, predictor=a.predictor, providers=providers,
+                   whole_instance=a.whole_instance, region=a.region,
+                   carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape)
+    print(rep.to_json() if a.json else rep.table())
+    return 0
 
 def _cmd_devices(a) -> int:
     from .devices import list_devices

@@ -113,7 +113,8 @@ def test_cheapest_matching_instance():
             assert price_per_gpu_hour_usd(device, provider=provider) == pytest.approx(sub[0]["usd_per_gpu_hour"])
     # device database aliases and Device objects select the same rows
     assert instances(device="H100-SXM5-80GB") == instances(device="h100") == instances(device=get_device("h100"))
-    assert instances(device="t4") == []  # a known device without a priced instance
+    assert instances(device="cpu") == []  # a known device without a priced instance
+    assert {r["provider"] for r in instances(device="t4")} == {"aws", "gcp", "azure"}
 
 
 def test_instances_filters_and_providers():
@@ -161,8 +162,8 @@ def test_pricing_errors_name_valid_choices():
         price_per_gpu_hour_usd(instance="p5.48xl")
     with pytest.raises(InvalidInputError, match=r"priced GPUs: .*A10G.*Did you mean: A10G"):
         price_per_gpu_hour_usd("a10")
-    with pytest.raises(InvalidInputError, match=r"no priced instance has device 't4'.*priced GPUs"):
-        cost_per_1k_samples_usd(100.0, device="t4")
+    with pytest.raises(InvalidInputError, match=r"no priced instance has device 'cpu'.*priced GPUs"):
+        cost_per_1k_samples_usd(100.0, device="cpu")
     with pytest.raises(InvalidInputError, match="not 'gcp'"):
         price_per_gpu_hour_usd(instance="p5.48xlarge", provider="gcp")
     with pytest.raises(InvalidInputError, match="H100"):

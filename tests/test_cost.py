@@ -1,0 +1,129 @@
+"""Cloud cost of a job: predicted time x price per provider, and the `costmodel cost` command."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import costmodel
+from costmodel import InvalidInputError, UnknownDeviceError
+from costmodel.carbon import carbon_intensity_g_per_kwh
+from costmodel.cli import main
+from costmodel.cost import inference_cost, job_cost, priced_devices, training_cost
+
+PRICES = json.loads((Path(__file__).resolve().parents[1] / "costmodel" / "data" / "gpu_prices.json").read_text())
+MODEL = "torchvision:resnet18"
+
+
+@pytest.fixture(scope="module")
+def est():
+    return costmodel.estimate(MODEL, batch=8, device="h100", mode="training", predictor="analytic")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return training_cost(MODEL, device="h100", steps=1000, batch=8, predictor="analytic")
+
+
+def test_arithmetic_matches_a_hand_computation(est, report):
+    hours = 1000 * est.latency_ms / 1e3 / 3600
+    assert report.step_latency_ms == pytest.approx(est.latency_ms)
+    assert report.hours == pytest.approx(hours)
+    assert report.steps == 1000 and report.samples == 8000 and report.device == "H100-SXM5-80GB"
+    assert report.energy_kwh == pytest.approx(1000 * est.energy_j / 3.6e6)
+    assert report.carbon_kg is None
+    table_rows = {r["instance"]: r for r in PRICES["instances"] if r["gpu"] == "H100-SXM5-80GB"}
+    assert {r["instance"] for r in report.rows} == set(table_rows)
+    for row in report.rows:
+        src = table_rows[row["instance"]]
+        per_gpu = src["usd_per_hour"] / src["gpus_per_instance"]
+        assert row["usd_per_gpu_hour"] == pytest.approx(per_gpu)
+        assert row["charged_usd_per_hour"] == pytest.approx(per_gpu)
+        assert row["usd"] == pytest.approx(hours * per_gpu)
+        assert row["hours"] == pytest.approx(hours)
+        assert (row["as_of"], row["verified"], row["region"], row["provider"]) == (
+            src["as_of"], src["verified"], src["region"], src["provider"])
+    p5 = next(r for r in report.rows if r["instance"] == "p5.48xlarge")
+    assert p5["usd"] == pytest.approx(hours * 55.04 / 8)
+
+
+def test_rows_are_sorted_cheapest_first(report):
+    usd = [r["usd"] for r in report.rows]
+    assert usd == sorted(usd) and len(usd) >= 3
+    assert report.cheapest is report.rows[0]
+    assert {r["provider"] for r in report.rows} == {"aws", "gcp", "azure"}
+    text = report.table()
+    assert text.index(report.rows[0]["instance"]) < text.index(report.rows[-1]["instance"])
+    for word in ("step time", "total time", "energy", "cheapest first", "per-GPU share"):
+        assert word in text
+
+
+def test_whole_instance_charges_every_gpu(report):
+    whole = training_cost(MODEL, device="h100", steps=1000, batch=8, predictor="analytic", whole_instance=True)
+    per_gpu = {r["instance"]: r for r in report.rows}
+    for r in whole.rows:
+        assert r["charged_usd_per_hour"] == pytest.approx(r["usd_per_hour"])
+        assert r["usd"] == pytest.approx(per_gpu[r["instance"]]["usd"] * r["gpus_per_instance"])
+    assert [r["usd"] for r in whole.rows] == sorted(r["usd"] for r in whole.rows)
+    # single-GPU instances cost the same either way (A100 40GB: a2-highgpu-1g)
+    a = training_cost(MODEL, device="a100-40gb", steps=10, batch=8, predictor="analytic", providers="gcp")
+    b = training_cost(MODEL, device="a100-40gb", steps=10, batch=8, predictor="analytic", providers="gcp",
+                      whole_instance=True)
+    assert a.rows[0]["gpus_per_instance"] == 1 and a.rows[0]["usd"] == pytest.approx(b.rows[0]["usd"])
+
+
+def test_providers_samples_and_carbon(est):
+    rep = training_cost(MODEL, device="h100", steps=100, batch=8, predictor="analytic", providers=["aws", "google"],
+                        region="us-east-1")
+    assert {r["provider"] for r in rep.rows} == {"aws", "gcp"}
+    assert rep.carbon_region == "us-east-1"
+    assert rep.carbon_kg == pytest.approx(rep.energy_kwh * carbon_intensity_g_per_kwh("us-east-1") / 1e3)
+    rep = job_cost(MODEL, device="h100", batch=8, mode="training", samples=801, predictor="analytic",
+                   carbon_intensity_g_per_kwh=100.0)
+    assert rep.steps == math.ceil(801 / 8) == 101 and rep.samples == 801
+    assert rep.carbon_kg == pytest.approx(rep.energy_kwh * 0.1)
+    inf = inference_cost(MODEL, device="h100", samples=80, batch=8, predictor="analytic")
+    assert inf.mode == "inference" and inf.steps == 10 and "call time" in inf.table()
+
+
+def test_errors_name_valid_choices():
+    with pytest.raises(UnknownDeviceError, match="known devices"):
+        training_cost(MODEL, device="h1000", steps=10, batch=8)
+    with pytest.raises(InvalidInputError, match=r"no priced instance has device 'cpu'; devices with prices: .*H100"):
+        training_cost(MODEL, device="cpu", steps=10, batch=8)
+    assert "H100-SXM5-80GB" in priced_devices() and "T4" in priced_devices() and "cpu" not in priced_devices()
+    with pytest.raises(InvalidInputError, match="aws, gcp, azure"):
+        training_cost(MODEL, device="h100", steps=10, batch=8, providers="oracle")
+    with pytest.raises(InvalidInputError, match="no priced instance of L4 at azure; providers with one: aws, gcp"):
+        training_cost(MODEL, device="l4", steps=10, batch=8, providers="azure")
+    with pytest.raises(InvalidInputError, match="steps"):
+        training_cost(MODEL, device="h100", steps=0, batch=8)
+    with pytest.raises(InvalidInputError, match="exactly one of steps and samples"):
+        job_cost(MODEL, device="h100", batch=8, steps=1, samples=8)
+    with pytest.raises(InvalidInputError, match="known region"):
+        training_cost(MODEL, device="h100", steps=10, batch=8, region="mars")
+
+
+def test_cli_cost_json(capsys):
+    code = main(["cost", MODEL, "--device", "h100", "--steps", "1000", "--batch", "8", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["device"] == "H100-SXM5-80GB" and d["steps"] == 1000 and d["batch"] == 8
+    usd = [r["usd"] for r in d["rows"]]
+    assert usd == sorted(usd) and all(u > 0 for u in usd)
+    assert d["hours"] == pytest.approx(1000 * d["step_latency_ms"] / 1e3 / 3600)
+
+
+def test_cli_cost_table_and_errors(capsys):
+    code = main(["cost", MODEL, "--device", "h100", "--steps", "10", "--batch", "8", "--predictor", "analytic",
+                 "--provider", "aws", "gcp", "--whole-instance", "--region", "france"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "whole instance" in out and "p5.48xlarge" in out and "Standard_ND96isr" not in out and "kg CO2e" in out
+    code = main(["cost", MODEL, "--device", "cpu", "--steps", "10"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "devices with prices" in err
