@@ -119,6 +119,7 @@ class _RelaxWalker:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.producer: dict[str, Any] = {}  # name -> onnx node that writes it
         self._outs: dict[Any, list] = {}
+        self._int_consts: dict[tuple, str] = {}
         self._taken: set[str] = set()
 
     # -------------------------------------------------------------- helpers
@@ -178,9 +179,14 @@ class _RelaxWalker:
         return name
 
     def ints_const(self, values, hint="shape") -> str:
+        """An int64 constant (shapes, axes, perms), one per distinct value."""
         import numpy as np
 
-        return self.const(np.asarray(list(values), dtype=np.int64), hint)
+        key = tuple(int(v) for v in values)
+        name = self._int_consts.get(key)
+        if name is None:
+            name = self._int_consts[key] = self.const(np.asarray(key, dtype=np.int64), hint)
+        return name
 
     def warn(self, what: str) -> None:
         if what not in self.warned:
@@ -191,7 +197,7 @@ class _RelaxWalker:
     # -------------------------------------------------------------- values
     def constant(self, c, hint: str, *, weight_pos: bool = False) -> str:
         """A relax.Constant -> an ONNX name (values carried when small, a weight otherwise)."""
-        key = ("const", c)
+        key = ("const", _h(c))
         if key in self.env:
             return self.env[key]
         tt = self.tensor_type(c.ty if hasattr(c, "ty") else None, "a constant")
@@ -230,9 +236,7 @@ class _RelaxWalker:
             return self.constant(e, hint)
         if isinstance(e, tvm.ir.Tuple) or type(e).__name__ == "Tuple":
             return [self.arg(f, hint) for f in e.fields]
-        r = self.env.get(e)
-        if r is None:
-            r = self.env.get(getattr(e, "name", None))
+        r = self.env.get(_h(e))
         if r is None:
             raise ModelLoadError(f"Relax: operand {e} is not defined before its use")
         return r
@@ -272,7 +276,7 @@ class _RelaxWalker:
                 self.inputs.append(vi)
                 self.weights.add(p.name)
             self.shapes[p.name] = shape
-            self.env[p] = p.name
+            self.env[_h(p)] = p.name
         self.n_data_inputs = n_in
         result = self.walk_function(func, {})
         outs = result if isinstance(result, list) else [result]
@@ -302,7 +306,7 @@ class _RelaxWalker:
         live = _live_bindings(self.relax, self.tvm, blocks, body.body)
         for blk in blocks:
             for b in blk.bindings:
-                if b.var in live:
+                if _h(b.var) in live:
                     self.binding(b)
         return self.arg(body.body)
 
@@ -311,20 +315,20 @@ class _RelaxWalker:
         var, val = b.var, b.value
         name = var.name
         if type(b).__name__ == "MatchCast":
-            self.env[var] = self.arg(val)
+            self.env[_h(var)] = self.arg(val)
             return
         if isinstance(val, tvm.ir.Constant):
-            self.env[var] = self.arg(val, name)
+            self.env[_h(var)] = self.arg(val, name)
             return
         if type(val).__name__ == "Tuple":
-            self.env[var] = [self._maybe(f) for f in val.fields]  # dead elements stay None
+            self.env[_h(var)] = [self._maybe(f) for f in val.fields]  # dead elements stay None
             return
         if type(val).__name__ == "TupleGetItem":
             tup = self.arg(val.tuple_value)
-            self.env[var] = tup[int(val.index)] if isinstance(tup, list) else tup
+            self.env[_h(var)] = tup[int(val.index)] if isinstance(tup, list) else tup
             return
         if isinstance(val, (relax.Var,)) or type(val).__name__ in ("Var", "DataflowVar"):
-            self.env[var] = self.arg(val)
+            self.env[_h(var)] = self.arg(val)
             return
         if isinstance(val, tvm.ir.Call) or type(val).__name__ == "Call":
             self.call(var, val)
@@ -335,7 +339,7 @@ class _RelaxWalker:
     # ---------------------------------------------------------------- calls
     def outputs_of(self, var) -> list[tuple[str, tuple[int, ...], str]]:
         """ONNX names, shapes and dtypes of a binding's outputs (memoized; names unique across inlined calls)."""
-        got = self._outs.get(var)
+        got = self._outs.get(_h(var))
         if got is not None:
             return got
         base = var.name
@@ -353,7 +357,7 @@ class _RelaxWalker:
         else:
             tt = self.tensor_type(ty, repr(var.name))
             outs = [(base, *tt)] if tt is not None else []
-        self._outs[var] = outs
+        self._outs[_h(var)] = outs
         return outs
 
     def emit(self, var, op: str, inputs: list[str], domain: str = "", **attrs) -> None:
@@ -362,7 +366,7 @@ class _RelaxWalker:
             self.declare(n, s, d)
         names = [n for n, _, _ in outs]
         self.node(op, inputs, names, domain, **attrs)
-        self.env[var] = names if getattr(var.ty, "fields", None) is not None else names[0]
+        self.env[_h(var)] = names if getattr(var.ty, "fields", None) is not None else names[0]
 
     def other(self, var, what: str, inputs: list[str]) -> None:
         self.warn(what)
@@ -378,11 +382,11 @@ class _RelaxWalker:
             callee = self.mod[op]
             if isinstance(callee, relax.Function):
                 args = [self.arg(a) for a in c.args]
-                env = dict(zip(callee.params, args))
+                env = {_h(p): a for p, a in zip(callee.params, args)}
                 saved = dict(self.env)
                 res = self.walk_function(callee, env)
                 self.env = saved
-                self.env[var] = res
+                self.env[_h(var)] = res
                 return
             self.other(var, f"call {op.name_hint}", _flatten([self.arg(a) for a in c.args if not _is_shape(a)]))
             return
@@ -411,11 +415,11 @@ class _RelaxWalker:
         if short in _NO_WORK:
             if args and not _is_shape(args[0]):
                 try:
-                    self.env[var] = self.arg(args[0])
+                    self.env[_h(var)] = self.arg(args[0])
                     return
                 except ModelLoadError:
                     pass
-            self.env[var] = self.fresh("nowork")
+            self.env[_h(var)] = self.fresh("nowork")
             return
         x = self.arg(args[0]) if args and not _is_shape(args[0]) else None
         if short in _UNARY:
@@ -456,7 +460,7 @@ class _RelaxWalker:
         n, s, d = outs[0]
         self.declare(n, s, d)
         self.node(op, inputs, [n], **attrs)
-        self.env[var] = [n] + [self.fresh("unused") for _ in outs[1:]] if len(outs) > 1 and getattr(var.ty, "fields", None) is not None else n
+        self.env[_h(var)] = [n] + [self.fresh("unused") for _ in outs[1:]] if len(outs) > 1 and getattr(var.ty, "fields", None) is not None else n
 
     # ---------------------------------------------------------------- ops
     def op_clip(self, var, c, a, x):
@@ -510,7 +514,7 @@ class _RelaxWalker:
     def op_broadcast_to(self, var, c, a, x):
         shape = self.outputs_of(var)[0][1]
         if tuple(shape) == self.shapes.get(x):
-            self.env[var] = x  # broadcast to the shape it already has: no kernel
+            self.env[_h(var)] = x  # broadcast to the shape it already has: no kernel
             return
         self.emit(var, "Expand", [x, self.ints_const(shape)])
 
@@ -757,6 +761,11 @@ def _dim_vars(e) -> list[str]:
     return []
 
 
+def _h(obj) -> int:
+    """A dict key for a TVM object: its handle (Python wrappers are recreated on each access)."""
+    return obj.__chandle__()
+
+
 def _i64(v):
     import numpy as np
 
@@ -800,7 +809,6 @@ def _flatten(xs) -> list:
 def _live_bindings(relax, tvm, blocks, result) -> set:
     """Variables of the bindings whose value reaches ``result`` (tuple elements tracked one by one)."""
     bindings = [b for blk in blocks for b in blk.bindings]
-    by_var = {b.var: b for b in bindings}
     live: set = set()
     # var -> set of tuple indices needed (None: the whole value)
     need: dict[Any, set | None] = {}
@@ -816,10 +824,10 @@ def _live_bindings(relax, tvm, blocks, result) -> set:
             mark(e.tuple_value, int(e.index))
             return
         if t in ("Var", "DataflowVar"):
-            cur = need.get(e, set())
+            cur = need.get(_h(e), set())
             if cur is None:
                 return
-            need[e] = None if idx is None else cur | {idx}
+            need[_h(e)] = None if idx is None else cur | {idx}
             return
         if t == "Call":
             for x in e.args:
@@ -830,10 +838,11 @@ def _live_bindings(relax, tvm, blocks, result) -> set:
 
     mark(result)
     for b in reversed(bindings):
-        if b.var not in need:
+        k = _h(b.var)
+        if k not in need:
             continue
-        live.add(b.var)
-        idx = need[b.var]
+        live.add(k)
+        idx = need[k]
         val = b.value
         if type(val).__name__ == "Tuple":
             for i, f in enumerate(val.fields):
@@ -847,7 +856,6 @@ def _live_bindings(relax, tvm, blocks, result) -> set:
             for x in val.args:
                 mark(x)
         # Constants and other values have no operands to keep alive
-    del by_var
     return live
 
 
