@@ -323,6 +323,24 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print JSON")
     k.set_defaults(func=_cmd_cost)
 
+    ad = sub.add_parser("adapt", help="fine-tune a trained predictor on a few rows measured on a new device",
+                        description="Few-shot adaptation: start from a trained graph predictor (its weights and "
+                                    "feature normalization), fine-tune it on SHOTS rows measured on a new device, "
+                                    "report latency error before and after on the rows left out, and save an "
+                                    "artifact that `costmodel predict --predictor DIR` loads.",
+                        epilog="examples:\n  costmodel adapt --device cpu --data costmodel/data/cpu/vision.jsonl --shots 32\n"
+                               "  costmodel adapt --device h100 --data rows/ --shots 16 --predictor trappm -o trappm-h100\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ad.add_argument("--device", required=True, help="the new device's database name (see `costmodel devices`)")
+    ad.add_argument("--data", required=True, help="measured rows: a .jsonl file or a folder with vision.jsonl")
+    ad.add_argument("--shots", type=_positive_int, default=32, help="rows to train on (default 32)")
+    ad.add_argument("--predictor", default="dippm", help="dippm (default), trappm, or an artifact folder")
+    ad.add_argument("--epochs", type=_positive_int, default=60, help="fine-tuning epochs (default 60)")
+    ad.add_argument("--seed", type=int, default=0, help="which rows are drawn (default 0)")
+    ad.add_argument("-o", "--output", default=None, help="artifact folder (default adapted-PREDICTOR-DEVICE)")
+    ad.add_argument("--json", action="store_true", help="print the report as JSON")
+    ad.set_defaults(func=_cmd_adapt)
+
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                        epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -697,6 +715,23 @@ def _cmd_cost(a) -> int:
                    carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape)
     print(rep.to_json() if a.json else rep.table())
     return 0
+
+def _cmd_adapt(a) -> int:
+    from pathlib import Path
+
+    from .adapt import adapt, load_rows
+
+    rows = load_rows(a.data, device=a.device)
+    res = adapt(a.predictor, rows, shots=a.shots, epochs=a.epochs, seed=a.seed, progress=not a.json)
+    out = Path(a.output) if a.output else Path(f"adapted-{res.predictor.name}-{a.device}")
+    res.predictor.save(out)
+    if a.json:
+        print(json.dumps(dict(res.to_dict(), artifact=str(out))))
+    else:
+        print(res.table())
+        print(f"saved {out}  (costmodel predict MODEL --device {a.device} --predictor {out})")
+    return 0
+
 
 def _cmd_devices(a) -> int:
     from .devices import list_devices
