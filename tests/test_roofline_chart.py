@@ -62,3 +62,18 @@ def test_bad_arguments(tmp_path):
         roofline_chart(_graph(), "h1000")
     with pytest.raises(InvalidInputError, match="top"):
         roofline_chart(_graph(), "h100", top=-1)
+
+
+def test_a_saved_machine_profile_is_a_device(tmp_path):
+    """get_device (and so --device on the command line) accepts a profile saved by roofline.measure."""
+    roofline = pytest.importorskip("costmodel.roofline")
+    if not roofline.available():
+        pytest.skip("the roofline extension is not built")
+    from costmodel.devices import get_device
+
+    prof = roofline.measure("cpu", quick=True, progress=False)
+    path = prof.save(tmp_path / "cpu.json")
+    dev = get_device(str(path))
+    assert dev.source == "measured"
+    assert dev.peak_flops("fp32", tensor=False) == pytest.approx(prof.peak_gflops["fp32"] * 1e9)
+    assert get_device(prof).memory_bandwidth_gbps == dev.memory_bandwidth_gbps

@@ -462,6 +462,16 @@ def list_devices() -> list[Device]:
     return list(_database().devices)
 
 
+def _is_machine_profile(path) -> bool:
+    """Whether ``path`` is a profile saved by ``costmodel.roofline.measure`` (not a hardware.json)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"peak_gflops", "bandwidth", "kind", "isa"} <= set(data)
+
+
 def _looks_like_path(name: str) -> bool:
     return name.lower().endswith(".json") or "/" in name or "\\" in name
 
@@ -475,7 +485,9 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     ``"NVIDIA H200"`` or ``"Tesla T4"`` resolve too.  A :class:`Device` is
     returned unchanged.  A path (``os.PathLike``, or a string ending in
     ``.json`` or containing a path separator) is read with
-    :func:`load_measured_profile`.  ``measured=True`` returns the device's
+    :func:`load_measured_profile`, or, when it is a profile saved by
+    ``costmodel.roofline.measure`` (as is a ``MachineProfile`` object), turned
+    into a device with its measured ceilings (``MachineProfile.to_device``).  ``measured=True`` returns the device's
     packaged measured profile (:func:`measured_profile`).
 
     Raises:
@@ -484,7 +496,13 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     """
     if isinstance(name, Device):
         return name
+    if hasattr(name, "to_device") and hasattr(name, "peak_gflops"):  # a costmodel.roofline.MachineProfile
+        return name.to_device()
     if isinstance(name, os.PathLike) or (isinstance(name, str) and _looks_like_path(name)):
+        if _is_machine_profile(name):
+            from ..roofline import MachineProfile
+
+            return MachineProfile.load(name).to_device()
         return load_measured_profile(name)
     if not isinstance(name, str):
         raise InvalidInputError(
