@@ -18,18 +18,9 @@ import argparse
 import tempfile
 import time
 import warnings
+
+from _models import model_and_inputs
 from pathlib import Path
-
-
-def _model(name: str):
-    import torch
-    import torchvision
-
-    if name == "bert-base":
-        import transformers
-
-        return transformers.BertModel(transformers.BertConfig()).eval(), (torch.randint(0, 1000, (1, 128)),)
-    return torchvision.models.get_model(name).eval(), (torch.randn(1, 3, 224, 224),)
 
 
 def main() -> None:
@@ -59,7 +50,7 @@ def main() -> None:
     worst = 0.0
     all_same = True
     for name in a.models.split(","):
-        model, args = _model(name)
+        model, args = model_and_inputs(name)
         t = time.perf_counter()
         gt = from_torch(model, args).fold_constants()
         t_torch = time.perf_counter() - t

@@ -21,16 +21,7 @@ import statistics
 import time
 import warnings
 
-
-def _model(name: str):
-    import torch
-    import torchvision
-
-    if name == "bert-base":
-        import transformers
-
-        return transformers.BertModel(transformers.BertConfig()).eval(), (torch.randint(0, 1000, (1, 128)),)
-    return torchvision.models.get_model(name).eval(), (torch.randn(1, 3, 224, 224),)
+from _models import model_and_inputs
 
 
 def main() -> None:
@@ -57,7 +48,7 @@ def main() -> None:
     print(f"{'model':<12}{'nodes':>7}{'relax.build (s)':>17}{'with pass (s)':>15}{'pass (ms)':>11}"
           f"{'pass / build':>14}{'difference / build':>20}")
     for name in a.models.split(","):
-        model, args = _model(name)
+        model, args = model_and_inputs(name)
         with torch.no_grad():
             ep = torch.export.export(model, args)
         mod = from_exported_program(ep, keep_params_as_input=True)
