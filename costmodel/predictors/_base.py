@@ -196,7 +196,7 @@ def read_artifact_config(path: Path, allowed) -> dict:
 
 
 def _ensure_builtin() -> None:
-    from . import _analytic, _gnn, _trappm, _xgb  # noqa: F401  (register themselves)
+    from . import _analytic, _gnn, _gnnllm, _trappm, _xgb  # noqa: F401  (register themselves)
 
 
 def validate_mode(mode: str) -> str:

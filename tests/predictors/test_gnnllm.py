@@ -1,0 +1,167 @@
+"""GraphMAE pretraining and the GNN + causal-LM predictor (tiny sizes, random-weight LM)."""
+
+import numpy as np
+import pytest
+
+from costmodel import InvalidInputError, SchemaMismatchError
+from costmodel.datasets import GraphCorpus, PerfDataset
+from costmodel.frontends import zoo_graph
+from costmodel.predictors import get_predictor, load_predictor
+from costmodel.predictors._gnnllm import (
+    GNNLLMConfig,
+    GNNLLMPredictor,
+    SUMMARY_PROMPT,
+    graph_summary,
+    lora_parameter_count,
+    prompt_text,
+)
+from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig, sce_loss
+
+TINY_LM = dict(gnn_hidden=16, gnn_layers=2, lm_hidden=32, lm_heads=2, lm_layers=1, head_hidden=16, batch_size=8)
+ROWS = ("squeezenet1_1", "resnet18")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    specs = [("squeezenet1_1", 1), ("mnasnet0_5", 8), ("resnet18", 1), ("shufflenet_v2_x1_0", 8),
+             ("mobilenet_v2", 1), ("resnet18", 8)]
+    return GraphCorpus.from_graphs(zoo_graph(n, batch=b, method="trace") for n, b in specs)
+
+
+@pytest.fixture(scope="module")
+def mae(corpus):
+    return GraphMAE(GraphMAEConfig(hidden=16, layers=2, epochs=12, batch_size=2, lr=3e-3)).fit(
+        corpus, [0, 1, 2, 3], progress=False)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    ds = PerfDataset.load()
+    picked = [r for r in ds.rows if r.model in ROWS][:10]
+    return PerfDataset(picked, method="trace")
+
+
+@pytest.fixture(scope="module")
+def trained(rows, mae):
+    cfg = GNNLLMConfig(**TINY_LM, epochs=4, summary_epochs=2)
+    return GNNLLMPredictor(cfg).fit(rows, encoder=mae, progress=False)
+
+
+# ------------------------------------------------------------------ GraphMAE
+def test_graphmae_loss_decreases_and_beats_untrained(mae, corpus):
+    loss = mae.history["loss"]
+    assert len(loss) == 12 and np.mean(loss[-3:]) < np.mean(loss[:3])
+    ev = mae.evaluate(corpus, [4, 5])
+    assert ev["graphs"] == 2 and ev["sce"] < ev["sce_untrained"]
+
+
+def test_sce_loss_is_zero_for_parallel_vectors():
+    import torch
+
+    x = torch.randn(5, 7)
+    assert float(sce_loss(3 * x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sce_loss(-x, x, gamma=2.0)) == pytest.approx(4.0, rel=1e-5)
+
+
+def test_graphmae_config_validates():
+    with pytest.raises(InvalidInputError, match="mask_rate"):
+        GraphMAEConfig(mask_rate=1.0)
+    with pytest.raises(InvalidInputError, match="gamma"):
+        GraphMAEConfig(gamma=0.5)
+
+
+def test_graphmae_save_load_round_trip_and_schema(mae, corpus, tmp_path):
+    import json
+
+    a = mae.embed_many([(corpus.x[i], corpus.edge_index[i]) for i in range(len(corpus))])
+    assert a.shape == (len(corpus), 16) and np.isfinite(a).all()
+    mae.save(tmp_path)
+    b = GraphMAE.load(tmp_path).embed_many([(corpus.x[i], corpus.edge_index[i]) for i in range(len(corpus))])
+    np.testing.assert_array_equal(a, b)
+    d = json.loads((tmp_path / "graphmae.json").read_text())
+    d["node_features"] = d["node_features"][:-1]
+    (tmp_path / "graphmae.json").write_text(json.dumps(d))
+    with pytest.raises(SchemaMismatchError):
+        GraphMAE.load(tmp_path)
+    with pytest.raises(SchemaMismatchError):
+        mae.embed_many([(corpus.x[0][:, :-1], corpus.edge_index[0])])
+
+
+# ---------------------------------------------------------------- graph token
+def test_lm_loss_gradient_reaches_the_gin(rows, mae):
+    import copy
+
+    p = GNNLLMPredictor(GNNLLMConfig(**TINY_LM))
+    p.encoder = copy.deepcopy(mae)
+    p._build(p.encoder)
+    items = [p.features(rows.graph(i), rows[i].device, rows[i].mode) for i in range(3)]
+    prompt = p.tok.encode(SUMMARY_PROMPT)
+    answers = [p.tok.encode(graph_summary(rows.graph(i))) for i in range(3)]
+    assert all(p.tok.raw.token_to_id("[UNK]") not in a for a in answers)
+    p.net.train()
+    out, _ = p.net.lm_forward(p._graph_batch(items), [prompt] * 3, answers)
+    out.loss.backward()
+    grads = [q.grad for q in p.net.gin.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    # the frozen base LM gets no gradient; LoRA does
+    lm = p.net.lm
+    assert all(q.grad is None for n, q in lm.named_parameters() if "lora_" not in n)
+    assert any(q.grad is not None and float(q.grad.abs().sum()) > 0 for n, q in lm.named_parameters() if "lora_B" in n)
+
+
+def test_lora_parameter_count_matches_peft(mae):
+    p = GNNLLMPredictor(GNNLLMConfig(**dict(TINY_LM, lora_r=8)))
+    p._build(mae)
+    lm = p.net.lm
+    trainable, total = lm.get_nb_trainable_parameters()
+    n = lora_parameter_count(lm)
+    H = 32
+    assert n == trainable == 8 * (H + 3 * H) * 1  # c_attn: H -> 3H, one layer
+    assert n < 0.05 * total
+    counts = p.trainable_parameters()
+    assert counts["lora"] == n and counts["lm_frozen"] > 20 * n
+
+
+def test_prompt_and_summary_text(rows):
+    g = rows.graph(0)
+    s = graph_summary(g)
+    assert s.startswith(f"nodes {g.num_nodes} edges {g.num_edges}") and "flops" in s
+    p = GNNLLMPredictor(GNNLLMConfig(**TINY_LM))
+    _, est = p.features(g, rows[0].device, rows[0].mode)
+    t = prompt_text(est)
+    assert "H200" in t and "memory_bandwidth_gbps" in t and f"batch {rows[0].batch}" in t
+
+
+def test_config_validates():
+    with pytest.raises(InvalidInputError, match="backbone"):
+        GNNLLMConfig(backbone="bert")
+    with pytest.raises(InvalidInputError, match="local model directory"):
+        GNNLLMConfig(lm="/no/such/model")
+
+
+# ------------------------------------------------------------------ predictor
+def test_fit_predict_save_load(trained, rows, tmp_path):
+    assert "gnn-llm" in __import__("costmodel.predictors", fromlist=["x"]).available_predictors()
+    assert trained.meta["pretrained_encoder"] and len(trained.meta["summary_loss"]) == 2
+    gs = [rows.graph(i) for i in range(len(rows))]
+    est = trained.predict_many(gs, "h200")
+    lat = np.asarray([e.latency_ms for e in est])
+    assert np.isfinite(lat).all() and (lat > 0).all()
+    assert est[0].predictor == "gnn-llm" and est[0].memory_mb > 0
+    trained.save(tmp_path)
+    back = load_predictor(tmp_path)
+    assert isinstance(back, GNNLLMPredictor)
+    np.testing.assert_allclose([e.latency_ms for e in back.predict_many(gs, "h200")], lat, rtol=1e-6)
+
+
+def test_none_baseline_round_trip(rows, mae, tmp_path):
+    p = GNNLLMPredictor(GNNLLMConfig(**dict(TINY_LM, backbone="none"), epochs=3)).fit(rows, encoder=mae,
+                                                                                     progress=False)
+    g = rows.graph(0)
+    a = p.predict(g, "h200").latency_ms
+    p.save(tmp_path)
+    assert load_predictor(tmp_path).predict(g, "h200").latency_ms == pytest.approx(a, rel=1e-6)
+
+
+def test_not_the_default_predictor():
+    assert get_predictor(None).name != "gnn-llm"
