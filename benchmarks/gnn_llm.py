@@ -1,10 +1,13 @@
 """GNN + causal LM cost model (thesis ch. 7): stages, baselines, LoRA sizes.
 
-    python benchmarks/gnn_llm.py [--quick] [--corpus 400] [--families vit,resnet,mobilenet]
-                                 [--epochs 20] [--lm DIR]
+    PYTHONPATH=. python benchmarks/gnn_llm.py [--quick] [--corpus 400] [--families vit,resnet,mobilenet]
+                                                [--epochs 20] [--lm DIR]
 
 Latency of the H200 vision rows (``PerfDataset.load()``), MAPE and Acc(10%),
-on a seeded 70/30 random split and leave-one-family-out over a few families:
+on a seeded 70/30 random split and leave-one-family-out over a few families.
+Every variant's head also reads the standardized static graph features
+(with the analytic estimate) and predicts log(measured / analytic), as DIPPM
+does (``GNNLLMConfig.residual``, ``use_static``):
 
 * GNN: GIN + MLP head on the graph embedding and the prompt's numbers
   (hardware features, batch, mode, dtype), no LM, GIN trained from scratch;

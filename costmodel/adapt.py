@@ -13,8 +13,8 @@ device as measured.  Rows not used for training are held out, and the
 latency MAPE / Acc(10 %) of the predictor before and after adaptation on
 them is reported (nothing is reported when every row was used).
 
-Predictors that support it: the graph predictors (``dippm``, ``trappm`` and
-artifact folders of either).
+Predictors that support it: the graph predictors (``dippm``, ``trappm``,
+``gnn-llm`` and artifact folders of any of them).
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def adapt(predictor, rows, *, shots: int = 32, epochs: int = 60, lr_scale: float
     base = get_predictor(predictor)
     if not isinstance(base, GNNPredictor) or type(base).__name__ == "XGBStaticPredictor":
         raise InvalidInputError(
-            f"predictor {base.name!r} does not support adaptation; use one of ['dippm', 'trappm'] or their artifacts"
+            f"predictor {base.name!r} does not support adaptation; "
+            "use one of ['dippm', 'trappm', 'gnn-llm'] or their artifacts"
         )
     t0 = time.perf_counter()
     idx = list(range(len(rows)))

@@ -23,6 +23,18 @@ Training stages:
    regression head) with the Huber loss on standardized log targets; the head
    reads the LM's last hidden state at the last prompt token.
 
+Every backbone stands on the same physics footing as DIPPM
+(:mod:`._gnn`): the regression head reads ``[backbone output || standardized
+static graph features]`` (graph totals, hardware features and the analytic
+estimate, :func:`~costmodel.features.featurize`), and with ``residual=True``
+(default) it predicts ``log(measured / analytic estimate)``, a learned
+correction over the analytic model.
+
+Few-shot adaptation: ``fit(..., init_from=trained)`` starts from a trained
+predictor of the same architecture (GIN, projection, LoRA, head and
+normalization are copied, stage 2 is skipped) and fine-tunes on the new rows
+(:func:`costmodel.adapt.adapt`).
+
 The base LM is ``AutoModelForCausalLM.from_pretrained(config.lm)`` from a
 local directory, or, with ``lm=None``, a small GPT-2 built from a config with
 random weights and a word-level tokenizer over a fixed vocabulary (the prompt
@@ -60,9 +72,20 @@ import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
-from ..features import GraphFeatures, node_arrays, static_feature_names
+from ..features import GraphFeatures, featurize, node_arrays, static_feature_names
 from ._base import Estimate, read_artifact_config, register_predictor
-from ._gnn import ALL_TARGETS, LOSSES, TARGETS, GNNPredictor, _Norm, _safe_mean, _safe_std, data_hash
+from ._gnn import (
+    _CLIP,
+    ALL_TARGETS,
+    LOSSES,
+    TARGETS,
+    GNNPredictor,
+    _analytic_log,
+    _Norm,
+    _safe_mean,
+    _safe_std,
+    data_hash,
+)
 from ._graphmae import GraphMAE, GraphMAEConfig
 
 BACKBONES = ("lm", "none", "sentence")
@@ -97,6 +120,10 @@ class GNNLLMConfig:
     batch_size: int = 16
     targets: tuple[str, ...] = TARGETS
     loss: str = "huber"
+    #: predict log(measured / analytic estimate) instead of log(measured)
+    residual: bool = True
+    #: the head also reads the standardized static graph features (incl. the analytic estimate)
+    use_static: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -237,7 +264,7 @@ def lora_parameter_count(lm) -> int:
     return sum(p.numel() for n, p in lm.named_parameters() if "lora_" in n and p.requires_grad)
 
 
-def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_dim: int = 0):
+def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_dim: int = 0, static_dim: int = 0):
     import torch
     from torch import nn
 
@@ -247,14 +274,19 @@ def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_di
             self.gin = gin
             g = cfg.gnn_hidden if gin is None else gin.convs[-1].nn[-1].out_features
             hh = cfg.head_hidden
+            s = static_dim if cfg.use_static else 0
             if cfg.backbone == "lm":
                 self.lm = lm
                 H = lm.get_input_embeddings().embedding_dim
                 self.proj = nn.Sequential(nn.Linear(g, H), nn.GELU(), nn.Linear(H, H))
-                self.head = nn.Sequential(nn.Linear(H, hh), nn.ReLU(), nn.Linear(hh, n_out))
+                self.head = nn.Sequential(nn.Linear(H + s, hh), nn.ReLU(), nn.Linear(hh, n_out))
             else:
-                self.head = nn.Sequential(nn.Linear(g + text_dim, hh), nn.ReLU(), nn.Linear(hh, hh), nn.ReLU(),
+                self.gnorm = nn.LayerNorm(g)  # the GIN's sum aggregation grows with graph size
+                self.head = nn.Sequential(nn.Linear(g + text_dim + s, hh), nn.ReLU(), nn.Linear(hh, hh), nn.ReLU(),
                                           nn.Linear(hh, n_out))
+            if cfg.residual:  # training starts from the analytic estimate (times the mean correction)
+                nn.init.zeros_(self.head[-1].weight)
+                nn.init.zeros_(self.head[-1].bias)
 
         def graph_tokens(self, b):
             return self.proj(self.gin.pool(b.x, b.edge_index, b.batch))
@@ -266,6 +298,7 @@ def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_di
             seqs = [[tok.open_id, tok.pad_id, tok.close_id] + p + (answers[i] if answers else [])
                     for i, p in enumerate(prompts)]
             T = max(map(len, seqs))
+            dev = gtok.device
             ids = torch.full((B, T), tok.pad_id, dtype=torch.long)
             att = torch.zeros((B, T), dtype=torch.long)
             labels = torch.full((B, T), -100, dtype=torch.long)
@@ -275,19 +308,23 @@ def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_di
                 if answers:
                     a0 = 3 + len(prompts[i])
                     labels[i, a0:len(s)] = ids[i, a0:len(s)]
+            ids, att, labels = ids.to(dev), att.to(dev), labels.to(dev)
             emb = self.lm.get_input_embeddings()(ids)
             emb = torch.cat([emb[:, :1], gtok.unsqueeze(1).to(emb.dtype), emb[:, 2:]], dim=1)
             out = self.lm(inputs_embeds=emb, attention_mask=att, labels=labels if answers else None,
                           output_hidden_states=answers is None)
-            last = torch.as_tensor([3 + len(p) - 1 for p in prompts])
+            last = torch.as_tensor([3 + len(p) - 1 for p in prompts], device=dev)
             return out, last
 
-        def forward(self, b, prompts=None, text=None):
+        def forward(self, b, prompts=None, text=None, static=None):
             if cfg.backbone == "lm":
                 out, last = self.lm_forward(b, prompts)
-                h = out.hidden_states[-1][torch.arange(len(prompts)), last]
-                return self.head(h.float())
-            return self.head(torch.cat([self.gin.pool(b.x, b.edge_index, b.batch), text], dim=1))
+                parts = [out.hidden_states[-1][torch.arange(len(prompts), device=last.device), last].float()]
+            else:
+                parts = [self.gnorm(self.gin.pool(b.x, b.edge_index, b.batch)), text]
+            if cfg.use_static:
+                parts.append(static)
+            return self.head(torch.cat(parts, dim=1))
 
     return Net()
 
@@ -324,15 +361,30 @@ class GNNLLMPredictor(GNNPredictor):
         self.encoder: GraphMAE | None = None
         self.tok: _Tok | None = None
         self._text_cache: dict[str, np.ndarray] = {}
-        self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, False)
+        self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, True)
 
     # ------------------------------------------------------------- features
     def features(self, graph, device, mode: str, optimizer: str = "adam") -> tuple[GraphFeatures, Estimate]:
-        """Node arrays of the graph plus the analytic estimate (which carries the workload facts)."""
+        """Node arrays and static vector (with the analytic estimate) plus the analytic estimate itself."""
         dev = get_device(device)
         est = self._analytic_pred()._predict(graph, dev, mode=mode, optimizer=optimizer, mig_details=False)
-        x, ei = node_arrays(graph)
-        return GraphFeatures(x, ei, np.zeros(0, np.float32)), est
+        return featurize(graph, dev, analytic_estimate=est), est
+
+    def _static_tensor(self, items):
+        """Standardized, clipped static vectors of ``items`` (as in DIPPM)."""
+        import torch
+
+        S = np.stack([f.static for f, _ in items]).astype(np.float32)
+        n = self.norm
+        S = np.clip((S - np.asarray(n.static_mean, np.float32)) / np.asarray(n.static_std, np.float32),
+                    -_CLIP, _CLIP)
+        return torch.from_numpy(S)
+
+    def _analytic_base(self, ests: Sequence[Estimate]) -> np.ndarray:
+        """Per row and target: log of the analytic estimate with ``residual=True``, else 0."""
+        if not self.config.residual:
+            return np.zeros((len(ests), len(self.targets)))
+        return np.asarray([[_analytic_log(e, t) for t in self.targets] for e in ests], np.float64)
 
     def _text_inputs(self, ests: Sequence[Estimate]):
         """Per-row LM prompt ids, or the baselines' text-side vectors."""
@@ -361,11 +413,15 @@ class GNNLLMPredictor(GNNPredictor):
         return Batch.from_data_list([self.encoder.data(f.x, f.edge_index) for f, _ in items])
 
     def _forward(self, items):
+        dev = next(self.net.head.parameters()).device
         text = self._text_inputs([e for _, e in items])
-        b = self._graph_batch(items)
+        if not isinstance(text, list):
+            text = text.to(dev)
+        b = self._graph_batch(items).to(dev)
+        static = self._static_tensor(items).to(dev) if self.config.use_static else None
         if self.config.backbone == "lm":
-            return self.net(b, prompts=text)
-        return self.net(b, text=text)
+            return self.net(b, prompts=text, static=static)
+        return self.net(b, text=text, static=static)
 
     # ------------------------------------------------------------------ fit
     def _build(self, encoder: GraphMAE, tok_raw=None) -> None:
@@ -374,7 +430,8 @@ class GNNLLMPredictor(GNNPredictor):
         if cfg.backbone == "lm":
             lm, tok = _build_lm(cfg, tok_raw)
         self.tok = tok
-        self.net = _build_net(cfg, encoder.encoder, len(self.targets), lm=lm, tok=tok, text_dim=self._text_dim())
+        self.net = _build_net(cfg, encoder.encoder, len(self.targets), lm=lm, tok=tok, text_dim=self._text_dim(),
+                              static_dim=len(self._static_names))
 
     def trainable_parameters(self) -> dict[str, int]:
         """Trainable parameter counts per part (LoRA, projection, head, GIN)."""
@@ -389,14 +446,25 @@ class GNNLLMPredictor(GNNPredictor):
             out["lm_frozen"] = sum(p.numel() for n, p in self.net.lm.named_parameters() if "lora_" not in n)
         return out
 
+    #: config fields fine-tuning may change (``init_from``); every other field must match
+    _TUNABLE = ("epochs", "lr", "seed", "summary_epochs", "summary_lr", "weight_decay", "batch_size",
+                "lora_dropout", "loss")
+
     def fit(self, dataset, indices: Sequence[int] | None = None, *, encoder: GraphMAE | None = None,
-            progress: bool = True, cached: dict | None = None) -> "GNNLLMPredictor":
+            progress: bool = True, cached: dict | None = None,
+            init_from: "GNNLLMPredictor | None" = None) -> "GNNLLMPredictor":
         """Stages 2 and 3 on rows of a :class:`~costmodel.datasets.PerfDataset`.
 
         ``encoder`` is the stage-1 GraphMAE (copied, not modified); without
         one, a randomly initialized GIN with the training rows' node
         normalization is used.  ``summary_epochs=0`` skips stage 2.  ``cached``
         may map row index -> ``(GraphFeatures, Estimate)`` (benchmarks).
+
+        ``init_from`` fine-tunes a trained predictor of the same architecture
+        (few-shot transfer to a new device or model family): its GIN, LM
+        (LoRA and, for the config-built LM, base weights), projection, head,
+        tokenizer and normalization are copied, stage 2 is skipped and stage
+        3 runs on the given rows; ``encoder`` is ignored.
         """
         import torch
 
@@ -404,6 +472,8 @@ class GNNLLMPredictor(GNNPredictor):
         if len(idx) < 4:
             raise InvalidInputError(f"need at least 4 training rows, got {len(idx)}")
         cfg = self.config
+        if init_from is not None:
+            self._check_init_from(init_from)
         torch.manual_seed(cfg.seed)
         items = []
         for i in idx:
@@ -412,19 +482,32 @@ class GNNLLMPredictor(GNNPredictor):
             else:
                 r = dataset[i]
                 items.append(self.features(dataset.graph(i), r.device, r.mode))
-        if encoder is None:
-            encoder = GraphMAE(GraphMAEConfig(hidden=cfg.gnn_hidden, layers=cfg.gnn_layers, epochs=0, seed=cfg.seed))
-            encoder.fit(SimpleNamespace(x=[f.x for f, _ in items], edge_index=[f.edge_index for f, _ in items]),
-                        progress=False)
-        self.encoder = copy.deepcopy(encoder)
-        self._build(self.encoder)
         timing, extra = {}, {}
-        if cfg.backbone == "lm" and cfg.summary_epochs:
-            t0 = time.perf_counter()
-            extra["summary_loss"] = [round(v, 5) for v in self._align(dataset, idx, items, progress=progress)]
-            timing["stage2_seconds"] = round(time.perf_counter() - t0, 2)
+        if init_from is not None:
+            self.encoder = copy.deepcopy(init_from.encoder)
+            self._build(self.encoder, init_from.tok.raw if init_from.tok is not None else None)
+            self.net.load_state_dict(init_from.net.state_dict())
+            self.norm = _Norm(**asdict(init_from.norm))
+            self._text_cache = dict(init_from._text_cache)
+            extra["fine_tuned_from"] = {k: init_from.meta.get(k) for k in ("trained_rows", "data_hash", "devices")}
+        else:
+            if encoder is None:
+                encoder = GraphMAE(GraphMAEConfig(hidden=cfg.gnn_hidden, layers=cfg.gnn_layers, epochs=0,
+                                                  seed=cfg.seed))
+                encoder.fit(SimpleNamespace(x=[f.x for f, _ in items], edge_index=[f.edge_index for f, _ in items]),
+                            progress=False)
+            self.encoder = copy.deepcopy(encoder)
+            self._build(self.encoder)
+            if cfg.backbone == "lm" and cfg.summary_epochs:
+                t0 = time.perf_counter()
+                extra["summary_loss"] = [round(v, 5) for v in self._align(dataset, idx, items, progress=progress)]
+                timing["stage2_seconds"] = round(time.perf_counter() - t0, 2)
         Y = np.asarray([[math.log(dataset[i].target(t)) for t in self.targets] for i in idx], np.float64)
-        self.norm = _Norm(y_mean=_safe_mean(Y), y_std=_safe_std(Y))
+        Y = Y - self._analytic_base([e for _, e in items])
+        if init_from is None:
+            S = np.stack([f.static for f, _ in items]).astype(np.float64)
+            self.norm = _Norm(static_mean=S.mean(0).tolist(), static_std=_safe_std(S),
+                              y_mean=_safe_mean(Y), y_std=_safe_std(Y))
         ynorm = torch.as_tensor((Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std), dtype=torch.float32)
         for p in self.net.gin.parameters():
             p.requires_grad_(True)
@@ -472,10 +555,18 @@ class GNNLLMPredictor(GNNPredictor):
             **timing,
             "loss": [round(v, 5) for v in losses],
             "devices": sorted({r.device for r in rows}),
-            "pretrained_encoder": bool(encoder.history.get("loss")),
+            "pretrained_encoder": bool(self.encoder.history.get("loss")),
             **extra,
         }
         return self
+
+    def _check_init_from(self, base) -> None:
+        if not isinstance(base, GNNLLMPredictor) or base.net is None:
+            raise InvalidInputError("init_from must be a trained GNNLLMPredictor")
+        a, b = asdict(base.config), asdict(self.config)
+        diff = sorted(k for k in a if k not in self._TUNABLE and a[k] != b[k])
+        if diff:
+            raise InvalidInputError(f"init_from has a different architecture (config fields {diff} differ)")
 
     def _align(self, dataset, idx, items, *, progress: bool) -> list[float]:
         """Stage 2: graph-to-text next-token training of the projection and LoRA (GIN frozen)."""
@@ -542,8 +633,10 @@ class GNNLLMPredictor(GNNPredictor):
         out = []
         with torch.no_grad():
             for k in range(0, len(items), 64):
-                y = self._forward(items[k:k + 64]).numpy().astype(np.float64)
+                chunk = items[k:k + 64]
+                y = self._forward(chunk).cpu().numpy().astype(np.float64)
                 y = y * np.asarray(self.norm.y_std) + np.asarray(self.norm.y_mean)
+                y = y + self._analytic_base([e for _, e in chunk])
                 out.append(np.exp(np.clip(y, -30, 30)))
         return np.concatenate(out) if out else np.zeros((0, len(self.targets)))
 

@@ -165,3 +165,74 @@ def test_none_baseline_round_trip(rows, mae, tmp_path):
 
 def test_not_the_default_predictor():
     assert get_predictor(None).name != "gnn-llm"
+
+
+# ------------------------------------------------------- physics footing
+@pytest.mark.parametrize("backbone", ["lm", "none"])
+def test_residual_zero_head_predicts_the_analytic_estimate(rows, mae, backbone):
+    import torch
+
+    cfg = GNNLLMConfig(**dict(TINY_LM, backbone=backbone), epochs=1, summary_epochs=0)
+    p = GNNLLMPredictor(cfg).fit(rows, encoder=mae, progress=False)
+    assert len(p.norm.static_mean) == len(p._static_names) == len(p.features(rows.graph(0), "h200",
+                                                                             rows[0].mode)[0].static)
+    with torch.no_grad():
+        p.net.head[-1].weight.zero_()
+        p.net.head[-1].bias.zero_()
+    p.norm.y_mean, p.norm.y_std = [0.0], [1.0]
+    items = [p.features(rows.graph(i), rows[i].device, rows[i].mode) for i in range(len(rows))]
+    analytic = np.asarray([e.latency_ms for _, e in items])
+    np.testing.assert_allclose(p._predict_features(items)[:, 0], analytic, rtol=1e-6)
+    # without the residual the same zero head predicts exp(0) = 1 ms
+    q = GNNLLMPredictor(GNNLLMConfig(**dict(TINY_LM, backbone=backbone), epochs=1, summary_epochs=0,
+                                     residual=False)).fit(rows, encoder=mae, progress=False)
+    with torch.no_grad():
+        q.net.head[-1].weight.zero_()
+        q.net.head[-1].bias.zero_()
+    q.norm.y_mean, q.norm.y_std = [0.0], [1.0]
+    np.testing.assert_allclose(q._predict_features(items)[:, 0], 1.0)
+
+
+def test_static_normalization_and_flags_saved_as_json(trained, tmp_path):
+    import json
+
+    trained.save(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["config"]["residual"] is True and cfg["config"]["use_static"] is True
+    assert len(cfg["norm"]["static_mean"]) == len(cfg["schema"]["static_features"]) > 0
+    assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.pt"))
+
+
+# --------------------------------------------------------------- few-shot
+def test_init_from_copies_everything_then_fine_tunes(trained, rows):
+    from dataclasses import replace
+
+    items = [trained.features(rows.graph(i), rows[i].device, rows[i].mode) for i in range(len(rows))]
+    base = trained._predict_features(items)
+    same = GNNLLMPredictor(replace(trained.config, epochs=0)).fit(rows, [0, 1, 2, 3], init_from=trained,
+                                                                   progress=False)
+    np.testing.assert_allclose(same._predict_features(items), base, rtol=1e-6)
+    assert "summary_loss" not in same.meta and same.meta["fine_tuned_from"]["trained_rows"] == len(rows)
+    tuned = GNNLLMPredictor(replace(trained.config, epochs=3, lr=5e-4)).fit(rows, [0, 1, 2, 3, 4, 5],
+                                                                            init_from=trained, progress=False)
+    assert not np.allclose(tuned._predict_features(items), base)
+    np.testing.assert_allclose(trained._predict_features(items), base)  # the source is left untouched
+    with pytest.raises(InvalidInputError, match="architecture"):
+        GNNLLMPredictor(replace(trained.config, head_hidden=8)).fit(rows, init_from=trained, progress=False)
+
+
+def test_adapt_a_gnn_llm_artifact_to_the_cpu(trained, tmp_path):
+    from pathlib import Path
+
+    from costmodel.adapt import adapt, load_rows
+
+    trained.save(tmp_path / "src")
+    cpu = load_rows(Path(__file__).resolve().parents[2] / "costmodel" / "data" / "cpu" / "vision.jsonl",
+                    device="cpu").subset(list(range(12)))
+    res = adapt(str(tmp_path / "src"), cpu, shots=8, epochs=3, progress=False)
+    assert isinstance(res.predictor, GNNLLMPredictor) and res.predictor.meta["adapted_from"] == "gnn-llm"
+    assert len(res.test_rows) == 4 and np.isfinite(res.after["mape"])
+    res.predictor.save(tmp_path / "cpu")
+    g = cpu.graph(res.test_rows[0])
+    a = res.predictor.predict(g, "cpu").latency_ms
+    assert load_predictor(tmp_path / "cpu").predict(g, "cpu").latency_ms == pytest.approx(a, rel=1e-5)
