@@ -1,7 +1,7 @@
 """Few-shot adaptation of the GNN + LM predictor (gnn-llm) versus DIPPM.
 
     PYTHONPATH=. python benchmarks/gnn_llm_fewshot.py [--shots 8 16 32 64] [--repeats 3] [--test 40]
-                                                     [--family resnet] [--family-shots 32] [--epochs 30]
+                                                     [--family resnet] [--family-shots 32] [--epochs 30] [--gnn-epochs 60]
 
 1. New device (mirrors ``benchmarks/transfer_cpu.py``): both models are
    trained on all H200 vision rows, then adapted to the CPU rows
@@ -42,15 +42,15 @@ def _score(y, pred):
     return mape(y, pred), acc_within(y, pred, 0.10)
 
 
-def _compare(ds, cache, train, test, llm_src, gnn_src, gnn_cfg, llm_cfg, *, epochs, seed):
+def _compare(ds, cache, train, test, llm_src, gnn_src, gnn_cfg, llm_cfg, *, epochs, gnn_epochs, seed):
     """Scores of every model on ``test`` after adapting on ``train`` (row indices of ``ds``)."""
     y = np.asarray([ds[i].latency_ms for i in test])
     items = [cache[i] for i in test]
     ft_llm = GNNLLMPredictor(replace(llm_cfg, epochs=epochs, lr=llm_cfg.lr / 2, seed=seed)).fit(
         ds, train, progress=False, cached=cache, init_from=llm_src)
-    ft_gnn = GNNPredictor(replace(gnn_cfg, epochs=epochs * 2, lr=gnn_cfg.lr / 2, seed=seed)).fit(
+    ft_gnn = GNNPredictor(replace(gnn_cfg, epochs=gnn_epochs, lr=gnn_cfg.lr / 2, seed=seed)).fit(
         ds, train, progress=False, cached=cache, init_from=gnn_src)
-    sc = GNNPredictor(replace(gnn_cfg, epochs=epochs * 2, seed=seed)).fit(ds, train, progress=False, cached=cache)
+    sc = GNNPredictor(replace(gnn_cfg, epochs=gnn_epochs, seed=seed)).fit(ds, train, progress=False, cached=cache)
     preds = {
         "analytic": np.asarray([e.latency_ms for _, e in items]),
         "dippm zero-shot": gnn_src._predict_features(items)[:, 0],
@@ -76,7 +76,8 @@ def main(argv=None) -> None:
     ap.add_argument("--test", type=int, default=40, help="held-out CPU rows per repeat")
     ap.add_argument("--family", default="resnet", help="H200 family held out for the new-architecture part")
     ap.add_argument("--family-shots", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=30, help="fine-tuning epochs (DIPPM gets twice as many)")
+    ap.add_argument("--epochs", type=int, default=30, help="gnn-llm fine-tuning epochs")
+    ap.add_argument("--gnn-epochs", type=int, default=60, help="DIPPM fine-tuning / from-scratch epochs")
     ap.add_argument("--source-epochs", type=int, default=15, help="gnn-llm epochs on the source rows")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
             if k > len(pool):
                 raise SystemExit(f"{k} shots need {k + a.test} CPU rows; there are {len(cpu)}")
             for m, v in _compare(cpu, c_cache, pool[:k], te, llm_src, gnn_src, gnn_cfg, llm_cfg,
-                                 epochs=a.epochs, seed=rep).items():
+                                 epochs=a.epochs, gnn_epochs=a.gnn_epochs, seed=rep).items():
                 res[m].append(v)
         for m, vals in res.items():
             rows.append((k, m, *np.mean(vals, axis=0)))
@@ -133,7 +134,7 @@ def main(argv=None) -> None:
         random.Random(rep).shuffle(idx)
         tr, te = idx[:a.family_shots], idx[a.family_shots:]
         for m, v in _compare(h200, h_cache, tr, te, llm_src, gnn_src, gnn_cfg, llm_cfg,
-                             epochs=a.epochs, seed=rep).items():
+                             epochs=a.epochs, gnn_epochs=a.gnn_epochs, seed=rep).items():
             res[m].append(v)
     rows = [(a.family_shots, m, *np.mean(v, axis=0)) for m, v in res.items()]
     _table(f"New family on the H200: {a.family} held out, adapted with {a.family_shots} of its "

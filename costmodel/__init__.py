@@ -43,6 +43,7 @@ _LAZY = {
     "to_graph": "costmodel.frontends",
     "from_onnx": "costmodel.frontends",
     "from_torch": "costmodel.frontends",
+    "from_relax": "costmodel.frontends",
     "get_device": "costmodel.devices",
     "list_devices": "costmodel.devices",
     "Device": "costmodel.devices",
