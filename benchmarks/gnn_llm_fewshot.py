@@ -1,7 +1,7 @@
 """Few-shot adaptation of the GNN + LM predictor (gnn-llm) versus DIPPM.
 
     PYTHONPATH=. python benchmarks/gnn_llm_fewshot.py [--shots 8 16 32 64] [--repeats 3] [--test 40]
-                                                     [--family resnet] [--family-shots 32] [--epochs 30] [--gnn-epochs 60]
+                                                     [--family resnet] [--family-shots 32] [--epochs 60] [--gnn-epochs 60]
 
 1. New device (mirrors ``benchmarks/transfer_cpu.py``): both models are
    trained on all H200 vision rows, then adapted to the CPU rows
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     ap.add_argument("--test", type=int, default=40, help="held-out CPU rows per repeat")
     ap.add_argument("--family", default="resnet", help="H200 family held out for the new-architecture part")
     ap.add_argument("--family-shots", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=30, help="gnn-llm fine-tuning epochs")
+    ap.add_argument("--epochs", type=int, default=60, help="gnn-llm fine-tuning epochs")
     ap.add_argument("--gnn-epochs", type=int, default=60, help="DIPPM fine-tuning / from-scratch epochs")
     ap.add_argument("--source-epochs", type=int, default=15, help="gnn-llm epochs on the source rows")
     a = ap.parse_args(argv)
