@@ -245,29 +245,38 @@ class GraphAutoencoder:
                 "node_features": list(NODE_FEATURE_NAMES), "history": self.history}
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
         self._require()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "gae.json").write_text(json.dumps(self.to_dict(), indent=1))
-        save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, str(path / "gae.safetensors"))
+        save_pretrained(path, "gae", self.to_dict(), self.encoder)
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphAutoencoder":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        cfg_path = path / "gae.json"
-        if not cfg_path.exists():
-            raise ModelLoadError(f"{path} holds no graph autoencoder (gae.json missing)")
-        d = json.loads(cfg_path.read_text())
-        if d.get("node_features") != list(NODE_FEATURE_NAMES):
-            raise SchemaMismatchError(
-                f"{cfg_path} was pretrained on different node features; rebuild it with `costmodel pretrain`"
-            )
+        d, state = read_pretrained(path, "gae", "graph autoencoder", "rebuild it with `costmodel pretrain`")
         obj = cls(GAEConfig(**d["config"]), d["node_mean"], d["node_std"], d.get("history", {}))
         obj.encoder = _build_encoder(obj.config, len(NODE_FEATURE_NAMES))
-        obj.encoder.load_state_dict(load_file(str(path / "gae.safetensors")))
+        obj.encoder.load_state_dict(state)
         obj.encoder.eval()
         return obj
+
+
+def save_pretrained(path: str | Path, stem: str, meta: dict, module) -> None:
+    """``<stem>.json`` (config, node normalization, feature names, history) + ``<stem>.safetensors``; no pickle."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path / f"{stem}.safetensors"))
+
+
+def read_pretrained(path: str | Path, stem: str, what: str, retrain_hint: str) -> tuple[dict, dict]:
+    """The JSON and state dict :func:`save_pretrained` wrote, refusing other node features."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_path = path / f"{stem}.json"
+    if not cfg_path.exists():
+        raise ModelLoadError(f"{path} holds no {what} ({stem}.json missing)")
+    d = json.loads(cfg_path.read_text())
+    if d.get("node_features") != list(NODE_FEATURE_NAMES):
+        raise SchemaMismatchError(f"{cfg_path} was pretrained on different node features; {retrain_hint}")
+    return d, load_file(str(path / f"{stem}.safetensors"))

@@ -19,7 +19,6 @@ a GPU); ``GraphMAEConfig`` takes larger ones.  Saved as ``graphmae.json``
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..features import NODE_FEATURE_NAMES, node_arrays
+from ._gae import read_pretrained, save_pretrained
 
 _CLIP = 8.0
 
@@ -286,30 +286,14 @@ class GraphMAE:
                 "node_features": list(NODE_FEATURE_NAMES), "history": self.history}
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
         self._require()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "graphmae.json").write_text(json.dumps(self.to_dict(), indent=1))
-        save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
-                  str(path / "graphmae.safetensors"))
+        save_pretrained(path, "graphmae", self.to_dict(), self.model)
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphMAE":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        cfg_path = path / "graphmae.json"
-        if not cfg_path.exists():
-            raise ModelLoadError(f"{path} holds no GraphMAE encoder (graphmae.json missing)")
-        d = json.loads(cfg_path.read_text())
-        if d.get("node_features") != list(NODE_FEATURE_NAMES):
-            raise SchemaMismatchError(
-                f"{cfg_path} was pretrained on different node features; pretrain it again on this library's graphs"
-            )
+        d, state = read_pretrained(path, "graphmae", "GraphMAE encoder", "pretrain it again on this library's graphs")
         obj = cls(GraphMAEConfig(**d["config"]), d["node_mean"], d["node_std"], d.get("history", {}))
         obj.model = _build(obj.config, len(NODE_FEATURE_NAMES))
-        obj.model.load_state_dict(load_file(str(path / "graphmae.safetensors")))
+        obj.model.load_state_dict(state)
         obj.model.eval()
         return obj
