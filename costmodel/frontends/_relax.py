@@ -42,7 +42,7 @@ positions are buffers, as in PyTorch.  Weight values are never read.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Hashable
+from typing import Any
 
 from .._errors import DynamicShapeError, InvalidInputError, ModelLoadError, UnsupportedOpWarning
 
@@ -226,7 +226,7 @@ class _RelaxWalker:
 
     def arg(self, e, hint: str = "c"):
         """An operand -> ONNX name (or list of names for a tuple)."""
-        relax, tvm = self.relax, self.tvm
+        tvm = self.tvm
         if _is_prim(e):
             import numpy as np
 
@@ -465,7 +465,7 @@ class _RelaxWalker:
     # ---------------------------------------------------------------- ops
     def op_clip(self, var, c, a, x):
         lo, hi = (self.arg(e) for e in c.args[1:3])
-        self.emit(var, "Clip", [x, _scalar_f32(self, lo), _scalar_f32(self, hi)])
+        self.emit(var, "Clip", [x, lo, hi])
 
     def op_nn_gelu(self, var, c, a, x):
         self.emit(var, "Gelu", [x])
@@ -770,10 +770,6 @@ def _i64(v):
     import numpy as np
 
     return np.asarray(v, dtype=np.int64)
-
-
-def _scalar_f32(w: _RelaxWalker, name: str) -> str:
-    return name
 
 
 def _tuple_ints(e) -> list[int] | None:
@@ -1125,7 +1121,6 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
     """
     from .._errors import InvalidInputError
     from ._common import check_batch
-    from ._onnx import from_onnx
 
     try:
         import tvm
@@ -1158,4 +1153,3 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
 
 
 __all__ = ["from_relax", "to_onnx_proto"]
-_unused: Hashable = None
