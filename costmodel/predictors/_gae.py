@@ -113,23 +113,7 @@ class GraphAutoencoder:
 
     # ----------------------------------------------------------------- data
     def _data(self, x: np.ndarray, edge_index: np.ndarray):
-        from ._gnn import _quiet_pyg
-
-        _quiet_pyg()
-        import torch
-        from torch_geometric.data import Data
-        from torch_geometric.utils import to_undirected
-
-        if x.shape[1] != len(NODE_FEATURE_NAMES):
-            raise SchemaMismatchError(
-                f"node features have {x.shape[1]} columns; this library computes {len(NODE_FEATURE_NAMES)}"
-            )
-        xn = np.clip((x - np.asarray(self.node_mean, np.float32)) / np.asarray(self.node_std, np.float32),
-                     -_CLIP, _CLIP).astype(np.float32)
-        ei = torch.as_tensor(np.asarray(edge_index, np.int64))
-        if ei.numel():
-            ei = to_undirected(ei, num_nodes=xn.shape[0])
-        return Data(x=torch.from_numpy(xn), edge_index=ei)
+        return graph_data(x, edge_index, self.node_mean, self.node_std)
 
     def _loss(self, z, edge_index, batch, *, return_scores: bool = False):
         import torch
@@ -153,47 +137,21 @@ class GraphAutoencoder:
         object with ``x`` and ``edge_index`` lists).  ``epochs=0`` only fits the
         normalization: the random-init encoder of the ablation."""
         import torch
-        from torch_geometric.loader import DataLoader
 
         idx = list(range(len(corpus.x))) if indices is None else list(indices)
         if not idx:
             raise InvalidInputError("the corpus is empty: build one with GraphCorpus.build()")
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        X = np.concatenate([corpus.x[i] for i in idx])
-        self.node_mean = X.mean(0).tolist()
-        sd = X.std(0)
-        self.node_std = np.where(sd < 1e-3, 1.0, sd).tolist()
-        self.encoder = _build_encoder(cfg, X.shape[1])
+        self.node_mean, self.node_std = node_normalization([corpus.x[i] for i in idx])
+        self.encoder = _build_encoder(cfg, len(NODE_FEATURE_NAMES))
         data = [self._data(corpus.x[i], corpus.edge_index[i]) for i in idx]
-        opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(cfg.seed))
-        losses = []
-        it = range(cfg.epochs)
-        bar = None
-        if progress and cfg.epochs:
-            from tqdm.auto import tqdm
 
-            bar = it = tqdm(it, desc="pretraining graph autoencoder", unit="epoch", leave=False)
-        t0 = time.perf_counter()
-        self.encoder.train()
-        for _ in it:
-            total, n = 0.0, 0
-            for b in loader:
-                opt.zero_grad()
-                z = self.encoder(b.x, b.edge_index)
-                loss = self._loss(z, b.edge_index, b.batch)
-                loss.backward()
-                opt.step()
-                total += loss.item() * b.num_graphs
-                n += b.num_graphs
-            losses.append(total / max(n, 1))
-            if bar is not None:
-                bar.set_postfix(bce=f"{losses[-1]:.4f}")
-        self.encoder.eval()
-        self.history = {"loss": [round(v, 5) for v in losses], "train_graphs": len(idx),
-                        "train_seconds": round(time.perf_counter() - t0, 1)}
+        def loss(b):
+            return self._loss(self.encoder(b.x, b.edge_index), b.edge_index, b.batch)
+
+        self.history = pretrain(self.encoder, loss, data, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                seed=cfg.seed, desc="pretraining graph autoencoder", metric="bce", progress=progress)
         return self
 
     def evaluate(self, corpus, indices: Sequence[int]) -> dict:
@@ -256,6 +214,69 @@ class GraphAutoencoder:
         obj.encoder.load_state_dict(state)
         obj.encoder.eval()
         return obj
+
+
+# ------------------------------------------------- shared by the pretrained graph encoders
+def node_normalization(xs: Sequence[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-feature mean and standard deviation (1 where a feature is nearly constant)."""
+    X = np.concatenate([np.asarray(x, np.float32) for x in xs])
+    sd = X.std(0)
+    return X.mean(0).tolist(), np.where(sd < 1e-3, 1.0, sd).tolist()
+
+
+def graph_data(x: np.ndarray, edge_index: np.ndarray, mean: Sequence[float], std: Sequence[float]):
+    """A PyG ``Data`` with standardized, clipped node features and undirected edges."""
+    from ._gnn import _quiet_pyg
+
+    _quiet_pyg()
+    import torch
+    from torch_geometric.data import Data
+    from torch_geometric.utils import to_undirected
+
+    if x.shape[1] != len(NODE_FEATURE_NAMES):
+        raise SchemaMismatchError(
+            f"node features have {x.shape[1]} columns; this library computes {len(NODE_FEATURE_NAMES)}"
+        )
+    xn = np.clip((np.asarray(x, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32),
+                 -_CLIP, _CLIP).astype(np.float32)
+    ei = torch.as_tensor(np.asarray(edge_index, np.int64))
+    if ei.numel():
+        ei = to_undirected(ei, num_nodes=xn.shape[0])
+    return Data(x=torch.from_numpy(xn), edge_index=ei)
+
+
+def pretrain(module, loss_fn, data: list, *, lr: float, epochs: int, batch_size: int, seed: int, desc: str,
+             metric: str, progress: bool, weight_decay: float = 0.0) -> dict:
+    """Adam over mini-batches of ``data`` minimizing ``loss_fn(batch)``; returns the training history."""
+    import torch
+    from torch_geometric.loader import DataLoader
+
+    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    losses = []
+    it = range(epochs)
+    bar = None
+    if progress and epochs:
+        from tqdm.auto import tqdm
+
+        bar = it = tqdm(it, desc=desc, unit="epoch", leave=False)
+    t0 = time.perf_counter()
+    module.train()
+    for _ in it:
+        total, n = 0.0, 0
+        for b in loader:
+            opt.zero_grad()
+            loss = loss_fn(b)
+            loss.backward()
+            opt.step()
+            total += loss.item() * b.num_graphs
+            n += b.num_graphs
+        losses.append(total / max(n, 1))
+        if bar is not None:
+            bar.set_postfix({metric: f"{losses[-1]:.4f}"})
+    module.eval()
+    return {"loss": [round(v, 5) for v in losses], "train_graphs": len(data),
+            "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def save_pretrained(path: str | Path, stem: str, meta: dict, module) -> None:

@@ -19,18 +19,15 @@ a GPU); ``GraphMAEConfig`` takes larger ones.  Saved as ``graphmae.json``
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from .._errors import InvalidInputError, ModelLoadError
 from ..features import NODE_FEATURE_NAMES, node_arrays
-from ._gae import read_pretrained, save_pretrained
-
-_CLIP = 8.0
+from ._gae import graph_data, node_normalization, pretrain, read_pretrained, save_pretrained
 
 
 @dataclass(frozen=True)
@@ -156,29 +153,10 @@ class GraphMAE:
     # ----------------------------------------------------------------- data
     def data(self, x: np.ndarray, edge_index: np.ndarray):
         """A PyG ``Data`` with standardized, clipped node features and undirected edges."""
-        from ._gnn import _quiet_pyg
-
-        _quiet_pyg()
-        import torch
-        from torch_geometric.data import Data
-        from torch_geometric.utils import to_undirected
-
-        if x.shape[1] != len(NODE_FEATURE_NAMES):
-            raise SchemaMismatchError(
-                f"node features have {x.shape[1]} columns; this library computes {len(NODE_FEATURE_NAMES)}"
-            )
-        xn = np.clip((np.asarray(x, np.float32) - np.asarray(self.node_mean, np.float32))
-                     / np.asarray(self.node_std, np.float32), -_CLIP, _CLIP).astype(np.float32)
-        ei = torch.as_tensor(np.asarray(edge_index, np.int64))
-        if ei.numel():
-            ei = to_undirected(ei, num_nodes=xn.shape[0])
-        return Data(x=torch.from_numpy(xn), edge_index=ei)
+        return graph_data(x, edge_index, self.node_mean, self.node_std)
 
     def fit_normalization(self, xs: Sequence[np.ndarray]) -> None:
-        X = np.concatenate([np.asarray(x, np.float32) for x in xs])
-        self.node_mean = X.mean(0).tolist()
-        sd = X.std(0)
-        self.node_std = np.where(sd < 1e-3, 1.0, sd).tolist()
+        self.node_mean, self.node_std = node_normalization(xs)
 
     # ------------------------------------------------------------------ fit
     def fit(self, corpus, indices: Sequence[int] | None = None, *, progress: bool = True) -> "GraphMAE":
@@ -186,7 +164,6 @@ class GraphMAE:
         ``x`` and ``edge_index`` lists).  ``epochs=0`` only fits the normalization: the
         random-init encoder of the ablation."""
         import torch
-        from torch_geometric.loader import DataLoader
 
         idx = list(range(len(corpus.x))) if indices is None else list(indices)
         if not idx:
@@ -196,33 +173,10 @@ class GraphMAE:
         self.fit_normalization([corpus.x[i] for i in idx])
         self.model = _build(cfg, len(NODE_FEATURE_NAMES))
         data = [self.data(corpus.x[i], corpus.edge_index[i]) for i in idx]
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(cfg.seed))
-        losses = []
-        it = range(cfg.epochs)
-        bar = None
-        if progress and cfg.epochs:
-            from tqdm.auto import tqdm
-
-            bar = it = tqdm(it, desc="pretraining GraphMAE", unit="epoch", leave=False)
-        t0 = time.perf_counter()
-        self.model.train()
-        for _ in it:
-            total, n = 0.0, 0
-            for b in loader:
-                opt.zero_grad()
-                loss = self.model.loss(b.x, b.edge_index)
-                loss.backward()
-                opt.step()
-                total += loss.item() * b.num_graphs
-                n += b.num_graphs
-            losses.append(total / max(n, 1))
-            if bar is not None:
-                bar.set_postfix(sce=f"{losses[-1]:.4f}")
-        self.model.eval()
-        self.history = {"loss": [round(v, 5) for v in losses], "train_graphs": len(idx),
-                        "train_seconds": round(time.perf_counter() - t0, 1)}
+        self.history = pretrain(self.model, lambda b: self.model.loss(b.x, b.edge_index), data, lr=cfg.lr,
+                                epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                                desc="pretraining GraphMAE", metric="sce", progress=progress,
+                                weight_decay=cfg.weight_decay)
         return self
 
     def reconstruction_error(self, corpus, indices: Sequence[int], *, seed: int = 0) -> float:
