@@ -19,7 +19,6 @@ Predictors that support it: the graph predictors (``dippm``, ``trappm``,
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, replace
@@ -38,7 +37,7 @@ def load_rows(data, *, device: str):
     skipped too (the graph predictors adapt on vision rows).
     """
     from .datasets import PerfDataset
-    from .datasets._dataset import _vision_row
+    from .datasets._dataset import _vision_row, read_jsonl
     from .devices import get_device
 
     dev = get_device(device)  # unknown names fail here, with suggestions
@@ -48,13 +47,7 @@ def load_rows(data, *, device: str):
     if not p.is_file():
         raise ModelLoadError(f"no measured rows at {str(data)!r}: expected a .jsonl file or a folder with vision.jsonl")
     rows = []
-    for ln, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ModelLoadError(f"{p}:{ln}: not valid JSON ({e})") from None
+    for ln, r in read_jsonl(p):
         if r.get("oom") or "spec" not in r:
             continue
         if not isinstance(r.get("latency_ms"), (int, float)):

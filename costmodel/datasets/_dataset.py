@@ -70,6 +70,17 @@ class PerfRow:
         return self.kind == "vision" or self.phase in ("forward", "prefill")
 
 
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, row)`` for every non-empty line of a measured-rows file."""
+    for ln, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield ln, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"{path}:{ln}: not valid JSON ({e})") from None
+
+
 def _vision_row(r: dict, device: str) -> PerfRow:
     spec = r["spec"]
     name = spec.get("name", spec.get("src"))
@@ -161,13 +172,7 @@ class PerfDataset(Sequence[PerfRow]):
             path = folder / f"{k}.jsonl"
             if not path.exists():
                 continue
-            for ln, line in enumerate(path.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ModelLoadError(f"{path}:{ln}: not valid JSON ({e})") from None
+            for _, r in read_jsonl(path):
                 if r.get("oom"):
                     continue  # out-of-memory rows carry no labels
                 rows.append(_vision_row(r, dev_name) if k == "vision" else _llm_row(r, dev_name))
