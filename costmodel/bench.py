@@ -589,7 +589,7 @@ def _chart(r: BenchResult, output, title: str | None):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .roofline_chart import _check_output, _draw_ceilings
+    from .roofline_chart import _check_output, _draw_ceilings, _finish
 
     out = _check_output(output)
     if not (r.flops > 0 and r.bytes > 0 and r.intensity):
@@ -622,12 +622,7 @@ def _chart(r: BenchResult, output, title: str | None):
     ax.set_ylabel("achieved FLOP/s")
     ax.set_title(title or f"{r.name} on {r.device} ({r.device_source} ceilings), median {r.time_ms:.4g} ms",
                  fontsize=9)
-    ax.grid(True, which="both", alpha=0.2)
-    fig.tight_layout()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-    return fig
+    return _finish(fig, ax, out)
 
 
 # ``costmodel.bench`` is this module's :func:`bench` when reached through the

@@ -138,13 +138,8 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     name = graph.meta.get("name") or "model"
     ax.set_title(title or f"{name} on {dev.name}, {mode}, batch {graph.meta.get('batch', batch)}, {dtype}"
                  f"  (ringed: top {min(top, len(pts))} by predicted time)", fontsize=9)
-    ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-    return fig
+    return _finish(fig, ax, out)
 
 
 def machine_chart(device="cpu", *, machine=None, output=None, title: str | None = None):
@@ -165,6 +160,11 @@ def machine_chart(device="cpu", *, machine=None, output=None, title: str | None 
     ax.set_ylabel("attainable FLOP/s")
     src = getattr(machine, "name", None) or c["device"].name
     ax.set_title(title or f"roofline of {src}" + (" (measured)" if machine is not None else " (datasheet)"), fontsize=9)
+    return _finish(fig, ax, out)
+
+
+def _finish(fig, ax, out: Path | None):
+    """Grid, layout, and the file when one was asked for."""
     ax.grid(True, which="both", alpha=0.2)
     fig.tight_layout()
     if out is not None:
