@@ -1920,6 +1920,11 @@ def from_onnx(
     fe._classify()
     fixed = fe._fix_shapes(batch, input_shape, input_shapes)
     fe._infer(fixed)
+    return _featurize(fe, fixed, mode, batch)
+
+
+def _featurize(fe: "_OnnxFrontend", fixed: dict[str, tuple[int, ...]], mode: str, batch: int | None = None):
+    """Walk, fuse and emit a typed frontend; the CostGraph with its metadata."""
     fe.walk(fixed)
     fe._plan()
     fe.emit()
@@ -1931,6 +1936,24 @@ def from_onnx(
         "mode": mode,
         "opset": fe.opset,
     }
-    if proto.producer_name:
-        meta["producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
+    if fe.proto.producer_name:
+        meta["producer"] = f"{fe.proto.producer_name} {fe.proto.producer_version}".strip()
     return fe.b.build(**meta)
+
+
+def from_typed_proto(proto, *, name: str, mode: str = "inference"):
+    """Featurize a proto in which every value is declared with a static type (what the Relax
+    frontend writes): types come from the declarations, ONNX shape inference is skipped."""
+    from onnx import numpy_helper
+
+    fe = _OnnxFrontend(proto, name, mode)
+    fe._classify()
+    fixed = {vi.name: tuple(_dims(vi)) for vi in fe.data_inputs}
+    g = proto.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type"):
+            fe.types[vi.name] = (tuple(_dims(vi)), vi.type.tensor_type.elem_type or None)
+    for n in g.node:  # scalar / shape constants: their values drive attribute-like inputs
+        if n.op_type == "Constant":
+            fe.vals[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return _featurize(fe, fixed, mode)

@@ -1073,36 +1073,6 @@ def to_onnx_proto(mod, *, func: str = "main", bindings: dict[str, int] | None = 
     return proto
 
 
-def _typed_from_onnx(proto, *, name: str, mode: str):
-    """The ONNX frontend's passes on a proto whose every value is typed: no ONNX shape inference needed."""
-    from ._onnx import _OnnxFrontend, _dims
-
-    fe = _OnnxFrontend(proto, name, mode)
-    fe._classify()
-    fixed = {vi.name: tuple(_dims(vi)) for vi in fe.data_inputs}
-    g = proto.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type"):
-            fe.types[vi.name] = (tuple(_dims(vi)), vi.type.tensor_type.elem_type or None)
-    for n in g.node:  # scalar / shape constants: their values drive attribute-like inputs
-        if n.op_type == "Constant":
-            from onnx import numpy_helper
-
-            arr = numpy_helper.to_array(n.attribute[0].t)
-            fe.vals[n.output[0]] = arr
-    fe.walk(fixed)
-    fe._plan()
-    fe.emit()
-    first = next((fixed[vi.name] for vi in fe.data_inputs if len(fixed[vi.name]) >= 1), None)
-    meta = {
-        "batch": int(first[0]) if first else 1,
-        "input_shape": list(first[1:]) if first else None,
-        "dtype": fe.graph_dtype(fixed),
-        "mode": mode,
-    }
-    return fe.b.build(**meta)
-
-
 def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: dict[str, int] | None = None,
                batch: int | None = None, mode: str = "inference"):
     """Featurize a Relax function of a ``tvm.IRModule`` into a :class:`~costmodel.CostGraph`.
@@ -1121,6 +1091,7 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
     """
     from .._errors import InvalidInputError
     from ._common import check_batch
+    from ._onnx import from_typed_proto
 
     try:
         import tvm
@@ -1145,7 +1116,7 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
     proto = to_onnx_proto(mod, func=func, bindings=bindings, batch=batch, mode=mode)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"onnx: operator .*tvm\.relax", category=UnsupportedOpWarning)
-        g = _typed_from_onnx(proto, name=name or func, mode=mode)
+        g = from_typed_proto(proto, name=name or func, mode=mode)
     g.meta["frontend"] = "relax"
     g.meta.pop("opset", None)
     g.meta["producer"] = f"tvm {tvm.__version__}"
