@@ -36,7 +36,12 @@ normalization are copied, stage 2 is skipped) and fine-tunes on the new rows
 (:func:`costmodel.adapt.adapt`).
 
 The base LM is ``AutoModelForCausalLM.from_pretrained(config.lm)`` from a
-local directory, or, with ``lm=None``, a small GPT-2 built from a config with
+local directory (any causal LM with a tokenizer there; nothing is
+downloaded; LoRA wraps peft's default modules for the architecture, or
+``lora_targets``; GPT-2-style ``Conv1D`` layers are detected).  A
+bidirectional encoder checkpoint (BERT family) is accepted too and run with
+a causal mask.  Added ``<graph>`` / ``</graph>`` markers start at the mean
+token embedding.  With ``lm=None``, a small GPT-2 is built from a config with
 random weights and a word-level tokenizer over a fixed vocabulary (the prompt
 and summary words, digits, op kinds, device names).  That configuration runs
 on a CPU in minutes and exercises the whole pipeline, but it knows no
@@ -54,7 +59,8 @@ Artifact: ``config.json`` (config, schema, normalization, meta),
 ``graphmae.safetensors`` (the fine-tuned GIN), ``lm.safetensors`` (LoRA
 weights; for the config-built LM its random base weights too),
 ``lm_config.json`` and ``tokenizer.json`` for the config-built LM.  The base
-of a pretrained LM is referenced by its path.  No pickle.
+of a pretrained LM is referenced by its path (made absolute) and the sizes
+of its embedding table, checked on load.  No pickle.
 """
 
 from __future__ import annotations
@@ -148,8 +154,10 @@ class GNNLLMConfig:
             raise InvalidInputError("targets must include latency_ms")
         if self.loss not in LOSSES:
             raise InvalidInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.lm is not None and not Path(self.lm).is_dir():
-            raise InvalidInputError(f"lm must be a local model directory, got {self.lm!r}")
+        if self.lm is not None:
+            if not isinstance(self.lm, (str, Path)) or not Path(self.lm).is_dir():
+                raise InvalidInputError(f"lm must be a local model directory, got {self.lm!r}")
+            object.__setattr__(self, "lm", str(Path(self.lm).resolve()))
 
 
 # ------------------------------------------------------------------ text
@@ -231,16 +239,53 @@ class _Tok:
 
 
 # --------------------------------------------------------------- network
+#: model types whose checkpoints are bidirectional encoders; they run as causal LMs with ``is_decoder=True``
+_ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert", "rembert",
+                  "roc_bert", "data2vec-text", "xmod", "bert-generation")
+
+
+def _load_pretrained_lm(path: str, tok: "_Tok", seed: int):
+    """A causal LM from a local directory, with embeddings for the ``<graph>`` markers."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        conf = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"lm={path!r} holds no Hugging Face model config: {e}") from None
+    if getattr(conf, "model_type", None) in _ENCODER_TYPES:
+        conf.is_decoder = True  # an encoder checkpoint, run with a causal mask
+    try:
+        base = AutoModelForCausalLM.from_pretrained(path, config=conf).float()
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"lm={path!r} could not be loaded as a causal LM: {e}") from None
+    n_old = base.get_input_embeddings().num_embeddings
+    if len(tok) > n_old:
+        torch.manual_seed(seed)  # the marker rows are saved with the artifact, this only fixes training
+        base.resize_token_embeddings(len(tok), mean_resizing=False)
+        with torch.no_grad():  # start the markers at the mean embedding
+            emb = base.get_input_embeddings().weight
+            emb[n_old:] = emb[:n_old].mean(0)
+    return base
+
+
 def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
     """``(peft-wrapped LM, _Tok)``; the base LM's weights are frozen, LoRA adapters trainable."""
+    import warnings
+
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
 
     if cfg.lm is not None:
-        tok = _Tok(tok_raw if tok_raw is not None else AutoTokenizer.from_pretrained(cfg.lm), hf=True)
-        base = AutoModelForCausalLM.from_pretrained(cfg.lm)
-        base.resize_token_embeddings(len(tok))
+        if tok_raw is None:
+            try:
+                tok_raw = AutoTokenizer.from_pretrained(cfg.lm)
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(f"lm={cfg.lm!r} holds no tokenizer that transformers can load: {e}") from None
+        tok = _Tok(tok_raw, hf=True)
+        base = _load_pretrained_lm(cfg.lm, tok, cfg.seed)
     else:
         tok = _Tok(tok_raw if tok_raw is not None else _tiny_tokenizer(), hf=False)
         torch.manual_seed(cfg.seed)
@@ -250,12 +295,14 @@ def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
         ))
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets) or None, task_type="CAUSAL_LM",
-                      fan_in_fan_out=cfg.lm is None)
-    import warnings
-
+                      fan_in_fan_out=any(isinstance(m, Conv1D) for m in base.modules()))  # GPT-2 style layers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft's fan_in_fan_out notice for GPT-2's Conv1D
-        lm = get_peft_model(base, lora)
+        try:
+            lm = get_peft_model(base, lora)
+        except ValueError as e:  # no default target modules for this architecture, or a bad name
+            raise InvalidInputError(f"LoRA cannot wrap this LM ({e}); set lora_targets to its attention "
+                                    "projection names") from None
     return lm, tok
 
 
@@ -647,7 +694,8 @@ class GNNLLMPredictor(GNNPredictor):
         self._require()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cfg = self._artifact_config(norm=asdict(self.norm))
+        extra = {"lm_base": self._lm_signature()} if self.config.backbone == "lm" else {}
+        cfg = self._artifact_config(norm=asdict(self.norm), **extra)
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
         own = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()
                if not k.startswith(("gin.", "lm."))}
@@ -663,12 +711,23 @@ class GNNLLMPredictor(GNNPredictor):
                 save_file({k: v.detach().contiguous() for k, v in lm.state_dict().items() if "lora_" in k},
                           str(path / "lm.safetensors"))
 
+    def _lm_signature(self) -> dict:
+        """What identifies the base LM the adapters were trained on."""
+        base = self.net.lm.get_base_model()
+        return {"model_type": base.config.model_type, "parameters": sum(p.numel() for p in base.parameters()
+                                                                       if not p.requires_grad),
+                "vocab": base.get_input_embeddings().num_embeddings, "tokens": len(self.tok)}
+
     @classmethod
     def load(cls, path: str | Path) -> "GNNLLMPredictor":
         from safetensors.torch import load_file, load_model
 
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name: cls})
+        lm_dir = cfg["config"].get("lm")
+        if lm_dir is not None and not Path(lm_dir).is_dir():
+            raise ModelLoadError(f"{path} was trained on the base LM at {lm_dir!r}, which is not there; "
+                                 "the artifact holds only its LoRA adapters")
         self = cls(GNNLLMConfig(**cfg["config"]))
         self._check_schema(cfg, path)
         self.norm = _Norm(**cfg["norm"])
@@ -679,6 +738,11 @@ class GNNLLMPredictor(GNNPredictor):
 
             tok_raw = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._build(self.encoder, tok_raw)
+        if lm_dir is not None and self.config.backbone == "lm":
+            want, got = cfg.get("lm_base"), self._lm_signature()
+            if want != got:
+                raise ModelLoadError(f"the base LM at {lm_dir!r} is not the one {path} was trained on "
+                                     f"(expected {want}, found {got})")
         missing, unexpected = self.net.load_state_dict(load_file(str(path / "weights.safetensors")), strict=False)
         if unexpected or any(not k.startswith(("gin.", "lm.")) for k in missing):
             raise ModelLoadError(f"{path}/weights.safetensors does not match the configured network")
