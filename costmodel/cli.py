@@ -41,10 +41,13 @@ TRAIN_EXAMPLES = """examples:
   costmodel train --data /path/to/measurements --device h200 --epochs 100 --seed 1 -o my_dippm
   costmodel train --predictor trappm            # needs a pretrained encoder: costmodel pretrain
   costmodel train --predictor llm-xgb           # transformer rows -> the `costmodel llm` model
+  costmodel train --predictor gnn-llm           # GraphMAE GIN + small random-weight LM (stages 2-3)
+  costmodel train --predictor gnn-llm --lm /models/Qwen2.5-0.5B --lora-r 16 -o gnnllm-qwen
 """
 PRETRAIN_EXAMPLES = """examples:
   costmodel pretrain                            # 3000 unlabeled graphs, 30 epochs -> shipped encoder
   costmodel pretrain --corpus 500 --epochs 5 -o /tmp/gae
+  costmodel pretrain --method graphmae          # masked-feature GIN encoder for gnn-llm (stage 1)
 """
 DEVICES_EXAMPLES = """examples:
   costmodel devices
@@ -130,10 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
                                    "(config JSON + weights, no pickle).",
                        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb"),
+    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm"),
                    help="what to train (default dippm)")
     t.add_argument("--encoder", default=None,
-                   help="pretrained graph-autoencoder folder for trappm (default: the shipped one)")
+                   help="pretrained encoder folder: the graph autoencoder for trappm, the GraphMAE GIN for gnn-llm "
+                        "(default: the shipped one)")
+    t.add_argument("--lm", default=None, metavar="PATH",
+                   help="gnn-llm: local directory of a Hugging Face causal LM and its tokenizer "
+                        "(default: a small GPT-2 built with random weights)")
+    t.add_argument("--backbone", default="lm", choices=("lm", "none", "sentence"),
+                   help="gnn-llm: graph token + LM (default), or the GIN+MLP / GIN+MiniLM baselines")
+    t.add_argument("--lora-r", type=_positive_int, default=8, help="gnn-llm: LoRA rank (default 8)")
+    t.add_argument("--summary-epochs", type=int, default=None,
+                   help="gnn-llm: graph-to-text epochs of stage 2 (default 3; 0 skips it)")
     t.add_argument("--data", default=None, help="measurement folder holding DEVICE/vision.jsonl (default: packaged data)")
     t.add_argument("--device", default="h200", help="sub-folder of --data to train on (default h200)")
     t.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (GNN predictors)")
@@ -141,13 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", default=None, help="artifact folder (default: the package's shipped artifact)")
     t.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("pretrain", help="pretrain the TraPPM graph autoencoder on unlabeled graphs",
+    p = sub.add_parser("pretrain", help="pretrain a graph encoder (TraPPM autoencoder or GraphMAE) on unlabeled graphs",
                        description="Sample architecture variants from torchvision/timm constructors, build their "
-                                   "graphs on the meta device (cached, resumable) and pretrain the graph "
-                                   "autoencoder whose frozen encoder TraPPM uses.",
+                                   "graphs on the meta device (cached, resumable) and pretrain a graph encoder: "
+                                   "the graph autoencoder whose frozen encoder TraPPM uses (--method gae), or the "
+                                   "masked-feature GIN that gnn-llm starts from (--method graphmae).",
                        epilog=PRETRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="gae", choices=("gae", "graphmae"),
+                   help="gae: edge-reconstruction autoencoder (TraPPM, default); graphmae: masked node features "
+                        "(gnn-llm)")
     p.add_argument("--corpus", type=_positive_int, default=3000, help="unlabeled graphs to sample (default 3000)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="pretraining epochs (default 30)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="pretraining epochs (default 30 for gae, 20 for graphmae)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling and training (default 0)")
     p.add_argument("--workers", type=_positive_int, default=2, help="graph-building processes (default 2)")
     p.add_argument("-o", "--output", default=None, help="encoder folder (default: the package's shipped encoder)")
@@ -403,7 +420,15 @@ def _cmd_train(a) -> int:
 
     if a.predictor == "llm-xgb":
         return _train_llm(a)
+    gnnllm_only = [f for f, v, d in (("--lm", a.lm, None), ("--backbone", a.backbone, "lm"),
+                                      ("--lora-r", a.lora_r, 8), ("--summary-epochs", a.summary_epochs, None))
+                   if v != d]
+    if gnnllm_only and a.predictor != "gnn-llm":
+        from ._errors import InvalidInputError
+
+        raise InvalidInputError(f"{', '.join(gnnllm_only)} only apply to --predictor gnn-llm")
     ds = PerfDataset.load(a.data, device=a.device)
+    fit_kw = {}
     epochs = {"epochs": a.epochs} if a.epochs else {}
     if a.predictor == "dippm":
         pred = DIPPMPredictor(replace(GNNConfig(conv="sage"), seed=a.seed, **epochs))
@@ -416,6 +441,8 @@ def _cmd_train(a) -> int:
         if not (enc / "gae.json").exists():
             raise ModelLoadError(f"no pretrained encoder in {enc}; run `costmodel pretrain` first or pass --encoder")
         pred = TraPPMPredictor(trappm_config(seed=a.seed, **epochs), GraphAutoencoder.load(enc))
+    elif a.predictor == "gnn-llm":
+        pred, fit_kw["encoder"] = _gnnllm_for_training(a, epochs)
     else:
         pred = XGBStaticPredictor(seed=a.seed)
     out = Path(a.output) if a.output else _ARTIFACTS / a.predictor
@@ -424,10 +451,32 @@ def _cmd_train(a) -> int:
     graphs = ds.graphs(progress=True)  # featurize (cached) with a progress bar
     cached = {i: pred.features(g, r.device, r.mode) for i, (g, r) in enumerate(zip(graphs, ds))}
     # conformal intervals from a held-out 20 %, then refit on all
-    pred.fit_calibrated(ds, progress=True, cached=cached)
+    pred.fit_calibrated(ds, progress=True, cached=cached, **fit_kw)
     pred.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')})")
     return 0
+
+
+def _gnnllm_for_training(a, epochs: dict):
+    """The untrained gnn-llm predictor and its stage-1 GraphMAE encoder (``None``: a random GIN)."""
+    from pathlib import Path
+
+    from ._errors import ModelLoadError
+    from .predictors._gnn import _ARTIFACTS
+    from .predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
+    from .predictors._graphmae import GraphMAE
+
+    enc_dir = Path(a.encoder) if a.encoder else _ARTIFACTS / "graphmae"
+    if a.encoder and not (enc_dir / "graphmae.json").exists():
+        raise ModelLoadError(f"no GraphMAE encoder in {enc_dir}; run `costmodel pretrain --method graphmae`")
+    encoder = GraphMAE.load(enc_dir) if (enc_dir / "graphmae.json").exists() else None
+    if encoder is None:
+        print(f"no GraphMAE encoder in {enc_dir}: the GIN starts from random weights "
+              "(`costmodel pretrain --method graphmae` builds one)", file=sys.stderr)
+    gin = {"gnn_hidden": encoder.config.hidden, "gnn_layers": encoder.config.layers} if encoder else {}
+    stage2 = {} if a.summary_epochs is None else {"summary_epochs": a.summary_epochs}
+    cfg = GNNLLMConfig(backbone=a.backbone, lm=a.lm, lora_r=a.lora_r, seed=a.seed, **gin, **stage2, **epochs)
+    return GNNLLMPredictor(cfg), encoder
 
 
 def _train_llm(a) -> int:
@@ -461,6 +510,8 @@ def _cmd_pretrain(a) -> int:
     corpus = GraphCorpus.build(a.corpus, seed=a.seed, workers=a.workers)
     print(f"corpus: {len(corpus)} graphs ({len(corpus.failed)} variants could not be built)", file=sys.stderr)
     train, held = corpus.split(0.1, seed=a.seed)
+    if a.method == "graphmae":
+        return _pretrain_graphmae(a, corpus, train, held, t0)
     cfg = GAEConfig(seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
     gae = GraphAutoencoder(cfg).fit(corpus, train)
     ev = gae.evaluate(corpus, held)
@@ -469,6 +520,24 @@ def _cmd_pretrain(a) -> int:
     out = Path(a.output) if a.output else _ARTIFACTS / "gae"
     gae.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; held-out edge AUC {ev['auc']:.3f}, BCE {ev['bce']:.4f})")
+    return 0
+
+
+def _pretrain_graphmae(a, corpus, train, held, t0: float) -> int:
+    import time
+    from pathlib import Path
+
+    from .predictors._gnn import _ARTIFACTS
+    from .predictors._graphmae import GraphMAE, GraphMAEConfig
+
+    mae = GraphMAE(GraphMAEConfig(seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))).fit(corpus, train)
+    ev = mae.evaluate(corpus, held)
+    mae.history.update(heldout_sce=round(ev["sce"], 5), heldout_sce_untrained=round(ev["sce_untrained"], 5),
+                       corpus=a.corpus, corpus_seed=a.seed)
+    out = Path(a.output) if a.output else _ARTIFACTS / "graphmae"
+    mae.save(out)
+    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; held-out masked-feature SCE {ev['sce']:.4f}, "
+          f"untrained {ev['sce_untrained']:.4f})")
     return 0
 
 

@@ -122,23 +122,29 @@ def test_dynamic_dims_need_shape(capsys, tmp_path):
     assert code == 0 and json.loads(out)["batch"] == 3
 
 
-def test_pretrain_then_train_trappm(capsys, tmp_path):
+def _small_data(tmp_path) -> list[str]:
+    """A small measurement folder in the data's layout; returns its rows."""
     import shutil
 
     from costmodel.datasets import default_root
-    from costmodel.predictors import load_predictor
 
-    code, out, _ = run(capsys, "pretrain", "--corpus", "4", "--epochs", "1", "--workers", "1",
-                       "-o", str(tmp_path / "gae"))
-    assert code == 0 and "held-out edge AUC" in out
-    assert (tmp_path / "gae" / "gae.safetensors").exists()
-    # a small measurement folder in the data's layout
     src = default_root() / "h200"
     (tmp_path / "data" / "h200").mkdir(parents=True)
     shutil.copy(src / "hardware.json", tmp_path / "data" / "h200")
     lines = [ln for ln in (src / "vision.jsonl").read_text().splitlines()
              if '"resnet18"' in ln or '"squeezenet1_1"' in ln or '"mnasnet0_5"' in ln]
     (tmp_path / "data" / "h200" / "vision.jsonl").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def test_pretrain_then_train_trappm(capsys, tmp_path):
+    from costmodel.predictors import load_predictor
+
+    code, out, _ = run(capsys, "pretrain", "--corpus", "4", "--epochs", "1", "--workers", "1",
+                       "-o", str(tmp_path / "gae"))
+    assert code == 0 and "held-out edge AUC" in out
+    assert (tmp_path / "gae" / "gae.safetensors").exists()
+    lines = _small_data(tmp_path)
     code, out, _ = run(capsys, "train", "--predictor", "trappm", "--encoder", str(tmp_path / "gae"),
                        "--data", str(tmp_path / "data"), "--epochs", "2", "-o", str(tmp_path / "t"))
     assert code == 0 and "saved" in out
@@ -149,3 +155,31 @@ def test_pretrain_then_train_trappm(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--predictor", "trappm", "--encoder", str(tmp_path / "empty"),
                        "--data", str(tmp_path / "data"), "-o", str(tmp_path / "t2"))
     assert code == 2 and "costmodel pretrain" in err and "Traceback" not in err
+
+
+def test_pretrain_graphmae_then_train_gnn_llm(capsys, tmp_path):
+    pytest.importorskip("peft")
+    from costmodel.predictors import load_predictor
+    from costmodel.predictors._graphmae import GraphMAE
+
+    code, out, _ = run(capsys, "pretrain", "--method", "graphmae", "--corpus", "4", "--epochs", "1",
+                       "--workers", "1", "-o", str(tmp_path / "mae"))
+    assert code == 0 and "masked-feature SCE" in out
+    mae = GraphMAE.load(tmp_path / "mae")
+    assert mae.history["corpus"] == 4 and mae.config.hidden == 128
+    lines = _small_data(tmp_path)
+    code, out, _ = run(capsys, "train", "--predictor", "gnn-llm", "--encoder", str(tmp_path / "mae"),
+                       "--data", str(tmp_path / "data"), "--epochs", "1", "--summary-epochs", "1",
+                       "--lora-r", "4", "-o", str(tmp_path / "g"))
+    assert code == 0 and "saved" in out
+    p = load_predictor(tmp_path / "g")
+    assert p.name == "gnn-llm" and p.config.lora_r == 4 and p.config.gnn_hidden == 128
+    assert p.meta["trained_rows"] == len(lines) and p.meta["pretrained_encoder"]
+    assert len(p.meta["summary_loss"]) == 1 and p.intervals["calibration_rows"] >= 5
+    # gnn-llm flags on another predictor, and a missing encoder: one clean line, exit 2
+    code, _, err = run(capsys, "train", "--predictor", "dippm", "--lm", str(tmp_path), "-o", str(tmp_path / "x"))
+    assert code == 2 and "--lm" in err and "gnn-llm" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "train", "--predictor", "gnn-llm", "--encoder", str(tmp_path / "empty"),
+                       "--data", str(tmp_path / "data"), "-o", str(tmp_path / "x"))
+    assert code == 2 and "pretrain --method graphmae" in err and "Traceback" not in err

@@ -395,8 +395,12 @@ class GNNPredictor(Predictor):
         return self
 
     def fit_calibrated(self, dataset, indices: Sequence[int] | None = None, *, calibration_fraction: float = 0.2,
-                       coverage: float = 0.9, progress: bool = True, cached: dict | None = None) -> "GNNPredictor":
-        """Fit on part of the rows, calibrate intervals on the rest, then refit on all of them."""
+                       coverage: float = 0.9, progress: bool = True, cached: dict | None = None,
+                       **fit_kw) -> "GNNPredictor":
+        """Fit on part of the rows, calibrate intervals on the rest, then refit on all of them.
+
+        ``fit_kw`` goes to both :meth:`fit` calls (e.g. gnn-llm's ``encoder``).
+        """
         import random
 
         idx = list(range(len(dataset))) if indices is None else list(indices)
@@ -404,10 +408,10 @@ class GNNPredictor(Predictor):
         random.Random(self.config.seed).shuffle(shuffled)
         n_cal = max(5, round(len(idx) * calibration_fraction))
         cal, fit_idx = shuffled[:n_cal], shuffled[n_cal:]
-        self.fit(dataset, fit_idx, progress=progress, cached=cached)
+        self.fit(dataset, fit_idx, progress=progress, cached=cached, **fit_kw)
         self.calibrate(dataset, cal, coverage=coverage, cached=cached)
         intervals = self.intervals
-        self.fit(dataset, idx, progress=progress, cached=cached)
+        self.fit(dataset, idx, progress=progress, cached=cached, **fit_kw)
         self.intervals = intervals
         return self
 

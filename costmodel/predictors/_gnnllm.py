@@ -81,6 +81,7 @@ from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..features import GraphFeatures, featurize, node_arrays, static_feature_names
 from ._base import Estimate, read_artifact_config, register_predictor
 from ._gnn import (
+    _ARTIFACTS,
     _CLIP,
     ALL_TARGETS,
     LOSSES,
@@ -409,6 +410,24 @@ class GNNLLMPredictor(GNNPredictor):
         self.tok: _Tok | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, True)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        import importlib.util
+
+        return (_ARTIFACTS / "gnn-llm" / "config.json").exists() and all(
+            importlib.util.find_spec(m) is not None for m in ("torch_geometric", "transformers", "peft"))
+
+    @classmethod
+    def default(cls) -> "GNNLLMPredictor":
+        """The shipped artifact (trained on the packaged H200 rows; its LM has random weights)."""
+        if not (_ARTIFACTS / "gnn-llm" / "config.json").exists():
+            raise ModelLoadError(f"no shipped gnn-llm artifact under {_ARTIFACTS / 'gnn-llm'}; train one with "
+                                 "`costmodel train --predictor gnn-llm`")
+        if not cls.is_available():
+            raise ModelLoadError("the gnn-llm predictor needs transformers and peft: "
+                                 "pip install 'costmodel[gnnllm]'")
+        return cls.load(_ARTIFACTS / "gnn-llm")
 
     # ------------------------------------------------------------- features
     def features(self, graph, device, mode: str, optimizer: str = "adam") -> tuple[GraphFeatures, Estimate]:

@@ -236,3 +236,34 @@ def test_adapt_a_gnn_llm_artifact_to_the_cpu(trained, tmp_path):
     g = cpu.graph(res.test_rows[0])
     a = res.predictor.predict(g, "cpu").latency_ms
     assert load_predictor(tmp_path / "cpu").predict(g, "cpu").latency_ms == pytest.approx(a, rel=1e-5)
+
+
+# ------------------------------------------------------------ shipped artifact
+def test_shipped_artifact_loads_by_name_and_fits_its_training_rows():
+    p = get_predictor("gnn-llm")
+    assert p.net is not None and p.meta["pretrained_encoder"] and p.meta["trained_rows"] == 342
+    assert p.config.lm is None and p.config.summary_epochs > 0 and "summary_loss" in p.meta
+    assert p.intervals["coverage"] == 0.9
+    ds = PerfDataset.load()
+    picked = [i for i, r in enumerate(ds.rows) if r.model == "resnet18"][:4]
+    for i in picked:
+        e = p.predict(ds.graph(i), "h200", mode=ds[i].mode)
+        assert e.latency_ms == pytest.approx(ds[i].latency_ms, rel=0.3)
+        assert e.latency_ms_interval[0] < e.latency_ms < e.latency_ms_interval[1]
+
+
+def test_adapt_the_shipped_gnn_llm_by_name(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from costmodel.cli import main
+
+    rows = Path(__file__).resolve().parents[2] / "costmodel" / "data" / "cpu" / "vision.jsonl"
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(rows.read_text().splitlines()[:8]) + "\n")
+    code = main(["adapt", "--device", "cpu", "--data", str(data), "--shots", "6", "--epochs", "2",
+                 "--predictor", "gnn-llm", "-o", str(tmp_path / "a"), "--json"])
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["predictor"] == "gnn-llm" and rep["shots"] == 6 and rep["held_out"] == 2
+    assert load_predictor(tmp_path / "a").meta["adapted_from"] == "gnn-llm"
