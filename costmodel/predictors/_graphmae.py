@@ -12,8 +12,16 @@ one-layer GIN decoder maps the hidden states back to feature space.  The loss
 is the scaled cosine error over the masked nodes,
 ``mean((1 - cos(x_i, x_hat_i)) ** gamma)``.
 
-Sizes are CPU-friendly defaults (the thesis started from 256-wide layers on
-a GPU); ``GraphMAEConfig`` takes larger ones.  Saved as ``graphmae.json``
+``replace_rate`` of the masked nodes get another node's features instead of
+the mask token (GraphMAE's random-substitution trick).
+
+Defaults are CPU-sized.  The thesis (Table 7.7) pretrained 5 GIN layers of
+1024 units for 500 epochs (batch 128, lr 5e-4, mask rate 0.5, replace rate
+0.1, SCE exponent 2, PReLU, input dropout 0.2) on a GPU; here 3 layers of
+128 units, 20 epochs, batch 32, lr 1e-3, the same mask rate and exponent, no
+substitution and no dropout reach a held-out SCE of 0.27 (untrained 1.02) on
+the 3000-graph corpus in about two minutes of CPU.  ``GraphMAEConfig`` takes
+the thesis's sizes.  Saved as ``graphmae.json``
 (config, node normalization, history) plus ``graphmae.safetensors``; no pickle.
 """
 
@@ -35,6 +43,8 @@ class GraphMAEConfig:
     hidden: int = 128
     layers: int = 3
     mask_rate: float = 0.5
+    #: share of the masked nodes that get a random node's features instead of the mask token
+    replace_rate: float = 0.0
     #: exponent of the scaled cosine error (>= 1 down-weights easy nodes)
     gamma: float = 2.0
     lr: float = 1e-3
@@ -49,6 +59,8 @@ class GraphMAEConfig:
                 raise InvalidInputError(f"GraphMAEConfig.{k} must be >= 1, got {getattr(self, k)}")
         if not 0 < self.mask_rate < 1:
             raise InvalidInputError(f"GraphMAEConfig.mask_rate must be in (0, 1), got {self.mask_rate}")
+        if not 0 <= self.replace_rate < 1:
+            raise InvalidInputError(f"GraphMAEConfig.replace_rate must be in [0, 1), got {self.replace_rate}")
         if self.gamma < 1:
             raise InvalidInputError(f"GraphMAEConfig.gamma must be >= 1, got {self.gamma}")
         if self.lr <= 0:
@@ -104,7 +116,12 @@ def _build(cfg: GraphMAEConfig, node_dim: int):
             perm = torch.randperm(n, generator=generator)
             mask = perm[:k]
             xin = x.clone()
-            xin[mask] = self.mask_token.to(x.dtype).expand(k, -1)
+            n_noise = int(round(cfg.replace_rate * k))
+            token = mask[n_noise:]
+            if n_noise:  # substitution: masked, but showing some other node's features
+                src = torch.randint(0, n, (n_noise,), generator=generator)
+                xin[mask[:n_noise]] = x[src]
+            xin[token] = self.mask_token.to(x.dtype).expand(len(token), -1)
             h = self.enc_to_dec(self.encoder(xin, edge_index))
             h = h.clone()
             h[mask] = 0.0  # re-mask: the decoder must rebuild masked nodes from their neighbours

@@ -68,6 +68,15 @@ def test_graphmae_config_validates():
         GraphMAEConfig(mask_rate=1.0)
     with pytest.raises(InvalidInputError, match="gamma"):
         GraphMAEConfig(gamma=0.5)
+    with pytest.raises(InvalidInputError, match="replace_rate"):
+        GraphMAEConfig(replace_rate=1.0)
+
+
+def test_graphmae_random_substitution_trains(corpus):
+    m = GraphMAE(GraphMAEConfig(hidden=16, layers=2, epochs=6, batch_size=2, lr=3e-3, replace_rate=0.5)).fit(
+        corpus, [0, 1, 2, 3], progress=False)
+    loss = m.history["loss"]
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]
 
 
 def test_graphmae_save_load_round_trip_and_schema(mae, corpus, tmp_path):
