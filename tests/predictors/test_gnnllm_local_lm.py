@@ -148,3 +148,21 @@ def test_pretrained_sentence_encoder_checkpoint_loads_its_weights():
     np.testing.assert_array_equal(loaded[name].detach().numpy(), saved[key].float().numpy())
     # LoRA r=4 on query and value of 6 layers: 6 * 2 * 4 * (384 + 384)
     assert p.trainable_parameters()["lora"] == 6 * 2 * 4 * 768
+
+
+def test_fine_tune_from_a_local_checkpoint_predictor(rows, features, tmp_path):
+    from dataclasses import replace
+
+    lm_dir = _save_lm(tmp_path / "lm", "gpt2")
+    src = GNNLLMPredictor(GNNLLMConfig(**dict(SMALL, summary_epochs=0), lm=str(lm_dir)))
+    src.fit(rows, [0, 1, 2, 3], progress=False, cached=features)
+    items = [features[i] for i in range(4, len(rows))]
+    before = src._predict_features(items)
+    tuned = GNNLLMPredictor(replace(src.config, epochs=3)).fit(rows, [4, 5, 6, 7], progress=False,
+                                                               cached=features, init_from=src)
+    assert tuned.meta["fine_tuned_from"]["trained_rows"] == 4
+    assert not np.allclose(tuned._predict_features(items), before)
+    np.testing.assert_allclose(src._predict_features(items), before)  # the source is untouched
+    tuned.save(tmp_path / "tuned")
+    np.testing.assert_allclose(load_predictor(tmp_path / "tuned")._predict_features(items),
+                               tuned._predict_features(items), rtol=1e-5)
