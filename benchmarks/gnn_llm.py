@@ -63,6 +63,14 @@ def _variant(name: str, base: dict, mae: GraphMAE, summary_epochs: int):
     return GNNLLMConfig(**base, summary_epochs=summary_epochs), mae
 
 
+def split_table(title: str, results: dict, splits: list[str], rows, label: str = "model", width: int = 26) -> None:
+    """Print ``results[split, row] = (MAPE, Acc10)`` as one line per row, one column per split."""
+    print(f"\n{title}")
+    print(f"{label:<{width}}" + "".join(f"{n:>20}" for n in splits))
+    for v in rows:
+        print(f"{v:<{width}}" + "".join(f"{results[n, v][0]:>12.1f} / {results[n, v][1]:5.1f}" for n in splits))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -130,11 +138,7 @@ def main(argv=None) -> None:
             print(f"  {split:<16} {v:<24} MAPE {results[split, v][0]:7.1f} %  Acc(10%) "
                   f"{results[split, v][1]:5.1f} %  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    names = [s for s, _, _ in splits]
-    print("\nLatency, H200 vision rows: MAPE % / Acc(10%) %")
-    print(f"{'model':<26}" + "".join(f"{n:>20}" for n in names))
-    for v in VARIANTS:
-        print(f"{v:<26}" + "".join(f"{results[n, v][0]:>12.1f} / {results[n, v][1]:5.1f}" for n in names))
+    split_table("Latency, H200 vision rows: MAPE % / Acc(10%) %", results, [s for s, _, _ in splits], VARIANTS)
 
     print("\nTraining time per stage (s, mean over splits)")
     print(f"{'model':<26}{'stage 1':>9}{'stage 2':>9}{'stage 3':>9}{'fit total':>11}")

@@ -39,6 +39,7 @@ from costmodel.metrics import acc_within, mape
 from costmodel.predictors._gnn import _ARTIFACTS
 from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
 from costmodel.predictors._graphmae import GraphMAE
+from gnn_llm import split_table
 
 
 def _random_copy(src: str, dst: Path, seed: int) -> str:
@@ -106,11 +107,8 @@ def main(argv=None) -> None:
                 print(f"  {split:<14} {name:<36} MAPE {results[split, name][0]:6.1f} %  Acc(10%) "
                       f"{results[split, name][1]:5.1f} %  fit {t_fit:.0f} s", flush=True)
 
-    names = [s for s, _, _ in splits]
-    print("\nLatency, H200 vision rows: MAPE % / Acc(10%) %  (GraphMAE stage 1 + stage 3, no stage 2)")
-    print(f"{'LM':<38}" + "".join(f"{n:>20}" for n in names))
-    for v in variants:
-        print(f"{v:<38}" + "".join(f"{results[n, v][0]:>12.1f} / {results[n, v][1]:5.1f}" for n in names))
+    split_table("Latency, H200 vision rows: MAPE % / Acc(10%) %  (GraphMAE stage 1 + stage 3, no stage 2)",
+                results, [s for s, _, _ in splits], variants, label="LM", width=38)
     print(f"\n{'LM':<38}{'LM params':>12}{'LoRA':>10}{'fit s (last)':>14}{'ms/graph':>10}")
     for v, (frozen, lora, t_fit, ms) in info.items():
         print(f"{v:<38}{frozen:>12,}{lora:>10,}{t_fit:>14.0f}{ms:>10.1f}")
