@@ -558,28 +558,44 @@ class GNNPredictor(Predictor):
         return self
 
 
+class ShippedArtifact:
+    """Mixin for predictors shipped as ``costmodel/artifacts/<name>``: ``is_available()`` and ``default()``."""
+
+    #: modules the shipped artifact needs at prediction time, and the extra that installs them
+    _requires: tuple[str, ...] = ("torch_geometric",)
+    _extra: str | None = None
+
+    @classmethod
+    def _missing(cls) -> list[str]:
+        import importlib.util
+
+        return [m for m in cls._requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return (_ARTIFACTS / cls.name / "config.json").exists() and not cls._missing()
+
+    @classmethod
+    def default(cls):
+        """The shipped artifact, or an error that says how to get it."""
+        path = _ARTIFACTS / cls.name
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"no shipped {cls.name} artifact under {path}; train one with "
+                                 f"`costmodel train --predictor {cls.name}`")
+        if cls._missing():
+            hint = f": pip install 'costmodel[{cls._extra}]'" if cls._extra else ""
+            raise ModelLoadError(f"the {cls.name} predictor needs {', '.join(cls._missing())}{hint}")
+        return cls.load(path)
+
+
 @register_predictor("dippm", default_rank=0)
-class DIPPMPredictor(GNNPredictor):
+class DIPPMPredictor(ShippedArtifact, GNNPredictor):
     """DIPPM: GraphSAGE + static features, trained on the measured data."""
 
     name = "dippm"
 
     def __init__(self, config: GNNConfig | None = None) -> None:
         super().__init__(config or GNNConfig(conv="sage"))
-
-    @classmethod
-    def is_available(cls) -> bool:
-        import importlib.util
-
-        return (_ARTIFACTS / "dippm" / "config.json").exists() and importlib.util.find_spec("torch_geometric") is not None
-
-    @classmethod
-    def default(cls) -> "GNNPredictor":
-        if not cls.is_available():
-            raise ModelLoadError(
-                f"no shipped DIPPM artifact under {_ARTIFACTS / 'dippm'}; train one with `costmodel train`"
-            )
-        return cls.load(_ARTIFACTS / "dippm")
 
 
 _GNN_NAMES = {"gnn": GNNPredictor, "dippm": DIPPMPredictor}

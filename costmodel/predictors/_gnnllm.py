@@ -81,12 +81,12 @@ from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..features import GraphFeatures, featurize, node_arrays, static_feature_names
 from ._base import Estimate, read_artifact_config, register_predictor
 from ._gnn import (
-    _ARTIFACTS,
     _CLIP,
     ALL_TARGETS,
     LOSSES,
     TARGETS,
     GNNPredictor,
+    ShippedArtifact,
     _analytic_log,
     _Norm,
     _safe_mean,
@@ -393,11 +393,13 @@ def _sentence_embed(texts: list[str]) -> np.ndarray:
 
 # -------------------------------------------------------------- predictor
 @register_predictor("gnn-llm")
-class GNNLLMPredictor(GNNPredictor):
+class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
     """GIN graph token + LoRA-tuned causal LM with a regression head (see module docstring)."""
 
     name = "gnn-llm"
     version = "1"
+    _requires = ("torch_geometric", "transformers", "peft")
+    _extra = "gnnllm"
 
     def __init__(self, config: GNNLLMConfig | None = None) -> None:
         self.config = config or GNNLLMConfig()
@@ -410,24 +412,6 @@ class GNNLLMPredictor(GNNPredictor):
         self.tok: _Tok | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, True)
-
-    @classmethod
-    def is_available(cls) -> bool:
-        import importlib.util
-
-        return (_ARTIFACTS / "gnn-llm" / "config.json").exists() and all(
-            importlib.util.find_spec(m) is not None for m in ("torch_geometric", "transformers", "peft"))
-
-    @classmethod
-    def default(cls) -> "GNNLLMPredictor":
-        """The shipped artifact (trained on the packaged H200 rows; its LM has random weights)."""
-        if not (_ARTIFACTS / "gnn-llm" / "config.json").exists():
-            raise ModelLoadError(f"no shipped gnn-llm artifact under {_ARTIFACTS / 'gnn-llm'}; train one with "
-                                 "`costmodel train --predictor gnn-llm`")
-        if not cls.is_available():
-            raise ModelLoadError("the gnn-llm predictor needs transformers and peft: "
-                                 "pip install 'costmodel[gnnllm]'")
-        return cls.load(_ARTIFACTS / "gnn-llm")
 
     # ------------------------------------------------------------- features
     def features(self, graph, device, mode: str, optimizer: str = "adam") -> tuple[GraphFeatures, Estimate]:
@@ -582,35 +566,22 @@ class GNNLLMPredictor(GNNPredictor):
         steps = max(1, cfg.epochs * math.ceil(len(items) / cfg.batch_size))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
         loss_fn = torch.nn.HuberLoss(delta=1.0) if cfg.loss == "huber" else torch.nn.MSELoss()
-        gen = torch.Generator().manual_seed(cfg.seed)
-        it = range(cfg.epochs)
-        bar = None
-        if progress and cfg.epochs:
-            from tqdm.auto import tqdm
 
-            bar = it = tqdm(it, desc=f"training {self.name} ({cfg.backbone})", unit="epoch", leave=False)
+        def step(sel: list[int]) -> float:
+            opt.zero_grad()
+            out = self._forward([items[j] for j in sel])
+            y = ynorm[sel]
+            known = torch.isfinite(y)
+            loss = loss_fn(out[known], y[known])
+            loss.backward()
+            opt.step()
+            sched.step()
+            return loss.item()
+
         t0 = time.perf_counter()
         self.net.train()
-        losses = []
-        for _ in it:
-            total = 0.0
-            perm = torch.randperm(len(items), generator=gen).tolist()
-            for k in range(0, len(perm), cfg.batch_size):
-                sel = perm[k:k + cfg.batch_size]
-                if len(sel) < 2:  # batch norm needs two graphs
-                    continue
-                opt.zero_grad()
-                out = self._forward([items[j] for j in sel])
-                y = ynorm[sel]
-                known = torch.isfinite(y)
-                loss = loss_fn(out[known], y[known])
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(sel)
-            losses.append(total / len(items))
-            if bar is not None:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses = self._epochs(len(items), cfg.epochs, cfg.seed, step, min_batch=2,  # batch norm needs two graphs
+                              desc=f"training {self.name} ({cfg.backbone})", metric="loss", progress=progress)
         self.net.eval()
         timing["stage3_seconds"] = round(time.perf_counter() - t0, 2)
         rows = [dataset[i] for i in idx]
@@ -646,30 +617,44 @@ class GNNLLMPredictor(GNNPredictor):
         answers = [self.tok.encode(graph_summary(dataset.graph(i))) + [self.tok.eos_id] for i in idx]
         params = [p for p in self.net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.summary_lr, weight_decay=cfg.weight_decay)
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        it = range(cfg.summary_epochs)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = it = tqdm(it, desc=f"aligning {self.name} (graph-to-text)", unit="epoch", leave=False)
+        def step(sel: list[int]) -> float:
+            opt.zero_grad()
+            b = self._graph_batch([items[j] for j in sel])
+            out, _ = self.net.lm_forward(b, [prompt] * len(sel), [answers[j] for j in sel])
+            out.loss.backward()
+            opt.step()
+            return out.loss.item()
+
         self.net.train()
         gin.eval()  # frozen: batch-norm statistics stay those of pretraining
+        return self._epochs(len(items), cfg.summary_epochs, cfg.seed + 1, step,
+                            desc=f"aligning {self.name} (graph-to-text)", metric="nll", progress=progress)
+
+    def _epochs(self, n: int, epochs: int, seed: int, step, *, desc: str, metric: str, progress: bool,
+                min_batch: int = 1) -> list[float]:
+        """Seeded shuffled mini-batches of ``n`` items; ``step(batch indices)`` trains on one and returns its
+        loss.  Batches smaller than ``min_batch`` are skipped.  Returns the mean loss per epoch."""
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        it = range(epochs)
+        bar = None
+        if progress and epochs:
+            from tqdm.auto import tqdm
+
+            bar = it = tqdm(it, desc=desc, unit="epoch", leave=False)
         losses = []
         for _ in it:
             total = 0.0
-            perm = torch.randperm(len(items), generator=gen).tolist()
-            for k in range(0, len(perm), cfg.batch_size):
-                sel = perm[k:k + cfg.batch_size]
-                opt.zero_grad()
-                b = self._graph_batch([items[j] for j in sel])
-                out, _ = self.net.lm_forward(b, [prompt] * len(sel), [answers[j] for j in sel])
-                out.loss.backward()
-                opt.step()
-                total += out.loss.item() * len(sel)
-            losses.append(total / len(items))
+            perm = torch.randperm(n, generator=gen).tolist()
+            for k in range(0, n, self.config.batch_size):
+                sel = perm[k:k + self.config.batch_size]
+                if len(sel) >= min_batch:
+                    total += step(sel) * len(sel)
+            losses.append(total / n)
             if bar is not None:
-                bar.set_postfix(nll=f"{losses[-1]:.4f}")
+                bar.set_postfix({metric: f"{losses[-1]:.4f}"})
         return losses
 
     def summary_loss(self, graphs: Sequence) -> float:

@@ -27,7 +27,7 @@ from .._errors import ModelLoadError
 from ..features import GraphFeatures
 from ._base import read_artifact_config, register_predictor
 from ._gae import GraphAutoencoder
-from ._gnn import _ARTIFACTS, GNNConfig, GNNPredictor
+from ._gnn import GNNConfig, GNNPredictor, ShippedArtifact
 
 TRAPPM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 
@@ -38,7 +38,7 @@ def trappm_config(**kw) -> GNNConfig:
 
 
 @register_predictor("trappm", default_rank=0)
-class TraPPMPredictor(GNNPredictor):
+class TraPPMPredictor(ShippedArtifact, GNNPredictor):
     """GraphSAGE regressor + frozen pretrained graph-autoencoder embedding."""
 
     name = "trappm"
@@ -81,18 +81,3 @@ class TraPPMPredictor(GNNPredictor):
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name: cls})
         return cls(GNNConfig(**cfg["config"]), GraphAutoencoder.load(path))._load_weights(cfg, path)
-
-    @classmethod
-    def is_available(cls) -> bool:
-        import importlib.util
-
-        return (_ARTIFACTS / "trappm" / "config.json").exists() and importlib.util.find_spec("torch_geometric") is not None
-
-    @classmethod
-    def default(cls) -> "TraPPMPredictor":
-        if not cls.is_available():
-            raise ModelLoadError(
-                f"no shipped TraPPM artifact under {_ARTIFACTS / 'trappm'}; train one with "
-                "`costmodel train --predictor trappm`"
-            )
-        return cls.load(_ARTIFACTS / "trappm")

@@ -15,17 +15,19 @@ import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError
 from ._base import read_artifact_config, register_predictor
-from ._gnn import _ARTIFACTS, GNNConfig, GNNPredictor, _analytic_log, data_hash
+from ._gnn import GNNConfig, GNNPredictor, ShippedArtifact, _analytic_log, data_hash
 
 XGB_PARAMS = dict(n_estimators=600, max_depth=5, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
                   min_child_weight=1.0, reg_lambda=1.0)
 
 
 @register_predictor("xgb-static")
-class XGBStaticPredictor(GNNPredictor):
+class XGBStaticPredictor(ShippedArtifact, GNNPredictor):
     """Gradient-boosted trees on graph-level features (no message passing)."""
 
     name = "xgb-static"
+    _requires = ("xgboost",)
+    _extra = "xgb"
     version = "1"
 
     def __init__(self, config: GNNConfig | None = None, *, seed: int = 0, params: dict | None = None) -> None:
@@ -59,20 +61,6 @@ class XGBStaticPredictor(GNNPredictor):
         self.meta = {"trained_rows": len(idx), "data_hash": data_hash([dataset[i] for i in idx]),
                      "devices": sorted({dataset[i].device for i in idx})}
         return self
-
-    @classmethod
-    def is_available(cls) -> bool:
-        import importlib.util
-
-        return (_ARTIFACTS / "xgb-static" / "config.json").exists() and importlib.util.find_spec("xgboost") is not None
-
-    @classmethod
-    def default(cls) -> "XGBStaticPredictor":
-        """The shipped artifact (trained on every packaged vision row)."""
-        if not (_ARTIFACTS / "xgb-static" / "config.json").exists():
-            raise ModelLoadError(f"no shipped xgb-static artifact under {_ARTIFACTS / 'xgb-static'}; "
-                                 "train one with `costmodel train --predictor xgb-static`")
-        return cls.load(_ARTIFACTS / "xgb-static")
 
     def _predict_features(self, items):
         if not self.models:

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from costmodel import InvalidInputError, SchemaMismatchError
-from costmodel.datasets import GraphCorpus, PerfDataset
-from costmodel.frontends import zoo_graph
+from costmodel.datasets import PerfDataset
 from costmodel.predictors import get_predictor, load_predictor
 from costmodel.predictors._gnnllm import (
     GNNLLMConfig,
@@ -19,13 +18,6 @@ from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig, sce_loss
 
 TINY_LM = dict(gnn_hidden=16, gnn_layers=2, lm_hidden=32, lm_heads=2, lm_layers=1, head_hidden=16, batch_size=8)
 ROWS = ("squeezenet1_1", "resnet18")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    specs = [("squeezenet1_1", 1), ("mnasnet0_5", 8), ("resnet18", 1), ("shufflenet_v2_x1_0", 8),
-             ("mobilenet_v2", 1), ("resnet18", 8)]
-    return GraphCorpus.from_graphs(zoo_graph(n, batch=b, method="trace") for n, b in specs)
 
 
 @pytest.fixture(scope="module")

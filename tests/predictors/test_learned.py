@@ -121,3 +121,18 @@ def test_missing_labels_and_fine_tuning():
     assert ft.norm.y_mean == src.norm.y_mean  # starts from the source's normalization
     with pytest.raises(costmodel.InvalidInputError, match="same architecture"):
         GNNPredictor(GNNConfig(epochs=1, hidden=32)).fit(sub, [0, 1, 2, 3], progress=False, init_from=src)
+
+
+def test_shipped_artifacts_say_how_to_get_them(monkeypatch, tmp_path):
+    from costmodel.predictors import _gnn
+    from costmodel.predictors._gnnllm import GNNLLMPredictor
+    from costmodel.predictors._trappm import TraPPMPredictor
+
+    monkeypatch.setattr(GNNLLMPredictor, "_requires", ("torch_geometric", "no_such_module_here"))
+    assert not GNNLLMPredictor.is_available()
+    with pytest.raises(ModelLoadError, match=r"needs no_such_module_here: pip install 'costmodel\[gnnllm\]'"):
+        get_predictor("gnn-llm")
+    monkeypatch.setattr(_gnn, "_ARTIFACTS", tmp_path)
+    assert not TraPPMPredictor.is_available()
+    with pytest.raises(ModelLoadError, match="no shipped trappm artifact.*costmodel train --predictor trappm"):
+        get_predictor("trappm")
