@@ -18,7 +18,10 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 from ._errors import (  # noqa: E402  (light: stdlib only)
+    ArtifactError,
+    AssumptionWarning,
     CostModelError,
+    InvalidGraphError,
     DynamicShapeError,
     InvalidInputError,
     ModelLoadError,
@@ -58,7 +61,10 @@ _LAZY = {
 __all__ = sorted(
     [
         "__version__",
+        "ArtifactError",
+        "AssumptionWarning",
         "CostModelError",
+        "InvalidGraphError",
         "DynamicShapeError",
         "InvalidInputError",
         "ModelLoadError",

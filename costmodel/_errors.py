@@ -40,6 +40,22 @@ class SchemaMismatchError(CostModelError):
     """A stored artifact was written for a different feature schema."""
 
 
+class ArtifactError(ModelLoadError):
+    """A saved predictor, encoder or profile is damaged, incomplete or inconsistent with its config.
+
+    The message names the file and what is wrong with it (missing field, bad type, weight shape that
+    does not match the config, unreadable bytes).
+    """
+
+
+class InvalidGraphError(ModelLoadError, ValueError):
+    """A model's graph cannot be costed: it has a cycle, no operators, or dimensions no device can hold."""
+
+
+class AssumptionWarning(UserWarning):
+    """An estimate rests on a fallback (a substituted dtype peak, a device without measured rows...)."""
+
+
 class UnsupportedOpWarning(UserWarning):
     """An operator is not in the op vocabulary; it was mapped to ``other``."""
 
