@@ -9,6 +9,7 @@ Public surface (imported lazily so ``import costmodel`` stays fast)::
     costmodel.PerfDataset.load()
     costmodel.estimate_llm("llama-2-7b", batch=8, seq=512, device="h200")  -> LLMEstimate
     costmodel.bench(torch.matmul, a, b)                -> BenchResult (timed, on the roofline)
+    costmodel.onnx.export(model, args, "m.onnx")       (submodule, imported on first use)
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ _LAZY = {
     "LLMEstimate": "costmodel.llm._predictor",
 }
 
+#: submodules reachable as attributes without an explicit import (loaded on first use)
+_LAZY_SUBMODULES = ("onnx",)
+
 __all__ = sorted(
     [
         "__version__",
@@ -74,11 +78,14 @@ __all__ = sorted(
         "UnsupportedOpWarning",
         "OOMWarning",
         *_LAZY,
+        *_LAZY_SUBMODULES,
     ]
 )
 
 
 def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return import_module(f"{__name__}.{name}")  # the import binds it as an attribute too
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'costmodel' has no attribute {name!r}")

@@ -11,7 +11,13 @@ memory, and when the predicted memory exceeds the device (or
 and available memory and the largest batch that would fit.  Then the graph
 goes to the inner backend (``"inductor"``, ``"eager"``, any registered name
 or callable).  The cost model never breaks a compile: any failure of its own
-becomes a ``RuntimeWarning`` and the graph passes through unchanged.
+becomes a ``RuntimeWarning`` and the graph passes through unchanged.  Its
+warnings (the OOM warning, that RuntimeWarning, and those featurizing the
+graph raised) are issued so that they cannot raise into the compile: where
+the user's warning filters turn them into exceptions
+(``warnings.simplefilter("error")``, ``-W error``), they are logged instead
+(logger ``costmodel.compile``, level WARNING, which reaches stderr even
+without logging configured) and the compile goes on.
 
 When gradients are enabled and the graph has trainable parameters, the
 estimate is for a training step (forward + backward + optimizer).
@@ -23,11 +29,24 @@ training) plus the framework's overhead.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any, Callable
 
 from ._errors import OOMWarning
+
+log = logging.getLogger("costmodel.compile")
+
+
+def _warn(message, category=UserWarning, stacklevel: int = 3) -> None:
+    """``warnings.warn`` that cannot raise: when a filter turns the warning into an exception (or a
+    ``showwarning`` hook fails), the message is logged at WARNING level instead."""
+    try:
+        warnings.warn(message, category, stacklevel=stacklevel)
+    except Exception:  # noqa: BLE001 - the warning must not break the user's compile
+        name = category.__name__ if isinstance(category, type) else type(message).__name__
+        log.warning("%s: %s", name, message)
 
 
 def _param_flags(gm, example_inputs) -> list[bool]:
@@ -117,20 +136,34 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
     def backend(gm, example_inputs):
         import time
 
+        from .predictors._fallback import with_notes
+
         t0 = time.perf_counter()
+        oom = None
+        caught: list = []
         try:
-            est, batch = estimate_fx(gm, example_inputs, device=dev, predictor=_resolve(predictor))
-            backend.estimates.append(est)
-            if est.memory_mb > limit:
+            # warnings raised while estimating are collected, not raised (a user's "error" filter would
+            # abort the estimate), and re-issued below where they cannot break the compile
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pred, notes = _resolve(predictor)
+                est, batch = estimate_fx(gm, example_inputs, device=dev, predictor=pred)
+            over = est.memory_mb > limit  # a predictor that returned no estimate fails here
+            backend.estimates.append(with_notes(est, notes))
+            if over:
                 fit = largest_batch(est, batch, limit, dev)
-                warnings.warn(OOMWarning(
+                oom = OOMWarning(
                     f"costmodel: this graph ({est.mode}, batch {batch}) is predicted to need {est.memory_mb:,.0f} MB "
                     f"on {dev.name}, but {limit:,.0f} MB are available; the largest batch predicted to fit is "
                     f"{fit}" + (" (none: the fixed part alone does not fit)" if fit == 0 else "")
-                ), stacklevel=2)
+                )
         except Exception as e:  # noqa: BLE001 - the cost model must never break the user's compile
-            warnings.warn(f"costmodel could not estimate a compiled graph ({type(e).__name__}: {e}); "
-                          "compiling it unchanged", RuntimeWarning, stacklevel=2)
+            _warn(f"costmodel could not estimate a compiled graph ({type(e).__name__}: {e}); "
+                  "compiling it unchanged", RuntimeWarning)
+        for w in caught:
+            _warn(w.message, w.category)
+        if oom is not None:
+            _warn(oom, OOMWarning)
         backend.seconds += time.perf_counter() - t0
         return _inner(inner)(gm, example_inputs)
 
@@ -144,13 +177,16 @@ _PREDICTORS: dict = {}
 
 
 def _resolve(predictor):
-    """Load a named (or the default) predictor once per process: compiles happen often."""
+    """``(predictor, assumptions of answering with it)``; a named (or the default) predictor is loaded
+    once per process: compiles happen often."""
     from .predictors import Predictor, get_predictor
+    from .predictors._fallback import default_fallback_note
 
     if isinstance(predictor, Predictor):
-        return predictor
+        return predictor, []
     if predictor not in _PREDICTORS:
-        _PREDICTORS[predictor] = get_predictor(predictor)
+        pred = get_predictor(predictor)
+        _PREDICTORS[predictor] = (pred, [default_fallback_note(pred)] if predictor is None else [])
     return _PREDICTORS[predictor]
 
 

@@ -39,12 +39,14 @@ def estimate(
         inputs: example inputs for an ``nn.Module`` instead of ``input_shape``.
 
     Returns:
-        :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered.
+        :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
+        ``estimate.assumptions`` every fallback the estimate rests on.
     """
     from .devices import get_device
     from .frontends import to_graph
     from .predictors import get_predictor
     from .predictors._base import validate_optimizer
+    from .predictors._fallback import default_fallback_note, with_notes
 
     check_batch(batch)
     if mode not in MODES:
@@ -59,4 +61,5 @@ def estimate(
         raise InvalidInputError(
             f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
         )
-    return pred.predict(graph, dev, mode=mode, optimizer=optimizer)
+    est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
+    return with_notes(est, [default_fallback_note(pred)] if predictor is None else [])

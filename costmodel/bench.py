@@ -584,12 +584,9 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
 
 
 def _chart(r: BenchResult, output, title: str | None):
-    import matplotlib
+    from .roofline_chart import _check_output, _draw_ceilings, _finish, pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .roofline_chart import _check_output, _draw_ceilings, _finish
+    plt = pyplot("bench charts")
 
     out = _check_output(output)
     if not (r.flops > 0 and r.bytes > 0 and r.intensity):

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ._errors import InvalidInputError, ModelLoadError, suggest
+from ._errors import InvalidInputError, ModelLoadError
 
 __all__ = ["J_PER_KWH", "carbon_g", "carbon_intensity_g_per_kwh", "list_regions", "region_info"]
 
@@ -72,13 +72,35 @@ def _lookup(region: str) -> tuple[str, dict[str, Any]]:
     key = index.get(_norm(region))
     if key is None:
         choices = list(regions)
-        names = [n for k, e in regions.items() for n in (k, *e.get("aliases", ()))]
         raise InvalidInputError(
             f"expected a known region, got {region!r}; known regions: {', '.join(choices)} "
             f"(aliases such as 'virginia' or 'gb' work; or pass intensity_g_per_kwh)."
-            f"{suggest(region.strip().lower(), names)}"
+            f"{_suggest_region(region, regions)}"
         )
     return key, regions[key]
+
+
+def _suggest_region(region: str, regions: dict[str, dict[str, Any]]) -> str:
+    """``" Did you mean: ...?"`` naming only regions of the list the message shows: a close region
+    key, or the region of a close alias (``us-east-1 (alias virginia)``), best first; ``""`` when none
+    is close.  Aliases must be near-miss spellings (ratio >= 0.75), not any name sharing a few letters."""
+    import difflib
+
+    name = region.strip().lower()
+    scored: list[tuple[float, str, str]] = []
+    for key, e in regions.items():
+        r = difflib.SequenceMatcher(None, name, key.lower()).ratio()
+        if r >= 0.6:
+            scored.append((r, key, key))
+        for alias in e.get("aliases", ()):
+            r = difflib.SequenceMatcher(None, name, alias.lower()).ratio()
+            if r >= 0.75:
+                scored.append((r, key, f"{key} (alias {alias})"))
+    out: dict[str, str] = {}
+    for _, key, shown in sorted(scored, key=lambda t: -t[0]):
+        out.setdefault(key, shown)
+    shown = list(out.values())[:3]
+    return f" Did you mean: {', '.join(shown)}?" if shown else ""
 
 
 def region_info(region: str) -> dict[str, Any]:

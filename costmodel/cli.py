@@ -1,8 +1,12 @@
 """The ``costmodel`` command line (also ``python -m costmodel``).
 
-Every user error ends in one ``costmodel: error: ...`` line and exit code 2;
-an unexpected failure in exit code 1 with a one-line summary (set
-``COSTMODEL_DEBUG=1`` for the traceback).  Nothing prints a traceback by default.
+Every failure ends in exactly one ``costmodel: error: ...`` line on stderr and
+exit code 2: bad arguments (argparse's own errors included, without the usage
+block), bad input (:class:`~costmodel.CostModelError`), unreadable or
+unwritable user paths (``OSError``, naming the path), and unexpected failures
+(``costmodel: error: internal error: ...``).  Warnings raised while a command
+runs are printed once it succeeds and dropped when it fails, so the error line
+stands alone.  Nothing prints a traceback unless ``COSTMODEL_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 from ._errors import CostModelError
@@ -35,20 +40,35 @@ GRAPH_EXAMPLES = """examples:
   costmodel graph torchvision:resnet50
   costmodel graph model.onnx --batch 4 --input 3,224,224 --json
 """
+OUTPUT_NOTE = """
+By default the artifact goes to $COSTMODEL_HOME/artifacts/NAME (COSTMODEL_HOME
+defaults to $XDG_DATA_HOME/costmodel, i.e. ~/.local/share/costmodel); -o picks
+another folder.  The installed package is never written unless --to-package
+is given (for maintainers who regenerate the shipped artifacts from a source
+checkout).
+"""
 TRAIN_EXAMPLES = """examples:
-  costmodel train                               # DIPPM on all packaged H200 rows -> shipped artifact
+  costmodel train                               # DIPPM on all packaged H200 rows -> $COSTMODEL_HOME/artifacts/dippm
+  costmodel train --to-package                  # maintainers: rebuild the shipped artifact in the source tree
   costmodel train --predictor xgb-static -o /tmp/xgb
   costmodel train --data /path/to/measurements --device h200 --epochs 100 --seed 1 -o my_dippm
-  costmodel train --predictor trappm            # needs a pretrained encoder: costmodel pretrain
-  costmodel train --predictor llm-xgb           # transformer rows -> the `costmodel llm` model
+  costmodel train --predictor trappm            # encoder: yours from `costmodel pretrain`, else the shipped one
+  costmodel train --predictor llm-xgb           # transformer rows -> the model behind `costmodel llm`
   costmodel train --predictor gnn-llm           # GraphMAE GIN + small random-weight LM (stages 2-3)
   costmodel train --predictor gnn-llm --lm /models/Qwen2.5-0.5B --lora-r 16 -o gnnllm-qwen
 """
 PRETRAIN_EXAMPLES = """examples:
-  costmodel pretrain                            # 3000 unlabeled graphs, 30 epochs -> shipped encoder
+  costmodel pretrain                            # 3000 unlabeled graphs, 30 epochs -> $COSTMODEL_HOME/artifacts/gae
+  costmodel pretrain --to-package               # maintainers: rebuild the shipped encoder in the source tree
   costmodel pretrain --corpus 500 --epochs 5 -o /tmp/gae
   costmodel pretrain --method graphmae          # masked-feature GIN encoder for gnn-llm (stage 1)
 """
+CALIBRATE_EXAMPLES = """examples:
+  costmodel calibrate                           # -> $COSTMODEL_HOME/host.json
+  costmodel calibrate -o host.json --budget 4   # a quicker, noisier profile
+  costmodel calibrate --device cpu --json       # the CPU path even where CUDA is present
+"""
+
 DEVICES_EXAMPLES = """examples:
   costmodel devices
   costmodel devices --json
@@ -69,11 +89,85 @@ COST_EXAMPLES = """examples:
 BENCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
 
 
+class UsageError(Exception):
+    """A command-line argument error (printed as one ``costmodel: error:`` line, exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors are one line (no usage block) and never exit the interpreter."""
+
+    def error(self, message: str, sub: str | None = None):  # noqa: D401 - argparse's hook
+        sub = sub or (self.prog.split(" ", 1)[1] if " " in self.prog else None)
+        hint = f" (see 'costmodel {sub} --help')" if sub else " (see 'costmodel --help')"
+        raise UsageError(f"{sub + ': ' if sub else ''}{message}{hint}")
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:  # named with the subcommand they were given to
+            self.error(f"unrecognized arguments: {' '.join(extra)}", getattr(ns, "command", None))
+        return ns
+
+
+def user_data_dir() -> Path:
+    """Where commands write by default: ``$COSTMODEL_HOME``, else ``$XDG_DATA_HOME/costmodel``,
+    else ``~/.local/share/costmodel``.  The installed package is never written at run time."""
+    root = os.environ.get("COSTMODEL_HOME")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "costmodel"
+
+
+def _artifact_out(a, name: str) -> Path:
+    """The artifact folder of ``train``/``pretrain``: ``-o``, the package (``--to-package``) or the user's."""
+    if a.output and a.to_package:
+        from ._errors import InvalidInputError
+
+        raise InvalidInputError("give either -o/--output or --to-package, not both")
+    if a.output:
+        return Path(a.output)
+    if a.to_package:
+        from .predictors._gnn import _ARTIFACTS
+
+        return _ARTIFACTS / name
+    return user_data_dir() / "artifacts" / name
+
+
+def _pretrained(name: str, marker: str) -> Path:
+    """A pretrained encoder folder: the user's (``costmodel pretrain``) if there is one, else the shipped one."""
+    from .predictors._gnn import _ARTIFACTS
+
+    mine = user_data_dir() / "artifacts" / name
+    return mine if (mine / marker).exists() else _ARTIFACTS / name
+
+
+def _shape(s: str) -> tuple[int, ...]:
+    """``3,224,224`` (or ``3x224x224``) -> ``(3, 224, 224)``: positive integers, none left out."""
+    parts = [p.strip() for p in s.lower().replace("x", ",").split(",")]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 3,224,224), got {s!r}")
+    return dims
+
+
 def _mode(s: str) -> str:
     try:
         return _MODE_ALIASES[s.lower()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"invalid mode {s!r}; choose from inference, training") from None
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
 
 
 def _positive_int(s: str) -> int:
@@ -91,19 +185,20 @@ def _add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> N
                    help="an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec")
     p.add_argument("--batch", "-b", type=_positive_int, default=None, required=batch_required,
                    help="batch size (> 0)" + ("" if batch_required else "; default: the model's own, else 1"))
-    p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W",
+    p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=_shape,
                    help="input shape without batch, e.g. 3,224,224 (needed for dynamic ONNX dims)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="tensor dtype (default fp32)")
     p.add_argument("--mode", type=_mode, default="inference", help="inference (default) or training")
-    p.add_argument("--method", default="export", choices=("export", "trace"),
-                   help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster)")
+    p.add_argument("--method", default=None, choices=("export", "trace"),
+                   help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster); "
+                        "PyTorch models only (not .onnx files)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="costmodel",
         description="Predict what a deep-learning model costs (latency, memory, energy, MIG slice) before running it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -132,12 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a learned predictor on measured data",
                        description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
                                    "(config JSON + weights, no pickle).",
-                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=TRAIN_EXAMPLES + OUTPUT_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm"),
                    help="what to train (default dippm)")
     t.add_argument("--encoder", default=None,
                    help="pretrained encoder folder: the graph autoencoder for trappm, the GraphMAE GIN for gnn-llm "
-                        "(default: the shipped one)")
+                        "(default: the one `costmodel pretrain` wrote to $COSTMODEL_HOME/artifacts, else the "
+                        "shipped one)")
     t.add_argument("--lm", default=None, metavar="PATH",
                    help="gnn-llm: local directory of a Hugging Face causal LM and its tokenizer "
                         "(default: a small GPT-2 built with random weights)")
@@ -150,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="h200", help="sub-folder of --data to train on (default h200)")
     t.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (GNN predictors)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("-o", "--output", default=None, help="artifact folder (default: the package's shipped artifact)")
+    t.add_argument("-o", "--output", default=None,
+                   help="artifact folder (default: $COSTMODEL_HOME/artifacts/PREDICTOR, see below)")
+    t.add_argument("--to-package", action="store_true",
+                   help="write the shipped artifact inside the installed package (maintainers)")
     t.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("pretrain", help="pretrain a graph encoder (TraPPM autoencoder or GraphMAE) on unlabeled graphs",
@@ -158,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "graphs on the meta device (cached, resumable) and pretrain a graph encoder: "
                                    "the graph autoencoder whose frozen encoder TraPPM uses (--method gae), or the "
                                    "masked-feature GIN that gnn-llm starts from (--method graphmae).",
-                       epilog=PRETRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=PRETRAIN_EXAMPLES + OUTPUT_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="gae", choices=("gae", "graphmae"),
                    help="gae: edge-reconstruction autoencoder (TraPPM, default); graphmae: masked node features "
                         "(gnn-llm)")
@@ -167,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretraining epochs (default 30 for gae, 20 for graphmae)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling and training (default 0)")
     p.add_argument("--workers", type=_positive_int, default=2, help="graph-building processes (default 2)")
-    p.add_argument("-o", "--output", default=None, help="encoder folder (default: the package's shipped encoder)")
+    p.add_argument("-o", "--output", default=None,
+                   help="encoder folder (default: $COSTMODEL_HOME/artifacts/gae or .../graphmae, see below)")
+    p.add_argument("--to-package", action="store_true",
+                   help="write the shipped encoder inside the installed package (maintainers)")
     p.set_defaults(func=_cmd_pretrain)
 
     c = sub.add_parser("collect", help="measure workloads on this machine (CPU or CUDA GPU) with the data protocol",
@@ -237,10 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--show", action="store_true", help="print the stored estimates and exit")
     n.add_argument("--device", default="h200", help="device name (default h200)")
     n.add_argument("--batch", type=_positive_int, default=None, help="batch (default: the file's static batch)")
-    n.add_argument("--input", dest="input_shape", default=None, help="per-sample input shape, e.g. 3,224,224")
+    n.add_argument("--input", dest="input_shape", default=None, type=_shape,
+                   help="per-sample input shape, e.g. 3,224,224")
     n.add_argument("--mode", default="inference", choices=("inference", "training"))
     n.add_argument("--predictor", default=None, help="predictor name or artifact folder")
-    n.add_argument("-o", "--output", default=None, help="write an annotated copy here instead of in place")
+    n.add_argument("-o", "--output", default=None,
+                   help="write an annotated copy here instead of in place; in another folder, the model's "
+                        "external-data weight files are copied next to it (never overwriting a different file)")
     n.add_argument("--json", action="store_true", help="print JSON")
     n.set_defaults(func=_cmd_annotate)
 
@@ -269,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an .onnx file, a zoo name (torchvision:resnet50) or a JSON spec; omit with --machine")
     r.add_argument("--device", default="h100", help="device name (default h100)")
     r.add_argument("--batch", "-b", type=_positive_int, default=1, help="batch size (default 1)")
-    r.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", help="input shape without batch")
+    r.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=_shape, help="input shape without batch")
     r.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     r.add_argument("--mode", type=_mode, default="inference", help="inference (default) or training")
     r.add_argument("--top", type=int, default=8, help="ring and label this many slowest operators (default 8)")
@@ -325,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--samples", type=_positive_int, default=None,
                       help="samples to process: ceil(samples / batch) steps")
     k.add_argument("--batch", "-b", type=_positive_int, default=1, help="batch size (default 1)")
-    k.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", help="input shape without batch")
+    k.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=_shape, help="input shape without batch")
     k.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="tensor dtype (default fp32)")
     k.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
     k.add_argument("--predictor", default=None,
@@ -358,6 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--json", action="store_true", help="print the report as JSON")
     ad.set_defaults(func=_cmd_adapt)
 
+    ca = sub.add_parser("calibrate", help="measure this host's per-operator dispatch cost (host profile JSON)",
+                        description="Measure what PyTorch eager costs this machine's CPU per operator (per operator "
+                                    "class, plus nn.Module call overhead; with CUDA also the smallest kernel's device "
+                                    "time and a synchronisation) in at most 10 seconds, and save it as a host profile.",
+                        epilog=CALIBRATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ca.add_argument("-o", "--output", default=None,
+                    help="where to save the profile (default $COSTMODEL_HOME/host.json)")
+    ca.add_argument("--budget", type=_positive_float, default=6.0,
+                    help="seconds of measuring, at most 10 (default 6)")
+    ca.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="measure the CPU path or the CUDA path (default: CUDA when available)")
+    ca.add_argument("--json", action="store_true", help="print the profile as JSON")
+    ca.set_defaults(func=_cmd_calibrate)
+
     d = sub.add_parser("devices", help="list the device database",
                        description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                        epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -367,18 +486,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------ commands
+def _check_method(a) -> None:
+    """``--method`` picks how a PyTorch model is captured; an ONNX file has no such choice."""
+    from ._errors import InvalidInputError
+    from .frontends import _looks_like_onnx_path
+
+    if a.method is not None and _looks_like_onnx_path(a.model):
+        raise InvalidInputError(
+            f"--method {a.method} applies to PyTorch models (zoo names, JSON specs); {a.model!r} is read "
+            "by the ONNX frontend: drop --method"
+        )
+
+
 def _cmd_predict(a) -> int:
     from ._estimate import estimate
 
+    _check_method(a)
+    model, predictor = a.model, a.predictor
+    if a.method is not None:
+        # capture the graph the requested way, then estimate that graph
+        from .devices import get_device
+        from .frontends import to_graph
+        from .predictors import get_predictor
+
+        get_device(a.device)  # bad names fail before the (slow) capture
+        predictor = get_predictor(a.predictor)
+        model = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
+                         method=a.method)
     est = estimate(
-        a.model,
+        model,
         batch=a.batch,
         input_shape=a.input_shape,
         device=a.device,
         mode=a.mode,
         dtype=a.dtype,
         optimizer=a.optimizer,
-        predictor=a.predictor,
+        predictor=predictor,
     )
     if a.json:
         print(est.to_json())
@@ -390,7 +533,9 @@ def _cmd_predict(a) -> int:
 def _cmd_graph(a) -> int:
     from .frontends import to_graph
 
-    g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode, method=a.method)
+    _check_method(a)
+    g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
+                 method=a.method or "export")
     s = g.summary()
     if a.json:
         print(json.dumps(s))
@@ -415,7 +560,7 @@ def _cmd_train(a) -> int:
     from pathlib import Path
 
     from .datasets import PerfDataset
-    from .predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig
+    from .predictors._gnn import DIPPMPredictor, GNNConfig
     from .predictors._xgb import XGBStaticPredictor
 
     if a.predictor == "llm-xgb":
@@ -437,7 +582,7 @@ def _cmd_train(a) -> int:
         from .predictors._gae import GraphAutoencoder
         from .predictors._trappm import TraPPMPredictor, trappm_config
 
-        enc = Path(a.encoder) if a.encoder else _ARTIFACTS / "gae"
+        enc = Path(a.encoder) if a.encoder else _pretrained("gae", "gae.json")
         if not (enc / "gae.json").exists():
             raise ModelLoadError(f"no pretrained encoder in {enc}; run `costmodel pretrain` first or pass --encoder")
         pred = TraPPMPredictor(trappm_config(seed=a.seed, **epochs), GraphAutoencoder.load(enc))
@@ -445,7 +590,7 @@ def _cmd_train(a) -> int:
         pred, fit_kw["encoder"] = _gnnllm_for_training(a, epochs)
     else:
         pred = XGBStaticPredictor(seed=a.seed)
-    out = Path(a.output) if a.output else _ARTIFACTS / a.predictor
+    out = _artifact_out(a, a.predictor)
     print(f"training {a.predictor} on {len(ds)} rows ({len(ds.families())} families) from {a.device}", file=sys.stderr)
     t0 = time.perf_counter()
     graphs = ds.graphs(progress=True)  # featurize (cached) with a progress bar
@@ -453,7 +598,8 @@ def _cmd_train(a) -> int:
     # conformal intervals from a held-out 20 %, then refit on all
     pred.fit_calibrated(ds, progress=True, cached=cached, **fit_kw)
     pred.save(out)
-    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')})")
+    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')}; "
+          f"use it with --predictor {out})")
     return 0
 
 
@@ -462,11 +608,10 @@ def _gnnllm_for_training(a, epochs: dict):
     from pathlib import Path
 
     from ._errors import ModelLoadError
-    from .predictors._gnn import _ARTIFACTS
     from .predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
     from .predictors._graphmae import GraphMAE
 
-    enc_dir = Path(a.encoder) if a.encoder else _ARTIFACTS / "graphmae"
+    enc_dir = Path(a.encoder) if a.encoder else _pretrained("graphmae", "graphmae.json")
     if a.encoder and not (enc_dir / "graphmae.json").exists():
         raise ModelLoadError(f"no GraphMAE encoder in {enc_dir}; run `costmodel pretrain --method graphmae`")
     encoder = GraphMAE.load(enc_dir) if (enc_dir / "graphmae.json").exists() else None
@@ -484,12 +629,17 @@ def _train_llm(a) -> int:
     from pathlib import Path
 
     from .datasets import PerfDataset
-    from .llm._predictor import _ARTIFACT, XGBLLMPredictor
+    from .llm._predictor import XGBLLMPredictor
 
     ds = PerfDataset.load(a.data, device=a.device, kinds=("llm",))
     grid = Path(__file__).resolve().parent / "llm" / "grid_search.json"
     params = json.loads(grid.read_text())["chosen"] if grid.exists() else None
-    out = Path(a.output) if a.output else _ARTIFACT
+    if a.to_package and not a.output:
+        from .llm._predictor import _ARTIFACT
+
+        out = _ARTIFACT
+    else:
+        out = _artifact_out(a, "llm-xgb")
     print(f"training llm-xgb on {len(ds)} transformer rows from {a.device}", file=sys.stderr)
     t0 = time.perf_counter()
     pred = XGBLLMPredictor(params, seed=a.seed).fit(ds)
@@ -504,37 +654,33 @@ def _cmd_pretrain(a) -> int:
 
     from .datasets import GraphCorpus
     from .predictors._gae import GAEConfig, GraphAutoencoder
-    from .predictors._gnn import _ARTIFACTS
 
+    out = _artifact_out(a, "graphmae" if a.method == "graphmae" else "gae")  # a bad -o fails before the work
     t0 = time.perf_counter()
     corpus = GraphCorpus.build(a.corpus, seed=a.seed, workers=a.workers)
     print(f"corpus: {len(corpus)} graphs ({len(corpus.failed)} variants could not be built)", file=sys.stderr)
     train, held = corpus.split(0.1, seed=a.seed)
     if a.method == "graphmae":
-        return _pretrain_graphmae(a, corpus, train, held, t0)
+        return _pretrain_graphmae(a, corpus, train, held, t0, out)
     cfg = GAEConfig(seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
     gae = GraphAutoencoder(cfg).fit(corpus, train)
     ev = gae.evaluate(corpus, held)
     gae.history.update(heldout_bce=round(ev["bce"], 5), heldout_auc=round(ev["auc"], 4), corpus=a.corpus,
                        corpus_seed=a.seed)
-    out = Path(a.output) if a.output else _ARTIFACTS / "gae"
     gae.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; held-out edge AUC {ev['auc']:.3f}, BCE {ev['bce']:.4f})")
     return 0
 
 
-def _pretrain_graphmae(a, corpus, train, held, t0: float) -> int:
+def _pretrain_graphmae(a, corpus, train, held, t0: float, out: Path) -> int:
     import time
-    from pathlib import Path
 
-    from .predictors._gnn import _ARTIFACTS
     from .predictors._graphmae import GraphMAE, GraphMAEConfig
 
     mae = GraphMAE(GraphMAEConfig(seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))).fit(corpus, train)
     ev = mae.evaluate(corpus, held)
     mae.history.update(heldout_sce=round(ev["sce"], 5), heldout_sce_untrained=round(ev["sce_untrained"], 5),
                        corpus=a.corpus, corpus_seed=a.seed)
-    out = Path(a.output) if a.output else _ARTIFACTS / "graphmae"
     mae.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; held-out masked-feature SCE {ev['sce']:.4f}, "
           f"untrained {ev['sce_untrained']:.4f})")
@@ -566,7 +712,10 @@ def _cmd_collect(a) -> int:
     if stats.get("left"):
         extra.append(f"{stats['left']} left for a later run")
     print(f"wrote {n} rows to {where} ({', '.join(extra)})")
-    return 1 if stats.get("failed") and n == 0 else 0
+    if stats.get("failed") and n == 0:
+        label, err = next(iter(stats["failed"].items()))
+        raise CostModelError(f"no row could be measured: {len(stats['failed'])} failed (first: {label}: {err})")
+    return 0
 
 
 def _cmd_llm(a) -> int:
@@ -624,8 +773,10 @@ def _cmd_web(a) -> int:
 
 def _cmd_roofline(a) -> int:
     from ._errors import InvalidInputError
-    from .roofline_chart import machine_chart, roofline_chart
+    from .roofline_chart import _check_output, machine_chart, pyplot, roofline_chart
 
+    pyplot("roofline charts")  # a missing extra or a bad file name fails before any work
+    _check_output(a.output)
     profile = None
     if a.profile:
         from .roofline import MachineProfile
@@ -734,6 +885,11 @@ def _cmd_bench(a) -> int:
 
     fn = resolve_torch_op(a.op)
     shapes = _parse_shapes(a.shapes)
+    if a.output:
+        from .roofline_chart import _check_output, pyplot
+
+        pyplot("bench charts (-o)")  # before the timing, not after it
+        _check_output(a.output)
     kwargs = {}
     if a.kwargs:
         try:
@@ -802,6 +958,34 @@ def _cmd_adapt(a) -> int:
     return 0
 
 
+def _cmd_calibrate(a) -> int:
+    from ._errors import InvalidInputError
+    from .host import calibrate
+
+    if a.budget > 10:
+        raise InvalidInputError(f"--budget must be at most 10 seconds, got {a.budget:g}")
+    out = Path(a.output) if a.output else user_data_dir() / "host.json"
+    if out.exists() and out.is_dir():
+        raise InvalidInputError(f"-o {out} is a directory; give a file name such as {out / 'host.json'}")
+    prof = calibrate(budget_s=a.budget, device=a.device, progress=not a.json and sys.stderr.isatty())
+    prof.save(out)
+    if a.json:
+        print(json.dumps(prof.to_dict()))
+        return 0
+    print(f"host {prof.host.get('hostname')} ({prof.host.get('cpu')}, torch {prof.host.get('torch')}), "
+          f"{'CPU execution' if prof.synchronous else 'CUDA ' + str(prof.host.get('device'))}")
+    print(f"{'operator class':<16}{'dispatch us':>12}")
+    for k, v in prof.dispatch_us.items():
+        print(f"{k:<16}{v:>12.2f}")
+    print(f"{'module call':<16}{prof.module_call_us:>12.2f}")
+    if prof.kernel_us is not None:
+        print(f"{'kernel (device)':<16}{prof.kernel_us:>12.2f}\n{'synchronize':<16}{prof.sync_us:>12.2f}")
+    for n in prof.notes:
+        print(f"note: {n}")
+    print(f"saved {out}")
+    return 0
+
+
 def _cmd_devices(a) -> int:
     from .devices import list_devices
 
@@ -832,27 +1016,66 @@ def _short_warning(message, category, filename, lineno, file=None, line=None):
     print(f"costmodel: warning: {message}", file=sys.stderr)
 
 
+#: longest error line printed; the rest is cut (COSTMODEL_DEBUG=1 shows all)
+MAX_ERROR_CHARS = 1500
+
+
+def one_line(text) -> str:
+    """``text`` on one line (line breaks folded), cut at :data:`MAX_ERROR_CHARS`."""
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    if len(line) > MAX_ERROR_CHARS:
+        cut = len(line) - MAX_ERROR_CHARS
+        line = f"{line[:MAX_ERROR_CHARS]}... ({cut} more characters; COSTMODEL_DEBUG=1 shows all)"
+    return line
+
+
+def _error(message) -> int:
+    print(f"costmodel: error: {one_line(message) or 'failed'}", file=sys.stderr)
+    return 2
+
+
+def _os_error(e: OSError) -> str:
+    """``PATH: reason`` for a failed read or write of a user path."""
+    what = e.strerror or str(e) or type(e).__name__
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {what}" if paths else f"{type(e).__name__}: {what}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     debug = bool(os.environ.get("COSTMODEL_DEBUG"))
-    if not debug:
-        warnings.showwarning = _short_warning
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
     try:
-        return args.func(args)
-    except CostModelError as e:
-        print(f"costmodel: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("costmodel: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - no tracebacks for users
-        if debug:
-            raise
-        print(f"costmodel: internal error: {type(e).__name__}: {e} (set COSTMODEL_DEBUG=1 for details)", file=sys.stderr)
-        return 1
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        return _error(e)
+    with warnings.catch_warnings(record=not debug and args.command != "web") as caught:
+        if not debug:
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            if caught is None:
+                warnings.showwarning = _short_warning
+        try:
+            code = args.func(args)
+        except KeyboardInterrupt:
+            print("costmodel: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback (unless COSTMODEL_DEBUG)
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            if isinstance(e, (CostModelError, UsageError)):
+                return _error(e)
+            if isinstance(e, OSError):
+                return _error(_os_error(e))
+            return _error(f"internal error: {type(e).__name__}: {e} (set COSTMODEL_DEBUG=1 for the traceback)")
+    # warnings are shown once the command succeeded; a failure prints its error line alone
+    seen = set()
+    for w in caught or ():
+        msg = one_line(w.message)
+        if msg not in seen:
+            seen.add(msg)
+            _short_warning(msg, w.category, w.filename, w.lineno)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

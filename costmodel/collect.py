@@ -177,11 +177,17 @@ _TOP_KEYS = {"vision", "llm", "grid", "notes", "description", "device"}
 
 
 _SOURCES = ("tv", "tv_resnet", "tv_vit", "timm")  # as in costmodel.frontends._zoo
+#: keys of a vision spec (``block``/``layers``: the ``tv_resnet`` source's ResNet layout)
+_SPEC_KEYS = {"family", "name", "res", "src", "kw", "block", "layers"}
 
 
 def _check_vision_spec(spec, where: str) -> dict:
     if not isinstance(spec, dict):
         raise InvalidInputError(f"{where}: a vision spec must be a JSON object, got {type(spec).__name__}")
+    bad = set(spec) - _SPEC_KEYS
+    if bad:
+        raise InvalidInputError(f"{where}: unknown spec keys {sorted(bad)}; valid: {', '.join(sorted(_SPEC_KEYS))} "
+                                "(constructor arguments go in 'kw')")
     src = spec.get("src")
     if src not in _SOURCES:
         raise InvalidInputError(f"{where}: spec 'src' must be one of {', '.join(_SOURCES)}, got {src!r}")
@@ -274,6 +280,8 @@ def parse_work(data: Any, *, batches: Iterable[int] | None = None, where: str = 
     if isinstance(data, dict) and not {"vision", "llm"} & set(data) and ("src" in data or "name" in data):
         data = [data]  # one spec
     if isinstance(data, list):
+        if not data:
+            raise InvalidInputError(f"{where}: nothing to measure: the list of specs is empty")
         bs = _check_positive(list(batches or [1]), "batch sizes", where)
         items = []
         for i, spec in enumerate(data):
@@ -323,9 +331,14 @@ def parse_work(data: Any, *, batches: Iterable[int] | None = None, where: str = 
 def load_work(path: str | os.PathLike, *, batches: Iterable[int] | None = None) -> list[WorkItem]:
     """Read a work file: a JSON object (see the module doc), a JSON list or JSONL of vision specs."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; expected a JSON work file (see costmodel/data/specs/)")
     if not path.is_file():
         raise ModelLoadError(f"no such file: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path} as a JSON work file: {e}") from None
     try:
         if text.lstrip().startswith(("[", "{")):
             try:
@@ -438,26 +451,58 @@ class _Rapl:
         return d
 
 
+GPU_EXTRA = 'pip install "costmodel[gpu]"'
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        _warn(msg)
+
+
 class _Nvml:
-    """NVML handle of one CUDA device: energy counter, power, memory in use."""
+    """NVML handle of one CUDA device: energy counter, power, memory in use.
+
+    Where NVML is missing (the ``nvidia-ml-py`` package, extra ``gpu``) or cannot read the
+    energy counter or the memory in use, those values are null: opening the handle warns once
+    per reason, and ``error`` / ``energy_error`` / ``memory_error`` say why (rows and
+    ``hardware.json`` record them)."""
 
     def __init__(self, index: int) -> None:
         self.error = None
         self.handle = None
         self.energy_error = None
+        self.memory_error = None
         try:
             import pynvml
-
+        except ImportError:
+            self.error = ("pynvml is not installed (package nvidia-ml-py): energy_j, power_w and nvml_used_mb "
+                          f"are not recorded; {GPU_EXTRA}")
+            _warn_once(self.error)
+            return
+        try:
             self.nv = pynvml
             pynvml.nvmlInit()
             self.handle = _nvml_handle(pynvml, index)
         except Exception as e:  # noqa: BLE001 - no NVML: rows get null energy with the reason
-            self.error = f"NVML unavailable: {type(e).__name__}: {e}"
+            self.handle = None
+            self.error = (f"NVML unavailable ({type(e).__name__}: {e}): energy_j, power_w and nvml_used_mb are "
+                          "not recorded")
+            _warn_once(self.error)
             return
         try:
             pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
         except Exception as e:  # noqa: BLE001 - MIG instances, old GPUs
-            self.energy_error = f"NVML energy counter unavailable: {type(e).__name__}: {e}"
+            self.energy_error = (f"NVML energy counter unavailable ({type(e).__name__}: {e}): energy_j and "
+                                 "power_w are not recorded")
+            _warn_once(self.energy_error)
+        try:
+            pynvml.nvmlDeviceGetMemoryInfo(self.handle)
+        except Exception as e:  # noqa: BLE001
+            self.memory_error = (f"NVML memory information unavailable ({type(e).__name__}: {e}): nvml_used_mb "
+                                 "is not recorded")
+            _warn_once(self.memory_error)
 
     def energy_j(self) -> float | None:
         if self.handle is None or self.energy_error:
@@ -546,6 +591,12 @@ class _Device:
             return self.meter.error or self.meter.energy_error
         return self.meter.error
 
+    def memory_error(self) -> str | None:
+        """Why ``nvml_used_mb`` is null on this CUDA device (``None`` on a CPU, where it always is)."""
+        if self.cuda:
+            return self.meter.error or getattr(self.meter, "memory_error", None)
+        return None
+
 
 @lru_cache(maxsize=None)
 def _device(device: str) -> _Device:
@@ -619,11 +670,14 @@ def _build_llm(spec: dict, dev):
     except ImportError:
         raise InvalidInputError("measuring a transformer needs the 'transformers' package: "
                                 "pip install 'costmodel[llm]'") from None
+    from .llm._features import check_model_type
+
+    check_model_type(spec["model_type"])
     kw = {k: v for k, v in spec["config"].items() if k not in _HF_DROP}
     try:
         cfg = transformers.AutoConfig.for_model(spec["model_type"], **kw)
     except ValueError as e:
-        raise InvalidInputError(f"unknown transformers model_type {spec['model_type']!r}: {e}") from None
+        raise InvalidInputError(f"{spec['model']}: invalid {spec['model_type']} config: {e}") from None
     auto = transformers.AutoModelForCausalLM if spec["causal"] else transformers.AutoModel
     with torch.device(dev):
         model = auto.from_config(cfg)
@@ -652,6 +706,68 @@ def _model(item: WorkItem, d: _Device):
             model = _convert(model, item.dtype)
         _CACHE.update(key=key, model=model, info=info)
     return _CACHE["model"], _CACHE["info"]
+
+
+def check_buildable(items: Iterable[WorkItem]) -> None:
+    """Build the model of every distinct spec in ``items`` on the meta device (no weights, no
+    memory); raise :class:`InvalidInputError` naming the first spec that cannot be built (an
+    unknown model or keyword, an invalid transformer config).  Failures that only a real
+    device shows are left to the measurement."""
+    import warnings
+
+    seen: set[str] = set()
+    for it in items:
+        key = it.group()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if it.kind == "llm":
+                    _check_llm_buildable(it.spec)
+                else:
+                    from .frontends._zoo import build_zoo_model
+
+                    build_zoo_model(it.spec)
+        except (InvalidInputError, ModelLoadError) as e:
+            raise InvalidInputError(f"{it.label()}: {e}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            msg = " ".join(str(e).split())
+            raise InvalidInputError(f"{it.label()}: cannot build this model: {type(e).__name__}: {msg}") from None
+
+
+def _check_llm_buildable(spec: dict) -> None:
+    import logging
+
+    from .llm import llm_features, resolve_llm
+    from .llm._features import check_model_type
+
+    check_model_type(spec["model_type"])
+    llm_features(resolve_llm(dict(spec["config"], model_type=spec["model_type"])))
+    try:
+        import transformers
+    except ImportError:
+        return  # measuring it says which extra to install
+    import torch
+
+    hf_log = logging.getLogger("transformers")
+    level = hf_log.level
+    hf_log.setLevel(logging.ERROR)
+    try:
+        kw = {k: v for k, v in spec["config"].items() if k not in _HF_DROP}
+        cfg = transformers.AutoConfig.for_model(spec["model_type"], **kw)
+        auto = transformers.AutoModelForCausalLM if spec["causal"] else transformers.AutoModel
+        with torch.device("meta"):
+            auto.from_config(cfg)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers' config validation has its own exception types
+        cause = e.__cause__ or e
+        raise InvalidInputError(f"invalid {spec['model_type']} config: {type(cause).__name__}: "
+                                f"{' '.join(str(cause).split())}") from None
+    finally:
+        hf_log.setLevel(level)
 
 
 # ---------------------------------------------------------------- protocol
@@ -834,6 +950,8 @@ def _measure_rows(item: WorkItem, d: _Device) -> dict:
         row.pop("power_w_sample", None)
     if d.energy_error():
         row["energy_error"] = d.energy_error()
+    if d.cuda and row.get("nvml_used_mb") is None:
+        row["memory_error"] = d.memory_error() or "NVML did not report the memory in use"
     row["device"] = d.name
     row["costmodel_version"] = _version()
     return row
@@ -1024,9 +1142,11 @@ def hardware_description(device: str = "cpu") -> dict:
         q("mem_bus_width", lambda: p.nvmlDeviceGetMemoryBusWidth(nv.handle))
         q("driver", lambda: _s(p.nvmlSystemGetDriverVersion()))
         q("mig_mode", lambda: list(p.nvmlDeviceGetMigMode(nv.handle)))
-        hw["energy_counter"] = nv.energy_error is None
-        if nv.energy_error:
-            hw["energy_error"] = nv.energy_error
+    hw["energy_counter"] = nv.handle is not None and nv.energy_error is None
+    if nv.error or nv.energy_error:
+        hw["energy_error"] = nv.error or nv.energy_error
+    if nv.error or getattr(nv, "memory_error", None):
+        hw["memory_error"] = nv.error or nv.memory_error
     props = torch.cuda.get_device_properties(d.dev)
     for k in _PROPS:
         if hasattr(props, k):
@@ -1140,7 +1260,8 @@ def _bar(total: int, desc: str, progress: bool):
 def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = None,
             output: str | os.PathLike | None = None, *, device: str = "cpu", budget_s: float | None = None,
             cooldown_s: float = 0.5, progress: bool = True, limit: int | None = None, ray_address: str | None = None,
-            measure_fn: Callable | None = None, stats: dict | None = None) -> int:
+            measure_fn: Callable | None = None, stats: dict | None = None,
+            clock: Callable[[], float] | None = None) -> int:
     """Measure every work item not yet in the output; returns the rows written.
 
     Args:
@@ -1162,7 +1283,15 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             pinned to one GPU (``num_gpus=1``) on ``cuda``, one CPU on ``cpu``.
         measure_fn: replaces :func:`measure` (called as ``fn(item, device=...)``).
         stats: filled with ``written``, ``skipped`` (already measured), ``oom``,
-            ``failed`` (label -> error), ``left`` (not measured: budget/limit).
+            ``failed`` (label -> error), ``left`` (not measured: budget/limit),
+            ``budget_stopped`` (True when the budget ended the run early).
+        clock: seconds for the budget (default ``time.monotonic``).
+
+    Before measuring, every model to measure is built once on the meta device
+    (no memory, no weights), so a spec that cannot be built (an unknown model,
+    an unknown keyword in ``kw``, an invalid transformer config) is an
+    :class:`~costmodel.InvalidInputError` before the first row, not a failure
+    per row after a long run.
     """
     if output is None:
         if not isinstance(batches, (str, os.PathLike)):
@@ -1185,14 +1314,16 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             seen.add(k)
             todo.append(it)
     st = stats if stats is not None else {}
-    st.update(written=0, skipped=len(items) - len(todo), oom=0, failed={}, left=0)
+    st.update(written=0, skipped=len(items) - len(todo), oom=0, failed={}, left=0, budget_stopped=False)
     if limit is not None:
         st["left"] = max(0, len(todo) - limit)
         todo = todo[:limit]
     if not todo:
         return 0
+    check_buildable(todo)
+    clock = clock or time.monotonic
     if ray_address:
-        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st)
+        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock)
     if device.startswith("cuda"):
         check_cuda(device)
     hw = paths["vision"].parent / "hardware.json"
@@ -1201,22 +1332,23 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
         hw.write_text(_hardware_json(device))
     writer = _Writer(paths)
     bar = _bar(len(todo), f"measuring ({device})", progress)
-    start = time.perf_counter()
+    start = clock()
     durations: list[float] = []
     try:
         for i, it in enumerate(todo):
             if budget_s is not None:
-                spent = time.perf_counter() - start
+                spent = clock() - start
                 est = sum(durations) / len(durations) if durations else 0.0
                 if spent + est > budget_s:
                     st["left"] += len(todo) - i
+                    st["budget_stopped"] = True
                     _warn(f"time budget of {budget_s:g} s reached: {len(todo) - i} rows left for a later run", bar)
                     break
             if bar is not None:
                 bar.set_postfix_str(it.label(), refresh=False)
-            t0 = time.perf_counter()
+            t0 = clock()
             row, err = measure_safe(it, device, measure_fn)
-            durations.append(time.perf_counter() - t0)
+            durations.append(clock() - t0)
             if row is not None:
                 writer.write(it.kind, row)
                 st["written"] += 1
@@ -1282,7 +1414,7 @@ def _ray_init(ray, address: str) -> bool:
 
 
 def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, address: str, budget_s, cooldown_s,
-                 progress: bool, st: dict) -> int:
+                 progress: bool, st: dict, clock: Callable[[], float] = time.monotonic) -> int:
     try:
         import ray
     except ImportError:
@@ -1306,7 +1438,7 @@ def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, addr
         hw = paths["vision"].parent / "hardware.json"
         writer = _Writer(paths)
         bar = _bar(len(todo), f"measuring ({device}, ray)", progress)
-        start = time.perf_counter()
+        start = clock()
         per_row: list[float] = []
         running: dict[Any, list[WorkItem]] = {}
         try:
@@ -1314,9 +1446,10 @@ def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, addr
                 while queue and len(running) < slots:
                     if budget_s is not None:
                         est = (sum(per_row) / len(per_row)) * len(queue[0]) if per_row else 0.0
-                        if time.perf_counter() - start + est > budget_s:
+                        if clock() - start + est > budget_s:
                             left = sum(len(g) for g in queue)
                             st["left"] += left
+                            st["budget_stopped"] = True
                             _warn(f"time budget of {budget_s:g} s reached: {left} rows left for a later run", bar)
                             queue = []
                             break

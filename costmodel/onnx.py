@@ -6,14 +6,20 @@ the model's ``metadata_props`` under ``costmodel.*`` keys (one key per
 number, plus ``costmodel.estimate`` with the whole estimate as JSON), so any
 ONNX tool shows them and :func:`read_annotations` (or ``costmodel annotate
 FILE --show``) reads them back.  Weights stored as external data stay where
-they are: the file is rewritten without loading them.
+they are: the file is rewritten without loading them.  An annotated copy
+written to another folder (``output=``) gets a copy of every external-data
+file the model references, under the same relative name next to it, so the
+copy loads on its own; a different file already there under that name is an
+error, never overwritten.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ._errors import InvalidInputError, ModelLoadError
 
@@ -30,15 +36,13 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
     Estimates for several devices can live side by side: keys of a device
     other than the first are suffixed with ``@<device>``.
     """
-    import onnx
-
     from . import __version__
     from ._estimate import estimate
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"no such ONNX file: {path}")
-    model = onnx.load(str(path), load_external_data=False)  # the frontend never reads weights
+    model = _load(path)  # the frontend never reads weights
+    out = Path(output) if output else path
+    _check_writable(out, in_place=output is None)  # before the estimate, not after it
     if batch is None:
         batch = _static_batch(model, path)
     kw = {"dtype": dtype} if dtype else {}
@@ -55,9 +59,133 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
     del model.metadata_props[:]
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
-    out = Path(output) if output else path
-    onnx.save(model, str(out))
+    if output is not None:
+        _copy_external_data(model, path.parent, out.parent)
+    _save(model, out)
     return est
+
+
+def _load(path: Path):
+    """The model at ``path`` without its external weights; a clean error for anything that is not ONNX."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.exists():
+        raise ModelLoadError(f"no such ONNX file: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is not a file (expected an .onnx model)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except OSError as e:
+        raise ModelLoadError(f"cannot read {path}: {e.strerror or e}") from None
+    except (DecodeError, ValueError, RuntimeError, TypeError) as e:
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})") from None
+    if not model.HasField("graph"):
+        raise ModelLoadError(f"{path} is not an ONNX model (empty, or no graph in it)")
+    return model
+
+
+def _check_writable(out: Path, *, in_place: bool) -> None:
+    """Refuse, before any work, an output that cannot be written: a missing folder, a folder in
+    the way, a read-only file or folder."""
+    parent = out.parent
+    if not parent.is_dir():
+        why = "is not a folder" if parent.exists() else "does not exist"
+        raise InvalidInputError(f"cannot write {out}: folder {parent} {why}")
+    if out.is_dir():
+        raise InvalidInputError(f"cannot write {out}: it is a folder")
+    if in_place or out.exists():
+        try:
+            with open(out, "r+b"):  # opened for writing, nothing changed
+                pass
+        except OSError as e:
+            raise InvalidInputError(f"cannot write {out}: {e.strerror or e}") from None
+    elif not os.access(parent, os.W_OK):
+        raise InvalidInputError(f"cannot write {out}: folder {parent} is not writable")
+
+
+def _save(model, out: Path) -> None:
+    import onnx
+
+    try:
+        onnx.save(model, str(out))
+    except OSError as e:
+        raise InvalidInputError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _tensors(graph) -> Iterator:
+    """Every TensorProto of ``graph``: initializers, sparse initializers, attribute tensors, subgraphs."""
+    yield from graph.initializer
+    for sp in graph.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)
+
+
+def external_data_files(model) -> list[str]:
+    """Relative locations of the external-data files ``model`` references (in first-use order)."""
+    from onnx import TensorProto
+
+    out: dict[str, None] = {}
+    for t in _tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL:
+            loc = {e.key: e.value for e in t.external_data}.get("location")
+            if loc:
+                out[loc] = None
+    return list(out)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if os.path.samefile(a, b):
+            return True
+        if a.stat().st_size != b.stat().st_size:
+            return False
+    except OSError:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _copy_external_data(model, src_dir: Path, dst_dir: Path) -> None:
+    """Make the external data of ``model`` (stored relative to ``src_dir``) reachable from ``dst_dir``."""
+    import warnings
+
+    if src_dir.resolve() == dst_dir.resolve():
+        return
+    for loc in external_data_files(model):
+        rel = Path(loc)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ModelLoadError(f"external data location {loc!r} is not a relative path inside {src_dir}; "
+                                 "cannot copy it next to the annotated file")
+        src, dst = src_dir / rel, dst_dir / rel
+        if not src.is_file():
+            warnings.warn(f"external data file {src} referenced by the model is missing; the annotated copy "
+                          "references it too", stacklevel=3)
+            continue
+        if dst.exists():
+            if _same_file(src, dst):
+                continue
+            raise InvalidInputError(f"cannot copy the model's external data {src} to {dst}: a different file "
+                                    "is already there")
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)  # a copy, not a link: rewriting one file's weights leaves the other's
+        except OSError as e:
+            raise InvalidInputError(f"cannot copy the model's external data to {dst}: {e.strerror or e}") from None
 
 
 def _static_batch(model, path) -> int:
@@ -75,16 +203,20 @@ def _static_batch(model, path) -> int:
 
 def read_annotations(path: str | Path) -> dict[str, Any]:
     """The stored estimates of an annotated ONNX file: ``{device: estimate dict}`` (empty if none)."""
-    import onnx
-
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"no such ONNX file: {path}")
-    model = onnx.load(str(path), load_external_data=False)
+    model = _load(path)
     out = {}
     for p in model.metadata_props:
         if p.key.startswith(PREFIX + "estimate"):
-            d = json.loads(p.value)
+            try:
+                d = json.loads(p.value)
+            except ValueError:
+                d = None
+            if not isinstance(d, dict) or not isinstance(d.get("device"), str):
+                raise ModelLoadError(
+                    f"{path}: metadata key {p.key!r} does not hold a costmodel estimate (a JSON object with a "
+                    f"'device'), got {p.value[:80]!r}; annotate the file again to replace it"
+                )
             out[d["device"]] = d
     return out
 

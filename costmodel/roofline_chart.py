@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ._errors import InvalidInputError
+from ._errors import CostModelError, InvalidInputError
 
 _COLORS = {
     "compute": "#1f77b4", "normalization": "#ff7f0e", "activation": "#2ca02c", "pooling": "#d62728",
@@ -28,6 +28,22 @@ _COLORS = {
     "memory": "#bcbd22", "other": "#17becf",
 }
 _SUFFIXES = (".png", ".svg", ".pdf")
+
+
+PLOT_INSTALL = 'pip install "costmodel[plot]"'
+
+
+def pyplot(what: str = "charts"):
+    """``matplotlib.pyplot`` on the file-only Agg backend; without matplotlib (the ``plot`` extra)
+    a :class:`~costmodel.CostModelError` that names the install line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CostModelError(f"{what} need matplotlib, which is not installed: {PLOT_INSTALL}") from None
+    return plt
 
 
 def _check_output(output) -> Path | None:
@@ -90,10 +106,7 @@ def op_points(graph, device, *, mode: str | None = None) -> list[dict[str, Any]]
 def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
                    input_shape=None, machine=None, top: int = 8, output=None, title: str | None = None):
     """Draw a model's operators on the device's roofline; returns the matplotlib Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot("roofline charts")
 
     from .frontends import to_graph
 
@@ -144,10 +157,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
 
 def machine_chart(device="cpu", *, machine=None, output=None, title: str | None = None):
     """The ceilings alone (a measured profile's when ``machine`` is given); returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot("roofline charts")
 
     out = _check_output(output)
     c = ceilings(device, machine)

@@ -17,11 +17,15 @@ _BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def _plt():
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from ._errors import CostModelError
 
+        raise CostModelError("the web page's figures need matplotlib: pip install 'costmodel[web]'") from None
     return plt
 
 

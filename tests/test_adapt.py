@@ -36,15 +36,19 @@ def test_load_rows(tmp_path):
 
 
 def test_adapt_improves_held_out_rows_and_saves(small_rows, tmp_path):
+    from costmodel.predictors import get_predictor
+
+    g0 = small_rows.graph(0)
+    shipped = get_predictor("dippm").predict(g0, "cpu").to_dict()
     res = adapt("dippm", small_rows, shots=8, epochs=40, progress=False)
+    # fine-tuning starts from the cached shipped predictor and leaves it as it was
+    assert get_predictor("dippm").predict(g0, "cpu").to_dict() == shipped
     assert len(res.train_rows) == 8 and len(res.test_rows) == 4
     assert set(res.train_rows).isdisjoint(res.test_rows)
     # the H200-trained model is far off on this CPU; a few CPU rows pull it in
     assert res.after["mape"] < res.before["mape"]
     assert res.predictor.meta["adapted_from"] == "dippm" and "cpu" in res.predictor.meta["devices"]
     res.predictor.save(tmp_path / "a")
-    from costmodel.predictors import get_predictor
-
     again = get_predictor(str(tmp_path / "a"))
     g = small_rows.graph(res.test_rows[0])
     from costmodel.devices import get_device

@@ -198,3 +198,12 @@ def test_cli_other_errors(capsys):
     assert code == 2 and "failed" in err
     code, _, err = _cli(capsys, "bench", "torch.clone", "--shapes", "8", "-o", "x.png", "--repeats", "1")
     assert code == 2 and "0 FLOPs" in err
+
+
+def test_chart_without_matplotlib_names_the_plot_extra(monkeypatch, tmp_path):
+    r = bench(torch.matmul, torch.randn(16, 8), torch.randn(8, 4), **FAST)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(costmodel.CostModelError, match=r'pip install "costmodel\[plot\]"'):
+        r.chart(tmp_path / "b.png")
+    assert not (tmp_path / "b.png").exists()

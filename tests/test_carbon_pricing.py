@@ -64,8 +64,24 @@ def test_every_region_has_source_and_year():
 
 
 def test_carbon_errors_name_valid_choices():
-    with pytest.raises(InvalidInputError, match=r"known regions: world, us, eu.*Did you mean: virginia"):
+    # a near-miss alias is suggested as the listed region it belongs to
+    with pytest.raises(InvalidInputError, match=r"known regions: world, us, eu.*Did you mean: us-east-1 \(alias "
+                                                r"virginia\)\?"):
         carbon_intensity_g_per_kwh("virgina")
+    with pytest.raises(InvalidInputError, match=r"Did you mean: france\?"):
+        carbon_intensity_g_per_kwh("frnace")
+    # suggestions name only regions of the list the message shows (never an unlisted alias such as paris)
+    for bad in ("mars", "pariss", "eu-west"):
+        with pytest.raises(InvalidInputError) as e:
+            carbon_intensity_g_per_kwh(bad)
+        msg = str(e.value)
+        listed = msg.split("known regions: ")[1].split(" (aliases")[0].split(", ")
+        if "Did you mean: " in msg:
+            for s in msg.split("Did you mean: ")[1].rstrip("?").split(", "):
+                assert s.split(" (alias ")[0] in listed, (bad, s)
+    with pytest.raises(InvalidInputError) as e:
+        carbon_intensity_g_per_kwh("mars")
+    assert "Did you mean" not in str(e.value) and "paris" not in str(e.value)
     with pytest.raises(InvalidInputError, match="energy_j"):
         carbon_g(-1.0)
     with pytest.raises(InvalidInputError, match="energy_j"):

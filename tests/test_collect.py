@@ -210,6 +210,101 @@ def test_cuda_hardware_description_and_nvml(fake_cuda, monkeypatch):
     assert nv.error and nv.energy_j() is None and nv.used_mb() is None
 
 
+def _fake_pynvml(**overrides):
+    class Mem:
+        used = 3 * 2**30
+
+    fns = dict(
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda u: "h",
+        nvmlDeviceGetHandleByIndex=lambda i: "h",
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: 5_000_000,
+        nvmlDeviceGetPowerUsage=lambda h: 150_000,
+        nvmlDeviceGetMemoryInfo=lambda h: Mem(),
+        nvmlDeviceGetName=lambda h: b"Fake GPU",
+        nvmlDeviceGetEnforcedPowerLimit=lambda h: 700_000,
+        nvmlDeviceGetMaxClockInfo=lambda h, k: 1980,
+        nvmlDeviceGetMemoryBusWidth=lambda h: 6016,
+        nvmlSystemGetDriverVersion=lambda: "580.1",
+        nvmlDeviceGetMigMode=lambda h: [0, 0],
+    )
+    fns.update(overrides)
+    return types.SimpleNamespace(**fns)
+
+
+def test_without_pynvml_a_warning_once_and_the_reason_recorded(fake_cuda, monkeypatch, capsys):
+    monkeypatch.setattr(C, "_WARNED", set())
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # the import fails: nvidia-ml-py is not installed
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda *a: types.SimpleNamespace(uuid="1234", name="Fake GPU", multi_processor_count=132))
+    nv = C._Nvml(0)
+    assert nv.handle is None and "nvidia-ml-py" in nv.error and 'pip install "costmodel[gpu]"' in nv.error
+    err = capsys.readouterr().err
+    assert err.count("costmodel: warning:") == 1 and 'pip install "costmodel[gpu]"' in err
+    C._Nvml(0)  # a second device handle: no second warning
+    assert capsys.readouterr().err == ""
+    fake_cuda.meter = nv
+    r = measure(SPEC, 1, device="cuda")
+    assert r["energy_j"] is None and r["power_w"] is None and r["nvml_used_mb"] is None
+    assert "nvidia-ml-py" in r["energy_error"] and "nvidia-ml-py" in r["memory_error"]
+    hw = C.hardware_description("cuda")
+    assert hw["energy_counter"] is False and "nvidia-ml-py" in hw["nvml_error"]
+    assert "nvidia-ml-py" in hw["energy_error"] and "nvidia-ml-py" in hw["memory_error"]
+
+
+def test_nvml_that_cannot_read_energy_or_memory_says_so(fake_cuda, monkeypatch, capsys):
+    monkeypatch.setattr(C, "_WARNED", set())
+
+    def unsupported(h):
+        raise RuntimeError("Not Supported")
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(nvmlDeviceGetTotalEnergyConsumption=unsupported,
+                                                           nvmlDeviceGetMemoryInfo=unsupported))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda *a: types.SimpleNamespace(uuid="1234", name="Fake GPU", multi_processor_count=132))
+    nv = C._Nvml(0)
+    assert nv.error is None and "energy counter" in nv.energy_error and "memory" in nv.memory_error
+    err = capsys.readouterr().err
+    assert err.count("costmodel: warning:") == 2 and "Not Supported" in err
+    fake_cuda.meter = nv
+    r = measure(SPEC, 1, device="cuda")
+    assert r["energy_j"] is None and "energy counter" in r["energy_error"]
+    assert r["nvml_used_mb"] is None and "nvml_used_mb" in r["memory_error"]
+    assert r["power_w_sample"] == 150.0  # what NVML can read is still recorded
+    hw = C.hardware_description("cuda")
+    assert hw["energy_counter"] is False and "energy counter" in hw["energy_error"] and "memory" in hw["memory_error"]
+
+
+def test_unbuildable_specs_fail_before_the_first_row(tmp_path, monkeypatch):
+    fn = _fake_measure()
+    monkeypatch.setattr(C, "measure", fn)
+    bad_kw = dict(SPEC, kw={"speed": 2})
+    with pytest.raises(InvalidInputError, match="unexpected keyword argument 'speed'"):
+        collect([SPEC, bad_kw], [1], tmp_path / "v.jsonl", progress=False, cooldown_s=0)
+    unknown_type = dict(TINY_GPT2, model="x", model_type="gpt3", batch=1, seq=8)
+    heads = dict(TINY_GPT2, model="y", config=dict(TINY_GPT2["config"], n_embd=33), batch=1, seq=8)
+    with pytest.raises(InvalidInputError, match="model_type 'gpt3'") as e:
+        collect(parse_work({"llm": [unknown_type]}), tmp_path / "v.jsonl", progress=False, cooldown_s=0)
+    assert len(str(e.value)) < 300  # the closest few types and a count, not all of them
+    with pytest.raises(InvalidInputError, match="not divisible"):
+        collect(parse_work({"llm": [heads]}), tmp_path / "v.jsonl", progress=False, cooldown_s=0)
+    assert fn.calls == [] and not (tmp_path / "v.jsonl").exists()
+
+
+def test_cli_run_where_every_row_failed_is_one_error_line(tmp_path, monkeypatch, capsys):
+    def boom(item, device="cpu"):
+        raise RuntimeError("the kernel crashed")
+
+    monkeypatch.setattr(C, "measure", boom)
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps([SPEC]))
+    assert main(["collect", str(work), "-o", str(tmp_path / "o.jsonl"), "--cooldown", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("costmodel: error: no row could be measured: 1 failed (first: "
+                                    "squeezenet1_1@64 infer fp32 b1: RuntimeError: the kernel crashed)")
+
+
 # --------------------------------------------------------------- work files
 def test_parse_work_file_formats(tmp_path):
     items = parse_work({
@@ -252,6 +347,8 @@ def test_parse_work_file_formats(tmp_path):
     ({"llm": [dict(TINY_GPT2, batch=1)]}, "'seq' is missing"),
     ({"llm": [{"model": "no-such-llm", "batch": 1, "seq": 8}]}, "no-such-llm"),
     ("resnet50", "expected a JSON object"),
+    ([], "nothing to measure: the list of specs is empty"),
+    ({"vision": [{"spec": dict(SPEC, speed=2), "batch": 1}]}, "unknown spec keys ['speed']"),
 ])
 def test_work_validation_errors(data, msg):
     with pytest.raises(InvalidInputError) as e:
@@ -361,18 +458,52 @@ def test_other_failures_are_skipped_not_written(tmp_path, monkeypatch, capsys):
     assert "skipped squeezenet1_1@64 infer fp32 b2: ValueError: bad model" in capsys.readouterr().err
 
 
-def test_budget_stops_cleanly_and_limit(tmp_path, monkeypatch):
-    fn = _fake_measure(delay=0.15)
+class _Clock:
+    """A clock the test moves: each measured row takes ``row_s`` seconds of it."""
+
+    def __init__(self, row_s: float):
+        self.t, self.row_s = 1000.0, row_s
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_budget_stops_between_rows_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    clock = _Clock(row_s=10.0)
+    fn = _fake_measure()
+
+    def measure_10s(item, device="cpu"):
+        clock.t += clock.row_s
+        return fn(item, device)
+
+    monkeypatch.setattr(C, "measure", measure_10s)
+    out = tmp_path / "vision.jsonl"
+    stats = {}
+    # rows of 10 s under a 35 s budget: 3 rows (30 s); a 4th would end at 40 s, so it is not started
+    n = collect([SPEC], list(range(1, 21)), out, progress=False, cooldown_s=0, budget_s=35, stats=stats, clock=clock)
+    assert n == 3 and [c.batch for c in fn.calls] == [1, 2, 3]
+    assert stats["budget_stopped"] is True and stats["left"] == 17 and stats["written"] == 3
+    text = out.read_text()
+    assert text.endswith("\n") and [r["batch"] for r in _rows(out)] == [1, 2, 3]  # whole rows only
+    assert "time budget of 35 s reached: 17 rows left" in capsys.readouterr().err
+    # a second run measures only the rows the first one left
+    stats = {}
+    n = collect([SPEC], list(range(1, 21)), out, progress=False, cooldown_s=0, budget_s=1000, stats=stats,
+                clock=clock)
+    assert n == 17 and stats["skipped"] == 3 and stats["budget_stopped"] is False and stats["left"] == 0
+    assert [c.batch for c in fn.calls] == list(range(1, 21))  # nothing measured twice
+    assert [r["batch"] for r in _rows(out)] == list(range(1, 21))
+
+
+def test_limit_measures_the_first_rows_left(tmp_path, monkeypatch):
+    fn = _fake_measure()
     monkeypatch.setattr(C, "measure", fn)
     out = tmp_path / "vision.jsonl"
     stats = {}
-    t = time.perf_counter()
-    n = collect([SPEC], list(range(1, 21)), out, progress=False, cooldown_s=0, budget_s=0.5, stats=stats)
-    assert time.perf_counter() - t < 1.5
-    assert 1 <= n < 20 and stats["left"] == 20 - n and len(_rows(out)) == n
-    stats = {}
-    assert collect([SPEC], list(range(1, 21)), out, progress=False, cooldown_s=0, limit=3, stats=stats) == 3
-    assert stats["left"] == 20 - n - 3 and len(_rows(out)) == n + 3
+    assert collect([SPEC], list(range(1, 11)), out, progress=False, cooldown_s=0, limit=3, stats=stats) == 3
+    assert stats["left"] == 7 and stats["budget_stopped"] is False
+    assert collect([SPEC], list(range(1, 11)), out, progress=False, cooldown_s=0, limit=3, stats=stats) == 3
+    assert stats["left"] == 4 and [r["batch"] for r in _rows(out)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_llm_rows_go_to_a_sibling_file(tmp_path, monkeypatch):
@@ -444,7 +575,6 @@ def test_collect_cli_end_to_end(capsys, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- Ray
 def test_ray_local_cluster(tmp_path, capsys):
-    pytest.importorskip("ray", reason="the 'ray' extra is not installed")
     work = tmp_path / "w.json"
     tiny = [{"family": "misc", "name": "squeezenet1_1", "res": 32, "src": "tv"},
             {"family": "resnet", "name": "resnet18", "res": 32, "src": "tv"}]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import costmodel
+import costmodel.predictors
 from costmodel import OOMWarning, UnknownDeviceError
 
 
@@ -96,3 +97,64 @@ def test_factory_validates_and_name_is_registered():
 
     assert lookup_backend("costmodel") is costmodel_backend
     assert "costmodel" in {e.name for e in entry_points(group="torch_dynamo_backends")}
+
+
+def _compile_under_error_filter(model, x, backend, caplog):
+    """Compile and run with every warning turned into an exception, as ``-W error`` does."""
+    import logging
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="costmodel.compile"):
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            y = torch.compile(model, backend=backend)(x)
+    return y, [r.getMessage() for r in caplog.records if r.name == "costmodel.compile"]
+
+
+def test_an_error_warning_filter_never_breaks_the_compile_and_the_oom_warning_still_reaches_the_user(caplog):
+    m, x = _mlp().eval(), torch.randn(64, 512)
+    be = costmodel.torch_backend(device="t4", memory_limit_mb=500, inner="eager", predictor="analytic")
+    y, logged = _compile_under_error_filter(m, x, be, caplog)
+    assert torch.allclose(y, m(x))
+    assert len(be.estimates) == 1 and be.estimates[0].memory_mb > 500
+    oom = [s for s in logged if s.startswith("OOMWarning: ")]
+    assert len(oom) == 1 and "500 MB are available" in oom[0] and "largest batch" in oom[0]
+
+
+class _Exploding(costmodel.predictors.AnalyticPredictor):
+    def predict(self, *a, **k):
+        raise RuntimeError("boom")
+
+
+class _ReturnsNone(costmodel.predictors.AnalyticPredictor):
+    def predict(self, *a, **k):
+        return None
+
+
+@pytest.mark.parametrize("predictor, needle", [(_Exploding, "boom"), (_ReturnsNone, "NoneType")])
+def test_an_error_warning_filter_with_a_failing_predictor_never_breaks_the_compile(caplog, predictor, needle):
+    m, x = _mlp().eval(), torch.randn(4, 512)
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor=predictor())
+    y, logged = _compile_under_error_filter(m, x, be, caplog)
+    assert torch.allclose(y, m(x))
+    assert not be.estimates
+    assert any(s.startswith("RuntimeWarning: costmodel could not estimate") and needle in s for s in logged)
+
+
+def test_warnings_raised_while_estimating_do_not_abort_the_estimate(caplog):
+    # an operator outside the vocabulary warns while the graph is featurized; under an "error" filter
+    # that warning is logged and the estimate (and its OOM check) still happens
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(torch.erfinv(torch.tanh(x)))
+
+    m, x = Odd().eval(), torch.randn(4, 8)
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor="analytic")
+    y, logged = _compile_under_error_filter(m, x, be, caplog)
+    assert torch.allclose(y, m(x))
+    assert len(be.estimates) == 1 and "aten.erfinv" in be.estimates[0].assumptions[0]
+    assert any(s.startswith("UnsupportedOpWarning: ") and "erfinv" in s for s in logged)

@@ -118,3 +118,134 @@ def test_mig_slice_and_penalty():
     est = costmodel.estimate("torchvision:resnet18", batch=1, device="a100-40gb", predictor="analytic")
     assert est.details["mig"]["profile"] == est.mig_profile
     assert est.details["mig"]["compute_fraction"] == pytest.approx(1 / 7)
+
+
+# ------------------------------------------------------------------ assumptions
+# every fallback an estimate rests on is named in ``Estimate.assumptions`` (and in its table and JSON)
+
+SMALL = dict(batch=2, input_shape=(3, 32, 32))
+
+
+def test_an_ordinary_fp32_h200_estimate_assumes_nothing():
+    for predictor in (None, "analytic"):
+        est = costmodel.estimate("torchvision:resnet18", device="h200", predictor=predictor, **SMALL)
+        assert est.assumptions == [], (predictor, est.assumptions)
+        assert est.to_dict()["assumptions"] == [] and "assumes" not in est.table()
+
+
+def test_bf16_without_bf16_support_is_costed_at_the_fp32_peak_and_says_so():
+    for dev in ("v100", "t4"):
+        est = costmodel.estimate("torchvision:resnet18", device=dev, dtype="bf16", predictor="analytic", **SMALL)
+        name = get_device(dev).name
+        want = f"bf16 tensor ops costed at the fp32 peak ({name} lists no bf16 rate)"
+        assert est.assumptions == [want]
+        # a line per assumption in the table `costmodel predict` prints
+        assert ["assumes", want] in [line.split(None, 1) for line in est.table().splitlines()]
+        assert json.loads(est.to_json())["assumptions"] == [want]
+    ok = costmodel.estimate("torchvision:resnet18", device="h100", dtype="bf16", predictor="analytic", **SMALL)
+    assert ok.assumptions == []
+
+
+def test_fp8_is_costed_at_the_fp16_peak_and_says_so():
+    from costmodel.frontends import GraphBuilder
+
+    b = GraphBuilder("fp8-matmul", "test")
+    b.add_input("x", (64, 256), "fp8")
+    b.add_param("w", (256, 256), "fp8")
+    b.add_node("matmul", "matmul", ["x", "w"], [("y", (64, 256), "fp8")], {"k": 256})
+    g = b.build(batch=64, dtype="fp8", mode="inference")
+    est = AnalyticPredictor().predict(g, "h100")
+    assert est.assumptions == ["fp8 tensor ops costed at the fp16 peak (the device database has no fp8 column)"]
+    # the matmul is costed at the fp16 tensor-core rate
+    op = roofline(g, get_device("h100")).ops[0]
+    assert op.compute_s == pytest.approx(g.nodes[0].flops / get_device("h100").peak_flops("fp16"))
+
+
+def test_quantized_llm_predictions_say_they_have_no_labels():
+    for dt in ("int8", "int4"):
+        est = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype=dt)
+        assert any(a.startswith(f"no measured {dt} rows behind this prediction") for a in est.assumptions)
+        assert est.to_dict()["assumptions"] == est.assumptions and "assumes" in est.table()
+    i4 = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype="int4")
+    assert "int4 tensor ops costed at the int8 peak (the device database has no int4 column)" in i4.assumptions
+    assert costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype="fp16").assumptions == []
+    v100 = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="v100", dtype="bf16")
+    assert "bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16 rate)" in v100.assumptions
+
+
+def test_a_device_without_measured_rows_names_where_the_labels_come_from():
+    est = costmodel.estimate("torchvision:resnet18", device="h100", **SMALL)  # learned default, trained on H200
+    assert est.predictor != "analytic" and est.details["extrapolated_device"]
+    assert est.assumptions == [
+        f"no measured rows for H100-SXM5-80GB: the {est.predictor} predictor's labels come from H200-SXM5-141GB; "
+        "its correction is extrapolated to this device through hardware features"
+    ]
+    llm = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h100", dtype="fp16")
+    assert llm.extrapolated_device
+    assert [a for a in llm.assumptions if a.startswith("no measured rows for H100-SXM5-80GB")] == [
+        "no measured rows for H100-SXM5-80GB: the llm-xgb predictor's labels come from H200-SXM5-141GB; "
+        "its correction is extrapolated to this device through hardware features"
+    ]
+    # the analytic model has no labels: nothing is extrapolated
+    assert costmodel.estimate("torchvision:resnet18", device="h100", predictor="analytic", **SMALL).assumptions == []
+
+
+def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
+    from costmodel.predictors._gnn import ShippedArtifact
+
+    monkeypatch.setattr(ShippedArtifact, "_missing", classmethod(lambda cls: ["torch_geometric"]))
+    est = costmodel.estimate("torchvision:resnet18", device="h200", **SMALL)
+    assert est.predictor == "analytic"
+    assert len(est.assumptions) == 1
+    note = est.assumptions[0]
+    assert note.startswith("the default predictor is not available (trappm: needs torch_geometric")
+    assert "dippm: needs torch_geometric" in note and note.endswith("the analytic predictor answered instead")
+    # a predictor the caller named is no fallback
+    assert costmodel.estimate("torchvision:resnet18", device="h200", predictor="analytic", **SMALL).assumptions == []
+
+
+def test_a_device_name_fitting_several_devices_says_which_was_costed():
+    est = costmodel.estimate("torchvision:resnet18", device="a100", predictor="analytic", **SMALL)
+    assert est.device == "A100-SXM4-80GB"
+    assert est.assumptions == ["device name 'a100' also fits A100-SXM4-40GB; costed as A100-SXM4-80GB"]
+    exact = costmodel.estimate("torchvision:resnet18", device="a100-80gb", predictor="analytic", **SMALL)
+    assert exact.assumptions == []
+
+
+def test_unknown_operators_mapped_to_other_are_named():
+    import torch
+    from torch import nn
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(torch.erfinv(torch.tanh(x)))
+
+    with pytest.warns(costmodel.UnsupportedOpWarning, match="erfinv"):
+        est = costmodel.estimate(Odd(), batch=2, input_shape=(8,), device="h200", predictor="analytic")
+    assert est.assumptions == [
+        "1 operator type(s) outside the op vocabulary costed as kind 'other' (no FLOPs): aten.erfinv"
+    ]
+
+
+def test_a_torch_export_failure_featurized_by_the_trace_says_so(monkeypatch):
+    from torch import nn
+
+    from costmodel.frontends import _torch
+
+    def broken(*a, **k):
+        raise RuntimeError("export is broken here")
+
+    monkeypatch.setattr(_torch, "_from_export", broken)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    with pytest.warns(UserWarning, match="falling back"):
+        est = costmodel.estimate(model, batch=4, input_shape=(16,), device="h200", predictor="analytic")
+    assert est.assumptions == [
+        "torch.export failed for Sequential (RuntimeError: export is broken here); "
+        "featurized by the dispatch-level trace on meta tensors instead"
+    ]
+    monkeypatch.undo()
+    assert costmodel.estimate(model, batch=4, input_shape=(16,), device="h200", predictor="analytic").assumptions == []

@@ -68,3 +68,88 @@ def test_errors():
         conx.export(Net(), (3,), "/tmp/never.onnx")
     with pytest.raises(ModelLoadError, match="no such ONNX file"):
         conx.annotate("/nonexistent/model.onnx")
+
+
+def test_costmodel_onnx_without_importing_it():
+    """``import costmodel; costmodel.onnx.export`` works, and ``import costmodel`` stays light."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, costmodel\n"
+            "assert 'torch' not in sys.modules and 'onnx' not in sys.modules, 'import costmodel is heavy'\n"
+            "assert 'onnx' in dir(costmodel)\n"
+            "m = costmodel.onnx\n"
+            "assert m.__name__ == 'costmodel.onnx' and callable(m.export) and callable(m.annotate)\n"
+            "assert 'torch' not in sys.modules\n"
+            "from costmodel import onnx as again\n"
+            "assert again is m\n")
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert p.returncode == 0, p.stderr
+
+
+def test_annotated_copy_in_another_folder_keeps_external_weights(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(2, 3, 16, 16),), str(plain), dynamo=False)
+    want = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(plain)).graph.initializer}
+    onnx.save_model(onnx.load(str(plain)), str(src / "net.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="net.weights", size_threshold=0)
+    assert conx.external_data_files(onnx.load(str(src / "net.onnx"), load_external_data=False)) == ["net.weights"]
+    other = tmp_path / "other"
+    other.mkdir()
+    conx.annotate(src / "net.onnx", device="h100", predictor="analytic", output=other / "annotated.onnx")
+    copy = onnx.load(str(other / "annotated.onnx"))  # reads the external data from this folder
+    onnx.checker.check_model(copy)
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in copy.graph.initializer}
+    assert want.keys() == got.keys() and all((want[k] == got[k]).all() for k in want)
+    assert set(conx.read_annotations(other / "annotated.onnx")) == {"H100-SXM5-80GB"}
+    # a second copy into the same folder reuses the identical weights file
+    conx.annotate(src / "net.onnx", device="l4", predictor="analytic", output=other / "again.onnx")
+    onnx.checker.check_model(onnx.load(str(other / "again.onnx")))
+    # a different file under that name is never overwritten
+    third = tmp_path / "third"
+    third.mkdir()
+    (third / "net.weights").write_bytes(b"someone else's weights")
+    with pytest.raises(InvalidInputError, match="net.weights"):
+        conx.annotate(src / "net.onnx", device="h100", predictor="analytic", output=third / "x.onnx")
+    assert (third / "net.weights").read_bytes() == b"someone else's weights"
+    assert not (third / "x.onnx").exists()
+    # annotating in place leaves the weights where they are
+    conx.annotate(src / "net.onnx", device="a100-40gb", predictor="analytic")
+    onnx.checker.check_model(onnx.load(str(src / "net.onnx")))
+
+
+def test_unreadable_files_and_metadata_are_clean_errors(exported, tmp_path, monkeypatch):
+    import costmodel.onnx as mod
+
+    path, _ = exported
+    txt = tmp_path / "notes.onnx"
+    txt.write_text("not a model\n")
+    for f in (conx.annotate, conx.read_annotations):
+        with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
+            f(txt)
+        with pytest.raises(ModelLoadError, match="is not a file"):
+            f(tmp_path)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="not an ONNX model"):
+        conx.read_annotations(empty)
+    for garbage in ("{not json", "[1, 2]", '{"latency_ms": 1}'):
+        proto = onnx.load(str(path))
+        for p in proto.metadata_props:
+            if p.key == "costmodel.estimate":
+                p.value = garbage
+        onnx.save(proto, str(tmp_path / "g.onnx"))
+        with pytest.raises(ModelLoadError, match="'costmodel.estimate'"):
+            conx.read_annotations(tmp_path / "g.onnx")
+    # an output that cannot be written fails before the estimate is computed
+    estimated = []
+    monkeypatch.setattr("costmodel._estimate.estimate", lambda *a, **k: estimated.append(1))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        conx.annotate(path, output=tmp_path / "missing" / "x.onnx")
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        conx.annotate(path, output=tmp_path)
+    assert not estimated and mod.PREFIX == "costmodel."

@@ -6,11 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("matplotlib")
-
-from costmodel._errors import InvalidInputError, UnknownDeviceError  # noqa: E402
-from costmodel.frontends import from_torch  # noqa: E402
-from costmodel.roofline_chart import ceilings, machine_chart, op_points, roofline_chart  # noqa: E402
+from costmodel._errors import CostModelError, InvalidInputError, UnknownDeviceError
+from costmodel.frontends import from_torch
+from costmodel.roofline_chart import ceilings, machine_chart, op_points, roofline_chart
 
 
 def _graph():
@@ -77,3 +75,15 @@ def test_a_saved_machine_profile_is_a_device(tmp_path):
     assert dev.source == "measured"
     assert dev.peak_flops("fp32", tensor=False) == pytest.approx(prof.peak_gflops["fp32"] * 1e9)
     assert get_device(prof).memory_bandwidth_gbps == dev.memory_bandwidth_gbps
+
+
+def test_without_matplotlib_the_error_names_the_plot_extra(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(CostModelError, match=r'pip install "costmodel\[plot\]"'):
+        roofline_chart(_graph(), "h100", output=tmp_path / "r.png")
+    with pytest.raises(CostModelError, match=r'pip install "costmodel\[plot\]"'):
+        machine_chart("h100", output=tmp_path / "m.png")
+    assert not list(tmp_path.iterdir())

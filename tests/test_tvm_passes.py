@@ -172,3 +172,93 @@ def test_importing_the_package_does_not_import_tvm():
     code = "import sys, tvm_passes; print('tvm' in sys.modules, tvm_passes.ATTR_KEYS[0])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "perf.latency_ms"]
+
+
+# ------------------------------------------------------------ a predictor that misbehaves
+from types import SimpleNamespace  # noqa: E402
+
+from costmodel.predictors import AnalyticPredictor  # noqa: E402
+
+
+class _Raising(AnalyticPredictor):
+    def predict(self, *a, **k):
+        raise KeyError("not a CostModelError")
+
+
+class _ReturnsNone(AnalyticPredictor):
+    def predict(self, *a, **k):
+        return None
+
+
+class _Incomplete(AnalyticPredictor):
+    def predict(self, *a, **k):
+        return SimpleNamespace(latency_ms=1.0, memory_mb=2.0)  # no energy_j, mig_profile, predictor...
+
+
+def _two_function_module():
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def small(x: R.Tensor((4, 64), "float32"), w: R.Tensor((64, 64), "float32")) -> R.Tensor((4, 64), "float32"):
+            return R.matmul(x, w)
+
+        @R.function
+        def main(x: R.Tensor((4, 64), "float32"), w: R.Tensor((64, 64), "float32")) -> R.Tensor((4, 64), "float32"):
+            cls = Mod
+            with R.dataflow():
+                a = cls.small(x, w)
+                c = R.nn.relu(a)
+                R.output(c)
+            return c
+
+    return Mod
+
+
+@pytest.mark.parametrize("predictor", [_Raising, _ReturnsNone, _Incomplete])
+def test_a_misbehaving_predictor_warns_for_every_function_and_passes_the_module_through(predictor):
+    mod = _two_function_module()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = tvm_passes.AnnotatePerformance(device="h100", predictor=predictor())(mod)
+    msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    # one warning per function, the non-entry one included
+    assert any("'small'" in s for s in msgs) and any("'main'" in s for s in msgs), msgs
+    assert structural_equal(out, mod) and not tvm_passes.read_annotations(out)
+    with pytest.raises(Exception):
+        tvm_passes.AnnotatePerformance(device="h100", predictor=predictor(), strict=True)(mod)
+
+
+@pytest.mark.parametrize("predictor", [_Raising, _ReturnsNone, _Incomplete])
+def test_build_with_a_misbehaving_predictor_warns_and_builds(net_mod, predictor):
+    _, _, mod = net_mod
+    with pytest.warns(RuntimeWarning, match="no estimate for Relax function 'main'"):
+        ex = tvm_passes.build(mod, "llvm", device="h100", predictor=predictor())
+    assert ex is not None
+    with pytest.raises(Exception):
+        tvm_passes.build(mod, "llvm", device="h100", predictor=predictor(), strict=True)
+
+
+def test_one_failing_function_keeps_the_estimates_of_the_others():
+    class FailsOnSmall(AnalyticPredictor):
+        def predict(self, graph, *a, **k):
+            if graph.meta.get("name") == "small":
+                return None
+            return super().predict(graph, *a, **k)
+
+    mod = _two_function_module()
+    with pytest.warns(RuntimeWarning, match="'small'.*returned None"):
+        out = tvm_passes.AnnotatePerformance(device="h100", predictor=FailsOnSmall())(mod)
+    assert not tvm_passes.read_annotations(out["small"])
+    assert tvm_passes.read_annotations(out["main"])["perf.latency_ms"] > 0
+    assert tvm_passes.read_annotations(out) == tvm_passes.read_annotations(out["main"])
+
+
+def test_an_error_warning_filter_does_not_break_the_pass():
+    mod = _two_function_module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = tvm_passes.AnnotatePerformance(device="h100", predictor=_ReturnsNone())(mod)
+    assert structural_equal(out, mod)

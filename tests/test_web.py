@@ -1,21 +1,49 @@
-"""The transformer cost web page: the view function, the served page, and a headless-browser render."""
+"""The transformer cost web page: the view function, the served page, and a headless-browser render.
 
+The numbers the page shows are checked against ``costmodel.estimate_llm`` for the same request,
+formatted as the page formats them."""
+
+import json
+import re
 import shutil
 import socket
 import urllib.request
 
 import pytest
 
-gr = pytest.importorskip("gradio")
-pytest.importorskip("matplotlib")
-
-from costmodel import CostModelError  # noqa: E402
-from costmodel.web import build_app, estimate_view, sweep  # noqa: E402
+import costmodel
+from costmodel import CostModelError
+from costmodel.web import build_app, estimate_view, sweep
 
 
-def test_view_answers_with_table_and_figures():
+def _rows(md: str) -> dict[str, str]:
+    """The page's result table, ``{row name: shown text}``."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\| \*\*(.+?)\*\* \| (.*) \|$", md, re.M)}
+
+
+def _shown(est) -> dict[str, str]:
+    """What the page must show for ``est`` (its formatting: 4 significant digits, GiB with 2 decimals)."""
+    return {
+        "throughput": f"{est.throughput_samples_s:,.4g} samples/s, {est.tokens_s:,.4g} tokens/s",
+        "latency": f"{est.latency_ms:.4g} ms per call",
+        "memory": f"{est.memory_mb / 1024:.2f} GiB" + ("" if est.fits_device else " (does not fit)"),
+        "MIG slice": est.mig_profile or "none fits / no MIG",
+        "energy": f"{est.energy_j:.4g} J per sample",
+        "carbon": f"{est.carbon_g:.4g} g CO2e per sample ({est.region})",
+    }
+
+
+def test_view_shows_the_numbers_of_estimate_llm():
     md, mem_fig, sweep_fig = estimate_view("gpt2", None, 8, 256, "h200", "fp16", "auto", "france", None)
-    assert "throughput" in md and "MIG slice" in md and "france" in md
+    est = costmodel.estimate_llm("gpt2", batch=8, seq=256, device="h200", dtype="fp16", region="france")
+    rows = _rows(md)
+    for key, text in _shown(est).items():
+        assert rows[key] == text, key
+    # and the shown text reads back as the estimate's numbers (to the 4 digits shown)
+    assert float(rows["latency"].split()[0]) == pytest.approx(est.latency_ms, rel=1e-3)
+    assert float(rows["energy"].split()[0]) == pytest.approx(est.energy_j, rel=1e-3)
+    assert float(rows["memory"].split()[0]) == pytest.approx(est.memory_mb / 1024, abs=0.006)
+    assert rows["workload"].startswith(f"{est.mode}, batch 8, seq 256, fp16 on {est.device}")
     assert mem_fig.axes and sweep_fig.axes
     # the memory figure marks the device's MIG slices
     texts = " ".join(t.get_text() for t in mem_fig.axes[0].texts)
@@ -23,15 +51,18 @@ def test_view_answers_with_table_and_figures():
 
 
 def test_view_reads_an_uploaded_config(tmp_path):
-    import json
-
     from costmodel.llm import resolve_llm
 
     cfg = dict(resolve_llm("bert-base").config, model_type="bert")
     p = tmp_path / "config.json"
     p.write_text(json.dumps(cfg))
     md, _, _ = estimate_view(None, str(p), 4, 128, "a100-80gb", "fp16", "forward", "world", 2.0)
-    assert "forward" in md and "extrapolated" in md and "$2/GPU-hour" in md
+    est = costmodel.estimate_llm(str(p), batch=4, seq=128, device="a100-80gb", dtype="fp16", mode="forward",
+                                 price_per_gpu_hour_usd=2.0)
+    rows = _rows(md)
+    assert rows["latency"] == _shown(est)["latency"] and rows["memory"] == _shown(est)["memory"]
+    assert "forward" in rows["workload"] and "extrapolated" in rows["workload"]
+    assert rows["cost"].endswith("($2/GPU-hour)")
 
 
 def test_sweep_grows_with_batch():
@@ -56,30 +87,46 @@ def served():
     app.close()
 
 
-def test_page_is_served(served):
+def test_served_handler_answers_with_the_numbers_of_estimate_llm(served):
     html = urllib.request.urlopen(served, timeout=30).read().decode()
     assert "costmodel" in html
+    # the page's "estimate" button, called over HTTP as the browser does
+    inputs = ["gpt2", None, 4, 128, "H100-SXM5-80GB", "fp16", "auto", "france", 0]
+    req = urllib.request.Request(served + "gradio_api/call/estimate", data=json.dumps({"data": inputs}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
+    stream = urllib.request.urlopen(f"{served}gradio_api/call/estimate/{event}", timeout=120).read().decode()
+    assert "event: complete" in stream, stream[:500]
+    data = json.loads(stream.split("event: complete", 1)[1].split("data: ", 1)[1].splitlines()[0])
+    est = costmodel.estimate_llm("gpt2", batch=4, seq=128, device="H100-SXM5-80GB", dtype="fp16", region="france")
+    rows = _rows(data[0])
+    for key, text in _shown(est).items():
+        assert rows[key] == text, key
 
 
 def _browser():
-    """A headless Chromium driven through chromedriver, or a skip when either is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("headless Chromium and chromedriver are not installed")
+    """A headless Chromium driven through chromedriver; skipped only when those binaries are missing."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [b for b in ("chromium", "chromedriver") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"no {' or '.join(missing)} binary (apt-get install chromium chromium-driver)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1280,1400"):
         opts.add_argument(flag)
-    from selenium.webdriver.chrome.service import Service
-
     return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
 
 
 def test_page_renders_in_headless_chromium(served, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # the page's defaults: llama-2-7b, batch 8, seq 512, H200, fp16, mode by model, world grid, table price
+    est = costmodel.estimate_llm("llama-2-7b", batch=8, seq=512, device="H200-SXM5-141GB", dtype="fp16",
+                                 region="world")
     driver = _browser()
     try:
         driver.get(served)
@@ -87,6 +134,8 @@ def test_page_renders_in_headless_chromium(served, tmp_path):
         WebDriverWait(driver, 120).until(lambda d: "samples/s" in d.find_element("tag name", "body").text)
         text = driver.find_element("tag name", "body").text
         assert "throughput" in text and "MIG slice" in text and "llama-2-7b" in text
+        for key, shown in _shown(est).items():
+            assert shown in text, (key, shown)
         driver.save_screenshot(str(tmp_path / "page.png"))
         assert (tmp_path / "page.png").stat().st_size > 10_000
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 import tvm
 from tvm import relax
 
-from costmodel._errors import CostModelError, InvalidInputError
+from costmodel._errors import InvalidInputError
 
 log = logging.getLogger("costmodel.tvm")
 
@@ -40,16 +40,23 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
 
 
 def _attrs_of(est) -> dict[str, Any]:
-    return {
-        "perf.latency_ms": float(est.latency_ms),
-        "perf.memory_mb": float(est.memory_mb),
-        "perf.energy_j": float(est.energy_j),
-        "perf.mig_profile": est.mig_profile or "",
-        "perf.predictor": str(est.predictor),
-        "perf.device": str(est.device),
-        "perf.batch": int(est.batch or 0),
-        "perf.dtype": str(est.dtype),
-    }
+    """The ``perf.*`` attributes of an estimate; raises ``TypeError`` naming what an object that is not
+    a usable estimate (``None``, a missing or non-numeric field) lacks."""
+    if est is None:
+        raise TypeError("the predictor returned None instead of an Estimate")
+    try:
+        return {
+            "perf.latency_ms": float(est.latency_ms),
+            "perf.memory_mb": float(est.memory_mb),
+            "perf.energy_j": float(est.energy_j),
+            "perf.mig_profile": str(est.mig_profile or ""),
+            "perf.predictor": str(est.predictor),
+            "perf.device": str(est.device),
+            "perf.batch": int(est.batch or 0),
+            "perf.dtype": str(est.dtype),
+        }
+    except (AttributeError, TypeError, ValueError) as e:
+        raise TypeError(f"the predictor returned an unusable estimate ({type(est).__name__}: {e})") from e
 
 
 @tvm.transform.module_pass(opt_level=0, name="AnnotatePerformance")
@@ -76,6 +83,14 @@ class AnnotatePerformance:
     Usable like any TVM pass: called on a module, inside
     ``tvm.transform.Sequential``, under a user's ``PassContext`` (it runs at
     ``opt_level=0``, so every context runs it).
+
+    Without ``strict``, nothing the pass does can break a compile: a function
+    that cannot be estimated (any exception, a predictor that returns
+    ``None`` or an object without the estimate's fields, attributes that
+    cannot be attached) gets a ``RuntimeWarning`` naming it and no
+    attributes, and if annotating the module fails as a whole, the module
+    passes through unchanged with a ``RuntimeWarning``.  ``strict=True``
+    raises instead.
     """
 
     def __init__(self, device: str = "h100", predictor=None, batch: int | None = None, *,
@@ -94,37 +109,64 @@ class AnnotatePerformance:
         self.mode = mode
         self.bindings = bindings
         self.strict = strict
+        # the predictor answering in place of an unavailable default says so in every estimate
+        from costmodel.predictors._fallback import default_fallback_note
+
+        self._notes = [default_fallback_note(self.predictor)] if predictor is None else []
         self.estimates: dict[str, Any] = {}
         self.seconds = 0.0
 
     def _estimate(self, mod, name: str):
-        return estimate_module(mod, device=self.device, predictor=self.predictor, batch=self.batch, func=name,
-                               mode=self.mode, bindings=self.bindings)
+        from costmodel.predictors._fallback import with_notes
+
+        est = estimate_module(mod, device=self.device, predictor=self.predictor, batch=self.batch, func=name,
+                              mode=self.mode, bindings=self.bindings)
+        attrs = _attrs_of(est)  # a None or incomplete estimate fails here, for this function only
+        if self._notes and isinstance(getattr(est, "assumptions", None), list):
+            with_notes(est, self._notes)
+        return est, attrs
+
+    def _failed(self, what: str, e: Exception) -> None:
+        """A failure: raised under ``strict``, else a RuntimeWarning (which, should the user's warning
+        filters turn it into an exception, is logged instead: it must not break the compile)."""
+        if self.strict:
+            raise e
+        msg = f"AnnotatePerformance: {what}: {type(e).__name__}: {e}"
+        try:
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        except Exception:  # noqa: BLE001 - an "error" warning filter: log, never break the compile
+            log.warning("%s", msg)
 
     def transform_module(self, mod, ctx):  # noqa: ARG002 - the PassContext is not needed
         t0 = time.perf_counter()
+        self.estimates = {}
+        try:
+            return self._annotate(mod)
+        except Exception as e:  # noqa: BLE001 - never break the user's compile unless asked to
+            self.estimates = {}
+            self._failed("the module could not be annotated; it passes through unchanged", e)
+            return mod
+        finally:
+            self.seconds = time.perf_counter() - t0
+
+    def _annotate(self, mod):
         names = _relax_functions(mod)
         entry = "main" if "main" in names else (names[0] if len(names) == 1 else None)
-        self.estimates = {}
+        attrs: dict[str, dict[str, Any]] = {}
         for name in names:
             try:
-                self.estimates[name] = self._estimate(mod, name)
+                self.estimates[name], attrs[name] = self._estimate(mod, name)
             except Exception as e:  # noqa: BLE001 - never break the user's compile unless asked to
-                if self.strict:
-                    raise
-                if isinstance(e, CostModelError) or name == entry:
-                    warnings.warn(f"AnnotatePerformance: no estimate for Relax function {name!r}: {e}",
-                                  RuntimeWarning, stacklevel=2)
+                self._failed(f"no estimate for Relax function {name!r}", e)
         out = mod.clone()  # update_func mutates in place; the caller's module stays as it was
-        for name, est in self.estimates.items():
+        for name, a in attrs.items():
             gv = out.get_global_var(name)
             func = out[gv]
-            for k, v in _attrs_of(est).items():
+            for k, v in a.items():
                 func = func.with_attr(k, v)
             out.update_func(gv, func)
-        if entry in self.estimates:
-            out = out.with_attrs(_attrs_of(self.estimates[entry]))
-        self.seconds = time.perf_counter() - t0
+        if entry in attrs:
+            out = out.with_attrs(attrs[entry])
         return out
 
 
@@ -158,9 +200,12 @@ def build(mod, target=None, *, device: str = "h100", predictor=None, batch: int 
     mod = ann(mod)
     est = ann.estimates.get("main") or next(iter(ann.estimates.values()), None)
     if est is not None:
-        log.info(
-            "costmodel: %s on %s (%s): %.3g ms, %.0f MB, %.3g J, MIG %s [%.0f ms to estimate]",
-            est.model or "main", est.device, est.predictor, est.latency_ms, est.memory_mb, est.energy_j,
-            est.mig_profile or "none", ann.seconds * 1e3,
-        )
+        try:
+            log.info(
+                "costmodel: %s on %s (%s): %.3g ms, %.0f MB, %.3g J, MIG %s [%.0f ms to estimate]",
+                getattr(est, "model", None) or "main", est.device, est.predictor, est.latency_ms, est.memory_mb,
+                est.energy_j, est.mig_profile or "none", ann.seconds * 1e3,
+            )
+        except Exception as e:  # noqa: BLE001 - the log line must not break the build
+            ann._failed("the estimate could not be logged", e)
     return relax.build(mod, target, **build_kwargs)

@@ -58,25 +58,34 @@ class RooflineResult:
     latency_s: float
     busy_s: float  # time the device does useful roofline work
     ops: list[OpTime] = field(default_factory=list)
+    #: substituted compute ceilings, one line per dtype (bf16 on a V100 costed at the fp32 peak...)
+    assumptions: list[str] = field(default_factory=list)
 
     @property
     def latency_ms(self) -> float:
         return self.latency_s * 1e3
 
 
+def _tensor_dtype(node: Node, dtype: str, cfg: RooflineConfig) -> str | None:
+    """The tensor-core dtype ``node`` runs at (``None``: not a tensor-core op)."""
+    if node.kind not in TENSOR_KINDS:
+        return None
+    if dtype == "fp32":
+        use_tf32 = cfg.conv_tf32 if node.kind in ("conv", "conv_transpose") else cfg.matmul_tf32
+        return "tf32" if use_tf32 else "fp32"
+    return dtype
+
+
 def _peak(node: Node, dtype: str, device, cfg: RooflineConfig) -> float:
-    if node.kind in TENSOR_KINDS:
-        dt = dtype
-        if dtype == "fp32":
-            use_tf32 = cfg.conv_tf32 if node.kind in ("conv", "conv_transpose") else cfg.matmul_tf32
-            dt = "tf32" if use_tf32 else "fp32"
+    dt = _tensor_dtype(node, dtype, cfg)
+    if dt is not None:
         return device.peak_flops(dt, tensor=True)
     return device.peak_flops(dtype, tensor=False)
 
 
 def _op_dtype(node: Node, default: str) -> str:
     for d in node.out_dtypes + node.in_dtypes:
-        if d in ("fp32", "fp16", "bf16", "fp64", "int8"):
+        if d in ("fp32", "fp16", "bf16", "fp64", "int8", "fp8"):
             return d
     return default
 
@@ -91,12 +100,19 @@ def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: Roofline
     bw = device.bandwidth_bytes_s * cfg.efficiency
     default_dtype = graph.meta.get("dtype", "fp32")
     ops: list[OpTime] = []
+    notes: dict[str, None] = {}  # ordered set
     total = 0.0
     busy = 0.0
     for n in graph.nodes:
         if n.is_view:
             continue
-        peak = _peak(n, _op_dtype(n, default_dtype), device, cfg) * cfg.efficiency
+        dtype = _op_dtype(n, default_dtype)
+        tdt = _tensor_dtype(n, dtype, cfg)
+        if tdt is not None and n.flops > 0:
+            note = device.peak_assumption(tdt)
+            if note:
+                notes[note] = None
+        peak = _peak(n, dtype, device, cfg) * cfg.efficiency
         c = n.flops / peak if peak > 0 else 0.0
         m = (n.bytes_read + n.bytes_written) / bw if bw > 0 else 0.0
         work = max(c, m)
@@ -113,7 +129,7 @@ def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: Roofline
         step = ADAM_BYTES_PER_PARAM_BYTE * graph.weights_bytes / bw if bw > 0 else 0.0
         total += step + host_s * 4
         busy += step
-    return RooflineResult(total, busy, ops)
+    return RooflineResult(total, busy, ops, list(notes))
 
 
 def average_power_w(device, latency_s: float, busy_s: float) -> float:

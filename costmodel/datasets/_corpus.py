@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,14 +311,22 @@ def _save_shard(path: Path, xs, eis, ok, failed) -> None:
     n_nodes = np.asarray([x.shape[0] for x in xs], np.int64)
     n_edges = np.asarray([e.shape[1] for e in eis], np.int64)
     meta = json.dumps({"items": [[i.spec, i.batch, i.mode] for i in ok], "failed": failed})
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        x=np.concatenate(xs).astype(np.float16) if xs else np.zeros((0, 0), np.float16),
-        edge_index=np.concatenate(eis, axis=1).astype(np.int32) if eis else np.zeros((2, 0), np.int32),
-        n_nodes=n_nodes, n_edges=n_edges, meta=np.frombuffer(meta.encode(), np.uint8),
-    )
-    tmp.replace(path)
+    # a temporary file of this writer's own, then an atomic replace: concurrent writers of one shard
+    # never write into each other's file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+            np.savez_compressed(
+                fh,
+                x=np.concatenate(xs).astype(np.float16) if xs else np.zeros((0, 0), np.float16),
+                edge_index=np.concatenate(eis, axis=1).astype(np.int32) if eis else np.zeros((2, 0), np.int32),
+                n_nodes=n_nodes, n_edges=n_edges, meta=np.frombuffer(meta.encode(), np.uint8),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _load_shard(path: Path, shard):

@@ -58,4 +58,20 @@ def is_measured_device(device: Device, measured_names) -> bool:
     return device.name in names
 
 
-__all__ += ["is_measured_device"]
+def _canonical(name) -> str:
+    try:
+        return get_device(name).name
+    except Exception:  # noqa: BLE001 - a device string this library does not know
+        return str(name)
+
+
+def extrapolation_note(device, trained_devices, predictor: str) -> str:
+    """The assumption of an estimate for a device without measured rows: which device the learned
+    predictor's labels come from, and that its correction is carried over through hardware features."""
+    dev = device.name if isinstance(device, Device) else _canonical(device)
+    labels = ", ".join(dict.fromkeys(_canonical(d) for d in trained_devices or ())) or "other devices"
+    return (f"no measured rows for {dev}: the {predictor} predictor's labels come from {labels}; "
+            "its correction is extrapolated to this device through hardware features")
+
+
+__all__ += ["extrapolation_note", "is_measured_device"]

@@ -156,7 +156,10 @@ class Device:
     """Hardware figures of one device, as stored in ``devices.json``.
 
     ``source`` is ``"datasheet"`` for database entries and ``"measured"`` for
-    a device built from a measured ``hardware.json``.
+    a device built from a measured ``hardware.json``.  ``assumptions`` names
+    what a lookup had to assume (a name that fits several devices of the
+    database); it is not part of the device's figures (not compared, not
+    serialized) and estimates for the device repeat it.
     """
 
     name: str
@@ -177,6 +180,7 @@ class Device:
     mig_profiles: tuple[MigProfile, ...] = field(repr=False)
     sources: tuple[str, ...] = field(repr=False)
     source: str = "datasheet"
+    assumptions: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     # -- derived figures ----------------------------------------------------
 
@@ -220,6 +224,29 @@ class Device:
             return min(peak, vector / 2) * 1e12
         return vector * 1e12
 
+    def peak_dtype(self, dtype: str) -> str:
+        """The :data:`DTYPE_KEYS` column whose tensor-core peak :meth:`peak_flops` uses for ``dtype``
+        (``"fp32"`` for bf16 on a V100, ``"fp16"`` for fp8...)."""
+        if not isinstance(dtype, str) or dtype not in _KNOWN_DTYPES:
+            raise InvalidInputError(f"expected a dtype among {list(_KNOWN_DTYPES)}, got {dtype!r}")
+        if dtype in _VECTOR_ONLY:
+            return dtype
+        return next(k for k in _TENSOR_CHAIN[dtype] + ("fp32",) if self.peak_tflops.get(k) is not None)
+
+    def peak_assumption(self, dtype: str) -> str | None:
+        """What costing ``dtype`` tensor ops assumes when the device has no rate of its own for it,
+        else ``None``: ``"bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16
+        rate)"``.  TF32 requested on a device without TF32 is not an assumption: fp32 then runs at
+        the fp32 rate, which is what the device does."""
+        used = self.peak_dtype(dtype)
+        if used == dtype or (dtype == "tf32" and used == "fp32") or dtype in _VECTOR_ONLY:
+            return None
+        if dtype in DTYPE_KEYS:
+            why = f"{self.name} lists no {dtype} rate"
+        else:
+            why = f"the device database has no {dtype} column"
+        return f"{dtype} tensor ops costed at the {used} peak ({why})"
+
     def hardware_features(self) -> dict[str, float]:
         """Numeric features for learned models, keyed by :data:`HARDWARE_FEATURE_NAMES`.
 
@@ -247,6 +274,8 @@ class Device:
         """The device as a ``devices.json`` entry (plus ``source``)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name == "assumptions":
+                continue  # how a lookup resolved, not a figure of the device
             v = getattr(self, f.name)
             if f.name == "peak_tflops":
                 v = v.as_dict()
@@ -291,7 +320,7 @@ class Device:
 # validation
 # --------------------------------------------------------------------------
 
-_REQUIRED = tuple(f.name for f in dataclasses.fields(Device) if f.name != "source")
+_REQUIRED = tuple(f.name for f in dataclasses.fields(Device) if f.name not in ("source", "assumptions"))
 _MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile))
 _CC_RE = re.compile(r"^\d+\.\d+$")
 
@@ -525,7 +554,27 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
             f"(names are case- and punctuation-insensitive; aliases such as 'h100' work)."
             f"{suggest(name.strip().lower(), choices)}"
         )
-    return measured_profile(dev.name) if measured else dev
+    if measured:
+        return measured_profile(dev.name)
+    fits = _devices_fitting(key)
+    if len(fits) > 1:
+        return _with_lookup_note(dev, name, fits)
+    return dev
+
+
+def _devices_fitting(key: str) -> tuple[str, ...]:
+    """Canonical names of the devices that a normalized name or alias starting with ``key`` belongs to
+    (``"a100"`` fits both A100s; ``"a10040gb"`` only one)."""
+    db = _database()
+    return tuple(d.name for d in db.devices if any(k.startswith(key) for k, v in db.index.items() if v is d))
+
+
+@functools.cache
+def _with_lookup_note(dev: Device, name: str, fits: tuple[str, ...]) -> Device:
+    """``dev`` carrying the note that ``name`` fits several devices (one object per name: stable identity)."""
+    others = ", ".join(n for n in fits if n != dev.name)
+    note = f"device name {name!r} also fits {others}; costed as {dev.name}"
+    return dataclasses.replace(dev, assumptions=(note,))
 
 
 # --------------------------------------------------------------------------

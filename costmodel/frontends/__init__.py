@@ -4,7 +4,10 @@
 ``onnx.ModelProto`` (ONNX frontend), an ``nn.Module`` (PyTorch frontend), a
 zoo name or data spec (built on the meta device, then the PyTorch frontend),
 or a CostGraph (returned as is).  Zoo graphs are cached on disk, keyed by
-everything that changes them, so a second request costs a file read.
+everything that changes them, so a second request costs a file read.  The
+key names the capture method that actually built the graph: when
+``torch.export`` fails and the dispatch trace builds the graph instead, it
+is stored under the trace key, never under the export one.
 """
 
 from __future__ import annotations
@@ -75,23 +78,43 @@ def _cache_key(desc: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
+def _cache_path(desc: dict) -> Path:
+    return cache_dir() / "graphs" / f"{_cache_key(desc)}.json.gz"
+
+
 def cached_graph(desc: dict, build, *, cache: bool = True) -> CostGraph:
     """Return the cached graph described by ``desc`` or ``build()`` and cache it.
 
     ``desc`` must hold everything that changes the graph; the library, graph
-    format, vocabulary and torch versions are added to the key.
+    format, vocabulary and torch versions are added to the key.  When
+    ``desc`` names a capture ``method`` and ``build()`` fell back to another
+    one (``meta["capture"]``), the graph is stored under the key of the
+    method that built it (without the fallback note, which only the caller
+    that asked for the other method gets), and an entry whose capture does
+    not match its key is not used.
     """
-    path = cache_dir() / "graphs" / f"{_cache_key(desc)}.json.gz"
+    path = _cache_path(desc)
     if cache and path.exists():
         try:
-            return CostGraph.load(path)
+            g = CostGraph.load(path)
         except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt
-            path.unlink(missing_ok=True)
+            g = None
+        if g is not None and ("method" not in desc or g.meta.get("capture") == desc["method"]):
+            return g
+        try:
+            path.unlink(missing_ok=True)  # corrupt, or written under the wrong method's key
+        except OSError:
+            pass  # read-only cache: rebuilt, not replaced
     g = build()
     if cache:
+        store, built_by = g, g.meta.get("capture")
+        if "method" in desc and built_by is not None and built_by != desc["method"]:
+            from ._torch import without_capture_fallback
+
+            store, path = without_capture_fallback(g), _cache_path(dict(desc, method=built_by))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            g.save(path)
+            store.save(path)
         except OSError:
             pass  # read-only cache: still answer
     return g

@@ -5,6 +5,12 @@ tensors it reads and writes.  The builder tracks which node produced each
 tensor, so edges are the real data dependencies, tracks parameters (counted
 once, however often they are used), and costs each node with the shared
 formulas of :mod:`costmodel.analysis`.
+
+Every tensor the builder sees is checked against
+:data:`~costmodel.ir._graph.MAX_TENSOR_BYTES` (and for negative dimensions)
+before any cost is computed, so an absurd dimension is an
+:class:`~costmodel.InvalidGraphError` naming the tensor, not a saturated
+estimate.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any, Hashable, Sequence
 
 from .._errors import UnsupportedOpWarning
 from ..analysis._opcost import op_cost
-from ..ir._graph import CostGraph, GraphInput, Node, numel
+from ..ir._graph import CostGraph, GraphInput, Node, check_tensor, numel
 from ..ir._vocab import dtype_bytes, is_kind
 
 
@@ -48,18 +54,21 @@ class GraphBuilder:
 
     # ----------------------------------------------------------- registration
     def add_input(self, key: Hashable, shape: Sequence[int], dtype: str, name: str | None = None) -> None:
+        check_tensor(shape, dtype, f"input {name if name is not None else key!r}")
         self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None, data=True)
         self._inputs.append(GraphInput(str(name if name is not None else key), tuple(shape), dtype))
 
     def add_param(self, key: Hashable, shape: Sequence[int], dtype: str, *, trainable: bool = True) -> None:
         """A weight or buffer; counted in ``params`` only if ``trainable``."""
         shape = tuple(int(d) for d in shape)
+        check_tensor(shape, dtype, f"weight {key!r}")
         self._tensors[key] = _Tensor(shape, dtype, None, is_param=True)
         self._param_keys[key] = numel(shape) * dtype_bytes(dtype)
         if trainable:
             self._param_numel[key] = numel(shape)
 
     def add_constant(self, key: Hashable, shape: Sequence[int], dtype: str) -> None:
+        check_tensor(shape, dtype, f"constant {key!r}")
         self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None)
 
     def alias(self, key: Hashable, to: Hashable) -> None:
@@ -126,8 +135,9 @@ class GraphBuilder:
             if t.producer is not None:
                 self._edges.add((t.producer, nid))
         out_shapes, out_dtypes = [], []
-        for key, shape, dtype in outputs:
+        for j, (key, shape, dtype) in enumerate(outputs):
             shp = tuple(int(d) for d in shape)
+            check_tensor(shp, dtype, f"output {j} of node {nid} ({op})")
             out_shapes.append(shp)
             out_dtypes.append(dtype)
             self._tensors[key] = _Tensor(shp, dtype, nid, data=data)

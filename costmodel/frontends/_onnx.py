@@ -15,10 +15,19 @@ What the frontend does
   inputs / value_info only, from those declarations.
 * Fixes the dynamic dimensions of the graph inputs from ``batch``,
   ``input_shape`` or ``input_shapes`` (a :class:`DynamicShapeError` says which
-  dimension is missing), then runs ``onnx.shape_inference.infer_shapes`` with
-  data propagation; shapes it leaves unknown are inferred node by node (with
-  ONNX's per-node inference fed with constant-folded shape tensors, and own
-  rules for the common ``com.microsoft`` contrib ops).
+  dimension is missing), then runs ``onnx.shape_inference.infer_shapes``
+  (without ONNX's data propagation, which materializes shape tensors of any
+  length); shapes it leaves unknown are inferred node by node (with ONNX's
+  per-node inference fed with constant-folded shape tensors, and own rules for
+  the common ``com.microsoft`` contrib ops).
+* Checks the model first (:meth:`_OnnxFrontend._validate`): every known op's
+  inputs, outputs and attribute kinds against its schema, one producer per
+  value, no cycle, known element types and no tensor beyond what a device can
+  hold.  Ops are matched by (domain, op type): an op of an unknown domain is an
+  unknown op (``other``), whatever its name.  A malformed model is a
+  :class:`~costmodel.ModelLoadError` naming the node, input or attribute; a
+  cyclic graph, one without operators that do work, or one with absurd
+  dimensions is an :class:`~costmodel.InvalidGraphError`.
 * Skips shape plumbing.  A node becomes a CostGraph node only if it consumes
   a *data* tensor: a (non-weight) graph input or the output of another counted
   node.  Outputs of ``Shape``/``Size`` and everything computed only from them,
@@ -70,12 +79,16 @@ warning; operators outside the vocabulary become ``other`` nodes with one
 from __future__ import annotations
 
 import ast
+import functools
+import graphlib
+import heapq
 import math
 import warnings
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Sequence
 
-from .._errors import DynamicShapeError, InvalidInputError, ModelLoadError, suggest
+from .._errors import DynamicShapeError, InvalidGraphError, InvalidInputError, ModelLoadError, suggest
+from ..ir._graph import MAX_PARAMS, check_tensor
 from ._builder import GraphBuilder, _Tensor
 from ._common import broadcast_shape, einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 
@@ -210,6 +223,145 @@ _SAME_SHAPE = frozenset(
 _INT_TYPES = frozenset({"int64", "int32", "int16", "int8", "uint8", "int4", "bool"})
 _QUANT_TYPES = frozenset({"int8", "uint8", "int4"})
 _VALUE_LIMIT = 100_000  # largest constant tensor (elements) kept for constant folding
+_MAX_SEQ = 65_536  # longest sequence (SplitToSequence pieces) whose element shapes are tracked
+
+#: required inputs of the com.microsoft contrib ops the frontend reads (ONNX has no schema for them;
+#: ORT registers SimplifiedLayerNormalization in the default domain too)
+_MS_MIN_INPUTS: dict[str, int] = {
+    "FusedConv": 2, "FusedMatMul": 2, "FusedGemm": 2, "MatMulNBits": 3, "DynamicQuantizeMatMul": 3,
+    "MatMulIntegerToFloat": 4, "Attention": 2, "MultiHeadAttention": 1, "GroupQueryAttention": 1,
+    "SkipLayerNormalization": 3, "SkipSimplifiedLayerNormalization": 3, "SimplifiedLayerNormalization": 2,
+    "GroupNorm": 3, "Gelu": 1, "FastGelu": 1, "BiasGelu": 2, "QuickGelu": 1, "BiasAdd": 3,
+}
+
+
+def _op(node) -> str | None:
+    """The name a node has in the frontend's op tables, matched by (domain, op type).
+
+    Standard ops (domain ``""`` or ``"ai.onnx"``) and the known ``com.microsoft`` contrib ops keep
+    their op type; anything else (another domain, a contrib-only op in the default domain) is an
+    unknown op: ``None``, which no table holds.
+    """
+    dom = node.domain or ""
+    if dom in _STD_DOMAINS:
+        return None if node.op_type in _MS_ONLY else node.op_type
+    if dom == _MS and node.op_type in _MS_OPS:
+        return node.op_type
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(op_type: str, opset: int):
+    """The ONNX schema of a standard op at the model's opset (its latest one if the op is newer than
+    that opset), or ``None`` for an op ONNX does not define."""
+    from onnx import defs
+
+    for args in ((op_type, opset, ""), (op_type, "")):
+        try:
+            return defs.get_schema(*args)
+        except Exception:  # noqa: BLE001 - SchemaError: not defined (at that opset)
+            continue
+    return None
+
+
+def _opname(node) -> str:
+    dom = node.domain or ""
+    return f"onnx.{node.op_type}" if dom in _STD_DOMAINS else f"{dom}.{node.op_type}"
+
+
+def _label(node) -> str:
+    """How error messages name a node: its name (or first output) and its op."""
+    name = node.name or next((o for o in node.output if o), "") or "<unnamed>"
+    return f"node {name!r} ({_opname(node)})"
+
+
+# ------------------------------------------------------------- attributes
+#: AttributeProto.AttributeType -> kind name
+_ATTR_KIND = {1: "float", 2: "int", 3: "string", 4: "tensor", 5: "graph", 6: "floats", 7: "ints", 8: "strings",
+              9: "tensors", 10: "graphs", 11: "sparse_tensor", 12: "sparse_tensors", 13: "type_proto",
+              14: "type_protos"}
+_KIND_TEXT = {"int": "an int", "ints": "a list of ints", "float": "a float", "floats": "a list of floats",
+              "string": "a string", "strings": "a list of strings", "tensor": "a tensor", "graph": "a graph",
+              "tensors": "a list of tensors", "graphs": "a list of graphs", "sparse_tensor": "a sparse tensor",
+              "sparse_tensors": "a list of sparse tensors", "type_proto": "a type", "type_protos": "a list of types",
+              "undefined": "an attribute of undefined type"}
+
+
+def read_attribute(node, attr, kind: str):
+    """The value of attribute ``attr`` of ``node``, which must be of ``kind`` (``int``, ``ints``,
+    ``float``, ``floats``, ``string``, ``strings``, ``tensor``...); :class:`ModelLoadError` naming
+    the node, the attribute, the expected and the found kind otherwise."""
+    found = _ATTR_KIND.get(int(attr.type), "undefined")
+    if found != kind:
+        raise ModelLoadError(
+            f"{_label(node)}: attribute {attr.name!r} must be {_KIND_TEXT.get(kind, kind)}, "
+            f"found {_KIND_TEXT.get(found, found)}"
+        )
+    if kind == "int":
+        return int(attr.i)
+    if kind == "ints":
+        return [int(v) for v in attr.ints]
+    if kind == "float":
+        return float(attr.f)
+    if kind == "floats":
+        return [float(v) for v in attr.floats]
+    if kind == "string":
+        return attr.s.decode("utf-8", "replace")
+    if kind == "strings":
+        return [v.decode("utf-8", "replace") for v in attr.strings]
+    if kind == "tensor":
+        return attr.t
+    if kind == "sparse_tensor":
+        return attr.sparse_tensor
+    return None  # graphs and types: checked, never read here
+
+
+class _Attrs:
+    """A node's attributes, each read with the kind it must have (see :func:`read_attribute`)."""
+
+    __slots__ = ("node", "raw")
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.raw = {a.name: a for a in node.attribute}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.raw
+
+    def get(self, name: str, kind: str, default=None):
+        a = self.raw.get(name)
+        return default if a is None else read_attribute(self.node, a, kind)
+
+    def _bad(self, name: str, what: str, value) -> ModelLoadError:
+        return ModelLoadError(f"{_label(self.node)}: attribute {name!r} must be {what}, found {value!r}")
+
+    def int(self, name: str, default=None, *, minimum: int | None = None):
+        v = self.get(name, "int", default)
+        if minimum is not None and v is not None and v < minimum:
+            raise self._bad(name, f">= {minimum}", v)
+        return v
+
+    def ints(self, name: str, default=None, *, minimum: int | None = None, length: int | None = None):
+        """A list of ints; ``length`` is checked unless the list is empty (an empty list means the default)."""
+        v = self.get(name, "ints", default)
+        if v:
+            if minimum is not None and any(x < minimum for x in v):
+                raise self._bad(name, f"a list of values >= {minimum}", v)
+            if length is not None and len(v) != length:
+                raise self._bad(name, f"a list of {length} values", v)
+        return v
+
+    def float(self, name: str, default=None):
+        return self.get(name, "float", default)
+
+    def floats(self, name: str, default=None):
+        return self.get(name, "floats", default)
+
+    def str(self, name: str, default=None):
+        return self.get(name, "string", default)
+
+    def tensor(self, name: str, default=None):
+        return self.get(name, "tensor", default)
 
 # ------------------------------------------------------------------- dtypes
 _ONNX_DTYPES = {
@@ -238,19 +390,8 @@ def _known(shape) -> bool:
     return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
 
 
-def _attrs(node) -> dict[str, Any]:
-    from onnx import AttributeProto, helper
-
-    out = {}
-    for a in node.attribute:
-        if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-            continue
-        try:
-            v = helper.get_attribute_value(a)
-        except Exception:  # noqa: BLE001 - exotic attribute types are irrelevant here
-            continue
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
+def _attrs(node) -> _Attrs:
+    return _Attrs(node)
 
 
 def _subgraph_refs(node) -> list[str]:
@@ -340,6 +481,22 @@ def _dims(vi) -> list[int | str | None] | None:
     return out
 
 
+def _check_stored(t, what: str) -> None:
+    """A tensor that stores its data in the file must store as much as its dims say (weights that were
+    stripped, or live in an external file, store nothing here and are not checked)."""
+    from onnx import TensorProto, checker
+
+    if t.data_location == TensorProto.EXTERNAL:
+        return
+    if not t.raw_data and not any(len(getattr(t, f)) for f in (
+            "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")):
+        return
+    try:
+        checker.check_tensor(t)
+    except checker.ValidationError as e:
+        raise ModelLoadError(f"{what} does not hold the data its shape {tuple(t.dims)} needs: {e}") from None
+
+
 # ---------------------------------------------------------- constant folding
 def _np_dtype(elem_type: int):
     from onnx import helper
@@ -347,8 +504,17 @@ def _np_dtype(elem_type: int):
     return helper.tensor_dtype_to_np_dtype(int(elem_type))
 
 
-def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
-    """Evaluate a node on constant inputs with numpy; ``None`` if unsupported."""
+def _fits(shape) -> bool:
+    """Whether a folded constant of this shape is small enough to compute (and keep)."""
+    return all(int(d) >= 0 for d in shape) and _numel([int(d) for d in shape]) <= _VALUE_LIMIT
+
+
+def _eval_node(node, a: _Attrs, vals: dict, types: dict, opset: int):
+    """Evaluate a node on constant inputs with numpy; ``None`` if unsupported.
+
+    Only results of at most ``_VALUE_LIMIT`` elements are computed: the size of a result is
+    checked before numpy allocates it, so a huge shape tensor cannot exhaust memory here.
+    """
     import numpy as np
 
     op = node.op_type
@@ -358,13 +524,13 @@ def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
         return vals.get(ins[i]) if i < len(ins) and ins[i] else None
 
     if op in ("Shape", "Size"):
-        shp = types.get(ins[0], (None, None))[0]
+        shp = types.get(ins[0], (None, None))[0] if ins and ins[0] else None
         if not _known(shp):
             return None
         if op == "Size":
             return [np.array(_numel(shp), dtype=np.int64)]
         r = len(shp)
-        start, end = a.get("start", 0), a.get("end", r)
+        start, end = a.int("start", 0), a.int("end", r)
         start, end = max(0, start + r if start < 0 else start), min(r, end + r if end < 0 else end)
         return [np.array(shp[start:end], dtype=np.int64)]
     args = [v(i) for i in range(len(ins))]
@@ -376,14 +542,18 @@ def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
         "Less": 2, "Greater": 2, "LessOrEqual": 2, "GreaterOrEqual": 2, "And": 2, "Or": 2, "Pow": 2,
         "Max": len(ins), "Min": len(ins), "ReduceProd": 1, "ReduceSum": 1,
     }.get(op)
-    if need is None or any(x is None for x in args[:need]):
+    if need is None or len(args) < need or any(x is None for x in args[:need]):
         return None
     x = args[0]
     try:
+        if op in ("Where", "Max", "Min", "Add", "Sub", "Mul", "Div", "Mod", "Pow", "Equal", "Less", "Greater",
+                  "LessOrEqual", "GreaterOrEqual", "And", "Or"):
+            if not _fits(np.broadcast_shapes(*(np.shape(t) for t in args[:need]))):
+                return None
         if op == "Identity":
             return [x]
         if op == "Cast":
-            return [x.astype(_np_dtype(a["to"]))]
+            return [x.astype(_np_dtype(a.int("to")))]
         if op == "CastLike":
             et = types.get(ins[1], (None, None))[1]
             return [x.astype(_np_dtype(et))] if et else None
@@ -392,18 +562,21 @@ def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
                  "Not": np.logical_not, "Reciprocal": np.reciprocal}[op]
             return [np.asarray(f(x)).astype(x.dtype)]
         if op == "Transpose":
-            return [np.transpose(x, a.get("perm"))]
+            return [np.transpose(x, a.ints("perm") or None)]
         if op == "Flatten":
-            ax = a.get("axis", 1) % max(x.ndim, 1) if x.ndim else 0
+            ax = a.int("axis", 1) % max(x.ndim, 1) if x.ndim else 0
             return [x.reshape(_numel(x.shape[:ax]), -1)]
         if op == "ConstantOfShape":
-            fill = a.get("value")
+            shape = tuple(int(d) for d in np.asarray(x).reshape(-1))
+            if not _fits(shape):
+                return None
+            fill = a.tensor("value")
             from onnx import numpy_helper
 
             base = numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None else np.float32(0)
-            return [np.full(tuple(int(d) for d in x), base, dtype=np.asarray(base).dtype)]
+            return [np.full(shape, base, dtype=np.asarray(base).dtype)]
         if op in ("Squeeze", "Unsqueeze"):
-            axes = a.get("axes")
+            axes = a.ints("axes")
             if axes is None and len(ins) > 1 and ins[1]:
                 if args[1] is None:
                     return None
@@ -418,26 +591,36 @@ def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
                 out = np.expand_dims(out, ax)
             return [out]
         if op == "Gather":
-            return [np.take(x, args[1].astype(np.int64), axis=a.get("axis", 0))]
+            return [np.take(x, args[1].astype(np.int64), axis=a.int("axis", 0))]
         if op == "Reshape":
             shape = [int(t) for t in np.asarray(args[1]).reshape(-1)]
-            if not a.get("allowzero", 0):
-                shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            if not a.int("allowzero", 0):
+                shape = [x.shape[i] if d == 0 and i < x.ndim else d for i, d in enumerate(shape)]
             return [x.reshape(shape)]
         if op == "Expand":
-            shp = np.broadcast_shapes(x.shape, tuple(int(t) for t in args[1]))
-            return [np.broadcast_to(x, shp).copy()]
+            shp = np.broadcast_shapes(x.shape, tuple(int(t) for t in np.asarray(args[1]).reshape(-1)))
+            return [np.broadcast_to(x, shp).copy()] if _fits(shp) else None
         if op == "Tile":
-            return [np.tile(x, [int(t) for t in args[1]])]
+            reps = [int(t) for t in np.asarray(args[1]).reshape(-1)]
+            if len(reps) != x.ndim or not _fits([d * r for d, r in zip(x.shape, reps)]):
+                return None
+            return [np.tile(x, reps)]
         if op == "Range":
+            start, limit, delta = (float(np.asarray(t).reshape(-1)[0]) for t in args[:3])
+            if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
+                return None
+            if max(0, math.ceil((limit - start) / delta)) > _VALUE_LIMIT:
+                return None
             return [np.arange(args[0], args[1], args[2]).astype(np.asarray(args[0]).dtype)]
         if op == "Where":
             return [np.where(args[0], args[1], args[2])]
         if op == "Slice":
             if opset < 10:
-                starts, ends, axes, steps = a.get("starts"), a.get("ends"), a.get("axes"), None
+                starts, ends, axes, steps = a.ints("starts"), a.ints("ends"), a.ints("axes"), None
+                if starts is None or ends is None:
+                    return None
             else:
-                if args[1] is None or args[2] is None:
+                if len(args) < 3 or args[1] is None or args[2] is None:
                     return None
                 starts, ends = list(args[1]), list(args[2])
                 axes = list(args[3]) if len(args) > 3 and args[3] is not None else None
@@ -449,7 +632,7 @@ def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
                 sl[int(ax) % x.ndim] = slice(int(s), int(e), int(st))
             return [x[tuple(sl)]]
         if op == "Concat":
-            return [np.concatenate([np.atleast_1d(t) for t in args], axis=a.get("axis", 0))]
+            return [np.concatenate([np.atleast_1d(t) for t in args], axis=a.int("axis", 0))]
         if op in ("Add", "Sub", "Mul", "Mod", "Pow"):
             f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Mod": np.mod, "Pow": np.power}[op]
             return [np.asarray(f(x, args[1])).astype(x.dtype)]
@@ -468,11 +651,13 @@ def _eval_node(node, a: dict, vals: dict, types: dict, opset: int):
                 out = f(out, t)
             return [out]
         if op in ("ReduceProd", "ReduceSum"):
-            axes = a.get("axes")
+            axes = a.ints("axes")
             if axes is None and len(args) > 1 and args[1] is not None:
                 axes = [int(t) for t in np.asarray(args[1]).reshape(-1)]
             f = np.prod if op == "ReduceProd" else np.sum
-            return [np.asarray(f(x, axis=tuple(axes) if axes else None, keepdims=bool(a.get("keepdims", 1))))]
+            return [np.asarray(f(x, axis=tuple(axes) if axes else None, keepdims=bool(a.int("keepdims", 1))))]
+    except ModelLoadError:
+        raise
     except Exception:  # noqa: BLE001 - folding is best effort
         return None
     return None
@@ -510,51 +695,219 @@ class _OnnxFrontend:
         self.seq_keys: dict[str, list[Hashable]] = {}  # sequence value -> builder keys of its elements
         self.unknown_root: dict[str, Any] = {}  # value -> node where shape inference first failed
 
+    # ---------------------------------------------------------- validation
+    def _validate(self) -> None:
+        """Check the model at the boundary; the rest of the frontend trusts what is checked here.
+
+        * every node of a known op: its input count, required inputs and outputs, and the kinds of its
+          attributes (the ONNX schema at the model's opset for standard ops; the required inputs of
+          the contrib ops the frontend reads).  Ops of other domains are unknown ops: nothing is read
+          from them;
+        * every value has one producer, and the graph is acyclic (``self.order``: the nodes in
+          topological order);
+        * graph inputs and initializers have known element types, no negative dimension and no
+          tensor beyond what a device can hold; all initializers together stay under
+          :data:`~costmodel.ir._graph.MAX_PARAMS` elements.
+        """
+        from onnx import TensorProto
+
+        g = self.g
+        if "" not in self.opsets and any((n.domain or "") in _STD_DOMAINS for n in g.node):
+            raise ModelLoadError("the model declares no opset version for the default ONNX domain ''")
+        for dom, ver in self.opsets.items():
+            if ver < 1:
+                raise ModelLoadError(f"the model imports opset {ver} of domain {dom or 'ai.onnx'!r}; versions start at 1")
+        for n in g.node:
+            self._check_node(n)
+        defined: dict[str, str] = {}
+        for vi in g.input:
+            defined.setdefault(vi.name, "graph input")
+        for t in list(g.initializer) + [st.values for st in g.sparse_initializer]:
+            defined.setdefault(t.name, "initializer")
+        producer: dict[str, Any] = {}
+        for n in g.node:
+            for o in n.output:
+                if not o:
+                    continue
+                if o in producer:
+                    raise ModelLoadError(
+                        f"value {o!r} is produced by both {_label(producer[o])} and {_label(n)}; every value "
+                        "must have exactly one producer"
+                    )
+                if o in defined:
+                    raise ModelLoadError(f"{_label(n)} writes {o!r}, which is already a {defined[o]} of the graph")
+                producer[o] = n
+        valid = set(TensorProto.DataType.values())
+        for vi in g.input:
+            if not vi.type.HasField("tensor_type"):
+                continue
+            tt = vi.type.tensor_type
+            if tt.elem_type not in valid:
+                raise ModelLoadError(f"graph input {vi.name!r} has unknown element type {tt.elem_type}")
+            for k, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    raise InvalidGraphError(
+                        f"graph input {vi.name!r} has a negative dimension {k} ({d.dim_value}): shape "
+                        f"{self._fmt(_dims(vi) or [])}"
+                    )
+        total = 0
+        for t in g.initializer:
+            if t.data_type not in valid or t.data_type == TensorProto.UNDEFINED:
+                raise ModelLoadError(f"initializer {t.name!r} has unknown element type {t.data_type}")
+            check_tensor(list(t.dims), dtype_name(t.data_type), f"initializer {t.name!r}")
+            _check_stored(t, f"initializer {t.name!r}")
+            total += _numel(list(t.dims))
+        for st in g.sparse_initializer:
+            check_tensor(list(st.dims), dtype_name(st.values.data_type), f"sparse initializer {st.values.name!r}")
+            total += _numel(list(st.dims))
+        if total > MAX_PARAMS:
+            raise InvalidGraphError(
+                f"the initializers hold {total:.3g} elements; more than the {MAX_PARAMS:.0e} parameters any device "
+                "can hold (an absurd dimension?)"
+            )
+        self.order = self._toposort(list(g.node))
+
+    def _check_node(self, node) -> None:
+        """Inputs, outputs and attribute kinds of one node (see :meth:`_validate`)."""
+        from onnx.defs import OpSchema
+
+        op = _op(node)
+        if op is None:
+            return  # an unknown op: counted as ``other``, nothing is read from it
+        ins, outs = list(node.input), list(node.output)
+        schema = _schema(node.op_type, self.opset) if (node.domain or "") in _STD_DOMAINS else None
+        if schema is None:
+            need = _MS_MIN_INPUTS.get(op)
+            if need is not None:
+                if len(ins) < need or not all(ins[:need]):
+                    raise ModelLoadError(
+                        f"{_label(node)} has inputs {ins}; it needs at least {need}, and the first {need} "
+                        "must not be empty"
+                    )
+                if not outs or not outs[0]:
+                    raise ModelLoadError(f"{_label(node)} has no output")
+            return
+        single = OpSchema.FormalParameterOption.Single
+        lo, hi = schema.min_input, schema.max_input
+        if not lo <= len(ins) <= hi:
+            takes = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2**20 else f"at least {lo}"
+            raise ModelLoadError(
+                f"{_label(node)} has {len(ins)} inputs; {node.op_type} (opset {schema.since_version}) takes {takes}"
+            )
+        for i, fp in enumerate(schema.inputs[: len(ins)]):
+            if fp.option == single and not ins[i]:
+                raise ModelLoadError(f"{_label(node)}: input {i} ({fp.name}) is required but empty")
+        if len(outs) < schema.min_output or len(outs) > schema.max_output:
+            raise ModelLoadError(
+                f"{_label(node)} has {len(outs)} outputs; {node.op_type} (opset {schema.since_version}) has "
+                f"{schema.min_output} to {schema.max_output}"
+            )
+        for i, fp in enumerate(schema.outputs[: len(outs)]):
+            if fp.option == single and not outs[i]:
+                raise ModelLoadError(f"{_label(node)}: output {i} ({fp.name}) is required but empty")
+        raw = {a.name: a for a in node.attribute}
+        if op == "Constant" and "value" in raw and raw["value"].type == raw["value"].TENSOR:
+            _check_stored(raw["value"].t, f"the value of {_label(node)}")
+        for name, sa in schema.attributes.items():
+            at = raw.get(name)
+            if at is None:
+                if sa.required:
+                    raise ModelLoadError(f"{_label(node)}: attribute {name!r} is required")
+                continue
+            read_attribute(node, at, _ATTR_KIND.get(int(sa.type), "undefined"))
+
     # ------------------------------------------------------------- inputs
     def _classify(self):
         """Split graph inputs into data inputs and weights.
 
-        Weights are initializers, inputs the torch exporter marks as
-        parameters/buffers, and static-shaped inputs read only at weight
-        positions (conv/gemm weights, norm scales, a rank-2 MatMul B or
-        embedding table): that is how stripped models declare their weights.
-        Names read but defined nowhere are weights if ``value_info`` gives
-        their shape.
+        Weights are initializers (a graph input with an initializer of the same name is that
+        initializer), inputs the torch exporter marks as parameters/buffers, and static-shaped inputs
+        that are not data by how they are read:
+
+        * an input that feeds a weight or bias slot (Conv/ConvTranspose W and B, Gemm B and C,
+          BatchNormalization scale/B/mean/var, a norm's scale and bias, PRelu's slope...), also
+          through ops that only re-describe it (the TorchScript exporter writes a weight equal to
+          another one as ``Identity(other weight)``);
+        * an input read only at weight positions where data may also go (a rank-2 MatMul B, an
+          embedding table);
+        * an input without a batch-like leading dimension when the first data input has one: its
+          leading dimension is fixed while the first input's is dynamic, or it differs from the first
+          input's (rank-0 inputs have none).
+
+        That is how models exported with ``export_params=False`` or ``keep_initializers_as_inputs=True``
+        declare their weights; they are not re-batched and count as parameters.  Names read but
+        defined nowhere are weights if ``value_info`` gives their shape.
         """
+        self._validate()
         g = self.g
         inits = {t.name: t for t in g.initializer}
         for st in g.sparse_initializer:
             inits.setdefault(st.values.name, st)
         self.inits = inits
-        uses: dict[str, list[tuple[str, int]]] = {}
+        uses: dict[str, list[tuple[str | None, int, Any]]] = {}
         produced: set[str] = set()
         for n in g.node:
-            op = f"{_MS}.{n.op_type}" if n.domain == _MS and n.op_type == "Attention" else n.op_type
+            op = _op(n)
+            if op == "Attention" and n.domain == _MS:
+                op = f"{_MS}.Attention"
             for i, name in enumerate(n.input):
                 if name:
-                    uses.setdefault(name, []).append((op, i))
+                    uses.setdefault(name, []).append((op, i, n))
             for name in _subgraph_refs(n):
-                uses.setdefault(name, []).append((n.op_type, -1))
+                uses.setdefault(name, []).append((op, -1, n))
             produced.update(o for o in n.output if o)
+
+        def slot_uses(name: str, depth: int = 0) -> list[tuple[str | None, int]]:
+            out = []
+            for op, i, n in uses.get(name, []):
+                if op in _PASS_OPS and i == 0 and depth < 8:
+                    for o in n.output:
+                        if o:
+                            out.extend(slot_uses(o, depth + 1))
+                else:
+                    out.append((op, i))
+            return out
+
+        def kind_of(vi) -> str | None:
+            return next((p.value for p in vi.metadata_props if p.key == "pkg.torch.export.graph_signature.InputSpec.kind"),
+                        None)
+
+        def static(dims) -> bool:
+            return dims is not None and all(isinstance(d, int) and d > 0 for d in dims)
+
         graph_inputs = [vi for vi in g.input if vi.name not in inits]
         weight_inputs, data_inputs = [], []
         for vi in graph_inputs:
-            kind = next((p.value for p in vi.metadata_props
-                         if p.key == "pkg.torch.export.graph_signature.InputSpec.kind"), None)
+            kind = kind_of(vi)
             if kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 weight_inputs.append(vi)
                 continue
             dims = _dims(vi)
-            u = uses.get(vi.name, [])
-            static = dims is not None and all(isinstance(d, int) and d > 0 for d in dims)
-            at_weight_pos = bool(u) and all(i in _WEIGHT_POS.get(op, ()) for op, i in u)
-            if static and at_weight_pos and (len(dims) == 2 or all(op not in ("MatMul", "Gather") for op, _ in u)):
+            if kind == "USER_INPUT" or not static(dims):
+                data_inputs.append(vi)
+                continue
+            direct = [(op, i) for op, i, _ in uses.get(vi.name, [])]
+            through = slot_uses(vi.name)
+            strict = any(i in _WEIGHT_POS.get(op, ()) and op not in ("MatMul", "Gather") for op, i in through)
+            only_weight = bool(direct) and all(i in _WEIGHT_POS.get(op, ()) for op, i in direct)
+            if strict or (only_weight and (len(dims) == 2 or all(op not in ("MatMul", "Gather") for op, _ in direct))):
                 weight_inputs.append(vi)
             else:
                 data_inputs.append(vi)
+        first = _dims(data_inputs[0]) if data_inputs else None
+        if first is None or len(first) >= 1:
+            lead = first[0] if first else None  # None or a str: dynamic
+            keep = data_inputs[:1]
+            for vi in data_inputs[1:]:
+                dims = _dims(vi)
+                batch_like = bool(dims) and (dims[0] == lead or not isinstance(dims[0], int))
+                if kind_of(vi) != "USER_INPUT" and static(dims) and not batch_like:
+                    weight_inputs.append(vi)
+                else:
+                    keep.append(vi)
+            data_inputs = keep
         if not data_inputs and weight_inputs:  # nothing left to feed: the heuristic was wrong
-            data_inputs = [vi for vi in weight_inputs if not any(
-                p.key == "pkg.torch.export.graph_signature.InputSpec.kind" for p in vi.metadata_props)]
+            data_inputs = [vi for vi in weight_inputs if kind_of(vi) is None]
             weight_inputs = [vi for vi in weight_inputs if vi not in data_inputs]
         # weights referenced but never defined: stripped initializers declared only in value_info
         defined = set(inits) | {vi.name for vi in g.input} | produced
@@ -565,9 +918,9 @@ class _OnnxFrontend:
                 if name in vinfo and _known(_dims(vinfo[name])):
                     dangling.append(vinfo[name])
                 else:
-                    op = next(op for op, _ in uses[name])
+                    n = uses[name][0][2]
                     raise ModelLoadError(
-                        f"tensor {name!r} (read by a {op} node) is not produced by any node and is neither a "
+                        f"tensor {name!r} (read by {_label(n)}) is not produced by any node and is neither a "
                         "graph input nor an initializer; the file may be truncated or its weights stripped "
                         "without shapes"
                     )
@@ -637,6 +990,8 @@ class _OnnxFrontend:
                     f"value was given; {self._how(vi.name, dims, [i for i, _ in missing])}"
                 )
             fixed[vi.name] = tuple(out)
+        for vi in self.data_inputs:
+            check_tensor(fixed[vi.name], dtype_name(vi.type.tensor_type.elem_type), f"input {vi.name!r}")
         return fixed
 
     @staticmethod
@@ -670,7 +1025,7 @@ class _OnnxFrontend:
         light.opset_import.extend(self.proto.opset_import)
         lg = light.graph
         lg.name = g.name
-        lg.node.extend(g.node)
+        lg.node.extend(self.order)
         for vi in self.data_inputs:
             lg.input.append(helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, list(fixed[vi.name])))
         for vi in self.weight_inputs:
@@ -697,13 +1052,14 @@ class _OnnxFrontend:
             lg.output.append(
                 helper.make_tensor_value_info(o.name, et, None) if et else helper.make_empty_tensor_value_info(o.name)
             )
-        inferred = light
-        for kwargs in ({"strict_mode": False, "data_prop": True}, {"strict_mode": False}):
-            try:
-                inferred = shape_inference.infer_shapes(light, **kwargs)
-                break
-            except Exception:  # noqa: BLE001 - fall back to per-node inference
-                continue
+        # No data propagation (``data_prop=True``): ONNX materializes every 1-D tensor it could read as a
+        # shape, and a broken file's 2**31-long vector (or a Range over a huge dimension) exhausts memory.
+        # Shapes that depend on such values are inferred node by node in :meth:`walk`, fed with the
+        # frontend's own constant folding, which computes small tensors only.
+        try:
+            inferred = shape_inference.infer_shapes(light, strict_mode=False)
+        except Exception:  # noqa: BLE001 - fall back to per-node inference
+            inferred = light
         ig = inferred.graph
         for vi in list(ig.input) + list(ig.value_info) + list(ig.output):
             if vi.type.HasField("tensor_type"):
@@ -724,7 +1080,7 @@ class _OnnxFrontend:
     def _etype(self, name: str):
         return self.types.get(name, (None, None))[1]
 
-    def _infer_node(self, node, a: dict) -> None:
+    def _infer_node(self, node, a: _Attrs) -> None:
         """Fill unknown output types of one node (per-node ONNX inference, then own rules)."""
         from onnx import defs, helper, numpy_helper, shape_inference
 
@@ -760,6 +1116,7 @@ class _OnnxFrontend:
         outs = [o for o in node.output if o]
         if not outs or _known(self._shape(outs[0])):
             return
+        op = _op(node)  # own rules: only for ops matched by (domain, op type)
         ins = [self._shape(i) if i else None for i in node.input]
         in_et = self._etype(node.input[0]) if node.input and node.input[0] else None
         shape = None
@@ -769,34 +1126,56 @@ class _OnnxFrontend:
         elif (op in ("FusedMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat") and len(ins) > 1
               and _known(x) and _known(ins[1])):
             a_s, b_s = list(x), list(ins[1])
-            if a.get("transA") and len(a_s) >= 2:
+            if a.int("transA", 0) and len(a_s) >= 2:
                 a_s[-2], a_s[-1] = a_s[-1], a_s[-2]
-            if a.get("transB") and len(b_s) >= 2:
+            if a.int("transB", 0) and len(b_s) >= 2:
                 b_s[-2], b_s[-1] = b_s[-1], b_s[-2]
             shape = _matmul_shape(a_s, b_s)
             in_et = 1 if op != "FusedMatMul" else in_et
-        elif op == "FusedGemm" and len(ins) > 1 and _known(x) and _known(ins[1]):
-            m = x[1] if a.get("transA") else x[0]
-            n = ins[1][0] if a.get("transB") else ins[1][1]
+        elif op == "FusedGemm" and len(ins) > 1 and _known(x) and _known(ins[1]) and len(x) == len(ins[1]) == 2:
+            m = x[1] if a.int("transA", 0) else x[0]
+            n = ins[1][0] if a.int("transB", 0) else ins[1][1]
             shape = (m, n)
         elif op == "MatMulNBits" and _known(x):
-            shape = (*x[:-1], int(a.get("N", 0)))
+            shape = (*x[:-1], a.int("N", 0, minimum=0))
         elif op == "FusedConv" and len(ins) > 1 and _known(x) and _known(ins[1]):
-            shape = self._conv_out(x, ins[1], a)
+            shape = self._conv_out(node, x, ins[1], a)
         elif op in ("Attention", "MultiHeadAttention", "GroupQueryAttention") and _known(x):
+            self._attn_check(node, a)
             shape = self._attn_out_shape(node, a)
         if _known(shape):
             et = self._etype(outs[0]) or in_et
             self.types[outs[0]] = (tuple(shape), et)
 
-    @staticmethod
-    def _conv_out(x, w, a) -> tuple[int, ...] | None:
-        r = len(x) - 2
+    def _spatial(self, node, a: _Attrs, x, w) -> tuple[int, list[int], list[int], list[int], list[int] | None]:
+        """Validated ``(spatial rank, strides, dilations, pads, kernel_shape)`` of a conv or pool.
+
+        The input must be (batch, channels, spatial...) and a weight of the same rank; strides,
+        dilations and kernel sizes are >= 1, pads >= 0, and each list has one entry per spatial axis
+        (pads two) when the input's rank is known.
+        """
+        if x is not None and len(x) < 3:
+            raise ModelLoadError(
+                f"{_label(node)}: input {node.input[0]!r} has shape {self._fmt(x)}; {node.op_type} needs "
+                "(batch, channels, spatial...) input"
+            )
+        if x is not None and w is not None and len(w) != len(x):
+            raise ModelLoadError(
+                f"{_label(node)}: weight shape {self._fmt(w)} does not match input shape {self._fmt(x)} (ranks differ)"
+            )
+        r = len(x) - 2 if x is not None else (len(w) - 2 if w is not None and len(w) >= 3 else None)
+        k = a.ints("kernel_shape", minimum=1, length=r)
+        s = a.ints("strides", minimum=1, length=r)
+        d = a.ints("dilations", minimum=1, length=r)
+        pads = a.ints("pads", minimum=0, length=None if r is None else 2 * r)
+        if r is None:
+            r = len(k or s or d or []) or (len(pads) // 2 if pads else 2)
+        return r, s or [1] * r, d or [1] * r, pads or [0] * (2 * r), k
+
+    def _conv_out(self, node, x, w, a: _Attrs) -> tuple[int, ...] | None:
+        r, s, d, pads, _ = self._spatial(node, a, x, w)
         k = list(w[2:])
-        s = list(a.get("strides") or [1] * r)
-        d = list(a.get("dilations") or [1] * r)
-        ap = a.get("auto_pad", "NOTSET")
-        pads = list(a.get("pads") or [0] * (2 * r))
+        ap = a.str("auto_pad", "NOTSET")
         out = [x[0], w[0]]
         for i in range(r):
             if ap in ("SAME_UPPER", "SAME_LOWER"):
@@ -805,23 +1184,61 @@ class _OnnxFrontend:
                 out.append((x[2 + i] + pads[i] + pads[i + r] - d[i] * (k[i] - 1) - 1) // s[i] + 1)
         return tuple(out)
 
+    def _attn_check(self, node, a: _Attrs) -> None:
+        """Head counts and input ranks of a fused attention op (:class:`ModelLoadError` naming the node)."""
+        ins = list(node.input)
+
+        def need(i: int, what: str, ranks: tuple[int, ...]) -> None:
+            shp = self._shape(ins[i]) if i < len(ins) and ins[i] else None
+            if shp is not None and len(shp) not in ranks:
+                raise ModelLoadError(
+                    f"{_label(node)}: {what} (input {i}, {ins[i]!r}) must have rank "
+                    f"{' or '.join(map(str, ranks))}, found shape {self._fmt(shp)}"
+                )
+
+        for name in ("num_heads", "kv_num_heads", "q_num_heads"):
+            a.int(name, minimum=1)
+        op = node.op_type
+        if op == "Attention" and (node.domain or "") == _MS:
+            need(0, "the input", (3,))
+            need(1, "the weights", (2,))
+            need(4, "past", (5,))
+            a.ints("qkv_hidden_sizes", minimum=0, length=3)
+        elif op == "Attention":  # ai.onnx opset 23: (B, H, L, E) or (B, L, H*E) for q, k and v alike
+            need(0, "the query", (3, 4))
+            q = self._shape(ins[0])
+            r = (len(q),) if q is not None else (3, 4)
+            need(1, "the key", r)
+            need(2, "the value", r)
+            need(4, "past_key", (4,))
+        elif op == "MultiHeadAttention":
+            need(0, "the query", (3, 5))
+            need(1, "the key", (3, 4, 5))
+            need(2, "the value", (3, 4))
+            need(6, "past_key", (4,))
+        else:  # GroupQueryAttention
+            need(0, "the query", (3,))
+            need(1, "the key", (3,))
+            need(2, "the value", (3,))
+            need(3, "past_key", (4,))
+
     def _attn_out_shape(self, node, a):
         op = node.op_type
         q = self._shape(node.input[0])
         if op == "Attention" and (node.domain or "") == _MS:
             w = self._shape(node.input[1]) if len(node.input) > 1 else None
-            hs = a.get("qkv_hidden_sizes")
+            hs = a.ints("qkv_hidden_sizes")
             dv = hs[2] if hs else (w[1] // 3 if _known(w) else None)
             return (q[0], q[1], dv) if dv else None
         if op == "Attention":  # ai.onnx opset 23
-            v = self._shape(node.input[2])
+            v = self._shape(node.input[2]) if len(node.input) > 2 else None
             if len(q) == 4 and _known(v):
                 return (*q[:-1], v[-1])
-            hq, hkv = a.get("q_num_heads"), a.get("kv_num_heads")
+            hq, hkv = a.int("q_num_heads"), a.int("kv_num_heads")
             if _known(v) and hq and hkv:
                 return (q[0], q[1], v[-1] // hkv * hq)
             return None
-        n = a.get("num_heads", 1)
+        n = a.int("num_heads", 1)
         if op == "MultiHeadAttention":
             if len(q) == 5:
                 return (q[0], q[1], q[2] * q[4])
@@ -833,38 +1250,39 @@ class _OnnxFrontend:
                 return (q[0], q[1], v[-1] if len(v) == 3 else v[1] * v[3])
             return tuple(q)
         # GroupQueryAttention
-        nkv = a.get("kv_num_heads", n)
+        nkv = a.int("kv_num_heads", n)
         has_k = len(node.input) > 1 and node.input[1]
         h = q[-1] // (n + 2 * nkv) if not has_k else q[-1] // n
         return (q[0], q[1], n * h)
 
     # ------------------------------------------------------------------ walk
-    def _toposort(self, nodes) -> list:
-        avail = set(self.inits) | {vi.name for vi in self.g.input} | {vi.name for vi in self.weight_inputs}
-        ok = True
-        seen = set(avail)
-        for n in nodes:
-            if any(i and i not in seen for i in list(n.input) + _subgraph_refs(n)):
-                ok = False
-                break
-            seen.update(n.output)
-        if ok:
-            return list(nodes)
+    @staticmethod
+    def _toposort(nodes) -> list:
+        """The nodes in topological order (their own order when it is one; otherwise each node as early
+        as its inputs allow, ties broken by file order).  A cycle is an :class:`InvalidGraphError`
+        naming the nodes on it."""
         produced = {o: idx for idx, n in enumerate(nodes) for o in n.output if o}
         deps = [{produced[i] for i in list(n.input) + _subgraph_refs(n) if i in produced} for n in nodes]
-        order, done = [], set()
-        for start in range(len(nodes)):
-            stack = [(start, False)]
-            while stack:
-                idx, expanded = stack.pop()
-                if idx in done:
-                    continue
-                if expanded:
-                    done.add(idx)
-                    order.append(nodes[idx])
-                    continue
-                stack.append((idx, True))
-                stack.extend((d, False) for d in deps[idx] if d not in done)
+        if all(d < idx for idx, ds in enumerate(deps) for d in ds):
+            return list(nodes)
+        ts = graphlib.TopologicalSorter({idx: ds for idx, ds in enumerate(deps)})
+        try:
+            ts.prepare()
+        except graphlib.CycleError as e:
+            cycle = e.args[1]  # [a, b, ..., a]: each one feeds the next
+            path = " -> ".join(_label(nodes[i]) for i in cycle)
+            raise InvalidGraphError(
+                f"the graph has a cycle: {path}; an ONNX graph must be acyclic (an input wired to the output "
+                "of a node that depends on it?)"
+            ) from None
+        order: list = []
+        ready: list[int] = []
+        while ts.is_active():
+            for idx in ts.get_ready():
+                heapq.heappush(ready, idx)
+            idx = heapq.heappop(ready)
+            order.append(nodes[idx])
+            ts.done(idx)
         return order
 
     def _register_weights(self) -> None:
@@ -874,9 +1292,9 @@ class _OnnxFrontend:
         qweights, buffers = set(), set()
         for n in self.g.node:
             for i, name in enumerate(n.input):
-                if i in _QWEIGHT_POS.get(n.op_type, ()):
+                if i in _QWEIGHT_POS.get(_op(n), ()):
                     qweights.add(name)
-                if n.op_type == "BatchNormalization" and i in (3, 4):
+                if _op(n) == "BatchNormalization" and i in (3, 4):
                     buffers.add(name)  # running statistics: buffers in PyTorch, not parameters
         for vi in self.weight_inputs:
             for p in vi.metadata_props:
@@ -924,8 +1342,8 @@ class _OnnxFrontend:
             used.update(_subgraph_refs(n))
         self.used = used
         self.graph_outputs = {o.name for o in self.g.output}
-        for node in self._toposort(self.g.node):
-            op, dom = node.op_type, node.domain or ""
+        for node in self.order:
+            op, dom = _op(node), node.domain or ""
             a = _attrs(node)
             outs = [o for o in node.output if o]
             if op == "Constant" and dom in _STD_DOMAINS:
@@ -950,7 +1368,7 @@ class _OnnxFrontend:
                     self.resolve[o] = o
                 continue
             # not data: constant-fold small tensors and track re-descriptions of weights
-            if op == "SequenceLength" and node.input[0] in self.seq_shapes:
+            if op == "SequenceLength" and node.input and node.input[0] in self.seq_shapes:
                 import numpy as np
 
                 self.vals[outs[0]] = np.array(len(self.seq_shapes[node.input[0]]), dtype=np.int64)
@@ -979,12 +1397,14 @@ class _OnnxFrontend:
                         b.add_constant(outs[0], shp, dtype_name(et))
                         self.resolve[outs[0]] = outs[0]
 
-    def _constant(self, node, a: dict) -> None:
+    def _constant(self, node, a: _Attrs) -> None:
         from onnx import AttributeProto, helper, numpy_helper
 
         out = node.output[0]
         arr = None
         for at in node.attribute:
+            if at.name == "value" and at.type == AttributeProto.TENSOR:
+                check_tensor([int(d) for d in at.t.dims], dtype_name(at.t.data_type), f"the value of {_label(node)}")
             try:
                 if at.name == "value" and at.type == AttributeProto.TENSOR:
                     t = at.t
@@ -1011,25 +1431,37 @@ class _OnnxFrontend:
         if arr is not None:
             self.vals[out] = arr
 
-    def _seq_types(self, node, a: dict) -> None:
-        """Element shapes of sequence values (torch.split/chunk export as SplitToSequence + SequenceAt)."""
+    def _seq_types(self, node, a: _Attrs) -> None:
+        """Element shapes of sequence values (torch.split/chunk export as SplitToSequence + SequenceAt).
+
+        Sequences of more than ``_MAX_SEQ`` elements, or whose split sizes are not a scalar or a
+        list of non-negative sizes, stay unknown (the op is then counted as ``other``).
+        """
         op = node.op_type
         ins, out = list(node.input), node.output[0]
         if op == "SplitToSequence":
             x, et = self.types.get(ins[0], (None, None))
-            if not _known(x):
+            if not _known(x) or not x:
                 return
-            axis = int(a.get("axis", 0)) % max(len(x), 1)
+            axis = a.int("axis", 0) % len(x)
             split = self.vals.get(ins[1]) if len(ins) > 1 and ins[1] else None
             n = x[axis]
             if split is None:
+                if n > _MAX_SEQ:
+                    return
                 sizes = [1] * n
             elif split.ndim == 0:
                 step = int(split)
+                if step > 0 and -(-n // step) > _MAX_SEQ:
+                    return
                 sizes = [min(step, n - i) for i in range(0, n, step)] if step > 0 else [n]
+            elif split.ndim == 1 and split.size <= _MAX_SEQ:
+                sizes = [int(t) for t in split]
+                if any(sz < 0 for sz in sizes):
+                    return
             else:
-                sizes = [int(t) for t in split.reshape(-1)]
-            keep = split is not None or a.get("keepdims", 1)
+                return
+            keep = split is not None or a.int("keepdims", 1)
             shapes = []
             for sz in sizes:
                 shp = list(x)
@@ -1045,23 +1477,30 @@ class _OnnxFrontend:
                 self.seq_etype[out] = self._etype(ins[0]) if ins else None
         elif op == "SequenceAt":
             shapes = self.seq_shapes.get(ins[0])
-            pos = self.vals.get(ins[1]) if len(ins) > 1 else None
-            if shapes is not None and pos is not None and -len(shapes) <= int(pos) < len(shapes):
+            pos = self._seq_pos(node)
+            if shapes is not None and pos is not None and -len(shapes) <= pos < len(shapes):
                 if not _known(self._shape(out)):
-                    self.types[out] = (shapes[int(pos)], self.seq_etype.get(ins[0]) or self._etype(out))
+                    self.types[out] = (shapes[pos], self.seq_etype.get(ins[0]) or self._etype(out))
         elif op == "ConcatFromSequence":
             shapes = self.seq_shapes.get(ins[0])
-            if not _known(self._shape(out)) and shapes:
-                axis = int(a.get("axis", 0))
-                if a.get("new_axis", 0):
-                    r = len(shapes[0]) + 1
-                    shp = list(shapes[0])
+            if not _known(self._shape(out)) and shapes and len({len(s_) for s_ in shapes}) == 1:
+                axis = a.int("axis", 0)
+                r = len(shapes[0]) + (1 if a.int("new_axis", 0) else 0)
+                if r == 0:
+                    return
+                shp = list(shapes[0])
+                if a.int("new_axis", 0):
                     shp.insert(axis % r, len(shapes))
                 else:
-                    r = len(shapes[0])
-                    shp = list(shapes[0])
                     shp[axis % r] = sum(s_[axis % r] for s_ in shapes)
                 self.types[out] = (tuple(shp), self.seq_etype.get(ins[0]))
+
+    def _seq_pos(self, node) -> int | None:
+        """The constant position a ``SequenceAt`` reads (``None`` if not a known scalar)."""
+        pos = self.vals.get(node.input[1]) if len(node.input) > 1 else None
+        if pos is None or pos.size != 1 or not (pos.dtype.kind in "iu"):
+            return None
+        return int(pos.reshape(-1)[0])
 
     # --------------------------------------------------------------- fusion
     def _plan(self) -> None:
@@ -1138,9 +1577,9 @@ class _OnnxFrontend:
             break
         return cur, passed
 
-    def _plan_attention(self, s_idx: int, s, a: dict) -> None:
+    def _plan_attention(self, s_idx: int, s, a: _Attrs) -> None:
         sm_in = self._shape(s.input[0])
-        axis = a.get("axis", -1 if self.opset >= 13 else 1)
+        axis = a.int("axis", -1 if self.opset >= 13 else 1)
         if not _known(sm_in) or len(sm_in) < 2 or axis % len(sm_in) != len(sm_in) - 1:
             return
         chain = [s_idx]
@@ -1285,10 +1724,10 @@ class _OnnxFrontend:
         self.absorbed.add(idx)
         self.fused[c] = ("linear", node, cn)
 
-    def _plan_gated(self, idx: int, node, a: dict) -> None:
+    def _plan_gated(self, idx: int, node, a: _Attrs) -> None:
         x, out = node.input[0], node.output[0]
         if node.op_type == "HardSigmoid":
-            if abs(a.get("alpha", 0.2) - 1 / 6) > 1e-4 or abs(a.get("beta", 0.5) - 0.5) > 1e-4:
+            if not (abs(a.float("alpha", 0.2) - 1 / 6) <= 1e-4 and abs(a.float("beta", 0.5) - 0.5) <= 1e-4):
                 return
         if not self._single_use(out):
             return
@@ -1408,7 +1847,7 @@ class _OnnxFrontend:
         return k
 
     def _operands(self, node, positions: Iterable[int] | None = None) -> list[Hashable]:
-        skip = _ATTR_INPUTS.get(node.op_type, frozenset())
+        skip = _ATTR_INPUTS.get(_op(node), frozenset())
         names = list(node.input)
         pos = list(positions) if positions is not None else [i for i in range(len(names)) if i not in skip]
         keys = []
@@ -1438,7 +1877,7 @@ class _OnnxFrontend:
             shp, et = self.types.get(o, (None, None))
             if not _known(shp):
                 if kind == "other":  # unsupported op anyway: unknown dims count as 1
-                    shp = tuple(d if isinstance(d, int) else 1 for d in shp or ())
+                    shp = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in shp or ())
                     warnings.warn(
                         f"onnx: the output shape of node {node.name or o!r} ({node.op_type}) is unknown; "
                         f"assuming {shp}",
@@ -1465,8 +1904,7 @@ class _OnnxFrontend:
 
     @staticmethod
     def _opname(node) -> str:
-        dom = node.domain or ""
-        return f"onnx.{node.op_type}" if dom in _STD_DOMAINS else f"{dom}.{node.op_type}"
+        return _opname(node)
 
     def _supported(self, node) -> bool:
         op, dom = node.op_type, node.domain or ""
@@ -1478,7 +1916,7 @@ class _OnnxFrontend:
 
     def _check_shapes(self, node) -> None:
         """After inference: guess the outputs of unsupported ops, remember where unknown shapes start."""
-        if node.op_type in _SEQ_OPS:
+        if _op(node) in _SEQ_OPS:
             return
         for j, o in enumerate(node.output):
             if not o or (j > 0 and o not in self.used) or _known(self._shape(o)):
@@ -1503,6 +1941,7 @@ class _OnnxFrontend:
     def _view(self, key: Hashable, shape: Sequence[int]) -> Hashable:
         """A key for the same tensor seen with another shape (attention's (..., L, E) operands)."""
         t = self.b._tensors[key]
+        check_tensor(shape, t.dtype, f"a view of {key!r}")
         vkey = ("view", key, tuple(int(d) for d in shape))
         self.b._tensors[vkey] = _Tensor(tuple(int(d) for d in shape), t.dtype, t.producer, t.is_param)
         return vkey
@@ -1563,7 +2002,7 @@ class _OnnxFrontend:
             ins = self._operands(gate)
             b.add_node(f"onnx.{gate.op_type}+Mul", kind, ins, self._outputs(mul, kind), {}, scope=scope)
 
-    def _emit(self, node, a: dict) -> None:
+    def _emit(self, node, a: _Attrs) -> None:
         b = self.b
         op, dom = node.op_type, node.domain or ""
         if op in _SEQ_OPS and dom in _STD_DOMAINS and self._emit_seq(node, a):
@@ -1587,11 +2026,11 @@ class _OnnxFrontend:
             pos = _OPERANDS.get(op, (0, 1, 2))
             in_keys = self._operands(node, pos)
             x, w = shp(pos[0]), shp(pos[1])
-            r = len(x) - 2 if x else (len(w) - 2 if w else 2)
-            attrs["stride"] = list(a.get("strides") or [1] * r)
-            attrs["padding"] = self._padding(a, x, w, r, kind)
-            attrs["dilation"] = list(a.get("dilations") or [1] * r)
-            attrs["groups"] = int(a.get("group", 1) or 1)
+            r, strides, dilations, _, _ = self._spatial(node, a, x, w)
+            attrs["stride"] = strides
+            attrs["padding"] = self._padding(node, a, x, w, r, kind)
+            attrs["dilation"] = dilations
+            attrs["groups"] = a.int("group", 1, minimum=1)
             if w:
                 attrs["kernel"] = list(w[2:])
         elif kind == "matmul":
@@ -1601,7 +2040,7 @@ class _OnnxFrontend:
         elif kind == "attention":
             return self._emit_attention(node, a, opname, scope)
         elif kind == "batch_norm":
-            tm = a.get("training_mode")
+            tm = a.int("training_mode")
             attrs["training"] = bool(tm) if tm is not None else self.training
         elif kind in ("max_pool", "avg_pool"):
             x = shp(0)
@@ -1609,20 +2048,20 @@ class _OnnxFrontend:
             if op.startswith("Global"):
                 attrs["output_size"] = [1] * r
             else:
-                k = list(a.get("kernel_shape") or [])
+                k = self._spatial(node, a, x, None)[4] or []  # validates kernel_shape, strides, pads
                 if k:
                     attrs["kernel"] = k
-                attrs["stride"] = list(a.get("strides") or [1] * len(k))
-                p = self._padding(a, x, None, len(k), kind)
+                attrs["stride"] = a.ints("strides") or [1] * len(k)
+                p = self._padding(node, a, x, None, len(k), kind)
                 if p:
                     attrs["padding"] = p
         elif kind == "reduction":
             if op.startswith("Reduce"):
                 axes = self._axes(node, a)
-            elif op == "CumSum" and len(ins) > 1 and ins[1] in self.vals:
+            elif op == "CumSum" and len(ins) > 1 and ins[1] in self.vals and self.vals[ins[1]].size == 1:
                 axes = [int(self.vals[ins[1]].reshape(-1)[0])]
             else:  # ArgMax/ArgMin/TopK/LpNormalization
-                axes = [int(a.get("axis", -1 if op in ("TopK", "LpNormalization") else 0))]
+                axes = [a.int("axis", -1 if op in ("TopK", "LpNormalization") else 0)]
             x = shp(0)
             if op == "ReduceMean" and x and spatial_mean_is_pool(len(x), axes):
                 kind = "avg_pool"
@@ -1630,13 +2069,13 @@ class _OnnxFrontend:
             elif axes is not None:
                 attrs["axes"] = axes
         elif kind == "softmax":
-            attrs["axes"] = [int(a.get("axis", -1 if self.opset >= 13 else 1))]
+            attrs["axes"] = [a.int("axis", -1 if self.opset >= 13 else 1)]
         elif kind == "dropout":
             train = self.training
             if len(ins) > 2 and ins[2] in self.vals:
                 train = bool(self.vals[ins[2]].reshape(-1)[0])
             elif "is_test" in a:
-                train = not a["is_test"]
+                train = not a.int("is_test")
             view = not train
             if train:
                 kind = "elementwise"
@@ -1653,25 +2092,25 @@ class _OnnxFrontend:
                 kind = "embedding"
             elif idx_in not in self.data and shp(1) == ():
                 kind = "slice"
-            attrs["axis"] = int(a.get("axis", 0))
+            attrs["axis"] = a.int("axis", 0)
         elif kind == "pad":
             if len(ins) > 1 and ins[1] in self.vals:
                 pads = [int(t) for t in self.vals[ins[1]].reshape(-1)]
                 attrs["padding"] = pads
             elif "pads" in a:
-                attrs["padding"] = list(a["pads"])
-            attrs["mode"] = a.get("mode", "constant")
+                attrs["padding"] = a.ints("pads")
+            attrs["mode"] = a.str("mode", "constant")
         elif kind == "resize":
-            attrs["mode"] = a.get("mode", "nearest")
+            attrs["mode"] = a.str("mode", "nearest")
         elif kind == "transpose" and "perm" in a:
-            attrs["perm"] = list(a["perm"])
+            attrs["perm"] = a.ints("perm")
         elif kind == "concat":
-            attrs["axis"] = int(a.get("axis", 0))
+            attrs["axis"] = a.int("axis", 0)
         if in_keys is None:
             in_keys = self._operands(node)
         b.add_node(opname, kind, in_keys, self._outputs(node, kind), attrs, is_view=view, scope=scope)
 
-    def _emit_seq(self, node, a: dict) -> bool:
+    def _emit_seq(self, node, a: _Attrs) -> bool:
         """Sequence ops; False if the element shapes are unknown (then counted as ``other``)."""
         b = self.b
         op, ins, out = node.op_type, list(node.input), node.output[0]
@@ -1681,7 +2120,7 @@ class _OnnxFrontend:
                 return False
             dt = dtype_name(self.seq_etype.get(out))
             outs = [((out, i), s_, dt) for i, s_ in enumerate(shapes)]
-            b.add_node("onnx.SplitToSequence", "slice", [xk], outs, {"axis": int(a.get("axis", 0))},
+            b.add_node("onnx.SplitToSequence", "slice", [xk], outs, {"axis": a.int("axis", 0)},
                        scope=self._scope(node))
             self.seq_keys[out] = [k for k, _, _ in outs]
             return True
@@ -1693,28 +2132,27 @@ class _OnnxFrontend:
             return True
         if op == "SequenceAt":
             keys = self.seq_keys.get(ins[0])
-            pos = self.vals.get(ins[1]) if len(ins) > 1 else None
-            if keys is None or pos is None or not -len(keys) <= int(pos) < len(keys):
+            pos = self._seq_pos(node)
+            if keys is None or pos is None or not -len(keys) <= pos < len(keys):
                 return False
-            b.alias(out, keys[int(pos)])
+            b.alias(out, keys[pos])
             return True
         if op == "ConcatFromSequence":
             keys = self.seq_keys.get(ins[0])
             if keys is None:
                 return False
             b.add_node("onnx.ConcatFromSequence", "concat", keys, self._outputs(node, "concat"),
-                       {"axis": int(a.get("axis", 0))}, scope=self._scope(node))
+                       {"axis": a.int("axis", 0)}, scope=self._scope(node))
             return True
         return False
 
-    def _padding(self, a, x, w, r, kind) -> list[int]:
-        ap = a.get("auto_pad", "NOTSET")
+    def _padding(self, node, a: _Attrs, x, w, r, kind) -> list[int]:
+        _, s, d, _, k_attr = self._spatial(node, a, x, w)
+        ap = a.str("auto_pad", "NOTSET")
         if ap == "VALID":
             return [0] * r
         if ap in ("SAME_UPPER", "SAME_LOWER") and x and len(x) == r + 2:
-            k = list(w[2:]) if w else list(a.get("kernel_shape") or [1] * r)
-            s = list(a.get("strides") or [1] * r)
-            d = list(a.get("dilations") or [1] * r)
+            k = list(w[2:]) if w else list(k_attr or [1] * r)
             begin, end = [], []
             for i in range(r):
                 if kind == "conv_transpose":
@@ -1726,18 +2164,18 @@ class _OnnxFrontend:
                 begin.append(lo)
                 end.append(total - lo)
             return _sym_pads(begin + end, r)
-        return _sym_pads(a.get("pads") or [0] * (2 * r), r)
+        return _sym_pads(a.ints("pads") or [0] * (2 * r), r)
 
     def _axes(self, node, a) -> list[int] | None:
         if "axes" in a:
-            return [int(t) for t in a["axes"]]
+            return a.ints("axes")
         if len(node.input) > 1 and node.input[1]:
             v = self.vals.get(node.input[1])
             if v is not None:
                 return [int(t) for t in v.reshape(-1)]
             return None
         x = self._shape(node.input[0])
-        if a.get("noop_with_empty_axes"):
+        if a.int("noop_with_empty_axes", 0):
             return []
         return list(range(len(x))) if x is not None else None
 
@@ -1747,24 +2185,25 @@ class _OnnxFrontend:
         if op == "Einsum":
             shapes = [self._shape(i) or () for i in ins]
             out = self._shape(node.output[0])
-            return einsum_contraction(a.get("equation", ""), shapes, _numel(out) if _known(out) else 0)
+            return einsum_contraction(a.str("equation", ""), shapes, _numel(out) if _known(out) else 0)
         if op == "MatMulNBits":
-            return float(a.get("K", 1))
+            return float(a.int("K", 1, minimum=0))
         pos = _OPERANDS.get(op, (0, 1))
         sa = self._shape(ins[pos[0]]) or ()
         if not sa:
             return 1.0
         if op in ("Gemm", "FusedGemm"):
-            return float(sa[0] if a.get("transA") else sa[-1])
-        if op == "FusedMatMul" and a.get("transA") and len(sa) >= 2:
+            return float(sa[0] if a.int("transA", 0) else sa[-1])
+        if op == "FusedMatMul" and a.int("transA", 0) and len(sa) >= 2:
             return float(sa[-2])
         return float(sa[-1])
 
-    def _emit_attention(self, node, a, opname, scope) -> None:
+    def _emit_attention(self, node, a: _Attrs, opname, scope) -> None:
         """Fused attention ops; operands are presented as (..., L, E) q, k, v."""
         b = self.b
         ins = list(node.input)
         dom = node.domain or ""
+        self._attn_check(node, a)
         outs = self._outputs(node, "attention")
 
         def key(i):
@@ -1773,11 +2212,14 @@ class _OnnxFrontend:
         def shape(i):
             return self._shape(ins[i]) if i < len(ins) and ins[i] else None
 
+        def view(k, shp):
+            return None if k is None else self._view(k, shp)
+
         rest: list[Hashable] = []
         if node.op_type == "Attention" and dom == _MS:
             x, w = shape(0), shape(1)
-            n = int(a.get("num_heads", 1))
-            hs = a.get("qkv_hidden_sizes") or ([w[1] // 3] * 3 if w else None)
+            n = a.int("num_heads", 1)
+            hs = a.ints("qkv_hidden_sizes") or ([w[1] // 3] * 3 if w else None)
             if not (_known(x) and hs):
                 return self._other(node, opname, scope)
             bsz, s = x[0], x[1]
@@ -1788,9 +2230,9 @@ class _OnnxFrontend:
                        [(pkey, proj, dtype_name(et))], {"k": float(x[-1])}, scope=scope)
             past = shape(4)
             total = s + (past[3] if _known(past) and len(past) == 5 else 0)
-            q = self._view(pkey, (bsz, n, s, hs[0] // n))
-            k = self._view(pkey, (bsz, n, total, hs[1] // n))
-            v = self._view(pkey, (bsz, n, total, hs[2] // n))
+            q = view(pkey, (bsz, n, s, hs[0] // n))
+            k = view(pkey, (bsz, n, total, hs[1] // n))
+            v = view(pkey, (bsz, n, total, hs[2] // n))
             rest = [k_ for k_ in (key(3), key(4), key(5)) if k_ is not None]
         elif node.op_type == "Attention":  # ai.onnx opset 23
             sq, sk, sv = shape(0), shape(1), shape(2)
@@ -1801,25 +2243,25 @@ class _OnnxFrontend:
                 bsz, length, e = sq[0], sq[2], sq[3]
                 slen, ev = sk[2], sv[3]
             else:
-                hq = int(a.get("q_num_heads", 1))
-                hkv = int(a.get("kv_num_heads", hq))
+                hq = a.int("q_num_heads", 1)
+                hkv = a.int("kv_num_heads", hq)
                 bsz, length, e = sq[0], sq[1], sq[2] // hq
                 slen, ev = sk[1], sv[2] // hkv
             past = shape(4)
             slen += past[2] if _known(past) and len(past) == 4 else 0
-            q = self._view(key(0), (bsz, hq, length, e))
-            k = self._view(key(1), (bsz, hq, slen, e))
-            v = self._view(key(2), (bsz, hq, slen, ev))
+            q = view(key(0), (bsz, hq, length, e))
+            k = view(key(1), (bsz, hq, slen, e))
+            v = view(key(2), (bsz, hq, slen, ev))
             rest = [k_ for k_ in (key(3), key(4), key(5)) if k_ is not None]
         else:
-            n = int(a.get("num_heads", 1))
+            n = a.int("num_heads", 1)
             sq = shape(0)
             if not _known(sq):
                 return self._other(node, opname, scope)
             bsz, length = sq[0], sq[1]
             sk, sv = shape(1), shape(2)
             if node.op_type == "GroupQueryAttention":
-                nkv = int(a.get("kv_num_heads", n))
+                nkv = a.int("kv_num_heads", n)
                 if sk is None:  # packed qkv
                     h = sq[2] // (n + 2 * nkv)
                     slen = length
@@ -1830,32 +2272,34 @@ class _OnnxFrontend:
                     qk_, kk_, vk_ = key(0), key(1), key(2)
                 past = shape(3)
                 slen += past[2] if _known(past) and len(past) == 4 else 0
-                q = self._view(qk_, (bsz, n, length, h))
-                k = self._view(kk_, (bsz, n, slen, h))
-                v = self._view(vk_, (bsz, n, slen, h))
+                q = view(qk_, (bsz, n, length, h))
+                k = view(kk_, (bsz, n, slen, h))
+                v = view(vk_, (bsz, n, slen, h))
                 rest = [k_ for k_ in (key(3), key(4)) if k_ is not None]
             else:  # MultiHeadAttention
                 if len(sq) == 5:  # packed qkv (B, L, N, 3, H)
                     h = sq[4]
-                    q = self._view(key(0), (bsz, n, length, h))
-                    k = self._view(key(0), (bsz, n, length, h))
-                    v = self._view(key(0), (bsz, n, length, h))
+                    q = view(key(0), (bsz, n, length, h))
+                    k = view(key(0), (bsz, n, length, h))
+                    v = view(key(0), (bsz, n, length, h))
                 else:
                     h = sq[2] // n
-                    q = self._view(key(0), (bsz, n, length, h))
+                    q = view(key(0), (bsz, n, length, h))
                     if _known(sk) and len(sk) == 5:  # packed kv (B, S, N, 2, H)
-                        k = self._view(key(1), (bsz, n, sk[1], sk[4]))
-                        v = self._view(key(1), (bsz, n, sk[1], sk[4]))
+                        k = view(key(1), (bsz, n, sk[1], sk[4]))
+                        v = view(key(1), (bsz, n, sk[1], sk[4]))
                     elif _known(sk) and _known(sv):
                         slen = sk[2] if len(sk) == 4 else sk[1]
                         hv = sv[3] if len(sv) == 4 else sv[2] // n
                         past = shape(6)
                         slen += past[2] if _known(past) and len(past) == 4 and len(sk) == 3 else 0
-                        k = self._view(key(1), (bsz, n, slen, h))
-                        v = self._view(key(2), (bsz, n, slen, hv))
+                        k = view(key(1), (bsz, n, slen, h))
+                        v = view(key(2), (bsz, n, slen, hv))
                     else:
                         return self._other(node, opname, scope)
                 rest = [k_ for k_ in (key(3), key(4), key(5), key(6), key(7)) if k_ is not None]
+        if q is None or k is None or v is None:  # an operand is a folded constant the graph does not hold
+            return self._other(node, opname, scope)
         b.add_node(opname, "attention", [q, k, v] + rest, outs, {}, scope=scope)
 
     def _other(self, node, opname, scope) -> None:
@@ -1902,7 +2346,11 @@ def from_onnx(
             semantics when the graph does not say).
 
     Raises:
-        ModelLoadError: missing, unreadable, truncated or non-ONNX file.
+        ModelLoadError: missing, unreadable, truncated or non-ONNX file, or a malformed graph: a
+            node with too few inputs or an attribute of the wrong kind, a value with two producers,
+            a name read but defined nowhere (the message names the node, input or attribute).
+        InvalidGraphError: a graph with a cycle, without operators that do work, or with a tensor
+            beyond what any device can hold (over 1 TiB; more than 10**13 parameters).
         DynamicShapeError: an input dimension is dynamic and no value was given.
     """
     if mode not in ("inference", "training"):
@@ -1938,7 +2386,7 @@ def _featurize(fe: "_OnnxFrontend", fixed: dict[str, tuple[int, ...]], mode: str
     }
     if fe.proto.producer_name:
         meta["producer"] = f"{fe.proto.producer_name} {fe.proto.producer_version}".strip()
-    return fe.b.build(**meta)
+    return fe.b.build(**meta).check_costable()
 
 
 def from_typed_proto(proto, *, name: str, mode: str = "inference"):

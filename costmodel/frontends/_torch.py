@@ -15,9 +15,18 @@ Two capture methods, both free of real compute:
     attention decomposed as the meta backend runs it).
 
 ``method="export"`` falls back to ``trace`` (with a warning) when export
-fails.  FX symbolic tracing is deliberately not the fallback: it fails on the
+fails; the graph then says so (``meta["capture"]`` is the method that built
+it, ``meta["assumptions"]`` names the fallback, and estimates repeat it).
+FX symbolic tracing is deliberately not the fallback: it fails on the
 same data-dependent Python that breaks export and yields module-level nodes
 instead of operators.
+
+Captures hold one process-wide lock: ``torch.export`` keeps global state
+(it patches ``nn.Module.__call__`` and ``__getattr__`` while it traces, and
+its mode stacks are shared), so two exports in two threads break each other,
+and a trace running beside an export can be routed through its tracer.
+Featurizing from several threads therefore gives the same graphs as
+featurizing serially.
 
 Models are never run on real data: a model built under ``torch.device("meta")``
 (a 7B LLM, say) is featurized without allocating its weights.
@@ -26,6 +35,7 @@ Models are never run on real data: a model built under ``torch.device("meta")``
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from typing import Any, Callable, Hashable, Sequence
 
@@ -56,6 +66,9 @@ _DTYPE_NAMES = {
 }
 
 METHODS = ("export", "trace")
+
+#: held while a module is captured (export or trace): see the module docstring
+_CAPTURE_LOCK = threading.RLock()
 
 
 def dtype_name(dt) -> str:
@@ -488,7 +501,47 @@ def from_torch(
         "dtype": _graph_dtype(model, first),
         "mode": mode,
     }
+    with _CAPTURE_LOCK:
+        builder, used, export_error = _capture(model, args, kwargs, gname, training, method)
+    if used != method:
+        note = _fallback_note(gname, method, used, export_error)
+        meta["capture_fallback"] = {"requested": method, "error": export_error, "note": note}
+        meta["assumptions"] = [note]
+    return builder.build(capture=used, **meta)
+
+
+def _first_line(e: Exception, n: int) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:n]}"
+
+
+def _fallback_note(gname: str, method: str, used: str, export_error: str | None) -> str:
+    """The assumption a capture that fell back to another method adds to the graph."""
+    how = ("by the dispatch-level trace on meta tensors" if used == "trace"
+           else "by running it once on the CPU with its own weights and random inputs")
+    if method == "export":
+        return f"torch.export failed for {gname} ({export_error}); featurized {how} instead"
+    return f"the meta-tensor trace of {gname} needs tensor values; featurized {how} instead"
+
+
+def without_capture_fallback(graph):
+    """``graph`` as the method that built it gives it: the fallback note and record dropped from
+    ``meta`` (what the cache stores under that method's key)."""
+    from ..ir._graph import CostGraph
+
+    fb = graph.meta.get("capture_fallback")
+    if fb is None:
+        return graph
+    meta = {k: v for k, v in graph.meta.items() if k != "capture_fallback"}
+    notes = [a for a in meta.pop("assumptions", ()) if a != fb.get("note")]
+    if notes:
+        meta["assumptions"] = notes
+    return CostGraph(graph.nodes, graph.edges, graph.inputs, meta)
+
+
+def _capture(model, args, kwargs, gname: str, training: bool, method: str):
+    """``(builder, method used, export error or None)``; called with the capture lock held."""
     used = method
+    export_error = None
     builder = GraphBuilder(gname, "torch")
     if method == "export":
         was_training = model.training
@@ -496,10 +549,10 @@ def from_torch(
         try:
             _from_export(model, args, kwargs, builder, training)
         except Exception as e:  # noqa: BLE001 - any export failure falls back
+            export_error = _first_line(e, 200)
             warnings.warn(
-                f"torch.export failed for {gname} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                "falling back to a dispatch-level trace",
-                stacklevel=2,
+                f"torch.export failed for {gname} ({export_error}); falling back to a dispatch-level trace",
+                stacklevel=3,
             )
             used = "trace"
             builder = GraphBuilder(gname, "torch")
@@ -520,13 +573,12 @@ def from_torch(
                     else ""
                 )
                 raise ModelLoadError(
-                    f"could not trace {gname} on meta tensors: {type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:300]}{hint}"
+                    f"could not trace {gname} on meta tensors: {_first_line(e, 300)}{hint}"
                 ) from e
             builder = GraphBuilder(gname, "torch")
             _from_trace(model, args, kwargs, builder, training, real=True)
             used = "trace-real"
-    return builder.build(capture=used, **meta)
+    return builder, used, export_error
 
 
 def _needs_data(e: Exception) -> bool:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
+import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from .._errors import InvalidGraphError
 from ._vocab import CATEGORIES, OP_KINDS, VOCAB_VERSION, category, dtype_bytes
 
 Shape = tuple[int, ...]
@@ -24,9 +27,28 @@ Shape = tuple[int, ...]
 #: Version of the serialized graph layout (bump on incompatible change).
 GRAPH_FORMAT_VERSION = 1
 
+#: Largest single tensor a graph may hold: 1 TiB.  The largest accelerators hold a few hundred GB, so a
+#: tensor beyond this limit comes from a broken file (an absurd dimension), not from a real workload.
+MAX_TENSOR_BYTES = 2**40
+#: Largest total parameter count a graph may have (ten trillion).
+MAX_PARAMS = 10**13
+
 
 def numel(shape: Sequence[int]) -> int:
     return math.prod(shape) if shape else 1
+
+
+def check_tensor(shape: Sequence[int], dtype: str, what: str) -> None:
+    """Raise :class:`InvalidGraphError` if ``shape`` has a negative dimension or the tensor is larger
+    than :data:`MAX_TENSOR_BYTES`; ``what`` names the tensor in the message."""
+    if any(d < 0 for d in shape):
+        raise InvalidGraphError(f"{what} has a negative dimension: shape {tuple(shape)}")
+    size = numel(shape) * dtype_bytes(dtype)
+    if size > MAX_TENSOR_BYTES:
+        raise InvalidGraphError(
+            f"{what} has shape {tuple(shape)} ({dtype}), {size / 2**40:.3g} TiB; no device can hold a tensor "
+            f"over {MAX_TENSOR_BYTES // 2**40} TiB (an absurd dimension in the model or the batch size?)"
+        )
 
 
 @dataclass(slots=True)
@@ -283,6 +305,31 @@ class CostGraph:
             seen.add((s, d))
         return self
 
+    def check_costable(self) -> "CostGraph":
+        """Raise :class:`InvalidGraphError` for a graph no device can run or no cost applies to.
+
+        That is a graph without an operator that does work (no nodes, or only views such as
+        reshapes, which launch no kernel), a tensor beyond :data:`MAX_TENSOR_BYTES` or more than
+        :data:`MAX_PARAMS` parameters.
+        """
+        name = self.meta.get("name", "the model")
+        if not any(not n.is_view for n in self.nodes):
+            what = "no operators" if not self.nodes else f"only views ({', '.join(sorted({n.op for n in self.nodes}))})"
+            raise InvalidGraphError(
+                f"graph {name!r} has {what}: no operator that reads a model input does any work, so there is "
+                "nothing to cost (do the model's operators read its inputs?)"
+            )
+        if self.params > MAX_PARAMS:
+            raise InvalidGraphError(
+                f"graph {name!r} has {self.params:.3g} parameters; more than the {MAX_PARAMS:.0e} any device can hold"
+            )
+        for n in self.nodes:
+            for k, (s, d) in enumerate(zip(n.in_shapes, n.in_dtypes)):
+                check_tensor(s, d, f"input {k} of node {n.id} ({n.op})")
+            for k, (s, d) in enumerate(zip(n.out_shapes, n.out_dtypes)):
+                check_tensor(s, d, f"output {k} of node {n.id} ({n.op})")
+        return self
+
     # ---------------------------------------------------------- transformation
     def subgraph(self, keep: Iterable[int]) -> "CostGraph":
         """Keep only the given nodes; dependencies through dropped nodes are bridged."""
@@ -377,14 +424,25 @@ class CostGraph:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write JSON (gzip-compressed when the name ends in ``.gz``)."""
+        """Write JSON (gzip-compressed when the name ends in ``.gz``).
+
+        The bytes go to a temporary file of their own in the same folder, which then atomically
+        replaces ``path``: a reader sees the old file or the new one, and writers of the same path
+        (threads or processes) never write into each other's file.
+        """
         path = Path(path)
         data = json.dumps(self.to_dict(), separators=(",", ":")).encode()
         if path.suffix == ".gz":
             data = gzip.compress(data, compresslevel=5)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "CostGraph":

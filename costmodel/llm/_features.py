@@ -21,9 +21,14 @@ peaks and bandwidth.
 Graph structure (nodes, edges, kernels) comes from featurizing the model on
 meta tensors once per architecture, with one and with two layers (a
 transformer stack repeats one block, so ``total = one + (layers - 1) x
-(two - one)``, exact and 10-50x cheaper than the full graph), cached on disk;
+(two - one)``, exact and 10-50x cheaper than the full graph), cached on disk
+(the graph cache, :func:`costmodel.frontends.cache_dir`);
 the architectures of the built-in registry ship precomputed in
 ``structure.json`` so that asking about them never imports ``transformers``.
+Nothing here writes into the installed package: :func:`structure_table`
+computes a table in memory, and only an explicit
+``write_structure_table(specs, path)`` (the maintainer script
+``benchmarks/llm_accuracy.py --refresh-structure``) writes a file.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidInputError
+from .._errors import CostModelError, InvalidInputError, UnknownModelError
 from ._registry import (
     DTYPE_BYTES,
     LLMSpec,
@@ -120,16 +125,69 @@ def _shipped_table() -> dict:
         return {}
 
 
+def hf_model_types() -> list[str] | None:
+    """The ``model_type`` names this ``transformers`` knows (``None`` without transformers)."""
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    except ImportError:
+        return None
+    return list(CONFIG_MAPPING_NAMES)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def check_model_type(model_type: str) -> None:
+    """Raise :class:`~costmodel.UnknownModelError` for a ``model_type`` transformers does not know;
+    the message names the closest few and how many there are (never all of them)."""
+    import difflib
+
+    known = hf_model_types()
+    if known is None or model_type in known:
+        return
+    close = difflib.get_close_matches(str(model_type).lower(), known, n=5, cutoff=0.6)
+    hint = f"closest: {', '.join(close)}" if close else "e.g. llama, mistral, qwen2, gpt2, bert"
+    raise UnknownModelError(
+        f"unknown transformers model_type {model_type!r}; transformers {_transformers_version()} knows "
+        f"{len(known)} model types ({hint})"
+    )
+
+
+def _cause_line(e: BaseException) -> str:
+    """The innermost cause of ``e`` as ``Type: message`` on one line."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    msg = " ".join(x.strip() for x in str(e).splitlines() if x.strip())
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
 def _probe(spec: LLMSpec, layers: int) -> dict:
+    import logging
     import warnings
 
     from ..frontends import hf_graph
 
+    check_model_type(spec.model_type)
     key = next((k for k in _LAYER_KEYS if k in spec.config), "num_hidden_layers")
     cfg = dict(spec.config, **{key: layers})
+    hf_log = logging.getLogger("transformers")  # its config chatter; a real problem raises
+    level = hf_log.level
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        g = hf_graph(spec.model_type, cfg, batch=1, seq=_PROBE_SEQ, causal=spec.causal)
+        hf_log.setLevel(logging.ERROR)
+        try:
+            g = hf_graph(spec.model_type, cfg, batch=1, seq=_PROBE_SEQ, causal=spec.causal)
+        except CostModelError:
+            raise
+        except Exception as e:  # noqa: BLE001 - transformers' own validation of a user's config
+            raise InvalidInputError(
+                f"{spec.name}: transformers cannot build this {spec.model_type} config: {_cause_line(e)}"
+            ) from e
+        finally:
+            hf_log.setLevel(level)
     s = g.static_features()
     return {"num_nodes": float(g.num_nodes), "num_edges": float(len(g.edges)),
             "num_kernels": float(s.get("num_kernels", g.num_nodes))}
@@ -172,15 +230,28 @@ def graph_structure(spec: LLMSpec, *, build: bool = True) -> dict[str, float]:
     return out
 
 
-def write_structure_table(specs, path: Path = _STRUCTURE_PATH) -> int:
-    """Measure ``specs`` and store them in the shipped structure table; returns its size."""
+def structure_table(specs) -> dict[str, dict]:
+    """The shipped structure table plus ``specs`` (measured where missing), in memory:
+    ``{structure_key: {"base": ..., "per_layer": ...}}``.  Writes nothing but the graph cache."""
     table = dict(_shipped_table())
     for spec in specs:
         table[structure_key(spec)] = _per_layer_structure(spec, build=True)
+    return table
+
+
+def write_structure_table(specs, path: str | Path) -> int:
+    """Write :func:`structure_table` of ``specs`` to ``path``; returns its size.
+
+    For maintainers: ``benchmarks/llm_accuracy.py --refresh-structure`` passes the package's
+    ``structure.json`` to regenerate the shipped table.  There is no default path, so nothing
+    rewrites the installed package by accident."""
+    table = structure_table(specs)
+    path = Path(path)
     path.write_text(json.dumps({"note": "graph structure of one layer and per extra layer, by structure_key; "
                                         "regenerate with `python benchmarks/llm_accuracy.py --refresh-structure`",
                                 "structures": table}, indent=0, sort_keys=True))
-    _shipped_table.cache_clear()
+    if path.resolve() == _STRUCTURE_PATH:
+        _shipped_table.cache_clear()
     return len(table)
 
 

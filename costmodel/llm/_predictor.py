@@ -1,7 +1,7 @@
 """XGBoost cost model for transformer workloads (thesis ch. 6, roofline-normalized).
 
-One ``XGBRegressor`` per quantity (evaluated with numpy at prediction
-time, :mod:`._trees`), trained on the features of
+One XGBoost regressor per quantity (``xgboost.train``; evaluated with numpy at
+prediction time, :mod:`._trees`), trained on the features of
 :mod:`._features`:
 
 * latency: ``log(measured / roofline latency)`` -- the inverse efficiency
@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
-from ..devices import HARDWARE_FEATURE_NAMES, get_device, is_measured_device
+from ..devices import HARDWARE_FEATURE_NAMES, extrapolation_note, get_device, is_measured_device
 from ._features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
 
 LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
@@ -44,6 +44,8 @@ LLM_SCHEMA_VERSION = 2
 #: chosen by ``benchmarks/llm_grid.py`` (recorded in ``costmodel/llm/grid_search.json``)
 DEFAULT_PARAMS = dict(n_estimators=500, learning_rate=0.1, max_depth=5, subsample=1.0)
 _ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "llm-xgb"
+#: quantized dtypes the measured data holds no rows of (an artifact's ``meta["dtypes"]`` may list them)
+_UNLABELED_DTYPES = ("int8", "int4")
 
 
 @dataclass
@@ -51,7 +53,9 @@ class LLMEstimate:
     """What one call of a transformer workload costs.  Units are in the names.
 
     ``energy_j`` and ``carbon_g`` are per sample (one sequence); ``latency_ms``
-    and ``energy_j_per_call`` are per call of the whole batch.
+    and ``energy_j_per_call`` are per call of the whole batch.  ``assumptions``
+    names every fallback the estimate rests on (a dtype without measured rows,
+    a substituted peak, a device without measured rows...), one line each.
     """
 
     model: str
@@ -80,6 +84,7 @@ class LLMEstimate:
     params: int
     flops: float
     details: dict[str, Any] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +113,7 @@ class LLMEstimate:
                        f"{self.carbon_intensity_g_per_kwh:.4g} g/kWh)"),
             ("cloud cost", cost),
         ]
+        rows += [("assumes", a) for a in self.assumptions]
         w = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
@@ -170,20 +176,22 @@ class XGBLLMPredictor:
     def fit_arrays(self, X: np.ndarray, Y: np.ndarray, *, devices: Sequence[str] = (), rows_hash: str = "") \
             -> "XGBLLMPredictor":
         try:
-            import xgboost as xgb
+            import xgboost  # noqa: F401
         except ImportError:
             raise InvalidInputError("the LLM predictor needs xgboost: pip install 'costmodel[xgb]'") from None
         if len(X) < 4:
             raise InvalidInputError(f"need at least 4 training rows, got {len(X)}")
-        from ._trees import TreeEnsemble
+        from ._trees import TreeEnsemble, train_booster
 
         t0 = time.perf_counter()
         self.models = []
         for t in range(Y.shape[1]):
-            m = xgb.XGBRegressor(random_state=self.seed, n_jobs=2, **self.params)
-            m.fit(X, Y[:, t])
+            m = train_booster(X, Y[:, t], self.params, seed=self.seed)
             # predictions go through the numpy evaluator, trained or loaded alike
             self.models.append(TreeEnsemble.from_xgboost(m))
+        if not rows_hash:  # arrays without row identities: the hash of the arrays themselves
+            rows_hash = hashlib.sha1(np.ascontiguousarray(X, np.float64).tobytes()
+                                     + np.ascontiguousarray(Y, np.float64).tobytes()).hexdigest()[:16]
         self.meta = {"trained_rows": int(len(X)), "devices": sorted(set(devices)), "data_hash": rows_hash,
                      "train_seconds": round(time.perf_counter() - t0, 2)}
         return self
@@ -244,6 +252,14 @@ class XGBLLMPredictor:
         mig = recommend_mig(dev, mem)
         trained = self.meta.get("devices") or []
         extrapolated = bool(trained) and not is_measured_device(dev, trained)
+        assumptions = [*dev.assumptions, dev.peak_assumption(w.dtype)]
+        if w.dtype in _UNLABELED_DTYPES and w.dtype not in (self.meta.get("dtypes") or ()):
+            labels = ", ".join(self.meta.get("dtypes") or ()) or "floating-point"
+            assumptions.append(f"no measured {w.dtype} rows behind this prediction: the {self.name} predictor "
+                               f"learned from {labels} runs; the {w.dtype} figures come from its byte counts "
+                               "and peak alone")
+        if extrapolated:
+            assumptions.append(extrapolation_note(dev, trained, self.name))
         return LLMEstimate(
             model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
             latency_ms=lat, throughput_samples_s=thr, tokens_s=tok, memory_mb=mem, power_w=power,
@@ -255,6 +271,7 @@ class XGBLLMPredictor:
             details={"analytic": {k: c[k] for k in ("latency_ms", "memory_mb", "compute_ms", "memory_ms",
                                                     "launch_ms", "kv_cache_bytes", "activation_bytes")},
                      "efficiency": c["latency_ms"] / lat, "trained_devices": trained},
+            assumptions=list(dict.fromkeys(a for a in assumptions if a)),
         )
 
     # --------------------------------------------------------- persistence
@@ -263,48 +280,80 @@ class XGBLLMPredictor:
             raise ModelLoadError("cannot save an untrained predictor")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        for t, m in zip(LLM_TARGETS, self.models):
-            m.save(path / f"{t}.json")
+        from ..predictors import _artifact as A
+
+        files = [f"{t}.json" for t in LLM_TARGETS]
+        for f, m in zip(files, self.models):
+            m.save(path / f)
         cfg = {"predictor": self.name, "version": self.version, "params": self.params, "seed": self.seed,
                "targets": list(LLM_TARGETS), "target_scale": ["log(latency/roofline)", "log(memory/analytic)",
                                                               "log(power/tdp)"],
                "schema": {"version": LLM_SCHEMA_VERSION, "fingerprint": _fingerprint(self.feature_names),
                           "features": list(self.feature_names)},
-               "meta": dict(self.meta, library_version=__version__), **(extra or {})}
+               "meta": dict(self.meta, library_version=__version__), **(extra or {}),
+               A.CHECKSUMS: A.checksums(path, files)}
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "XGBLLMPredictor":
-        """Load an artifact; prediction needs numpy only (no ``xgboost`` import)."""
+        """Load an artifact, checking every file; prediction needs numpy only (no ``xgboost`` import).
+
+        A damaged or inconsistent artifact raises :class:`~costmodel.ArtifactError` naming the file.
+        """
+        from .._errors import ArtifactError
+        from ..predictors import _artifact as A
         from ._trees import TreeEnsemble
 
         path = Path(path)
         f = path / "config.json"
-        if not f.exists():
-            raise ModelLoadError(f"{path} holds no LLM predictor (config.json missing)")
-        cfg = json.loads(f.read_text())
-        if cfg.get("predictor") != cls.name:
-            raise ModelLoadError(f"{path} holds a {cfg.get('predictor')!r} artifact, not {cls.name!r}")
-        obj = cls(cfg.get("params"), seed=cfg.get("seed", 0))
+        if not f.is_file():
+            raise ArtifactError(f"{path} holds no LLM predictor (config.json missing)")
+        cfg = A.read_json(f)
+        A.check(cfg.get("predictor"), A.Str(), f, "predictor")
+        if cfg["predictor"] != cls.name:
+            raise SchemaMismatchError(f"{f} holds a {cfg['predictor']!r} artifact, not {cls.name!r}")
+        A.check(cfg, A.Fields({
+            "version": A.Str(), "params": A.Fields({}, extra=True), "seed": A.Int(0),
+            "targets": A.Where(A.ListOf(A.Str()), lambda v: v == list(LLM_TARGETS), f"must be {list(LLM_TARGETS)}"),
+            "target_scale": A.ListOf(A.Str(), length=len(LLM_TARGETS)),
+            "schema": A.Fields({"version": A.Int(0), "fingerprint": A.Str(pattern=A.HEX16),
+                                "features": A.ListOf(A.Str())}),
+            "meta": A.META, "grid_search": A.Str(),
+        }, optional=("target_scale", "grid_search"), extra=True), f)
+        if cfg["version"] != cls.version:
+            raise SchemaMismatchError(f"{f} holds {cls.name} version {cfg['version']!r}; this library reads "
+                                      f"version {cls.version!r}")
+        obj = cls(A.xgb_params(cfg["params"], f), seed=cfg["seed"])
         want = _fingerprint(obj.feature_names)
-        schema = cfg.get("schema", {})
-        if schema.get("version") != LLM_SCHEMA_VERSION or schema.get("fingerprint") != want:
+        schema = cfg["schema"]
+        if schema["version"] != LLM_SCHEMA_VERSION or schema["fingerprint"] != want:
             raise SchemaMismatchError(
-                f"{path} was trained with LLM feature schema v{schema.get('version')} ({schema.get('fingerprint')}); "
+                f"{path} was trained with LLM feature schema v{schema['version']} ({schema['fingerprint']}); "
                 f"this library computes v{LLM_SCHEMA_VERSION} ({want}). Retrain it with "
                 "`python benchmarks/llm_accuracy.py --train`."
             )
-        obj.meta = cfg.get("meta", {})
-        for t in LLM_TARGETS:
-            obj.models.append(TreeEnsemble.load(path / f"{t}.json"))
+        if schema["features"] != list(obj.feature_names):
+            raise A.fail(f, "schema.features do not match the schema fingerprint")
+        files = [f"{t}.json" for t in LLM_TARGETS]
+        A.verify_checksums(cfg, f, files)
+        obj.meta = cfg["meta"]
+        for name in files:
+            trees = TreeEnsemble.load(path / name)
+            if trees.num_feature != len(obj.feature_names):
+                raise A.fail(path / name, f"has {trees.num_feature} features; the LLM features are "
+                                          f"{len(obj.feature_names)}")
+            obj.models.append(trees)
         return obj
 
     @classmethod
     def default(cls) -> "XGBLLMPredictor":
+        """The shipped artifact, loaded once and cached (a handle on it per call)."""
+        from ..predictors._base import cached_artifact
+
         if not (_ARTIFACT / "config.json").exists():
             raise ModelLoadError(f"no shipped LLM artifact under {_ARTIFACT}; train one with "
                                  "`costmodel train --predictor llm-xgb`")
-        return cls.load(_ARTIFACT)
+        return cached_artifact(cls.name, _ARTIFACT, cls.load)
 
 
 def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
@@ -318,10 +367,5 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                      price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
 
 
-_DEFAULT: list = []
-
-
 def _default_predictor() -> XGBLLMPredictor:
-    if not _DEFAULT:
-        _DEFAULT.append(XGBLLMPredictor.default())
-    return _DEFAULT[0]
+    return XGBLLMPredictor.default()

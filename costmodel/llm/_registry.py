@@ -291,6 +291,15 @@ def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
     if kv is None and cfg.get("multi_query"):
         kv = 1
     kv_heads = int(kv) if kv else heads
+    if not cfg.get("head_dim") and hidden % heads:
+        raise InvalidInputError(
+            f"{spec.name}: the hidden size {hidden} is not divisible by the {heads} attention heads "
+            "(give a head_dim in the config, or a hidden size that is a multiple of the head count)"
+        )
+    if kv_heads <= 0 or heads % kv_heads:
+        raise InvalidInputError(
+            f"{spec.name}: the {heads} attention heads are not divisible by the {kv_heads} key/value heads"
+        )
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     inter = _first(cfg, ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim", "d_ff"))
     intermediate = int(inter) if inter else 4 * hidden

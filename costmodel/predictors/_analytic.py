@@ -21,7 +21,7 @@ from ..mig import mig_latency_penalty, recommend_mig
 from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
 
 
-@register_predictor("analytic", default_rank=99)
+@register_predictor("analytic")
 class AnalyticPredictor(Predictor):
     """Physics-only cost model (see module docstring)."""
 
@@ -56,6 +56,7 @@ class AnalyticPredictor(Predictor):
         for op in rl.ops:
             bound[op.bound] += 1
         return Estimate(
+            assumptions=[*graph_assumptions(graph), *dev.assumptions, *rl.assumptions],
             latency_ms=rl.latency_ms,
             memory_mb=memory_mb,
             energy_j=energy,
@@ -102,6 +103,19 @@ class AnalyticPredictor(Predictor):
             return cls(RooflineConfig(**cfg.get("config", {})))
         except TypeError as e:
             raise SchemaMismatchError(f"{p} has an incompatible analytic config: {e}") from None
+
+
+def graph_assumptions(graph) -> list[str]:
+    """What featurizing ``graph`` assumed: the notes its frontend recorded in ``meta["assumptions"]``
+    (a capture that fell back to another) and the operators outside the op vocabulary (kind
+    ``other``, costed without FLOPs), whichever frontend emitted them."""
+    notes = [str(a) for a in graph.meta.get("assumptions") or ()]
+    other = list(dict.fromkeys(n.op for n in graph.nodes if n.kind == "other"))
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        notes.append(f"{len(other)} operator type(s) outside the op vocabulary costed as kind 'other' "
+                     f"(no FLOPs): {shown}")
+    return notes
 
 
 def _mig_details(graph, dev, profile, mode) -> dict | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +29,13 @@ class Estimate:
     predictor can give them, else ``None``.  ``mig_profile`` is the smallest
     MIG slice of ``device`` whose memory holds ``memory_mb`` (``None`` when
     the device has no MIG or nothing fits).
+
+    ``assumptions`` names, one line each, every fallback the estimate rests
+    on: a dtype costed at another dtype's peak, operators outside the op
+    vocabulary, a model featurized by another capture than asked for, a
+    device name that fits several devices, a device without measured rows
+    (the learned correction is extrapolated), a predictor answering for
+    another.  Empty when nothing was assumed.
     """
 
     latency_ms: float
@@ -50,6 +58,17 @@ class Estimate:
     energy_j_interval: tuple[float, float] | None = None
     fits_device: bool = True
     details: dict[str, Any] = field(default_factory=dict)
+    assumptions: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # an own list (``dataclasses.replace`` would share it), in order, without repeats; a learned
+        # predictor's flag for a device without measured rows is named here, whichever predictor set it
+        notes = list(self.assumptions or ())
+        if self.details.get("extrapolated_device"):
+            from ..devices import extrapolation_note
+
+            notes.append(extrapolation_note(self.device, self.details.get("trained_devices"), self.predictor))
+        self.assumptions = list(dict.fromkeys(str(a) for a in notes))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,6 +103,7 @@ class Estimate:
             rows.insert(3, ("GFLOPs", f"{self.flops / 1e9:.4g}"))
         if self.params is not None:
             rows.insert(4, ("params", f"{self.params / 1e6:.4g} M"))
+        rows += [("assumes", a) for a in self.assumptions]
         w = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
@@ -127,16 +147,31 @@ class Predictor(abc.ABC):
 
 
 _REGISTRY: dict[str, Callable[..., Predictor]] = {}
-# preference order when the caller names no predictor: the first that is available
-_DEFAULT_ORDER: list[str] = []
+
+#: the predictor that answers when the caller names none (the most accurate on unseen model families in
+#: ``benchmarks/accuracy.py``)
+DEFAULT_PREDICTOR = "trappm"
+#: the documented fallback order: the first available one answers (a shipped artifact is available when
+#: its folder and the modules it needs are installed; ``analytic`` always is)
+DEFAULT_ORDER: tuple[str, ...] = (DEFAULT_PREDICTOR, "dippm", "analytic")
+# the order get_predictor(None) walks: DEFAULT_ORDER, plus predictors registered with a default_rank
+_DEFAULT_ORDER: list[str] = list(DEFAULT_ORDER)
 
 
 def register_predictor(name: str, *, default_rank: int | None = None):
-    """Class decorator adding a predictor to the registry under ``name``."""
+    """Class decorator adding a predictor to the registry under ``name``.
+
+    ``default_rank`` also puts it at that position of the order in which
+    :func:`get_predictor` looks for a default (0: before the built-in
+    :data:`DEFAULT_ORDER`); the built-in predictors do not use it, so the
+    default never depends on which module was imported first.
+    """
 
     def deco(cls):
         _REGISTRY[name] = cls
         if default_rank is not None:
+            if name in _DEFAULT_ORDER:
+                _DEFAULT_ORDER.remove(name)
             _DEFAULT_ORDER.insert(min(default_rank, len(_DEFAULT_ORDER)), name)
         return cls
 
@@ -150,18 +185,25 @@ def available_predictors() -> list[str]:
 
 def get_predictor(name: str | Predictor | None = None, **kwargs) -> Predictor:
     """Instance of a registered predictor (``None``: the library's default), or one loaded from an
-    artifact folder when ``name`` is a path holding a ``config.json``."""
+    artifact folder when ``name`` is a directory.
+
+    With ``None``, the first available of :data:`DEFAULT_ORDER` answers.  Shipped
+    artifacts are loaded once and cached (:func:`cached_artifact`); each call
+    returns its own handle on the cached weights.
+    """
     _ensure_builtin()
     if isinstance(name, Predictor):
         return name
     if name is None:
         for cand in _DEFAULT_ORDER:
-            cls = _REGISTRY[cand]
+            cls = _REGISTRY.get(cand)
+            if cls is None:
+                continue
             avail = getattr(cls, "is_available", None)
             if avail is None or avail():
                 return cls.default() if hasattr(cls, "default") else cls(**kwargs)
-        raise ModelLoadError("no predictor is available")  # pragma: no cover
-    if name not in _REGISTRY and (Path(name) / "config.json").is_file():
+        raise ModelLoadError(f"no predictor is available (tried {_DEFAULT_ORDER})")  # pragma: no cover
+    if name not in _REGISTRY and Path(name).is_dir():
         return load_predictor(name)  # a trained artifact folder
     if name not in _REGISTRY:
         raise InvalidInputError(
@@ -172,7 +214,12 @@ def get_predictor(name: str | Predictor | None = None, **kwargs) -> Predictor:
 
 
 def load_predictor(path: str | Path) -> Predictor:
-    """Load any saved predictor; its ``config.json`` names the class."""
+    """Load any saved predictor; its ``config.json`` names the class.
+
+    Every file is checked as it is read: a damaged, incomplete or inconsistent
+    artifact raises :class:`~costmodel.ArtifactError` naming the file and the
+    problem.  Not cached (see :func:`cached_artifact` for the shipped ones).
+    """
     _ensure_builtin()
     path = Path(path)
     cfg = read_artifact_config(path, _REGISTRY)
@@ -181,18 +228,79 @@ def load_predictor(path: str | Path) -> Predictor:
 
 def read_artifact_config(path: Path, allowed) -> dict:
     """Read ``path/config.json`` and check it names one of ``allowed`` predictors."""
+    from .._errors import ArtifactError
+    from ._artifact import read_json
+
+    path = Path(path)
     cfg_path = path / "config.json"
-    if not cfg_path.exists():
-        raise ModelLoadError(f"no saved predictor at {path} (missing config.json)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from None
-    if cfg.get("predictor") not in allowed:
-        raise SchemaMismatchError(
-            f"{cfg_path} holds predictor {cfg.get('predictor')!r}, expected one of {sorted(allowed)}"
-        )
+    if not cfg_path.is_file():
+        raise ArtifactError(f"no saved predictor at {path} (missing config.json)")
+    cfg = read_json(cfg_path)
+    name = cfg.get("predictor")
+    if not isinstance(name, str):
+        raise ArtifactError(f"{cfg_path}: field 'predictor' must name the predictor, got {name!r}")
+    if name not in allowed:
+        raise SchemaMismatchError(f"{cfg_path} holds predictor {name!r}, expected one of {sorted(allowed)}")
     return cfg
+
+
+# ------------------------------------------------------- loaded-artifact cache
+_LOADED: dict[tuple[str, str], tuple[tuple, Any]] = {}
+_LOADED_LOCK = threading.RLock()
+
+
+def _stamp(path: Path) -> tuple:
+    """What identifies the current contents of an artifact folder: each file's name, size and mtime."""
+    out = []
+    for f in sorted(path.iterdir()):
+        try:
+            st = f.stat()
+        except OSError:  # pragma: no cover - removed while listing
+            continue
+        if f.is_file():
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def cached_artifact(kind: str, path: str | Path, loader: Callable[[Path], Any]):
+    """``loader(path)``, loaded once per ``(kind, path)`` while the folder's files keep their size and mtime.
+
+    Thread-safe: concurrent first calls load once.  Returns a handle of the
+    cached object (:func:`_handle`): the network weights are shared, which is
+    safe because predicting never modifies a predictor; its small records
+    (``meta``, ``intervals``, normalization) are the caller's own.
+    """
+    path = Path(path).resolve()
+    key = (kind, str(path))
+    with _LOADED_LOCK:
+        stamp = _stamp(path)
+        hit = _LOADED.get(key)
+        if hit is None or hit[0] != stamp:
+            _LOADED[key] = hit = (stamp, loader(path))
+        return _handle(hit[1])
+
+
+def clear_artifact_cache() -> None:
+    """Forget every cached artifact (the next request loads from disk again)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
+def _handle(obj):
+    """A shallow copy of ``obj`` whose dict, list and small dataclass attributes are copies too."""
+    import copy
+    from dataclasses import fields, is_dataclass
+
+    new = copy.copy(obj)
+    for k, v in vars(obj).items():
+        if isinstance(v, dict):
+            setattr(new, k, copy.deepcopy(v))
+        elif isinstance(v, list):
+            setattr(new, k, list(v))
+        elif is_dataclass(v) and not isinstance(v, type) and all(
+                isinstance(getattr(v, f.name), (list, int, float, str, bool, type(None))) for f in fields(v)):
+            setattr(new, k, copy.deepcopy(v))
+    return new
 
 
 def _ensure_builtin() -> None:

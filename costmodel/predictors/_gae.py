@@ -12,8 +12,9 @@ node embeddings (the thesis' aggregation).  Sizes are smaller than the
 thesis' (512-wide on an A100 for 25 h) so that pretraining runs on a laptop
 CPU in minutes; ``GAEConfig`` takes the thesis sizes too.
 
-Saved as ``gae.json`` (config, node normalization, training history) plus
-``gae.safetensors``; no pickle.
+Saved as ``gae.json`` (config, node normalization, training history, the
+weights' SHA-256) plus ``gae.safetensors``; no pickle.  Loading checks both
+(:mod:`._artifact`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from .._errors import ArtifactError, InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..features import NODE_FEATURE_NAMES
+from . import _artifact as A
 
 _CLIP = 8.0
 
@@ -51,6 +53,11 @@ class GAEConfig:
             raise InvalidInputError(f"GAEConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.epochs < 0:
             raise InvalidInputError(f"GAEConfig.epochs must be >= 0, got {self.epochs}")
+
+
+#: what each GAEConfig field may hold in a saved gae.json
+GAE_CONFIG_RULES = {"hidden": A.Int(1), "out": A.Int(1), "layers": A.Int(1), "dropout": A.Num(0, 1, hi_open=True),
+                    "lr": A.Num(0, lo_open=True), "epochs": A.Int(0), "batch_size": A.Int(1), "seed": A.Int(0)}
 
 
 def _build_encoder(cfg: GAEConfig, node_dim: int):
@@ -208,10 +215,12 @@ class GraphAutoencoder:
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphAutoencoder":
-        d, state = read_pretrained(path, "gae", "graph autoencoder", "rebuild it with `costmodel pretrain`")
-        obj = cls(GAEConfig(**d["config"]), d["node_mean"], d["node_std"], d.get("history", {}))
+        config, d = read_pretrained(path, "gae", "graph autoencoder", "rebuild it with `costmodel pretrain`",
+                                    config_cls=GAEConfig, rules=GAE_CONFIG_RULES,
+                                    history={"heldout_bce": A.Num(0), "heldout_auc": A.Num(0, 1)})
+        obj = cls(config, d["node_mean"], d["node_std"], d.get("history", {}))
         obj.encoder = _build_encoder(obj.config, len(NODE_FEATURE_NAMES))
-        obj.encoder.load_state_dict(state)
+        load_pretrained_weights(obj.encoder, path, "gae", "the graph autoencoder's encoder")
         obj.encoder.eval()
         return obj
 
@@ -280,24 +289,47 @@ def pretrain(module, loss_fn, data: list, *, lr: float, epochs: int, batch_size:
 
 
 def save_pretrained(path: str | Path, stem: str, meta: dict, module) -> None:
-    """``<stem>.json`` (config, node normalization, feature names, history) + ``<stem>.safetensors``; no pickle."""
+    """``<stem>.safetensors`` + ``<stem>.json`` (config, node normalization, feature names, history and the
+    weights' checksum); no pickle."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / f"{stem}.json").write_text(json.dumps(meta, indent=1))
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path / f"{stem}.safetensors"))
+    meta = dict(meta, **{A.CHECKSUMS: A.checksums(path, [f"{stem}.safetensors"])})
+    (path / f"{stem}.json").write_text(json.dumps(meta, indent=1))
 
 
-def read_pretrained(path: str | Path, stem: str, what: str, retrain_hint: str) -> tuple[dict, dict]:
-    """The JSON and state dict :func:`save_pretrained` wrote, refusing other node features."""
-    from safetensors.torch import load_file
+#: training records in ``history`` (informational; each is checked when present)
+HISTORY_RULES = {"loss": A.ListOf(A.Num(0)), "train_graphs": A.Int(0), "train_seconds": A.Num(0),
+                 "corpus": A.Int(1), "corpus_seed": A.Int(0)}
 
+
+def read_pretrained(path: str | Path, stem: str, what: str, retrain_hint: str, *, config_cls, rules: dict,
+                    optional: tuple[str, ...] = (), history: dict | None = None):
+    """``(config, document)`` of ``<stem>.json``, every field checked; refuses other node features.
+
+    The weights (``<stem>.safetensors``) are checked against the built module by :func:`load_pretrained_weights`.
+    """
     path = Path(path)
-    cfg_path = path / f"{stem}.json"
-    if not cfg_path.exists():
-        raise ModelLoadError(f"{path} holds no {what} ({stem}.json missing)")
-    d = json.loads(cfg_path.read_text())
-    if d.get("node_features") != list(NODE_FEATURE_NAMES):
-        raise SchemaMismatchError(f"{cfg_path} was pretrained on different node features; {retrain_hint}")
-    return d, load_file(str(path / f"{stem}.safetensors"))
+    file = path / f"{stem}.json"
+    if not file.is_file():
+        raise ArtifactError(f"{path} holds no {what} ({stem}.json missing)")
+    d = A.read_json(file)
+    A.check(d.get("node_features"), A.ListOf(A.Str()), file, "node_features")
+    if d["node_features"] != list(NODE_FEATURE_NAMES):
+        raise SchemaMismatchError(f"{file} was pretrained on different node features; {retrain_hint}")
+    n = len(NODE_FEATURE_NAMES)
+    hist = dict(HISTORY_RULES, **(history or {}))
+    A.check(d, A.Fields({
+        "node_mean": A.ListOf(A.Num(), length=n), "node_std": A.ListOf(A.Num(0, lo_open=True), length=n),
+        "history": A.Fields(hist, optional=tuple(hist), extra=True),
+    }, extra=True), file)
+    cfg = A.load_config(config_cls, d.get("config"), rules, file, optional=optional)
+    A.verify_checksums(d, file, [f"{stem}.safetensors"])
+    return cfg, d
+
+
+def load_pretrained_weights(module, path: str | Path, stem: str, what: str) -> None:
+    """``<stem>.safetensors`` into ``module``, names and shapes checked first."""
+    A.load_weights(module, Path(path) / f"{stem}.safetensors", what=what)

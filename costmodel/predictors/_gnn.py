@@ -16,8 +16,11 @@ Two choices go beyond the thesis and are tested by ``benchmarks/accuracy.py``:
   information flow towards the output).
 
 Artifacts are a directory with ``config.json`` (config, feature schema,
-normalization, training-data hash, library version) and ``weights.safetensors``;
-nothing is pickled, and a schema mismatch is refused with a clear error.
+normalization, training-data hash, library version, SHA-256 of the weights) and
+``weights.safetensors``; nothing is pickled, a schema mismatch is refused with
+a clear error, and a damaged or inconsistent file with
+:class:`~costmodel.ArtifactError` (:mod:`._artifact` checks every field, the
+weights' shapes against the configured network, and the checksums).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
+from . import _artifact as A
 from ..devices import HARDWARE_FEATURE_NAMES, get_device, is_measured_device
 from ..features import (
     FEATURE_SCHEMA_VERSION,
@@ -96,6 +100,26 @@ class GNNConfig:
             raise InvalidInputError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.loss not in LOSSES:
             raise InvalidInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+
+#: what each GNNConfig field may hold in a saved config.json
+GNN_CONFIG_RULES = {
+    "conv": A.Str(CONVS), "hidden": A.Int(2), "layers": A.Int(1), "dropout": A.Num(0, 1, hi_open=True),
+    "lr": A.Num(0, lo_open=True), "weight_decay": A.Num(0), "epochs": A.Int(0), "batch_size": A.Int(1),
+    "use_analytic": A.Bool(), "residual": A.Bool(), "seed": A.Int(0),
+    "targets": A.ListOf(A.Str(ALL_TARGETS), min_len=1), "pool": A.Str(POOLS), "loss": A.Str(LOSSES),
+}
+#: fields added after the first artifacts shipped: an artifact without them was trained with the defaults
+GNN_CONFIG_LATER = ("targets", "pool", "loss")
+
+
+def load_gnn_config(cfg: dict, path: Path) -> GNNConfig:
+    """The checked ``config`` section of ``path/config.json``."""
+    file = path / "config.json"
+    c = A.load_config(GNNConfig, cfg.get("config"), GNN_CONFIG_RULES, file, optional=GNN_CONFIG_LATER)
+    if c.conv == "gat" and c.hidden % 4:
+        raise A.fail(file, f"config.hidden must be a multiple of 4 for conv 'gat', got {c.hidden}")
+    return c
 
 
 def _analytic_log(est: Estimate, target: str) -> float:
@@ -516,18 +540,62 @@ class GNNPredictor(Predictor):
             **extra,
         }
 
+    #: data files config.json owns (their checksums are recorded in it)
+    _files: tuple[str, ...] = ("weights.safetensors",)
+    #: whether config.json holds the feature normalization (``norm``), and its node-feature width
+    _has_norm = True
+    _node_norm = len(NODE_FEATURE_NAMES)
+    #: whether the model reads node features (then config.json's schema must list them)
+    _uses_node_features = True
+
     def _check_schema(self, cfg: dict, path: Path) -> None:
-        """Refuse an artifact whose features were computed differently."""
-        schema = cfg.get("schema", {})
+        """Check every field of ``path/config.json`` against this predictor, then take its meta and intervals.
+
+        Refuses an artifact whose features were computed differently
+        (:class:`SchemaMismatchError`), and a damaged or inconsistent one
+        (:class:`ArtifactError` naming the field); verifies the recorded
+        checksums of the data files.
+        """
+        file = path / "config.json"
+        n_t, n_s, n_n = len(self.targets), len(self._static_names), self._node_norm
+        rules = {
+            "version": A.Str(),
+            "targets": A.Where(A.ListOf(A.Str()), lambda v: v == list(self.targets),
+                               f"does not match config.targets {list(self.targets)}"),
+            "schema": A.Fields({"version": A.Int(0), "fingerprint": A.Str(pattern=A.HEX16),
+                                "node_features": A.ListOf(A.Str()), "static_features": A.ListOf(A.Str())},
+                               optional=() if self._uses_node_features else ("node_features",)),
+            "intervals": A.Opt(A.Fields({
+                "coverage": A.Num(0, 1, lo_open=True, hi_open=True), "calibration_rows": A.Int(1),
+                "log_halfwidth": A.ListOf(A.Opt(A.Num(0)), length=n_t)})),
+            "meta": A.META,
+        }
+        if self._has_norm:
+            rules["norm"] = A.Fields({
+                "static_mean": A.ListOf(A.Num(), length=n_s),
+                "static_std": A.ListOf(A.Num(0, lo_open=True), length=n_s),
+                "node_mean": A.ListOf(A.Num(), length=n_n), "node_std": A.ListOf(A.Num(0, lo_open=True), length=n_n),
+                "y_mean": A.ListOf(A.Num(), length=n_t), "y_std": A.ListOf(A.Num(0, lo_open=True), length=n_t),
+            })
+        A.check(cfg, A.Fields(rules, extra=True), file)
+        if cfg["version"] != self.version:
+            raise SchemaMismatchError(f"{file} holds {self.name} version {cfg['version']!r}; this library reads "
+                                      f"version {self.version!r}. Retrain it with `costmodel train`.")
+        schema = cfg["schema"]
         want = schema_fingerprint(self._static_names)
-        if schema.get("version") != FEATURE_SCHEMA_VERSION or schema.get("fingerprint") != want:
+        if schema["version"] != FEATURE_SCHEMA_VERSION or schema["fingerprint"] != want:
             raise SchemaMismatchError(
-                f"{path} was trained with feature schema v{schema.get('version')} "
-                f"({schema.get('fingerprint')}); this library computes v{FEATURE_SCHEMA_VERSION} ({want}). "
+                f"{file} was trained with feature schema v{schema['version']} "
+                f"({schema['fingerprint']}); this library computes v{FEATURE_SCHEMA_VERSION} ({want}). "
                 "Retrain it with `costmodel train`."
             )
-        self.meta = cfg.get("meta", {})
-        self.intervals = cfg.get("intervals")
+        if schema.get("node_features", list(NODE_FEATURE_NAMES)) != list(NODE_FEATURE_NAMES):
+            raise A.fail(file, "schema.node_features do not match the schema fingerprint")
+        if schema["static_features"] != list(self._static_names):
+            raise A.fail(file, "schema.static_features do not match the schema fingerprint")
+        A.verify_checksums(cfg, file, self._files)
+        self.meta = cfg["meta"]
+        self.intervals = cfg["intervals"]
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
@@ -536,24 +604,22 @@ class GNNPredictor(Predictor):
             raise ModelLoadError("cannot save an untrained predictor")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cfg = self._artifact_config(norm=asdict(self.norm))
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / "weights.safetensors"))
+        cfg = self._artifact_config(norm=asdict(self.norm), **{A.CHECKSUMS: A.checksums(path, self._files)})
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "GNNPredictor":
         path = Path(path)
         cfg = read_artifact_config(path, _GNN_NAMES)
-        return _GNN_NAMES[cfg["predictor"]](GNNConfig(**cfg["config"]))._load_weights(cfg, path)
+        return _GNN_NAMES[cfg["predictor"]](load_gnn_config(cfg, path))._load_weights(cfg, path)
 
     def _load_weights(self, cfg: dict, path: Path) -> "GNNPredictor":
-        """Check the schema, then restore normalization and weights from an artifact folder."""
-        from safetensors.torch import load_file
-
+        """Check config.json, then restore normalization and weights from an artifact folder."""
         self._check_schema(cfg, path)
         self.norm = _Norm(**cfg["norm"])
         self.net = _build_net(self.config, len(NODE_FEATURE_NAMES), len(self._static_names), len(self.targets))
-        self.net.load_state_dict(load_file(str(path / "weights.safetensors")))
+        A.load_weights(self.net, path / "weights.safetensors", what=f"the {self.name} network")
         self.net.eval()
         return self
 
@@ -577,7 +643,9 @@ class ShippedArtifact:
 
     @classmethod
     def default(cls):
-        """The shipped artifact, or an error that says how to get it."""
+        """The shipped artifact (loaded once, then cached), or an error that says how to get it."""
+        from ._base import cached_artifact
+
         path = _ARTIFACTS / cls.name
         if not (path / "config.json").exists():
             raise ModelLoadError(f"no shipped {cls.name} artifact under {path}; train one with "
@@ -585,10 +653,10 @@ class ShippedArtifact:
         if cls._missing():
             hint = f": pip install 'costmodel[{cls._extra}]'" if cls._extra else ""
             raise ModelLoadError(f"the {cls.name} predictor needs {', '.join(cls._missing())}{hint}")
-        return cls.load(path)
+        return cached_artifact(cls.name, path, lambda p: cls.load(p))
 
 
-@register_predictor("dippm", default_rank=0)
+@register_predictor("dippm")
 class DIPPMPredictor(ShippedArtifact, GNNPredictor):
     """DIPPM: GraphSAGE + static features, trained on the measured data."""
 

@@ -60,7 +60,8 @@ Artifact: ``config.json`` (config, schema, normalization, meta),
 weights; for the config-built LM its random base weights too),
 ``lm_config.json`` and ``tokenizer.json`` for the config-built LM.  The base
 of a pretrained LM is referenced by its path (made absolute) and the sizes
-of its embedding table, checked on load.  No pickle.
+of its embedding table, checked on load.  config.json records the SHA-256 of
+the files it owns; loading checks every file (:mod:`._artifact`).  No pickle.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ import numpy as np
 from .._errors import InvalidInputError, ModelLoadError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..features import GraphFeatures, featurize, node_arrays, static_feature_names
+from . import _artifact as A
 from ._base import Estimate, read_artifact_config, register_predictor
 from ._gnn import (
     _CLIP,
@@ -159,6 +161,49 @@ class GNNLLMConfig:
             if not isinstance(self.lm, (str, Path)) or not Path(self.lm).is_dir():
                 raise InvalidInputError(f"lm must be a local model directory, got {self.lm!r}")
             object.__setattr__(self, "lm", str(Path(self.lm).resolve()))
+
+
+#: what each GNNLLMConfig field may hold in a saved config.json
+GNNLLM_CONFIG_RULES = {
+    "backbone": A.Str(BACKBONES), "lm": A.Opt(A.Str()), "lm_layers": A.Int(1), "lm_hidden": A.Int(1),
+    "lm_heads": A.Int(1), "lora_r": A.Int(1), "lora_alpha": A.Int(1), "lora_dropout": A.Num(0, 1, hi_open=True),
+    "lora_targets": A.ListOf(A.Str()), "gnn_hidden": A.Int(1), "gnn_layers": A.Int(1), "head_hidden": A.Int(1),
+    "summary_epochs": A.Int(0), "summary_lr": A.Num(0, lo_open=True), "epochs": A.Int(0),
+    "lr": A.Num(0, lo_open=True), "weight_decay": A.Num(0), "batch_size": A.Int(1),
+    "targets": A.ListOf(A.Str(ALL_TARGETS), min_len=1), "loss": A.Str(LOSSES), "residual": A.Bool(),
+    "use_static": A.Bool(), "seed": A.Int(0),
+}
+#: the sizes lm_config.json must record for the config-built LM (the other recorded keys must match too)
+_LM_CONFIG_CORE = ("model_type", "n_layer", "n_embd", "n_head", "n_positions", "vocab_size")
+
+
+def _read_tokenizer(file: Path):
+    """The word-level tokenizer saved with a config-built LM, checked to hold the special tokens."""
+    from tokenizers import Tokenizer
+
+    text = A.read_text(file)
+    try:
+        tok = Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for every parse error
+        raise A.fail(file, f"is not a readable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+            from None
+    missing = [t for t in _SPECIALS if t not in tok.get_vocab()]
+    if missing:
+        raise A.fail(file, f"lacks the special tokens {missing}")
+    return tok
+
+
+def _check_lm_config(file: Path, lm_config) -> None:
+    """``lm_config.json`` must describe the LM that config.json's sizes and the tokenizer build (``lm_config``)."""
+    d = A.read_json(file)
+    built = json.loads(lm_config.to_json_string())
+    for k in _LM_CONFIG_CORE:
+        if k not in d:
+            raise A.fail(file, f"field {k!r} is missing")
+    for k, v in d.items():
+        if k != "transformers_version" and k in built and built[k] != v:
+            raise A.fail(file, f"field {k!r} is {v!r}, but the LM that config.json and tokenizer.json describe has "
+                               f"{built[k]!r}")
 
 
 # ------------------------------------------------------------------ text
@@ -270,13 +315,21 @@ def _load_pretrained_lm(path: str, tok: "_Tok", seed: int):
     return base
 
 
+def _tiny_lm_config(cfg: GNNLLMConfig, tok: "_Tok"):
+    """The GPT-2 configuration of the config-built LM (``lm=None``) for tokenizer ``tok``."""
+    from transformers import GPT2Config
+
+    return GPT2Config(n_layer=cfg.lm_layers, n_embd=cfg.lm_hidden, n_head=cfg.lm_heads, vocab_size=len(tok),
+                      n_positions=512, bos_token_id=tok.eos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+
+
 def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
     """``(peft-wrapped LM, _Tok)``; the base LM's weights are frozen, LoRA adapters trainable."""
     import warnings
 
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2LMHeadModel
     from transformers.pytorch_utils import Conv1D
 
     if cfg.lm is not None:
@@ -290,10 +343,7 @@ def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
     else:
         tok = _Tok(tok_raw if tok_raw is not None else _tiny_tokenizer(), hf=False)
         torch.manual_seed(cfg.seed)
-        base = GPT2LMHeadModel(GPT2Config(
-            n_layer=cfg.lm_layers, n_embd=cfg.lm_hidden, n_head=cfg.lm_heads, vocab_size=len(tok),
-            n_positions=512, bos_token_id=tok.eos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-        ))
+        base = GPT2LMHeadModel(_tiny_lm_config(cfg, tok))
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets) or None, task_type="CAUSAL_LM",
                       fan_in_fan_out=any(isinstance(m, Conv1D) for m in base.modules()))  # GPT-2 style layers
@@ -400,6 +450,16 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
     version = "1"
     _requires = ("torch_geometric", "transformers", "peft")
     _extra = "gnnllm"
+    _node_norm = 0  # the GIN's node normalization lives with the encoder (graphmae.json)
+
+    @property
+    def _files(self) -> tuple[str, ...]:
+        """The data files config.json owns (the GIN's are graphmae.json's)."""
+        if self.config.backbone != "lm":
+            return ("weights.safetensors",)
+        if self.config.lm is not None:
+            return ("weights.safetensors", "lm.safetensors")
+        return ("weights.safetensors", "lm.safetensors", "lm_config.json", "tokenizer.json")
 
     def __init__(self, config: GNNLLMConfig | None = None) -> None:
         self.config = config or GNNLLMConfig()
@@ -698,9 +758,6 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
         self._require()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        extra = {"lm_base": self._lm_signature()} if self.config.backbone == "lm" else {}
-        cfg = self._artifact_config(norm=asdict(self.norm), **extra)
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
         own = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()
                if not k.startswith(("gin.", "lm."))}
         save_file(own, str(path / "weights.safetensors"))
@@ -714,6 +771,9 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
             else:
                 save_file({k: v.detach().contiguous() for k, v in lm.state_dict().items() if "lora_" in k},
                           str(path / "lm.safetensors"))
+        extra = {"lm_base": self._lm_signature()} if self.config.backbone == "lm" else {}
+        cfg = self._artifact_config(norm=asdict(self.norm), **extra, **{A.CHECKSUMS: A.checksums(path, self._files)})
+        (path / "config.json").write_text(json.dumps(cfg, indent=1))
 
     def _lm_signature(self) -> dict:
         """What identifies the base LM the adapters were trained on."""
@@ -724,39 +784,45 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
 
     @classmethod
     def load(cls, path: str | Path) -> "GNNLLMPredictor":
-        from safetensors.torch import load_file, load_model
-
+        """Load an artifact, checking every file (:class:`~costmodel.ArtifactError` names a damaged one)."""
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name: cls})
-        lm_dir = cfg["config"].get("lm")
-        if lm_dir is not None and not Path(lm_dir).is_dir():
+        file = path / "config.json"
+        raw = cfg.get("config")
+        lm_dir = raw.get("lm") if isinstance(raw, dict) else None
+        if isinstance(lm_dir, str) and lm_dir and not Path(lm_dir).is_dir():
             raise ModelLoadError(f"{path} was trained on the base LM at {lm_dir!r}, which is not there; "
                                  "the artifact holds only its LoRA adapters")
-        self = cls(GNNLLMConfig(**cfg["config"]))
+        self = cls(A.load_config(GNNLLMConfig, raw, GNNLLM_CONFIG_RULES, file))
         self._check_schema(cfg, path)
+        lm_backbone = self.config.backbone == "lm"
+        if lm_backbone:
+            A.check(cfg.get("lm_base"), A.Fields({"model_type": A.Str(), "parameters": A.Int(0), "vocab": A.Int(1),
+                                                  "tokens": A.Int(1)}), file, "lm_base")
         self.norm = _Norm(**cfg["norm"])
         self.encoder = GraphMAE.load(path)
         tok_raw = None
-        if self.config.backbone == "lm" and self.config.lm is None:
-            from tokenizers import Tokenizer
-
-            tok_raw = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self._build(self.encoder, tok_raw)
-        if lm_dir is not None and self.config.backbone == "lm":
-            want, got = cfg.get("lm_base"), self._lm_signature()
-            if want != got:
+        if lm_backbone and self.config.lm is None:
+            tok_raw = _read_tokenizer(path / "tokenizer.json")
+            _check_lm_config(path / "lm_config.json", _tiny_lm_config(self.config, _Tok(tok_raw, hf=False)))
+        try:
+            self._build(self.encoder, tok_raw)
+        except InvalidInputError as e:
+            raise A.fail(file, f"describes a network that cannot be built: {e}") from None
+        if lm_backbone:
+            want, got = cfg["lm_base"], self._lm_signature()
+            if want != got and lm_dir is not None:
                 raise ModelLoadError(f"the base LM at {lm_dir!r} is not the one {path} was trained on "
                                      f"(expected {want}, found {got})")
-        missing, unexpected = self.net.load_state_dict(load_file(str(path / "weights.safetensors")), strict=False)
-        if unexpected or any(not k.startswith(("gin.", "lm.")) for k in missing):
-            raise ModelLoadError(f"{path}/weights.safetensors does not match the configured network")
-        if self.config.backbone == "lm":
-            if self.config.lm is None:
-                load_model(self.net.lm, str(path / "lm.safetensors"))
+            if want != got:
+                raise A.fail(file, f"lm_base {want} does not match the LM its config and tokenizer.json build ({got})")
+        A.load_weights(self.net, path / "weights.safetensors", keep=lambda k: not k.startswith(("gin.", "lm.")),
+                       what="the projection and regression head")
+        if lm_backbone:
+            if self.config.lm is None:  # the whole config-built LM: random base weights and LoRA
+                A.load_weights(self.net.lm, path / "lm.safetensors", what="the language model")
             else:
-                lora = load_file(str(path / "lm.safetensors"))
-                res = self.net.lm.load_state_dict(lora, strict=False)
-                if res.unexpected_keys or any("lora_" in k for k in res.missing_keys):
-                    raise ModelLoadError(f"{path}/lm.safetensors does not match the LoRA configuration")
+                A.load_weights(self.net.lm, path / "lm.safetensors", keep=lambda k: "lora_" in k,
+                               what="the LoRA adapters")
         self.net.eval()
         return self

@@ -22,7 +22,8 @@ Defaults are CPU-sized.  The thesis (Table 7.7) pretrained 5 GIN layers of
 substitution and no dropout reach a held-out SCE of 0.27 (untrained 1.02) on
 the 3000-graph corpus in about two minutes of CPU.  ``GraphMAEConfig`` takes
 the thesis's sizes.  Saved as ``graphmae.json``
-(config, node normalization, history) plus ``graphmae.safetensors``; no pickle.
+(config, node normalization, history, the weights' SHA-256) plus
+``graphmae.safetensors``; no pickle.  Loading checks both (:mod:`._artifact`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError
 from ..features import NODE_FEATURE_NAMES, node_arrays
-from ._gae import graph_data, node_normalization, pretrain, read_pretrained, save_pretrained
+from . import _artifact as A
+from ._gae import graph_data, load_pretrained_weights, node_normalization, pretrain, read_pretrained, save_pretrained
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,16 @@ class GraphMAEConfig:
             raise InvalidInputError(f"GraphMAEConfig.lr must be > 0, got {self.lr}")
         if self.epochs < 0:
             raise InvalidInputError(f"GraphMAEConfig.epochs must be >= 0, got {self.epochs}")
+
+
+#: what each GraphMAEConfig field may hold in a saved graphmae.json
+GRAPHMAE_CONFIG_RULES = {
+    "hidden": A.Int(1), "layers": A.Int(1), "mask_rate": A.Num(0, 1, lo_open=True, hi_open=True),
+    "replace_rate": A.Num(0, 1, hi_open=True), "gamma": A.Num(1), "lr": A.Num(0, lo_open=True),
+    "weight_decay": A.Num(0), "epochs": A.Int(0), "batch_size": A.Int(1), "seed": A.Int(0),
+}
+#: fields added after the first artifacts shipped (absent: the default, what those were trained with)
+GRAPHMAE_CONFIG_LATER = ("replace_rate",)
 
 
 def _build(cfg: GraphMAEConfig, node_dim: int):
@@ -262,9 +274,12 @@ class GraphMAE:
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphMAE":
-        d, state = read_pretrained(path, "graphmae", "GraphMAE encoder", "pretrain it again on this library's graphs")
-        obj = cls(GraphMAEConfig(**d["config"]), d["node_mean"], d["node_std"], d.get("history", {}))
+        config, d = read_pretrained(path, "graphmae", "GraphMAE encoder",
+                                    "pretrain it again on this library's graphs", config_cls=GraphMAEConfig,
+                                    rules=GRAPHMAE_CONFIG_RULES, optional=GRAPHMAE_CONFIG_LATER,
+                                    history={"heldout_sce": A.Num(0), "heldout_sce_untrained": A.Num(0)})
+        obj = cls(config, d["node_mean"], d["node_std"], d.get("history", {}))
         obj.model = _build(obj.config, len(NODE_FEATURE_NAMES))
-        obj.model.load_state_dict(state)
+        load_pretrained_weights(obj.model, path, "graphmae", "the GraphMAE network")
         obj.model.eval()
         return obj

@@ -27,7 +27,7 @@ from .._errors import ModelLoadError
 from ..features import GraphFeatures
 from ._base import read_artifact_config, register_predictor
 from ._gae import GraphAutoencoder
-from ._gnn import GNNConfig, GNNPredictor, ShippedArtifact
+from ._gnn import GNNConfig, GNNPredictor, ShippedArtifact, load_gnn_config
 
 TRAPPM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 
@@ -37,7 +37,7 @@ def trappm_config(**kw) -> GNNConfig:
     return GNNConfig(**dict(dict(conv="sage", targets=TRAPPM_TARGETS), **kw))
 
 
-@register_predictor("trappm", default_rank=0)
+@register_predictor("trappm")
 class TraPPMPredictor(ShippedArtifact, GNNPredictor):
     """GraphSAGE regressor + frozen pretrained graph-autoencoder embedding."""
 
@@ -80,4 +80,5 @@ class TraPPMPredictor(ShippedArtifact, GNNPredictor):
     def load(cls, path: str | Path) -> "TraPPMPredictor":
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name: cls})
-        return cls(GNNConfig(**cfg["config"]), GraphAutoencoder.load(path))._load_weights(cfg, path)
+        config = load_gnn_config(cfg, path)
+        return cls(config, GraphAutoencoder.load(path))._load_weights(cfg, path)

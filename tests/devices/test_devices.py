@@ -97,9 +97,39 @@ def test_device_passes_through():
 
 
 def test_every_canonical_name_and_alias_resolves_to_itself():
+    ambiguous = set()
     for dev in list_devices():
         for n in (dev.name, *dev.aliases):
-            assert get_device(n) is dev
+            got = get_device(n)
+            if got.assumptions:  # a name that fits several devices: the same figures, plus the note
+                ambiguous.add(n)
+                assert got == dev and got.to_dict() == dev.to_dict() and get_device(n) is got
+            else:
+                assert got is dev
+    assert ambiguous == {"a100", "a100-sxm", "a100-sxm4"}
+
+
+def test_a_name_fitting_several_devices_is_named_as_an_assumption():
+    dev = get_device("a100")
+    assert dev.name == "A100-SXM4-80GB"
+    assert dev.assumptions == ("device name 'a100' also fits A100-SXM4-40GB; costed as A100-SXM4-80GB",)
+    assert "also fits A100-SXM4-40GB" in get_device("NVIDIA A100").assumptions[0]
+    for exact in ("A100-SXM4-80GB", "a100-80gb", "a100-40gb", "h200", "NVIDIA H200", "h100", "t4", "v100"):
+        assert get_device(exact).assumptions == (), exact
+    assert "assumptions" not in dev.to_dict()  # how a name resolved is not a figure of the device
+
+
+def test_peak_assumption_names_substituted_peaks():
+    v100, h100 = get_device("v100"), get_device("h100")
+    assert v100.peak_dtype("bf16") == "fp32"
+    assert v100.peak_assumption("bf16") == "bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16 rate)"
+    assert get_device("t4").peak_assumption("bf16").startswith("bf16 tensor ops costed at the fp32 peak")
+    assert h100.peak_dtype("fp8") == "fp16"
+    assert h100.peak_assumption("fp8") == "fp8 tensor ops costed at the fp16 peak (the device database has no fp8 column)"
+    assert h100.peak_assumption("int4") == "int4 tensor ops costed at the int8 peak (the device database has no int4 column)"
+    # a dtype the device has, and fp32 on a device without TF32 (it runs at the fp32 rate), assume nothing
+    for dev, dt in ((h100, "bf16"), (h100, "fp32"), (h100, "tf32"), (v100, "tf32"), (v100, "fp16"), (h100, "int64")):
+        assert dev.peak_assumption(dt) is None, (dev.name, dt)
 
 
 @pytest.mark.parametrize("bad, close", [("h1000", "h100"), ("a10", "a100"), ("h20", "h200")])

@@ -12,7 +12,9 @@ import torchvision
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from costmodel._errors import DynamicShapeError, InvalidInputError, ModelLoadError, UnsupportedOpWarning
+from costmodel._errors import (
+    DynamicShapeError, InvalidGraphError, InvalidInputError, ModelLoadError, UnsupportedOpWarning,
+)
 from costmodel.frontends._onnx import from_onnx
 from costmodel.frontends._torch import from_torch
 from costmodel.ir._vocab import category
@@ -431,3 +433,300 @@ def test_contrib_ops_and_dynamic_seq():
     assert att.in_shapes[:3] == [(2, 4, 10, 16)] * 3 and att.flops == 2 * 2 * 4 * 10 * 10 * 32
     assert g.nodes[-1].out_shapes == [(2, 10, 64)] and g.params == 64 * 192 + 192 + 128
     assert (0, 1) in g.edges and (1, 2) in g.edges
+
+
+# -------------------------------------------------- malformed and unusual input
+def _legacy_export(model, args, path, **kw):
+    """The TorchScript exporter (``dynamo=False``), with a dynamic batch dimension."""
+    names = [f"in{i}" for i in range(len(args))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(path), dynamo=False, input_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in names}, **kw)
+    return path
+
+
+def _graph_facts(g):
+    return g.flops, g.params, g.op_counts(), [n.kind for n in g.nodes]
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["bn_kept", "bn_folded"])
+def test_weights_as_graph_inputs_are_parameters(tmp_path, fold):
+    """Files whose weights are graph inputs (export_params=False, keep_initializers_as_inputs=True),
+    exported at batch 2 and costed at batch 32, give the graph of the normal export."""
+    model = _randomize(SkipCNN())
+    x = (torch.randn(2, 3, 16, 16),)
+    kw = {"do_constant_folding": fold}
+    ref = from_onnx(_legacy_export(model, x, tmp_path / "ref.onnx", **kw), batch=32)
+    assert ref.params == (914 - 16 if fold else 914)  # folded: no batch-norm scale and shift
+    for variant in ({"export_params": False}, {"keep_initializers_as_inputs": True}):
+        path = _legacy_export(model, x, tmp_path / f"{next(iter(variant))}.onnx", **kw, **variant)
+        m = onnx.load(str(path))
+        assert len(m.graph.input) > 1  # the weights are declared as graph inputs
+        g = from_onnx(path, batch=32)
+        assert _graph_facts(g) == _graph_facts(ref), variant
+        assert [i.name for i in g.inputs] == ["in0"] and g.inputs[0].shape == (32, 3, 16, 16)
+    if not fold:  # the running statistics are buffers, not parameters, as in PyTorch
+        assert ref.params == from_torch(model, x).params
+
+
+def test_dynamo_export_with_initializers_as_inputs(tmp_path):
+    model = _randomize(SkipCNN())
+    x = (torch.randn(2, 3, 16, 16),)
+    dyn = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)}
+    ref = from_onnx(_export(model, x, tmp_path / "ref.onnx", **dyn), batch=32)
+    g = from_onnx(_export(model, x, tmp_path / "inputs.onnx", keep_initializers_as_inputs=True, **dyn), batch=32)
+    assert _graph_facts(g) == _graph_facts(ref) and g.params == from_torch(model, x).params
+    # export_params=False: initializers with dims and no data
+    stripped = from_onnx(_export(model, x, tmp_path / "stripped.onnx", export_params=False, **dyn), batch=32)
+    assert _graph_facts(stripped) == _graph_facts(ref)
+
+
+def _tiny(nodes, inputs, outputs=("y",), inits=(), opsets=(("", 17),), value_info=()):
+    """A ModelProto from helper pieces; ``inputs`` as (name, dims[, elem type]) tuples."""
+    ins = [helper.make_tensor_value_info(i[0], i[2] if len(i) > 2 else TensorProto.FLOAT, i[1]) for i in inputs]
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
+    g = helper.make_graph(nodes, "tiny", ins, outs, list(inits), value_info=list(value_info))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+
+
+def test_static_input_without_batch_dimension_is_a_parameter():
+    """A static input whose leading dimension is not batch-like (the data input's is dynamic) is a weight."""
+    model = _tiny([helper.make_node("Mul", ["x", "scale"], ["m"]), helper.make_node("Relu", ["m"], ["y"])],
+                  [("x", ["N", 8]), ("scale", [8])])
+    g = from_onnx(model, batch=32)
+    assert [i.name for i in g.inputs] == ["x"] and g.params == 8
+    assert g.nodes[0].in_shapes == [(32, 8), (8,)] and g.nodes[0].param_inputs == [False, True]
+
+
+def _check_isolated(model, *, batch: int = 2, timeout_s: float = 60.0):
+    """Cost ``model`` in a worker process under a watchdog: a hang or memory blow-up fails the test."""
+    import _onnx_fuzz
+
+    with _onnx_fuzz.Runner(timeout_s=timeout_s, max_rss_mb=1500) as runner:
+        out = runner.run_raw(model.SerializeToString(), False, batch, "analytic")
+    assert out.kind != "hang", f"costing the model did not finish: {out.detail}"
+    return out
+
+
+def test_cycle_is_an_invalid_graph_not_a_hang():
+    nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["b"], name="relu")]
+    model = _tiny(nodes, [("x", [2, 4])], outputs=("b",))
+    out = _check_isolated(model)
+    assert (out.kind, out.what) == ("clean", "InvalidGraphError"), out
+    with pytest.raises(InvalidGraphError, match=r"the graph has a cycle: node '(add|relu)'") as err:
+        from_onnx(model)
+    assert "node 'add' (onnx.Add) -> node 'relu' (onnx.Relu)" in str(err.value)
+    assert "node 'relu' (onnx.Relu) -> node 'add' (onnx.Add)" in str(err.value)
+    # a node reading its own output
+    model = _tiny([helper.make_node("Mul", ["x", "y"], ["y"], name="self")], [("x", [2, 4])])
+    assert _check_isolated(model).what == "InvalidGraphError"
+    # out of file order but acyclic: sorted, not refused
+    model = _tiny([helper.make_node("Relu", ["a"], ["y"]), helper.make_node("Neg", ["x"], ["a"])], [("x", [2, 4])])
+    assert [n.kind for n in from_onnx(model).nodes] == ["elementwise", "relu"]
+
+
+def _folding_plumbing(range_inputs=("zero", "n", "one"), gather_inputs=("s", "i1"), shape_inputs=("x",)):
+    """x + Range(0, x.shape[1], 1): Shape/Gather/Range fold to constants."""
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("zero", 0), ("one", 1), ("i1", 1)]]
+    nodes = [
+        helper.make_node("Shape", list(shape_inputs), ["s"], name="shape"),
+        helper.make_node("Gather", list(gather_inputs), ["n"], axis=0, name="gather"),
+        helper.make_node("Range", list(range_inputs), ["r"], name="range"),
+        helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Add", ["x", "rf"], ["y"], name="add"),
+    ]
+    return _tiny(nodes, [("x", [2, 5])], inits=inits)
+
+
+@pytest.mark.parametrize("model, match", [
+    (lambda: _folding_plumbing(range_inputs=("zero", "n")), r"node 'range' \(onnx.Range\) has 2 inputs; Range .*takes 3"),
+    (lambda: _folding_plumbing(gather_inputs=("s",)), r"node 'gather' \(onnx.Gather\) has 1 inputs; Gather .*takes 2"),
+    (lambda: _folding_plumbing(shape_inputs=()), r"node 'shape' \(onnx.Shape\) has 0 inputs; Shape .*takes 1"),
+    (lambda: _folding_plumbing(range_inputs=("zero", "", "one")), r"node 'range' \(onnx.Range\): input 1 \(limit\) is "
+                                                                  r"required but empty"),
+], ids=["range", "gather", "shape", "blank"])
+def test_missing_inputs_on_the_folding_path(model, match):
+    assert from_onnx(_folding_plumbing()).nodes  # the well-formed plumbing folds and costs
+    with pytest.raises(ModelLoadError, match=match):
+        from_onnx(model())
+
+
+_MS_OPSETS = (("", 17), ("com.microsoft", 1))
+
+
+@pytest.mark.parametrize("op, inputs, shapes, match", [
+    ("Attention", ["x"], [[2, 10, 64]], r"node 'att' \(com.microsoft.Attention\) has inputs \['x'\]; it needs at least 2"),
+    ("Attention", ["x", "w"], [[2, 64], [64, 192]], r"the input \(input 0, 'x'\) must have rank 3, found shape \(2, 64\)"),
+    ("MultiHeadAttention", ["x", "x", "x"], [[20, 64]], r"MultiHeadAttention\): the query \(input 0, 'x'\) must have "
+                                                        r"rank 3 or 5, found shape \(20, 64\)"),
+    ("GroupQueryAttention", ["x", "k", "k"], [[2, 10, 64], [10, 64]], r"GroupQueryAttention\): the key \(input 1, 'k'\) "
+                                                                      r"must have rank 3"),
+    ("GroupQueryAttention", [], [[2, 10, 64]], r"GroupQueryAttention\) has inputs \[\]; it needs at least 1"),
+], ids=["attention_arity", "attention_rank", "mha_rank", "gqa_rank", "gqa_arity"])
+def test_contrib_attention_arity_and_ranks(op, inputs, shapes, match):
+    names = dict.fromkeys(i for i in inputs if i != "w")
+    ins = [(n, s) for n, s in zip(names, shapes)] if inputs else [("x", shapes[0])]
+    inits = [numpy_helper.from_array(np.zeros((64, 192), np.float32), "w")] if "w" in inputs else []
+    node = helper.make_node(op, inputs, ["y"], domain="com.microsoft", num_heads=4, kv_num_heads=2, name="att")
+    if not inputs:
+        node = helper.make_node(op, [], ["y0"], domain="com.microsoft", num_heads=4, name="att")
+        model = _tiny([node, helper.make_node("Add", ["x", "y0"], ["y"])], ins, inits=inits, opsets=_MS_OPSETS)
+    else:
+        model = _tiny([node], ins, inits=inits, opsets=_MS_OPSETS)
+    with pytest.raises(ModelLoadError, match=match):
+        from_onnx(model)
+
+
+@pytest.mark.parametrize("op", ["Attention", "MultiHeadAttention", "GroupQueryAttention"])
+def test_attention_ops_of_an_unknown_domain_are_unknown_ops(op):
+    """Ops are matched by (domain, op type): com.unknown.Attention is not the contrib op, whatever its inputs."""
+    model = _tiny([helper.make_node(op, ["x"], ["a"], domain="com.unknown", name="att"),
+                   helper.make_node("Relu", ["a"], ["y"])], [("x", [2, 64])], opsets=(*_MS_OPSETS, ("com.unknown", 1)))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        g = from_onnx(model)
+    assert [n.kind for n in g.nodes] == ["other", "relu"] and g.nodes[0].op == f"com.unknown.{op}"
+    assert any(issubclass(w.category, UnsupportedOpWarning) and f"com.unknown.{op}" in str(w.message) for w in rec)
+
+
+def _conv_model(**attrs):
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", **attrs)
+    pool = helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], name="pool")
+    gather = helper.make_node("Gather", ["p", "i"], ["y"], axis=1, name="gather")
+    return _tiny([conv, pool, gather], [("x", [1, 3, 8, 8])],
+                 inits=[w, numpy_helper.from_array(np.array([0, 1], np.int64), "i")])
+
+
+def _set_attr(model, node_name, **attrs):
+    node = next(n for n in model.graph.node if n.name == node_name)
+    for k, v in attrs.items():
+        for a in [a for a in node.attribute if a.name == k]:
+            node.attribute.remove(a)
+        node.attribute.append(helper.make_attribute(k, v))
+    return model
+
+
+@pytest.mark.parametrize("node, attrs, match", [
+    ("conv", {"strides": 2}, r"node 'conv' \(onnx.Conv\): attribute 'strides' must be a list of ints, found an int"),
+    ("conv", {"dilations": 1.5}, r"'dilations' must be a list of ints, found a float"),
+    ("conv", {"group": [1, 1]}, r"'group' must be an int, found a list of ints"),
+    ("gather", {"axis": [1]}, r"node 'gather' \(onnx.Gather\): attribute 'axis' must be an int, found a list of ints"),
+    ("pool", {"pads": 0.5}, r"node 'pool' \(onnx.MaxPool\): attribute 'pads' must be a list of ints, found a float"),
+    ("conv", {"strides": [0, 1]}, r"'strides' must be a list of values >= 1, found \[0, 1\]"),
+    ("conv", {"strides": [1, 1, 1]}, r"'strides' must be a list of 2 values, found \[1, 1, 1\]"),
+    ("conv", {"group": 0}, r"'group' must be >= 1, found 0"),
+], ids=["strides_int", "dilations_float", "group_list", "gather_axis_list", "pads_float", "strides_zero",
+        "strides_length", "group_zero"])
+def test_attribute_kinds_and_values_are_checked(node, attrs, match):
+    assert from_onnx(_conv_model()).nodes[0].attrs["stride"] == [1, 1]
+    with pytest.raises(ModelLoadError, match=match):
+        from_onnx(_set_attr(_conv_model(), node, **attrs))
+
+
+def test_graph_without_work_is_invalid():
+    """No node reads the input: nothing to cost (learned predictors would take the log of 0)."""
+    c = numpy_helper.from_array(np.ones((2, 4), np.float32), "c")
+    unused = _tiny([helper.make_node("Relu", ["c"], ["y"])], [("x", [2, 4])], inits=[c])
+    with pytest.raises(InvalidGraphError, match=r"graph 'tiny' has no operators"):
+        from_onnx(unused)
+    views = _tiny([helper.make_node("Identity", ["x"], ["i"]), helper.make_node("Flatten", ["i"], ["y"])], [("x", [2, 4])])
+    with pytest.raises(InvalidGraphError, match=r"only views \(onnx.Flatten, onnx.Identity\)"):
+        from_onnx(views)
+    import costmodel
+
+    with pytest.raises(InvalidGraphError):
+        costmodel.estimate(views, batch=2, device="h100")
+
+
+def test_absurd_dimensions_are_invalid_graphs():
+    relu = [helper.make_node("Relu", ["x"], ["y"])]
+    with pytest.raises(InvalidGraphError, match=r"input 'x' has shape \(1048576, 1048576\) \(fp32\), 4 TiB; no device"):
+        from_onnx(_tiny(relu, [("x", [2**20, 2**20])]))
+    with pytest.raises(InvalidGraphError, match=r"input 'x' has shape \(1099511627776, 8\)"):
+        from_onnx(_tiny(relu, [("x", ["N", 8])]), batch=2**40)
+    with pytest.raises(InvalidGraphError, match=r"graph input 'x' has a negative dimension 1 \(-5\)"):
+        from_onnx(_tiny(relu, [("x", [2, -5])]))
+    # initializer dims are checked: a stripped weight (no data) of 2**70 elements, and 11e12 parameters in all
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**40, 2**30])
+    mm = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    with pytest.raises(InvalidGraphError, match=r"initializer 'w' has shape \(1099511627776, 1073741824\)"):
+        from_onnx(_tiny(mm, [("x", [2, 2**40])], inits=[w]))
+    ws = [TensorProto(name=f"w{i}", data_type=TensorProto.UINT8, dims=[2**40]) for i in range(10)]
+    with pytest.raises(InvalidGraphError, match=r"the initializers hold 1.1e\+13 elements"):
+        from_onnx(_tiny(relu, [("x", [2, 8])], inits=ws))
+    # an initializer whose data does not match its dims
+    short = numpy_helper.from_array(np.zeros(3, np.float32), "short")
+    short.dims[0] = 2**31
+    with pytest.raises(ModelLoadError, match=r"initializer 'short' does not hold the data its shape \(2147483648,\)"):
+        from_onnx(_tiny([helper.make_node("Add", ["x", "short"], ["y"])], [("x", [2, 8])], inits=[short]))
+    # a shape computed inside the graph: Reshape to (2**31, 2**31)
+    shape = numpy_helper.from_array(np.array([2**31, 2**31], np.int64), "shape")
+    reshape = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    with pytest.raises(InvalidGraphError, match=r"output 0 of node 0 \(onnx.Reshape\) has shape \(2147483648, "
+                                                r"2147483648\)"):
+        from_onnx(_tiny(reshape, [("x", [2, 8])], inits=[shape]))
+
+
+def test_large_but_possible_dimensions_give_finite_estimates():
+    """Just under the limit: a finite (not saturated) estimate."""
+    import costmodel
+
+    model = _tiny([helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 2**30])])
+    est = costmodel.estimate(model, batch=2**7, device="h100", predictor="analytic")  # 512 GiB
+    assert 0 < est.latency_ms < 1e5 and np.isfinite(est.memory_mb) and np.isfinite(est.energy_j)
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("einsum_equation_list", ModelLoadError, r"node 'einsum' \(onnx.Einsum\): attribute 'equation' must be a string"),
+    ("softmax_axis_list", ModelLoadError, r"node 'softmax' \(onnx.Softmax\): attribute 'axis' must be an int"),
+    ("two_producers", ModelLoadError, r"value 'a' is produced by both node 'relu' \(onnx.Relu\) and node 'neg'"),
+    ("writes_input", ModelLoadError, r"node 'relu' \(onnx.Relu\) writes 'x', which is already a graph input"),
+    ("no_default_opset", ModelLoadError, r"declares no opset version for the default ONNX domain"),
+    ("unknown_dtype", ModelLoadError, r"graph input 'x' has unknown element type 99"),
+], ids=str)
+def test_malformed_models_raise_clean_errors(case, error, match):
+    """Inputs the fuzzer turned into TypeError, AttributeError, IndexError or memory blow-ups."""
+    x = [("x", [2, 4])]
+    if case == "einsum_equation_list":
+        model = _tiny([helper.make_node("Einsum", ["x", "x"], ["y"], equation=[1, 2], name="einsum")], x)
+    elif case == "softmax_axis_list":
+        model = _tiny([helper.make_node("Softmax", ["x"], ["y"], axis=[1], name="softmax")], x)
+    elif case == "two_producers":
+        model = _tiny([helper.make_node("Relu", ["x"], ["a"], name="relu"), helper.make_node("Neg", ["x"], ["a"], name="neg"),
+                       helper.make_node("Add", ["a", "a"], ["y"])], x)
+    elif case == "writes_input":
+        model = _tiny([helper.make_node("Relu", ["x"], ["x"], name="relu"), helper.make_node("Neg", ["x"], ["y"])], x)
+    elif case == "no_default_opset":
+        model = _tiny([helper.make_node("Relu", ["x"], ["y"])], x, opsets=(("com.microsoft", 1),))
+    else:
+        model = _tiny([helper.make_node("Relu", ["x"], ["y"])], [("x", [2, 4], 99)])
+    out = _check_isolated(model)
+    assert out.kind == "clean", out
+    with pytest.raises(error, match=match):
+        from_onnx(model, batch=2)
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Range", "Expand", "Tile"])
+def test_folding_never_materializes_huge_constants(op):
+    """Constant folding computes small shape tensors only: a 2**31-element constant is typed, never allocated."""
+    big = numpy_helper.from_array(np.array([2**31], np.int64), "big")
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+    step = numpy_helper.from_array(np.array(1, np.int64), "step")
+    stop = numpy_helper.from_array(np.array(2**31, np.int64), "stop")
+    ones = numpy_helper.from_array(np.ones(1, np.float32), "ones")
+    make = {
+        "ConstantOfShape": helper.make_node("ConstantOfShape", ["big"], ["c"]),
+        "Range": helper.make_node("Range", ["zero", "stop", "step"], ["c"]),
+        "Expand": helper.make_node("Expand", ["ones", "big"], ["c"]),
+        "Tile": helper.make_node("Tile", ["ones", "big"], ["c"]),
+    }
+    cast = helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT)
+    model = _tiny([make[op], cast, helper.make_node("Mul", ["x", "cf"], ["y"])], [("x", [2, 1])],
+                  inits=[big, one, zero, step, stop, ones])
+    out = _check_isolated(model)
+    assert out.kind == "estimate", out
+    g = from_onnx(model)
+    assert g.nodes[-1].out_shapes == [(2, 2**31)]

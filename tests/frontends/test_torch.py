@@ -135,3 +135,54 @@ def test_bad_inputs():
         from_torch(nn.Linear(2, 2), input_shape=(2,), method="fx")
     with pytest.raises(InvalidInputError, match="mode"):
         from_torch(nn.Linear(2, 2), input_shape=(2,), mode="eval")
+
+
+def test_a_capture_fallback_is_recorded_in_the_graph():
+    with pytest.warns(UserWarning, match="falling back"):
+        g = from_torch(DataDependent(), torch.randn(3, 16))
+    assert g.meta["capture"] == "trace-real"
+    assert g.meta["capture_fallback"]["requested"] == "export"
+    (note,) = g.meta["assumptions"]
+    assert note.startswith("torch.export failed for DataDependent (")
+    assert note.endswith("featurized by running it once on the CPU with its own weights and random inputs instead")
+    t = from_torch(DataDependent(), torch.randn(3, 16), method="trace")
+    assert t.meta["assumptions"] == ["the meta-tensor trace of DataDependent needs tensor values; featurized by "
+                                     "running it once on the CPU with its own weights and random inputs instead"]
+    # a capture that did what was asked records nothing
+    ok = from_torch(nn.Linear(4, 4), input_shape=(4,), batch=2)
+    assert ok.meta["capture"] == "export" and "assumptions" not in ok.meta and "capture_fallback" not in ok.meta
+
+
+def test_an_export_error_without_a_message_still_falls_back(monkeypatch):
+    from costmodel.frontends import _torch
+
+    def broken(*a, **k):
+        raise RuntimeError()
+
+    monkeypatch.setattr(_torch, "_from_export", broken)
+    with pytest.warns(UserWarning, match=r"torch.export failed for Linear \(RuntimeError: \)"):
+        g = from_torch(nn.Linear(4, 4), input_shape=(4,), batch=2)
+    assert g.meta["capture"] == "trace" and g.op_counts(include_views=False) == {"matmul": 1}
+
+
+def test_captures_from_several_threads_match_serial_ones():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["resnet18", "alexnet", "mobilenet_v3_small"]
+
+    def capture(name, method):
+        g = from_torch(meta_model(name), input_shape=(3, 64, 64), batch=2, method=method)
+        return g.meta["capture"], g.num_nodes, g.num_edges, g.flops
+
+    serial = {(n, m): capture(n, m) for n in names for m in ("export", "trace")}
+    jobs = list(serial) * 2
+    start = threading.Barrier(len(jobs))
+
+    def run(job):
+        start.wait()
+        return capture(*job)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        got = list(pool.map(run, jobs))
+    assert got == [serial[j] for j in jobs]

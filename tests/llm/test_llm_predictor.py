@@ -164,22 +164,107 @@ def test_shipped_artifact_and_cli(capsys):
 
 def test_numpy_tree_evaluator_matches_xgboost(tmp_path):
     xgb = pytest.importorskip("xgboost")
-    from costmodel.llm._trees import TreeEnsemble
+    from costmodel.llm._trees import TreeEnsemble, train_booster
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 7)).astype(np.float32)
     y = X[:, 0] * 2 + np.sin(X[:, 1] * 3) + (X[:, 2] > 0.5)
-    m = xgb.XGBRegressor(n_estimators=60, max_depth=6, learning_rate=0.2).fit(X, y)
+    m = train_booster(X, y, {"n_estimators": 60, "max_depth": 6, "learning_rate": 0.2}, seed=0)
+    assert m.num_boosted_rounds() == 60
     X_test = rng.normal(size=(100, 7)).astype(np.float32)
     X_test[::7, 3] = np.nan  # missing values take the default branch
     ours = TreeEnsemble.from_xgboost(m).predict(X_test)
-    np.testing.assert_allclose(ours, m.predict(X_test), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours, m.inplace_predict(X_test), rtol=1e-5, atol=1e-5)
     m.save_model(str(tmp_path / "m.json"))
     np.testing.assert_allclose(TreeEnsemble.load(tmp_path / "m.json").predict(X_test), ours, rtol=1e-6)
     with pytest.raises(ModelLoadError, match="feature matrix"):
         TreeEnsemble.from_xgboost(m).predict(X_test[:, :3])
     with pytest.raises(ModelLoadError, match="not an XGBoost JSON model"):
         TreeEnsemble({"nope": 1})
-    clf = xgb.XGBClassifier(n_estimators=3).fit(X, (y > 0).astype(int))
+    clf = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(X, (y > 0).astype(int)), num_boost_round=3)
     with pytest.raises(ModelLoadError, match="objective"):
         TreeEnsemble.from_xgboost(clf)
+
+
+def test_training_needs_no_scikit_learn(monkeypatch, tmp_path):
+    """The regressors are fitted with xgboost's native API: scikit-learn is not a dependency."""
+    import builtins
+
+    xgb_sklearn = pytest.importorskip("xgboost.sklearn")
+    real = builtins.__import__
+
+    def no_sklearn(name, *args, **kw):
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError("scikit-learn is not installed")
+        return real(name, *args, **kw)
+
+    # as in an environment without scikit-learn: xgboost's scikit-learn wrapper refuses to be built
+    monkeypatch.setattr(xgb_sklearn, "SKLEARN_INSTALLED", False)
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    rng = np.random.default_rng(1)
+    n_feat = len(llm_feature_names(HARDWARE_FEATURE_NAMES))
+    X = rng.normal(size=(64, n_feat))
+    Y = np.stack([X[:, 0], X[:, 1] ** 2, -X[:, 2]], axis=1)
+    p = XGBLLMPredictor({"n_estimators": 100}).fit_arrays(X, Y, devices=["h200"])
+    assert len(p.models) == 3 and all(m.num_feature == n_feat for m in p.models)
+    assert np.corrcoef(p.models[0].predict(X), X[:, 0])[0, 1] > 0.95  # it learned the first target
+    p.save(tmp_path / "m")  # trained from bare arrays, it still records a data hash and loads back
+    q = XGBLLMPredictor.load(tmp_path / "m")
+    assert len(q.meta["data_hash"]) == 16
+    np.testing.assert_array_equal(q.models[1].predict(X), p.models[1].predict(X))
+
+
+def test_native_training_matches_the_scikit_learn_wrapper_parameters():
+    """``n_estimators`` is the number of rounds and ``seed`` the learner's seed (``random_state``)."""
+    pytest.importorskip("xgboost")
+    from costmodel.llm._trees import train_booster
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = X[:, 0] + rng.normal(size=200) * 0.1
+    kw = {"n_estimators": 25, "subsample": 0.5, "colsample_bytree": 0.5, "learning_rate": 0.3}
+    a, b = train_booster(X, y, kw, seed=3), train_booster(X, y, kw, seed=3)
+    c = train_booster(X, y, kw, seed=4)
+    assert a.num_boosted_rounds() == 25
+    assert bytes(a.save_raw("json")) == bytes(b.save_raw("json"))  # seeded: the same model
+    assert bytes(a.save_raw("json")) != bytes(c.save_raw("json"))  # the seed reaches the row sampling
+
+
+def test_shipped_llm_predictor_is_loaded_once_and_shared_safely(monkeypatch):
+    from costmodel.llm import estimate_llm
+    from costmodel.predictors._base import clear_artifact_cache
+
+    clear_artifact_cache()
+    calls = []
+    real = XGBLLMPredictor.load.__func__
+
+    def load(cls, path):
+        calls.append(path)
+        return real(cls, path)
+
+    monkeypatch.setattr(XGBLLMPredictor, "load", classmethod(load))
+    a = estimate_llm("gpt2", batch=2, seq=64)
+    XGBLLMPredictor.default().meta["devices"] = []  # a caller editing its handle...
+    b = estimate_llm("gpt2", batch=2, seq=64)
+    assert len(calls) == 1
+    assert a.to_dict() == b.to_dict() and not b.extrapolated_device  # ...does not edit the next caller's
+    clear_artifact_cache()
+
+
+def test_damaged_tree_files_are_refused(tmp_path):
+    from costmodel import ArtifactError
+    from costmodel.llm._trees import TreeEnsemble
+    from costmodel.predictors._gnn import _ARTIFACTS
+
+    text = (_ARTIFACTS / "llm-xgb" / "latency_ms.json").read_text()
+    model = json.loads(text)
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["right_children"][0] = tree["left_children"][0]  # two edges into one node: not a tree
+    with pytest.raises(ArtifactError, match="do not form a tree"):
+        TreeEnsemble(model, "m.json")
+    (tmp_path / "t.json").write_bytes(text[: len(text) // 3].encode())
+    with pytest.raises(ArtifactError, match="t.json"):
+        TreeEnsemble.load(tmp_path / "t.json")
+    (tmp_path / "t.json").write_bytes(b"\xff\xfe" + text.encode())
+    with pytest.raises(ArtifactError, match="not UTF-8"):
+        TreeEnsemble.load(tmp_path / "t.json")

@@ -17,8 +17,6 @@ from costmodel.llm import (
     resolve_llm,
 )
 
-pytest.importorskip("transformers")
-
 from costmodel.frontends._hf import build_hf_model  # noqa: E402
 
 LLM_JSONL = Path(__file__).resolve().parents[2] / "costmodel" / "data" / "h200" / "llm.jsonl"
@@ -231,3 +229,60 @@ def test_kv_cache_bytes():
         kv_cache_bytes("gpt2", 1, 1, dtype_bytes="half")
     with pytest.raises(InvalidInputError):
         kv_cache_bytes("gpt2", 1, 1, dtype_bytes=0)
+
+
+def test_heads_that_do_not_divide_the_width_are_an_input_error():
+    base = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "vocab_size": 100, "intermediate_size": 128}
+    with pytest.raises(InvalidInputError, match="hidden size 65 is not divisible by the 4 attention heads"):
+        llm_features(dict(base, hidden_size=65))
+    with pytest.raises(InvalidInputError, match="4 attention heads are not divisible by the 3 key/value heads"):
+        llm_features(dict(base, num_key_value_heads=3))
+    # an explicit head_dim decouples the two (as in Gemma)
+    assert llm_features(dict(base, hidden_size=65, head_dim=16))["head_dim"] == 16
+
+
+def test_unknown_model_type_names_the_closest_and_a_count():
+    from costmodel.llm import estimate_llm
+    from costmodel.llm._features import check_model_type
+
+    check_model_type("llama")  # known: no error
+    with pytest.raises(UnknownModelError) as e:
+        check_model_type("lama")
+    msg = str(e.value)
+    assert "'lama'" in msg and "llama" in msg and "model types" in msg and len(msg) < 300
+    cfg = {"model_type": "no_such_arch", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "vocab_size": 100}
+    with pytest.raises(UnknownModelError) as e:
+        estimate_llm(cfg, batch=1, seq=8)
+    assert "'no_such_arch'" in str(e.value) and len(str(e.value)) < 300
+
+
+def test_a_config_transformers_refuses_is_one_input_error(tmp_path):
+    from costmodel.llm import graph_structure
+
+    cfg = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 4, "vocab_size": 100, "intermediate_size": 128, "rope_scaling": {"type": "bogus"}}
+    with pytest.raises(InvalidInputError, match="transformers cannot build this llama config") as e:
+        graph_structure(resolve_llm(cfg))
+    assert "\n" not in str(e.value)
+
+
+def test_structure_table_is_computed_in_memory_and_written_only_where_asked(tmp_path, monkeypatch):
+    import hashlib
+
+    from costmodel.llm import _features as F
+
+    monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path / "cache"))
+    shipped = F._STRUCTURE_PATH.read_bytes()
+    spec = resolve_llm({"model_type": "gpt2", "n_layer": 2, "n_embd": 48, "n_head": 3, "vocab_size": 77,
+                        "n_positions": 64})
+    table = F.structure_table([spec])
+    assert F.structure_key(spec) in table and set(F._shipped_table()) < set(table)
+    with pytest.raises(TypeError):
+        F.write_structure_table([spec])  # no default: the package file is written only on purpose
+    out = tmp_path / "structure.json"
+    assert F.write_structure_table([spec], out) == len(table)
+    assert F.structure_key(spec) in json.loads(out.read_text())["structures"]
+    assert hashlib.sha1(F._STRUCTURE_PATH.read_bytes()).digest() == hashlib.sha1(shipped).digest()
+    assert F.structure_key(spec) not in F._shipped_table()

@@ -101,13 +101,61 @@ def test_conformal_intervals(small, tmp_path):
     p = GNNPredictor(_cfg()).fit_calibrated(small, calibration_fraction=0.3, coverage=0.8, progress=False)
     assert p.intervals["coverage"] == 0.8 and p.intervals["calibration_rows"] == round(0.3 * len(small))
     e = p.predict(small.graph(0), "h200")
-    for t in ("latency_ms", "memory_mb", "energy_j"):
-        lo, hi = getattr(e, f"{t}_interval")
-        assert lo <= getattr(e, t) <= hi
+    for t, q in zip(("latency_ms", "memory_mb", "energy_j"), p.intervals["log_halfwidth"]):
+        assert q > 0 and getattr(e, f"{t}_interval") is not None  # how well they cover: the test below
+    assert e.details["interval_coverage"] == 0.8
     assert e.details["extrapolated_device"] is False
     assert p.predict(small.graph(0), "t4").details["extrapolated_device"] is True
     p.save(tmp_path / "m")
     assert GNNPredictor.load(tmp_path / "m").intervals == p.intervals
+
+
+def test_conformal_intervals_cover_held_out_rows(coverage_split, coverage_features):
+    """Fit on one third of 150 measured rows, calibrate on another: on the last third, rows the model never
+    saw, the share of measurements inside the intervals is the nominal level within sampling error
+    (three standard deviations of a calibration of this size and a test set of this size)."""
+    from _coverage import expected_coverage, measured_coverage
+
+    data, train, cal, test = coverage_split
+    p = GNNPredictor(GNNConfig(epochs=20, hidden=32)).fit(data, train, cached=coverage_features, progress=False)
+    items = [coverage_features[i] for i in test]
+    for level in (0.5, 0.9):  # a low level too: intervals that are merely wide would cover far more than half
+        p.calibrate(data, cal, coverage=level, cached=coverage_features)
+        cov = measured_coverage(p, data, test, items)
+        mean, sd = expected_coverage(len(cal), len(test), level)
+        assert np.all(np.abs(cov - mean) <= 3 * sd), (level, cov, mean, sd)
+
+
+def test_xgb_static_trains_without_scikit_learn(small, monkeypatch):
+    """XGBoost's native API fits the trees: scikit-learn is not a dependency."""
+    import builtins
+
+    xgb_sklearn = pytest.importorskip("xgboost.sklearn")
+    real = builtins.__import__
+
+    def no_sklearn(name, *args, **kw):
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError("scikit-learn is not installed")
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(xgb_sklearn, "SKLEARN_INSTALLED", False)  # the wrapper refuses, as without scikit-learn
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    p = XGBStaticPredictor(params={"n_estimators": 5}).fit(small, progress=False)
+    assert len(p.models) == 3 and all(m.num_boosted_rounds() == 5 for m in p.models)
+    assert p.predict(small.graph(0), "h200").latency_ms > 0
+
+
+def test_xgb_static_shipped_model_is_unchanged():
+    """The shipped trees load through xgboost.Booster and predict what the numpy evaluator of the same
+    JSON computes (the format and the model did not change)."""
+    from costmodel.llm._trees import TreeEnsemble
+
+    p = load_predictor(_ARTIFACTS / "xgb-static")
+    g = costmodel.to_graph("torchvision:resnet18", batch=8, method="trace")
+    f, _ = p.features(g, "h200", "inference")
+    for t, m in zip(p.targets, p.models):
+        trees = TreeEnsemble.load(_ARTIFACTS / "xgb-static" / f"{t}.json")
+        np.testing.assert_allclose(m.inplace_predict(f.static[None]), trees.predict(f.static[None]), rtol=1e-5)
 
 
 def test_missing_labels_and_fine_tuning():

@@ -152,10 +152,28 @@ def test_power_target_and_intervals(small):
     p = GNNPredictor(GNNConfig(epochs=3, hidden=16, targets=("latency_ms", "memory_mb", "power_w")))
     p.fit_calibrated(small, calibration_fraction=0.4, progress=False)
     e = p.predict(small.graph(0), "h200")
-    lo, hi = e.details["power_w_interval"]
-    assert lo < e.power_w < hi
-    assert e.latency_ms_interval[0] < e.latency_ms < e.latency_ms_interval[1]
+    assert e.details["power_w_interval"] is not None and e.latency_ms_interval is not None
     assert e.energy_j_interval is None  # energy is derived, not predicted with its own interval
+
+
+def test_trappm_intervals_cover_held_out_rows(coverage_split, coverage_features):
+    """TraPPM (the shipped pretrained encoder, a small regressor) fit on one third of 150 measured rows and
+    calibrated on another: on the last third, never seen, the share of latency, memory and power
+    measurements inside the intervals is the nominal level within three standard deviations."""
+    from _coverage import expected_coverage, measured_coverage
+
+    from costmodel.predictors._gnn import _ARTIFACTS
+
+    data, train, cal, test = coverage_split
+    p = TraPPMPredictor(trappm_config(epochs=10, hidden=16), GraphAutoencoder.load(_ARTIFACTS / "gae"))
+    rows = sorted(coverage_features)
+    feats = dict(zip(rows, p.with_embeddings([coverage_features[i] for i in rows])))
+    p.fit(data, train, cached=feats, progress=False)
+    for level in (0.5, 0.9):
+        p.calibrate(data, cal, coverage=level, cached=feats)
+        cov = measured_coverage(p, data, test, [feats[i] for i in test])
+        mean, sd = expected_coverage(len(cal), len(test), level)
+        assert np.all(np.abs(cov - mean) <= 3 * sd), (level, cov, mean, sd)
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -182,13 +200,47 @@ def test_shipped_trappm_and_encoder_artifacts():
     from costmodel.predictors._gnn import _ARTIFACTS
 
     gae = GraphAutoencoder.load(_ARTIFACTS / "gae")
-    assert gae.history["heldout_auc"] > 0.8 and gae.history["train_graphs"] > 2000
+    assert gae.history["train_graphs"] > 2000
     p = get_predictor("trappm")
     assert isinstance(p, TraPPMPredictor) and p.meta["trained_rows"] == 342
     g = zoo_graph("resnet18", batch=32, mode="training", method="trace")
     e = p.predict(g, "h200", mode="training")
-    assert e.predictor == "trappm" and e.latency_ms_interval[0] < e.latency_ms < e.latency_ms_interval[1]
+    assert e.predictor == "trappm" and e.latency_ms_interval is not None
     # the shipped regressor's encoder is the shipped pretrained one
     x = np.ones((3, len(gae.node_mean)), np.float32)
     ei = np.asarray([[0, 1], [1, 2]])
     np.testing.assert_allclose(p.encoder.embed(x, ei), gae.embed(x, ei), rtol=1e-6)
+
+
+def test_shipped_autoencoder_predicts_links_of_unseen_graphs(heldout_graphs):
+    """Recompute the shipped encoder's link-prediction ROC-AUC on graphs outside its pretraining corpus:
+    clearly above an untrained encoder of the same architecture and normalization, and equal to the
+    held-out AUC stored at pretraining time within three bootstrap standard errors (over graphs)."""
+    import torch
+    from torch_geometric.data import Batch
+
+    from costmodel.features import NODE_FEATURE_NAMES
+    from costmodel.predictors._gae import _build_encoder
+    from costmodel.predictors._gnn import _ARTIFACTS
+
+    gae = GraphAutoencoder.load(_ARTIFACTS / "gae")
+    idx = range(len(heldout_graphs.x))
+    shipped = gae.evaluate(heldout_graphs, idx)
+    torch.manual_seed(gae.config.seed)
+    untrained = GraphAutoencoder(gae.config, gae.node_mean, gae.node_std)
+    untrained.encoder = _build_encoder(gae.config, len(NODE_FEATURE_NAMES)).eval()
+    base = untrained.evaluate(heldout_graphs, idx)
+    assert shipped["auc"] > base["auc"] + 0.2 and shipped["bce"] < base["bce"], (shipped, base)
+    # per-graph scores, resampled over graphs: the sampling error of a pooled AUC on this many graphs
+    torch.manual_seed(0)
+    scores = []
+    with torch.no_grad():
+        for i in idx:
+            b = Batch.from_data_list([gae._data(heldout_graphs.x[i], heldout_graphs.edge_index[i])])
+            _, pos, neg = gae._loss(gae.encoder(b.x, b.edge_index), b.edge_index, b.batch, return_scores=True)
+            scores.append((pos, neg))
+    rng = np.random.default_rng(0)
+    boot = [roc_auc(np.concatenate([scores[j][0] for j in s]), np.concatenate([scores[j][1] for j in s]))
+            for s in rng.integers(0, len(scores), (100, len(scores)))]
+    stored = json.loads((_ARTIFACTS / "gae" / "gae.json").read_text())["history"]["heldout_auc"]
+    assert abs(shipped["auc"] - stored) <= 3 * np.std(boot), (shipped["auc"], stored, np.std(boot))
