@@ -145,7 +145,8 @@ def main():
     mem_an = np.asarray([c["memory_mb"] for c in C])
     busy = np.asarray([max(c["compute_ms"], c["memory_ms"]) / c["latency_ms"] for c in C])
     pow_an = dev.idle_power_w + (dev.tdp_w - dev.idle_power_w) * np.clip(busy, 0, 1)
-    import xgboost as xgb
+
+    from costmodel.llm._trees import train_booster
 
     raw = np.log(np.stack([[r.latency_ms, r.memory_mb, r.power_w] for r in ds]))
     for proto, key, tr, te in protocols:
@@ -156,8 +157,8 @@ def main():
         # thesis formulation: raw log targets, same features
         out = []
         for j in range(3):
-            r = xgb.XGBRegressor(random_state=0, n_jobs=2, **params).fit(X[tr], raw[tr, j])
-            out.append(np.exp(r.predict(X[te])))
+            r = train_booster(X[tr], raw[tr, j], params, seed=0)
+            out.append(np.exp(r.inplace_predict(X[te])))
         preds["xgb-raw"].setdefault(proto, []).append((te, physical(out[0], out[1], out[2], ds, te)))
 
     gnn_speed = None

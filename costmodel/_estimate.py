@@ -20,6 +20,7 @@ def estimate(
     optimizer: str = "adam",
     predictor=None,
     inputs=None,
+    host=None,
 ):
     """Predict latency, memory, energy and a MIG slice for a model on a device.
 
@@ -37,6 +38,9 @@ def estimate(
         predictor: a registered name (``"analytic"``...), a Predictor, or
             ``None`` for the library's default.
         inputs: example inputs for an ``nn.Module`` instead of ``input_shape``.
+        host: a host profile (``costmodel calibrate``'s JSON path or a
+            :class:`~costmodel.host.HostProfile`) for predictors that model the host
+            (``"timeline"``); others ignore it and say so in ``assumptions``.
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -56,10 +60,20 @@ def estimate(
     optimizer = validate_optimizer(optimizer)
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
+    notes = [default_fallback_note(pred)] if predictor is None else []
+    if host is not None:
+        from .host import load_host
+
+        profile = load_host(host)  # a missing or damaged file fails here, naming it
+        if hasattr(pred, "with_host"):
+            pred = pred.with_host(profile)
+        else:
+            notes.append(f"host profile ignored: the {pred.name} predictor has no host lane "
+                         "(predictor='timeline' uses one)")
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode)
     if graph.meta.get("batch") not in (None, batch):
         raise InvalidInputError(
             f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
         )
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
-    return with_notes(est, [default_fallback_note(pred)] if predictor is None else [])
+    return with_notes(est, notes)

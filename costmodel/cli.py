@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
     p.add_argument("--predictor", default=None,
                    help="predictor name or trained artifact folder (default: the library's best available)")
+    p.add_argument("--host", default=None, metavar="FILE",
+                   help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     p.set_defaults(func=_cmd_predict)
 
     g = sub.add_parser("graph", help="featurize a model and summarize its graph",
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
                                    "(config JSON + weights, no pickle).",
                        epilog=TRAIN_EXAMPLES + OUTPUT_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm"),
+    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline"),
                    help="what to train (default dippm)")
     t.add_argument("--encoder", default=None,
                    help="pretrained encoder folder: the graph autoencoder for trappm, the GraphMAE GIN for gnn-llm "
@@ -522,6 +524,7 @@ def _cmd_predict(a) -> int:
         dtype=a.dtype,
         optimizer=a.optimizer,
         predictor=predictor,
+        host=a.host,
     )
     if a.json:
         print(est.to_json())
@@ -565,6 +568,8 @@ def _cmd_train(a) -> int:
 
     if a.predictor == "llm-xgb":
         return _train_llm(a)
+    if a.predictor == "timeline":
+        return _train_timeline(a)
     gnnllm_only = [f for f, v, d in (("--lm", a.lm, None), ("--backbone", a.backbone, "lm"),
                                       ("--lora-r", a.lora_r, 8), ("--summary-epochs", a.summary_epochs, None))
                    if v != d]
@@ -600,6 +605,25 @@ def _cmd_train(a) -> int:
     pred.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s, data hash {pred.meta.get('data_hash')}; "
           f"use it with --predictor {out})")
+    return 0
+
+
+def _train_timeline(a) -> int:
+    import time
+
+    from .datasets import PerfDataset
+    from .predictors._timeline import TimelineConfig, TimelinePredictor
+
+    ds = PerfDataset.load(a.data, device=a.device)
+    ds = ds.subset([i for i, r in enumerate(ds.rows) if r.kind == "vision"])
+    cfg = TimelineConfig(seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
+    out = _artifact_out(a, "timeline")
+    print(f"training timeline on {len(ds)} vision rows ({len(ds.families())} families) from {a.device}",
+          file=sys.stderr)
+    t0 = time.perf_counter()
+    pred = TimelinePredictor(cfg).fit(ds, progress=True)
+    pred.save(out)
+    print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; use it with --predictor {out})")
     return 0
 
 

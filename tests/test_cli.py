@@ -160,7 +160,6 @@ def test_pretrain_then_train_trappm(capsys, tmp_path):
 
 
 def test_pretrain_graphmae_then_train_gnn_llm(capsys, tmp_path):
-    pytest.importorskip("peft")
     from costmodel.predictors import load_predictor
     from costmodel.predictors._graphmae import GraphMAE
 

@@ -313,12 +313,14 @@ class CostGraph:
         :data:`MAX_PARAMS` parameters.
         """
         name = self.meta.get("name", "the model")
-        if not any(not n.is_view for n in self.nodes):
-            what = "no operators" if not self.nodes else f"only views ({', '.join(sorted({n.op for n in self.nodes}))})"
+        if not self.nodes:
             raise InvalidGraphError(
-                f"graph {name!r} has {what}: no operator that reads a model input does any work, so there is "
-                "nothing to cost (do the model's operators read its inputs?)"
+                f"graph {name!r} has no operators that read a model input, so there is nothing to cost (no node "
+                "reads the inputs, or every node computes on constants only)"
             )
+        if all(n.is_view for n in self.nodes):
+            views = ", ".join(sorted({n.op for n in self.nodes}))
+            raise InvalidGraphError(f"graph {name!r} has only views ({views}), which do no work: there is nothing to cost")
         if self.params > MAX_PARAMS:
             raise InvalidGraphError(
                 f"graph {name!r} has {self.params:.3g} parameters; more than the {MAX_PARAMS:.0e} any device can hold"

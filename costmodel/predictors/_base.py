@@ -304,7 +304,7 @@ def _handle(obj):
 
 
 def _ensure_builtin() -> None:
-    from . import _analytic, _gnn, _gnnllm, _trappm, _xgb  # noqa: F401  (register themselves)
+    from . import _analytic, _gnn, _gnnllm, _timeline, _trappm, _xgb  # noqa: F401  (register themselves)
 
 
 def validate_mode(mode: str) -> str:

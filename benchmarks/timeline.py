@@ -1,0 +1,178 @@
+"""The timeline predictor (operators under their roofline on a host/device timeline), measured.
+
+    python benchmarks/timeline.py [--epochs 600] [--seeds 3] [--skip-lofo]
+
+Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
+
+1. H200 vision rows: seeded random 70/30 splits and leave-one-family-out
+   (every family held out in turn, pooled), split into host-bound and
+   device-bound rows (by the fitted model's own lanes) and fp32 / fp16;
+2. the 13 architectures measured later on an H200 (78 rows, never trained on),
+   next to the shipped TraPPM / DIPPM / static XGBoost / analytic predictors
+   (all trained on every packaged row);
+3. the second H200 host: the host lane refitted on its 4 check rows (rows that
+   repeat packaged workloads), error on its 78 new-architecture rows before and
+   after;
+4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second.
+
+The timeline predictor is fitted on whole-model latencies only (no per-operator
+labels exist for the H200 yet): the operator efficiencies and host costs are
+fitted through the composition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _metrics(y, p):
+    from costmodel.metrics import report
+
+    return report(np.asarray(y), np.asarray(p))
+
+
+def _row(label, y, p, n=None):
+    m = _metrics(y, p)
+    n = len(y) if n is None else n
+    return f"{label:<34}{n:>6}{m['mape']:>9.1f}{m['kendall_tau']:>7.2f}{m['acc10']:>9.1f}"
+
+
+def _header(title):
+    print(f"\n{title}")
+    print(f"{'':<34}{'rows':>6}{'MAPE %':>9}{'tau':>7}{'Acc10 %':>9}")
+
+
+def _fit(graphs, rows, epochs, seed):
+    from costmodel.predictors._timeline import TimelineConfig, TimelinePredictor
+
+    return TimelinePredictor(TimelineConfig(epochs=epochs, seed=seed)).fit_graphs(graphs, rows)
+
+
+def _predict(pred, graphs, rows):
+    out = []
+    for g, r in zip(graphs, rows):
+        out.append(pred.predict(g, r.device, mode=r.mode))
+    return out
+
+
+def _breakdown(title, rows, ests):
+    _header(title)
+    y_lat = [r.latency_ms for r in rows]
+    p_lat = [e.latency_ms for e in ests]
+    print(_row("latency, all", y_lat, p_lat))
+    groups = defaultdict(list)
+    for i, (r, e) in enumerate(zip(rows, ests)):
+        groups["latency, " + e.details["ops"]["bound"] + "-bound"].append(i)
+        groups[f"latency, {r.dtype}"].append(i)
+        groups[f"latency, {r.mode}"].append(i)
+    for k in sorted(groups):
+        idx = groups[k]
+        if len(idx) > 1:
+            print(_row(k, [y_lat[i] for i in idx], [p_lat[i] for i in idx]))
+    ok = [i for i, r in enumerate(rows) if np.isfinite(r.energy_j) and r.energy_j > 0]
+    if ok:
+        print(_row("energy, all", [rows[i].energy_j for i in ok], [ests[i].energy_j for i in ok]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=600)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--skip-lofo", action="store_true")
+    ap.add_argument("--data", default=str(HERE / "data"))
+    a = ap.parse_args()
+    warnings.simplefilter("ignore")
+    from costmodel.datasets import PerfDataset
+    from costmodel.predictors import get_predictor
+
+    ds = PerfDataset.load()
+    vis = [i for i, r in enumerate(ds.rows) if r.kind == "vision"]
+    rows = [ds.rows[i] for i in vis]
+    graphs = [ds.graph(i) for i in vis]
+    print(f"H200: {len(rows)} vision rows, {len({r.family for r in rows})} families")
+
+    # 1. random splits and leave-one-family-out
+    ys, ps, rs = [], [], []
+    for seed in range(a.seeds):
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(rows))
+        n_test = round(0.3 * len(rows))
+        test, train = perm[:n_test], perm[n_test:]
+        pred = _fit([graphs[i] for i in train], [rows[i] for i in train], a.epochs, seed)
+        ps += _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
+        rs += [rows[i] for i in test]
+    _breakdown(f"1a. random 70/30 ({a.seeds} seeds, pooled)", rs, ps)
+    if not a.skip_lofo:
+        rs, ps, per_fam = [], [], {}
+        fams = sorted({r.family for r in rows})
+        for fam in fams:
+            train = [i for i, r in enumerate(rows) if r.family != fam]
+            test = [i for i, r in enumerate(rows) if r.family == fam]
+            pred = _fit([graphs[i] for i in train], [rows[i] for i in train], a.epochs, 0)
+            e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
+            per_fam[fam] = _metrics([rows[i].latency_ms for i in test], [x.latency_ms for x in e])["mape"]
+            ps += e
+            rs += [rows[i] for i in test]
+        _breakdown("1b. leave-one-family-out (13 folds, pooled)", rs, ps)
+        print("   latency MAPE % per held-out family: " + ", ".join(f"{f} {v:.1f}" for f, v in per_fam.items()))
+
+    # 2. new architectures
+    new = PerfDataset.load(a.data, device="h200_extend")
+    seen = {r.model for r in ds.rows}
+    test = [i for i, r in enumerate(new.rows) if r.model not in seen]
+    checks = [i for i, r in enumerate(new.rows) if r.model in seen]
+    n_rows = [new.rows[i] for i in test]
+    n_graphs = [new.graph(i) for i in test]
+    full = _fit(graphs, rows, a.epochs, 0)
+    ests = _predict(full, n_graphs, n_rows)
+    _breakdown(f"2. {len(n_rows)} rows of {len({r.family for r in n_rows})} unseen architectures (timeline)", n_rows, ests)
+    _header("2b. the same rows, every predictor (latency | energy | memory MAPE %)")
+    y = {t: np.asarray([getattr(r, t) for r in n_rows]) for t in ("latency_ms", "energy_j", "memory_mb")}
+    for name in ("timeline", "trappm", "dippm", "xgb-static", "analytic"):
+        if name == "timeline":
+            e = ests
+        else:
+            p = get_predictor(name)
+            e = [p.predict(g, "h200", mode=r.mode) for g, r in zip(n_graphs, n_rows)]
+        vals = []
+        for t in ("latency_ms", "energy_j", "memory_mb"):
+            m = _metrics(y[t], [getattr(x, t) for x in e])
+            vals.append(f"{m['mape']:6.1f} (tau {m['kendall_tau']:.2f})")
+        print(f"{name:<14}" + " | ".join(vals))
+
+    # 3. second host: refit the host lane on its check rows
+    c_rows = [new.rows[i] for i in checks]
+    c_graphs = [new.graph(i) for i in checks]
+    _header(f"3. second host: host lane refitted on its {len(c_rows)} check rows")
+    print(_row("new architectures, before", y["latency_ms"], [x.latency_ms for x in ests]))
+    full.fit_host(c_graphs, c_rows)
+    after = _predict(full, n_graphs, n_rows)
+    print(_row("new architectures, after", y["latency_ms"], [x.latency_ms for x in after]))
+    print(f"   {full.params.host_source}")
+
+    # 4. speed
+    from costmodel.frontends import to_graph
+
+    t0 = time.perf_counter()
+    g = to_graph("torchvision:resnet50", batch=1, method="trace") if "method" in to_graph.__code__.co_varnames else to_graph("torchvision:resnet50", batch=1)
+    t1 = time.perf_counter()
+    for _ in range(3):
+        full.predict(g, "h200")
+    t2 = time.perf_counter()
+    many = (n_graphs * 4)[:256]
+    full.predict_many(many, "h200")
+    t3 = time.perf_counter()
+    print(f"\n4. speed: resnet50 featurize {1e3 * (t1 - t0):.0f} ms (first call, cache cold), predict "
+          f"{1e3 * (t2 - t1) / 3:.1f} ms; predict_many {len(many) / (t3 - t2):.0f} graphs/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The timeline predictor: operator table, fit through the composition, host profiles, artifacts."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import costmodel
+from costmodel.devices import get_device
+from costmodel.frontends import zoo_graph
+from costmodel.host import calibrate
+from costmodel.metrics import mape
+from costmodel.predictors._artifact import record_checksums
+from costmodel.predictors._timeline import (
+    FEATURE_NAMES,
+    HOST_CLASSES,
+    TimelineConfig,
+    TimelinePredictor,
+    module_calls,
+    op_table,
+)
+
+
+@pytest.fixture(scope="module")
+def r18():
+    return zoo_graph("resnet18", batch=8, method="trace")
+
+
+def test_op_table_follows_the_roofline(r18):
+    dev = get_device("h200")
+    t = op_table(r18, dev, mode="inference")
+    ops = [n for n in r18.nodes if not n.is_view]
+    # one row per executed operator plus the module-call row
+    assert t.x.shape == (len(ops) + 1, len(FEATURE_NAMES))
+    for n, b in zip(ops, t.bound_s):
+        if n.kind == "conv":
+            assert b >= n.flops / dev.peak_flops("tf32") - 1e-15
+        assert b >= (n.bytes_read + n.bytes_written) / dev.bandwidth_bytes_s - 1e-15
+    train = op_table(r18, dev, mode="training", optimizer="adam")
+    phases = np.bincount(train.phase, minlength=3)
+    assert phases[1] > len(ops) and phases[2] == 1  # backward kernels (two per conv/linear), one optimizer row
+    opt = int(np.flatnonzero(train.phase == 2)[0])
+    assert train.bound_s[opt] == pytest.approx(7 * r18.meta["weights_bytes"] / dev.bandwidth_bytes_s, rel=0.01)
+    assert not t.synchronous and op_table(r18, get_device("cpu"), mode="inference").synchronous
+    # export graphs keep the module scopes: resnet18 calls 1 + 5 stem/head + 8 blocks x ~6 modules
+    assert 40 <= module_calls(zoo_graph("resnet18", batch=1, method="export")) <= 80
+
+
+@pytest.fixture(scope="module")
+def fitted(coverage_split):
+    data, train, _, test = coverage_split
+    pred = TimelinePredictor(TimelineConfig(epochs=150, hidden=16))
+    pred.fit_graphs([data.graph(i) for i in train], [data[i] for i in train])
+    return pred, data, test
+
+
+def test_fit_through_the_timeline_beats_the_roofline_on_unseen_rows(fitted):
+    pred, data, test = fitted
+    rows = [data[i] for i in test]
+    est = [pred.predict(data.graph(i), data[i].device, mode=data[i].mode) for i in test]
+    analytic = costmodel.get_predictor("analytic")
+    base = [analytic.predict(data.graph(i), data[i].device, mode=data[i].mode) for i in test]
+    y = [r.latency_ms for r in rows]
+    err, err_analytic = mape(y, [e.latency_ms for e in est]), mape(y, [e.latency_ms for e in base])
+    assert err < 0.75 * err_analytic, (err, err_analytic)
+    ok = [k for k, r in enumerate(rows) if r.energy_j > 0]
+    assert mape([rows[k].energy_j for k in ok], [est[k].energy_j for k in ok]) < mape(
+        [rows[k].energy_j for k in ok], [base[k].energy_j for k in ok])
+    for e in est:
+        ops = e.details["ops"]
+        assert math.isfinite(e.latency_ms) and e.latency_ms > 0 and e.energy_j > 0
+        assert e.latency_ms == pytest.approx(max(ops["host_ms"], ops["device_ms"]) + pred.params.sync_us / 1e3,
+                                             rel=1e-6)
+        # a lone call waits for both lanes' start-up: never faster than the steady state
+        assert ops["single_call_ms"] >= e.latency_ms * (1 - 1e-9)
+        assert ops["top"] and all(0.05 <= o["efficiency"] <= 1 for o in ops["top"])
+
+
+def test_latency_grows_with_the_batch(fitted):
+    pred = fitted[0]
+    lat = [pred.predict(zoo_graph("resnet18", batch=b, method="trace"), "h200").latency_ms for b in (1, 16, 256)]
+    # flat while the host sets the pace, then growing with the work
+    assert lat[0] <= lat[1] < lat[2]
+
+
+def test_round_trip_and_a_host_profile(tmp_path, fitted, r18):
+    pred = fitted[0]
+    pred.save(tmp_path / "tl")
+    back = costmodel.load_predictor(tmp_path / "tl")
+    a, b = pred.predict(r18, "h200"), back.predict(r18, "h200")
+    assert a.latency_ms == pytest.approx(b.latency_ms, rel=1e-5) and a.energy_j == pytest.approx(b.energy_j, rel=1e-5)
+    # a much faster host shortens a host-bound workload and is named in the estimate
+    prof = calibrate(budget_s=0.5, device="cpu")
+    prof.dispatch_us = {k: 0.01 for k in prof.dispatch_us}
+    fast = back.with_host(prof)
+    g1 = zoo_graph("resnet18", batch=1, method="trace")
+    e_fast, e_base = fast.predict(g1, "h200"), back.predict(g1, "h200")
+    assert e_fast.latency_ms < e_base.latency_ms
+    assert any("host profile" in s for s in e_fast.assumptions)
+    assert back.host_profile is None  # with_host copies
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("shape", "shape"), ("nan", "non-finite"), ("missing", "lacks tensor"), ("features", "feature names"),
+    ("host", "host_us"), ("version", "format_version"), ("std", "std"),
+])
+def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
+    from safetensors.numpy import load_file, save_file
+
+    d = tmp_path / "tl"
+    fitted[0].save(d)
+    cfg = json.loads((d / "config.json").read_text())
+    w = load_file(str(d / "weights.safetensors"))
+    if damage == "shape":
+        w["w0"] = w["w0"][:, :-1].copy()
+    elif damage == "nan":
+        w["w2"][0, 0] = np.nan
+    elif damage == "missing":
+        del w["w4"]
+    elif damage == "features":
+        cfg["feature_names"] = cfg["feature_names"][::-1]
+    elif damage == "host":
+        cfg["params"]["host_us"] = cfg["params"]["host_us"][:-1]
+    elif damage == "version":
+        cfg["format_version"] = 99
+    elif damage == "std":
+        cfg["params"]["std"][0] = 0.0
+    (d / "config.json").write_text(json.dumps(cfg))
+    save_file(w, str(d / "weights.safetensors"))
+    # checksums consistent with the damage: the structural checks themselves must catch it
+    record_checksums(d / "config.json", ["weights.safetensors"])
+    with pytest.raises(costmodel.ArtifactError, match=match):
+        TimelinePredictor.load(d)
+
+
+def test_flipped_weight_bytes_fail_the_checksum(tmp_path, fitted):
+    d = tmp_path / "tl"
+    fitted[0].save(d)
+    raw = bytearray((d / "weights.safetensors").read_bytes())
+    raw[-3] ^= 0x01  # a finite float stays finite: only the checksum can tell
+    (d / "weights.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(costmodel.ArtifactError, match="checksum"):
+        TimelinePredictor.load(d)
+
+
+def test_truncated_weights_are_refused(tmp_path, fitted):
+    d = tmp_path / "tl"
+    fitted[0].save(d)
+    raw = (d / "weights.safetensors").read_bytes()
+    (d / "weights.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(costmodel.ArtifactError, match="weights.safetensors"):
+        TimelinePredictor.load(d)
+
+
+def test_an_unfitted_predictor_says_so(r18):
+    with pytest.raises(costmodel.ModelLoadError, match="not fitted"):
+        TimelinePredictor().predict(r18, "h200")
+    assert len(HOST_CLASSES) == len(set(HOST_CLASSES))
+
+
+def test_estimate_takes_a_host_profile(tmp_path):
+    prof = calibrate(budget_s=0.5, device="cpu")
+    path = prof.save(tmp_path / "host.json")
+    est = costmodel.estimate("torchvision:alexnet", batch=1, device="h200", predictor="analytic", host=path)
+    assert any("host profile ignored" in a for a in est.assumptions)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(costmodel.ArtifactError, match="bad.json"):
+        costmodel.estimate("torchvision:alexnet", batch=1, device="h200", predictor="analytic", host=bad)
+
+
+def test_cli_host_flag_errors_are_one_line(tmp_path, capsys):
+    from costmodel.cli import main
+
+    assert main(["predict", "torchvision:alexnet", "--batch", "1", "--device", "h200", "--predictor", "analytic",
+                 "--host", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("costmodel: error:") and "nope.json" in err[0]
+
+
+def test_the_shipped_artifact_answers_by_name(r18):
+    assert TimelinePredictor.is_available()
+    p = costmodel.get_predictor("timeline")
+    assert p.params.trained_on["rows"] == 342 and p.params.trained_on["devices"] == ["H200-SXM5-141GB"]
+    e = p.predict(r18, "h200")
+    assert e.predictor == "timeline" and 0.1 < e.latency_ms < 100
