@@ -249,3 +249,16 @@ def test_a_torch_export_failure_featurized_by_the_trace_says_so(monkeypatch):
     ]
     monkeypatch.undo()
     assert costmodel.estimate(model, batch=4, input_shape=(16,), device="h200", predictor="analytic").assumptions == []
+
+
+def test_a_module_without_work_is_an_invalid_graph():
+    """An nn.Identity (or a model of views only) has nothing to cost: a clean error, never a math error
+    inside a learned predictor or a 0.0 ms answer."""
+    import torch
+
+    import costmodel
+
+    for model in (torch.nn.Identity(), torch.nn.Flatten()):
+        for pred in (None, "analytic"):
+            with pytest.raises(costmodel.InvalidGraphError, match="nothing to cost"):
+                costmodel.estimate(model, batch=2, input_shape=(3, 8, 8), device="h100", predictor=pred)

@@ -220,7 +220,8 @@ def to_graph(
         )
     if dtype is not None and dtype != g.meta.get("dtype"):
         g = cast_graph(g, dtype)
-    return g
+    # every frontend's graph must hold work a device can run (an nn.Identity has none)
+    return g.check_costable()
 
 
 def _is_module(obj) -> bool:

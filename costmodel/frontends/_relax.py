@@ -383,9 +383,12 @@ class _RelaxWalker:
             if isinstance(callee, relax.Function):
                 args = [self.arg(a) for a in c.args]
                 env = {_h(p): a for p, a in zip(callee.params, args)}
-                saved = dict(self.env)
+                # each call site gets its own value names: a function called twice must not
+                # produce the same names twice (output names are memoized per Relax variable)
+                saved, saved_outs = dict(self.env), self._outs
+                self._outs = {}
                 res = self.walk_function(callee, env)
-                self.env = saved
+                self.env, self._outs = saved, saved_outs
                 self.env[_h(var)] = res
                 return
             self.other(var, f"call {op.name_hint}", _flatten([self.arg(a) for a in c.args if not _is_shape(a)]))
