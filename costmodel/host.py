@@ -168,14 +168,9 @@ def load_host(host: "HostProfile | str | os.PathLike | None") -> HostProfile | N
 def _describe_host() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from .collect import cpu_name  # the same CPU description collected rows carry
+
+    cpu = cpu_name()
     return {
         "hostname": platform.node(),
         "cpu": cpu,

@@ -460,7 +460,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         devs = [get_device(device or _row_device(r)) for r in rows]
         tables = [op_table(g, d, mode=r.mode) for g, d, r in zip(graphs, devs, rows)]
         dev_us = [self._device_us(t)[0] for t in tables]
-        host = torch.nn.Parameter(torch.as_tensor([_softplus_inv(v) for v in self.params.host_us]))
+        host = torch.as_tensor([_softplus_inv(v) for v in self.params.host_us], dtype=torch.float64)
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float64)
         D = torch.as_tensor([float(d.sum()) for d in dev_us], dtype=torch.float64)
         counts = torch.zeros(len(rows), len(HOST_CLASSES), dtype=torch.float64)
@@ -478,7 +478,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             loss = ((torch.log(lat) - torch.log(y)) ** 2).mean()
             loss.backward()
             opt.step()
-        s = float(torch.exp(log_scale))
+        s = float(torch.exp(log_scale.detach()))
         self.params.host_us = [v * s for v in self.params.host_us]
         self.params.host_source = f"host lane rescaled by {s:.3f} to {len(rows)} rows of another host"
         self.host_profile = None

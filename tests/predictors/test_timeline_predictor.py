@@ -185,3 +185,30 @@ def test_the_shipped_artifact_answers_by_name(r18):
     assert p.params.trained_on["rows"] == 342 and p.params.trained_on["devices"] == ["H200-SXM5-141GB"]
     e = p.predict(r18, "h200")
     assert e.predictor == "timeline" and 0.1 < e.latency_ms < 100
+
+
+def test_fit_host_finds_the_second_host_faster(fitted):
+    """The 4 check rows of the second H200 host (``benchmarks/data/h200_extend``) repeat packaged
+    workloads; its launch-bound rows ran 1.4-2x faster. Refitting only the host lane on them must
+    shrink it, and leave the device lane (compute-bound rows) alone."""
+    import copy
+    from pathlib import Path
+
+    from costmodel.datasets import PerfDataset
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
+    new = PerfDataset.load(str(root), device="h200_extend", method="trace")
+    packaged = {r.model for r in PerfDataset.load().rows}
+    idx = [i for i, r in enumerate(new.rows) if r.model in packaged]
+    assert len(idx) == 4
+    rows = [new.rows[i] for i in idx]
+    graphs = [new.graph(i) for i in idx]
+    pred = copy.deepcopy(fitted[0])
+    before = [pred.predict(g, r.device, mode=r.mode) for g, r in zip(graphs, rows)]
+    pred.fit_host(graphs, rows)
+    after = [pred.predict(g, r.device, mode=r.mode) for g, r in zip(graphs, rows)]
+    scale = pred.params.host_us[0] / fitted[0].params.host_us[0]
+    assert 0.3 < scale < 0.95 and "rescaled" in pred.params.host_source
+    for b, a in zip(before, after):
+        assert a.details["ops"]["device_ms"] == pytest.approx(b.details["ops"]["device_ms"])
+        assert a.details["ops"]["host_ms"] < b.details["ops"]["host_ms"]
