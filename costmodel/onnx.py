@@ -234,6 +234,9 @@ def export(model, args, f: str | Path, *, device="h200", mode: str = "inference"
     if first is None or first.dim() == 0:
         raise InvalidInputError("export needs a batched example tensor among args to know the batch size")
     f = Path(f)
-    torch.onnx.export(model, args_t, str(f), **export_kwargs)
+    from .frontends import capture_lock
+
+    with capture_lock():  # torch.onnx.export runs torch.export: not while another thread captures
+        torch.onnx.export(model, args_t, str(f), **export_kwargs)
     return annotate(f, device=device, batch=int(first.shape[0]), input_shape=tuple(first.shape[1:]), mode=mode,
                     predictor=predictor)

@@ -243,3 +243,12 @@ def _is_relax_module(obj) -> bool:
 
 def _is_onnx_proto(obj) -> bool:
     return type(obj).__name__ == "ModelProto" and hasattr(obj, "graph")
+
+
+def capture_lock():
+    """The process-wide lock every PyTorch capture holds (``torch.export``, the dispatch trace,
+    ``torch.onnx.export``): export patches ``nn.Module`` for the whole process while it runs, so two
+    captures in two threads must not overlap."""
+    from ._torch import _CAPTURE_LOCK
+
+    return _CAPTURE_LOCK
