@@ -20,7 +20,6 @@ __version__ = "0.1.0"
 
 from ._errors import (  # noqa: E402  (light: stdlib only)
     ArtifactError,
-    AssumptionWarning,
     CostModelError,
     InvalidGraphError,
     DynamicShapeError,
@@ -66,7 +65,6 @@ __all__ = sorted(
     [
         "__version__",
         "ArtifactError",
-        "AssumptionWarning",
         "CostModelError",
         "InvalidGraphError",
         "DynamicShapeError",

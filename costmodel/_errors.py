@@ -52,10 +52,6 @@ class InvalidGraphError(ModelLoadError, ValueError):
     """A model's graph cannot be costed: it has a cycle, no operators, or dimensions no device can hold."""
 
 
-class AssumptionWarning(UserWarning):
-    """An estimate rests on a fallback (a substituted dtype peak, a device without measured rows...)."""
-
-
 class UnsupportedOpWarning(UserWarning):
     """An operator is not in the op vocabulary; it was mapped to ``other``."""
 
