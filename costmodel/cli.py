@@ -512,7 +512,7 @@ def _cmd_predict(a) -> int:
         from .predictors import get_predictor
 
         get_device(a.device)  # bad names fail before the (slow) capture
-        predictor = get_predictor(a.predictor)
+        get_predictor(a.predictor)
         model = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
                          method=a.method)
     est = estimate(
