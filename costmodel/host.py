@@ -270,7 +270,7 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        dispatch, module_call, kernel_us, sync_us = _measure(torch, dev, calls, it, share, use_cuda)
+        dispatch, module_call, kernel_us, sync_us = _measure(torch, dev, it, share, use_cuda)
     finally:
         torch.set_num_threads(threads)
     dispatch["default"] = statistics.median(dispatch.values())
@@ -287,7 +287,7 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
     )
 
 
-def _measure(torch, dev, calls, it, share: float, use_cuda: bool):
+def _measure(torch, dev, it, share: float, use_cuda: bool):
     with torch.inference_mode():
         dispatch = {name: _per_call_us(fn, share, None) for name, fn in it}
         ident = torch.nn.Identity()

@@ -52,7 +52,8 @@ import numpy as np
 from .. import __version__
 from ..analysis._timeline import replay
 from ..devices import get_device
-from ..ir._vocab import TENSOR_KINDS
+from ..host import OP_CLASSES, op_class
+from ..ir._vocab import CATEGORIES, TENSOR_KINDS
 from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
 from ._artifact import record_checksums, verify_checksums
 from ._gnn import ShippedArtifact
@@ -60,8 +61,6 @@ from ._gnn import ShippedArtifact
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
 #: backward kernels, one per optimizer parameter tensor and one per call (loss, zero_grad, Python)
-from ..host import OP_CLASSES, op_class  # noqa: E402
-
 HOST_CLASSES = ("default", *OP_CLASSES, "backward", "optimizer_tensor", "module", "call")
 _HOST_INDEX = {c: i for i, c in enumerate(HOST_CLASSES)}
 #: energy classes: tensor-core work, everything else that moves memory
@@ -70,8 +69,6 @@ DTYPES = ("fp32", "fp16", "bf16")
 #: bytes Adam reads and writes per parameter byte (param, grad, 2 moments read; param, 2 moments written)
 _OPT_BYTES = {"adam": 7.0, "adamw": 7.0, "sgd": 3.0, "sgd_momentum": 5.0}
 _OPT_FLOPS = {"adam": 12.0, "adamw": 14.0, "sgd": 2.0, "sgd_momentum": 4.0}
-from ..ir._vocab import CATEGORIES  # noqa: E402
-
 #: compact per-operator features: few enough that 342 whole-model labels constrain them, coarse
 #: enough (categories, not kinds) that an op kind absent from training inherits its category's efficiency
 FEATURE_NAMES = (
@@ -280,9 +277,6 @@ class _Model:
         self.floor = torch.nn.Parameter(torch.tensor(_softplus_inv(2.0)))
         self.sync = torch.nn.Parameter(torch.tensor(_softplus_inv(10.0)))
 
-    def parameters(self):
-        return [*self.mlp.parameters(), self.host, self.floor, self.sync]
-
     def lanes(self, b: _Batch):
         import torch
         import torch.nn.functional as F
@@ -398,7 +392,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        devs = [get_device(device or _row_device(r)) for r in rows]
+        devs = [get_device(device or r.device) for r in rows]
         tables = [op_table(g, d, mode=r.mode, optimizer="adam") for g, d, r in zip(graphs, devs, rows)]
         x = np.concatenate([t.x for t in tables])
         mean = x.mean(0)
@@ -457,7 +451,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         import torch.nn.functional as F
 
         assert self.params is not None, "fit the predictor first"
-        devs = [get_device(device or _row_device(r)) for r in rows]
+        devs = [get_device(device or r.device) for r in rows]
         tables = [op_table(g, d, mode=r.mode) for g, d, r in zip(graphs, devs, rows)]
         dev_us = [self._device_us(t)[0] for t in tables]
         host = torch.as_tensor([_softplus_inv(v) for v in self.params.host_us], dtype=torch.float64)
@@ -629,6 +623,3 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         obj._weights = weights
         return obj
 
-
-def _row_device(row) -> str:
-    return row.device
