@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  costmodel collect costmodel/data/specs/h200_extend.json --device cuda "
                               "-o out/vision_extend.jsonl --budget 300\n"
                               "  costmodel collect specs.json --batch 1 4 -o rows.jsonl     # a JSON list of specs\n"
-                              "  costmodel collect work.json --device cuda --ray auto -o rows.jsonl\n",
+                              "  costmodel collect work.json --device cuda --ray auto -o rows.jsonl\n"
+                              "  costmodel collect costmodel/data/specs/cpu_ops.json --ops --threads 1 -o cpu/vision_ops.jsonl\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("specs", metavar="SPECS",
                    help="work file: JSON {\"vision\": [...], \"llm\": [...]} (see costmodel/data/specs/), "
@@ -300,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop cleanly (between rows) after S seconds")
     c.add_argument("--cooldown", type=float, default=0.5, metavar="S", help="pause between rows (default 0.5 s)")
     c.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="measure at most N rows")
+    c.add_argument("--ops", action="store_true",
+                   help="also profile every workload per operator (torch.profiler) and write the operator rows, "
+                        "mapped onto the CostGraph's nodes, to ops.jsonl beside OUTPUT")
+    c.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="torch CPU threads (CPU only; default: torch's own choice)")
     c.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: auto, ray://HOST:10001, or local (start one here); one task per "
                         "model spec, pinned to one GPU with --device cuda (needs the 'ray' extra)")
@@ -725,8 +731,12 @@ def _cmd_collect(a) -> int:
     items = load_work(a.specs, batches=a.batch)
     stats: dict = {}
     n = collect(items, output=a.output, device=device, budget_s=a.budget, cooldown_s=a.cooldown, limit=a.limit,
-                ray_address=a.ray, stats=stats)
+                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads)
     paths = output_paths(a.output)
+    if a.ops:
+        from .collect import ops_path
+
+        paths["ops"] = ops_path(a.output)
     where = ", ".join(str(p) for p in paths.values() if p.exists()) or a.output
     extra = [f"{stats['skipped']} already there"]
     if stats.get("oom"):

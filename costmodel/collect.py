@@ -890,7 +890,7 @@ def _out_cache(out):
     return c if c is not None else out["past_key_values"]
 
 
-def _measure_rows(item: WorkItem, d: _Device) -> dict:
+def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
     import torch
 
     model, info = _model(item, d)
@@ -905,8 +905,10 @@ def _measure_rows(item: WorkItem, d: _Device) -> dict:
             if item.mode == "infer":
                 with torch.inference_mode():
                     t = _protocol(step, d)
+                    prof = _profile_ops(model, x, step, item, d, t) if ops else None
             else:
                 t = _protocol(step, d)
+                prof = _profile_ops(model, x, step, item, d, t) if ops else None
         finally:
             if item.mode == "train":
                 model.zero_grad(set_to_none=True)
@@ -931,9 +933,12 @@ def _measure_rows(item: WorkItem, d: _Device) -> dict:
                 del cache
                 cache = prefill()  # a fresh cache of `seq` tokens for the timed steps
                 t = _timed_window(lambda: model(input_ids=tok, use_cache=True, **{arg: cache}), [DECODE_TOKENS], d)
+                prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
             else:
                 kw = {"use_cache": False} if causal else {}
                 t = _protocol(lambda: model(input_ids=ids, **kw), d)
+                prof = _profile_ops(model, {"input_ids": ids, **kw}, lambda: model(input_ids=ids, **kw), item, d,
+                                    t) if ops else None
         lat_s = t["latency_ms"] / 1e3
         head = {"model": item.spec["model"], "model_type": item.spec["model_type"], "config": info["config"],
                 "causal": causal, "mode": item.mode, "dtype": item.dtype, "batch": b, "seq": seq,
@@ -954,7 +959,30 @@ def _measure_rows(item: WorkItem, d: _Device) -> dict:
         row["memory_error"] = d.memory_error() or "NVML did not report the memory in use"
     row["device"] = d.name
     row["costmodel_version"] = _version()
+    if prof is not None:
+        row["ops"] = prof[1]
+        row["_ops"] = prof[0]
     return row
+
+
+def _profile_ops(model, inputs, step, item: WorkItem, d: _Device, timed: dict) -> tuple[list[dict], dict]:
+    """Per-operator rows of one workload (see :mod:`costmodel.opprofile`)."""
+    from .frontends import from_torch
+    from .opprofile import profile_step
+
+    import warnings
+
+    import torch
+
+    training = item.mode == "train"
+    # the graph a user gets from the trace frontend: built outside the step's inference mode
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")  # unsupported-op notes: the rows name every operator anyway
+        graph = from_torch(model, inputs, mode="training" if training else "inference", method="trace")
+    rows, summary = profile_step(step, graph, cuda=d.cuda, sync=d.sync, unprofiled_ms=timed["latency_ms"])
+    if training:
+        model.train()  # from_torch restores the mode it found; the step trains
+    return rows, summary
 
 
 def _version() -> str:
@@ -964,7 +992,7 @@ def _version() -> str:
 
 
 def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "cuda", mode: str | None = None,
-            dtype: str = "fp32", seq: int | None = None, threads: int | None = None) -> dict:
+            dtype: str = "fp32", seq: int | None = None, threads: int | None = None, ops: bool = False) -> dict:
     """Measure one workload with the data protocol; returns a row in the data's format.
 
     Args:
@@ -979,6 +1007,8 @@ def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "c
         dtype: ``fp32``, ``fp16`` or ``bf16``.
         seq: sequence length (transformers; for ``decode`` the KV-cache length).
         threads: CPU threads for torch (CPU only).
+        ops: also profile the step per operator (:mod:`costmodel.opprofile`):
+            the row gets an ``ops`` summary and, under ``_ops``, the operator rows.
 
     Raises ``torch.cuda.OutOfMemoryError``/``MemoryError`` when the workload
     does not fit (:func:`collect` turns those into ``"oom"`` rows).
@@ -1002,7 +1032,7 @@ def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "c
     d = _device(normalize_device(device))
     if threads and not d.cuda:
         d.torch.set_num_threads(threads)
-    return _measure_rows(item, d)
+    return _measure_rows(item, d, ops=ops)
 
 
 def measure_cpu(spec: dict, batch: int, *, mode: str = "infer", dtype: str = "fp32", threads: int | None = None) -> dict:
@@ -1221,7 +1251,7 @@ class _Writer:
         self.paths = paths
         self.files: dict[str, Any] = {}
 
-    def write(self, kind: str, row: dict) -> None:
+    def _open(self, kind: str):
         f = self.files.get(kind)
         if f is None:
             p = self.paths[kind]
@@ -1231,13 +1261,64 @@ class _Writer:
             f = self.files[kind] = p.open("a")
             if torn:
                 f.write("\n")
-        f.write(json.dumps(row) + "\n")
+        return f
+
+    def write_text(self, kind: str, text: str) -> None:
+        f = self._open(kind)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+    def write(self, kind: str, row: dict) -> None:
+        self.write_text(kind, json.dumps(row) + "\n")
+
+    def write_many(self, kind: str, rows: list[dict]) -> None:
+        """All of ``rows`` in one write (the operator rows of one run)."""
+        self.write_text(kind, "".join(json.dumps(r) + "\n" for r in rows))
 
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+
+
+def ops_path(output: str | os.PathLike) -> Path:
+    """Where ``collect(..., ops=True)`` writes operator rows: ``ops.jsonl`` beside ``output``."""
+    return Path(output).with_name("ops.jsonl")
+
+
+def _op_row(item: WorkItem, row: dict, op: dict) -> dict:
+    """An operator row with the fields that name its run (``key`` joins it to the model row)."""
+    head = {"key": item.key(), "model": item.spec.get("name") or item.spec.get("model"),
+            "family": item.spec.get("family", item.spec.get("model_type")), "mode": item.mode,
+            "dtype": item.dtype, "batch": item.batch}
+    if item.seq is not None:
+        head["seq"] = item.seq
+    head["device"] = row.get("device")
+    return {**head, **op}
+
+
+def _drop_orphan_ops(path: Path, done: set[str]) -> None:
+    """Remove operator rows whose model row was never written (a run cut between the two)."""
+    if not path.exists():
+        return
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            k = json.loads(line).get("key")
+        except (json.JSONDecodeError, AttributeError):
+            dropped += 1
+            continue
+        if k in done:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ops-")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(x + "\n" for x in keep))
+        os.replace(tmp, path)
 
 
 def _warn(msg: str, bar=None) -> None:
@@ -1261,7 +1342,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             output: str | os.PathLike | None = None, *, device: str = "cpu", budget_s: float | None = None,
             cooldown_s: float = 0.5, progress: bool = True, limit: int | None = None, ray_address: str | None = None,
             measure_fn: Callable | None = None, stats: dict | None = None,
-            clock: Callable[[], float] | None = None) -> int:
+            clock: Callable[[], float] | None = None, ops: bool = False, threads: int | None = None) -> int:
     """Measure every work item not yet in the output; returns the rows written.
 
     Args:
@@ -1286,6 +1367,12 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             ``failed`` (label -> error), ``left`` (not measured: budget/limit),
             ``budget_stopped`` (True when the budget ended the run early).
         clock: seconds for the budget (default ``time.monotonic``).
+        ops: also profile every workload per operator: the operator rows go to
+            ``ops.jsonl`` beside ``output`` (:mod:`costmodel.opprofile`), each
+            model row gets an ``ops`` summary, and ``hardware.json`` gets the
+            device's measured GEMM rate and copy bandwidth.  Operator rows of a
+            run cut before its model row was written are dropped on resume.
+        threads: torch CPU threads (CPU only; recorded in every row).
 
     Before measuring, every model to measure is built once on the meta device
     (no memory, no weights), so a spec that cannot be built (an unknown model,
@@ -1298,6 +1385,10 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             raise InvalidInputError("collect() needs an output path")
         output, batches = batches, None
     device = normalize_device(device)
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+    if ops and ray_address:
+        raise InvalidInputError("per-operator profiling (ops=True, --ops) runs in this process; it cannot go to Ray")
     if budget_s is not None and budget_s <= 0:
         raise InvalidInputError(f"budget must be > 0 seconds, got {budget_s}")
     if cooldown_s < 0:
@@ -1307,6 +1398,9 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
         items += _as_item(x, batches)
     paths = output_paths(output)
     done = _done_keys(paths.values())
+    if ops:
+        paths["ops"] = ops_path(output)
+        _drop_orphan_ops(paths["ops"], done)
     todo, seen = [], set(done)
     for it in items:
         k = it.key()
@@ -1326,10 +1420,23 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
         return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock)
     if device.startswith("cuda"):
         check_cuda(device)
+    if threads is not None and not device.startswith("cuda"):
+        import torch
+
+        torch.set_num_threads(threads)
     hw = paths["vision"].parent / "hardware.json"
     if not hw.exists():
         hw.parent.mkdir(parents=True, exist_ok=True)
         hw.write_text(_hardware_json(device))
+    if ops:
+        info = json.loads(hw.read_text())
+        if "roofline" not in info:
+            from .opprofile import measure_roofline
+
+            info["roofline"] = measure_roofline(device)
+            hw.write_text(json.dumps(info, indent=1))
+    if measure_fn is None and ops:
+        measure_fn = lambda item, device: measure(item, device=device, ops=True)  # noqa: E731
     writer = _Writer(paths)
     bar = _bar(len(todo), f"measuring ({device})", progress)
     start = clock()
@@ -1350,6 +1457,9 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             row, err = measure_safe(it, device, measure_fn)
             durations.append(clock() - t0)
             if row is not None:
+                op_rows = row.pop("_ops", None)
+                if op_rows:
+                    writer.write_many("ops", [_op_row(it, row, r) for r in op_rows])
                 writer.write(it.kind, row)
                 st["written"] += 1
                 if row.get("oom"):
