@@ -628,6 +628,15 @@ def _train_timeline(a) -> int:
           file=sys.stderr)
     t0 = time.perf_counter()
     pred = TimelinePredictor(cfg).fit(ds, progress=True)
+    from ._errors import ModelLoadError
+
+    try:
+        pred.fit_cpu_ops(a.data, progress=True)
+        info = pred.cpu.trained_on
+        print(f"CPU operator model: {info['operators']} operator rows of {info['runs']} runs "
+              f"({len(info['families'])} families)", file=sys.stderr)
+    except ModelLoadError as e:
+        print(f"no CPU operator model: {e}", file=sys.stderr)
     pred.save(out)
     print(f"saved {out}  ({time.perf_counter() - t0:.1f} s; use it with --predictor {out})")
     return 0

@@ -165,13 +165,24 @@ def map_step(root, graph, *, cuda: bool) -> dict:
             for j in js:
                 e = events[j]
                 fwd[match_at[j]] = [float(e.cpu_time_total) + rest, _device_us(e, cuda), _kernels(e)]
-    # backward functions: linked to the forward operator by the autograd sequence number
-    seq_node: dict[int, int] = {}
+    # backward functions: linked to the forward operator by the autograd sequence number.  Every
+    # operator run with grad enabled carries the number autograd's next function will get, so an
+    # operator that makes no function (BatchNorm's ``num_batches_tracked.add_``) shares it with the
+    # one that does, which runs after it: the last operator in execution order to carry a number
+    # owns it (None when that operator is on no node, such as the loss).
+    claims: list[tuple[int, int, int | None]] = []  # (event index, sequence number, node id)
     for j, nid in match_at.items():
         for k in _ancestors_to_top(j, flat, parent_top):
             s = getattr(events[k], "sequence_nr", -1)
             if s is not None and s >= 0:
-                seq_node.setdefault(s, nid)
+                claims.append((k, s, nid))
+    for i, e in enumerate(events):
+        s = getattr(e, "sequence_nr", -1)
+        if s is not None and s >= 0 and not skip[i] and parent_top[i] not in holders:
+            claims.append((i, s, None))
+    seq_node: dict[int, int | None] = {}
+    for _, s, nid in sorted(claims, key=lambda c: c[0]):
+        seq_node[s] = nid
     bwd: dict[int, list[float]] = {}
     unmapped: list[tuple[str, str, float, float]] = []
     for i in bwd_idx:
@@ -180,7 +191,7 @@ def map_step(root, graph, *, cuda: bool) -> dict:
         s = inner[0].sequence_nr if inner else -1
         name = ev.name.split(": ", 1)[-1]
         d = _device_us(ev, cuda)
-        if s in seq_node:
+        if seq_node.get(s) is not None:
             acc = bwd.setdefault(seq_node[s], [0.0, 0.0, 0])
             acc[0] += float(ev.cpu_time_total)
             acc[1] += d
@@ -256,6 +267,16 @@ def profile_step(step: Callable[[], Any], graph, *, cuda: bool, sync: Callable[[
     return _rows(graph, maps, cuda), _summary(graph, maps, walls, unprofiled_ms)
 
 
+def _jsonable(attrs: dict) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v):
+            out[k] = list(v)
+    return out
+
+
 def _mean(vals) -> float:
     return float(statistics.fmean(vals)) if vals else 0.0
 
@@ -272,7 +293,7 @@ def _rows(graph, maps: list[dict], cuda: bool) -> list[dict]:
             vals = [v for v in vals if v is not None]
             rows.append({
                 "phase": phase, "node": nid, "mapped": True, "op": _name(n.op), "kind": n.kind,
-                "is_view": n.is_view, "scope": n.scope,
+                "is_view": n.is_view, "scope": n.scope, "attrs": _jsonable(n.attrs),
                 "in_shapes": [list(s) for s in n.in_shapes], "out_shapes": [list(s) for s in n.out_shapes],
                 "dtype": (n.out_dtypes or n.in_dtypes or ["?"])[0], "flops": n.flops,
                 "bytes": n.bytes_read + n.bytes_written,

@@ -66,8 +66,16 @@ class PerfRow:
 
     @property
     def graph_supported(self) -> bool:
-        """Rows whose graph this library can rebuild (decode steps need a KV cache graph)."""
+        """Rows the graph-based predictors train on: vision, transformer forward and prefill.
+
+        Decode steps have graphs too (:meth:`PerfDataset.graph` builds one step against a KV
+        cache of ``seq`` tokens) but the shipped graph predictors were not trained on them."""
         return self.kind == "vision" or self.phase in ("forward", "prefill")
+
+    @property
+    def has_graph(self) -> bool:
+        """Rows :meth:`PerfDataset.graph` can build: every vision row, every transformer row."""
+        return self.kind == "vision" or self.phase in ("forward", "prefill", "decode")
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
@@ -147,6 +155,7 @@ class PerfDataset(Sequence[PerfRow]):
         device: str = "h200",
         kinds: Sequence[str] = ("vision",),
         method: str = "export",
+        prefix: str = "",
     ) -> "PerfDataset":
         """Read the measured rows of one device folder.
 
@@ -154,6 +163,9 @@ class PerfDataset(Sequence[PerfRow]):
             root: folder holding ``<device>/vision.jsonl`` etc. (default: the packaged data).
             device: sub-folder name (``h200``).
             kinds: which files to read: ``vision`` and/or ``llm``.
+            method: the frontend's capture method for :meth:`graph` (``export`` or ``trace``).
+            prefix: read ``<prefix>vision.jsonl`` etc. (``"ops_"``: the rows profiled per operator,
+                whose operator rows are ``ops.jsonl.gz`` in the same folder).
         """
         for k in kinds:
             if k not in KINDS:
@@ -169,7 +181,7 @@ class PerfDataset(Sequence[PerfRow]):
         dev_name = info.get("costmodel_device") or info.get("name", device)
         rows: list[PerfRow] = []
         for k in kinds:
-            path = folder / f"{k}.jsonl"
+            path = folder / f"{prefix}{k}.jsonl"
             if not path.exists():
                 continue
             for _, r in read_jsonl(path):
@@ -212,15 +224,15 @@ class PerfDataset(Sequence[PerfRow]):
         r = self.rows[i]
         if r.kind == "vision":
             g = zoo_graph(r.spec, batch=r.batch, mode=r.mode, method=self.method)
-        elif r.graph_supported:
+        elif r.has_graph:
             from ..frontends import hf_graph
 
             g = hf_graph(
                 r.spec["model_type"], r.spec["config"], batch=r.batch, seq=r.seq,
-                causal=r.spec.get("causal"), method=self.method,
+                causal=r.spec.get("causal"), method=self.method, decode=r.phase == "decode",
             )
         else:
-            raise InvalidInputError(f"row {i} ({r.model} {r.phase}) has no graph: decode steps are not featurized yet")
+            raise InvalidInputError(f"row {i} ({r.model} {r.phase}) has no graph: unknown phase {r.phase!r}")
         if r.dtype != g.meta.get("dtype"):
             g = cast_graph(g, r.dtype)
         return g

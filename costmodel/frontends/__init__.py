@@ -146,15 +146,20 @@ def zoo_graph(
 
 
 def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str = "inference",
-             method: str = "export", causal: bool | None = None, cache: bool = True) -> CostGraph:
-    """Graph of a transformers config on ``(batch, seq)`` token ids (cached)."""
+             method: str = "export", causal: bool | None = None, cache: bool = True,
+             decode: bool = False) -> CostGraph:
+    """Graph of a transformers config on ``(batch, seq)`` token ids, or with ``decode=True`` of one
+    decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached)."""
     from ._hf import hf_graph as build_hf
 
     desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
             "method": method, "causal": causal}
+    if decode:
+        desc["decode"] = True
     return cached_graph(
         desc,
-        lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode),
+        lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode,
+                         decode=decode),
         cache=cache,
     )
 

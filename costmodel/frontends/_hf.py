@@ -51,13 +51,67 @@ def hf_graph(
     causal: bool | None = None,
     method: str = "export",
     mode: str = "inference",
+    decode: bool = False,
 ) -> CostGraph:
+    """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
+    decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`)."""
     import torch
 
     from ._torch import from_torch
 
     model, causal = build_hf_model(model_type, config, causal=causal)
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
-    g = from_torch(model, {"input_ids": ids}, mode=mode, method=method, name=config.get("_name_or_path") or model_type)
+    name = config.get("_name_or_path") or model_type
+    if decode:
+        if not causal:
+            raise InvalidInputError(f"a decode step needs a decoder; {model_type} is built as an encoder")
+        g = _decode_graph(model, batch, seq, method, name)
+        g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
+        return g
+    g = from_torch(model, {"input_ids": ids}, mode=mode, method=method, name=name)
     g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
     return g
+
+
+def _cache_kwarg(model) -> str:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _decode_graph(model, batch: int, seq: int, method: str, name: str) -> CostGraph:
+    """One decode step: one new token per sequence against a KV cache of ``seq`` tokens.
+
+    The cache is filled by a prefill on the meta device (no memory, no compute)
+    with the model's own cache class, so it has the layout, heads and dtype the
+    model really appends to; its tensors are graph inputs, so the cache read by
+    attention and the copy the cache update makes (``torch.cat`` in the dynamic
+    cache) are costed with their true sizes.  Traced (``torch.export`` does not
+    take a cache object).
+    """
+    import torch
+
+    from ._torch import from_torch
+
+    model.config.use_cache = True
+    arg = _cache_kwarg(model)
+    with torch.device("meta"), torch.no_grad():
+        out = model(input_ids=torch.zeros((batch, seq), dtype=torch.long), use_cache=True)
+    cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out["past_key_values"]
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise InvalidInputError(f"{name}: this transformers version's KV cache has no per-layer tensors to cost")
+    kv = [t for layer in layers for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor)]
+
+    class DecodeStep(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, *cache_tensors):  # the tensors are the cache's own (registered as inputs)
+            return self.model(input_ids=input_ids, use_cache=True, **{arg: cache}).logits
+
+    tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
+    del method  # the cache object rules out torch.export
+    return from_torch(DecodeStep(), (tok, *kv), method="trace", name=name)

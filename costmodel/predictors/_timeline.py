@@ -201,7 +201,7 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     x = np.asarray(rows, dtype=np.float32)
     return OpTable(x, np.asarray(bound), np.asarray(kernel), np.asarray(hcls, np.int64), np.asarray(hcnt),
                    np.asarray(ecls, np.int64), np.asarray(node_ids, np.int64), np.asarray(phases, np.int64),
-                   synchronous=device.vendor.lower() not in ("nvidia", "amd"))
+                   synchronous=_is_cpu(device))
 
 
 # ---------------------------------------------------------------------- the learned parts
@@ -338,6 +338,11 @@ def _nnls_relative(A: np.ndarray, y: np.ndarray, iters: int = 3000) -> np.ndarra
     return w
 
 
+def _is_cpu(dev) -> bool:
+    """Whether operators run on the host thread (no accelerator vendor)."""
+    return dev.vendor.lower() not in ("nvidia", "amd")
+
+
 @register_predictor("timeline")
 class TimelinePredictor(ShippedArtifact, Predictor):
     """Operators under their roofline on a host/device timeline (see the module docstring)."""
@@ -351,6 +356,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self.params: TimelineParams | None = None
         self._weights: list[np.ndarray] | None = None
         self.host_profile = None
+        #: operator model + host costs of the CPU, trained on its operator profiles (``fit_cpu_ops``)
+        self.cpu = None
         if host is not None:
             self.set_host(host)
 
@@ -478,6 +485,15 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self.host_profile = None
         return self
 
+    def fit_cpu_ops(self, root=None, *, backend: str = "xgb", progress: bool = False) -> "TimelinePredictor":
+        """Train the CPU's operator model on its per-operator profiles (``<root>/cpu/ops.jsonl.gz``) and
+        its host costs on the same runs' whole-model latencies (see :mod:`costmodel.predictors._opmodel`)."""
+        from ._opmodel import OpTimeline, load_op_dataset
+
+        ds, graphs, ops, figs = load_op_dataset(root, device="cpu", progress=progress)
+        self.cpu = OpTimeline.fit(ds, graphs, ops, figs, backend=backend)
+        return self
+
     # ------------------------------------------------------------------ prediction
     def _device_us(self, t: OpTable) -> tuple[np.ndarray, np.ndarray]:
         assert self.params is not None and self._weights is not None
@@ -507,6 +523,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         out = []
         for g in graphs:
             m = validate_mode(mode or g.meta.get("mode", "inference"))
+            if self.cpu is not None and _is_cpu(dev):
+                out.append(self._predict_cpu(g, dev, m, optimizer, base))
+                continue
             t = op_table(g, dev, mode=m, optimizer=optimizer)
             d_us, eff = self._device_us(t)
             h_us = host[t.host_class] * t.host_count
@@ -553,6 +572,35 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             out.append(est)
         return out
 
+    def _predict_cpu(self, g, dev, m: str, optimizer: str, base) -> Estimate:
+        """A CPU: the operator model trained on this project's CPU operator profiles, operators in sequence."""
+        from ._analytic import graph_assumptions
+
+        tl = self.cpu
+        r = tl.predict(g, m)
+        est = base._predict(g, dev, mode=m, optimizer=optimizer, mig_details=False)
+        est.latency_ms = r["latency_ms"]
+        # energy: the analytic model's power (the device entry's figures) over the predicted time
+        est.energy_j = est.power_w * r["latency_ms"] / 1e3 if est.power_w else est.energy_j
+        est.predictor = self.name
+        est.predictor_version = f"{self.version} (costmodel {__version__})"
+        est.throughput_samples_s = (est.batch / (r["latency_ms"] / 1e3)) if est.batch else None
+        figs = tl.figs
+        notes = [*graph_assumptions(g), *dev.assumptions,
+                 f"CPU operator model trained on {tl.trained_on.get('operators', '?')} operator profiles of "
+                 f"{figs.name} at {figs.cores} thread(s) ({figs.gflops:.0f} GFLOP/s, {figs.gbps:.0f} GB/s measured): "
+                 "another CPU or thread count runs at its own speed",
+                 "energy: the analytic model's power for this device entry over the predicted time (the profiled "
+                 "CPU exposes no energy counter)",
+                 "memory from the analytic liveness model"]
+        if self.host_profile is not None:
+            notes.append("host profile ignored on a CPU: the host costs come from the profiled runs")
+        est.assumptions = list(dict.fromkeys(notes))
+        est.details["ops"] = {"host_ms": r["host_ms"], "device_ms": r["device_ms"], "bound": "serial",
+                              "host_bound_share": None, "single_call_ms": r["latency_ms"],
+                              "host_terms_ms": r["host_terms_ms"], "top": r["top"]}
+        return est
+
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
@@ -565,9 +613,14 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                "feature_names": list(FEATURE_NAMES), "host_classes": list(HOST_CLASSES),
                "energy_classes": list(ENERGY_CLASSES), "config": asdict(self.config), "params": asdict(self.params),
                "library_version": __version__}
+        files = ["weights.safetensors"]
+        if self.cpu is not None:
+            cfg["cpu_ops"] = "cpu_ops.json"
+            (path / "cpu_ops.json").write_text(json.dumps(self.cpu.to_dict()))
+            files.append("cpu_ops.json")
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
         save_file({f"w{i}": w.astype(np.float32) for i, w in enumerate(self._weights)}, str(path / "weights.safetensors"))
-        record_checksums(path / "config.json", ["weights.safetensors"])
+        record_checksums(path / "config.json", files)
 
     @classmethod
     def load(cls, path: str | Path) -> "TimelinePredictor":
@@ -577,7 +630,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name})
         where = path / "config.json"
-        verify_checksums(cfg, where, ["weights.safetensors"])  # flipped weight bytes that stay finite
+        has_cpu = cfg.get("cpu_ops") is not None
+        # flipped weight bytes that stay finite
+        verify_checksums(cfg, where, ["weights.safetensors", *(["cpu_ops.json"] if has_cpu else [])])
 
         def need(cond, what):
             if not cond:
@@ -621,5 +676,15 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         obj = cls(conf)
         obj.params = params
         obj._weights = weights
+        if has_cpu:
+            from ._opmodel import OpTimeline
+
+            need(cfg["cpu_ops"] == "cpu_ops.json", f"cpu_ops must name cpu_ops.json, got {cfg['cpu_ops']!r}")
+            f = path / "cpu_ops.json"
+            try:
+                d = json.loads(f.read_text())
+            except (OSError, ValueError) as e:
+                raise ArtifactError(f"{f} cannot be read: {e}") from None
+            obj.cpu = OpTimeline.from_dict(d, str(f))
         return obj
 
