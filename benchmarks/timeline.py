@@ -1,6 +1,8 @@
 """The timeline predictor (operators under their roofline on a host/device timeline), measured.
 
     python benchmarks/timeline.py [--epochs 600] [--seeds 3] [--skip-lofo]
+    python benchmarks/timeline.py --llm          # transformers, leave-one-model-out
+    python benchmarks/timeline.py --cpu [-- --skip-dippm]
 
 Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
 
@@ -13,7 +15,13 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
 3. the second H200 host: the host lane refitted on its 4 check rows (rows that
    repeat packaged workloads), error on its 78 new-architecture rows before and
    after;
-4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second.
+4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second;
+5. (``--llm``) the H200 transformer rows (encoder forward, prefill, and decode
+   steps with their KV-cache graphs) through the timeline, leave-one-model-out.
+
+``--cpu`` prints the CPU tables instead (``benchmarks/timeline_cpu.py``): the
+operator model trained on operator profiles, per operator and per model,
+leave-one-family-out, against DIPPM trained on the same CPU rows.
 
 The timeline predictor is fitted on whole-model latencies only (no per-operator
 labels exist for the H200 yet): the operator efficiencies and host costs are
@@ -82,14 +90,63 @@ def _breakdown(title, rows, ests):
         print(_row("energy, all", [rows[i].energy_j for i in ok], [ests[i].energy_j for i in ok]))
 
 
+def _llm_section(epochs: int) -> None:
+    """Transformer rows (encoder forward, prefill, decode with its KV-cache graph) through the timeline,
+    leave-one-model-out: fitted on every vision row and the other models' transformer rows."""
+    from costmodel.datasets import PerfDataset
+
+    ds = PerfDataset.load(kinds=("vision", "llm"))
+    vis = [i for i, r in enumerate(ds.rows) if r.kind == "vision"]
+    llm = [i for i, r in enumerate(ds.rows) if r.kind == "llm" and r.has_graph]
+    t0 = time.perf_counter()
+    graphs = {i: ds.graph(i) for i in vis + llm}
+    models = sorted({ds.rows[i].model for i in llm})
+    print(f"H200 transformers: {len(llm)} rows of {len(models)} models (graphs in {time.perf_counter() - t0:.0f} s)")
+    rs, ps = [], []
+    for m in models:
+        train = vis + [i for i in llm if ds.rows[i].model != m]
+        test = [i for i in llm if ds.rows[i].model == m]
+        pred = _fit([graphs[i] for i in train], [ds.rows[i] for i in train], epochs, 0)
+        ps += _predict(pred, [graphs[i] for i in test], [ds.rows[i] for i in test])
+        rs += [ds.rows[i] for i in test]
+    _header(f"5. transformers through the timeline, leave-one-model-out ({len(models)} folds, pooled)")
+    for ph in ("all", "forward", "prefill", "decode"):
+        idx = [k for k, r in enumerate(rs) if ph == "all" or r.phase == ph]
+        if not idx:
+            continue
+        y = [rs[k].latency_ms for k in idx]
+        print(_row(f"latency, {ph}", y, [ps[k].latency_ms for k in idx]))
+        print(_row(f"throughput (samples/s), {ph}", [rs[k].batch / y[j] for j, k in enumerate(idx)],
+                   [rs[k].batch / ps[k].latency_ms for k in idx]))
+        ok = [k for k in idx if np.isfinite(rs[k].energy_j) and rs[k].energy_j > 0]
+        print(_row(f"energy, {ph}", [rs[k].energy_j for k in ok], [ps[k].energy_j for k in ok]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--data", default=str(HERE / "data"))
-    a = ap.parse_args()
+    ap.add_argument("--cpu", action="store_true",
+                    help="only the CPU tables: the operator model on the rows profiled per operator "
+                         "(benchmarks/timeline_cpu.py; pass its options after --)")
+    ap.add_argument("--llm", action="store_true", help="only the H200 transformer table (section 5)")
+    a, rest = ap.parse_known_args()
+    if a.cpu:
+        import sys
+
+        sys.path.insert(0, str(HERE))
+        from timeline_cpu import main as cpu_main
+
+        cpu_main([x for x in rest if x != "--"])
+        return
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     warnings.simplefilter("ignore")
+    if a.llm:
+        _llm_section(a.epochs)
+        return
     from costmodel.datasets import PerfDataset
     from costmodel.predictors import get_predictor
 

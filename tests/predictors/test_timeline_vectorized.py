@@ -1,0 +1,151 @@
+"""The timeline's operator table over arrays: the same table as the operator-at-a-time reference, bit for
+bit (features, bounds, classes, order), and the same predictions."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from costmodel.analysis._cast import cast_graph
+from costmodel.devices import get_device
+from costmodel.frontends import zoo_graph
+from costmodel.ir import CostGraph, Node
+from costmodel.predictors import _timeline, get_predictor
+from costmodel.predictors._timeline import (
+    FEATURE_NAMES,
+    OpTable,
+    _module_calls_reference,
+    _op_table_reference,
+    module_calls,
+    op_table,
+)
+
+#: devices with every compute ceiling (H200, A100), without bf16 (V100) or TF32 (T4), and the CPU entry
+DEVICES = ("h200", "a100", "v100", "t4", "cpu")
+#: packaged H200 models: plain, grouped and depthwise convolutions, attention, dense blocks, pooling mixers
+MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t", "densenet121", "poolformer_s12",
+          "regnet_y_800mf", "shufflenet_v2_x1_0", "mixer_b16_224")
+
+
+def _synthetic(dtype: str = "fp32") -> CostGraph:
+    """Operators at the edges of the features: no outputs, an empty output dimension, tensor kinds without
+    FLOPs, operators with no work, dtypes only on inputs or none of the feature dtypes, odd attributes
+    and scopes."""
+    nodes = [
+        Node(0, "conv_dw", "conv", {"kernel": [3, 3], "stride": [2, 2], "groups": 8}, [(1, 8, 8, 8), (8, 1, 3, 3)],
+             ["fp32", "fp32"], [False, True], [(1, 8, 4, 4)], ["fp32"], 2304.0, 1152.0, 2336.0, 512.0, 72,
+             scope="features.0.conv"),
+        Node(1, "conv_g", "conv", {"kernel": [5], "stride": [], "groups": None}, [(1, 8, 4, 4)], ["fp32"],
+             [False], [(1, 16, 4, 4)], ["fp32"], 1e4, 5e3, 512.0, 1024.0, scope="features.0"),
+        Node(2, "convt", "conv_transpose", {"kernel": [2, 2], "stride": [2, 2], "groups": 2},
+             [(1, 16, 4, 4)], ["bf16"], [False], [(1, 2, 8, 8)], ["int64"], 4096.0, 2048.0, 512.0, 256.0,
+             scope="x..y"),
+        Node(3, "mm0", "matmul", {}, [(0, 16), (16, 16)], ["fp16", "fp16"], [False, True], [(0, 16)], ["fp16"],
+             0.0, 0.0, 512.0, 0.0, scope=".lead"),
+        Node(4, "attn", "attention", {}, [(2, 4, 64, 32)] * 3, ["fp16"] * 3, [False] * 3, [(2, 4, 64, 32)],
+             ["fp16"], 2 * 2 * 4 * 64 * 64 * 32 * 2.0, 0.0, 3 * 32768.0, 32768.0, scope="blocks.1.attn"),
+        Node(5, "view", "reshape", {}, [(2, 4, 64, 32)], ["fp16"], [False], [(2, 256, 32)], ["fp16"],
+             is_view=True, scope="blocks.1.attn"),
+        Node(6, "noop", "dropout", {}, [(2, 256, 32)], ["fp16"], [False], [(2, 256, 32)], ["fp16"], 0.0, 0.0,
+             0.0, 0.0, scope="blocks.1.drop"),
+        Node(7, "idx", "gather", {}, [(4,), (10, 8)], ["int64", "int32"], [False, True], [(4, 8)], ["int64"],
+             0.0, 0.0, 400.0, 128.0, scope="embed"),
+        Node(8, "noout", "copy", {}, [(4, 8)], ["fp32"], [False], [], [], 0.0, 0.0, 128.0, 128.0),
+        Node(9, "scalar", "reduction", {"kernel": None}, [(4, 8)], ["fp32"], [False], [()], ["fp32"], 32.0, 0.0,
+             128.0, 4.0),
+        Node(10, "fc", "matmul", {}, [(1, 4096), (1000, 4096)], ["fp32", "fp32"], [False, True], [(1, 1000)],
+             ["fp32"], 8.192e6, 4.096e6, 16404480.0, 4000.0, 4097000, scope="head"),
+        Node(11, "odd", "other", {}, [(3,)], ["bool"], [False], [(3,)], ["bool"], 0.0, 0.0, 3.0, 3.0),
+    ]
+    g = CostGraph(nodes, [(i, i + 1) for i in range(len(nodes) - 1)],
+                  meta={"name": "synthetic", "dtype": "fp32", "batch": 1, "params": 4100000,
+                        "weights_bytes": 16400000})
+    if dtype != "fp32":
+        g.meta["dtype"] = dtype  # a graph default the features have no column for (fp64) or a narrow one
+    return g
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    """(label, graph): packaged H200 rows (batch 1 and training fp32, inference fp16) and their bf16 casts,
+    export graphs that keep module scopes, and the synthetic edge cases."""
+    from costmodel.datasets import PerfDataset
+
+    ds = PerfDataset.load(method="trace")
+    out = [(f"{r.model} {r.mode} {r.dtype} b{r.batch}", ds.graph(i)) for i, r in enumerate(ds.rows)
+           if r.model in MODELS and (r.batch == 1 or r.mode == "training" or r.dtype != "fp32")]
+    out += [(f"{label} bf16", cast_graph(g, "bf16")) for label, g in out if "fp32 b1" in label][:4]
+    r50 = zoo_graph({"family": "resnet", "name": "resnet50", "res": 224, "src": "tv"}, batch=8, mode="inference")
+    out += [("resnet18 export", zoo_graph("resnet18", batch=1, method="export")), ("resnet50 export b8", r50),
+            ("resnet50 export b8 fp16", cast_graph(r50, "fp16"))]
+    out += [(f"synthetic {d}", _synthetic(d)) for d in ("fp32", "fp16", "bf16", "fp64")]
+    return out
+
+
+def _assert_same_table(a: OpTable, b: OpTable, what: str) -> None:
+    for f in dataclasses.fields(OpTable):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(vb, np.ndarray):
+            assert va.dtype == vb.dtype and va.shape == vb.shape, (what, f.name, va.dtype, vb.dtype, va.shape, vb.shape)
+            same = va == vb
+            if va.dtype.kind == "f":
+                same |= np.isnan(va) & np.isnan(vb)
+            bad = np.argwhere(~same)
+            assert not len(bad), (what, f.name, [(tuple(i), FEATURE_NAMES[i[-1]] if va.ndim == 2 else None)
+                                                for i in bad[:5]])
+        else:
+            assert va == vb, (what, f.name)
+
+
+def test_op_table_equals_the_reference(graphs):
+    n = 0
+    for label, g in graphs:
+        for name in DEVICES:
+            dev = get_device(name)
+            for mode, optimizer in (("inference", "adam"), ("training", "adam"), ("training", "sgd_momentum")):
+                what = f"{label} on {name}, {mode} ({optimizer})"
+                _assert_same_table(op_table(g, dev, mode=mode, optimizer=optimizer),
+                                   _op_table_reference(g, dev, mode=mode, optimizer=optimizer), what)
+                n += 1
+    assert n == len(graphs) * len(DEVICES) * 3
+
+
+def test_module_calls_equal_the_reference(graphs):
+    counts = [module_calls(g) for _, g in graphs]
+    assert counts == [_module_calls_reference(g) for _, g in graphs]
+    assert max(counts) > 40  # the export graphs keep their module scopes
+    # "features", "features.0", "features.0.conv", "x", "x.", "x..y", "", ".lead", "blocks", "blocks.1",
+    # "blocks.1.attn", "blocks.1.drop", "embed", "head" (the empty prefix of ".lead" counts, as before)
+    assert module_calls(_synthetic()) == 14
+
+
+def test_synthetic_rows_follow_the_operators():
+    g = _synthetic()
+    dev = get_device("h200")
+    t = op_table(g, dev, mode="training")
+    ops = [n for n in g.nodes if not n.is_view]
+    fwd = t.phase == 0
+    assert list(t.node[fwd][:-1]) == [n.id for n in ops]  # forward in graph order, then the module row
+    back = [int(i) for i in t.node[t.phase == 1]]
+    # reverse order, operators with no work skipped, two rows per tensor-core kind (its FLOPs or not)
+    assert back == [11, 10, 10, 9, 8, 7, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
+    x = {name: t.x[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    assert x["is_depthwise"][0] == 1.0 and x["is_depthwise"][1] == 0.0
+    assert x["tensor_core"][3] == 0.0 and t.energy_class[3] == 1  # a matmul without FLOPs
+    assert x["wave_efficiency"][3] == pytest.approx(1 / dev.sm_count)  # an empty output still fills one tile
+    assert x["dtype_bf16"][2] == 1.0 and x["dtype_fp32"][6] == 1.0  # dtype from the inputs; the graph default
+    assert t.kernel[5] == 0.0  # dropout: forward row without a kernel
+
+
+def test_predictions_equal_the_reference(graphs, monkeypatch):
+    pred = get_predictor("timeline")
+    picked = [g for label, g in graphs if not label.startswith("synthetic")][::3]
+    for name in ("h200", "a100", "v100"):
+        for mode, optimizer in ((None, "adam"), ("inference", "adam"), ("training", "sgd")):
+            new = pred.predict_many(picked, name, mode=mode, optimizer=optimizer)
+            with monkeypatch.context() as m:
+                m.setattr(_timeline, "op_table", _op_table_reference)
+                old = pred.predict_many(picked, name, mode=mode, optimizer=optimizer)
+            for a, b in zip(new, old):
+                assert a.latency_ms == b.latency_ms and a.energy_j == b.energy_j
+                assert dataclasses.asdict(a) == dataclasses.asdict(b)
