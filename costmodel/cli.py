@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  costmodel roofline model.onnx --device a100-80gb --dtype fp16 -o model.svg\n"
                               "  costmodel roofline --machine -o cpu.png             # measures this CPU (~1 min)\n"
                               "  costmodel roofline --machine --profile cpu.json -o cpu.png\n"
-                              "  costmodel roofline torchvision:resnet50 --device cpu --profile cpu.json -o r50.png\n",
+                              "  costmodel roofline torchvision:resnet50 --device cpu --profile cpu.json -o r50.png\n"
+                              "  costmodel roofline torchvision:resnet50 --device h200 --predictor timeline -o r50.png\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("model", metavar="MODEL", nargs="?", default=None,
                    help="an .onnx file, a zoo name (torchvision:resnet50) or a JSON spec; omit with --machine")
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     r.add_argument("--mode", type=_mode, default="inference", help="inference (default) or training")
     r.add_argument("--top", type=int, default=8, help="ring and label this many slowest operators (default 8)")
+    r.add_argument("--predictor", default="analytic", choices=("analytic", "timeline"),
+                   help="whose per-operator times place the points: the analytic roofline (default) or the "
+                        "timeline predictor's learned efficiency")
     r.add_argument("--machine", action="store_true", help="draw this machine's measured ceilings")
     r.add_argument("--measure-device", default="cpu", choices=("cpu", "cuda"),
                    help="with --machine and no --profile: what to measure (default cpu)")
@@ -843,7 +847,7 @@ def _cmd_roofline(a) -> int:
     if not a.model:
         raise InvalidInputError("give a MODEL to place on the roofline, or --machine for the machine alone")
     roofline_chart(a.model, a.device, batch=a.batch, mode=a.mode, dtype=a.dtype, input_shape=a.input_shape,
-                   machine=profile, top=a.top, output=a.output)
+                   machine=profile, top=a.top, output=a.output, predictor=a.predictor)
     print(f"wrote {a.output}")
     return 0
 

@@ -81,31 +81,53 @@ def ceilings(device, machine=None) -> dict[str, Any]:
     return {"device": dev, "compute": compute, "memory": memory}
 
 
-def op_points(graph, device, *, mode: str | None = None) -> list[dict[str, Any]]:
-    """One record per operator with FLOPs: kind, category, FLOPs, bytes, intensity, time, achieved FLOP/s."""
+#: predictors whose per-operator times a chart can use (``predictor.operator_times``)
+OP_TIME_PREDICTORS = ("analytic", "timeline")
+
+
+def op_points(graph, device, *, mode: str | None = None, predictor: str = "analytic") -> list[dict[str, Any]]:
+    """One record per operator with FLOPs: kind, category, FLOPs, bytes, intensity, time, achieved FLOP/s.
+
+    ``predictor="analytic"`` times each forward operator with the analytic roofline (a point sits on
+    its ceiling); ``"timeline"`` with the timeline predictor's learned efficiency under that roofline
+    (its ``operator_times``), so a point sits where the predictor expects the kernel to run.
+    """
     from .analysis._roofline import roofline
     from .devices import get_device
     from .ir._vocab import category
 
+    if predictor not in OP_TIME_PREDICTORS:
+        raise InvalidInputError(f"predictor {predictor!r} gives no per-operator times; valid: "
+                                f"{', '.join(OP_TIME_PREDICTORS)}")
     dev = get_device(device)
     res = roofline(graph, dev, mode=mode)
+    times = {t.node: (t.total_s, t.bound) for t in res.ops}
+    if predictor == "timeline":
+        from .predictors import get_predictor
+
+        learned = get_predictor("timeline").operator_times(graph, dev, mode=mode)
+        times = {r["node"]: (r["device_ms"] / 1e3, times.get(r["node"], (0, "?"))[1])
+                 for r in learned if r["phase"] == "forward" and r["node"] >= 0}
     out = []
-    for t in res.ops:
-        n = graph.nodes[t.node]
+    for nid, (total_s, bound) in times.items():
+        n = graph.nodes[nid]
         moved = n.bytes_read + n.bytes_written
-        if n.flops <= 0 or moved <= 0 or t.total_s <= 0:
+        if n.flops <= 0 or moved <= 0 or total_s <= 0:
             continue
         out.append({
             "node": n.id, "op": n.op, "kind": n.kind, "category": category(n.kind), "flops": n.flops,
-            "bytes": moved, "intensity": n.flops / moved, "time_s": t.total_s, "achieved_flops": n.flops / t.total_s,
-            "bound": t.bound,
+            "bytes": moved, "intensity": n.flops / moved, "time_s": total_s, "achieved_flops": n.flops / total_s,
+            "bound": bound,
         })
     return out
 
 
 def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
-                   input_shape=None, machine=None, top: int = 8, output=None, title: str | None = None):
-    """Draw a model's operators on the device's roofline; returns the matplotlib Figure."""
+                   input_shape=None, machine=None, top: int = 8, output=None, title: str | None = None,
+                   predictor: str = "analytic"):
+    """Draw a model's operators on the device's roofline; returns the matplotlib Figure.
+
+    ``predictor``: whose per-operator times place the points (see :func:`op_points`)."""
     plt = pyplot("roofline charts")
 
     from .frontends import to_graph
@@ -116,7 +138,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     c = ceilings(device, machine)
     dev = c["device"]
     graph = to_graph(model, batch=batch, input_shape=input_shape, dtype=dtype, mode=mode)
-    pts = op_points(graph, dev, mode=mode)
+    pts = op_points(graph, dev, mode=mode, predictor=predictor)
     if not pts:
         raise InvalidInputError(f"the model {graph.meta.get('name')!r} has no operator with FLOPs to place")
 
@@ -147,7 +169,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     ax.set_yscale("log")
     ax.set_xlim(x_lo, x_hi)
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
-    ax.set_ylabel("predicted FLOP/s")
+    ax.set_ylabel("predicted FLOP/s" + (" (timeline: learned efficiency)" if predictor == "timeline" else ""))
     name = graph.meta.get("name") or "model"
     ax.set_title(title or f"{name} on {dev.name}, {mode}, batch {graph.meta.get('batch', batch)}, {dtype}"
                  f"  (ringed: top {min(top, len(pts))} by predicted time)", fontsize=9)

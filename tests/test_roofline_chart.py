@@ -87,3 +87,32 @@ def test_without_matplotlib_the_error_names_the_plot_extra(monkeypatch, tmp_path
     with pytest.raises(CostModelError, match=r'pip install "costmodel\[plot\]"'):
         machine_chart("h100", output=tmp_path / "m.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_timeline_points_sit_below_the_roof_where_the_learned_efficiency_puts_them(tmp_path):
+    from costmodel.predictors import get_predictor
+
+    g = _graph()
+    ana = {p["node"]: p for p in op_points(g, "h200")}
+    tl = {p["node"]: p for p in op_points(g, "h200", predictor="timeline")}
+    assert set(tl) == set(ana)
+    c = ceilings("h200")
+    learned = {r["node"]: r for r in get_predictor("timeline").operator_times(g, "h200") if r["phase"] == "forward"}
+    for nid, p in tl.items():
+        # the point's time is the predictor's own operator time, never faster than the roof allows
+        assert p["time_s"] == pytest.approx(learned[nid]["device_ms"] / 1e3)
+        assert p["achieved_flops"] <= min(max(c["compute"].values()), p["intensity"] * c["memory"]["DRAM"]) * 1.0001
+    assert any(tl[n]["time_s"] != pytest.approx(ana[n]["time_s"]) for n in tl)
+    fig = roofline_chart(g, "h200", output=tmp_path / "tl.png", predictor="timeline", top=1)
+    assert "learned efficiency" in fig.axes[0].get_ylabel()
+    with pytest.raises(InvalidInputError, match="no per-operator times"):
+        op_points(g, "h200", predictor="dippm")
+
+
+def test_cli_roofline_with_the_timeline_predictor(tmp_path, capsys):
+    from costmodel.cli import main
+
+    out = tmp_path / "r.png"
+    assert main(["roofline", "torchvision:resnet18", "--device", "h200", "--predictor", "timeline",
+                 "-o", str(out)]) == 0
+    assert out.stat().st_size > 5000 and "wrote" in capsys.readouterr().out

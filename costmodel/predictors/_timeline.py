@@ -713,6 +713,32 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         eff = MIN_EFFICIENCY + (1 - MIN_EFFICIENCY) / (1.0 + np.exp(-z))
         return (t.bound_s * 1e6 / eff + self.params.kernel_floor_us) * t.kernel, eff
 
+    def operator_times(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> list[dict]:
+        """Every operator's predicted device time: ``{"node", "op", "phase", "device_ms", "efficiency"}``
+        (forward and backward rows; the optimizer's row has node -1).  What ``details["ops"]["top"]``
+        lists the first ten of, for charts (``costmodel roofline --predictor timeline``)."""
+        from .._errors import ModelLoadError
+
+        if self.params is None:
+            raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
+        dev = get_device(device)
+        m = validate_mode(mode or graph.meta.get("mode", "inference"))
+        if self.cpu is not None and _is_cpu(dev):
+            from ._opmodel import compose
+
+            c = compose(graph, self.cpu.figs, mode=m)
+            d_us = self.cpu.model.predict_us(c.X, c.bound_us)
+            nodes, phases = c.node, c.phase
+            eff = np.where(d_us > 0, c.bound_us / np.maximum(d_us, 1e-12), 0.0)
+        else:
+            t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
+            d_us, eff = self._device_us(t)
+            keep = t.kernel > 0
+            d_us, eff, nodes, phases = d_us[keep], eff[keep], t.node[keep], t.phase[keep]
+        return [{"node": int(n), "op": graph.nodes[int(n)].op if n >= 0 else "optimizer",
+                 "phase": PHASES[int(ph)], "device_ms": float(d) / 1e3, "efficiency": float(e)}
+                for n, ph, d, e in zip(nodes, phases, d_us, eff)]
+
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
 
