@@ -39,7 +39,7 @@ def fit_and_predict(train, test, ds, graphs, ops, figs, backend, label="device_u
 
     tl = OpTimeline.fit(ds, graphs, ops, figs, train, backend=backend, label=label, weight_power=weight_power)
     lat = {i: tl.predict(graphs[i], ds.rows[i].mode)["latency_ms"] for i in test}
-    Xt, Bt, Yt, Rt = op_arrays(test, ops, figs, label)
+    Xt, Bt, Yt, Rt = op_arrays(test, ops, figs, label, modes=[r.mode for r in ds.rows])
     return lat, (tl.model.predict_us(Xt, Bt) if len(Xt) else np.zeros(0)), Yt, Rt, tl.host
 
 
@@ -143,6 +143,12 @@ def main(argv=None) -> int:
         for label, pred in lat.items():
             y = [ds.rows[i].latency_ms for i in test_rows]
             print(_line(f"  {label}", y, [pred[i] for i in test_rows]))
+            if label.startswith("timeline") and name.startswith("leave"):
+                per = []
+                for f in fams:
+                    ii = [i for i in test_rows if ds.rows[i].family == f]
+                    per.append(f"{f} {_metrics([ds.rows[i].latency_ms for i in ii], [pred[i] for i in ii])['mape']:.0f}")
+                print("      per held-out family (MAPE %): " + ", ".join(per))
             for sub in ("inference", "training"):
                 ii = [i for i in test_rows if ds.rows[i].mode == sub]
                 if ii and label.startswith("timeline"):

@@ -48,7 +48,7 @@ _GEMM_KINDS = ("conv", "conv_transpose", "matmul")
 
 FEATURE_NAMES = (
     *(f"kind_{k}" for k in OP_KINDS), *(f"cat_{c}" for c in CATEGORIES),
-    "phase_backward", *(f"dtype_{d}" for d in DTYPES), "tensor_kind",
+    "phase_backward", "training_step", *(f"dtype_{d}" for d in DTYPES), "tensor_kind",
     "log_flops", "log_bytes", "log_intensity", "log_bound_us", "log_compute_over_memory",
     "log_gemm_m", "log_gemm_n", "log_gemm_k", "log_c_in", "log_c_out", "kernel_area", "stride",
     "log_groups", "depthwise", "log_spatial_out", "log_reduction", "log_out_numel", "log_in_numel",
@@ -130,8 +130,12 @@ def node_dtype(n, default: str = "fp32") -> str:
     return default
 
 
-def op_features(n, phase: str, figs: DeviceFigures, dtype: str | None = None) -> list[float]:
+def op_features(n, phase: str, figs: DeviceFigures, dtype: str | None = None, *, training: bool | None = None) -> list[float]:
+    """The operator model's features of node ``n`` in ``phase``; ``training``: whether the operator runs in a
+    training step (grad mode) rather than under inference mode, where PyTorch may pick other kernels
+    (default: a backward operator does)."""
     dtype = dtype or node_dtype(n)
+    training = phase == "backward" if training is None else training
     c, m = bound_s(n, phase, figs, dtype)
     kind = [0.0] * len(OP_KINDS)
     kind[OP_KINDS.index(n.kind)] = 1.0
@@ -150,7 +154,7 @@ def op_features(n, phase: str, figs: DeviceFigures, dtype: str | None = None) ->
     nbytes = n.bytes_read + n.bytes_written
     scale = 2.0 if phase == "backward" else 1.0
     return [
-        *kind, *cat, float(phase == "backward"), *(float(dtype == d) for d in DTYPES),
+        *kind, *cat, float(phase == "backward"), float(training), *(float(dtype == d) for d in DTYPES),
         float(n.kind in TENSOR_KINDS),
         _lg(scale * n.flops) / 10, _lg(scale * nbytes) / 10, _lg(n.flops / nbytes if nbytes else 0.0),
         _lg(max(c, m) * 1e6), max(-3.0, min(3.0, math.log10((c + 1e-12) / (m + 1e-12)))),
@@ -366,7 +370,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer_bytes_per_param:
     ops = [n for n in graph.nodes if not n.is_view]
     for n in ops:
         dt = node_dtype(n, graph.meta.get("dtype", "fp32"))
-        rows.append(op_features(n, "forward", figs, dt))
+        rows.append(op_features(n, "forward", figs, dt, training=mode == "training"))
         bounds.append(max(bound_s(n, "forward", figs, dt)) * 1e6)
         ids.append(n.id)
         phases.append(0)
@@ -377,7 +381,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer_bytes_per_param:
             if not has_backward(n):
                 continue
             dt = node_dtype(n, graph.meta.get("dtype", "fp32"))
-            rows.append(op_features(n, "backward", figs, dt))
+            rows.append(op_features(n, "backward", figs, dt, training=True))
             bounds.append(max(bound_s(n, "backward", figs, dt)) * 1e6)
             ids.append(n.id)
             phases.append(1)
@@ -506,17 +510,19 @@ def _real_trace(r):
 LABELS = ("device_us", "cpu_us")
 
 
-def op_arrays(rows: Iterable[int], ops, figs: DeviceFigures, label: str = "device_us"):
+def op_arrays(rows: Iterable[int], ops, figs: DeviceFigures, label: str = "device_us", modes=None):
     """Features, bounds (us), labels (us) and row index of the labelled operators of ``rows``.
 
     ``label``: ``device_us`` (the operator's own time) or ``cpu_us`` (with the dispatch of the
-    wrappers around it, what the host thread spends on it)."""
+    wrappers around it, what the host thread spends on it).  ``modes[i]``: row ``i``'s mode
+    (``training`` or ``inference``), which the features see."""
     X, B, Y, R = [], [], [], []
     for i in rows:
+        training = modes is not None and modes[i] == "training"
         for n, phase, dev_us, cpu_us in ops[i]:
             dev_us = dev_us if label == "device_us" else cpu_us
             dt = node_dtype(n)
-            X.append(op_features(n, phase, figs, dt))
+            X.append(op_features(n, phase, figs, dt, training=training or phase == "backward"))
             B.append(max(bound_s(n, phase, figs, dt)) * 1e6)
             Y.append(dev_us)
             R.append(i)
@@ -533,7 +539,7 @@ class OpTimeline:
     def fit(cls, ds, graphs, ops, figs: DeviceFigures, rows: Sequence[int] | None = None,
             backend: str = "xgb", label: str = "device_us", weight_power: float = 0.0) -> "OpTimeline":
         rows = list(range(len(ds))) if rows is None else list(rows)
-        X, B, Y, _ = op_arrays(rows, ops, figs, label)
+        X, B, Y, _ = op_arrays(rows, ops, figs, label, modes=[r.mode for r in ds.rows])
         model = OpEfficiencyModel(backend, weight_power=weight_power).fit(X, B, Y)
         comps = [compose(graphs[i], figs, mode=ds.rows[i].mode) for i in rows]
         dev = [float(model.predict_us(c.X, c.bound_us).sum()) for c in comps]
