@@ -392,8 +392,10 @@ def test_the_timeline_predictor_saves_and_uses_the_cpu_model(tmp_path, timeline)
     from costmodel.predictors._gnn import _ARTIFACTS
     from costmodel.predictors._timeline import TimelinePredictor
 
+    shipped = TimelinePredictor.load(_ARTIFACTS / "timeline")
+    assert shipped.cpu is not None and shipped.cpu.trained_on["operators"] > 50_000  # the packaged CPU model
     plain = TimelinePredictor.load(_ARTIFACTS / "timeline")
-    assert plain.cpu is None
+    plain.cpu = None  # the same predictor without a CPU operator model
     p = TimelinePredictor.load(_ARTIFACTS / "timeline")
     p.cpu = timeline
     g = _graph(8, 2, 10)
