@@ -157,7 +157,7 @@ def main() -> None:
     print(f"H200: {len(rows)} vision rows, {len({r.family for r in rows})} families")
 
     # 1. random splits and leave-one-family-out
-    ys, ps, rs = [], [], []
+    ps, rs = [], []
     for seed in range(a.seeds):
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(rows))

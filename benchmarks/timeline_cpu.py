@@ -120,7 +120,6 @@ def main(argv=None) -> int:
         lat: dict[str, dict[int, float]] = defaultdict(dict)
         yops: dict[str, list] = defaultdict(list)
         pops: dict[str, list] = defaultdict(list)
-        phase_of: dict[str, list] = defaultdict(list)
         for f, tr, te in folds:
             for b in a.backends:
                 pl, po, yo, ro, _ = fit_and_predict(tr, te, ds, graphs, ops, figs, b, a.label, a.weight_power)

@@ -65,7 +65,7 @@ def hf_graph(
     if decode:
         if not causal:
             raise InvalidInputError(f"a decode step needs a decoder; {model_type} is built as an encoder")
-        g = _decode_graph(model, batch, seq, method, name)
+        g = _decode_graph(model, batch, seq, name)  # traced: torch.export does not take a cache object
         g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
         return g
     g = from_torch(model, {"input_ids": ids}, mode=mode, method=method, name=name)
@@ -80,7 +80,7 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _decode_graph(model, batch: int, seq: int, method: str, name: str) -> CostGraph:
+def _decode_graph(model, batch: int, seq: int, name: str) -> CostGraph:
     """One decode step: one new token per sequence against a KV cache of ``seq`` tokens.
 
     The cache is filled by a prefill on the meta device (no memory, no compute)
@@ -113,5 +113,4 @@ def _decode_graph(model, batch: int, seq: int, method: str, name: str) -> CostGr
             return self.model(input_ids=input_ids, use_cache=True, **{arg: cache}).logits
 
     tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
-    del method  # the cache object rules out torch.export
     return from_torch(DecodeStep(), (tok, *kv), method="trace", name=name)

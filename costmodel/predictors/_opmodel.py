@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS
+from ._timeline import _nnls_relative, module_calls
 
 PHASES = ("forward", "backward")
 DTYPES = ("fp32", "fp16", "bf16")
@@ -342,16 +343,6 @@ def labelled_ops(graph, op_rows: Iterable[dict]) -> list[tuple[Any, str, float, 
 HOST_TERMS = ("op", "view", "module", "call", "backward", "optimizer_tensor")
 
 
-def module_calls(graph) -> int:
-    seen = set()
-    for n in graph.nodes:
-        if n.scope:
-            parts = n.scope.split(".")
-            for i in range(1, len(parts) + 1):
-                seen.add(".".join(parts[:i]))
-    return len(seen)
-
-
 @dataclass
 class Composition:
     """One workload's operators on one device: features, bounds and host counts."""
@@ -395,16 +386,6 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer_bytes_per_param:
     return Composition(X, np.asarray(bounds), np.asarray(ids), np.asarray(phases), counts, opt_us)
 
 
-def _nnls_relative(A: np.ndarray, y: np.ndarray, iters: int = 5000) -> np.ndarray:
-    W = A / y[:, None]
-    t = np.ones(len(y))
-    w = np.maximum(np.linalg.lstsq(W, t, rcond=None)[0], 0.0)
-    L = max(np.linalg.norm(W, 2) ** 2, 1e-12)
-    for _ in range(iters):
-        w = np.maximum(w - (W.T @ (W @ w - t)) / L, 0.0)
-    return w
-
-
 @dataclass
 class HostCosts:
     """Host microseconds per unit of each :data:`HOST_TERMS` count, and the optimizer's roofline scale."""
@@ -422,7 +403,7 @@ class HostCosts:
         opt = np.asarray([c.optimizer_us for c in comps])
         A = np.concatenate([A, opt[:, None]], axis=1)
         resid = np.maximum(y - D, 0.05 * y)
-        w = _nnls_relative(A, resid + 0 * y) if len(y) else np.zeros(A.shape[1])
+        w = _nnls_relative(A, resid, iters=5000) if len(y) else np.zeros(A.shape[1])
         return cls(us=[float(v) for v in w[:-1]], optimizer_scale=float(w[-1]), source=f"fitted to {len(y)} rows")
 
     def latency_us(self, comp: Composition, device_us: float) -> float:

@@ -140,17 +140,6 @@ def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm
             lg(float(math.prod(k[-2:]))), float(max(st)), lg(out) / 10]
 
 
-def _module_calls_reference(graph) -> int:
-    """:func:`module_calls`, one scope at a time (the reference the faster version is tested against)."""
-    seen = set()
-    for n in graph.nodes:
-        if n.scope:
-            parts = n.scope.split(".")
-            for i in range(1, len(parts) + 1):
-                seen.add(".".join(parts[:i]))
-    return len(seen)
-
-
 def module_calls(graph) -> int:
     """``nn.Module.__call__`` invocations behind the graph: distinct scopes with all their ancestors."""
     seen: set[str] = set()
@@ -162,59 +151,6 @@ def module_calls(graph) -> int:
         seen |= level
         level = {s[:i] for s in level if (i := s.rfind(".")) >= 0}
     return len(seen)
-
-
-def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
-    """:func:`op_table`, one operator at a time: the reference the array version is tested against."""
-    default_dtype = graph.meta.get("dtype", "fp32")
-    hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
-          float(device.sm_count or 0) / 100.0]
-    bw = device.bandwidth_bytes_s
-    sm = device.sm_count or 0
-    rows: list[list[float]] = []
-    bound, kernel, hcls, hcnt, ecls, node_ids, phases = [], [], [], [], [], [], []
-
-    def add(n, phase: int, flops: float, nbytes: float, dtype: str, host: str, count: float = 1.0):
-        tensor = n is not None and n.kind in TENSOR_KINDS and flops > 0
-        tdt = ("tf32" if n.kind in ("conv", "conv_transpose") else "fp32") if (tensor and dtype == "fp32") else dtype
-        peak = device.peak_flops(tdt if tdt in ("tf32", *DTYPES) else "fp32", tensor=tensor)
-        c = flops / peak if peak > 0 else 0.0
-        m = nbytes / bw if bw > 0 else 0.0
-        rows.append(_op_features(n, dtype, phase, tensor, c, m, sm) + hw)
-        bound.append(max(c, m))
-        kernel.append(1.0 if (flops > 0 or nbytes > 0) else 0.0)
-        hcls.append(_HOST_INDEX[host])
-        hcnt.append(count)
-        ecls.append(0 if tensor else 1)
-        node_ids.append(n.id if n is not None and phase < 2 else -1)
-        phases.append(phase)
-
-    ops = [n for n in graph.nodes if not n.is_view]
-    for n in ops:
-        add(n, 0, n.flops, n.bytes_read + n.bytes_written, _op_dtype(n, default_dtype), op_class(n.kind))
-    if mode == "training":
-        for n in reversed(ops):
-            nbytes = n.bytes_read + n.bytes_written
-            if n.flops <= 0 and nbytes <= 0:
-                continue
-            dt = _op_dtype(n, default_dtype)
-            if n.kind in TENSOR_KINDS:
-                # gradient w.r.t. the input and w.r.t. the weights: two GEMM-shaped kernels
-                add(n, 1, n.flops, nbytes, dt, "backward")
-                add(n, 1, n.flops, nbytes, dt, "backward")
-            else:
-                add(n, 1, n.flops, 2.0 * nbytes, dt, "backward")
-        n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops)
-        pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
-        add(None, 2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
-            "optimizer_tensor", count=float(max(1, n_tensors)))
-    # Python-level module calls: host work with no kernel of their own
-    add(None, 0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
-        count=float(module_calls(graph) * (2 if mode == "training" else 1)))
-    x = np.asarray(rows, dtype=np.float32)
-    return OpTable(x, np.asarray(bound), np.asarray(kernel), np.asarray(hcls, np.int64), np.asarray(hcnt),
-                   np.asarray(ecls, np.int64), np.asarray(node_ids, np.int64), np.asarray(phases, np.int64),
-                   synchronous=_is_cpu(device))
 
 
 # Per op kind, what the array version of op_table reads from tables instead of per operator:
@@ -306,7 +242,7 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     Rows: every operator that is not a view, in graph order (forward); for training then the backward
     kernels in reverse order (two per tensor-core operator, bytes doubled for the others, none for an
     operator with no work) and one optimizer row; last one row for the Python-level module calls.
-    Computed over arrays; :func:`_op_table_reference` is the same table one operator at a time."""
+    Computed over arrays; the tests hold the same table built one operator at a time."""
     default_dtype = graph.meta.get("dtype", "fp32")
     hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
           float(device.sm_count or 0) / 100.0]
