@@ -103,6 +103,7 @@ def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: Roofline
     notes: dict[str, None] = {}  # ordered set
     total = 0.0
     busy = 0.0
+    peaks: dict[tuple[str, str | None], float] = {}  # (op dtype, tensor dtype) -> FLOP/s, one lookup each
     for n in graph.nodes:
         if n.is_view:
             continue
@@ -112,7 +113,9 @@ def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: Roofline
             note = device.peak_assumption(tdt)
             if note:
                 notes[note] = None
-        peak = _peak(n, dtype, device, cfg) * cfg.efficiency
+        peak = peaks.get((dtype, tdt))
+        if peak is None:
+            peak = peaks[(dtype, tdt)] = _peak(n, dtype, device, cfg) * cfg.efficiency
         c = n.flops / peak if peak > 0 else 0.0
         m = (n.bytes_read + n.bytes_written) / bw if bw > 0 else 0.0
         work = max(c, m)
