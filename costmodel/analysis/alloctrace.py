@@ -1,0 +1,475 @@
+"""Every tensor allocation and free of a model's step, recorded without a GPU.
+
+The step runs on the meta device (shapes, dtypes and storages, no data), so a
+7 B decoder costs no memory to trace. A ``TorchDispatchMode`` sees every ATen
+operator; each new storage an operator returns is an allocation, and a weak
+reference to the storage reports its free when Python drops the last tensor
+that uses it, which is when PyTorch returns the block to the caching
+allocator. Views and in-place results share a storage and allocate nothing.
+Autograd's saved tensors, gradients, optimizer state and the optimizer's
+temporaries all appear, because they are storages that operators make.
+
+What a meta run cannot see, and how :func:`trace_module` handles it:
+
+* tensors that exist before the step (parameters, buffers, inputs) are
+  allocations at the start, in the order the model was built (a module's
+  parameters, then its buffers, parents before children). A model converted
+  to half precision is replayed as ``model.half()`` does it (each fp16 copy,
+  then the fp32 original freed), then the cache is emptied;
+* the optimizer runs its multi-tensor (``foreach``) implementation, which is
+  what PyTorch picks for CUDA tensors; its step counters live on the CPU and
+  are not device memory, so they are left out;
+* ``F.scaled_dot_product_attention`` runs the fused kernel a GPU would
+  (:func:`cuda_attention`) instead of the math fallback the meta device picks;
+* workspaces that kernels take inside one operator (cuDNN, cuBLAS) are
+  invisible; the library workspace that persists is an input
+  (``workspace_bytes``), fitted per device by :mod:`costmodel.analysis.memory`.
+
+The user's module is never modified: the step runs through
+``torch.func.functional_call`` on meta copies of its parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import InvalidInputError
+from .allocator import Event
+
+__all__ = [
+    "AllocationTrace",
+    "OPTIMIZERS",
+    "TraceError",
+    "cuda_attention",
+    "trace_module",
+    "trace_decoder",
+]
+
+#: optimizers a training trace can run, by the names workloads use
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+_DTYPES = ("fp32", "fp16", "bf16")
+
+
+class TraceError(InvalidInputError):
+    """The step cannot run on meta tensors (data-dependent shapes, custom kernels); ``op`` names the operator."""
+
+    def __init__(self, message: str, op: str = ""):
+        super().__init__(message)
+        self.op = op
+
+
+@dataclass
+class AllocationTrace:
+    """An ordered allocation stream plus what was known about it."""
+
+    events: list[Event] = field(default_factory=list)
+    state_bytes: int = 0  # parameters + buffers + inputs allocated before the step
+    notes: list[str] = field(default_factory=list)
+
+    def extend(self, events) -> None:
+        self.events.extend(events)
+
+    def phases(self) -> dict[str, int]:
+        """Bytes allocated per phase over the whole trace (frees not subtracted)."""
+        out: dict[str, int] = {}
+        for e in self.events:
+            if e.kind == "alloc":
+                out[e.phase] = out.get(e.phase, 0) + e.nbytes
+        return out
+
+
+class _Recorder:
+    """A dispatch mode that turns new storages into alloc events and dead ones into free events."""
+
+    def __init__(self, trace: AllocationTrace):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        rec = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                try:
+                    out = func(*args, **(kwargs or {}))
+                except Exception as e:  # a kernel with no meta implementation, a data-dependent op
+                    if isinstance(e, TraceError):
+                        raise
+                    raise TraceError(f"{func.__name__} cannot run on meta tensors: {e}", func.__name__) from e
+                rec.outputs(out, func)
+                return out
+
+        self.mode = _Mode()
+        self.trace = trace
+        self.phase = "forward"
+        self.skip_scalars = False
+        self._live: dict[int, tuple[int, Any]] = {}  # storage pointer -> (key, weakref)
+        self._next = 1
+
+    def outputs(self, out, func) -> None:
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type != "meta":
+                continue
+            if self.skip_scalars and t.dim() == 0:
+                continue
+            st = t.untyped_storage()
+            ptr = st._cdata
+            if ptr in self._live:
+                continue
+            key = self._next
+            self._next += 1
+            self.trace.events.append(Event("alloc", key, int(st.nbytes()), self.phase, func.__name__))
+            self._live[ptr] = (key, weakref.ref(st, self._freed(ptr, key)))
+
+    def _freed(self, ptr: int, key: int):
+        def cb(_ref) -> None:
+            if self._live.get(ptr, (None,))[0] == key:
+                del self._live[ptr]
+                self.trace.events.append(Event("free", key, 0, self.phase))
+        return cb
+
+
+# ------------------------------------------------------------------ state
+def _tdtype(dtype: str | None):
+    import torch
+
+    if dtype is None:
+        return None
+    if dtype not in _DTYPES:
+        raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPES)}; got {dtype!r}")
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+
+def _build_order(module) -> list[tuple[str, Any, bool]]:
+    """(kind, tensor, is_param) in the order construction allocated them; each storage once."""
+    out: list[tuple[str, Any, bool]] = []
+    seen: set[int] = set()
+    for m in module.modules():
+        for kind, items in (("param", m._parameters), ("buffer", m._buffers)):
+            for t in items.values():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    out.append((kind, t, kind == "param"))
+    return out
+
+
+def _apply_order(module) -> list:
+    """The order ``Module._apply`` (``.half()``, ``.to()``) converts tensors: children first."""
+    out: list = []
+    seen: set[int] = set()
+
+    def visit(m) -> None:
+        for c in m.children():
+            visit(c)
+        for t in list(m._parameters.values()) + list(m._buffers.values()):
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+    visit(module)
+    return out
+
+
+def _state(module, tdt, training: bool):
+    """Meta copies of the module's parameters and buffers (in ``tdt`` for floating ones), the
+    events that built them, and the ``functional_call`` mapping."""
+    import torch
+
+    order = _build_order(module)
+    meta: dict[int, Any] = {}
+    events: list[Event] = []
+    key = -1
+    keys: dict[int, int] = {}
+    for _, t, is_param in order:
+        target = tdt if (tdt is not None and t.is_floating_point()) else t.dtype
+        m = torch.empty(t.shape, dtype=target, device="meta")
+        if is_param and training and t.requires_grad:
+            m.requires_grad_(True)
+        meta[id(t)] = m
+        nbytes = t.numel() * t.element_size()
+        keys[id(t)] = key
+        events.append(Event("alloc", key, nbytes, "weights", "build"))
+        key -= 1
+    if tdt is not None and tdt != torch.float32:
+        for t in _apply_order(module):
+            if t.is_floating_point() and t.dtype != tdt:
+                events.append(Event("alloc", key, meta[id(t)].numel() * meta[id(t)].element_size(), "weights",
+                                    "convert"))
+                events.append(Event("free", keys[id(t)], 0, "weights"))
+                key -= 1
+    mapping: dict[str, Any] = {}
+    for name, t in module.named_parameters(remove_duplicate=False):
+        mapping[name] = meta[id(t)]
+    for name, t in module.named_buffers(remove_duplicate=False):
+        mapping[name] = meta[id(t)]
+    state_bytes = sum(m.numel() * m.element_size() for m in meta.values())
+    params = [meta[id(t)] for _, t, p in order if p and meta[id(t)].requires_grad]
+    return mapping, events, state_bytes, params, key
+
+
+def _meta_inputs(inputs, tdt):
+    import torch
+    from torch.utils._pytree import tree_map
+
+    def conv(x):
+        if isinstance(x, torch.Tensor):
+            dt = tdt if (tdt is not None and x.is_floating_point()) else x.dtype
+            return torch.empty(x.shape, dtype=dt, device="meta")
+        return x
+    return tree_map(conv, inputs)
+
+
+def _input_events(inputs, key: int) -> tuple[list[Event], int, int]:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    events, total = [], 0
+    for x in tree_leaves(inputs):
+        if isinstance(x, torch.Tensor):
+            n = x.numel() * x.element_size()
+            events.append(Event("alloc", key, n, "input", "input"))
+            total += n
+            key -= 1
+    return events, total, key
+
+
+# --------------------------------------------------------------- the step
+@contextlib.contextmanager
+def cuda_attention():
+    """Run ``F.scaled_dot_product_attention`` as a CUDA device would, on meta tensors.
+
+    On the meta device PyTorch picks the math backend, which materialises the
+    ``L x L`` attention probabilities (and saves them for the backward pass); a
+    CUDA device runs a fused kernel (flash for fp16/bf16, memory-efficient for
+    fp32) that keeps only the output and one log-sum-exp per row. The
+    memory-efficient kernel's allocations stand in for both fused kernels.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    orig = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if query.dim() != 4 or query.device.type != "meta":
+            return orig(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, enable_gqa=enable_gqa)
+        if enable_gqa and key.shape[1] != query.shape[1]:
+            rep = query.shape[1] // key.shape[1]
+            key = key.repeat_interleave(rep, dim=1)
+            value = value.repeat_interleave(rep, dim=1)
+        bias = attn_mask
+        if bias is not None and bias.dtype == torch.bool:
+            bias = torch.zeros(bias.shape, dtype=query.dtype, device="meta")
+        need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, bias, need_grad, dropout_p, is_causal, scale=scale)
+        return out[0]
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = orig
+
+
+def _optimizer(name: str, params):
+    import torch
+
+    if name not in OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {name!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.01, foreach=True)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=True)
+    if name == "adam":
+        return torch.optim.Adam(params, foreach=True)
+    return torch.optim.AdamW(params, foreach=True)
+
+
+def _logits(out):
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, Mapping):
+        return next(iter(out.values()))
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+def _call(module, mapping, inputs):
+    from torch.func import functional_call
+
+    if isinstance(inputs, Mapping):
+        return functional_call(module, mapping, (), dict(inputs))
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    return functional_call(module, mapping, inputs)
+
+
+@contextlib.contextmanager
+def _mode(module, training: bool):
+    was = module.training
+    module.train(training)
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+def trace_module(module, inputs, *, training: bool = False, dtype: str | None = None, optimizer: str = "adam",
+                 steps: int | None = None, workspace_bytes: int = 0) -> AllocationTrace:
+    """The allocation trace of ``module`` on ``inputs`` under the data protocol.
+
+    Args:
+        module: any ``nn.Module`` (on any device; it is not modified or run on data).
+        inputs: a tensor, a tuple of positional tensors, or a dict of keyword tensors
+            (only shapes and dtypes are used).
+        training: one ``zero_grad`` / forward / cross-entropy / backward / optimizer step per
+            step (two steps by default, since the second holds the optimizer state from its
+            start); otherwise inference under ``torch.inference_mode`` (one call).
+        dtype: convert the model and floating inputs (``fp16``/``bf16`` replay ``model.half()``).
+        optimizer: ``sgd``, ``momentum``, ``adam`` or ``adamw``.
+        workspace_bytes: a library workspace held before the step (allocated after the weights).
+    """
+    import torch
+
+    tdt = _tdtype(dtype)
+    if training and optimizer not in OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    steps = steps or (2 if training else 1)
+    trace = AllocationTrace()
+    mapping, events, state_bytes, params, key = _state(module, tdt, training)
+    trace.extend(events)
+    trace.events.append(Event("empty_cache"))
+    if workspace_bytes:
+        trace.events.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
+        key -= 1
+    x = _meta_inputs(inputs, tdt)
+    ev, in_bytes, key = _input_events(x, key)
+    trace.extend(ev)
+    trace.state_bytes = state_bytes + in_bytes
+    trace.events.append(Event("reset_peak"))
+    rec = _Recorder(trace)
+    with cuda_attention(), _mode(module, training):
+        if not training:
+            with torch.inference_mode(), rec.mode:
+                for _ in range(steps):
+                    _call(module, mapping, x)
+        else:
+            _train(module, mapping, x, params, optimizer, steps, rec)
+    return trace
+
+
+def _train(module, mapping, x, params, optimizer: str, steps: int, rec: _Recorder) -> None:
+    import torch
+
+    if not params:
+        raise InvalidInputError("a training trace needs parameters that require gradients; the module has none")
+    opt = _optimizer(optimizer, params)
+    labels = None
+    with rec.mode:
+        for _ in range(steps):
+            rec.phase = "forward"
+            opt.zero_grad(set_to_none=True)
+            logits = _logits(_call(module, mapping, x))
+            if labels is None:
+                labels = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
+            if logits.dim() > 2:  # token logits: (batch, seq, vocab)
+                logits = logits.flatten(0, -2)
+                labels = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            del logits
+            rec.phase = "backward"
+            loss.backward()
+            del loss
+            rec.phase = "optimizer"
+            rec.skip_scalars = True
+            opt.step()
+            rec.skip_scalars = False
+
+
+# ---------------------------------------------------------- transformers
+def _cache_kwarg(model) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _out_cache(out):
+    c = out.get("cache") if hasattr(out, "get") else None
+    return c if c is not None else out["past_key_values"]
+
+
+@contextlib.contextmanager
+def _unpacked_sequences():
+    """transformers checks position ids for packed sequences with a data-dependent ``.all()`` when no
+    attention mask is given; the measured runs had one sequence per row, which is what this answers."""
+    try:
+        import transformers.masking_utils as mu
+    except ImportError:  # an older transformers without the check
+        yield
+        return
+    orig = getattr(mu, "find_packed_sequence_indices", None)
+    if orig is None:
+        yield
+        return
+    mu.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        mu.find_packed_sequence_indices = orig
+
+
+def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
+                  decode_tokens: int = 8, warmup: int = 3, workspace_bytes: int = 0,
+                  vocab: int | None = None) -> AllocationTrace:
+    """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens.
+
+    ``phase``: ``forward`` / ``prefill`` (one call, no cache kept) or ``decode``: a prefill that
+    keeps its KV cache, ``warmup`` one-token steps, the cache dropped, a fresh prefill, then
+    ``decode_tokens`` steps, each appending to the cache (the peak is usually the prefill's logits
+    or the last step's cache).
+    """
+    import torch
+
+    if phase not in ("forward", "prefill", "decode"):
+        raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
+    if phase == "decode" and not causal:
+        raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
+    tdt = _tdtype(dtype)
+    trace = AllocationTrace()
+    mapping, events, state_bytes, _, key = _state(model, tdt, False)
+    trace.extend(events)
+    trace.events.append(Event("empty_cache"))
+    if workspace_bytes:
+        trace.events.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
+        key -= 1
+    ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+    trace.events.append(Event("alloc", key, ids.numel() * 8, "input", "input_ids"))
+    trace.state_bytes = state_bytes + ids.numel() * 8
+    trace.events.append(Event("reset_peak"))
+    rec = _Recorder(trace)
+    kw = {"use_cache": False} if causal else {}
+    with cuda_attention(), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
+        if phase != "decode":
+            _call(model, mapping, {"input_ids": ids, **kw})
+            return trace
+        arg = _cache_kwarg(model)
+        tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
+        rec.phase = "prefill"
+        cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
+        rec.phase = "decode"
+        for _ in range(warmup):
+            _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
+        del cache
+        rec.phase = "prefill"
+        cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
+        rec.phase = "decode"
+        for _ in range(decode_tokens):
+            _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
+        del cache
+    return trace

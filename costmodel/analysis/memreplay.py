@@ -1,0 +1,419 @@
+"""Peak device memory from the execution path: allocation trace -> caching allocator -> driver.
+
+``memory_mb`` (what ``nvidia-smi``/NVML shows, what a MIG slice must hold) is
+built in three layers, each measured separately in the packaged data:
+
+1. ``allocated_mb``: the largest sum of live blocks, from the allocation trace
+   of the step (:mod:`costmodel.analysis.alloctrace`) replayed through the
+   caching allocator (:mod:`costmodel.analysis.allocator`); compared with
+   ``torch.cuda.max_memory_allocated()``;
+2. ``reserved_mb``: the segments the allocator held at its peak, from the same
+   replay; compared with ``max_memory_reserved()``;
+3. ``memory_mb = reserved_mb + context_mb``: the CUDA context, the libraries'
+   code and handles, which sit outside the allocator.
+
+Two device parameters are not in a trace: the library workspace the process
+already holds when the step starts (cuBLAS keeps one per handle; it is
+allocated through the caching allocator, so it takes part in the replay), and
+the context. Both are fitted per device and workload kind (vision network or
+transformer) as medians over the packaged rows of that device: the workspace
+from ``weights_mb`` minus the parameters' bytes, the context from
+``nvml_used_mb - peak_reserved_mb``. That is four numbers per device, not a
+learned model. A device without rows gets the H200's values, and the estimate
+says so.
+
+When the model cannot run on meta tensors (a data-dependent shape, a custom
+kernel), or only a CostGraph is at hand, the trace falls back to a liveness
+walk over the graph (:func:`graph_trace`), with a warning naming the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .._errors import InvalidInputError, UnsupportedOpWarning
+from .allocator import MIB, Event, replay
+from .alloctrace import OPTIMIZERS, AllocationTrace, TraceError, trace_decoder, trace_module
+
+__all__ = [
+    "KINDS",
+    "MemoryReplay",
+    "Overheads",
+    "fit_overheads",
+    "graph_trace",
+    "overheads_for",
+    "replay_memory",
+]
+
+#: workload kinds with their own overheads
+KINDS = ("vision", "transformer")
+_DATA = Path(__file__).resolve().parent.parent / "data"
+#: the device whose fitted overheads stand in for a device with no rows
+_FALLBACK_DEVICE = "h200"
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Per-device memory outside the trace, in MiB, by workload kind."""
+
+    device: str
+    workspace_mb: Mapping[str, float]
+    context_mb: Mapping[str, float]
+    rows: int
+    source: str
+
+    def workspace(self, kind: str) -> float:
+        return float(self.workspace_mb.get(kind, statistics.median(self.workspace_mb.values())))
+
+    def context(self, kind: str) -> float:
+        return float(self.context_mb.get(kind, statistics.median(self.context_mb.values())))
+
+
+@dataclass
+class MemoryReplay:
+    """The memory of one workload from its allocation trace."""
+
+    memory_mb: float  # NVML level: reserved + context
+    allocated_mb: float
+    reserved_mb: float
+    requested_mb: float
+    fragmentation: float
+    context_mb: float
+    workspace_mb: float
+    state_mb: float  # weights + buffers + inputs held before the step
+    path: str  # "replay" or "liveness-fallback"
+    peak_phase: str
+    peak_op: str
+    allocations: int
+    oom: bool
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+# ------------------------------------------------------------- overheads
+def _row_kind(row: Mapping) -> str:
+    return "transformer" if "model_type" in row else "vision"
+
+
+def fit_overheads(rows: Iterable[Mapping], device: str = "", source: str = "") -> Overheads:
+    """Medians of the library workspace and the context over measured rows (see the module doc).
+
+    Rows need ``params``, ``dtype``, ``weights_mb``, ``nvml_used_mb`` and ``peak_reserved_mb``;
+    rows missing any are skipped.
+    """
+    ws: dict[str, list[float]] = {}
+    ctx: dict[str, list[float]] = {}
+    n = 0
+    for r in rows:
+        need = ("params", "dtype", "weights_mb", "nvml_used_mb", "peak_reserved_mb")
+        if any(r.get(k) is None for k in need) or r["dtype"] not in _DTYPE_BYTES:
+            continue
+        kind = _row_kind(r)
+        ws.setdefault(kind, []).append(r["weights_mb"] - r["params"] * _DTYPE_BYTES[r["dtype"]] / MIB)
+        ctx.setdefault(kind, []).append(r["nvml_used_mb"] - r["peak_reserved_mb"])
+        n += 1
+    if not n:
+        raise InvalidInputError(f"no measured rows with weights_mb, nvml_used_mb and peak_reserved_mb for {device!r}")
+    return Overheads(device, {k: max(0.0, statistics.median(v)) for k, v in ws.items()},
+                     {k: statistics.median(v) for k, v in ctx.items()}, n, source)
+
+
+def _packaged_rows(device: str) -> list[dict]:
+    folder = _DATA / device
+    rows: list[dict] = []
+    for name in ("vision.jsonl", "llm.jsonl"):
+        p = folder / name
+        if p.exists():
+            rows.extend(json.loads(line) for line in p.read_text().splitlines() if line.strip())
+    return rows
+
+
+@lru_cache(maxsize=None)
+def _packaged_overheads(device: str) -> Overheads | None:
+    rows = [r for r in _packaged_rows(device) if r.get("nvml_used_mb") is not None]
+    if not rows:
+        return None
+    return fit_overheads(rows, device, f"medians over {device}'s packaged rows")
+
+
+def overheads_for(device) -> Overheads:
+    """The fitted overheads of ``device`` (a name or a Device), or the H200's with a note in ``source``."""
+    from ..devices import get_device
+
+    dev = get_device(device) if not hasattr(device, "name") else device
+    key = getattr(dev, "key", None) or str(dev.name).lower()
+    for cand in (key, str(dev.name).lower().replace("nvidia ", "").replace(" ", "-")):
+        ov = _packaged_overheads(cand) if (_DATA / cand).is_dir() else None
+        if ov is not None:
+            return ov
+    base = _packaged_overheads(_FALLBACK_DEVICE)
+    if base is None:  # pragma: no cover - the package ships H200 rows
+        raise InvalidInputError("no packaged rows to fit memory overheads from")
+    context = {k: float(dev.framework_overhead_mb) for k in base.context_mb} if getattr(
+        dev, "framework_overhead_mb", None) else dict(base.context_mb)
+    return Overheads(key, dict(base.workspace_mb), context, 0,
+                     f"no rows for {key}: library workspace from H200 rows, context from the device database")
+
+
+# --------------------------------------------------------------- tracing
+_CACHE: dict[tuple, tuple[AllocationTrace, str, tuple[str, ...]]] = {}
+_MODULE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+_CACHE_MAX = 256
+
+
+def _kind_of(model) -> str:
+    if isinstance(model, str) and ":" not in model and not model.strip().startswith("{"):
+        return "transformer"
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "model_type"):
+        return "transformer"
+    return "vision"
+
+
+def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer, workspace):
+    import torch
+
+    from ..frontends._zoo import build_zoo_model
+
+    zm = build_zoo_model(ref, device="meta")
+    shape = tuple(input_shape or zm.input_shape)
+    x = torch.empty((batch, *shape), device="meta")
+    return trace_module(zm.module, x, training=training, dtype=dtype, optimizer=optimizer, workspace_bytes=workspace)
+
+
+def _trace_llm(ref, *, batch, seq, phase, dtype, workspace):
+    from ..frontends._hf import build_hf_model
+    from ..llm._registry import resolve_llm
+
+    spec = resolve_llm(ref)
+    model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
+    return trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal,
+                         workspace_bytes=workspace)
+
+
+def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
+    if mode not in ("inference", "training"):
+        raise InvalidInputError(f"mode must be one of inference, training; got {mode!r}")
+    if phase is not None and phase not in ("forward", "prefill", "decode"):
+        raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
+    return mode == "training", phase
+
+
+def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, workspace):
+    """(trace, path, notes) for anything the frontends accept."""
+    training, phase = _workload(mode, phase)
+    from ..ir._graph import CostGraph
+
+    if isinstance(model, CostGraph):
+        return graph_trace(model, training=training, optimizer=optimizer, workspace_bytes=workspace), \
+            "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators",)
+    kind = _kind_of(model)
+    try:
+        if kind == "transformer" and (isinstance(model, str) or seq is not None):
+            if seq is None:
+                raise InvalidInputError("a transformer's memory needs seq (the sequence length)")
+            if training:
+                raise InvalidInputError("transformer training steps are not traced yet; use mode='inference'")
+            if isinstance(model, str):
+                return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
+                                  workspace=workspace), "replay", ()
+            return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
+                                 causal=phase != "forward", workspace_bytes=workspace), "replay", ()
+        if isinstance(model, (str, dict)):
+            return _trace_zoo(model, batch=batch, input_shape=input_shape, training=training, dtype=dtype,
+                              optimizer=optimizer, workspace=workspace), "replay", ()
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise InvalidInputError(f"cannot trace a {type(model).__name__}; expected an nn.Module, a zoo name, a "
+                                    "spec dict, a transformers name or a CostGraph")
+        if inputs is None:
+            if input_shape is None:
+                raise InvalidInputError("an nn.Module needs inputs= or input_shape= to be traced")
+            inputs = torch.empty((batch, *input_shape), device="meta")
+        return trace_module(model, inputs, training=training, dtype=dtype, optimizer=optimizer,
+                            workspace_bytes=workspace), "replay", ()
+    except TraceError as e:
+        from ..frontends import to_graph
+
+        warnings.warn(f"memory: {e.op or 'an operator'} cannot run on meta tensors ({e}); falling back to a "
+                      "liveness walk over the graph", UnsupportedOpWarning, stacklevel=3)
+        if isinstance(model, str) and kind == "transformer":
+            from ..frontends._hf import hf_graph
+            from ..llm._registry import resolve_llm
+
+            spec = resolve_llm(model)
+            g = hf_graph(spec.model_type, spec.config, batch=batch, seq=seq, causal=spec.causal, method="trace")
+        else:
+            g = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
+                         method="trace")
+        note = f"{e.op or 'an operator'} cannot run on meta tensors: liveness walk over the graph"
+        return graph_trace(g, training=training, optimizer=optimizer, workspace_bytes=workspace), \
+            "liveness-fallback", (note,)
+
+
+def _cache_key(model, **kw) -> tuple | None:
+    if isinstance(model, str):
+        return (model, *sorted(kw.items()))
+    if isinstance(model, dict):
+        return (json.dumps(model, sort_keys=True), *sorted(kw.items()))
+    return None
+
+
+def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
+                  optimizer: str = "adam", seq: int | None = None, phase: str | None = None,
+                  input_shape=None, inputs=None, expandable_segments: bool = False,
+                  kind: str | None = None) -> MemoryReplay:
+    """Peak device memory of one workload from its allocation trace (see the module doc).
+
+    ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
+    transformers name from the registry (with ``seq`` and ``phase``), or a CostGraph (liveness
+    fallback). Traces are cached per (model, workload); the replay runs each call.
+    """
+    from .._validate import positive_int
+
+    positive_int(batch, "batch")
+    if seq is not None:
+        positive_int(seq, "seq")
+    if dtype not in _DTYPE_BYTES:
+        raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPE_BYTES)}; got {dtype!r}")
+    if mode == "training" and optimizer not in OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    t0 = time.perf_counter()
+    ov = overheads_for(device)
+    kind = kind or _kind_of(model)
+    if kind not in KINDS:
+        raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    workspace = int(round(ov.workspace(kind) * MIB))
+    kw = dict(batch=batch, seq=seq, phase=phase, mode=mode, dtype=dtype, optimizer=optimizer,
+              input_shape=tuple(input_shape) if input_shape is not None else None, workspace=workspace)
+    key = _cache_key(model, **kw) if inputs is None else None
+    hit = None
+    with _LOCK:
+        if key is not None:
+            hit = _CACHE.get(key)
+        elif inputs is None and _weakrefable(model):
+            hit = _MODULE_CACHE.get(model, {}).get(tuple(sorted(kw.items())))
+    if hit is None:
+        hit = _trace(model, inputs=inputs, **kw)
+        with _LOCK:
+            if key is not None:
+                if len(_CACHE) >= _CACHE_MAX:
+                    _CACHE.pop(next(iter(_CACHE)))
+                _CACHE[key] = hit
+            elif inputs is None and _weakrefable(model):
+                _MODULE_CACHE.setdefault(model, {})[tuple(sorted(kw.items()))] = hit
+    trace, path, notes = hit
+    dev = _device(device)
+    st = replay(trace.events, expandable_segments=expandable_segments,
+                capacity_bytes=int(dev.memory_mb * MIB) if getattr(dev, "memory_mb", None) else None)
+    ctx = ov.context(kind)
+    out = MemoryReplay(
+        memory_mb=st.peak_reserved_bytes / MIB + ctx,
+        allocated_mb=st.peak_allocated_bytes / MIB,
+        reserved_mb=st.peak_reserved_bytes / MIB,
+        requested_mb=st.peak_requested_bytes / MIB,
+        fragmentation=st.fragmentation,
+        context_mb=ctx,
+        workspace_mb=workspace / MIB,
+        state_mb=trace.state_bytes / MIB,
+        path=path,
+        peak_phase=st.peak_phase,
+        peak_op=st.peak_op,
+        allocations=st.allocations,
+        oom=st.oom,
+        notes=[*notes, *trace.notes, f"overheads: {ov.source}"],
+    )
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _device(device):
+    from ..devices import get_device
+
+    return get_device(device) if not hasattr(device, "memory_mb") else device
+
+
+# ------------------------------------------------------------- fallback
+def graph_trace(graph, *, training: bool = False, optimizer: str = "adam", workspace_bytes: int = 0) -> AllocationTrace:
+    """An allocation stream from a CostGraph alone: the liveness walk (the fallback path).
+
+    Weights and inputs first; each operator allocates its outputs (views and in-place operators
+    alias their input) and a buffer is freed after its last reader. Training keeps the buffers
+    autograd saves until the end of the backward pass, adds one gradient per parameter tensor
+    and, in the first step, the optimizer state (and the foreach temporaries of Adam).
+    """
+    from ._memory import OPTIMIZER_STATE, OPTIMIZER_TRANSIENT, _buffers, _nbytes, _saved_owners
+
+    if training and optimizer not in OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    tr = AllocationTrace(notes=["liveness walk over the CostGraph (no module to run)"])
+    ev = tr.events
+    key = -1
+    weights = int(graph.weights_bytes)
+    ev.append(Event("alloc", key, weights, "weights", "weights"))
+    key -= 1
+    if workspace_bytes:
+        ev.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
+        key -= 1
+    for x in graph.inputs:
+        ev.append(Event("alloc", key, int(_nbytes(x.shape, x.dtype)), "input", "input"))
+        key -= 1
+    tr.state_bytes = weights + sum(int(_nbytes(x.shape, x.dtype)) for x in graph.inputs)
+    ev.append(Event("reset_peak"))
+    n = len(graph.nodes)
+    owner, allocates = _buffers(graph)
+    succ = graph.successors()
+    last = list(range(n))
+    for i in range(n):
+        end = max(succ[i]) if succ[i] else n
+        last[owner[i]] = max(last[owner[i]], end)
+    saved = _saved_owners(graph, owner) if training else set()
+    frees: dict[int, list[int]] = {}
+    for o in set(owner):
+        if allocates[o] and o not in saved:
+            frees.setdefault(last[o], []).append(o)
+    for i, node in enumerate(graph.nodes):
+        if allocates[i]:
+            ev.append(Event("alloc", i + 1, int(node.out_bytes), "forward", node.op))
+        for o in frees.get(i, ()):
+            ev.append(Event("free", o + 1))
+    for o in frees.get(n, ()):
+        ev.append(Event("free", o + 1))
+    if training:
+        grads = weights
+        ev.append(Event("alloc", -(1 << 30), grads, "backward", "gradients"))
+        for o in sorted(saved):
+            if allocates[o]:
+                ev.append(Event("free", o + 1))
+        state = int(OPTIMIZER_STATE[optimizer] * weights)
+        if state:
+            ev.append(Event("alloc", -(1 << 30) - 1, state, "optimizer", "state"))
+        temp = int(OPTIMIZER_TRANSIENT[optimizer] * weights)
+        if temp:
+            ev.append(Event("alloc", -(1 << 30) - 2, temp, "optimizer", "foreach"))
+            ev.append(Event("free", -(1 << 30) - 2))
+    return tr
