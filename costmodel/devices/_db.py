@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 import re
 import statistics
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
+from .._tables import PACKAGE_DIR, alias_index, load_table, normalize_name, table_section, unknown_name_error
+from .._validate import is_number as _is_num
 
 __all__ = [
     "DTYPE_KEYS",
@@ -57,7 +58,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 _HERE = Path(__file__).resolve().parent
-_DB_PATH = _HERE / "devices.json"
+_DB = "devices/devices.json"
 #: measured profiles are discovered as ``<package>/data/*/hardware.json``
 _MEASURED_DIR = _HERE.parent / "data"
 
@@ -325,10 +326,6 @@ _MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile))
 _CC_RE = re.compile(r"^\d+\.\d+$")
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceDatabaseError) -> Device:
     """Validate one JSON entry and build its :class:`Device`; errors name device and field."""
     if not isinstance(entry, dict):
@@ -437,7 +434,7 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
 
 def normalize_device_name(name: str) -> str:
     """Lowercase ``name`` and drop everything but letters and digits (``"H100-80GB"`` -> ``"h10080gb"``)."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    return normalize_name(name)
 
 
 @dataclass(frozen=True)
@@ -454,31 +451,19 @@ def _parse_database(data: Any, origin: str) -> _Database:
         raise DeviceDatabaseError(
             f"{origin}: expected schema_version {SCHEMA_VERSION}, got {data.get('schema_version')!r}"
         )
-    entries = data.get("devices")
-    if not isinstance(entries, list) or not entries:
-        raise DeviceDatabaseError(f"{origin}: expected a non-empty 'devices' list, got {entries!r}")
+    entries = table_section(data, "devices", list, origin, DeviceDatabaseError)
     devices = tuple(_device_from_entry(e, origin) for e in entries)
-    index: dict[str, Device] = {}
-    for dev in devices:
-        for key in {normalize_device_name(n) for n in (dev.name, *dev.aliases)}:
-            if not key:
-                raise DeviceDatabaseError(f"{origin}: device {dev.name!r} has an alias with no letter or digit")
-            other = index.get(key)
-            if other is not None:
-                raise DeviceDatabaseError(
-                    f"{origin}: device {dev.name!r}: name or alias {key!r} already belongs to {other.name!r}"
-                )
-            index[key] = dev
-    return _Database(devices, index)
+    by_name = {dev.name: dev for dev in devices}
+    if len(by_name) != len(devices):
+        raise DeviceDatabaseError(f"{origin}: two devices have the same name")
+    names = alias_index({dev.name: dev.aliases for dev in devices}, origin, DeviceDatabaseError)
+    return _Database(devices, {key: by_name[name] for key, name in names.items()})
 
 
 @functools.cache
 def _database() -> _Database:
-    try:
-        data = json.loads(_DB_PATH.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DeviceDatabaseError(f"{_DB_PATH}: expected a readable JSON device database, got {e}") from e
-    return _parse_database(data, str(_DB_PATH))
+    data = load_table(_DB, "JSON device database", DeviceDatabaseError)
+    return _parse_database(data, str(PACKAGE_DIR / _DB))
 
 
 # --------------------------------------------------------------------------
@@ -547,12 +532,10 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
         key = key[len(prefix):]
         dev = db.index.get(key)
     if dev is None:
-        known = [d.name for d in db.devices]
-        choices = dict.fromkeys(n.lower() for d in db.devices for n in (d.name, *d.aliases))
-        raise UnknownDeviceError(
-            f"expected a known device name, got {name!r}; known devices: {', '.join(known)} "
-            f"(names are case- and punctuation-insensitive; aliases such as 'h100' work)."
-            f"{suggest(name.strip().lower(), choices)}"
+        raise unknown_name_error(
+            name, [d.name for d in db.devices], expected="a known device name", listing="known devices",
+            hint="names are case- and punctuation-insensitive; aliases such as 'h100' work",
+            near=dict.fromkeys(n.lower() for d in db.devices for n in (d.name, *d.aliases)), error=UnknownDeviceError,
         )
     if measured:
         return measured_profile(dev.name)

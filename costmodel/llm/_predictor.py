@@ -231,9 +231,9 @@ class XGBLLMPredictor:
         return self.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(feats))
 
     def _estimate(self, w, dev, c, lat, mem, power, region, intensity, price, provider, instance) -> LLMEstimate:
-        from ..carbon import carbon_g, carbon_intensity_g_per_kwh
+        from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
+        from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
         from ..mig import recommend_mig
-        from ..pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
 
         thr = w.batch / (lat / 1e3)
         tok = w.query_tokens / (lat / 1e3)

@@ -20,11 +20,12 @@ import dataclasses
 import functools
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from .._errors import InvalidInputError, ModelLoadError, UnknownModelError, suggest
+from .._tables import PACKAGE_DIR, NameTable, load_table, name_table, normalize_name, table_section, unknown_name_error
+from .._validate import positive_int
 
 __all__ = [
     "CAUSAL_MODEL_TYPES",
@@ -38,7 +39,7 @@ __all__ = [
     "resolve_llm",
 ]
 
-_REGISTRY_PATH = Path(__file__).resolve().parent / "registry.json"
+_REGISTRY = "llm/registry.json"
 
 #: ``model_type`` values whose checkpoints are decoder-only language models.
 CAUSAL_MODEL_TYPES = frozenset(
@@ -100,36 +101,19 @@ class LLMSpec:
 
 def normalize_llm_name(name: str) -> str:
     """Lowercase ``name`` and keep only letters and digits (``"Llama-2_7b"`` -> ``"llama27b"``)."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-@dataclasses.dataclass(frozen=True)
-class _Registry:
-    entries: dict[str, dict[str, Any]]  # canonical name -> entry
-    index: dict[str, str]  # normalized name/alias/source -> canonical name
+    return normalize_name(name)
 
 
 @functools.cache
-def _registry() -> _Registry:
-    try:
-        data = json.loads(_REGISTRY_PATH.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{_REGISTRY_PATH}: expected a readable JSON registry, got {e}") from e
-    models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, dict) or not models:
-        raise ModelLoadError(f"{_REGISTRY_PATH}: expected a non-empty 'models' object")
-    index: dict[str, str] = {}
+def _registry() -> NameTable:
+    """Canonical name -> registry entry; its index also holds every alias and Hub source id."""
+    where = str(PACKAGE_DIR / _REGISTRY)
+    models = table_section(load_table(_REGISTRY, "JSON registry"), "models", dict, where)
     for name, entry in models.items():
         for field, kind in (("model_type", str), ("causal", bool), ("source", str), ("config", dict)):
             if not isinstance(entry.get(field), kind):
-                raise ModelLoadError(f"{_REGISTRY_PATH}: model {name!r}: expected {field!r} of type {kind.__name__}")
-        for key in {normalize_llm_name(n) for n in (name, entry["source"], *entry.get("aliases", ()))}:
-            other = index.setdefault(key, name)
-            if other != name:
-                raise ModelLoadError(
-                    f"{_REGISTRY_PATH}: name or alias {key!r} of {name!r} already belongs to {other!r}"
-                )
-    return _Registry(models, index)
+                raise ModelLoadError(f"{where}: model {name!r}: expected {field!r} of type {kind.__name__}")
+    return name_table(models, where, aliases=lambda name, e: (e["source"], *e.get("aliases", ())))
 
 
 def list_llms() -> list[str]:
@@ -229,15 +213,13 @@ def resolve_llm(model: Any) -> LLMSpec:
     if (path.is_dir() and (path / "config.json").is_file()) or (path.is_file() and path.suffix == ".json"):
         return _from_directory(path)
     reg = _registry()
-    canonical = reg.index.get(normalize_llm_name(model))
+    canonical = reg.key(model)
     if canonical is None:
         if _looks_like_path(model) or path.is_dir():
             raise ModelLoadError(_no_config(model))
-        choices = list(reg.entries)
-        raise UnknownModelError(
-            f"expected a known transformer name, a checkpoint directory or a config, got {model!r}; "
-            f"known names: {', '.join(choices)} (case, '-', '_', '.' and '/' are ignored)."
-            f"{suggest(model.strip().lower(), choices)}"
+        raise unknown_name_error(
+            model, reg.entries, expected="a known transformer name, a checkpoint directory or a config",
+            listing="known names", hint="case, '-', '_', '.' and '/' are ignored", error=UnknownModelError,
         )
     entry = reg.entries[canonical]
     cfg = copy.deepcopy(entry["config"])
@@ -321,12 +303,6 @@ def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
     }
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInputError(f"expected {what} to be a positive integer, got {value!r}")
-    return value
-
-
 def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float | str = 2) -> float:
     """Size of the key/value cache: ``2 * layers * batch * seq * kv_heads * head_dim * dtype_bytes``.
 
@@ -340,8 +316,8 @@ def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float
     Returns:
         Bytes (an int unless ``dtype_bytes`` is fractional, e.g. int4).
     """
-    batch = _positive_int(batch, "batch")
-    seq = _positive_int(seq, "seq")
+    batch = positive_int(batch, "batch")
+    seq = positive_int(seq, "seq")
     if isinstance(dtype_bytes, str):
         key = dtype_bytes.lower()
         if key not in DTYPE_BYTES:

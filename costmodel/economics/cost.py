@@ -1,6 +1,6 @@
 """Cloud cost of a whole job: predicted time x on-demand price, per provider.
 
->>> from costmodel.cost import training_cost
+>>> from costmodel.economics import training_cost
 >>> rep = training_cost("torchvision:resnet50", device="h100", steps=200_000, batch=256)
 >>> rep.step_latency_ms, rep.hours, rep.rows[0]["provider"], rep.rows[0]["usd"]
 >>> print(rep.table())
@@ -8,7 +8,7 @@
 The step time is :func:`costmodel.estimate`'s latency of one training step
 (one optimizer step on one batch) or one inference call, on ONE GPU of the
 device.  Then, for every instance of the price table
-(``costmodel/data/gpu_prices.json``, see :mod:`costmodel.pricing`) that
+(``costmodel/data/gpu_prices.json``, see :mod:`costmodel.economics.pricing`) that
 carries the device:
 
 * ``hours = steps x step latency / 3600`` (wall-clock hours of the job on one GPU);
@@ -24,7 +24,7 @@ Rows come back cheapest first.  Prices are dated on-demand LIST prices
 some providers only.  Energy is the predicted energy per step times the steps
 (the GPU only: no host, no cooling), in kWh; with ``region`` (or
 ``carbon_intensity_g_per_kwh``) the grid CO2e of that energy is added
-(:mod:`costmodel.carbon`).  Multi-GPU scaling is not modelled: the hours are
+(:mod:`costmodel.economics.carbon`).  Multi-GPU scaling is not modelled: the hours are
 those of one GPU.
 """
 
@@ -36,7 +36,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidInputError
+from .._errors import InvalidInputError
+from .._validate import positive_int, true_or_false
+from .carbon import J_PER_KWH, carbon_g, region_info
+from .pricing import _provider, instances
 
 __all__ = ["CostReport", "inference_cost", "job_cost", "priced_devices", "training_cost"]
 
@@ -126,23 +129,14 @@ def _usd(v: float) -> str:
     return f"{v:,.2f}" if v >= 0.01 else f"{v:.2g}"
 
 
-def _check_count(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise InvalidInputError(f"expected {name} to be a positive integer, got {v!r}")
-    return v
-
-
 def priced_devices() -> list[str]:
     """Device-database names that have at least one priced instance."""
-    from .devices import list_devices
-    from .pricing import instances
+    from ..devices import list_devices
 
     return [d.name for d in list_devices() if instances(d)]
 
 
 def _providers(providers: Any) -> list[str] | None:
-    from .pricing import _provider
-
     if providers is None:
         return None
     if isinstance(providers, str):
@@ -153,8 +147,6 @@ def _providers(providers: Any) -> list[str] | None:
 
 
 def _price_rows(dev, providers: list[str] | None) -> list[dict[str, Any]]:
-    from .pricing import instances
-
     rows = [r for r in instances(dev) if providers is None or r["provider"] in providers]
     if not rows:
         priced = priced_devices()
@@ -188,22 +180,20 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
             that have one).
         UnknownDeviceError: the device is not in the device database.
     """
-    from ._estimate import estimate
-    from .carbon import J_PER_KWH, carbon_g, region_info
-    from .devices import get_device
-    from .frontends._common import check_batch
+    from .._estimate import estimate
+    from ..devices import get_device
+    from ..frontends._common import check_batch
 
     check_batch(batch)
     if (steps is None) == (samples is None):
         raise InvalidInputError(f"give exactly one of steps and samples, got steps={steps!r}, samples={samples!r}")
     if steps is not None:
-        steps = _check_count("steps", steps)
+        steps = positive_int(steps, "steps")
         samples = steps * batch
     else:
-        samples = _check_count("samples", samples)
+        samples = positive_int(samples, "samples")
         steps = math.ceil(samples / batch)
-    if not isinstance(whole_instance, bool):
-        raise InvalidInputError(f"expected whole_instance to be True or False, got {whole_instance!r}")
+    true_or_false(whole_instance, "whole_instance")
     dev = get_device(device)
     rows = _price_rows(dev, _providers(providers))  # fail before the (slower) prediction
     carbon_region = None if region is None else region_info(region)["region"]

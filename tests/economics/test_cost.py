@@ -10,11 +10,10 @@ import pytest
 
 import costmodel
 from costmodel import InvalidInputError, UnknownDeviceError
-from costmodel.carbon import carbon_intensity_g_per_kwh
 from costmodel.cli import main
-from costmodel.cost import inference_cost, job_cost, priced_devices, training_cost
+from costmodel.economics import carbon_intensity_g_per_kwh, inference_cost, job_cost, priced_devices, training_cost
 
-PRICES = json.loads((Path(__file__).resolve().parents[1] / "costmodel" / "data" / "gpu_prices.json").read_text())
+PRICES = json.loads((Path(__file__).resolve().parents[2] / "costmodel" / "data" / "gpu_prices.json").read_text())
 MODEL = "torchvision:resnet18"
 
 

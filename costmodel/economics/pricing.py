@@ -1,6 +1,6 @@
 """Cloud GPU prices, and throughput -> dollars per 1k samples or per 1M tokens.
 
->>> from costmodel.pricing import cost_per_1k_samples_usd, price_per_gpu_hour_usd
+>>> from costmodel.economics import cost_per_1k_samples_usd, price_per_gpu_hour_usd
 >>> cost_per_1k_samples_usd(1000.0, price_per_gpu_hour_usd=3.6)    # $3.6/GPU-h, 1000 samples/s
 0.001
 >>> price_per_gpu_hour_usd("h100", provider="aws")                  # p5.48xlarge / 8
@@ -16,14 +16,20 @@ instances whose GPU is not in it (``"A10G"``).
 from __future__ import annotations
 
 import functools
-import json
-import math
-import numbers
-import re
-from pathlib import Path
 from typing import Any
 
-from ._errors import CostModelError, InvalidInputError, ModelLoadError, suggest
+from .._errors import CostModelError, InvalidInputError, ModelLoadError, suggest
+from .._tables import (
+    PACKAGE_DIR,
+    NameTable,
+    alias_index,
+    load_table,
+    name_table,
+    normalize_name,
+    table_section,
+    unknown_name_error,
+)
+from .._validate import is_number, non_negative_number, positive_int, positive_number
 
 __all__ = [
     "PROVIDERS",
@@ -33,7 +39,7 @@ __all__ = [
     "price_per_gpu_hour_usd",
 ]
 
-_TABLE_PATH = Path(__file__).resolve().parent / "data" / "gpu_prices.json"
+_TABLE = "data/gpu_prices.json"
 
 #: canonical provider names and the other spellings accepted for them
 PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -41,6 +47,7 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "gcp": ("google", "google-cloud", "gce"),
     "azure": ("microsoft", "microsoft-azure"),
 }
+_PROVIDER_INDEX = alias_index(PROVIDERS, "costmodel.economics.pricing.PROVIDERS")
 
 _REQUIRED = {
     "provider": str, "instance": str, "gpu": str, "gpus_per_instance": int, "usd_per_hour": float,
@@ -48,49 +55,48 @@ _REQUIRED = {
 }  # fmt: skip
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+def _check_row(row: Any, i: int, where: str) -> None:
+    if not isinstance(row, dict):
+        raise ModelLoadError(f"{where}: instance #{i}: expected an object, got {type(row).__name__}")
+    for field, kind in _REQUIRED.items():
+        v = row.get(field)
+        if kind is str:
+            ok = isinstance(v, str) and bool(v)
+        else:
+            ok = is_number(v) and v > 0 and (kind is float or isinstance(v, int))
+        if not ok:
+            raise ModelLoadError(f"{where}: instance #{i} ({row.get('instance')!r}): bad {field!r}: {v!r}")
+    if row["provider"] not in PROVIDERS:
+        raise ModelLoadError(f"{where}: instance {row['instance']!r}: unknown provider {row['provider']!r}")
 
 
 @functools.cache
-def _table() -> tuple[dict[str, Any], ...]:
-    try:
-        data = json.loads(_TABLE_PATH.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{_TABLE_PATH}: expected a readable JSON price table, got {e}") from e
-    rows = data.get("instances") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not rows:
-        raise ModelLoadError(f"{_TABLE_PATH}: expected a non-empty 'instances' list")
+def _instances() -> NameTable:
+    """The price table's rows keyed by instance name, in file order, with their aliases indexed."""
+    where = str(PACKAGE_DIR / _TABLE)
+    rows = table_section(load_table(_TABLE, "JSON price table"), "instances", list, where)
+    by_name: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(rows):
-        for field, kind in _REQUIRED.items():
-            v = row.get(field)
-            if kind is str:
-                ok = isinstance(v, str) and bool(v)
-            else:
-                ok = _is_real(v) and v > 0 and (kind is float or isinstance(v, int))
-            if not ok:
-                raise ModelLoadError(f"{_TABLE_PATH}: instance #{i} ({row.get('instance')!r}): bad {field!r}: {v!r}")
-        if row["provider"] not in PROVIDERS:
-            raise ModelLoadError(f"{_TABLE_PATH}: instance {row['instance']!r}: unknown provider {row['provider']!r}")
-    return tuple(rows)
+        _check_row(row, i, where)
+        if by_name.setdefault(row["instance"], row) is not row:
+            raise ModelLoadError(f"{where}: instance #{i}: {row['instance']!r} appears twice")
+    return name_table(by_name, where)
+
+
+def _table() -> tuple[dict[str, Any], ...]:
+    return tuple(_instances().entries.values())
 
 
 def _provider(provider: str | None) -> str | None:
     if provider is None:
         return None
-    if isinstance(provider, str):
-        key = _norm(provider)
-        for canonical, aliases in PROVIDERS.items():
-            if key in {_norm(canonical), *map(_norm, aliases)}:
-                return canonical
-    raise InvalidInputError(
-        f"expected a provider among {', '.join(PROVIDERS)}, got {provider!r}"
-        f"{suggest(str(provider).strip().lower(), PROVIDERS)}"
-    )
+    key = _PROVIDER_INDEX.get(normalize_name(provider)) if isinstance(provider, str) else None
+    if key is None:
+        raise InvalidInputError(
+            f"expected a provider among {', '.join(PROVIDERS)}, got {provider!r}"
+            f"{suggest(str(provider).strip().lower(), PROVIDERS)}"
+        )
+    return key
 
 
 def _table_gpus() -> list[str]:
@@ -99,38 +105,34 @@ def _table_gpus() -> list[str]:
 
 def _device_key(device: Any) -> str:
     """Normalized GPU key of ``device``: its database name if it has one, else its own name."""
-    from .devices import Device, get_device
+    from ..devices import Device, get_device
 
     if isinstance(device, Device):
-        return _norm(device.name)
+        return normalize_name(device.name)
     if not isinstance(device, str) or not device.strip():
         raise InvalidInputError(f"expected a device name or Device, got {device!r}")
-    if _norm(device) in {_norm(g) for g in _table_gpus()}:
-        return _norm(device)
+    if normalize_name(device) in {normalize_name(g) for g in _table_gpus()}:
+        return normalize_name(device)
     try:
-        return _norm(get_device(device).name)
+        return normalize_name(get_device(device).name)
     except CostModelError:
         pass
-    gpus = _table_gpus()
-    raise InvalidInputError(
-        f"expected a device with a priced instance, got {device!r}; priced GPUs: {', '.join(gpus)} "
-        f"(device-database aliases such as 'h100' or 'a100-40gb' work)."
-        f"{suggest(device.strip(), gpus)}"
+    raise unknown_name_error(
+        device, _table_gpus(), expected="a device with a priced instance", listing="priced GPUs",
+        hint="device-database aliases such as 'h100' or 'a100-40gb' work", fold_case=False,
     )
 
 
 def _find_instance(instance: str) -> dict[str, Any]:
     if not isinstance(instance, str):
         raise InvalidInputError(f"expected an instance name, got {type(instance).__name__}")
-    key = _norm(instance)
-    for row in _table():
-        if key in {_norm(n) for n in (row["instance"], *row.get("aliases", ()))}:
-            return row
-    names = [r["instance"] for r in _table()]
-    raise InvalidInputError(
-        f"expected a priced instance, got {instance!r}; known instances: {', '.join(names)}."
-        f"{suggest(instance.strip(), names)}"
-    )
+    table = _instances()
+    key = table.key(instance)
+    if key is None:
+        raise unknown_name_error(
+            instance, table.entries, expected="a priced instance", listing="known instances", fold_case=False
+        )
+    return table.entries[key]
 
 
 def instances(device: Any = None, provider: str | None = None) -> list[dict[str, Any]]:
@@ -155,7 +157,7 @@ def instances(device: Any = None, provider: str | None = None) -> list[dict[str,
     for row in _table():
         if prov is not None and row["provider"] != prov:
             continue
-        if dev is not None and _norm(row["gpu"]) != dev:
+        if dev is not None and normalize_name(row["gpu"]) != dev:
             continue
         r = dict(row)
         r["usd_per_gpu_hour"] = row["usd_per_hour"] / row["gpus_per_instance"]
@@ -172,7 +174,7 @@ def _table_price(device: Any, provider: str | None, instance: str | None) -> flo
             raise InvalidInputError(
                 f"instance {row['instance']!r} belongs to provider {row['provider']!r}, not {prov!r}"
             )
-        if device is not None and _device_key(device) != _norm(row["gpu"]):
+        if device is not None and _device_key(device) != normalize_name(row["gpu"]):
             raise InvalidInputError(f"instance {row['instance']!r} has {row['gpu']} GPUs, not {device!r}")
         return row["usd_per_hour"] / row["gpus_per_instance"]
     if device is None:
@@ -205,21 +207,7 @@ def price_per_gpu_hour_usd(device: Any = None, provider: str | None = None, inst
 def _resolve_price(price_usd: float | None, device: Any, provider: str | None, instance: str | None) -> float:
     if price_usd is None:
         return _table_price(device, provider, instance)
-    if not _is_real(price_usd) or not math.isfinite(price_usd) or price_usd < 0:
-        raise InvalidInputError(f"expected price_per_gpu_hour_usd to be a finite number >= 0, got {price_usd!r}")
-    return float(price_usd)
-
-
-def _check_rate(value: Any, what: str) -> float:
-    if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"expected {what} to be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_gpus(num_gpus: Any) -> int:
-    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus <= 0:
-        raise InvalidInputError(f"expected num_gpus to be a positive integer, got {num_gpus!r}")
-    return num_gpus
+    return non_negative_number(price_usd, "price_per_gpu_hour_usd")
 
 
 def cost_per_1k_samples_usd(
@@ -243,8 +231,8 @@ def cost_per_1k_samples_usd(
         instance: use this instance's price.
         num_gpus: GPUs the throughput figure occupies.
     """
-    rate = _check_rate(throughput_samples_s, "throughput_samples_s")
-    price = _resolve_price(price_per_gpu_hour_usd, device, provider, instance) * _check_gpus(num_gpus)
+    rate = positive_number(throughput_samples_s, "throughput_samples_s")
+    price = _resolve_price(price_per_gpu_hour_usd, device, provider, instance) * positive_int(num_gpus, "num_gpus")
     return price / 3600.0 / rate * 1e3
 
 
@@ -261,6 +249,6 @@ def cost_per_1m_tokens_usd(
     ``price * num_gpus / 3600 / tokens_s * 1e6``; arguments as in
     :func:`cost_per_1k_samples_usd`.
     """
-    rate = _check_rate(tokens_s, "tokens_s")
-    price = _resolve_price(price_per_gpu_hour_usd, device, provider, instance) * _check_gpus(num_gpus)
+    rate = positive_number(tokens_s, "tokens_s")
+    price = _resolve_price(price_per_gpu_hour_usd, device, provider, instance) * positive_int(num_gpus, "num_gpus")
     return price / 3600.0 / rate * 1e6
