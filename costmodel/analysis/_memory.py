@@ -118,24 +118,30 @@ def peak_activation_bytes(graph: CostGraph) -> float:
     return float(peak)
 
 
-def saved_activation_bytes(graph: CostGraph) -> float:
-    """Bytes autograd keeps from the forward pass for the backward pass."""
-    owner, allocates = _buffers(graph)
+def _saved_owners(graph: CostGraph, owner: list[int]) -> set[int]:
+    """Buffers (by owning node) autograd keeps from the forward pass for the backward pass; ``-1``
+    stands for the graph's inputs."""
     preds = graph.predecessors()
     saved: set[int] = set()
-    input_saved = False
     for i, node in enumerate(graph.nodes):
         if node.kind in _SAVES_INPUTS:
             if preds[i]:
                 saved.update(owner[p] for p in preds[i])
             else:
-                input_saved = True
+                saved.add(-1)
         if node.kind in _SAVES_OUTPUT:
             saved.add(owner[i])
         if node.kind == "max_pool" or (node.kind == "elementwise" and node.op.endswith("dropout")):
             saved.add(owner[i])  # indices / masks
-    total = sum(graph.nodes[o].out_bytes for o in saved if allocates[o])
-    if input_saved:
+    return saved
+
+
+def saved_activation_bytes(graph: CostGraph) -> float:
+    """Bytes autograd keeps from the forward pass for the backward pass."""
+    owner, allocates = _buffers(graph)
+    saved = _saved_owners(graph, owner)
+    total = sum(graph.nodes[o].out_bytes for o in saved if o >= 0 and allocates[o])
+    if -1 in saved:
         total += sum(_nbytes(x.shape, x.dtype) for x in graph.inputs)
     return float(total)
 

@@ -391,7 +391,7 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam", works
     for i in range(n):
         end = max(succ[i]) if succ[i] else n
         last[owner[i]] = max(last[owner[i]], end)
-    saved = _saved_owners(graph, owner) if training else set()
+    saved = {o for o in _saved_owners(graph, owner) if o >= 0} if training else set()
     frees: dict[int, list[int]] = {}
     for o in set(owner):
         if allocates[o] and o not in saved:
@@ -407,7 +407,7 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam", works
         grads = weights
         ev.append(Event("alloc", -(1 << 30), grads, "backward", "gradients"))
         for o in sorted(saved):
-            if allocates[o]:
+            if o >= 0 and allocates[o]:
                 ev.append(Event("free", o + 1))
         state = int(OPTIMIZER_STATE[optimizer] * weights)
         if state:
