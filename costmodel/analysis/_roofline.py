@@ -33,7 +33,7 @@ class RooflineConfig:
 
     ``host_overhead_us`` is PyTorch eager's per-operator dispatch cost on the
     host; ~15-20 µs per executed operator is what small-batch runs show on a
-    modern server (``costmodel/data/README``-style measurements).  ``conv_tf32``
+    modern server (measurements like ``costmodel/data/h200/device_constants.json``).  ``conv_tf32``
     and ``matmul_tf32`` mirror PyTorch's default TF32 switches.
     """
 

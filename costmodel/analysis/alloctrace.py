@@ -52,6 +52,18 @@ __all__ = [
 #: optimizers a training trace can run, by the names workloads use
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 _DTYPES = ("fp32", "fp16", "bf16")
+#: the device fake tensors claim to be on (their kernels are the meta kernels either way)
+_DEV = "cpu"
+
+
+@contextlib.contextmanager
+def _fake():
+    """Fake tensors: meta kernels behind a cache of operator results keyed by input metadata, so the
+    32 identical layers of a decoder cost one meta run each op instead of 32."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        yield
 
 
 class TraceError(InvalidInputError):
@@ -109,11 +121,11 @@ class _Recorder:
         self._next = 1
 
     def outputs(self, out, func) -> None:
-        import torch
+        from torch._subclasses.fake_tensor import FakeTensor
         from torch.utils._pytree import tree_leaves
 
         for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor) or t.device.type != "meta":
+            if not isinstance(t, FakeTensor):
                 continue
             if self.skip_scalars and t.dim() == 0:
                 continue
@@ -186,7 +198,7 @@ def _state(module, tdt, training: bool):
     keys: dict[int, int] = {}
     for _, t, is_param in order:
         target = tdt if (tdt is not None and t.is_floating_point()) else t.dtype
-        m = torch.empty(t.shape, dtype=target, device="meta")
+        m = torch.empty(t.shape, dtype=target, device=_DEV)
         if is_param and training and t.requires_grad:
             m.requires_grad_(True)
         meta[id(t)] = m
@@ -218,7 +230,7 @@ def _meta_inputs(inputs, tdt):
     def conv(x):
         if isinstance(x, torch.Tensor):
             dt = tdt if (tdt is not None and x.is_floating_point()) else x.dtype
-            return torch.empty(x.shape, dtype=dt, device="meta")
+            return torch.empty(x.shape, dtype=dt, device=_DEV)
         return x
     return tree_map(conv, inputs)
 
@@ -254,7 +266,7 @@ def cuda_attention():
     orig = F.scaled_dot_product_attention
 
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        if query.dim() != 4 or query.device.type != "meta":
+        if query.dim() != 4:
             return orig(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                         scale=scale, enable_gqa=enable_gqa)
         if enable_gqa and key.shape[1] != query.shape[1]:
@@ -263,7 +275,7 @@ def cuda_attention():
             value = value.repeat_interleave(rep, dim=1)
         bias = attn_mask
         if bias is not None and bias.dtype == torch.bool:
-            bias = torch.zeros(bias.shape, dtype=query.dtype, device="meta")
+            bias = torch.zeros(bias.shape, dtype=query.dtype, device=_DEV)
         need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         out = torch.ops.aten._scaled_dot_product_efficient_attention(
             query, key, value, bias, need_grad, dropout_p, is_causal, scale=scale)
@@ -335,12 +347,17 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
         optimizer: ``sgd``, ``momentum``, ``adam`` or ``adamw``.
         workspace_bytes: a library workspace held before the step (allocated after the weights).
     """
-    import torch
-
     tdt = _tdtype(dtype)
     if training and optimizer not in OPTIMIZERS:
         raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
     steps = steps or (2 if training else 1)
+    with _fake():
+        return _trace_module(module, inputs, training, tdt, optimizer, steps, workspace_bytes)
+
+
+def _trace_module(module, inputs, training, tdt, optimizer, steps, workspace_bytes) -> AllocationTrace:
+    import torch
+
     trace = AllocationTrace()
     mapping, events, state_bytes, params, key = _state(module, tdt, training)
     trace.extend(events)
@@ -377,10 +394,10 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec: _Recorde
             opt.zero_grad(set_to_none=True)
             logits = _logits(_call(module, mapping, x))
             if labels is None:
-                labels = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
+                labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
             if logits.dim() > 2:  # token logits: (batch, seq, vocab)
                 logits = logits.flatten(0, -2)
-                labels = torch.zeros(logits.shape[0], dtype=torch.long, device="meta")
+                labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
             loss = torch.nn.functional.cross_entropy(logits, labels)
             del logits
             rec.phase = "backward"
@@ -434,13 +451,18 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
     ``decode_tokens`` steps, each appending to the cache (the peak is usually the prefill's logits
     or the last step's cache).
     """
-    import torch
-
     if phase not in ("forward", "prefill", "decode"):
         raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
     if phase == "decode" and not causal:
         raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
-    tdt = _tdtype(dtype)
+    with _fake():
+        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup,
+                              workspace_bytes)
+
+
+def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup, workspace_bytes):
+    import torch
+
     trace = AllocationTrace()
     mapping, events, state_bytes, _, key = _state(model, tdt, False)
     trace.extend(events)
@@ -448,7 +470,7 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
     if workspace_bytes:
         trace.events.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
         key -= 1
-    ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+    ids = torch.zeros((batch, seq), dtype=torch.long, device=_DEV)
     trace.events.append(Event("alloc", key, ids.numel() * 8, "input", "input_ids"))
     trace.state_bytes = state_bytes + ids.numel() * 8
     trace.events.append(Event("reset_peak"))
@@ -459,17 +481,30 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
             _call(model, mapping, {"input_ids": ids, **kw})
             return trace
         arg = _cache_kwarg(model)
-        tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
+        tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
+        # The protocol runs two rounds: prefill + `warmup` steps, the cache dropped, then prefill +
+        # `decode_tokens` steps. The first round is a prefix of the second (the same operators on the
+        # same shapes), so one round is traced and the first is replayed from its prefix.
+        start = len(trace.events)
         rec.phase = "prefill"
         cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
         rec.phase = "decode"
-        for _ in range(warmup):
+        cut = len(trace.events)
+        for i in range(max(decode_tokens, warmup)):
             _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
+            if i + 1 == warmup:
+                cut = len(trace.events)
         del cache
-        rec.phase = "prefill"
-        cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
-        rec.phase = "decode"
-        for _ in range(decode_tokens):
-            _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
-        del cache
+    round2 = trace.events[start:]
+    del trace.events[start:]
+    first = round2[:cut - start]
+    live: dict[int, None] = {}
+    for e in first:
+        if e.kind == "alloc":
+            live[e.key] = None
+        elif e.kind == "free":
+            live.pop(e.key, None)
+    trace.extend(first)
+    trace.extend(Event("free", k, 0, "decode") for k in live)  # the first cache dropped
+    trace.extend(round2)
     return trace

@@ -150,23 +150,34 @@ def _packaged_overheads(device: str) -> Overheads | None:
     return fit_overheads(rows, device, f"medians over {device}'s packaged rows")
 
 
-def overheads_for(device) -> Overheads:
-    """The fitted overheads of ``device`` (a name or a Device), or the H200's with a note in ``source``."""
+def _data_folder(dev) -> str | None:
+    """The packaged data folder measured on ``dev`` (``data/h200`` for the H200), if any."""
     from ..devices import get_device
 
-    dev = get_device(device) if not hasattr(device, "name") else device
-    key = getattr(dev, "key", None) or str(dev.name).lower()
-    for cand in (key, str(dev.name).lower().replace("nvidia ", "").replace(" ", "-")):
-        ov = _packaged_overheads(cand) if (_DATA / cand).is_dir() else None
-        if ov is not None:
-            return ov
+    for folder in sorted(_DATA.iterdir()):
+        if not ((folder / "vision.jsonl").exists() or (folder / "llm.jsonl").exists()):
+            continue
+        try:
+            if get_device(folder.name).name == dev.name:
+                return folder.name
+        except Exception:  # a folder named after no device
+            continue
+    return None
+
+
+def overheads_for(device) -> Overheads:
+    """The fitted overheads of ``device`` (a name or a Device), or the H200's with a note in ``source``."""
+    dev = _device(device)
+    folder = _data_folder(dev)
+    ov = _packaged_overheads(folder) if folder else None
+    if ov is not None:
+        return ov
     base = _packaged_overheads(_FALLBACK_DEVICE)
     if base is None:  # pragma: no cover - the package ships H200 rows
         raise InvalidInputError("no packaged rows to fit memory overheads from")
-    context = {k: float(dev.framework_overhead_mb) for k in base.context_mb} if getattr(
-        dev, "framework_overhead_mb", None) else dict(base.context_mb)
-    return Overheads(key, dict(base.workspace_mb), context, 0,
-                     f"no rows for {key}: library workspace from H200 rows, context from the device database")
+    context = {k: float(dev.framework_overhead_mb) for k in base.context_mb}
+    return Overheads(dev.name, dict(base.workspace_mb), context, 0,
+                     f"no rows for {dev.name}: library workspace from H200 rows, context from the device database")
 
 
 # --------------------------------------------------------------- tracing
@@ -344,6 +355,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
 
 
 def _weakrefable(obj) -> bool:
+    if not hasattr(obj, "named_parameters"):  # nn.Modules only (a CostGraph is traced afresh)
+        return False
     try:
         weakref.ref(obj)
     except TypeError:
