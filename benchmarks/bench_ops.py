@@ -8,14 +8,14 @@ convolution (batch 8, 256 -> 256 channels, 14 x 14, padding 1), add and relu
 on 64 MiB tensors, softmax over the last dim of a 64 MiB (4096 x 4096) tensor.
 
 Ceilings: on a CPU, a measured profile when one is given (``--profile``) or
-can be measured quickly (``costmodel.roofline.measure(quick=True)``, about a
+can be measured quickly (``costmodel.measure.harness.measure(quick=True)``, about a
 second with the C++ extension), else the device database's nominal ``cpu``
 entry; on CUDA the database entry of the GPU.  The quick sweep stops at a
 footprint of a few times the last-level cache, so its DRAM figure is rough.
 
 FLOPs are counted by FlopCounterMode (matmul, convolution) plus one per output
 element of pointwise ops; bytes are the compulsory traffic (inputs read +
-outputs written), a lower bound.  See ``costmodel/bench.py``.
+outputs written), a lower bound.  See ``costmodel/measure/bench.py``.
 """
 
 from __future__ import annotations
@@ -70,13 +70,13 @@ def main(argv=None) -> int:
     source = "device database"
     if a.device == "cpu":
         if a.profile:
-            from costmodel.roofline import MachineProfile
+            from costmodel.devices.profile import MachineProfile
 
             profile = MachineProfile.load(a.profile)
             source = f"measured profile {a.profile}"
         elif not a.no_measure:
             try:
-                from costmodel.roofline import measure
+                from costmodel.measure.harness import measure
 
                 t0 = time.perf_counter()
                 profile = measure("cpu", quick=True, threads=a.threads, progress=False)

@@ -17,7 +17,7 @@
 # Runs `costmodel collect SPECS --ops` from the repository root without installing the
 # package (PYTHONPATH=.; the interpreter is $PYTHON, else python).  Every workload's step
 # is timed with the data protocol, then profiled under torch.profiler and its operators
-# mapped onto the nodes of the CostGraph (costmodel/opprofile.py).  Rows are written one
+# mapped onto the nodes of the CostGraph (costmodel/measure/opprofile.py).  Rows are written one
 # by one:
 #
 #   OUT/vision_extend.jsonl   vision rows, each with an "ops" summary (mapped nodes, unmapped time)

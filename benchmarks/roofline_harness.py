@@ -179,7 +179,7 @@ def main() -> int:
     ap.add_argument("-o", "--output", help="also write the numbers as JSON here")
     a = ap.parse_args()
 
-    from costmodel import roofline as rl
+    from costmodel.measure import harness as rl
 
     if not rl.available():
         rl._extension()  # raises the explanatory RooflineUnavailableError

@@ -54,7 +54,7 @@ _LAZY = {
     "PerfDataset": "costmodel.datasets",
     "estimate_llm": "costmodel.llm._predictor",
     "torch_backend": "costmodel._compile",
-    "bench": "costmodel.bench",
+    "bench": "costmodel.measure.bench",
     "LLMEstimate": "costmodel.llm._predictor",
 }
 

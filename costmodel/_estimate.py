@@ -62,7 +62,7 @@ def estimate(
     pred = get_predictor(predictor)
     notes = [default_fallback_note(pred)] if predictor is None else []
     if host is not None:
-        from .host import load_host
+        from .measure.host import load_host
 
         profile = load_host(host)  # a missing or damaged file fails here, naming it
         if hasattr(pred, "with_host"):

@@ -514,7 +514,7 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
         return name.to_device()
     if isinstance(name, os.PathLike) or (isinstance(name, str) and _looks_like_path(name)):
         if _is_machine_profile(name):
-            from ..roofline import MachineProfile
+            from .profile import MachineProfile
 
             return MachineProfile.load(name).to_device()
         return load_measured_profile(name)

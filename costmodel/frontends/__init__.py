@@ -23,11 +23,13 @@ from ..ir._graph import GRAPH_FORMAT_VERSION, CostGraph
 from ..ir._vocab import VOCAB_VERSION
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
+from ._zoo import SOURCES as ZOO_SOURCES, build_zoo_model
 
 __all__ = [
     "GraphBuilder", "cache_dir", "cached_graph", "from_onnx", "from_relax", "from_torch", "hf_graph", "to_graph",
     "zoo_graph",
 ]
+__all__ += ["ZOO_SOURCES", "build_zoo_model"]  # the zoo builder costmodel.measure measures with
 
 MODES = ("inference", "training")
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)

@@ -421,7 +421,7 @@ def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", prog
     import gzip
 
     from .._errors import ModelLoadError
-    from ..collect import _key_of_row
+    from ..measure import key_of_row as _key_of_row
     from ..datasets import PerfDataset
     from ..datasets._dataset import default_root
 
@@ -477,7 +477,7 @@ def _profiled_graph(ds, i: int):
 def _real_trace(r):
     import torch
 
-    from ..collect import _build_llm
+    from ..measure import build_llm as _build_llm
     from ..frontends import from_torch
 
     model, _ = _build_llm({"model": r.model, **r.spec}, torch.device("cpu"))

@@ -52,7 +52,7 @@ import numpy as np
 from .. import __version__
 from ..analysis._timeline import replay
 from ..devices import get_device
-from ..host import OP_CLASSES, op_class
+from ..measure.host import OP_CLASSES, op_class
 from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
 from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
 from ._artifact import record_checksums, verify_checksums
@@ -506,7 +506,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     # ------------------------------------------------------------------ host
     def set_host(self, host) -> "TimelinePredictor":
         """Use a host profile (``HostProfile`` or its JSON path) for the host lane instead of the fitted one."""
-        from ..host import load_host
+        from ..measure.host import load_host
 
         self.host_profile = load_host(host)
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from costmodel.collect import _key_of_row, load_work
+from costmodel.measure import key_of_row as _key_of_row, load_work
 
 DATA = Path(__file__).resolve().parents[2] / "costmodel" / "data"
 CPU = DATA / "cpu"

@@ -4,7 +4,7 @@ import pytest
 
 import costmodel
 from costmodel.cli import main
-from costmodel.host import HostProfile, calibrate, load_host, op_class
+from costmodel.measure.host import HostProfile, calibrate, load_host, op_class
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The C++ roofline harness (costmodel._roofline) and costmodel.roofline.
+"""The C++ roofline harness (costmodel._roofline) and costmodel.measure.harness.
 
 Measurements use quick=True (well under a second of benchmarking on a small
 machine); assertions are loose on values, strict on structure, since shared
@@ -15,8 +15,9 @@ import warnings
 
 import pytest
 
-from costmodel import roofline as rl
 from costmodel._errors import CostModelError, InvalidInputError, UnknownDeviceError
+from costmodel.devices.profile import PROFILE_SCHEMA_VERSION
+from costmodel.measure import harness as rl
 
 EXT = rl._extension(required=False)
 needs_ext = pytest.mark.skipif(
@@ -194,7 +195,7 @@ def test_cache_hierarchy_and_theoretical_peak_shapes():
 def test_json_roundtrip(cpu_profile, tmp_path):
     text = cpu_profile.to_json()
     data = json.loads(text)  # plain JSON
-    assert data["kind"] == "cpu" and data["schema_version"] == rl.PROFILE_SCHEMA_VERSION
+    assert data["kind"] == "cpu" and data["schema_version"] == PROFILE_SCHEMA_VERSION
     assert rl.MachineProfile.from_json(text) == cpu_profile
     path = cpu_profile.save(tmp_path / "machine.json")
     assert rl.MachineProfile.load(path) == cpu_profile

@@ -1,6 +1,6 @@
 """Roofline charts: a model's operators against a device's ceilings (matplotlib).
 
->>> from costmodel.roofline_chart import roofline_chart
+>>> from costmodel.measure.charts import roofline_chart
 >>> fig = roofline_chart("torchvision:resnet50", "h100", batch=32, output="resnet50.png")
 
 Each operator that does arithmetic is one point: x is its arithmetic
@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ._errors import CostModelError, InvalidInputError
+from .._errors import CostModelError, InvalidInputError
 
 _COLORS = {
     "compute": "#1f77b4", "normalization": "#ff7f0e", "activation": "#2ca02c", "pooling": "#d62728",
@@ -57,7 +57,7 @@ def _check_output(output) -> Path | None:
 
 def ceilings(device, machine=None) -> dict[str, Any]:
     """``{"compute": {label: FLOP/s}, "memory": {label: bytes/s}}`` for a device (and a measured profile)."""
-    from .devices import get_device
+    from ..devices import get_device
 
     dev = get_device(device)
     compute: dict[str, float] = {}
@@ -92,9 +92,9 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
     its ceiling); ``"timeline"`` with the timeline predictor's learned efficiency under that roofline
     (its ``operator_times``), so a point sits where the predictor expects the kernel to run.
     """
-    from .analysis._roofline import roofline
-    from .devices import get_device
-    from .ir._vocab import category
+    from ..analysis import roofline
+    from ..devices import get_device
+    from ..ir import category
 
     if predictor not in OP_TIME_PREDICTORS:
         raise InvalidInputError(f"predictor {predictor!r} gives no per-operator times; valid: "
@@ -103,7 +103,7 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
     res = roofline(graph, dev, mode=mode)
     times = {t.node: (t.total_s, t.bound) for t in res.ops}
     if predictor == "timeline":
-        from .predictors import get_predictor
+        from ..predictors import get_predictor
 
         learned = get_predictor("timeline").operator_times(graph, dev, mode=mode)
         times = {r["node"]: (r["device_ms"] / 1e3, times.get(r["node"], (0, "?"))[1])
@@ -130,7 +130,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     ``predictor``: whose per-operator times place the points (see :func:`op_points`)."""
     plt = pyplot("roofline charts")
 
-    from .frontends import to_graph
+    from ..frontends import to_graph
 
     out = _check_output(output)
     if not isinstance(top, int) or top < 0:

@@ -33,7 +33,7 @@ up, then times it:
   Intermediates, re-reads and cache misses are not counted.
 * **ceilings**: a compute peak and a bandwidth from the device database
   (``device=``, or the entry of the GPU the tensors live on, or ``"cpu"``), or
-  from a measured :class:`~costmodel.roofline.MachineProfile` (``profile=``).
+  from a measured :class:`~costmodel.devices.profile.MachineProfile` (``profile=``).
   The peak is the tensor-core rate of the dtype (``Device.peak_flops(dtype,
   tensor=True)``) when the counted FLOPs come from matmul/convolution/attention
   ops, else the vector (CUDA-core) rate; fp32 matmuls and convolutions on CUDA
@@ -51,14 +51,12 @@ import math
 import numbers
 import os
 import statistics
-import sys
 import time
-import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import CostModelError, InvalidInputError, UnknownDeviceError
+from .._errors import CostModelError, InvalidInputError, UnknownDeviceError
 
 __all__ = ["POINTWISE_OPS", "BenchResult", "bench", "count_work"]
 
@@ -335,7 +333,7 @@ def _cuda_index(tensors: list) -> int | None:
 def _gpu_device(index: int):
     import torch
 
-    from .devices import get_device
+    from ..devices import get_device
 
     name = torch.cuda.get_device_name(index)
     try:
@@ -348,7 +346,7 @@ def _gpu_device(index: int):
 
 
 def _load_profile(profile: Any):
-    from .roofline import MachineProfile
+    from ..devices.profile import MachineProfile
 
     if profile is None or isinstance(profile, MachineProfile):
         return profile
@@ -361,7 +359,7 @@ def _load_profile(profile: Any):
 
 def _resolve_device(device: Any, profile: Any, cuda_index: int | None):
     """(Device, memory levels in GB/s) of the ceilings."""
-    from .devices import Device, get_device
+    from ..devices import Device, get_device
 
     if device is not None and not isinstance(device, (str, Device)):
         raise InvalidInputError(f"expected device to be None, a device name or a Device, got {type(device).__name__}")
@@ -460,6 +458,33 @@ def _quartiles(xs: list[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------
 
 
+def _sample(run, repeats: int, min_time_s: float, sample_s: float) -> tuple[list[float], int]:
+    """Seconds per call of each timed sample, and the calls per sample (calibrated to ``sample_s``)."""
+    one = max(run(1), 1e-9)
+    n = max(1, math.ceil(sample_s / one)) if sample_s > 0 else 1
+    if n > 1:  # re-calibrate on a group of calls: a single one is dominated by timer overhead
+        one = max(run(n) / n, 1e-9)
+        n = max(1, math.ceil(sample_s / one))
+    samples: list[float] = []
+    total = 0.0
+    while len(samples) < repeats or (total < min_time_s and len(samples) < MAX_SAMPLES):
+        s = run(n)
+        samples.append(s / n)
+        total += s
+    return samples, n
+
+
+def _place(nflops, nbytes, intensity, achieved_flops, achieved_bw, peak, bw):
+    """The roofline ceiling (FLOP/s), the fraction of it achieved and what bounds the kernel."""
+    if nflops > 0:
+        ceiling = peak if intensity is None else min(peak, intensity * bw)
+        bound = "compute" if intensity is None or intensity * bw >= peak else "memory"
+        return ceiling, achieved_flops / ceiling, bound
+    if nbytes > 0:
+        return 0.0, achieved_bw / bw, "memory"
+    return 0.0, None, "unknown"
+
+
 def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repeats: int = 10,  # noqa: A002
           min_time_s: float = 0.1, sample_s: float = SAMPLE_S, profile=None, **kwargs) -> BenchResult:
     """Time ``fn(*args, **kwargs)`` and place it on the roofline.
@@ -483,7 +508,7 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
             (at most :data:`MAX_SAMPLES` samples).
         sample_s: minimum duration of one sample; the calls per sample are
             calibrated to reach it (default 1 ms).
-        profile: a measured :class:`~costmodel.roofline.MachineProfile` or the
+        profile: a measured :class:`~costmodel.devices.profile.MachineProfile` or the
             path of its JSON; its peaks and bandwidth replace the database's
             (``device``, when given, is the base entry it refines).
 
@@ -516,17 +541,7 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
 
     for _ in range(warmup):
         fn(*args, **kwargs)
-    one = max(run(1), 1e-9)
-    n = max(1, math.ceil(sample_s / one)) if sample_s > 0 else 1
-    if n > 1:  # re-calibrate on a group of calls: a single one is dominated by timer overhead
-        one = max(run(n) / n, 1e-9)
-        n = max(1, math.ceil(sample_s / one))
-    samples: list[float] = []
-    total = 0.0
-    while len(samples) < repeats or (total < min_time_s and len(samples) < MAX_SAMPLES):
-        s = run(n)
-        samples.append(s / n)
-        total += s
+    samples, n = _sample(run, repeats, min_time_s, sample_s)
 
     t = statistics.median(samples)
     q1, q3 = _quartiles(samples)
@@ -540,14 +555,7 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
     intensity = nflops / nbytes if nbytes > 0 else None
     achieved_flops = nflops / t
     achieved_bw = nbytes / t
-    if nflops > 0:
-        ceiling = peak if intensity is None else min(peak, intensity * bw)
-        fraction = achieved_flops / ceiling
-        bound = "compute" if intensity is None or intensity * bw >= peak else "memory"
-    elif nbytes > 0:
-        ceiling, fraction, bound = 0.0, achieved_bw / bw, "memory"
-    else:
-        ceiling, fraction, bound = 0.0, None, "unknown"
+    ceiling, fraction, bound = _place(nflops, nbytes, intensity, achieved_flops, achieved_bw, peak, bw)
     return BenchResult(
         name=_fn_name(fn),
         device=dev.name,
@@ -584,7 +592,7 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
 
 
 def _chart(r: BenchResult, output, title: str | None):
-    from .roofline_chart import _check_output, _draw_ceilings, _finish, pyplot
+    from .charts import _check_output, _draw_ceilings, _finish, pyplot
 
     plt = pyplot("bench charts")
 
@@ -620,14 +628,3 @@ def _chart(r: BenchResult, output, title: str | None):
     ax.set_title(title or f"{r.name} on {r.device} ({r.device_source} ceilings), median {r.time_ms:.4g} ms",
                  fontsize=9)
     return _finish(fig, ax, out)
-
-
-# ``costmodel.bench`` is this module's :func:`bench` when reached through the
-# package (lazily); a direct ``import costmodel.bench`` binds the module there
-# instead, so the module is callable too and forwards to the function.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return bench(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

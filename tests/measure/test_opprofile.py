@@ -1,4 +1,4 @@
-"""Per-operator profiles (costmodel.opprofile) and ``collect(..., ops=True)`` / ``collect --ops``."""
+"""Per-operator profiles (costmodel.measure.opprofile) and ``collect(..., ops=True)`` / ``collect --ops``."""
 
 import json
 import os
@@ -13,11 +13,11 @@ from torch import nn
 
 from costmodel import InvalidInputError
 from costmodel.cli import main
-from costmodel.collect import WorkItem, collect, ops_path
+from costmodel.measure import WorkItem, collect, ops_path
 from costmodel.frontends import from_torch
-from costmodel.opprofile import PROFILED_STEPS, _align, _name, map_step, profile_step
+from costmodel.measure.opprofile import PROFILED_STEPS, _align, _name, map_step, profile_step
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPEC = {"family": "resnet", "name": "resnet18", "res": 32, "src": "tv"}
 SUMMARY_KEYS = {"profiled_steps", "graph_nodes", "work_nodes", "work_nodes_mapped", "backward_nodes_mapped",
                 "unmapped_ops", "unmapped_ms", "unmapped_share", "python_gap_ms", "profiled_step_ms",

@@ -8,7 +8,7 @@ from torch import nn
 
 from costmodel._errors import CostModelError, InvalidInputError, UnknownDeviceError
 from costmodel.frontends import from_torch
-from costmodel.roofline_chart import ceilings, machine_chart, op_points, roofline_chart
+from costmodel.measure.charts import ceilings, machine_chart, op_points, roofline_chart
 
 
 def _graph():
@@ -64,7 +64,7 @@ def test_bad_arguments(tmp_path):
 
 def test_a_saved_machine_profile_is_a_device(tmp_path):
     """get_device (and so --device on the command line) accepts a profile saved by roofline.measure."""
-    roofline = pytest.importorskip("costmodel.roofline")
+    roofline = pytest.importorskip("costmodel.measure.harness")
     if not roofline.available():
         pytest.skip("the roofline extension is not built")
     from costmodel.devices import get_device

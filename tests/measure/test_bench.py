@@ -21,7 +21,7 @@ FAST = {"warmup": 1, "repeats": 3, "min_time_s": 0.0}
 
 
 def _profile(peak_fp32=50.0, dram=20.0):
-    from costmodel.roofline import MachineProfile
+    from costmodel.devices.profile import MachineProfile
 
     return MachineProfile(
         kind="cpu", name="test cpu", isa="avx2", threads=2, pinned=True,
@@ -40,7 +40,7 @@ def test_package_attribute_is_the_function_and_import_stays_light():
             "assert inspect.isfunction(f), f; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
     # importing the module directly first still leaves a callable costmodel.bench
-    code = "import costmodel.bench as m, costmodel; assert callable(costmodel.bench); assert m.BenchResult"
+    code = "import costmodel.measure.bench as m, costmodel; assert callable(costmodel.bench); assert m.BenchResult"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ._errors import ArtifactError, InvalidInputError
+from .._errors import ArtifactError, InvalidInputError
 
 FORMAT = "costmodel.host-profile"
 SCHEMA_VERSION = 1
@@ -45,7 +45,7 @@ _KIND_CLASS = {"conv": "conv", "conv_transpose": "conv", "matmul": "matmul", "at
 
 def op_class(kind: str) -> str:
     """The dispatch class of a CostGraph op kind (``default`` when it has none of its own)."""
-    from .ir._vocab import category, is_kind
+    from ..ir._vocab import category, is_kind
 
     if kind in _KIND_CLASS:
         return _KIND_CLASS[kind]
@@ -90,7 +90,7 @@ class HostProfile:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HostProfile":
         """Read a profile written by :meth:`save`; refuse anything else with a clear error."""
-        from . import __version__
+        from .. import __version__
 
         path = Path(path)
         if not path.is_file():
@@ -168,7 +168,7 @@ def load_host(host: "HostProfile | str | os.PathLike | None") -> HostProfile | N
 def _describe_host() -> dict[str, Any]:
     import torch
 
-    from .collect import cpu_name  # the same CPU description collected rows carry
+    from .probes import cpu_name  # the same CPU description collected rows carry
 
     cpu = cpu_name()
     return {
@@ -238,7 +238,7 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
     """
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     if not (0 < budget_s <= 10):
         raise InvalidInputError(f"budget_s must be in (0, 10] seconds, got {budget_s!r}")
@@ -256,7 +256,6 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
             if not cuda else "CPU only, as asked"
         )
     dev = torch.device("cuda" if use_cuda else "cpu")
-    sync = torch.cuda.synchronize if use_cuda else None
     calls = _op_calls(dev)
     # the budget: one share per op class, two for the module call, two for the CUDA-only figures
     share = budget_s / (len(calls) + 2 + (2 if use_cuda else 0))

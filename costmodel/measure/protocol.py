@@ -1,0 +1,376 @@
+"""The timed measurement of one row, with the protocol of the packaged data.
+
+The protocol (``costmodel/data`` README, "How a row was measured"):
+
+* the model is built with random weights directly on the measuring device
+  (nothing is downloaded); ``fp16``/``bf16`` convert the fp32 model
+  (``model.half()``, no autocast);
+* inputs are ``torch.randn(batch, 3, res, res)`` for vision models and random
+  token ids of shape ``(batch, seq)`` for language models;
+* inference runs under ``torch.inference_mode()`` with the model in
+  ``eval()``; training runs one full step (``zero_grad``, forward,
+  cross-entropy against random labels, backward, ``torch.optim.Adam`` step),
+  the Adam state being created during the warm-up;
+* 3 warm-up calls, one calibration call, then N timed calls with N chosen so
+  the timed window is at least 0.25 s (at least 10 calls, at most 2.5 s; when
+  2.5 s allows fewer than 10 calls, at least 3), split in 3 chunks each timed
+  with CUDA events on a GPU and ``time.perf_counter`` on a CPU; ``latency_ms``
+  is the mean per call and ``latency_ms_chunks`` the chunk means;
+* transformer decode (``mode="decode"``): a KV cache of ``seq`` tokens is
+  prefilled, then 8 one-token decode steps are timed as one chunk (the cache
+  grows from ``seq`` to ``seq + 7`` during the window);
+* energy: NVML's total-energy counter read before and after the timed window
+  (``energy_j`` per call, ``power_w`` the mean power over the window,
+  ``power_w_sample`` one instantaneous NVML power reading); on a CPU the RAPL
+  package counter where it is readable, else ``null``;
+* memory: before each row ``gc.collect()``, ``torch.cuda.empty_cache()``,
+  ``reset_peak_memory_stats()``; ``weights_mb`` is what is allocated before
+  the row, ``peak_alloc_mb``/``peak_reserved_mb`` the allocator peaks,
+  ``nvml_used_mb`` the device memory in use per NVML right after the timed
+  window.  On a CPU: the process RSS.
+
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable
+
+from .._errors import InvalidInputError
+from .models import _drop_model, _model, _torch_dtype
+from .probes import _MB, _Device, _device, _rss_mb, _version, cpu_name, normalize_device
+from .work import (
+    CHUNKS,
+    DECODE_TOKENS,
+    MAX_WINDOW_S,
+    MIN_CALLS,
+    MIN_WINDOW_S,
+    WARMUP,
+    WorkItem,
+    _check_vision_spec,
+    _grid_items,
+    _llm_items,
+)
+
+def calls_for(t_call_s: float) -> int:
+    """Timed calls for one call of ``t_call_s`` seconds (protocol above)."""
+    n = max(MIN_CALLS, math.ceil(MIN_WINDOW_S / max(t_call_s, 1e-9)))
+    if n * t_call_s > MAX_WINDOW_S:
+        n = max(3, int(MAX_WINDOW_S // max(t_call_s, 1e-9)))
+    return n
+
+
+def _chunk_sizes(n: int) -> list[int]:
+    """Calls per chunk: ``n`` split in 3 (``n >= 3`` always)."""
+    return [n // CHUNKS + (1 if i < n % CHUNKS else 0) for i in range(CHUNKS)]
+
+
+def _time_once(step: Callable[[], Any], d: _Device) -> float:
+    if d.cuda:
+        a, b = d.torch.cuda.Event(enable_timing=True), d.torch.cuda.Event(enable_timing=True)
+        d.sync()
+        a.record()
+        step()
+        b.record()
+        d.sync()
+        return a.elapsed_time(b) / 1e3
+    t = time.perf_counter()
+    step()
+    return time.perf_counter() - t
+
+
+def _timed_window(step: Callable[[], Any], sizes: list[int], d: _Device) -> dict:
+    """Run ``sum(sizes)`` calls in chunks; time each chunk and meter the energy of the window."""
+    n = sum(sizes)
+    d.sync()
+    e0 = d.meter.energy_j() if d.cuda else d.meter.read()
+    t0 = time.perf_counter()
+    if d.cuda:
+        events = []
+        for k in sizes:
+            a, b = d.torch.cuda.Event(enable_timing=True), d.torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(k):
+                step()
+            b.record()
+            events.append((a, b))
+        d.sync()
+        window = time.perf_counter() - t0
+        e1 = d.meter.energy_j()
+        chunks = [a.elapsed_time(b) / k for (a, b), k in zip(events, sizes)]
+    else:
+        chunks = []
+        for k in sizes:
+            t = time.perf_counter()
+            for _ in range(k):
+                step()
+            chunks.append((time.perf_counter() - t) / k * 1e3)
+        window = time.perf_counter() - t0
+        e1 = d.meter.read()
+    energy = d.meter.delta(e0, e1)
+    latency = sum(c * k for c, k in zip(chunks, sizes)) / n
+    out = {
+        "iters": n,
+        "latency_ms": latency,
+        "latency_ms_chunks": [round(c, 5) for c in chunks],
+        "window_s": round(window, 4),
+        "energy_j": energy / n if energy is not None else None,
+        "power_w": energy / window if energy is not None and window > 0 else None,
+    }
+    if d.cuda:
+        out["power_w_sample"] = d.meter.power_w()
+    return out
+
+
+def _protocol(step: Callable[[], Any], d: _Device) -> dict:
+    for _ in range(WARMUP):
+        step()
+    t_cal = _time_once(step, d)
+    return _timed_window(step, _chunk_sizes(calls_for(t_cal)), d)
+
+
+def _logits(out):
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)):  # (logits, aux) of Inception/GoogLeNet in training
+        return out[0]
+    return out
+
+
+def _vision_step(model, x, mode: str, batch: int):
+    import torch
+
+    if mode == "infer":
+        return lambda: model(x)
+    model.train()
+    opt = torch.optim.Adam(model.parameters())
+    labels: list = []
+
+    def step():
+        opt.zero_grad()
+        logits = _logits(model(x))
+        if not labels:
+            labels.append(torch.randint(0, logits.shape[-1], (batch,), device=x.device))
+        torch.nn.functional.cross_entropy(logits, labels[0]).backward()
+        opt.step()
+
+    step.opt = opt  # freed with the step
+    return step
+
+
+def _cache_arg(model) -> str:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(out):
+    """The KV cache of a model output (``cache`` in newer transformers, ``past_key_values`` before)."""
+    c = out.get("cache") if hasattr(out, "get") else None
+    return c if c is not None else out["past_key_values"]
+
+
+def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
+    import torch
+
+    model, info = _model(item, d)
+    d.clear()
+    weights_mb = torch.cuda.memory_allocated(d.dev) / _MB if d.cuda else None
+    rss0 = None if d.cuda else _rss_mb()
+    b = item.batch
+    if item.kind == "vision":
+        x = torch.randn(b, *info["input"], device=d.dev, dtype=_torch_dtype(item.dtype))
+        step = _vision_step(model, x, item.mode, b)
+        try:
+            if item.mode == "infer":
+                with torch.inference_mode():
+                    t = _protocol(step, d)
+                    prof = _profile_ops(model, x, step, item, d, t) if ops else None
+            else:
+                t = _protocol(step, d)
+                prof = _profile_ops(model, x, step, item, d, t) if ops else None
+        finally:
+            if item.mode == "train":
+                model.zero_grad(set_to_none=True)
+                model.eval()
+        head = {"spec": item.spec, "mode": item.mode, "dtype": item.dtype, "batch": b, "input": list(info["input"]),
+                "params": sum(p.numel() for p in model.parameters())}
+    else:
+        seq = item.seq
+        ids = torch.randint(0, info["vocab"], (b, seq), device=d.dev)
+        causal = item.spec["causal"]
+        with torch.inference_mode():
+            if item.mode == "decode":
+                arg = _cache_arg(model)
+                tok = torch.randint(0, info["vocab"], (b, 1), device=d.dev)
+
+                def prefill():
+                    return _out_cache(model(input_ids=ids, use_cache=True))
+
+                cache = prefill()
+                for _ in range(WARMUP):
+                    model(input_ids=tok, use_cache=True, **{arg: cache})
+                del cache
+                cache = prefill()  # a fresh cache of `seq` tokens for the timed steps
+                t = _timed_window(lambda: model(input_ids=tok, use_cache=True, **{arg: cache}), [DECODE_TOKENS], d)
+                prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
+            else:
+                kw = {"use_cache": False} if causal else {}
+                t = _protocol(lambda: model(input_ids=ids, **kw), d)
+                prof = _profile_ops(model, {"input_ids": ids, **kw}, lambda: model(input_ids=ids, **kw), item, d,
+                                    t) if ops else None
+        lat_s = t["latency_ms"] / 1e3
+        head = {"model": item.spec["model"], "model_type": item.spec["model_type"], "config": info["config"],
+                "causal": causal, "mode": item.mode, "dtype": item.dtype, "batch": b, "seq": seq,
+                "params": sum(p.numel() for p in model.parameters())}
+        t["throughput_samples_s"] = b / lat_s
+        t["tokens_s"] = b * (1 if item.mode == "decode" else seq) / lat_s
+    row = dict(head, **t)
+    if d.cuda:
+        row.update(weights_mb=weights_mb, peak_alloc_mb=torch.cuda.max_memory_allocated(d.dev) / _MB,
+                   peak_reserved_mb=torch.cuda.max_memory_reserved(d.dev) / _MB, nvml_used_mb=d.meter.used_mb())
+    else:
+        rss = _rss_mb()
+        row.update(rss_mb=rss, rss_delta_mb=rss - rss0, nvml_used_mb=None, threads=torch.get_num_threads())
+        row.pop("power_w_sample", None)
+    if d.energy_error():
+        row["energy_error"] = d.energy_error()
+    if d.cuda and row.get("nvml_used_mb") is None:
+        row["memory_error"] = d.memory_error() or "NVML did not report the memory in use"
+    row["device"] = d.name
+    row["costmodel_version"] = _version()
+    if prof is not None:
+        row["ops"] = prof[1]
+        row["_ops"] = prof[0]
+    return row
+
+
+def _profile_ops(model, inputs, step, item: WorkItem, d: _Device, timed: dict) -> tuple[list[dict], dict]:
+    """Per-operator rows of one workload (see :mod:`costmodel.measure.opprofile`)."""
+    from ..frontends import from_torch
+    from .opprofile import profile_step
+
+    import warnings
+
+    import torch
+
+    training = item.mode == "train"
+    # the graph a user gets from the trace frontend: built outside the step's inference mode
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")  # unsupported-op notes: the rows name every operator anyway
+        graph = from_torch(model, inputs, mode="training" if training else "inference", method="trace")
+    rows, summary = profile_step(step, graph, cuda=d.cuda, sync=d.sync, unprofiled_ms=timed["latency_ms"])
+    if training:
+        model.train()  # from_torch restores the mode it found; the step trains
+    return rows, summary
+
+
+
+def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "cuda", mode: str | None = None,
+            dtype: str = "fp32", seq: int | None = None, threads: int | None = None, ops: bool = False) -> dict:
+    """Measure one workload with the data protocol; returns a row in the data's format.
+
+    Args:
+        spec: a vision spec (``{"family", "name", "res", "src"}``), a transformer
+            workload (``{"model": "gpt2"}``, resolved through the registry, or
+            ``{"model", "model_type", "config", "causal"}``), or a :class:`WorkItem`.
+        batch: batch size.
+        device: ``"cuda"``, ``"cuda:N"`` or ``"cpu"``.
+        mode: ``infer``/``train`` (vision, default ``infer``) or
+            ``forward``/``prefill``/``decode`` (transformers; default
+            ``prefill`` for decoders, ``forward`` for encoders).
+        dtype: ``fp32``, ``fp16`` or ``bf16``.
+        seq: sequence length (transformers; for ``decode`` the KV-cache length).
+        threads: CPU threads for torch (CPU only).
+        ops: also profile the step per operator (:mod:`costmodel.measure.opprofile`):
+            the row gets an ``ops`` summary and, under ``_ops``, the operator rows.
+
+    Raises ``torch.cuda.OutOfMemoryError``/``MemoryError`` when the workload
+    does not fit (:func:`collect` turns those into ``"oom"`` rows).
+    """
+    if isinstance(spec, WorkItem):
+        item = spec
+    else:
+        if batch is None:
+            raise InvalidInputError("measure() needs a batch size")
+        if isinstance(spec, dict) and "model" in spec and "src" not in spec:
+            entry = {k: v for k, v in spec.items() if k in ("model", "model_type", "config", "causal")}
+            entry.update(batch=batch, seq=seq, dtype=dtype)
+            if mode is not None:
+                entry["mode"] = mode
+            if seq is None:
+                raise InvalidInputError(f"measuring {spec['model']} needs seq (the sequence length)")
+            (item,) = _llm_items(entry, str(spec["model"]))
+        else:
+            (item,) = _grid_items(_check_vision_spec(spec, "spec"), [{"mode": mode or "infer", "dtype": dtype,
+                                                                       "batch": batch}], "spec")
+    d = _device(normalize_device(device))
+    if threads and not d.cuda:
+        d.torch.set_num_threads(threads)
+    return _measure_rows(item, d, ops=ops)
+
+
+def measure_cpu(spec: dict, batch: int, *, mode: str = "infer", dtype: str = "fp32", threads: int | None = None) -> dict:
+    """Measure one vision spec on this CPU (see :func:`measure`)."""
+    return measure(spec, batch, device="cpu", mode=mode, dtype=dtype, threads=threads)
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "alloc_failed" in msg)
+
+
+def _oom_row(item: WorkItem, device_name: str, err: str) -> dict:
+    if item.kind == "llm":
+        head = {k: item.spec[k] for k in ("model", "model_type", "config", "causal")}
+        head.update(mode=item.mode, dtype=item.dtype, batch=item.batch, seq=item.seq)
+    else:
+        head = {"spec": item.spec, "mode": item.mode, "dtype": item.dtype, "batch": item.batch}
+    return dict(head, oom=True, error=err[:300], device=device_name, costmodel_version=_version())
+
+
+def _free_after_error(device: str) -> None:
+    _drop_model()
+    torch = sys.modules.get("torch")
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
+        try:
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001 - a broken context stays broken; keep going
+            pass
+        torch.cuda.empty_cache()
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(int(device.split(":")[1]) if ":" in device else None)
+    return cpu_name()
+
+
+def measure_safe(item: WorkItem, device: str, measure_fn: Callable | None = None) -> tuple[dict | None, str | None]:
+    """``(row, None)``, an ``oom`` row, or ``(None, error)`` for any other failure."""
+    fn = measure_fn or measure
+    row = err = None
+    oom = False
+    try:
+        row = fn(item, device=device)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - one failing model must not end a long run
+        oom = _is_oom(e)
+        err = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+    if err is not None:  # outside the except block: the traceback's tensors are gone
+        _free_after_error(device)
+        if oom:
+            return _oom_row(item, _device_name(device), err), None
+    return row, err
+

@@ -1,0 +1,255 @@
+"""The measurement protocol of one row (costmodel.measure.protocol), on the CPU and on a simulated
+CUDA device, with the NVML probes of costmodel.measure.probes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+import costmodel.measure.models as M
+import costmodel.measure.probes as probes
+import costmodel.measure.protocol as P
+from costmodel.datasets import default_root
+from costmodel.measure import calls_for, measure, measure_cpu
+
+
+SPEC = {"family": "misc", "name": "squeezenet1_1", "res": 64, "src": "tv"}
+TINY_GPT2 = {"model": "tiny-gpt2", "model_type": "gpt2", "causal": True,
+             "config": {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 256, "n_positions": 128,
+                        "bos_token_id": 0, "eos_token_id": 0}}
+TINY_BERT = {"model": "tiny-bert", "model_type": "bert", "causal": False,
+             "config": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
+                        "intermediate_size": 64, "vocab_size": 256, "max_position_embeddings": 128}}
+
+VISION_GPU_FIELDS = {"batch", "device", "dtype", "energy_j", "input", "iters", "latency_ms", "latency_ms_chunks", "mode",
+                     "nvml_used_mb", "params", "peak_alloc_mb", "peak_reserved_mb", "power_w", "power_w_sample", "spec",
+                     "weights_mb", "window_s"}
+LLM_GPU_FIELDS = {"batch", "causal", "config", "device", "dtype", "energy_j", "iters", "latency_ms", "latency_ms_chunks",
+                  "mode", "model", "model_type", "nvml_used_mb", "params", "peak_alloc_mb", "peak_reserved_mb", "power_w",
+                  "power_w_sample", "seq", "throughput_samples_s", "tokens_s", "weights_mb", "window_s"}
+
+
+
+
+
+# ------------------------------------------------------------------ protocol
+def test_calls_for_protocol():
+    assert calls_for(0.001) == 250  # 0.25 s window
+    assert calls_for(0.05) == 10  # at least 10 calls
+    assert calls_for(1.0) == 3  # capped at 2.5 s, at least 3
+    assert calls_for(0.2) == 10
+    assert calls_for(0.3) == 8  # 10 calls would exceed 2.5 s
+    assert P._chunk_sizes(10) == [4, 3, 3] and P._chunk_sizes(250) == [84, 83, 83]
+    assert P._chunk_sizes(3) == [1, 1, 1] and P._chunk_sizes(8) == [3, 3, 2]
+
+
+def test_measure_cpu_row():
+    r = measure_cpu(SPEC, 1)
+    assert r["latency_ms"] > 0 and len(r["latency_ms_chunks"]) == 3
+    assert r["params"] == 1_235_496
+    # protocol: >= 10 calls unless that would pass 2.5 s (a loaded machine), never < 3
+    assert r["iters"] >= 3
+    # the window is the timed calls: iters x mean latency
+    assert r["iters"] * r["latency_ms"] / 1e3 == pytest.approx(r["window_s"], rel=0.2, abs=0.01)
+    assert r["device"] and r["rss_mb"] > 0 and r["nvml_used_mb"] is None
+    # RAPL energy where this machine exposes it, else null with the reason
+    if probes._Rapl().error:
+        assert r["energy_j"] is None and r["power_w"] is None and "RAPL" in r["energy_error"]
+    else:
+        assert r["energy_j"] is not None and r["energy_j"] >= 0
+
+
+def test_measure_cpu_training_and_transformers():
+    r = measure(dict(SPEC, res=32), 2, device="cpu", mode="train")
+    assert r["mode"] == "train" and r["latency_ms"] > 0 and r["iters"] >= 3
+    fwd = measure(TINY_BERT, 2, device="cpu", seq=16)
+    assert fwd["mode"] == "forward" and fwd["model"] == "tiny-bert" and fwd["config"]["model_type"] == "bert"
+    assert fwd["tokens_s"] == pytest.approx(2 * 16 / (fwd["latency_ms"] / 1e3))
+    dec = measure(TINY_GPT2, 2, device="cpu", mode="decode", seq=16, dtype="bf16")
+    # decode: 8 one-token steps after a prefilled cache, timed as one chunk
+    assert dec["iters"] == P.DECODE_TOKENS and len(dec["latency_ms_chunks"]) == 1
+    assert dec["tokens_s"] == pytest.approx(dec["throughput_samples_s"])
+    assert dec["causal"] is True and dec["seq"] == 16 and dec["dtype"] == "bf16"
+    pre = measure(TINY_GPT2, 2, device="cpu", seq=16)
+    assert pre["mode"] == "prefill" and pre["params"] == dec["params"]
+    assert LLM_GPU_FIELDS - {"weights_mb", "peak_alloc_mb", "peak_reserved_mb", "power_w_sample"} <= set(pre)
+
+
+# --------------------------------------------------- the CUDA path, simulated
+class _FakeEvent:
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self, stream=None):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3
+
+
+class _FakeMeter:
+    def __init__(self):
+        self.e = 1000.0
+        self.error = self.energy_error = None
+
+    def energy_j(self):
+        self.e += 2.5
+        return self.e
+
+    def delta(self, e0, e1):
+        return e1 - e0
+
+    def power_w(self):
+        return 123.0
+
+    def used_mb(self):
+        return 2048.0
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """The CUDA branches of the protocol on the CPU: events, allocator stats and NVML faked."""
+    tc = torch.cuda
+    for name, fn in {"synchronize": lambda *a, **k: None, "empty_cache": lambda: None,
+                     "reset_peak_memory_stats": lambda *a, **k: None, "memory_allocated": lambda *a: 100 * 2**20,
+                     "max_memory_allocated": lambda *a: 300 * 2**20, "max_memory_reserved": lambda *a: 400 * 2**20,
+                     "get_device_name": lambda *a: "Fake GPU"}.items():
+        monkeypatch.setattr(tc, name, fn)
+    monkeypatch.setattr(tc, "Event", _FakeEvent)
+    d = object.__new__(probes._Device)
+    d.torch, d.cuda, d.index, d.dev, d.name = torch, True, 0, torch.device("cpu"), "Fake GPU"
+    d.meter, d.context_used_mb = _FakeMeter(), 500.0
+    monkeypatch.setattr(P, "_device", lambda device: d)
+    monkeypatch.setattr(probes, "_device", lambda device: d)
+    yield d
+    M._drop_model()
+
+
+def test_cuda_path_rows_have_the_data_fields(fake_cuda):
+    r = measure(SPEC, 1, device="cuda")
+    assert VISION_GPU_FIELDS <= set(r) and set(r) - VISION_GPU_FIELDS <= {"costmodel_version"}
+    assert r["device"] == "Fake GPU" and r["weights_mb"] == 100 and r["peak_alloc_mb"] == 300
+    assert r["peak_reserved_mb"] == 400 and r["nvml_used_mb"] == 2048 and r["power_w_sample"] == 123
+    assert r["energy_j"] == pytest.approx(2.5 / r["iters"])  # counter delta over the window, per call
+    assert r["power_w"] == pytest.approx(2.5 / r["window_s"], rel=0.05)
+    assert len(r["latency_ms_chunks"]) == 3
+    # the packaged rows have the same fields
+    packaged = json.loads((default_root() / "h200" / "vision.jsonl").read_text().splitlines()[0])
+    assert set(packaged) <= set(r)
+    t = measure(dict(SPEC, res=32), 2, device="cuda", mode="train")
+    assert t["mode"] == "train" and VISION_GPU_FIELDS <= set(t)
+    dec = measure(TINY_GPT2, 1, device="cuda", mode="decode", seq=8)
+    assert set(dec) - {"costmodel_version"} == LLM_GPU_FIELDS
+    packaged = json.loads((default_root() / "h200" / "llm.jsonl").read_text().splitlines()[0])
+    assert set(packaged) <= set(dec)
+
+
+def test_cuda_hardware_description_and_nvml(fake_cuda, monkeypatch):
+    calls = []
+
+    class Mem:
+        used = 3 * 2**30
+
+    fake = types.SimpleNamespace(
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2,
+        nvmlInit=lambda: calls.append("init"),
+        nvmlDeviceGetHandleByUUID=lambda u: calls.append(u) or "h",
+        nvmlDeviceGetHandleByIndex=lambda i: "h",
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: 5_000_000,
+        nvmlDeviceGetPowerUsage=lambda h: 150_000,
+        nvmlDeviceGetMemoryInfo=lambda h: Mem(),
+        nvmlDeviceGetName=lambda h: b"Fake GPU",
+        nvmlDeviceGetEnforcedPowerLimit=lambda h: 700_000,
+        nvmlDeviceGetMaxClockInfo=lambda h, k: 1980 if k == 1 else 3201,
+        nvmlDeviceGetMemoryBusWidth=lambda h: 6016,
+        nvmlSystemGetDriverVersion=lambda: "580.1",
+        nvmlDeviceGetMigMode=lambda h: [0, 0],
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    props = types.SimpleNamespace(uuid="1234-abcd", name="Fake GPU", major=9, minor=0, total_memory=80 * 2**30,
+                                  multi_processor_count=132)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: props)
+    nv = probes._Nvml(0)
+    assert nv.error is None and "GPU-1234-abcd" in calls
+    assert nv.energy_j() == 5000.0 and nv.power_w() == 150.0 and nv.used_mb() == 3072.0
+    fake_cuda.meter = nv
+    hw = probes.hardware_description("cuda")
+    assert hw["kind"] == "cuda" and hw["name"] == "Fake GPU" and hw["driver"] == "580.1"
+    assert hw["power_limit_w"] == 700.0 and hw["mig_mode"] == [0, 0] and hw["prop_multi_processor_count"] == 132
+    assert hw["context_used_mb"] == 500.0 and hw["energy_counter"] is True and "peak_matmul" not in hw
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: null energy with the reason
+    nv = probes._Nvml(0)
+    assert nv.error and nv.energy_j() is None and nv.used_mb() is None
+
+
+def _fake_pynvml(**overrides):
+    class Mem:
+        used = 3 * 2**30
+
+    fns = dict(
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda u: "h",
+        nvmlDeviceGetHandleByIndex=lambda i: "h",
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: 5_000_000,
+        nvmlDeviceGetPowerUsage=lambda h: 150_000,
+        nvmlDeviceGetMemoryInfo=lambda h: Mem(),
+        nvmlDeviceGetName=lambda h: b"Fake GPU",
+        nvmlDeviceGetEnforcedPowerLimit=lambda h: 700_000,
+        nvmlDeviceGetMaxClockInfo=lambda h, k: 1980,
+        nvmlDeviceGetMemoryBusWidth=lambda h: 6016,
+        nvmlSystemGetDriverVersion=lambda: "580.1",
+        nvmlDeviceGetMigMode=lambda h: [0, 0],
+    )
+    fns.update(overrides)
+    return types.SimpleNamespace(**fns)
+
+
+def test_without_pynvml_a_warning_once_and_the_reason_recorded(fake_cuda, monkeypatch, capsys):
+    monkeypatch.setattr(probes, "_WARNED", set())
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # the import fails: nvidia-ml-py is not installed
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda *a: types.SimpleNamespace(uuid="1234", name="Fake GPU", multi_processor_count=132))
+    nv = probes._Nvml(0)
+    assert nv.handle is None and "nvidia-ml-py" in nv.error and 'pip install "costmodel[gpu]"' in nv.error
+    err = capsys.readouterr().err
+    assert err.count("costmodel: warning:") == 1 and 'pip install "costmodel[gpu]"' in err
+    probes._Nvml(0)  # a second device handle: no second warning
+    assert capsys.readouterr().err == ""
+    fake_cuda.meter = nv
+    r = measure(SPEC, 1, device="cuda")
+    assert r["energy_j"] is None and r["power_w"] is None and r["nvml_used_mb"] is None
+    assert "nvidia-ml-py" in r["energy_error"] and "nvidia-ml-py" in r["memory_error"]
+    hw = probes.hardware_description("cuda")
+    assert hw["energy_counter"] is False and "nvidia-ml-py" in hw["nvml_error"]
+    assert "nvidia-ml-py" in hw["energy_error"] and "nvidia-ml-py" in hw["memory_error"]
+
+
+def test_nvml_that_cannot_read_energy_or_memory_says_so(fake_cuda, monkeypatch, capsys):
+    monkeypatch.setattr(probes, "_WARNED", set())
+
+    def unsupported(h):
+        raise RuntimeError("Not Supported")
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(nvmlDeviceGetTotalEnergyConsumption=unsupported,
+                                                           nvmlDeviceGetMemoryInfo=unsupported))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda *a: types.SimpleNamespace(uuid="1234", name="Fake GPU", multi_processor_count=132))
+    nv = probes._Nvml(0)
+    assert nv.error is None and "energy counter" in nv.energy_error and "memory" in nv.memory_error
+    err = capsys.readouterr().err
+    assert err.count("costmodel: warning:") == 2 and "Not Supported" in err
+    fake_cuda.meter = nv
+    r = measure(SPEC, 1, device="cuda")
+    assert r["energy_j"] is None and "energy counter" in r["energy_error"]
+    assert r["nvml_used_mb"] is None and "nvml_used_mb" in r["memory_error"]
+    assert r["power_w_sample"] == 150.0  # what NVML can read is still recorded
+    hw = probes.hardware_description("cuda")
+    assert hw["energy_counter"] is False and "energy counter" in hw["energy_error"] and "memory" in hw["memory_error"]
+
+

@@ -1,0 +1,271 @@
+"""The collection loop (costmodel.measure.runner): resumable output, budget, failures, the CLI, Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import costmodel.measure.protocol as P
+from costmodel._errors import InvalidInputError
+from costmodel.cli import main
+from costmodel.datasets import PerfDataset, default_root
+from costmodel.measure import WorkItem, collect, load_work, measure, output_paths, parse_work
+
+
+SPEC = {"family": "misc", "name": "squeezenet1_1", "res": 64, "src": "tv"}
+TINY_GPT2 = {"model": "tiny-gpt2", "model_type": "gpt2", "causal": True,
+             "config": {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 256, "n_positions": 128,
+                        "bos_token_id": 0, "eos_token_id": 0}}
+
+
+
+def _fake_measure(delay=0.0, oom_batch=None):
+    calls = []
+
+    def fn(item, device="cpu"):
+        calls.append(item)
+        if delay:
+            time.sleep(delay)
+        if item.batch == oom_batch:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return {"spec": item.spec, "mode": item.mode, "dtype": item.dtype, "batch": item.batch, "latency_ms": 1.0,
+                "device": device}
+
+    fn.calls = calls
+    return fn
+
+
+def _rows(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+
+def test_unbuildable_specs_fail_before_the_first_row(tmp_path, monkeypatch):
+    fn = _fake_measure()
+    monkeypatch.setattr(P, "measure", fn)
+    bad_kw = dict(SPEC, kw={"speed": 2})
+    with pytest.raises(InvalidInputError, match="unexpected keyword argument 'speed'"):
+        collect([SPEC, bad_kw], [1], tmp_path / "v.jsonl", progress=False, cooldown_s=0)
+    unknown_type = dict(TINY_GPT2, model="x", model_type="gpt3", batch=1, seq=8)
+    heads = dict(TINY_GPT2, model="y", config=dict(TINY_GPT2["config"], n_embd=33), batch=1, seq=8)
+    with pytest.raises(InvalidInputError, match="model_type 'gpt3'") as e:
+        collect(parse_work({"llm": [unknown_type]}), tmp_path / "v.jsonl", progress=False, cooldown_s=0)
+    assert len(str(e.value)) < 300  # the closest few types and a count, not all of them
+    with pytest.raises(InvalidInputError, match="not divisible"):
+        collect(parse_work({"llm": [heads]}), tmp_path / "v.jsonl", progress=False, cooldown_s=0)
+    assert fn.calls == [] and not (tmp_path / "v.jsonl").exists()
+
+
+def test_cli_run_where_every_row_failed_is_one_error_line(tmp_path, monkeypatch, capsys):
+    def boom(item, device="cpu"):
+        raise RuntimeError("the kernel crashed")
+
+    monkeypatch.setattr(P, "measure", boom)
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps([SPEC]))
+    assert main(["collect", str(work), "-o", str(tmp_path / "o.jsonl"), "--cooldown", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("costmodel: error: no row could be measured: 1 failed (first: "
+                                    "squeezenet1_1@64 infer fp32 b1: RuntimeError: the kernel crashed)")
+
+
+# ------------------------------------------------------------------ collect
+def test_collect_is_resumable(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    assert collect([SPEC], [1, 2], out, progress=False, cooldown_s=0) == 2
+    assert collect([SPEC], [1, 2], out, progress=False, cooldown_s=0) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "hardware.json").read_text())["kind"] == "cpu"
+
+
+def test_resume_uses_the_full_key(tmp_path, monkeypatch):
+    fn = _fake_measure()
+    monkeypatch.setattr(P, "measure", fn)
+    out = tmp_path / "vision.jsonl"
+    items = [(SPEC, 1, "infer", "fp32"), (SPEC, 1, "infer", "fp16"), (SPEC, 1, "train", "fp32"),
+             WorkItem(SPEC, 2, "infer", "fp32")]
+    assert collect(items[:2], out, progress=False, cooldown_s=0) == 2
+    out.write_text(out.read_text() + '{"spec": {"name": "cut mid-li')  # an interrupted write
+    stats = {}
+    assert collect(items + items, output=out, progress=False, cooldown_s=0, stats=stats) == 2
+    assert [(c.mode, c.dtype, c.batch) for c in fn.calls[2:]] == [("train", "fp32", 1), ("infer", "fp32", 2)]
+    assert stats["skipped"] == 6
+    rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip() and not x.endswith("li")]
+    assert len(rows) == 4
+
+
+def test_oom_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch):
+    fn = _fake_measure(oom_batch=128)
+    monkeypatch.setattr(P, "measure", fn)
+    out = tmp_path / "vision.jsonl"
+    stats = {}
+    n = collect([SPEC], [1, 128, 8], out, progress=False, cooldown_s=0, stats=stats)
+    rows = _rows(out)
+    assert n == 3 and stats["oom"] == 1 and [r["batch"] for r in rows] == [1, 128, 8]
+    oom = rows[1]
+    assert oom["oom"] is True and oom["spec"] == SPEC and oom["mode"] == "infer" and oom["dtype"] == "fp32"
+    assert "out of memory" in oom["error"] and "latency_ms" not in oom
+    # the row counts as measured: a resumed run does not retry it
+    assert collect([SPEC], [1, 128, 8], out, progress=False, cooldown_s=0) == 0
+    # and the packaged-data loader skips it
+    assert len(PerfDataset.load(tmp_path.parent, device=tmp_path.name)) == 2
+
+
+def test_other_failures_are_skipped_not_written(tmp_path, monkeypatch, capsys):
+    def boom(item, device="cpu"):
+        if item.batch == 2:
+            raise ValueError("bad model")
+        return _fake_measure()(item, device)
+
+    monkeypatch.setattr(P, "measure", boom)
+    stats = {}
+    assert collect([SPEC], [1, 2, 4], tmp_path / "v.jsonl", progress=False, cooldown_s=0, stats=stats) == 2
+    assert list(stats["failed"].values()) == ["ValueError: bad model"]
+    assert "skipped squeezenet1_1@64 infer fp32 b2: ValueError: bad model" in capsys.readouterr().err
+
+
+class _Clock:
+    """A clock the test moves: each measured row takes ``row_s`` seconds of it."""
+
+    def __init__(self, row_s: float):
+        self.t, self.row_s = 1000.0, row_s
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_budget_stops_between_rows_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    clock = _Clock(row_s=10.0)
+    fn = _fake_measure()
+
+    def measure_10s(item, device="cpu"):
+        clock.t += clock.row_s
+        return fn(item, device)
+
+    monkeypatch.setattr(P, "measure", measure_10s)
+    out = tmp_path / "vision.jsonl"
+    stats = {}
+    # rows of 10 s under a 35 s budget: 3 rows (30 s); a 4th would end at 40 s, so it is not started
+    n = collect([SPEC], list(range(1, 21)), out, progress=False, cooldown_s=0, budget_s=35, stats=stats, clock=clock)
+    assert n == 3 and [c.batch for c in fn.calls] == [1, 2, 3]
+    assert stats["budget_stopped"] is True and stats["left"] == 17 and stats["written"] == 3
+    text = out.read_text()
+    assert text.endswith("\n") and [r["batch"] for r in _rows(out)] == [1, 2, 3]  # whole rows only
+    assert "time budget of 35 s reached: 17 rows left" in capsys.readouterr().err
+    # a second run measures only the rows the first one left
+    stats = {}
+    n = collect([SPEC], list(range(1, 21)), out, progress=False, cooldown_s=0, budget_s=1000, stats=stats,
+                clock=clock)
+    assert n == 17 and stats["skipped"] == 3 and stats["budget_stopped"] is False and stats["left"] == 0
+    assert [c.batch for c in fn.calls] == list(range(1, 21))  # nothing measured twice
+    assert [r["batch"] for r in _rows(out)] == list(range(1, 21))
+
+
+def test_limit_measures_the_first_rows_left(tmp_path, monkeypatch):
+    fn = _fake_measure()
+    monkeypatch.setattr(P, "measure", fn)
+    out = tmp_path / "vision.jsonl"
+    stats = {}
+    assert collect([SPEC], list(range(1, 11)), out, progress=False, cooldown_s=0, limit=3, stats=stats) == 3
+    assert stats["left"] == 7 and stats["budget_stopped"] is False
+    assert collect([SPEC], list(range(1, 11)), out, progress=False, cooldown_s=0, limit=3, stats=stats) == 3
+    assert stats["left"] == 4 and [r["batch"] for r in _rows(out)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_llm_rows_go_to_a_sibling_file(tmp_path, monkeypatch):
+    def fake(item, device="cpu"):
+        if item.kind == "vision":
+            return _fake_measure()(item, device)
+        return {"model": item.spec["model"], "mode": item.mode, "dtype": item.dtype, "batch": item.batch,
+                "seq": item.seq, "latency_ms": 1.0}
+
+    monkeypatch.setattr(P, "measure", fake)
+    assert output_paths(tmp_path / "vision_extend.jsonl")["llm"] == tmp_path / "llm_extend.jsonl"
+    assert output_paths(tmp_path / "llm.jsonl") == {"llm": tmp_path / "llm.jsonl", "vision": tmp_path / "vision.jsonl"}
+    assert output_paths(tmp_path / "rows.jsonl")["llm"] == tmp_path / "rows_llm.jsonl"
+    items = parse_work({"vision": [{"spec": SPEC, "batch": 1}], "llm": [dict(TINY_GPT2, batch=1, seq=[8, 16])]})
+    out = tmp_path / "vision_extend.jsonl"
+    assert collect(items, out, progress=False, cooldown_s=0) == 3
+    assert len(_rows(out)) == 1 and [r["seq"] for r in _rows(tmp_path / "llm_extend.jsonl")] == [8, 16]
+    assert collect(items, out, progress=False, cooldown_s=0) == 0
+
+
+def test_progress_bar(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    collect([SPEC], [1, 2], tmp_path / "v.jsonl", cooldown_s=0, progress=True)
+    assert "2/2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- CLI
+def test_collect_cli_errors(capsys, tmp_path):
+    assert main(["collect", str(tmp_path / "nope.json"), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps({"vision": [{"spec": SPEC, "batch": 1, "mode": "fast"}]}))
+    assert main(["collect", str(work), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "unknown mode 'fast'; valid: infer, train" in capsys.readouterr().err
+    work.write_text("{not json")
+    assert main(["collect", str(work), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "neither a JSON work file" in capsys.readouterr().err
+    work.write_text(json.dumps([SPEC]))
+    assert main(["collect", str(work), "--device", "tpu", "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "unknown device 'tpu'; valid: cpu, cuda, cuda:N" in capsys.readouterr().err
+    assert main(["collect", str(work), "--budget", "0", "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "--budget must be > 0 seconds, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys, tmp_path):
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps([SPEC]))
+    assert main(["collect", str(work), "--device", "cuda", "-o", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("costmodel: error: no CUDA device") and "Traceback" not in err
+    with pytest.raises(InvalidInputError, match="no CUDA device"):
+        measure(SPEC, 1, device="cuda")
+
+
+def test_collect_cli_end_to_end(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "measure", _fake_measure(oom_batch=4))
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps({"vision": [{"spec": SPEC, "batch": [1, 2, 4], "mode": "infer"}]}))
+    out = tmp_path / "d" / "vision.jsonl"
+    assert main(["collect", str(work), "-o", str(out), "--cooldown", "0", "--limit", "2"]) == 0
+    assert "wrote 2 rows" in capsys.readouterr().out
+    assert main(["collect", str(work), "-o", str(out), "--cooldown", "0"]) == 0
+    msg = capsys.readouterr().out
+    assert "wrote 1 rows" in msg and "2 already there, 1 out of memory" in msg
+    assert len(_rows(out)) == 3 and (out.parent / "hardware.json").exists()
+
+
+# ---------------------------------------------------------------------- Ray
+def test_ray_local_cluster(tmp_path, capsys):
+    work = tmp_path / "w.json"
+    tiny = [{"family": "misc", "name": "squeezenet1_1", "res": 32, "src": "tv"},
+            {"family": "resnet", "name": "resnet18", "res": 32, "src": "tv"}]
+    work.write_text(json.dumps({"vision": [{"spec": s, "batch": 1, "mode": "infer"} for s in tiny]}))
+    out = tmp_path / "ray" / "vision.jsonl"
+    assert main(["collect", str(work), "--ray", "local", "-o", str(out), "--cooldown", "0"]) == 0
+    rows = _rows(out)
+    assert sorted(r["spec"]["name"] for r in rows) == ["resnet18", "squeezenet1_1"]
+    assert all(r["latency_ms"] > 0 and r["iters"] >= 3 for r in rows)
+    assert json.loads((out.parent / "hardware.json").read_text())["kind"] == "cpu"
+    assert "wrote 2 rows" in capsys.readouterr().out
+    # resumable through Ray too: nothing left, no cluster started
+    assert collect(load_work(work), out, ray_address="local", progress=False) == 0
+
+
+def test_packaged_cpu_measurements():
+    ds = PerfDataset.load(device="cpu")
+    assert len(ds) == 112 and ds[0].device == "cpu"
+    assert {r.batch for r in ds} == {1, 2, 4, 8} and len({r.model for r in ds}) == 28
+    assert all(r.latency_ms > 0 for r in ds)
+    assert all(math.isnan(r.energy_j) and math.isnan(r.memory_mb) for r in ds)
+    hw = json.loads((default_root() / "cpu" / "hardware.json").read_text())
+    assert hw["costmodel_device"] == "cpu"
