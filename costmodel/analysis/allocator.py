@@ -96,10 +96,13 @@ def segment_size(nbytes: int) -> int:
 
 @dataclass(frozen=True)
 class Event:
-    """One allocator call: ``kind`` is ``alloc``, ``free`` or ``empty_cache``.
+    """One allocator call: ``kind`` is ``alloc``, ``free``, ``empty_cache``, ``reset_peak`` or
+    ``workspace``.
 
     ``key`` identifies the allocation (the storage) so that its free can find it;
     ``phase`` and ``op`` say what made it (kept for reports, not used by the replay).
+    ``workspace`` marks where the device's library workspace is allocated (its size is
+    a property of the device, given to :meth:`CachingAllocator.apply`).
     """
 
     kind: str
@@ -338,9 +341,12 @@ class CachingAllocator:
         s.peak_requested_bytes = s.requested_bytes
         s.peak_phase = s.peak_op = ""
 
-    def apply(self, events: Iterable[Event]) -> AllocatorStats:
+    def apply(self, events: Iterable[Event], workspace_bytes: int = 0) -> AllocatorStats:
         for e in events:
-            if e.kind == "alloc":
+            if e.kind == "workspace":
+                if workspace_bytes > 0:
+                    self.malloc(e.key, workspace_bytes, "workspace", "library")
+            elif e.kind == "alloc":
                 self.malloc(e.key, e.nbytes, e.phase, e.op)
             elif e.kind == "free":
                 self.free(e.key)
@@ -349,12 +355,14 @@ class CachingAllocator:
             elif e.kind == "reset_peak":
                 self.reset_peak()
             else:
-                raise InvalidInputError(f"unknown allocator event {e.kind!r}; expected alloc, free, empty_cache "
-                                        "or reset_peak")
+                raise InvalidInputError(f"unknown allocator event {e.kind!r}; expected alloc, free, empty_cache, "
+                                        "reset_peak or workspace")
         return self.stats
 
 
-def replay(events: Iterable[Event], *, expandable_segments: bool = False,
-           capacity_bytes: int | None = None) -> AllocatorStats:
-    """Replay ``events`` through a fresh caching allocator and return its statistics."""
-    return CachingAllocator(expandable_segments=expandable_segments, capacity_bytes=capacity_bytes).apply(events)
+def replay(events: Iterable[Event], *, expandable_segments: bool = False, capacity_bytes: int | None = None,
+           workspace_bytes: int = 0) -> AllocatorStats:
+    """Replay ``events`` through a fresh caching allocator and return its statistics; a ``workspace``
+    event allocates ``workspace_bytes``."""
+    return CachingAllocator(expandable_segments=expandable_segments,
+                            capacity_bytes=capacity_bytes).apply(events, workspace_bytes)

@@ -22,8 +22,9 @@ What a meta run cannot see, and how :func:`trace_module` handles it:
 * ``F.scaled_dot_product_attention`` runs the fused kernel a GPU would
   (:func:`cuda_attention`) instead of the math fallback the meta device picks;
 * workspaces that kernels take inside one operator (cuDNN, cuBLAS) are
-  invisible; the library workspace that persists is an input
-  (``workspace_bytes``), fitted per device by :mod:`costmodel.analysis.memory`.
+  invisible; the library workspace that persists is a ``workspace`` event
+  after the weights, sized per device at replay
+  (:mod:`costmodel.analysis.memreplay`).
 
 The user's module is never modified: the step runs through
 ``torch.func.functional_call`` on meta copies of its parameters.
@@ -333,7 +334,7 @@ def _mode(module, training: bool):
 
 
 def trace_module(module, inputs, *, training: bool = False, dtype: str | None = None, optimizer: str = "adam",
-                 steps: int | None = None, workspace_bytes: int = 0) -> AllocationTrace:
+                 steps: int | None = None) -> AllocationTrace:
     """The allocation trace of ``module`` on ``inputs`` under the data protocol.
 
     Args:
@@ -345,26 +346,24 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
             start); otherwise inference under ``torch.inference_mode`` (one call).
         dtype: convert the model and floating inputs (``fp16``/``bf16`` replay ``model.half()``).
         optimizer: ``sgd``, ``momentum``, ``adam`` or ``adamw``.
-        workspace_bytes: a library workspace held before the step (allocated after the weights).
     """
     tdt = _tdtype(dtype)
     if training and optimizer not in OPTIMIZERS:
         raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
     steps = steps or (2 if training else 1)
     with _fake():
-        return _trace_module(module, inputs, training, tdt, optimizer, steps, workspace_bytes)
+        return _trace_module(module, inputs, training, tdt, optimizer, steps)
 
 
-def _trace_module(module, inputs, training, tdt, optimizer, steps, workspace_bytes) -> AllocationTrace:
+def _trace_module(module, inputs, training, tdt, optimizer, steps) -> AllocationTrace:
     import torch
 
     trace = AllocationTrace()
     mapping, events, state_bytes, params, key = _state(module, tdt, training)
     trace.extend(events)
     trace.events.append(Event("empty_cache"))
-    if workspace_bytes:
-        trace.events.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
-        key -= 1
+    trace.events.append(Event("workspace", key, 0, "workspace", "library"))
+    key -= 1
     x = _meta_inputs(inputs, tdt)
     ev, in_bytes, key = _input_events(x, key)
     trace.extend(ev)
@@ -442,8 +441,7 @@ def _unpacked_sequences():
 
 
 def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
-                  decode_tokens: int = 8, warmup: int = 3, workspace_bytes: int = 0,
-                  vocab: int | None = None) -> AllocationTrace:
+                  decode_tokens: int = 8, warmup: int = 3) -> AllocationTrace:
     """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens.
 
     ``phase``: ``forward`` / ``prefill`` (one call, no cache kept) or ``decode``: a prefill that
@@ -456,20 +454,18 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
     if phase == "decode" and not causal:
         raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
     with _fake():
-        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup,
-                              workspace_bytes)
+        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup)
 
 
-def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup, workspace_bytes):
+def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup):
     import torch
 
     trace = AllocationTrace()
     mapping, events, state_bytes, _, key = _state(model, tdt, False)
     trace.extend(events)
     trace.events.append(Event("empty_cache"))
-    if workspace_bytes:
-        trace.events.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
-        key -= 1
+    trace.events.append(Event("workspace", key, 0, "workspace", "library"))
+    key -= 1
     ids = torch.zeros((batch, seq), dtype=torch.long, device=_DEV)
     trace.events.append(Event("alloc", key, ids.numel() * 8, "input", "input_ids"))
     trace.state_bytes = state_bytes + ids.numel() * 8

@@ -196,7 +196,7 @@ def _kind_of(model) -> str:
     return "vision"
 
 
-def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer, workspace):
+def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
     import torch
 
     from ..frontends._zoo import build_zoo_model
@@ -204,17 +204,16 @@ def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer, workspace
     zm = build_zoo_model(ref, device="meta")
     shape = tuple(input_shape or zm.input_shape)
     x = torch.empty((batch, *shape), device="meta")
-    return trace_module(zm.module, x, training=training, dtype=dtype, optimizer=optimizer, workspace_bytes=workspace)
+    return trace_module(zm.module, x, training=training, dtype=dtype, optimizer=optimizer)
 
 
-def _trace_llm(ref, *, batch, seq, phase, dtype, workspace):
+def _trace_llm(ref, *, batch, seq, phase, dtype):
     from ..frontends._hf import build_hf_model
     from ..llm._registry import resolve_llm
 
     spec = resolve_llm(ref)
     model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
-    return trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal,
-                         workspace_bytes=workspace)
+    return trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal)
 
 
 def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
@@ -225,13 +224,13 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
     return mode == "training", phase
 
 
-def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, workspace):
+def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
     from ..ir._graph import CostGraph
 
     if isinstance(model, CostGraph):
-        return graph_trace(model, training=training, optimizer=optimizer, workspace_bytes=workspace), \
+        return graph_trace(model, training=training, optimizer=optimizer), \
             "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators",)
     kind = _kind_of(model)
     try:
@@ -241,13 +240,12 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             if training:
                 raise InvalidInputError("transformer training steps are not traced yet; use mode='inference'")
             if isinstance(model, str):
-                return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
-                                  workspace=workspace), "replay", ()
+                return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype), "replay", ()
             return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
-                                 causal=phase != "forward", workspace_bytes=workspace), "replay", ()
+                                 causal=phase != "forward"), "replay", ()
         if isinstance(model, (str, dict)):
             return _trace_zoo(model, batch=batch, input_shape=input_shape, training=training, dtype=dtype,
-                              optimizer=optimizer, workspace=workspace), "replay", ()
+                              optimizer=optimizer), "replay", ()
         import torch
 
         if not isinstance(model, torch.nn.Module):
@@ -257,8 +255,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             if input_shape is None:
                 raise InvalidInputError("an nn.Module needs inputs= or input_shape= to be traced")
             inputs = torch.empty((batch, *input_shape), device="meta")
-        return trace_module(model, inputs, training=training, dtype=dtype, optimizer=optimizer,
-                            workspace_bytes=workspace), "replay", ()
+        return trace_module(model, inputs, training=training, dtype=dtype, optimizer=optimizer), "replay", ()
     except TraceError as e:
         from ..frontends import to_graph
 
@@ -274,7 +271,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             g = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                          method="trace")
         note = f"{e.op or 'an operator'} cannot run on meta tensors: liveness walk over the graph"
-        return graph_trace(g, training=training, optimizer=optimizer, workspace_bytes=workspace), \
+        return graph_trace(g, training=training, optimizer=optimizer), \
             "liveness-fallback", (note,)
 
 
@@ -289,12 +286,14 @@ def _cache_key(model, **kw) -> tuple | None:
 def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", seq: int | None = None, phase: str | None = None,
                   input_shape=None, inputs=None, expandable_segments: bool = False,
-                  kind: str | None = None) -> MemoryReplay:
+                  kind: str | None = None, overheads: Overheads | None = None) -> MemoryReplay:
     """Peak device memory of one workload from its allocation trace (see the module doc).
 
     ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
     transformers name from the registry (with ``seq`` and ``phase``), or a CostGraph (liveness
     fallback). Traces are cached per (model, workload); the replay runs each call.
+    ``overheads`` replaces the device's fitted workspace and context (a benchmark fits them
+    without the rows it scores).
     """
     from .._validate import positive_int
 
@@ -306,13 +305,13 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     if mode == "training" and optimizer not in OPTIMIZERS:
         raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
     t0 = time.perf_counter()
-    ov = overheads_for(device)
+    ov = overheads or overheads_for(device)
     kind = kind or _kind_of(model)
     if kind not in KINDS:
         raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     workspace = int(round(ov.workspace(kind) * MIB))
     kw = dict(batch=batch, seq=seq, phase=phase, mode=mode, dtype=dtype, optimizer=optimizer,
-              input_shape=tuple(input_shape) if input_shape is not None else None, workspace=workspace)
+              input_shape=tuple(input_shape) if input_shape is not None else None)
     key = _cache_key(model, **kw) if inputs is None else None
     hit = None
     with _LOCK:
@@ -331,7 +330,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                 _MODULE_CACHE.setdefault(model, {})[tuple(sorted(kw.items()))] = hit
     trace, path, notes = hit
     dev = _device(device)
-    st = replay(trace.events, expandable_segments=expandable_segments,
+    st = replay(trace.events, expandable_segments=expandable_segments, workspace_bytes=workspace,
                 capacity_bytes=int(dev.memory_mb * MIB) if getattr(dev, "memory_mb", None) else None)
     ctx = ov.context(kind)
     out = MemoryReplay(
@@ -371,7 +370,7 @@ def _device(device):
 
 
 # ------------------------------------------------------------- fallback
-def graph_trace(graph, *, training: bool = False, optimizer: str = "adam", workspace_bytes: int = 0) -> AllocationTrace:
+def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> AllocationTrace:
     """An allocation stream from a CostGraph alone: the liveness walk (the fallback path).
 
     Weights and inputs first; each operator allocates its outputs (views and in-place operators
@@ -389,9 +388,8 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam", works
     weights = int(graph.weights_bytes)
     ev.append(Event("alloc", key, weights, "weights", "weights"))
     key -= 1
-    if workspace_bytes:
-        ev.append(Event("alloc", key, int(workspace_bytes), "workspace", "library"))
-        key -= 1
+    ev.append(Event("workspace", key, 0, "workspace", "library"))
+    key -= 1
     for x in graph.inputs:
         ev.append(Event("alloc", key, int(_nbytes(x.shape, x.dtype)), "input", "input"))
         key -= 1
