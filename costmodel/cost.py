@@ -191,7 +191,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
     from ._estimate import estimate
     from .carbon import J_PER_KWH, carbon_g, region_info
     from .devices import get_device
-    from .frontends._common import check_batch
+    from .frontends import check_batch
 
     check_batch(batch)
     if (steps is None) == (samples is None):

@@ -92,7 +92,7 @@ class LLMSpec:
 
     def build(self):
         """Instantiate the model on the meta device (needs ``transformers``)."""
-        from ..frontends._hf import build_hf_model
+        from ..frontends.hf import build_hf_model
 
         model, _ = build_hf_model(self.model_type, self.config, causal=self.causal)
         return model
