@@ -16,7 +16,7 @@ from costmodel._errors import (
     DynamicShapeError, InvalidGraphError, InvalidInputError, ModelLoadError, UnsupportedOpWarning,
 )
 from costmodel.frontends import from_onnx, from_torch
-from costmodel.ir._vocab import category
+from costmodel.ir import category
 
 # --------------------------------------------------------------------- models
 
