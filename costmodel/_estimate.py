@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._errors import InvalidInputError
-from .frontends._common import check_batch
+from .frontends import check_batch
 
 MODES = ("inference", "training")
 DTYPES = ("fp32", "fp16", "bf16")

@@ -68,7 +68,7 @@ def _zoo(method="export"):
 
 
 def test_a_failed_export_is_cached_under_the_trace_key_only(tmp_path, monkeypatch):
-    from costmodel.frontends import _torch
+    from costmodel.frontends import pytorch as _torch
 
     monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
 
@@ -103,8 +103,9 @@ def test_a_failed_export_is_cached_under_the_trace_key_only(tmp_path, monkeypatc
 def test_a_cache_entry_built_by_another_method_than_its_key_is_not_used(tmp_path, monkeypatch):
     # caches written before graphs were keyed by the method that built them hold trace graphs under
     # export keys: such an entry is dropped and rebuilt
-    from costmodel.frontends import _cache_key, cache_dir
-    from costmodel.frontends._zoo import parse_model_ref
+    from costmodel.frontends import cache_dir
+    from costmodel.frontends import cache_key as _cache_key
+    from costmodel.frontends.zoo import parse_model_ref
 
     monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
     trace = _zoo("trace")

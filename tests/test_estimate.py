@@ -234,7 +234,7 @@ def test_unknown_operators_mapped_to_other_are_named():
 def test_a_torch_export_failure_featurized_by_the_trace_says_so(monkeypatch):
     from torch import nn
 
-    from costmodel.frontends import _torch
+    from costmodel.frontends import pytorch as _torch
 
     def broken(*a, **k):
         raise RuntimeError("export is broken here")

@@ -25,7 +25,7 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
                     mode: str = "inference", bindings: dict[str, int] | None = None):
     """The :class:`costmodel.Estimate` of one Relax function of ``mod`` (default ``main``)."""
     from costmodel.devices import get_device
-    from costmodel.frontends._relax import from_relax
+    from costmodel.frontends import from_relax
     from costmodel.predictors import get_predictor
 
     dev = get_device(device)
@@ -96,7 +96,7 @@ class AnnotatePerformance:
     def __init__(self, device: str = "h100", predictor=None, batch: int | None = None, *,
                  mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False) -> None:
         from costmodel.devices import get_device
-        from costmodel.frontends._common import check_batch
+        from costmodel.frontends import check_batch
         from costmodel.predictors import get_predictor
 
         if mode not in MODES:

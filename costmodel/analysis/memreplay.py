@@ -199,7 +199,7 @@ def _kind_of(model) -> str:
 def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
     import torch
 
-    from ..frontends._zoo import build_zoo_model
+    from ..frontends.zoo import build_zoo_model
 
     zm = build_zoo_model(ref, device="meta")
     shape = tuple(input_shape or zm.input_shape)
@@ -208,7 +208,7 @@ def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
 
 
 def _trace_llm(ref, *, batch, seq, phase, dtype):
-    from ..frontends._hf import build_hf_model
+    from ..frontends.hf import build_hf_model
     from ..llm._registry import resolve_llm
 
     spec = resolve_llm(ref)
@@ -262,7 +262,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
         warnings.warn(f"memory: {e.op or 'an operator'} cannot run on meta tensors ({e}); falling back to a "
                       "liveness walk over the graph", UnsupportedOpWarning, stacklevel=3)
         if isinstance(model, str) and kind == "transformer":
-            from ..frontends._hf import hf_graph
+            from ..frontends.hf import hf_graph
             from ..llm._registry import resolve_llm
 
             spec = resolve_llm(model)

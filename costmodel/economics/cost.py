@@ -182,7 +182,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
     """
     from .._estimate import estimate
     from ..devices import get_device
-    from ..frontends._common import check_batch
+    from ..frontends import check_batch
 
     check_batch(batch)
     if (steps is None) == (samples is None):

@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInputError, ModelLoadError
-from ..ir._graph import GRAPH_FORMAT_VERSION, CostGraph
-from ..ir._vocab import VOCAB_VERSION
+from ..ir import VOCAB_VERSION, CostGraph
+from ..ir._graph import GRAPH_FORMAT_VERSION
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
-from ._zoo import SOURCES as ZOO_SOURCES, build_zoo_model
+from .zoo import SOURCES as ZOO_SOURCES, build_zoo_model
 
 __all__ = [
-    "GraphBuilder", "cache_dir", "cached_graph", "from_onnx", "from_relax", "from_torch", "hf_graph", "to_graph",
+    "GraphBuilder", "ZOO_SOURCES", "build_zoo_model", "cache_dir", "cache_key", "cached_graph", "check_batch",
+    "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape", "to_graph",
     "zoo_graph",
 ]
-__all__ += ["ZOO_SOURCES", "build_zoo_model"]  # the zoo builder costmodel.measure measures with
 
 MODES = ("inference", "training")
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
@@ -38,7 +38,7 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 
 def from_torch(*args, **kwargs) -> CostGraph:
-    from ._torch import from_torch as f
+    from .pytorch import from_torch as f
 
     return f(*args, **kwargs)
 
@@ -63,7 +63,9 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _cache_key(desc: dict) -> str:
+def cache_key(desc: dict) -> str:
+    """The cache key of a graph description; the graph format, vocabulary, frontend, library and torch
+    versions are part of it."""
     from .. import __version__
 
     try:
@@ -81,7 +83,7 @@ def _cache_key(desc: dict) -> str:
 
 
 def _cache_path(desc: dict) -> Path:
-    return cache_dir() / "graphs" / f"{_cache_key(desc)}.json.gz"
+    return cache_dir() / "graphs" / f"{cache_key(desc)}.json.gz"
 
 
 def cached_graph(desc: dict, build, *, cache: bool = True) -> CostGraph:
@@ -111,7 +113,7 @@ def cached_graph(desc: dict, build, *, cache: bool = True) -> CostGraph:
     if cache:
         store, built_by = g, g.meta.get("capture")
         if "method" in desc and built_by is not None and built_by != desc["method"]:
-            from ._torch import without_capture_fallback
+            from .pytorch import without_capture_fallback
 
             store, path = without_capture_fallback(g), _cache_path(dict(desc, method=built_by))
         try:
@@ -132,7 +134,7 @@ def zoo_graph(
     cache: bool = True,
 ) -> CostGraph:
     """Graph of a zoo name / data spec at a batch size (fp32; cast afterwards)."""
-    from ._zoo import build_zoo_model, parse_model_ref
+    from .zoo import build_zoo_model, parse_model_ref
 
     spec = parse_model_ref(ref)
 
@@ -152,7 +154,7 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
              decode: bool = False) -> CostGraph:
     """Graph of a transformers config on ``(batch, seq)`` token ids, or with ``decode=True`` of one
     decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached)."""
-    from ._hf import hf_graph as build_hf
+    from .hf import hf_graph as build_hf
 
     desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
             "method": method, "causal": causal}
@@ -166,7 +168,9 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
     )
 
 
-def _looks_like_onnx_path(model: Any) -> bool:
+def looks_like_onnx_path(model: Any) -> bool:
+    """Whether ``model`` names an ONNX file: a ``Path``, a ``.onnx`` name, a path with a separator or an
+    existing file."""
     if isinstance(model, Path):
         return True
     if isinstance(model, str):
@@ -210,7 +214,7 @@ def to_graph(
 
     if isinstance(model, CostGraph):
         g = model
-    elif _is_onnx_proto(model) or _looks_like_onnx_path(model):
+    elif _is_onnx_proto(model) or looks_like_onnx_path(model):
         if isinstance(model, (str, Path)) and not Path(model).exists():
             raise ModelLoadError(f"no such file: {model}")
         g = from_onnx(model, batch=batch, input_shape=input_shape, mode=mode)
@@ -256,6 +260,6 @@ def capture_lock():
     """The process-wide lock every PyTorch capture holds (``torch.export``, the dispatch trace,
     ``torch.onnx.export``): export patches ``nn.Module`` for the whole process while it runs, so two
     captures in two threads must not overlap."""
-    from ._torch import _CAPTURE_LOCK
+    from .pytorch import _CAPTURE_LOCK
 
     return _CAPTURE_LOCK

@@ -21,8 +21,9 @@ from typing import Any, Hashable, Sequence
 
 from .._errors import UnsupportedOpWarning
 from ..analysis._opcost import op_cost
-from ..ir._graph import CostGraph, GraphInput, Node, check_tensor, numel
-from ..ir._vocab import dtype_bytes, is_kind
+from ..ir import CostGraph, GraphInput, Node, dtype_bytes, numel
+from ..ir._graph import check_tensor
+from ..ir._vocab import is_kind
 
 
 @dataclass(slots=True)

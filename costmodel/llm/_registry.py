@@ -10,7 +10,7 @@ the meta device (no weights, no hub access) and featurized.
 a config ends up as the same :class:`LLMSpec`.
 
 Only the standard library is imported here; ``transformers`` is needed only
-to turn a spec into a module (:func:`costmodel.frontends._hf.build_hf_model`).
+to turn a spec into a module (:func:`costmodel.frontends.hf.build_hf_model`).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class LLMSpec:
 
     def build(self):
         """Instantiate the model on the meta device (needs ``transformers``)."""
-        from ..frontends._hf import build_hf_model
+        from ..frontends.hf import build_hf_model
 
         model, _ = build_hf_model(self.model_type, self.config, causal=self.causal)
         return model

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel.frontends import zoo_graph
-from costmodel.frontends._zoo import build_zoo_model
+from costmodel.frontends.zoo import build_zoo_model
 
 MODELS = [
     "torchvision:resnet18",

@@ -35,257 +35,12 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-#: seed models whose initializers above this many elements are made external (and missing)
-_EXTERNAL_ABOVE = 4096
+from _onnx_fuzz_seeds import Seed, build_seeds
 
-# ---------------------------------------------------------------------- seeds
-
-
-@dataclass
-class Seed:
-    name: str
-    data: bytes  # the serialized ModelProto
-    batch: int  # the batch the model is costed at
-    dynamic_batch: bool = False  # whether another batch is valid too
-    input_shape: tuple | None = None
-
-
-def _externalize(model) -> None:
-    """Move large initializers to a (missing) external data file; the frontend reads only their dims."""
-    from onnx import TensorProto
-
-    for t in model.graph.initializer:
-        n = math.prod(t.dims) if t.dims else 1
-        if n > _EXTERNAL_ABOVE:
-            t.ClearField("raw_data")
-            for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
-                t.ClearField(f)
-            t.data_location = TensorProto.EXTERNAL
-            del t.external_data[:]
-            e = t.external_data.add()
-            e.key, e.value = "location", "weights-not-shipped.bin"
-
-
-def _torch_export(model, args, *, dynamo: bool = True, dynamic_batch: bool = False, **kw):
-    """A ModelProto exported in memory (no file left behind)."""
-    import onnx
-    import torch
-
-    model = model.eval()
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as d:
-        warnings.simplefilter("ignore")
-        path = os.path.join(d, "m.onnx")
-        if dynamo:
-            if dynamic_batch:
-                kw["dynamic_shapes"] = tuple({0: torch.export.Dim("batch")} for _ in args)
-            prog = torch.onnx.export(model, args, dynamo=True, optimize=False, verbose=False, **kw)
-            proto = prog.model_proto
-        else:
-            if dynamic_batch:
-                names = [f"in{i}" for i in range(len(args))]
-                kw.update(input_names=names, dynamic_axes={n: {0: "batch"} for n in names})
-            torch.onnx.export(model, args, path, dynamo=False, **kw)
-            proto = onnx.load(path)
-    return proto
-
-
-def _torch_seeds() -> list[tuple[str, object, int, bool]]:
-    import torch
-    import torchvision
-    from torch import nn
-
-    torch.manual_seed(0)
-
-    class SmallCNN(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.c1 = nn.Conv2d(3, 8, 3, padding=1)
-            self.bn = nn.BatchNorm2d(8)
-            self.c2 = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2)
-            self.fc = nn.Linear(8, 10)
-
-        def forward(self, x):
-            y = torch.relu(self.bn(self.c1(x)))
-            y = nn.functional.max_pool2d(self.c2(y), 2)
-            return torch.softmax(self.fc(y.mean((2, 3))), -1)
-
-    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 2, 64, batch_first=True), 2,
-                                enable_nested_tensor=False)
-    x32 = torch.randn(1, 3, 32, 32)
-    return [
-        ("resnet18", _torch_export(torchvision.models.resnet18(), (x32,)), 1, False),
-        ("mobilenet_v2", _torch_export(torchvision.models.mobilenet_v2(), (x32,), dynamic_batch=True), 2, True),
-        ("transformer", _torch_export(enc, (torch.randn(2, 5, 32),)), 2, False),
-        ("cnn_weights_as_inputs", _torch_export(SmallCNN(), (torch.randn(2, 3, 16, 16),), dynamo=False,
-                                                dynamic_batch=True, keep_initializers_as_inputs=True,
-                                                do_constant_folding=False), 4, True),
-    ]
-
-
-def _helper_seeds() -> list[tuple[str, object, int, bool]]:
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    F = TensorProto.FLOAT
-    out = []
-
-    def model(nodes, name, inputs, outputs, inits=(), opsets=(("", 17),)):
-        g = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info(o, F, None) for o in outputs],
-                              list(inits))
-        return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
-
-    def init(name, arr):
-        return numpy_helper.from_array(np.asarray(arr), name)
-
-    # contrib attention block (com.microsoft), dynamic batch
-    x = helper.make_tensor_value_info("x", F, ["batch", 10, 64])
-    inits = [init("w", np.zeros((64, 192), np.float32)), init("wb", np.zeros(192, np.float32)),
-             init("g", np.ones(64, np.float32)), init("bb", np.zeros(64, np.float32))]
-    nodes = [
-        helper.make_node("Attention", ["x", "w", "wb"], ["att"], domain="com.microsoft", num_heads=4, name="att"),
-        helper.make_node("SkipLayerNormalization", ["att", "x", "g", "bb"], ["sln"], domain="com.microsoft",
-                         name="sln"),
-        helper.make_node("MultiHeadAttention", ["sln", "sln", "sln"], ["mha"], domain="com.microsoft",
-                         num_heads=4, name="mha"),
-        helper.make_node("GroupQueryAttention", ["mha", "mha", "mha"], ["gqa"], domain="com.microsoft",
-                         num_heads=4, kv_num_heads=2, name="gqa"),
-        helper.make_node("FastGelu", ["gqa"], ["y"], domain="com.microsoft", name="gelu"),
-    ]
-    out.append(("contrib_attention", model(nodes, "ms", [x], ["y"], inits,
-                                           (("", 17), ("com.microsoft", 1))), 2, True))
-
-    # shape plumbing folded to constants: Shape/Gather/Range/ConstantOfShape/Concat/Reshape/Slice
-    x = helper.make_tensor_value_info("x", F, ["batch", 4, 6])
-    inits = [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64)),
-             init("ax", np.array([0], np.int64)), init("m1", np.array([-1], np.int64)),
-             init("w", np.ones((6, 8), np.float32))]
-    nodes = [
-        helper.make_node("Shape", ["x"], ["s"], name="shape"),
-        helper.make_node("Gather", ["s", "one"], ["n"], axis=0, name="gather"),
-        helper.make_node("Range", ["zero", "n", "one"], ["r"], name="range"),
-        helper.make_node("Unsqueeze", ["n", "ax"], ["n1"], name="unsq"),
-        helper.make_node("Concat", ["m1", "n1"], ["shp"], axis=0, name="concat"),
-        helper.make_node("ConstantOfShape", ["n1"], ["c"], value=numpy_helper.from_array(np.array([1.0], np.float32)),
-                         name="cos"),
-        helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm"),
-        helper.make_node("Transpose", ["mm"], ["t"], perm=[0, 2, 1], name="tr"),
-        helper.make_node("Slice", ["t", "zero1", "n1", "ax"], ["sl"], name="slice"),
-        helper.make_node("Softmax", ["sl"], ["sm"], axis=-1, name="softmax"),
-        helper.make_node("Gather", ["sm", "r"], ["ga"], axis=2, name="gather2"),
-        helper.make_node("Mul", ["ga", "c"], ["y"], name="mul"),
-        helper.make_node("Reshape", ["y", "shp"], ["z"], name="reshape"),
-    ]
-    inits.append(init("zero1", np.array([0], np.int64)))
-    out.append(("shape_plumbing", model(nodes, "plumbing", [x], ["z"], inits), 2, True))
-
-    # conv stack written by hand, pooling, gemm, opset 13
-    x = helper.make_tensor_value_info("x", F, [2, 3, 12, 12])
-    inits = [init("cw", np.zeros((4, 3, 3, 3), np.float32)), init("cb", np.zeros(4, np.float32)),
-             init("s", np.ones(4, np.float32)), init("b", np.zeros(4, np.float32)),
-             init("mean", np.zeros(4, np.float32)), init("var", np.ones(4, np.float32)),
-             init("gw", np.zeros((5, 4), np.float32)), init("gb", np.zeros(5, np.float32)),
-             init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))]
-    nodes = [
-        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], strides=[1, 1], dilations=[1, 1], group=1,
-                         pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="conv"),
-        helper.make_node("BatchNormalization", ["c", "s", "b", "mean", "var"], ["bn"], name="bn"),
-        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
-        helper.make_node("Pad", ["r", "pads"], ["p"], mode="constant", name="pad"),
-        helper.make_node("MaxPool", ["p"], ["mp"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0],
-                         name="maxpool"),
-        helper.make_node("AveragePool", ["mp"], ["ap"], kernel_shape=[2, 2], auto_pad="SAME_UPPER", name="avgpool"),
-        helper.make_node("GlobalAveragePool", ["ap"], ["gp"], name="gap"),
-        helper.make_node("Flatten", ["gp"], ["f"], axis=1, name="flatten"),
-        helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1, name="gemm"),
-    ]
-    out.append(("conv_gemm", model(nodes, "convs", [x], ["y"], inits, (("", 13),)), 2, False))
-
-    # sequence ops (torch.chunk as SplitToSequence + SequenceAt), Einsum, TopK, CumSum
-    x = helper.make_tensor_value_info("x", F, [2, 8, 4])
-    inits = [init("two", np.array(2, np.int64)), init("i0", np.array(0, np.int64)),
-             init("i1", np.array(1, np.int64)), init("k", np.array([2], np.int64))]
-    nodes = [
-        helper.make_node("SplitToSequence", ["x", "two"], ["seq"], axis=1, name="split"),
-        helper.make_node("SequenceAt", ["seq", "i0"], ["a"], name="at0"),
-        helper.make_node("SequenceAt", ["seq", "i1"], ["b"], name="at1"),
-        helper.make_node("Einsum", ["a", "b"], ["e"], equation="bij,bkj->bik", name="einsum"),
-        helper.make_node("TopK", ["e", "k"], ["tv", "ti"], axis=-1, name="topk"),
-        helper.make_node("CumSum", ["tv", "i1"], ["cs"], name="cumsum"),
-        helper.make_node("SequenceConstruct", ["a", "b"], ["seq2"], name="construct"),
-        helper.make_node("ConcatFromSequence", ["seq2"], ["cat"], axis=1, name="concat_seq"),
-        helper.make_node("ReduceSum", ["cat", "k"], ["y"], keepdims=0, name="reduce"),
-    ]
-    out.append(("sequence_einsum", model(nodes, "seq", [x], ["y", "cs"], inits), 2, False))
-
-    # opset-23 attention on (batch, heads, L, E) inputs
-    ins = [helper.make_tensor_value_info(n, F, [2, 4, 8, 16]) for n in "qkv"]
-    nodes = [helper.make_node("Attention", ["q", "k", "v"], ["o"], name="attention"),
-             helper.make_node("Sigmoid", ["o"], ["sg"], name="sigmoid"),
-             helper.make_node("Mul", ["o", "sg"], ["y"], name="silu_mul")]
-    out.append(("opset23_attention", model(nodes, "att23", ins, ["y"], (), (("", 23),)), 2, False))
-
-    # control flow (If with branches reading outer values, a Loop) and a local function
-    x = helper.make_tensor_value_info("x", F, [2, 4])
-    cond = init("cond", np.array(True))
-    then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [],
-                               [helper.make_tensor_value_info("t", F, [2, 4])])
-    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
-                               [helper.make_tensor_value_info("e", F, [2, 4])])
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Add", ["v_in", "x"], ["v_out"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", F, [2, 4])],
-        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", F, [2, 4])])
-    fn = helper.make_function("custom.fn", "Gate", ["a"], ["b"],
-                              [helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Mul", ["a", "s"], ["b"])],
-                              [helper.make_opsetid("", 17)])
-    nodes = [
-        helper.make_node("If", ["cond"], ["branch"], then_branch=then_g, else_branch=else_g, name="if"),
-        helper.make_node("Loop", ["trip", "cond", "branch"], ["looped"], body=body, name="loop"),
-        helper.make_node("Gate", ["looped"], ["gated"], domain="custom.fn", name="gate"),
-        helper.make_node("MatMul", ["gated", "w"], ["y"], name="mm"),
-    ]
-    m = model(nodes, "control", [x], ["y"], [cond, init("trip", np.array(3, np.int64)),
-                                            init("w", np.ones((4, 3), np.float32))],
-              (("", 17), ("custom.fn", 1)))
-    m.functions.append(fn)
-    out.append(("control_flow_function", m, 2, False))
-
-    # quantized ops: DequantizeLinear weights, QLinearMatMul, ConvInteger
-    x = helper.make_tensor_value_info("x", F, [2, 16])
-    inits = [init("wq", np.ones((16, 8), np.int8)), init("ws", np.array(0.1, np.float32)),
-             init("wz", np.array(0, np.int8)), init("xs", np.array(0.05, np.float32)), init("xz", np.array(0, np.uint8)),
-             init("ys", np.array(0.2, np.float32)), init("yz", np.array(0, np.uint8)),
-             init("w2", np.ones((8, 4), np.uint8)), init("cw", np.ones((2, 1, 3, 3), np.uint8))]
-    nodes = [
-        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="deq"),
-        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-        helper.make_node("QuantizeLinear", ["h", "xs", "xz"], ["hq"], name="q"),
-        helper.make_node("QLinearMatMul", ["hq", "xs", "xz", "w2", "xs", "xz", "ys", "yz"], ["yq"], name="qmm"),
-        helper.make_node("Reshape", ["yq", "shape"], ["img"], name="reshape"),
-        helper.make_node("ConvInteger", ["img", "cw"], ["ci"], name="convint"),
-        helper.make_node("Cast", ["ci"], ["y"], to=TensorProto.FLOAT, name="cast"),
-    ]
-    inits.append(init("shape", np.array([2, 1, 2, 2], np.int64)))
-    out.append(("quantized", model(nodes, "quant", [x], ["y"], inits), 2, False))
-    return out
-
-
-def build_seeds(names: Callable[[str], bool] | None = None) -> list[Seed]:
-    """The seed models (torch exports take a few seconds in all)."""
-    seeds = []
-    for name, proto, batch, dyn in _torch_seeds() + _helper_seeds():
-        if names is not None and not names(name):
-            continue
-        _externalize(proto)
-        seeds.append(Seed(name, proto.SerializeToString(), batch, dyn))
-    return seeds
-
+__all__ = ["Mutant", "Outcome", "Runner", "Seed", "build_seeds", "check_mutant", "make_mutant", "mutants", "unclean"]
 
 # ------------------------------------------------------------------ mutations
-
 _HUGE = [2**31, 2**32 + 1, 2**40, 2**62, -(2**63)]
 _BAD_INTS = [0, -1, -7, 3, 1000, *_HUGE]
 _OPS = (
@@ -410,29 +165,28 @@ def _bad_dims(old: list, rng: random.Random) -> list:
     return dims
 
 
-def _mutate_proto(m, rng: random.Random) -> str:  # noqa: C901 - one branch per mutation
-    """Apply one random mutation to ``m`` in place; returns what was done."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    g = m.graph
-    op = rng.choice(["delete_node", "rewire_input", "cycle", "drop_input", "extra_input", "attr_type", "attr_type",
-                     "attr_value", "unknown_op", "domain", "swap_op", "input_dims", "init_dims", "dtype",
-                     "const_value", "opset", "outputs", "dup_output", "remove_input", "value_info", "empty_graph",
-                     "attr_type", "drop_input", "swap_op", "input_type", "huge_data_dim", "function"])
-    nodes = list(g.node)
-    if op == "delete_node" and nodes:
+def _mut_delete_node(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``delete_node``."""
+    if nodes:
         n = rng.choice(nodes)
         g.node.remove(n)
         return f"deleted {_node_label(n)}"
-    if op == "rewire_input":
-        n = _pick_node(m, rng, lambda n: len(n.input) > 0)
-        if n is not None:
-            j = rng.randrange(len(n.input))
-            new = rng.choice(_value_names(m) + ["", "no_such_value"])
-            old, n.input[j] = n.input[j], new
-            return f"rewired input {j} of {_node_label(n)} from {old!r} to {new!r}"
-    if op == "cycle" and len(nodes) > 1:
+    return None
+
+
+def _mut_rewire_input(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``rewire_input``."""
+    n = _pick_node(m, rng, lambda n: len(n.input) > 0)
+    if n is not None:
+        j = rng.randrange(len(n.input))
+        new = rng.choice(_value_names(m) + ["", "no_such_value"])
+        old, n.input[j] = n.input[j], new
+        return f"rewired input {j} of {_node_label(n)} from {old!r} to {new!r}"
+
+
+def _mut_cycle(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``cycle``."""
+    if len(nodes) > 1:
         i = rng.randrange(len(nodes))
         n = nodes[i]
         later = [o for k in range(i, len(nodes)) for o in nodes[k].output if o]
@@ -441,156 +195,229 @@ def _mutate_proto(m, rng: random.Random) -> str:  # noqa: C901 - one branch per 
             new = rng.choice(later)
             n.input[j] = new
             return f"rewired input {j} of {_node_label(n)} to {new!r} (own or later output: a cycle)"
-    if op == "drop_input":
-        n = _pick_node(m, rng, lambda n: len(n.input) > 0)
-        if n is not None:
-            if rng.random() < 0.5:
-                k = rng.randrange(len(n.input))
-                del n.input[k:]
-                return f"kept {k} inputs of {_node_label(n)}"
-            j = rng.randrange(len(n.input))
-            n.input[j] = ""
-            return f"blanked input {j} of {_node_label(n)}"
-    if op == "extra_input":
-        n = _pick_node(m, rng)
-        if n is not None:
-            names = _value_names(m)
-            k = rng.randint(1, 4)
-            n.input.extend(rng.choice(names) for _ in range(k))
-            return f"added {k} inputs to {_node_label(n)}"
-    if op == "attr_type":
-        n = _pick_node(m, rng)
-        if n is not None:
-            names = [a.name for a in n.attribute] or _schema_attr_names(n)
-            if names:
-                name = rng.choice(names)
-                for a in list(n.attribute):
-                    if a.name == name:
-                        n.attribute.remove(a)
-                attr, what = _garbage_attribute(name, rng)
-                n.attribute.append(attr)
-                return f"set attribute of {_node_label(n)} to {what}"
-    if op == "attr_value":
-        n = _pick_node(m, rng, lambda n: any(a.ints or a.HasField("i") for a in n.attribute))
-        if n is not None:
-            a = rng.choice([a for a in n.attribute if a.ints or a.HasField("i")])
-            if a.ints:
-                for k in range(len(a.ints)):
-                    a.ints[k] = rng.choice(_BAD_INTS[:-1])
-            else:
-                a.i = rng.choice(_BAD_INTS[:-1])
-            return f"bad values in attribute {a.name} of {_node_label(n)}"
-    if op == "unknown_op":
-        n = _pick_node(m, rng)
-        if n is not None:
-            n.op_type = rng.choice(["FooBar", "", "Conv2d", "relu", "\u00e9", "Custom" * 20])
-            return f"renamed op of node {n.name!r} to {n.op_type!r}"
-    if op == "domain":
-        n = _pick_node(m, rng)
-        if n is not None:
+    return None
+
+
+def _mut_drop_input(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``drop_input``."""
+    n = _pick_node(m, rng, lambda n: len(n.input) > 0)
+    if n is not None:
+        if rng.random() < 0.5:
+            k = rng.randrange(len(n.input))
+            del n.input[k:]
+            return f"kept {k} inputs of {_node_label(n)}"
+        j = rng.randrange(len(n.input))
+        n.input[j] = ""
+        return f"blanked input {j} of {_node_label(n)}"
+
+
+def _mut_extra_input(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``extra_input``."""
+    n = _pick_node(m, rng)
+    if n is not None:
+        names = _value_names(m)
+        k = rng.randint(1, 4)
+        n.input.extend(rng.choice(names) for _ in range(k))
+        return f"added {k} inputs to {_node_label(n)}"
+
+
+def _mut_attr_type(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``attr_type``."""
+    n = _pick_node(m, rng)
+    if n is not None:
+        names = [a.name for a in n.attribute] or _schema_attr_names(n)
+        if names:
+            name = rng.choice(names)
+            for a in list(n.attribute):
+                if a.name == name:
+                    n.attribute.remove(a)
+            attr, what = _garbage_attribute(name, rng)
+            n.attribute.append(attr)
+            return f"set attribute of {_node_label(n)} to {what}"
+
+
+def _mut_attr_value(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``attr_value``."""
+    n = _pick_node(m, rng, lambda n: any(a.ints or a.HasField("i") for a in n.attribute))
+    if n is not None:
+        a = rng.choice([a for a in n.attribute if a.ints or a.HasField("i")])
+        if a.ints:
+            for k in range(len(a.ints)):
+                a.ints[k] = rng.choice(_BAD_INTS[:-1])
+        else:
+            a.i = rng.choice(_BAD_INTS[:-1])
+        return f"bad values in attribute {a.name} of {_node_label(n)}"
+
+
+def _mut_unknown_op(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``unknown_op``."""
+    n = _pick_node(m, rng)
+    if n is not None:
+        n.op_type = rng.choice(["FooBar", "", "Conv2d", "relu", "\u00e9", "Custom" * 20])
+        return f"renamed op of node {n.name!r} to {n.op_type!r}"
+
+
+def _mut_domain(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``domain``."""
+    n = _pick_node(m, rng)
+    if n is not None:
+        n.domain = rng.choice(_DOMAINS)
+        return f"moved {_node_label(n)} to domain {n.domain!r}"
+
+
+def _mut_swap_op(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``swap_op``."""
+    n = _pick_node(m, rng)
+    if n is not None:
+        n.op_type = rng.choice(_OPS)
+        if rng.random() < 0.3:
             n.domain = rng.choice(_DOMAINS)
-            return f"moved {_node_label(n)} to domain {n.domain!r}"
-    if op == "swap_op":
-        n = _pick_node(m, rng)
-        if n is not None:
-            n.op_type = rng.choice(_OPS)
-            if rng.random() < 0.3:
-                n.domain = rng.choice(_DOMAINS)
-            return f"changed node {n.name!r} to {n.domain + '.' if n.domain else ''}{n.op_type}"
-    if op == "input_dims":
-        ins = [i for i in g.input if i.type.HasField("tensor_type")]
-        if ins:
-            vi = rng.choice(ins)
-            tt = vi.type.tensor_type
-            if rng.random() < 0.15:
-                tt.ClearField("shape")
-                return f"removed the shape of input {vi.name!r}"
-            dims = _bad_dims([d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim], rng)
-            _set_dims(tt.shape, dims)
-            return f"set dims of input {vi.name!r} to {dims}"
-    if op == "init_dims" and g.initializer:
+        return f"changed node {n.name!r} to {n.domain + '.' if n.domain else ''}{n.op_type}"
+
+
+def _mut_input_dims(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``input_dims``."""
+    ins = [i for i in g.input if i.type.HasField("tensor_type")]
+    if ins:
+        vi = rng.choice(ins)
+        tt = vi.type.tensor_type
+        if rng.random() < 0.15:
+            tt.ClearField("shape")
+            return f"removed the shape of input {vi.name!r}"
+        dims = _bad_dims([d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim], rng)
+        _set_dims(tt.shape, dims)
+        return f"set dims of input {vi.name!r} to {dims}"
+
+
+def _mut_init_dims(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``init_dims``."""
+    if g.initializer:
         t = rng.choice(list(g.initializer))
         dims = [d for d in _bad_dims(list(t.dims), rng) if isinstance(d, int)]
         del t.dims[:]
         t.dims.extend(dims)
         return f"set dims of initializer {t.name!r} to {dims}"
-    if op == "dtype":
-        et = rng.choice([0, 2, 7, 8, 9, 10, 11, 14, 16, 17, 21, 25, 99, -3])
-        if g.initializer and rng.random() < 0.5:
-            t = rng.choice(list(g.initializer))
-            t.data_type = et
-            return f"set dtype of initializer {t.name!r} to {et}"
-        if g.input:
-            vi = rng.choice(list(g.input))
-            vi.type.tensor_type.elem_type = et
-            return f"set dtype of input {vi.name!r} to {et}"
-    if op == "const_value":
-        cands = [n for n in nodes if n.op_type == "Constant"]
-        small = [t for t in g.initializer if t.data_location != TensorProto.EXTERNAL]
-        vals = rng.choice([[-1], [0], [2**31], [2**40], [-(2**40)], [3, -1, 2**33], [7] * 9, []])
-        arr = np.asarray(vals, dtype=np.int64)
-        if rng.random() < 0.5 and cands:
-            n = rng.choice(cands)
-            del n.attribute[:]
-            n.attribute.append(helper.make_attribute("value", numpy_helper.from_array(arr)))
-            return f"set value of {_node_label(n)} to {vals}"
-        if small:
-            t = rng.choice(small)
-            new = numpy_helper.from_array(arr.astype(np.float32) if t.data_type == TensorProto.FLOAT else arr, t.name)
-            t.CopyFrom(new)
-            return f"set initializer {t.name!r} to {vals}"
-    if op == "opset":
-        if rng.random() < 0.3:
-            del m.opset_import[:]
-            return "removed the opset imports"
-        v = rng.choice([1, 6, 9, 11, 13, 17, 23, 26, 999, -1])
-        for o in m.opset_import:
-            if o.domain in ("", "ai.onnx"):
-                o.version = v
-        return f"set the default opset to {v}"
-    if op == "outputs":
-        kind = rng.choice(["none", "input", "missing"])
-        if kind == "none":
-            del g.output[:]
-        elif kind == "input" and g.input:
-            del g.output[:]
-            g.output.append(helper.make_tensor_value_info(g.input[0].name, TensorProto.FLOAT, None))
-        else:
-            g.output.append(helper.make_tensor_value_info("no_such_output", TensorProto.FLOAT, None))
-        return f"graph outputs: {kind}"
-    if op == "dup_output" and len(nodes) > 1:
+    return None
+
+
+def _mut_dtype(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``dtype``."""
+    et = rng.choice([0, 2, 7, 8, 9, 10, 11, 14, 16, 17, 21, 25, 99, -3])
+    if g.initializer and rng.random() < 0.5:
+        t = rng.choice(list(g.initializer))
+        t.data_type = et
+        return f"set dtype of initializer {t.name!r} to {et}"
+    if g.input:
+        vi = rng.choice(list(g.input))
+        vi.type.tensor_type.elem_type = et
+        return f"set dtype of input {vi.name!r} to {et}"
+
+
+def _mut_const_value(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``const_value``."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    cands = [n for n in nodes if n.op_type == "Constant"]
+    small = [t for t in g.initializer if t.data_location != TensorProto.EXTERNAL]
+    vals = rng.choice([[-1], [0], [2**31], [2**40], [-(2**40)], [3, -1, 2**33], [7] * 9, []])
+    arr = np.asarray(vals, dtype=np.int64)
+    if rng.random() < 0.5 and cands:
+        n = rng.choice(cands)
+        del n.attribute[:]
+        n.attribute.append(helper.make_attribute("value", numpy_helper.from_array(arr)))
+        return f"set value of {_node_label(n)} to {vals}"
+    if small:
+        t = rng.choice(small)
+        new = numpy_helper.from_array(arr.astype(np.float32) if t.data_type == TensorProto.FLOAT else arr, t.name)
+        t.CopyFrom(new)
+        return f"set initializer {t.name!r} to {vals}"
+
+
+def _mut_opset(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``opset``."""
+    if rng.random() < 0.3:
+        del m.opset_import[:]
+        return "removed the opset imports"
+    v = rng.choice([1, 6, 9, 11, 13, 17, 23, 26, 999, -1])
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = v
+    return f"set the default opset to {v}"
+
+
+def _mut_outputs(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``outputs``."""
+    from onnx import TensorProto, helper
+
+    kind = rng.choice(["none", "input", "missing"])
+    if kind == "none":
+        del g.output[:]
+    elif kind == "input" and g.input:
+        del g.output[:]
+        g.output.append(helper.make_tensor_value_info(g.input[0].name, TensorProto.FLOAT, None))
+    else:
+        g.output.append(helper.make_tensor_value_info("no_such_output", TensorProto.FLOAT, None))
+    return f"graph outputs: {kind}"
+
+
+def _mut_dup_output(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``dup_output``."""
+    if len(nodes) > 1:
         a, b = rng.sample(nodes, 2)
         if a.output and (b.output or g.input):
             src = rng.choice(list(b.output) + [g.input[0].name] if g.input else list(b.output))
             a.output[0] = src
             return f"output 0 of {_node_label(a)} renamed to {src!r} (defined twice)"
-    if op == "remove_input" and g.input:
+    return None
+
+
+def _mut_remove_input(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``remove_input``."""
+    if g.input:
         vi = rng.choice(list(g.input))
         g.input.remove(vi)
         return f"removed graph input {vi.name!r}"
-    if op == "value_info":
-        names = [o for n in nodes for o in n.output if o]
-        if names:
-            name = rng.choice(names)
-            dims = _bad_dims([2, 3], rng)
-            g.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-            _set_dims(g.value_info[-1].type.tensor_type.shape, dims)
-            return f"declared value {name!r} with dims {dims}"
-    if op == "empty_graph":  # drop everything computed from the first input: no operator reads the data
-        x = g.input[0].name if g.input else "x"
-        tainted, keep = {x}, []
-        for n in nodes:
-            if any(i in tainted for i in n.input):
-                tainted.update(o for o in n.output if o)
-            else:
-                keep.append(n)
-        del g.node[:]
-        g.node.extend(keep)
-        del g.output[:]
-        outs = [o for n in keep for o in n.output if o][-1:]
-        g.output.extend(helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs)
-        return f"removed every node computed from {x!r}"
-    if op == "input_type" and g.input:  # a graph input that is not a tensor
+    return None
+
+
+def _mut_value_info(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``value_info``."""
+    from onnx import TensorProto, helper
+
+    names = [o for n in nodes for o in n.output if o]
+    if names:
+        name = rng.choice(names)
+        dims = _bad_dims([2, 3], rng)
+        g.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+        _set_dims(g.value_info[-1].type.tensor_type.shape, dims)
+        return f"declared value {name!r} with dims {dims}"
+
+
+def _mut_empty_graph(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``empty_graph``: drop everything computed from the first input: no operator reads the data."""
+    from onnx import TensorProto, helper
+
+    x = g.input[0].name if g.input else "x"
+    tainted, keep = {x}, []
+    for n in nodes:
+        if any(i in tainted for i in n.input):
+            tainted.update(o for o in n.output if o)
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    del g.output[:]
+    outs = [o for n in keep for o in n.output if o][-1:]
+    g.output.extend(helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs)
+    return f"removed every node computed from {x!r}"
+
+
+def _mut_input_type(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``input_type``: a graph input that is not a tensor."""
+    from onnx import TensorProto, helper
+
+    if g.input:
         vi = rng.choice(list(g.input))
         kind = rng.choice(["sequence", "optional", "empty"])
         if kind == "sequence":
@@ -600,14 +427,26 @@ def _mutate_proto(m, rng: random.Random) -> str:  # noqa: C901 - one branch per 
         else:
             vi.ClearField("type")
         return f"made input {vi.name!r} of {kind} type"
-    if op == "huge_data_dim" and g.input:  # a legal but huge data dimension (the model stays under 1 TiB)
+    return None
+
+
+def _mut_huge_data_dim(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``huge_data_dim``: a legal but huge data dimension (the model stays under 1 TiB)."""
+    if g.input:
         vi = g.input[0]
         dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in vi.type.tensor_type.shape.dim]
         if len(dims) >= 2:
             dims[rng.randrange(1, len(dims))] = rng.choice([2**20, 2**26, 2**31])
             _set_dims(vi.type.tensor_type.shape, dims)
             return f"set dims of input {vi.name!r} to {dims}"
-    if op == "function" and m.functions:  # break a local function
+    return None
+
+
+def _mut_function(m, g, nodes: list, rng: random.Random) -> str | None:
+    """Mutation ``function``: break a local function."""
+    from onnx import helper
+
+    if m.functions:
         f = rng.choice(list(m.functions))
         kind = rng.choice(["drop_body", "rename_output", "recursive"])
         if kind == "drop_body":
@@ -617,7 +456,46 @@ def _mutate_proto(m, rng: random.Random) -> str:  # noqa: C901 - one branch per 
         else:
             f.node.append(helper.make_node(f.name, list(f.output), ["again"], domain=f.domain))
         return f"local function {f.name!r}: {kind}"
-    return "no-op"
+    return None
+
+
+_MUTATIONS = {
+    "delete_node": _mut_delete_node,
+    "rewire_input": _mut_rewire_input,
+    "cycle": _mut_cycle,
+    "drop_input": _mut_drop_input,
+    "extra_input": _mut_extra_input,
+    "attr_type": _mut_attr_type,
+    "attr_value": _mut_attr_value,
+    "unknown_op": _mut_unknown_op,
+    "domain": _mut_domain,
+    "swap_op": _mut_swap_op,
+    "input_dims": _mut_input_dims,
+    "init_dims": _mut_init_dims,
+    "dtype": _mut_dtype,
+    "const_value": _mut_const_value,
+    "opset": _mut_opset,
+    "outputs": _mut_outputs,
+    "dup_output": _mut_dup_output,
+    "remove_input": _mut_remove_input,
+    "value_info": _mut_value_info,
+    "empty_graph": _mut_empty_graph,
+    "input_type": _mut_input_type,
+    "huge_data_dim": _mut_huge_data_dim,
+    "function": _mut_function,
+}
+
+
+def _mutate_proto(m, rng: random.Random) -> str:
+    """Apply one random mutation to ``m`` in place; returns what was done."""
+    g = m.graph
+    op = rng.choice(["delete_node", "rewire_input", "cycle", "drop_input", "extra_input", "attr_type", "attr_type",
+                     "attr_value", "unknown_op", "domain", "swap_op", "input_dims", "init_dims", "dtype",
+                     "const_value", "opset", "outputs", "dup_output", "remove_input", "value_info", "empty_graph",
+                     "attr_type", "drop_input", "swap_op", "input_type", "huge_data_dim", "function"])
+    nodes = list(g.node)
+    res = _MUTATIONS[op](m, g, nodes, rng)
+    return "no-op" if res is None else res
 
 
 def make_mutant(seed: Seed, fuzz_seed: int, index: int, *, default_every: int = 0) -> Mutant:

@@ -15,9 +15,8 @@ from torch import nn
 from costmodel._errors import (
     DynamicShapeError, InvalidGraphError, InvalidInputError, ModelLoadError, UnsupportedOpWarning,
 )
-from costmodel.frontends._onnx import from_onnx
-from costmodel.frontends._torch import from_torch
-from costmodel.ir._vocab import category
+from costmodel.frontends import from_onnx, from_torch
+from costmodel.ir import category
 
 # --------------------------------------------------------------------- models
 

@@ -2,7 +2,7 @@ import pytest
 
 from costmodel import InvalidInputError, UnknownModelError
 from costmodel.frontends import to_graph, zoo_graph
-from costmodel.frontends._zoo import build_zoo_model, parse_model_ref
+from costmodel.frontends.zoo import build_zoo_model, parse_model_ref
 
 
 def test_torchvision_and_timm_names():

@@ -1,6 +1,6 @@
 import pytest
 
-from costmodel.frontends._builder import GraphBuilder
+from costmodel.frontends import GraphBuilder
 from costmodel.ir import OP_KINDS, CostGraph
 
 

@@ -17,7 +17,7 @@ from costmodel.llm import (
     resolve_llm,
 )
 
-from costmodel.frontends._hf import build_hf_model  # noqa: E402
+from costmodel.frontends.hf import build_hf_model  # noqa: E402
 
 LLM_JSONL = Path(__file__).resolve().parents[2] / "costmodel" / "data" / "h200" / "llm.jsonl"
 

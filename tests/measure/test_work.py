@@ -117,7 +117,7 @@ def test_shipped_gpu_extension():
 
 def test_gpu_extension_models_build():
     """Every spec of the GPU extension builds (on the meta device: no weights)."""
-    from costmodel.frontends._zoo import build_zoo_model
+    from costmodel.frontends.zoo import build_zoo_model
 
     seen = set()
     for i in load_work(SPECS_DIR / "h200_extend.json"):

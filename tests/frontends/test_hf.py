@@ -1,4 +1,5 @@
-"""Decode-step graphs: one token per sequence against a KV cache of the right shape."""
+"""Decode-step graphs of the transformers frontend (``costmodel.frontends.hf``): one token per sequence against a
+KV cache of the right shape."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ False``): a prefill graph then has the same operators minus the cache copies.
 from __future__ import annotations
 
 from .._errors import InvalidInputError
-from ..ir._graph import CostGraph
+from ..ir import CostGraph
 
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
 
@@ -57,7 +57,7 @@ def hf_graph(
     decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`)."""
     import torch
 
-    from ._torch import from_torch
+    from .pytorch import from_torch
 
     model, causal = build_hf_model(model_type, config, causal=causal)
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
@@ -92,7 +92,7 @@ def _decode_graph(model, batch: int, seq: int, name: str) -> CostGraph:
     """
     import torch
 
-    from ._torch import from_torch
+    from .pytorch import from_torch
 
     model.config.use_cache = True
     arg = _cache_kwarg(model)

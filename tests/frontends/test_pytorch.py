@@ -154,12 +154,12 @@ def test_a_capture_fallback_is_recorded_in_the_graph():
 
 
 def test_an_export_error_without_a_message_still_falls_back(monkeypatch):
-    from costmodel.frontends import _torch
+    from costmodel.frontends import pytorch
 
     def broken(*a, **k):
         raise RuntimeError()
 
-    monkeypatch.setattr(_torch, "_from_export", broken)
+    monkeypatch.setattr(pytorch, "_from_export", broken)
     with pytest.warns(UserWarning, match=r"torch.export failed for Linear \(RuntimeError: \)"):
         g = from_torch(nn.Linear(4, 4), input_shape=(4,), batch=2)
     assert g.meta["capture"] == "trace" and g.op_counts(include_views=False) == {"matmul": 1}
