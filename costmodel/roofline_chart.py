@@ -94,7 +94,7 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
     """
     from .analysis._roofline import roofline
     from .devices import get_device
-    from .ir._vocab import category
+    from .ir import category
 
     if predictor not in OP_TIME_PREDICTORS:
         raise InvalidInputError(f"predictor {predictor!r} gives no per-operator times; valid: "

@@ -21,8 +21,7 @@ from typing import Any, Hashable, Sequence
 
 from .._errors import UnsupportedOpWarning
 from ..analysis._opcost import op_cost
-from ..ir._graph import CostGraph, GraphInput, Node, check_tensor, numel
-from ..ir._vocab import dtype_bytes, is_kind
+from ..ir import CostGraph, GraphInput, Node, check_tensor, dtype_bytes, is_kind, numel
 
 
 @dataclass(slots=True)

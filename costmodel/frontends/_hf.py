@@ -11,7 +11,7 @@ False``): a prefill graph then has the same operators minus the cache copies.
 from __future__ import annotations
 
 from .._errors import InvalidInputError
-from ..ir._graph import CostGraph
+from ..ir import CostGraph
 
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
 

@@ -88,7 +88,7 @@ from pathlib import Path
 from typing import Any, Hashable, Iterable, Sequence
 
 from .._errors import DynamicShapeError, InvalidGraphError, InvalidInputError, ModelLoadError, suggest
-from ..ir._graph import MAX_PARAMS, check_tensor
+from ..ir import MAX_PARAMS, check_tensor
 from ._builder import GraphBuilder, _Tensor
 from ._common import broadcast_shape, einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 

@@ -526,7 +526,7 @@ def _fallback_note(gname: str, method: str, used: str, export_error: str | None)
 def without_capture_fallback(graph):
     """``graph`` as the method that built it gives it: the fallback note and record dropped from
     ``meta`` (what the cache stores under that method's key)."""
-    from ..ir._graph import CostGraph
+    from ..ir import CostGraph
 
     fb = graph.meta.get("capture_fallback")
     if fb is None:

@@ -17,7 +17,7 @@ from costmodel._errors import (
 )
 from costmodel.frontends._onnx import from_onnx
 from costmodel.frontends._torch import from_torch
-from costmodel.ir._vocab import category
+from costmodel.ir import category
 
 # --------------------------------------------------------------------- models
 

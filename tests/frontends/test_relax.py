@@ -15,7 +15,7 @@ from tvm.relax.frontend.torch import from_exported_program, from_fx  # noqa: E40
 
 from costmodel._errors import DynamicShapeError, InvalidInputError, UnsupportedOpWarning  # noqa: E402
 from costmodel.frontends import from_onnx, from_relax, from_torch, to_graph  # noqa: E402
-from costmodel.ir._vocab import category  # noqa: E402
+from costmodel.ir import category  # noqa: E402
 
 
 def _kind_counts(g) -> dict[str, int]:
