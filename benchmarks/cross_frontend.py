@@ -35,7 +35,7 @@ def main() -> None:
 
     from costmodel.devices import get_device
     from costmodel.frontends import from_onnx, from_relax, from_torch
-    from costmodel.ir._vocab import category
+    from costmodel.ir import category
     from costmodel.predictors import get_predictor
 
     dev, pred = get_device(a.device), get_predictor(a.predictor)

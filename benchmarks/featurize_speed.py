@@ -44,6 +44,7 @@ def main():
     import torch
     import torchvision
 
+    from costmodel.features import static_features
     from costmodel.frontends import from_onnx, from_torch
 
     rows = []
@@ -74,25 +75,25 @@ def main():
     for name, model, args, onnx_path in models:
         def onnx_fn(p=onnx_path):
             g = from_onnx(p)
-            g.static_features()
+            static_features(g)
 
         proto = onnx.load(str(onnx_path))
 
         def onnx_mem_fn(m=proto):
             g = from_onnx(m)
-            g.static_features()
+            static_features(g)
 
         ext = onnx_path.with_name(onnx_path.stem + "_ext.onnx")
         onnx.save_model(proto, str(ext), save_as_external_data=True, location=ext.stem + ".bin")
 
         def onnx_ext_fn(p=ext):
             g = from_onnx(p)
-            g.static_features()
+            static_features(g)
 
         for method in ("export", "trace"):
             def torch_fn(m=model, a_=args, meth=method):
                 g = from_torch(m, a_, method=meth)
-                g.static_features()
+                static_features(g)
 
             rows.append((name, f"torch ({method})", *timeit(torch_fn, a.repeats)))
         rows.append((name, "onnx file", *timeit(onnx_fn, a.repeats)))

@@ -83,11 +83,11 @@ def main():
 
     if a.refresh_structure:
         from costmodel.llm import list_llms, resolve_llm
-        from costmodel.llm._features import _STRUCTURE_PATH, write_structure_table
+        from costmodel.features import STRUCTURE_PATH, write_structure_table
 
         specs = [resolve_llm(n) for n in list_llms()]
         specs += [workload_of_row(r).spec for r in PerfDataset.load(kinds=("llm",))]
-        print(f"structure table: {write_structure_table(specs, _STRUCTURE_PATH)} architectures")
+        print(f"structure table: {write_structure_table(specs, STRUCTURE_PATH)} architectures")
 
     ds = PerfDataset.load(kinds=("llm",))
     dev = get_device("h200")

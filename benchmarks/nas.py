@@ -93,7 +93,7 @@ def main():
             within = e.latency_ms <= a.budget_ms and e.memory_mb <= a.budget_mb
             ok += within
             if within:
-                scored.append((e.latency_ms, e.memory_mb, g.static_features()["params"], g.flops, s))
+                scored.append((e.latency_ms, e.memory_mb, float(g.params), g.flops, s))
         best = sorted(scored, key=lambda t: -t[3])[: max(4, a.population // 4)]
         print(f"generation {gen}: {len(fresh)} new candidates, {ok} within budget, "
               f"best capacity so far {best[0][3] / 1e9 if best else 0:.1f} GFLOPs per batch")

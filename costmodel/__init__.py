@@ -9,11 +9,12 @@ Public surface (imported lazily so ``import costmodel`` stays fast)::
     costmodel.PerfDataset.load()
     costmodel.estimate_llm("llama-2-7b", batch=8, seq=512, device="h200")  -> LLMEstimate
     costmodel.bench(torch.matmul, a, b)                -> BenchResult (timed, on the roofline)
-    costmodel.onnx.export(model, args, "m.onnx")       (submodule, imported on first use)
+    costmodel.onnx.export(model, args, "m.onnx")       (the ONNX metadata hook, costmodel.integrations.onnx_hook)
 """
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -31,6 +32,10 @@ from ._errors import (  # noqa: E402  (light: stdlib only)
     UnsupportedOpWarning,
     OOMWarning,
 )
+from .integrations import onnx_hook as onnx  # noqa: E402  (light: stdlib only; torch and onnx load on use)
+
+# ``import costmodel.onnx`` and ``from costmodel.onnx import export`` name the same module
+sys.modules[f"{__name__}.onnx"] = onnx
 
 _LAZY = {
     "estimate": "costmodel._estimate",
@@ -40,9 +45,9 @@ _LAZY = {
     "load_predictor": "costmodel.predictors._base",
     "available_predictors": "costmodel.predictors._base",
     "register_predictor": "costmodel.predictors._base",
-    "CostGraph": "costmodel.ir._graph",
-    "Node": "costmodel.ir._graph",
-    "OP_KINDS": "costmodel.ir._vocab",
+    "CostGraph": "costmodel.ir",
+    "Node": "costmodel.ir",
+    "OP_KINDS": "costmodel.ir",
     "to_graph": "costmodel.frontends",
     "from_onnx": "costmodel.frontends",
     "from_torch": "costmodel.frontends",
@@ -53,13 +58,10 @@ _LAZY = {
     "recommend_mig": "costmodel.mig",
     "PerfDataset": "costmodel.datasets",
     "estimate_llm": "costmodel.llm._predictor",
-    "torch_backend": "costmodel._compile",
+    "torch_backend": "costmodel.integrations.torch_compile",
     "bench": "costmodel.measure.bench",
     "LLMEstimate": "costmodel.llm._predictor",
 }
-
-#: submodules reachable as attributes without an explicit import (loaded on first use)
-_LAZY_SUBMODULES = ("onnx",)
 
 __all__ = sorted(
     [
@@ -75,15 +77,13 @@ __all__ = sorted(
         "UnknownModelError",
         "UnsupportedOpWarning",
         "OOMWarning",
+        "onnx",
         *_LAZY,
-        *_LAZY_SUBMODULES,
     ]
 )
 
 
 def __getattr__(name: str):
-    if name in _LAZY_SUBMODULES:
-        return import_module(f"{__name__}.{name}")  # the import binds it as an attribute too
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'costmodel' has no attribute {name!r}")

@@ -7,8 +7,9 @@
 
 TVM removed Relay in 0.20; current TVM (0.27) compiles Relax, so this is a
 Relax module pass (the design of the first papers on compiler-integrated cost
-models speaks of a Relay pass).  Importing this package does not import TVM;
-the names below load it on first use.
+models speaks of a Relay pass).  This package is the public import path; the
+implementation lives in :mod:`costmodel.integrations.relax_pass`.  Importing
+this package does not import TVM; the names below load it on first use.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ATTR_KEYS = ("perf.latency_ms", "perf.memory_mb", "perf.energy_j", "perf.mig_pro
 
 def __getattr__(name: str):
     if name in ("AnnotatePerformance", "build", "estimate_module", "read_annotations"):
-        from . import _pass
+        from costmodel.integrations import relax_pass
 
-        return getattr(_pass, name)
+        return getattr(relax_pass, name)
     raise AttributeError(f"module 'tvm_passes' has no attribute {name!r}")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..ir._graph import CostGraph, Node
-from ..ir._vocab import dtype_bytes
+from ..ir import CostGraph, Node, dtype_bytes
 from ._opcost import op_cost
 
 FLOAT_DTYPES = ("fp32", "fp16", "bf16", "fp64")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .._errors import InvalidInputError
-from ..ir._graph import CostGraph
+from ..ir import CostGraph
 
 MB = 2**20
 
@@ -147,8 +147,8 @@ def saved_activation_bytes(graph: CostGraph) -> float:
 
 
 def _nbytes(shape, dtype) -> int:
-    from ..ir._graph import numel
-    from ..ir._vocab import dtype_bytes
+    from ..ir import numel
+    from ..ir import dtype_bytes
 
     return numel(shape) * dtype_bytes(dtype)
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..ir._graph import numel
-from ..ir._vocab import dtype_bytes
+from ..ir import dtype_bytes, numel
 
 #: FLOPs per output element of pointwise kinds (an order-of-magnitude model of
 #: the arithmetic in each function; transcendental functions count a few).

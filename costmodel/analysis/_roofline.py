@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir._graph import CostGraph, Node
-from ..ir._vocab import TENSOR_KINDS
+from ..ir import TENSOR_KINDS, CostGraph, Node
 
 #: backward pass costs about twice the forward (grad w.r.t. input and weights)
 BACKWARD_FACTOR = 2.0

@@ -227,7 +227,7 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
 def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
-    from ..ir._graph import CostGraph
+    from ..ir import CostGraph
 
     if isinstance(model, CostGraph):
         return graph_trace(model, training=training, optimizer=optimizer), \

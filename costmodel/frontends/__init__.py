@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInputError, ModelLoadError
-from ..ir import VOCAB_VERSION, CostGraph
-from ..ir._graph import GRAPH_FORMAT_VERSION
+from ..ir import GRAPH_FORMAT_VERSION, VOCAB_VERSION, CostGraph
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
 from .zoo import SOURCES as ZOO_SOURCES, build_zoo_model

@@ -7,7 +7,7 @@ once, however often they are used), and costs each node with the shared
 formulas of :mod:`costmodel.analysis`.
 
 Every tensor the builder sees is checked against
-:data:`~costmodel.ir._graph.MAX_TENSOR_BYTES` (and for negative dimensions)
+:data:`~costmodel.ir.MAX_TENSOR_BYTES` (and for negative dimensions)
 before any cost is computed, so an absurd dimension is an
 :class:`~costmodel.InvalidGraphError` naming the tensor, not a saturated
 estimate.
@@ -21,9 +21,7 @@ from typing import Any, Hashable, Sequence
 
 from .._errors import UnsupportedOpWarning
 from ..analysis._opcost import op_cost
-from ..ir import CostGraph, GraphInput, Node, dtype_bytes, numel
-from ..ir._graph import check_tensor
-from ..ir._vocab import is_kind
+from ..ir import CostGraph, GraphInput, Node, check_tensor, dtype_bytes, is_kind, numel
 
 
 @dataclass(slots=True)

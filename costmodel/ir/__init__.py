@@ -1,16 +1,51 @@
-"""The CostGraph IR and its op vocabulary."""
+"""The CostGraph IR and its vocabulary: op kinds, dtypes, workload modes, optimizers."""
 
-from ._graph import CostGraph, GraphInput, Node, numel
-from ._vocab import CATEGORIES, OP_KINDS, VOCAB_VERSION, category, dtype_bytes
+from ._graph import (
+    GRAPH_FORMAT_VERSION,
+    MAX_PARAMS,
+    MAX_TENSOR_BYTES,
+    CostGraph,
+    GraphInput,
+    Node,
+    check_tensor,
+    numel,
+)
+from ._vocab import (
+    CATEGORIES,
+    DTYPES,
+    LLM_DTYPES,
+    LLM_MODES,
+    MODEL_DTYPES,
+    MODES,
+    OP_KINDS,
+    OPTIMIZERS,
+    TENSOR_KINDS,
+    VOCAB_VERSION,
+    category,
+    dtype_bytes,
+    is_kind,
+)
 
 __all__ = [
     "CATEGORIES",
+    "DTYPES",
+    "GRAPH_FORMAT_VERSION",
+    "LLM_DTYPES",
+    "LLM_MODES",
+    "MAX_PARAMS",
+    "MAX_TENSOR_BYTES",
+    "MODEL_DTYPES",
+    "MODES",
+    "OPTIMIZERS",
     "OP_KINDS",
+    "TENSOR_KINDS",
     "VOCAB_VERSION",
     "CostGraph",
     "GraphInput",
     "Node",
     "category",
+    "check_tensor",
     "dtype_bytes",
+    "is_kind",
     "numel",
 ]

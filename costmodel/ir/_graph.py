@@ -181,14 +181,6 @@ class CostGraph:
         """Operators that launch work on the device (views and no-ops excluded)."""
         return sum(1 for n in self.nodes if not n.is_view)
 
-    def edge_index(self):
-        """Edges as a ``(2, E)`` int64 numpy array (PyG layout)."""
-        import numpy as np
-
-        if not self.edges:
-            return np.zeros((2, 0), dtype=np.int64)
-        return np.asarray(self.edges, dtype=np.int64).T.copy()
-
     def predecessors(self) -> list[list[int]]:
         preds: list[list[int]] = [[] for _ in self.nodes]
         for s, d in self.edges:
@@ -228,35 +220,6 @@ class CostGraph:
         # edges sorted by destination are processed after all their sources'
         # own in-edges only if sources have lower index: guaranteed by validate()
         return max(longest)
-
-    def static_features(self) -> dict[str, float]:
-        """Graph-level features: totals, counts per op kind, workload facts."""
-        m = self.meta
-        shape = list(m.get("input_shape") or [])
-        feats: dict[str, float] = {
-            "flops": self.flops,
-            "macs": self.macs,
-            "tensor_flops": self.tensor_flops,
-            "params": float(self.params),
-            "weights_bytes": float(self.weights_bytes),
-            "bytes_moved": self.bytes_moved,
-            "num_nodes": float(self.num_nodes),
-            "num_edges": float(self.num_edges),
-            "num_kernels": float(self.num_kernels),
-            "depth": float(self.depth()),
-            "batch": float(m.get("batch") or 1),
-            "input_numel": float(numel(shape)) if shape else 0.0,
-            "input_rank": float(len(shape)),
-            "is_training": 1.0 if m.get("mode") == "training" else 0.0,
-            "dtype_bytes": float(dtype_bytes(m.get("dtype", "fp32"))),
-        }
-        counts = self.op_counts(include_views=False)
-        fl = self.flops_by_kind()
-        for k in OP_KINDS:
-            feats[f"count_{k}"] = float(counts.get(k, 0))
-        for k in OP_KINDS:
-            feats[f"flops_{k}"] = float(fl.get(k, 0.0))
-        return feats
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary, as printed by ``costmodel graph``."""

@@ -105,3 +105,20 @@ def dtype_bytes(dtype: str) -> int:
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}") from None
+
+
+# ------------------------------------------------------------ workload vocabulary
+#: what a vision/graph workload runs: a forward pass, or a training step (forward + backward + optimizer)
+MODES: tuple[str, ...] = ("inference", "training")
+
+#: the dtypes a graph workload is estimated in (``estimate(dtype=...)``, ``to_graph(dtype=...)``)
+MODEL_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+#: the optimizers a training step is estimated with (``"momentum"`` is accepted as ``"sgd_momentum"``)
+OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "adam", "adamw")
+
+#: what a transformer workload runs: a full forward pass, a prompt's prefill, or one decode step
+LLM_MODES: tuple[str, ...] = ("forward", "prefill", "decode")
+
+#: the dtypes a transformer workload is estimated in (int8/int4: weight-only quantization)
+LLM_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "int4")

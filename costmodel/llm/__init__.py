@@ -20,6 +20,8 @@ from ._registry import (
     CAUSAL_MODEL_TYPES,
     DTYPE_BYTES,
     LLMSpec,
+    has_learned_positions,
+    is_gated,
     kv_cache_bytes,
     list_llms,
     llm_features,
@@ -32,6 +34,8 @@ __all__ = [
     "CAUSAL_MODEL_TYPES",
     "DTYPE_BYTES",
     "LLMSpec",
+    "has_learned_positions",
+    "is_gated",
     "kv_cache_bytes",
     "list_llms",
     "llm_features",
@@ -40,17 +44,7 @@ __all__ = [
     "resolve_llm",
 ]
 
-from ._features import (  # noqa: E402
-    LLM_DTYPES,
-    LLM_MODES,
-    LLMWorkload,
-    analytic_costs,
-    graph_structure,
-    llm_workload,
-)
-
-__all__ += ["LLM_DTYPES", "LLM_MODES", "LLMWorkload", "analytic_costs", "graph_structure", "llm_workload",
-            "LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
+__all__ += ["LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
 
 
 def __getattr__(name):

@@ -37,7 +37,7 @@ import numpy as np
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..devices import HARDWARE_FEATURE_NAMES, extrapolation_note, get_device, is_measured_device
-from ._features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
+from ..features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
 
 LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 LLM_SCHEMA_VERSION = 2

@@ -45,7 +45,7 @@ _KIND_CLASS = {"conv": "conv", "conv_transpose": "conv", "matmul": "matmul", "at
 
 def op_class(kind: str) -> str:
     """The dispatch class of a CostGraph op kind (``default`` when it has none of its own)."""
-    from ..ir._vocab import category, is_kind
+    from ..ir import category, is_kind
 
     if kind in _KIND_CLASS:
         return _KIND_CLASS[kind]

@@ -54,7 +54,7 @@ def build_llm(spec: dict, dev):
     except ImportError:
         raise InvalidInputError("measuring a transformer needs the 'transformers' package: "
                                 "pip install 'costmodel[llm]'") from None
-    from ..llm._features import check_model_type
+    from ..features import check_model_type
 
     check_model_type(spec["model_type"])
     kw = {k: v for k, v in spec["config"].items() if k not in _HF_DROP}
@@ -123,7 +123,7 @@ def _check_llm_buildable(spec: dict) -> None:
     import logging
 
     from ..llm import llm_features, resolve_llm
-    from ..llm._features import check_model_type
+    from ..features import check_model_type
 
     check_model_type(spec["model_type"])
     llm_features(resolve_llm(dict(spec["config"], model_type=spec["model_type"])))

@@ -221,7 +221,7 @@ def prompt_text(est: Estimate) -> str:
 
 def numeric_prompt(est: Estimate) -> list[float]:
     """The prompt's numbers as a vector (the ``backbone="none"`` baseline's input)."""
-    from ..ir._vocab import dtype_bytes
+    from ..ir import dtype_bytes
 
     dev = get_device(est.device)
     return ([math.log1p(v) for v in dev.hardware_features().values()]
@@ -239,7 +239,7 @@ def graph_summary(graph, top: int = 5) -> str:
 def _vocab_words() -> list[str]:
     """Everything the prompts and summaries can say, before pre-tokenization."""
     from ..devices import list_devices
-    from ..ir._vocab import OP_KINDS
+    from ..ir import OP_KINDS
 
     words = ["predict cost . device batch mode dtype inference training fp32 fp16 bf16 tf32 fp64 int8 fp8",
              SUMMARY_PROMPT, "nodes edges flops params ops e + - . , : ( ) / _ %", *map(str, range(10))]

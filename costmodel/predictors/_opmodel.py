@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS
+from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS
 from ._timeline import _nnls_relative, module_calls
 
 PHASES = ("forward", "backward")

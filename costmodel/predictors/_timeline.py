@@ -53,7 +53,7 @@ from .. import __version__
 from ..analysis._timeline import replay
 from ..devices import get_device
 from ..measure.host import OP_CLASSES, op_class
-from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
+from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
 from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
 from ._artifact import record_checksums, verify_checksums
 from ._gnn import ShippedArtifact

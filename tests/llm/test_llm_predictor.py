@@ -1,102 +1,18 @@
-"""Transformer workloads: closed-form costs vs graphs, features, the XGBoost predictor, the CLI."""
+"""The transformer XGBoost predictor: fit, artifacts, predictions, the CLI."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 
-from costmodel import InvalidInputError, ModelLoadError, SchemaMismatchError
+from costmodel import ModelLoadError, SchemaMismatchError
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
-from costmodel.frontends import hf_graph
-from costmodel.llm import analytic_costs, graph_structure, llm_workload, resolve_llm
-from costmodel.llm._features import _LAYER_KEYS, llm_feature_names, llm_feature_vector, structure_key
+from costmodel.features import llm_feature_names
 from costmodel.llm._predictor import LLM_TARGETS, XGBLLMPredictor, workload_of_row
 from costmodel.devices import HARDWARE_FEATURE_NAMES
 
 H200 = get_device("h200")
-
-
-def _small(name, layers=2):
-    spec = resolve_llm(name)
-    key = next(k for k in _LAYER_KEYS if k in spec.config)
-    from dataclasses import replace
-
-    return replace(spec, config=dict(spec.config, **{key: layers}), name=f"{name}-{layers}l")
-
-
-@pytest.mark.parametrize("name, mode", [("gpt2", "prefill"), ("bert-base-uncased", "forward"),
-                                        ("qwen2-0.5b", "prefill"), ("distilbert-base-uncased", "forward")])
-def test_closed_form_flops_and_params_match_the_graph(name, mode):
-    spec = _small(name)
-    w = llm_workload(spec, batch=2, seq=32, mode=mode, dtype="fp32")
-    c = analytic_costs(w, H200)
-    g = hf_graph(spec.model_type, spec.config, batch=2, seq=32, causal=spec.causal)
-    assert c["params"] == pytest.approx(g.static_features()["params"], rel=1e-3)
-    assert c["flops"] == pytest.approx(g.tensor_flops, rel=0.02)
-
-
-def test_structure_extrapolates_exactly_over_layers():
-    spec3 = _small("gpt2", 3)
-    s = graph_structure(spec3)  # built from one- and two-layer probes
-    g = hf_graph(spec3.model_type, spec3.config, batch=1, seq=8, causal=True)
-    assert s["num_nodes"] == g.num_nodes and s["num_edges"] == len(g.edges)
-    # the layer count is not part of the structure key; the hidden size is
-    assert structure_key(spec3) == structure_key(_small("gpt2", 5))
-    assert structure_key(spec3) != structure_key(_small("gpt2-medium", 3))
-
-
-def test_registry_structures_ship_precomputed():
-    from costmodel.llm._features import _shipped_table
-
-    table = _shipped_table()
-    for n in ("llama-2-7b", "bert-base-uncased", "mistral-7b", "gpt2"):
-        assert structure_key(resolve_llm(n)) in table, n
-
-
-def test_decode_reads_the_cache():
-    w = llm_workload("llama-2-7b", batch=4, seq=1024, mode="decode", dtype="fp16")
-    c = analytic_costs(w, H200)
-    kv = 2 * 32 * 4 * 1025 * 4096 * 2
-    assert c["kv_cache_bytes"] == kv
-    assert c["memory_ms"] > c["compute_ms"]  # one token: memory-bound
-    p = analytic_costs(llm_workload("llama-2-7b", batch=4, seq=1024, mode="prefill", dtype="fp16"), H200)
-    assert p["compute_ms"] > p["memory_ms"]  # 4096 tokens: compute-bound
-    # the prefill that built the cache (its logits) stays reserved by the caching allocator
-    assert c["activation_bytes"] >= 4 * 1024 * 32000 * 2
-    assert c["memory_mb"] > p["memory_mb"] - 1
-
-
-def test_eager_attention_scores_are_counted():
-    deb = analytic_costs(llm_workload("deberta-v3-base", batch=8, seq=512, dtype="fp16"), H200)
-    bert = analytic_costs(llm_workload("bert-base", batch=8, seq=512, dtype="fp16"), H200)
-    # DeBERTa-v3 has no fused attention in transformers: scores plus its c2p and p2c terms
-    assert deb["eager_attention"] == 1 and bert["eager_attention"] == 0 and bert["attention_score_bytes"] == 0
-    assert deb["attention_score_bytes"] == 3 * 8 * 12 * 512 * 512 * 2 * 12
-
-
-@pytest.mark.parametrize("kw, msg", [
-    (dict(model="bert-base", batch=1, seq=8, mode="decode"), "needs a decoder"),
-    (dict(model="gpt2", batch=1, seq=8, dtype="fp8"), "dtype must be one of"),
-    (dict(model="gpt2", batch=0, seq=8), "batch must be a positive integer"),
-    (dict(model="bert-base", batch=1, seq=4096), "learned positions"),
-    (dict(model="gpt2", batch=1, seq=8, mode="train"), "mode must be one of"),
-])
-def test_workload_validation(kw, msg):
-    model = kw.pop("model")
-    with pytest.raises(InvalidInputError, match=msg):
-        llm_workload(model, **kw)
-
-
-def test_feature_vector_layout():
-    w = llm_workload("qwen2-0.5b", batch=8, seq=256, dtype="bf16")
-    vals, costs = llm_feature_vector(w, H200)
-    names = llm_feature_names(HARDWARE_FEATURE_NAMES)
-    assert len(vals) == len(names) and np.isfinite(vals).all()
-    d = dict(zip(names, vals))
-    assert d["num_kv_heads"] == 2 and d["mode_prefill"] == 1 and d["dtype_bf16"] == 1 and d["dtype_bytes"] == 2
-    assert d["log_roofline_latency_ms"] == pytest.approx(math.log(costs["latency_ms"]))
 
 
 @pytest.fixture(scope="module")

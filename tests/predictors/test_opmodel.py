@@ -11,8 +11,7 @@ import torch
 
 import costmodel
 from costmodel.frontends import from_torch
-from costmodel.ir._graph import Node
-from costmodel.ir._vocab import OP_KINDS
+from costmodel.ir import OP_KINDS, Node
 from costmodel.predictors._opmodel import (
     FEATURE_NAMES,
     HOST_TERMS,

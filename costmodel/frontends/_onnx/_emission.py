@@ -7,7 +7,7 @@ import warnings
 from typing import Any, Hashable, Iterable, Sequence
 
 from ..._errors import ModelLoadError
-from ...ir._graph import check_tensor
+from ...ir import check_tensor
 from .._builder import _Tensor
 from .._common import einsum_contraction, spatial_mean_is_pool
 from ._tables import (

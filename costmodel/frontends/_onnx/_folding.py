@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ..._errors import DynamicShapeError, ModelLoadError
-from ...ir._graph import check_tensor
+from ...ir import check_tensor
 from ._loading import _dims
 from ._tables import (
     _Attrs, _PASS_OPS, _QUANT_TYPES, _QWEIGHT_POS, _SEQ_OPS, _STD_DOMAINS, _VALUE_LIMIT, _attrs, _is_float, _known,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._errors import DynamicShapeError, InvalidGraphError, InvalidInputError, ModelLoadError, suggest
-from ...ir._graph import MAX_PARAMS, check_tensor
+from ...ir import MAX_PARAMS, check_tensor
 from .._common import parse_shape
 from ._tables import (
     _ATTR_KIND, _MS, _MS_MIN_INPUTS, _PASS_OPS, _STD_DOMAINS, _WEIGHT_POS, _known, _label, _numel, _op, _schema,
@@ -191,7 +191,7 @@ class _Loading:
           topological order);
         * graph inputs and initializers have known element types, no negative dimension and no
           tensor beyond what a device can hold; all initializers together stay under
-          :data:`~costmodel.ir._graph.MAX_PARAMS` elements.
+          :data:`~costmodel.ir.MAX_PARAMS` elements.
         """
         from onnx import TensorProto
 

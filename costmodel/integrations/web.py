@@ -23,7 +23,7 @@ def _plt():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from ._errors import CostModelError
+        from .._errors import CostModelError
 
         raise CostModelError("the web page's figures need matplotlib: pip install 'costmodel[web]'") from None
     return plt
@@ -55,8 +55,8 @@ def memory_figure(est, device):
 
 def sweep(model, *, seq: int, device, mode: str | None, dtype: str, predictor=None) -> list[dict]:
     """Throughput and memory over batch sizes (one batched prediction)."""
-    from .llm import llm_workload
-    from .llm._predictor import _default_predictor
+    from ..features import llm_workload
+    from ..llm._predictor import _default_predictor
 
     p = predictor or _default_predictor()
     ws = [llm_workload(model, batch=b, seq=seq, mode=mode, dtype=dtype) for b in _BATCHES]
@@ -84,8 +84,8 @@ def sweep_figure(points: list[dict], device):
 def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, device: str, dtype: str, mode: str,
                   region: str, price: float | None) -> tuple[str, Any, Any]:
     """Markdown summary, memory figure and batch-sweep figure for one request."""
-    from .devices import get_device
-    from .llm import estimate_llm, resolve_llm
+    from ..devices import get_device
+    from ..llm import estimate_llm, resolve_llm
 
     src = getattr(config_file, "name", config_file) if config_file else None
     spec = resolve_llm(src if src else (model or ""))
@@ -118,12 +118,13 @@ def build_app():
     try:
         import gradio as gr
     except ImportError:
-        from ._errors import InvalidInputError
+        from .._errors import InvalidInputError
 
         raise InvalidInputError("the web page needs gradio and matplotlib: pip install 'costmodel[web]'") from None
-    from ._errors import CostModelError
-    from .devices import list_devices
-    from .llm import LLM_DTYPES, list_llms
+    from .._errors import CostModelError
+    from ..devices import list_devices
+    from ..ir import LLM_DTYPES
+    from ..llm import list_llms
 
     def run(*args):
         try:

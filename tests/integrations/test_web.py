@@ -13,7 +13,7 @@ import pytest
 
 import costmodel
 from costmodel import CostModelError
-from costmodel.web import build_app, estimate_view, sweep
+from costmodel.integrations.web import build_app, estimate_view, sweep
 
 
 def _rows(md: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ with per-node costs):
 * attributes: kernel (2), stride (2), log groups, dilation, in-place and
   training flags, output dtype width.
 
-Static features: the graph's totals and per-kind counts/FLOPs (log-scaled),
+Static features (:func:`static_features`): the graph's totals and per-kind counts/FLOPs (log-scaled),
 workload facts (batch, mode, dtype), the device's hardware features (so one
 model can span devices) and, optionally, the analytic predictor's estimate.
 
@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir._graph import CostGraph, Node
-from .ir._vocab import OP_KINDS, dtype_bytes
+from ..ir import OP_KINDS, CostGraph, Node, dtype_bytes, numel
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -87,10 +86,38 @@ class GraphFeatures:
     static: np.ndarray
 
 
-def static_feature_names(device_feature_names: tuple[str, ...], analytic: bool) -> tuple[str, ...]:
-    from .ir._graph import CostGraph as _G
+def static_features(graph: CostGraph) -> dict[str, float]:
+    """Graph-level features: totals, counts per op kind, workload facts."""
+    m = graph.meta
+    shape = list(m.get("input_shape") or [])
+    feats: dict[str, float] = {
+        "flops": graph.flops,
+        "macs": graph.macs,
+        "tensor_flops": graph.tensor_flops,
+        "params": float(graph.params),
+        "weights_bytes": float(graph.weights_bytes),
+        "bytes_moved": graph.bytes_moved,
+        "num_nodes": float(graph.num_nodes),
+        "num_edges": float(graph.num_edges),
+        "num_kernels": float(graph.num_kernels),
+        "depth": float(graph.depth()),
+        "batch": float(m.get("batch") or 1),
+        "input_numel": float(numel(shape)) if shape else 0.0,
+        "input_rank": float(len(shape)),
+        "is_training": 1.0 if m.get("mode") == "training" else 0.0,
+        "dtype_bytes": float(dtype_bytes(m.get("dtype", "fp32"))),
+    }
+    counts = graph.op_counts(include_views=False)
+    fl = graph.flops_by_kind()
+    for k in OP_KINDS:
+        feats[f"count_{k}"] = float(counts.get(k, 0))
+    for k in OP_KINDS:
+        feats[f"flops_{k}"] = float(fl.get(k, 0.0))
+    return feats
 
-    base = list(_G(nodes=[], edges=[]).static_features().keys())
+
+def static_feature_names(device_feature_names: tuple[str, ...], analytic: bool) -> tuple[str, ...]:
+    base = list(static_features(CostGraph(nodes=[], edges=[])))
     names = [f"log_{k}" if k in _LOG_STATIC else k for k in base]
     names += [f"hw_{k}" for k in device_feature_names]
     if analytic:
@@ -98,18 +125,25 @@ def static_feature_names(device_feature_names: tuple[str, ...], analytic: bool) 
     return tuple(names)
 
 
+def edge_index(graph: CostGraph) -> np.ndarray:
+    """The graph's edges as a ``(2, E)`` int64 array (PyG layout)."""
+    if not graph.edges:
+        return np.zeros((2, 0), dtype=np.int64)
+    return np.asarray(graph.edges, dtype=np.int64).T.copy()
+
+
 def node_arrays(graph: CostGraph) -> tuple[np.ndarray, np.ndarray]:
     """Node matrix ``(N, F)`` and edge index ``(2, E)`` (views and dropout bridged); device-independent."""
     g = graph.without(["dropout"], views=True)
     if g.num_nodes == 0:  # degenerate graph: one placeholder node keeps pooling defined
         return np.zeros((1, len(NODE_FEATURE_NAMES)), dtype=np.float32), np.zeros((2, 0), dtype=np.int64)
-    return np.asarray([node_features(n) for n in g.nodes], dtype=np.float32), g.edge_index()
+    return np.asarray([node_features(n) for n in g.nodes], dtype=np.float32), edge_index(g)
 
 
 def featurize(graph: CostGraph, device, *, analytic_estimate=None) -> GraphFeatures:
     """Node matrix, edges (views bridged) and static vector of a graph on a device."""
     x, ei = node_arrays(graph)
-    sf = graph.static_features()
+    sf = static_features(graph)
     static = [(_l(v) if k in _LOG_STATIC else float(v)) for k, v in sf.items()]
     for k, v in device.hardware_features().items():
         static.append(_l(v))  # peaks, bandwidth, memory span orders of magnitude

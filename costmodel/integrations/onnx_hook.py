@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._errors import InvalidInputError, ModelLoadError
+from .._errors import InvalidInputError, ModelLoadError
 
 PREFIX = "costmodel."
 _KEYS = ("latency_ms", "memory_mb", "energy_j", "power_w", "mig_profile", "predictor", "device", "batch", "mode",
@@ -36,8 +36,8 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
     Estimates for several devices can live side by side: keys of a device
     other than the first are suffixed with ``@<device>``.
     """
-    from . import __version__
-    from ._estimate import estimate
+    from .. import __version__
+    from .._estimate import estimate
 
     path = Path(path)
     model = _load(path)  # the frontend never reads weights
@@ -234,7 +234,7 @@ def export(model, args, f: str | Path, *, device="h200", mode: str = "inference"
     if first is None or first.dim() == 0:
         raise InvalidInputError("export needs a batched example tensor among args to know the batch size")
     f = Path(f)
-    from .frontends import capture_lock
+    from ..frontends import capture_lock
 
     with capture_lock():  # torch.onnx.export runs torch.export: not while another thread captures
         torch.onnx.export(model, args_t, str(f), **export_kwargs)

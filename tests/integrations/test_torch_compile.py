@@ -90,7 +90,7 @@ def test_factory_validates_and_name_is_registered():
         costmodel.torch_backend(device="h1000")
     with pytest.raises(costmodel.InvalidInputError, match="memory_limit_mb"):
         costmodel.torch_backend(memory_limit_mb=0)
-    from costmodel._compile import costmodel_backend, register
+    from costmodel.integrations.torch_compile import costmodel_backend, register
 
     register()
     from torch._dynamo import lookup_backend
@@ -158,3 +158,15 @@ def test_warnings_raised_while_estimating_do_not_abort_the_estimate(caplog):
     assert torch.allclose(y, m(x))
     assert len(be.estimates) == 1 and "aten.erfinv" in be.estimates[0].assumptions[0]
     assert any(s.startswith("UnsupportedOpWarning: ") and "erfinv" in s for s in logged)
+
+
+def test_pyproject_entry_point_names_the_backend():
+    import tomllib
+    from importlib import import_module
+    from pathlib import Path
+
+    from costmodel.integrations.torch_compile import costmodel_backend
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    mod, _, attr = cfg["project"]["entry-points"]["torch_dynamo_backends"]["costmodel"].partition(":")
+    assert getattr(import_module(mod), attr) is costmodel_backend

@@ -1,4 +1,4 @@
-"""The Relax module pass and the ``tvm.relax.build`` wrapper (see the package docstring)."""
+"""The TVM Relax module pass and the ``tvm.relax.build`` wrapper (public import path: :mod:`tvm_passes`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from typing import Any
 import tvm
 from tvm import relax
 
-from costmodel._errors import InvalidInputError
+from .._errors import InvalidInputError
+from ..ir import MODES
 
 log = logging.getLogger("costmodel.tvm")
-
-MODES = ("inference", "training")
 
 
 def _relax_functions(mod) -> list[str]:
@@ -24,9 +23,9 @@ def _relax_functions(mod) -> list[str]:
 def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | None = None, func: str = "main",
                     mode: str = "inference", bindings: dict[str, int] | None = None):
     """The :class:`costmodel.Estimate` of one Relax function of ``mod`` (default ``main``)."""
-    from costmodel.devices import get_device
-    from costmodel.frontends import from_relax
-    from costmodel.predictors import get_predictor
+    from ..devices import get_device
+    from ..frontends import from_relax
+    from ..predictors import get_predictor
 
     dev = get_device(device)
     pred = get_predictor(predictor)
@@ -95,9 +94,9 @@ class AnnotatePerformance:
 
     def __init__(self, device: str = "h100", predictor=None, batch: int | None = None, *,
                  mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False) -> None:
-        from costmodel.devices import get_device
-        from costmodel.frontends import check_batch
-        from costmodel.predictors import get_predictor
+        from ..devices import get_device
+        from ..frontends import check_batch
+        from ..predictors import get_predictor
 
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -110,14 +109,14 @@ class AnnotatePerformance:
         self.bindings = bindings
         self.strict = strict
         # the predictor answering in place of an unavailable default says so in every estimate
-        from costmodel.predictors._fallback import default_fallback_note
+        from ..predictors._fallback import default_fallback_note
 
         self._notes = [default_fallback_note(self.predictor)] if predictor is None else []
         self.estimates: dict[str, Any] = {}
         self.seconds = 0.0
 
     def _estimate(self, mod, name: str):
-        from costmodel.predictors._fallback import with_notes
+        from ..predictors._fallback import with_notes
 
         est = estimate_module(mod, device=self.device, predictor=self.predictor, batch=self.batch, func=name,
                               mode=self.mode, bindings=self.bindings)

@@ -34,7 +34,7 @@ import math
 import warnings
 from typing import Any, Callable
 
-from ._errors import OOMWarning
+from .._errors import OOMWarning
 
 log = logging.getLogger("costmodel.compile")
 
@@ -89,8 +89,8 @@ def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: 
     returns ``(Estimate, batch)``."""
     import torch
 
-    from ._estimate import estimate
-    from .frontends import from_torch
+    from .._estimate import estimate
+    from ..frontends import from_torch
 
     flags = _param_flags(gm, example_inputs)
     data = [t for t, f in zip(example_inputs, flags) if not f]
@@ -109,7 +109,7 @@ def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: 
 
 def largest_batch(est, batch: int, limit_mb: float, device) -> int:
     """Largest batch under ``limit_mb`` if memory grows linearly with the batch beyond a fixed part."""
-    from .devices import get_device
+    from ..devices import get_device
 
     dev = get_device(device)
     mem = est.details.get("memory_breakdown_mb") or {}
@@ -124,11 +124,11 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
                   predictor=None) -> Callable:
     """A ``torch.compile`` backend; ``backend.estimates`` lists one Estimate per compiled graph and
     ``backend.seconds`` the time spent estimating."""
-    from .devices import get_device
+    from ..devices import get_device
 
     dev = get_device(device)  # fail early on a bad device name
     if memory_limit_mb is not None and not memory_limit_mb > 0:
-        from ._errors import InvalidInputError
+        from .._errors import InvalidInputError
 
         raise InvalidInputError(f"memory_limit_mb must be positive, got {memory_limit_mb!r}")
     limit = float(memory_limit_mb) if memory_limit_mb is not None else dev.memory_mb
@@ -136,7 +136,7 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
     def backend(gm, example_inputs):
         import time
 
-        from .predictors._fallback import with_notes
+        from ..predictors._fallback import with_notes
 
         t0 = time.perf_counter()
         oom = None
@@ -179,8 +179,8 @@ _PREDICTORS: dict = {}
 def _resolve(predictor):
     """``(predictor, assumptions of answering with it)``; a named (or the default) predictor is loaded
     once per process: compiles happen often."""
-    from .predictors import Predictor, get_predictor
-    from .predictors._fallback import default_fallback_note
+    from ..predictors import Predictor, get_predictor
+    from ..predictors._fallback import default_fallback_note
 
     if isinstance(predictor, Predictor):
         return predictor, []

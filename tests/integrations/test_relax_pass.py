@@ -17,7 +17,7 @@ from tvm.relax.frontend.torch import from_exported_program  # noqa: E402
 import tvm_passes  # noqa: E402
 from tvm_ffi import structural_equal  # noqa: E402
 from costmodel import estimate  # noqa: E402
-from costmodel._errors import InvalidInputError, UnknownDeviceError  # noqa: E402
+from costmodel import InvalidInputError, UnknownDeviceError  # noqa: E402
 from costmodel.frontends import from_relax  # noqa: E402
 
 KEYS = ("perf.latency_ms", "perf.memory_mb", "perf.energy_j", "perf.mig_profile", "perf.predictor")

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError
-from ._registry import (
+from ..ir import LLM_DTYPES, LLM_MODES
+from ..llm import (
     DTYPE_BYTES,
     LLMSpec,
     has_learned_positions,
@@ -52,9 +53,8 @@ from ._registry import (
     resolve_llm,
 )
 
-LLM_MODES = ("forward", "prefill", "decode")
-LLM_DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
-_STRUCTURE_PATH = Path(__file__).resolve().parent / "structure.json"
+#: the shipped structure table of the built-in registry's architectures (next to the registry)
+STRUCTURE_PATH = Path(__file__).resolve().parents[1] / "llm" / "structure.json"
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 _IGNORED = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype", "use_cache",
             "output_attentions", "output_hidden_states", "return_dict"}
@@ -120,7 +120,7 @@ def structure_key(spec: LLMSpec) -> str:
 @functools.lru_cache(maxsize=1)
 def _shipped_table() -> dict:
     try:
-        return json.loads(_STRUCTURE_PATH.read_text()).get("structures", {})
+        return json.loads(STRUCTURE_PATH.read_text()).get("structures", {})
     except (OSError, ValueError):
         return {}
 
@@ -188,9 +188,7 @@ def _probe(spec: LLMSpec, layers: int) -> dict:
             ) from e
         finally:
             hf_log.setLevel(level)
-    s = g.static_features()
-    return {"num_nodes": float(g.num_nodes), "num_edges": float(len(g.edges)),
-            "num_kernels": float(s.get("num_kernels", g.num_nodes))}
+    return {"num_nodes": float(g.num_nodes), "num_edges": float(len(g.edges)), "num_kernels": float(g.num_kernels)}
 
 
 def _per_layer_structure(spec: LLMSpec, build: bool) -> dict:
@@ -250,7 +248,7 @@ def write_structure_table(specs, path: str | Path) -> int:
     path.write_text(json.dumps({"note": "graph structure of one layer and per extra layer, by structure_key; "
                                         "regenerate with `python benchmarks/llm_accuracy.py --refresh-structure`",
                                 "structures": table}, indent=0, sort_keys=True))
-    if path.resolve() == _STRUCTURE_PATH:
+    if path.resolve() == STRUCTURE_PATH:
         _shipped_table.cache_clear()
     return len(table)
 
