@@ -112,14 +112,12 @@ def _gnnllm_for_training(encoder, lm, backbone: str, lora_r: int, summary_epochs
 
 def _train_llm(data, device: str, seed: int, output, to_package: bool) -> TrainResult:
     from ..datasets import PerfDataset
-    from ..llm._predictor import XGBLLMPredictor
+    from ..llm._predictor import _ARTIFACT, XGBLLMPredictor
 
     ds = PerfDataset.load(data, device=device, kinds=("llm",))
     grid = Path(__file__).resolve().parents[1] / "llm" / "grid_search.json"
     params = json.loads(grid.read_text())["chosen"] if grid.exists() else None
     if to_package and not output:
-        from ..llm._predictor import _ARTIFACT
-
         out = _ARTIFACT
     else:
         out = artifact_dir("llm-xgb", output=output, to_package=to_package)

@@ -268,7 +268,7 @@ def test_cli_in_a_fresh_interpreter(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root), COSTMODEL_HOME=str(tmp_path))
     env.pop("COSTMODEL_DEBUG", None)
     for argv in (["predict", R18, "--batch", "0", "--device", "h100"], ["frobnicate"],

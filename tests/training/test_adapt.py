@@ -10,7 +10,7 @@ import pytest
 from costmodel._errors import InvalidInputError, ModelLoadError, UnknownDeviceError
 from costmodel.training import adapt, load_rows
 
-CPU_ROWS = Path(__file__).resolve().parents[1] / "costmodel" / "data" / "cpu" / "vision.jsonl"
+CPU_ROWS = Path(__file__).resolve().parents[2] / "costmodel" / "data" / "cpu" / "vision.jsonl"
 
 
 @pytest.fixture(scope="module")
