@@ -28,7 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 from costmodel.datasets import PerfDataset
-from costmodel.metrics import report
+from costmodel.training import report
 from costmodel.predictors._gae import GraphAutoencoder
 from costmodel.predictors._gnn import _ARTIFACTS, NNLQP, TARGETS, GNNConfig, GNNPredictor
 from costmodel.predictors._trappm import TraPPMPredictor, trappm_config

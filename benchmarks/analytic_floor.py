@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
-from costmodel.metrics import mape, report
+from costmodel.training import mape, report
 from costmodel.predictors import get_predictor
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")

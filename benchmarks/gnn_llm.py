@@ -42,7 +42,7 @@ import warnings
 import numpy as np
 
 from costmodel.datasets import GraphCorpus, PerfDataset
-from costmodel.metrics import acc_within, mape
+from costmodel.training import acc_within, mape
 from costmodel.predictors._gnn import _ARTIFACTS
 from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor, lora_parameter_count
 from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig

@@ -34,7 +34,7 @@ from dataclasses import replace
 import numpy as np
 
 from costmodel.datasets import PerfDataset
-from costmodel.metrics import acc_within, mape
+from costmodel.training import acc_within, mape
 from costmodel.predictors._gnn import _ARTIFACTS, GNNConfig, GNNPredictor
 from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
 from costmodel.predictors._graphmae import GraphMAE

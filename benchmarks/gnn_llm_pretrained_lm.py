@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from costmodel.datasets import PerfDataset
-from costmodel.metrics import acc_within, mape
+from costmodel.training import acc_within, mape
 from costmodel.predictors._gnn import _ARTIFACTS
 from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
 from costmodel.predictors._graphmae import GraphMAE

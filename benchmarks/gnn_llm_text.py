@@ -110,7 +110,7 @@ def main() -> None:
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     from costmodel.datasets import PerfDataset
-    from costmodel.metrics import acc_within, mape
+    from costmodel.training import acc_within, mape
     from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
 
     ds = PerfDataset.load()

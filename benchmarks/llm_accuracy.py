@@ -43,7 +43,7 @@ import numpy as np
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
 from costmodel.llm._predictor import DEFAULT_PARAMS, XGBLLMPredictor, workload_of_row
-from costmodel.metrics import report
+from costmodel.training import report
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = dict(n_estimators=[100, 500, 2000], learning_rate=[0.1, 0.01], max_depth=[3, 5, 8], subsample=[0.75, 1.0])

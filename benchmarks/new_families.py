@@ -40,7 +40,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from costmodel.datasets import PerfDataset
     from costmodel.devices import get_device
-    from costmodel.metrics import report
+    from costmodel.training import report
     from costmodel.predictors import get_predictor
 
     new = PerfDataset.load(a.data, device="h200_extend")

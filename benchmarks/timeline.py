@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _metrics(y, p):
-    from costmodel.metrics import report
+    from costmodel.training import report
 
     return report(np.asarray(y), np.asarray(p))
 

@@ -54,7 +54,7 @@ def dippm(train, test, ds, graphs):
 
 
 def _metrics(y, p):
-    from costmodel.metrics import report
+    from costmodel.training import report
 
     return report(np.asarray(y), np.asarray(p))
 

@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from costmodel.datasets import PerfDataset
-from costmodel.metrics import acc_within, mape
+from costmodel.training import acc_within, mape
 from costmodel.predictors._gnn import GNNConfig, GNNPredictor
 
 

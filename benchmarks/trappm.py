@@ -30,7 +30,7 @@ from collections import defaultdict
 import numpy as np
 
 from costmodel.datasets import GraphCorpus, PerfDataset
-from costmodel.metrics import report
+from costmodel.training import report
 from costmodel.predictors._gae import GAEConfig, GraphAutoencoder
 from costmodel.predictors._gnn import NNLQP, GNNPredictor
 from costmodel.predictors._trappm import TRAPPM_TARGETS, TraPPMPredictor, trappm_config

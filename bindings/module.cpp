@@ -1,6 +1,6 @@
 // Python binding of the roofline harness: the private module costmodel._roofline.
 //
-// Results come back as plain dicts (JSON-ready); costmodel.roofline builds the
+// Results come back as plain dicts (JSON-ready); costmodel.measure.harness builds the
 // public MachineProfile from them.  Measurements release the GIL.
 #include "roofline.hpp"
 
@@ -124,7 +124,7 @@ nb::dict sweep_dict(const gpu::GpuSweep &s) {
 
 NB_MODULE(_roofline, m) {
     m.doc() = "Roofline microbenchmarks (CPU FMA peak, STREAM sweep, CUDA peaks and bandwidth); "
-              "use costmodel.roofline.measure() rather than this module.";
+              "use costmodel.measure.harness.measure() rather than this module.";
     m.attr("HARNESS_VERSION") = 1;
     m.attr("cuda_compiled") = gpu::compiled();
     m.attr("cuda_architectures") = COSTMODEL_CUDA_ARCHS;

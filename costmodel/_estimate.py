@@ -39,7 +39,7 @@ def estimate(
             ``None`` for the library's default.
         inputs: example inputs for an ``nn.Module`` instead of ``input_shape``.
         host: a host profile (``costmodel calibrate``'s JSON path or a
-            :class:`~costmodel.host.HostProfile`) for predictors that model the host
+            :class:`~costmodel.measure.host.HostProfile`) for predictors that model the host
             (``"timeline"``); others ignore it and say so in ``assumptions``.
 
     Returns:

@@ -477,7 +477,7 @@ def list_devices() -> list[Device]:
 
 
 def _is_machine_profile(path) -> bool:
-    """Whether ``path`` is a profile saved by ``costmodel.roofline.measure`` (not a hardware.json)."""
+    """Whether ``path`` is a profile saved by ``costmodel.measure.harness.measure`` (not a hardware.json)."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -500,7 +500,7 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     returned unchanged.  A path (``os.PathLike``, or a string ending in
     ``.json`` or containing a path separator) is read with
     :func:`load_measured_profile`, or, when it is a profile saved by
-    ``costmodel.roofline.measure`` (as is a ``MachineProfile`` object), turned
+    ``costmodel.measure.harness.measure`` (as is a ``MachineProfile`` object), turned
     into a device with its measured ceilings (``MachineProfile.to_device``).  ``measured=True`` returns the device's
     packaged measured profile (:func:`measured_profile`).
 
@@ -510,7 +510,7 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     """
     if isinstance(name, Device):
         return name
-    if hasattr(name, "to_device") and hasattr(name, "peak_gflops"):  # a costmodel.roofline.MachineProfile
+    if hasattr(name, "to_device") and hasattr(name, "peak_gflops"):  # a costmodel.devices.profile.MachineProfile
         return name.to_device()
     if isinstance(name, os.PathLike) or (isinstance(name, str) and _looks_like_path(name)):
         if _is_machine_profile(name):

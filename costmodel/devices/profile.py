@@ -278,7 +278,7 @@ class MachineProfile:
             what = (f"fp32 FMA {fp32 or 0:.1f} GFLOP/s, copy {self.levels.get('DRAM') or 0:.1f} GB/s "
                     "(read + write); tensor-core peaks kept from the base entry")
         replaced = ", ".join(sorted(k for k in fields if k != "source"))
-        line = (f"measured by costmodel.roofline.measure on {date} on {self.name!r}: {what}; "
+        line = (f"measured by costmodel.measure.harness.measure on {date} on {self.name!r}: {what}; "
                 f"replaced {replaced}" + ("; " + "; ".join(notes) if notes else ""))
         fields["sources"] = (*dev.sources, line)
         return dev.with_overrides(**fields)

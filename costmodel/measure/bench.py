@@ -592,11 +592,11 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
 
 
 def _chart(r: BenchResult, output, title: str | None):
-    from .charts import _check_output, _draw_ceilings, _finish, pyplot
+    from .charts import check_output, _draw_ceilings, _finish, pyplot
 
     plt = pyplot("bench charts")
 
-    out = _check_output(output)
+    out = check_output(output)
     if not (r.flops > 0 and r.bytes > 0 and r.intensity):
         raise InvalidInputError(
             f"{r.name} has {r.flops:g} FLOPs and {r.bytes:g} bytes: a point needs both > 0 to sit on a log-scale "

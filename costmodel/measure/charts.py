@@ -46,7 +46,7 @@ def pyplot(what: str = "charts"):
     return plt
 
 
-def _check_output(output) -> Path | None:
+def check_output(output) -> Path | None:
     if output is None:
         return None
     p = Path(output)
@@ -132,7 +132,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
 
     from ..frontends import to_graph
 
-    out = _check_output(output)
+    out = check_output(output)
     if not isinstance(top, int) or top < 0:
         raise InvalidInputError(f"top must be a non-negative int, got {top!r}")
     c = ceilings(device, machine)
@@ -181,7 +181,7 @@ def machine_chart(device="cpu", *, machine=None, output=None, title: str | None 
     """The ceilings alone (a measured profile's when ``machine`` is given); returns the Figure."""
     plt = pyplot("roofline charts")
 
-    out = _check_output(output)
+    out = check_output(output)
     c = ceilings(device, machine)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     _draw_ceilings(ax, c, 1e-2, 1e4)

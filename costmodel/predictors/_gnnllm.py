@@ -33,7 +33,7 @@ correction over the analytic model.
 Few-shot adaptation: ``fit(..., init_from=trained)`` starts from a trained
 predictor of the same architecture (GIN, projection, LoRA, head and
 normalization are copied, stage 2 is skipped) and fine-tunes on the new rows
-(:func:`costmodel.adapt.adapt`).
+(:func:`costmodel.training.adapt`).
 
 The base LM is ``AutoModelForCausalLM.from_pretrained(config.lm)`` from a
 local directory (any causal LM with a tokenizer there; nothing is

@@ -228,7 +228,7 @@ def test_to_device_feeds_the_analytic_predictor(cpu_profile):
     assert dev.vector_tflops_fp32 == pytest.approx(cpu_profile.peak_gflops["fp32"] / 1e3)
     if cpu_profile.levels["DRAM"] is not None:
         assert dev.memory_bandwidth_gbps == pytest.approx(cpu_profile.levels["DRAM"])
-    assert "measured by costmodel.roofline.measure on " + cpu_profile.timestamp[:10] in dev.sources[-1]
+    assert "measured by costmodel.measure.harness.measure on " + cpu_profile.timestamp[:10] in dev.sources[-1]
     assert dev.sources[:-1] == get_device("cpu").sources
 
     model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024))
@@ -390,7 +390,7 @@ def test_cuda_profile_to_device_keeps_tensor_core_peaks():
     assert dev.peak_tflops.fp64 == sheet.peak_tflops.fp64
     assert dev.memory_bandwidth_gbps == pytest.approx(3904.1)
     assert dev.sm_count == 132 and dev.l2_cache_mb == pytest.approx(60.0)
-    assert "measured by costmodel.roofline.measure on 2026-11-26" in dev.sources[-1]
+    assert "measured by costmodel.measure.harness.measure on 2026-11-26" in dev.sources[-1]
     with pytest.raises(UnknownDeviceError, match="pass base="):
         _h200_like_profile("Imaginary GPU 9000").to_device()
     assert _h200_like_profile("Imaginary GPU 9000").to_device(base="h100").name == get_device("h100").name

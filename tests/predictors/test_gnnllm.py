@@ -225,7 +225,7 @@ def test_init_from_copies_everything_then_fine_tunes(trained, rows):
 def test_adapt_a_gnn_llm_artifact_to_the_cpu(trained, tmp_path):
     from pathlib import Path
 
-    from costmodel.adapt import adapt, load_rows
+    from costmodel.training import adapt, load_rows
 
     trained.save(tmp_path / "src")
     cpu = load_rows(Path(__file__).resolve().parents[2] / "costmodel" / "data" / "cpu" / "vision.jsonl",

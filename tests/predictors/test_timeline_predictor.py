@@ -10,7 +10,7 @@ import costmodel
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.measure.host import calibrate
-from costmodel.metrics import mape
+from costmodel.training import mape
 from costmodel.predictors._artifact import record_checksums
 from costmodel.predictors._timeline import (
     FEATURE_NAMES,

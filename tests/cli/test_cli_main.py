@@ -15,35 +15,6 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_predict_table(capsys):
-    code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "8", "--device", "h200")
-    assert code == 0
-    assert "latency" in out and "MIG profile" in out and "trappm" in out
-    code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "8", "--device", "h200",
-                         "--predictor", "analytic")
-    assert code == 0 and "analytic" in out
-
-
-def test_predict_json_keys(capsys):
-    code, out, _ = run(capsys, "predict", "torchvision:resnet18", "--batch", "4", "--device", "H100-80GB",
-                       "--mode", "training", "--dtype", "fp16", "--json")
-    assert code == 0
-    d = json.loads(out)
-    for k in ("latency_ms", "memory_mb", "energy_j", "power_w", "mig_profile", "predictor"):
-        assert k in d
-    assert d["mode"] == "training" and d["dtype"] == "fp16" and d["batch"] == 4
-    assert d["device"] == "H100-SXM5-80GB"
-
-
-def test_graph_command(capsys):
-    code, out, _ = run(capsys, "graph", "torchvision:resnet18", "--json")
-    assert code == 0
-    s = json.loads(out)
-    assert s["op_kinds"]["conv"]["count"] == 20 and s["edges"] > s["nodes"] - 1
-    code, out, _ = run(capsys, "graph", "torchvision:resnet18")
-    assert "op kind" in out and "conv" in out
-
-
 def test_devices(capsys):
     code, out, _ = run(capsys, "devices")
     assert code == 0 and "H200-SXM5-141GB" in out and "1g.18gb" in out
@@ -57,134 +28,6 @@ def test_help_has_examples(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "examples:" in capsys.readouterr().out
-
-
-@pytest.fixture
-def onnx_file(tmp_path):
-    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
-    p = tmp_path / "tiny.onnx"
-    torch.onnx.export(m, (torch.randn(1, 3, 8, 8),), dynamo=True, optimize=False, verbose=False).save(str(p))
-    return p
-
-
-def test_predict_onnx(capsys, onnx_file):
-    code, out, _ = run(capsys, "predict", str(onnx_file), "--batch", "1", "--device", "t4", "--json")
-    assert code == 0 and json.loads(out)["device"] == "T4"
-
-
-@pytest.mark.parametrize(
-    "argv_tail,needle",
-    [
-        (["predict", "/nonexistent/model.onnx", "--batch", "1", "--device", "h100"], "no such file"),
-        (["predict", "torchvision:resnet5O", "--batch", "1", "--device", "h100"], "Did you mean"),
-        (["predict", "torchvision:resnet18", "--batch", "1", "--device", "h1000"], "known devices"),
-    ],
-)
-def test_errors_are_one_line(capsys, argv_tail, needle):
-    code, out, err = run(capsys, *argv_tail)
-    assert code == 2
-    assert needle in err
-    assert "Traceback" not in err and err.count("\n") == 1
-
-
-def test_bad_batch_is_usage_error(capsys):
-    code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "0", "--device", "h100")
-    assert code == 2 and out == ""
-    # argparse's error, as one line: no usage block, the subcommand named
-    assert err == ("costmodel: error: predict: argument --batch/-b: expected a positive integer, got 0 "
-                   "(see 'costmodel predict --help')\n")
-
-
-def test_not_onnx_and_truncated(capsys, tmp_path, onnx_file):
-    txt = tmp_path / "notes.onnx"
-    txt.write_text("this is not a model\n" * 10)
-    code, _, err = run(capsys, "predict", str(txt), "--batch", "1", "--device", "h100")
-    assert code == 2 and "Traceback" not in err
-    cut = tmp_path / "cut.onnx"
-    data = onnx_file.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    code, _, err = run(capsys, "predict", str(cut), "--batch", "1", "--device", "h100")
-    assert code == 2 and "Traceback" not in err
-
-
-def test_dynamic_dims_need_shape(capsys, tmp_path):
-    import onnx
-
-    m = torch.nn.Sequential(torch.nn.Linear(16, 4)).eval()
-    p = tmp_path / "dyn.onnx"
-    torch.onnx.export(m, (torch.randn(2, 16),), dynamo=True, optimize=False, verbose=False,
-                      dynamic_shapes=({0: torch.export.Dim("batch")},)).save(str(p))
-    assert onnx.load(str(p)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
-    code, _, err = run(capsys, "graph", str(p))
-    # `graph` without --batch: the dynamic batch dim has no value
-    assert code == 2 and "batch" in err and "Traceback" not in err
-    code, out, err = run(capsys, "graph", str(p), "--batch", "2", "--json")
-    assert code == 0 and json.loads(out)["batch"] == 2
-    code, out, err = run(capsys, "predict", str(p), "--batch", "3", "--device", "h100", "--json")
-    assert code == 0 and json.loads(out)["batch"] == 3
-
-
-def _small_data(tmp_path) -> list[str]:
-    """A small measurement folder in the data's layout; returns its rows."""
-    import shutil
-
-    from costmodel.datasets import default_root
-
-    src = default_root() / "h200"
-    (tmp_path / "data" / "h200").mkdir(parents=True)
-    shutil.copy(src / "hardware.json", tmp_path / "data" / "h200")
-    lines = [ln for ln in (src / "vision.jsonl").read_text().splitlines()
-             if '"resnet18"' in ln or '"squeezenet1_1"' in ln or '"mnasnet0_5"' in ln]
-    (tmp_path / "data" / "h200" / "vision.jsonl").write_text("\n".join(lines) + "\n")
-    return lines
-
-
-def test_pretrain_then_train_trappm(capsys, tmp_path):
-    from costmodel.predictors import load_predictor
-
-    code, out, _ = run(capsys, "pretrain", "--corpus", "4", "--epochs", "1", "--workers", "1",
-                       "-o", str(tmp_path / "gae"))
-    assert code == 0 and "held-out edge AUC" in out
-    assert (tmp_path / "gae" / "gae.safetensors").exists()
-    lines = _small_data(tmp_path)
-    code, out, _ = run(capsys, "train", "--predictor", "trappm", "--encoder", str(tmp_path / "gae"),
-                       "--data", str(tmp_path / "data"), "--epochs", "2", "-o", str(tmp_path / "t"))
-    assert code == 0 and "saved" in out
-    p = load_predictor(tmp_path / "t")
-    assert p.name == "trappm" and p.meta["trained_rows"] == len(lines)
-    # no encoder: one clean line, exit 2
-    (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "train", "--predictor", "trappm", "--encoder", str(tmp_path / "empty"),
-                       "--data", str(tmp_path / "data"), "-o", str(tmp_path / "t2"))
-    assert code == 2 and "costmodel pretrain" in err and "Traceback" not in err
-
-
-def test_pretrain_graphmae_then_train_gnn_llm(capsys, tmp_path):
-    from costmodel.predictors import load_predictor
-    from costmodel.predictors._graphmae import GraphMAE
-
-    code, out, _ = run(capsys, "pretrain", "--method", "graphmae", "--corpus", "4", "--epochs", "1",
-                       "--workers", "1", "-o", str(tmp_path / "mae"))
-    assert code == 0 and "masked-feature SCE" in out
-    mae = GraphMAE.load(tmp_path / "mae")
-    assert mae.history["corpus"] == 4 and mae.config.hidden == 128
-    lines = _small_data(tmp_path)
-    code, out, _ = run(capsys, "train", "--predictor", "gnn-llm", "--encoder", str(tmp_path / "mae"),
-                       "--data", str(tmp_path / "data"), "--epochs", "1", "--summary-epochs", "1",
-                       "--lora-r", "4", "-o", str(tmp_path / "g"))
-    assert code == 0 and "saved" in out
-    p = load_predictor(tmp_path / "g")
-    assert p.name == "gnn-llm" and p.config.lora_r == 4 and p.config.gnn_hidden == 128
-    assert p.meta["trained_rows"] == len(lines) and p.meta["pretrained_encoder"]
-    assert len(p.meta["summary_loss"]) == 1 and p.intervals["calibration_rows"] >= 5
-    # gnn-llm flags on another predictor, and a missing encoder: one clean line, exit 2
-    code, _, err = run(capsys, "train", "--predictor", "dippm", "--lm", str(tmp_path), "-o", str(tmp_path / "x"))
-    assert code == 2 and "--lm" in err and "gnn-llm" in err and "Traceback" not in err
-    (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "train", "--predictor", "gnn-llm", "--encoder", str(tmp_path / "empty"),
-                       "--data", str(tmp_path / "data"), "-o", str(tmp_path / "x"))
-    assert code == 2 and "pretrain --method graphmae" in err and "Traceback" not in err
-
 
 # ------------------------------------------------------- every failure: one line, exit code 2
 @pytest.fixture(scope="module")
@@ -425,7 +268,7 @@ def test_cli_in_a_fresh_interpreter(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root), COSTMODEL_HOME=str(tmp_path))
     env.pop("COSTMODEL_DEBUG", None)
     for argv in (["predict", R18, "--batch", "0", "--device", "h100"], ["frobnicate"],
@@ -443,7 +286,7 @@ def test_cli_in_a_fresh_interpreter(tmp_path):
 def test_warnings_are_shown_when_the_command_succeeds(capsys, monkeypatch):
     import warnings
 
-    import costmodel.cli as cli
+    import costmodel.cli.devices as cli
 
     def warns(a):
         warnings.warn("a fallback was used")
@@ -464,7 +307,7 @@ def test_warnings_are_shown_when_the_command_succeeds(capsys, monkeypatch):
 
 
 def test_unexpected_failures_and_os_errors_are_one_line(capsys, monkeypatch):
-    import costmodel.cli as cli
+    import costmodel.cli.devices as cli
 
     def bug(a):
         raise KeyError("oops\nsecond line")
@@ -478,132 +321,3 @@ def test_unexpected_failures_and_os_errors_are_one_line(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_cmd_devices", denied)
     code, _, err = run(capsys, "devices")
     assert code == 2 and err == "costmodel: error: /some/user/path: Permission denied\n"
-
-
-# ------------------------------------------------------------------ --method
-def test_predict_method_trace_is_used(capsys, monkeypatch):
-    import costmodel
-    import costmodel.frontends as fe
-
-    seen = []
-    real = fe.zoo_graph
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("method"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fe, "zoo_graph", spy)
-    code, out, _ = run(capsys, "predict", R18, "--batch", "1", "--device", "h100", "--method", "trace", "--json")
-    assert code == 0 and seen == ["trace"]
-    got = json.loads(out)
-    traced = costmodel.estimate(costmodel.to_graph(R18, batch=1, method="trace"), batch=1, device="h100")
-    exported = costmodel.estimate(R18, batch=1, device="h100")
-    assert got["latency_ms"] == pytest.approx(traced.latency_ms)
-    # the two captures differ (the trace keeps more nodes), and so do their estimates
-    assert traced.latency_ms != pytest.approx(exported.latency_ms, rel=1e-9)
-    seen.clear()
-    code, out, _ = run(capsys, "graph", R18, "--method", "trace", "--json")
-    assert code == 0 and seen == ["trace"]
-    code, out2, _ = run(capsys, "graph", R18, "--json")
-    assert json.loads(out)["nodes"] != json.loads(out2)["nodes"]
-
-
-# ------------------------------------------- train / pretrain never write the package
-def _package_snapshot() -> dict:
-    """sha1 of every data file of the installed package (sources and bytecode aside)."""
-    import hashlib
-    from pathlib import Path
-
-    import costmodel
-
-    root = Path(costmodel.__file__).resolve().parent
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))
-            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
-
-
-def test_train_and_pretrain_write_the_user_folder_not_the_package(capsys, tmp_path, monkeypatch):
-    from costmodel.predictors import load_predictor
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("COSTMODEL_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    before = _package_snapshot()
-    code, out, _ = run(capsys, "pretrain", "--corpus", "4", "--epochs", "1", "--workers", "1")
-    assert code == 0 and (home / "artifacts" / "gae" / "gae.safetensors").exists()
-    assert str(home / "artifacts" / "gae") in out
-    _small_data(tmp_path)
-    code, out, _ = run(capsys, "train", "--data", str(tmp_path / "data"), "--epochs", "1")
-    assert code == 0 and load_predictor(home / "artifacts" / "dippm").name == "dippm"
-    # trappm picks up the encoder `costmodel pretrain` just wrote, not the shipped one
-    code, out, _ = run(capsys, "train", "--predictor", "trappm", "--data", str(tmp_path / "data"), "--epochs", "1")
-    assert code == 0
-    mine = (home / "artifacts" / "gae" / "gae.safetensors").read_bytes()
-    assert (home / "artifacts" / "trappm" / "gae.safetensors").read_bytes() == mine
-    assert _package_snapshot() == before
-
-
-def test_train_llm_writes_the_user_folder(capsys, tmp_path, monkeypatch):
-    import costmodel.llm._predictor as lp
-
-    saved = []
-
-    class Fake:
-        def __init__(self, params=None, seed=0):
-            self.meta = {"data_hash": "x"}
-
-        def fit(self, ds):
-            return self
-
-        def save(self, path, extra=None):
-            saved.append(path)
-
-    monkeypatch.setattr(lp, "XGBLLMPredictor", Fake)
-    monkeypatch.setenv("COSTMODEL_HOME", str(tmp_path / "home"))
-    code, _, _ = run(capsys, "train", "--predictor", "llm-xgb")
-    assert code == 0 and saved == [tmp_path / "home" / "artifacts" / "llm-xgb"]
-    code, _, _ = run(capsys, "train", "--predictor", "llm-xgb", "--to-package")  # maintainers only
-    assert code == 0 and saved[-1] == lp._ARTIFACT
-
-
-def test_default_artifact_folder(monkeypatch, tmp_path):
-    from argparse import Namespace
-
-    from costmodel.cli import _artifact_out, user_data_dir
-    from costmodel.predictors._gnn import _ARTIFACTS
-
-    monkeypatch.delenv("COSTMODEL_HOME", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert user_data_dir() == tmp_path / "xdg" / "costmodel"
-    monkeypatch.setenv("COSTMODEL_HOME", str(tmp_path / "h"))
-    assert _artifact_out(Namespace(output=None, to_package=False), "dippm") == tmp_path / "h" / "artifacts" / "dippm"
-    assert _artifact_out(Namespace(output=None, to_package=True), "dippm") == _ARTIFACTS / "dippm"
-    assert _artifact_out(Namespace(output="x", to_package=False), "dippm") == __import__("pathlib").Path("x")
-
-
-def test_help_names_the_default_output(capsys):
-    for cmd in ("train", "pretrain"):
-        with pytest.raises(SystemExit):
-            main([cmd, "--help"])
-        text = " ".join(capsys.readouterr().out.split())
-        assert "COSTMODEL_HOME" in text and "--to-package" in text and "never written" in text
-
-
-# ---------------------------------------------------- charts without matplotlib
-def test_charts_without_matplotlib_name_the_extra(capsys, monkeypatch, tmp_path):
-    import sys
-
-    import costmodel
-
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    timed = []
-    monkeypatch.setattr(costmodel, "bench", lambda *a, **k: timed.append(a))
-    for argv in (["roofline", R18, "-o", str(tmp_path / "r.png")],
-                 ["roofline", "--machine", "--profile", str(tmp_path / "p.json"), "-o", str(tmp_path / "m.png")],
-                 ["bench", "torch.add", "--shapes", "4,4", "-o", str(tmp_path / "b.png")]):
-        code, _, err = run(capsys, *argv)
-        assert code == 2 and err.count("\n") == 1, err
-        assert err.startswith("costmodel: error: ") and 'pip install "costmodel[plot]"' in err
-    assert not timed  # bench -o fails before timing anything
-    assert not list(tmp_path.iterdir())

@@ -1,4 +1,4 @@
-"""Few-shot adaptation: costmodel.adapt and the `costmodel adapt` command."""
+"""Few-shot adaptation: costmodel.training.adapt and the `costmodel adapt` command."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from costmodel._errors import InvalidInputError, ModelLoadError, UnknownDeviceError
-from costmodel.adapt import adapt, load_rows
+from costmodel.training import adapt, load_rows
 
-CPU_ROWS = Path(__file__).resolve().parents[1] / "costmodel" / "data" / "cpu" / "vision.jsonl"
+CPU_ROWS = Path(__file__).resolve().parents[2] / "costmodel" / "data" / "cpu" / "vision.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Few-shot adaptation of a trained predictor to a new device (``costmodel adapt``).
 
->>> from costmodel.adapt import adapt, load_rows
+>>> from costmodel.training import adapt, load_rows
 >>> rows = load_rows("costmodel/data/cpu/vision.jsonl", device="cpu")
 >>> res = adapt("dippm", rows, shots=32)            # fine-tune the shipped DIPPM on 32 CPU rows
 >>> res.predictor.save("dippm-cpu")                 # costmodel predict ... --predictor dippm-cpu
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ._errors import InvalidInputError, ModelLoadError
+from .._errors import InvalidInputError, ModelLoadError
 
 __all__ = ["AdaptResult", "adapt", "load_rows"]
 
@@ -36,9 +36,9 @@ def load_rows(data, *, device: str):
     Out-of-memory rows carry no labels and are skipped; transformer rows are
     skipped too (the graph predictors adapt on vision rows).
     """
-    from .datasets import PerfDataset
-    from .datasets._dataset import _vision_row, read_jsonl
-    from .devices import get_device
+    from ..datasets import PerfDataset
+    from ..datasets._dataset import _vision_row, read_jsonl
+    from ..devices import get_device
 
     dev = get_device(device)  # unknown names fail here, with suggestions
     p = Path(data)
@@ -98,10 +98,10 @@ def adapt(predictor, rows, *, shots: int = 32, epochs: int = 60, lr_scale: float
 
     import numpy as np
 
+    from ..predictors import get_predictor
+    from ..predictors._gnn import GNNPredictor
+    from ..predictors._trappm import TraPPMPredictor
     from .metrics import acc_within, mape
-    from .predictors import get_predictor
-    from .predictors._gnn import GNNPredictor
-    from .predictors._trappm import TraPPMPredictor
 
     if not isinstance(shots, int) or isinstance(shots, bool) or shots < 4:
         raise InvalidInputError(f"shots must be an int >= 4, got {shots!r}")

@@ -1,0 +1,64 @@
+"""``costmodel llm``: throughput, memory, energy, carbon and cost of a transformer workload."""
+
+from __future__ import annotations
+
+import argparse
+
+from .._errors import InvalidInputError
+from ._args import positive_int
+
+LLM_EXAMPLES = """examples:
+  costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
+  costmodel llm bert-base --batch 64 --seq 128 --device a100-80gb --json
+  costmodel llm mistral-7b --batch 8 --seq 2048 --mode decode --region eu-north-1 --price 3.5
+  costmodel llm ./my-checkpoint --batch 1 --seq 4096      # a folder holding config.json
+  costmodel llm --list
+"""
+
+def register_llm(sub) -> None:
+    m = sub.add_parser("llm", help="throughput, memory, energy, carbon and cost of a transformer workload",
+                       description="Predict a transformer workload with the XGBoost model trained on the measured "
+                                   "data. MODEL is a registry name (see --list), a folder holding a Hugging Face "
+                                   "config.json, or a config.json file.",
+                       epilog=LLM_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("model", metavar="MODEL", nargs="?", help="registry name or local config folder")
+    m.add_argument("--list", action="store_true", help="list the built-in architectures and exit")
+    m.add_argument("--batch", type=positive_int, default=None, help="sequences per call (required)")
+    m.add_argument("--seq", type=positive_int, default=None,
+                   help="tokens per sequence; for --mode decode the KV-cache length (required)")
+    m.add_argument("--device", default="h200", help="device name (default h200; see `costmodel devices`)")
+    m.add_argument("--dtype", default="fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"),
+                   help="weights/activations dtype (default fp16)")
+    m.add_argument("--mode", default=None, choices=("forward", "prefill", "decode"),
+                   help="forward (encoders), prefill or one-token decode (decoders); default by model")
+    m.add_argument("--region", default="world", help="grid region for carbon (default world)")
+    m.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                   help="override the region's carbon intensity (g CO2e per kWh)")
+    m.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
+                   help="GPU price per hour (default: the cheapest listed instance of the device)")
+    m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
+    m.add_argument("--instance", default=None, help="cloud instance type for the price table")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=_cmd_llm)
+
+
+def _cmd_llm(a) -> int:
+    from ..llm import estimate_llm, list_llms, resolve_llm
+
+    if a.list:
+        for n in list_llms():
+            s = resolve_llm(n)
+            print(f"{n:<28}{s.model_type:<14}{'decoder' if s.causal else 'encoder'}")
+        return 0
+    if not a.model:
+        raise InvalidInputError("name a MODEL (a registry name, see `costmodel llm --list`, or a config folder)")
+    missing = [f for f in ("batch", "seq") if getattr(a, f) is None]
+    if missing:
+        raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
+    est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
+                       region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
+                       price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance)
+    print(est.to_json() if a.json else est.table())
+    return 0
+
+

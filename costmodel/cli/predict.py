@@ -1,0 +1,157 @@
+"""``costmodel predict``, ``graph`` and ``annotate``: estimate one workload, show its graph, store estimates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .._errors import InvalidInputError
+from ._args import add_workload_args, positive_int, shape_arg
+
+PREDICT_EXAMPLES = """examples:
+  costmodel predict torchvision:resnet50 --batch 8 --device h200
+  costmodel predict timm:poolformer_s12 --batch 32 --device a100 --dtype fp16 --json
+  costmodel predict model.onnx --batch 1 --input 3,224,224 --device h100
+  costmodel predict torchvision:vit_b_16 --batch 32 --device h100 --mode training --optimizer adam
+"""
+GRAPH_EXAMPLES = """examples:
+  costmodel graph torchvision:resnet50
+  costmodel graph model.onnx --batch 4 --input 3,224,224 --json
+"""
+
+
+def register_predict(sub) -> None:
+    p = sub.add_parser("predict", help="estimate latency, memory, energy and MIG slice",
+                       description="Estimate what one inference call or one training step costs on a device.",
+                       epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_workload_args(p, batch_required=True)
+    p.add_argument("--device", "-d", required=True, help="device name, e.g. h200, h100, a100-40gb (see 'costmodel devices')")
+    p.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
+    p.add_argument("--predictor", default=None,
+                   help="predictor name or trained artifact folder (default: the library's best available)")
+    p.add_argument("--host", default=None, metavar="FILE",
+                   help="host profile from `costmodel calibrate` (used by --predictor timeline)")
+    p.set_defaults(func=_cmd_predict)
+
+
+def register_graph(sub) -> None:
+    g = sub.add_parser("graph", help="featurize a model and summarize its graph",
+                       description="Build the CostGraph of a model and print its summary and per-op-kind table.",
+                       epilog=GRAPH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_workload_args(g, batch_required=False)
+    g.set_defaults(func=_cmd_graph)
+
+
+def register_annotate(sub) -> None:
+    n = sub.add_parser("annotate", help="write cost estimates into an ONNX file's metadata, or show them",
+                       description="Estimate an ONNX model and store the estimate in its metadata_props "
+                                   "(costmodel.* keys; one set per device), or print the stored estimates.",
+                       epilog="examples:\n  costmodel annotate model.onnx --device h100 --batch 8\n"
+                              "  costmodel annotate model.onnx --device a100-40gb -o annotated.onnx\n"
+                              "  costmodel annotate model.onnx --show\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("path", metavar="MODEL.onnx")
+    n.add_argument("--show", action="store_true", help="print the stored estimates and exit")
+    n.add_argument("--device", default="h200", help="device name (default h200)")
+    n.add_argument("--batch", type=positive_int, default=None, help="batch (default: the file's static batch)")
+    n.add_argument("--input", dest="input_shape", default=None, type=shape_arg,
+                   help="per-sample input shape, e.g. 3,224,224")
+    n.add_argument("--mode", default="inference", choices=("inference", "training"))
+    n.add_argument("--predictor", default=None, help="predictor name or artifact folder")
+    n.add_argument("-o", "--output", default=None,
+                   help="write an annotated copy here instead of in place; in another folder, the model's "
+                        "external-data weight files are copied next to it (never overwriting a different file)")
+    n.add_argument("--json", action="store_true", help="print JSON")
+    n.set_defaults(func=_cmd_annotate)
+
+
+def _check_method(a) -> None:
+    """``--method`` picks how a PyTorch model is captured; an ONNX file has no such choice."""
+    from ..frontends import looks_like_onnx_path
+
+    if a.method is not None and looks_like_onnx_path(a.model):
+        raise InvalidInputError(
+            f"--method {a.method} applies to PyTorch models (zoo names, JSON specs); {a.model!r} is read "
+            "by the ONNX frontend: drop --method"
+        )
+
+
+def _cmd_predict(a) -> int:
+    from .._estimate import estimate
+    from ..devices import get_device
+    from ..frontends import to_graph
+    from ..predictors import get_predictor
+
+    _check_method(a)
+    model, predictor = a.model, a.predictor
+    if a.method is not None:
+        # capture the graph the requested way, then estimate that graph
+        get_device(a.device)  # bad names fail before the (slow) capture
+        get_predictor(a.predictor)
+        model = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
+                         method=a.method)
+    est = estimate(
+        model,
+        batch=a.batch,
+        input_shape=a.input_shape,
+        device=a.device,
+        mode=a.mode,
+        dtype=a.dtype,
+        optimizer=a.optimizer,
+        predictor=predictor,
+        host=a.host,
+    )
+    if a.json:
+        print(est.to_json())
+    else:
+        print(est.table())
+    return 0
+
+
+def _cmd_graph(a) -> int:
+    from ..frontends import to_graph
+
+    _check_method(a)
+    g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
+                 method=a.method or "export")
+    s = g.summary()
+    if a.json:
+        print(json.dumps(s))
+        return 0
+    print(f"model        {s['name']}  ({s['frontend']} frontend, {g.meta.get('capture', s['frontend'])})")
+    print(f"workload     {s['mode']}, batch {s['batch']}, input {s['input_shape']}, {s['dtype']}")
+    print(f"nodes        {s['nodes']}  (kernels {s['kernels']}, depth {s['depth']})")
+    print(f"edges        {s['edges']}")
+    print(f"GFLOPs       {s['flops'] / 1e9:.4g}   (GMACs {s['macs'] / 1e9:.4g})")
+    print(f"params       {s['params'] / 1e6:.4g} M  (weights {s['weights_mb']:.4g} MB)")
+    print()
+    total = s["flops"] or 1.0
+    print(f"{'op kind':<14}{'count':>7}{'GFLOPs':>12}{'share':>8}")
+    for k, v in sorted(s["op_kinds"].items(), key=lambda kv: (-kv[1]["flops"], -kv[1]["count"])):
+        print(f"{k:<14}{v['count']:>7}{v['flops'] / 1e9:>12.4g}{100 * v['flops'] / total:>7.1f}%")
+    return 0
+
+
+
+
+def _cmd_annotate(a) -> int:
+    from ..frontends import parse_shape
+    from ..integrations.onnx_hook import annotate, read_annotations
+
+    if a.show:
+        ann = read_annotations(a.path)
+        if a.json:
+            print(json.dumps(ann, indent=1))
+        elif not ann:
+            print(f"{a.path}: no costmodel estimates stored")
+        for dev, d in ([] if a.json else ann.items()):
+            print(f"{dev}: {d['latency_ms']:.4g} ms, {d['memory_mb']:.5g} MB, {d['energy_j']:.4g} J, "
+                  f"MIG {d['mig_profile'] or '-'} (batch {d['batch']}, {d['mode']}, {d['predictor']})")
+        return 0
+    shape = parse_shape(a.input_shape) if a.input_shape else None
+    est = annotate(a.path, device=a.device, batch=a.batch, input_shape=shape, mode=a.mode, predictor=a.predictor,
+                   output=a.output)
+    print(est.to_json() if a.json else f"annotated {a.output or a.path}\n{est.table()}")
+    return 0
+
+

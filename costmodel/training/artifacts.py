@@ -1,0 +1,51 @@
+"""Where trained artifacts go: the user's data folder, ``-o`` or (maintainers) the package."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import InvalidInputError
+
+
+@dataclass
+class TrainResult:
+    """What :func:`~costmodel.training.train` and :func:`~costmodel.training.pretrain` produced."""
+
+    artifact: Path  # the folder the model was saved to
+    seconds: float  # featurizing, fitting and saving
+    model: Any  # the fitted predictor or encoder
+    evaluation: dict = field(default_factory=dict)  # held-out metrics (pretraining)
+
+
+def user_data_dir() -> Path:
+    """Where commands write by default: ``$COSTMODEL_HOME``, else ``$XDG_DATA_HOME/costmodel``,
+    else ``~/.local/share/costmodel``.  The installed package is never written at run time."""
+    root = os.environ.get("COSTMODEL_HOME")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "costmodel"
+
+
+def artifact_dir(name: str, *, output=None, to_package: bool = False) -> Path:
+    """The artifact folder of a trained model: ``output``, the package (``to_package``) or the user's."""
+    if output and to_package:
+        raise InvalidInputError("give either -o/--output or --to-package, not both")
+    if output:
+        return Path(output)
+    if to_package:
+        from ..predictors._gnn import _ARTIFACTS
+
+        return _ARTIFACTS / name
+    return user_data_dir() / "artifacts" / name
+
+
+def pretrained_dir(name: str, marker: str) -> Path:
+    """A pretrained encoder folder: the user's (``costmodel pretrain``) if there is one, else the shipped one."""
+    from ..predictors._gnn import _ARTIFACTS
+
+    mine = user_data_dir() / "artifacts" / name
+    return mine if (mine / marker).exists() else _ARTIFACTS / name
