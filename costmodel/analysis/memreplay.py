@@ -190,6 +190,8 @@ _CACHE_MAX = 256
 def _kind_of(model) -> str:
     if isinstance(model, str) and ":" not in model and not model.strip().startswith("{"):
         return "transformer"
+    if isinstance(model, Mapping) and "model_type" in model:  # a transformers config dict
+        return "transformer"
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(cfg, "model_type"):
         return "transformer"
@@ -209,7 +211,7 @@ def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
 
 def _trace_llm(ref, *, batch, seq, phase, dtype):
     from ..frontends.hf import build_hf_model
-    from ..llm._registry import resolve_llm
+    from ..llm import resolve_llm
 
     spec = resolve_llm(ref)
     model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
@@ -234,12 +236,12 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators",)
     kind = _kind_of(model)
     try:
-        if kind == "transformer" and (isinstance(model, str) or seq is not None):
+        if kind == "transformer" and (isinstance(model, (str, Mapping)) or seq is not None):
             if seq is None:
                 raise InvalidInputError("a transformer's memory needs seq (the sequence length)")
             if training:
                 raise InvalidInputError("transformer training steps are not traced yet; use mode='inference'")
-            if isinstance(model, str):
+            if isinstance(model, (str, Mapping)):
                 return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype), "replay", ()
             return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
                                  causal=phase != "forward"), "replay", ()
@@ -261,9 +263,9 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
 
         warnings.warn(f"memory: {e.op or 'an operator'} cannot run on meta tensors ({e}); falling back to a "
                       "liveness walk over the graph", UnsupportedOpWarning, stacklevel=3)
-        if isinstance(model, str) and kind == "transformer":
+        if isinstance(model, (str, Mapping)) and kind == "transformer":
             from ..frontends.hf import hf_graph
-            from ..llm._registry import resolve_llm
+            from ..llm import resolve_llm
 
             spec = resolve_llm(model)
             g = hf_graph(spec.model_type, spec.config, batch=batch, seq=seq, causal=spec.causal, method="trace")

@@ -1,0 +1,148 @@
+"""The allocation trace: what a step allocates and frees, on fake tensors."""
+
+import pytest
+import torch
+from torch import nn
+
+from costmodel._errors import InvalidInputError
+from costmodel.analysis.allocator import replay
+from costmodel.analysis.alloctrace import TraceError, cuda_attention, trace_decoder, trace_module
+
+
+def _allocs(trace, phase=None):
+    return [e for e in trace.events if e.kind == "alloc" and (phase is None or e.phase == phase)]
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+
+
+def test_inference_allocates_each_output_and_frees_it_after_its_last_reader():
+    tr = trace_module(_mlp(), torch.zeros(4, 16))
+    fwd = _allocs(tr, "forward")
+    assert [e.op for e in fwd] == ["linear.default", "relu.default", "linear.default"]
+    assert [e.nbytes for e in fwd] == [4 * 32 * 4, 4 * 32 * 4, 4 * 8 * 4]
+    # the first linear's output dies once ReLU has read it, before the second linear allocates
+    kinds = [(e.kind, e.key) for e in tr.events if e.phase == "forward"]
+    first = fwd[0].key
+    assert kinds.index(("free", first)) < kinds.index(("alloc", fwd[2].key))
+    w = (16 * 32 + 32 + 32 * 8 + 8) * 4
+    assert tr.state_bytes == w + 4 * 16 * 4
+    st = replay(tr.events)
+    # weights, input and the two live activations, each rounded up to 512-byte blocks
+    assert st.peak_requested_bytes == w + 4 * 16 * 4 + 2 * 4 * 32 * 4
+
+
+def test_views_and_in_place_results_allocate_nothing():
+    class M(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y = y.view(4, 4, 4).transpose(1, 2)  # views of y's storage
+            y.add_(1)  # in place
+            return y.relu_()
+
+    tr = trace_module(M(), torch.zeros(4, 16))
+    assert [e.op for e in _allocs(tr, "forward")] == ["mul.Tensor"]
+
+
+def test_training_holds_gradients_and_adam_state_and_sgd_holds_none():
+    m = _mlp()
+    n_params = sum(p.numel() for p in m.parameters())
+    tr = trace_module(m, torch.zeros(4, 16), training=True, optimizer="adam")
+    opt = _allocs(tr, "optimizer")
+    # first step: exp_avg and exp_avg_sq per parameter (zeros_like), plus foreach temporaries
+    state = [e for e in opt if e.op.startswith("zeros_like")]
+    assert sum(e.nbytes for e in state) == 2 * 4 * n_params
+    grads = sum(e.nbytes for e in _allocs(tr, "backward"))
+    assert grads >= 4 * n_params  # every parameter gets a gradient (plus backward temporaries)
+    tr_sgd = trace_module(m, torch.zeros(4, 16), training=True, optimizer="sgd")
+    assert not [e for e in _allocs(tr_sgd, "optimizer") if e.op.startswith("zeros_like")]
+    tr_mom = trace_module(m, torch.zeros(4, 16), training=True, optimizer="momentum")
+    assert sum(e.nbytes for e in _allocs(tr_mom, "optimizer") if e.op.startswith("clone")) == 4 * n_params
+    # Adam holds more at its peak than SGD
+    assert replay(tr.events).peak_allocated_bytes > replay(tr_sgd.events).peak_allocated_bytes
+
+
+def test_half_precision_replays_the_conversion_and_halves_the_weights():
+    m = _mlp()
+    tr = trace_module(m, torch.zeros(4, 16), dtype="fp16")
+    build = [e for e in tr.events if e.phase == "weights" and e.kind == "alloc" and e.op == "build"]
+    conv = [e for e in tr.events if e.phase == "weights" and e.kind == "alloc" and e.op == "convert"]
+    assert sum(e.nbytes for e in build) == 2 * sum(e.nbytes for e in conv)
+    assert len([e for e in tr.events if e.phase == "weights" and e.kind == "free"]) == len(build)
+    assert _allocs(tr, "forward")[0].nbytes == 4 * 32 * 2
+
+
+def test_the_users_module_is_left_as_it_was():
+    m = _mlp().eval()
+    before = [(n, p.device, p.dtype, p.requires_grad, p.grad) for n, p in m.named_parameters()]
+    trace_module(m, torch.zeros(4, 16), training=True, dtype="fp16")
+    assert [(n, p.device, p.dtype, p.requires_grad, p.grad) for n, p in m.named_parameters()] == before
+    assert not m.training
+
+
+def test_fused_attention_keeps_no_score_matrix():
+    b, h, L, d = 2, 4, 256, 16
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(d, d)
+
+        def forward(self, q):
+            q = self.proj(q)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True).sum(-1)
+
+    tr = trace_module(Attn(), torch.zeros(b, h, L, d), training=True)
+    scores = b * h * L * L * 4
+    assert max(e.nbytes for e in _allocs(tr)) < scores
+    # the fused kernel stands in only while a trace runs
+    orig = torch.nn.functional.scaled_dot_product_attention
+    with cuda_attention():
+        assert torch.nn.functional.scaled_dot_product_attention is not orig
+    assert torch.nn.functional.scaled_dot_product_attention is orig
+
+
+def test_an_operator_that_needs_data_is_named():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x
+
+    with pytest.raises(TraceError) as e:
+        trace_module(Branchy(), torch.zeros(2, 2))
+    assert e.value.op  # the operator is named
+    assert "cannot run on meta tensors" in str(e.value)
+
+
+def test_bad_arguments_name_the_valid_choices():
+    with pytest.raises(InvalidInputError, match="unknown optimizer 'lion'.*sgd, momentum, adam, adamw"):
+        trace_module(_mlp(), torch.zeros(1, 16), training=True, optimizer="lion")
+    with pytest.raises(InvalidInputError, match="dtype must be one of fp32, fp16, bf16"):
+        trace_module(_mlp(), torch.zeros(1, 16), dtype="int8")
+    with pytest.raises(InvalidInputError, match="needs parameters"):
+        trace_module(nn.ReLU(), torch.zeros(1, 16), training=True)
+
+
+def _tiny_gpt2():
+    from costmodel.frontends.hf import build_hf_model
+
+    return build_hf_model("gpt2", {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 256, "n_positions": 64,
+                                   "bos_token_id": 0, "eos_token_id": 0}, causal=True)[0]
+
+
+def test_decode_holds_a_cache_that_grows_and_drops_the_first_one():
+    pytest.importorskip("transformers")
+    m = _tiny_gpt2()
+    pre = trace_decoder(m, batch=2, seq=16, phase="prefill")
+    dec = trace_decoder(m, batch=2, seq=16, phase="decode", decode_tokens=4, warmup=2)
+    st = replay(dec.events)  # every free matches a live allocation
+    assert st.allocated_bytes > 0
+    # two rounds, as the protocol runs them: the same prefill twice
+    ops = [e.op for e in _allocs(dec, "prefill")]
+    assert len(ops) % 2 == 0 and ops[: len(ops) // 2] == ops[len(ops) // 2:]
+    frees_between = [e for e in dec.events if e.kind == "free" and e.phase == "decode"]
+    assert frees_between  # the first round's cache is dropped before the second prefill
+    # a prefill that keeps its cache holds more than one that does not
+    assert replay(dec.events).peak_allocated_bytes > replay(pre.events).peak_allocated_bytes
+    with pytest.raises(InvalidInputError, match="phase must be one of forward, prefill, decode"):
+        trace_decoder(m, batch=1, seq=4, phase="generate")
