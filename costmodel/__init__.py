@@ -33,13 +33,13 @@ from ._errors import (  # noqa: E402  (light: stdlib only)
 )
 
 _LAZY = {
-    "estimate": "costmodel._estimate",
-    "Estimate": "costmodel.predictors._base",
-    "Predictor": "costmodel.predictors._base",
-    "get_predictor": "costmodel.predictors._base",
-    "load_predictor": "costmodel.predictors._base",
-    "available_predictors": "costmodel.predictors._base",
-    "register_predictor": "costmodel.predictors._base",
+    "estimate": "costmodel.estimate",
+    "Estimate": "costmodel.estimate",
+    "Predictor": "costmodel.predictors",
+    "get_predictor": "costmodel.predictors",
+    "load_predictor": "costmodel.predictors",
+    "available_predictors": "costmodel.predictors",
+    "register_predictor": "costmodel.predictors",
     "CostGraph": "costmodel.ir._graph",
     "Node": "costmodel.ir._graph",
     "OP_KINDS": "costmodel.ir._vocab",
@@ -50,12 +50,12 @@ _LAZY = {
     "get_device": "costmodel.devices",
     "list_devices": "costmodel.devices",
     "Device": "costmodel.devices",
-    "recommend_mig": "costmodel.mig",
+    "recommend_mig": "costmodel.estimate",
     "PerfDataset": "costmodel.datasets",
-    "estimate_llm": "costmodel.llm._predictor",
+    "estimate_llm": "costmodel.estimate",
     "torch_backend": "costmodel._compile",
     "bench": "costmodel.bench",
-    "LLMEstimate": "costmodel.llm._predictor",
+    "LLMEstimate": "costmodel.estimate",
 }
 
 #: submodules reachable as attributes without an explicit import (loaded on first use)

@@ -100,8 +100,8 @@ def adapt(predictor, rows, *, shots: int = 32, epochs: int = 60, lr_scale: float
 
     from .metrics import acc_within, mape
     from .predictors import get_predictor
-    from .predictors._gnn import GNNPredictor
-    from .predictors._trappm import TraPPMPredictor
+    from .predictors import GNNPredictor
+    from .predictors import TraPPMPredictor
 
     if not isinstance(shots, int) or isinstance(shots, bool) or shots < 4:
         raise InvalidInputError(f"shots must be an int >= 4, got {shots!r}")

@@ -188,7 +188,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
             that have one).
         UnknownDeviceError: the device is not in the device database.
     """
-    from ._estimate import estimate
+    from .estimate import estimate
     from .carbon import J_PER_KWH, carbon_g, region_info
     from .devices import get_device
     from .frontends._common import check_batch

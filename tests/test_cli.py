@@ -161,7 +161,7 @@ def test_pretrain_then_train_trappm(capsys, tmp_path):
 
 def test_pretrain_graphmae_then_train_gnn_llm(capsys, tmp_path):
     from costmodel.predictors import load_predictor
-    from costmodel.predictors._graphmae import GraphMAE
+    from costmodel.predictors import GraphMAE
 
     code, out, _ = run(capsys, "pretrain", "--method", "graphmae", "--corpus", "4", "--epochs", "1",
                        "--workers", "1", "-o", str(tmp_path / "mae"))
@@ -544,7 +544,7 @@ def test_train_and_pretrain_write_the_user_folder_not_the_package(capsys, tmp_pa
 
 
 def test_train_llm_writes_the_user_folder(capsys, tmp_path, monkeypatch):
-    import costmodel.llm._predictor as lp
+    import costmodel.predictors as lp
 
     saved = []
 
@@ -570,7 +570,7 @@ def test_default_artifact_folder(monkeypatch, tmp_path):
     from argparse import Namespace
 
     from costmodel.cli import _artifact_out, user_data_dir
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS
 
     monkeypatch.delenv("COSTMODEL_HOME", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))

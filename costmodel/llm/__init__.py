@@ -46,16 +46,22 @@ from ._features import (  # noqa: E402
     LLMWorkload,
     analytic_costs,
     graph_structure,
+    llm_feature_names,
+    llm_feature_vector,
     llm_workload,
 )
 
-__all__ += ["LLM_DTYPES", "LLM_MODES", "LLMWorkload", "analytic_costs", "graph_structure", "llm_workload",
-            "LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
+__all__ += ["LLM_DTYPES", "LLM_MODES", "LLMWorkload", "analytic_costs", "graph_structure", "llm_feature_names",
+            "llm_feature_vector", "llm_workload", "LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
+
+#: the transformer estimate and its predictor, defined in costmodel.estimate and costmodel.predictors
+_ELSEWHERE = {"LLMEstimate": "costmodel.estimate", "estimate_llm": "costmodel.estimate",
+              "XGBLLMPredictor": "costmodel.predictors"}
 
 
 def __getattr__(name):
-    if name in ("LLMEstimate", "XGBLLMPredictor", "estimate_llm"):
-        from . import _predictor
+    if name in _ELSEWHERE:
+        from importlib import import_module
 
-        return getattr(_predictor, name)
+        return getattr(import_module(_ELSEWHERE[name]), name)
     raise AttributeError(f"module 'costmodel.llm' has no attribute {name!r}")
