@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import InvalidInputError
-from ..frontends import check_batch
 from ._types import LLMEstimate, with_notes
 
 MODES = ("inference", "training")
@@ -50,7 +49,7 @@ def estimate(
         ``estimate.assumptions`` every fallback the estimate rests on.
     """
     from ..devices import get_device
-    from ..frontends import to_graph
+    from ..frontends import check_batch, to_graph
     from ..predictors import default_fallback_note, get_predictor, validate_optimizer
 
     check_batch(batch)

@@ -191,20 +191,9 @@ def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: f
     return _op_features(None, dtype, phase, False, c, m, sm) + hw, max(c, m), 1.0 if (flops > 0 or nbytes > 0) else 0.0
 
 
-def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
-    """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
-
-    Rows: every operator that is not a view, in graph order (forward); for training then the backward
-    kernels in reverse order (two per tensor-core operator, bytes doubled for the others, none for an
-    operator with no work) and one optimizer row; last one row for the Python-level module calls.
-    Computed over arrays; the tests hold the same table built one operator at a time."""
-    default_dtype = graph.meta.get("dtype", "fp32")
-    hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
-          float(device.sm_count or 0) / 100.0]
-    bw = device.bandwidth_bytes_s
-    sm = device.sm_count or 0
-    training = mode == "training"
-    ops = [n for n in graph.nodes if not n.is_view]
+def _operator_features(ops, default_dtype: str, hw: list[float], sm: int):
+    """The feature columns of each operator that do not depend on the phase, and its kind, FLOPs, bytes,
+    dtype id and tensor-core eligibility (arrays over ``ops``)."""
     n_ops = len(ops)
     kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise = _node_columns(ops, default_dtype)
     kind = np.array(kind, np.int64)
@@ -237,6 +226,25 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     xn[:, _COL_KERNEL] = lg_k
     xn[:, _COL_OUT] = lg_o / 10
     xn[:, _COL_HW:] = hw
+    return xn, kind, flops, nbytes, dtype, tensor_kind
+
+
+def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
+    """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
+
+    Rows: every operator that is not a view, in graph order (forward); for training then the backward
+    kernels in reverse order (two per tensor-core operator, bytes doubled for the others, none for an
+    operator with no work) and one optimizer row; last one row for the Python-level module calls.
+    Computed over arrays; the tests hold the same table built one operator at a time."""
+    default_dtype = graph.meta.get("dtype", "fp32")
+    hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
+          float(device.sm_count or 0) / 100.0]
+    bw = device.bandwidth_bytes_s
+    sm = device.sm_count or 0
+    training = mode == "training"
+    ops = [n for n in graph.nodes if not n.is_view]
+    n_ops = len(ops)
+    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(ops, default_dtype, hw, sm)
 
     # per row: forward rows, then the backward rows in reverse order
     if training:

@@ -25,7 +25,8 @@ def test_finishing_derives_mig_throughput_fit_and_version():
     assert est.fits_device and est.predictor_version == f"3 (costmodel {costmodel.__version__})"
     assert "trained_devices" not in est.details and not est.extrapolated_device  # no meta: not learned
     # a margin moves the pick up; memory beyond the device does not fit
-    assert finish_estimate(_est(), dev, version="3", margin_mb=10000.0).mig_profile != est.mig_profile
+    wider = finish_estimate(_est(), dev, version="3", margin_mb=30000.0).mig_profile
+    assert wider == recommend_mig(dev, 50000.0).name != est.mig_profile
     assert not finish_estimate(_est(memory_mb=dev.memory_mb + 1), dev, version="3").fits_device
 
 

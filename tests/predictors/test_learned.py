@@ -8,8 +8,7 @@ import pytest
 import costmodel
 from costmodel import ModelLoadError, SchemaMismatchError
 from costmodel.datasets import PerfDataset
-from costmodel.predictors import get_predictor, load_predictor
-from costmodel.predictors import ARTIFACTS_DIR, DIPPMPredictor, GNNConfig, GNNPredictor
+from costmodel.predictors import ARTIFACTS_DIR, DIPPMPredictor, get_predictor, GNNConfig, GNNPredictor, load_predictor
 from costmodel.predictors import XGBStaticPredictor
 
 SMALL = ("squeezenet1_1", "mnasnet0_5", "resnet18", "shufflenet_v2_x1_0")
@@ -172,9 +171,7 @@ def test_missing_labels_and_fine_tuning():
 
 
 def test_shipped_artifacts_say_how_to_get_them(monkeypatch, tmp_path):
-    from costmodel.predictors import _artifacts
-    from costmodel.predictors import GNNLLMPredictor
-    from costmodel.predictors import TraPPMPredictor
+    from costmodel.predictors import _artifacts, GNNLLMPredictor, TraPPMPredictor
 
     monkeypatch.setattr(GNNLLMPredictor, "_requires", ("torch_geometric", "no_such_module_here"))
     assert not GNNLLMPredictor.is_available()

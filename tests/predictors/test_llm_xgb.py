@@ -252,8 +252,7 @@ def test_shipped_llm_predictor_is_loaded_once_and_shared_safely(monkeypatch):
 
 def test_damaged_tree_files_are_refused(tmp_path):
     from costmodel import ArtifactError
-    from costmodel.predictors import TreeEnsemble
-    from costmodel.predictors import ARTIFACTS_DIR
+    from costmodel.predictors import ARTIFACTS_DIR, TreeEnsemble
 
     text = (ARTIFACTS_DIR / "llm-xgb" / "latency_ms.json").read_text()
     model = json.loads(text)

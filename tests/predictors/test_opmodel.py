@@ -389,8 +389,7 @@ def test_damaged_timelines_are_refused(timeline, damage, match):
 
 # ------------------------------------------------------------------ inside the timeline predictor
 def test_the_timeline_predictor_saves_and_uses_the_cpu_model(tmp_path, timeline):
-    from costmodel.predictors import ARTIFACTS_DIR
-    from costmodel.predictors import TimelinePredictor
+    from costmodel.predictors import ARTIFACTS_DIR, TimelinePredictor
 
     shipped = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
     assert shipped.cpu is not None and shipped.cpu.trained_on["operators"] > 50_000  # the packaged CPU model

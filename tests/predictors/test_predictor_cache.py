@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 import costmodel
-from costmodel.predictors import _registry, get_predictor
-from costmodel.predictors import DEFAULT_ORDER, DEFAULT_PREDICTOR, clear_artifact_cache
-from costmodel.predictors import DIPPMPredictor
-from costmodel.predictors import TraPPMPredictor
+from costmodel.predictors import _registry, DEFAULT_ORDER, DEFAULT_PREDICTOR, clear_artifact_cache, get_predictor
+from costmodel.predictors import DIPPMPredictor, TraPPMPredictor
 
 
 def _count_loads(monkeypatch, cls) -> list:
@@ -46,8 +44,7 @@ def test_the_default_is_named_and_falls_back_in_the_documented_order(monkeypatch
 
 
 def test_registering_a_predictor_does_not_move_the_default():
-    from costmodel.predictors import register_predictor
-    from costmodel.predictors import AnalyticPredictor
+    from costmodel.predictors import AnalyticPredictor, register_predictor
 
     order = list(_registry._DEFAULT_ORDER)
     try:

@@ -11,8 +11,7 @@ from costmodel.datasets._corpus import CorpusItem, _build_one
 from costmodel.frontends import zoo_graph
 from costmodel.predictors import load_predictor
 from costmodel.predictors._gae import GAEConfig, GraphAutoencoder, roc_auc
-from costmodel.predictors import GNNConfig, GNNPredictor
-from costmodel.predictors import TRAPPM_TARGETS, TraPPMPredictor, trappm_config
+from costmodel.predictors import TRAPPM_TARGETS, GNNConfig, GNNPredictor, trappm_config, TraPPMPredictor
 
 SMALL = ("squeezenet1_1", "mnasnet0_5", "resnet18", "shufflenet_v2_x1_0")
 
@@ -196,8 +195,7 @@ def test_nnlqp_style_baseline_trains(small):
 
 
 def test_shipped_trappm_and_encoder_artifacts():
-    from costmodel.predictors import get_predictor
-    from costmodel.predictors import ARTIFACTS_DIR
+    from costmodel.predictors import ARTIFACTS_DIR, get_predictor
 
     gae = GraphAutoencoder.load(ARTIFACTS_DIR / "trappm")
     assert gae.history["train_graphs"] > 2000
