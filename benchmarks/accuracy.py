@@ -29,9 +29,9 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.training import report
-from costmodel.predictors._gae import GraphAutoencoder
-from costmodel.predictors._gnn import _ARTIFACTS, NNLQP, TARGETS, GNNConfig, GNNPredictor
-from costmodel.predictors._trappm import TraPPMPredictor, trappm_config
+from costmodel.predictors import GraphAutoencoder
+from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS, NNLQP, TARGETS, GNNConfig, GNNPredictor
+from costmodel.predictors import TraPPMPredictor, trappm_config
 
 ENCODER: list = []  # the pretrained graph autoencoder, loaded when trappm is benchmarked
 
@@ -54,7 +54,7 @@ def make(name, epochs, seed):
     if spec is None:
         return None
     if spec == "xgb":
-        from costmodel.predictors._xgb import XGBStaticPredictor
+        from costmodel.predictors import XGBStaticPredictor
 
         return XGBStaticPredictor(seed=seed)
     if spec == "trappm":
@@ -96,7 +96,7 @@ def main():
     cache_without = {i: feat_without.features(g, r.device, r.mode) for i, (g, r) in enumerate(zip(graphs, ds))}
     cache_trappm = None
     if "trappm" in names:
-        ENCODER.append(GraphAutoencoder.load(a.encoder or _ARTIFACTS / "gae"))
+        ENCODER.append(GraphAutoencoder.load(a.encoder or _ARTIFACTS / "trappm"))
         keys = list(cache_with)
         emb = TraPPMPredictor(encoder=ENCODER[0]).with_embeddings([cache_with[i] for i in keys])
         cache_trappm = dict(zip(keys, emb))

@@ -43,9 +43,9 @@ import numpy as np
 
 from costmodel.datasets import GraphCorpus, PerfDataset
 from costmodel.training import acc_within, mape
-from costmodel.predictors._gnn import _ARTIFACTS
-from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor, lora_parameter_count
-from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig
+from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS
+from costmodel.predictors import GNNLLMConfig, GNNLLMPredictor, lora_parameter_count
+from costmodel.predictors import GraphMAE, GraphMAEConfig
 
 VARIANTS = ("GNN (GIN+MLP, no LM)", "GNN + MiniLM prompt", "GNN+LM no pretraining", "GNN+LM stage 1",
             "GNN+LM stages 1+2")

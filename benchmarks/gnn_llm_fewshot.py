@@ -35,9 +35,9 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.training import acc_within, mape
-from costmodel.predictors._gnn import _ARTIFACTS, GNNConfig, GNNPredictor
-from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
-from costmodel.predictors._graphmae import GraphMAE
+from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS, GNNConfig, GNNPredictor
+from costmodel.predictors import GNNLLMConfig, GNNLLMPredictor
+from costmodel.predictors import GraphMAE
 from gnn_llm import VARIANTS, _variant
 
 DIPPM = ("dippm zero-shot", "dippm fine-tuned", "dippm scratch")

@@ -64,7 +64,7 @@ def run_one(kind: str, graphs, items, *, device: str, batch: int, steps: int, wa
 
     from types import SimpleNamespace
 
-    from costmodel.predictors._gnn import _Norm, _safe_std
+    from costmodel.predictors import FeatureNorm as _Norm, safe_std as _safe_std
     from costmodel.predictors._gnnllm import (
         SUMMARY_PROMPT,
         GNNLLMConfig,
@@ -74,7 +74,7 @@ def run_one(kind: str, graphs, items, *, device: str, batch: int, steps: int, wa
         _Tok,
         graph_summary,
     )
-    from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig
+    from costmodel.predictors import GraphMAE, GraphMAEConfig
 
     tok = _Tok(_tiny_tokenizer(), hf=False)
     base, dtype = _base_lm(kind, len(tok))
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
             return 2
         device, lms = "cuda", [s for s in a.lms.split(",") if s]
     t_start = time.perf_counter()
-    from costmodel.predictors._gnnllm import GNNLLMPredictor
+    from costmodel.predictors import GNNLLMPredictor
 
     feat = GNNLLMPredictor()
     graphs, items = _items(feat, MODELS[:2] if a.cpu_smoke else MODELS, "h100")

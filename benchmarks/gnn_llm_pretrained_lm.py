@@ -36,9 +36,9 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.training import acc_within, mape
-from costmodel.predictors._gnn import _ARTIFACTS
-from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
-from costmodel.predictors._graphmae import GraphMAE
+from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS
+from costmodel.predictors import GNNLLMConfig, GNNLLMPredictor
+from costmodel.predictors import GraphMAE
 from gnn_llm import split_table
 
 

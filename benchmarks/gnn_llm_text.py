@@ -111,7 +111,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from costmodel.datasets import PerfDataset
     from costmodel.training import acc_within, mape
-    from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
+    from costmodel.predictors import GNNLLMConfig, GNNLLMPredictor
 
     ds = PerfDataset.load()
     base = GNNLLMPredictor(GNNLLMConfig(gnn_hidden=64, summary_epochs=0, epochs=a.epochs))

@@ -26,10 +26,10 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
-from costmodel.mig import recommend_mig
-from costmodel.predictors._gae import GraphAutoencoder
-from costmodel.predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig
-from costmodel.predictors._trappm import TraPPMPredictor, trappm_config
+from costmodel.estimate import recommend_mig
+from costmodel.predictors import GraphAutoencoder
+from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS, DIPPMPredictor, GNNConfig
+from costmodel.predictors import TraPPMPredictor, trappm_config
 
 MIG_DEVICES = ("A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "H200-SXM5-141GB")
 
@@ -44,7 +44,7 @@ def main():
     ds = PerfDataset.load()
     graphs = ds.graphs(progress=True)
     if a.predictor == "trappm":
-        enc = GraphAutoencoder.load(_ARTIFACTS / "gae")
+        enc = GraphAutoencoder.load(_ARTIFACTS / "trappm")
 
         def make(seed):
             return TraPPMPredictor(trappm_config(seed=seed), enc)

@@ -42,7 +42,7 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
-from costmodel.llm._predictor import DEFAULT_PARAMS, XGBLLMPredictor, workload_of_row
+from costmodel.predictors import LLM_DEFAULT_PARAMS as DEFAULT_PARAMS, XGBLLMPredictor, workload_of_row
 from costmodel.training import report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def main():
     busy = np.asarray([max(c["compute_ms"], c["memory_ms"]) / c["latency_ms"] for c in C])
     pow_an = dev.idle_power_w + (dev.tdp_w - dev.idle_power_w) * np.clip(busy, 0, 1)
 
-    from costmodel.llm._trees import train_booster
+    from costmodel.predictors import train_booster
 
     raw = np.log(np.stack([[r.latency_ms, r.memory_mb, r.power_w] for r in ds]))
     for proto, key, tr, te in protocols:
@@ -163,7 +163,7 @@ def main():
 
     gnn_speed = None
     if not a.skip_gnn:
-        from costmodel.predictors._gnn import GNNConfig, GNNPredictor
+        from costmodel.predictors import GNNConfig, GNNPredictor
 
         ok = [i for i, r in enumerate(ds) if r.graph_supported]
         print(f"GNN baseline: {len(ok)} rows with a graph (decode steps have none); building graphs...", flush=True)

@@ -60,7 +60,7 @@ def _header(title):
 
 
 def _fit(graphs, rows, epochs, seed):
-    from costmodel.predictors._timeline import TimelineConfig, TimelinePredictor
+    from costmodel.predictors import TimelineConfig, TimelinePredictor
 
     return TimelinePredictor(TimelineConfig(epochs=epochs, seed=seed)).fit_graphs(graphs, rows)
 

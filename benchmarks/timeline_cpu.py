@@ -35,7 +35,7 @@ DEFAULT_DATA = ROOT / "costmodel" / "data"
 
 def fit_and_predict(train, test, ds, graphs, ops, figs, backend, label="device_us", weight_power=0.0):
     """Train the operator model and host costs on ``train`` rows; predict ``test`` rows and their ops."""
-    from costmodel.predictors._opmodel import OpTimeline, op_arrays
+    from costmodel.predictors import OpTimeline, op_arrays
 
     tl = OpTimeline.fit(ds, graphs, ops, figs, train, backend=backend, label=label, weight_power=weight_power)
     lat = {i: tl.predict(graphs[i], ds.rows[i].mode)["latency_ms"] for i in test}
@@ -44,7 +44,7 @@ def fit_and_predict(train, test, ds, graphs, ops, figs, backend, label="device_u
 
 
 def dippm(train, test, ds, graphs):
-    from costmodel.predictors._gnn import GNNConfig, GNNPredictor
+    from costmodel.predictors import GNNConfig, GNNPredictor
 
     p = GNNPredictor(GNNConfig(targets=("latency_ms",)))
     cache = {i: p.features(graphs[i], "cpu", ds.rows[i].mode) for i in list(train) + list(test)}
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     t0 = time.time()
-    from costmodel.predictors._opmodel import load_op_dataset
+    from costmodel.predictors import load_op_dataset
 
     ds, graphs, ops, figs = load_op_dataset(a.data, progress=True)
     n_ops = sum(len(o) for o in ops)

@@ -25,7 +25,7 @@ import numpy as np
 
 from costmodel.datasets import PerfDataset
 from costmodel.training import acc_within, mape
-from costmodel.predictors._gnn import GNNConfig, GNNPredictor
+from costmodel.predictors import GNNConfig, GNNPredictor
 
 
 def main():

@@ -31,9 +31,9 @@ import numpy as np
 
 from costmodel.datasets import GraphCorpus, PerfDataset
 from costmodel.training import report
-from costmodel.predictors._gae import GAEConfig, GraphAutoencoder
-from costmodel.predictors._gnn import NNLQP, GNNPredictor
-from costmodel.predictors._trappm import TRAPPM_TARGETS, TraPPMPredictor, trappm_config
+from costmodel.predictors import GAEConfig, GraphAutoencoder
+from costmodel.predictors import NNLQP, GNNPredictor
+from costmodel.predictors import TRAPPM_TARGETS, TraPPMPredictor, trappm_config
 
 MODELS = ("analytic", "mlp-static", "xgb-static", "nnlqp", "sage (no embedding)", "trappm (random-init encoder)",
           "trappm (pretrained)")
@@ -130,7 +130,7 @@ def main():
             if name == "mlp-static":
                 m, c = GNNPredictor(trappm_config(conv="none", epochs=a.epochs, seed=seed)), cache
             elif name == "xgb-static":
-                from costmodel.predictors._xgb import XGBStaticPredictor
+                from costmodel.predictors import XGBStaticPredictor
 
                 m, c = XGBStaticPredictor(trappm_config(conv="none", seed=seed)), cache
             elif name == "nnlqp":

@@ -38,13 +38,13 @@ from .integrations import onnx_hook as onnx  # noqa: E402  (light: stdlib only; 
 sys.modules[f"{__name__}.onnx"] = onnx
 
 _LAZY = {
-    "estimate": "costmodel._estimate",
-    "Estimate": "costmodel.predictors._base",
-    "Predictor": "costmodel.predictors._base",
-    "get_predictor": "costmodel.predictors._base",
-    "load_predictor": "costmodel.predictors._base",
-    "available_predictors": "costmodel.predictors._base",
-    "register_predictor": "costmodel.predictors._base",
+    "estimate": "costmodel.estimate",
+    "Estimate": "costmodel.estimate",
+    "Predictor": "costmodel.predictors",
+    "get_predictor": "costmodel.predictors",
+    "load_predictor": "costmodel.predictors",
+    "available_predictors": "costmodel.predictors",
+    "register_predictor": "costmodel.predictors",
     "CostGraph": "costmodel.ir",
     "Node": "costmodel.ir",
     "OP_KINDS": "costmodel.ir",
@@ -55,12 +55,12 @@ _LAZY = {
     "get_device": "costmodel.devices",
     "list_devices": "costmodel.devices",
     "Device": "costmodel.devices",
-    "recommend_mig": "costmodel.mig",
+    "recommend_mig": "costmodel.estimate",
     "PerfDataset": "costmodel.datasets",
-    "estimate_llm": "costmodel.llm._predictor",
+    "estimate_llm": "costmodel.estimate",
     "torch_backend": "costmodel.integrations.torch_compile",
     "bench": "costmodel.measure.bench",
-    "LLMEstimate": "costmodel.llm._predictor",
+    "LLMEstimate": "costmodel.estimate",
 }
 
 __all__ = sorted(

@@ -77,7 +77,7 @@ def _check_method(a) -> None:
 
 
 def _cmd_predict(a) -> int:
-    from .._estimate import estimate
+    from ..estimate import estimate
     from ..devices import get_device
     from ..frontends import to_graph
     from ..predictors import get_predictor

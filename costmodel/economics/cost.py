@@ -180,7 +180,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
             that have one).
         UnknownDeviceError: the device is not in the device database.
     """
-    from .._estimate import estimate
+    from ..estimate import estimate
     from ..devices import get_device
     from ..frontends import check_batch
 

@@ -37,7 +37,7 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
     other than the first are suffixed with ``@<device>``.
     """
     from .. import __version__
-    from .._estimate import estimate
+    from ..estimate import estimate
 
     path = Path(path)
     model = _load(path)  # the frontend never reads weights

@@ -109,14 +109,14 @@ class AnnotatePerformance:
         self.bindings = bindings
         self.strict = strict
         # the predictor answering in place of an unavailable default says so in every estimate
-        from ..predictors._fallback import default_fallback_note
+        from ..predictors import default_fallback_note
 
         self._notes = [default_fallback_note(self.predictor)] if predictor is None else []
         self.estimates: dict[str, Any] = {}
         self.seconds = 0.0
 
     def _estimate(self, mod, name: str):
-        from ..predictors._fallback import with_notes
+        from ..estimate import with_notes
 
         est = estimate_module(mod, device=self.device, predictor=self.predictor, batch=self.batch, func=name,
                               mode=self.mode, bindings=self.bindings)

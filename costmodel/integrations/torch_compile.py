@@ -89,7 +89,7 @@ def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: 
     returns ``(Estimate, batch)``."""
     import torch
 
-    from .._estimate import estimate
+    from ..estimate import estimate
     from ..frontends import from_torch
 
     flags = _param_flags(gm, example_inputs)
@@ -136,7 +136,7 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
     def backend(gm, example_inputs):
         import time
 
-        from ..predictors._fallback import with_notes
+        from ..estimate import with_notes
 
         t0 = time.perf_counter()
         oom = None
@@ -179,8 +179,7 @@ _PREDICTORS: dict = {}
 def _resolve(predictor):
     """``(predictor, assumptions of answering with it)``; a named (or the default) predictor is loaded
     once per process: compiles happen often."""
-    from ..predictors import Predictor, get_predictor
-    from ..predictors._fallback import default_fallback_note
+    from ..predictors import Predictor, default_fallback_note, get_predictor
 
     if isinstance(predictor, Predictor):
         return predictor, []

@@ -56,7 +56,7 @@ def memory_figure(est, device):
 def sweep(model, *, seq: int, device, mode: str | None, dtype: str, predictor=None) -> list[dict]:
     """Throughput and memory over batch sizes (one batched prediction)."""
     from ..features import llm_workload
-    from ..llm._predictor import _default_predictor
+    from ..predictors import default_llm_predictor as _default_predictor
 
     p = predictor or _default_predictor()
     ws = [llm_workload(model, batch=b, seq=seq, mode=mode, dtype=dtype) for b in _BATCHES]

@@ -46,10 +46,14 @@ __all__ = [
 
 __all__ += ["LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
 
+#: the transformer estimate and its predictor, defined in costmodel.estimate and costmodel.predictors
+_ELSEWHERE = {"LLMEstimate": "costmodel.estimate", "estimate_llm": "costmodel.estimate",
+              "XGBLLMPredictor": "costmodel.predictors"}
+
 
 def __getattr__(name):
-    if name in ("LLMEstimate", "XGBLLMPredictor", "estimate_llm"):
-        from . import _predictor
+    if name in _ELSEWHERE:
+        from importlib import import_module
 
-        return getattr(_predictor, name)
+        return getattr(import_module(_ELSEWHERE[name]), name)
     raise AttributeError(f"module 'costmodel.llm' has no attribute {name!r}")

@@ -1,28 +1,90 @@
-"""Predictors: objects that turn a CostGraph + device into an Estimate."""
+"""Predictors: objects that turn a workload + device into an :class:`~costmodel.Estimate`.
 
-from ._base import (
-    Estimate,
-    Predictor,
+One model per module: ``_analytic`` (roofline physics), ``_dippm`` (the GNN
+predictors, DIPPM the shipped one), ``_trappm`` (DIPPM + a pretrained graph
+autoencoder, ``_gae``), ``_xgb_static`` (XGBoost on static features),
+``_gnnllm`` (GraphMAE encoder, ``_graphmae``, + a language model),
+``_timeline`` (per-operator host/device timeline, with the CPU operator model
+of ``_opmodel``), and ``_llm_xgb`` (XGBoost on transformer workloads, with the
+numpy tree evaluator of ``_trees``).  :mod:`._artifacts` holds the shipped
+artifacts' folder, the explicit default and the one cache of loaded models;
+:mod:`._registry` the names.  The classes below are imported on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from ..estimate import Estimate
+from ._artifacts import (
+    ARTIFACTS_DIR,
+    DEFAULT_ORDER,
+    DEFAULT_PREDICTOR,
+    ShippedArtifact,
+    artifact_dir,
+    cached_artifact,
+    clear_artifact_cache,
+)
+from ._base import MODES, OPTIMIZERS, Predictor, validate_mode, validate_optimizer
+from ._registry import (
     available_predictors,
+    default_fallback_note,
     get_predictor,
     load_predictor,
+    read_artifact_config,
     register_predictor,
 )
 
+#: public names defined by implementation modules (imported on first use)
+_LAZY = {
+    "AnalyticPredictor": "._analytic",
+    "graph_assumptions": "._analytic",
+    "GNNConfig": "._dippm",
+    "GNNPredictor": "._dippm",
+    "DIPPMPredictor": "._dippm",
+    "GNN_CONFIG_LATER": "._dippm",
+    "NNLQP": "._dippm",
+    "TARGETS": "._dippm",
+    "FeatureNorm": "._dippm",
+    "safe_std": "._dippm",
+    "GraphAutoencoder": "._gae",
+    "GAEConfig": "._gae",
+    "GraphMAE": "._graphmae",
+    "GraphMAEConfig": "._graphmae",
+    "TraPPMPredictor": "._trappm",
+    "TRAPPM_TARGETS": "._trappm",
+    "trappm_config": "._trappm",
+    "XGBStaticPredictor": "._xgb_static",
+    "GNNLLMConfig": "._gnnllm",
+    "GNNLLMPredictor": "._gnnllm",
+    "lora_parameter_count": "._gnnllm",
+    "TimelineConfig": "._timeline",
+    "TimelinePredictor": "._timeline",
+    "OpTimeline": "._opmodel",
+    "op_arrays": "._opmodel",
+    "load_op_dataset": "._opmodel",
+    "XGBLLMPredictor": "._llm_xgb",
+    "LLM_TARGETS": "._llm_xgb",
+    "LLM_DEFAULT_PARAMS": "._llm_xgb",
+    "workload_of_row": "._llm_xgb",
+    "default_llm_predictor": "._llm_xgb",
+    "TreeEnsemble": "._trees",
+    "train_booster": "._trees",
+}
+
 __all__ = [
-    "AnalyticPredictor",
-    "Estimate",
-    "Predictor",
-    "available_predictors",
-    "get_predictor",
-    "load_predictor",
-    "register_predictor",
+    "ARTIFACTS_DIR", "DEFAULT_ORDER", "DEFAULT_PREDICTOR", "Estimate", "MODES", "OPTIMIZERS", "Predictor",
+    "ShippedArtifact", "artifact_dir", "available_predictors", "cached_artifact", "clear_artifact_cache",
+    "default_fallback_note", "get_predictor", "load_predictor", "read_artifact_config", "register_predictor",
+    "validate_mode", "validate_optimizer",
 ]
+__all__ += list(_LAZY)
 
 
 def __getattr__(name):
-    if name == "AnalyticPredictor":
-        from ._analytic import AnalyticPredictor
-
-        return AnalyticPredictor
-    raise AttributeError(name)
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(mod, __name__), name)
+    globals()[name] = value
+    return value

@@ -13,12 +13,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import __version__
-from ..analysis._memory import MB, allocator_reserved_bytes, memory_breakdown
-from ..analysis._roofline import RooflineConfig, average_power_w, roofline
+from ..analysis import RooflineConfig, allocator_reserved_bytes, average_power_w, memory_breakdown, roofline
 from ..devices import get_device
-from ..mig import mig_latency_penalty, recommend_mig
-from ._base import Estimate, Predictor, register_predictor, validate_mode, validate_optimizer
+from ..estimate import Estimate, finish_estimate
+from ._base import Predictor, validate_mode, validate_optimizer
+from ._registry import read_artifact_config, register_predictor
+
+MB = 2**20  # bytes per MB (as the analysis reports memory)
 
 
 @register_predictor("analytic")
@@ -50,37 +51,34 @@ class AnalyticPredictor(Predictor):
         memory_mb = dev.framework_overhead_mb + reserved / MB
         power = average_power_w(dev, rl.latency_s, rl.busy_s)
         energy = power * rl.latency_s
-        mig = recommend_mig(dev, memory_mb)
-        batch = graph.meta.get("batch")
         bound = {"compute": 0, "memory": 0, "overhead": 0}
         for op in rl.ops:
             bound[op.bound] += 1
-        return Estimate(
+        est = Estimate(
             assumptions=[*graph_assumptions(graph), *dev.assumptions, *rl.assumptions],
             latency_ms=rl.latency_ms,
             memory_mb=memory_mb,
             energy_j=energy,
             power_w=power,
-            mig_profile=mig.name if mig else None,
+            mig_profile=None,
             predictor=self.name,
-            predictor_version=f"{self.version} (costmodel {__version__})",
+            predictor_version=self.version,
             device=dev.name,
             model=graph.meta.get("name"),
-            batch=batch,
+            batch=graph.meta.get("batch"),
             mode=mode,
             dtype=graph.meta.get("dtype", "fp32"),
             flops=graph.flops * (3.0 if mode == "training" else 1.0),
             params=graph.params,
-            throughput_samples_s=(batch / rl.latency_s) if batch and rl.latency_s > 0 else None,
-            fits_device=memory_mb <= dev.memory_mb,
             details={
                 "memory_breakdown_mb": mem.to_mb(),
                 "framework_overhead_mb": dev.framework_overhead_mb,
                 "kernels": graph.num_kernels,
                 "ops_bound_by": bound,
-                "mig": _mig_details(graph, dev, mig, mode) if mig_details else None,
+                "mig": None,
             },
         )
+        return finish_estimate(est, dev, version=self.version, graph=graph if mig_details else None)
 
     def fit(self, dataset) -> "AnalyticPredictor":
         """Nothing to fit: the analytic model has no learned parameters."""
@@ -95,7 +93,6 @@ class AnalyticPredictor(Predictor):
     @classmethod
     def load(cls, path: str | Path) -> "AnalyticPredictor":
         from .._errors import SchemaMismatchError
-        from ._base import read_artifact_config
 
         p = Path(path)
         cfg = read_artifact_config(p, {cls.name})
@@ -116,15 +113,3 @@ def graph_assumptions(graph) -> list[str]:
         notes.append(f"{len(other)} operator type(s) outside the op vocabulary costed as kind 'other' "
                      f"(no FLOPs): {shown}")
     return notes
-
-
-def _mig_details(graph, dev, profile, mode) -> dict | None:
-    """Compute share and predicted slow-down of the recommended MIG slice."""
-    if profile is None:
-        return None
-    return {
-        "profile": profile.name,
-        "memory_mb": profile.memory_mb,
-        "compute_fraction": profile.compute_fraction,
-        "latency_penalty": mig_latency_penalty(graph, dev, profile, mode=mode),
-    }

@@ -61,29 +61,9 @@ GAE_CONFIG_RULES = {"hidden": A.Int(1), "out": A.Int(1), "layers": A.Int(1), "dr
 
 
 def _build_encoder(cfg: GAEConfig, node_dim: int):
-    from ._gnn import _quiet_pyg
+    from ._nets import GAEEncoder
 
-    _quiet_pyg()
-    import torch
-    import torch_geometric.nn as gnn
-    from torch import nn
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            dims = [node_dim] + [cfg.hidden] * (cfg.layers - 1) + [cfg.out]
-            self.convs = nn.ModuleList(gnn.SAGEConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
-            self.norms = nn.ModuleList(nn.BatchNorm1d(b) for b in dims[1:-1])
-
-        def forward(self, x, edge_index):
-            for i, conv in enumerate(self.convs):
-                x = conv(x, edge_index)
-                if i < len(self.convs) - 1:
-                    x = torch.relu(self.norms[i](x))
-                    x = nn.functional.dropout(x, cfg.dropout, self.training)
-            return x
-
-    return Encoder()
+    return GAEEncoder(node_dim, cfg.hidden, cfg.out, cfg.layers, cfg.dropout)
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -235,7 +215,7 @@ def node_normalization(xs: Sequence[np.ndarray]) -> tuple[list[float], list[floa
 
 def graph_data(x: np.ndarray, edge_index: np.ndarray, mean: Sequence[float], std: Sequence[float]):
     """A PyG ``Data`` with standardized, clipped node features and undirected edges."""
-    from ._gnn import _quiet_pyg
+    from ._dippm import _quiet_pyg
 
     _quiet_pyg()
     import torch

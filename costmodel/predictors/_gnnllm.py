@@ -81,26 +81,33 @@ from .._errors import InvalidInputError, ModelLoadError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..features import GraphFeatures, featurize, node_arrays, static_feature_names
 from . import _artifact as A
-from ._base import Estimate, read_artifact_config, register_predictor
-from ._gnn import (
+from ..estimate import Estimate
+from ._artifacts import ShippedArtifact
+from ._dippm import (
     _CLIP,
     ALL_TARGETS,
     LOSSES,
     TARGETS,
+    FeatureNorm,
     GNNPredictor,
-    ShippedArtifact,
     _analytic_log,
-    _Norm,
     _safe_mean,
-    _safe_std,
     data_hash,
+    safe_std,
 )
+from ._registry import read_artifact_config, register_predictor
 from ._graphmae import GraphMAE, GraphMAEConfig
+from ._prompts import (
+    _SPECIALS,
+    SUMMARY_PROMPT,
+    _tiny_tokenizer,
+    _Tok,
+    graph_summary,
+    numeric_prompt,
+    prompt_text,
+)
 
 BACKBONES = ("lm", "none", "sentence")
-GRAPH_OPEN, GRAPH_CLOSE = "<graph>", "</graph>"
-SUMMARY_PROMPT = "summarise the graph"
-_SPECIALS = ["[PAD]", "[UNK]", "[EOS]", GRAPH_OPEN, GRAPH_CLOSE]
 
 
 @dataclass(frozen=True)
@@ -206,84 +213,6 @@ def _check_lm_config(file: Path, lm_config) -> None:
                                f"{built[k]!r}")
 
 
-# ------------------------------------------------------------------ text
-def _num(v: float) -> str:
-    return f"{float(v):.3g}"
-
-
-def prompt_text(est: Estimate) -> str:
-    """The workload + hardware description the LM reads (from an analytic Estimate)."""
-    dev = get_device(est.device)
-    hw = " ".join(f"{k} {_num(v)}" for k, v in dev.hardware_features().items())
-    return (f"predict cost . device {dev.name} {hw} . batch {est.batch or 1} mode {est.mode} "
-            f"dtype {est.dtype} .")
-
-
-def numeric_prompt(est: Estimate) -> list[float]:
-    """The prompt's numbers as a vector (the ``backbone="none"`` baseline's input)."""
-    from ..ir import dtype_bytes
-
-    dev = get_device(est.device)
-    return ([math.log1p(v) for v in dev.hardware_features().values()]
-            + [math.log1p(est.batch or 1), 1.0 if est.mode == "training" else 0.0, float(dtype_bytes(est.dtype))])
-
-
-def graph_summary(graph, top: int = 5) -> str:
-    """A short text summary of a CostGraph (the stage-2 target)."""
-    kinds = sorted(graph.op_counts(include_views=False).items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    ops = " ".join(f"{k} {c}" for k, c in kinds)
-    return (f"nodes {graph.num_nodes} edges {graph.num_edges} batch {graph.meta.get('batch') or 1} "
-            f"flops {_num(graph.flops)} params {_num(graph.params)} ops {ops} .")
-
-
-def _vocab_words() -> list[str]:
-    """Everything the prompts and summaries can say, before pre-tokenization."""
-    from ..devices import list_devices
-    from ..ir import OP_KINDS
-
-    words = ["predict cost . device batch mode dtype inference training fp32 fp16 bf16 tf32 fp64 int8 fp8",
-             SUMMARY_PROMPT, "nodes edges flops params ops e + - . , : ( ) / _ %", *map(str, range(10))]
-    words += list(OP_KINDS) + list(HARDWARE_FEATURE_NAMES) + [d.name for d in list_devices()]
-    return words
-
-
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, pre_tokenizers
-    from tokenizers.models import WordLevel
-
-    pre = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
-    pieces = sorted({p for w in _vocab_words() for p, _ in pre.pre_tokenize_str(w)})
-    vocab = {t: i for i, t in enumerate(_SPECIALS + [p for p in pieces if p not in _SPECIALS])}
-    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre
-    return tok
-
-
-class _Tok:
-    """A uniform face over a ``tokenizers`` word-level tokenizer and a Hugging Face tokenizer."""
-
-    def __init__(self, raw, hf: bool):
-        self.raw, self.hf = raw, hf
-        if hf:
-            raw.add_special_tokens({"additional_special_tokens": [GRAPH_OPEN, GRAPH_CLOSE]})
-            if raw.pad_token is None:
-                raw.pad_token = raw.eos_token or raw.unk_token
-            self.pad_id = raw.pad_token_id
-            self.eos_id = raw.eos_token_id if raw.eos_token_id is not None else self.pad_id
-            self.open_id, self.close_id = raw.convert_tokens_to_ids([GRAPH_OPEN, GRAPH_CLOSE])
-        else:
-            self.pad_id, self.eos_id = raw.token_to_id("[PAD]"), raw.token_to_id("[EOS]")
-            self.open_id, self.close_id = raw.token_to_id(GRAPH_OPEN), raw.token_to_id(GRAPH_CLOSE)
-
-    def __len__(self) -> int:
-        return len(self.raw) if self.hf else self.raw.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        if self.hf:
-            return list(self.raw(text, add_special_tokens=False)["input_ids"])
-        return self.raw.encode(text).ids
-
-
 # --------------------------------------------------------------- network
 #: model types whose checkpoints are bidirectional encoders; they run as causal LMs with ``is_decoder=True``
 _ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert", "rembert",
@@ -363,68 +292,9 @@ def lora_parameter_count(lm) -> int:
 
 
 def _build_net(cfg: GNNLLMConfig, gin, n_out: int, *, lm=None, tok=None, text_dim: int = 0, static_dim: int = 0):
-    import torch
-    from torch import nn
+    from ._nets import GNNLLMNet
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gin = gin
-            g = cfg.gnn_hidden if gin is None else gin.convs[-1].nn[-1].out_features
-            hh = cfg.head_hidden
-            s = static_dim if cfg.use_static else 0
-            if cfg.backbone == "lm":
-                self.lm = lm
-                H = lm.get_input_embeddings().embedding_dim
-                self.proj = nn.Sequential(nn.Linear(g, H), nn.GELU(), nn.Linear(H, H))
-                self.head = nn.Sequential(nn.Linear(H + s, hh), nn.ReLU(), nn.Linear(hh, n_out))
-            else:
-                self.gnorm = nn.LayerNorm(g)  # the GIN's sum aggregation grows with graph size
-                self.head = nn.Sequential(nn.Linear(g + text_dim + s, hh), nn.ReLU(), nn.Linear(hh, hh), nn.ReLU(),
-                                          nn.Linear(hh, n_out))
-            if cfg.residual:  # training starts from the analytic estimate (times the mean correction)
-                nn.init.zeros_(self.head[-1].weight)
-                nn.init.zeros_(self.head[-1].bias)
-
-        def graph_tokens(self, b):
-            return self.proj(self.gin.pool(b.x, b.edge_index, b.batch))
-
-        def lm_forward(self, b, prompts: list[list[int]], answers: list[list[int]] | None = None):
-            """LM over ``<graph> g </graph> prompt [answer]``; returns (output, index of last prompt token)."""
-            gtok = self.graph_tokens(b)
-            B = gtok.shape[0]
-            seqs = [[tok.open_id, tok.pad_id, tok.close_id] + p + (answers[i] if answers else [])
-                    for i, p in enumerate(prompts)]
-            T = max(map(len, seqs))
-            dev = gtok.device
-            ids = torch.full((B, T), tok.pad_id, dtype=torch.long)
-            att = torch.zeros((B, T), dtype=torch.long)
-            labels = torch.full((B, T), -100, dtype=torch.long)
-            for i, s in enumerate(seqs):
-                ids[i, :len(s)] = torch.as_tensor(s)
-                att[i, :len(s)] = 1
-                if answers:
-                    a0 = 3 + len(prompts[i])
-                    labels[i, a0:len(s)] = ids[i, a0:len(s)]
-            ids, att, labels = ids.to(dev), att.to(dev), labels.to(dev)
-            emb = self.lm.get_input_embeddings()(ids)
-            emb = torch.cat([emb[:, :1], gtok.unsqueeze(1).to(emb.dtype), emb[:, 2:]], dim=1)
-            out = self.lm(inputs_embeds=emb, attention_mask=att, labels=labels if answers else None,
-                          output_hidden_states=answers is None)
-            last = torch.as_tensor([3 + len(p) - 1 for p in prompts], device=dev)
-            return out, last
-
-        def forward(self, b, prompts=None, text=None, static=None):
-            if cfg.backbone == "lm":
-                out, last = self.lm_forward(b, prompts)
-                parts = [out.hidden_states[-1][torch.arange(len(prompts), device=last.device), last].float()]
-            else:
-                parts = [self.gnorm(self.gin.pool(b.x, b.edge_index, b.batch)), text]
-            if cfg.use_static:
-                parts.append(static)
-            return self.head(torch.cat(parts, dim=1))
-
-    return Net()
+    return GNNLLMNet(cfg, gin, n_out, lm=lm, tok=tok, text_dim=text_dim, static_dim=static_dim)
 
 
 _SENTENCE = {}
@@ -464,7 +334,7 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
     def __init__(self, config: GNNLLMConfig | None = None) -> None:
         self.config = config or GNNLLMConfig()
         self.net = None
-        self.norm = _Norm()
+        self.norm = FeatureNorm()
         self.meta: dict = {}
         self._analytic = None
         self.intervals = None
@@ -597,7 +467,7 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
             self.encoder = copy.deepcopy(init_from.encoder)
             self._build(self.encoder, init_from.tok.raw if init_from.tok is not None else None)
             self.net.load_state_dict(init_from.net.state_dict())
-            self.norm = _Norm(**asdict(init_from.norm))
+            self.norm = FeatureNorm(**asdict(init_from.norm))
             self._text_cache = dict(init_from._text_cache)
             extra["fine_tuned_from"] = {k: init_from.meta.get(k) for k in ("trained_rows", "data_hash", "devices")}
         else:
@@ -616,8 +486,8 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
         Y = Y - self._analytic_base([e for _, e in items])
         if init_from is None:
             S = np.stack([f.static for f, _ in items]).astype(np.float64)
-            self.norm = _Norm(static_mean=S.mean(0).tolist(), static_std=_safe_std(S),
-                              y_mean=_safe_mean(Y), y_std=_safe_std(Y))
+            self.norm = FeatureNorm(static_mean=S.mean(0).tolist(), static_std=safe_std(S),
+                              y_mean=_safe_mean(Y), y_std=safe_std(Y))
         ynorm = torch.as_tensor((Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std), dtype=torch.float32)
         for p in self.net.gin.parameters():
             p.requires_grad_(True)
@@ -799,7 +669,7 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
         if lm_backbone:
             A.check(cfg.get("lm_base"), A.Fields({"model_type": A.Str(), "parameters": A.Int(0), "vocab": A.Int(1),
                                                   "tokens": A.Int(1)}), file, "lm_base")
-        self.norm = _Norm(**cfg["norm"])
+        self.norm = FeatureNorm(**cfg["norm"])
         self.encoder = GraphMAE.load(path)
         tok_raw = None
         if lm_backbone and self.config.lm is None:

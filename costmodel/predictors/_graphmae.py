@@ -83,64 +83,10 @@ GRAPHMAE_CONFIG_LATER = ("replace_rate",)
 
 def _build(cfg: GraphMAEConfig, node_dim: int):
     """The GIN encoder plus the pretraining parts (mask token, re-mask projection, decoder)."""
-    from ._gnn import _quiet_pyg
+    from ._nets import GraphMAENet
 
-    _quiet_pyg()
-    import torch
-    import torch_geometric.nn as gnn
-    from torch import nn
-
-    class GIN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            h = cfg.hidden
-            dims = [node_dim] + [h] * cfg.layers
-            self.convs = nn.ModuleList(
-                gnn.GINConv(nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(), nn.Linear(b, b)))
-                for a, b in zip(dims[:-1], dims[1:])
-            )
-            self.norms = nn.ModuleList(nn.BatchNorm1d(h) for _ in range(cfg.layers - 1))
-
-        def forward(self, x, edge_index):
-            for i, conv in enumerate(self.convs):
-                x = conv(x, edge_index)
-                if i < len(self.convs) - 1:
-                    x = torch.relu(self.norms[i](x))
-            return x
-
-        def pool(self, x, edge_index, batch):
-            from torch_geometric.nn import global_mean_pool
-
-            return global_mean_pool(self(x, edge_index), batch)
-
-    class MAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = GIN()
-            self.mask_token = nn.Parameter(torch.zeros(1, node_dim))
-            self.enc_to_dec = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
-            self.decoder = gnn.GINConv(nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
-                                                     nn.Linear(cfg.hidden, node_dim)))
-
-        def loss(self, x, edge_index, generator=None):
-            n = x.shape[0]
-            k = max(1, int(round(cfg.mask_rate * n)))
-            perm = torch.randperm(n, generator=generator)
-            mask = perm[:k]
-            xin = x.clone()
-            n_noise = int(round(cfg.replace_rate * k))
-            token = mask[n_noise:]
-            if n_noise:  # substitution: masked, but showing some other node's features
-                src = torch.randint(0, n, (n_noise,), generator=generator)
-                xin[mask[:n_noise]] = x[src]
-            xin[token] = self.mask_token.to(x.dtype).expand(len(token), -1)
-            h = self.enc_to_dec(self.encoder(xin, edge_index))
-            h = h.clone()
-            h[mask] = 0.0  # re-mask: the decoder must rebuild masked nodes from their neighbours
-            rec = self.decoder(h, edge_index)
-            return sce_loss(rec[mask], x[mask], cfg.gamma)
-
-    return MAE()
+    return GraphMAENet(node_dim, cfg.hidden, cfg.layers, mask_rate=cfg.mask_rate, replace_rate=cfg.replace_rate,
+                       gamma=cfg.gamma)
 
 
 def sce_loss(pred, target, gamma: float = 2.0):

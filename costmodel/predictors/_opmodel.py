@@ -37,7 +37,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS
-from ._timeline import _nnls_relative, module_calls
+from ._optable import module_calls
+from ._timeline import _nnls_relative
 
 PHASES = ("forward", "backward")
 DTYPES = ("fp32", "fp16", "bf16")

@@ -25,9 +25,10 @@ import numpy as np
 
 from .._errors import ModelLoadError
 from ..features import GraphFeatures
-from ._base import read_artifact_config, register_predictor
+from ._registry import read_artifact_config, register_predictor
 from ._gae import GraphAutoencoder
-from ._gnn import GNNConfig, GNNPredictor, ShippedArtifact, load_gnn_config
+from ._artifacts import ShippedArtifact
+from ._dippm import GNNConfig, GNNPredictor, load_gnn_config
 
 TRAPPM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 

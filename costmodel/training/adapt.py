@@ -98,9 +98,7 @@ def adapt(predictor, rows, *, shots: int = 32, epochs: int = 60, lr_scale: float
 
     import numpy as np
 
-    from ..predictors import get_predictor
-    from ..predictors._gnn import GNNPredictor
-    from ..predictors._trappm import TraPPMPredictor
+    from ..predictors import GNNPredictor, TraPPMPredictor, get_predictor
     from .metrics import acc_within, mape
 
     if not isinstance(shots, int) or isinstance(shots, bool) or shots < 4:

@@ -37,15 +37,16 @@ def artifact_dir(name: str, *, output=None, to_package: bool = False) -> Path:
     if output:
         return Path(output)
     if to_package:
-        from ..predictors._gnn import _ARTIFACTS
+        from ..predictors import ARTIFACTS_DIR
 
-        return _ARTIFACTS / name
+        return ARTIFACTS_DIR / name
     return user_data_dir() / "artifacts" / name
 
 
-def pretrained_dir(name: str, marker: str) -> Path:
-    """A pretrained encoder folder: the user's (``costmodel pretrain``) if there is one, else the shipped one."""
-    from ..predictors._gnn import _ARTIFACTS
+def pretrained_dir(name: str, marker: str, shipped: str | None = None) -> Path:
+    """A pretrained encoder folder: the user's (``costmodel pretrain``) if there is one, else the shipped
+    one (in the artifact folder ``shipped``, default ``name``: the GAE ships inside ``trappm``)."""
+    from ..predictors import ARTIFACTS_DIR
 
     mine = user_data_dir() / "artifacts" / name
-    return mine if (mine / marker).exists() else _ARTIFACTS / name
+    return mine if (mine / marker).exists() else ARTIFACTS_DIR / (shipped or name)

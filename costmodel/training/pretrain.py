@@ -26,7 +26,9 @@ def pretrain(method: str = "gae", *, corpus: int = 3000, epochs: int | None = No
     if method not in METHODS:
         raise InvalidInputError(f"unknown pretraining method {method!r}; choose from {', '.join(METHODS)}")
 
-    out = artifact_dir("graphmae" if method == "graphmae" else "gae", output=output,
+    # the shipped GAE lives inside the TraPPM artifact (TraPPM is built on it)
+    shipped = "trappm" if to_package and not output else "gae"
+    out = artifact_dir("graphmae" if method == "graphmae" else shipped, output=output,
                        to_package=to_package)  # a bad output fails before the work
     t0 = time.perf_counter()
     graphs = GraphCorpus.build(corpus, seed=seed, workers=workers)
@@ -34,14 +36,14 @@ def pretrain(method: str = "gae", *, corpus: int = 3000, epochs: int | None = No
     train, held = graphs.split(0.1, seed=seed)
     ep = {"epochs": epochs} if epochs else {}
     if method == "graphmae":
-        from ..predictors._graphmae import GraphMAE, GraphMAEConfig
+        from ..predictors import GraphMAE, GraphMAEConfig
 
         model = GraphMAE(GraphMAEConfig(seed=seed, **ep)).fit(graphs, train)
         ev = model.evaluate(graphs, held)
         model.history.update(heldout_sce=round(ev["sce"], 5), heldout_sce_untrained=round(ev["sce_untrained"], 5),
                              corpus=corpus, corpus_seed=seed)
     else:
-        from ..predictors._gae import GAEConfig, GraphAutoencoder
+        from ..predictors import GAEConfig, GraphAutoencoder
 
         model = GraphAutoencoder(GAEConfig(seed=seed, **ep)).fit(graphs, train)
         ev = model.evaluate(graphs, held)

@@ -35,8 +35,7 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
     from dataclasses import replace
 
     from ..datasets import PerfDataset
-    from ..predictors._gnn import DIPPMPredictor, GNNConfig
-    from ..predictors._xgb import XGBStaticPredictor
+    from ..predictors import DIPPMPredictor, GNNConfig, XGBStaticPredictor
 
     ds = PerfDataset.load(data, device=device)
     fit_kw = {}
@@ -45,10 +44,9 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
         pred = DIPPMPredictor(replace(GNNConfig(conv="sage"), seed=seed, **ep))
     elif predictor == "trappm":
         from .._errors import ModelLoadError
-        from ..predictors._gae import GraphAutoencoder
-        from ..predictors._trappm import TraPPMPredictor, trappm_config
+        from ..predictors import GraphAutoencoder, TraPPMPredictor, trappm_config
 
-        enc = Path(encoder) if encoder else pretrained_dir("gae", "gae.json")
+        enc = Path(encoder) if encoder else pretrained_dir("gae", "gae.json", shipped="trappm")
         if not (enc / "gae.json").exists():
             raise ModelLoadError(f"no pretrained encoder in {enc}; run `costmodel pretrain` first or pass --encoder")
         pred = TraPPMPredictor(trappm_config(seed=seed, **ep), GraphAutoencoder.load(enc))
@@ -70,7 +68,7 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
 def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to_package: bool) -> TrainResult:
     from .._errors import ModelLoadError
     from ..datasets import PerfDataset
-    from ..predictors._timeline import TimelineConfig, TimelinePredictor
+    from ..predictors import TimelineConfig, TimelinePredictor
 
     ds = PerfDataset.load(data, device=device)
     ds = ds.subset([i for i, r in enumerate(ds.rows) if r.kind == "vision"])
@@ -94,8 +92,8 @@ def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to
 def _gnnllm_for_training(encoder, lm, backbone: str, lora_r: int, summary_epochs, seed: int, epochs: dict):
     """The untrained gnn-llm predictor and its stage-1 GraphMAE encoder (``None``: a random GIN)."""
     from .._errors import ModelLoadError
-    from ..predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
-    from ..predictors._graphmae import GraphMAE
+    from ..predictors import GNNLLMConfig, GNNLLMPredictor
+    from ..predictors import GraphMAE
 
     enc_dir = Path(encoder) if encoder else pretrained_dir("graphmae", "graphmae.json")
     if encoder and not (enc_dir / "graphmae.json").exists():
@@ -112,13 +110,14 @@ def _gnnllm_for_training(encoder, lm, backbone: str, lora_r: int, summary_epochs
 
 def _train_llm(data, device: str, seed: int, output, to_package: bool) -> TrainResult:
     from ..datasets import PerfDataset
-    from ..llm._predictor import _ARTIFACT, XGBLLMPredictor
+    from ..predictors import XGBLLMPredictor
+    from ..predictors import artifact_dir as shipped_dir
 
     ds = PerfDataset.load(data, device=device, kinds=("llm",))
     grid = Path(__file__).resolve().parents[1] / "llm" / "grid_search.json"
     params = json.loads(grid.read_text())["chosen"] if grid.exists() else None
     if to_package and not output:
-        out = _ARTIFACT
+        out = shipped_dir("llm-xgb")
     else:
         out = artifact_dir("llm-xgb", output=output, to_package=to_package)
     print(f"training llm-xgb on {len(ds)} transformer rows from {device}", file=sys.stderr)

@@ -48,7 +48,7 @@ def test_pretrain_then_train_trappm(capsys, tmp_path):
 
 def test_pretrain_graphmae_then_train_gnn_llm(capsys, tmp_path):
     from costmodel.predictors import load_predictor
-    from costmodel.predictors._graphmae import GraphMAE
+    from costmodel.predictors import GraphMAE
 
     code, out, _ = run(capsys, "pretrain", "--method", "graphmae", "--corpus", "4", "--epochs", "1",
                        "--workers", "1", "-o", str(tmp_path / "mae"))
@@ -109,7 +109,7 @@ def test_train_and_pretrain_write_the_user_folder_not_the_package(capsys, tmp_pa
 
 
 def test_train_llm_writes_the_user_folder(capsys, tmp_path, monkeypatch):
-    import costmodel.llm._predictor as lp
+    import costmodel.predictors as lp
 
     saved = []
 
@@ -128,7 +128,7 @@ def test_train_llm_writes_the_user_folder(capsys, tmp_path, monkeypatch):
     code, _, _ = run(capsys, "train", "--predictor", "llm-xgb")
     assert code == 0 and saved == [tmp_path / "home" / "artifacts" / "llm-xgb"]
     code, _, _ = run(capsys, "train", "--predictor", "llm-xgb", "--to-package")  # maintainers only
-    assert code == 0 and saved[-1] == lp._ARTIFACT
+    assert code == 0 and saved[-1] == lp.artifact_dir("llm-xgb")
 
 
 def test_help_names_the_default_output(capsys):

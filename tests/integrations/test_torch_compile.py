@@ -71,7 +71,7 @@ def test_graph_breaks_give_one_estimate_per_graph():
 
 
 def test_a_failing_cost_model_never_breaks_the_compile():
-    from costmodel.predictors._analytic import AnalyticPredictor
+    from costmodel.predictors import AnalyticPredictor
 
     class Exploding(AnalyticPredictor):
         def predict(self, *a, **k):

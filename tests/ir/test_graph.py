@@ -1,7 +1,7 @@
 import pytest
 
 from costmodel.frontends import GraphBuilder
-from costmodel.ir import OP_KINDS, CostGraph
+from costmodel.ir import CostGraph
 
 
 def diamond():

@@ -43,7 +43,7 @@ def coverage_split():
 @pytest.fixture(scope="session")
 def coverage_features(coverage_split):
     """Row index -> (GraphFeatures, analytic Estimate) in the DIPPM layout (gnn-llm reads the same)."""
-    from costmodel.predictors._gnn import GNNConfig, GNNPredictor
+    from costmodel.predictors import GNNConfig, GNNPredictor
 
     data = coverage_split[0]
     p = GNNPredictor(GNNConfig())

@@ -39,9 +39,9 @@ import pytest
 
 import costmodel
 from costmodel import ModelLoadError, SchemaMismatchError
-from costmodel.predictors._gnn import _ARTIFACTS, GNN_CONFIG_LATER, GNNConfig
+from costmodel.predictors import ARTIFACTS_DIR, GNN_CONFIG_LATER, GNNConfig
 
-ARTIFACTS = ("dippm", "trappm", "xgb-static", "gnn-llm", "llm-xgb", "gae", "graphmae")
+ARTIFACTS = ("dippm", "trappm", "xgb-static", "gnn-llm", "llm-xgb", "graphmae")
 #: JSON documents whose fields are damaged one by one (tokenizer.json and the XGBoost models are file-level)
 DOCS = ("config.json", "gae.json", "graphmae.json", "lm_config.json")
 #: which document records the checksum of which file
@@ -65,16 +65,11 @@ def _finite(v) -> bool:
 def _answer(name: str, path: Path, graph, *, by_name: bool = False):
     """Load the artifact at ``path`` as its kind is loaded, and ask it for one estimate (JSON-comparable)."""
     if name == "llm-xgb":
-        from costmodel.llm._predictor import XGBLLMPredictor
+        from costmodel.predictors import XGBLLMPredictor
 
         return XGBLLMPredictor.load(path).predict("gpt2", batch=2, seq=64).to_dict()
-    if name == "gae":
-        from costmodel.features import node_arrays
-        from costmodel.predictors._gae import GraphAutoencoder
-
-        return GraphAutoencoder.load(path).embed(*node_arrays(graph)).tolist()
     if name == "graphmae":
-        from costmodel.predictors._graphmae import GraphMAE
+        from costmodel.predictors import GraphMAE
 
         return GraphMAE.load(path).embed_many([graph]).tolist()
     p = costmodel.get_predictor(str(path)) if by_name else costmodel.load_predictor(path)
@@ -275,7 +270,7 @@ def _run(name: str, folder: Path, graph, ref, label: str, why: str | None, *, pr
 
 @pytest.mark.parametrize("name", ARTIFACTS)
 def test_damaged_artifact_fails_cleanly(name, graph, tmp_path):
-    src = _ARTIFACTS / name
+    src = ARTIFACTS_DIR / name
     folder = tmp_path / name
     shutil.copytree(src, folder)
     ref = _answer(name, folder, graph)

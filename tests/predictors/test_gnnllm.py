@@ -6,14 +6,8 @@ import pytest
 from costmodel import InvalidInputError, SchemaMismatchError
 from costmodel.datasets import PerfDataset
 from costmodel.predictors import get_predictor, load_predictor
-from costmodel.predictors._gnnllm import (
-    GNNLLMConfig,
-    GNNLLMPredictor,
-    SUMMARY_PROMPT,
-    graph_summary,
-    lora_parameter_count,
-    prompt_text,
-)
+from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor, lora_parameter_count
+from costmodel.predictors._prompts import SUMMARY_PROMPT, graph_summary, prompt_text
 from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig, sce_loss
 
 TINY_LM = dict(gnn_hidden=16, gnn_layers=2, lm_hidden=32, lm_heads=2, lm_layers=1, head_hidden=16, batch_size=8)
@@ -276,14 +270,14 @@ def test_shipped_graphmae_reconstructs_unseen_graphs(heldout_graphs):
     standard errors of the per-graph mean."""
     import json
 
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR
 
-    mae = GraphMAE.load(_ARTIFACTS / "graphmae")
+    mae = GraphMAE.load(ARTIFACTS_DIR / "graphmae")
     idx = list(range(len(heldout_graphs.x)))
     ev = mae.evaluate(heldout_graphs, idx)
     assert ev["sce"] < 0.5 * ev["sce_untrained"], ev
     per = np.asarray([mae.reconstruction_error(heldout_graphs, [i], seed=i) for i in idx])
-    stored = json.loads((_ARTIFACTS / "graphmae" / "graphmae.json").read_text())["history"]["heldout_sce"]
+    stored = json.loads((ARTIFACTS_DIR / "graphmae" / "graphmae.json").read_text())["history"]["heldout_sce"]
     se = per.std(ddof=1) / np.sqrt(len(per))
     assert abs(per.mean() - stored) <= 3 * se, (per.mean(), stored, se)
 

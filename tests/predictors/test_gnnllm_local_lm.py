@@ -14,7 +14,8 @@ import pytest
 from costmodel import InvalidInputError, ModelLoadError
 from costmodel.datasets import PerfDataset
 from costmodel.predictors import load_predictor
-from costmodel.predictors._gnnllm import GRAPH_CLOSE, GRAPH_OPEN, GNNLLMConfig, GNNLLMPredictor, _tiny_tokenizer
+from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
+from costmodel.predictors._prompts import GRAPH_CLOSE, GRAPH_OPEN, _tiny_tokenizer
 
 import peft  # noqa: E402,F401  (the test extra installs peft and transformers)
 import transformers  # noqa: E402
@@ -60,7 +61,7 @@ def _untrained_encoder():
 
     from costmodel.frontends import zoo_graph
     from costmodel.features import node_arrays
-    from costmodel.predictors._graphmae import GraphMAE, GraphMAEConfig
+    from costmodel.predictors import GraphMAE, GraphMAEConfig
 
     x, ei = node_arrays(zoo_graph("squeezenet1_1", batch=1, method="trace"))
     return GraphMAE(GraphMAEConfig(hidden=16, layers=2, epochs=0)).fit(SimpleNamespace(x=[x], edge_index=[ei]),

@@ -8,9 +8,8 @@ import pytest
 import costmodel
 from costmodel import ModelLoadError, SchemaMismatchError
 from costmodel.datasets import PerfDataset
-from costmodel.predictors import get_predictor, load_predictor
-from costmodel.predictors._gnn import _ARTIFACTS, DIPPMPredictor, GNNConfig, GNNPredictor
-from costmodel.predictors._xgb import XGBStaticPredictor
+from costmodel.predictors import ARTIFACTS_DIR, DIPPMPredictor, get_predictor, GNNConfig, GNNPredictor, load_predictor
+from costmodel.predictors import XGBStaticPredictor
 
 SMALL = ("squeezenet1_1", "mnasnet0_5", "resnet18", "shufflenet_v2_x1_0")
 
@@ -92,7 +91,7 @@ def test_shipped_default_is_learned():
 
 
 def test_shipped_artifact_meta():
-    cfg = json.loads((_ARTIFACTS / "dippm" / "config.json").read_text())
+    cfg = json.loads((ARTIFACTS_DIR / "dippm" / "config.json").read_text())
     assert cfg["predictor"] == "dippm" and cfg["meta"]["trained_rows"] == 342
     assert cfg["schema"]["version"] >= 1
 
@@ -148,13 +147,13 @@ def test_xgb_static_trains_without_scikit_learn(small, monkeypatch):
 def test_xgb_static_shipped_model_is_unchanged():
     """The shipped trees load through xgboost.Booster and predict what the numpy evaluator of the same
     JSON computes (the format and the model did not change)."""
-    from costmodel.llm._trees import TreeEnsemble
+    from costmodel.predictors import TreeEnsemble
 
-    p = load_predictor(_ARTIFACTS / "xgb-static")
+    p = load_predictor(ARTIFACTS_DIR / "xgb-static")
     g = costmodel.to_graph("torchvision:resnet18", batch=8, method="trace")
     f, _ = p.features(g, "h200", "inference")
     for t, m in zip(p.targets, p.models):
-        trees = TreeEnsemble.load(_ARTIFACTS / "xgb-static" / f"{t}.json")
+        trees = TreeEnsemble.load(ARTIFACTS_DIR / "xgb-static" / f"{t}.json")
         np.testing.assert_allclose(m.inplace_predict(f.static[None]), trees.predict(f.static[None]), rtol=1e-5)
 
 
@@ -172,15 +171,13 @@ def test_missing_labels_and_fine_tuning():
 
 
 def test_shipped_artifacts_say_how_to_get_them(monkeypatch, tmp_path):
-    from costmodel.predictors import _gnn
-    from costmodel.predictors._gnnllm import GNNLLMPredictor
-    from costmodel.predictors._trappm import TraPPMPredictor
+    from costmodel.predictors import _artifacts, GNNLLMPredictor, TraPPMPredictor
 
     monkeypatch.setattr(GNNLLMPredictor, "_requires", ("torch_geometric", "no_such_module_here"))
     assert not GNNLLMPredictor.is_available()
     with pytest.raises(ModelLoadError, match=r"needs no_such_module_here: pip install 'costmodel\[gnnllm\]'"):
         get_predictor("gnn-llm")
-    monkeypatch.setattr(_gnn, "_ARTIFACTS", tmp_path)
+    monkeypatch.setattr(_artifacts, "ARTIFACTS_DIR", tmp_path)
     assert not TraPPMPredictor.is_available()
     with pytest.raises(ModelLoadError, match="no shipped trappm artifact.*costmodel train --predictor trappm"):
         get_predictor("trappm")

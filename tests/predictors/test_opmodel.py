@@ -388,14 +388,13 @@ def test_damaged_timelines_are_refused(timeline, damage, match):
 
 # ------------------------------------------------------------------ inside the timeline predictor
 def test_the_timeline_predictor_saves_and_uses_the_cpu_model(tmp_path, timeline):
-    from costmodel.predictors._gnn import _ARTIFACTS
-    from costmodel.predictors._timeline import TimelinePredictor
+    from costmodel.predictors import ARTIFACTS_DIR, TimelinePredictor
 
-    shipped = TimelinePredictor.load(_ARTIFACTS / "timeline")
+    shipped = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
     assert shipped.cpu is not None and shipped.cpu.trained_on["operators"] > 50_000  # the packaged CPU model
-    plain = TimelinePredictor.load(_ARTIFACTS / "timeline")
+    plain = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
     plain.cpu = None  # the same predictor without a CPU operator model
-    p = TimelinePredictor.load(_ARTIFACTS / "timeline")
+    p = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
     p.cpu = timeline
     g = _graph(8, 2, 10)
     p.save(tmp_path / "tl")

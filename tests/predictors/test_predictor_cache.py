@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 import costmodel
-from costmodel.predictors import _base, get_predictor
-from costmodel.predictors._base import DEFAULT_ORDER, DEFAULT_PREDICTOR, clear_artifact_cache
-from costmodel.predictors._gnn import DIPPMPredictor
-from costmodel.predictors._trappm import TraPPMPredictor
+from costmodel.predictors import _registry, DEFAULT_ORDER, DEFAULT_PREDICTOR, clear_artifact_cache, get_predictor
+from costmodel.predictors import DIPPMPredictor, TraPPMPredictor
 
 
 def _count_loads(monkeypatch, cls) -> list:
@@ -46,17 +44,16 @@ def test_the_default_is_named_and_falls_back_in_the_documented_order(monkeypatch
 
 
 def test_registering_a_predictor_does_not_move_the_default():
-    from costmodel.predictors import register_predictor
-    from costmodel.predictors._analytic import AnalyticPredictor
+    from costmodel.predictors import AnalyticPredictor, register_predictor
 
-    order = list(_base._DEFAULT_ORDER)
+    order = list(_registry._DEFAULT_ORDER)
     try:
         register_predictor("analytic-copy")(type("AnalyticCopy", (AnalyticPredictor,), {"name": "analytic-copy"}))
         register_predictor("dippm")(DIPPMPredictor)  # registered again, as a reload would
-        assert _base._DEFAULT_ORDER == order and get_predictor(None).name == "trappm"
+        assert _registry._DEFAULT_ORDER == order and get_predictor(None).name == "trappm"
     finally:
-        _base._REGISTRY.pop("analytic-copy", None)
-        _base._DEFAULT_ORDER[:] = order
+        _registry._REGISTRY.pop("analytic-copy", None)
+        _registry._DEFAULT_ORDER[:] = order
 
 
 def test_two_estimates_load_the_default_once(monkeypatch):
@@ -71,10 +68,10 @@ def test_two_estimates_load_the_default_once(monkeypatch):
 
 
 def test_cache_follows_the_files(monkeypatch, tmp_path):
-    from costmodel.predictors import _gnn
+    from costmodel.predictors import _artifacts
 
-    shutil.copytree(_gnn._ARTIFACTS / "dippm", tmp_path / "dippm")
-    monkeypatch.setattr(_gnn, "_ARTIFACTS", tmp_path)
+    shutil.copytree(_artifacts.ARTIFACTS_DIR / "dippm", tmp_path / "dippm")
+    monkeypatch.setattr(_artifacts, "ARTIFACTS_DIR", tmp_path)
     calls = _count_loads(monkeypatch, DIPPMPredictor)
     get_predictor("dippm")
     get_predictor("dippm")

@@ -12,14 +12,8 @@ from costmodel.frontends import zoo_graph
 from costmodel.measure.host import calibrate
 from costmodel.training import mape
 from costmodel.predictors._artifact import record_checksums
-from costmodel.predictors._timeline import (
-    FEATURE_NAMES,
-    HOST_CLASSES,
-    TimelineConfig,
-    TimelinePredictor,
-    module_calls,
-    op_table,
-)
+from costmodel.predictors._optable import FEATURE_NAMES, HOST_CLASSES, module_calls, op_table
+from costmodel.predictors._timeline import TimelineConfig, TimelinePredictor
 
 
 @pytest.fixture(scope="module")

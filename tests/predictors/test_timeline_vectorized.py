@@ -12,7 +12,7 @@ from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.ir import CostGraph, Node
 from costmodel.predictors import _timeline, get_predictor
-from costmodel.predictors._timeline import (
+from costmodel.predictors._optable import (
     _HOST_INDEX,
     _OPT_BYTES,
     _OPT_FLOPS,

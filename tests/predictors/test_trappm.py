@@ -11,8 +11,7 @@ from costmodel.datasets._corpus import CorpusItem, _build_one
 from costmodel.frontends import zoo_graph
 from costmodel.predictors import load_predictor
 from costmodel.predictors._gae import GAEConfig, GraphAutoencoder, roc_auc
-from costmodel.predictors._gnn import GNNConfig, GNNPredictor
-from costmodel.predictors._trappm import TRAPPM_TARGETS, TraPPMPredictor, trappm_config
+from costmodel.predictors import TRAPPM_TARGETS, GNNConfig, GNNPredictor, trappm_config, TraPPMPredictor
 
 SMALL = ("squeezenet1_1", "mnasnet0_5", "resnet18", "shufflenet_v2_x1_0")
 
@@ -162,10 +161,10 @@ def test_trappm_intervals_cover_held_out_rows(coverage_split, coverage_features)
     measurements inside the intervals is the nominal level within three standard deviations."""
     from _coverage import expected_coverage, measured_coverage
 
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR
 
     data, train, cal, test = coverage_split
-    p = TraPPMPredictor(trappm_config(epochs=10, hidden=16), GraphAutoencoder.load(_ARTIFACTS / "gae"))
+    p = TraPPMPredictor(trappm_config(epochs=10, hidden=16), GraphAutoencoder.load(ARTIFACTS_DIR / "trappm"))
     rows = sorted(coverage_features)
     feats = dict(zip(rows, p.with_embeddings([coverage_features[i] for i in rows])))
     p.fit(data, train, cached=feats, progress=False)
@@ -188,7 +187,7 @@ def test_config_validation(kw, msg):
 
 
 def test_nnlqp_style_baseline_trains(small):
-    from costmodel.predictors._gnn import NNLQP
+    from costmodel.predictors import NNLQP
 
     p = GNNPredictor(GNNConfig(epochs=3, hidden=16, **NNLQP)).fit(small, progress=False)
     e = p.predict(small.graph(0), "h200")
@@ -196,10 +195,9 @@ def test_nnlqp_style_baseline_trains(small):
 
 
 def test_shipped_trappm_and_encoder_artifacts():
-    from costmodel.predictors import get_predictor
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR, get_predictor
 
-    gae = GraphAutoencoder.load(_ARTIFACTS / "gae")
+    gae = GraphAutoencoder.load(ARTIFACTS_DIR / "trappm")
     assert gae.history["train_graphs"] > 2000
     p = get_predictor("trappm")
     assert isinstance(p, TraPPMPredictor) and p.meta["trained_rows"] == 342
@@ -221,9 +219,9 @@ def test_shipped_autoencoder_predicts_links_of_unseen_graphs(heldout_graphs):
 
     from costmodel.features import NODE_FEATURE_NAMES
     from costmodel.predictors._gae import _build_encoder
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR
 
-    gae = GraphAutoencoder.load(_ARTIFACTS / "gae")
+    gae = GraphAutoencoder.load(ARTIFACTS_DIR / "trappm")
     idx = range(len(heldout_graphs.x))
     shipped = gae.evaluate(heldout_graphs, idx)
     torch.manual_seed(gae.config.seed)
@@ -242,5 +240,5 @@ def test_shipped_autoencoder_predicts_links_of_unseen_graphs(heldout_graphs):
     rng = np.random.default_rng(0)
     boot = [roc_auc(np.concatenate([scores[j][0] for j in s]), np.concatenate([scores[j][1] for j in s]))
             for s in rng.integers(0, len(scores), (100, len(scores)))]
-    stored = json.loads((_ARTIFACTS / "gae" / "gae.json").read_text())["history"]["heldout_auc"]
+    stored = json.loads((ARTIFACTS_DIR / "trappm" / "gae.json").read_text())["history"]["heldout_auc"]
     assert abs(shipped["auc"] - stored) <= 3 * np.std(boot), (shipped["auc"], stored, np.std(boot))

@@ -9,7 +9,7 @@ from costmodel.training import artifact_dir, pretrained_dir, user_data_dir
 
 
 def test_default_artifact_folder(monkeypatch, tmp_path):
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS
 
     monkeypatch.delenv("COSTMODEL_HOME", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
@@ -26,10 +26,12 @@ def test_output_and_to_package_conflict():
 
 
 def test_pretrained_dir_prefers_the_users_encoder(monkeypatch, tmp_path):
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR as _ARTIFACTS
 
     monkeypatch.setenv("COSTMODEL_HOME", str(tmp_path))
-    assert pretrained_dir("gae", "gae.json") == _ARTIFACTS / "gae"
+    # the shipped encoder is the one inside the TraPPM artifact
+    assert pretrained_dir("gae", "gae.json", shipped="trappm") == _ARTIFACTS / "trappm"
+    assert (_ARTIFACTS / "trappm" / "gae.json").exists()
     (tmp_path / "artifacts" / "gae").mkdir(parents=True)
     (tmp_path / "artifacts" / "gae" / "gae.json").write_text("{}")
-    assert pretrained_dir("gae", "gae.json") == tmp_path / "artifacts" / "gae"
+    assert pretrained_dir("gae", "gae.json", shipped="trappm") == tmp_path / "artifacts" / "gae"

@@ -9,7 +9,7 @@ from costmodel import InvalidInputError, UnknownDeviceError
 from costmodel.analysis import cast_graph, memory_breakdown, roofline
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
-from costmodel.mig import recommend_mig
+from costmodel.estimate import recommend_mig
 from costmodel.predictors import AnalyticPredictor, get_predictor, load_predictor
 
 
@@ -103,7 +103,7 @@ def test_predictor_roundtrip(tmp_path):
 
 
 def test_mig_slice_and_penalty():
-    from costmodel.mig import mig_latency_penalty, slice_device
+    from costmodel.estimate import mig_latency_penalty, slice_device
 
     dev = get_device("a100-40gb")
     prof = recommend_mig(dev, 3000)
@@ -191,7 +191,7 @@ def test_a_device_without_measured_rows_names_where_the_labels_come_from():
 
 
 def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
-    from costmodel.predictors._gnn import ShippedArtifact
+    from costmodel.predictors import ShippedArtifact
 
     monkeypatch.setattr(ShippedArtifact, "_missing", classmethod(lambda cls: ["torch_geometric"]))
     est = costmodel.estimate("torchvision:resnet18", device="h200", **SMALL)

@@ -8,7 +8,7 @@ learned predictors take from their prediction interval.
 
 from __future__ import annotations
 
-from .devices import get_device
+from ..devices import get_device
 
 
 def recommend_mig(device, memory_mb: float, *, margin_mb: float = 0.0):
@@ -51,7 +51,7 @@ def mig_latency_penalty(graph, device, profile, *, mode: str | None = None) -> f
     device: compute-bound work slows by the compute fraction, memory-bound
     work by the memory fraction, host-bound work (small batches) not at all.
     """
-    from .analysis._roofline import roofline
+    from ..analysis import roofline
 
     full = roofline(graph, get_device(device), mode=mode).latency_s
     part = roofline(graph, slice_device(device, profile), mode=mode).latency_s

@@ -1,12 +1,13 @@
-"""``costmodel.estimate``: the one-call API."""
+"""``costmodel.estimate`` and ``costmodel.estimate_llm``: the one-call APIs."""
 
 from __future__ import annotations
 
-from ._errors import InvalidInputError
-from .frontends import check_batch
+from typing import Any
 
-MODES = ("inference", "training")
-DTYPES = ("fp32", "fp16", "bf16")
+from .._errors import InvalidInputError
+from ._types import LLMEstimate, with_notes
+
+from ..ir import MODEL_DTYPES as DTYPES, MODES
 
 
 def estimate(
@@ -46,11 +47,9 @@ def estimate(
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
         ``estimate.assumptions`` every fallback the estimate rests on.
     """
-    from .devices import get_device
-    from .frontends import to_graph
-    from .predictors import get_predictor
-    from .predictors._base import validate_optimizer
-    from .predictors._fallback import default_fallback_note, with_notes
+    from ..devices import get_device
+    from ..frontends import check_batch, to_graph
+    from ..predictors import default_fallback_note, get_predictor, validate_optimizer
 
     check_batch(batch)
     if mode not in MODES:
@@ -62,7 +61,7 @@ def estimate(
     pred = get_predictor(predictor)
     notes = [default_fallback_note(pred)] if predictor is None else []
     if host is not None:
-        from .measure.host import load_host
+        from ..measure.host import load_host
 
         profile = load_host(host)  # a missing or damaged file fails here, naming it
         if hasattr(pred, "with_host"):
@@ -77,3 +76,16 @@ def estimate(
         )
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
     return with_notes(est, notes)
+
+
+def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
+                 region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
+                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
+                 instance: str | None = None, predictor=None) -> LLMEstimate:
+    """Throughput, memory, energy, carbon and cost of a transformer workload (the shipped model by default)."""
+    from ..predictors import default_llm_predictor
+
+    p = predictor or default_llm_predictor()
+    return p.predict(model, batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
+                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
+                     price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)

@@ -1,4 +1,4 @@
-"""Graph neural network predictors: DIPPM (GraphSAGE) and its GNN baselines.
+"""DIPPM: the graph neural network predictor (GraphSAGE), and its GNN baselines.
 
 Architecture (thesis ch. 4, DIPPM): node features -> linear embedding ->
 three message-passing layers (GraphSAGE by default; GCN, GAT or GIN for the
@@ -37,8 +37,7 @@ import numpy as np
 
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
-from . import _artifact as A
-from ..devices import HARDWARE_FEATURE_NAMES, get_device, is_measured_device
+from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..features import (
     FEATURE_SCHEMA_VERSION,
     NODE_FEATURE_NAMES,
@@ -47,22 +46,17 @@ from ..features import (
     schema_fingerprint,
     static_feature_names,
 )
-from ..mig import recommend_mig
-from ._base import (
-    Estimate,
-    Predictor,
-    read_artifact_config,
-    register_predictor,
-    validate_mode,
-    validate_optimizer,
-)
+from ..estimate import Estimate, finish_estimate
+from . import _artifact as A
+from ._artifacts import ShippedArtifact
+from ._base import Predictor, validate_mode, validate_optimizer
+from ._registry import read_artifact_config, register_predictor
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
 ALL_TARGETS = ("latency_ms", "memory_mb", "energy_j", "power_w")
 CONVS = ("sage", "gcn", "gat", "gin", "none")
 POOLS = ("meanmax", "sum")
 LOSSES = ("huber", "mse")
-_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 @dataclass(frozen=True)
@@ -144,62 +138,15 @@ def _quiet_pyg() -> None:
 
 
 def _build_net(cfg: GNNConfig, node_dim: int, static_dim: int, n_out: int):
-    _quiet_pyg()
-    import torch
-    from torch import nn
+    from ._nets import DIPPMNet
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            h = cfg.hidden
-            self.use_graph = cfg.conv != "none"
-            if self.use_graph:
-                import torch_geometric.nn as gnn
-
-                self.embed = nn.Sequential(nn.Linear(node_dim, h), nn.ReLU())
-                convs = []
-                for _ in range(cfg.layers):
-                    if cfg.conv == "sage":
-                        convs.append(gnn.SAGEConv(h, h))
-                    elif cfg.conv == "gcn":
-                        convs.append(gnn.GCNConv(h, h))
-                    elif cfg.conv == "gat":
-                        convs.append(gnn.GATConv(h, h // 4, heads=4))
-                    else:
-                        convs.append(gnn.GINConv(nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h))))
-                self.convs = nn.ModuleList(convs)
-                self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(cfg.layers))
-            self.static = nn.Sequential(nn.Linear(static_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
-            head_in = h + ((2 if cfg.pool == "meanmax" else 1) * h if self.use_graph else 0)
-            self.head = nn.Sequential(
-                nn.Linear(head_in, h), nn.ReLU(), nn.Dropout(cfg.dropout),
-                nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, n_out),
-            )
-            self.dropout = cfg.dropout
-
-        def forward(self, x, edge_index, batch, static):
-            from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
-
-            s = self.static(static)
-            if not self.use_graph:
-                return self.head(s)
-            hdn = self.embed(x)
-            for conv, norm in zip(self.convs, self.norms):
-                hdn = hdn + torch.relu(norm(conv(hdn, edge_index)))  # residual message passing
-                hdn = nn.functional.dropout(hdn, self.dropout, self.training)
-            if cfg.pool == "sum":
-                pooled = global_add_pool(hdn, batch)
-            else:
-                pooled = torch.cat([global_mean_pool(hdn, batch), global_max_pool(hdn, batch)], dim=1)
-            return self.head(torch.cat([pooled, s], dim=1))
-
-    return Net()
+    return DIPPMNet(cfg, node_dim, static_dim, n_out)
 
 
 _CLIP = 8.0
 
 
-def _safe_std(a: np.ndarray) -> list[float]:
+def safe_std(a: np.ndarray) -> list[float]:
     """Per-column std ignoring missing labels; constant columns are left unscaled."""
     import warnings
 
@@ -219,7 +166,9 @@ def _safe_mean(a: np.ndarray) -> list[float]:
 
 
 @dataclass
-class _Norm:
+class FeatureNorm:
+    """Feature and target standardization (means and standard deviations) of a trained network."""
+
     static_mean: list[float] = field(default_factory=list)
     static_std: list[float] = field(default_factory=list)
     node_mean: list[float] = field(default_factory=list)
@@ -246,7 +195,7 @@ class GNNPredictor(Predictor):
     def __init__(self, config: GNNConfig | None = None) -> None:
         self.config = config or GNNConfig()
         self.net = None
-        self.norm = _Norm()
+        self.norm = FeatureNorm()
         self.meta: dict = {}
         self._analytic = None
         #: conformal half-widths of |log(measured / predicted)| per target, and their coverage
@@ -340,12 +289,12 @@ class GNNPredictor(Predictor):
                 cfg
             ) | {"epochs": 0, "lr": 0, "seed": 0}:
                 raise InvalidInputError("init_from must be a trained predictor with the same architecture")
-            self.norm = _Norm(**asdict(init_from.norm))
+            self.norm = FeatureNorm(**asdict(init_from.norm))
         else:
-            self.norm = _Norm(
-                static_mean=S.mean(0).tolist(), static_std=_safe_std(S),
-                node_mean=X.mean(0).tolist(), node_std=_safe_std(X),
-                y_mean=_safe_mean(Y), y_std=_safe_std(Y),
+            self.norm = FeatureNorm(
+                static_mean=S.mean(0).tolist(), static_std=safe_std(S),
+                node_mean=X.mean(0).tolist(), node_std=safe_std(X),
+                y_mean=_safe_mean(Y), y_std=safe_std(Y),
             )
         ynorm = (Y - np.asarray(self.norm.y_mean)) / np.asarray(self.norm.y_std)
         data = [self._to_data(f, y) for f, y in zip(feats, ynorm)]
@@ -459,8 +408,6 @@ class GNNPredictor(Predictor):
         return np.concatenate(out)
 
     def _estimate(self, graph, dev, mode, vals, est: Estimate) -> Estimate:
-        from ._analytic import _mig_details
-
         v = {t: float(x) for t, x in zip(self.targets, vals)}
         lat = v["latency_ms"]
         mem = v.get("memory_mb", est.memory_mb)
@@ -478,33 +425,19 @@ class GNNPredictor(Predictor):
             for t, q in zip(self.targets, self.intervals["log_halfwidth"]):
                 if q is not None and math.isfinite(q):
                     iv[t] = (v[t] * math.exp(-q), v[t] * math.exp(q))
-        # the MIG pick keeps a margin up to the interval's upper memory bound
-        mig = recommend_mig(dev, mem, margin_mb=(iv["memory_mb"][1] - mem) if "memory_mb" in iv else 0.0)
-        batch = graph.meta.get("batch")
-        return replace(
-            est,
-            latency_ms=lat, memory_mb=mem, energy_j=en,
-            power_w=power,
-            mig_profile=mig.name if mig else None,
-            predictor=self.name,
-            predictor_version=f"{self.version} (costmodel {self.meta.get('library_version', __version__)})",
-            throughput_samples_s=(batch / (lat / 1e3)) if batch and lat > 0 else None,
-            fits_device=mem <= dev.memory_mb,
-            latency_ms_interval=iv.get("latency_ms"),
-            memory_mb_interval=iv.get("memory_mb"),
+        out = replace(
+            est, latency_ms=lat, memory_mb=mem, energy_j=en, power_w=power, predictor=self.name,
+            latency_ms_interval=iv.get("latency_ms"), memory_mb_interval=iv.get("memory_mb"),
             energy_j_interval=iv.get("energy_j"),
-            details=dict(
-                est.details,
-                analytic={"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j},
-                trained_devices=self.meta.get("devices"),
-                # no measurements of this device were seen: the learned correction is carried over
-                extrapolated_device=bool(self.meta.get("devices"))
-                and not is_measured_device(dev, self.meta.get("devices")),
-                interval_coverage=self.intervals["coverage"] if self.intervals else None,
-                power_w_interval=iv.get("power_w"),
-                mig=_mig_details(graph, dev, mig, mode),
-            ),
+            details=dict(est.details, analytic={"latency_ms": est.latency_ms, "memory_mb": est.memory_mb,
+                                                "energy_j": est.energy_j}),
         )
+        # the MIG pick keeps a margin up to the interval's upper memory bound
+        finish_estimate(out, dev, version=self.version, meta=self.meta, graph=graph,
+                        margin_mb=(iv["memory_mb"][1] - mem) if "memory_mb" in iv else 0.0)
+        out.details.update(interval_coverage=self.intervals["coverage"] if self.intervals else None,
+                           power_w_interval=iv.get("power_w"))
+        return out
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
@@ -617,43 +550,11 @@ class GNNPredictor(Predictor):
     def _load_weights(self, cfg: dict, path: Path) -> "GNNPredictor":
         """Check config.json, then restore normalization and weights from an artifact folder."""
         self._check_schema(cfg, path)
-        self.norm = _Norm(**cfg["norm"])
+        self.norm = FeatureNorm(**cfg["norm"])
         self.net = _build_net(self.config, len(NODE_FEATURE_NAMES), len(self._static_names), len(self.targets))
         A.load_weights(self.net, path / "weights.safetensors", what=f"the {self.name} network")
         self.net.eval()
         return self
-
-
-class ShippedArtifact:
-    """Mixin for predictors shipped as ``costmodel/artifacts/<name>``: ``is_available()`` and ``default()``."""
-
-    #: modules the shipped artifact needs at prediction time, and the extra that installs them
-    _requires: tuple[str, ...] = ("torch_geometric",)
-    _extra: str | None = None
-
-    @classmethod
-    def _missing(cls) -> list[str]:
-        import importlib.util
-
-        return [m for m in cls._requires if importlib.util.find_spec(m) is None]
-
-    @classmethod
-    def is_available(cls) -> bool:
-        return (_ARTIFACTS / cls.name / "config.json").exists() and not cls._missing()
-
-    @classmethod
-    def default(cls):
-        """The shipped artifact (loaded once, then cached), or an error that says how to get it."""
-        from ._base import cached_artifact
-
-        path = _ARTIFACTS / cls.name
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"no shipped {cls.name} artifact under {path}; train one with "
-                                 f"`costmodel train --predictor {cls.name}`")
-        if cls._missing():
-            hint = f": pip install 'costmodel[{cls._extra}]'" if cls._extra else ""
-            raise ModelLoadError(f"the {cls.name} predictor needs {', '.join(cls._missing())}{hint}")
-        return cached_artifact(cls.name, path, lambda p: cls.load(p))
 
 
 @register_predictor("dippm")

@@ -9,7 +9,7 @@ from costmodel import ModelLoadError, SchemaMismatchError
 from costmodel.datasets import PerfDataset
 from costmodel.devices import get_device
 from costmodel.features import llm_feature_names
-from costmodel.llm._predictor import LLM_TARGETS, XGBLLMPredictor, workload_of_row
+from costmodel.predictors import LLM_TARGETS, XGBLLMPredictor, workload_of_row
 from costmodel.devices import HARDWARE_FEATURE_NAMES
 
 H200 = get_device("h200")
@@ -80,7 +80,7 @@ def test_shipped_artifact_and_cli(capsys):
 
 def test_numpy_tree_evaluator_matches_xgboost(tmp_path):
     import xgboost as xgb
-    from costmodel.llm._trees import TreeEnsemble, train_booster
+    from costmodel.predictors import TreeEnsemble, train_booster
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 7)).astype(np.float32)
@@ -132,7 +132,7 @@ def test_training_needs_no_scikit_learn(monkeypatch, tmp_path):
 
 def test_native_training_matches_the_scikit_learn_wrapper_parameters():
     """``n_estimators`` is the number of rounds and ``seed`` the learner's seed (``random_state``)."""
-    from costmodel.llm._trees import train_booster
+    from costmodel.predictors import train_booster
 
     rng = np.random.default_rng(2)
     X = rng.normal(size=(200, 4)).astype(np.float32)
@@ -147,7 +147,7 @@ def test_native_training_matches_the_scikit_learn_wrapper_parameters():
 
 def test_shipped_llm_predictor_is_loaded_once_and_shared_safely(monkeypatch):
     from costmodel.llm import estimate_llm
-    from costmodel.predictors._base import clear_artifact_cache
+    from costmodel.predictors import clear_artifact_cache
 
     clear_artifact_cache()
     calls = []
@@ -168,10 +168,9 @@ def test_shipped_llm_predictor_is_loaded_once_and_shared_safely(monkeypatch):
 
 def test_damaged_tree_files_are_refused(tmp_path):
     from costmodel import ArtifactError
-    from costmodel.llm._trees import TreeEnsemble
-    from costmodel.predictors._gnn import _ARTIFACTS
+    from costmodel.predictors import ARTIFACTS_DIR, TreeEnsemble
 
-    text = (_ARTIFACTS / "llm-xgb" / "latency_ms.json").read_text()
+    text = (ARTIFACTS_DIR / "llm-xgb" / "latency_ms.json").read_text()
     model = json.loads(text)
     tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
     tree["right_children"][0] = tree["left_children"][0]  # two edges into one node: not a tree

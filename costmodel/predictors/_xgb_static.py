@@ -18,8 +18,9 @@ import numpy as np
 
 from .._errors import InvalidInputError, ModelLoadError
 from . import _artifact as A
-from ._base import read_artifact_config, register_predictor
-from ._gnn import GNNConfig, GNNPredictor, ShippedArtifact, _analytic_log, data_hash, load_gnn_config
+from ._registry import read_artifact_config, register_predictor
+from ._artifacts import ShippedArtifact
+from ._dippm import GNNConfig, GNNPredictor, _analytic_log, data_hash, load_gnn_config
 
 XGB_PARAMS = dict(n_estimators=600, max_depth=5, learning_rate=0.05, subsample=0.8, colsample_bytree=0.8,
                   min_child_weight=1.0, reg_lambda=1.0)
@@ -52,7 +53,7 @@ class XGBStaticPredictor(ShippedArtifact, GNNPredictor):
             import xgboost  # noqa: F401
         except ImportError:
             raise InvalidInputError("the xgb-static predictor needs xgboost: pip install 'costmodel[xgb]'") from None
-        from ..llm._trees import train_booster
+        from ._trees import train_booster
 
         idx = list(range(len(dataset))) if indices is None else list(indices)
         S, Y = [], []
@@ -96,7 +97,7 @@ class XGBStaticPredictor(ShippedArtifact, GNNPredictor):
     def load(cls, path: str | Path) -> "XGBStaticPredictor":
         import xgboost as xgb
 
-        from ..llm._trees import TreeEnsemble
+        from ._trees import TreeEnsemble
 
         path = Path(path)
         cfg = read_artifact_config(path, {cls.name: cls})

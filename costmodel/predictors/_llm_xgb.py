@@ -1,8 +1,8 @@
 """XGBoost cost model for transformer workloads (thesis ch. 6, roofline-normalized).
 
 One XGBoost regressor per quantity (``xgboost.train``; evaluated with numpy at
-prediction time, :mod:`._trees`), trained on the features of
-:mod:`._features`:
+prediction time, :mod:`._trees`), trained on the transformer features of
+:mod:`costmodel.llm`:
 
 * latency: ``log(measured / roofline latency)`` -- the inverse efficiency
   against the device's own peaks and bandwidth;
@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,89 +35,19 @@ import numpy as np
 
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
-from ..devices import HARDWARE_FEATURE_NAMES, extrapolation_note, get_device, is_measured_device
+from ..devices import HARDWARE_FEATURE_NAMES, get_device
+from ..estimate import LLMEstimate, finish_estimate
 from ..features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
+from . import _artifact as A
+from ._artifacts import ShippedArtifact
+from ._base import Predictor
 
 LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 LLM_SCHEMA_VERSION = 2
 #: chosen by ``benchmarks/llm_grid.py`` (recorded in ``costmodel/llm/grid_search.json``)
-DEFAULT_PARAMS = dict(n_estimators=500, learning_rate=0.1, max_depth=5, subsample=1.0)
-_ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "llm-xgb"
+LLM_DEFAULT_PARAMS = dict(n_estimators=500, learning_rate=0.1, max_depth=5, subsample=1.0)
 #: quantized dtypes the measured data holds no rows of (an artifact's ``meta["dtypes"]`` may list them)
 _UNLABELED_DTYPES = ("int8", "int4")
-
-
-@dataclass
-class LLMEstimate:
-    """What one call of a transformer workload costs.  Units are in the names.
-
-    ``energy_j`` and ``carbon_g`` are per sample (one sequence); ``latency_ms``
-    and ``energy_j_per_call`` are per call of the whole batch.  ``assumptions``
-    names every fallback the estimate rests on (a dtype without measured rows,
-    a substituted peak, a device without measured rows...), one line each.
-    """
-
-    model: str
-    device: str
-    batch: int
-    seq: int
-    mode: str
-    dtype: str
-    latency_ms: float
-    throughput_samples_s: float
-    tokens_s: float
-    memory_mb: float
-    power_w: float
-    energy_j: float
-    energy_j_per_call: float
-    carbon_g: float
-    region: str
-    carbon_intensity_g_per_kwh: float
-    cost_per_1k_samples_usd: float | None
-    cost_per_1m_tokens_usd: float | None
-    price_per_gpu_hour_usd: float | None
-    mig_profile: str | None
-    fits_device: bool
-    predictor: str
-    extrapolated_device: bool
-    params: int
-    flops: float
-    details: dict[str, Any] = field(default_factory=dict)
-    assumptions: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
-
-    def table(self) -> str:
-        cost = "-"
-        if self.cost_per_1k_samples_usd is not None:
-            cost = (f"${self.cost_per_1k_samples_usd:.4g} per 1k samples, ${self.cost_per_1m_tokens_usd:.4g} per 1M "
-                    f"tokens (at ${self.price_per_gpu_hour_usd:.4g}/GPU-hour)")
-        rows = [
-            ("model", f"{self.model} ({self.params / 1e6:.4g} M params, {self.flops / 1e9:.4g} GFLOPs per call)"),
-            ("device", self.device + ("  (no measurements of this device: extrapolated)" if self.extrapolated_device
-                                      else "")),
-            ("workload", f"{self.mode}, batch {self.batch}, seq {self.seq}, {self.dtype}"),
-            ("predictor", self.predictor),
-            ("latency", f"{self.latency_ms:.4g} ms per call"),
-            ("throughput", f"{self.throughput_samples_s:.4g} samples/s, {self.tokens_s:.4g} tokens/s"),
-            ("memory", f"{self.memory_mb:.5g} MB" + ("" if self.fits_device else "  (exceeds device memory)")),
-            ("MIG profile", self.mig_profile or "none fits / no MIG"),
-            ("power", f"{self.power_w:.4g} W"),
-            ("energy", f"{self.energy_j:.4g} J per sample ({self.energy_j_per_call:.4g} J per call)"),
-            ("carbon", f"{self.carbon_g:.4g} g CO2e per sample ({self.region}, "
-                       f"{self.carbon_intensity_g_per_kwh:.4g} g/kWh)"),
-            ("cloud cost", cost),
-        ]
-        rows += [("assumes", a) for a in self.assumptions]
-        w = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
-
-    def __str__(self) -> str:
-        return self.table()
 
 
 def _fingerprint(names: Sequence[str]) -> str:
@@ -129,21 +58,28 @@ def workload_of_row(row) -> LLMWorkload:
     """The :class:`LLMWorkload` of a measured LLM row of a :class:`~costmodel.datasets.PerfDataset`."""
     from dataclasses import replace
 
-    from ._registry import resolve_llm
+    from ..llm import resolve_llm
 
     spec = resolve_llm(dict(row.spec["config"], model_type=row.spec["model_type"]))
     causal = spec.causal if row.spec.get("causal") is None else bool(row.spec["causal"])
     return LLMWorkload(replace(spec, name=row.model, causal=causal), row.batch, row.seq, row.phase, row.dtype)
 
 
-class XGBLLMPredictor:
-    """XGBoost on model + workload + hardware features, one regressor per target."""
+class XGBLLMPredictor(ShippedArtifact, Predictor):
+    """XGBoost on model + workload + hardware features, one regressor per target.
+
+    A :class:`~costmodel.predictors.Predictor` whose workload is a transformer
+    described by name or config (:meth:`predict` takes the model, ``batch``
+    and ``seq``, not a graph); :func:`~costmodel.estimate_llm` calls it.
+    """
 
     name = "llm-xgb"
     version = "1"
+    _requires = ()
+    _train_hint = "costmodel train --predictor llm-xgb"
 
     def __init__(self, params: dict | None = None, *, seed: int = 0) -> None:
-        self.params = dict(DEFAULT_PARAMS, **(params or {}))
+        self.params = dict(LLM_DEFAULT_PARAMS, **(params or {}))
         self.seed = seed
         self.models: list = []
         self.meta: dict = {}
@@ -233,9 +169,8 @@ class XGBLLMPredictor:
     def _estimate(self, w, dev, c, lat, mem, power, region, intensity, price, provider, instance) -> LLMEstimate:
         from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
         from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
-        from ..mig import recommend_mig
 
-        thr = w.batch / (lat / 1e3)
+        thr = w.batch / (lat / 1e3)  # the finishing step records it; the cost per sample needs it here
         tok = w.query_tokens / (lat / 1e3)
         e_call = power * lat / 1e3
         e_sample = e_call / w.batch
@@ -249,30 +184,25 @@ class XGBLLMPredictor:
             if price is not None or provider is not None or instance is not None:
                 raise
             p = c1k = c1m = None  # no priced instance for this device
-        mig = recommend_mig(dev, mem)
-        trained = self.meta.get("devices") or []
-        extrapolated = bool(trained) and not is_measured_device(dev, trained)
         assumptions = [*dev.assumptions, dev.peak_assumption(w.dtype)]
         if w.dtype in _UNLABELED_DTYPES and w.dtype not in (self.meta.get("dtypes") or ()):
             labels = ", ".join(self.meta.get("dtypes") or ()) or "floating-point"
             assumptions.append(f"no measured {w.dtype} rows behind this prediction: the {self.name} predictor "
                                f"learned from {labels} runs; the {w.dtype} figures come from its byte counts "
                                "and peak alone")
-        if extrapolated:
-            assumptions.append(extrapolation_note(dev, trained, self.name))
-        return LLMEstimate(
+        est = LLMEstimate(
             model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
-            latency_ms=lat, throughput_samples_s=thr, tokens_s=tok, memory_mb=mem, power_w=power,
+            latency_ms=lat, tokens_s=tok, memory_mb=mem, power_w=power,
             energy_j=e_sample, energy_j_per_call=e_call, carbon_g=carbon, region=region if intensity is None
             else "custom", carbon_intensity_g_per_kwh=ci, cost_per_1k_samples_usd=c1k, cost_per_1m_tokens_usd=c1m,
-            price_per_gpu_hour_usd=p, mig_profile=mig.name if mig else None, fits_device=mem <= dev.memory_mb,
-            predictor=f"{self.name} {self.version} (costmodel {self.meta.get('library_version', __version__)})",
-            extrapolated_device=extrapolated, params=int(c["params"]), flops=float(c["flops"]),
+            price_per_gpu_hour_usd=p, mig_profile=None, predictor=self.name, predictor_version=self.version,
+            params=int(c["params"]), flops=float(c["flops"]),
             details={"analytic": {k: c[k] for k in ("latency_ms", "memory_mb", "compute_ms", "memory_ms",
                                                     "launch_ms", "kv_cache_bytes", "activation_bytes")},
-                     "efficiency": c["latency_ms"] / lat, "trained_devices": trained},
-            assumptions=list(dict.fromkeys(a for a in assumptions if a)),
+                     "efficiency": c["latency_ms"] / lat},
+            assumptions=[a for a in assumptions if a],
         )
+        return finish_estimate(est, dev, version=self.version, meta=self.meta)
 
     # --------------------------------------------------------- persistence
     def save(self, path: str | Path, *, extra: dict | None = None) -> None:
@@ -280,8 +210,6 @@ class XGBLLMPredictor:
             raise ModelLoadError("cannot save an untrained predictor")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        from ..predictors import _artifact as A
-
         files = [f"{t}.json" for t in LLM_TARGETS]
         for f, m in zip(files, self.models):
             m.save(path / f)
@@ -301,7 +229,6 @@ class XGBLLMPredictor:
         A damaged or inconsistent artifact raises :class:`~costmodel.ArtifactError` naming the file.
         """
         from .._errors import ArtifactError
-        from ..predictors import _artifact as A
         from ._trees import TreeEnsemble
 
         path = Path(path)
@@ -345,27 +272,7 @@ class XGBLLMPredictor:
             obj.models.append(trees)
         return obj
 
-    @classmethod
-    def default(cls) -> "XGBLLMPredictor":
-        """The shipped artifact, loaded once and cached (a handle on it per call)."""
-        from ..predictors._base import cached_artifact
 
-        if not (_ARTIFACT / "config.json").exists():
-            raise ModelLoadError(f"no shipped LLM artifact under {_ARTIFACT}; train one with "
-                                 "`costmodel train --predictor llm-xgb`")
-        return cached_artifact(cls.name, _ARTIFACT, cls.load)
-
-
-def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
-                 region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
-                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
-                 instance: str | None = None, predictor: XGBLLMPredictor | None = None) -> LLMEstimate:
-    """Throughput, memory, energy, carbon and cost of a transformer workload (the shipped model by default)."""
-    p = predictor or _default_predictor()
-    return p.predict(model, batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
-                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
-                     price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
-
-
-def _default_predictor() -> XGBLLMPredictor:
+def default_llm_predictor() -> XGBLLMPredictor:
+    """The shipped transformer model (loaded once, then cached; a handle on it per call)."""
     return XGBLLMPredictor.default()

@@ -168,7 +168,7 @@ class TreeEnsemble:
 
     @classmethod
     def load(cls, path: str | Path) -> "TreeEnsemble":
-        from ..predictors._artifact import read_text
+        from ._artifact import read_text
 
         path = Path(path)
         return cls.from_text(read_text(path), str(path))

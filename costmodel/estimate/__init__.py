@@ -1,0 +1,45 @@
+"""Estimates: the :class:`Estimate` record, the one finishing step, the MIG rule, and the public calls.
+
+>>> import costmodel
+>>> est = costmodel.estimate("torchvision:resnet50", batch=8, device="h200")   # -> Estimate
+>>> llm = costmodel.estimate_llm("llama-2-7b", batch=8, seq=512)               # -> LLMEstimate
+
+This package is also callable: ``costmodel.estimate(...)`` is :func:`estimate`
+whether the name resolves to the function or to this package (importing a
+submodule binds the package under that name).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from ._api import DTYPES, MODES, estimate, estimate_llm
+from ._finish import finish_estimate, mig_details
+from ._types import Estimate, LLMEstimate, with_notes
+from .mig import mig_latency_penalty, recommend_mig, slice_device
+
+__all__ = [
+    "DTYPES",
+    "Estimate",
+    "LLMEstimate",
+    "MODES",
+    "estimate",
+    "estimate_llm",
+    "finish_estimate",
+    "mig_details",
+    "mig_latency_penalty",
+    "recommend_mig",
+    "slice_device",
+    "with_notes",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as :func:`estimate`."""
+
+    def __call__(self, *args, **kwargs):
+        return estimate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,314 @@
+"""The operator table of the timeline predictor: one row per kernel a graph launches.
+
+For a CostGraph on a device, :func:`op_table` lists the operators in launch
+order (forward; for training the backward kernels and the optimizer update),
+each with its roofline bound, kernel floor, host class, energy class and the
+features the efficiency network reads (:data:`FEATURE_NAMES`).  The learned
+parts and the composition on the timeline are in :mod:`._timeline`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..host import OP_CLASSES, op_class
+from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
+
+PHASES = ("forward", "backward", "optimizer")
+#: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
+#: backward kernels, one per optimizer parameter tensor and one per call (loss, zero_grad, Python)
+HOST_CLASSES = ("default", *OP_CLASSES, "backward", "optimizer_tensor", "module", "call")
+_HOST_INDEX = {c: i for i, c in enumerate(HOST_CLASSES)}
+#: energy classes: tensor-core work, everything else that moves memory
+ENERGY_CLASSES = ("tensor", "vector")
+DTYPES = ("fp32", "fp16", "bf16")
+#: bytes Adam reads and writes per parameter byte (param, grad, 2 moments read; param, 2 moments written)
+_OPT_BYTES = {"adam": 7.0, "adamw": 7.0, "sgd": 3.0, "sgd_momentum": 5.0}
+_OPT_FLOPS = {"adam": 12.0, "adamw": 14.0, "sgd": 2.0, "sgd_momentum": 4.0}
+#: compact per-operator features: few enough that 342 whole-model labels constrain them, coarse
+#: enough (categories, not kinds) that an op kind absent from training inherits its category's efficiency
+FEATURE_NAMES = (
+    *(f"cat_{c}" for c in CATEGORIES), "is_conv", "is_depthwise", "is_attention",
+    "dtype_fp32", "dtype_fp16", "dtype_bf16", "tensor_core", "phase_forward", "phase_backward", "phase_optimizer",
+    "log_flops", "log_bytes", "log_intensity", "log_bound_us", "compute_over_memory", "wave_efficiency",
+    "log_kernel_area", "stride", "log_out_numel",
+    "hw_log_peak_tflops", "hw_log_bandwidth_gbps", "hw_sm_count",
+)
+
+@dataclass
+class OpTable:
+    """The operator sequence of one workload on one device, as arrays."""
+
+    x: np.ndarray  # (n, F) features
+    bound_s: np.ndarray  # (n,) roofline bound
+    kernel: np.ndarray  # (n,) 1.0 where a kernel is launched
+    host_class: np.ndarray  # (n,) index into HOST_CLASSES
+    host_count: np.ndarray  # (n,) how many host units the op costs (parameter tensors for the optimizer)
+    energy_class: np.ndarray  # (n,) index into ENERGY_CLASSES
+    node: np.ndarray  # (n,) CostGraph node id (-1: optimizer / call)
+    phase: np.ndarray  # (n,) index into PHASES
+    synchronous: bool = False
+
+
+def _op_dtype(n, default: str) -> str:
+    for d in n.out_dtypes + n.in_dtypes:
+        if d in DTYPES:
+            return d
+    return default
+
+
+def _wave_efficiency(n, sm_count: int) -> float:
+    """Fraction of the last wave that is busy, for an output tiled 128x128 over ``sm_count`` SMs."""
+    if not sm_count or not n.out_shapes or n.kind not in TENSOR_KINDS:
+        return 1.0
+    shp = n.out_shapes[0]
+    if not shp:
+        return 1.0
+    numel = math.prod(shp)
+    tiles = max(1, math.ceil(numel / (128 * 128)))
+    waves = tiles / sm_count
+    return waves / math.ceil(waves)
+
+
+def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm_count: int) -> list[float]:
+    lg = lambda v: math.log10(1.0 + max(0.0, v))  # noqa: E731
+    cat = [0.0] * len(CATEGORIES)
+    kind = n.kind if n is not None else "other"
+    if n is not None:
+        cat[CATEGORIES.index(n.category)] = 1.0
+    a = n.attrs if n is not None else {}
+    groups = a.get("groups", 1) or 1
+    k = a.get("kernel") or [1]
+    st = a.get("stride") or [1]
+    out = math.prod(n.out_shapes[0]) if (n is not None and n.out_shapes and n.out_shapes[0]) else 0
+    depthwise = kind == "conv" and groups > 1 and n.out_shapes and len(n.out_shapes[0]) > 1 and groups == n.out_shapes[0][1]
+    flops = n.flops if n is not None else 0.0
+    nbytes = (n.bytes_read + n.bytes_written) if n is not None else 0.0
+    return [*cat, float(kind in ("conv", "conv_transpose")), float(bool(depthwise)), float(kind == "attention"),
+            *(float(dtype == d) for d in DTYPES), float(tensor), *(float(phase == p) for p in range(3)),
+            lg(flops) / 10, lg(nbytes) / 10, lg(flops / nbytes if nbytes else 0.0), lg(max(c, m) * 1e6),
+            max(-3.0, min(3.0, math.log10((c + 1e-12) / (m + 1e-12)))),
+            _wave_efficiency(n, sm_count) if n is not None else 1.0,
+            lg(float(math.prod(k[-2:]))), float(max(st)), lg(out) / 10]
+
+
+def module_calls(graph) -> int:
+    """``nn.Module.__call__`` invocations behind the graph: distinct scopes with all their ancestors."""
+    seen: set[str] = set()
+    level = {n.scope for n in graph.nodes}
+    level.discard("")
+    level.discard(None)
+    while level:  # one level of parents at a time, each scope visited once
+        level -= seen
+        seen |= level
+        level = {s[:i] for s in level if (i := s.rfind(".")) >= 0}
+    return len(seen)
+
+
+# Per op kind, what the array version of op_table reads from tables instead of per operator:
+# the category one-hot followed by is_conv, is_depthwise (set per operator) and is_attention;
+# whether the kind runs on tensor cores; whether fp32 runs at TF32; the forward host class.
+_N_CAT = len(CATEGORIES)
+_KIND_ID = {k: i for i, k in enumerate(OP_KINDS)}
+_KIND_HEAD = np.zeros((len(OP_KINDS), _N_CAT + 3))
+for _k, _i in _KIND_ID.items():
+    _KIND_HEAD[_i, CATEGORIES.index(category(_k))] = 1.0
+    _KIND_HEAD[_i, _N_CAT] = float(_k in ("conv", "conv_transpose"))
+    _KIND_HEAD[_i, _N_CAT + 2] = float(_k == "attention")
+_KIND_TENSOR = np.array([k in TENSOR_KINDS for k in OP_KINDS])
+_KIND_TF32 = np.array([k in ("conv", "conv_transpose") for k in OP_KINDS])
+_KIND_HOST = np.array([_HOST_INDEX[op_class(k)] for k in OP_KINDS], np.int64)
+del _k, _i
+#: dtype index (``len(DTYPES)``: a graph dtype outside DTYPES) -> the dtype one-hot
+_DTYPE_ID = {d: i for i, d in enumerate(DTYPES)}
+_DTYPE_ONEHOT = np.vstack([np.eye(len(DTYPES)), np.zeros((1, len(DTYPES)))])
+_PHASE_ONEHOT = np.eye(len(PHASES))
+#: the dtypes op_table asks peak_flops for, in the order of the peak codes
+_PEAK_DTYPES = ("fp32", "fp16", "bf16", "tf32")
+_C = _N_CAT + 3  # first column after the kind head
+(_COL_DTYPE, _COL_TENSOR, _COL_PHASE, _COL_FLOPS, _COL_BYTES, _COL_INTENSITY, _COL_BOUND, _COL_RATIO, _COL_WAVE,
+ _COL_KERNEL, _COL_STRIDE, _COL_OUT, _COL_HW) = (_C, _C + 3, _C + 4, _C + 7, _C + 8, _C + 9, _C + 10, _C + 11,
+                                                 _C + 12, _C + 13, _C + 14, _C + 15, _C + 16)
+
+
+def _log10_1p(*arrays: np.ndarray) -> list[np.ndarray]:
+    """``math.log10(1 + max(0, v))`` of every element (``math.log10`` itself, so the values match the
+    scalar features bit for bit), one call for several arrays."""
+    sizes = [len(a) for a in arrays]
+    flat = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    arg = 1.0 + np.where(flat > 0.0, flat, 0.0)
+    out = np.fromiter(map(math.log10, arg.tolist()), np.float64, len(arg))
+    return np.split(out, np.cumsum(sizes)[:-1]) if len(arrays) > 1 else [out]
+
+
+def _dtype_id(n, default_id: int) -> int:
+    """The index in DTYPES of :func:`_op_dtype` (``default_id`` where no operand has one of DTYPES)."""
+    for d in n.out_dtypes:
+        if d in _DTYPE_ID:
+            return _DTYPE_ID[d]
+    for d in n.in_dtypes:
+        if d in _DTYPE_ID:
+            return _DTYPE_ID[d]
+    return default_id
+
+
+def _node_columns(ops, default_dtype: str):
+    """What op_table reads from each operator, as lists."""
+    kind_id, dtype_id = _KIND_ID, _DTYPE_ID
+    default_id = dtype_id.get(default_dtype, len(DTYPES))
+    kind = [kind_id[n.kind] for n in ops]  # KeyError on a kind outside the vocabulary, as category() raises
+    flops = [n.flops for n in ops]
+    nbytes = [n.bytes_read + n.bytes_written for n in ops]
+    # the first output dtype decides in almost every graph; the full search only where it does not
+    dtype = [dtype_id[o[0]] if (o := n.out_dtypes) and o[0] in dtype_id else _dtype_id(n, default_id) for n in ops]
+    shapes = [n.out_shapes for n in ops]
+    first = [s[0] if s else None for s in shapes]
+    numel = [math.prod(f) if f else 0 for f in first]
+    shaped = list(map(bool, first))
+    attrs = [n.attrs for n in ops]
+    karea = [a.get("kernel") for a in attrs]
+    karea = [float(math.prod(k[-2:])) if k else 1.0 for k in karea]
+    stride = [a.get("stride") for a in attrs]
+    stride = [float(max(st)) if st else 1.0 for st in stride]
+    depthwise = [0.0] * len(ops)
+    conv = kind_id["conv"]
+    for i, k in enumerate(kind):
+        if k == conv:
+            groups = attrs[i].get("groups", 1) or 1
+            f = first[i]
+            depthwise[i] = float(bool(groups > 1 and shapes[i] and len(f) > 1 and groups == f[1]))
+    return kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise
+
+
+def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: float, sm: int, hw: list[float]):
+    """Features, bound and kernel flag of a row with no operator (the optimizer update, module calls)."""
+    peak = device.peak_flops(dtype if dtype in ("tf32", *DTYPES) else "fp32", tensor=False)
+    c = flops / peak if peak > 0 else 0.0
+    m = nbytes / bw if bw > 0 else 0.0
+    return _op_features(None, dtype, phase, False, c, m, sm) + hw, max(c, m), 1.0 if (flops > 0 or nbytes > 0) else 0.0
+
+
+def _operator_features(ops, default_dtype: str, hw: list[float], sm: int):
+    """The feature columns of each operator that do not depend on the phase, and its kind, FLOPs, bytes,
+    dtype id and tensor-core eligibility (arrays over ``ops``)."""
+    n_ops = len(ops)
+    kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise = _node_columns(ops, default_dtype)
+    kind = np.array(kind, np.int64)
+    flops = np.array(flops, np.float64)
+    nbytes = np.array(nbytes, np.float64)
+    dtype = np.array(dtype, np.int64)
+    numel = np.array(numel, np.float64)
+    tensor_kind = _KIND_TENSOR[kind]
+
+    # per operator: the columns that do not depend on the phase
+    xn = np.empty((n_ops, len(FEATURE_NAMES)))
+    xn[:, :_C] = _KIND_HEAD[kind]
+    xn[:, _N_CAT + 1] = depthwise
+    xn[:, _COL_DTYPE:_COL_DTYPE + len(DTYPES)] = _DTYPE_ONEHOT[dtype]
+    wave = np.ones(n_ops)
+    if sm:
+        w = tensor_kind & np.array(shaped, bool)
+        if w.any():
+            tiles = np.maximum(1.0, np.ceil(numel[w] / (128 * 128)))
+            waves = tiles / sm
+            wave[w] = waves / np.ceil(waves)
+    xn[:, _COL_WAVE] = wave
+    xn[:, _COL_STRIDE] = stride
+    # FLOPs, bytes and intensity features are the operator's own, also on its backward rows
+    intensity = np.divide(flops, nbytes, out=np.zeros(n_ops), where=nbytes != 0)
+    lg_f, lg_b, lg_i, lg_k, lg_o = _log10_1p(flops, nbytes, intensity, np.array(karea), numel)
+    xn[:, _COL_FLOPS] = lg_f / 10
+    xn[:, _COL_BYTES] = lg_b / 10
+    xn[:, _COL_INTENSITY] = lg_i
+    xn[:, _COL_KERNEL] = lg_k
+    xn[:, _COL_OUT] = lg_o / 10
+    xn[:, _COL_HW:] = hw
+    return xn, kind, flops, nbytes, dtype, tensor_kind
+
+
+def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
+    """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
+
+    Rows: every operator that is not a view, in graph order (forward); for training then the backward
+    kernels in reverse order (two per tensor-core operator, bytes doubled for the others, none for an
+    operator with no work) and one optimizer row; last one row for the Python-level module calls.
+    Computed over arrays; the tests hold the same table built one operator at a time."""
+    default_dtype = graph.meta.get("dtype", "fp32")
+    hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
+          float(device.sm_count or 0) / 100.0]
+    bw = device.bandwidth_bytes_s
+    sm = device.sm_count or 0
+    training = mode == "training"
+    ops = [n for n in graph.nodes if not n.is_view]
+    n_ops = len(ops)
+    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(ops, default_dtype, hw, sm)
+
+    # per row: forward rows, then the backward rows in reverse order
+    if training:
+        work = ~((flops <= 0) & (nbytes <= 0))
+        back = np.flatnonzero(work)[::-1]
+        back = np.repeat(back, np.where(tensor_kind[back], 2, 1))
+        idx = np.concatenate([np.arange(n_ops), back])
+        f = flops[idx]
+        b = np.concatenate([nbytes, np.where(tensor_kind[back], nbytes[back], 2.0 * nbytes[back])])
+        phase = np.concatenate([np.zeros(n_ops, np.int64), np.ones(len(back), np.int64)])
+        x = xn[idx]
+    else:
+        idx, f, b, phase, x = np.arange(n_ops), flops, nbytes, np.zeros(n_ops, np.int64), xn
+    tk = tensor_kind[idx]
+    tensor = tk & (f > 0)
+    dt = dtype[idx]
+    # peak codes index _PEAK_DTYPES: fp32 tensor work runs at TF32 for convolutions, a dtype outside DTYPES at fp32
+    code = np.where(dt == len(DTYPES), 0, dt)
+    code[tensor & (dt == 0) & _KIND_TF32[kind[idx]]] = 3
+    code = 2 * code + tensor
+    peaks = np.zeros(2 * len(_PEAK_DTYPES))
+    for pk in set(code.tolist()):  # each (dtype, tensor cores?) pair the rows use, asked once
+        peaks[pk] = device.peak_flops(_PEAK_DTYPES[pk // 2], tensor=bool(pk % 2))
+    peak = peaks[code]
+    c = np.divide(f, peak, out=np.zeros(len(f)), where=peak > 0)
+    m = b / bw if bw > 0 else np.zeros(len(b))
+    bound = np.where(m > c, m, c)
+    ratio_arg = (c + 1e-12) / (m + 1e-12)
+    ratio = np.fromiter(map(math.log10, ratio_arg.tolist()), np.float64, len(ratio_arg))
+    lg_bound, = _log10_1p(bound * 1e6)
+    x[:, _COL_TENSOR] = tensor
+    x[:, _COL_PHASE:_COL_PHASE + 3] = _PHASE_ONEHOT[phase]
+    x[:, _COL_BOUND] = lg_bound
+    ratio = np.where(ratio < 3.0, ratio, 3.0)
+    x[:, _COL_RATIO] = np.where(ratio > -3.0, ratio, -3.0)
+    kernel = np.where((f > 0) | (b > 0), 1.0, 0.0)
+    host = _KIND_HOST[kind] if not training else np.concatenate([_KIND_HOST[kind], np.full(len(back),
+                                                                                        _HOST_INDEX["backward"])])
+    node = np.array([n.id for n in ops], np.int64)[idx]
+
+    # rows without an operator: the optimizer update (training), the module calls
+    extra = []
+    if training:
+        n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops)
+        pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
+        extra.append((2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
+                      "optimizer_tensor", float(max(1, n_tensors))))
+    extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
+                  float(module_calls(graph) * (2 if training else 1))))
+    ex = [_none_row(device, ph, fl, nb, d, bw, sm, hw) for ph, fl, nb, d, _, _ in extra]
+    k = len(extra)
+    return OpTable(
+        np.concatenate([x, np.asarray([r for r, _, _ in ex])]).astype(np.float32),
+        np.concatenate([bound, [bd for _, bd, _ in ex]]),
+        np.concatenate([kernel, [kn for _, _, kn in ex]]),
+        np.concatenate([host, [_HOST_INDEX[e[4]] for e in extra]]).astype(np.int64),
+        np.concatenate([np.ones(len(idx)), [e[5] for e in extra]]),
+        np.concatenate([np.where(tensor, 0, 1), np.ones(k, np.int64)]).astype(np.int64),
+        np.concatenate([node, np.full(k, -1, np.int64)]),
+        np.concatenate([phase, [e[0] for e in extra]]).astype(np.int64),
+        synchronous=_is_cpu(device),
+    )
+
+
+def _is_cpu(dev) -> bool:
+    """Whether operators run on the host thread (no accelerator vendor)."""
+    return dev.vendor.lower() not in ("nvidia", "amd")

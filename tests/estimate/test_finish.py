@@ -1,0 +1,63 @@
+"""The Estimate type, its transformer form and the one finishing step every predictor uses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import costmodel
+from costmodel.devices import get_device
+from costmodel.estimate import Estimate, LLMEstimate, finish_estimate, recommend_mig
+
+
+def _est(**kw) -> Estimate:
+    base = dict(latency_ms=4.0, memory_mb=20000.0, energy_j=1.0, power_w=250.0, mig_profile=None,
+                predictor="p", predictor_version="1", device="H200-SXM5-141GB", batch=8)
+    return Estimate(**dict(base, **kw))
+
+
+def test_finishing_derives_mig_throughput_fit_and_version():
+    dev = get_device("h200")
+    est = finish_estimate(_est(), dev, version="3")
+    assert est.mig_profile == recommend_mig(dev, 20000.0).name
+    assert est.throughput_samples_s == pytest.approx(8 / 4e-3)
+    assert est.fits_device and est.predictor_version == f"3 (costmodel {costmodel.__version__})"
+    assert "trained_devices" not in est.details and not est.extrapolated_device  # no meta: not learned
+    # a margin moves the pick up; memory beyond the device does not fit
+    wider = finish_estimate(_est(), dev, version="3", margin_mb=30000.0).mig_profile
+    assert wider == recommend_mig(dev, 50000.0).name != est.mig_profile
+    assert not finish_estimate(_est(memory_mb=dev.memory_mb + 1), dev, version="3").fits_device
+
+
+def test_finishing_flags_a_device_without_measured_rows():
+    dev = get_device("a100-80gb")
+    est = finish_estimate(_est(device=dev.name), dev, version="1",
+                          meta={"devices": ["NVIDIA H200"], "library_version": "0.0.9"})
+    assert est.predictor_version == "1 (costmodel 0.0.9)"
+    assert est.extrapolated_device and est.details["extrapolated_device"] is True
+    assert est.details["trained_devices"] == ["NVIDIA H200"]
+    assert [a for a in est.assumptions if a.startswith(f"no measured rows for {dev.name}")]
+    same = finish_estimate(_est(), get_device("h200"), version="1", meta={"devices": ["NVIDIA H200"]})
+    assert not same.extrapolated_device and same.assumptions == []
+
+
+def test_graph_estimates_serialize_as_before_and_llm_estimates_as_theirs():
+    d = _est().to_dict()
+    assert list(d)[:3] == ["latency_ms", "memory_mb", "energy_j"] and "tokens_s" not in d
+    assert "extrapolated_device" not in d and list(d)[-1] == "assumptions"
+    llm = costmodel.estimate_llm("gpt2", batch=2, seq=64)
+    assert isinstance(llm, LLMEstimate) and isinstance(llm, Estimate)
+    d = json.loads(llm.to_json())
+    assert list(d)[:4] == ["model", "device", "batch", "seq"]
+    assert d["predictor"] == f"{llm.predictor} {llm.predictor_version}" and d["predictor"].startswith("llm-xgb 1 ")
+    assert "extrapolated_device" in d and "extrapolated_device" not in d["details"]
+    assert "predictor    llm-xgb 1 (costmodel" in llm.table()
+
+
+def test_the_estimate_package_is_callable_as_the_function():
+    import costmodel.estimate as pkg
+
+    assert callable(pkg) and callable(costmodel.estimate)
+    est = pkg("torchvision:resnet18", batch=1, device="h200", predictor="analytic")
+    assert est.predictor == "analytic" and est.details["mig"]["profile"] == est.mig_profile
