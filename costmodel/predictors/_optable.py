@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..host import OP_CLASSES, op_class
+from ..measure.host import OP_CLASSES, op_class
 from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
 
 PHASES = ("forward", "backward", "optimizer")
