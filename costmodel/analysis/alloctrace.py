@@ -319,6 +319,20 @@ def cuda_attention():
         F.scaled_dot_product_attention = orig
 
 
+@contextlib.contextmanager
+def _eager():
+    """Optimizers pick other kernels while a ``torch.compile`` is tracing (the compile backend calls
+    the trace from inside one); the step measured is the eager one."""
+    import torch
+
+    orig = torch.compiler.is_compiling
+    torch.compiler.is_compiling = lambda: False
+    try:
+        yield
+    finally:
+        torch.compiler.is_compiling = orig
+
+
 def _optimizer(name: str, params):
     import torch
 
@@ -417,7 +431,7 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec: _Recorde
         raise InvalidInputError("a training trace needs parameters that require gradients; the module has none")
     opt = _optimizer(optimizer, params)
     labels = None
-    with rec.mode:
+    with _eager(), rec.mode:
         for _ in range(steps):
             rec.phase = "forward"
             opt.zero_grad(set_to_none=True)

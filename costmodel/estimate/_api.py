@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import InvalidInputError
-from ._types import LLMEstimate, with_notes
-
 from ..ir import MODEL_DTYPES as DTYPES, MODES
+from ._memory import MEMORY_PATHS, replay_into, traceable
+from ._types import LLMEstimate, with_notes
 
 
 def estimate(
@@ -22,6 +22,7 @@ def estimate(
     predictor=None,
     inputs=None,
     host=None,
+    memory: str = "replay",
 ):
     """Predict latency, memory, energy and a MIG slice for a model on a device.
 
@@ -42,6 +43,10 @@ def estimate(
         host: a host profile (``costmodel calibrate``'s JSON path or a
             :class:`~costmodel.measure.host.HostProfile`) for predictors that model the host
             (``"timeline"``); others ignore it and say so in ``assumptions``.
+        memory: ``"replay"`` (default): when the model can run on fake tensors (a module,
+            a zoo name, a data spec), memory comes from its allocation trace replayed
+            through the caching allocator (``allocated_mb``, ``reserved_mb`` and
+            ``details["memory"]`` say how); ``"predictor"``: the predictor's own.
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -52,6 +57,8 @@ def estimate(
     from ..predictors import default_fallback_note, get_predictor, validate_optimizer
 
     check_batch(batch)
+    if memory not in MEMORY_PATHS:
+        raise InvalidInputError(f"memory must be one of {', '.join(MEMORY_PATHS)}, got {memory!r}")
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if dtype not in DTYPES:
@@ -75,6 +82,11 @@ def estimate(
             f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
         )
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
+    if memory == "replay" and traceable(model):
+        est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
+                          input_shape=input_shape, inputs=inputs, graph=graph)
+    elif memory == "replay":
+        est.details["memory"] = {"path": "predictor", "reason": "a graph alone holds no module to trace"}
     return with_notes(est, notes)
 
 

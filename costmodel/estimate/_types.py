@@ -69,9 +69,11 @@ class Estimate:
     cost_per_1m_tokens_usd: float | None = None
     price_per_gpu_hour_usd: float | None = None
     extrapolated_device: bool = False
+    allocated_mb: float | None = None  # the caching allocator's allocated peak (memory from the replay)
+    reserved_mb: float | None = None  # its reserved peak; memory_mb adds the CUDA context
 
     #: the fields :meth:`to_dict` writes, in order
-    _FIELDS = ("latency_ms", "memory_mb", "energy_j", "power_w", "mig_profile", "predictor", "predictor_version",
+    _FIELDS = ("latency_ms", "memory_mb", "allocated_mb", "reserved_mb", "energy_j", "power_w", "mig_profile", "predictor", "predictor_version",
                "device", "model", "batch", "mode", "dtype", "flops", "params", "throughput_samples_s",
                "latency_ms_interval", "memory_mb_interval", "energy_j_interval", "fits_device", "details",
                "assumptions")
@@ -92,11 +94,17 @@ class Estimate:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        out = {k: d[k] for k in self._FIELDS}
+        # the allocator's peaks are there when memory came from a replay (else the keys are left out)
+        out = {k: d[k] for k in self._FIELDS if not (k in ("allocated_mb", "reserved_mb") and d[k] is None)}
         for k in ("latency_ms_interval", "memory_mb_interval", "energy_j_interval"):
             if out.get(k) is not None:
                 out[k] = list(out[k])
         return out
+
+    def _replayed(self) -> str:
+        if self.allocated_mb is None or self.reserved_mb is None:
+            return ""
+        return f"  (allocated {self.allocated_mb:.5g}, reserved {self.reserved_mb:.5g})"
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
@@ -115,7 +123,8 @@ class Estimate:
             ("predictor", f"{self.predictor} {self.predictor_version}"),
             ("latency", f"{self.latency_ms:.4g} ms{iv('latency_ms')}"),
             ("throughput", f"{self.throughput_samples_s:.4g} samples/s" if self.throughput_samples_s else "-"),
-            ("memory", f"{self.memory_mb:.5g} MB{iv('memory_mb')}" + ("" if self.fits_device else "  (exceeds device memory)")),
+            ("memory", f"{self.memory_mb:.5g} MB{iv('memory_mb')}" + self._replayed()
+             + ("" if self.fits_device else "  (exceeds device memory)")),
             ("energy", f"{self.energy_j:.4g} J{iv('energy_j')}"),
             ("power", f"{self.power_w:.4g} W"),
             ("MIG profile", self.mig_profile or "none fits / no MIG"),

@@ -53,6 +53,9 @@ def _attrs_of(est) -> dict[str, Any]:
             "perf.device": str(est.device),
             "perf.batch": int(est.batch or 0),
             "perf.dtype": str(est.dtype),
+            # "replay" when memory came from an allocation trace; a Relax function has no module to
+            # run on fake tensors, so its memory is the predictor's
+            "perf.memory_path": str((getattr(est, "details", None) or {}).get("memory", {}).get("path", "predictor")),
         }
     except (AttributeError, TypeError, ValueError) as e:
         raise TypeError(f"the predictor returned an unusable estimate ({type(est).__name__}: {e})") from e
@@ -66,8 +69,10 @@ class AnnotatePerformance:
     Relax function); every Relax function gets its own.  Keys:
     ``perf.latency_ms``, ``perf.memory_mb``, ``perf.energy_j``,
     ``perf.mig_profile`` (``""`` when no MIG slice fits or the device has no
-    MIG), ``perf.predictor``, plus ``perf.device``, ``perf.batch`` and
-    ``perf.dtype``.  The module's code is not changed.
+    MIG), ``perf.predictor``, plus ``perf.device``, ``perf.batch``,
+    ``perf.dtype`` and ``perf.memory_path`` (which path answered the memory:
+    ``predictor`` here, since a Relax function holds no PyTorch module to
+    trace).  The module's code is not changed.
 
     Args:
         device: device name from the database (``"h100"``, ``"a100-80gb"``...).

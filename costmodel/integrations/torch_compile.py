@@ -21,10 +21,15 @@ without logging configured) and the compile goes on.
 
 When gradients are enabled and the graph has trainable parameters, the
 estimate is for a training step (forward + backward + optimizer).
+Memory is the graph's allocation trace (the FX graph run on fake tensors,
+its parameters held as module state) replayed through the CUDA caching
+allocator, plus the device's context (:mod:`costmodel.analysis.memreplay`).
 The batch is the leading dimension of the first non-parameter input; the
-largest batch that fits assumes memory = fixed part + per-sample part, the
-fixed part being the weights (and their gradients and optimizer state when
-training) plus the framework's overhead.
+largest batch that fits is a bisection over the same replay at smaller
+batches. Where the graph fixes its batch inside (a reshape to a constant),
+it falls back to memory = fixed part + per-sample part, the fixed part being
+the weights (and their gradients and optimizer state when training) plus
+the framework's overhead.
 """
 
 from __future__ import annotations
@@ -86,10 +91,19 @@ def _module_with_state(gm, example_inputs, flags):
 
 def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: bool | None = None):
     """Estimate of one FX graph with its example inputs (what the backend does before compiling);
-    returns ``(Estimate, batch)``."""
+    returns ``(Estimate, batch)``. Memory comes from the graph's allocation trace replayed through
+    the caching allocator (``details["memory"]`` says so)."""
+    est, batch, _ = _estimate_fx(gm, example_inputs, device=device, predictor=predictor, training=training)
+    return est, batch
+
+
+def _estimate_fx(gm, example_inputs, *, device, predictor, training):
+    """``(Estimate, batch, (module, meta inputs))``: the last is what a re-trace at another batch needs."""
     import torch
 
+    from ..devices import get_device
     from ..estimate import estimate
+    from ..estimate._memory import replay_into
     from ..frontends import from_torch
 
     flags = _param_flags(gm, example_inputs)
@@ -104,7 +118,50 @@ def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: 
     module = _module_with_state(gm, example_inputs, flags)
     g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
     g.meta["batch"] = batch
-    return estimate(g, batch=batch, device=device, mode=mode, predictor=predictor), batch
+    est = estimate(g, batch=batch, device=device, mode=mode, predictor=predictor)
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    dtype = next((names.get(t.dtype) for t in data if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+    replay_into(est, module, get_device(device), batch=batch, mode=mode, dtype=dtype or "fp32", optimizer="adam",
+                inputs=meta_inputs, graph=g)
+    return est, batch, (module, meta_inputs)
+
+
+def _with_batch(inputs, batch: int, new: int):
+    """The inputs with every leading dimension equal to ``batch`` set to ``new``."""
+    import torch
+
+    return tuple(torch.empty((new, *t.shape[1:]), dtype=t.dtype, device="meta")
+                 if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == batch else t for t in inputs)
+
+
+def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced, *, max_steps: int = 12) -> int | None:
+    """Largest batch whose replayed memory stays under ``limit_mb``: a bisection over the allocation
+    trace at other batch sizes (``traced`` = the module and inputs, re-run on fake tensors), or
+    ``None`` when the memory did not come from a replay or the graph does not take another batch
+    (shapes fixed inside it)."""
+    from ..analysis.memreplay import replay_memory
+
+    module, inputs = traced
+    if est.details.get("memory", {}).get("path") != "replay":
+        return None
+
+    def fits(b: int) -> bool:
+        m = replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype, inputs=_with_batch(inputs, batch, b))
+        return m.memory_mb <= limit_mb
+
+    lo, hi = 0, batch  # lo fits (0: nothing), hi does not (the batch just estimated)
+    try:
+        for _ in range(max_steps):
+            if hi - lo <= 1:
+                break
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+    except Exception:  # noqa: BLE001 - a graph with the batch baked into its shapes
+        return None
+    return lo
 
 
 def largest_batch(est, batch: int, limit_mb: float, device) -> int:
@@ -147,11 +204,13 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 pred, notes = _resolve(predictor)
-                est, batch = estimate_fx(gm, example_inputs, device=dev, predictor=pred)
+                est, batch, traced = _estimate_fx(gm, example_inputs, device=dev, predictor=pred, training=None)
             over = est.memory_mb > limit  # a predictor that returned no estimate fails here
             backend.estimates.append(with_notes(est, notes))
             if over:
-                fit = largest_batch(est, batch, limit, dev)
+                fit = largest_batch_replayed(est, batch, limit, dev, traced)
+                if fit is None:
+                    fit = largest_batch(est, batch, limit, dev)
                 oom = OOMWarning(
                     f"costmodel: this graph ({est.mode}, batch {batch}) is predicted to need {est.memory_mb:,.0f} MB "
                     f"on {dev.name}, but {limit:,.0f} MB are available; the largest batch predicted to fit is "

@@ -123,7 +123,9 @@ def test_mig_slice_and_penalty():
 # ------------------------------------------------------------------ assumptions
 # every fallback an estimate rests on is named in ``Estimate.assumptions`` (and in its table and JSON)
 
-SMALL = dict(batch=2, input_shape=(3, 32, 32))
+# memory from the predictor: these tests are about the other assumptions (tests/estimate/test_memory.py
+# covers what the replayed memory assumes)
+SMALL = dict(batch=2, input_shape=(3, 32, 32), memory="predictor")
 
 
 def test_an_ordinary_fp32_h200_estimate_assumes_nothing():

@@ -1,0 +1,82 @@
+"""Memory of an estimate from the execution path (allocation trace + caching-allocator replay).
+
+A predictor decides latency, energy and its own guess at memory; when the
+model can be run on fake tensors (an ``nn.Module``, a zoo name, a data spec)
+the memory is taken from :func:`costmodel.analysis.memreplay.replay_memory`
+instead, and the estimate says which path answered (``details["memory"]``).
+A graph alone (ONNX, Relax, a CostGraph) keeps the predictor's memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .._errors import CostModelError
+from ._finish import mig_details
+from ._types import Estimate
+from .mig import recommend_mig
+
+#: what ``estimate(memory=...)`` takes
+MEMORY_PATHS = ("replay", "predictor")
+#: the optimizer names of the estimate API -> those of the allocation trace
+_OPTIMIZER = {"sgd": "sgd", "sgd_momentum": "momentum", "momentum": "momentum", "adam": "adam", "adamw": "adamw"}
+
+
+def traceable(model) -> bool:
+    """Whether the allocation trace can run ``model`` (a module, a zoo name or a data spec)."""
+    from ..frontends import looks_like_onnx_path
+
+    if isinstance(model, dict):
+        return True
+    if isinstance(model, str):
+        return not looks_like_onnx_path(model)
+    return hasattr(model, "named_parameters") and hasattr(model, "forward")
+
+
+def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str, optimizer: str, input_shape=None,
+                inputs=None, graph=None) -> Estimate:
+    """Put the replayed memory into ``est`` (in place; returned), or say why the predictor's stays."""
+    from ..analysis.memreplay import replay_memory
+
+    before = est.memory_mb
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mem = replay_memory(model, dev, batch=batch, mode=mode, dtype=dtype,
+                                optimizer=_OPTIMIZER.get(optimizer, optimizer), input_shape=input_shape,
+                                inputs=inputs)
+    except (CostModelError, RuntimeError, TypeError, ValueError) as e:
+        est.details["memory"] = {"path": "predictor", "reason": f"{type(e).__name__}: {e}"}
+        est.assumptions = [*est.assumptions, f"memory: from the {est.predictor} predictor (the allocation trace "
+                                             f"could not run: {e})"]
+        return est
+    for w in caught:
+        est.assumptions = [*est.assumptions, str(w.message)]
+    est.memory_mb = mem.memory_mb
+    est.allocated_mb = mem.allocated_mb
+    est.reserved_mb = mem.reserved_mb
+    est.memory_mb_interval = None
+    est.details["memory"] = {
+        "path": mem.path,
+        "allocated_mb": mem.allocated_mb,
+        "reserved_mb": mem.reserved_mb,
+        "context_mb": mem.context_mb,
+        "workspace_mb": mem.workspace_mb,
+        "fragmentation": mem.fragmentation,
+        "peak_phase": mem.peak_phase,
+        "peak_op": mem.peak_op,
+        "predictor_memory_mb": before,
+    }
+    est.details["memory"]["notes"] = list(mem.notes)
+    # the replay is the normal path; what it had to borrow or fall back on is an assumption
+    if mem.path != "replay":
+        est.assumptions = [*est.assumptions, "memory: a liveness walk over the graph replayed through the caching "
+                                             "allocator (the module could not run on fake tensors)"]
+    if "no rows for" in mem.notes[-1]:
+        est.assumptions = [*est.assumptions, f"memory {mem.notes[-1]}"]
+    mig = recommend_mig(dev, est.memory_mb)
+    est.mig_profile = mig.name if mig else None
+    if graph is not None and "mig" in est.details:
+        est.details["mig"] = mig_details(graph, dev, mig, est.mode)
+    est.fits_device = est.memory_mb <= dev.memory_mb
+    return est

@@ -1,0 +1,75 @@
+"""``estimate(memory=...)``: the replayed memory in an estimate, its MIG pick, and the compile backend."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import costmodel
+from costmodel import InvalidInputError
+from costmodel.estimate import recommend_mig
+
+
+def test_a_zoo_model_gets_its_memory_from_the_replay():
+    est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200", mode="training")
+    mem = est.details["memory"]
+    assert mem["path"] == "replay"
+    assert est.memory_mb == pytest.approx(mem["reserved_mb"] + mem["context_mb"])
+    assert est.allocated_mb == mem["allocated_mb"] and est.reserved_mb == mem["reserved_mb"]
+    assert est.memory_mb_interval is None  # the replay gives no learned interval
+    # the normal path is no assumption on the H200 (its overheads are fitted on its own rows)
+    assert not [a for a in est.assumptions if a.startswith("memory")]
+    assert mem["notes"][-1] == "overheads: medians over h200's packaged rows"
+    # the MIG slice and the fit follow the replayed memory, not the predictor's
+    pick = recommend_mig("h200", est.memory_mb)
+    assert est.mig_profile == (pick.name if pick else None)
+    assert est.fits_device
+    d = est.to_dict()
+    assert d["allocated_mb"] == est.allocated_mb and d["reserved_mb"] == est.reserved_mb
+    assert "allocated" in est.table()
+
+
+def test_predictor_memory_on_request_and_for_a_graph():
+    est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200", memory="predictor")
+    assert est.allocated_mb is None and "memory" not in est.details
+    g = costmodel.to_graph("torchvision:resnet18", batch=8)
+    est = costmodel.estimate(g, batch=8, device="h200")
+    assert est.details["memory"]["path"] == "predictor"
+    with pytest.raises(InvalidInputError, match="memory must be one of replay, predictor"):
+        costmodel.estimate("torchvision:resnet18", batch=8, device="h200", memory="guess")
+
+
+def test_a_user_module_with_inputs():
+    m = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10))
+    est = costmodel.estimate(m, batch=4, inputs=(torch.randn(4, 3, 32, 32),), device="a100-80gb")
+    assert est.details["memory"]["path"] == "replay"
+    assert any("no rows for" in a for a in est.assumptions)  # the A100's overheads are borrowed, and it says so
+
+
+def test_the_compile_backend_warns_with_the_largest_batch_from_the_replay():
+    m = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    probe = costmodel.torch_backend(device="h200", inner="eager")
+    with torch.no_grad():
+        torch.compile(m, backend=probe)(torch.randn(64, 3, 64, 64))
+    need = probe.estimates[0].memory_mb
+    assert probe.estimates[0].details["memory"]["path"] == "replay"
+    limit = need - 50.0  # just under what batch 64 needs
+    be = costmodel.torch_backend(device="h200", memory_limit_mb=limit, inner="eager")
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as w, torch.no_grad():
+        warnings.simplefilter("always")
+        torch.compile(m, backend=be)(torch.randn(64, 3, 64, 64))
+    oom = [str(x.message) for x in w if issubclass(x.category, costmodel.OOMWarning)]
+    assert oom, "no OOM warning"
+    fit = int(oom[0].rsplit(" ", 1)[-1])
+    assert 0 < fit < 64
+    # the batch it names fits under the limit by the same replay, and one more does not
+    from costmodel.analysis.memreplay import replay_memory
+
+    def mem(b):
+        return replay_memory(m, "h200", batch=b, input_shape=(3, 64, 64)).memory_mb
+
+    assert mem(fit) <= limit + 1.0
+    assert mem(fit + 1) > limit - 1.0
