@@ -38,33 +38,41 @@ def _nvml_used_mb(index: int) -> float | None:
     return pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output", help="also write the result as JSON here")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def _load_libraries(dev) -> tuple:
+    """One conv (cuDNN) and one matmul (cuBLAS) so their handles and kernels are
+    loaded, as in any real workload; returns the tensors so they stay alive."""
     import torch
 
-    if not torch.cuda.is_available():
-        print("no CUDA device: nothing to measure")
-        return 0
-    dev = torch.device("cuda")
-    out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda}
-
-    # libraries: one conv (cuDNN) and one matmul (cuBLAS) so their handles and
-    # kernels are loaded, as in any real workload
     x = torch.randn(8, 64, 56, 56, device=dev)
     w = torch.randn(64, 64, 3, 3, device=dev)
     torch.nn.functional.conv2d(x, w, padding=1)
     m = torch.randn(1024, 1024, device=dev)
     (m @ m).sum().item()
     torch.cuda.synchronize()
+    return x, w, m
+
+
+def _measure_memory(out: dict) -> None:
+    """Fill in the NVML / allocator memory figures and ``framework_overhead_mb``."""
+    import torch
+
     used = _nvml_used_mb(torch.cuda.current_device())
     reserved = torch.cuda.memory_reserved() / 2**20
     out["nvml_used_mb"] = used
     out["torch_reserved_mb"] = reserved
     out["framework_overhead_mb"] = None if used is None else used - reserved
 
-    # host dispatch cost per op: a chain of tiny in-place adds
+
+def _host_overhead_us(dev):
+    """Host dispatch cost per op from a chain of tiny in-place adds; returns (tensor, us)."""
+    import torch
+
     t = torch.zeros(1, device=dev)
     n = 5000
     for _ in range(200):
@@ -77,9 +85,13 @@ def main() -> int:
             t.add_(1)
         torch.cuda.synchronize()
         reps.append((time.perf_counter() - s) / n * 1e6)
-    out["host_overhead_us"] = statistics.median(reps)
+    return t, statistics.median(reps)
 
-    # device time per tiny kernel: the same chain captured in a CUDA graph
+
+def _kernel_launch_overhead_us(t):
+    """Device time per tiny kernel: the add chain captured in a CUDA graph; returns (graph, us)."""
+    import torch
+
     g = torch.cuda.CUDAGraph()
     s_ = torch.cuda.Stream()
     s_.wait_stream(torch.cuda.current_stream())
@@ -101,9 +113,13 @@ def main() -> int:
         e1.record()
         torch.cuda.synchronize()
         reps.append(e0.elapsed_time(e1) * 1e3 / k)
-    out["kernel_launch_overhead_us"] = statistics.median(reps)
+    return g, statistics.median(reps)
 
-    # copy bandwidth (read + write counted), 1 GiB
+
+def _copy_bandwidth_gbps(dev) -> float:
+    """Copy bandwidth (read + write counted), 1 GiB."""
+    import torch
+
     src = torch.empty(2**28, dtype=torch.float32, device=dev)
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -114,10 +130,15 @@ def main() -> int:
         dst.copy_(src)
     e1.record()
     torch.cuda.synchronize()
-    out["copy_bandwidth_gbps"] = 2 * src.numel() * 4 * 10 / (e0.elapsed_time(e1) / 1e3) / 1e9
+    gbps = 2 * src.numel() * 4 * 10 / (e0.elapsed_time(e1) / 1e3) / 1e9
     del src, dst
+    return gbps
 
-    # matmul peaks
+
+def _matmul_tflops(dev) -> dict:
+    """Matmul TFLOP/s per dtype at 8192^3."""
+    import torch
+
     peaks = {}
     for name, dt, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
                            ("fp16", torch.float16, False), ("bf16", torch.bfloat16, False)):
@@ -136,7 +157,27 @@ def main() -> int:
         peaks[name] = 2 * 8192**3 * 10 / (e0.elapsed_time(e1) / 1e3) / 1e12
         del a_, b_
     torch.backends.cuda.matmul.allow_tf32 = False
-    out["matmul_tflops"] = peaks
+    return peaks
+
+
+def main() -> int:
+    a = _parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to measure")
+        return 0
+    dev = torch.device("cuda")
+    out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda}
+
+    # the warm-up tensors and the graph stay alive until every figure is measured
+    warm = _load_libraries(dev)
+    _measure_memory(out)
+    t, out["host_overhead_us"] = _host_overhead_us(dev)
+    g, out["kernel_launch_overhead_us"] = _kernel_launch_overhead_us(t)
+    out["copy_bandwidth_gbps"] = _copy_bandwidth_gbps(dev)
+    out["matmul_tflops"] = _matmul_tflops(dev)
+    del warm, g, t
 
     for k_, v in out.items():
         print(f"{k_:<28}{v}")

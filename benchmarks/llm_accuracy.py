@@ -71,75 +71,70 @@ def physical(pred_lat, pred_mem, pred_pow, ds, idx):
     return np.stack([b / (pred_lat / 1e3), pred_mem, pred_pow * pred_lat / 1e3 / b], axis=1)
 
 
-def main():
+def _parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", action="store_true", help="run the hyperparameter grid search and record it")
     ap.add_argument("--train", action="store_true", help="fit on all rows and write the shipped artifact")
     ap.add_argument("--skip-gnn", action="store_true")
     ap.add_argument("--epochs", type=int, default=60, help="GNN baseline epochs")
     ap.add_argument("--refresh-structure", action="store_true")
-    a = ap.parse_args()
-    warnings.simplefilter("ignore")
+    return ap.parse_args()
 
-    if a.refresh_structure:
-        from costmodel.llm import list_llms, resolve_llm
-        from costmodel.features import STRUCTURE_PATH, write_structure_table
 
-        specs = [resolve_llm(n) for n in list_llms()]
-        specs += [workload_of_row(r).spec for r in PerfDataset.load(kinds=("llm",))]
-        print(f"structure table: {write_structure_table(specs, STRUCTURE_PATH)} architectures")
+def refresh_structure():
+    """Rebuild the shipped graph-structure table of the registry's architectures."""
+    from costmodel.llm import list_llms, resolve_llm
+    from costmodel.features import STRUCTURE_PATH, write_structure_table
 
-    ds = PerfDataset.load(kinds=("llm",))
-    dev = get_device("h200")
-    xgbp = XGBLLMPredictor()
-    t0 = time.perf_counter()
-    X, Y, C = xgbp.featurize_rows(ds)
-    feat_s = time.perf_counter() - t0
-    print(f"{len(ds)} rows, {len({r.model for r in ds})} models; features {feat_s * 1e3 / len(ds):.2f} ms per row")
-    y_true = np.stack([np.asarray([r.batch / (r.latency_ms / 1e3) for r in ds]),
-                       np.asarray([r.memory_mb for r in ds]),
-                       np.asarray([r.energy_j / r.batch for r in ds])], axis=1)
+    specs = [resolve_llm(n) for n in list_llms()]
+    specs += [workload_of_row(r).spec for r in PerfDataset.load(kinds=("llm",))]
+    print(f"structure table: {write_structure_table(specs, STRUCTURE_PATH)} architectures")
+
+
+def evaluation_protocols(ds):
+    """(protocol, key, train idx, test idx): the 5 stratified folds, then leave-one-model-out per model."""
     folds = stratified_folds(ds)
     models = sorted({r.model for r in ds})
     protocols = [("5-fold", k, np.where(folds != k)[0], np.where(folds == k)[0]) for k in range(5)]
     protocols += [("leave-one-model-out", m, np.asarray([i for i, r in enumerate(ds) if r.model != m]),
                    np.asarray([i for i, r in enumerate(ds) if r.model == m])) for m in models]
+    return protocols
 
-    # ------------------------------------------------------------ grid search
-    grid_path = ROOT / "costmodel" / "llm" / "grid_search.json"
-    params = dict(DEFAULT_PARAMS)
-    if a.grid:
-        results = []
-        combos = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
-        t = time.perf_counter()
-        for p in combos:
-            errs = []
-            for _, _, tr, te in protocols[:5]:
-                m = XGBLLMPredictor(p).fit_arrays(X[tr], Y[tr])
-                pr = m.predict_arrays(X[te], [C[i] for i in te], [dev] * len(te))
-                phys = physical(pr[:, 0], pr[:, 1], pr[:, 2], ds, te)
-                errs.append([report(y_true[te, j], phys[:, j])["mape"] for j in range(3)])
-            e = np.mean(errs, axis=0)
-            results.append({"params": p, "mape_throughput": round(float(e[0]), 3),
-                            "mape_memory": round(float(e[1]), 3), "mape_energy": round(float(e[2]), 3),
-                            "mean_mape": round(float(e.mean()), 3)})
-        results.sort(key=lambda r: r["mean_mape"])
-        params = results[0]["params"]
-        grid_path.write_text(json.dumps({
-            "protocol": "stratified 5-fold CV over the H200 transformer rows, mean MAPE of throughput, memory, "
-                        "energy per sample; roofline-normalized targets",
-            "grid": GRID, "chosen": params, "seconds": round(time.perf_counter() - t, 1), "results": results,
-        }, indent=1))
-        print(f"\ngrid search: {len(combos)} settings x 5 folds in {time.perf_counter() - t:.0f} s; best {params}")
-        print(f"  {'n_est':>6}{'lr':>6}{'depth':>6}{'subs':>6}{'thr %':>8}{'mem %':>8}{'energy %':>9}")
-        for r in results[:8]:
-            p = r["params"]
-            print(f"  {p['n_estimators']:>6}{p['learning_rate']:>6}{p['max_depth']:>6}{p['subsample']:>6}"
-                  f"{r['mape_throughput']:>8.2f}{r['mape_memory']:>8.2f}{r['mape_energy']:>9.2f}")
-    elif grid_path.exists():
-        params = json.loads(grid_path.read_text())["chosen"]
 
-    # ---------------------------------------------------------------- models
+def grid_search(X, Y, C, ds, dev, y_true, protocols, grid_path):
+    """Run the hyperparameter grid on the 5 folds, record it at ``grid_path``, print the best; return its params."""
+    results = []
+    combos = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
+    t = time.perf_counter()
+    for p in combos:
+        errs = []
+        for _, _, tr, te in protocols[:5]:
+            m = XGBLLMPredictor(p).fit_arrays(X[tr], Y[tr])
+            pr = m.predict_arrays(X[te], [C[i] for i in te], [dev] * len(te))
+            phys = physical(pr[:, 0], pr[:, 1], pr[:, 2], ds, te)
+            errs.append([report(y_true[te, j], phys[:, j])["mape"] for j in range(3)])
+        e = np.mean(errs, axis=0)
+        results.append({"params": p, "mape_throughput": round(float(e[0]), 3),
+                        "mape_memory": round(float(e[1]), 3), "mape_energy": round(float(e[2]), 3),
+                        "mean_mape": round(float(e.mean()), 3)})
+    results.sort(key=lambda r: r["mean_mape"])
+    params = results[0]["params"]
+    grid_path.write_text(json.dumps({
+        "protocol": "stratified 5-fold CV over the H200 transformer rows, mean MAPE of throughput, memory, "
+                    "energy per sample; roofline-normalized targets",
+        "grid": GRID, "chosen": params, "seconds": round(time.perf_counter() - t, 1), "results": results,
+    }, indent=1))
+    print(f"\ngrid search: {len(combos)} settings x 5 folds in {time.perf_counter() - t:.0f} s; best {params}")
+    print(f"  {'n_est':>6}{'lr':>6}{'depth':>6}{'subs':>6}{'thr %':>8}{'mem %':>8}{'energy %':>9}")
+    for r in results[:8]:
+        p = r["params"]
+        print(f"  {p['n_estimators']:>6}{p['learning_rate']:>6}{p['max_depth']:>6}{p['subsample']:>6}"
+              f"{r['mape_throughput']:>8.2f}{r['mape_memory']:>8.2f}{r['mape_energy']:>9.2f}")
+    return params
+
+
+def cross_validate(params, X, Y, C, ds, dev, protocols):
+    """Analytic, xgb and xgb-raw predictions per protocol: name -> protocol -> list of (te, phys)."""
     preds = defaultdict(dict)  # name -> protocol -> list of (te, phys)
     lat_an = np.asarray([c["latency_ms"] for c in C])
     mem_an = np.asarray([c["memory_mb"] for c in C])
@@ -160,36 +155,55 @@ def main():
             r = train_booster(X[tr], raw[tr, j], params, seed=0)
             out.append(np.exp(r.inplace_predict(X[te])))
         preds["xgb-raw"].setdefault(proto, []).append((te, physical(out[0], out[1], out[2], ds, te)))
+    return preds
 
-    gnn_speed = None
-    if not a.skip_gnn:
-        from costmodel.predictors import GNNConfig, GNNPredictor
 
-        ok = [i for i, r in enumerate(ds) if r.graph_supported]
-        print(f"GNN baseline: {len(ok)} rows with a graph (decode steps have none); building graphs...", flush=True)
-        graphs = {}
-        tg = time.perf_counter()
-        for i in ok:
-            graphs[i] = ds.graph(i)
-        g = GNNPredictor(GNNConfig(conv="sage"))
-        cache = {i: g.features(graphs[i], ds[i].device, ds[i].mode) for i in ok}
-        okset = set(ok)
-        for proto, key, tr, te in protocols:
-            tr2 = [i for i in tr if i in okset]
-            te2 = np.asarray([i for i in te if i in okset])
-            if not len(te2):
-                continue
-            m = GNNPredictor(GNNConfig(conv="sage", epochs=a.epochs)).fit(ds, tr2, progress=False, cached=cache)
-            pr = m._predict_features([cache[i] for i in te2])
-            b = np.asarray([ds[i].batch for i in te2], float)
-            phys = np.stack([b / (pr[:, 0] / 1e3), pr[:, 1], pr[:, 2] / b], axis=1)
-            preds["gnn"].setdefault(proto, []).append((te2, phys))
-        # speed: featurized graphs through the GNN, and graphs built from configs
-        t = time.perf_counter()
-        m._predict_features([g.features(graphs[i], ds[i].device, ds[i].mode) for i in ok])
-        gnn_cached = len(ok) / (time.perf_counter() - t)
-        gnn_speed = (gnn_cached, time.perf_counter() - tg)
+def gnn_baseline(ds, protocols, epochs, preds):
+    """Add the GNN baseline's predictions to ``preds``; return (samples/s on featurized graphs, total seconds)."""
+    from costmodel.predictors import GNNConfig, GNNPredictor
 
+    ok = [i for i, r in enumerate(ds) if r.graph_supported]
+    print(f"GNN baseline: {len(ok)} rows with a graph (decode steps have none); building graphs...", flush=True)
+    graphs = {}
+    tg = time.perf_counter()
+    for i in ok:
+        graphs[i] = ds.graph(i)
+    g = GNNPredictor(GNNConfig(conv="sage"))
+    cache = {i: g.features(graphs[i], ds[i].device, ds[i].mode) for i in ok}
+    okset = set(ok)
+    for proto, key, tr, te in protocols:
+        tr2 = [i for i in tr if i in okset]
+        te2 = np.asarray([i for i in te if i in okset])
+        if not len(te2):
+            continue
+        m = GNNPredictor(GNNConfig(conv="sage", epochs=epochs)).fit(ds, tr2, progress=False, cached=cache)
+        pr = m._predict_features([cache[i] for i in te2])
+        b = np.asarray([ds[i].batch for i in te2], float)
+        phys = np.stack([b / (pr[:, 0] / 1e3), pr[:, 1], pr[:, 2] / b], axis=1)
+        preds["gnn"].setdefault(proto, []).append((te2, phys))
+    # speed: featurized graphs through the GNN, and graphs built from configs
+    t = time.perf_counter()
+    m._predict_features([g.features(graphs[i], ds[i].device, ds[i].mode) for i in ok])
+    gnn_cached = len(ok) / (time.perf_counter() - t)
+    return (gnn_cached, time.perf_counter() - tg)
+
+
+def print_gnn_rows_only(preds, names, y_true):
+    """5-fold MAPE of every model restricted to the rows the GNN covers (it has no decode rows)."""
+    te = np.concatenate([t for t, _ in preds["gnn"]["5-fold"]])
+    sel = set(te.tolist())
+    print("\n  on the GNN's rows only (no decode), 5-fold MAPE %: throughput / memory / energy")
+    for n in names:
+        runs = preds[n]["5-fold"]
+        ti = np.concatenate([t for t, _ in runs])
+        ph = np.concatenate([p for _, p in runs])
+        mask = np.asarray([i in sel for i in ti])
+        vals = [report(y_true[ti[mask], j], ph[mask, j])["mape"] for j in range(3)]
+        print(f"  {n:<10}" + " / ".join(f"{v:.2f}" for v in vals))
+
+
+def print_accuracy(preds, y_true):
+    """One table per protocol and target: MAPE, RMSE, Kendall tau and Acc10 per model."""
     names = list(preds)
     labels = ("throughput (samples/s)", "memory (MB)", "energy per sample (J)")
     for proto in ("5-fold", "leave-one-model-out"):
@@ -205,18 +219,11 @@ def main():
                       f"{r['acc10']:>9.1f}")
         if proto == "5-fold" and "gnn" in preds:
             # same rows for both: the GNN has no decode rows
-            te = np.concatenate([t for t, _ in preds["gnn"]["5-fold"]])
-            sel = set(te.tolist())
-            print("\n  on the GNN's rows only (no decode), 5-fold MAPE %: throughput / memory / energy")
-            for n in names:
-                runs = preds[n]["5-fold"]
-                ti = np.concatenate([t for t, _ in runs])
-                ph = np.concatenate([p for _, p in runs])
-                mask = np.asarray([i in sel for i in ti])
-                vals = [report(y_true[ti[mask], j], ph[mask, j])["mape"] for j in range(3)]
-                print(f"  {n:<10}" + " / ".join(f"{v:.2f}" for v in vals))
+            print_gnn_rows_only(preds, names, y_true)
 
-    # ---------------------------------------------------------------- speed
+
+def print_speed(params, X, Y, C, ds, dev, gnn_speed):
+    """Prediction throughput on this CPU: xgb with and without features, and the GNN if it ran."""
     full = XGBLLMPredictor(params).fit_arrays(X, Y)
     ws = [workload_of_row(r) for r in ds]
     t = time.perf_counter()
@@ -234,11 +241,50 @@ def main():
         print(f"  gnn, featurized graphs (graph already built):             {gnn_speed[0]:,.0f}")
         print(f"  -> xgb is {xgb_sps / gnn_speed[0]:,.0f}x faster end to end than the GNN on built graphs")
 
+
+def train_and_save(params, ds):
+    """Fit on every row and write the shipped artifact."""
+    full = XGBLLMPredictor(params).fit(ds)
+    out = ROOT / "costmodel" / "artifacts" / "llm-xgb"
+    full.save(out, extra={"grid_search": "costmodel/llm/grid_search.json"})
+    print(f"\nsaved {out} ({len(ds)} rows, params {params})")
+
+
+def main():
+    a = _parse_args()
+    warnings.simplefilter("ignore")
+
+    if a.refresh_structure:
+        refresh_structure()
+
+    ds = PerfDataset.load(kinds=("llm",))
+    dev = get_device("h200")
+    xgbp = XGBLLMPredictor()
+    t0 = time.perf_counter()
+    X, Y, C = xgbp.featurize_rows(ds)
+    feat_s = time.perf_counter() - t0
+    print(f"{len(ds)} rows, {len({r.model for r in ds})} models; features {feat_s * 1e3 / len(ds):.2f} ms per row")
+    y_true = np.stack([np.asarray([r.batch / (r.latency_ms / 1e3) for r in ds]),
+                       np.asarray([r.memory_mb for r in ds]),
+                       np.asarray([r.energy_j / r.batch for r in ds])], axis=1)
+    protocols = evaluation_protocols(ds)
+
+    grid_path = ROOT / "costmodel" / "llm" / "grid_search.json"
+    params = dict(DEFAULT_PARAMS)
+    if a.grid:
+        params = grid_search(X, Y, C, ds, dev, y_true, protocols, grid_path)
+    elif grid_path.exists():
+        params = json.loads(grid_path.read_text())["chosen"]
+
+    preds = cross_validate(params, X, Y, C, ds, dev, protocols)
+    gnn_speed = None
+    if not a.skip_gnn:
+        gnn_speed = gnn_baseline(ds, protocols, a.epochs, preds)
+
+    print_accuracy(preds, y_true)
+    print_speed(params, X, Y, C, ds, dev, gnn_speed)
     if a.train:
-        full = XGBLLMPredictor(params).fit(ds)
-        out = ROOT / "costmodel" / "artifacts" / "llm-xgb"
-        full.save(out, extra={"grid_search": "costmodel/llm/grid_search.json"})
-        print(f"\nsaved {out} ({len(ds)} rows, params {params})")
+        train_and_save(params, ds)
 
 
 if __name__ == "__main__":

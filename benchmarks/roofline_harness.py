@@ -169,7 +169,7 @@ def matmul_gflops(n: int, threads: int, reps: int = 5) -> dict:
 # --------------------------------------------------------------------------
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stream-c", default=os.environ.get("STREAM_C"), help="path to McCalpin's stream.c")
     ap.add_argument("--likwid-bench", default=shutil.which("likwid-bench"), help="path to likwid-bench")
@@ -177,33 +177,33 @@ def main() -> int:
                     help="elements per array of the reference runs (default 2^26: 3 x 512 MiB)")
     ap.add_argument("--matmul", type=int, default=2048, help="matmul size n (n x n x n)")
     ap.add_argument("-o", "--output", help="also write the numbers as JSON here")
-    a = ap.parse_args()
+    return ap.parse_args()
 
-    from costmodel.measure import harness as rl
 
-    if not rl.available():
-        rl._extension()  # raises the explanatory RooflineUnavailableError
-    ext = rl._extension()
-    threads = len(rl._allowed_cpus())
-    n = a.elements
-    footprint = 24 * n
-    print(f"machine: {rl._cpu_name()}, {threads} CPUs, harness isa {ext.cpu_isas()[0]}, {ext.compiler}")
-    print(f"reference footprint: 3 arrays x {n} doubles = {footprint / 2**20:.0f} MiB\n", flush=True)
-
+def _timed_measures(rl):
+    """A quick and a full ``measure("cpu")``, each timed: (quick, t_quick, full, t_full)."""
     t0 = time.perf_counter()
     quick = rl.measure("cpu", quick=True, progress=False)
     t_quick = time.perf_counter() - t0
     t0 = time.perf_counter()
     full = rl.measure("cpu", progress=False)
     t_full = time.perf_counter() - t0
+    return quick, t_quick, full, t_full
 
+
+def _same_footprint_point(ext, footprint: int) -> dict:
+    """The harness's copy/triad stream at the reference runs' footprint."""
     h = ext.CpuHarness(0, True)
     point = h.stream(footprint, 2, 10, 0.002)
     h.release()
     del h
-    k = point["kernels"]
+    return point
 
-    rows = [
+
+def _harness_rows(full, point: dict, threads: int) -> list[list]:
+    """DRAM-table rows of the harness: its plateau, and the same-footprint median and max."""
+    k = point["kernels"]
+    return [
         ["harness DRAM plateau (median)", threads, f"{full.plateaus[-1].from_bytes / 2**20:.0f}+ MiB",
          statistics.median(p.gbps for p in full.sweep("copy") if p.bytes >= (full.plateaus[-1].from_bytes or 0)),
          full.levels["DRAM"], 1.0],
@@ -212,6 +212,11 @@ def main() -> int:
         ["harness, same footprint (max)", threads, f"{point['footprint_bytes'] / 2**20:.0f} MiB",
          k["copy"]["gbps"]["max"], k["triad"]["gbps"]["max"], None],
     ]
+
+
+def _reference_rows(a: argparse.Namespace, n: int, threads: int, rows: list[list]):
+    """Run the reference STREAM implementations, appending their rows; return (ref_triad, notes, ns, ts)."""
+    footprint = 24 * n
     ref_triad = {}
     notes = []
     if a.stream_c and Path(a.stream_c).is_file():
@@ -243,6 +248,13 @@ def main() -> int:
                  ts["triad_best"], None])
     ref_triad["numpy"] = ns["triad_best"]
     ref_triad["torch"] = ts["triad_best"]
+    return ref_triad, notes, ns, ts
+
+
+def _print_dram_table(a: argparse.Namespace, full, point: dict, n: int, threads: int):
+    """Table 1: DRAM bandwidth of the harness against the references; return (ref_triad, ns, ts)."""
+    rows = _harness_rows(full, point, threads)
+    ref_triad, notes, ns, ts = _reference_rows(a, n, threads, rows)
     dram = full.levels["DRAM"]
     for r in rows:
         if r[5] is None and r[4]:
@@ -252,23 +264,31 @@ def main() -> int:
     for note in notes:
         print(f"  note: {note}")
     print()
+    return ref_triad, ns, ts
 
-    mm = matmul_gflops(a.matmul, threads)
+
+def _print_peak_table(full, size: int, threads: int) -> dict:
+    """Table 2: the harness's FMA peak against matmuls and the theoretical estimate; return the matmul figures."""
+    mm = matmul_gflops(size, threads)
     theo = full.theoretical_peak_gflops or {}
     prow = []
     for dt in ("fp32", "fp64"):
         hp = full.peak_gflops[dt]
         prow.append([f"harness FMA peak {dt} (median)", hp, 1.0, (hp / theo[dt]) if theo.get(dt) else None])
-        prow.append([f"numpy {a.matmul}^3 matmul {dt} (best of 5)", mm[f"numpy_{dt}"], mm[f"numpy_{dt}"] / hp,
+        prow.append([f"numpy {size}^3 matmul {dt} (best of 5)", mm[f"numpy_{dt}"], mm[f"numpy_{dt}"] / hp,
                      mm[f"numpy_{dt}"] / theo[dt] if theo.get(dt) else None])
-        prow.append([f"torch {a.matmul}^3 matmul {dt} (best of 5)", mm[f"torch_{dt}"], mm[f"torch_{dt}"] / hp,
+        prow.append([f"torch {size}^3 matmul {dt} (best of 5)", mm[f"torch_{dt}"], mm[f"torch_{dt}"] / hp,
                      mm[f"torch_{dt}"] / theo[dt] if theo.get(dt) else None])
         prow.append([f"theoretical estimate {dt}", theo.get(dt), (theo[dt] / hp) if theo.get(dt) else None,
                      1.0 if theo.get(dt) else None])
     print(_table(["method", "GFLOP/s", "/ harness peak", "/ theoretical"], prow,
                  f"Peak FLOP/s ({threads} threads, isa {full.isa})"))
     print(f"  theoretical: {full.theoretical_basis}\n")
+    return mm
 
+
+def _print_measure_times(full, quick, t_full: float, t_quick: float) -> None:
+    """Table 3: wall time of the full and the quick ``measure()``."""
     trow = [
         ["measure('cpu') full", t_full, len(full.sweep("triad")), f"{full.settings['max_bytes'] / 2**20:.0f} MiB",
          f"{full.settings['reps']}/{full.settings['stream_reps']}"],
@@ -277,11 +297,38 @@ def main() -> int:
     ]
     print(_table(["call", "wall s", "sweep sizes", "max footprint", "peak/stream reps"], trow, "Time to measure"))
     print()
+
+
+def _print_levels(full) -> None:
+    """The memory levels (triad plateaus) the full ``measure()`` located."""
     lv = [[p.level, p.gbps, p.gbps_min, p.gbps_max,
            f"{(p.from_bytes or 0) / 1024:.0f}..{(p.to_bytes or 0) / 1024:.0f} KiB" if p.gbps else "-",
            "yes" if p.boundary_detected else "no (from cache size)"] for p in full.plateaus]
     print(_table(["level", "triad GB/s", "min", "max", "footprints", "drop found"], lv,
                  "Levels located by the full measure() (triad plateaus)"))
+
+
+def main() -> int:
+    a = _parse_args()
+
+    from costmodel.measure import harness as rl
+
+    if not rl.available():
+        rl._extension()  # raises the explanatory RooflineUnavailableError
+    ext = rl._extension()
+    threads = len(rl._allowed_cpus())
+    n = a.elements
+    footprint = 24 * n
+    print(f"machine: {rl._cpu_name()}, {threads} CPUs, harness isa {ext.cpu_isas()[0]}, {ext.compiler}")
+    print(f"reference footprint: 3 arrays x {n} doubles = {footprint / 2**20:.0f} MiB\n", flush=True)
+
+    quick, t_quick, full, t_full = _timed_measures(rl)
+    point = _same_footprint_point(ext, footprint)
+
+    ref_triad, ns, ts = _print_dram_table(a, full, point, n, threads)
+    mm = _print_peak_table(full, a.matmul, threads)
+    _print_measure_times(full, quick, t_full, t_quick)
+    _print_levels(full)
 
     if a.output:
         Path(a.output).write_text(json.dumps({

@@ -172,7 +172,7 @@ def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
           f"= {n_many / dt:.0f} graphs/s")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=3)
@@ -184,6 +184,106 @@ def main() -> None:
     ap.add_argument("--llm", action="store_true", help="only the H200 transformer table (section 5)")
     ap.add_argument("--speed", action="store_true",
                     help="only section 4, with the shipped timeline artifact (no fitting)")
+    return ap
+
+
+def _random_splits_section(graphs, rows, epochs: int, seeds: int) -> None:
+    """Section 1a: seeded random 70/30 splits, pooled."""
+    ps, rs = [], []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(rows))
+        n_test = round(0.3 * len(rows))
+        test, train = perm[:n_test], perm[n_test:]
+        pred = _fit([graphs[i] for i in train], [rows[i] for i in train], epochs, seed)
+        ps += _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
+        rs += [rows[i] for i in test]
+    _breakdown(f"1a. random 70/30 ({seeds} seeds, pooled)", rs, ps)
+
+
+def _lofo_section(graphs, rows, epochs: int) -> None:
+    """Section 1b: leave-one-family-out (every family held out in turn, pooled)."""
+    rs, ps, per_fam = [], [], {}
+    fams = sorted({r.family for r in rows})
+    for fam in fams:
+        train = [i for i, r in enumerate(rows) if r.family != fam]
+        test = [i for i, r in enumerate(rows) if r.family == fam]
+        pred = _fit([graphs[i] for i in train], [rows[i] for i in train], epochs, 0)
+        e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
+        per_fam[fam] = _metrics([rows[i].latency_ms for i in test], [x.latency_ms for x in e])["mape"]
+        ps += e
+        rs += [rows[i] for i in test]
+    _breakdown("1b. leave-one-family-out (13 folds, pooled)", rs, ps)
+    print("   latency MAPE % per held-out family: " + ", ".join(f"{f} {v:.1f}" for f, v in per_fam.items()))
+
+
+def _all_predictors_table(get_predictor, n_graphs, n_rows, ests) -> dict:
+    """Section 2b: the unseen-architecture rows through every predictor; return the measured targets."""
+    _header("2b. the same rows, every predictor (latency | energy | memory MAPE %)")
+    y = {t: np.asarray([getattr(r, t) for r in n_rows]) for t in ("latency_ms", "energy_j", "memory_mb")}
+    for name in ("timeline", "trappm", "dippm", "xgb-static", "analytic"):
+        if name == "timeline":
+            e = ests
+        else:
+            p = get_predictor(name)
+            e = [p.predict(g, "h200", mode=r.mode) for g, r in zip(n_graphs, n_rows)]
+        vals = []
+        for t in ("latency_ms", "energy_j", "memory_mb"):
+            m = _metrics(y[t], [getattr(x, t) for x in e])
+            vals.append(f"{m['mape']:6.1f} (tau {m['kendall_tau']:.2f})")
+        print(f"{name:<14}" + " | ".join(vals))
+    return y
+
+
+def _second_host_section(full, new, checks, n_graphs, n_rows, ests, y_lat) -> None:
+    """Section 3: refit the host lane on the second host's check rows, error before and after."""
+    c_rows = [new.rows[i] for i in checks]
+    c_graphs = [new.graph(i) for i in checks]
+    _header(f"3. second host: host lane refitted on its {len(c_rows)} check rows")
+    print(_row("new architectures, before", y_lat, [x.latency_ms for x in ests]))
+    full.fit_host(c_graphs, c_rows)
+    after = _predict(full, n_graphs, n_rows)
+    print(_row("new architectures, after", y_lat, [x.latency_ms for x in after]))
+    print(f"   {full.params.host_source}")
+
+
+def _vision_sections(a: argparse.Namespace) -> None:
+    """Sections 1 to 4 on the H200 vision rows."""
+    from costmodel.datasets import PerfDataset
+    from costmodel.predictors import get_predictor
+
+    ds = PerfDataset.load()
+    vis = [i for i, r in enumerate(ds.rows) if r.kind == "vision"]
+    rows = [ds.rows[i] for i in vis]
+    graphs = [ds.graph(i) for i in vis]
+    print(f"H200: {len(rows)} vision rows, {len({r.family for r in rows})} families")
+
+    # 1. random splits and leave-one-family-out
+    _random_splits_section(graphs, rows, a.epochs, a.seeds)
+    if not a.skip_lofo:
+        _lofo_section(graphs, rows, a.epochs)
+
+    # 2. new architectures
+    new = PerfDataset.load(a.data, device="h200_extend")
+    seen = {r.model for r in ds.rows}
+    test = [i for i, r in enumerate(new.rows) if r.model not in seen]
+    checks = [i for i, r in enumerate(new.rows) if r.model in seen]
+    n_rows = [new.rows[i] for i in test]
+    n_graphs = [new.graph(i) for i in test]
+    full = _fit(graphs, rows, a.epochs, 0)
+    ests = _predict(full, n_graphs, n_rows)
+    _breakdown(f"2. {len(n_rows)} rows of {len({r.family for r in n_rows})} unseen architectures (timeline)", n_rows, ests)
+    y = _all_predictors_table(get_predictor, n_graphs, n_rows, ests)
+
+    # 3. second host: refit the host lane on its check rows
+    _second_host_section(full, new, checks, n_graphs, n_rows, ests, y["latency_ms"])
+
+    # 4. speed
+    _speed_section(full)
+
+
+def main() -> None:
+    ap = _parser()
     a, rest = ap.parse_known_args()
     if a.cpu:
         import sys
@@ -204,76 +304,7 @@ def main() -> None:
 
         _speed_section(get_predictor("timeline"))
         return
-    from costmodel.datasets import PerfDataset
-    from costmodel.predictors import get_predictor
-
-    ds = PerfDataset.load()
-    vis = [i for i, r in enumerate(ds.rows) if r.kind == "vision"]
-    rows = [ds.rows[i] for i in vis]
-    graphs = [ds.graph(i) for i in vis]
-    print(f"H200: {len(rows)} vision rows, {len({r.family for r in rows})} families")
-
-    # 1. random splits and leave-one-family-out
-    ps, rs = [], []
-    for seed in range(a.seeds):
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(rows))
-        n_test = round(0.3 * len(rows))
-        test, train = perm[:n_test], perm[n_test:]
-        pred = _fit([graphs[i] for i in train], [rows[i] for i in train], a.epochs, seed)
-        ps += _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
-        rs += [rows[i] for i in test]
-    _breakdown(f"1a. random 70/30 ({a.seeds} seeds, pooled)", rs, ps)
-    if not a.skip_lofo:
-        rs, ps, per_fam = [], [], {}
-        fams = sorted({r.family for r in rows})
-        for fam in fams:
-            train = [i for i, r in enumerate(rows) if r.family != fam]
-            test = [i for i, r in enumerate(rows) if r.family == fam]
-            pred = _fit([graphs[i] for i in train], [rows[i] for i in train], a.epochs, 0)
-            e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
-            per_fam[fam] = _metrics([rows[i].latency_ms for i in test], [x.latency_ms for x in e])["mape"]
-            ps += e
-            rs += [rows[i] for i in test]
-        _breakdown("1b. leave-one-family-out (13 folds, pooled)", rs, ps)
-        print("   latency MAPE % per held-out family: " + ", ".join(f"{f} {v:.1f}" for f, v in per_fam.items()))
-
-    # 2. new architectures
-    new = PerfDataset.load(a.data, device="h200_extend")
-    seen = {r.model for r in ds.rows}
-    test = [i for i, r in enumerate(new.rows) if r.model not in seen]
-    checks = [i for i, r in enumerate(new.rows) if r.model in seen]
-    n_rows = [new.rows[i] for i in test]
-    n_graphs = [new.graph(i) for i in test]
-    full = _fit(graphs, rows, a.epochs, 0)
-    ests = _predict(full, n_graphs, n_rows)
-    _breakdown(f"2. {len(n_rows)} rows of {len({r.family for r in n_rows})} unseen architectures (timeline)", n_rows, ests)
-    _header("2b. the same rows, every predictor (latency | energy | memory MAPE %)")
-    y = {t: np.asarray([getattr(r, t) for r in n_rows]) for t in ("latency_ms", "energy_j", "memory_mb")}
-    for name in ("timeline", "trappm", "dippm", "xgb-static", "analytic"):
-        if name == "timeline":
-            e = ests
-        else:
-            p = get_predictor(name)
-            e = [p.predict(g, "h200", mode=r.mode) for g, r in zip(n_graphs, n_rows)]
-        vals = []
-        for t in ("latency_ms", "energy_j", "memory_mb"):
-            m = _metrics(y[t], [getattr(x, t) for x in e])
-            vals.append(f"{m['mape']:6.1f} (tau {m['kendall_tau']:.2f})")
-        print(f"{name:<14}" + " | ".join(vals))
-
-    # 3. second host: refit the host lane on its check rows
-    c_rows = [new.rows[i] for i in checks]
-    c_graphs = [new.graph(i) for i in checks]
-    _header(f"3. second host: host lane refitted on its {len(c_rows)} check rows")
-    print(_row("new architectures, before", y["latency_ms"], [x.latency_ms for x in ests]))
-    full.fit_host(c_graphs, c_rows)
-    after = _predict(full, n_graphs, n_rows)
-    print(_row("new architectures, after", y["latency_ms"], [x.latency_ms for x in after]))
-    print(f"   {full.params.host_source}")
-
-    # 4. speed
-    _speed_section(full)
+    _vision_sections(a)
 
 
 if __name__ == "__main__":

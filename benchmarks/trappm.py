@@ -60,7 +60,7 @@ def model_splits(ds, seeds, lofo):
     return out
 
 
-def main():
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=int, default=3000, help="unlabeled graphs to sample (default 3000)")
     ap.add_argument("--gae-epochs", type=int, default=GAEConfig().epochs)
@@ -69,27 +69,36 @@ def main():
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
-    a = ap.parse_args()
-    warnings.simplefilter("ignore")
-    names = [m.strip() for m in a.models.split(",") if m.strip()]
+    return ap.parse_args()
+
+
+def _selected_models(models: str) -> list[str]:
+    """The ``--models`` list, checked against :data:`MODELS`."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
     for n in names:
         if n not in MODELS:
             raise SystemExit(f"unknown model {n!r}; choose from {list(MODELS)}")
+    return names
 
-    # ---------------------------------------------------------------- corpus
-    corpus = GraphCorpus.build(a.corpus, seed=0)
+
+def corpus_section(size: int):
+    """Build (or load) the unlabeled corpus and print its make-up."""
+    corpus = GraphCorpus.build(size, seed=0)
     nn_ = corpus.num_nodes()
     print(f"corpus: {len(corpus)} graphs ({len(corpus.failed)} variants failed to build), "
           f"nodes per graph median {int(np.median(nn_))} (min {nn_.min()}, max {nn_.max()}), "
           f"{corpus.build_seconds:.0f} s (cached shards load instantly)")
     print("  " + ", ".join(f"{f} {n}" for f, n in corpus.families().items()))
+    return corpus
 
-    # --------------------------------------------------------------- pretrain
+
+def pretrain_section(corpus, encoder, gae_epochs: int):
+    """Pretrain (or load) the graph autoencoder, compare it with a random-init one; return (gae, rand)."""
     tr_c, te_c = corpus.split(0.1, seed=0)
-    if a.encoder:
-        gae = GraphAutoencoder.load(a.encoder)
+    if encoder:
+        gae = GraphAutoencoder.load(encoder)
     else:
-        gae = GraphAutoencoder(GAEConfig(epochs=a.gae_epochs)).fit(corpus, tr_c)
+        gae = GraphAutoencoder(GAEConfig(epochs=gae_epochs)).fit(corpus, tr_c)
     rand = GraphAutoencoder(GAEConfig(**dict(vars(gae.config), epochs=0))).fit(corpus, tr_c, progress=False)
     ev_p, ev_r = gae.evaluate(corpus, te_c), rand.evaluate(corpus, te_c)
     print(f"\ngraph autoencoder ({gae.config.layers} SAGE layers, {gae.config.hidden}->{gae.config.out}), "
@@ -98,8 +107,15 @@ def main():
     print(f"  {'encoder':<14}{'held-out BCE':>14}{'edge AUC':>10}")
     print(f"  {'random init':<14}{ev_r['bce']:>14.4f}{ev_r['auc']:>10.3f}")
     print(f"  {'pretrained':<14}{ev_p['bce']:>14.4f}{ev_p['auc']:>10.3f}")
+    return gae, rand
 
-    # ---------------------------------------------------------------- labels
+
+def label_features(gae, rand):
+    """Load the labeled rows and featurize them once per model family; return (ds, caches).
+
+    ``caches`` maps "base", "nnlqp", "pre" (pretrained embedding) and "rand" (random-init
+    embedding) to row index -> features.
+    """
     ds = PerfDataset.load()
     graphs = ds.graphs(progress=True)
     base = GNNPredictor(trappm_config())
@@ -115,9 +131,29 @@ def main():
     emb_ms = (time.perf_counter() - t1) / len(keys) * 1e3
     print(f"\n{len(ds)} rows ({sum(r.mode == 'training' for r in ds)} training rows); features "
           f"{t1 - t0:.1f} s, encoder embedding {emb_ms:.2f} ms per graph")
+    return ds, {"base": cache, "nnlqp": cache_nnlqp, "pre": cache_pre, "rand": cache_rand}
 
-    protocols = model_splits(ds, a.seeds, not a.skip_lofo)
-    y_all = np.asarray([[r.target(t) for t in TRAPPM_TARGETS] for r in ds])
+
+def make_model(name: str, epochs: int, seed: int, gae, rand, caches: dict):
+    """The untrained regressor for ``name`` and the feature cache it reads: (model, cache)."""
+    if name == "mlp-static":
+        return GNNPredictor(trappm_config(conv="none", epochs=epochs, seed=seed)), caches["base"]
+    if name == "xgb-static":
+        from costmodel.predictors import XGBStaticPredictor
+
+        return XGBStaticPredictor(trappm_config(conv="none", seed=seed)), caches["base"]
+    if name == "nnlqp":
+        return GNNPredictor(trappm_config(**NNLQP, epochs=epochs, seed=seed)), caches["nnlqp"]
+    if name == "sage (no embedding)":
+        return GNNPredictor(trappm_config(epochs=epochs, seed=seed)), caches["base"]
+    if name == "trappm (random-init encoder)":
+        return TraPPMPredictor(trappm_config(epochs=epochs, seed=seed), rand), caches["rand"]
+    return TraPPMPredictor(trappm_config(epochs=epochs, seed=seed), gae), caches["pre"]
+
+
+def evaluate_models(names, protocols, ds, epochs: int, gae, rand, caches: dict):
+    """Fit and predict every model on every split: (name, protocol) -> list of (test idx, predictions)."""
+    cache = caches["base"]
     results = defaultdict(list)
     fit_time = defaultdict(list)
     for name in names:
@@ -127,30 +163,21 @@ def main():
                 pred = np.asarray([[getattr(cache[i][1], t) for t in TRAPPM_TARGETS] for i in te])
                 results[(name, proto)].append((te, pred))
                 continue
-            if name == "mlp-static":
-                m, c = GNNPredictor(trappm_config(conv="none", epochs=a.epochs, seed=seed)), cache
-            elif name == "xgb-static":
-                from costmodel.predictors import XGBStaticPredictor
-
-                m, c = XGBStaticPredictor(trappm_config(conv="none", seed=seed)), cache
-            elif name == "nnlqp":
-                m, c = GNNPredictor(trappm_config(**NNLQP, epochs=a.epochs, seed=seed)), cache_nnlqp
-            elif name == "sage (no embedding)":
-                m, c = GNNPredictor(trappm_config(epochs=a.epochs, seed=seed)), cache
-            elif name == "trappm (random-init encoder)":
-                m, c = TraPPMPredictor(trappm_config(epochs=a.epochs, seed=seed), rand), cache_rand
-            else:
-                m, c = TraPPMPredictor(trappm_config(epochs=a.epochs, seed=seed), gae), cache_pre
+            m, c = make_model(name, epochs, seed, gae, rand, caches)
             t = time.perf_counter()
             m.fit(ds, tr, progress=False, cached=c)
             fit_time[name].append(time.perf_counter() - t)
             results[(name, proto)].append((te, m._predict_features([c[i] for i in te])))
         print(f"  {name}: done ({np.mean(fit_time[name]) if fit_time[name] else 0:.1f} s per fit)", flush=True)
+    return results
 
+
+def print_results(results, names, y_all, seeds: int, skip_lofo: bool) -> None:
+    """One table per protocol and target: MAPE, RMSE, Kendall tau and Acc10 per model."""
     labels = {"latency_ms": "training step time (ms)", "memory_mb": "training memory (MB)", "power_w": "power (W)"}
-    for proto, title in (("random", f"random 70/30 of models, mean over {a.seeds} seeds"),
+    for proto, title in (("random", f"random 70/30 of models, mean over {seeds} seeds"),
                          ("lofo", "leave-one-family-out (pooled)")):
-        if proto == "lofo" and a.skip_lofo:
+        if proto == "lofo" and skip_lofo:
             continue
         for ti, t in enumerate(TRAPPM_TARGETS):
             print(f"\n{labels[t]}: {title}")
@@ -164,6 +191,21 @@ def main():
                     te = np.concatenate([te for te, _ in runs])
                     m = report(y_all[te, ti], np.concatenate([p[:, ti] for _, p in runs]))
                 print(f"  {name:<30}{m['mape']:>9.2f}{m['rmse']:>11.4g}{m['kendall_tau']:>9.3f}{m['acc10']:>9.1f}")
+
+
+def main():
+    a = _parse_args()
+    warnings.simplefilter("ignore")
+    names = _selected_models(a.models)
+
+    corpus = corpus_section(a.corpus)
+    gae, rand = pretrain_section(corpus, a.encoder, a.gae_epochs)
+    ds, caches = label_features(gae, rand)
+
+    protocols = model_splits(ds, a.seeds, not a.skip_lofo)
+    y_all = np.asarray([[r.target(t) for t in TRAPPM_TARGETS] for r in ds])
+    results = evaluate_models(names, protocols, ds, a.epochs, gae, rand, caches)
+    print_results(results, names, y_all, a.seeds, a.skip_lofo)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Static analysis of a CostGraph: per-op costs, memory, roofline latency."""
+"""Static analysis of a CostGraph: per-op costs, memory, roofline latency, the host/device timeline;
+and memory from the execution path (``alloctrace``: allocation trace, ``allocator``: the caching
+allocator's replay, ``memreplay``: peak device memory of a workload)."""
 
 from ._cast import cast_graph
 from ._memory import (
@@ -10,6 +12,7 @@ from ._memory import (
 )
 from ._opcost import op_cost
 from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline
+from ._timeline import replay as replay_timeline
 
 __all__ = [
     "MemoryBreakdown",
@@ -21,6 +24,7 @@ __all__ = [
     "memory_breakdown",
     "op_cost",
     "peak_activation_bytes",
+    "replay_timeline",
     "roofline",
     "saved_activation_bytes",
 ]

@@ -399,20 +399,26 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
         return _trace_module(module, inputs, training, tdt, optimizer, steps)
 
 
-def _trace_module(module, inputs, training, tdt, optimizer, steps) -> AllocationTrace:
-    import torch
-
+def _prologue(module, tdt, training: bool, inputs):
+    """The trace up to the step: the weights as built (and converted), the cache emptied, the
+    library workspace, the inputs, the peak counters reset. Returns ``(trace, mapping, params)``."""
     trace = AllocationTrace()
     mapping, events, state_bytes, params, key = _state(module, tdt, training)
     trace.extend(events)
     trace.events.append(Event("empty_cache"))
     trace.events.append(Event("workspace", key, 0, "workspace", "library"))
-    key -= 1
-    x = _meta_inputs(inputs, tdt)
-    ev, in_bytes, key = _input_events(x, key)
+    ev, in_bytes, _ = _input_events(inputs, key - 1)
     trace.extend(ev)
     trace.state_bytes = state_bytes + in_bytes
     trace.events.append(Event("reset_peak"))
+    return trace, mapping, params
+
+
+def _trace_module(module, inputs, training, tdt, optimizer, steps) -> AllocationTrace:
+    import torch
+
+    x = _meta_inputs(inputs, tdt)
+    trace, mapping, params = _prologue(module, tdt, training, x)
     rec = _Recorder(trace)
     with cuda_attention(), _mode(module, training):
         if not training:
@@ -504,16 +510,8 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
 def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup):
     import torch
 
-    trace = AllocationTrace()
-    mapping, events, state_bytes, _, key = _state(model, tdt, False)
-    trace.extend(events)
-    trace.events.append(Event("empty_cache"))
-    trace.events.append(Event("workspace", key, 0, "workspace", "library"))
-    key -= 1
     ids = torch.zeros((batch, seq), dtype=torch.long, device=_DEV)
-    trace.events.append(Event("alloc", key, ids.numel() * 8, "input", "input_ids"))
-    trace.state_bytes = state_bytes + ids.numel() * 8
-    trace.events.append(Event("reset_peak"))
+    trace, mapping, _ = _prologue(model, tdt, False, (ids,))
     rec = _Recorder(trace)
     kw = {"use_cache": False} if causal else {}
     with cuda_attention(), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:

@@ -218,7 +218,7 @@ class PerfDataset(Sequence[PerfRow]):
     # ----------------------------------------------------------------- graphs
     def graph(self, i: int):
         """The CostGraph of row ``i`` (built on first use, then cached on disk)."""
-        from ..analysis._cast import cast_graph
+        from ..analysis import cast_graph
         from ..frontends import zoo_graph
 
         r = self.rows[i]

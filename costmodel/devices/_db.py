@@ -32,7 +32,7 @@ import json
 import os
 import re
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,23 +326,8 @@ _MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile))
 _CC_RE = re.compile(r"^\d+\.\d+$")
 
 
-def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceDatabaseError) -> Device:
-    """Validate one JSON entry and build its :class:`Device`; errors name device and field."""
-    if not isinstance(entry, dict):
-        raise exc(f"{where}: expected a device object, got {type(entry).__name__}")
-    label = entry.get("name") if isinstance(entry.get("name"), str) else "<unnamed>"
-
-    def bad(fld: str, expected: str) -> Exception:
-        got = entry.get(fld)
-        return exc(f"{where}: device {label!r}, field {fld!r}: expected {expected}, got {got!r}")
-
-    missing = [k for k in _REQUIRED if k not in entry]
-    if missing:
-        raise exc(f"{where}: device {label!r} is missing field {missing[0]!r} (required: {list(_REQUIRED)})")
-    extra = [k for k in entry if k not in _REQUIRED and k != "source"]
-    if extra:
-        raise exc(f"{where}: device {label!r} has unknown field {extra[0]!r}; expected only {list(_REQUIRED)}")
-
+def _check_text_fields(entry: Mapping[str, Any], bad: Callable[[str, str], Exception]) -> str:
+    """Check the string-valued fields of ``entry``; return its ``source``."""
     for k in ("name", "vendor", "architecture"):
         if not isinstance(entry[k], str) or not entry[k].strip():
             raise bad(k, "a non-empty string")
@@ -358,7 +343,13 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
     cc = entry["compute_capability"]
     if cc is not None and not (isinstance(cc, str) and _CC_RE.match(cc)):
         raise bad("compute_capability", 'null or a "major.minor" string such as "9.0"')
+    return source
 
+
+def _check_peaks(
+    entry: Mapping[str, Any], where: str, label: str, exc: type[Exception], bad: Callable[[str, str], Exception]
+) -> None:
+    """Check ``peak_tflops``: exactly the dtype keys, positive numbers (null allowed except fp32)."""
     peaks = entry["peak_tflops"]
     if not isinstance(peaks, Mapping) or set(peaks) != set(DTYPE_KEYS):
         raise bad("peak_tflops", f"an object with exactly the keys {list(DTYPE_KEYS)}")
@@ -372,6 +363,9 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
                 f"{'' if k == 'fp32' else ' or null'}, got {v!r}"
             )
 
+
+def _check_numeric_fields(entry: Mapping[str, Any], bad: Callable[[str, str], Exception]) -> None:
+    """Check the scalar numeric fields of ``entry`` (bandwidth, memory, power, SMs, L2, ...)."""
     for k in ("vector_tflops_fp32", "memory_bandwidth_gbps", "memory_gb", "tdp_w"):
         if not (_is_num(entry[k]) and entry[k] > 0):
             raise bad(k, "a positive number")
@@ -387,6 +381,11 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
     if l2 is not None and not (_is_num(l2) and l2 > 0):
         raise bad("l2_cache_mb", "null or a positive number")
 
+
+def _mig_profiles_from_entry(
+    entry: Mapping[str, Any], where: str, label: str, exc: type[Exception], bad: Callable[[str, str], Exception]
+) -> list[MigProfile]:
+    """Validate ``mig_profiles`` and return them sorted by (memory_gb, compute_fraction)."""
     migs = entry["mig_profiles"]
     if not isinstance(migs, (list, tuple)):
         raise bad("mig_profiles", "a list of MIG profile objects")
@@ -409,18 +408,44 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
             )
         profiles.append(MigProfile(**{k: m[k] for k in _MIG_FIELDS}))
     profiles.sort(key=lambda p: (p.memory_gb, p.compute_fraction))
+    return profiles
 
+
+def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceDatabaseError) -> Device:
+    """Validate one JSON entry and build its :class:`Device`; errors name device and field."""
+    if not isinstance(entry, dict):
+        raise exc(f"{where}: expected a device object, got {type(entry).__name__}")
+    label = entry.get("name") if isinstance(entry.get("name"), str) else "<unnamed>"
+
+    def bad(fld: str, expected: str) -> Exception:
+        got = entry.get(fld)
+        return exc(f"{where}: device {label!r}, field {fld!r}: expected {expected}, got {got!r}")
+
+    missing = [k for k in _REQUIRED if k not in entry]
+    if missing:
+        raise exc(f"{where}: device {label!r} is missing field {missing[0]!r} (required: {list(_REQUIRED)})")
+    extra = [k for k in entry if k not in _REQUIRED and k != "source"]
+    if extra:
+        raise exc(f"{where}: device {label!r} has unknown field {extra[0]!r}; expected only {list(_REQUIRED)}")
+
+    source = _check_text_fields(entry, bad)
+    _check_peaks(entry, where, label, exc, bad)
+    _check_numeric_fields(entry, bad)
+    profiles = _mig_profiles_from_entry(entry, where, label, exc, bad)
+
+    peaks = entry["peak_tflops"]
+    l2 = entry["l2_cache_mb"]
     return Device(
         name=entry["name"],
         aliases=tuple(entry["aliases"]),
         vendor=entry["vendor"],
         architecture=entry["architecture"],
-        compute_capability=cc,
+        compute_capability=entry["compute_capability"],
         peak_tflops=PeakTflops(**{k: None if peaks[k] is None else float(peaks[k]) for k in DTYPE_KEYS}),
         vector_tflops_fp32=float(entry["vector_tflops_fp32"]),
         memory_bandwidth_gbps=float(entry["memory_bandwidth_gbps"]),
         memory_gb=float(entry["memory_gb"]),
-        sm_count=sm,
+        sm_count=entry["sm_count"],
         l2_cache_mb=None if l2 is None else float(l2),
         tdp_w=float(entry["tdp_w"]),
         idle_power_w=float(entry["idle_power_w"]),

@@ -16,6 +16,7 @@ import types
 
 from ._api import DTYPES, MODES, estimate, estimate_llm
 from ._finish import finish_estimate, mig_details
+from ._memory import MEMORY_PATHS, replay_into
 from ._types import Estimate, LLMEstimate, with_notes
 from .mig import mig_latency_penalty, recommend_mig, slice_device
 
@@ -23,6 +24,7 @@ __all__ = [
     "DTYPES",
     "Estimate",
     "LLMEstimate",
+    "MEMORY_PATHS",
     "MODES",
     "estimate",
     "estimate_llm",
@@ -30,6 +32,7 @@ __all__ = [
     "mig_details",
     "mig_latency_penalty",
     "recommend_mig",
+    "replay_into",
     "slice_device",
     "with_notes",
 ]

@@ -202,7 +202,7 @@ def to_graph(
         mode: ``inference`` or ``training``.
         method: PyTorch capture, ``export`` (default) or ``trace``.
     """
-    from ..analysis._cast import cast_graph
+    from ..analysis import cast_graph
 
     if batch is not None:
         check_batch(batch)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
 from .._errors import UnsupportedOpWarning
-from ..analysis._opcost import op_cost
+from ..analysis import op_cost
 from ..ir import CostGraph, GraphInput, Node, check_tensor, dtype_bytes, is_kind, numel
 
 

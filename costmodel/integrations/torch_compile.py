@@ -103,7 +103,7 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training):
 
     from ..devices import get_device
     from ..estimate import estimate
-    from ..estimate._memory import replay_into
+    from ..estimate import replay_into
     from ..frontends import from_torch
 
     flags = _param_flags(gm, example_inputs)

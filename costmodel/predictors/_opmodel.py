@@ -424,7 +424,7 @@ def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", prog
     from .._errors import ModelLoadError
     from ..measure import key_of_row as _key_of_row
     from ..datasets import PerfDataset
-    from ..datasets._dataset import default_root
+    from ..datasets import default_root
 
     folder = Path(root if root is not None else default_root()) / device
     path = folder / "ops.jsonl.gz"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..measure.host import OP_CLASSES, op_class
-from ..ir._vocab import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
+from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's

@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import __version__
-from ..analysis._timeline import replay
+from ..analysis import replay_timeline as replay
 from ..devices import get_device
 from ..measure.host import OP_CLASSES
 from ..estimate import Estimate, finish_estimate

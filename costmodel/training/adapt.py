@@ -37,7 +37,7 @@ def load_rows(data, *, device: str):
     skipped too (the graph predictors adapt on vision rows).
     """
     from ..datasets import PerfDataset
-    from ..datasets._dataset import _vision_row, read_jsonl
+    from ..datasets import read_jsonl, vision_row
     from ..devices import get_device
 
     dev = get_device(device)  # unknown names fail here, with suggestions
@@ -52,7 +52,7 @@ def load_rows(data, *, device: str):
             continue
         if not isinstance(r.get("latency_ms"), (int, float)):
             raise ModelLoadError(f"{p}:{ln}: row without a numeric latency_ms")
-        rows.append(_vision_row(r, dev.name))
+        rows.append(vision_row(r, dev.name))
     if not rows:
         raise ModelLoadError(f"{p} holds no labelled vision rows")
     return PerfDataset(rows)
