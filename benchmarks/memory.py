@@ -22,7 +22,9 @@ Prints, per group of rows:
    ``max_memory_allocated`` and ``max_memory_reserved``;
 3. the MIG pick from the replayed memory: does the slice hold the measured
    memory, and is it the smallest that does;
-4. time per estimate (trace + replay, then the cached trace's replay).
+4. time per estimate (trace + replay, then the cached trace's replay);
+5. (also alone with ``--speed``) resnet50's training step at batch 32 and a
+   7 B decoder's prefill and decode, traced from scratch.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _learned(rows: list[dict], folder: str, names: list[str]) -> dict[str, list[
     from costmodel.predictors import get_predictor
 
     out: dict[str, list[float]] = {n: [float("nan")] * len(rows) for n in names}
-    ds = PerfDataset.load(HERE / "data" if folder != "h200" else None, device=folder)
+    ds = PerfDataset.load(HERE / "data" if folder != "h200" else None, device=folder, kinds=("vision", "llm"))
     index = {json.dumps(r.raw, sort_keys=True): i for i, r in enumerate(ds.rows)}
     preds = {n: get_predictor(n) for n in names if n != "llm-xgb"}
     for j, row in enumerate(rows):
@@ -192,13 +194,36 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
             print(f"{grp:<26}{1e3 * statistics.median(t_first[grp]):>10.0f}{1e3 * statistics.median(t_again[grp]):>10.1f}")
 
 
+def _speed() -> None:
+    """The two speed targets: resnet50's training step at batch 32, and a 7 B decoder's prefill and
+    decode, each traced from scratch (no cached trace) and replayed."""
+    from costmodel.analysis import memreplay
+    from costmodel.analysis.memreplay import replay_memory
+
+    replay_memory("torchvision:resnet18", "h200", batch=1)  # imports and first-call set-up, not timed
+    print("\n5. speed, trace + replay from scratch (seconds)")
+    cases = [("torchvision:resnet50", dict(batch=32, mode="training"), "resnet50 training step, batch 32"),
+             ("llama-2-7b", dict(batch=8, seq=512, phase="prefill", dtype="fp16"), "llama-2-7b prefill, 8 x 512"),
+             ("llama-2-7b", dict(batch=8, seq=512, phase="decode", dtype="fp16"),
+              "llama-2-7b decode, 8 x 512 cache (prefill + 8 steps, twice)")]
+    for model, kw, label in cases:
+        memreplay._CACHE.clear()
+        t0 = time.perf_counter()
+        out = replay_memory(model, "h200", **kw)
+        print(f"{label:<58}{time.perf_counter() - t0:>8.2f}   ({out.memory_mb:,.0f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=("vision", "transformer", "all"), default="all")
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of each set (a quick look)")
     ap.add_argument("--skip-learned", action="store_true", help="replay only (the learned columns need graphs)")
+    ap.add_argument("--speed", action="store_true", help="only the speed section (5)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
+    if a.speed:
+        _speed()
+        return
     from costmodel.analysis.memreplay import _DATA
 
     def keep(rows):
@@ -219,6 +244,7 @@ def main() -> None:
         learned = _learned(rows, "h200_extend", names) if names else {}
         _section("H200, second host, architectures no predictor trained on (overheads from the packaged rows)",
                  rows, packaged, learned, False, True)
+    _speed()
 
 
 if __name__ == "__main__":
