@@ -41,19 +41,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import InvalidInputError
+from ..ir import OPTIMIZERS as _IR_OPTIMIZERS
 from .allocator import Event
 
 __all__ = [
     "AllocationTrace",
     "OPTIMIZERS",
     "TraceError",
+    "check_optimizer",
     "cuda_attention",
     "trace_module",
     "trace_decoder",
 ]
 
-#: optimizers a training trace can run, by the names workloads use
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+#: optimizers a training trace can run (the IR's vocabulary; ``momentum`` is taken for ``sgd_momentum``)
+OPTIMIZERS = _IR_OPTIMIZERS
 _DTYPES = ("fp32", "fp16", "bf16")
 #: the ATen convolutions (as inference mode and autograd see them) that take a cuDNN workspace
 _CONV_OPS = frozenset({"conv2d.default", "conv3d.default", "convolution.default"})
@@ -333,14 +335,21 @@ def _eager():
         torch.compiler.is_compiling = orig
 
 
+def check_optimizer(name: str) -> str:
+    """The optimizer's name in the IR vocabulary (``momentum`` -> ``sgd_momentum``), or an error listing them."""
+    name = "sgd_momentum" if name == "momentum" else name
+    if name not in OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {name!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    return name
+
+
 def _optimizer(name: str, params):
     import torch
 
-    if name not in OPTIMIZERS:
-        raise InvalidInputError(f"unknown optimizer {name!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    name = check_optimizer(name)
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.01, foreach=True)
-    if name == "momentum":
+    if name == "sgd_momentum":
         return torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=True)
     if name == "adam":
         return torch.optim.Adam(params, foreach=True)
@@ -389,11 +398,11 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
             step (two steps by default, since the second holds the optimizer state from its
             start); otherwise inference under ``torch.inference_mode`` (one call).
         dtype: convert the model and floating inputs (``fp16``/``bf16`` replay ``model.half()``).
-        optimizer: ``sgd``, ``momentum``, ``adam`` or ``adamw``.
+        optimizer: ``sgd``, ``sgd_momentum`` (or ``momentum``), ``adam`` or ``adamw``.
     """
     tdt = _tdtype(dtype)
-    if training and optimizer not in OPTIMIZERS:
-        raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    if training:
+        optimizer = check_optimizer(optimizer)
     steps = steps or (2 if training else 1)
     with _fake():
         return _trace_module(module, inputs, training, tdt, optimizer, steps)

@@ -43,7 +43,7 @@ from typing import Any
 
 from .._errors import InvalidInputError, UnsupportedOpWarning
 from .allocator import MIB, Event, replay
-from .alloctrace import OPTIMIZERS, AllocationTrace, TraceError, trace_decoder, trace_module
+from .alloctrace import AllocationTrace, TraceError, check_optimizer, trace_decoder, trace_module
 
 __all__ = [
     "KINDS",
@@ -304,8 +304,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         positive_int(seq, "seq")
     if dtype not in _DTYPE_BYTES:
         raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPE_BYTES)}; got {dtype!r}")
-    if mode == "training" and optimizer not in OPTIMIZERS:
-        raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    if mode == "training":
+        optimizer = check_optimizer(optimizer)
     t0 = time.perf_counter()
     ov = overheads or overheads_for(device)
     kind = kind or _kind_of(model)
@@ -382,8 +382,8 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
     """
     from ._memory import OPTIMIZER_STATE, OPTIMIZER_TRANSIENT, _buffers, _nbytes, _saved_owners
 
-    if training and optimizer not in OPTIMIZERS:
-        raise InvalidInputError(f"unknown optimizer {optimizer!r}; the allocation trace knows {', '.join(OPTIMIZERS)}")
+    if training:
+        optimizer = check_optimizer(optimizer)
     tr = AllocationTrace(notes=["liveness walk over the CostGraph (no module to run)"])
     ev = tr.events
     key = -1

@@ -18,8 +18,6 @@ from .mig import recommend_mig
 
 #: what ``estimate(memory=...)`` takes
 MEMORY_PATHS = ("replay", "predictor")
-#: the optimizer names of the estimate API -> those of the allocation trace
-_OPTIMIZER = {"sgd": "sgd", "sgd_momentum": "momentum", "momentum": "momentum", "adam": "adam", "adamw": "adamw"}
 
 
 def traceable(model) -> bool:
@@ -43,7 +41,7 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             mem = replay_memory(model, dev, batch=batch, mode=mode, dtype=dtype,
-                                optimizer=_OPTIMIZER.get(optimizer, optimizer), input_shape=input_shape,
+                                optimizer=optimizer, input_shape=input_shape,
                                 inputs=inputs)
     except (CostModelError, RuntimeError, TypeError, ValueError) as e:
         est.details["memory"] = {"path": "predictor", "reason": f"{type(e).__name__}: {e}"}

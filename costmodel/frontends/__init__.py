@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInputError, ModelLoadError
-from ..ir import GRAPH_FORMAT_VERSION, VOCAB_VERSION, CostGraph
+from ..ir import GRAPH_FORMAT_VERSION, MODEL_DTYPES as DTYPES, MODES, VOCAB_VERSION, CostGraph
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
 from .zoo import SOURCES as ZOO_SOURCES, build_zoo_model
@@ -30,10 +30,8 @@ __all__ = [
     "zoo_graph",
 ]
 
-MODES = ("inference", "training")
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
 FRONTEND_VERSION = 3
-DTYPES = ("fp32", "fp16", "bf16")
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -33,6 +33,7 @@ from typing import Any, Iterable
 
 from .._errors import InvalidInputError, ModelLoadError
 from ..frontends import ZOO_SOURCES
+from ..ir import LLM_MODES, MODEL_DTYPES as DTYPES
 
 # the protocol's constants (see :mod:`costmodel.measure.protocol`)
 WARMUP = 3
@@ -42,9 +43,7 @@ MIN_CALLS = 10
 CHUNKS = 3
 DECODE_TOKENS = 8
 
-VISION_MODES = ("infer", "train")
-LLM_MODES = ("forward", "prefill", "decode")
-DTYPES = ("fp32", "fp16", "bf16")
+VISION_MODES = ("infer", "train")  # the measurement files' words for inference and training
 
 
 # ------------------------------------------------------------------ work items

@@ -12,9 +12,7 @@ from typing import Sequence
 
 from .._errors import InvalidInputError
 from ..estimate import Estimate
-
-MODES = ("inference", "training")
-OPTIMIZERS = ("sgd", "sgd_momentum", "adam", "adamw")
+from ..ir import MODES, OPTIMIZERS
 
 
 class Predictor(abc.ABC):

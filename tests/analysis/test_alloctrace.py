@@ -115,7 +115,7 @@ def test_an_operator_that_needs_data_is_named():
 
 
 def test_bad_arguments_name_the_valid_choices():
-    with pytest.raises(InvalidInputError, match="unknown optimizer 'lion'.*sgd, momentum, adam, adamw"):
+    with pytest.raises(InvalidInputError, match="unknown optimizer 'lion'.*sgd, sgd_momentum, adam, adamw"):
         trace_module(_mlp(), torch.zeros(1, 16), training=True, optimizer="lion")
     with pytest.raises(InvalidInputError, match="dtype must be one of fp32, fp16, bf16"):
         trace_module(_mlp(), torch.zeros(1, 16), dtype="int8")
