@@ -35,6 +35,8 @@ The user's module is never modified: the step runs through
 from __future__ import annotations
 
 import contextlib
+import gc
+import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,6 +63,23 @@ _DTYPES = ("fp32", "fp16", "bf16")
 _CONV_OPS = frozenset({"conv2d.default", "conv3d.default", "convolution.default"})
 #: the device fake tensors claim to be on (their kernels are the meta kernels either way)
 _DEV = "cpu"
+
+
+#: one trace at a time: a trace patches module attributes (attention, the optimizer's compile check)
+#: for its duration, and the cycle collector is held off while it records
+_TRACE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _exclusive():
+    with _TRACE_LOCK:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if enabled:
+                gc.enable()
 
 
 @contextlib.contextmanager
@@ -126,8 +145,15 @@ class _Recorder:
         self.trace = trace
         self.phase = "forward"
         self.skip_scalars = False
+        self.closed = False
         self._live: dict[int, tuple[int, Any]] = {}  # storage pointer -> (key, weakref)
         self._next = 1
+
+    def finish(self) -> None:
+        """Collect what only the cycle collector frees (at this fixed point, so that a trace does not
+        depend on when the collector happens to run), then stop recording."""
+        gc.collect()
+        self.closed = True
 
     def outputs(self, out, func) -> None:
         from torch._subclasses.fake_tensor import FakeTensor
@@ -173,6 +199,8 @@ class _Recorder:
 
     def _freed(self, ptr: int, key: int):
         def cb(_ref) -> None:
+            if self.closed:
+                return
             if self._live.get(ptr, (None,))[0] == key:
                 del self._live[ptr]
                 self.trace.events.append(Event("free", key, 0, self.phase))
@@ -404,7 +432,7 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
     if training:
         optimizer = check_optimizer(optimizer)
     steps = steps or (2 if training else 1)
-    with _fake():
+    with _exclusive(), _fake():
         return _trace_module(module, inputs, training, tdt, optimizer, steps)
 
 
@@ -436,6 +464,7 @@ def _trace_module(module, inputs, training, tdt, optimizer, steps) -> Allocation
                     _call(module, mapping, x)
         else:
             _train(module, mapping, x, params, optimizer, steps, rec)
+    rec.finish()
     return trace
 
 
@@ -512,8 +541,33 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
         raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
     if phase == "decode" and not causal:
         raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
-    with _fake():
+    with _exclusive(), _fake():
         return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup)
+
+
+def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup) -> tuple[int, int]:
+    """Record one decode round (prefill keeping its cache, then the steps); returns where the round
+    starts in ``trace.events`` and where the first round (prefill + ``warmup`` steps) ends.
+
+    The protocol runs two rounds: prefill + ``warmup`` steps, the cache dropped, then prefill +
+    ``decode_tokens`` steps. The first round is a prefix of the second (the same operators on the
+    same shapes), so one round is traced and the first is replayed from its prefix.
+    """
+    import torch
+
+    arg = _cache_kwarg(model)
+    tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
+    start = len(trace.events)
+    rec.phase = "prefill"
+    cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
+    rec.phase = "decode"
+    cut = len(trace.events)
+    for i in range(max(decode_tokens, warmup)):
+        _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
+        if i + 1 == warmup:
+            cut = len(trace.events)
+    del cache
+    return start, cut
 
 
 def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup):
@@ -526,22 +580,11 @@ def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup)
     with cuda_attention(), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
         if phase != "decode":
             _call(model, mapping, {"input_ids": ids, **kw})
-            return trace
-        arg = _cache_kwarg(model)
-        tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
-        # The protocol runs two rounds: prefill + `warmup` steps, the cache dropped, then prefill +
-        # `decode_tokens` steps. The first round is a prefix of the second (the same operators on the
-        # same shapes), so one round is traced and the first is replayed from its prefix.
-        start = len(trace.events)
-        rec.phase = "prefill"
-        cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
-        rec.phase = "decode"
-        cut = len(trace.events)
-        for i in range(max(decode_tokens, warmup)):
-            _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
-            if i + 1 == warmup:
-                cut = len(trace.events)
-        del cache
+        else:
+            start, cut = _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup)
+    rec.finish()
+    if phase != "decode":
+        return trace
     round2 = trace.events[start:]
     del trace.events[start:]
     first = round2[:cut - start]
