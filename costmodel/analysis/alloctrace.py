@@ -151,8 +151,9 @@ class _Recorder:
 
     def finish(self) -> None:
         """Collect what only the cycle collector frees (at this fixed point, so that a trace does not
-        depend on when the collector happens to run), then stop recording."""
-        gc.collect()
+        depend on when the collector happens to run), then stop recording. The collector is off while
+        a trace records, so everything the trace made is still in the youngest generation."""
+        gc.collect(0)
         self.closed = True
 
     def outputs(self, out, func) -> None:
