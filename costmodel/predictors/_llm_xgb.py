@@ -12,7 +12,7 @@ prediction time, :mod:`._trees`), trained on the transformer features of
 
 Throughput (samples/s, tokens/s) follows from the latency, energy per sample
 from power x latency / batch, carbon and cloud cost from energy and
-throughput (:mod:`costmodel.carbon`, :mod:`costmodel.pricing`).  Because the
+throughput (:mod:`costmodel.economics.carbon`, :mod:`costmodel.economics.pricing`).  Because the
 targets are ratios to a physical model of the device, a device with no
 labels is predicted through its own hardware numbers; such predictions are
 flagged (``extrapolated_device``).
@@ -44,7 +44,7 @@ from ._base import Predictor
 
 LLM_TARGETS = ("latency_ms", "memory_mb", "power_w")
 LLM_SCHEMA_VERSION = 2
-#: chosen by ``benchmarks/llm_grid.py`` (recorded in ``costmodel/llm/grid_search.json``)
+#: chosen by ``python benchmarks/llm_accuracy.py --grid`` (recorded in ``costmodel/llm/grid_search.json``)
 LLM_DEFAULT_PARAMS = dict(n_estimators=500, learning_rate=0.1, max_depth=5, subsample=1.0)
 #: quantized dtypes the measured data holds no rows of (an artifact's ``meta["dtypes"]`` may list them)
 _UNLABELED_DTYPES = ("int8", "int4")
