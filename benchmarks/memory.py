@@ -107,11 +107,10 @@ def _learned(rows: list[dict], folder: str, names: list[str]) -> dict[str, list[
 
 
 def _read(folder: Path) -> list[dict]:
-    rows = []
-    for name in ("vision.jsonl", "llm.jsonl"):
-        p = folder / name
-        if p.exists():
-            rows += [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    from costmodel.datasets import read_jsonl
+
+    rows = [row for name in ("vision.jsonl", "llm.jsonl") if (folder / name).exists()
+            for _, row in read_jsonl(folder / name)]
     return [r for r in rows if r.get("nvml_used_mb") is not None and r.get("peak_reserved_mb") is not None]
 
 
@@ -225,13 +224,13 @@ def main() -> None:
     if a.speed:
         _speed()
         return
-    from costmodel.analysis.memreplay import _DATA
+    from costmodel.datasets import default_root
 
     def keep(rows):
         rows = [r for r in rows if a.kind == "all" or ("model_type" in r) == (a.kind == "transformer")]
         return rows[: a.limit] if a.limit else rows
 
-    packaged = _read(_DATA / "h200")
+    packaged = _read(default_root() / "h200")
     extend = _read(HERE / "data" / "h200_extend")
     seen = {json.dumps(r["spec"], sort_keys=True) for r in packaged if "spec" in r}
     new_arch = [r for r in extend if "spec" in r and json.dumps(r["spec"], sort_keys=True) not in seen]

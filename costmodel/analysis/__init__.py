@@ -12,7 +12,6 @@ from ._memory import (
 )
 from ._opcost import op_cost
 from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline
-from ._timeline import replay as replay_timeline
 
 __all__ = [
     "MemoryBreakdown",
@@ -28,3 +27,12 @@ __all__ = [
     "roofline",
     "saved_activation_bytes",
 ]
+
+
+def __getattr__(name: str):
+    # the timeline needs numpy: loaded on first use, so importing the analysis stays light
+    if name == "replay_timeline":
+        from ._timeline import replay
+
+        return replay
+    raise AttributeError(f"module 'costmodel.analysis' has no attribute {name!r}")

@@ -41,7 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidInputError, UnsupportedOpWarning
+from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
 from .allocator import MIB, Event, replay
 from .alloctrace import AllocationTrace, TraceError, check_optimizer, trace_decoder, trace_module
 
@@ -133,13 +133,11 @@ def fit_overheads(rows: Iterable[Mapping], device: str = "", source: str = "") -
 
 
 def _packaged_rows(device: str) -> list[dict]:
+    from ..datasets import read_jsonl
+
     folder = _DATA / device
-    rows: list[dict] = []
-    for name in ("vision.jsonl", "llm.jsonl"):
-        p = folder / name
-        if p.exists():
-            rows.extend(json.loads(line) for line in p.read_text().splitlines() if line.strip())
-    return rows
+    return [row for name in ("vision.jsonl", "llm.jsonl") if (folder / name).exists()
+            for _, row in read_jsonl(folder / name)]
 
 
 @lru_cache(maxsize=None)
@@ -187,9 +185,11 @@ _LOCK = threading.Lock()
 _CACHE_MAX = 256
 
 
-def _kind_of(model) -> str:
-    if isinstance(model, str) and ":" not in model and not model.strip().startswith("{"):
-        return "transformer"
+def _kind_of(model, seq: int | None = None) -> str:
+    """``transformer`` for a transformers config or module, and for a name given with ``seq`` (a
+    registry name); a name without ``seq`` is a zoo name (``resnet50``, ``torchvision:resnet50``)."""
+    if isinstance(model, str):
+        return "transformer" if seq is not None and ":" not in model else "vision"
     if isinstance(model, Mapping) and "model_type" in model:  # a transformers config dict
         return "transformer"
     cfg = getattr(model, "config", None)
@@ -203,10 +203,26 @@ def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
 
     from ..frontends.zoo import build_zoo_model
 
-    zm = build_zoo_model(ref, device="meta")
+    try:
+        zm = build_zoo_model(ref, device="meta")
+    except UnknownModelError:
+        if isinstance(ref, str) and _is_llm_name(ref):
+            raise InvalidInputError(f"{ref!r} is a transformer: its memory needs seq (the sequence length) and "
+                                    "phase") from None
+        raise
     shape = tuple(input_shape or zm.input_shape)
     x = torch.empty((batch, *shape), device="meta")
     return trace_module(zm.module, x, training=training, dtype=dtype, optimizer=optimizer)
+
+
+def _is_llm_name(name: str) -> bool:
+    from ..llm import resolve_llm
+
+    try:
+        resolve_llm(name)
+    except CostModelError:
+        return False
+    return True
 
 
 def _trace_llm(ref, *, batch, seq, phase, dtype):
@@ -234,7 +250,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
     if isinstance(model, CostGraph):
         return graph_trace(model, training=training, optimizer=optimizer), \
             "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators",)
-    kind = _kind_of(model)
+    kind = _kind_of(model, seq)
     try:
         if kind == "transformer" and (isinstance(model, (str, Mapping)) or seq is not None):
             if seq is None:
@@ -308,7 +324,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         optimizer = check_optimizer(optimizer)
     t0 = time.perf_counter()
     ov = overheads or overheads_for(device)
-    kind = kind or _kind_of(model)
+    kind = kind or _kind_of(model, seq)
     if kind not in KINDS:
         raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     workspace = int(round(ov.workspace(kind) * MIB))

@@ -1,6 +1,5 @@
 """Memory from the execution path: overheads, the replay of a workload, caching, fallbacks, bad input."""
 
-import json
 import warnings
 
 import pytest
@@ -10,6 +9,7 @@ from torch import nn
 from costmodel._errors import InvalidInputError, UnsupportedOpWarning
 from costmodel.analysis import memreplay
 from costmodel.analysis.memreplay import Overheads, fit_overheads, overheads_for, replay_memory
+from costmodel.datasets import default_root, read_jsonl
 
 
 def test_overheads_are_medians_of_the_rows_by_kind():
@@ -52,7 +52,7 @@ def test_replay_memory_layers_add_up():
 def test_replay_matches_a_measured_h200_row():
     """A packaged row the replay should land on: resnet50, fp32 inference at batch 128 (large enough that
     the library workspace's history between rows is a small share)."""
-    rows = [json.loads(x) for x in (memreplay._DATA / "h200" / "vision.jsonl").read_text().splitlines() if x]
+    rows = [r for _, r in read_jsonl(default_root() / "h200" / "vision.jsonl")]
     row = next(r for r in rows if r["spec"]["name"] == "resnet50" and r["mode"] == "infer" and r["batch"] == 128
                and r["dtype"] == "fp32")
     out = replay_memory(row["spec"], "h200", batch=128)

@@ -73,3 +73,9 @@ def test_the_compile_backend_warns_with_the_largest_batch_from_the_replay():
 
     assert mem(fit) <= limit + 1.0
     assert mem(fit + 1) > limit - 1.0
+
+
+def test_a_zoo_name_without_prefix_is_traced_as_a_vision_model():
+    # "resnet50" is a zoo name, not a transformer name: without seq a plain string is the zoo's
+    est = costmodel.estimate("resnet18", batch=2, input_shape=(3, 32, 32), device="h200")
+    assert est.details["memory"]["path"] == "replay"
