@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .._errors import InvalidInputError
+from .._validate import positive_int
 
 SHARD = 100
 
@@ -140,8 +141,7 @@ class CorpusItem:
 
 def sample_corpus_specs(n: int, *, seed: int = 0, families: Iterable[str] | None = None) -> list[CorpusItem]:
     """``n`` seeded (spec, batch, mode) draws over the families."""
-    if n < 1:
-        raise InvalidInputError(f"n must be a positive number of graphs, got {n}")
+    positive_int(n, "n (the number of graphs)")
     fams = list(families) if families is not None else list(FAMILIES)
     bad = [f for f in fams if f not in SAMPLERS]
     if bad or not fams:

@@ -39,7 +39,7 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
 from .._tables import PACKAGE_DIR, alias_index, load_table, normalize_name, table_section, unknown_name_error
-from .._validate import is_number as _is_num
+from .._validate import is_int, is_number as _is_num
 
 __all__ = [
     "DTYPE_KEYS",
@@ -375,7 +375,7 @@ def _check_numeric_fields(entry: Mapping[str, Any], bad: Callable[[str, str], Ex
     if entry["idle_power_w"] > entry["tdp_w"]:
         raise bad("idle_power_w", f"at most tdp_w ({entry['tdp_w']})")
     sm = entry["sm_count"]
-    if sm is not None and not (isinstance(sm, int) and not isinstance(sm, bool) and sm > 0):
+    if sm is not None and not (is_int(sm) and sm > 0):
         raise bad("sm_count", "null or a positive integer")
     l2 = entry["l2_cache_mb"]
     if l2 is not None and not (_is_num(l2) and l2 > 0):

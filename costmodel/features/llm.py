@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError
+from .._validate import positive_int
 from ..ir import LLM_DTYPES, LLM_MODES
 from ..llm import (
     DTYPE_BYTES,
@@ -87,9 +88,8 @@ class LLMWorkload:
 def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, dtype: str = "fp16") -> LLMWorkload:
     """Validate a workload; ``mode`` defaults to ``prefill`` for decoders and ``forward`` for encoders."""
     spec = model if isinstance(model, LLMSpec) else resolve_llm(model)
-    for v, what in ((batch, "batch"), (seq, "seq")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InvalidInputError(f"{what} must be a positive integer, got {v!r}")
+    positive_int(batch, "batch")
+    positive_int(seq, "seq")
     if mode is None:
         mode = "prefill" if spec.causal else "forward"
     if mode not in LLM_MODES:

@@ -6,6 +6,7 @@ import math
 from typing import Sequence
 
 from .._errors import InvalidInputError
+from .._validate import positive_int
 
 
 def spatial_mean_is_pool(in_rank: int, axes: Sequence[int] | None) -> bool:
@@ -23,11 +24,8 @@ def spatial_mean_is_pool(in_rank: int, axes: Sequence[int] | None) -> bool:
 
 
 def check_batch(batch) -> int:
-    if isinstance(batch, bool) or not isinstance(batch, int):
-        raise InvalidInputError(f"batch must be a positive integer, got {batch!r}")
-    if batch <= 0:
-        raise InvalidInputError(f"batch must be a positive integer, got {batch}")
-    return batch
+    """``batch`` if it is a positive ``int``."""
+    return positive_int(batch, "batch")
 
 
 def parse_shape(shape) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from .._errors import InvalidInputError, ModelLoadError, UnknownModelError, suggest
 from .._tables import PACKAGE_DIR, NameTable, load_table, name_table, normalize_name, table_section, unknown_name_error
-from .._validate import positive_int
+from .._validate import positive_int, positive_number
 
 __all__ = [
     "CAUSAL_MODEL_TYPES",
@@ -241,12 +241,7 @@ def _first(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _int_field(cfg: Mapping[str, Any], keys: tuple[str, ...], spec: LLMSpec, what: str) -> int:
-    v = _first(cfg, keys)
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise InvalidInputError(
-            f"{spec.name}: expected a positive integer {what} in the config (one of {', '.join(keys)}), got {v!r}"
-        )
-    return v
+    return positive_int(_first(cfg, keys), f"the {what} in the config (one of {', '.join(keys)})", where=spec.name)
 
 
 def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
@@ -326,8 +321,7 @@ def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float
                 f"{suggest(key, DTYPE_BYTES)}"
             )
         dtype_bytes = DTYPE_BYTES[key]
-    if isinstance(dtype_bytes, bool) or not isinstance(dtype_bytes, (int, float)) or not dtype_bytes > 0:
-        raise InvalidInputError(f"expected dtype_bytes to be a positive number of bytes, got {dtype_bytes!r}")
+    positive_number(dtype_bytes, "dtype_bytes")  # checked only: an int stays an int below
     f = llm_features(spec)
     n = 2 * f["num_layers"] * batch * seq * f["num_kv_heads"] * f["head_dim"] * dtype_bytes
     return int(n) if float(n).is_integer() else float(n)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 import statistics
 import time
@@ -57,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError
+from .._validate import int_at_least, non_negative_number
 
 __all__ = ["POINTWISE_OPS", "BenchResult", "bench", "count_work"]
 
@@ -186,30 +186,6 @@ class BenchResult:
 def _g(v: float) -> str:
     """4 significant digits, without exponent for large rates (67,000 rather than 6.7e+04)."""
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_amount(name: str, v: Any) -> float | None:
-    if v is None:
-        return None
-    if not _is_real(v) or not math.isfinite(v) or v < 0:
-        raise InvalidInputError(f"expected {name} to be None or a finite number >= 0, got {v!r}")
-    return float(v)
-
-
-def _check_int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise InvalidInputError(f"expected {name} to be an integer >= {lo}, got {v!r}")
-    return v
-
-
-def _check_seconds(name: str, v: Any) -> float:
-    if not _is_real(v) or not math.isfinite(v) or v < 0:
-        raise InvalidInputError(f"expected {name} to be a finite number of seconds >= 0, got {v!r}")
-    return float(v)
 
 
 def _fn_name(fn: Any) -> str:
@@ -523,12 +499,12 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
     """
     if not callable(fn):
         raise InvalidInputError(f"expected fn to be a callable (a torch op, module or kernel), got {type(fn).__name__}")
-    given_flops = _check_amount("flops", flops)
-    given_bytes = _check_amount("bytes", bytes)
-    warmup = _check_int("warmup", warmup, 0)
-    repeats = _check_int("repeats", repeats, 1)
-    min_time_s = _check_seconds("min_time_s", min_time_s)
-    sample_s = _check_seconds("sample_s", sample_s)
+    given_flops = non_negative_number(flops, "flops", or_none=True)
+    given_bytes = non_negative_number(bytes, "bytes", or_none=True)
+    warmup = int_at_least(warmup, "warmup", 0)
+    repeats = int_at_least(repeats, "repeats", 1)
+    min_time_s = non_negative_number(min_time_s, "min_time_s", "seconds")
+    sample_s = non_negative_number(sample_s, "sample_s", "seconds")
     tensors = _tensors(list(args), []) + _tensors(dict(kwargs), [])
     cuda_index = _cuda_index(tensors)
     dev, levels = _resolve_device(device, profile, cuda_index)  # fail on bad ceilings before running

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
+from .._validate import int_at_least
 
 _COLORS = {
     "compute": "#1f77b4", "normalization": "#ff7f0e", "activation": "#2ca02c", "pooling": "#d62728",
@@ -133,8 +134,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     from ..frontends import to_graph
 
     out = check_output(output)
-    if not isinstance(top, int) or top < 0:
-        raise InvalidInputError(f"top must be a non-negative int, got {top!r}")
+    int_at_least(top, "top", 0)
     c = ceilings(device, machine)
     dev = c["device"]
     graph = to_graph(model, batch=batch, input_shape=input_shape, dtype=dtype, mode=mode)

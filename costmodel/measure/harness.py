@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
+from .._validate import int_at_least, true_or_false
 from ..devices.profile import (
     BandwidthPoint,
     GiB,
@@ -443,12 +444,6 @@ def _parse_device(device: Any) -> tuple[str, int]:
     raise InvalidInputError(f"device must be {choices}, got {device!r}")
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInputError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def measure(device: str = "cpu", *, quick: bool = False, max_bytes: int | None = None,
             threads: int | None = None, progress: bool = True) -> MachineProfile:
     """Measure peak FLOP/s and the bandwidth of each memory level of ``device``.
@@ -473,21 +468,13 @@ def measure(device: str = "cpu", *, quick: bool = False, max_bytes: int | None =
         NoCudaDeviceError: ``device="cuda"`` and no usable GPU ("no CUDA device: <reason>").
     """
     kind, index = _parse_device(device)
-    quick = _check_bool("quick", quick)
-    progress = _check_bool("progress", progress)
-    if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
-                                  or max_bytes < MIN_MAX_BYTES):
-        raise InvalidInputError(
-            f"max_bytes must be None or an integer >= {MIN_MAX_BYTES} ({format_bytes(MIN_MAX_BYTES)}), got {max_bytes!r}"
-        )
+    quick = true_or_false(quick, "quick")
+    progress = true_or_false(progress, "progress")
+    int_at_least(max_bytes, "max_bytes", MIN_MAX_BYTES, note=f"({format_bytes(MIN_MAX_BYTES)})", or_none=True)
     if threads is not None:
         if kind != "cpu":
             raise InvalidInputError(f"threads applies to device='cpu' only, got threads={threads!r} with device={device!r}")
-        ncpu = len(_allowed_cpus())
-        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= ncpu:
-            raise InvalidInputError(
-                f"threads must be None or an integer from 1 to {ncpu} (the CPUs this process may use), got {threads!r}"
-            )
+        int_at_least(threads, "threads", 1, len(_allowed_cpus()), note="(the CPUs this process may use)", or_none=True)
     ext = _extension()
     if kind == "cpu":
         return _measure_cpu(ext, quick=quick, max_bytes=max_bytes, threads=threads, progress=progress)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .._errors import InvalidInputError
+from .._validate import positive_int
 from .models import _drop_model, check_buildable
 from .probes import _hardware_json, _warn, check_cuda, normalize_device
 from .protocol import measure, measure_safe
@@ -98,8 +99,8 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
 
 
 def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s) -> None:
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+    if threads is not None:
+        positive_int(threads, "threads")
     if ops and ray_address:
         raise InvalidInputError("per-operator profiling (ops=True, --ops) runs in this process; it cannot go to Ray")
     if budget_s is not None and budget_s <= 0:

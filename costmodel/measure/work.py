@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .._errors import InvalidInputError, ModelLoadError
+from .._validate import positive_int, positive_ints
 from ..frontends import ZOO_SOURCES
 from ..ir import LLM_MODES, MODEL_DTYPES as DTYPES
 
@@ -117,13 +118,6 @@ def _as_list(v, what: str, where: str) -> list:
     return out
 
 
-def _check_positive(vals: list, what: str, where: str) -> list[int]:
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InvalidInputError(f"{where}: {what} must be positive integers, got {v!r}")
-    return [int(v) for v in vals]
-
-
 def _check_choice(vals: list, choices: tuple[str, ...], what: str, where: str) -> list[str]:
     for v in vals:
         if v not in choices:
@@ -152,9 +146,7 @@ def _check_vision_spec(spec, where: str) -> dict:
         raise InvalidInputError(f"{where}: spec 'src' must be one of {', '.join(ZOO_SOURCES)}, got {src!r}")
     if "name" not in spec and src not in ("tv_vit", "tv_resnet"):
         raise InvalidInputError(f"{where}: spec needs a 'name' (e.g. resnet50), got {spec!r}")
-    res = spec.get("res", 224)
-    if isinstance(res, bool) or not isinstance(res, int) or res <= 0:
-        raise InvalidInputError(f"{where}: spec 'res' must be a positive integer, got {res!r}")
+    positive_int(spec.get("res", 224), "spec 'res'", where=where)
     if "kw" in spec and not isinstance(spec["kw"], dict):
         raise InvalidInputError(f"{where}: spec 'kw' must be a JSON object, got {spec['kw']!r}")
     return spec
@@ -173,7 +165,7 @@ def _grid_items(spec: dict, grid, where: str) -> list[WorkItem]:
             raise InvalidInputError(f"{w}: unknown keys {sorted(bad)}; valid: batch, dtype, mode")
         modes = _check_choice(_as_list(g.get("mode", "infer"), "mode", w), VISION_MODES, "mode", w)
         dtypes = _check_choice(_as_list(g.get("dtype", "fp32"), "dtype", w), DTYPES, "dtype", w)
-        batches = _check_positive(_as_list(g.get("batch"), "batch", w), "batch sizes", w)
+        batches = positive_ints(_as_list(g.get("batch"), "batch", w), "batch sizes", where=w)
         items += [WorkItem(spec, b, m, d) for m in modes for d in dtypes for b in batches]
     return items
 
@@ -216,8 +208,8 @@ def _llm_items(entry: dict, where: str) -> list[WorkItem]:
             raise InvalidInputError(f"{where}: mode {m!r} is not valid for {kind} ({spec['model']}); "
                                     f"valid: {', '.join(valid_modes)}")
     dtypes = _check_choice(_as_list(entry.get("dtype", "fp32"), "dtype", where), DTYPES, "dtype", where)
-    batches = _check_positive(_as_list(entry.get("batch"), "batch", where), "batch sizes", where)
-    seqs = _check_positive(_as_list(entry.get("seq"), "seq", where), "sequence lengths", where)
+    batches = positive_ints(_as_list(entry.get("batch"), "batch", where), "batch sizes", where=where)
+    seqs = positive_ints(_as_list(entry.get("seq"), "seq", where), "sequence lengths", where=where)
     cfg = spec["config"]
     max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions")
     if isinstance(max_pos, int):
@@ -241,7 +233,7 @@ def parse_work(data: Any, *, batches: Iterable[int] | None = None, where: str = 
     if isinstance(data, list):
         if not data:
             raise InvalidInputError(f"{where}: nothing to measure: the list of specs is empty")
-        bs = _check_positive(list(batches or [1]), "batch sizes", where)
+        bs = positive_ints(batches or [1], "batch sizes", where=where)
         items = []
         for i, spec in enumerate(data):
             spec = _check_vision_spec(spec, f"{where}[{i}]")

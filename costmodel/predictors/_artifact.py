@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .._errors import ArtifactError, CostModelError
+from .._validate import is_int
 
 CHECKSUMS = "checksums"
 HEX16 = r"[0-9a-f]{16}"
@@ -97,7 +98,7 @@ class Int(Num):
     """An integer (not a bool) in ``[lo, hi]``."""
 
     def _kind(self, v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+        return is_int(v)
 
     def what(self) -> str:
         return "an integer"

@@ -19,13 +19,13 @@ Predictors that support it: the graph predictors (``dippm``, ``trappm``,
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInputError, ModelLoadError
+from .._validate import int_at_least, positive_number
 
 __all__ = ["AdaptResult", "adapt", "load_rows"]
 
@@ -101,12 +101,9 @@ def adapt(predictor, rows, *, shots: int = 32, epochs: int = 60, lr_scale: float
     from ..predictors import GNNPredictor, TraPPMPredictor, get_predictor
     from .metrics import acc_within, mape
 
-    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 4:
-        raise InvalidInputError(f"shots must be an int >= 4, got {shots!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise InvalidInputError(f"epochs must be an int >= 1, got {epochs!r}")
-    if not (isinstance(lr_scale, (int, float)) and math.isfinite(lr_scale) and lr_scale > 0):
-        raise InvalidInputError(f"lr_scale must be a positive number, got {lr_scale!r}")
+    int_at_least(shots, "shots", 4)
+    int_at_least(epochs, "epochs", 1)
+    positive_number(lr_scale, "lr_scale")
     if shots > len(rows):
         raise InvalidInputError(f"shots={shots} but only {len(rows)} labelled rows were given")
     base = get_predictor(predictor)

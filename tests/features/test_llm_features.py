@@ -84,7 +84,7 @@ def test_eager_attention_scores_are_counted():
 @pytest.mark.parametrize("kw, msg", [
     (dict(model="bert-base", batch=1, seq=8, mode="decode"), "needs a decoder"),
     (dict(model="gpt2", batch=1, seq=8, dtype="fp8"), "dtype must be one of"),
-    (dict(model="gpt2", batch=0, seq=8), "batch must be a positive integer"),
+    (dict(model="gpt2", batch=0, seq=8), "expected batch to be a positive integer, got 0"),
     (dict(model="bert-base", batch=1, seq=4096), "learned positions"),
     (dict(model="gpt2", batch=1, seq=8, mode="train"), "mode must be one of"),
 ])

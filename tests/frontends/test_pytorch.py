@@ -129,7 +129,7 @@ def test_bad_inputs():
         from_torch("resnet", input_shape=(3, 2, 2))
     with pytest.raises(InvalidInputError, match="input shape"):
         from_torch(nn.Linear(2, 2))
-    with pytest.raises(InvalidInputError, match="batch must be a positive integer"):
+    with pytest.raises(InvalidInputError, match="expected batch to be a positive integer, got 0"):
         from_torch(nn.Linear(2, 2), input_shape=(2,), batch=0)
     with pytest.raises(InvalidInputError, match="method"):
         from_torch(nn.Linear(2, 2), input_shape=(2,), method="fx")

@@ -61,7 +61,7 @@ def test_parse_work_file_formats(tmp_path):
 @pytest.mark.parametrize("data, msg", [
     ({"vision": [{"spec": SPEC, "batch": 1, "mode": "inference"}]}, "unknown mode 'inference'; valid: infer, train"),
     ({"vision": [{"spec": SPEC, "batch": 1, "dtype": "fp8"}]}, "unknown dtype 'fp8'; valid: fp32, fp16, bf16"),
-    ({"vision": [{"spec": SPEC, "batch": [1, 0]}]}, "batch sizes must be positive integers, got 0"),
+    ({"vision": [{"spec": SPEC, "batch": [1, 0]}]}, "expected batch sizes to be positive integers, got 0"),
     ({"vision": [{"spec": SPEC, "batches": [1]}]}, "unknown keys ['batches']"),
     ({"vision": [{"spec": SPEC}]}, "no batch sizes"),
     ({"vision": [{"spec": dict(SPEC, src="keras")}]}, "spec 'src' must be one of tv, tv_resnet, tv_vit, timm"),

@@ -88,6 +88,7 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
         DynamicShapeError: a symbolic dimension without a value.
     """
     from ..._errors import InvalidInputError
+    from ..._validate import is_int
     from .._common import check_batch
     from .._onnx import from_typed_proto
 
@@ -108,7 +109,7 @@ def from_relax(mod, *, func: str = "main", name: str | None = None, bindings: di
     if func not in names:
         raise InvalidInputError(f"the module has no Relax function {func!r}; its Relax functions are {sorted(names)}")
     if bindings is not None and not (isinstance(bindings, dict) and all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+            isinstance(k, str) and is_int(v) and v > 0
             for k, v in bindings.items())):
         raise InvalidInputError(f"bindings must map shape-variable names to positive ints, got {bindings!r}")
     proto = to_onnx_proto(mod, func=func, bindings=bindings, batch=batch, mode=mode)
