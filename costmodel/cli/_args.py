@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from .. import _validate
+from .._errors import InvalidInputError
+from .._validate import positive_ints
+
+#: what :func:`parse_dims` calls the dimensions in its message
+DIMS = "comma-separated dimensions (e.g. 3,224,224)"
 MODE_ALIASES = {"inference": "inference", "infer": "inference", "training": "training", "train": "training"}
 
 
@@ -26,16 +32,35 @@ class Parser(argparse.ArgumentParser):
         return ns
 
 
+def _typed(check, *args, **kw):
+    """``check(*args, **kw)`` of :mod:`costmodel._validate`, its error turned into argparse's."""
+    try:
+        return check(*args, **kw)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _number(parse, s: str):
+    """``parse(s)``, or ``s`` itself when it does not parse (the check then names it as given)."""
+    try:
+        return parse(s)
+    except ValueError:
+        return s
+
+
+def parse_dims(text: str, what: str = DIMS) -> tuple[int, ...]:
+    """``"3,224,224"`` or ``"3x224x224"`` -> ``(3, 224, 224)``: positive integers, none left out.
+
+    Raises:
+        InvalidInputError: a dimension that is not a positive integer (the message names it).
+    """
+    parts = [p.strip() for p in text.lower().replace("x", ",").split(",")]
+    return tuple(positive_ints([_number(int, p) for p in parts], what, given=text))
+
+
 def shape_arg(s: str) -> tuple[int, ...]:
     """``3,224,224`` (or ``3x224x224``) -> ``(3, 224, 224)``: positive integers, none left out."""
-    parts = [p.strip() for p in s.lower().replace("x", ",").split(",")]
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 3,224,224), got {s!r}")
-    return dims
+    return _typed(parse_dims, s)
 
 
 def mode_arg(s: str) -> str:
@@ -46,34 +71,78 @@ def mode_arg(s: str) -> str:
 
 
 def positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
-    return v
+    return _typed(_validate.positive_number, _number(float, s), "")
 
 
 def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+    return _typed(_validate.positive_int, _number(int, s), "")
+
+
+# ------------------------------------------------------------- shared argument groups
+#: what a MODEL argument may be
+MODEL_HELP = "an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec"
+#: a saved profile of the C++ harness
+PROFILE_HELP = "a saved measured profile (JSON from costmodel.measure.harness.measure)"
+
+
+def add_command(sub, name: str, func, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The parser of one command: its description and examples printed as written, ``func`` run for it."""
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_shape_args(p: argparse.ArgumentParser, *, batch_default: int | None = 1, batch_required: bool = False,
+                   batch_help: str = "batch size (default 1)", input_help: str = "input shape without batch",
+                   dtype_help: str | None = "tensor dtype (default fp32)") -> None:
+    """``--batch/-b``, ``--input/-i`` (C,H,W) and ``--dtype`` of a vision workload."""
+    p.add_argument("--batch", "-b", type=positive_int, default=batch_default, required=batch_required,
+                   help=batch_help)
+    p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=shape_arg, help=input_help)
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help=dtype_help)
+
+
+def add_mode_arg(p: argparse.ArgumentParser, default: str = "inference") -> None:
+    """``--mode``: inference or training (any alias of :data:`MODE_ALIASES`)."""
+    other = "training" if default == "inference" else "inference"
+    p.add_argument("--mode", type=mode_arg, default=default, help=f"{default} (default) or {other}")
+
+
+def add_predictor_args(p: argparse.ArgumentParser) -> None:
+    """``--optimizer`` (of a training step) and ``--predictor``."""
+    p.add_argument("--optimizer", default="adam",
+                   help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
+    p.add_argument("--predictor", default=None,
+                   help="predictor name or trained artifact folder (default: the library's best available)")
+
+
+def add_carbon_args(p: argparse.ArgumentParser, *, region_default: str | None, region_help: str,
+                    intensity_help: str) -> None:
+    """``--region`` and ``--carbon-intensity`` (g CO2e per kWh, instead of the region's)."""
+    p.add_argument("--region", default=region_default, help=region_help)
+    p.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH", help=intensity_help)
+
+
+def add_epochs_seed_args(p: argparse.ArgumentParser, *, epochs_default: int | None, epochs_help: str,
+                         seed_help: str) -> None:
+    """``--epochs`` (> 0) and ``--seed`` (default 0) of a training command."""
+    p.add_argument("--epochs", type=positive_int, default=epochs_default, help=epochs_help)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
+def add_artifact_args(p: argparse.ArgumentParser, *, output_help: str, package_help: str) -> None:
+    """``-o/--output`` (an artifact folder) and ``--to-package`` (write the shipped one, for maintainers)."""
+    p.add_argument("-o", "--output", default=None, help=output_help)
+    p.add_argument("--to-package", action="store_true", help=package_help)
 
 
 def add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> None:
-    p.add_argument("model", metavar="MODEL",
-                   help="an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec")
-    p.add_argument("--batch", "-b", type=positive_int, default=None, required=batch_required,
-                   help="batch size (> 0)" + ("" if batch_required else "; default: the model's own, else 1"))
-    p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=shape_arg,
-                   help="input shape without batch, e.g. 3,224,224 (needed for dynamic ONNX dims)")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="tensor dtype (default fp32)")
-    p.add_argument("--mode", type=mode_arg, default="inference", help="inference (default) or training")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_shape_args(p, batch_default=None, batch_required=batch_required,
+                   batch_help="batch size (> 0)" + ("" if batch_required else "; default: the model's own, else 1"),
+                   input_help="input shape without batch, e.g. 3,224,224 (needed for dynamic ONNX dims)")
+    add_mode_arg(p)
     p.add_argument("--method", default=None, choices=("export", "trace"),
                    help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster); "
                         "PyTorch models only (not .onnx files)")

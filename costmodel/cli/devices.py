@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+
+from ._args import add_command
 
 DEVICES_EXAMPLES = """examples:
   costmodel devices
@@ -11,11 +12,10 @@ DEVICES_EXAMPLES = """examples:
 """
 
 def register_devices(sub) -> None:
-    d = sub.add_parser("devices", help="list the device database",
-                       description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
-                       epilog=DEVICES_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = add_command(sub, "devices", _cmd_devices, help="list the device database",
+                    description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
+                    epilog=DEVICES_EXAMPLES)
     d.add_argument("--json", action="store_true", help="print JSON")
-    d.set_defaults(func=_cmd_devices)
 
 
 def _cmd_devices(a) -> int:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 from .._errors import InvalidInputError
-from ._args import positive_int
+from ._args import add_carbon_args, add_command, positive_int
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -16,11 +14,11 @@ LLM_EXAMPLES = """examples:
 """
 
 def register_llm(sub) -> None:
-    m = sub.add_parser("llm", help="throughput, memory, energy, carbon and cost of a transformer workload",
-                       description="Predict a transformer workload with the XGBoost model trained on the measured "
-                                   "data. MODEL is a registry name (see --list), a folder holding a Hugging Face "
-                                   "config.json, or a config.json file.",
-                       epilog=LLM_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = add_command(sub, "llm", _cmd_llm, help="throughput, memory, energy, carbon and cost of a transformer workload",
+                    description="Predict a transformer workload with the XGBoost model trained on the measured "
+                                "data. MODEL is a registry name (see --list), a folder holding a Hugging Face "
+                                "config.json, or a config.json file.",
+                    epilog=LLM_EXAMPLES)
     m.add_argument("model", metavar="MODEL", nargs="?", help="registry name or local config folder")
     m.add_argument("--list", action="store_true", help="list the built-in architectures and exit")
     m.add_argument("--batch", type=positive_int, default=None, help="sequences per call (required)")
@@ -31,15 +29,13 @@ def register_llm(sub) -> None:
                    help="weights/activations dtype (default fp16)")
     m.add_argument("--mode", default=None, choices=("forward", "prefill", "decode"),
                    help="forward (encoders), prefill or one-token decode (decoders); default by model")
-    m.add_argument("--region", default="world", help="grid region for carbon (default world)")
-    m.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
-                   help="override the region's carbon intensity (g CO2e per kWh)")
+    add_carbon_args(m, region_default="world", region_help="grid region for carbon (default world)",
+                    intensity_help="override the region's carbon intensity (g CO2e per kWh)")
     m.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
                    help="GPU price per hour (default: the cheapest listed instance of the device)")
     m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
     m.add_argument("--instance", default=None, help="cloud instance type for the price table")
     m.add_argument("--json", action="store_true", help="print JSON")
-    m.set_defaults(func=_cmd_llm)
 
 
 def _cmd_llm(a) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from .._errors import CostModelError, InvalidInputError
-from ._args import mode_arg, positive_float, positive_int, shape_arg
+from ._args import PROFILE_HELP, add_command, add_mode_arg, add_shape_args, parse_dims, positive_float, positive_int
 
 CALIBRATE_EXAMPLES = """examples:
   costmodel calibrate                           # -> $COSTMODEL_HOME/host.json
@@ -21,26 +20,35 @@ BENCH_EXAMPLES = """examples:
   costmodel bench torch.add --shapes 16777216,16777216 --profile cpu.json
   costmodel bench torch.matmul --shapes 8192x8192,8192x8192 --dtype bf16 --device cuda --json
 """
+COLLECT_EXAMPLES = """examples:
+  costmodel collect costmodel/data/specs/cpu_vision.json -o cpu/vision.jsonl --budget 600
+  costmodel collect costmodel/data/specs/h200_extend.json --device cuda -o out/vision_extend.jsonl --budget 300
+  costmodel collect specs.json --batch 1 4 -o rows.jsonl     # a JSON list of specs
+  costmodel collect work.json --device cuda --ray auto -o rows.jsonl
+  costmodel collect costmodel/data/specs/cpu_ops.json --ops --threads 1 -o cpu/vision_ops.jsonl
+"""
+ROOFLINE_EXAMPLES = """examples:
+  costmodel roofline torchvision:resnet50 --device h100 --batch 32 -o r50.png
+  costmodel roofline model.onnx --device a100-80gb --dtype fp16 -o model.svg
+  costmodel roofline --machine -o cpu.png             # measures this CPU (~1 min)
+  costmodel roofline --machine --profile cpu.json -o cpu.png
+  costmodel roofline torchvision:resnet50 --device cpu --profile cpu.json -o r50.png
+  costmodel roofline torchvision:resnet50 --device h200 --predictor timeline -o r50.png
+"""
 BENCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
 
 
 def register_collect(sub) -> None:
-    c = sub.add_parser("collect", help="measure workloads on this machine (CPU or CUDA GPU) with the data protocol",
-                       description="Measure latency, memory and energy with the protocol of the packaged data "
-                                   "(warm-up, calibrated timed window, CUDA events and NVML on NVIDIA GPUs; "
-                                   "wall clock, RSS and RAPL energy on CPUs). Rows are appended to OUTPUT as they "
-                                   "are measured; rows already there are skipped, so an interrupted run resumes. "
-                                   "Out-of-memory is recorded as a row with \"oom\": true. hardware.json is "
-                                   "written beside OUTPUT on first use. Transformer rows go to a sibling file "
-                                   "(vision*.jsonl -> llm*.jsonl, else NAME_llm.jsonl).",
-                       epilog="examples:\n"
-                              "  costmodel collect costmodel/data/specs/cpu_vision.json -o cpu/vision.jsonl --budget 600\n"
-                              "  costmodel collect costmodel/data/specs/h200_extend.json --device cuda "
-                              "-o out/vision_extend.jsonl --budget 300\n"
-                              "  costmodel collect specs.json --batch 1 4 -o rows.jsonl     # a JSON list of specs\n"
-                              "  costmodel collect work.json --device cuda --ray auto -o rows.jsonl\n"
-                              "  costmodel collect costmodel/data/specs/cpu_ops.json --ops --threads 1 -o cpu/vision_ops.jsonl\n",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = add_command(sub, "collect", _cmd_collect,
+                    help="measure workloads on this machine (CPU or CUDA GPU) with the data protocol",
+                    description="Measure latency, memory and energy with the protocol of the packaged data "
+                                "(warm-up, calibrated timed window, CUDA events and NVML on NVIDIA GPUs; "
+                                "wall clock, RSS and RAPL energy on CPUs). Rows are appended to OUTPUT as they "
+                                "are measured; rows already there are skipped, so an interrupted run resumes. "
+                                "Out-of-memory is recorded as a row with \"oom\": true. hardware.json is "
+                                "written beside OUTPUT on first use. Transformer rows go to a sibling file "
+                                "(vision*.jsonl -> llm*.jsonl, else NAME_llm.jsonl).",
+                    epilog=COLLECT_EXAMPLES)
     c.add_argument("specs", metavar="SPECS",
                    help="work file: JSON {\"vision\": [...], \"llm\": [...]} (see costmodel/data/specs/), "
                         "or a JSON list / JSONL of vision specs measured at --batch")
@@ -60,29 +68,21 @@ def register_collect(sub) -> None:
     c.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: auto, ray://HOST:10001, or local (start one here); one task per "
                         "model spec, pinned to one GPU with --device cuda (needs the 'ray' extra)")
-    c.set_defaults(func=_cmd_collect)
 
 
 def register_roofline(sub) -> None:
-    r = sub.add_parser("roofline", help="draw a model's operators against a device's roofline, or the machine's",
-                       description="Place every operator of MODEL (arithmetic intensity vs predicted FLOP/s) "
-                                   "against the device's compute and memory ceilings, ringing the operators "
-                                   "that take most predicted time; or, with --machine, draw the ceilings "
-                                   "measured on this machine by the C++ harness.",
-                       epilog="examples:\n  costmodel roofline torchvision:resnet50 --device h100 --batch 32 -o r50.png\n"
-                              "  costmodel roofline model.onnx --device a100-80gb --dtype fp16 -o model.svg\n"
-                              "  costmodel roofline --machine -o cpu.png             # measures this CPU (~1 min)\n"
-                              "  costmodel roofline --machine --profile cpu.json -o cpu.png\n"
-                              "  costmodel roofline torchvision:resnet50 --device cpu --profile cpu.json -o r50.png\n"
-                              "  costmodel roofline torchvision:resnet50 --device h200 --predictor timeline -o r50.png\n",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = add_command(sub, "roofline", _cmd_roofline,
+                    help="draw a model's operators against a device's roofline, or the machine's",
+                    description="Place every operator of MODEL (arithmetic intensity vs predicted FLOP/s) "
+                                "against the device's compute and memory ceilings, ringing the operators "
+                                "that take most predicted time; or, with --machine, draw the ceilings "
+                                "measured on this machine by the C++ harness.",
+                    epilog=ROOFLINE_EXAMPLES)
     r.add_argument("model", metavar="MODEL", nargs="?", default=None,
                    help="an .onnx file, a zoo name (torchvision:resnet50) or a JSON spec; omit with --machine")
     r.add_argument("--device", default="h100", help="device name (default h100)")
-    r.add_argument("--batch", "-b", type=positive_int, default=1, help="batch size (default 1)")
-    r.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=shape_arg, help="input shape without batch")
-    r.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
-    r.add_argument("--mode", type=mode_arg, default="inference", help="inference (default) or training")
+    add_shape_args(r, dtype_help=None)
+    add_mode_arg(r)
     r.add_argument("--top", type=int, default=8, help="ring and label this many slowest operators (default 8)")
     r.add_argument("--predictor", default="analytic", choices=("analytic", "timeline"),
                    help="whose per-operator times place the points: the analytic roofline (default) or the "
@@ -90,20 +90,19 @@ def register_roofline(sub) -> None:
     r.add_argument("--machine", action="store_true", help="draw this machine's measured ceilings")
     r.add_argument("--measure-device", default="cpu", choices=("cpu", "cuda"),
                    help="with --machine and no --profile: what to measure (default cpu)")
-    r.add_argument("--profile", default=None, help="a saved measured profile (JSON from costmodel.measure.harness.measure)")
+    r.add_argument("--profile", default=None, help=PROFILE_HELP)
     r.add_argument("--save-profile", default=None, help="with --machine: also save the measured profile here")
     r.add_argument("-o", "--output", default="roofline.png", help="chart file, .png/.svg/.pdf (default roofline.png)")
-    r.set_defaults(func=_cmd_roofline)
 
 
 def register_bench(sub) -> None:
-    b = sub.add_parser("bench", help="time a torch op on this machine and place it on the roofline",
-                       description="Time a torch operator on random tensors of the given shapes (warm-up, "
-                                   "calibrated samples of >= 1 ms, median; CUDA events on a GPU), count its FLOPs "
-                                   "(FlopCounterMode, plus one per output element of pointwise ops) and bytes "
-                                   "(inputs read + outputs written: a lower bound), and report the achieved "
-                                   "GFLOP/s, GB/s and fraction of the attainable roofline ceiling.",
-                       epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = add_command(sub, "bench", _cmd_bench, help="time a torch op on this machine and place it on the roofline",
+                    description="Time a torch operator on random tensors of the given shapes (warm-up, "
+                                "calibrated samples of >= 1 ms, median; CUDA events on a GPU), count its FLOPs "
+                                "(FlopCounterMode, plus one per output element of pointwise ops) and bytes "
+                                "(inputs read + outputs written: a lower bound), and report the achieved "
+                                "GFLOP/s, GB/s and fraction of the attainable roofline ceiling.",
+                    epilog=BENCH_EXAMPLES)
     b.add_argument("op", metavar="OP", help="dotted name of a callable under torch, e.g. torch.nn.functional.conv2d")
     b.add_argument("--shapes", "-s", required=True, metavar="SHAPES",
                    help="comma-separated tensor shapes, dims joined by 'x': 8x64x56x56,64x64x3x3")
@@ -118,19 +117,18 @@ def register_bench(sub) -> None:
                    help="keep sampling until the samples add up to S seconds (default 0.1)")
     b.add_argument("--ceilings", default=None, metavar="DEVICE",
                    help="device-database entry whose ceilings to use (default: the GPU's own entry, or cpu)")
-    b.add_argument("--profile", default=None,
-                   help="a saved measured profile (JSON from costmodel.measure.harness.measure) for the ceilings")
+    b.add_argument("--profile", default=None, help=PROFILE_HELP + " for the ceilings")
     b.add_argument("-o", "--output", default=None, help="also draw the point on its roofline: .png/.svg/.pdf")
     b.add_argument("--json", action="store_true", help="print JSON")
-    b.set_defaults(func=_cmd_bench)
 
 
 def register_calibrate(sub) -> None:
-    ca = sub.add_parser("calibrate", help="measure this host's per-operator dispatch cost (host profile JSON)",
-                        description="Measure what PyTorch eager costs this machine's CPU per operator (per operator "
-                                    "class, plus nn.Module call overhead; with CUDA also the smallest kernel's device "
-                                    "time and a synchronisation) in at most 10 seconds, and save it as a host profile.",
-                        epilog=CALIBRATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ca = add_command(sub, "calibrate", _cmd_calibrate,
+                     help="measure this host's per-operator dispatch cost (host profile JSON)",
+                     description="Measure what PyTorch eager costs this machine's CPU per operator (per operator "
+                                 "class, plus nn.Module call overhead; with CUDA also the smallest kernel's device "
+                                 "time and a synchronisation) in at most 10 seconds, and save it as a host profile.",
+                     epilog=CALIBRATE_EXAMPLES)
     ca.add_argument("-o", "--output", default=None,
                     help="where to save the profile (default $COSTMODEL_HOME/host.json)")
     ca.add_argument("--budget", type=positive_float, default=6.0,
@@ -138,7 +136,6 @@ def register_calibrate(sub) -> None:
     ca.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="measure the CPU path or the CUDA path (default: CUDA when available)")
     ca.add_argument("--json", action="store_true", help="print the profile as JSON")
-    ca.set_defaults(func=_cmd_calibrate)
 
 
 def _cmd_collect(a) -> int:
@@ -210,17 +207,13 @@ def _parse_shapes(text: str) -> list[tuple[int, ...]]:
     """``"8x64x56x56,64x64x3x3"`` -> ``[(8, 64, 56, 56), (64, 64, 3, 3)]``."""
     shapes = []
     for piece in text.split(","):
-        dims = piece.strip().lower().split("x")
         try:
-            shape = tuple(int(d) for d in dims)
-        except ValueError:
-            shape = ()
-        if not shape or any(d <= 0 for d in shape):
+            shapes.append(parse_dims(piece))
+        except InvalidInputError:
             raise InvalidInputError(
                 f"--shapes: expected comma-separated shapes of positive integers joined by 'x' "
                 f"(e.g. 8x64x56x56,64x64x3x3), got {piece.strip()!r} in {text!r}"
-            )
-        shapes.append(shape)
+            ) from None
     return shapes
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from .._errors import InvalidInputError
-from ._args import add_workload_args, positive_int, shape_arg
+from ._args import add_command, add_predictor_args, add_workload_args, positive_int, shape_arg
 
 PREDICT_EXAMPLES = """examples:
   costmodel predict torchvision:resnet50 --batch 8 --device h200
@@ -18,38 +17,37 @@ GRAPH_EXAMPLES = """examples:
   costmodel graph torchvision:resnet50
   costmodel graph model.onnx --batch 4 --input 3,224,224 --json
 """
+ANNOTATE_EXAMPLES = """examples:
+  costmodel annotate model.onnx --device h100 --batch 8
+  costmodel annotate model.onnx --device a100-40gb -o annotated.onnx
+  costmodel annotate model.onnx --show
+"""
 
 
 def register_predict(sub) -> None:
-    p = sub.add_parser("predict", help="estimate latency, memory, energy and MIG slice",
-                       description="Estimate what one inference call or one training step costs on a device.",
-                       epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "predict", _cmd_predict, help="estimate latency, memory, energy and MIG slice",
+                    description="Estimate what one inference call or one training step costs on a device.",
+                    epilog=PREDICT_EXAMPLES)
     add_workload_args(p, batch_required=True)
     p.add_argument("--device", "-d", required=True, help="device name, e.g. h200, h100, a100-40gb (see 'costmodel devices')")
-    p.add_argument("--optimizer", default="adam", help="training optimizer: sgd, sgd_momentum, adam, adamw (default adam)")
-    p.add_argument("--predictor", default=None,
-                   help="predictor name or trained artifact folder (default: the library's best available)")
+    add_predictor_args(p)
     p.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
-    p.set_defaults(func=_cmd_predict)
 
 
 def register_graph(sub) -> None:
-    g = sub.add_parser("graph", help="featurize a model and summarize its graph",
-                       description="Build the CostGraph of a model and print its summary and per-op-kind table.",
-                       epilog=GRAPH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = add_command(sub, "graph", _cmd_graph, help="featurize a model and summarize its graph",
+                    description="Build the CostGraph of a model and print its summary and per-op-kind table.",
+                    epilog=GRAPH_EXAMPLES)
     add_workload_args(g, batch_required=False)
-    g.set_defaults(func=_cmd_graph)
 
 
 def register_annotate(sub) -> None:
-    n = sub.add_parser("annotate", help="write cost estimates into an ONNX file's metadata, or show them",
-                       description="Estimate an ONNX model and store the estimate in its metadata_props "
-                                   "(costmodel.* keys; one set per device), or print the stored estimates.",
-                       epilog="examples:\n  costmodel annotate model.onnx --device h100 --batch 8\n"
-                              "  costmodel annotate model.onnx --device a100-40gb -o annotated.onnx\n"
-                              "  costmodel annotate model.onnx --show\n",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    n = add_command(sub, "annotate", _cmd_annotate,
+                    help="write cost estimates into an ONNX file's metadata, or show them",
+                    description="Estimate an ONNX model and store the estimate in its metadata_props "
+                                "(costmodel.* keys; one set per device), or print the stored estimates.",
+                    epilog=ANNOTATE_EXAMPLES)
     n.add_argument("path", metavar="MODEL.onnx")
     n.add_argument("--show", action="store_true", help="print the stored estimates and exit")
     n.add_argument("--device", default="h200", help="device name (default h200)")
@@ -62,7 +60,6 @@ def register_annotate(sub) -> None:
                    help="write an annotated copy here instead of in place; in another folder, the model's "
                         "external-data weight files are copied next to it (never overwriting a different file)")
     n.add_argument("--json", action="store_true", help="print JSON")
-    n.set_defaults(func=_cmd_annotate)
 
 
 def _check_method(a) -> None:

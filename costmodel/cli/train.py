@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import add_artifact_args, add_command, add_epochs_seed_args, positive_int
 
 OUTPUT_NOTE = """
 By default the artifact goes to $COSTMODEL_HOME/artifacts/NAME (COSTMODEL_HOME
@@ -31,13 +30,17 @@ PRETRAIN_EXAMPLES = """examples:
   costmodel pretrain --corpus 500 --epochs 5 -o /tmp/gae
   costmodel pretrain --method graphmae          # masked-feature GIN encoder for gnn-llm (stage 1)
 """
+ADAPT_EXAMPLES = """examples:
+  costmodel adapt --device cpu --data costmodel/data/cpu/vision.jsonl --shots 32
+  costmodel adapt --device h100 --data rows/ --shots 16 --predictor trappm -o trappm-h100
+"""
 
 
 def register_train(sub) -> None:
-    t = sub.add_parser("train", help="train a learned predictor on measured data",
-                       description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
-                                   "(config JSON + weights, no pickle).",
-                       epilog=TRAIN_EXAMPLES + OUTPUT_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = add_command(sub, "train", _cmd_train, help="train a learned predictor on measured data",
+                    description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
+                                "(config JSON + weights, no pickle).",
+                    epilog=TRAIN_EXAMPLES + OUTPUT_NOTE)
     t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline"),
                    help="what to train (default dippm)")
     t.add_argument("--encoder", default=None,
@@ -54,55 +57,49 @@ def register_train(sub) -> None:
                    help="gnn-llm: graph-to-text epochs of stage 2 (default 3; 0 skips it)")
     t.add_argument("--data", default=None, help="measurement folder holding DEVICE/vision.jsonl (default: packaged data)")
     t.add_argument("--device", default="h200", help="sub-folder of --data to train on (default h200)")
-    t.add_argument("--epochs", type=positive_int, default=None, help="training epochs (GNN predictors)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("-o", "--output", default=None,
-                   help="artifact folder (default: $COSTMODEL_HOME/artifacts/PREDICTOR, see below)")
-    t.add_argument("--to-package", action="store_true",
-                   help="write the shipped artifact inside the installed package (maintainers)")
-    t.set_defaults(func=_cmd_train)
+    add_epochs_seed_args(t, epochs_default=None, epochs_help="training epochs (GNN predictors)",
+                         seed_help="random seed (default 0)")
+    add_artifact_args(t, output_help="artifact folder (default: $COSTMODEL_HOME/artifacts/PREDICTOR, see below)",
+                      package_help="write the shipped artifact inside the installed package (maintainers)")
 
 
 def register_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="pretrain a graph encoder (TraPPM autoencoder or GraphMAE) on unlabeled graphs",
-                       description="Sample architecture variants from torchvision/timm constructors, build their "
-                                   "graphs on the meta device (cached, resumable) and pretrain a graph encoder: "
-                                   "the graph autoencoder whose frozen encoder TraPPM uses (--method gae), or the "
-                                   "masked-feature GIN that gnn-llm starts from (--method graphmae).",
-                       epilog=PRETRAIN_EXAMPLES + OUTPUT_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "pretrain", _cmd_pretrain,
+                    help="pretrain a graph encoder (TraPPM autoencoder or GraphMAE) on unlabeled graphs",
+                    description="Sample architecture variants from torchvision/timm constructors, build their "
+                                "graphs on the meta device (cached, resumable) and pretrain a graph encoder: "
+                                "the graph autoencoder whose frozen encoder TraPPM uses (--method gae), or the "
+                                "masked-feature GIN that gnn-llm starts from (--method graphmae).",
+                    epilog=PRETRAIN_EXAMPLES + OUTPUT_NOTE)
     p.add_argument("--method", default="gae", choices=("gae", "graphmae"),
                    help="gae: edge-reconstruction autoencoder (TraPPM, default); graphmae: masked node features "
                         "(gnn-llm)")
     p.add_argument("--corpus", type=positive_int, default=3000, help="unlabeled graphs to sample (default 3000)")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="pretraining epochs (default 30 for gae, 20 for graphmae)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling and training (default 0)")
+    add_epochs_seed_args(p, epochs_default=None,
+                         epochs_help="pretraining epochs (default 30 for gae, 20 for graphmae)",
+                         seed_help="random seed for sampling and training (default 0)")
     p.add_argument("--workers", type=positive_int, default=2, help="graph-building processes (default 2)")
-    p.add_argument("-o", "--output", default=None,
-                   help="encoder folder (default: $COSTMODEL_HOME/artifacts/gae or .../graphmae, see below)")
-    p.add_argument("--to-package", action="store_true",
-                   help="write the shipped encoder inside the installed package (maintainers)")
-    p.set_defaults(func=_cmd_pretrain)
+    add_artifact_args(p,
+                      output_help="encoder folder (default: $COSTMODEL_HOME/artifacts/gae or .../graphmae, see below)",
+                      package_help="write the shipped encoder inside the installed package (maintainers)")
 
 
 def register_adapt(sub) -> None:
-    ad = sub.add_parser("adapt", help="fine-tune a trained predictor on a few rows measured on a new device",
-                        description="Few-shot adaptation: start from a trained graph predictor (its weights and "
-                                    "feature normalization), fine-tune it on SHOTS rows measured on a new device, "
-                                    "report latency error before and after on the rows left out, and save an "
-                                    "artifact that `costmodel predict --predictor DIR` loads.",
-                        epilog="examples:\n  costmodel adapt --device cpu --data costmodel/data/cpu/vision.jsonl --shots 32\n"
-                               "  costmodel adapt --device h100 --data rows/ --shots 16 --predictor trappm -o trappm-h100\n",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ad = add_command(sub, "adapt", _cmd_adapt,
+                     help="fine-tune a trained predictor on a few rows measured on a new device",
+                     description="Few-shot adaptation: start from a trained graph predictor (its weights and "
+                                 "feature normalization), fine-tune it on SHOTS rows measured on a new device, "
+                                 "report latency error before and after on the rows left out, and save an "
+                                 "artifact that `costmodel predict --predictor DIR` loads.",
+                     epilog=ADAPT_EXAMPLES)
     ad.add_argument("--device", required=True, help="the new device's database name (see `costmodel devices`)")
     ad.add_argument("--data", required=True, help="measured rows: a .jsonl file or a folder with vision.jsonl")
     ad.add_argument("--shots", type=positive_int, default=32, help="rows to train on (default 32)")
     ad.add_argument("--predictor", default="dippm", help="dippm (default), trappm, or an artifact folder")
-    ad.add_argument("--epochs", type=positive_int, default=60, help="fine-tuning epochs (default 60)")
-    ad.add_argument("--seed", type=int, default=0, help="which rows are drawn (default 0)")
+    add_epochs_seed_args(ad, epochs_default=60, epochs_help="fine-tuning epochs (default 60)",
+                         seed_help="which rows are drawn (default 0)")
     ad.add_argument("-o", "--output", default=None, help="artifact folder (default adapted-PREDICTOR-DEVICE)")
     ad.add_argument("--json", action="store_true", help="print the report as JSON")
-    ad.set_defaults(func=_cmd_adapt)
 
 
 def _cmd_train(a) -> int:
