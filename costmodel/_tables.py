@@ -109,6 +109,24 @@ class NameTable:
         """The canonical key ``name`` (any case and punctuation, or an alias) stands for, else ``None``."""
         return self.index.get(normalize_name(name))
 
+    def find(self, name: Any, noun: str, *, suggest_with: Callable[[str], str] | None = None,
+             **unknown: Any) -> str:
+        """The canonical key of ``name``.
+
+        Raises:
+            InvalidInputError: ``name`` is not a string (``"expected <noun>, got int"``), or no entry
+                has it: :func:`unknown_name_error` with the keyword arguments ``unknown`` (and
+                ``suggestions=suggest_with(name)`` where that is given).
+        """
+        if not isinstance(name, str):
+            raise InvalidInputError(f"expected {noun}, got {type(name).__name__}")
+        key = self.key(name)
+        if key is None:
+            if suggest_with is not None:
+                unknown["suggestions"] = suggest_with(name)
+            raise unknown_name_error(name, self.entries, **unknown)
+        return key
+
 
 def name_table(
     entries: Mapping[str, Any],

@@ -15,6 +15,7 @@ on first use.
 from __future__ import annotations
 
 from .._errors import UnknownDeviceError
+from . import _db
 from ._db import (
     DTYPE_KEYS,
     HARDWARE_FEATURE_NAMES,
@@ -29,20 +30,7 @@ from ._db import (
     normalize_device_name,
 )
 
-__all__ = [
-    "DTYPE_KEYS",
-    "HARDWARE_FEATURE_NAMES",
-    "Device",
-    "DeviceDatabaseError",
-    "MigProfile",
-    "PeakTflops",
-    "UnknownDeviceError",
-    "get_device",
-    "list_devices",
-    "load_measured_profile",
-    "measured_profile",
-    "normalize_device_name",
-]
+__all__ = [*_db.__all__, "UnknownDeviceError"]
 
 
 def is_measured_device(device: Device, measured_names) -> bool:

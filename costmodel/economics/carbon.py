@@ -17,8 +17,8 @@ import difflib
 import functools
 from typing import Any
 
-from .._errors import InvalidInputError, ModelLoadError
-from .._tables import PACKAGE_DIR, NameTable, load_table, name_table, table_section, unknown_name_error
+from .._errors import ModelLoadError
+from .._tables import PACKAGE_DIR, NameTable, load_table, name_table, table_section
 from .._validate import is_number, non_negative_number
 
 __all__ = ["J_PER_KWH", "carbon_g", "carbon_intensity_g_per_kwh", "list_regions", "region_info"]
@@ -46,16 +46,12 @@ def list_regions() -> list[str]:
 
 
 def _lookup(region: str) -> tuple[str, dict[str, Any]]:
-    if not isinstance(region, str):
-        raise InvalidInputError(f"expected a region name, got {type(region).__name__}")
     table = _table()
-    key = table.key(region)
-    if key is None:
-        raise unknown_name_error(
-            region, table.entries, expected="a known region", listing="known regions",
-            hint="aliases such as 'virginia' or 'gb' work; or pass intensity_g_per_kwh",
-            suggestions=_suggest_region(region, table.entries),
-        )
+    key = table.find(
+        region, "a region name", expected="a known region", listing="known regions",
+        hint="aliases such as 'virginia' or 'gb' work; or pass intensity_g_per_kwh",
+        suggest_with=lambda name: _suggest_region(name, table.entries),
+    )
     return key, table.entries[key]
 
 

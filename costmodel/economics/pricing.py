@@ -124,14 +124,9 @@ def _device_key(device: Any) -> str:
 
 
 def _find_instance(instance: str) -> dict[str, Any]:
-    if not isinstance(instance, str):
-        raise InvalidInputError(f"expected an instance name, got {type(instance).__name__}")
     table = _instances()
-    key = table.key(instance)
-    if key is None:
-        raise unknown_name_error(
-            instance, table.entries, expected="a priced instance", listing="known instances", fold_case=False
-        )
+    key = table.find(instance, "an instance name", expected="a priced instance", listing="known instances",
+                     fold_case=False)
     return table.entries[key]
 
 
@@ -204,20 +199,22 @@ def price_per_gpu_hour_usd(device: Any = None, provider: str | None = None, inst
     return _table_price(device, provider, instance)
 
 
-def _resolve_price(price_usd: float | None, device: Any, provider: str | None, instance: str | None) -> float:
+def _cost_usd(units: float, rate: float, rate_name: str, price_usd: float | None, device: Any,
+              provider: str | None, instance: str | None, num_gpus: int) -> float:
+    """Dollars for ``units`` of work done at ``rate`` per second on ``num_gpus`` GPUs: the explicit
+    ``price_usd`` per GPU-hour, else the table's."""
+    rate = positive_number(rate, rate_name)
     if price_usd is None:
-        return _table_price(device, provider, instance)
-    return non_negative_number(price_usd, "price_per_gpu_hour_usd")
+        price = _table_price(device, provider, instance)
+    else:
+        price = non_negative_number(price_usd, "price_per_gpu_hour_usd")
+    price *= positive_int(num_gpus, "num_gpus")
+    return price / 3600.0 / rate * units
 
 
-def cost_per_1k_samples_usd(
-    throughput_samples_s: float,
-    device: Any = None,
-    price_per_gpu_hour_usd: float | None = None,
-    provider: str | None = None,
-    instance: str | None = None,
-    num_gpus: int = 1,
-) -> float:
+def cost_per_1k_samples_usd(throughput_samples_s: float, device: Any = None,
+                            price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
+                            instance: str | None = None, num_gpus: int = 1) -> float:
     """Dollars to process 1000 samples at ``throughput_samples_s``.
 
     ``price * num_gpus / 3600 / throughput * 1000``.
@@ -231,24 +228,15 @@ def cost_per_1k_samples_usd(
         instance: use this instance's price.
         num_gpus: GPUs the throughput figure occupies.
     """
-    rate = positive_number(throughput_samples_s, "throughput_samples_s")
-    price = _resolve_price(price_per_gpu_hour_usd, device, provider, instance) * positive_int(num_gpus, "num_gpus")
-    return price / 3600.0 / rate * 1e3
+    return _cost_usd(1e3, throughput_samples_s, "throughput_samples_s", price_per_gpu_hour_usd, device, provider,
+                     instance, num_gpus)
 
 
-def cost_per_1m_tokens_usd(
-    tokens_s: float,
-    device: Any = None,
-    price_per_gpu_hour_usd: float | None = None,
-    provider: str | None = None,
-    instance: str | None = None,
-    num_gpus: int = 1,
-) -> float:
+def cost_per_1m_tokens_usd(tokens_s: float, device: Any = None, price_per_gpu_hour_usd: float | None = None,
+                           provider: str | None = None, instance: str | None = None, num_gpus: int = 1) -> float:
     """Dollars to process one million tokens at ``tokens_s`` tokens per second.
 
     ``price * num_gpus / 3600 / tokens_s * 1e6``; arguments as in
     :func:`cost_per_1k_samples_usd`.
     """
-    rate = positive_number(tokens_s, "tokens_s")
-    price = _resolve_price(price_per_gpu_hour_usd, device, provider, instance) * positive_int(num_gpus, "num_gpus")
-    return price / 3600.0 / rate * 1e6
+    return _cost_usd(1e6, tokens_s, "tokens_s", price_per_gpu_hour_usd, device, provider, instance, num_gpus)

@@ -16,6 +16,7 @@ Importing this package loads only the standard library.
 
 from __future__ import annotations
 
+from . import _registry
 from ._registry import (
     CAUSAL_MODEL_TYPES,
     DTYPE_BYTES,
@@ -30,21 +31,7 @@ from ._registry import (
     resolve_llm,
 )
 
-__all__ = [
-    "CAUSAL_MODEL_TYPES",
-    "DTYPE_BYTES",
-    "LLMSpec",
-    "has_learned_positions",
-    "is_gated",
-    "kv_cache_bytes",
-    "list_llms",
-    "llm_features",
-    "normalize_llm_name",
-    "param_count_estimate",
-    "resolve_llm",
-]
-
-__all__ += ["LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
+__all__ = [*_registry.__all__, "LLMEstimate", "XGBLLMPredictor", "estimate_llm"]
 
 #: the transformer estimate and its predictor, defined in costmodel.estimate and costmodel.predictors
 _ELSEWHERE = {"LLMEstimate": "costmodel.estimate", "estimate_llm": "costmodel.estimate",

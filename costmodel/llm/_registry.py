@@ -31,6 +31,8 @@ __all__ = [
     "CAUSAL_MODEL_TYPES",
     "DTYPE_BYTES",
     "LLMSpec",
+    "has_learned_positions",
+    "is_gated",
     "kv_cache_bytes",
     "list_llms",
     "llm_features",
