@@ -50,6 +50,13 @@ class Predictor(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
 
 
+def check_sizes(config, names: Sequence[str]) -> None:
+    """The fields ``names`` of a config dataclass (widths, layer counts, batch sizes) are each >= 1."""
+    for k in names:
+        if int(getattr(config, k)) < 1:
+            raise InvalidInputError(f"{type(config).__name__}.{k} must be >= 1, got {getattr(config, k)}")
+
+
 def validate_mode(mode: str) -> str:
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")

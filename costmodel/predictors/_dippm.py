@@ -59,6 +59,15 @@ POOLS = ("meanmax", "sum")
 LOSSES = ("huber", "mse")
 
 
+def check_targets(targets: tuple[str, ...]) -> None:
+    """Distinct names of :data:`ALL_TARGETS`, ``latency_ms`` among them."""
+    bad = [t for t in targets if t not in ALL_TARGETS]
+    if bad or not targets or len(set(targets)) != len(targets):
+        raise InvalidInputError(f"targets must be distinct names from {ALL_TARGETS}, got {list(targets)}")
+    if "latency_ms" not in targets:
+        raise InvalidInputError("targets must include latency_ms (energy and power are derived from it)")
+
+
 @dataclass(frozen=True)
 class GNNConfig:
     """Hyperparameters (defaults chosen on random splits of the H200 data)."""
@@ -85,11 +94,7 @@ class GNNConfig:
         if self.conv not in CONVS:
             raise InvalidInputError(f"conv must be one of {CONVS}, got {self.conv!r}")
         object.__setattr__(self, "targets", tuple(self.targets))
-        bad = [t for t in self.targets if t not in ALL_TARGETS]
-        if bad or not self.targets or len(set(self.targets)) != len(self.targets):
-            raise InvalidInputError(f"targets must be distinct names from {ALL_TARGETS}, got {list(self.targets)}")
-        if "latency_ms" not in self.targets:
-            raise InvalidInputError("targets must include latency_ms (energy and power are derived from it)")
+        check_targets(self.targets)
         if self.pool not in POOLS:
             raise InvalidInputError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.loss not in LOSSES:

@@ -23,13 +23,14 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .._errors import ArtifactError, InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..features import NODE_FEATURE_NAMES
 from . import _artifact as A
+from ._base import check_sizes
 
 _CLIP = 8.0
 
@@ -46,9 +47,7 @@ class GAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for k in ("hidden", "out", "layers", "batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise InvalidInputError(f"GAEConfig.{k} must be >= 1, got {getattr(self, k)}")
+        check_sizes(self, ("hidden", "out", "layers", "batch_size"))
         if not 0 <= self.dropout < 1:
             raise InvalidInputError(f"GAEConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.epochs < 0:
@@ -123,16 +122,8 @@ class GraphAutoencoder:
         """Pretrain on ``corpus`` (a :class:`~costmodel.datasets.GraphCorpus` or any
         object with ``x`` and ``edge_index`` lists).  ``epochs=0`` only fits the
         normalization: the random-init encoder of the ablation."""
-        import torch
-
-        idx = list(range(len(corpus.x))) if indices is None else list(indices)
-        if not idx:
-            raise InvalidInputError("the corpus is empty: build one with GraphCorpus.build()")
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        self.node_mean, self.node_std = node_normalization([corpus.x[i] for i in idx])
-        self.encoder = _build_encoder(cfg, len(NODE_FEATURE_NAMES))
-        data = [self._data(corpus.x[i], corpus.edge_index[i]) for i in idx]
+        self.encoder, data = start_pretraining(self, corpus, indices, _build_encoder)
 
         def loss(b):
             return self._loss(self.encoder(b.x, b.edge_index), b.edge_index, b.batch)
@@ -186,8 +177,7 @@ class GraphAutoencoder:
 
     # --------------------------------------------------------- persistence
     def to_dict(self) -> dict:
-        return {"config": asdict(self.config), "node_mean": self.node_mean, "node_std": self.node_std,
-                "node_features": list(NODE_FEATURE_NAMES), "history": self.history}
+        return pretrained_document(self)
 
     def save(self, path: str | Path) -> None:
         self._require()
@@ -199,13 +189,34 @@ class GraphAutoencoder:
                                     config_cls=GAEConfig, rules=GAE_CONFIG_RULES,
                                     history={"heldout_bce": A.Num(0), "heldout_auc": A.Num(0, 1)})
         obj = cls(config, d["node_mean"], d["node_std"], d.get("history", {}))
-        obj.encoder = _build_encoder(obj.config, len(NODE_FEATURE_NAMES))
-        load_pretrained_weights(obj.encoder, path, "gae", "the graph autoencoder's encoder")
-        obj.encoder.eval()
+        obj.encoder = load_pretrained_network(_build_encoder, config, path, "gae", "the graph autoencoder's encoder")
         return obj
 
 
 # ------------------------------------------------- shared by the pretrained graph encoders
+def start_pretraining(model, corpus, indices: Sequence[int] | None, build) -> tuple[Any, list]:
+    """The first steps of a pretrained encoder's ``fit``: seed torch with ``model.config.seed``, fit
+    ``model``'s node normalization on the corpus graphs, build the network (``build(config, node_dim)``)
+    and turn the graphs into PyG ``Data``.  Returns ``(network, data)``."""
+    import torch
+
+    idx = list(range(len(corpus.x))) if indices is None else list(indices)
+    if not idx:
+        raise InvalidInputError("the corpus is empty: build one with GraphCorpus.build()")
+    torch.manual_seed(model.config.seed)
+    model.node_mean, model.node_std = node_normalization([corpus.x[i] for i in idx])
+    net = build(model.config, len(NODE_FEATURE_NAMES))
+    data = [graph_data(corpus.x[i], corpus.edge_index[i], model.node_mean, model.node_std) for i in idx]
+    return net, data
+
+
+def pretrained_document(model) -> dict:
+    """What ``<stem>.json`` records of a pretrained encoder (with the weights' checksums added on saving):
+    its config, node normalization, the node feature names and the training history."""
+    return {"config": asdict(model.config), "node_mean": model.node_mean, "node_std": model.node_std,
+            "node_features": list(NODE_FEATURE_NAMES), "history": model.history}
+
+
 def node_normalization(xs: Sequence[np.ndarray]) -> tuple[list[float], list[float]]:
     """Per-feature mean and standard deviation (1 where a feature is nearly constant)."""
     X = np.concatenate([np.asarray(x, np.float32) for x in xs])
@@ -289,7 +300,7 @@ def read_pretrained(path: str | Path, stem: str, what: str, retrain_hint: str, *
                     optional: tuple[str, ...] = (), history: dict | None = None):
     """``(config, document)`` of ``<stem>.json``, every field checked; refuses other node features.
 
-    The weights (``<stem>.safetensors``) are checked against the built module by :func:`load_pretrained_weights`.
+    The weights (``<stem>.safetensors``) are checked against the built module by :func:`load_pretrained_network`.
     """
     path = Path(path)
     file = path / f"{stem}.json"
@@ -310,6 +321,10 @@ def read_pretrained(path: str | Path, stem: str, what: str, retrain_hint: str, *
     return cfg, d
 
 
-def load_pretrained_weights(module, path: str | Path, stem: str, what: str) -> None:
-    """``<stem>.safetensors`` into ``module``, names and shapes checked first."""
-    A.load_weights(module, Path(path) / f"{stem}.safetensors", what=what)
+def load_pretrained_network(build, config, path: str | Path, stem: str, what: str):
+    """The network ``build(config, node_dim)`` with ``<stem>.safetensors`` loaded into it (names and
+    shapes checked first), in eval mode."""
+    net = build(config, len(NODE_FEATURE_NAMES))
+    A.load_weights(net, Path(path) / f"{stem}.safetensors", what=what)
+    net.eval()
+    return net

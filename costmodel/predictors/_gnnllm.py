@@ -83,6 +83,7 @@ from ..features import GraphFeatures, featurize, node_arrays, static_feature_nam
 from . import _artifact as A
 from ..estimate import Estimate
 from ._artifacts import ShippedArtifact
+from ._base import check_sizes
 from ._dippm import (
     _CLIP,
     ALL_TARGETS,
@@ -92,6 +93,7 @@ from ._dippm import (
     GNNPredictor,
     _analytic_log,
     _safe_mean,
+    check_targets,
     data_hash,
     safe_std,
 )
@@ -147,21 +149,15 @@ class GNNLLMConfig:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         if self.backbone not in BACKBONES:
             raise InvalidInputError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        for k in ("lm_layers", "lm_hidden", "lm_heads", "lora_r", "gnn_hidden", "gnn_layers", "head_hidden",
-                  "batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise InvalidInputError(f"GNNLLMConfig.{k} must be >= 1, got {getattr(self, k)}")
+        check_sizes(self, ("lm_layers", "lm_hidden", "lm_heads", "lora_r", "gnn_hidden", "gnn_layers", "head_hidden",
+                           "batch_size"))
         if self.lm_hidden % self.lm_heads:
             raise InvalidInputError("GNNLLMConfig.lm_hidden must be a multiple of lm_heads")
         if self.epochs < 0 or self.summary_epochs < 0:
             raise InvalidInputError("GNNLLMConfig epochs must be >= 0")
         if self.lr <= 0 or self.summary_lr <= 0:
             raise InvalidInputError("GNNLLMConfig learning rates must be > 0")
-        bad = [t for t in self.targets if t not in ALL_TARGETS]
-        if bad or not self.targets or len(set(self.targets)) != len(self.targets):
-            raise InvalidInputError(f"targets must be distinct names from {ALL_TARGETS}, got {list(self.targets)}")
-        if "latency_ms" not in self.targets:
-            raise InvalidInputError("targets must include latency_ms")
+        check_targets(self.targets)
         if self.loss not in LOSSES:
             raise InvalidInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.lm is not None:

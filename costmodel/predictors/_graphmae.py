@@ -28,7 +28,7 @@ the thesis's sizes.  Saved as ``graphmae.json``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +37,17 @@ import numpy as np
 from .._errors import InvalidInputError, ModelLoadError
 from ..features import NODE_FEATURE_NAMES, node_arrays
 from . import _artifact as A
-from ._gae import graph_data, load_pretrained_weights, node_normalization, pretrain, read_pretrained, save_pretrained
+from ._base import check_sizes
+from ._gae import (
+    graph_data,
+    load_pretrained_network,
+    node_normalization,
+    pretrain,
+    pretrained_document,
+    read_pretrained,
+    save_pretrained,
+    start_pretraining,
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +66,7 @@ class GraphMAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for k in ("hidden", "layers", "batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise InvalidInputError(f"GraphMAEConfig.{k} must be >= 1, got {getattr(self, k)}")
+        check_sizes(self, ("hidden", "layers", "batch_size"))
         if not 0 < self.mask_rate < 1:
             raise InvalidInputError(f"GraphMAEConfig.mask_rate must be in (0, 1), got {self.mask_rate}")
         if not 0 <= self.replace_rate < 1:
@@ -138,16 +146,8 @@ class GraphMAE:
         """Pretrain on ``corpus`` (a :class:`~costmodel.datasets.GraphCorpus` or any object with
         ``x`` and ``edge_index`` lists).  ``epochs=0`` only fits the normalization: the
         random-init encoder of the ablation."""
-        import torch
-
-        idx = list(range(len(corpus.x))) if indices is None else list(indices)
-        if not idx:
-            raise InvalidInputError("the corpus is empty: build one with GraphCorpus.build()")
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        self.fit_normalization([corpus.x[i] for i in idx])
-        self.model = _build(cfg, len(NODE_FEATURE_NAMES))
-        data = [self.data(corpus.x[i], corpus.edge_index[i]) for i in idx]
+        self.model, data = start_pretraining(self, corpus, indices, _build)
         self.history = pretrain(self.model, lambda b: self.model.loss(b.x, b.edge_index), data, lr=cfg.lr,
                                 epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                                 desc="pretraining GraphMAE", metric="sce", progress=progress,
@@ -211,8 +211,7 @@ class GraphMAE:
 
     # --------------------------------------------------------- persistence
     def to_dict(self) -> dict:
-        return {"config": asdict(self.config), "node_mean": self.node_mean, "node_std": self.node_std,
-                "node_features": list(NODE_FEATURE_NAMES), "history": self.history}
+        return pretrained_document(self)
 
     def save(self, path: str | Path) -> None:
         self._require()
@@ -225,7 +224,5 @@ class GraphMAE:
                                     rules=GRAPHMAE_CONFIG_RULES, optional=GRAPHMAE_CONFIG_LATER,
                                     history={"heldout_sce": A.Num(0), "heldout_sce_untrained": A.Num(0)})
         obj = cls(config, d["node_mean"], d["node_std"], d.get("history", {}))
-        obj.model = _build(obj.config, len(NODE_FEATURE_NAMES))
-        load_pretrained_weights(obj.model, path, "graphmae", "the GraphMAE network")
-        obj.model.eval()
+        obj.model = load_pretrained_network(_build, config, path, "graphmae", "the GraphMAE network")
         return obj
