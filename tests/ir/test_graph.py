@@ -1,3 +1,7 @@
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from costmodel.frontends import GraphBuilder
@@ -86,3 +90,41 @@ def test_unknown_kind_rejected():
     b = GraphBuilder("x", "test")
     with pytest.raises(ValueError, match="unknown op kind"):
         b.add_node("foo", "not_a_kind", [], [("y", (1,), "fp32")])
+
+
+# ------------------------------------------------------- concurrent writers of one file
+THREADS = 8
+
+
+def _small_graph():
+    b = GraphBuilder("g", "test")
+    b.add_input("x", (8, 64), "fp32")
+    b.add_param("w", (64, 64), "fp32")
+    for i in range(50):
+        b.add_node("matmul", "matmul", ["x" if i == 0 else f"y{i - 1}", "w"], [(f"y{i}", (8, 64), "fp32")], {"k": 64})
+    return b.build(batch=8, dtype="fp32", mode="inference")
+
+
+def test_concurrent_writers_of_one_cache_file_leave_a_valid_file(tmp_path):
+    g = _small_graph()
+    path = tmp_path / "graph.json.gz"
+    start = threading.Barrier(THREADS)
+
+    def writer(_):
+        start.wait()
+        for _ in range(25):
+            g.save(path)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(writer, range(THREADS)))  # re-raises any writer's error
+    assert CostGraph.load(path).to_dict() == g.to_dict()
+    assert [p.name for p in tmp_path.iterdir()] == ["graph.json.gz"]  # no temporary file left behind
+
+
+def test_processes_writing_one_cache_file_leave_a_valid_file(tmp_path):
+    g = _small_graph()
+    path = tmp_path / "graph.json.gz"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(g.save, [path] * 120, chunksize=1)  # the graph travels pickled; workers import only costmodel
+    assert CostGraph.load(path).to_dict() == g.to_dict()
+    assert [p.name for p in tmp_path.iterdir()] == ["graph.json.gz"]

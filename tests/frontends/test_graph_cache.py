@@ -1,9 +1,8 @@
-"""Featurizing from several threads, the on-disk graph cache's keys, and concurrent writers of one file."""
+"""The on-disk graph cache: featurizing from several threads, and entries keyed by the capture method
+that built them.  (Concurrent writers of one file: tests/ir/test_graph.py and tests/datasets/test_corpus.py.)"""
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,68 +117,3 @@ def test_a_cache_entry_built_by_another_method_than_its_key_is_not_used(tmp_path
     from costmodel import CostGraph
 
     assert CostGraph.load(path).meta["capture"] == "export"  # the entry was rebuilt
-
-
-def _small_graph():
-    from costmodel.frontends import GraphBuilder
-
-    b = GraphBuilder("g", "test")
-    b.add_input("x", (8, 64), "fp32")
-    b.add_param("w", (64, 64), "fp32")
-    for i in range(50):
-        b.add_node("matmul", "matmul", ["x" if i == 0 else f"y{i - 1}", "w"], [(f"y{i}", (8, 64), "fp32")], {"k": 64})
-    return b.build(batch=8, dtype="fp32", mode="inference")
-
-
-def test_concurrent_writers_of_one_cache_file_leave_a_valid_file(tmp_path):
-    from costmodel import CostGraph
-
-    g = _small_graph()
-    path = tmp_path / "graph.json.gz"
-    start = threading.Barrier(THREADS)
-
-    def writer(_):
-        start.wait()
-        for _ in range(25):
-            g.save(path)
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(writer, range(THREADS)))  # re-raises any writer's error
-    assert CostGraph.load(path).to_dict() == g.to_dict()
-    assert [p.name for p in tmp_path.iterdir()] == ["graph.json.gz"]  # no temporary file left behind
-
-
-def test_processes_writing_one_cache_file_leave_a_valid_file(tmp_path):
-    from costmodel import CostGraph
-
-    g = _small_graph()
-    path = tmp_path / "graph.json.gz"
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(g.save, [path] * 120, chunksize=1)  # the graph travels pickled; workers import only costmodel
-    assert CostGraph.load(path).to_dict() == g.to_dict()
-    assert [p.name for p in tmp_path.iterdir()] == ["graph.json.gz"]
-
-
-def test_concurrent_writers_of_one_corpus_shard_leave_a_valid_file(tmp_path):
-    import numpy as np
-
-    from costmodel.datasets._corpus import _save_shard
-
-    class Item:
-        spec, batch, mode = {"src": "tv", "name": "resnet18"}, 1, "inference"
-
-    xs = [np.ones((30, 4), np.float32)]
-    eis = [np.zeros((2, 60), np.int64)]
-    path = tmp_path / "shard.npz"
-    start = threading.Barrier(THREADS)
-
-    def writer(_):
-        start.wait()
-        for _ in range(10):
-            _save_shard(path, xs, eis, [Item()], [])
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(writer, range(THREADS)))
-    z = np.load(path, allow_pickle=False)
-    assert z["x"].shape == (30, 4) and json.loads(z["meta"].tobytes().decode())["items"][0][1] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["shard.npz"]
