@@ -1,6 +1,6 @@
 """The timeline predictor (operators under their roofline on a host/device timeline), measured.
 
-    python benchmarks/timeline.py [--epochs 600] [--seeds 3] [--skip-lofo]
+    python benchmarks/timeline.py [--epochs N] [--seeds 3] [--skip-lofo]
     python benchmarks/timeline.py --llm          # transformers, leave-one-model-out
     python benchmarks/timeline.py --speed        # section 4 only, shipped artifact
     python benchmarks/timeline.py --cpu [-- --skip-dippm]
@@ -62,7 +62,8 @@ def _header(title):
 def _fit(graphs, rows, epochs, seed):
     from costmodel.predictors import TimelineConfig, TimelinePredictor
 
-    return TimelinePredictor(TimelineConfig(epochs=epochs, seed=seed)).fit_graphs(graphs, rows)
+    cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    return TimelinePredictor(cfg).fit_graphs(graphs, rows)
 
 
 def _predict(pred, graphs, rows):
@@ -89,6 +90,20 @@ def _breakdown(title, rows, ests):
     ok = [i for i, r in enumerate(rows) if np.isfinite(r.energy_j) and r.energy_j > 0]
     if ok:
         print(_row("energy, all", [rows[i].energy_j for i in ok], [ests[i].energy_j for i in ok]))
+
+
+def _interval_lines(rows, ests, intervals) -> None:
+    """How often the leave-one-family-out intervals hold the measured value on these rows, and how wide."""
+    print(f"   {intervals['coverage']:.0%} intervals from leave-one-family-out residuals "
+          f"(host-bound / device-bound calibration rows: {intervals['rows']['host']} / {intervals['rows']['device']}):")
+    for t in ("latency_ms", "energy_j"):
+        pairs = [(getattr(r, t), getattr(e, t + "_interval")) for r, e in zip(rows, ests)]
+        pairs = [(y, iv) for y, iv in pairs if iv is not None and np.isfinite(y) and y > 0]
+        if not pairs:
+            continue
+        held = np.mean([lo <= y <= hi for y, (lo, hi) in pairs]) * 100
+        width = np.median([hi / lo for _, (lo, hi) in pairs])
+        print(f"   {t}: holds the measured value in {held:.0f} % of {len(pairs)} rows, median width x{width:.2f}")
 
 
 def _llm_section(epochs: int) -> None:
@@ -174,7 +189,8 @@ def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=600)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="fitting epochs (default: the shipped configuration's, TimelineConfig().epochs)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--data", default=str(HERE / "data"))
@@ -215,6 +231,7 @@ def _lofo_section(graphs, rows, epochs: int) -> None:
         rs += [rows[i] for i in test]
     _breakdown("1b. leave-one-family-out (13 folds, pooled)", rs, ps)
     print("   latency MAPE % per held-out family: " + ", ".join(f"{f} {v:.1f}" for f, v in per_fam.items()))
+    return rs, ps
 
 
 def _all_predictors_table(get_predictor, n_graphs, n_rows, ests) -> dict:
@@ -260,8 +277,7 @@ def _vision_sections(a: argparse.Namespace) -> None:
 
     # 1. random splits and leave-one-family-out
     _random_splits_section(graphs, rows, a.epochs, a.seeds)
-    if not a.skip_lofo:
-        _lofo_section(graphs, rows, a.epochs)
+    held = _lofo_section(graphs, rows, a.epochs) if not a.skip_lofo else None
 
     # 2. new architectures
     new = PerfDataset.load(a.data, device="h200_extend")
@@ -271,8 +287,14 @@ def _vision_sections(a: argparse.Namespace) -> None:
     n_rows = [new.rows[i] for i in test]
     n_graphs = [new.graph(i) for i in test]
     full = _fit(graphs, rows, a.epochs, 0)
+    if held is not None:  # the intervals `costmodel train` ships, from the residuals of section 1b's folds
+        from costmodel.predictors._timeline import interval_table
+
+        full.params.intervals = interval_table(*held, coverage=0.9, held_out="13 families, one at a time")
     ests = _predict(full, n_graphs, n_rows)
     _breakdown(f"2. {len(n_rows)} rows of {len({r.family for r in n_rows})} unseen architectures (timeline)", n_rows, ests)
+    if held is not None:
+        _interval_lines(n_rows, ests, full.params.intervals)
     y = _all_predictors_table(get_predictor, n_graphs, n_rows, ests)
 
     # 3. second host: refit the host lane on its check rows

@@ -10,6 +10,17 @@ Per operator ``i`` on device ``D``::
     bound_i  = max(FLOPs_i / peak_D(dtype, tensor cores?), bytes_i / bandwidth_D)
     host_i   = dispatch cost of the operator's class (a host profile: measured by
                ``costmodel calibrate`` or fitted to the rows of the machine that measured them)
+               x m(op features),  m in [1/4, 4]
+
+``m`` is a second small MLP (a tanh output bounded to a factor of four either
+way): what an operator costs the host depends on more than its class. cuDNN and
+cuBLAS choose an algorithm per shape and dtype, and some algorithms launch
+several kernels (layout transforms around fp16 convolutions on NCHW tensors,
+split-K reductions, separate bias and activation kernels), each with its own
+launch. Per-class costs alone leave host-bound rows at 28 % error on held-out
+families; with ``m`` they reach 19 % (``benchmarks/timeline.py``, docs/results.md).
+The class costs carry the machine (a host profile replaces them), ``m`` the
+library's behaviour per operator, which a faster host does not change.
 
 ``efficiency`` is a small MLP with a sigmoid output, so it lies in (0, 1): the
 roofline stays a hard bound and the network only learns how far below it a
@@ -71,12 +82,15 @@ from ._registry import register_predictor
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
 MIN_EFFICIENCY = 0.05
-FORMAT_VERSION = 1
+#: the host multiplier of an operator lies in [exp(-HOST_RANGE), exp(HOST_RANGE)] (a factor of four)
+HOST_RANGE = math.log(4.0)
+FORMAT_VERSION = 2
 
 # ---------------------------------------------------------------------- the learned parts
 @dataclass
 class TimelineConfig:
     hidden: int = 32
+    host_hidden: int = 16
     epochs: int = 400
     lr: float = 3e-3
     weight_decay: float = 1e-3
@@ -97,6 +111,10 @@ class TimelineParams:
     energy_b_w: list[float]  # per ENERGY_CLASSES: extra power at the roofline
     host_source: str = "fitted"
     trained_on: dict[str, Any] = field(default_factory=dict)
+    #: split-conformal half-widths of |log(measured / predicted)| from leave-one-group-out fits
+    #: (:meth:`TimelinePredictor.fit_intervals`): ``{"coverage", "held_out", "rows",
+    #: "log_halfwidth": {regime: {target: q}}}`` with regimes ``host`` and ``device``
+    intervals: dict[str, Any] | None = None
 
 
 def _softplus_inv(y: float) -> float:
@@ -128,20 +146,37 @@ class _Batch:
         self.bound_us = torch.as_tensor(cat("bound_s") * 1e6, dtype=torch.float32)
         self.kernel = torch.as_tensor(cat("kernel"), dtype=torch.float32)
         self.hcls = torch.as_tensor(cat("host_class"))
+        self.scaled = torch.as_tensor(_SCALED[cat("host_class")])
         self.hcnt = torch.as_tensor(cat("host_count"), dtype=torch.float32)
         self.ecls = torch.as_tensor(cat("energy_class"))
         self.sync = torch.as_tensor([t.synchronous for t in tables])
 
 
+def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The output of :func:`_mlp` with these weights (SiLU hidden layers), in numpy."""
+    h = x
+    for i in range(0, len(weights) - 2, 2):
+        h = h @ weights[i].T + weights[i + 1]
+        h = h / (1.0 + np.exp(-h))  # SiLU
+    return (h @ weights[-2].T + weights[-1])[:, 0]
+
+
+#: host classes whose cost the per-operator multiplier scales (the optimizer, module and call rows it does not)
+_SCALED = np.array([i < _HOST_INDEX["optimizer_tensor"] for i in range(len(HOST_CLASSES))])
+
+
 class _Model:
     """Differentiable composition used for fitting (and, through numpy, for prediction)."""
 
-    def __init__(self, in_dim: int, hidden: int, host_init_us: float = 8.0):
+    def __init__(self, in_dim: int, hidden: int, host_hidden: int, host_init_us: float = 8.0):
         import torch
 
         self.mlp = _mlp(in_dim, hidden)
-        with torch.no_grad():  # start near 50 % of the roofline
+        self.host_mlp = _mlp(in_dim, host_hidden)
+        with torch.no_grad():  # start near 50 % of the roofline, every host multiplier near 1
             self.mlp[-1].bias.fill_(0.0)
+            self.host_mlp[-1].weight.mul_(0.01)
+            self.host_mlp[-1].bias.fill_(0.0)
         self.host = torch.nn.Parameter(torch.full((len(HOST_CLASSES),), _softplus_inv(host_init_us)))
         self.floor = torch.nn.Parameter(torch.tensor(_softplus_inv(2.0)))
         self.sync = torch.nn.Parameter(torch.tensor(_softplus_inv(10.0)))
@@ -152,7 +187,8 @@ class _Model:
 
         eff = MIN_EFFICIENCY + (1 - MIN_EFFICIENCY) * torch.sigmoid(self.mlp(b.x).squeeze(-1))
         dev = (b.bound_us / eff + F.softplus(self.floor)) * b.kernel
-        host = F.softplus(self.host)[b.hcls] * b.hcnt
+        mult = torch.exp(HOST_RANGE * torch.tanh(self.host_mlp(b.x).squeeze(-1)))
+        host = F.softplus(self.host)[b.hcls] * b.hcnt * torch.where(b.scaled, mult, torch.ones_like(mult))
         D = torch.zeros(b.n_rows).index_add_(0, b.row, dev)
         H = torch.zeros(b.n_rows).index_add_(0, b.row, host) + F.softplus(self.host[_HOST_INDEX["call"]])
         return dev, eff, H, D
@@ -207,6 +243,28 @@ def _nnls_relative(A: np.ndarray, y: np.ndarray, iters: int = 3000) -> np.ndarra
     return w
 
 
+def interval_table(rows, ests, *, coverage: float = 0.9, held_out: str = "") -> dict[str, Any]:
+    """Split-conformal half-widths from held-out estimates: per regime (the estimate's host- or
+    device-bound lane) and target, the finite-sample-corrected ``coverage`` quantile of
+    ``|log(measured / predicted)|`` (``None`` where fewer than 5 rows have the target)."""
+    err: dict[str, dict[str, list[float]]] = {r: {"latency_ms": [], "energy_j": []} for r in ("host", "device")}
+    for row, e in zip(rows, ests):
+        regime = "host" if e.details["ops"]["bound"] == "host" else "device"
+        for t in ("latency_ms", "energy_j"):
+            y, p = getattr(row, t), getattr(e, t)
+            if math.isfinite(y) and y > 0 and p > 0:
+                err[regime][t].append(abs(math.log(y / p)))
+
+    def q(v: list[float]) -> float | None:
+        n = len(v)
+        if n < 5:
+            return None
+        return float(np.quantile(v, min(1.0, math.ceil((n + 1) * coverage) / n), method="higher"))
+
+    return {"coverage": coverage, "held_out": held_out, "rows": {r: len(err[r]["latency_ms"]) for r in err},
+            "log_halfwidth": {r: {t: q(v) for t, v in err[r].items()} for r in err}}
+
+
 @register_predictor("timeline")
 class TimelinePredictor(ShippedArtifact, Predictor):
     """Operators under their roofline on a host/device timeline (see the module docstring)."""
@@ -219,6 +277,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self.config = config or TimelineConfig()
         self.params: TimelineParams | None = None
         self._weights: list[np.ndarray] | None = None
+        self._host_weights: list[np.ndarray] | None = None
         self.host_profile = None
         #: operator model + host costs of the CPU, trained on its operator profiles (``fit_cpu_ops``)
         self.cpu = None
@@ -270,11 +329,11 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         std = x.std(0) + 1e-3
         b = _Batch(tables, mean, std)
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float32)
-        model = _Model(x.shape[1], cfg.hidden)
+        model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
             model.host.copy_(torch.as_tensor([_softplus_inv(v) for v in _host_init_us(tables, rows)]))
         opt = torch.optim.Adam([
-            {"params": list(model.mlp.parameters()), "weight_decay": cfg.weight_decay},
+            {"params": [*model.mlp.parameters(), *model.host_mlp.parameters()], "weight_decay": cfg.weight_decay},
             {"params": [model.host, model.floor, model.sync], "lr": cfg.lr * 3},
         ], lr=cfg.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
@@ -295,6 +354,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         with torch.no_grad():
             lat, dev, eff, _, _ = model.latency_us(b)
         self._weights = [p.detach().numpy().astype(np.float64) for p in model.mlp.parameters()]
+        self._host_weights = [p.detach().numpy().astype(np.float64) for p in model.host_mlp.parameters()]
         sizes = np.cumsum([len(t.bound_s) for t in tables])[:-1]
         dev_rows = np.split(dev.numpy().astype(np.float64), sizes)
         eff_rows = np.split(eff.numpy().astype(np.float64), sizes)
@@ -330,7 +390,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         D = torch.as_tensor([float(d.sum()) for d in dev_us], dtype=torch.float64)
         counts = torch.zeros(len(rows), len(HOST_CLASSES), dtype=torch.float64)
         for i, t in enumerate(tables):
-            np.add.at(counts[i].numpy(), t.host_class, t.host_count)
+            np.add.at(counts[i].numpy(), t.host_class, t.host_count * self._host_multiplier(t))
             counts[i, _HOST_INDEX["call"]] += 1
         # one scale for the whole host lane: 4 rows cannot pin down 13 classes, a speed ratio they can
         log_scale = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
@@ -358,18 +418,64 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self.cpu = OpTimeline.fit(ds, graphs, ops, figs, backend=backend)
         return self
 
+    def fit_intervals(self, graphs, rows, groups: Sequence[str], *, coverage: float = 0.9, device=None,
+                      progress: bool = False) -> "TimelinePredictor":
+        """Prediction intervals that hold on model families the fit never saw.
+
+        Every group (a model family) is held out in turn: a predictor with this one's
+        configuration is fitted on the other groups and predicts the held-out rows. The
+        finite-sample-corrected ``coverage`` quantile of ``|log(measured / predicted)|`` over
+        those rows, per regime (host-bound and device-bound rows separately: the host lane is
+        the less certain one) and target, becomes the interval's half-width in log space. Call
+        it after :meth:`fit_graphs` (the point predictions stay those of the full fit).
+        """
+        from .._errors import InvalidInputError
+
+        if self.params is None:
+            raise InvalidInputError("fit the timeline predictor before its intervals (fit_graphs first)")
+        if not 0 < coverage < 1:
+            raise InvalidInputError(f"expected coverage in (0, 1), got {coverage!r}")
+        groups = list(groups)
+        if len(groups) != len(rows) or len(graphs) != len(rows):
+            raise InvalidInputError(f"expected one graph and one group per row, got {len(graphs)} graphs, "
+                                    f"{len(groups)} groups for {len(rows)} rows")
+        names = sorted(set(groups))
+        if len(names) < 2:
+            raise InvalidInputError(f"need at least 2 groups to hold out, got {names}")
+        it = names
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(names, desc="intervals (held-out groups)", unit="group")
+        held_rows, held_ests = [], []
+        for name in it:
+            train = [i for i, g in enumerate(groups) if g != name]
+            test = [i for i, g in enumerate(groups) if g == name]
+            held = TimelinePredictor(self.config).fit_graphs([graphs[i] for i in train], [rows[i] for i in train],
+                                                             device=device)
+            held_rows += [rows[i] for i in test]
+            held_ests += [held.predict(graphs[i], device or rows[i].device, mode=rows[i].mode) for i in test]
+        self.params.intervals = interval_table(held_rows, held_ests, coverage=coverage,
+                                               held_out=f"{len(names)} groups, one at a time")
+        return self
+
     # ------------------------------------------------------------------ prediction
-    def _device_us(self, t: OpTable) -> tuple[np.ndarray, np.ndarray]:
+    def _scaled_x(self, t: OpTable) -> np.ndarray:
+        assert self.params is not None
+        return (t.x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
+
+    def _device_us(self, t: OpTable, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's device time (µs) and its efficiency under the roofline."""
         assert self.params is not None and self._weights is not None
-        x = (t.x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
-        w = self._weights
-        h = x
-        for i in range(0, len(w) - 2, 2):
-            h = h @ w[i].T + w[i + 1]
-            h = h / (1.0 + np.exp(-h))  # SiLU
-        z = (h @ w[-2].T + w[-1])[:, 0]
+        z = _mlp_numpy(self._weights, self._scaled_x(t) if x is None else x)
         eff = MIN_EFFICIENCY + (1 - MIN_EFFICIENCY) / (1.0 + np.exp(-z))
         return (t.bound_s * 1e6 / eff + self.params.kernel_floor_us) * t.kernel, eff
+
+    def _host_multiplier(self, t: OpTable, x: np.ndarray | None = None) -> np.ndarray:
+        """Each row's factor on its class's host cost (1 for the optimizer, module and call rows)."""
+        assert self._host_weights is not None
+        m = np.exp(HOST_RANGE * np.tanh(_mlp_numpy(self._host_weights, self._scaled_x(t) if x is None else x)))
+        return np.where(_SCALED[t.host_class], m, 1.0)
 
     def operator_times(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> list[dict]:
         """Every operator's predicted device time: ``{"node", "op", "phase", "device_ms", "efficiency"}``
@@ -417,8 +523,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 out.append(self._predict_cpu(g, dev, m, optimizer, base))
                 continue
             t = op_table(g, dev, mode=m, optimizer=optimizer)
-            d_us, eff = self._device_us(t)
-            h_us = host[t.host_class] * t.host_count
+            x = self._scaled_x(t)
+            d_us, eff = self._device_us(t, x)
+            h_us = host[t.host_class] * t.host_count * self._host_multiplier(t, x)
             call_us = float(host[_HOST_INDEX["call"]])
             H, D = float(h_us.sum()) + call_us, float(d_us.sum())
             lat_us = (H + D if t.synchronous else max(H, D)) + self.params.sync_us
@@ -446,6 +553,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             est.energy_j = energy_j
             est.power_w = energy_j / (lat_ms / 1e3) if lat_ms > 0 else 0.0
             est.predictor = self.name
+            regime = "host" if (H > D and not t.synchronous) else "device"
+            self._attach_intervals(est, dev, regime)
             finish_estimate(est, dev, version=self.version)
             est.assumptions = list(dict.fromkeys(notes))
             est.details["ops"] = {
@@ -460,6 +569,20 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             }
             out.append(est)
         return out
+
+    def _attach_intervals(self, est: Estimate, dev, regime: str) -> None:
+        """Latency and energy intervals from the held-out-family residuals of ``regime`` (none for a
+        device the predictor has no rows of: its residuals say nothing about another device)."""
+        iv = self.params.intervals if self.params else None
+        if not iv or dev.name not in self.params.trained_on.get("devices", []):
+            return
+        q = iv["log_halfwidth"].get(regime, {})
+        for t in ("latency_ms", "energy_j"):
+            w = q.get(t)
+            if w is not None:
+                v = getattr(est, t)
+                setattr(est, t + "_interval", (v * math.exp(-w), v * math.exp(w)))
+        est.details["interval_coverage"] = iv["coverage"]
 
     def _predict_cpu(self, g, dev, m: str, optimizer: str, base) -> Estimate:
         """A CPU: the operator model trained on this project's CPU operator profiles, operators in sequence."""
@@ -493,7 +616,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
 
-        if self.params is None or self._weights is None:
+        if self.params is None or self._weights is None or self._host_weights is None:
             raise ValueError("nothing to save: the timeline predictor is not fitted")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -507,7 +630,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             (path / "cpu_ops.json").write_text(json.dumps(self.cpu.to_dict()))
             files.append("cpu_ops.json")
         (path / "config.json").write_text(json.dumps(cfg, indent=1))
-        save_file({f"w{i}": w.astype(np.float32) for i, w in enumerate(self._weights)}, str(path / "weights.safetensors"))
+        tensors = {f"w{i}": w.astype(np.float32) for i, w in enumerate(self._weights)}
+        tensors.update({f"h{i}": w.astype(np.float32) for i, w in enumerate(self._host_weights)})
+        save_file(tensors, str(path / "weights.safetensors"))
         record_checksums(path / "config.json", files)
 
     @classmethod
@@ -543,6 +668,14 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             need(isinstance(v, list) and len(v) == n and all(isinstance(a, (int, float)) and math.isfinite(a) for a in v),
                  f"params.{name} must be {n} finite numbers")
         need(all(s > 0 for s in params.std), "params.std must be positive")
+        iv = params.intervals
+        if iv is not None:
+            ok = (isinstance(iv, dict) and isinstance(iv.get("coverage"), (int, float)) and 0 < iv["coverage"] < 1
+                  and isinstance(iv.get("log_halfwidth"), dict)
+                  and all(isinstance(v, dict) and all(q is None or (isinstance(q, (int, float)) and math.isfinite(q)
+                                                                    and q >= 0) for q in v.values())
+                          for v in iv["log_halfwidth"].values()))
+            need(ok, "params.intervals must hold a coverage in (0, 1) and finite half-widths >= 0 per regime")
         for name in ("kernel_floor_us", "sync_us", "energy_static_w"):
             v = getattr(params, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"params.{name} must be a finite number >= 0")
@@ -553,17 +686,22 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             raw = load_file(str(wfile))
         except Exception as e:  # noqa: BLE001 - any unreadable weights file is one clean error
             raise ArtifactError(f"{wfile} cannot be read: {e}") from None
-        expect = [(conf.hidden, F), (conf.hidden,), (conf.hidden, conf.hidden), (conf.hidden,), (1, conf.hidden), (1,)]
-        weights = []
-        for i, shp in enumerate(expect):
-            w = raw.get(f"w{i}")
-            need(w is not None, f"weights.safetensors lacks tensor w{i}")
-            need(tuple(w.shape) == shp, f"weights.safetensors tensor w{i} has shape {tuple(w.shape)}, expected {shp}")
-            need(bool(np.isfinite(w).all()), f"weights.safetensors tensor w{i} holds non-finite values")
-            weights.append(w.astype(np.float64))
+        def tensors(prefix: str, hidden: int) -> list[np.ndarray]:
+            expect = [(hidden, F), (hidden,), (hidden, hidden), (hidden,), (1, hidden), (1,)]
+            out = []
+            for i, shp in enumerate(expect):
+                w = raw.get(f"{prefix}{i}")
+                need(w is not None, f"weights.safetensors lacks tensor {prefix}{i}")
+                need(tuple(w.shape) == shp,
+                     f"weights.safetensors tensor {prefix}{i} has shape {tuple(w.shape)}, expected {shp}")
+                need(bool(np.isfinite(w).all()), f"weights.safetensors tensor {prefix}{i} holds non-finite values")
+                out.append(w.astype(np.float64))
+            return out
+
         obj = cls(conf)
         obj.params = params
-        obj._weights = weights
+        obj._weights = tensors("w", conf.hidden)
+        obj._host_weights = tensors("h", conf.host_hidden)
         if has_cpu:
             from ._opmodel import OpTimeline
 

@@ -77,7 +77,11 @@ def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to
     print(f"training timeline on {len(ds)} vision rows ({len(ds.families())} families) from {device}",
           file=sys.stderr)
     t0 = time.perf_counter()
-    pred = TimelinePredictor(cfg).fit(ds, progress=True)
+    idx = [i for i, r in enumerate(ds.rows) if r.graph_supported]
+    graphs, rows = [ds.graph(i) for i in idx], [ds.rows[i] for i in idx]
+    pred = TimelinePredictor(cfg).fit_graphs(graphs, rows, progress=True)
+    # intervals from leave-one-family-out fits: they have to hold on families no fit saw
+    pred.fit_intervals(graphs, rows, [r.family for r in rows], progress=True)
     try:
         pred.fit_cpu_ops(data, progress=True)
         info = pred.cpu.trained_on

@@ -71,6 +71,67 @@ def test_fit_through_the_timeline_beats_the_roofline_on_unseen_rows(fitted):
         assert ops["top"] and all(0.05 <= o["efficiency"] <= 1 for o in ops["top"])
 
 
+def test_host_multipliers_are_bounded_and_leave_the_call_rows_alone(fitted, r18):
+    from costmodel.predictors._optable import _HOST_INDEX
+    from costmodel.predictors._timeline import HOST_RANGE
+
+    pred = fitted[0]
+    t = op_table(r18, get_device("h200"), mode="training")
+    m = pred._host_multiplier(t)
+    assert m.shape == t.host_class.shape
+    assert np.all(m >= math.exp(-HOST_RANGE) - 1e-12) and np.all(m <= math.exp(HOST_RANGE) + 1e-12)
+    fixed = np.isin(t.host_class, [_HOST_INDEX[c] for c in ("optimizer_tensor", "module", "call")])
+    assert fixed.any() and np.all(m[fixed] == 1.0)
+    # the fit moved the multipliers off 1 (a network that learned nothing would leave them there)
+    assert np.ptp(m[~fixed]) > 0.05
+    # the host lane of the estimate is the multiplied sum
+    host, _ = pred._host_vector()
+    e = pred.predict(r18, "h200", mode="training")
+    expect = (host[t.host_class] * t.host_count * m).sum() + host[_HOST_INDEX["call"]]
+    assert e.details["ops"]["host_ms"] == pytest.approx(expect / 1e3, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def with_intervals(coverage_split):
+    data, train, _, test = coverage_split
+    pred = TimelinePredictor(TimelineConfig(epochs=100, hidden=16))
+    graphs, rows = [data.graph(i) for i in train], [data[i] for i in train]
+    pred.fit_graphs(graphs, rows)
+    pred.fit_intervals(graphs, rows, [r.family for r in rows])
+    return pred, data, test
+
+
+def test_held_out_family_intervals_cover_rows_never_seen(with_intervals, tmp_path):
+    pred, data, test = with_intervals
+    iv = pred.params.intervals
+    assert iv["coverage"] == 0.9 and sum(iv["rows"].values()) > 0
+    held, n = 0, 0
+    for i in test:
+        e = pred.predict(data.graph(i), data[i].device, mode=data[i].mode)
+        lo, hi = e.latency_ms_interval
+        assert lo < e.latency_ms < hi and e.details["interval_coverage"] == 0.9
+        held += lo <= data[i].latency_ms <= hi
+        n += 1
+    # rows of the test third: neither fitted nor used for the residuals
+    assert held / n >= 0.75, (held, n)
+    # the intervals survive a save and load; a device without rows gets none
+    pred.save(tmp_path / "tl")
+    back = TimelinePredictor.load(tmp_path / "tl")
+    g = data.graph(test[0])
+    assert back.predict(g, "h200").latency_ms_interval == pytest.approx(pred.predict(g, "h200").latency_ms_interval)
+    assert back.predict(g, "a100").latency_ms_interval is None
+
+
+def test_intervals_need_a_fit_and_groups(fitted):
+    pred, data, test = fitted
+    with pytest.raises(costmodel.InvalidInputError, match="one graph and one group per row"):
+        pred.fit_intervals([data.graph(test[0])], [data[test[0]]], ["a", "b"])
+    with pytest.raises(costmodel.InvalidInputError, match="at least 2 groups"):
+        pred.fit_intervals([data.graph(test[0])], [data[test[0]]], ["a"])
+    with pytest.raises(costmodel.InvalidInputError, match="fit the timeline predictor"):
+        TimelinePredictor().fit_intervals([], [], [])
+
+
 def test_latency_grows_with_the_batch(fitted):
     pred = fitted[0]
     lat = [pred.predict(zoo_graph("resnet18", batch=b, method="trace"), "h200").latency_ms for b in (1, 16, 256)]
@@ -98,6 +159,7 @@ def test_round_trip_and_a_host_profile(tmp_path, fitted, r18):
 @pytest.mark.parametrize("damage, match", [
     ("shape", "shape"), ("nan", "non-finite"), ("missing", "lacks tensor"), ("features", "feature names"),
     ("host", "host_us"), ("version", "format_version"), ("std", "std"),
+    ("host_shape", "tensor h0 has shape"), ("host_missing", "lacks tensor h4"), ("intervals", "params.intervals"),
 ])
 def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
     from safetensors.numpy import load_file, save_file
@@ -120,6 +182,12 @@ def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
         cfg["format_version"] = 99
     elif damage == "std":
         cfg["params"]["std"][0] = 0.0
+    elif damage == "host_shape":
+        w["h0"] = w["h0"][:-1].copy()
+    elif damage == "host_missing":
+        del w["h4"]
+    elif damage == "intervals":
+        cfg["params"]["intervals"] = {"coverage": 1.5, "log_halfwidth": {}}
     (d / "config.json").write_text(json.dumps(cfg))
     save_file(w, str(d / "weights.safetensors"))
     # checksums consistent with the damage: the structural checks themselves must catch it
