@@ -115,6 +115,10 @@ class TimelineParams:
     #: (:meth:`TimelinePredictor.fit_intervals`): ``{"coverage", "held_out", "rows",
     #: "log_halfwidth": {regime: {target: q}}}`` with regimes ``host`` and ``device``
     intervals: dict[str, Any] | None = None
+    #: per host class, the geometric mean of the host multiplier over the training operators: the
+    #: multiplier is divided by it, and ``host_us`` holds the class's typical cost (what a host profile
+    #: measures), so a host profile replaces like with like
+    host_norm: list[float] | None = None
 
 
 def _softplus_inv(y: float) -> float:
@@ -243,6 +247,24 @@ def _nnls_relative(A: np.ndarray, y: np.ndarray, iters: int = 3000) -> np.ndarra
     return w
 
 
+def _normalized_host(host_us: np.ndarray, b: _Batch, model: _Model) -> tuple[list[float], list[float]]:
+    """Class costs at their typical operator and the per-class divisor of the multiplier (see
+    ``TimelineParams.host_norm``); the host lane they give is the fitted one."""
+    import torch
+
+    with torch.no_grad():
+        z = HOST_RANGE * torch.tanh(model.host_mlp(b.x).squeeze(-1))
+    logm = z.numpy().astype(np.float64)
+    cls = b.hcls.numpy()
+    w = b.hcnt.numpy().astype(np.float64)
+    norm = np.ones(len(HOST_CLASSES))
+    for k in np.flatnonzero(_SCALED):
+        sel = (cls == k) & (w > 0)
+        if sel.any():
+            norm[k] = float(np.exp(np.average(logm[sel], weights=w[sel])))
+    return (host_us * norm).tolist(), norm.tolist()
+
+
 def interval_table(rows, ests, *, coverage: float = 0.9, held_out: str = "") -> dict[str, Any]:
     """Split-conformal half-widths from held-out estimates: per regime (the estimate's host- or
     device-bound lane) and target, the finite-sample-corrected ``coverage`` quantile of
@@ -355,6 +377,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             lat, dev, eff, _, _ = model.latency_us(b)
         self._weights = [p.detach().numpy().astype(np.float64) for p in model.mlp.parameters()]
         self._host_weights = [p.detach().numpy().astype(np.float64) for p in model.host_mlp.parameters()]
+        host_us, host_norm = _normalized_host(F.softplus(model.host).detach().numpy().astype(np.float64), b, model)
         sizes = np.cumsum([len(t.bound_s) for t in tables])[:-1]
         dev_rows = np.split(dev.numpy().astype(np.float64), sizes)
         eff_rows = np.split(eff.numpy().astype(np.float64), sizes)
@@ -368,7 +391,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         k = len(ENERGY_CLASSES)
         self.params = TimelineParams(
             mean=mean.tolist(), std=std.tolist(),
-            host_us=F.softplus(model.host).detach().tolist(),
+            host_us=host_us, host_norm=host_norm,
             kernel_floor_us=float(F.softplus(model.floor.detach())), sync_us=float(F.softplus(model.sync.detach())),
             energy_static_w=float(w[0]), energy_a_w=w[1:1 + k].tolist(), energy_b_w=w[1 + k:].tolist(),
             host_source="fitted to the whole-model rows",
@@ -475,7 +498,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         """Each row's factor on its class's host cost (1 for the optimizer, module and call rows)."""
         assert self._host_weights is not None
         m = np.exp(HOST_RANGE * np.tanh(_mlp_numpy(self._host_weights, self._scaled_x(t) if x is None else x)))
-        return np.where(_SCALED[t.host_class], m, 1.0)
+        norm = np.asarray(self.params.host_norm if self.params.host_norm else np.ones(len(HOST_CLASSES)))
+        return np.where(_SCALED[t.host_class], m / norm[t.host_class], 1.0)
 
     def operator_times(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> list[dict]:
         """Every operator's predicted device time: ``{"node", "op", "phase", "device_ms", "efficiency"}``
@@ -664,10 +688,12 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         F = len(FEATURE_NAMES)
         for name, v, n in (("mean", params.mean, F), ("std", params.std, F), ("host_us", params.host_us, len(HOST_CLASSES)),
                            ("energy_a_w", params.energy_a_w, len(ENERGY_CLASSES)),
+                           ("host_norm", params.host_norm, len(HOST_CLASSES)),
                            ("energy_b_w", params.energy_b_w, len(ENERGY_CLASSES))):
             need(isinstance(v, list) and len(v) == n and all(isinstance(a, (int, float)) and math.isfinite(a) for a in v),
                  f"params.{name} must be {n} finite numbers")
         need(all(s > 0 for s in params.std), "params.std must be positive")
+        need(all(v > 0 for v in params.host_norm), "params.host_norm must be positive")
         iv = params.intervals
         if iv is not None:
             ok = (isinstance(iv, dict) and isinstance(iv.get("coverage"), (int, float)) and 0 < iv["coverage"] < 1

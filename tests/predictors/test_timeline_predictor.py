@@ -46,6 +46,7 @@ def fitted(coverage_split):
     data, train, _, test = coverage_split
     pred = TimelinePredictor(TimelineConfig(epochs=150, hidden=16))
     pred.fit_graphs([data.graph(i) for i in train], [data[i] for i in train])
+    pred.trained_rows = list(train)
     return pred, data, test
 
 
@@ -75,15 +76,28 @@ def test_host_multipliers_are_bounded_and_leave_the_call_rows_alone(fitted, r18)
     from costmodel.predictors._optable import _HOST_INDEX
     from costmodel.predictors._timeline import HOST_RANGE
 
-    pred = fitted[0]
+    pred, data, _ = fitted
     t = op_table(r18, get_device("h200"), mode="training")
     m = pred._host_multiplier(t)
     assert m.shape == t.host_class.shape
-    assert np.all(m >= math.exp(-HOST_RANGE) - 1e-12) and np.all(m <= math.exp(HOST_RANGE) + 1e-12)
+    raw = m * np.asarray(pred.params.host_norm)[t.host_class]  # the network's own factor, before normalization
+    assert np.all(raw >= math.exp(-HOST_RANGE) - 1e-12) and np.all(raw <= math.exp(HOST_RANGE) + 1e-12)
     fixed = np.isin(t.host_class, [_HOST_INDEX[c] for c in ("optimizer_tensor", "module", "call")])
     assert fixed.any() and np.all(m[fixed] == 1.0)
     # the fit moved the multipliers off 1 (a network that learned nothing would leave them there)
     assert np.ptp(m[~fixed]) > 0.05
+    # normalized: over the training operators each class's typical multiplier is 1, so host_us is the
+    # class's typical cost (what a host profile measures)
+    logs, weights, classes = [], [], []
+    for i in pred.trained_rows:
+        ti = op_table(data.graph(i), get_device(data[i].device), mode=data[i].mode)
+        logs.append(np.log(pred._host_multiplier(ti)))
+        weights.append(ti.host_count)
+        classes.append(ti.host_class)
+    logs, weights, classes = map(np.concatenate, (logs, weights, classes))
+    for k in np.unique(classes[~np.isin(classes, [_HOST_INDEX[c] for c in ("optimizer_tensor", "module", "call")])]):
+        sel = (classes == k) & (weights > 0)
+        assert abs(np.average(logs[sel], weights=weights[sel])) < 1e-4, HOST_CLASSES[k]
     # the host lane of the estimate is the multiplied sum
     host, _ = pred._host_vector()
     e = pred.predict(r18, "h200", mode="training")
