@@ -1,6 +1,7 @@
 """Peak memory from the allocation trace and the caching-allocator replay, measured.
 
     python benchmarks/memory.py [--kind vision|transformer|all] [--limit N] [--skip-learned]
+    python benchmarks/memory.py --speed | --cpu-check
 
 Every packaged H200 row (vision: inference and training, fp32 and fp16;
 transformers: encoder forward, prefill, decode) and the rows measured later on
@@ -25,7 +26,15 @@ Prints, per group of rows:
 4. time per estimate (trace + replay, then the cached trace's replay);
 5. ``--speed`` (alone, in a fresh process: after the tables the fake-tensor
    caches are warm) resnet50's training step at batch 32 and a 7 B decoder's
-   prefill and decode, traced from scratch.
+   prefill and decode, traced from scratch;
+6. ``--cpu-check`` (alone) the allocation trace against a real allocator:
+   small models' steps traced for the CPU and run for real on this CPU under
+   ``torch.profiler`` (:mod:`costmodel.analysis.allocheck`), one thread.
+
+Transformer rows are replayed with the config their model was built from
+(:func:`costmodel.measure.run_config`: the recorded config, plus the
+registry's fields the recording dropped, such as DeBERTa-v3's
+``pos_att_type``).
 """
 
 from __future__ import annotations
@@ -65,8 +74,9 @@ def _replay(row: dict, ov):
     from costmodel.analysis.memreplay import replay_memory
 
     if "model_type" in row:
-        model = {**row["config"], "model_type": row["model_type"]}
-        return replay_memory(model, "h200", batch=row["batch"], seq=row["seq"], phase=row["mode"],
+        from costmodel.measure import run_config
+
+        return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], phase=row["mode"],
                              dtype=row["dtype"], overheads=ov)
     mode = "training" if row["mode"] == "train" else "inference"
     return replay_memory(row["spec"], "h200", batch=row["batch"], mode=mode, dtype=row["dtype"], overheads=ov)
@@ -213,16 +223,99 @@ def _speed() -> None:
         print(f"{label:<58}{time.perf_counter() - t0:>8.2f}   ({out.memory_mb:,.0f} MB)")
 
 
+def _hf_cpu(name: str, **override):
+    """A registry transformer, scaled down by ``override``, built with random fp32 weights on the CPU."""
+    import torch
+    import transformers
+
+    from costmodel.llm import resolve_llm
+
+    spec = resolve_llm(name)
+    kw = {k: v for k, v in {**spec.config, **override}.items() if k != "model_type"}
+    cfg = transformers.AutoConfig.for_model(spec.model_type, **kw)
+    cfg.use_cache = False
+    auto = transformers.AutoModelForCausalLM if spec.causal else transformers.AutoModel
+    torch.manual_seed(0)
+    return auto.from_config(cfg).eval(), spec.causal
+
+
+def _cpu_check() -> None:
+    """Traced peak (``target="cpu"``) against the CPU allocator's own events, over small models."""
+    import torch
+    import torchvision
+
+    from costmodel.analysis.allocheck import check_decoder, check_module
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print("\n6. the allocation trace against the CPU allocator: the step's peak above weights, buffers and inputs "
+          "(MB = 1e6 bytes)")
+    print("   real: torch.profiler's allocation events; w/o temp.: the same without blocks freed before the "
+          "operator that allocated them returned")
+    head = (f"{'model':<40}{'mode':<11}{'batch':>9}{'traced':>9}{'real':>9}{'error %':>9}"
+            f"{'w/o temp.':>11}{'error %':>9}{'s':>6}")
+    print(head)
+    vision = [
+        ("resnet18", lambda: torchvision.models.resnet18(), 4),
+        ("mobilenet_v3_small", lambda: torchvision.models.mobilenet_v3_small(), 4),
+        ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(), 2),
+        ("vit (4 layers, 128 wide, torchvision)",
+         lambda: torchvision.models.VisionTransformer(image_size=224, patch_size=16, num_layers=4, num_heads=4,
+                                                      hidden_dim=128, mlp_dim=512), 4),
+    ]
+    try:
+        import timm
+
+        vision.append(("deit_tiny_patch16_224 (timm)", lambda: timm.create_model("deit_tiny_patch16_224"), 2))
+    except ImportError:
+        pass
+    t_all = time.perf_counter()
+    errs, errs_res, diff_res = [], [], []
+
+    def line(name, mode, batch, c):
+        errs.append(abs(c.error))
+        errs_res.append(abs(c.results_error))
+        diff_res.append(abs(c.traced_bytes - c.real_results_bytes))
+        print(f"{name:<40}{mode:<11}{batch:>9}{c.traced_mb:>9.2f}{c.real_mb:>9.2f}{100 * c.error:>+9.2f}"
+              f"{c.real_results_mb:>11.2f}{100 * c.results_error:>+9.2f}{c.trace_seconds + c.real_seconds:>6.1f}")
+    for name, build, batch in vision:
+        m = build()
+        x = torch.empty((batch, 3, 224, 224), device="meta")
+        for training in (False, True):
+            c = check_module(m, x, training=training, optimizer="adam")
+            line(name, "training" if training else "inference", batch, c)
+    small = dict(num_hidden_layers=2, vocab_size=1000)
+    transformers_ = [
+        ("bert-base-uncased (2 layers)", "bert-base-uncased", small),
+        ("gpt2 (2 layers)", "gpt2", dict(n_layer=2, vocab_size=1000, bos_token_id=0, eos_token_id=0)),
+        ("deberta-v3-small (2 layers)", "deberta-v3-small", small),
+        ("deberta-v3-small, no pos_att_type", "deberta-v3-small", dict(small, pos_att_type=None)),
+    ]
+    for name, ref, override in transformers_:
+        m, causal = _hf_cpu(ref, **override)
+        for batch, seq in ((2, 128), (4, 512)):
+            c = check_decoder(m, batch=batch, seq=seq, causal=causal)
+            line(name, "prefill" if causal else "forward", f"{batch}x{seq}", c)
+    print(f"   mean |error| {100 * statistics.mean(errs):.2f} % (max {100 * max(errs):.2f} %); without the kernels' "
+          f"temporaries {100 * statistics.mean(errs_res):.3f} % (max {100 * max(errs_res):.3f} %, "
+          f"{max(diff_res)} bytes); {time.perf_counter() - t_all:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=("vision", "transformer", "all"), default="all")
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of each set (a quick look)")
     ap.add_argument("--skip-learned", action="store_true", help="replay only (the learned columns need graphs)")
     ap.add_argument("--speed", action="store_true", help="only the speed section (5), in this fresh process")
+    ap.add_argument("--cpu-check", action="store_true",
+                    help="only the trace against the CPU allocator (6): small models run for real on this CPU")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     if a.speed:
         _speed()
+        return
+    if a.cpu_check:
+        _cpu_check()
         return
     from costmodel.datasets import default_root
 

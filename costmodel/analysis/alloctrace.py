@@ -1,13 +1,19 @@
 """Every tensor allocation and free of a model's step, recorded without a GPU.
 
-The step runs on the meta device (shapes, dtypes and storages, no data), so a
-7 B decoder costs no memory to trace. A ``TorchDispatchMode`` sees every ATen
-operator; each new storage an operator returns is an allocation, and a weak
-reference to the storage reports its free when Python drops the last tensor
-that uses it, which is when PyTorch returns the block to the caching
-allocator. Views and in-place results share a storage and allocate nothing.
-Autograd's saved tensors, gradients, optimizer state and the optimizer's
-temporaries all appear, because they are storages that operators make.
+The step runs on fake tensors (shapes, dtypes and storages, no data; meta
+kernels), so a 7 B decoder costs no memory to trace. A ``TorchDispatchMode``
+sees every ATen operator; each new storage an operator returns is an
+allocation, and a weak reference to the storage reports its free when Python
+drops the last tensor that uses it, which is when PyTorch returns the block to
+the caching allocator. Views and in-place results share a storage and allocate
+nothing, also when the storage is a weight, a buffer or an input (the
+transpose of a linear layer's weight in a training step, batch norm's
+``num_batches_tracked += 1``). Autograd's saved tensors, gradients, optimizer
+state and the optimizer's temporaries all appear, because they are storages
+that operators make. Autograd sums two gradients of one tensor in place when
+it holds the last reference to the first, but out of place for a tensor
+subclass such as a fake tensor; the trace folds such a sum back into the
+first gradient's block (:meth:`_Recorder.accumulation`).
 
 What a meta run cannot see, and how :func:`trace_module` handles it:
 
@@ -20,13 +26,21 @@ What a meta run cannot see, and how :func:`trace_module` handles it:
   what PyTorch picks for CUDA tensors; its step counters live on the CPU and
   are not device memory, so they are left out;
 * ``F.scaled_dot_product_attention`` runs the fused kernel a GPU would
-  (:func:`cuda_attention`) instead of the math fallback the meta device picks;
+  (:func:`cuda_attention`) instead of the kernel PyTorch picks for the CPU
+  tensors the fake tensors claim to be;
 * workspaces that kernels take inside one operator are invisible; a dense
   spatial convolution gets cuDNN's workspace as a transient of its input +
   output bytes (:meth:`_Recorder.conv_workspace`), and the library workspace
   that persists is a ``workspace`` event
   after the weights, sized per device at replay
   (:mod:`costmodel.analysis.memreplay`).
+
+The two kernel corrections are the CUDA target's (``target="cuda"``, the
+default). ``target="cpu"`` traces the step as PyTorch's CPU kernels run it
+(the attention kernel PyTorch picks for CPU tensors, no convolution workspace,
+the optimizer's 0-dim tensors kept): that trace is the one
+:mod:`costmodel.analysis.allocheck` compares with the CPU allocator's own
+events.
 
 The user's module is never modified: the step runs through
 ``torch.func.functional_call`` on meta copies of its parameters.
@@ -49,9 +63,12 @@ from .allocator import Event
 __all__ = [
     "AllocationTrace",
     "OPTIMIZERS",
+    "TARGETS",
     "TraceError",
     "check_optimizer",
     "cuda_attention",
+    "run_forward",
+    "run_step",
     "trace_module",
     "trace_decoder",
 ]
@@ -63,6 +80,8 @@ _DTYPES = ("fp32", "fp16", "bf16")
 _CONV_OPS = frozenset({"conv2d.default", "conv3d.default", "convolution.default"})
 #: the device fake tensors claim to be on (their kernels are the meta kernels either way)
 _DEV = "cpu"
+#: the kernels a trace stands for: a CUDA device's (fused attention, cuDNN's workspace) or the CPU's
+TARGETS = ("cuda", "cpu")
 
 
 #: one trace at a time: a trace patches module attributes (attention, the optimizer's compile check)
@@ -123,13 +142,14 @@ class AllocationTrace:
 class _Recorder:
     """A dispatch mode that turns new storages into alloc events and dead ones into free events."""
 
-    def __init__(self, trace: AllocationTrace):
+    def __init__(self, trace: AllocationTrace, target: str = "cuda"):
         from torch.utils._python_dispatch import TorchDispatchMode
 
         rec = self
 
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                rec.pending = None
                 try:
                     out = func(*args, **(kwargs or {}))
                 except Exception as e:  # a kernel with no meta implementation, a data-dependent op
@@ -137,17 +157,23 @@ class _Recorder:
                         raise
                     raise TraceError(f"{func.__name__} cannot run on meta tensors: {e}", func.__name__) from e
                 rec.outputs(out, func)
-                if func.__name__ in _CONV_OPS:
+                if rec.cudnn and func.__name__ in _CONV_OPS:
                     rec.conv_workspace(func, args, out)
+                if rec.phase == "backward" and func.__name__ == "add.Tensor" and len(args) == 2:
+                    rec.accumulation(args[0], out)
                 return out
 
         self.mode = _Mode()
         self.trace = trace
         self.phase = "forward"
+        self.cudnn = target == "cuda"
+        #: 0-dim results of the optimizer (its step counters) are left out: on a CUDA device they are on the CPU
+        self.optimizer_scalars_on_host = target == "cuda"
         self.skip_scalars = False
         self.closed = False
         self._live: dict[int, tuple[int, Any]] = {}  # storage pointer -> (key, weakref)
         self._next = 1
+        self.pending: tuple | None = None  # an out-of-place gradient sum autograd would have made in place
 
     def finish(self) -> None:
         """Collect what only the cycle collector frees (at this fixed point, so that a trace does not
@@ -155,6 +181,16 @@ class _Recorder:
         a trace records, so everything the trace made is still in the youngest generation."""
         gc.collect(0)
         self.closed = True
+
+    def hold(self, tensors) -> None:
+        """Storages that exist before the step (weights, buffers, inputs: their allocations are the
+        prologue's events): an operator that returns one (an in-place update of a buffer, such as
+        batch norm's ``num_batches_tracked += 1``) allocates nothing."""
+        from torch.utils._pytree import tree_leaves
+
+        for t in tree_leaves(tensors):
+            if hasattr(t, "untyped_storage"):
+                self._live.setdefault(t.untyped_storage()._cdata, (0, None))
 
     def outputs(self, out, func) -> None:
         from torch._subclasses.fake_tensor import FakeTensor
@@ -198,9 +234,52 @@ class _Recorder:
         self.trace.events.append(Event("alloc", key, int(nbytes), self.phase, "cudnn_workspace"))
         self.trace.events.append(Event("free", key, 0, self.phase))
 
+    def accumulation(self, old, out) -> None:
+        """Autograd sums two gradients for one input (``InputBuffer::accumulate``) in place, into the
+        first, when it holds the last reference to it; for a tensor subclass, which fake tensors are,
+        it adds out of place instead. So an ``add`` in the backward pass whose first operand's storage
+        dies before the next operator (the buffer dropped it for the sum) is folded back: the sum
+        takes over the first operand's block, and neither the add's allocation nor that free is
+        recorded. An ``add`` whose first operand lives on was out of place for real too."""
+        import torch
+
+        if torch.is_grad_enabled() or not (isinstance(old, torch.Tensor) and isinstance(out, torch.Tensor)):
+            return
+        old_entry = self._live.get(old.untyped_storage()._cdata)
+        new_ptr = out.untyped_storage()._cdata
+        new_entry = self._live.get(new_ptr)
+        if old_entry is None or new_entry is None or old_entry[0] <= 0 or new_entry[1] is None:
+            return
+        if old.untyped_storage().nbytes() != out.untyped_storage().nbytes() or old.dtype != out.dtype \
+                or not old.is_contiguous():
+            return
+        self.pending = (old.untyped_storage()._cdata, old_entry[0], new_ptr, new_entry[0])
+
+    def _fold(self, ptr: int, key: int) -> bool:
+        """The free of ``pending``'s first operand: the sum moves into its block (see :meth:`accumulation`)."""
+        if self.pending is None or self.pending[:2] != (ptr, key):
+            return False
+        _, old_key, new_ptr, new_key = self.pending
+        self.pending = None
+        ev = self.trace.events
+        for i in range(len(ev) - 1, max(-1, len(ev) - 16), -1):
+            if ev[i].kind == "alloc" and ev[i].key == new_key:
+                break
+        else:
+            return False
+        st = self._live[new_ptr][1]()
+        if st is None:
+            return False
+        del ev[i]
+        del self._live[ptr]
+        self._live[new_ptr] = (old_key, weakref.ref(st, self._freed(new_ptr, old_key)))
+        return True
+
     def _freed(self, ptr: int, key: int):
         def cb(_ref) -> None:
             if self.closed:
+                return
+            if self._fold(ptr, key):
                 return
             if self._live.get(ptr, (None,))[0] == key:
                 del self._live[ptr]
@@ -314,13 +393,15 @@ def _input_events(inputs, key: int) -> tuple[list[Event], int, int]:
 # --------------------------------------------------------------- the step
 @contextlib.contextmanager
 def cuda_attention():
-    """Run ``F.scaled_dot_product_attention`` as a CUDA device would, on meta tensors.
+    """Run ``F.scaled_dot_product_attention`` as a CUDA device would, on fake tensors.
 
-    On the meta device PyTorch picks the math backend, which materialises the
-    ``L x L`` attention probabilities (and saves them for the backward pass); a
-    CUDA device runs a fused kernel (flash for fp16/bf16, memory-efficient for
-    fp32) that keeps only the output and one log-sum-exp per row. The
-    memory-efficient kernel's allocations stand in for both fused kernels.
+    For the CPU tensors the fake tensors stand for, PyTorch picks its CPU flash
+    kernel, or the math backend (which materialises the ``L x L`` attention
+    probabilities and saves them for the backward pass) where that kernel does
+    not apply; a CUDA device runs a fused kernel (flash for fp16/bf16,
+    memory-efficient for fp32) that keeps only the output and one log-sum-exp
+    per row. The memory-efficient kernel's allocations stand in for both fused
+    kernels.
     """
     import torch
     import torch.nn.functional as F
@@ -416,7 +497,7 @@ def _mode(module, training: bool):
 
 
 def trace_module(module, inputs, *, training: bool = False, dtype: str | None = None, optimizer: str = "adam",
-                 steps: int | None = None) -> AllocationTrace:
+                 steps: int | None = None, target: str = "cuda") -> AllocationTrace:
     """The allocation trace of ``module`` on ``inputs`` under the data protocol.
 
     Args:
@@ -428,13 +509,25 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
             start); otherwise inference under ``torch.inference_mode`` (one call).
         dtype: convert the model and floating inputs (``fp16``/``bf16`` replay ``model.half()``).
         optimizer: ``sgd``, ``sgd_momentum`` (or ``momentum``), ``adam`` or ``adamw``.
+        target: ``cuda`` (a GPU's fused attention and cuDNN workspace) or ``cpu`` (PyTorch's CPU kernels).
     """
     tdt = _tdtype(dtype)
+    _check_target(target)
     if training:
         optimizer = check_optimizer(optimizer)
     steps = steps or (2 if training else 1)
     with _exclusive(), _fake():
-        return _trace_module(module, inputs, training, tdt, optimizer, steps)
+        return _trace_module(module, inputs, training, tdt, optimizer, steps, target)
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise InvalidInputError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+
+
+def _kernels(target: str):
+    """The attention kernel of ``target``: the fused CUDA one, or what PyTorch picks for CPU tensors."""
+    return cuda_attention() if target == "cuda" else contextlib.nullcontext()
 
 
 def _prologue(module, tdt, training: bool, inputs):
@@ -452,28 +545,49 @@ def _prologue(module, tdt, training: bool, inputs):
     return trace, mapping, params
 
 
-def _trace_module(module, inputs, training, tdt, optimizer, steps) -> AllocationTrace:
-    import torch
-
+def _trace_module(module, inputs, training, tdt, optimizer, steps, target) -> AllocationTrace:
     x = _meta_inputs(inputs, tdt)
     trace, mapping, params = _prologue(module, tdt, training, x)
-    rec = _Recorder(trace)
-    with cuda_attention(), _mode(module, training):
-        if not training:
-            with torch.inference_mode(), rec.mode:
-                for _ in range(steps):
-                    _call(module, mapping, x)
-        else:
-            _train(module, mapping, x, params, optimizer, steps, rec)
+    rec = _Recorder(trace, target)
+    rec.hold((list(mapping.values()), x))
+    run_step(module, mapping, x, training=training, params=params, optimizer=optimizer, steps=steps, rec=rec,
+             target=target)
     rec.finish()
     return trace
 
 
-def _train(module, mapping, x, params, optimizer: str, steps: int, rec: _Recorder) -> None:
+def run_step(module, mapping, x, *, training: bool, params, optimizer: str, steps: int, rec=None,
+             target: str = "cuda") -> None:
+    """The step of the data protocol on ``module`` with the tensors of ``mapping`` (``functional_call``):
+    ``steps`` inference calls under ``torch.inference_mode``, or training steps with ``params``.
+    With a recorder the tensors are fake and it records; without one the step runs on real tensors
+    (:mod:`costmodel.analysis.allocheck` measures that one)."""
+    import torch
+
+    with _kernels(target), _mode(module, training):
+        if not training:
+            with torch.inference_mode(), (rec.mode if rec is not None else contextlib.nullcontext()):
+                for _ in range(steps):
+                    _call(module, mapping, x)
+        else:
+            _train(module, mapping, x, params, optimizer, steps, rec)
+
+
+class _NoRecorder:
+    """Where a step runs on real tensors: the phase bookkeeping of a recorder, recording nothing."""
+
+    phase = "forward"
+    skip_scalars = False
+    optimizer_scalars_on_host = False
+    mode = contextlib.nullcontext()
+
+
+def _train(module, mapping, x, params, optimizer: str, steps: int, rec) -> None:
     import torch
 
     if not params:
         raise InvalidInputError("a training trace needs parameters that require gradients; the module has none")
+    rec = rec if rec is not None else _NoRecorder()
     opt = _optimizer(optimizer, params)
     labels = None
     with _eager(), rec.mode:
@@ -492,7 +606,7 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec: _Recorde
             loss.backward()
             del loss
             rec.phase = "optimizer"
-            rec.skip_scalars = True
+            rec.skip_scalars = rec.optimizer_scalars_on_host
             opt.step()
             rec.skip_scalars = False
 
@@ -530,20 +644,21 @@ def _unpacked_sequences():
 
 
 def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
-                  decode_tokens: int = 8, warmup: int = 3) -> AllocationTrace:
+                  decode_tokens: int = 8, warmup: int = 3, target: str = "cuda") -> AllocationTrace:
     """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens.
 
     ``phase``: ``forward`` / ``prefill`` (one call, no cache kept) or ``decode``: a prefill that
     keeps its KV cache, ``warmup`` one-token steps, the cache dropped, a fresh prefill, then
     ``decode_tokens`` steps, each appending to the cache (the peak is usually the prefill's logits
-    or the last step's cache).
+    or the last step's cache). ``target`` as for :func:`trace_module`.
     """
+    _check_target(target)
     if phase not in ("forward", "prefill", "decode"):
         raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
     if phase == "decode" and not causal:
         raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
     with _exclusive(), _fake():
-        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup)
+        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup, target)
 
 
 def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup) -> tuple[int, int]:
@@ -571,21 +686,31 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
     return start, cut
 
 
-def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup):
+def run_forward(model, mapping, ids, *, causal: bool, rec=None, target: str = "cuda") -> None:
+    """One forward (or prefill) call of a transformers model on token ``ids``, without a KV cache, as
+    :func:`trace_decoder` records it; without a recorder it runs on real tensors."""
+    import torch
+
+    kw = {"use_cache": False} if causal else {}
+    with _kernels(target), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), \
+            (rec.mode if rec is not None else contextlib.nullcontext()):
+        _call(model, mapping, {"input_ids": ids, **kw})
+
+
+def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup, target):
     import torch
 
     ids = torch.zeros((batch, seq), dtype=torch.long, device=_DEV)
     trace, mapping, _ = _prologue(model, tdt, False, (ids,))
-    rec = _Recorder(trace)
-    kw = {"use_cache": False} if causal else {}
-    with cuda_attention(), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
-        if phase != "decode":
-            _call(model, mapping, {"input_ids": ids, **kw})
-        else:
-            start, cut = _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup)
-    rec.finish()
+    rec = _Recorder(trace, target)
+    rec.hold((list(mapping.values()), ids))
     if phase != "decode":
+        run_forward(model, mapping, ids, causal=causal, rec=rec, target=target)
+        rec.finish()
         return trace
+    with _kernels(target), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
+        start, cut = _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup)
+    rec.finish()
     round2 = trace.events[start:]
     del trace.events[start:]
     first = round2[:cut - start]

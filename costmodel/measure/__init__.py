@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from .models import build_llm, check_buildable
+from .models import build_llm, check_buildable, run_config
 from .probes import check_cuda, cpu_name, hardware_description, normalize_device
 from .protocol import calls_for, measure, measure_cpu, measure_safe
 from .runner import collect
@@ -36,5 +36,5 @@ from .work import (
 __all__ = [
     "DTYPES", "LLM_MODES", "VISION_MODES", "WorkItem", "build_llm", "calls_for", "check_buildable", "check_cuda",
     "collect", "cpu_name", "hardware_description", "key_of_row", "llm_row_key", "load_work", "measure", "measure_cpu",
-    "measure_safe", "normalize_device", "ops_path", "output_paths", "parse_work", "row_key",
+    "measure_safe", "normalize_device", "ops_path", "output_paths", "parse_work", "row_key", "run_config",
 ]  # fmt: skip

@@ -66,9 +66,43 @@ def build_llm(spec: dict, dev):
     with torch.device(dev):
         model = auto.from_config(cfg)
     model = model.to(device=dev, dtype=torch.float32).eval()
-    used = {k: v for k, v in model.config.to_dict().items() if v is None or isinstance(v, (bool, int, float, str))}
+    used = {k: v for k, v in model.config.to_dict().items() if _recordable(v)}
     used["model_type"] = spec["model_type"]
     return model, {"config": used, "vocab": int(cfg.vocab_size)}
+
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _recordable(v) -> bool:
+    """Config values a row records: scalars and lists of scalars (DeBERTa's ``pos_att_type``, which the
+    config turns from ``"p2c|c2p"`` into a list, changes the model). Rows recorded before lists were
+    kept lack them; :func:`run_config` puts them back."""
+    return _scalar(v) or (isinstance(v, list) and all(_scalar(x) for x in v))
+
+
+def run_config(row: dict) -> dict:
+    """The config a measured transformer row's model was built from, with ``model_type``.
+
+    A row records the config as built; rows recorded before list-valued fields were kept (the
+    packaged H200 rows, the second host's) lack them, and DeBERTa-v3's ``pos_att_type``
+    (``p2c|c2p``, the two relative-position score terms) is one. Where the row names a model of the
+    registry, the fields of the registry's config that the row lacks are put back; the row's own
+    values win.
+    """
+    from .._errors import CostModelError
+    from ..llm import resolve_llm
+
+    cfg = dict(row["config"])
+    try:
+        spec = resolve_llm(row["model"])
+    except CostModelError:  # a model the registry does not name: the row's config as recorded
+        spec = None
+    if spec is not None and spec.model_type == row["model_type"]:
+        cfg = {**{k: v for k, v in spec.config.items() if k not in cfg}, **cfg}
+    cfg["model_type"] = row["model_type"]
+    return cfg
 
 
 def _model(item: WorkItem, d: _Device):

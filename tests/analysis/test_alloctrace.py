@@ -63,6 +63,33 @@ def test_training_holds_gradients_and_adam_state_and_sgd_holds_none():
     assert replay(tr.events).peak_allocated_bytes > replay(tr_sgd.events).peak_allocated_bytes
 
 
+def test_views_and_in_place_updates_of_weights_and_buffers_allocate_nothing():
+    # training decomposes linear into a transpose of the weight (a view of its storage) and addmm;
+    # batch norm adds one to num_batches_tracked in place: both return storages that exist before the step
+    m = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.Linear(32, 8))
+    tr = trace_module(m, torch.zeros(4, 16), training=True, optimizer="sgd")
+    ops = {e.op for e in _allocs(tr, "forward")}
+    assert "addmm.default" in ops and "t.default" not in ops and "add_.Tensor" not in ops
+
+
+def test_a_gradient_summed_from_two_uses_reuses_the_first_gradients_block():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 64), nn.Linear(64, 64)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h) + h  # h's gradient: the sum of two
+
+    tr = trace_module(Res(), torch.zeros(8, 16), training=True, optimizer="sgd")
+    # autograd adds the second gradient into the first in place (fake tensors make it add out of place)
+    assert not [e for e in _allocs(tr, "backward") if e.op == "add.Tensor"]
+    # and the folded block is freed once, as the first gradient's
+    keys = [e.key for e in tr.events if e.kind == "free"]
+    assert len(keys) == len(set(keys))
+
+
 def test_half_precision_replays_the_conversion_and_halves_the_weights():
     m = _mlp()
     tr = trace_module(m, torch.zeros(4, 16), dtype="fp16")
