@@ -31,6 +31,10 @@ def traceable(model) -> bool:
     return hasattr(model, "named_parameters") and hasattr(model, "forward")
 
 
+#: how a predictor that does not learn memory says where its memory came from (dropped once the replay answers)
+PREDICTOR_MEMORY_NOTE = "memory from the analytic liveness model"
+
+
 def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str, optimizer: str, input_shape=None,
                 inputs=None, graph=None) -> Estimate:
     """Put the replayed memory into ``est`` (in place; returned), or say why the predictor's stays."""
@@ -50,6 +54,8 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
         return est
     for w in caught:
         est.assumptions = [*est.assumptions, str(w.message)]
+    # the predictor's own word on how it got its memory no longer applies
+    est.assumptions = [a for a in est.assumptions if not a.startswith(PREDICTOR_MEMORY_NOTE)]
     est.memory_mb = mem.memory_mb
     est.allocated_mb = mem.allocated_mb
     est.reserved_mb = mem.reserved_mb

@@ -64,7 +64,7 @@ from .. import __version__
 from ..analysis import replay_timeline as replay
 from ..devices import get_device
 from ..measure.host import OP_CLASSES
-from ..estimate import Estimate, finish_estimate
+from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
 from ._base import Predictor, validate_mode, validate_optimizer
@@ -566,10 +566,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             elif "H200" not in dev.name:
                 notes.append(f"host lane fitted to the machine that measured {', '.join(p.trained_on.get('devices', []))}"
                              " rows; pass host=FILE from `costmodel calibrate` for this machine")
-            if dev.name not in p.trained_on.get("devices", []):
-                notes.append(f"no measured rows for {dev.name}: operator efficiencies learned on "
-                             f"{', '.join(p.trained_on.get('devices', []))} applied under this device's roofline")
-            notes.append("memory from the analytic liveness model")
+            notes.append(PREDICTOR_MEMORY_NOTE)
+            analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             single = replay(np.concatenate([[call_us], h_us]), np.concatenate([[0.0], d_us]),
                             sync_ms=0.0).latency_ms + p.sync_us
             top = np.argsort(-d_us)[:10]
@@ -579,8 +577,11 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             est.predictor = self.name
             regime = "host" if (H > D and not t.synchronous) else "device"
             self._attach_intervals(est, dev, regime)
-            finish_estimate(est, dev, version=self.version)
-            est.assumptions = list(dict.fromkeys(notes))
+            est.assumptions = []
+            # meta: the devices the rows came from (another device's estimate is flagged as extrapolated)
+            finish_estimate(est, dev, version=self.version, meta={"devices": p.trained_on.get("devices", [])})
+            est.assumptions = list(dict.fromkeys([*notes, *est.assumptions]))
+            est.details["analytic"] = analytic
             est.details["ops"] = {
                 "host_ms": H / 1e3,
                 "device_ms": D / 1e3,
@@ -627,7 +628,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                  "another CPU or thread count runs at its own speed",
                  "energy: the analytic model's power for this device entry over the predicted time (the profiled "
                  "CPU exposes no energy counter)",
-                 "memory from the analytic liveness model"]
+                 PREDICTOR_MEMORY_NOTE]
         if self.host_profile is not None:
             notes.append("host profile ignored on a CPU: the host costs come from the profiled runs")
         est.assumptions = list(dict.fromkeys(notes))

@@ -20,7 +20,7 @@ R18 = "torchvision:resnet18"
 def test_predict_table(capsys):
     code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "8", "--device", "h200")
     assert code == 0
-    assert "latency" in out and "MIG profile" in out and "trappm" in out
+    assert "latency" in out and "MIG profile" in out and "timeline" in out
     code, out, err = run(capsys, "predict", "torchvision:resnet18", "--batch", "8", "--device", "h200",
                          "--predictor", "analytic")
     assert code == 0 and "analytic" in out

@@ -129,10 +129,14 @@ SMALL = dict(batch=2, input_shape=(3, 32, 32), memory="predictor")
 
 
 def test_an_ordinary_fp32_h200_estimate_assumes_nothing():
-    for predictor in (None, "analytic"):
-        est = costmodel.estimate("torchvision:resnet18", device="h200", predictor=predictor, **SMALL)
+    replayed = {k: v for k, v in SMALL.items() if k != "memory"}
+    for predictor, kw in ((None, replayed), ("analytic", SMALL)):
+        est = costmodel.estimate("torchvision:resnet18", device="h200", predictor=predictor, **kw)
         assert est.assumptions == [], (predictor, est.assumptions)
         assert est.to_dict()["assumptions"] == [] and "assumes" not in est.table()
+    # the default (timeline) learns no memory: asked for the predictor's memory, it says where it came from
+    est = costmodel.estimate("torchvision:resnet18", device="h200", **SMALL)
+    assert est.predictor == "timeline" and est.assumptions == ["memory from the analytic liveness model"]
 
 
 def test_bf16_without_bf16_support_is_costed_at_the_fp32_peak_and_says_so():
@@ -175,13 +179,19 @@ def test_quantized_llm_predictions_say_they_have_no_labels():
     assert "bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16 rate)" in v100.assumptions
 
 
+def est_timeline_h100():
+    return costmodel.estimate("torchvision:resnet18", device="h100", **SMALL)
+
+
 def test_a_device_without_measured_rows_names_where_the_labels_come_from():
-    est = costmodel.estimate("torchvision:resnet18", device="h100", **SMALL)  # learned default, trained on H200
-    assert est.predictor != "analytic" and est.details["extrapolated_device"]
-    assert est.assumptions == [
-        f"no measured rows for H100-SXM5-80GB: the {est.predictor} predictor's labels come from H200-SXM5-141GB; "
-        "its correction is extrapolated to this device through hardware features"
-    ]
+    for predictor in (None, "trappm"):  # learned, trained on H200 rows
+        est = costmodel.estimate("torchvision:resnet18", device="h100", predictor=predictor, **SMALL)
+        assert est.predictor != "analytic" and est.details["extrapolated_device"] and est.extrapolated_device
+        note = (f"no measured rows for H100-SXM5-80GB: the {est.predictor} predictor's labels come from "
+                "H200-SXM5-141GB; its correction is extrapolated to this device through hardware features")
+        assert [a for a in est.assumptions if a.startswith("no measured rows")] == [note]
+    # the timeline also says whose host its host lane is
+    assert any(a.startswith("host lane fitted to the machine") for a in est_timeline_h100().assumptions)
     llm = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h100", dtype="fp16")
     assert llm.extrapolated_device
     assert [a for a in llm.assumptions if a.startswith("no measured rows for H100-SXM5-80GB")] == [
@@ -195,12 +205,16 @@ def test_a_device_without_measured_rows_names_where_the_labels_come_from():
 def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
     from costmodel.predictors import ShippedArtifact
 
+    from costmodel.predictors import TimelinePredictor
+
     monkeypatch.setattr(ShippedArtifact, "_missing", classmethod(lambda cls: ["torch_geometric"]))
+    monkeypatch.setattr(TimelinePredictor, "_missing", classmethod(lambda cls: ["safetensors"]))
     est = costmodel.estimate("torchvision:resnet18", device="h200", **SMALL)
     assert est.predictor == "analytic"
     assert len(est.assumptions) == 1
     note = est.assumptions[0]
-    assert note.startswith("the default predictor is not available (trappm: needs torch_geometric")
+    assert note.startswith("the default predictor is not available (timeline: needs safetensors; "
+                           "trappm: needs torch_geometric")
     assert "dippm: needs torch_geometric" in note and note.endswith("the analytic predictor answered instead")
     # a predictor the caller named is no fallback
     assert costmodel.estimate("torchvision:resnet18", device="h200", predictor="analytic", **SMALL).assumptions == []

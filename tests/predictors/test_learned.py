@@ -83,7 +83,7 @@ def test_xgb_roundtrip(small, tmp_path):
 def test_shipped_default_is_learned():
     assert DIPPMPredictor.is_available(), "the DIPPM artifact must ship with the package"
     est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200")
-    assert est.predictor == "trappm"  # the best measured on unseen families (benchmarks/accuracy.py)
+    assert est.predictor == "timeline"  # the best measured on unseen families (benchmarks/timeline.py)
     assert costmodel.estimate("torchvision:resnet18", batch=8, device="h200", predictor="dippm").predictor == "dippm"
     assert "analytic" in est.details
     assert get_predictor("analytic").name == "analytic"

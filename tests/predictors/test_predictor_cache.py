@@ -35,7 +35,11 @@ def fresh_cache():
 
 
 def test_the_default_is_named_and_falls_back_in_the_documented_order(monkeypatch):
-    assert DEFAULT_PREDICTOR == "trappm" and DEFAULT_ORDER == ("trappm", "dippm", "analytic")
+    from costmodel.predictors import TimelinePredictor
+
+    assert DEFAULT_PREDICTOR == "timeline" and DEFAULT_ORDER == ("timeline", "trappm", "dippm", "analytic")
+    assert get_predictor(None).name == "timeline"
+    monkeypatch.setattr(TimelinePredictor, "is_available", classmethod(lambda cls: False))
     assert get_predictor(None).name == "trappm"
     monkeypatch.setattr(TraPPMPredictor, "is_available", classmethod(lambda cls: False))
     assert get_predictor(None).name == "dippm"
@@ -50,20 +54,22 @@ def test_registering_a_predictor_does_not_move_the_default():
     try:
         register_predictor("analytic-copy")(type("AnalyticCopy", (AnalyticPredictor,), {"name": "analytic-copy"}))
         register_predictor("dippm")(DIPPMPredictor)  # registered again, as a reload would
-        assert _registry._DEFAULT_ORDER == order and get_predictor(None).name == "trappm"
+        assert _registry._DEFAULT_ORDER == order and get_predictor(None).name == "timeline"
     finally:
         _registry._REGISTRY.pop("analytic-copy", None)
         _registry._DEFAULT_ORDER[:] = order
 
 
 def test_two_estimates_load_the_default_once(monkeypatch):
-    calls = _count_loads(monkeypatch, TraPPMPredictor)
+    from costmodel.predictors import TimelinePredictor
+
+    calls = _count_loads(monkeypatch, TimelinePredictor)
     a = costmodel.estimate("torchvision:squeezenet1_1", batch=1, device="h200")
     b = costmodel.estimate("torchvision:squeezenet1_1", batch=1, device="h200")
-    assert a.predictor == b.predictor == "trappm"
+    assert a.predictor == b.predictor == "timeline"
     assert len(calls) == 1
     assert a.to_dict() == b.to_dict()
-    get_predictor("trappm")  # by name: the same cached artifact
+    get_predictor("timeline")  # by name: the same cached artifact
     assert len(calls) == 1
 
 
