@@ -302,9 +302,28 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self._host_weights: list[np.ndarray] | None = None
         self.host_profile = None
         #: operator model + host costs of the CPU, trained on its operator profiles (``fit_cpu_ops``)
-        self.cpu = None
+        self._cpu = None
+        self._cpu_doc: tuple[dict, str] | None = None  # a loaded artifact's CPU model, built on first use
         if host is not None:
             self.set_host(host)
+
+    @property
+    def cpu(self):
+        """The CPU operator model, or ``None``. A loaded artifact builds it on first use: it needs
+        XGBoost (the ``xgb`` extra), which a GPU estimate does not."""
+        if self._cpu is None and self._cpu_doc is not None:
+            from ._opmodel import OpTimeline
+
+            self._cpu = OpTimeline.from_dict(*self._cpu_doc)
+            self._cpu_doc = None
+        return self._cpu
+
+    @cpu.setter
+    def cpu(self, value) -> None:
+        self._cpu, self._cpu_doc = value, None
+
+    def _has_cpu(self) -> bool:
+        return self._cpu is not None or self._cpu_doc is not None
 
     # ------------------------------------------------------------------ host
     def set_host(self, host) -> "TimelinePredictor":
@@ -511,7 +530,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
         dev = get_device(device)
         m = validate_mode(mode or graph.meta.get("mode", "inference"))
-        if self.cpu is not None and _is_cpu(dev):
+        if self._has_cpu() and _is_cpu(dev):
             from ._opmodel import compose
 
             c = compose(graph, self.cpu.figs, mode=m)
@@ -543,7 +562,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         out = []
         for g in graphs:
             m = validate_mode(mode or g.meta.get("mode", "inference"))
-            if self.cpu is not None and _is_cpu(dev):
+            if self._has_cpu() and _is_cpu(dev):
                 out.append(self._predict_cpu(g, dev, m, optimizer, base))
                 continue
             t = op_table(g, dev, mode=m, optimizer=optimizer)
@@ -650,7 +669,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                "energy_classes": list(ENERGY_CLASSES), "config": asdict(self.config), "params": asdict(self.params),
                "library_version": __version__}
         files = ["weights.safetensors"]
-        if self.cpu is not None:
+        if self._has_cpu():
             cfg["cpu_ops"] = "cpu_ops.json"
             (path / "cpu_ops.json").write_text(json.dumps(self.cpu.to_dict()))
             files.append("cpu_ops.json")
@@ -730,14 +749,13 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         obj._weights = tensors("w", conf.hidden)
         obj._host_weights = tensors("h", conf.host_hidden)
         if has_cpu:
-            from ._opmodel import OpTimeline
-
             need(cfg["cpu_ops"] == "cpu_ops.json", f"cpu_ops must name cpu_ops.json, got {cfg['cpu_ops']!r}")
             f = path / "cpu_ops.json"
             try:
                 d = json.loads(f.read_text())
             except (OSError, ValueError) as e:
                 raise ArtifactError(f"{f} cannot be read: {e}") from None
-            obj.cpu = OpTimeline.from_dict(d, str(f))
+            need(isinstance(d, dict), f"{f} must hold a JSON object")
+            obj._cpu_doc = (d, str(f))
         return obj
 

@@ -288,3 +288,17 @@ def test_fit_host_finds_the_second_host_faster(fitted):
     for b, a in zip(before, after):
         assert a.details["ops"]["device_ms"] == pytest.approx(b.details["ops"]["device_ms"])
         assert a.details["ops"]["host_ms"] < b.details["ops"]["host_ms"]
+
+
+def test_the_default_answers_for_a_gpu_without_xgboost():
+    """XGBoost is an extra: only the CPU operator model needs it, so a GPU estimate must not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['xgboost'] = None\n"
+            "import costmodel\n"
+            "e = costmodel.estimate('torchvision:resnet18', batch=1, device='h200', memory='predictor')\n"
+            "assert e.predictor == 'timeline' and e.latency_ms > 0, e.predictor\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
