@@ -24,7 +24,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def gae(corpus):
-    return GraphAutoencoder(GAEConfig(hidden=16, out=8, layers=2, epochs=3)).fit(corpus, progress=False)
+    return GraphAutoencoder(GAEConfig(hidden=16, out=8, layers=2, epochs=15)).fit(corpus, progress=False)
 
 
 def test_sampling_is_seeded_and_spans_families():
@@ -89,7 +89,8 @@ def test_roc_auc():
 
 def test_gae_trains_and_round_trips(corpus, gae, tmp_path):
     loss = gae.history["loss"]
-    assert len(loss) == 3 and loss[-1] < loss[0]
+    # dropout makes single epochs noisy (three epochs once ended above the first): compare the ends
+    assert len(loss) == 15 and np.mean(loss[-3:]) < np.mean(loss[:3]), loss
     ev = gae.evaluate(corpus, range(len(corpus)))
     assert 0 <= ev["auc"] <= 1 and ev["bce"] > 0
     e = gae.embed(corpus.x[0], corpus.edge_index[0])
