@@ -288,7 +288,7 @@ def _vision_sections(a: argparse.Namespace) -> None:
     n_graphs = [new.graph(i) for i in test]
     full = _fit(graphs, rows, a.epochs, 0)
     if held is not None:  # the intervals `costmodel train` ships, from the residuals of section 1b's folds
-        from costmodel.predictors._timeline import interval_table
+        from costmodel.predictors import interval_table
 
         full.params.intervals = interval_table(*held, coverage=0.9, held_out="13 families, one at a time")
     ests = _predict(full, n_graphs, n_rows)

@@ -60,6 +60,7 @@ _LAZY = {
     "lora_parameter_count": "._gnnllm",
     "TimelineConfig": "._timeline",
     "TimelinePredictor": "._timeline",
+    "interval_table": "._timeline",
     "OpTimeline": "._opmodel",
     "op_arrays": "._opmodel",
     "load_op_dataset": "._opmodel",
