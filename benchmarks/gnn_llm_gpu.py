@@ -65,18 +65,19 @@ def run_one(kind: str, graphs, items, *, device: str, batch: int, steps: int, wa
     from types import SimpleNamespace
 
     from costmodel.predictors import FeatureNorm as _Norm, safe_std as _safe_std
-    from costmodel.predictors._gnnllm import (
+    from costmodel.predictors import (
         SUMMARY_PROMPT,
         GNNLLMConfig,
+        GNNLLMNet,
         GNNLLMPredictor,
-        _build_net,
-        _tiny_tokenizer,
-        _Tok,
+        GraphMAE,
+        GraphMAEConfig,
+        PromptTokenizer,
         graph_summary,
+        tiny_tokenizer,
     )
-    from costmodel.predictors import GraphMAE, GraphMAEConfig
 
-    tok = _Tok(_tiny_tokenizer(), hf=False)
+    tok = PromptTokenizer(tiny_tokenizer(), hf=False)
     base, dtype = _base_lm(kind, len(tok))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -87,17 +88,16 @@ def run_one(kind: str, graphs, items, *, device: str, batch: int, steps: int, wa
     enc = GraphMAE(GraphMAEConfig(hidden=cfg.gnn_hidden, layers=cfg.gnn_layers, epochs=0))
     enc.fit(SimpleNamespace(x=[f.x for f, _ in items], edge_index=[f.edge_index for f, _ in items]), progress=False)
     p.encoder, p.tok = enc, tok
-    p.net = _build_net(cfg, enc.encoder, 1, lm=lm, tok=tok, static_dim=len(p._static_names))
+    p.net = GNNLLMNet(cfg, enc.encoder, 1, lm=lm, tok=tok, static_dim=len(p.static_names))
     S = np.stack([f.static for f, _ in items]).astype(np.float64)
     p.norm = _Norm(static_mean=S.mean(0).tolist(), static_std=_safe_std(S), y_mean=[0.0], y_std=[1.0])
     p.net.to(device)  # the LM's own dtype is kept (bf16 for llama-1b); GIN, projection, head in fp32
     rep = [i % len(items) for i in range(batch)]
     bitems = [items[i] for i in rep]
-    prompts = p._text_inputs([e for _, e in bitems])
+    gb, static, prompts = p.model_inputs(bitems)
+    gb, static = gb.to(device), static.to(device)
     summary_prompt = tok.encode(SUMMARY_PROMPT)
     answers = [tok.encode(graph_summary(graphs[i])) + [tok.eos_id] for i in rep]
-    gb = p._graph_batch(bitems).to(device)
-    static = p._static_tensor(bitems).to(device)
     y = torch.randn(batch, 1, device=device)
     loss_fn = torch.nn.HuberLoss()
     total = sum(q.numel() for q in p.net.parameters())

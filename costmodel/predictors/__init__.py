@@ -25,7 +25,7 @@ from ._artifacts import (
     cached_artifact,
     clear_artifact_cache,
 )
-from ._base import MODES, OPTIMIZERS, Predictor, validate_mode, validate_optimizer
+from ._base import MODES, OPTIMIZERS, Predictor, conformal_quantile, validate_mode, validate_optimizer
 from ._registry import (
     available_predictors,
     default_fallback_note,
@@ -58,6 +58,11 @@ _LAZY = {
     "GNNLLMConfig": "._gnnllm",
     "GNNLLMPredictor": "._gnnllm",
     "lora_parameter_count": "._gnnllm",
+    "GNNLLMNet": "._nets",
+    "PromptTokenizer": "._prompts",
+    "tiny_tokenizer": "._prompts",
+    "graph_summary": "._prompts",
+    "SUMMARY_PROMPT": "._prompts",
     "TimelineConfig": "._timeline",
     "TimelinePredictor": "._timeline",
     "interval_table": "._timeline",
@@ -75,7 +80,7 @@ _LAZY = {
 
 __all__ = [
     "ARTIFACTS_DIR", "DEFAULT_ORDER", "DEFAULT_PREDICTOR", "Estimate", "MODES", "OPTIMIZERS", "Predictor",
-    "ShippedArtifact", "artifact_dir", "available_predictors", "cached_artifact", "clear_artifact_cache",
+    "ShippedArtifact", "artifact_dir", "available_predictors", "cached_artifact", "clear_artifact_cache", "conformal_quantile",
     "default_fallback_note", "get_predictor", "load_predictor", "read_artifact_config", "register_predictor",
     "validate_mode", "validate_optimizer",
 ]

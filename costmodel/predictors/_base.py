@@ -7,6 +7,7 @@ this device?", with the same :class:`~costmodel.Estimate`.
 from __future__ import annotations
 
 import abc
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -71,3 +72,22 @@ def validate_optimizer(opt: str) -> str:
         raise InvalidInputError(f"optimizer must be one of {OPTIMIZERS}, got {opt!r}")
     return norm
 
+
+
+def conformal_quantile(errors: Sequence[float], coverage: float, *, min_rows: int = 5) -> float | None:
+    """Split-conformal half-width: the finite-sample-corrected ``coverage`` quantile of ``errors``.
+
+    With ``n`` held-out absolute errors, the ``ceil((n + 1) * coverage) / n`` empirical quantile
+    (``method="higher"``) bounds a new exchangeable row's error with probability >= ``coverage``.
+    Non-finite errors are dropped; ``None`` when fewer than ``min_rows`` remain.
+    """
+    import numpy as np
+
+    if not 0 < coverage < 1:
+        raise InvalidInputError(f"coverage must be in (0, 1), got {coverage}")
+    v = np.asarray(errors, np.float64)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < min_rows:
+        return None
+    return float(np.quantile(v, min(1.0, math.ceil((n + 1) * coverage) / n), method="higher"))

@@ -49,7 +49,7 @@ from ..features import (
 from ..estimate import Estimate, finish_estimate
 from . import _artifact as A
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, validate_mode, validate_optimizer
+from ._base import Predictor, conformal_quantile, validate_mode, validate_optimizer
 from ._registry import read_artifact_config, register_predictor
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
@@ -362,14 +362,10 @@ class GNNPredictor(Predictor):
                  else self.features(dataset.graph(i), dataset[i].device, dataset[i].mode) for i in idx]
         pred = self._predict_features(items)
         meas = np.asarray([[dataset[i].target(t) for t in self.targets] for i in idx])
-        err = np.abs(np.log(meas / pred))
-        n = len(idx)
-        level = min(1.0, math.ceil((n + 1) * coverage) / n)
         with np.errstate(all="ignore"):  # a target with no labels on these rows has no interval
-            q = np.asarray([np.quantile(c[np.isfinite(c)], level, method="higher") if np.isfinite(c).any()
-                            else np.nan for c in err.T])
-        self.intervals = {"coverage": coverage, "calibration_rows": n,
-                          "log_halfwidth": [float(v) if np.isfinite(v) else None for v in q]}
+            err = np.abs(np.log(meas / pred))
+        self.intervals = {"coverage": coverage, "calibration_rows": len(idx),
+                          "log_halfwidth": [conformal_quantile(c, coverage, min_rows=1) for c in err.T]}
         return self
 
     def fit_calibrated(self, dataset, indices: Sequence[int] | None = None, *, calibration_fraction: float = 0.2,

@@ -102,8 +102,8 @@ from ._graphmae import GraphMAE, GraphMAEConfig
 from ._prompts import (
     _SPECIALS,
     SUMMARY_PROMPT,
-    _tiny_tokenizer,
-    _Tok,
+    tiny_tokenizer,
+    PromptTokenizer,
     graph_summary,
     numeric_prompt,
     prompt_text,
@@ -215,7 +215,7 @@ _ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ern
                   "roc_bert", "data2vec-text", "xmod", "bert-generation")
 
 
-def _load_pretrained_lm(path: str, tok: "_Tok", seed: int):
+def _load_pretrained_lm(path: str, tok: "PromptTokenizer", seed: int):
     """A causal LM from a local directory, with embeddings for the ``<graph>`` markers."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -240,7 +240,7 @@ def _load_pretrained_lm(path: str, tok: "_Tok", seed: int):
     return base
 
 
-def _tiny_lm_config(cfg: GNNLLMConfig, tok: "_Tok"):
+def _tiny_lm_config(cfg: GNNLLMConfig, tok: "PromptTokenizer"):
     """The GPT-2 configuration of the config-built LM (``lm=None``) for tokenizer ``tok``."""
     from transformers import GPT2Config
 
@@ -249,7 +249,7 @@ def _tiny_lm_config(cfg: GNNLLMConfig, tok: "_Tok"):
 
 
 def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
-    """``(peft-wrapped LM, _Tok)``; the base LM's weights are frozen, LoRA adapters trainable."""
+    """``(peft-wrapped LM, PromptTokenizer)``; the base LM's weights are frozen, LoRA adapters trainable."""
     import warnings
 
     import torch
@@ -263,10 +263,10 @@ def _build_lm(cfg: GNNLLMConfig, tok_raw=None):
                 tok_raw = AutoTokenizer.from_pretrained(cfg.lm)
             except (OSError, ValueError) as e:
                 raise ModelLoadError(f"lm={cfg.lm!r} holds no tokenizer that transformers can load: {e}") from None
-        tok = _Tok(tok_raw, hf=True)
+        tok = PromptTokenizer(tok_raw, hf=True)
         base = _load_pretrained_lm(cfg.lm, tok, cfg.seed)
     else:
-        tok = _Tok(tok_raw if tok_raw is not None else _tiny_tokenizer(), hf=False)
+        tok = PromptTokenizer(tok_raw if tok_raw is not None else tiny_tokenizer(), hf=False)
         torch.manual_seed(cfg.seed)
         base = GPT2LMHeadModel(_tiny_lm_config(cfg, tok))
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -335,7 +335,7 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
         self._analytic = None
         self.intervals = None
         self.encoder: GraphMAE | None = None
-        self.tok: _Tok | None = None
+        self.tok: PromptTokenizer | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._static_names = static_feature_names(HARDWARE_FEATURE_NAMES, True)
 
@@ -387,6 +387,16 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
         from torch_geometric.data import Batch
 
         return Batch.from_data_list([self.encoder.data(f.x, f.edge_index) for f, _ in items])
+
+    @property
+    def static_names(self) -> tuple[str, ...]:
+        """Names of the static (workload, device, analytic) features, in the order the network reads them."""
+        return tuple(self._static_names)
+
+    def model_inputs(self, items):
+        """``(graph batch, standardized static tensor, text inputs)`` of ``(features, estimate)`` pairs: what
+        :attr:`net` reads (the text inputs are prompt ids for ``backbone="lm"``, else a tensor)."""
+        return self._graph_batch(items), self._static_tensor(items), self._text_inputs([e for _, e in items])
 
     def _forward(self, items):
         dev = next(self.net.head.parameters()).device
@@ -670,7 +680,7 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
         tok_raw = None
         if lm_backbone and self.config.lm is None:
             tok_raw = _read_tokenizer(path / "tokenizer.json")
-            _check_lm_config(path / "lm_config.json", _tiny_lm_config(self.config, _Tok(tok_raw, hf=False)))
+            _check_lm_config(path / "lm_config.json", _tiny_lm_config(self.config, PromptTokenizer(tok_raw, hf=False)))
         try:
             self._build(self.encoder, tok_raw)
         except InvalidInputError as e:

@@ -5,7 +5,7 @@ The language model reads a prompt describing the workload and the device
 for the text-free baseline) with the graph's embedding spliced in between
 ``GRAPH_OPEN`` and ``GRAPH_CLOSE``; pretraining stage 2 teaches it to write
 :func:`graph_summary`.  The built-in tokenizer is a word-level one over
-everything these texts can say (:func:`_tiny_tokenizer`); :class:`_Tok` gives
+everything these texts can say (:func:`tiny_tokenizer`); :class:`PromptTokenizer` gives
 it and a Hugging Face tokenizer one face.
 """
 
@@ -61,7 +61,7 @@ def _vocab_words() -> list[str]:
     return words
 
 
-def _tiny_tokenizer():
+def tiny_tokenizer():
     from tokenizers import Tokenizer, pre_tokenizers
     from tokenizers.models import WordLevel
 
@@ -73,7 +73,7 @@ def _tiny_tokenizer():
     return tok
 
 
-class _Tok:
+class PromptTokenizer:
     """A uniform face over a ``tokenizers`` word-level tokenizer and a Hugging Face tokenizer."""
 
     def __init__(self, raw, hf: bool):

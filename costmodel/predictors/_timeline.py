@@ -67,7 +67,7 @@ from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, validate_mode, validate_optimizer
+from ._base import Predictor, conformal_quantile, validate_mode, validate_optimizer
 from ._optable import (
     _HOST_INDEX,
     ENERGY_CLASSES,
@@ -277,14 +277,8 @@ def interval_table(rows, ests, *, coverage: float = 0.9, held_out: str = "") -> 
             if math.isfinite(y) and y > 0 and p > 0:
                 err[regime][t].append(abs(math.log(y / p)))
 
-    def q(v: list[float]) -> float | None:
-        n = len(v)
-        if n < 5:
-            return None
-        return float(np.quantile(v, min(1.0, math.ceil((n + 1) * coverage) / n), method="higher"))
-
     return {"coverage": coverage, "held_out": held_out, "rows": {r: len(err[r]["latency_ms"]) for r in err},
-            "log_halfwidth": {r: {t: q(v) for t, v in err[r].items()} for r in err}}
+            "log_halfwidth": {r: {t: conformal_quantile(v, coverage) for t, v in err[r].items()} for r in err}}
 
 
 @register_predictor("timeline")

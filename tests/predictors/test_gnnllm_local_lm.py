@@ -15,7 +15,7 @@ from costmodel import InvalidInputError, ModelLoadError
 from costmodel.datasets import PerfDataset
 from costmodel.predictors import load_predictor
 from costmodel.predictors._gnnllm import GNNLLMConfig, GNNLLMPredictor
-from costmodel.predictors._prompts import GRAPH_CLOSE, GRAPH_OPEN, _tiny_tokenizer
+from costmodel.predictors._prompts import GRAPH_CLOSE, GRAPH_OPEN, tiny_tokenizer
 
 import peft  # noqa: E402,F401  (the test extra installs peft and transformers)
 import transformers  # noqa: E402
@@ -29,7 +29,7 @@ def _tokenizer():
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    raw = _tiny_tokenizer()
+    raw = tiny_tokenizer()
     words = sorted((i, w) for w, i in raw.get_vocab().items() if w not in (GRAPH_OPEN, GRAPH_CLOSE))
     plain = Tokenizer(WordLevel({w: k for k, (_, w) in enumerate(words)}, unk_token="[UNK]"))
     plain.pre_tokenizer = raw.pre_tokenizer
