@@ -15,7 +15,9 @@ transformers), never on the row's own.
 Prints, per group of rows:
 
 1. ``memory_mb`` against NVML (what a MIG slice must hold): MAPE, max error,
-   Acc(2 %), next to the analytic predictor and the shipped learned
+   Acc(2 %), next to the graph walk (the row's CostGraph alone, its liveness
+   walk through the same allocator and overheads: what an ONNX file or a
+   Relax module gets), the analytic predictor and the shipped learned
    predictors. The learned predictors were trained on the packaged rows, so
    their numbers on those rows are in-sample (marked ``*``); on the second
    host's new architectures nobody trained on the rows;
@@ -82,8 +84,9 @@ def _replay(row: dict, ov):
     return replay_memory(row["spec"], "h200", batch=row["batch"], mode=mode, dtype=row["dtype"], overheads=ov)
 
 
-def _learned(rows: list[dict], folder: str, names: list[str]) -> dict[str, list[float]]:
-    """Memory of each row from the shipped predictors (NaN where a predictor has no answer)."""
+def _learned(rows: list[dict], folder: str, names: list[str], graphs: dict | None = None) -> dict[str, list[float]]:
+    """Memory of each row from the shipped predictors (NaN where a predictor has no answer); ``graphs``
+    (when given) receives each row's CostGraph by row index."""
     from costmodel import estimate_llm
     from costmodel.datasets import PerfDataset
     from costmodel.predictors import get_predictor
@@ -108,6 +111,8 @@ def _learned(rows: list[dict], folder: str, names: list[str]) -> dict[str, list[
             if r.phase == "decode":
                 continue
         g = ds.graph(i)
+        if graphs is not None:
+            graphs[j] = g
         for n, p in preds.items():
             try:
                 out[n][j] = p.predict(g, "h200", mode=r.mode).memory_mb
@@ -124,8 +129,18 @@ def _read(folder: Path) -> list[dict]:
     return [r for r in rows if r.get("nvml_used_mb") is not None and r.get("peak_reserved_mb") is not None]
 
 
+def _graph_walk(row: dict, graph, ov) -> float:
+    """``memory_mb`` from the graph alone: its liveness walk through the caching allocator (what an ONNX
+    file or a Relax module gets with the timeline or analytic predictor)."""
+    from costmodel.analysis.memreplay import replay_memory
+
+    mode = "training" if row["mode"] == "train" else "inference"
+    return replay_memory(graph, "h200", batch=row["batch"], mode=mode, dtype=row["dtype"], overheads=ov,
+                         kind="transformer" if "model_type" in row else "vision").memory_mb
+
+
 def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[str, list[float]],
-             in_sample: bool, mig: bool) -> None:
+             in_sample: bool, mig: bool, graphs: dict | None = None) -> None:
     from costmodel import recommend_mig
     from costmodel.analysis.memreplay import fit_overheads
 
@@ -135,6 +150,7 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
         by_fam[_family(r)].append(r)
     cache: dict[str, object] = {}
     res = []
+    walk = [float("nan")] * len(rows)
     t_first, t_again = defaultdict(list), defaultdict(list)
     for k, row in enumerate(rows):
         fam = _family(row)
@@ -153,11 +169,16 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
         _replay(row, cache[fam])
         t_again[_group(row)].append(time.perf_counter() - t0)
         res.append(out)
+        if graphs and k in graphs:
+            walk[k] = _graph_walk(row, graphs[k], cache[fam])
         if (k + 1) % 50 == 0:
             print(f"   ... {k + 1}/{len(rows)}", file=sys.stderr, flush=True)
     groups = sorted({_group(r) for r in rows})
     star = "*" if in_sample else ""
     names = list(learned)
+    if graphs:
+        learned = {"graph walk": walk, **learned}
+        names = list(learned)
     head = f"{'':<26}{'rows':>5}{'replay MAPE':>12}{'max':>7}{'Acc2':>6}"
     head += "".join(f"{n + star:>12}" for n in names)
     print("\n1. memory_mb vs NVML (MAPE %; max |error| %; Acc(2 %) share of rows)")
@@ -169,7 +190,7 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
         m, mx, acc = _stats([(res[i].memory_mb, rows[i]["nvml_used_mb"]) for i in idx])
         line = f"{grp:<26}{len(idx):>5}{m:>12.2f}{mx:>7.1f}{acc:>6.0f}"
         for n in names:
-            lm, _, _ = _stats([(learned[n][i], rows[i]["nvml_used_mb"]) for i in idx])
+            lm, _, _ = _stats([(learned[n][i], rows[i]["nvml_used_mb"]) for i in idx if learned[n][i] == learned[n][i]])
             line += f"{lm:>12.2f}" if lm == lm else f"{'-':>12}"
         print(line)
     print("\n2. the replay against PyTorch's counters (MAPE %, max %)")
@@ -330,13 +351,16 @@ def main() -> None:
     new_arch += [r for r in extend if "model_type" in r]
     names = [] if a.skip_learned else ["analytic", "trappm", "dippm", "xgb-static", "llm-xgb"]
     rows = keep(packaged)
-    learned = _learned(rows, "h200", names) if names else {}
-    _section("H200, packaged rows, overheads fitted leave-one-family-out", rows, packaged, learned, True, True)
+    graphs: dict = {}
+    learned = _learned(rows, "h200", names, graphs) if names else {}
+    _section("H200, packaged rows, overheads fitted leave-one-family-out", rows, packaged, learned, True, True,
+             graphs)
     rows = keep(new_arch)
     if rows:
-        learned = _learned(rows, "h200_extend", names) if names else {}
+        graphs = {}
+        learned = _learned(rows, "h200_extend", names, graphs) if names else {}
         _section("H200, second host, architectures no predictor trained on (overheads from the packaged rows)",
-                 rows, packaged, learned, False, True)
+                 rows, packaged, learned, False, True, graphs)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python benchmarks/timeline.py [--epochs N] [--seeds 3] [--skip-lofo]
     python benchmarks/timeline.py --llm          # transformers, leave-one-model-out
     python benchmarks/timeline.py --speed        # section 4 only, shipped artifact
+    python benchmarks/timeline.py --devices      # section 6 only: GPUs without rows
     python benchmarks/timeline.py --cpu [-- --skip-dippm]
 
 Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
@@ -19,6 +20,9 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
 4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second;
 5. (``--llm``) the H200 transformer rows (encoder forward, prefill, and decode
    steps with their KV-cache graphs) through the timeline, leave-one-model-out.
+6. (``--devices``) GPUs without rows: the shipped predictors' latency and
+   average power on five other GPUs (nothing to score against; it shows that
+   predictions follow each GPU's roofline and power limit).
 
 ``--cpu`` prints the CPU tables instead (``benchmarks/timeline_cpu.py``): the
 operator model trained on operator profiles, per operator and per model,
@@ -200,6 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--llm", action="store_true", help="only the H200 transformer table (section 5)")
     ap.add_argument("--speed", action="store_true",
                     help="only section 4, with the shipped timeline artifact (no fitting)")
+    ap.add_argument("--devices", action="store_true",
+                    help="only section 6: the shipped predictors on GPUs without rows (no fitting)")
     return ap
 
 
@@ -249,7 +255,39 @@ def _all_predictors_table(get_predictor, n_graphs, n_rows, ests) -> dict:
             m = _metrics(y[t], [getattr(x, t) for x in e])
             vals.append(f"{m['mape']:6.1f} (tau {m['kendall_tau']:.2f})")
         print(f"{name:<14}" + " | ".join(vals))
+    from costmodel.analysis.memreplay import replay_memory
+
+    walk = [replay_memory(g, "h200", batch=r.batch, mode=r.mode, dtype=r.dtype, kind="vision").memory_mb
+            for g, r in zip(n_graphs, n_rows)]
+    m = _metrics(y["memory_mb"], walk)
+    print(f"{'graph walk':<14}{'':>34}{'memory':>9} {m['mape']:6.1f} (tau {m['kendall_tau']:.2f})   "
+          "(what estimate() of a graph alone gives the timeline: its liveness walk through the allocator)")
     return y
+
+
+def _devices_section() -> None:
+    """Section 6: other GPUs, which have no rows: latency and average power per device, next to TraPPM."""
+    from costmodel.devices import get_device
+    from costmodel.frontends import to_graph
+    from costmodel.predictors import get_predictor
+
+    print("\n6. other GPUs (no rows to score against): latency ms / average power W")
+    devs = ("h200", "h100", "a100-80gb", "v100", "l4", "t4")
+    print(f"{'workload':<34}{'predictor':<10}" + "".join(f"{d:>15}" for d in devs))
+    for model, b, mode, dt in (("torchvision:resnet50", 128, "training", "fp32"),
+                               ("torchvision:vit_b_16", 64, "training", "fp16"),
+                               ("torchvision:resnet50", 256, "inference", "fp16"),
+                               ("torchvision:resnet50", 1, "inference", "fp32")):
+        g = to_graph(model, batch=b, mode=mode, dtype=dt)
+        for name in ("timeline", "trappm", "analytic"):
+            p = get_predictor(name)
+            cells = []
+            for d in devs:
+                e = p.predict(g, d, mode=mode)
+                cells.append(f"{e.latency_ms:8.1f} /{e.power_w:4.0f}")
+            label = f"{model.split(':')[1]} b{b} {mode[:5]} {dt}" if name == "timeline" else ""
+            print(f"{label:<34}{name:<10}" + "".join(f"{c:>15}" for c in cells))
+    print("   TDP W: " + ", ".join(f"{d} {get_device(d).tdp_w:.0f}" for d in devs))
 
 
 def _second_host_section(full, new, checks, n_graphs, n_rows, ests, y_lat) -> None:
@@ -325,6 +363,9 @@ def main() -> None:
         from costmodel.predictors import get_predictor
 
         _speed_section(get_predictor("timeline"))
+        return
+    if a.devices:
+        _devices_section()
         return
     _vision_sections(a)
 

@@ -118,12 +118,13 @@ def peak_activation_bytes(graph: CostGraph) -> float:
     return float(peak)
 
 
-def _saved_owners(graph: CostGraph, owner: list[int]) -> set[int]:
-    """Buffers (by owning node) autograd keeps from the forward pass for the backward pass; ``-1``
-    stands for the graph's inputs."""
+def saved_by(graph: CostGraph, owner: list[int]) -> list[set[int]]:
+    """Per node, the buffers (by owning node) its backward function keeps from the forward pass;
+    ``-1`` stands for the graph's inputs."""
     preds = graph.predecessors()
-    saved: set[int] = set()
+    out: list[set[int]] = []
     for i, node in enumerate(graph.nodes):
+        saved: set[int] = set()
         if node.kind in _SAVES_INPUTS:
             if preds[i]:
                 saved.update(owner[p] for p in preds[i])
@@ -133,7 +134,14 @@ def _saved_owners(graph: CostGraph, owner: list[int]) -> set[int]:
             saved.add(owner[i])
         if node.kind == "max_pool" or (node.kind == "elementwise" and node.op.endswith("dropout")):
             saved.add(owner[i])  # indices / masks
-    return saved
+        out.append(saved)
+    return out
+
+
+def _saved_owners(graph: CostGraph, owner: list[int]) -> set[int]:
+    """Buffers (by owning node) autograd keeps from the forward pass for the backward pass; ``-1``
+    stands for the graph's inputs."""
+    return set().union(*saved_by(graph, owner))
 
 
 def saved_activation_bytes(graph: CostGraph) -> float:

@@ -73,6 +73,15 @@ __all__ = [
     "trace_decoder",
 ]
 
+def conv_workspace_bytes(in_bytes: int, out_bytes: int, *, groups: int, kernel) -> int:
+    """cuDNN's transient workspace of one forward convolution (the rule of
+    :meth:`_Recorder.conv_workspace`): input + output bytes for a dense convolution with a kernel
+    wider than 1 x 1, none for 1 x 1, grouped and depthwise ones."""
+    if groups != 1 or not kernel or max(kernel) <= 1:
+        return 0
+    return int(in_bytes + out_bytes)
+
+
 #: optimizers a training trace can run (the IR's vocabulary; ``momentum`` is taken for ``sgd_momentum``)
 OPTIMIZERS = _IR_OPTIMIZERS
 _DTYPES = ("fp32", "fp16", "bf16")
@@ -226,9 +235,10 @@ class _Recorder:
         x, w = args[0], args[1]
         gi = 8 if func.__name__.startswith("convolution") else 6
         groups = args[gi] if len(args) > gi else 1
-        if groups != 1 or w.dim() < 3 or max(w.shape[2:]) <= 1:
+        nbytes = conv_workspace_bytes(x.numel() * x.element_size(), out.numel() * out.element_size(),
+                                      groups=groups, kernel=tuple(w.shape[2:]))
+        if not nbytes:
             return
-        nbytes = x.numel() * x.element_size() + out.numel() * out.element_size()
         key = self._next
         self._next += 1
         self.trace.events.append(Event("alloc", key, int(nbytes), self.phase, "cudnn_workspace"))

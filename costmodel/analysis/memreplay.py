@@ -25,6 +25,9 @@ says so.
 When the model cannot run on meta tensors (a data-dependent shape, a custom
 kernel), or only a CostGraph is at hand, the trace falls back to a liveness
 walk over the graph (:func:`graph_trace`), with a warning naming the operator.
+The walk simulates what autograd does in a training step (saved buffers, the
+reversed pass's gradients, parameter gradients, optimizer state) so that a
+graph alone gets the same allocator and overheads as a traced module.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
 from .allocator import MIB, Event, replay
-from .alloctrace import AllocationTrace, TraceError, check_optimizer, trace_decoder, trace_module
+from .alloctrace import (
+    AllocationTrace,
+    TraceError,
+    check_optimizer,
+    conv_workspace_bytes,
+    trace_decoder,
+    trace_module,
+)
 
 __all__ = [
     "KINDS",
@@ -392,11 +402,16 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
     """An allocation stream from a CostGraph alone: the liveness walk (the fallback path).
 
     Weights and inputs first; each operator allocates its outputs (views and in-place operators
-    alias their input) and a buffer is freed after its last reader. Training keeps the buffers
-    autograd saves until the end of the backward pass, adds one gradient per parameter tensor
-    and, in the first step, the optimizer state (and the foreach temporaries of Adam).
+    alias their input) and a buffer is freed after its last reader; a dense spatial convolution
+    takes cuDNN's transient workspace (the rule of the module trace). Training runs two steps,
+    as the module trace does: the forward pass keeps what each operator's backward function
+    saves; the backward pass walks the operators in reverse, allocating the gradient of each
+    input (a view passes its gradient on without a copy; a second gradient for the same tensor is
+    summed into the first), the parameters' gradients (freed by ``zero_grad`` at the next step),
+    and frees a saved buffer after the last operator that saved it has run; the optimizer
+    allocates its state in the first step and its foreach temporaries in each.
     """
-    from ._memory import OPTIMIZER_STATE, OPTIMIZER_TRANSIENT, _buffers, _nbytes, _saved_owners
+    from ._memory import _SAVES_INPUTS, _SAVES_OUTPUT, OPTIMIZER_STATE, OPTIMIZER_TRANSIENT, _buffers, _nbytes, saved_by
 
     if training:
         optimizer = check_optimizer(optimizer)
@@ -413,36 +428,130 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
         key -= 1
     tr.state_bytes = weights + sum(int(_nbytes(x.shape, x.dtype)) for x in graph.inputs)
     ev.append(Event("reset_peak"))
-    n = len(graph.nodes)
     owner, allocates = _buffers(graph)
+    by = saved_by(graph, owner) if training else [set() for _ in graph.nodes]
+    saved = {o for s in by for o in s if o >= 0 and allocates[o]}
+    # an in-place operator whose backward needs its input (silu_, hardswish_, mul_) makes autograd save a
+    # clone of that input before it is overwritten
+    clones = {i for i, nd in enumerate(graph.nodes)
+              if training and nd.attrs.get("inplace") and nd.kind in _SAVES_INPUTS and nd.kind not in _SAVES_OUTPUT}
+    for step in range(2 if training else 1):
+        if step:  # zero_grad(set_to_none=True): the last step's parameter gradients go
+            ev.extend(Event("free", _PARAM_GRAD_KEY - i) for i, nd in enumerate(graph.nodes) if any(nd.param_inputs))
+        _forward_events(graph, ev, owner, allocates, saved, clones, training)
+        if training:
+            _backward_events(graph, ev, owner, allocates, by, saved, step)
+            state = int(OPTIMIZER_STATE[optimizer] * weights)
+            if state and step == 0:
+                ev.append(Event("alloc", -(1 << 30) - 1, state, "optimizer", "state"))
+            temp = int(OPTIMIZER_TRANSIENT[optimizer] * weights)
+            if temp:
+                ev.append(Event("alloc", -(1 << 30) - 2, temp, "optimizer", "foreach"))
+                ev.append(Event("free", -(1 << 30) - 2))
+    return tr
+
+
+#: event keys of the parameter gradients, of inputs saved by in-place operators and of max-pool indices:
+#: these minus the node index
+_PARAM_GRAD_KEY, _CLONE_KEY, _INDEX_KEY = -(1 << 33), -(1 << 34), -(1 << 35)
+
+
+def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], saved: set[int],
+                    clones: set[int], training: bool) -> None:
+    """One forward pass: outputs allocated, unsaved buffers freed after their last reader."""
+    from ._memory import _nbytes
+
+    n = len(graph.nodes)
     succ = graph.successors()
     last = list(range(n))
     for i in range(n):
         end = max(succ[i]) if succ[i] else n
         last[owner[i]] = max(last[owner[i]], end)
-    saved = {o for o in _saved_owners(graph, owner) if o >= 0} if training else set()
     frees: dict[int, list[int]] = {}
     for o in set(owner):
         if allocates[o] and o not in saved:
             frees.setdefault(last[o], []).append(o)
     for i, node in enumerate(graph.nodes):
+        if i in clones:
+            ev.append(Event("alloc", _CLONE_KEY - i, int(node.out_bytes), "forward", f"{node.op} (saved input)"))
         if allocates[i]:
             ev.append(Event("alloc", i + 1, int(node.out_bytes), "forward", node.op))
+        if training and node.kind == "max_pool" and node.out_shapes:  # the argmax indices (int64), saved
+            ev.append(Event("alloc", _INDEX_KEY - i, int(_nbytes(node.out_shapes[0], "int64")), "forward",
+                            f"{node.op} (indices)"))
+        if node.kind == "conv" and node.in_shapes:
+            ws = conv_workspace_bytes(int(_nbytes(node.in_shapes[0], node.in_dtypes[0] if node.in_dtypes else "fp32")),
+                                      int(node.out_bytes), groups=int(node.attrs.get("groups", 1) or 1),
+                                      kernel=tuple(node.attrs.get("kernel") or ()))
+            if ws:
+                ev.append(Event("alloc", -(1 << 31) - i, ws, "forward", "cudnn_workspace"))
+                ev.append(Event("free", -(1 << 31) - i))
         for o in frees.get(i, ()):
             ev.append(Event("free", o + 1))
     for o in frees.get(n, ()):
         ev.append(Event("free", o + 1))
-    if training:
-        grads = weights
-        ev.append(Event("alloc", -(1 << 30), grads, "backward", "gradients"))
-        for o in sorted(saved):
-            if o >= 0 and allocates[o]:
-                ev.append(Event("free", o + 1))
-        state = int(OPTIMIZER_STATE[optimizer] * weights)
-        if state:
-            ev.append(Event("alloc", -(1 << 30) - 1, state, "optimizer", "state"))
-        temp = int(OPTIMIZER_TRANSIENT[optimizer] * weights)
-        if temp:
-            ev.append(Event("alloc", -(1 << 30) - 2, temp, "optimizer", "foreach"))
-            ev.append(Event("free", -(1 << 30) - 2))
-    return tr
+
+
+def _backward_events(graph, ev: list, owner: list[int], allocates: list[bool], by: list[set[int]],
+                     saved: set[int], step: int) -> None:
+    """One backward pass in reverse operator order (see :func:`graph_trace`)."""
+    from ._memory import _SAVES_INPUTS, _SAVES_OUTPUT, _nbytes
+
+    n = len(graph.nodes)
+    preds = graph.predecessors()
+    succ = graph.successors()
+    grad_base, param_base = -(1 << 32), _PARAM_GRAD_KEY
+    release: dict[int, list[int]] = {}
+    for o in saved:
+        release.setdefault(min(i for i in range(n) if o in by[i]), []).append(o)
+    live: dict[int, int] = {}  # node -> key of the gradient of its output
+    refs: dict[int, int] = {}  # gradient key -> how many tensors it is the gradient of
+
+    def hold(p: int, key: int) -> None:
+        live[p] = key
+        refs[key] = refs.get(key, 0) + 1
+
+    def drop(key: int) -> None:
+        refs[key] -= 1
+        if not refs[key]:
+            del refs[key]
+            ev.append(Event("free", key))
+
+    for i, node in enumerate(graph.nodes):
+        if not succ[i]:  # the loss's gradient with respect to each output
+            ev.append(Event("alloc", grad_base - i, int(node.out_bytes), "backward", "grad_output"))
+            hold(i, grad_base - i)
+    for i in range(n - 1, -1, -1):
+        node = graph.nodes[i]
+        g = live.pop(i, None)
+        if g is not None:
+            out_shape = node.out_shapes[0] if node.out_shapes else None
+            for k, p in enumerate(preds[i]):
+                # a view's gradient is its input's, reshaped; an addition hands the same gradient to each
+                # operand of its own shape (a subtraction to its first)
+                passes = node.is_view or (node.kind == "add" and (k == 0 or not node.op.endswith("sub"))
+                                          and graph.nodes[p].out_shapes[:1] == [out_shape])
+                if passes:
+                    if p not in live:
+                        hold(p, g)
+                    continue  # else summed into the gradient already there, in place
+                size = int(graph.nodes[p].out_bytes)
+                if p in live:  # a second gradient for the same tensor: computed, then summed into the first
+                    ev.append(Event("alloc", grad_base - n - i, size, "backward", node.op))
+                    ev.append(Event("free", grad_base - n - i))
+                else:
+                    ev.append(Event("alloc", grad_base - p, size, "backward", node.op))
+                    hold(p, grad_base - p)
+            pbytes = sum(int(_nbytes(s, d)) for s, d, is_p in zip(node.in_shapes, node.in_dtypes, node.param_inputs)
+                         if is_p)
+            if pbytes:
+                ev.append(Event("alloc", param_base - i, pbytes, "backward", "parameter gradients"))
+            drop(g)
+        for o in release.get(i, ()):
+            ev.append(Event("free", o + 1))
+        if node.attrs.get("inplace") and node.kind in _SAVES_INPUTS and node.kind not in _SAVES_OUTPUT:
+            ev.append(Event("free", _CLONE_KEY - i))
+        if node.kind == "max_pool":
+            ev.append(Event("free", _INDEX_KEY - i))
+    for key in list(refs):
+        ev.append(Event("free", key))

@@ -16,12 +16,13 @@ import types
 
 from ._api import DTYPES, MODES, estimate, estimate_llm
 from ._finish import finish_estimate, mig_details
-from ._memory import MEMORY_PATHS, PREDICTOR_MEMORY_NOTE, replay_into
+from ._memory import MEMORY_PATHS, PREDICTOR_MEMORY_NOTE, graph_memory_into, replay_into
 from ._types import Estimate, LLMEstimate, with_notes
 from .mig import mig_latency_penalty, recommend_mig, slice_device
 
 __all__ = [
     "PREDICTOR_MEMORY_NOTE",
+    "graph_memory_into",
     "DTYPES",
     "Estimate",
     "LLMEstimate",

@@ -6,7 +6,7 @@ from typing import Any
 
 from .._errors import InvalidInputError
 from ..ir import MODEL_DTYPES as DTYPES, MODES
-from ._memory import MEMORY_PATHS, replay_into, traceable
+from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
 from ._types import LLMEstimate, with_notes
 
 
@@ -86,7 +86,7 @@ def estimate(
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
                           input_shape=input_shape, inputs=inputs, graph=graph)
     elif memory == "replay":
-        est.details["memory"] = {"path": "predictor", "reason": "a graph alone holds no module to trace"}
+        est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer)
     return with_notes(est, notes)
 
 

@@ -4,7 +4,11 @@ A predictor decides latency, energy and its own guess at memory; when the
 model can be run on fake tensors (an ``nn.Module``, a zoo name, a data spec)
 the memory is taken from :func:`costmodel.analysis.memreplay.replay_memory`
 instead, and the estimate says which path answered (``details["memory"]``).
-A graph alone (ONNX, Relax, a CostGraph) keeps the predictor's memory.
+A graph alone (ONNX, Relax, a CostGraph) has no module to run: a predictor
+that learned memory keeps its own; one whose memory is the analytic liveness
+model (``timeline``, ``analytic``) gets the graph's liveness walk replayed
+through the same caching allocator and overheads (``path`` is
+``liveness-fallback``), which is closer to the measured peaks (docs/memory.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,23 @@ from .mig import recommend_mig
 
 #: what ``estimate(memory=...)`` takes
 MEMORY_PATHS = ("replay", "predictor")
+
+
+def predictor_memory_is_analytic(est: Estimate) -> bool:
+    """Whether ``est``'s memory is the analytic liveness model's (the predictor learned none)."""
+    return est.predictor == "analytic" or any(a.startswith(PREDICTOR_MEMORY_NOTE) for a in est.assumptions)
+
+
+def graph_memory_into(est: Estimate, graph, dev, *, mode: str, optimizer: str = "adam") -> Estimate:
+    """Memory of an estimate made from a graph alone (no module to run), in place: the graph's liveness
+    walk replayed through the caching allocator when the predictor learned no memory, else the
+    predictor's own; ``details["memory"]["path"]`` says which."""
+    if predictor_memory_is_analytic(est):
+        return replay_into(est, graph, dev, batch=graph.meta.get("batch") or est.batch or 1, mode=mode,
+                           dtype=est.dtype or "fp32", optimizer=optimizer, graph=graph)
+    est.details["memory"] = {"path": "predictor", "reason": "a graph alone holds no module to trace; the "
+                                                            "predictor's learned memory is kept"}
+    return est
 
 
 def traceable(model) -> bool:
@@ -74,8 +95,10 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
     est.details["memory"]["notes"] = list(mem.notes)
     # the replay is the normal path; what it had to borrow or fall back on is an assumption
     if mem.path != "replay":
+        why = ("a graph alone holds no module to run" if model is graph
+               else "the module could not run on fake tensors")
         est.assumptions = [*est.assumptions, "memory: a liveness walk over the graph replayed through the caching "
-                                             "allocator (the module could not run on fake tensors)"]
+                                             f"allocator ({why})"]
     if "no rows for" in mem.notes[-1]:
         est.assumptions = [*est.assumptions, f"memory {mem.notes[-1]}"]
     mig = recommend_mig(dev, est.memory_mb)

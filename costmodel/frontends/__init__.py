@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 3
+FRONTEND_VERSION = 4
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -186,7 +186,10 @@ class _Emitter:
             attrs["training"] = bool(training) if training is not None else self.training
         elif kind == "dropout":
             train = named.get("train", self.training)
-            view = not bool(train)
+            rate = named.get("p")
+            # eval mode, or a rate of 0 (timm's and torchvision's default): eager returns the input itself,
+            # with no kernel, no mask and nothing saved for backward
+            view = not bool(train) or (isinstance(rate, (int, float)) and float(rate) == 0.0)
             if not view:
                 kind = "elementwise"
         elif kind == "reduction" and base == "mean" and in_shapes:

@@ -35,7 +35,9 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
             f"function {func!r} has batch {graph.meta.get('batch')} in its static shapes but batch={batch} was "
             "requested; batch= binds a symbolic batch dimension only"
         )
-    return pred.predict(graph, dev, mode=mode)
+    from ..estimate import graph_memory_into
+
+    return graph_memory_into(pred.predict(graph, dev, mode=mode), graph, dev, mode=mode)
 
 
 def _attrs_of(est) -> dict[str, Any]:
@@ -53,8 +55,8 @@ def _attrs_of(est) -> dict[str, Any]:
             "perf.device": str(est.device),
             "perf.batch": int(est.batch or 0),
             "perf.dtype": str(est.dtype),
-            # "replay" when memory came from an allocation trace; a Relax function has no module to
-            # run on fake tensors, so its memory is the predictor's
+            # a Relax function has no module to run on fake tensors: "liveness-fallback" when its
+            # liveness walk went through the caching allocator, "predictor" for a learned memory model
             "perf.memory_path": str((getattr(est, "details", None) or {}).get("memory", {}).get("path", "predictor")),
         }
     except (AttributeError, TypeError, ValueError) as e:

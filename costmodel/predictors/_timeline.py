@@ -84,7 +84,7 @@ from ._registry import register_predictor
 MIN_EFFICIENCY = 0.05
 #: the host multiplier of an operator lies in [exp(-HOST_RANGE), exp(HOST_RANGE)] (a factor of four)
 HOST_RANGE = math.log(4.0)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # ---------------------------------------------------------------------- the learned parts
 @dataclass
@@ -119,6 +119,10 @@ class TimelineParams:
     #: multiplier is divided by it, and ``host_us`` holds the class's typical cost (what a host profile
     #: measures), so a host profile replaces like with like
     host_norm: list[float] | None = None
+    #: per feature, the smallest and largest standardized value among the training operators: a query
+    #: is clipped into this box before either network sees it (see :meth:`TimelinePredictor._scaled_x`)
+    lo: list[float] | None = None
+    hi: list[float] | None = None
 
 
 def _softplus_inv(y: float) -> float:
@@ -402,8 +406,10 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         else:
             w = np.zeros(1 + 2 * len(ENERGY_CLASSES))
         k = len(ENERGY_CLASSES)
+        z = b.x.numpy()
         self.params = TimelineParams(
-            mean=mean.tolist(), std=std.tolist(),
+            mean=mean.tolist(), std=std.tolist(), lo=z.min(0).astype(np.float64).tolist(),
+            hi=z.max(0).astype(np.float64).tolist(),
             host_us=host_us, host_norm=host_norm,
             kernel_floor_us=float(F.softplus(model.floor.detach())), sync_us=float(F.softplus(model.sync.detach())),
             energy_static_w=float(w[0]), energy_a_w=w[1:1 + k].tolist(), energy_b_w=w[1 + k:].tolist(),
@@ -497,8 +503,19 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
     # ------------------------------------------------------------------ prediction
     def _scaled_x(self, t: OpTable) -> np.ndarray:
+        """Standardized features, clipped into the training box.
+
+        The networks are smooth functions fitted on one region of feature space; outside it an MLP
+        extrapolates without bound. Clipping makes each feature beyond the training range count as
+        its nearest trained value, so the roofline bound (computed outside the networks) carries
+        the scaling. A feature that never varied in training (the device's figures, while one GPU
+        has rows) is pinned to its training value: the fit could not learn what it does.
+        """
         assert self.params is not None
-        return (t.x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
+        z = (t.x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
+        if self.params.lo is not None and self.params.hi is not None:
+            z = np.clip(z, np.asarray(self.params.lo), np.asarray(self.params.hi))
+        return z
 
     def _device_us(self, t: OpTable, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each row's device time (µs) and its efficiency under the roofline."""
@@ -569,8 +586,12 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             p = self.params
             e_class = [float(d_us[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
             u_class = [float((d_us * eff)[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
-            energy_j = (p.energy_static_w * lat_us + sum(a * e for a, e in zip(p.energy_a_w, e_class))
-                        + sum(b * u for b, u in zip(p.energy_b_w, u_class))) * 1e-6
+            static_k, dynamic_k, power_note = self._power_scales(dev)
+            static_w = p.energy_static_w * static_k
+            dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
+                         + sum(b * u for b, u in zip(p.energy_b_w, u_class))) * dynamic_k
+            # a board cannot draw more than its power limit on average
+            energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
             est = base._predict(g, dev, mode=m, optimizer=optimizer, mig_details=False)
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g), *dev.assumptions]
@@ -579,6 +600,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             elif "H200" not in dev.name:
                 notes.append(f"host lane fitted to the machine that measured {', '.join(p.trained_on.get('devices', []))}"
                              " rows; pass host=FILE from `costmodel calibrate` for this machine")
+            if power_note:
+                notes.append(power_note)
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             single = replay(np.concatenate([[call_us], h_us]), np.concatenate([[0.0], d_us]),
@@ -607,6 +630,27 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             }
             out.append(est)
         return out
+
+    def _power_scales(self, dev) -> tuple[float, float, str]:
+        """``(static, dynamic, note)``: how the fitted watts carry to ``dev``.
+
+        The powers were fitted on the rows' device. Another board's static power scales with its idle
+        power and the power its kernels add with its dynamic range (power limit minus idle), so an
+        L4 (72 W) is not predicted to draw an H200's 500 W; the average is also capped at the power
+        limit. The note says so (empty on the fitted device)."""
+        fitted = self.params.trained_on.get("devices", []) if self.params else []
+        if not fitted or dev.name in fitted:
+            return 1.0, 1.0, ""
+        try:
+            ref = get_device(fitted[0])
+        except Exception:  # noqa: BLE001 - an artifact naming a device this library lacks keeps its watts
+            return 1.0, 1.0, ""
+        static = dev.idle_power_w / ref.idle_power_w if ref.idle_power_w > 0 else 1.0
+        span, ref_span = dev.tdp_w - dev.idle_power_w, ref.tdp_w - ref.idle_power_w
+        dynamic = span / ref_span if ref_span > 0 else 1.0
+        note = (f"power fitted on {ref.name} rows, carried to {dev.name} by idle power (x{static:.2f}) and power "
+                f"range above idle (x{dynamic:.2f}), capped at its {dev.tdp_w:.0f} W limit")
+        return static, dynamic, note
 
     def _attach_intervals(self, est: Estimate, dev, regime: str) -> None:
         """Latency and energy intervals from the held-out-family residuals of ``regime`` (none for a
@@ -703,11 +747,13 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         for name, v, n in (("mean", params.mean, F), ("std", params.std, F), ("host_us", params.host_us, len(HOST_CLASSES)),
                            ("energy_a_w", params.energy_a_w, len(ENERGY_CLASSES)),
                            ("host_norm", params.host_norm, len(HOST_CLASSES)),
+                           ("lo", params.lo, F), ("hi", params.hi, F),
                            ("energy_b_w", params.energy_b_w, len(ENERGY_CLASSES))):
             need(isinstance(v, list) and len(v) == n and all(isinstance(a, (int, float)) and math.isfinite(a) for a in v),
                  f"params.{name} must be {n} finite numbers")
         need(all(s > 0 for s in params.std), "params.std must be positive")
         need(all(v > 0 for v in params.host_norm), "params.host_norm must be positive")
+        need(all(a <= b for a, b in zip(params.lo, params.hi)), "params.lo must not exceed params.hi")
         iv = params.intervals
         if iv is not None:
             ok = (isinstance(iv, dict) and isinstance(iv.get("coverage"), (int, float)) and 0 < iv["coverage"] < 1

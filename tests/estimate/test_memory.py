@@ -8,7 +8,7 @@ from torch import nn
 
 import costmodel
 from costmodel import InvalidInputError
-from costmodel.estimate import recommend_mig
+from costmodel.estimate import PREDICTOR_MEMORY_NOTE, recommend_mig
 
 
 def test_a_zoo_model_gets_its_memory_from_the_replay():
@@ -34,8 +34,18 @@ def test_predictor_memory_on_request_and_for_a_graph():
     est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200", memory="predictor")
     assert est.allocated_mb is None and "memory" not in est.details
     g = costmodel.to_graph("torchvision:resnet18", batch=8)
-    est = costmodel.estimate(g, batch=8, device="h200")
-    assert est.details["memory"]["path"] == "predictor"
+    # a learned memory model keeps its own for a graph alone
+    est = costmodel.estimate(g, batch=8, device="h200", predictor="trappm")
+    assert est.details["memory"]["path"] == "predictor" and est.allocated_mb is None
+    # a predictor without one gets the graph's liveness walk through the caching allocator
+    est = costmodel.estimate(g, batch=8, device="h200", predictor="timeline")
+    assert est.details["memory"]["path"] == "liveness-fallback"
+    assert 0 < est.allocated_mb <= est.reserved_mb < est.memory_mb
+    assert any("a graph alone holds no module to run" in a for a in est.assumptions)
+    assert not any(a.startswith(PREDICTOR_MEMORY_NOTE) for a in est.assumptions)
+    module = costmodel.estimate("torchvision:resnet18", batch=8, device="h200")
+    assert module.details["memory"]["path"] == "replay"
+    assert abs(est.memory_mb - module.memory_mb) / module.memory_mb < 0.1
     with pytest.raises(InvalidInputError, match="memory must be one of replay, predictor"):
         costmodel.estimate("torchvision:resnet18", batch=8, device="h200", memory="guess")
 

@@ -174,6 +174,7 @@ def test_round_trip_and_a_host_profile(tmp_path, fitted, r18):
     ("shape", "shape"), ("nan", "non-finite"), ("missing", "lacks tensor"), ("features", "feature names"),
     ("host", "host_us"), ("version", "format_version"), ("std", "std"),
     ("host_shape", "tensor h0 has shape"), ("host_missing", "lacks tensor h4"), ("intervals", "params.intervals"),
+    ("box", "params.lo must not exceed"), ("box_missing", "params.hi must be"),
 ])
 def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
     from safetensors.numpy import load_file, save_file
@@ -202,6 +203,10 @@ def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
         del w["h4"]
     elif damage == "intervals":
         cfg["params"]["intervals"] = {"coverage": 1.5, "log_halfwidth": {}}
+    elif damage == "box":
+        cfg["params"]["lo"][3] = cfg["params"]["hi"][3] + 1.0
+    elif damage == "box_missing":
+        del cfg["params"]["hi"]
     (d / "config.json").write_text(json.dumps(cfg))
     save_file(w, str(d / "weights.safetensors"))
     # checksums consistent with the damage: the structural checks themselves must catch it
@@ -261,6 +266,37 @@ def test_the_shipped_artifact_answers_by_name(r18):
     assert p.params.trained_on["rows"] == 342 and p.params.trained_on["devices"] == ["H200-SXM5-141GB"]
     e = p.predict(r18, "h200")
     assert e.predictor == "timeline" and 0.1 < e.latency_ms < 100
+
+
+def test_queries_are_clipped_into_the_training_box(fitted, r18):
+    pred = fitted[0]
+    lo, hi = np.asarray(pred.params.lo), np.asarray(pred.params.hi)
+    assert lo.shape == hi.shape == (len(FEATURE_NAMES),) and (lo <= hi).all()
+    # every training row was on one GPU: its figures never varied, so they are pinned
+    hw = [FEATURE_NAMES.index(n) for n in ("hw_log_peak_tflops", "hw_log_bandwidth_gbps", "hw_sm_count")]
+    np.testing.assert_allclose(lo[hw], hi[hw])
+    for dev in ("h100", "a100-80gb", "l4"):
+        z = pred._scaled_x(op_table(r18, get_device(dev), mode="inference"))
+        assert (z >= lo - 1e-9).all() and (z <= hi + 1e-9).all()
+        np.testing.assert_allclose(z[:, hw], np.broadcast_to(lo[hw], z[:, hw].shape))
+
+
+def test_other_gpus_follow_their_rooflines():
+    """On a device-bound step the shipped model's GPUs rank as their peak rates and bandwidths do,
+    and an H100 (H200's compute, 70 % of its bandwidth) lands between the two roofline ratios."""
+    g = zoo_graph("resnet50", batch=128, mode="training", method="trace")
+    p = costmodel.get_predictor("timeline")
+    est = {d: p.predict(g, d, mode="training") for d in ("h200", "h100", "a100-80gb", "v100", "t4", "l4")}
+    lat = {d: e.latency_ms for d, e in est.items()}
+    assert lat["h200"] < lat["h100"] < lat["a100-80gb"] < lat["v100"] < lat["t4"], lat
+    h200, h100 = get_device("h200"), get_device("h100")
+    assert 0.98 <= lat["h100"] / lat["h200"] <= 1.02 * h200.bandwidth_bytes_s / h100.bandwidth_bytes_s, lat
+    # the watts fitted on the H200 carry to each board by its idle power and power range, within its limit
+    for d, e in est.items():
+        dev = get_device(d)
+        assert dev.idle_power_w < e.power_w <= dev.tdp_w * (1 + 1e-9), (d, e.power_w)
+        assert any(a.startswith("power fitted on") for a in e.assumptions) == (d != "h200")
+    assert est["l4"].power_w < 0.2 * est["h200"].power_w
 
 
 def test_fit_host_finds_the_second_host_faster(fitted):
