@@ -68,6 +68,7 @@ from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
 from ._base import Predictor, conformal_quantile, validate_mode, validate_optimizer
+from ._energy import energy_design, nnls_relative, power_scales
 from ._optable import (
     _HOST_INDEX,
     ENERGY_CLASSES,
@@ -224,33 +225,6 @@ def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
             for c in HOST_CLASSES]
 
 
-def _energy_design(tables: Sequence[OpTable], dev_us: Sequence[np.ndarray], eff: Sequence[np.ndarray],
-                   lat_us: np.ndarray) -> np.ndarray:
-    """Columns of the linear energy model (joules = design @ watts)."""
-    cols = []
-    for t, d, e, lat in zip(tables, dev_us, eff, lat_us):
-        row = [lat * 1e-6]
-        for k in range(len(ENERGY_CLASSES)):
-            m = t.energy_class == k
-            row.append(float(d[m].sum()) * 1e-6)
-        for k in range(len(ENERGY_CLASSES)):
-            m = t.energy_class == k
-            row.append(float((d[m] * e[m]).sum()) * 1e-6)  # time weighted by utilisation of the roofline
-        cols.append(row)
-    return np.asarray(cols)
-
-
-def _nnls_relative(A: np.ndarray, y: np.ndarray, iters: int = 3000) -> np.ndarray:
-    """Non-negative least squares on relative error (projected gradient; a handful of columns)."""
-    W = A / y[:, None]
-    t = np.ones(len(y))
-    w = np.maximum(np.linalg.lstsq(W, t, rcond=None)[0], 0.0)
-    L = np.linalg.norm(W, 2) ** 2
-    for _ in range(iters):
-        w = np.maximum(w - (W.T @ (W @ w - t)) / L, 0.0)
-    return w
-
-
 def _normalized_host(host_us: np.ndarray, b: _Batch, model: _Model) -> tuple[list[float], list[float]]:
     """Class costs at their typical operator and the per-class divisor of the multiplier (see
     ``TimelineParams.host_norm``); the host lane they give is the fitted one."""
@@ -400,9 +374,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         eff_rows = np.split(eff.numpy().astype(np.float64), sizes)
         ok = [i for i, r in enumerate(rows) if math.isfinite(r.energy_j) and r.energy_j > 0]
         if ok:
-            A = _energy_design([tables[i] for i in ok], [dev_rows[i] for i in ok], [eff_rows[i] for i in ok],
+            A = energy_design([tables[i] for i in ok], [dev_rows[i] for i in ok], [eff_rows[i] for i in ok],
                                lat.numpy()[ok])
-            w = _nnls_relative(A, np.asarray([rows[i].energy_j for i in ok]))
+            w = nnls_relative(A, np.asarray([rows[i].energy_j for i in ok]))
         else:
             w = np.zeros(1 + 2 * len(ENERGY_CLASSES))
         k = len(ENERGY_CLASSES)
@@ -586,7 +560,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             p = self.params
             e_class = [float(d_us[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
             u_class = [float((d_us * eff)[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
-            static_k, dynamic_k, power_note = self._power_scales(dev)
+            static_k, dynamic_k, power_note = power_scales(p.trained_on.get("devices", []), dev)
             static_w = p.energy_static_w * static_k
             dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
                          + sum(b * u for b, u in zip(p.energy_b_w, u_class))) * dynamic_k
@@ -630,27 +604,6 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             }
             out.append(est)
         return out
-
-    def _power_scales(self, dev) -> tuple[float, float, str]:
-        """``(static, dynamic, note)``: how the fitted watts carry to ``dev``.
-
-        The powers were fitted on the rows' device. Another board's static power scales with its idle
-        power and the power its kernels add with its dynamic range (power limit minus idle), so an
-        L4 (72 W) is not predicted to draw an H200's 500 W; the average is also capped at the power
-        limit. The note says so (empty on the fitted device)."""
-        fitted = self.params.trained_on.get("devices", []) if self.params else []
-        if not fitted or dev.name in fitted:
-            return 1.0, 1.0, ""
-        try:
-            ref = get_device(fitted[0])
-        except Exception:  # noqa: BLE001 - an artifact naming a device this library lacks keeps its watts
-            return 1.0, 1.0, ""
-        static = dev.idle_power_w / ref.idle_power_w if ref.idle_power_w > 0 else 1.0
-        span, ref_span = dev.tdp_w - dev.idle_power_w, ref.tdp_w - ref.idle_power_w
-        dynamic = span / ref_span if ref_span > 0 else 1.0
-        note = (f"power fitted on {ref.name} rows, carried to {dev.name} by idle power (x{static:.2f}) and power "
-                f"range above idle (x{dynamic:.2f}), capped at its {dev.tdp_w:.0f} W limit")
-        return static, dynamic, note
 
     def _attach_intervals(self, est: Estimate, dev, regime: str) -> None:
         """Latency and energy intervals from the held-out-family residuals of ``regime`` (none for a
