@@ -38,7 +38,7 @@ import numpy as np
 
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS
 from ._optable import module_calls
-from ._timeline import _nnls_relative
+from ._energy import nnls_relative
 
 PHASES = ("forward", "backward")
 DTYPES = ("fp32", "fp16", "bf16")
@@ -404,7 +404,7 @@ class HostCosts:
         opt = np.asarray([c.optimizer_us for c in comps])
         A = np.concatenate([A, opt[:, None]], axis=1)
         resid = np.maximum(y - D, 0.05 * y)
-        w = _nnls_relative(A, resid, iters=5000) if len(y) else np.zeros(A.shape[1])
+        w = nnls_relative(A, resid, iters=5000) if len(y) else np.zeros(A.shape[1])
         return cls(us=[float(v) for v in w[:-1]], optimizer_scale=float(w[-1]), source=f"fitted to {len(y)} rows")
 
     def latency_us(self, comp: Composition, device_us: float) -> float:
