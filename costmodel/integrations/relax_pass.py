@@ -35,9 +35,12 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
             f"function {func!r} has batch {graph.meta.get('batch')} in its static shapes but batch={batch} was "
             "requested; batch= binds a symbolic batch dimension only"
         )
-    from ..estimate import graph_memory_into
+    from ..estimate import Estimate, graph_memory_into
 
-    return graph_memory_into(pred.predict(graph, dev, mode=mode), graph, dev, mode=mode)
+    est = pred.predict(graph, dev, mode=mode)
+    if not isinstance(est, Estimate):
+        return est  # the pass reports what it lacks (see _attrs_of)
+    return graph_memory_into(est, graph, dev, mode=mode)
 
 
 def _attrs_of(est) -> dict[str, Any]:
