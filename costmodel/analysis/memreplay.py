@@ -440,7 +440,7 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
             ev.extend(Event("free", _PARAM_GRAD_KEY - i) for i, nd in enumerate(graph.nodes) if any(nd.param_inputs))
         _forward_events(graph, ev, owner, allocates, saved, clones, training)
         if training:
-            _backward_events(graph, ev, owner, allocates, by, saved, step)
+            _backward_events(graph, ev, by, saved, clones)
             state = int(OPTIMIZER_STATE[optimizer] * weights)
             if state and step == 0:
                 ev.append(Event("alloc", -(1 << 30) - 1, state, "optimizer", "state"))
@@ -492,18 +492,21 @@ def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], sa
         ev.append(Event("free", o + 1))
 
 
-def _backward_events(graph, ev: list, owner: list[int], allocates: list[bool], by: list[set[int]],
-                     saved: set[int], step: int) -> None:
+def _backward_events(graph, ev: list, by: list[set[int]], saved: set[int], clones: set[int]) -> None:
     """One backward pass in reverse operator order (see :func:`graph_trace`)."""
-    from ._memory import _SAVES_INPUTS, _SAVES_OUTPUT, _nbytes
+    from ._memory import _nbytes
 
     n = len(graph.nodes)
     preds = graph.predecessors()
     succ = graph.successors()
     grad_base, param_base = -(1 << 32), _PARAM_GRAD_KEY
+    first_saver: dict[int, int] = {}  # backward runs in reverse: a buffer goes after its first saver's
+    for i, s in enumerate(by):
+        for o in s:
+            first_saver.setdefault(o, i)
     release: dict[int, list[int]] = {}
     for o in saved:
-        release.setdefault(min(i for i in range(n) if o in by[i]), []).append(o)
+        release.setdefault(first_saver[o], []).append(o)
     live: dict[int, int] = {}  # node -> key of the gradient of its output
     refs: dict[int, int] = {}  # gradient key -> how many tensors it is the gradient of
 
@@ -549,7 +552,7 @@ def _backward_events(graph, ev: list, owner: list[int], allocates: list[bool], b
             drop(g)
         for o in release.get(i, ()):
             ev.append(Event("free", o + 1))
-        if node.attrs.get("inplace") and node.kind in _SAVES_INPUTS and node.kind not in _SAVES_OUTPUT:
+        if i in clones:
             ev.append(Event("free", _CLONE_KEY - i))
         if node.kind == "max_pool":
             ev.append(Event("free", _INDEX_KEY - i))
