@@ -86,7 +86,8 @@ def estimate(
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
                           input_shape=input_shape, inputs=inputs, graph=graph)
     elif memory == "replay":
-        est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer)
+        est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer,
+                                learns_memory=getattr(pred, "learns_memory", True))
     return with_notes(est, notes)
 
 

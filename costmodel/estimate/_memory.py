@@ -24,16 +24,13 @@ from .mig import recommend_mig
 MEMORY_PATHS = ("replay", "predictor")
 
 
-def predictor_memory_is_analytic(est: Estimate) -> bool:
-    """Whether ``est``'s memory is the analytic liveness model's (the predictor learned none)."""
-    return est.predictor == "analytic" or any(a.startswith(PREDICTOR_MEMORY_NOTE) for a in est.assumptions)
-
-
-def graph_memory_into(est: Estimate, graph, dev, *, mode: str, optimizer: str = "adam") -> Estimate:
+def graph_memory_into(est: Estimate, graph, dev, *, mode: str, optimizer: str = "adam",
+                      learns_memory: bool = True) -> Estimate:
     """Memory of an estimate made from a graph alone (no module to run), in place: the graph's liveness
-    walk replayed through the caching allocator when the predictor learned no memory, else the
-    predictor's own; ``details["memory"]["path"]`` says which."""
-    if predictor_memory_is_analytic(est):
+    walk replayed through the caching allocator when the predictor learned no memory
+    (``learns_memory=False``: its memory is the analytic liveness model's), else the predictor's own;
+    ``details["memory"]["path"]`` says which."""
+    if not learns_memory:
         return replay_into(est, graph, dev, batch=graph.meta.get("batch") or est.batch or 1, mode=mode,
                            dtype=est.dtype or "fp32", optimizer=optimizer, graph=graph)
     est.details["memory"] = {"path": "predictor", "reason": "a graph alone holds no module to trace; the "

@@ -40,7 +40,7 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
     est = pred.predict(graph, dev, mode=mode)
     if not isinstance(est, Estimate):
         return est  # the pass reports what it lacks (see _attrs_of)
-    return graph_memory_into(est, graph, dev, mode=mode)
+    return graph_memory_into(est, graph, dev, mode=mode, learns_memory=getattr(pred, "learns_memory", True))
 
 
 def _attrs_of(est) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class AnalyticPredictor(Predictor):
 
     name = "analytic"
     version = "1"
+    learns_memory = False
 
     def __init__(self, config: RooflineConfig | None = None) -> None:
         self.config = config or RooflineConfig()

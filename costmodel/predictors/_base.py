@@ -25,6 +25,9 @@ class Predictor(abc.ABC):
 
     name: str = "base"
     version: str = "0"
+    #: whether the predictor's ``memory_mb`` is its own (learned from memory labels); ``False`` where it
+    #: is the analytic liveness model's, which the graph's allocator walk replaces for a graph alone
+    learns_memory: bool = True
 
     @abc.abstractmethod
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:

@@ -43,6 +43,13 @@ def test_predictor_memory_on_request_and_for_a_graph():
     assert 0 < est.allocated_mb <= est.reserved_mb < est.memory_mb
     assert any("a graph alone holds no module to run" in a for a in est.assumptions)
     assert not any(a.startswith(PREDICTOR_MEMORY_NOTE) for a in est.assumptions)
+    # the predictor says whether it learned memory (a class attribute, not a note it writes)
+    from costmodel.predictors import get_predictor
+
+    assert [get_predictor(p).learns_memory for p in ("analytic", "timeline", "trappm", "dippm", "xgb-static")] == [
+        False, False, True, True, True]
+    ana = costmodel.estimate(g, batch=8, device="h200", predictor="analytic")
+    assert ana.details["memory"]["path"] == "liveness-fallback" and ana.memory_mb == pytest.approx(est.memory_mb)
     module = costmodel.estimate("torchvision:resnet18", batch=8, device="h200")
     assert module.details["memory"]["path"] == "replay"
     assert abs(est.memory_mb - module.memory_mb) / module.memory_mb < 0.1
