@@ -265,6 +265,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
     name = "timeline"
     version = "1"
+    learns_memory = False
     _requires = ()
 
     def __init__(self, config: TimelineConfig | None = None, *, host=None) -> None:
