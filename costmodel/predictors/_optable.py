@@ -229,6 +229,73 @@ def _operator_features(ops, default_dtype: str, hw: list[float], sm: int):
     return xn, kind, flops, nbytes, dtype, tensor_kind
 
 
+#: backward kernels of a forward operator, from the autograd formulas: ``(kernels, bytes per kernel as
+#: a multiple of the forward operator's bytes)``.  Tensor kinds and binary elementwise operators launch
+#: one kernel per operand that needs a gradient (set in :func:`backward_plan`); an ``add`` passes its
+#: gradient through and a ``concat`` hands out slices of it (no kernel); a unary activation reads the
+#: gradient and one saved tensor and writes one (1.5x the forward's two tensors); a normalization
+#: reduces first and then writes (about twice its forward).
+_BWD_SPEC = {
+    "add": (0, 1.0), "concat": (0, 1.0),
+    "relu": (1, 1.5), "gelu": (1, 1.5), "silu": (1, 1.5), "sigmoid": (1, 1.5), "tanh": (1, 1.5),
+    "hardswish": (1, 1.5), "clamp": (1, 1.5), "activation": (1, 1.5), "softmax": (1, 1.5),
+    "avg_pool": (1, 1.0), "reduction": (1, 1.0), "reshape": (1, 1.0), "transpose": (1, 1.0), "slice": (1, 1.0),
+    "pad": (1, 1.0), "copy": (1, 1.0), "dropout": (1, 1.0), "resize": (1, 1.5),
+}
+_BWD_PER_OPERAND = frozenset({"conv", "conv_transpose", "matmul", "mul", "elementwise"})
+
+
+def backward_plan(graph, ops) -> tuple[list[int], list[float], list[int]]:
+    """The backward kernels of one training step, in the order autograd runs them.
+
+    Returns, per kernel, the position in ``ops`` of the forward operator it belongs to, its bytes as a
+    multiple of that operator's forward bytes, and its kind: ``0`` the operator's own gradient, ``1``
+    the sum of two gradients of one tensor (a tensor read by several operators gets one addition per
+    extra reader: ``3 x`` its bytes, one FLOP per element). Operators whose inputs need no gradient (an
+    input image's preprocessing) have no backward; a convolution on the input image computes only its
+    weight gradient."""
+    nodes = graph.nodes
+    preds = graph.predecessors()
+    pos = {n.id: j for j, n in enumerate(ops)}
+    grad = [False] * len(nodes)  # the node's output needs a gradient
+    owner = list(range(len(nodes)))  # views resolve to the operator that made the buffer
+    for i, n in enumerate(nodes):
+        grad[i] = any(n.param_inputs) or any(grad[p] for p in preds[i])
+        if n.is_view and preds[i]:
+            owner[i] = owner[min(preds[i])]
+    readers = [0] * len(nodes)
+    for i, n in enumerate(nodes):
+        if not n.is_view:
+            for p in set(preds[i]):
+                if grad[p]:
+                    readers[owner[p]] += 1
+    src: list[int] = []
+    scale: list[float] = []
+    what: list[int] = []
+    for n in reversed(ops):
+        i, j = n.id, pos[n.id]
+        extra = readers[i] - 1
+        if extra > 0:
+            src += [j] * extra
+            scale += [-1.0] * extra  # bytes set by the caller: 3 x the output
+            what += [1] * extra
+        if not grad[i] or (n.flops <= 0 and n.bytes_read + n.bytes_written <= 0):
+            continue
+        if n.kind in _BWD_PER_OPERAND:
+            k = sum(1 for p in set(preds[i]) if grad[p]) + (1 if any(n.param_inputs) else 0)
+            k, f = min(max(k, 1), 2), 1.0
+        elif n.kind == "attention":
+            k, f = 2, 1.0
+        elif n.kind == "add" and any(n.param_inputs):
+            k, f = 1, 0.5  # the broadcast parameter's gradient: a reduction over the output gradient
+        else:
+            k, f = _BWD_SPEC.get(n.kind, (1, 2.0))
+        src += [j] * k
+        scale += [f] * k
+        what += [0] * k
+    return src, scale, what
+
+
 def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
 
@@ -248,22 +315,40 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
 
     # per row: forward rows, then the backward rows in reverse order
     if training:
-        work = ~((flops <= 0) & (nbytes <= 0))
-        back = np.flatnonzero(work)[::-1]
-        back = np.repeat(back, np.where(tensor_kind[back], 2, 1))
+        src, scale, what = backward_plan(graph, ops)
+        back = np.asarray(src, np.int64)
+        acc = np.asarray(what, bool)
         idx = np.concatenate([np.arange(n_ops), back])
-        f = flops[idx]
-        b = np.concatenate([nbytes, np.where(tensor_kind[back], nbytes[back], 2.0 * nbytes[back])])
+        out_b = np.array([float(n.out_bytes) for n in ops]) if acc.any() else np.zeros(n_ops)
+        out_n = np.array([float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0] else 0.0
+                          for n in ops]) if acc.any() else np.zeros(n_ops)
+        fb = np.where(acc, out_n[back], flops[back]) if len(back) else np.zeros(0)
+        bb = np.where(acc, 3.0 * out_b[back], np.asarray(scale) * nbytes[back]) if len(back) else np.zeros(0)
+        f = np.concatenate([flops, fb])
+        b = np.concatenate([nbytes, bb])
         phase = np.concatenate([np.zeros(n_ops, np.int64), np.ones(len(back), np.int64)])
         x = xn[idx]
+        if acc.any():  # a gradient sum is an elementwise add on the tensor's shape
+            ka = _KIND_ID["add"]
+            rows = n_ops + np.flatnonzero(acc)
+            x[rows, :_C] = _KIND_HEAD[ka]
+            lg_f, lg_b = _log10_1p(fb[acc], bb[acc])
+            x[rows, _COL_FLOPS] = lg_f / 10
+            x[rows, _COL_BYTES] = lg_b / 10
+            x[rows, _COL_INTENSITY] = _log10_1p(fb[acc] / np.maximum(bb[acc], 1.0))[0]
+            x[rows, _COL_WAVE] = 1.0
+            x[rows, _COL_KERNEL] = math.log10(2.0)
+            x[rows, _COL_STRIDE] = 1.0
+        kind_rows = np.concatenate([kind, np.where(acc, _KIND_ID["add"], kind[back])]) if len(back) else kind
     else:
         idx, f, b, phase, x = np.arange(n_ops), flops, nbytes, np.zeros(n_ops, np.int64), xn
-    tk = tensor_kind[idx]
+        kind_rows = kind
+    tk = _KIND_TENSOR[kind_rows]
     tensor = tk & (f > 0)
     dt = dtype[idx]
     # peak codes index _PEAK_DTYPES: fp32 tensor work runs at TF32 for convolutions, a dtype outside DTYPES at fp32
     code = np.where(dt == len(DTYPES), 0, dt)
-    code[tensor & (dt == 0) & _KIND_TF32[kind[idx]]] = 3
+    code[tensor & (dt == 0) & _KIND_TF32[kind_rows]] = 3
     code = 2 * code + tensor
     peaks = np.zeros(2 * len(_PEAK_DTYPES))
     for pk in set(code.tolist()):  # each (dtype, tensor cores?) pair the rows use, asked once

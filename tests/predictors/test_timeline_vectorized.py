@@ -70,17 +70,48 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     for n in ops:
         add(n, 0, n.flops, n.bytes_read + n.bytes_written, _op_dtype(n, default_dtype), op_class(n.kind))
     if mode == "training":
+        preds = graph.predecessors()
+        succs = graph.successors()
+
+        def needs_grad(i):  # a parameter feeds it, or an operator whose output needs a gradient
+            n = graph.nodes[i]
+            return any(n.param_inputs) or any(needs_grad(p) for p in preds[i])
+
+        def readers(i):  # operators reading node i's buffer, through views
+            out = 0
+            for s in set(succs[i]):
+                out += readers(s) if graph.nodes[s].is_view else 1
+            return out
+
+        spec = {"add": (0, 1.0), "concat": (0, 1.0), "avg_pool": (1, 1.0), "reduction": (1, 1.0),
+                **{k: (1, 1.5) for k in ("relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "clamp",
+                                         "activation", "softmax", "resize")},
+                **{k: (1, 1.0) for k in ("reshape", "transpose", "slice", "pad", "copy", "dropout")}}
         for n in reversed(ops):
             nbytes = n.bytes_read + n.bytes_written
-            if n.flops <= 0 and nbytes <= 0:
-                continue
             dt = _op_dtype(n, default_dtype)
-            if n.kind in TENSOR_KINDS:
-                # gradient w.r.t. the input and w.r.t. the weights: two GEMM-shaped kernels
+            if needs_grad(n.id):
+                for _ in range(readers(n.id) - 1):  # the gradients of a tensor read twice are summed
+                    numel = math.prod(n.out_shapes[0]) if n.out_shapes and n.out_shapes[0] else 0
+                    add(dataclasses.replace(n, kind="add", attrs={}, flops=float(numel),
+                                            bytes_read=2.0 * n.out_bytes, bytes_written=float(n.out_bytes)),
+                        1, float(numel), 3.0 * n.out_bytes, dt, "backward")
+            if not needs_grad(n.id) or (n.flops <= 0 and nbytes <= 0):
+                continue
+            if n.kind in ("conv", "conv_transpose", "matmul", "mul", "elementwise"):
+                # one gradient per operand that needs one: the input's, the weight's (two GEMMs for a layer)
+                k = sum(1 for p in set(preds[n.id]) if needs_grad(p)) + any(n.param_inputs)
+                for _ in range(min(max(k, 1), 2)):
+                    add(n, 1, n.flops, nbytes, dt, "backward")
+            elif n.kind == "attention":
                 add(n, 1, n.flops, nbytes, dt, "backward")
                 add(n, 1, n.flops, nbytes, dt, "backward")
+            elif n.kind == "add" and any(n.param_inputs):
+                add(n, 1, n.flops, 0.5 * nbytes, dt, "backward")
             else:
-                add(n, 1, n.flops, 2.0 * nbytes, dt, "backward")
+                k, f = spec.get(n.kind, (1, 2.0))
+                for _ in range(k):
+                    add(n, 1, n.flops, f * nbytes, dt, "backward")
         n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops)
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
         add(None, 2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
@@ -202,8 +233,10 @@ def test_synthetic_rows_follow_the_operators():
     fwd = t.phase == 0
     assert list(t.node[fwd][:-1]) == [n.id for n in ops]  # forward in graph order, then the module row
     back = [int(i) for i in t.node[t.phase == 1]]
-    # reverse order, operators with no work skipped, two rows per tensor-core kind (its FLOPs or not)
-    assert back == [11, 10, 10, 9, 8, 7, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
+    # reverse order, operators with no work skipped; a tensor-core kind launches one kernel per operand that
+    # needs a gradient: two for the layers with weights after the first (3, 10) and attention (4), one for the
+    # weightless convolutions (1, 2), and the first convolution, on the graph's input, only its weights' (0)
+    assert back == [11, 10, 10, 9, 8, 7, 4, 4, 3, 3, 2, 1, 0]
     x = {name: t.x[:, i] for i, name in enumerate(FEATURE_NAMES)}
     assert x["is_depthwise"][0] == 1.0 and x["is_depthwise"][1] == 0.0
     assert x["tensor_core"][3] == 0.0 and t.energy_class[3] == 1  # a matmul without FLOPs
@@ -224,3 +257,35 @@ def test_predictions_equal_the_reference(graphs, monkeypatch):
             for a, b in zip(new, old):
                 assert a.latency_ms == b.latency_ms and a.energy_j == b.energy_j
                 assert dataclasses.asdict(a) == dataclasses.asdict(b)
+
+
+def test_backward_sums_the_gradients_of_a_tensor_read_twice():
+    """A residual block: the stem's output feeds the branch and the skip, so its two gradients are summed
+    (one add of three times its bytes); the skip's add and the concat launch no backward kernel."""
+    shp = (8, 16, 32, 32)
+    s = 4 * math.prod(shp)
+    nodes = [
+        Node(0, "stem", "conv", {"kernel": [3, 3]}, [(8, 3, 32, 32), (16, 3, 3, 3)], ["fp32"] * 2, [False, True],
+             [shp], ["fp32"], 1e8, 5e7, 4e5, s, 432),
+        Node(1, "branch", "conv", {"kernel": [3, 3]}, [shp, (16, 16, 3, 3)], ["fp32"] * 2, [False, True], [shp],
+             ["fp32"], 1e9, 5e8, s, s, 2304),
+        Node(2, "act", "relu", {}, [shp], ["fp32"], [False], [shp], ["fp32"], s / 4, 0.0, s, s),
+        Node(3, "skip", "add", {}, [shp, shp], ["fp32"] * 2, [False, False], [shp], ["fp32"], s / 4, 0.0, 2 * s, s),
+        Node(4, "cat", "concat", {}, [shp, shp], ["fp32"] * 2, [False, False], [(8, 32, 32, 32)], ["fp32"], 0.0,
+             0.0, 2 * s, 2 * s),
+    ]
+    g = CostGraph(nodes, [(0, 1), (1, 2), (2, 3), (0, 3), (3, 4), (0, 4)],
+                  meta={"name": "residual", "dtype": "fp32", "batch": 8, "params": 2736, "weights_bytes": 10944})
+    t = op_table(g, get_device("h200"), mode="training")
+    back = t.phase == 1
+    nodes_back = [int(i) for i in t.node[back]]
+    # the stem (read by the branch, the skip and the concat) gets two sums, the skip's output (read by the
+    # concat only) none; relu one kernel, the branch two GEMMs, the stem only its weight gradient
+    assert nodes_back == [2, 1, 1, 0, 0, 0]
+    bw = get_device("h200").bandwidth_bytes_s
+    sums = t.bound_s[back][3:5]
+    assert sums == pytest.approx([3 * s / bw] * 2)
+    x = {name: t.x[back][:, i] for i, name in enumerate(FEATURE_NAMES)}
+    assert x["cat_elementwise"][3] == 1.0 and x["is_conv"][3] == 0.0 and x["tensor_core"][3] == 0.0
+    assert t.bound_s[back][0] == pytest.approx(1.5 * 2 * s / bw)  # relu: gradient, saved output -> gradient
+    assert _op_table_reference(g, get_device("h200"), mode="training").node.tolist() == t.node.tolist()
