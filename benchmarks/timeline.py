@@ -11,6 +11,9 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
 1. H200 vision rows: seeded random 70/30 splits and leave-one-family-out
    (every family held out in turn, pooled), split into host-bound and
    device-bound rows (by the fitted model's own lanes) and fp32 / fp16;
+   then the label floor: host-bound rows of models that share one operator
+   sequence (width or resolution variants), the best single latency per
+   sequence against the measurements, next to the timeline's held-out error;
 2. the 13 architectures measured later on an H200 (78 rows, never trained on),
    next to the shipped TraPPM / DIPPM / static XGBoost / analytic predictors
    (all trained on every packaged row);
@@ -240,6 +243,42 @@ def _lofo_section(graphs, rows, epochs: int) -> None:
     return rs, ps
 
 
+def _label_floor_section(graphs, rows, held) -> None:
+    """Section 1c: how far apart the measured host-bound rows of one operator sequence are.
+
+    Models that differ only in width or input size (mobilenet_v2 at four widths, resnet50 at three
+    resolutions) dispatch the same operators in the same order. At batch 1 they are host-bound, so a
+    host lane (any function of the operator sequence) must give them one latency. The best single
+    value per sequence, chosen knowing the measurements, is this far off: the floor for host-bound rows
+    of this data, against the held-out-family error of the timeline on the same rows."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, (g, r) in enumerate(zip(graphs, rows)):
+        if r.mode == "inference" and r.batch == 1 and r.dtype == "fp32":
+            groups[tuple(n.kind for n in g.nodes if not n.is_view)].append(i)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return
+    best, members = [], []
+    for idx in groups.values():
+        y = np.asarray([rows[i].latency_ms for i in idx])
+        # sum |c / y - 1| = sum |c - y| / y: the median of y weighted by 1 / y minimizes it
+        order = np.argsort(y)
+        w = np.cumsum(1.0 / y[order])
+        c = float(y[order][np.searchsorted(w, 0.5 * w[-1])])
+        best += [c] * len(idx)
+        members += idx
+    _header(f"1c. label floor: {len(members)} fp32 batch-1 rows of {len(groups)} operator sequences "
+            "shared by several models")
+    y = [rows[i].latency_ms for i in members]
+    print(_row("best constant per sequence", y, best))
+    if held is not None:
+        by_key = {(r.model, r.mode, r.dtype, r.batch): e.latency_ms for r, e in zip(*held)}
+        p = [by_key[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)] for i in members]
+        print(_row("timeline, held-out family", y, p))
+    spread = [max(rows[i].latency_ms for i in v) / min(rows[i].latency_ms for i in v) for v in groups.values()]
+    print(f"   measured max/min within a sequence: median {np.median(spread):.2f}, largest {max(spread):.2f}")
+
+
 def _all_predictors_table(get_predictor, n_graphs, n_rows, ests) -> dict:
     """Section 2b: the unseen-architecture rows through every predictor; return the measured targets."""
     _header("2b. the same rows, every predictor (latency | energy | memory MAPE %)")
@@ -316,6 +355,7 @@ def _vision_sections(a: argparse.Namespace) -> None:
     # 1. random splits and leave-one-family-out
     _random_splits_section(graphs, rows, a.epochs, a.seeds)
     held = _lofo_section(graphs, rows, a.epochs) if not a.skip_lofo else None
+    _label_floor_section(graphs, rows, held)
 
     # 2. new architectures
     new = PerfDataset.load(a.data, device="h200_extend")

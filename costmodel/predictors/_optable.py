@@ -344,7 +344,8 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
         idx, f, b, phase, x = np.arange(n_ops), flops, nbytes, np.zeros(n_ops, np.int64), xn
         kind_rows = kind
     tk = _KIND_TENSOR[kind_rows]
-    tensor = tk & (f > 0)
+    # a depthwise convolution runs on the CUDA cores (one channel per group gives a GEMM no depth)
+    tensor = tk & (f > 0) & (x[:, _N_CAT + 1] == 0)
     dt = dtype[idx]
     # peak codes index _PEAK_DTYPES: fp32 tensor work runs at TF32 for convolutions, a dtype outside DTYPES at fp32
     code = np.where(dt == len(DTYPES), 0, dt)

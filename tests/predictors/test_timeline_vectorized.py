@@ -52,7 +52,10 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     bound, kernel, hcls, hcnt, ecls, node_ids, phases = [], [], [], [], [], [], []
 
     def add(n, phase: int, flops: float, nbytes: float, dtype: str, host: str, count: float = 1.0):
-        tensor = n is not None and n.kind in TENSOR_KINDS and flops > 0
+        groups = (n.attrs.get("groups") or 1) if n is not None else 1
+        depthwise = (n is not None and n.kind == "conv" and groups > 1 and n.out_shapes and len(n.out_shapes[0]) > 1
+                     and groups == n.out_shapes[0][1])
+        tensor = n is not None and n.kind in TENSOR_KINDS and flops > 0 and not depthwise
         tdt = ("tf32" if n.kind in ("conv", "conv_transpose") else "fp32") if (tensor and dtype == "fp32") else dtype
         peak = device.peak_flops(tdt if tdt in ("tf32", *DTYPES) else "fp32", tensor=tensor)
         c = flops / peak if peak > 0 else 0.0
@@ -239,6 +242,8 @@ def test_synthetic_rows_follow_the_operators():
     assert back == [11, 10, 10, 9, 8, 7, 4, 4, 3, 3, 2, 1, 0]
     x = {name: t.x[:, i] for i, name in enumerate(FEATURE_NAMES)}
     assert x["is_depthwise"][0] == 1.0 and x["is_depthwise"][1] == 0.0
+    # a depthwise convolution runs on the CUDA cores: no tensor-core peak, the vector energy class
+    assert x["tensor_core"][0] == 0.0 and t.energy_class[0] == 1 and x["tensor_core"][1] == 1.0
     assert x["tensor_core"][3] == 0.0 and t.energy_class[3] == 1  # a matmul without FLOPs
     assert x["wave_efficiency"][3] == pytest.approx(1 / dev.sm_count)  # an empty output still fills one tile
     assert x["dtype_bf16"][2] == 1.0 and x["dtype_fp32"][6] == 1.0  # dtype from the inputs; the graph default
