@@ -482,7 +482,8 @@ def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], sa
         if node.kind == "conv" and node.in_shapes:
             ws = conv_workspace_bytes(int(_nbytes(node.in_shapes[0], node.in_dtypes[0] if node.in_dtypes else "fp32")),
                                       int(node.out_bytes), groups=int(node.attrs.get("groups", 1) or 1),
-                                      kernel=tuple(node.attrs.get("kernel") or ()))
+                                      kernel=tuple(node.attrs.get("kernel") or ()),
+                                      in_channels=int(node.in_shapes[0][1]) if len(node.in_shapes[0]) > 1 else None)
             if ws:
                 ev.append(Event("alloc", -(1 << 31) - i, ws, "forward", "cudnn_workspace"))
                 ev.append(Event("free", -(1 << 31) - i))

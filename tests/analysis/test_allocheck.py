@@ -87,3 +87,20 @@ def test_the_cpu_target_takes_no_convolution_workspace_and_the_check_refuses_hal
         trace_module(m, x, target="tpu")
     with pytest.raises(InvalidInputError):
         check_module(m.half(), x)
+
+
+def test_grouped_convolutions_take_the_workspace_and_depthwise_ones_do_not():
+    from costmodel.analysis.alloctrace import conv_workspace_bytes
+
+    x = torch.zeros(2, 16, 8, 8)
+    ws = [e.nbytes for e in trace_module(nn.Conv2d(16, 16, 3, padding=1, groups=4), x).events
+          if e.op == "cudnn_workspace" and e.kind == "alloc"]
+    assert ws == [2 * 2 * 16 * 8 * 8 * 4]  # input + output bytes
+    assert not any(e.op == "cudnn_workspace"
+                   for e in trace_module(nn.Conv2d(16, 16, 3, padding=1, groups=16), x).events)
+    assert not any(e.op == "cudnn_workspace" for e in trace_module(nn.Conv2d(16, 32, 1, groups=4), x).events)
+    # the graph walk's rule: without the input's channels a grouped convolution cannot be told from a
+    # depthwise one, and takes none
+    assert conv_workspace_bytes(100, 50, groups=4, kernel=(3, 3), in_channels=16) == 150
+    assert conv_workspace_bytes(100, 50, groups=16, kernel=(3, 3), in_channels=16) == 0
+    assert conv_workspace_bytes(100, 50, groups=4, kernel=(3, 3)) == 0
