@@ -453,7 +453,7 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
 
 #: event keys of the parameter gradients, of inputs saved by in-place operators and of max-pool indices:
 #: these minus the node index
-_PARAM_GRAD_KEY, _CLONE_KEY, _INDEX_KEY = -(1 << 33), -(1 << 34), -(1 << 35)
+_PARAM_GRAD_KEY, _CLONE_KEY, _INDEX_KEY, _WS_KEY = -(1 << 33), -(1 << 34), -(1 << 35), -(1 << 36)
 
 
 def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], saved: set[int],
@@ -550,6 +550,15 @@ def _backward_events(graph, ev: list, by: list[set[int]], saved: set[int], clone
                          if is_p)
             if pbytes:
                 ev.append(Event("alloc", param_base - i, pbytes, "backward", "parameter gradients"))
+            if node.kind == "conv" and node.in_shapes:  # cuDNN's calls for the input's and the weights' gradients
+                ws = conv_workspace_bytes(
+                    int(_nbytes(node.in_shapes[0], node.in_dtypes[0] if node.in_dtypes else "fp32")),
+                    int(node.out_bytes), groups=int(node.attrs.get("groups", 1) or 1),
+                    kernel=tuple(node.attrs.get("kernel") or ()),
+                    in_channels=int(node.in_shapes[0][1]) if len(node.in_shapes[0]) > 1 else None)
+                for c in range((1 if preds[i] else 0) + (1 if pbytes else 0) if ws else 0):
+                    ev.append(Event("alloc", _WS_KEY - 2 * i - c, ws, "backward", "cudnn_workspace"))
+                    ev.append(Event("free", _WS_KEY - 2 * i - c))
             drop(g)
         for o in release.get(i, ()):
             ev.append(Event("free", o + 1))

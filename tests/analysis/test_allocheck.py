@@ -104,3 +104,26 @@ def test_grouped_convolutions_take_the_workspace_and_depthwise_ones_do_not():
     assert conv_workspace_bytes(100, 50, groups=4, kernel=(3, 3), in_channels=16) == 150
     assert conv_workspace_bytes(100, 50, groups=16, kernel=(3, 3), in_channels=16) == 0
     assert conv_workspace_bytes(100, 50, groups=4, kernel=(3, 3)) == 0
+
+
+def test_the_backward_pass_takes_a_workspace_per_cudnn_call():
+    """Training: the first convolution's input needs no gradient (one backward call, for its weights), the
+    second's does (two calls); both take the forward rule's input + output bytes. The graph walk agrees."""
+    from costmodel.analysis.memreplay import graph_trace
+    from costmodel.frontends import to_graph
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(),
+                      nn.Linear(8 * 8 * 8, 4))
+    x = torch.zeros(2, 3, 8, 8)
+    tr = trace_module(m, x, training=True, steps=1)
+    back = [e.nbytes for e in tr.events if e.op == "cudnn_workspace" and e.kind == "alloc" and e.phase == "backward"]
+    first = (2 * 3 * 64 + 2 * 8 * 64) * 4
+    second = (2 * 8 * 64 + 2 * 8 * 64) * 4
+    assert sorted(back) == sorted([second, second, first])
+    g = to_graph(m, inputs=(x,), mode="training")
+    walk = graph_trace(g, training=True)
+    wback = [e.nbytes for e in walk.events if e.op == "cudnn_workspace" and e.kind == "alloc" and e.phase == "backward"]
+    assert sorted(wback) == sorted(back * (len(wback) // len(back)))  # one walk step or two, each the same calls
+    assert wback
+    # on the CPU target nothing of cuDNN's is traced
+    assert not any(e.op == "cudnn_workspace" for e in trace_module(m, x, training=True, steps=1, target="cpu").events)
