@@ -466,7 +466,8 @@ class GNNPredictor(Predictor):
             "schema": {
                 "version": FEATURE_SCHEMA_VERSION,
                 "fingerprint": schema_fingerprint(self._static_names),
-                "node_features": list(NODE_FEATURE_NAMES),
+                # a predictor of graph-level features only records none it does not read
+                **({"node_features": list(NODE_FEATURE_NAMES)} if self._uses_node_features else {}),
                 "static_features": list(self._static_names),
             },
             "intervals": self.intervals,

@@ -300,8 +300,8 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
 
     Rows: every operator that is not a view, in graph order (forward); for training then the backward
-    kernels in reverse order (two per tensor-core operator, bytes doubled for the others, none for an
-    operator with no work) and one optimizer row; last one row for the Python-level module calls.
+    kernels in reverse order (:func:`backward_plan`: the autograd formulas, plus one sum per extra
+    reader of a tensor) and one optimizer row; last one row for the Python-level module calls.
     Computed over arrays; the tests hold the same table built one operator at a time."""
     default_dtype = graph.meta.get("dtype", "fp32")
     hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
