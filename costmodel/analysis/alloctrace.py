@@ -234,8 +234,8 @@ class _Recorder:
         The backward pass calls cuDNN once for the input's gradient and once for the weights'
         (``output_mask`` says which are wanted; the first layer's input needs none), each with a
         workspace by the same rule over the input and the output's gradient. Without them the
-        reserved peaks of vision training steps were 5.9 % low on average over the packaged rows
-        (VGG16 -22 %), their allocated peaks 0.5 %; with them 4.5 % and 0.4 % (VGG16 -1.8 %).
+        reserved peaks of the packaged vision training steps were 5.8 % off (VGG16 -22 %); with
+        them 4.7 % (VGG16 about -2 %), their allocated peaks within 0.5 % either way.
         """
         if len(args) < 2:
             return
