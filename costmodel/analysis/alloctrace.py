@@ -242,20 +242,17 @@ class _Recorder:
         if func.__name__ == "convolution_backward.default":
             if self.phase != "backward" or len(args) < 10:
                 return
-            grad_out, x, w = args[0], args[1], args[2]
+            other, x, w, groups = args[0], args[1], args[2], args[9]  # other: the output's gradient
             mask = args[10] if len(args) > 10 else (True, True, False)
             calls = int(bool(mask[0])) + int(bool(mask[1]))
-            nbytes = conv_workspace_bytes(x.numel() * x.element_size(), grad_out.numel() * grad_out.element_size(),
-                                          groups=args[9], kernel=tuple(w.shape[2:]), in_channels=int(x.shape[1]))
         else:
             if self.phase != "forward":
                 return
-            x, w = args[0], args[1]
             gi = 8 if func.__name__.startswith("convolution") else 6
-            groups = args[gi] if len(args) > gi else 1
-            nbytes = conv_workspace_bytes(x.numel() * x.element_size(), out.numel() * out.element_size(),
-                                          groups=groups, kernel=tuple(w.shape[2:]), in_channels=int(x.shape[1]))
+            other, x, w, groups = out, args[0], args[1], (args[gi] if len(args) > gi else 1)
             calls = 1
+        nbytes = conv_workspace_bytes(x.numel() * x.element_size(), other.numel() * other.element_size(),
+                                      groups=groups, kernel=tuple(w.shape[2:]), in_channels=int(x.shape[1]))
         for _ in range(calls if nbytes else 0):
             key = self._next
             self._next += 1

@@ -456,6 +456,19 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
 _PARAM_GRAD_KEY, _CLONE_KEY, _INDEX_KEY, _WS_KEY = -(1 << 33), -(1 << 34), -(1 << 35), -(1 << 36)
 
 
+def _conv_workspace(node) -> int:
+    """The trace's cuDNN workspace rule for one convolution node of a graph (0 for any other node)."""
+    from ._memory import _nbytes
+
+    if node.kind != "conv" or not node.in_shapes:
+        return 0
+    x = node.in_shapes[0]
+    return conv_workspace_bytes(int(_nbytes(x, node.in_dtypes[0] if node.in_dtypes else "fp32")),
+                                int(node.out_bytes), groups=int(node.attrs.get("groups", 1) or 1),
+                                kernel=tuple(node.attrs.get("kernel") or ()),
+                                in_channels=int(x[1]) if len(x) > 1 else None)
+
+
 def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], saved: set[int],
                     clones: set[int], training: bool) -> None:
     """One forward pass: outputs allocated, unsaved buffers freed after their last reader."""
@@ -479,14 +492,10 @@ def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], sa
         if training and node.kind == "max_pool" and node.out_shapes:  # the argmax indices (int64), saved
             ev.append(Event("alloc", _INDEX_KEY - i, int(_nbytes(node.out_shapes[0], "int64")), "forward",
                             f"{node.op} (indices)"))
-        if node.kind == "conv" and node.in_shapes:
-            ws = conv_workspace_bytes(int(_nbytes(node.in_shapes[0], node.in_dtypes[0] if node.in_dtypes else "fp32")),
-                                      int(node.out_bytes), groups=int(node.attrs.get("groups", 1) or 1),
-                                      kernel=tuple(node.attrs.get("kernel") or ()),
-                                      in_channels=int(node.in_shapes[0][1]) if len(node.in_shapes[0]) > 1 else None)
-            if ws:
-                ev.append(Event("alloc", -(1 << 31) - i, ws, "forward", "cudnn_workspace"))
-                ev.append(Event("free", -(1 << 31) - i))
+        ws = _conv_workspace(node)
+        if ws:
+            ev.append(Event("alloc", -(1 << 31) - i, ws, "forward", "cudnn_workspace"))
+            ev.append(Event("free", -(1 << 31) - i))
         for o in frees.get(i, ()):
             ev.append(Event("free", o + 1))
     for o in frees.get(n, ()):
@@ -550,15 +559,10 @@ def _backward_events(graph, ev: list, by: list[set[int]], saved: set[int], clone
                          if is_p)
             if pbytes:
                 ev.append(Event("alloc", param_base - i, pbytes, "backward", "parameter gradients"))
-            if node.kind == "conv" and node.in_shapes:  # cuDNN's calls for the input's and the weights' gradients
-                ws = conv_workspace_bytes(
-                    int(_nbytes(node.in_shapes[0], node.in_dtypes[0] if node.in_dtypes else "fp32")),
-                    int(node.out_bytes), groups=int(node.attrs.get("groups", 1) or 1),
-                    kernel=tuple(node.attrs.get("kernel") or ()),
-                    in_channels=int(node.in_shapes[0][1]) if len(node.in_shapes[0]) > 1 else None)
-                for c in range((1 if preds[i] else 0) + (1 if pbytes else 0) if ws else 0):
-                    ev.append(Event("alloc", _WS_KEY - 2 * i - c, ws, "backward", "cudnn_workspace"))
-                    ev.append(Event("free", _WS_KEY - 2 * i - c))
+            ws = _conv_workspace(node)  # one cuDNN call for the input's gradient, one for the weights'
+            for c in range((1 if preds[i] else 0) + (1 if pbytes else 0) if ws else 0):
+                ev.append(Event("alloc", _WS_KEY - 2 * i - c, ws, "backward", "cudnn_workspace"))
+                ev.append(Event("free", _WS_KEY - 2 * i - c))
             drop(g)
         for o in release.get(i, ()):
             ev.append(Event("free", o + 1))

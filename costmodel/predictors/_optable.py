@@ -249,9 +249,9 @@ def backward_plan(graph, ops) -> tuple[list[int], list[float], list[int]]:
     """The backward kernels of one training step, in the order autograd runs them.
 
     Returns, per kernel, the position in ``ops`` of the forward operator it belongs to, its bytes as a
-    multiple of that operator's forward bytes, and its kind: ``0`` the operator's own gradient, ``1``
-    the sum of two gradients of one tensor (a tensor read by several operators gets one addition per
-    extra reader: ``3 x`` its bytes, one FLOP per element). Operators whose inputs need no gradient (an
+    multiple of that operator's forward bytes (kind 0) or of its output's bytes (kind 1), and its kind:
+    ``0`` the operator's own gradient, ``1`` the sum of two gradients of one tensor (a tensor read by
+    several operators gets one addition per extra reader: it reads two, writes one, one FLOP per element). Operators whose inputs need no gradient (an
     input image's preprocessing) have no backward; a convolution on the input image computes only its
     weight gradient."""
     nodes = graph.nodes
@@ -277,7 +277,7 @@ def backward_plan(graph, ops) -> tuple[list[int], list[float], list[int]]:
         extra = readers[i] - 1
         if extra > 0:
             src += [j] * extra
-            scale += [-1.0] * extra  # bytes set by the caller: 3 x the output
+            scale += [3.0] * extra
             what += [1] * extra
         if not grad[i] or (n.flops <= 0 and n.bytes_read + n.bytes_written <= 0):
             continue
@@ -323,7 +323,7 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
         out_n = np.array([float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0] else 0.0
                           for n in ops]) if acc.any() else np.zeros(n_ops)
         fb = np.where(acc, out_n[back], flops[back]) if len(back) else np.zeros(0)
-        bb = np.where(acc, 3.0 * out_b[back], np.asarray(scale) * nbytes[back]) if len(back) else np.zeros(0)
+        bb = np.asarray(scale) * np.where(acc, out_b[back], nbytes[back]) if len(back) else np.zeros(0)
         f = np.concatenate([flops, fb])
         b = np.concatenate([nbytes, bb])
         phase = np.concatenate([np.zeros(n_ops, np.int64), np.ones(len(back), np.int64)])
