@@ -323,16 +323,27 @@ def _tdtype(dtype: str | None):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 
-def _build_order(module) -> list[tuple[str, Any, bool]]:
-    """(kind, tensor, is_param) in the order construction allocated them; each storage once."""
+def _build_order(module, tied: bool = False) -> list[tuple[str, Any, bool]]:
+    """(kind, tensor, is_param) in the order construction allocated them; each storage once.
+
+    With ``tied``, a parameter that a later module shares (tied weights: a language model's output
+    projection bound to its input embedding) is listed again there as kind ``tied``: the module
+    built a tensor of its own first, which was dropped when the weights were tied
+    (``transformers`` ties in ``post_init``, after every module is built), so it occupied memory
+    during construction and left a cached free block behind.
+    """
     out: list[tuple[str, Any, bool]] = []
     seen: set[int] = set()
     for m in module.modules():
         for kind, items in (("param", m._parameters), ("buffer", m._buffers)):
             for t in items.values():
-                if t is not None and id(t) not in seen:
+                if t is None:
+                    continue
+                if id(t) not in seen:
                     seen.add(id(t))
                     out.append((kind, t, kind == "param"))
+                elif tied and kind == "param":
+                    out.append(("tied", t, True))
     return out
 
 
@@ -357,12 +368,18 @@ def _state(module, tdt, training: bool):
     events that built them, and the ``functional_call`` mapping."""
     import torch
 
-    order = _build_order(module)
+    order = _build_order(module, tied=True)
     meta: dict[int, Any] = {}
     events: list[Event] = []
     key = -1
     keys: dict[int, int] = {}
-    for _, t, is_param in order:
+    dropped: list[int] = []
+    for kind, t, is_param in order:
+        if kind == "tied":  # the module's own tensor, built and then replaced by the shared one
+            events.append(Event("alloc", key, t.numel() * t.element_size(), "weights", "build (tied later)"))
+            dropped.append(key)
+            key -= 1
+            continue
         target = tdt if (tdt is not None and t.is_floating_point()) else t.dtype
         m = torch.empty(t.shape, dtype=target, device=_DEV)
         if is_param and training and t.requires_grad:
@@ -372,6 +389,8 @@ def _state(module, tdt, training: bool):
         keys[id(t)] = key
         events.append(Event("alloc", key, nbytes, "weights", "build"))
         key -= 1
+    events.extend(Event("free", k, 0, "weights") for k in dropped)  # tied after construction
+    order = [o for o in order if o[0] != "tied"]
     if tdt is not None and tdt != torch.float32:
         for t in _apply_order(module):
             if t.is_floating_point() and t.dtype != tdt:

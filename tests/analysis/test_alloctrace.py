@@ -173,3 +173,59 @@ def test_decode_holds_a_cache_that_grows_and_drops_the_first_one():
     assert replay(dec.events).peak_allocated_bytes > replay(pre.events).peak_allocated_bytes
     with pytest.raises(InvalidInputError, match="phase must be one of forward, prefill, decode"):
         trace_decoder(m, batch=1, seq=4, phase="generate")
+
+
+class _TiedLM(nn.Module):
+    """An embedding and an output projection tied the way ``transformers`` ties them: the
+    projection is built with a weight of its own, which the tie replaces."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(1000, 64)
+        self.body = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 1000, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(self.body(self.embed(ids)))
+
+
+def test_a_tied_weight_was_built_twice_and_its_first_copy_freed_before_the_conversion():
+    tr = trace_module(_TiedLM(), torch.zeros(2, 8, dtype=torch.long), dtype="fp16")
+    weights = [e for e in tr.events if e.phase == "weights"]
+    tied = [i for i, e in enumerate(weights) if e.kind == "alloc" and e.op == "build (tied later)"]
+    assert len(tied) == 1 and weights[tied[0]].nbytes == 1000 * 64 * 4
+    key = weights[tied[0]].key
+    freed = [i for i, e in enumerate(weights) if e.kind == "free" and e.key == key]
+    first_convert = min(i for i, e in enumerate(weights) if e.op == "convert")
+    assert len(freed) == 1 and tied[0] < freed[0] < first_convert
+    # the tied copy is freed, so the weights the step holds are counted once
+    gone = {e.key for e in weights if e.kind == "free"}
+    held = sum(e.nbytes for e in weights if e.kind == "alloc" and e.key not in gone)
+    assert held == (1000 * 64 + 64 * 64 + 64) * 2
+
+
+def test_transformers_builds_the_tied_output_projection_before_tying_it():
+    """The rule above is how the library builds a model; if it ever stops allocating the projection's
+    own weight, this fails and the rule must go."""
+    transformers = pytest.importorskip("transformers")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    cfg = transformers.AutoConfig.for_model("qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=5000,
+                                            tie_word_embeddings=True)
+    shapes = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.empty.memory_format:
+                shapes.append(tuple(out.shape))
+            return out
+
+    with torch.device("meta"), Log():
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert shapes.count((5000, 32)) == 2
+    tr = trace_decoder(model, batch=1, seq=4, phase="prefill", dtype="fp16")
+    assert sum(e.op == "build (tied later)" for e in tr.events) == 1
