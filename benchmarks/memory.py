@@ -22,7 +22,9 @@ Prints, per group of rows:
    their numbers on those rows are in-sample (marked ``*``); on the second
    host's new architectures nobody trained on the rows;
 2. the replay's own layers against PyTorch's counters:
-   ``max_memory_allocated`` and ``max_memory_reserved``;
+   ``max_memory_allocated`` and ``max_memory_reserved``; then the replay's
+   rows worse than 8 % in ``memory_mb``, its MAPE per family and its five
+   worst rows;
 3. the MIG pick from the replayed memory: does the slice hold the measured
    memory, and is it the smallest that does;
 4. time per estimate (trace + replay, then the cached trace's replay);
@@ -202,8 +204,17 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
         a, amx, _ = _stats([(res[i].allocated_mb, rows[i]["peak_alloc_mb"]) for i in idx])
         v, vmx, _ = _stats([(res[i].reserved_mb, rows[i]["peak_reserved_mb"]) for i in idx])
         print(f"{grp:<26}{a:>10.2f}{amx:>7.1f}{v:>10.2f}{vmx:>7.1f}")
-    worst = sorted((abs(res[i].memory_mb / rows[i]["nvml_used_mb"] - 1), i) for i in range(len(rows))
-                   if res[i] is not None)[-5:]
+    errs = sorted((abs(res[i].memory_mb / rows[i]["nvml_used_mb"] - 1), i) for i in range(len(rows))
+                  if res[i] is not None)
+    worst = errs[-5:]
+    over = [i for e, i in errs if e > 0.08]
+    print(f"   rows worse than 8 %: {len(over)} of {len(errs)}"
+          + (" (" + ", ".join(sorted({_family(rows[i]) for i in over})) + ")" if over else ""))
+    fam_err: dict[str, list[float]] = defaultdict(list)
+    for e, i in errs:
+        fam_err[_family(rows[i])].append(100 * e)
+    print("   MAPE % per family (max): " + ", ".join(
+        f"{f} {statistics.mean(v):.2f} ({max(v):.1f})" for f, v in sorted(fam_err.items())))
     print("   worst rows: " + "; ".join(
         f"{rows[i].get('model') or rows[i]['spec'].get('name')} {rows[i]['mode']} {rows[i]['dtype']} "
         f"b{rows[i]['batch']} {100 * (res[i].memory_mb / rows[i]['nvml_used_mb'] - 1):+.1f} %" for _, i in worst))
