@@ -13,7 +13,9 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
    device-bound rows (by the fitted model's own lanes) and fp32 / fp16;
    then the label floor: host-bound rows of models that share one operator
    sequence (width or resolution variants), the best single latency per
-   sequence against the measurements, next to the timeline's held-out error;
+   sequence against the measurements, next to the timeline's held-out error,
+   and the same for energy: the best single average power per sequence
+   times each row's measured latency;
 2. the 13 architectures measured later on an H200 (78 rows, never trained on),
    next to the shipped TraPPM / DIPPM / static XGBoost / analytic predictors
    (all trained on every packaged row);
@@ -277,6 +279,26 @@ def _label_floor_section(graphs, rows, held) -> None:
         print(_row("timeline, held-out family", y, p))
     spread = [max(rows[i].latency_ms for i in v) / min(rows[i].latency_ms for i in v) for v in groups.values()]
     print(f"   measured max/min within a sequence: median {np.median(spread):.2f}, largest {max(spread):.2f}")
+    # energy: the same rows draw little more than the board's active idle power, so their average power
+    # should barely depend on the model; the best single power per sequence, times each row's *measured*
+    # latency, says how much of the energy error is in the power labels alone
+    e_best, e_y = [], []
+    for idx in groups.values():
+        watts = np.asarray([rows[i].energy_j / rows[i].latency_ms * 1e3 for i in idx])
+        order = np.argsort(watts)
+        w = np.cumsum(1.0 / watts[order])
+        c = float(watts[order][np.searchsorted(w, 0.5 * w[-1])])
+        e_best += [c * rows[i].latency_ms / 1e3 for i in idx]
+        e_y += [rows[i].energy_j for i in idx]
+    print(_row("energy: best power x measured latency", e_y, e_best))
+    if held is not None:
+        by_key = {(r.model, r.mode, r.dtype, r.batch): e.energy_j for r, e in zip(*held)}
+        print(_row("energy: timeline, held-out family", e_y,
+                   [by_key[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)] for i in members]))
+    p_spread = [max(rows[i].energy_j / rows[i].latency_ms for i in v) / min(rows[i].energy_j / rows[i].latency_ms
+                                                                          for i in v) for v in groups.values()]
+    print(f"   measured average power max/min within a sequence: median {np.median(p_spread):.2f}, "
+          f"largest {max(p_spread):.2f}")
 
 
 def _all_predictors_table(get_predictor, n_graphs, n_rows, ests) -> dict:
