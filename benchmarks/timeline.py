@@ -290,10 +290,10 @@ def _label_floor_section(graphs, rows, held) -> None:
         c = float(watts[order][np.searchsorted(w, 0.5 * w[-1])])
         e_best += [c * rows[i].latency_ms / 1e3 for i in idx]
         e_y += [rows[i].energy_j for i in idx]
-    print(_row("energy: best power x measured latency", e_y, e_best))
+    print(_row("energy, best power x measured time", e_y, e_best))
     if held is not None:
         by_key = {(r.model, r.mode, r.dtype, r.batch): e.energy_j for r, e in zip(*held)}
-        print(_row("energy: timeline, held-out family", e_y,
+        print(_row("energy, timeline, held-out family", e_y,
                    [by_key[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)] for i in members]))
     p_spread = [max(rows[i].energy_j / rows[i].latency_ms for i in v) / min(rows[i].energy_j / rows[i].latency_ms
                                                                           for i in v) for v in groups.values()]
