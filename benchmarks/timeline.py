@@ -260,45 +260,43 @@ def _label_floor_section(graphs, rows, held) -> None:
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         return
-    best, members = [], []
+    members = [i for idx in groups.values() for i in idx]
+    lat = {i: rows[i].latency_ms for i in members}
+    watts = {i: rows[i].energy_j / rows[i].latency_ms * 1e3 for i in members}
+    best, e_best = [], []  # per row: its sequence's best latency; that best power x the row's own latency
     for idx in groups.values():
-        y = np.asarray([rows[i].latency_ms for i in idx])
-        # sum |c / y - 1| = sum |c - y| / y: the median of y weighted by 1 / y minimizes it
-        order = np.argsort(y)
-        w = np.cumsum(1.0 / y[order])
-        c = float(y[order][np.searchsorted(w, 0.5 * w[-1])])
-        best += [c] * len(idx)
-        members += idx
+        c_lat, c_watts = _best_constant([lat[i] for i in idx]), _best_constant([watts[i] for i in idx])
+        best += [c_lat] * len(idx)
+        e_best += [c_watts * lat[i] / 1e3 for i in idx]
     _header(f"1c. label floor: {len(members)} fp32 batch-1 rows of {len(groups)} operator sequences "
             "shared by several models")
-    y = [rows[i].latency_ms for i in members]
+    y = [lat[i] for i in members]
     print(_row("best constant per sequence", y, best))
-    if held is not None:
-        by_key = {(r.model, r.mode, r.dtype, r.batch): e.latency_ms for r, e in zip(*held)}
-        p = [by_key[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)] for i in members]
+    held_est = {(r.model, r.mode, r.dtype, r.batch): e for r, e in zip(*held)} if held is not None else None
+    if held_est is not None:
+        p = [held_est[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)].latency_ms for i in members]
         print(_row("timeline, held-out family", y, p))
-    spread = [max(rows[i].latency_ms for i in v) / min(rows[i].latency_ms for i in v) for v in groups.values()]
+    spread = [max(lat[i] for i in v) / min(lat[i] for i in v) for v in groups.values()]
     print(f"   measured max/min within a sequence: median {np.median(spread):.2f}, largest {max(spread):.2f}")
     # energy: the same rows draw little more than the board's active idle power, so their average power
     # should barely depend on the model; the best single power per sequence, times each row's *measured*
     # latency, says how much of the energy error is in the power labels alone
-    e_best, e_y = [], []
-    for idx in groups.values():
-        watts = np.asarray([rows[i].energy_j / rows[i].latency_ms * 1e3 for i in idx])
-        order = np.argsort(watts)
-        w = np.cumsum(1.0 / watts[order])
-        c = float(watts[order][np.searchsorted(w, 0.5 * w[-1])])
-        e_best += [c * rows[i].latency_ms / 1e3 for i in idx]
-        e_y += [rows[i].energy_j for i in idx]
+    e_y = [rows[i].energy_j for i in members]
     print(_row("energy, best power x measured time", e_y, e_best))
-    if held is not None:
-        by_key = {(r.model, r.mode, r.dtype, r.batch): e.energy_j for r, e in zip(*held)}
+    if held_est is not None:
         print(_row("energy, timeline, held-out family", e_y,
-                   [by_key[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)] for i in members]))
-    p_spread = [max(rows[i].energy_j / rows[i].latency_ms for i in v) / min(rows[i].energy_j / rows[i].latency_ms
-                                                                          for i in v) for v in groups.values()]
+                   [held_est[(rows[i].model, rows[i].mode, rows[i].dtype, rows[i].batch)].energy_j for i in members]))
+    p_spread = [max(watts[i] for i in v) / min(watts[i] for i in v) for v in groups.values()]
     print(f"   measured average power max/min within a sequence: median {np.median(p_spread):.2f}, "
           f"largest {max(p_spread):.2f}")
+
+
+def _best_constant(values) -> float:
+    """The single value c that minimizes sum |c / v - 1| = sum |c - v| / v: the median of the values
+    weighted by 1 / v."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    w = np.cumsum(1.0 / v)
+    return float(v[np.searchsorted(w, 0.5 * w[-1])])
 
 
 def _all_predictors_table(get_predictor, n_graphs, n_rows, ests) -> dict:
