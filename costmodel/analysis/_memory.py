@@ -12,6 +12,7 @@ caching allocator sees in eager mode, minus allocator rounding, which
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 
 from .._errors import InvalidInputError
 from ..ir import CostGraph
@@ -91,31 +92,30 @@ def _first_pred(graph: CostGraph, i: int, preds: list[int]) -> int:
 
 def peak_activation_bytes(graph: CostGraph) -> float:
     """Peak bytes of live activations during one forward pass (inputs included)."""
-    n = len(graph.nodes)
+    import numpy as np
+
+    nodes = graph.nodes
+    n = len(nodes)
     if n == 0:
         return 0.0
-    owner, allocates = _buffers(graph)
-    succ = graph.successors()
-    last_use = list(range(n))
-    for i in range(n):
-        o = owner[i]
-        end = max(succ[i]) if succ[i] else n  # outputs stay alive to the end
-        if end > last_use[o]:
-            last_use[o] = end
-    free_at: dict[int, list[int]] = {}
-    for o in set(owner):
-        free_at.setdefault(last_use[o], []).append(o)
-    size = {i: graph.nodes[i].out_bytes for i in range(n) if allocates[i]}
+    owner_l, allocates = _buffers(graph)
+    owner = np.asarray(owner_l, np.int64)
+    # a buffer lives until the last reader of any node it backs has run; outputs nobody reads, to the end
+    last_use = np.arange(n)
+    read = np.zeros(n, bool)
+    if graph.edges:
+        e = np.fromiter(chain.from_iterable(graph.edges), np.int64, 2 * len(graph.edges)).reshape(-1, 2)
+        read[e[:, 0]] = True
+        np.maximum.at(last_use, owner[e[:, 0]], e[:, 1])
+    last_use[owner[~read]] = n
+    size = np.array([nd.out_bytes if a else 0 for nd, a in zip(nodes, allocates)], np.float64)
+    # live bytes just after step i allocates: everything allocated so far, less what steps before i freed
+    freed = np.zeros(n + 1)
+    owners = np.unique(owner)
+    np.add.at(freed, last_use[owners], size[owners])
+    live = np.cumsum(size) - np.concatenate([[0.0], np.cumsum(freed[:n - 1])])
     input_bytes = float(sum(_nbytes(x.shape, x.dtype) for x in graph.inputs))
-    live = input_bytes
-    peak = live
-    for i in range(n):
-        if allocates[i]:
-            live += size[i]
-            peak = max(peak, live)
-        for o in free_at.get(i, ()):
-            live -= size.get(o, 0)
-    return float(peak)
+    return float(input_bytes + max(0.0, float(live.max())))
 
 
 def saved_by(graph: CostGraph, owner: list[int]) -> list[set[int]]:

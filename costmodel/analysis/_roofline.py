@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..ir import TENSOR_KINDS, CostGraph, Node
 
 #: backward pass costs about twice the forward (grad w.r.t. input and weights)
@@ -52,25 +54,51 @@ class OpTime:
     bound: str  # "compute", "memory" or "overhead"
 
 
+_BOUNDS = ("compute", "memory", "overhead")
+
+
 @dataclass
 class RooflineResult:
+    """Totals of a roofline pass, and each operator's times as arrays over the graph's kernels (the
+    nodes that are not views, in graph order); :attr:`ops` gives them as :class:`OpTime` records."""
+
     latency_s: float
     busy_s: float  # time the device does useful roofline work
-    ops: list[OpTime] = field(default_factory=list)
     #: substituted compute ceilings, one line per dtype (bf16 on a V100 costed at the fp32 peak...)
     assumptions: list[str] = field(default_factory=list)
+    node: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    compute_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    memory_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    device_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    total_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bound_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # index into _BOUNDS
 
     @property
     def latency_ms(self) -> float:
         return self.latency_s * 1e3
 
+    @property
+    def ops(self) -> list[OpTime]:
+        return [OpTime(int(n), float(c), float(m), float(d), float(t), _BOUNDS[b])
+                for n, c, m, d, t, b in zip(self.node, self.compute_s, self.memory_s, self.device_s, self.total_s,
+                                            self.bound_code)]
+
+    def bound_counts(self) -> dict[str, int]:
+        """Kernels bound by compute, by memory and by the host's dispatch ("overhead")."""
+        counts = np.bincount(self.bound_code, minlength=len(_BOUNDS))
+        return {b: int(c) for b, c in zip(_BOUNDS, counts)}
+
 
 def _tensor_dtype(node: Node, dtype: str, cfg: RooflineConfig) -> str | None:
     """The tensor-core dtype ``node`` runs at (``None``: not a tensor-core op)."""
-    if node.kind not in TENSOR_KINDS:
+    return _tensor_dtype_of(node.kind, dtype, cfg)
+
+
+def _tensor_dtype_of(kind: str, dtype: str, cfg: RooflineConfig) -> str | None:
+    if kind not in TENSOR_KINDS:
         return None
     if dtype == "fp32":
-        use_tf32 = cfg.conv_tf32 if node.kind in ("conv", "conv_transpose") else cfg.matmul_tf32
+        use_tf32 = cfg.conv_tf32 if kind in ("conv", "conv_transpose") else cfg.matmul_tf32
         return "tf32" if use_tf32 else "fp32"
     return dtype
 
@@ -82,15 +110,19 @@ def _peak(node: Node, dtype: str, device, cfg: RooflineConfig) -> float:
     return device.peak_flops(dtype, tensor=False)
 
 
+_FLOAT_DTYPES = frozenset(("fp32", "fp16", "bf16", "fp64", "int8", "fp8"))
+
+
 def _op_dtype(node: Node, default: str) -> str:
     for d in node.out_dtypes + node.in_dtypes:
-        if d in ("fp32", "fp16", "bf16", "fp64", "int8", "fp8"):
+        if d in _FLOAT_DTYPES:
             return d
     return default
 
 
 def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: RooflineConfig | None = None) -> RooflineResult:
-    """Latency of one inference call or one training step."""
+    """Latency of one inference call or one training step (over arrays: one pass over the nodes reads
+    what each costs, the times are computed for all of them at once)."""
     cfg = cfg or RooflineConfig()
     mode = mode or graph.meta.get("mode", "inference")
     factor = 1.0 + (BACKWARD_FACTOR if mode == "training" else 0.0)
@@ -98,40 +130,44 @@ def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: Roofline
     host_s = cfg.host_overhead_us * 1e-6
     bw = device.bandwidth_bytes_s * cfg.efficiency
     default_dtype = graph.meta.get("dtype", "fp32")
-    ops: list[OpTime] = []
-    notes: dict[str, None] = {}  # ordered set
-    total = 0.0
-    busy = 0.0
-    peaks: dict[tuple[str, str | None], float] = {}  # (op dtype, tensor dtype) -> FLOP/s, one lookup each
-    for n in graph.nodes:
-        if n.is_view:
-            continue
-        dtype = _op_dtype(n, default_dtype)
-        tdt = _tensor_dtype(n, dtype, cfg)
-        if tdt is not None and n.flops > 0:
-            note = device.peak_assumption(tdt)
-            if note:
-                notes[note] = None
-        peak = peaks.get((dtype, tdt))
-        if peak is None:
-            peak = peaks[(dtype, tdt)] = _peak(n, dtype, device, cfg) * cfg.efficiency
-        c = n.flops / peak if peak > 0 else 0.0
-        m = (n.bytes_read + n.bytes_written) / bw if bw > 0 else 0.0
-        work = max(c, m)
-        # a training step runs the op forward, then ~2 backward kernels
-        dev = factor * (work + launch_s)
-        host = factor * host_s
-        t = max(dev, host)
-        bound = "overhead" if host >= dev else ("compute" if c >= m else "memory")
-        ops.append(OpTime(n.id, c, m, dev, t, bound))
-        total += t
-        busy += factor * work
+    ops = [n for n in graph.nodes if not n.is_view]
+    k = len(ops)
+    # (kind, op dtype) -> FLOP/s, its tensor-core dtype: one lookup per pair the graph uses
+    peaks: dict[tuple[str, str], tuple[float, str | None]] = {}
+    peak = np.empty(k)
+    costed: dict[str, None] = {}  # tensor-core dtypes of operators with FLOPs, in order (an ordered set)
+    for j, n in enumerate(ops):
+        od = n.out_dtypes
+        dtype = od[0] if od and od[0] in _FLOAT_DTYPES else _op_dtype(n, default_dtype)
+        key = (n.kind, dtype)
+        hit = peaks.get(key)
+        if hit is None:
+            tdt = _tensor_dtype_of(n.kind, dtype, cfg)
+            pk = device.peak_flops(tdt, tensor=True) if tdt is not None else device.peak_flops(dtype, tensor=False)
+            hit = peaks[key] = (pk * cfg.efficiency, tdt)
+        peak[j] = hit[0]
+        if hit[1] is not None and n.flops > 0:
+            costed[hit[1]] = None
+    notes = [a for a in map(device.peak_assumption, costed) if a]
+    flops = np.fromiter((n.flops for n in ops), np.float64, k)
+    moved = np.fromiter((n.bytes_read + n.bytes_written for n in ops), np.float64, k)
+    c = np.divide(flops, peak, out=np.zeros(k), where=peak > 0)
+    m = moved / bw if bw > 0 else np.zeros(k)
+    work = np.maximum(c, m)
+    # a training step runs the op forward, then ~2 backward kernels
+    dev = factor * (work + launch_s)
+    host = factor * host_s
+    t = np.maximum(dev, host)
+    bound = np.where(host >= dev, 2, np.where(c >= m, 0, 1))
+    total = float(t.sum())
+    busy = float(factor * work.sum())
     if mode == "training":
         # optimizer step: memory-bound sweep over the parameters
         step = ADAM_BYTES_PER_PARAM_BYTE * graph.weights_bytes / bw if bw > 0 else 0.0
         total += step + host_s * 4
         busy += step
-    return RooflineResult(total, busy, ops, list(notes))
+    node = np.fromiter((n.id for n in ops), np.int64, k)
+    return RooflineResult(total, busy, list(dict.fromkeys(notes)), node, c, m, dev, t, bound)
 
 
 def average_power_w(device, latency_s: float, busy_s: float) -> float:

@@ -85,7 +85,10 @@ class Node:
 
     @property
     def out_bytes(self) -> int:
-        return sum(numel(s) * dtype_bytes(d) for s, d in zip(self.out_shapes, self.out_dtypes))
+        shapes = self.out_shapes
+        if len(shapes) == 1 and len(self.out_dtypes) == 1:  # almost every operator: no generator
+            return (math.prod(shapes[0]) if shapes[0] else 1) * dtype_bytes(self.out_dtypes[0])
+        return sum(numel(s) * dtype_bytes(d) for s, d in zip(shapes, self.out_dtypes))
 
     @property
     def arithmetic_intensity(self) -> float:

@@ -52,9 +52,7 @@ class AnalyticPredictor(Predictor):
         memory_mb = dev.framework_overhead_mb + reserved / MB
         power = average_power_w(dev, rl.latency_s, rl.busy_s)
         energy = power * rl.latency_s
-        bound = {"compute": 0, "memory": 0, "overhead": 0}
-        for op in rl.ops:
-            bound[op.bound] += 1
+        bound = rl.bound_counts()
         est = Estimate(
             assumptions=[*graph_assumptions(graph), *dev.assumptions, *rl.assumptions],
             latency_ms=rl.latency_ms,

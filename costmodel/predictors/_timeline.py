@@ -170,6 +170,9 @@ def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
     return (h @ weights[-2].T + weights[-1])[:, 0]
 
 
+#: graphs whose operator rows predict_many stacks for one pass of the networks (bounds its memory)
+_CHUNK = 64
+
 #: host classes whose cost the per-operator multiplier scales (the optimizer, module and call rows it does not)
 _SCALED = np.array([i < _HOST_INDEX["optimizer_tensor"] for i in range(len(HOST_CLASSES))])
 
@@ -492,17 +495,33 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             z = np.clip(z, np.asarray(self.params.lo), np.asarray(self.params.hi))
         return z
 
+    def _scaled_x_rows(self, tables: Sequence[OpTable]) -> np.ndarray:
+        """:meth:`_scaled_x` of several tables' rows, stacked (one standardization for all of them)."""
+        assert self.params is not None
+        x = np.concatenate([t.x for t in tables]) if len(tables) > 1 else tables[0].x
+        z = (x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
+        if self.params.lo is not None and self.params.hi is not None:
+            z = np.clip(z, np.asarray(self.params.lo), np.asarray(self.params.hi))
+        return z
+
     def _device_us(self, t: OpTable, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each row's device time (µs) and its efficiency under the roofline."""
         assert self.params is not None and self._weights is not None
-        z = _mlp_numpy(self._weights, self._scaled_x(t) if x is None else x)
+        return self._device_from_z(t, _mlp_numpy(self._weights, self._scaled_x(t) if x is None else x))
+
+    def _device_from_z(self, t: OpTable, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_device_us` from the efficiency network's output ``z`` for ``t``'s rows."""
         eff = MIN_EFFICIENCY + (1 - MIN_EFFICIENCY) / (1.0 + np.exp(-z))
         return (t.bound_s * 1e6 / eff + self.params.kernel_floor_us) * t.kernel, eff
 
     def _host_multiplier(self, t: OpTable, x: np.ndarray | None = None) -> np.ndarray:
         """Each row's factor on its class's host cost (1 for the optimizer, module and call rows)."""
         assert self._host_weights is not None
-        m = np.exp(HOST_RANGE * np.tanh(_mlp_numpy(self._host_weights, self._scaled_x(t) if x is None else x)))
+        return self._host_from_z(t, _mlp_numpy(self._host_weights, self._scaled_x(t) if x is None else x))
+
+    def _host_from_z(self, t: OpTable, z: np.ndarray) -> np.ndarray:
+        """:meth:`_host_multiplier` from the host network's output ``z`` for ``t``'s rows."""
+        m = np.exp(HOST_RANGE * np.tanh(z))
         norm = np.asarray(self.params.host_norm if self.params.host_norm else np.ones(len(HOST_CLASSES)))
         return np.where(_SCALED[t.host_class], m / norm[t.host_class], 1.0)
 
@@ -537,24 +556,38 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         from .._errors import ModelLoadError
-        from ._analytic import AnalyticPredictor, graph_assumptions
+        from ._analytic import AnalyticPredictor
 
         if self.params is None:
             raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
+        graphs = list(graphs)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
         host, host_note = self._host_vector()
         base = AnalyticPredictor()
+        modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
+        if self._has_cpu() and _is_cpu(dev):
+            return [self._predict_cpu(g, dev, m, optimizer, base) for g, m in zip(graphs, modes)]
+        out: list[Estimate] = []
+        for lo in range(0, len(graphs), _CHUNK):
+            out += self._predict_chunk(graphs[lo:lo + _CHUNK], modes[lo:lo + _CHUNK], dev, optimizer, host,
+                                       host_note, base)
+        return out
+
+    def _predict_chunk(self, graphs, modes, dev, optimizer: str, host, host_note, base) -> list[Estimate]:
+        """:meth:`predict_many` of a few graphs: their operator tables first, then the two networks once
+        over all their rows, then each graph's timeline."""
+        from ._analytic import graph_assumptions
+
+        tables = [op_table(g, dev, mode=m, optimizer=optimizer) for g, m in zip(graphs, modes)]
+        xs = self._scaled_x_rows(tables)
+        z_dev = _mlp_numpy(self._weights, xs)
+        z_host = _mlp_numpy(self._host_weights, xs)
+        cuts = np.cumsum([len(t.bound_s) for t in tables])[:-1]
         out = []
-        for g in graphs:
-            m = validate_mode(mode or g.meta.get("mode", "inference"))
-            if self._has_cpu() and _is_cpu(dev):
-                out.append(self._predict_cpu(g, dev, m, optimizer, base))
-                continue
-            t = op_table(g, dev, mode=m, optimizer=optimizer)
-            x = self._scaled_x(t)
-            d_us, eff = self._device_us(t, x)
-            h_us = host[t.host_class] * t.host_count * self._host_multiplier(t, x)
+        for g, m, t, zd, zh in zip(graphs, modes, tables, np.split(z_dev, cuts), np.split(z_host, cuts)):
+            d_us, eff = self._device_from_z(t, zd)
+            h_us = host[t.host_class] * t.host_count * self._host_from_z(t, zh)
             call_us = float(host[_HOST_INDEX["call"]])
             H, D = float(h_us.sum()) + call_us, float(d_us.sum())
             lat_us = (H + D if t.synchronous else max(H, D)) + self.params.sync_us
