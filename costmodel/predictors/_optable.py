@@ -51,6 +51,8 @@ class OpTable:
     node: np.ndarray  # (n,) CostGraph node id (-1: optimizer / call)
     phase: np.ndarray  # (n,) index into PHASES
     synchronous: bool = False
+    #: one decoding step of a causal language model with its KV cache (the host pays its decode loop once)
+    decode: bool = False
 
 
 def _op_dtype(n, default: str) -> str:
@@ -392,6 +394,7 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
         np.concatenate([node, np.full(k, -1, np.int64)]),
         np.concatenate([phase, [e[0] for e in extra]]).astype(np.int64),
         synchronous=_is_cpu(device),
+        decode=graph.meta.get("phase") == "decode",
     )
 
 

@@ -124,6 +124,9 @@ class TimelineParams:
     #: is clipped into this box before either network sees it (see :meth:`TimelinePredictor._scaled_x`)
     lo: list[float] | None = None
     hi: list[float] | None = None
+    #: the host's cost of one step of a language model's decode loop, on top of its operators (µs);
+    #: ``None`` when no decode row was in the fit
+    decode_step_us: float | None = None
 
 
 def _softplus_inv(y: float) -> float:
@@ -159,6 +162,7 @@ class _Batch:
         self.hcnt = torch.as_tensor(cat("host_count"), dtype=torch.float32)
         self.ecls = torch.as_tensor(cat("energy_class"))
         self.sync = torch.as_tensor([t.synchronous for t in tables])
+        self.decode = torch.as_tensor([float(t.decode) for t in tables], dtype=torch.float32)
 
 
 def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -192,6 +196,8 @@ class _Model:
         self.host = torch.nn.Parameter(torch.full((len(HOST_CLASSES),), _softplus_inv(host_init_us)))
         self.floor = torch.nn.Parameter(torch.tensor(_softplus_inv(2.0)))
         self.sync = torch.nn.Parameter(torch.tensor(_softplus_inv(10.0)))
+        #: log µs of the host's per-step cost of a decode loop (no gradient without decode rows)
+        self.decode = torch.nn.Parameter(torch.tensor(math.log(1000.0)))
 
     def lanes(self, b: _Batch):
         import torch
@@ -202,7 +208,8 @@ class _Model:
         mult = torch.exp(HOST_RANGE * torch.tanh(self.host_mlp(b.x).squeeze(-1)))
         host = F.softplus(self.host)[b.hcls] * b.hcnt * torch.where(b.scaled, mult, torch.ones_like(mult))
         D = torch.zeros(b.n_rows).index_add_(0, b.row, dev)
-        H = torch.zeros(b.n_rows).index_add_(0, b.row, host) + F.softplus(self.host[_HOST_INDEX["call"]])
+        H = (torch.zeros(b.n_rows).index_add_(0, b.row, host) + F.softplus(self.host[_HOST_INDEX["call"]])
+             + torch.exp(self.decode) * b.decode)
         return dev, eff, H, D
 
     def latency_us(self, b: _Batch):
@@ -226,6 +233,29 @@ def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
     per_op = min(max(per_op, 1.0), 100.0)
     return [per_op if c not in ("module", "call") else (per_op / 4 if c == "module" else 10 * per_op)
             for c in HOST_CLASSES]
+
+
+def _decode_note(p: TimelineParams) -> str:
+    if p.decode_step_us is None:
+        return ("decode step: no decode rows were in this predictor's fit, so the host's per-step cost of the "
+                "decode loop (tens of ms on the measured host) is left out: the latency is a lower bound")
+    return (f"decode step: the host's per-step cost of the decode loop, {p.decode_step_us / 1e3:.1f} ms, fitted on "
+            f"{p.trained_on.get('decode_rows', '?')} decode rows of the measured host and software stack")
+
+
+def _decode_init_us(tables: Sequence[OpTable], rows, host_raw) -> float:
+    """Where the decode-step cost starts: the median, over the decode rows, of what their measured latency
+    leaves after the starting host lane (at least a tenth of the latency)."""
+    import torch.nn.functional as F
+
+    h = F.softplus(host_raw.detach()).numpy().astype(np.float64)
+    left = []
+    for t, r in zip(tables, rows):
+        if t.decode:
+            lat = r.latency_ms * 1e3
+            H = float((h[t.host_class] * t.host_count).sum() + h[_HOST_INDEX["call"]])
+            left.append(max(lat - H, 0.1 * lat))
+    return float(np.median(left)) if left else 1000.0
 
 
 def _normalized_host(host_us: np.ndarray, b: _Batch, model: _Model) -> tuple[list[float], list[float]]:
@@ -347,12 +377,18 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         b = _Batch(tables, mean, std)
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float32)
         model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
+        n_decode = sum(1 for t in tables if t.decode)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
             model.host.copy_(torch.as_tensor([_softplus_inv(v) for v in _host_init_us(tables, rows)]))
-        opt = torch.optim.Adam([
+            if n_decode:
+                model.decode.fill_(math.log(_decode_init_us(tables, rows, model.host)))
+        groups = [
             {"params": [*model.mlp.parameters(), *model.host_mlp.parameters()], "weight_decay": cfg.weight_decay},
             {"params": [model.host, model.floor, model.sync], "lr": cfg.lr * 3},
-        ], lr=cfg.lr)
+        ]
+        if n_decode:  # log-parametrized: a step moves it by a fraction of itself
+            groups.append({"params": [model.decode], "lr": cfg.lr * 3})
+        opt = torch.optim.Adam(groups, lr=cfg.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
         it = range(cfg.epochs)
         if progress:
@@ -392,7 +428,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             kernel_floor_us=float(F.softplus(model.floor.detach())), sync_us=float(F.softplus(model.sync.detach())),
             energy_static_w=float(w[0]), energy_a_w=w[1:1 + k].tolist(), energy_b_w=w[1 + k:].tolist(),
             host_source="fitted to the whole-model rows",
-            trained_on={"rows": len(rows), "devices": sorted({d.name for d in devs})},
+            trained_on={"rows": len(rows), "devices": sorted({d.name for d in devs}), "decode_rows": n_decode},
+            decode_step_us=float(torch.exp(model.decode.detach())) if n_decode else None,
         )
         return self
 
@@ -409,6 +446,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float64)
         D = torch.as_tensor([float(d.sum()) for d in dev_us], dtype=torch.float64)
         counts = torch.zeros(len(rows), len(HOST_CLASSES), dtype=torch.float64)
+        decode = torch.as_tensor([float(t.decode) * (self.params.decode_step_us or 0.0) for t in tables],
+                                 dtype=torch.float64)
         for i, t in enumerate(tables):
             np.add.at(counts[i].numpy(), t.host_class, t.host_count * self._host_multiplier(t))
             counts[i, _HOST_INDEX["call"]] += 1
@@ -418,13 +457,15 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         opt = torch.optim.Adam([log_scale], lr=0.05)
         for _ in range(epochs):
             opt.zero_grad()
-            H = counts @ (base * torch.exp(log_scale))
+            H = (counts @ base + decode) * torch.exp(log_scale)
             lat = torch.maximum(H, D) + self.params.sync_us
             loss = ((torch.log(lat) - torch.log(y)) ** 2).mean()
             loss.backward()
             opt.step()
         s = float(torch.exp(log_scale.detach()))
         self.params.host_us = [v * s for v in self.params.host_us]
+        if self.params.decode_step_us is not None:
+            self.params.decode_step_us *= s
         self.params.host_source = f"host lane rescaled by {s:.3f} to {len(rows)} rows of another host"
         self.host_profile = None
         return self
@@ -588,10 +629,12 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         for g, m, t, zd, zh in zip(graphs, modes, tables, np.split(z_dev, cuts), np.split(z_host, cuts)):
             d_us, eff = self._device_from_z(t, zd)
             h_us = host[t.host_class] * t.host_count * self._host_from_z(t, zh)
-            call_us = float(host[_HOST_INDEX["call"]])
-            H, D = float(h_us.sum()) + call_us, float(d_us.sum())
-            lat_us = (H + D if t.synchronous else max(H, D)) + self.params.sync_us
             p = self.params
+            call_us = float(host[_HOST_INDEX["call"]])
+            decode_us = p.decode_step_us if (t.decode and p.decode_step_us is not None) else 0.0
+            call_us += decode_us
+            H, D = float(h_us.sum()) + call_us, float(d_us.sum())
+            lat_us = (H + D if t.synchronous else max(H, D)) + p.sync_us
             e_class = [float(d_us[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
             u_class = [float((d_us * eff)[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
             static_k, dynamic_k, power_note = power_scales(p.trained_on.get("devices", []), dev)
@@ -610,6 +653,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                              " rows; pass host=FILE from `costmodel calibrate` for this machine")
             if power_note:
                 notes.append(power_note)
+            if t.decode:
+                notes.append(_decode_note(p))
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             single = replay(np.concatenate([[call_us], h_us]), np.concatenate([[0.0], d_us]),
@@ -632,6 +677,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 "bound": "host" if (H > D and not t.synchronous) else ("serial" if t.synchronous else "device"),
                 "host_bound_share": max(0.0, 1.0 - D / lat_us) if not t.synchronous else None,
                 "single_call_ms": single / 1e3,
+                "decode_step_ms": decode_us / 1e3 if t.decode else None,
                 "top": [{"node": int(t.node[i]), "phase": PHASES[int(t.phase[i])],
                          "op": g.nodes[int(t.node[i])].op if t.node[i] >= 0 else "optimizer",
                          "device_ms": float(d_us[i]) / 1e3, "efficiency": float(eff[i])} for i in top],
@@ -749,6 +795,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                                                                     and q >= 0) for q in v.values())
                           for v in iv["log_halfwidth"].values()))
             need(ok, "params.intervals must hold a coverage in (0, 1) and finite half-widths >= 0 per regime")
+        need(params.decode_step_us is None or (isinstance(params.decode_step_us, (int, float))
+                                                and math.isfinite(params.decode_step_us) and params.decode_step_us >= 0),
+             "params.decode_step_us must be null or a finite number >= 0")
         for name in ("kernel_floor_us", "sync_us", "energy_static_w"):
             v = getattr(params, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"params.{name} must be a finite number >= 0")

@@ -175,6 +175,7 @@ def test_round_trip_and_a_host_profile(tmp_path, fitted, r18):
     ("host", "host_us"), ("version", "format_version"), ("std", "std"),
     ("host_shape", "tensor h0 has shape"), ("host_missing", "lacks tensor h4"), ("intervals", "params.intervals"),
     ("box", "params.lo must not exceed"), ("box_missing", "params.hi must be"),
+    ("decode", "params.decode_step_us"),
 ])
 def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
     from safetensors.numpy import load_file, save_file
@@ -207,6 +208,8 @@ def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
         cfg["params"]["lo"][3] = cfg["params"]["hi"][3] + 1.0
     elif damage == "box_missing":
         del cfg["params"]["hi"]
+    elif damage == "decode":
+        cfg["params"]["decode_step_us"] = -5.0
     (d / "config.json").write_text(json.dumps(cfg))
     save_file(w, str(d / "weights.safetensors"))
     # checksums consistent with the damage: the structural checks themselves must catch it
@@ -338,3 +341,69 @@ def test_the_default_answers_for_a_gpu_without_xgboost():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ decode steps
+_TINY_GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 512, "n_positions": 256, "bos_token_id": 0,
+              "eos_token_id": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_decode():
+    from costmodel.frontends.hf import hf_graph
+
+    return (hf_graph("gpt2", _TINY_GPT2, batch=2, seq=32, decode=True),
+            hf_graph("gpt2", _TINY_GPT2, batch=2, seq=32))
+
+
+def test_a_decode_step_is_marked_in_its_table(tiny_decode):
+    dec, fwd = tiny_decode
+    dev = get_device("h200")
+    assert op_table(dec, dev, mode="inference").decode
+    assert not op_table(fwd, dev, mode="inference").decode
+
+
+def test_the_decode_step_cost_joins_the_host_lane(fitted, tiny_decode):
+    """Without decode rows in the fit the step's loop cost is unknown: the estimate says its latency is a
+    lower bound. With a fitted cost the host lane grows by exactly that much, and only for a decode step."""
+    import copy
+
+    dec, fwd = tiny_decode
+    pred = fitted[0]
+    assert pred.params.decode_step_us is None
+    e0 = pred.predict(dec, "h200")
+    assert any("lower bound" in a for a in e0.assumptions) and e0.details["ops"]["decode_step_ms"] == 0.0
+    other = copy.deepcopy(pred)
+    other.params.decode_step_us = 40_000.0
+    e1 = other.predict(dec, "h200")
+    assert e1.details["ops"]["host_ms"] == pytest.approx(e0.details["ops"]["host_ms"] + 40.0)
+    assert e1.details["ops"]["decode_step_ms"] == pytest.approx(40.0)
+    assert e1.latency_ms > e0.latency_ms + 30.0
+    assert any("40.0 ms" in a for a in e1.assumptions)
+    f0, f1 = pred.predict(fwd, "h200"), other.predict(fwd, "h200")
+    assert f1.latency_ms == f0.latency_ms and f1.details["ops"]["decode_step_ms"] is None
+
+
+def test_measured_decode_rows_fit_the_step_cost(coverage_split):
+    """The packaged decode steps of GPT-2 take ~50-65 ms each on the measured host whatever the batch,
+    far above their operators' dispatch: a fit with the GPT-2-medium rows finds a step cost of that
+    order, and on GPT-2's own decode rows (never in the fit) it is much nearer than a fit without it."""
+    from costmodel.datasets import PerfDataset
+
+    data, train, _, _ = coverage_split
+    llm = PerfDataset.load(kinds=("llm",))
+    dec = [i for i, r in enumerate(llm.rows) if r.phase == "decode" and r.has_graph]
+    fit_i = [i for i in dec if llm.rows[i].model == "gpt2-medium"]
+    test_i = [i for i in dec if llm.rows[i].model == "gpt2"]
+    assert len(fit_i) >= 3 and len(test_i) >= 3
+    vis_g, vis_r = [data.graph(i) for i in train], [data[i] for i in train]
+    cfg = TimelineConfig(epochs=120, hidden=16)
+    with_dec = TimelinePredictor(cfg).fit_graphs(vis_g + [llm.graph(i) for i in fit_i],
+                                                 vis_r + [llm.rows[i] for i in fit_i])
+    without = TimelinePredictor(cfg).fit_graphs(vis_g, vis_r)
+    assert with_dec.params.trained_on["decode_rows"] == len(fit_i)
+    assert 10_000 < with_dec.params.decode_step_us < 100_000
+    y = [llm.rows[i].latency_ms for i in test_i]
+    err_with = mape(y, [with_dec.predict(llm.graph(i), "h200").latency_ms for i in test_i])
+    err_without = mape(y, [without.predict(llm.graph(i), "h200").latency_ms for i in test_i])
+    assert err_with < 0.5 * err_without, (err_with, err_without)
