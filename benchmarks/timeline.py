@@ -18,13 +18,16 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
    times each row's measured latency;
 2. the 13 architectures measured later on an H200 (78 rows, never trained on),
    next to the shipped TraPPM / DIPPM / static XGBoost / analytic predictors
-   (all trained on every packaged row);
+   (all trained on every packaged row); then a learned residual over the
+   timeline (XGBoost on the graph's make-up and the timeline's lanes), scored
+   on held-out families and on these rows;
 3. the second H200 host: the host lane refitted on its 4 check rows (rows that
    repeat packaged workloads), error on its 78 new-architecture rows before and
    after;
 4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second;
 5. (``--llm``) the H200 transformer rows (encoder forward, prefill, and decode
-   steps with their KV-cache graphs) through the timeline, leave-one-model-out.
+   steps with their KV-cache graphs) through the timeline, leave-one-model-out;
+   then the second host's transformer rows before and after its host refit.
 6. (``--devices``) GPUs without rows: the shipped predictors' latency and
    average power on five other GPUs (nothing to score against; it shows that
    predictions follow each GPU's roofline and power limit).
@@ -148,6 +151,36 @@ def _llm_section(epochs: int) -> None:
         print(_row(f"energy, {ph}", [rs[k].energy_j for k in ok], [ps[k].energy_j for k in ok]))
 
 
+def _llm_second_host_section(epochs: int, data: str) -> None:
+    """Section 5b: the second host's transformer rows (encoder forward, prefill, decode), through a timeline
+    fitted on every packaged row (vision and transformers), before and after refitting its host lane on the
+    second host's 4 vision check rows (the rows of section 3): no transformer row of that host is fitted."""
+    from costmodel.datasets import PerfDataset
+
+    ds = PerfDataset.load(kinds=("vision", "llm"))
+    idx = [i for i, r in enumerate(ds.rows) if r.kind == "vision" or r.has_graph]
+    new = PerfDataset.load(data, device="h200_extend", kinds=("vision", "llm"))
+    seen = {r.model for r in ds.rows}
+    llm = [i for i, r in enumerate(new.rows) if r.kind == "llm" and r.has_graph]
+    checks = [i for i, r in enumerate(new.rows) if r.kind == "vision" and r.model in seen]
+    if not llm:
+        return
+    full = _fit([ds.graph(i) for i in idx], [ds.rows[i] for i in idx], epochs, 0)
+    rows = [new.rows[i] for i in llm]
+    graphs = [new.graph(i) for i in llm]
+    before = _predict(full, graphs, rows)
+    full.fit_host([new.graph(i) for i in checks], [new.rows[i] for i in checks])
+    after = _predict(full, graphs, rows)
+    _header(f"5b. the second host's {len(rows)} transformer rows, timeline fitted on every packaged row")
+    y = [r.latency_ms for r in rows]
+    print(_row("latency, before the host refit", y, [e.latency_ms for e in before]))
+    print(_row("latency, after (4 vision check rows)", y, [e.latency_ms for e in after]))
+    for r, b, e in zip(rows, before, after):
+        print(f"   {r.model} {r.phase} b{r.batch} s{r.seq} {r.dtype}: measured {r.latency_ms:.1f} ms, "
+              f"before {b.latency_ms:.1f}, after {e.latency_ms:.1f}")
+    print(f"   decode step cost: {full.params.decode_step_us / 1e3:.1f} ms after the refit; {full.params.host_source}")
+
+
 def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
     """Section 4: featurize (trace frontend) + predict one resnet50, and ``predict_many``.
 
@@ -216,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--cpu", action="store_true",
                     help="only the CPU tables: the operator model on the rows profiled per operator "
                          "(benchmarks/timeline_cpu.py; pass its options after --)")
-    ap.add_argument("--llm", action="store_true", help="only the H200 transformer table (section 5)")
+    ap.add_argument("--llm", action="store_true", help="only the H200 transformer tables (section 5)")
     ap.add_argument("--speed", action="store_true",
                     help="only section 4, with the shipped timeline artifact (no fitting)")
     ap.add_argument("--devices", action="store_true",
@@ -495,6 +528,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if a.llm:
         _llm_section(a.epochs)
+        _llm_second_host_section(a.epochs, a.data)
         return
     if a.speed:
         from costmodel.predictors import get_predictor
