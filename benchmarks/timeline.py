@@ -178,7 +178,9 @@ def _llm_second_host_section(epochs: int, data: str) -> None:
     for r, b, e in zip(rows, before, after):
         print(f"   {r.model} {r.phase} b{r.batch} s{r.seq} {r.dtype}: measured {r.latency_ms:.1f} ms, "
               f"before {b.latency_ms:.1f}, after {e.latency_ms:.1f}")
-    print(f"   decode step cost: {full.params.decode_step_us / 1e3:.1f} ms after the refit; {full.params.host_source}")
+    step = full.params.decode_step_us
+    print(f"   decode step cost after the refit: {'none fitted' if step is None else f'{step / 1e3:.1f} ms'}; "
+          f"{full.params.host_source}")
 
 
 def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
