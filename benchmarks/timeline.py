@@ -174,7 +174,7 @@ def _llm_second_host_section(epochs: int, data: str) -> None:
     _header(f"5b. the second host's {len(rows)} transformer rows, timeline fitted on every packaged row")
     y = [r.latency_ms for r in rows]
     print(_row("latency, before the host refit", y, [e.latency_ms for e in before]))
-    print(_row("latency, after (4 vision check rows)", y, [e.latency_ms for e in after]))
+    print(_row("latency, after the host refit", y, [e.latency_ms for e in after]))
     for r, b, e in zip(rows, before, after):
         print(f"   {r.model} {r.phase} b{r.batch} s{r.seq} {r.dtype}: measured {r.latency_ms:.1f} ms, "
               f"before {b.latency_ms:.1f}, after {e.latency_ms:.1f}")
