@@ -570,6 +570,7 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     return dev
 
 
+@functools.lru_cache(maxsize=4096)  # the database is read once per process, so the answer never changes
 def _devices_fitting(key: str) -> tuple[str, ...]:
     """Canonical names of the devices that a normalized name or alias starting with ``key`` belongs to
     (``"a100"`` fits both A100s; ``"a10040gb"`` only one)."""
