@@ -65,7 +65,7 @@ _LAZY = {
     "SUMMARY_PROMPT": "._prompts",
     "TimelineConfig": "._timeline",
     "TimelinePredictor": "._timeline",
-    "interval_table": "._timeline",
+    "interval_table": "._timeline_start",
     "OpTimeline": "._opmodel",
     "op_arrays": "._opmodel",
     "load_op_dataset": "._opmodel",

@@ -67,7 +67,7 @@ from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, conformal_quantile, validate_mode, validate_optimizer
+from ._base import Predictor, validate_mode, validate_optimizer
 from ._energy import energy_design, nnls_relative, power_scales
 from ._optable import (
     _HOST_INDEX,
@@ -80,6 +80,7 @@ from ._optable import (
     op_table,
 )
 from ._registry import register_predictor
+from ._timeline_start import _decode_init_us, _host_init_us, interval_table
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
 MIN_EFFICIENCY = 0.05
@@ -221,41 +222,12 @@ class _Model:
         return lat, dev, eff, H, D
 
 
-def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
-    """One starting host cost for every class: the median latency per dispatched operator over the
-    rows whose roofline explains under a fifth of their time (host-bound on a GPU). A per-class
-    least-squares start is ill-posed on a few dozen rows; the fit specializes the classes."""
-    lat = np.asarray([r.latency_ms * 1e3 for r in rows])
-    work = np.asarray([float(t.bound_s.sum()) * 1e6 for t in tables])
-    units = np.asarray([float(t.host_count[t.host_class != _HOST_INDEX["module"]].sum()) for t in tables])
-    light = (work < 0.2 * lat) & (units > 0)
-    per_op = float(np.median(lat[light] / units[light])) if light.sum() >= 3 else 8.0
-    per_op = min(max(per_op, 1.0), 100.0)
-    return [per_op if c not in ("module", "call") else (per_op / 4 if c == "module" else 10 * per_op)
-            for c in HOST_CLASSES]
-
-
 def _decode_note(p: TimelineParams) -> str:
     if p.decode_step_us is None:
         return ("decode step: no decode rows were in this predictor's fit, so the host's per-step cost of the "
                 "decode loop (tens of ms on the measured host) is left out: the latency is a lower bound")
     return (f"decode step: the host's per-step cost of the decode loop, {p.decode_step_us / 1e3:.1f} ms, fitted on "
             f"{p.trained_on.get('decode_rows', '?')} decode rows of the measured host and software stack")
-
-
-def _decode_init_us(tables: Sequence[OpTable], rows, host_raw) -> float:
-    """Where the decode-step cost starts: the median, over the decode rows, of what their measured latency
-    leaves after the starting host lane (at least a tenth of the latency)."""
-    import torch.nn.functional as F
-
-    h = F.softplus(host_raw.detach()).numpy().astype(np.float64)
-    left = []
-    for t, r in zip(tables, rows):
-        if t.decode:
-            lat = r.latency_ms * 1e3
-            H = float((h[t.host_class] * t.host_count).sum() + h[_HOST_INDEX["call"]])
-            left.append(max(lat - H, 0.1 * lat))
-    return float(np.median(left)) if left else 1000.0
 
 
 def _normalized_host(host_us: np.ndarray, b: _Batch, model: _Model) -> tuple[list[float], list[float]]:
@@ -274,22 +246,6 @@ def _normalized_host(host_us: np.ndarray, b: _Batch, model: _Model) -> tuple[lis
         if sel.any():
             norm[k] = float(np.exp(np.average(logm[sel], weights=w[sel])))
     return (host_us * norm).tolist(), norm.tolist()
-
-
-def interval_table(rows, ests, *, coverage: float = 0.9, held_out: str = "") -> dict[str, Any]:
-    """Split-conformal half-widths from held-out estimates: per regime (the estimate's host- or
-    device-bound lane) and target, the finite-sample-corrected ``coverage`` quantile of
-    ``|log(measured / predicted)|`` (``None`` where fewer than 5 rows have the target)."""
-    err: dict[str, dict[str, list[float]]] = {r: {"latency_ms": [], "energy_j": []} for r in ("host", "device")}
-    for row, e in zip(rows, ests):
-        regime = "host" if e.details["ops"]["bound"] == "host" else "device"
-        for t in ("latency_ms", "energy_j"):
-            y, p = getattr(row, t), getattr(e, t)
-            if math.isfinite(y) and y > 0 and p > 0:
-                err[regime][t].append(abs(math.log(y / p)))
-
-    return {"coverage": coverage, "held_out": held_out, "rows": {r: len(err[r]["latency_ms"]) for r in err},
-            "log_halfwidth": {r: {t: conformal_quantile(v, coverage) for t, v in err[r].items()} for r in err}}
 
 
 @register_predictor("timeline")

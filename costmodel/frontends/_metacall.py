@@ -1,0 +1,246 @@
+"""Fast meta-tensor execution for the trace frontend (:mod:`.pytorch`).
+
+The trace runs a module on meta tensors under a ``TorchDispatchMode``. Many meta kernels are Python
+decompositions (a batch norm about 2 ms a call, a ReLU about 1 ms), so this module memoizes each
+functional operator's output layout per argument layout, gives the normalizations their exact output
+layouts without their kernels, and swaps a module's parameters in place of ``functional_call``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Output metadata of functional ATen ops on meta tensors, by (op, argument metadata). Many meta
+# kernels are Python decompositions (``native_batch_norm`` ~2 ms a call, ``native_layer_norm``,
+# ``addmm``, softmax, GELU ~1 ms), and a network repeats the same op on the same shapes many times
+# (resnet50: 53 batch norms, 10 distinct shapes). A meta output depends on nothing but the
+# arguments' shapes, strides and dtypes, so it is computed once per key and rebuilt with
+# ``empty_strided`` afterwards. Only ops none of whose results alias an argument (no views, no
+# in-place or ``out=`` results) are memoized; those always run.
+_META_CACHE: dict = {}
+_META_CACHE_MAX = 50_000
+_UNCACHEABLE = object()
+
+
+_KEY_TYPES: tuple | None = None
+
+
+def _key_types() -> tuple:
+    global _KEY_TYPES
+    if _KEY_TYPES is None:
+        import torch
+
+        _KEY_TYPES = (torch.Tensor, (bool, int, float, str, type(None), torch.dtype, torch.device, torch.layout,
+                                     torch.memory_format))
+    return _KEY_TYPES
+
+
+def _meta_key(v):
+    """A hashable image of one argument (tensors by metadata), or ``_UNCACHEABLE``."""
+    tensor, plain = _KEY_TYPES or _key_types()
+    if isinstance(v, tensor):
+        if not v.is_meta:
+            return _UNCACHEABLE
+        return (tuple(v.shape), v.stride(), v.dtype, v.storage_offset(), v.requires_grad)
+    if isinstance(v, (list, tuple)):
+        out = []
+        for a in v:
+            if isinstance(a, int) and not isinstance(a, bool):
+                out.append(a)
+                continue
+            k = _meta_key(a)
+            if k is _UNCACHEABLE:
+                return _UNCACHEABLE
+            out.append(k)
+        return (type(v) is list, tuple(out))
+    if isinstance(v, plain):
+        return (type(v), v)
+    return _UNCACHEABLE
+
+
+def _functional(func) -> bool:
+    """True when no result of ``func`` aliases an argument (memoizing it cannot break a view)."""
+    f = _FUNCTIONAL.get(func)
+    if f is None:
+        schema = getattr(func, "_schema", None)
+        f = schema is not None and all(r.alias_info is None for r in schema.returns)
+        _FUNCTIONAL[func] = f
+    return f
+
+
+_FUNCTIONAL: dict = {}
+
+
+def _stat_dtype(dt):
+    import torch
+
+    return torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+
+
+def _dense(x) -> bool:
+    import torch
+
+    if x.is_contiguous():
+        return True
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    return fmt is not None and x.is_contiguous(memory_format=fmt)
+
+
+def _fast_batch_norm(x, training=False):
+    """The results of a batch norm over ``x`` (dense: ``empty_like`` keeps its strides): (output, per-channel mean, per-channel inverse std), laid out as the meta decomposition lays them out;
+    None (run the kernel) for a layout it has not been checked on, or a training step over one value per
+    channel (which the kernel refuses)."""
+    import torch
+
+    if x.dim() < 2 or not _dense(x) or (training and x.numel() <= x.shape[1]):
+        return None
+    sd = _stat_dtype(x.dtype)
+    c = (x.shape[1],)
+    return torch.empty_like(x), x.new_empty(c, dtype=sd), x.new_empty(c, dtype=sd)
+
+
+def _fast_layer_norm(x, normalized_shape):
+    """The results of a layer norm over the last ``len(normalized_shape)`` dims of a contiguous ``x``."""
+    import torch
+
+    if not x.is_contiguous() or not isinstance(normalized_shape, (list, tuple)):
+        return None
+    k = len(normalized_shape)
+    if not 0 < k <= x.dim():
+        return None
+    sd = _stat_dtype(x.dtype)
+    stats = tuple(x.shape[:x.dim() - k]) + (1,) * k
+    return torch.empty_like(x), x.new_empty(stats, dtype=sd), x.new_empty(stats, dtype=sd)
+
+
+def _fast_paths() -> dict:
+    """Exact output layouts of the normalizations whose meta kernels are slow Python decompositions
+    (2-5 ms a call). ``tests/frontends`` checks each against the meta kernel itself."""
+    import torch
+
+    a = torch.ops.aten
+    return {
+        a.native_batch_norm.default: lambda x, w, b, rm, rv, training, *r, **k: _fast_batch_norm(x, training),
+        a._native_batch_norm_legit_no_training.default: lambda x, *r, **k: _fast_batch_norm(x),
+        a._native_batch_norm_legit.default: lambda x, w, b, rm, rv, training, *r, **k: _fast_batch_norm(x, training),
+        # without running statistics only training is valid: otherwise the kernel raises, and so must we
+        a._native_batch_norm_legit.no_stats: (lambda x, w, b, training, *r, **k:
+                                             _fast_batch_norm(x, training) if training else None),
+        a.native_layer_norm.default: lambda x, shape, *r, **k: _fast_layer_norm(x, shape),
+    }
+
+
+_FAST: dict | None = None
+
+
+def _meta_call(func, args, kwargs):
+    """``func(*args, **kwargs)`` on meta tensors, memoized for functional ops (see ``_META_CACHE``)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    global _FAST
+    if _FAST is None:
+        _FAST = _fast_paths()
+    fast = _FAST.get(func)
+    if fast is not None and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
+        out = fast(*args, **kwargs)
+        if out is not None:
+            return out
+    if not _functional(func):
+        return func(*args, **kwargs)
+    ka = _meta_key(args)
+    kk = _meta_key(tuple(sorted(kwargs.items()))) if kwargs else ()
+    if ka is _UNCACHEABLE or kk is _UNCACHEABLE:
+        return func(*args, **kwargs)
+    key = (func, ka, kk)
+    spec = _META_CACHE.get(key)
+    if spec is None:
+        out = func(*args, **kwargs)
+        spec = _out_spec(out)
+        if spec is not None:
+            if len(_META_CACHE) >= _META_CACHE_MAX:
+                _META_CACHE.clear()
+            _META_CACHE[key] = spec
+        return out
+    how, kind, metas = spec
+    if how == "tensor":
+        return _rebuild(metas)
+    if how == "flat":
+        return kind(m[1] if m[0] == "value" else _rebuild(m) for m in metas)
+    return pytree.tree_unflatten([m[1] if m[0] == "value" else _rebuild(m) for m in metas], kind)
+
+
+def _tensor_meta(o):
+    return (tuple(o.shape), o.stride(), o.dtype, o.storage_offset())
+
+
+def _out_spec(out):
+    """How to rebuild ``out`` (a meta result): ``("tensor", None, meta)``, ``("flat", tuple|list, metas)``
+    or ``("tree", treespec, metas)``; None when it holds a tensor that is not on the meta device."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    if isinstance(out, torch.Tensor):
+        return ("tensor", None, _tensor_meta(out)) if out.is_meta else None
+    flat = type(out) in (tuple, list) and not any(isinstance(o, (list, tuple, dict)) for o in out)
+    leaves, tree = (out, type(out)) if flat else pytree.tree_flatten(out)
+    metas = []
+    for o in leaves:
+        if isinstance(o, torch.Tensor):
+            if not o.is_meta:
+                return None
+            metas.append(_tensor_meta(o))
+        else:
+            metas.append(("value", o))
+    return ("flat" if flat else "tree", tree, metas)
+
+
+def _rebuild(m):
+    import torch
+
+    shape, stride, dtype, offset = m
+    t = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    return t.as_strided(shape, stride, offset) if offset else t
+
+
+def _tensor_leaves(values, out: list) -> None:
+    """Append the tensors among ``values`` (nested lists and tuples, as ATen arguments and results
+    come) to ``out``, in order: ``pytree.tree_leaves`` without its generality, at every op."""
+    import torch
+
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            _tensor_leaves(v, out)
+
+
+def _run_swapped(model, state: dict, args, kwargs) -> bool:
+    """Run ``model`` with the tensors of ``state`` in place of its parameters and buffers, put back
+    afterwards; what ``functional_call`` does, in a fraction of its time (it validates and
+    re-resolves every name on every call). Returns False, having changed nothing, when a name is
+    not a plain parameter or buffer slot (a parametrization, say): the caller then uses
+    ``functional_call``."""
+    slots = []
+    mods: dict[str, Any] = {}
+    for name, t in state.items():
+        path, _, leaf = name.rpartition(".")
+        mod = mods.get(path)
+        if mod is None:
+            try:
+                mod = mods[path] = model.get_submodule(path) if path else model
+            except AttributeError:
+                return False
+        table = mod._parameters if leaf in mod._parameters else mod._buffers if leaf in mod._buffers else None
+        if table is None or table[leaf] is None:
+            return False
+        slots.append((table, leaf, t))
+    saved = [(table, leaf, table[leaf]) for table, leaf, _ in slots]
+    try:
+        for table, leaf, t in slots:
+            table[leaf] = t
+        model(*args, **kwargs)
+    finally:
+        for table, leaf, t in saved:
+            table[leaf] = t
+    return True

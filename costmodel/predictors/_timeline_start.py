@@ -1,0 +1,57 @@
+"""Where the timeline's fit starts, and the intervals it attaches: helpers of :mod:`._timeline` that
+need none of its classes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._base import conformal_quantile
+from ._optable import _HOST_INDEX, HOST_CLASSES, OpTable
+
+
+def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
+    """One starting host cost for every class: the median latency per dispatched operator over the
+    rows whose roofline explains under a fifth of their time (host-bound on a GPU). A per-class
+    least-squares start is ill-posed on a few dozen rows; the fit specializes the classes."""
+    lat = np.asarray([r.latency_ms * 1e3 for r in rows])
+    work = np.asarray([float(t.bound_s.sum()) * 1e6 for t in tables])
+    units = np.asarray([float(t.host_count[t.host_class != _HOST_INDEX["module"]].sum()) for t in tables])
+    light = (work < 0.2 * lat) & (units > 0)
+    per_op = float(np.median(lat[light] / units[light])) if light.sum() >= 3 else 8.0
+    per_op = min(max(per_op, 1.0), 100.0)
+    return [per_op if c not in ("module", "call") else (per_op / 4 if c == "module" else 10 * per_op)
+            for c in HOST_CLASSES]
+
+
+def _decode_init_us(tables: Sequence[OpTable], rows, host_raw) -> float:
+    """Where the decode-step cost starts: the median, over the decode rows, of what their measured latency
+    leaves after the starting host lane (at least a tenth of the latency)."""
+    import torch.nn.functional as F
+
+    h = F.softplus(host_raw.detach()).numpy().astype(np.float64)
+    left = []
+    for t, r in zip(tables, rows):
+        if t.decode:
+            lat = r.latency_ms * 1e3
+            H = float((h[t.host_class] * t.host_count).sum() + h[_HOST_INDEX["call"]])
+            left.append(max(lat - H, 0.1 * lat))
+    return float(np.median(left)) if left else 1000.0
+
+
+def interval_table(rows, ests, *, coverage: float = 0.9, held_out: str = "") -> dict[str, Any]:
+    """Split-conformal half-widths from held-out estimates: per regime (the estimate's host- or
+    device-bound lane) and target, the finite-sample-corrected ``coverage`` quantile of
+    ``|log(measured / predicted)|`` (``None`` where fewer than 5 rows have the target)."""
+    err: dict[str, dict[str, list[float]]] = {r: {"latency_ms": [], "energy_j": []} for r in ("host", "device")}
+    for row, e in zip(rows, ests):
+        regime = "host" if e.details["ops"]["bound"] == "host" else "device"
+        for t in ("latency_ms", "energy_j"):
+            y, p = getattr(row, t), getattr(e, t)
+            if math.isfinite(y) and y > 0 and p > 0:
+                err[regime][t].append(abs(math.log(y / p)))
+
+    return {"coverage": coverage, "held_out": held_out, "rows": {r: len(err[r]["latency_ms"]) for r in err},
+            "log_halfwidth": {r: {t: conformal_quantile(v, coverage) for t, v in err[r].items()} for r in err}}
