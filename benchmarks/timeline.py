@@ -211,7 +211,7 @@ def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
         label = method + (", fresh" if fresh else ", warm") if method == "trace" else method
         for _ in range(repeats if method == "trace" else 3):
             if fresh:
-                torch_frontend._META_CACHE.clear()
+                torch_frontend.clear_layout_cache()
             t0 = time.perf_counter()
             graph_m = to_graph(model, batch=1, input_shape=(3, 224, 224), method=method)
             t1 = time.perf_counter()

@@ -87,9 +87,10 @@ def _dense(x) -> bool:
 
 
 def _fast_batch_norm(x, training=False):
-    """The results of a batch norm over ``x`` (dense: ``empty_like`` keeps its strides): (output, per-channel mean, per-channel inverse std), laid out as the meta decomposition lays them out;
-    None (run the kernel) for a layout it has not been checked on, or a training step over one value per
-    channel (which the kernel refuses)."""
+    """The results of a batch norm over ``x``: output, per-channel mean and inverse std, laid out as the
+    meta decomposition lays them out (``x`` is dense, so ``empty_like`` keeps its strides). None (run the
+    kernel) for a layout it has not been checked on, or a training step over one value per channel
+    (which the kernel refuses)."""
     import torch
 
     if x.dim() < 2 or not _dense(x) or (training and x.numel() <= x.shape[1]):
@@ -142,8 +143,12 @@ def _meta_call(func, args, kwargs):
     if _FAST is None:
         _FAST = _fast_paths()
     fast = _FAST.get(func)
-    if fast is not None and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
-        out = fast(*args, **kwargs)
+    # the shortcuts read their arguments by position, as the dispatcher passes them; anything else runs
+    if fast is not None and not kwargs and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+        try:
+            out = fast(*args)
+        except TypeError:  # fewer positional arguments than the shortcut reads
+            out = None
         if out is not None:
             return out
     if not _functional(func):
@@ -218,9 +223,9 @@ def _tensor_leaves(values, out: list) -> None:
 def _run_swapped(model, state: dict, args, kwargs) -> bool:
     """Run ``model`` with the tensors of ``state`` in place of its parameters and buffers, put back
     afterwards; what ``functional_call`` does, in a fraction of its time (it validates and
-    re-resolves every name on every call). Returns False, having changed nothing, when a name is
-    not a plain parameter or buffer slot (a parametrization, say): the caller then uses
-    ``functional_call``."""
+    re-resolves every name on every call). A parametrized module's names are its ``original`` slots,
+    so it is swapped like any other. Returns False, having changed nothing, when a name is not a
+    parameter or buffer slot of the module: the caller then uses ``functional_call``."""
     slots = []
     mods: dict[str, Any] = {}
     for name, t in state.items():

@@ -46,7 +46,7 @@ from typing import Any, Callable, Hashable, Sequence
 from .._errors import InvalidInputError, ModelLoadError
 from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
-from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves  # noqa: F401 - _META_CACHE: benchmarks clear it
+from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves
 from ._common import einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 
 _DTYPE_NAMES = {
@@ -74,6 +74,13 @@ METHODS = ("export", "trace")
 
 #: held while a module is captured (export or trace): see the module docstring
 _CAPTURE_LOCK = threading.RLock()
+
+
+def clear_layout_cache() -> None:
+    """Forget the meta-tensor output layouts the trace has memoized (it keeps at most 50,000; this
+    frees them now, or times a trace as if the process had never traced anything)."""
+    with _CAPTURE_LOCK:
+        _META_CACHE.clear()
 
 
 _DTYPE_MEMO: dict = {}

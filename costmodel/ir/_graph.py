@@ -87,7 +87,7 @@ class Node:
     def out_bytes(self) -> int:
         shapes = self.out_shapes
         if len(shapes) == 1 and len(self.out_dtypes) == 1:  # almost every operator: no generator
-            return (math.prod(shapes[0]) if shapes[0] else 1) * dtype_bytes(self.out_dtypes[0])
+            return numel(shapes[0]) * dtype_bytes(self.out_dtypes[0])
         return sum(numel(s) * dtype_bytes(d) for s, d in zip(shapes, self.out_dtypes))
 
     @property

@@ -486,11 +486,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         the scaling. A feature that never varied in training (the device's figures, while one GPU
         has rows) is pinned to its training value: the fit could not learn what it does.
         """
-        assert self.params is not None
-        z = (t.x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
-        if self.params.lo is not None and self.params.hi is not None:
-            z = np.clip(z, np.asarray(self.params.lo), np.asarray(self.params.hi))
-        return z
+        return self._scaled_x_rows([t])
 
     def _scaled_x_rows(self, tables: Sequence[OpTable]) -> np.ndarray:
         """:meth:`_scaled_x` of several tables' rows, stacked (one standardization for all of them)."""

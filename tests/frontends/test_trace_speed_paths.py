@@ -7,6 +7,7 @@ import torch.nn as nn
 import torchvision
 
 from costmodel.frontends import from_torch
+from costmodel.frontends import _metacall as M
 from costmodel.frontends import pytorch as P
 
 A = torch.ops.aten
@@ -39,14 +40,14 @@ def test_batch_norm_fast_path_lays_out_what_the_meta_kernel_does(training):
                              (A._native_batch_norm_legit_no_training.default, (x, w, w, w, w, 0.1, 1e-5)),
                              (A._native_batch_norm_legit.default, (x, w, w, w, w, training, 0.1, 1e-5)),
                              (A._native_batch_norm_legit.no_stats, (x, w, w, training, 0.1, 1e-5))):
-                P._META_CACHE.clear()
+                M._META_CACHE.clear()
                 try:
                     want = _layout(op(*args))
                 except Exception as e:  # noqa: BLE001 - what the kernel refuses, the shortcut must refuse
                     with pytest.raises(type(e)):
-                        P._meta_call(op, args, {})
+                        M._meta_call(op, args, {})
                     continue
-                assert _layout(P._meta_call(op, args, {})) == want, (op, tuple(x.shape), x.stride(), x.dtype)
+                assert _layout(M._meta_call(op, args, {})) == want, (op, tuple(x.shape), x.stride(), x.dtype)
                 n += 1
     assert n > 100
 
@@ -56,41 +57,49 @@ def test_layer_norm_fast_path_lays_out_what_the_meta_kernel_does():
         for k in (1, 2):
             args = (x, list(x.shape[-k:]), None, None, 1e-5)
             want = _layout(A.native_layer_norm.default(*args))
-            P._META_CACHE.clear()
-            assert _layout(P._meta_call(A.native_layer_norm.default, args, {})) == want
+            M._META_CACHE.clear()
+            assert _layout(M._meta_call(A.native_layer_norm.default, args, {})) == want
+
+
+def test_a_shortcut_passed_keyword_arguments_leaves_them_to_the_kernel():
+    x = torch.empty(2, 7, 16, device="meta")
+    want = _layout(A.native_layer_norm.default(x, [16], None, None, eps=1e-5))
+    M._META_CACHE.clear()
+    assert _layout(M._meta_call(A.native_layer_norm.default, (x, [16], None, None), {"eps": 1e-5})) == want
+    assert len(M._META_CACHE) == 1  # it went through the kernel and the memo, not the shortcut
 
 
 def test_memoized_results_are_fresh_tensors_with_the_kernels_layout():
     x = torch.empty(2, 16, 9, 9, device="meta").contiguous(memory_format=torch.channels_last)
     w = torch.empty(32, 16, 3, 3, device="meta")
     args = (x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 1)
-    P._META_CACHE.clear()
-    first = P._meta_call(A.convolution.default, args, {})
-    second = P._meta_call(A.convolution.default, args, {})
-    assert len(P._META_CACHE) == 1
+    M._META_CACHE.clear()
+    first = M._meta_call(A.convolution.default, args, {})
+    second = M._meta_call(A.convolution.default, args, {})
+    assert len(M._META_CACHE) == 1
     assert second is not first
     assert _layout([second]) == _layout([first]) == _layout([A.convolution.default(*args)])
     # a different stride is a different key
-    other = P._meta_call(A.convolution.default, (x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1), {})
-    assert tuple(other.shape) == (2, 32, 9, 9) and len(P._META_CACHE) == 2
+    other = M._meta_call(A.convolution.default, (x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1), {})
+    assert tuple(other.shape) == (2, 32, 9, 9) and len(M._META_CACHE) == 2
     # several results, one of them an index tensor
     pool = (x, [3, 3], [2, 2], [1, 1])
-    a = P._meta_call(A.max_pool2d_with_indices.default, pool, {})
-    b = P._meta_call(A.max_pool2d_with_indices.default, pool, {})
+    a = M._meta_call(A.max_pool2d_with_indices.default, pool, {})
+    b = M._meta_call(A.max_pool2d_with_indices.default, pool, {})
     assert isinstance(b, tuple) and _layout(b) == _layout(a) and b[1].dtype == torch.int64
 
 
 def test_views_and_in_place_ops_are_never_memoized():
     x = torch.empty(4, 6, device="meta")
-    P._META_CACHE.clear()
-    v = P._meta_call(A.view.default, (x, [24]), {})
-    assert v.untyped_storage() is not None and v._base is x
-    y = P._meta_call(A.relu_.default, (x,), {})
+    M._META_CACHE.clear()
+    v = M._meta_call(A.view.default, (x, [24]), {})
+    assert v._base is x  # a view of x, as the kernel returns it
+    y = M._meta_call(A.relu_.default, (x,), {})
     assert y is x
-    assert not P._META_CACHE
+    assert not M._META_CACHE
 
 
-def _spy_graph(model, **kw):
+def _nodes_of(model, **kw):
     g = from_torch(model, method="trace", **kw)
     return [(n.op, n.kind, sorted(n.attrs.items()), n.in_shapes, n.out_shapes, n.out_dtypes, n.flops,
              n.bytes_read, n.bytes_written) for n in g.nodes], sorted(g.edges)
@@ -99,13 +108,15 @@ def _spy_graph(model, **kw):
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_trace_is_the_same_with_and_without_the_shortcuts(monkeypatch, mode):
     model = torchvision.models.mobilenet_v3_small().eval()
-    P._META_CACHE.clear()
-    cold = _spy_graph(model, input_shape=(3, 64, 64), batch=2, mode=mode)
-    warm = _spy_graph(model, input_shape=(3, 64, 64), batch=2, mode=mode)
+    M._META_CACHE.clear()
+    cold = _nodes_of(model, input_shape=(3, 64, 64), batch=2, mode=mode)
+    warm = _nodes_of(model, input_shape=(3, 64, 64), batch=2, mode=mode)
     monkeypatch.setattr(P, "_meta_call", lambda func, args, kwargs: func(*args, **kwargs))
     monkeypatch.setattr(P, "_run_swapped", lambda *a: False)  # functional_call
-    plain = _spy_graph(model, input_shape=(3, 64, 64), batch=2, mode=mode)
+    plain = _nodes_of(model, input_shape=(3, 64, 64), batch=2, mode=mode)
     assert cold == warm == plain
+    P.clear_layout_cache()
+    assert not M._META_CACHE
 
 
 def test_the_swap_puts_every_parameter_back():
@@ -121,10 +132,10 @@ def test_a_parametrized_module_traces_as_under_functional_call(monkeypatch):
     from torch.nn.utils.parametrizations import weight_norm
 
     model = nn.Sequential(weight_norm(nn.Linear(8, 16)), nn.ReLU(), nn.Linear(16, 4))
-    swapped = _spy_graph(model, input_shape=(8,), batch=2)
+    swapped = _nodes_of(model, input_shape=(8,), batch=2)
     assert all(v.device.type == "cpu" for v in model.parameters())
     monkeypatch.setattr(P, "_run_swapped", lambda *a: False)
-    assert _spy_graph(model, input_shape=(8,), batch=2) == swapped
+    assert _nodes_of(model, input_shape=(8,), batch=2) == swapped
     assert sum(1 for op, kind, *_ in swapped[0] if kind == "matmul") == 2
 
 
@@ -132,5 +143,5 @@ def test_a_name_that_is_no_parameter_slot_changes_nothing():
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
     weight = model[0].weight
     state = {"0.weight": torch.empty(16, 8, device="meta"), "0.missing": torch.empty(3, device="meta")}
-    assert not P._run_swapped(model, state, (torch.empty(2, 8, device="meta"),), {})
+    assert not M._run_swapped(model, state, (torch.empty(2, 8, device="meta"),), {})
     assert model[0].weight is weight
