@@ -252,6 +252,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="only the CPU tables: the operator model on the rows profiled per operator "
                          "(benchmarks/timeline_cpu.py; pass its options after --)")
     ap.add_argument("--llm", action="store_true", help="only the H200 transformer tables (section 5)")
+    ap.add_argument("--with-llm", action="store_true",
+                    help="sections 1-3 with every H200 transformer row added to each fit (the shipped "
+                         "configuration: one timeline for vision and transformers); scores stay on vision rows")
     ap.add_argument("--speed", action="store_true",
                     help="only section 4, with the shipped timeline artifact (no fitting)")
     ap.add_argument("--devices", action="store_true",
@@ -259,28 +262,30 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _random_splits_section(graphs, rows, epochs: int, seeds: int) -> None:
-    """Section 1a: seeded random 70/30 splits, pooled."""
+def _random_splits_section(graphs, rows, epochs: int, seeds: int, extra=((), ())) -> None:
+    """Section 1a: seeded random 70/30 splits, pooled (``extra``: graphs and rows added to every fit)."""
     ps, rs = [], []
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(rows))
         n_test = round(0.3 * len(rows))
         test, train = perm[:n_test], perm[n_test:]
-        pred = _fit([graphs[i] for i in train], [rows[i] for i in train], epochs, seed)
+        pred = _fit([graphs[i] for i in train] + list(extra[0]), [rows[i] for i in train] + list(extra[1]),
+                    epochs, seed)
         ps += _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
         rs += [rows[i] for i in test]
     _breakdown(f"1a. random 70/30 ({seeds} seeds, pooled)", rs, ps)
 
 
-def _lofo_section(graphs, rows, epochs: int) -> None:
-    """Section 1b: leave-one-family-out (every family held out in turn, pooled)."""
+def _lofo_section(graphs, rows, epochs: int, extra=((), ())) -> None:
+    """Section 1b: leave-one-family-out (every family held out in turn, pooled; ``extra`` in every fit)."""
     rs, ps, per_fam = [], [], {}
     fams = sorted({r.family for r in rows})
     for fam in fams:
         train = [i for i, r in enumerate(rows) if r.family != fam]
         test = [i for i, r in enumerate(rows) if r.family == fam]
-        pred = _fit([graphs[i] for i in train], [rows[i] for i in train], epochs, 0)
+        pred = _fit([graphs[i] for i in train] + list(extra[0]), [rows[i] for i in train] + list(extra[1]),
+                    epochs, 0)
         e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
         per_fam[fam] = _metrics([rows[i].latency_ms for i in test], [x.latency_ms for x in e])["mape"]
         ps += e
@@ -476,15 +481,20 @@ def _vision_sections(a: argparse.Namespace) -> None:
     from costmodel.datasets import PerfDataset
     from costmodel.predictors import get_predictor
 
-    ds = PerfDataset.load()
+    ds = PerfDataset.load(kinds=("vision", "llm") if a.with_llm else ("vision",))
     vis = [i for i, r in enumerate(ds.rows) if r.kind == "vision"]
     rows = [ds.rows[i] for i in vis]
     graphs = [ds.graph(i) for i in vis]
-    print(f"H200: {len(rows)} vision rows, {len({r.family for r in rows})} families")
+    extra = ((), ())
+    if a.with_llm:  # every transformer row joins every fit; only vision rows are scored
+        llm = [i for i, r in enumerate(ds.rows) if r.kind == "llm" and r.has_graph]
+        extra = ([ds.graph(i) for i in llm], [ds.rows[i] for i in llm])
+    print(f"H200: {len(rows)} vision rows, {len({r.family for r in rows})} families"
+          + (f"; {len(extra[1])} transformer rows in every fit" if a.with_llm else ""))
 
     # 1. random splits and leave-one-family-out
-    _random_splits_section(graphs, rows, a.epochs, a.seeds)
-    held = _lofo_section(graphs, rows, a.epochs) if not a.skip_lofo else None
+    _random_splits_section(graphs, rows, a.epochs, a.seeds, extra)
+    held = _lofo_section(graphs, rows, a.epochs, extra) if not a.skip_lofo else None
     _label_floor_section(graphs, rows, held)
 
     # 2. new architectures
@@ -494,7 +504,7 @@ def _vision_sections(a: argparse.Namespace) -> None:
     checks = [i for i, r in enumerate(new.rows) if r.model in seen]
     n_rows = [new.rows[i] for i in test]
     n_graphs = [new.graph(i) for i in test]
-    full = _fit(graphs, rows, a.epochs, 0)
+    full = _fit(graphs + list(extra[0]), rows + list(extra[1]), a.epochs, 0)
     if held is not None:  # the intervals `costmodel train` ships, from the residuals of section 1b's folds
         from costmodel.predictors import interval_table
 

@@ -200,12 +200,20 @@ def _kind_of(model, seq: int | None = None) -> str:
     registry name); a name without ``seq`` is a zoo name (``resnet50``, ``torchvision:resnet50``)."""
     if isinstance(model, str):
         return "transformer" if seq is not None and ":" not in model else "vision"
+    if _is_llm_spec(model):
+        return "transformer"
     if isinstance(model, Mapping) and "model_type" in model:  # a transformers config dict
         return "transformer"
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(cfg, "model_type"):
         return "transformer"
     return "vision"
+
+
+def _is_llm_spec(model) -> bool:
+    from ..llm import LLMSpec
+
+    return isinstance(model, LLMSpec)
 
 
 def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
@@ -262,12 +270,13 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators",)
     kind = _kind_of(model, seq)
     try:
-        if kind == "transformer" and (isinstance(model, (str, Mapping)) or seq is not None):
+        named = isinstance(model, (str, Mapping)) or _is_llm_spec(model)
+        if kind == "transformer" and (named or seq is not None):
             if seq is None:
                 raise InvalidInputError("a transformer's memory needs seq (the sequence length)")
             if training:
                 raise InvalidInputError("transformer training steps are not traced yet; use mode='inference'")
-            if isinstance(model, (str, Mapping)):
+            if named:
                 return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype), "replay", ()
             return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
                                  causal=phase != "forward"), "replay", ()
@@ -289,7 +298,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
 
         warnings.warn(f"memory: {e.op or 'an operator'} cannot run on meta tensors ({e}); falling back to a "
                       "liveness walk over the graph", UnsupportedOpWarning, stacklevel=3)
-        if isinstance(model, (str, Mapping)) and kind == "transformer":
+        if (isinstance(model, (str, Mapping)) or _is_llm_spec(model)) and kind == "transformer":
             from ..frontends.hf import hf_graph
             from ..llm import resolve_llm
 
@@ -304,6 +313,9 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
 
 
 def _cache_key(model, **kw) -> tuple | None:
+    if _is_llm_spec(model):
+        blob = json.dumps([model.model_type, bool(model.causal), model.config], sort_keys=True, default=str)
+        return (blob, *sorted(kw.items()))
     if isinstance(model, str):
         return (model, *sorted(kw.items()))
     if isinstance(model, dict):

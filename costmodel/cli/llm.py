@@ -10,14 +10,18 @@ LLM_EXAMPLES = """examples:
   costmodel llm bert-base --batch 64 --seq 128 --device a100-80gb --json
   costmodel llm mistral-7b --batch 8 --seq 2048 --mode decode --region eu-north-1 --price 3.5
   costmodel llm ./my-checkpoint --batch 1 --seq 4096      # a folder holding config.json
+  costmodel llm gpt2 --batch 64 --seq 256 --mode decode --predictor llm-xgb   # fast, no graph
   costmodel llm --list
 """
 
 def register_llm(sub) -> None:
     m = add_command(sub, "llm", _cmd_llm, help="throughput, memory, energy, carbon and cost of a transformer workload",
-                    description="Predict a transformer workload with the XGBoost model trained on the measured "
-                                "data. MODEL is a registry name (see --list), a folder holding a Hugging Face "
-                                "config.json, or a config.json file.",
+                    description="Predict a transformer workload. By default its graph goes through the timeline "
+                                "predictor and its memory through the allocation-trace replay (the first call per "
+                                "workload builds the graph: seconds for a 7B model; cached after that); "
+                                "--predictor llm-xgb answers in a millisecond from closed-form features, less "
+                                "accurately on models it never saw. MODEL is a registry name (see --list), a folder "
+                                "holding a Hugging Face config.json, or a config.json file.",
                     epilog=LLM_EXAMPLES)
     m.add_argument("model", metavar="MODEL", nargs="?", help="registry name or local config folder")
     m.add_argument("--list", action="store_true", help="list the built-in architectures and exit")
@@ -35,6 +39,10 @@ def register_llm(sub) -> None:
                    help="GPU price per hour (default: the cheapest listed instance of the device)")
     m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
     m.add_argument("--instance", default=None, help="cloud instance type for the price table")
+    m.add_argument("--predictor", default="timeline", choices=("timeline", "llm-xgb"),
+                   help="timeline (default) or llm-xgb (fast, for sweeps)")
+    m.add_argument("--host", default=None, metavar="FILE",
+                   help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     m.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -53,7 +61,8 @@ def _cmd_llm(a) -> int:
         raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
     est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
                        region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
-                       price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance)
+                       price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
+                       predictor=a.predictor, host=a.host)
     print(est.to_json() if a.json else est.table())
     return 0
 

@@ -94,11 +94,27 @@ def estimate(
 def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                  region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
-                 instance: str | None = None, predictor=None) -> LLMEstimate:
-    """Throughput, memory, energy, carbon and cost of a transformer workload (the shipped model by default)."""
-    from ..predictors import default_llm_predictor
+                 instance: str | None = None, predictor=None, host=None) -> LLMEstimate:
+    """Throughput, memory, energy, carbon and cost of a transformer workload.
 
-    p = predictor or default_llm_predictor()
-    return p.predict(model, batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
-                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
-                     price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
+    ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
+    from the replayed allocation trace; the first call per workload builds the graph, seconds for a
+    7B decoder), ``"llm-xgb"`` (XGBoost on closed-form workload features: a millisecond, less accurate
+    on models it never saw, see docs/results.md), or a predictor object. ``host``: a host profile from
+    ``costmodel calibrate`` for the timeline's host lane (the XGBoost has none and says so).
+    """
+    from ..predictors import get_llm_predictor
+
+    p = get_llm_predictor(predictor)
+    kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
+              carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,
+              provider=provider, instance=instance)
+    if host is None:
+        return p.predict(model, **kw)
+    if getattr(p, "name", None) == "llm-timeline":
+        return p.predict(model, host=host, **kw)
+    from ..measure.host import load_host
+
+    load_host(host)  # a missing or damaged file still fails, naming it
+    return with_notes(p.predict(model, **kw), [f"host profile ignored: the {p.name} predictor has no host lane "
+                                               "(predictor='timeline' uses one)"])

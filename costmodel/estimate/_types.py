@@ -148,8 +148,9 @@ class LLMEstimate(Estimate):
     one string and ``extrapolated_device`` at the top level.
     """
 
-    _FIELDS = ("model", "device", "batch", "seq", "mode", "dtype", "latency_ms", "throughput_samples_s", "tokens_s",
-               "memory_mb", "power_w", "energy_j", "energy_j_per_call", "carbon_g", "region",
+    _FIELDS = ("model", "device", "batch", "seq", "mode", "dtype", "latency_ms", "latency_ms_interval",
+               "throughput_samples_s", "tokens_s", "memory_mb", "allocated_mb", "reserved_mb", "power_w", "energy_j",
+               "energy_j_interval", "energy_j_per_call", "carbon_g", "region",
                "carbon_intensity_g_per_kwh", "cost_per_1k_samples_usd", "cost_per_1m_tokens_usd",
                "price_per_gpu_hour_usd", "mig_profile", "fits_device", "predictor", "extrapolated_device", "params",
                "flops", "details", "assumptions")
@@ -171,9 +172,12 @@ class LLMEstimate(Estimate):
                                       else "")),
             ("workload", f"{self.mode}, batch {self.batch}, seq {self.seq}, {self.dtype}"),
             ("predictor", f"{self.predictor} {self.predictor_version}"),
-            ("latency", f"{self.latency_ms:.4g} ms per call"),
+            ("latency", f"{self.latency_ms:.4g} ms per call" + (
+                "" if self.latency_ms_interval is None else
+                f"  [{self.latency_ms_interval[0]:.4g}, {self.latency_ms_interval[1]:.4g}]")),
             ("throughput", f"{self.throughput_samples_s:.4g} samples/s, {self.tokens_s:.4g} tokens/s"),
-            ("memory", f"{self.memory_mb:.5g} MB" + ("" if self.fits_device else "  (exceeds device memory)")),
+            ("memory", f"{self.memory_mb:.5g} MB" + self._replayed()
+             + ("" if self.fits_device else "  (exceeds device memory)")),
             ("MIG profile", self.mig_profile or "none fits / no MIG"),
             ("power", f"{self.power_w:.4g} W"),
             ("energy", f"{self.energy_j:.4g} J per sample ({self.energy_j_per_call:.4g} J per call)"),

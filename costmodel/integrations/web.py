@@ -53,12 +53,13 @@ def memory_figure(est, device):
     return fig
 
 
-def sweep(model, *, seq: int, device, mode: str | None, dtype: str, predictor=None) -> list[dict]:
-    """Throughput and memory over batch sizes (one batched prediction)."""
+def sweep(model, *, seq: int, device, mode: str | None, dtype: str, predictor="llm-xgb") -> list[dict]:
+    """Throughput and memory over batch sizes (one batched prediction; by default with the XGBoost, which
+    needs no graph per batch size)."""
     from ..features import llm_workload
-    from ..predictors import default_llm_predictor as _default_predictor
+    from ..predictors import get_llm_predictor
 
-    p = predictor or _default_predictor()
+    p = get_llm_predictor(predictor)
     ws = [llm_workload(model, batch=b, seq=seq, mode=mode, dtype=dtype) for b in _BATCHES]
     vals = p.predict_many(ws, device)
     return [{"batch": b, "throughput_samples_s": b / (lat / 1e3), "memory_mb": mem}
@@ -82,8 +83,10 @@ def sweep_figure(points: list[dict], device):
 
 
 def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, device: str, dtype: str, mode: str,
-                  region: str, price: float | None) -> tuple[str, Any, Any]:
-    """Markdown summary, memory figure and batch-sweep figure for one request."""
+                  region: str, price: float | None, predictor: str = "timeline") -> tuple[str, Any, Any]:
+    """Markdown summary, memory figure and batch-sweep figure for one request: the summary from
+    ``predictor`` (``estimate_llm``'s), the sweep over batch sizes from the XGBoost (one graph per batch
+    size would take the timeline minutes)."""
     from ..devices import get_device
     from ..llm import estimate_llm, resolve_llm
 
@@ -92,7 +95,7 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
     mode = None if mode in (None, "", "auto") else mode
     dev = get_device(device)
     est = estimate_llm(spec, batch=int(batch), seq=int(seq), device=dev, mode=mode, dtype=dtype, region=region,
-                       price_per_gpu_hour_usd=float(price) if price else None)
+                       price_per_gpu_hour_usd=float(price) if price else None, predictor=predictor or "timeline")
     cost = ("-" if est.cost_per_1k_samples_usd is None else
             f"${est.cost_per_1k_samples_usd:.4g} per 1k samples, ${est.cost_per_1m_tokens_usd:.4g} per 1M tokens "
             f"(${est.price_per_gpu_hour_usd:.4g}/GPU-hour)")
@@ -107,6 +110,7 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
         ("energy", f"{est.energy_j:.4g} J per sample"),
         ("carbon", f"{est.carbon_g:.4g} g CO2e per sample ({est.region})"),
         ("cost", cost),
+        ("predictor", f"{est.predictor} (batch sweep below: llm-xgb)"),
     ]
     md = "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows)
     pts = sweep(spec, seq=int(seq), device=dev, mode=est.mode, dtype=dtype)
@@ -150,12 +154,15 @@ def build_app():
                 with gr.Row():
                     region = gr.Textbox("world", label="grid region")
                     price = gr.Number(0, label="GPU price, USD/hour (0: the price table)", minimum=0)
+                predictor = gr.Dropdown(["timeline", "llm-xgb"], value="timeline",
+                                        label="predictor (timeline: more accurate, seconds per new workload; "
+                                              "llm-xgb: instant)")
                 go = gr.Button("estimate", variant="primary")
             with gr.Column():
                 out = gr.Markdown()
                 mem_plot = gr.Plot(label="memory vs device and MIG slices")
-        sweep_plot = gr.Plot(label="throughput and memory over batch size")
-        inputs = [model, cfg, batch, seq, device, dtype, mode, region, price]
+        sweep_plot = gr.Plot(label="throughput and memory over batch size (llm-xgb)")
+        inputs = [model, cfg, batch, seq, device, dtype, mode, region, price, predictor]
         go.click(run, inputs, [out, mem_plot, sweep_plot], api_name="estimate")
         app.load(run, inputs, [out, mem_plot, sweep_plot])
     return app

@@ -5,8 +5,9 @@ predictors, DIPPM the shipped one), ``_trappm`` (DIPPM + a pretrained graph
 autoencoder, ``_gae``), ``_xgb_static`` (XGBoost on static features),
 ``_gnnllm`` (GraphMAE encoder, ``_graphmae``, + a language model),
 ``_timeline`` (per-operator host/device timeline, with the CPU operator model
-of ``_opmodel``), and ``_llm_xgb`` (XGBoost on transformer workloads, with the
-numpy tree evaluator of ``_trees``).  :mod:`._artifacts` holds the shipped
+of ``_opmodel``), ``_llm_xgb`` (XGBoost on transformer workloads, with the
+numpy tree evaluator of ``_trees``) and ``_llm_timeline`` (transformer
+workloads through the timeline, ``costmodel llm``'s default).  :mod:`._artifacts` holds the shipped
 artifacts' folder, the explicit default and the one cache of loaded models;
 :mod:`._registry` the names.  The classes below are imported on first use.
 """
@@ -73,7 +74,10 @@ _LAZY = {
     "LLM_TARGETS": "._llm_xgb",
     "LLM_DEFAULT_PARAMS": "._llm_xgb",
     "workload_of_row": "._llm_xgb",
-    "default_llm_predictor": "._llm_xgb",
+    "default_llm_predictor": "._llm_timeline",
+    "get_llm_predictor": "._llm_timeline",
+    "TimelineLLMPredictor": "._llm_timeline",
+    "LLM_PREDICTORS": "._llm_timeline",
     "TreeEnsemble": "._trees",
     "train_booster": "._trees",
 }

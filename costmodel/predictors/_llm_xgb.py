@@ -167,41 +167,16 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         return self.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(feats))
 
     def _estimate(self, w, dev, c, lat, mem, power, region, intensity, price, provider, instance) -> LLMEstimate:
-        from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
-        from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
-
-        thr = w.batch / (lat / 1e3)  # the finishing step records it; the cost per sample needs it here
-        tok = w.query_tokens / (lat / 1e3)
-        e_call = power * lat / 1e3
-        e_sample = e_call / w.batch
-        ci = float(intensity) if intensity is not None else carbon_intensity_g_per_kwh(region)
-        carbon = carbon_g(e_sample, region, intensity_g_per_kwh=intensity)
-        try:
-            p = price if price is not None else price_per_gpu_hour_usd(dev, provider=provider, instance=instance)
-            c1k = cost_per_1k_samples_usd(thr, device=dev, price_per_gpu_hour_usd=p)
-            c1m = cost_per_1m_tokens_usd(tok, device=dev, price_per_gpu_hour_usd=p)
-        except InvalidInputError:
-            if price is not None or provider is not None or instance is not None:
-                raise
-            p = c1k = c1m = None  # no priced instance for this device
-        assumptions = [*dev.assumptions, dev.peak_assumption(w.dtype)]
+        assumptions = []
         if w.dtype in _UNLABELED_DTYPES and w.dtype not in (self.meta.get("dtypes") or ()):
             labels = ", ".join(self.meta.get("dtypes") or ()) or "floating-point"
             assumptions.append(f"no measured {w.dtype} rows behind this prediction: the {self.name} predictor "
                                f"learned from {labels} runs; the {w.dtype} figures come from its byte counts "
                                "and peak alone")
-        est = LLMEstimate(
-            model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
-            latency_ms=lat, tokens_s=tok, memory_mb=mem, power_w=power,
-            energy_j=e_sample, energy_j_per_call=e_call, carbon_g=carbon, region=region if intensity is None
-            else "custom", carbon_intensity_g_per_kwh=ci, cost_per_1k_samples_usd=c1k, cost_per_1m_tokens_usd=c1m,
-            price_per_gpu_hour_usd=p, mig_profile=None, predictor=self.name, predictor_version=self.version,
-            params=int(c["params"]), flops=float(c["flops"]),
-            details={"analytic": {k: c[k] for k in ("latency_ms", "memory_mb", "compute_ms", "memory_ms",
-                                                    "launch_ms", "kv_cache_bytes", "activation_bytes")},
-                     "efficiency": c["latency_ms"] / lat},
-            assumptions=[a for a in assumptions if a],
-        )
+        est = compose_llm_estimate(w, dev, c, lat, mem, power, region=region, intensity=intensity, price=price,
+                                   provider=provider, instance=instance, predictor=self.name,
+                                   version=self.version, assumptions=assumptions)
+        est.details["efficiency"] = c["latency_ms"] / lat
         return finish_estimate(est, dev, version=self.version, meta=self.meta)
 
     # --------------------------------------------------------- persistence
@@ -271,6 +246,48 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
                                           f"{len(obj.feature_names)}")
             obj.models.append(trees)
         return obj
+
+
+def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, power: float, *, region: str,
+                         intensity, price, provider, instance, predictor: str, version: str,
+                         assumptions=()) -> LLMEstimate:
+    """An :class:`LLMEstimate` from one call's latency (ms), memory (MB) and average power (W).
+
+    Throughput and tokens/s follow from the latency, energy per call and per sample from power x
+    latency, carbon from the energy and the grid's intensity, cloud cost from the throughput and the
+    price (none where the device has no priced instance and no price was given). ``c`` holds the
+    closed-form costs of the workload (:func:`~costmodel.features.llm_feature_vector`). Not finished:
+    the caller runs :func:`~costmodel.estimate.finish_estimate`.
+    """
+    from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
+    from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
+
+    thr = w.batch / (lat / 1e3)  # the finishing step records it; the cost per sample needs it here
+    tok = w.query_tokens / (lat / 1e3)
+    e_call = power * lat / 1e3
+    e_sample = e_call / w.batch
+    ci = float(intensity) if intensity is not None else carbon_intensity_g_per_kwh(region)
+    carbon = carbon_g(e_sample, region, intensity_g_per_kwh=intensity)
+    try:
+        p = price if price is not None else price_per_gpu_hour_usd(dev, provider=provider, instance=instance)
+        c1k = cost_per_1k_samples_usd(thr, device=dev, price_per_gpu_hour_usd=p)
+        c1m = cost_per_1m_tokens_usd(tok, device=dev, price_per_gpu_hour_usd=p)
+    except InvalidInputError:
+        if price is not None or provider is not None or instance is not None:
+            raise
+        p = c1k = c1m = None  # no priced instance for this device
+    notes = [*dev.assumptions, dev.peak_assumption(w.dtype), *assumptions]
+    return LLMEstimate(
+        model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
+        latency_ms=lat, tokens_s=tok, memory_mb=mem, power_w=power,
+        energy_j=e_sample, energy_j_per_call=e_call, carbon_g=carbon, region=region if intensity is None
+        else "custom", carbon_intensity_g_per_kwh=ci, cost_per_1k_samples_usd=c1k, cost_per_1m_tokens_usd=c1m,
+        price_per_gpu_hour_usd=p, mig_profile=None, predictor=predictor, predictor_version=version,
+        params=int(c["params"]), flops=float(c["flops"]),
+        details={"analytic": {k: c[k] for k in ("latency_ms", "memory_mb", "compute_ms", "memory_ms",
+                                                "launch_ms", "kv_cache_bytes", "activation_bytes")}},
+        assumptions=list(dict.fromkeys(a for a in notes if a)),
+    )
 
 
 def default_llm_predictor() -> XGBLLMPredictor:

@@ -172,10 +172,14 @@ def test_quantized_llm_predictions_say_they_have_no_labels():
         est = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype=dt)
         assert any(a.startswith(f"no measured {dt} rows behind this prediction") for a in est.assumptions)
         assert est.to_dict()["assumptions"] == est.assumptions and "assumes" in est.table()
+        # the timeline has no quantized graphs: the XGBoost answers, and the estimate says so
+        assert est.predictor == "llm-xgb" and any(a.startswith(f"{dt}: answered by the llm-xgb predictor")
+                                                  for a in est.assumptions)
     i4 = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype="int4")
     assert "int4 tensor ops costed at the int8 peak (the device database has no int4 column)" in i4.assumptions
-    assert costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype="fp16").assumptions == []
-    v100 = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="v100", dtype="bf16")
+    assert costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h200", dtype="fp16",
+                                  predictor="llm-xgb").assumptions == []
+    v100 = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="v100", dtype="bf16", predictor="llm-xgb")
     assert "bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16 rate)" in v100.assumptions
 
 
@@ -192,12 +196,13 @@ def test_a_device_without_measured_rows_names_where_the_labels_come_from():
         assert [a for a in est.assumptions if a.startswith("no measured rows")] == [note]
     # the timeline also says whose host its host lane is
     assert any(a.startswith("host lane fitted to the machine") for a in est_timeline_h100().assumptions)
-    llm = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h100", dtype="fp16")
-    assert llm.extrapolated_device
-    assert [a for a in llm.assumptions if a.startswith("no measured rows for H100-SXM5-80GB")] == [
-        "no measured rows for H100-SXM5-80GB: the llm-xgb predictor's labels come from H200-SXM5-141GB; "
-        "its correction is extrapolated to this device through hardware features"
-    ]
+    for name in ("llm-xgb", "timeline"):
+        llm = costmodel.estimate_llm("llama-2-7b", batch=1, seq=128, device="h100", dtype="fp16", predictor=name)
+        assert llm.extrapolated_device
+        assert [a for a in llm.assumptions if a.startswith("no measured rows for H100-SXM5-80GB")] == [
+            f"no measured rows for H100-SXM5-80GB: the {llm.predictor} predictor's labels come from H200-SXM5-141GB; "
+            "its correction is extrapolated to this device through hardware features"
+        ]
     # the analytic model has no labels: nothing is extrapolated
     assert costmodel.estimate("torchvision:resnet18", device="h100", predictor="analytic", **SMALL).assumptions == []
 

@@ -46,7 +46,7 @@ def test_graph_estimates_serialize_as_before_and_llm_estimates_as_theirs():
     d = _est().to_dict()
     assert list(d)[:3] == ["latency_ms", "memory_mb", "energy_j"] and "tokens_s" not in d
     assert "extrapolated_device" not in d and list(d)[-1] == "assumptions"
-    llm = costmodel.estimate_llm("gpt2", batch=2, seq=64)
+    llm = costmodel.estimate_llm("gpt2", batch=2, seq=64, predictor="llm-xgb")
     assert isinstance(llm, LLMEstimate) and isinstance(llm, Estimate)
     d = json.loads(llm.to_json())
     assert list(d)[:4] == ["model", "device", "batch", "seq"]

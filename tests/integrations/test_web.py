@@ -65,6 +65,15 @@ def test_view_reads_an_uploaded_config(tmp_path):
     assert rows["cost"].endswith("($2/GPU-hour)")
 
 
+def test_view_takes_the_fast_predictor_and_says_which_answered():
+    md, _, _ = estimate_view("gpt2", None, 8, 256, "h200", "fp16", "auto", "world", None, "llm-xgb")
+    est = costmodel.estimate_llm("gpt2", batch=8, seq=256, device="h200", dtype="fp16", predictor="llm-xgb")
+    rows = _rows(md)
+    assert rows["latency"] == _shown(est)["latency"] and rows["predictor"].startswith("llm-xgb")
+    assert _rows(estimate_view("gpt2", None, 8, 256, "h200", "fp16", "auto", "world", None)[0])[
+        "predictor"].startswith("llm-timeline")
+
+
 def test_sweep_grows_with_batch():
     pts = sweep("bert-base", seq=128, device="h200", mode="forward", dtype="fp16")
     mem = [p["memory_mb"] for p in pts]
@@ -91,7 +100,7 @@ def test_served_handler_answers_with_the_numbers_of_estimate_llm(served):
     html = urllib.request.urlopen(served, timeout=30).read().decode()
     assert "costmodel" in html
     # the page's "estimate" button, called over HTTP as the browser does
-    inputs = ["gpt2", None, 4, 128, "H100-SXM5-80GB", "fp16", "auto", "france", 0]
+    inputs = ["gpt2", None, 4, 128, "H100-SXM5-80GB", "fp16", "auto", "france", 0, "timeline"]
     req = urllib.request.Request(served + "gradio_api/call/estimate", data=json.dumps({"data": inputs}).encode(),
                                  headers={"Content-Type": "application/json"})
     event = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
