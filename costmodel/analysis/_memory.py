@@ -62,18 +62,26 @@ class MemoryBreakdown:
 
 def _buffers(graph: CostGraph) -> tuple[list[int], list[bool]]:
     """Map each node to the node that owns its output buffer; mark allocators."""
-    preds = graph.predecessors()
-    owner = list(range(len(graph.nodes)))
-    allocates = [True] * len(graph.nodes)
-    for i, n in enumerate(graph.nodes):
-        aliasing = n.is_view or bool(n.attrs.get("inplace"))
-        if aliasing and preds[i]:
+    nodes = graph.nodes
+    owner = list(range(len(nodes)))
+    allocates = [True] * len(nodes)
+    # only views and in-place operators alias a buffer: their predecessors are all that is looked up
+    preds: dict[int, list[int]] = {i: [] for i, n in enumerate(nodes)
+                                   if n.is_view or (n.attrs and n.attrs.get("inplace"))}
+    if not preds:
+        return owner, allocates
+    for s, d in graph.edges:
+        p = preds.get(d)
+        if p is not None:
+            p.append(s)
+    for i, p in preds.items():  # in graph order, so a chain of views resolves to its first owner
+        if p:
             # first data predecessor in operand order is the aliased tensor
-            owner[i] = owner[min(preds[i])] if len(preds[i]) == 1 else owner[_first_pred(graph, i, preds[i])]
+            owner[i] = owner[p[0]] if len(p) == 1 else owner[_first_pred(graph, i, p)]
             allocates[i] = False
-        elif aliasing:
+        else:
             # a view of a graph input / parameter: nothing new on the device
-            allocates[i] = n.kind == "copy"  # empty()-style allocation
+            allocates[i] = nodes[i].kind == "copy"  # empty()-style allocation
     return owner, allocates
 
 

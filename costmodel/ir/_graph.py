@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .._errors import InvalidGraphError
-from ._vocab import CATEGORIES, OP_KINDS, VOCAB_VERSION, category, dtype_bytes
+from ._vocab import CATEGORIES, DTYPES as _DTYPE_BYTES, OP_KINDS, VOCAB_VERSION, category, dtype_bytes
 
 Shape = tuple[int, ...]
 
@@ -86,9 +86,13 @@ class Node:
     @property
     def out_bytes(self) -> int:
         shapes = self.out_shapes
-        if len(shapes) == 1 and len(self.out_dtypes) == 1:  # almost every operator: no generator
-            return numel(shapes[0]) * dtype_bytes(self.out_dtypes[0])
-        return sum(numel(s) * dtype_bytes(d) for s, d in zip(shapes, self.out_dtypes))
+        dts = self.out_dtypes
+        if len(shapes) == 1 and len(dts) == 1:  # almost every operator: no generator, no calls
+            s = shapes[0]
+            b = _DTYPE_BYTES.get(dts[0])
+            if b is not None:
+                return (math.prod(s) if s else 1) * b
+        return sum(numel(s) * dtype_bytes(d) for s, d in zip(shapes, dts))
 
     @property
     def arithmetic_intensity(self) -> float:

@@ -193,11 +193,12 @@ def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: f
     return _op_features(None, dtype, phase, False, c, m, sm) + hw, max(c, m), 1.0 if (flops > 0 or nbytes > 0) else 0.0
 
 
-def _operator_features(ops, default_dtype: str, hw: list[float], sm: int):
+def _operator_features(cols, hw: list[float], sm: int):
     """The feature columns of each operator that do not depend on the phase, and its kind, FLOPs, bytes,
-    dtype id and tensor-core eligibility (arrays over ``ops``)."""
-    n_ops = len(ops)
-    kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise = _node_columns(ops, default_dtype)
+    dtype id and tensor-core eligibility (arrays over the operators whose :func:`_node_columns` are
+    ``cols``; the operators of several graphs at once)."""
+    kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise = cols
+    n_ops = len(kind)
     kind = np.array(kind, np.int64)
     flops = np.array(flops, np.float64)
     nbytes = np.array(nbytes, np.float64)
@@ -304,47 +305,76 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     Rows: every operator that is not a view, in graph order (forward); for training then the backward
     kernels in reverse order (:func:`backward_plan`: the autograd formulas, plus one sum per extra
     reader of a tensor) and one optimizer row; last one row for the Python-level module calls.
-    Computed over arrays; the tests hold the same table built one operator at a time."""
-    default_dtype = graph.meta.get("dtype", "fp32")
+    Computed over arrays (:func:`op_tables`); the tests hold the same table built one operator at a time."""
+    return op_tables([graph], device, modes=[mode], optimizer=optimizer)[0]
+
+
+def op_tables(graphs, device, *, modes, optimizer: str = "adam") -> list[OpTable]:
+    """:func:`op_table` of several graphs on one device: one Python pass over each graph's operators,
+    then one set of array operations over the rows of all of them."""
     hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
           float(device.sm_count or 0) / 100.0]
     bw = device.bandwidth_bytes_s
     sm = device.sm_count or 0
-    training = mode == "training"
-    ops = [n for n in graph.nodes if not n.is_view]
-    n_ops = len(ops)
-    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(ops, default_dtype, hw, sm)
+    cols: list[list] = [[] for _ in range(9)]
+    per = []  # per graph: its operators, whether it trains, and the position of its first operator
+    for graph in graphs:
+        ops = [n for n in graph.nodes if not n.is_view]
+        for acc_list, c in zip(cols, _node_columns(ops, graph.meta.get("dtype", "fp32"))):
+            acc_list += c
+        per.append(ops)
+    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(cols, hw, sm)
+    n_all = len(kind)
 
-    # per row: forward rows, then the backward rows in reverse order
-    if training:
-        src, scale, what = backward_plan(graph, ops)
-        back = np.asarray(src, np.int64)
-        acc = np.asarray(what, bool)
-        idx = np.concatenate([np.arange(n_ops), back])
-        out_b = np.array([float(n.out_bytes) for n in ops]) if acc.any() else np.zeros(n_ops)
-        out_n = np.array([float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0] else 0.0
-                          for n in ops]) if acc.any() else np.zeros(n_ops)
-        fb = np.where(acc, out_n[back], flops[back]) if len(back) else np.zeros(0)
-        bb = np.asarray(scale) * np.where(acc, out_b[back], nbytes[back]) if len(back) else np.zeros(0)
-        f = np.concatenate([flops, fb])
-        b = np.concatenate([nbytes, bb])
-        phase = np.concatenate([np.zeros(n_ops, np.int64), np.ones(len(back), np.int64)])
-        x = xn[idx]
-        if acc.any():  # a gradient sum is an elementwise add on the tensor's shape
-            ka = _KIND_ID["add"]
-            rows = n_ops + np.flatnonzero(acc)
-            x[rows, :_C] = _KIND_HEAD[ka]
-            lg_f, lg_b = _log10_1p(fb[acc], bb[acc])
-            x[rows, _COL_FLOPS] = lg_f / 10
-            x[rows, _COL_BYTES] = lg_b / 10
-            x[rows, _COL_INTENSITY] = _log10_1p(fb[acc] / np.maximum(bb[acc], 1.0))[0]
-            x[rows, _COL_WAVE] = 1.0
-            x[rows, _COL_KERNEL] = math.log10(2.0)
-            x[rows, _COL_STRIDE] = 1.0
-        kind_rows = np.concatenate([kind, np.where(acc, _KIND_ID["add"], kind[back])]) if len(back) else kind
+    # per row: each graph's forward rows, then (training) its backward rows in reverse order
+    idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
+    out_b = out_n = None
+    off = 0
+    for graph, ops, mode in zip(graphs, per, modes):
+        n_ops = len(ops)
+        idx_parts.append(np.arange(off, off + n_ops))
+        back_parts.append(np.zeros(n_ops, bool))
+        scale_parts.append(np.ones(n_ops))
+        acc_parts.append(np.zeros(n_ops, bool))
+        if mode == "training":
+            src, scale, what = backward_plan(graph, ops)
+            acc = np.asarray(what, bool)
+            idx_parts.append(off + np.asarray(src, np.int64))
+            back_parts.append(np.ones(len(src), bool))
+            scale_parts.append(np.asarray(scale, np.float64))
+            acc_parts.append(acc)
+            if acc.any():  # a gradient sum reads the tensor's bytes and adds its elements
+                if out_b is None:
+                    out_b, out_n = np.zeros(n_all), np.zeros(n_all)
+                out_b[off:off + n_ops] = [float(n.out_bytes) for n in ops]
+                out_n[off:off + n_ops] = [float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0]
+                                          else 0.0 for n in ops]
+        n_rows.append(sum(len(p) for p in idx_parts[len(idx_parts) - (2 if mode == "training" else 1):]))
+        off += n_ops
+    idx = np.concatenate(idx_parts)
+    back = np.concatenate(back_parts)
+    acc = np.concatenate(acc_parts)
+    scale = np.concatenate(scale_parts)
+    x = xn[idx]
+    if out_b is not None:
+        f = np.where(acc, out_n[idx], flops[idx])
+        b = scale * np.where(acc, out_b[idx], nbytes[idx])
     else:
-        idx, f, b, phase, x = np.arange(n_ops), flops, nbytes, np.zeros(n_ops, np.int64), xn
-        kind_rows = kind
+        f = flops[idx]
+        b = scale * nbytes[idx]
+    kind_rows = kind[idx]
+    if acc.any():  # a gradient sum is an elementwise add on the tensor's shape
+        ka = _KIND_ID["add"]
+        rows = np.flatnonzero(acc)
+        kind_rows[rows] = ka
+        x[rows, :_C] = _KIND_HEAD[ka]
+        lg_f, lg_b = _log10_1p(f[acc], b[acc])
+        x[rows, _COL_FLOPS] = lg_f / 10
+        x[rows, _COL_BYTES] = lg_b / 10
+        x[rows, _COL_INTENSITY] = _log10_1p(f[acc] / np.maximum(b[acc], 1.0))[0]
+        x[rows, _COL_WAVE] = 1.0
+        x[rows, _COL_KERNEL] = math.log10(2.0)
+        x[rows, _COL_STRIDE] = 1.0
     tk = _KIND_TENSOR[kind_rows]
     # a depthwise convolution runs on the CUDA cores (one channel per group gives a GEMM no depth)
     tensor = tk & (f > 0) & (x[:, _N_CAT + 1] == 0)
@@ -364,36 +394,53 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     ratio = np.fromiter(map(math.log10, ratio_arg.tolist()), np.float64, len(ratio_arg))
     lg_bound, = _log10_1p(bound * 1e6)
     x[:, _COL_TENSOR] = tensor
+    phase = back.astype(np.int64)
     x[:, _COL_PHASE:_COL_PHASE + 3] = _PHASE_ONEHOT[phase]
     x[:, _COL_BOUND] = lg_bound
     ratio = np.where(ratio < 3.0, ratio, 3.0)
     x[:, _COL_RATIO] = np.where(ratio > -3.0, ratio, -3.0)
+    x = x.astype(np.float32)
     kernel = np.where((f > 0) | (b > 0), 1.0, 0.0)
-    host = _KIND_HOST[kind] if not training else np.concatenate([_KIND_HOST[kind], np.full(len(back),
-                                                                                        _HOST_INDEX["backward"])])
-    node = np.array([n.id for n in ops], np.int64)[idx]
+    host = np.where(back, _HOST_INDEX["backward"], _KIND_HOST[kind[idx]])
+    node = np.fromiter((n.id for ops in per for n in ops), np.int64, n_all)[idx]
+    energy = np.where(tensor, 0, 1)
 
-    # rows without an operator: the optimizer update (training), the module calls
+    out = []
+    lo = 0
+    sync = _is_cpu(device)
+    for graph, ops, mode, n in zip(graphs, per, modes, n_rows):
+        hi = lo + n
+        out.append(_with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x[lo:hi], bound[lo:hi],
+                                    kernel[lo:hi], host[lo:hi], node[lo:hi], phase[lo:hi], energy[lo:hi], sync))
+        lo = hi
+    return out
+
+
+def _with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x, bound, kernel, host, node, phase, energy,
+                     sync) -> OpTable:
+    """One graph's OpTable: its operator rows, then the rows without an operator (the optimizer update
+    for training, the module calls)."""
+    default_dtype = graph.meta.get("dtype", "fp32")
     extra = []
-    if training:
+    if mode == "training":
         n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops)
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
         extra.append((2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
                       "optimizer_tensor", float(max(1, n_tensors))))
     extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
-                  float(module_calls(graph) * (2 if training else 1))))
+                  float(module_calls(graph) * (2 if mode == "training" else 1))))
     ex = [_none_row(device, ph, fl, nb, d, bw, sm, hw) for ph, fl, nb, d, _, _ in extra]
     k = len(extra)
     return OpTable(
-        np.concatenate([x, np.asarray([r for r, _, _ in ex])]).astype(np.float32),
+        np.concatenate([x, np.asarray([r for r, _, _ in ex], np.float32)]),
         np.concatenate([bound, [bd for _, bd, _ in ex]]),
         np.concatenate([kernel, [kn for _, _, kn in ex]]),
         np.concatenate([host, [_HOST_INDEX[e[4]] for e in extra]]).astype(np.int64),
-        np.concatenate([np.ones(len(idx)), [e[5] for e in extra]]),
-        np.concatenate([np.where(tensor, 0, 1), np.ones(k, np.int64)]).astype(np.int64),
+        np.concatenate([np.ones(len(bound)), [e[5] for e in extra]]),
+        np.concatenate([energy, np.ones(k, np.int64)]).astype(np.int64),
         np.concatenate([node, np.full(k, -1, np.int64)]),
         np.concatenate([phase, [e[0] for e in extra]]).astype(np.int64),
-        synchronous=_is_cpu(device),
+        synchronous=sync,
         decode=graph.meta.get("phase") == "decode",
     )
 

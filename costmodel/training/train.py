@@ -70,18 +70,20 @@ def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to
     from ..datasets import PerfDataset
     from ..predictors import TimelineConfig, TimelinePredictor
 
-    ds = PerfDataset.load(data, device=device)
-    ds = ds.subset([i for i, r in enumerate(ds.rows) if r.kind == "vision"])
+    ds = PerfDataset.load(data, device=device, kinds=("vision", "llm"))
     cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
     out = artifact_dir("timeline", output=output, to_package=to_package)
-    print(f"training timeline on {len(ds)} vision rows ({len(ds.families())} families) from {device}",
-          file=sys.stderr)
+    # every row with a graph: vision, and transformer forward, prefill and decode steps (their KV-cache graphs)
+    idx = [i for i, r in enumerate(ds.rows) if r.has_graph]
+    n_vis = sum(ds.rows[i].kind == "vision" for i in idx)
+    print(f"training timeline on {n_vis} vision rows ({len({ds.rows[i].family for i in idx if ds.rows[i].kind == 'vision'})} "
+          f"families) and {len(idx) - n_vis} transformer rows from {device}", file=sys.stderr)
     t0 = time.perf_counter()
-    idx = [i for i, r in enumerate(ds.rows) if r.graph_supported]
     graphs, rows = [ds.graph(i) for i in idx], [ds.rows[i] for i in idx]
     pred = TimelinePredictor(cfg).fit_graphs(graphs, rows, progress=True)
-    # intervals from leave-one-family-out fits: they have to hold on families no fit saw
-    pred.fit_intervals(graphs, rows, [r.family for r in rows], progress=True)
+    # intervals from leave-one-family-out fits over the vision families (the transformer rows in every
+    # fit): they have to hold on families no fit saw
+    pred.fit_intervals(graphs, rows, [r.family if r.kind == "vision" else None for r in rows], progress=True)
     try:
         pred.fit_cpu_ops(data, progress=True)
         info = pred.cpu.trained_on
