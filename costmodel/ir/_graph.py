@@ -92,7 +92,11 @@ class Node:
             b = _DTYPE_BYTES.get(dts[0])
             if b is not None:
                 return (math.prod(s) if s else 1) * b
-        return sum(numel(s) * dtype_bytes(d) for s, d in zip(shapes, dts))
+        total = 0
+        for s, d in zip(shapes, dts):  # several outputs (a batch norm's output, mean and inverse std)
+            b = _DTYPE_BYTES.get(d)
+            total += (math.prod(s) if s else 1) * (b if b is not None else dtype_bytes(d))
+        return total
 
     @property
     def arithmetic_intensity(self) -> float:
