@@ -139,16 +139,45 @@ def _llm_section(epochs: int) -> None:
         ps += _predict(pred, [graphs[i] for i in test], [ds.rows[i] for i in test])
         rs += [ds.rows[i] for i in test]
     _header(f"5. transformers through the timeline, leave-one-model-out ({len(models)} folds, pooled)")
+    _llm_table(rs, [(e.latency_ms, e.energy_j) for e in ps])
+    xgb_rs, xgb_ps = _llm_xgb_lomo(ds, llm, models)
+    _header("5a. the same rows and folds, llm-xgb (XGBoost on closed-form workload features, no graph)")
+    _llm_table(xgb_rs, xgb_ps)
+
+
+def _llm_table(rs, ps) -> None:
+    """Latency, throughput and energy per call of transformer rows by phase; ``ps``: (latency_ms, energy_j)."""
     for ph in ("all", "forward", "prefill", "decode"):
         idx = [k for k, r in enumerate(rs) if ph == "all" or r.phase == ph]
         if not idx:
             continue
         y = [rs[k].latency_ms for k in idx]
-        print(_row(f"latency, {ph}", y, [ps[k].latency_ms for k in idx]))
+        print(_row(f"latency, {ph}", y, [ps[k][0] for k in idx]))
         print(_row(f"throughput (samples/s), {ph}", [rs[k].batch / y[j] for j, k in enumerate(idx)],
-                   [rs[k].batch / ps[k].latency_ms for k in idx]))
+                   [rs[k].batch / ps[k][0] for k in idx]))
         ok = [k for k in idx if np.isfinite(rs[k].energy_j) and rs[k].energy_j > 0]
-        print(_row(f"energy, {ph}", [rs[k].energy_j for k in ok], [ps[k].energy_j for k in ok]))
+        print(_row(f"energy, {ph}", [rs[k].energy_j for k in ok], [ps[k][1] for k in ok]))
+
+
+def _llm_xgb_lomo(ds, llm, models):
+    """The shipped transformer XGBoost (its grid-searched hyperparameters), leave-one-model-out over the
+    same transformer rows: rows and (latency_ms, energy_j per call) in fold order."""
+    import json as _json
+
+    from costmodel.predictors import XGBLLMPredictor, workload_of_row
+
+    grid = Path(__file__).resolve().parents[1] / "costmodel" / "llm" / "grid_search.json"
+    params = _json.loads(grid.read_text())["chosen"] if grid.exists() else None
+    rs, ps = [], []
+    for m in models:
+        train = [i for i in llm if ds.rows[i].model != m]
+        test = [i for i in llm if ds.rows[i].model == m]
+        x = XGBLLMPredictor(params, seed=0).fit(ds, train)
+        feats = [x.features(workload_of_row(ds.rows[i]), ds.rows[i].device) for i in test]
+        out = x.predict_arrays(np.stack([f for f, _ in feats]), [c for _, c in feats], [ds.rows[i].device for i in test])
+        rs += [ds.rows[i] for i in test]
+        ps += [(float(lat), float(pw) * float(lat) / 1e3) for lat, _, pw in out]
+    return rs, ps
 
 
 def _llm_second_host_section(epochs: int, data: str) -> None:
