@@ -105,8 +105,9 @@ def _learned(rows: list[dict], folder: str, names: list[str], graphs: dict | Non
         if r.kind == "llm":
             if "llm-xgb" in out:
                 try:
-                    e = estimate_llm({**row["config"], "model_type": row["model_type"]}, batch=r.batch, seq=r.seq,
-                                     mode=r.phase, dtype=r.dtype, device="h200")
+                    cfg = dict(r.spec["config"], model_type=r.spec["model_type"])
+                    e = estimate_llm(cfg, batch=r.batch, seq=r.seq, mode=r.phase, dtype=r.dtype, device="h200",
+                                     predictor="llm-xgb")
                     out["llm-xgb"][j] = e.memory_mb
                 except Exception:  # a config the transformer predictor does not take
                     pass

@@ -41,7 +41,8 @@ def register_train(sub) -> None:
                     description="Train a learned predictor (seeded, reproducible) and save it as an artifact "
                                 "(config JSON + weights, no pickle).",
                     epilog=TRAIN_EXAMPLES + OUTPUT_NOTE)
-    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline"),
+    t.add_argument("--predictor", default="dippm", choices=("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline",
+                                                  "timeline-llm"),
                    help="what to train (default dippm)")
     t.add_argument("--encoder", default=None,
                    help="pretrained encoder folder: the graph autoencoder for trappm, the GraphMAE GIN for gnn-llm "
@@ -108,7 +109,7 @@ def _cmd_train(a) -> int:
     gnnllm_only = [f for f, v, d in (("--lm", a.lm, None), ("--backbone", a.backbone, "lm"),
                                       ("--lora-r", a.lora_r, 8), ("--summary-epochs", a.summary_epochs, None))
                    if v != d]
-    if gnnllm_only and a.predictor not in ("gnn-llm", "llm-xgb", "timeline"):
+    if gnnllm_only and a.predictor not in ("gnn-llm", "llm-xgb", "timeline", "timeline-llm"):
         from .._errors import InvalidInputError
 
         raise InvalidInputError(f"{', '.join(gnnllm_only)} only apply to --predictor gnn-llm")
@@ -116,7 +117,7 @@ def _cmd_train(a) -> int:
                 to_package=a.to_package, encoder=a.encoder, lm=a.lm, backbone=a.backbone, lora_r=a.lora_r,
                 summary_epochs=a.summary_epochs)
     out, secs = res.artifact, res.seconds
-    if a.predictor == "timeline":
+    if a.predictor in ("timeline", "timeline-llm"):
         print(f"saved {out}  ({secs:.1f} s; use it with --predictor {out})")
     elif a.predictor == "llm-xgb":
         print(f"saved {out}  ({secs:.1f} s, data hash {res.model.meta.get('data_hash')})")

@@ -120,6 +120,13 @@ def _label(r: dict, key: str) -> float:
 
 
 def _llm_row(r: dict, device: str) -> PerfRow:
+    """A transformer row. Its config is the one the model was built from (:func:`~costmodel.measure.run_config`):
+    rows recorded before list-valued config fields were kept lack them (DeBERTa-v3's ``pos_att_type``, the
+    two relative-position score terms), and without them the row's graph and features would describe a
+    cheaper attention than the one measured."""
+    from ..measure.models import run_config
+
+    config = {k: v for k, v in run_config(r).items() if k != "model_type"}
     return PerfRow(
         kind="llm",
         model=r["model"],
@@ -132,7 +139,7 @@ def _llm_row(r: dict, device: str) -> PerfRow:
         memory_mb=_label(r, "nvml_used_mb"),
         energy_j=_label(r, "energy_j"),
         power_w=_label(r, "power_w"),
-        spec={"model_type": r["model_type"], "config": r["config"], "causal": r.get("causal")},
+        spec={"model_type": r["model_type"], "config": config, "causal": r.get("causal")},
         seq=int(r["seq"]),
         phase=r["mode"],
         raw=r,

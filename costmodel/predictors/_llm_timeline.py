@@ -22,6 +22,7 @@ and no measured rows: they are answered by the XGBoost, which says so.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -54,15 +55,26 @@ class TimelineLLMPredictor:
 
     @property
     def timeline(self):
+        """The fitted timeline: the one given, else the shipped ``timeline-llm`` (fitted on the vision and
+        the transformer rows, decode steps included)."""
         if self._timeline is None:
-            from ._registry import get_predictor
+            self._timeline = shipped_timeline_llm()
+        elif isinstance(self._timeline, (str, Path)):
+            from ._timeline import TimelinePredictor
 
-            self._timeline = get_predictor("timeline")
+            self._timeline = TimelinePredictor.load(self._timeline)
         return self._timeline
 
-    @property
-    def meta(self) -> dict:
-        return {"devices": self.timeline.params.trained_on.get("devices", [])}
+    def _timeline_for(self, dev):
+        """A CPU goes to the shipped vision timeline's CPU operator model (profiled operators, transformers
+        among them), which the GPU-fitted ``timeline-llm`` does not carry."""
+        from ._optable import _is_cpu
+
+        if self._timeline is None and _is_cpu(dev):
+            from ._registry import get_predictor
+
+            return get_predictor("timeline")
+        return self.timeline
 
     def graph(self, w):
         """The CostGraph of an :class:`~costmodel.features.LLMWorkload` (built once, then cached)."""
@@ -97,7 +109,7 @@ class TimelineLLMPredictor:
             est.assumptions = [*est.assumptions, f"{w.dtype}: answered by the llm-xgb predictor (the timeline "
                                                  f"costs {', '.join(GRAPH_DTYPES)} graphs only)"]
             return est
-        tl = self.timeline
+        tl = self._timeline_for(dev)
         if host is not None:
             from ..measure.host import load_host
 
@@ -120,7 +132,8 @@ class TimelineLLMPredictor:
         if mem_details.get("allocated_mb") is not None:
             est.allocated_mb = mem_details["allocated_mb"]
             est.reserved_mb = mem_details["reserved_mb"]
-        return finish_estimate(est, dev, version=self.version, meta=self.meta, graph=g)
+        trained = {"devices": tl.params.trained_on.get("devices", [])}
+        return finish_estimate(est, dev, version=self.version, meta=trained, graph=g)
 
     def _memory(self, w, dev, e) -> tuple[float, dict, list[str]]:
         """(memory_mb, details, notes): the workload's allocation trace replayed through the caching
@@ -150,6 +163,19 @@ class TimelineLLMPredictor:
             e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype)
             out.append((e.latency_ms, e.memory_mb, e.power_w))
         return np.asarray(out, np.float64).reshape(-1, 3)
+
+
+def shipped_timeline_llm():
+    """The shipped ``timeline-llm`` artifact (loaded once, then cached; a handle on it per call)."""
+    from .._errors import ModelLoadError
+    from ._artifacts import artifact_dir, cached_artifact
+    from ._timeline import TimelinePredictor
+
+    path = artifact_dir("timeline-llm")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"no timeline-llm artifact in {path}; build it with "
+                             "`costmodel train --predictor timeline-llm --to-package`")
+    return cached_artifact("timeline", path, TimelinePredictor.load)
 
 
 #: what ``estimate_llm(predictor=...)`` and ``costmodel llm --predictor`` take

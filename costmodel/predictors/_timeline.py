@@ -458,9 +458,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         finite-sample-corrected ``coverage`` quantile of ``|log(measured / predicted)|`` over
         those rows, per regime (host-bound and device-bound rows separately: the host lane is
         the less certain one) and target, becomes the interval's half-width in log space. Call
-        it after :meth:`fit_graphs` (the point predictions stay those of the full fit). A row
-        whose group is ``None`` is in every fit and never held out (the transformer rows of a
-        timeline whose intervals are those of vision families).
+        it after :meth:`fit_graphs` (the point predictions stay those of the full fit).
         """
         from .._errors import InvalidInputError
 
@@ -472,7 +470,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         if len(groups) != len(rows) or len(graphs) != len(rows):
             raise InvalidInputError(f"expected one graph and one group per row, got {len(graphs)} graphs, "
                                     f"{len(groups)} groups for {len(rows)} rows")
-        names = sorted({g for g in groups if g is not None})
+        names = sorted(set(groups))
         if len(names) < 2:
             raise InvalidInputError(f"need at least 2 groups to hold out, got {names}")
         it = names

@@ -10,7 +10,7 @@ from pathlib import Path
 from .artifacts import TrainResult, artifact_dir, pretrained_dir
 
 #: what :func:`train` can train
-PREDICTORS = ("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline")
+PREDICTORS = ("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline", "timeline-llm")
 
 
 def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: int | None = None, seed: int = 0,
@@ -32,6 +32,8 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
         return _train_llm(data, device, seed, output, to_package)
     if predictor == "timeline":
         return _train_timeline(data, device, epochs, seed, output, to_package)
+    if predictor == "timeline-llm":
+        return _train_timeline_llm(data, device, epochs, seed, output, to_package)
     from dataclasses import replace
 
     from ..datasets import PerfDataset
@@ -70,20 +72,18 @@ def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to
     from ..datasets import PerfDataset
     from ..predictors import TimelineConfig, TimelinePredictor
 
-    ds = PerfDataset.load(data, device=device, kinds=("vision", "llm"))
+    ds = PerfDataset.load(data, device=device)
+    ds = ds.subset([i for i, r in enumerate(ds.rows) if r.kind == "vision"])
     cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
     out = artifact_dir("timeline", output=output, to_package=to_package)
-    # every row with a graph: vision, and transformer forward, prefill and decode steps (their KV-cache graphs)
-    idx = [i for i, r in enumerate(ds.rows) if r.has_graph]
-    n_vis = sum(ds.rows[i].kind == "vision" for i in idx)
-    print(f"training timeline on {n_vis} vision rows ({len({ds.rows[i].family for i in idx if ds.rows[i].kind == 'vision'})} "
-          f"families) and {len(idx) - n_vis} transformer rows from {device}", file=sys.stderr)
+    print(f"training timeline on {len(ds)} vision rows ({len(ds.families())} families) from {device}",
+          file=sys.stderr)
     t0 = time.perf_counter()
+    idx = [i for i, r in enumerate(ds.rows) if r.graph_supported]
     graphs, rows = [ds.graph(i) for i in idx], [ds.rows[i] for i in idx]
     pred = TimelinePredictor(cfg).fit_graphs(graphs, rows, progress=True)
-    # intervals from leave-one-family-out fits over the vision families (the transformer rows in every
-    # fit): they have to hold on families no fit saw
-    pred.fit_intervals(graphs, rows, [r.family if r.kind == "vision" else None for r in rows], progress=True)
+    # intervals from leave-one-family-out fits: they have to hold on families no fit saw
+    pred.fit_intervals(graphs, rows, [r.family for r in rows], progress=True)
     try:
         pred.fit_cpu_ops(data, progress=True)
         info = pred.cpu.trained_on
@@ -91,6 +91,32 @@ def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to
               f"({len(info['families'])} families)", file=sys.stderr)
     except ModelLoadError as e:
         print(f"no CPU operator model: {e}", file=sys.stderr)
+    pred.save(out)
+    return TrainResult(out, time.perf_counter() - t0, pred)
+
+
+def _train_timeline_llm(data, device: str, epochs: int | None, seed: int, output, to_package: bool) -> TrainResult:
+    """The timeline ``costmodel llm`` uses: fitted on every row with a graph, vision and transformer
+    (forward, prefill, and decode steps with their KV-cache graphs, which fit the decode loop's host cost).
+    No intervals: held-out vision families say nothing of transformers, and the transformer models are
+    too few to hold out for calibrated ones."""
+    from .._errors import InvalidInputError
+    from ..datasets import PerfDataset
+    from ..predictors import TimelineConfig, TimelinePredictor
+
+    ds = PerfDataset.load(data, device=device, kinds=("vision", "llm"))
+    idx = [i for i, r in enumerate(ds.rows) if r.has_graph]
+    n_llm = sum(ds.rows[i].kind == "llm" for i in idx)
+    if not n_llm:
+        raise InvalidInputError(f"no transformer rows for {device!r} in {data or 'the packaged data'}: "
+                                "timeline-llm is fitted on vision and transformer rows")
+    cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    out = artifact_dir("timeline-llm", output=output, to_package=to_package)
+    print(f"training timeline-llm on {len(idx) - n_llm} vision and {n_llm} transformer rows from {device}",
+          file=sys.stderr)
+    t0 = time.perf_counter()
+    graphs, rows = [ds.graph(i) for i in idx], [ds.rows[i] for i in idx]
+    pred = TimelinePredictor(cfg).fit_graphs(graphs, rows, progress=True)
     pred.save(out)
     return TrainResult(out, time.perf_counter() - t0, pred)
 

@@ -9,6 +9,7 @@ from costmodel import InvalidInputError
 from costmodel.devices import get_device
 from costmodel.measure.host import calibrate
 from costmodel.predictors import TimelineLLMPredictor, get_llm_predictor, get_predictor
+from costmodel.predictors._llm_timeline import shipped_timeline_llm
 
 #: a two-layer decoder: its graph and its allocation trace build in a second
 TINY = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -23,13 +24,13 @@ def prefill():
 def test_the_default_is_the_timeline_over_the_workloads_graph(prefill):
     e = prefill
     assert e.predictor == "llm-timeline" and e.mode == "prefill"
-    # the same graph through the shipped timeline gives the same latency and per-call energy
+    # the same graph through the shipped timeline-llm gives the same latency and per-call energy
     p = TimelineLLMPredictor()
     from costmodel.features import llm_workload
 
     g = p.graph(llm_workload(TINY, batch=4, seq=64, mode="prefill", dtype="fp16"))
     assert g.meta["dtype"] == "fp16" and g.meta.get("phase") != "decode"
-    ref = get_predictor("timeline").predict(g, "h200", mode="inference")
+    ref = shipped_timeline_llm().predict(g, "h200", mode="inference")
     assert e.latency_ms == pytest.approx(ref.latency_ms, rel=1e-12)
     assert e.energy_j_per_call == pytest.approx(ref.energy_j, rel=1e-9)
     # per sample, per call, throughput and tokens follow from the one latency
@@ -56,18 +57,38 @@ def test_memory_comes_from_the_replay_and_says_so(prefill):
 
 
 def test_a_decode_step_has_its_kv_cache_graph_and_the_loop_cost():
-    tl = get_predictor("timeline")
+    tl = shipped_timeline_llm()
     d = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="fp16", mode="decode")
     p = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="fp16", mode="prefill")
     assert d.mode == "decode" and d.tokens_s == pytest.approx(d.throughput_samples_s)  # one token per sequence
+    # the shipped timeline-llm was fitted with decode rows: it carries the decode loop's host cost
     step = tl.params.decode_step_us
-    if step is None:  # a timeline fitted without decode rows says what it leaves out
-        assert d.details["ops"]["decode_step_ms"] == 0.0
-        assert any("lower bound" in a for a in d.assumptions)
-    else:
-        assert d.details["ops"]["decode_step_ms"] == pytest.approx(step / 1e3)
-        assert d.latency_ms > p.latency_ms  # one token, but the decode loop's host cost
+    assert step is not None and tl.params.trained_on["decode_rows"] > 0
+    assert d.details["ops"]["decode_step_ms"] == pytest.approx(step / 1e3)
+    assert d.latency_ms > p.latency_ms  # one token, but the decode loop's host cost
+    assert not any("lower bound" in a for a in d.assumptions)
     assert d.details["memory"]["path"] == "replay"
+    # the graph-only timeline (vision rows) has no such cost and says its decode latency is a lower bound
+    v = TimelineLLMPredictor(get_predictor("timeline")).predict(TINY, batch=4, seq=64, dtype="fp16", mode="decode")
+    assert v.details["ops"]["decode_step_ms"] == 0.0 and any("lower bound" in a for a in v.assumptions)
+
+
+def test_a_cpu_goes_to_the_cpu_operator_model():
+    e = costmodel.estimate_llm(TINY, batch=2, seq=32, device="cpu", dtype="fp32", mode="prefill")
+    assert e.predictor == "llm-timeline" and e.details["ops"]["bound"] == "serial"
+    assert any(a.startswith("CPU operator model trained on") for a in e.assumptions)
+
+
+def test_a_missing_artifact_says_how_to_build_it(tmp_path, monkeypatch):
+    from costmodel.predictors import _artifacts
+
+    monkeypatch.setattr(_artifacts, "ARTIFACTS_DIR", tmp_path)
+    with pytest.raises(costmodel.ModelLoadError, match="costmodel train --predictor timeline-llm"):
+        shipped_timeline_llm()
+    # a fitted timeline given by path answers without the shipped one
+    p = TimelineLLMPredictor(str(_artifacts.Path(__file__).resolve().parents[2] / "costmodel" / "artifacts"
+                                 / "timeline-llm"))
+    assert p.predict(TINY, batch=1, seq=8).predictor == "llm-timeline"
 
 
 def test_the_fast_predictor_and_quantized_dtypes():
