@@ -121,10 +121,12 @@ class TimelineLLMPredictor:
         est = compose_llm_estimate(w, dev, c, e.latency_ms, mem_mb, e.power_w, region=region,
                                    intensity=carbon_intensity_g_per_kwh, price=price_per_gpu_hour_usd,
                                    provider=provider, instance=instance, predictor=self.name, version=self.version)
-        from ..estimate._memory import PREDICTOR_MEMORY_NOTE
+        from ..estimate import PREDICTOR_MEMORY_NOTE
 
         # the graph estimate's word on its memory holds only where the replay could not answer
         kept = [a for a in e.assumptions if mem_details["path"] == "predictor" or not a.startswith(PREDICTOR_MEMORY_NOTE)]
+        # the finishing step below says it for this predictor, once
+        kept = [a for a in kept if not a.startswith("no measured rows for ")]
         est.assumptions = list(dict.fromkeys([*kept, *est.assumptions, *mem_notes]))
         # no intervals: the timeline's come from held-out vision families, which say nothing of transformers
         est.details.update(ops=e.details.get("ops"), timeline_analytic=e.details.get("analytic"),

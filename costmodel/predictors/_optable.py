@@ -317,7 +317,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam") -> list[OpTable
     bw = device.bandwidth_bytes_s
     sm = device.sm_count or 0
     cols: list[list] = [[] for _ in range(9)]
-    per = []  # per graph: its operators, whether it trains, and the position of its first operator
+    per = []  # per graph: its operators (not views), in graph order
     for graph in graphs:
         ops = [n for n in graph.nodes if not n.is_view]
         for acc_list, c in zip(cols, _node_columns(ops, graph.meta.get("dtype", "fp32"))):
@@ -326,35 +326,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam") -> list[OpTable
     xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(cols, hw, sm)
     n_all = len(kind)
 
-    # per row: each graph's forward rows, then (training) its backward rows in reverse order
-    idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
-    out_b = out_n = None
-    off = 0
-    for graph, ops, mode in zip(graphs, per, modes):
-        n_ops = len(ops)
-        idx_parts.append(np.arange(off, off + n_ops))
-        back_parts.append(np.zeros(n_ops, bool))
-        scale_parts.append(np.ones(n_ops))
-        acc_parts.append(np.zeros(n_ops, bool))
-        if mode == "training":
-            src, scale, what = backward_plan(graph, ops)
-            acc = np.asarray(what, bool)
-            idx_parts.append(off + np.asarray(src, np.int64))
-            back_parts.append(np.ones(len(src), bool))
-            scale_parts.append(np.asarray(scale, np.float64))
-            acc_parts.append(acc)
-            if acc.any():  # a gradient sum reads the tensor's bytes and adds its elements
-                if out_b is None:
-                    out_b, out_n = np.zeros(n_all), np.zeros(n_all)
-                out_b[off:off + n_ops] = [float(n.out_bytes) for n in ops]
-                out_n[off:off + n_ops] = [float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0]
-                                          else 0.0 for n in ops]
-        n_rows.append(sum(len(p) for p in idx_parts[len(idx_parts) - (2 if mode == "training" else 1):]))
-        off += n_ops
-    idx = np.concatenate(idx_parts)
-    back = np.concatenate(back_parts)
-    acc = np.concatenate(acc_parts)
-    scale = np.concatenate(scale_parts)
+    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(graphs, per, modes, n_all)
     x = xn[idx]
     if out_b is not None:
         f = np.where(acc, out_n[idx], flops[idx])
@@ -413,6 +385,56 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam") -> list[OpTable
         out.append(_with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x[lo:hi], bound[lo:hi],
                                     kernel[lo:hi], host[lo:hi], node[lo:hi], phase[lo:hi], energy[lo:hi], sync))
         lo = hi
+    return out
+
+
+def _row_plan(graphs, per, modes, n_all: int):
+    """Which operator each row of :func:`op_tables` costs: each graph's forward rows, then (training) its
+    backward rows in reverse order. Returns the row -> operator index, the backward flag, the gradient-sum
+    flag and the bytes scale per row, the output bytes and elements per operator where gradient sums need
+    them (else ``None``), and the number of rows of each graph."""
+    idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
+    out_b = out_n = None
+    off = 0
+    for graph, ops, mode in zip(graphs, per, modes):
+        n_ops = len(ops)
+        idx_parts.append(np.arange(off, off + n_ops))
+        back_parts.append(np.zeros(n_ops, bool))
+        scale_parts.append(np.ones(n_ops))
+        acc_parts.append(np.zeros(n_ops, bool))
+        n_g = n_ops
+        if mode == "training":
+            src, scale, what = backward_plan(graph, ops)
+            acc = np.asarray(what, bool)
+            idx_parts.append(off + np.asarray(src, np.int64))
+            back_parts.append(np.ones(len(src), bool))
+            scale_parts.append(np.asarray(scale, np.float64))
+            acc_parts.append(acc)
+            n_g += len(src)
+            if acc.any():  # a gradient sum reads the tensor's bytes and adds its elements
+                if out_b is None:
+                    out_b, out_n = np.zeros(n_all), np.zeros(n_all)
+                out_b[off:off + n_ops] = [float(n.out_bytes) for n in ops]
+                out_n[off:off + n_ops] = [float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0]
+                                          else 0.0 for n in ops]
+        n_rows.append(n_g)
+        off += n_ops
+    return (np.concatenate(idx_parts), np.concatenate(back_parts), np.concatenate(acc_parts),
+            np.concatenate(scale_parts), out_b, out_n, n_rows)
+
+
+def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list[OpTable]:
+    """:func:`op_table` of each (graph, device, mode), batched per device (the rows of a fit may come
+    from several); in the order given."""
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(devs):
+        groups.setdefault(d.name, []).append(i)
+    out: list = [None] * len(graphs)
+    for idx in groups.values():
+        tables = op_tables([graphs[i] for i in idx], devs[idx[0]], modes=[modes[i] for i in idx],
+                           optimizer=optimizer)
+        for i, t in zip(idx, tables):
+            out[i] = t
     return out
 
 

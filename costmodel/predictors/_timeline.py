@@ -78,7 +78,7 @@ from ._optable import (
     OpTable,
     _is_cpu,
     op_table,
-    op_tables,
+    op_tables_by_device,
 )
 from ._registry import register_predictor
 from ._timeline_start import _decode_init_us, _host_init_us, interval_table
@@ -165,19 +165,6 @@ class _Batch:
         self.ecls = torch.as_tensor(cat("energy_class"))
         self.sync = torch.as_tensor([t.synchronous for t in tables])
         self.decode = torch.as_tensor([float(t.decode) for t in tables], dtype=torch.float32)
-
-
-def _tables_by_device(graphs, devs, modes) -> list[OpTable]:
-    """:func:`op_table` of each (graph, device, mode), batched per device (the rows of a fit may come
-    from several); in the order given."""
-    groups: dict[str, list[int]] = {}
-    for i, d in enumerate(devs):
-        groups.setdefault(d.name, []).append(i)
-    out: list = [None] * len(graphs)
-    for idx in groups.values():
-        for i, t in zip(idx, op_tables([graphs[i] for i in idx], devs[idx[0]], modes=[modes[i] for i in idx])):
-            out[i] = t
-    return out
 
 
 def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -340,7 +327,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         cfg = self.config
         torch.manual_seed(cfg.seed)
         devs = [get_device(device or r.device) for r in rows]
-        tables = _tables_by_device(graphs, devs, [r.mode for r in rows])
+        tables = op_tables_by_device(graphs, devs, [r.mode for r in rows])
         x = np.concatenate([t.x for t in tables])
         mean = x.mean(0)
         std = x.std(0) + 1e-3
@@ -410,7 +397,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         assert self.params is not None, "fit the predictor first"
         devs = [get_device(device or r.device) for r in rows]
-        tables = _tables_by_device(graphs, devs, [r.mode for r in rows])
+        tables = op_tables_by_device(graphs, devs, [r.mode for r in rows])
         dev_us = [self._device_us(t)[0] for t in tables]
         host = torch.as_tensor([_softplus_inv(v) for v in self.params.host_us], dtype=torch.float64)
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float64)
@@ -586,7 +573,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         over all their rows, then each graph's timeline."""
         from ._analytic import graph_assumptions
 
-        tables = op_tables(graphs, dev, modes=modes, optimizer=optimizer)
+        tables = op_tables_by_device(graphs, [dev] * len(graphs), modes, optimizer=optimizer)
         xs = self._scaled_x_rows(tables)
         z_dev = _mlp_numpy(self._weights, xs)
         z_host = _mlp_numpy(self._host_weights, xs)
