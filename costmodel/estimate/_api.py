@@ -111,7 +111,9 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
               provider=provider, instance=instance)
     if host is None:
         return p.predict(model, **kw)
-    if getattr(p, "name", None) == "llm-timeline":
+    from ..predictors import TimelineLLMPredictor
+
+    if isinstance(p, TimelineLLMPredictor):
         return p.predict(model, host=host, **kw)
     from ..measure.host import load_host
 

@@ -27,7 +27,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._errors import CostModelError
 from ..devices import get_device
 from ..estimate import LLMEstimate, finish_estimate
 
@@ -78,10 +77,9 @@ class TimelineLLMPredictor:
 
     def graph(self, w):
         """The CostGraph of an :class:`~costmodel.features.LLMWorkload` (built once, then cached)."""
+        from .._errors import UnsupportedOpWarning
         from ..analysis import cast_graph
         from ..frontends import hf_graph
-
-        from .._errors import UnsupportedOpWarning
 
         s = w.spec
         with warnings.catch_warnings():  # operators outside the vocabulary are listed in the assumptions
@@ -96,6 +94,7 @@ class TimelineLLMPredictor:
                 instance: str | None = None, host=None) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane."""
+        from ..estimate import replay_into
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
 
@@ -117,45 +116,20 @@ class TimelineLLMPredictor:
         _, c = llm_feature_vector(w, dev)  # the closed-form costs; an unknown model type fails here, briefly
         g = self.graph(w)
         e = tl.predict(g, dev, mode="inference")
-        mem_mb, mem_details, mem_notes = self._memory(w, dev, e)
-        est = compose_llm_estimate(w, dev, c, e.latency_ms, mem_mb, e.power_w, region=region,
+        est = compose_llm_estimate(w, dev, c, e.latency_ms, e.memory_mb, e.power_w, region=region,
                                    intensity=carbon_intensity_g_per_kwh, price=price_per_gpu_hour_usd,
                                    provider=provider, instance=instance, predictor=self.name, version=self.version)
-        from ..estimate import PREDICTOR_MEMORY_NOTE
-
-        # the graph estimate's word on its memory holds only where the replay could not answer
-        kept = [a for a in e.assumptions if mem_details["path"] == "predictor" or not a.startswith(PREDICTOR_MEMORY_NOTE)]
-        # the finishing step below says it for this predictor, once
-        kept = [a for a in kept if not a.startswith("no measured rows for ")]
-        est.assumptions = list(dict.fromkeys([*kept, *est.assumptions, *mem_notes]))
+        # the finishing step below says which devices the labels come from, once, for this predictor
+        kept = [a for a in e.assumptions if not a.startswith("no measured rows for ")]
+        est.assumptions = list(dict.fromkeys([*kept, *est.assumptions]))
         # no intervals: the timeline's come from held-out vision families, which say nothing of transformers
         est.details.update(ops=e.details.get("ops"), timeline_analytic=e.details.get("analytic"),
-                           memory=mem_details, graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
-        if mem_details.get("allocated_mb") is not None:
-            est.allocated_mb = mem_details["allocated_mb"]
-            est.reserved_mb = mem_details["reserved_mb"]
+                           graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
+        # memory from the workload's allocation trace, as estimate() does for a module
+        est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
+                          seq=w.seq, phase=w.mode)
         trained = {"devices": tl.params.trained_on.get("devices", [])}
         return finish_estimate(est, dev, version=self.version, meta=trained, graph=g)
-
-    def _memory(self, w, dev, e) -> tuple[float, dict, list[str]]:
-        """(memory_mb, details, notes): the workload's allocation trace replayed through the caching
-        allocator, or, where it cannot run, the timeline's own (analytic) memory, saying why."""
-        from ..analysis.memreplay import replay_memory
-
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                m = replay_memory(w.spec, dev, batch=w.batch, seq=w.seq, phase=w.mode, dtype=w.dtype)
-        except (CostModelError, RuntimeError, TypeError, ValueError) as err:
-            return e.memory_mb, {"path": "predictor", "reason": f"{type(err).__name__}: {err}"}, \
-                [f"memory: the allocation trace could not run ({err})"]
-        notes = [str(x.message) for x in caught]
-        if m.path != "replay":
-            notes.append("memory: a liveness walk over the graph replayed through the caching allocator")
-        details = {"path": m.path, "allocated_mb": m.allocated_mb, "reserved_mb": m.reserved_mb,
-                   "context_mb": m.context_mb, "workspace_mb": m.workspace_mb, "fragmentation": m.fragmentation,
-                   "peak_phase": m.peak_phase, "peak_op": m.peak_op, "notes": list(m.notes)}
-        return m.memory_mb, details, notes
 
     def predict_many(self, workloads: Sequence, device="h200") -> np.ndarray:
         """``(n, 3)`` latency_ms, memory_mb, power_w of :class:`~costmodel.features.LLMWorkload` s (one graph
