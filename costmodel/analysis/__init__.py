@@ -7,11 +7,12 @@ from ._memory import (
     MemoryBreakdown,
     allocator_reserved_bytes,
     memory_breakdown,
+    memory_breakdown_many,
     peak_activation_bytes,
     saved_activation_bytes,
 )
 from ._opcost import op_cost
-from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline
+from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline, roofline_many
 
 __all__ = [
     "MemoryBreakdown",
@@ -21,10 +22,12 @@ __all__ = [
     "average_power_w",
     "cast_graph",
     "memory_breakdown",
+    "memory_breakdown_many",
     "op_cost",
     "peak_activation_bytes",
     "replay_timeline",
     "roofline",
+    "roofline_many",
     "saved_activation_bytes",
 ]
 

@@ -60,20 +60,36 @@ class MemoryBreakdown:
         return d
 
 
-def _buffers(graph: CostGraph) -> tuple[list[int], list[bool]]:
-    """Map each node to the node that owns its output buffer; mark allocators."""
+def _buffers(graph: CostGraph, cols=None, off: int = 0, edges=None) -> tuple[list[int], list[bool]]:
+    """Map each node to the node that owns its output buffer; mark allocators. ``cols``/``off``: the
+    graph's :func:`~costmodel.ir.node_columns` from position ``off``; ``edges``: its edges as an
+    ``(m, 2)`` array (both optional, read from the graph when not given)."""
     nodes = graph.nodes
-    owner = list(range(len(nodes)))
-    allocates = [True] * len(nodes)
+    n = len(nodes)
+    owner = list(range(n))
+    allocates = [True] * n
     # only views and in-place operators alias a buffer: their predecessors are all that is looked up
-    preds: dict[int, list[int]] = {i: [] for i, n in enumerate(nodes)
-                                   if n.is_view or (n.attrs and n.attrs.get("inplace"))}
-    if not preds:
+    if cols is None:
+        alias = [i for i, nd in enumerate(nodes) if nd.is_view or (nd.attrs and nd.attrs.get("inplace"))]
+    else:
+        view = cols.view[off:off + n].tolist()
+        alias = [i for i, (v, a) in enumerate(zip(view, cols.attrs[off:off + n])) if v or (a and a.get("inplace"))]
+    if not alias:
         return owner, allocates
-    for s, d in graph.edges:
-        p = preds.get(d)
-        if p is not None:
-            p.append(s)
+    preds: dict[int, list[int]] = {i: [] for i in alias}
+    if edges is None:
+        for s, d in graph.edges:
+            p = preds.get(d)
+            if p is not None:
+                p.append(s)
+    elif len(edges):
+        import numpy as np
+
+        is_alias = np.zeros(n, bool)
+        is_alias[alias] = True
+        into = edges[is_alias[edges[:, 1]]]  # the edges into aliasing nodes, in edge order
+        for s, d in zip(into[:, 0].tolist(), into[:, 1].tolist()):
+            preds[d].append(s)
     for i, p in preds.items():  # in graph order, so a chain of views resolves to its first owner
         if p:
             # first data predecessor in operand order is the aliased tensor
@@ -100,26 +116,35 @@ def _first_pred(graph: CostGraph, i: int, preds: list[int]) -> int:
 
 def peak_activation_bytes(graph: CostGraph) -> float:
     """Peak bytes of live activations during one forward pass (inputs included)."""
+    return _peak_activation(graph, None, 0)
+
+
+def _peak_activation(graph: CostGraph, cols, off: int) -> float:
+    """:func:`peak_activation_bytes`; ``cols``: :func:`~costmodel.ir.node_columns` holding ``graph``'s
+    nodes from position ``off`` (``None``: read them here)."""
     import numpy as np
 
     nodes = graph.nodes
     n = len(nodes)
     if n == 0:
         return 0.0
-    owner_l, allocates = _buffers(graph)
+    e = np.fromiter(chain.from_iterable(graph.edges), np.int64, 2 * len(graph.edges)).reshape(-1, 2)
+    owner_l, allocates = _buffers(graph, cols, off, e) if cols is not None else _buffers(graph)
     owner = np.asarray(owner_l, np.int64)
     # a buffer lives until the last reader of any node it backs has run; outputs nobody reads, to the end
     last_use = np.arange(n)
     read = np.zeros(n, bool)
-    if graph.edges:
-        e = np.fromiter(chain.from_iterable(graph.edges), np.int64, 2 * len(graph.edges)).reshape(-1, 2)
+    if len(e):
         read[e[:, 0]] = True
         np.maximum.at(last_use, owner[e[:, 0]], e[:, 1])
     last_use[owner[~read]] = n
-    size = np.array([nd.out_bytes if a else 0 for nd, a in zip(nodes, allocates)], np.float64)
+    if cols is None:
+        size = np.array([nd.out_bytes if a else 0 for nd, a in zip(nodes, allocates)], np.float64)
+    else:
+        size = np.where(allocates, cols.out_bytes[off:off + n], 0.0)
     # live bytes just after step i allocates: everything allocated so far, less what steps before i freed
     freed = np.zeros(n + 1)
-    owners = np.unique(owner)
+    owners = np.flatnonzero(owner == np.arange(n))  # every alias resolves to a node that owns itself
     np.add.at(freed, last_use[owners], size[owners])
     live = np.cumsum(size) - np.concatenate([[0.0], np.cumsum(freed[:n - 1])])
     input_bytes = float(sum(_nbytes(x.shape, x.dtype) for x in graph.inputs))
@@ -171,28 +196,39 @@ def _nbytes(shape, dtype) -> int:
 
 def memory_breakdown(graph: CostGraph, *, mode: str | None = None, optimizer: str = "adam") -> MemoryBreakdown:
     """Analytic memory of one inference call or one training step (no framework overhead)."""
-    mode = mode or graph.meta.get("mode", "inference")
-    if mode not in ("inference", "training"):
-        raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
-    weights = float(graph.weights_bytes)
-    if mode == "inference":
-        return MemoryBreakdown(weights, peak_activation_bytes(graph), mode=mode)
-    opt = optimizer.lower().replace("-", "_").replace("+", "_")
-    if opt not in OPTIMIZER_STATE:
-        raise InvalidInputError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZER_STATE)}")
-    trainable = _trainable_bytes(graph)
-    saved = saved_activation_bytes(graph)
-    largest = max((n.out_bytes for n in graph.nodes if not n.is_view), default=0)
-    # backward holds the saved set plus about two activation-sized gradient buffers
-    transient = max(2.0 * largest, OPTIMIZER_TRANSIENT[opt] * trainable)
-    return MemoryBreakdown(
-        weights_bytes=weights,
-        activations_bytes=saved,
-        gradients_bytes=trainable,
-        optimizer_bytes=OPTIMIZER_STATE[opt] * trainable,
-        transient_bytes=transient,
-        mode=mode,
-    )
+    return memory_breakdown_many([graph], modes=[mode], optimizer=optimizer)[0]
+
+
+def memory_breakdown_many(graphs, *, modes, optimizer: str = "adam", columns=None) -> list[MemoryBreakdown]:
+    """:func:`memory_breakdown` of several graphs (``modes[g]``: ``None`` reads the graph's own);
+    ``columns``: their :func:`~costmodel.ir.node_columns`, when the caller has them already."""
+    out = []
+    for g, graph in enumerate(graphs):
+        mode = modes[g] or graph.meta.get("mode", "inference")
+        if mode not in ("inference", "training"):
+            raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
+        weights = float(graph.weights_bytes)
+        if mode == "inference":
+            off = int(columns.offsets[g]) if columns is not None else 0
+            out.append(MemoryBreakdown(weights, _peak_activation(graph, columns, off), mode=mode))
+            continue
+        opt = optimizer.lower().replace("-", "_").replace("+", "_")
+        if opt not in OPTIMIZER_STATE:
+            raise InvalidInputError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZER_STATE)}")
+        trainable = _trainable_bytes(graph)
+        saved = saved_activation_bytes(graph)
+        largest = max((n.out_bytes for n in graph.nodes if not n.is_view), default=0)
+        # backward holds the saved set plus about two activation-sized gradient buffers
+        transient = max(2.0 * largest, OPTIMIZER_TRANSIENT[opt] * trainable)
+        out.append(MemoryBreakdown(
+            weights_bytes=weights,
+            activations_bytes=saved,
+            gradients_bytes=trainable,
+            optimizer_bytes=OPTIMIZER_STATE[opt] * trainable,
+            transient_bytes=transient,
+            mode=mode,
+        ))
+    return out
 
 
 def _trainable_bytes(graph: CostGraph) -> float:

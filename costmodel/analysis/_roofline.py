@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import TENSOR_KINDS, CostGraph, Node
+from ..ir import OP_KINDS, TENSOR_KINDS, CostGraph, Node
 
 #: backward pass costs about twice the forward (grad w.r.t. input and weights)
 BACKWARD_FACTOR = 2.0
@@ -123,51 +123,74 @@ def _op_dtype(node: Node, default: str) -> str:
 def roofline(graph: CostGraph, device, *, mode: str | None = None, cfg: RooflineConfig | None = None) -> RooflineResult:
     """Latency of one inference call or one training step (over arrays: one pass over the nodes reads
     what each costs, the times are computed for all of them at once)."""
+    return roofline_many([graph], device, modes=[mode], cfg=cfg)[0]
+
+
+def _analytic_dtypes(cols, ops: np.ndarray, defaults: list[str]) -> list[str]:
+    """The dtype each operator is costed at: its first output's float dtype, else the first float dtype
+    among its operands, else the graph's dtype (``defaults[j]`` for operator ``j``)."""
+    d0 = cols.dtype0
+    out = [d0[i] for i in ops.tolist()]
+    for j, d in enumerate(out):
+        if d not in _FLOAT_DTYPES:
+            out[j] = _op_dtype(cols.nodes[int(ops[j])], defaults[j])
+    return out
+
+
+def roofline_many(graphs, device, *, modes, cfg: RooflineConfig | None = None, columns=None) -> list[RooflineResult]:
+    """:func:`roofline` of several graphs on one device (``modes[g]``: ``None`` reads the graph's own);
+    ``columns``: their :func:`~costmodel.ir.node_columns`, when the caller has them already."""
+    from ..ir import node_columns
+
     cfg = cfg or RooflineConfig()
-    mode = mode or graph.meta.get("mode", "inference")
-    factor = 1.0 + (BACKWARD_FACTOR if mode == "training" else 0.0)
+    cols = columns if columns is not None else node_columns(graphs)
     launch_s = device.kernel_launch_overhead_us * 1e-6
     host_s = cfg.host_overhead_us * 1e-6
     bw = device.bandwidth_bytes_s * cfg.efficiency
-    default_dtype = graph.meta.get("dtype", "fp32")
-    ops = [n for n in graph.nodes if not n.is_view]
-    k = len(ops)
-    # (kind, op dtype) -> FLOP/s, its tensor-core dtype: one lookup per pair the graph uses
-    peaks: dict[tuple[str, str], tuple[float, str | None]] = {}
-    peak = np.empty(k)
-    costed: dict[str, None] = {}  # tensor-core dtypes of operators with FLOPs, in order (an ordered set)
-    for j, n in enumerate(ops):
-        od = n.out_dtypes
-        dtype = od[0] if od and od[0] in _FLOAT_DTYPES else _op_dtype(n, default_dtype)
-        key = (n.kind, dtype)
-        hit = peaks.get(key)
-        if hit is None:
-            tdt = _tensor_dtype_of(n.kind, dtype, cfg)
-            pk = device.peak_flops(tdt, tensor=True) if tdt is not None else device.peak_flops(dtype, tensor=False)
-            hit = peaks[key] = (pk * cfg.efficiency, tdt)
-        peak[j] = hit[0]
-        if hit[1] is not None and n.flops > 0:
-            costed[hit[1]] = None
-    notes = [a for a in map(device.peak_assumption, costed) if a]
-    flops = np.fromiter((n.flops for n in ops), np.float64, k)
-    moved = np.fromiter((n.bytes_read + n.bytes_written for n in ops), np.float64, k)
-    c = np.divide(flops, peak, out=np.zeros(k), where=peak > 0)
-    m = moved / bw if bw > 0 else np.zeros(k)
+    ops = np.flatnonzero(~cols.view)
+    # operators per graph: positions lo[g]:lo[g + 1] of ``ops``
+    lo = np.searchsorted(ops, cols.offsets)
+    counts = np.diff(lo)
+    defaults = [g.meta.get("dtype", "fp32") for g in graphs]
+    dtypes = _analytic_dtypes(cols, ops, np.repeat(np.asarray(defaults, object), counts).tolist())
+    kind = cols.kind[ops]
+    # (kind, op dtype) -> FLOP/s and its tensor-core dtype: one lookup per pair the graphs use
+    pair_code: dict[tuple[int, str], int] = {}
+    code = np.fromiter((pair_code.setdefault(key, len(pair_code)) for key in zip(kind.tolist(), dtypes)),
+                       np.int64, len(ops))
+    pairs = list(pair_code)
+    tdts = [_tensor_dtype_of(OP_KINDS[k], d, cfg) for k, d in pairs]
+    peaks = np.array([(device.peak_flops(t, tensor=True) if t is not None else device.peak_flops(d, tensor=False))
+                      * cfg.efficiency for t, (_, d) in zip(tdts, pairs)])
+    peak = peaks[code] if len(ops) else np.zeros(0)
+    flops = cols.flops[ops]
+    c = np.divide(flops, peak, out=np.zeros(len(ops)), where=peak > 0)
+    m = cols.nbytes[ops] / bw if bw > 0 else np.zeros(len(ops))
     work = np.maximum(c, m)
-    # a training step runs the op forward, then ~2 backward kernels
-    dev = factor * (work + launch_s)
-    host = factor * host_s
-    t = np.maximum(dev, host)
-    bound = np.where(host >= dev, 2, np.where(c >= m, 0, 1))
-    total = float(t.sum())
-    busy = float(factor * work.sum())
-    if mode == "training":
-        # optimizer step: memory-bound sweep over the parameters
-        step = ADAM_BYTES_PER_PARAM_BYTE * graph.weights_bytes / bw if bw > 0 else 0.0
-        total += step + host_s * 4
-        busy += step
-    node = np.fromiter((n.id for n in ops), np.int64, k)
-    return RooflineResult(total, busy, list(dict.fromkeys(notes)), node, c, m, dev, t, bound)
+    out = []
+    for g, graph in enumerate(graphs):
+        mode = modes[g] or graph.meta.get("mode", "inference")
+        factor = 1.0 + (BACKWARD_FACTOR if mode == "training" else 0.0)
+        a, b = int(lo[g]), int(lo[g + 1])
+        w = work[a:b]
+        # a training step runs the op forward, then ~2 backward kernels
+        dev = factor * (w + launch_s)
+        host = factor * host_s
+        t = np.maximum(dev, host)
+        bound = np.where(host >= dev, 2, np.where(c[a:b] >= m[a:b], 0, 1))
+        total = float(t.sum())
+        busy = float(factor * w.sum())
+        if mode == "training":
+            # optimizer step: memory-bound sweep over the parameters
+            step = ADAM_BYTES_PER_PARAM_BYTE * graph.weights_bytes / bw if bw > 0 else 0.0
+            total += step + host_s * 4
+            busy += step
+        # tensor-core dtypes of the operators with FLOPs, in order of first use: the substituted ceilings
+        costed = dict.fromkeys(tdts[k] for k in code[a:b][flops[a:b] > 0].tolist() if tdts[k] is not None)
+        notes = list(dict.fromkeys(x for x in map(device.peak_assumption, costed) if x))
+        node = ops[a:b] - cols.offsets[g]
+        out.append(RooflineResult(total, busy, notes, node, c[a:b], m[a:b], dev, t, bound))
+    return out
 
 
 def average_power_w(device, latency_s: float, busy_s: float) -> float:

@@ -48,4 +48,15 @@ __all__ = [
     "dtype_bytes",
     "is_kind",
     "numel",
+    "NodeColumns",
+    "node_columns",
 ]
+
+
+def __getattr__(name: str):
+    # the per-node columns need numpy: loaded on first use, so importing the IR stays light
+    if name in ("NodeColumns", "node_columns"):
+        from . import _columns
+
+        return getattr(_columns, name)
+    raise AttributeError(f"module 'costmodel.ir' has no attribute {name!r}")

@@ -13,9 +13,18 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..analysis import RooflineConfig, allocator_reserved_bytes, average_power_w, memory_breakdown, roofline
+import numpy as np
+
+from ..analysis import (
+    RooflineConfig,
+    allocator_reserved_bytes,
+    average_power_w,
+    memory_breakdown_many,
+    roofline_many,
+)
 from ..devices import get_device
 from ..estimate import Estimate, finish_estimate
+from ..ir import node_columns
 from ._base import Predictor, validate_mode, validate_optimizer
 from ._registry import read_artifact_config, register_predictor
 
@@ -40,44 +49,61 @@ class AnalyticPredictor(Predictor):
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self._predict(graph, device, mode=mode, optimizer=optimizer, mig_details=True)
 
+    def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
+        graphs = list(graphs)
+        dev = get_device(device)
+        modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
+        return [finish_estimate(e, dev, version=self.version, graph=g)
+                for g, e in zip(graphs, self.estimates(graphs, dev, modes, validate_optimizer(optimizer)))]
+
     def _predict(self, graph, device, *, mode, optimizer, mig_details: bool) -> Estimate:
         """``mig_details=False`` skips the slice-penalty rooflines (learned
         predictors recompute them for their own MIG pick)."""
         dev = get_device(device)
         mode = validate_mode(mode or graph.meta.get("mode", "inference"))
-        optimizer = validate_optimizer(optimizer)
-        rl = roofline(graph, dev, mode=mode, cfg=self.config)
-        mem = memory_breakdown(graph, mode=mode, optimizer=optimizer)
-        reserved = allocator_reserved_bytes(mem.total_bytes)
-        memory_mb = dev.framework_overhead_mb + reserved / MB
-        power = average_power_w(dev, rl.latency_s, rl.busy_s)
-        energy = power * rl.latency_s
-        bound = rl.bound_counts()
-        est = Estimate(
-            assumptions=[*graph_assumptions(graph), *dev.assumptions, *rl.assumptions],
-            latency_ms=rl.latency_ms,
-            memory_mb=memory_mb,
-            energy_j=energy,
-            power_w=power,
-            mig_profile=None,
-            predictor=self.name,
-            predictor_version=self.version,
-            device=dev.name,
-            model=graph.meta.get("name"),
-            batch=graph.meta.get("batch"),
-            mode=mode,
-            dtype=graph.meta.get("dtype", "fp32"),
-            flops=graph.flops * (3.0 if mode == "training" else 1.0),
-            params=graph.params,
-            details={
-                "memory_breakdown_mb": mem.to_mb(),
-                "framework_overhead_mb": dev.framework_overhead_mb,
-                "kernels": graph.num_kernels,
-                "ops_bound_by": bound,
-                "mig": None,
-            },
-        )
+        est = self.estimates([graph], dev, [mode], validate_optimizer(optimizer))[0]
         return finish_estimate(est, dev, version=self.version, graph=graph if mig_details else None)
+
+    def estimates(self, graphs, dev, modes, optimizer: str, *, columns=None) -> list[Estimate]:
+        """The analytic estimates of ``graphs`` on the device ``dev`` (validated modes and optimizer),
+        before :func:`~costmodel.estimate.finish_estimate`; ``columns``: the graphs'
+        :func:`~costmodel.ir.node_columns`, when the caller has them (they are read once for all)."""
+        cols = columns if columns is not None else node_columns(graphs)
+        rls = roofline_many(graphs, dev, modes=modes, cfg=self.config, columns=cols)
+        mems = memory_breakdown_many(graphs, modes=modes, optimizer=optimizer, columns=cols)
+        kernels = np.diff(np.concatenate([[0], np.cumsum(~cols.view)])[cols.offsets])
+        out = []
+        for g, (graph, mode, rl, mem) in enumerate(zip(graphs, modes, rls, mems)):
+            reserved = allocator_reserved_bytes(mem.total_bytes)
+            memory_mb = dev.framework_overhead_mb + reserved / MB
+            power = average_power_w(dev, rl.latency_s, rl.busy_s)
+            energy = power * rl.latency_s
+            span = cols.span(g)
+            out.append(Estimate(
+                assumptions=[*graph_assumptions(graph), *dev.assumptions, *rl.assumptions],
+                latency_ms=rl.latency_ms,
+                memory_mb=memory_mb,
+                energy_j=energy,
+                power_w=power,
+                mig_profile=None,
+                predictor=self.name,
+                predictor_version=self.version,
+                device=dev.name,
+                model=graph.meta.get("name"),
+                batch=graph.meta.get("batch"),
+                mode=mode,
+                dtype=graph.meta.get("dtype", "fp32"),
+                flops=float(sum(cols.flops[span].tolist())) * (3.0 if mode == "training" else 1.0),
+                params=graph.params,
+                details={
+                    "memory_breakdown_mb": mem.to_mb(),
+                    "framework_overhead_mb": dev.framework_overhead_mb,
+                    "kernels": int(kernels[g]),
+                    "ops_bound_by": rl.bound_counts(),
+                    "mig": None,
+                },
+            ))
+        return out
 
     def fit(self, dataset) -> "AnalyticPredictor":
         """Nothing to fit: the analytic model has no learned parameters."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..measure.host import OP_CLASSES, op_class
-from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category
+from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
@@ -157,32 +157,29 @@ def _dtype_id(n, default_id: int) -> int:
     return default_id
 
 
-def _node_columns(ops, default_dtype: str):
-    """What op_table reads from each operator, as lists."""
-    kind_id, dtype_id = _KIND_ID, _DTYPE_ID
-    default_id = dtype_id.get(default_dtype, len(DTYPES))
-    kind = [kind_id[n.kind] for n in ops]  # KeyError on a kind outside the vocabulary, as category() raises
-    flops = [n.flops for n in ops]
-    nbytes = [n.bytes_read + n.bytes_written for n in ops]
+def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
+    """What op_table reads from each operator (the positions ``ops`` of the node columns ``cols``;
+    ``default_ids[j]``: the dtype id of operator ``j``'s graph), as lists and arrays."""
+    dtype_id = _DTYPE_ID
+    pos = ops.tolist()
+    d0, nodes = cols.dtype0, cols.nodes
     # the first output dtype decides in almost every graph; the full search only where it does not
-    dtype = [dtype_id[o[0]] if (o := n.out_dtypes) and o[0] in dtype_id else _dtype_id(n, default_id) for n in ops]
-    shapes = [n.out_shapes for n in ops]
-    first = [s[0] if s else None for s in shapes]
-    numel = [math.prod(f) if f else 0 for f in first]
-    shaped = list(map(bool, first))
-    attrs = [n.attrs for n in ops]
+    dtype = [dtype_id[d] if (d := d0[i]) in dtype_id else _dtype_id(nodes[i], default_ids[j])
+             for j, i in enumerate(pos)]
+    attrs = [cols.attrs[i] for i in pos]
     karea = [a.get("kernel") for a in attrs]
     karea = [float(math.prod(k[-2:])) if k else 1.0 for k in karea]
     stride = [a.get("stride") for a in attrs]
     stride = [float(max(st)) if st else 1.0 for st in stride]
-    depthwise = [0.0] * len(ops)
-    conv = kind_id["conv"]
-    for i, k in enumerate(kind):
-        if k == conv:
-            groups = attrs[i].get("groups", 1) or 1
-            f = first[i]
-            depthwise[i] = float(bool(groups > 1 and shapes[i] and len(f) > 1 and groups == f[1]))
-    return kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise
+    kind = cols.kind[ops]
+    depthwise = np.zeros(len(pos))
+    for j in np.flatnonzero(kind == _KIND_ID["conv"]).tolist():
+        groups = attrs[j].get("groups", 1) or 1
+        shapes = nodes[pos[j]].out_shapes
+        f = shapes[0] if shapes else None
+        depthwise[j] = float(bool(groups > 1 and shapes and len(f) > 1 and groups == f[1]))
+    return (kind, cols.flops[ops], cols.nbytes[ops], dtype, cols.numel[ops], cols.shaped[ops], karea, stride,
+            depthwise)
 
 
 def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: float, sm: int, hw: list[float]):
@@ -309,21 +306,22 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     return op_tables([graph], device, modes=[mode], optimizer=optimizer)[0]
 
 
-def op_tables(graphs, device, *, modes, optimizer: str = "adam") -> list[OpTable]:
+def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -> list[OpTable]:
     """:func:`op_table` of several graphs on one device: one Python pass over each graph's operators,
     then one set of array operations over the rows of all of them."""
     hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
           float(device.sm_count or 0) / 100.0]
     bw = device.bandwidth_bytes_s
     sm = device.sm_count or 0
-    cols: list[list] = [[] for _ in range(9)]
-    per = []  # per graph: its operators (not views), in graph order
-    for graph in graphs:
-        ops = [n for n in graph.nodes if not n.is_view]
-        for acc_list, c in zip(cols, _node_columns(ops, graph.meta.get("dtype", "fp32"))):
-            acc_list += c
-        per.append(ops)
-    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(cols, hw, sm)
+    cols = columns if columns is not None else node_columns(graphs)
+    positions = np.flatnonzero(~cols.view)
+    counts = np.diff(np.searchsorted(positions, cols.offsets))
+    default_ids = np.repeat([_DTYPE_ID.get(g.meta.get("dtype", "fp32"), len(DTYPES)) for g in graphs],
+                            counts).tolist()
+    nodes, ends = cols.nodes, np.cumsum(counts)
+    per = [[nodes[i] for i in positions[a:b].tolist()] for a, b in zip((ends - counts).tolist(), ends.tolist())]
+    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(_node_columns(cols, positions, default_ids),
+                                                                     hw, sm)
     n_all = len(kind)
 
     idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(graphs, per, modes, n_all)
@@ -374,7 +372,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam") -> list[OpTable
     x = x.astype(np.float32)
     kernel = np.where((f > 0) | (b > 0), 1.0, 0.0)
     host = np.where(back, _HOST_INDEX["backward"], _KIND_HOST[kind[idx]])
-    node = np.fromiter((n.id for ops in per for n in ops), np.int64, n_all)[idx]
+    node = (positions - np.repeat(cols.offsets[:-1], counts))[idx]
     energy = np.where(tensor, 0, 1)
 
     out = []

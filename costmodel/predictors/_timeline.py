@@ -65,6 +65,7 @@ from ..analysis import replay_timeline as replay
 from ..devices import get_device
 from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
+from ..ir import node_columns
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
 from ._base import Predictor, validate_mode, validate_optimizer
@@ -78,6 +79,7 @@ from ._optable import (
     OpTable,
     _is_cpu,
     op_table,
+    op_tables,
     op_tables_by_device,
 )
 from ._registry import register_predictor
@@ -168,12 +170,14 @@ class _Batch:
 
 
 def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
-    """The output of :func:`_mlp` with these weights (SiLU hidden layers), in numpy."""
-    h = x
+    """The output of :func:`_mlp` with these weights (SiLU hidden layers), in numpy, in float32 as the
+    network was trained (the output as float64)."""
+    h = np.asarray(x, np.float32)
     for i in range(0, len(weights) - 2, 2):
-        h = h @ weights[i].T + weights[i + 1]
-        h = h / (1.0 + np.exp(-h))  # SiLU
-    return (h @ weights[-2].T + weights[-1])[:, 0]
+        h = h @ weights[i].T.astype(np.float32, copy=False) + weights[i + 1].astype(np.float32, copy=False)
+        h = h / (np.float32(1.0) + np.exp(-h))  # SiLU
+    out = h @ weights[-2].T.astype(np.float32, copy=False) + weights[-1].astype(np.float32, copy=False)
+    return out[:, 0].astype(np.float64)
 
 
 #: graphs whose operator rows predict_many stacks for one pass of the networks (bounds its memory)
@@ -363,8 +367,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         with torch.no_grad():
             lat, dev, eff, _, _ = model.latency_us(b)
-        self._weights = [p.detach().numpy().astype(np.float64) for p in model.mlp.parameters()]
-        self._host_weights = [p.detach().numpy().astype(np.float64) for p in model.host_mlp.parameters()]
+        self._weights = [p.detach().numpy().astype(np.float32) for p in model.mlp.parameters()]
+        self._host_weights = [p.detach().numpy().astype(np.float32) for p in model.host_mlp.parameters()]
         host_us, host_norm = _normalized_host(F.softplus(model.host).detach().numpy().astype(np.float64), b, model)
         sizes = np.cumsum([len(t.bound_s) for t in tables])[:-1]
         dev_rows = np.split(dev.numpy().astype(np.float64), sizes)
@@ -573,13 +577,15 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         over all their rows, then each graph's timeline."""
         from ._analytic import graph_assumptions
 
-        tables = op_tables_by_device(graphs, [dev] * len(graphs), modes, optimizer=optimizer)
+        cols = node_columns(graphs)  # one walk over the nodes, read by the operator tables and the analytic model
+        tables = op_tables(graphs, dev, modes=modes, optimizer=optimizer, columns=cols)
+        bases = base.estimates(graphs, dev, modes, optimizer, columns=cols)
         xs = self._scaled_x_rows(tables)
         z_dev = _mlp_numpy(self._weights, xs)
         z_host = _mlp_numpy(self._host_weights, xs)
         cuts = np.cumsum([len(t.bound_s) for t in tables])[:-1]
         out = []
-        for g, m, t, zd, zh in zip(graphs, modes, tables, np.split(z_dev, cuts), np.split(z_host, cuts)):
+        for g, m, t, zd, zh, est in zip(graphs, modes, tables, np.split(z_dev, cuts), np.split(z_host, cuts), bases):
             d_us, eff = self._device_from_z(t, zd)
             h_us = host[t.host_class] * t.host_count * self._host_from_z(t, zh)
             p = self.params
@@ -596,7 +602,6 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                          + sum(b * u for b, u in zip(p.energy_b_w, u_class))) * dynamic_k
             # a board cannot draw more than its power limit on average
             energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
-            est = base._predict(g, dev, mode=m, optimizer=optimizer, mig_details=False)
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g), *dev.assumptions]
             if host_note:
@@ -770,7 +775,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 need(tuple(w.shape) == shp,
                      f"weights.safetensors tensor {prefix}{i} has shape {tuple(w.shape)}, expected {shp}")
                 need(bool(np.isfinite(w).all()), f"weights.safetensors tensor {prefix}{i} holds non-finite values")
-                out.append(w.astype(np.float64))
+                out.append(w.astype(np.float32))
             return out
 
         obj = cls(conf)

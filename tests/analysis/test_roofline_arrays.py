@@ -73,3 +73,42 @@ def _peak_reference(g):
 def test_the_liveness_peak_over_arrays_is_the_step_by_step_one(graphs):
     for g in graphs:
         assert peak_activation_bytes(g) == _peak_reference(g)
+
+
+def test_many_graphs_at_once_give_each_graphs_own_result(graphs):
+    """roofline_many and memory_breakdown_many over several graphs (an empty one among them, modes
+    mixed, the node columns read once) give what each graph gives alone."""
+    from costmodel.analysis import memory_breakdown, memory_breakdown_many, roofline_many
+    from costmodel.analysis._cast import cast_graph
+    from costmodel.ir import CostGraph, node_columns
+
+    many = [graphs[0], CostGraph([], [], meta={"name": "empty"}), cast_graph(graphs[1], "fp16"), graphs[2],
+            cast_graph(graphs[0], "bf16")]
+    modes = ["inference", "training", "training", None, "inference"]
+    cols = node_columns(many)
+    for name in ("h200", "v100"):
+        dev = get_device(name)
+        for columns in (None, cols):
+            for g, mode, r in zip(many, modes, roofline_many(many, dev, modes=modes, columns=columns)):
+                one = roofline(g, dev, mode=mode)
+                assert (r.latency_s, r.busy_s, r.assumptions) == (one.latency_s, one.busy_s, one.assumptions)
+                for field in ("node", "compute_s", "memory_s", "device_s", "total_s", "bound_code"):
+                    assert getattr(r, field).tolist() == getattr(one, field).tolist(), field
+    # bf16 on a V100 is costed at another ceiling, and the roofline says so for that graph only
+    notes = [r.assumptions for r in roofline_many(many, get_device("v100"), modes=modes)]
+    assert notes[4] and not notes[0]
+    for optimizer in ("adam", "sgd"):
+        for columns in (None, cols):
+            got = memory_breakdown_many(many, modes=modes, optimizer=optimizer, columns=columns)
+            assert got == [memory_breakdown(g, mode=m, optimizer=optimizer) for g, m in zip(many, modes)]
+    assert got[0].activations_bytes == peak_activation_bytes(graphs[0]) == _peak_reference(graphs[0])
+
+
+def test_analytic_predict_many_is_predict_one_at_a_time(graphs):
+    from costmodel.predictors import get_predictor
+
+    pred = get_predictor("analytic")
+    for mode in ("inference", "training"):
+        many = pred.predict_many(graphs, "h200", mode=mode, optimizer="sgd")
+        assert [e.to_dict() for e in many] == [pred.predict(g, "h200", mode=mode, optimizer="sgd").to_dict()
+                                               for g in graphs]

@@ -294,3 +294,22 @@ def test_backward_sums_the_gradients_of_a_tensor_read_twice():
     assert x["cat_elementwise"][3] == 1.0 and x["is_conv"][3] == 0.0 and x["tensor_core"][3] == 0.0
     assert t.bound_s[back][0] == pytest.approx(1.5 * 2 * s / bw)  # relu: gradient, saved output -> gradient
     assert _op_table_reference(g, get_device("h200"), mode="training").node.tolist() == t.node.tolist()
+
+
+def test_op_tables_of_many_graphs_are_each_graphs_table(graphs):
+    """One call over all graphs (an empty graph among them, modes mixed, the node columns read once and
+    shared) gives each graph's own table."""
+    from costmodel.ir import node_columns
+    from costmodel.predictors._optable import op_tables
+
+    many = [g for _, g in graphs] + [CostGraph([], [], meta={"name": "empty", "dtype": "fp32"})]
+    modes = ["training" if i % 3 == 1 else "inference" for i in range(len(many))]
+    cols = node_columns(many)
+    for name in ("h200", "cpu"):
+        dev = get_device(name)
+        for columns in (None, cols):
+            tables = op_tables(many, dev, modes=modes, optimizer="adamw", columns=columns)
+            assert len(tables) == len(many)
+            for g, mode, t in zip(many, modes, tables):
+                _assert_same_table(t, op_table(g, dev, mode=mode, optimizer="adamw"), f"{g.meta.get('name')} {mode}")
+    assert len(tables[-1].bound_s) == 1  # the empty graph: its module-call row alone
