@@ -24,11 +24,12 @@ from ..analysis import (
 )
 from ..devices import get_device
 from ..estimate import Estimate, finish_estimate
-from ..ir import node_columns
+from ..ir import OP_KINDS, node_columns
 from ._base import Predictor, validate_mode, validate_optimizer
 from ._registry import read_artifact_config, register_predictor
 
 MB = 2**20  # bytes per MB (as the analysis reports memory)
+_OTHER = OP_KINDS.index("other")
 
 
 @register_predictor("analytic")
@@ -80,7 +81,7 @@ class AnalyticPredictor(Predictor):
             energy = power * rl.latency_s
             span = cols.span(g)
             out.append(Estimate(
-                assumptions=[*graph_assumptions(graph), *dev.assumptions, *rl.assumptions],
+                assumptions=[*graph_assumptions(graph, cols, g), *dev.assumptions, *rl.assumptions],
                 latency_ms=rl.latency_ms,
                 memory_mb=memory_mb,
                 energy_j=energy,
@@ -127,12 +128,18 @@ class AnalyticPredictor(Predictor):
             raise SchemaMismatchError(f"{p} has an incompatible analytic config: {e}") from None
 
 
-def graph_assumptions(graph) -> list[str]:
+def graph_assumptions(graph, cols=None, g: int = 0) -> list[str]:
     """What featurizing ``graph`` assumed: the notes its frontend recorded in ``meta["assumptions"]``
     (a capture that fell back to another) and the operators outside the op vocabulary (kind
-    ``other``, costed without FLOPs), whichever frontend emitted them."""
+    ``other``, costed without FLOPs), whichever frontend emitted them. ``cols``: node columns holding
+    ``graph`` as their graph ``g`` (its kinds are read from them)."""
     notes = [str(a) for a in graph.meta.get("assumptions") or ()]
-    other = list(dict.fromkeys(n.op for n in graph.nodes if n.kind == "other"))
+    if cols is None:
+        other = list(dict.fromkeys(n.op for n in graph.nodes if n.kind == "other"))
+    else:
+        span = cols.span(g)
+        hits = np.flatnonzero(cols.kind[span] == _OTHER)
+        other = list(dict.fromkeys(graph.nodes[i].op for i in hits.tolist()))
     if other:
         shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
         notes.append(f"{len(other)} operator type(s) outside the op vocabulary costed as kind 'other' "

@@ -61,7 +61,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import __version__
-from ..analysis import replay_timeline as replay
 from ..devices import get_device
 from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
@@ -178,6 +177,47 @@ def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
         h = h / (np.float32(1.0) + np.exp(-h))  # SiLU
     out = h @ weights[-2].T.astype(np.float32, copy=False) + weights[-1].astype(np.float32, copy=False)
     return out[:, 0].astype(np.float64)
+
+
+class _ChunkLanes:
+    """The two lanes of every table of a chunk, computed over all their rows at once: per row the device
+    time, efficiency and host time (µs); per table the lanes' sums, the device time per energy class (all
+    of it, and the useful share: time x efficiency), and the host lane's largest lead over the device lane
+    (what a single call waits for beyond the kernels, before its own call cost)."""
+
+    def __init__(self, starts, device_row, eff_row, host_row, host_us, device_us, energy_us, useful_us, slack_us):
+        self.starts, self.device_row, self.eff_row, self.host_row = starts, device_row, eff_row, host_row
+        self.host_us, self.device_us, self.energy_us, self.useful_us = host_us, device_us, energy_us, useful_us
+        self.slack_us = slack_us
+
+    def segment(self, j: int):
+        a, b = self.starts[j], self.starts[j + 1]
+        return self.device_row[a:b], self.eff_row[a:b], self.host_row[a:b]
+
+
+def _chunk_lanes(tables, z_dev: np.ndarray, z_host: np.ndarray, host: np.ndarray, pred) -> _ChunkLanes:
+    from types import SimpleNamespace
+
+    n = np.array([len(t.bound_s) for t in tables])
+    starts = np.concatenate([[0], np.cumsum(n)])
+    rows = SimpleNamespace(bound_s=np.concatenate([t.bound_s for t in tables]),
+                           kernel=np.concatenate([t.kernel for t in tables]),
+                           host_class=np.concatenate([t.host_class for t in tables]))
+    d_us, eff = pred._device_from_z(rows, z_dev)
+    count = np.concatenate([t.host_count for t in tables])
+    h_us = host[rows.host_class] * count * pred._host_from_z(rows, z_host)
+    first = starts[:-1]  # every table has a row (its module-call row)
+    H_sum, D_sum = np.add.reduceat(h_us, first), np.add.reduceat(d_us, first)
+    k = len(ENERGY_CLASSES)
+    which = np.repeat(np.arange(len(tables)), n) * k + np.concatenate([t.energy_class for t in tables])
+    energy = np.bincount(which, weights=d_us, minlength=k * len(tables)).reshape(-1, k)
+    useful = np.bincount(which, weights=d_us * eff, minlength=k * len(tables)).reshape(-1, k)
+    # within each table: host cost dispatched up to row i, less the device time of the rows before i
+    Hc, Dc = np.cumsum(h_us), np.cumsum(d_us)
+    base_h, base_d = np.repeat(Hc[first] - h_us[first], n), np.repeat(Dc[first] - d_us[first], n)
+    lead = (Hc - base_h) - (Dc - base_d - d_us)
+    slack = np.maximum.reduceat(lead, first)
+    return _ChunkLanes(starts.tolist(), d_us, eff, h_us, H_sum, D_sum, energy, useful, slack)
 
 
 #: graphs whose operator rows predict_many stacks for one pass of the networks (bounds its memory)
@@ -583,27 +623,25 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         xs = self._scaled_x_rows(tables)
         z_dev = _mlp_numpy(self._weights, xs)
         z_host = _mlp_numpy(self._host_weights, xs)
-        cuts = np.cumsum([len(t.bound_s) for t in tables])[:-1]
+        lanes = _chunk_lanes(tables, z_dev, z_host, host, self)
+        p = self.params
+        static_k, dynamic_k, power_note = power_scales(p.trained_on.get("devices", []), dev)
         out = []
-        for g, m, t, zd, zh, est in zip(graphs, modes, tables, np.split(z_dev, cuts), np.split(z_host, cuts), bases):
-            d_us, eff = self._device_from_z(t, zd)
-            h_us = host[t.host_class] * t.host_count * self._host_from_z(t, zh)
-            p = self.params
+        for j, (g, m, t, est) in enumerate(zip(graphs, modes, tables, bases)):
+            d_us, eff, h_us = lanes.segment(j)
             call_us = float(host[_HOST_INDEX["call"]])
             decode_us = p.decode_step_us if (t.decode and p.decode_step_us is not None) else 0.0
             call_us += decode_us
-            H, D = float(h_us.sum()) + call_us, float(d_us.sum())
+            H, D = float(lanes.host_us[j]) + call_us, float(lanes.device_us[j])
             lat_us = (H + D if t.synchronous else max(H, D)) + p.sync_us
-            e_class = [float(d_us[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
-            u_class = [float((d_us * eff)[t.energy_class == k].sum()) for k in range(len(ENERGY_CLASSES))]
-            static_k, dynamic_k, power_note = power_scales(p.trained_on.get("devices", []), dev)
+            e_class, u_class = lanes.energy_us[j].tolist(), lanes.useful_us[j].tolist()
             static_w = p.energy_static_w * static_k
             dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
                          + sum(b * u for b, u in zip(p.energy_b_w, u_class))) * dynamic_k
             # a board cannot draw more than its power limit on average
             energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
             lat_ms = lat_us / 1e3
-            notes = [*graph_assumptions(g), *dev.assumptions]
+            notes = [*graph_assumptions(g, cols, j), *dev.assumptions]
             if host_note:
                 notes.append(host_note)
             elif "H200" not in dev.name:
@@ -615,9 +653,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 notes.append(_decode_note(p))
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
-            single = replay(np.concatenate([[call_us], h_us]), np.concatenate([[0.0], d_us]),
-                            sync_ms=0.0).latency_ms + p.sync_us
-            top = np.argsort(-d_us)[:10]
+            # one call alone: the first kernel waits for the call's own host cost, then the lanes as replayed
+            single = D + max(call_us, call_us + float(lanes.slack_us[j])) + p.sync_us
+            top = np.argsort(-d_us, kind="stable")[:10]
             est.latency_ms = lat_ms
             est.energy_j = energy_j
             est.power_w = energy_j / (lat_ms / 1e3) if lat_ms > 0 else 0.0
