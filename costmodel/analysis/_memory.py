@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from itertools import chain
 
 from .._errors import InvalidInputError
-from ..ir import CostGraph
+from ..ir import OP_KINDS, CostGraph
 
 MB = 2**20
 
@@ -72,8 +72,9 @@ def _buffers(graph: CostGraph, cols=None, off: int = 0, edges=None) -> tuple[lis
     if cols is None:
         alias = [i for i, nd in enumerate(nodes) if nd.is_view or (nd.attrs and nd.attrs.get("inplace"))]
     else:
-        view = cols.view[off:off + n].tolist()
-        alias = [i for i, (v, a) in enumerate(zip(view, cols.attrs[off:off + n])) if v or (a and a.get("inplace"))]
+        import numpy as np
+
+        alias = np.flatnonzero(cols.view[off:off + n] | cols.inplace[off:off + n]).tolist()
     if not alias:
         return owner, allocates
     preds: dict[int, list[int]] = {i: [] for i in alias}
@@ -97,7 +98,7 @@ def _buffers(graph: CostGraph, cols=None, off: int = 0, edges=None) -> tuple[lis
             allocates[i] = False
         else:
             # a view of a graph input / parameter: nothing new on the device
-            allocates[i] = nodes[i].kind == "copy"  # empty()-style allocation
+            allocates[i] = (nodes[i].kind if cols is None else OP_KINDS[cols.kind[off + i]]) == "copy"  # empty()
     return owner, allocates
 
 
@@ -119,17 +120,22 @@ def peak_activation_bytes(graph: CostGraph) -> float:
     return _peak_activation(graph, None, 0)
 
 
-def _peak_activation(graph: CostGraph, cols, off: int) -> float:
-    """:func:`peak_activation_bytes`; ``cols``: :func:`~costmodel.ir.node_columns` holding ``graph``'s
-    nodes from position ``off`` (``None``: read them here)."""
+def _peak_activation(graph: CostGraph, cols, cols_graph: int) -> float:
+    """:func:`peak_activation_bytes`; ``cols``: :func:`~costmodel.ir.node_columns` holding ``graph`` as
+    their graph ``cols_graph`` (``None``: read the graph here)."""
     import numpy as np
 
     nodes = graph.nodes
     n = len(nodes)
     if n == 0:
         return 0.0
-    e = np.fromiter(chain.from_iterable(graph.edges), np.int64, 2 * len(graph.edges)).reshape(-1, 2)
-    owner_l, allocates = _buffers(graph, cols, off, e) if cols is not None else _buffers(graph)
+    if cols is None:
+        e = np.fromiter(chain.from_iterable(graph.edges), np.int64, 2 * len(graph.edges)).reshape(-1, 2)
+        owner_l, allocates = _buffers(graph)
+    else:
+        off = int(cols.offsets[cols_graph])
+        e = cols.graph_edges(cols_graph)
+        owner_l, allocates = _buffers(graph, cols, off, e)
     owner = np.asarray(owner_l, np.int64)
     # a buffer lives until the last reader of any node it backs has run; outputs nobody reads, to the end
     last_use = np.arange(n)
@@ -209,8 +215,7 @@ def memory_breakdown_many(graphs, *, modes, optimizer: str = "adam", columns=Non
             raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
         weights = float(graph.weights_bytes)
         if mode == "inference":
-            off = int(columns.offsets[g]) if columns is not None else 0
-            out.append(MemoryBreakdown(weights, _peak_activation(graph, columns, off), mode=mode))
+            out.append(MemoryBreakdown(weights, _peak_activation(graph, columns, g), mode=mode))
             continue
         opt = optimizer.lower().replace("-", "_").replace("+", "_")
         if opt not in OPTIMIZER_STATE:

@@ -1,16 +1,19 @@
 """What the cost models read from every node, read once for several graphs.
 
 The roofline, the liveness memory model and the timeline's operator tables each need a handful of
-facts per node (its kind, FLOPs, bytes, first output's shape and dtype, its attributes).  Reading
-them is a Python walk over the nodes, and for a batch of built graphs that walk is most of the
-cost of an estimate; :func:`node_columns` does it once, as one list comprehension per fact, and
-hands the consumers flat arrays over the nodes of all the graphs, in graph order.
+facts per node (its kind, FLOPs, bytes, first output's shape and dtype, a few attributes, the
+edges).  Reading them is a walk over Python objects, and for a batch of built graphs that walk is
+most of the cost of an estimate: not the Python work itself but fetching the objects (a node, its
+shape lists and tuples, its attribute dict) from memory.  :func:`node_columns` reads everything
+one graph at a time, so that each graph's objects are fetched once and then read from the cache,
+and hands the consumers flat arrays over the nodes of all the graphs, in graph order.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,8 +27,9 @@ _KIND_ID = {k: i for i, k in enumerate(OP_KINDS)}
 class NodeColumns:
     """Per-node facts of several graphs, concatenated in graph order.
 
-    Graph ``g`` owns positions ``offsets[g]:offsets[g + 1]``; ``nodes`` holds the nodes themselves
-    (for the rare fact a consumer reads one node at a time)."""
+    Graph ``g`` owns node positions ``offsets[g]:offsets[g + 1]`` and edge rows
+    ``edge_offsets[g]:edge_offsets[g + 1]`` of ``edges`` (whose node ids are the graph's own);
+    ``nodes`` holds the nodes themselves (for the rare fact a consumer reads one node at a time)."""
 
     offsets: np.ndarray  # (G + 1,) int64
     nodes: list
@@ -35,9 +39,17 @@ class NodeColumns:
     nbytes: np.ndarray  # float64: bytes read + written
     numel: np.ndarray  # float64: elements of the first output (0 without one, or for a scalar)
     shaped: np.ndarray  # bool: the first output has a non-empty shape
+    channels: np.ndarray  # int64: the first output's dimension 1 (0 where it has fewer than 2)
     out_bytes: np.ndarray  # float64: bytes of all outputs (``Node.out_bytes``)
     dtype0: list  # first output's dtype (``None`` without outputs)
     attrs: list  # each node's attribute dict
+    kernel_area: np.ndarray  # float64: product of the last two ``kernel`` sizes (1 without a kernel)
+    stride: np.ndarray  # float64: the largest ``stride`` (1 without one)
+    groups: np.ndarray  # int64: ``groups`` (1 without, or when it is 0)
+    inplace: np.ndarray  # bool: the ``inplace`` attribute is set
+    edges: np.ndarray  # (E, 2) int64, each graph's own node ids
+    edge_offsets: np.ndarray  # (G + 1,) int64
+    scopes: list  # per graph: the set of its nodes' module scopes
 
     @property
     def num_graphs(self) -> int:
@@ -47,33 +59,84 @@ class NodeColumns:
         """The positions of graph ``g``."""
         return slice(int(self.offsets[g]), int(self.offsets[g + 1]))
 
+    def graph_edges(self, g: int) -> np.ndarray:
+        """Graph ``g``'s edges, ``(m, 2)``."""
+        return self.edges[int(self.edge_offsets[g]):int(self.edge_offsets[g + 1])]
+
+
+def _kernel_area(k) -> float:
+    return float(math.prod(k[-2:])) if k else 1.0
+
+
+def _stride(s) -> float:
+    return float(max(s)) if s else 1.0
+
 
 def node_columns(graphs: Sequence[Any]) -> NodeColumns:
     """:class:`NodeColumns` of ``graphs`` (each a CostGraph)."""
-    nodes = [n for g in graphs for n in g.nodes]
-    offsets = np.zeros(len(graphs) + 1, np.int64)
-    np.cumsum([len(g.nodes) for g in graphs], out=offsets[1:])
-    n = len(nodes)
-    kind_id, prod, size_of = _KIND_ID, math.prod, _DTYPE_BYTES.get
-    shapes = [nd.out_shapes for nd in nodes]
-    dts = [nd.out_dtypes for nd in nodes]
-    first = [s[0] if s else None for s in shapes]
-    count = [prod(f) if f else 0 for f in first]  # a scalar output counts 0 here, 1 in out_bytes
-    dtype0 = [d[0] if d else None for d in dts]
+    kind_id, prod = _KIND_ID, math.prod
+    cols: dict[str, list] = {k: [] for k in ("nodes", "view", "kind", "flops", "nbytes", "count", "first_len",
+                                              "channels", "dtype0", "n_out", "n_dt", "attrs", "karea", "stride",
+                                              "groups", "inplace", "edges")}
+    offsets, edge_offsets, scopes = [0], [0], []
+    for g in graphs:
+        # every fact of this graph's nodes while they are in the cache
+        nodes = g.nodes
+        shapes = [nd.out_shapes for nd in nodes]
+        dts = [nd.out_dtypes for nd in nodes]
+        first = [s[0] if s else None for s in shapes]
+        attrs = [nd.attrs for nd in nodes]
+        cols["nodes"] += nodes
+        cols["view"] += [nd.is_view for nd in nodes]
+        cols["kind"] += [kind_id[nd.kind] for nd in nodes]  # KeyError outside the vocabulary, as category()
+        cols["flops"] += [nd.flops for nd in nodes]
+        cols["nbytes"] += [nd.bytes_read + nd.bytes_written for nd in nodes]
+        cols["count"] += [prod(f) if f else 0 for f in first]  # a scalar output counts 0 here, 1 in out_bytes
+        cols["first_len"] += [-1 if f is None else len(f) for f in first]
+        cols["channels"] += [f[1] if f and len(f) > 1 else 0 for f in first]
+        cols["dtype0"] += [d[0] if d else None for d in dts]
+        cols["n_out"] += map(len, shapes)
+        cols["n_dt"] += map(len, dts)
+        cols["attrs"] += attrs
+        cols["karea"] += [_kernel_area(a.get("kernel")) if a else 1.0 for a in attrs]
+        cols["stride"] += [_stride(a.get("stride")) if a else 1.0 for a in attrs]
+        cols["groups"] += [(a.get("groups", 1) or 1) if a else 1 for a in attrs]
+        cols["inplace"] += [bool(a and a.get("inplace")) for a in attrs]
+        cols["edges"].append(g.edges)
+        scopes.append({nd.scope for nd in nodes})
+        offsets.append(offsets[-1] + len(nodes))
+        edge_offsets.append(edge_offsets[-1] + len(g.edges))
+    n, n_edges = offsets[-1], edge_offsets[-1]
+    nodes, dtype0 = cols["nodes"], cols["dtype0"]
+    numel = np.asarray(cols["count"], np.float64) if n else np.zeros(0)
+    first_len = np.asarray(cols["first_len"], np.int64) if n else np.zeros(0, np.int64)
+    shaped = first_len > 0
     # one output of a known dtype (almost every node): its bytes from the count above; else the property
-    out_bytes = [(c if f else 1) * b if len(s) == 1 and len(d) == 1 and (b := size_of(d0)) is not None
-                 else nd.out_bytes
-                 for nd, s, d, f, c, d0 in zip(nodes, shapes, dts, first, count, dtype0)]
+    width = np.fromiter(map(_DTYPE_BYTES.get, dtype0, [0] * n), np.float64, n)
+    simple = (np.asarray(cols["n_out"], np.int64) == 1) & (np.asarray(cols["n_dt"], np.int64) == 1) & (width > 0) \
+        if n else np.zeros(0, bool)
+    out_bytes = np.where(first_len == 0, 1.0, numel) * width  # a scalar holds one element
+    for i in np.flatnonzero(~simple).tolist():
+        out_bytes[i] = nodes[i].out_bytes
+    edges = np.fromiter(chain.from_iterable(chain.from_iterable(cols["edges"])), np.int64, 2 * n_edges)
     return NodeColumns(
-        offsets=offsets,
+        offsets=np.asarray(offsets, np.int64),
         nodes=nodes,
-        view=np.fromiter((nd.is_view for nd in nodes), bool, n),
-        kind=np.fromiter(map(kind_id.__getitem__, [nd.kind for nd in nodes]), np.int64, n),
-        flops=np.fromiter((nd.flops for nd in nodes), np.float64, n),
-        nbytes=np.fromiter((nd.bytes_read + nd.bytes_written for nd in nodes), np.float64, n),
-        numel=np.asarray(count, np.float64) if n else np.zeros(0),
-        shaped=np.fromiter(map(bool, first), bool, n),
-        out_bytes=np.asarray(out_bytes, np.float64) if n else np.zeros(0),
+        view=np.asarray(cols["view"], bool) if n else np.zeros(0, bool),
+        kind=np.asarray(cols["kind"], np.int64) if n else np.zeros(0, np.int64),
+        flops=np.asarray(cols["flops"], np.float64) if n else np.zeros(0),
+        nbytes=np.asarray(cols["nbytes"], np.float64) if n else np.zeros(0),
+        numel=numel,
+        shaped=shaped,
+        channels=np.asarray(cols["channels"], np.int64) if n else np.zeros(0, np.int64),
+        out_bytes=out_bytes,
         dtype0=dtype0,
-        attrs=[nd.attrs for nd in nodes],
+        attrs=cols["attrs"],
+        kernel_area=np.asarray(cols["karea"], np.float64) if n else np.zeros(0),
+        stride=np.asarray(cols["stride"], np.float64) if n else np.zeros(0),
+        groups=np.asarray(cols["groups"], np.int64) if n else np.zeros(0, np.int64),
+        inplace=np.asarray(cols["inplace"], bool) if n else np.zeros(0, bool),
+        edges=edges.reshape(-1, 2),
+        edge_offsets=np.asarray(edge_offsets, np.int64),
+        scopes=scopes,
     )

@@ -97,10 +97,11 @@ def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm
             lg(float(math.prod(k[-2:]))), float(max(st)), lg(out) / 10]
 
 
-def module_calls(graph) -> int:
-    """``nn.Module.__call__`` invocations behind the graph: distinct scopes with all their ancestors."""
+def module_calls(graph, scopes: set | None = None) -> int:
+    """``nn.Module.__call__`` invocations behind the graph: distinct scopes with all their ancestors
+    (``scopes``: the set of the nodes' scopes, when the caller has read it)."""
     seen: set[str] = set()
-    level = {n.scope for n in graph.nodes}
+    level = set(scopes) if scopes is not None else {n.scope for n in graph.nodes}
     level.discard("")
     level.discard(None)
     while level:  # one level of parents at a time, each scope visited once
@@ -161,25 +162,17 @@ def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
     """What op_table reads from each operator (the positions ``ops`` of the node columns ``cols``;
     ``default_ids[j]``: the dtype id of operator ``j``'s graph), as lists and arrays."""
     dtype_id = _DTYPE_ID
-    pos = ops.tolist()
     d0, nodes = cols.dtype0, cols.nodes
     # the first output dtype decides in almost every graph; the full search only where it does not
     dtype = [dtype_id[d] if (d := d0[i]) in dtype_id else _dtype_id(nodes[i], default_ids[j])
-             for j, i in enumerate(pos)]
-    attrs = [cols.attrs[i] for i in pos]
-    karea = [a.get("kernel") for a in attrs]
-    karea = [float(math.prod(k[-2:])) if k else 1.0 for k in karea]
-    stride = [a.get("stride") for a in attrs]
-    stride = [float(max(st)) if st else 1.0 for st in stride]
+             for j, i in enumerate(ops.tolist())]
     kind = cols.kind[ops]
-    depthwise = np.zeros(len(pos))
-    for j in np.flatnonzero(kind == _KIND_ID["conv"]).tolist():
-        groups = attrs[j].get("groups", 1) or 1
-        shapes = nodes[pos[j]].out_shapes
-        f = shapes[0] if shapes else None
-        depthwise[j] = float(bool(groups > 1 and shapes and len(f) > 1 and groups == f[1]))
-    return (kind, cols.flops[ops], cols.nbytes[ops], dtype, cols.numel[ops], cols.shaped[ops], karea, stride,
-            depthwise)
+    groups = cols.groups[ops]
+    # a depthwise convolution: one group per output channel
+    depthwise = ((kind == _KIND_ID["conv"]) & (groups > 1) & cols.shaped[ops]
+                 & (cols.channels[ops] == groups)).astype(np.float64)
+    return (kind, cols.flops[ops], cols.nbytes[ops], dtype, cols.numel[ops], cols.shaped[ops],
+            cols.kernel_area[ops], cols.stride[ops], depthwise)
 
 
 def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: float, sm: int, hw: list[float]):
@@ -318,13 +311,15 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     counts = np.diff(np.searchsorted(positions, cols.offsets))
     default_ids = np.repeat([_DTYPE_ID.get(g.meta.get("dtype", "fp32"), len(DTYPES)) for g in graphs],
                             counts).tolist()
+    # the operator nodes of a training graph (its backward plan reads them; inference needs none)
     nodes, ends = cols.nodes, np.cumsum(counts)
-    per = [[nodes[i] for i in positions[a:b].tolist()] for a, b in zip((ends - counts).tolist(), ends.tolist())]
+    per = [[nodes[i] for i in positions[a:b].tolist()] if m == "training" else None
+           for a, b, m in zip((ends - counts).tolist(), ends.tolist(), modes)]
     xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(_node_columns(cols, positions, default_ids),
                                                                      hw, sm)
     n_all = len(kind)
 
-    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(graphs, per, modes, n_all)
+    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(graphs, per, counts.tolist(), modes, n_all)
     x = xn[idx]
     if out_b is not None:
         f = np.where(acc, out_n[idx], flops[idx])
@@ -378,24 +373,26 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     out = []
     lo = 0
     sync = _is_cpu(device)
-    for graph, ops, mode, n in zip(graphs, per, modes, n_rows):
+    for g, (graph, ops, mode, n) in enumerate(zip(graphs, per, modes, n_rows)):
         hi = lo + n
         out.append(_with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x[lo:hi], bound[lo:hi],
-                                    kernel[lo:hi], host[lo:hi], node[lo:hi], phase[lo:hi], energy[lo:hi], sync))
+                                    kernel[lo:hi], host[lo:hi], node[lo:hi], phase[lo:hi], energy[lo:hi], sync,
+                                    cols.scopes[g]))
         lo = hi
     return out
 
 
-def _row_plan(graphs, per, modes, n_all: int):
+def _row_plan(graphs, per, counts: list[int], modes, n_all: int):
     """Which operator each row of :func:`op_tables` costs: each graph's forward rows, then (training) its
     backward rows in reverse order. Returns the row -> operator index, the backward flag, the gradient-sum
     flag and the bytes scale per row, the output bytes and elements per operator where gradient sums need
     them (else ``None``), and the number of rows of each graph."""
+    if "training" not in modes:  # forward rows only: every operator once, in order
+        return np.arange(n_all), np.zeros(n_all, bool), np.zeros(n_all, bool), np.ones(n_all), None, None, counts
     idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
     out_b = out_n = None
     off = 0
-    for graph, ops, mode in zip(graphs, per, modes):
-        n_ops = len(ops)
+    for graph, ops, n_ops, mode in zip(graphs, per, counts, modes):
         idx_parts.append(np.arange(off, off + n_ops))
         back_parts.append(np.zeros(n_ops, bool))
         scale_parts.append(np.ones(n_ops))
@@ -437,7 +434,7 @@ def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list
 
 
 def _with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x, bound, kernel, host, node, phase, energy,
-                     sync) -> OpTable:
+                     sync, scopes) -> OpTable:
     """One graph's OpTable: its operator rows, then the rows without an operator (the optimizer update
     for training, the module calls)."""
     default_dtype = graph.meta.get("dtype", "fp32")
@@ -448,7 +445,7 @@ def _with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x, bound, 
         extra.append((2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
                       "optimizer_tensor", float(max(1, n_tensors))))
     extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
-                  float(module_calls(graph) * (2 if mode == "training" else 1))))
+                  float(module_calls(graph, scopes) * (2 if mode == "training" else 1))))
     ex = [_none_row(device, ph, fl, nb, d, bw, sm, hw) for ph, fl, nb, d, _, _ in extra]
     k = len(extra)
     return OpTable(
