@@ -102,6 +102,87 @@ def _buffers(graph: CostGraph, cols=None, off: int = 0, edges=None) -> tuple[lis
     return owner, allocates
 
 
+def _owners_many(graphs, cols, which):
+    """:func:`_buffers` of the graphs ``which`` (indices into ``graphs`` and the node columns ``cols``) at
+    once, over arrays: each of their nodes' owning node and allocation flag, by position in ``cols``
+    (positions of other graphs are left as their own owners)."""
+    import numpy as np
+
+    n = len(cols.view)
+    owner = np.arange(n)
+    allocates = np.ones(n, bool)
+    alias = cols.view | cols.inplace
+    # the chosen graphs' edges, by position in the columns
+    e_lo, e_hi = cols.edge_offsets[which], cols.edge_offsets[np.asarray(which) + 1]
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(e_lo.tolist(), e_hi.tolist())]) if len(which) else \
+        np.zeros(0, np.int64)
+    shift = np.repeat(cols.offsets[which], e_hi - e_lo)
+    edges = cols.edges[rows] + shift[:, None]
+    into = edges[alias[edges[:, 1]]]
+    # each aliasing node's first predecessor in edge order, and how many it has
+    into = into[np.argsort(into[:, 1], kind="stable")]  # grouped by node, edge order kept within a node
+    dst, first, count_dst = np.unique(into[:, 1], return_index=True, return_counts=True)
+    count = np.zeros(n, np.int64)
+    count[dst] = count_dst
+    parent = owner.copy()
+    parent[dst] = into[first, 0]
+    multi = np.flatnonzero(count_dst > 1)
+    if len(multi):  # several operands (an in-place add): the one whose shape it takes
+        graph_of = np.searchsorted(cols.offsets, dst[multi], side="right") - 1
+        for j, g in zip(multi.tolist(), graph_of.tolist()):
+            i, off = int(dst[j]), int(cols.offsets[g])
+            p = (into[first[j]:first[j] + count_dst[j], 0] - off).tolist()
+            parent[i] = off + _first_pred(graphs[g], i - off, p)
+    # chains of views resolve to the buffer's owner (predecessors come first: pointer jumping finds it)
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            break
+        parent = nxt
+    mask = np.zeros(n, bool)
+    for g in which:
+        mask[cols.span(g)] = True
+    alias &= mask
+    allocates[alias] = False
+    orphans = alias & (count == 0)  # a view of a graph input / parameter: nothing new, unless an empty()
+    allocates[orphans] = cols.kind[orphans] == OP_KINDS.index("copy")
+    return parent, allocates, edges
+
+
+def _peak_activation_many(graphs, cols, which) -> list[float]:
+    """:func:`peak_activation_bytes` of the graphs ``which`` at once (node columns ``cols``). Sizes are
+    whole bytes, so the running sums over all of them are exact and each graph's equals its own scan."""
+    import numpy as np
+
+    owner, allocates, e = _owners_many(graphs, cols, which)
+    n = len(owner)
+    # a buffer lives until the last reader of any node it backs has run; outputs nobody reads, to the end
+    # of their graph (never freed within it: the position n stands for that)
+    last_use = np.arange(n)
+    read = np.zeros(n, bool)
+    read[e[:, 0]] = True
+    np.maximum.at(last_use, owner[e[:, 0]], e[:, 1])
+    last_use[owner[~read]] = n
+    size = np.where(allocates, cols.out_bytes, 0.0)
+    freed = np.zeros(n + 1)
+    owners = np.flatnonzero(owner == np.arange(n))
+    np.add.at(freed, last_use[owners], size[owners])
+    S, F = np.cumsum(size), np.cumsum(freed[:n])
+    out = []
+    for g in which:
+        a, b = int(cols.offsets[g]), int(cols.offsets[g + 1])
+        if a == b:
+            out.append(0.0)
+            continue
+        s0 = S[a - 1] if a else 0.0
+        f0 = F[a - 1] if a else 0.0
+        # live bytes just after step i allocates: allocated so far, less what steps before i freed
+        live = (S[a:b] - s0) - (np.concatenate([[f0], F[a:b - 1]]) - f0)
+        input_bytes = float(sum(_nbytes(x.shape, x.dtype) for x in graphs[g].inputs))
+        out.append(float(input_bytes + max(0.0, float(live.max()))))
+    return out
+
+
 def _first_pred(graph: CostGraph, i: int, preds: list[int]) -> int:
     # match the first non-parameter operand shape to a predecessor's output
     node = graph.nodes[i]
@@ -208,14 +289,21 @@ def memory_breakdown(graph: CostGraph, *, mode: str | None = None, optimizer: st
 def memory_breakdown_many(graphs, *, modes, optimizer: str = "adam", columns=None) -> list[MemoryBreakdown]:
     """:func:`memory_breakdown` of several graphs (``modes[g]``: ``None`` reads the graph's own);
     ``columns``: their :func:`~costmodel.ir.node_columns`, when the caller has them already."""
-    out = []
-    for g, graph in enumerate(graphs):
-        mode = modes[g] or graph.meta.get("mode", "inference")
+    modes = [m or graph.meta.get("mode", "inference") for m, graph in zip(modes, graphs)]
+    for mode in modes:
         if mode not in ("inference", "training"):
             raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
+    inference = [g for g, m in enumerate(modes) if m == "inference"]
+    # with the node columns at hand, the liveness scans of all inference graphs run as one
+    peaks = dict(zip(inference, _peak_activation_many(graphs, columns, inference))) \
+        if columns is not None and inference else {}
+    out = []
+    for g, graph in enumerate(graphs):
+        mode = modes[g]
         weights = float(graph.weights_bytes)
         if mode == "inference":
-            out.append(MemoryBreakdown(weights, _peak_activation(graph, columns, g), mode=mode))
+            peak = peaks[g] if g in peaks else _peak_activation(graph, None, 0)
+            out.append(MemoryBreakdown(weights, peak, mode=mode))
             continue
         opt = optimizer.lower().replace("-", "_").replace("+", "_")
         if opt not in OPTIMIZER_STATE:
