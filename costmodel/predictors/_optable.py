@@ -138,12 +138,10 @@ _C = _N_CAT + 3  # first column after the kind head
 
 
 def _log10_1p(*arrays: np.ndarray) -> list[np.ndarray]:
-    """``math.log10(1 + max(0, v))`` of every element (``math.log10`` itself, so the values match the
-    scalar features bit for bit), one call for several arrays."""
+    """``log10(1 + max(0, v))`` of every element, one call for several arrays."""
     sizes = [len(a) for a in arrays]
     flat = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    arg = 1.0 + np.where(flat > 0.0, flat, 0.0)
-    out = np.fromiter(map(math.log10, arg.tolist()), np.float64, len(arg))
+    out = np.log10(1.0 + np.where(flat > 0.0, flat, 0.0))
     return np.split(out, np.cumsum(sizes)[:-1]) if len(arrays) > 1 else [out]
 
 
@@ -161,11 +159,11 @@ def _dtype_id(n, default_id: int) -> int:
 def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
     """What op_table reads from each operator (the positions ``ops`` of the node columns ``cols``;
     ``default_ids[j]``: the dtype id of operator ``j``'s graph), as lists and arrays."""
-    dtype_id = _DTYPE_ID
     d0, nodes = cols.dtype0, cols.nodes
     # the first output dtype decides in almost every graph; the full search only where it does not
-    dtype = [dtype_id[d] if (d := d0[i]) in dtype_id else _dtype_id(nodes[i], default_ids[j])
-             for j, i in enumerate(ops.tolist())]
+    dtype = np.fromiter(map(_DTYPE_ID.get, [d0[i] for i in ops.tolist()], [-1] * len(ops)), np.int64, len(ops))
+    for j in np.flatnonzero(dtype < 0).tolist():
+        dtype[j] = _dtype_id(nodes[int(ops[j])], default_ids[j])
     kind = cols.kind[ops]
     groups = cols.groups[ops]
     # a depthwise convolution: one group per output channel
@@ -302,6 +300,8 @@ def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
 def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -> list[OpTable]:
     """:func:`op_table` of several graphs on one device: one Python pass over each graph's operators,
     then one set of array operations over the rows of all of them."""
+    if not graphs:
+        return []
     hw = [math.log10(1 + device.peak_flops("fp16", tensor=True) / 1e12), math.log10(1 + device.memory_bandwidth_gbps),
           float(device.sm_count or 0) / 100.0]
     bw = device.bandwidth_bytes_s
@@ -356,7 +356,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     m = b / bw if bw > 0 else np.zeros(len(b))
     bound = np.where(m > c, m, c)
     ratio_arg = (c + 1e-12) / (m + 1e-12)
-    ratio = np.fromiter(map(math.log10, ratio_arg.tolist()), np.float64, len(ratio_arg))
+    ratio = np.log10(ratio_arg)
     lg_bound, = _log10_1p(bound * 1e6)
     x[:, _COL_TENSOR] = tensor
     phase = back.astype(np.int64)
@@ -370,15 +370,39 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     node = (positions - np.repeat(cols.offsets[:-1], counts))[idx]
     energy = np.where(tensor, 0, 1)
 
-    out = []
-    lo = 0
+    # the rows without an operator (optimizer update, module calls) go after each graph's operator rows;
+    # each graph's table is a slice of the chunk's arrays
+    cache: dict = {}
+    extra = [_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache)
+             for g, (graph, ops, mode) in enumerate(zip(graphs, per, modes))]
+    n_extra = np.array([len(e) for e in extra], np.int64)
+    n_rows = np.asarray(n_rows, np.int64)
+    start = np.concatenate([[0], np.cumsum(n_rows + n_extra)])
+    dest = np.arange(len(idx)) + np.repeat(start[:-1] - np.concatenate([[0], np.cumsum(n_rows)[:-1]]), n_rows)
+    flat = [r for e in extra for r in e]
+    at = np.concatenate([np.arange(a, a + k) for a, k in zip((start[:-1] + n_rows).tolist(), n_extra.tolist())])
+    total = int(start[-1])
+
+    def full(rows, extra_values, dtype):
+        out = np.empty((total, *rows.shape[1:]), dtype)
+        out[dest] = rows
+        out[at] = extra_values
+        return out
+
+    X = full(x, np.asarray([r[0] for r in flat], np.float32), np.float32)
+    B = full(bound, [r[1] for r in flat], np.float64)
+    K = full(kernel, [r[2] for r in flat], np.float64)
+    Hc = full(host, [r[3] for r in flat], np.int64)
+    Cn = full(np.ones(len(idx)), [r[4] for r in flat], np.float64)
+    E = full(energy, 1, np.int64)
+    N = full(node, -1, np.int64)
+    P = full(phase, [r[5] for r in flat], np.int64)
     sync = _is_cpu(device)
-    for g, (graph, ops, mode, n) in enumerate(zip(graphs, per, modes, n_rows)):
-        hi = lo + n
-        out.append(_with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x[lo:hi], bound[lo:hi],
-                                    kernel[lo:hi], host[lo:hi], node[lo:hi], phase[lo:hi], energy[lo:hi], sync,
-                                    cols.scopes[g]))
-        lo = hi
+    out = []
+    for g, graph in enumerate(graphs):
+        sl = slice(int(start[g]), int(start[g + 1]))
+        out.append(OpTable(X[sl], B[sl], K[sl], Hc[sl], Cn[sl], E[sl], N[sl], P[sl], synchronous=sync,
+                           decode=graph.meta.get("phase") == "decode"))
     return out
 
 
@@ -433,10 +457,10 @@ def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list
     return out
 
 
-def _with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x, bound, kernel, host, node, phase, energy,
-                     sync, scopes) -> OpTable:
-    """One graph's OpTable: its operator rows, then the rows without an operator (the optimizer update
-    for training, the module calls)."""
+def _extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, scopes, cache: dict) -> list[tuple]:
+    """One graph's rows without an operator: the optimizer update (training), then the module calls; each
+    as (features, bound, kernel flag, host class, host count, phase). ``cache`` keeps the feature rows
+    already computed in this call (the module rows of graphs of one dtype are alike)."""
     default_dtype = graph.meta.get("dtype", "fp32")
     extra = []
     if mode == "training":
@@ -446,20 +470,15 @@ def _with_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, x, bound, 
                       "optimizer_tensor", float(max(1, n_tensors))))
     extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
                   float(module_calls(graph, scopes) * (2 if mode == "training" else 1))))
-    ex = [_none_row(device, ph, fl, nb, d, bw, sm, hw) for ph, fl, nb, d, _, _ in extra]
-    k = len(extra)
-    return OpTable(
-        np.concatenate([x, np.asarray([r for r, _, _ in ex], np.float32)]),
-        np.concatenate([bound, [bd for _, bd, _ in ex]]),
-        np.concatenate([kernel, [kn for _, _, kn in ex]]),
-        np.concatenate([host, [_HOST_INDEX[e[4]] for e in extra]]).astype(np.int64),
-        np.concatenate([np.ones(len(bound)), [e[5] for e in extra]]),
-        np.concatenate([energy, np.ones(k, np.int64)]).astype(np.int64),
-        np.concatenate([node, np.full(k, -1, np.int64)]),
-        np.concatenate([phase, [e[0] for e in extra]]).astype(np.int64),
-        synchronous=sync,
-        decode=graph.meta.get("phase") == "decode",
-    )
+    out = []
+    for ph, fl, nb, d, host, count in extra:
+        key = (ph, fl, nb, d)
+        row = cache.get(key)
+        if row is None:
+            row = cache[key] = _none_row(device, ph, fl, nb, d, bw, sm, hw)
+        feats, bound, kernel = row
+        out.append((feats, bound, kernel, _HOST_INDEX[host], count, ph))
+    return out
 
 
 def _is_cpu(dev) -> bool:

@@ -199,6 +199,9 @@ def _assert_same_table(a: OpTable, b: OpTable, what: str) -> None:
             same = va == vb
             if va.dtype.kind == "f":
                 same |= np.isnan(va) & np.isnan(vb)
+                # numpy's log10 may differ from math.log10 in the last bit on some CPUs
+                spacing = np.spacing(np.maximum(np.abs(va), np.abs(vb)).astype(va.dtype))
+                same |= np.abs(va - vb) <= 2 * spacing
             bad = np.argwhere(~same)
             assert not len(bad), (what, f.name, [(tuple(i), FEATURE_NAMES[i[-1]] if va.ndim == 2 else None)
                                                 for i in bad[:5]])
@@ -250,18 +253,39 @@ def test_synthetic_rows_follow_the_operators():
     assert t.kernel[5] == 0.0  # dropout: forward row without a kernel
 
 
+def _op_tables_reference(graphs, device, *, modes, optimizer="adam", columns=None):
+    return [_op_table_reference(g, device, mode=m, optimizer=optimizer) for g, m in zip(graphs, modes)]
+
+
 def test_predictions_equal_the_reference(graphs, monkeypatch):
+    """predict_many on the array tables gives what it gives on the reference tables, built one operator
+    at a time (the reference replaces the tables predict_many reads, so the comparison can fail)."""
     pred = get_predictor("timeline")
     picked = [g for label, g in graphs if not label.startswith("synthetic")][::3]
+    calls = []
+
+    def reference(*args, **kw):
+        calls.append(1)
+        return _op_tables_reference(*args, **kw)
+
     for name in ("h200", "a100", "v100"):
         for mode, optimizer in ((None, "adam"), ("inference", "adam"), ("training", "sgd")):
             new = pred.predict_many(picked, name, mode=mode, optimizer=optimizer)
             with monkeypatch.context() as m:
-                m.setattr(_timeline, "op_table", _op_table_reference)
+                m.setattr(_timeline, "op_tables", reference)
                 old = pred.predict_many(picked, name, mode=mode, optimizer=optimizer)
             for a, b in zip(new, old):
-                assert a.latency_ms == b.latency_ms and a.energy_j == b.energy_j
-                assert dataclasses.asdict(a) == dataclasses.asdict(b)
+                # equal but for the last bits of a logarithm, where numpy's log10 and math.log10 may differ
+                assert a.latency_ms == pytest.approx(b.latency_ms, rel=1e-9)
+                assert a.energy_j == pytest.approx(b.energy_j, rel=1e-9)
+                assert a.details["ops"]["host_ms"] == pytest.approx(b.details["ops"]["host_ms"], rel=1e-9)
+                da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+                for d in (da, db):
+                    for k in ("latency_ms", "energy_j", "power_w", "throughput_samples_s", "latency_ms_interval",
+                              "energy_j_interval", "details"):
+                        d.pop(k)
+                assert da == db
+    assert len(calls) == 9
 
 
 def test_backward_sums_the_gradients_of_a_tensor_read_twice():
