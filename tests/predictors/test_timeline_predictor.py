@@ -407,3 +407,30 @@ def test_measured_decode_rows_fit_the_step_cost(coverage_split):
     err_with = mape(y, [with_dec.predict(llm.graph(i), "h200").latency_ms for i in test_i])
     err_without = mape(y, [without.predict(llm.graph(i), "h200").latency_ms for i in test_i])
     assert err_with < 0.5 * err_without, (err_with, err_without)
+
+
+def test_predict_many_across_chunks_is_predict_one_at_a_time(r18):
+    """More graphs than one chunk, dtypes and batches mixed, an empty graph among them: each estimate is
+    the one predict gives that graph alone."""
+    from costmodel.analysis._cast import cast_graph
+    from costmodel.ir import CostGraph
+    from costmodel.predictors._timeline import _CHUNK
+
+    small = zoo_graph("mobilenet_v3_small", batch=2, method="trace")
+    empty = CostGraph([], [], meta={"name": "empty", "dtype": "fp32", "batch": 1})
+    pool = [r18, small, cast_graph(small, "fp16"), cast_graph(r18, "bf16"), empty]
+    many = [pool[i % len(pool)] for i in range(_CHUNK + 7)]
+    p = costmodel.get_predictor("timeline")
+    for mode in ("inference", "training"):
+        together = p.predict_many(many, "h200", mode=mode)
+        assert len(together) == len(many)
+        alone = {id(g): p.predict(g, "h200", mode=mode) for g in pool}
+        for g, e in zip(many, together):
+            one = alone[id(g)]
+            assert e.latency_ms == pytest.approx(one.latency_ms, rel=1e-6)
+            assert e.energy_j == pytest.approx(one.energy_j, rel=1e-6)
+            assert e.memory_mb == one.memory_mb and e.mig_profile == one.mig_profile
+            assert e.details["ops"]["bound"] == one.details["ops"]["bound"]
+            # the networks run in float32 over the stacked rows of a chunk, so near-ties may swap places
+            assert [t["device_ms"] for t in e.details["ops"]["top"]] == pytest.approx(
+                [t["device_ms"] for t in one.details["ops"]["top"]], rel=1e-5)
