@@ -530,6 +530,22 @@ def _call(module, mapping, inputs):
     return functional_call(module, mapping, inputs)
 
 
+def _reparametrized(module, mapping):
+    """The module with the tensors of ``mapping`` in place of its own for the duration (what
+    ``functional_call`` does for one call)."""
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    return _reparametrize_module(module, mapping, tie_weights=True)
+
+
+def _direct_call(module, inputs):
+    if isinstance(inputs, Mapping):
+        return module(**dict(inputs))
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    return module(*inputs)
+
+
 @contextlib.contextmanager
 def _mode(module, training: bool):
     was = module.training
@@ -634,11 +650,13 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec) -> None:
     rec = rec if rec is not None else _NoRecorder()
     opt = _optimizer(optimizer, params)
     labels = None
-    with _eager(), rec.mode:
+    # the mapping's tensors stay in the module through the backward pass: activation checkpointing
+    # recomputes blocks there, and they must use the same parameters (and update their gradients)
+    with _eager(), rec.mode, _reparametrized(module, mapping):
         for _ in range(steps):
             rec.phase = "forward"
             opt.zero_grad(set_to_none=True)
-            logits = _logits(_call(module, mapping, x))
+            logits = _logits(_direct_call(module, x))
             if labels is None:
                 labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
             if logits.dim() > 2:  # token logits: (batch, seq, vocab)

@@ -150,12 +150,14 @@ class _Checkpointed(nn.Module):
 def test_activation_checkpointing_is_traced_and_checked_against_the_allocator(one_thread):
     # The trace runs the module's own forward and autograd's backward on fake tensors, so checkpointed
     # blocks drop their activations in the forward and recompute them in the backward, as they do for
-    # real. Without checkpointing the two peaks are the same bytes; with it the trace keeps about
-    # 60 KB (2.5 %) more than the CPU allocator at the peak, which the 5 % bound leaves room for while
-    # a trace that kept every activation (+57 %) is far outside it.
+    # real, with the step's parameters (they stay in the module through the backward pass; a block
+    # recomputed with the module's own weights made a copy of each). Without checkpointing the two
+    # peaks are the same bytes; with it they differ by one tensor the real run holds at its peak and
+    # the trace does not: the CPU random-number state a checkpoint keeps for its recomputation, which on
+    # a GPU is host memory.
     x = torch.empty(8, 32, 64)
     full = check_module(_Checkpointed(False), x, training=True)
     ck = check_module(_Checkpointed(True), x, training=True)
     assert full.error == 0.0
-    assert abs(ck.error) < 0.05, (ck.traced_bytes, ck.real_bytes)
+    assert ck.real_bytes - ck.traced_bytes == torch.get_rng_state().numel(), (ck.traced_bytes, ck.real_bytes)
     assert ck.real_bytes < 0.7 * full.real_bytes and ck.traced_bytes < 0.7 * full.traced_bytes
