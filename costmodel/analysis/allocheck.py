@@ -236,7 +236,7 @@ def _float32():
 
 
 def check_module(module, inputs, *, training: bool = False, optimizer: str = "adam",
-                 steps: int | None = None) -> CpuCheck:
+                 steps: int | None = None, autocast: str | None = None) -> CpuCheck:
     """Trace ``module``'s step for the CPU and run it for real on CPU tensors; see the module doc.
 
     ``module``: an fp32 ``nn.Module`` on the CPU (not modified: the real step runs on copies of its
@@ -248,14 +248,15 @@ def check_module(module, inputs, *, training: bool = False, optimizer: str = "ad
         optimizer = check_optimizer(optimizer)
     steps = steps or (2 if training else 1)
     t0 = time.perf_counter()
-    trace = trace_module(module, inputs, training=training, optimizer=optimizer, steps=steps, target="cpu")
+    trace = trace_module(module, inputs, training=training, optimizer=optimizer, steps=steps, target="cpu",
+                         autocast=autocast)
     t1 = time.perf_counter()
     mapping, params = _real_state(module, training)
     x = _real_inputs(inputs)
 
     def step():
         run_step(module, mapping, x, training=training, params=params, optimizer=optimizer, steps=steps,
-                 target="cpu")
+                 target="cpu", autocast=autocast)
     real = _measure(step, inference=not training)
     return CpuCheck(step_peak(trace), *real, trace.state_bytes, t1 - t0, time.perf_counter() - t1)
 

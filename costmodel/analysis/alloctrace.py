@@ -557,7 +557,7 @@ def _mode(module, training: bool):
 
 
 def trace_module(module, inputs, *, training: bool = False, dtype: str | None = None, optimizer: str = "adam",
-                 steps: int | None = None, target: str = "cuda") -> AllocationTrace:
+                 steps: int | None = None, target: str = "cuda", autocast: str | None = None) -> AllocationTrace:
     """The allocation trace of ``module`` on ``inputs`` under the data protocol.
 
     Args:
@@ -570,14 +570,40 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
         dtype: convert the model and floating inputs (``fp16``/``bf16`` replay ``model.half()``).
         optimizer: ``sgd``, ``sgd_momentum`` (or ``momentum``), ``adam`` or ``adamw``.
         target: ``cuda`` (a GPU's fused attention and cuDNN workspace) or ``cpu`` (PyTorch's CPU kernels).
+        autocast: ``fp16`` or ``bf16``: mixed precision, the forward pass and the loss under
+            ``torch.autocast`` to that dtype (the weights stay as they are, fp32 in the usual
+            recipe; the backward pass runs outside it, as PyTorch's recipe has it). ``None``: off.
     """
     tdt = _tdtype(dtype)
     _check_target(target)
+    amp = check_autocast(autocast)
     if training:
         optimizer = check_optimizer(optimizer)
     steps = steps or (2 if training else 1)
     with _exclusive(), _fake():
-        return _trace_module(module, inputs, training, tdt, optimizer, steps, target)
+        return _trace_module(module, inputs, training, tdt, optimizer, steps, target, amp)
+
+
+#: the dtypes ``autocast=`` takes
+AUTOCAST_DTYPES = ("fp16", "bf16")
+
+
+def check_autocast(autocast: str | None) -> str | None:
+    """``autocast`` if it is ``None`` or one of :data:`AUTOCAST_DTYPES`; else a clear error."""
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise InvalidInputError(f"autocast must be None or one of {', '.join(AUTOCAST_DTYPES)}; got {autocast!r}")
+    return autocast
+
+
+def _autocast(amp: str | None):
+    """``torch.autocast`` to ``amp`` on the trace's tensors (fake tensors live on the CPU device, whose
+    autocast casts the same operator families: matmuls and convolutions down, reductions and losses
+    up), or nothing."""
+    import torch
+
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(_DEV, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def _check_target(target: str) -> None:
@@ -605,19 +631,19 @@ def _prologue(module, tdt, training: bool, inputs):
     return trace, mapping, params
 
 
-def _trace_module(module, inputs, training, tdt, optimizer, steps, target) -> AllocationTrace:
+def _trace_module(module, inputs, training, tdt, optimizer, steps, target, amp=None) -> AllocationTrace:
     x = _meta_inputs(inputs, tdt)
     trace, mapping, params = _prologue(module, tdt, training, x)
     rec = _Recorder(trace, target)
     rec.hold((list(mapping.values()), x))
     run_step(module, mapping, x, training=training, params=params, optimizer=optimizer, steps=steps, rec=rec,
-             target=target)
+             target=target, autocast=amp)
     rec.finish()
     return trace
 
 
 def run_step(module, mapping, x, *, training: bool, params, optimizer: str, steps: int, rec=None,
-             target: str = "cuda") -> None:
+             target: str = "cuda", autocast: str | None = None) -> None:
     """The step of the data protocol on ``module`` with the tensors of ``mapping`` (``functional_call``):
     ``steps`` inference calls under ``torch.inference_mode``, or training steps with ``params``.
     With a recorder the tensors are fake and it records; without one the step runs on real tensors
@@ -628,9 +654,10 @@ def run_step(module, mapping, x, *, training: bool, params, optimizer: str, step
         if not training:
             with torch.inference_mode(), (rec.mode if rec is not None else contextlib.nullcontext()):
                 for _ in range(steps):
-                    _call(module, mapping, x)
+                    with _autocast(autocast):
+                        _call(module, mapping, x)
         else:
-            _train(module, mapping, x, params, optimizer, steps, rec)
+            _train(module, mapping, x, params, optimizer, steps, rec, autocast)
 
 
 class _NoRecorder:
@@ -642,7 +669,7 @@ class _NoRecorder:
     mode = contextlib.nullcontext()
 
 
-def _train(module, mapping, x, params, optimizer: str, steps: int, rec) -> None:
+def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str | None = None) -> None:
     import torch
 
     if not params:
@@ -656,14 +683,15 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec) -> None:
         for _ in range(steps):
             rec.phase = "forward"
             opt.zero_grad(set_to_none=True)
-            logits = _logits(_direct_call(module, x))
-            if labels is None:
-                labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
-            if logits.dim() > 2:  # token logits: (batch, seq, vocab)
-                logits = logits.flatten(0, -2)
-                labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-            del logits
+            with _autocast(amp):  # leaving it frees its cache of cast weights (autograd keeps what it saved)
+                logits = _logits(_direct_call(module, x))
+                if labels is None:
+                    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
+                if logits.dim() > 2:  # token logits: (batch, seq, vocab)
+                    logits = logits.flatten(0, -2)
+                    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
+                loss = torch.nn.functional.cross_entropy(logits, labels)
+                del logits
             rec.phase = "backward"
             loss.backward()
             del loss

@@ -49,6 +49,7 @@ from .allocator import MIB, Event, replay
 from .alloctrace import (
     AllocationTrace,
     TraceError,
+    check_autocast,
     check_optimizer,
     conv_workspace_bytes,
     trace_decoder,
@@ -216,7 +217,7 @@ def _is_llm_spec(model) -> bool:
     return isinstance(model, LLMSpec)
 
 
-def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
+def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer, autocast=None):
     import torch
 
     from ..frontends.zoo import build_zoo_model
@@ -230,7 +231,7 @@ def _trace_zoo(ref, *, batch, input_shape, training, dtype, optimizer):
         raise
     shape = tuple(input_shape or zm.input_shape)
     x = torch.empty((batch, *shape), device="meta")
-    return trace_module(zm.module, x, training=training, dtype=dtype, optimizer=optimizer)
+    return trace_module(zm.module, x, training=training, dtype=dtype, optimizer=optimizer, autocast=autocast)
 
 
 def _is_llm_name(name: str) -> bool:
@@ -260,14 +261,16 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
     return mode == "training", phase
 
 
-def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs):
+def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
     from ..ir import CostGraph
 
+    amp_note = (f"autocast={autocast} not applied: the liveness walk costs the graph's own dtypes",) if autocast \
+        else ()
     if isinstance(model, CostGraph):
         return graph_trace(model, training=training, optimizer=optimizer), \
-            "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators",)
+            "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators", *amp_note)
     kind = _kind_of(model, seq)
     try:
         named = isinstance(model, (str, Mapping)) or _is_llm_spec(model)
@@ -276,13 +279,16 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
                 raise InvalidInputError("a transformer's memory needs seq (the sequence length)")
             if training:
                 raise InvalidInputError("transformer training steps are not traced yet; use mode='inference'")
+            if autocast is not None:
+                raise InvalidInputError("autocast is traced for modules' steps; a transformer workload takes "
+                                        "dtype='fp16' or 'bf16' (the measured rows converted the model)")
             if named:
                 return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype), "replay", ()
             return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
                                  causal=phase != "forward"), "replay", ()
         if isinstance(model, (str, dict)):
             return _trace_zoo(model, batch=batch, input_shape=input_shape, training=training, dtype=dtype,
-                              optimizer=optimizer), "replay", ()
+                              optimizer=optimizer, autocast=autocast), "replay", ()
         import torch
 
         if not isinstance(model, torch.nn.Module):
@@ -292,7 +298,8 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             if input_shape is None:
                 raise InvalidInputError("an nn.Module needs inputs= or input_shape= to be traced")
             inputs = torch.empty((batch, *input_shape), device="meta")
-        return trace_module(model, inputs, training=training, dtype=dtype, optimizer=optimizer), "replay", ()
+        return trace_module(model, inputs, training=training, dtype=dtype, optimizer=optimizer,
+                            autocast=autocast), "replay", ()
     except TraceError as e:
         from ..frontends import to_graph
 
@@ -309,7 +316,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
                          method="trace")
         note = f"{e.op or 'an operator'} cannot run on meta tensors: liveness walk over the graph"
         return graph_trace(g, training=training, optimizer=optimizer), \
-            "liveness-fallback", (note,)
+            "liveness-fallback", (note, *amp_note)
 
 
 def _cache_key(model, **kw) -> tuple | None:
@@ -326,14 +333,16 @@ def _cache_key(model, **kw) -> tuple | None:
 def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", seq: int | None = None, phase: str | None = None,
                   input_shape=None, inputs=None, expandable_segments: bool = False,
-                  kind: str | None = None, overheads: Overheads | None = None) -> MemoryReplay:
+                  kind: str | None = None, overheads: Overheads | None = None,
+                  autocast: str | None = None) -> MemoryReplay:
     """Peak device memory of one workload from its allocation trace (see the module doc).
 
     ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
     transformers name from the registry (with ``seq`` and ``phase``), or a CostGraph (liveness
     fallback). Traces are cached per (model, workload); the replay runs each call.
     ``overheads`` replaces the device's fitted workspace and context (a benchmark fits them
-    without the rows it scores).
+    without the rows it scores). ``autocast``: ``fp16`` or ``bf16`` traces a module's step under
+    mixed precision (see :func:`~costmodel.analysis.alloctrace.trace_module`).
     """
     from .._validate import positive_int
 
@@ -344,6 +353,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPE_BYTES)}; got {dtype!r}")
     if mode == "training":
         optimizer = check_optimizer(optimizer)
+    check_autocast(autocast)
     t0 = time.perf_counter()
     ov = overheads or overheads_for(device)
     kind = kind or _kind_of(model, seq)
@@ -351,7 +361,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     workspace = int(round(ov.workspace(kind) * MIB))
     kw = dict(batch=batch, seq=seq, phase=phase, mode=mode, dtype=dtype, optimizer=optimizer,
-              input_shape=tuple(input_shape) if input_shape is not None else None)
+              input_shape=tuple(input_shape) if input_shape is not None else None, autocast=autocast)
     key = _cache_key(model, **kw) if inputs is None else None
     hit = None
     with _LOCK:

@@ -161,3 +161,54 @@ def test_activation_checkpointing_is_traced_and_checked_against_the_allocator(on
     assert full.error == 0.0
     assert ck.real_bytes - ck.traced_bytes == torch.get_rng_state().numel(), (ck.traced_bytes, ck.real_bytes)
     assert ck.real_bytes < 0.7 * full.real_bytes and ck.traced_bytes < 0.7 * full.traced_bytes
+
+
+class _Mixed(nn.Module):
+    """Linear layers (autocast runs them in half precision), a GELU and a layer norm (autocast keeps the
+    norm in fp32)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.f = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 64), nn.LayerNorm(64))
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(self.f(x).mean(1))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_is_traced_to_the_byte(one_thread, amp):
+    # Mixed precision: the forward pass (and the loss) under torch.autocast, the weights fp32, the backward
+    # pass outside it. The casts of the weights, the half-precision activations autograd saves, the fp32
+    # gradients: the trace and the CPU allocator hold the same bytes at the peak, inference and training.
+    x = torch.empty(8, 32, 64)
+    for training in (False, True):
+        mixed = check_module(_Mixed(), x, training=training, autocast=amp)
+        plain = check_module(_Mixed(), x, training=training)
+        assert mixed.traced_bytes == mixed.real_bytes, (training, mixed.traced_bytes, mixed.real_bytes)
+        assert plain.traced_bytes == plain.real_bytes
+        # half-precision activations: a smaller peak than fp32, measured and traced alike
+        assert mixed.real_bytes < 0.8 * plain.real_bytes
+
+
+def test_an_unknown_autocast_dtype_is_refused():
+    from costmodel.analysis.memreplay import replay_memory
+
+    with pytest.raises(InvalidInputError, match="autocast must be None or one of fp16, bf16; got 'fp8'"):
+        trace_module(_Mixed(), torch.empty(2, 4, 64), autocast="fp8")
+    with pytest.raises(InvalidInputError, match="autocast"):
+        replay_memory(_Mixed(), "h200", input_shape=(4, 64), autocast="int8")
+    with pytest.raises(InvalidInputError, match="transformer workload takes dtype"):
+        replay_memory("gpt2", "h200", seq=16, phase="prefill", autocast="fp16")
+
+
+def test_replay_memory_takes_autocast_and_caches_it_apart():
+    from costmodel.analysis.memreplay import replay_memory
+
+    m = _Mixed()
+    fp32 = replay_memory(m, "h200", batch=64, input_shape=(128, 64), mode="training")
+    amp = replay_memory(m, "h200", batch=64, input_shape=(128, 64), mode="training", autocast="bf16")
+    assert amp.allocated_mb < fp32.allocated_mb
+    again = replay_memory(m, "h200", batch=64, input_shape=(128, 64), mode="training")
+    assert again.allocated_mb == fp32.allocated_mb
