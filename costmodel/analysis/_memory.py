@@ -11,6 +11,7 @@ caching allocator sees in eager mode, minus allocator rounding, which
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from itertools import chain
 
@@ -31,6 +32,15 @@ _SAVES_INPUTS = frozenset(
     "gelu silu hardswish activation clamp max_pool avg_pool mul elementwise embedding gather resize".split()
 )
 _SAVES_OUTPUT = frozenset("relu sigmoid tanh softmax attention".split())
+_KIND_MAX_POOL, _KIND_ELEMENTWISE = OP_KINDS.index("max_pool"), OP_KINDS.index("elementwise")
+
+
+@functools.lru_cache(maxsize=1)
+def _kind_saves():
+    """The two kind sets above as flags per index into OP_KINDS (what the array version reads)."""
+    import numpy as np
+
+    return np.array([k in _SAVES_INPUTS for k in OP_KINDS]), np.array([k in _SAVES_OUTPUT for k in OP_KINDS])
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,40 @@ def _peak_activation(graph: CostGraph, cols, cols_graph: int) -> float:
     return float(input_bytes + max(0.0, float(live.max())))
 
 
+def _saved_many(graphs, cols, which) -> tuple[list[float], list[float]]:
+    """For the training graphs ``which`` (indices into ``graphs`` and the node columns ``cols``), at once
+    over arrays: the bytes autograd keeps from the forward pass (:func:`saved_activation_bytes`) and
+    the largest operator output (views excluded). Sizes are whole bytes, so the sums are exact."""
+    import numpy as np
+
+    owner, allocates, e = _owners_many(graphs, cols, which)
+    n = len(owner)
+    kind = cols.kind
+    flags_in, flags_out = _kind_saves()
+    saves_inputs, saves_output = flags_in[kind], flags_out[kind]
+    own = saves_output | (kind == _KIND_MAX_POOL)
+    for i in np.flatnonzero(kind == _KIND_ELEMENTWISE).tolist():  # dropout keeps its mask
+        if cols.nodes[i].op.endswith("dropout"):
+            own[i] = True
+    marked = np.zeros(n, bool)
+    reads = e[saves_inputs[e[:, 1]]]
+    marked[owner[reads[:, 0]]] = True
+    marked[owner[np.flatnonzero(own)]] = True
+    # an operator that saves its inputs but has no predecessor reads the graph's inputs
+    no_preds = saves_inputs & (np.bincount(e[:, 1], minlength=n) == 0)
+    keep = np.where(marked & allocates, cols.out_bytes, 0.0)
+    outputs = np.where(cols.view, 0.0, cols.out_bytes)
+    saved, largest = [], []
+    for g in which:
+        span = cols.span(g)
+        total = float(keep[span].sum())
+        if no_preds[span].any():
+            total += sum(_nbytes(x.shape, x.dtype) for x in graphs[g].inputs)
+        saved.append(float(total))
+        largest.append(float(outputs[span].max()) if span.stop > span.start else 0.0)
+    return saved, largest
+
+
 def saved_by(graph: CostGraph, owner: list[int]) -> list[set[int]]:
     """Per node, the buffers (by owning node) its backward function keeps from the forward pass;
     ``-1`` stands for the graph's inputs."""
@@ -294,9 +338,13 @@ def memory_breakdown_many(graphs, *, modes, optimizer: str = "adam", columns=Non
         if mode not in ("inference", "training"):
             raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
     inference = [g for g, m in enumerate(modes) if m == "inference"]
-    # with the node columns at hand, the liveness scans of all inference graphs run as one
+    training = [g for g, m in enumerate(modes) if m == "training"]
+    # with the node columns at hand, the liveness scans of all inference graphs run as one, and the
+    # saved-activation sums of all training graphs
     peaks = dict(zip(inference, _peak_activation_many(graphs, columns, inference))) \
         if columns is not None and inference else {}
+    kept = dict(zip(training, zip(*_saved_many(graphs, columns, training)))) \
+        if columns is not None and training else {}
     out = []
     for g, graph in enumerate(graphs):
         mode = modes[g]
@@ -309,8 +357,11 @@ def memory_breakdown_many(graphs, *, modes, optimizer: str = "adam", columns=Non
         if opt not in OPTIMIZER_STATE:
             raise InvalidInputError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZER_STATE)}")
         trainable = _trainable_bytes(graph)
-        saved = saved_activation_bytes(graph)
-        largest = max((n.out_bytes for n in graph.nodes if not n.is_view), default=0)
+        if g in kept:
+            saved, largest = kept[g]
+        else:
+            saved = saved_activation_bytes(graph)
+            largest = max((n.out_bytes for n in graph.nodes if not n.is_view), default=0)
         # backward holds the saved set plus about two activation-sized gradient buffers
         transient = max(2.0 * largest, OPTIMIZER_TRANSIENT[opt] * trainable)
         out.append(MemoryBreakdown(
