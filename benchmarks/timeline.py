@@ -24,7 +24,8 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
 3. the second H200 host: the host lane refitted on its 4 check rows (rows that
    repeat packaged workloads), error on its 78 new-architecture rows before and
    after;
-4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second;
+4. prediction speed: one resnet50 graph, and ``predict_many`` graphs per second (inference calls,
+   and training steps);
 5. (``--llm``) the H200 transformer rows (encoder forward, prefill, and decode
    steps with their KV-cache graphs) through the timeline, leave-one-model-out;
    then the second host's transformer rows before and after its host refit.
@@ -268,6 +269,16 @@ def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
     dt = statistics.median(runs)
     print(f"predict_many: {n_many} built graphs (resnet50/resnet18/mobilenet_v2/vit_b_16) in {dt:.2f} s "
           f"(median of 3 runs) = {n_many / dt:.0f} graphs/s")
+    # the same graphs as training steps (backward operators, optimizer update, saved activations)
+    few = many[:n_many // 4]
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        pred.predict_many(few, "h200", mode="training")
+        runs.append(time.perf_counter() - t0)
+    dt = statistics.median(runs)
+    print(f"predict_many, training steps: {len(few)} of them in {dt:.2f} s (median of 3 runs) = "
+          f"{len(few) / dt:.0f} graphs/s")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -58,13 +58,16 @@ from typing import Any
 
 from .._errors import InvalidInputError
 from ..ir import OPTIMIZERS as _IR_OPTIMIZERS
+from ._stepctx import AUTOCAST_DTYPES, autocast_to, check_autocast, direct_call, reparametrized
 from .allocator import Event
 
 __all__ = [
+    "AUTOCAST_DTYPES",
     "AllocationTrace",
     "OPTIMIZERS",
     "TARGETS",
     "TraceError",
+    "check_autocast",
     "check_optimizer",
     "cuda_attention",
     "run_forward",
@@ -530,22 +533,6 @@ def _call(module, mapping, inputs):
     return functional_call(module, mapping, inputs)
 
 
-def _reparametrized(module, mapping):
-    """The module with the tensors of ``mapping`` in place of its own for the duration (what
-    ``functional_call`` does for one call)."""
-    from torch.nn.utils.stateless import _reparametrize_module
-
-    return _reparametrize_module(module, mapping, tie_weights=True)
-
-
-def _direct_call(module, inputs):
-    if isinstance(inputs, Mapping):
-        return module(**dict(inputs))
-    if not isinstance(inputs, tuple):
-        inputs = (inputs,)
-    return module(*inputs)
-
-
 @contextlib.contextmanager
 def _mode(module, training: bool):
     was = module.training
@@ -582,28 +569,6 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
     steps = steps or (2 if training else 1)
     with _exclusive(), _fake():
         return _trace_module(module, inputs, training, tdt, optimizer, steps, target, amp)
-
-
-#: the dtypes ``autocast=`` takes
-AUTOCAST_DTYPES = ("fp16", "bf16")
-
-
-def check_autocast(autocast: str | None) -> str | None:
-    """``autocast`` if it is ``None`` or one of :data:`AUTOCAST_DTYPES`; else a clear error."""
-    if autocast is not None and autocast not in AUTOCAST_DTYPES:
-        raise InvalidInputError(f"autocast must be None or one of {', '.join(AUTOCAST_DTYPES)}; got {autocast!r}")
-    return autocast
-
-
-def _autocast(amp: str | None):
-    """``torch.autocast`` to ``amp`` on the trace's tensors (fake tensors live on the CPU device, whose
-    autocast casts the same operator families: matmuls and convolutions down, reductions and losses
-    up), or nothing."""
-    import torch
-
-    if amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(_DEV, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def _check_target(target: str) -> None:
@@ -654,7 +619,7 @@ def run_step(module, mapping, x, *, training: bool, params, optimizer: str, step
         if not training:
             with torch.inference_mode(), (rec.mode if rec is not None else contextlib.nullcontext()):
                 for _ in range(steps):
-                    with _autocast(autocast):
+                    with autocast_to(autocast, _DEV):
                         _call(module, mapping, x)
         else:
             _train(module, mapping, x, params, optimizer, steps, rec, autocast)
@@ -679,12 +644,12 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
     labels = None
     # the mapping's tensors stay in the module through the backward pass: activation checkpointing
     # recomputes blocks there, and they must use the same parameters (and update their gradients)
-    with _eager(), rec.mode, _reparametrized(module, mapping):
+    with _eager(), rec.mode, reparametrized(module, mapping):
         for _ in range(steps):
             rec.phase = "forward"
             opt.zero_grad(set_to_none=True)
-            with _autocast(amp):  # leaving it frees its cache of cast weights (autograd keeps what it saved)
-                logits = _logits(_direct_call(module, x))
+            with autocast_to(amp, _DEV):  # leaving it frees its cache of cast weights (autograd keeps what it saved)
+                logits = _logits(direct_call(module, x))
                 if labels is None:
                     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
                 if logits.dim() > 2:  # token logits: (batch, seq, vocab)

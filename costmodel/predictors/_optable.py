@@ -370,15 +370,23 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     node = (positions - np.repeat(cols.offsets[:-1], counts))[idx]
     energy = np.where(tensor, 0, 1)
 
-    # the rows without an operator (optimizer update, module calls) go after each graph's operator rows;
-    # each graph's table is a slice of the chunk's arrays
+    return _assemble(graphs, per, modes, cols, device, optimizer, (bw, sm, hw), n_rows,
+                     (x, bound, kernel, host, energy, node, phase))
+
+
+def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arrays) -> list[OpTable]:
+    """Each graph's OpTable from the operator rows of all of them (``arrays``, stacked graph after
+    graph; ``n_rows`` per graph) and the rows without an operator, which go after each graph's
+    operator rows; each table is a slice of the chunk's arrays."""
+    bw, sm, hw = hw_facts
+    x, bound, kernel, host, energy, node, phase = arrays
     cache: dict = {}
     extra = [_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache)
              for g, (graph, ops, mode) in enumerate(zip(graphs, per, modes))]
     n_extra = np.array([len(e) for e in extra], np.int64)
     n_rows = np.asarray(n_rows, np.int64)
     start = np.concatenate([[0], np.cumsum(n_rows + n_extra)])
-    dest = np.arange(len(idx)) + np.repeat(start[:-1] - np.concatenate([[0], np.cumsum(n_rows)[:-1]]), n_rows)
+    dest = np.arange(len(x)) + np.repeat(start[:-1] - np.concatenate([[0], np.cumsum(n_rows)[:-1]]), n_rows)
     flat = [r for e in extra for r in e]
     at = np.concatenate([np.arange(a, a + k) for a, k in zip((start[:-1] + n_rows).tolist(), n_extra.tolist())])
     total = int(start[-1])
@@ -393,7 +401,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     B = full(bound, [r[1] for r in flat], np.float64)
     K = full(kernel, [r[2] for r in flat], np.float64)
     Hc = full(host, [r[3] for r in flat], np.int64)
-    Cn = full(np.ones(len(idx)), [r[4] for r in flat], np.float64)
+    Cn = full(np.ones(len(x)), [r[4] for r in flat], np.float64)
     E = full(energy, 1, np.int64)
     N = full(node, -1, np.int64)
     P = full(phase, [r[5] for r in flat], np.int64)
