@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._errors import InvalidGraphError
 from ._vocab import DTYPES as _DTYPE_BYTES, OP_KINDS
 
 _KIND_ID = {k: i for i, k in enumerate(OP_KINDS)}
@@ -88,7 +89,12 @@ def node_columns(graphs: Sequence[Any]) -> NodeColumns:
         attrs = [nd.attrs for nd in nodes]
         cols["nodes"] += nodes
         cols["view"] += [nd.is_view for nd in nodes]
-        cols["kind"] += [kind_id[nd.kind] for nd in nodes]  # KeyError outside the vocabulary, as category()
+        try:
+            cols["kind"] += [kind_id[nd.kind] for nd in nodes]
+        except KeyError:
+            bad = next(nd for nd in nodes if nd.kind not in kind_id)
+            raise InvalidGraphError(f"node {bad.id} ({bad.op}) of graph {g.meta.get('name')!r} has unknown kind "
+                                    f"{bad.kind!r}; expected one of {', '.join(OP_KINDS)}") from None
         cols["flops"] += [nd.flops for nd in nodes]
         cols["nbytes"] += [nd.bytes_read + nd.bytes_written for nd in nodes]
         cols["count"] += [prod(f) if f else 0 for f in first]  # a scalar output counts 0 here, 1 in out_bytes

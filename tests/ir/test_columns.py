@@ -59,3 +59,13 @@ def test_out_bytes_of_a_large_tensor_is_exact():
     big = Node(0, "mm", "matmul", {}, [(65536, 65536)], ["fp32"], [False], [(65536, 65536)], ["fp32"])
     c = node_columns([_graph("big", [big])])
     assert c.out_bytes[0] == 4 * math.prod((65536, 65536)) == big.out_bytes
+
+
+def test_a_kind_outside_the_vocabulary_is_named():
+    import pytest
+
+    from costmodel._errors import InvalidGraphError
+
+    odd = Node(0, "mystery", "warp_drive", {}, [], [], [], [(2, 2)], ["fp32"])
+    with pytest.raises(InvalidGraphError, match=r"node 0 \(mystery\) of graph 'odd' has unknown kind 'warp_drive'"):
+        node_columns([_graph("odd", [odd])])
