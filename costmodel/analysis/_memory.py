@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
-from itertools import chain
 
 from .._errors import InvalidInputError
 from ..ir import OP_KINDS, CostGraph
@@ -70,37 +69,21 @@ class MemoryBreakdown:
         return d
 
 
-def _buffers(graph: CostGraph, cols=None, off: int = 0, edges=None) -> tuple[list[int], list[bool]]:
-    """Map each node to the node that owns its output buffer; mark allocators. ``cols``/``off``: the
-    graph's :func:`~costmodel.ir.node_columns` from position ``off``; ``edges``: its edges as an
-    ``(m, 2)`` array (both optional, read from the graph when not given)."""
+def _buffers(graph: CostGraph) -> tuple[list[int], list[bool]]:
+    """Map each node to the node that owns its output buffer; mark allocators (one graph, as lists; the
+    liveness scans use the array version, :func:`_owners_many`)."""
     nodes = graph.nodes
-    n = len(nodes)
-    owner = list(range(n))
-    allocates = [True] * n
+    owner = list(range(len(nodes)))
+    allocates = [True] * len(nodes)
     # only views and in-place operators alias a buffer: their predecessors are all that is looked up
-    if cols is None:
-        alias = [i for i, nd in enumerate(nodes) if nd.is_view or (nd.attrs and nd.attrs.get("inplace"))]
-    else:
-        import numpy as np
-
-        alias = np.flatnonzero(cols.view[off:off + n] | cols.inplace[off:off + n]).tolist()
-    if not alias:
+    preds: dict[int, list[int]] = {i: [] for i, n in enumerate(nodes)
+                                   if n.is_view or (n.attrs and n.attrs.get("inplace"))}
+    if not preds:
         return owner, allocates
-    preds: dict[int, list[int]] = {i: [] for i in alias}
-    if edges is None:
-        for s, d in graph.edges:
-            p = preds.get(d)
-            if p is not None:
-                p.append(s)
-    elif len(edges):
-        import numpy as np
-
-        is_alias = np.zeros(n, bool)
-        is_alias[alias] = True
-        into = edges[is_alias[edges[:, 1]]]  # the edges into aliasing nodes, in edge order
-        for s, d in zip(into[:, 0].tolist(), into[:, 1].tolist()):
-            preds[d].append(s)
+    for s, d in graph.edges:
+        p = preds.get(d)
+        if p is not None:
+            p.append(s)
     for i, p in preds.items():  # in graph order, so a chain of views resolves to its first owner
         if p:
             # first data predecessor in operand order is the aliased tensor
@@ -108,7 +91,7 @@ def _buffers(graph: CostGraph, cols=None, off: int = 0, edges=None) -> tuple[lis
             allocates[i] = False
         else:
             # a view of a graph input / parameter: nothing new on the device
-            allocates[i] = (nodes[i].kind if cols is None else OP_KINDS[cols.kind[off + i]]) == "copy"  # empty()
+            allocates[i] = nodes[i].kind == "copy"  # empty()-style allocation
     return owner, allocates
 
 
@@ -208,44 +191,9 @@ def _first_pred(graph: CostGraph, i: int, preds: list[int]) -> int:
 
 def peak_activation_bytes(graph: CostGraph) -> float:
     """Peak bytes of live activations during one forward pass (inputs included)."""
-    return _peak_activation(graph, None, 0)
+    from ..ir import node_columns
 
-
-def _peak_activation(graph: CostGraph, cols, cols_graph: int) -> float:
-    """:func:`peak_activation_bytes`; ``cols``: :func:`~costmodel.ir.node_columns` holding ``graph`` as
-    their graph ``cols_graph`` (``None``: read the graph here)."""
-    import numpy as np
-
-    nodes = graph.nodes
-    n = len(nodes)
-    if n == 0:
-        return 0.0
-    if cols is None:
-        e = np.fromiter(chain.from_iterable(graph.edges), np.int64, 2 * len(graph.edges)).reshape(-1, 2)
-        owner_l, allocates = _buffers(graph)
-    else:
-        off = int(cols.offsets[cols_graph])
-        e = cols.graph_edges(cols_graph)
-        owner_l, allocates = _buffers(graph, cols, off, e)
-    owner = np.asarray(owner_l, np.int64)
-    # a buffer lives until the last reader of any node it backs has run; outputs nobody reads, to the end
-    last_use = np.arange(n)
-    read = np.zeros(n, bool)
-    if len(e):
-        read[e[:, 0]] = True
-        np.maximum.at(last_use, owner[e[:, 0]], e[:, 1])
-    last_use[owner[~read]] = n
-    if cols is None:
-        size = np.array([nd.out_bytes if a else 0 for nd, a in zip(nodes, allocates)], np.float64)
-    else:
-        size = np.where(allocates, cols.out_bytes[off:off + n], 0.0)
-    # live bytes just after step i allocates: everything allocated so far, less what steps before i freed
-    freed = np.zeros(n + 1)
-    owners = np.flatnonzero(owner == np.arange(n))  # every alias resolves to a node that owns itself
-    np.add.at(freed, last_use[owners], size[owners])
-    live = np.cumsum(size) - np.concatenate([[0.0], np.cumsum(freed[:n - 1])])
-    input_bytes = float(sum(_nbytes(x.shape, x.dtype) for x in graph.inputs))
-    return float(input_bytes + max(0.0, float(live.max())))
+    return _peak_activation_many([graph], node_columns([graph]), [0])[0]
 
 
 def _saved_many(graphs, cols, which) -> tuple[list[float], list[float]]:
@@ -302,20 +250,11 @@ def saved_by(graph: CostGraph, owner: list[int]) -> list[set[int]]:
     return out
 
 
-def _saved_owners(graph: CostGraph, owner: list[int]) -> set[int]:
-    """Buffers (by owning node) autograd keeps from the forward pass for the backward pass; ``-1``
-    stands for the graph's inputs."""
-    return set().union(*saved_by(graph, owner))
-
-
 def saved_activation_bytes(graph: CostGraph) -> float:
     """Bytes autograd keeps from the forward pass for the backward pass."""
-    owner, allocates = _buffers(graph)
-    saved = _saved_owners(graph, owner)
-    total = sum(graph.nodes[o].out_bytes for o in saved if o >= 0 and allocates[o])
-    if -1 in saved:
-        total += sum(_nbytes(x.shape, x.dtype) for x in graph.inputs)
-    return float(total)
+    from ..ir import node_columns
+
+    return _saved_many([graph], node_columns([graph]), [0])[0][0]
 
 
 def _nbytes(shape, dtype) -> int:
@@ -339,29 +278,26 @@ def memory_breakdown_many(graphs, *, modes, optimizer: str = "adam", columns=Non
             raise InvalidInputError(f"mode must be 'inference' or 'training', got {mode!r}")
     inference = [g for g, m in enumerate(modes) if m == "inference"]
     training = [g for g, m in enumerate(modes) if m == "training"]
-    # with the node columns at hand, the liveness scans of all inference graphs run as one, and the
-    # saved-activation sums of all training graphs
-    peaks = dict(zip(inference, _peak_activation_many(graphs, columns, inference))) \
-        if columns is not None and inference else {}
-    kept = dict(zip(training, zip(*_saved_many(graphs, columns, training)))) \
-        if columns is not None and training else {}
+    # the liveness scans of all inference graphs run as one, and the saved-activation sums of all
+    # training graphs, over the node columns (read here unless the caller has them)
+    if columns is None and graphs:
+        from ..ir import node_columns
+
+        columns = node_columns(graphs)
+    peaks = dict(zip(inference, _peak_activation_many(graphs, columns, inference))) if inference else {}
+    kept = dict(zip(training, zip(*_saved_many(graphs, columns, training)))) if training else {}
     out = []
     for g, graph in enumerate(graphs):
         mode = modes[g]
         weights = float(graph.weights_bytes)
         if mode == "inference":
-            peak = peaks[g] if g in peaks else _peak_activation(graph, None, 0)
-            out.append(MemoryBreakdown(weights, peak, mode=mode))
+            out.append(MemoryBreakdown(weights, peaks[g], mode=mode))
             continue
         opt = optimizer.lower().replace("-", "_").replace("+", "_")
         if opt not in OPTIMIZER_STATE:
             raise InvalidInputError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZER_STATE)}")
         trainable = _trainable_bytes(graph)
-        if g in kept:
-            saved, largest = kept[g]
-        else:
-            saved = saved_activation_bytes(graph)
-            largest = max((n.out_bytes for n in graph.nodes if not n.is_view), default=0)
+        saved, largest = kept[g]
         # backward holds the saved set plus about two activation-sized gradient buffers
         transient = max(2.0 * largest, OPTIMIZER_TRANSIENT[opt] * trainable)
         out.append(MemoryBreakdown(

@@ -3,7 +3,7 @@
 import pytest
 
 from costmodel.analysis import RooflineConfig, roofline
-from costmodel.analysis._memory import _buffers, _nbytes, peak_activation_bytes
+from costmodel.analysis._memory import _buffers, _nbytes, peak_activation_bytes, saved_activation_bytes
 from costmodel.analysis._roofline import ADAM_BYTES_PER_PARAM_BYTE, BACKWARD_FACTOR, _op_dtype, _peak
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
@@ -73,6 +73,19 @@ def _peak_reference(g):
 def test_the_liveness_peak_over_arrays_is_the_step_by_step_one(graphs):
     for g in graphs:
         assert peak_activation_bytes(g) == _peak_reference(g)
+
+
+def test_saved_activations_over_arrays_are_the_per_node_sets(graphs):
+    """The bytes autograd keeps, over arrays, against the per-node saved sets the event walk uses."""
+    from costmodel.analysis._memory import saved_by
+
+    for g in graphs:
+        owner, allocates = _buffers(g)
+        saved = set().union(*saved_by(g, owner))
+        ref = sum(g.nodes[o].out_bytes for o in saved if o >= 0 and allocates[o])
+        if -1 in saved:
+            ref += sum(_nbytes(x.shape, x.dtype) for x in g.inputs)
+        assert saved_activation_bytes(g) == float(ref) > 0
 
 
 def test_many_graphs_at_once_give_each_graphs_own_result(graphs):
