@@ -12,7 +12,7 @@ caching allocator sees in eager mode, minus allocator rounding, which
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from .._errors import InvalidInputError
 from ..ir import OP_KINDS, CostGraph
@@ -64,9 +64,12 @@ class MemoryBreakdown:
         )
 
     def to_mb(self) -> dict[str, float]:
-        d = {k.replace("_bytes", "_mb"): v / MB for k, v in asdict(self).items() if k.endswith("_bytes")}
+        d = {k[:-6] + "_mb": getattr(self, k) / MB for k in _BYTE_FIELDS}
         d["total_mb"] = self.total_bytes / MB
         return d
+
+
+_BYTE_FIELDS = tuple(f.name for f in fields(MemoryBreakdown) if f.name.endswith("_bytes"))
 
 
 def _buffers(graph: CostGraph) -> tuple[list[int], list[bool]]:

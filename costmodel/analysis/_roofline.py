@@ -155,10 +155,11 @@ def roofline_many(graphs, device, *, modes, cfg: RooflineConfig | None = None, c
     dtypes = _analytic_dtypes(cols, ops, np.repeat(np.asarray(defaults, object), counts).tolist())
     kind = cols.kind[ops]
     # (kind, op dtype) -> FLOP/s and its tensor-core dtype: one lookup per pair the graphs use
-    pair_code: dict[tuple[int, str], int] = {}
-    code = np.fromiter((pair_code.setdefault(key, len(pair_code)) for key in zip(kind.tolist(), dtypes)),
-                       np.int64, len(ops))
-    pairs = list(pair_code)
+    dt_names = list(dict.fromkeys(dtypes))
+    dt_code = np.fromiter(map({d: i for i, d in enumerate(dt_names)}.__getitem__, dtypes), np.int64, len(ops))
+    keys, code = np.unique(kind * len(dt_names) + dt_code, return_inverse=True)
+    code = code.reshape(-1)
+    pairs = [(k // len(dt_names), dt_names[k % len(dt_names)]) for k in keys.tolist()]
     tdts = [_tensor_dtype_of(OP_KINDS[k], d, cfg) for k, d in pairs]
     peaks = np.array([(device.peak_flops(t, tensor=True) if t is not None else device.peak_flops(d, tensor=False))
                       * cfg.efficiency for t, (_, d) in zip(tdts, pairs)])
@@ -167,6 +168,14 @@ def roofline_many(graphs, device, *, modes, cfg: RooflineConfig | None = None, c
     c = np.divide(flops, peak, out=np.zeros(len(ops)), where=peak > 0)
     m = cols.nbytes[ops] / bw if bw > 0 else np.zeros(len(ops))
     work = np.maximum(c, m)
+    # per graph: the (kind, dtype) pairs its operators with FLOPs use, in order of first use
+    used = flops > 0
+    graph_of = np.repeat(np.arange(len(graphs)), counts)[used]
+    n_pairs = max(1, len(pairs))
+    first_use, at = np.unique(graph_of * n_pairs + code[used], return_index=True)
+    used_by: list[list[int]] = [[] for _ in graphs]
+    for key in first_use[np.argsort(at)].tolist():  # positions grow with the graph: grouped by graph
+        used_by[key // n_pairs].append(key % n_pairs)
     out = []
     for g, graph in enumerate(graphs):
         mode = modes[g] or graph.meta.get("mode", "inference")
@@ -186,7 +195,7 @@ def roofline_many(graphs, device, *, modes, cfg: RooflineConfig | None = None, c
             total += step + host_s * 4
             busy += step
         # tensor-core dtypes of the operators with FLOPs, in order of first use: the substituted ceilings
-        costed = dict.fromkeys(tdts[k] for k in code[a:b][flops[a:b] > 0].tolist() if tdts[k] is not None)
+        costed = dict.fromkeys(tdts[k] for k in used_by[g] if tdts[k] is not None)
         notes = list(dict.fromkeys(x for x in map(device.peak_assumption, costed) if x))
         node = ops[a:b] - cols.offsets[g]
         out.append(RooflineResult(total, busy, notes, node, c[a:b], m[a:b], dev, t, bound))

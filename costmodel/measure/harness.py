@@ -101,55 +101,10 @@ _EXT_ERROR: str | None = None
 
 
 def _load_extension():
-    """Import ``costmodel._roofline``.
+    """Import ``costmodel._roofline`` (the installed one when a source checkout shadows it)."""
+    from .._ext import load_extension
 
-    A source checkout on ``sys.path`` (``python -m pytest`` from the repo
-    root) shadows the installed package; when the checkout has no compiled
-    module, the installed one of the same harness version is used instead.
-    """
-    import importlib
-    import importlib.machinery
-    import importlib.util
-
-    try:
-        mod = importlib.import_module("costmodel._roofline")
-        error = None
-    except ImportError as e:
-        mod, error = None, e
-    if mod is None:
-        here = Path(__file__).resolve().parent.parent  # the costmodel package
-        for entry in sys.path:
-            try:
-                pkg = (Path(entry) if entry else Path.cwd()).resolve() / "costmodel"
-            except OSError:
-                continue
-            if pkg == here or not pkg.is_dir():
-                continue
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                path = pkg / f"_roofline{suffix}"
-                if not path.is_file():
-                    continue
-                spec = importlib.util.spec_from_file_location("costmodel._roofline", path)
-                try:
-                    cand = importlib.util.module_from_spec(spec)
-                    spec.loader.exec_module(cand)
-                except ImportError:
-                    continue
-                if getattr(cand, "HARNESS_VERSION", None) == _HARNESS_VERSION:
-                    sys.modules["costmodel._roofline"] = cand
-                    mod = cand
-                    break
-            if mod is not None:
-                break
-    if mod is None:
-        return None, f"{type(error).__name__}: {error}"
-    version = getattr(mod, "HARNESS_VERSION", None)
-    if version != _HARNESS_VERSION:
-        return None, (
-            f"{getattr(mod, '__file__', 'costmodel._roofline')} speaks harness version {version!r}, "
-            f"this costmodel expects {_HARNESS_VERSION}"
-        )
-    return mod, None
+    return load_extension("_roofline", "HARNESS_VERSION", _HARNESS_VERSION)
 
 
 def _extension(required: bool = True):

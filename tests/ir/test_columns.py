@@ -1,10 +1,22 @@
-"""node_columns reads, for several graphs at once, what each node says about itself."""
+"""node_columns reads, for several graphs at once, what each node says about itself.
+
+Every test runs against both readers: the compiled one (``costmodel._nodes``, what ``node_columns`` uses
+when the package was built with it) and the Python one it falls back to."""
 
 import math
 
 import numpy as np
+import pytest
 
-from costmodel.ir import CostGraph, Node, node_columns
+from costmodel.ir import CostGraph, Node
+from costmodel.ir._columns import NodeColumns, compiled_reader, node_columns as _node_columns, python_node_columns
+
+READERS = {"compiled": _node_columns, "python": python_node_columns}
+
+
+@pytest.fixture(params=sorted(READERS))
+def node_columns(request):
+    return READERS[request.param]
 
 
 def _graph(name: str, nodes: list[Node]) -> CostGraph:
@@ -27,7 +39,7 @@ def _odd_nodes() -> list[Node]:
     ]
 
 
-def test_columns_hold_each_nodes_facts_in_graph_order():
+def test_columns_hold_each_nodes_facts_in_graph_order(node_columns):
     graphs = [_graph("a", _odd_nodes()), _graph("empty", []), _graph("b", _odd_nodes()[:2])]
     c = node_columns(graphs)
     nodes = [n for g in graphs for n in g.nodes]
@@ -48,24 +60,97 @@ def test_columns_hold_each_nodes_facts_in_graph_order():
     assert c.kind.dtype == np.int64 and c.out_bytes.dtype == np.float64
 
 
-def test_no_graphs_and_empty_graphs_give_empty_columns():
+def test_no_graphs_and_empty_graphs_give_empty_columns(node_columns):
     for graphs in ([], [_graph("empty", [])]):
         c = node_columns(graphs)
         assert len(c.view) == len(c.out_bytes) == len(c.numel) == 0
         assert c.offsets.tolist() == [0] * (len(graphs) + 1)
 
 
-def test_out_bytes_of_a_large_tensor_is_exact():
+def test_out_bytes_of_a_large_tensor_is_exact(node_columns):
     big = Node(0, "mm", "matmul", {}, [(65536, 65536)], ["fp32"], [False], [(65536, 65536)], ["fp32"])
     c = node_columns([_graph("big", [big])])
     assert c.out_bytes[0] == 4 * math.prod((65536, 65536)) == big.out_bytes
 
 
-def test_a_kind_outside_the_vocabulary_is_named():
-    import pytest
-
+def test_a_kind_outside_the_vocabulary_is_named(node_columns):
     from costmodel._errors import InvalidGraphError
 
     odd = Node(0, "mystery", "warp_drive", {}, [], [], [], [(2, 2)], ["fp32"])
     with pytest.raises(InvalidGraphError, match=r"node 0 \(mystery\) of graph 'odd' has unknown kind 'warp_drive'"):
         node_columns([_graph("odd", [odd])])
+
+
+def _same(a: NodeColumns, b: NodeColumns) -> None:
+    for f in NodeColumns.__dataclass_fields__:
+        x, y = getattr(a, f), getattr(b, f)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape, f
+            assert np.array_equal(x, y), f
+        elif f in ("nodes", "attrs"):
+            assert len(x) == len(y) and all(p is q for p, q in zip(x, y)), f
+        else:
+            assert x == y, f
+
+
+def test_the_installed_package_has_the_compiled_reader():
+    # `pip install .` builds it; without it every batch estimate takes the slower Python walk
+    assert compiled_reader() is not None, "costmodel._nodes is missing: reinstall with `pip install .`"
+
+
+def test_attributes_every_way_a_frontend_writes_them(node_columns):
+    """1-d and 3-d kernels (the last two sizes count), strides as lists, groups 0 or None (one group),
+    an in-place flag that is not a bool, shapes as lists, a node without attributes."""
+    odd = [
+        Node(0, "c1", "conv", {"kernel": [5], "stride": [2], "groups": 0}, [(2, 3, 8)], ["fp32"], [False],
+             [[2, 4, 4]], ["fp32"], 1e3, 0.0, 96.0, 128.0),
+        Node(1, "c3", "conv", {"kernel": (3, 5, 7), "stride": (1, 2, 3), "groups": None, "inplace": 1},
+             [(2, 4, 4, 4, 4)], ["fp16"], [False], [(2, 4, 4, 2, 2)], ["fp16"], 2e3, 0.0, 64.0, 32.0),
+        Node(2, "dw", "conv", {"kernel": [], "stride": [], "groups": 4, "inplace": False},
+             [(2, 4, 4, 2, 2)], ["fp16"], [False], [(2, 4, 4, 2, 2)], ["fp16"], 10.0, 0.0, 32, 32),
+        Node(3, "relu", "relu", {}, [(2, 4, 4, 2, 2)], ["fp16"], [False], [(2, 4, 4, 2, 2)], ["fp16"], 64.0),
+    ]
+    c = node_columns([_graph("odd", odd)])
+    assert c.kernel_area.tolist() == [5.0, 35.0, 1.0, 1.0]
+    assert c.stride.tolist() == [2.0, 3.0, 1.0, 1.0]
+    assert c.groups.tolist() == [1, 1, 4, 1]
+    assert c.inplace.tolist() == [False, True, False, False]
+    assert c.channels.tolist() == [4, 4, 4, 4]
+    assert c.nbytes.tolist() == [224.0, 96.0, 64.0, 0.0]
+    assert c.scopes == [{""}]
+
+
+def test_the_two_readers_agree_on_built_graphs():
+    import costmodel
+
+    graphs = [costmodel.to_graph("torchvision:resnet18", batch=2, method="trace"),
+              costmodel.to_graph("torchvision:mobilenet_v3_small", batch=1, mode="training", method="trace"),
+              costmodel.to_graph("torchvision:vit_b_16", batch=1, dtype="fp16", method="trace")]
+    graphs.insert(1, _graph("empty", []))
+    _same(_node_columns(graphs), python_node_columns(graphs))
+    _same(_node_columns(iter(graphs)), python_node_columns(graphs))  # any iterable of graphs
+
+
+def test_what_the_compiled_reader_leaves_alone_goes_to_the_python_reader():
+    """A dimension that is not a Python int (a numpy integer) or a product beyond 64 bits: the compiled
+    reader declines (returns None) and node_columns answers with the Python reader."""
+    from costmodel.ir._columns import _DTYPE_BYTES, _KIND_ID
+
+    np_dim = Node(0, "mm", "matmul", {}, [(4, 4)], ["fp32"], [False], [(np.int64(4), 4)], ["fp32"], 128.0)
+    huge = Node(0, "mm", "matmul", {}, [(4, 4)], ["fp32"], [False], [(2**40, 2**40)], ["fp32"], 128.0)
+    for node in (np_dim, huge):
+        graphs = [_graph("odd", [node])]
+        if compiled_reader() is not None:
+            assert compiled_reader().read_nodes(graphs, _KIND_ID, _DTYPE_BYTES) is None
+        _same(_node_columns(graphs), python_node_columns(graphs))
+
+
+def test_a_dtype_without_a_width_is_an_error_from_both_readers(node_columns):
+    odd = Node(0, "mm", "matmul", {}, [(4, 4)], ["fp32"], [False], [(4, 4), (4,)], ["fp32", "fp7"], 128.0)
+    with pytest.raises(ValueError, match="unknown dtype 'fp7'"):
+        node_columns([_graph("odd", [odd])])
+
+
+def test_a_graph_of_foreign_objects_raises_instead_of_crashing():
+    with pytest.raises(AttributeError):
+        _node_columns([CostGraph([object()], [], meta={"name": "bad"})])
