@@ -2,7 +2,7 @@
 and memory from the execution path (``alloctrace``: allocation trace, ``allocator``: the caching
 allocator's replay, ``memreplay``: peak device memory of a workload)."""
 
-from ._cast import cast_graph
+from ._cast import autocast_graph, cast_graph
 from ._memory import (
     MemoryBreakdown,
     allocator_reserved_bytes,
@@ -13,14 +13,18 @@ from ._memory import (
 )
 from ._opcost import op_cost
 from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline, roofline_many
+from ._stepctx import AUTOCAST_DTYPES, check_autocast
 
 __all__ = [
+    "AUTOCAST_DTYPES",
     "MemoryBreakdown",
     "RooflineConfig",
     "RooflineResult",
     "allocator_reserved_bytes",
     "average_power_w",
+    "autocast_graph",
     "cast_graph",
+    "check_autocast",
     "memory_breakdown",
     "memory_breakdown_many",
     "op_cost",

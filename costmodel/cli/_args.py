@@ -146,4 +146,7 @@ def add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> No
     p.add_argument("--method", default=None, choices=("export", "trace"),
                    help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster); "
                         "PyTorch models only (not .onnx files)")
+    p.add_argument("--autocast", default=None, choices=("fp16", "bf16"),
+                   help="mixed precision: the fp32 model under torch.autocast to this dtype (GEMMs and "
+                        "convolutions in it, autocast's casts and fp32 operators included; keep --dtype fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

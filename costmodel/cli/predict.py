@@ -12,6 +12,7 @@ PREDICT_EXAMPLES = """examples:
   costmodel predict timm:poolformer_s12 --batch 32 --device a100 --dtype fp16 --json
   costmodel predict model.onnx --batch 1 --input 3,224,224 --device h100
   costmodel predict torchvision:vit_b_16 --batch 32 --device h100 --mode training --optimizer adam
+  costmodel predict torchvision:resnet50 --batch 64 --device h200 --mode training --autocast bf16
 """
 GRAPH_EXAMPLES = """examples:
   costmodel graph torchvision:resnet50
@@ -86,7 +87,7 @@ def _cmd_predict(a) -> int:
         get_device(a.device)  # bad names fail before the (slow) capture
         get_predictor(a.predictor)
         model = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
-                         method=a.method)
+                         method=a.method, autocast=a.autocast)
     est = estimate(
         model,
         batch=a.batch,
@@ -97,6 +98,7 @@ def _cmd_predict(a) -> int:
         optimizer=a.optimizer,
         predictor=predictor,
         host=a.host,
+        autocast=a.autocast,
     )
     if a.json:
         print(est.to_json())
@@ -110,13 +112,14 @@ def _cmd_graph(a) -> int:
 
     _check_method(a)
     g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
-                 method=a.method or "export")
+                 method=a.method or "export", autocast=a.autocast)
     s = g.summary()
     if a.json:
         print(json.dumps(s))
         return 0
     print(f"model        {s['name']}  ({s['frontend']} frontend, {g.meta.get('capture', s['frontend'])})")
-    print(f"workload     {s['mode']}, batch {s['batch']}, input {s['input_shape']}, {s['dtype']}")
+    amp = f", autocast {g.meta['autocast']}" if g.meta.get("autocast") else ""
+    print(f"workload     {s['mode']}, batch {s['batch']}, input {s['input_shape']}, {s['dtype']}{amp}")
     print(f"nodes        {s['nodes']}  (kernels {s['kernels']}, depth {s['depth']})")
     print(f"edges        {s['edges']}")
     print(f"GFLOPs       {s['flops'] / 1e9:.4g}   (GMACs {s['macs'] / 1e9:.4g})")

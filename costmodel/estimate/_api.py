@@ -23,6 +23,7 @@ def estimate(
     inputs=None,
     host=None,
     memory: str = "replay",
+    autocast: str | None = None,
 ):
     """Predict latency, memory, energy and a MIG slice for a model on a device.
 
@@ -47,6 +48,10 @@ def estimate(
             a zoo name, a data spec), memory comes from its allocation trace replayed
             through the caching allocator (``allocated_mb``, ``reserved_mb`` and
             ``details["memory"]`` say how); ``"predictor"``: the predictor's own.
+        autocast: ``"fp16"`` or ``"bf16"``: the fp32 model under ``torch.autocast`` (mixed precision),
+            as CUDA autocast runs it: the graph gets autocast's casts and dtypes
+            (:func:`~costmodel.analysis.autocast_graph`), and the memory trace runs under autocast.
+            ``dtype`` stays ``"fp32"`` (the weights' dtype).
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -76,7 +81,12 @@ def estimate(
         else:
             notes.append(f"host profile ignored: the {pred.name} predictor has no host lane "
                          "(predictor='timeline' uses one)")
-    graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode)
+    graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
+                     autocast=autocast)
+    if autocast is not None:
+        notes.append(f"autocast {autocast}: CUDA autocast's operator lists applied to the graph (GEMMs, convolutions "
+                     f"and attention in {autocast} after a cast of each fp32 operand; its fp32 list in fp32; other "
+                     "operators in their inputs' widest dtype); the predictor has no autocast rows")
     if graph.meta.get("batch") not in (None, batch):
         raise InvalidInputError(
             f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
@@ -84,10 +94,12 @@ def estimate(
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
     if memory == "replay" and traceable(model):
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
-                          input_shape=input_shape, inputs=inputs, graph=graph)
+                          input_shape=input_shape, inputs=inputs, graph=graph, autocast=autocast)
     elif memory == "replay":
         est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer,
                                 learns_memory=getattr(pred, "learns_memory", True))
+    if autocast is not None:
+        est.details["autocast"] = autocast
     return with_notes(est, notes)
 
 

@@ -119,7 +119,8 @@ class Estimate:
         rows = [
             ("model", self.model or "?"),
             ("device", self.device),
-            ("workload", f"{self.mode}, batch {self.batch}, {self.dtype}"),
+            ("workload", f"{self.mode}, batch {self.batch}, {self.dtype}"
+                         + (f", autocast {self.details['autocast']}" if self.details.get("autocast") else "")),
             ("predictor", f"{self.predictor} {self.predictor_version}"),
             ("latency", f"{self.latency_ms:.4g} ms{iv('latency_ms')}"),
             ("throughput", f"{self.throughput_samples_s:.4g} samples/s" if self.throughput_samples_s else "-"),

@@ -185,6 +185,7 @@ def to_graph(
     mode: str = "inference",
     method: str = "export",
     cache: bool = True,
+    autocast: str | None = None,
 ) -> CostGraph:
     """Featurize anything costmodel accepts into a CostGraph.
 
@@ -199,8 +200,11 @@ def to_graph(
         dtype: ``fp32``, ``fp16`` or ``bf16``: floating tensors are re-typed.
         mode: ``inference`` or ``training``.
         method: PyTorch capture, ``export`` (default) or ``trace``.
+        autocast: ``fp16`` or ``bf16``: the fp32 model as ``torch.autocast("cuda", autocast)`` runs
+            it (:func:`~costmodel.analysis.autocast_graph`: GEMMs and convolutions in ``autocast``,
+            the casts autocast inserts, its fp32 operators in fp32, the weights fp32).
     """
-    from ..analysis import cast_graph
+    from ..analysis import autocast_graph, cast_graph, check_autocast
 
     if batch is not None:
         check_batch(batch)
@@ -208,6 +212,10 @@ def to_graph(
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if dtype is not None and dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    check_autocast(autocast)
+    if autocast is not None and dtype not in (None, "fp32"):
+        raise InvalidInputError(f"autocast={autocast!r} runs an fp32 model in mixed precision; dtype={dtype!r} "
+                                "casts the whole model instead: pass one of them (dtype='fp32' with autocast)")
 
     if isinstance(model, CostGraph):
         g = model
@@ -228,6 +236,11 @@ def to_graph(
         )
     if dtype is not None and dtype != g.meta.get("dtype"):
         g = cast_graph(g, dtype)
+    if autocast is not None and g.meta.get("autocast") != autocast:
+        try:
+            g = autocast_graph(g, autocast)
+        except ValueError as e:
+            raise InvalidInputError(f"autocast={autocast!r}: {e}") from None
     # every frontend's graph must hold work a device can run (an nn.Identity has none)
     return g.check_costable()
 

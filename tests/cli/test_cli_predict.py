@@ -137,3 +137,23 @@ def test_predict_method_trace_is_used(capsys, monkeypatch):
     assert code == 0 and seen == ["trace"]
     code, out2, _ = run(capsys, "graph", R18, "--json")
     assert json.loads(out)["nodes"] != json.loads(out2)["nodes"]
+
+
+def test_predict_and_graph_under_autocast(capsys):
+    code, out, _ = run(capsys, "predict", R18, "--batch", "4", "--device", "h200", "--mode", "training",
+                       "--method", "trace", "--autocast", "bf16", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["details"]["autocast"] == "bf16" and d["dtype"] == "fp32"
+    code, out, _ = run(capsys, "graph", R18, "--method", "trace", "--autocast", "fp16")
+    assert code == 0 and "fp32, autocast fp16" in out
+    # the casts autocast adds are in the graph: the image and each weight of the 20 convolutions and the fc
+    code, out, _ = run(capsys, "graph", R18, "--method", "trace", "--autocast", "fp16", "--json")
+    amp_copies = json.loads(out)["op_kinds"]["copy"]["count"]
+    code, out, _ = run(capsys, "graph", R18, "--method", "trace", "--json")
+    assert amp_copies - json.loads(out)["op_kinds"]["copy"]["count"] == 23
+    code, _, err = run(capsys, "predict", R18, "--batch", "1", "--device", "h200", "--autocast", "fp8")
+    assert code != 0 and "fp8" in err and "fp16" in err and "bf16" in err
+    code, _, err = run(capsys, "predict", R18, "--batch", "1", "--device", "h200", "--dtype", "fp16",
+                       "--autocast", "fp16")
+    assert code != 0 and "casts the whole model" in err
