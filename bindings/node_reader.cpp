@@ -20,11 +20,11 @@ namespace nb = nanobind;
 
 namespace {
 
-constexpr int READER_VERSION = 1;
+constexpr int READER_VERSION = 2;
 
 struct Names {
     PyObject *nodes, *edges, *is_view, *kind, *flops, *bytes_read, *bytes_written, *out_shapes, *out_dtypes,
-        *attrs, *scope, *kernel, *stride, *groups, *inplace;
+        *attrs, *scope, *kernel, *stride, *groups, *inplace, *param_inputs;
 };
 Names N;
 
@@ -44,6 +44,7 @@ void intern_names() {
     N.stride = PyUnicode_InternFromString("stride");
     N.groups = PyUnicode_InternFromString("groups");
     N.inplace = PyUnicode_InternFromString("inplace");
+    N.param_inputs = PyUnicode_InternFromString("param_inputs");
 }
 
 // An owned reference that is released when it goes out of scope.
@@ -135,13 +136,13 @@ struct Reader {
     PyObject *dtype_bytes;  // dict: dtype name -> bytes per element
     Py_ssize_t n, n_edges;
     Column<uint8_t> view, inplace, shaped;
-    Column<int64_t> kind, channels, groups, edges, offsets, edge_offsets;
+    Column<int64_t> kind, channels, groups, param_count, edges, offsets, edge_offsets;
     Column<double> flops, nbytes, numel, out_bytes, karea, stride;
     Ref nodes, dtype0, attrs, scopes;
 
     Reader(PyObject *kid, PyObject *db, Py_ssize_t n_, Py_ssize_t e_, Py_ssize_t g_)
         : kind_id(kid), dtype_bytes(db), n(n_), n_edges(e_), view(n_), inplace(n_), shaped(n_), kind(n_),
-          channels(n_), groups(n_), edges(2 * e_), offsets(g_ + 1), edge_offsets(g_ + 1), flops(n_), nbytes(n_),
+          channels(n_), groups(n_), param_count(n_), edges(2 * e_), offsets(g_ + 1), edge_offsets(g_ + 1), flops(n_), nbytes(n_),
           numel(n_), out_bytes(n_), karea(n_), stride(n_), nodes(PyList_New(n_)), dtype0(PyList_New(n_)),
           attrs(PyList_New(n_)), scopes(PyList_New(g_)) {
         if (!nodes.p || !dtype0.p || !attrs.p || !scopes.p) throw PyError{};
@@ -251,6 +252,12 @@ struct Reader {
         inplace.data[i] = ip;
         PyList_SET_ITEM(attrs.p, i, a.release());
 
+        Ref pi(get(nd, N.param_inputs));
+        Seq pis(pi.p);
+        int64_t np_ = 0;
+        for (Py_ssize_t k = 0; k < pis.size; ++k) np_ += truthy(pis.items[k]);
+        param_count.data[i] = np_;
+
         Ref sc(get(nd, N.scope));
         if (PySet_Add(scope_set, sc.p) < 0) throw PyError{};
     }
@@ -303,10 +310,10 @@ nb::object read_nodes(nb::handle graphs, nb::handle kind_id, nb::handle dtype_by
         for (Py_ssize_t g = 0; g < gs.size; ++g) r.graph(gs.items[g], g, at, e_at);
         if (at != n || e_at != e) return nb::none();  // a graph changed while it was read
         PyObject *out = PyTuple_Pack(
-            19, r.offsets.buf.p, r.nodes.p, r.view.buf.p, r.kind.buf.p, r.flops.buf.p, r.nbytes.buf.p,
+            20, r.offsets.buf.p, r.nodes.p, r.view.buf.p, r.kind.buf.p, r.flops.buf.p, r.nbytes.buf.p,
             r.numel.buf.p, r.shaped.buf.p, r.channels.buf.p, r.out_bytes.buf.p, r.dtype0.p, r.attrs.p,
             r.karea.buf.p, r.stride.buf.p, r.groups.buf.p, r.inplace.buf.p, r.edges.buf.p, r.edge_offsets.buf.p,
-            r.scopes.p);
+            r.scopes.p, r.param_count.buf.p);
         if (!out) throw nb::python_error();
         return nb::steal(out);
     } catch (const Unsupported &) {

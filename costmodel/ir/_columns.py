@@ -53,6 +53,7 @@ class NodeColumns:
     stride: np.ndarray  # float64: the largest ``stride`` (1 without one)
     groups: np.ndarray  # int64: ``groups`` (1 without, or when it is 0)
     inplace: np.ndarray  # bool: the ``inplace`` attribute is set
+    param_count: np.ndarray  # int64: operands that are parameters or buffers (``param_inputs`` set)
     edges: np.ndarray  # (E, 2) int64, each graph's own node ids
     edge_offsets: np.ndarray  # (G + 1,) int64
     scopes: list  # per graph: the set of its nodes' module scopes
@@ -79,7 +80,7 @@ def _stride(s) -> float:
 
 
 #: the compiled reader's interface version (``READER_VERSION`` of ``costmodel._nodes``)
-_READER_VERSION = 1
+_READER_VERSION = 2
 _NATIVE: Any = None  # the compiled module, False once it is known to be unavailable
 
 
@@ -116,7 +117,7 @@ def _unknown_kind(graphs: Sequence[Any], offsets: np.ndarray, kind: np.ndarray) 
 def _from_buffers(graphs: Sequence[Any], out: tuple) -> NodeColumns:
     """The compiled reader's buffers as :class:`NodeColumns` (numpy arrays over them, no copies)."""
     (offsets, nodes, view, kind, flops, nbytes, numel, shaped, channels, out_bytes, dtype0, attrs, karea,
-     stride, groups, inplace, edges, edge_offsets, scopes) = out
+     stride, groups, inplace, edges, edge_offsets, scopes, param_count) = out
     i64, f64 = np.int64, np.float64
     offsets = np.frombuffer(offsets, i64)
     kind = np.frombuffer(kind, i64)
@@ -129,7 +130,8 @@ def _from_buffers(graphs: Sequence[Any], out: tuple) -> NodeColumns:
         out_bytes=np.frombuffer(out_bytes, f64), dtype0=dtype0, attrs=attrs,
         kernel_area=np.frombuffer(karea, f64), stride=np.frombuffer(stride, f64),
         groups=np.frombuffer(groups, i64), inplace=np.frombuffer(inplace, bool),
-        edges=np.frombuffer(edges, i64).reshape(-1, 2), edge_offsets=np.frombuffer(edge_offsets, i64),
+        param_count=np.frombuffer(param_count, i64), edges=np.frombuffer(edges, i64).reshape(-1, 2),
+        edge_offsets=np.frombuffer(edge_offsets, i64),
         scopes=scopes)
 
 
@@ -138,7 +140,7 @@ def python_node_columns(graphs: Sequence[Any]) -> NodeColumns:
     kind_id, prod = _KIND_ID, math.prod
     cols: dict[str, list] = {k: [] for k in ("nodes", "view", "kind", "flops", "nbytes", "count", "first_len",
                                               "channels", "dtype0", "n_out", "n_dt", "attrs", "karea", "stride",
-                                              "groups", "inplace", "edges")}
+                                              "groups", "inplace", "edges", "pcount")}
     offsets, edge_offsets, scopes = [0], [0], []
     for g in graphs:
         # every fact of this graph's nodes while they are in the cache
@@ -168,6 +170,7 @@ def python_node_columns(graphs: Sequence[Any]) -> NodeColumns:
         cols["stride"] += [_stride(a.get("stride")) if a else 1.0 for a in attrs]
         cols["groups"] += [(a.get("groups", 1) or 1) if a else 1 for a in attrs]
         cols["inplace"] += [bool(a and a.get("inplace")) for a in attrs]
+        cols["pcount"] += [sum(map(bool, nd.param_inputs)) for nd in nodes]
         cols["edges"].append(g.edges)
         scopes.append({nd.scope for nd in nodes})
         offsets.append(offsets[-1] + len(nodes))
@@ -202,6 +205,7 @@ def python_node_columns(graphs: Sequence[Any]) -> NodeColumns:
         stride=np.asarray(cols["stride"], np.float64) if n else np.zeros(0),
         groups=np.asarray(cols["groups"], np.int64) if n else np.zeros(0, np.int64),
         inplace=np.asarray(cols["inplace"], bool) if n else np.zeros(0, bool),
+        param_count=np.asarray(cols["pcount"], np.int64) if n else np.zeros(0, np.int64),
         edges=edges.reshape(-1, 2),
         edge_offsets=np.asarray(edge_offsets, np.int64),
         scopes=scopes,

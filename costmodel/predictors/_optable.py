@@ -222,7 +222,7 @@ def _operator_features(cols, hw: list[float], sm: int):
 
 #: backward kernels of a forward operator, from the autograd formulas: ``(kernels, bytes per kernel as
 #: a multiple of the forward operator's bytes)``.  Tensor kinds and binary elementwise operators launch
-#: one kernel per operand that needs a gradient (set in :func:`backward_plan`); an ``add`` passes its
+#: one kernel per operand that needs a gradient (set in :func:`backward_plans`); an ``add`` passes its
 #: gradient through and a ``concat`` hands out slices of it (no kernel); a unary activation reads the
 #: gradient and one saved tensor and writes one (1.5x the forward's two tensors); a normalization
 #: reduces first and then writes (about twice its forward).
@@ -236,62 +236,91 @@ _BWD_SPEC = {
 _BWD_PER_OPERAND = frozenset({"conv", "conv_transpose", "matmul", "mul", "elementwise"})
 
 
-def backward_plan(graph, ops) -> tuple[list[int], list[float], list[int]]:
-    """The backward kernels of one training step, in the order autograd runs them.
+# per kind: backward kernels and bytes scale of :data:`_BWD_SPEC` (``(1, 2.0)`` for the kinds it leaves out)
+_BWD_K = np.array([_BWD_SPEC.get(k, (1, 2.0))[0] for k in OP_KINDS], np.int64)
+_BWD_F = np.array([_BWD_SPEC.get(k, (1, 2.0))[1] for k in OP_KINDS])
+_BWD_OPERAND = np.array([k in _BWD_PER_OPERAND for k in OP_KINDS])
 
-    Returns, per kernel, the position in ``ops`` of the forward operator it belongs to, its bytes as a
-    multiple of that operator's forward bytes (kind 0) or of its output's bytes (kind 1), and its kind:
-    ``0`` the operator's own gradient, ``1`` the sum of two gradients of one tensor (a tensor read by
-    several operators gets one addition per extra reader: it reads two, writes one, one FLOP per element). Operators whose inputs need no gradient (an
-    input image's preprocessing) have no backward; a convolution on the input image computes only its
-    weight gradient."""
-    nodes = graph.nodes
-    preds = graph.predecessors()
-    pos = {n.id: j for j, n in enumerate(ops)}
-    grad = [False] * len(nodes)  # the node's output needs a gradient
-    owner = list(range(len(nodes)))  # views resolve to the operator that made the buffer
-    for i, n in enumerate(nodes):
-        grad[i] = any(n.param_inputs) or any(grad[p] for p in preds[i])
-        if n.is_view and preds[i]:
-            owner[i] = owner[min(preds[i])]
-    readers = [0] * len(nodes)
-    for i, n in enumerate(nodes):
-        if not n.is_view:
-            for p in set(preds[i]):
-                if grad[p]:
-                    readers[owner[p]] += 1
-    src: list[int] = []
-    scale: list[float] = []
-    what: list[int] = []
-    for n in reversed(ops):
-        i, j = n.id, pos[n.id]
-        extra = readers[i] - 1
-        if extra > 0:
-            src += [j] * extra
-            scale += [3.0] * extra
-            what += [1] * extra
-        if not grad[i] or (n.flops <= 0 and n.bytes_read + n.bytes_written <= 0):
-            continue
-        if n.kind in _BWD_PER_OPERAND:
-            k = sum(1 for p in set(preds[i]) if grad[p]) + (1 if any(n.param_inputs) else 0)
-            k, f = min(max(k, 1), 2), 1.0
-        elif n.kind == "attention":
-            k, f = 2, 1.0
-        elif n.kind == "add" and any(n.param_inputs):
-            k, f = 1, 0.5  # the broadcast parameter's gradient: a reduction over the output gradient
-        else:
-            k, f = _BWD_SPEC.get(n.kind, (1, 2.0))
-        src += [j] * k
-        scale += [f] * k
-        what += [0] * k
-    return src, scale, what
+
+def backward_plans(cols, which, positions: np.ndarray):
+    """The backward kernels of a training step of each graph ``which`` (indices into the node columns
+    ``cols``), in the order autograd runs them: each graph's operators (its nodes that are not views)
+    in reverse order, each with its gradient sums first, then its own kernels.
+
+    An operator whose output needs no gradient (it reads no parameter and nothing that needs one: an
+    input image's preprocessing) has no kernels. Otherwise a convolution, GEMM or binary elementwise
+    operator launches one kernel per operand that needs a gradient (at most two: the input's and the
+    weight's; a convolution on the input image only its weight's), attention two, an ``add`` of a
+    parameter one of half its bytes (a reduction over the output gradient), the others what
+    :data:`_BWD_SPEC` says. A tensor read by several operators (through views) gets one gradient sum
+    per extra reader: it reads two, writes one, one FLOP per element (kind 1; its bytes a multiple of the
+    operator's output bytes, kind 0's of its forward bytes).
+
+    ``positions``: the column positions of every graph's operators, whose indices the plans return.
+    Returns, concatenated over ``which`` in order, each kernel's operator index, bytes scale and kind,
+    and how many kernels each graph has. Arrays throughout; the one sequential step, which tensors need
+    a gradient, is a single pass over the edges in source order."""
+    n = len(cols.view)
+    which = np.asarray(which, np.int64)
+    e_lo, e_hi = cols.edge_offsets[which], cols.edge_offsets[which + 1]
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(e_lo.tolist(), e_hi.tolist())]) if len(which) else \
+        np.zeros(0, np.int64)
+    e = cols.edges[rows] + np.repeat(cols.offsets[which], e_hi - e_lo)[:, None]
+    e = np.unique(e[:, 0] * n + e[:, 1])  # each (source, reader) once, sorted by source
+    src, dst = e // n, e % n
+    # needs a gradient: holds a parameter, or reads a tensor that needs one (sources come first in a DAG)
+    grad_l = (cols.param_count > 0).tolist()
+    for s_, d_ in zip(src.tolist(), dst.tolist()):
+        if grad_l[s_]:
+            grad_l[d_] = True
+    grad = np.asarray(grad_l, bool)
+    # views resolve to the operator that made the buffer: their first (lowest) predecessor's owner
+    first = np.full(n, n)
+    np.minimum.at(first, dst, src)
+    owner = np.arange(n)
+    chain = cols.view & (first < n)
+    owner[chain] = first[chain]
+    while True:
+        nxt = owner[owner]
+        if np.array_equal(nxt, owner):
+            break
+        owner = nxt
+    g_src = grad[src]
+    readers = np.bincount(owner[src[g_src & ~cols.view[dst]]], minlength=n)
+    grad_preds = np.bincount(dst[g_src], minlength=n)
+    # the operators of the graphs in ``which``, each graph's in reverse order (autograd's)
+    lo, hi = np.searchsorted(positions, cols.offsets[which]), np.searchsorted(positions, cols.offsets[which + 1])
+    gid = np.repeat(np.arange(len(which)), hi - lo)
+    J = np.concatenate([np.arange(b - 1, a - 1, -1) for a, b in zip(lo.tolist(), hi.tolist())]) if len(which) \
+        else np.zeros(0, np.int64)
+    node = positions[J]
+    kind = cols.kind[node]
+    has_p = cols.param_count[node] > 0
+    k = _BWD_K[kind].copy()
+    f = _BWD_F[kind].copy()
+    per_op = _BWD_OPERAND[kind]
+    k[per_op] = np.clip(grad_preds[node][per_op] + has_p[per_op], 1, 2)
+    f[per_op] = 1.0
+    att = kind == _KIND_ID["attention"]
+    k[att], f[att] = 2, 1.0
+    bias = (kind == _KIND_ID["add"]) & has_p
+    k[bias], f[bias] = 1, 0.5  # the broadcast parameter's gradient: a reduction over the output gradient
+    k[~grad[node] | ((cols.flops[node] <= 0) & (cols.nbytes[node] <= 0))] = 0
+    extra = np.maximum(readers[node] - 1, 0)
+    # per operator: its gradient sums (kind 1), then its own kernels (kind 0)
+    reps = np.stack([extra, k], 1).reshape(-1)
+    out_j = np.repeat(np.repeat(J, 2), reps)
+    out_scale = np.repeat(np.stack([np.full(len(J), 3.0), f], 1).reshape(-1), reps)
+    out_what = np.repeat(np.tile([1, 0], len(J)), reps)
+    per_graph = np.bincount(np.repeat(np.repeat(gid, 2), reps), minlength=len(which))
+    return out_j, out_scale, out_what, per_graph
 
 
 def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
 
     Rows: every operator that is not a view, in graph order (forward); for training then the backward
-    kernels in reverse order (:func:`backward_plan`: the autograd formulas, plus one sum per extra
+    kernels in reverse order (:func:`backward_plans`: the autograd formulas, plus one sum per extra
     reader of a tensor) and one optimizer row; last one row for the Python-level module calls.
     Computed over arrays (:func:`op_tables`); the tests hold the same table built one operator at a time."""
     return op_tables([graph], device, modes=[mode], optimizer=optimizer)[0]
@@ -311,15 +340,15 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     counts = np.diff(np.searchsorted(positions, cols.offsets))
     default_ids = np.repeat([_DTYPE_ID.get(g.meta.get("dtype", "fp32"), len(DTYPES)) for g in graphs],
                             counts).tolist()
-    # the operator nodes of a training graph (its backward plan reads them; inference needs none)
-    nodes, ends = cols.nodes, np.cumsum(counts)
-    per = [[nodes[i] for i in positions[a:b].tolist()] if m == "training" else None
-           for a, b, m in zip((ends - counts).tolist(), ends.tolist(), modes)]
+    # the parameter tensors each graph's operators read (a training step's optimizer updates each)
+    ends = np.cumsum(counts)
+    p_cum = np.concatenate([[0], np.cumsum(cols.param_count[positions])])
+    per = (p_cum[ends] - p_cum[ends - counts]).tolist()
     xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(_node_columns(cols, positions, default_ids),
                                                                      hw, sm)
     n_all = len(kind)
 
-    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(graphs, per, counts.tolist(), modes, n_all)
+    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(cols, positions, counts.tolist(), modes, n_all)
     x = xn[idx]
     if out_b is not None:
         f = np.where(acc, out_n[idx], flops[idx])
@@ -381,8 +410,8 @@ def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arr
     bw, sm, hw = hw_facts
     x, bound, kernel, host, energy, node, phase = arrays
     cache: dict = {}
-    extra = [_extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache)
-             for g, (graph, ops, mode) in enumerate(zip(graphs, per, modes))]
+    extra = [_extra_rows(graph, n_tensors, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache)
+             for g, (graph, n_tensors, mode) in enumerate(zip(graphs, per, modes))]
     n_extra = np.array([len(e) for e in extra], np.int64)
     n_rows = np.asarray(n_rows, np.int64)
     start = np.concatenate([[0], np.cumsum(n_rows + n_extra)])
@@ -414,40 +443,39 @@ def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arr
     return out
 
 
-def _row_plan(graphs, per, counts: list[int], modes, n_all: int):
+def _row_plan(cols, positions: np.ndarray, counts: list[int], modes, n_all: int):
     """Which operator each row of :func:`op_tables` costs: each graph's forward rows, then (training) its
-    backward rows in reverse order. Returns the row -> operator index, the backward flag, the gradient-sum
-    flag and the bytes scale per row, the output bytes and elements per operator where gradient sums need
-    them (else ``None``), and the number of rows of each graph."""
+    backward rows in reverse order (:func:`backward_plans`). Returns the row -> operator index, the
+    backward flag, the gradient-sum flag and the bytes scale per row, the output bytes and elements per
+    operator where gradient sums need them (else ``None``), and the number of rows of each graph."""
     if "training" not in modes:  # forward rows only: every operator once, in order
         return np.arange(n_all), np.zeros(n_all, bool), np.zeros(n_all, bool), np.ones(n_all), None, None, counts
+    train = [g for g, m in enumerate(modes) if m == "training"]
+    b_j, b_scale, b_what, b_count = backward_plans(cols, train, positions)
+    b_end = np.cumsum(b_count).tolist()
     idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
-    out_b = out_n = None
-    off = 0
-    for graph, ops, n_ops, mode in zip(graphs, per, counts, modes):
+    off, t = 0, 0
+    for n_ops, mode in zip(counts, modes):
         idx_parts.append(np.arange(off, off + n_ops))
         back_parts.append(np.zeros(n_ops, bool))
         scale_parts.append(np.ones(n_ops))
         acc_parts.append(np.zeros(n_ops, bool))
         n_g = n_ops
         if mode == "training":
-            src, scale, what = backward_plan(graph, ops)
-            acc = np.asarray(what, bool)
-            idx_parts.append(off + np.asarray(src, np.int64))
-            back_parts.append(np.ones(len(src), bool))
-            scale_parts.append(np.asarray(scale, np.float64))
-            acc_parts.append(acc)
-            n_g += len(src)
-            if acc.any():  # a gradient sum reads the tensor's bytes and adds its elements
-                if out_b is None:
-                    out_b, out_n = np.zeros(n_all), np.zeros(n_all)
-                out_b[off:off + n_ops] = [float(n.out_bytes) for n in ops]
-                out_n[off:off + n_ops] = [float(math.prod(n.out_shapes[0])) if n.out_shapes and n.out_shapes[0]
-                                          else 0.0 for n in ops]
+            a, b = (b_end[t - 1] if t else 0), b_end[t]
+            t += 1
+            idx_parts.append(b_j[a:b])
+            back_parts.append(np.ones(b - a, bool))
+            scale_parts.append(b_scale[a:b])
+            acc_parts.append(b_what[a:b].astype(bool))
+            n_g += b - a
         n_rows.append(n_g)
         off += n_ops
-    return (np.concatenate(idx_parts), np.concatenate(back_parts), np.concatenate(acc_parts),
-            np.concatenate(scale_parts), out_b, out_n, n_rows)
+    acc = np.concatenate(acc_parts)
+    # a gradient sum reads the tensor's bytes and adds its elements
+    out_b, out_n = (cols.out_bytes[positions], cols.numel[positions]) if acc.any() else (None, None)
+    return (np.concatenate(idx_parts), np.concatenate(back_parts), acc, np.concatenate(scale_parts), out_b, out_n,
+            n_rows)
 
 
 def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list[OpTable]:
@@ -465,14 +493,14 @@ def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list
     return out
 
 
-def _extra_rows(graph, ops, device, mode, optimizer, bw, sm, hw, scopes, cache: dict) -> list[tuple]:
-    """One graph's rows without an operator: the optimizer update (training), then the module calls; each
-    as (features, bound, kernel flag, host class, host count, phase). ``cache`` keeps the feature rows
-    already computed in this call (the module rows of graphs of one dtype are alike)."""
+def _extra_rows(graph, n_tensors: int, device, mode, optimizer, bw, sm, hw, scopes, cache: dict) -> list[tuple]:
+    """One graph's rows without an operator: the optimizer update (training; ``n_tensors``: the parameter
+    tensors its operators read), then the module calls; each as (features, bound, kernel flag, host
+    class, host count, phase). ``cache`` keeps the feature rows already computed in this call (the
+    module rows of graphs of one dtype are alike)."""
     default_dtype = graph.meta.get("dtype", "fp32")
     extra = []
     if mode == "training":
-        n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops)
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
         extra.append((2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
                       "optimizer_tensor", float(max(1, n_tensors))))

@@ -128,18 +128,22 @@ def test_the_fp32_list_and_type_promotion():
 def test_training_backward_plan_sees_the_casts():
     """The first convolution reads the image (no gradient) and a weight cast: autocast's step computes only
     its weight gradient, as without autocast, and each weight cast gets one backward kernel."""
-    from costmodel.predictors._optable import backward_plan
+    from costmodel.devices import get_device
+    from costmodel.predictors._optable import op_table
 
     g = _graph(_Net(), mode="training")
     a = autocast_graph(g, "fp16")
-    ops = [n for n in a.nodes if not n.is_view]
-    src, _, what = backward_plan(a, ops)
-    first_conv = next(j for j, n in enumerate(ops) if n.kind == "conv")
-    assert sum(1 for s, w in zip(src, what) if s == first_conv and w == 0) == 1
-    casts = [j for j, n in enumerate(ops) if n.attrs.get("autocast") and n.param_inputs[0]]
-    assert all(sum(1 for s in src if s == j) == 1 for j in casts)
-    image_cast = next(j for j, n in enumerate(ops) if n.attrs.get("autocast") and not n.param_inputs[0])
-    assert image_cast not in src
+    t = op_table(a, get_device("h200"), mode="training")
+    backward = t.node[t.phase == 1].tolist()
+    first_conv = next(n.id for n in a.nodes if n.kind == "conv")
+    assert backward.count(first_conv) == 1
+    weight_casts = [n.id for n in a.nodes if n.attrs.get("autocast") and n.param_inputs[0]]
+    assert weight_casts and all(backward.count(i) == 1 for i in weight_casts)
+    image_cast = next(n.id for n in a.nodes if n.attrs.get("autocast") and not n.param_inputs[0])
+    assert image_cast not in backward
+    # without autocast the first convolution also computes its weight gradient alone
+    t32 = op_table(g, get_device("h200"), mode="training")
+    assert t32.node[t32.phase == 1].tolist().count(next(n.id for n in g.nodes if n.kind == "conv")) == 1
 
 
 def test_bad_autocast_requests_are_named():
