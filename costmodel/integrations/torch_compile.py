@@ -97,6 +97,21 @@ def estimate_fx(gm, example_inputs, *, device="h100", predictor=None, training: 
     return est, batch
 
 
+def ambient_autocast() -> str | None:
+    """The dtype of the ``torch.autocast`` region the compiled code is called in (CUDA's, else the
+    CPU's), or ``None``: the graph dynamo hands over is the model's own, and autocast runs it."""
+    import torch
+
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+    for device in ("cuda", "cpu"):
+        try:
+            if torch.is_autocast_enabled(device):
+                return names.get(torch.get_autocast_dtype(device))
+        except (RuntimeError, TypeError):  # a build without that device type
+            continue
+    return None
+
+
 def _estimate_fx(gm, example_inputs, *, device, predictor, training):
     """``(Estimate, batch, (module, meta inputs))``: the last is what a re-trace at another batch needs."""
     import torch
@@ -118,11 +133,14 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training):
     module = _module_with_state(gm, example_inputs, flags)
     g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
     g.meta["batch"] = batch
-    est = estimate(g, batch=batch, device=device, mode=mode, predictor=predictor)
+    amp = ambient_autocast()
+    if amp is not None and g.meta.get("dtype", "fp32") != "fp32":
+        amp = None  # a half-precision model under autocast: its own dtypes are what runs
+    est = estimate(g, batch=batch, device=device, mode=mode, predictor=predictor, autocast=amp)
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
     dtype = next((names.get(t.dtype) for t in data if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
     replay_into(est, module, get_device(device), batch=batch, mode=mode, dtype=dtype or "fp32", optimizer="adam",
-                inputs=meta_inputs, graph=g)
+                inputs=meta_inputs, graph=g, autocast=amp)
     return est, batch, (module, meta_inputs)
 
 
@@ -146,7 +164,8 @@ def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced, *, 
         return None
 
     def fits(b: int) -> bool:
-        m = replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype, inputs=_with_batch(inputs, batch, b))
+        m = replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype, inputs=_with_batch(inputs, batch, b),
+                          autocast=est.details.get("autocast"))
         return m.memory_mb <= limit_mb
 
     lo, hi = 0, batch  # lo fits (0: nothing), hi does not (the batch just estimated)

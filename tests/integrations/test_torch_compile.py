@@ -59,6 +59,24 @@ def test_training_is_estimated_when_grad_is_on():
     assert mem["optimizer_mb"] > 0
 
 
+def test_a_graph_compiled_under_autocast_is_estimated_under_autocast():
+    """Compiled and called inside torch.autocast: the estimate costs the graph as autocast runs it (the
+    GEMMs in bf16 after their casts) and traces its memory under autocast."""
+    m, x = _mlp().eval(), torch.randn(64, 512)
+    plain = costmodel.torch_backend(device="h100", inner="eager")
+    _compile_and_run(m, x, plain)
+    amp = costmodel.torch_backend(device="h100", inner="eager")
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.compile(m, backend=amp)(x)
+    a, p = amp.estimates[0], plain.estimates[0]
+    assert a.details["autocast"] == "bf16" and "autocast" not in p.details
+    assert a.details["memory"]["path"] == "replay"
+    # the bf16 copies of the two weight matrices are extra memory at inference (autocast keeps them)
+    assert a.allocated_mb > p.allocated_mb
+
+
 def test_graph_breaks_give_one_estimate_per_graph():
     def f(x):
         y = torch.relu(x) * 2
