@@ -173,3 +173,20 @@ def test_estimate_under_autocast():
     assert amp.allocated_mb < fp32.allocated_mb
     assert amp.latency_ms != fp32.latency_ms
     assert "autocast fp16" in amp.table()
+
+
+def test_the_graph_walk_under_autocast():
+    """A CostGraph has no module to trace: replay_memory walks the graph as autocast runs it. A training
+    step saves the convolutions' half-precision inputs, so its walked peak drops; the weights, their
+    gradients and Adam's state stay fp32."""
+    from costmodel.analysis.memreplay import replay_memory
+
+    g = costmodel.to_graph("torchvision:resnet18", batch=32, mode="training", method="trace")
+    plain = replay_memory(g, "h200", batch=32, mode="training")
+    amp = replay_memory(g, "h200", batch=32, mode="training", autocast="fp16")
+    assert plain.path == amp.path == "liveness-fallback"
+    assert any("autocast=fp16" in n for n in amp.notes)
+    assert amp.allocated_mb < 0.8 * plain.allocated_mb
+    # the same walk as of the graph autocast_graph returns
+    same = replay_memory(autocast_graph(g, "fp16"), "h200", batch=32, mode="training")
+    assert same.allocated_mb == amp.allocated_mb
