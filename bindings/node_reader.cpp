@@ -20,7 +20,7 @@ namespace nb = nanobind;
 
 namespace {
 
-constexpr int READER_VERSION = 2;
+constexpr int READER_VERSION = 3;
 
 struct Names {
     PyObject *nodes, *edges, *is_view, *kind, *flops, *bytes_read, *bytes_written, *out_shapes, *out_dtypes,
@@ -134,15 +134,16 @@ int truthy(PyObject *v) {
 struct Reader {
     PyObject *kind_id;      // dict: kind name -> int
     PyObject *dtype_bytes;  // dict: dtype name -> bytes per element
+    bool params;            // count each node's parameter operands (training steps need them)
     Py_ssize_t n, n_edges;
     Column<uint8_t> view, inplace, shaped;
     Column<int64_t> kind, channels, groups, param_count, edges, offsets, edge_offsets;
     Column<double> flops, nbytes, numel, out_bytes, karea, stride;
     Ref nodes, dtype0, attrs, scopes;
 
-    Reader(PyObject *kid, PyObject *db, Py_ssize_t n_, Py_ssize_t e_, Py_ssize_t g_)
-        : kind_id(kid), dtype_bytes(db), n(n_), n_edges(e_), view(n_), inplace(n_), shaped(n_), kind(n_),
-          channels(n_), groups(n_), param_count(n_), edges(2 * e_), offsets(g_ + 1), edge_offsets(g_ + 1), flops(n_), nbytes(n_),
+    Reader(PyObject *kid, PyObject *db, bool params_, Py_ssize_t n_, Py_ssize_t e_, Py_ssize_t g_)
+        : kind_id(kid), dtype_bytes(db), params(params_), n(n_), n_edges(e_), view(n_), inplace(n_), shaped(n_), kind(n_),
+          channels(n_), groups(n_), param_count(params_ ? n_ : 0), edges(2 * e_), offsets(g_ + 1), edge_offsets(g_ + 1), flops(n_), nbytes(n_),
           numel(n_), out_bytes(n_), karea(n_), stride(n_), nodes(PyList_New(n_)), dtype0(PyList_New(n_)),
           attrs(PyList_New(n_)), scopes(PyList_New(g_)) {
         if (!nodes.p || !dtype0.p || !attrs.p || !scopes.p) throw PyError{};
@@ -252,11 +253,13 @@ struct Reader {
         inplace.data[i] = ip;
         PyList_SET_ITEM(attrs.p, i, a.release());
 
-        Ref pi(get(nd, N.param_inputs));
-        Seq pis(pi.p);
-        int64_t np_ = 0;
-        for (Py_ssize_t k = 0; k < pis.size; ++k) np_ += truthy(pis.items[k]);
-        param_count.data[i] = np_;
+        if (params) {
+            Ref pi(get(nd, N.param_inputs));
+            Seq pis(pi.p);
+            int64_t np_ = 0;
+            for (Py_ssize_t k = 0; k < pis.size; ++k) np_ += truthy(pis.items[k]);
+            param_count.data[i] = np_;
+        }
 
         Ref sc(get(nd, N.scope));
         if (PySet_Add(scope_set, sc.p) < 0) throw PyError{};
@@ -295,7 +298,7 @@ void count(PyObject *graphs, Py_ssize_t &n, Py_ssize_t &e) {
     }
 }
 
-nb::object read_nodes(nb::handle graphs, nb::handle kind_id, nb::handle dtype_bytes) {
+nb::object read_nodes(nb::handle graphs, nb::handle kind_id, nb::handle dtype_bytes, bool params) {
     if (!PyDict_Check(kind_id.ptr()) || !PyDict_Check(dtype_bytes.ptr()))
         throw nb::type_error("read_nodes(graphs, kind_id, dtype_bytes): the last two must be dicts");
     try {
@@ -303,7 +306,7 @@ nb::object read_nodes(nb::handle graphs, nb::handle kind_id, nb::handle dtype_by
         Py_ssize_t n, e;
         count(gl, n, e);
         Seq gs(gl);
-        Reader r(kind_id.ptr(), dtype_bytes.ptr(), n, e, gs.size);
+        Reader r(kind_id.ptr(), dtype_bytes.ptr(), params, n, e, gs.size);
         r.offsets.data[0] = 0;
         r.edge_offsets.data[0] = 0;
         Py_ssize_t at = 0, e_at = 0;
@@ -313,7 +316,7 @@ nb::object read_nodes(nb::handle graphs, nb::handle kind_id, nb::handle dtype_by
             20, r.offsets.buf.p, r.nodes.p, r.view.buf.p, r.kind.buf.p, r.flops.buf.p, r.nbytes.buf.p,
             r.numel.buf.p, r.shaped.buf.p, r.channels.buf.p, r.out_bytes.buf.p, r.dtype0.p, r.attrs.p,
             r.karea.buf.p, r.stride.buf.p, r.groups.buf.p, r.inplace.buf.p, r.edges.buf.p, r.edge_offsets.buf.p,
-            r.scopes.p, r.param_count.buf.p);
+            r.scopes.p, params ? r.param_count.buf.p : Py_None);
         if (!out) throw nb::python_error();
         return nb::steal(out);
     } catch (const Unsupported &) {
@@ -331,5 +334,7 @@ NB_MODULE(_nodes, m) {
     m.doc() = "Compiled node reader behind costmodel.ir.node_columns (private).";
     m.attr("READER_VERSION") = READER_VERSION;
     m.def("read_nodes", &read_nodes, nb::arg("graphs"), nb::arg("kind_id"), nb::arg("dtype_bytes"),
-          "Facts of every node of `graphs` as flat buffers, or None where the Python reader must answer.");
+          nb::arg("params") = true,
+          "Facts of every node of `graphs` as flat buffers (`params`: with the parameter-operand counts), or "
+          "None where the Python reader must answer.");
 }

@@ -53,7 +53,7 @@ class NodeColumns:
     stride: np.ndarray  # float64: the largest ``stride`` (1 without one)
     groups: np.ndarray  # int64: ``groups`` (1 without, or when it is 0)
     inplace: np.ndarray  # bool: the ``inplace`` attribute is set
-    param_count: np.ndarray  # int64: operands that are parameters or buffers (``param_inputs`` set)
+    param_count: np.ndarray | None  # int64: operands that are parameters or buffers (None: not read)
     edges: np.ndarray  # (E, 2) int64, each graph's own node ids
     edge_offsets: np.ndarray  # (G + 1,) int64
     scopes: list  # per graph: the set of its nodes' module scopes
@@ -80,7 +80,7 @@ def _stride(s) -> float:
 
 
 #: the compiled reader's interface version (``READER_VERSION`` of ``costmodel._nodes``)
-_READER_VERSION = 2
+_READER_VERSION = 3
 _NATIVE: Any = None  # the compiled module, False once it is known to be unavailable
 
 
@@ -95,15 +95,16 @@ def compiled_reader():
     return _NATIVE or None
 
 
-def node_columns(graphs: Sequence[Any]) -> NodeColumns:
-    """:class:`NodeColumns` of ``graphs`` (each a CostGraph)."""
+def node_columns(graphs: Sequence[Any], *, params: bool = True) -> NodeColumns:
+    """:class:`NodeColumns` of ``graphs`` (each a CostGraph); ``params=False`` leaves ``param_count``
+    out (``None``), which only training steps read."""
     graphs = graphs if isinstance(graphs, (list, tuple)) else list(graphs)
     native = compiled_reader()
     if native is not None:
-        out = native.read_nodes(graphs, _KIND_ID, _DTYPE_BYTES)
+        out = native.read_nodes(graphs, _KIND_ID, _DTYPE_BYTES, params)
         if out is not None:
             return _from_buffers(graphs, out)
-    return python_node_columns(graphs)
+    return python_node_columns(graphs, params=params)
 
 
 def _unknown_kind(graphs: Sequence[Any], offsets: np.ndarray, kind: np.ndarray) -> InvalidGraphError:
@@ -130,12 +131,12 @@ def _from_buffers(graphs: Sequence[Any], out: tuple) -> NodeColumns:
         out_bytes=np.frombuffer(out_bytes, f64), dtype0=dtype0, attrs=attrs,
         kernel_area=np.frombuffer(karea, f64), stride=np.frombuffer(stride, f64),
         groups=np.frombuffer(groups, i64), inplace=np.frombuffer(inplace, bool),
-        param_count=np.frombuffer(param_count, i64), edges=np.frombuffer(edges, i64).reshape(-1, 2),
+        param_count=None if param_count is None else np.frombuffer(param_count, i64), edges=np.frombuffer(edges, i64).reshape(-1, 2),
         edge_offsets=np.frombuffer(edge_offsets, i64),
         scopes=scopes)
 
 
-def python_node_columns(graphs: Sequence[Any]) -> NodeColumns:
+def python_node_columns(graphs: Sequence[Any], *, params: bool = True) -> NodeColumns:
     """:func:`node_columns` read in Python (what the compiled reader computes, and its fallback)."""
     kind_id, prod = _KIND_ID, math.prod
     cols: dict[str, list] = {k: [] for k in ("nodes", "view", "kind", "flops", "nbytes", "count", "first_len",
@@ -170,7 +171,8 @@ def python_node_columns(graphs: Sequence[Any]) -> NodeColumns:
         cols["stride"] += [_stride(a.get("stride")) if a else 1.0 for a in attrs]
         cols["groups"] += [(a.get("groups", 1) or 1) if a else 1 for a in attrs]
         cols["inplace"] += [bool(a and a.get("inplace")) for a in attrs]
-        cols["pcount"] += [sum(map(bool, nd.param_inputs)) for nd in nodes]
+        if params:
+            cols["pcount"] += [sum(map(bool, nd.param_inputs)) for nd in nodes]
         cols["edges"].append(g.edges)
         scopes.append({nd.scope for nd in nodes})
         offsets.append(offsets[-1] + len(nodes))
@@ -205,7 +207,7 @@ def python_node_columns(graphs: Sequence[Any]) -> NodeColumns:
         stride=np.asarray(cols["stride"], np.float64) if n else np.zeros(0),
         groups=np.asarray(cols["groups"], np.int64) if n else np.zeros(0, np.int64),
         inplace=np.asarray(cols["inplace"], bool) if n else np.zeros(0, bool),
-        param_count=np.asarray(cols["pcount"], np.int64) if n else np.zeros(0, np.int64),
+        param_count=(np.asarray(cols["pcount"], np.int64) if n else np.zeros(0, np.int64)) if params else None,
         edges=edges.reshape(-1, 2),
         edge_offsets=np.asarray(edge_offsets, np.int64),
         scopes=scopes,

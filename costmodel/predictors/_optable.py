@@ -341,9 +341,14 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     default_ids = np.repeat([_DTYPE_ID.get(g.meta.get("dtype", "fp32"), len(DTYPES)) for g in graphs],
                             counts).tolist()
     # the parameter tensors each graph's operators read (a training step's optimizer updates each)
-    ends = np.cumsum(counts)
-    p_cum = np.concatenate([[0], np.cumsum(cols.param_count[positions])])
-    per = (p_cum[ends] - p_cum[ends - counts]).tolist()
+    if "training" in modes:
+        if cols.param_count is None:
+            raise ValueError("op_tables of a training step need node columns read with params=True")
+        ends = np.cumsum(counts)
+        p_cum = np.concatenate([[0], np.cumsum(cols.param_count[positions])])
+        per = (p_cum[ends] - p_cum[ends - counts]).tolist()
+    else:
+        per = [0] * len(graphs)
     xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(_node_columns(cols, positions, default_ids),
                                                                      hw, sm)
     n_all = len(kind)

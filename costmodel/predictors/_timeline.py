@@ -577,7 +577,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         over all their rows, then each graph's timeline."""
         from ._analytic import graph_assumptions
 
-        cols = node_columns(graphs)  # one walk over the nodes, read by the operator tables and the analytic model
+        # one walk over the nodes, read by the operator tables and the analytic model
+        cols = node_columns(graphs, params="training" in modes)
         tables = op_tables(graphs, dev, modes=modes, optimizer=optimizer, columns=cols)
         bases = base.estimates(graphs, dev, modes, optimizer, columns=cols)
         xs = self._scaled_x_rows(tables)

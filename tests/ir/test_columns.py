@@ -154,3 +154,28 @@ def test_a_dtype_without_a_width_is_an_error_from_both_readers(node_columns):
 def test_a_graph_of_foreign_objects_raises_instead_of_crashing():
     with pytest.raises(AttributeError):
         _node_columns([CostGraph([object()], [], meta={"name": "bad"})])
+
+
+def test_parameter_counts_are_read_when_asked(node_columns):
+    nodes = _odd_nodes()
+    nodes[0].param_inputs = [False, True]
+    graphs = [_graph("a", nodes)]
+    full = node_columns(graphs)
+    assert full.param_count.tolist() == [1, 0, 0, 0, 0, 0, 0]
+    lean = node_columns(graphs, params=False)
+    assert lean.param_count is None
+    for f in NodeColumns.__dataclass_fields__:
+        if f not in ("param_count", "nodes", "attrs") and isinstance(getattr(full, f), np.ndarray):
+            assert np.array_equal(getattr(full, f), getattr(lean, f)), f
+
+
+def test_training_tables_refuse_columns_without_parameter_counts():
+    import costmodel
+    from costmodel.devices import get_device
+    from costmodel.predictors._optable import op_tables
+
+    g = costmodel.to_graph("torchvision:resnet18", batch=1, mode="training", method="trace")
+    cols = _node_columns([g], params=False)
+    assert len(op_tables([g], get_device("h200"), modes=["inference"], columns=cols)) == 1
+    with pytest.raises(ValueError, match="params=True"):
+        op_tables([g], get_device("h200"), modes=["training"], columns=cols)
