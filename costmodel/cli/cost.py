@@ -15,6 +15,7 @@ from ._args import (
 COST_EXAMPLES = """examples:
   costmodel cost torchvision:resnet50 --device h100 --steps 200000 --batch 256
   costmodel cost torchvision:vit_b_16 --device a100-80gb --steps 50000 --batch 64 --dtype bf16 --provider aws gcp
+  costmodel cost torchvision:resnet50 --device h100 --steps 100000 --batch 256 --autocast bf16
   costmodel cost torchvision:resnet18 --device l4 --mode inference --samples 10000000 --batch 32 --region us-east-1
   costmodel cost torchvision:resnet50 --device h100 --steps 1000 --batch 64 --whole-instance --json
 """
@@ -37,6 +38,8 @@ def register_cost(sub) -> None:
     work.add_argument("--samples", type=positive_int, default=None,
                       help="samples to process: ceil(samples / batch) steps")
     add_shape_args(k)
+    k.add_argument("--autocast", default=None, choices=("fp16", "bf16"),
+                   help="mixed precision: the fp32 model under torch.autocast to this dtype (keep --dtype fp32)")
     add_predictor_args(k)
     k.add_argument("--provider", nargs="+", default=None, metavar="NAME",
                    help="keep these providers only (aws, gcp, azure)")
@@ -59,7 +62,7 @@ def _cmd_cost(a) -> int:
     rep = job_cost(a.model, device=a.device, batch=a.batch, mode=a.mode, steps=a.steps, samples=a.samples,
                    dtype=a.dtype, optimizer=a.optimizer, predictor=a.predictor, providers=providers,
                    whole_instance=a.whole_instance, region=a.region,
-                   carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape)
+                   carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape, autocast=a.autocast)
     print(rep.to_json() if a.json else rep.table())
     return 0
 

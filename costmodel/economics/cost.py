@@ -76,6 +76,7 @@ class CostReport:
     carbon_intensity_g_per_kwh: float | None = None
     carbon_kg: float | None = None
     estimate: dict[str, Any] = field(default_factory=dict, repr=False)
+    autocast: str | None = None
 
     @property
     def cheapest(self) -> dict[str, Any]:
@@ -96,7 +97,8 @@ class CostReport:
         head = [
             ("model", self.model),
             ("device", self.device),
-            ("workload", f"{self.mode}, batch {self.batch}, {self.dtype}, {self.steps:,} {unit}s "
+            ("workload", f"{self.mode}, batch {self.batch}, {self.dtype}"
+                         + (f", autocast {self.autocast}" if self.autocast else "") + f", {self.steps:,} {unit}s "
                          f"({self.samples:,} samples)"),
             ("predictor", self.predictor),
             (f"{unit} time", f"{self.step_latency_ms:.4g} ms"),
@@ -165,7 +167,8 @@ def _price_rows(dev, providers: list[str] | None) -> list[dict[str, Any]]:
 def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | None = None,
              samples: int | None = None, dtype: str = "fp32", optimizer: str = "adam", predictor=None,
              providers=None, whole_instance: bool = False, region: str | None = None,
-             carbon_intensity_g_per_kwh: float | None = None, input_shape=None) -> CostReport:
+             carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
+             autocast: str | None = None) -> CostReport:
     """Cost of ``steps`` training steps (or inference calls) of ``model`` at ``batch`` on each priced instance.
 
     Give exactly one of ``steps`` and ``samples`` (``steps = ceil(samples / batch)``).
@@ -201,7 +204,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         carbon_g(0.0, intensity_g_per_kwh=carbon_intensity_g_per_kwh)  # validates it
 
     est = estimate(model, batch=batch, input_shape=input_shape, device=dev, mode=mode, dtype=dtype,
-                   optimizer=optimizer, predictor=predictor)
+                   optimizer=optimizer, predictor=predictor, autocast=autocast)
     step_s = est.latency_ms / 1e3
     hours = steps * step_s / 3600.0
     energy_j = steps * est.energy_j
@@ -237,23 +240,27 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         carbon_intensity_g_per_kwh=intensity,
         carbon_kg=carbon_kg,
         estimate=est.to_dict(),
+        autocast=autocast,
     )
 
 
 def training_cost(model, *, device, steps: int, batch: int, mode: str = "training", dtype: str = "fp32",
                   optimizer: str = "adam", predictor=None, providers=None, whole_instance: bool = False,
                   region: str | None = None, carbon_intensity_g_per_kwh: float | None = None,
-                  input_shape=None) -> CostReport:
+                  input_shape=None, autocast: str | None = None) -> CostReport:
     """Cost of ``steps`` training steps at ``batch`` on each priced instance of ``device``; see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode=mode, steps=steps, dtype=dtype, optimizer=optimizer,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
-                    carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape)
+                    carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
+                    autocast=autocast)
 
 
 def inference_cost(model, *, device, samples: int, batch: int, dtype: str = "fp32", predictor=None,
                    providers=None, whole_instance: bool = False, region: str | None = None,
-                   carbon_intensity_g_per_kwh: float | None = None, input_shape=None) -> CostReport:
+                   carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
+                   autocast: str | None = None) -> CostReport:
     """Cost of serving ``samples`` samples in calls of ``batch`` (``ceil(samples / batch)`` calls); see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode="inference", samples=samples, dtype=dtype,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
-                    carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape)
+                    carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
+                    autocast=autocast)

@@ -126,3 +126,15 @@ def test_cli_cost_table_and_errors(capsys):
     code = main(["cost", MODEL, "--device", "cpu", "--steps", "10"])
     _, err = capsys.readouterr()
     assert code == 2 and "devices with prices" in err
+
+
+def test_a_mixed_precision_job(capsys):
+    """--autocast: the step is estimated under autocast, and the report and table say so."""
+    amp = training_cost(MODEL, device="h100", steps=1000, batch=8, autocast="bf16")
+    assert amp.autocast == "bf16" and amp.estimate["details"]["autocast"] == "bf16"
+    assert amp.hours == pytest.approx(1000 * amp.step_latency_ms / 3.6e6)
+    assert "fp32, autocast bf16" in amp.table()
+    assert main(["cost", MODEL, "--device", "h100", "--steps", "10", "--batch", "8", "--autocast", "bf16",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["autocast"] == "bf16"
+    assert training_cost(MODEL, device="h100", steps=10, batch=8).autocast is None
