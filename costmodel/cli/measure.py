@@ -83,6 +83,8 @@ def register_roofline(sub) -> None:
     r.add_argument("--device", default="h100", help="device name (default h100)")
     add_shape_args(r, dtype_help=None)
     add_mode_arg(r)
+    r.add_argument("--autocast", default=None, choices=("fp16", "bf16"),
+                   help="mixed precision: the fp32 model under torch.autocast to this dtype")
     r.add_argument("--top", type=int, default=8, help="ring and label this many slowest operators (default 8)")
     r.add_argument("--predictor", default="analytic", choices=("analytic", "timeline"),
                    help="whose per-operator times place the points: the analytic roofline (default) or the "
@@ -198,7 +200,7 @@ def _cmd_roofline(a) -> int:
     if not a.model:
         raise InvalidInputError("give a MODEL to place on the roofline, or --machine for the machine alone")
     roofline_chart(a.model, a.device, batch=a.batch, mode=a.mode, dtype=a.dtype, input_shape=a.input_shape,
-                   machine=profile, top=a.top, output=a.output, predictor=a.predictor)
+                   machine=profile, top=a.top, output=a.output, predictor=a.predictor, autocast=a.autocast)
     print(f"wrote {a.output}")
     return 0
 

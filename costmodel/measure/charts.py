@@ -125,10 +125,12 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
 
 def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
                    input_shape=None, machine=None, top: int = 8, output=None, title: str | None = None,
-                   predictor: str = "analytic"):
+                   predictor: str = "analytic", autocast: str | None = None):
     """Draw a model's operators on the device's roofline; returns the matplotlib Figure.
 
-    ``predictor``: whose per-operator times place the points (see :func:`op_points`)."""
+    ``predictor``: whose per-operator times place the points (see :func:`op_points`); ``autocast``:
+    the fp32 model under ``torch.autocast`` (its GEMMs against the lower precision's ceiling, and the
+    casts autocast adds)."""
     plt = pyplot("roofline charts")
 
     from ..frontends import to_graph
@@ -137,7 +139,7 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     int_at_least(top, "top", 0)
     c = ceilings(device, machine)
     dev = c["device"]
-    graph = to_graph(model, batch=batch, input_shape=input_shape, dtype=dtype, mode=mode)
+    graph = to_graph(model, batch=batch, input_shape=input_shape, dtype=dtype, mode=mode, autocast=autocast)
     pts = op_points(graph, dev, mode=mode, predictor=predictor)
     if not pts:
         raise InvalidInputError(f"the model {graph.meta.get('name')!r} has no operator with FLOPs to place")

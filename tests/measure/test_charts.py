@@ -116,3 +116,20 @@ def test_cli_roofline_with_the_timeline_predictor(tmp_path, capsys):
     assert main(["roofline", "torchvision:resnet18", "--device", "h200", "--predictor", "timeline",
                  "-o", str(out)]) == 0
     assert out.stat().st_size > 5000 and "wrote" in capsys.readouterr().out
+
+
+def test_roofline_under_autocast(tmp_path, capsys):
+    """--autocast: the chart's graph is the autocast one, its convolutions costed as fp16 operators (faster
+    than the same convolutions in fp32, which run at TF32, on the H200's roofline)."""
+    import costmodel
+    from costmodel.cli import main
+
+    out = tmp_path / "amp.png"
+    assert main(["roofline", "torchvision:resnet18", "--device", "h200", "--batch", "32", "--autocast", "fp16",
+                 "-o", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    # at batch 256 the convolutions are compute-bound: TF32 ceilings against fp16's (twice as high)
+    g32 = costmodel.to_graph("torchvision:resnet18", batch=256, method="trace")
+    amp = costmodel.to_graph("torchvision:resnet18", batch=256, method="trace", autocast="fp16")
+    conv = lambda g: sum(p["time_s"] for p in op_points(g, "h200") if p["kind"] == "conv")  # noqa: E731
+    assert conv(amp) < 0.75 * conv(g32)
