@@ -2,7 +2,7 @@
 and memory from the execution path (``alloctrace``: allocation trace, ``allocator``: the caching
 allocator's replay, ``memreplay``: peak device memory of a workload)."""
 
-from ._cast import autocast_graph, cast_graph
+from ._cast import apply_autocast, autocast_graph, cast_graph
 from ._memory import (
     MemoryBreakdown,
     allocator_reserved_bytes,
@@ -21,6 +21,7 @@ __all__ = [
     "RooflineConfig",
     "RooflineResult",
     "allocator_reserved_bytes",
+    "apply_autocast",
     "average_power_w",
     "autocast_graph",
     "cast_graph",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._errors import InvalidInputError
 from ..ir import CostGraph, Node, dtype_bytes
 from ._opcost import op_cost
 from ._stepctx import AUTOCAST_DTYPES
@@ -57,8 +58,7 @@ _AMP_FP32_OPS = frozenset({
     "rsqrt", "reciprocal", "sum", "prod", "cumsum", "cumprod", "norm", "linalg_vector_norm", "frobenius_norm",
     "logsumexp", "softplus", "erfinv", "acos", "asin", "cosh", "sinh", "tan", "dist", "cdist", "pdist",
     "cosine_similarity", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "nll_loss", "nll_loss2d",
-    "cross_entropy", "cross_entropy_loss", "binary_cross_entropy_with_logits", "kl_div", "layer_norm",
-    "native_layer_norm", "group_norm", "native_group_norm", "renorm",
+    "cross_entropy", "cross_entropy_loss", "binary_cross_entropy_with_logits", "kl_div", "renorm",
 })
 #: operators that keep their first input's dtype whatever the others' (a batch norm's statistics and
 #: affine weights stay fp32 while its activations are fp16)
@@ -219,3 +219,15 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         edges += [(cid, nid) for _, cid in casts]
     meta = dict(graph.meta, autocast=dtype)
     return CostGraph(nodes, sorted(set(edges)), list(graph.inputs), meta)
+
+
+def apply_autocast(graph: CostGraph, autocast: str | None) -> CostGraph:
+    """``graph`` as autocast runs it: unchanged without autocast or when it already is; a request
+    :func:`autocast_graph` refuses (a half-precision graph, another autocast dtype) is an
+    :class:`~costmodel.InvalidInputError`."""
+    if autocast is None or graph.meta.get("autocast") == autocast:
+        return graph
+    try:
+        return autocast_graph(graph, autocast)
+    except ValueError as e:
+        raise InvalidInputError(f"autocast={autocast!r}: {e}") from None

@@ -6,9 +6,7 @@ import contextlib
 from collections.abc import Mapping
 
 from .._errors import InvalidInputError
-
-#: the dtypes ``autocast=`` takes
-AUTOCAST_DTYPES = ("fp16", "bf16")
+from ..ir import AUTOCAST_DTYPES
 
 
 def check_autocast(autocast: str | None) -> str | None:

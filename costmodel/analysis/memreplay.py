@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
+from ._cast import apply_autocast
 from .allocator import MIB, Event, replay
 from .alloctrace import (
     AllocationTrace,
@@ -261,18 +262,6 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
     return mode == "training", phase
 
 
-def _autocast(graph, autocast: str | None):
-    """``graph`` as autocast runs it (unchanged without autocast, or when it already is)."""
-    if autocast is None or graph.meta.get("autocast") == autocast:
-        return graph
-    from ._cast import autocast_graph
-
-    try:
-        return autocast_graph(graph, autocast)
-    except ValueError as e:
-        raise InvalidInputError(f"autocast={autocast!r}: {e}") from None
-
-
 def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
@@ -281,7 +270,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
     amp_note = (f"autocast={autocast}: the walk costs the graph with autocast's casts and dtypes (CUDA's operator "
                 "lists)",) if autocast else ()
     if isinstance(model, CostGraph):
-        return graph_trace(_autocast(model, autocast), training=training, optimizer=optimizer), \
+        return graph_trace(apply_autocast(model, autocast), training=training, optimizer=optimizer), \
             "liveness-fallback", ("a CostGraph holds no module to run: liveness walk over its operators", *amp_note)
     kind = _kind_of(model, seq)
     try:
@@ -327,7 +316,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             g = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                          method="trace")
         note = f"{e.op or 'an operator'} cannot run on meta tensors: liveness walk over the graph"
-        return graph_trace(_autocast(g, autocast), training=training, optimizer=optimizer), \
+        return graph_trace(apply_autocast(g, autocast), training=training, optimizer=optimizer), \
             "liveness-fallback", (note, *amp_note)
 
 

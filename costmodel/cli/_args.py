@@ -103,6 +103,15 @@ def add_shape_args(p: argparse.ArgumentParser, *, batch_default: int | None = 1,
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help=dtype_help)
 
 
+def add_autocast_arg(p: argparse.ArgumentParser) -> None:
+    """``--autocast``: mixed precision, the fp32 model under ``torch.autocast``."""
+    from ..ir import AUTOCAST_DTYPES
+
+    p.add_argument("--autocast", default=None, choices=AUTOCAST_DTYPES,
+                   help="mixed precision: the fp32 model under torch.autocast to this dtype (GEMMs and "
+                        "convolutions in it, autocast's casts and fp32 operators included; keep --dtype fp32)")
+
+
 def add_mode_arg(p: argparse.ArgumentParser, default: str = "inference") -> None:
     """``--mode``: inference or training (any alias of :data:`MODE_ALIASES`)."""
     other = "training" if default == "inference" else "inference"
@@ -146,7 +155,5 @@ def add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> No
     p.add_argument("--method", default=None, choices=("export", "trace"),
                    help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster); "
                         "PyTorch models only (not .onnx files)")
-    p.add_argument("--autocast", default=None, choices=("fp16", "bf16"),
-                   help="mixed precision: the fp32 model under torch.autocast to this dtype (GEMMs and "
-                        "convolutions in it, autocast's casts and fp32 operators included; keep --dtype fp32)")
+    add_autocast_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._args import (
     MODEL_HELP,
+    add_autocast_arg,
     add_carbon_args,
     add_command,
     add_mode_arg,
@@ -38,8 +39,7 @@ def register_cost(sub) -> None:
     work.add_argument("--samples", type=positive_int, default=None,
                       help="samples to process: ceil(samples / batch) steps")
     add_shape_args(k)
-    k.add_argument("--autocast", default=None, choices=("fp16", "bf16"),
-                   help="mixed precision: the fp32 model under torch.autocast to this dtype (keep --dtype fp32)")
+    add_autocast_arg(k)
     add_predictor_args(k)
     k.add_argument("--provider", nargs="+", default=None, metavar="NAME",
                    help="keep these providers only (aws, gcp, azure)")

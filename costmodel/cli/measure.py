@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from .._errors import CostModelError, InvalidInputError
-from ._args import PROFILE_HELP, add_command, add_mode_arg, add_shape_args, parse_dims, positive_float, positive_int
+from ._args import (PROFILE_HELP, add_autocast_arg, add_command, add_mode_arg, add_shape_args, parse_dims,
+                    positive_float, positive_int)
 
 CALIBRATE_EXAMPLES = """examples:
   costmodel calibrate                           # -> $COSTMODEL_HOME/host.json
@@ -83,8 +84,7 @@ def register_roofline(sub) -> None:
     r.add_argument("--device", default="h100", help="device name (default h100)")
     add_shape_args(r, dtype_help=None)
     add_mode_arg(r)
-    r.add_argument("--autocast", default=None, choices=("fp16", "bf16"),
-                   help="mixed precision: the fp32 model under torch.autocast to this dtype")
+    add_autocast_arg(r)
     r.add_argument("--top", type=int, default=8, help="ring and label this many slowest operators (default 8)")
     r.add_argument("--predictor", default="analytic", choices=("analytic", "timeline"),
                    help="whose per-operator times place the points: the analytic roofline (default) or the "

@@ -204,7 +204,7 @@ def to_graph(
             it (:func:`~costmodel.analysis.autocast_graph`: GEMMs and convolutions in ``autocast``,
             the casts autocast inserts, its fp32 operators in fp32, the weights fp32).
     """
-    from ..analysis import autocast_graph, cast_graph, check_autocast
+    from ..analysis import apply_autocast, cast_graph, check_autocast
 
     if batch is not None:
         check_batch(batch)
@@ -236,11 +236,7 @@ def to_graph(
         )
     if dtype is not None and dtype != g.meta.get("dtype"):
         g = cast_graph(g, dtype)
-    if autocast is not None and g.meta.get("autocast") != autocast:
-        try:
-            g = autocast_graph(g, autocast)
-        except ValueError as e:
-            raise InvalidInputError(f"autocast={autocast!r}: {e}") from None
+    g = apply_autocast(g, autocast)
     # every frontend's graph must hold work a device can run (an nn.Identity has none)
     return g.check_costable()
 

@@ -11,6 +11,7 @@ from ._graph import (
     numel,
 )
 from ._vocab import (
+    AUTOCAST_DTYPES,
     CATEGORIES,
     DTYPES,
     LLM_DTYPES,
@@ -34,6 +35,7 @@ __all__ = [
     "LLM_MODES",
     "MAX_PARAMS",
     "MAX_TENSOR_BYTES",
+    "AUTOCAST_DTYPES",
     "MODEL_DTYPES",
     "MODES",
     "OPTIMIZERS",

@@ -114,6 +114,9 @@ MODES: tuple[str, ...] = ("inference", "training")
 #: the dtypes a graph workload is estimated in (``estimate(dtype=...)``, ``to_graph(dtype=...)``)
 MODEL_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
+#: the dtypes mixed precision (``torch.autocast``) runs a graph workload's GEMMs in (``autocast=...``)
+AUTOCAST_DTYPES: tuple[str, ...] = ("fp16", "bf16")
+
 #: the optimizers a training step is estimated with (``"momentum"`` is accepted as ``"sgd_momentum"``)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "adam", "adamw")
 
