@@ -36,15 +36,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS
-from ._optable import module_calls
+from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, dtype_bytes
+from ._optable import _OPT_BYTES, module_calls
 from ._energy import nnls_relative
 
 PHASES = ("forward", "backward")
 DTYPES = ("fp32", "fp16", "bf16")
 BACKENDS = ("xgb", "mlp")
 FORMAT = "costmodel.op-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: kinds whose backward runs two GEMM-shaped kernels (gradient of the input and of the weight)
 _GEMM_KINDS = ("conv", "conv_transpose", "matmul")
 
@@ -354,10 +354,34 @@ class Composition:
     phase: np.ndarray  # 0 forward, 1 backward
     host_counts: np.ndarray  # per HOST_TERMS
     optimizer_us: float = 0.0
+    #: MiB of parameter tensors at least MMAP_THRESHOLD_BYTES large (their optimizer temporaries are fresh pages)
+    optimizer_fresh_mb: float = 0.0
 
 
-def compose(graph, figs: DeviceFigures, *, mode: str, optimizer_bytes_per_param: float = 7.0) -> Composition:
-    """The operators ``graph`` runs for one call (training: forward, backward, optimizer)."""
+#: glibc's largest mmap threshold on 64-bit Linux (``DEFAULT_MMAP_THRESHOLD_MAX``, 32 MiB): the CPU
+#: allocator maps every block at least this large afresh, so each write to a new one page-faults
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+
+
+def optimizer_fresh_mb(graph) -> float:
+    """MiB of the parameter tensors of ``graph`` that are at least :data:`MMAP_THRESHOLD_BYTES` large.
+
+    On a CPU, PyTorch's Adam and AdamW update one tensor at a time and allocate temporaries of its size
+    every step (the square root of the second moment, divided by its bias correction); a temporary that
+    large is a fresh mapping whose every page faults when first written, so the update of such a tensor
+    costs several times its streaming time (alexnet's and VGG's classifier weights)."""
+    total = 0
+    for n in graph.nodes:
+        for shape, dt, is_param in zip(n.in_shapes, n.in_dtypes, n.param_inputs):
+            if is_param and dt:
+                b = (math.prod(shape) if shape else 1) * dtype_bytes(dt)
+                if b >= MMAP_THRESHOLD_BYTES:
+                    total += b
+    return total / 2**20
+
+
+def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -> Composition:
+    """The operators ``graph`` runs for one call (training: forward, backward, one ``optimizer`` step)."""
     rows, bounds, ids, phases = [], [], [], []
     ops = [n for n in graph.nodes if not n.is_view]
     for n in ops:
@@ -367,7 +391,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer_bytes_per_param:
         ids.append(n.id)
         phases.append(0)
     n_bwd = 0
-    opt_us = 0.0
+    opt_us = fresh_mb = 0.0
     if mode == "training":
         for n in reversed(ops):
             if not has_backward(n):
@@ -379,21 +403,26 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer_bytes_per_param:
             phases.append(1)
             n_bwd += 1
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
-        opt_us = optimizer_bytes_per_param * pbytes / (figs.gbps * 1e9) * 1e6
+        opt_us = _OPT_BYTES[optimizer] * pbytes / (figs.gbps * 1e9) * 1e6
+        # SGD updates in place; Adam and AdamW allocate temporaries the size of each tensor
+        fresh_mb = optimizer_fresh_mb(graph) if optimizer in ("adam", "adamw") else 0.0
     n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops) if mode == "training" else 0
     calls = module_calls(graph) * (2 if mode == "training" else 1)
     counts = np.asarray([len(ops), sum(1 for n in graph.nodes if n.is_view), calls, 1.0, n_bwd, n_tensors], float)
     X = np.asarray(rows, np.float32) if rows else np.zeros((0, len(FEATURE_NAMES)), np.float32)
-    return Composition(X, np.asarray(bounds), np.asarray(ids), np.asarray(phases), counts, opt_us)
+    return Composition(X, np.asarray(bounds), np.asarray(ids), np.asarray(phases), counts, opt_us, fresh_mb)
 
 
 @dataclass
 class HostCosts:
-    """Host microseconds per unit of each :data:`HOST_TERMS` count, and the optimizer's roofline scale."""
+    """Host microseconds per unit of each :data:`HOST_TERMS` count, the optimizer's roofline scale, and
+    the optimizer's microseconds per MiB of parameters in tensors it updates through fresh pages
+    (:func:`optimizer_fresh_mb`)."""
 
     us: list[float]
     optimizer_scale: float = 1.0
     source: str = "fitted"
+    optimizer_fresh_us_per_mb: float = 0.0
 
     @classmethod
     def fit(cls, comps: Sequence[Composition], device_us: Sequence[float], latency_us: Sequence[float]) -> "HostCosts":
@@ -401,14 +430,19 @@ class HostCosts:
         y = np.asarray(latency_us, float)
         D = np.asarray(device_us, float)
         A = np.stack([c.host_counts for c in comps])
-        opt = np.asarray([c.optimizer_us for c in comps])
-        A = np.concatenate([A, opt[:, None]], axis=1)
+        opt = np.asarray([[c.optimizer_us, c.optimizer_fresh_mb] for c in comps]).reshape(len(comps), 2)
+        A = np.concatenate([A, opt], axis=1)
         resid = np.maximum(y - D, 0.05 * y)
         w = nnls_relative(A, resid, iters=5000) if len(y) else np.zeros(A.shape[1])
-        return cls(us=[float(v) for v in w[:-1]], optimizer_scale=float(w[-1]), source=f"fitted to {len(y)} rows")
+        return cls(us=[float(v) for v in w[:-2]], optimizer_scale=float(w[-2]), source=f"fitted to {len(y)} rows",
+                   optimizer_fresh_us_per_mb=float(w[-1]))
+
+    def optimizer_us(self, comp: Composition) -> float:
+        """The optimizer step's microseconds (0 outside training)."""
+        return self.optimizer_scale * comp.optimizer_us + self.optimizer_fresh_us_per_mb * comp.optimizer_fresh_mb
 
     def latency_us(self, comp: Composition, device_us: float) -> float:
-        return float(device_us + comp.host_counts @ np.asarray(self.us) + self.optimizer_scale * comp.optimizer_us)
+        return float(device_us + comp.host_counts @ np.asarray(self.us) + self.optimizer_us(comp))
 
 
 def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", progress: bool = False):
@@ -531,15 +565,15 @@ class OpTimeline:
                 "families": sorted({ds.rows[i].family for i in rows})}
         return cls(figs, model, host, info)
 
-    def predict(self, graph, mode: str) -> dict:
+    def predict(self, graph, mode: str, optimizer: str = "adam") -> dict:
         """Latency and its parts (ms) for one call of ``graph``."""
-        c = compose(graph, self.figs, mode=mode)
+        c = compose(graph, self.figs, mode=mode, optimizer=optimizer)
         dev = self.model.predict_us(c.X, c.bound_us)
         host_us = c.host_counts * np.asarray(self.host.us)
         lat = self.host.latency_us(c, float(dev.sum()))
         top = np.argsort(-dev)[:10]
         return {"latency_ms": lat / 1e3, "device_ms": float(dev.sum()) / 1e3,
-                "host_ms": float(host_us.sum() + self.host.optimizer_scale * c.optimizer_us) / 1e3,
+                "host_ms": float(host_us.sum() + self.host.optimizer_us(c)) / 1e3,
                 "host_terms_ms": {t: float(v) / 1e3 for t, v in zip(HOST_TERMS, host_us)},
                 "top": [{"node": int(c.node[i]), "phase": PHASES[int(c.phase[i])], "op": graph.nodes[int(c.node[i])].op,
                          "device_ms": float(dev[i]) / 1e3,
@@ -568,9 +602,10 @@ class OpTimeline:
         if (not isinstance(host.us, list) or len(host.us) != len(HOST_TERMS)
                 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in host.us)):
             raise ArtifactError(f"{where}: host.us must be {len(HOST_TERMS)} finite numbers >= 0")
-        s = host.optimizer_scale
-        if not (isinstance(s, (int, float)) and math.isfinite(s) and s >= 0):
-            raise ArtifactError(f"{where}: host.optimizer_scale must be a finite number >= 0")
+        for name in ("optimizer_scale", "optimizer_fresh_us_per_mb"):
+            s = getattr(host, name)
+            if not (isinstance(s, (int, float)) and math.isfinite(s) and s >= 0):
+                raise ArtifactError(f"{where}: host.{name} must be a finite number >= 0")
         if not (figs.gflops > 0 and figs.gbps > 0):
             raise ArtifactError(f"{where}: figures need positive gflops and gbps")
         return cls(figs, OpEfficiencyModel.from_dict(d.get("model"), where), host, dict(d.get("trained_on") or {}))

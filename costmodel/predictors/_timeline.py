@@ -661,7 +661,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         from ._analytic import graph_assumptions
 
         tl = self.cpu
-        r = tl.predict(g, m)
+        r = tl.predict(g, m, optimizer)
         est = base._predict(g, dev, mode=m, optimizer=optimizer, mig_details=False)
         est.latency_ms = r["latency_ms"]
         # energy: the analytic model's power (the device entry's figures) over the predicted time
@@ -676,6 +676,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                  "energy: the analytic model's power for this device entry over the predicted time (the profiled "
                  "CPU exposes no energy counter)",
                  PREDICTOR_MEMORY_NOTE]
+        if m == "training" and optimizer not in ("adam", "adamw"):
+            notes.append(f"optimizer {optimizer}: its step costed by the bytes it moves at the rate fitted on the "
+                         "profiled Adam steps (no temporaries)")
         if self.host_profile is not None:
             notes.append("host profile ignored on a CPU: the host costs come from the profiled runs")
         est.assumptions = list(dict.fromkeys(notes))

@@ -24,9 +24,11 @@ from costmodel.predictors._opmodel import (
     bound_s,
     compose,
     has_backward,
+    MMAP_THRESHOLD_BYTES,
     labelled_ops,
     load_op_dataset,
     op_features,
+    optimizer_fresh_mb,
 )
 
 FIGS = DeviceFigures(name="test-cpu", gflops=100.0, gbps=20.0, cache_mb=8.0, cores=4)
@@ -232,29 +234,31 @@ def test_a_damaged_booster_is_refused(trained):
 
 
 # ------------------------------------------------------------------ host costs
-def _comp(counts, optimizer_us: float = 0.0) -> Composition:
+def _comp(counts, optimizer_us: float = 0.0, fresh_mb: float = 0.0) -> Composition:
     empty = np.zeros(0)
     return Composition(np.zeros((0, len(FEATURE_NAMES)), np.float32), empty, empty, empty,
-                       np.asarray(counts, float), optimizer_us)
+                       np.asarray(counts, float), optimizer_us, fresh_mb)
 
 
 def test_host_costs_recover_the_per_term_costs():
     rng = np.random.default_rng(0)
     true = np.array([4.0, 0.7, 12.0, 300.0, 6.5, 1.5])
-    scale = 1.8
+    scale, fresh = 1.8, 1200.0
     comps, dev, lat = [], [], []
-    for _ in range(40):
+    for i in range(40):
         counts = [rng.integers(5, 400), rng.integers(0, 100), rng.integers(0, 60), 1.0, rng.integers(0, 300),
                   rng.integers(0, 200)]
-        c = _comp(counts, optimizer_us=float(rng.uniform(0, 500)))
+        # a quarter of the models hold parameter tensors above the mmap threshold
+        c = _comp(counts, optimizer_us=float(rng.uniform(0, 500)), fresh_mb=float(rng.uniform(32, 400)) * (i % 4 == 0))
         d = float(rng.uniform(100, 5000))
         comps.append(c)
         dev.append(d)
-        lat.append(d + c.host_counts @ true + scale * c.optimizer_us)
+        lat.append(d + c.host_counts @ true + scale * c.optimizer_us + fresh * c.optimizer_fresh_mb)
     h = HostCosts.fit(comps, dev, lat)
     assert len(h.us) == len(HOST_TERMS)
     np.testing.assert_allclose(h.us, true, rtol=1e-3)
     assert h.optimizer_scale == pytest.approx(scale, rel=1e-3)
+    assert h.optimizer_fresh_us_per_mb == pytest.approx(fresh, rel=1e-3)
     assert h.latency_us(comps[0], dev[0]) == pytest.approx(lat[0], rel=1e-6)
     assert "40 rows" in h.source
 
@@ -275,6 +279,20 @@ def test_host_costs_are_never_negative():
     h = HostCosts.fit(comps, dev, lat)
     assert all(v >= 0 for v in h.us) and h.optimizer_scale >= 0
     assert h.us[HOST_TERMS.index("view")] == 0.0
+
+
+def test_only_parameter_tensors_above_the_mmap_threshold_count_as_fresh_optimizer_memory():
+    # weights of 4096 x 2048 and 2048 x 4096 fp32: 32 MiB each, exactly the threshold (they count);
+    # 2048 x 2048: 16 MiB (it does not), nor do the biases or the input
+    net = torch.nn.Sequential(torch.nn.Linear(2048, 4096, bias=False), torch.nn.Linear(4096, 2048),
+                              torch.nn.Linear(2048, 2048)).eval()
+    g = from_torch(net, torch.empty(2, 2048), method="trace")
+    assert optimizer_fresh_mb(g) == pytest.approx(64.0)
+    small = _graph()
+    assert optimizer_fresh_mb(small) == 0.0
+    assert compose(g, FIGS, mode="training").optimizer_fresh_mb == pytest.approx(64.0)
+    assert compose(g, FIGS, mode="inference").optimizer_fresh_mb == 0.0  # no step, no optimizer
+    assert MMAP_THRESHOLD_BYTES == 32 * 2**20
 
 
 # ------------------------------------------------------------------ joining operator rows to graphs
@@ -372,11 +390,12 @@ def test_the_timeline_fits_and_round_trips(timeline, timeline_data):
     (lambda d: d["host"]["us"].__setitem__(0, -1.0), "host.us"),
     (lambda d: d["host"].__setitem__("us", d["host"]["us"][:-1]), "host.us"),
     (lambda d: d["host"].__setitem__("optimizer_scale", -0.5), "optimizer_scale"),
+    (lambda d: d["host"].__setitem__("optimizer_fresh_us_per_mb", float("nan")), "optimizer_fresh_us_per_mb"),
     (lambda d: d["figures"].__setitem__("gflops", 0.0), "gflops"),
     (lambda d: d["figures"].__setitem__("gbps", -20.0), "gbps"),
     (lambda d: d["figures"].pop("gbps"), "figures"),
     (lambda d: d.__setitem__("host_terms", d["host_terms"][::-1]), "host terms"),
-    (lambda d: d.__setitem__("format_version", 2), "format_version"),
+    (lambda d: d.__setitem__("format_version", 1), "format_version"),
     (lambda d: d["model"].__setitem__("format", "x"), "not a"),
 ])
 def test_damaged_timelines_are_refused(timeline, damage, match):
