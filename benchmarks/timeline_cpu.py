@@ -14,7 +14,8 @@ turn, pooled) and over seeded random 70/30 splits of the runs:
    on the training rows, against DIPPM trained on the same CPU rows and against
    the analytic roofline with the nominal ``cpu`` entry, with Kendall tau and
    Acc(10 %), split into inference and training rows;
-3. how much of the profiled time the operator rows cover (mapping quality).
+3. how much of the profiled time the operator rows cover (mapping quality), and the
+   runs physics rules out (a batch-1 training step under twice the batch-1 inference call).
 """
 
 from __future__ import annotations
@@ -71,6 +72,19 @@ def _op_line(label, y, p):
     return f"{label:<40}{len(y):>8}{np.mean(ape) * 100:>9.1f}{np.median(ape) * 100:>9.1f}{weighted:>11.1f}"
 
 
+def _consistency(ds) -> None:
+    """Runs that physics rules out: a training step runs the forward pass and a backward of about twice its
+    work (then the optimizer), so at the same batch it takes at least twice the inference call. A model
+    whose batch-1 inference took more than half its batch-1 step was measured while the machine ran slower."""
+    infer, train = {}, {}
+    for r in ds.rows:
+        if r.kind == "vision" and r.batch == 1:
+            (infer if r.mode == "inference" else train)[r.model] = r.latency_ms
+    odd = sorted((train[m] / infer[m], m) for m in infer if m in train and train[m] < 2.0 * infer[m])
+    print("consistency: batch-1 training steps under twice the batch-1 inference call (physically at least 2x): "
+          + (", ".join(f"{m} {ratio:.2f}x" for ratio, m in odd) if odd else "none"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding cpu/ops_*.jsonl (default: packaged)")
@@ -82,12 +96,14 @@ def main(argv=None) -> int:
     ap.add_argument("--weight-power", type=float, default=0.0,
                     help="train with operator weights time^P (default 0: every operator counts the same)")
     ap.add_argument("--skip-random", action="store_true", help="only leave-one-family-out")
+    ap.add_argument("--with-excluded", action="store_true",
+                    help="keep the runs flagged as measured while the machine ran slower (default: left out)")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     t0 = time.time()
     from costmodel.predictors import load_op_dataset
 
-    ds, graphs, ops, figs = load_op_dataset(a.data, progress=True)
+    ds, graphs, ops, figs = load_op_dataset(a.data, progress=True, include_excluded=a.with_excluded)
     n_ops = sum(len(o) for o in ops)
     fams = ds.families()
     print(f"CPU rows profiled per operator: {len(ds)} runs ({sum(r.kind == 'vision' for r in ds.rows)} vision, "
@@ -102,6 +118,14 @@ def main(argv=None) -> int:
     print(f"mapping: work nodes mapped {np.mean(work) * 100:.1f} % (min {np.min(work) * 100:.1f} %), profiled time on "
           f"unmapped operators {np.mean(share) * 100:.2f} % (max {np.max(share) * 100:.1f} %); profiler overhead "
           f"median {np.median(over) * 100:.1f} % (range {np.min(over) * 100:.1f} .. {np.max(over) * 100:.1f} %)")
+    from costmodel.datasets import PerfDataset
+
+    every = PerfDataset.load(a.data, device="cpu", kinds=("vision", "llm"), prefix="ops_", method="trace")
+    _consistency(every)
+    n_ex = sum(bool(r.raw.get("excluded")) for r in every.rows)
+    print(f"runs flagged as measured while the machine ran slower: {n_ex}, "
+          + ("kept in every fit and score (--with-excluded)" if a.with_excluded else
+             "left out of every fit and score (--with-excluded keeps them)"))
 
     splits = {"leave-one-family-out": [(f, [i for i, r in enumerate(ds.rows) if r.family != f],
                                         [i for i, r in enumerate(ds.rows) if r.family == f]) for f in fams]}

@@ -445,8 +445,12 @@ class HostCosts:
         return float(device_us + comp.host_counts @ np.asarray(self.us) + self.optimizer_us(comp))
 
 
-def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", progress: bool = False):
+def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", progress: bool = False,
+                    include_excluded: bool = False):
     """The runs profiled per operator on ``device``: ``(dataset, graphs, labelled ops per row, figures)``.
+
+    Runs whose row carries an ``excluded`` reason (measured while the machine ran slower; see the
+    data's notes) are left out unless ``include_excluded``.
 
     Reads ``<root>/<device>/ops_vision.jsonl``, ``ops_llm.jsonl``, their operator
     rows (``ops.jsonl.gz`` or ``ops.jsonl``) and the measured roofline in
@@ -468,7 +472,8 @@ def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", prog
         raise ModelLoadError(f"no operator profiles under {folder} (ops.jsonl[.gz] and hardware.json; "
                              "`costmodel collect --ops` writes them)")
     ds = PerfDataset.load(folder.parent, device=device, kinds=("vision", "llm"), prefix="ops_", method="trace")
-    ds = ds.subset([i for i, r in enumerate(ds.rows) if r.graph_supported])
+    ds = ds.subset([i for i, r in enumerate(ds.rows)
+                    if r.graph_supported and (include_excluded or not r.raw.get("excluded"))])
     figs = DeviceFigures.from_hardware(json.loads((folder / "hardware.json").read_text()))
     by_key: dict[str, list[dict]] = {}
     with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:

@@ -71,3 +71,18 @@ def test_hardware_and_spec_file_match_the_rows(packaged):
     assert have <= wanted
     missing = wanted - have
     assert len(missing) == 1 and "levit_128s" in next(iter(missing))  # fails in the model (see the spec notes)
+
+
+def test_runs_physics_rules_out_are_flagged_and_only_those(packaged):
+    """A training step runs the forward and a backward of about twice its work, so at batch 1 it takes at
+    least twice the inference call. Models below that were measured in a slower spell: their inference runs
+    carry an ``excluded`` reason (kept, not deleted), and no other run does."""
+    models, _ = packaged
+    vision = [r for r in models if "spec" in r]
+    b1 = {(json.dumps(r["spec"], sort_keys=True), r["mode"]): r["latency_ms"] for r in vision if r["batch"] == 1}
+    odd = {s for s, mode in b1 if mode == "infer" and (s, "train") in b1 and b1[(s, "train")] < 2 * b1[(s, mode)]}
+    assert {json.loads(s)["name"] for s in odd} == {"regnet_y_800mf", "regnet_x_1_6gf", "squeezenet1_1"}
+    flagged = [r for r in models if r.get("excluded")]
+    assert all(r["mode"] == "infer" and json.dumps(r["spec"], sort_keys=True) in odd for r in flagged)
+    assert {json.dumps(r["spec"], sort_keys=True) for r in flagged if r["batch"] == 1} == odd
+    assert all("slower" in r["excluded"] for r in flagged)
