@@ -61,6 +61,10 @@ def register_collect(sub) -> None:
                    help="stop cleanly (between rows) after S seconds")
     c.add_argument("--cooldown", type=float, default=0.5, metavar="S", help="pause between rows (default 0.5 s)")
     c.add_argument("--limit", type=positive_int, default=None, metavar="N", help="measure at most N rows")
+    c.add_argument("--no-reference", action="store_true",
+                   help="skip the host reference before every row (the CPU's GEMM rate and copy bandwidth, "
+                        "about 0.4 s, recorded as host_reference; rows measured while the host ran below 80 %% "
+                        "of its fastest reading in the run are flagged host_slowed)")
     c.add_argument("--ops", action="store_true",
                    help="also profile every workload per operator (torch.profiler) and write the operator rows, "
                         "mapped onto the CostGraph's nodes, to ops.jsonl beside OUTPUT")
@@ -153,7 +157,7 @@ def _cmd_collect(a) -> int:
     items = load_work(a.specs, batches=a.batch)
     stats: dict = {}
     n = collect(items, output=a.output, device=device, budget_s=a.budget, cooldown_s=a.cooldown, limit=a.limit,
-                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads)
+                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads, reference=not a.no_reference)
     paths = output_paths(a.output)
     if a.ops:
         paths["ops"] = ops_path(a.output)
@@ -165,6 +169,8 @@ def _cmd_collect(a) -> int:
         extra.append(f"{len(stats['failed'])} failed")
     if stats.get("left"):
         extra.append(f"{stats['left']} left for a later run")
+    if stats.get("host_slowed"):
+        extra.append(f"{len(stats['host_slowed'])} measured while the host ran slower (host_slowed)")
     print(f"wrote {n} rows to {where} ({', '.join(extra)})")
     if stats.get("failed") and n == 0:
         label, err = next(iter(stats["failed"].items()))

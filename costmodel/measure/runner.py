@@ -40,7 +40,8 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             output: str | os.PathLike | None = None, *, device: str = "cpu", budget_s: float | None = None,
             cooldown_s: float = 0.5, progress: bool = True, limit: int | None = None, ray_address: str | None = None,
             measure_fn: Callable | None = None, stats: dict | None = None,
-            clock: Callable[[], float] | None = None, ops: bool = False, threads: int | None = None) -> int:
+            clock: Callable[[], float] | None = None, ops: bool = False, threads: int | None = None,
+            reference: bool = True) -> int:
     """Measure every work item not yet in the output; returns the rows written.
 
     Args:
@@ -71,6 +72,13 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             device's measured GEMM rate and copy bandwidth.  Operator rows of a
             run cut before its model row was written are dropped on resume.
         threads: torch CPU threads (CPU only; recorded in every row).
+        reference: before every row, measure the host CPU's fp32 GEMM rate and copy bandwidth
+            (:func:`host_reference`, about 0.4 s at the run's thread count) and record them in the row
+            as ``host_reference``; a row measured while either ran below 80 % of the fastest
+            reading of the run so far gets a warning and ``host_slowed: true`` (a host that slows
+            down in a shared machine inflates CPU rows and launch-bound GPU rows alike, and no check
+            inside one row can see a spell that covers the whole row). Runs in this process only
+            (not on Ray workers).
 
     Before measuring, every model to measure is built once on the meta device
     (no memory, no weights), so a spec that cannot be built (an unknown model,
@@ -95,7 +103,27 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     _prepare_device(device, threads, paths, ops)
     if measure_fn is None and ops:
         measure_fn = lambda item, device: measure(item, device=device, ops=True)  # noqa: E731
-    return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock)
+    return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock, reference)
+
+
+#: a row whose host reference reads below this share of the run's first reading is flagged
+REFERENCE_SLOW = 0.8
+
+
+def host_reference(budget_s: float = 0.4) -> dict:
+    """The host CPU's speed right now: fp32 GEMM rate (GFLOP/s) and copy bandwidth (GB/s) at torch's
+    current thread count, best of repeated runs within ``budget_s`` seconds."""
+    from .opprofile import measure_roofline
+
+    r = measure_roofline("cpu", budget_s=budget_s)
+    return {"gflops": r["peak_gflops_fp32"], "gbps": r["bandwidth_gbps"]}
+
+
+def _reference_check(ref: dict, base: dict | None) -> float | None:
+    """The lower of the two ratios of ``ref`` to the run's fastest readings ``base`` (None without them)."""
+    if not base:
+        return None
+    return min(ref["gflops"] / base["gflops"], ref["gbps"] / base["gbps"])
 
 
 def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s) -> None:
@@ -156,12 +184,15 @@ def _prepare_device(device: str, threads: int | None, paths: dict[str, Path], op
 
 
 def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measure_fn: Callable | None, budget_s,
-               cooldown_s: float, progress: bool, st: dict, clock: Callable[[], float]) -> int:
-    """Measure ``todo`` in this process, row after row, within the budget."""
+               cooldown_s: float, progress: bool, st: dict, clock: Callable[[], float], reference: bool = True) -> int:
+    """Measure ``todo`` in this process, row after row, within the budget (and with the host reference
+    before each row, see :func:`collect`)."""
     writer = _Writer(paths)
     bar = _bar(len(todo), f"measuring ({device})", progress)
     start = clock()
     durations: list[float] = []
+    base = None
+    st["host_slowed"] = []
     try:
         for i, it in enumerate(todo):
             if budget_s is not None:
@@ -175,8 +206,19 @@ def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measur
             if bar is not None:
                 bar.set_postfix_str(it.label(), refresh=False)
             t0 = clock()
+            ref = host_reference() if reference else None
+            if ref is not None:
+                base = {k: max(ref[k], base[k]) for k in ref} if base else dict(ref)
             row, err = measure_safe(it, device, measure_fn)
             durations.append(clock() - t0)
+            if row is not None and ref is not None:
+                row["host_reference"] = ref
+                ratio = _reference_check(ref, base)
+                if ratio is not None and ratio < REFERENCE_SLOW:
+                    row["host_slowed"] = True
+                    st["host_slowed"].append(it.label())
+                    _warn(f"{it.label()}: the host ran at {ratio:.0%} of its fastest reading in this run "
+                          f"({ref['gflops']:.0f} GFLOP/s, {ref['gbps']:.0f} GB/s); measure this row again later", bar)
             if row is not None:
                 op_rows = row.pop("_ops", None)
                 if op_rows:

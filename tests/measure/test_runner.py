@@ -269,3 +269,35 @@ def test_packaged_cpu_measurements():
     assert all(math.isnan(r.energy_j) and math.isnan(r.memory_mb) for r in ds)
     hw = json.loads((default_root() / "cpu" / "hardware.json").read_text())
     assert hw["costmodel_device"] == "cpu"
+
+
+# ------------------------------------------------------------------ host reference
+def test_every_row_records_the_host_reference_and_slowed_rows_are_flagged(tmp_path, monkeypatch, capsys):
+    import costmodel.measure.runner as R
+
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    # the host's speed before each row: steady, a spell at 60 % of its bandwidth, back, then a faster reading
+    readings = iter([{"gflops": 100.0, "gbps": 50.0}, {"gflops": 98.0, "gbps": 30.0},
+                     {"gflops": 97.0, "gbps": 48.0}, {"gflops": 120.0, "gbps": 60.0}, {"gflops": 95.0, "gbps": 55.0}])
+    monkeypatch.setattr(R, "host_reference", lambda budget_s=0.4: next(readings))
+    stats = {}
+    out = tmp_path / "v.jsonl"
+    assert collect([SPEC], [1, 2, 3, 4, 5], out, progress=False, cooldown_s=0, stats=stats) == 5
+    rows = _rows(out)
+    assert [r["host_reference"]["gbps"] for r in rows] == [50.0, 30.0, 48.0, 60.0, 55.0]
+    # slowed: below 80 % of the fastest reading so far in either figure (the last: 95 of 120 GFLOP/s is 79 %)
+    assert [bool(r.get("host_slowed")) for r in rows] == [False, True, False, False, True]
+    assert stats["host_slowed"] == ["squeezenet1_1@64 infer fp32 b2", "squeezenet1_1@64 infer fp32 b5"]
+    assert "the host ran at 60% of its fastest reading in this run" in capsys.readouterr().err
+    # without the reference nothing is measured or recorded
+    monkeypatch.setattr(R, "host_reference", lambda budget_s=0.4: pytest.fail("measured the host"))
+    out2 = tmp_path / "w.jsonl"
+    assert collect([SPEC], [1], out2, progress=False, cooldown_s=0, reference=False) == 1
+    assert "host_reference" not in _rows(out2)[0]
+
+
+def test_the_host_reference_measures_this_cpu():
+    from costmodel.measure.runner import host_reference
+
+    ref = host_reference(budget_s=0.1)
+    assert set(ref) == {"gflops", "gbps"} and ref["gflops"] > 0 and ref["gbps"] > 0
