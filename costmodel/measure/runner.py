@@ -106,7 +106,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock, reference)
 
 
-#: a row whose host reference reads below this share of the run's first reading is flagged
+#: a row whose host reference reads below this share of the run's fastest reading so far is flagged
 REFERENCE_SLOW = 0.8
 
 
@@ -119,10 +119,8 @@ def host_reference(budget_s: float = 0.4) -> dict:
     return {"gflops": r["peak_gflops_fp32"], "gbps": r["bandwidth_gbps"]}
 
 
-def _reference_check(ref: dict, base: dict | None) -> float | None:
-    """The lower of the two ratios of ``ref`` to the run's fastest readings ``base`` (None without them)."""
-    if not base:
-        return None
+def _reference_ratio(ref: dict, base: dict) -> float:
+    """The lower of the two ratios of ``ref`` to the run's fastest readings ``base``."""
     return min(ref["gflops"] / base["gflops"], ref["gbps"] / base["gbps"])
 
 
@@ -213,8 +211,8 @@ def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measur
             durations.append(clock() - t0)
             if row is not None and ref is not None:
                 row["host_reference"] = ref
-                ratio = _reference_check(ref, base)
-                if ratio is not None and ratio < REFERENCE_SLOW:
+                ratio = _reference_ratio(ref, base)
+                if ratio < REFERENCE_SLOW:
                     row["host_slowed"] = True
                     st["host_slowed"].append(it.label())
                     _warn(f"{it.label()}: the host ran at {ratio:.0%} of its fastest reading in this run "

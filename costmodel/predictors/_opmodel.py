@@ -361,6 +361,8 @@ class Composition:
 #: glibc's largest mmap threshold on 64-bit Linux (``DEFAULT_MMAP_THRESHOLD_MAX``, 32 MiB): the CPU
 #: allocator maps every block at least this large afresh, so each write to a new one page-faults
 MMAP_THRESHOLD_BYTES = 32 * 2**20
+#: optimizers whose CPU step allocates temporaries the size of each parameter tensor (SGD updates in place)
+OPTIMIZERS_WITH_TEMPORARIES = ("adam", "adamw")
 
 
 def optimizer_fresh_mb(graph) -> float:
@@ -369,7 +371,8 @@ def optimizer_fresh_mb(graph) -> float:
     On a CPU, PyTorch's Adam and AdamW update one tensor at a time and allocate temporaries of its size
     every step (the square root of the second moment, divided by its bias correction); a temporary that
     large is a fresh mapping whose every page faults when first written, so the update of such a tensor
-    costs several times its streaming time (alexnet's and VGG's classifier weights)."""
+    costs several times its streaming time (alexnet's and VGG's classifier weights). A tensor read by two
+    operators (tied weights) counts twice, as in the step's tensor count."""
     total = 0
     for n in graph.nodes:
         for shape, dt, is_param in zip(n.in_shapes, n.in_dtypes, n.param_inputs):
@@ -404,8 +407,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -
             n_bwd += 1
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
         opt_us = _OPT_BYTES[optimizer] * pbytes / (figs.gbps * 1e9) * 1e6
-        # SGD updates in place; Adam and AdamW allocate temporaries the size of each tensor
-        fresh_mb = optimizer_fresh_mb(graph) if optimizer in ("adam", "adamw") else 0.0
+        fresh_mb = optimizer_fresh_mb(graph) if optimizer in OPTIMIZERS_WITH_TEMPORARIES else 0.0
     n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops) if mode == "training" else 0
     calls = module_calls(graph) * (2 if mode == "training" else 1)
     counts = np.asarray([len(ops), sum(1 for n in graph.nodes if n.is_view), calls, 1.0, n_bwd, n_tensors], float)

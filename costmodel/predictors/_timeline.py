@@ -659,6 +659,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def _predict_cpu(self, g, dev, m: str, optimizer: str, base) -> Estimate:
         """A CPU: the operator model trained on this project's CPU operator profiles, operators in sequence."""
         from ._analytic import graph_assumptions
+        from ._opmodel import OPTIMIZERS_WITH_TEMPORARIES
 
         tl = self.cpu
         r = tl.predict(g, m, optimizer)
@@ -676,7 +677,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                  "energy: the analytic model's power for this device entry over the predicted time (the profiled "
                  "CPU exposes no energy counter)",
                  PREDICTOR_MEMORY_NOTE]
-        if m == "training" and optimizer not in ("adam", "adamw"):
+        if m == "training" and optimizer not in OPTIMIZERS_WITH_TEMPORARIES:
             notes.append(f"optimizer {optimizer}: its step costed by the bytes it moves at the rate fitted on the "
                          "profiled Adam steps (no temporaries)")
         if self.host_profile is not None:

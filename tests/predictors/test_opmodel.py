@@ -444,3 +444,21 @@ def test_the_timeline_predictor_saves_and_uses_the_cpu_model(tmp_path, timeline)
 def test_an_empty_folder_has_no_operator_dataset(tmp_path):
     with pytest.raises(costmodel.ModelLoadError, match=re.escape(str(tmp_path / "cpu"))):
         load_op_dataset(tmp_path)
+
+
+def test_on_a_cpu_only_adam_pays_for_its_temporaries():
+    from costmodel.predictors import ARTIFACTS_DIR, TimelinePredictor
+
+    p = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
+    net = torch.nn.Sequential(torch.nn.Linear(2048, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 10))
+    g = from_torch(net, torch.empty(2, 2048), method="trace", mode="training")
+    assert optimizer_fresh_mb(g) == pytest.approx(32.0)
+    adam = p.predict(g, "cpu", mode="training", optimizer="adam")
+    sgd = p.predict(g, "cpu", mode="training", optimizer="sgd")
+    fresh_ms = p.cpu.host.optimizer_fresh_us_per_mb * 32.0 / 1e3
+    assert fresh_ms > 0
+    # Adam: the fresh-page term plus 7 bytes per parameter byte; SGD: 3 bytes and no temporaries
+    stream_ms = p.cpu.host.optimizer_scale * compose(g, p.cpu.figs, mode="training").optimizer_us / 1e3
+    assert adam.latency_ms - sgd.latency_ms == pytest.approx(fresh_ms + stream_ms * (1 - 3 / 7), rel=1e-6)
+    assert any("optimizer sgd" in a for a in sgd.assumptions)
+    assert not any("optimizer adam" in a for a in adam.assumptions)
