@@ -20,7 +20,9 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
    next to the shipped TraPPM / DIPPM / static XGBoost / analytic predictors
    (all trained on every packaged row); then a learned residual over the
    timeline (XGBoost on the graph's make-up and the timeline's lanes), scored
-   on held-out families and on these rows;
+   on held-out families and on these rows; and a graph network over the same
+   residuals (2d, :mod:`_residual_gnn`: every operator's features and predicted
+   times, message passing over the graph's edges), trained the same way;
 3. the second H200 host: the host lane refitted on its 4 check rows (rows that
    repeat packaged workloads), error on its 78 new-architecture rows before and
    after;
@@ -317,8 +319,11 @@ def _random_splits_section(graphs, rows, epochs: int, seeds: int, extra=((), ())
     _breakdown(f"1a. random 70/30 ({seeds} seeds, pooled)", rs, ps)
 
 
-def _lofo_section(graphs, rows, epochs: int, extra=((), ())) -> None:
-    """Section 1b: leave-one-family-out (every family held out in turn, pooled; ``extra`` in every fit)."""
+def _lofo_section(graphs, rows, epochs: int, extra=((), ()), nodes: list | None = None) -> None:
+    """Section 1b: leave-one-family-out (every family held out in turn, pooled; ``extra`` in every fit).
+    ``nodes``: filled with each held-out row's node features under its fold's timeline (section 2d)."""
+    from _residual_gnn import node_graph
+
     rs, ps, per_fam = [], [], {}
     fams = sorted({r.family for r in rows})
     for fam in fams:
@@ -327,6 +332,8 @@ def _lofo_section(graphs, rows, epochs: int, extra=((), ())) -> None:
         pred = _fit([graphs[i] for i in train] + list(extra[0]), [rows[i] for i in train] + list(extra[1]),
                     epochs, 0)
         e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
+        if nodes is not None:
+            nodes += [node_graph(pred, graphs[i], rows[i]) for i in test]
         per_fam[fam] = _metrics([rows[i].latency_ms for i in test], [x.latency_ms for x in e])["mape"]
         ps += e
         rs += [rows[i] for i in test]
@@ -446,6 +453,23 @@ def _residual_section(graphs, rows, held, n_graphs, n_rows, ests) -> None:
                        [b * math.exp(shrink * c) for b, c, k in zip(base_n, corr_n[np.asarray(ok_n)], ok_n)]))
 
 
+def _residual_gnn_section(graphs, rows, held, held_nodes, full, n_graphs, n_rows, ests) -> None:
+    """Section 2d: a graph network over the timeline's residuals (:mod:`_residual_gnn`), trained and
+    scored as section 2c's XGBoost is, on the same workload summaries plus every operator's features and
+    predicted times."""
+    import _residual_gnn as gnn
+
+    rs, ps = held
+    key = {(r.model, r.mode, r.dtype, r.batch): i for i, r in enumerate(rows)}
+    u = np.asarray([_residual_features(graphs[key[(r.model, r.mode, r.dtype, r.batch)]], r, e)
+                    for r, e in zip(rs, ps)])
+    u_new = np.asarray([_residual_features(g, r, e) for g, r, e in zip(n_graphs, n_rows, ests)])
+    new_nodes = [gnn.node_graph(full, g, r) for g, r in zip(n_graphs, n_rows)]
+    print("\n2d. the timeline, then + a graph network over its residuals (3 message-passing layers, "
+          "trained as 2c)")
+    gnn.print_table(gnn.residual_table(rs, ps, held_nodes, u, n_rows, ests, new_nodes, u_new), _metrics)
+
+
 def _best_constant(values) -> float:
     """The single value c that minimizes sum |c / v - 1| = sum |c - v| / v: the median of the values
     weighted by 1 / v."""
@@ -534,7 +558,8 @@ def _vision_sections(a: argparse.Namespace) -> None:
 
     # 1. random splits and leave-one-family-out
     _random_splits_section(graphs, rows, a.epochs, a.seeds, extra)
-    held = _lofo_section(graphs, rows, a.epochs, extra) if not a.skip_lofo else None
+    held_nodes: list = []
+    held = _lofo_section(graphs, rows, a.epochs, extra, held_nodes) if not a.skip_lofo else None
     _label_floor_section(graphs, rows, held)
 
     # 2. new architectures
@@ -556,6 +581,7 @@ def _vision_sections(a: argparse.Namespace) -> None:
     y = _all_predictors_table(get_predictor, n_graphs, n_rows, ests)
     if held is not None:
         _residual_section(graphs, rows, held, n_graphs, n_rows, ests)
+        _residual_gnn_section(graphs, rows, held, held_nodes, full, n_graphs, n_rows, ests)
 
     # 3. second host: refit the host lane on its check rows
     _second_host_section(full, new, checks, n_graphs, n_rows, ests, y["latency_ms"])

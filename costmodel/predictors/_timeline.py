@@ -524,9 +524,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return np.where(_SCALED[t.host_class], m / norm[t.host_class], 1.0)
 
     def operator_times(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> list[dict]:
-        """Every operator's predicted device time: ``{"node", "op", "phase", "device_ms", "efficiency"}``
-        (forward and backward rows; the optimizer's row has node -1).  What ``details["ops"]["top"]``
-        lists the first ten of, for charts (``costmodel roofline --predictor timeline``)."""
+        """Every kernel's predicted times: ``{"node", "op", "phase", "device_ms", "efficiency", "host_ms"}`` (forward
+        and backward rows; the optimizer's row has node -1; ``host_ms``, the host's dispatch cost, is None on a CPU,
+        whose host costs are per class); ``details["ops"]["top"]`` lists the first ten, for charts."""
         from .._errors import ModelLoadError
 
         if self.params is None:
@@ -540,14 +540,16 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             d_us = self.cpu.model.predict_us(c.X, c.bound_us)
             nodes, phases = c.node, c.phase
             eff = np.where(d_us > 0, c.bound_us / np.maximum(d_us, 1e-12), 0.0)
+            h_ms = [None] * len(d_us)
         else:
             t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
             d_us, eff = self._device_us(t)
+            h_us = self._host_vector()[0][t.host_class] * t.host_count * self._host_multiplier(t)
             keep = t.kernel > 0
-            d_us, eff, nodes, phases = d_us[keep], eff[keep], t.node[keep], t.phase[keep]
-        return [{"node": int(n), "op": graph.nodes[int(n)].op if n >= 0 else "optimizer",
-                 "phase": PHASES[int(ph)], "device_ms": float(d) / 1e3, "efficiency": float(e)}
-                for n, ph, d, e in zip(nodes, phases, d_us, eff)]
+            d_us, eff, nodes, phases, h_ms = d_us[keep], eff[keep], t.node[keep], t.phase[keep], h_us[keep] / 1e3
+        return [{"node": int(n), "op": graph.nodes[int(n)].op if n >= 0 else "optimizer", "phase": PHASES[int(ph)],
+                 "device_ms": float(d) / 1e3, "efficiency": float(e), "host_ms": None if h is None else float(h)}
+                for n, ph, d, e, h in zip(nodes, phases, d_us, eff, h_ms)]
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]

@@ -12,7 +12,7 @@ from costmodel.frontends import zoo_graph
 from costmodel.measure.host import calibrate
 from costmodel.training import mape
 from costmodel.predictors._artifact import record_checksums
-from costmodel.predictors._optable import FEATURE_NAMES, HOST_CLASSES, module_calls, op_table
+from costmodel.predictors._optable import FEATURE_NAMES, HOST_CLASSES, PHASES, module_calls, op_table
 from costmodel.predictors._timeline import TimelineConfig, TimelinePredictor
 
 
@@ -269,6 +269,21 @@ def test_the_shipped_artifact_answers_by_name(r18):
     assert p.params.trained_on["rows"] == 342 and p.params.trained_on["devices"] == ["H200-SXM5-141GB"]
     e = p.predict(r18, "h200")
     assert e.predictor == "timeline" and 0.1 < e.latency_ms < 100
+
+
+def test_operator_times_add_up_to_the_lanes(r18):
+    """The per-kernel times ``operator_times`` gives are the ones the lanes sum: the device times make the
+    device lane, and the host costs make the host lane less what is not a kernel (the per-call cost and the
+    module calls); on a CPU the host cost is per class, so there is none per kernel."""
+    p = costmodel.get_predictor("timeline")
+    for mode in ("inference", "training"):
+        rows = p.operator_times(r18, "h200", mode=mode)
+        e = p.predict(r18, "h200", mode=mode)
+        assert {r["phase"] for r in rows} == ({"forward"} if mode == "inference" else set(PHASES))
+        assert sum(r["device_ms"] for r in rows) == pytest.approx(e.details["ops"]["device_ms"], rel=1e-5)
+        host = sum(r["host_ms"] for r in rows)
+        assert 0.5 * e.details["ops"]["host_ms"] < host < e.details["ops"]["host_ms"]
+    assert all(r["host_ms"] is None for r in p.operator_times(r18, "cpu"))
 
 
 def test_queries_are_clipped_into_the_training_box(fitted, r18):
