@@ -153,7 +153,7 @@ def fit_predict(train: list[NodeGraph], u_train: np.ndarray, r_train: np.ndarray
     opt = torch.optim.Adam(net.params, lr=3e-3, weight_decay=1e-3)
 
     def loss(b, u, known, y):
-        return torch.sum(torch.where(known, net(b, u) - y, 0.0) ** 2) / known.sum()
+        return torch.sum(torch.where(known, net(b, u) - y, 0.0) ** 2) / known.sum().clamp(min=1)
 
     best, best_state = float("inf"), None
     for _ in range(epochs):
@@ -165,7 +165,7 @@ def fit_predict(train: list[NodeGraph], u_train: np.ndarray, r_train: np.ndarray
         if v < best:
             best, best_state = v, [p.detach().clone() for p in net.params]
     with torch.no_grad():
-        for p, q in zip(net.params, best_state):
+        for p, q in zip(net.params, best_state or []):  # no finite validation loss: the last epoch's weights
             p.copy_(q)
         te, u_te = prepare(test, u_test)
         return net(te, u_te).numpy().astype(np.float64)
