@@ -181,15 +181,20 @@ class _Mixed(nn.Module):
 def test_autocast_is_traced_to_the_byte(one_thread, amp):
     # Mixed precision: the forward pass (and the loss) under torch.autocast, the weights fp32, the backward
     # pass outside it. The casts of the weights, the half-precision activations autograd saves, the fp32
-    # gradients: the trace and the CPU allocator hold the same bytes at the peak, inference and training.
+    # gradients: the trace and the CPU allocator hold the same bytes of operator results at the peak,
+    # inference and training. A half-precision GEMM may also take a scratch buffer inside the kernel, whose
+    # size depends on the CPU (oneDNN's bf16 path on a CPU with AVX-512 BF16 takes 74-99 KiB here): a
+    # kernel's own temporary, which no trace of operator results sees, so the all-allocations peak may only
+    # be higher.
     x = torch.empty(8, 32, 64)
     for training in (False, True):
         mixed = check_module(_Mixed(), x, training=training, autocast=amp)
         plain = check_module(_Mixed(), x, training=training)
-        assert mixed.traced_bytes == mixed.real_bytes, (training, mixed.traced_bytes, mixed.real_bytes)
+        assert mixed.traced_bytes == mixed.real_results_bytes, (training, mixed.traced_bytes, mixed.real_results_bytes)
+        assert mixed.real_bytes >= mixed.real_results_bytes
         assert plain.traced_bytes == plain.real_bytes
         # half-precision activations: a smaller peak than fp32, measured and traced alike
-        assert mixed.real_bytes < 0.8 * plain.real_bytes
+        assert mixed.real_results_bytes < 0.8 * plain.real_bytes
 
 
 def test_an_unknown_autocast_dtype_is_refused():
