@@ -183,7 +183,7 @@ def test_autocast_is_traced_to_the_byte(one_thread, amp):
     # pass outside it. The casts of the weights, the half-precision activations autograd saves, the fp32
     # gradients: the trace and the CPU allocator hold the same bytes of operator results at the peak,
     # inference and training. A half-precision GEMM may also take a scratch buffer inside the kernel, whose
-    # size depends on the CPU (oneDNN's bf16 path on a CPU with AVX-512 BF16 takes 74-99 KiB here): a
+    # size depends on the CPU (oneDNN's bf16 path on a CPU with AVX-512 BF16 takes 73-97 KiB here): a
     # kernel's own temporary, which no trace of operator results sees, so the all-allocations peak may only
     # be higher.
     x = torch.empty(8, 32, 64)
