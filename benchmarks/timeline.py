@@ -322,8 +322,6 @@ def _random_splits_section(graphs, rows, epochs: int, seeds: int, extra=((), ())
 def _lofo_section(graphs, rows, epochs: int, extra=((), ()), nodes: list | None = None) -> None:
     """Section 1b: leave-one-family-out (every family held out in turn, pooled; ``extra`` in every fit).
     ``nodes``: filled with each held-out row's node features under its fold's timeline (section 2d)."""
-    from _residual_gnn import node_graph
-
     rs, ps, per_fam = [], [], {}
     fams = sorted({r.family for r in rows})
     for fam in fams:
@@ -333,6 +331,8 @@ def _lofo_section(graphs, rows, epochs: int, extra=((), ()), nodes: list | None 
                     epochs, 0)
         e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
         if nodes is not None:
+            from _residual_gnn import node_graph
+
             nodes += [node_graph(pred, graphs[i], rows[i]) for i in test]
         per_fam[fam] = _metrics([rows[i].latency_ms for i in test], [x.latency_ms for x in e])["mape"]
         ps += e

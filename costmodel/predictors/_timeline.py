@@ -543,8 +543,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             h_ms = [None] * len(d_us)
         else:
             t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
-            d_us, eff = self._device_us(t)
-            h_us = self._host_vector()[0][t.host_class] * t.host_count * self._host_multiplier(t)
+            d_us, eff = self._device_us(t, z := self._scaled_x(t))
+            h_us = self._host_vector()[0][t.host_class] * t.host_count * self._host_multiplier(t, z)
             keep = t.kernel > 0
             d_us, eff, nodes, phases, h_ms = d_us[keep], eff[keep], t.node[keep], t.phase[keep], h_us[keep] / 1e3
         return [{"node": int(n), "op": graph.nodes[int(n)].op if n >= 0 else "optimizer", "phase": PHASES[int(ph)],
