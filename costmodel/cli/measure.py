@@ -25,6 +25,7 @@ COLLECT_EXAMPLES = """examples:
   costmodel collect costmodel/data/specs/cpu_vision.json -o cpu/vision.jsonl --budget 600
   costmodel collect costmodel/data/specs/h200_extend.json --device cuda -o out/vision_extend.jsonl --budget 300
   costmodel collect specs.json --batch 1 4 -o rows.jsonl     # a JSON list of specs
+  costmodel collect specs.json --batch 1 --window 2 -o rows.jsonl   # 2 s timed windows: steadier small rows
   costmodel collect work.json --device cuda --ray auto -o rows.jsonl
   costmodel collect costmodel/data/specs/cpu_ops.json --ops --threads 1 -o cpu/vision_ops.jsonl
 """
@@ -62,9 +63,14 @@ def register_collect(sub) -> None:
     c.add_argument("--cooldown", type=float, default=0.5, metavar="S", help="pause between rows (default 0.5 s)")
     c.add_argument("--limit", type=positive_int, default=None, metavar="N", help="measure at most N rows")
     c.add_argument("--no-reference", action="store_true",
-                   help="skip the host reference before every row (the CPU's GEMM rate and copy bandwidth, "
-                        "about 0.4 s, recorded as host_reference; rows measured while the host ran below 80 %% "
-                        "of its fastest reading in the run are flagged host_slowed)")
+                   help="skip the host reference before every row (the CPU's GEMM rate and copy bandwidth and "
+                        "one tiny operator's dispatch time, about 0.4 s, recorded as host_reference; rows "
+                        "measured while the host ran below 80 %% of its fastest reading in the run are flagged "
+                        "host_slowed)")
+    c.add_argument("--window", type=float, default=None, metavar="S",
+                   help="shortest timed window per row in seconds (default 0.25, the packaged data's protocol; "
+                        "at most 60): a longer one averages over more of the host's slow and fast spells, "
+                        "which set launch-bound latencies (see benchmarks/label_noise.py)")
     c.add_argument("--ops", action="store_true",
                    help="also profile every workload per operator (torch.profiler) and write the operator rows, "
                         "mapped onto the CostGraph's nodes, to ops.jsonl beside OUTPUT")
@@ -157,7 +163,7 @@ def _cmd_collect(a) -> int:
     items = load_work(a.specs, batches=a.batch)
     stats: dict = {}
     n = collect(items, output=a.output, device=device, budget_s=a.budget, cooldown_s=a.cooldown, limit=a.limit,
-                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads, reference=not a.no_reference)
+                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads, reference=not a.no_reference, window_s=a.window)
     paths = output_paths(a.output)
     if a.ops:
         paths["ops"] = ops_path(a.output)

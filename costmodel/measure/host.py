@@ -230,6 +230,32 @@ def _op_calls(dev) -> dict[str, Callable[[], Any]]:
     }
 
 
+#: the operator classes :func:`dispatch_reference` times: the cheapest call, a GEMM and a convolution
+#: (one each of the dispatch paths PyTorch, cuBLAS and cuDNN take)
+REFERENCE_CLASSES = ("elementwise", "matmul", "conv")
+
+
+def dispatch_reference(device: str = "cpu", *, budget_s: float = 0.1) -> float:
+    """Microseconds this host takes right now to dispatch one tiny eager operator on ``device``: the
+    median over :data:`REFERENCE_CLASSES` of :func:`calibrate`'s per-call time, at one intra-op thread,
+    under ``inference_mode``. On a GPU it is the enqueue time (no synchronisation inside the loop): what
+    a launch-bound row's latency is made of, and what a slow spell of the host stretches even where a
+    GEMM rate or a copy bandwidth barely move."""
+    import torch
+
+    dev = torch.device(device)
+    calls = _op_calls(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            times = [_per_call_us(calls[c], budget_s / len(REFERENCE_CLASSES), sync) for c in REFERENCE_CLASSES]
+    finally:
+        torch.set_num_threads(threads)
+    return round(statistics.median(times), 3)
+
+
 def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: bool = False) -> HostProfile:
     """Measure this host's per-operator costs in about ``budget_s`` seconds (at most 10).
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInputError
+from .work import MIN_WINDOW_S
 
 DEVICES = ("cpu", "cuda")
 
@@ -205,6 +206,8 @@ class _Device:
 
         self.torch = torch
         self.cuda = device.startswith("cuda")
+        #: the shortest timed window (seconds; the protocol's unless ``measure(window_s=...)``)
+        self.min_window_s = MIN_WINDOW_S
         if self.cuda:
             check_cuda(device)
             self.index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()

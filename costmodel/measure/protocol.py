@@ -11,9 +11,11 @@ The protocol (``costmodel/data`` README, "How a row was measured"):
   ``eval()``; training runs one full step (``zero_grad``, forward,
   cross-entropy against random labels, backward, ``torch.optim.Adam`` step),
   the Adam state being created during the warm-up;
-* 3 warm-up calls, one calibration call, then N timed calls with N chosen so
-  the timed window is at least 0.25 s (at least 10 calls, at most 2.5 s; when
-  2.5 s allows fewer than 10 calls, at least 3), split in 3 chunks each timed
+* 3 warm-up calls, a calibration (the median of up to 5 calls timed one at a
+  time within 0.05 s; the packaged data timed one), then N timed calls with N
+  chosen so the timed window is at least 0.25 s (at least 10 calls, at most
+  2.5 s; when 2.5 s allows fewer than 10 calls, at least 3; ``window_s``
+  lengthens both bounds), split in 3 chunks each timed
   with CUDA events on a GPU and ``time.perf_counter`` on a CPU; ``latency_ms``
   is the mean per call and ``latency_ms_chunks`` the chunk means;
 * transformer decode (``mode="decode"``): a KV cache of ``seq`` tokens is
@@ -34,6 +36,7 @@ The protocol (``costmodel/data`` README, "How a row was measured"):
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -54,12 +57,32 @@ from .work import (
     _llm_items,
 )
 
-def calls_for(t_call_s: float) -> int:
-    """Timed calls for one call of ``t_call_s`` seconds (protocol above)."""
-    n = max(MIN_CALLS, math.ceil(MIN_WINDOW_S / max(t_call_s, 1e-9)))
-    if n * t_call_s > MAX_WINDOW_S:
-        n = max(3, int(MAX_WINDOW_S // max(t_call_s, 1e-9)))
+#: the longest timed window ``window_s`` may ask for (seconds)
+WINDOW_LIMIT_S = 60.0
+
+
+def calls_for(t_call_s: float, min_window_s: float = MIN_WINDOW_S) -> int:
+    """Timed calls for one call of ``t_call_s`` seconds (protocol above). ``min_window_s`` replaces the
+    protocol's 0.25 s; the window's cap is then ``max(2.5 s, min_window_s)``."""
+    cap = max(MAX_WINDOW_S, min_window_s)
+    n = max(MIN_CALLS, math.ceil(min_window_s / max(t_call_s, 1e-9)))
+    if n * t_call_s > cap:
+        n = max(3, int(cap // max(t_call_s, 1e-9)))
     return n
+
+
+def check_window(window_s) -> float | None:
+    """``window_s`` as a float, or an error naming it (``None``: the protocol's window)."""
+    if window_s is None:
+        return None
+    try:
+        w = float(window_s)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"window must be a number of seconds, got {window_s!r}") from None
+    if not (MIN_WINDOW_S <= w <= WINDOW_LIMIT_S):
+        raise InvalidInputError(f"window must be between {MIN_WINDOW_S:g} and {WINDOW_LIMIT_S:g} seconds "
+                                f"(the protocol's minimum and this tool's limit), got {window_s!r}")
+    return w
 
 
 def _chunk_sizes(n: int) -> list[int]:
@@ -124,11 +147,28 @@ def _timed_window(step: Callable[[], Any], sizes: list[int], d: _Device) -> dict
     return out
 
 
+#: calibration: up to this many calls, timed one at a time, while their sum stays under CALIBRATION_S
+CALIBRATION_CALLS = 5
+CALIBRATION_S = 0.05
+
+
+def _calibrate(step: Callable[[], Any], d: _Device) -> float:
+    """Seconds per call, to plan the timed window: the median of up to :data:`CALIBRATION_CALLS` calls
+    timed one at a time (as many as fit in :data:`CALIBRATION_S`; one when a call takes longer). The
+    packaged data planned from one call; on a busy host one call can be off several-fold, and the
+    window with it (on a 2-core machine a 2 s window planned from one 2.1 ms call of a model that
+    then ran at 0.23 ms a call came out at a quarter of a second)."""
+    times = [_time_once(step, d)]
+    while len(times) < CALIBRATION_CALLS and sum(times) < CALIBRATION_S:
+        times.append(_time_once(step, d))
+    return statistics.median(times)
+
+
 def _protocol(step: Callable[[], Any], d: _Device) -> dict:
     for _ in range(WARMUP):
         step()
-    t_cal = _time_once(step, d)
-    return _timed_window(step, _chunk_sizes(calls_for(t_cal)), d)
+    t_cal = _calibrate(step, d)
+    return _timed_window(step, _chunk_sizes(calls_for(t_cal, d.min_window_s)), d)
 
 
 def _logits(out):
@@ -270,7 +310,8 @@ def _profile_ops(model, inputs, step, item: WorkItem, d: _Device, timed: dict) -
 
 
 def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "cuda", mode: str | None = None,
-            dtype: str = "fp32", seq: int | None = None, threads: int | None = None, ops: bool = False) -> dict:
+            dtype: str = "fp32", seq: int | None = None, threads: int | None = None, ops: bool = False,
+            window_s: float | None = None) -> dict:
     """Measure one workload with the data protocol; returns a row in the data's format.
 
     Args:
@@ -287,6 +328,10 @@ def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "c
         threads: CPU threads for torch (CPU only).
         ops: also profile the step per operator (:mod:`costmodel.measure.opprofile`):
             the row gets an ``ops`` summary and, under ``_ops``, the operator rows.
+        window_s: the shortest timed window in seconds (default: the protocol's 0.25 s; at most 60).
+            A longer window averages over more of the host's slow and fast spells, which set the
+            latency of launch-bound rows (``benchmarks/label_noise.py``); the row records it as
+            ``min_window_s`` when it is not the protocol's.
 
     Raises ``torch.cuda.OutOfMemoryError``/``MemoryError`` when the workload
     does not fit (:func:`collect` turns those into ``"oom"`` rows).
@@ -307,10 +352,15 @@ def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "c
         else:
             (item,) = _grid_items(_check_vision_spec(spec, "spec"), [{"mode": mode or "infer", "dtype": dtype,
                                                                        "batch": batch}], "spec")
+    window_s = check_window(window_s)
     d = _device(normalize_device(device))
     if threads and not d.cuda:
         d.torch.set_num_threads(threads)
-    return _measure_rows(item, d, ops=ops)
+    d.min_window_s = window_s if window_s is not None else MIN_WINDOW_S  # the device object is shared
+    row = _measure_rows(item, d, ops=ops)
+    if window_s is not None and window_s != MIN_WINDOW_S:
+        row["min_window_s"] = window_s
+    return row
 
 
 def measure_cpu(spec: dict, batch: int, *, mode: str = "infer", dtype: str = "fp32", threads: int | None = None) -> dict:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -23,7 +25,7 @@ from .._errors import InvalidInputError
 from .._validate import positive_int
 from .models import _drop_model, check_buildable
 from .probes import _hardware_json, _warn, check_cuda, normalize_device
-from .protocol import measure, measure_safe
+from .protocol import check_window, measure, measure_safe
 from .work import WorkItem, _as_item, _done_keys, _drop_orphan_ops, _op_row, _Writer, ops_path, output_paths
 
 def _bar(total: int, desc: str, progress: bool):
@@ -41,7 +43,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             cooldown_s: float = 0.5, progress: bool = True, limit: int | None = None, ray_address: str | None = None,
             measure_fn: Callable | None = None, stats: dict | None = None,
             clock: Callable[[], float] | None = None, ops: bool = False, threads: int | None = None,
-            reference: bool = True) -> int:
+            reference: bool = True, window_s: float | None = None) -> int:
     """Measure every work item not yet in the output; returns the rows written.
 
     Args:
@@ -72,13 +74,16 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             device's measured GEMM rate and copy bandwidth.  Operator rows of a
             run cut before its model row was written are dropped on resume.
         threads: torch CPU threads (CPU only; recorded in every row).
-        reference: before every row, measure the host CPU's fp32 GEMM rate and copy bandwidth
-            (:func:`host_reference`, about 0.4 s at the run's thread count) and record them in the row
-            as ``host_reference``; a row measured while either ran below 80 % of the fastest
-            reading of the run so far gets a warning and ``host_slowed: true`` (a host that slows
-            down in a shared machine inflates CPU rows and launch-bound GPU rows alike, and no check
-            inside one row can see a spell that covers the whole row). Runs in this process only
-            (not on Ray workers).
+        reference: before every row, measure the host CPU's fp32 GEMM rate and copy bandwidth and
+            the time one tiny operator takes to dispatch on ``device`` (:func:`host_reference`, about
+            0.4 s at the run's thread count) and record them in the row as ``host_reference``; a row
+            measured while either rate ran below 80 % of the fastest reading of the run so far, or
+            the dispatch took over 1.25x the median of the run's readings so far, gets a warning and
+            ``host_slowed: true`` (a host that slows down in a shared machine
+            inflates CPU rows and launch-bound GPU rows alike, and no check inside one row can see a
+            spell that covers the whole row). Runs in this process only (not on Ray workers).
+        window_s: the shortest timed window of every row (seconds, at most 60; default the protocol's
+            0.25 s, see :func:`~costmodel.measure.protocol.measure`). Ignored by ``measure_fn``.
 
     Before measuring, every model to measure is built once on the meta device
     (no memory, no weights), so a spec that cannot be built (an unknown model,
@@ -92,6 +97,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
         output, batches = batches, None
     device = normalize_device(device)
     _check_options(threads, ops, ray_address, budget_s, cooldown_s)
+    window_s = check_window(window_s)
     st = stats if stats is not None else {}
     todo, paths = _plan(work, batches, output, ops, limit, st)
     if not todo:
@@ -99,10 +105,10 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     check_buildable(todo)
     clock = clock or time.monotonic
     if ray_address:
-        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock)
+        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock, window_s)
     _prepare_device(device, threads, paths, ops)
-    if measure_fn is None and ops:
-        measure_fn = lambda item, device: measure(item, device=device, ops=True)  # noqa: E731
+    if measure_fn is None and (ops or window_s is not None):
+        measure_fn = partial(measure, ops=ops, window_s=window_s)
     return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock, reference)
 
 
@@ -110,18 +116,35 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
 REFERENCE_SLOW = 0.8
 
 
-def host_reference(budget_s: float = 0.4) -> dict:
-    """The host CPU's speed right now: fp32 GEMM rate (GFLOP/s) and copy bandwidth (GB/s) at torch's
-    current thread count, best of repeated runs within ``budget_s`` seconds."""
+def host_reference(budget_s: float = 0.4, device: str = "cpu") -> dict:
+    """The host's speed right now: the CPU's fp32 GEMM rate (GFLOP/s) and copy bandwidth (GB/s) at
+    torch's current thread count, best of repeated runs within three quarters of ``budget_s`` seconds,
+    and the microseconds one tiny eager operator takes to dispatch on ``device`` (``dispatch_us``,
+    :func:`~costmodel.measure.host.dispatch_reference`, the rest of the budget): the figure a
+    launch-bound row is made of."""
+    from .host import dispatch_reference
     from .opprofile import measure_roofline
 
-    r = measure_roofline("cpu", budget_s=budget_s)
-    return {"gflops": r["peak_gflops_fp32"], "gbps": r["bandwidth_gbps"]}
+    r = measure_roofline("cpu", budget_s=0.75 * budget_s)
+    return {"gflops": r["peak_gflops_fp32"], "gbps": r["bandwidth_gbps"],
+            "dispatch_us": dispatch_reference(device, budget_s=0.25 * budget_s)}
 
 
-def _reference_ratio(ref: dict, base: dict) -> float:
-    """The lower of the two ratios of ``ref`` to the run's fastest readings ``base``."""
-    return min(ref["gflops"] / base["gflops"], ref["gbps"] / base["gbps"])
+def _reference_check(ref: dict, base: dict | None) -> tuple[float, dict]:
+    """How fast the host ran for this row against the run so far, and the run's references after it.
+
+    The ratio is the lowest of each rate over the fastest reading so far (this one included) and the
+    median dispatch time of the earlier rows over this one's. The median, not the fastest: a shared
+    host's dispatch switches between a fast and a slow state every second or so
+    (``benchmarks/label_noise.py``), and one lucky reading must not flag every row after it."""
+    rates = {k: max(ref[k], base[k]) if base and k in base else ref[k] for k in ("gflops", "gbps") if k in ref}
+    ratios = [ref[k] / rates[k] for k in rates]
+    seen = list(base.get("dispatch_seen", [])) if base else []
+    if ref.get("dispatch_us"):
+        if seen:
+            ratios.append(statistics.median(seen) / ref["dispatch_us"])
+        seen.append(ref["dispatch_us"])
+    return (min(ratios) if ratios else 1.0), {**rates, "dispatch_seen": seen}
 
 
 def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s) -> None:
@@ -204,19 +227,20 @@ def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measur
             if bar is not None:
                 bar.set_postfix_str(it.label(), refresh=False)
             t0 = clock()
-            ref = host_reference() if reference else None
+            ref = host_reference(device=device) if reference else None
             if ref is not None:
-                base = {k: max(ref[k], base[k]) for k in ref} if base else dict(ref)
+                ratio, base = _reference_check(ref, base)
             row, err = measure_safe(it, device, measure_fn)
             durations.append(clock() - t0)
             if row is not None and ref is not None:
                 row["host_reference"] = ref
-                ratio = _reference_ratio(ref, base)
                 if ratio < REFERENCE_SLOW:
                     row["host_slowed"] = True
                     st["host_slowed"].append(it.label())
-                    _warn(f"{it.label()}: the host ran at {ratio:.0%} of its fastest reading in this run "
-                          f"({ref['gflops']:.0f} GFLOP/s, {ref['gbps']:.0f} GB/s); measure this row again later", bar)
+                    disp = f", {ref['dispatch_us']:.1f} µs per dispatch" if ref.get("dispatch_us") else ""
+                    _warn(f"{it.label()}: the host ran at {ratio:.0%} of its reference speed in this run "
+                          f"({ref['gflops']:.0f} GFLOP/s, {ref['gbps']:.0f} GB/s{disp}); measure this row again "
+                          "later", bar)
             if row is not None:
                 op_rows = row.pop("_ops", None)
                 if op_rows:
@@ -242,7 +266,7 @@ def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measur
 
 
 # ---------------------------------------------------------------------- ray
-def _ray_task(items: list[WorkItem], device: str, cooldown_s: float) -> dict:
+def _ray_task(items: list[WorkItem], device: str, cooldown_s: float, window_s: float | None = None) -> dict:
     """One Ray task: the rows of one model spec, measured in sequence on this worker's device."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {"rows": [], "failed": {}, "hw": None}
@@ -253,7 +277,7 @@ def _ray_task(items: list[WorkItem], device: str, cooldown_s: float) -> dict:
         out["hw_error"] = f"{type(e).__name__}: {e}"
     try:
         for i, it in enumerate(items):
-            row, err = measure_safe(it, dev)
+            row, err = measure_safe(it, dev, partial(measure, window_s=window_s) if window_s is not None else None)
             if row is not None:
                 out["rows"].append((it.kind, row))
             else:
@@ -285,7 +309,8 @@ def _ray_init(ray, address: str) -> bool:
 
 
 def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, address: str, budget_s, cooldown_s,
-                 progress: bool, st: dict, clock: Callable[[], float] = time.monotonic) -> int:
+                 progress: bool, st: dict, clock: Callable[[], float] = time.monotonic,
+                 window_s: float | None = None) -> int:
     try:
         import ray
     except ImportError:
@@ -325,7 +350,7 @@ def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, addr
                             queue = []
                             break
                     g = queue.pop(0)
-                    running[task.remote(g, device, cooldown_s)] = g
+                    running[task.remote(g, device, cooldown_s, window_s)] = g
                 if not running:
                     break
                 ready, _ = ray.wait(list(running), num_returns=1)

@@ -279,7 +279,7 @@ def test_every_row_records_the_host_reference_and_slowed_rows_are_flagged(tmp_pa
     # the host's speed before each row: steady, a spell at 60 % of its bandwidth, back, then a faster reading
     readings = iter([{"gflops": 100.0, "gbps": 50.0}, {"gflops": 98.0, "gbps": 30.0},
                      {"gflops": 97.0, "gbps": 48.0}, {"gflops": 120.0, "gbps": 60.0}, {"gflops": 95.0, "gbps": 55.0}])
-    monkeypatch.setattr(R, "host_reference", lambda budget_s=0.4: next(readings))
+    monkeypatch.setattr(R, "host_reference", lambda budget_s=0.4, device="cpu": next(readings))
     stats = {}
     out = tmp_path / "v.jsonl"
     assert collect([SPEC], [1, 2, 3, 4, 5], out, progress=False, cooldown_s=0, stats=stats) == 5
@@ -288,16 +288,99 @@ def test_every_row_records_the_host_reference_and_slowed_rows_are_flagged(tmp_pa
     # slowed: below 80 % of the fastest reading so far in either figure (the last: 95 of 120 GFLOP/s is 79 %)
     assert [bool(r.get("host_slowed")) for r in rows] == [False, True, False, False, True]
     assert stats["host_slowed"] == ["squeezenet1_1@64 infer fp32 b2", "squeezenet1_1@64 infer fp32 b5"]
-    assert "the host ran at 60% of its fastest reading in this run" in capsys.readouterr().err
+    assert "the host ran at 60% of its reference speed in this run" in capsys.readouterr().err
     # without the reference nothing is measured or recorded
-    monkeypatch.setattr(R, "host_reference", lambda budget_s=0.4: pytest.fail("measured the host"))
+    monkeypatch.setattr(R, "host_reference", lambda budget_s=0.4, device="cpu": pytest.fail("measured the host"))
     out2 = tmp_path / "w.jsonl"
     assert collect([SPEC], [1], out2, progress=False, cooldown_s=0, reference=False) == 1
     assert "host_reference" not in _rows(out2)[0]
 
 
+def test_a_slower_dispatch_flags_the_row_even_where_the_rates_hold(tmp_path, monkeypatch, capsys):
+    import costmodel.measure.runner as R
+
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    # GEMM rate and bandwidth steady; the dispatch of a tiny operator 1.7x the run's median for one row,
+    # then a lucky fast reading (flags nothing after it: the reference is the median), then 1.2x the median
+    disp = [5.0, 8.5, 5.1, 3.0, 6.1]
+    readings = iter([{"gflops": 100.0, "gbps": 50.0, "dispatch_us": d} for d in disp])
+    seen = []
+
+    def ref(budget_s=0.4, device="cpu"):
+        seen.append(device)
+        return next(readings)
+
+    monkeypatch.setattr(R, "host_reference", ref)
+    stats = {}
+    out = tmp_path / "v.jsonl"
+    assert collect([SPEC], [1, 2, 3, 4, 5], out, progress=False, cooldown_s=0, stats=stats) == 5
+    rows = _rows(out)
+    assert [r["host_reference"]["dispatch_us"] for r in rows] == disp
+    assert [bool(r.get("host_slowed")) for r in rows] == [False, True, False, False, False]
+    assert stats["host_slowed"] == ["squeezenet1_1@64 infer fp32 b2"]
+    assert seen == ["cpu"] * 5  # the probe runs on the run's device
+    assert "at 59% of its reference speed in this run (100 GFLOP/s, 50 GB/s, 8.5 µs per dispatch)" in \
+        capsys.readouterr().err
+
+
 def test_the_host_reference_measures_this_cpu():
+    from costmodel.measure.host import dispatch_reference
     from costmodel.measure.runner import host_reference
 
     ref = host_reference(budget_s=0.1)
-    assert set(ref) == {"gflops", "gbps"} and ref["gflops"] > 0 and ref["gbps"] > 0
+    assert set(ref) == {"gflops", "gbps", "dispatch_us"} and ref["gflops"] > 0 and ref["gbps"] > 0
+    # a tiny eager operator on a CPU: more than a tenth of a microsecond, less than a millisecond
+    assert 0.1 < ref["dispatch_us"] < 1000
+    assert 0.1 < dispatch_reference("cpu", budget_s=0.05) < 1000
+
+
+# ------------------------------------------------------------------ timed window
+def test_the_timed_window_can_be_lengthened(tmp_path, capsys, monkeypatch):
+    from costmodel.measure.protocol import calls_for, check_window
+
+    # the protocol: at least 0.25 s and 10 calls, at most 2.5 s
+    assert calls_for(0.001) == 250 and calls_for(0.1) == 10 and calls_for(1.0) == 3
+    # a longer window: its own minimum, and a cap of at least that
+    assert calls_for(0.001, 1.0) == 1000 and calls_for(0.5, 4.0) == 8 and calls_for(0.001, 4.0) == 4000
+    assert check_window(None) is None and check_window("2") == 2.0
+    for bad, why in ((0.1, "between 0.25 and 60 seconds"), (61, "between 0.25 and 60 seconds"),
+                     ("long", "a number of seconds, got 'long'")):
+        with pytest.raises(InvalidInputError, match=why):
+            check_window(bad)
+    tiny = {"family": "misc", "name": "squeezenet1_1", "res": 32, "src": "tv"}
+    # the timed calls are planned from the calibration (fixed here: this machine's calls vary several-fold)
+    monkeypatch.setattr(P, "_calibrate", lambda step, d: 0.01)
+    long, short = measure(tiny, 1, device="cpu", window_s=2.0), measure(tiny, 1, device="cpu")
+    assert long["min_window_s"] == 2.0 and "min_window_s" not in short
+    assert (long["iters"], short["iters"]) == (200, 25)
+    # through the CLI, and refused there with the flag's value
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps([tiny]))
+    out = tmp_path / "o.jsonl"
+    assert main(["collect", str(work), "-o", str(out), "--cooldown", "0", "--no-reference", "--window", "0.5"]) == 0
+    (r,) = _rows(out)
+    assert r["min_window_s"] == 0.5 and r["iters"] == 50
+    assert main(["collect", str(work), "-o", str(tmp_path / "p.jsonl"), "--window", "0"]) == 2
+    assert "window must be between 0.25 and 60 seconds" in capsys.readouterr().err
+
+
+def test_the_calibration_is_the_median_of_several_calls():
+    from types import SimpleNamespace
+
+    d = SimpleNamespace(cuda=False)
+    # one slow call among fast ones does not set the window: the median of five does
+    delays = iter([0.012, 0.002, 0.002, 0.002, 0.002, 1.0])
+
+    def step():
+        time.sleep(next(delays))
+
+    t = P._calibrate(step, d)
+    assert 0.002 <= t < 0.006 and next(delays) == 1.0  # five calls timed, no more
+    # a call longer than the calibration budget is timed once
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.06)
+
+    assert P._calibrate(slow, d) >= 0.06 and len(calls) == 1
