@@ -13,6 +13,8 @@
 #   OUT/vision_extend.jsonl   vision rows
 #   OUT/llm_extend.jsonl      transformer rows
 #   OUT/hardware.json         the device (CUDA properties, NVML facts, versions)
+#   OUT/host.json             this host's profile (`costmodel calibrate`, about 6 s, before the rows;
+#                             kept on resume)
 #
 # The run stops cleanly after BUDGET seconds (default 300) and resumes where
 # it stopped when started again with the same OUT.
@@ -33,6 +35,11 @@ for m in ("torchvision", "timm", "transformers", "pynvml"):
     except Exception as e:
         print(m, "missing:", e)
 EOF
+
+if [[ ! -s "$OUT_DIR/host.json" ]]; then  # the host that measures the rows, calibrated before them
+    python -m costmodel calibrate --device cuda --budget 6 -o "$OUT_DIR/host.json" \
+        || echo "gpu_collect.sh: calibrate failed; measuring the rows anyway" >&2
+fi
 
 python -m costmodel collect costmodel/data/specs/h200_extend.json --device cuda \
     -o "$OUT_DIR/vision_extend.jsonl" --budget "$BUDGET"

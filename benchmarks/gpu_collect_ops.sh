@@ -24,6 +24,8 @@
 #   OUT/llm_extend.jsonl      transformer rows (decode rows are not profiled per operator)
 #   OUT/ops.jsonl             one row per profiled operator, joined to its model row by "key"
 #   OUT/hardware.json         the device, with a "roofline" entry (measured GEMM rate, copy bandwidth)
+#   OUT/host.json             this host's profile (`costmodel calibrate`, about 6 s, before the rows;
+#                             kept on resume): what the host lane of the rows' machine costs per operator
 #
 # Rows go to the same files as with benchmarks/gpu_collect.sh, so use a separate OUT for the
 # two scripts.  A run resumes where it stopped when started again with the same OUT.
@@ -67,6 +69,11 @@ for m in ("torchvision", "timm", "transformers", "pynvml"):
         print(m, "missing:", e)
 EOF
 
+if [[ ! -s "$OUT_DIR/host.json" ]]; then  # the host that measures the rows, calibrated before them
+    "$PY" -m costmodel calibrate --device "${DEVICE%%:*}" --budget 6 -o "$OUT_DIR/host.json" \
+        || echo "gpu_collect_ops.sh: calibrate failed; measuring the rows anyway" >&2
+fi
+
 "$PY" -m costmodel collect "$SPECS" --device "$DEVICE" --ops --budget "$BUDGET" \
     ${LIMIT[@]+"${LIMIT[@]}"} ${THREADS[@]+"${THREADS[@]}"} -o "$OUT_DIR/vision_extend.jsonl"
 
@@ -86,7 +93,8 @@ models = rows("vision_extend.jsonl") + rows("llm_extend.jsonl")
 ops = rows("ops.jsonl")
 print("rows went to: " + ", ".join(
     f"{out / n} ({len(rows(n))})" for n in ("vision_extend.jsonl", "llm_extend.jsonl", "ops.jsonl") if (out / n).exists())
-    + (f"; device and roofline: {out / 'hardware.json'}" if (out / "hardware.json").exists() else ""))
+    + (f"; device and roofline: {out / 'hardware.json'}" if (out / "hardware.json").exists() else "")
+    + (f"; host profile: {out / 'host.json'}" if (out / "host.json").exists() else ""))
 summ = [r["ops"] for r in models if isinstance(r.get("ops"), dict) and "work_nodes" in r["ops"]]
 work = sum(s["work_nodes"] for s in summ)
 work_mapped = sum(s["work_nodes_mapped"] for s in summ)

@@ -288,7 +288,13 @@ def test_gpu_collect_ops_script_on_the_cpu(tmp_path):
     ops = _jsonl(out / "ops.jsonl")
     assert ops and {o["key"] for o in ops} == {WorkItem(SPEC, 1, "infer").key()}
     assert "roofline" in json.loads((out / "hardware.json").read_text())
+    # the host that measured the rows, calibrated before them (CPU only here, and the profile says so)
+    from costmodel.measure.host import HostProfile
+
+    prof = HostProfile.load(out / "host.json")
+    assert prof.synchronous and prof.dispatch_us["elementwise"] > 0 and prof.notes
     assert "1 left for a later run" in p.stdout
     assert f"rows went to: {out / 'vision_extend.jsonl'} (1), {out / 'ops.jsonl'} ({len(ops)})" in p.stdout
+    assert f"; host profile: {out / 'host.json'}" in p.stdout
     assert f"summary: 1 rows (1 profiled), {len(ops)} op rows (0 unmapped), mapped share: 100.0% of work nodes" \
         in p.stdout
