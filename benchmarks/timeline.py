@@ -75,10 +75,17 @@ def _header(title):
     print(f"{'':<34}{'rows':>6}{'MAPE %':>9}{'tau':>7}{'Acc10 %':>9}")
 
 
+#: the fit's loss (``--loss``; the shipped configuration's by default)
+_LOSS: list[str] = []
+
+
 def _fit(graphs, rows, epochs, seed):
     from costmodel.predictors import TimelineConfig, TimelinePredictor
 
-    cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    kw = {"epochs": epochs} if epochs else {}
+    if _LOSS:
+        kw["loss"] = _LOSS[0]
+    cfg = TimelineConfig(seed=seed, **kw)
     return TimelinePredictor(cfg).fit_graphs(graphs, rows)
 
 
@@ -288,6 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=None,
                     help="fitting epochs (default: the shipped configuration's, TimelineConfig().epochs)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--loss", choices=("l1", "l2"), default=None,
+                    help="the fit's loss on the log latency (default: the shipped configuration's, l1)")
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--data", default=str(HERE / "data"))
     ap.add_argument("--cpu", action="store_true",
@@ -604,6 +613,8 @@ def main() -> None:
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     warnings.simplefilter("ignore")
+    if a.loss:
+        _LOSS.append(a.loss)
     if a.llm:
         _llm_section(a.epochs)
         _llm_second_host_section(a.epochs, a.data)

@@ -1,15 +1,40 @@
-"""Where the timeline's fit starts, and the intervals it attaches: helpers of :mod:`._timeline` that
-need none of its classes."""
+"""The timeline's fit settings, where its fit starts, and the intervals it attaches: helpers of
+:mod:`._timeline` that need none of its classes."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from .._errors import InvalidInputError
 from ._base import conformal_quantile
 from ._optable import _HOST_INDEX, HOST_CLASSES, OpTable
+
+
+#: the fit's loss on the log-latency error: ``l1`` (the default) or ``l2``
+LOSSES = ("l1", "l2")
+
+
+@dataclass
+class TimelineConfig:
+    """How :class:`~costmodel.predictors.TimelinePredictor` is fitted (saved with its artifact)."""
+
+    hidden: int = 32
+    host_hidden: int = 16
+    epochs: int = 400
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    seed: int = 0
+    #: ``l1``: mean absolute log error (the median, what MAPE scores; robust to rows measured in a
+    #: host's slow spell); ``l2``: mean squared log error, the fit before it
+    loss: str = "l1"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InvalidInputError(f"unknown timeline loss {self.loss!r}; valid: {', '.join(LOSSES)}")
 
 
 def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:

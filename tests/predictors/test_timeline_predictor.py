@@ -449,3 +449,31 @@ def test_predict_many_across_chunks_is_predict_one_at_a_time(r18):
             # the networks run in float32 over the stacked rows of a chunk, so near-ties may swap places
             assert [t["device_ms"] for t in e.details["ops"]["top"]] == pytest.approx(
                 [t["device_ms"] for t in one.details["ops"]["top"]], rel=1e-5)
+
+
+def test_the_fit_loss_is_a_choice_kept_with_the_artifact(tmp_path, fitted, coverage_split):
+    import dataclasses
+
+    from costmodel import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="unknown timeline loss 'huber'; valid: l1, l2"):
+        TimelineConfig(loss="huber")
+    pred = fitted[0]
+    assert pred.config.loss == "l1"  # the default: the median, what a MAPE scores
+    pred.save(tmp_path / "tl")
+    assert costmodel.load_predictor(tmp_path / "tl").config.loss == "l1"
+    # a row measured in a host's slow spell (three times its latency, twice over) pulls the squared-error
+    # fit towards it; the absolute-error fit moves less on the rows it never saw
+    data, train, _, test = coverage_split
+    graphs, rows = [data.graph(i) for i in train], [data[i] for i in train]
+    slow = max(range(len(rows)), key=lambda k: rows[k].latency_ms)
+    spoilt = rows + [dataclasses.replace(rows[slow], latency_ms=3 * rows[slow].latency_ms)] * 2
+    moved = {}
+    for loss in ("l1", "l2"):
+        cfg = TimelineConfig(epochs=150, hidden=16, loss=loss)
+        clean = TimelinePredictor(cfg).fit_graphs(graphs, rows)
+        dirty = TimelinePredictor(cfg).fit_graphs(graphs + [graphs[slow]] * 2, spoilt)
+        a = np.array([clean.predict(data.graph(i), data[i].device, mode=data[i].mode).latency_ms for i in test])
+        b = np.array([dirty.predict(data.graph(i), data[i].device, mode=data[i].mode).latency_ms for i in test])
+        moved[loss] = float(np.mean(np.abs(np.log(b / a))))
+    assert moved["l1"] < moved["l2"], moved
