@@ -65,8 +65,8 @@ def register_collect(sub) -> None:
     c.add_argument("--no-reference", action="store_true",
                    help="skip the host reference before every row (the CPU's GEMM rate and copy bandwidth and "
                         "one tiny operator's dispatch time, about 0.4 s, recorded as host_reference; rows "
-                        "measured while the host ran below 80 %% of its fastest reading in the run are flagged "
-                        "host_slowed)")
+                        "measured while a rate ran below 80 %% of its fastest reading in the run, or the "
+                        "dispatch took over 1.25x the run's median, are flagged host_slowed)")
     c.add_argument("--window", type=float, default=None, metavar="S",
                    help="shortest timed window per row in seconds (default 0.25, the packaged data's protocol; "
                         "at most 60): a longer one averages over more of the host's slow and fast spells, "
@@ -163,7 +163,8 @@ def _cmd_collect(a) -> int:
     items = load_work(a.specs, batches=a.batch)
     stats: dict = {}
     n = collect(items, output=a.output, device=device, budget_s=a.budget, cooldown_s=a.cooldown, limit=a.limit,
-                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads, reference=not a.no_reference, window_s=a.window)
+                ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads, reference=not a.no_reference,
+                window_s=a.window)
     paths = output_paths(a.output)
     if a.ops:
         paths["ops"] = ops_path(a.output)

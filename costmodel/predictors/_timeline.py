@@ -47,7 +47,8 @@ log-latency error flows through the max/sum into every operator's efficiency
 and every host class. The loss is the mean *absolute* log error (``loss="l1"``):
 launch-bound labels carry the measuring host's slow and fast spells (the same
 operators measured up to 1.7x apart), and the median they estimate is what a
-MAPE scores; the squared error let such rows pull the fit. Energy is then fitted on the same timeline: each
+MAPE scores; the squared error let such rows pull the fit. Energy is then
+fitted on the same timeline: each
 kernel's time times a power that grows with how close it runs to its roofline
 (one intercept and slope per op class), plus a static power over the whole call
 (the device idles while the host dispatches).
