@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import InvalidInputError
+from ..frontends import cuda_attention
 from ..ir import OPTIMIZERS as _IR_OPTIMIZERS
 from ._stepctx import AUTOCAST_DTYPES, autocast_to, check_autocast, direct_call, reparametrized
 from .allocator import Event
@@ -438,46 +439,6 @@ def _input_events(inputs, key: int) -> tuple[list[Event], int, int]:
 
 
 # --------------------------------------------------------------- the step
-@contextlib.contextmanager
-def cuda_attention():
-    """Run ``F.scaled_dot_product_attention`` as a CUDA device would, on fake tensors.
-
-    For the CPU tensors the fake tensors stand for, PyTorch picks its CPU flash
-    kernel, or the math backend (which materialises the ``L x L`` attention
-    probabilities and saves them for the backward pass) where that kernel does
-    not apply; a CUDA device runs a fused kernel (flash for fp16/bf16,
-    memory-efficient for fp32) that keeps only the output and one log-sum-exp
-    per row. The memory-efficient kernel's allocations stand in for both fused
-    kernels.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    orig = F.scaled_dot_product_attention
-
-    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        if query.dim() != 4:
-            return orig(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                        scale=scale, enable_gqa=enable_gqa)
-        if enable_gqa and key.shape[1] != query.shape[1]:
-            rep = query.shape[1] // key.shape[1]
-            key = key.repeat_interleave(rep, dim=1)
-            value = value.repeat_interleave(rep, dim=1)
-        bias = attn_mask
-        if bias is not None and bias.dtype == torch.bool:
-            bias = torch.zeros(bias.shape, dtype=query.dtype, device=_DEV)
-        need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-        out = torch.ops.aten._scaled_dot_product_efficient_attention(
-            query, key, value, bias, need_grad, dropout_p, is_causal, scale=scale)
-        return out[0]
-
-    F.scaled_dot_product_attention = sdpa
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = orig
-
-
 @contextlib.contextmanager
 def _eager():
     """Optimizers pick other kernels while a ``torch.compile`` is tracing (the compile backend calls

@@ -223,20 +223,21 @@ class PerfDataset(Sequence[PerfRow]):
         return [r.target(name) for r in self.rows]
 
     # ----------------------------------------------------------------- graphs
-    def graph(self, i: int):
-        """The CostGraph of row ``i`` (built on first use, then cached on disk)."""
+    def graph(self, i: int, *, fused: bool = True):
+        """The CostGraph of row ``i`` (built on first use, then cached on disk); ``fused``: see
+        :func:`~costmodel.frontends.from_torch`."""
         from ..analysis import cast_graph
         from ..frontends import zoo_graph
 
         r = self.rows[i]
         if r.kind == "vision":
-            g = zoo_graph(r.spec, batch=r.batch, mode=r.mode, method=self.method)
+            g = zoo_graph(r.spec, batch=r.batch, mode=r.mode, method=self.method, fused=fused)
         elif r.has_graph:
             from ..frontends import hf_graph
 
             g = hf_graph(
                 r.spec["model_type"], r.spec["config"], batch=r.batch, seq=r.seq,
-                causal=r.spec.get("causal"), method=self.method, decode=r.phase == "decode",
+                causal=r.spec.get("causal"), method=self.method, decode=r.phase == "decode", fused=fused,
             )
         else:
             raise InvalidInputError(f"row {i} ({r.model} {r.phase}) has no graph: unknown phase {r.phase!r}")

@@ -22,16 +22,18 @@ from .._errors import InvalidInputError, ModelLoadError
 from ..ir import GRAPH_FORMAT_VERSION, MODEL_DTYPES as DTYPES, MODES, VOCAB_VERSION, CostGraph
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
+from ._fastpath import cuda_attention, inference_fast_paths
 from .zoo import SOURCES as ZOO_SOURCES, build_zoo_model
 
 __all__ = [
     "GraphBuilder", "ZOO_SOURCES", "build_zoo_model", "cache_dir", "cache_key", "cached_graph", "check_batch",
+    "cuda_attention", "inference_fast_paths",
     "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape", "to_graph",
     "zoo_graph",
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 4
+FRONTEND_VERSION = 5
 
 
 def from_torch(*args, **kwargs) -> CostGraph:
@@ -129,8 +131,10 @@ def zoo_graph(
     mode: str = "inference",
     method: str = "export",
     cache: bool = True,
+    fused: bool = True,
 ) -> CostGraph:
-    """Graph of a zoo name / data spec at a batch size (fp32; cast afterwards)."""
+    """Graph of a zoo name / data spec at a batch size (fp32; cast afterwards); ``fused``: see
+    :func:`from_torch`."""
     from .zoo import build_zoo_model, parse_model_ref
 
     spec = parse_model_ref(ref)
@@ -138,17 +142,20 @@ def zoo_graph(
     def build():
         zm = build_zoo_model(spec)
         shape = parse_shape(input_shape) if input_shape is not None else zm.input_shape
-        g = from_torch(zm.module, input_shape=shape, batch=batch, mode=mode, method=method, name=zm.name)
+        g = from_torch(zm.module, input_shape=shape, batch=batch, mode=mode, method=method, name=zm.name,
+                       fused=fused)
         g.meta["spec"] = zm.spec
         return g
 
     desc = {"zoo": spec, "batch": batch, "input_shape": input_shape, "mode": mode, "method": method}
+    if not fused:
+        desc["fused"] = False
     return cached_graph(desc, build, cache=cache)
 
 
 def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str = "inference",
              method: str = "export", causal: bool | None = None, cache: bool = True,
-             decode: bool = False) -> CostGraph:
+             decode: bool = False, fused: bool = True) -> CostGraph:
     """Graph of a transformers config on ``(batch, seq)`` token ids, or with ``decode=True`` of one
     decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached)."""
     from .hf import hf_graph as build_hf
@@ -157,10 +164,12 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
             "method": method, "causal": causal}
     if decode:
         desc["decode"] = True
+    if not fused:
+        desc["fused"] = False
     return cached_graph(
         desc,
         lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode,
-                         decode=decode),
+                         decode=decode, fused=fused),
         cache=cache,
     )
 

@@ -52,6 +52,7 @@ def hf_graph(
     method: str = "export",
     mode: str = "inference",
     decode: bool = False,
+    fused: bool = True,
 ) -> CostGraph:
     """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
     decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`)."""
@@ -65,10 +66,10 @@ def hf_graph(
     if decode:
         if not causal:
             raise InvalidInputError(f"a decode step needs a decoder; {model_type} is built as an encoder")
-        g = _decode_graph(model, batch, seq, name)  # traced: torch.export does not take a cache object
+        g = _decode_graph(model, batch, seq, name, fused)  # traced: torch.export does not take a cache object
         g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
         return g
-    g = from_torch(model, {"input_ids": ids}, mode=mode, method=method, name=name)
+    g = from_torch(model, {"input_ids": ids}, mode=mode, method=method, name=name, fused=fused)
     g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
     return g
 
@@ -80,7 +81,7 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _decode_graph(model, batch: int, seq: int, name: str) -> CostGraph:
+def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) -> CostGraph:
     """One decode step: one new token per sequence against a KV cache of ``seq`` tokens.
 
     The cache is filled by a prefill on the meta device (no memory, no compute)
@@ -113,4 +114,4 @@ def _decode_graph(model, batch: int, seq: int, name: str) -> CostGraph:
             return self.model(input_ids=input_ids, use_cache=True, **{arg: cache}).logits
 
     tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
-    return from_torch(DecodeStep(), (tok, *kv), method="trace", name=name)
+    return from_torch(DecodeStep(), (tok, *kv), method="trace", name=name, fused=fused)

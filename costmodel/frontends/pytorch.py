@@ -11,8 +11,9 @@ Two capture methods, both free of real compute:
     inputs on the ``meta`` device and records every ATen operator as it
     executes.  Works on any Python control flow (where export and FX symbolic
     tracing both give up), is ~20x faster than export, and records the
-    operators eager mode really dispatches (``addmm``, ``native_batch_norm``,
-    attention decomposed as the meta backend runs it).  Many meta kernels are
+    operators eager mode really dispatches (``addmm``, ``native_batch_norm``;
+    ``scaled_dot_product_attention`` as the fused kernel a GPU runs, not the
+    math backend meta tensors would take).  Many meta kernels are
     slow Python decompositions (a batch norm ~2 ms, a ReLU ~1 ms), so the
     trace computes each functional op's output layout once per argument
     layout and rebuilds it afterwards, and the normalizations get exact
@@ -32,12 +33,17 @@ and a trace running beside an export can be routed through its tracer.
 Featurizing from several threads therefore gives the same graphs as
 featurizing serially.
 
+Inference captures record what PyTorch's fused inference paths run
+(``nn.MultiheadAttention``'s ``_native_multi_head_attention``), which PyTorch
+itself declines on meta tensors and under tracing; see :mod:`._fastpath`.
+
 Models are never run on real data: a model built under ``torch.device("meta")``
 (a 7B LLM, say) is featurized without allocating its weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import warnings
@@ -46,6 +52,7 @@ from typing import Any, Callable, Hashable, Sequence
 from .._errors import InvalidInputError, ModelLoadError
 from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
+from ._fastpath import cuda_attention, inference_fast_paths
 from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves
 from ._common import einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 
@@ -413,7 +420,8 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
 
 
 # ----------------------------------------------------------------------- trace
-def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False) -> None:
+def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False,
+                fused: bool = True) -> None:
     """Record ATen ops while running the module once.
 
     With ``real=False`` parameters and inputs are meta tensors (no compute).
@@ -490,7 +498,8 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
     model.train(training)
     try:
         ctx = torch.enable_grad() if training else torch.no_grad()
-        with ctx, Recorder():
+        # on meta tensors SDPA would take the math backend; a GPU runs one fused kernel
+        with ctx, (cuda_attention() if fused and not real else contextlib.nullcontext()), Recorder():
             if not _run_swapped(model, meta_state, args, kwargs):
                 functional_call(model, meta_state, args, kwargs, tie_weights=True, strict=False)
     finally:
@@ -508,6 +517,7 @@ def from_torch(
     mode: str = "inference",
     method: str = "export",
     name: str | None = None,
+    fused: bool = True,
 ):
     """Featurize an ``nn.Module`` into a :class:`~costmodel.CostGraph`.
 
@@ -521,6 +531,10 @@ def from_torch(
         dtype: floating dtype of the input built from ``input_shape``.
         mode: ``"inference"`` (eval mode, no grad) or ``"training"``.
         method: ``"export"`` (default, falls back to ``"trace"``) or ``"trace"``.
+        fused: record the kernels PyTorch's fused paths run on a GPU (the default: fused
+            multi-head attention at inference, SDPA as one fused kernel in the trace);
+            ``False`` records what the capture sees, as graphs were built before (the operator
+            profiles collected then are mapped onto such graphs).
     """
     import torch
 
@@ -541,7 +555,7 @@ def from_torch(
         "mode": mode,
     }
     with _CAPTURE_LOCK:
-        builder, used, export_error = _capture(model, args, kwargs, gname, training, method)
+        builder, used, export_error = _capture(model, args, kwargs, gname, training, method, fused)
     if used != method:
         note = _fallback_note(gname, method, used, export_error)
         meta["capture_fallback"] = {"requested": method, "error": export_error, "note": note}
@@ -577,7 +591,7 @@ def without_capture_fallback(graph):
     return CostGraph(graph.nodes, graph.edges, graph.inputs, meta)
 
 
-def _capture(model, args, kwargs, gname: str, training: bool, method: str):
+def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused: bool = True):
     """``(builder, method used, export error or None)``; called with the capture lock held."""
     used = method
     export_error = None
@@ -586,7 +600,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str):
         was_training = model.training
         model.train(training)
         try:
-            _from_export(model, args, kwargs, builder, training)
+            with inference_fast_paths(fused and not training):
+                _from_export(model, args, kwargs, builder, training)
         except Exception as e:  # noqa: BLE001 - any export failure falls back
             export_error = _first_line(e, 200)
             warnings.warn(
@@ -599,7 +614,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str):
             model.train(was_training)
     if used == "trace":
         try:
-            _from_trace(model, args, kwargs, builder, training)
+            with inference_fast_paths(fused and not training):
+                _from_trace(model, args, kwargs, builder, training, fused=fused)
         except InvalidInputError:
             raise
         except Exception as e:
@@ -615,7 +631,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str):
                     f"could not trace {gname} on meta tensors: {_first_line(e, 300)}{hint}"
                 ) from e
             builder = GraphBuilder(gname, "torch")
-            _from_trace(model, args, kwargs, builder, training, real=True)
+            with inference_fast_paths(fused and not training):
+                _from_trace(model, args, kwargs, builder, training, real=True, fused=fused)
             used = "trace-real"
     return builder, used, export_error
 

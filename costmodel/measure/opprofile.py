@@ -323,8 +323,12 @@ def _summary(graph, maps: list[dict], walls: list[float], unprofiled_ms: float |
     mapped_work = [sum(1 for n in work if n.id in m["forward"]) for m in maps]
     step_us = [m["step_us"] for m in maps]
     un_us = [sum(c for _, _, c, _ in m["unmapped"]) for m in maps]
+    from ..frontends import FRONTEND_VERSION
+
     out = {
         "profiled_steps": len(maps),
+        # the frontend that built the graph the rows' node indices refer to
+        "frontend": FRONTEND_VERSION,
         "graph_nodes": len(graph.nodes),
         "forward_nodes_mapped": round(_mean([len(m["forward"]) for m in maps]), 2),
         "work_nodes": len(work),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -483,8 +484,20 @@ def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", prog
             r = json.loads(line)
             by_key.setdefault(r["key"], []).append(r)
     graphs = [_profiled_graph(ds, i) for i in _progress(range(len(ds)), progress)]
-    ops = [labelled_ops(g, by_key.get(_key_of_row(r.raw), [])) for g, r in zip(graphs, ds.rows)]
+    ops = [run_labels(g, r, by_key.get(_key_of_row(r.raw), [])) for g, r in zip(graphs, ds.rows)]
     return ds, graphs, ops, figs
+
+
+def run_labels(graph, row, op_rows: Iterable[dict]) -> list[tuple[Any, str, float, float]]:
+    """:func:`labelled_ops` of one profiled run, or none (with a warning) when ``graph`` does not have
+    as many nodes as the graph the run was mapped onto: the rows' node indices would then point at
+    other operators, and an operator of the same ATen name elsewhere would take a wrong label."""
+    built = (row.raw.get("ops") or {}).get("graph_nodes")
+    if built is not None and int(built) != len(graph.nodes):
+        warnings.warn(f"{row.model} ({row.mode}, batch {row.batch}): its graph has {len(graph.nodes)} nodes, the "
+                      f"profiled run's had {built}; its operator rows are left unlabelled", stacklevel=2)
+        return []
+    return labelled_ops(graph, op_rows)
 
 
 def _progress(it, on: bool):
@@ -497,14 +510,24 @@ def _progress(it, on: bool):
     return tqdm(it, desc="featurizing", unit="graph", leave=False)
 
 
+def profiled_with_fused_paths(row) -> bool:
+    """Whether ``collect --ops`` mapped this run's operators onto a graph with the fused paths
+    (:func:`~costmodel.frontends.from_torch`'s ``fused``): runs profiled before frontend version 5
+    recorded no frontend version and were mapped onto graphs without them."""
+    ops = row.raw.get("ops") if isinstance(row.raw.get("ops"), dict) else {}
+    return int(ops.get("frontend", 4)) >= 5
+
+
 def _profiled_graph(ds, i: int):
     """Row ``i``'s graph as ``collect --ops`` built it: the trace frontend, on meta tensors where the
     model allows, else (a decoder whose mask code reads tensor values) once on the CPU with real
-    weights, as the profiled run did (cached like every graph)."""
+    weights, as the profiled run did (cached like every graph), with or without the fused paths as
+    then (:func:`profiled_with_fused_paths`): the operator rows name the nodes by their index."""
     from .._errors import ModelLoadError
 
+    fused = profiled_with_fused_paths(ds.rows[i])
     try:
-        return ds.graph(i)
+        return ds.graph(i, fused=fused)
     except ModelLoadError:
         r = ds.rows[i]
         if r.kind != "llm":
@@ -513,10 +536,12 @@ def _profiled_graph(ds, i: int):
 
     desc = {"hf": r.spec["model_type"], "config": r.spec["config"], "batch": r.batch, "seq": r.seq,
             "mode": "inference", "method": "trace", "causal": r.spec.get("causal"), "real_weights": True}
-    return cached_graph(desc, lambda: _real_trace(r))
+    if not fused:
+        desc["fused"] = False
+    return cached_graph(desc, lambda: _real_trace(r, fused))
 
 
-def _real_trace(r):
+def _real_trace(r, fused: bool = True):
     import torch
 
     from ..measure import build_llm as _build_llm
@@ -525,7 +550,7 @@ def _real_trace(r):
     model, _ = _build_llm({"model": r.model, **r.spec}, torch.device("cpu"))
     kw = {"use_cache": False} if r.spec.get("causal") else {}
     ids = torch.zeros((r.batch, r.seq), dtype=torch.long)
-    g = from_torch(model, {"input_ids": ids, **kw}, method="trace", name=r.model)
+    g = from_torch(model, {"input_ids": ids, **kw}, method="trace", name=r.model, fused=fused)
     g.meta.update({"seq": r.seq, "model_type": r.spec["model_type"], "causal": r.spec.get("causal")})
     return g
 

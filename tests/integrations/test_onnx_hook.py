@@ -1,5 +1,6 @@
 """ONNX export hook: estimates stored in metadata_props, read back, shown by the CLI."""
 
+import importlib
 import json
 
 import onnx
@@ -149,7 +150,9 @@ def test_unreadable_files_and_metadata_are_clean_errors(exported, tmp_path, monk
             conx.read_annotations(tmp_path / "g.onnx")
     # an output that cannot be written fails before the estimate is computed
     estimated = []
-    monkeypatch.setattr("costmodel.estimate.estimate", lambda *a, **k: estimated.append(1))
+    # the module, whatever ``costmodel.estimate`` names at this point (the lazy attribute is the function)
+    monkeypatch.setattr(importlib.import_module("costmodel.estimate"), "estimate",
+                        lambda *a, **k: estimated.append(1))
     with pytest.raises(InvalidInputError, match="does not exist"):
         conx.annotate(path, output=tmp_path / "missing" / "x.onnx")
     with pytest.raises(InvalidInputError, match="is a folder"):

@@ -29,6 +29,8 @@ from costmodel.predictors._opmodel import (
     load_op_dataset,
     op_features,
     optimizer_fresh_mb,
+    profiled_with_fused_paths,
+    run_labels,
 )
 
 FIGS = DeviceFigures(name="test-cpu", gflops=100.0, gbps=20.0, cache_mb=8.0, cores=4)
@@ -317,6 +319,29 @@ def test_labelled_ops_keeps_only_rows_that_match_the_graph(graph):
     assert out[0][0] is conv and out[0][1:] == ("forward", 10.0, 11.0)
     assert out[1][0] is relu and out[1][1:] == ("backward", 2.5, 3.0)
     assert all(isinstance(v, float) for o in out for v in o[2:])
+
+
+def test_a_run_whose_graph_was_built_differently_gets_no_labels(graph):
+    conv = next(n for n in graph.nodes if n.kind == "conv")
+    rows = [{"phase": "forward", "node": conv.id, "mapped": True, "op": "aten::convolution", "device_us": 10,
+             "cpu_us": 11}]
+
+    def run(nodes):
+        return SimpleNamespace(model="m", mode="infer", batch=1, raw={"ops": {"graph_nodes": nodes}})
+
+    assert len(run_labels(graph, run(len(graph.nodes)), rows)) == 1
+    # a graph with another node count: the indices point elsewhere, so nothing is labelled, with a warning
+    with pytest.warns(UserWarning, match="left unlabelled"):
+        assert run_labels(graph, run(len(graph.nodes) + 3), rows) == []
+
+
+def test_runs_profiled_before_the_fused_paths_are_mapped_onto_graphs_without_them():
+    def row(ops):
+        return SimpleNamespace(raw={"ops": ops} if ops is not None else {})
+
+    assert not profiled_with_fused_paths(row({"graph_nodes": 90}))  # no frontend version: collected before 5
+    assert not profiled_with_fused_paths(row(None))
+    assert profiled_with_fused_paths(row({"graph_nodes": 90, "frontend": 5}))
 
 
 # ------------------------------------------------------------------ the whole-model timeline
