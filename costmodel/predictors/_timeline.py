@@ -87,7 +87,7 @@ from ._optable import (
 )
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
-from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table
+from ._timeline_start import NO_SCOPES_NOTE, TimelineConfig, _decode_init_us, _host_init_us, interval_table
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
 MIN_EFFICIENCY = 0.05
@@ -600,6 +600,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g, cols, j), *dev.assumptions]
+            if g.nodes and not any(n.scope for n in g.nodes):
+                notes.append(NO_SCOPES_NOTE)
             if host_note:
                 notes.append(host_note)
             elif "H200" not in dev.name:

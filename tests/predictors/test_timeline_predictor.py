@@ -477,3 +477,24 @@ def test_the_fit_loss_is_a_choice_kept_with_the_artifact(tmp_path, fitted, cover
         b = np.array([dirty.predict(data.graph(i), data[i].device, mode=data[i].mode).latency_ms for i in test])
         moved[loss] = float(np.mean(np.abs(np.log(b / a))))
     assert moved["l1"] < moved["l2"], moved
+
+
+def test_a_graph_without_module_scopes_says_its_host_lane_has_no_module_calls():
+    import copy
+
+    from costmodel.predictors import get_predictor
+
+    p = get_predictor("timeline")
+    exported = zoo_graph("resnet18", batch=8)  # export records each node's module scope; the trace does not
+    assert module_calls(exported) > 0
+    scoped = p.predict(exported, "h200")
+    bare = copy.deepcopy(exported)
+    for n in bare.nodes:
+        n.scope = ""
+    plain = p.predict(bare, "h200")
+    note = "no module scopes"
+    assert not any(note in a for a in scoped.assumptions)
+    assert any(note in a for a in plain.assumptions)
+    # the same kernels, fewer host costs: only the host lane moves
+    assert plain.details["ops"]["device_ms"] == pytest.approx(scoped.details["ops"]["device_ms"])
+    assert plain.details["ops"]["host_ms"] < scoped.details["ops"]["host_ms"]
