@@ -10,8 +10,9 @@ inference. This module lets a capture record what the fused operator does instea
 
 * on CUDA, self-attention with a head size divisible by 8 and no attention weights asked for, the
   operator runs one input projection (``linear``), views that split q, k and v into heads, one
-  ``scaled_dot_product_attention`` (the fused flash or memory-efficient kernel), one copy back to
-  ``(B, T, D)`` and the output projection (``native_multi_head_attention_cuda`` in ATen);
+  ``scaled_dot_product_attention`` (the fused flash or memory-efficient kernel), a reshape back to
+  ``(B, T, D)`` (a view: the fused kernels write ``(B, T, H, hd)``) and the output projection
+  (``native_multi_head_attention_cuda`` in ATen);
 * otherwise (attention weights requested, or a head size not divisible by 8) it runs the explicit
   path: a GEMM without bias, one kernel that adds the bias, scales q and splits the heads, a
   batched GEMM for the scores, a softmax, a batched GEMM for the context and a copy plus GEMM for

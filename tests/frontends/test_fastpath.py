@@ -71,7 +71,11 @@ def test_an_inference_graph_has_no_copies_of_q_k_and_v(method):
         assert n_slow >= 2 and n_fast <= n_slow - 2  # one copy per layer gone
     ops_fast, ops_slow = (sum(not n.is_view for n in g.nodes) for g in (fast, slow))
     assert ops_fast <= ops_slow and len(fast.nodes) < len(slow.nodes)
-    assert fast.flops == pytest.approx(slow.flops, rel=0.01)  # the same GEMMs
+    # the same GEMMs and attention (the trace records the Python path's 3-D linears as a GEMM plus a bias add)
+    def work(g):
+        return sum(n.flops for n in g.nodes if n.kind in ("matmul", "attention", "conv"))
+
+    assert work(fast) == pytest.approx(work(slow), rel=1e-9)
     assert nn.MultiheadAttention.forward is _ORIGINAL_FORWARD
 
 
