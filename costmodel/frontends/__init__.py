@@ -23,17 +23,18 @@ from ..ir import GRAPH_FORMAT_VERSION, MODEL_DTYPES as DTYPES, MODES, VOCAB_VERS
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
 from ._fastpath import cuda_attention, inference_fast_paths
+from ._scopes import recording_scopes
 from .zoo import SOURCES as ZOO_SOURCES, build_zoo_model
 
 __all__ = [
     "GraphBuilder", "ZOO_SOURCES", "build_zoo_model", "cache_dir", "cache_key", "cached_graph", "check_batch",
-    "cuda_attention", "inference_fast_paths",
+    "cuda_attention", "inference_fast_paths", "recording_scopes",
     "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape", "to_graph",
     "zoo_graph",
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 5
+FRONTEND_VERSION = 7
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -60,7 +60,7 @@ _reg("elementwise", "pow sqrt rsqrt exp exp2 log log2 log1p neg abs where eq ne 
      "native_dropout_backward")
 _reg("reduction", "sum mean amax amin max min argmax argmin var std var_mean std_mean prod norm "
      "linalg_vector_norm cumsum cumprod logsumexp topk sort all any count_nonzero nansum median")
-_reg("reshape", "view _unsafe_view reshape flatten unflatten squeeze unsqueeze expand expand_as view_as "
+_reg("reshape", "view _unsafe_view reshape reshape_as flatten unflatten squeeze unsqueeze expand expand_as view_as "
      "alias detach _reshape_alias as_strided lift_fresh_copy view_as_real view_as_complex", view=True)
 _reg("transpose", "permute transpose t swapaxes movedim numpy_T adjoint", view=True)
 _reg("concat", "cat concat concatenate stack hstack vstack")

@@ -54,6 +54,8 @@ from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves
+from ._scopes import ScopeRecorder, recording_scopes
+from ._dispatched import MAY_COPY, emit_dispatched, gpu_layout, meta_run
 from ._common import einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
 
 _DTYPE_NAMES = {
@@ -364,6 +366,8 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
     params_by_target: dict[Any, str] = {}
     em = _Emitter(builder, training)
     vals: dict[Hashable, Any] = {}
+    grads: set[str] = set()  # the operands that require grad in eager: parameters
+    relaid: set[str] = set()  # results whose layout on a GPU differs from export's (and their views)
 
     def key_for(v):
         return v.name if isinstance(v, torch.fx.Node) else None
@@ -387,6 +391,7 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
             kind = spec.kind if spec is not None else InputKind.USER_INPUT
             vals[node.name] = val
             if kind == InputKind.PARAMETER:
+                grads.add(node.name)
                 t = state.get(spec.target)
                 ident = id(t) if t is not None else spec.target
                 if ident in params_by_target:  # tied weights: same tensor, counted once
@@ -414,14 +419,26 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
             in_keys = [a.name for a in flat if isinstance(a, torch.fx.Node) and builder.has(a.name)]
             stack = node.meta.get("nn_module_stack") or {}
             scope = list(stack.values())[-1][0] if stack else ""
-            em.emit(node.target, node.args, node.kwargs, in_keys, outs, is_contiguous=is_contig, scope=scope)
             val = node.meta.get("val")
-            vals[node.name] = val
+            hit = lookup(base_name(node.target))
+            if relaid and hit is not None and hit[1] and any(k in relaid for k in in_keys):
+                # a view of a tensor whose layout export got otherwise than a GPU: view it again
+                again = meta_run(node, vals, set())
+                val = again if again is not None else val
+                relaid.add(node.name)
+            vals[node.name] = gpu_layout(node.target, val)
+            if vals[node.name] is not val:
+                relaid.add(node.name)
+            if base_name(node.target) in MAY_COPY and emit_dispatched(em, node, vals, scope, grads):
+                continue
+            em.emit(node.target, node.args, node.kwargs, in_keys, outs, is_contiguous=is_contig, scope=scope)
+
+
 
 
 # ----------------------------------------------------------------------- trace
 def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False,
-                fused: bool = True) -> None:
+                fused: bool = True, scopes: ScopeRecorder | None = None) -> None:
     """Record ATen ops while running the module once.
 
     With ``real=False`` parameters and inputs are meta tensors (no compute).
@@ -475,6 +492,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
             keep.append(t)
     em = _Emitter(builder, training)
     em.key_for = lambda v: id(v) if isinstance(v, torch.Tensor) else None
+    scope_of = scopes.current if scopes is not None else (lambda: "")
 
     class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -491,7 +509,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
             for o in flat_out:
                 keep.append(o)
                 outs.append((id(o), tuple(o.shape), dtype_name(o.dtype)))
-            em.emit(func, args, kwargs, in_keys, outs, is_contiguous=None)
+            em.emit(func, args, kwargs, in_keys, outs, is_contiguous=None, scope=scope_of())
             return out
 
     was_training = model.training
@@ -555,7 +573,9 @@ def from_torch(
         "mode": mode,
     }
     with _CAPTURE_LOCK:
-        builder, used, export_error = _capture(model, args, kwargs, gname, training, method, fused)
+        builder, used, export_error, calls = _capture(model, args, kwargs, gname, training, method, fused)
+    # Python module calls of one forward, as the hooks counted them (the timeline's host lane)
+    meta["module_calls"] = calls
     if used != method:
         note = _fallback_note(gname, method, used, export_error)
         meta["capture_fallback"] = {"requested": method, "error": export_error, "note": note}
@@ -592,7 +612,8 @@ def without_capture_fallback(graph):
 
 
 def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused: bool = True):
-    """``(builder, method used, export error or None)``; called with the capture lock held."""
+    """``(builder, method used, export error or None, submodule calls of one forward)``; called with
+    the capture lock held."""
     used = method
     export_error = None
     builder = GraphBuilder(gname, "torch")
@@ -600,7 +621,7 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
         was_training = model.training
         model.train(training)
         try:
-            with inference_fast_paths(fused and not training):
+            with inference_fast_paths(fused and not training), recording_scopes(model) as scopes:
                 _from_export(model, args, kwargs, builder, training)
         except Exception as e:  # noqa: BLE001 - any export failure falls back
             export_error = _first_line(e, 200)
@@ -614,8 +635,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
             model.train(was_training)
     if used == "trace":
         try:
-            with inference_fast_paths(fused and not training):
-                _from_trace(model, args, kwargs, builder, training, fused=fused)
+            with inference_fast_paths(fused and not training), recording_scopes(model) as scopes:
+                _from_trace(model, args, kwargs, builder, training, fused=fused, scopes=scopes)
         except InvalidInputError:
             raise
         except Exception as e:
@@ -631,10 +652,10 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
                     f"could not trace {gname} on meta tensors: {_first_line(e, 300)}{hint}"
                 ) from e
             builder = GraphBuilder(gname, "torch")
-            with inference_fast_paths(fused and not training):
-                _from_trace(model, args, kwargs, builder, training, real=True, fused=fused)
+            with inference_fast_paths(fused and not training), recording_scopes(model) as scopes:
+                _from_trace(model, args, kwargs, builder, training, real=True, fused=fused, scopes=scopes)
             used = "trace-real"
-    return builder, used, export_error
+    return builder, used, export_error, scopes.calls
 
 
 def _needs_data(e: Exception) -> bool:

@@ -98,8 +98,14 @@ def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm
 
 
 def module_calls(graph, scopes: set | None = None) -> int:
-    """``nn.Module.__call__`` invocations behind the graph: distinct scopes with all their ancestors
+    """``nn.Module.__call__`` invocations behind one forward of the graph: as the PyTorch frontend
+    counted them while capturing (``meta["module_calls"]``), else (ONNX files, Relax modules, graphs
+    built before the count was recorded) the distinct module scopes with all their ancestors, which
+    miss the modules that run no operator (dropout at inference) and count a reused module once
     (``scopes``: the set of the nodes' scopes, when the caller has read it)."""
+    n = graph.meta.get("module_calls")
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        return n
     seen: set[str] = set()
     level = set(scopes) if scopes is not None else {n.scope for n in graph.nodes}
     level.discard("")

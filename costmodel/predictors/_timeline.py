@@ -600,7 +600,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g, cols, j), *dev.assumptions]
-            if g.nodes and not (cols.scopes[j] - {"", None}):  # the columns hold each graph's scope set
+            if g.nodes and "module_calls" not in g.meta and not (cols.scopes[j] - {"", None}):
                 notes.append(NO_SCOPES_NOTE)
             if host_note:
                 notes.append(host_note)

@@ -17,11 +17,11 @@ from ._optable import _HOST_INDEX, HOST_CLASSES, OpTable
 #: the fit's loss on the log-latency error: ``l1`` (the default) or ``l2``
 LOSSES = ("l1", "l2")
 
-#: said of a graph without module scopes (the trace capture records none; a Relax module or an ONNX file
-#: without them), whose host lane then counts no Python ``nn.Module`` calls
-NO_SCOPES_NOTE = ("the graph carries no module scopes (a trace capture, a Relax module, or an ONNX file without them): "
-                  "the host lane counts no Python nn.Module calls, which PyTorch eager makes (resnet50 at batch 1: "
-                  "about a quarter of its latency); capture with method='export' for the PyTorch-eager number")
+#: said of a graph with neither a module call count (the PyTorch frontend records one) nor module scopes
+#: (a Relax module, an ONNX file without them), whose host lane then counts no Python ``nn.Module`` calls
+NO_SCOPES_NOTE = ("the graph records no Python module calls (neither a call count nor module scopes: a Relax module, "
+                  "an ONNX file without scopes): the host lane counts none, which PyTorch eager makes (resnet50 at "
+                  "batch 1: about a quarter of its latency); featurize the nn.Module for the PyTorch-eager number")
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""Export graphs carry the copies ATen's composite operators make on a GPU, as the trace records them."""
+
+import pytest
+import torch.nn.functional as F
+from torch import nn
+
+from costmodel.frontends import from_torch, zoo_graph
+
+
+def _kernels(g):
+    return [n for n in g.nodes if not n.is_view]
+
+
+def _copy_bytes(g):
+    return sum(n.bytes_read + n.bytes_written for n in _kernels(g) if n.kind == "copy")
+
+
+class PermuteReshape(nn.Module):  # a window partition: the reshape cannot view the permuted tensor
+    def forward(self, x):
+        return x.permute(0, 2, 1).reshape(x.shape[0], -1) * 2
+
+
+class TokenMix(nn.Module):  # MLP-Mixer's token mixing: a linear layer over a transposed input
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 24)
+
+    def forward(self, x):
+        return self.fc(x.transpose(1, 2))
+
+
+class Contiguous(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 24)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h.reshape_as(h.flatten(1))
+
+
+class Attention(nn.Module):  # SDPA then the usual transpose + reshape back to (B, T, D)
+    def forward(self, x):
+        b, t, d = x.shape
+        q = x.view(b, t, 4, d // 4).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, q, q)
+        return o.transpose(1, 2).reshape(b, t, d)
+
+
+def test_a_reshape_that_cannot_view_is_a_copy_in_both_captures():
+    for method in ("export", "trace"):
+        g = from_torch(PermuteReshape(), input_shape=(8, 16), batch=4, method=method)
+        copies = [n for n in _kernels(g) if n.kind == "copy"]
+        assert len(copies) == 1, method
+        assert copies[0].bytes_read + copies[0].bytes_written == 2 * 4 * 8 * 16 * 4
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_a_linear_layer_on_a_transposed_input_copies_and_adds_its_bias_apart(mode):
+    ex = from_torch(TokenMix(), input_shape=(16, 32), batch=4, method="export", mode=mode)
+    tr = from_torch(TokenMix(), input_shape=(16, 32), batch=4, method="trace", mode=mode)
+    kinds = sorted(n.kind for n in _kernels(ex))
+    assert kinds == sorted(n.kind for n in _kernels(tr))
+    assert kinds == ["add", "copy", "matmul"]  # the fold copies the input, mm, then the bias
+    assert _copy_bytes(ex) == _copy_bytes(tr) == 2 * 4 * 16 * 32 * 4
+    assert {n.scope for n in _kernels(ex)} == {"fc"}
+    assert sum(n.flops for n in ex.nodes if n.kind == "matmul") == 2 * 4 * 32 * 16 * 24
+
+
+def test_a_contiguous_linear_layer_stays_one_node_and_reshape_as_is_a_view():
+    g = from_torch(Contiguous(), input_shape=(8, 16), batch=2, method="export")
+    assert [n.op for n in _kernels(g)] == ["aten.linear"]
+    assert any(n.op == "aten.reshape_as" and n.is_view for n in g.nodes)
+
+
+def test_the_reshape_after_fused_attention_is_a_view():
+    for method in ("export", "trace"):
+        g = from_torch(Attention(), input_shape=(10, 32), batch=2, method=method)
+        assert [n.kind for n in _kernels(g)] == ["attention"], method
+
+
+def test_export_and_trace_dispatch_the_same_kernels_for_swin():
+    ex = zoo_graph("swin_t", batch=1, method="export", cache=False)
+    tr = zoo_graph("swin_t", batch=1, method="trace", cache=False)
+    assert ex.meta["capture"] == "export"
+    assert len(_kernels(ex)) == len(_kernels(tr))
+    assert _copy_bytes(ex) == pytest.approx(_copy_bytes(tr), rel=1e-9) and _copy_bytes(ex) > 0
+    assert sum(n.flops for n in ex.nodes) == pytest.approx(sum(n.flops for n in tr.nodes), rel=1e-6)
