@@ -26,6 +26,8 @@ from ._metacall import _tensor_leaves
 #: (``reshape`` of a permuted tensor, ``matmul`` folding non-contiguous batch dims, ``linear`` on a
 #: non-contiguous input, which also adds its bias in a kernel of its own)
 MAY_COPY = frozenset({"reshape", "reshape_as", "flatten", "matmul", "linear", "einsum"})
+#: those of them that view a contiguous first operand (``linear`` flattens it and runs one ``addmm``)
+VIEW_IF_CONTIGUOUS = frozenset({"reshape", "reshape_as", "flatten", "linear"})
 
 
 def gpu_layout(target, val):
@@ -93,6 +95,10 @@ def emit_dispatched(em, node, vals: dict, scope: str, grads: set) -> bool:
 
     from .pytorch import dtype_name
 
+    first = node.args[0] if node.args else None
+    v = vals.get(first.name) if isinstance(first, torch.fx.Node) else None
+    if base_name(node.target) in VIEW_IF_CONTIGUOUS and isinstance(v, torch.Tensor) and v.is_contiguous():
+        return False  # the fast exit: these never copy a contiguous operand
     ops = _meta_operands(node, vals, grads, em.training)
     if ops is None or not all(em.b.has(k) for k in ops[2].values()):
         return False
