@@ -115,6 +115,25 @@ def _breakdown(title, rows, ests):
         print(_row("energy, all", [rows[i].energy_j for i in ok], [ests[i].energy_j for i in ok]))
 
 
+def _parity_panels(title, rows, ests, target, unit, group) -> dict:
+    """One panel of :func:`costmodel.measure.charts.parity_chart`: the rows with a measured ``target``."""
+    ok = [i for i, r in enumerate(rows) if np.isfinite(getattr(r, target)) and getattr(r, target) > 0]
+    return {"title": title, "unit": unit, "measured": [getattr(rows[i], target) for i in ok],
+            "predicted": [getattr(ests[i], target) for i in ok], "groups": [group(rows[i], ests[i]) for i in ok]}
+
+
+def _write_parity(plot_dir, name, panels, title) -> None:
+    from costmodel.measure.charts import parity_chart
+
+    out = Path(plot_dir) / name
+    parity_chart(panels, output=out, title=title)
+    print(f"   chart: {out}")
+
+
+def _bound(r, e) -> str:
+    return e.details["ops"]["bound"] + "-bound"
+
+
 def _interval_lines(rows, ests, intervals) -> None:
     """How often the leave-one-family-out intervals hold the measured value on these rows, and how wide."""
     print(f"   {intervals['coverage']:.0%} intervals from leave-one-family-out residuals "
@@ -129,7 +148,7 @@ def _interval_lines(rows, ests, intervals) -> None:
         print(f"   {t}: holds the measured value in {held:.0f} % of {len(pairs)} rows, median width x{width:.2f}")
 
 
-def _llm_section(epochs: int) -> None:
+def _llm_section(epochs: int, plot_dir: str | None = None) -> None:
     """Transformer rows (encoder forward, prefill, decode with its KV-cache graph) through the timeline,
     leave-one-model-out: fitted on every vision row and the other models' transformer rows."""
     from costmodel.datasets import PerfDataset
@@ -150,6 +169,11 @@ def _llm_section(epochs: int) -> None:
         rs += [ds.rows[i] for i in test]
     _header(f"5. transformers through the timeline, leave-one-model-out ({len(models)} folds, pooled)")
     _llm_table(rs, [(e.latency_ms, e.energy_j) for e in ps])
+    if plot_dir:
+        _write_parity(plot_dir, "timeline_llm.png", [
+            _parity_panels("latency, each model held out", rs, ps, "latency_ms", "latency (ms)", lambda r, e: r.phase),
+            _parity_panels("energy, each model held out", rs, ps, "energy_j", "energy (J)", lambda r, e: r.phase),
+        ], "timeline-llm on the H200 transformer rows (benchmarks/timeline.py --llm)")
     xgb_rs, xgb_ps = _llm_xgb_lomo(ds, llm, models)
     _header("5a. the same rows and folds, llm-xgb (XGBoost on closed-form workload features, no graph)")
     _llm_table(xgb_rs, xgb_ps)
@@ -298,6 +322,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--loss", choices=("l1", "l2"), default=None,
                     help="the fit's loss on the log latency (default: the shipped configuration's, l1)")
     ap.add_argument("--skip-lofo", action="store_true")
+    ap.add_argument("--plot", metavar="DIR", default=None,
+                    help="also write parity charts (predicted against measured) of the held-out rows into DIR: "
+                         "timeline_vision_latency.png and timeline_vision_energy.png, or with --llm timeline_llm.png")
     ap.add_argument("--data", default=str(HERE / "data"))
     ap.add_argument("--cpu", action="store_true",
                     help="only the CPU tables: the operator model on the rows profiled per operator "
@@ -588,6 +615,12 @@ def _vision_sections(a: argparse.Namespace) -> None:
     if held is not None:
         _interval_lines(n_rows, ests, full.params.intervals)
     y = _all_predictors_table(get_predictor, n_graphs, n_rows, ests)
+    if a.plot and held is not None:
+        for target, unit in (("latency_ms", "latency (ms)"), ("energy_j", "energy (J)")):
+            _write_parity(a.plot, f"timeline_vision_{target.split('_')[0]}.png", [
+                _parity_panels("H200 vision, each family held out", *held, target, unit, _bound),
+                _parity_panels("13 architectures measured later", n_rows, ests, target, unit, _bound),
+            ], f"timeline predictor, {unit.split(' ')[0]} (benchmarks/timeline.py)")
     if held is not None:
         _residual_section(graphs, rows, held, n_graphs, n_rows, ests)
         _residual_gnn_section(graphs, rows, held, held_nodes, full, n_graphs, n_rows, ests)
@@ -616,7 +649,7 @@ def main() -> None:
     if a.loss:
         _LOSS.append(a.loss)
     if a.llm:
-        _llm_section(a.epochs)
+        _llm_section(a.epochs, a.plot)
         _llm_second_host_section(a.epochs, a.data)
         return
     if a.speed:

@@ -197,6 +197,80 @@ def machine_chart(device="cpu", *, machine=None, output=None, title: str | None 
     return _finish(fig, ax, out)
 
 
+def parity_chart(panels, *, output=None, title: str | None = None, band_pct: float = 10.0):
+    """Predicted against measured values, one log-log panel per entry of ``panels``; returns the Figure.
+
+    ``panels``: a list of dicts with ``measured`` and ``predicted`` (equal-length sequences of positive
+    numbers), ``groups`` (one label per point: its colour; optional), ``title`` and ``unit`` (the axis
+    label's, e.g. ``"latency (ms)"``). Each panel draws the diagonal, a band of +-``band_pct`` % around it,
+    and states its points' MAPE. A point that is not a positive finite number on both axes is an error
+    (a log-log chart cannot place it), naming the panel and the point.
+    """
+    import numpy as np
+
+    if not isinstance(panels, (list, tuple)) or not panels:
+        raise InvalidInputError(f"panels must be a non-empty list of dicts, got {panels!r:.80}")
+    band = float(band_pct)
+    if not (0 < band < 100):
+        raise InvalidInputError(f"band_pct must be in (0, 100), got {band_pct!r}")
+    prepared = []
+    for k, pan in enumerate(panels):
+        name = (pan.get("title") if isinstance(pan, dict) else None) or f"panel {k}"
+        if not isinstance(pan, dict) or "measured" not in pan or "predicted" not in pan:
+            raise InvalidInputError(f"{name}: each panel needs 'measured' and 'predicted', got {pan!r:.80}")
+        y = np.asarray(pan["measured"], dtype=float)
+        p = np.asarray(pan["predicted"], dtype=float)
+        groups = list(pan.get("groups") or ["all"] * len(y))
+        if y.ndim != 1 or y.shape != p.shape or len(groups) != len(y) or len(y) == 0:
+            raise InvalidInputError(f"{name}: measured, predicted and groups must be equal-length and non-empty, "
+                                    f"got {y.shape}, {p.shape} and {len(groups)}")
+        bad = np.flatnonzero(~(np.isfinite(y) & np.isfinite(p) & (y > 0) & (p > 0)))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidInputError(f"{name}: point {i} is measured {float(y[i])!r}, predicted {float(p[i])!r}; "
+                                    "a log-log chart needs positive finite values")
+        prepared.append((name, y, p, groups, pan.get("unit", "value")))
+    plt = pyplot("parity charts")
+    from matplotlib import ticker
+
+    out = check_output(output)
+    fig, axes = plt.subplots(1, len(prepared), figsize=(4.6 * len(prepared), 4.6), dpi=110, squeeze=False)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for ax, (name, y, p, groups, unit) in zip(axes[0], prepared):
+        lo = min(y.min(), p.min()) / 1.3
+        hi = max(y.max(), p.max()) * 1.3
+        xs = np.array([lo, hi])
+        ax.fill_between(xs, xs * (1 - band / 100), xs * (1 + band / 100), color="gray", alpha=0.18, lw=0,
+                        label=f"within {band:g} %")
+        ax.plot(xs, xs, color="black", lw=0.8)
+        for j, gname in enumerate(dict.fromkeys(groups)):
+            idx = [i for i, g in enumerate(groups) if g == gname]
+            ax.scatter(y[idx], p[idx], s=14, alpha=0.75, color=palette[j % len(palette)], lw=0,
+                       label=f"{gname} ({len(idx)})")
+        mape = float(np.mean(np.abs(p - y) / y) * 100)
+        within = float(np.mean(np.abs(p - y) / y <= band / 100) * 100)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers at the decades, no labels in between
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(f"measured {unit}")
+        ax.set_ylabel(f"predicted {unit}")
+        ax.set_title(f"{name}\nMAPE {mape:.1f} %, {within:.0f} % of {len(y)} within {band:g} %", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", frameon=False)
+        ax.grid(True, which="both", alpha=0.2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    return fig
+
+
 def _finish(fig, ax, out: Path | None):
     """Grid, layout, and the file when one was asked for."""
     ax.grid(True, which="both", alpha=0.2)

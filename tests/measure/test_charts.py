@@ -133,3 +133,35 @@ def test_roofline_under_autocast(tmp_path, capsys):
     amp = costmodel.to_graph("torchvision:resnet18", batch=256, method="trace", autocast="fp16")
     conv = lambda g: sum(p["time_s"] for p in op_points(g, "h200") if p["kind"] == "conv")  # noqa: E731
     assert conv(amp) < 0.75 * conv(g32)
+
+
+def test_parity_chart_draws_each_panel_and_states_its_error(tmp_path):
+    from costmodel.measure.charts import parity_chart
+
+    out = tmp_path / "parity.png"
+    fig = parity_chart([
+        {"title": "held out", "measured": [1.0, 2.0, 4.0], "predicted": [1.05, 2.0, 3.0],
+         "groups": ["host", "host", "device"], "unit": "latency (ms)"},
+        {"title": "later", "measured": [10.0, 20.0], "predicted": [10.0, 30.0]},
+    ], output=out)
+    assert out.stat().st_size > 1000
+    a, b = fig.axes
+    # MAPE of (0.05 + 0 + 0.25) / 3 and (0 + 0.5) / 2; 2 of 3 and 1 of 2 within 10 %
+    assert "MAPE 10.0 %, 67 % of 3 within 10 %" in a.get_title()
+    assert "MAPE 25.0 %, 50 % of 2 within 10 %" in b.get_title()
+    assert [t.get_text() for t in a.get_legend().get_texts()] == ["within 10 %", "host (2)", "device (1)"]
+    assert a.get_xscale() == "log" and a.get_xlabel() == "measured latency (ms)"
+
+
+@pytest.mark.parametrize("panels, match", [
+    ([], "non-empty list"),
+    ([{"measured": [1.0]}], "needs 'measured' and 'predicted'"),
+    ([{"title": "t", "measured": [1.0, 2.0], "predicted": [1.0]}], "t: measured, predicted and groups"),
+    ([{"measured": [1.0, 0.0], "predicted": [1.0, 1.0]}], "panel 0: point 1 is measured 0.0"),
+    ([{"measured": [1.0], "predicted": [float("nan")]}], "positive finite"),
+])
+def test_parity_chart_rejects_points_it_cannot_place(panels, match):
+    from costmodel.measure.charts import parity_chart
+
+    with pytest.raises(InvalidInputError, match=match):
+        parity_chart(panels)
