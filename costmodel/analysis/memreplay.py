@@ -458,12 +458,21 @@ def graph_trace(graph, *, training: bool = False, optimizer: str = "adam") -> Al
     # clone of that input before it is overwritten
     clones = {i for i, nd in enumerate(graph.nodes)
               if training and nd.attrs.get("inplace") and nd.kind in _SAVES_INPUTS and nd.kind not in _SAVES_OUTPUT}
+    recorded: set[int] = set()  # the clones a graph records (a copy nothing reads, then the operator)
+    if clones:
+        preds, succ = graph.predecessors(), graph.successors()
+        for i in clones:
+            j = i - 1
+            nd = graph.nodes[j] if j >= 0 else None
+            if nd is not None and nd.kind == "copy" and not nd.is_view and not succ[j] and preds[j] == preds[i][:1]:
+                recorded.add(j)  # the operator's saved input stands for it: no buffer, no gradient of its own
+                allocates[j] = False
     for step in range(2 if training else 1):
         if step:  # zero_grad(set_to_none=True): the last step's parameter gradients go
             ev.extend(Event("free", _PARAM_GRAD_KEY - i) for i, nd in enumerate(graph.nodes) if any(nd.param_inputs))
         _forward_events(graph, ev, owner, allocates, saved, clones, training)
         if training:
-            _backward_events(graph, ev, by, saved, clones)
+            _backward_events(graph, ev, by, saved, clones, recorded)
             state = int(OPTIMIZER_STATE[optimizer] * weights)
             if state and step == 0:
                 ev.append(Event("alloc", -(1 << 30) - 1, state, "optimizer", "state"))
@@ -525,8 +534,10 @@ def _forward_events(graph, ev: list, owner: list[int], allocates: list[bool], sa
         ev.append(Event("free", o + 1))
 
 
-def _backward_events(graph, ev: list, by: list[set[int]], saved: set[int], clones: set[int]) -> None:
-    """One backward pass in reverse operator order (see :func:`graph_trace`)."""
+def _backward_events(graph, ev: list, by: list[set[int]], saved: set[int], clones: set[int],
+                     recorded: set[int] = frozenset()) -> None:
+    """One backward pass in reverse operator order (see :func:`graph_trace`); ``recorded``: nodes that
+    are autograd's saved clones (no gradient flows to or from them)."""
     from ._memory import _nbytes
 
     n = len(graph.nodes)
@@ -554,7 +565,7 @@ def _backward_events(graph, ev: list, by: list[set[int]], saved: set[int], clone
             ev.append(Event("free", key))
 
     for i, node in enumerate(graph.nodes):
-        if not succ[i]:  # the loss's gradient with respect to each output
+        if not succ[i] and i not in recorded:  # the loss's gradient with respect to each output
             ev.append(Event("alloc", grad_base - i, int(node.out_bytes), "backward", "grad_output"))
             hold(i, grad_base - i)
     for i in range(n - 1, -1, -1):

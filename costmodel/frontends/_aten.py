@@ -57,11 +57,11 @@ _reg("elementwise", "pow sqrt rsqrt exp exp2 log log2 log1p neg abs where eq ne 
      "bitwise_not logical_and logical_or logical_not fill zero zeros zeros_like ones ones_like full "
      "full_like new_zeros new_ones new_full scalar_tensor arange lerp addcmul addcdiv isnan isinf "
      "nan_to_num fmod remainder square atan2 triu tril rand rand_like randn randn_like bernoulli "
-     "native_dropout_backward")
+     "native_dropout_backward __and__ __or__ __xor__ __invert__ diff _weight_norm_interface")
 _reg("reduction", "sum mean amax amin max min argmax argmin var std var_mean std_mean prod norm "
      "linalg_vector_norm cumsum cumprod logsumexp topk sort all any count_nonzero nansum median")
 _reg("reshape", "view _unsafe_view reshape reshape_as flatten unflatten squeeze unsqueeze expand expand_as view_as "
-     "alias detach _reshape_alias as_strided lift_fresh_copy view_as_real view_as_complex", view=True)
+     "alias detach _reshape_alias as_strided lift_fresh lift_fresh_copy view_as_real view_as_complex", view=True)
 _reg("transpose", "permute transpose t swapaxes movedim numpy_T adjoint", view=True)
 _reg("concat", "cat concat concatenate stack hstack vstack")
 _reg("slice", "slice select split split_with_sizes chunk narrow unbind tensor_split diagonal unfold", view=True)

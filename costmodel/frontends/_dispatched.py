@@ -30,6 +30,12 @@ MAY_COPY = frozenset({"reshape", "reshape_as", "flatten", "matmul", "linear", "e
 VIEW_IF_CONTIGUOUS = frozenset({"reshape", "reshape_as", "flatten", "linear"})
 
 
+def _outputs(o) -> list:
+    flat: list = []
+    _tensor_leaves((o,), flat)
+    return flat
+
+
 def gpu_layout(target, val):
     """``val`` with the layout a CUDA device gives the operator's result: the fused attention kernels
     write ``(B, T, H, hd)`` and return it as ``(B, H, T, hd)``, so the usual ``transpose(1, 2)``
@@ -44,7 +50,9 @@ def gpu_layout(target, val):
 
 def _meta_operands(node, vals: dict, grads: set, training: bool):
     """``(args, kwargs, {id(meta tensor): operand key})`` of export node ``node`` with each operand a
-    meta tensor of its shape, strides and dtype (``None`` when an operand's value is unknown)."""
+    meta tensor of its shape, strides and dtype (``None`` when an operand's value is unknown). In
+    training an operand that requires grad and is not a parameter is an autograd intermediate, as in
+    eager (an in-place operator may modify it; a leaf that requires grad it may not)."""
     import torch
     import torch.utils._pytree as pytree
 
@@ -62,6 +70,9 @@ def _meta_operands(node, vals: dict, grads: set, training: bool):
         m = torch.empty_strided(tuple(v.shape), tuple(v.stride()), dtype=v.dtype, device="meta")
         if m.is_floating_point() and (a.name in grads or training and a.op != "placeholder"):
             m.requires_grad_(True)
+            if a.name not in grads:
+                with torch.enable_grad():
+                    m = m.clone()  # not a leaf; clone keeps the strides (before the recording mode)
         keys[id(m)] = a.name
         return m
 
@@ -125,16 +136,20 @@ def emit_dispatched(em, node, vals: dict, scope: str, grads: set) -> bool:
     own = lookup(base_name(node.target))
     if kernels <= (0 if own is not None and own[1] else 1):
         return False
-    keys[id(out)] = node.name
-    for func, a, kw, o in calls:
+    last = max((i for i, c in enumerate(calls) if any(t is out for t in _outputs(c[3]))), default=-1)
+    if last < 0:  # the result is no call's output (an alias of an operand): emitted as export gives it
+        return False
+    for i, (func, a, kw, o) in enumerate(calls):
         flat_in: list = []
         _tensor_leaves(a, flat_in)
         _tensor_leaves(kw.values(), flat_in)
         in_keys = [keys[id(t)] for t in flat_in if id(t) in keys and em.b.has(keys[id(t)])]
-        flat_out: list = []
-        _tensor_leaves((o,), flat_out)
+        flat_out = _outputs(o)
         for t in flat_out:  # intermediates: keys of this node's own, unique in the graph
-            keys.setdefault(id(t), (node.name, "dispatch", len(keys)))
+            if i == last and t is out:  # the node's result, also when an in-place call returns its operand
+                keys[id(t)] = node.name
+            elif id(t) not in keys or i < last and any(t is x for x in flat_in):
+                keys[id(t)] = (node.name, "dispatch", len(keys))
         outs = [(keys[id(t)], tuple(int(d) for d in t.shape), dtype_name(t.dtype)) for t in flat_out]
         em.emit(func, a, kw, in_keys, outs, is_contiguous=None, scope=scope)
     return em.b.has(node.name)

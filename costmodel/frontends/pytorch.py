@@ -429,7 +429,8 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
             vals[node.name] = gpu_layout(node.target, val)
             if vals[node.name] is not val:
                 relaid.add(node.name)
-            if base_name(node.target) in MAY_COPY and emit_dispatched(em, node, vals, scope, grads):
+            inplace = training and hit is not None and hit[2]  # autograd may save the operand first
+            if (base_name(node.target) in MAY_COPY or inplace) and emit_dispatched(em, node, vals, scope, grads):
                 continue
             em.emit(node.target, node.args, node.kwargs, in_keys, outs, is_contiguous=is_contig, scope=scope)
 

@@ -254,7 +254,8 @@ def backward_plans(cols, which, positions: np.ndarray):
     in reverse order, each with its gradient sums first, then its own kernels.
 
     An operator whose output needs no gradient (it reads no parameter and nothing that needs one: an
-    input image's preprocessing) has no kernels. Otherwise a convolution, GEMM or binary elementwise
+    input image's preprocessing) has no kernels, nor has a copy that no operator reads (autograd's
+    saved copy of an in-place activation's input), which is no extra reader of its operand either. Otherwise a convolution, GEMM or binary elementwise
     operator launches one kernel per operand that needs a gradient (at most two: the input's and the
     weight's; a convolution on the input image only its weight's), attention two, an ``add`` of a
     parameter one of half its bytes (a reduction over the output gradient), the others what
@@ -291,8 +292,12 @@ def backward_plans(cols, which, positions: np.ndarray):
         if np.array_equal(nxt, owner):
             break
         owner = nxt
+    # a copy nothing reads, other than a graph's last node, is one autograd saves for the backward (the
+    # operand of an in-place activation whose formula needs its input): no gradient flows through it
+    saved = (cols.kind == _KIND_ID["copy"]) & ~cols.view & (np.bincount(src, minlength=n) == 0)
+    saved[cols.offsets[which + 1] - 1] = False
     g_src = grad[src]
-    readers = np.bincount(owner[src[g_src & ~cols.view[dst]]], minlength=n)
+    readers = np.bincount(owner[src[g_src & ~cols.view[dst] & ~saved[dst]]], minlength=n)
     grad_preds = np.bincount(dst[g_src], minlength=n)
     # the operators of the graphs in ``which``, each graph's in reverse order (autograd's)
     lo, hi = np.searchsorted(positions, cols.offsets[which]), np.searchsorted(positions, cols.offsets[which + 1])
@@ -311,7 +316,7 @@ def backward_plans(cols, which, positions: np.ndarray):
     k[att], f[att] = 2, 1.0
     bias = (kind == _KIND_ID["add"]) & has_p
     k[bias], f[bias] = 1, 0.5  # the broadcast parameter's gradient: a reduction over the output gradient
-    k[~grad[node] | ((cols.flops[node] <= 0) & (cols.nbytes[node] <= 0))] = 0
+    k[~grad[node] | saved[node] | ((cols.flops[node] <= 0) & (cols.nbytes[node] <= 0))] = 0
     extra = np.maximum(readers[node] - 1, 0)
     # per operator: its gradient sums (kind 1), then its own kernels (kind 0)
     reps = np.stack([extra, k], 1).reshape(-1)

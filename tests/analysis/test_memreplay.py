@@ -178,3 +178,28 @@ def test_decode_rows_of_a_small_decoder(tmp_path):
     with pytest.raises(InvalidInputError, match="not traced yet"):
         replay_memory(cfg, "h200", batch=2, seq=32, mode="training")
     assert torch.get_default_dtype() == torch.float32  # nothing leaks out of a trace
+
+
+class _InplaceActs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1, self.a1 = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU6(inplace=True)
+        self.c2, self.b2, self.a2 = nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.SiLU(inplace=True)
+
+    def forward(self, x):
+        return self.a2(self.b2(self.c2(self.a1(self.b1(self.c1(x)))))).mean((2, 3))
+
+
+@pytest.mark.parametrize("method", ["export", "trace"])
+def test_the_graph_walk_counts_a_recorded_saved_clone_once(method):
+    # both captures record autograd's clone of an in-place activation's input as a copy nothing reads; the
+    # walk's own saved input of that activation stands for it: no second buffer, no gradient for it
+    from costmodel.frontends import from_torch
+
+    g = from_torch(_InplaceActs(), input_shape=(3, 12, 12), batch=2, method=method, mode="training")
+    assert sum(n.kind == "copy" and not n.is_view for n in g.nodes) >= 2
+    allocs = [e for e in memreplay.graph_trace(g, training=True).events if e.kind == "alloc"]
+    saved = [e for e in allocs if e.op.endswith("(saved input)")]
+    assert sorted(e.op for e in saved) == sorted(["aten.hardtanh_ (saved input)", "aten.silu_ (saved input)"] * 2)
+    assert [e.nbytes for e in saved[:2]] == [2 * 8 * 10 * 10 * 4, 2 * 8 * 8 * 8 * 4]
+    assert not [e for e in allocs if e.op == "aten.clone"]

@@ -86,3 +86,46 @@ def test_export_and_trace_dispatch_the_same_kernels_for_swin():
     assert len(_kernels(ex)) == len(_kernels(tr))
     assert _copy_bytes(ex) == pytest.approx(_copy_bytes(tr), rel=1e-9) and _copy_bytes(ex) > 0
     assert sum(n.flops for n in ex.nodes) == pytest.approx(sum(n.flops for n in tr.nodes), rel=1e-6)
+
+
+class InplaceActs(nn.Module):  # in-place activations after batch norms, as MobileNet and EfficientNet use them
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1, self.a1 = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU6(inplace=True)
+        self.c2, self.b2, self.a2 = nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.SiLU(inplace=True)
+        self.c3, self.b3, self.a3 = nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.a1(self.b1(self.c1(x)))
+        x = self.a2(self.b2(self.c2(x)))
+        return self.a3(self.b3(self.c3(x))).mean((2, 3))
+
+
+def test_training_saves_the_input_of_an_in_place_activation_whose_gradient_needs_it():
+    # autograd clones the input of hardtanh_ and silu_ before overwriting it (their backward reads it);
+    # relu_'s backward reads its result, so nothing is saved
+    graphs = {m: from_torch(InplaceActs(), input_shape=(3, 16, 16), batch=2, method=m, mode="training")
+              for m in ("export", "trace")}
+    for method, g in graphs.items():
+        clones = [n for n in _kernels(g) if n.kind == "copy"]
+        assert [n.scope for n in clones] == ["a1", "a2"], method
+        succ = g.successors()
+        assert all(not succ[n.id] for n in clones), method  # nothing reads them in the forward
+        assert clones[0].bytes_read == 2 * 8 * 14 * 14 * 4
+    assert len(_kernels(graphs["export"])) == len(_kernels(graphs["trace"]))
+    inference = from_torch(InplaceActs(), input_shape=(3, 16, 16), batch=2, method="export", mode="inference")
+    assert not [n for n in _kernels(inference) if n.kind == "copy"]
+
+
+def test_a_saved_copy_gets_no_backward_kernels():
+    from costmodel.devices import get_device
+    from costmodel.predictors._optable import op_table
+
+    g = from_torch(InplaceActs(), input_shape=(3, 16, 16), batch=2, method="export", mode="training")
+    t = op_table(g, get_device("h200"), mode="training")
+    clones = {n.id for n in _kernels(g) if n.kind == "copy"}
+    bwd = t.node[t.phase == 1]
+    assert clones and not clones & set(bwd.tolist())
+    # the batch norms the clones read get no gradient sum for them: one reader each (the activation)
+    bn = [n.id for n in g.nodes if n.kind == "batch_norm"]
+    assert all((bwd == i).sum() == 1 for i in bn)

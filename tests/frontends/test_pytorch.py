@@ -186,3 +186,26 @@ def test_captures_from_several_threads_match_serial_ones():
     with ThreadPoolExecutor(len(jobs)) as pool:
         got = list(pool.map(run, jobs))
     assert got == [serial[j] for j in jobs]
+
+
+class _MaskOps(nn.Module):
+    """The operators Hugging Face's mask code runs (``&``, ``torch.diff``), a ``~``, and a constant tensor."""
+
+    def forward(self, x):
+        keep = (x > 0) & (x < 1)
+        steps = torch.diff(x, dim=-1)
+        bias = torch.tensor([0.5], device=x.device)
+        return torch.where(~keep, x, 0.0)[..., 1:] + steps + bias
+
+
+@pytest.mark.parametrize("method", ["export", "trace"])
+def test_mask_operators_are_in_the_vocabulary(method, recwarn):
+    from costmodel._errors import UnsupportedOpWarning
+
+    g = from_torch(_MaskOps(), input_shape=(4, 8), batch=2, method=method)
+    unknown = [str(w.message) for w in recwarn if issubclass(w.category, UnsupportedOpWarning)]
+    assert unknown == []
+    assert not [n for n in g.nodes if n.kind == "other"]
+    diff = [n for n in g.nodes if n.op.endswith("diff")]
+    if diff:  # export keeps aten.diff; the trace sees the sub it decomposes into
+        assert diff[0].kind == "elementwise" and [tuple(s) for s in diff[0].out_shapes] == [(2, 4, 7)]

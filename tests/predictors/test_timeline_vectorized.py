@@ -80,10 +80,14 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
             n = graph.nodes[i]
             return any(n.param_inputs) or any(needs_grad(p) for p in preds[i])
 
+        def saved(i):  # a copy nothing reads (autograd's saved input of an in-place activation)
+            n = graph.nodes[i]
+            return n.kind == "copy" and not n.is_view and not succs[i] and i != len(graph.nodes) - 1
+
         def readers(i):  # operators reading node i's buffer, through views
             out = 0
             for s in set(succs[i]):
-                out += readers(s) if graph.nodes[s].is_view else 1
+                out += readers(s) if graph.nodes[s].is_view else (0 if saved(s) else 1)
             return out
 
         spec = {"add": (0, 1.0), "concat": (0, 1.0), "avg_pool": (1, 1.0), "reduction": (1, 1.0),
@@ -99,7 +103,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
                     add(dataclasses.replace(n, kind="add", attrs={}, flops=float(numel),
                                             bytes_read=2.0 * n.out_bytes, bytes_written=float(n.out_bytes)),
                         1, float(numel), 3.0 * n.out_bytes, dt, "backward")
-            if not needs_grad(n.id) or (n.flops <= 0 and nbytes <= 0):
+            if not needs_grad(n.id) or saved(n.id) or (n.flops <= 0 and nbytes <= 0):
                 continue
             if n.kind in ("conv", "conv_transpose", "matmul", "mul", "elementwise"):
                 # one gradient per operand that needs one: the input's, the weight's (two GEMMs for a layer)
