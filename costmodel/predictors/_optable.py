@@ -295,7 +295,8 @@ def backward_plans(cols, which, positions: np.ndarray):
     # a copy nothing reads, other than a graph's last node, is one autograd saves for the backward (the
     # operand of an in-place activation whose formula needs its input): no gradient flows through it
     saved = (cols.kind == _KIND_ID["copy"]) & ~cols.view & (np.bincount(src, minlength=n) == 0)
-    saved[cols.offsets[which + 1] - 1] = False
+    ends = cols.offsets[which + 1]
+    saved[ends[ends > cols.offsets[which]] - 1] = False  # a graph's last node is its output (empty graphs have none)
     g_src = grad[src]
     readers = np.bincount(owner[src[g_src & ~cols.view[dst] & ~saved[dst]]], minlength=n)
     grad_preds = np.bincount(dst[g_src], minlength=n)
