@@ -256,8 +256,8 @@ def backward_plans(cols, which, positions: np.ndarray):
     An operator whose output needs no gradient (it reads no parameter and nothing that needs one: an
     input image's preprocessing) has no kernels, nor has a copy that no operator reads (autograd's
     saved copy of an in-place activation's input), which is no extra reader of its operand either.
-    Otherwise a convolution, GEMM or binary elementwise operator launches one kernel per operand that needs a gradient (at most two: the input's and the
-    weight's; a convolution on the input image only its weight's), attention two, an ``add`` of a
+    Otherwise a convolution, GEMM or binary elementwise operator launches one kernel per operand that
+    needs a gradient (at most two: the input's and the weight's; a convolution on the input image only its weight's), attention two, an ``add`` of a
     parameter one of half its bytes (a reduction over the output gradient), the others what
     :data:`_BWD_SPEC` says. A tensor read by several operators (through views) gets one gradient sum
     per extra reader: it reads two, writes one, one FLOP per element (kind 1; its bytes a multiple of the
