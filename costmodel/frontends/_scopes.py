@@ -3,8 +3,8 @@
 ``torch.export`` records every node's module stack (``nn_module_stack``), whose innermost entry is
 the qualified name of the module whose ``forward`` issued the operator (``layer1.0.conv1``). The
 trace runs the module under a dispatch mode that sees only ATen calls, so without help its graphs
-carry no scopes, and whatever reads them (the timeline's host lane counts one Python module call per
-distinct scope and its ancestors) sees none. This module keeps the same names during a trace: a
+carry no scopes, and whatever reads them (the timeline's host lane, which counts the Python module
+calls from the scopes in execution order where a graph records no count) sees none. This module keeps the same names during a trace: a
 global forward pre-hook pushes the called module's qualified name, a forward hook (``always_call``,
 so an exception unwinds it too) pops it, and the recorder reads the top.
 

@@ -100,21 +100,27 @@ def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm
 def module_calls(graph, scopes: set | None = None) -> int:
     """``nn.Module.__call__`` invocations behind one forward of the graph: as the PyTorch frontend
     counted them while capturing (``meta["module_calls"]``), else (ONNX files, Relax modules, graphs
-    built before the count was recorded) the distinct module scopes with all their ancestors, which
-    miss the modules that run no operator (dropout at inference) and count a reused module once
-    (``scopes``: the set of the nodes' scopes, when the caller has read it)."""
+    built before the count was recorded) from the nodes' module scopes in execution order: a call
+    starts wherever a node's scope or one of its ancestors is entered that the node before it was not
+    in, so a module used several times (one ReLU applied three times in a ResNet block) counts each
+    time, as it runs. What no scope shows is missed: the modules that run no operator (dropout and
+    stochastic depth at inference). ``scopes``: the set of the nodes' scopes, when the caller has read
+    it (a graph without any is answered from it at once)."""
     n = graph.meta.get("module_calls")
     if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
         return n
-    seen: set[str] = set()
-    level = set(scopes) if scopes is not None else {n.scope for n in graph.nodes}
-    level.discard("")
-    level.discard(None)
-    while level:  # one level of parents at a time, each scope visited once
-        level -= seen
-        seen |= level
-        level = {s[:i] for s in level if (i := s.rfind(".")) >= 0}
-    return len(seen)
+    if scopes is not None and not (set(scopes) - {"", None}):
+        return 0
+    calls, before, chains = 0, frozenset(), {}
+    for node in graph.nodes:
+        scope = node.scope or ""
+        chain = chains.get(scope)
+        if chain is None:  # the scope and its ancestors ("a.b.c", "a.b", "a"), once per distinct scope
+            parts = scope.split(".") if scope else []
+            chain = chains[scope] = frozenset(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        calls += len(chain - before)
+        before = chain
+    return calls
 
 
 # Per op kind, what the array version of op_table reads from tables instead of per operator:

@@ -186,6 +186,17 @@ def test_transformer_attention_is_one_node(exported):
     assert all(n.param_inputs[1:] == [True, True] for n in lin)
 
 
+def test_module_calls_read_from_the_scopes_match_the_pytorch_count(exported):
+    """An ONNX file records no call count; its nodes' name scopes, read in order, give the same one
+    (resnet18's blocks apply one ReLU twice: two calls, one scope)."""
+    from costmodel.predictors._optable import module_calls
+
+    model, args, path = exported("resnet18")
+    go, gt = from_onnx(path), from_torch(model, args)
+    assert "module_calls" not in go.meta and gt.meta["module_calls"] == 6 + 4 + 7 * 8 + 3 * 3
+    assert module_calls(go) == module_calls(gt)
+
+
 def test_optimized_export_matches_folded_torch_graph(exported, tmp_path):
     model, args, _ = exported("resnet18")
     path = _export(model, args, tmp_path / "resnet18_opt.onnx", optimize=True)

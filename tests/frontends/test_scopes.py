@@ -64,10 +64,18 @@ def test_trace_and_export_give_the_same_scopes_and_calls():
 def test_graphs_without_a_count_fall_back_to_the_scopes():
     from costmodel.ir import CostGraph
 
+    def bare(g):
+        return CostGraph(g.nodes, g.edges, g.inputs, {k: v for k, v in g.meta.items() if k != "module_calls"})
+
+    # the scopes in execution order see each call of a block's shared ReLU, as the count does
     g = zoo_graph("resnet18", batch=1, method="trace", cache=False)
-    bare = CostGraph(g.nodes, g.edges, g.inputs, {k: v for k, v in g.meta.items() if k != "module_calls"})
-    # the scopes miss the second call of each block's shared ReLU; the count has it
-    assert 0 < module_calls(bare) < module_calls(g)
+    assert module_calls(bare(g)) == module_calls(g) == 6 + 4 + 7 * 8 + 3 * 3
+    # what they cannot see is a module that leaves no node: torch.export keeps the two dropouts at
+    # inference as no-op nodes, the dispatch trace records nothing for them
+    net = from_torch(Net(), input_shape=(8,), batch=2, method="export")
+    assert module_calls(bare(net)) == NET_CALLS
+    net = from_torch(Net(), input_shape=(8,), batch=2, method="trace")
+    assert module_calls(bare(net)) == NET_CALLS - 2
 
 
 def test_hooks_are_removed_and_the_stack_unwinds_after_an_error():

@@ -30,14 +30,15 @@ from costmodel.predictors._optable import (
 
 # ---------------------------------------------------------------- the operator-at-a-time references
 def _module_calls_reference(graph) -> int:
-    """module_calls, one scope at a time: the reference the faster version is tested against."""
-    seen = set()
+    """module_calls, one node at a time: the reference the faster version is tested against. A call
+    starts at every scope (or ancestor) a node is in and the node before it was not."""
+    calls, before = 0, set()
     for n in graph.nodes:
-        if n.scope:
-            parts = n.scope.split(".")
-            for i in range(1, len(parts) + 1):
-                seen.add(".".join(parts[:i]))
-    return len(seen)
+        parts = n.scope.split(".") if n.scope else []
+        chain = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        calls += len(chain - before)
+        before = chain
+    return calls
 
 
 
@@ -236,9 +237,14 @@ def test_module_calls_equal_the_reference(graphs):
     counts = [module_calls(g) for g in bare]
     assert counts == [_module_calls_reference(g) for g in bare]
     assert max(counts) > 40  # the graphs keep their module scopes
-    # "features", "features.0", "features.0.conv", "x", "x.", "x..y", "", ".lead", "blocks", "blocks.1",
-    # "blocks.1.attn", "blocks.1.drop", "embed", "head" (the empty prefix of ".lead" counts, as before)
+    # entered in order: "features", "features.0", "features.0.conv" (then "features.0" is still open),
+    # "x", "x.", "x..y", "", ".lead", "blocks", "blocks.1", "blocks.1.attn" (its view too), "blocks.1.drop"
+    # (inside the open "blocks.1"), "embed", "head" (the empty prefix of ".lead" counts)
     assert module_calls(_synthetic()) == 14
+    # a scope left and entered again is a second call
+    g = _synthetic()
+    again = CostGraph(g.nodes + [dataclasses.replace(g.nodes[4], id=12)], g.edges + [(11, 12)], g.inputs, g.meta)
+    assert module_calls(again) == 14 + 3 == _module_calls_reference(again)
 
 
 def test_synthetic_rows_follow_the_operators():
