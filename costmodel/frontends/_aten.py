@@ -64,11 +64,12 @@ _reg("reshape", "view _unsafe_view reshape reshape_as flatten unflatten squeeze 
      "alias detach _reshape_alias as_strided lift_fresh lift_fresh_copy view_as_real view_as_complex", view=True)
 _reg("transpose", "permute transpose t swapaxes movedim numpy_T adjoint", view=True)
 _reg("concat", "cat concat concatenate stack hstack vstack")
-_reg("slice", "slice select split split_with_sizes chunk narrow unbind tensor_split diagonal unfold", view=True)
+_reg("slice", "slice select split split_with_sizes chunk narrow unbind tensor_split diagonal unfold "
+     "unsafe_split unsafe_split_with_sizes unsafe_chunk", view=True)
 _reg("pad", "pad constant_pad_nd reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d "
      "replication_pad2d replication_pad3d")
 _reg("copy", "contiguous clone _to_copy to type_as copy copy_ roll repeat tile flip repeat_interleave "
-     "channel_shuffle pixel_shuffle pixel_unshuffle native_channel_shuffle _unsafe_index")
+     "channel_shuffle pixel_shuffle pixel_unshuffle native_channel_shuffle _unsafe_index im2col col2im")
 _reg("copy", "empty empty_like new_empty empty_strided new_empty_strided", view=True)
 _reg("resize", "upsample_nearest1d upsample_nearest2d upsample_nearest3d upsample_bilinear2d "
      "upsample_bicubic2d upsample_linear1d upsample_trilinear3d interpolate _upsample_nearest_exact2d "

@@ -198,6 +198,38 @@ class _MaskOps(nn.Module):
         return torch.where(~keep, x, 0.0)[..., 1:] + steps + bias
 
 
+class _PatchOps(nn.Module):
+    """``nn.Unfold`` / ``nn.Fold`` (im2col / col2im: TNT, VOLO) and the gate split a traced LSTM cell
+    makes (``unsafe_chunk``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unfold = nn.Unfold(kernel_size=3, padding=1)
+        self.fold = nn.Fold(output_size=(6, 6), kernel_size=3, padding=1)
+
+    def forward(self, x):
+        cols = self.unfold(x)  # (N, C*9, 36)
+        y = self.fold(cols)  # back to (N, C, 6, 6), overlaps summed
+        a, b = y.unsafe_chunk(2, dim=1)
+        return a * b
+
+
+@pytest.mark.parametrize("method", ["export", "trace"])
+def test_patch_and_recurrent_operators_are_in_the_vocabulary(method, recwarn):
+    from costmodel._errors import UnsupportedOpWarning
+
+    g = from_torch(_PatchOps(), input_shape=(4, 6, 6), batch=2, method=method)
+    unknown = [str(w.message) for w in recwarn if issubclass(w.category, UnsupportedOpWarning)]
+    assert unknown == []
+    assert not [n for n in g.nodes if n.kind == "other"]
+    cols = [n for n in g.nodes if n.op.endswith(("im2col", "col2im"))]
+    if method == "trace":  # the dispatch trace records the kernels; export may keep nn.Unfold's composite
+        assert {n.op.split(".")[-1] for n in cols} >= {"im2col", "col2im"}
+    for n in cols:  # a real kernel: the columns are written (im2col) or read (col2im) in full
+        assert n.kind == "copy" and not n.is_view
+        assert n.bytes_read + n.bytes_written >= 4 * 2 * 4 * 9 * 36
+
+
 @pytest.mark.parametrize("method", ["export", "trace"])
 def test_mask_operators_are_in_the_vocabulary(method, recwarn):
     from costmodel._errors import UnsupportedOpWarning
