@@ -430,11 +430,24 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
             if vals[node.name] is not val:
                 relaid.add(node.name)
             inplace = training and hit is not None and hit[2]  # autograd may save the operand first
-            if (base_name(node.target) in MAY_COPY or inplace) and emit_dispatched(em, node, vals, scope, grads):
+            if ((base_name(node.target) in MAY_COPY or inplace or _unfused_attention(node, vals))
+                    and emit_dispatched(em, node, vals, scope, grads)):
                 continue
             em.emit(node.target, node.args, node.kwargs, in_keys, outs, is_contiguous=is_contig, scope=scope)
 
 
+
+
+def _unfused_attention(node, vals: dict) -> bool:
+    """An SDPA node whose query is not 4-D: no fused kernel takes it (flash, memory-efficient and cuDNN
+    attention all need ``(B, H, L, E)``), so PyTorch runs its math path on every device; export keeps
+    one node, which the walker then emits as dispatched."""
+    import torch
+
+    if base_name(node.target) != "scaled_dot_product_attention" or not node.args:
+        return False
+    q = vals.get(node.args[0].name) if isinstance(node.args[0], torch.fx.Node) else None
+    return isinstance(q, torch.Tensor) and q.dim() != 4
 
 
 # ----------------------------------------------------------------------- trace

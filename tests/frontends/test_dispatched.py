@@ -129,3 +129,26 @@ def test_a_saved_copy_gets_no_backward_kernels():
     # the batch norms the clones read get no gradient sum for them: one reader each (the activation)
     bn = [n.id for n in g.nodes if n.kind == "batch_norm"]
     assert all((bwd == i).sum() == 1 for i in bn)
+
+
+class BlockAttention(nn.Module):  # NesT's attention: (B, heads, blocks, tokens, dim), a 5-D query
+    def forward(self, x):
+        b, n, t, d = x.shape
+        q = x.view(b, n, t, 2, d // 2).permute(0, 3, 1, 2, 4)
+        o = F.scaled_dot_product_attention(q, q, q)
+        return o.permute(0, 2, 3, 1, 4).reshape(b, n, t, d)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_attention_no_fused_kernel_takes_runs_its_math_path_in_both_captures(mode):
+    kinds = {}
+    for method in ("export", "trace"):
+        g = from_torch(BlockAttention(), input_shape=(4, 16, 32), batch=2, method=method, mode=mode)
+        ks = [n.kind for n in _kernels(g)]
+        assert "attention" not in ks, method  # no fused kernel takes a 5-D query
+        assert ks.count("matmul") == 2 and ks.count("softmax") == 1, (method, ks)
+        kinds[method] = sorted(ks)
+    assert kinds["export"] == kinds["trace"]
+    # a 4-D query keeps the one fused kernel
+    g = from_torch(Attention(), input_shape=(8, 16), batch=2, method="export", mode=mode)
+    assert [n.kind for n in _kernels(g)].count("attention") == 1
