@@ -1,6 +1,6 @@
 """The timeline predictor (operators under their roofline on a host/device timeline), measured.
 
-    python benchmarks/timeline.py [--epochs N] [--seeds 3] [--skip-lofo]
+    python benchmarks/timeline.py [--epochs N] [--seeds 3] [--skip-lofo] [--stream-prior W]
     python benchmarks/timeline.py --llm          # transformers, leave-one-model-out
     python benchmarks/timeline.py --speed        # section 4 only, shipped artifact
     python benchmarks/timeline.py --devices      # section 6 only: GPUs without rows
@@ -77,6 +77,7 @@ def _header(title):
 
 #: the fit's loss (``--loss``; the shipped configuration's by default)
 _LOSS: list[str] = []
+_STREAM_PRIOR: list[float] = []
 
 
 def _fit(graphs, rows, epochs, seed):
@@ -85,6 +86,8 @@ def _fit(graphs, rows, epochs, seed):
     kw = {"epochs": epochs} if epochs else {}
     if _LOSS:
         kw["loss"] = _LOSS[0]
+    if _STREAM_PRIOR:
+        kw["stream_prior"] = _STREAM_PRIOR[0]
     cfg = TimelineConfig(seed=seed, **kw)
     return TimelinePredictor(cfg).fit_graphs(graphs, rows)
 
@@ -321,6 +324,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--loss", choices=("l1", "l2"), default=None,
                     help="the fit's loss on the log latency (default: the shipped configuration's, l1)")
+    ap.add_argument("--stream-prior", type=float, default=None, metavar="W",
+                    help="weight of the fit's streaming prior (default: the shipped configuration's, 0: off; "
+                         "TimelineConfig.stream_prior)")
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--plot", metavar="DIR", default=None,
                     help="also write parity charts (predicted against measured) of the held-out rows into DIR: "
@@ -648,6 +654,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if a.loss:
         _LOSS.append(a.loss)
+    if a.stream_prior is not None:
+        _STREAM_PRIOR.append(a.stream_prior)
     if a.llm:
         _llm_section(a.epochs, a.plot)
         _llm_second_host_section(a.epochs, a.data)

@@ -87,7 +87,14 @@ from ._optable import (
 )
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
-from ._timeline_start import NO_SCOPES_NOTE, TimelineConfig, _decode_init_us, _host_init_us, interval_table
+from ._timeline_start import (
+    NO_SCOPES_NOTE,
+    TimelineConfig,
+    _decode_init_us,
+    _host_init_us,
+    interval_table,
+    streaming_targets,
+)
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
 MIN_EFFICIENCY = 0.05
@@ -331,6 +338,11 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         std = x.std(0) + 1e-3
         b = _Batch(tables, mean, std)
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float32)
+        s_target, s_use = streaming_targets(tables, devs, FEATURE_NAMES) if cfg.stream_prior > 0 else ([], [])
+        n_stream = int(np.sum(s_use))
+        if n_stream:
+            s_log = torch.as_tensor(np.log(s_target[s_use]), dtype=torch.float32)
+            s_idx = torch.as_tensor(np.flatnonzero(s_use))
         model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
         n_decode = sum(1 for t in tables if t.decode)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
@@ -352,9 +364,11 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             it = tqdm(it, desc="fitting timeline", unit="epoch")
         for _ in it:
             opt.zero_grad()
-            lat = model.latency_us(b)[0]
+            lat, _, eff, _, _ = model.latency_us(b)
             err = torch.log(lat) - torch.log(y)
             loss = err.abs().mean() if cfg.loss == "l1" else (err ** 2).mean()
+            if n_stream:
+                loss = loss + cfg.stream_prior * ((torch.log(eff[s_idx]) - s_log) ** 2).mean()
             loss.backward()
             opt.step()
             sched.step()
@@ -362,6 +376,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         with torch.no_grad():
             lat, dev, eff, _, _ = model.latency_us(b)
+        trained_on = {"rows": len(rows), "devices": sorted({d.name for d in devs}), "decode_rows": n_decode}
+        if n_stream:
+            trained_on["stream_prior_rows"] = n_stream
         self._weights = [p.detach().numpy().astype(np.float32) for p in model.mlp.parameters()]
         self._host_weights = [p.detach().numpy().astype(np.float32) for p in model.host_mlp.parameters()]
         host_us, host_norm = _normalized_host(F.softplus(model.host).detach().numpy().astype(np.float64), b, model)
@@ -384,7 +401,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             kernel_floor_us=float(F.softplus(model.floor.detach())), sync_us=float(F.softplus(model.sync.detach())),
             energy_static_w=float(w[0]), energy_a_w=w[1:1 + k].tolist(), energy_b_w=w[1 + k:].tolist(),
             host_source="fitted to the whole-model rows",
-            trained_on={"rows": len(rows), "devices": sorted({d.name for d in devs}), "decode_rows": n_decode},
+            trained_on=trained_on,
             decode_step_us=float(torch.exp(model.decode.detach())) if n_decode else None,
         )
         return self

@@ -37,10 +37,18 @@ class TimelineConfig:
     #: ``l1``: mean absolute log error (the median, what MAPE scores; robust to rows measured in a
     #: host's slow spell); ``l2``: mean squared log error, the fit before it
     loss: str = "l1"
+    #: weight of the streaming prior (0, the default: none): in the fit, a large elementwise or activation
+    #: kernel (forward, memory-bound, past the device's L2 cache) is pulled toward the efficiency the
+    #: device's measured copy bandwidth reaches at that size (see :func:`streaming_targets`; off because
+    #: it made the H200's unseen architectures worse, docs/predictors.md)
+    stream_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise InvalidInputError(f"unknown timeline loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if not (isinstance(self.stream_prior, (int, float)) and math.isfinite(self.stream_prior)
+                and self.stream_prior >= 0):
+            raise InvalidInputError(f"stream_prior must be a finite number >= 0, got {self.stream_prior!r}")
 
 
 def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
@@ -86,3 +94,68 @@ def interval_table(rows, ests, *, coverage: float = 0.9, held_out: str = "") -> 
 
     return {"coverage": coverage, "held_out": held_out, "rows": {r: len(err[r]["latency_ms"]) for r in err},
             "log_halfwidth": {r: {t: conformal_quantile(v, coverage) for t, v in err[r].items()} for r in err}}
+
+
+#: operator rows the streaming prior applies to: these categories, in the forward phase, memory-bound
+_STREAM_CATEGORIES = ("cat_elementwise", "cat_activation")
+
+
+def copy_efficiency(device) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(log10 traffic bytes, efficiency)`` of the device's measured device-to-device copies: the share
+    of the datasheet bandwidth a plain copy reaches at each size (read and write counted), from the
+    packaged ``hardware.json`` of the device (``None`` where no packaged device has the measurement)."""
+    import json
+    from pathlib import Path
+
+    from ..devices import get_device
+
+    root = Path(__file__).resolve().parent.parent / "data"
+    for hw in sorted(root.glob("*/hardware.json")):
+        try:
+            info = json.loads(hw.read_text())
+            if get_device(info.get("costmodel_device") or info.get("name", "")).name != device.name:
+                continue
+        except (ValueError, LookupError, OSError):
+            continue
+        pts = []
+        for key, gbps in (info.get("bandwidth") or {}).items():
+            if key.startswith("copy_") and key.endswith("mb_gbps") and gbps:
+                mb = float(key[len("copy_"):-len("mb_gbps")])
+                pts.append((math.log10(2 * mb * 2 ** 20), float(gbps) / device.memory_bandwidth_gbps))
+        if len(pts) >= 2:
+            pts.sort()
+            return np.array([p[0] for p in pts]), np.minimum(np.array([p[1] for p in pts]), 1.0)
+    return None
+
+
+def streaming_targets(tables: Sequence[OpTable], devices, feature_names: Sequence[str]):
+    """Per operator row of ``tables`` (stacked), the efficiency a streaming kernel of its size reaches on
+    its device, and whether the prior applies to it (elementwise or activation, forward, memory-bound,
+    moving more than twice the device's L2 cache and at least the smallest copy measured).
+
+    Why: fitted through whole-model latencies alone, the split of a model's time between its
+    convolutions and its elementwise kernels is barely constrained (both grow with the batch), and the
+    fit lands on elementwise kernels at 40-50 % of the H200's bandwidth where a plain copy of the same
+    size reaches 80-89 %. The split does not matter on the device that was fitted but it does on
+    another one, whose compute and bandwidth scale differently."""
+    col = {n: i for i, n in enumerate(feature_names)}
+    target, use = [], []
+    for t, dev in zip(tables, devices):
+        n = len(t.bound_s)
+        curve = copy_efficiency(dev)
+        if curve is None or n == 0:
+            target.append(np.ones(n))
+            use.append(np.zeros(n, bool))
+            continue
+        x = t.x
+        lg_bytes = x[:, col["log_bytes"]].astype(np.float64) * 10  # log10(1 + bytes)
+        cat = np.zeros(n, bool)
+        for c in _STREAM_CATEGORIES:
+            cat |= x[:, col[c]] > 0.5
+        l2 = max(float(dev.l2_cache_mb or 0.0), 1.0) * 2 ** 20
+        big = lg_bytes >= max(math.log10(2 * l2), float(curve[0][0]))
+        mem = x[:, col["compute_over_memory"]] < 0
+        fwd = t.phase == 0
+        target.append(np.interp(lg_bytes, curve[0], curve[1]))
+        use.append(cat & big & mem & fwd & (t.kernel > 0))
+    return np.concatenate(target), np.concatenate(use)
