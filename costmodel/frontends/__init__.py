@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 9
+FRONTEND_VERSION = 10
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -87,14 +87,8 @@ from ._optable import (
 )
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
-from ._timeline_start import (
-    NO_SCOPES_NOTE,
-    TimelineConfig,
-    _decode_init_us,
-    _host_init_us,
-    interval_table,
-    streaming_targets,
-)
+from ._timeline_start import NO_SCOPES_NOTE, TimelineConfig, _decode_init_us, _host_init_us, interval_table
+from ._timeline_start import stream_prior_terms
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
 MIN_EFFICIENCY = 0.05
@@ -334,25 +328,18 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         devs = [get_device(device or r.device) for r in rows]
         tables = op_tables_by_device(graphs, devs, [r.mode for r in rows])
         x = np.concatenate([t.x for t in tables])
-        mean = x.mean(0)
-        std = x.std(0) + 1e-3
+        mean, std = x.mean(0), x.std(0) + 1e-3
         b = _Batch(tables, mean, std)
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float32)
-        s_target, s_use = streaming_targets(tables, devs, FEATURE_NAMES) if cfg.stream_prior > 0 else ([], [])
-        n_stream = int(np.sum(s_use))
-        if n_stream:
-            s_log = torch.as_tensor(np.log(s_target[s_use]), dtype=torch.float32)
-            s_idx = torch.as_tensor(np.flatnonzero(s_use))
+        stream = stream_prior_terms(tables, devs, FEATURE_NAMES) if cfg.stream_prior > 0 else None
         model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
         n_decode = sum(1 for t in tables if t.decode)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
             model.host.copy_(torch.as_tensor([_softplus_inv(v) for v in _host_init_us(tables, rows)]))
             if n_decode:
                 model.decode.fill_(math.log(_decode_init_us(tables, rows, model.host)))
-        groups = [
-            {"params": [*model.mlp.parameters(), *model.host_mlp.parameters()], "weight_decay": cfg.weight_decay},
-            {"params": [model.host, model.floor, model.sync], "lr": cfg.lr * 3},
-        ]
+        groups = [{"params": [*model.mlp.parameters(), *model.host_mlp.parameters()], "weight_decay": cfg.weight_decay},
+                  {"params": [model.host, model.floor, model.sync], "lr": cfg.lr * 3}]
         if n_decode:  # log-parametrized: a step moves it by a fraction of itself
             groups.append({"params": [model.decode], "lr": cfg.lr * 3})
         opt = torch.optim.Adam(groups, lr=cfg.lr)
@@ -367,8 +354,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             lat, _, eff, _, _ = model.latency_us(b)
             err = torch.log(lat) - torch.log(y)
             loss = err.abs().mean() if cfg.loss == "l1" else (err ** 2).mean()
-            if n_stream:
-                loss = loss + cfg.stream_prior * ((torch.log(eff[s_idx]) - s_log) ** 2).mean()
+            if stream is not None:  # large streaming kernels toward the device's copy efficiency
+                loss = loss + cfg.stream_prior * ((torch.log(eff[stream[0]]) - stream[1]) ** 2).mean()
             loss.backward()
             opt.step()
             sched.step()
@@ -376,9 +363,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         with torch.no_grad():
             lat, dev, eff, _, _ = model.latency_us(b)
-        trained_on = {"rows": len(rows), "devices": sorted({d.name for d in devs}), "decode_rows": n_decode}
-        if n_stream:
-            trained_on["stream_prior_rows"] = n_stream
+        trained_on = {"rows": len(rows), "devices": sorted({d.name for d in devs}), "decode_rows": n_decode,
+                      **({"stream_prior_rows": len(stream[0])} if stream is not None else {})}
         self._weights = [p.detach().numpy().astype(np.float32) for p in model.mlp.parameters()]
         self._host_weights = [p.detach().numpy().astype(np.float32) for p in model.host_mlp.parameters()]
         host_us, host_norm = _normalized_host(F.softplus(model.host).detach().numpy().astype(np.float64), b, model)

@@ -159,3 +159,15 @@ def streaming_targets(tables: Sequence[OpTable], devices, feature_names: Sequenc
         target.append(np.interp(lg_bytes, curve[0], curve[1]))
         use.append(cat & big & mem & fwd & (t.kernel > 0))
     return np.concatenate(target), np.concatenate(use)
+
+
+def stream_prior_terms(tables: Sequence[OpTable], devices, feature_names: Sequence[str]):
+    """``(row indices, log target efficiencies)`` as torch tensors over the stacked rows of ``tables``
+    where :func:`streaming_targets` applies, or ``None`` where it applies to no row."""
+    import torch
+
+    target, use = streaming_targets(tables, devices, feature_names)
+    if not use.any():
+        return None
+    return (torch.as_tensor(np.flatnonzero(use)),
+            torch.as_tensor(np.log(target[use]), dtype=torch.float32))
