@@ -181,6 +181,8 @@ class _Emitter:
         base = base_name(func)
         if base in IGNORED or not outputs and base not in ("copy_",):
             return
+        if base in _LIKE_SECOND and len(in_keys) > 1:
+            in_keys = in_keys[:1]  # the second operand lends a dtype or a shape: no data read, no buffer
         hit = lookup(base)
         if hit is None:
             self.b.warn_unsupported(f"aten.{base}")
@@ -436,6 +438,11 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
             em.emit(node.target, node.args, node.kwargs, in_keys, outs, is_contiguous=is_contig, scope=scope)
 
 
+
+
+#: ``x.op(other)`` operators that take only ``other``'s dtype or shape: their result is ``x``'s buffer (a
+#: view) or a cast of ``x`` alone, so ``other`` is neither read nor an owner of the result
+_LIKE_SECOND = frozenset({"type_as", "expand_as", "view_as", "reshape_as"})
 
 
 def _unfused_attention(node, vals: dict) -> bool:

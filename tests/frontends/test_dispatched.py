@@ -152,3 +152,26 @@ def test_attention_no_fused_kernel_takes_runs_its_math_path_in_both_captures(mod
     # a 4-D query keeps the one fused kernel
     g = from_torch(Attention(), input_shape=(8, 16), batch=2, method="export", mode=mode)
     assert [n.kind for n in _kernels(g)].count("attention") == 1
+
+
+class LikeOps(nn.Module):  # eva02's q.type_as(v): the second operand lends its dtype, nothing else
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 32)
+
+    def forward(self, x):
+        q, v = self.fc(x).chunk(2, dim=-1)
+        r = (q * 2).type_as(v)
+        return F.scaled_dot_product_attention(r[:, None], r[:, None], v[:, None]).expand_as(v[:, None])
+
+
+def test_an_operator_that_takes_only_a_dtype_or_shape_reads_its_first_operand():
+    g = from_torch(LikeOps(), input_shape=(8, 16), batch=2, method="export")
+    preds = g.predecessors()
+    like = [n for n in g.nodes if n.op in ("aten.type_as", "aten.expand_as")]
+    assert {n.op for n in like} == {"aten.type_as", "aten.expand_as"}
+    for n in like:
+        assert len(n.in_shapes) == 1, n.op
+        assert len(set(preds[n.id])) == 1, n.op
+    mul = next(n for n in g.nodes if n.kind == "mul")
+    assert preds[next(n for n in like if n.op == "aten.type_as").id] == [mul.id]
