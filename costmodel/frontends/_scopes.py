@@ -4,9 +4,10 @@
 the qualified name of the module whose ``forward`` issued the operator (``layer1.0.conv1``). The
 trace runs the module under a dispatch mode that sees only ATen calls, so without help its graphs
 carry no scopes, and whatever reads them (the timeline's host lane, which counts the Python module
-calls from the scopes in execution order where a graph records no count) sees none. This module keeps the same names during a trace: a
-global forward pre-hook pushes the called module's qualified name, a forward hook (``always_call``,
-so an exception unwinds it too) pops it, and the recorder reads the top.
+calls from the scopes in execution order where a graph records no count) sees none. This module
+keeps the same names during a trace: a global forward pre-hook pushes the called module's qualified
+name, a forward hook (``always_call``, so an exception unwinds it too) pops it, and the recorder
+reads the top.
 
 A module called by its parent is named by that path (``blocks.0.act`` for an activation the model
 shares between blocks, as ``torch.export`` names it); one called from elsewhere takes its first name in

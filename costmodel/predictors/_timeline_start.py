@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -40,7 +41,7 @@ class TimelineConfig:
     #: weight of the streaming prior (0, the default: none): in the fit, a large elementwise or activation
     #: kernel (forward, memory-bound, past the device's L2 cache) is pulled toward the efficiency the
     #: device's measured copy bandwidth reaches at that size (see :func:`streaming_targets`; off because
-    #: it made the H200's unseen architectures worse, docs/predictors.md)
+    #: the benchmark's evidence is split, docs/results.md "A streaming prior")
     stream_prior: float = 0.0
 
     def __post_init__(self) -> None:
@@ -104,6 +105,12 @@ def copy_efficiency(device) -> tuple[np.ndarray, np.ndarray] | None:
     """``(log10 traffic bytes, efficiency)`` of the device's measured device-to-device copies: the share
     of the datasheet bandwidth a plain copy reaches at each size (read and write counted), from the
     packaged ``hardware.json`` of the device (``None`` where no packaged device has the measurement)."""
+    return _copy_efficiency(device.name, float(device.memory_bandwidth_gbps))
+
+
+@functools.lru_cache(maxsize=None)
+def _copy_efficiency(name: str, datasheet_gbps: float):
+    """:func:`copy_efficiency`, read once per device."""
     import json
     from pathlib import Path
 
@@ -113,7 +120,7 @@ def copy_efficiency(device) -> tuple[np.ndarray, np.ndarray] | None:
     for hw in sorted(root.glob("*/hardware.json")):
         try:
             info = json.loads(hw.read_text())
-            if get_device(info.get("costmodel_device") or info.get("name", "")).name != device.name:
+            if get_device(info.get("costmodel_device") or info.get("name", "")).name != name:
                 continue
         except (ValueError, LookupError, OSError):
             continue
@@ -121,7 +128,7 @@ def copy_efficiency(device) -> tuple[np.ndarray, np.ndarray] | None:
         for key, gbps in (info.get("bandwidth") or {}).items():
             if key.startswith("copy_") and key.endswith("mb_gbps") and gbps:
                 mb = float(key[len("copy_"):-len("mb_gbps")])
-                pts.append((math.log10(2 * mb * 2 ** 20), float(gbps) / device.memory_bandwidth_gbps))
+                pts.append((math.log10(2 * mb * 2 ** 20), float(gbps) / datasheet_gbps))
         if len(pts) >= 2:
             pts.sort()
             return np.array([p[0] for p in pts]), np.minimum(np.array([p[1] for p in pts]), 1.0)
