@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 10
+FRONTEND_VERSION = 11
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -49,6 +49,9 @@ class GraphBuilder:
         self._inputs: list[GraphInput] = []
         self._param_keys: dict[Hashable, int] = {}  # key -> bytes
         self._param_numel: dict[Hashable, int] = {}
+        #: trainable parameters (by tensor record: tied weights are one), and those some node reads
+        self._trainable: dict[int, _Tensor] = {}  # held, so that an id is never reused
+        self._trainable_read: set[int] = set()
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------- registration
@@ -61,10 +64,11 @@ class GraphBuilder:
         """A weight or buffer; counted in ``params`` only if ``trainable``."""
         shape = tuple(int(d) for d in shape)
         check_tensor(shape, dtype, f"weight {key!r}")
-        self._tensors[key] = _Tensor(shape, dtype, None, is_param=True)
+        t = self._tensors[key] = _Tensor(shape, dtype, None, is_param=True)
         self._param_keys[key] = numel(shape) * dtype_bytes(dtype)
         if trainable:
             self._param_numel[key] = numel(shape)
+            self._trainable[id(t)] = t
 
     def add_constant(self, key: Hashable, shape: Sequence[int], dtype: str) -> None:
         check_tensor(shape, dtype, f"constant {key!r}")
@@ -131,6 +135,8 @@ class GraphBuilder:
             is_p.append(t.is_param)
             if t.is_param:
                 params += numel(t.shape) if key in self._param_numel else 0
+                if id(t) in self._trainable:  # read directly or through a view (``t()`` of a weight)
+                    self._trainable_read.add(id(t))
             if t.producer is not None:
                 self._edges.add((t.producer, nid))
         out_shapes, out_dtypes = [], []
@@ -173,6 +179,9 @@ class GraphBuilder:
             "params": int(sum(self._param_numel.values())),
             "weights_bytes": int(sum(self._param_keys.values())),
             "trainable_bytes": int(sum(self._param_keys[k] for k in self._param_numel)),
+            # the parameter tensors a training step updates: trainable ones the graph reads, each once
+            # (buffers such as batch-norm statistics and unused parameters are not updated)
+            "trainable_tensors": len(self._trainable_read),
         }
         m.update({k: v for k, v in meta.items() if v is not None})
         g = CostGraph(self._nodes, sorted(self._edges), self._inputs, m)

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, dtype_bytes
-from ._optable import _OPT_BYTES, module_calls
+from ._optable import _OPT_BYTES, module_calls, trainable_tensors
 from ._energy import nnls_relative
 
 PHASES = ("forward", "backward")
@@ -409,7 +409,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
         opt_us = _OPT_BYTES[optimizer] * pbytes / (figs.gbps * 1e9) * 1e6
         fresh_mb = optimizer_fresh_mb(graph) if optimizer in OPTIMIZERS_WITH_TEMPORARIES else 0.0
-    n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops) if mode == "training" else 0
+    n_tensors = trainable_tensors(graph, sum(sum(1 for p in n.param_inputs if p) for n in ops)) if mode == "training" else 0
     calls = module_calls(graph) * (2 if mode == "training" else 1)
     counts = np.asarray([len(ops), sum(1 for n in graph.nodes if n.is_view), calls, 1.0, n_bwd, n_tensors], float)
     X = np.asarray(rows, np.float32) if rows else np.zeros((0, len(FEATURE_NAMES)), np.float32)

@@ -97,6 +97,21 @@ def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm
             lg(float(math.prod(k[-2:]))), float(max(st)), lg(out) / 10]
 
 
+def trainable_tensors(graph, operands: int | None = None) -> int:
+    """The parameter tensors one optimizer step updates (each costs the host a share of the step's
+    bookkeeping: its gradient accumulation, its ``zero_grad``, its place in the optimizer's tensor
+    lists): ``meta["trainable_tensors"]`` as the frontend counted it (trainable parameters some
+    operator reads, directly or through a view, each once). A graph built without the count (an older
+    one) falls back to ``operands``, the parameter operands of its operators (or counts them), which
+    also counts buffers (a batch norm's running statistics) and misses weights read through a view."""
+    n = graph.meta.get("trainable_tensors")
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        return n
+    if operands is None:
+        operands = sum(sum(1 for p in nd.param_inputs if p) for nd in graph.nodes if not nd.is_view)
+    return int(operands)
+
+
 def module_calls(graph, scopes: set | None = None) -> int:
     """``nn.Module.__call__`` invocations behind one forward of the graph: as the PyTorch frontend
     counted them while capturing (``meta["module_calls"]``), else (ONNX files, Relax modules, graphs
@@ -358,13 +373,13 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     counts = np.diff(np.searchsorted(positions, cols.offsets))
     default_ids = np.repeat([_DTYPE_ID.get(g.meta.get("dtype", "fp32"), len(DTYPES)) for g in graphs],
                             counts).tolist()
-    # the parameter tensors each graph's operators read (a training step's optimizer updates each)
+    # the parameter tensors a training step's optimizer updates, per graph (:func:`trainable_tensors`)
     if "training" in modes:
         if cols.param_count is None:
             raise ValueError("op_tables of a training step need node columns read with params=True")
         ends = np.cumsum(counts)
         p_cum = np.concatenate([[0], np.cumsum(cols.param_count[positions])])
-        per = (p_cum[ends] - p_cum[ends - counts]).tolist()
+        per = [trainable_tensors(g, int(r)) for g, r in zip(graphs, (p_cum[ends] - p_cum[ends - counts]).tolist())]
     else:
         per = [0] * len(graphs)
     xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(_node_columns(cols, positions, default_ids),

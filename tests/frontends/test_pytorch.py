@@ -109,6 +109,32 @@ def test_tied_weights_counted_once(method):
     assert g.op_counts(include_views=False) == {"matmul": 1, "embedding": 1}
 
 
+class Unused(nn.Module):
+    """One linear read through ``t()`` (what a traced ``F.linear`` becomes), a batch norm with two
+    buffers, and a layer that is never called."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.spare = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+@pytest.mark.parametrize("method", ["export", "trace"])
+def test_a_training_step_updates_the_trainable_tensors_it_reads(method):
+    # what the optimizer updates: fc.weight, fc.bias, bn.weight, bn.bias; not the running statistics
+    # (buffers), not the spare layer's parameters (no gradient), tied weights once
+    g = from_torch(Unused(), torch.zeros(4, 8), method=method, mode="training")
+    assert g.meta["trainable_tensors"] == 4
+    assert from_torch(Tied(), torch.zeros(2, 5, dtype=torch.long), method=method).meta["trainable_tensors"] == 1
+    r18 = meta_model("resnet18")
+    g = from_torch(r18, input_shape=(3, 64, 64), batch=2, mode="training", method=method)
+    assert g.meta["trainable_tensors"] == sum(1 for _ in r18.parameters()) == 62
+
+
 def test_training_mode_batchnorm():
     g = from_torch(meta_model("resnet18"), input_shape=(3, 64, 64), batch=2, mode="training")
     bns = [n for n in g.nodes if n.kind == "batch_norm"]

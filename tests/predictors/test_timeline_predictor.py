@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import costmodel
+from costmodel import CostGraph
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.measure.host import calibrate
@@ -37,6 +38,13 @@ def test_op_table_follows_the_roofline(r18):
     opt = int(np.flatnonzero(train.phase == 2)[0])
     assert train.bound_s[opt] == pytest.approx(7 * r18.meta["weights_bytes"] / dev.bandwidth_bytes_s, rel=0.01)
     assert not t.synchronous and op_table(r18, get_device("cpu"), mode="inference").synchronous
+    # the optimizer's host cost counts the 62 parameter tensors it updates; a graph built without the
+    # count falls back to the operands, which add the 40 batch-norm buffers and miss the classifier's
+    # weight (read through a ``t()`` view)
+    assert r18.meta["trainable_tensors"] == 62 and train.host_count[opt] == 62
+    old = CostGraph(r18.nodes, r18.edges, r18.inputs, {k: v for k, v in r18.meta.items() if k != "trainable_tensors"})
+    fallback = op_table(old, dev, mode="training", optimizer="adam")
+    assert fallback.host_count[opt] == sum(sum(n.param_inputs) for n in r18.nodes if not n.is_view) == 62 + 40 - 1
     # resnet18 calls 6 stem/head modules, 4 layers, 8 blocks of 7 calls (the block, two convs, two norms,
     # its ReLU twice) and 3 downsamples (a Sequential, a conv and a norm each)
     assert module_calls(zoo_graph("resnet18", batch=1, method="export")) == 6 + 4 + 7 * 8 + 3 * 3
