@@ -87,7 +87,7 @@ from ._optable import (
 )
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
-from ._timeline_start import NO_SCOPES_NOTE, TimelineConfig, _decode_init_us, _host_init_us, interval_table
+from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes
 from ._timeline_start import stream_prior_terms
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
@@ -602,9 +602,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             # a board cannot draw more than its power limit on average
             energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
             lat_ms = lat_us / 1e3
-            notes = [*graph_assumptions(g, cols, j), *dev.assumptions]
-            if g.nodes and "module_calls" not in g.meta and not (cols.scopes[j] - {"", None}):
-                notes.append(NO_SCOPES_NOTE)
+            notes = [*graph_assumptions(g, cols, j), *dev.assumptions, *lane_notes(g, cols.scopes[j], m)]
             if host_note:
                 notes.append(host_note)
             elif "H200" not in dev.name:

@@ -23,6 +23,19 @@ LOSSES = ("l1", "l2")
 NO_SCOPES_NOTE = ("the graph records no Python module calls (neither a call count nor module scopes: a Relax module, "
                   "an ONNX file without scopes): the host lane counts none, which PyTorch eager makes (resnet50 at "
                   "batch 1: about a quarter of its latency); featurize the nn.Module for the PyTorch-eager number")
+NO_TRAINABLE_NOTE = ("the graph records no count of the parameter tensors a training step updates (built before "
+                     "frontend version 11): the optimizer's host cost counts its operators' parameter operands, "
+                     "which include buffers and miss weights read through a view; rebuild the graph for the count")
+
+
+def lane_notes(graph, scopes: set, mode: str) -> list[str]:
+    """What the host lane of ``graph`` had to assume for want of a record (``scopes``: its nodes' scopes)."""
+    notes = []
+    if graph.nodes and "module_calls" not in graph.meta and not (scopes - {"", None}):
+        notes.append(NO_SCOPES_NOTE)
+    if mode == "training" and "trainable_tensors" not in graph.meta:
+        notes.append(NO_TRAINABLE_NOTE)
+    return notes
 
 
 @dataclass

@@ -195,6 +195,8 @@ def test_module_calls_read_from_the_scopes_match_the_pytorch_count(exported):
     go, gt = from_onnx(path), from_torch(model, args)
     assert "module_calls" not in go.meta and gt.meta["module_calls"] == 6 + 4 + 7 * 8 + 3 * 3
     assert module_calls(go) == module_calls(gt)
+    # the parameter tensors a training step would update: batch-norm statistics are buffers in both
+    assert go.meta["trainable_tensors"] == gt.meta["trainable_tensors"] == sum(1 for _ in model.parameters())
 
 
 def test_optimized_export_matches_folded_torch_graph(exported, tmp_path):

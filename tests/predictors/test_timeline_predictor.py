@@ -508,3 +508,22 @@ def test_a_graph_without_module_calls_says_its_host_lane_has_none():
     # the same kernels, fewer host costs: only the host lane moves
     assert plain.details["ops"]["device_ms"] == pytest.approx(counted.details["ops"]["device_ms"])
     assert plain.details["ops"]["host_ms"] < counted.details["ops"]["host_ms"]
+
+
+def test_a_training_graph_without_the_tensor_count_says_what_its_optimizer_counted(r18):
+    import copy
+
+    from costmodel.predictors import get_predictor
+
+    p = get_predictor("timeline")
+    counted = p.predict(r18, "h200", mode="training")
+    old = copy.deepcopy(r18)  # a graph saved before the count was recorded
+    del old.meta["trainable_tensors"]
+    fallback = p.predict(old, "h200", mode="training")
+    note = "count of the parameter tensors"
+    assert not any(note in a for a in counted.assumptions)
+    assert any(note in a for a in fallback.assumptions)
+    assert not any(note in a for a in p.predict(old, "h200", mode="inference").assumptions)
+    # the operands add resnet18's batch-norm buffers: more optimizer tensors on the host lane
+    assert fallback.details["ops"]["host_ms"] > counted.details["ops"]["host_ms"]
+    assert fallback.details["ops"]["device_ms"] == pytest.approx(counted.details["ops"]["device_ms"])
