@@ -120,7 +120,8 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
                 k, f = spec.get(n.kind, (1, 2.0))
                 for _ in range(k):
                     add(n, 1, n.flops, f * nbytes, dt, "backward")
-        n_tensors = sum(sum(1 for p in n.param_inputs if p) for n in ops)
+        # the trainable tensors the frontend counted; a graph without the count: the parameter operands
+        n_tensors = graph.meta.get("trainable_tensors", sum(sum(1 for p in n.param_inputs if p) for n in ops))
         pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
         add(None, 2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
             "optimizer_tensor", count=float(max(1, n_tensors)))
