@@ -97,18 +97,17 @@ def _op_features(n, dtype: str, phase: int, tensor: bool, c: float, m: float, sm
             lg(float(math.prod(k[-2:]))), float(max(st)), lg(out) / 10]
 
 
-def trainable_tensors(graph, operands: int | None = None) -> int:
+def trainable_tensors(graph, operands: int) -> int:
     """The parameter tensors one optimizer step updates (each costs the host a share of the step's
     bookkeeping: its gradient accumulation, its ``zero_grad``, its place in the optimizer's tensor
     lists): ``meta["trainable_tensors"]`` as the frontend counted it (trainable parameters some
     operator reads, directly or through a view, each once). A graph built without the count (an older
-    one) falls back to ``operands``, the parameter operands of its operators (or counts them), which
-    also counts buffers (a batch norm's running statistics) and misses weights read through a view."""
+    one) falls back to ``operands``, the parameter operands of its operators as the caller counted
+    them, which include buffers (a batch norm's running statistics) and miss weights read through a
+    view."""
     n = graph.meta.get("trainable_tensors")
     if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
         return n
-    if operands is None:
-        operands = sum(sum(1 for p in nd.param_inputs if p) for nd in graph.nodes if not nd.is_view)
     return int(operands)
 
 
