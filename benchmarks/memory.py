@@ -33,7 +33,9 @@ Prints, per group of rows:
    prefill and decode, traced from scratch;
 6. ``--cpu-check`` (alone) the allocation trace against a real allocator:
    small models' steps traced for the CPU and run for real on this CPU under
-   ``torch.profiler`` (:mod:`costmodel.analysis.allocheck`), one thread.
+   ``torch.profiler`` (:mod:`costmodel.analysis.allocheck`), one thread;
+   resnet18's training step also with frozen parameters (a linear probe, the
+   last stage and the classifier).
 
 Transformer rows are replayed with the config their model was built from
 (:func:`costmodel.measure.run_config`: the recorded config, plus the
@@ -318,6 +320,14 @@ def _cpu_check() -> None:
         for training in (False, True):
             c = check_module(m, x, training=training, optimizer="adam")
             line(name, "training" if training else "inference", batch, c)
+    # frozen parameters (a linear probe, a partial fine-tune): no gradient, optimizer state or saved
+    # activation for the frozen layers, in the trace as in the real step
+    from costmodel.frontends import freeze
+
+    for label, trainable in (("head", "head"), ("layer4, fc", ["layer4", "fc"])):
+        m = freeze(torchvision.models.resnet18(), trainable)
+        c = check_module(m, torch.empty((4, 3, 224, 224), device="meta"), training=True, optimizer="adam")
+        line(f"resnet18, trainable: {label}", "training", 4, c)
     small = dict(num_hidden_layers=2, vocab_size=1000)
     transformers_ = [
         ("bert-base-uncased (2 layers)", "bert-base-uncased", small),

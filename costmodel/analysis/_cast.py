@@ -39,7 +39,7 @@ def cast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         nodes.append(nn)
     ratio = dtype_bytes(dtype) / dtype_bytes(old) if old in FLOAT_DTYPES else 1.0
     meta = dict(graph.meta, dtype=dtype)
-    for key in ("weights_bytes", "trainable_bytes"):
+    for key in ("weights_bytes", "trainable_bytes", "frozen_bytes"):
         if key in meta:
             meta[key] = int(meta[key] * ratio)
     inputs = [type(i)(i.name, i.shape, dtype if i.dtype in FLOAT_DTYPES else i.dtype) for i in graph.inputs]
@@ -174,7 +174,10 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
                 if d in FLOAT_DTYPES and d != target and d != "fp64":
                     cid = len(nodes)
                     shape = n.in_shapes[k]
-                    c = Node(id=cid, op="aten._to_copy", kind="copy", attrs={"cast": True, "autocast": True},
+                    c_attrs = {"cast": True, "autocast": True}
+                    if n.param_inputs[k] and n.attrs.get("frozen"):
+                        c_attrs["frozen"] = True  # the cast of a frozen weight gets no gradient either
+                    c = Node(id=cid, op="aten._to_copy", kind="copy", attrs=c_attrs,
                              in_shapes=[shape], in_dtypes=[d], param_inputs=[n.param_inputs[k]],
                              out_shapes=[shape], out_dtypes=[target], scope=n.scope)
                     c.flops, c.macs, c.bytes_read, c.bytes_written = op_cost("copy", [shape], [d], [shape], [target],

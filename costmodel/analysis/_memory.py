@@ -42,6 +42,15 @@ def _kind_saves():
     return np.array([k in _SAVES_INPUTS for k in OP_KINDS]), np.array([k in _SAVES_OUTPUT for k in OP_KINDS])
 
 
+@functools.lru_cache(maxsize=1)
+def _tensor_kinds():
+    import numpy as np
+
+    from ..ir import TENSOR_KINDS
+
+    return np.array([k in TENSOR_KINDS for k in OP_KINDS])
+
+
 @dataclass(frozen=True)
 class MemoryBreakdown:
     """Bytes of each part of a workload's device memory (allocator view)."""
@@ -214,6 +223,14 @@ def _saved_many(graphs, cols, which) -> tuple[list[float], list[float]]:
     for i in np.flatnonzero(kind == _KIND_ELEMENTWISE).tolist():  # dropout keeps its mask
         if cols.nodes[i].op.endswith("dropout"):
             own[i] = True
+    for g in which:  # frozen parameters: an operator whose output needs no gradient saves nothing, and a
+        needs = graphs[g].needs_gradient()  # frozen GEMM or convolution keeps its weight, not its input
+        if needs is not None:
+            span = cols.span(g)
+            needs = np.asarray(needs, bool)
+            frozen_tensor = np.asarray([bool(a.get("frozen")) for a in cols.attrs[span]]) & _tensor_kinds()[kind[span]]
+            saves_inputs[span] &= needs & ~frozen_tensor
+            own[span] &= needs
     marked = np.zeros(n, bool)
     reads = e[saves_inputs[e[:, 1]]]
     marked[owner[reads[:, 0]]] = True

@@ -156,4 +156,8 @@ def add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> No
                    help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster); "
                         "PyTorch models only (not .onnx files)")
     add_autocast_arg(p)
+    p.add_argument("--trainable", default=None, metavar="WHICH",
+                   help="the parameters a training step updates (zoo models and specs): all (default), head "
+                        "(the last layer with parameters: a linear probe) or comma-separated name prefixes "
+                        "(layer4,fc); the others are frozen")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -74,6 +74,22 @@ def _check_method(a) -> None:
         )
 
 
+def _with_trainable(a) -> None:
+    """``--trainable`` folded into the model's spec (a zoo name or a JSON spec; not an ONNX file)."""
+    if a.trainable is None:
+        return
+    from ..frontends import TRAINABLE_CHOICES, looks_like_onnx_path
+    from ..frontends.zoo import parse_model_ref
+
+    if looks_like_onnx_path(a.model):
+        raise InvalidInputError(f"--trainable applies to PyTorch models (zoo names, JSON specs); {a.model!r} is "
+                                "an ONNX file, whose parameters carry no requires_grad: drop --trainable")
+    value = a.trainable.strip()
+    spec = parse_model_ref(a.model)
+    spec["trainable"] = value if value in TRAINABLE_CHOICES else [p.strip() for p in value.split(",") if p.strip()]
+    a.model = spec
+
+
 def _cmd_predict(a) -> int:
     from ..estimate import estimate
     from ..devices import get_device
@@ -81,6 +97,7 @@ def _cmd_predict(a) -> int:
     from ..predictors import get_predictor
 
     _check_method(a)
+    _with_trainable(a)
     model, predictor = a.model, a.predictor
     if a.method is not None:
         # capture the graph the requested way, then estimate that graph
@@ -111,6 +128,7 @@ def _cmd_graph(a) -> int:
     from ..frontends import to_graph
 
     _check_method(a)
+    _with_trainable(a)
     g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
                  method=a.method or "export", autocast=a.autocast)
     s = g.summary()

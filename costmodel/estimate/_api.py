@@ -91,6 +91,7 @@ def estimate(
         raise InvalidInputError(
             f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
         )
+    notes += frozen_notes(graph, mode, pred)
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
     if memory == "replay" and traceable(model):
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
@@ -101,6 +102,26 @@ def estimate(
     if autocast is not None:
         est.details["autocast"] = autocast
     return with_notes(est, notes)
+
+
+def frozen_notes(graph, mode: str, pred) -> list[str]:
+    """What a training step of a graph with frozen parameters (``requires_grad=False``) rests on; an
+    error when nothing is left to train (autograd would refuse the backward)."""
+    frozen = int(graph.meta.get("frozen_params") or 0)
+    if mode != "training" or not frozen:
+        return []
+    total = int(graph.params)
+    if frozen >= total:
+        raise InvalidInputError(
+            f"a training step of {graph.meta.get('name', 'the model')!r} updates nothing: all {total:,} of its "
+            "parameters are frozen "
+            "(requires_grad=False); unfreeze some (a zoo spec's 'trainable': 'head' or a list of name prefixes) "
+            "or estimate mode='inference'")
+    if getattr(pred, "models_frozen", False):
+        return [f"{frozen:,} of {total:,} parameters are frozen: no gradient for them, no backward before the "
+                "first trainable layer, the optimizer updates the rest"]
+    return [f"{frozen:,} of {total:,} parameters are frozen, which the {pred.name} predictor does not see: its "
+            "latency and energy are a full training step's (predictor='timeline' prices the frozen step)"]
 
 
 def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",

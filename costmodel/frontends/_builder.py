@@ -52,6 +52,9 @@ class GraphBuilder:
         #: trainable parameters (by tensor record: tied weights are one), and those some node reads
         self._trainable: dict[int, _Tensor] = {}  # held, so that an id is never reused
         self._trainable_read: set[int] = set()
+        #: frozen parameters (``requires_grad=False``): counted in ``params``, updated by no optimizer
+        self._frozen: dict[int, _Tensor] = {}
+        self._frozen_keys: set[Hashable] = set()
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------- registration
@@ -60,15 +63,22 @@ class GraphBuilder:
         self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None, data=True)
         self._inputs.append(GraphInput(str(name if name is not None else key), tuple(shape), dtype))
 
-    def add_param(self, key: Hashable, shape: Sequence[int], dtype: str, *, trainable: bool = True) -> None:
-        """A weight or buffer; counted in ``params`` only if ``trainable``."""
+    def add_param(self, key: Hashable, shape: Sequence[int], dtype: str, *, trainable: bool = True,
+                  frozen: bool = False) -> None:
+        """A weight (``trainable``: a parameter) or a buffer; counted in ``params`` only if ``trainable``.
+        A ``frozen`` parameter (``requires_grad=False``: a frozen backbone, the base weights under
+        low-rank adapters) is counted in ``params`` but gets no gradient and no optimizer update."""
         shape = tuple(int(d) for d in shape)
         check_tensor(shape, dtype, f"weight {key!r}")
         t = self._tensors[key] = _Tensor(shape, dtype, None, is_param=True)
         self._param_keys[key] = numel(shape) * dtype_bytes(dtype)
         if trainable:
             self._param_numel[key] = numel(shape)
-            self._trainable[id(t)] = t
+            if frozen:
+                self._frozen[id(t)] = t
+                self._frozen_keys.add(key)
+            else:
+                self._trainable[id(t)] = t
 
     def add_constant(self, key: Hashable, shape: Sequence[int], dtype: str) -> None:
         check_tensor(shape, dtype, f"constant {key!r}")
@@ -125,6 +135,7 @@ class GraphBuilder:
         in_shapes, in_dtypes, is_p = [], [], []
         params = 0
         data = False
+        reads_frozen = reads_trainable = False
         for key in inputs:
             t = self._tensors.get(key)
             if t is None:
@@ -137,6 +148,9 @@ class GraphBuilder:
                 params += numel(t.shape) if key in self._param_numel else 0
                 if id(t) in self._trainable:  # read directly or through a view (``t()`` of a weight)
                     self._trainable_read.add(id(t))
+                    reads_trainable = True
+                elif id(t) in self._frozen:
+                    reads_frozen = True
             if t.producer is not None:
                 self._edges.add((t.producer, nid))
         out_shapes, out_dtypes = [], []
@@ -146,6 +160,9 @@ class GraphBuilder:
             out_shapes.append(shp)
             out_dtypes.append(dtype)
             self._tensors[key] = _Tensor(shp, dtype, nid, data=data)
+        if reads_frozen and not reads_trainable:
+            # its parameter operands are all frozen: a training step computes no gradient for them
+            attrs["frozen"] = True
         if not data:
             attrs["constant"] = True  # reads no graph input: a compiler folds it ahead of time
         flops, macs, rd, wr = op_cost(kind, in_shapes, in_dtypes, out_shapes, out_dtypes, attrs, is_view)
@@ -178,11 +195,16 @@ class GraphBuilder:
             "frontend": self.frontend,
             "params": int(sum(self._param_numel.values())),
             "weights_bytes": int(sum(self._param_keys.values())),
-            "trainable_bytes": int(sum(self._param_keys[k] for k in self._param_numel)),
+            "trainable_bytes": int(sum(self._param_keys[k] for k in self._param_numel if k not in self._frozen_keys)),
             # the parameter tensors a training step updates: trainable ones the graph reads, each once
-            # (buffers such as batch-norm statistics and unused parameters are not updated)
+            # (buffers such as batch-norm statistics, unused and frozen parameters are not updated)
             "trainable_tensors": len(self._trainable_read),
         }
+        if self._frozen:
+            # frozen parameters: how many, and their bytes (the nodes that read some and no trainable
+            # parameter carry ``attrs["frozen"]``)
+            m["frozen_params"] = int(sum(self._param_numel[k] for k in self._frozen_keys))
+            m["frozen_bytes"] = int(sum(self._param_keys[k] for k in self._frozen_keys))
         m.update({k: v for k, v in meta.items() if v is not None})
         g = CostGraph(self._nodes, sorted(self._edges), self._inputs, m)
         return g.validate()

@@ -399,7 +399,8 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
                 if ident in params_by_target:  # tied weights: same tensor, counted once
                     builder.alias(node.name, params_by_target[ident])
                 else:
-                    builder.add_param(node.name, shape, dt, trainable=True)
+                    builder.add_param(node.name, shape, dt, trainable=True,
+                                      frozen=t is not None and not getattr(t, "requires_grad", True))
                     params_by_target[ident] = node.name
             elif kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
                 builder.add_param(node.name, shape, dt, trainable=False)
@@ -484,7 +485,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
         m = p if real else torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
         seen_storage[sid] = m
         meta_state[name] = m
-        builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=True)
+        builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=True, frozen=not p.requires_grad)
         keep.append(m)
     for name, buf in model.named_buffers(remove_duplicate=False):
         if buf is None:

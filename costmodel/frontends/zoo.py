@@ -9,6 +9,11 @@ Accepted forms:
   "resnet50", "res": 224, "kw": {...}}`` with ``src`` in ``tv``, ``tv_resnet``,
   ``tv_vit``, ``timm``), or the same as a JSON string.
 
+A spec's optional ``trainable`` key says which parameters a training step
+updates (:func:`freeze`): ``"all"`` (the default), ``"head"`` (the last
+module with parameters: a linear probe) or a list of parameter-name
+prefixes (``["layer4", "fc"]``); the others get ``requires_grad=False``.
+
 Models are always built on the ``meta`` device with random-init code paths,
 so nothing is downloaded and no weight memory is allocated.
 """
@@ -121,6 +126,43 @@ def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
     return module, res
 
 
+#: the ``trainable`` values other than a list of parameter-name prefixes
+TRAINABLE_CHOICES = ("all", "head")
+
+
+def freeze(module, trainable) -> Any:
+    """Set ``requires_grad`` on ``module``'s parameters as ``trainable`` says (in place; returns it):
+    ``"all"`` keeps every parameter trainable, ``"head"`` only those of the last module (in
+    ``named_modules`` order) that has parameters of its own, and a list of prefixes those whose
+    qualified name starts with one (``"layer4"`` matches ``layer4.0.conv1.weight``, not ``layer40``).
+    A prefix no parameter matches is an error naming the module's top-level children."""
+    if trainable is None or trainable == "all":
+        return module
+    names = [n for n, _ in module.named_parameters()]
+    if trainable == "head":
+        owners = [n for n, m in module.named_modules() if any(True for _ in m.parameters(recurse=False))]
+        if not owners:
+            raise InvalidInputError("trainable='head': the model has no parameters")
+        head = owners[-1]
+        keep = {f"{head}.{n}" if head else n for n, _ in module.get_submodule(head).named_parameters(recurse=False)}
+    elif isinstance(trainable, (list, tuple)) and trainable and all(isinstance(p, str) and p for p in trainable):
+        def match(name: str, prefix: str) -> bool:
+            return name == prefix or name.startswith(prefix.rstrip(".") + ".")
+
+        unknown = [p for p in trainable if not any(match(n, p) for n in names)]
+        if unknown:
+            children = ", ".join(n for n, _ in module.named_children())
+            raise InvalidInputError(f"trainable prefixes {unknown} match no parameter; the model's top-level "
+                                    f"modules are: {children}")
+        keep = {n for n in names if any(match(n, p) for p in trainable)}
+    else:
+        raise InvalidInputError(f"trainable must be one of {', '.join(TRAINABLE_CHOICES)} or a non-empty list of "
+                                f"parameter-name prefixes, got {trainable!r}")
+    for n, p in module.named_parameters():
+        p.requires_grad_(n in keep)
+    return module
+
+
 def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     """Build the module of a zoo name or data spec (on the meta device by default;
     ``device="cpu"`` gives real, randomly initialized weights for measuring)."""
@@ -144,7 +186,10 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
             module, res = _construct(src, name, spec, dict(kw), res)
             module = module.to("meta")
     module.eval()
+    freeze(module, spec.get("trainable"))
     prefix = {"tv": "torchvision", "timm": "timm"}.get(src)
     label = f"{prefix}:{name}" if prefix else f"{src}:{json.dumps(kw, sort_keys=True)}"
+    if spec.get("trainable", "all") != "all":
+        label += f" (trainable: {spec['trainable'] if isinstance(spec['trainable'], str) else ', '.join(spec['trainable'])})"
     full_spec = dict(spec, src=src, res=res)
     return ZooModel(module, (3, res, res), label, full_spec)

@@ -54,19 +54,25 @@ def _warn(message, category=UserWarning, stacklevel: int = 3) -> None:
         log.warning("%s: %s", name, message)
 
 
-def _param_flags(gm, example_inputs) -> list[bool]:
-    """Which graph inputs are parameters or buffers (Dynamo lifts module state into graph inputs)."""
+def _state_kinds(gm, example_inputs) -> list[str | None]:
+    """Which graph inputs are parameters (``"param"``) or buffers (``"buffer"``); ``None`` for data.
+    Dynamo lifts module state into graph inputs and names them after it."""
     import torch
 
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    flags = []
+    kinds: list[str | None] = []
     for i, t in enumerate(example_inputs):
         name = names[i] if i < len(names) else ""
-        flags.append(isinstance(t, torch.nn.Parameter) or "_parameters_" in name or "_buffers_" in name)
-    return flags
+        if isinstance(t, torch.nn.Parameter) or "_parameters_" in name:
+            kinds.append("param")
+        elif "_buffers_" in name:
+            kinds.append("buffer")
+        else:
+            kinds.append(None)
+    return kinds
 
 
-def _module_with_state(gm, example_inputs, flags):
+def _module_with_state(gm, example_inputs, kinds):
     """``gm`` wrapped so that lifted parameters/buffers are module state again (weights, gradients and
     optimizer state are then counted as such), on the meta device; called with the data inputs only."""
     import torch
@@ -77,14 +83,29 @@ def _module_with_state(gm, example_inputs, flags):
             super().__init__()
             self.gm = gm
             self.state = nn.ParameterList()
-            for t, is_state in zip(example_inputs, flags):
-                if is_state:
+            self.n_state = 0
+            # parameters as parameters (a frozen one keeps requires_grad=False), buffers as buffers
+            for t, kind in zip(example_inputs, kinds):
+                if kind == "param":
                     self.state.append(nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
                                                    requires_grad=bool(t.requires_grad)))
+                elif kind == "buffer":
+                    self.register_buffer(f"buffer_{self.n_state}", torch.empty(t.shape, dtype=t.dtype, device="meta"))
+                if kind is not None:
+                    self.n_state += 1
 
         def forward(self, *data):
-            state, rest = iter(self.state), iter(data)
-            return self.gm(*[next(state) if f else next(rest) for f in flags])
+            params, rest = iter(self.state), iter(data)
+            args, b = [], 0
+            for kind in kinds:
+                if kind == "param":
+                    args.append(next(params))
+                elif kind == "buffer":
+                    args.append(getattr(self, f"buffer_{b}"))
+                else:
+                    args.append(next(rest))
+                b += kind is not None
+            return self.gm(*args)
 
     return Lifted()
 
@@ -121,7 +142,8 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training):
     from ..estimate import replay_into
     from ..frontends import from_torch
 
-    flags = _param_flags(gm, example_inputs)
+    kinds = _state_kinds(gm, example_inputs)
+    flags = [k is not None for k in kinds]
     data = [t for t, f in zip(example_inputs, flags) if not f]
     state = [t for t, f in zip(example_inputs, flags) if f] + list(gm.parameters())
     if training is None:
@@ -130,7 +152,7 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training):
     batch = next((int(t.shape[0]) for t in data if isinstance(t, torch.Tensor) and t.dim() > 0), 1)
     meta_inputs = tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") if isinstance(t, torch.Tensor) else t
                         for t in data)
-    module = _module_with_state(gm, example_inputs, flags)
+    module = _module_with_state(gm, example_inputs, kinds)
     g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
     g.meta["batch"] = batch
     amp = ambient_autocast()

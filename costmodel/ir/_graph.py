@@ -330,6 +330,19 @@ class CostGraph:
         edges = sorted({(new_id[p], new_id[i]) for i in sorted(keep_set) for p in eff[i]})
         return CostGraph(nodes, edges, list(self.inputs), dict(self.meta))
 
+    def needs_gradient(self) -> list[bool] | None:
+        """Per node of a graph with frozen parameters (``meta["frozen_params"]``): whether its output
+        needs a gradient in a training step (it reads a parameter that is not frozen, ``attrs["frozen"]``
+        unset, or a tensor that needs one). Autograd runs no backward for the others and saves nothing
+        for them: a frozen backbone before its first trainable layer. ``None`` when nothing is frozen."""
+        if not self.meta.get("frozen_params"):
+            return None
+        needs = [any(n.param_inputs) and not n.attrs.get("frozen") for n in self.nodes]
+        for u, v in sorted(self.edges):  # sources first: a node's predecessors are settled before it
+            if needs[u]:
+                needs[v] = True
+        return needs
+
     def without(self, kinds: Iterable[str] = (), *, views: bool = False) -> "CostGraph":
         """Drop nodes of the given kinds (and view nodes if ``views``), bridging edges."""
         drop = set(kinds)

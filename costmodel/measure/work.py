@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 from .._errors import InvalidInputError, ModelLoadError
 from .._validate import positive_int, positive_ints
-from ..frontends import ZOO_SOURCES
+from ..frontends import TRAINABLE_CHOICES, ZOO_SOURCES
 from ..ir import LLM_MODES, MODEL_DTYPES as DTYPES
 
 # the protocol's constants (see :mod:`costmodel.measure.protocol`)
@@ -131,7 +131,7 @@ _TOP_KEYS = {"vision", "llm", "grid", "notes", "description", "device"}
 
 
 #: keys of a vision spec (``block``/``layers``: the ``tv_resnet`` source's ResNet layout)
-_SPEC_KEYS = {"family", "name", "res", "src", "kw", "block", "layers"}
+_SPEC_KEYS = {"family", "name", "res", "src", "kw", "block", "layers", "trainable"}
 
 
 def _check_vision_spec(spec, where: str) -> dict:
@@ -149,6 +149,10 @@ def _check_vision_spec(spec, where: str) -> dict:
     positive_int(spec.get("res", 224), "spec 'res'", where=where)
     if "kw" in spec and not isinstance(spec["kw"], dict):
         raise InvalidInputError(f"{where}: spec 'kw' must be a JSON object, got {spec['kw']!r}")
+    tr = spec.get("trainable", "all")
+    if not (tr in TRAINABLE_CHOICES or (isinstance(tr, list) and tr and all(isinstance(p, str) and p for p in tr))):
+        raise InvalidInputError(f"{where}: spec 'trainable' must be one of {', '.join(TRAINABLE_CHOICES)} or a "
+                                f"non-empty list of parameter-name prefixes, got {tr!r}")
     return spec
 
 

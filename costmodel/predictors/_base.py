@@ -28,6 +28,9 @@ class Predictor(abc.ABC):
     #: whether the predictor's ``memory_mb`` is its own (learned from memory labels); ``False`` where it
     #: is the analytic liveness model's, which the graph's allocator walk replaces for a graph alone
     learns_memory: bool = True
+    #: whether a training step's latency and energy follow the graph's frozen parameters (no gradient
+    #: for them, no backward before the first trainable layer); ``False``: priced as a full step
+    models_frozen: bool = False
 
     @abc.abstractmethod
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:

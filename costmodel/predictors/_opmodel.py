@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, dtype_bytes
-from ._optable import _OPT_BYTES, module_calls, trainable_tensors
+from ._optable import _OPT_BYTES, module_calls, optimizer_operands, trainable_tensors
 from ._energy import nnls_relative
 
 PHASES = ("forward", "backward")
@@ -117,9 +117,18 @@ def _gemm(n) -> tuple[float, float, float]:
     return 0.0, 0.0, 0.0
 
 
+def _phase_scale(n, phase: str) -> float:
+    """The work of node ``n``'s ``phase`` as a multiple of its forward: a backward twice it (the input's
+    gradient and the weight's), once for a GEMM or convolution whose parameters are frozen (the input's
+    gradient only)."""
+    if phase != "backward":
+        return 1.0
+    return 1.0 if n.attrs.get("frozen") and n.kind in TENSOR_KINDS else 2.0
+
+
 def bound_s(n, phase: str, figs: DeviceFigures, dtype: str) -> tuple[float, float]:
-    """``(compute_s, memory_s)`` of node ``n`` in ``phase`` (backward: twice the work)."""
-    scale = 2.0 if phase == "backward" else 1.0
+    """``(compute_s, memory_s)`` of node ``n`` in ``phase`` (:func:`_phase_scale` of its forward)."""
+    scale = _phase_scale(n, phase)
     tensor = n.kind in TENSOR_KINDS and n.flops > 0
     c = scale * n.flops / figs.peak_flops(dtype, tensor)
     m = scale * (n.bytes_read + n.bytes_written) / (figs.gbps * 1e9)
@@ -155,7 +164,7 @@ def op_features(n, phase: str, figs: DeviceFigures, dtype: str | None = None, *,
     cin = inp[1] if conv and len(inp) > 1 else 0
     cout = out[1] if conv and len(out) > 1 else 0
     nbytes = n.bytes_read + n.bytes_written
-    scale = 2.0 if phase == "backward" else 1.0
+    scale = _phase_scale(n, phase)
     return [
         *kind, *cat, float(phase == "backward"), float(training), *(float(dtype == d) for d in DTYPES),
         float(n.kind in TENSOR_KINDS),
@@ -376,6 +385,8 @@ def optimizer_fresh_mb(graph) -> float:
     operators (tied weights) counts twice, as in the step's tensor count."""
     total = 0
     for n in graph.nodes:
+        if n.attrs.get("frozen"):
+            continue  # the optimizer never updates a frozen parameter
         for shape, dt, is_param in zip(n.in_shapes, n.in_dtypes, n.param_inputs):
             if is_param and dt:
                 b = (math.prod(shape) if shape else 1) * dtype_bytes(dt)
@@ -388,9 +399,13 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -
     """The operators ``graph`` runs for one call (training: forward, backward, one ``optimizer`` step)."""
     rows, bounds, ids, phases = [], [], [], []
     ops = [n for n in graph.nodes if not n.is_view]
+    # an operator whose output needs no gradient (a frozen prefix) runs as without autograd: it saves
+    # nothing for a backward, and its outputs are freed as soon as they are read
+    needs = graph.needs_gradient() if mode == "training" else None
     for n in ops:
         dt = node_dtype(n, graph.meta.get("dtype", "fp32"))
-        rows.append(op_features(n, "forward", figs, dt, training=mode == "training"))
+        grad_mode = mode == "training" and (needs is None or needs[n.id])
+        rows.append(op_features(n, "forward", figs, dt, training=grad_mode))
         bounds.append(max(bound_s(n, "forward", figs, dt)) * 1e6)
         ids.append(n.id)
         phases.append(0)
@@ -398,7 +413,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -
     opt_us = fresh_mb = 0.0
     if mode == "training":
         for n in reversed(ops):
-            if not has_backward(n):
+            if not has_backward(n) or (needs is not None and not needs[n.id]):
                 continue
             dt = node_dtype(n, graph.meta.get("dtype", "fp32"))
             rows.append(op_features(n, "backward", figs, dt, training=True))
@@ -406,7 +421,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -
             ids.append(n.id)
             phases.append(1)
             n_bwd += 1
-        pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
+        pbytes = optimizer_operands(graph)[1]
         opt_us = _OPT_BYTES[optimizer] * pbytes / (figs.gbps * 1e9) * 1e6
         fresh_mb = optimizer_fresh_mb(graph) if optimizer in OPTIMIZERS_WITH_TEMPORARIES else 0.0
     n_tensors = trainable_tensors(graph, sum(sum(1 for p in n.param_inputs if p) for n in ops)) if mode == "training" else 0

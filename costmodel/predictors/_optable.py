@@ -111,6 +111,14 @@ def trainable_tensors(graph, operands: int) -> int:
     return int(operands)
 
 
+def optimizer_operands(graph) -> tuple[float, float]:
+    """The elements and bytes an optimizer step streams: the graph's weights (buffers included, as the
+    packaged fits saw them) less its frozen parameters, which the optimizer never touches."""
+    numel = float(graph.params - int(graph.meta.get("frozen_params") or 0))
+    nbytes = float(graph.meta.get("weights_bytes") or graph.params * 4) - float(graph.meta.get("frozen_bytes") or 0)
+    return max(numel, 0.0), max(nbytes, 0.0)
+
+
 def module_calls(graph, scopes: set | None = None) -> int:
     """``nn.Module.__call__`` invocations behind one forward of the graph: as the PyTorch frontend
     counted them while capturing (``meta["module_calls"]``), else (ONNX files, Relax modules, graphs
@@ -268,13 +276,28 @@ _BWD_F = np.array([_BWD_SPEC.get(k, (1, 2.0))[1] for k in OP_KINDS])
 _BWD_OPERAND = np.array([k in _BWD_PER_OPERAND for k in OP_KINDS])
 
 
-def backward_plans(cols, which, positions: np.ndarray):
+def frozen_mask(graphs, cols) -> np.ndarray | None:
+    """Per node position of ``cols``: whether the node's parameter operands are all frozen
+    (``attrs["frozen"]``, set by the frontend for parameters with ``requires_grad=False``), so that a
+    training step computes no gradient for them; ``None`` when no graph has a frozen parameter."""
+    which = [g for g, gr in enumerate(graphs) if gr.meta.get("frozen_params")]
+    if not which:
+        return None
+    mask = np.zeros(len(cols.view), bool)
+    for g in which:
+        lo, hi = int(cols.offsets[g]), int(cols.offsets[g + 1])
+        mask[lo:hi] = [bool(a.get("frozen")) for a in cols.attrs[lo:hi]]
+    return mask
+
+
+def backward_plans(cols, which, positions: np.ndarray, frozen: np.ndarray | None = None):
     """The backward kernels of a training step of each graph ``which`` (indices into the node columns
     ``cols``), in the order autograd runs them: each graph's operators (its nodes that are not views)
     in reverse order, each with its gradient sums first, then its own kernels.
 
-    An operator whose output needs no gradient (it reads no parameter and nothing that needs one: an
-    input image's preprocessing) has no kernels, nor has a copy that no operator reads (autograd's
+    An operator whose output needs no gradient (it reads no trainable parameter and nothing that needs
+    one: an input image's preprocessing, the layers of a frozen backbone before the first trainable
+    one) has no kernels, nor has a copy that no operator reads (autograd's
     saved copy of an in-place activation's input), which is no extra reader of its operand either.
     Otherwise a convolution, GEMM or binary elementwise operator launches one kernel per operand that
     needs a gradient (at most two: the input's and the weight's; a convolution on the input image only its weight's), attention two, an ``add`` of a
@@ -283,7 +306,9 @@ def backward_plans(cols, which, positions: np.ndarray):
     per extra reader: it reads two, writes one, one FLOP per element (kind 1; its bytes a multiple of the
     operator's output bytes, kind 0's of its forward bytes).
 
-    ``positions``: the column positions of every graph's operators, whose indices the plans return.
+    ``positions``: the column positions of every graph's operators, whose indices the plans return;
+    ``frozen``: :func:`frozen_mask` (a frozen operator's parameters get no gradient kernel: a frozen
+    linear layer under a trainable one computes its input's gradient only).
     Returns, concatenated over ``which`` in order, each kernel's operator index, bytes scale and kind,
     and how many kernels each graph has. Arrays throughout; the one sequential step, which tensors need
     a gradient, is a single pass over the edges in source order."""
@@ -296,7 +321,10 @@ def backward_plans(cols, which, positions: np.ndarray):
     e = np.unique(e[:, 0] * n + e[:, 1])  # each (source, reader) once, sorted by source
     src, dst = e // n, e % n
     # needs a gradient: holds a parameter, or reads a tensor that needs one (sources come first in a DAG)
-    grad_l = (cols.param_count > 0).tolist()
+    has_param = cols.param_count > 0
+    if frozen is not None:
+        has_param = has_param & ~frozen
+    grad_l = has_param.tolist()
     for s_, d_ in zip(src.tolist(), dst.tolist()):
         if grad_l[s_]:
             grad_l[d_] = True
@@ -327,7 +355,7 @@ def backward_plans(cols, which, positions: np.ndarray):
         else np.zeros(0, np.int64)
     node = positions[J]
     kind = cols.kind[node]
-    has_p = cols.param_count[node] > 0
+    has_p = has_param[node]
     k = _BWD_K[kind].copy()
     f = _BWD_F[kind].copy()
     per_op = _BWD_OPERAND[kind]
@@ -385,7 +413,8 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
                                                                      hw, sm)
     n_all = len(kind)
 
-    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(cols, positions, counts.tolist(), modes, n_all)
+    frozen = frozen_mask(graphs, cols) if "training" in modes else None
+    idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(cols, positions, counts.tolist(), modes, n_all, frozen)
     x = xn[idx]
     if out_b is not None:
         f = np.where(acc, out_n[idx], flops[idx])
@@ -480,7 +509,7 @@ def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arr
     return out
 
 
-def _row_plan(cols, positions: np.ndarray, counts: list[int], modes, n_all: int):
+def _row_plan(cols, positions: np.ndarray, counts: list[int], modes, n_all: int, frozen=None):
     """Which operator each row of :func:`op_tables` costs: each graph's forward rows, then (training) its
     backward rows in reverse order (:func:`backward_plans`). Returns the row -> operator index, the
     backward flag, the gradient-sum flag and the bytes scale per row, the output bytes and elements per
@@ -488,7 +517,7 @@ def _row_plan(cols, positions: np.ndarray, counts: list[int], modes, n_all: int)
     if "training" not in modes:  # forward rows only: every operator once, in order
         return np.arange(n_all), np.zeros(n_all, bool), np.zeros(n_all, bool), np.ones(n_all), None, None, counts
     train = [g for g, m in enumerate(modes) if m == "training"]
-    b_j, b_scale, b_what, b_count = backward_plans(cols, train, positions)
+    b_j, b_scale, b_what, b_count = backward_plans(cols, train, positions, frozen)
     b_end = np.cumsum(b_count).tolist()
     idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
     off, t = 0, 0
@@ -538,8 +567,8 @@ def _extra_rows(graph, n_tensors: int, device, mode, optimizer, bw, sm, hw, scop
     default_dtype = graph.meta.get("dtype", "fp32")
     extra = []
     if mode == "training":
-        pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
-        extra.append((2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
+        numel, pbytes = optimizer_operands(graph)
+        extra.append((2, _OPT_FLOPS[optimizer] * numel, _OPT_BYTES[optimizer] * pbytes, "fp32",
                       "optimizer_tensor", float(max(1, n_tensors))))
     extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
                   float(module_calls(graph, scopes) * (2 if mode == "training" else 1))))

@@ -253,6 +253,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     """Operators under their roofline on a host/device timeline (see the module docstring)."""
 
     name = "timeline"
+    models_frozen = True
     version = "1"
     learns_memory = False
     _requires = ()

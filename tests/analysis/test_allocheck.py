@@ -43,6 +43,19 @@ def test_the_trace_sees_every_result_the_cpu_allocator_hands_out(one_thread, tra
     assert c.real_bytes >= c.real_results_bytes
 
 
+@pytest.mark.parametrize("trainable", ["head", "last"])
+def test_a_step_with_frozen_parameters_allocates_what_autograd_needs(one_thread, trainable):
+    # frozen parameters get no gradient and no optimizer state, and the frozen layers before the first
+    # trainable one save nothing for the backward: the trace follows requires_grad as the real step does
+    full = check_module(_net(), torch.empty(4, 3, 16, 16), training=True)
+    m = _net()
+    for i, layer in enumerate(m):
+        layer.requires_grad_(i == 6 if trainable == "head" else i >= 4)
+    c = check_module(m, torch.empty(4, 3, 16, 16), training=True)
+    assert abs(c.results_error) < 0.005, (c.traced_bytes, c.real_results_bytes)
+    assert c.traced_bytes < full.traced_bytes
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

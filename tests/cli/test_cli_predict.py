@@ -157,3 +157,25 @@ def test_predict_and_graph_under_autocast(capsys):
     code, _, err = run(capsys, "predict", R18, "--batch", "1", "--device", "h200", "--dtype", "fp16",
                        "--autocast", "fp16")
     assert code != 0 and "casts the whole model" in err
+
+
+def test_predict_with_frozen_parameters(capsys, tmp_path):
+    code, out, _ = run(capsys, "predict", R18, "--batch", "4", "--device", "h200", "--mode", "training",
+                       "--method", "trace", "--json")
+    full = json.loads(out)
+    code, out, _ = run(capsys, "predict", R18, "--batch", "4", "--device", "h200", "--mode", "training",
+                       "--method", "trace", "--trainable", "layer4,fc", "--json")
+    assert code == 0
+    part = json.loads(out)
+    assert part["latency_ms"] < full["latency_ms"] and part["memory_mb"] < full["memory_mb"]
+    assert any("parameters are frozen" in a for a in part["assumptions"])
+    code, out, _ = run(capsys, "predict", R18, "--batch", "4", "--device", "h200", "--mode", "training",
+                       "--method", "trace", "--trainable", "head", "--json")
+    assert json.loads(out)["latency_ms"] < part["latency_ms"]
+    code, _, err = run(capsys, "predict", R18, "--batch", "4", "--device", "h200", "--mode", "training",
+                       "--trainable", "layer9")
+    assert code == 2 and "['layer9'] match no parameter" in err and "layer4" in err
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"")
+    code, _, err = run(capsys, "predict", str(onnx), "--batch", "1", "--device", "h200", "--trainable", "head")
+    assert code == 2 and "--trainable applies to PyTorch models" in err

@@ -59,6 +59,28 @@ def test_training_is_estimated_when_grad_is_on():
     assert mem["optimizer_mb"] > 0
 
 
+def test_a_fine_tune_with_a_frozen_backbone_trains_only_its_head():
+    # a frozen convolution and batch norm under a trainable classifier: lifted parameters keep
+    # requires_grad, lifted buffers stay buffers (not parameters, frozen or not)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(16, 10)).train()
+    x = torch.randn(8, 3, 32, 32)
+    full = costmodel.torch_backend(device="h100", inner="eager", predictor="timeline")
+    _compile_and_run(m, x, full, grad=True)
+    for p in list(m[0].parameters()) + list(m[1].parameters()):
+        p.requires_grad_(False)
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor="timeline")
+    _compile_and_run(m, x, be, grad=True)
+    est, f = be.estimates[0], full.estimates[0]
+    frozen = 3 * 16 * 9 + 16 + 2 * 16
+    assert est.mode == "training" and est.params == f.params == frozen + 16 * 10 + 10
+    assert any(a.startswith(f"{frozen:,} of {est.params:,} parameters are frozen") for a in est.assumptions)
+    assert not any("frozen" in a for a in f.assumptions)
+    assert est.latency_ms < f.latency_ms
+    assert est.details["memory_breakdown_mb"]["gradients_mb"] < f.details["memory_breakdown_mb"]["gradients_mb"]
+
+
 def test_a_graph_compiled_under_autocast_is_estimated_under_autocast():
     """Compiled and called inside torch.autocast: the estimate costs the graph as autocast runs it (the
     GEMMs in bf16 after their casts) and traces its memory under autocast."""

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from costmodel.analysis._cast import cast_graph
+from costmodel.analysis._cast import apply_autocast, cast_graph
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.ir import CostGraph, Node
@@ -77,9 +77,12 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
         preds = graph.predecessors()
         succs = graph.successors()
 
-        def needs_grad(i):  # a parameter feeds it, or an operator whose output needs a gradient
+        def trains(n):  # reads a parameter (or buffer) that is not frozen
+            return any(n.param_inputs) and not n.attrs.get("frozen")
+
+        def needs_grad(i):  # a trainable parameter feeds it, or an operator whose output needs a gradient
             n = graph.nodes[i]
-            return any(n.param_inputs) or any(needs_grad(p) for p in preds[i])
+            return trains(n) or any(needs_grad(p) for p in preds[i])
 
         def saved(i):  # a copy nothing reads (autograd's saved input of an in-place activation)
             n = graph.nodes[i]
@@ -108,13 +111,13 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
                 continue
             if n.kind in ("conv", "conv_transpose", "matmul", "mul", "elementwise"):
                 # one gradient per operand that needs one: the input's, the weight's (two GEMMs for a layer)
-                k = sum(1 for p in set(preds[n.id]) if needs_grad(p)) + any(n.param_inputs)
+                k = sum(1 for p in set(preds[n.id]) if needs_grad(p)) + trains(n)
                 for _ in range(min(max(k, 1), 2)):
                     add(n, 1, n.flops, nbytes, dt, "backward")
             elif n.kind == "attention":
                 add(n, 1, n.flops, nbytes, dt, "backward")
                 add(n, 1, n.flops, nbytes, dt, "backward")
-            elif n.kind == "add" and any(n.param_inputs):
+            elif n.kind == "add" and trains(n):
                 add(n, 1, n.flops, 0.5 * nbytes, dt, "backward")
             else:
                 k, f = spec.get(n.kind, (1, 2.0))
@@ -122,8 +125,10 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
                     add(n, 1, n.flops, f * nbytes, dt, "backward")
         # the trainable tensors the frontend counted; a graph without the count: the parameter operands
         n_tensors = graph.meta.get("trainable_tensors", sum(sum(1 for p in n.param_inputs if p) for n in ops))
-        pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4)
-        add(None, 2, _OPT_FLOPS[optimizer] * graph.params, _OPT_BYTES[optimizer] * pbytes, "fp32",
+        # the optimizer streams the weights less the frozen parameters
+        numel = graph.params - graph.meta.get("frozen_params", 0)
+        pbytes = float(graph.meta.get("weights_bytes") or graph.params * 4) - graph.meta.get("frozen_bytes", 0)
+        add(None, 2, _OPT_FLOPS[optimizer] * numel, _OPT_BYTES[optimizer] * pbytes, "fp32",
             "optimizer_tensor", count=float(max(1, n_tensors)))
     # Python-level module calls: host work with no kernel of their own
     add(None, 0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
@@ -194,6 +199,16 @@ def graphs():
     out += [("resnet18 export", zoo_graph("resnet18", batch=1, method="export")), ("resnet50 export b8", r50),
             ("resnet50 export b8 fp16", cast_graph(r50, "fp16"))]
     out += [(f"synthetic {d}", _synthetic(d)) for d in ("fp32", "fp16", "bf16", "fp64")]
+    # frozen parameters: a linear probe, a partial fine-tune, and the latter's autocast
+    part = zoo_graph({"src": "tv", "name": "resnet18", "trainable": ["layer4", "fc"]}, batch=2, mode="training")
+    out += [("resnet18 linear probe", zoo_graph({"src": "tv", "name": "resnet18", "trainable": "head"}, batch=2,
+                                                mode="training")),
+            ("resnet18 last stage", part), ("resnet18 last stage autocast", apply_autocast(part, "fp16")),
+            ("vit last block export", zoo_graph({"src": "tv_vit", "name": "vit_tiny", "res": 64, "trainable":
+                                                 ["encoder.layers.encoder_layer_1", "heads"], "kw": {
+                                                     "patch_size": 16, "num_layers": 2, "num_heads": 2,
+                                                     "hidden_dim": 64, "mlp_dim": 128}}, batch=2,
+                                                mode="training", method="export"))]
     return out
 
 
