@@ -101,6 +101,8 @@ def estimate(
                                 learns_memory=getattr(pred, "learns_memory", True))
     if autocast is not None:
         est.details["autocast"] = autocast
+    if graph.meta.get("frozen_params"):
+        est.details["frozen_params"] = int(graph.meta["frozen_params"])
     return with_notes(est, notes)
 
 

@@ -133,7 +133,9 @@ class Estimate:
         if self.flops is not None:
             rows.insert(3, ("GFLOPs", f"{self.flops / 1e9:.4g}"))
         if self.params is not None:
-            rows.insert(4, ("params", f"{self.params / 1e6:.4g} M"))
+            frozen = self.details.get("frozen_params")
+            rows.insert(4, ("params", f"{self.params / 1e6:.4g} M"
+                            + (f"  ({frozen / 1e6:.4g} M frozen)" if frozen else "")))
         return _rows(rows + [("assumes", a) for a in self.assumptions])
 
     def __str__(self) -> str:

@@ -174,6 +174,8 @@ def test_estimates_say_how_they_priced_the_frozen_parameters():
     full = costmodel.estimate("resnet18", device="h200", batch=8, mode="training", predictor="timeline")
     assert t.latency_ms < 0.6 * full.latency_ms and t.memory_mb < full.memory_mb
     assert any("parameters are frozen: no gradient" in a for a in t.assumptions)
+    assert t.details["frozen_params"] == t.params - (512 * 1000 + 1000) and "M frozen)" in t.table()
+    assert "frozen_params" not in full.details
     d = costmodel.estimate(spec, device="h200", batch=8, mode="training", predictor="dippm")
     assert any("which the dippm predictor does not see" in a for a in d.assumptions)
     inf = costmodel.estimate(spec, device="h200", batch=8, mode="inference", predictor="timeline")
