@@ -231,3 +231,22 @@ def test_low_rank_adapters_train_only_the_adapters():
     assert int((back & (t.node == base_second.id)).sum()) == 1
     # 2 (second adapters: input and weight) x 2 + 1 (first layer's a: weight) + 2 (first b) + base 1 = 8
     assert rows["aten.linear"] == 8
+
+
+def test_a_peft_lora_model_trains_its_adapters_only():
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=1000, bos_token_id=0, eos_token_id=0)
+    base = transformers.GPT2LMHeadModel(cfg)
+    full = costmodel.estimate(base, inputs=(torch.zeros(2, 64, dtype=torch.long),), batch=2, device="h200",
+                              mode="training", predictor="timeline")
+    pm = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["c_attn"], lora_dropout=0.0))
+    trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
+    g = from_torch(pm, inputs=(torch.zeros(2, 64, dtype=torch.long),), mode="training", method="trace")
+    assert g.meta["frozen_params"] == g.params - trainable and trainable == 2 * (128 * 4 + 4 * 384)
+    assert g.meta["trainable_tensors"] == 4  # lora_A and lora_B of two layers
+    est = costmodel.estimate(pm, inputs=(torch.zeros(2, 64, dtype=torch.long),), batch=2, device="h200",
+                             mode="training", predictor="timeline")
+    assert est.latency_ms < full.latency_ms and est.memory_mb < full.memory_mb
+    assert est.details["frozen_params"] == g.meta["frozen_params"]
