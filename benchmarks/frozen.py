@@ -1,6 +1,7 @@
 """Training steps with frozen parameters, measured on this CPU against the timeline's prediction.
 
     python benchmarks/frozen.py [--quick] [--json FILE]
+    python benchmarks/frozen.py --rescore FILE     # an earlier run's measurements, today's predictor
 
 A linear probe (only the classifier trains) or a partial fine-tune (the last
 stage and the classifier) runs a different step from full training: autograd
@@ -66,13 +67,36 @@ def _ratio_err(pred: float, meas: float) -> float:
     return abs(pred - meas) / meas * 100
 
 
+def _rescore(path: str) -> int:
+    """The shipped predictor's fraction error on the measured rows of an earlier ``--json`` file."""
+    with open(path) as f:
+        rows = json.load(f)
+    cases = {spec["name"]: (spec, batch, prefixes) for spec, batch, prefixes in CASES}
+    errs: dict[str, list[float]] = {"last stage": [], "head": []}
+    for r in rows:
+        if r["trainable"] == "all" or r["model"] not in cases:
+            continue
+        spec, batch, prefixes = cases[r["model"]]
+        p = _predict(dict(spec, trainable="head" if r["trainable"] == "head" else prefixes), batch)
+        errs[r["trainable"]].append(_ratio_err(p / _predict(dict(spec, trainable="all"), batch), r["ratio_measured"]))
+    every = errs["last stage"] + errs["head"]
+    print(f"{path}: fraction error of the shipped predictor on its {len(every)} frozen rows: "
+          f"last stage {statistics.mean(errs['last stage']):.1f} %, head {statistics.mean(errs['head']):.1f} %, "
+          f"all {statistics.mean(every):.1f} %")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help=f"the first {QUICK} models only")
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved measurements of each setting (median; this host's speed drifts)")
     ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--rescore", metavar="FILE",
+                    help="measure nothing: score the shipped predictor on the rows of an earlier --json file")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return _rescore(args.rescore)
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
     import torch

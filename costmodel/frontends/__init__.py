@@ -27,7 +27,8 @@ from ._scopes import recording_scopes
 from .zoo import SOURCES as ZOO_SOURCES, TRAINABLE_CHOICES, build_zoo_model, freeze
 
 __all__ = [
-    "GraphBuilder", "TRAINABLE_CHOICES", "ZOO_SOURCES", "build_zoo_model", "freeze", "cache_dir", "cache_key", "cached_graph", "check_batch",
+    "GraphBuilder", "TRAINABLE_CHOICES", "ZOO_SOURCES", "build_zoo_model", "freeze", "cache_dir", "cache_key",
+    "cached_graph", "check_batch",
     "cuda_attention", "inference_fast_paths", "recording_scopes",
     "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape", "to_graph",
     "zoo_graph",

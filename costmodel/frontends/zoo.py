@@ -189,7 +189,8 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     freeze(module, spec.get("trainable"))
     prefix = {"tv": "torchvision", "timm": "timm"}.get(src)
     label = f"{prefix}:{name}" if prefix else f"{src}:{json.dumps(kw, sort_keys=True)}"
-    if spec.get("trainable", "all") != "all":
-        label += f" (trainable: {spec['trainable'] if isinstance(spec['trainable'], str) else ', '.join(spec['trainable'])})"
+    trainable = spec.get("trainable", "all")
+    if trainable != "all":
+        label += f" (trainable: {trainable if isinstance(trainable, str) else ', '.join(trainable)})"
     full_spec = dict(spec, src=src, res=res)
     return ZooModel(module, (3, res, res), label, full_spec)

@@ -82,30 +82,19 @@ def _module_with_state(gm, example_inputs, kinds):
         def __init__(self):
             super().__init__()
             self.gm = gm
-            self.state = nn.ParameterList()
-            self.n_state = 0
-            # parameters as parameters (a frozen one keeps requires_grad=False), buffers as buffers
-            for t, kind in zip(example_inputs, kinds):
+            # parameters as parameters (a frozen one keeps requires_grad=False), buffers as buffers, each
+            # named after its graph input's position
+            for i, (t, kind) in enumerate(zip(example_inputs, kinds)):
                 if kind == "param":
-                    self.state.append(nn.Parameter(torch.empty(t.shape, dtype=t.dtype, device="meta"),
-                                                   requires_grad=bool(t.requires_grad)))
+                    self.register_parameter(f"state_{i}", nn.Parameter(
+                        torch.empty(t.shape, dtype=t.dtype, device="meta"), requires_grad=bool(t.requires_grad)))
                 elif kind == "buffer":
-                    self.register_buffer(f"buffer_{self.n_state}", torch.empty(t.shape, dtype=t.dtype, device="meta"))
-                if kind is not None:
-                    self.n_state += 1
+                    self.register_buffer(f"state_{i}", torch.empty(t.shape, dtype=t.dtype, device="meta"))
 
         def forward(self, *data):
-            params, rest = iter(self.state), iter(data)
-            args, b = [], 0
-            for kind in kinds:
-                if kind == "param":
-                    args.append(next(params))
-                elif kind == "buffer":
-                    args.append(getattr(self, f"buffer_{b}"))
-                else:
-                    args.append(next(rest))
-                b += kind is not None
-            return self.gm(*args)
+            rest = iter(data)
+            return self.gm(*[getattr(self, f"state_{i}") if kind is not None else next(rest)
+                             for i, kind in enumerate(kinds)])
 
     return Lifted()
 
