@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._errors import InvalidInputError
-from ..ir import CostGraph, Node, dtype_bytes
+from ..ir import CostGraph, Node, dtype_bytes, numel
 from ._opcost import op_cost
 from ._stepctx import AUTOCAST_DTYPES
 
@@ -169,6 +169,9 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         policies.append(policy)
         target = dtype if policy == "lower" else "fp32" if policy == "fp32" else None
         casts: list[tuple[int, int]] = []  # (operand, cast node id)
+        elems = n.attrs.get("operand_elems")  # broadcast operands' storage elements
+        if elems is not None and len(elems) != len(n.in_shapes):
+            elems = None
         if target is not None:
             for k, d in enumerate(in_dtypes):
                 if d in FLOAT_DTYPES and d != target and d != "fp64":
@@ -177,6 +180,8 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
                     c_attrs = {"cast": True, "autocast": True}
                     if n.param_inputs[k] and n.attrs.get("frozen"):
                         c_attrs["frozen"] = True  # the cast of a frozen weight gets no gradient either
+                    if elems is not None and elems[k] < numel(shape):
+                        c_attrs["operand_elems"] = [elems[k]]  # reads the broadcast's storage, writes it dense
                     c = Node(id=cid, op="aten._to_copy", kind="copy", attrs=c_attrs,
                              in_shapes=[shape], in_dtypes=[d], param_inputs=[n.param_inputs[k]],
                              out_shapes=[shape], out_dtypes=[target], scope=n.scope)
@@ -207,6 +212,12 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         d = n.to_dict()
         d.update(id=nid, in_dtypes=in_dtypes, out_dtypes=outs,
                  param_inputs=[p and k not in cast_ops for k, p in enumerate(n.param_inputs)])
+        if elems is not None and cast_ops:
+            # a cast operand is a dense copy
+            dense = [numel(shp) if k in cast_ops else e for k, (shp, e) in enumerate(zip(n.in_shapes, elems))]
+            d["attrs"] = {key: v for key, v in d["attrs"].items() if key != "operand_elems"}
+            if any(e < numel(shp) for shp, e in zip(n.in_shapes, dense)):
+                d["attrs"]["operand_elems"] = dense
         nn = Node.from_dict(d)
         nn.flops, nn.macs, nn.bytes_read, nn.bytes_written = op_cost(
             nn.kind, nn.in_shapes, nn.in_dtypes, nn.out_shapes, nn.out_dtypes, nn.attrs, nn.is_view)

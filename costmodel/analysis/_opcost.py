@@ -13,7 +13,9 @@ Conventions (the ones ``torch.utils.flop_counter`` and most papers use):
   (:data:`POINTWISE_FLOPS`), reductions one FLOP per input element;
 * bytes are the ideal traffic of one kernel: every operand read once, every
   result written once.  Lookups (embedding/gather) read only the rows they
-  gather.  Views move nothing.
+  gather.  Views move nothing.  An operand that is a broadcast view
+  (``expand``: stride-0 dimensions) is read as the elements of its storage,
+  which the frontend records in ``attrs["operand_elems"]``.
 """
 
 from __future__ import annotations
@@ -121,5 +123,9 @@ def op_cost(
     elif kind == "slice":
         read = written
     else:
-        read = float(sum(_bytes(s, d) for s, d in zip(in_shapes, in_dtypes)))
+        elems = attrs.get("operand_elems")
+        if elems is not None and len(elems) == len(in_shapes):
+            read = float(sum(min(numel(s), int(e)) * dtype_bytes(d) for s, d, e in zip(in_shapes, in_dtypes, elems)))
+        else:
+            read = float(sum(_bytes(s, d) for s, d in zip(in_shapes, in_dtypes)))
     return float(flops), float(macs), float(read), written

@@ -31,6 +31,9 @@ class _Tensor:
     producer: int | None  # node id, None for graph inputs / params / constants
     is_param: bool = False
     data: bool = False  # derived from a graph input (False: computable ahead of time from weights/constants)
+    #: distinct elements behind a broadcast view (``expand``: stride-0 dimensions) when fewer than the
+    #: shape's; ``None``: as many as the shape has
+    elems: int | None = None
 
 
 class GraphBuilder:
@@ -122,11 +125,18 @@ class GraphBuilder:
         *,
         is_view: bool = False,
         scope: str = "",
+        aliases: bool | None = None,
     ) -> int:
         """Add an operator reading ``inputs`` (tensor keys) and writing ``outputs``.
 
         Unknown input keys are ignored (constants the frontend did not
         register).  Returns the new node's id.
+
+        ``aliases`` (default: ``is_view``): the outputs share the first input's
+        storage.  A view with more elements than that storage holds (``expand``,
+        ``broadcast_to``) is a broadcast: an operator that reads it reads the
+        storage's elements, not the shape's, and its ``bytes_read`` counts those
+        (``attrs["operand_elems"]``, per operand, when some operand is such a view).
         """
         if not is_kind(kind):
             raise ValueError(f"frontend produced unknown op kind {kind!r} for {op}")
@@ -136,11 +146,17 @@ class GraphBuilder:
         params = 0
         data = False
         reads_frozen = reads_trainable = False
+        operand_elems: list[int] = []
+        broadcast = False
+        src: _Tensor | None = None
         for key in inputs:
             t = self._tensors.get(key)
             if t is None:
                 continue
+            src = t if src is None else src
             data = data or t.data
+            operand_elems.append(t.elems if t.elems is not None else numel(t.shape))
+            broadcast = broadcast or t.elems is not None
             in_shapes.append(t.shape)
             in_dtypes.append(t.dtype)
             is_p.append(t.is_param)
@@ -154,12 +170,17 @@ class GraphBuilder:
             if t.producer is not None:
                 self._edges.add((t.producer, nid))
         out_shapes, out_dtypes = [], []
+        # a view holds at most the elements of the storage it aliases
+        held = (operand_elems[0] if src is not None and (is_view if aliases is None else aliases) else None)
         for j, (key, shape, dtype) in enumerate(outputs):
             shp = tuple(int(d) for d in shape)
             check_tensor(shp, dtype, f"output {j} of node {nid} ({op})")
             out_shapes.append(shp)
             out_dtypes.append(dtype)
-            self._tensors[key] = _Tensor(shp, dtype, nid, data=data)
+            elems = held if held is not None and held < numel(shp) else None
+            self._tensors[key] = _Tensor(shp, dtype, nid, data=data, elems=elems)
+        if broadcast and not is_view:
+            attrs["operand_elems"] = operand_elems
         if reads_frozen and not reads_trainable:
             # its parameter operands are all frozen: a training step computes no gradient for them
             attrs["frozen"] = True

@@ -258,7 +258,9 @@ class _Emitter:
                 attrs["axes"] = d
 
         # parameters first-class: report which inputs are weights
-        self.b.add_node(f"aten.{base}", kind, in_keys, outputs, attrs, is_view=view, scope=scope)
+        # empty_like and friends allocate (no kernel runs): their outputs alias no input
+        self.b.add_node(f"aten.{base}", kind, in_keys, outputs, attrs, is_view=view, scope=scope,
+                        aliases=view and not base.startswith(("empty", "new_empty")))
 
     def _matmul_k(self, base, named, in_keys, in_shapes, outputs) -> float:
         def shp(name):

@@ -290,6 +290,19 @@ def frozen_mask(graphs, cols) -> np.ndarray | None:
     return mask
 
 
+def buffer_only_mask(cols) -> np.ndarray | None:
+    """Per node position of ``cols``: whether the node reads buffers and no parameter (a batch norm's
+    step counter ``num_batches_tracked += 1``, a registered index table): buffers get no gradient, so
+    such a node seeds no backward kernel; ``None`` when there is none."""
+    cand = np.flatnonzero(cols.param_count > 0).tolist()
+    hits = [i for i in cand if cols.nodes[i].params == 0]
+    if not hits:
+        return None
+    mask = np.zeros(len(cols.view), bool)
+    mask[hits] = True
+    return mask
+
+
 def backward_plans(cols, which, positions: np.ndarray, frozen: np.ndarray | None = None):
     """The backward kernels of a training step of each graph ``which`` (indices into the node columns
     ``cols``), in the order autograd runs them: each graph's operators (its nodes that are not views)
@@ -308,7 +321,8 @@ def backward_plans(cols, which, positions: np.ndarray, frozen: np.ndarray | None
 
     ``positions``: the column positions of every graph's operators, whose indices the plans return;
     ``frozen``: :func:`frozen_mask` (a frozen operator's parameters get no gradient kernel: a frozen
-    linear layer under a trainable one computes its input's gradient only).
+    linear layer under a trainable one computes its input's gradient only), with
+    :func:`buffer_only_mask`'s operators (buffers get no gradient either).
     Returns, concatenated over ``which`` in order, each kernel's operator index, bytes scale and kind,
     and how many kernels each graph has. Arrays throughout; the one sequential step, which tensors need
     a gradient, is a single pass over the edges in source order."""
@@ -413,7 +427,10 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
                                                                      hw, sm)
     n_all = len(kind)
 
-    frozen = frozen_mask(graphs, cols) if "training" in modes else None
+    frozen = None
+    if "training" in modes:
+        frozen, buffers = frozen_mask(graphs, cols), buffer_only_mask(cols)
+        frozen = buffers if frozen is None else frozen if buffers is None else frozen | buffers
     idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(cols, positions, counts.tolist(), modes, n_all, frozen)
     x = xn[idx]
     if out_b is not None:

@@ -77,8 +77,8 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
         preds = graph.predecessors()
         succs = graph.successors()
 
-        def trains(n):  # reads a parameter (or buffer) that is not frozen
-            return any(n.param_inputs) and not n.attrs.get("frozen")
+        def trains(n):  # reads a parameter that is not frozen (a buffer gets no gradient)
+            return any(n.param_inputs) and n.params > 0 and not n.attrs.get("frozen")
 
         def needs_grad(i):  # a trainable parameter feeds it, or an operator whose output needs a gradient
             n = graph.nodes[i]
@@ -161,7 +161,7 @@ def _synthetic(dtype: str = "fp32") -> CostGraph:
              [(1, 16, 4, 4)], ["bf16"], [False], [(1, 2, 8, 8)], ["int64"], 4096.0, 2048.0, 512.0, 256.0,
              scope="x..y"),
         Node(3, "mm0", "matmul", {}, [(0, 16), (16, 16)], ["fp16", "fp16"], [False, True], [(0, 16)], ["fp16"],
-             0.0, 0.0, 512.0, 0.0, scope=".lead"),
+             0.0, 0.0, 512.0, 0.0, 256, scope=".lead"),
         Node(4, "attn", "attention", {}, [(2, 4, 64, 32)] * 3, ["fp16"] * 3, [False] * 3, [(2, 4, 64, 32)],
              ["fp16"], 2 * 2 * 4 * 64 * 64 * 32 * 2.0, 0.0, 3 * 32768.0, 32768.0, scope="blocks.1.attn"),
         Node(5, "view", "reshape", {}, [(2, 4, 64, 32)], ["fp16"], [False], [(2, 256, 32)], ["fp16"],
@@ -169,7 +169,7 @@ def _synthetic(dtype: str = "fp32") -> CostGraph:
         Node(6, "noop", "dropout", {}, [(2, 256, 32)], ["fp16"], [False], [(2, 256, 32)], ["fp16"], 0.0, 0.0,
              0.0, 0.0, scope="blocks.1.drop"),
         Node(7, "idx", "gather", {}, [(4,), (10, 8)], ["int64", "int32"], [False, True], [(4, 8)], ["int64"],
-             0.0, 0.0, 400.0, 128.0, scope="embed"),
+             0.0, 0.0, 400.0, 128.0, 80, scope="embed"),
         Node(8, "noout", "copy", {}, [(4, 8)], ["fp32"], [False], [], [], 0.0, 0.0, 128.0, 128.0),
         Node(9, "scalar", "reduction", {"kernel": None}, [(4, 8)], ["fp32"], [False], [()], ["fp32"], 32.0, 0.0,
              128.0, 4.0),
@@ -350,6 +350,19 @@ def test_backward_sums_the_gradients_of_a_tensor_read_twice():
     assert x["cat_elementwise"][3] == 1.0 and x["is_conv"][3] == 0.0 and x["tensor_core"][3] == 0.0
     assert t.bound_s[back][0] == pytest.approx(1.5 * 2 * s / bw)  # relu: gradient, saved output -> gradient
     assert _op_table_reference(g, get_device("h200"), mode="training").node.tolist() == t.node.tolist()
+
+
+def test_buffers_seed_no_backward_kernel():
+    """A training-mode batch norm bumps its step counter (``num_batches_tracked += 1``): an ``add`` that
+    reads a buffer and no parameter. Buffers get no gradient, so it has no backward kernel."""
+    g = zoo_graph("resnet18", batch=2, mode="training", method="trace")
+    counters = [n.id for n in g.nodes
+                if not n.is_view and any(n.param_inputs) and n.params == 0 and n.kind == "add"]
+    assert len(counters) == 20  # one per batch norm
+    t = op_table(g, get_device("h200"), mode="training")
+    back = set(int(i) for i in t.node[t.phase == 1])
+    assert not back & set(counters)
+    assert any(n.kind == "batch_norm" and n.id in back for n in g.nodes)  # the norms themselves do
 
 
 def test_op_tables_of_many_graphs_are_each_graphs_table(graphs):

@@ -183,7 +183,9 @@ class _Emitter:
         kind, view, attrs, in_keys = self._kind_attrs(node, a, op, kind)
         if in_keys is None:
             in_keys = self._operands(node)
-        b.add_node(opname, kind, in_keys, self._outputs(node, kind), attrs, is_view=view, scope=scope)
+        # ONNX runtimes materialize Expand's output: its readers read the expanded tensor
+        b.add_node(opname, kind, in_keys, self._outputs(node, kind), attrs, is_view=view, scope=scope,
+                   aliases=view and op != "Expand")
 
     def _kind_attrs(
         self, node, a: _Attrs, op: str, kind: str
