@@ -169,24 +169,12 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         policies.append(policy)
         target = dtype if policy == "lower" else "fp32" if policy == "fp32" else None
         casts: list[tuple[int, int]] = []  # (operand, cast node id)
-        elems = n.attrs.get("operand_elems")  # broadcast operands' storage elements
-        if elems is not None and len(elems) != len(n.in_shapes):
-            elems = None
+        elems = _operand_elems(n)
         if target is not None:
             for k, d in enumerate(in_dtypes):
                 if d in FLOAT_DTYPES and d != target and d != "fp64":
                     cid = len(nodes)
-                    shape = n.in_shapes[k]
-                    c_attrs = {"cast": True, "autocast": True}
-                    if n.param_inputs[k] and n.attrs.get("frozen"):
-                        c_attrs["frozen"] = True  # the cast of a frozen weight gets no gradient either
-                    if elems is not None and elems[k] < numel(shape):
-                        c_attrs["operand_elems"] = [elems[k]]  # reads the broadcast's storage, writes it dense
-                    c = Node(id=cid, op="aten._to_copy", kind="copy", attrs=c_attrs,
-                             in_shapes=[shape], in_dtypes=[d], param_inputs=[n.param_inputs[k]],
-                             out_shapes=[shape], out_dtypes=[target], scope=n.scope)
-                    c.flops, c.macs, c.bytes_read, c.bytes_written = op_cost("copy", [shape], [d], [shape], [target],
-                                                                            c.attrs)
+                    c = _cast_node(n, k, cid, d, target, elems)
                     nodes.append(c)
                     s = sources[i][k]
                     if s is not None:
@@ -213,11 +201,7 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         d.update(id=nid, in_dtypes=in_dtypes, out_dtypes=outs,
                  param_inputs=[p and k not in cast_ops for k, p in enumerate(n.param_inputs)])
         if elems is not None and cast_ops:
-            # a cast operand is a dense copy
-            dense = [numel(shp) if k in cast_ops else e for k, (shp, e) in enumerate(zip(n.in_shapes, elems))]
-            d["attrs"] = {key: v for key, v in d["attrs"].items() if key != "operand_elems"}
-            if any(e < numel(shp) for shp, e in zip(n.in_shapes, dense)):
-                d["attrs"]["operand_elems"] = dense
+            d["attrs"] = _cast_operands_dense(d["attrs"], n.in_shapes, elems, cast_ops)
         nn = Node.from_dict(d)
         nn.flops, nn.macs, nn.bytes_read, nn.bytes_written = op_cost(
             nn.kind, nn.in_shapes, nn.in_dtypes, nn.out_shapes, nn.out_dtypes, nn.attrs, nn.is_view)
@@ -233,6 +217,39 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         edges += [(cid, nid) for _, cid in casts]
     meta = dict(graph.meta, autocast=dtype)
     return CostGraph(nodes, sorted(set(edges)), list(graph.inputs), meta)
+
+
+def _cast_node(n: Node, k: int, cid: int, d: str, target: str, elems: list[int] | None) -> Node:
+    """The cast autocast inserts before operand ``k`` of ``n`` (from ``d`` to ``target``)."""
+    shape = n.in_shapes[k]
+    attrs = {"cast": True, "autocast": True}
+    if n.param_inputs[k] and n.attrs.get("frozen"):
+        attrs["frozen"] = True  # the cast of a frozen weight gets no gradient either
+    if elems is not None and elems[k] < numel(shape):
+        attrs["operand_elems"] = [elems[k]]  # reads the broadcast's storage, writes it dense
+    c = Node(id=cid, op="aten._to_copy", kind="copy", attrs=attrs,
+             in_shapes=[shape], in_dtypes=[d], param_inputs=[n.param_inputs[k]],
+             out_shapes=[shape], out_dtypes=[target], scope=n.scope,
+             # the cast of a weight reads a parameter (gradients flow through it); a node whose
+             # parameter operands are all buffers reads none
+             params=numel(shape) if n.param_inputs[k] and n.params > 0 else 0)
+    c.flops, c.macs, c.bytes_read, c.bytes_written = op_cost("copy", [shape], [d], [shape], [target], c.attrs)
+    return c
+
+
+def _operand_elems(n: Node) -> list[int] | None:
+    """The storage elements of ``n``'s operands when some is a broadcast view (``attrs["operand_elems"]``)."""
+    elems = n.attrs.get("operand_elems")
+    return elems if elems is not None and len(elems) == len(n.in_shapes) else None
+
+
+def _cast_operands_dense(attrs: dict, in_shapes, elems: list[int], cast_ops: set[int]) -> dict:
+    """``attrs`` with the operands autocast casts counted dense (a cast writes a full copy)."""
+    dense = [numel(shp) if k in cast_ops else e for k, (shp, e) in enumerate(zip(in_shapes, elems))]
+    out = {key: v for key, v in attrs.items() if key != "operand_elems"}
+    if any(e < numel(shp) for shp, e in zip(in_shapes, dense)):
+        out["operand_elems"] = dense
+    return out
 
 
 def apply_autocast(graph: CostGraph, autocast: str | None) -> CostGraph:
