@@ -148,12 +148,10 @@ class GraphBuilder:
         reads_frozen = reads_trainable = False
         operand_elems: list[int] = []
         broadcast = False
-        src: _Tensor | None = None
         for key in inputs:
             t = self._tensors.get(key)
             if t is None:
                 continue
-            src = t if src is None else src
             data = data or t.data
             operand_elems.append(t.elems if t.elems is not None else numel(t.shape))
             broadcast = broadcast or t.elems is not None
@@ -171,7 +169,7 @@ class GraphBuilder:
                 self._edges.add((t.producer, nid))
         out_shapes, out_dtypes = [], []
         # a view holds at most the elements of the storage it aliases
-        held = (operand_elems[0] if src is not None and (is_view if aliases is None else aliases) else None)
+        held = operand_elems[0] if operand_elems and (is_view if aliases is None else aliases) else None
         for j, (key, shape, dtype) in enumerate(outputs):
             shp = tuple(int(d) for d in shape)
             check_tensor(shp, dtype, f"output {j} of node {nid} ({op})")

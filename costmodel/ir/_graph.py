@@ -337,7 +337,8 @@ class CostGraph:
         for them: a frozen backbone before its first trainable layer. ``None`` when nothing is frozen."""
         if not self.meta.get("frozen_params"):
             return None
-        needs = [any(n.param_inputs) and not n.attrs.get("frozen") for n in self.nodes]
+        # a buffer (``params`` 0: batch-norm statistics, a step counter) gets no gradient either
+        needs = [any(n.param_inputs) and n.params > 0 and not n.attrs.get("frozen") for n in self.nodes]
         for u, v in sorted(self.edges):  # sources first: a node's predecessors are settled before it
             if needs[u]:
                 needs[v] = True
