@@ -328,6 +328,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="weight of the fit's streaming prior (default: the shipped configuration's, 0: off; "
                          "TimelineConfig.stream_prior)")
     ap.add_argument("--skip-lofo", action="store_true")
+    ap.add_argument("--skip-gnn", action="store_true",
+                    help="skip section 2d, the graph network over the timeline's residuals (the slowest section)")
     ap.add_argument("--plot", metavar="DIR", default=None,
                     help="also write parity charts (predicted against measured) of the held-out rows into DIR: "
                          "timeline_vision_latency.png and timeline_vision_energy.png, or with --llm timeline_llm.png")
@@ -600,7 +602,7 @@ def _vision_sections(a: argparse.Namespace) -> None:
 
     # 1. random splits and leave-one-family-out
     _random_splits_section(graphs, rows, a.epochs, a.seeds, extra)
-    held_nodes: list = []
+    held_nodes: list | None = None if a.skip_gnn else []
     held = _lofo_section(graphs, rows, a.epochs, extra, held_nodes) if not a.skip_lofo else None
     _label_floor_section(graphs, rows, held)
 
@@ -629,7 +631,8 @@ def _vision_sections(a: argparse.Namespace) -> None:
             ], f"timeline predictor, {unit.split(' ')[0]} (benchmarks/timeline.py)")
     if held is not None:
         _residual_section(graphs, rows, held, n_graphs, n_rows, ests)
-        _residual_gnn_section(graphs, rows, held, held_nodes, full, n_graphs, n_rows, ests)
+        if not a.skip_gnn:
+            _residual_gnn_section(graphs, rows, held, held_nodes, full, n_graphs, n_rows, ests)
 
     # 3. second host: refit the host lane on its check rows
     _second_host_section(full, new, checks, n_graphs, n_rows, ests, y["latency_ms"])

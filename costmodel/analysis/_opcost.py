@@ -13,9 +13,10 @@ Conventions (the ones ``torch.utils.flop_counter`` and most papers use):
   (:data:`POINTWISE_FLOPS`), reductions one FLOP per input element;
 * bytes are the ideal traffic of one kernel: every operand read once, every
   result written once.  Lookups (embedding/gather) read only the rows they
-  gather.  Views move nothing.  An operand that is a broadcast view
+  gather, plus their index.  Views move nothing.  An operand that is a broadcast view
   (``expand``: stride-0 dimensions) is read as the elements of its storage,
-  which the frontend records in ``attrs["operand_elems"]``.
+  which the frontend records in ``attrs["operand_elems"]``; a lookup's index
+  that is such a view is read at its storage's size too.
 """
 
 from __future__ import annotations
@@ -116,16 +117,21 @@ def op_cost(
         flops = float(numel(in_shapes[0])) if in_shapes else 0.0
 
     written = float(sum(_bytes(s, d) for s, d in zip(out_shapes, out_dtypes)))
+    stored = _stored_elems(in_shapes, attrs)
     if kind in ("embedding", "gather"):
-        # gathered rows plus the index tensor(s); the table itself is not streamed
-        idx = sum(_bytes(s, d) for s, d in zip(in_shapes, in_dtypes) if d.startswith(("int", "uint")))
+        # gathered rows plus the index tensor(s) at their storage's size; the table itself is not streamed
+        idx = sum(e * dtype_bytes(d) for e, d in zip(stored, in_dtypes) if d.startswith(("int", "uint")))
         read = written + idx
     elif kind == "slice":
         read = written
     else:
-        elems = attrs.get("operand_elems")
-        if elems is not None and len(elems) == len(in_shapes):
-            read = float(sum(min(numel(s), int(e)) * dtype_bytes(d) for s, d, e in zip(in_shapes, in_dtypes, elems)))
-        else:
-            read = float(sum(_bytes(s, d) for s, d in zip(in_shapes, in_dtypes)))
+        read = float(sum(e * dtype_bytes(d) for e, d in zip(stored, in_dtypes)))
     return float(flops), float(macs), float(read), written
+
+
+def _stored_elems(in_shapes: Sequence[Sequence[int]], attrs: dict[str, Any]) -> list[int]:
+    """Elements each operand's kernel reads: its storage's size for a broadcast view, else its shape's."""
+    elems = attrs.get("operand_elems")
+    if elems is not None and len(elems) == len(in_shapes):
+        return [min(numel(s), int(e)) for s, e in zip(in_shapes, elems)]
+    return [numel(s) for s in in_shapes]

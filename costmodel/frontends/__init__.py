@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 12
+FRONTEND_VERSION = 13
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -97,3 +97,26 @@ def test_onnx_expand_is_read_as_materialized():
         opset_imports=[helper.make_opsetid("", 17)])
     add = next(n for n in from_onnx(model).nodes if n.kind == "add")
     assert add.bytes_read == 2 * 32 * 64 * 4 and "operand_elems" not in add.attrs
+
+
+class RelativeGather(nn.Module):
+    """DeBERTa's relative-position lookup: one (query, key) index expanded over batch and heads."""
+
+    def forward(self, scores, idx):
+        b, h, s, p = scores.shape
+        return torch.gather(scores, -1, idx.expand(b, h, s, s))
+
+
+@pytest.mark.parametrize("method", ["trace", "export"])
+def test_a_lookup_reads_a_broadcast_index_at_its_storage(method):
+    scores, idx = torch.randn(2, 4, 16, 32), torch.randint(0, 32, (1, 1, 16, 16))
+    g = from_torch(RelativeGather(), (scores, idx), method=method)
+    gather = next(n for n in g.nodes if n.kind == "gather")
+    gathered = 2 * 4 * 16 * 16 * 4
+    # the gathered values (what it writes) plus the index's 256 int64 elements, not 8x that
+    assert gather.bytes_read == gathered + idx.numel() * 8
+    assert gather.bytes_written == gathered
+    # a dense index is read in full, as before
+    g2 = from_torch(RelativeGather(), (scores, idx.expand(2, 4, 16, 16).contiguous()), method=method)
+    dense = next(n for n in g2.nodes if n.kind == "gather")
+    assert dense.bytes_read == gathered + 2 * 4 * 16 * 16 * 8
