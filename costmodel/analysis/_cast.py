@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import InvalidInputError
 from ..ir import CostGraph, Node, dtype_bytes, numel
-from ._opcost import op_cost
+from ._opcost import _stored_elems, op_cost
 from ._stepctx import AUTOCAST_DTYPES
 
 FLOAT_DTYPES = ("fp32", "fp16", "bf16", "fp64")
@@ -169,7 +169,8 @@ def autocast_graph(graph: CostGraph, dtype: str) -> CostGraph:
         policies.append(policy)
         target = dtype if policy == "lower" else "fp32" if policy == "fp32" else None
         casts: list[tuple[int, int]] = []  # (operand, cast node id)
-        elems = _operand_elems(n)
+        # the storage elements of its operands when some is a broadcast view
+        elems = _stored_elems(n.in_shapes, n.attrs) if "operand_elems" in n.attrs else None
         if target is not None:
             for k, d in enumerate(in_dtypes):
                 if d in FLOAT_DTYPES and d != target and d != "fp64":
@@ -235,12 +236,6 @@ def _cast_node(n: Node, k: int, cid: int, d: str, target: str, elems: list[int] 
              params=numel(shape) if n.param_inputs[k] and n.params > 0 else 0)
     c.flops, c.macs, c.bytes_read, c.bytes_written = op_cost("copy", [shape], [d], [shape], [target], c.attrs)
     return c
-
-
-def _operand_elems(n: Node) -> list[int] | None:
-    """The storage elements of ``n``'s operands when some is a broadcast view (``attrs["operand_elems"]``)."""
-    elems = n.attrs.get("operand_elems")
-    return elems if elems is not None and len(elems) == len(n.in_shapes) else None
 
 
 def _cast_operands_dense(attrs: dict, in_shapes, elems: list[int], cast_ops: set[int]) -> dict:
