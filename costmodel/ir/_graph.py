@@ -330,12 +330,14 @@ class CostGraph:
         edges = sorted({(new_id[p], new_id[i]) for i in sorted(keep_set) for p in eff[i]})
         return CostGraph(nodes, edges, list(self.inputs), dict(self.meta))
 
-    def needs_gradient(self) -> list[bool] | None:
+    def needs_gradient(self, *, always: bool = False) -> list[bool] | None:
         """Per node of a graph with frozen parameters (``meta["frozen_params"]``): whether its output
         needs a gradient in a training step (it reads a parameter that is not frozen, ``attrs["frozen"]``
         unset, or a tensor that needs one). Autograd runs no backward for the others and saves nothing
-        for them: a frozen backbone before its first trainable layer. ``None`` when nothing is frozen."""
-        if not self.meta.get("frozen_params"):
+        for them: a frozen backbone before its first trainable layer. ``None`` when nothing is frozen,
+        unless ``always``: then the mask of any graph (with nothing frozen, only the nodes that read
+        buffers alone, and what reads only them, need none)."""
+        if not always and not self.meta.get("frozen_params"):
             return None
         # a buffer (``params`` 0: batch-norm statistics, a step counter) gets no gradient either
         needs = [any(n.param_inputs) and n.params > 0 and not n.attrs.get("frozen") for n in self.nodes]

@@ -120,6 +120,35 @@ def test_the_cpu_composition_follows_the_gradients():
     assert probe.host_counts[-1] == 2 and full.host_counts[-1] == 4
 
 
+class _Normalized(nn.Module):
+    """Input preprocessing (``(x - 0.5) * 2``) before the first layer with parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, x):
+        return torch.relu(self.fc((x - 0.5) * 2.0))
+
+
+def test_preprocessing_gets_no_backward_on_either_lane():
+    """Nothing frozen, yet the operators on the input alone need no gradient: autograd runs no backward
+    for them. The CPU composition and the GPU operator table agree on which operators get one."""
+    g = from_torch(_Normalized(), input_shape=(16,), batch=4, mode="training")
+    assert not g.meta.get("frozen_params") and g.needs_gradient() is None
+    needs = g.needs_gradient(always=True)
+    pre = [n.id for n in g.nodes if not n.is_view and n.kind in ("elementwise", "sub", "mul", "add") and n.params == 0]
+    assert len(pre) == 2 and not any(needs[i] for i in pre)
+    comp = compose(g, DeviceFigures.from_device(get_device("cpu")), mode="training")
+    cpu_back = set(comp.node[comp.phase == 1].tolist())
+    t = op_table(g, get_device("h200"), mode="training")
+    gpu_back = {int(i) for i in t.node[t.phase == PHASES.index("backward")]}
+    assert not cpu_back & set(pre) and not gpu_back & set(pre)
+    linear = next(n.id for n in g.nodes if n.params > 0)
+    assert linear in cpu_back and linear in gpu_back and cpu_back == gpu_back
+    assert comp.host_counts[4] == len(cpu_back)
+
+
 def test_casts_keep_the_frozen_marks():
     g = from_torch(_two_layers("first"), input_shape=(16,), batch=4, mode="training")
     for h in (cast_graph(g, "fp16"), apply_autocast(g, "fp16")):
