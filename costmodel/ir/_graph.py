@@ -335,8 +335,8 @@ class CostGraph:
         needs a gradient in a training step (it reads a parameter that is not frozen, ``attrs["frozen"]``
         unset, or a tensor that needs one). Autograd runs no backward for the others and saves nothing
         for them: a frozen backbone before its first trainable layer. ``None`` when nothing is frozen,
-        unless ``always``: then the mask of any graph (with nothing frozen, only the nodes that read
-        buffers alone, and what reads only them, need none)."""
+        unless ``always``: then the mask of any graph (with nothing frozen, the nodes no parameter
+        reaches need none: preprocessing of the input, updates of buffers)."""
         if not always and not self.meta.get("frozen_params"):
             return None
         # a buffer (``params`` 0: batch-norm statistics, a step counter) gets no gradient either

@@ -403,7 +403,7 @@ def compose(graph, figs: DeviceFigures, *, mode: str, optimizer: str = "adam") -
     # training step's features: the module is in train mode, so PyTorch runs the same kernels (batch norms
     # compute batch statistics; profiled, a 6-layer ViT's forward took 583 ms in the full step and 589 ms
     # with all but its head frozen)
-    # buffers get no gradient either (a batch norm's step counter): the mask of every training graph
+    # frozen or not: the operators no trainable parameter reaches (preprocessing of the input) have none
     needs = graph.needs_gradient(always=True) if mode == "training" else None
     for n in ops:
         dt = node_dtype(n, graph.meta.get("dtype", "fp32"))
