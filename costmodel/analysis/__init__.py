@@ -11,7 +11,7 @@ from ._memory import (
     peak_activation_bytes,
     saved_activation_bytes,
 )
-from ._opcost import op_cost
+from ._opcost import experts_hit, op_cost
 from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline, roofline_many
 from ._stepctx import AUTOCAST_DTYPES, check_autocast
 
@@ -28,6 +28,7 @@ __all__ = [
     "check_autocast",
     "memory_breakdown",
     "memory_breakdown_many",
+    "experts_hit",
     "op_cost",
     "peak_activation_bytes",
     "replay_timeline",

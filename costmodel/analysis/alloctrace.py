@@ -104,7 +104,9 @@ _TRACE_LOCK = threading.RLock()
 
 @contextlib.contextmanager
 def _exclusive():
-    with _TRACE_LOCK:
+    from ..frontends import grouped_mm_fallback
+
+    with _TRACE_LOCK, grouped_mm_fallback():
         enabled = gc.isenabled()
         gc.disable()
         try:

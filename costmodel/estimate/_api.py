@@ -91,7 +91,7 @@ def estimate(
         raise InvalidInputError(
             f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
         )
-    notes += frozen_notes(graph, mode, pred)
+    notes += frozen_notes(graph, mode, pred) + resolution_notes(model, graph, input_shape, inputs)
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
     if memory == "replay" and traceable(model):
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
@@ -103,7 +103,29 @@ def estimate(
         est.details["autocast"] = autocast
     if graph.meta.get("frozen_params"):
         est.details["frozen_params"] = int(graph.meta["frozen_params"])
+    if graph.meta.get("input_shape"):
+        est.details["input_shape"] = [int(d) for d in graph.meta["input_shape"]]
     return with_notes(est, notes)
+
+
+def resolution_notes(model, graph, input_shape, inputs) -> list[str]:
+    """Say so when a zoo model was given no input shape and is priced at a resolution other than 224:
+    the one its published weights are evaluated at (torchvision's ``inception_v3``: 299; a timm
+    model's ``pretrained_cfg``)."""
+    from ..frontends import looks_like_onnx_path
+
+    shape = graph.meta.get("input_shape")
+    if input_shape is not None or inputs is not None or not isinstance(model, (str, dict)) or not shape:
+        return []
+    if isinstance(model, str) and looks_like_onnx_path(model):
+        return []
+    from ..frontends.zoo import parse_model_ref
+
+    if "res" in parse_model_ref(model) or len(shape) != 3 or shape[-1] == 224:
+        return []
+    dims = "x".join(str(int(d)) for d in shape)
+    return [f"input {dims}: the resolution the model's published weights are evaluated at (no input_shape "
+            "given; pass one to price another)"]
 
 
 def frozen_notes(graph, mode: str, pred) -> list[str]:

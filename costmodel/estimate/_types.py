@@ -120,6 +120,8 @@ class Estimate:
             ("model", self.model or "?"),
             ("device", self.device),
             ("workload", f"{self.mode}, batch {self.batch}, {self.dtype}"
+                         + (f", input {'x'.join(map(str, self.details['input_shape']))}"
+                            if self.details.get("input_shape") else "")
                          + (f", autocast {self.details['autocast']}" if self.details.get("autocast") else "")),
             ("predictor", f"{self.predictor} {self.predictor_version}"),
             ("latency", f"{self.latency_ms:.4g} ms{iv('latency_ms')}"),

@@ -23,19 +23,20 @@ from ..ir import GRAPH_FORMAT_VERSION, MODEL_DTYPES as DTYPES, MODES, VOCAB_VERS
 from ._builder import GraphBuilder
 from ._common import check_batch, parse_shape
 from ._fastpath import cuda_attention, inference_fast_paths
+from ._moe import grouped_mm_fallback
 from ._scopes import recording_scopes
 from .zoo import SOURCES as ZOO_SOURCES, TRAINABLE_CHOICES, build_zoo_model, freeze
 
 __all__ = [
     "GraphBuilder", "TRAINABLE_CHOICES", "ZOO_SOURCES", "build_zoo_model", "freeze", "cache_dir", "cache_key",
     "cached_graph", "check_batch",
-    "cuda_attention", "inference_fast_paths", "recording_scopes",
+    "cuda_attention", "grouped_mm_fallback", "inference_fast_paths", "recording_scopes",
     "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape", "to_graph",
     "zoo_graph",
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 13
+FRONTEND_VERSION = 14  # 14: mixture-of-experts grouped GEMMs are matmuls (were "other", no FLOPs)
 
 
 def from_torch(*args, **kwargs) -> CostGraph:
@@ -150,6 +151,12 @@ def zoo_graph(
         return g
 
     desc = {"zoo": spec, "batch": batch, "input_shape": input_shape, "mode": mode, "method": method}
+    if input_shape is None and "res" not in spec:
+        from .zoo import default_resolution
+
+        res = default_resolution(spec)[0]
+        if res != 224:  # a model evaluated at another resolution (inception_v3: 299) gets its own entry
+            desc["res"] = res
     if not fused:
         desc["fused"] = False
     return cached_graph(desc, build, cache=cache)

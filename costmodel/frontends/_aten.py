@@ -24,7 +24,7 @@ _reg("conv", "convolution _convolution conv1d conv2d conv3d cudnn_convolution mk
 _reg("conv_transpose", "conv_transpose1d conv_transpose2d conv_transpose3d cudnn_convolution_transpose "
      "slow_conv_transpose2d")
 _reg("matmul", "linear addmm mm bmm matmul baddbmm addbmm einsum _addmm_activation mv addmv dot "
-     "_scaled_mm tensordot")
+     "_scaled_mm tensordot _grouped_mm grouped_mm grouped_mm_fallback")
 _reg("attention", "scaled_dot_product_attention _scaled_dot_product_flash_attention "
      "_scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention "
      "_scaled_dot_product_flash_attention_for_cpu _flash_attention_forward _efficient_attention_forward "

@@ -32,14 +32,13 @@ def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None)
         raise InvalidInputError(f"unknown transformers model_type {model_type!r}: {e}") from None
     cfg.use_cache = False
     if causal is None:
-        causal = bool(getattr(cfg, "is_decoder", False)) or model_type in _CAUSAL_TYPES
+        from ..llm import is_causal_type
+
+        causal = bool(getattr(cfg, "is_decoder", False)) or is_causal_type(model_type)
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
     with torch.device("meta"):
         model = auto.from_config(cfg)
     return model.eval(), causal
-
-
-_CAUSAL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt", "falcon"}
 
 
 def hf_graph(
@@ -97,7 +96,9 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
 
     model.config.use_cache = True
     arg = _cache_kwarg(model)
-    with torch.device("meta"), torch.no_grad():
+    from ._moe import grouped_mm_fallback
+
+    with torch.device("meta"), torch.no_grad(), grouped_mm_fallback():
         out = model(input_ids=torch.zeros((batch, seq), dtype=torch.long), use_cache=True)
     cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out["past_key_values"]
     layers = getattr(cache, "layers", None)

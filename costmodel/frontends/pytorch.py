@@ -53,6 +53,7 @@ from .._errors import InvalidInputError, ModelLoadError
 from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
+from ._moe import GROUPED_MM, grouped_mm_fallback
 from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves
 from ._scopes import ScopeRecorder, recording_scopes
 from ._dispatched import MAY_COPY, emit_dispatched, gpu_layout, meta_run
@@ -207,6 +208,8 @@ class _Emitter:
                 attrs["kernel"] = list(in_shapes[1][2:])
         elif kind == "matmul":
             attrs["k"] = self._matmul_k(base, named, in_keys, in_shapes, outputs)
+            if base in GROUPED_MM and len(in_shapes) >= 2 and len(in_shapes[0]) == 2 and len(in_shapes[1]) == 3:
+                attrs["experts"] = int(in_shapes[1][0])  # (S, K) x (E, K, N): one GEMM per expert, one kernel
         elif kind in ("max_pool", "avg_pool"):
             k = _ints(named.get("kernel_size"))
             if k:
@@ -280,6 +283,9 @@ class _Emitter:
             "addmv": "mat",
             "dot": "self",
             "_scaled_mm": "self",
+            "_grouped_mm": "self",
+            "grouped_mm": "input",
+            "grouped_mm_fallback": "input",
         }.get(base)
         if base == "einsum":
             out_n = math.prod(outputs[0][1]) if outputs else 0
@@ -596,7 +602,7 @@ def from_torch(
         "dtype": _graph_dtype(model, first),
         "mode": mode,
     }
-    with _CAPTURE_LOCK:
+    with _CAPTURE_LOCK, grouped_mm_fallback():
         builder, used, export_error, calls = _capture(model, args, kwargs, gname, training, method, fused)
     # Python module calls of one forward, as the hooks counted them (the timeline's host lane)
     meta["module_calls"] = calls
@@ -670,7 +676,7 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
                     " (the model branches on tensor values: build it with real weights on the CPU "
                     "so it can run once on real data)"
                     if _needs_data(e)
-                    else ""
+                    else _shape_hint(e, training)
                 )
                 raise ModelLoadError(
                     f"could not trace {gname} on meta tensors: {_first_line(e, 300)}{hint}"
@@ -680,6 +686,18 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
                 _from_trace(model, args, kwargs, builder, training, real=True, fused=fused, scopes=scopes)
             used = "trace-real"
     return builder, used, export_error, scopes.calls
+
+
+def _shape_hint(e: Exception, training: bool) -> str:
+    """What to change when the model itself refuses the workload's shapes (PyTorch raises the same on
+    any device)."""
+    msg = str(e)
+    if training and "more than 1 value per channel" in msg:
+        return (" (PyTorch refuses this on every device: a training step's batch norm needs more than one value "
+                "per channel, and this batch leaves one; use a larger batch)")
+    if "can't be greater than actual input size" in msg or "Output size is too small" in msg:
+        return " (the input is too small for the model's kernels and strides: pass a larger input_shape)"
+    return ""
 
 
 def _needs_data(e: Exception) -> bool:

@@ -93,6 +93,42 @@ def _resolve_src(name: str) -> str:
     )
 
 
+def tv_native_resolution(name: str) -> int | None:
+    """The input resolution torchvision evaluates ``name``'s published weights at (the crop of their
+    transforms), the smallest where weights differ: 299 for ``inception_v3``, 300 for ``efficientnet_b3``,
+    256 for ``swin_v2_t``, 224 for most. ``None`` when the model has no weights to read it from.
+
+    Read from the weight enums' metadata, which ships with torchvision: nothing is downloaded."""
+    try:
+        from torchvision.models import get_model_weights
+
+        weights = list(get_model_weights(name))
+    except (ValueError, KeyError, ImportError):
+        return None
+    sizes = []
+    for w in weights:
+        crop = getattr(w.transforms, "keywords", {}).get("crop_size")
+        crop = crop[0] if isinstance(crop, (list, tuple)) else crop
+        if isinstance(crop, int) and crop > 0:
+            sizes.append(crop)
+    return min(sizes) if sizes else None
+
+
+def default_resolution(spec: dict) -> tuple[int, str]:
+    """The square input resolution a zoo spec is built at, and where it comes from: the spec's
+    ``res``; for a torchvision model without one, its weights' evaluation crop
+    (:func:`tv_native_resolution`; a model built with ``weights=None`` has the same layers); for timm,
+    its ``pretrained_cfg`` (read when the model is built); else 224."""
+    if "res" in spec:
+        return int(spec["res"]), "spec"
+    src = spec.get("src") or (_resolve_src(spec["name"]) if "name" in spec else None)
+    if src == "tv":
+        native = tv_native_resolution(spec["name"])
+        if native is not None:
+            return native, "torchvision weights"
+    return 224, "default"
+
+
 def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
     """Instantiate the module (on the current default device)."""
     if src == "tv":
@@ -100,6 +136,8 @@ def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
             raise UnknownModelError(f"unknown torchvision model {name!r}." + suggest(name, _tv_names()))
         import torchvision
 
+        if name in ("inception_v3", "googlenet"):
+            kw.setdefault("init_weights", False)  # its scipy initialisation is slow and warns; values don't matter
         module = torchvision.models.get_model(name, weights=None, **kw)
     elif src == "tv_resnet":
         from torchvision.models import resnet
@@ -172,7 +210,7 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     src = spec.get("src") or _resolve_src(spec["name"])
     name = spec.get("name", src)
     kw = dict(spec.get("kw") or {})
-    res = int(spec.get("res", 224))
+    res = default_resolution(dict(spec, src=src))[0]
     if device != "meta":
         with torch.device(device):
             module, res = _construct(src, name, spec, dict(kw), res)

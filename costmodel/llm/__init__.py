@@ -22,6 +22,7 @@ from ._registry import (
     DTYPE_BYTES,
     LLMSpec,
     has_learned_positions,
+    is_causal_type,
     is_gated,
     kv_cache_bytes,
     list_llms,

@@ -32,6 +32,7 @@ __all__ = [
     "DTYPE_BYTES",
     "LLMSpec",
     "has_learned_positions",
+    "is_causal_type",
     "is_gated",
     "kv_cache_bytes",
     "list_llms",
@@ -123,12 +124,28 @@ def list_llms() -> list[str]:
     return list(_registry().entries)
 
 
+def is_causal_type(model_type: str) -> bool:
+    """Whether transformers builds ``model_type`` as a decoder-only language model: the known
+    decoders, else a type transformers has a causal-LM class for and no masked-LM class (BERT
+    and RoBERTa have both and are encoders; MPT or a new mixture-of-experts decoder only the first)."""
+    if model_type in CAUSAL_MODEL_TYPES:
+        return True
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        )
+    except ImportError:
+        return False
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 def _infer_causal(model_type: str, config: Mapping[str, Any]) -> bool:
     """Decoder-only LM or not, from ``architectures`` if present, else the model type."""
     archs = config.get("architectures")
     if isinstance(archs, (list, tuple)) and archs:
         return any(isinstance(a, str) and ("CausalLM" in a or "LMHead" in a) for a in archs)
-    return bool(config.get("is_decoder")) or model_type in CAUSAL_MODEL_TYPES
+    return bool(config.get("is_decoder")) or is_causal_type(model_type)
 
 
 def _from_config_dict(config: Mapping[str, Any], *, name: str | None, source: str, where: str) -> LLMSpec:
@@ -234,6 +251,21 @@ def resolve_llm(model: Any) -> LLMSpec:
 # --------------------------------------------------------------------------
 
 
+def _config_default(spec: LLMSpec, keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` in the config transformers builds from ``spec``'s fields (its class's
+    default for a field the config leaves out, such as ELECTRA's ``vocab_size``); ``None`` without
+    transformers or for a type it does not know."""
+    try:
+        import transformers
+
+        fields = {k: v for k, v in spec.config.items()
+                  if k not in ("model_type", "architectures", "_name_or_path", "transformers_version")}
+        built = transformers.AutoConfig.for_model(spec.model_type, **fields).to_dict()
+    except Exception:  # noqa: BLE001 - no transformers, an unknown type or fields it refuses: no default
+        return None
+    return _first(built, keys)
+
+
 def _first(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     for k in keys:
         v = cfg.get(k)
@@ -243,7 +275,10 @@ def _first(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _int_field(cfg: Mapping[str, Any], keys: tuple[str, ...], spec: LLMSpec, what: str) -> int:
-    return positive_int(_first(cfg, keys), f"the {what} in the config (one of {', '.join(keys)})", where=spec.name)
+    value = _first(cfg, keys)
+    if value is None:  # left to the config class's default, as transformers builds the model
+        value = _config_default(spec, keys)
+    return positive_int(value, f"the {what} in the config (one of {', '.join(keys)})", where=spec.name)
 
 
 def llm_features(spec: LLMSpec | Any) -> dict[str, int]:

@@ -283,3 +283,35 @@ def test_a_module_without_work_is_an_invalid_graph():
         for pred in (None, "analytic"):
             with pytest.raises(costmodel.InvalidGraphError, match="nothing to cost"):
                 costmodel.estimate(model, batch=2, input_shape=(3, 8, 8), device="h100", predictor=pred)
+
+
+def test_a_zoo_model_priced_at_its_weights_resolution_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
+    est = costmodel.estimate("torchvision:efficientnet_b3", batch=2, device="h200", predictor="analytic",
+                             memory="predictor")
+    assert est.details["input_shape"] == [3, 300, 300]
+    assert "input 3x300x300" in est.table()
+    assert any(a.startswith("input 3x300x300: the resolution the model's published weights") for a in est.assumptions)
+    # a shape given, or a spec with its own resolution: nothing to say
+    for model, kw in (("torchvision:efficientnet_b3", {"input_shape": (3, 224, 224)}),
+                      ({"src": "tv", "name": "efficientnet_b3", "res": 256}, {})):
+        est = costmodel.estimate(model, batch=2, device="h200", predictor="analytic", memory="predictor", **kw)
+        assert not any(a.startswith("input ") for a in est.assumptions)
+
+
+def test_a_workload_the_model_itself_refuses_names_the_fix():
+    import torch
+
+    # batch norm after global pooling: one value per channel at batch 1, which PyTorch refuses in training
+    with torch.device("meta"):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.BatchNorm2d(8),
+                                  torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    with pytest.raises(costmodel.ModelLoadError, match="use a larger batch"):
+        costmodel.estimate(net, batch=1, input_shape=(3, 16, 16), device="h200", mode="training",
+                           predictor="analytic", memory="predictor")
+    est = costmodel.estimate(net, batch=2, input_shape=(3, 16, 16), device="h200", mode="training",
+                             predictor="analytic", memory="predictor")
+    assert est.latency_ms > 0
+    with pytest.raises(costmodel.ModelLoadError, match="pass a larger input_shape"):
+        costmodel.estimate(torch.nn.Conv2d(3, 8, 7).to("meta"), batch=1, input_shape=(3, 4, 4), device="h200",
+                           predictor="analytic", memory="predictor")

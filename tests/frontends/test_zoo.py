@@ -59,3 +59,21 @@ def test_cache_hit_is_identical(tmp_path, monkeypatch):
     assert len(files) == 1
     b = zoo_graph("torchvision:mobilenet_v3_small", batch=3)
     assert a.to_dict() == b.to_dict()
+
+
+def test_torchvision_models_default_to_their_weights_resolution(tmp_path, monkeypatch):
+    from costmodel.frontends.zoo import default_resolution, tv_native_resolution
+
+    assert tv_native_resolution("inception_v3") == 299
+    assert tv_native_resolution("efficientnet_b3") == 300
+    assert tv_native_resolution("swin_v2_t") == 256
+    # several weights: the smallest crop (vit_h_14's are 518 and 224; its constructor's image size is 224)
+    assert tv_native_resolution("vit_h_14") == 224
+    assert tv_native_resolution("resnet50") == 224
+    assert default_resolution({"src": "tv", "name": "inception_v3", "res": 160}) == (160, "spec")
+    assert default_resolution({"name": "inception_v3"}) == (299, "torchvision weights")
+    monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
+    # inception_v3's auxiliary classifier runs in training and needs its 299-pixel input: at 224 it fails
+    g = zoo_graph("torchvision:inception_v3", batch=2, mode="training")
+    assert g.meta["input_shape"] == [3, 299, 299]
+    assert zoo_graph("torchvision:inception_v3", batch=2, input_shape=(3, 342, 342)).meta["input_shape"] == [3, 342, 342]

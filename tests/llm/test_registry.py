@@ -240,3 +240,22 @@ def test_heads_that_do_not_divide_the_width_are_an_input_error():
         llm_features(dict(base, num_key_value_heads=3))
     # an explicit head_dim decouples the two (as in Gemma)
     assert llm_features(dict(base, hidden_size=65, head_dim=16))["head_dim"] == 16
+
+
+def test_decoders_are_told_from_encoders_by_their_model_classes():
+    from costmodel.llm import is_causal_type
+
+    pytest.importorskip("transformers")
+    for t in ("gpt2", "llama", "mixtral", "mpt", "qwen3_moe"):
+        assert is_causal_type(t), t
+    # BERT and RoBERTa also have causal-LM classes, but are encoders
+    for t in ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "electra", "albert"):
+        assert not is_causal_type(t), t
+    assert resolve_llm({"model_type": "mpt", "d_model": 64, "n_layers": 2, "n_heads": 4}).causal
+
+
+def test_features_fall_back_to_the_config_class_defaults():
+    pytest.importorskip("transformers")
+    # ELECTRA's vocabulary size is left to transformers' default (30522), as from_config would build it
+    f = llm_features({"model_type": "electra", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4})
+    assert f["vocab_size"] == 30522 and f["hidden_size"] == 256 and f["num_layers"] == 2

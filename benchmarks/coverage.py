@@ -1,0 +1,215 @@
+"""Which architectures the default estimate answers for, and whether its answers keep physics' order.
+
+    python benchmarks/coverage.py [--quick] [--jobs N] [--json FILE]
+
+Accuracy on architectures nobody trained on starts with answering for them at all. This script
+asks ``costmodel.estimate`` (default predictor and memory path, an H200) about every torchvision
+classification model, a list of timm architectures none of the packaged rows measured (hybrids,
+MLP mixers, reparameterised and mobile networks, newer convolution and attention designs), and
+``costmodel.estimate_llm`` about small configurations of transformers model types the packaged rows
+do not have (mixtures of experts among them). Nothing here is measured, so nothing is scored
+against a label; what is checked is what no label is needed for:
+
+* **answered**: the estimate came back; **refused by the model**: PyTorch itself raises for that
+  workload on any device (a training step's batch norm over one value per channel at batch 1, an
+  input smaller than the kernels), and the error says how to change it; **failed**: anything else
+  (a frontend or predictor gap, listed with its message).
+* **order**: latency and memory grow with the batch (batch 32 against batch 1), a training step
+  costs more than an inference call of the same batch, a decode step reads its cache.
+
+Prints one table per source (models, workloads, answered / refused / failed, order violations,
+median and largest seconds per estimate, all of it: graph, timeline and the memory trace) and every
+failure. ``--quick`` takes a handful of each source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+#: timm architectures of designs the packaged rows do not measure (they hold torchvision families,
+#: PoolFormer, DeiT, MLP-Mixer and Visformer)
+TIMM = [
+    "convnext_tiny", "convnextv2_nano", "coatnet_0_rw_224", "maxvit_tiny_tf_224", "efficientformer_l1",
+    "efficientformerv2_s0", "edgenext_small", "fastvit_t8", "mobilevit_s", "mobilevitv2_100", "repvgg_a2",
+    "rexnet_100", "hrnet_w18_small", "dla34", "dpn68", "cspdarknet53", "cspresnet50", "darknet53", "nfnet_l0",
+    "nf_resnet50", "res2net50_26w_4s", "resnest50d", "skresnet18", "selecsls42b", "tresnet_m", "xception41",
+    "inception_v4", "inception_resnet_v2", "levit_128", "pit_ti_224", "tnt_s_patch16_224", "crossvit_9_240",
+    "cait_xxs24_224", "xcit_tiny_12_p16_224", "twins_svt_small", "pvt_v2_b0", "mvitv2_tiny", "gcvit_xxtiny",
+    "davit_tiny", "focalnet_tiny_srf", "hgnet_tiny", "hgnetv2_b0", "ghostnetv2_100", "lcnet_050", "tinynet_a",
+    "mixnet_s", "fbnetc_100", "ese_vovnet19b_dw", "gernet_s", "regnetz_b16", "eva02_tiny_patch14_224",
+    "beit_base_patch16_224", "deit3_small_patch16_224", "convmixer_768_32", "sequencer2d_s", "gmlp_s16_224",
+    "resmlp_12_224", "vit_small_patch16_224", "inception_next_tiny", "efficientvit_b0", "efficientvit_m0",
+    "repvit_m1", "tiny_vit_5m_224", "nest_tiny", "swinv2_cr_tiny_ns_224", "rdnet_tiny", "starnet_s1",
+    "mambaout_femto",
+]  # fmt: skip
+
+_SMALL = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4, "num_attention_heads": 8,
+          "num_key_value_heads": 4, "vocab_size": 32000}
+#: transformers model types the packaged rows do not have, small (4 layers, width 512)
+LLM_CONFIGS = {
+    "mistral": dict(_SMALL), "mixtral": dict(_SMALL, num_local_experts=8, num_experts_per_tok=2),
+    "qwen2_moe": dict(_SMALL, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=688,
+                      shared_expert_intermediate_size=1376),
+    "qwen3_moe": dict(_SMALL, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=688, head_dim=64),
+    "olmoe": dict(_SMALL, num_experts=8, num_experts_per_tok=2), "phi3": dict(_SMALL, vocab_size=32064),
+    "gemma2": dict(_SMALL, head_dim=64), "qwen3": dict(_SMALL, head_dim=64), "olmo": dict(_SMALL),
+    "starcoder2": dict(_SMALL), "stablelm": dict(_SMALL), "granite": dict(_SMALL), "cohere": dict(_SMALL),
+    "falcon": {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "vocab_size": 32000},
+    "opt": {"hidden_size": 512, "ffn_dim": 2048, "num_hidden_layers": 4, "num_attention_heads": 8,
+            "vocab_size": 32000, "word_embed_proj_dim": 512},
+    "gpt_neox": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 4, "num_attention_heads": 8,
+                 "vocab_size": 32000},
+    "bloom": {"hidden_size": 512, "n_layer": 4, "n_head": 8, "vocab_size": 32000},
+    "gptj": {"n_embd": 512, "n_layer": 4, "n_head": 8, "vocab_size": 32000, "rotary_dim": 32},
+    "mpt": {"d_model": 512, "n_layers": 4, "n_heads": 8, "vocab_size": 32000},
+    "electra": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4},
+    "albert": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 4, "num_attention_heads": 8},
+}  # fmt: skip
+
+VISION_WORK = [("inference", "fp32", 1), ("inference", "fp32", 32), ("inference", "fp16", 32), ("training", "fp32", 32)]
+LLM_WORK = [("forward", 1, 256), ("forward", 4, 256), ("decode", 4, 256)]
+#: messages of errors PyTorch raises for the workload on any device (the model refuses it)
+REFUSED = ("use a larger batch", "pass a larger input_shape", "is an encoder")
+
+
+def _vision(name: str) -> list[dict]:
+    import costmodel
+
+    out = []
+    for mode, dtype, batch in VISION_WORK:
+        t0 = time.perf_counter()
+        row = {"model": name, "mode": mode, "dtype": dtype, "batch": batch}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                e = costmodel.estimate(name, batch=batch, device="h200", mode=mode, dtype=dtype)
+            row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j)
+        except Exception as ex:  # noqa: BLE001 - every failure is reported
+            row.update(ok=False, error=f"{type(ex).__name__}: {str(ex)[:300]}")
+        row["s"] = time.perf_counter() - t0
+        out.append(row)
+    return out
+
+
+def _llm(model_type: str) -> list[dict]:
+    import costmodel
+
+    out = []
+    for mode, batch, seq in LLM_WORK:
+        t0 = time.perf_counter()
+        row = {"model": f"hf:{model_type}", "mode": mode, "dtype": "fp16", "batch": batch}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                e = costmodel.estimate_llm(dict(LLM_CONFIGS[model_type], model_type=model_type), batch=batch,
+                                           seq=seq, device="h200", dtype="fp16", mode=mode)
+            row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j)
+        except Exception as ex:  # noqa: BLE001
+            row.update(ok=False, error=f"{type(ex).__name__}: {str(ex)[:300]}")
+        row["s"] = time.perf_counter() - t0
+        out.append(row)
+    return out
+
+
+def _run(job: tuple[str, str]) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    src, name = job
+    rows = _llm(name) if src == "transformers" else _vision(name)
+    for r in rows:
+        r["source"] = src
+    return rows
+
+
+def order_violations(rows: list[dict]) -> list[str]:
+    """Workload pairs of one model whose estimates break an order physics fixes."""
+    by = {(r["model"], r["mode"], r["dtype"], r["batch"]): r for r in rows if r["ok"]}
+    bad = []
+    for (model, mode, dtype, batch), r in by.items():
+        if mode == "inference" and batch == 1:
+            big = by.get((model, mode, dtype, 32))
+            if big and big["latency_ms"] < r["latency_ms"]:
+                bad.append(f"{model}: batch 32 faster than batch 1 ({big['latency_ms']:.3g} < {r['latency_ms']:.3g} ms)")
+            if big and big["memory_mb"] < r["memory_mb"]:
+                bad.append(f"{model}: batch 32 holds less memory than batch 1")
+        if mode == "training":
+            inf = by.get((model, "inference", dtype, batch))
+            if inf and r["latency_ms"] <= inf["latency_ms"]:
+                bad.append(f"{model}: training step at batch {batch} no slower than inference")
+            if inf and r["memory_mb"] <= inf["memory_mb"]:
+                bad.append(f"{model}: training step at batch {batch} holds no more memory than inference")
+        if mode == "forward" and batch == 1:
+            big = by.get((model, "forward", dtype, 4))
+            if big and big["latency_ms"] < r["latency_ms"]:
+                bad.append(f"{model}: batch 4 faster than batch 1")
+    return bad
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| source | models | workloads | answered | refused by the model | failed | order violations "
+             "| s per estimate, median / max |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for src in dict.fromkeys(r["source"] for r in rows):
+        rs = [r for r in rows if r["source"] == src]
+        refused = [r for r in rs if not r["ok"] and any(m in r["error"] for m in REFUSED)]
+        failed = [r for r in rs if not r["ok"] and r not in refused]
+        secs = [r["s"] for r in rs if r["ok"]]
+        speed = f"{statistics.median(secs):.2f} / {max(secs):.1f}" if secs else "-"
+        lines.append(f"| {src} | {len({r['model'] for r in rs})} | {len(rs)} | {sum(r['ok'] for r in rs)} "
+                     f"| {len(refused)} | {len(failed)} | {len(order_violations(rs))} | {speed} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a handful of models of each source")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
+    ap.add_argument("--json", help="write every row here")
+    args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
+    import torchvision
+
+    tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+    timm = [f"timm:{n}" for n in TIMM]
+    llm = list(LLM_CONFIGS)
+    if args.quick:
+        tv, timm, llm = tv[:4], timm[:4], ["mixtral", "mpt", "electra"]
+    jobs = [("torchvision", n) for n in tv] + [("timm", n) for n in timm] + [("transformers", n) for n in llm]
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(it, **_):
+            return it
+    rows: list[dict] = []
+    t0 = time.time()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for got in tqdm(pool.map(_run, jobs), total=len(jobs), desc="models", unit="model"):
+            rows.extend(got)
+    print(f"{len(jobs)} models, {len(rows)} estimates in {time.time() - t0:.0f} s ({args.jobs} worker(s))\n")
+    print(_table(rows))
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        print("\nNot answered:")
+        for r in failed:
+            print(f"- {r['model']} {r['mode']} {r['dtype']} batch {r['batch']}: {r['error']}")
+    bad = order_violations(rows)
+    if bad:
+        print("\nOrder violations:")
+        for b in bad:
+            print(f"- {b}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
