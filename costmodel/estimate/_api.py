@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import InvalidInputError
+from .._errors import CostModelError, InvalidInputError
 from ..ir import MODEL_DTYPES as DTYPES, MODES
 from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
 from ._types import LLMEstimate, with_notes
@@ -167,13 +167,29 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,
               provider=provider, instance=instance)
     if host is None:
-        return p.predict(model, **kw)
+        return with_notes(p.predict(model, **kw), moe_notes(model))
     from ..predictors import TimelineLLMPredictor
 
     if isinstance(p, TimelineLLMPredictor):
-        return p.predict(model, host=host, **kw)
+        return with_notes(p.predict(model, host=host, **kw), moe_notes(model))
     from ..measure.host import load_host
 
     load_host(host)  # a missing or damaged file still fails, naming it
     return with_notes(p.predict(model, **kw), [f"host profile ignored: the {p.name} predictor has no host lane "
-                                               "(predictor='timeline' uses one)"])
+                                               "(predictor='timeline' uses one)", *moe_notes(model)])
+
+
+def moe_notes(model) -> list[str]:
+    """What an estimate of a mixture-of-experts decoder rests on (no measured row is one)."""
+    from ..llm import moe_layout
+
+    try:
+        moe = moe_layout(model)
+    except CostModelError:
+        return []
+    if not moe:
+        return []
+    return [f"mixture of experts ({moe['experts']} experts, {moe['top_k']} per token, in {moe['moe_layers']} "
+            "layers): no measured row is one; every expert's weights are held, each token multiplies by its "
+            f"{moe['top_k']}, and a call reads the weights of the experts its tokens reach, with routing assumed "
+            "even"]

@@ -50,6 +50,7 @@ from ..llm import (
     has_learned_positions,
     is_gated,
     llm_features,
+    moe_layout,
     param_count_estimate,
     resolve_llm,
 )
@@ -259,19 +260,31 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
 
     ``structure`` (:func:`graph_structure`) gives the kernel count of the launch floor; without it
     a cached structure is used, else an estimate of ~14 kernels per block."""
+    from ..analysis import experts_hit
+
     f = llm_features(w.spec)
     h, L, inter, vocab = f["hidden_size"], f["num_layers"], f["intermediate_size"], f["vocab_size"]
     q_dim, kv_dim = f["num_heads"] * f["head_dim"], f["num_kv_heads"] * f["head_dim"]
     b = DTYPE_BYTES[w.dtype]
     gated = is_gated(w.spec)
-    mlp_w = (3 if gated else 2) * h * inter
+    tokens = w.query_tokens
+    params = param_count_estimate(w.spec)
+    moe = moe_layout(w.spec)
+    idle_experts = 0.0  # expert weights no token of the call is routed to: held, not read
+    if moe:  # per token, the routed layers multiply by top_k experts, the router and a shared expert
+        active = moe["top_k"] * moe["expert_intermediate"] + moe["shared_intermediate"]
+        share = moe["moe_layers"] / L
+        mlp_w = (1 - share) * 3 * h * inter + share * (3 * h * active + h * moe["experts"])
+        inter = (1 - share) * inter + share * active  # the intermediate activations of one token
+        expert_params = moe["moe_layers"] * moe["experts"] * 3 * h * moe["expert_intermediate"]
+        idle_experts = expert_params * (1 - experts_hit(tokens * moe["top_k"], moe["experts"]))
+    else:
+        mlp_w = (3 if gated else 2) * h * inter
     layer_linear = h * (q_dim + 2 * kv_dim) + q_dim * h + mlp_w  # weights multiplied per token
     head = vocab * h if w.spec.causal else 0  # the LM head runs on every returned position
-    tokens = w.query_tokens
     q_len = 1 if w.mode == "decode" else w.seq
     linear_macs = tokens * (L * layer_linear + head)
     attn_macs = 2 * w.batch * q_len * w.context * q_dim * L
-    params = param_count_estimate(w.spec)
     weights_bytes = params * b
     kv_bytes = 2 * L * w.batch * w.context * kv_dim * b if w.spec.causal and w.mode != "forward" else 0.0
     # eager attention materializes scores (and the relative-position terms of DeBERTa's c2p/p2c)
@@ -294,7 +307,7 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
         p_tok = w.batch * w.seq
         act_peak = max(act_peak, block_bytes(p_tok, w.seq), p_tok * (vocab * (w.spec.causal) + h) * b)
     # bytes moved: weights once, the cache read (and written), activations in and out of each block
-    moved = weights_bytes + kv_bytes + L * (2 * block_act + 2 * score_bytes) + 2 * logits_bytes
+    moved = weights_bytes - idle_experts * b + kv_bytes + L * (2 * block_act + 2 * score_bytes) + 2 * logits_bytes
     flops = 2.0 * (linear_macs + attn_macs)
     dtype_peak = device.peak_flops("fp32" if w.dtype == "fp32" else w.dtype, tensor=True)
     compute_s = flops / dtype_peak

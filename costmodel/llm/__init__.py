@@ -27,6 +27,7 @@ from ._registry import (
     kv_cache_bytes,
     list_llms,
     llm_features,
+    moe_layout,
     normalize_llm_name,
     param_count_estimate,
     resolve_llm,

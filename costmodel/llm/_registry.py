@@ -35,6 +35,7 @@ __all__ = [
     "is_causal_type",
     "is_gated",
     "kv_cache_bytes",
+    "moe_layout",
     "list_llms",
     "llm_features",
     "normalize_llm_name",
@@ -63,9 +64,10 @@ DTYPE_BYTES: dict[str, float] = {
 # config says so (attention_bias, or Qwen2's fixed q/k/v bias).
 _GATED_TYPES = frozenset(
     {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite", "olmo", "olmo2",
-     "cohere"}
+     "cohere", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"}
 )  # fmt: skip
-_QKV_BIAS_TYPES = frozenset({"qwen2"})
+_QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe"})
+_MOE_TYPES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3"})
 # Encoders that AutoModel builds with a pooler (dense hidden -> hidden).
 _POOLER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "ernie"})
 # Position information comes from rotary embeddings (no learned table).
@@ -251,19 +253,40 @@ def resolve_llm(model: Any) -> LLMSpec:
 # --------------------------------------------------------------------------
 
 
-def _config_default(spec: LLMSpec, keys: tuple[str, ...]) -> Any:
-    """The first of ``keys`` in the config transformers builds from ``spec``'s fields (its class's
-    default for a field the config leaves out, such as ELECTRA's ``vocab_size``); ``None`` without
-    transformers or for a type it does not know."""
+def _built_config(spec: LLMSpec) -> Any:
+    """The config object transformers builds from ``spec``'s fields (its class's defaults for the
+    fields left out, its aliases resolved: Qwen3-MoE's ``num_experts`` is ``num_local_experts``);
+    ``None`` without transformers or for a type or fields it refuses."""
     try:
         import transformers
 
         fields = {k: v for k, v in spec.config.items()
                   if k not in ("model_type", "architectures", "_name_or_path", "transformers_version")}
-        built = transformers.AutoConfig.for_model(spec.model_type, **fields).to_dict()
-    except Exception:  # noqa: BLE001 - no transformers, an unknown type or fields it refuses: no default
+        return transformers.AutoConfig.for_model(spec.model_type, **fields)
+    except Exception:  # noqa: BLE001 - no transformers, an unknown type or fields it refuses
         return None
-    return _first(built, keys)
+
+
+def _config_default(spec: LLMSpec, keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` set in :func:`_built_config` (a field the config leaves out, such as
+    ELECTRA's ``vocab_size``, gets its class's default)."""
+    built = _built_config(spec)
+    if built is None:
+        return None
+    for k in keys:
+        v = getattr(built, k, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _field(spec: LLMSpec, key: str, default: Any = None) -> Any:
+    """``key`` of the config, else its config class's default (what transformers builds), else
+    ``default``."""
+    v = spec.config.get(key)
+    if v is None:
+        v = _config_default(spec, (key,))
+    return default if v is None else v
 
 
 def _first(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
@@ -330,7 +353,7 @@ def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
         "vocab_size": vocab,
         "max_position_embeddings": max_pos,
         "type_vocab_size": type_vocab,
-        "tie_word_embeddings": int(bool(cfg.get("tie_word_embeddings", True))),
+        "tie_word_embeddings": int(bool(_field(spec, "tie_word_embeddings", True))),
         "is_decoder": int(spec.causal),
     }
 
@@ -362,6 +385,37 @@ def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float
     f = llm_features(spec)
     n = 2 * f["num_layers"] * batch * seq * f["num_kv_heads"] * f["head_dim"] * dtype_bytes
     return int(n) if float(n).is_integer() else float(n)
+
+
+def moe_layout(spec: LLMSpec | Any) -> dict[str, int] | None:
+    """A mixture-of-experts decoder's expert layout, or ``None`` for a dense model: ``experts``
+    (routed), ``top_k`` (experts per token), ``expert_intermediate``, ``shared_intermediate`` (an
+    always-on shared expert's width, 0 without one), ``shared_gate`` (1 when a sigmoid gate scales
+    the shared expert), ``moe_layers`` (how many of the layers route; the others have a dense MLP
+    of ``intermediate_size``). Read from the config as transformers builds it (Mixtral, Qwen2-MoE,
+    Qwen3-MoE, OLMoE, GPT-OSS, DeepSeek-V2/V3 field names)."""
+    spec = resolve_llm(spec)
+    names = ("num_local_experts", "num_experts", "n_routed_experts")
+    if _first(spec.config, names) is None and spec.model_type not in _MOE_TYPES:
+        return None
+    built = _built_config(spec)
+    src = built.to_dict() if built is not None else {}
+    cfg = {**src, **{k: getattr(built, k) for k in names if built is not None and hasattr(built, k)}, **spec.config}
+    experts = int(_first(cfg, names) or 0)
+    if experts <= 1:
+        return None
+    layers = int(_first(cfg, ("num_hidden_layers", "n_layer", "num_layers")) or 0)
+    inter = int(_first(cfg, ("moe_intermediate_size", "intermediate_size")) or 0)
+    step = int(cfg.get("decoder_sparse_step") or 1)
+    dense = set(cfg.get("mlp_only_layers") or [])
+    first_dense = int(cfg.get("first_k_dense_replace") or 0)
+    moe_layers = sum(1 for i in range(layers) if i not in dense and (i + 1) % step == 0 and i >= first_dense)
+    shared = int(cfg.get("shared_expert_intermediate_size") or 0)
+    if not shared and cfg.get("n_shared_experts"):
+        shared = int(cfg["n_shared_experts"]) * inter
+    return {"experts": experts, "top_k": int(_first(cfg, ("num_experts_per_tok", "experts_per_token")) or 1),
+            "expert_intermediate": inter, "shared_intermediate": shared,
+            "shared_gate": int(bool(cfg.get("shared_expert_intermediate_size"))), "moe_layers": moe_layers}
 
 
 def is_gated(spec: LLMSpec) -> bool:
@@ -399,12 +453,20 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
     kv_dim = f["num_kv_heads"] * f["head_dim"]
     inter = f["intermediate_size"]
     if is_gated(spec):
-        bias = bool(cfg.get("attention_bias"))
+        bias = bool(_field(spec, "attention_bias", False))
         qkv_bias = bias or mt in _QKV_BIAS_TYPES
         attn = h * (q_dim + 2 * kv_dim) + q_dim * h + (q_dim + 2 * kv_dim) * qkv_bias + h * bias
-        mlp = 3 * h * inter + (2 * inter + h) * bool(cfg.get("mlp_bias"))
+        attn += f["num_heads"] * (mt == "gpt_oss")  # one attention-sink logit per head
+        mlp = 3 * h * inter + (2 * inter + h) * bool(_field(spec, "mlp_bias", False))
         norm = h  # RMSNorm: weight only
         layer = attn + mlp + 2 * norm
+        moe = moe_layout(spec)
+        if moe:  # the routed layers: every expert's gated MLP, the router, a shared expert and its gate
+            e, e_inter = moe["experts"], moe["expert_intermediate"]
+            biased = mt == "gpt_oss"  # biases on every expert's projections and on the router
+            routed = (e * (3 * h * e_inter + (2 * e_inter + h) * biased) + (h + biased) * e
+                      + 3 * h * moe["shared_intermediate"] + h * moe["shared_gate"])
+            layer += (routed - mlp) * moe["moe_layers"] / L
     else:
         attn = h * (q_dim + 2 * kv_dim) + q_dim * h + (q_dim + 2 * kv_dim) + h
         mlp = 2 * h * inter + inter + h

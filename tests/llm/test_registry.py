@@ -259,3 +259,58 @@ def test_features_fall_back_to_the_config_class_defaults():
     # ELECTRA's vocabulary size is left to transformers' default (30522), as from_config would build it
     f = llm_features({"model_type": "electra", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4})
     assert f["vocab_size"] == 30522 and f["hidden_size"] == 256 and f["num_layers"] == 2
+
+
+_SMALL = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "vocab_size": 1000}
+MOE_CONFIGS = {
+    "mixtral": dict(_SMALL, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(_SMALL, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=128,
+                      shared_expert_intermediate_size=384),
+    "qwen3_moe": dict(_SMALL, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=128, head_dim=64,
+                      mlp_only_layers=[1]),
+    "olmoe": dict(_SMALL, num_experts=4, num_experts_per_tok=2),
+    "gpt_oss": dict(_SMALL, num_local_experts=4, num_experts_per_tok=2, head_dim=64),
+    "mistral": dict(_SMALL),  # dense, its untied head left to the config class's default
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(MOE_CONFIGS))
+def test_param_count_of_mixtures_of_experts_matches_the_built_model(model_type):
+    from costmodel.llm import moe_layout
+
+    cfg = MOE_CONFIGS[model_type]
+    model, _ = build_hf_model(model_type, cfg, causal=True)
+    real = sum(p.numel() for p in model.parameters())
+    spec = resolve_llm(dict(cfg, model_type=model_type))
+    # within 0.05 %: Qwen3-MoE's and OLMoE's per-head query/key norms are not counted
+    assert param_count_estimate(spec) == pytest.approx(real, rel=5e-4)
+    moe = moe_layout(spec)
+    if model_type == "mistral":
+        assert moe is None
+    else:
+        assert moe["experts"] == 4 and moe["top_k"] == 2
+        assert moe["moe_layers"] == (2 if model_type == "qwen3_moe" else 3)  # layer 1 stays dense
+
+
+def test_a_mixture_of_experts_costs_its_active_experts_and_holds_them_all():
+    from costmodel.devices import get_device
+    from costmodel.features import analytic_costs, llm_workload
+
+    moe = dict(MOE_CONFIGS["mixtral"], model_type="mixtral")
+    dense = dict(_SMALL, model_type="mistral")
+    dev = get_device("h200")
+    m = analytic_costs(llm_workload(moe, batch=4, seq=64, mode="prefill", dtype="fp16"), dev)
+    d = analytic_costs(llm_workload(dense, batch=4, seq=64, mode="prefill", dtype="fp16"), dev)
+    # four experts held: their weights count in memory; two per token: twice the MLP's multiplies
+    mlp = 3 * 256 * 512
+    assert m["params"] - d["params"] == pytest.approx(3 * (3 * mlp + 256 * 4))
+    tokens = 4 * 64
+    assert m["macs"] - d["macs"] == pytest.approx(tokens * 3 * (mlp + 256 * 4))
+    # a decode step of one sequence routes 2 token-expert pairs over 4 experts: the rest are not read
+    one = analytic_costs(llm_workload(moe, batch=1, seq=64, mode="decode", dtype="fp16"), dev)
+    unread = 3 * 4 * mlp * (3 / 4) ** 2 * 2  # expected share of experts no pair reaches (even routing), fp16
+    held = one["weights_bytes"] - unread
+    assert held <= one["bytes_moved"] <= held + one["kv_cache_bytes"] + 6 * one["activation_bytes"] \
+        + 2 * one["logits_bytes"]
+    assert unread > 0.1 * one["weights_bytes"]
