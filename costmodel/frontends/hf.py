@@ -16,20 +16,27 @@ from ..ir import CostGraph
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
 
 
-def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None):
+def hf_config(model_type: str, config: dict):
+    """The config object transformers builds from ``config``'s fields (its class's defaults for the
+    fields left out, its aliases resolved)."""
     try:
         import transformers
     except ImportError:
         raise InvalidInputError(
             "featurizing a transformers config needs the 'transformers' package: pip install 'costmodel[llm]'"
         ) from None
-    import torch
-
     kw = {k: v for k, v in config.items() if k not in _DROP}
     try:
-        cfg = transformers.AutoConfig.for_model(model_type, **kw)
+        return transformers.AutoConfig.for_model(model_type, **kw)
     except ValueError as e:
         raise InvalidInputError(f"unknown transformers model_type {model_type!r}: {e}") from None
+
+
+def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None):
+    import torch
+    import transformers
+
+    cfg = hf_config(model_type, config)
     cfg.use_cache = False
     if causal is None:
         from ..llm import is_causal_type

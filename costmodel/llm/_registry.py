@@ -256,13 +256,25 @@ def resolve_llm(model: Any) -> LLMSpec:
 def _built_config(spec: LLMSpec) -> Any:
     """The config object transformers builds from ``spec``'s fields (its class's defaults for the
     fields left out, its aliases resolved: Qwen3-MoE's ``num_experts`` is ``num_local_experts``);
-    ``None`` without transformers or for a type or fields it refuses."""
+    ``None`` without transformers or for a type or fields it refuses. Cached per config: reading
+    defaults must not cost the millisecond predictor a config build per field."""
     try:
-        import transformers
+        key = json.dumps(spec.config, sort_keys=True)
+    except (TypeError, ValueError):  # a field JSON cannot hold: built each time
+        return _config_or_none(spec.model_type, dict(spec.config))
+    return _cached_config(spec.model_type, key)
 
-        fields = {k: v for k, v in spec.config.items()
-                  if k not in ("model_type", "architectures", "_name_or_path", "transformers_version")}
-        return transformers.AutoConfig.for_model(spec.model_type, **fields)
+
+@functools.lru_cache(maxsize=256)
+def _cached_config(model_type: str, key: str) -> Any:
+    return _config_or_none(model_type, json.loads(key))
+
+
+def _config_or_none(model_type: str, config: dict) -> Any:
+    from ..frontends.hf import hf_config
+
+    try:
+        return hf_config(model_type, config)
     except Exception:  # noqa: BLE001 - no transformers, an unknown type or fields it refuses
         return None
 
