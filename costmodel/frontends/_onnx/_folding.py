@@ -306,14 +306,19 @@ class _Walk:
             w = [i for i in (ins[:1] if op == "CastLike" else ins) if i in self.weights]
             if w and outs:
                 src = self.resolve[w[0]]
-                if op in _PASS_OPS and len(w) == 1:
+                if op in _PASS_OPS and len(w) == 1 and w[0] not in self.derived:
                     self.resolve[outs[0]] = src
                     self.weights.add(outs[0])
                 else:
+                    # computed from weights (a standardized or reparameterized convolution
+                    # kernel, and a reshape of one): a tensor of its own shape that no
+                    # parameter count sees, and still a weight to the operators that read it
                     shp, et = self.types.get(outs[0], (None, None))
                     if _known(shp) and et and _is_float(dtype_name(et)):
                         b.add_constant(outs[0], shp, dtype_name(et))
                         self.resolve[outs[0]] = outs[0]
+                        self.weights.add(outs[0])
+                        self.derived.add(outs[0])
 
     def _constant(self, node, a: _Attrs) -> None:
         from onnx import AttributeProto, helper, numpy_helper

@@ -39,6 +39,7 @@ class _OnnxFrontend(_Loading, _Shapes, _Walk, _FusionPlanner, _Emitter):
         self.vals: dict[str, Any] = {}  # small constant tensors (numpy)
         self.data: set[str] = set()
         self.weights: set[str] = set()  # names that are weights or re-descriptions of one
+        self.derived: set[str] = set()  # weights computed from weights (their own tensors, no parameters)
         self.resolve: dict[str, Hashable] = {}  # onnx name -> builder key
         self.counted: list = []
         self.seq_shapes: dict[str, list[tuple[int, ...]]] = {}  # sequence value -> element shapes
