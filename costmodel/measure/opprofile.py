@@ -53,8 +53,19 @@ def _name(op: str) -> str:
     return op.replace(".", "::", 1) if op.startswith("aten.") else op
 
 
-def _flat(root) -> list:
-    """Events below ``root`` in pre-order, each with the index one past its subtree."""
+#: operators a GPU backend dispatches under another name than the graph's (the trace runs on the CPU
+#: or meta device): cuDNN's batch norm is the graph's ``native_batch_norm``
+EVENT_ALIASES = {"aten::cudnn_batch_norm": "aten::native_batch_norm",
+                 "aten::miopen_batch_norm": "aten::native_batch_norm"}
+
+
+def _event_name(e) -> str:
+    return EVENT_ALIASES.get(e.name, e.name)
+
+
+def _flat(root, extra=()) -> list:
+    """Events below ``root`` (and the top-level events ``extra`` of other threads) in pre-order, each
+    with the index one past its subtree."""
     out: list = []
 
     def walk(e):
@@ -64,7 +75,7 @@ def _flat(root) -> list:
             walk(c)
         out[i][1] = len(out)
 
-    for c in sorted(root.cpu_children, key=lambda c: c.time_range.start):
+    for c in sorted([*root.cpu_children, *extra], key=lambda c: c.time_range.start):
         walk(c)
     return out
 
@@ -72,8 +83,8 @@ def _flat(root) -> list:
 def _align(nodes, events, skip) -> list[tuple[int, int]]:
     """The longest order-preserving matching of graph nodes to profiled events.
 
-    A node matches an event with its ATen name whose input shapes contain the
-    node's first input shape.  Solved as a longest common subsequence over the
+    A node matches an event with its ATen name (or a GPU backend's name for it,
+    :data:`EVENT_ALIASES`) whose input shapes contain the node's first input shape.  Solved as a longest common subsequence over the
     events that could match any node (one numpy pass per node), so a node the
     profile lacks (a cached tensor the trace computed, a view autograd made) or
     an event the trace lacks costs one match, never the alignment of the rest.
@@ -81,12 +92,12 @@ def _align(nodes, events, skip) -> list[tuple[int, int]]:
     import numpy as np
 
     names = {_name(n.op) for n in nodes}
-    cand = [j for j, e in enumerate(events) if not skip[j] and e.name in names]
+    cand = [j for j, e in enumerate(events) if not skip[j] and _event_name(e) in names]
     if not nodes or not cand:
         return []
     by_name: dict[str, list[int]] = {}
     for k, j in enumerate(cand):
-        by_name.setdefault(events[j].name, []).append(k)
+        by_name.setdefault(_event_name(events[j]), []).append(k)
     m = len(cand)
     L = np.zeros((len(nodes) + 1, m + 1), dtype=np.int32)
     hit = np.zeros((len(nodes), m), dtype=bool)
@@ -128,14 +139,17 @@ def _kernels(ev) -> int:
     return n + sum(_kernels(c) for c in ev.cpu_children)
 
 
-def map_step(root, graph, *, cuda: bool) -> dict:
+def map_step(root, graph, *, cuda: bool, extra=()) -> dict:
     """Map the events of one profiled step (``root``) onto ``graph``'s nodes.
+
+    ``extra``: the step's events on other threads (:func:`_other_threads`): on CUDA, autograd runs
+    the backward functions on its device thread, outside ``root``'s subtree.
 
     Returns ``{"forward": {node: (cpu_us, device_us, kernels)}, "backward": {...},
     "optimizer": (cpu_us, device_us, kernels), "unmapped": [(phase, name, cpu_us, device_us)],
     "step_us": float, "gap_us": float}``.
     """
-    flat = _flat(root)
+    flat = _flat(root, extra)
     events = [e for e, _ in flat]
     end = [j for _, j in flat]
     parent_top = _top_index(flat)
@@ -262,9 +276,32 @@ def profile_step(step: Callable[[], Any], graph, *, cuda: bool, sync: Callable[[
                 step()
                 sync()
             walls.append(time.perf_counter() - t)
-    roots = [e for e in prof.events() if e.name == _STEP and e.cpu_parent is None]
-    maps = [map_step(r, graph, cuda=cuda) for r in roots]
+    evs = prof.events()
+    roots = step_roots(evs)
+    maps = [map_step(r, graph, cuda=cuda, extra=_other_threads(r, evs)) for r in roots]
     return _rows(graph, maps, cuda), _summary(graph, maps, walls, unprofiled_ms)
+
+
+def _on_cpu(ev) -> bool:
+    dt = getattr(ev, "device_type", None)
+    return dt is None or getattr(dt, "name", str(dt)).upper().endswith("CPU")
+
+
+def step_roots(events) -> list:
+    """The profiled steps' host events.  With CUDA activity the profiler also records each
+    ``record_function`` range on the GPU (a user annotation of the same name, sometimes in several
+    pieces); those hold no host events and are not steps."""
+    return [e for e in events if e.name == _STEP and e.cpu_parent is None and _on_cpu(e)]
+
+
+def _other_threads(root, events) -> list:
+    """Autograd's backward functions that ran on another thread inside ``root``'s time range (on
+    CUDA the engine runs them on its device thread; on a CPU they run on the caller's)."""
+    t0, t1 = root.time_range.start, root.time_range.end
+    return [e for e in events
+            if e.cpu_parent is None and e.thread != root.thread and _on_cpu(e)
+            and e.name.startswith("autograd::engine::evaluate_function")
+            and t0 <= e.time_range.start and e.time_range.end <= t1]
 
 
 def _jsonable(attrs: dict) -> dict:

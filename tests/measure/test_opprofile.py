@@ -202,6 +202,15 @@ def test_align_skipped_events_shapes_and_empty_inputs():
     assert _align([_Node(0, "aten.relu", B)], events, [False] * 3) == []
 
 
+def test_align_takes_cudnn_batch_norm_for_the_graphs_native_batch_norm():
+    """A fp32 CUDA run dispatches batch norm as ``cudnn_batch_norm`` (after an ``empty`` of its own): the
+    graph's ``native_batch_norm`` must take it, or the norm's kernels land on the ``empty`` node."""
+    nodes = [_Node(0, "aten.empty"), _Node(1, "aten.native_batch_norm", A), _Node(2, "aten.relu", A)]
+    events = [_Ev("aten::batch_norm", A), _Ev("aten::empty", []), _Ev("aten::cudnn_batch_norm", A),
+              _Ev("aten::relu", A)]
+    assert _align(nodes, events, [False] * 4) == [(0, 1), (1, 2), (2, 3)]
+
+
 # ------------------------------------------------------------------ collect(..., ops=True)
 def test_collect_ops_end_to_end_resumable_and_orphans_dropped(tmp_path):
     out = tmp_path / "d" / "vision.jsonl"
@@ -298,3 +307,62 @@ def test_gpu_collect_ops_script_on_the_cpu(tmp_path):
     assert f"; host profile: {out / 'host.json'}" in p.stdout
     assert f"summary: 1 rows (1 profiled), {len(ops)} op rows (0 unmapped), mapped share: 100.0% of work nodes" \
         in p.stdout
+
+
+def test_backward_outside_the_step_subtree_is_mapped():
+    """On CUDA autograd runs the backward functions on its device thread, outside the step's host
+    subtree (``map_step``'s ``extra``).  The same events moved out of a CPU step's subtree must map
+    as they do inside it, and are lost without ``extra``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.manual_seed(0)
+    model, x, y = Tiny(), torch.randn(2, 3, 16, 16), torch.tensor([1, 3])
+    graph = _graph(model, x, "training")
+    model.train()
+    nn.functional.cross_entropy(model(x), y).backward()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with record_function("costmodel::step"):
+            nn.functional.cross_entropy(model(x), y).backward()
+    root = next(e for e in prof.events() if e.name == "costmodel::step" and e.cpu_parent is None)
+    moved = [c for c in root.cpu_children if c.name.startswith("autograd::engine::evaluate_function")]
+    assert moved
+
+    class HostOnly:  # the step as the host thread records it on CUDA: no backward functions
+        cpu_children = [c for c in root.cpu_children if c not in moved]
+        time_range, cpu_time_total = root.time_range, root.cpu_time_total
+
+    whole = map_step(root, graph, cuda=False)
+    split = map_step(HostOnly, graph, cuda=False, extra=moved)
+    assert whole["backward"] and split["backward"] == whole["backward"]
+    assert split["forward"] == whole["forward"]
+    assert {k for k, *_ in split["unmapped"]} == {k for k, *_ in whole["unmapped"]}
+    assert map_step(HostOnly, graph, cuda=False)["backward"] == {}
+
+
+class _Dev:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Range:
+    def __init__(self, start, end):
+        self.start, self.end = start, end
+
+
+class _StepEv:
+    def __init__(self, name, device, thread=1, start=0, end=10, parent=None):
+        self.name, self.device_type, self.thread, self.cpu_parent = name, _Dev(device), thread, parent
+        self.time_range = _Range(start, end)
+
+
+def test_step_roots_skip_the_gpu_annotations_of_the_step():
+    from costmodel.measure.opprofile import _other_threads, step_roots
+
+    host = [_StepEv("costmodel::step", "CPU", start=10 * i, end=10 * i + 9) for i in range(3)]
+    gpu = [_StepEv("costmodel::step", "CUDA", start=10 * i + 1, end=10 * i + 9) for i in range(3)]
+    assert step_roots(host + gpu + gpu[:2]) == host
+    bwd = _StepEv("autograd::engine::evaluate_function: ConvolutionBackward0", "CPU", thread=2, start=3, end=5)
+    other = [bwd, _StepEv("aten::add_", "CPU", thread=2, start=3, end=4),
+             _StepEv("autograd::engine::evaluate_function: ReluBackward0", "CPU", thread=2, start=12, end=13),
+             _StepEv("autograd::engine::evaluate_function: X", "CPU", thread=1, start=3, end=4)]
+    assert _other_threads(host[0], host + gpu + other) == [bwd]
