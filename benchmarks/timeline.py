@@ -1,6 +1,6 @@
 """The timeline predictor (operators under their roofline on a host/device timeline), measured.
 
-    python benchmarks/timeline.py [--epochs N] [--seeds 3] [--skip-lofo] [--stream-prior W]
+    python benchmarks/timeline.py [--epochs N] [--seeds 3] [--skip-lofo] [--stream-prior W] [--op-weight W]
     python benchmarks/timeline.py --llm          # transformers, leave-one-model-out
     python benchmarks/timeline.py --speed        # section 4 only, shipped artifact
     python benchmarks/timeline.py --devices      # section 6 only: GPUs without rows
@@ -39,9 +39,12 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
 operator model trained on operator profiles, per operator and per model,
 leave-one-family-out, against DIPPM trained on the same CPU rows.
 
-The timeline predictor is fitted on whole-model latencies only (no per-operator
-labels exist for the H200 yet): the operator efficiencies and host costs are
-fitted through the composition.
+The timeline predictor is fitted on whole-model latencies and, with
+``--op-weight W`` > 0 (or the shipped configuration's weight), on the kernel
+times of the runs profiled per operator on an H200 (``costmodel/data/h200/ops``,
+architectures of the packaged families only): every fold leaves out the
+operator runs of its held-out family, and a random split those of its test
+rows' workloads. The host costs are fitted through the composition.
 """
 
 from __future__ import annotations
@@ -80,7 +83,22 @@ _LOSS: list[str] = []
 _STREAM_PRIOR: list[float] = []
 
 
-def _fit(graphs, rows, epochs, seed):
+_OP_WEIGHT: list[float] = []
+_OP_RUNS: list = []
+
+
+def _op_runs(hold=None) -> list:
+    """The packaged per-operator GPU runs (loaded once), less those ``hold(run)`` keeps out of a fold."""
+    if not _OP_RUNS:
+        from costmodel.predictors import packaged_op_runs
+
+        _OP_RUNS.extend(packaged_op_runs())
+    return [r for r in _OP_RUNS if not (hold and hold(r))]
+
+
+def _fit(graphs, rows, epochs, seed, hold=None):
+    """One timeline fit; with per-operator labels (``--op-weight``, or the shipped configuration's), the
+    packaged operator runs join it less those ``hold`` keeps out (a held-out family's, a test row's workload)."""
     from costmodel.predictors import TimelineConfig, TimelinePredictor
 
     kw = {"epochs": epochs} if epochs else {}
@@ -88,8 +106,11 @@ def _fit(graphs, rows, epochs, seed):
         kw["loss"] = _LOSS[0]
     if _STREAM_PRIOR:
         kw["stream_prior"] = _STREAM_PRIOR[0]
+    if _OP_WEIGHT:
+        kw["op_weight"] = _OP_WEIGHT[0]
     cfg = TimelineConfig(seed=seed, **kw)
-    return TimelinePredictor(cfg).fit_graphs(graphs, rows)
+    runs = _op_runs(hold) if cfg.op_weight > 0 else None
+    return TimelinePredictor(cfg).fit_graphs(graphs, rows, op_runs=runs)
 
 
 def _predict(pred, graphs, rows):
@@ -327,6 +348,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--stream-prior", type=float, default=None, metavar="W",
                     help="weight of the fit's streaming prior (default: the shipped configuration's, 0: off; "
                          "TimelineConfig.stream_prior)")
+    ap.add_argument("--op-weight", type=float, default=None, metavar="W",
+                    help="weight of the per-operator GPU labels (costmodel/data/h200/ops) in every fit (default: "
+                         "the shipped configuration's, TimelineConfig.op_weight); a fold never sees the operator "
+                         "runs of its held-out family (or, in a random split, of its test rows' workloads)")
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--skip-gnn", action="store_true",
                     help="skip section 2d, the graph network over the timeline's residuals (the slowest section)")
@@ -356,8 +381,11 @@ def _random_splits_section(graphs, rows, epochs: int, seeds: int, extra=((), ())
         perm = rng.permutation(len(rows))
         n_test = round(0.3 * len(rows))
         test, train = perm[:n_test], perm[n_test:]
+        from costmodel.predictors import workload_key
+
+        held = {workload_key(rows[i]) for i in test}
         pred = _fit([graphs[i] for i in train] + list(extra[0]), [rows[i] for i in train] + list(extra[1]),
-                    epochs, seed)
+                    epochs, seed, hold=lambda run: run.workload in held)
         ps += _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
         rs += [rows[i] for i in test]
     _breakdown(f"1a. random 70/30 ({seeds} seeds, pooled)", rs, ps)
@@ -372,7 +400,7 @@ def _lofo_section(graphs, rows, epochs: int, extra=((), ()), nodes: list | None 
         train = [i for i, r in enumerate(rows) if r.family != fam]
         test = [i for i, r in enumerate(rows) if r.family == fam]
         pred = _fit([graphs[i] for i in train] + list(extra[0]), [rows[i] for i in train] + list(extra[1]),
-                    epochs, 0)
+                    epochs, 0, hold=lambda run, fam=fam: run.family == fam)
         e = _predict(pred, [graphs[i] for i in test], [rows[i] for i in test])
         if nodes is not None:
             from _residual_gnn import node_graph
@@ -659,6 +687,8 @@ def main() -> None:
         _LOSS.append(a.loss)
     if a.stream_prior is not None:
         _STREAM_PRIOR.append(a.stream_prior)
+    if a.op_weight is not None:
+        _OP_WEIGHT.append(a.op_weight)
     if a.llm:
         _llm_section(a.epochs, a.plot)
         _llm_second_host_section(a.epochs, a.data)

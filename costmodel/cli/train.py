@@ -56,6 +56,9 @@ def register_train(sub) -> None:
     t.add_argument("--lora-r", type=positive_int, default=8, help="gnn-llm: LoRA rank (default 8)")
     t.add_argument("--summary-epochs", type=int, default=None,
                    help="gnn-llm: graph-to-text epochs of stage 2 (default 3; 0 skips it)")
+    t.add_argument("--op-weight", type=float, default=None, metavar="W",
+                   help="timeline: weight of the kernels profiled per operator (DATA/DEVICE/ops) in the fit "
+                        "(default 0: whole-model rows only; see docs/predictors.md)")
     t.add_argument("--data", default=None, help="measurement folder holding DEVICE/vision.jsonl (default: packaged data)")
     t.add_argument("--device", default="h200", help="sub-folder of --data to train on (default h200)")
     add_epochs_seed_args(t, epochs_default=None, epochs_help="training epochs (GNN predictors)",
@@ -115,7 +118,7 @@ def _cmd_train(a) -> int:
         raise InvalidInputError(f"{', '.join(gnnllm_only)} only apply to --predictor gnn-llm")
     res = train(a.predictor, data=a.data, device=a.device, epochs=a.epochs, seed=a.seed, output=a.output,
                 to_package=a.to_package, encoder=a.encoder, lm=a.lm, backbone=a.backbone, lora_r=a.lora_r,
-                summary_epochs=a.summary_epochs)
+                summary_epochs=a.summary_epochs, op_weight=a.op_weight)
     out, secs = res.artifact, res.seconds
     if a.predictor in ("timeline", "timeline-llm"):
         print(f"saved {out}  ({secs:.1f} s; use it with --predictor {out})")

@@ -135,6 +135,9 @@ def bound_s(n, phase: str, figs: DeviceFigures, dtype: str) -> tuple[float, floa
     return c, m
 
 
+op_bound_s = bound_s  # the public name (``costmodel.predictors.op_bound_s``)
+
+
 def node_dtype(n, default: str = "fp32") -> str:
     for d in list(n.out_dtypes) + list(n.in_dtypes):
         if d in DTYPES:

@@ -88,7 +88,8 @@ from ._optable import (
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes
-from ._timeline_start import stream_prior_terms
+from ._timeline_start import decode_note as _decode_note, stream_prior_terms
+from ._timeline_ops import OpLabels, packaged_op_runs
 
 #: efficiency never drops below this share of the roofline (small kernels are covered by the kernel floor)
 MIN_EFFICIENCY = 0.05
@@ -222,14 +223,6 @@ class _Model:
         return lat, dev, eff, H, D
 
 
-def _decode_note(p: TimelineParams) -> str:
-    if p.decode_step_us is None:
-        return ("decode step: no decode rows were in this predictor's fit, so the host's per-step cost of the "
-                "decode loop (tens of ms on the measured host) is left out: the latency is a lower bound")
-    return (f"decode step: the host's per-step cost of the decode loop, {p.decode_step_us / 1e3:.1f} ms, fitted on "
-            f"{p.trained_on.get('decode_rows', '?')} decode rows of the measured host and software stack")
-
-
 def _normalized_host(host_us: np.ndarray, b: _Batch, model: _Model) -> tuple[list[float], list[float]]:
     """Class costs at their typical operator and the per-class divisor of the multiplier (see
     ``TimelineParams.host_norm``); the host lane they give is the fitted one."""
@@ -319,10 +312,14 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def fit(self, dataset, *, progress: bool = False) -> "TimelinePredictor":
         """Fit the efficiency MLP, the host costs and the energy model to whole-model rows."""
         idx = [i for i, r in enumerate(dataset.rows) if r.graph_supported]
-        return self.fit_graphs([dataset.graph(i) for i in idx], [dataset.rows[i] for i in idx], progress=progress)
+        ops = packaged_op_runs(progress=progress) if self.config.op_weight > 0 else None
+        return self.fit_graphs([dataset.graph(i) for i in idx], [dataset.rows[i] for i in idx], progress=progress,
+                               op_runs=ops)
 
-    def fit_graphs(self, graphs, rows, *, device=None, progress: bool = False) -> "TimelinePredictor":
+    def fit_graphs(self, graphs, rows, *, device=None, progress: bool = False, op_runs=None) -> "TimelinePredictor":
+        """Fit to whole-model ``rows`` and, with ``config.op_weight`` > 0, ``op_runs``' kernels (None: packaged)."""
         import torch
+        import torch.nn.functional as F
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
@@ -334,6 +331,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float32)
         stream = stream_prior_terms(tables, devs, FEATURE_NAMES) if cfg.stream_prior > 0 else None
         model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
+        op_fit = OpLabels(packaged_op_runs() if op_runs is None else op_runs, mean, std) if cfg.op_weight > 0 else None
         n_decode = sum(1 for t in tables if t.decode)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
             model.host.copy_(torch.as_tensor([_softplus_inv(v) for v in _host_init_us(tables, rows)]))
@@ -357,15 +355,16 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             loss = err.abs().mean() if cfg.loss == "l1" else (err ** 2).mean()
             if stream is not None:  # large streaming kernels toward the device's copy efficiency
                 loss = loss + cfg.stream_prior * ((torch.log(eff[stream[0]]) - stream[1]) ** 2).mean()
+            if op_fit is not None:
+                loss = loss + cfg.op_weight * op_fit.loss(model, cfg.loss, MIN_EFFICIENCY)
             loss.backward()
             opt.step()
             sched.step()
-        import torch.nn.functional as F
-
         with torch.no_grad():
             lat, dev, eff, _, _ = model.latency_us(b)
         trained_on = {"rows": len(rows), "devices": sorted({d.name for d in devs}), "decode_rows": n_decode,
-                      **({"stream_prior_rows": len(stream[0])} if stream is not None else {})}
+                      **({"stream_prior_rows": len(stream[0])} if stream is not None else {}),
+                      **(op_fit.summary() if op_fit is not None else {})}
         self._weights = [p.detach().numpy().astype(np.float32) for p in model.mlp.parameters()]
         self._host_weights = [p.detach().numpy().astype(np.float32) for p in model.host_mlp.parameters()]
         host_us, host_norm = _normalized_host(F.softplus(model.host).detach().numpy().astype(np.float64), b, model)
@@ -440,15 +439,15 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return self
 
     def fit_intervals(self, graphs, rows, groups: Sequence[str], *, coverage: float = 0.9, device=None,
-                      progress: bool = False) -> "TimelinePredictor":
+                      progress: bool = False, op_runs=None) -> "TimelinePredictor":
         """Prediction intervals that hold on model families the fit never saw.
 
         Every group (a model family) is held out in turn: a predictor with this one's
-        configuration is fitted on the other groups and predicts the held-out rows. The
-        finite-sample-corrected ``coverage`` quantile of ``|log(measured / predicted)|`` over
-        those rows, per regime (host-bound and device-bound rows separately: the host lane is
-        the less certain one) and target, becomes the interval's half-width in log space. Call
-        it after :meth:`fit_graphs` (the point predictions stay those of the full fit).
+        configuration is fitted on the other groups (and the operator runs of other families,
+        ``op_runs`` or the packaged ones, when ``config.op_weight`` > 0) and predicts the held-out rows. The
+        finite-sample-corrected ``coverage`` quantile of ``|log(measured / predicted)|`` over those rows, per
+        regime (host- and device-bound rows: the host lane is the less certain one) and target, becomes
+        the half-width in log space. Call it after :meth:`fit_graphs` (point predictions stay the full fit's).
         """
         from .._errors import InvalidInputError
 
@@ -469,11 +468,13 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
             it = tqdm(names, desc="intervals (held-out groups)", unit="group")
         held_rows, held_ests = [], []
+        runs = (packaged_op_runs() if op_runs is None else op_runs) if self.config.op_weight > 0 else None
         for name in it:
             train = [i for i, g in enumerate(groups) if g != name]
             test = [i for i, g in enumerate(groups) if g == name]
-            held = TimelinePredictor(self.config).fit_graphs([graphs[i] for i in train], [rows[i] for i in train],
-                                                             device=device)
+            held = TimelinePredictor(self.config).fit_graphs(
+                [graphs[i] for i in train], [rows[i] for i in train], device=device,
+                op_runs=None if runs is None else [r for r in runs if r.family != name])
             held_rows += [rows[i] for i in test]
             held_ests += [held.predict(graphs[i], device or rows[i].device, mode=rows[i].mode) for i in test]
         self.params.intervals = interval_table(held_rows, held_ests, coverage=coverage,

@@ -56,6 +56,9 @@ class TimelineConfig:
     #: device's measured copy bandwidth reaches at that size (see :func:`streaming_targets`; off because
     #: the benchmark's evidence is split, docs/results.md "A streaming prior")
     stream_prior: float = 0.0
+    #: weight of the per-operator GPU labels in the fit (0: whole-model rows only); see
+    #: :mod:`costmodel.predictors._timeline_ops`
+    op_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -63,6 +66,8 @@ class TimelineConfig:
         if not (isinstance(self.stream_prior, (int, float)) and math.isfinite(self.stream_prior)
                 and self.stream_prior >= 0):
             raise InvalidInputError(f"stream_prior must be a finite number >= 0, got {self.stream_prior!r}")
+        if not (isinstance(self.op_weight, (int, float)) and math.isfinite(self.op_weight) and self.op_weight >= 0):
+            raise InvalidInputError(f"op_weight must be a finite number >= 0, got {self.op_weight!r}")
 
 
 def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
@@ -191,3 +196,12 @@ def stream_prior_terms(tables: Sequence[OpTable], devices, feature_names: Sequen
         return None
     return (torch.as_tensor(np.flatnonzero(use)),
             torch.as_tensor(np.log(target[use]), dtype=torch.float32))
+
+
+def decode_note(p) -> str:
+    """The note of a decode-step estimate on what the host's per-step cost rests on (``p``: TimelineParams)."""
+    if p.decode_step_us is None:
+        return ("decode step: no decode rows were in this predictor's fit, so the host's per-step cost of the "
+                "decode loop (tens of ms on the measured host) is left out: the latency is a lower bound")
+    return (f"decode step: the host's per-step cost of the decode loop, {p.decode_step_us / 1e3:.1f} ms, fitted on "
+            f"{p.trained_on.get('decode_rows', '?')} decode rows of the measured host and software stack")

@@ -15,14 +15,16 @@ PREDICTORS = ("dippm", "trappm", "xgb-static", "llm-xgb", "gnn-llm", "timeline",
 
 def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: int | None = None, seed: int = 0,
           output=None, to_package: bool = False, encoder=None, lm: str | None = None, backbone: str = "lm",
-          lora_r: int = 8, summary_epochs: int | None = None) -> TrainResult:
+          lora_r: int = 8, summary_epochs: int | None = None, op_weight: float | None = None) -> TrainResult:
     """Train ``predictor`` (seeded) on the rows of ``device`` in ``data`` (default: the packaged data) and save it.
 
     The artifact goes to ``output``, the package (``to_package``, maintainers) or
     ``$COSTMODEL_HOME/artifacts/PREDICTOR``.  ``encoder`` is the pretrained
     encoder folder of ``trappm`` and ``gnn-llm`` (default: the user's, else the
     shipped one); ``lm``, ``backbone``, ``lora_r`` and ``summary_epochs``
-    configure ``gnn-llm``.  Progress goes to stderr.
+    configure ``gnn-llm``; ``op_weight`` the ``timeline``'s per-operator GPU labels
+    (:attr:`~costmodel.predictors.TimelineConfig.op_weight`, read from ``<data>/<device>/ops``).
+    Progress goes to stderr.
     """
     if predictor not in PREDICTORS:
         from .._errors import InvalidInputError
@@ -30,8 +32,12 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
         raise InvalidInputError(f"unknown predictor {predictor!r} to train; choose from {', '.join(PREDICTORS)}")
     if predictor == "llm-xgb":
         return _train_llm(data, device, seed, output, to_package)
+    if op_weight is not None and predictor != "timeline":
+        from .._errors import InvalidInputError
+
+        raise InvalidInputError(f"op_weight applies to the timeline predictor only, not {predictor!r}")
     if predictor == "timeline":
-        return _train_timeline(data, device, epochs, seed, output, to_package)
+        return _train_timeline(data, device, epochs, seed, output, to_package, op_weight)
     if predictor == "timeline-llm":
         return _train_timeline_llm(data, device, epochs, seed, output, to_package)
     from dataclasses import replace
@@ -67,23 +73,29 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
     return TrainResult(out, time.perf_counter() - t0, pred)
 
 
-def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to_package: bool) -> TrainResult:
+def _train_timeline(data, device: str, epochs: int | None, seed: int, output, to_package: bool,
+                    op_weight: float | None = None) -> TrainResult:
     from .._errors import ModelLoadError
     from ..datasets import PerfDataset
     from ..predictors import TimelineConfig, TimelinePredictor
+    from ..predictors import packaged_op_runs
 
     ds = PerfDataset.load(data, device=device)
     ds = ds.subset([i for i, r in enumerate(ds.rows) if r.kind == "vision"])
-    cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    cfg = TimelineConfig(seed=seed, **({"epochs": epochs} if epochs else {}),
+                         **({"op_weight": op_weight} if op_weight is not None else {}))
+    runs = None
+    if cfg.op_weight > 0:  # the runs profiled per operator on this device: <data>/<device>/ops
+        runs = packaged_op_runs(data, device=device, progress=True)
     out = artifact_dir("timeline", output=output, to_package=to_package)
     print(f"training timeline on {len(ds)} vision rows ({len(ds.families())} families) from {device}",
           file=sys.stderr)
     t0 = time.perf_counter()
     idx = [i for i, r in enumerate(ds.rows) if r.graph_supported]
     graphs, rows = [ds.graph(i) for i in idx], [ds.rows[i] for i in idx]
-    pred = TimelinePredictor(cfg).fit_graphs(graphs, rows, progress=True)
+    pred = TimelinePredictor(cfg).fit_graphs(graphs, rows, progress=True, op_runs=runs)
     # intervals from leave-one-family-out fits: they have to hold on families no fit saw
-    pred.fit_intervals(graphs, rows, [r.family for r in rows], progress=True)
+    pred.fit_intervals(graphs, rows, [r.family for r in rows], progress=True, op_runs=runs)
     try:
         pred.fit_cpu_ops(data, progress=True)
         info = pred.cpu.trained_on

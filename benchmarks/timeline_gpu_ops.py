@@ -1,0 +1,204 @@
+"""The timeline's device lane against kernel times measured per operator on an H200.
+
+    python benchmarks/timeline_gpu_ops.py [--sets train,new] [--fit-op-weight 0 0.3 1] [--json FILE]
+
+Data: runs profiled per operator with ``benchmarks/gpu_collect_ops.sh`` on one H200 host (the third
+to measure this project's rows; its ``host.json`` and ``hardware.json`` are beside the rows):
+
+- ``train``: ``costmodel/data/h200/ops/``: architectures of the packaged H200 data
+  (``costmodel/data/specs/h200_ops.json``), whose model-level rows the shipped timeline was fitted to;
+- ``new``: ``benchmarks/data/h200_ops/``: the 13 architectures of ``h200_extend.json`` that no
+  predictor trained on (and 4 check rows of packaged architectures, left out here).
+
+Each profiled operator (forward, mapped onto its CostGraph node) is compared with the device time
+the shipped timeline predicts for that node (``TimelinePredictor.operator_times``) and with the bare
+roofline bound ``max(FLOPs / peak, bytes / bandwidth)`` of the datasheet.  The shipped timeline
+never saw a per-operator GPU label: it was fitted through the composed timeline to whole-model
+latencies, so this is the first direct check of its device lane.  Tables: per set, per operator
+kind and per dtype: the operators' MAPE (operators of at least 2 us), the time-weighted error
+``sum |p - y| / sum y``, the geometric-mean ratio ``p / y`` (above 1: predicted slower) and Kendall
+tau over the operators; then the depthwise convolutions by kernel size, and how much of each run's
+work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = {"train": (ROOT / "costmodel" / "data" / "h200", "ops"), "new": (ROOT / "benchmarks" / "data", "h200_ops")}
+MIN_US = 2.0  # operators shorter than this are timer noise for a per-operator MAPE
+
+
+def _tau(y, p) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(y, p).statistic) if len(y) > 2 else float("nan")
+
+
+def _stats(y, p) -> dict:
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    k = y >= MIN_US
+    ok = k & (p > 0)
+    return {"n": int(len(y)), "time_ms": float(y.sum() / 1e3),
+            "mape": float(np.mean(np.abs(p[k] - y[k]) / y[k]) * 100) if k.any() else float("nan"),
+            "weighted": float(np.abs(p - y).sum() / max(y.sum(), 1e-9) * 100),
+            "ratio": float(np.exp(np.mean(np.log(p[ok] / y[ok])))) if ok.any() else float("nan"),
+            "tau": _tau(y[k], p[k]) if k.sum() > 2 else float("nan")}
+
+
+def _line(label: str, s: dict, width: int = 22) -> str:
+    return (f"{label:<{width}}{s['n']:>7}{s['time_ms']:>10.1f}{s['mape']:>9.1f}{s['weighted']:>10.1f}"
+            f"{s['ratio']:>8.2f}{s['tau']:>7.2f}")
+
+
+HEAD = f"{'':<22}{'ops':>7}{'time ms':>10}{'MAPE %':>9}{'wErr %':>10}{'p/y':>8}{'tau':>7}"
+
+
+def _depthwise(n) -> bool:
+    g = n.attrs.get("groups") or 1
+    return n.kind == "conv" and g > 1 and len(n.in_shapes) > 1 and n.in_shapes[1][1] == 1
+
+
+def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tuple[list[dict], list[dict]]:
+    """Per-operator records ``{kind, dtype, dw, kernel, y, p, bound, family, mode}`` of one set, and per-run coverage."""
+    from costmodel.predictors import DeviceFigures, load_op_dataset, node_dtype, op_bound_s as bound_s
+
+    root, folder = SETS[name]
+    ds, graphs, ops, _ = load_op_dataset(root, device=folder, progress=progress)
+    figs = DeviceFigures.from_device(dev)
+    recs, cover = [], []
+    for i, (r, g, lab) in enumerate(zip(ds.rows, graphs, ops)):
+        if name == "new" and r.model in seen_models:
+            continue  # a check row repeating a packaged architecture
+        mode = r.mode
+        pm = {(o["node"], o["phase"]): o["device_ms"] * 1e3 for o in pred.operator_times(g, dev, mode=mode)}
+        summ = r.raw.get("ops") or {}
+        cover.append({"model": r.model, "mode": mode, "dtype": r.dtype, "batch": r.batch,
+                      "work": summ.get("work_nodes"), "mapped": summ.get("work_nodes_mapped"),
+                      "latency_ms": r.latency_ms, "op_ms": sum(d for _, ph, d, _ in lab if ph == "forward") / 1e3})
+        for n, phase, y, _cpu in lab:
+            if phase != "forward" or y <= 0 or (n.id, phase) not in pm:
+                continue
+            dt = node_dtype(n)
+            recs.append({"family": r.family, "model": r.model, "mode": mode, "dtype": r.dtype, "kind": n.kind,
+                         "dw": _depthwise(n), "kernel": (n.attrs.get("kernel") or [0])[0], "y": y,
+                         "p": pm[(n.id, phase)],
+                         "bound": max(bound_s(n, phase, figs, dt)) * 1e6})
+    return recs, cover
+
+
+def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
+    out: dict = {}
+    y = [r["y"] for r in recs]
+    print(f"\n== {name}: {len(cover)} runs, {len({c['model'] for c in cover})} architectures, "
+          f"{len(recs)} forward operators with a kernel time\n")
+    print(HEAD)
+    out["timeline"] = _stats(y, [r["p"] for r in recs])
+    out["roofline"] = _stats(y, [r["bound"] for r in recs])
+    print(_line("timeline", out["timeline"]))
+    print(_line("roofline bound", out["roofline"]))
+    print("\nby operator kind (timeline; the ten kinds with the most measured time)")
+    print(HEAD)
+    by = defaultdict(list)
+    for r in recs:
+        by[r["kind"]].append(r)
+    kinds = sorted(by, key=lambda k: -sum(r["y"] for r in by[k]))[:10]
+    out["kinds"] = {}
+    for k in kinds:
+        s = _stats([r["y"] for r in by[k]], [r["p"] for r in by[k]])
+        out["kinds"][k] = s
+        print(_line(k, s))
+    print("\nby dtype and mode (timeline)")
+    print(HEAD)
+    out["dtype"] = {}
+    for key in sorted({(r["dtype"], r["mode"]) for r in recs}):
+        sub = [r for r in recs if (r["dtype"], r["mode"]) == key]
+        s = _stats([r["y"] for r in sub], [r["p"] for r in sub])
+        out["dtype"][" ".join(key)] = s
+        print(_line(" ".join(key), s))
+    dw = [r for r in recs if r["dw"]]
+    if dw:
+        print("\ndepthwise convolutions by kernel size: timeline, then the bare roofline bound")
+        print(HEAD)
+        out["depthwise"] = {}
+        for kk in sorted({r["kernel"] for r in dw}):
+            sub = [r for r in dw if r["kernel"] == kk]
+            for lab, key in (("timeline", "p"), ("roofline", "bound")):
+                s = _stats([r["y"] for r in sub], [r[key] for r in sub])
+                out["depthwise"][f"{kk}x{kk} {lab}"] = s
+                print(_line(f"{kk}x{kk} {lab}", s))
+    cov = [c for c in cover if c["work"]]
+    share = np.mean([c["mapped"] / c["work"] for c in cov]) if cov else float("nan")
+    out["mapped_work_share"] = float(share)
+    print(f"\nmapping: {100 * share:.1f} % of the runs' work nodes placed on average (the rest: nodes whose kernels ran "
+          "inside another operator's profiled event, or that launched none; see docs/measuring.md)")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", default="train,new", help="comma list of: " + ", ".join(SETS))
+    ap.add_argument("--json", type=Path, help="write the numbers here")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--artifact", type=Path, help="a saved timeline predictor (default: the shipped one)")
+    ap.add_argument("--fit-op-weight", type=float, nargs="*", default=[], metavar="W",
+                    help="also fit a timeline on the packaged H200 vision rows with per-operator labels at each "
+                         "weight W (TimelineConfig.op_weight; 0: the whole-model rows alone) and score it the same "
+                         "way (on the train set these labels were in its fit)")
+    a = ap.parse_args(argv)
+    sets = [s.strip() for s in a.sets.split(",") if s.strip()]
+    bad = [s for s in sets if s not in SETS]
+    if bad:
+        ap.error(f"unknown set(s) {bad}; choose from {sorted(SETS)}")
+    warnings.simplefilter("ignore")
+    from costmodel.datasets import PerfDataset
+    from costmodel.devices import get_device
+    from costmodel.predictors import get_predictor
+
+    if a.artifact:
+        from costmodel.predictors import TimelinePredictor
+
+        pred = TimelinePredictor.load(a.artifact)
+    else:
+        pred = get_predictor("timeline")
+    dev = get_device("h200")
+    ds = PerfDataset.load()
+    seen = {r.model for r in ds.rows}
+    preds = [("shipped" if not a.artifact else str(a.artifact), pred)]
+    if a.fit_op_weight:
+        from costmodel.predictors import TimelineConfig, TimelinePredictor
+        from costmodel.predictors import packaged_op_runs
+
+        vis = [i for i, r in enumerate(ds.rows) if r.kind == "vision"]
+        graphs, rows = [ds.graph(i) for i in vis], [ds.rows[i] for i in vis]
+        runs = packaged_op_runs()
+        for w in a.fit_op_weight:
+            t0 = time.perf_counter()
+            p = TimelinePredictor(TimelineConfig(op_weight=w)).fit_graphs(graphs, rows, op_runs=runs)
+            preds.append((f"fitted, op_weight {w:g}", p))
+            print(f"fitted op_weight {w:g} on {len(rows)} vision rows and {len(runs)} operator runs "
+                  f"({time.perf_counter() - t0:.0f} s)")
+    res = {}
+    for label, p in preds:
+        for s in sets:
+            t0 = time.perf_counter()
+            recs, cover = collect(s, p, dev, seen, a.progress)
+            res[f"{label} / {s}"] = report(f"{label} / {s}", recs, cover)
+            print(f"({time.perf_counter() - t0:.0f} s)")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

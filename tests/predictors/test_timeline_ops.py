@@ -1,0 +1,166 @@
+"""Per-operator GPU labels in the timeline's fit (costmodel.predictors._timeline_ops) and their packaged data."""
+
+import gzip
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from costmodel import InvalidInputError
+from costmodel.devices import get_device
+from costmodel.frontends import zoo_graph
+from costmodel.measure.host import load_host
+from costmodel.predictors._optable import op_table
+from costmodel.predictors._timeline import TimelineConfig, TimelinePredictor
+from costmodel.predictors._timeline_ops import MIN_LABEL_US, OpLabels, OpRun
+
+REPO = Path(__file__).resolve().parents[2]
+OPS = REPO / "costmodel" / "data" / "h200" / "ops"
+
+
+def _jsonl(p):
+    return [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf, "1"])
+def test_op_weight_is_validated(bad):
+    with pytest.raises(InvalidInputError, match="op_weight"):
+        TimelineConfig(op_weight=bad)
+
+
+@pytest.fixture(scope="module")
+def slow_convs():
+    """A resnet18 run whose convolutions took 30x their roofline bound and everything else 1.5x."""
+    g = zoo_graph("resnet18", batch=8, method="trace")
+    dev = get_device("h200")
+    t = op_table(g, dev, mode="inference")
+    by_id = {n.id: n for n in g.nodes}
+    labels = []
+    for nid, ph, b, k in zip(t.node, t.phase, t.bound_s, t.kernel):
+        if nid < 0 or k == 0 or ph != 0:
+            continue
+        y = b * 1e6 * (30.0 if by_id[int(nid)].kind == "conv" else 1.5)
+        if y >= MIN_LABEL_US:
+            labels.append((int(nid), "forward", float(y)))
+    return OpRun(g, dev, "inference", labels, "resnet", "resnet18", ("resnet18", 224, "inference", "fp32", 8))
+
+
+def _conv_log_error(pred, run) -> float:
+    p = {o["node"]: o["device_ms"] * 1e3 for o in pred.operator_times(run.graph, run.device, mode=run.mode)
+         if o["phase"] == "forward"}
+    convs = [(p[n], y) for n, _, y in run.labels if run.graph.nodes[n].kind == "conv"]
+    return float(np.median([abs(math.log(a / b)) for a, b in convs]))
+
+
+def test_operator_labels_pull_the_device_lane_toward_them(coverage_split, slow_convs):
+    data, train, _, _ = coverage_split
+    graphs, rows = [data.graph(i) for i in train], [data[i] for i in train]
+    plain = TimelinePredictor(TimelineConfig(epochs=150, hidden=16)).fit_graphs(graphs, rows)
+    labelled = TimelinePredictor(TimelineConfig(epochs=150, hidden=16, op_weight=3.0)).fit_graphs(
+        graphs, rows, op_runs=[slow_convs])
+    assert labelled.params.trained_on["op_runs"] == 1
+    assert labelled.params.trained_on["op_labels"] == len(slow_convs.labels)
+    assert "op_runs" not in plain.params.trained_on
+    before, after = _conv_log_error(plain, slow_convs), _conv_log_error(labelled, slow_convs)
+    # 30x the bound is far from what the whole-model rows alone give; the labels close most of the gap
+    assert before > math.log(3.0) and after < 0.5 * before
+
+
+def test_op_labels_weigh_each_run_the_same(slow_convs):
+    t = op_table(slow_convs.graph, slow_convs.device, mode="inference")
+    mean, std = t.x.mean(0), t.x.std(0) + 1e-3
+    one = OpLabels([slow_convs], mean, std)
+    two = OpLabels([slow_convs, slow_convs], mean, std)
+    assert one.n == len(slow_convs.labels) and two.n == 2 * one.n and two.runs == 2
+    assert float(one.w.sum()) == pytest.approx(1.0) and float(two.w.sum()) == pytest.approx(1.0)
+    nowhere = OpRun(slow_convs.graph, slow_convs.device, "inference", [(10 ** 6, "forward", 5.0)], "x", "x", ())
+    with pytest.raises(InvalidInputError, match="no labelled kernel"):
+        OpLabels([nowhere], mean, std)
+
+
+def test_packaged_gpu_operator_rows_are_training_families_only():
+    """The per-operator H200 runs that can join the fit are of packaged architectures; the 13 architectures
+    kept for evaluation are in benchmarks/data alone."""
+    rows = _jsonl(OPS / "ops_vision.jsonl")
+    packaged = _jsonl(REPO / "costmodel" / "data" / "h200" / "vision.jsonl")
+    held = _jsonl(REPO / "benchmarks" / "data" / "h200_ops" / "ops_vision.jsonl")
+    fams = {r["spec"]["family"] for r in packaged}
+    names = {r["spec"]["name"] for r in packaged}
+    assert rows and {r["spec"]["family"] for r in rows} <= fams and {r["spec"]["name"] for r in rows} <= names
+    new = {r["spec"]["name"] for r in held} - names
+    assert len(new) >= 10 and not new & {r["spec"]["name"] for r in rows}
+    keys = {json.dumps([r["spec"], r["batch"], r["mode"], r["dtype"]]) for r in rows}
+    with gzip.open(OPS / "ops.jsonl.gz", "rt") as f:
+        ops = [json.loads(x) for x in f]
+    assert len(ops) > 10_000 and {o["key"] for o in ops} <= keys
+    for r in rows:  # every row says which host measured it, and the repairs it got
+        assert r["host"]["cpu"] and r["device"] == "NVIDIA H200"
+        assert r["ops"]["profiled_steps"] == 3
+        assert (r["ops"].get("backward_captured") is False) == (r["mode"] == "train")
+    hw = json.loads((OPS / "hardware.json").read_text())
+    assert hw["roofline"]["peak_gflops_fp32"] > 0 and hw["roofline"]["bandwidth_gbps"] > 0
+    assert load_host(OPS / "host.json").kernel_us is not None
+
+
+def _package_ops():
+    spec = importlib.util.spec_from_file_location("package_ops", REPO / "benchmarks" / "package_ops.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_package_ops_repairs_the_step_count_and_flags_a_missing_backward():
+    po = _package_ops()
+    row = {"mode": "train", "ops": {"profiled_steps": 6, "work_nodes_mapped": 10.0, "backward_nodes_mapped": 0.0,
+                                    "unmapped_ms": 0.5, "profiled_step_ms": 4.0, "work_nodes": 20}}
+    ops = [{"mapped": True, "seen": "3/6", "device_us": 7.0},
+           {"mapped": False, "calls": 0.5, "cpu_us": 2.0, "device_us": 1.0}]
+    r2, o2 = po.repair(row, ops, cuda=True)
+    s = r2["ops"]
+    assert s["profiled_steps"] == 3 and s["work_nodes_mapped"] == 20.0 and s["profiled_step_ms"] == 8.0
+    assert s["work_nodes"] == 20 and s["backward_captured"] is False and len(s["repaired"]) == 2
+    assert o2[0] == {"mapped": True, "seen": "3/3", "device_us": 7.0}  # a mapped row's time is a mean already
+    assert o2[1]["calls"] == 1.0 and o2[1]["cpu_us"] == 4.0 and o2[1]["device_us"] == 2.0
+    assert row["ops"]["profiled_steps"] == 6  # the input is left as it was
+    # a run profiled right, or on a CPU, is left alone
+    ok = {"mode": "infer", "ops": {"profiled_steps": 3, "backward_nodes_mapped": 0.0}}
+    assert po.repair(ok, [{"mapped": True, "seen": "3/3"}], cuda=True) == (ok, [{"mapped": True, "seen": "3/3"}])
+    cpu_train = {"mode": "train", "ops": {"profiled_steps": 3, "backward_nodes_mapped": 0.0}}
+    assert "backward_captured" not in po.repair(cpu_train, [], cuda=False)[0]["ops"]
+
+
+def test_package_ops_moves_a_cudnn_norms_kernels_to_its_node():
+    po = _package_ops()
+    ops = [{"node": 0, "op": "aten::convolution", "mapped": True, "phase": "forward", "kernels": 1.0, "device_us": 9.0},
+           {"node": 1, "op": "aten::empty", "mapped": True, "phase": "forward", "kernels": 1.0, "device_us": 4.0,
+            "cpu_us": 30.0, "dtype": "uint8", "in_shapes": []},
+           {"node": 3, "op": "aten::relu_", "mapped": True, "phase": "forward", "kernels": 1.0, "device_us": 2.0},
+           {"node": 4, "op": "aten::empty", "mapped": True, "phase": "forward", "kernels": 0.0, "device_us": 0.0},
+           {"node": 6, "op": "aten::empty", "mapped": True, "phase": "forward", "kernels": 1.0, "device_us": 3.0},
+           {"node": 7, "op": "aten::native_batch_norm", "mapped": True, "phase": "forward", "device_us": 5.0}]
+    row, out = po.repair({"mode": "infer", "ops": {"profiled_steps": 3, "work_nodes_mapped": 5.0}}, ops, cuda=True)
+    twin = [o for o in out if o.get("moved_from_node") is not None]
+    assert len(twin) == 1 and twin[0]["node"] == 2 and twin[0]["op"] == "aten::native_batch_norm"
+    assert twin[0]["device_us"] == 4.0 and twin[0]["cpu_us"] == 30.0 and "dtype" not in twin[0]
+    emptied = next(o for o in out if o["node"] == 1)
+    assert emptied["device_us"] == 0.0 and emptied["moved_to_node"] == 2
+    # node 6's norm (node 7) has its own row: nothing moves; nor on a CPU
+    assert next(o for o in out if o["node"] == 6)["device_us"] == 3.0
+    assert row["ops"]["work_nodes_mapped"] == 6.0 and "1 batch norms" in row["ops"]["repaired"][0]
+    assert not any(o.get("moved_from_node") is not None for o in po.repair({"mode": "infer"}, ops, cuda=False)[1])
+    assert ops[1]["device_us"] == 4.0  # the input is left as it was
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--predictor", "dippm", "--op-weight", "0.3"], "timeline predictor only"),
+    (["train", "--predictor", "timeline", "--op-weight", "-1"], "op_weight must be a finite number >= 0"),
+])
+def test_cli_train_op_weight_errors(argv, match, capsys, tmp_path):
+    from costmodel.cli import main
+
+    assert main([*argv, "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
