@@ -1,6 +1,7 @@
 """The shipped predictors on architectures they never saw, measured later on an H200.
 
     python benchmarks/new_families.py [--predictors trappm,dippm,xgb-static,analytic]
+    python benchmarks/new_families.py --predictors timeline --folder h200_ops [--host FILE]
 
 ``benchmarks/data/h200_extend`` holds rows that ``costmodel collect`` measured
 on an NVIDIA H200 (its ``hardware.json`` says which): 13 architectures absent
@@ -15,7 +16,11 @@ plus 4 check rows that repeat packaged rows.  The script prints:
    architecture.
 
 The predictors are the shipped artifacts, trained on all packaged rows: this
-is a leave-everything-out test on new families.
+is a leave-everything-out test on new families.  ``--folder h200_ops`` scores
+the rows a third host measured while profiling them per operator
+(``benchmarks/data/h200_ops/ops_vision.jsonl``; 11 of the 13 architectures);
+``--host FILE`` gives the timeline a ``costmodel calibrate`` host profile (that
+folder's ``host.json`` was calibrated on its host before its rows).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predictors", default="trappm,dippm,xgb-static,analytic")
     ap.add_argument("--data", default=str(HERE / "data"))
+    ap.add_argument("--folder", default="h200_extend", help="device folder under --data (h200_extend, h200_ops)")
+    ap.add_argument("--host", default=None, help="a host profile for the timeline (costmodel calibrate -o FILE)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     from costmodel.datasets import PerfDataset
@@ -43,12 +50,12 @@ def main() -> None:
     from costmodel.training import report
     from costmodel.predictors import get_predictor
 
-    new = PerfDataset.load(a.data, device="h200_extend")
+    new = PerfDataset.load(a.data, device=a.folder, prefix="ops_" if a.folder == "h200_ops" else "")
     packaged = PerfDataset.load()
     seen = {r.model for r in packaged.rows}
     key = lambda r: (r.model, r.mode, r.dtype, r.batch)  # noqa: E731
     ref = {key(r): r for r in packaged.rows}
-    hw = json.loads((Path(a.data) / "h200_extend" / "hardware.json").read_text())
+    hw = json.loads((Path(a.data) / a.folder / "hardware.json").read_text())
     print(f"new rows measured on {hw.get('name')} (driver {hw.get('driver')}, torch {hw.get('torch')})\n")
 
     print("1. check rows: new measurement / packaged measurement")
@@ -68,6 +75,8 @@ def main() -> None:
     per_model: dict[str, dict[str, list]] = {}
     for name in a.predictors.split(","):
         pred = get_predictor(name)
+        if a.host and name == "timeline":
+            pred = pred.with_host(a.host)
         ests = pred.predict_many(graphs, dev)
         p = np.asarray([[getattr(e, t) for t in TARGETS] for e in ests])
         for j, t in enumerate(TARGETS):
