@@ -189,3 +189,17 @@ def test_unknown_packed_call_is_other_with_one_warning():
         g = from_relax(Mod)
     assert [n.kind for n in g.nodes] == ["other", "other", "relu"]
     assert sum("my_kernel" in str(w.message) for w in rec) == 1
+
+
+def test_flip_is_a_copy_of_its_input():
+    """``torch.flip`` (timm's sequencer2d runs its LSTM both ways) was emitted as a ReverseSequence without its
+    sequence lengths, which the graph check refused; it is a copy kernel of the tensor's size."""
+    class Flip(nn.Module):
+        def forward(self, x):
+            return torch.flip(x, dims=[1]) * 2.0
+
+    x = torch.randn(2, 7, 5)
+    g = from_relax(from_exported_program(_export(Flip(), (x,)), keep_params_as_input=True))
+    copies = [n for n in g.nodes if n.kind == "copy"]
+    assert len(copies) == 1 and copies[0].out_shapes[0] == (2, 7, 5)
+    assert copies[0].bytes_read >= 2 * 7 * 5 * 4 and copies[0].bytes_written == 2 * 7 * 5 * 4

@@ -123,7 +123,9 @@ class _OpRules:
         self.emit(var, "Tile", [x, self.ints_const([o // max(i, 1) for o, i in zip(outs[0][1], self.shapes[x])])])
 
     def op_flip(self, var, c, a, x):
-        self.emit(var, "ReverseSequence", [x])
+        # a copy of the same shape (ONNX's ReverseSequence needs sequence lengths and rank >= 2; a
+        # flip reads and writes every element once, as a tile by ones does)
+        self.emit(var, "Tile", [x, self.ints_const([1] * len(self.shapes[x]), "repeats")])
 
     def op_cumsum(self, var, c, a, x):
         self.emit(var, "CumSum", [x, self.ints_const([_int(a.axis) or 0], "axis")])
