@@ -1,6 +1,6 @@
 """Peak memory from the allocation trace and the caching-allocator replay, measured.
 
-    python benchmarks/memory.py [--kind vision|transformer|all] [--limit N] [--skip-learned]
+    python benchmarks/memory.py [--kind vision|transformer|all] [--limit N] [--skip-learned] [--third-host]
     python benchmarks/memory.py --speed | --cpu-check
 
 Every packaged H200 row (vision: inference and training, fp32 and fp16;
@@ -126,10 +126,10 @@ def _learned(rows: list[dict], folder: str, names: list[str], graphs: dict | Non
     return out
 
 
-def _read(folder: Path) -> list[dict]:
+def _read(folder: Path, prefix: str = "") -> list[dict]:
     from costmodel.datasets import read_jsonl
 
-    rows = [row for name in ("vision.jsonl", "llm.jsonl") if (folder / name).exists()
+    rows = [row for name in (f"{prefix}vision.jsonl", f"{prefix}llm.jsonl") if (folder / name).exists()
             for _, row in read_jsonl(folder / name)]
     return [r for r in rows if r.get("nvml_used_mb") is not None and r.get("peak_reserved_mb") is not None]
 
@@ -351,6 +351,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of each set (a quick look)")
     ap.add_argument("--skip-learned", action="store_true", help="replay only (the learned columns need graphs)")
     ap.add_argument("--speed", action="store_true", help="only the speed section (5), in this fresh process")
+    ap.add_argument("--third-host", action="store_true",
+                    help="also the rows a third H200 host measured while profiling per operator "
+                         "(costmodel/data/h200/ops and benchmarks/data/h200_ops; replay only)")
     ap.add_argument("--cpu-check", action="store_true",
                     help="only the trace against the CPU allocator (6): small models run for real on this CPU")
     a = ap.parse_args()
@@ -384,6 +387,14 @@ def main() -> None:
         learned = _learned(rows, "h200_extend", names, graphs) if names else {}
         _section("H200, second host, architectures no predictor trained on (overheads from the packaged rows)",
                  rows, packaged, learned, False, True, graphs)
+    if a.third_host:  # the same workloads measured again by another process history and host
+        third = keep(_read(default_root() / "h200" / "ops", "ops_"))
+        _section("H200, third host, packaged architectures (overheads from the packaged rows)", third, packaged, {},
+                 False, True, {})
+        third = keep([r for r in _read(HERE / "data" / "h200_ops", "ops_")
+                      if json.dumps(r["spec"], sort_keys=True) not in seen])
+        _section("H200, third host, architectures no predictor trained on (overheads from the packaged rows)",
+                 third, packaged, {}, False, True, {})
 
 
 if __name__ == "__main__":
