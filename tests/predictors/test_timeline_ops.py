@@ -164,3 +164,20 @@ def test_cli_train_op_weight_errors(argv, match, capsys, tmp_path):
     assert main([*argv, "-o", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_packaged_gpu_runs_join_their_graphs():
+    """Every packaged operator run rebuilds the graph it was mapped onto (same node count, same operator at
+    every labelled node): a frontend change that moved node indices would silently strip the labels."""
+    import warnings
+
+    from costmodel.predictors import packaged_op_runs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # run_labels warns (and drops the run) when a graph does not match
+        runs = packaged_op_runs()
+    assert len(runs) == 96 and sum(len(r.labels) for r in runs) > 15_000
+    assert all(r.device.name == "H200-SXM5-141GB" and r.labels for r in runs)
+    assert {r.mode for r in runs} == {"inference", "training"}
+    kinds = {r.graph.nodes[n].kind for r in runs for n, _, _ in r.labels}
+    assert {"conv", "matmul", "batch_norm", "layer_norm", "attention", "add"} <= kinds
