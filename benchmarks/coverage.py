@@ -167,6 +167,17 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+
+def run_jobs(fn, jobs: list, workers: int) -> list[dict]:
+    """``fn(job)`` (a list of rows) for every job in ``workers`` processes, in order, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    rows: list[dict] = []
+    with ProcessPoolExecutor(workers) as pool:
+        for got in tqdm(pool.map(fn, jobs), total=len(jobs), desc="models", unit="model"):
+            rows.extend(got)
+    return rows
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a handful of models of each source")
@@ -183,16 +194,8 @@ def main(argv=None) -> int:
     if args.quick:
         tv, timm, llm = tv[:4], timm[:4], ["mixtral", "mpt", "electra"]
     jobs = [("torchvision", n) for n in tv] + [("timm", n) for n in timm] + [("transformers", n) for n in llm]
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        def tqdm(it, **_):
-            return it
-    rows: list[dict] = []
     t0 = time.time()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for got in tqdm(pool.map(_run, jobs), total=len(jobs), desc="models", unit="model"):
-            rows.extend(got)
+    rows = run_jobs(_run, jobs, args.jobs)
     print(f"{len(jobs)} models, {len(rows)} estimates in {time.time() - t0:.0f} s ({args.jobs} worker(s))\n")
     print(_table(rows))
     failed = [r for r in rows if not r["ok"]]

@@ -31,9 +31,8 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 
-from coverage import TIMM
+from coverage import TIMM, run_jobs
 
 FRONTENDS = ("onnx", "relax")
 
@@ -164,16 +163,8 @@ def main(argv=None) -> int:
     if args.quick:
         tv, timm = tv[:3], timm[:3]
     jobs = [("torchvision", n, fes) for n in tv] + [("timm", n, fes) for n in timm]
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        def tqdm(it, **_):
-            return it
-    rows: list[dict] = []
     t0 = time.time()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for got in tqdm(pool.map(_run, jobs), total=len(jobs), desc="models", unit="model"):
-            rows.extend(got)
+    rows = run_jobs(_run, jobs, args.jobs)
     print(f"{len(jobs)} models through {', '.join(fes)} in {time.time() - t0:.0f} s ({args.jobs} worker(s))\n")
     print(_table(rows))
     failed = [r for r in rows if "error" in r]

@@ -62,6 +62,7 @@ def _step_factor(row: dict, ops: list[dict]) -> float:
 def repair(row: dict, ops: list[dict], cuda: bool) -> tuple[dict, list[dict]]:
     """The model row and its operator rows with the repairs of the module notes applied."""
     summ = dict(row.get("ops") or {})
+    ops = [dict(o) for o in ops]  # the caller's rows stay as they were
     notes = []
     f = _step_factor(row, ops)
     if f != 1.0:
@@ -71,18 +72,13 @@ def repair(row: dict, ops: list[dict], cuda: bool) -> tuple[dict, list[dict]]:
         notes.append(f"step count {summ['profiled_steps']} -> {STEPS} (GPU copies of the step range are not "
                      f"steps): summary means and unmapped rows x{f:g}")
         summ["profiled_steps"] = STEPS
-        fixed = []
         for o in ops:
-            o = dict(o)
             if o.get("seen"):
                 o["seen"] = f"{STEPS}/{STEPS}"
             if not o.get("mapped"):
                 for k in ("calls", "cpu_us", "device_us"):
                     if isinstance(o.get(k), (int, float)):
                         o[k] = round(o[k] * f, 3)
-            fixed.append(o)
-        ops = fixed
-    ops = [dict(o) for o in ops]
     moved = _move_cudnn_norms(ops) if cuda else 0
     if moved:
         notes.append(f"{moved} batch norms run by cuDNN: their kernels moved from the aten::empty node before each "

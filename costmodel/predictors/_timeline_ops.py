@@ -61,7 +61,8 @@ def packaged_op_runs(root: str | Path | None = None, *, device: str = "h200", pr
 
 def workload_key(r) -> tuple:
     """What identifies a measured workload across hosts: the model (with its resolution), mode, dtype, batch."""
-    res = (r.spec or {}).get("res") if isinstance(getattr(r, "spec", None), dict) else None
+    spec = getattr(r, "spec", None)
+    res = spec.get("res") if isinstance(spec, dict) else None
     return (r.model, res, r.mode, r.dtype, r.batch)
 
 
