@@ -144,8 +144,29 @@ def _graph_walk(row: dict, graph, ov) -> float:
                          kind="transformer" if "model_type" in row else "vision").memory_mb
 
 
+def _slack_records(packaged: list[dict]) -> list[dict]:
+    """Each packaged vision training row's measured reserved peak over its replayed one (no allowance)."""
+    from costmodel.analysis.memreplay import fit_overheads, fit_train_slack
+
+    from costmodel.analysis import memreplay
+
+    ov = fit_overheads(packaged, "h200", "packaged rows")
+    recs = fit_train_slack([r for r in packaged if "spec" in r], "h200", overheads=ov)[1]
+    memreplay._CACHE.clear()  # section 4 times traces from scratch
+    return recs
+
+
+def _fold_slack(recs: list[dict], family: str) -> float:
+    """The training allowance fitted without ``family``'s rows (the median ratio of the others, at least 0)."""
+    ratios = [r["peak_reserved_mb"] / r["replayed_reserved_mb"] - 1 for r in recs
+              if r["spec"].get("family") != family]
+    return max(0.0, statistics.median(ratios)) if ratios else 0.0
+
+
 def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[str, list[float]],
-             in_sample: bool, mig: bool, graphs: dict | None = None) -> None:
+             in_sample: bool, mig: bool, graphs: dict | None = None, slack: list[dict] | None = None) -> None:
+    from dataclasses import replace
+
     from costmodel import recommend_mig
     from costmodel.analysis.memreplay import fit_overheads
 
@@ -160,8 +181,9 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
     for k, row in enumerate(rows):
         fam = _family(row)
         if fam not in cache:  # overheads without this family's rows
-            cache[fam] = fit_overheads([r for f, rs in by_fam.items() if f != fam for r in rs], "h200",
-                                       f"h200 rows without {fam}")
+            cache[fam] = replace(fit_overheads([r for f, rs in by_fam.items() if f != fam for r in rs], "h200",
+                                               f"h200 rows without {fam}"),
+                                 train_slack=_fold_slack(slack or [], fam))
         t0 = time.perf_counter()
         try:
             out = _replay(row, cache[fam])
@@ -345,6 +367,25 @@ def _cpu_check() -> None:
           f"{max(diff_res)} bytes); {time.perf_counter() - t_all:.0f} s")
 
 
+def _write_slack(packaged: list[dict]) -> None:
+    """Fit the shipped training allowance (``--fit-slack``) and write it with the rows it was fitted on."""
+    import costmodel
+    from costmodel.analysis.memreplay import MEMORY_FIT, fit_overheads, fit_train_slack, load_memory_fit
+    from costmodel.datasets import default_root
+
+    ov = fit_overheads(packaged, "h200", "packaged rows")
+    slack, recs = fit_train_slack([r for r in packaged if "spec" in r], "h200", overheads=ov, progress=True)
+    path = default_root() / "h200" / MEMORY_FIT
+    blob = {"format": "costmodel.memory_fit", "version": 1, "device": "NVIDIA H200",
+            "fitted_by": "python benchmarks/memory.py --fit-slack", "costmodel_version": costmodel.__version__,
+            "train_reserved_slack": slack, "rows": recs}
+    head = json.dumps({k: v for k, v in blob.items() if k != "rows"}, indent=1)[:-2]
+    body = ",\n".join("  " + json.dumps(r) for r in recs)
+    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]\n}}\n")
+    load_memory_fit(path)
+    print(f"training allowance {100 * blob['train_reserved_slack']:.2f} % over {len(recs)} rows -> {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=("vision", "transformer", "all"), default="all")
@@ -354,6 +395,9 @@ def main() -> None:
     ap.add_argument("--third-host", action="store_true",
                     help="also the rows a third H200 host measured while profiling per operator "
                          "(costmodel/data/h200/ops and benchmarks/data/h200_ops; replay only)")
+    ap.add_argument("--fit-slack", action="store_true",
+                    help="only fit the training allowance on the packaged training rows and write it to "
+                         "costmodel/data/h200/memory_fit.json (the shipped value)")
     ap.add_argument("--cpu-check", action="store_true",
                     help="only the trace against the CPU allocator (6): small models run for real on this CPU")
     a = ap.parse_args()
@@ -371,6 +415,13 @@ def main() -> None:
         return rows[: a.limit] if a.limit else rows
 
     packaged = _read(default_root() / "h200")
+    if a.fit_slack:
+        _write_slack(packaged)
+        return
+    recs = _slack_records(keep(packaged)) if a.kind != "transformer" else []
+    if recs:
+        print(f"training allowance (median measured / replayed reserved - 1 over {len(recs)} packaged training rows; "
+              f"each fold below refits it without its family): {100 * _fold_slack(recs, ''):.2f} %")
     extend = _read(HERE / "data" / "h200_extend")
     seen = {json.dumps(r["spec"], sort_keys=True) for r in packaged if "spec" in r}
     new_arch = [r for r in extend if "spec" in r and json.dumps(r["spec"], sort_keys=True) not in seen]
@@ -380,21 +431,21 @@ def main() -> None:
     graphs: dict = {}
     learned = _learned(rows, "h200", names, graphs) if names else {}
     _section("H200, packaged rows, overheads fitted leave-one-family-out", rows, packaged, learned, True, True,
-             graphs)
+             graphs, recs)
     rows = keep(new_arch)
     if rows:
         graphs = {}
         learned = _learned(rows, "h200_extend", names, graphs) if names else {}
         _section("H200, second host, architectures no predictor trained on (overheads from the packaged rows)",
-                 rows, packaged, learned, False, True, graphs)
+                 rows, packaged, learned, False, True, graphs, recs)
     if a.third_host:  # the same workloads measured again by another process history and host
         third = keep(_read(default_root() / "h200" / "ops", "ops_"))
         _section("H200, third host, packaged architectures (overheads from the packaged rows)", third, packaged, {},
-                 False, True, {})
+                 False, True, {}, recs)
         third = keep([r for r in _read(HERE / "data" / "h200_ops", "ops_")
                       if json.dumps(r["spec"], sort_keys=True) not in seen])
         _section("H200, third host, architectures no predictor trained on (overheads from the packaged rows)",
-                 third, packaged, {}, False, True, {})
+                 third, packaged, {}, False, True, {}, recs)
 
 
 if __name__ == "__main__":
