@@ -87,6 +87,7 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
         "context_mb": mem.context_mb,
         "workspace_mb": mem.workspace_mb,
         "fragmentation": mem.fragmentation,
+        "slack_mb": mem.slack_mb,
         "peak_phase": mem.peak_phase,
         "peak_op": mem.peak_op,
         "predictor_memory_mb": before,
@@ -100,6 +101,9 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
                                              f"allocator ({why})"]
     if "no rows for" in mem.notes[-1]:
         est.assumptions = [*est.assumptions, f"memory {mem.notes[-1]}"]
+    if mem.slack_mb:
+        est.assumptions = [*est.assumptions, f"memory: a training step's reserved peak is raised by the device's "
+                                             f"fitted allowance ({mem.slack_mb:,.0f} MiB; docs/memory.md)"]
     mig = recommend_mig(dev, est.memory_mb)
     est.mig_profile = mig.name if mig else None
     if graph is not None and "mig" in est.details:
