@@ -32,9 +32,6 @@ import time
 import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
 #: inference rows (spec, batch, dtype) whose allocated peak the replay misses most
 INFERENCE_ROWS = [
     ({"family": "vgg", "name": "vgg11", "res": 224, "src": "tv"}, 128, "fp32"),

@@ -144,16 +144,15 @@ def _graph_walk(row: dict, graph, ov) -> float:
                          kind="transformer" if "model_type" in row else "vision").memory_mb
 
 
-def _slack_records(packaged: list[dict]) -> list[dict]:
-    """Each packaged vision training row's measured reserved peak over its replayed one (no allowance)."""
-    from costmodel.analysis.memreplay import fit_overheads, fit_train_slack
-
+def _slack_records(packaged: list[dict], progress: bool = False) -> tuple[float, list[dict]]:
+    """The training allowance over the packaged vision training rows, and each row's measured and
+    replayed (no allowance) reserved peaks."""
     from costmodel.analysis import memreplay
 
-    ov = fit_overheads(packaged, "h200", "packaged rows")
-    recs = fit_train_slack([r for r in packaged if "spec" in r], "h200", overheads=ov)[1]
+    ov = memreplay.fit_overheads(packaged, "h200", "packaged rows")
+    out = memreplay.fit_train_slack([r for r in packaged if "spec" in r], "h200", overheads=ov, progress=progress)
     memreplay._CACHE.clear()  # section 4 times traces from scratch
-    return recs
+    return out
 
 
 def _fold_slack(recs: list[dict], family: str) -> float:
@@ -369,21 +368,13 @@ def _cpu_check() -> None:
 
 def _write_slack(packaged: list[dict]) -> None:
     """Fit the shipped training allowance (``--fit-slack``) and write it with the rows it was fitted on."""
-    import costmodel
-    from costmodel.analysis.memreplay import MEMORY_FIT, fit_overheads, fit_train_slack, load_memory_fit
+    from costmodel.analysis.memreplay import MEMORY_FIT, write_memory_fit
     from costmodel.datasets import default_root
 
-    ov = fit_overheads(packaged, "h200", "packaged rows")
-    slack, recs = fit_train_slack([r for r in packaged if "spec" in r], "h200", overheads=ov, progress=True)
-    path = default_root() / "h200" / MEMORY_FIT
-    blob = {"format": "costmodel.memory_fit", "version": 1, "device": "NVIDIA H200",
-            "fitted_by": "python benchmarks/memory.py --fit-slack", "costmodel_version": costmodel.__version__,
-            "train_reserved_slack": slack, "rows": recs}
-    head = json.dumps({k: v for k, v in blob.items() if k != "rows"}, indent=1)[:-2]
-    body = ",\n".join("  " + json.dumps(r) for r in recs)
-    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]\n}}\n")
-    load_memory_fit(path)
-    print(f"training allowance {100 * blob['train_reserved_slack']:.2f} % over {len(recs)} rows -> {path}")
+    slack, recs = _slack_records(packaged, progress=True)
+    path = write_memory_fit(default_root() / "h200" / MEMORY_FIT, slack, recs, device="NVIDIA H200",
+                            fitted_by="python benchmarks/memory.py --fit-slack")
+    print(f"training allowance {100 * slack:.2f} % over {len(recs)} rows -> {path}")
 
 
 def main() -> None:
@@ -418,7 +409,7 @@ def main() -> None:
     if a.fit_slack:
         _write_slack(packaged)
         return
-    recs = _slack_records(keep(packaged)) if a.kind != "transformer" else []
+    recs = _slack_records(keep(packaged))[1] if a.kind != "transformer" else []
     if recs:
         print(f"training allowance (median measured / replayed reserved - 1 over {len(recs)} packaged training rows; "
               f"each fold below refits it without its family): {100 * _fold_slack(recs, ''):.2f} %")

@@ -75,6 +75,7 @@ __all__ = [
     "fit_train_slack",
     "graph_trace",
     "load_memory_fit",
+    "write_memory_fit",
     "overheads_for",
     "replay_memory",
     "workload_trace",
@@ -216,6 +217,20 @@ def load_memory_fit(path) -> dict:
     if not ratios or abs(max(0.0, statistics.median(ratios)) - slack) > 1e-6:
         raise ModelLoadError(f"{path}: train_reserved_slack {slack!r} is not the median of its {len(ratios)} rows")
     return blob
+
+
+def write_memory_fit(path, slack: float, rows: list[dict], *, device: str, fitted_by: str) -> Path:
+    """Write a device's ``memory_fit.json`` (one line per row) and read it back through
+    :func:`load_memory_fit`, so a file that would not load is never left behind unnoticed."""
+    from .. import __version__
+
+    path = Path(path)
+    head = json.dumps({"format": _FIT_FORMAT, "version": _FIT_VERSION, "device": device, "fitted_by": fitted_by,
+                       "costmodel_version": __version__, "train_reserved_slack": slack}, indent=1)[:-2]
+    body = ",\n".join("  " + json.dumps(r) for r in rows)
+    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]\n}}\n")
+    load_memory_fit(path)
+    return path
 
 
 def fit_train_slack(rows: Iterable[Mapping], device="h200", *, overheads: Overheads | None = None,

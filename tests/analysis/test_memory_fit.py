@@ -12,6 +12,7 @@ from costmodel.analysis.memreplay import (
     load_memory_fit,
     overheads_for,
     replay_memory,
+    write_memory_fit,
 )
 from costmodel.datasets import default_root
 
@@ -89,3 +90,13 @@ def test_a_small_fit_is_the_median_ratio():
     assert [r["replayed_reserved_mb"] for r in recs] == pytest.approx(want, abs=1e-3)
     rows[0]["peak_reserved_mb"] = rows[1]["peak_reserved_mb"] = 1.0  # reserving less than the replay: no negative share
     assert fit_train_slack(rows, "h200")[0] == 0.0
+
+
+def test_a_written_fit_loads_back_and_a_wrong_one_is_not_left_unnoticed(tmp_path):
+    rows = [{"spec": {"name": "a"}, "peak_reserved_mb": 110.0, "replayed_reserved_mb": 100.0},
+            {"spec": {"name": "b"}, "peak_reserved_mb": 103.0, "replayed_reserved_mb": 100.0}]
+    p = write_memory_fit(tmp_path / MEMORY_FIT, 0.065, rows, device="X", fitted_by="test")
+    back = load_memory_fit(p)
+    assert back["rows"] == rows and back["device"] == "X" and back["train_reserved_slack"] == 0.065
+    with pytest.raises(ModelLoadError, match="not the median"):
+        write_memory_fit(tmp_path / "bad.json", 0.2, rows, device="X", fitted_by="test")
