@@ -88,7 +88,7 @@ class HistoryComparison:
     gpu_segment_bytes: int
     replay_segments: int
     gpu_peak_allocated: int  # the largest sum of live (rounded) allocations over the whole history
-    gpu_peak_reserved: int
+    gpu_peak_reserved: int  # the largest sum of segments taken while recording (earlier ones are not seen)
     replay_peak_allocated: int
     replay_peak_reserved: int
     #: ``(size, GPU count, a Python frame that made it)``: sizes the GPU allocated and the trace never does
@@ -110,6 +110,7 @@ def _gpu_side(events: Iterable[list]) -> tuple[Counter, dict[int, str], int, int
     sizes: Counter = Counter()
     frame: dict[int, str] = {}
     live: dict[int, int] = {}
+    held: dict[int, int] = {}  # segments taken while recording (one held from before is freed unseen)
     alloc = reserved = peak_a = peak_r = segs = seg_bytes = 0
     for action, size, addr, fr in events:
         if action == "alloc":
@@ -124,10 +125,15 @@ def _gpu_side(events: Iterable[list]) -> tuple[Counter, dict[int, str], int, int
         elif action in ("segment_alloc", "segment_map"):
             segs += action == "segment_alloc"
             seg_bytes += size
+            held[addr] = held.get(addr, 0) + size
             reserved += size
             peak_r = max(peak_r, reserved)
-        elif action in ("segment_free", "segment_unmap"):
-            reserved -= size
+        elif action in ("segment_free", "segment_unmap") and addr in held:
+            gone = min(size, held[addr])
+            held[addr] -= gone
+            if not held[addr]:
+                del held[addr]
+            reserved -= gone
     return sizes, frame, peak_a, peak_r, segs, seg_bytes
 
 

@@ -29,6 +29,7 @@ def _mirror(events, extra=()):
         trace.append({"action": "alloc", "size": s, "addr": -1 - i,
                       "frames": [{"filename": "/site/torch/nn/modules/conv.py", "line": 456, "name": "_conv_forward"}]})
         trace.append({"action": "free_completed", "size": s, "addr": -1 - i})
+    trace.append({"action": "segment_free", "size": 2 * MIB, "addr": 99})  # held from before the recording
     trace.append({"action": "segment_alloc", "size": 20 * MIB, "addr": 0})
     trace.append({"action": "snapshot", "size": 0, "addr": 0})
     return {"device_traces": [trace], "segments": []}
