@@ -71,6 +71,10 @@ def register_collect(sub) -> None:
                    help="shortest timed window per row in seconds (default 0.25, the packaged data's protocol; "
                         "at most 60): a longer one averages over more of the host's slow and fast spells, "
                         "which set launch-bound latencies (see benchmarks/label_noise.py)")
+    c.add_argument("--energy-span", type=float, default=None, metavar="S",
+                   help="on a GPU, read energy_j between two updates of NVML's energy counter at least S seconds "
+                        "apart while the step runs on (default 0.3; 0: the timed window's reading, the packaged "
+                        "data's protocol, about 13 %% off per row because the counter steps every ~100 ms)")
     c.add_argument("--ops", action="store_true",
                    help="also profile every workload per operator (torch.profiler) and write the operator rows, "
                         "mapped onto the CostGraph's nodes, to ops.jsonl beside OUTPUT")
@@ -164,7 +168,7 @@ def _cmd_collect(a) -> int:
     stats: dict = {}
     n = collect(items, output=a.output, device=device, budget_s=a.budget, cooldown_s=a.cooldown, limit=a.limit,
                 ray_address=a.ray, stats=stats, ops=a.ops, threads=a.threads, reference=not a.no_reference,
-                window_s=a.window)
+                window_s=a.window, energy_span_s=a.energy_span)
     paths = output_paths(a.output)
     if a.ops:
         paths["ops"] = ops_path(a.output)

@@ -233,6 +233,12 @@ class _Device:
         if self.cuda:
             self.torch.cuda.synchronize(self.dev)
 
+    def event(self):
+        """A CUDA event recorded on the current stream (``query()``: has the device got past it)."""
+        ev = self.torch.cuda.Event()
+        ev.record()
+        return ev
+
     def clear(self) -> None:
         gc.collect()
         if self.cuda:

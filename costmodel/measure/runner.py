@@ -25,7 +25,7 @@ from .._errors import InvalidInputError
 from .._validate import positive_int
 from .models import _drop_model, check_buildable
 from .probes import _hardware_json, _warn, check_cuda, normalize_device
-from .protocol import check_window, measure, measure_safe
+from .protocol import check_energy_span, check_window, measure, measure_safe
 from .work import WorkItem, _as_item, _done_keys, _drop_orphan_ops, _op_row, _Writer, ops_path, output_paths
 
 def _bar(total: int, desc: str, progress: bool):
@@ -43,7 +43,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             cooldown_s: float = 0.5, progress: bool = True, limit: int | None = None, ray_address: str | None = None,
             measure_fn: Callable | None = None, stats: dict | None = None,
             clock: Callable[[], float] | None = None, ops: bool = False, threads: int | None = None,
-            reference: bool = True, window_s: float | None = None) -> int:
+            reference: bool = True, window_s: float | None = None, energy_span_s: float | None = None) -> int:
     """Measure every work item not yet in the output; returns the rows written.
 
     Args:
@@ -84,6 +84,9 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             spell that covers the whole row). Runs in this process only (not on Ray workers).
         window_s: the shortest timed window of every row (seconds, at most 60; default the protocol's
             0.25 s, see :func:`~costmodel.measure.protocol.measure`). Ignored by ``measure_fn``.
+        energy_span_s: on a GPU, the shortest span between the two energy-counter updates every
+            row's ``energy_j`` is read between (default 0.3 s; 0: the timed window's reading, the
+            packaged protocol; see :mod:`costmodel.measure.energy`). Ignored by ``measure_fn``.
 
     Before measuring, every model to measure is built once on the meta device
     (no memory, no weights), so a spec that cannot be built (an unknown model,
@@ -98,6 +101,9 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     device = normalize_device(device)
     _check_options(threads, ops, ray_address, budget_s, cooldown_s)
     window_s = check_window(window_s)
+    if energy_span_s is not None:
+        check_energy_span(energy_span_s)
+    opts = {k: v for k, v in (("window_s", window_s), ("energy_span_s", energy_span_s)) if v is not None}
     st = stats if stats is not None else {}
     todo, paths = _plan(work, batches, output, ops, limit, st)
     if not todo:
@@ -105,10 +111,10 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     check_buildable(todo)
     clock = clock or time.monotonic
     if ray_address:
-        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock, window_s)
+        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock, opts)
     _prepare_device(device, threads, paths, ops)
-    if measure_fn is None and (ops or window_s is not None):
-        measure_fn = partial(measure, ops=ops, window_s=window_s)
+    if measure_fn is None and (ops or opts):
+        measure_fn = partial(measure, ops=ops, **opts)
     return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock, reference)
 
 
@@ -266,7 +272,7 @@ def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measur
 
 
 # ---------------------------------------------------------------------- ray
-def _ray_task(items: list[WorkItem], device: str, cooldown_s: float, window_s: float | None = None) -> dict:
+def _ray_task(items: list[WorkItem], device: str, cooldown_s: float, measure_opts: dict | None = None) -> dict:
     """One Ray task: the rows of one model spec, measured in sequence on this worker's device."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {"rows": [], "failed": {}, "hw": None}
@@ -277,7 +283,7 @@ def _ray_task(items: list[WorkItem], device: str, cooldown_s: float, window_s: f
         out["hw_error"] = f"{type(e).__name__}: {e}"
     try:
         for i, it in enumerate(items):
-            row, err = measure_safe(it, dev, partial(measure, window_s=window_s) if window_s is not None else None)
+            row, err = measure_safe(it, dev, partial(measure, **measure_opts) if measure_opts else None)
             if row is not None:
                 out["rows"].append((it.kind, row))
             else:
@@ -310,7 +316,7 @@ def _ray_init(ray, address: str) -> bool:
 
 def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, address: str, budget_s, cooldown_s,
                  progress: bool, st: dict, clock: Callable[[], float] = time.monotonic,
-                 window_s: float | None = None) -> int:
+                 measure_opts: dict | None = None) -> int:
     try:
         import ray
     except ImportError:
@@ -350,7 +356,7 @@ def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, addr
                             queue = []
                             break
                     g = queue.pop(0)
-                    running[task.remote(g, device, cooldown_s, window_s)] = g
+                    running[task.remote(g, device, cooldown_s, measure_opts)] = g
                 if not running:
                     break
                 ready, _ = ray.wait(list(running), num_returns=1)

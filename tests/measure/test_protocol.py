@@ -79,6 +79,9 @@ def test_measure_cpu_training_and_transformers():
     assert pre["mode"] == "prefill" and pre["params"] == dec["params"]
     assert LLM_GPU_FIELDS - {"weights_mb", "peak_alloc_mb", "peak_reserved_mb", "power_w_sample"} <= set(pre)
 
+#: what a GPU row adds beyond the packaged fields when its energy is read between counter updates
+ENERGY_SPAN_FIELDS = {"energy_method", "energy_j_window", "power_w_window", "energy_span"}
+
 
 # --------------------------------------------------- the CUDA path, simulated
 class _FakeEvent:
@@ -90,6 +93,9 @@ class _FakeEvent:
 
     def elapsed_time(self, end):
         return (end.t - self.t) * 1e3
+
+    def query(self):
+        return True
 
 
 class _FakeMeter:
@@ -132,11 +138,17 @@ def fake_cuda(monkeypatch):
 
 def test_cuda_path_rows_have_the_data_fields(fake_cuda):
     r = measure(SPEC, 1, device="cuda")
-    assert VISION_GPU_FIELDS <= set(r) and set(r) - VISION_GPU_FIELDS <= {"costmodel_version"}
+    assert VISION_GPU_FIELDS <= set(r) and set(r) - VISION_GPU_FIELDS <= {"costmodel_version", *ENERGY_SPAN_FIELDS}
     assert r["device"] == "Fake GPU" and r["weights_mb"] == 100 and r["peak_alloc_mb"] == 300
     assert r["peak_reserved_mb"] == 400 and r["nvml_used_mb"] == 2048 and r["power_w_sample"] == 123
-    assert r["energy_j"] == pytest.approx(2.5 / r["iters"])  # counter delta over the window, per call
-    assert r["power_w"] == pytest.approx(2.5 / r["window_s"], rel=0.05)
+    assert r["energy_j_window"] == pytest.approx(2.5 / r["iters"])  # counter delta over the window, per call
+    assert r["power_w_window"] == pytest.approx(2.5 / r["window_s"], rel=0.05)
+    # the energy span: the fake counter advances at every read, so the span is read between two of them
+    assert r["energy_method"] == "counter-updates" and r["energy_span"]["span_s"] >= 0.3
+    assert r["energy_j"] == pytest.approx(r["power_w"] * r["latency_ms"] / 1e3)
+    plain = measure(SPEC, 1, device="cuda", energy_span_s=0)  # the packaged protocol's reading
+    assert plain["energy_method"] == "window" and "energy_j_window" not in plain
+    assert plain["energy_j"] == pytest.approx(2.5 / plain["iters"])
     assert len(r["latency_ms_chunks"]) == 3
     # the packaged rows have the same fields
     packaged = json.loads((default_root() / "h200" / "vision.jsonl").read_text().splitlines()[0])
@@ -144,7 +156,8 @@ def test_cuda_path_rows_have_the_data_fields(fake_cuda):
     t = measure(dict(SPEC, res=32), 2, device="cuda", mode="train")
     assert t["mode"] == "train" and VISION_GPU_FIELDS <= set(t)
     dec = measure(TINY_GPT2, 1, device="cuda", mode="decode", seq=8)
-    assert set(dec) - {"costmodel_version"} == LLM_GPU_FIELDS
+    assert set(dec) - {"costmodel_version"} == LLM_GPU_FIELDS | {"energy_method"}
+    assert dec["energy_method"] == "window"  # a decode window grows its cache: no span after it
     packaged = json.loads((default_root() / "h200" / "llm.jsonl").read_text().splitlines()[0])
     assert set(packaged) <= set(dec)
 
