@@ -9,7 +9,8 @@ updates removes that error: run the step back to back, note the first update aft
 workload running for at least one period, so the counter's own averaging sees only the workload) and
 the first update at least ``span_s`` later, and divide the energy between them by the time between
 them. What is left is where, between two polls, an update fell; the polls are at most
-:data:`POLL_S` apart while the host waits for the device, and one call's host time apart otherwise.
+:data:`POLL_S` apart while the host waits for the device, and :data:`POLL_BUSY_S` or one call's host
+time apart while it dispatches.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ LEAD_S = 0.12
 UPDATE_TIMEOUT_S = 0.5
 #: calls queued ahead of the device while the host watches the counter
 IN_FLIGHT = 3
-#: the host reads the counter at most this often
+#: the host reads the counter at most this often while it waits for the device
 POLL_S = 0.0005
+#: and at most this often between calls it dispatches (a read costs host time a dispatch-bound step
+#: would otherwise spend on the workload)
+POLL_BUSY_S = 0.002
 
 
 class _Watch:
@@ -39,9 +43,9 @@ class _Watch:
         self.t_read = clock()
         self.updates: list[tuple[float, float]] = []  # (time of the update, value after it)
 
-    def poll(self) -> None:
+    def poll(self, gap_s: float = POLL_S) -> None:
         t = self.clock()
-        if t - self.t_read < POLL_S:
+        if t - self.t_read < gap_s:
             return
         v = self.read()
         if v is not None and v != self.value:
@@ -82,7 +86,7 @@ def energy_between_updates(step: Callable[[], Any], read: Callable[[], float | N
             calls += 1
             if mark is not None:
                 queue.append(mark())
-            w.poll()
+            w.poll(POLL_BUSY_S)
             now = clock()
             if opened is None:
                 late = [u for u in w.updates if u[0] >= start + lead_s]
