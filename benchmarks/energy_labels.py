@@ -1,6 +1,7 @@
 """How much of the energy error is the label's own: NVML's energy counter read over a short window.
 
     python benchmarks/energy_labels.py [--update-ms 100] [--draws 4000] [--skip-predict]
+    python benchmarks/energy_labels.py --check ROWS.jsonl [MORE.jsonl ...]
 
 NVML's total-energy counter advances in steps, about every 100 ms on recent
 data-centre GPUs, not continuously. A row's ``energy_j`` is the counter's
@@ -24,6 +25,14 @@ Prints:
 3. (unless ``--skip-predict``) the shipped timeline's energy error on the
    packaged vision rows (in-sample) and on the second host's later
    architectures, per window length, next to each group's floor.
+
+``--check`` reads rows that ``costmodel collect`` measured with the energy span
+(``energy_method: counter-updates``, :mod:`costmodel.measure.energy`) and checks
+the span against the window on the same rows: the counter's step as the rows
+measured it (``update_ms``), the spread of the window's power around the span's,
+next to what one counter error at each row's window gives, and the step that
+fits the spread best. If the span works, the fitted step is close to the
+measured one.
 """
 
 from __future__ import annotations
@@ -145,16 +154,52 @@ def _section_predict(period_s: float, draws: int, rng) -> None:
                   f"{np.mean(np.abs(pp[m] - yp[m]) / yp[m]) * 100:>8.1f}{floor_mape(w[m], period_s, draws, rng):>8.1f}")
 
 
+def check_rows(rows: list[dict], draws: int, rng) -> dict:
+    """The energy span against the window on rows measured with both (see ``--check``)."""
+    rows = [r for r in rows if r.get("energy_method") == "counter-updates" and r.get("power_w_window")]
+    if not rows:
+        return {"rows": 0}
+    w = np.array([r["window_s"] for r in rows])
+    obs = np.abs(np.log(np.array([r["power_w_window"] / r["power_w"] for r in rows])))
+    step = float(np.median([r["energy_span"]["update_ms"] for r in rows])) / 1e3
+
+    def spread(period):
+        e = counter_errors(w, period, draws, rng)
+        return float(np.mean(np.abs(np.log(np.maximum(1 + e, 0.05)))))
+
+    grid = np.arange(10, 301, 5) / 1e3
+    best = grid[int(np.argmin([abs(spread(p) - obs.mean()) for p in grid]))]
+    return {"rows": len(rows), "update_ms": step * 1e3, "spread": float(obs.mean()),
+            "expected_spread": spread(step), "fitted_update_ms": float(best * 1e3)}
+
+
+def _section_check(paths: list[str], draws: int, rng) -> None:
+    rows = [r for p in paths for r in _rows(Path(p))]
+    c = check_rows(rows, draws, rng)
+    print(f"the energy span against the window: {c['rows']} rows measured both ways (of {len(rows)})")
+    if not c["rows"]:
+        return
+    print(f"   the counter's step as measured by the spans: {c['update_ms']:.0f} ms (median)")
+    print(f"   |log(window power / span power)|: mean {c['spread']:.3f}; one counter error at these windows "
+          f"with that step: {c['expected_spread']:.3f}")
+    print(f"   the step that fits the spread best: {c['fitted_update_ms']:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--update-ms", type=float, default=100.0, help="the energy counter's update period")
     ap.add_argument("--draws", type=int, default=4000, help="Monte Carlo draws of the counter's phases")
     ap.add_argument("--skip-predict", action="store_true", help="skip section 3 (it builds 420 graphs)")
+    ap.add_argument("--check", nargs="+", metavar="ROWS", default=None,
+                    help="only check rows measured with the energy span against their windows")
     a = ap.parse_args()
     if a.update_ms <= 0 or a.draws < 1:
         ap.error(f"--update-ms must be > 0 and --draws >= 1, got {a.update_ms} and {a.draws}")
     rng = np.random.default_rng(0)
     period = a.update_ms / 1e3
+    if a.check:
+        _section_check(a.check, a.draws, rng)
+        return
     _section_floor(period, a.draws, rng)
     _section_pairs(period, a.draws, rng)
     if not a.skip_predict:

@@ -176,3 +176,27 @@ def test_collect_refuses_a_bad_energy_span_before_measuring(tmp_path, capsys):
     assert main(["collect", str(work), "-o", str(out), "--energy-span", "-0.5"]) == 2
     assert "energy span must be 0 (off) to 60 seconds, got -0.5" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_benchmark_check_finds_the_counters_step_in_rows_measured_both_ways():
+    """Rows whose window power carries a 100 ms counter error around the span's: the check fits ~100 ms."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "energy_labels.py"
+    spec = importlib.util.spec_from_file_location("energy_labels", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.2, 0.4, 300)
+    e = mod.counter_errors(w, 0.1, 1, rng)[0]
+    rows = [{"window_s": float(wi), "power_w": 300.0, "power_w_window": float(300.0 * (1 + ei)),
+             "energy_method": "counter-updates", "energy_span": {"update_ms": 100.0}} for wi, ei in zip(w, e)]
+    rows.append({"window_s": 0.25, "power_w": 100.0, "energy_method": "window"})  # not measured both ways
+    c = mod.check_rows(rows, 2000, np.random.default_rng(2))
+    assert c["rows"] == 300 and c["update_ms"] == 100.0
+    assert 80 <= c["fitted_update_ms"] <= 120
+    assert c["spread"] == pytest.approx(c["expected_spread"], rel=0.15)
+    assert mod.check_rows(rows[-1:], 10, rng) == {"rows": 0}
