@@ -165,6 +165,12 @@ _DTYPE_ONEHOT = np.vstack([np.eye(len(DTYPES)), np.zeros((1, len(DTYPES)))])
 _PHASE_ONEHOT = np.eye(len(PHASES))
 #: the dtypes op_table asks peak_flops for, in the order of the peak codes
 _PEAK_DTYPES = ("fp32", "fp16", "bf16", "tf32")
+#: the share of the CUDA cores' FP32 rate that a direct depthwise convolution reaches, per dtype
+#: (fp32, fp16, bf16, tf32): the fastest depthwise kernels profiled on an H200 in the packaged
+#: architectures (3 x 3 and 5 x 5, strides 1 and 2, batch 1 and 32) ran at 3.12 TFLOP/s in fp32 and 7.06
+#: in fp16, of 67. Each multiply-add waits on a load from shared memory, and half-precision kernels
+#: pack two lanes per instruction and load half the bytes. ``None``: the CUDA cores' full rate.
+DEPTHWISE_SHARE: tuple[float, ...] | None = (3.12 / 67.0, 7.06 / 67.0, 7.06 / 67.0, 3.12 / 67.0)
 _C = _N_CAT + 3  # first column after the kind head
 (_COL_DTYPE, _COL_TENSOR, _COL_PHASE, _COL_FLOPS, _COL_BYTES, _COL_INTENSITY, _COL_BOUND, _COL_RATIO, _COL_WAVE,
  _COL_KERNEL, _COL_STRIDE, _COL_OUT, _COL_HW) = (_C, _C + 3, _C + 4, _C + 7, _C + 8, _C + 9, _C + 10, _C + 11,
@@ -464,6 +470,10 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     for pk in set(code.tolist()):  # each (dtype, tensor cores?) pair the rows use, asked once
         peaks[pk] = device.peak_flops(_PEAK_DTYPES[pk // 2], tensor=bool(pk % 2))
     peak = peaks[code]
+    if DEPTHWISE_SHARE is not None and not _is_cpu(device):  # a GPU's CUDA cores (a CPU's rate is its own)
+        dw = x[:, _N_CAT + 1] != 0
+        if dw.any():
+            peak = np.where(dw, peak * np.asarray(DEPTHWISE_SHARE)[code // 2], peak)
     c = np.divide(f, peak, out=np.zeros(len(f)), where=peak > 0)
     m = b / bw if bw > 0 else np.zeros(len(b))
     bound = np.where(m > c, m, c)

@@ -11,7 +11,7 @@ from costmodel.analysis._cast import apply_autocast, cast_graph
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.ir import CostGraph, Node
-from costmodel.predictors import _timeline, get_predictor
+from costmodel.predictors import _optable, _timeline, get_predictor
 from costmodel.predictors._optable import (
     _HOST_INDEX,
     _OPT_BYTES,
@@ -58,7 +58,10 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
                      and groups == n.out_shapes[0][1])
         tensor = n is not None and n.kind in TENSOR_KINDS and flops > 0 and not depthwise
         tdt = ("tf32" if n.kind in ("conv", "conv_transpose") else "fp32") if (tensor and dtype == "fp32") else dtype
-        peak = device.peak_flops(tdt if tdt in ("tf32", *DTYPES) else "fp32", tensor=tensor)
+        pdt = tdt if tdt in ("tf32", *DTYPES) else "fp32"
+        peak = device.peak_flops(pdt, tensor=tensor)
+        if depthwise and _optable.DEPTHWISE_SHARE is not None and not _is_cpu(device):  # share of the CUDA cores
+            peak *= _optable.DEPTHWISE_SHARE[("fp32", "fp16", "bf16", "tf32").index(pdt)]
         c = flops / peak if peak > 0 else 0.0
         m = nbytes / bw if bw > 0 else 0.0
         rows.append(_op_features(n, dtype, phase, tensor, c, m, sm) + hw)
@@ -279,6 +282,12 @@ def test_synthetic_rows_follow_the_operators():
     assert x["is_depthwise"][0] == 1.0 and x["is_depthwise"][1] == 0.0
     # a depthwise convolution runs on the CUDA cores: no tensor-core peak, the vector energy class
     assert x["tensor_core"][0] == 0.0 and t.energy_class[0] == 1 and x["tensor_core"][1] == 1.0
+    # and at the share of their rate a direct depthwise kernel reaches, not the cores' full rate
+    dw = g.nodes[0]  # fp32
+    compute = dw.flops / (dev.peak_flops("fp32", tensor=False) * _optable.DEPTHWISE_SHARE[0])
+    memory = (dw.bytes_read + dw.bytes_written) / dev.bandwidth_bytes_s
+    assert compute > memory > dw.flops / dev.peak_flops("fp32", tensor=False)  # the share makes it compute-bound
+    assert t.bound_s[0] == pytest.approx(compute, rel=1e-6)
     assert x["tensor_core"][3] == 0.0 and t.energy_class[3] == 1  # a matmul without FLOPs
     assert x["wave_efficiency"][3] == pytest.approx(1 / dev.sm_count)  # an empty output still fills one tile
     assert x["dtype_bf16"][2] == 1.0 and x["dtype_fp32"][6] == 1.0  # dtype from the inputs; the graph default
