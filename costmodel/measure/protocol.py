@@ -79,14 +79,19 @@ def calls_for(t_call_s: float, min_window_s: float = MIN_WINDOW_S) -> int:
     return n
 
 
+def _seconds(value, what: str) -> float:
+    """``value`` as a float, or an error that names ``what`` and the value."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a number of seconds, got {value!r}") from None
+
+
 def check_window(window_s) -> float | None:
     """``window_s`` as a float, or an error naming it (``None``: the protocol's window)."""
     if window_s is None:
         return None
-    try:
-        w = float(window_s)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"window must be a number of seconds, got {window_s!r}") from None
+    w = _seconds(window_s, "window")
     if not (MIN_WINDOW_S <= w <= WINDOW_LIMIT_S):
         raise InvalidInputError(f"window must be between {MIN_WINDOW_S:g} and {WINDOW_LIMIT_S:g} seconds "
                                 f"(the protocol's minimum and this tool's limit), got {window_s!r}")
@@ -97,11 +102,8 @@ def check_energy_span(energy_span_s) -> float:
     """``energy_span_s`` as a float (``None``: the default span), or an error naming it."""
     if energy_span_s is None:
         return ENERGY_SPAN_S
-    try:
-        s = float(energy_span_s)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"energy span must be a number of seconds, got {energy_span_s!r}") from None
-    if not (s == s and 0 <= s <= WINDOW_LIMIT_S):  # s == s: not NaN
+    s = _seconds(energy_span_s, "energy span")
+    if not (0 <= s <= WINDOW_LIMIT_S):  # NaN fails every comparison
         raise InvalidInputError(f"energy span must be 0 (off) to {WINDOW_LIMIT_S:g} seconds, got {energy_span_s!r}")
     return s
 
