@@ -75,7 +75,7 @@ def energy_between_updates(step: Callable[[], Any], read: Callable[[], float | N
     queue: deque = deque()
     start = clock()
     opened: tuple[float, float] | None = None
-    n_open = calls = 0
+    calls = 0
     try:
         while True:
             while len(queue) >= IN_FLIGHT:
@@ -89,9 +89,9 @@ def energy_between_updates(step: Callable[[], Any], read: Callable[[], float | N
             w.poll(POLL_BUSY_S)
             now = clock()
             if opened is None:
-                late = [u for u in w.updates if u[0] >= start + lead_s]
-                if late:
-                    opened, n_open = late[0], w.updates.index(late[0])
+                n_open = next((i for i, u in enumerate(w.updates) if u[0] >= start + lead_s), -1)
+                if n_open >= 0:
+                    opened = w.updates[n_open]
                 elif now - start > lead_s + timeout_s:
                     return None
             else:

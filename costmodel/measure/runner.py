@@ -101,8 +101,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     device = normalize_device(device)
     _check_options(threads, ops, ray_address, budget_s, cooldown_s)
     window_s = check_window(window_s)
-    if energy_span_s is not None:
-        check_energy_span(energy_span_s)
+    energy_span_s = check_energy_span(energy_span_s) if energy_span_s is not None else None
     opts = {k: v for k, v in (("window_s", window_s), ("energy_span_s", energy_span_s)) if v is not None}
     st = stats if stats is not None else {}
     todo, paths = _plan(work, batches, output, ops, limit, st)

@@ -90,6 +90,7 @@ def test_long_calls_with_events_keep_the_polls_fine():
     """A 50 ms call: the host waits for the device's events, polling the counter while it does."""
     sim = _Sim(call_s=0.05, phase_s=0.021)
     done_at: list[float] = []
+    queued_at: list[float] = []
 
     class _Event:
         def __init__(self, t):
@@ -110,13 +111,17 @@ def test_long_calls_with_events_keep_the_polls_fine():
 
     def mark():
         done_at.append(device_free[0])
+        queued_at.append(sim.t)
         return _Event(device_free[0])
 
     span = en.energy_between_updates(step, sim.read, mark=mark, clock=sim.clock, span_s=0.3)
     assert span["power_w"] == pytest.approx(400.0, rel=0.01)
-    # never more than IN_FLIGHT calls queued ahead of the host's clock
-    assert all(sum(1 for d in done_at[: i + 1] if d > t) <= en.IN_FLIGHT + 1
-               for i, t in enumerate(done_at))
+    # when the host queues a call, at most IN_FLIGHT calls (that one included) are unfinished on the device
+    in_flight = [sum(1 for d in done_at[: i + 1] if d > t) for i, t in enumerate(queued_at)]
+    assert max(in_flight) == en.IN_FLIGHT
+    # and the device never idled for the host: each call starts when the one before it ends
+    gaps = [b - sim.call_s - a for a, b in zip(done_at, done_at[1:])]
+    assert max(gaps) < 1e-9
 
 
 def test_a_counter_that_does_not_advance_or_cannot_be_read_gives_none():
