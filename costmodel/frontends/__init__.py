@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 14  # 14: mixture-of-experts grouped GEMMs are matmuls (were "other", no FLOPs)
+FRONTEND_VERSION = 15  # 15: group norms carry ``groups``, layer norms ``normalized_shape`` (the rows they reduce)
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -147,6 +147,15 @@ def _named_args(func, args, kwargs) -> dict[str, Any]:
     return out
 
 
+def _norm_attrs(kind: str, named: dict) -> dict:
+    """What says how many rows a norm reduces: a group norm's group count, a layer norm's normalized shape."""
+    if kind == "group_norm":
+        g = named.get("group", named.get("num_groups"))  # native_group_norm / group_norm
+        return {"groups": g} if isinstance(g, int) and g > 0 else {}
+    ns = _ints(named.get("normalized_shape"))
+    return {"normalized_shape": ns} if ns is not None else {}
+
+
 def _ints(v) -> list[int] | None:
     if v is None:
         return None
@@ -259,6 +268,8 @@ class _Emitter:
             d = _ints(named.get("dim"))
             if d is not None:
                 attrs["axes"] = d
+        elif kind in ("group_norm", "layer_norm"):
+            attrs.update(_norm_attrs(kind, named))
 
         # parameters first-class: report which inputs are weights
         # empty_like and friends allocate (no kernel runs): their outputs alias no input

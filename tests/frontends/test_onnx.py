@@ -447,6 +447,34 @@ def test_contrib_ops_and_dynamic_seq():
     assert (0, 1) in g.edges and (1, 2) in g.edges
 
 
+def test_norms_carry_the_rows_they_reduce():
+    """GroupNormalization keeps its group count and LayerNormalization the shape it normalizes over (from
+    its axis): what the timeline's row-parallel bound for norms reads, as the trace frontend records it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 6, 6])
+    inits = [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in [("gs", (8,)), ("gb", (8,)),
+                                                                            ("ls", (6, 6)), ("lb", (6, 6))]]
+    nodes = [helper.make_node("GroupNormalization", ["x", "gs", "gb"], ["gn"], num_groups=4),
+             helper.make_node("LayerNormalization", ["gn", "ls", "lb"], ["y"], axis=-2)]
+    model = helper.make_model(
+        helper.make_graph(nodes, "norms", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 21)])
+    g = from_onnx(model)
+    gn, ln = g.nodes
+    assert (gn.kind, gn.attrs.get("groups")) == ("group_norm", 4)
+    assert (ln.kind, ln.attrs.get("normalized_shape")) == ("layer_norm", [6, 6])
+    from costmodel.predictors._optable import norm_rows
+
+    assert norm_rows(gn) == 2 * 4 and norm_rows(ln) == 2 * 8
+
+    import torch
+
+    from costmodel import from_torch
+
+    m = torch.nn.Sequential(torch.nn.GroupNorm(4, 8), torch.nn.LayerNorm([6, 6]))
+    t = [n for n in from_torch(m, torch.randn(2, 8, 6, 6)).nodes if not n.is_view]
+    assert [(n.kind, n.attrs) for n in t] == [("group_norm", {"groups": 4}), ("layer_norm", {"normalized_shape": [6, 6]})]
+
+
 # -------------------------------------------------- malformed and unusual input
 def _legacy_export(model, args, path, **kw):
     """The TorchScript exporter (``dynamo=False``), with a dynamic batch dimension."""

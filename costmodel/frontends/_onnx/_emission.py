@@ -31,6 +31,15 @@ def _attn_access(fe, ins: list):
     return key, shape, view
 
 
+def _norm_attrs(kind: str, a, x) -> dict:
+    """What says how many rows a norm reduces: a group norm's ``num_groups``, the shape a layer norm
+    normalizes (its input's dimensions from ``axis`` on)."""
+    if kind == "group_norm":
+        return {"groups": a.int("num_groups", minimum=1)} if "num_groups" in a else {}
+    axis = a.int("axis", -1)
+    return {"normalized_shape": list(x[axis % len(x):])} if x and -len(x) <= axis < len(x) else {}
+
+
 class _Emitter:
     """Builds the CostGraph nodes (op kind, operands, outputs and attributes)."""
 
@@ -245,6 +254,8 @@ class _Emitter:
                 attrs["axes"] = axes
         elif kind == "softmax":
             attrs["axes"] = [a.int("axis", -1 if self.opset >= 13 else 1)]
+        elif kind in ("group_norm", "layer_norm"):
+            attrs.update(_norm_attrs(kind, a, shp(0)))
         elif kind == "dropout":
             train = self.training
             if len(ins) > 2 and ins[2] in self.vals:
