@@ -17,14 +17,17 @@ never saw a per-operator GPU label: it was fitted through the composed timeline 
 latencies, so this is the first direct check of its device lane.  Tables: per set, per operator
 kind and per dtype: the operators' MAPE (operators of at least 2 us), the time-weighted error
 ``sum |p - y| / sum y``, the geometric-mean ratio ``p / y`` (above 1: predicted slower) and Kendall
-tau over the operators; then the depthwise convolutions by kernel size, and how much of each run's
-work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
+tau over the operators; then the depthwise convolutions by kernel size; the group and layer norms
+by how many rows they reduce, after the fastest row rates the set measured (where
+``NORM_ROW_RATES`` comes from: the packaged set's); and how much of each run's work the mapping
+placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -70,7 +73,7 @@ def _depthwise(n) -> bool:
 
 def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tuple[list[dict], list[dict]]:
     """Per-operator records ``{kind, dtype, dw, kernel, y, p, bound, family, mode}`` of one set, and per-run coverage."""
-    from costmodel.predictors import DeviceFigures, load_op_dataset, node_dtype, op_bound_s as bound_s
+    from costmodel.predictors import DeviceFigures, load_op_dataset, node_dtype, norm_rows, op_bound_s as bound_s
 
     root, folder = SETS[name]
     ds, graphs, ops, _ = load_op_dataset(root, device=folder, progress=progress)
@@ -92,8 +95,49 @@ def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tupl
             recs.append({"family": r.family, "model": r.model, "mode": mode, "dtype": r.dtype, "kind": n.kind,
                          "dw": _depthwise(n), "kernel": (n.attrs.get("kernel") or [0])[0], "y": y,
                          "p": pm[(n.id, phase)],
-                         "bound": max(bound_s(n, phase, figs, dt)) * 1e6})
+                         "bound": max(bound_s(n, phase, figs, dt)) * 1e6,
+                         "rows": norm_rows(n), "numel": float(math.prod(n.out_shapes[0])) if n.out_shapes else 0.0})
     return recs, cover
+
+
+def _norm_report(norms: list[dict]) -> dict:
+    """Group and layer norms: the fastest row rates measured (what ``NORM_ROW_RATES`` holds for the
+    packaged set), and the timeline and the bare roofline by how many rows the norm reduces."""
+    from costmodel.devices import get_device
+    from costmodel.predictors import kernel_ceilings
+
+    rates = kernel_ceilings()["norm_row_rates"] or {}
+    sm = get_device("h200").sm_count  # every profiled run is an H200's
+    out: dict = {}
+    gn = [r for r in norms if r["kind"] == "group_norm"]
+    ln = [r for r in norms if r["kind"] == "layer_norm"]
+    def shown(key: str, unit: float) -> str:
+        v = rates.get(key)
+        return f"{v / unit:.2f}" if v else "not applied"
+
+    print("\nrow-parallel norms: the fastest rows measured here, then the timeline and the bare roofline by rows")
+    if gn:
+        per = [r["numel"] / (r["y"] * 1e-6 * min(r["rows"], rates.get("group_norm_blocks_per_sm", 4.0) * sm))
+               for r in gn]
+        out["group_norm_elems_s"] = max(per)
+        print(f"group norm: fastest (sample, group) row {max(per) / 1e9:.2f} G elements/s "
+              f"(NORM_ROW_RATES: {shown('group_norm_elems_s', 1e9)})")
+    if ln:
+        per = [r["rows"] / (r["y"] * 1e-6 * sm) for r in ln]
+        out["layer_norm_rows_s_per_sm"] = max(per)
+        print(f"layer norm: fastest {max(per) / 1e6:.2f} M rows/s per SM "
+              f"(NORM_ROW_RATES: {shown('layer_norm_rows_s_per_sm', 1e6)})")
+    print(HEAD)
+    for kind, sub in (("group_norm", gn), ("layer_norm", ln)):
+        for lo, hi in ((1, 132), (132, 4096), (4096, float("inf"))):
+            part = [r for r in sub if lo <= r["rows"] < hi]
+            if not part:
+                continue
+            for lab, key in (("timeline", "p"), ("roofline", "bound")):
+                st = _stats([r["y"] for r in part], [r[key] for r in part])
+                out[f"{kind} rows {lo}-{hi} {lab}"] = st
+                print(_line(f"{kind[:5]} {lo}-{hi:g} {lab[:4]}", st))
+    return out
 
 
 def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
@@ -136,6 +180,9 @@ def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
                 s = _stats([r["y"] for r in sub], [r[key] for r in sub])
                 out["depthwise"][f"{kk}x{kk} {lab}"] = s
                 print(_line(f"{kk}x{kk} {lab}", s))
+    norms = [r for r in recs if r["rows"] > 0]
+    if norms:
+        out["norms"] = _norm_report(norms)
     cov = [c for c in cover if c["work"]]
     share = np.mean([c["mapped"] / c["work"] for c in cov]) if cov else float("nan")
     out["mapped_work_share"] = float(share)

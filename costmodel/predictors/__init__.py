@@ -72,6 +72,8 @@ _LAZY = {
     "load_op_dataset": "._opmodel",
     "DeviceFigures": "._opmodel",
     "op_bound_s": "._opmodel",
+    "norm_rows": "._optable",
+    "kernel_ceilings": "._optable",
     "node_dtype": "._opmodel",
     "OpRun": "._timeline_ops",
     "packaged_op_runs": "._timeline_ops",

@@ -22,12 +22,13 @@ def energy_design(tables: Sequence[OpTable], dev_us: Sequence[np.ndarray], eff: 
     cols = []
     for t, d, e, lat in zip(tables, dev_us, eff, lat_us):
         row = [lat * 1e-6]
+        busy = t.busy()  # the share of the SMs a row keeps busy: the rest idle, clock-gated
         for k in range(len(ENERGY_CLASSES)):
             m = t.energy_class == k
-            row.append(float(d[m].sum()) * 1e-6)
+            row.append(float((d[m] * busy[m]).sum()) * 1e-6)
         for k in range(len(ENERGY_CLASSES)):
             m = t.energy_class == k
-            row.append(float((d[m] * e[m]).sum()) * 1e-6)  # time weighted by utilisation of the roofline
+            row.append(float((d[m] * e[m] * busy[m]).sum()) * 1e-6)  # time weighted by utilisation of the roofline
         cols.append(row)
     return np.asarray(cols)
 

@@ -9,6 +9,7 @@ parts and the composition on the timeline are in :mod:`._timeline`.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -53,6 +54,14 @@ class OpTable:
     synchronous: bool = False
     #: one decoding step of a causal language model with its KV cache (the host pays its decode loop once)
     decode: bool = False
+    #: (n,) the share of the device a row's bound keeps busy: its roofline over ``bound_s`` (below 1 where
+    #: a norm's rows, not the device's rates, bound it; :data:`NORM_ROW_RATES`); what the energy model
+    #: scales the row's utilisation by. ``None``: 1 everywhere
+    occupancy: np.ndarray | None = None
+
+    def busy(self) -> np.ndarray:
+        """:attr:`occupancy`, ones where it is ``None``."""
+        return np.ones(len(self.bound_s)) if self.occupancy is None else self.occupancy
 
 
 def _op_dtype(n, default: str) -> str:
@@ -171,6 +180,18 @@ _PEAK_DTYPES = ("fp32", "fp16", "bf16", "tf32")
 #: in fp16, of 67. Each multiply-add waits on a load from shared memory, and half-precision kernels
 #: pack two lanes per instruction and load half the bytes. ``None``: the CUDA cores' full rate.
 DEPTHWISE_SHARE: tuple[float, ...] | None = (3.12 / 67.0, 7.06 / 67.0, 7.06 / 67.0, 3.12 / 67.0)
+#: Normalizations that reduce one row per thread block, so that a few long rows cannot use the GPU's
+#: bandwidth. PyTorch's group norm reduces each (sample, group) row in one block: ``GroupNorm(1, C)`` at
+#: batch 1 is one block on one SM. Its fastest rows in the packaged H200 profiles (PoolFormer, fp32,
+#: batch 1) ran at 2.27 G elements/s each, where the bytes alone would take 1/280th of the time; a block
+#: of 512 threads leaves room for 4 per SM (2,048 threads). A layer norm over short rows is bound by its
+#: rows too (the fastest: 6.76 M rows/s per SM, fp16, 96 channels), but under an efficiency fitted
+#: through whole-model rows alone that bound over-predicted the later architectures' device-bound
+#: rows (docs/results.md), so it is measured and not applied (``None``). A GPU's bound for
+#: these kinds is the larger of its roofline and these rates (:func:`norm_row_bound_s`); the whole
+#: dict ``None``: the roofline alone.
+NORM_ROW_RATES: dict[str, float | None] | None = {"group_norm_elems_s": 2.27e9, "group_norm_blocks_per_sm": 4.0,
+                                                  "layer_norm_rows_s_per_sm": None}
 _C = _N_CAT + 3  # first column after the kind head
 (_COL_DTYPE, _COL_TENSOR, _COL_PHASE, _COL_FLOPS, _COL_BYTES, _COL_INTENSITY, _COL_BOUND, _COL_RATIO, _COL_WAVE,
  _COL_KERNEL, _COL_STRIDE, _COL_OUT, _COL_HW) = (_C, _C + 3, _C + 4, _C + 7, _C + 8, _C + 9, _C + 10, _C + 11,
@@ -196,6 +217,56 @@ def _dtype_id(n, default_id: int) -> int:
     return default_id
 
 
+def kernel_ceilings() -> dict:
+    """The bounds below the datasheet roofline that :func:`op_tables` applies (:data:`DEPTHWISE_SHARE`,
+    :data:`NORM_ROW_RATES`), as a saved timeline records them: an efficiency fitted over one set of
+    bounds is wrong over another."""
+    return {"depthwise_share": None if DEPTHWISE_SHARE is None else list(DEPTHWISE_SHARE),
+            "norm_row_rates": None if NORM_ROW_RATES is None else dict(NORM_ROW_RATES)}
+
+
+def ceilings_mismatch(saved) -> str | None:
+    """Why a timeline saved with ``saved`` (its ``kernel_ceilings``) cannot be used with the ceilings this
+    library applies, or ``None``. Its efficiency was fitted over those bounds; an artifact saved before
+    they were recorded (``None``) is not checked."""
+    here = json.loads(json.dumps(kernel_ceilings()))
+    if saved is None or saved == here:
+        return None
+    return (f"it was fitted over kernel ceilings {saved}, this library applies {here}; "
+            "retrain it (costmodel train --predictor timeline)")
+
+
+def norm_rows(n) -> int:
+    """The rows a group or layer norm node reduces, one block or warp each: (sample, group) pairs of a
+    group norm (``groups`` attribute; none: 0), the elements outside ``normalized_shape`` of a layer norm
+    (the weight's shape where the attribute is missing). 0 for other kinds or unknown shapes."""
+    if n.kind not in ("group_norm", "layer_norm") or not n.out_shapes or not n.out_shapes[0]:
+        return 0
+    out = n.out_shapes[0]
+    if n.kind == "group_norm":
+        g = n.attrs.get("groups")
+        return int(out[0]) * int(g) if isinstance(g, int) and g > 0 else 0
+    ns = n.attrs.get("normalized_shape")
+    if ns is None:
+        ns = n.in_shapes[1] if len(n.in_shapes) > 1 and n.in_shapes[1] else out[-1:]
+    inner = math.prod(ns)
+    total = math.prod(out)
+    return int(total // inner) if inner > 0 and len(ns) <= len(out) else 0
+
+
+def norm_row_bound_s(kind: str, rows: float, numel: float, sm_count: int) -> float:
+    """Seconds a group or layer norm's forward needs at :data:`NORM_ROW_RATES` with ``rows`` rows of
+    ``numel`` elements in all on ``sm_count`` SMs (0 for other kinds, no rows or no SM count)."""
+    if NORM_ROW_RATES is None or rows <= 0 or sm_count <= 0:
+        return 0.0
+    if kind == "group_norm":
+        rate = NORM_ROW_RATES.get("group_norm_elems_s")
+        busy = min(rows, (NORM_ROW_RATES.get("group_norm_blocks_per_sm") or 1.0) * sm_count)
+        return numel / (busy * rate) if rate else 0.0
+    rate = NORM_ROW_RATES.get("layer_norm_rows_s_per_sm") if kind == "layer_norm" else None
+    return rows / (sm_count * rate) if rate else 0.0
+
+
 def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
     """What op_table reads from each operator (the positions ``ops`` of the node columns ``cols``;
     ``default_ids[j]``: the dtype id of operator ``j``'s graph), as lists and arrays."""
@@ -209,8 +280,12 @@ def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
     # a depthwise convolution: one group per output channel
     depthwise = ((kind == _KIND_ID["conv"]) & (groups > 1) & cols.shaped[ops]
                  & (cols.channels[ops] == groups)).astype(np.float64)
+    # the rows a group or layer norm reduces (read one node at a time: norms are few)
+    rows = np.zeros(len(ops))
+    for j in np.flatnonzero((kind == _KIND_ID["group_norm"]) | (kind == _KIND_ID["layer_norm"])).tolist():
+        rows[j] = norm_rows(nodes[int(ops[j])])
     return (kind, cols.flops[ops], cols.nbytes[ops], dtype, cols.numel[ops], cols.shaped[ops],
-            cols.kernel_area[ops], cols.stride[ops], depthwise)
+            cols.kernel_area[ops], cols.stride[ops], depthwise, rows)
 
 
 def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: float, sm: int, hw: list[float]):
@@ -224,8 +299,8 @@ def _none_row(device, phase: int, flops: float, nbytes: float, dtype: str, bw: f
 def _operator_features(cols, hw: list[float], sm: int):
     """The feature columns of each operator that do not depend on the phase, and its kind, FLOPs, bytes,
     dtype id and tensor-core eligibility (arrays over the operators whose :func:`_node_columns` are
-    ``cols``; the operators of several graphs at once)."""
-    kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise = cols
+    ``cols``; the operators of several graphs at once), and the row-parallel bound of each norm (s)."""
+    kind, flops, nbytes, dtype, numel, shaped, karea, stride, depthwise, rows = cols
     n_ops = len(kind)
     kind = np.array(kind, np.int64)
     flops = np.array(flops, np.float64)
@@ -257,7 +332,11 @@ def _operator_features(cols, hw: list[float], sm: int):
     xn[:, _COL_KERNEL] = lg_k
     xn[:, _COL_OUT] = lg_o / 10
     xn[:, _COL_HW:] = hw
-    return xn, kind, flops, nbytes, dtype, tensor_kind
+    # the forward's row-parallel bound of a group or layer norm on a GPU (:data:`NORM_ROW_RATES`)
+    row_s = np.zeros(n_ops)
+    for j in np.flatnonzero(rows > 0).tolist():
+        row_s[j] = norm_row_bound_s(OP_KINDS[kind[j]], rows[j], numel[j], sm)
+    return xn, kind, flops, nbytes, dtype, tensor_kind, row_s
 
 
 #: backward kernels of a forward operator, from the autograd formulas: ``(kernels, bytes per kernel as
@@ -429,8 +508,8 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
         per = [trainable_tensors(g, int(r)) for g, r in zip(graphs, (p_cum[ends] - p_cum[ends - counts]).tolist())]
     else:
         per = [0] * len(graphs)
-    xn, kind, flops, nbytes, dtype, tensor_kind = _operator_features(_node_columns(cols, positions, default_ids),
-                                                                     hw, sm)
+    xn, kind, flops, nbytes, dtype, tensor_kind, row_s = _operator_features(
+        _node_columns(cols, positions, default_ids), hw, sm)
     n_all = len(kind)
 
     frozen = None
@@ -476,6 +555,14 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
             peak = np.where(dw, peak * np.asarray(DEPTHWISE_SHARE)[code // 2], peak)
     c = np.divide(f, peak, out=np.zeros(len(f)), where=peak > 0)
     m = b / bw if bw > 0 else np.zeros(len(b))
+    busy = np.ones(len(b))
+    if not _is_cpu(device) and row_s.any():  # a norm's rows (a backward row scales with its bytes)
+        nb = nbytes[idx]
+        r = np.where(kind_rows == kind[idx], row_s[idx], 0.0) * np.divide(b, nb, out=np.ones(len(b)), where=nb > 0)
+        roof = np.where(m > c, m, c)
+        rows_bound = r > roof
+        busy[rows_bound] = roof[rows_bound] / r[rows_bound]
+        m = np.where(r > m, r, m)
     bound = np.where(m > c, m, c)
     ratio_arg = (c + 1e-12) / (m + 1e-12)
     ratio = np.log10(ratio_arg)
@@ -493,7 +580,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     energy = np.where(tensor, 0, 1)
 
     return _assemble(graphs, per, modes, cols, device, optimizer, (bw, sm, hw), n_rows,
-                     (x, bound, kernel, host, energy, node, phase))
+                     (x, bound, kernel, host, energy, node, phase, busy))
 
 
 def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arrays) -> list[OpTable]:
@@ -501,7 +588,7 @@ def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arr
     graph; ``n_rows`` per graph) and the rows without an operator, which go after each graph's
     operator rows; each table is a slice of the chunk's arrays."""
     bw, sm, hw = hw_facts
-    x, bound, kernel, host, energy, node, phase = arrays
+    x, bound, kernel, host, energy, node, phase, busy = arrays
     cache: dict = {}
     extra = [_extra_rows(graph, n_tensors, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache)
              for g, (graph, n_tensors, mode) in enumerate(zip(graphs, per, modes))]
@@ -527,12 +614,13 @@ def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arr
     E = full(energy, 1, np.int64)
     N = full(node, -1, np.int64)
     P = full(phase, [r[5] for r in flat], np.int64)
+    U = full(busy, 1.0, np.float64)
     sync = _is_cpu(device)
     out = []
     for g, graph in enumerate(graphs):
         sl = slice(int(start[g]), int(start[g + 1]))
         out.append(OpTable(X[sl], B[sl], K[sl], Hc[sl], Cn[sl], E[sl], N[sl], P[sl], synchronous=sync,
-                           decode=graph.meta.get("phase") == "decode"))
+                           decode=graph.meta.get("phase") == "decode", occupancy=U[sl]))
     return out
 
 

@@ -47,11 +47,10 @@ log-latency error flows through the max/sum into every operator's efficiency
 and every host class. The loss is the mean *absolute* log error (``loss="l1"``):
 launch-bound labels carry the measuring host's slow and fast spells (the same
 operators measured up to 1.7x apart), and the median they estimate is what a
-MAPE scores; the squared error let such rows pull the fit. Energy is then
-fitted on the same timeline: each
-kernel's time times a power that grows with how close it runs to its roofline
-(one intercept and slope per op class), plus a static power over the whole call
-(the device idles while the host dispatches).
+MAPE scores; the squared error let such rows pull the fit. Energy is then fitted on the same
+timeline: each kernel's time times a power that grows with how close it runs to its roofline (one
+intercept and slope per op class, on the share of the SMs it keeps busy), plus a static power over
+the whole call (the device idles while the host dispatches).
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ from ._optable import (
     op_tables,
     op_tables_by_device,
 )
+from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes
@@ -386,8 +386,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             host_us=host_us, host_norm=host_norm,
             kernel_floor_us=float(F.softplus(model.floor.detach())), sync_us=float(F.softplus(model.sync.detach())),
             energy_static_w=float(w[0]), energy_a_w=w[1:1 + k].tolist(), energy_b_w=w[1 + k:].tolist(),
-            host_source="fitted to the whole-model rows",
-            trained_on=trained_on,
+            host_source="fitted to the whole-model rows", trained_on=trained_on,
             decode_step_us=float(torch.exp(model.decode.detach())) if n_decode else None,
         )
         return self
@@ -631,8 +630,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             est.assumptions = list(dict.fromkeys([*notes, *est.assumptions]))
             est.details["analytic"] = analytic
             est.details["ops"] = {
-                "host_ms": H / 1e3,
-                "device_ms": D / 1e3,
+                "host_ms": H / 1e3, "device_ms": D / 1e3,
                 "bound": "host" if (H > D and not t.synchronous) else ("serial" if t.synchronous else "device"),
                 "host_bound_share": max(0.0, 1.0 - D / lat_us) if not t.synchronous else None,
                 "single_call_ms": single / 1e3,
@@ -700,8 +698,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         path.mkdir(parents=True, exist_ok=True)
         cfg = {"predictor": self.name, "version": self.version, "format_version": FORMAT_VERSION,
                "feature_names": list(FEATURE_NAMES), "host_classes": list(HOST_CLASSES),
-               "energy_classes": list(ENERGY_CLASSES), "config": asdict(self.config), "params": asdict(self.params),
-               "library_version": __version__}
+               "energy_classes": list(ENERGY_CLASSES), "kernel_ceilings": kernel_ceilings(),
+               "config": asdict(self.config), "params": asdict(self.params), "library_version": __version__}
         files = ["weights.safetensors"]
         if self._has_cpu():
             cfg["cpu_ops"] = "cpu_ops.json"
@@ -734,6 +732,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         need(cfg.get("feature_names") == list(FEATURE_NAMES), "its feature names differ from this library's")
         need(cfg.get("host_classes") == list(HOST_CLASSES), "its host classes differ from this library's")
         need(cfg.get("energy_classes") == list(ENERGY_CLASSES), "its energy classes differ from this library's")
+        need((bad := ceilings_mismatch(cfg.get("kernel_ceilings"))) is None, str(bad))
         try:
             conf = TimelineConfig(**cfg["config"])
             params = TimelineParams(**cfg["params"])

@@ -10,9 +10,10 @@ from ._optable import ENERGY_CLASSES
 
 class _ChunkLanes:
     """The two lanes of every table of a chunk, computed over all their rows at once: per row the device
-    time, efficiency and host time (µs); per table the lanes' sums, the device time per energy class (all
-    of it, and the useful share: time x efficiency), and the host lane's largest lead over the device lane
-    (what a single call waits for beyond the kernels, before its own call cost)."""
+    time, efficiency and host time (µs); per table the lanes' sums, the device time per energy class (each
+    row's time x the share of the SMs its bound keeps busy, and the useful share: that x efficiency), and
+    the host lane's largest lead over the device lane (what a single call waits for beyond the kernels,
+    before its own call cost)."""
 
     def __init__(self, starts, device_row, eff_row, host_row, host_us, device_us, energy_us, useful_us, slack_us):
         self.starts, self.device_row, self.eff_row, self.host_row = starts, device_row, eff_row, host_row
@@ -39,8 +40,9 @@ def chunk_lanes(tables, z_dev: np.ndarray, z_host: np.ndarray, host: np.ndarray,
     H_sum, D_sum = np.add.reduceat(h_us, first), np.add.reduceat(d_us, first)
     k = len(ENERGY_CLASSES)
     which = np.repeat(np.arange(len(tables)), n) * k + np.concatenate([t.energy_class for t in tables])
-    energy = np.bincount(which, weights=d_us, minlength=k * len(tables)).reshape(-1, k)
-    useful = np.bincount(which, weights=d_us * eff, minlength=k * len(tables)).reshape(-1, k)
+    busy = np.concatenate([t.busy() for t in tables])  # a norm bound by its rows keeps few SMs busy
+    energy = np.bincount(which, weights=d_us * busy, minlength=k * len(tables)).reshape(-1, k)
+    useful = np.bincount(which, weights=d_us * eff * busy, minlength=k * len(tables)).reshape(-1, k)
     # within each table: host cost dispatched up to row i, less the device time of the rows before i
     Hc, Dc = np.cumsum(h_us), np.cumsum(d_us)
     base_h, base_d = np.repeat(Hc[first] - h_us[first], n), np.repeat(Dc[first] - d_us[first], n)

@@ -466,6 +466,30 @@ def test_the_timeline_predictor_saves_and_uses_the_cpu_model(tmp_path, timeline)
         TimelinePredictor.load(tmp_path / "tl")
 
 
+def test_a_timeline_fitted_over_other_kernel_ceilings_is_refused(tmp_path, monkeypatch):
+    """The efficiency network was fitted over one set of bounds (depthwise share, norm row rates): over
+    another it predicts wrong times, so loading it says so; an artifact from before they were recorded loads."""
+    from costmodel.predictors import ARTIFACTS_DIR, TimelinePredictor, _optable
+
+    shipped = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
+    shipped.save(tmp_path / "tl")
+    cfg_path = tmp_path / "tl" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["kernel_ceilings"] == json.loads(json.dumps(_optable.kernel_ceilings()))
+    monkeypatch.setitem(_optable.NORM_ROW_RATES, "group_norm_elems_s", 1e9)
+    with pytest.raises(costmodel.ArtifactError, match=r"kernel ceilings.*retrain it"):
+        TimelinePredictor.load(tmp_path / "tl")
+    monkeypatch.undo()
+    TimelinePredictor.load(tmp_path / "tl")
+    cfg["kernel_ceilings"]["depthwise_share"] = None
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(costmodel.ArtifactError, match=r"kernel ceilings"):
+        TimelinePredictor.load(tmp_path / "tl")
+    del cfg["kernel_ceilings"]
+    cfg_path.write_text(json.dumps(cfg))
+    assert TimelinePredictor.load(tmp_path / "tl").params == shipped.params
+
+
 def test_an_empty_folder_has_no_operator_dataset(tmp_path):
     with pytest.raises(costmodel.ModelLoadError, match=re.escape(str(tmp_path / "cpu"))):
         load_op_dataset(tmp_path)

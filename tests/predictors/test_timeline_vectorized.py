@@ -12,6 +12,7 @@ from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.ir import CostGraph, Node
 from costmodel.predictors import _optable, _timeline, get_predictor
+from costmodel.predictors._timeline import _mlp_numpy
 from costmodel.predictors._optable import (
     _HOST_INDEX,
     _OPT_BYTES,
@@ -50,7 +51,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     bw = device.bandwidth_bytes_s
     sm = device.sm_count or 0
     rows: list[list[float]] = []
-    bound, kernel, hcls, hcnt, ecls, node_ids, phases = [], [], [], [], [], [], []
+    bound, kernel, hcls, hcnt, ecls, node_ids, phases, busy = [], [], [], [], [], [], [], []
 
     def add(n, phase: int, flops: float, nbytes: float, dtype: str, host: str, count: float = 1.0):
         groups = (n.attrs.get("groups") or 1) if n is not None else 1
@@ -64,6 +65,14 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
             peak *= _optable.DEPTHWISE_SHARE[("fp32", "fp16", "bf16", "tf32").index(pdt)]
         c = flops / peak if peak > 0 else 0.0
         m = nbytes / bw if bw > 0 else 0.0
+        if n is not None and not _is_cpu(device):  # a norm's rows, a backward in proportion to its bytes
+            own = n.bytes_read + n.bytes_written
+            numel = math.prod(n.out_shapes[0]) if n.out_shapes and n.out_shapes[0] else 0
+            r = _optable.norm_row_bound_s(n.kind, _optable.norm_rows(n), numel, sm) * (nbytes / own if own > 0 else 1.0)
+            busy.append(max(c, m) / r if r > max(c, m) else 1.0)  # the share of the device the row keeps busy
+            m = max(m, r)
+        else:
+            busy.append(1.0)
         rows.append(_op_features(n, dtype, phase, tensor, c, m, sm) + hw)
         bound.append(max(c, m))
         kernel.append(1.0 if (flops > 0 or nbytes > 0) else 0.0)
@@ -139,7 +148,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     x = np.asarray(rows, dtype=np.float32)
     return OpTable(x, np.asarray(bound), np.asarray(kernel), np.asarray(hcls, np.int64), np.asarray(hcnt),
                    np.asarray(ecls, np.int64), np.asarray(node_ids, np.int64), np.asarray(phases, np.int64),
-                   synchronous=_is_cpu(device))
+                   synchronous=_is_cpu(device), occupancy=np.asarray(busy, np.float64))
 
 
 
@@ -264,6 +273,103 @@ def test_module_calls_equal_the_reference(graphs):
     g = _synthetic()
     again = CostGraph(g.nodes + [dataclasses.replace(g.nodes[4], id=12)], g.edges + [(11, 12)], g.inputs, g.meta)
     assert module_calls(again) == 14 + 3 == _module_calls_reference(again)
+
+
+def _norm_graph(attrs_gn, attrs_ln) -> CostGraph:
+    """A GroupNorm(1, 64) on a 56 x 56 map at batch 1 (one row), then a layer norm over 96 channels at
+    batch 32 x 56 x 56 (100,352 short rows), both with weights, fp32."""
+    gn_n, ln_n = 64 * 56 * 56, 32 * 56 * 56 * 96
+    nodes = [
+        Node(0, "gn", "group_norm", attrs_gn, [(1, 64, 56, 56), (64,), (64,)], ["fp32"] * 3, [False, True, True],
+             [(1, 64, 56, 56)], ["fp32"], 8.0 * gn_n, 0.0, 4.0 * gn_n + 512, 4.0 * gn_n, 128, scope="norm1"),
+        Node(1, "ln", "layer_norm", attrs_ln, [(32, 56, 56, 96), (96,), (96,)], ["fp32"] * 3, [False, True, True],
+             [(32, 56, 56, 96)], ["fp32"], 8.0 * ln_n, 0.0, 4.0 * ln_n + 768, 4.0 * ln_n, 192, scope="norm2"),
+    ]
+    return CostGraph(nodes, [(0, 1)], meta={"name": "norms", "dtype": "fp32", "batch": 1, "params": 320,
+                                            "weights_bytes": 1280})
+
+
+def test_norms_are_bounded_by_the_rows_they_reduce(monkeypatch):
+    dev = get_device("h200")
+    rates = _optable.NORM_ROW_RATES
+    g = _norm_graph({"groups": 1}, {"normalized_shape": [96]})
+    gn, ln = g.nodes
+    assert _optable.norm_rows(gn) == 1 and _optable.norm_rows(ln) == 32 * 56 * 56
+    bw = dev.bandwidth_bytes_s
+    ln_bytes = (ln.bytes_read + ln.bytes_written) / bw
+    t = op_table(g, dev, mode="inference")
+    # one (sample, group) row: one block reduces all 200,704 elements, 90 us where the bytes say 0.3 us
+    gn_row = 64 * 56 * 56 / rates["group_norm_elems_s"]
+    assert t.bound_s[0] == pytest.approx(gn_row, rel=1e-9) and gn_row > 100 * (gn.bytes_read + gn.bytes_written) / bw
+    # the layer norm's row rate is measured but not applied: its bytes bound it
+    assert rates["layer_norm_rows_s_per_sm"] is None and t.bound_s[1] == pytest.approx(ln_bytes, rel=1e-9)
+    # a group norm with 32 groups at batch 32 has rows for every block the SMs hold: the bytes decide
+    many = dataclasses.replace(gn, attrs={"groups": 32}, in_shapes=[(32, 64, 56, 56), (64,), (64,)],
+                               out_shapes=[(32, 64, 56, 56)], bytes_read=32 * gn.bytes_read,
+                               bytes_written=32 * gn.bytes_written)
+    assert _optable.norm_rows(many) == 1024
+    assert _optable.norm_row_bound_s("group_norm", 1024, 32 * 64 * 56 * 56, dev.sm_count) == pytest.approx(
+        32 * 64 * 56 * 56 / (4 * dev.sm_count * rates["group_norm_elems_s"]))
+    # a backward row pays in proportion to its bytes (twice the forward's for a norm)
+    tt = op_table(g, dev, mode="training")
+    back = {int(n): b for n, b, p in zip(tt.node, tt.bound_s, tt.phase) if p == 1}
+    assert back[0] == pytest.approx(2 * gn_row, rel=1e-9) and back[1] == pytest.approx(2 * ln_bytes, rel=1e-9)
+    # the energy model sees how little of the device such a row keeps busy: its roofline over its row bound
+    assert t.occupancy[0] == pytest.approx((gn.bytes_read + gn.bytes_written) / bw / gn_row, rel=1e-9)
+    assert t.occupancy[0] < 0.01 and t.occupancy[1] == 1.0 and t.occupancy[2] == 1.0  # the module row
+    # without the group count (a graph from an older frontend) or on a CPU: the roofline alone
+    bare = op_table(_norm_graph({}, {"normalized_shape": [96]}), dev, mode="inference")
+    assert bare.bound_s[0] == pytest.approx((gn.bytes_read + gn.bytes_written) / bw, rel=1e-9)
+    assert bare.occupancy[0] == 1.0
+    cpu = get_device("cpu")
+    tc = op_table(g, cpu, mode="inference")
+    assert tc.bound_s[0] == pytest.approx(max(gn.flops / cpu.peak_flops("fp32", tensor=False),
+                                              (gn.bytes_read + gn.bytes_written) / cpu.bandwidth_bytes_s), rel=1e-9)
+    # the layer norm's rows from its weight where the attribute is missing
+    assert _optable.norm_rows(dataclasses.replace(ln, attrs={})) == 32 * 56 * 56
+    for d in (dev, cpu):
+        _assert_same_table(op_table(g, d, mode="training"), _op_table_reference(g, d, mode="training"), d.name)
+    # with a layer-norm row rate (what benchmarks/timeline_gpu_ops.py measures): 100,352 rows of 96
+    # channels, the rows and not the bytes set the time
+    monkeypatch.setitem(rates, "layer_norm_rows_s_per_sm", 6.76e6)
+    ln_rows = 32 * 56 * 56 / (dev.sm_count * 6.76e6)
+    t = op_table(g, dev, mode="inference")
+    assert t.bound_s[1] == pytest.approx(ln_rows, rel=1e-9) and ln_rows > 2 * ln_bytes
+    assert t.occupancy[1] == pytest.approx(ln_bytes / ln_rows, rel=1e-9)
+    _assert_same_table(op_table(g, dev, mode="training"), _op_table_reference(g, dev, mode="training"), "layer rate")
+    monkeypatch.setattr(_optable, "NORM_ROW_RATES", None)  # none at all: the roofline alone
+    assert op_table(g, dev, mode="inference").bound_s[0] == pytest.approx(bare.bound_s[0], rel=1e-9)
+
+
+def test_energy_counts_the_share_of_the_device_a_norm_keeps_busy():
+    """The device time each energy class is charged for, and its utilisation-weighted share, scale a row's
+    time by its occupancy: a GroupNorm(1, C) that holds one SM for 90 us leaves the other SMs idle."""
+    from costmodel.predictors._timeline_lanes import chunk_lanes
+
+    pred = get_predictor("timeline")
+    dev = get_device("h200")
+    t = op_table(_norm_graph({"groups": 1}, {"normalized_shape": [96]}), dev, mode="inference")
+    full = dataclasses.replace(t, occupancy=None)
+    xs = pred._scaled_x_rows([t])
+    z_dev, z_host = _mlp_numpy(pred._weights, xs), _mlp_numpy(pred._host_weights, xs)
+    host = pred._host_vector()[0]
+    lanes, bare = (chunk_lanes([tab], z_dev, z_host, host, pred) for tab in (t, full))
+    d_us, eff = pred._device_from_z(t, z_dev)
+    for k in range(len(lanes.useful_us[0])):
+        m = t.energy_class == k
+        assert lanes.useful_us[0][k] == pytest.approx(float((d_us * eff * t.occupancy)[m].sum()), rel=1e-12)
+        assert bare.useful_us[0][k] == pytest.approx(float((d_us * eff)[m].sum()), rel=1e-12)
+        assert lanes.energy_us[0][k] == pytest.approx(float((d_us * t.occupancy)[m].sum()), rel=1e-12)
+        assert bare.energy_us[0][k] == pytest.approx(float(d_us[m].sum()), rel=1e-12)
+    # the group norm (row 0) is bound by its rows: it is charged for under 1 % of its time, the layer norm in full
+    assert bare.energy_us[0].sum() - lanes.energy_us[0].sum() == pytest.approx(d_us[0] * (1 - t.occupancy[0]))
+    assert t.occupancy[0] < 0.01 and t.occupancy[1] == 1.0
+    assert np.array_equal(lanes.device_us, bare.device_us)  # the time itself does not change
+    # the energy model's design matrix charges the same shares
+    from costmodel.predictors._energy import energy_design
+
+    A = energy_design([t, full], [d_us, d_us], [eff, eff], np.array([100.0, 100.0]))
+    assert A[0, 1:].sum() < 0.5 * A[1, 1:].sum() and A[0, 0] == A[1, 0]
 
 
 def test_synthetic_rows_follow_the_operators():
