@@ -17,10 +17,10 @@ never saw a per-operator GPU label: it was fitted through the composed timeline 
 latencies, so this is the first direct check of its device lane.  Tables: per set, per operator
 kind and per dtype: the operators' MAPE (operators of at least 2 us), the time-weighted error
 ``sum |p - y| / sum y``, the geometric-mean ratio ``p / y`` (above 1: predicted slower) and Kendall
-tau over the operators; then the depthwise convolutions by kernel size; the group and layer norms
-by how many rows they reduce, after the fastest row rates the set measured (where
-``NORM_ROW_RATES`` comes from: the packaged set's); and how much of each run's work the mapping
-placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
+tau over the operators; then the depthwise convolutions by kernel size; the group norms, a training
+step's batch norms and the layer norms by how many rows they reduce, after the fastest row rates
+the set measured (where ``NORM_ROW_RATES`` comes from: the packaged set's); and how much of each
+run's work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
 """
 
 from __future__ import annotations
@@ -101,34 +101,36 @@ def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tupl
 
 
 def _norm_report(norms: list[dict]) -> dict:
-    """Group and layer norms: the fastest row rates measured (what ``NORM_ROW_RATES`` holds for the
-    packaged set), and the timeline and the bare roofline by how many rows the norm reduces."""
+    """Group norms, batch norms of training steps and layer norms: the fastest row rates measured (what
+    ``NORM_ROW_RATES`` holds for the packaged set), and the timeline and the bare roofline by how many
+    rows the norm reduces."""
     from costmodel.devices import get_device
     from costmodel.predictors import kernel_ceilings
 
     rates = kernel_ceilings()["norm_row_rates"] or {}
     sm = get_device("h200").sm_count  # every profiled run is an H200's
+    blocks = (rates.get("blocks_per_sm") or 4.0) * sm
     out: dict = {}
-    gn = [r for r in norms if r["kind"] == "group_norm"]
-    ln = [r for r in norms if r["kind"] == "layer_norm"]
+
     def shown(key: str, unit: float) -> str:
         v = rates.get(key)
         return f"{v / unit:.2f}" if v else "not applied"
 
+    by = {k: [r for r in norms if r["kind"] == k] for k in ("group_norm", "batch_norm", "layer_norm")}
     print("\nrow-parallel norms: the fastest rows measured here, then the timeline and the bare roofline by rows")
-    if gn:
-        per = [r["numel"] / (r["y"] * 1e-6 * min(r["rows"], rates.get("group_norm_blocks_per_sm", 4.0) * sm))
-               for r in gn]
-        out["group_norm_elems_s"] = max(per)
-        print(f"group norm: fastest (sample, group) row {max(per) / 1e9:.2f} G elements/s "
-              f"(NORM_ROW_RATES: {shown('group_norm_elems_s', 1e9)})")
-    if ln:
-        per = [r["rows"] / (r["y"] * 1e-6 * sm) for r in ln]
-        out["layer_norm_rows_s_per_sm"] = max(per)
-        print(f"layer norm: fastest {max(per) / 1e6:.2f} M rows/s per SM "
+    for kind, what in (("group_norm", "(sample, group) row"), ("batch_norm", "channel of a training step")):
+        if by[kind]:
+            per = max(r["numel"] / (r["y"] * 1e-6 * min(r["rows"], blocks)) for r in by[kind])
+            out[f"{kind}_elems_s"] = per
+            print(f"{kind.replace('_', ' ')}: fastest {what} {per / 1e9:.2f} G elements/s "
+                  f"(NORM_ROW_RATES: {shown(f'{kind}_elems_s', 1e9)})")
+    if by["layer_norm"]:
+        per = max(r["rows"] / (r["y"] * 1e-6 * sm) for r in by["layer_norm"])
+        out["layer_norm_rows_s_per_sm"] = per
+        print(f"layer norm: fastest {per / 1e6:.2f} M rows/s per SM "
               f"(NORM_ROW_RATES: {shown('layer_norm_rows_s_per_sm', 1e6)})")
     print(HEAD)
-    for kind, sub in (("group_norm", gn), ("layer_norm", ln)):
+    for kind, sub in by.items():
         for lo, hi in ((1, 132), (132, 4096), (4096, float("inf"))):
             part = [r for r in sub if lo <= r["rows"] < hi]
             if not part:

@@ -183,15 +183,16 @@ DEPTHWISE_SHARE: tuple[float, ...] | None = (3.12 / 67.0, 7.06 / 67.0, 7.06 / 67
 #: Normalizations that reduce one row per thread block, so that a few long rows cannot use the GPU's
 #: bandwidth. PyTorch's group norm reduces each (sample, group) row in one block: ``GroupNorm(1, C)`` at
 #: batch 1 is one block on one SM. Its fastest rows in the packaged H200 profiles (PoolFormer, fp32,
-#: batch 1) ran at 2.27 G elements/s each, where the bytes alone would take 1/280th of the time; a block
-#: of 512 threads leaves room for 4 per SM (2,048 threads). A layer norm over short rows is bound by its
-#: rows too (the fastest: 6.76 M rows/s per SM, fp16, 96 channels), but under an efficiency fitted
-#: through whole-model rows alone that bound over-predicted the later architectures' device-bound
-#: rows (docs/results.md), so it is measured and not applied (``None``). A GPU's bound for
-#: these kinds is the larger of its roofline and these rates (:func:`norm_row_bound_s`); the whole
-#: dict ``None``: the roofline alone.
-NORM_ROW_RATES: dict[str, float | None] | None = {"group_norm_elems_s": 2.27e9, "group_norm_blocks_per_sm": 4.0,
-                                                  "layer_norm_rows_s_per_sm": None}
+#: batch 1) ran at 2.27 G elements/s each, where the bytes alone would take 1/280th of the time. A block
+#: of 512 threads leaves room for 4 per SM (2,048 threads). Two more kinds are bound by their rows and
+#: measured, but not applied (``None``): under an efficiency fitted through whole-model rows alone
+#: neither made unseen families better (docs/results.md). A training step's batch norm reduces each
+#: channel the same way (its fastest channels: 2.55 G elements/s, MnasNet's and MobileNet's stems); a
+#: layer norm over short rows runs at up to 6.76 M rows/s per SM (fp16, 96 channels). A GPU's bound for
+#: these kinds is the larger of its roofline and these rates (:func:`norm_row_bound_s`); the whole dict
+#: ``None``: the roofline alone.
+NORM_ROW_RATES: dict[str, float | None] | None = {"group_norm_elems_s": 2.27e9, "batch_norm_elems_s": None,
+                                                  "blocks_per_sm": 4.0, "layer_norm_rows_s_per_sm": None}
 _C = _N_CAT + 3  # first column after the kind head
 (_COL_DTYPE, _COL_TENSOR, _COL_PHASE, _COL_FLOPS, _COL_BYTES, _COL_INTENSITY, _COL_BOUND, _COL_RATIO, _COL_WAVE,
  _COL_KERNEL, _COL_STRIDE, _COL_OUT, _COL_HW) = (_C, _C + 3, _C + 4, _C + 7, _C + 8, _C + 9, _C + 10, _C + 11,
@@ -217,6 +218,11 @@ def _dtype_id(n, default_id: int) -> int:
     return default_id
 
 
+#: the kinds :func:`norm_rows` counts rows of
+NORM_KINDS = ("group_norm", "batch_norm", "layer_norm")
+_NORM_IDS = np.array([_KIND_ID[k] for k in NORM_KINDS])
+
+
 def kernel_ceilings() -> dict:
     """The bounds below the datasheet roofline that :func:`op_tables` applies (:data:`DEPTHWISE_SHARE`,
     :data:`NORM_ROW_RATES`), as a saved timeline records them: an efficiency fitted over one set of
@@ -237,12 +243,15 @@ def ceilings_mismatch(saved) -> str | None:
 
 
 def norm_rows(n) -> int:
-    """The rows a group or layer norm node reduces, one block or warp each: (sample, group) pairs of a
-    group norm (``groups`` attribute; none: 0), the elements outside ``normalized_shape`` of a layer norm
-    (the weight's shape where the attribute is missing). 0 for other kinds or unknown shapes."""
-    if n.kind not in ("group_norm", "layer_norm") or not n.out_shapes or not n.out_shapes[0]:
+    """The rows a norm node reduces, one block or warp each: (sample, group) pairs of a group norm
+    (``groups`` attribute; none: 0), the channels of a batch norm in training (in eval it reduces
+    nothing: 0), the elements outside ``normalized_shape`` of a layer norm (the weight's shape where the
+    attribute is missing). 0 for other kinds or unknown shapes."""
+    if n.kind not in NORM_KINDS or not n.out_shapes or not n.out_shapes[0]:
         return 0
     out = n.out_shapes[0]
+    if n.kind == "batch_norm":
+        return int(out[1]) if n.attrs.get("training") and len(out) > 1 else 0
     if n.kind == "group_norm":
         g = n.attrs.get("groups")
         return int(out[0]) * int(g) if isinstance(g, int) and g > 0 else 0
@@ -255,13 +264,13 @@ def norm_rows(n) -> int:
 
 
 def norm_row_bound_s(kind: str, rows: float, numel: float, sm_count: int) -> float:
-    """Seconds a group or layer norm's forward needs at :data:`NORM_ROW_RATES` with ``rows`` rows of
+    """Seconds a group, batch (training) or layer norm's forward needs at :data:`NORM_ROW_RATES` with ``rows`` rows of
     ``numel`` elements in all on ``sm_count`` SMs (0 for other kinds, no rows or no SM count)."""
     if NORM_ROW_RATES is None or rows <= 0 or sm_count <= 0:
         return 0.0
-    if kind == "group_norm":
-        rate = NORM_ROW_RATES.get("group_norm_elems_s")
-        busy = min(rows, (NORM_ROW_RATES.get("group_norm_blocks_per_sm") or 1.0) * sm_count)
+    if kind in ("group_norm", "batch_norm"):
+        rate = NORM_ROW_RATES.get(f"{kind}_elems_s")
+        busy = min(rows, (NORM_ROW_RATES.get("blocks_per_sm") or 1.0) * sm_count)
         return numel / (busy * rate) if rate else 0.0
     rate = NORM_ROW_RATES.get("layer_norm_rows_s_per_sm") if kind == "layer_norm" else None
     return rows / (sm_count * rate) if rate else 0.0
@@ -280,9 +289,9 @@ def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
     # a depthwise convolution: one group per output channel
     depthwise = ((kind == _KIND_ID["conv"]) & (groups > 1) & cols.shaped[ops]
                  & (cols.channels[ops] == groups)).astype(np.float64)
-    # the rows a group or layer norm reduces (read one node at a time: norms are few)
+    # the rows a norm reduces (one node at a time, the norms only)
     rows = np.zeros(len(ops))
-    for j in np.flatnonzero((kind == _KIND_ID["group_norm"]) | (kind == _KIND_ID["layer_norm"])).tolist():
+    for j in np.flatnonzero(np.isin(kind, _NORM_IDS)).tolist():
         rows[j] = norm_rows(nodes[int(ops[j])])
     return (kind, cols.flops[ops], cols.nbytes[ops], dtype, cols.numel[ops], cols.shaped[ops],
             cols.kernel_area[ops], cols.stride[ops], depthwise, rows)
@@ -332,7 +341,7 @@ def _operator_features(cols, hw: list[float], sm: int):
     xn[:, _COL_KERNEL] = lg_k
     xn[:, _COL_OUT] = lg_o / 10
     xn[:, _COL_HW:] = hw
-    # the forward's row-parallel bound of a group or layer norm on a GPU (:data:`NORM_ROW_RATES`)
+    # the forward's row-parallel bound of a norm on a GPU (:data:`NORM_ROW_RATES`)
     row_s = np.zeros(n_ops)
     for j in np.flatnonzero(rows > 0).tolist():
         row_s[j] = norm_row_bound_s(OP_KINDS[kind[j]], rows[j], numel[j], sm)

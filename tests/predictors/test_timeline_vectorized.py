@@ -327,6 +327,22 @@ def test_norms_are_bounded_by_the_rows_they_reduce(monkeypatch):
                                               (gn.bytes_read + gn.bytes_written) / cpu.bandwidth_bytes_s), rel=1e-9)
     # the layer norm's rows from its weight where the attribute is missing
     assert _optable.norm_rows(dataclasses.replace(ln, attrs={})) == 32 * 56 * 56
+    # a training step's batch norm reduces each channel over the batch and the map (16 rows of 401,408
+    # elements here, like a MobileNet stem's); in eval mode it reduces nothing
+    bn_n = 32 * 16 * 112 * 112
+    bn = Node(0, "bn", "batch_norm", {"training": True}, [(32, 16, 112, 112), (16,), (16,)], ["fp32"] * 3,
+              [False, True, True], [(32, 16, 112, 112)], ["fp32"], 8.0 * bn_n, 0.0, 4.0 * bn_n + 128, 4.0 * bn_n, 32)
+    assert _optable.norm_rows(bn) == 16 and _optable.norm_rows(dataclasses.replace(bn, attrs={"training": False})) == 0
+    steps = CostGraph([bn], [], meta={"name": "bn", "dtype": "fp32", "batch": 32, "params": 32, "weights_bytes": 128})
+    # its rate is measured and not applied: the bytes bound it
+    assert rates["batch_norm_elems_s"] is None
+    assert op_table(steps, dev, mode="training").bound_s[0] == pytest.approx((bn.bytes_read + bn.bytes_written) / bw)
+    with monkeypatch.context() as m:  # with the rate (what benchmarks/timeline_gpu_ops.py measures)
+        m.setitem(rates, "batch_norm_elems_s", 2.55e9)
+        tb = op_table(steps, dev, mode="training")
+        assert tb.bound_s[0] == pytest.approx(bn_n / (16 * 2.55e9), rel=1e-9)
+        assert tb.bound_s[0] > 10 * (bn.bytes_read + bn.bytes_written) / bw
+        _assert_same_table(tb, _op_table_reference(steps, dev, mode="training"), "batch norm")
     for d in (dev, cpu):
         _assert_same_table(op_table(g, d, mode="training"), _op_table_reference(g, d, mode="training"), d.name)
     # with a layer-norm row rate (what benchmarks/timeline_gpu_ops.py measures): 100,352 rows of 96
