@@ -218,9 +218,16 @@ def _dtype_id(n, default_id: int) -> int:
     return default_id
 
 
-#: the kinds :func:`norm_rows` counts rows of
+#: the kinds :func:`norm_rows` counts rows of, and the :data:`NORM_ROW_RATES` entry that applies a bound to each
 NORM_KINDS = ("group_norm", "batch_norm", "layer_norm")
-_NORM_IDS = np.array([_KIND_ID[k] for k in NORM_KINDS])
+_NORM_RATE_KEYS = {"group_norm": "group_norm_elems_s", "batch_norm": "batch_norm_elems_s",
+                   "layer_norm": "layer_norm_rows_s_per_sm"}
+
+
+def _bounded_norm_ids() -> list[int]:
+    """Kind ids of the norms :data:`NORM_ROW_RATES` bounds (a rate of ``None``: no bound, no rows to count)."""
+    rates = NORM_ROW_RATES or {}
+    return [_KIND_ID[k] for k in NORM_KINDS if rates.get(_NORM_RATE_KEYS[k])]
 
 
 def kernel_ceilings() -> dict:
@@ -272,7 +279,7 @@ def norm_row_bound_s(kind: str, rows: float, numel: float, sm_count: int) -> flo
         rate = NORM_ROW_RATES.get(f"{kind}_elems_s")
         busy = min(rows, (NORM_ROW_RATES.get("blocks_per_sm") or 1.0) * sm_count)
         return numel / (busy * rate) if rate else 0.0
-    rate = NORM_ROW_RATES.get("layer_norm_rows_s_per_sm") if kind == "layer_norm" else None
+    rate = NORM_ROW_RATES.get(_NORM_RATE_KEYS["layer_norm"]) if kind == "layer_norm" else None
     return rows / (sm_count * rate) if rate else 0.0
 
 
@@ -289,10 +296,12 @@ def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
     # a depthwise convolution: one group per output channel
     depthwise = ((kind == _KIND_ID["conv"]) & (groups > 1) & cols.shaped[ops]
                  & (cols.channels[ops] == groups)).astype(np.float64)
-    # the rows a norm reduces (one node at a time, the norms only)
+    # the rows a norm reduces (one node at a time, only the norms a rate bounds)
     rows = np.zeros(len(ops))
-    for j in np.flatnonzero(np.isin(kind, _NORM_IDS)).tolist():
-        rows[j] = norm_rows(nodes[int(ops[j])])
+    bounded = _bounded_norm_ids()
+    if bounded:
+        for j in np.flatnonzero(np.isin(kind, bounded)).tolist():
+            rows[j] = norm_rows(nodes[int(ops[j])])
     return (kind, cols.flops[ops], cols.nbytes[ops], dtype, cols.numel[ops], cols.shaped[ops],
             cols.kernel_area[ops], cols.stride[ops], depthwise, rows)
 

@@ -472,7 +472,8 @@ def test_norms_carry_the_rows_they_reduce():
 
     m = torch.nn.Sequential(torch.nn.GroupNorm(4, 8), torch.nn.LayerNorm([6, 6]))
     t = [n for n in from_torch(m, torch.randn(2, 8, 6, 6)).nodes if not n.is_view]
-    assert [(n.kind, n.attrs) for n in t] == [("group_norm", {"groups": 4}), ("layer_norm", {"normalized_shape": [6, 6]})]
+    assert [(n.kind, n.attrs) for n in t] == [("group_norm", {"groups": 4}),
+                                              ("layer_norm", {"normalized_shape": [6, 6]})]
 
 
 # -------------------------------------------------- malformed and unusual input
