@@ -19,8 +19,9 @@ kind and per dtype: the operators' MAPE (operators of at least 2 us), the time-w
 ``sum |p - y| / sum y``, the geometric-mean ratio ``p / y`` (above 1: predicted slower) and Kendall
 tau over the operators; then the depthwise convolutions by kernel size; the group norms, a training
 step's batch norms and the layer norms by how many rows they reduce, after the fastest row rates
-the set measured (where ``NORM_ROW_RATES`` comes from: the packaged set's); and how much of each
-run's work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
+the set measured (where ``NORM_ROW_RATES`` comes from: the packaged set's); the kinds PyTorch runs
+element by element, after the fastest element rate per SM the set measured (where
+``MEASURED_ELEMENT_RATES`` comes from), by dtype; and how much of each run's work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
 """
 
 from __future__ import annotations
@@ -142,6 +143,40 @@ def _norm_report(norms: list[dict]) -> dict:
     return out
 
 
+def _element_report(recs: list[dict]) -> dict:
+    """Kinds run element by element: the fastest output elements per second per SM measured here (kernels of
+    at least 1e5 elements; where ``ELEMENT_RATES`` comes from: the packaged set's) next to the constant,
+    then the timeline's time-weighted error and p/y on fp32 and fp16 inference kernels of each kind."""
+    from costmodel.devices import get_device
+    from costmodel.predictors import MEASURED_ELEMENT_RATES, kernel_ceilings
+
+    rates = kernel_ceilings().get("element_rates") or {}
+    sm = get_device("h200").sm_count
+    print("\nkinds run element by element: fastest output elements/s per SM here (1e5 elements or more), "
+          "MEASURED_ELEMENT_RATES, the rate applied (ELEMENT_RATES), then the timeline by dtype (inference)")
+    print(f"{'':<12}{'fastest':>9}{'measured':>9}{'applied':>9}{'fp32 ms':>9}{'wErr %':>8}{'p/y':>6}{'fp16 ms':>9}"
+          f"{'wErr %':>8}{'p/y':>6}")
+    out: dict = {}
+    kinds = sorted(set(MEASURED_ELEMENT_RATES) | set(rates), key=lambda k: -sum(r["y"] for r in recs if r["kind"] == k))
+    for k in kinds:
+        sub = [r for r in recs if r["kind"] == k]
+        big = [r["numel"] / (r["y"] * 1e-6 * sm) for r in sub if r["numel"] >= 1e5]
+        row = {"fastest_per_sm": max(big) if big else None, "measured_per_sm": MEASURED_ELEMENT_RATES.get(k),
+               "applied_per_sm": rates.get(k)}
+        cells = ""
+        for dt in ("fp32", "fp16"):
+            part = [r for r in sub if r["dtype"] == dt and r["mode"] == "inference"]
+            st = _stats([r["y"] for r in part], [r["p"] for r in part]) if part else None
+            row[dt] = st
+            cells += f"{st['time_ms']:>9.1f}{st['weighted']:>8.1f}{st['ratio']:>6.2f}" if st else f"{'-':>9}{'':>8}{'':>6}"
+        out[k] = row
+        fast = f"{row['fastest_per_sm'] / 1e9:.2f}G" if big else "-"
+        measured = f"{MEASURED_ELEMENT_RATES[k] / 1e9:.2f}G" if k in MEASURED_ELEMENT_RATES else "-"
+        applied = f"{rates[k] / 1e9:.2f}G" if rates.get(k) else "-"
+        print(f"{k:<12}{fast:>9}{measured:>9}{applied:>9}{cells}")
+    return out
+
+
 def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
     out: dict = {}
     y = [r["y"] for r in recs]
@@ -185,6 +220,7 @@ def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
     norms = [r for r in recs if r["rows"] > 0]
     if norms:
         out["norms"] = _norm_report(norms)
+    out["element_rates"] = _element_report(recs)
     cov = [c for c in cover if c["work"]]
     share = np.mean([c["mapped"] / c["work"] for c in cov]) if cov else float("nan")
     out["mapped_work_share"] = float(share)

@@ -17,11 +17,12 @@ import numpy as np
 
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
+from . import _launches
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
 #: backward kernels, one per optimizer parameter tensor and one per call (loss, zero_grad, Python)
-HOST_CLASSES = ("default", *OP_CLASSES, "backward", "optimizer_tensor", "module", "call")
+HOST_CLASSES = ("default", *OP_CLASSES, "backward", "optimizer_tensor", "module", "call", "launch")
 _HOST_INDEX = {c: i for i, c in enumerate(HOST_CLASSES)}
 #: energy classes: tensor-core work, everything else that moves memory
 ENERGY_CLASSES = ("tensor", "vector")
@@ -193,6 +194,22 @@ DEPTHWISE_SHARE: tuple[float, ...] | None = (3.12 / 67.0, 7.06 / 67.0, 7.06 / 67
 #: ``None``: the roofline alone.
 NORM_ROW_RATES: dict[str, float | None] | None = {"group_norm_elems_s": 2.27e9, "batch_norm_elems_s": None,
                                                   "blocks_per_sm": 4.0, "layer_norm_rows_s_per_sm": None}
+#: Kernels PyTorch runs element by element, in elements of their output per second per SM: the fastest
+#: forward kernel of each kind in the packaged H200 profiles (12 kinds with at least 100 kernels of at
+#: least 1e5 elements; the generic ``elementwise`` and ``activation`` kinds, whose kernels differ, are
+#: left out), over 132 SMs. These kernels compute in fp32 whatever their dtype, and several do not
+#: reach the bandwidth in half precision: a batch norm in eval ran at most 529 G elements/s in fp16 and
+#: 491 in fp32, where fp16's bytes would allow 1,200; a layer norm 374 and 278, a copy 412 and 342.
+MEASURED_ELEMENT_RATES: dict[str, float] = {
+    "batch_norm": 4.00e9, "relu": 10.3e9, "add": 7.49e9, "copy": 3.12e9, "mul": 9.06e9, "gelu": 6.05e9,
+    "layer_norm": 2.84e9, "silu": 7.36e9, "group_norm": 0.444e9, "softmax": 3.66e9, "pad": 9.01e9,
+    "clamp": 8.99e9}
+#: The element rates a GPU's bound applies: the larger of its roofline and ``elements / (rate x SMs)``
+#: (:func:`element_bound_s`). ``None`` (the default): the roofline alone. :data:`MEASURED_ELEMENT_RATES`
+#: makes the kernels right (per kernel, fp16 batch norms from 0.55 to 0.66 of their time) but, under an
+#: efficiency fitted through whole-model rows alone, the later architectures worse with both seeds
+#: (docs/results.md, "Kernels run element by element").
+ELEMENT_RATES: dict[str, float] | None = None
 _C = _N_CAT + 3  # first column after the kind head
 (_COL_DTYPE, _COL_TENSOR, _COL_PHASE, _COL_FLOPS, _COL_BYTES, _COL_INTENSITY, _COL_BOUND, _COL_RATIO, _COL_WAVE,
  _COL_KERNEL, _COL_STRIDE, _COL_OUT, _COL_HW) = (_C, _C + 3, _C + 4, _C + 7, _C + 8, _C + 9, _C + 10, _C + 11,
@@ -234,8 +251,14 @@ def kernel_ceilings() -> dict:
     """The bounds below the datasheet roofline that :func:`op_tables` applies (:data:`DEPTHWISE_SHARE`,
     :data:`NORM_ROW_RATES`), as a saved timeline records them: an efficiency fitted over one set of
     bounds is wrong over another."""
-    return {"depthwise_share": None if DEPTHWISE_SHARE is None else list(DEPTHWISE_SHARE),
-            "norm_row_rates": None if NORM_ROW_RATES is None else dict(NORM_ROW_RATES)}
+    out = {"depthwise_share": None if DEPTHWISE_SHARE is None else list(DEPTHWISE_SHARE),
+           "norm_row_rates": None if NORM_ROW_RATES is None else dict(NORM_ROW_RATES),
+           "native_batch_norm_kernels": _launches.NATIVE_BATCH_NORM_KERNELS}
+    if _launches.CONV_KERNELS is not None:
+        out["conv_kernels"] = [[*k, v] for k, v in sorted(_launches.CONV_KERNELS.items())]
+    if ELEMENT_RATES is not None:  # recorded only where applied: artifacts fitted before it stay valid without
+        out["element_rates"] = dict(ELEMENT_RATES)
+    return out
 
 
 def ceilings_mismatch(saved) -> str | None:
@@ -281,6 +304,19 @@ def norm_row_bound_s(kind: str, rows: float, numel: float, sm_count: int) -> flo
         return numel / (busy * rate) if rate else 0.0
     rate = NORM_ROW_RATES.get(_NORM_RATE_KEYS["layer_norm"]) if kind == "layer_norm" else None
     return rows / (sm_count * rate) if rate else 0.0
+
+
+def element_bound_s(kind: str, numel: float, sm_count: int) -> float:
+    """Seconds a forward kernel of ``kind`` with ``numel`` output elements needs at :data:`ELEMENT_RATES`
+    on ``sm_count`` SMs (0 for kinds without a rate, or without an SM count)."""
+    rate = (ELEMENT_RATES or {}).get(kind)
+    return numel / (rate * sm_count) if rate and sm_count > 0 and numel > 0 else 0.0
+
+
+def _element_rate_by_kind() -> np.ndarray:
+    """:data:`ELEMENT_RATES` as an array over OP_KINDS (0: no rate)."""
+    rates = ELEMENT_RATES or {}
+    return np.array([float(rates.get(k) or 0.0) for k in OP_KINDS])
 
 
 def _node_columns(cols, ops: np.ndarray, default_ids: list[int]):
@@ -354,6 +390,10 @@ def _operator_features(cols, hw: list[float], sm: int):
     row_s = np.zeros(n_ops)
     for j in np.flatnonzero(rows > 0).tolist():
         row_s[j] = norm_row_bound_s(OP_KINDS[kind[j]], rows[j], numel[j], sm)
+    if ELEMENT_RATES is not None and sm:  # and the element rate of a kernel run element by element
+        rate = _element_rate_by_kind()[kind]
+        elem_s = np.divide(numel, rate * sm, out=np.zeros(n_ops), where=rate > 0)
+        row_s = np.where(elem_s > row_s, elem_s, row_s)
     return xn, kind, flops, nbytes, dtype, tensor_kind, row_s
 
 
@@ -577,6 +617,8 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     if not _is_cpu(device) and row_s.any():  # a norm's rows (a backward row scales with its bytes)
         nb = nbytes[idx]
         r = np.where(kind_rows == kind[idx], row_s[idx], 0.0) * np.divide(b, nb, out=np.ones(len(b)), where=nb > 0)
+        if acc.any() and ELEMENT_RATES and sm:  # a gradient sum: an add over the tensor's elements
+            r[acc] = f[acc] / (ELEMENT_RATES.get("add", np.inf) * sm)
         roof = np.where(m > c, m, c)
         rows_bound = r > roof
         busy[rows_bound] = roof[rows_bound] / r[rows_bound]
@@ -597,19 +639,21 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     node = (positions - np.repeat(cols.offsets[:-1], counts))[idx]
     energy = np.where(tensor, 0, 1)
 
-    return _assemble(graphs, per, modes, cols, device, optimizer, (bw, sm, hw), n_rows,
+    launches = _launches.extra_launches(cols, len(graphs), device)
+    return _assemble(graphs, (per, launches), modes, cols, device, optimizer, (bw, sm, hw), n_rows,
                      (x, bound, kernel, host, energy, node, phase, busy))
 
 
-def _assemble(graphs, per, modes, cols, device, optimizer, hw_facts, n_rows, arrays) -> list[OpTable]:
+def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, arrays) -> list[OpTable]:
     """Each graph's OpTable from the operator rows of all of them (``arrays``, stacked graph after
     graph; ``n_rows`` per graph) and the rows without an operator, which go after each graph's
-    operator rows; each table is a slice of the chunk's arrays."""
+    operator rows; each table is a slice of the chunk's arrays. ``counts``: per graph, the parameter
+    tensors its optimizer updates and the kernels its operators launch beyond one each."""
     bw, sm, hw = hw_facts
     x, bound, kernel, host, energy, node, phase, busy = arrays
     cache: dict = {}
-    extra = [_extra_rows(graph, n_tensors, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache)
-             for g, (graph, n_tensors, mode) in enumerate(zip(graphs, per, modes))]
+    extra = [_extra_rows(graph, n_tensors, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache, launches)
+             for g, (graph, n_tensors, launches, mode) in enumerate(zip(graphs, *counts, modes))]
     n_extra = np.array([len(e) for e in extra], np.int64)
     n_rows = np.asarray(n_rows, np.int64)
     start = np.concatenate([[0], np.cumsum(n_rows + n_extra)])
@@ -692,11 +736,13 @@ def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list
     return out
 
 
-def _extra_rows(graph, n_tensors: int, device, mode, optimizer, bw, sm, hw, scopes, cache: dict) -> list[tuple]:
+def _extra_rows(graph, n_tensors: int, device, mode, optimizer, bw, sm, hw, scopes, cache: dict,
+                launches: int = 0) -> list[tuple]:
     """One graph's rows without an operator: the optimizer update (training; ``n_tensors``: the parameter
-    tensors its operators read), then the module calls; each as (features, bound, kernel flag, host
-    class, host count, phase). ``cache`` keeps the feature rows already computed in this call (the
-    module rows of graphs of one dtype are alike)."""
+    tensors its operators read), then the module calls, then (``launches`` > 0) the kernels operators
+    launch beyond their first (each a kernel floor on the device and a launch on the host, no work of
+    its own); each as (features, bound, kernel count, host class, host count, phase). ``cache`` keeps the
+    feature rows already computed in this call (the module rows of graphs of one dtype are alike)."""
     default_dtype = graph.meta.get("dtype", "fp32")
     extra = []
     if mode == "training":
@@ -705,6 +751,8 @@ def _extra_rows(graph, n_tensors: int, device, mode, optimizer, bw, sm, hw, scop
                       "optimizer_tensor", float(max(1, n_tensors))))
     extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
                   float(module_calls(graph, scopes) * (2 if mode == "training" else 1))))
+    if launches > 0:
+        extra.append((0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "launch", float(launches)))
     out = []
     for ph, fl, nb, d, host, count in extra:
         key = (ph, fl, nb, d)
@@ -712,7 +760,7 @@ def _extra_rows(graph, n_tensors: int, device, mode, optimizer, bw, sm, hw, scop
         if row is None:
             row = cache[key] = _none_row(device, ph, fl, nb, d, bw, sm, hw)
         feats, bound, kernel = row
-        out.append((feats, bound, kernel, _HOST_INDEX[host], count, ph))
+        out.append((feats, bound, count if host == "launch" else kernel, _HOST_INDEX[host], count, ph))
     return out
 
 

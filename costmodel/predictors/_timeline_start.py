@@ -80,8 +80,8 @@ def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
     light = (work < 0.2 * lat) & (units > 0)
     per_op = float(np.median(lat[light] / units[light])) if light.sum() >= 3 else 8.0
     per_op = min(max(per_op, 1.0), 100.0)
-    return [per_op if c not in ("module", "call") else (per_op / 4 if c == "module" else 10 * per_op)
-            for c in HOST_CLASSES]
+    start = {"module": per_op / 4, "call": 10 * per_op, "launch": per_op / 2}
+    return [start.get(c, per_op) for c in HOST_CLASSES]
 
 
 def _decode_init_us(tables: Sequence[OpTable], rows, host_raw) -> float:

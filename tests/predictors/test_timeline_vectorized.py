@@ -11,7 +11,7 @@ from costmodel.analysis._cast import apply_autocast, cast_graph
 from costmodel.devices import get_device
 from costmodel.frontends import zoo_graph
 from costmodel.ir import CostGraph, Node
-from costmodel.predictors import _optable, _timeline, get_predictor
+from costmodel.predictors import _launches, _optable, _timeline, get_predictor
 from costmodel.predictors._timeline import _mlp_numpy
 from costmodel.predictors._optable import (
     _HOST_INDEX,
@@ -68,7 +68,8 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
         if n is not None and not _is_cpu(device):  # a norm's rows, a backward in proportion to its bytes
             own = n.bytes_read + n.bytes_written
             numel = math.prod(n.out_shapes[0]) if n.out_shapes and n.out_shapes[0] else 0
-            r = _optable.norm_row_bound_s(n.kind, _optable.norm_rows(n), numel, sm) * (nbytes / own if own > 0 else 1.0)
+            r = max(_optable.norm_row_bound_s(n.kind, _optable.norm_rows(n), numel, sm),
+                    _optable.element_bound_s(n.kind, numel, sm)) * (nbytes / own if own > 0 else 1.0)
             busy.append(max(c, m) / r if r > max(c, m) else 1.0)  # the share of the device the row keeps busy
             m = max(m, r)
         else:
@@ -145,6 +146,12 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     # Python-level module calls: host work with no kernel of their own
     add(None, 0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "module",
         count=float(module_calls(graph) * (2 if mode == "training" else 1)))
+    # an NVIDIA GPU's batch norms on PyTorch's native path: their extra kernels, a floor and a launch each
+    launches = sum(max(_launches.batch_norm_kernels(n), _launches.conv_kernels(n)) - 1 for n in ops) \
+        if device.vendor.lower() == "nvidia" else 0
+    if launches:
+        add(None, 0, 0.0, 0.0, default_dtype if default_dtype in DTYPES else "fp32", "launch", count=float(launches))
+        kernel[-1] = float(launches)
     x = np.asarray(rows, dtype=np.float32)
     return OpTable(x, np.asarray(bound), np.asarray(kernel), np.asarray(hcls, np.int64), np.asarray(hcnt),
                    np.asarray(ecls, np.int64), np.asarray(node_ids, np.int64), np.asarray(phases, np.int64),
@@ -292,6 +299,7 @@ def _norm_graph(attrs_gn, attrs_ln) -> CostGraph:
 def test_norms_are_bounded_by_the_rows_they_reduce(monkeypatch):
     dev = get_device("h200")
     rates = _optable.NORM_ROW_RATES
+    monkeypatch.setattr(_optable, "ELEMENT_RATES", None)  # the rows alone (element rates: the test below)
     g = _norm_graph({"groups": 1}, {"normalized_shape": [96]})
     gn, ln = g.nodes
     assert _optable.norm_rows(gn) == 1 and _optable.norm_rows(ln) == 32 * 56 * 56
@@ -355,6 +363,127 @@ def test_norms_are_bounded_by_the_rows_they_reduce(monkeypatch):
     _assert_same_table(op_table(g, dev, mode="training"), _op_table_reference(g, dev, mode="training"), "layer rate")
     monkeypatch.setattr(_optable, "NORM_ROW_RATES", None)  # none at all: the roofline alone
     assert op_table(g, dev, mode="inference").bound_s[0] == pytest.approx(bare.bound_s[0], rel=1e-9)
+
+
+def _eval_graph(dtype: str, n: int = 32 * 64 * 112 * 112) -> CostGraph:
+    """A batch norm in eval mode, then a ReLU, on a 32 x 64 x 112 x 112 map in ``dtype`` (with weights)."""
+    w = 2 if dtype == "fp16" else 4
+    shape = (32, 64, 112, 112)
+    nodes = [
+        Node(0, "bn", "batch_norm", {"training": False}, [shape, (64,), (64,), (64,), (64,)], [dtype] * 5,
+             [False, True, True, True, True], [shape], [dtype], 2.0 * n, 0.0, w * n + 4 * 64 * w, w * n, 128,
+             scope="bn1"),
+        Node(1, "relu", "relu", {}, [shape], [dtype], [False], [shape], [dtype], 1.0 * n, 0.0, w * n, w * n, 0,
+             scope="act1"),
+    ]
+    return CostGraph(nodes, [(0, 1)], meta={"name": "bn_relu", "dtype": dtype, "batch": 32, "params": 128,
+                                            "weights_bytes": 128 * w})
+
+
+def test_kernels_run_element_by_element_are_bounded_by_their_element_rate(monkeypatch):
+    """A batch norm in eval mode computes in fp32 whatever its dtype: in fp16 the roofline's bytes would make
+    it twice as fast as in fp32, where the H200 profiles show it about as slow. Its bound is the larger of
+    the roofline and the output elements over the kind's measured rate per SM; a ReLU, whose fastest
+    kernels reach the bandwidth, keeps its bytes."""
+    rates = _optable.MEASURED_ELEMENT_RATES
+    monkeypatch.setattr(_optable, "ELEMENT_RATES", rates)  # measured, not applied by default: applied here
+    n = 32 * 64 * 112 * 112
+    h200, a100, cpu = get_device("h200"), get_device("a100"), get_device("cpu")
+    g16, g32 = _eval_graph("fp16"), _eval_graph("fp32")
+    bn16, relu16 = g16.nodes
+    bytes_s = lambda node, d: (node.bytes_read + node.bytes_written) / d.bandwidth_bytes_s  # noqa: E731
+    elem = n / (rates["batch_norm"] * h200.sm_count)
+    assert _optable.element_bound_s("batch_norm", n, h200.sm_count) == pytest.approx(elem, rel=1e-12)
+    assert elem > 1.8 * bytes_s(bn16, h200)  # fp16's bytes would allow twice the measured rate
+    t16, t32 = op_table(g16, h200, mode="inference"), op_table(g32, h200, mode="inference")
+    assert t16.bound_s[0] == pytest.approx(elem, rel=1e-9)
+    assert t16.bound_s[1] == pytest.approx(bytes_s(relu16, h200), rel=1e-9)  # the ReLU's bytes bind
+    # fp32 and fp16 batch norms now cost within their bytes' difference of each other, not twice
+    assert t32.bound_s[0] / t16.bound_s[0] < 1.2
+    # the share of the device's bandwidth such a kernel uses goes to the energy model
+    assert t16.occupancy[0] == pytest.approx(bytes_s(bn16, h200) / elem, rel=1e-9) and t16.occupancy[1] == 1.0
+    # another GPU: the rate per SM times its SMs
+    ta = op_table(g16, a100, mode="inference")
+    assert ta.bound_s[0] == pytest.approx(max(n / (rates["batch_norm"] * a100.sm_count), bytes_s(bn16, a100)),
+                                          rel=1e-9)
+    # a CPU keeps its roofline; a kind without a rate too
+    tc = op_table(g16, cpu, mode="inference")
+    assert tc.bound_s[0] == pytest.approx(max(bn16.flops / cpu.peak_flops("fp16", tensor=False), bytes_s(bn16, cpu)),
+                                          rel=1e-9)
+    assert _optable.element_bound_s("conv", n, h200.sm_count) == 0.0 and _optable.element_bound_s("relu", n, 0) == 0.0
+    # training steps (backward rows in proportion to their bytes) and both devices: as the reference
+    for d in (h200, a100, cpu):
+        for g in (g16, g32):
+            for mode in ("inference", "training"):
+                _assert_same_table(op_table(g, d, mode=mode), _op_table_reference(g, d, mode=mode), f"{d.name} {mode}")
+    for name in ("resnet18", "vit_b_16"):  # gradient sums (tensors read twice) are adds over their elements
+        g = zoo_graph(name, batch=2)
+        _assert_same_table(op_table(g, h200, mode="training"), _op_table_reference(g, h200, mode="training"), name)
+    assert _optable.kernel_ceilings()["element_rates"] == rates
+    monkeypatch.setattr(_optable, "ELEMENT_RATES", None)  # none: the roofline alone
+    assert op_table(g16, h200, mode="inference").bound_s[0] == pytest.approx(bytes_s(bn16, h200), rel=1e-9)
+    assert "element_rates" not in _optable.kernel_ceilings()
+
+
+def test_batch_norms_on_the_native_path_launch_three_kernels():
+    """cuDNN takes a batch norm with a 3-D or larger input that is fp32, or fp16 with fp32 weights; PyTorch
+    runs its native kernels (three) for the rest: a ``model.half()`` batch norm, bf16, a 2-D input. On an
+    NVIDIA GPU the two extra kernels of each go into one row after the module calls: a kernel floor each
+    on the device, a launch each on the host, no work of their own."""
+    g16, g32 = _eval_graph("fp16"), _eval_graph("fp32")
+    bn16, relu16 = g16.nodes
+    bn32 = g32.nodes[0]
+    assert _launches.batch_norm_kernels(bn16) == 3 and _launches.batch_norm_kernels(bn32) == 1
+    assert _launches.batch_norm_kernels(relu16) == 1
+    mixed = dataclasses.replace(bn16, in_dtypes=["fp16", "fp32", "fp32", "fp32", "fp32"])  # fp32 weights: cuDNN
+    assert _launches.batch_norm_kernels(mixed) == 1
+    assert _launches.batch_norm_kernels(dataclasses.replace(bn32, in_dtypes=["bf16"] * 5)) == 3
+    flat = dataclasses.replace(bn32, in_shapes=[(32 * 196, 64), (64,), (64,), (64,), (64,)], out_shapes=[(32 * 196, 64)])
+    assert _launches.batch_norm_kernels(flat) == 3  # a BatchNorm1d over tokens (LeViT)
+    launch = _HOST_INDEX["launch"]
+    h200, a100, cpu = get_device("h200"), get_device("a100"), get_device("cpu")
+    for mode in ("inference", "training"):
+        t16, t32 = op_table(g16, h200, mode=mode), op_table(g32, h200, mode=mode)
+        rows = np.flatnonzero(t16.host_class == launch)
+        assert len(rows) == 1 and rows[0] == len(t16.bound_s) - 1  # last, after the module calls
+        r = rows[0]
+        assert t16.kernel[r] == 2.0 and t16.host_count[r] == 2.0 and t16.bound_s[r] == 0.0 and t16.node[r] == -1
+        assert not (t32.host_class == launch).any()  # cuDNN: one kernel, no row
+        assert len(t16.bound_s) == len(t32.bound_s) + 1
+    assert (op_table(g16, a100, mode="inference").host_class == launch).sum() == 1
+    assert not (op_table(g16, cpu, mode="inference").host_class == launch).any()  # a CPU runs no CUDA kernels
+    # several graphs at once: each counts its own
+    both = _optable.op_tables([g32, g16, g16], h200, modes=["inference"] * 3)
+    assert [int(t.kernel[t.host_class == launch].sum()) for t in both] == [0, 2, 2]
+
+
+def test_convolutions_launch_the_kernels_cudnn_runs(monkeypatch):
+    """A dense k x k convolution transposes around its GEMM, a bias adds a kernel, a grouped one runs
+    several (:data:`CONV_KERNELS`, medians of the H200 profiles): the extra kernels join the launch row."""
+    from costmodel.frontends import zoo_graph
+
+    def conv(groups, w, dtype="fp32", bias=False):
+        ins = [(8, 64, 56, 56), w] + ([(w[0],)] if bias else [])
+        return Node(0, "c", "conv", {"groups": groups, "kernel": list(w[2:])}, ins, [dtype] * len(ins),
+                    [False, True] + [True] * bias, [(8, w[0], 56, 56)], [dtype], 1e9, 5e8, 1e6, 1e6, 1)
+
+    table = _launches.MEASURED_CONV_KERNELS
+    monkeypatch.setattr(_launches, "CONV_KERNELS", table)  # measured, not applied by default: applied here
+    assert _launches.conv_kernels(conv(1, (64, 64, 3, 3))) == table[(False, False, "kxk")] == 3
+    assert _launches.conv_kernels(conv(1, (64, 64, 3, 3), "fp16")) == table[(True, False, "kxk")] == 4
+    assert _launches.conv_kernels(conv(1, (64, 64, 1, 1), bias=True)) == table[(False, True, "1x1")] == 2
+    assert _launches.conv_kernels(conv(64, (64, 1, 3, 3))) == 1  # depthwise: PyTorch's own kernel
+    assert _launches.conv_kernels(conv(64, (64, 1, 3, 3), bias=True)) == 2  # no median measured: one more
+    assert _launches.conv_kernels(conv(32, (64, 2, 3, 3))) == table[(False, False, "grouped")]
+    g = zoo_graph("resnet18", batch=8)
+    convs = [n for n in g.nodes if n.kind == "conv"]
+    want = sum(_launches.conv_kernels(n) - 1 for n in convs)
+    assert want > len(convs)  # most of resnet18's convolutions are 3 x 3
+    launch = _HOST_INDEX["launch"]
+    t = op_table(g, get_device("h200"), mode="inference")
+    assert t.kernel[t.host_class == launch].sum() == want
+    monkeypatch.setattr(_launches, "CONV_KERNELS", None)  # none: one kernel a convolution
+    assert not (op_table(g, get_device("h200"), mode="inference").host_class == launch).any()
 
 
 def test_energy_counts_the_share_of_the_device_a_norm_keeps_busy():
