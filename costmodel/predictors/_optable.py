@@ -21,7 +21,8 @@ from . import _launches
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
-#: backward kernels, one per optimizer parameter tensor and one per call (loss, zero_grad, Python)
+#: backward kernels, one per optimizer parameter tensor, one per call (loss, zero_grad, Python) and one
+#: per kernel an operator launches beyond its first (:mod:`._launches`)
 HOST_CLASSES = ("default", *OP_CLASSES, "backward", "optimizer_tensor", "module", "call", "launch")
 _HOST_INDEX = {c: i for i, c in enumerate(HOST_CLASSES)}
 #: energy classes: tensor-core work, everything else that moves memory
@@ -249,8 +250,8 @@ def _bounded_norm_ids() -> list[int]:
 
 def kernel_ceilings() -> dict:
     """The bounds below the datasheet roofline that :func:`op_tables` applies (:data:`DEPTHWISE_SHARE`,
-    :data:`NORM_ROW_RATES`), as a saved timeline records them: an efficiency fitted over one set of
-    bounds is wrong over another."""
+    :data:`NORM_ROW_RATES`, :data:`ELEMENT_RATES` where set) and the kernel counts of :mod:`._launches`,
+    as a saved timeline records them: an efficiency fitted over one set of bounds is wrong over another."""
     out = {"depthwise_share": None if DEPTHWISE_SHARE is None else list(DEPTHWISE_SHARE),
            "norm_row_rates": None if NORM_ROW_RATES is None else dict(NORM_ROW_RATES),
            "native_batch_norm_kernels": _launches.NATIVE_BATCH_NORM_KERNELS}
