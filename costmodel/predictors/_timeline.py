@@ -87,7 +87,7 @@ from ._optable import (
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
-from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes
+from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
 from ._timeline_ops import OpLabels, packaged_op_runs
 
@@ -539,16 +539,17 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             d_us = self.cpu.model.predict_us(c.X, c.bound_us)
             nodes, phases = c.node, c.phase
             eff = np.where(d_us > 0, c.bound_us / np.maximum(d_us, 1e-12), 0.0)
-            h_ms = [None] * len(d_us)
+            h_ms = hcls = [None] * len(d_us)
         else:
             t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
             d_us, eff = self._device_us(t, z := self._scaled_x(t))
             h_us = self._host_vector()[0][t.host_class] * t.host_count * self._host_multiplier(t, z)
             keep = t.kernel > 0
-            d_us, eff, nodes, phases, h_ms = d_us[keep], eff[keep], t.node[keep], t.phase[keep], h_us[keep] / 1e3
-        return [{"node": int(n), "op": graph.nodes[int(n)].op if n >= 0 else "optimizer", "phase": PHASES[int(ph)],
+            d_us, eff, nodes, phases, h_ms, hcls = (d_us[keep], eff[keep], t.node[keep], t.phase[keep],
+                                                    h_us[keep] / 1e3, t.host_class[keep])
+        return [{"node": int(n), "op": row_op(graph, int(n), c), "phase": PHASES[int(ph)],
                  "device_ms": float(d) / 1e3, "efficiency": float(e), "host_ms": None if h is None else float(h)}
-                for n, ph, d, e, h in zip(nodes, phases, d_us, eff, h_ms)]
+                for n, ph, d, e, h, c in zip(nodes, phases, d_us, eff, h_ms, hcls)]
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
@@ -636,7 +637,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 "single_call_ms": single / 1e3,
                 "decode_step_ms": decode_us / 1e3 if t.decode else None,
                 "top": [{"node": int(t.node[i]), "phase": PHASES[int(t.phase[i])],
-                         "op": g.nodes[int(t.node[i])].op if t.node[i] >= 0 else "optimizer",
+                         "op": row_op(g, int(t.node[i]), t.host_class[i]),
                          "device_ms": float(d_us[i]) / 1e3, "efficiency": float(eff[i])} for i in top],
             }
             out.append(est)

@@ -28,6 +28,15 @@ NO_TRAINABLE_NOTE = ("the graph records no count of the parameter tensors a trai
                      "which include buffers and miss weights read through a view; rebuild the graph for the count")
 
 
+def row_op(graph, node: int, host_class) -> str:
+    """What a row of the per-operator breakdowns is called: the ATen name of the operator it costs, or,
+    for a row without one, ``extra kernel launches`` (the kernels operators launch beyond their first)
+    or ``optimizer`` (the update of a training step)."""
+    if node >= 0:
+        return graph.nodes[node].op
+    return "extra kernel launches" if host_class == _HOST_INDEX["launch"] else "optimizer"
+
+
 def lane_notes(graph, scopes: set, mode: str) -> list[str]:
     """What the host lane of ``graph`` had to assume for want of a record (``scopes``: its nodes' scopes)."""
     notes = []

@@ -455,6 +455,12 @@ def test_batch_norms_on_the_native_path_launch_three_kernels():
     # several graphs at once: each counts its own
     both = _optable.op_tables([g32, g16, g16], h200, modes=["inference"] * 3)
     assert [int(t.kernel[t.host_class == launch].sum()) for t in both] == [0, 2, 2]
+    # the breakdowns name the row, and it costs the shipped kernel floor twice on the device
+    pred = get_predictor("timeline")
+    rows = [r for r in pred.operator_times(g16, h200) if r["node"] < 0]
+    assert [r["op"] for r in rows] == ["extra kernel launches"]
+    assert rows[0]["device_ms"] == pytest.approx(2 * pred.params.kernel_floor_us / 1e3, rel=1e-6)
+    assert not [r for r in pred.operator_times(g32, h200) if r["op"] == "extra kernel launches"]
 
 
 def test_convolutions_launch_the_kernels_cudnn_runs(monkeypatch):
