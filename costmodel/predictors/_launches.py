@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir import OP_KINDS
 
-_KIND_ID = {k: i for i, k in enumerate(OP_KINDS)}
+_BATCH_NORM, _CONV = OP_KINDS.index("batch_norm"), OP_KINDS.index("conv")  # ids in node columns
 
 
 #: kernels a batch norm launches on PyTorch's native CUDA path (in eval: the inverse standard deviation,
@@ -19,9 +19,10 @@ NATIVE_BATCH_NORM_KERNELS = 3
 def batch_norm_kernels(n) -> int:
     """Kernels a batch norm node launches on an NVIDIA GPU. cuDNN takes a batch norm only if its input
     has at least 3 dimensions and at most 65,535 samples (in eval), neither it nor its weights are bf16,
-    and an fp16 input has fp32 weights; otherwise PyTorch runs its native kernels, three of them. The packaged H200 profiles show it without exception: every
-    eval-mode batch norm of a ``model.half()`` run launched 3 kernels (1,422 of them), every fp32 one on
-    a 4-D input 1 (3,505), LeViT's fp32 batch norms over 2-D inputs 3. 1 for other nodes."""
+    and an fp16 input has fp32 weights; otherwise PyTorch runs its native kernels, three of them. The
+    H200 profiles (packaged and later architectures) show it without exception: every eval-mode batch
+    norm of a ``model.half()`` run launched 3 kernels (1,422 of them), every fp32 one on a 4-D input 1
+    (3,313), LeViT's fp32 batch norms over 2-D inputs 3 (192). 1 for other nodes."""
     if n.kind != "batch_norm" or not n.in_shapes or not n.in_shapes[0]:
         return 1
     x_dt = n.in_dtypes[0] if n.in_dtypes else None
@@ -72,7 +73,7 @@ def extra_launches(cols, n_graphs: int, device) -> list[int]:
     out = [0] * n_graphs
     if device.vendor.lower() != "nvidia":
         return out
-    kinds = [_KIND_ID["batch_norm"]] + ([_KIND_ID["conv"]] if CONV_KERNELS is not None else [])
+    kinds = [_BATCH_NORM] + ([_CONV] if CONV_KERNELS is not None else [])
     which = np.flatnonzero(np.isin(cols.kind, kinds) & ~cols.view)
     if len(which):
         graph_of = np.searchsorted(cols.offsets, which, side="right") - 1

@@ -466,8 +466,6 @@ def test_batch_norms_on_the_native_path_launch_three_kernels():
 def test_convolutions_launch_the_kernels_cudnn_runs(monkeypatch):
     """A dense k x k convolution transposes around its GEMM, a bias adds a kernel, a grouped one runs
     several (:data:`CONV_KERNELS`, medians of the H200 profiles): the extra kernels join the launch row."""
-    from costmodel.frontends import zoo_graph
-
     def conv(groups, w, dtype="fp32", bias=False):
         ins = [(8, 64, 56, 56), w] + ([(w[0],)] if bias else [])
         return Node(0, "c", "conv", {"groups": groups, "kernel": list(w[2:])}, ins, [dtype] * len(ins),
