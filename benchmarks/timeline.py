@@ -15,7 +15,8 @@ Prints, for latency and energy (MAPE %, Kendall tau, Acc(10 %)):
    sequence (width or resolution variants), the best single latency per
    sequence against the measurements, next to the timeline's held-out error,
    and the same for energy: the best single average power per sequence
-   times each row's measured latency;
+   times each row's measured latency (fp32 batch 1); and the latency floor
+   over every host-bound workload (any mode, dtype and batch);
 2. the 13 architectures measured later on an H200 (78 rows, never trained on),
    next to the shipped TraPPM / DIPPM / static XGBoost / analytic predictors
    (all trained on every packaged row); then a learned residual over the
@@ -460,6 +461,36 @@ def _label_floor_section(graphs, rows, held) -> None:
           f"largest {max(p_spread):.2f}")
 
 
+def _host_floor_section(graphs, rows, held) -> None:
+    """Section 1d: the floor of 1c over every host-bound row that shares its operator sequence with
+    another model's row of the same mode, dtype and batch (not only fp32 batch 1): per group, the best
+    single latency chosen knowing the measurements, next to the timeline's held-out error on the same
+    rows, pooled and per workload. Host-bound: the held-out timeline's host lane at least 1.5x its
+    device lane (the same operators then cost the host alike whatever the width or resolution)."""
+    est = {(r.model, r.mode, r.dtype, r.batch): e for r, e in zip(*held)}
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, (g, r) in enumerate(zip(graphs, rows)):
+        ops = est[(r.model, r.mode, r.dtype, r.batch)].details["ops"]
+        if ops["host_ms"] >= 1.5 * ops["device_ms"]:
+            groups[(tuple(n.kind for n in g.nodes if not n.is_view), r.mode, r.dtype, r.batch)].append(i)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return
+    by_workload: dict[tuple, list] = defaultdict(list)
+    for key, idx in groups.items():
+        best = _best_constant([rows[i].latency_ms for i in idx])
+        for i in idx:
+            r = rows[i]
+            by_workload[key[1:]].append((r.latency_ms, best, est[(r.model, r.mode, r.dtype, r.batch)].latency_ms))
+    pooled = [t for v in by_workload.values() for t in v]
+    _header(f"1d. label floor over every host-bound workload: {len(pooled)} rows in {len(groups)} groups of one "
+            "operator sequence, mode, dtype and batch")
+    for label, ts in [("all", pooled)] + [(f"{m[:5]} {d} b{b}", v) for (m, d, b), v in sorted(by_workload.items())]:
+        y = [t[0] for t in ts]
+        print(_row(f"{label}: best constant", y, [t[1] for t in ts]))
+        print(_row("   timeline, held out", y, [t[2] for t in ts]))
+
+
 def _residual_features(g, r, e) -> list[float]:
     """What a learned correction over the timeline may see of one row: the workload, the timeline's own
     answer (latency, host and device lanes, host share) and the graph's make-up (share of FLOPs and of
@@ -633,6 +664,8 @@ def _vision_sections(a: argparse.Namespace) -> None:
     held_nodes: list | None = None if a.skip_gnn else []
     held = _lofo_section(graphs, rows, a.epochs, extra, held_nodes) if not a.skip_lofo else None
     _label_floor_section(graphs, rows, held)
+    if held is not None:
+        _host_floor_section(graphs, rows, held)
 
     # 2. new architectures
     new = PerfDataset.load(a.data, device="h200_extend")

@@ -88,6 +88,7 @@ from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
+from ._timeline_start import blind_inputs, mlp as _mlp
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
 from ._timeline_ops import OpLabels, packaged_op_runs
 
@@ -132,15 +133,6 @@ class TimelineParams:
 def _softplus_inv(y: float) -> float:
     y = max(y, 1e-6)
     return y + math.log(-math.expm1(-y))  # log(exp(y) - 1), stable for large y
-
-
-def _mlp(in_dim: int, hidden: int):
-    import torch
-
-    return torch.nn.Sequential(
-        torch.nn.Linear(in_dim, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-        torch.nn.Linear(hidden, 1),
-    )
 
 
 class _Batch:
@@ -331,6 +323,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         y = torch.as_tensor([r.latency_ms * 1e3 for r in rows], dtype=torch.float32)
         stream = stream_prior_terms(tables, devs, FEATURE_NAMES) if cfg.stream_prior > 0 else None
         model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
+        blind_inputs(model.host_mlp[0], cfg.host_blind)
         op_fit = OpLabels(packaged_op_runs() if op_runs is None else op_runs, mean, std) if cfg.op_weight > 0 else None
         n_decode = sum(1 for t in tables if t.decode)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
@@ -735,7 +728,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         need(cfg.get("energy_classes") == list(ENERGY_CLASSES), "its energy classes differ from this library's")
         need((bad := ceilings_mismatch(cfg.get("kernel_ceilings"))) is None, str(bad))
         try:
-            conf = TimelineConfig(**cfg["config"])
+            conf = TimelineConfig(**{"host_blind": (), **cfg["config"]})  # before host_blind: none
             params = TimelineParams(**cfg["params"])
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{where}: bad or missing config/params ({e})") from None

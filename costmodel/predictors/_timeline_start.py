@@ -12,11 +12,43 @@ import numpy as np
 
 from .._errors import InvalidInputError
 from ._base import conformal_quantile
-from ._optable import _HOST_INDEX, HOST_CLASSES, OpTable
+from ._optable import _HOST_INDEX, FEATURE_NAMES, HOST_CLASSES, OpTable
 
 
 #: the fit's loss on the log-latency error: ``l1`` (the default) or ``l2``
 LOSSES = ("l1", "l2")
+#: the operand-dtype features (what :attr:`TimelineConfig.host_blind` holds by default)
+DTYPE_FEATURES = ("dtype_fp32", "dtype_fp16", "dtype_bf16")
+
+
+def mlp(in_dim: int, hidden: int):
+    """The two-hidden-layer SiLU network both lanes use (one output)."""
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_dim, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
+        torch.nn.Linear(hidden, 1),
+    )
+
+
+def blind_inputs(layer, names: Sequence[str]) -> None:
+    """Make a first ``torch.nn.Linear`` ignore the features ``names``: their weights start at zero and
+    their gradient is masked, so every optimizer step (weight decay included) leaves them at zero and
+    the saved weights carry the blindness into prediction."""
+    import torch
+
+    cols = [FEATURE_NAMES.index(n) for n in names]
+    if not cols:
+        return
+    with torch.no_grad():
+        layer.weight[:, cols] = 0.0
+
+    def mask(grad):
+        grad = grad.clone()
+        grad[:, cols] = 0.0
+        return grad
+
+    layer.weight.register_hook(mask)
 
 #: said of a graph with neither a module call count (the PyTorch frontend records one) nor module scopes
 #: (a Relax module, an ONNX file without them), whose host lane then counts no Python ``nn.Module`` calls
@@ -68,8 +100,21 @@ class TimelineConfig:
     #: weight of the per-operator GPU labels in the fit (0: whole-model rows only); see
     #: :mod:`costmodel.predictors._timeline_ops`
     op_weight: float = 0.0
+    #: features the host network does not see (its first layer's weights on them are held at zero):
+    #: the operand dtype by default, since dispatching an operator costs the host the same whatever the
+    #: dtype, and the kernels a dtype adds are rows of their own (:mod:`._launches`); fitted to the
+    #: packaged rows, a dtype input let fp16's scattered host-bound labels set an fp16 host cost that
+    #: other architectures do not share (docs/results.md, "A host lane blind to the dtype")
+    host_blind: tuple[str, ...] = DTYPE_FEATURES
 
     def __post_init__(self) -> None:
+        if isinstance(self.host_blind, str) or not all(isinstance(n, str) for n in self.host_blind):
+            raise InvalidInputError(f"host_blind must be a sequence of feature names, got {self.host_blind!r}")
+        self.host_blind = tuple(self.host_blind)
+        bad = [n for n in self.host_blind if n not in FEATURE_NAMES]
+        if bad:
+            raise InvalidInputError(f"unknown feature(s) in host_blind: {', '.join(map(repr, bad))}; "
+                                    f"valid: {', '.join(FEATURE_NAMES)}")
         if self.loss not in LOSSES:
             raise InvalidInputError(f"unknown timeline loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if not (isinstance(self.stream_prior, (int, float)) and math.isfinite(self.stream_prior)

@@ -527,3 +527,34 @@ def test_a_training_graph_without_the_tensor_count_says_what_its_optimizer_count
     # the operands add resnet18's batch-norm buffers: more optimizer tensors on the host lane
     assert fallback.details["ops"]["host_ms"] > counted.details["ops"]["host_ms"]
     assert fallback.details["ops"]["device_ms"] == pytest.approx(counted.details["ops"]["device_ms"])
+
+
+def test_the_host_network_is_blind_to_the_dtype(tmp_path, fitted, r18):
+    from costmodel import InvalidInputError
+    from costmodel.predictors._timeline_start import DTYPE_FEATURES
+
+    pred = fitted[0]
+    assert pred.config.host_blind == DTYPE_FEATURES  # the default
+    cols = [FEATURE_NAMES.index(n) for n in DTYPE_FEATURES]
+    assert np.all(pred._host_weights[0][:, cols] == 0)
+    # the device network does see the dtype: only the host's weights were held at zero
+    assert np.any(pred._weights[0][:, cols] != 0)
+    t = op_table(r18, get_device("h200"), mode="inference")
+    z = pred._scaled_x(t)
+    swapped = z.copy()
+    swapped[:, cols] = swapped[:, cols[::-1]] + 1.0  # any other dtype columns
+    assert np.array_equal(pred._host_multiplier(t, z), pred._host_multiplier(t, swapped))
+    assert not np.allclose(pred._device_us(t, z)[0], pred._device_us(t, swapped)[0])
+    # kept with the artifact; an artifact fitted before the setting existed loads as not blind
+    pred.save(tmp_path / "tl")
+    assert costmodel.load_predictor(tmp_path / "tl").config.host_blind == DTYPE_FEATURES
+    cfg = json.loads((tmp_path / "tl" / "config.json").read_text())
+    del cfg["config"]["host_blind"]
+    (tmp_path / "tl" / "config.json").write_text(json.dumps(cfg))
+    record_checksums(tmp_path / "tl" / "config.json", ["weights.safetensors"])
+    assert costmodel.load_predictor(tmp_path / "tl").config.host_blind == ()
+    with pytest.raises(InvalidInputError, match=r"unknown feature\(s\) in host_blind: 'dtype_fp8'; valid: cat_"):
+        TimelineConfig(host_blind=("dtype_fp8",))
+    with pytest.raises(InvalidInputError, match="sequence of feature names"):
+        TimelineConfig(host_blind="dtype_fp16")
+    assert TimelineConfig(host_blind=["tensor_core"]).host_blind == ("tensor_core",)
