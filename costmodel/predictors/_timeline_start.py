@@ -50,6 +50,7 @@ def blind_inputs(layer, names: Sequence[str]) -> None:
 
     layer.weight.register_hook(mask)
 
+
 #: said of a graph with neither a module call count (the PyTorch frontend records one) nor module scopes
 #: (a Relax module, an ONNX file without them), whose host lane then counts no Python ``nn.Module`` calls
 NO_SCOPES_NOTE = ("the graph records no Python module calls (neither a call count nor module scopes: a Relax module, "
@@ -108,7 +109,7 @@ class TimelineConfig:
     host_blind: tuple[str, ...] = DTYPE_FEATURES
 
     def __post_init__(self) -> None:
-        if isinstance(self.host_blind, str) or not all(isinstance(n, str) for n in self.host_blind):
+        if not isinstance(self.host_blind, (list, tuple)) or not all(isinstance(n, str) for n in self.host_blind):
             raise InvalidInputError(f"host_blind must be a sequence of feature names, got {self.host_blind!r}")
         self.host_blind = tuple(self.host_blind)
         bad = [n for n in self.host_blind if n not in FEATURE_NAMES]

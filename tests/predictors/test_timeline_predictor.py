@@ -555,6 +555,7 @@ def test_the_host_network_is_blind_to_the_dtype(tmp_path, fitted, r18):
     assert costmodel.load_predictor(tmp_path / "tl").config.host_blind == ()
     with pytest.raises(InvalidInputError, match=r"unknown feature\(s\) in host_blind: 'dtype_fp8'; valid: cat_"):
         TimelineConfig(host_blind=("dtype_fp8",))
-    with pytest.raises(InvalidInputError, match="sequence of feature names"):
-        TimelineConfig(host_blind="dtype_fp16")
+    for bad in ("dtype_fp16", None, 3, [1]):
+        with pytest.raises(InvalidInputError, match="sequence of feature names"):
+            TimelineConfig(host_blind=bad)
     assert TimelineConfig(host_blind=["tensor_core"]).host_blind == ("tensor_core",)
