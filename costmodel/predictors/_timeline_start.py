@@ -17,8 +17,13 @@ from ._optable import _HOST_INDEX, FEATURE_NAMES, HOST_CLASSES, OpTable
 
 #: the fit's loss on the log-latency error: ``l1`` (the default) or ``l2``
 LOSSES = ("l1", "l2")
-#: the operand-dtype features (what :attr:`TimelineConfig.host_blind` holds by default)
+#: the operand-dtype features (part of what :attr:`TimelineConfig.host_blind` holds by default)
 DTYPE_FEATURES = ("dtype_fp32", "dtype_fp16", "dtype_bf16")
+#: the features that depend on the GPU (its roofline, SM count and figures; the rest of
+#: :attr:`TimelineConfig.host_blind`'s default): hidden from the host network, they keep the host lane
+#: of one graph the same on every GPU, as a host that dispatches it is the same machine
+DEVICE_FEATURES = ("log_bound_us", "compute_over_memory", "wave_efficiency",
+                   "hw_log_peak_tflops", "hw_log_bandwidth_gbps", "hw_sm_count")
 
 
 def mlp(in_dim: int, hidden: int):
@@ -101,12 +106,13 @@ class TimelineConfig:
     #: weight of the per-operator GPU labels in the fit (0: whole-model rows only); see
     #: :mod:`costmodel.predictors._timeline_ops`
     op_weight: float = 0.0
-    #: features the host network does not see (its first layer's weights on them are held at zero):
-    #: the operand dtype by default, since dispatching an operator costs the host the same whatever the
-    #: dtype, and the kernels a dtype adds are rows of their own (:mod:`._launches`); fitted to the
+    #: features the host network does not see (its first layer's weights on them are held at zero). By
+    #: default the operand dtype, since dispatching an operator costs the host the same whatever the
+    #: dtype and the kernels a dtype adds are rows of their own (:mod:`._launches`); fitted to the
     #: packaged rows, a dtype input let fp16's scattered host-bound labels set an fp16 host cost that
-    #: other architectures do not share (docs/results.md, "A host lane blind to the dtype")
-    host_blind: tuple[str, ...] = DTYPE_FEATURES
+    #: other architectures do not share (docs/results.md, "A host lane blind to the dtype"). And the
+    #: GPU-dependent features, so that one graph's host lane does not change with the GPU it is asked about
+    host_blind: tuple[str, ...] = DTYPE_FEATURES + DEVICE_FEATURES
 
     def __post_init__(self) -> None:
         if not isinstance(self.host_blind, (list, tuple)) or not all(isinstance(n, str) for n in self.host_blind):

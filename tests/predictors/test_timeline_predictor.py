@@ -531,10 +531,10 @@ def test_a_training_graph_without_the_tensor_count_says_what_its_optimizer_count
 
 def test_the_host_network_is_blind_to_the_dtype(tmp_path, fitted, r18):
     from costmodel import InvalidInputError
-    from costmodel.predictors._timeline_start import DTYPE_FEATURES
+    from costmodel.predictors._timeline_start import DEVICE_FEATURES, DTYPE_FEATURES
 
     pred = fitted[0]
-    assert pred.config.host_blind == DTYPE_FEATURES  # the default
+    assert pred.config.host_blind == DTYPE_FEATURES + DEVICE_FEATURES  # the default
     cols = [FEATURE_NAMES.index(n) for n in DTYPE_FEATURES]
     assert np.all(pred._host_weights[0][:, cols] == 0)
     # the device network does see the dtype: only the host's weights were held at zero
@@ -547,7 +547,7 @@ def test_the_host_network_is_blind_to_the_dtype(tmp_path, fitted, r18):
     assert not np.allclose(pred._device_us(t, z)[0], pred._device_us(t, swapped)[0])
     # kept with the artifact; an artifact fitted before the setting existed loads as not blind
     pred.save(tmp_path / "tl")
-    assert costmodel.load_predictor(tmp_path / "tl").config.host_blind == DTYPE_FEATURES
+    assert costmodel.load_predictor(tmp_path / "tl").config.host_blind == DTYPE_FEATURES + DEVICE_FEATURES
     cfg = json.loads((tmp_path / "tl" / "config.json").read_text())
     del cfg["config"]["host_blind"]
     (tmp_path / "tl" / "config.json").write_text(json.dumps(cfg))
@@ -559,3 +559,14 @@ def test_the_host_network_is_blind_to_the_dtype(tmp_path, fitted, r18):
         with pytest.raises(InvalidInputError, match="sequence of feature names"):
             TimelineConfig(host_blind=bad)
     assert TimelineConfig(host_blind=["tensor_core"]).host_blind == ("tensor_core",)
+
+
+def test_the_host_lane_is_the_same_on_every_gpu(fitted, r18):
+    """The host network sees none of the GPU's features, so one graph's host lane (one host dispatching
+    it) is the same whichever GPU is asked about, while the device lane follows each GPU's roofline."""
+    pred = fitted[0]
+    for mode in ("inference", "training"):
+        ests = {d: pred.predict(r18, d, mode=mode).details["ops"] for d in ("h200", "h100", "a100-80gb", "l4", "t4")}
+        hosts = {d: e["host_ms"] for d, e in ests.items()}
+        assert max(hosts.values()) == pytest.approx(min(hosts.values()), rel=1e-9), hosts
+        assert ests["t4"]["device_ms"] > 3 * ests["h200"]["device_ms"]
