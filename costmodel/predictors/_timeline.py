@@ -20,7 +20,9 @@ split-K reductions, separate bias and activation kernels), each with its own
 launch. Per-class costs alone leave host-bound rows at 28 % error on held-out
 families; with ``m`` they reach 19 % (``benchmarks/timeline.py``, docs/results.md).
 The class costs carry the machine (a host profile replaces them), ``m`` the
-library's behaviour per operator, which a faster host does not change.
+library's behaviour per operator, which a faster host does not change. ``m``
+sees neither the dtype nor the GPU (``TimelineConfig.host_blind``): one graph's
+host lane is the same on every GPU, and the kernels a dtype adds are rows of their own.
 
 ``efficiency`` is a small MLP with a sigmoid output, so it lies in (0, 1): the
 roofline stays a hard bound and the network only learns how far below it a
