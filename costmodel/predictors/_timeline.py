@@ -534,7 +534,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             d_us = self.cpu.model.predict_us(c.X, c.bound_us)
             nodes, phases = c.node, c.phase
             eff = np.where(d_us > 0, c.bound_us / np.maximum(d_us, 1e-12), 0.0)
-            h_ms = hcls = [None] * len(d_us)
+            h_ms, hcls = [None] * len(d_us), [None] * len(d_us)
         else:
             t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
             d_us, eff = self._device_us(t, z := self._scaled_x(t))
