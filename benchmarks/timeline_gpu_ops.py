@@ -21,7 +21,11 @@ tau over the operators; then the depthwise convolutions by kernel size; the grou
 step's batch norms and the layer norms by how many rows they reduce, after the fastest row rates
 the set measured (where ``NORM_ROW_RATES`` comes from: the packaged set's); the kinds PyTorch runs
 element by element, after the fastest element rate per SM the set measured (where
-``MEASURED_ELEMENT_RATES`` comes from), by dtype; and how much of each run's work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the shipped one.
+``MEASURED_ELEMENT_RATES`` comes from), by dtype; the inference runs' whole-model latency as the
+timeline predicts it and with the measured kernels in place of its device lane (its host lane and
+composition kept: how much of the whole-model error a perfect device lane would remove); and how much
+of each run's work the mapping placed.  ``--artifact DIR`` scores a saved timeline instead of the
+shipped one.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tupl
         summ = r.raw.get("ops") or {}
         cover.append({"model": r.model, "mode": mode, "dtype": r.dtype, "batch": r.batch,
                       "work": summ.get("work_nodes"), "mapped": summ.get("work_nodes_mapped"),
-                      "latency_ms": r.latency_ms, "op_ms": sum(d for _, ph, d, _ in lab if ph == "forward") / 1e3})
+                      "latency_ms": r.latency_ms, "op_ms": sum(d for _, ph, d, _ in lab if ph == "forward") / 1e3,
+                      **_lanes(pred, g, dev, mode, lab)})
         for n, phase, y, _cpu in lab:
             if phase != "forward" or y <= 0 or (n.id, phase) not in pm:
                 continue
@@ -99,6 +104,49 @@ def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tupl
                          "bound": max(bound_s(n, phase, figs, dt)) * 1e6,
                          "rows": norm_rows(n), "numel": float(math.prod(n.out_shapes[0])) if n.out_shapes else 0.0})
     return recs, cover
+
+
+def _lanes(pred, g, dev, mode: str, lab) -> dict:
+    """The run's predicted lanes and latency, and its device lane with every labelled operator's kernels at
+    their measured time (the rest, and the kernels a label does not cover, as predicted; ms)."""
+    est = pred.predict(g, dev, mode=mode)
+    ops = est.details.get("ops") or {}
+    per = defaultdict(float)
+    for o in pred.operator_times(g, dev, mode=mode):
+        per[(o["node"], o["phase"])] += o["device_ms"]
+    measured = defaultdict(float)
+    for n, phase, y, _cpu in lab:
+        if (n.id, phase) in per:
+            measured[(n.id, phase)] += y / 1e3
+    hybrid = sum(per.values()) + sum(measured[k] - per[k] for k in measured)
+    return {"pred_ms": est.latency_ms, "host_ms": ops.get("host_ms"), "device_ms": ops.get("device_ms"),
+            "device_measured_ms": hybrid, "bound": ops.get("bound")}
+
+
+def _composition_report(cover: list[dict], sync_ms: float) -> dict:
+    """Whole-model latency of the inference runs with the predicted device lane, and with the measured
+    kernels in its place (the host lane and the composition unchanged): what a perfect device lane buys."""
+    # inference only: the profiles hold no backward kernels; a synchronous run composes otherwise
+    runs = [c for c in cover if c["mode"] == "inference" and c.get("bound") in ("device", "host")]
+    if not runs:
+        return {}
+    print("\nwhole-model latency of the inference runs: the timeline, then its host lane and composition with the "
+          "measured kernels as the device lane (MAPE % against the run's own latency)")
+    print(f"{'':22s}{'runs':>6s}{'timeline':>10s}{'measured kernels':>18s}")
+    out = {}
+    # a run's regime: its measured kernels against its predicted host lane
+    for label, keep in (("all", lambda c, m: True), ("device-bound", lambda c, m: m >= c["host_ms"]),
+                        ("host-bound", lambda c, m: m < c["host_ms"])):
+        sub = [c for c in runs if keep(c, c["device_measured_ms"])]
+        if not sub:
+            continue
+        y = np.array([c["latency_ms"] for c in sub])
+        p = np.array([c["pred_ms"] for c in sub])
+        q = np.array([max(c["host_ms"], c["device_measured_ms"]) + sync_ms for c in sub])
+        out[label] = {"n": len(sub), "timeline": float(np.mean(np.abs(p - y) / y) * 100),
+                      "measured_kernels": float(np.mean(np.abs(q - y) / y) * 100)}
+        print(f"{label:22s}{len(sub):6d}{out[label]['timeline']:10.1f}{out[label]['measured_kernels']:18.1f}")
+    return out
 
 
 def _norm_report(norms: list[dict]) -> dict:
@@ -177,7 +225,7 @@ def _element_report(recs: list[dict]) -> dict:
     return out
 
 
-def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
+def report(name: str, recs: list[dict], cover: list[dict], sync_ms: float | None = None) -> dict:
     out: dict = {}
     y = [r["y"] for r in recs]
     print(f"\n== {name}: {len(cover)} runs, {len({c['model'] for c in cover})} architectures, "
@@ -224,6 +272,8 @@ def report(name: str, recs: list[dict], cover: list[dict]) -> dict:
     cov = [c for c in cover if c["work"]]
     share = np.mean([c["mapped"] / c["work"] for c in cov]) if cov else float("nan")
     out["mapped_work_share"] = float(share)
+    if sync_ms is not None:
+        out["composition"] = _composition_report(cover, sync_ms)
     print(f"\nmapping: {100 * share:.1f} % of the runs' work nodes placed on average (the rest: nodes whose kernels ran "
           "inside another operator's profiled event, or that launched none; see docs/measuring.md)")
     return out
@@ -277,7 +327,7 @@ def main(argv=None) -> int:
         for s in sets:
             t0 = time.perf_counter()
             recs, cover = collect(s, p, dev, seen, a.progress)
-            res[f"{label} / {s}"] = report(f"{label} / {s}", recs, cover)
+            res[f"{label} / {s}"] = report(f"{label} / {s}", recs, cover, p.params.sync_us / 1e3)
             print(f"({time.perf_counter() - t0:.0f} s)")
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))

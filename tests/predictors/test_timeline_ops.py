@@ -181,3 +181,34 @@ def test_the_packaged_gpu_runs_join_their_graphs():
     assert {r.mode for r in runs} == {"inference", "training"}
     kinds = {r.graph.nodes[n].kind for r in runs for n, _, _ in r.labels}
     assert {"conv", "matmul", "batch_norm", "layer_norm", "attention", "add"} <= kinds
+
+
+def test_gpu_ops_benchmark_swaps_measured_kernels_into_the_device_lane():
+    """benchmarks/timeline_gpu_ops.py's composition check: with every labelled operator at its predicted
+    time the hybrid device lane is the predicted one and max(host, device) + sync is the prediction;
+    a label twice its prediction adds exactly the difference, and nothing else moves."""
+    spec = importlib.util.spec_from_file_location("timeline_gpu_ops", REPO / "benchmarks" / "timeline_gpu_ops.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from costmodel.predictors import get_predictor
+
+    pred, dev = get_predictor("timeline"), get_device("h200")
+    g = zoo_graph("resnet18", batch=64)
+    times = mod.defaultdict(float)
+    for o in pred.operator_times(g, dev, mode="inference"):
+        times[(o["node"], o["phase"])] += o["device_ms"] * 1e3
+    by_id = {n.id: n for n in g.nodes}
+    lab = [(by_id[n], ph, us, 0.0) for (n, ph), us in times.items() if n in by_id]
+    lanes = mod._lanes(pred, g, dev, "inference", lab)
+    assert lanes["bound"] == "device" and lanes["device_measured_ms"] == pytest.approx(lanes["device_ms"])
+    composed = max(lanes["host_ms"], lanes["device_measured_ms"]) + pred.params.sync_us / 1e3
+    assert composed == pytest.approx(lanes["pred_ms"], rel=1e-6)
+    conv = next(x for x in lab if x[0].kind == "conv")
+    slower = [(n, ph, 2 * us if (n, ph) == conv[:2] else us, c) for n, ph, us, c in lab]
+    lanes2 = mod._lanes(pred, g, dev, "inference", slower)
+    assert lanes2["device_measured_ms"] - lanes["device_measured_ms"] == pytest.approx(conv[2] / 1e3)
+    assert lanes2["pred_ms"] == lanes["pred_ms"]
+    cover = [{"mode": "inference", "latency_ms": composed, **lanes}]
+    out = mod._composition_report(cover, pred.params.sync_us / 1e3)
+    assert out["all"]["n"] == 1 and out["all"]["measured_kernels"] == pytest.approx(0.0, abs=1e-6)
+    assert out["device-bound"]["timeline"] == pytest.approx(0.0, abs=1e-4)
