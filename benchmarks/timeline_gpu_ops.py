@@ -88,12 +88,13 @@ def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tupl
         if name == "new" and r.model in seen_models:
             continue  # a check row repeating a packaged architecture
         mode = r.mode
-        pm = {(o["node"], o["phase"]): o["device_ms"] * 1e3 for o in pred.operator_times(g, dev, mode=mode)}
+        per = device_ms_by_op(pred, g, dev, mode)
+        pm = {k: v * 1e3 for k, v in per.items()}
         summ = r.raw.get("ops") or {}
         cover.append({"model": r.model, "mode": mode, "dtype": r.dtype, "batch": r.batch,
                       "work": summ.get("work_nodes"), "mapped": summ.get("work_nodes_mapped"),
                       "latency_ms": r.latency_ms, "op_ms": sum(d for _, ph, d, _ in lab if ph == "forward") / 1e3,
-                      **_lanes(pred, g, dev, mode, lab)})
+                      **_lanes(pred, g, dev, mode, lab, per)})
         for n, phase, y, _cpu in lab:
             if phase != "forward" or y <= 0 or (n.id, phase) not in pm:
                 continue
@@ -106,14 +107,19 @@ def collect(name: str, pred, dev, seen_models: set[str], progress: bool) -> tupl
     return recs, cover
 
 
-def _lanes(pred, g, dev, mode: str, lab) -> dict:
-    """The run's predicted lanes and latency, and its device lane with every labelled operator's kernels at
-    their measured time (the rest, and the kernels a label does not cover, as predicted; ms)."""
-    est = pred.predict(g, dev, mode=mode)
-    ops = est.details.get("ops") or {}
-    per = defaultdict(float)
+def device_ms_by_op(pred, g, dev, mode: str) -> dict:
+    """The predicted device time (ms) of each (node, phase), summed over the kernels it launches."""
+    per: dict = defaultdict(float)
     for o in pred.operator_times(g, dev, mode=mode):
         per[(o["node"], o["phase"])] += o["device_ms"]
+    return per
+
+
+def _lanes(pred, g, dev, mode: str, lab, per: dict) -> dict:
+    """The run's predicted lanes and latency, and its device lane with every labelled operator's kernels at
+    their measured time (the rest as predicted; ``per``: :func:`device_ms_by_op`; ms)."""
+    est = pred.predict(g, dev, mode=mode)
+    ops = est.details.get("ops") or {}
     measured = defaultdict(float)
     for n, phase, y, _cpu in lab:
         if (n.id, phase) in per:

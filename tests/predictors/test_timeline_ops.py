@@ -194,18 +194,16 @@ def test_gpu_ops_benchmark_swaps_measured_kernels_into_the_device_lane():
 
     pred, dev = get_predictor("timeline"), get_device("h200")
     g = zoo_graph("resnet18", batch=64)
-    times = mod.defaultdict(float)
-    for o in pred.operator_times(g, dev, mode="inference"):
-        times[(o["node"], o["phase"])] += o["device_ms"] * 1e3
+    per = mod.device_ms_by_op(pred, g, dev, "inference")
     by_id = {n.id: n for n in g.nodes}
-    lab = [(by_id[n], ph, us, 0.0) for (n, ph), us in times.items() if n in by_id]
-    lanes = mod._lanes(pred, g, dev, "inference", lab)
+    lab = [(by_id[n], ph, ms * 1e3, 0.0) for (n, ph), ms in per.items() if n in by_id]
+    lanes = mod._lanes(pred, g, dev, "inference", lab, per)
     assert lanes["bound"] == "device" and lanes["device_measured_ms"] == pytest.approx(lanes["device_ms"])
     composed = max(lanes["host_ms"], lanes["device_measured_ms"]) + pred.params.sync_us / 1e3
     assert composed == pytest.approx(lanes["pred_ms"], rel=1e-6)
     conv = next(x for x in lab if x[0].kind == "conv")
     slower = [(n, ph, 2 * us if (n, ph) == conv[:2] else us, c) for n, ph, us, c in lab]
-    lanes2 = mod._lanes(pred, g, dev, "inference", slower)
+    lanes2 = mod._lanes(pred, g, dev, "inference", slower, per)
     assert lanes2["device_measured_ms"] - lanes["device_measured_ms"] == pytest.approx(conv[2] / 1e3)
     assert lanes2["pred_ms"] == lanes["pred_ms"]
     cover = [{"mode": "inference", "latency_ms": composed, **lanes}]
