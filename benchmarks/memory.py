@@ -361,6 +361,20 @@ def _cpu_check() -> None:
         for batch, seq in ((2, 128), (4, 512)):
             c = check_decoder(m, batch=batch, seq=seq, causal=causal)
             line(name, "prefill" if causal else "forward", f"{batch}x{seq}", c)
+    # fine-tuning steps of decoders: their own causal-LM loss, backward, AdamW (fp32 weights; and under
+    # bf16 autocast, the usual mixed-precision recipe)
+    for name, ref, override in (("gpt2 (2 layers)", "gpt2", dict(n_layer=2, vocab_size=1000, bos_token_id=0,
+                                                                 eos_token_id=0)),
+                                ("llama-2-7b (2 layers, 512 wide)", "llama-2-7b",
+                                 dict(num_hidden_layers=2, hidden_size=512, intermediate_size=1376,
+                                      num_attention_heads=8, num_key_value_heads=8, vocab_size=1000)),
+                                ("qwen2-0.5b (2 layers)", "qwen2-0.5b", dict(small, bos_token_id=0, eos_token_id=0))):
+        m, _ = _hf_cpu(ref, **override)
+        m.loss_type = "ForCausalLM"
+        for amp in (None, "bf16"):
+            ids = torch.zeros((4, 512), dtype=torch.long)
+            c = check_module(m, {"input_ids": ids, "labels": ids}, training=True, optimizer="adamw", autocast=amp)
+            line(name + (", bf16 amp" if amp else ""), "fine-tune", "4x512", c)
     print(f"   mean |error| {100 * statistics.mean(errs):.2f} % (max {100 * max(errs):.2f} %); without the kernels' "
           f"temporaries {100 * statistics.mean(errs_res):.3f} % (max {100 * max(errs_res):.3f} %, "
           f"{max(diff_res)} bytes); {time.perf_counter() - t_all:.0f} s")

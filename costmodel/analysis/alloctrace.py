@@ -606,20 +606,27 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
     opt = _optimizer(optimizer, params)
     labels = None
     # the mapping's tensors stay in the module through the backward pass: activation checkpointing
-    # recomputes blocks there, and they must use the same parameters (and update their gradients)
-    with _eager(), rec.mode, reparametrized(module, mapping):
+    # recomputes blocks there, and they must use the same parameters (and update their gradients); a
+    # transformers model given one sequence per row skips its attention mask, as it does on real tensors
+    with _eager(), _unpacked_sequences(), rec.mode, reparametrized(module, mapping):
         for _ in range(steps):
             rec.phase = "forward"
             opt.zero_grad(set_to_none=True)
             with autocast_to(amp, _DEV):  # leaving it frees its cache of cast weights (autograd keeps what it saved)
-                logits = _logits(direct_call(module, x))
-                if labels is None:
-                    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
-                if logits.dim() > 2:  # token logits: (batch, seq, vocab)
-                    logits = logits.flatten(0, -2)
-                    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
-                loss = torch.nn.functional.cross_entropy(logits, labels)
-                del logits
+                out = direct_call(module, x)
+                loss = _own_loss(out)  # a language model given labels computes its own (a fine-tuning step)
+                if loss is None:
+                    logits = _logits(out)
+                    del out
+                    if labels is None:
+                        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
+                    if logits.dim() > 2:  # token logits: (batch, seq, vocab)
+                        logits = logits.flatten(0, -2)
+                        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
+                    loss = torch.nn.functional.cross_entropy(logits, labels)
+                    del logits
+                else:  # the output (its logits) is dropped before the backward pass, as a training loop does
+                    del out
             rec.phase = "backward"
             loss.backward()
             del loss
@@ -627,6 +634,12 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
             rec.skip_scalars = rec.optimizer_scalars_on_host
             opt.step()
             rec.skip_scalars = False
+
+
+def _own_loss(out):
+    """The loss a model returned itself (``transformers`` models given ``labels``), or ``None``."""
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+    return loss if loss is not None and getattr(loss, "dim", lambda: 1)() == 0 else None
 
 
 # ---------------------------------------------------------- transformers

@@ -352,6 +352,37 @@ def _trace_llm(ref, *, batch, seq, phase, dtype):
     return trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal)
 
 
+def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimizer, autocast):
+    """A fine-tuning step of a decoder on ``(batch, seq)`` token ids: its own causal-LM loss (the labels are
+    the tokens), backward, the optimizer; two steps, as a vision training step is traced."""
+    import torch
+
+    if phase not in (None, "forward", "prefill"):
+        raise InvalidInputError(f"a training step runs the whole sequence; phase {phase!r} is an inference call")
+    if named:
+        from ..frontends.hf import build_hf_model
+        from ..llm import resolve_llm
+
+        spec = resolve_llm(model)
+        module, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
+        module.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
+        name = spec.name
+        if not causal:
+            raise InvalidInputError(f"{name} is built as an encoder; a transformer training step is traced for "
+                                    "decoders (the causal-LM loss on the tokens)")
+    else:
+        import inspect
+
+        module = model
+        if "labels" not in inspect.signature(model.forward).parameters:
+            raise InvalidInputError(f"{type(model).__name__}.forward takes no labels: a transformer training step "
+                                    "is traced for a model that computes its own loss (a *ForCausalLM class); "
+                                    "or pass inputs= with the module's own loss-making call")
+    ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+    return trace_module(module, {"input_ids": ids, "labels": ids}, training=True, dtype=dtype, optimizer=optimizer,
+                        autocast=autocast)
+
+
 def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
     if mode not in ("inference", "training"):
         raise InvalidInputError(f"mode must be one of inference, training; got {mode!r}")
@@ -377,7 +408,8 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             if seq is None:
                 raise InvalidInputError("a transformer's memory needs seq (the sequence length)")
             if training:
-                raise InvalidInputError("transformer training steps are not traced yet; use mode='inference'")
+                return _trace_llm_training(model, named, batch=batch, seq=seq, phase=phase, dtype=dtype,
+                                           optimizer=optimizer, autocast=autocast), "replay", ()
             if autocast is not None:
                 raise InvalidInputError("autocast is traced for modules' steps; a transformer workload takes "
                                         "dtype='fp16' or 'bf16' (the measured rows converted the model)")
@@ -493,8 +525,9 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                 capacity_bytes=int(dev.memory_mb * MIB) if getattr(dev, "memory_mb", None) else None)
     ctx = ov.context(kind)
     slack = st.peak_reserved_bytes / MIB * ov.train_slack if mode == "training" and path == "replay" else 0.0
+    borrowed = " (vision steps' share: no transformer training step was measured)" if kind == "transformer" else ""
     slack_note = [f"training: reserved peak raised by {100 * ov.train_slack:.1f} % ({slack:,.0f} MiB), the device's "
-                  "measured excess of training steps over their replay"] if slack else []
+                  f"measured excess of training steps over their replay{borrowed}"] if slack else []
     out = MemoryReplay(
         memory_mb=st.peak_reserved_bytes / MIB + slack + ctx,
         allocated_mb=st.peak_allocated_bytes / MIB,

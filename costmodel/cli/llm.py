@@ -11,6 +11,7 @@ LLM_EXAMPLES = """examples:
   costmodel llm mistral-7b --batch 8 --seq 2048 --mode decode --region eu-north-1 --price 3.5
   costmodel llm ./my-checkpoint --batch 1 --seq 4096      # a folder holding config.json
   costmodel llm gpt2 --batch 64 --seq 256 --mode decode --predictor llm-xgb   # fast, no graph
+  costmodel llm llama-2-7b --batch 4 --seq 2048 --mode training --dtype bf16   # a fine-tuning step, AdamW
   costmodel llm --list
 """
 
@@ -31,8 +32,11 @@ def register_llm(sub) -> None:
     m.add_argument("--device", default="h200", help="device name (default h200; see `costmodel devices`)")
     m.add_argument("--dtype", default="fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"),
                    help="weights/activations dtype (default fp16)")
-    m.add_argument("--mode", default=None, choices=("forward", "prefill", "decode"),
-                   help="forward (encoders), prefill or one-token decode (decoders); default by model")
+    m.add_argument("--mode", default=None, choices=("forward", "prefill", "decode", "training"),
+                   help="forward (encoders), prefill or one-token decode (decoders), or training: one fine-tuning "
+                        "step of a decoder (causal-LM loss, backward, optimizer); default by model")
+    m.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd", "sgd_momentum"),
+                   help="the optimizer of a --mode training step (default adamw)")
     add_carbon_args(m, region_default="world", region_help="grid region for carbon (default world)",
                     intensity_help="override the region's carbon intensity (g CO2e per kWh)")
     m.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
@@ -62,7 +66,7 @@ def _cmd_llm(a) -> int:
     est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
                        region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                        price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
-                       predictor=a.predictor, host=a.host)
+                       predictor=a.predictor, host=a.host, optimizer=a.optimizer)
     print(est.to_json() if a.json else est.table())
     return 0
 

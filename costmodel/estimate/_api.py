@@ -151,8 +151,13 @@ def frozen_notes(graph, mode: str, pred) -> list[str]:
 def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                  region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
-                 instance: str | None = None, predictor=None, host=None) -> LLMEstimate:
+                 instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw") -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
+
+    ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
+    step of a decoder (the causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
+    ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``) with its weights in ``dtype``; the timeline
+    predictor costs it (no measured row is a training step: the estimate says so).
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -162,14 +167,16 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     """
     from ..predictors import get_llm_predictor
 
+    from ..predictors import TimelineLLMPredictor
+
     p = get_llm_predictor(predictor)
     kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,
               provider=provider, instance=instance)
+    if mode == "training" and isinstance(p, TimelineLLMPredictor):
+        kw["optimizer"] = optimizer
     if host is None:
         return with_notes(p.predict(model, **kw), moe_notes(model))
-    from ..predictors import TimelineLLMPredictor
-
     if isinstance(p, TimelineLLMPredictor):
         return with_notes(p.predict(model, host=host, **kw), moe_notes(model))
     from ..measure.host import load_host

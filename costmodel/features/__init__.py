@@ -21,6 +21,7 @@ from .graph import (
 )
 from .llm import (
     EAGER_ATTENTION_TYPES,
+    LLM_WORKLOAD_MODES,
     STRUCTURE_PATH,
     LLMWorkload,
     analytic_costs,
@@ -38,6 +39,7 @@ __all__ = [
     "ANALYTIC_NAMES",
     "EAGER_ATTENTION_TYPES",
     "FEATURE_SCHEMA_VERSION",
+    "LLM_WORKLOAD_MODES",
     "NODE_FEATURE_NAMES",
     "STRUCTURE_PATH",
     "GraphFeatures",

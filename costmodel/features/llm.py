@@ -55,6 +55,10 @@ from ..llm import (
     resolve_llm,
 )
 
+#: what a transformer workload can be: the inference calls the data measured, and a fine-tuning step of a
+#: decoder (forward with its causal-LM loss, backward, optimizer; costed by the timeline and the memory trace)
+LLM_WORKLOAD_MODES: tuple[str, ...] = (*LLM_MODES, "training")
+
 #: the shipped structure table of the built-in registry's architectures (next to the registry)
 STRUCTURE_PATH = Path(__file__).resolve().parents[1] / "llm" / "structure.json"
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
@@ -93,9 +97,9 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
     positive_int(seq, "seq")
     if mode is None:
         mode = "prefill" if spec.causal else "forward"
-    if mode not in LLM_MODES:
-        raise InvalidInputError(f"mode must be one of {LLM_MODES}, got {mode!r}")
-    if mode in ("prefill", "decode") and not spec.causal:
+    if mode not in LLM_WORKLOAD_MODES:
+        raise InvalidInputError(f"mode must be one of {LLM_WORKLOAD_MODES}, got {mode!r}")
+    if mode in ("prefill", "decode", "training") and not spec.causal:
         raise InvalidInputError(
             f"{spec.name} is an encoder ({spec.model_type}); mode {mode!r} needs a decoder: use mode 'forward'"
         )
@@ -286,7 +290,7 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     linear_macs = tokens * (L * layer_linear + head)
     attn_macs = 2 * w.batch * q_len * w.context * q_dim * L
     weights_bytes = params * b
-    kv_bytes = 2 * L * w.batch * w.context * kv_dim * b if w.spec.causal and w.mode != "forward" else 0.0
+    kv_bytes = 2 * L * w.batch * w.context * kv_dim * b if w.spec.causal and w.mode in ("prefill", "decode") else 0.0
     # eager attention materializes scores (and the relative-position terms of DeBERTa's c2p/p2c)
     eager = w.spec.model_type in EAGER_ATTENTION_TYPES
     rel = w.spec.config.get("pos_att_type") or []

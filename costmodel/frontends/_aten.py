@@ -44,6 +44,12 @@ _reg("tanh", "tanh")
 _reg("hardswish", "hardswish hardsigmoid")
 _reg("clamp", "hardtanh clamp clamp_min clamp_max relu6")
 _reg("softmax", "softmax _softmax _safe_softmax log_softmax _log_softmax")
+# losses a model computes in its forward pass (a language model given labels): a cross entropy is a
+# log-softmax over the logits and a gather of the targets' log-probabilities
+_reg("softmax", "cross_entropy_loss")
+_reg("gather", "nll_loss nll_loss_nd nll_loss2d")
+_reg("elementwise", "mse_loss l1_loss smooth_l1_loss huber_loss binary_cross_entropy "
+     "binary_cross_entropy_with_logits")
 _reg("activation", "elu leaky_relu mish softplus selu celu prelu _prelu_kernel glu logsigmoid rrelu "
      "log_sigmoid_forward softshrink hardshrink")
 _reg("max_pool", "max_pool1d max_pool2d max_pool3d max_pool2d_with_indices max_pool3d_with_indices "

@@ -61,7 +61,9 @@ def hf_graph(
     fused: bool = True,
 ) -> CostGraph:
     """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
-    decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`)."""
+    decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`). ``mode="training"``: the
+    forward pass of a fine-tuning step of a decoder, its causal-LM loss included (the tokens are the
+    labels); the predictors add the backward pass and the optimizer."""
     import torch
 
     from .pytorch import from_torch
@@ -75,7 +77,14 @@ def hf_graph(
         g = _decode_graph(model, batch, seq, name, fused)  # traced: torch.export does not take a cache object
         g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
         return g
-    g = from_torch(model, {"input_ids": ids}, mode=mode, method=method, name=name, fused=fused)
+    inputs = {"input_ids": ids}
+    if mode == "training":
+        if not causal:
+            raise InvalidInputError(f"{model_type} is built as an encoder; a training step is costed for decoders "
+                                    "(the causal-LM loss on the tokens)")
+        inputs["labels"] = ids
+        model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
+    g = from_torch(model, inputs, mode=mode, method=method, name=name, fused=fused)
     g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
     return g
 

@@ -22,11 +22,13 @@ and no measured rows: they are answered by the XGBoost, which says so.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .._errors import InvalidInputError
 from ..devices import get_device
 from ..estimate import LLMEstimate, finish_estimate
 
@@ -85,23 +87,31 @@ class TimelineLLMPredictor:
         with warnings.catch_warnings():  # operators outside the vocabulary are listed in the assumptions
             warnings.simplefilter("ignore", UnsupportedOpWarning)
             g = hf_graph(s.model_type, s.config, batch=w.batch, seq=w.seq, causal=s.causal, method=self.method,
-                         decode=w.mode == "decode")
+                         decode=w.mode == "decode", mode="training" if w.mode == "training" else "inference")
         return cast_graph(g, w.dtype) if g.meta.get("dtype") != w.dtype else g
 
     def predict(self, model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None,
                 dtype: str = "fp16", region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
-                instance: str | None = None, host=None) -> LLMEstimate:
+                instance: str | None = None, host=None, optimizer: str = "adamw") -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
-        profile (``costmodel calibrate``) for the timeline's host lane."""
+        profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
+        step of a decoder (its causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
+        ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``."""
         from ..estimate import replay_into
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
+        from ._base import validate_optimizer
 
         w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype)
         dev = get_device(device)
+        training = w.mode == "training"
+        if training:
+            optimizer = validate_optimizer(optimizer)
         kw = dict(region=region, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
                   price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
+        if training and w.dtype not in GRAPH_DTYPES:
+            raise InvalidInputError(f"a training step is costed in {', '.join(GRAPH_DTYPES)}; got dtype {w.dtype!r}")
         if w.dtype not in GRAPH_DTYPES:
             est = XGBLLMPredictor.default().predict(w.spec, batch=batch, seq=seq, device=dev, mode=w.mode,
                                                     dtype=w.dtype, **kw)
@@ -113,9 +123,13 @@ class TimelineLLMPredictor:
             from ..measure.host import load_host
 
             tl = tl.with_host(load_host(host))
-        _, c = llm_feature_vector(w, dev)  # the closed-form costs; an unknown model type fails here, briefly
+        # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
+        _, c = llm_feature_vector(replace(w, mode="prefill") if training else w, dev)
+        if training:  # a step: the forward pass, and a backward pass of about twice its work
+            c = {**c, "flops": 3 * c["flops"]}
         g = self.graph(w)
-        e = tl.predict(g, dev, mode="inference")
+        e = tl.predict(g, dev, mode="training" if training else "inference",
+                       **({"optimizer": optimizer} if training else {}))
         est = compose_llm_estimate(w, dev, c, e.latency_ms, e.memory_mb, e.power_w, region=region,
                                    intensity=carbon_intensity_g_per_kwh, price=price_per_gpu_hour_usd,
                                    provider=provider, instance=instance, predictor=self.name, version=self.version)
@@ -126,8 +140,14 @@ class TimelineLLMPredictor:
         est.details.update(ops=e.details.get("ops"), timeline_analytic=e.details.get("analytic"),
                            graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
         # memory from the workload's allocation trace, as estimate() does for a module
-        est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
-                          seq=w.seq, phase=w.mode)
+        if training:
+            est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,
+                              seq=w.seq, phase=None)
+            est.assumptions = [*est.assumptions, TRAINING_NOTE]
+            est.details["optimizer"] = optimizer
+        else:
+            est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
+                              seq=w.seq, phase=w.mode)
         trained = {"devices": tl.params.trained_on.get("devices", [])}
         return finish_estimate(est, dev, version=self.version, meta=trained, graph=g)
 
@@ -139,6 +159,12 @@ class TimelineLLMPredictor:
             e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype)
             out.append((e.latency_ms, e.memory_mb, e.power_w))
         return np.asarray(out, np.float64).reshape(-1, 3)
+
+
+#: what a transformer training step's estimate rests on (no measured row is one)
+TRAINING_NOTE = ("no transformer training step was measured: its latency and energy extrapolate the timeline "
+                 "fitted on vision training steps and transformer inference calls; its memory is the step's "
+                 "allocation trace (checked against the CPU allocator)")
 
 
 def shipped_timeline_llm():

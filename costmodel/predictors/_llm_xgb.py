@@ -38,6 +38,7 @@ from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..estimate import LLMEstimate, finish_estimate
 from ..features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
+from ..ir import LLM_MODES
 from . import _artifact as A
 from ._artifacts import ShippedArtifact
 from ._base import Predictor
@@ -87,6 +88,9 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
 
     # ---------------------------------------------------------------- data
     def features(self, w: LLMWorkload, device) -> tuple[np.ndarray, dict]:
+        if w.mode not in LLM_MODES:
+            raise InvalidInputError(f"the {self.name} predictor learned inference calls ({', '.join(LLM_MODES)}); "
+                                    f"a {w.mode} step goes through predictor='timeline'")
         vals, costs = llm_feature_vector(w, get_device(device))
         return np.asarray(vals, np.float64), costs
 

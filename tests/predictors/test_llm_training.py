@@ -1,0 +1,114 @@
+"""Fine-tuning steps of decoders: ``estimate_llm(mode="training")``, their graph and their allocation trace."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import costmodel
+from costmodel import InvalidInputError
+from costmodel.analysis.memreplay import replay_memory
+from costmodel.frontends import hf_graph
+from costmodel.predictors._llm_timeline import TRAINING_NOTE
+
+#: a two-layer decoder with grouped-query attention: its graphs and traces build in about a second
+TINY = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 128, "intermediate_size": 128, "max_position_embeddings": 512}
+ENCODER = {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "vocab_size": 128, "intermediate_size": 128, "max_position_embeddings": 512}
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def step():
+    return costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="training")
+
+
+@pytest.fixture(scope="module")
+def prefill():
+    return costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="prefill")
+
+
+def test_a_training_step_costs_more_than_its_forward_call_and_says_what_it_rests_on(step, prefill):
+    assert step.mode == "training" and step.details["optimizer"] == "adamw"
+    # forward + backward + optimizer on the timeline: longer than the forward call alone
+    assert step.latency_ms > prefill.latency_ms
+    assert step.flops == pytest.approx(3 * prefill.flops)
+    assert step.tokens_s == pytest.approx(4 * 64 / (step.latency_ms / 1e3))
+    # the step holds gradients and optimizer state the inference call never has
+    assert step.allocated_mb > prefill.allocated_mb and step.memory_mb > prefill.memory_mb
+    assert step.details["memory"]["path"] == "replay"
+    assert TRAINING_NOTE in step.assumptions
+    assert json.loads(step.to_json())["mode"] == "training"
+
+
+def test_the_training_graph_carries_the_loss_and_the_step_its_backward_and_optimizer():
+    g = hf_graph("llama", TINY, batch=2, seq=16, causal=True, mode="training")
+    inf = hf_graph("llama", TINY, batch=2, seq=16, causal=True)
+    loss = [n for n in g.nodes if n.op == "aten.cross_entropy_loss"]
+    assert len(loss) == 1 and loss[0].kind == "softmax" and loss[0].flops > 0
+    assert not any(n.op == "aten.cross_entropy_loss" for n in inf.nodes)
+    tl = costmodel.get_predictor("timeline")
+    phases = {o["phase"] for o in tl.operator_times(g, "h200", mode="training", optimizer="adamw")}
+    assert phases == {"forward", "backward", "optimizer"}
+
+
+def test_the_trace_holds_weights_gradients_and_both_adam_moments():
+    m = replay_memory(TINY, "h200", batch=2, seq=32, mode="training", dtype="fp32", optimizer="adamw")
+    inf = replay_memory(TINY, "h200", batch=2, seq=32, phase="prefill", dtype="fp32")
+    params = sum(p.numel() for p in _tiny_model().parameters()) * 4 / MIB
+    # AdamW's second step starts with weights, gradients and two moments live: four copies of the parameters
+    assert m.allocated_mb >= 4 * params
+    assert m.path == "replay" and m.peak_phase in ("forward", "backward", "optimizer")
+    assert m.allocated_mb > inf.allocated_mb
+    sgd = replay_memory(TINY, "h200", batch=2, seq=32, mode="training", dtype="fp32", optimizer="sgd")
+    assert sgd.allocated_mb < m.allocated_mb  # plain SGD keeps no moments
+    # the vision steps' reserved allowance is applied, and said to be borrowed
+    assert any("no transformer training step was measured" in n for n in m.notes)
+
+
+def _tiny_model():
+    from costmodel.frontends.hf import build_hf_model
+
+    return build_hf_model("llama", TINY, causal=True)[0]
+
+
+def test_bad_training_workloads_are_refused_with_the_reason():
+    with pytest.raises(InvalidInputError, match="encoder"):
+        costmodel.estimate_llm(ENCODER, batch=2, seq=32, mode="training")
+    with pytest.raises(InvalidInputError, match="encoder"):
+        replay_memory(ENCODER, "h200", batch=2, seq=32, mode="training")
+    with pytest.raises(InvalidInputError, match="optimizer"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", optimizer="lion")
+    with pytest.raises(InvalidInputError, match="training step is costed in"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", dtype="int8")
+    with pytest.raises(InvalidInputError, match="predictor='timeline'"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", predictor="llm-xgb")
+    with pytest.raises(InvalidInputError, match="phase"):
+        replay_memory(TINY, "h200", batch=2, seq=32, mode="training", phase="decode")
+    with pytest.raises(InvalidInputError, match="mode must be one of"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="finetune")
+
+
+def test_a_module_without_its_own_loss_is_refused():
+    import transformers
+
+    cfg = transformers.AutoConfig.for_model(**TINY)
+    import torch
+
+    with torch.device("meta"):
+        base = transformers.AutoModel.from_config(cfg)  # no LM head: forward takes no labels
+    with pytest.raises(InvalidInputError, match="takes no labels"):
+        replay_memory(base, "h200", batch=2, seq=16, mode="training")
+
+
+def test_the_cli_runs_a_training_step(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    out = subprocess.run([sys.executable, "-m", "costmodel", "llm", str(cfg), "--batch", "2", "--seq", "32",
+                          "--mode", "training", "--optimizer", "sgd", "--dtype", "bf16", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["mode"] == "training" and d["latency_ms"] > 0 and d["memory_mb"] > 0
