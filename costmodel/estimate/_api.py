@@ -151,13 +151,16 @@ def frozen_notes(graph, mode: str, pred) -> list[str]:
 def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                  region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
-                 instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw") -> LLMEstimate:
+                 instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
+                 lora_r: int | None = None, lora_targets=None) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
     step of a decoder (the causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
     ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``) with its weights in ``dtype``; the timeline
-    predictor costs it (no measured row is a training step: the estimate says so).
+    predictor costs it (no measured row is a training step: the estimate says so). ``lora_r``: LoRA adapters
+    of that rank (``peft``, alpha ``2 r``, no dropout) on ``lora_targets`` (module names, a list or a
+    comma-separated string; default peft's for the model type), the base weights frozen.
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -173,8 +176,14 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,
               provider=provider, instance=instance)
-    if mode == "training" and isinstance(p, TimelineLLMPredictor):
-        kw["optimizer"] = optimizer
+    if isinstance(p, TimelineLLMPredictor):
+        if mode == "training":
+            kw["optimizer"] = optimizer
+        if lora_r is not None or lora_targets:
+            kw.update(lora_r=lora_r, lora_targets=lora_targets)
+    elif lora_r is not None or lora_targets:
+        raise InvalidInputError(f"LoRA adapters are costed by predictor='timeline' in a training step; "
+                                f"the {p.name} predictor has none")
     if host is None:
         return with_notes(p.predict(model, **kw), moe_notes(model))
     if isinstance(p, TimelineLLMPredictor):

@@ -164,13 +164,18 @@ def zoo_graph(
 
 def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str = "inference",
              method: str = "export", causal: bool | None = None, cache: bool = True,
-             decode: bool = False, fused: bool = True) -> CostGraph:
+             decode: bool = False, fused: bool = True, lora: dict | None = None) -> CostGraph:
     """Graph of a transformers config on ``(batch, seq)`` token ids, or with ``decode=True`` of one
-    decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached)."""
+    decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached). ``mode="training"``:
+    a decoder's fine-tuning step, its loss included; ``lora``: ``frontends.hf.lora_spec``'s adapters."""
     from .hf import hf_graph as build_hf
 
     desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
             "method": method, "causal": causal}
+    if mode == "training":
+        desc["labels"] = True  # the step's graph carries the model's own loss
+    if lora:
+        desc["lora"] = lora
     if decode:
         desc["decode"] = True
     if not fused:
@@ -178,7 +183,7 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
     return cached_graph(
         desc,
         lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode,
-                         decode=decode, fused=fused),
+                         decode=decode, fused=fused, lora=lora),
         cache=cache,
     )
 

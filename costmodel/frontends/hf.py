@@ -48,6 +48,39 @@ def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None)
     return model.eval(), causal
 
 
+def lora_spec(r, targets=None) -> dict | None:
+    """A LoRA setting as the graph and trace caches key it: ``{"r", "targets"}`` (``None``: no adapters)."""
+    if r is None:
+        if targets:
+            raise InvalidInputError("LoRA targets were given without a rank: pass lora_r (e.g. 16)")
+        return None
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise InvalidInputError(f"lora_r must be a positive integer (the adapters' rank), got {r!r}")
+    if isinstance(targets, str):
+        targets = [t for t in targets.split(",") if t]
+    return {"r": r, "targets": sorted(targets) if targets else None}
+
+
+def apply_lora(model, lora: dict):
+    """``model`` with LoRA adapters (``peft``) of rank ``lora["r"]`` on the modules ``lora["targets"]`` names
+    (``None``: peft's default for the model type, the attention's query and value projections for most),
+    scaled by ``alpha = 2 r``, without dropout; the base weights frozen, as ``peft.get_peft_model`` leaves them."""
+    import warnings
+
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise InvalidInputError("LoRA adapters need the 'peft' package: pip install 'costmodel[llm]'") from None
+    cfg = LoraConfig(r=lora["r"], lora_alpha=2 * lora["r"], lora_dropout=0.0, target_modules=lora["targets"],
+                     task_type="CAUSAL_LM")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # peft's notes on meta-device weights
+            return get_peft_model(model, cfg)
+    except ValueError as e:  # a target no module matches, or a model type peft has no default for
+        raise InvalidInputError(f"LoRA adapters: {e}") from None
+
+
 def hf_graph(
     model_type: str,
     config: dict,
@@ -59,11 +92,13 @@ def hf_graph(
     mode: str = "inference",
     decode: bool = False,
     fused: bool = True,
+    lora: dict | None = None,
 ) -> CostGraph:
     """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
     decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`). ``mode="training"``: the
     forward pass of a fine-tuning step of a decoder, its causal-LM loss included (the tokens are the
-    labels); the predictors add the backward pass and the optimizer."""
+    labels); the predictors add the backward pass and the optimizer. ``lora``: :func:`lora_spec`'s adapters
+    on the decoder, whose base weights are then frozen (a training step only)."""
     import torch
 
     from .pytorch import from_torch
@@ -84,6 +119,10 @@ def hf_graph(
                                     "(the causal-LM loss on the tokens)")
         inputs["labels"] = ids
         model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
+        if lora:
+            model = apply_lora(model, lora)
+    elif lora:
+        raise InvalidInputError("LoRA adapters are costed for a training step (mode 'training')")
     g = from_torch(model, inputs, mode=mode, method=method, name=name, fused=fused)
     g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
     return g

@@ -77,8 +77,9 @@ class TimelineLLMPredictor:
             return get_predictor("timeline")
         return self.timeline
 
-    def graph(self, w):
-        """The CostGraph of an :class:`~costmodel.features.LLMWorkload` (built once, then cached)."""
+    def graph(self, w, lora: dict | None = None):
+        """The CostGraph of an :class:`~costmodel.features.LLMWorkload` (built once, then cached); ``lora``:
+        a training step's adapters (:func:`~costmodel.frontends.hf.lora_spec`)."""
         from .._errors import UnsupportedOpWarning
         from ..analysis import cast_graph
         from ..frontends import hf_graph
@@ -87,17 +88,23 @@ class TimelineLLMPredictor:
         with warnings.catch_warnings():  # operators outside the vocabulary are listed in the assumptions
             warnings.simplefilter("ignore", UnsupportedOpWarning)
             g = hf_graph(s.model_type, s.config, batch=w.batch, seq=w.seq, causal=s.causal, method=self.method,
-                         decode=w.mode == "decode", mode="training" if w.mode == "training" else "inference")
+                         decode=w.mode == "decode", mode="training" if w.mode == "training" else "inference",
+                         lora=lora)
         return cast_graph(g, w.dtype) if g.meta.get("dtype") != w.dtype else g
 
     def predict(self, model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None,
                 dtype: str = "fp16", region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
-                instance: str | None = None, host=None, optimizer: str = "adamw") -> LLMEstimate:
+                instance: str | None = None, host=None, optimizer: str = "adamw", lora_r: int | None = None,
+                lora_targets=None) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
         step of a decoder (its causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
-        ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``."""
+        ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
+        ``lora_r``: LoRA adapters of that rank (``peft``, alpha ``2 r``) on ``lora_targets`` (module names;
+        default peft's for the model type), the base weights frozen."""
+        from ..frontends.hf import lora_spec
+
         from ..estimate import replay_into
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
@@ -106,6 +113,9 @@ class TimelineLLMPredictor:
         w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype)
         dev = get_device(device)
         training = w.mode == "training"
+        lora = lora_spec(lora_r, lora_targets)
+        if lora and not training:
+            raise InvalidInputError(f"LoRA adapters are costed for a training step (mode 'training'), not {w.mode}")
         if training:
             optimizer = validate_optimizer(optimizer)
         kw = dict(region=region, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
@@ -127,7 +137,7 @@ class TimelineLLMPredictor:
         _, c = llm_feature_vector(replace(w, mode="prefill") if training else w, dev)
         if training:  # a step: the forward pass, and a backward pass of about twice its work
             c = {**c, "flops": 3 * c["flops"]}
-        g = self.graph(w)
+        g = self.graph(w, lora)
         e = tl.predict(g, dev, mode="training" if training else "inference",
                        **({"optimizer": optimizer} if training else {}))
         est = compose_llm_estimate(w, dev, c, e.latency_ms, e.memory_mb, e.power_w, region=region,
@@ -142,9 +152,11 @@ class TimelineLLMPredictor:
         # memory from the workload's allocation trace, as estimate() does for a module
         if training:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,
-                              seq=w.seq, phase=None)
+                              seq=w.seq, phase=None, lora=lora)
             est.assumptions = [*est.assumptions, TRAINING_NOTE]
             est.details["optimizer"] = optimizer
+            if lora:
+                est.details["lora"] = {**lora, "trainable_params": _trainable(g)}
         else:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
                               seq=w.seq, phase=w.mode)
@@ -159,6 +171,11 @@ class TimelineLLMPredictor:
             e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype)
             out.append((e.latency_ms, e.memory_mb, e.power_w))
         return np.asarray(out, np.float64).reshape(-1, 3)
+
+
+def _trainable(graph) -> int:
+    """Parameters the step updates: the graph's parameters less its frozen ones."""
+    return int(graph.params - int(graph.meta.get("frozen_params") or 0))
 
 
 #: what a transformer training step's estimate rests on (no measured row is one)

@@ -112,3 +112,31 @@ def test_the_cli_runs_a_training_step(tmp_path):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["mode"] == "training" and d["latency_ms"] > 0 and d["memory_mb"] > 0
+
+
+def test_lora_adapters_train_their_own_parameters_only(step):
+    lora = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="training", lora_r=4)
+    # peft's default targets for Llama: the query (64 -> 64) and value (64 -> 2 KV heads x 16 = 32) projections,
+    # each with A (r x in) and B (out x r), in both layers
+    assert lora.details["lora"] == {"r": 4, "targets": None, "trainable_params": 2 * 4 * ((64 + 64) + (64 + 32))}
+    # no weight gradients or optimizer state for the frozen base, and no backward into its weights
+    assert lora.allocated_mb < step.allocated_mb
+    assert lora.latency_ms < step.latency_ms
+    wide = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="training", lora_r=4,
+                                  lora_targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    assert wide.details["lora"]["trainable_params"] > lora.details["lora"]["trainable_params"]
+    assert wide.details["lora"]["targets"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj"])
+
+
+def test_bad_lora_settings_are_refused():
+    with pytest.raises(InvalidInputError, match="training step"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="prefill", lora_r=8)
+    with pytest.raises(InvalidInputError, match="lora_r must be a positive integer"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=0)
+    with pytest.raises(InvalidInputError, match="without a rank"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_targets="q_proj")
+    with pytest.raises(InvalidInputError, match="LoRA adapters"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, lora_targets="no_such_proj")
+    with pytest.raises(InvalidInputError, match="llm-xgb"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, predictor="llm-xgb")
