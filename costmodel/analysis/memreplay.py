@@ -352,7 +352,8 @@ def _trace_llm(ref, *, batch, seq, phase, dtype):
     return trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal)
 
 
-def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimizer, autocast, lora=None):
+def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimizer, autocast, lora=None,
+                        checkpointing: bool = False):
     """A fine-tuning step of a decoder on ``(batch, seq)`` token ids: its own causal-LM loss (the labels are
     the tokens), backward, the optimizer; two steps, as a vision training step is traced. ``lora``
     (``frontends.hf.lora_spec``) puts LoRA adapters on a registry model (a module comes as it is)."""
@@ -371,11 +372,18 @@ def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimiz
         if not causal:
             raise InvalidInputError(f"{name} is built as an encoder; a transformer training step is traced for "
                                     "decoders (the causal-LM loss on the tokens)")
+        if checkpointing:
+            from ..frontends.hf import enable_checkpointing
+
+            enable_checkpointing(module)
         if lora:
             from ..frontends.hf import apply_lora
 
             module = apply_lora(module, lora)
     else:
+        if checkpointing:
+            raise InvalidInputError("checkpointing= is for a registry model or config; enable it on a module "
+                                    "yourself (model.gradient_checkpointing_enable()) and pass the module")
         if lora:
             raise InvalidInputError("lora= adapts a registry model or config; put adapters on a module yourself "
                                     "(peft.get_peft_model) and pass the module")
@@ -399,7 +407,8 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
     return mode == "training", phase
 
 
-def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None, lora=None):
+def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None, lora=None,
+           checkpointing: bool = False):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
     from ..ir import CostGraph
@@ -418,9 +427,11 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             if training:
                 spec = {"r": lora[0], "targets": list(lora[1]) if lora[1] else None} if lora else None
                 return _trace_llm_training(model, named, batch=batch, seq=seq, phase=phase, dtype=dtype,
-                                           optimizer=optimizer, autocast=autocast, lora=spec), "replay", ()
-            if lora:
-                raise InvalidInputError("LoRA adapters are traced for a training step (mode='training')")
+                                           optimizer=optimizer, autocast=autocast, lora=spec,
+                                           checkpointing=checkpointing), "replay", ()
+            if lora or checkpointing:
+                raise InvalidInputError("LoRA adapters and activation checkpointing are traced for a training step "
+                                        "(mode='training')")
             if autocast is not None:
                 raise InvalidInputError("autocast is traced for modules' steps; a transformer workload takes "
                                         "dtype='fp16' or 'bf16' (the measured rows converted the model)")
@@ -486,7 +497,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                   optimizer: str = "adam", seq: int | None = None, phase: str | None = None,
                   input_shape=None, inputs=None, expandable_segments: bool = False,
                   kind: str | None = None, overheads: Overheads | None = None,
-                  autocast: str | None = None, lora: dict | None = None) -> MemoryReplay:
+                  autocast: str | None = None, lora: dict | None = None,
+                  checkpointing: bool = False) -> MemoryReplay:
     """Peak device memory of one workload from its allocation trace (see the module doc).
 
     ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
@@ -496,7 +508,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     without the rows it scores). ``autocast``: ``fp16`` or ``bf16`` traces a module's step under
     mixed precision (see :func:`~costmodel.analysis.alloctrace.trace_module`). ``lora``: LoRA adapters on a
     registry decoder's training step, ``{"r": rank, "targets": module names or None}``
-    (:func:`~costmodel.frontends.hf.lora_spec`).
+    (:func:`~costmodel.frontends.hf.lora_spec`); ``checkpointing``: its decoder layers checkpointed
+    (non-reentrant), their activations recomputed in the backward pass.
     """
     from .._validate import positive_int
     from ..frontends.hf import lora_spec
@@ -521,6 +534,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         spec = lora_spec(lora.get("r") if isinstance(lora, Mapping) else lora,
                          lora.get("targets") if isinstance(lora, Mapping) else None)
         kw["lora"] = (spec["r"], tuple(spec["targets"]) if spec["targets"] else None)  # hashable, for the caches
+    if checkpointing:
+        kw["checkpointing"] = True
     key = _cache_key(model, **kw) if inputs is None else None
     hit = None
     with _LOCK:

@@ -12,7 +12,7 @@ LLM_EXAMPLES = """examples:
   costmodel llm ./my-checkpoint --batch 1 --seq 4096      # a folder holding config.json
   costmodel llm gpt2 --batch 64 --seq 256 --mode decode --predictor llm-xgb   # fast, no graph
   costmodel llm llama-2-7b --batch 4 --seq 2048 --mode training --dtype bf16   # a fine-tuning step, AdamW
-  costmodel llm llama-2-7b --batch 8 --seq 2048 --mode training --dtype bf16 --lora-r 16
+  costmodel llm llama-2-7b --batch 8 --seq 2048 --mode training --dtype bf16 --lora-r 16 --checkpointing
   costmodel llm --list
 """
 
@@ -40,6 +40,8 @@ def register_llm(sub) -> None:
                    help="the optimizer of a --mode training step (default adamw)")
     m.add_argument("--lora-r", type=positive_int, default=None, metavar="RANK",
                    help="a --mode training step with LoRA adapters of this rank (peft; base weights frozen)")
+    m.add_argument("--checkpointing", action="store_true",
+                   help="a --mode training step with activation checkpointing of the decoder layers")
     m.add_argument("--lora-targets", default=None, metavar="NAMES",
                    help="comma-separated module names for the adapters (default: peft's for the model type, "
                         "e.g. q_proj,v_proj)")
@@ -73,7 +75,7 @@ def _cmd_llm(a) -> int:
                        region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                        price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                        predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
-                       lora_targets=a.lora_targets)
+                       lora_targets=a.lora_targets, checkpointing=a.checkpointing)
     print(est.to_json() if a.json else est.table())
     return 0
 

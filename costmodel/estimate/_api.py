@@ -152,7 +152,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                  instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
-                 lora_r: int | None = None, lora_targets=None) -> LLMEstimate:
+                 lora_r: int | None = None, lora_targets=None, checkpointing: bool = False) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -160,7 +160,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``) with its weights in ``dtype``; the timeline
     predictor costs it (no measured row is a training step: the estimate says so). ``lora_r``: LoRA adapters
     of that rank (``peft``, alpha ``2 r``, no dropout) on ``lora_targets`` (module names, a list or a
-    comma-separated string; default peft's for the model type), the base weights frozen.
+    comma-separated string; default peft's for the model type), the base weights frozen. ``checkpointing``:
+    activation checkpointing of the decoder layers (``gradient_checkpointing_enable``, non-reentrant).
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -181,9 +182,11 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
             kw["optimizer"] = optimizer
         if lora_r is not None or lora_targets:
             kw.update(lora_r=lora_r, lora_targets=lora_targets)
-    elif lora_r is not None or lora_targets:
-        raise InvalidInputError(f"LoRA adapters are costed by predictor='timeline' in a training step; "
-                                f"the {p.name} predictor has none")
+        if checkpointing:
+            kw["checkpointing"] = True
+    elif lora_r is not None or lora_targets or checkpointing:
+        raise InvalidInputError(f"LoRA adapters and activation checkpointing are costed by predictor='timeline' in "
+                                f"a training step; the {p.name} predictor has neither")
     if host is None:
         return with_notes(p.predict(model, **kw), moe_notes(model))
     if isinstance(p, TimelineLLMPredictor):

@@ -55,7 +55,7 @@ PREDICTOR_MEMORY_NOTE = "memory from the analytic liveness model"
 
 def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str, optimizer: str, input_shape=None,
                 inputs=None, graph=None, seq: int | None = None, phase: str | None = None,
-                autocast: str | None = None, lora: dict | None = None) -> Estimate:
+                autocast: str | None = None, lora: dict | None = None, checkpointing: bool = False) -> Estimate:
     """Put the replayed memory into ``est`` (in place; returned), or say why the predictor's stays
     (``seq`` and ``phase``: a transformer workload's)."""
     from ..analysis.memreplay import replay_memory
@@ -67,7 +67,8 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
             mem = replay_memory(model, dev, batch=batch, mode=mode, dtype=dtype,
                                 optimizer=optimizer, input_shape=input_shape,
                                 inputs=inputs, seq=seq, phase=phase, autocast=autocast,
-                                **({"lora": lora} if lora else {}))
+                                **({"lora": lora} if lora else {}),
+                                **({"checkpointing": True} if checkpointing else {}))
     except (CostModelError, RuntimeError, TypeError, ValueError) as e:
         est.details["memory"] = {"path": "predictor", "reason": f"{type(e).__name__}: {e}"}
         est.assumptions = [*est.assumptions, f"memory: from the {est.predictor} predictor (the allocation trace "

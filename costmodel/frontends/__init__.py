@@ -172,8 +172,8 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
 
     desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
             "method": method, "causal": causal}
-    if mode == "training":
-        desc["labels"] = True  # the step's graph carries the model's own loss
+    if mode == "training":  # the step's graph carries the model's own loss and names its decoder layers
+        desc["step_graph"] = 2
     if lora:
         desc["lora"] = lora
     if decode:

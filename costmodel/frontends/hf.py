@@ -81,6 +81,27 @@ def apply_lora(model, lora: dict):
         raise InvalidInputError(f"LoRA adapters: {e}") from None
 
 
+def checkpointed_blocks(model) -> list[str]:
+    """The modules ``gradient_checkpointing_enable()`` checkpoints (transformers' decoder layers), by name:
+    with activation checkpointing their forward pass runs again in the backward pass."""
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # an older transformers: the blocks that carry the flag, less the model itself
+        from transformers import PreTrainedModel
+
+        return [n for n, m in model.named_modules() if hasattr(m, "gradient_checkpointing")
+                and not isinstance(m, PreTrainedModel)]
+    return [n for n, m in model.named_modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing of a transformers model's decoder layers, non-reentrant (what PyTorch
+    recommends, and what the allocation trace follows)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise InvalidInputError(f"{type(model).__name__} does not support activation checkpointing in transformers")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def hf_graph(
     model_type: str,
     config: dict,
@@ -121,10 +142,13 @@ def hf_graph(
         model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
         if lora:
             model = apply_lora(model, lora)
+        blocks = checkpointed_blocks(model)
     elif lora:
         raise InvalidInputError("LoRA adapters are costed for a training step (mode 'training')")
     g = from_torch(model, inputs, mode=mode, method=method, name=name, fused=fused)
     g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
+    if mode == "training":
+        g.meta["checkpoint_blocks"] = blocks
     return g
 
 

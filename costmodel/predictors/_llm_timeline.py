@@ -96,16 +96,16 @@ class TimelineLLMPredictor:
                 dtype: str = "fp16", region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                 instance: str | None = None, host=None, optimizer: str = "adamw", lora_r: int | None = None,
-                lora_targets=None) -> LLMEstimate:
+                lora_targets=None, checkpointing: bool = False) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
         step of a decoder (its causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
         ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
         ``lora_r``: LoRA adapters of that rank (``peft``, alpha ``2 r``) on ``lora_targets`` (module names;
-        default peft's for the model type), the base weights frozen."""
-        from ..frontends.hf import lora_spec
-
+        default peft's for the model type), the base weights frozen. ``checkpointing``: activation
+        checkpointing of the decoder layers (non-reentrant): their forward pass runs again in the backward."""
         from ..estimate import replay_into
+        from ..frontends.hf import lora_spec
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
         from ._base import validate_optimizer
@@ -114,8 +114,9 @@ class TimelineLLMPredictor:
         dev = get_device(device)
         training = w.mode == "training"
         lora = lora_spec(lora_r, lora_targets)
-        if lora and not training:
-            raise InvalidInputError(f"LoRA adapters are costed for a training step (mode 'training'), not {w.mode}")
+        if (lora or checkpointing) and not training:
+            raise InvalidInputError("LoRA adapters and activation checkpointing are costed for a training step "
+                                    f"(mode 'training'), not {w.mode}")
         if training:
             optimizer = validate_optimizer(optimizer)
         kw = dict(region=region, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
@@ -140,7 +141,9 @@ class TimelineLLMPredictor:
         g = self.graph(w, lora)
         e = tl.predict(g, dev, mode="training" if training else "inference",
                        **({"optimizer": optimizer} if training else {}))
-        est = compose_llm_estimate(w, dev, c, e.latency_ms, e.memory_mb, e.power_w, region=region,
+        recompute = _recompute_ms(tl, g, dev, optimizer) if checkpointing else None
+        lat = e.latency_ms + (recompute["ms"] if recompute else 0.0)
+        est = compose_llm_estimate(w, dev, c, lat, e.memory_mb, e.power_w, region=region,
                                    intensity=carbon_intensity_g_per_kwh, price=price_per_gpu_hour_usd,
                                    provider=provider, instance=instance, predictor=self.name, version=self.version)
         # the finishing step below says which devices the labels come from, once, for this predictor
@@ -152,11 +155,14 @@ class TimelineLLMPredictor:
         # memory from the workload's allocation trace, as estimate() does for a module
         if training:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,
-                              seq=w.seq, phase=None, lora=lora)
+                              seq=w.seq, phase=None, lora=lora, checkpointing=checkpointing)
             est.assumptions = [*est.assumptions, TRAINING_NOTE]
             est.details["optimizer"] = optimizer
             if lora:
                 est.details["lora"] = {**lora, "trainable_params": _trainable(g)}
+            if recompute:
+                est.details["checkpointing"] = recompute
+                est.assumptions = [*est.assumptions, CHECKPOINT_NOTE]
         else:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
                               seq=w.seq, phase=w.mode)
@@ -173,6 +179,22 @@ class TimelineLLMPredictor:
         return np.asarray(out, np.float64).reshape(-1, 3)
 
 
+def _recompute_ms(tl, graph, dev, optimizer: str) -> dict:
+    """What activation checkpointing adds to a step: the forward operators of the checkpointed blocks
+    (``graph.meta["checkpoint_blocks"]``) run again in the backward pass, on both lanes; the longer lane's
+    share is added (ms)."""
+    blocks = tuple(graph.meta.get("checkpoint_blocks") or ())
+    if not blocks:
+        raise InvalidInputError("this model's graph names no checkpointed blocks (transformers' decoder layers)")
+    inside = {n.id for n in graph.nodes if n.scope and any(n.scope == b or n.scope.startswith(b + ".") for b in blocks)}
+    host = dev_ms = 0.0
+    for o in tl.operator_times(graph, dev, mode="training", optimizer=optimizer):
+        if o["phase"] == "forward" and o["node"] in inside:
+            dev_ms += o["device_ms"]
+            host += o["host_ms"] or 0.0
+    return {"blocks": len(blocks), "device_ms": dev_ms, "host_ms": host, "ms": max(dev_ms, host)}
+
+
 def _trainable(graph) -> int:
     """Parameters the step updates: the graph's parameters less its frozen ones."""
     return int(graph.params - int(graph.meta.get("frozen_params") or 0))
@@ -182,6 +204,11 @@ def _trainable(graph) -> int:
 TRAINING_NOTE = ("no transformer training step was measured: its latency and energy extrapolate the timeline "
                  "fitted on vision training steps and transformer inference calls; its memory is the step's "
                  "allocation trace (checked against the CPU allocator)")
+
+
+#: how a checkpointed step's latency is composed
+CHECKPOINT_NOTE = ("activation checkpointing: the checkpointed blocks' forward operators are costed again, their "
+                   "longer lane (host or device) added to the step's latency")
 
 
 def shipped_timeline_llm():

@@ -282,3 +282,27 @@ def test_a_lora_fine_tuning_step_is_traced_to_the_allocator(one_thread, targets)
     full = check_module(transformers.AutoModelForCausalLM.from_config(cfg), {"input_ids": ids, "labels": ids},
                         training=True, optimizer="adamw")
     assert c.traced_bytes < full.traced_bytes  # no gradient or moments for the frozen base
+
+
+def test_a_checkpointed_fine_tuning_step_is_traced_to_the_allocator(one_thread):
+    # transformers' gradient checkpointing (non-reentrant) of a Llama's decoder layers: the trace drops the
+    # layers' activations in the forward pass and recomputes them in the backward, as the real step does;
+    # the two differ only by the CPU random-number state each live checkpoint keeps (host memory on a GPU)
+    import transformers
+
+    from costmodel.frontends.hf import enable_checkpointing
+
+    cfg = transformers.AutoConfig.for_model("llama", use_cache=False, num_hidden_layers=4, hidden_size=128,
+                                            intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
+                                            vocab_size=512)
+    ids = {"input_ids": torch.zeros((2, 256), dtype=torch.long), "labels": torch.zeros((2, 256), dtype=torch.long)}
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    full = check_module(model, ids, training=True, optimizer="adamw")
+    enable_checkpointing(model)
+    ck = check_module(model, ids, training=True, optimizer="adamw")
+    rng = torch.get_rng_state().numel()
+    assert full.real_results_bytes == full.traced_bytes
+    assert ck.real_results_bytes - ck.traced_bytes in (rng, 2 * rng, 3 * rng, 4 * rng), \
+        (ck.traced_bytes, ck.real_results_bytes)
+    assert ck.traced_bytes < 0.7 * full.traced_bytes

@@ -140,3 +140,15 @@ def test_bad_lora_settings_are_refused():
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, lora_targets="no_such_proj")
     with pytest.raises(InvalidInputError, match="llm-xgb"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, predictor="llm-xgb")
+
+
+def test_activation_checkpointing_trades_memory_for_a_second_forward(step):
+    ck = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="training",
+                                checkpointing=True)
+    # both decoder layers are checkpointed: their forward operators are costed again in the backward pass
+    assert ck.details["checkpointing"]["blocks"] == 2
+    assert ck.latency_ms == pytest.approx(step.latency_ms + ck.details["checkpointing"]["ms"])
+    assert ck.details["checkpointing"]["ms"] > 0
+    assert ck.allocated_mb < step.allocated_mb  # the layers' activations are not kept through the forward
+    with pytest.raises(InvalidInputError, match="training step"):
+        costmodel.estimate_llm(TINY, batch=2, seq=32, mode="prefill", checkpointing=True)
