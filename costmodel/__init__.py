@@ -58,6 +58,7 @@ _LAZY = {
     "recommend_mig": "costmodel.estimate",
     "PerfDataset": "costmodel.datasets",
     "estimate_llm": "costmodel.estimate",
+    "largest_llm_batch": "costmodel.estimate",
     "torch_backend": "costmodel.integrations.torch_compile",
     "bench": "costmodel.measure.bench",
     "LLMEstimate": "costmodel.estimate",

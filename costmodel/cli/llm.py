@@ -55,6 +55,12 @@ def register_llm(sub) -> None:
                    help="timeline (default) or llm-xgb (fast, for sweeps)")
     m.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
+    m.add_argument("--max-batch", action="store_true",
+                   help="also find the largest batch whose replayed memory fits the device (or --memory-mb): "
+                        "a few allocation traces, seconds each for a 7B model")
+    m.add_argument("--memory-mb", type=float, default=None, metavar="MB",
+                   help="with --max-batch: the memory to fit in (a MIG slice's, or what is free; default the "
+                        "device's)")
     m.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -71,12 +77,34 @@ def _cmd_llm(a) -> int:
     missing = [f for f in ("batch", "seq") if getattr(a, f) is None]
     if missing:
         raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
+    if a.memory_mb is not None and not a.max_batch:
+        raise InvalidInputError("--memory-mb is the limit of --max-batch; add --max-batch")
     est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
                        region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                        price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                        predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
                        lora_targets=a.lora_targets, checkpointing=a.checkpointing)
+    fit = None
+    if a.max_batch:
+        from ..estimate import largest_llm_batch
+
+        fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
+                                optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
+                                checkpointing=a.checkpointing, memory_mb=a.memory_mb)
+        est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     print(est.to_json() if a.json else est.table())
+    if fit is not None and not a.json:
+        print(_fit_line(fit, a.seq))
     return 0
 
 
+
+
+def _fit_line(fit: dict, seq: int) -> str:
+    """The ``--max-batch`` answer as one line of the table."""
+    if not fit["batch"]:
+        return f"max batch    0: one sequence of {seq} tokens needs {fit['next_memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f}"
+    line = f"max batch    {fit['batch']} sequences of {seq} tokens ({fit['memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f})"
+    if fit["next_memory_mb"]:
+        line += f"; {fit['batch'] + 1} would need {fit['next_memory_mb']:,.0f} MB"
+    return line

@@ -15,6 +15,7 @@ import sys
 import types
 
 from ._api import DTYPES, MODES, estimate, estimate_llm
+from ._fit import largest_llm_batch
 from ._finish import finish_estimate, mig_details
 from ._memory import MEMORY_PATHS, PREDICTOR_MEMORY_NOTE, graph_memory_into, replay_into
 from ._types import Estimate, LLMEstimate, with_notes
@@ -31,6 +32,7 @@ __all__ = [
     "estimate",
     "estimate_llm",
     "finish_estimate",
+    "largest_llm_batch",
     "mig_details",
     "mig_latency_penalty",
     "recommend_mig",

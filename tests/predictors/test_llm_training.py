@@ -112,6 +112,12 @@ def test_the_cli_runs_a_training_step(tmp_path):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["mode"] == "training" and d["latency_ms"] > 0 and d["memory_mb"] > 0
+    # --max-batch against a limit below one sequence's memory: none fits, and the table says what one needs
+    out = subprocess.run([sys.executable, "-m", "costmodel", "llm", str(cfg), "--batch", "2", "--seq", "32",
+                          "--mode", "training", "--max-batch", "--memory-mb", "100"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "max batch    0: one sequence of 32 tokens needs" in out.stdout
 
 
 def test_lora_adapters_train_their_own_parameters_only(step):
@@ -152,3 +158,30 @@ def test_activation_checkpointing_trades_memory_for_a_second_forward(step):
     assert ck.allocated_mb < step.allocated_mb  # the layers' activations are not kept through the forward
     with pytest.raises(InvalidInputError, match="training step"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="prefill", checkpointing=True)
+
+
+def test_the_largest_batch_that_fits_is_found_with_a_few_traces():
+    mem = {b: replay_memory(TINY, "h200", batch=b, seq=256, mode="training", dtype="bf16", optimizer="adamw").memory_mb
+           for b in (1, 6, 7)}
+    # a limit between batch 6 and 7 of this workload: 6 fits, 7 does not
+    limit = (mem[6] + mem[7]) / 2
+    assert mem[6] < limit < mem[7]
+    fit = costmodel.largest_llm_batch(TINY, seq=256, mode="training", dtype="bf16", memory_mb=limit)
+    assert fit["batch"] == 6 and fit["memory_mb"] == pytest.approx(mem[6])
+    assert fit["next_memory_mb"] == pytest.approx(mem[7]) and fit["limit_mb"] == limit
+    assert len(fit["traced"]) <= 8  # a guess from batches 1 and 2, then a bracket around it
+    none = costmodel.largest_llm_batch(TINY, seq=256, mode="training", dtype="bf16", memory_mb=mem[1] / 2)
+    assert none["batch"] == 0 and none["next_memory_mb"] == pytest.approx(mem[1])
+    # the device's own memory when no limit is given: a tiny model fits up to the search's cap
+    assert costmodel.largest_llm_batch(TINY, seq=32, mode="prefill", limit=64)["batch"] == 64
+
+
+def test_largest_batch_refuses_bad_limits(capsys):
+    with pytest.raises(InvalidInputError, match="memory_mb must be a positive number"):
+        costmodel.largest_llm_batch(TINY, seq=32, memory_mb=-1)
+    with pytest.raises(InvalidInputError, match="training step"):
+        costmodel.largest_llm_batch(TINY, seq=32, mode="prefill", lora_r=8)
+    from costmodel.cli import main
+
+    assert main(["llm", "gpt2", "--batch", "1", "--seq", "32", "--memory-mb", "1000"]) != 0
+    assert "add --max-batch" in capsys.readouterr().err
