@@ -26,7 +26,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     from ..devices import get_device
     from ..features import llm_workload
     from ..frontends.hf import lora_spec
-    from ..predictors._base import validate_optimizer
+    from ..predictors import validate_optimizer
 
     positive_int(seq, "seq")
     positive_int(limit, "limit")
