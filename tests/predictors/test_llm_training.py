@@ -185,3 +185,20 @@ def test_largest_batch_refuses_bad_limits(capsys):
 
     assert main(["llm", "gpt2", "--batch", "1", "--seq", "32", "--memory-mb", "1000"]) != 0
     assert "add --max-batch" in capsys.readouterr().err
+
+
+def test_estimate_of_a_module_given_labels_costs_its_fine_tuning_step():
+    # the general estimate() of a transformers module called with labels: the graph carries the loss and
+    # the memory trace takes the module's own loss, as estimate_llm's training mode does
+    import torch
+    import transformers
+
+    cfg = transformers.AutoConfig.for_model(use_cache=False, **TINY)
+    with torch.device("meta"):
+        m = transformers.AutoModelForCausalLM.from_config(cfg)
+    ids = torch.zeros((2, 64), dtype=torch.long, device="meta")
+    step = costmodel.estimate(m, batch=2, inputs={"input_ids": ids, "labels": ids}, device="h200", mode="training",
+                              optimizer="adamw")
+    call = costmodel.estimate(m, batch=2, inputs={"input_ids": ids}, device="h200")
+    assert step.details["memory"]["path"] == "replay"
+    assert step.allocated_mb > call.allocated_mb and step.latency_ms > call.latency_ms
