@@ -190,7 +190,22 @@ class LLMEstimate(Estimate):
                        f"{self.carbon_intensity_g_per_kwh:.4g} g/kWh)"),
             ("cloud cost", cost),
         ]
+        if self.mode == "training":
+            rows.insert(3, ("step", self._step()))
         return _rows(rows + [("assumes", a) for a in self.assumptions])
+
+    def _step(self) -> str:
+        """A training step's recipe: optimizer, LoRA adapters, activation checkpointing."""
+        d = self.details
+        parts = [d.get("optimizer", "adamw")]
+        lora = d.get("lora")
+        if lora:
+            where = ",".join(lora["targets"]) if lora.get("targets") else "peft's default modules"
+            parts.append(f"LoRA r{lora['r']} on {where} ({lora['trainable_params'] / 1e6:.4g} M trainable)")
+        ck = d.get("checkpointing")
+        if ck:
+            parts.append(f"activation checkpointing of {ck['blocks']} layers (+{ck['ms']:.4g} ms recomputed)")
+        return ", ".join(parts)
 
 
 def _rows(rows: list[tuple[str, str]]) -> str:

@@ -136,8 +136,9 @@ class TimelineLLMPredictor:
             tl = tl.with_host(load_host(host))
         # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
         _, c = llm_feature_vector(replace(w, mode="prefill") if training else w, dev)
-        if training:  # a step: the forward pass, and a backward pass of about twice its work
-            c = {**c, "flops": 3 * c["flops"]}
+        if training:  # a step: the forward pass and a backward pass of about twice its work (once for the
+            # input gradients alone where LoRA freezes the base), plus the recomputed forward when checkpointing
+            c = {**c, "flops": (3 - bool(lora) + bool(checkpointing)) * c["flops"]}
         g = self.graph(w, lora)
         e = tl.predict(g, dev, mode="training" if training else "inference",
                        **({"optimizer": optimizer} if training else {}))

@@ -131,6 +131,9 @@ def test_lora_adapters_train_their_own_parameters_only(step):
     wide = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="training", lora_r=4,
                                   lora_targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     assert wide.details["lora"]["trainable_params"] > lora.details["lora"]["trainable_params"]
+    # the frozen base's weight gradients are not computed: a forward and the input gradients' backward
+    assert lora.flops == pytest.approx(2 / 3 * step.flops)
+    assert "LoRA r4 on peft's default modules" in lora.table()
     assert wide.details["lora"]["targets"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                       "down_proj"])
 
@@ -156,6 +159,8 @@ def test_activation_checkpointing_trades_memory_for_a_second_forward(step):
     assert ck.latency_ms == pytest.approx(step.latency_ms + ck.details["checkpointing"]["ms"])
     assert ck.details["checkpointing"]["ms"] > 0
     assert ck.allocated_mb < step.allocated_mb  # the layers' activations are not kept through the forward
+    assert ck.flops == pytest.approx(4 / 3 * step.flops)  # and the forward runs twice
+    assert "activation checkpointing of 2 layers" in ck.table()
     with pytest.raises(InvalidInputError, match="training step"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="prefill", checkpointing=True)
 
