@@ -78,7 +78,8 @@ def apply_lora(model, lora: dict):
             warnings.simplefilter("ignore")  # peft's notes on meta-device weights
             return get_peft_model(model, cfg)
     except ValueError as e:  # a target no module matches, or a model type peft has no default for
-        raise InvalidInputError(f"LoRA adapters: {e}") from None
+        hint = "" if lora["targets"] else " Name the modules to adapt with lora_targets (e.g. q_proj,v_proj)."
+        raise InvalidInputError(f"LoRA adapters: {e}{hint}") from None
 
 
 def checkpointed_blocks(model) -> list[str]:

@@ -149,6 +149,12 @@ def test_bad_lora_settings_are_refused():
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, lora_targets="no_such_proj")
     with pytest.raises(InvalidInputError, match="llm-xgb"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, predictor="llm-xgb")
+    # a model type peft has no default targets for (a mixture of experts): the error says how to name them
+    moe = {"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "vocab_size": 128, "intermediate_size": 128, "num_local_experts": 4,
+           "num_experts_per_tok": 2}
+    with pytest.raises(InvalidInputError, match="lora_targets"):
+        costmodel.estimate_llm(moe, batch=2, seq=32, mode="training", lora_r=8)
 
 
 def test_activation_checkpointing_trades_memory_for_a_second_forward(step):
