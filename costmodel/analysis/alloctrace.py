@@ -637,9 +637,11 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
 
 
 def _own_loss(out):
-    """The loss a model returned itself (``transformers`` models given ``labels``), or ``None``."""
+    """The scalar loss a model returned itself (``transformers`` models given ``labels``), or ``None``."""
+    import torch
+
     loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
-    return loss if loss is not None and getattr(loss, "dim", lambda: 1)() == 0 else None
+    return loss if isinstance(loss, torch.Tensor) and loss.dim() == 0 else None
 
 
 # ---------------------------------------------------------- transformers

@@ -25,18 +25,15 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
     from ..features import llm_workload
-    from ..frontends.hf import lora_spec
+    from ..frontends.hf import step_options
     from ..predictors import validate_optimizer
 
     positive_int(seq, "seq")
     positive_int(limit, "limit")
     dev = get_device(device)
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype)
-    lora = lora_spec(lora_r, lora_targets)
+    lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
     training = w.mode == "training"
-    if (lora or checkpointing) and not training:
-        raise InvalidInputError("LoRA adapters and activation checkpointing are costed for a training step "
-                                f"(mode 'training'), not {w.mode}")
     if memory_mb is not None and not (isinstance(memory_mb, (int, float)) and memory_mb > 0):
         raise InvalidInputError(f"memory_mb must be a positive number of MB, got {memory_mb!r}")
     cap = float(memory_mb) if memory_mb is not None else float(dev.memory_mb)
@@ -59,11 +56,9 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     if mem(1) > cap:
         return {"batch": 0, "memory_mb": None, "next_memory_mb": traced[1], "limit_mb": cap, "traced": traced}
     lo, hi = 1, None
-    if limit == 1:
-        pass
-    elif mem(2) > cap:
+    if limit > 1 and mem(2) > cap:
         hi = 2
-    else:
+    elif limit > 1:
         lo = 2
         # a linear guess from batches 1 and 2 (where the peak moves, from the optimizer's state to the
         # activations, the two can be equal: then a gallop from 4), then a bracket around it

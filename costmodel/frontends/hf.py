@@ -61,6 +61,16 @@ def lora_spec(r, targets=None) -> dict | None:
     return {"r": r, "targets": sorted(targets) if targets else None}
 
 
+def step_options(mode: str, lora_r=None, lora_targets=None, checkpointing: bool = False) -> dict | None:
+    """Check a transformer workload's training options against its ``mode`` and return :func:`lora_spec`'s
+    adapters: LoRA and activation checkpointing change a training step only."""
+    lora = lora_spec(lora_r, lora_targets)
+    if (lora or checkpointing) and mode != "training":
+        raise InvalidInputError("LoRA adapters and activation checkpointing are costed for a training step "
+                                f"(mode 'training'), not {mode}")
+    return lora
+
+
 def apply_lora(model, lora: dict):
     """``model`` with LoRA adapters (``peft``) of rank ``lora["r"]`` on the modules ``lora["targets"]`` names
     (``None``: peft's default for the model type, the attention's query and value projections for most),

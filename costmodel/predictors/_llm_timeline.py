@@ -105,7 +105,7 @@ class TimelineLLMPredictor:
         default peft's for the model type), the base weights frozen. ``checkpointing``: activation
         checkpointing of the decoder layers (non-reentrant): their forward pass runs again in the backward."""
         from ..estimate import replay_into
-        from ..frontends.hf import lora_spec
+        from ..frontends.hf import step_options
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
         from ._base import validate_optimizer
@@ -113,10 +113,7 @@ class TimelineLLMPredictor:
         w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype)
         dev = get_device(device)
         training = w.mode == "training"
-        lora = lora_spec(lora_r, lora_targets)
-        if (lora or checkpointing) and not training:
-            raise InvalidInputError("LoRA adapters and activation checkpointing are costed for a training step "
-                                    f"(mode 'training'), not {w.mode}")
+        lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
         if training:
             optimizer = validate_optimizer(optimizer)
         kw = dict(region=region, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
