@@ -1,6 +1,6 @@
 """Which architectures the default estimate answers for, and whether its answers keep physics' order.
 
-    python benchmarks/coverage.py [--quick] [--jobs N] [--json FILE]
+    python benchmarks/coverage.py [--quick] [--jobs N] [--json FILE] [--source transformers]
 
 Accuracy on architectures nobody trained on starts with answering for them at all. This script
 asks ``costmodel.estimate`` (default predictor and memory path, an H200) about every torchvision
@@ -14,6 +14,8 @@ against a label; what is checked is what no label is needed for:
   workload on any device (a training step's batch norm over one value per channel at batch 1, an
   input smaller than the kernels), and the error says how to change it; **failed**: anything else
   (a frontend or predictor gap, listed with its message).
+* **memory traced**: the answer's memory came from the allocation trace replayed through the caching
+  allocator, not from a fallback (each fallback is listed with its reason).
 * **order**: latency and memory grow with the batch (batch 32 against batch 1), a training step
   costs more than an inference call of the same batch, a decode step reads its cache.
 
@@ -70,12 +72,57 @@ LLM_CONFIGS = {
     "mpt": {"d_model": 512, "n_layers": 4, "n_heads": 8, "vocab_size": 32000},
     "electra": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4},
     "albert": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 4, "num_attention_heads": 8},
+    # per-layer lists, as a config.json holds them (one entry per layer)
+    "gemma3_text": dict(_SMALL, head_dim=64, layer_types=["sliding_attention"] * 3 + ["full_attention"]),
+    "modernbert": {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8,
+                   "vocab_size": 32000, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1,
+                   "sep_token_id": 2, "layer_types": ["full_attention", "sliding_attention", "sliding_attention",
+                                                      "full_attention"]},
+    "gpt_oss": dict(_SMALL, head_dim=64, intermediate_size=512, num_local_experts=8, num_experts_per_tok=2,
+                    layer_types=["sliding_attention", "full_attention"] * 2),
+    # multi-head latent attention with routed and shared experts
+    "deepseek_v3": dict(_SMALL, num_key_value_heads=8, q_lora_rank=256, kv_lora_rank=128, qk_rope_head_dim=32,
+                        qk_nope_head_dim=64, v_head_dim=64, n_routed_experts=8, num_experts_per_tok=2,
+                        moe_intermediate_size=256, n_shared_experts=1, first_k_dense_replace=1, n_group=1,
+                        topk_group=1),
+    # hybrids: convolution, linear-attention or state-space layers beside attention (their cache holds states)
+    "lfm2": dict(_SMALL, layer_types=["conv", "conv", "full_attention", "conv"]),
+    "qwen3_next": dict(_SMALL, head_dim=64, layer_types=["linear_attention"] * 3 + ["full_attention"],
+                       num_experts=8, num_experts_per_tok=2, moe_intermediate_size=344,
+                       shared_expert_intermediate_size=344, linear_num_value_heads=8, linear_num_key_heads=4,
+                       linear_key_head_dim=64, linear_value_head_dim=64),
+    "jamba": dict(_SMALL, attn_layer_period=4, attn_layer_offset=2, expert_layer_period=2, expert_layer_offset=1,
+                  num_experts=4, num_experts_per_tok=2, mamba_d_state=16, mamba_expand=2),
+    # attention-free state-space models
+    "mamba": {"hidden_size": 512, "num_hidden_layers": 4, "state_size": 16, "vocab_size": 32000},
+    "mamba2": {"hidden_size": 512, "num_hidden_layers": 4, "num_heads": 16, "head_dim": 64, "n_groups": 1,
+               "state_size": 64, "expand": 2, "vocab_size": 32000},
+    # multimodal configs, as their config.json holds them: the text decoder is costed
+    "gemma3": {"text_config": dict(_SMALL, model_type="gemma3_text", head_dim=64,
+                                   layer_types=["sliding_attention"] * 3 + ["full_attention"])},
+    "llava": {"text_config": dict(_SMALL, model_type="llama")},
+    "qwen2_5_vl": {"text_config": dict(_SMALL, model_type="qwen2_5_vl_text")},
+    # encoder-decoders: forward runs both stacks over the tokens
+    "t5": {"d_model": 512, "d_ff": 2048, "num_layers": 4, "num_decoder_layers": 4, "num_heads": 8, "d_kv": 64,
+           "vocab_size": 32000},
+    "bart": {"d_model": 512, "encoder_layers": 4, "decoder_layers": 4, "encoder_attention_heads": 8,
+             "decoder_attention_heads": 8, "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048, "vocab_size": 32000},
 }  # fmt: skip
 
 VISION_WORK = [("inference", "fp32", 1), ("inference", "fp32", 32), ("inference", "fp16", 32), ("training", "fp32", 32)]
-LLM_WORK = [("forward", 1, 256), ("forward", 4, 256), ("decode", 4, 256)]
-#: messages of errors PyTorch raises for the workload on any device (the model refuses it)
-REFUSED = ("use a larger batch", "pass a larger input_shape", "is an encoder")
+LLM_WORK = [("forward", 1, 256), ("forward", 4, 256), ("decode", 4, 256), ("training", 4, 256)]
+#: messages of errors PyTorch raises for the workload on any device (the model refuses it), and of
+#: workloads that do not exist for the architecture (a decode step or a causal-LM step of an encoder)
+REFUSED = ("use a larger batch", "pass a larger input_shape", "is an encoder", "built as an encoder")
+
+
+def _memory_path(e) -> dict:
+    """Which path gave the estimate's memory (``replay``: the allocation trace) and, if another, why."""
+    mem = e.details.get("memory") or {}
+    out = {"memory_path": mem.get("path", "predictor")}
+    if out["memory_path"] != "replay":
+        out["memory_reason"] = str(mem.get("reason", ""))[:200]
+    return out
 
 
 def _vision(name: str) -> list[dict]:
@@ -89,7 +136,7 @@ def _vision(name: str) -> list[dict]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 e = costmodel.estimate(name, batch=batch, device="h200", mode=mode, dtype=dtype)
-            row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j)
+            row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j, **_memory_path(e))
         except Exception as ex:  # noqa: BLE001 - every failure is reported
             row.update(ok=False, error=f"{type(ex).__name__}: {str(ex)[:300]}")
         row["s"] = time.perf_counter() - t0
@@ -103,13 +150,15 @@ def _llm(model_type: str) -> list[dict]:
     out = []
     for mode, batch, seq in LLM_WORK:
         t0 = time.perf_counter()
-        row = {"model": f"hf:{model_type}", "mode": mode, "dtype": "fp16", "batch": batch}
+        row = {"model": f"hf:{model_type}", "mode": mode, "dtype": "bf16" if mode == "training" else "fp16",
+               "batch": batch}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 e = costmodel.estimate_llm(dict(LLM_CONFIGS[model_type], model_type=model_type), batch=batch,
-                                           seq=seq, device="h200", dtype="fp16", mode=mode)
-            row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j)
+                                           seq=seq, device="h200", dtype="bf16" if mode == "training" else "fp16",
+                                           mode=mode)
+            row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j, **_memory_path(e))
         except Exception as ex:  # noqa: BLE001
             row.update(ok=False, error=f"{type(ex).__name__}: {str(ex)[:300]}")
         row["s"] = time.perf_counter() - t0
@@ -149,21 +198,28 @@ def order_violations(rows: list[dict]) -> list[str]:
             big = by.get((model, "forward", dtype, 4))
             if big and big["latency_ms"] < r["latency_ms"]:
                 bad.append(f"{model}: batch 4 faster than batch 1")
+        if mode == "training" and model.startswith("hf:"):  # a fine-tuning step against the forward call
+            fwd = by.get((model, "forward", "fp16", batch))
+            if fwd and r["latency_ms"] <= fwd["latency_ms"]:
+                bad.append(f"{model}: fine-tuning step at batch {batch} no slower than its forward call")
+            if fwd and r["memory_mb"] <= fwd["memory_mb"]:
+                bad.append(f"{model}: fine-tuning step at batch {batch} holds no more memory than its forward call")
     return bad
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| source | models | workloads | answered | refused by the model | failed | order violations "
-             "| s per estimate, median / max |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| source | models | workloads | answered | memory traced | refused by the model | failed "
+             "| order violations | s per estimate, median / max |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for src in dict.fromkeys(r["source"] for r in rows):
         rs = [r for r in rows if r["source"] == src]
         refused = [r for r in rs if not r["ok"] and any(m in r["error"] for m in REFUSED)]
         failed = [r for r in rs if not r["ok"] and r not in refused]
         secs = [r["s"] for r in rs if r["ok"]]
         speed = f"{statistics.median(secs):.2f} / {max(secs):.1f}" if secs else "-"
+        traced = sum(r.get("memory_path") == "replay" for r in rs if r["ok"])
         lines.append(f"| {src} | {len({r['model'] for r in rs})} | {len(rs)} | {sum(r['ok'] for r in rs)} "
-                     f"| {len(refused)} | {len(failed)} | {len(order_violations(rs))} | {speed} |")
+                     f"| {traced} | {len(refused)} | {len(failed)} | {len(order_violations(rs))} | {speed} |")
     return "\n".join(lines)
 
 
@@ -183,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a handful of models of each source")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
     ap.add_argument("--json", help="write every row here")
+    ap.add_argument("--source", choices=("all", "torchvision", "timm", "transformers"), default="all",
+                    help="ask about one source only")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -194,6 +252,7 @@ def main(argv=None) -> int:
     if args.quick:
         tv, timm, llm = tv[:4], timm[:4], ["mixtral", "mpt", "electra"]
     jobs = [("torchvision", n) for n in tv] + [("timm", n) for n in timm] + [("transformers", n) for n in llm]
+    jobs = [j for j in jobs if args.source in ("all", j[0])]
     t0 = time.time()
     rows = run_jobs(_run, jobs, args.jobs)
     print(f"{len(jobs)} models, {len(rows)} estimates in {time.time() - t0:.0f} s ({args.jobs} worker(s))\n")
@@ -203,6 +262,12 @@ def main(argv=None) -> int:
         print("\nNot answered:")
         for r in failed:
             print(f"- {r['model']} {r['mode']} {r['dtype']} batch {r['batch']}: {r['error']}")
+    untraced = [r for r in rows if r["ok"] and r.get("memory_path") != "replay"]
+    if untraced:
+        print("\nMemory not from the allocation trace:")
+        for r in untraced:
+            print(f"- {r['model']} {r['mode']} {r['dtype']} batch {r['batch']}: {r['memory_path']}: "
+                  f"{r.get('memory_reason', '')}")
     bad = order_violations(rows)
     if bad:
         print("\nOrder violations:")

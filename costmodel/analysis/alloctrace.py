@@ -154,6 +154,13 @@ class AllocationTrace:
         return out
 
 
+#: whole-tensor reductions a model may branch on, and the answer a trace gives when it does: activations
+#: are finite and inputs unpadded, so ``all()`` holds and ``any()`` does not
+_GUARDS = {"all.default": True, "any.default": False}
+#: the operators that read a 0-dim tensor's value on the host
+_HOST_READS = frozenset({"is_nonzero.default", "_local_scalar_dense.default"})
+
+
 class _Recorder:
     """A dispatch mode that turns new storages into alloc events and dead ones into free events."""
 
@@ -165,12 +172,18 @@ class _Recorder:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 rec.pending = None
+                if func.__name__ in _HOST_READS and args:
+                    known = rec.guard_value(args[0])
+                    if known is not None:
+                        return known
                 try:
                     out = func(*args, **(kwargs or {}))
                 except Exception as e:  # a kernel with no meta implementation, a data-dependent op
                     if isinstance(e, TraceError):
                         raise
                     raise TraceError(f"{func.__name__} cannot run on meta tensors: {e}", func.__name__) from e
+                if func.__name__ in _GUARDS:
+                    rec.guard(out, _GUARDS[func.__name__])
                 rec.outputs(out, func)
                 if rec.cudnn and func.__name__ in _CONV_OPS:
                     rec.conv_workspace(func, args, out)
@@ -189,6 +202,23 @@ class _Recorder:
         self._live: dict[int, tuple[int, Any]] = {}  # storage pointer -> (key, weakref)
         self._next = 1
         self.pending: tuple | None = None  # an out-of-place gradient sum autograd would have made in place
+        self._guards: dict[int, tuple[Any, bool]] = {}  # id -> (weakref, value) of whole-tensor all()/any()
+        self.guards_read = 0
+
+    def guard(self, out, value: bool) -> None:
+        """Remember a whole-tensor ``all()`` / ``any()`` result: if the model reads it on the host (an
+        overflow guard such as BART's ``if not torch.isfinite(h).all(): clamp``), it gets ``value``."""
+        import torch
+
+        if isinstance(out, torch.Tensor) and out.dim() == 0:
+            self._guards[id(out)] = (weakref.ref(out), value)
+
+    def guard_value(self, t) -> bool | None:
+        hit = self._guards.get(id(t))
+        if hit is None or hit[0]() is not t:
+            return None
+        self.guards_read += 1
+        return hit[1]
 
     def finish(self) -> None:
         """Collect what only the cycle collector frees (at this fixed point, so that a trace does not
@@ -196,6 +226,10 @@ class _Recorder:
         a trace records, so everything the trace made is still in the youngest generation."""
         gc.collect(0)
         self.closed = True
+        if self.guards_read:
+            self.trace.notes.append(f"{self.guards_read} host read(s) of a whole-tensor all()/any() (overflow or "
+                                    "padding checks) answered as for finite activations and unpadded inputs: "
+                                    "all() true, any() false")
 
     def hold(self, tensors) -> None:
         """Storages that exist before the step (weights, buffers, inputs: their allocations are the
@@ -724,10 +758,12 @@ def run_forward(model, mapping, ids, *, causal: bool, rec=None, target: str = "c
     :func:`trace_decoder` records it; without a recorder it runs on real tensors."""
     import torch
 
+    from ..frontends.hf import seq2seq_inputs
+
     kw = {"use_cache": False} if causal else {}
     with _kernels(target), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), \
             (rec.mode if rec is not None else contextlib.nullcontext()):
-        _call(model, mapping, {"input_ids": ids, **kw})
+        _call(model, mapping, {"input_ids": ids, **seq2seq_inputs(model, ids), **kw})
 
 
 def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup, target):

@@ -349,7 +349,11 @@ def _trace_llm(ref, *, batch, seq, phase, dtype):
 
     spec = resolve_llm(ref)
     model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
-    return trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal)
+    from ..frontends.hf import reference_noted
+
+    with reference_noted() as noted:
+        noted.append(trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal))
+    return noted[0]
 
 
 def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimizer, autocast, lora=None,
@@ -395,8 +399,12 @@ def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimiz
                                     "is traced for a model that computes its own loss (a *ForCausalLM class); "
                                     "or pass inputs= with the module's own loss-making call")
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
-    return trace_module(module, {"input_ids": ids, "labels": ids}, training=True, dtype=dtype, optimizer=optimizer,
-                        autocast=autocast)
+    from ..frontends.hf import reference_noted
+
+    with reference_noted() as noted:
+        noted.append(trace_module(module, {"input_ids": ids, "labels": ids}, training=True, dtype=dtype,
+                                  optimizer=optimizer, autocast=autocast))
+    return noted[0]
 
 
 def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:

@@ -188,27 +188,35 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
         raise InvalidInputError(f"LoRA adapters and activation checkpointing are costed by predictor='timeline' in "
                                 f"a training step; the {p.name} predictor has neither")
     if host is None:
-        return with_notes(p.predict(model, **kw), moe_notes(model))
+        return with_notes(p.predict(model, **kw), spec_notes(model))
     if isinstance(p, TimelineLLMPredictor):
-        return with_notes(p.predict(model, host=host, **kw), moe_notes(model))
+        return with_notes(p.predict(model, host=host, **kw), spec_notes(model))
     from ..measure.host import load_host
 
     load_host(host)  # a missing or damaged file still fails, naming it
     return with_notes(p.predict(model, **kw), [f"host profile ignored: the {p.name} predictor has no host lane "
-                                               "(predictor='timeline' uses one)", *moe_notes(model)])
+                                               "(predictor='timeline' uses one)", *spec_notes(model)])
 
 
-def moe_notes(model) -> list[str]:
-    """What an estimate of a mixture-of-experts decoder rests on (no measured row is one)."""
-    from ..llm import moe_layout
+def spec_notes(model) -> list[str]:
+    """What an estimate rests on because of the architecture: the text decoder of a multimodal config, a
+    mixture of experts (no measured row is one)."""
+    from ..llm import TEXT_DECODER_OF, moe_layout, resolve_llm
 
     try:
-        moe = moe_layout(model)
+        spec = resolve_llm(model)
+        moe = moe_layout(spec)
     except CostModelError:
         return []
+    notes = []
+    if spec.source.startswith(TEXT_DECODER_OF):
+        outer = spec.source[len(TEXT_DECODER_OF):].split("; ", 1)[0]
+        notes.append(f"a multimodal {outer} config: its text decoder ({spec.model_type}) is costed on the (batch, "
+                     "seq) tokens; the vision or audio encoder is not, and the tokens it adds to a prompt count "
+                     "only if seq includes them")
     if not moe:
-        return []
-    return [f"mixture of experts ({moe['experts']} experts, {moe['top_k']} per token, in {moe['moe_layers']} "
+        return notes
+    return [*notes, f"mixture of experts ({moe['experts']} experts, {moe['top_k']} per token, in {moe['moe_layers']} "
             "layers): no measured row is one; every expert's weights are held, each token multiplies by its "
             f"{moe['top_k']}, and a call reads the weights of the experts its tokens reach, with routing assumed "
             "even"]

@@ -48,6 +48,7 @@ from ..llm import (
     DTYPE_BYTES,
     LLMSpec,
     has_learned_positions,
+    is_encoder_decoder,
     is_gated,
     llm_features,
     moe_layout,
@@ -99,6 +100,11 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
         mode = "prefill" if spec.causal else "forward"
     if mode not in LLM_WORKLOAD_MODES:
         raise InvalidInputError(f"mode must be one of {LLM_WORKLOAD_MODES}, got {mode!r}")
+    if mode in ("prefill", "decode", "training") and not spec.causal and is_encoder_decoder(spec):
+        raise InvalidInputError(
+            f"{spec.name} is an encoder-decoder ({spec.model_type}); mode {mode!r} is costed for decoder-only "
+            "models: use mode 'forward' (both stacks over the tokens)"
+        )
     if mode in ("prefill", "decode", "training") and not spec.causal:
         raise InvalidInputError(
             f"{spec.name} is an encoder ({spec.model_type}); mode {mode!r} needs a decoder: use mode 'forward'"
@@ -178,6 +184,10 @@ def _probe(spec: LLMSpec, layers: int) -> dict:
     check_model_type(spec.model_type)
     key = next((k for k in _LAYER_KEYS if k in spec.config), "num_hidden_layers")
     cfg = dict(spec.config, **{key: layers})
+    full = spec.config.get(key)
+    for k, v in spec.config.items():  # per-layer lists (``layer_types`` of Gemma 2/3, ModernBERT, ...) follow
+        if isinstance(v, (list, tuple)) and isinstance(full, int) and len(v) == full > layers:
+            cfg[k] = list(v[:layers])
     hf_log = logging.getLogger("transformers")  # its config chatter; a real problem raises
     level = hf_log.level
     with warnings.catch_warnings():

@@ -10,6 +10,10 @@ False``): a prefill graph then has the same operators minus the cache copies.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from typing import Iterator
+
 from .._errors import InvalidInputError
 from ..ir import CostGraph
 
@@ -46,6 +50,62 @@ def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None)
     with torch.device("meta"):
         model = auto.from_config(cfg)
     return model.eval(), causal
+
+
+@contextlib.contextmanager
+def reference_kernels() -> Iterator[set]:
+    """Collect the names of the fused kernels transformers replaces by its reference PyTorch code while
+    a model runs eagerly within the block, e.g. under fake tensors (Mamba's selective scan, causal
+    convolutions, gated delta rules...). On meta or fake tensors, or without the kernels' package, such
+    a layer runs its reference path: a loop of small operators that a GPU with the package runs as a
+    few fused kernels. transformers says so once per process in a log line; the block takes those lines
+    (every time) instead of logging them. A capture by ``torch.export`` takes the reference path
+    without saying so, so an eager run (the allocation trace) is where this is asked."""
+    found: set[str] = set()
+    hub = sys.modules.get("transformers.integrations.hub_kernels")
+    log = getattr(hub, "logger", None)
+    if log is None:
+        yield found
+        return
+
+    class _Recorder:
+        def __getattr__(self, name):
+            return getattr(log, name)
+
+        def warning_once(self, msg, *args, **kwargs):
+            if isinstance(msg, str) and "falling back to its reference" in msg and msg.count("`") >= 2:
+                found.add(msg.split("`")[1])
+                return None
+            return log.warning_once(msg, *args, **kwargs)
+
+    hub.logger = _Recorder()
+    try:
+        yield found
+    finally:
+        hub.logger = log
+
+
+#: how an allocation trace's note names transformers' reference code run in place of fused kernels
+REFERENCE_NOTE = "transformers' reference PyTorch code for "
+
+
+@contextlib.contextmanager
+def reference_noted() -> Iterator[list]:
+    """Collects the allocation trace made inside the block (``noted.append``) and, when transformers ran
+    reference code in place of fused kernels while it was traced, adds a note naming them to the trace
+    (``REFERENCE_NOTE``)."""
+    noted: list = []
+    with reference_kernels() as ref:
+        yield noted
+    if ref and noted:
+        noted[0].notes.append(f"{REFERENCE_NOTE}{', '.join(sorted(ref))}")
+
+
+def seq2seq_inputs(model, ids) -> dict:
+    """An encoder-decoder's (T5's) forward call also needs the decoder's tokens: the same ``(batch, seq)``
+    ids, teacher-forced (BART derives them from the input ids itself, by the same rule)."""
+    cfg = getattr(model, "config", None)
+    return {"decoder_input_ids": ids} if getattr(cfg, "is_encoder_decoder", False) else {}
 
 
 def lora_spec(r, targets=None) -> dict | None:
@@ -144,7 +204,7 @@ def hf_graph(
         g = _decode_graph(model, batch, seq, name, fused)  # traced: torch.export does not take a cache object
         g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
         return g
-    inputs = {"input_ids": ids}
+    inputs = {"input_ids": ids, **seq2seq_inputs(model, ids)}
     if mode == "training":
         if not causal:
             raise InvalidInputError(f"{model_type} is built as an encoder; a training step is costed for decoders "
@@ -168,6 +228,19 @@ def _cache_kwarg(model) -> str:
 
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def _state_tensors(layer) -> list:
+    """The tensors one cache layer holds, in a fixed order: keys and values of an attention layer,
+    convolution and recurrent states of a linear-attention or state-space layer (Mamba, hybrids)."""
+    import torch
+
+    out = []
+    for name in sorted(vars(layer)):
+        v = getattr(layer, name)
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else (v,)
+        out += [t for t in items if isinstance(t, torch.Tensor) and t.dim() > 1]
+    return out
 
 
 def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) -> CostGraph:
@@ -194,7 +267,7 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     layers = getattr(cache, "layers", None)
     if layers is None:
         raise InvalidInputError(f"{name}: this transformers version's KV cache has no per-layer tensors to cost")
-    kv = [t for layer in layers for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor)]
+    kv = [t for layer in layers for t in _state_tensors(layer)]
 
     class DecodeStep(torch.nn.Module):
         def __init__(self) -> None:

@@ -31,6 +31,9 @@ __all__ = [
     "CAUSAL_MODEL_TYPES",
     "DTYPE_BYTES",
     "LLMSpec",
+    "TEXT_DECODER_OF",
+    "attention_free",
+    "is_encoder_decoder",
     "has_learned_positions",
     "is_causal_type",
     "is_gated",
@@ -159,7 +162,52 @@ def _from_config_dict(config: Mapping[str, Any], *, name: str | None, source: st
     cfg = copy.deepcopy(dict(config))
     cfg["model_type"] = model_type
     label = name or cfg.get("_name_or_path") or model_type
+    text = _text_decoder(model_type, cfg, label)
+    if text is not None:
+        text_type, text_cfg, what = text
+        return LLMSpec(label, text_type, True, text_cfg, f"{TEXT_DECODER_OF}{model_type}{what}; {source}")
     return LLMSpec(label, model_type, _infer_causal(model_type, cfg), cfg, source)
+
+
+#: how an :class:`LLMSpec`'s ``source`` says it is the text decoder of a multimodal config
+TEXT_DECODER_OF = "text decoder of "
+#: text decoders transformers gives no causal-LM class, and the decoder built in their place: the same
+#: layers, with ordinary rotary positions for text tokens where the original has multimodal ones (M-RoPE)
+_TEXT_STAND_INS = {"qwen2_vl_text": "qwen2", "qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3"}
+
+
+def _text_decoder(model_type: str, cfg: dict, label: str) -> tuple[str, dict, str] | None:
+    """``(model_type, fields, what)`` of the text decoder inside a multimodal config (Gemma 3, Llama 4,
+    LLaVA, Mistral 3, Qwen2.5-VL...; ``what`` names a stand-in, if one is built), or ``None`` for a config
+    that is its own language model."""
+    if not isinstance(cfg.get("text_config"), Mapping):
+        return None
+    from ..frontends.hf import hf_config  # transformers knows where each multimodal class keeps its decoder
+
+    try:
+        built = hf_config(model_type, cfg)
+        text = built.get_text_config(decoder=True)
+    except Exception:  # noqa: BLE001 - no transformers, or a config it refuses: read as given
+        return None
+    if text is built or not getattr(text, "model_type", None):
+        return None
+    text_type = _TEXT_STAND_INS.get(text.model_type, text.model_type)
+    if not _has_causal_lm(text_type):
+        raise InvalidInputError(
+            f"{label}: a multimodal {model_type} config whose text decoder ({text.model_type}) has no causal-LM "
+            "class in transformers; pass the decoder's config (a model_type with a *ForCausalLM class) instead"
+        )
+    what = "" if text_type == text.model_type else (
+        f" ({text.model_type} built as {text_type}: the same layers, ordinary rotary positions for text tokens)")
+    return text_type, dict(text.to_dict(), model_type=text_type), what
+
+
+def _has_causal_lm(model_type: str) -> bool:
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:
+        return True
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 def _no_config(path: object) -> str:
@@ -322,7 +370,8 @@ def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
     Field names differ between families (``n_embd`` in GPT-2, ``dim`` in
     DistilBERT...); this maps them onto: ``hidden_size``, ``num_layers``,
     ``num_heads``, ``num_kv_heads`` (defaults to ``num_heads``),
-    ``head_dim`` (the config's, else ``hidden_size // num_heads``),
+    ``head_dim`` (the config's, else ``hidden_size // num_heads``; all three
+    0 for an attention-free model, see :func:`attention_free`),
     ``intermediate_size`` (GPT-2's ``n_inner=None`` means ``4 * hidden``),
     ``vocab_size``, ``max_position_embeddings``, ``type_vocab_size`` (0 for
     decoders and encoders without token types), ``tie_word_embeddings``
@@ -335,7 +384,9 @@ def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
     cfg = spec.config
     hidden = _int_field(cfg, ("hidden_size", "n_embd", "dim", "d_model"), spec, "hidden size")
     layers = _int_field(cfg, ("num_hidden_layers", "n_layer", "n_layers", "num_layers"), spec, "layer count")
-    heads = _int_field(cfg, ("num_attention_heads", "n_head", "n_heads", "num_heads"), spec, "attention head count")
+    if attention_free(spec):  # a state-space model (Mamba): no heads, no key/value cache
+        return _features(spec, hidden, layers, 0, 0, 0)
+    heads = _int_field(cfg, _HEAD_KEYS, spec, "attention head count")
     kv = _first(cfg, ("num_key_value_heads", "n_kv_heads", "num_kv_heads"))
     if kv is None and cfg.get("multi_query"):
         kv = 1
@@ -349,7 +400,27 @@ def llm_features(spec: LLMSpec | Any) -> dict[str, int]:
         raise InvalidInputError(
             f"{spec.name}: the {heads} attention heads are not divisible by the {kv_heads} key/value heads"
         )
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    return _features(spec, hidden, layers, heads, kv_heads, int(cfg.get("head_dim") or hidden // heads))
+
+
+_HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads", "num_heads")
+
+
+def is_encoder_decoder(spec: LLMSpec | Any) -> bool:
+    """Whether the model is an encoder-decoder (T5, BART): its forward pass runs both stacks."""
+    return bool(_field(resolve_llm(spec), "is_encoder_decoder", False))
+
+
+def attention_free(spec: LLMSpec | Any) -> bool:
+    """Whether the model has no attention at all (Mamba and other state-space models): neither its
+    config nor its config class names a head count, and transformers builds the config."""
+    spec = resolve_llm(spec)
+    return (_first(spec.config, _HEAD_KEYS) is None and _built_config(spec) is not None
+            and _config_default(spec, _HEAD_KEYS) is None)
+
+
+def _features(spec: LLMSpec, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int) -> dict[str, int]:
+    cfg = spec.config
     inter = _first(cfg, ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim", "d_ff"))
     intermediate = int(inter) if inter else 4 * hidden
     vocab = _int_field(cfg, ("vocab_size",), spec, "vocabulary size")

@@ -133,10 +133,13 @@ class TimelineLLMPredictor:
             tl = tl.with_host(load_host(host))
         # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
         _, c = llm_feature_vector(replace(w, mode="prefill") if training else w, dev)
+        g = self.graph(w, lora)
+        # parameters and FLOPs as the graph counts them: exact for every architecture (state-space layers,
+        # experts, encoder-decoders), where the closed form knows dense attention blocks only
+        c = {**c, "params": float(g.params), "flops": float(g.flops)}
         if training:  # a step: the forward pass and a backward pass of about twice its work (once for the
             # input gradients alone where LoRA freezes the base), plus the recomputed forward when checkpointing
-            c = {**c, "flops": (3 - bool(lora) + bool(checkpointing)) * c["flops"]}
-        g = self.graph(w, lora)
+            c["flops"] *= 3 - bool(lora) + bool(checkpointing)
         e = tl.predict(g, dev, mode="training" if training else "inference",
                        **({"optimizer": optimizer} if training else {}))
         recompute = _recompute_ms(tl, g, dev, optimizer) if checkpointing else None
@@ -164,6 +167,12 @@ class TimelineLLMPredictor:
         else:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
                               seq=w.seq, phase=w.mode)
+        from ..frontends.hf import REFERENCE_NOTE
+
+        ref = [n[len(REFERENCE_NOTE):] for n in (est.details.get("memory") or {}).get("notes", ())
+               if n.startswith(REFERENCE_NOTE)]
+        if ref:
+            est.assumptions = [*est.assumptions, reference_note(ref[0])]
         trained = {"devices": tl.params.trained_on.get("devices", [])}
         return finish_estimate(est, dev, version=self.version, meta=trained, graph=g)
 
@@ -207,6 +216,13 @@ TRAINING_NOTE = ("no transformer training step was measured: its latency and ene
 #: how a checkpointed step's latency is composed
 CHECKPOINT_NOTE = ("activation checkpointing: the checkpointed blocks' forward operators are costed again, their "
                    "longer lane (host or device) added to the step's latency")
+
+
+def reference_note(kernels: str) -> str:
+    """What an estimate rests on when transformers ran reference code in place of fused kernels."""
+    return (f"costed as transformers' reference PyTorch code for {kernels} (a loop of small operators "
+            "over the sequence or its chunks): a GPU with the fused kernels' package installed runs them as a few "
+            "kernels, so its latency, energy and activation memory are likely lower than estimated here")
 
 
 def shipped_timeline_llm():

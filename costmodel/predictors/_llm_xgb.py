@@ -38,6 +38,7 @@ from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..estimate import LLMEstimate, finish_estimate
 from ..features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
+from ..llm import llm_features
 from ..ir import LLM_MODES
 from . import _artifact as A
 from ._artifacts import ShippedArtifact
@@ -91,6 +92,9 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         if w.mode not in LLM_MODES:
             raise InvalidInputError(f"the {self.name} predictor learned inference calls ({', '.join(LLM_MODES)}); "
                                     f"a {w.mode} step goes through predictor='timeline'")
+        if not llm_features(w.spec)["num_heads"]:
+            raise InvalidInputError(f"{w.spec.name} has no attention (a state-space model); the {self.name} predictor's "
+                                    "features describe attention blocks: use predictor='timeline', which costs its graph")
         vals, costs = llm_feature_vector(w, get_device(device))
         return np.asarray(vals, np.float64), costs
 

@@ -141,6 +141,33 @@ def test_an_operator_that_needs_data_is_named():
     assert "cannot run on meta tensors" in str(e.value)
 
 
+def test_overflow_and_padding_checks_read_as_for_finite_unpadded_inputs():
+    class Guarded(nn.Module):  # BART's fp16 overflow guard, and a padding check
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 16)
+
+        def forward(self, x):
+            h = self.lin(x)
+            if not torch.isfinite(h).all():
+                h = h.clamp(-1e4, 1e4)  # would allocate one more activation
+            if (x == 0).any():
+                h = h * 0  # likewise
+            return h
+
+    tr = trace_module(Guarded(), torch.zeros(4, 16))
+    plain = trace_module(nn.Linear(16, 16), torch.zeros(4, 16))
+    # the guards' own bool results are allocated; neither branch ran: no clamp, no product
+    assert [e.nbytes for e in _allocs(tr) if e.nbytes >= 4 * 16 * 4] == [e.nbytes for e in _allocs(plain)
+                                                                         if e.nbytes >= 4 * 16 * 4]
+    assert any("2 host read(s)" in n and "all() true, any() false" in n for n in tr.notes), tr.notes
+    assert not any("host read" in n for n in plain.notes)
+    # a value read that is not such a guard still fails, naming the operator
+    with pytest.raises(TraceError, match="cannot run on meta tensors"):
+        trace_module(type("Sum", (nn.Module,), {"forward": lambda self, x: x * 2 if x.sum() > 0 else x})(),
+                     torch.zeros(2, 2))
+
+
 def test_bad_arguments_name_the_valid_choices():
     with pytest.raises(InvalidInputError, match="unknown optimizer 'lion'.*sgd, sgd_momentum, adam, adamw"):
         trace_module(_mlp(), torch.zeros(1, 16), training=True, optimizer="lion")

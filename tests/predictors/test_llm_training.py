@@ -132,7 +132,8 @@ def test_lora_adapters_train_their_own_parameters_only(step):
                                   lora_targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     assert wide.details["lora"]["trainable_params"] > lora.details["lora"]["trainable_params"]
     # the frozen base's weight gradients are not computed: a forward and the input gradients' backward
-    assert lora.flops == pytest.approx(2 / 3 * step.flops)
+    # (the graph's count includes the adapters' own small matmuls)
+    assert 2 / 3 * step.flops < lora.flops < 0.7 * step.flops
     assert "LoRA r4 on peft's default modules" in lora.table()
     assert wide.details["lora"]["targets"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                       "down_proj"])

@@ -1,0 +1,140 @@
+"""Transformer architectures beyond dense attention blocks: configs with per-layer lists (Gemma 2/3's
+``layer_types``), hybrid caches whose layers hold convolution or recurrent states (LFM2), attention-free
+state-space models (Mamba) and encoder-decoders (T5). Each builds, answers ``estimate_llm`` with the
+parameters and FLOPs its graph counts, and says what it rests on."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+from costmodel import InvalidInputError, estimate_llm  # noqa: E402
+from costmodel.frontends import hf_graph  # noqa: E402
+from costmodel.frontends.hf import build_hf_model  # noqa: E402
+from costmodel.llm import attention_free, kv_cache_bytes, llm_features  # noqa: E402
+
+SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "vocab_size": 512, "head_dim": 16, "max_position_embeddings": 256, "pad_token_id": 0, "bos_token_id": 0,
+         "eos_token_id": 0}
+MAMBA = {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "vocab_size": 512, "pad_token_id": 0,
+         "bos_token_id": 0, "eos_token_id": 0}
+
+
+def _quiet(fn, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*a, **kw)
+
+
+def _model_params(model_type: str, config: dict) -> int:
+    model, _ = _quiet(build_hf_model, model_type, config)
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def test_a_config_with_per_layer_types_answers():
+    # a Gemma 2 config as a config.json or a config object gives it: one entry per layer
+    cfg = transformers.Gemma2Config(**SMALL, num_hidden_layers=3).to_dict()
+    assert len(cfg["layer_types"]) == 3
+    e = _quiet(estimate_llm, dict(cfg, model_type="gemma2"), batch=2, seq=32, mode="prefill")
+    assert e.latency_ms > 0 and e.memory_mb > 0
+    assert e.params == _model_params("gemma2", cfg)
+
+
+def test_hybrid_cache_states_are_inputs_of_the_decode_step():
+    # LFM2: a short-convolution layer, then an attention layer; the cache holds a convolution state
+    # for the first and keys and values for the second
+    cfg = dict(SMALL, num_hidden_layers=2, layer_types=["conv", "full_attention"])
+    b, seq = 2, 48
+    g = _quiet(hf_graph, "lfm2", cfg, batch=b, seq=seq, decode=True, cache=False)
+    shapes = [tuple(i.shape) for i in g.inputs]
+    kv = (b, SMALL["num_key_value_heads"], seq, SMALL["head_dim"])
+    assert shapes.count(kv) == 2, shapes  # keys and values of the attention layer
+    assert shapes.count((b, SMALL["hidden_size"], 3)) == 1, shapes  # the convolution's state: (batch, hidden, L)
+    e = _quiet(estimate_llm, dict(cfg, model_type="lfm2"), batch=b, seq=seq, mode="decode")
+    assert e.latency_ms > 0 and e.memory_mb > 0
+
+
+def test_attention_free_models_are_costed_from_their_graph():
+    spec = dict(MAMBA, model_type="mamba")
+    assert attention_free(spec)
+    f = llm_features(spec)
+    assert (f["num_heads"], f["num_kv_heads"], f["head_dim"]) == (0, 0, 0)
+    assert kv_cache_bytes(spec, batch=4, seq=1024) == 0
+    assert not attention_free("gpt2")
+    e = _quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill")
+    assert e.params == _model_params("mamba", MAMBA)  # the graph's count, not a dense block's formula
+    # on meta tensors transformers runs its reference selective scan: the estimate says so
+    assert any("reference PyTorch code" in a and "selective_scan_fn" in a for a in e.assumptions), e.assumptions
+    with pytest.raises(InvalidInputError, match="no attention.*predictor='timeline'"):
+        _quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill", predictor="llm-xgb")
+
+
+def test_attention_free_decode_step_carries_the_recurrent_states():
+    b, seq = 2, 40
+    g = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, decode=True, cache=False)
+    shapes = [tuple(i.shape) for i in g.inputs]
+    inner = 2 * MAMBA["hidden_size"]  # expand 2
+    assert shapes.count((b, inner, MAMBA["state_size"])) == MAMBA["num_hidden_layers"], shapes  # SSM states
+    assert shapes.count((b, inner, 4)) == MAMBA["num_hidden_layers"], shapes  # conv states (kernel 4)
+    e = _quiet(estimate_llm, dict(MAMBA, model_type="mamba"), batch=b, seq=seq, mode="decode")
+    # the trace (the prompt's prefill, then the steps) ran the reference kernels, and the estimate names them
+    ref = [a for a in e.assumptions if "reference PyTorch code" in a]
+    assert len(ref) == 1, e.assumptions
+    assert all(k in ref[0] for k in ("causal_conv1d_update", "selective_state_update", "selective_scan_fn"))
+
+
+def test_an_encoder_decoder_runs_its_decoder_on_the_tokens():
+    cfg = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 16,
+           "vocab_size": 512}
+    g = _quiet(hf_graph, "t5", cfg, batch=2, seq=16, cache=False)
+    e = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="forward")
+    assert e.params == g.params == _model_params("t5", cfg)
+    assert e.flops == pytest.approx(g.flops)
+    # the memory is the replayed trace (both stacks ran), not a fallback
+    assert e.details["memory"]["path"] == "replay" and e.allocated_mb > 0
+    assert not any("could not run" in a for a in e.assumptions), e.assumptions
+
+
+def test_dense_models_keep_their_counts():
+    e = _quiet(estimate_llm, "gpt2", batch=1, seq=64, mode="prefill")
+    assert e.params == 124439808
+
+
+def test_bart_half_precision_memory_is_traced_past_its_overflow_guard():
+    # BART's encoder layers branch on `torch.isfinite(h).all()` in fp16: the trace answers as for finite values
+    cfg = {"model_type": "bart", "d_model": 64, "encoder_layers": 2, "decoder_layers": 2,
+           "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 128,
+           "decoder_ffn_dim": 128, "vocab_size": 512, "max_position_embeddings": 128}
+    e = _quiet(estimate_llm, cfg, batch=2, seq=32, mode="forward", dtype="fp16")
+    assert e.details["memory"]["path"] == "replay"
+    assert any("2 host read(s)" in n for n in e.details["memory"]["notes"]), e.details["memory"]["notes"]
+
+
+TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512}
+
+
+@pytest.mark.parametrize("outer, text_type, built_as", [
+    ("llava", "llama", "llama"),  # a vision tower in front of Llama
+    ("gemma3", "gemma3_text", "gemma3_text"),
+    ("qwen2_5_vl", "qwen2_5_vl_text", "qwen2"),  # no causal-LM class for its text model: Qwen2's layers
+])
+def test_a_multimodal_config_is_costed_as_its_text_decoder(outer, text_type, built_as):
+    # what a checkpoint's config.json holds: the outer type, its text and vision configs
+    cfg = {"model_type": outer, "text_config": dict(TEXT, model_type=text_type)}
+    e = _quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
+    note = e.assumptions[0]
+    assert note.startswith(f"a multimodal {outer}") and f"text decoder ({built_as})" in note, e.assumptions
+    assert "vision or audio encoder is not" in note
+    assert e.params == _model_params(built_as, TEXT)  # the decoder's own parameters, no vision tower
+    assert e.latency_ms > 0 and e.details["memory"]["path"] == "replay"
+
+
+def test_a_multimodal_config_without_a_text_decoder_class_is_refused_by_name():
+    cfg = {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model", "hidden_size": 64,
+                                                   "num_hidden_layers": 2, "num_attention_heads": 4}}
+    with pytest.raises(InvalidInputError, match="mllama.*text decoder \\(mllama_text_model\\) has no causal-LM"):
+        _quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
