@@ -102,7 +102,7 @@ LLM_CONFIGS = {
                                    layer_types=["sliding_attention"] * 3 + ["full_attention"])},
     "llava": {"text_config": dict(_SMALL, model_type="llama")},
     "qwen2_5_vl": {"text_config": dict(_SMALL, model_type="qwen2_5_vl_text")},
-    # encoder-decoders: forward runs both stacks over the tokens
+    # encoder-decoders: forward runs both stacks over the tokens, a training step their seq2seq loss
     "t5": {"d_model": 512, "d_ff": 2048, "num_layers": 4, "num_decoder_layers": 4, "num_heads": 8, "d_kv": 64,
            "vocab_size": 32000},
     "bart": {"d_model": 512, "encoder_layers": 4, "decoder_layers": 4, "encoder_attention_heads": 8,

@@ -371,11 +371,12 @@ def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimiz
 
         spec = resolve_llm(model)
         module, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
-        module.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
         name = spec.name
-        if not causal:
+        if causal:
+            module.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
+        elif not getattr(module.config, "is_encoder_decoder", False):
             raise InvalidInputError(f"{name} is built as an encoder; a transformer training step is traced for "
-                                    "decoders (the causal-LM loss on the tokens)")
+                                    "decoders (the causal-LM loss on the tokens) and encoder-decoders")
         if checkpointing:
             from ..frontends.hf import enable_checkpointing
 
@@ -399,11 +400,11 @@ def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimiz
                                     "is traced for a model that computes its own loss (a *ForCausalLM class); "
                                     "or pass inputs= with the module's own loss-making call")
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
-    from ..frontends.hf import reference_noted
+    from ..frontends.hf import reference_noted, seq2seq_inputs
 
-    with reference_noted() as noted:
-        noted.append(trace_module(module, {"input_ids": ids, "labels": ids}, training=True, dtype=dtype,
-                                  optimizer=optimizer, autocast=autocast))
+    with reference_noted() as noted:  # an encoder-decoder's decoder is teacher-forced on the same tokens
+        noted.append(trace_module(module, {"input_ids": ids, "labels": ids, **seq2seq_inputs(module, ids)},
+                                  training=True, dtype=dtype, optimizer=optimizer, autocast=autocast))
     return noted[0]
 
 

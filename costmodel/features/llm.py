@@ -100,12 +100,13 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
         mode = "prefill" if spec.causal else "forward"
     if mode not in LLM_WORKLOAD_MODES:
         raise InvalidInputError(f"mode must be one of {LLM_WORKLOAD_MODES}, got {mode!r}")
-    if mode in ("prefill", "decode", "training") and not spec.causal and is_encoder_decoder(spec):
+    seq2seq = not spec.causal and is_encoder_decoder(spec)
+    if mode in ("prefill", "decode") and seq2seq:
         raise InvalidInputError(
             f"{spec.name} is an encoder-decoder ({spec.model_type}); mode {mode!r} is costed for decoder-only "
-            "models: use mode 'forward' (both stacks over the tokens)"
+            "models: use mode 'forward' (both stacks over the tokens) or 'training'"
         )
-    if mode in ("prefill", "decode", "training") and not spec.causal:
+    if mode in ("prefill", "decode", "training") and not spec.causal and not seq2seq:
         raise InvalidInputError(
             f"{spec.name} is an encoder ({spec.model_type}); mode {mode!r} needs a decoder: use mode 'forward'"
         )

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 15  # 15: group norms carry ``groups``, layer norms ``normalized_shape`` (the rows they reduce)
+FRONTEND_VERSION = 16  # 16: encoder-decoders built with their LM head (AutoModelForSeq2SeqLM), T5 given its decoder
+# tokens; 15: group norms carry ``groups``, layer norms ``normalized_shape`` (the rows they reduce)
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

@@ -47,6 +47,8 @@ def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None)
 
         causal = bool(getattr(cfg, "is_decoder", False)) or is_causal_type(model_type)
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+    if not causal and getattr(cfg, "is_encoder_decoder", False) and _has_seq2seq_lm(cfg):
+        auto = transformers.AutoModelForSeq2SeqLM  # T5, BART: both stacks and the LM head, as they are run
     with torch.device("meta"):
         model = auto.from_config(cfg)
     return model.eval(), causal
@@ -106,6 +108,12 @@ def seq2seq_inputs(model, ids) -> dict:
     ids, teacher-forced (BART derives them from the input ids itself, by the same rule)."""
     cfg = getattr(model, "config", None)
     return {"decoder_input_ids": ids} if getattr(cfg, "is_encoder_decoder", False) else {}
+
+
+def _has_seq2seq_lm(cfg) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+    return cfg.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 
 def lora_spec(r, targets=None) -> dict | None:
@@ -206,11 +214,13 @@ def hf_graph(
         return g
     inputs = {"input_ids": ids, **seq2seq_inputs(model, ids)}
     if mode == "training":
-        if not causal:
+        seq2seq = bool(seq2seq_inputs(model, ids))
+        if not causal and not seq2seq:
             raise InvalidInputError(f"{model_type} is built as an encoder; a training step is costed for decoders "
-                                    "(the causal-LM loss on the tokens)")
+                                    "(the causal-LM loss on the tokens) and encoder-decoders")
         inputs["labels"] = ids
-        model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
+        if causal:
+            model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
         if lora:
             model = apply_lora(model, lora)
         blocks = checkpointed_blocks(model)

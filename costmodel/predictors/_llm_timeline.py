@@ -132,7 +132,7 @@ class TimelineLLMPredictor:
 
             tl = tl.with_host(load_host(host))
         # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
-        _, c = llm_feature_vector(replace(w, mode="prefill") if training else w, dev)
+        _, c = llm_feature_vector(replace(w, mode="prefill" if w.spec.causal else "forward") if training else w, dev)
         g = self.graph(w, lora)
         # parameters and FLOPs as the graph counts them: exact for every architecture (state-space layers,
         # experts, encoder-decoders), where the closed form knows dense attention blocks only

@@ -96,6 +96,15 @@ def test_an_encoder_decoder_runs_its_decoder_on_the_tokens():
     # the memory is the replayed trace (both stacks ran), not a fallback
     assert e.details["memory"]["path"] == "replay" and e.allocated_mb > 0
     assert not any("could not run" in a for a in e.assumptions), e.assumptions
+    # built as it is run: T5ForConditionalGeneration, its LM head on every decoder position
+    head = [n for n in g.nodes if n.kind == "matmul" and n.out_shapes and n.out_shapes[0][-1] == cfg["vocab_size"]]
+    assert len(head) == 1 and head[0].flops == pytest.approx(2 * 2 * 16 * cfg["d_model"] * cfg["vocab_size"])
+    # a fine-tuning step: the model's own loss on the tokens as labels, backward, AdamW
+    step = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="training", dtype="bf16")
+    assert step.details["memory"]["path"] == "replay" and step.latency_ms > e.latency_ms
+    assert step.allocated_mb > e.allocated_mb
+    with pytest.raises(InvalidInputError, match="encoder-decoder.*'forward'.*'training'"):
+        _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="decode")
 
 
 def test_dense_models_keep_their_counts():
