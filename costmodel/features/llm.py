@@ -47,6 +47,7 @@ from ..ir import LLM_DTYPES, LLM_MODES
 from ..llm import (
     DTYPE_BYTES,
     LLMSpec,
+    cached_tokens,
     has_learned_positions,
     is_encoder_decoder,
     is_gated,
@@ -301,7 +302,10 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     linear_macs = tokens * (L * layer_linear + head)
     attn_macs = 2 * w.batch * q_len * w.context * q_dim * L
     weights_bytes = params * b
-    kv_bytes = 2 * L * w.batch * w.context * kv_dim * b if w.spec.causal and w.mode in ("prefill", "decode") else 0.0
+    # the cache as transformers keeps it: every token, the window of a sliding-window layer, none in a
+    # state-space or linear-attention layer
+    kv_bytes = (2 * w.batch * sum(cached_tokens(w.spec, w.context)) * kv_dim * b
+                if w.spec.causal and w.mode in ("prefill", "decode") else 0.0)
     # eager attention materializes scores (and the relative-position terms of DeBERTa's c2p/p2c)
     eager = w.spec.model_type in EAGER_ATTENTION_TYPES
     rel = w.spec.config.get("pos_att_type") or []

@@ -23,6 +23,7 @@ from ._registry import (
     LLMSpec,
     TEXT_DECODER_OF,
     attention_free,
+    cached_tokens,
     has_learned_positions,
     is_causal_type,
     is_encoder_decoder,

@@ -33,6 +33,7 @@ __all__ = [
     "LLMSpec",
     "TEXT_DECODER_OF",
     "attention_free",
+    "cached_tokens",
     "is_encoder_decoder",
     "has_learned_positions",
     "is_causal_type",
@@ -466,8 +467,51 @@ def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float
         dtype_bytes = DTYPE_BYTES[key]
     positive_number(dtype_bytes, "dtype_bytes")  # checked only: an int stays an int below
     f = llm_features(spec)
-    n = 2 * f["num_layers"] * batch * seq * f["num_kv_heads"] * f["head_dim"] * dtype_bytes
+    n = 2 * batch * sum(cached_tokens(spec, seq)) * f["num_kv_heads"] * f["head_dim"] * dtype_bytes
     return int(n) if float(n).is_integer() else float(n)
+
+
+def cached_tokens(spec: LLMSpec | Any, seq: int) -> list[int]:
+    """Tokens each layer's key/value cache holds after ``seq`` tokens, as transformers' dynamic cache
+    keeps them: ``seq`` for full attention, at most ``sliding_window - 1`` for a sliding-window layer
+    (Mistral, Gemma 2/3, GPT-OSS), none for a layer without keys and values (state-space, linear-attention
+    and convolution layers of Mamba, Jamba, Qwen3-Next, LFM2, whose fixed-size states are not counted).
+    Without transformers' per-layer cache description (an older version), every layer holds ``seq``."""
+    spec = resolve_llm(spec)
+    layers = llm_features(spec)["num_layers"]
+    if attention_free(spec):
+        return [0] * layers
+    try:
+        windows = _layer_windows(spec.model_type, json.dumps(spec.config, sort_keys=True))
+    except (TypeError, ValueError):  # a field JSON cannot hold
+        windows = None
+    if windows is None or len(windows) != layers:
+        return [seq] * layers
+    return [seq if w < 0 else min(seq, w) for w in windows]
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_windows(model_type: str, key: str) -> tuple[int, ...] | None:
+    """Per layer of the config ``key`` (JSON): -1 (the cache keeps every token), ``sliding_window - 1`` (a
+    sliding-window layer keeps the latest that many) or 0 (no keys and values); ``None`` where transformers
+    cannot say."""
+    try:
+        from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, get_layer_types_and_kwargs
+
+        built = _cached_config(model_type, key)
+        types, kwargs = get_layer_types_and_kwargs(built.get_text_config(decoder=True))
+    except Exception:  # noqa: BLE001 - no transformers, an older one, or no config
+        return None
+    out = []
+    for t, kw in zip(types, kwargs):
+        kind = DYNAMIC_LAYER_TYPE_MAPPING[t].__name__ if t in DYNAMIC_LAYER_TYPE_MAPPING else str(t)
+        if "Sliding" in kind and kw.get("sliding_window"):
+            out.append(int(kw["sliding_window"]) - 1)
+        elif kind in ("LinearAttentionLayer", "DummyLayer", "dummy"):
+            out.append(0)
+        else:
+            out.append(-1)
+    return tuple(out)
 
 
 def moe_layout(spec: LLMSpec | Any) -> dict[str, int] | None:

@@ -147,3 +147,26 @@ def test_a_multimodal_config_without_a_text_decoder_class_is_refused_by_name():
                                                    "num_hidden_layers": 2, "num_attention_heads": 4}}
     with pytest.raises(InvalidInputError, match="mllama.*text decoder \\(mllama_text_model\\) has no causal-LM"):
         _quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
+
+
+@pytest.mark.parametrize("model_type, config", [
+    ("gemma2", dict(SMALL, num_hidden_layers=4, sliding_window=16)),  # sliding and full layers alternate
+    ("mistral", dict(SMALL, num_hidden_layers=2, sliding_window=24)),  # every layer slides
+    ("lfm2", dict(SMALL, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"])),
+    ("llama", dict(SMALL, num_hidden_layers=2)),
+])
+def test_kv_cache_size_is_what_the_cache_holds(model_type, config):
+    import torch
+
+    from costmodel.llm import cached_tokens
+
+    b, seq = 2, 40
+    model, _ = _quiet(build_hf_model, model_type, config, causal=True)
+    with torch.device("meta"), torch.no_grad():
+        out = _quiet(model, input_ids=torch.zeros((b, seq), dtype=torch.long), use_cache=True)
+    held = [layer.keys.shape[-2] if isinstance(getattr(layer, "keys", None), torch.Tensor) else 0
+            for layer in out.past_key_values.layers]
+    spec = dict(config, model_type=model_type)
+    assert cached_tokens(spec, seq) == held
+    f = llm_features(spec)
+    assert kv_cache_bytes(spec, batch=b, seq=seq) == 2 * b * sum(held) * f["num_kv_heads"] * f["head_dim"] * 2
