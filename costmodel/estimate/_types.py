@@ -192,6 +192,9 @@ class LLMEstimate(Estimate):
         ]
         if self.mode == "training":
             rows.insert(3, ("step", self._step()))
+        if self.mode == "decode" and self.details.get("cache_mb") is not None:
+            rows.insert(3, ("cache", f"{self.details['cache_mb']:.5g} MB read per step (keys, values and any "
+                                     f"layer states of {self.seq} tokens per sequence)"))
         return _rows(rows + [("assumes", a) for a in self.assumptions])
 
     def _step(self) -> str:

@@ -153,6 +153,11 @@ class TimelineLLMPredictor:
         # no intervals: the timeline's come from held-out vision families, which say nothing of transformers
         est.details.update(ops=e.details.get("ops"), timeline_analytic=e.details.get("analytic"),
                            graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
+        if w.mode == "decode":  # the step's inputs after its tokens are the cache's tensors, at their true shapes
+            from ..llm import DTYPE_BYTES
+
+            elems = sum(int(np.prod(i.shape)) for i in g.inputs[1:])
+            est.details["cache_mb"] = elems * DTYPE_BYTES[w.dtype] / 2**20
         # memory from the workload's allocation trace, as estimate() does for a module
         if training:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,

@@ -170,3 +170,15 @@ def test_kv_cache_size_is_what_the_cache_holds(model_type, config):
     assert cached_tokens(spec, seq) == held
     f = llm_features(spec)
     assert kv_cache_bytes(spec, batch=b, seq=seq) == 2 * b * sum(held) * f["num_kv_heads"] * f["head_dim"] * 2
+
+
+def test_a_decode_estimate_reports_the_cache_it_reads():
+    spec = dict(SMALL, num_hidden_layers=2, model_type="llama")
+    e = _quiet(estimate_llm, spec, batch=3, seq=48, mode="decode", dtype="fp16")
+    assert e.details["cache_mb"] * 2**20 == kv_cache_bytes(spec, batch=3, seq=48, dtype_bytes="fp16")
+    assert "cache" in e.table() and "read per step" in e.table()
+    # a sliding window caps what a layer keeps: Mistral with a 16-token window holds 15 of 48
+    slide = dict(SMALL, num_hidden_layers=2, sliding_window=16, model_type="mistral")
+    s = _quiet(estimate_llm, slide, batch=3, seq=48, mode="decode", dtype="fp16")
+    assert s.details["cache_mb"] * 2**20 == kv_cache_bytes(slide, batch=3, seq=48, dtype_bytes="fp16")
+    assert s.details["cache_mb"] == pytest.approx(e.details["cache_mb"] * 15 / 48)
