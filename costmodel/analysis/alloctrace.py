@@ -722,7 +722,7 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
     _check_target(target)
     if phase not in ("forward", "prefill", "decode"):
         raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
-    if phase == "decode" and not causal:
+    if phase == "decode" and not causal and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
     with _exclusive(), _fake():
         return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup, target)
@@ -738,18 +738,21 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
     """
     import torch
 
+    from ..frontends.hf import prefill_kwargs, step_kwargs
+
     arg = _cache_kwarg(model)
     tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
     start = len(trace.events)
     rec.phase = "prefill"
-    cache = _out_cache(_call(model, mapping, {"input_ids": ids, "use_cache": True}))
+    out = _call(model, mapping, prefill_kwargs(model, ids))
+    cache = _out_cache(out)
     rec.phase = "decode"
     cut = len(trace.events)
     for i in range(max(decode_tokens, warmup)):
-        _call(model, mapping, {"input_ids": tok, "use_cache": True, arg: cache})
+        _call(model, mapping, step_kwargs(model, tok, cache, out, arg))
         if i + 1 == warmup:
             cut = len(trace.events)
-    del cache
+    del cache, out
     return start, cut
 
 

@@ -102,10 +102,10 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
     if mode not in LLM_WORKLOAD_MODES:
         raise InvalidInputError(f"mode must be one of {LLM_WORKLOAD_MODES}, got {mode!r}")
     seq2seq = not spec.causal and is_encoder_decoder(spec)
-    if mode in ("prefill", "decode") and seq2seq:
+    if mode == "prefill" and seq2seq:
         raise InvalidInputError(
-            f"{spec.name} is an encoder-decoder ({spec.model_type}); mode {mode!r} is costed for decoder-only "
-            "models: use mode 'forward' (both stacks over the tokens) or 'training'"
+            f"{spec.name} is an encoder-decoder ({spec.model_type}); its prompt is read by mode 'forward' (both "
+            "stacks over the tokens); 'decode' and 'training' work too"
         )
     if mode in ("prefill", "decode", "training") and not spec.causal and not seq2seq:
         raise InvalidInputError(

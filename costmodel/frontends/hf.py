@@ -207,7 +207,7 @@ def hf_graph(
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
     name = config.get("_name_or_path") or model_type
     if decode:
-        if not causal:
+        if not causal and not seq2seq_inputs(model, ids):
             raise InvalidInputError(f"a decode step needs a decoder; {model_type} is built as an encoder")
         g = _decode_graph(model, batch, seq, name, fused)  # traced: torch.export does not take a cache object
         g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
@@ -272,20 +272,49 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     from ._moe import grouped_mm_fallback
 
     with torch.device("meta"), torch.no_grad(), grouped_mm_fallback():
-        out = model(input_ids=torch.zeros((batch, seq), dtype=torch.long), use_cache=True)
+        out = model(**prefill_kwargs(model, torch.zeros((batch, seq), dtype=torch.long)))
     cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out["past_key_values"]
-    layers = getattr(cache, "layers", None)
+    layers = cache_layers(cache)
     if layers is None:
         raise InvalidInputError(f"{name}: this transformers version's KV cache has no per-layer tensors to cost")
     kv = [t for layer in layers for t in _state_tensors(layer)]
+    enc = getattr(out, "encoder_last_hidden_state", None)
 
     class DecodeStep(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, *cache_tensors):  # the tensors are the cache's own (registered as inputs)
-            return self.model(input_ids=input_ids, use_cache=True, **{arg: cache}).logits
+        def forward(self, input_ids, *tensors):  # the cache's own tensors (and the encoder's output), as inputs
+            return self.model(**step_kwargs(model, input_ids, cache, out, arg)).logits
 
     tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
-    return from_torch(DecodeStep(), (tok, *kv), method="trace", name=name, fused=fused)
+    extra = () if enc is None else (enc,)
+    g = from_torch(DecodeStep(), (tok, *extra, *kv), method="trace", name=name, fused=fused)
+    g.meta["cache_inputs_from"] = 1 + len(extra)  # the inputs from here on are the cache's tensors
+    return g
+
+
+def prefill_kwargs(model, ids) -> dict:
+    """The call that fills a decode step's cache with the ``(batch, seq)`` prompt; an encoder-decoder's
+    encoder reads the prompt and its decoder the same number of tokens generated so far."""
+    return {"input_ids": ids, "use_cache": True, **seq2seq_inputs(model, ids)}
+
+
+def step_kwargs(model, tok, cache, out, arg: str) -> dict:
+    """One decode step's call: one new token per sequence against the cache. An encoder-decoder's
+    decoder also takes the encoder's output of the prefill ``out`` (its cross-attention keys and values
+    are in the cache already)."""
+    if seq2seq_inputs(model, tok):
+        return {"decoder_input_ids": tok, "encoder_outputs": (out.encoder_last_hidden_state,), "use_cache": True,
+                arg: cache}
+    return {"input_ids": tok, "use_cache": True, arg: cache}
+
+
+def cache_layers(cache) -> list | None:
+    """The layers of a cache: its own, or an encoder-decoder cache's self-attention layers then its
+    cross-attention layers; ``None`` for a cache without per-layer tensors."""
+    parts = [getattr(cache, k, None) for k in ("self_attention_cache", "cross_attention_cache")]
+    if parts[0] is not None:
+        return [layer for p in parts if p is not None for layer in (getattr(p, "layers", None) or [])]
+    return getattr(cache, "layers", None)

@@ -156,7 +156,7 @@ class TimelineLLMPredictor:
         if w.mode == "decode":  # the step's inputs after its tokens are the cache's tensors, at their true shapes
             from ..llm import DTYPE_BYTES
 
-            elems = sum(int(np.prod(i.shape)) for i in g.inputs[1:])
+            elems = sum(int(np.prod(i.shape)) for i in g.inputs[int(g.meta.get("cache_inputs_from", 1)):])
             est.details["cache_mb"] = elems * DTYPE_BYTES[w.dtype] / 2**20
         # memory from the workload's allocation trace, as estimate() does for a module
         if training:

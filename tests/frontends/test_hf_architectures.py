@@ -103,8 +103,22 @@ def test_an_encoder_decoder_runs_its_decoder_on_the_tokens():
     step = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="training", dtype="bf16")
     assert step.details["memory"]["path"] == "replay" and step.latency_ms > e.latency_ms
     assert step.allocated_mb > e.allocated_mb
-    with pytest.raises(InvalidInputError, match="encoder-decoder.*'forward'.*'training'"):
-        _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="decode")
+    with pytest.raises(InvalidInputError, match="encoder-decoder.*'forward'.*'decode' and 'training'"):
+        _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="prefill")
+
+
+def test_an_encoder_decoders_decode_step_reads_its_self_and_cross_attention_caches():
+    cfg = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 4, "d_kv": 16,
+           "vocab_size": 512}
+    b, seq = 2, 24
+    g = _quiet(hf_graph, "t5", cfg, batch=b, seq=seq, decode=True, cache=False)
+    shapes = [tuple(i.shape) for i in g.inputs]
+    assert shapes[:2] == [(b, 1), (b, seq, cfg["d_model"])]  # the new tokens, the encoder's output
+    # keys and values of 3 decoder layers' self-attention, then of their cross-attention over the source
+    assert shapes[2:] == [(b, cfg["num_heads"], seq, cfg["d_kv"])] * (2 * 2 * cfg["num_decoder_layers"])
+    e = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16")
+    assert e.details["cache_mb"] * 2**20 == 4 * cfg["num_decoder_layers"] * b * cfg["num_heads"] * seq * cfg["d_kv"] * 2
+    assert e.details["memory"]["path"] == "replay" and e.latency_ms > 0
 
 
 def test_dense_models_keep_their_counts():
