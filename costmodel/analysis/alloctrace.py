@@ -58,6 +58,7 @@ from typing import Any
 
 from .._errors import InvalidInputError
 from ..frontends import cuda_attention
+from ..frontends.hf import unpadded_sequences
 from ..ir import OPTIMIZERS as _IR_OPTIMIZERS
 from ._stepctx import AUTOCAST_DTYPES, autocast_to, check_autocast, direct_call, reparametrized
 from .allocator import Event
@@ -642,7 +643,7 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
     # the mapping's tensors stay in the module through the backward pass: activation checkpointing
     # recomputes blocks there, and they must use the same parameters (and update their gradients); a
     # transformers model given one sequence per row skips its attention mask, as it does on real tensors
-    with _eager(), _unpacked_sequences(), rec.mode, reparametrized(module, mapping):
+    with _eager(), unpadded_sequences(), rec.mode, reparametrized(module, mapping):
         for _ in range(steps):
             rec.phase = "forward"
             opt.zero_grad(set_to_none=True)
@@ -688,26 +689,6 @@ def _cache_kwarg(model) -> str:
 def _out_cache(out):
     c = out.get("cache") if hasattr(out, "get") else None
     return c if c is not None else out["past_key_values"]
-
-
-@contextlib.contextmanager
-def _unpacked_sequences():
-    """transformers checks position ids for packed sequences with a data-dependent ``.all()`` when no
-    attention mask is given; the measured runs had one sequence per row, which is what this answers."""
-    try:
-        import transformers.masking_utils as mu
-    except ImportError:  # an older transformers without the check
-        yield
-        return
-    orig = getattr(mu, "find_packed_sequence_indices", None)
-    if orig is None:
-        yield
-        return
-    mu.find_packed_sequence_indices = lambda position_ids: None
-    try:
-        yield
-    finally:
-        mu.find_packed_sequence_indices = orig
 
 
 def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
@@ -764,7 +745,7 @@ def run_forward(model, mapping, ids, *, causal: bool, rec=None, target: str = "c
     from ..frontends.hf import seq2seq_inputs
 
     kw = {"use_cache": False} if causal else {}
-    with _kernels(target), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), \
+    with _kernels(target), unpadded_sequences(), _mode(model, False), torch.inference_mode(), \
             (rec.mode if rec is not None else contextlib.nullcontext()):
         _call(model, mapping, {"input_ids": ids, **seq2seq_inputs(model, ids), **kw})
 
@@ -780,7 +761,7 @@ def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup,
         run_forward(model, mapping, ids, causal=causal, rec=rec, target=target)
         rec.finish()
         return trace
-    with _kernels(target), _unpacked_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
+    with _kernels(target), unpadded_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
         start, cut = _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup)
     rec.finish()
     round2 = trace.events[start:]

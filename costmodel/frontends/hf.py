@@ -103,6 +103,37 @@ def reference_noted() -> Iterator[list]:
         noted[0].notes.append(f"{REFERENCE_NOTE}{', '.join(sorted(ref))}")
 
 
+@contextlib.contextmanager
+def unpadded_sequences() -> Iterator[None]:
+    """One unpadded sequence per row, as the measured runs had, said to transformers' masking code
+    where it would read tensor values that meta and fake tensors do not hold: its check of the position
+    ids for packed sequences (none), and its test that a padding mask is all ones (it is) before it
+    lets attention run with ``is_causal`` instead of a mask."""
+    try:
+        import transformers.masking_utils as mu
+    except ImportError:  # an older transformers without these checks
+        yield
+        return
+    packed, fast_all = getattr(mu, "find_packed_sequence_indices", None), getattr(mu, "fast_all", None)
+
+    def _all_ones(t):
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        return True if t.is_meta or isinstance(t, FakeTensor) else fast_all(t)
+
+    if packed is not None:
+        mu.find_packed_sequence_indices = lambda position_ids: None
+    if fast_all is not None:
+        mu.fast_all = _all_ones
+    try:
+        yield
+    finally:
+        if packed is not None:
+            mu.find_packed_sequence_indices = packed
+        if fast_all is not None:
+            mu.fast_all = fast_all
+
+
 def seq2seq_inputs(model, ids) -> dict:
     """An encoder-decoder's (T5's) forward call also needs the decoder's tokens: the same ``(batch, seq)``
     ids, teacher-forced (BART derives them from the input ids itself, by the same rule)."""
@@ -271,7 +302,7 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     arg = _cache_kwarg(model)
     from ._moe import grouped_mm_fallback
 
-    with torch.device("meta"), torch.no_grad(), grouped_mm_fallback():
+    with torch.device("meta"), torch.no_grad(), grouped_mm_fallback(), unpadded_sequences():
         out = model(**prefill_kwargs(model, torch.zeros((batch, seq), dtype=torch.long)))
     cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out["past_key_values"]
     layers = cache_layers(cache)
@@ -290,7 +321,8 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
 
     tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
     extra = () if enc is None else (enc,)
-    g = from_torch(DecodeStep(), (tok, *extra, *kv), method="trace", name=name, fused=fused)
+    with unpadded_sequences():
+        g = from_torch(DecodeStep(), (tok, *extra, *kv), method="trace", name=name, fused=fused)
     g.meta["cache_inputs_from"] = 1 + len(extra)  # the inputs from here on are the cache's tensors
     return g
 

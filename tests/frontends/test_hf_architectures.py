@@ -134,6 +134,10 @@ def test_bart_half_precision_memory_is_traced_past_its_overflow_guard():
     e = _quiet(estimate_llm, cfg, batch=2, seq=32, mode="forward", dtype="fp16")
     assert e.details["memory"]["path"] == "replay"
     assert any("2 host read(s)" in n for n in e.details["memory"]["notes"]), e.details["memory"]["notes"]
+    # its decoder makes an all-ones mask and checks it on the host before a decode step's attention: the
+    # check is answered (one unpadded sequence per row) in the graph and in the trace
+    d = _quiet(estimate_llm, cfg, batch=2, seq=32, mode="decode", dtype="fp16")
+    assert d.details["memory"]["path"] == "replay" and d.latency_ms > 0
 
 
 TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
