@@ -46,12 +46,21 @@ def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None)
         from ..llm import is_causal_type
 
         causal = bool(getattr(cfg, "is_decoder", False)) or is_causal_type(model_type)
-    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
-    if not causal and getattr(cfg, "is_encoder_decoder", False) and _has_seq2seq_lm(cfg):
-        auto = transformers.AutoModelForSeq2SeqLM  # T5, BART: both stacks and the LM head, as they are run
     with torch.device("meta"):
-        model = auto.from_config(cfg)
+        model = model_class(cfg, causal).from_config(cfg)
     return model.eval(), causal
+
+
+def model_class(cfg, causal: bool):
+    """The transformers auto class a config is built and measured with: decoders with their LM head,
+    encoder-decoders (T5, BART) with theirs (both stacks and the head, as they are run), encoders bare."""
+    import transformers
+
+    if causal:
+        return transformers.AutoModelForCausalLM
+    if getattr(cfg, "is_encoder_decoder", False) and _has_seq2seq_lm(cfg):
+        return transformers.AutoModelForSeq2SeqLM
+    return transformers.AutoModel
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from .._errors import InvalidInputError, ModelLoadError
 from ..frontends import build_zoo_model
+from ..frontends.hf import model_class
 from .probes import _Device
 from .work import WorkItem
 
@@ -62,7 +63,7 @@ def build_llm(spec: dict, dev):
         cfg = transformers.AutoConfig.for_model(spec["model_type"], **kw)
     except ValueError as e:
         raise InvalidInputError(f"{spec['model']}: invalid {spec['model_type']} config: {e}") from None
-    auto = transformers.AutoModelForCausalLM if spec["causal"] else transformers.AutoModel
+    auto = model_class(cfg, spec["causal"])
     with torch.device(dev):
         model = auto.from_config(cfg)
     model = model.to(device=dev, dtype=torch.float32).eval()
@@ -173,7 +174,7 @@ def _check_llm_buildable(spec: dict) -> None:
     try:
         kw = {k: v for k, v in spec["config"].items() if k not in _HF_DROP}
         cfg = transformers.AutoConfig.for_model(spec["model_type"], **kw)
-        auto = transformers.AutoModelForCausalLM if spec["causal"] else transformers.AutoModel
+        auto = model_class(cfg, spec["causal"])
         with torch.device("meta"):
             auto.from_config(cfg)
     except (TypeError, ValueError, KeyError, AttributeError):

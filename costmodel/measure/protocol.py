@@ -49,6 +49,7 @@ import time
 from typing import Any, Callable
 
 from .._errors import InvalidInputError
+from ..frontends.hf import prefill_kwargs, seq2seq_inputs, step_kwargs
 from .energy import ENERGY_SPAN_S, energy_between_updates
 from .models import _drop_model, _model, _torch_dtype
 from .probes import _MB, _Device, _device, _rss_mb, _version, cpu_name, normalize_device
@@ -292,18 +293,20 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
                 arg = _cache_arg(model)
                 tok = torch.randint(0, info["vocab"], (b, 1), device=d.dev)
 
-                def prefill():
-                    return _out_cache(model(input_ids=ids, use_cache=True))
+                def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens
+                    return model(**prefill_kwargs(model, ids))
 
-                cache = prefill()
+                out = prefill()
+                cache = _out_cache(out)
                 for _ in range(WARMUP):
-                    model(input_ids=tok, use_cache=True, **{arg: cache})
-                del cache
-                cache = prefill()  # a fresh cache of `seq` tokens for the timed steps
-                t = _timed_window(lambda: model(input_ids=tok, use_cache=True, **{arg: cache}), [DECODE_TOKENS], d)
+                    model(**step_kwargs(model, tok, cache, out, arg))
+                del cache, out
+                out = prefill()  # a fresh cache of `seq` tokens for the timed steps
+                cache = _out_cache(out)
+                t = _timed_window(lambda: model(**step_kwargs(model, tok, cache, out, arg)), [DECODE_TOKENS], d)
                 prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
             else:
-                kw = {"use_cache": False} if causal else {}
+                kw = {"use_cache": False} if causal else seq2seq_inputs(model, ids)  # T5: its decoder's tokens
                 t = _protocol(lambda: model(input_ids=ids, **kw), d)
                 prof = _profile_ops(model, {"input_ids": ids, **kw}, lambda: model(input_ids=ids, **kw), item, d,
                                     t) if ops else None

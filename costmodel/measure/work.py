@@ -202,13 +202,16 @@ def _llm_spec(entry: dict, where: str) -> dict:
 
 
 def _llm_items(entry: dict, where: str) -> list[WorkItem]:
+    from ..llm import is_encoder_decoder
+
     spec = _llm_spec(entry, where)
-    valid_modes = LLM_MODES if spec["causal"] else ("forward",)
+    seq2seq = not spec["causal"] and is_encoder_decoder(dict(spec["config"], model_type=spec["model_type"]))
+    valid_modes = LLM_MODES if spec["causal"] else ("forward", "decode") if seq2seq else ("forward",)
     default_mode = "prefill" if spec["causal"] else "forward"
     modes = _as_list(entry.get("mode", default_mode), "mode", where)
     for m in modes:
         if m not in valid_modes:
-            kind = "a decoder" if spec["causal"] else "an encoder"
+            kind = "a decoder" if spec["causal"] else "an encoder-decoder" if seq2seq else "an encoder"
             raise InvalidInputError(f"{where}: mode {m!r} is not valid for {kind} ({spec['model']}); "
                                     f"valid: {', '.join(valid_modes)}")
     dtypes = _check_choice(_as_list(entry.get("dtype", "fp32"), "dtype", where), DTYPES, "dtype", where)

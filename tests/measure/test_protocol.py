@@ -11,6 +11,7 @@ import types
 import pytest
 import torch
 
+from costmodel import InvalidInputError
 import costmodel.measure.models as M
 import costmodel.measure.probes as probes
 import costmodel.measure.protocol as P
@@ -78,6 +79,21 @@ def test_measure_cpu_training_and_transformers():
     pre = measure(TINY_GPT2, 2, device="cpu", seq=16)
     assert pre["mode"] == "prefill" and pre["params"] == dec["params"]
     assert LLM_GPU_FIELDS - {"weights_mb", "peak_alloc_mb", "peak_reserved_mb", "power_w_sample"} <= set(pre)
+
+def test_an_encoder_decoder_is_measured_as_it_is_costed():
+    t5 = {"model": "tiny-t5", "model_type": "t5", "causal": False,
+          "config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16,
+                     "vocab_size": 256}}
+    from costmodel.frontends.hf import build_hf_model
+
+    model, _ = build_hf_model("t5", t5["config"])
+    fwd = measure(t5, 2, device="cpu", seq=16)  # its decoder gets the tokens too
+    assert fwd["mode"] == "forward" and fwd["params"] == sum(p.numel() for p in model.parameters())
+    dec = measure(t5, 2, device="cpu", mode="decode", seq=16)  # steps against both caches
+    assert dec["iters"] == P.DECODE_TOKENS and dec["tokens_s"] == pytest.approx(dec["throughput_samples_s"])
+    with pytest.raises(InvalidInputError, match="not valid for an encoder-decoder.*valid: forward, decode"):
+        measure(t5, 2, device="cpu", mode="prefill", seq=16)
+
 
 #: what a GPU row adds beyond the packaged fields when its energy is read between counter updates
 ENERGY_SPAN_FIELDS = {"energy_method", "energy_j_window", "power_w_window", "energy_span"}
