@@ -566,10 +566,11 @@ def _real_trace(r, fused: bool = True):
 
     from ..measure import build_llm as _build_llm
     from ..frontends import from_torch
+    from ..frontends.hf import seq2seq_inputs
 
     model, _ = _build_llm({"model": r.model, **r.spec}, torch.device("cpu"))
-    kw = {"use_cache": False} if r.spec.get("causal") else {}
     ids = torch.zeros((r.batch, r.seq), dtype=torch.long)
+    kw = {"use_cache": False} if r.spec.get("causal") else seq2seq_inputs(model, ids)  # as the row was measured
     g = from_torch(model, {"input_ids": ids, **kw}, method="trace", name=r.model, fused=fused)
     g.meta.update({"seq": r.seq, "model_type": r.spec["model_type"], "causal": r.spec.get("causal")})
     return g
