@@ -82,6 +82,9 @@ def _replay(row: dict, ov):
     if "model_type" in row:
         from costmodel.measure import run_config
 
+        if row["mode"] == "training":  # a fine-tuning step, measured with its optimizer
+            return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], mode="training",
+                                 optimizer=row.get("optimizer", "adamw"), dtype=row["dtype"], overheads=ov)
         return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], phase=row["mode"],
                              dtype=row["dtype"], overheads=ov)
     mode = "training" if row["mode"] == "train" else "inference"

@@ -75,7 +75,7 @@ class PerfRow:
     @property
     def has_graph(self) -> bool:
         """Rows :meth:`PerfDataset.graph` can build: every vision row, every transformer row."""
-        return self.kind == "vision" or self.phase in ("forward", "prefill", "decode")
+        return self.kind == "vision" or self.phase in ("forward", "prefill", "decode", "training")
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
@@ -133,7 +133,7 @@ def _llm_row(r: dict, device: str) -> PerfRow:
         family=r.get("model_type", r["model"]),
         device=device,
         batch=int(r["batch"]),
-        mode="inference",
+        mode="training" if r["mode"] == "training" else "inference",  # a fine-tuning step, or a call
         dtype=r["dtype"],
         latency_ms=float(r["latency_ms"]),
         memory_mb=_label(r, "nvml_used_mb"),
@@ -238,6 +238,7 @@ class PerfDataset(Sequence[PerfRow]):
             g = hf_graph(
                 r.spec["model_type"], r.spec["config"], batch=r.batch, seq=r.seq,
                 causal=r.spec.get("causal"), method=self.method, decode=r.phase == "decode", fused=fused,
+                mode="training" if r.phase == "training" else "inference",
             )
         else:
             raise InvalidInputError(f"row {i} ({r.model} {r.phase}) has no graph: unknown phase {r.phase!r}")

@@ -246,6 +246,30 @@ def _vision_step(model, x, mode: str, batch: int):
     return step
 
 
+def _llm_step(model, ids, causal: bool):
+    """One fine-tuning step of a transformer, as the cost model's training estimate runs it: the tokens
+    are the labels of the model's own loss (a causal LM shifts them; an encoder-decoder's decoder reads
+    the same tokens), backward, AdamW (PyTorch's default implementation for the device), weights in
+    the row's dtype."""
+    import torch
+
+    model.train()
+    if causal:
+        model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
+    opt = torch.optim.AdamW(model.parameters())
+    kw = {"input_ids": ids, "labels": ids, **seq2seq_inputs(model, ids)}
+    if causal:
+        kw["use_cache"] = False
+
+    def step():
+        opt.zero_grad()
+        model(**kw).loss.backward()
+        opt.step()
+
+    step.opt = opt  # freed with the step
+    return step
+
+
 def _cache_arg(model) -> str:
     import inspect
 
@@ -288,32 +312,43 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
         seq = item.seq
         ids = torch.randint(0, info["vocab"], (b, seq), device=d.dev)
         causal = item.spec["causal"]
-        with torch.inference_mode():
-            if item.mode == "decode":
-                arg = _cache_arg(model)
-                tok = torch.randint(0, info["vocab"], (b, 1), device=d.dev)
+        if item.mode == "training":  # a fine-tuning step: the model's own loss, backward, AdamW
+            step = _llm_step(model, ids, causal)
+            try:
+                t = _protocol(step, d)
+            finally:
+                model.zero_grad(set_to_none=True)
+                model.eval()
+            prof = ([], {"skipped": "transformer training steps are not profiled per operator yet"}) if ops else None
+        else:
+            with torch.inference_mode():
+                if item.mode == "decode":
+                    arg = _cache_arg(model)
+                    tok = torch.randint(0, info["vocab"], (b, 1), device=d.dev)
 
-                def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens
-                    return model(**prefill_kwargs(model, ids))
+                    def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens
+                        return model(**prefill_kwargs(model, ids))
 
-                out = prefill()
-                cache = _out_cache(out)
-                for _ in range(WARMUP):
-                    model(**step_kwargs(model, tok, cache, out, arg))
-                del cache, out
-                out = prefill()  # a fresh cache of `seq` tokens for the timed steps
-                cache = _out_cache(out)
-                t = _timed_window(lambda: model(**step_kwargs(model, tok, cache, out, arg)), [DECODE_TOKENS], d)
-                prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
-            else:
-                kw = {"use_cache": False} if causal else seq2seq_inputs(model, ids)  # T5: its decoder's tokens
-                t = _protocol(lambda: model(input_ids=ids, **kw), d)
-                prof = _profile_ops(model, {"input_ids": ids, **kw}, lambda: model(input_ids=ids, **kw), item, d,
-                                    t) if ops else None
+                    out = prefill()
+                    cache = _out_cache(out)
+                    for _ in range(WARMUP):
+                        model(**step_kwargs(model, tok, cache, out, arg))
+                    del cache, out
+                    out = prefill()  # a fresh cache of `seq` tokens for the timed steps
+                    cache = _out_cache(out)
+                    t = _timed_window(lambda: model(**step_kwargs(model, tok, cache, out, arg)), [DECODE_TOKENS], d)
+                    prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
+                else:
+                    kw = {"use_cache": False} if causal else seq2seq_inputs(model, ids)  # T5: its decoder's tokens
+                    t = _protocol(lambda: model(input_ids=ids, **kw), d)
+                    prof = _profile_ops(model, {"input_ids": ids, **kw}, lambda: model(input_ids=ids, **kw), item, d,
+                                        t) if ops else None
         lat_s = t["latency_ms"] / 1e3
         head = {"model": item.spec["model"], "model_type": item.spec["model_type"], "config": info["config"],
                 "causal": causal, "mode": item.mode, "dtype": item.dtype, "batch": b, "seq": seq,
                 "params": sum(p.numel() for p in model.parameters())}
+        if item.mode == "training":
+            head["optimizer"] = "adamw"
         t["throughput_samples_s"] = b / lat_s
         t["tokens_s"] = b * (1 if item.mode == "decode" else seq) / lat_s
     row = dict(head, **t)

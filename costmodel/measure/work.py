@@ -206,7 +206,8 @@ def _llm_items(entry: dict, where: str) -> list[WorkItem]:
 
     spec = _llm_spec(entry, where)
     seq2seq = not spec["causal"] and is_encoder_decoder(dict(spec["config"], model_type=spec["model_type"]))
-    valid_modes = LLM_MODES if spec["causal"] else ("forward", "decode") if seq2seq else ("forward",)
+    valid_modes = ((*LLM_MODES, "training") if spec["causal"] else ("forward", "decode", "training") if seq2seq
+                   else ("forward",))
     default_mode = "prefill" if spec["causal"] else "forward"
     modes = _as_list(entry.get("mode", default_mode), "mode", where)
     for m in modes:

@@ -91,8 +91,27 @@ def test_an_encoder_decoder_is_measured_as_it_is_costed():
     assert fwd["mode"] == "forward" and fwd["params"] == sum(p.numel() for p in model.parameters())
     dec = measure(t5, 2, device="cpu", mode="decode", seq=16)  # steps against both caches
     assert dec["iters"] == P.DECODE_TOKENS and dec["tokens_s"] == pytest.approx(dec["throughput_samples_s"])
-    with pytest.raises(InvalidInputError, match="not valid for an encoder-decoder.*valid: forward, decode"):
+    t5_step = measure(t5, 2, device="cpu", mode="training", seq=16)  # its seq2seq loss on the tokens
+    assert t5_step["mode"] == "training" and t5_step["latency_ms"] > 0
+    with pytest.raises(InvalidInputError, match="not valid for an encoder-decoder.*valid: forward, decode, training"):
         measure(t5, 2, device="cpu", mode="prefill", seq=16)
+
+
+def test_a_transformer_fine_tuning_step_is_measured(tmp_path):
+    step = measure(TINY_GPT2, 2, device="cpu", mode="training", seq=16)
+    pre = measure(TINY_GPT2, 2, device="cpu", seq=16)
+    assert step["mode"] == "training" and step["optimizer"] == "adamw" and step["iters"] >= 3
+    assert step["tokens_s"] == pytest.approx(2 * 16 / (step["latency_ms"] / 1e3))
+    assert step["params"] == pre["params"]
+    # the dataset reads it back as a training row with the step's graph (the loss included)
+    from costmodel.datasets import PerfDataset
+
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "llm.jsonl").write_text(json.dumps(dict(step, device="cpu")) + "\n")
+    ds = PerfDataset.load(tmp_path, device="cpu", kinds=("llm",))
+    assert ds[0].mode == "training" and ds[0].phase == "training" and ds[0].has_graph
+    g = ds.graph(0)
+    assert g.meta["mode"] == "training" and any(n.kind == "softmax" and "cross_entropy" in n.op for n in g.nodes)
 
 
 #: what a GPU row adds beyond the packaged fields when its energy is read between counter updates
