@@ -128,3 +128,23 @@ def test_gpu_extension_models_build():
             assert zm.input_shape == (3, i.spec["res"], i.spec["res"])
 
 
+
+
+def test_shipped_transformer_steps_spec():
+    """The GPU spec of transformer fine-tuning steps and new architectures: what it measures, and that every
+    model builds as it is costed (on the meta device: no weights)."""
+    from costmodel.frontends.hf import build_hf_model
+
+    items = load_work(SPECS_DIR / "h200_llm_steps.json")
+    assert all(i.kind == "llm" for i in items) and len(items) == 15
+    assert {i.spec["model"] for i in items if i.mode == "training"} == {"gpt2", "qwen2-0.5b", "tinyllama-1.1b",
+                                                                         "t5-small"}
+    assert {i.mode for i in items if i.spec["model"] == "t5-small"} == {"forward", "decode", "training"}
+    built = {}
+    for i in items:
+        if i.spec["model"] not in built:
+            model, _ = build_hf_model(i.spec["model_type"], i.spec["config"], causal=i.spec["causal"])
+            built[i.spec["model"]] = (type(model).__name__, sum(p.numel() for p in model.parameters()))
+    # the published sizes of the two new architectures, with their LM heads
+    assert built["t5-small"] == ("T5ForConditionalGeneration", 60_506_624)
+    assert built["mamba-130m"] == ("MambaForCausalLM", 129_135_360)
