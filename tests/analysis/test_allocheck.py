@@ -306,3 +306,39 @@ def test_a_checkpointed_fine_tuning_step_is_traced_to_the_allocator(one_thread):
     assert ck.real_results_bytes - ck.traced_bytes in (rng, 2 * rng, 3 * rng, 4 * rng), \
         (ck.traced_bytes, ck.real_results_bytes)
     assert ck.traced_bytes < 0.7 * full.traced_bytes
+
+
+_NEW_ARCHS = {  # small configurations of architectures beyond dense decoders
+    "t5": (False, dict(d_model=64, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16,
+                       vocab_size=512)),
+    "gemma2": (True, dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=16, vocab_size=512, sliding_window=32)),
+    "lfm2": (True, dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, vocab_size=512, layer_types=["conv", "full_attention"])),
+    "mamba": (True, dict(hidden_size=64, num_hidden_layers=2, state_size=8, vocab_size=512)),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(_NEW_ARCHS))
+def test_architectures_beyond_dense_decoders_are_traced_to_the_allocator(one_thread, model_type):
+    # an encoder-decoder (its decoder reads the same tokens), sliding-window attention, a convolution
+    # layer beside attention, a selective scan (transformers' reference code): a call and a fine-tuning
+    # step hold the same operator results as the CPU allocator at their peaks
+    import transformers
+
+    from costmodel.analysis.allocheck import check_decoder
+    from costmodel.frontends.hf import model_class
+
+    causal, kw = _NEW_ARCHS[model_type]
+    cfg = transformers.AutoConfig.for_model(model_type, use_cache=False, pad_token_id=0, bos_token_id=0,
+                                            eos_token_id=0, **kw)
+    torch.manual_seed(0)
+    model = model_class(cfg, causal).from_config(cfg).eval()
+    c = check_decoder(model, batch=2, seq=64, causal=causal)
+    assert c.real_results_bytes > 0 and abs(c.results_error) < 0.005, (c.traced_bytes, c.real_results_bytes)
+    ids = torch.zeros((2, 32), dtype=torch.long)
+    inputs = {"input_ids": ids, "labels": ids, **({} if causal else {"decoder_input_ids": ids})}
+    if causal:
+        model.loss_type = "ForCausalLM"
+    step = check_module(model, inputs, training=True, optimizer="adamw")
+    assert abs(step.results_error) < 0.005, (step.traced_bytes, step.real_results_bytes)
