@@ -312,6 +312,39 @@ def _hf_type_cpu(model_type: str, causal: bool, **config):
     return model_class(cfg, causal).from_config(cfg).eval()
 
 
+def _cpu_check_architectures(line) -> None:
+    """The CPU allocator check of architectures beyond dense decoders (``line`` prints and records a row)."""
+    import torch
+
+    from costmodel.analysis.allocheck import check_decoder, check_module
+
+    # architectures beyond dense decoders: an encoder-decoder, sliding-window attention, a convolution layer
+    # beside attention, a selective scan (transformers' reference code): a call and a fine-tuning step
+    tok = dict(pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    for name, mt, causal, cfg, step_seq in (
+            ("t5 (2+2 layers, 256 wide)", "t5", False, dict(d_model=256, d_ff=1024, num_layers=2,
+                                                             num_decoder_layers=2, num_heads=4, d_kv=64), 128),
+            ("gemma2 (2 layers, window 64)", "gemma2", True, dict(hidden_size=256, intermediate_size=512,
+                                                                  num_hidden_layers=2, num_attention_heads=4,
+                                                                  num_key_value_heads=2, head_dim=64,
+                                                                  sliding_window=64), 128),
+            ("lfm2 (convolution + attention)", "lfm2", True, dict(hidden_size=256, intermediate_size=512,
+                                                                  num_hidden_layers=2, num_attention_heads=4,
+                                                                  num_key_value_heads=2,
+                                                                  layer_types=["conv", "full_attention"]), 128),
+            ("mamba (2 layers, 256 wide)", "mamba", True, dict(hidden_size=256, num_hidden_layers=2,
+                                                               state_size=16), 64)):
+        m = _hf_type_cpu(mt, causal, **cfg, **tok, vocab_size=1000)
+        c = check_decoder(m, batch=2, seq=128, causal=causal)
+        line(name, "prefill" if causal else "forward", "2x128", c)
+        ids = torch.zeros((2, step_seq), dtype=torch.long)
+        if causal:
+            m.loss_type = "ForCausalLM"
+        c = check_module(m, {"input_ids": ids, "labels": ids, **({} if causal else {"decoder_input_ids": ids})},
+                         training=True, optimizer="adamw")
+        line(name, "fine-tune", f"2x{step_seq}", c)
+
+
 def _cpu_check() -> None:
     """Traced peak (``target="cpu"``) against the CPU allocator's own events, over small models."""
     import torch
@@ -391,31 +424,7 @@ def _cpu_check() -> None:
             ids = torch.zeros((4, 512), dtype=torch.long)
             c = check_module(m, {"input_ids": ids, "labels": ids}, training=True, optimizer="adamw", autocast=amp)
             line(name + (", bf16 amp" if amp else ""), "fine-tune", "4x512", c)
-    # architectures beyond dense decoders: an encoder-decoder, sliding-window attention, a convolution layer
-    # beside attention, a selective scan (transformers' reference code): a call and a fine-tuning step
-    tok = dict(pad_token_id=0, bos_token_id=0, eos_token_id=0)
-    for name, mt, causal, cfg, step_seq in (
-            ("t5 (2+2 layers, 256 wide)", "t5", False, dict(d_model=256, d_ff=1024, num_layers=2,
-                                                             num_decoder_layers=2, num_heads=4, d_kv=64), 128),
-            ("gemma2 (2 layers, window 64)", "gemma2", True, dict(hidden_size=256, intermediate_size=512,
-                                                                  num_hidden_layers=2, num_attention_heads=4,
-                                                                  num_key_value_heads=2, head_dim=64,
-                                                                  sliding_window=64), 128),
-            ("lfm2 (convolution + attention)", "lfm2", True, dict(hidden_size=256, intermediate_size=512,
-                                                                  num_hidden_layers=2, num_attention_heads=4,
-                                                                  num_key_value_heads=2,
-                                                                  layer_types=["conv", "full_attention"]), 128),
-            ("mamba (2 layers, 256 wide)", "mamba", True, dict(hidden_size=256, num_hidden_layers=2,
-                                                               state_size=16), 64)):
-        m = _hf_type_cpu(mt, causal, **cfg, **tok, vocab_size=1000)
-        c = check_decoder(m, batch=2, seq=128, causal=causal)
-        line(name, "prefill" if causal else "forward", "2x128", c)
-        ids = torch.zeros((2, step_seq), dtype=torch.long)
-        if causal:
-            m.loss_type = "ForCausalLM"
-        c = check_module(m, {"input_ids": ids, "labels": ids, **({} if causal else {"decoder_input_ids": ids})},
-                         training=True, optimizer="adamw")
-        line(name, "fine-tune", f"2x{step_seq}", c)
+    _cpu_check_architectures(line)
     print(f"   mean |error| {100 * statistics.mean(errs):.2f} % (max {100 * max(errs):.2f} %); without the kernels' "
           f"temporaries {100 * statistics.mean(errs_res):.3f} % (max {100 * max(errs_res):.3f} %, "
           f"{max(diff_res)} bytes); {time.perf_counter() - t_all:.0f} s")
