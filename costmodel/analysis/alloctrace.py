@@ -686,11 +686,6 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _out_cache(out):
-    c = out.get("cache") if hasattr(out, "get") else None
-    return c if c is not None else out["past_key_values"]
-
-
 def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
                   decode_tokens: int = 8, warmup: int = 3, target: str = "cuda") -> AllocationTrace:
     """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens.
@@ -719,21 +714,20 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
     """
     import torch
 
-    from ..frontends.hf import prefill_kwargs, step_kwargs
+    from ..frontends.hf import prefill_kwargs, prefilled, step_kwargs
 
     arg = _cache_kwarg(model)
     tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
     start = len(trace.events)
     rec.phase = "prefill"
-    out = _call(model, mapping, prefill_kwargs(model, ids))
-    cache = _out_cache(out)
+    cache, enc = prefilled(_call(model, mapping, prefill_kwargs(model, ids)))  # the prompt's logits dropped
     rec.phase = "decode"
     cut = len(trace.events)
     for i in range(max(decode_tokens, warmup)):
-        _call(model, mapping, step_kwargs(model, tok, cache, out, arg))
+        _call(model, mapping, step_kwargs(model, tok, cache, enc, arg))
         if i + 1 == warmup:
             cut = len(trace.events)
-    del cache, out
+    del cache, enc
     return start, cut
 
 

@@ -38,7 +38,6 @@ def hf_config(model_type: str, config: dict):
 
 def build_hf_model(model_type: str, config: dict, *, causal: bool | None = None):
     import torch
-    import transformers
 
     cfg = hf_config(model_type, config)
     cfg.use_cache = False
@@ -312,13 +311,11 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     from ._moe import grouped_mm_fallback
 
     with torch.device("meta"), torch.no_grad(), grouped_mm_fallback(), unpadded_sequences():
-        out = model(**prefill_kwargs(model, torch.zeros((batch, seq), dtype=torch.long)))
-    cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out["past_key_values"]
+        cache, enc = prefilled(model(**prefill_kwargs(model, torch.zeros((batch, seq), dtype=torch.long))))
     layers = cache_layers(cache)
     if layers is None:
         raise InvalidInputError(f"{name}: this transformers version's KV cache has no per-layer tensors to cost")
     kv = [t for layer in layers for t in _state_tensors(layer)]
-    enc = getattr(out, "encoder_last_hidden_state", None)
 
     class DecodeStep(torch.nn.Module):
         def __init__(self) -> None:
@@ -326,7 +323,7 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
             self.model = model
 
         def forward(self, input_ids, *tensors):  # the cache's own tensors (and the encoder's output), as inputs
-            return self.model(**step_kwargs(model, input_ids, cache, out, arg)).logits
+            return self.model(**step_kwargs(model, input_ids, cache, enc, arg)).logits
 
     tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
     extra = () if enc is None else (enc,)
@@ -342,13 +339,19 @@ def prefill_kwargs(model, ids) -> dict:
     return {"input_ids": ids, "use_cache": True, **seq2seq_inputs(model, ids)}
 
 
-def step_kwargs(model, tok, cache, out, arg: str) -> dict:
+def prefilled(out) -> tuple:
+    """``(cache, encoder output or None)`` of a prefill's output: all a decode loop keeps of it (the prompt's
+    logits are dropped, as a generation loop drops them)."""
+    c = out.get("cache") if hasattr(out, "get") else None
+    return (c if c is not None else out["past_key_values"]), getattr(out, "encoder_last_hidden_state", None)
+
+
+def step_kwargs(model, tok, cache, enc, arg: str) -> dict:
     """One decode step's call: one new token per sequence against the cache. An encoder-decoder's
-    decoder also takes the encoder's output of the prefill ``out`` (its cross-attention keys and values
+    decoder also takes the encoder's output ``enc`` of the prefill (its cross-attention keys and values
     are in the cache already)."""
     if seq2seq_inputs(model, tok):
-        return {"decoder_input_ids": tok, "encoder_outputs": (out.encoder_last_hidden_state,), "use_cache": True,
-                arg: cache}
+        return {"decoder_input_ids": tok, "encoder_outputs": (enc,), "use_cache": True, arg: cache}
     return {"input_ids": tok, "use_cache": True, arg: cache}
 
 

@@ -49,7 +49,7 @@ import time
 from typing import Any, Callable
 
 from .._errors import InvalidInputError
-from ..frontends.hf import prefill_kwargs, seq2seq_inputs, step_kwargs
+from ..frontends.hf import prefill_kwargs, prefilled, seq2seq_inputs, step_kwargs
 from .energy import ENERGY_SPAN_S, energy_between_updates
 from .models import _drop_model, _model, _torch_dtype
 from .probes import _MB, _Device, _device, _rss_mb, _version, cpu_name, normalize_device
@@ -277,12 +277,6 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _out_cache(out):
-    """The KV cache of a model output (``cache`` in newer transformers, ``past_key_values`` before)."""
-    c = out.get("cache") if hasattr(out, "get") else None
-    return c if c is not None else out["past_key_values"]
-
-
 def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
     import torch
 
@@ -326,17 +320,16 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
                     arg = _cache_arg(model)
                     tok = torch.randint(0, info["vocab"], (b, 1), device=d.dev)
 
-                    def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens
-                        return model(**prefill_kwargs(model, ids))
+                    def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens;
+                        # the cache (and an encoder's output) kept, the prompt's logits dropped
+                        return prefilled(model(**prefill_kwargs(model, ids)))
 
-                    out = prefill()
-                    cache = _out_cache(out)
+                    cache, enc = prefill()
                     for _ in range(WARMUP):
-                        model(**step_kwargs(model, tok, cache, out, arg))
-                    del cache, out
-                    out = prefill()  # a fresh cache of `seq` tokens for the timed steps
-                    cache = _out_cache(out)
-                    t = _timed_window(lambda: model(**step_kwargs(model, tok, cache, out, arg)), [DECODE_TOKENS], d)
+                        model(**step_kwargs(model, tok, cache, enc, arg))
+                    del cache, enc
+                    cache, enc = prefill()  # a fresh cache of `seq` tokens for the timed steps
+                    t = _timed_window(lambda: model(**step_kwargs(model, tok, cache, enc, arg)), [DECODE_TOKENS], d)
                     prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
                 else:
                     kw = {"use_cache": False} if causal else seq2seq_inputs(model, ids)  # T5: its decoder's tokens
