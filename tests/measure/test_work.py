@@ -136,10 +136,13 @@ def test_shipped_transformer_steps_spec():
     from costmodel.frontends.hf import build_hf_model
 
     items = load_work(SPECS_DIR / "h200_llm_steps.json")
-    assert all(i.kind == "llm" for i in items) and len(items) == 15
+    assert all(i.kind == "llm" for i in items) and len(items) == 17
     assert {i.spec["model"] for i in items if i.mode == "training"} == {"gpt2", "qwen2-0.5b", "tinyllama-1.1b",
                                                                          "t5-small"}
     assert {i.mode for i in items if i.spec["model"] == "t5-small"} == {"forward", "decode", "training"}
+    # last, the two packaged decode rows the memory replay misses most, measured again
+    assert [(i.spec["model"], i.mode, i.batch, i.seq) for i in items[-2:]] == [("llama-2-7b", "decode", 128, 512),
+                                                                                ("llama-2-7b", "decode", 8, 2048)]
     built = {}
     for i in items:
         if i.spec["model"] not in built:
