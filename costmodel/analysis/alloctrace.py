@@ -680,12 +680,6 @@ def _own_loss(out):
 
 
 # ---------------------------------------------------------- transformers
-def _cache_kwarg(model) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
                   decode_tokens: int = 8, warmup: int = 3, target: str = "cuda") -> AllocationTrace:
     """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens.
@@ -716,7 +710,6 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
 
     from ..frontends.hf import prefill_kwargs, prefilled, step_kwargs
 
-    arg = _cache_kwarg(model)
     tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
     start = len(trace.events)
     rec.phase = "prefill"
@@ -724,7 +717,7 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
     rec.phase = "decode"
     cut = len(trace.events)
     for i in range(max(decode_tokens, warmup)):
-        _call(model, mapping, step_kwargs(model, tok, cache, enc, arg))
+        _call(model, mapping, step_kwargs(model, tok, cache, enc))
         if i + 1 == warmup:
             cut = len(trace.events)
     del cache, enc

@@ -349,17 +349,16 @@ def _trace_llm(ref, *, batch, seq, phase, dtype):
 
     spec = resolve_llm(ref)
     model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
-    from ..frontends.hf import reference_noted
+    from ..frontends.hf import noting_reference_kernels
 
-    with reference_noted() as noted:
-        noted.append(trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype, causal=causal))
-    return noted[0]
+    return noting_reference_kernels(lambda: trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype,
+                                                          causal=causal))
 
 
 def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimizer, autocast, lora=None,
                         checkpointing: bool = False):
-    """A fine-tuning step of a decoder on ``(batch, seq)`` token ids: its own causal-LM loss (the labels are
-    the tokens), backward, the optimizer; two steps, as a vision training step is traced. ``lora``
+    """A fine-tuning step of a decoder or an encoder-decoder on ``(batch, seq)`` token ids: its own loss (the
+    labels are the tokens), backward, the optimizer; two steps, as a vision training step is traced. ``lora``
     (``frontends.hf.lora_spec``) puts LoRA adapters on a registry model (a module comes as it is)."""
     import torch
 
@@ -400,12 +399,12 @@ def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimiz
                                     "is traced for a model that computes its own loss (a *ForCausalLM class); "
                                     "or pass inputs= with the module's own loss-making call")
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
-    from ..frontends.hf import reference_noted, seq2seq_inputs
+    from ..frontends.hf import noting_reference_kernels, seq2seq_inputs
 
-    with reference_noted() as noted:  # an encoder-decoder's decoder is teacher-forced on the same tokens
-        noted.append(trace_module(module, {"input_ids": ids, "labels": ids, **seq2seq_inputs(module, ids)},
-                                  training=True, dtype=dtype, optimizer=optimizer, autocast=autocast))
-    return noted[0]
+    inputs = {"input_ids": ids, "labels": ids, **seq2seq_inputs(module, ids)}  # an encoder-decoder's decoder is
+    # teacher-forced on the same tokens
+    return noting_reference_kernels(lambda: trace_module(module, inputs, training=True, dtype=dtype,
+                                                         optimizer=optimizer, autocast=autocast))
 
 
 def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:

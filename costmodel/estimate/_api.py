@@ -156,7 +156,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
-    step of a decoder (the causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
+    step of a decoder or an encoder-decoder (the model's own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
     ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``) with its weights in ``dtype``; the timeline
     predictor costs it (no measured row is a training step: the estimate says so). ``lora_r``: LoRA adapters
     of that rank (``peft``, alpha ``2 r``, no dropout) on ``lora_targets`` (module names, a list or a
@@ -169,9 +169,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     on models it never saw, see docs/results.md), or a predictor object. ``host``: a host profile from
     ``costmodel calibrate`` for the timeline's host lane (the XGBoost has none and says so).
     """
-    from ..predictors import get_llm_predictor
-
-    from ..predictors import TimelineLLMPredictor
+    from ..predictors import TimelineLLMPredictor, get_llm_predictor
 
     p = get_llm_predictor(predictor)
     kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,

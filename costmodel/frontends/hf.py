@@ -99,16 +99,14 @@ def reference_kernels() -> Iterator[set]:
 REFERENCE_NOTE = "transformers' reference PyTorch code for "
 
 
-@contextlib.contextmanager
-def reference_noted() -> Iterator[list]:
-    """Collects the allocation trace made inside the block (``noted.append``) and, when transformers ran
-    reference code in place of fused kernels while it was traced, adds a note naming them to the trace
-    (``REFERENCE_NOTE``)."""
-    noted: list = []
+def noting_reference_kernels(make_trace):
+    """``make_trace()``'s allocation trace, with a note (``REFERENCE_NOTE``) naming the fused kernels
+    transformers replaced by its reference code while it was traced, if any."""
     with reference_kernels() as ref:
-        yield noted
-    if ref and noted:
-        noted[0].notes.append(f"{REFERENCE_NOTE}{', '.join(sorted(ref))}")
+        trace = make_trace()
+    if ref:
+        trace.notes.append(f"{REFERENCE_NOTE}{', '.join(sorted(ref))}")
+    return trace
 
 
 @contextlib.contextmanager
@@ -235,7 +233,7 @@ def hf_graph(
 ) -> CostGraph:
     """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
     decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`). ``mode="training"``: the
-    forward pass of a fine-tuning step of a decoder, its causal-LM loss included (the tokens are the
+    forward pass of a fine-tuning step of a decoder or an encoder-decoder, its own loss included (the tokens are the
     labels); the predictors add the backward pass and the optimizer. ``lora``: :func:`lora_spec`'s adapters
     on the decoder, whose base weights are then frozen (a training step only)."""
     import torch
@@ -253,8 +251,7 @@ def hf_graph(
         return g
     inputs = {"input_ids": ids, **seq2seq_inputs(model, ids)}
     if mode == "training":
-        seq2seq = bool(seq2seq_inputs(model, ids))
-        if not causal and not seq2seq:
+        if not causal and "decoder_input_ids" not in inputs:
             raise InvalidInputError(f"{model_type} is built as an encoder; a training step is costed for decoders "
                                     "(the causal-LM loss on the tokens) and encoder-decoders")
         inputs["labels"] = ids
@@ -307,7 +304,6 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     from .pytorch import from_torch
 
     model.config.use_cache = True
-    arg = _cache_kwarg(model)
     from ._moe import grouped_mm_fallback
 
     with torch.device("meta"), torch.no_grad(), grouped_mm_fallback(), unpadded_sequences():
@@ -323,7 +319,7 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
             self.model = model
 
         def forward(self, input_ids, *tensors):  # the cache's own tensors (and the encoder's output), as inputs
-            return self.model(**step_kwargs(model, input_ids, cache, enc, arg)).logits
+            return self.model(**step_kwargs(model, input_ids, cache, enc)).logits
 
     tok = torch.zeros((batch, 1), dtype=torch.long, device="meta")
     extra = () if enc is None else (enc,)
@@ -346,10 +342,11 @@ def prefilled(out) -> tuple:
     return (c if c is not None else out["past_key_values"]), getattr(out, "encoder_last_hidden_state", None)
 
 
-def step_kwargs(model, tok, cache, enc, arg: str) -> dict:
-    """One decode step's call: one new token per sequence against the cache. An encoder-decoder's
-    decoder also takes the encoder's output ``enc`` of the prefill (its cross-attention keys and values
-    are in the cache already)."""
+def step_kwargs(model, tok, cache, enc) -> dict:
+    """One decode step's call: one new token per sequence against the cache (under the keyword this
+    transformers version's model takes). An encoder-decoder's decoder also takes the encoder's output
+    ``enc`` of the prefill (its cross-attention keys and values are in the cache already)."""
+    arg = _cache_kwarg(model)
     if seq2seq_inputs(model, tok):
         return {"decoder_input_ids": tok, "encoder_outputs": (enc,), "use_cache": True, arg: cache}
     return {"input_ids": tok, "use_cache": True, arg: cache}

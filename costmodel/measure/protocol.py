@@ -270,13 +270,6 @@ def _llm_step(model, ids, causal: bool):
     return step
 
 
-def _cache_arg(model) -> str:
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
     import torch
 
@@ -317,7 +310,6 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
         else:
             with torch.inference_mode():
                 if item.mode == "decode":
-                    arg = _cache_arg(model)
                     tok = torch.randint(0, info["vocab"], (b, 1), device=d.dev)
 
                     def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens;
@@ -326,10 +318,11 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
 
                     cache, enc = prefill()
                     for _ in range(WARMUP):
-                        model(**step_kwargs(model, tok, cache, enc, arg))
+                        model(**step_kwargs(model, tok, cache, enc))
                     del cache, enc
                     cache, enc = prefill()  # a fresh cache of `seq` tokens for the timed steps
-                    t = _timed_window(lambda: model(**step_kwargs(model, tok, cache, enc, arg)), [DECODE_TOKENS], d)
+                    step_kw = step_kwargs(model, tok, cache, enc)  # built once: the cache grows in place
+                    t = _timed_window(lambda: model(**step_kw), [DECODE_TOKENS], d)
                     prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
                 else:
                     kw = {"use_cache": False} if causal else seq2seq_inputs(model, ids)  # T5: its decoder's tokens

@@ -99,7 +99,7 @@ class TimelineLLMPredictor:
                 lora_targets=None, checkpointing: bool = False) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
-        step of a decoder (its causal-LM loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
+        step of a decoder or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
         ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
         ``lora_r``: LoRA adapters of that rank (``peft``, alpha ``2 r``) on ``lora_targets`` (module names;
         default peft's for the model type), the base weights frozen. ``checkpointing``: activation
