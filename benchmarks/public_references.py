@@ -1,0 +1,125 @@
+"""Predictions on GPUs without packaged rows, against latencies others published.
+
+    PYTHONPATH=. python benchmarks/public_references.py
+    PYTHONPATH=. python benchmarks/public_references.py --predictors timeline trappm --extra /path/to/artifact
+
+The packaged measurements come from one GPU (an H200); nothing in them says
+whether a prediction for a V100, a T4 or an A100 is right. The latencies in
+``benchmarks/data/public/references.json`` were published by others for the same
+models on those GPUs (each row names its source, commit and protocol). They
+are never trained on; they check how each predictor carries over to a GPU it
+has no rows for. The sources' software and timing differ from the packaged
+protocol, so a row can only show agreement within tens of percent; what the
+table is for is a ratio far from 1 on every row of one GPU.
+
+Prints every row (published, predicted, ratio predicted / published), then per
+GPU and predictor the MAPE, the geometric-mean ratio and its spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REFERENCES = HERE / "data" / "public" / "references.json"
+
+
+def load_references(path: Path = REFERENCES) -> tuple[dict, list[dict]]:
+    """The sources and the rows, each row with ``latency_ms`` (from its throughput where that is what
+    the source published: batch / throughput)."""
+    doc = json.loads(Path(path).read_text())
+    if doc.get("format") != "costmodel.public-references":
+        raise SystemExit(f"{path}: not a costmodel.public-references file")
+    rows = []
+    for r in doc["rows"]:
+        if r["source"] not in doc["sources"]:
+            raise SystemExit(f"{path}: row names an unknown source {r['source']!r}")
+        r = dict(r)
+        if "latency_ms" not in r:
+            r["latency_ms"] = 1000.0 * r["batch"] / r["throughput_samples_s"]
+        rows.append(r)
+    return doc["sources"], rows
+
+
+def _label(r: dict) -> str:
+    model = r["model"].split(":", 1)[1]
+    return f"{model} {r['device']} {r['mode'][:5]} b{r['batch']}"
+
+
+def predict_rows(rows: list[dict], predictors: dict) -> tuple[dict[str, list[float]], list[float]]:
+    """Each predictor's latency (ms) for every row, and each row's published rate in TFLOP/s (the graph's
+    FLOPs, three times the forward's for a training step, over the published latency); one graph per
+    (model, batch, mode, dtype)."""
+    from costmodel.frontends import to_graph
+
+    graphs: dict[tuple, object] = {}
+    out: dict[str, list[float]] = {name: [] for name in predictors}
+    rates = []
+    for r in rows:
+        key = (r["model"], r["batch"], r["mode"], r["dtype"])
+        if key not in graphs:
+            graphs[key] = to_graph(r["model"], batch=r["batch"], mode=r["mode"], dtype=r["dtype"])
+        g = graphs[key]
+        work = g.flops * (3 if r["mode"] == "training" else 1)
+        rates.append(work / (r["latency_ms"] * 1e-3) / 1e12)
+        for name, p in predictors.items():
+            e = p.predict(g, r["device"], mode=r["mode"], optimizer=r.get("optimizer", "sgd"))
+            out[name].append(float(e.latency_ms))
+    return out, rates
+
+
+def summarize(rows: list[dict], preds: dict[str, list[float]], *, trusted_only: bool = False) -> list[tuple]:
+    """Per GPU and predictor: (device, predictor, rows, MAPE %, geometric-mean ratio, min ratio, max ratio);
+    ``trusted_only``: without the rows that carry a ``doubt``."""
+    table = []
+    by_dev: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if not (trusted_only and r.get("doubt")):
+            by_dev[r["device"]].append(i)
+    for dev, idx in [*sorted(by_dev.items()), ("all", sorted(i for v in by_dev.values() for i in v))]:
+        for name, p in preds.items():
+            ratios = [p[i] / rows[i]["latency_ms"] for i in idx]
+            mape = 100.0 * sum(abs(q - 1.0) for q in ratios) / len(ratios)
+            geo = math.exp(sum(math.log(q) for q in ratios) / len(ratios))
+            table.append((dev, name, len(idx), mape, geo, min(ratios), max(ratios)))
+    return table
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--predictors", nargs="+", default=["timeline", "trappm", "dippm", "xgb-static", "analytic"],
+                    help="registered predictors to score (default: the vision predictors)")
+    ap.add_argument("--extra", nargs="*", default=[], metavar="DIR",
+                    help="trained artifact folders to score beside them (named by their folder)")
+    ap.add_argument("--references", type=Path, default=REFERENCES, help="a references file (default: the packaged one)")
+    a = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    from costmodel.predictors import get_predictor, load_predictor
+
+    sources, rows = load_references(a.references)
+    predictors = {name: get_predictor(name) for name in a.predictors}
+    predictors.update({Path(d).name: load_predictor(d) for d in a.extra})
+    preds, rates = predict_rows(rows, predictors)
+
+    names = list(predictors)
+    print(f"{len(rows)} published rows from {len(sources)} sources ({a.references.name}); latency ms, "
+          "the published run's TFLOP/s, and predicted / published (* : a row with a doubt, see the file)")
+    print(f"{'row':<42}{'source':<18}{'published':>10}{'TFLOP/s':>9}" + "".join(f"{n:>16}" for n in names))
+    for i, r in enumerate(rows):
+        cells = "".join(f"{preds[n][i]:>8.1f} ({preds[n][i] / r['latency_ms']:.2f})" for n in names)
+        label = _label(r) + (" *" if r.get("doubt") else "")
+        print(f"{label:<42}{r['source']:<18}{r['latency_ms']:>10.1f}{rates[i]:>9.1f}{cells}")
+    for trusted in (False, True):
+        what = "without the rows with a doubt" if trusted else "every row"
+        print(f"\n{what}\n{'GPU':<12}{'predictor':<16}{'rows':>5}{'MAPE %':>9}{'geo ratio':>11}{'min':>7}{'max':>7}")
+        for dev, name, n, mape, geo, lo, hi in summarize(rows, preds, trusted_only=trusted):
+            print(f"{dev:<12}{name:<16}{n:>5}{mape:>9.1f}{geo:>11.2f}{lo:>7.2f}{hi:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
