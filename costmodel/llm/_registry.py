@@ -68,7 +68,7 @@ DTYPE_BYTES: dict[str, float] = {
 # config says so (attention_bias, or Qwen2's fixed q/k/v bias).
 _GATED_TYPES = frozenset(
     {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite", "olmo", "olmo2",
-     "cohere", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"}
+     "cohere", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "phi3"}
 )  # fmt: skip
 _QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe"})
 _MOE_TYPES = frozenset({"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3"})
@@ -559,6 +559,42 @@ def has_learned_positions(spec: LLMSpec) -> bool:
     return mt not in _ROTARY_TYPES and not cfg.get("sinusoidal_pos_embds")
 
 
+def _mamba_params(spec: LLMSpec, f: dict) -> int:
+    """Mamba's count: per layer the input projection (to the two inner streams), the causal convolution
+    (with bias), the projection to the step size and the state's B and C, the step size's projection,
+    A and D, the output projection and one RMSNorm; the embedding, a final norm, an untied head."""
+    h, L, v = f["hidden_size"], f["num_layers"], f["vocab_size"]
+    cfg = spec.config
+    inner = int(cfg.get("intermediate_size") or int(cfg.get("expand", 2)) * h)
+    state, kernel = int(cfg.get("state_size", 16)), int(cfg.get("conv_kernel", 4))
+    rank = cfg.get("time_step_rank", "auto")
+    rank = -(-h // 16) if rank in (None, "auto") else int(rank)
+    bias, conv_bias = bool(cfg.get("use_bias", False)), bool(cfg.get("use_conv_bias", True))
+    layer = (h * 2 * inner + 2 * inner * bias + inner * kernel + inner * conv_bias + inner * (rank + 2 * state)
+             + rank * inner + inner + inner * state + inner + inner * h + h * bias + h)
+    total = v * h + L * layer + h
+    return int(total + (0 if f["tie_word_embeddings"] else v * h))
+
+
+def _t5_params(spec: LLMSpec, f: dict) -> int:
+    """T5's count (built with its LM head): the shared embedding; per encoder layer self-attention (no
+    biases) and the feed-forward (gated for the v1.1 checkpoints), each with a weight-only norm; per
+    decoder layer also cross-attention; one relative-position table per stack (its first layer); a
+    final norm per stack; an untied head."""
+    cfg = spec.config
+    h, v = f["hidden_size"], f["vocab_size"]
+    inner = f["num_heads"] * f["head_dim"]
+    d_ff = int(cfg.get("d_ff", f["intermediate_size"]))
+    enc_layers = int(cfg.get("num_layers", f["num_layers"]))
+    dec_layers = int(cfg.get("num_decoder_layers") or enc_layers)
+    ff = (3 if str(cfg.get("feed_forward_proj", "relu")).startswith("gated") else 2) * h * d_ff
+    attn = 4 * h * inner
+    rel = int(cfg.get("relative_attention_num_buckets", 32)) * f["num_heads"]
+    enc = enc_layers * (attn + ff + 2 * h) + rel + h
+    dec = dec_layers * (2 * attn + ff + 3 * h) + rel + h
+    return int(v * h + enc + dec + (0 if f["tie_word_embeddings"] else v * h))
+
+
 def param_count_estimate(spec: LLMSpec | Any) -> int:
     """Closed-form parameter count from the config (no model is built).
 
@@ -575,6 +611,10 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
     spec = resolve_llm(spec)
     f = llm_features(spec)
     cfg, mt = spec.config, spec.model_type
+    if mt in ("mamba", "falcon_mamba"):
+        return _mamba_params(spec, f)
+    if mt == "t5":
+        return _t5_params(spec, f)
     h, L, v = f["hidden_size"], f["num_layers"], f["vocab_size"]
     q_dim = f["num_heads"] * f["head_dim"]
     kv_dim = f["num_kv_heads"] * f["head_dim"]
@@ -586,7 +626,8 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
         attn += f["num_heads"] * (mt == "gpt_oss")  # one attention-sink logit per head
         mlp = 3 * h * inter + (2 * inter + h) * bool(_field(spec, "mlp_bias", False))
         norm = h  # RMSNorm: weight only
-        layer = attn + mlp + 2 * norm
+        # Gemma 2 and 3 also normalize each sublayer's output (four norms per layer)
+        layer = attn + mlp + (4 if mt in ("gemma2", "gemma3_text") else 2) * norm
         moe = moe_layout(spec)
         if moe:  # the routed layers: every expert's gated MLP, the router, a shared expert and its gate
             e, e_inter = moe["experts"], moe["expert_intermediate"]

@@ -30,6 +30,18 @@ PUBLISHED_PARAMS = {
     "mistral-7b": 7_241_732_096,
     "qwen2-0.5b": 494_032_768,
     "tinyllama-1.1b": 1_100_048_384,
+    "llama-3.1-8b": 8_030_261_248,
+    "llama-3.1-70b": 70_553_706_496,
+    "llama-3.2-1b": 1_235_814_400,
+    "llama-3.2-3b": 3_212_749_824,
+    "qwen2.5-0.5b": 494_032_768,
+    "qwen2.5-7b": 7_615_616_512,
+    "mixtral-8x7b": 46_702_792_704,
+    "gemma-2-9b": 9_241_705_984,
+    "phi-3-mini": 3_821_079_552,
+    "t5-small": 60_506_624,
+    "t5-base": 222_903_552,
+    "mamba-130m": 129_135_360,
 }
 
 
@@ -63,9 +75,10 @@ def measured_rows() -> dict[str, dict]:
 
 def test_registry_lists_the_expected_architectures():
     names = list_llms()
-    assert len(names) == len(set(names)) == 26
+    assert len(names) == len(set(names)) == 38
     for n in ("bert-base-uncased", "deberta-v3-large", "gpt2-xl", "llama-2-70b", "llama-3-8b", "mistral-7b",
-              "qwen2-7b", "tinyllama-1.1b", "phi-2", "gemma-2b", "gemma-7b"):
+              "qwen2-7b", "tinyllama-1.1b", "phi-2", "gemma-2b", "gemma-7b", "llama-3.1-8b", "llama-3.2-1b",
+              "qwen2.5-7b", "mixtral-8x7b", "gemma-2-9b", "phi-3-mini", "t5-small", "mamba-130m"):
         assert n in names
 
 
@@ -79,7 +92,8 @@ def test_param_count_matches_published(built_counts, name):
     assert built_counts[name] == PUBLISHED_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert-base-uncased", "llama-2-7b"])
+@pytest.mark.parametrize("name", ["gpt2", "bert-base-uncased", "llama-2-7b", "phi-3-mini", "gemma-2-9b", "t5-small",
+                                  "mamba-130m", "mixtral-8x7b"])
 def test_param_count_estimate_within_2_percent_of_published(name):
     est = param_count_estimate(name)
     assert est == pytest.approx(PUBLISHED_PARAMS[name], rel=0.02)
