@@ -62,4 +62,29 @@ def extrapolation_note(device, trained_devices, predictor: str) -> str:
             "its correction is extrapolated to this device through hardware features")
 
 
-__all__ += ["extrapolation_note", "is_measured_device"]
+def cuda_core_conv_note(device, trained_devices, graph) -> str | None:
+    """The assumption of a learned estimate whose fp32 convolutions run on CUDA cores on ``device`` (a GPU
+    without TF32: Volta, Turing) while every device its rows come from ran them as TF32 on tensor cores,
+    else ``None``; only where dense convolutions are more than a tenth of the graph's FLOPs. No such row taught the efficiency of that path (cuDNN's direct, implicit-GEMM and
+    Winograd kernels on CUDA cores); against published V100 and T4 latencies the learned predictors are
+    slow there (``benchmarks/public_references.py``)."""
+    dev = device if isinstance(device, Device) else get_device(device)
+    if graph is None or dev.peak_tflops.get("tf32") is not None or not trained_devices:
+        return None
+    if graph.meta.get("dtype", "fp32") != "fp32" or graph.meta.get("autocast"):
+        return None
+    try:
+        if any(get_device(d).peak_tflops.get("tf32") is None for d in trained_devices):
+            return None
+    except Exception:  # noqa: BLE001 - a training device this library does not know: say nothing
+        return None
+    dense = sum(n.flops for n in graph.nodes if n.kind == "conv" and int(n.attrs.get("groups", 1) or 1) == 1)
+    if dense <= 0.1 * graph.flops:  # a patch embedding's convolution is not what such a model's time is
+        return None
+    trained = ", ".join(dict.fromkeys(_canonical(d) for d in trained_devices))
+    return (f"fp32 convolutions run on {dev.name}'s CUDA cores (it has no TF32), a path no training row measured: "
+            f"{trained} ran them as TF32 on tensor cores; against published V100 and T4 ResNet latencies the "
+            "learned predictors are 1.3-1.5x slow on that path (docs/limits.md)")
+
+
+__all__ += ["cuda_core_conv_note", "extrapolation_note", "is_measured_device"]

@@ -48,7 +48,10 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
         est.details["extrapolated_device"] = flag
         est.extrapolated_device = flag
         if flag:
-            est.assumptions = list(dict.fromkeys([*est.assumptions, est.extrapolation_note()]))
+            from ..devices import cuda_core_conv_note
+
+            conv = cuda_core_conv_note(dev, trained, graph)
+            est.assumptions = list(dict.fromkeys([*est.assumptions, est.extrapolation_note(), *([conv] if conv else [])]))
     return est
 
 

@@ -66,7 +66,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import __version__
-from ..devices import get_device
+from ..devices import cuda_core_conv_note, get_device
 from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ..ir import node_columns
@@ -623,6 +623,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             est.assumptions = []
             # meta: the devices the rows came from (another device's estimate is flagged as extrapolated)
             finish_estimate(est, dev, version=self.version, meta={"devices": p.trained_on.get("devices", [])})
+            if est.extrapolated_device and (conv := cuda_core_conv_note(dev, p.trained_on.get("devices"), g)):
+                notes.append(conv)
             est.assumptions = list(dict.fromkeys([*notes, *est.assumptions]))
             est.details["analytic"] = analytic
             est.details["ops"] = {

@@ -61,3 +61,24 @@ def test_summary_per_gpu_with_and_without_doubted_rows():
     assert table[("all", "p")][0] == 3 and table[("all", "p")][1] == pytest.approx(200 / 3)
     trusted = {(d, n): rest for d, n, *rest in _module().summarize(rows, preds, trusted_only=True)}
     assert ("t4", "p") not in trusted and trusted[("all", "p")][0] == 2
+
+
+def test_the_cuda_core_convolution_note_names_the_path_only_where_it_applies():
+    """fp32 convolution-heavy graphs on a GPU without TF32, from rows of GPUs with it; not for fp16, not for
+    a device with TF32, not for a ViT whose only convolution is its patch embedding, not for the analytic
+    predictor (it learned nothing from a device)."""
+    import costmodel
+    from costmodel.devices import cuda_core_conv_note
+    from costmodel.frontends import to_graph
+
+    r50 = to_graph("torchvision:resnet50", batch=2)
+    assert "T4's CUDA cores" in cuda_core_conv_note("t4", ["NVIDIA H200"], r50)
+    assert cuda_core_conv_note("a100-80gb", ["NVIDIA H200"], r50) is None  # has TF32
+    assert cuda_core_conv_note("v100", ["v100"], r50) is None  # trained on a device without TF32 itself
+    assert cuda_core_conv_note("v100", ["NVIDIA H200"], to_graph("torchvision:resnet50", batch=2, dtype="fp16")) is None
+    assert cuda_core_conv_note("v100", ["NVIDIA H200"], to_graph("torchvision:vit_b_16", batch=1)) is None
+    note = lambda e: [a for a in e.assumptions if "CUDA cores" in a]  # noqa: E731
+    assert note(costmodel.estimate(r50, batch=2, device="v100", predictor="timeline"))
+    assert note(costmodel.estimate(r50, batch=2, device="v100", predictor="dippm"))
+    assert not note(costmodel.estimate(r50, batch=2, device="v100", predictor="analytic"))
+    assert not note(costmodel.estimate(r50, batch=2, device="h200", predictor="timeline"))
