@@ -14,7 +14,7 @@ import contextlib
 import sys
 from typing import Iterator
 
-from .._errors import InvalidInputError
+from .._errors import InvalidInputError, ModelLoadError
 from ..ir import CostGraph
 
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
@@ -250,6 +250,10 @@ def hf_graph(
         g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
         return g
     inputs = {"input_ids": ids, **seq2seq_inputs(model, ids)}
+    # a state-space or gated-delta mixer without its fused kernels is a per-token loop of small operators:
+    # torch.export takes minutes to capture what the dispatch trace records in seconds, the same operators;
+    # export stays the fallback (a model whose routing reads tensor values traces only through export)
+    methods = ["trace", "export"] if method == "export" and sequential_mixers(model) else [method]
     if mode == "training":
         if not causal and "decoder_input_ids" not in inputs:
             raise InvalidInputError(f"{model_type} is built as an encoder; a training step is costed for decoders "
@@ -262,11 +266,25 @@ def hf_graph(
         blocks = checkpointed_blocks(model)
     elif lora:
         raise InvalidInputError("LoRA adapters are costed for a training step (mode 'training')")
-    g = from_torch(model, inputs, mode=mode, method=method, name=name, fused=fused)
+    for i, m in enumerate(methods):
+        try:
+            g = from_torch(model, inputs, mode=mode, method=m, name=name, fused=fused)
+            break
+        except ModelLoadError:
+            if i == len(methods) - 1:
+                raise
     g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
     if mode == "training":
         g.meta["checkpoint_blocks"] = blocks
     return g
+
+
+def sequential_mixers(model) -> list[str]:
+    """The class names of ``model``'s mixers that transformers runs as a loop over the tokens when the fused
+    kernels are not there (on meta and fake tensors they never are): Mamba's and Mamba-2's selective scans
+    (Mamba, Mamba-2, Falcon-Mamba, Jamba, Bamba, Zamba) and the gated delta rule (Qwen3-Next)."""
+    names = {type(m).__name__ for m in model.modules()}
+    return sorted(n for n in names if (n.endswith("Mixer") and "amba" in n) or n.endswith("GatedDeltaNet"))
 
 
 def _cache_kwarg(model) -> str:

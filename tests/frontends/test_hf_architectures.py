@@ -72,6 +72,22 @@ def test_attention_free_models_are_costed_from_their_graph():
         _quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill", predictor="llm-xgb")
 
 
+def test_a_scan_loop_is_captured_by_the_dispatch_trace_with_export_as_fallback():
+    """A selective scan without its fused kernels is a per-token loop: the graph asked of torch.export comes
+    from the dispatch trace (seconds, not minutes), with the same FLOPs and bytes; dense models stay on export."""
+    from costmodel.frontends.hf import sequential_mixers
+
+    assert sequential_mixers(_quiet(build_hf_model, "mamba", MAMBA)[0]) == ["MambaMixer"]
+    assert sequential_mixers(_quiet(build_hf_model, "llama", dict(SMALL, num_hidden_layers=2))[0]) == []
+    g = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=16, causal=True)
+    assert g.meta["capture"] == "trace"
+    t = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=16, causal=True, method="trace")
+    cost = lambda x: (x.flops, sum(n.bytes_read + n.bytes_written for n in x.nodes))  # noqa: E731
+    assert cost(g) == cost(t)
+    dense = _quiet(hf_graph, "llama", dict(SMALL, num_hidden_layers=2), batch=2, seq=16, causal=True)
+    assert dense.meta["capture"] == "export"
+
+
 def test_attention_free_decode_step_carries_the_recurrent_states():
     b, seq = 2, 40
     g = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, decode=True, cache=False)
