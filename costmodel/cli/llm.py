@@ -65,12 +65,13 @@ def register_llm(sub) -> None:
 
 
 def _cmd_llm(a) -> int:
-    from ..llm import estimate_llm, list_llms, resolve_llm
+    from ..llm import estimate_llm, is_encoder_decoder, list_llms, resolve_llm
 
     if a.list:
         for n in list_llms():
             s = resolve_llm(n)
-            print(f"{n:<28}{s.model_type:<14}{'decoder' if s.causal else 'encoder'}")
+            kind = "decoder" if s.causal else "encoder-decoder" if is_encoder_decoder(s) else "encoder"
+            print(f"{n:<28}{s.model_type:<14}{kind}")
         return 0
     if not a.model:
         raise InvalidInputError("name a MODEL (a registry name, see `costmodel llm --list`, or a config folder)")

@@ -71,7 +71,9 @@ def test_shipped_artifact_and_cli(capsys):
     out = capsys.readouterr().out
     assert "carbon" in out and "$2.5/GPU-hour" in out
     assert main(["llm", "--list"]) == 0
-    assert "llama-2-70b" in capsys.readouterr().out
+    listed = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert listed["llama-2-70b"] == "decoder" and listed["bert-base-uncased"] == "encoder"
+    assert listed["t5-small"] == "encoder-decoder"
     assert main(["llm", "lama-2-7b", "--batch", "1", "--seq", "8"]) == 2
     assert "llama-2-7b" in capsys.readouterr().err  # suggestion
     assert main(["llm", "gpt2", "--seq", "8"]) == 2
