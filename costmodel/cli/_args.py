@@ -161,3 +161,49 @@ def add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> No
                         "(the last layer with parameters: a linear probe) or comma-separated name prefixes "
                         "(layer4,fc); the others are frozen")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+class Working:
+    """``with Working("estimating llama-2-7b"):`` shows ``estimating llama-2-7b... 12 s`` on standard error,
+    counting the seconds, while the block runs longer than ``after_s``; the line is erased when the block
+    ends. Only on a terminal (never in a pipe, a log or ``--json`` output); otherwise it does nothing."""
+
+    def __init__(self, what: str, *, after_s: float = 2.0, stream=None, enabled: bool | None = None):
+        import sys
+
+        self.what, self.after_s = what, after_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)()) if enabled is None else enabled
+        self._stop = None
+        self._thread = None
+        self.shown = False
+
+    def _run(self) -> None:
+        import time
+
+        start = time.monotonic()
+        if self._stop.wait(self.after_s):
+            return
+        while True:
+            self.stream.write(f"\r{self.what}... {time.monotonic() - start:.0f} s")
+            self.stream.flush()
+            self.shown = True
+            if self._stop.wait(1.0):
+                return
+
+    def __enter__(self) -> "Working":
+        import threading
+
+        if self.enabled:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            if self.shown:
+                self.stream.write("\r\033[K")
+                self.stream.flush()

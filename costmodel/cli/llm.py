@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._errors import InvalidInputError
-from ._args import add_carbon_args, add_command, positive_int
+from ._args import Working, add_carbon_args, add_command, positive_int
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -80,18 +80,22 @@ def _cmd_llm(a) -> int:
         raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
     if a.memory_mb is not None and not a.max_batch:
         raise InvalidInputError("--memory-mb is the limit of --max-batch; add --max-batch")
-    est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
-                       region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
-                       price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
-                       predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
-                       lora_targets=a.lora_targets, checkpointing=a.checkpointing)
+    with Working(f"estimating {a.model} (a workload's first estimate builds its graph; cached after)",
+                 enabled=None if not a.json else False):
+        est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
+                           region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
+                           price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
+                           predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
+                           lora_targets=a.lora_targets, checkpointing=a.checkpointing)
     fit = None
     if a.max_batch:
         from ..estimate import largest_llm_batch
 
-        fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
-                                optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
-                                checkpointing=a.checkpointing, memory_mb=a.memory_mb)
+        with Working("finding the largest batch that fits (an allocation trace per batch tried)",
+                     enabled=None if not a.json else False):
+            fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
+                                    optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
+                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb)
         est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     print(est.to_json() if a.json else est.table())
     if fit is not None and not a.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .._errors import InvalidInputError
-from ._args import add_command, add_predictor_args, add_workload_args, positive_int, shape_arg
+from ._args import Working, add_command, add_predictor_args, add_workload_args, positive_int, shape_arg
 
 PREDICT_EXAMPLES = """examples:
   costmodel predict torchvision:resnet50 --batch 8 --device h200
@@ -105,18 +105,19 @@ def _cmd_predict(a) -> int:
         get_predictor(a.predictor)
         model = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
                          method=a.method, autocast=a.autocast)
-    est = estimate(
-        model,
-        batch=a.batch,
-        input_shape=a.input_shape,
-        device=a.device,
-        mode=a.mode,
-        dtype=a.dtype,
-        optimizer=a.optimizer,
-        predictor=predictor,
-        host=a.host,
-        autocast=a.autocast,
-    )
+    with Working(f"estimating {a.model}", enabled=None if not a.json else False):
+        est = estimate(
+            model,
+            batch=a.batch,
+            input_shape=a.input_shape,
+            device=a.device,
+            mode=a.mode,
+            dtype=a.dtype,
+            optimizer=a.optimizer,
+            predictor=predictor,
+            host=a.host,
+            autocast=a.autocast,
+        )
     if a.json:
         print(est.to_json())
     else:
