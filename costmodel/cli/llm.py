@@ -13,6 +13,7 @@ LLM_EXAMPLES = """examples:
   costmodel llm gpt2 --batch 64 --seq 256 --mode decode --predictor llm-xgb   # fast, no graph
   costmodel llm llama-2-7b --batch 4 --seq 2048 --mode training --dtype bf16   # a fine-tuning step, AdamW
   costmodel llm llama-2-7b --batch 8 --seq 2048 --mode training --dtype bf16 --lora-r 16 --checkpointing
+  costmodel llm qwen2.5-0.5b --batch 8 --seq 1024 --mode training --dtype fp32 --autocast bf16   # mixed precision
   costmodel llm --list
 """
 
@@ -42,6 +43,10 @@ def register_llm(sub) -> None:
                    help="a --mode training step with LoRA adapters of this rank (peft; base weights frozen)")
     m.add_argument("--checkpointing", action="store_true",
                    help="a --mode training step with activation checkpointing of the decoder layers")
+    m.add_argument("--autocast", default=None, choices=("bf16", "fp16"),
+                   help="mixed precision of a --mode training step of the fp32 model (with --dtype fp32): fp32 "
+                        "weights, gradients and optimizer state, the forward pass under torch.autocast, as a "
+                        "Trainer's bf16=True runs it")
     m.add_argument("--lora-targets", default=None, metavar="NAMES",
                    help="comma-separated module names for the adapters (default: peft's for the model type, "
                         "e.g. q_proj,v_proj)")
@@ -86,7 +91,7 @@ def _cmd_llm(a) -> int:
                            region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                            price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
-                           lora_targets=a.lora_targets, checkpointing=a.checkpointing)
+                           lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast)
     fit = None
     if a.max_batch:
         from ..estimate import largest_llm_batch
@@ -95,7 +100,7 @@ def _cmd_llm(a) -> int:
                      enabled=None if not a.json else False):
             fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
                                     optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
-                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb)
+                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb, autocast=a.autocast)
         est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     print(est.to_json() if a.json else est.table())
     if fit is not None and not a.json:

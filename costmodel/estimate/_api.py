@@ -152,7 +152,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                  instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
-                 lora_r: int | None = None, lora_targets=None, checkpointing: bool = False) -> LLMEstimate:
+                 lora_r: int | None = None, lora_targets=None, checkpointing: bool = False,
+                 autocast: str | None = None) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -162,6 +163,9 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     of that rank (``peft``, alpha ``2 r``, no dropout) on ``lora_targets`` (module names, a list or a
     comma-separated string; default peft's for the model type), the base weights frozen. ``checkpointing``:
     activation checkpointing of the decoder layers (``gradient_checkpointing_enable``, non-reentrant).
+    ``autocast``: ``"bf16"`` or ``"fp16"`` mixed precision of a training step of the fp32 model
+    (``dtype="fp32"``: fp32 weights, gradients and optimizer state, the forward pass and loss under
+    ``torch.autocast``), what a Trainer's ``bf16=True`` runs; ``dtype="bf16"`` alone is the model converted.
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -182,9 +186,11 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
             kw.update(lora_r=lora_r, lora_targets=lora_targets)
         if checkpointing:
             kw["checkpointing"] = True
-    elif lora_r is not None or lora_targets or checkpointing:
-        raise InvalidInputError(f"LoRA adapters and activation checkpointing are costed by predictor='timeline' in "
-                                f"a training step; the {p.name} predictor has neither")
+        if autocast is not None:
+            kw["autocast"] = autocast
+    elif lora_r is not None or lora_targets or checkpointing or autocast is not None:
+        raise InvalidInputError(f"LoRA adapters, activation checkpointing and autocast are costed by "
+                                f"predictor='timeline' in a training step; the {p.name} predictor has none of them")
     if host is None:
         return with_notes(p.predict(model, **kw), spec_notes(model))
     if isinstance(p, TimelineLLMPredictor):

@@ -10,11 +10,12 @@ from .._validate import positive_int
 
 def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                       optimizer: str = "adamw", lora_r: int | None = None, lora_targets=None,
-                      checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096) -> dict:
+                      checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
+                      autocast: str | None = None) -> dict:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, or
     ``memory_mb`` (a MIG slice's, or what is free). The workload is :func:`~costmodel.estimate_llm`'s
-    (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA and checkpointing).
+    (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA, checkpointing and autocast).
 
     A transformer's memory grows with the batch almost linearly (its weights and optimizer state stay,
     the activations, logits and KV cache scale), so two traces (batch 1 and 2) give a first guess,
@@ -25,7 +26,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
     from ..features import llm_workload
-    from ..frontends.hf import step_options
+    from ..frontends.hf import amp_option, step_options
     from ..predictors import validate_optimizer
 
     positive_int(seq, "seq")
@@ -33,6 +34,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     dev = get_device(device)
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype)
     lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
+    amp = amp_option(w.mode, w.dtype, autocast)
     training = w.mode == "training"
     if memory_mb is not None and not (isinstance(memory_mb, (int, float)) and memory_mb > 0):
         raise InvalidInputError(f"memory_mb must be a positive number of MB, got {memory_mb!r}")
@@ -44,6 +46,8 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
             kw["lora"] = lora
         if checkpointing:
             kw["checkpointing"] = True
+        if amp:
+            kw["autocast"] = amp
     else:
         kw.update(mode="inference", phase=w.mode)
     traced: dict[int, float] = {}

@@ -198,9 +198,11 @@ class LLMEstimate(Estimate):
         return _rows(rows + [("assumes", a) for a in self.assumptions])
 
     def _step(self) -> str:
-        """A training step's recipe: optimizer, LoRA adapters, activation checkpointing."""
+        """A training step's recipe: optimizer, mixed precision, LoRA adapters, activation checkpointing."""
         d = self.details
         parts = [d.get("optimizer", "adamw")]
+        if d.get("autocast"):
+            parts.append(f"{d['autocast']} autocast over fp32 weights")
         lora = d.get("lora")
         if lora:
             where = ",".join(lora["targets"]) if lora.get("targets") else "peft's default modules"

@@ -176,6 +176,26 @@ def step_options(mode: str, lora_r=None, lora_targets=None, checkpointing: bool 
     return lora
 
 
+def amp_option(mode: str, dtype: str, autocast: str | None) -> str | None:
+    """Check a transformer workload's mixed precision: ``autocast`` (``fp16`` or ``bf16``) runs a training
+    step's forward pass and loss under ``torch.autocast`` with the weights, gradients and optimizer state in
+    fp32, as a Trainer's ``bf16=True`` / ``fp16=True`` does; an inference call is costed as the measured
+    rows ran it, the model converted (``dtype``)."""
+    if autocast is None:
+        return None
+    from ..analysis import check_autocast
+
+    check_autocast(autocast)
+    if mode != "training":
+        raise InvalidInputError(f"autocast is costed for a training step (mode 'training'); for {mode} pass "
+                                f"dtype={autocast!r} (the model converted, as the measured rows ran it)")
+    if dtype != "fp32":
+        raise InvalidInputError(f"autocast runs an fp32 model (fp32 master weights, the usual recipe); got "
+                                f"dtype={dtype!r}: pass dtype='fp32' with autocast={autocast!r}, or dtype={dtype!r} "
+                                "without autocast for a model converted to it")
+    return autocast
+
+
 def apply_lora(model, lora: dict):
     """``model`` with LoRA adapters (``peft``) of rank ``lora["r"]`` on the modules ``lora["targets"]`` names
     (``None``: peft's default for the model type, the attention's query and value projections for most),

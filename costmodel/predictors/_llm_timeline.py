@@ -96,16 +96,19 @@ class TimelineLLMPredictor:
                 dtype: str = "fp16", region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                 instance: str | None = None, host=None, optimizer: str = "adamw", lora_r: int | None = None,
-                lora_targets=None, checkpointing: bool = False) -> LLMEstimate:
+                lora_targets=None, checkpointing: bool = False, autocast: str | None = None) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
         step of a decoder or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
         ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
         ``lora_r``: LoRA adapters of that rank (``peft``, alpha ``2 r``) on ``lora_targets`` (module names;
         default peft's for the model type), the base weights frozen. ``checkpointing``: activation
-        checkpointing of the decoder layers (non-reentrant): their forward pass runs again in the backward."""
+        checkpointing of the decoder layers (non-reentrant): their forward pass runs again in the backward.
+        ``autocast``: ``fp16`` or ``bf16`` mixed precision for a training step of an fp32 model (``dtype="fp32"``):
+        the forward pass and the loss under ``torch.autocast``, the weights, gradients and optimizer state in
+        fp32, as a Trainer's ``bf16=True`` runs it."""
         from ..estimate import replay_into
-        from ..frontends.hf import step_options
+        from ..frontends.hf import amp_option, step_options
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
         from ._base import validate_optimizer
@@ -114,6 +117,7 @@ class TimelineLLMPredictor:
         dev = get_device(device)
         training = w.mode == "training"
         lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
+        amp = amp_option(w.mode, w.dtype, autocast)
         if training:
             optimizer = validate_optimizer(optimizer)
         kw = dict(region=region, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
@@ -134,6 +138,10 @@ class TimelineLLMPredictor:
         # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
         _, c = llm_feature_vector(replace(w, mode="prefill" if w.spec.causal else "forward") if training else w, dev)
         g = self.graph(w, lora)
+        if amp:
+            from ..analysis import apply_autocast
+
+            g = apply_autocast(g, amp)
         # parameters and FLOPs as the graph counts them: exact for every architecture (state-space layers,
         # experts, encoder-decoders), where the closed form knows dense attention blocks only
         c = {**c, "params": float(g.params), "flops": float(g.flops)}
@@ -161,8 +169,11 @@ class TimelineLLMPredictor:
         # memory from the workload's allocation trace, as estimate() does for a module
         if training:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,
-                              seq=w.seq, phase=None, lora=lora, checkpointing=checkpointing)
+                              seq=w.seq, phase=None, lora=lora, checkpointing=checkpointing, autocast=amp)
             est.assumptions = [*est.assumptions, TRAINING_NOTE]
+            if amp:
+                est.details["autocast"] = amp
+                est.assumptions = [*est.assumptions, amp_note(amp)]
             est.details["optimizer"] = optimizer
             if lora:
                 est.details["lora"] = {**lora, "trainable_params": _trainable(g)}
@@ -221,6 +232,14 @@ TRAINING_NOTE = ("no transformer training step was measured: its latency and ene
 #: how a checkpointed step's latency is composed
 CHECKPOINT_NOTE = ("activation checkpointing: the checkpointed blocks' forward operators are costed again, their "
                    "longer lane (host or device) added to the step's latency")
+
+
+def amp_note(amp: str) -> str:
+    """What a mixed-precision transformer step rests on."""
+    return (f"autocast {amp}: the fp32 model's step with CUDA autocast's operator lists applied to its graph "
+            f"(GEMMs and attention in {amp} after a cast of each fp32 operand, its fp32 list in fp32) and its "
+            "allocation trace run under autocast (fp32 weights, gradients and optimizer state); no measured row "
+            "ran autocast")
 
 
 def reference_note(kernels: str) -> str:

@@ -218,3 +218,33 @@ def test_estimate_of_a_module_given_labels_costs_its_fine_tuning_step():
     call = costmodel.estimate(m, batch=2, inputs={"input_ids": ids}, device="h200")
     assert step.details["memory"]["path"] == "replay"
     assert step.allocated_mb > call.allocated_mb and step.latency_ms > call.latency_ms
+
+
+def test_mixed_precision_is_the_fp32_models_step_under_autocast():
+    """autocast='bf16' with dtype='fp32' (a Trainer's bf16=True): the graph gets autocast's casts (this tiny,
+    host-bound step pays them as more operators to dispatch) and the same FLOPs; the trace runs under autocast
+    with fp32 weights, gradients and Adam moments, so more memory than the model converted to bf16; the
+    memory is the replay of that very step."""
+    kw = dict(batch=4, seq=64, device="h200", mode="training")
+    amp = costmodel.estimate_llm(TINY, dtype="fp32", autocast="bf16", **kw)
+    fp32 = costmodel.estimate_llm(TINY, dtype="fp32", **kw)
+    half = costmodel.estimate_llm(TINY, dtype="bf16", **kw)
+    assert amp.details["autocast"] == "bf16" and any(a.startswith("autocast bf16") for a in amp.assumptions)
+    assert amp.details["graph"]["nodes"] > fp32.details["graph"]["nodes"] and amp.flops == fp32.flops
+    assert amp.allocated_mb > half.allocated_mb
+    m = replay_memory(TINY, "h200", batch=4, seq=64, mode="training", dtype="fp32", optimizer="adamw",
+                      autocast="bf16")
+    assert amp.memory_mb == pytest.approx(m.memory_mb)
+    assert "autocast" not in fp32.details
+    assert "bf16 autocast over fp32 weights" in amp.table() and "autocast" not in fp32.table()
+    with pytest.raises(InvalidInputError, match="autocast runs an fp32 model"):
+        costmodel.estimate_llm(TINY, dtype="bf16", autocast="bf16", **kw)
+    with pytest.raises(InvalidInputError, match="costed for a training step"):
+        costmodel.estimate_llm(TINY, batch=4, seq=64, mode="prefill", dtype="fp32", autocast="bf16")
+    with pytest.raises(InvalidInputError, match="autocast must be None or one of"):
+        costmodel.estimate_llm(TINY, dtype="fp32", autocast="fp8", **kw)
+    with pytest.raises(InvalidInputError, match="llm-xgb predictor has none"):
+        costmodel.estimate_llm(TINY, dtype="fp32", autocast="bf16", predictor="llm-xgb", **kw)
+    fit = costmodel.largest_llm_batch(TINY, seq=64, mode="training", dtype="fp32", autocast="bf16",
+                                      memory_mb=m.memory_mb + 1)
+    assert fit["batch"] >= 4
