@@ -84,7 +84,7 @@ def cuda_core_conv_note(device, trained_devices, graph) -> str | None:
     trained = ", ".join(dict.fromkeys(_canonical(d) for d in trained_devices))
     return (f"fp32 convolutions run on {dev.name}'s CUDA cores (it has no TF32), a path no training row measured: "
             f"{trained} ran them as TF32 on tensor cores; against published V100 and T4 ResNet latencies the "
-            "learned predictors are 1.3-1.5x slow on that path (docs/limits.md)")
+            "learned predictors are about 1.3x (T4) to 1.5x (V100) slow on that path (docs/limits.md)")
 
 
 __all__ += ["cuda_core_conv_note", "extrapolation_note", "is_measured_device"]
