@@ -572,10 +572,19 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
 
 @functools.lru_cache(maxsize=4096)  # the database is read once per process, so the answer never changes
 def _devices_fitting(key: str) -> tuple[str, ...]:
-    """Canonical names of the devices that a normalized name or alias starting with ``key`` belongs to
-    (``"a100"`` fits both A100s; ``"a10040gb"`` only one)."""
+    """Canonical names of the devices with a name or alias whose leading words (split at ``-``, ``_``,
+    ``.``, ``/`` or spaces) are the normalized ``key``: ``"a100"`` fits every A100 (``A100-SXM4-40GB``,
+    ``A100-PCIe-80GB``...), ``"a10040gb"`` one; ``"l4"`` fits the L4 but not the L40S, ``"a10"`` the A10
+    but no A100 (another product, not a variant of it)."""
     db = _database()
-    return tuple(d.name for d in db.devices if any(k.startswith(key) for k, v in db.index.items() if v is d))
+    return tuple(d.name for d in db.devices if any(key in _word_prefixes(n) for n in (d.name, *d.aliases)))
+
+
+def _word_prefixes(name: str) -> set[str]:
+    """The normalized forms of ``name``'s leading words: ``"A100-SXM4-40GB"`` -> ``{"a100", "a100sxm4",
+    "a100sxm440gb"}``."""
+    words = [w for w in re.split(r"[-_./\s]+", name) if w]
+    return {normalize_device_name("".join(words[:i])) for i in range(1, len(words) + 1)}
 
 
 @functools.cache

@@ -167,7 +167,7 @@ class LLMEstimate(Estimate):
         return out
 
     def table(self) -> str:
-        cost = "-"
+        cost = "- (no listed cloud instance carries this GPU: pass --price, $ per GPU-hour)"
         if self.cost_per_1k_samples_usd is not None:
             cost = (f"${self.cost_per_1k_samples_usd:.4g} per 1k samples, ${self.cost_per_1m_tokens_usd:.4g} per 1M "
                     f"tokens (at ${self.price_per_gpu_hour_usd:.4g}/GPU-hour)")

@@ -103,7 +103,9 @@ def test_pricing_errors_name_valid_choices():
     with pytest.raises(InvalidInputError, match=r"known instances: p4d\.24xlarge.*Did you mean: p5\.48xlarge"):
         price_per_gpu_hour_usd(instance="p5.48xl")
     with pytest.raises(InvalidInputError, match=r"priced GPUs: .*A10G.*Did you mean: A10G"):
-        price_per_gpu_hour_usd("a10")
+        price_per_gpu_hour_usd("a10h")
+    with pytest.raises(InvalidInputError, match=r"no priced instance has device 'a10'; priced GPUs: .*A10G"):
+        price_per_gpu_hour_usd("a10")  # the A10 is a device, but no listed instance carries one
     with pytest.raises(InvalidInputError, match=r"no priced instance has device 'cpu'.*priced GPUs"):
         cost_per_1k_samples_usd(100.0, device="cpu")
     with pytest.raises(InvalidInputError, match="not 'gcp'"):
