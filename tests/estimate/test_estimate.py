@@ -148,7 +148,7 @@ def test_bf16_without_bf16_support_is_costed_at_the_fp32_peak_and_says_so():
         # a line per assumption in the table `costmodel predict` prints
         assert ["assumes", want] in [line.split(None, 1) for line in est.table().splitlines()]
         assert json.loads(est.to_json())["assumptions"] == [want]
-    ok = costmodel.estimate("torchvision:resnet18", device="h100", dtype="bf16", predictor="analytic", **SMALL)
+    ok = costmodel.estimate("torchvision:resnet18", device="h100-sxm", dtype="bf16", predictor="analytic", **SMALL)
     assert ok.assumptions == []
 
 
@@ -160,7 +160,7 @@ def test_fp8_is_costed_at_the_fp16_peak_and_says_so():
     b.add_param("w", (256, 256), "fp8")
     b.add_node("matmul", "matmul", ["x", "w"], [("y", (64, 256), "fp8")], {"k": 256})
     g = b.build(batch=64, dtype="fp8", mode="inference")
-    est = AnalyticPredictor().predict(g, "h100")
+    est = AnalyticPredictor().predict(g, "h100-sxm")
     assert est.assumptions == ["fp8 tensor ops costed at the fp16 peak (the device database has no fp8 column)"]
     # the matmul is costed at the fp16 tensor-core rate
     op = roofline(g, get_device("h100")).ops[0]
@@ -203,8 +203,10 @@ def test_a_device_without_measured_rows_names_where_the_labels_come_from():
             f"no measured rows for H100-SXM5-80GB: the {llm.predictor} predictor's labels come from H200-SXM5-141GB; "
             "its correction is extrapolated to this device through hardware features"
         ]
-    # the analytic model has no labels: nothing is extrapolated
-    assert costmodel.estimate("torchvision:resnet18", device="h100", predictor="analytic", **SMALL).assumptions == []
+    # the analytic model has no labels: nothing is extrapolated (a plain 'h100' also names the PCIe part it fits)
+    assert costmodel.estimate("torchvision:resnet18", device="h100-sxm", predictor="analytic", **SMALL).assumptions == []
+    assert costmodel.estimate("torchvision:resnet18", device="h100", predictor="analytic", **SMALL).assumptions == [
+        "device name 'h100' also fits H100-PCIe-80GB; costed as H100-SXM5-80GB"]
 
 
 def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
@@ -228,7 +230,8 @@ def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
 def test_a_device_name_fitting_several_devices_says_which_was_costed():
     est = costmodel.estimate("torchvision:resnet18", device="a100", predictor="analytic", **SMALL)
     assert est.device == "A100-SXM4-80GB"
-    assert est.assumptions == ["device name 'a100' also fits A100-SXM4-40GB; costed as A100-SXM4-80GB"]
+    assert est.assumptions == ["device name 'a100' also fits A100-SXM4-40GB, A100-PCIe-80GB; costed as "
+                               "A100-SXM4-80GB"]
     exact = costmodel.estimate("torchvision:resnet18", device="a100-80gb", predictor="analytic", **SMALL)
     assert exact.assumptions == []
 
