@@ -4,8 +4,9 @@
                                       [--device h200] [--plot docs/img] [--json FILE]
 
 No measured row is a training step of a transformer, so this prints predictions, not errors: per model,
-recipe (full fine-tuning, LoRA rank 16 on peft's default targets, LoRA with activation checkpointing;
-bf16 weights, AdamW) and batch: the step's latency and tokens/s (the timeline), its memory (the
+recipe (full fine-tuning, LoRA rank 16 on peft's default targets, LoRA with activation checkpointing,
+all with bf16 weights; and full fine-tuning of the fp32 model under bf16 autocast, a Trainer's
+``bf16=True``; AdamW) and batch: the step's latency and tokens/s (the timeline), its memory (the
 step's allocation trace through the caching allocator: NVML level, allocated and reserved), the
 smallest MIG slice that holds it and which whole GPUs do, and the seconds the estimate took. What the
 memory rests on is checked against the CPU allocator by ``benchmarks/memory.py --cpu-check`` (the
@@ -22,7 +23,8 @@ import json
 import time
 from pathlib import Path
 
-RECIPES = (("full", {}), ("LoRA r16", {"lora_r": 16}), ("LoRA r16 + ckpt", {"lora_r": 16, "checkpointing": True}))
+RECIPES = (("full", {}), ("LoRA r16", {"lora_r": 16}), ("LoRA r16 + ckpt", {"lora_r": 16, "checkpointing": True}),
+           ("full bf16 AMP", {"dtype": "fp32", "autocast": "bf16"}))
 GPUS = ("a100-40gb", "h100", "h200")
 
 
@@ -39,23 +41,30 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--batches", default="1,4,8")
     ap.add_argument("--device", default="h200")
+    ap.add_argument("--recipes", default=",".join(r for r, _ in RECIPES),
+                    help="comma-separated recipes to run (default all: " + ", ".join(r for r, _ in RECIPES) + ")")
     ap.add_argument("--plot", default=None, metavar="DIR")
     ap.add_argument("--json", default=None, metavar="FILE")
     a = ap.parse_args()
     import costmodel
 
     batches = [int(b) for b in a.batches.split(",")]
+    known = dict(RECIPES)
+    wanted = [r.strip() for r in a.recipes.split(",") if r.strip()]
+    bad = [r for r in wanted if r not in known]
+    if bad:
+        raise SystemExit(f"unknown recipe(s) {bad}; valid: {', '.join(known)}")
     rows = []
-    print(f"fine-tuning steps on {a.device}, bf16 weights, AdamW, seq {a.seq} (predictions: no measured row "
-          "is a transformer training step)")
+    print(f"fine-tuning steps on {a.device}, bf16 weights (or fp32 under bf16 autocast), AdamW, seq {a.seq} "
+          "(predictions: no measured row is a transformer training step)")
     print(f"{'model':<14}{'recipe':<17}{'batch':>6}{'latency ms':>12}{'tokens/s':>11}{'memory MB':>11}"
           f"{'allocated':>11}{'trainable':>12}{'MIG slice':>11}  {'whole GPUs that hold it':<28}{'s':>6}")
     for model in a.models.split(","):
-        for recipe, kw in RECIPES:
+        for recipe in wanted:
+            kw = {"dtype": "bf16", **known[recipe]}
             for b in batches:
                 t0 = time.perf_counter()
-                e = costmodel.estimate_llm(model, batch=b, seq=a.seq, device=a.device, dtype="bf16",
-                                           mode="training", **kw)
+                e = costmodel.estimate_llm(model, batch=b, seq=a.seq, device=a.device, mode="training", **kw)
                 dt = time.perf_counter() - t0
                 trainable = e.details.get("lora", {}).get("trainable_params") or e.params
                 row = {"model": model, "recipe": recipe, "batch": b, "seq": a.seq, "latency_ms": e.latency_ms,
@@ -79,7 +88,7 @@ def _chart(rows, out: Path, seq: int) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
-        for recipe, _ in RECIPES:
+        for recipe in dict.fromkeys(r["recipe"] for r in rows):
             sub = [r for r in rows if r["model"] == model and r["recipe"] == recipe]
             ax.plot([r["batch"] for r in sub], [r["memory_mb"] / 1024 for r in sub], marker="o", label=recipe)
         ax.set_xscale("log", base=2)
@@ -91,7 +100,7 @@ def _chart(rows, out: Path, seq: int) -> None:
                     color="grey")
         ax.set_xlabel(f"batch (sequences of {seq} tokens)")
         ax.set_ylabel("predicted memory (GiB, NVML level)")
-        ax.set_title(f"{model}, bf16, AdamW")
+        ax.set_title(f"{model}, AdamW")
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
