@@ -65,9 +65,10 @@ def extrapolation_note(device, trained_devices, predictor: str) -> str:
 def cuda_core_conv_note(device, trained_devices, graph) -> str | None:
     """The assumption of a learned estimate whose fp32 convolutions run on CUDA cores on ``device`` (a GPU
     without TF32: Volta, Turing) while every device its rows come from ran them as TF32 on tensor cores,
-    else ``None``; only where dense convolutions are more than a tenth of the graph's FLOPs. No such row taught the efficiency of that path (cuDNN's direct, implicit-GEMM and
-    Winograd kernels on CUDA cores); against published V100 and T4 latencies the learned predictors are
-    slow there (``benchmarks/public_references.py``)."""
+    else ``None``; only where dense convolutions are more than a tenth of the graph's FLOPs. No such row
+    taught the efficiency of that path (cuDNN's direct, implicit-GEMM and Winograd kernels on CUDA cores);
+    against published V100 and T4 latencies the learned predictors are slow there
+    (``benchmarks/public_references.py``)."""
     dev = device if isinstance(device, Device) else get_device(device)
     if graph is None or dev.peak_tflops.get("tf32") is not None or not trained_devices:
         return None
