@@ -97,6 +97,8 @@ def main(argv=None) -> None:
     ap.add_argument("--extra", nargs="*", default=[], metavar="DIR",
                     help="trained artifact folders to score beside them (named by their folder)")
     ap.add_argument("--references", type=Path, default=REFERENCES, help="a references file (default: the packaged one)")
+    ap.add_argument("--plot", default=None, metavar="DIR",
+                    help="also draw DIR/public_references.png: predicted against published latency per GPU")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     from costmodel.predictors import get_predictor, load_predictor
@@ -114,11 +116,51 @@ def main(argv=None) -> None:
         cells = "".join(f"{preds[n][i]:>8.1f} ({preds[n][i] / r['latency_ms']:.2f})" for n in names)
         label = _label(r) + (" *" if r.get("doubt") else "")
         print(f"{label:<42}{r['source']:<18}{r['latency_ms']:>10.1f}{rates[i]:>9.1f}{cells}")
+    if a.plot:
+        _chart(rows, preds, Path(a.plot) / "public_references.png")
     for trusted in (False, True):
         what = "without the rows with a doubt" if trusted else "every row"
         print(f"\n{what}\n{'GPU':<12}{'predictor':<16}{'rows':>5}{'MAPE %':>9}{'geo ratio':>11}{'min':>7}{'max':>7}")
         for dev, name, n, mape, geo, lo, hi in summarize(rows, preds, trusted_only=trusted):
             print(f"{dev:<12}{name:<16}{n:>5}{mape:>9.1f}{geo:>11.2f}{lo:>7.2f}{hi:>7.2f}")
+
+
+def _chart(rows: list[dict], preds: dict[str, list[float]], out: Path) -> None:
+    """Predicted against published latency, one panel per predictor, a colour per GPU; rows with a doubt
+    hollow; the diagonal and a factor of 1.5 either side."""
+    from costmodel.measure.charts import pyplot
+
+    plt = pyplot("the published-latency chart")
+    names = list(preds)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.0), squeeze=False)
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    colours = dict(zip(devices, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    lo = min(min(r["latency_ms"] for r in rows), min(min(p) for p in preds.values())) / 1.3
+    hi = max(max(r["latency_ms"] for r in rows), max(max(p) for p in preds.values())) * 1.3
+    for ax, name in zip(axes[0], names):
+        for dev in devices:
+            for doubt in (False, True):
+                idx = [i for i, r in enumerate(rows) if r["device"] == dev and bool(r.get("doubt")) == doubt]
+                if idx:
+                    ax.scatter([rows[i]["latency_ms"] for i in idx], [preds[name][i] for i in idx], s=28,
+                               facecolors="none" if doubt else colours[dev], edgecolors=colours[dev],
+                               label=None if doubt else dev)
+        for f, style in ((1.0, "-"), (1.5, ":"), (1 / 1.5, ":")):
+            ax.plot([lo, hi], [lo * f, hi * f], color="grey", linestyle=style, linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("published latency (ms)")
+        ax.set_ylabel("predicted latency (ms)")
+        ax.set_title(name)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("GPUs without packaged rows: predicted against published (hollow: a row with a doubt; "
+                 "dotted: x1.5)", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"chart: {out}")
 
 
 if __name__ == "__main__":
