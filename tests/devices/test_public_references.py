@@ -1,28 +1,22 @@
 """The published latencies on other GPUs (benchmarks/public_references.py): the file is well formed and names
 workloads the package can cost, and the summary's arithmetic."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+
+@pytest.fixture
+def refs(benchmark_module):
+    return benchmark_module("public_references")
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("public_references", ROOT / "benchmarks" / "public_references.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_every_row_names_a_source_a_known_device_and_a_valid_workload():
+def test_every_row_names_a_source_a_known_device_and_a_valid_workload(refs):
     from costmodel.devices import get_device
     from costmodel.predictors._base import validate_optimizer
 
-    sources, rows = _module().load_references()
+    sources, rows = refs.load_references()
     assert len(rows) >= 10
     for r in rows:
         assert r["source"] in sources
@@ -35,31 +29,31 @@ def test_every_row_names_a_source_a_known_device_and_a_valid_workload():
         assert s["repository"] and s["path"] and s["protocol"]
 
 
-def test_throughput_rows_become_the_latency_of_one_batch(tmp_path):
+def test_throughput_rows_become_the_latency_of_one_batch(refs, tmp_path):
     doc = {"format": "costmodel.public-references", "sources": {"s": {}},
            "rows": [{"source": "s", "batch": 256, "throughput_samples_s": 938.0},
                     {"source": "s", "batch": 8, "latency_ms": 3.0}]}
     path = tmp_path / "refs.json"
     path.write_text(json.dumps(doc))
-    _, rows = _module().load_references(path)
+    _, rows = refs.load_references(path)
     assert rows[0]["latency_ms"] == pytest.approx(1000 * 256 / 938)
     assert rows[1]["latency_ms"] == 3.0
     doc["rows"][0]["source"] = "elsewhere"
     path.write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match="unknown source 'elsewhere'"):
-        _module().load_references(path)
+        refs.load_references(path)
 
 
-def test_summary_per_gpu_with_and_without_doubted_rows():
+def test_summary_per_gpu_with_and_without_doubted_rows(refs):
     rows = [{"device": "v100", "latency_ms": 100.0}, {"device": "v100", "latency_ms": 100.0},
             {"device": "t4", "latency_ms": 50.0, "doubt": "inconsistent"}]
     preds = {"p": [150.0, 200.0, 25.0]}
-    table = {(d, n): rest for d, n, *rest in _module().summarize(rows, preds)}
+    table = {(d, n): rest for d, n, *rest in refs.summarize(rows, preds)}
     n, mape, geo, lo, hi = table[("v100", "p")]
     assert (n, mape, lo, hi) == (2, 75.0, 1.5, 2.0)
     assert geo == pytest.approx(math.sqrt(3.0))
     assert table[("all", "p")][0] == 3 and table[("all", "p")][1] == pytest.approx(200 / 3)
-    trusted = {(d, n): rest for d, n, *rest in _module().summarize(rows, preds, trusted_only=True)}
+    trusted = {(d, n): rest for d, n, *rest in refs.summarize(rows, preds, trusted_only=True)}
     assert ("t4", "p") not in trusted and trusted[("all", "p")][0] == 2
 
 

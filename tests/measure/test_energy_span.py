@@ -183,17 +183,11 @@ def test_collect_refuses_a_bad_energy_span_before_measuring(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_the_benchmark_check_finds_the_counters_step_in_rows_measured_both_ways():
+def test_the_benchmark_check_finds_the_counters_step_in_rows_measured_both_ways(benchmark_module):
     """Rows whose window power carries a 100 ms counter error around the span's: the check fits ~100 ms."""
-    import importlib.util
-    from pathlib import Path
-
     import numpy as np
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "energy_labels.py"
-    spec = importlib.util.spec_from_file_location("energy_labels", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_module("energy_labels")
     rng = np.random.default_rng(1)
     w = rng.uniform(0.2, 0.4, 300)
     e = mod.counter_errors(w, 0.1, 1, rng)[0]

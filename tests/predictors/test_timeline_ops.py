@@ -1,7 +1,6 @@
 """Per-operator GPU labels in the timeline's fit (costmodel.predictors._timeline_ops) and their packaged data."""
 
 import gzip
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -105,15 +104,8 @@ def test_packaged_gpu_operator_rows_are_training_families_only():
     assert load_host(OPS / "host.json").kernel_us is not None
 
 
-def _package_ops():
-    spec = importlib.util.spec_from_file_location("package_ops", REPO / "benchmarks" / "package_ops.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_package_ops_repairs_the_step_count_and_flags_a_missing_backward():
-    po = _package_ops()
+def test_package_ops_repairs_the_step_count_and_flags_a_missing_backward(benchmark_module):
+    po = benchmark_module("package_ops")
     row = {"mode": "train", "ops": {"profiled_steps": 6, "work_nodes_mapped": 10.0, "backward_nodes_mapped": 0.0,
                                     "unmapped_ms": 0.5, "profiled_step_ms": 4.0, "work_nodes": 20}}
     ops = [{"mapped": True, "seen": "3/6", "device_us": 7.0},
@@ -132,8 +124,8 @@ def test_package_ops_repairs_the_step_count_and_flags_a_missing_backward():
     assert "backward_captured" not in po.repair(cpu_train, [], cuda=False)[0]["ops"]
 
 
-def test_package_ops_moves_a_cudnn_norms_kernels_to_its_node():
-    po = _package_ops()
+def test_package_ops_moves_a_cudnn_norms_kernels_to_its_node(benchmark_module):
+    po = benchmark_module("package_ops")
     ops = [{"node": 0, "op": "aten::convolution", "mapped": True, "phase": "forward", "kernels": 1.0, "device_us": 9.0},
            {"node": 1, "op": "aten::empty", "mapped": True, "phase": "forward", "kernels": 1.0, "device_us": 4.0,
             "cpu_us": 30.0, "dtype": "uint8", "in_shapes": []},
@@ -183,13 +175,11 @@ def test_the_packaged_gpu_runs_join_their_graphs():
     assert {"conv", "matmul", "batch_norm", "layer_norm", "attention", "add"} <= kinds
 
 
-def test_gpu_ops_benchmark_swaps_measured_kernels_into_the_device_lane():
+def test_gpu_ops_benchmark_swaps_measured_kernels_into_the_device_lane(benchmark_module):
     """benchmarks/timeline_gpu_ops.py's composition check: with every labelled operator at its predicted
     time the hybrid device lane is the predicted one and max(host, device) + sync is the prediction;
     a label twice its prediction adds exactly the difference, and nothing else moves."""
-    spec = importlib.util.spec_from_file_location("timeline_gpu_ops", REPO / "benchmarks" / "timeline_gpu_ops.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_module("timeline_gpu_ops")
     from costmodel.predictors import get_predictor
 
     pred, dev = get_predictor("timeline"), get_device("h200")
