@@ -84,9 +84,10 @@ def _replay(row: dict, ov):
 
         if row["mode"] == "training":  # a fine-tuning step, measured with its optimizer
             return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], mode="training",
-                                 optimizer=row.get("optimizer", "adamw"), dtype=row["dtype"], overheads=ov)
+                                 optimizer=row.get("optimizer", "adamw"), dtype=row["dtype"], overheads=ov,
+                                 target_seq=row.get("target_seq"))
         return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], phase=row["mode"],
-                             dtype=row["dtype"], overheads=ov)
+                             dtype=row["dtype"], overheads=ov, target_seq=row.get("target_seq"))
     mode = "training" if row["mode"] == "train" else "inference"
     return replay_memory(row["spec"], "h200", batch=row["batch"], mode=mode, dtype=row["dtype"], overheads=ov)
 
@@ -112,7 +113,7 @@ def _learned(rows: list[dict], folder: str, names: list[str], graphs: dict | Non
                 try:
                     cfg = dict(r.spec["config"], model_type=r.spec["model_type"])
                     e = estimate_llm(cfg, batch=r.batch, seq=r.seq, mode=r.phase, dtype=r.dtype, device="h200",
-                                     predictor="llm-xgb")
+                                     predictor="llm-xgb", target_seq=r.spec.get("target_seq"))
                     out["llm-xgb"][j] = e.memory_mb
                 except Exception:  # a config the transformer predictor does not take
                     pass
@@ -343,6 +344,22 @@ def _cpu_check_architectures(line) -> None:
         c = check_module(m, {"input_ids": ids, "labels": ids, **({} if causal else {"decoder_input_ids": ids})},
                          training=True, optimizer="adamw")
         line(name, "fine-tune", f"2x{step_seq}", c)
+    # encoder-decoders whose target is shorter or longer than the source (128 tokens)
+    for name, mt, cfg in (
+            ("t5 (2+2 layers, 256 wide)", "t5", dict(d_model=256, d_ff=1024, num_layers=2, num_decoder_layers=2,
+                                                     num_heads=4, d_kv=64)),
+            ("bart (2+2 layers, 256 wide)", "bart", dict(d_model=256, encoder_layers=2, decoder_layers=2,
+                                                         encoder_attention_heads=4, decoder_attention_heads=4,
+                                                         encoder_ffn_dim=1024, decoder_ffn_dim=1024,
+                                                         decoder_start_token_id=0))):
+        m = _hf_type_cpu(mt, False, **cfg, **tok, vocab_size=1000)
+        for target in (32, 384):
+            c = check_decoder(m, batch=2, seq=128, target_seq=target)
+            line(name, "forward", f"2x128, target {target}", c)
+            ids, tgt = torch.zeros((2, 128), dtype=torch.long), torch.zeros((2, target), dtype=torch.long)
+            c = check_module(m, {"input_ids": ids, "labels": tgt, "decoder_input_ids": tgt}, training=True,
+                             optimizer="adamw")
+            line(name, "fine-tune", f"2x128, target {target}", c)
 
 
 def _cpu_check() -> None:

@@ -261,20 +261,21 @@ def check_module(module, inputs, *, training: bool = False, optimizer: str = "ad
     return CpuCheck(step_peak(trace), *real, trace.state_bytes, t1 - t0, time.perf_counter() - t1)
 
 
-def check_decoder(model, *, batch: int, seq: int, causal: bool = False) -> CpuCheck:
-    """The same for one forward (prefill) call of a transformers model on ``(batch, seq)`` token ids."""
+def check_decoder(model, *, batch: int, seq: int, causal: bool = False, target_seq: int | None = None) -> CpuCheck:
+    """The same for one forward (prefill) call of a transformers model on ``(batch, seq)`` token ids (an
+    encoder-decoder's decoder on ``target_seq`` tokens, default ``seq``)."""
     import torch
 
     _cpu_module(model)
     t0 = time.perf_counter()
     trace = trace_decoder(model, batch=batch, seq=seq, phase="prefill" if causal else "forward", causal=causal,
-                          target="cpu")
+                          target="cpu", target_seq=target_seq)
     t1 = time.perf_counter()
     mapping, _ = _real_state(model, False)
     ids = torch.zeros((batch, seq), dtype=torch.long)
 
     def step():
-        run_forward(model, mapping, ids, causal=causal, target="cpu")
+        run_forward(model, mapping, ids, causal=causal, target="cpu", target_seq=target_seq)
     real = _measure(step, inference=True)
     return CpuCheck(step_peak(trace), *real, trace.state_bytes, t1 - t0, time.perf_counter() - t1)
 

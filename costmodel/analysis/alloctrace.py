@@ -681,8 +681,10 @@ def _own_loss(out):
 
 # ---------------------------------------------------------- transformers
 def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None = None, causal: bool = True,
-                  decode_tokens: int = 8, warmup: int = 3, target: str = "cuda") -> AllocationTrace:
-    """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens.
+                  decode_tokens: int = 8, warmup: int = 3, target: str = "cuda",
+                  target_seq: int | None = None) -> AllocationTrace:
+    """The allocation trace of a transformers model under the data protocol, on ``(batch, seq)`` tokens
+    (an encoder-decoder's decoder on ``target_seq`` of them, default ``seq``).
 
     ``phase``: ``forward`` / ``prefill`` (one call, no cache kept) or ``decode``: a prefill that
     keeps its KV cache, ``warmup`` one-token steps, the cache dropped, a fresh prefill, then
@@ -692,13 +694,19 @@ def trace_decoder(model, *, batch: int, seq: int, phase: str, dtype: str | None 
     _check_target(target)
     if phase not in ("forward", "prefill", "decode"):
         raise InvalidInputError(f"phase must be one of forward, prefill, decode; got {phase!r}")
-    if phase == "decode" and not causal and not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+    cfg = getattr(model, "config", None)
+    if phase == "decode" and not causal and not getattr(cfg, "is_encoder_decoder", False):
         raise InvalidInputError("a decode step needs a decoder; this model is built as an encoder")
+    from ..frontends.hf import check_target_seq
+
+    check_target_seq(target_seq, getattr(cfg, "model_type", None) or type(model).__name__,
+                     bool(getattr(cfg, "is_encoder_decoder", False)))
     with _exclusive(), _fake():
-        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup, target)
+        return _trace_decoder(model, batch, seq, phase, _tdtype(dtype), causal, decode_tokens, warmup, target,
+                              target_seq)
 
 
-def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup) -> tuple[int, int]:
+def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup, target_seq=None) -> tuple[int, int]:
     """Record one decode round (prefill keeping its cache, then the steps); returns where the round
     starts in ``trace.events`` and where the first round (prefill + ``warmup`` steps) ends.
 
@@ -713,7 +721,7 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
     tok = torch.zeros((batch, 1), dtype=torch.long, device=_DEV)
     start = len(trace.events)
     rec.phase = "prefill"
-    cache, enc = prefilled(_call(model, mapping, prefill_kwargs(model, ids)))  # the prompt's logits dropped
+    cache, enc = prefilled(_call(model, mapping, prefill_kwargs(model, ids, target_seq)))  # its logits dropped
     rec.phase = "decode"
     cut = len(trace.events)
     for i in range(max(decode_tokens, warmup)):
@@ -724,9 +732,11 @@ def _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup
     return start, cut
 
 
-def run_forward(model, mapping, ids, *, causal: bool, rec=None, target: str = "cuda") -> None:
+def run_forward(model, mapping, ids, *, causal: bool, rec=None, target: str = "cuda",
+                target_seq: int | None = None) -> None:
     """One forward (or prefill) call of a transformers model on token ``ids``, without a KV cache, as
-    :func:`trace_decoder` records it; without a recorder it runs on real tensors."""
+    :func:`trace_decoder` records it (an encoder-decoder's decoder on ``target_seq`` tokens); without a
+    recorder it runs on real tensors."""
     import torch
 
     from ..frontends.hf import seq2seq_inputs
@@ -734,10 +744,10 @@ def run_forward(model, mapping, ids, *, causal: bool, rec=None, target: str = "c
     kw = {"use_cache": False} if causal else {}
     with _kernels(target), unpadded_sequences(), _mode(model, False), torch.inference_mode(), \
             (rec.mode if rec is not None else contextlib.nullcontext()):
-        _call(model, mapping, {"input_ids": ids, **seq2seq_inputs(model, ids), **kw})
+        _call(model, mapping, {"input_ids": ids, **seq2seq_inputs(model, ids, target_seq), **kw})
 
 
-def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup, target):
+def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup, target, target_seq=None):
     import torch
 
     ids = torch.zeros((batch, seq), dtype=torch.long, device=_DEV)
@@ -745,11 +755,11 @@ def _trace_decoder(model, batch, seq, phase, tdt, causal, decode_tokens, warmup,
     rec = _Recorder(trace, target)
     rec.hold((list(mapping.values()), ids))
     if phase != "decode":
-        run_forward(model, mapping, ids, causal=causal, rec=rec, target=target)
+        run_forward(model, mapping, ids, causal=causal, rec=rec, target=target, target_seq=target_seq)
         rec.finish()
         return trace
     with _kernels(target), unpadded_sequences(), _mode(model, False), torch.inference_mode(), rec.mode:
-        start, cut = _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup)
+        start, cut = _decode_rounds(model, mapping, rec, trace, ids, batch, decode_tokens, warmup, target_seq)
     rec.finish()
     round2 = trace.events[start:]
     del trace.events[start:]

@@ -57,6 +57,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
 from ._cast import apply_autocast
 from .allocator import MIB, Event, replay
+from ._llmtrace import trace_llm, trace_llm_training
 from .alloctrace import (
     AllocationTrace,
     TraceError,
@@ -343,70 +344,6 @@ def _is_llm_name(name: str) -> bool:
     return True
 
 
-def _trace_llm(ref, *, batch, seq, phase, dtype):
-    from ..frontends.hf import build_hf_model
-    from ..llm import resolve_llm
-
-    spec = resolve_llm(ref)
-    model, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
-    from ..frontends.hf import noting_reference_kernels
-
-    return noting_reference_kernels(lambda: trace_decoder(model, batch=batch, seq=seq, phase=phase, dtype=dtype,
-                                                          causal=causal))
-
-
-def _trace_llm_training(model, named: bool, *, batch, seq, phase, dtype, optimizer, autocast, lora=None,
-                        checkpointing: bool = False):
-    """A fine-tuning step of a decoder or an encoder-decoder on ``(batch, seq)`` token ids: its own loss (the
-    labels are the tokens), backward, the optimizer; two steps, as a vision training step is traced. ``lora``
-    (``frontends.hf.lora_spec``) puts LoRA adapters on a registry model (a module comes as it is)."""
-    import torch
-
-    if phase not in (None, "forward", "prefill"):
-        raise InvalidInputError(f"a training step runs the whole sequence; phase {phase!r} is an inference call")
-    if named:
-        from ..frontends.hf import build_hf_model
-        from ..llm import resolve_llm
-
-        spec = resolve_llm(model)
-        module, causal = build_hf_model(spec.model_type, spec.config, causal=spec.causal)
-        name = spec.name
-        if causal:
-            module.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
-        elif not getattr(module.config, "is_encoder_decoder", False):
-            raise InvalidInputError(f"{name} is built as an encoder; a transformer training step is traced for "
-                                    "decoders (the causal-LM loss on the tokens) and encoder-decoders")
-        if checkpointing:
-            from ..frontends.hf import enable_checkpointing
-
-            enable_checkpointing(module)
-        if lora:
-            from ..frontends.hf import apply_lora
-
-            module = apply_lora(module, lora)
-    else:
-        if checkpointing:
-            raise InvalidInputError("checkpointing= is for a registry model or config; enable it on a module "
-                                    "yourself (model.gradient_checkpointing_enable()) and pass the module")
-        if lora:
-            raise InvalidInputError("lora= adapts a registry model or config; put adapters on a module yourself "
-                                    "(peft.get_peft_model) and pass the module")
-        import inspect
-
-        module = model
-        if "labels" not in inspect.signature(model.forward).parameters:
-            raise InvalidInputError(f"{type(model).__name__}.forward takes no labels: a transformer training step "
-                                    "is traced for a model that computes its own loss (a *ForCausalLM class); "
-                                    "or pass inputs= with the module's own loss-making call")
-    ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
-    from ..frontends.hf import noting_reference_kernels, seq2seq_inputs
-
-    inputs = {"input_ids": ids, "labels": ids, **seq2seq_inputs(module, ids)}  # an encoder-decoder's decoder is
-    # teacher-forced on the same tokens
-    return noting_reference_kernels(lambda: trace_module(module, inputs, training=True, dtype=dtype,
-                                                         optimizer=optimizer, autocast=autocast))
-
-
 def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
     if mode not in ("inference", "training"):
         raise InvalidInputError(f"mode must be one of inference, training; got {mode!r}")
@@ -416,7 +353,7 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
 
 
 def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None, lora=None,
-           checkpointing: bool = False):
+           checkpointing: bool = False, target_seq: int | None = None):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
     from ..ir import CostGraph
@@ -432,11 +369,11 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
         if kind == "transformer" and (named or seq is not None):
             if seq is None:
                 raise InvalidInputError("a transformer's memory needs seq (the sequence length)")
-            if training:
+            if training:  # LoRA as its hashable cache key, back to lora_spec's dict
                 spec = {"r": lora[0], "targets": list(lora[1]) if lora[1] else None} if lora else None
-                return _trace_llm_training(model, named, batch=batch, seq=seq, phase=phase, dtype=dtype,
-                                           optimizer=optimizer, autocast=autocast, lora=spec,
-                                           checkpointing=checkpointing), "replay", ()
+                return trace_llm_training(model, named, batch=batch, seq=seq, phase=phase, dtype=dtype,
+                                          optimizer=optimizer, autocast=autocast, lora=spec,
+                                          checkpointing=checkpointing, target_seq=target_seq), "replay", ()
             if lora or checkpointing:
                 raise InvalidInputError("LoRA adapters and activation checkpointing are traced for a training step "
                                         "(mode='training')")
@@ -444,9 +381,10 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
                 raise InvalidInputError("autocast is traced for modules' steps; a transformer workload takes "
                                         "dtype='fp16' or 'bf16' (the measured rows converted the model)")
             if named:
-                return _trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype), "replay", ()
+                return trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
+                                 target_seq=target_seq), "replay", ()
             return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
-                                 causal=phase != "forward"), "replay", ()
+                                 causal=phase != "forward", target_seq=target_seq), "replay", ()
         if isinstance(model, (str, dict)):
             return _trace_zoo(model, batch=batch, input_shape=input_shape, training=training, dtype=dtype,
                               optimizer=optimizer, autocast=autocast), "replay", ()
@@ -471,7 +409,8 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             from ..llm import resolve_llm
 
             spec = resolve_llm(model)
-            g = hf_graph(spec.model_type, spec.config, batch=batch, seq=seq, causal=spec.causal, method="trace")
+            g = hf_graph(spec.model_type, spec.config, batch=batch, seq=seq, causal=spec.causal, method="trace",
+                         target_seq=target_seq)
         else:
             g = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                          method="trace")
@@ -481,13 +420,15 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
 
 
 def workload_trace(model, *, batch: int = 1, mode: str = "inference", dtype: str = "fp32", optimizer: str = "adam",
-                   seq: int | None = None, phase: str | None = None, input_shape=None) -> AllocationTrace:
+                   seq: int | None = None, phase: str | None = None, input_shape=None,
+                   target_seq: int | None = None) -> AllocationTrace:
     """The allocation trace :func:`replay_memory` replays for this workload (not cached; a module, a zoo
     name or spec, a transformers name with ``seq``, or a CostGraph's liveness walk)."""
     if mode == "training":
         optimizer = check_optimizer(optimizer)
     return _trace(model, batch=batch, seq=seq, phase=phase, mode=mode, dtype=dtype, optimizer=optimizer,
-                  input_shape=tuple(input_shape) if input_shape is not None else None, inputs=None)[0]
+                  input_shape=tuple(input_shape) if input_shape is not None else None, inputs=None,
+                  target_seq=target_seq)[0]
 
 
 def _cache_key(model, **kw) -> tuple | None:
@@ -506,7 +447,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                   input_shape=None, inputs=None, expandable_segments: bool = False,
                   kind: str | None = None, overheads: Overheads | None = None,
                   autocast: str | None = None, lora: dict | None = None,
-                  checkpointing: bool = False) -> MemoryReplay:
+                  checkpointing: bool = False, target_seq: int | None = None) -> MemoryReplay:
     """Peak device memory of one workload from its allocation trace (see the module doc).
 
     ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
@@ -517,7 +458,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     mixed precision (see :func:`~costmodel.analysis.alloctrace.trace_module`). ``lora``: LoRA adapters on a
     registry decoder's training step, ``{"r": rank, "targets": module names or None}``
     (:func:`~costmodel.frontends.hf.lora_spec`); ``checkpointing``: its decoder layers checkpointed
-    (non-reentrant), their activations recomputed in the backward pass.
+    (non-reentrant), their activations recomputed in the backward pass. ``target_seq``: an encoder-decoder's
+    decoder tokens (default ``seq``, the encoder's).
     """
     from .._validate import positive_int
     from ..frontends.hf import lora_spec
@@ -544,6 +486,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         kw["lora"] = (spec["r"], tuple(spec["targets"]) if spec["targets"] else None)  # hashable, for the caches
     if checkpointing:
         kw["checkpointing"] = True
+    if target_seq is not None:
+        kw["target_seq"] = positive_int(target_seq, "target_seq")
     key = _cache_key(model, **kw) if inputs is None else None
     hit = None
     with _LOCK:

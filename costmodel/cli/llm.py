@@ -14,6 +14,7 @@ LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 4 --seq 2048 --mode training --dtype bf16   # a fine-tuning step, AdamW
   costmodel llm llama-2-7b --batch 8 --seq 2048 --mode training --dtype bf16 --lora-r 16 --checkpointing
   costmodel llm qwen2.5-0.5b --batch 8 --seq 1024 --mode training --dtype fp32 --autocast bf16   # mixed precision
+  costmodel llm t5-base --batch 16 --seq 512 --target-seq 128 --mode training --dtype bf16   # summarization
   costmodel llm --list
 """
 
@@ -31,6 +32,10 @@ def register_llm(sub) -> None:
     m.add_argument("--batch", type=positive_int, default=None, help="sequences per call (required)")
     m.add_argument("--seq", type=positive_int, default=None,
                    help="tokens per sequence; for --mode decode the KV-cache length (required)")
+    m.add_argument("--target-seq", type=positive_int, default=None, metavar="TOKENS",
+                   help="an encoder-decoder's (T5's, BART's) decoder tokens when they differ from its --seq "
+                        "source tokens: the targets of --mode forward and training, the tokens generated so far "
+                        "in --mode decode (default: --seq)")
     m.add_argument("--device", default="h200", help="device name (default h200; see `costmodel devices`)")
     m.add_argument("--dtype", default="fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"),
                    help="weights/activations dtype (default fp16)")
@@ -91,7 +96,8 @@ def _cmd_llm(a) -> int:
                            region=a.region, carbon_intensity_g_per_kwh=a.carbon_intensity,
                            price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
-                           lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast)
+                           lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
+                           target_seq=a.target_seq)
     fit = None
     if a.max_batch:
         from ..estimate import largest_llm_batch
@@ -100,7 +106,8 @@ def _cmd_llm(a) -> int:
                      enabled=None if not a.json else False):
             fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
                                     optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
-                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb, autocast=a.autocast)
+                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb, autocast=a.autocast,
+                                    target_seq=a.target_seq)
         est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     print(est.to_json() if a.json else est.table())
     if fit is not None and not a.json:

@@ -153,7 +153,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                  instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
                  lora_r: int | None = None, lora_targets=None, checkpointing: bool = False,
-                 autocast: str | None = None) -> LLMEstimate:
+                 autocast: str | None = None, target_seq: int | None = None) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -166,6 +166,9 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     ``autocast``: ``"bf16"`` or ``"fp16"`` mixed precision of a training step of the fp32 model
     (``dtype="fp32"``: fp32 weights, gradients and optimizer state, the forward pass and loss under
     ``torch.autocast``), what a Trainer's ``bf16=True`` runs; ``dtype="bf16"`` alone is the model converted.
+    ``target_seq``: an encoder-decoder's (T5's, BART's) decoder tokens when they differ from its ``seq`` source
+    tokens: teacher-forced in ``forward`` and ``training`` (the labels), the tokens generated so far in
+    ``decode`` (its self-attention cache; the cross-attention cache holds the ``seq`` source tokens).
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -188,9 +191,14 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
             kw["checkpointing"] = True
         if autocast is not None:
             kw["autocast"] = autocast
+        if target_seq is not None:
+            kw["target_seq"] = target_seq
     elif lora_r is not None or lora_targets or checkpointing or autocast is not None:
         raise InvalidInputError(f"LoRA adapters, activation checkpointing and autocast are costed by "
                                 f"predictor='timeline' in a training step; the {p.name} predictor has none of them")
+    elif target_seq is not None:
+        raise InvalidInputError(f"target_seq (an encoder-decoder's decoder length) is costed by predictor='timeline'; "
+                                f"the {p.name} predictor has no encoder-decoder features")
     if host is None:
         return with_notes(p.predict(model, **kw), spec_notes(model))
     if isinstance(p, TimelineLLMPredictor):

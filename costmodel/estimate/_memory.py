@@ -55,9 +55,10 @@ PREDICTOR_MEMORY_NOTE = "memory from the analytic liveness model"
 
 def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str, optimizer: str, input_shape=None,
                 inputs=None, graph=None, seq: int | None = None, phase: str | None = None,
-                autocast: str | None = None, lora: dict | None = None, checkpointing: bool = False) -> Estimate:
+                autocast: str | None = None, lora: dict | None = None, checkpointing: bool = False,
+                target_seq: int | None = None) -> Estimate:
     """Put the replayed memory into ``est`` (in place; returned), or say why the predictor's stays
-    (``seq`` and ``phase``: a transformer workload's)."""
+    (``seq``, ``phase`` and ``target_seq``: a transformer workload's)."""
     from ..analysis.memreplay import replay_memory
 
     before = est.memory_mb
@@ -68,7 +69,8 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
                                 optimizer=optimizer, input_shape=input_shape,
                                 inputs=inputs, seq=seq, phase=phase, autocast=autocast,
                                 **({"lora": lora} if lora else {}),
-                                **({"checkpointing": True} if checkpointing else {}))
+                                **({"checkpointing": True} if checkpointing else {}),
+                                **({"target_seq": target_seq} if target_seq is not None else {}))
     except (CostModelError, RuntimeError, TypeError, ValueError) as e:
         est.details["memory"] = {"path": "predictor", "reason": f"{type(e).__name__}: {e}"}
         est.assumptions = [*est.assumptions, f"memory: from the {est.predictor} predictor (the allocation trace "

@@ -175,7 +175,9 @@ class LLMEstimate(Estimate):
             ("model", f"{self.model} ({self.params / 1e6:.4g} M params, {self.flops / 1e9:.4g} GFLOPs per call)"),
             ("device", self.device + ("  (no measurements of this device: extrapolated)" if self.extrapolated_device
                                       else "")),
-            ("workload", f"{self.mode}, batch {self.batch}, seq {self.seq}, {self.dtype}"),
+            ("workload", f"{self.mode}, batch {self.batch}, seq {self.seq}"
+                         + (f" (source), target {tgt}" if (tgt := self.details.get("target_seq")) else "")
+                         + f", {self.dtype}"),
             ("predictor", f"{self.predictor} {self.predictor_version}"),
             ("latency", f"{self.latency_ms:.4g} ms per call" + (
                 "" if self.latency_ms_interval is None else
@@ -193,8 +195,10 @@ class LLMEstimate(Estimate):
         if self.mode == "training":
             rows.insert(3, ("step", self._step()))
         if self.mode == "decode" and self.details.get("cache_mb") is not None:
+            held = (f"{tgt} generated and {self.seq} source tokens" if (tgt := self.details.get("target_seq"))
+                    else f"{self.seq} tokens")
             rows.insert(3, ("cache", f"{self.details['cache_mb']:.5g} MB read per step (keys, values and any "
-                                     f"layer states of {self.seq} tokens per sequence)"))
+                                     f"layer states of {held} per sequence)"))
         return _rows(rows + [("assumes", a) for a in self.assumptions])
 
     def _step(self) -> str:

@@ -80,6 +80,8 @@ class LLMWorkload:
     seq: int
     mode: str
     dtype: str
+    #: an encoder-decoder's decoder tokens (``None``: as many as the encoder's, ``seq``)
+    target_seq: int | None = None
 
     @property
     def query_tokens(self) -> int:
@@ -92,8 +94,11 @@ class LLMWorkload:
         return self.seq + 1 if self.mode == "decode" else self.seq
 
 
-def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, dtype: str = "fp16") -> LLMWorkload:
-    """Validate a workload; ``mode`` defaults to ``prefill`` for decoders and ``forward`` for encoders."""
+def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, dtype: str = "fp16",
+                 target_seq: int | None = None) -> LLMWorkload:
+    """Validate a workload; ``mode`` defaults to ``prefill`` for decoders and ``forward`` for encoders.
+    ``target_seq``: an encoder-decoder's decoder tokens (teacher-forced in ``forward`` and ``training``, the
+    tokens generated so far in ``decode``); ``None``: ``seq``, as many as its encoder reads."""
     spec = model if isinstance(model, LLMSpec) else resolve_llm(model)
     positive_int(batch, "batch")
     positive_int(seq, "seq")
@@ -113,13 +118,19 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
         )
     if dtype not in LLM_DTYPES:
         raise InvalidInputError(f"dtype must be one of {LLM_DTYPES}, got {dtype!r}")
+    if target_seq is not None:
+        positive_int(target_seq, "target_seq")
+        if not seq2seq:
+            raise InvalidInputError(f"target_seq ({target_seq}) sets an encoder-decoder's decoder length; "
+                                    f"{spec.name} ({spec.model_type}) reads one sequence of seq tokens: leave it out")
     f = llm_features(spec)
-    if f["max_position_embeddings"] and seq + (mode == "decode") > f["max_position_embeddings"] \
-            and has_learned_positions(spec):
-        raise InvalidInputError(
-            f"seq {seq} exceeds {spec.name}'s {f['max_position_embeddings']} learned positions"
-        )
-    return LLMWorkload(spec, batch, seq, mode, dtype)
+    n = f["max_position_embeddings"]
+    if n and has_learned_positions(spec):
+        if seq + (mode == "decode" and target_seq is None) > n:
+            raise InvalidInputError(f"seq {seq} exceeds {spec.name}'s {n} learned positions")
+        if target_seq is not None and target_seq + (mode == "decode") > n:
+            raise InvalidInputError(f"target_seq {target_seq} exceeds {spec.name}'s {n} learned positions")
+    return LLMWorkload(spec, batch, seq, mode, dtype, target_seq)
 
 
 # ------------------------------------------------------------------ structure

@@ -165,10 +165,12 @@ def zoo_graph(
 
 def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str = "inference",
              method: str = "export", causal: bool | None = None, cache: bool = True,
-             decode: bool = False, fused: bool = True, lora: dict | None = None) -> CostGraph:
+             decode: bool = False, fused: bool = True, lora: dict | None = None,
+             target_seq: int | None = None) -> CostGraph:
     """Graph of a transformers config on ``(batch, seq)`` token ids, or with ``decode=True`` of one
     decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached). ``mode="training"``:
-    a decoder's fine-tuning step, its loss included; ``lora``: ``frontends.hf.lora_spec``'s adapters."""
+    a decoder's fine-tuning step, its loss included; ``lora``: ``frontends.hf.lora_spec``'s adapters;
+    ``target_seq``: an encoder-decoder's decoder tokens (default ``seq``)."""
     from .hf import hf_graph as build_hf
 
     desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
@@ -181,10 +183,12 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
         desc["decode"] = True
     if not fused:
         desc["fused"] = False
+    if target_seq is not None:
+        desc["target_seq"] = target_seq
     return cached_graph(
         desc,
         lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode,
-                         decode=decode, fused=fused, lora=lora),
+                         decode=decode, fused=fused, lora=lora, target_seq=target_seq),
         cache=cache,
     )
 

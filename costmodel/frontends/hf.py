@@ -114,23 +114,32 @@ def unpadded_sequences() -> Iterator[None]:
     """One unpadded sequence per row, as the measured runs had, said to transformers' masking code
     where it would read tensor values that meta and fake tensors do not hold: its check of the position
     ids for packed sequences (none), and its test that a padding mask is all ones (it is) before it
-    lets attention run with ``is_causal`` instead of a mask."""
+    lets attention run with ``is_causal`` instead of a mask. A fake padding mask is not a sign of tracing
+    either: BART's decoder makes an all-ones mask itself, and transformers would otherwise build the causal
+    mask it skips on real tensors (one ``(batch, 1, target, target)`` float mask more at a step's peak)."""
     try:
         import transformers.masking_utils as mu
     except ImportError:  # an older transformers without these checks
         yield
         return
+    from torch._subclasses.fake_tensor import FakeTensor
+
     packed, fast_all = getattr(mu, "find_packed_sequence_indices", None), getattr(mu, "fast_all", None)
+    tracing = getattr(mu, "is_tracing", None)
 
     def _all_ones(t):
-        from torch._subclasses.fake_tensor import FakeTensor
-
         return True if t.is_meta or isinstance(t, FakeTensor) else fast_all(t)
+
+    def _tracing(tensor=None):  # dynamo, jit and fx still count; a meta or fake tensor alone does not
+        fake = tensor is not None and (getattr(tensor, "is_meta", False) or isinstance(tensor, FakeTensor))
+        return tracing(None if fake else tensor)
 
     if packed is not None:
         mu.find_packed_sequence_indices = lambda position_ids: None
     if fast_all is not None:
         mu.fast_all = _all_ones
+    if tracing is not None:
+        mu.is_tracing = _tracing
     try:
         yield
     finally:
@@ -138,13 +147,37 @@ def unpadded_sequences() -> Iterator[None]:
             mu.find_packed_sequence_indices = packed
         if fast_all is not None:
             mu.fast_all = fast_all
+        if tracing is not None:
+            mu.is_tracing = tracing
 
 
-def seq2seq_inputs(model, ids) -> dict:
-    """An encoder-decoder's (T5's) forward call also needs the decoder's tokens: the same ``(batch, seq)``
-    ids, teacher-forced (BART derives them from the input ids itself, by the same rule)."""
+def seq2seq_inputs(model, ids, target_seq: int | None = None) -> dict:
+    """An encoder-decoder's (T5's) forward call also needs the decoder's tokens: ``(batch, target_seq)``
+    ids, teacher-forced; ``target_seq=None``: the same ``(batch, seq)`` ids as the encoder's (what BART derives
+    from the input ids itself when it is given none)."""
     cfg = getattr(model, "config", None)
-    return {"decoder_input_ids": ids} if getattr(cfg, "is_encoder_decoder", False) else {}
+    if not getattr(cfg, "is_encoder_decoder", False):
+        return {}
+    return {"decoder_input_ids": ids if target_seq is None else target_ids(ids, target_seq)}
+
+
+def target_ids(ids, target_seq: int):
+    """Decoder token ids of ``target_seq`` tokens per sequence, on ``ids``' device and batch."""
+    import torch
+
+    return torch.zeros((ids.shape[0], int(target_seq)), dtype=ids.dtype, device=ids.device)
+
+
+def check_target_seq(target_seq, model_type: str, encoder_decoder: bool) -> None:
+    """``target_seq`` (the decoder's tokens) is a positive int, and only for an encoder-decoder."""
+    if target_seq is None:
+        return
+    from .._validate import positive_int
+
+    positive_int(target_seq, "target_seq")
+    if not encoder_decoder:
+        raise InvalidInputError(f"target_seq ({target_seq}) sets an encoder-decoder's decoder length; {model_type} "
+                                "reads one sequence of seq tokens: leave target_seq out")
 
 
 def _has_seq2seq_lm(cfg) -> bool:
@@ -250,9 +283,13 @@ def hf_graph(
     decode: bool = False,
     fused: bool = True,
     lora: dict | None = None,
+    target_seq: int | None = None,
 ) -> CostGraph:
     """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
-    decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`). ``mode="training"``: the
+    decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`). ``target_seq``: an
+    encoder-decoder's decoder tokens (default ``seq``): the encoder reads ``seq`` source tokens, the
+    decoder is teacher-forced on ``target_seq`` (a training step's labels), and a decode step attends to
+    ``target_seq`` generated tokens and, across, the ``seq`` source tokens. ``mode="training"``: the
     forward pass of a fine-tuning step of a decoder or an encoder-decoder, its own loss included (the tokens are the
     labels); the predictors add the backward pass and the optimizer. ``lora``: :func:`lora_spec`'s adapters
     on the decoder, whose base weights are then frozen (a training step only)."""
@@ -263,13 +300,16 @@ def hf_graph(
     model, causal = build_hf_model(model_type, config, causal=causal)
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
     name = config.get("_name_or_path") or model_type
+    check_target_seq(target_seq, model_type, bool(seq2seq_inputs(model, ids)))
+    target = {"target_seq": target_seq} if target_seq is not None else {}
     if decode:
         if not causal and not seq2seq_inputs(model, ids):
             raise InvalidInputError(f"a decode step needs a decoder; {model_type} is built as an encoder")
-        g = _decode_graph(model, batch, seq, name, fused)  # traced: torch.export does not take a cache object
-        g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode", "cache_len": seq})
+        g = _decode_graph(model, batch, seq, name, fused, target_seq)  # traced: export takes no cache object
+        g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, "phase": "decode",
+                       "cache_len": target_seq or seq, **target})
         return g
-    inputs = {"input_ids": ids, **seq2seq_inputs(model, ids)}
+    inputs = {"input_ids": ids, **seq2seq_inputs(model, ids, target_seq)}
     # a state-space or gated-delta mixer without its fused kernels is a per-token loop of small operators:
     # torch.export takes minutes to capture what the dispatch trace records in seconds, the same operators;
     # export stays the fallback (a model whose routing reads tensor values traces only through export)
@@ -278,7 +318,7 @@ def hf_graph(
         if not causal and "decoder_input_ids" not in inputs:
             raise InvalidInputError(f"{model_type} is built as an encoder; a training step is costed for decoders "
                                     "(the causal-LM loss on the tokens) and encoder-decoders")
-        inputs["labels"] = ids
+        inputs["labels"] = inputs.get("decoder_input_ids", ids)  # an encoder-decoder's labels are its targets
         if causal:
             model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
         if lora:
@@ -293,7 +333,7 @@ def hf_graph(
         except ModelLoadError:
             if i == len(methods) - 1:
                 raise
-    g.meta.update({"seq": seq, "model_type": model_type, "causal": causal})
+    g.meta.update({"seq": seq, "model_type": model_type, "causal": causal, **target})
     if mode == "training":
         g.meta["checkpoint_blocks"] = blocks
     return g
@@ -327,8 +367,10 @@ def _state_tensors(layer) -> list:
     return out
 
 
-def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) -> CostGraph:
-    """One decode step: one new token per sequence against a KV cache of ``seq`` tokens.
+def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True,
+                  target_seq: int | None = None) -> CostGraph:
+    """One decode step: one new token per sequence against a KV cache of ``seq`` tokens (an
+    encoder-decoder's: ``target_seq`` generated tokens, and ``seq`` source tokens across).
 
     The cache is filled by a prefill on the meta device (no memory, no compute)
     with the model's own cache class, so it has the layout, heads and dtype the
@@ -345,7 +387,8 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     from ._moe import grouped_mm_fallback
 
     with torch.device("meta"), torch.no_grad(), grouped_mm_fallback(), unpadded_sequences():
-        cache, enc = prefilled(model(**prefill_kwargs(model, torch.zeros((batch, seq), dtype=torch.long))))
+        cache, enc = prefilled(model(**prefill_kwargs(model, torch.zeros((batch, seq), dtype=torch.long),
+                                                      target_seq)))
     layers = cache_layers(cache)
     if layers is None:
         raise InvalidInputError(f"{name}: this transformers version's KV cache has no per-layer tensors to cost")
@@ -367,10 +410,10 @@ def _decode_graph(model, batch: int, seq: int, name: str, fused: bool = True) ->
     return g
 
 
-def prefill_kwargs(model, ids) -> dict:
+def prefill_kwargs(model, ids, target_seq: int | None = None) -> dict:
     """The call that fills a decode step's cache with the ``(batch, seq)`` prompt; an encoder-decoder's
-    encoder reads the prompt and its decoder the same number of tokens generated so far."""
-    return {"input_ids": ids, "use_cache": True, **seq2seq_inputs(model, ids)}
+    encoder reads the prompt and its decoder the tokens generated so far (``target_seq``, default as many)."""
+    return {"input_ids": ids, "use_cache": True, **seq2seq_inputs(model, ids, target_seq)}
 
 
 def prefilled(out) -> tuple:

@@ -246,18 +246,19 @@ def _vision_step(model, x, mode: str, batch: int):
     return step
 
 
-def _llm_step(model, ids, causal: bool):
+def _llm_step(model, ids, causal: bool, target_seq: int | None = None):
     """One fine-tuning step of a transformer, as the cost model's training estimate runs it: the tokens
     are the labels of the model's own loss (a causal LM shifts them; an encoder-decoder's decoder reads
-    the same tokens), backward, AdamW (PyTorch's default implementation for the device), weights in
-    the row's dtype."""
+    the same tokens, or ``target_seq`` target tokens that are its labels), backward, AdamW (PyTorch's
+    default implementation for the device), weights in the row's dtype."""
     import torch
 
     model.train()
     if causal:
         model.loss_type = "ForCausalLM"  # the loss transformers picks for the class, said without a warning
     opt = torch.optim.AdamW(model.parameters())
-    kw = {"input_ids": ids, "labels": ids, **seq2seq_inputs(model, ids)}
+    dec = seq2seq_inputs(model, ids, target_seq)
+    kw = {"input_ids": ids, "labels": dec.get("decoder_input_ids", ids), **dec}
     if causal:
         kw["use_cache"] = False
 
@@ -300,7 +301,7 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
         ids = torch.randint(0, info["vocab"], (b, seq), device=d.dev)
         causal = item.spec["causal"]
         if item.mode == "training":  # a fine-tuning step: the model's own loss, backward, AdamW
-            step = _llm_step(model, ids, causal)
+            step = _llm_step(model, ids, causal, item.target_seq)
             try:
                 t = _protocol(step, d)
             finally:
@@ -314,7 +315,7 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
 
                     def prefill():  # an encoder-decoder's encoder reads the prompt, its decoder as many tokens;
                         # the cache (and an encoder's output) kept, the prompt's logits dropped
-                        return prefilled(model(**prefill_kwargs(model, ids)))
+                        return prefilled(model(**prefill_kwargs(model, ids, item.target_seq)))
 
                     cache, enc = prefill()
                     for _ in range(WARMUP):
@@ -325,13 +326,15 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
                     t = _timed_window(lambda: model(**step_kw), [DECODE_TOKENS], d)
                     prof = ([], {"skipped": "decode steps are not profiled per operator yet"}) if ops else None
                 else:
-                    kw = {"use_cache": False} if causal else seq2seq_inputs(model, ids)  # T5: its decoder's tokens
+                    kw = ({"use_cache": False} if causal  # T5: its decoder's tokens
+                          else seq2seq_inputs(model, ids, item.target_seq))
                     t = _protocol(lambda: model(input_ids=ids, **kw), d)
                     prof = _profile_ops(model, {"input_ids": ids, **kw}, lambda: model(input_ids=ids, **kw), item, d,
                                         t) if ops else None
         lat_s = t["latency_ms"] / 1e3
         head = {"model": item.spec["model"], "model_type": item.spec["model_type"], "config": info["config"],
                 "causal": causal, "mode": item.mode, "dtype": item.dtype, "batch": b, "seq": seq,
+                **({"target_seq": item.target_seq} if item.target_seq is not None else {}),
                 "params": sum(p.numel() for p in model.parameters())}
         if item.mode == "training":
             head["optimizer"] = "adamw"
@@ -414,7 +417,7 @@ def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "c
         if batch is None:
             raise InvalidInputError("measure() needs a batch size")
         if isinstance(spec, dict) and "model" in spec and "src" not in spec:
-            entry = {k: v for k, v in spec.items() if k in ("model", "model_type", "config", "causal")}
+            entry = {k: v for k, v in spec.items() if k in ("model", "model_type", "config", "causal", "target_seq")}
             entry.update(batch=batch, seq=seq, dtype=dtype)
             if mode is not None:
                 entry["mode"] = mode
@@ -456,6 +459,8 @@ def _oom_row(item: WorkItem, device_name: str, err: str) -> dict:
     if item.kind == "llm":
         head = {k: item.spec[k] for k in ("model", "model_type", "config", "causal")}
         head.update(mode=item.mode, dtype=item.dtype, batch=item.batch, seq=item.seq)
+        if item.target_seq is not None:
+            head["target_seq"] = item.target_seq
     else:
         head = {"spec": item.spec, "mode": item.mode, "dtype": item.dtype, "batch": item.batch}
     return dict(head, oom=True, error=err[:300], device=device_name, costmodel_version=_version())

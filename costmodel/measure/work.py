@@ -14,7 +14,8 @@ Work files (:func:`load_work`) are JSON::
 
 A vision entry expands to the cross product of its ``mode`` x ``dtype`` x
 ``batch`` lists, or to its ``grid`` (default: the top-level ``grid``); an
-``llm`` entry to ``mode`` x ``dtype`` x ``batch`` x ``seq``.  A plain JSON
+``llm`` entry to ``mode`` x ``dtype`` x ``batch`` x ``seq`` (x ``target_seq``, an
+encoder-decoder's decoder lengths, where given).  A plain JSON
 list (or JSONL) of vision specs is accepted too, measured at the given batch
 sizes in fp32 inference.
 
@@ -54,7 +55,8 @@ class WorkItem:
 
     ``spec`` is a vision spec in the data's format (``{"family", "name",
     "res", "src", "kw"}``) for vision items, or ``{"model", "model_type",
-    "config", "causal"}`` for transformer items (which also carry ``seq``).
+    "config", "causal"}`` for transformer items (which also carry ``seq``, and an encoder-decoder's
+    ``target_seq`` where its decoder reads a length of its own).
     """
 
     spec: dict
@@ -62,6 +64,7 @@ class WorkItem:
     mode: str = "infer"
     dtype: str = "fp32"
     seq: int | None = None
+    target_seq: int | None = None
 
     @property
     def kind(self) -> str:
@@ -69,7 +72,7 @@ class WorkItem:
 
     def key(self) -> str:
         if self.kind == "llm":
-            return llm_row_key(self.spec["model"], self.mode, self.dtype, self.batch, self.seq)
+            return llm_row_key(self.spec["model"], self.mode, self.dtype, self.batch, self.seq, self.target_seq)
         return row_key(self.spec, self.batch, self.mode, self.dtype)
 
     def group(self) -> str:
@@ -80,7 +83,8 @@ class WorkItem:
 
     def label(self) -> str:
         if self.kind == "llm":
-            return f"{self.spec['model']} {self.mode} {self.dtype} b{self.batch} s{self.seq}"
+            target = f" t{self.target_seq}" if self.target_seq is not None else ""
+            return f"{self.spec['model']} {self.mode} {self.dtype} b{self.batch} s{self.seq}{target}"
         name = self.spec.get("name", self.spec.get("src"))
         if self.spec.get("kw"):
             name += "(" + ",".join(f"{k}={v}" for k, v in sorted(self.spec["kw"].items())) + ")"
@@ -92,9 +96,9 @@ def row_key(spec: dict, batch: int, mode: str, dtype: str) -> str:
     return json.dumps([spec, batch, mode, dtype], sort_keys=True)
 
 
-def llm_row_key(model: str, mode: str, dtype: str, batch: int, seq: int | None) -> str:
-    """Resume key of a transformer row."""
-    return json.dumps(["llm", model, mode, dtype, batch, seq])
+def llm_row_key(model: str, mode: str, dtype: str, batch: int, seq: int | None, target_seq: int | None = None) -> str:
+    """Resume key of a transformer row (an encoder-decoder's target length last, where it has one)."""
+    return json.dumps(["llm", model, mode, dtype, batch, seq, *([target_seq] if target_seq is not None else [])])
 
 
 def key_of_row(r: dict) -> str | None:
@@ -103,7 +107,7 @@ def key_of_row(r: dict) -> str | None:
         if "spec" in r:
             return row_key(r["spec"], r["batch"], r["mode"], r["dtype"])
         if "model" in r:
-            return llm_row_key(r["model"], r["mode"], r["dtype"], r["batch"], r.get("seq"))
+            return llm_row_key(r["model"], r["mode"], r["dtype"], r["batch"], r.get("seq"), r.get("target_seq"))
     except KeyError:
         return None
     return None
@@ -126,7 +130,7 @@ def _check_choice(vals: list, choices: tuple[str, ...], what: str, where: str) -
 
 
 _VISION_ENTRY_KEYS = {"spec", "batch", "mode", "dtype", "grid", "note"}
-_LLM_ENTRY_KEYS = {"model", "model_type", "config", "causal", "batch", "mode", "dtype", "seq", "note"}
+_LLM_ENTRY_KEYS = {"model", "model_type", "config", "causal", "batch", "mode", "dtype", "seq", "target_seq", "note"}
 _TOP_KEYS = {"vision", "llm", "grid", "notes", "description", "device"}
 
 
@@ -218,16 +222,27 @@ def _llm_items(entry: dict, where: str) -> list[WorkItem]:
     dtypes = _check_choice(_as_list(entry.get("dtype", "fp32"), "dtype", where), DTYPES, "dtype", where)
     batches = positive_ints(_as_list(entry.get("batch"), "batch", where), "batch sizes", where=where)
     seqs = positive_ints(_as_list(entry.get("seq"), "seq", where), "sequence lengths", where=where)
+    targets: list = [None]
+    if entry.get("target_seq") is not None:
+        if not seq2seq:
+            raise InvalidInputError(f"{where}: 'target_seq' is an encoder-decoder's decoder length; "
+                                    f"{spec['model']} reads one sequence: leave it out")
+        targets = positive_ints(_as_list(entry["target_seq"], "target_seq", where), "target lengths", where=where)
     cfg = spec["config"]
     max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions")
     if isinstance(max_pos, int):
         for m in modes:
             extra = DECODE_TOKENS + WARMUP if m == "decode" else 0
-            for s in seqs:
-                if s + extra > max_pos:
+            for s in seqs:  # the decoder's tokens grow while decoding: the target's, or seq where it has none
+                if s + (extra if targets == [None] else 0) > max_pos:
                     raise InvalidInputError(f"{where}: seq {s}{' + decode tokens ' + str(extra) if extra else ''} "
                                             f"exceeds the model's {max_pos} positions")
-    return [WorkItem(spec, b, m, d, s) for m in modes for d in dtypes for b in batches for s in seqs]
+            for t in targets:
+                if t is not None and t + extra > max_pos:
+                    raise InvalidInputError(f"{where}: target_seq {t}{' + decode tokens ' + str(extra) if extra else ''}"
+                                            f" exceeds the model's {max_pos} positions")
+    return [WorkItem(spec, b, m, d, s, t) for m in modes for d in dtypes for b in batches for s in seqs
+            for t in targets]
 
 
 def parse_work(data: Any, *, batches: Iterable[int] | None = None, where: str = "work") -> list[WorkItem]:
@@ -413,6 +428,8 @@ def _op_row(item: WorkItem, row: dict, op: dict) -> dict:
             "dtype": item.dtype, "batch": item.batch}
     if item.seq is not None:
         head["seq"] = item.seq
+    if item.target_seq is not None:
+        head["target_seq"] = item.target_seq
     head["device"] = row.get("device")
     return {**head, **op}
 

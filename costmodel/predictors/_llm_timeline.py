@@ -89,14 +89,15 @@ class TimelineLLMPredictor:
             warnings.simplefilter("ignore", UnsupportedOpWarning)
             g = hf_graph(s.model_type, s.config, batch=w.batch, seq=w.seq, causal=s.causal, method=self.method,
                          decode=w.mode == "decode", mode="training" if w.mode == "training" else "inference",
-                         lora=lora)
+                         lora=lora, target_seq=w.target_seq)
         return cast_graph(g, w.dtype) if g.meta.get("dtype") != w.dtype else g
 
     def predict(self, model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None,
                 dtype: str = "fp16", region: str = "world", carbon_intensity_g_per_kwh: float | None = None,
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                 instance: str | None = None, host=None, optimizer: str = "adamw", lora_r: int | None = None,
-                lora_targets=None, checkpointing: bool = False, autocast: str | None = None) -> LLMEstimate:
+                lora_targets=None, checkpointing: bool = False, autocast: str | None = None,
+                target_seq: int | None = None) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
         step of a decoder or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
@@ -106,14 +107,15 @@ class TimelineLLMPredictor:
         checkpointing of the decoder layers (non-reentrant): their forward pass runs again in the backward.
         ``autocast``: ``fp16`` or ``bf16`` mixed precision for a training step of an fp32 model (``dtype="fp32"``):
         the forward pass and the loss under ``torch.autocast``, the weights, gradients and optimizer state in
-        fp32, as a Trainer's ``bf16=True`` runs it."""
+        fp32, as a Trainer's ``bf16=True`` runs it. ``target_seq``: an encoder-decoder's decoder tokens (default
+        ``seq``): teacher-forced in ``forward`` and ``training`` (the labels), generated so far in ``decode``."""
         from ..estimate import replay_into
         from ..frontends.hf import amp_option, step_options
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
         from ._base import validate_optimizer
 
-        w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype)
+        w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype, target_seq=target_seq)
         dev = get_device(device)
         training = w.mode == "training"
         lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
@@ -124,6 +126,8 @@ class TimelineLLMPredictor:
                   price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
         if training and w.dtype not in GRAPH_DTYPES:
             raise InvalidInputError(f"a training step is costed in {', '.join(GRAPH_DTYPES)}; got dtype {w.dtype!r}")
+        if w.dtype not in GRAPH_DTYPES and target_seq is not None:
+            raise InvalidInputError(f"target_seq is costed in {', '.join(GRAPH_DTYPES)} graphs; got dtype {w.dtype!r}")
         if w.dtype not in GRAPH_DTYPES:
             est = XGBLLMPredictor.default().predict(w.spec, batch=batch, seq=seq, device=dev, mode=w.mode,
                                                     dtype=w.dtype, **kw)
@@ -161,6 +165,8 @@ class TimelineLLMPredictor:
         # no intervals: the timeline's come from held-out vision families, which say nothing of transformers
         est.details.update(ops=e.details.get("ops"), timeline_analytic=e.details.get("analytic"),
                            graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
+        if w.target_seq is not None:
+            est.details["target_seq"] = w.target_seq
         if w.mode == "decode":  # the step's inputs after its tokens are the cache's tensors, at their true shapes
             from ..llm import DTYPE_BYTES
 
@@ -169,20 +175,12 @@ class TimelineLLMPredictor:
         # memory from the workload's allocation trace, as estimate() does for a module
         if training:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,
-                              seq=w.seq, phase=None, lora=lora, checkpointing=checkpointing, autocast=amp)
-            est.assumptions = [*est.assumptions, TRAINING_NOTE]
-            if amp:
-                est.details["autocast"] = amp
-                est.assumptions = [*est.assumptions, amp_note(amp)]
-            est.details["optimizer"] = optimizer
-            if lora:
-                est.details["lora"] = {**lora, "trainable_params": _trainable(g)}
-            if recompute:
-                est.details["checkpointing"] = recompute
-                est.assumptions = [*est.assumptions, CHECKPOINT_NOTE]
+                              seq=w.seq, phase=None, lora=lora, checkpointing=checkpointing, autocast=amp,
+                              target_seq=w.target_seq)
+            _step_details(est, g, optimizer=optimizer, amp=amp, lora=lora, recompute=recompute)
         else:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
-                              seq=w.seq, phase=w.mode)
+                              seq=w.seq, phase=w.mode, target_seq=w.target_seq)
         from ..frontends.hf import REFERENCE_NOTE
 
         ref = [n[len(REFERENCE_NOTE):] for n in (est.details.get("memory") or {}).get("notes", ())
@@ -197,7 +195,8 @@ class TimelineLLMPredictor:
         per workload: slow the first time; the XGBoost's ``predict_many`` answers sweeps in milliseconds)."""
         out = []
         for w in workloads:
-            e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype)
+            e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype,
+                             target_seq=w.target_seq)
             out.append((e.latency_ms, e.memory_mb, e.power_w))
         return np.asarray(out, np.float64).reshape(-1, 3)
 
@@ -216,6 +215,21 @@ def _recompute_ms(tl, graph, dev, optimizer: str) -> dict:
             dev_ms += o["device_ms"]
             host += o["host_ms"] or 0.0
     return {"blocks": len(blocks), "device_ms": dev_ms, "host_ms": host, "ms": max(dev_ms, host)}
+
+
+def _step_details(est, graph, *, optimizer: str, amp, lora, recompute) -> None:
+    """What a training step's estimate says of its recipe (in place): the optimizer, autocast, LoRA and
+    checkpointing, in ``details`` and in the assumptions."""
+    est.assumptions = [*est.assumptions, TRAINING_NOTE]
+    if amp:
+        est.details["autocast"] = amp
+        est.assumptions = [*est.assumptions, amp_note(amp)]
+    est.details["optimizer"] = optimizer
+    if lora:
+        est.details["lora"] = {**lora, "trainable_params": _trainable(graph)}
+    if recompute:
+        est.details["checkpointing"] = recompute
+        est.assumptions = [*est.assumptions, CHECKPOINT_NOTE]
 
 
 def _trainable(graph) -> int:

@@ -64,7 +64,8 @@ def workload_of_row(row) -> LLMWorkload:
 
     spec = resolve_llm(dict(row.spec["config"], model_type=row.spec["model_type"]))
     causal = spec.causal if row.spec.get("causal") is None else bool(row.spec["causal"])
-    return LLMWorkload(replace(spec, name=row.model, causal=causal), row.batch, row.seq, row.phase, row.dtype)
+    return LLMWorkload(replace(spec, name=row.model, causal=causal), row.batch, row.seq, row.phase, row.dtype,
+                       row.spec.get("target_seq"))
 
 
 class XGBLLMPredictor(ShippedArtifact, Predictor):
@@ -95,6 +96,10 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         if not llm_features(w.spec)["num_heads"]:
             raise InvalidInputError(f"{w.spec.name} has no attention (a state-space model); the {self.name} predictor's "
                                     "features describe attention blocks: use predictor='timeline', which costs its graph")
+        if w.target_seq not in (None, w.seq):
+            raise InvalidInputError(f"{w.spec.name}: a target of {w.target_seq} tokens against a source of {w.seq}; "
+                                    f"the {self.name} predictor's features have one sequence length: use "
+                                    "predictor='timeline', which costs the graph")
         vals, costs = llm_feature_vector(w, get_device(device))
         return np.asarray(vals, np.float64), costs
 

@@ -556,6 +556,8 @@ def _profiled_graph(ds, i: int):
 
     desc = {"hf": r.spec["model_type"], "config": r.spec["config"], "batch": r.batch, "seq": r.seq,
             "mode": "inference", "method": "trace", "causal": r.spec.get("causal"), "real_weights": True}
+    if r.spec.get("target_seq") is not None:
+        desc["target_seq"] = r.spec["target_seq"]
     if not fused:
         desc["fused"] = False
     return cached_graph(desc, lambda: _real_trace(r, fused))
@@ -570,7 +572,8 @@ def _real_trace(r, fused: bool = True):
 
     model, _ = _build_llm({"model": r.model, **r.spec}, torch.device("cpu"))
     ids = torch.zeros((r.batch, r.seq), dtype=torch.long)
-    kw = {"use_cache": False} if r.spec.get("causal") else seq2seq_inputs(model, ids)  # as the row was measured
+    kw = ({"use_cache": False} if r.spec.get("causal")  # as the row was measured
+          else seq2seq_inputs(model, ids, r.spec.get("target_seq")))
     g = from_torch(model, {"input_ids": ids, **kw}, method="trace", name=r.model, fused=fused)
     g.meta.update({"seq": r.seq, "model_type": r.spec["model_type"], "causal": r.spec.get("causal")})
     return g

@@ -342,3 +342,34 @@ def test_architectures_beyond_dense_decoders_are_traced_to_the_allocator(one_thr
         model.loss_type = "ForCausalLM"
     step = check_module(model, inputs, training=True, optimizer="adamw")
     assert abs(step.results_error) < 0.005, (step.traced_bytes, step.real_results_bytes)
+
+
+@pytest.mark.parametrize("model_type", ["t5", "bart"])
+@pytest.mark.parametrize("target_seq", [16, 96])
+def test_an_encoder_decoder_with_its_own_target_length_is_traced_to_the_allocator(one_thread, model_type,
+                                                                                    target_seq):
+    # a source of 48 tokens and a shorter or longer target: the decoder's activations, its cross-attention
+    # scores and the logits follow target_seq, the encoder's follow seq; the call and a fine-tuning step
+    # (labels of the target's length) hold the same operator results as the CPU allocator at their peaks
+    import transformers
+
+    from costmodel.analysis.allocheck import check_decoder
+    from costmodel.frontends.hf import model_class
+
+    kw = {"t5": _NEW_ARCHS["t5"][1],
+          "bart": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                       decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=512,
+                       max_position_embeddings=128)}[model_type]
+    cfg = transformers.AutoConfig.for_model(model_type, use_cache=False, pad_token_id=0, bos_token_id=0,
+                                            eos_token_id=0, decoder_start_token_id=0, **kw)
+    torch.manual_seed(0)
+    model = model_class(cfg, False).from_config(cfg).eval()
+    c = check_decoder(model, batch=2, seq=48, target_seq=target_seq)
+    same = check_decoder(model, batch=2, seq=48)
+    assert c.real_results_bytes > 0 and abs(c.results_error) < 0.005, (c.traced_bytes, c.real_results_bytes)
+    assert (c.traced_bytes < same.traced_bytes) == (target_seq < 48)
+    ids, tgt = torch.zeros((2, 48), dtype=torch.long), torch.zeros((2, target_seq), dtype=torch.long)
+    step = check_module(model, {"input_ids": ids, "labels": tgt, "decoder_input_ids": tgt}, training=True,
+                        optimizer="adamw")
+    assert abs(step.results_error) < 0.005, (step.traced_bytes, step.real_results_bytes)
+

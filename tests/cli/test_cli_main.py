@@ -154,6 +154,8 @@ BAD_INPUTS = {
     "llm unknown provider": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--provider", "foo"], "'foo'"),
     "llm bad device": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--device", "h1000"], "'h1000'"),
     "llm seq past positions": (["llm", "gpt2", "--batch", "1", "--seq", "100000"], "100000"),
+    "llm target on a decoder": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--target-seq", "4"], "encoder-decoder"),
+    "llm target 0": (["llm", "t5-small", "--batch", "1", "--seq", "8", "--target-seq", "0"], "got 0"),
     # annotate
     "annotate missing file": (["annotate", "/nonexistent/m.onnx"], "no such ONNX file"),
     "annotate --show missing file": (["annotate", "/nonexistent/m.onnx", "--show"], "no such ONNX file"),

@@ -137,6 +137,75 @@ def test_an_encoder_decoders_decode_step_reads_its_self_and_cross_attention_cach
     assert e.details["memory"]["path"] == "replay" and e.latency_ms > 0
 
 
+T5 = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 4, "d_kv": 16,
+      "vocab_size": 512}
+
+
+def test_an_encoder_decoders_target_length_sets_its_decoder_and_its_labels():
+    b, seq, tgt = 2, 32, 8
+    same = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, cache=False)
+    assert _quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=seq, cache=False).flops == pytest.approx(same.flops)
+    g = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=tgt, cache=False)
+    assert g.meta["target_seq"] == tgt and g.params == same.params
+    # the LM head runs on the target's positions, the encoder still on the source's
+    head = [n for n in g.nodes if n.kind == "matmul" and n.out_shapes and n.out_shapes[0][-1] == T5["vocab_size"]]
+    assert len(head) == 1 and head[0].out_shapes[0][:2] == (b, tgt)
+    assert any(n.out_shapes and n.out_shapes[0][:2] == (b, seq) and n.out_shapes[0][-1] == T5["d_model"]
+               for n in g.nodes)
+    # cross-attention scores: (batch, heads, target, source)
+    assert any(n.out_shapes and n.out_shapes[0] == (b, T5["num_heads"], tgt, seq) for n in g.nodes)
+    assert g.flops < same.flops
+    # a fine-tuning step's labels are the targets (a loss over seq positions would not match the logits)
+    step = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=tgt, mode="training", cache=False)
+    assert step.meta["target_seq"] == tgt and step.flops < _quiet(hf_graph, "t5", T5, batch=b, seq=seq,
+                                                                   mode="training", cache=False).flops
+
+
+def test_an_encoder_decoders_decode_step_holds_target_and_source_caches():
+    b, seq, tgt = 2, 24, 40
+    g = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, decode=True, target_seq=tgt, cache=False)
+    shapes = [tuple(i.shape) for i in g.inputs]
+    assert shapes[:2] == [(b, 1), (b, seq, T5["d_model"])]
+    layers = T5["num_decoder_layers"]
+    self_kv, cross_kv = (b, T5["num_heads"], tgt, T5["d_kv"]), (b, T5["num_heads"], seq, T5["d_kv"])
+    assert shapes[2:] == [self_kv] * (2 * layers) + [cross_kv] * (2 * layers), shapes
+    assert g.meta["cache_len"] == tgt
+    e = _quiet(estimate_llm, dict(T5, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16",
+               target_seq=tgt)
+    assert e.details["cache_mb"] * 2**20 == 2 * layers * b * T5["num_heads"] * (tgt + seq) * T5["d_kv"] * 2
+    assert e.details["target_seq"] == tgt and e.details["memory"]["path"] == "replay"
+    # a longer target holds a longer self-attention cache: more memory than the target of seq tokens
+    d = _quiet(estimate_llm, dict(T5, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16")
+    assert e.allocated_mb > d.allocated_mb and "target_seq" not in d.details
+
+
+@pytest.mark.parametrize("mode", ["forward", "training"])
+def test_estimate_llm_costs_the_target_length_in_time_and_memory(mode):
+    cfg = dict(T5, model_type="t5")
+    short = _quiet(estimate_llm, cfg, batch=4, seq=128, mode=mode, dtype="bf16", target_seq=16)
+    long = _quiet(estimate_llm, cfg, batch=4, seq=128, mode=mode, dtype="bf16", target_seq=512)
+    assert short.details["target_seq"] == 16 and short.details["memory"]["path"] == "replay"
+    assert short.flops < long.flops and short.allocated_mb < long.allocated_mb
+    assert short.latency_ms <= long.latency_ms
+
+
+def test_a_target_length_is_refused_where_it_means_nothing():
+    with pytest.raises(InvalidInputError, match="target_seq .*encoder-decoder.*leave it out"):
+        estimate_llm("gpt2", batch=1, seq=64, target_seq=16)
+    with pytest.raises(InvalidInputError, match="target_seq"):
+        estimate_llm("t5-small", batch=1, seq=64, target_seq=0)
+    with pytest.raises(InvalidInputError, match="predictor='timeline'"):
+        estimate_llm("t5-small", batch=1, seq=64, target_seq=16, predictor="llm-xgb")
+    with pytest.raises(InvalidInputError, match="target_seq"):
+        _quiet(hf_graph, "gpt2", {"n_layer": 1, "n_embd": 64, "n_head": 4, "vocab_size": 512}, batch=1, seq=8,
+               target_seq=4, cache=False)
+    bart = {"model_type": "bart", "d_model": 64, "encoder_layers": 1, "decoder_layers": 1,
+            "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 128,
+            "decoder_ffn_dim": 128, "vocab_size": 512, "max_position_embeddings": 128}
+    with pytest.raises(InvalidInputError, match="target_seq 200 exceeds .*128 learned positions"):
+        estimate_llm(bart, batch=1, seq=64, target_seq=200)
+
+
 def test_dense_models_keep_their_counts():
     e = _quiet(estimate_llm, "gpt2", batch=1, seq=64, mode="prefill")
     assert e.params == 124439808
@@ -216,3 +285,24 @@ def test_a_decode_estimate_reports_the_cache_it_reads():
     s = _quiet(estimate_llm, slide, batch=3, seq=48, mode="decode", dtype="fp16")
     assert s.details["cache_mb"] * 2**20 == kv_cache_bytes(slide, batch=3, seq=48, dtype_bytes="fp16")
     assert s.details["cache_mb"] == pytest.approx(e.details["cache_mb"] * 15 / 48)
+
+
+def test_the_cli_and_the_batch_search_take_a_target_length(capsys, tmp_path):
+    import json
+
+    from costmodel import largest_llm_batch
+    from costmodel.cli import main
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(dict(T5, model_type="t5")))
+    argv = ["llm", str(cfg), "--batch", "2", "--seq", "64", "--mode", "decode", "--dtype", "bf16"]
+    assert main([*argv, "--target-seq", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "seq 64 (source), target 16" in out and "16 generated and 64 source tokens" in out
+    assert main([*argv, "--target-seq", "16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["details"]["target_seq"] == 16
+    # a shorter target leaves room for more sequences in the same memory
+    kw = dict(seq=256, mode="training", dtype="bf16", memory_mb=1400.0)
+    short = _quiet(largest_llm_batch, dict(T5, model_type="t5"), target_seq=16, **kw)
+    same = _quiet(largest_llm_batch, dict(T5, model_type="t5"), **kw)
+    assert short["batch"] > same["batch"] > 0

@@ -97,6 +97,39 @@ def test_an_encoder_decoder_is_measured_as_it_is_costed():
         measure(t5, 2, device="cpu", mode="prefill", seq=16)
 
 
+def test_an_encoder_decoders_target_length_is_measured_keyed_and_read_back(tmp_path):
+    from costmodel.datasets import PerfDataset
+    from costmodel.measure.work import key_of_row, parse_work
+
+    t5 = {"model": "tiny-t5", "model_type": "t5", "causal": False,
+          "config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16,
+                     "vocab_size": 256}}
+    items = parse_work({"llm": [dict(t5, mode=["forward", "training"], batch=2, seq=16, target_seq=[4, 32])]})
+    assert sorted((i.mode, i.target_seq) for i in items) == [("forward", 4), ("forward", 32), ("training", 4),
+                                                            ("training", 32)]
+    assert len({i.key() for i in items}) == 4 and "t4" in items[0].label()
+    # a row measured with the same target as its source keeps the key rows had before targets existed
+    same = parse_work({"llm": [dict(t5, batch=2, seq=16)]})[0]
+    assert same.key() == json.dumps(["llm", "tiny-t5", "forward", "fp32", 2, 16])
+    rows = [measure(i, device="cpu") for i in items if i.mode == "training"]
+    assert [r["target_seq"] for r in rows] == [4, 32] and all(r["latency_ms"] > 0 for r in rows)
+    assert {key_of_row(r) for r in rows} == {i.key() for i in items if i.mode == "training"}
+    # the dataset builds each row's graph with its target: the longer target, the more work
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "llm.jsonl").write_text("".join(json.dumps(dict(r, device="cpu")) + "\n" for r in rows))
+    ds = PerfDataset.load(tmp_path, device="cpu", kinds=("llm",))
+    g4, g32 = ds.graph(0), ds.graph(1)
+    assert g4.meta["target_seq"] == 4 and g32.meta["target_seq"] == 32 and g4.flops < g32.flops
+    with pytest.raises(InvalidInputError, match="'target_seq' is an encoder-decoder's"):
+        parse_work({"llm": [dict(TINY_GPT2, batch=2, seq=16, target_seq=4)]})
+    with pytest.raises(InvalidInputError, match="target_seq 200 .*exceeds the model's 128 positions"):
+        parse_work({"llm": [dict(TINY_BERT, model_type="bart", model="tiny-bart", causal=False,
+                                 config={"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "vocab_size": 256,
+                                         "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+                                         "max_position_embeddings": 128},
+                                 batch=1, seq=16, target_seq=200)]})
+
+
 def test_a_transformer_fine_tuning_step_is_measured(tmp_path):
     step = measure(TINY_GPT2, 2, device="cpu", mode="training", seq=16)
     pre = measure(TINY_GPT2, 2, device="cpu", seq=16)
