@@ -62,13 +62,14 @@ def extrapolation_note(device, trained_devices, predictor: str) -> str:
             "its correction is extrapolated to this device through hardware features")
 
 
-def cuda_core_conv_note(device, trained_devices, graph) -> str | None:
+def cuda_core_conv_note(device, trained_devices, graph, *, as_gemm: bool = False) -> str | None:
     """The assumption of a learned estimate whose fp32 convolutions run on CUDA cores on ``device`` (a GPU
     without TF32: Volta, Turing) while every device its rows come from ran them as TF32 on tensor cores,
     else ``None``; only where dense convolutions are more than a tenth of the graph's FLOPs. No such row
     taught the efficiency of that path (cuDNN's direct, implicit-GEMM and Winograd kernels on CUDA cores);
     against published V100 and T4 latencies the learned predictors are slow there
-    (``benchmarks/public_references.py``)."""
+    (``benchmarks/public_references.py``). ``as_gemm``: the predictor costs them as the fp32 (CUDA-core)
+    matmuls its rows did measure (the timeline, ``CUDA_CORE_CONV_AS_GEMM``), and the note says so."""
     dev = device if isinstance(device, Device) else get_device(device)
     if graph is None or dev.peak_tflops.get("tf32") is not None or not trained_devices:
         return None
@@ -83,6 +84,11 @@ def cuda_core_conv_note(device, trained_devices, graph) -> str | None:
     if dense <= 0.1 * graph.flops:  # a patch embedding's convolution is not what such a model's time is
         return None
     trained = ", ".join(dict.fromkeys(_canonical(d) for d in trained_devices))
+    if as_gemm:
+        return (f"fp32 convolutions run on {dev.name}'s CUDA cores (it has no TF32), a path no training row "
+                f"measured ({trained} ran them as TF32 on tensor cores): costed as the CUDA-core fp32 matmuls "
+                "its rows did measure; against published V100 and T4 ResNet latencies the timeline is about "
+                "1.2x (T4) to 1.4x (V100) slow on that path (docs/limits.md)")
     return (f"fp32 convolutions run on {dev.name}'s CUDA cores (it has no TF32), a path no training row measured: "
             f"{trained} ran them as TF32 on tensor cores; against published V100 and T4 ResNet latencies the "
             "learned predictors are about 1.3x (T4) to 1.5x (V100) slow on that path (docs/limits.md)")

@@ -217,6 +217,27 @@ _C = _N_CAT + 3  # first column after the kind head
                                                  _C + 12, _C + 13, _C + 14, _C + 15, _C + 16)
 
 
+#: On a GPU without TF32 (Volta, Turing) PyTorch runs an fp32 convolution on the CUDA cores, as cuDNN's
+#: implicit-GEMM (or Winograd) kernels: SGEMM tiles over the im2col view, bounded by the fp32 rate. The
+#: H200 rows label convolutions only as TF32 tensor-core kernels, a path bounded by data movement, not
+#: by the multiply-adds; what they label on the CUDA cores is fp32 matmuls (PyTorch leaves TF32 off for
+#: matmuls). So such a convolution's rows read as a matmul's (kind, kernel area, stride) with its own
+#: FLOPs, bytes and bound. ``False``: read as the convolution it is (the efficiency of a TF32 convolution
+#: carried to the CUDA cores). Nothing changes on a GPU with TF32.
+CUDA_CORE_CONV_AS_GEMM = True
+
+
+def cuda_core_conv_as_gemm(x: np.ndarray, rows: np.ndarray, device) -> None:
+    """Give the feature rows ``rows`` (a mask of fp32 tensor-core convolutions) the kind columns of an fp32
+    matmul (in place) where ``device`` is a GPU without TF32: see :data:`CUDA_CORE_CONV_AS_GEMM`."""
+    if not CUDA_CORE_CONV_AS_GEMM or _is_cpu(device) or device.peak_tflops.get("tf32") is not None:
+        return
+    if rows.any():
+        x[rows, :_C] = _KIND_HEAD[_KIND_ID["matmul"]]
+        x[rows, _COL_KERNEL] = math.log10(2.0)  # a matmul's kernel area, 1
+        x[rows, _COL_STRIDE] = 1.0
+
+
 def _log10_1p(*arrays: np.ndarray) -> list[np.ndarray]:
     """``log10(1 + max(0, v))`` of every element, one call for several arrays."""
     sizes = [len(a) for a in arrays]
@@ -604,6 +625,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     code = np.where(dt == len(DTYPES), 0, dt)
     code[tensor & (dt == 0) & _KIND_TF32[kind_rows]] = 3
     code = 2 * code + tensor
+    cuda_core_conv_as_gemm(x, tensor & (dt == 0) & _KIND_TF32[kind_rows], device)
     peaks = np.zeros(2 * len(_PEAK_DTYPES))
     for pk in set(code.tolist()):  # each (dtype, tensor cores?) pair the rows use, asked once
         peaks[pk] = device.peak_flops(_PEAK_DTYPES[pk // 2], tensor=bool(pk % 2))

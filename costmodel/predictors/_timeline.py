@@ -86,6 +86,7 @@ from ._optable import (
     op_tables,
     op_tables_by_device,
 )
+from . import _optable
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
@@ -623,7 +624,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             est.assumptions = []
             # meta: the devices the rows came from (another device's estimate is flagged as extrapolated)
             finish_estimate(est, dev, version=self.version, meta={"devices": p.trained_on.get("devices", [])})
-            if est.extrapolated_device and (conv := cuda_core_conv_note(dev, p.trained_on.get("devices"), g)):
+            if est.extrapolated_device and (conv := cuda_core_conv_note(dev, p.trained_on.get("devices"), g,
+                                                                        as_gemm=_optable.CUDA_CORE_CONV_AS_GEMM)):
                 notes.append(conv)
             est.assumptions = list(dict.fromkeys([*notes, *est.assumptions]))
             est.details["analytic"] = analytic

@@ -76,3 +76,42 @@ def test_the_cuda_core_convolution_note_names_the_path_only_where_it_applies():
     assert note(costmodel.estimate(r50, batch=2, device="v100", predictor="dippm"))
     assert not note(costmodel.estimate(r50, batch=2, device="v100", predictor="analytic"))
     assert not note(costmodel.estimate(r50, batch=2, device="h200", predictor="timeline"))
+
+
+def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(monkeypatch):
+    """On a GPU without TF32 the timeline's rows of an fp32 convolution carry an fp32 matmul's kind columns
+    (its FLOPs, bytes and bound stay its own); fp16 convolutions there, and every convolution on a GPU with
+    TF32, stay convolutions. The estimate says which reading it used."""
+    import numpy as np
+
+    import costmodel
+    from costmodel.devices import get_device
+    from costmodel.frontends import to_graph
+    from costmodel.predictors import _optable as T
+
+    r50 = to_graph("torchvision:resnet50", batch=2)
+    conv = [i for i, n in enumerate(n for n in r50.nodes if not n.is_view) if n.kind == "conv"]
+    is_conv = T.FEATURE_NAMES.index("is_conv")
+
+    def conv_rows(graph, device):
+        t = T.op_table(graph, get_device(device), mode="inference")
+        return t.x[np.isin(t.node, [n.id for n in graph.nodes if n.kind == "conv"])], t
+
+    x, v100 = conv_rows(r50, "v100")
+    assert len(x) == len(conv) and (x[:, is_conv] == 0).all()
+    assert (x[:, :T._C] == T._KIND_HEAD[T._KIND_ID["matmul"]]).all()
+    assert (conv_rows(r50, "a100-80gb")[0][:, is_conv] == 1).all()  # TF32 tensor cores: a convolution
+    assert (conv_rows(to_graph("torchvision:resnet50", batch=2, dtype="fp16"), "v100")[0][:, is_conv] == 1).all()
+    monkeypatch.setattr(T, "CUDA_CORE_CONV_AS_GEMM", False)
+    x_off, v100_off = conv_rows(r50, "v100")
+    assert (x_off[:, is_conv] == 1).all()
+    assert np.array_equal(v100.bound_s, v100_off.bound_s)  # the bound is the convolution's own either way
+    big = to_graph("torchvision:resnet50", batch=64)
+    off = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
+    h200_off = costmodel.estimate(big, batch=64, device="h200", predictor="timeline")
+    monkeypatch.setattr(T, "CUDA_CORE_CONV_AS_GEMM", True)
+    on = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
+    assert on.latency_ms != off.latency_ms
+    assert any("costed as the CUDA-core fp32 matmuls" in a for a in on.assumptions), on.assumptions
+    assert not any("costed as the CUDA-core" in a for a in off.assumptions)
+    assert costmodel.estimate(big, batch=64, device="h200", predictor="timeline").latency_ms == h200_off.latency_ms
