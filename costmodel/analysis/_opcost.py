@@ -115,6 +115,8 @@ def op_cost(
             flops = float(numel(in_shapes[0])) if in_shapes else float(n_out)
     elif kind == "reduction":
         flops = float(numel(in_shapes[0])) if in_shapes else 0.0
+    if attrs.get("flops") is not None:  # a fused operator that states its own arithmetic
+        flops = float(attrs["flops"])
 
     written = float(sum(_bytes(s, d) for s, d in zip(out_shapes, out_dtypes)))
     stored = _stored_elems(in_shapes, attrs)

@@ -57,7 +57,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
 from ._cast import apply_autocast
 from .allocator import MIB, Event, replay
-from ._llmtrace import trace_llm, trace_llm_training
+from ._llmtrace import trace_llm, trace_llm_training, with_ssm_kernels
 from .alloctrace import (
     AllocationTrace,
     TraceError,
@@ -353,7 +353,7 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
 
 
 def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None, lora=None,
-           checkpointing: bool = False, target_seq: int | None = None):
+           checkpointing: bool = False, target_seq: int | None = None, ssm_kernels: str = "reference"):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
     from ..ir import CostGraph
@@ -373,7 +373,8 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
                 spec = {"r": lora[0], "targets": list(lora[1]) if lora[1] else None} if lora else None
                 return trace_llm_training(model, named, batch=batch, seq=seq, phase=phase, dtype=dtype,
                                           optimizer=optimizer, autocast=autocast, lora=spec,
-                                          checkpointing=checkpointing, target_seq=target_seq), "replay", ()
+                                          checkpointing=checkpointing, target_seq=target_seq,
+                                          ssm_kernels=ssm_kernels), "replay", ()
             if lora or checkpointing:
                 raise InvalidInputError("LoRA adapters and activation checkpointing are traced for a training step "
                                         "(mode='training')")
@@ -382,9 +383,10 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
                                         "dtype='fp16' or 'bf16' (the measured rows converted the model)")
             if named:
                 return trace_llm(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
-                                 target_seq=target_seq), "replay", ()
-            return trace_decoder(model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype,
-                                 causal=phase != "forward", target_seq=target_seq), "replay", ()
+                                 target_seq=target_seq, ssm_kernels=ssm_kernels), "replay", ()
+            return with_ssm_kernels(model, ssm_kernels, lambda: trace_decoder(
+                model, batch=batch, seq=seq, phase=phase or "prefill", dtype=dtype, causal=phase != "forward",
+                target_seq=target_seq)), "replay", ()
         if isinstance(model, (str, dict)):
             return _trace_zoo(model, batch=batch, input_shape=input_shape, training=training, dtype=dtype,
                               optimizer=optimizer, autocast=autocast), "replay", ()
@@ -410,7 +412,7 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
 
             spec = resolve_llm(model)
             g = hf_graph(spec.model_type, spec.config, batch=batch, seq=seq, causal=spec.causal, method="trace",
-                         target_seq=target_seq)
+                         target_seq=target_seq, ssm_kernels=ssm_kernels)
         else:
             g = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                          method="trace")
@@ -447,7 +449,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                   input_shape=None, inputs=None, expandable_segments: bool = False,
                   kind: str | None = None, overheads: Overheads | None = None,
                   autocast: str | None = None, lora: dict | None = None,
-                  checkpointing: bool = False, target_seq: int | None = None) -> MemoryReplay:
+                  checkpointing: bool = False, target_seq: int | None = None,
+                  ssm_kernels: str = "reference") -> MemoryReplay:
     """Peak device memory of one workload from its allocation trace (see the module doc).
 
     ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
@@ -459,7 +462,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     registry decoder's training step, ``{"r": rank, "targets": module names or None}``
     (:func:`~costmodel.frontends.hf.lora_spec`); ``checkpointing``: its decoder layers checkpointed
     (non-reentrant), their activations recomputed in the backward pass. ``target_seq``: an encoder-decoder's
-    decoder tokens (default ``seq``, the encoder's).
+    decoder tokens (default ``seq``, the encoder's). ``ssm_kernels="fused"``: Mamba's selective scans as
+    ``mamba_ssm``'s fused kernels (:func:`costmodel.frontends.hf.fused_ssm_kernels`), not transformers' reference loop.
     """
     from .._validate import positive_int
     from ..frontends.hf import lora_spec
@@ -488,6 +492,10 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         kw["checkpointing"] = True
     if target_seq is not None:
         kw["target_seq"] = positive_int(target_seq, "target_seq")
+    if ssm_kernels != "reference":
+        from ..frontends.hf import check_ssm_kernels
+
+        kw["ssm_kernels"] = check_ssm_kernels(ssm_kernels)
     key = _cache_key(model, **kw) if inputs is None else None
     hit = None
     with _LOCK:

@@ -15,6 +15,7 @@ LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 8 --seq 2048 --mode training --dtype bf16 --lora-r 16 --checkpointing
   costmodel llm qwen2.5-0.5b --batch 8 --seq 1024 --mode training --dtype fp32 --autocast bf16   # mixed precision
   costmodel llm t5-base --batch 16 --seq 512 --target-seq 128 --mode training --dtype bf16   # summarization
+  costmodel llm mamba-130m --batch 8 --seq 2048 --ssm-kernels fused   # a GPU with mamba_ssm installed
   costmodel llm --list
 """
 
@@ -36,6 +37,9 @@ def register_llm(sub) -> None:
                    help="an encoder-decoder's (T5's, BART's) decoder tokens when they differ from its --seq "
                         "source tokens: the targets of --mode forward and training, the tokens generated so far "
                         "in --mode decode (default: --seq)")
+    m.add_argument("--ssm-kernels", default="reference", choices=("reference", "fused"),
+                   help="a Mamba-family model's selective scans: transformers' reference loop over the tokens "
+                        "(what runs without mamba_ssm; default) or the fused kernels a GPU with mamba_ssm runs")
     m.add_argument("--device", default="h200", help="device name (default h200; see `costmodel devices`)")
     m.add_argument("--dtype", default="fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"),
                    help="weights/activations dtype (default fp16)")
@@ -97,7 +101,7 @@ def _cmd_llm(a) -> int:
                            price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
                            lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
-                           target_seq=a.target_seq)
+                           target_seq=a.target_seq, ssm_kernels=a.ssm_kernels)
     fit = None
     if a.max_batch:
         from ..estimate import largest_llm_batch
@@ -107,7 +111,7 @@ def _cmd_llm(a) -> int:
             fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
                                     optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
                                     checkpointing=a.checkpointing, memory_mb=a.memory_mb, autocast=a.autocast,
-                                    target_seq=a.target_seq)
+                                    target_seq=a.target_seq, ssm_kernels=a.ssm_kernels)
         est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     print(est.to_json() if a.json else est.table())
     if fit is not None and not a.json:

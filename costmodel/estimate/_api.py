@@ -153,7 +153,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                  instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
                  lora_r: int | None = None, lora_targets=None, checkpointing: bool = False,
-                 autocast: str | None = None, target_seq: int | None = None) -> LLMEstimate:
+                 autocast: str | None = None, target_seq: int | None = None,
+                 ssm_kernels: str = "reference") -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -169,6 +170,9 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     ``target_seq``: an encoder-decoder's (T5's, BART's) decoder tokens when they differ from its ``seq`` source
     tokens: teacher-forced in ``forward`` and ``training`` (the labels), the tokens generated so far in
     ``decode`` (its self-attention cache; the cross-attention cache holds the ``seq`` source tokens).
+    ``ssm_kernels``: a Mamba-family model's selective scans as transformers' ``"reference"`` PyTorch loop
+    over the tokens (what runs without ``mamba_ssm``; the default) or as the ``"fused"`` kernels a GPU with
+    ``mamba_ssm`` or the ``kernels`` package runs.
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -193,6 +197,11 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
             kw["autocast"] = autocast
         if target_seq is not None:
             kw["target_seq"] = target_seq
+        if ssm_kernels != "reference":
+            kw["ssm_kernels"] = ssm_kernels
+    elif ssm_kernels != "reference":
+        raise InvalidInputError(f"ssm_kernels={ssm_kernels!r} is costed by predictor='timeline'; the {p.name} "
+                                "predictor has no state-space features")
     elif lora_r is not None or lora_targets or checkpointing or autocast is not None:
         raise InvalidInputError(f"LoRA adapters, activation checkpointing and autocast are costed by "
                                 f"predictor='timeline' in a training step; the {p.name} predictor has none of them")

@@ -11,12 +11,14 @@ from .._validate import positive_int
 def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                       optimizer: str = "adamw", lora_r: int | None = None, lora_targets=None,
                       checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
-                      autocast: str | None = None, target_seq: int | None = None) -> dict:
+                      autocast: str | None = None, target_seq: int | None = None,
+                      ssm_kernels: str = "reference") -> dict:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, or
     ``memory_mb`` (a MIG slice's, or what is free). The workload is :func:`~costmodel.estimate_llm`'s
     (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA, checkpointing and autocast;
-    ``target_seq``: an encoder-decoder's decoder tokens).
+    ``target_seq``: an encoder-decoder's decoder tokens; ``ssm_kernels``: Mamba's selective scans as
+    transformers' reference loop or the fused kernels).
 
     A transformer's memory grows with the batch almost linearly (its weights and optimizer state stay,
     the activations, logits and KV cache scale), so two traces (batch 1 and 2) give a first guess,
@@ -40,7 +42,8 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     if memory_mb is not None and not (isinstance(memory_mb, (int, float)) and memory_mb > 0):
         raise InvalidInputError(f"memory_mb must be a positive number of MB, got {memory_mb!r}")
     cap = float(memory_mb) if memory_mb is not None else float(dev.memory_mb)
-    kw: dict = dict(seq=seq, dtype=w.dtype, **({"target_seq": target_seq} if target_seq is not None else {}))
+    kw: dict = dict(seq=seq, dtype=w.dtype, **({"target_seq": target_seq} if target_seq is not None else {}),
+                    **({"ssm_kernels": ssm_kernels} if ssm_kernels != "reference" else {}))
     if training:
         kw.update(mode="training", optimizer=validate_optimizer(optimizer))
         if lora:

@@ -56,7 +56,7 @@ PREDICTOR_MEMORY_NOTE = "memory from the analytic liveness model"
 def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str, optimizer: str, input_shape=None,
                 inputs=None, graph=None, seq: int | None = None, phase: str | None = None,
                 autocast: str | None = None, lora: dict | None = None, checkpointing: bool = False,
-                target_seq: int | None = None) -> Estimate:
+                target_seq: int | None = None, ssm_kernels: str = "reference") -> Estimate:
     """Put the replayed memory into ``est`` (in place; returned), or say why the predictor's stays
     (``seq``, ``phase`` and ``target_seq``: a transformer workload's)."""
     from ..analysis.memreplay import replay_memory
@@ -70,7 +70,8 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
                                 inputs=inputs, seq=seq, phase=phase, autocast=autocast,
                                 **({"lora": lora} if lora else {}),
                                 **({"checkpointing": True} if checkpointing else {}),
-                                **({"target_seq": target_seq} if target_seq is not None else {}))
+                                **({"target_seq": target_seq} if target_seq is not None else {}),
+                                **({"ssm_kernels": ssm_kernels} if ssm_kernels != "reference" else {}))
     except (CostModelError, RuntimeError, TypeError, ValueError) as e:
         est.details["memory"] = {"path": "predictor", "reason": f"{type(e).__name__}: {e}"}
         est.assumptions = [*est.assumptions, f"memory: from the {est.predictor} predictor (the allocation trace "

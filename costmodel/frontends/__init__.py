@@ -166,11 +166,12 @@ def zoo_graph(
 def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str = "inference",
              method: str = "export", causal: bool | None = None, cache: bool = True,
              decode: bool = False, fused: bool = True, lora: dict | None = None,
-             target_seq: int | None = None) -> CostGraph:
+             target_seq: int | None = None, ssm_kernels: str = "reference") -> CostGraph:
     """Graph of a transformers config on ``(batch, seq)`` token ids, or with ``decode=True`` of one
     decode step (one token per sequence) against a KV cache of ``seq`` tokens (cached). ``mode="training"``:
     a decoder's fine-tuning step, its loss included; ``lora``: ``frontends.hf.lora_spec``'s adapters;
-    ``target_seq``: an encoder-decoder's decoder tokens (default ``seq``)."""
+    ``target_seq``: an encoder-decoder's decoder tokens (default ``seq``); ``ssm_kernels="fused"``: Mamba's
+    selective scans as ``mamba_ssm``'s fused kernels."""
     from .hf import hf_graph as build_hf
 
     desc = {"hf": model_type, "config": config, "batch": batch, "seq": seq, "mode": mode,
@@ -185,10 +186,12 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
         desc["fused"] = False
     if target_seq is not None:
         desc["target_seq"] = target_seq
+    if ssm_kernels != "reference":
+        desc["ssm_kernels"] = ssm_kernels
     return cached_graph(
         desc,
         lambda: build_hf(model_type, config, batch=batch, seq=seq, causal=causal, method=method, mode=mode,
-                         decode=decode, fused=fused, lora=lora, target_seq=target_seq),
+                         decode=decode, fused=fused, lora=lora, target_seq=target_seq, ssm_kernels=ssm_kernels),
         cache=cache,
     )
 

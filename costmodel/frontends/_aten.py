@@ -84,6 +84,10 @@ _reg("embedding", "embedding embedding_bag _embedding_bag")
 _reg("gather", "gather index index_select index_put scatter scatter_add scatter_reduce masked_select "
      "take index_add index_copy index_fill masked_scatter")
 _reg("dropout", "dropout native_dropout feature_dropout alpha_dropout feature_alpha_dropout")
+# the stand-ins for Mamba's fused selective-scan kernels (``frontends._ssm``): one kernel each, costed by the
+# FLOPs of the scan (``attrs["flops"]``) and one read and write of its operands; like an activation, a
+# training step runs one backward kernel for the forward one
+_reg("activation", "selective_scan_fwd selective_state_update")
 
 #: operators that carry no tensor work at all (bookkeeping, asserts, symbolic sizes)
 IGNORED = frozenset(

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from .._errors import InvalidInputError, ModelLoadError
 from ..ir import CostGraph
+from ._ssm import SSM_KERNELS, check_ssm_kernels, fused_ssm_kernels, scan_flops  # noqa: F401 - public here
 
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
 
@@ -284,6 +285,7 @@ def hf_graph(
     fused: bool = True,
     lora: dict | None = None,
     target_seq: int | None = None,
+    ssm_kernels: str = "reference",
 ) -> CostGraph:
     """The graph of a transformers config on ``(batch, seq)`` token ids, or (``decode=True``) of one
     decode step with a KV cache of ``seq`` tokens (:func:`_decode_graph`). ``target_seq``: an
@@ -292,12 +294,25 @@ def hf_graph(
     ``target_seq`` generated tokens and, across, the ``seq`` source tokens. ``mode="training"``: the
     forward pass of a fine-tuning step of a decoder or an encoder-decoder, its own loss included (the tokens are the
     labels); the predictors add the backward pass and the optimizer. ``lora``: :func:`lora_spec`'s adapters
-    on the decoder, whose base weights are then frozen (a training step only)."""
+    on the decoder, whose base weights are then frozen (a training step only). ``ssm_kernels="fused"``:
+    Mamba's selective scans as the fused kernels a GPU with ``mamba_ssm`` runs (:func:`fused_ssm_kernels`), not
+    transformers' reference loop over the tokens."""
+    model, causal = build_hf_model(model_type, config, causal=causal)
+    check_ssm_kernels(ssm_kernels, model)
+    with fused_ssm_kernels(ssm_kernels == "fused"):
+        g = _hf_graph(model, causal, model_type, config, batch=batch, seq=seq, method=method, mode=mode,
+                      decode=decode, fused=fused, lora=lora, target_seq=target_seq)
+    if ssm_kernels == "fused":
+        g.meta["ssm_kernels"] = "fused"
+    return g
+
+
+def _hf_graph(model, causal, model_type, config, *, batch, seq, method, mode, decode, fused, lora, target_seq):
+    """:func:`hf_graph` of the built ``model``."""
     import torch
 
     from .pytorch import from_torch
 
-    model, causal = build_hf_model(model_type, config, causal=causal)
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
     name = config.get("_name_or_path") or model_type
     check_target_seq(target_seq, model_type, bool(seq2seq_inputs(model, ids)))

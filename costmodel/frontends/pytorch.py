@@ -54,6 +54,7 @@ from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import GROUPED_MM, grouped_mm_fallback
+from ._ssm import fused_flops
 from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves
 from ._scopes import ScopeRecorder, recording_scopes
 from ._dispatched import MAY_COPY, emit_dispatched, gpu_layout, meta_run
@@ -204,6 +205,8 @@ class _Emitter:
         attrs: dict[str, Any] = {}
         if inplace:
             attrs["inplace"] = True
+        if (fused := fused_flops(base, in_shapes)) is not None:
+            attrs["flops"] = fused  # a fused kernel's own arithmetic (Mamba's selective scan)
 
         if kind in ("conv", "conv_transpose"):
             if named.get("transposed") is True:

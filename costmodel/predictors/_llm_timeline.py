@@ -77,9 +77,10 @@ class TimelineLLMPredictor:
             return get_predictor("timeline")
         return self.timeline
 
-    def graph(self, w, lora: dict | None = None):
+    def graph(self, w, lora: dict | None = None, ssm_kernels: str = "reference"):
         """The CostGraph of an :class:`~costmodel.features.LLMWorkload` (built once, then cached); ``lora``:
-        a training step's adapters (:func:`~costmodel.frontends.hf.lora_spec`)."""
+        a training step's adapters (:func:`~costmodel.frontends.hf.lora_spec`); ``ssm_kernels``: Mamba's
+        selective scans as transformers' ``reference`` loop or ``fused`` kernels."""
         from .._errors import UnsupportedOpWarning
         from ..analysis import cast_graph
         from ..frontends import hf_graph
@@ -89,7 +90,7 @@ class TimelineLLMPredictor:
             warnings.simplefilter("ignore", UnsupportedOpWarning)
             g = hf_graph(s.model_type, s.config, batch=w.batch, seq=w.seq, causal=s.causal, method=self.method,
                          decode=w.mode == "decode", mode="training" if w.mode == "training" else "inference",
-                         lora=lora, target_seq=w.target_seq)
+                         lora=lora, target_seq=w.target_seq, ssm_kernels=ssm_kernels)
         return cast_graph(g, w.dtype) if g.meta.get("dtype") != w.dtype else g
 
     def predict(self, model: Any, *, batch: int, seq: int, device="h200", mode: str | None = None,
@@ -97,7 +98,7 @@ class TimelineLLMPredictor:
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                 instance: str | None = None, host=None, optimizer: str = "adamw", lora_r: int | None = None,
                 lora_targets=None, checkpointing: bool = False, autocast: str | None = None,
-                target_seq: int | None = None) -> LLMEstimate:
+                target_seq: int | None = None, ssm_kernels: str = "reference") -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
         profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
         step of a decoder or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
@@ -108,8 +109,11 @@ class TimelineLLMPredictor:
         ``autocast``: ``fp16`` or ``bf16`` mixed precision for a training step of an fp32 model (``dtype="fp32"``):
         the forward pass and the loss under ``torch.autocast``, the weights, gradients and optimizer state in
         fp32, as a Trainer's ``bf16=True`` runs it. ``target_seq``: an encoder-decoder's decoder tokens (default
-        ``seq``): teacher-forced in ``forward`` and ``training`` (the labels), generated so far in ``decode``."""
+        ``seq``): teacher-forced in ``forward`` and ``training`` (the labels), generated so far in ``decode``.
+        ``ssm_kernels="fused"``: a Mamba-family model's selective scans as the fused kernels a GPU with
+        ``mamba_ssm`` runs (one per layer), not transformers' reference loop over the tokens."""
         from ..estimate import replay_into
+        from ..frontends.hf import check_ssm_kernels
         from ..frontends.hf import amp_option, step_options
         from ..features import llm_feature_vector, llm_workload
         from ._llm_xgb import XGBLLMPredictor, compose_llm_estimate
@@ -141,7 +145,7 @@ class TimelineLLMPredictor:
             tl = tl.with_host(load_host(host))
         # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
         _, c = llm_feature_vector(replace(w, mode="prefill" if w.spec.causal else "forward") if training else w, dev)
-        g = self.graph(w, lora)
+        g = self.graph(w, lora, check_ssm_kernels(ssm_kernels))
         if amp:
             from ..analysis import apply_autocast
 
@@ -176,17 +180,12 @@ class TimelineLLMPredictor:
         if training:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="training", dtype=w.dtype, optimizer=optimizer,
                               seq=w.seq, phase=None, lora=lora, checkpointing=checkpointing, autocast=amp,
-                              target_seq=w.target_seq)
+                              target_seq=w.target_seq, ssm_kernels=ssm_kernels)
             _step_details(est, g, optimizer=optimizer, amp=amp, lora=lora, recompute=recompute)
         else:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
-                              seq=w.seq, phase=w.mode, target_seq=w.target_seq)
-        from ..frontends.hf import REFERENCE_NOTE
-
-        ref = [n[len(REFERENCE_NOTE):] for n in (est.details.get("memory") or {}).get("notes", ())
-               if n.startswith(REFERENCE_NOTE)]
-        if ref:
-            est.assumptions = [*est.assumptions, reference_note(ref[0])]
+                              seq=w.seq, phase=w.mode, target_seq=w.target_seq, ssm_kernels=ssm_kernels)
+        _kernel_notes(est, ssm_kernels)
         trained = {"devices": tl.params.trained_on.get("devices", [])}
         return finish_estimate(est, dev, version=self.version, meta=trained, graph=g)
 
@@ -232,6 +231,20 @@ def _step_details(est, graph, *, optimizer: str, amp, lora, recompute) -> None:
         est.assumptions = [*est.assumptions, CHECKPOINT_NOTE]
 
 
+def _kernel_notes(est, ssm_kernels: str) -> None:
+    """Say (in place) which fused kernels an estimate costed as transformers' reference code (the allocation
+    trace names them), and where Mamba's selective scans were costed as fused kernels."""
+    from ..frontends.hf import REFERENCE_NOTE
+
+    ref = [n[len(REFERENCE_NOTE):] for n in (est.details.get("memory") or {}).get("notes", ())
+           if n.startswith(REFERENCE_NOTE)]
+    if ref:
+        est.assumptions = [*est.assumptions, reference_note(ref[0])]
+    if ssm_kernels == "fused":
+        est.details["ssm_kernels"] = "fused"
+        est.assumptions = [*est.assumptions, FUSED_SSM_NOTE]
+
+
 def _trainable(graph) -> int:
     """Parameters the step updates: the graph's parameters less its frozen ones."""
     return int(graph.params - int(graph.meta.get("frozen_params") or 0))
@@ -254,6 +267,13 @@ def amp_note(amp: str) -> str:
             f"(GEMMs and attention in {amp} after a cast of each fp32 operand, its fp32 list in fp32) and its "
             "allocation trace run under autocast (fp32 weights, gradients and optimizer state); no measured row "
             "ran autocast")
+
+
+#: what an estimate with Mamba's fused selective scans rests on
+FUSED_SSM_NOTE = ("selective scans costed as mamba_ssm's fused kernels (one kernel per layer and call, its operands "
+                  "read and written once, the states of every 2,048 tokens kept for the backward pass); the "
+                  "projections and convolution around them as transformers runs them; no measured row has a "
+                  "state-space layer")
 
 
 def reference_note(kernels: str) -> str:

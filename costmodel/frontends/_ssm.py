@@ -1,0 +1,201 @@
+"""Mamba's fused selective-scan kernels, as operators a graph and an allocation trace can hold.
+
+On meta and fake tensors ``transformers`` runs its reference selective scan: a Python loop over the
+tokens, a few small operators per token and layer. A GPU with ``mamba_ssm`` (or the Hugging Face
+``kernels`` package) runs one kernel per layer instead: ``selective_scan_fn`` over the sequence (prefill,
+forward, training) and ``selective_state_update`` for one decode step. :func:`fused_ssm_kernels` puts
+stand-ins for those two in the modeling modules of the Mamba-1 family (Mamba, Falcon-Mamba, Jamba,
+Zamba) while a graph is built or an allocation is traced. The stand-ins are ``torch.library`` operators
+with shapes only (meta and fake kernels; no arithmetic), shaped as ``mamba_ssm`` shapes its results:
+
+* ``costmodel::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus) -> (out, x, out_z)``:
+  ``out`` and the gated ``out_z`` in ``u``'s dtype, and ``x``, the fp32 scan states at the end of
+  every chunk of :data:`CHUNK` tokens, ``(batch, dim, chunks, 2 x state)``, which the backward pass
+  starts from. A training step keeps what ``mamba_ssm``'s autograd function keeps: the inputs, ``x``,
+  and ``out`` where there is a gate.
+* ``costmodel::selective_scan_bwd``: the gradients of every input, one kernel.
+* ``costmodel::selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, softplus) -> out``: one
+  token's step, updating ``state`` in place.
+
+Each counts the scan's arithmetic (:func:`scan_flops`) and reads and writes its operands once, so the
+timeline costs it by its roofline. What is not modelled: ``mamba_inner_fn``, which a training step on
+such a GPU runs to fuse the convolution and the projections around the scan as well (the trace keeps
+them as the separate operators transformers' own path runs), the fused causal convolution, and Mamba-2's
+chunked scan (``mamba_chunk_scan_combined``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+from typing import Iterator
+
+#: tokens per chunk of ``mamba_ssm``'s selective scan: the fp32 states it keeps for the backward pass
+#: are one per chunk (``selective_scan_fwd_kernel``'s ``kChunkSize``)
+CHUNK = 2048
+#: FLOPs per (token, channel, state) of a selective scan: discretize A (a multiply and an exp, counted
+#: as 3) and B (1), the input's product (1), the state's multiply-add (2) and the output's (2)
+SCAN_FLOPS_PER_STATE = 9
+#: the modeling modules whose Mamba-1 mixers call ``mamba_selective_scan`` and
+#: ``mamba_selective_state_update`` by their module's names
+MAMBA1_MODULES = ("mamba", "falcon_mamba", "jamba", "zamba")
+#: what the choice of kernels can be
+SSM_KERNELS = ("reference", "fused")
+
+_REGISTERED = False
+
+
+def scan_flops(batch: int, dim: int, tokens: int, state: int, gated: bool) -> float:
+    """FLOPs of a selective scan: :data:`SCAN_FLOPS_PER_STATE` per (token, channel, state), plus the
+    skip connection (2 per element) and a gate (``silu`` and a multiply: 5 per element)."""
+    elems = float(batch) * dim * tokens
+    return elems * (SCAN_FLOPS_PER_STATE * state + 2 + (5 if gated else 0))
+
+
+def fused_flops(base: str, in_shapes) -> float | None:
+    """The FLOPs of a stand-in operator by its base name and operand shapes (``None``: not one of them)."""
+    if base == "selective_scan_fwd" and len(in_shapes) >= 3 and len(in_shapes[0]) == 3:
+        (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
+        # u, delta and a gate z have the input's shape
+        return scan_flops(b, d, tokens, state, gated=sum(tuple(s) == tuple(in_shapes[0]) for s in in_shapes) >= 3)
+    if base == "selective_scan_bwd" and len(in_shapes) >= 3 and len(in_shapes[0]) == 3:
+        (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
+        return 2.0 * scan_flops(b, d, tokens, state, gated=True)  # the recurrence run back, every input's gradient
+    if base == "selective_state_update" and len(in_shapes) >= 1 and len(in_shapes[0]) == 3:
+        b, d, state = in_shapes[0]
+        return scan_flops(b, d, 1, state, gated=True)
+    return None
+
+
+def _register() -> None:
+    """Define the three operators (once per process)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    import torch
+
+    def _no_kernel(*_a, **_k):
+        raise RuntimeError("costmodel's stand-in for a fused selective-scan kernel has shapes only: it runs on "
+                           "meta and fake tensors, while a graph is built or an allocation is traced")
+
+    @torch.library.custom_op("costmodel::selective_scan_fwd", mutates_args=(),
+                             schema="(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+                                    "Tensor? delta_bias, bool softplus) -> (Tensor, Tensor, Tensor)")
+    def scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
+        _no_kernel()
+
+    @scan_fwd.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, softplus):
+        b, d, tokens = u.shape
+        x = u.new_empty((b, d, max(1, math.ceil(tokens / CHUNK)), 2 * A.shape[-1]), dtype=torch.float32)
+        return u.new_empty(u.shape), x, u.new_empty(u.shape if z is not None else (0,))
+
+    @torch.library.custom_op("costmodel::selective_scan_bwd", mutates_args=(),
+                             schema="(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+                                    "Tensor? delta_bias, Tensor dout, Tensor x, Tensor? out, bool softplus) -> Tensor[]")
+    def scan_bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, softplus):
+        _no_kernel()
+
+    @scan_bwd.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, dout, x, out, softplus):
+        f32 = torch.float32
+        none = u.new_empty((0,))
+        return [u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape, dtype=f32),
+                B.new_empty(B.shape), C.new_empty(C.shape),
+                D.new_empty(D.shape, dtype=f32) if D is not None else none,
+                z.new_empty(z.shape) if z is not None else none,
+                delta_bias.new_empty(delta_bias.shape, dtype=f32) if delta_bias is not None else none]
+
+    def setup(ctx, inputs, output):
+        u, delta, A, B, C, D, z, delta_bias, softplus = inputs
+        out, x, _ = output
+        ctx.softplus = softplus
+        ctx.present = (D is not None, z is not None, delta_bias is not None)
+        # what mamba_ssm's SelectiveScanFn keeps: the inputs and the chunk states, and `out` under a gate
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, x, out if z is not None else None)
+
+    def backward(ctx, dout, _dx, dout_z):
+        u, delta, A, B, C, D, z, delta_bias, x, out = ctx.saved_tensors
+        g = dout_z if z is not None else dout
+        du, dd, dA, dB, dC, dD, dz, ddb = scan_bwd(u, delta, A, B, C, D, z, delta_bias, g, x, out, ctx.softplus)
+        has_d, has_z, has_b = ctx.present
+        return du, dd, dA, dB, dC, dD if has_d else None, dz if has_z else None, ddb if has_b else None, None
+
+    torch.library.register_autograd("costmodel::selective_scan_fwd", backward, setup_context=setup)
+
+    @torch.library.custom_op("costmodel::selective_state_update", mutates_args=("state",),
+                             schema="(Tensor(a!) state, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D, "
+                                    "Tensor? z, Tensor? dt_bias, bool softplus) -> Tensor")
+    def state_update(state, x, dt, A, B, C, D, z, dt_bias, softplus):
+        _no_kernel()
+
+    @state_update.register_fake
+    def _(state, x, dt, A, B, C, D, z, dt_bias, softplus):
+        return x.new_empty(x.shape)
+
+    _REGISTERED = True
+
+
+def selective_scan(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, **_):
+    """``mamba_ssm.selective_scan_fn`` as ``transformers`` calls it (``u``: ``(batch, dim, tokens)``; ``B``
+    and ``C``: ``(batch, state, tokens)``), on the stand-in operator."""
+    import torch
+
+    out, x, out_z = torch.ops.costmodel.selective_scan_fwd(hidden_states, dt, A, B, C, D, z, delta_bias,
+                                                            bool(delta_softplus))
+    y = out_z if z is not None else out
+    return (y, x[:, :, -1, 1::2]) if return_last_state else y
+
+
+def selective_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, z=None,
+                           **_):
+    """``mamba_ssm``'s ``selective_state_update`` as ``transformers`` calls it: one token's step, the state
+    updated in place."""
+    import torch
+
+    return torch.ops.costmodel.selective_state_update(state, hidden_states, dt, A, B, C, D, z, dt_bias,
+                                                      bool(dt_softplus))
+
+
+def check_ssm_kernels(kernels, model=None) -> str:
+    """``kernels`` if it is one of :data:`SSM_KERNELS` (and, for ``fused``, ``model`` is of the Mamba-1
+    family: its selective scans are what the stand-ins model), else an error naming the valid choices."""
+    from .._errors import InvalidInputError
+
+    if kernels not in SSM_KERNELS:
+        raise InvalidInputError(f"ssm_kernels must be one of {', '.join(SSM_KERNELS)}; got {kernels!r}")
+    if kernels == "fused" and model is not None:
+        t = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        if t not in MAMBA1_MODULES:
+            raise InvalidInputError(f"ssm_kernels='fused' costs Mamba's fused selective scan, in models of type "
+                                    f"{', '.join(MAMBA1_MODULES)}; {t} has no such layer (Mamba-2's chunked scan "
+                                    "and gated delta rules are costed as transformers' reference code)")
+    return kernels
+
+
+@contextlib.contextmanager
+def fused_ssm_kernels(on: bool = True) -> Iterator[list[str]]:
+    """Within the block, the Mamba-1 family's modeling modules call the stand-ins for ``mamba_ssm``'s fused
+    selective scan and state update; yields the model types it patched. ``on=False``: nothing changes."""
+    patched: list[tuple[object, str, object]] = []
+    types: list[str] = []
+    if on:
+        _register()
+        for t in MAMBA1_MODULES:
+            try:
+                mod = importlib.import_module(f"transformers.models.{t}.modeling_{t}")
+            except ImportError:
+                continue
+            for name, fn in (("mamba_selective_scan", selective_scan),
+                             ("mamba_selective_state_update", selective_state_update)):
+                if hasattr(mod, name):
+                    patched.append((mod, name, getattr(mod, name)))
+                    setattr(mod, name, fn)
+            types.append(t)
+    try:
+        yield types
+    finally:
+        for mod, name, fn in reversed(patched):
+            setattr(mod, name, fn)

@@ -1,0 +1,108 @@
+"""Mamba's fused selective-scan kernels (costmodel.frontends.hf.fused_ssm_kernels): the stand-ins replace transformers'
+reference loop over the tokens in graphs and allocation traces, count the same arithmetic, and are refused
+where a model has no such layer."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+from costmodel import InvalidInputError, estimate_llm  # noqa: E402
+from costmodel.frontends import hf_graph  # noqa: E402
+from costmodel.frontends.hf import fused_ssm_kernels, scan_flops  # noqa: E402
+
+MAMBA = {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "vocab_size": 512, "pad_token_id": 0,
+         "bos_token_id": 0, "eos_token_id": 0}
+
+
+def _quiet(fn, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*a, **kw)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_a_fused_scan_is_one_operator_per_layer_with_the_reference_loops_arithmetic(mode):
+    b, seq = 2, 64
+    ref = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, causal=True, mode=mode, cache=False)
+    fused = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, causal=True, mode=mode, cache=False,
+                   ssm_kernels="fused")
+    scans = [n for n in fused.nodes if n.op.endswith("selective_scan_fwd")]
+    assert len(scans) == MAMBA["num_hidden_layers"] and fused.meta["ssm_kernels"] == "fused"
+    inner = 2 * MAMBA["hidden_size"]
+    assert scans[0].flops == scan_flops(b, inner, seq, MAMBA["state_size"], gated=True)
+    assert scans[0].out_shapes[0] == (b, inner, seq)
+    assert scans[0].out_shapes[1] == (b, inner, 1, 2 * MAMBA["state_size"])  # fp32 states of each 2,048 tokens
+    # the loop of small operators is gone; the work the graph counts stays within a few percent
+    assert len(fused.nodes) < len(ref.nodes) / 5
+    assert fused.flops == pytest.approx(ref.flops, rel=0.05)
+    assert fused.params == ref.params
+    assert not any(n.op.endswith("selective_scan_fwd") for n in ref.nodes)
+
+
+def test_estimates_with_fused_scans_are_faster_to_make_and_to_run():
+    cfg = dict(MAMBA, model_type="mamba")
+    ref = _quiet(estimate_llm, cfg, batch=2, seq=128, mode="prefill", dtype="bf16")
+    fused = _quiet(estimate_llm, cfg, batch=2, seq=128, mode="prefill", dtype="bf16", ssm_kernels="fused")
+    assert fused.latency_ms < ref.latency_ms / 3  # 256 host dispatches per layer become one kernel
+    assert fused.details["memory"]["path"] == "replay" and fused.details["ssm_kernels"] == "fused"
+    note = [a for a in fused.assumptions if "fused kernels" in a and "selective scans" in a]
+    assert len(note) == 1, fused.assumptions
+    # the reference code that still runs is still named: the causal convolution, not the scan
+    ref_note = [a for a in fused.assumptions if "reference PyTorch code" in a]
+    assert ref_note and "selective_scan_fn" not in ref_note[0] and "causal_conv1d" in ref_note[0]
+    assert "ssm_kernels" not in ref.details
+
+
+def test_a_fused_training_step_keeps_what_mamba_ssm_keeps_and_runs_one_backward_kernel():
+    from costmodel.analysis.memreplay import replay_memory, workload_trace
+
+    cfg = dict(MAMBA, model_type="mamba")
+    step = _quiet(replay_memory, cfg, "h200", batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw",
+                  ssm_kernels="fused")
+    ref = _quiet(replay_memory, cfg, "h200", batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
+    # the reference loop keeps a state per token for its backward pass; the fused scan its inputs and the
+    # states of each chunk
+    assert 0 < step.allocated_mb < ref.allocated_mb
+    with fused_ssm_kernels():
+        trace = _quiet(workload_trace, cfg, batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
+    ops = [e.op or "" for e in trace.events if e.kind == "alloc"]
+    layers = MAMBA["num_hidden_layers"]
+    assert sum(o.startswith("selective_scan_bwd") for o in ops) >= layers  # the gradients of every input
+    assert sum(o.startswith("selective_scan_fwd") for o in ops) >= layers
+
+
+def test_a_fused_decode_step_updates_the_state_in_one_operator():
+    g = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=32, causal=True, decode=True, cache=False, ssm_kernels="fused")
+    upd = [n for n in g.nodes if n.op.endswith("selective_state_update")]
+    assert len(upd) == MAMBA["num_hidden_layers"] and upd[0].flops > 0
+
+
+def test_fused_kernels_are_refused_where_there_is_no_selective_scan():
+    with pytest.raises(InvalidInputError, match="ssm_kernels='fused' costs Mamba's .*gpt2 has no such layer"):
+        estimate_llm("gpt2", batch=1, seq=16, ssm_kernels="fused")
+    with pytest.raises(InvalidInputError, match="ssm_kernels must be one of reference, fused; got 'fast'"):
+        estimate_llm(dict(MAMBA, model_type="mamba"), batch=1, seq=16, ssm_kernels="fast")
+    with pytest.raises(InvalidInputError, match="predictor='timeline'"):
+        estimate_llm(dict(MAMBA, model_type="mamba"), batch=1, seq=16, ssm_kernels="fused", predictor="llm-xgb")
+    mamba2 = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "num_heads": 4,
+              "head_dim": 32, "n_groups": 1, "vocab_size": 512, "pad_token_id": 0}
+    with pytest.raises(InvalidInputError, match="mamba2 has no such layer"):
+        _quiet(estimate_llm, mamba2, batch=1, seq=16, ssm_kernels="fused")
+
+
+def test_the_stand_ins_have_no_arithmetic_and_leave_the_modules_as_they_were():
+    import torch
+
+    import transformers.models.mamba.modeling_mamba as mm
+
+    before = mm.mamba_selective_scan
+    with fused_ssm_kernels() as types:
+        assert "mamba" in types and mm.mamba_selective_scan is not before
+        u = torch.zeros(1, 4, 3)
+        with pytest.raises(RuntimeError, match="shapes only"):
+            mm.mamba_selective_scan(u, u, torch.zeros(4, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3))
+    assert mm.mamba_selective_scan is before
