@@ -85,9 +85,10 @@ def _replay(row: dict, ov):
         if row["mode"] == "training":  # a fine-tuning step, measured with its optimizer
             return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], mode="training",
                                  optimizer=row.get("optimizer", "adamw"), dtype=row["dtype"], overheads=ov,
-                                 target_seq=row.get("target_seq"))
+                                 target_seq=row.get("target_seq"), ssm_kernels=row.get("ssm_kernels", "reference"))
         return replay_memory(run_config(row), "h200", batch=row["batch"], seq=row["seq"], phase=row["mode"],
-                             dtype=row["dtype"], overheads=ov, target_seq=row.get("target_seq"))
+                             dtype=row["dtype"], overheads=ov, target_seq=row.get("target_seq"),
+                             ssm_kernels=row.get("ssm_kernels", "reference"))
     mode = "training" if row["mode"] == "train" else "inference"
     return replay_memory(row["spec"], "h200", batch=row["batch"], mode=mode, dtype=row["dtype"], overheads=ov)
 

@@ -140,7 +140,8 @@ def _llm_row(r: dict, device: str) -> PerfRow:
         energy_j=_label(r, "energy_j"),
         power_w=_label(r, "power_w"),
         spec={"model_type": r["model_type"], "config": config, "causal": r.get("causal"),
-              **({"target_seq": int(r["target_seq"])} if r.get("target_seq") is not None else {})},
+              **({"target_seq": int(r["target_seq"])} if r.get("target_seq") is not None else {}),
+              **({"ssm_kernels": r["ssm_kernels"]} if r.get("ssm_kernels") == "fused" else {})},
         seq=int(r["seq"]),
         phase=r["mode"],
         raw=r,
@@ -240,6 +241,7 @@ class PerfDataset(Sequence[PerfRow]):
                 r.spec["model_type"], r.spec["config"], batch=r.batch, seq=r.seq,
                 causal=r.spec.get("causal"), method=self.method, decode=r.phase == "decode", fused=fused,
                 mode="training" if r.phase == "training" else "inference", target_seq=r.spec.get("target_seq"),
+                ssm_kernels=r.spec.get("ssm_kernels", "reference"),
             )
         else:
             raise InvalidInputError(f"row {i} ({r.model} {r.phase}) has no graph: unknown phase {r.phase!r}")

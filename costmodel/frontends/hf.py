@@ -16,6 +16,7 @@ from typing import Iterator
 
 from .._errors import InvalidInputError, ModelLoadError
 from ..ir import CostGraph
+from ._ssm import MAMBA1_MODULES as MAMBA1_TYPES  # noqa: F401 - public here
 from ._ssm import SSM_KERNELS, check_ssm_kernels, fused_ssm_kernels, scan_flops  # noqa: F401 - public here
 
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
@@ -74,6 +75,11 @@ def reference_kernels() -> Iterator[set]:
     without saying so, so an eager run (the allocation trace) is where this is asked."""
     found: set[str] = set()
     hub = sys.modules.get("transformers.integrations.hub_kernels")
+    if hub is None:  # no model built yet (a measurement builds it inside the block)
+        try:
+            import transformers.integrations.hub_kernels as hub
+        except ImportError:  # a transformers without hub kernels
+            hub = None
     log = getattr(hub, "logger", None)
     if log is None:
         yield found

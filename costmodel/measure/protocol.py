@@ -49,7 +49,7 @@ import time
 from typing import Any, Callable
 
 from .._errors import InvalidInputError
-from ..frontends.hf import prefill_kwargs, prefilled, seq2seq_inputs, step_kwargs
+from ..frontends.hf import MAMBA1_TYPES, prefill_kwargs, prefilled, reference_kernels, seq2seq_inputs, step_kwargs
 from .energy import ENERGY_SPAN_S, energy_between_updates
 from .models import _drop_model, _model, _torch_dtype
 from .probes import _MB, _Device, _device, _rss_mb, _version, cpu_name, normalize_device
@@ -434,7 +434,12 @@ def measure(spec: dict | WorkItem, batch: int | None = None, *, device: str = "c
     if threads and not d.cuda:
         d.torch.set_num_threads(threads)
     d.min_window_s = window_s if window_s is not None else MIN_WINDOW_S  # the device object is shared
-    row = _measure_rows(item, d, ops=ops)
+    if item.kind == "llm":
+        with reference_kernels() as ref:
+            row = _measure_rows(item, d, ops=ops)
+        row.update(kernel_record(item.spec["model_type"], ref))
+    else:
+        row = _measure_rows(item, d, ops=ops)
     if window_s is not None and window_s != MIN_WINDOW_S:
         row["min_window_s"] = window_s
     return row
@@ -453,6 +458,17 @@ def _is_oom(e: BaseException) -> bool:
         return True
     msg = str(e).lower()
     return isinstance(e, RuntimeError) and ("out of memory" in msg or "alloc_failed" in msg)
+
+
+def kernel_record(model_type: str, reference: set) -> dict:
+    """What a transformer row records of the kernels it ran: ``reference_kernels``, the fused kernels
+    transformers replaced by its reference PyTorch code (where any), and for the Mamba-1 family
+    ``ssm_kernels``, ``fused`` where its selective scan ran ``mamba_ssm``'s kernel (the dataset then costs
+    the row's graph with the stand-ins of ``costmodel.frontends.hf.fused_ssm_kernels``)."""
+    out: dict = {"reference_kernels": sorted(reference)} if reference else {}
+    if model_type in MAMBA1_TYPES:
+        out["ssm_kernels"] = "reference" if "selective_scan_fn" in reference else "fused"
+    return out
 
 
 def _oom_row(item: WorkItem, device_name: str, err: str) -> dict:

@@ -334,3 +334,24 @@ def test_nvml_that_cannot_read_energy_or_memory_says_so(fake_cuda, monkeypatch, 
     assert hw["energy_counter"] is False and "energy counter" in hw["energy_error"] and "memory" in hw["memory_error"]
 
 
+
+
+def test_a_transformer_row_records_the_kernels_it_ran(tmp_path):
+    # on this CPU a Mamba model runs transformers' reference scan and convolution: the row says so, and the
+    # dataset costs a row that ran the fused scan (on a GPU with mamba_ssm) with the stand-ins
+    from costmodel.datasets import PerfDataset
+
+    mamba = {"model": "tiny-mamba", "model_type": "mamba", "causal": True,
+             "config": {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 4, "vocab_size": 256}}
+    row = measure(mamba, 1, device="cpu", seq=8)
+    assert row["ssm_kernels"] == "reference" and "selective_scan_fn" in row["reference_kernels"]
+    (tmp_path / "cpu").mkdir()
+    rows = [dict(row, device="cpu"), dict(row, device="cpu", ssm_kernels="fused", batch=2)]
+    (tmp_path / "cpu" / "llm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = PerfDataset.load(tmp_path, device="cpu", kinds=("llm",))
+    scans = [[n for n in ds.graph(i).nodes if "selective_scan_fwd" in n.op] for i in range(2)]
+    assert len(scans[0]) == 0 and len(scans[1]) == 1
+    assert "ssm_kernels" not in measure(TINY_GPT2, 1, device="cpu", seq=8)
+    assert P.kernel_record("mamba", {"causal_conv1d_fn"}) == {"reference_kernels": ["causal_conv1d_fn"],
+                                                              "ssm_kernels": "fused"}
+    assert P.kernel_record("gpt2", set()) == {}
