@@ -136,7 +136,9 @@ def test_shipped_transformer_steps_spec():
     from costmodel.frontends.hf import build_hf_model
 
     items = load_work(SPECS_DIR / "h200_llm_steps.json")
-    assert all(i.kind == "llm" for i in items) and len(items) == 17
+    assert all(i.kind == "llm" for i in items) and len(items) == 19
+    # an encoder-decoder with a target of its own length
+    assert [(i.mode, i.seq, i.target_seq) for i in items if i.target_seq] == [("forward", 512, 64), ("training", 512, 64)]
     assert {i.spec["model"] for i in items if i.mode == "training"} == {"gpt2", "qwen2-0.5b", "tinyllama-1.1b",
                                                                          "t5-small"}
     assert {i.mode for i in items if i.spec["model"] == "t5-small"} == {"forward", "decode", "training"}
