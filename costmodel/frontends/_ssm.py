@@ -143,8 +143,11 @@ def selective_scan(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, 
     and ``C``: ``(batch, state, tokens)``), on the stand-in operator."""
     import torch
 
-    out, x, out_z = torch.ops.costmodel.selective_scan_fwd(hidden_states, dt, A, B, C, D, z, delta_bias,
-                                                            bool(delta_softplus))
+    def dense(t):  # what SelectiveScanFn copies first: an operand whose last dimension is strided
+        return t.contiguous() if t is not None and t.stride(-1) != 1 else t
+
+    out, x, out_z = torch.ops.costmodel.selective_scan_fwd(dense(hidden_states), dense(dt), A, dense(B), dense(C),
+                                                            D, dense(z), delta_bias, bool(delta_softplus))
     y = out_z if z is not None else out
     return (y, x[:, :, -1, 1::2]) if return_last_state else y
 
