@@ -11,7 +11,8 @@ with shapes only (meta and fake kernels; no arithmetic), shaped as ``mamba_ssm``
 * ``costmodel::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus) -> (out, x, out_z)``:
   ``out`` and the gated ``out_z`` in ``u``'s dtype, and ``x``, the fp32 scan states at the end of
   every chunk of :data:`CHUNK` tokens, ``(batch, dim, chunks, 2 x state)``, which the backward pass
-  starts from. A training step keeps what ``mamba_ssm``'s autograd function keeps: the inputs, ``x``,
+  starts from. Operands whose last dimension is strided are copied first, as ``SelectiveScanFn`` does
+  (transformers hands it ``B`` and ``C`` transposed). A training step keeps what ``mamba_ssm``'s autograd function keeps: the inputs, ``x``,
   and ``out`` where there is a gate.
 * ``costmodel::selective_scan_bwd``: the gradients of every input, one kernel.
 * ``costmodel::selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, softplus) -> out``: one
