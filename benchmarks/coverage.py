@@ -144,20 +144,26 @@ def _vision(name: str) -> list[dict]:
     return out
 
 
-def _llm(model_type: str) -> list[dict]:
+#: the suffix of a transformers job whose Mamba-1 selective scans are costed as mamba_ssm's fused kernels
+FUSED = "+fused-scan"
+
+
+def _llm(job: str) -> list[dict]:
     import costmodel
 
+    model_type = job.removesuffix(FUSED)
+    kernels = {"ssm_kernels": "fused"} if job.endswith(FUSED) else {}
     out = []
     for mode, batch, seq in LLM_WORK:
         t0 = time.perf_counter()
-        row = {"model": f"hf:{model_type}", "mode": mode, "dtype": "bf16" if mode == "training" else "fp16",
+        row = {"model": f"hf:{job}", "mode": mode, "dtype": "bf16" if mode == "training" else "fp16",
                "batch": batch}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 e = costmodel.estimate_llm(dict(LLM_CONFIGS[model_type], model_type=model_type), batch=batch,
                                            seq=seq, device="h200", dtype="bf16" if mode == "training" else "fp16",
-                                           mode=mode)
+                                           mode=mode, **kernels)
             row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j, **_memory_path(e))
         except Exception as ex:  # noqa: BLE001
             row.update(ok=False, error=f"{type(ex).__name__}: {str(ex)[:300]}")
@@ -248,7 +254,10 @@ def main(argv=None) -> int:
 
     tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
     timm = [f"timm:{n}" for n in TIMM]
-    llm = list(LLM_CONFIGS)
+    from costmodel.frontends.hf import MAMBA1_TYPES
+
+    # the Mamba-1 family once more, its scans as the fused kernels a GPU with mamba_ssm runs
+    llm = list(LLM_CONFIGS) + [t + FUSED for t in LLM_CONFIGS if t in MAMBA1_TYPES]
     if args.quick:
         tv, timm, llm = tv[:4], timm[:4], ["mixtral", "mpt", "electra"]
     jobs = [("torchvision", n) for n in tv] + [("timm", n) for n in timm] + [("transformers", n) for n in llm]
