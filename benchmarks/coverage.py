@@ -144,7 +144,7 @@ def _vision(name: str) -> list[dict]:
     return out
 
 
-#: the suffix of a transformers job whose Mamba-1 selective scans are costed as mamba_ssm's fused kernels
+#: the suffix of a transformers job whose Mamba scans are costed as mamba_ssm's fused kernels
 FUSED = "+fused-scan"
 
 
@@ -254,10 +254,10 @@ def main(argv=None) -> int:
 
     tv = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
     timm = [f"timm:{n}" for n in TIMM]
-    from costmodel.frontends.hf import MAMBA1_TYPES
+    from costmodel.frontends.hf import MAMBA1_TYPES, MAMBA2_TYPES
 
-    # the Mamba-1 family once more, its scans as the fused kernels a GPU with mamba_ssm runs
-    llm = list(LLM_CONFIGS) + [t + FUSED for t in LLM_CONFIGS if t in MAMBA1_TYPES]
+    # the Mamba families once more, their scans as the fused kernels a GPU with mamba_ssm runs
+    llm = list(LLM_CONFIGS) + [t + FUSED for t in LLM_CONFIGS if t in MAMBA1_TYPES + MAMBA2_TYPES]
     if args.quick:
         tv, timm, llm = tv[:4], timm[:4], ["mixtral", "mpt", "electra"]
     jobs = [("torchvision", n) for n in tv] + [("timm", n) for n in timm] + [("transformers", n) for n in llm]

@@ -38,8 +38,8 @@ def register_llm(sub) -> None:
                         "source tokens: the targets of --mode forward and training, the tokens generated so far "
                         "in --mode decode (default: --seq)")
     m.add_argument("--ssm-kernels", default="reference", choices=("reference", "fused"),
-                   help="a Mamba-family model's selective scans: transformers' reference loop over the tokens "
-                        "(what runs without mamba_ssm; default) or the fused kernels a GPU with mamba_ssm runs")
+                   help="a Mamba or Mamba-2 family model's scans: transformers' reference PyTorch code (what runs "
+                        "without mamba_ssm; default) or the fused kernels a GPU with mamba_ssm runs")
     m.add_argument("--device", default="h200", help="device name (default h200; see `costmodel devices`)")
     m.add_argument("--dtype", default="fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"),
                    help="weights/activations dtype (default fp16)")

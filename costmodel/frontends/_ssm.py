@@ -1,11 +1,13 @@
 """Mamba's fused selective-scan kernels, as operators a graph and an allocation trace can hold.
 
-On meta and fake tensors ``transformers`` runs its reference selective scan: a Python loop over the
-tokens, a few small operators per token and layer. A GPU with ``mamba_ssm`` (or the Hugging Face
-``kernels`` package) runs one kernel per layer instead: ``selective_scan_fn`` over the sequence (prefill,
-forward, training) and ``selective_state_update`` for one decode step. :func:`fused_ssm_kernels` puts
-stand-ins for those two in the modeling modules of the Mamba-1 family (Mamba, Falcon-Mamba, Jamba,
-Zamba) while a graph is built or an allocation is traced. The stand-ins are ``torch.library`` operators
+On meta and fake tensors ``transformers`` runs its reference selective scans: for Mamba-1 a Python loop
+over the tokens, a few small operators per token and layer; for Mamba-2 the chunked algorithm written as
+dozens of PyTorch operators per layer. A GPU with ``mamba_ssm`` (or the Hugging Face ``kernels`` package)
+runs a few fused kernels instead: ``selective_scan_fn`` or ``mamba_chunk_scan_combined`` over the sequence
+(prefill, forward, training) and ``selective_state_update`` for one decode step. :func:`fused_ssm_kernels`
+puts stand-ins for them in the modeling modules of the Mamba-1 family (Mamba, Falcon-Mamba, Jamba,
+Zamba) and of the Mamba-2 family (Mamba-2, Bamba, Falcon-H1, Granite 4 hybrids, Nemotron-H, Zamba2)
+while a graph is built or an allocation is traced. The stand-ins are ``torch.library`` operators
 with shapes only (meta and fake kernels; no arithmetic), shaped as ``mamba_ssm`` shapes its results:
 
 * ``costmodel::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus) -> (out, x, out_z)``:
@@ -16,13 +18,18 @@ with shapes only (meta and fake kernels; no arithmetic), shaped as ``mamba_ssm``
   and ``out`` where there is a gate.
 * ``costmodel::selective_scan_bwd``: the gradients of every input, one kernel.
 * ``costmodel::selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, softplus) -> out``: one
-  token's step, updating ``state`` in place.
+  token's step, updating ``state`` in place (both families).
+* ``costmodel::chunk_scan_fwd`` (Mamba-2): the output (and the gated output), the chunks' cumulative
+  decays and time steps, the states at each chunk's end and each chunk's ``C B^T`` (fp32; the last two
+  are freed when the call returns), and the final state; a training step keeps what
+  ``MambaChunkScanCombinedFn`` keeps (the inputs, the decays and the output) and one
+  ``costmodel::chunk_scan_bwd`` recomputes the states and ``C B^T`` for every input's gradient.
 
 Each counts the scan's arithmetic (:func:`scan_flops`) and reads and writes its operands once, so the
-timeline costs it by its roofline. What is not modelled: ``mamba_inner_fn``, which a training step on
-such a GPU runs to fuse the convolution and the projections around the scan as well (the trace keeps
-them as the separate operators transformers' own path runs), the fused causal convolution, and Mamba-2's
-chunked scan (``mamba_chunk_scan_combined``).
+timeline costs it by its roofline. What is not modelled: ``mamba_inner_fn`` and
+``mamba_split_conv1d_scan_combined``, which a training step on such a GPU runs to fuse the convolution and
+the projections around the scan as well (the trace keeps them as the separate operators transformers' own
+path runs), and the fused causal convolution.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ SCAN_FLOPS_PER_STATE = 9
 #: the modeling modules whose Mamba-1 mixers call ``mamba_selective_scan`` and
 #: ``mamba_selective_state_update`` by their module's names
 MAMBA1_MODULES = ("mamba", "falcon_mamba", "jamba", "zamba")
+#: the modeling modules whose Mamba-2 mixers call ``mamba2_chunk_scan`` and ``mamba2_selective_state_update``
+MAMBA2_MODULES = ("mamba2", "bamba", "falcon_h1", "granitemoehybrid", "nemotron_h", "zamba2")
 #: what the choice of kernels can be
 SSM_KERNELS = ("reference", "fused")
 
@@ -54,8 +63,25 @@ def scan_flops(batch: int, dim: int, tokens: int, state: int, gated: bool) -> fl
     return elems * (SCAN_FLOPS_PER_STATE * state + 2 + (5 if gated else 0))
 
 
-def fused_flops(base: str, in_shapes) -> float | None:
-    """The FLOPs of a stand-in operator by its base name and operand shapes (``None``: not one of them)."""
+def chunk_scan_flops(batch: int, tokens: int, heads: int, head_dim: int, groups: int, state: int,
+                     chunk: int) -> float:
+    """FLOPs of Mamba-2's chunked scan as ``mamba_chunk_scan_combined`` runs it: each chunk's state
+    (``B`` against ``x``), the states passed from chunk to chunk, ``C B^T`` within a chunk per group, and the
+    output: the states read through ``C``, plus the causal half of the chunk's ``(C B^T) x``."""
+    chunks = math.ceil(tokens / chunk)
+    state_fl = 2.0 * batch * tokens * heads * head_dim * state  # chunk_state, and again for C . states
+    cb = 2.0 * batch * chunks * groups * chunk * chunk * state
+    diag = float(batch) * chunks * heads * head_dim * chunk * (chunk + 1)  # causal: (chunk + 1) / 2 pairs a row
+    passing = 2.0 * batch * chunks * heads * head_dim * state
+    return 2 * state_fl + cb + diag + passing
+
+
+def fused_flops(base: str, in_shapes, out_shapes=()) -> float | None:
+    """The FLOPs of a stand-in operator by its base name and operand (and result) shapes (``None``: not one
+    of them)."""
+    if base == "chunk_scan_fwd" and len(in_shapes) >= 5 and len(in_shapes[0]) == 4 and len(out_shapes) >= 6:
+        (b, tokens, h, p), (g, n), chunk = in_shapes[0], in_shapes[3][2:], out_shapes[5][-1]
+        return chunk_scan_flops(b, tokens, h, p, g, n, chunk)
     if base == "selective_scan_fwd" and len(in_shapes) >= 3 and len(in_shapes[0]) == 3:
         (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
         # u, delta and a gate z have the input's shape
@@ -63,9 +89,9 @@ def fused_flops(base: str, in_shapes) -> float | None:
     if base == "selective_scan_bwd" and len(in_shapes) >= 3 and len(in_shapes[0]) == 3:
         (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
         return 2.0 * scan_flops(b, d, tokens, state, gated=True)  # the recurrence run back, every input's gradient
-    if base == "selective_state_update" and len(in_shapes) >= 1 and len(in_shapes[0]) == 3:
-        b, d, state = in_shapes[0]
-        return scan_flops(b, d, 1, state, gated=True)
+    if base == "selective_state_update" and len(in_shapes) >= 1 and len(in_shapes[0]) >= 3:
+        *lead, state = in_shapes[0]  # (batch, dim, state) or Mamba-2's (batch, heads, head_dim, state)
+        return scan_flops(lead[0], math.prod(lead[1:]), 1, state, gated=True)
     return None
 
 
@@ -135,7 +161,86 @@ def _register() -> None:
     def _(state, x, dt, A, B, C, D, z, dt_bias, softplus):
         return x.new_empty(x.shape)
 
+    _register_chunk_scan(torch, _no_kernel)
     _REGISTERED = True
+
+
+def _register_chunk_scan(torch, no_kernel) -> None:
+    """Mamba-2's ``mamba_chunk_scan_combined``: the forward's results and transients, its saved tensors and
+    one backward operator."""
+    f32 = torch.float32
+
+    @torch.library.custom_op("costmodel::chunk_scan_fwd", mutates_args=(),
+                             schema="(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, int chunk_size, Tensor? D, "
+                                    "Tensor? z, Tensor? dt_bias, Tensor? initial_states) -> "
+                                    "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+    def chunk_fwd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states):
+        no_kernel()
+
+    @chunk_fwd.register_fake
+    def _(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states):
+        b, tokens, h, p = x.shape
+        g, n = B.shape[2], B.shape[3]
+        c = max(1, math.ceil(tokens / chunk_size))
+        return (x.new_empty(x.shape), x.new_empty(x.shape if z is not None else (0,)),  # out, gated out
+                x.new_empty((b, h, c, chunk_size), dtype=f32), x.new_empty((b, h, c, chunk_size), dtype=f32),
+                x.new_empty((b, c, h, p, n), dtype=f32),  # each chunk's state (freed after the call)
+                x.new_empty((b, c, g, chunk_size, chunk_size), dtype=f32),  # C B^T per chunk (freed too)
+                x.new_empty((b, h, p, n), dtype=f32))  # the final state
+
+    @torch.library.custom_op("costmodel::chunk_scan_bwd", mutates_args=(),
+                             schema="(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, int chunk_size, Tensor? D, "
+                                    "Tensor? z, Tensor? dt_bias, Tensor? initial_states, Tensor dout, Tensor out, "
+                                    "Tensor dA_cumsum) -> Tensor[]")
+    def chunk_bwd(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dout, out, dA_cumsum):
+        no_kernel()
+
+    @chunk_bwd.register_fake
+    def _(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dout, out, dA_cumsum):
+        b, tokens, h, p = x.shape
+        g, n = B.shape[2], B.shape[3]
+        c = max(1, math.ceil(tokens / chunk_size))
+        none = x.new_empty((0,))
+
+        def like(t, dtype=None):
+            return t.new_empty(t.shape, dtype=dtype or t.dtype) if t is not None else none
+        return [like(x), like(dt), like(A, f32), like(B), like(C), like(D, f32), like(z), like(dt_bias, f32),
+                like(initial_states), x.new_empty((b, c, h, p, n), dtype=f32),  # the states, recomputed
+                x.new_empty((b, c, g, chunk_size, chunk_size), dtype=f32)]  # and C B^T
+
+    def setup(ctx, inputs, output):
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states = inputs
+        out, out_x, dA_cumsum = output[0], output[1], output[2]
+        ctx.chunk_size = chunk_size
+        ctx.present = (D is not None, z is not None, dt_bias is not None, initial_states is not None)
+        # what MambaChunkScanCombinedFn keeps (the states and C B^T are recomputed in the backward pass)
+        ctx.save_for_backward(out_x if z is not None else out, x, dt, dA_cumsum, A, B, C, D, z, dt_bias,
+                              initial_states)
+
+    def backward(ctx, dout, dout_x, *_):
+        out, x, dt, dA_cumsum, A, B, C, D, z, dt_bias, initial_states = ctx.saved_tensors
+        g = dout_x if z is not None else dout
+        dx, ddt, dA, dB, dC, dD, dz, ddtb, dinit, _states, _cb = chunk_bwd(
+            x, dt, A, B, C, ctx.chunk_size, D, z, dt_bias, initial_states, g, out, dA_cumsum)
+        has_d, has_z, has_b, has_i = ctx.present
+        return (dx, ddt, dA, dB, dC, None, dD if has_d else None, dz if has_z else None, ddtb if has_b else None,
+                dinit if has_i else None)
+
+    torch.library.register_autograd("costmodel::chunk_scan_fwd", backward, setup_context=setup)
+
+
+def chunk_scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, initial_states=None, dt_softplus=False,
+               dt_limit=(0.0, float("inf")), return_final_states=False, z=None, **_):
+    """``mamba_ssm``'s ``mamba_chunk_scan_combined`` as ``transformers`` calls it (``hidden_states``:
+    ``(batch, tokens, heads, head_dim)``; ``B`` and ``C``: ``(batch, tokens, groups, state)``), on the
+    stand-in operator; the chunks' states and ``C B^T`` are freed when it returns, as the kernels' are."""
+    import torch
+
+    out, out_x, _da, _dt, states, cb, final = torch.ops.costmodel.chunk_scan_fwd(
+        hidden_states, dt, A, B, C, int(chunk_size), D, z, dt_bias, initial_states)
+    del states, cb, _da, _dt
+    y = out_x if z is not None else out
+    return (y, final) if return_final_states else y
 
 
 def selective_scan(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -172,10 +277,10 @@ def check_ssm_kernels(kernels, model=None) -> str:
         raise InvalidInputError(f"ssm_kernels must be one of {', '.join(SSM_KERNELS)}; got {kernels!r}")
     if kernels == "fused" and model is not None:
         t = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        if t not in MAMBA1_MODULES:
-            raise InvalidInputError(f"ssm_kernels='fused' costs Mamba's fused selective scan, in models of type "
-                                    f"{', '.join(MAMBA1_MODULES)}; {t} has no such layer (Mamba-2's chunked scan "
-                                    "and gated delta rules are costed as transformers' reference code)")
+        if t not in MAMBA1_MODULES + MAMBA2_MODULES:
+            raise InvalidInputError(f"ssm_kernels='fused' costs Mamba's fused selective scans, in models of type "
+                                    f"{', '.join(MAMBA1_MODULES + MAMBA2_MODULES)}; {t} has no such layer (gated "
+                                    "delta rules and other mixers are costed as transformers' reference code)")
     return kernels
 
 
@@ -187,13 +292,15 @@ def fused_ssm_kernels(on: bool = True) -> Iterator[list[str]]:
     types: list[str] = []
     if on:
         _register()
-        for t in MAMBA1_MODULES:
+        for t in MAMBA1_MODULES + MAMBA2_MODULES:
             try:
                 mod = importlib.import_module(f"transformers.models.{t}.modeling_{t}")
             except ImportError:
                 continue
             for name, fn in (("mamba_selective_scan", selective_scan),
-                             ("mamba_selective_state_update", selective_state_update)):
+                             ("mamba_selective_state_update", selective_state_update),
+                             ("mamba2_chunk_scan", chunk_scan),
+                             ("mamba2_selective_state_update", selective_state_update)):
                 if hasattr(mod, name):
                     patched.append((mod, name, getattr(mod, name)))
                     setattr(mod, name, fn)

@@ -17,7 +17,8 @@ from typing import Iterator
 from .._errors import InvalidInputError, ModelLoadError
 from ..ir import CostGraph
 from ._ssm import MAMBA1_MODULES as MAMBA1_TYPES  # noqa: F401 - public here
-from ._ssm import SSM_KERNELS, check_ssm_kernels, fused_ssm_kernels, scan_flops  # noqa: F401 - public here
+from ._ssm import MAMBA2_MODULES as MAMBA2_TYPES  # noqa: F401 - public here
+from ._ssm import SSM_KERNELS, check_ssm_kernels, chunk_scan_flops, fused_ssm_kernels, scan_flops  # noqa: F401
 
 _DROP = {"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "model_type"}
 

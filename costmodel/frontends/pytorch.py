@@ -205,7 +205,7 @@ class _Emitter:
         attrs: dict[str, Any] = {}
         if inplace:
             attrs["inplace"] = True
-        if (fused := fused_flops(base, in_shapes)) is not None:
+        if (fused := fused_flops(base, in_shapes, [o[1] for o in outputs])) is not None:
             attrs["flops"] = fused  # a fused kernel's own arithmetic (Mamba's selective scan)
 
         if kind in ("conv", "conv_transpose"):

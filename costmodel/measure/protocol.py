@@ -49,7 +49,7 @@ import time
 from typing import Any, Callable
 
 from .._errors import InvalidInputError
-from ..frontends.hf import MAMBA1_TYPES, prefill_kwargs, prefilled, reference_kernels, seq2seq_inputs, step_kwargs
+from ..frontends.hf import MAMBA1_TYPES, MAMBA2_TYPES, prefill_kwargs, prefilled, reference_kernels, seq2seq_inputs, step_kwargs
 from .energy import ENERGY_SPAN_S, energy_between_updates
 from .models import _drop_model, _model, _torch_dtype
 from .probes import _MB, _Device, _device, _rss_mb, _version, cpu_name, normalize_device
@@ -464,10 +464,13 @@ def kernel_record(model_type: str, reference: set) -> dict:
     """What a transformer row records of the kernels it ran: ``reference_kernels``, the fused kernels
     transformers replaced by its reference PyTorch code (where any), and for the Mamba-1 family
     ``ssm_kernels``, ``fused`` where its selective scan ran ``mamba_ssm``'s kernel (the dataset then costs
-    the row's graph with the stand-ins of ``costmodel.frontends.hf.fused_ssm_kernels``)."""
+    the row's graph with the stand-ins of ``costmodel.frontends.hf.fused_ssm_kernels``); the same for the
+    Mamba-2 family's chunked scan."""
     out: dict = {"reference_kernels": sorted(reference)} if reference else {}
-    if model_type in MAMBA1_TYPES:
-        out["ssm_kernels"] = "reference" if "selective_scan_fn" in reference else "fused"
+    scan = ("selective_scan_fn" if model_type in MAMBA1_TYPES else
+            "mamba_chunk_scan_combined" if model_type in MAMBA2_TYPES else None)
+    if scan:
+        out["ssm_kernels"] = "reference" if scan in reference else "fused"
     return out
 
 

@@ -270,8 +270,8 @@ def amp_note(amp: str) -> str:
 
 
 #: what an estimate with Mamba's fused selective scans rests on
-FUSED_SSM_NOTE = ("selective scans costed as mamba_ssm's fused kernels (one kernel per layer and call, its operands "
-                  "read and written once, the states of every 2,048 tokens kept for the backward pass); the "
+FUSED_SSM_NOTE = ("selective scans costed as mamba_ssm's fused kernels (one operator per layer and call, its "
+                  "operands read and written once, what the kernels keep for the backward pass allocated); the "
                   "projections and convolution around them as transformers runs them; no measured row has a "
                   "state-space layer")
 

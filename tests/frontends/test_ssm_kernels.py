@@ -88,10 +88,45 @@ def test_fused_kernels_are_refused_where_there_is_no_selective_scan():
         estimate_llm(dict(MAMBA, model_type="mamba"), batch=1, seq=16, ssm_kernels="fast")
     with pytest.raises(InvalidInputError, match="predictor='timeline'"):
         estimate_llm(dict(MAMBA, model_type="mamba"), batch=1, seq=16, ssm_kernels="fused", predictor="llm-xgb")
-    mamba2 = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "num_heads": 4,
-              "head_dim": 32, "n_groups": 1, "vocab_size": 512, "pad_token_id": 0}
-    with pytest.raises(InvalidInputError, match="mamba2 has no such layer"):
-        _quiet(estimate_llm, mamba2, batch=1, seq=16, ssm_kernels="fused")
+    lfm2 = {"model_type": "lfm2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "layer_types": ["conv", "full_attention"]}
+    with pytest.raises(InvalidInputError, match="lfm2 has no such layer"):
+        _quiet(estimate_llm, lfm2, batch=1, seq=16, ssm_kernels="fused")
+
+
+MAMBA2 = {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "num_heads": 4, "head_dim": 32, "n_groups": 1,
+          "vocab_size": 512, "pad_token_id": 0, "chunk_size": 32}
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_mamba2s_chunked_scan_is_one_operator_with_the_chunked_algorithms_arithmetic(mode):
+    from costmodel.frontends.hf import chunk_scan_flops
+
+    b, seq = 2, 100  # four chunks of 32, the last one padded
+    ref = _quiet(hf_graph, "mamba2", MAMBA2, batch=b, seq=seq, causal=True, mode=mode, cache=False)
+    fused = _quiet(hf_graph, "mamba2", MAMBA2, batch=b, seq=seq, causal=True, mode=mode, cache=False,
+                   ssm_kernels="fused")
+    scans = [n for n in fused.nodes if n.op.endswith("chunk_scan_fwd")]
+    assert len(scans) == MAMBA2["num_hidden_layers"]
+    h, p, n, chunk = MAMBA2["num_heads"], MAMBA2["head_dim"], MAMBA2["state_size"], MAMBA2["chunk_size"]
+    assert scans[0].flops == chunk_scan_flops(b, seq, h, p, 1, n, chunk)
+    # the chunks' states and C B^T are written by the kernels: results of the operator
+    assert (b, 4, h, p, n) in scans[0].out_shapes and (b, 4, 1, chunk, chunk) in scans[0].out_shapes
+    assert len(fused.nodes) < len(ref.nodes) / 2 and fused.params == ref.params
+    # the reference repeats B and C over the heads and multiplies whole chunk squares: more work
+    assert fused.flops < ref.flops
+
+
+def test_a_fused_mamba2_step_holds_less_than_the_reference_chunks():
+    from costmodel.analysis.memreplay import replay_memory
+
+    cfg = dict(MAMBA2, model_type="mamba2")
+    kw = dict(batch=2, seq=128, mode="training", dtype="bf16", optimizer="adamw")
+    fused = _quiet(replay_memory, cfg, "h200", ssm_kernels="fused", **kw)
+    ref = _quiet(replay_memory, cfg, "h200", **kw)
+    assert 0 < fused.allocated_mb < ref.allocated_mb
+    d = _quiet(estimate_llm, cfg, batch=2, seq=64, mode="decode", ssm_kernels="fused")
+    assert d.details["memory"]["path"] == "replay" and d.details["ssm_kernels"] == "fused"
 
 
 def test_the_stand_ins_have_no_arithmetic_and_leave_the_modules_as_they_were():
