@@ -87,7 +87,7 @@ _reg("dropout", "dropout native_dropout feature_dropout alpha_dropout feature_al
 # the stand-ins for Mamba's fused selective-scan kernels (``frontends._ssm``): one kernel each, costed by the
 # FLOPs of the scan (``attrs["flops"]``) and one read and write of its operands; like an activation, a
 # training step runs one backward kernel for the forward one
-_reg("activation", "selective_scan_fwd selective_state_update chunk_scan_fwd")
+_reg("activation", "selective_scan_fwd selective_state_update chunk_scan_fwd causal_conv1d_fwd causal_conv1d_update")
 
 #: operators that carry no tensor work at all (bookkeeping, asserts, symbolic sizes)
 IGNORED = frozenset(

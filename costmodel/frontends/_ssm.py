@@ -26,10 +26,11 @@ with shapes only (meta and fake kernels; no arithmetic), shaped as ``mamba_ssm``
   ``costmodel::chunk_scan_bwd`` recomputes the states and ``C B^T`` for every input's gradient.
 
 Each counts the scan's arithmetic (:func:`scan_flops`) and reads and writes its operands once, so the
-timeline costs it by its roofline. What is not modelled: ``mamba_inner_fn`` and
-``mamba_split_conv1d_scan_combined``, which a training step on such a GPU runs to fuse the convolution and
-the projections around the scan as well (the trace keeps them as the separate operators transformers' own
-path runs), and the fused causal convolution.
+timeline costs it by its roofline. The causal depthwise convolution before the scan is
+fused the same way (``causal_conv1d_fn`` and its one-token ``causal_conv1d_update``: one operator each,
+the SiLU included). What is not modelled: ``mamba_inner_fn`` and ``mamba_split_conv1d_scan_combined``,
+which a training step on such a GPU runs to fuse the convolution, the scan and the projections around
+them into one autograd function (the trace keeps them as the separate operators above).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def scan_flops(batch: int, dim: int, tokens: int, state: int, gated: bool) -> fl
     return elems * (SCAN_FLOPS_PER_STATE * state + 2 + (5 if gated else 0))
 
 
+def conv_flops(elements: float, width: int) -> float:
+    """FLOPs of a causal depthwise convolution of ``width`` taps over ``elements`` outputs, with its SiLU."""
+    return float(elements) * (2 * width + 4)
+
+
 def chunk_scan_flops(batch: int, tokens: int, heads: int, head_dim: int, groups: int, state: int,
                      chunk: int) -> float:
     """FLOPs of Mamba-2's chunked scan as ``mamba_chunk_scan_combined`` runs it: each chunk's state
@@ -89,6 +95,10 @@ def fused_flops(base: str, in_shapes, out_shapes=()) -> float | None:
     if base == "selective_scan_bwd" and len(in_shapes) >= 3 and len(in_shapes[0]) == 3:
         (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
         return 2.0 * scan_flops(b, d, tokens, state, gated=True)  # the recurrence run back, every input's gradient
+    if base == "causal_conv1d_fwd" and len(in_shapes) >= 2 and len(in_shapes[0]) == 3:
+        return conv_flops(math.prod(in_shapes[0]), in_shapes[1][-1])
+    if base == "causal_conv1d_update" and len(in_shapes) >= 3 and len(in_shapes[1]) == 3:
+        return conv_flops(math.prod(in_shapes[1]), in_shapes[2][-1])  # (conv_state, x, weight, ...)
     if base == "selective_state_update" and len(in_shapes) >= 1 and len(in_shapes[0]) >= 3:
         *lead, state = in_shapes[0]  # (batch, dim, state) or Mamba-2's (batch, heads, head_dim, state)
         return scan_flops(lead[0], math.prod(lead[1:]), 1, state, gated=True)
@@ -162,7 +172,69 @@ def _register() -> None:
         return x.new_empty(x.shape)
 
     _register_chunk_scan(torch, _no_kernel)
+    _register_causal_conv(torch, _no_kernel)
     _REGISTERED = True
+
+
+def _register_causal_conv(torch, no_kernel) -> None:
+    """``causal_conv1d``'s fused depthwise convolution (with its SiLU) over a sequence, its backward, and
+    its one-token update of the convolution state."""
+
+    @torch.library.custom_op("costmodel::causal_conv1d_fwd", mutates_args=(),
+                             schema="(Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor")
+    def conv_fwd(x, weight, bias, silu):
+        no_kernel()
+
+    @conv_fwd.register_fake
+    def _(x, weight, bias, silu):
+        return x.new_empty(x.shape)
+
+    @torch.library.custom_op("costmodel::causal_conv1d_bwd", mutates_args=(),
+                             schema="(Tensor x, Tensor weight, Tensor? bias, Tensor dout, bool silu) -> Tensor[]")
+    def conv_bwd(x, weight, bias, dout, silu):
+        no_kernel()
+
+    @conv_bwd.register_fake
+    def _(x, weight, bias, dout, silu):
+        return [x.new_empty(x.shape), weight.new_empty(weight.shape),
+                bias.new_empty(bias.shape) if bias is not None else x.new_empty((0,))]
+
+    def setup(ctx, inputs, output):
+        x, weight, bias, silu = inputs
+        ctx.silu, ctx.has_bias = silu, bias is not None
+        ctx.save_for_backward(x, weight, bias)  # what causal_conv1d's autograd function keeps
+
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        dx, dw, db = conv_bwd(x, weight, bias, dout, ctx.silu)
+        return dx, dw, db if ctx.has_bias else None, None
+
+    torch.library.register_autograd("costmodel::causal_conv1d_fwd", backward, setup_context=setup)
+
+    @torch.library.custom_op("costmodel::causal_conv1d_update", mutates_args=("conv_state",),
+                             schema="(Tensor(a!) conv_state, Tensor x, Tensor weight, Tensor? bias, bool silu) -> Tensor")
+    def conv_update(conv_state, x, weight, bias, silu):
+        no_kernel()
+
+    @conv_update.register_fake
+    def _(conv_state, x, weight, bias, silu):
+        return x.new_empty(x.shape)
+
+
+def causal_conv1d(hidden_states, weight, bias=None, activation=None, **_):
+    """``causal_conv1d_fn`` as ``transformers`` calls it (``hidden_states``: ``(batch, channels, tokens)``,
+    ``weight``: ``(channels, width)``), on the stand-in operator."""
+    import torch
+
+    return torch.ops.costmodel.causal_conv1d_fwd(hidden_states, weight, bias, activation in ("silu", "swish"))
+
+
+def causal_conv1d_update(hidden_states, conv_state, weight, bias=None, activation=None, **_):
+    """``causal_conv1d_update``: one token against the convolution state, which it updates in place."""
+    import torch
+
+    return torch.ops.costmodel.causal_conv1d_update(conv_state, hidden_states, weight, bias,
+                                                    activation in ("silu", "swish"))
 
 
 def _register_chunk_scan(torch, no_kernel) -> None:
@@ -300,7 +372,8 @@ def fused_ssm_kernels(on: bool = True) -> Iterator[list[str]]:
             for name, fn in (("mamba_selective_scan", selective_scan),
                              ("mamba_selective_state_update", selective_state_update),
                              ("mamba2_chunk_scan", chunk_scan),
-                             ("mamba2_selective_state_update", selective_state_update)):
+                             ("mamba2_selective_state_update", selective_state_update),
+                             ("causal_conv1d_fn", causal_conv1d), ("causal_conv1d_update", causal_conv1d_update)):
                 if hasattr(mod, name):
                     patched.append((mod, name, getattr(mod, name)))
                     setattr(mod, name, fn)

@@ -51,10 +51,14 @@ def test_estimates_with_fused_scans_are_faster_to_make_and_to_run():
     assert fused.details["memory"]["path"] == "replay" and fused.details["ssm_kernels"] == "fused"
     note = [a for a in fused.assumptions if "fused kernels" in a and "selective scans" in a]
     assert len(note) == 1, fused.assumptions
-    # the reference code that still runs is still named: the causal convolution, not the scan
-    ref_note = [a for a in fused.assumptions if "reference PyTorch code" in a]
-    assert ref_note and "selective_scan_fn" not in ref_note[0] and "causal_conv1d" in ref_note[0]
+    # the scan and the causal convolution ran their stand-ins: no reference code is left to name
+    assert not [a for a in fused.assumptions if "reference PyTorch code" in a], fused.assumptions
+    ref_note = [a for a in ref.assumptions if "reference PyTorch code" in a]
+    assert ref_note and "selective_scan_fn" in ref_note[0] and "causal_conv1d_fn" in ref_note[0]
     assert "ssm_kernels" not in ref.details
+    g = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=128, causal=True, cache=False, ssm_kernels="fused")
+    conv = [n for n in g.nodes if n.op.endswith("causal_conv1d_fwd")]
+    assert len(conv) == MAMBA["num_hidden_layers"] and conv[0].flops == 2 * 128 * 128 * (2 * 4 + 4)
 
 
 def test_a_fused_training_step_keeps_what_mamba_ssm_keeps_and_runs_one_backward_kernel():
