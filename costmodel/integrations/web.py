@@ -66,9 +66,14 @@ def sweep(model, *, seq: int, device, mode: str | None, dtype: str, predictor="l
             for b, (lat, mem, _) in zip(_BATCHES, vals)]
 
 
-def sweep_figure(points: list[dict], device):
+def sweep_figure(points: list[dict], device, why_none: str | None = None):
+    """Throughput and memory over batch sizes; ``why_none``: no sweep, and the reason, drawn in its place."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.2))
+    if not points:
+        ax.axis("off")
+        ax.text(0.5, 0.5, why_none or "no batch sweep", ha="center", va="center", wrap=True, fontsize=9)
+        return fig
     b = [p["batch"] for p in points]
     ax.plot(b, [p["throughput_samples_s"] for p in points], "o-", color="#1f77b4")
     ax.set_xscale("log", base=2)
@@ -83,10 +88,14 @@ def sweep_figure(points: list[dict], device):
 
 
 def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, device: str, dtype: str, mode: str,
-                  region: str, price: float | None, predictor: str = "timeline") -> tuple[str, Any, Any]:
+                  region: str, price: float | None, predictor: str = "timeline", target_seq: int | None = None,
+                  ssm_kernels: str = "reference") -> tuple[str, Any, Any]:
     """Markdown summary, memory figure and batch-sweep figure for one request: the summary from
     ``predictor`` (``estimate_llm``'s), the sweep over batch sizes from the XGBoost (one graph per batch
-    size would take the timeline minutes)."""
+    size would take the timeline minutes). ``target_seq`` (0 or ``None``: as many as ``seq``) and
+    ``ssm_kernels`` as for ``estimate_llm``; the XGBoost has neither, nor features for attention-free
+    models, so those requests get no sweep, and the page says why."""
+    from .._errors import InvalidInputError
     from ..devices import get_device
     from ..llm import estimate_llm, resolve_llm
 
@@ -94,14 +103,20 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
     spec = resolve_llm(src if src else (model or ""))
     mode = None if mode in (None, "", "auto") else mode
     dev = get_device(device)
+    extra = {"target_seq": int(target_seq)} if target_seq else {}
+    if ssm_kernels and ssm_kernels != "reference":
+        extra["ssm_kernels"] = ssm_kernels
     est = estimate_llm(spec, batch=int(batch), seq=int(seq), device=dev, mode=mode, dtype=dtype, region=region,
-                       price_per_gpu_hour_usd=float(price) if price else None, predictor=predictor or "timeline")
+                       price_per_gpu_hour_usd=float(price) if price else None, predictor=predictor or "timeline",
+                       **extra)
     cost = ("-" if est.cost_per_1k_samples_usd is None else
             f"${est.cost_per_1k_samples_usd:.4g} per 1k samples, ${est.cost_per_1m_tokens_usd:.4g} per 1M tokens "
             f"(${est.price_per_gpu_hour_usd:.4g}/GPU-hour)")
     rows = [
         ("model", f"{est.model} ({est.params / 1e6:,.0f} M parameters)"),
-        ("workload", f"{est.mode}, batch {est.batch}, seq {est.seq}, {est.dtype} on {est.device}"
+        ("workload", f"{est.mode}, batch {est.batch}, seq {est.seq}"
+                     + (f" (source), target {est.details['target_seq']}" if est.details.get("target_seq") else "")
+                     + f", {est.dtype} on {est.device}"
                      + (" (extrapolated: no measurements of this device)" if est.extrapolated_device else "")),
         ("throughput", f"{est.throughput_samples_s:,.4g} samples/s, {est.tokens_s:,.4g} tokens/s"),
         ("latency", f"{est.latency_ms:.4g} ms per call"),
@@ -112,9 +127,19 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
         ("cost", cost),
         ("predictor", f"{est.predictor} (batch sweep below: llm-xgb)"),
     ]
+    why = None
+    if extra:
+        why = "no batch sweep: its llm-xgb has no target length or fused scans"
+        pts: list[dict] = []
+    else:
+        try:
+            pts = sweep(spec, seq=int(seq), device=dev, mode=est.mode, dtype=dtype)
+        except InvalidInputError as e:  # an architecture the XGBoost's features do not describe
+            why, pts = f"no batch sweep: {e}", []
+    if why:
+        rows.append(("batch sweep", why))
     md = "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows)
-    pts = sweep(spec, seq=int(seq), device=dev, mode=est.mode, dtype=dtype)
-    return md, memory_figure(est, dev), sweep_figure(pts, dev)
+    return md, memory_figure(est, dev), sweep_figure(pts, dev, why)
 
 
 def build_app():
@@ -157,12 +182,17 @@ def build_app():
                 predictor = gr.Dropdown(["timeline", "llm-xgb"], value="timeline",
                                         label="predictor (timeline: more accurate, seconds per new workload; "
                                               "llm-xgb: instant)")
+                with gr.Row():
+                    target = gr.Number(0, label="target tokens (encoder-decoders; 0: as many as the sequence)",
+                                       precision=0, minimum=0)
+                    kernels = gr.Dropdown(["reference", "fused"], value="reference",
+                                          label="Mamba scans (fused: mamba_ssm's kernels)")
                 go = gr.Button("estimate", variant="primary")
             with gr.Column():
                 out = gr.Markdown()
                 mem_plot = gr.Plot(label="memory vs device and MIG slices")
         sweep_plot = gr.Plot(label="throughput and memory over batch size (llm-xgb)")
-        inputs = [model, cfg, batch, seq, device, dtype, mode, region, price, predictor]
+        inputs = [model, cfg, batch, seq, device, dtype, mode, region, price, predictor, target, kernels]
         go.click(run, inputs, [out, mem_plot, sweep_plot], api_name="estimate")
         app.load(run, inputs, [out, mem_plot, sweep_plot])
     return app

@@ -80,6 +80,21 @@ def test_sweep_grows_with_batch():
     assert mem[-1] > mem[0] and len(pts) >= 8
 
 
+def test_a_model_the_fast_predictor_cannot_describe_gets_its_estimate_without_a_sweep():
+    # Mamba has no attention for llm-xgb's features: the page still answers from the timeline, and says why
+    # there is no batch sweep; an encoder-decoder's target length and fused scans reach estimate_llm
+    md, _, sweep_fig = estimate_view("mamba-130m", None, 1, 32, "h200", "fp16", "auto", "world", None,
+                                     ssm_kernels="fused")
+    est = costmodel.estimate_llm("mamba-130m", batch=1, seq=32, device="h200", dtype="fp16", ssm_kernels="fused")
+    rows = _rows(md)
+    assert rows["latency"] == _shown(est)["latency"] and rows["batch sweep"].startswith("no batch sweep")
+    assert "no batch sweep" in " ".join(t.get_text() for t in sweep_fig.axes[0].texts)
+    rows = _rows(estimate_view("t5-small", None, 2, 64, "h200", "fp16", "forward", "world", None, "timeline", 16)[0])
+    assert "seq 64 (source), target 16" in rows["workload"]
+    md, _, _ = estimate_view("mamba-130m", None, 1, 32, "h200", "fp16", "auto", "world", None)
+    assert "attention" in _rows(md)["batch sweep"]
+
+
 def test_bad_input_is_a_clear_error():
     with pytest.raises(CostModelError, match="llama-2-7b"):
         estimate_view("lama-2-7b", None, 1, 8, "h200", "fp16", "auto", "world", None)
@@ -100,7 +115,7 @@ def test_served_handler_answers_with_the_numbers_of_estimate_llm(served):
     html = urllib.request.urlopen(served, timeout=30).read().decode()
     assert "costmodel" in html
     # the page's "estimate" button, called over HTTP as the browser does
-    inputs = ["gpt2", None, 4, 128, "H100-SXM5-80GB", "fp16", "auto", "france", 0, "timeline"]
+    inputs = ["gpt2", None, 4, 128, "H100-SXM5-80GB", "fp16", "auto", "france", 0, "timeline", 0, "reference"]
     req = urllib.request.Request(served + "gradio_api/call/estimate", data=json.dumps({"data": inputs}).encode(),
                                  headers={"Content-Type": "application/json"})
     event = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
