@@ -60,6 +60,10 @@ class OpTable:
     #: a norm's rows, not the device's rates, bound it; :data:`NORM_ROW_RATES`); what the energy model
     #: scales the row's utilisation by. ``None``: 1 everywhere
     occupancy: np.ndarray | None = None
+    #: (n, F) the features of another reading of the rows for the efficiency network, where one applies:
+    #: on a GPU without TF32, fp32 convolutions read as the CUDA-core matmuls they run as
+    #: (:data:`CUDA_CORE_CONV_AS_GEMM`); the host network always reads :attr:`x`. ``None``: no other reading
+    device_x: np.ndarray | None = None
 
     def busy(self) -> np.ndarray:
         """:attr:`occupancy`, ones where it is ``None``."""
@@ -217,25 +221,26 @@ _C = _N_CAT + 3  # first column after the kind head
                                                  _C + 12, _C + 13, _C + 14, _C + 15, _C + 16)
 
 
-#: On a GPU without TF32 (Volta, Turing) PyTorch runs an fp32 convolution on the CUDA cores, as cuDNN's
-#: implicit-GEMM (or Winograd) kernels: SGEMM tiles over the im2col view, bounded by the fp32 rate. The
-#: H200 rows label convolutions only as TF32 tensor-core kernels, a path bounded by data movement, not
-#: by the multiply-adds; what they label on the CUDA cores is fp32 matmuls (PyTorch leaves TF32 off for
-#: matmuls). So such a convolution's rows read as a matmul's (kind, kernel area, stride) with its own
-#: FLOPs, bytes and bound. ``False``: read as the convolution it is (the efficiency of a TF32 convolution
-#: carried to the CUDA cores). Nothing changes on a GPU with TF32.
+#: A GPU without TF32 (Volta, Turing) runs an fp32 convolution on its CUDA cores (cuDNN's implicit-GEMM
+#: or Winograd kernels: SGEMM tiles, bounded by the fp32 rate). The H200 rows label convolutions only as
+#: TF32 tensor-core kernels; on the CUDA cores they label fp32 matmuls (PyTorch leaves TF32 off for
+#: matmuls). So such a convolution reads as a matmul (kind, kernel area, stride; its own FLOPs, bytes and
+#: bound) for the efficiency network only (``OpTable.device_x``: the host dispatches a convolution), in
+#: a predictor no row of such a GPU trained. ``False``: read as a convolution. No change with TF32.
 CUDA_CORE_CONV_AS_GEMM = True
 
 
-def cuda_core_conv_as_gemm(x: np.ndarray, rows: np.ndarray, device) -> None:
-    """Give the feature rows ``rows`` (a mask of fp32 tensor-core convolutions) the kind columns of an fp32
-    matmul (in place) where ``device`` is a GPU without TF32: see :data:`CUDA_CORE_CONV_AS_GEMM`."""
-    if not CUDA_CORE_CONV_AS_GEMM or _is_cpu(device) or device.peak_tflops.get("tf32") is not None:
-        return
-    if rows.any():
-        x[rows, :_C] = _KIND_HEAD[_KIND_ID["matmul"]]
-        x[rows, _COL_KERNEL] = math.log10(2.0)  # a matmul's kernel area, 1
-        x[rows, _COL_STRIDE] = 1.0
+def cuda_core_conv_as_gemm(x: np.ndarray, rows: np.ndarray, device) -> np.ndarray | None:
+    """A copy of the features ``x`` whose rows ``rows`` (a mask of fp32 tensor-core convolutions) have the
+    kind columns of an fp32 matmul, where ``device`` is a GPU without TF32 and there are such rows; else
+    ``None``. See :data:`CUDA_CORE_CONV_AS_GEMM`."""
+    if not CUDA_CORE_CONV_AS_GEMM or _is_cpu(device) or device.peak_tflops.get("tf32") is not None or not rows.any():
+        return None
+    x = x.copy()
+    x[rows, :_C] = _KIND_HEAD[_KIND_ID["matmul"]]
+    x[rows, _COL_KERNEL] = math.log10(2.0)  # a matmul's kernel area, 1
+    x[rows, _COL_STRIDE] = 1.0
+    return x
 
 
 def _log10_1p(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -625,7 +630,6 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     code = np.where(dt == len(DTYPES), 0, dt)
     code[tensor & (dt == 0) & _KIND_TF32[kind_rows]] = 3
     code = 2 * code + tensor
-    cuda_core_conv_as_gemm(x, tensor & (dt == 0) & _KIND_TF32[kind_rows], device)
     peaks = np.zeros(2 * len(_PEAK_DTYPES))
     for pk in set(code.tolist()):  # each (dtype, tensor cores?) pair the rows use, asked once
         peaks[pk] = device.peak_flops(_PEAK_DTYPES[pk // 2], tensor=bool(pk % 2))
@@ -657,6 +661,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     ratio = np.where(ratio < 3.0, ratio, 3.0)
     x[:, _COL_RATIO] = np.where(ratio > -3.0, ratio, -3.0)
     x = x.astype(np.float32)
+    xd = cuda_core_conv_as_gemm(x, tensor & (dt == 0) & _KIND_TF32[kind_rows], device)
     kernel = np.where((f > 0) | (b > 0), 1.0, 0.0)
     host = np.where(back, _HOST_INDEX["backward"], _KIND_HOST[kind[idx]])
     node = (positions - np.repeat(cols.offsets[:-1], counts))[idx]
@@ -664,7 +669,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
 
     launches = _launches.extra_launches(cols, len(graphs), device)
     return _assemble(graphs, (per, launches), modes, cols, device, optimizer, (bw, sm, hw), n_rows,
-                     (x, bound, kernel, host, energy, node, phase, busy))
+                     (x, bound, kernel, host, energy, node, phase, busy, xd))
 
 
 def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, arrays) -> list[OpTable]:
@@ -673,7 +678,7 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
     operator rows; each table is a slice of the chunk's arrays. ``counts``: per graph, the parameter
     tensors its optimizer updates and the kernels its operators launch beyond one each."""
     bw, sm, hw = hw_facts
-    x, bound, kernel, host, energy, node, phase, busy = arrays
+    x, bound, kernel, host, energy, node, phase, busy, xd = arrays
     cache: dict = {}
     extra = [_extra_rows(graph, n_tensors, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache, launches)
              for g, (graph, n_tensors, launches, mode) in enumerate(zip(graphs, *counts, modes))]
@@ -692,6 +697,7 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
         return out
 
     X = full(x, np.asarray([r[0] for r in flat], np.float32), np.float32)
+    XD = None if xd is None else full(xd, np.asarray([r[0] for r in flat], np.float32), np.float32)
     B = full(bound, [r[1] for r in flat], np.float64)
     K = full(kernel, [r[2] for r in flat], np.float64)
     Hc = full(host, [r[3] for r in flat], np.int64)
@@ -705,7 +711,8 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
     for g, graph in enumerate(graphs):
         sl = slice(int(start[g]), int(start[g + 1]))
         out.append(OpTable(X[sl], B[sl], K[sl], Hc[sl], Cn[sl], E[sl], N[sl], P[sl], synchronous=sync,
-                           decode=graph.meta.get("phase") == "decode", occupancy=U[sl]))
+                           decode=graph.meta.get("phase") == "decode", occupancy=U[sl],
+                           device_x=None if XD is None else XD[sl]))
     return out
 
 

@@ -66,6 +66,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import __version__
+from .._errors import CostModelError
 from ..devices import cuda_core_conv_note, get_device
 from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
@@ -82,7 +83,6 @@ from ._optable import (
     PHASES,
     OpTable,
     _is_cpu,
-    op_table,
     op_tables,
     op_tables_by_device,
 )
@@ -477,7 +477,19 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return self
 
     # ------------------------------------------------------------------ prediction
-    def _scaled_x(self, t: OpTable) -> np.ndarray:
+    def _conv_as_gemm(self) -> bool:
+        """Whether the efficiency network reads a table's :attr:`~OpTable.device_x` (fp32 convolutions on a
+        GPU without TF32 as CUDA-core matmuls): on, unless a device the rows came from lacks TF32 itself,
+        so that a row taught the path (``CUDA_CORE_CONV_AS_GEMM``)."""
+        if not _optable.CUDA_CORE_CONV_AS_GEMM or self.params is None:
+            return False
+        try:
+            return all(get_device(d).peak_tflops.get("tf32") is not None
+                       for d in self.params.trained_on.get("devices", []))
+        except CostModelError:  # a training device this library does not know
+            return False
+
+    def _scaled_x(self, t: OpTable, device_net: bool = False) -> np.ndarray:
         """Standardized features, clipped into the training box.
 
         The networks are smooth functions fitted on one region of feature space; outside it an MLP
@@ -486,12 +498,17 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         the scaling. A feature that never varied in training (the device's figures, while one GPU
         has rows) is pinned to its training value: the fit could not learn what it does.
         """
-        return self._scaled_x_rows([t])
+        return self._scaled_x_rows([t], device_net)
 
-    def _scaled_x_rows(self, tables: Sequence[OpTable]) -> np.ndarray:
-        """:meth:`_scaled_x` of several tables' rows, stacked (one standardization for all of them)."""
+    def _scaled_x_rows(self, tables: Sequence[OpTable], device_net: bool = False) -> np.ndarray:
+        """:meth:`_scaled_x` of several tables' rows, stacked (one standardization for all of them);
+        ``device_net``: the efficiency network's reading (:attr:`OpTable.device_x` where it applies)."""
         assert self.params is not None
-        x = np.concatenate([t.x for t in tables]) if len(tables) > 1 else tables[0].x
+        if device_net and self._conv_as_gemm():
+            xs = [t.x if t.device_x is None else t.device_x for t in tables]
+        else:
+            xs = [t.x for t in tables]
+        x = np.concatenate(xs) if len(xs) > 1 else xs[0]
         z = (x - np.asarray(self.params.mean)) / np.asarray(self.params.std)
         if self.params.lo is not None and self.params.hi is not None:
             z = np.clip(z, np.asarray(self.params.lo), np.asarray(self.params.hi))
@@ -500,7 +517,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def _device_us(self, t: OpTable, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each row's device time (µs) and its efficiency under the roofline."""
         assert self.params is not None and self._weights is not None
-        return self._device_from_z(t, _mlp_numpy(self._weights, self._scaled_x(t) if x is None else x))
+        return self._device_from_z(t, _mlp_numpy(self._weights, self._scaled_x(t, True) if x is None else x))
 
     def _device_from_z(self, t: OpTable, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_device_us` from the efficiency network's output ``z`` for ``t``'s rows."""
@@ -522,30 +539,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         """Every kernel's predicted times: ``{"node", "op", "phase", "device_ms", "efficiency", "host_ms"}`` (forward
         and backward rows; the optimizer's row has node -1; ``host_ms``, the host's dispatch cost, is None on a CPU,
         whose host costs are per class); ``details["ops"]["top"]`` lists the first ten, for charts."""
-        from .._errors import ModelLoadError
+        from ._timeline_ops import operator_times
 
-        if self.params is None:
-            raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
-        dev = get_device(device)
-        m = validate_mode(mode or graph.meta.get("mode", "inference"))
-        if self._has_cpu() and _is_cpu(dev):
-            from ._opmodel import compose
-
-            c = compose(graph, self.cpu.figs, mode=m)
-            d_us = self.cpu.model.predict_us(c.X, c.bound_us)
-            nodes, phases = c.node, c.phase
-            eff = np.where(d_us > 0, c.bound_us / np.maximum(d_us, 1e-12), 0.0)
-            h_ms, hcls = [None] * len(d_us), [None] * len(d_us)
-        else:
-            t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
-            d_us, eff = self._device_us(t, z := self._scaled_x(t))
-            h_us = self._host_vector()[0][t.host_class] * t.host_count * self._host_multiplier(t, z)
-            keep = t.kernel > 0
-            d_us, eff, nodes, phases, h_ms, hcls = (d_us[keep], eff[keep], t.node[keep], t.phase[keep],
-                                                    h_us[keep] / 1e3, t.host_class[keep])
-        return [{"node": int(n), "op": row_op(graph, int(n), c), "phase": PHASES[int(ph)],
-                 "device_ms": float(d) / 1e3, "efficiency": float(e), "host_ms": None if h is None else float(h)}
-                for n, ph, d, e, h, c in zip(nodes, phases, d_us, eff, h_ms, hcls)]
+        return operator_times(self, graph, device, mode=mode, optimizer=optimizer)
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
         return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
@@ -580,7 +576,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         tables = op_tables(graphs, dev, modes=modes, optimizer=optimizer, columns=cols)
         bases = base.estimates(graphs, dev, modes, optimizer, columns=cols)
         xs = self._scaled_x_rows(tables)
-        z_dev = _mlp_numpy(self._weights, xs)
+        z_dev = _mlp_numpy(self._weights, self._scaled_x_rows(tables, True)
+                           if any(t.device_x is not None for t in tables) else xs)
         z_host = _mlp_numpy(self._host_weights, xs)
         lanes = chunk_lanes(tables, z_dev, z_host, host, self)
         p = self.params
@@ -625,7 +622,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             # meta: the devices the rows came from (another device's estimate is flagged as extrapolated)
             finish_estimate(est, dev, version=self.version, meta={"devices": p.trained_on.get("devices", [])})
             if est.extrapolated_device and (conv := cuda_core_conv_note(dev, p.trained_on.get("devices"), g,
-                                                                        as_gemm=_optable.CUDA_CORE_CONV_AS_GEMM)):
+                                                                        as_gemm=self._conv_as_gemm())):
                 notes.append(conv)
             est.assumptions = list(dict.fromkeys([*notes, *est.assumptions]))
             est.details["analytic"] = analytic

@@ -107,3 +107,35 @@ class OpLabels:
 
     def summary(self) -> dict:
         return {"op_runs": self.runs, "op_labels": self.n}
+
+
+def operator_times(pred, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> list[dict]:
+    """:meth:`TimelinePredictor.operator_times`: every kernel's predicted device and host time."""
+    from .._errors import ModelLoadError
+    from ..devices import get_device
+    from ._base import validate_mode, validate_optimizer
+    from ._optable import _is_cpu, op_table
+    from ._timeline_start import row_op
+
+    if pred.params is None:
+        raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
+    dev = get_device(device)
+    m = validate_mode(mode or graph.meta.get("mode", "inference"))
+    if pred._has_cpu() and _is_cpu(dev):
+        from ._opmodel import compose
+
+        c = compose(graph, pred.cpu.figs, mode=m)
+        d_us = pred.cpu.model.predict_us(c.X, c.bound_us)
+        nodes, phases = c.node, c.phase
+        eff = np.where(d_us > 0, c.bound_us / np.maximum(d_us, 1e-12), 0.0)
+        h_ms, hcls = [None] * len(d_us), [None] * len(d_us)
+    else:
+        t = op_table(graph, dev, mode=m, optimizer=validate_optimizer(optimizer))
+        d_us, eff = pred._device_us(t)
+        h_us = pred._host_vector()[0][t.host_class] * t.host_count * pred._host_multiplier(t)
+        keep = t.kernel > 0
+        d_us, eff, nodes, phases, h_ms, hcls = (d_us[keep], eff[keep], t.node[keep], t.phase[keep],
+                                                h_us[keep] / 1e3, t.host_class[keep])
+    return [{"node": int(n), "op": row_op(graph, int(n), c), "phase": PHASES[int(ph)],
+             "device_ms": float(d) / 1e3, "efficiency": float(e), "host_ms": None if h is None else float(h)}
+            for n, ph, d, e, h, c in zip(nodes, phases, d_us, eff, h_ms, hcls)]

@@ -79,9 +79,10 @@ def test_the_cuda_core_convolution_note_names_the_path_only_where_it_applies():
 
 
 def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(monkeypatch):
-    """On a GPU without TF32 the timeline's rows of an fp32 convolution carry an fp32 matmul's kind columns
-    (its FLOPs, bytes and bound stay its own); fp16 convolutions there, and every convolution on a GPU with
-    TF32, stay convolutions. The estimate says which reading it used."""
+    """On a GPU without TF32 the efficiency network reads the rows of an fp32 convolution with an fp32
+    matmul's kind columns (its FLOPs, bytes and bound stay its own), and the host network reads the
+    convolution it dispatches; fp16 convolutions there, and every convolution on a GPU with TF32, have one
+    reading. The estimate says which reading it used."""
     import numpy as np
 
     import costmodel
@@ -90,21 +91,22 @@ def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(m
     from costmodel.predictors import _optable as T
 
     r50 = to_graph("torchvision:resnet50", batch=2)
-    conv = [i for i, n in enumerate(n for n in r50.nodes if not n.is_view) if n.kind == "conv"]
     is_conv = T.FEATURE_NAMES.index("is_conv")
 
-    def conv_rows(graph, device):
+    def table(graph, device):
         t = T.op_table(graph, get_device(device), mode="inference")
-        return t.x[np.isin(t.node, [n.id for n in graph.nodes if n.kind == "conv"])], t
+        return t, np.isin(t.node, [n.id for n in graph.nodes if n.kind == "conv"])
 
-    x, v100 = conv_rows(r50, "v100")
-    assert len(x) == len(conv) and (x[:, is_conv] == 0).all()
-    assert (x[:, :T._C] == T._KIND_HEAD[T._KIND_ID["matmul"]]).all()
-    assert (conv_rows(r50, "a100-80gb")[0][:, is_conv] == 1).all()  # TF32 tensor cores: a convolution
-    assert (conv_rows(to_graph("torchvision:resnet50", batch=2, dtype="fp16"), "v100")[0][:, is_conv] == 1).all()
+    v100, conv = table(r50, "v100")
+    assert conv.sum() == sum(n.kind == "conv" for n in r50.nodes)
+    assert (v100.x[conv, is_conv] == 1).all()  # the host network's reading: a convolution
+    assert (v100.device_x[conv, :T._C] == T._KIND_HEAD[T._KIND_ID["matmul"]]).all()
+    assert np.array_equal(v100.device_x[~conv], v100.x[~conv])  # every other row reads the same
+    assert table(r50, "a100-80gb")[0].device_x is None  # TF32 tensor cores: a convolution
+    assert table(to_graph("torchvision:resnet50", batch=2, dtype="fp16"), "v100")[0].device_x is None
     monkeypatch.setattr(T, "CUDA_CORE_CONV_AS_GEMM", False)
-    x_off, v100_off = conv_rows(r50, "v100")
-    assert (x_off[:, is_conv] == 1).all()
+    v100_off, _ = table(r50, "v100")
+    assert v100_off.device_x is None
     assert np.array_equal(v100.bound_s, v100_off.bound_s)  # the bound is the convolution's own either way
     big = to_graph("torchvision:resnet50", batch=64)
     off = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
@@ -112,6 +114,7 @@ def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(m
     monkeypatch.setattr(T, "CUDA_CORE_CONV_AS_GEMM", True)
     on = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
     assert on.latency_ms != off.latency_ms
+    assert on.details["ops"]["host_ms"] == off.details["ops"]["host_ms"]  # the host dispatches the same
     assert any("costed as the CUDA-core fp32 matmuls" in a for a in on.assumptions), on.assumptions
     assert not any("costed as the CUDA-core" in a for a in off.assumptions)
     assert costmodel.estimate(big, batch=64, device="h200", predictor="timeline").latency_ms == h200_off.latency_ms
