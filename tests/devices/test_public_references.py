@@ -118,3 +118,16 @@ def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(m
     assert any("costed as the CUDA-core fp32 matmuls" in a for a in on.assumptions), on.assumptions
     assert not any("costed as the CUDA-core" in a for a in off.assumptions)
     assert costmodel.estimate(big, batch=64, device="h200", predictor="timeline").latency_ms == h200_off.latency_ms
+
+
+def test_a_timeline_trained_on_a_gpu_without_tf32_reads_its_convolutions_as_they_are():
+    import copy
+    from dataclasses import replace
+
+    from costmodel.predictors import get_predictor
+
+    shipped = get_predictor("timeline")
+    assert shipped._conv_as_gemm()  # its rows come from an H200 (TF32)
+    other = copy.copy(shipped)
+    other.params = replace(shipped.params, trained_on={**shipped.params.trained_on, "devices": ["H200", "V100"]})
+    assert not other._conv_as_gemm()  # a V100 row taught the CUDA-core path itself
