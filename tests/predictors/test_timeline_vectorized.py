@@ -51,7 +51,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     bw = device.bandwidth_bytes_s
     sm = device.sm_count or 0
     rows: list[list[float]] = []
-    bound, kernel, hcls, hcnt, ecls, node_ids, phases, busy = [], [], [], [], [], [], [], []
+    bound, kernel, hcls, hcnt, ecls, node_ids, phases, busy, tf32_conv = [], [], [], [], [], [], [], [], []
 
     def add(n, phase: int, flops: float, nbytes: float, dtype: str, host: str, count: float = 1.0):
         groups = (n.attrs.get("groups") or 1) if n is not None else 1
@@ -60,6 +60,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
         tensor = n is not None and n.kind in TENSOR_KINDS and flops > 0 and not depthwise
         tdt = ("tf32" if n.kind in ("conv", "conv_transpose") else "fp32") if (tensor and dtype == "fp32") else dtype
         pdt = tdt if tdt in ("tf32", *DTYPES) else "fp32"
+        tf32_conv.append(tdt == "tf32")  # an fp32 convolution on tensor cores (CUDA cores without TF32)
         peak = device.peak_flops(pdt, tensor=tensor)
         if depthwise and _optable.DEPTHWISE_SHARE is not None and not _is_cpu(device):  # share of the CUDA cores
             peak *= _optable.DEPTHWISE_SHARE[("fp32", "fp16", "bf16", "tf32").index(pdt)]
@@ -155,7 +156,8 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     x = np.asarray(rows, dtype=np.float32)
     return OpTable(x, np.asarray(bound), np.asarray(kernel), np.asarray(hcls, np.int64), np.asarray(hcnt),
                    np.asarray(ecls, np.int64), np.asarray(node_ids, np.int64), np.asarray(phases, np.int64),
-                   synchronous=_is_cpu(device), occupancy=np.asarray(busy, np.float64))
+                   synchronous=_is_cpu(device), occupancy=np.asarray(busy, np.float64),
+                   device_x=_optable.cuda_core_conv_as_gemm(x, np.asarray(tf32_conv, bool), device))
 
 
 
@@ -245,6 +247,8 @@ def _assert_same_table(a: OpTable, b: OpTable, what: str) -> None:
             bad = np.argwhere(~same)
             assert not len(bad), (what, f.name, [(tuple(i), FEATURE_NAMES[i[-1]] if va.ndim == 2 else None)
                                                 for i in bad[:5]])
+        elif va is None or vb is None:
+            assert va is vb, (what, f.name, "one table has it, the other not")
         else:
             assert va == vb, (what, f.name)
 
