@@ -28,9 +28,11 @@ with shapes only (meta and fake kernels; no arithmetic), shaped as ``mamba_ssm``
 Each counts the scan's arithmetic (:func:`scan_flops`) and reads and writes its operands once, so the
 timeline costs it by its roofline. The causal depthwise convolution before the scan is
 fused the same way (``causal_conv1d_fn`` and its one-token ``causal_conv1d_update``: one operator each,
-the SiLU included). What is not modelled: ``mamba_inner_fn`` and ``mamba_split_conv1d_scan_combined``,
-which a training step on such a GPU runs to fuse the convolution, the scan and the projections around
-them into one autograd function (the trace keeps them as the separate operators above).
+the SiLU included). A Mamba-1 training step runs ``mamba_inner_fn`` (:func:`mamba_inner`): the convolution, the
+projections, the scan and ``out_proj`` in one autograd function that keeps what ``MambaInnerFn`` keeps and
+recomputes the convolution's output and the time steps in the backward pass. What is not modelled:
+Mamba-2's ``mamba_split_conv1d_scan_combined`` (the trace keeps its parts as the separate operators
+above) and Falcon-Mamba's normalized variant of ``mamba_inner_fn``.
 """
 
 from __future__ import annotations
@@ -373,7 +375,8 @@ def fused_ssm_kernels(on: bool = True) -> Iterator[list[str]]:
                              ("mamba_selective_state_update", selective_state_update),
                              ("mamba2_chunk_scan", chunk_scan),
                              ("mamba2_selective_state_update", selective_state_update),
-                             ("causal_conv1d_fn", causal_conv1d), ("causal_conv1d_update", causal_conv1d_update)):
+                             ("causal_conv1d_fn", causal_conv1d), ("causal_conv1d_update", causal_conv1d_update),
+                             ("mamba_inner_fn", mamba_inner)):
                 if hasattr(mod, name):
                     patched.append((mod, name, getattr(mod, name)))
                     setattr(mod, name, fn)
@@ -383,3 +386,79 @@ def fused_ssm_kernels(on: bool = True) -> Iterator[list[str]]:
     finally:
         for mod, name, fn in reversed(patched):
             setattr(mod, name, fn)
+
+
+def _inner_function():
+    """``mamba_ssm``'s ``MambaInnerFn`` on the stand-ins: a Mamba-1 layer's causal convolution, its ``x_proj``
+    and ``dt_proj`` projections, the selective scan and ``out_proj`` in one autograd function, keeping what it
+    keeps (``checkpoint_lvl=1``: the convolution's output and the time steps are recomputed in the backward
+    pass)."""
+    import torch
+    import torch.nn.functional as F
+
+    ops = torch.ops.costmodel
+
+    class MambaInner(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, xz, conv_w, conv_b, x_proj_w, dt_proj_w, out_proj_w, out_proj_b, A, D, delta_bias):
+            b, _, tokens = xz.shape
+            rank, n = dt_proj_w.shape[1], A.shape[-1]
+            x, z = xz.chunk(2, dim=1)
+            w = conv_w.squeeze(1)
+            conv_out = ops.causal_conv1d_fwd(x, w, conv_b, True)
+            x_dbl = F.linear(conv_out.transpose(1, 2).reshape(b * tokens, -1), x_proj_w)  # (b l, rank + 2 n)
+            delta = (dt_proj_w @ x_dbl[:, :rank].t()).view(-1, b, tokens).permute(1, 0, 2)
+            B = x_dbl[:, rank:rank + n].reshape(b, tokens, 1, n).permute(0, 2, 3, 1).contiguous()
+            C = x_dbl[:, -n:].reshape(b, tokens, 1, n).permute(0, 2, 3, 1).contiguous()
+            out, states, out_z = ops.selective_scan_fwd(conv_out, delta, A, B, C, D, z, delta_bias, True)
+            ctx.save_for_backward(xz, w, conv_b, x_dbl, x_proj_w, dt_proj_w, out_proj_w, A, B, C, D, delta_bias,
+                                  states, out)
+            return F.linear(out_z.transpose(1, 2), out_proj_w, out_proj_b)
+
+        @staticmethod
+        def backward(ctx, dout):
+            xz, w, conv_b, x_dbl, x_proj_w, dt_proj_w, out_proj_w, A, B, C, D, delta_bias, states, out = \
+                ctx.saved_tensors
+            b, _, tokens = xz.shape
+            rank = dt_proj_w.shape[1]
+            x, z = xz.chunk(2, dim=1)
+            conv_out = ops.causal_conv1d_fwd(x, w, conv_b, True)  # recomputed (checkpoint_lvl 1)
+            delta = (dt_proj_w @ x_dbl[:, :rank].t()).view(-1, b, tokens).permute(1, 0, 2)
+            dxz = torch.empty_like(xz)
+            dout_e = dout.reshape(b * tokens, -1).t()  # (e, b l)
+            dout_y = (out_proj_w.t() @ dout_e).view(-1, b, tokens).permute(1, 0, 2)
+            dconv, ddelta, dA, dB, dC, dD, dz, ddb = ops.selective_scan_bwd(conv_out, delta, A, B, C, D, z,
+                                                                            delta_bias, dout_y, states, out, True)
+            out_z = torch.empty_like(out)  # recomputed by the backward kernel for out_proj's gradient
+            dout_proj_w = dout_e @ out_z.permute(0, 2, 1).reshape(b * tokens, -1)
+            dout_proj_b = dout.sum(dim=(0, 1))
+            dx_dbl = torch.empty_like(x_dbl)
+            ddelta_e = ddelta.permute(1, 0, 2).reshape(ddelta.shape[1], -1)  # (d, b l)
+            ddt_proj_w = ddelta_e @ x_dbl[:, :rank]
+            dx_dbl[:, :rank] = (ddelta_e.t() @ dt_proj_w)
+            dx_proj_w = dx_dbl.t() @ conv_out.transpose(1, 2).reshape(b * tokens, -1)
+            dconv = dconv.permute(1, 0, 2).reshape(dconv.shape[1], -1) + x_proj_w.t() @ dx_dbl.t()
+            dx, dw, dcb = ops.causal_conv1d_bwd(x, w, conv_b, dconv.view(-1, b, tokens).permute(1, 0, 2), True)
+            grads = (dxz, dw.unsqueeze(1), dcb, dx_proj_w, ddt_proj_w, dout_proj_w, dout_proj_b, dA, dD, ddb)
+            return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+    return MambaInner
+
+
+_INNER = None
+
+
+def mamba_inner(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, out_proj_bias,
+                A, B=None, C=None, D=None, delta_bias=None, delta_softplus=True, b_rms_weight=None,
+                c_rms_weight=None, dt_rms_weight=None, **_):
+    """``mamba_ssm``'s ``mamba_inner_fn`` as ``transformers`` calls it in a training step (input-dependent
+    ``B`` and ``C``, ``dt`` through softplus); ``None`` (transformers' own path) for what it does not model:
+    fixed ``B``/``C`` or Falcon-Mamba's norms on them."""
+    global _INNER
+    if B is not None or C is not None or not delta_softplus or any(
+            t is not None for t in (b_rms_weight, c_rms_weight, dt_rms_weight)):
+        return None
+    if _INNER is None:
+        _INNER = _inner_function()
+    return _INNER.apply(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
+                        out_proj_bias, A, D, delta_bias)

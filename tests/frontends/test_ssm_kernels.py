@@ -145,3 +145,24 @@ def test_the_stand_ins_have_no_arithmetic_and_leave_the_modules_as_they_were():
         with pytest.raises(RuntimeError, match="shapes only"):
             mm.mamba_selective_scan(u, u, torch.zeros(4, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3))
     assert mm.mamba_selective_scan is before
+
+
+def test_a_fused_mamba_training_step_runs_mamba_inner_fn_and_recomputes_as_it_does():
+    # a Mamba-1 training step on a GPU with mamba_ssm goes through mamba_inner_fn: the convolution's output
+    # and the time steps are not kept but recomputed in the backward pass (checkpoint_lvl 1)
+    from costmodel.analysis.memreplay import workload_trace
+
+    cfg = dict(MAMBA, model_type="mamba")
+    with fused_ssm_kernels():
+        trace = _quiet(workload_trace, cfg, batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
+    conv = [e.phase for e in trace.events if e.kind == "alloc" and (e.op or "").startswith("causal_conv1d_fwd")]
+    layers = MAMBA["num_hidden_layers"]
+    assert conv.count("backward") >= layers and conv.count("forward") >= layers
+    e = _quiet(estimate_llm, cfg, batch=2, seq=64, mode="training", dtype="bf16", ssm_kernels="fused")
+    assert not [a for a in e.assumptions if "reference PyTorch code" in a], e.assumptions
+    # Falcon-Mamba normalizes B, C and the time steps inside its fused function: not modelled, its own path runs
+    from costmodel.frontends.hf import fused_ssm_kernels as fused
+    import transformers.models.mamba.modeling_mamba as mm
+
+    with fused():
+        assert mm.mamba_inner_fn(None, None, None, None, None, None, None, None, b_rms_weight=object()) is None
