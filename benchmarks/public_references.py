@@ -13,7 +13,10 @@ protocol, so a row can only show agreement within tens of percent; what the
 table is for is a ratio far from 1 on every row of one GPU.
 
 Prints every row (published, predicted, ratio predicted / published), then per
-GPU and predictor the MAPE, the geometric-mean ratio and its spread.
+GPU and predictor the MAPE, the geometric-mean ratio and its spread. With
+``--breakdown MODEL:BATCH`` (e.g. ``resnet50:128``), the timeline's device lane of
+that fp32 inference call on every GPU of the file and on the H200, per operator
+kind: milliseconds and the time-weighted efficiency under the roofline.
 """
 
 from __future__ import annotations
@@ -99,8 +102,24 @@ def main(argv=None) -> None:
     ap.add_argument("--references", type=Path, default=REFERENCES, help="a references file (default: the packaged one)")
     ap.add_argument("--plot", default=None, metavar="DIR",
                     help="also draw DIR/public_references.png: predicted against published latency per GPU")
+    ap.add_argument("--conv-as-conv", action="store_true",
+                    help="read fp32 convolutions on GPUs without TF32 as convolutions, not as the CUDA-core "
+                         "matmuls the timeline reads them as (the timeline before that reading)")
+    ap.add_argument("--breakdown", default=None, metavar="MODEL:BATCH",
+                    help="also print the timeline's device lane per operator kind for this torchvision model's "
+                         "fp32 inference call (e.g. resnet50:128) on each GPU")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if a.conv_as_conv:
+        from costmodel.predictors import cuda_core_conv_reading
+
+        with cuda_core_conv_reading(False):
+            return _run(a)
+    return _run(a)
+
+
+def _run(a) -> None:
+    """:func:`main` once the arguments are read."""
     from costmodel.predictors import get_predictor, load_predictor
 
     sources, rows = load_references(a.references)
@@ -123,6 +142,37 @@ def main(argv=None) -> None:
         print(f"\n{what}\n{'GPU':<12}{'predictor':<16}{'rows':>5}{'MAPE %':>9}{'geo ratio':>11}{'min':>7}{'max':>7}")
         for dev, name, n, mape, geo, lo, hi in summarize(rows, preds, trusted_only=trusted):
             print(f"{dev:<12}{name:<16}{n:>5}{mape:>9.1f}{geo:>11.2f}{lo:>7.2f}{hi:>7.2f}")
+    if a.breakdown:
+        model, _, batch = a.breakdown.partition(":")
+        if not batch.isdigit():
+            raise SystemExit(f"--breakdown takes MODEL:BATCH (e.g. resnet50:128), got {a.breakdown!r}")
+        devices = ["h200", *dict.fromkeys(r["device"] for r in rows)]
+        print(f"\ntimeline device lane of torchvision:{model} at batch {batch}, fp32 inference "
+              "(ms; time-weighted efficiency under the roofline), the five longest kinds per GPU")
+        for dev, kinds in lane_breakdown(model, int(batch), devices).items():
+            total = sum(ms for ms, _ in kinds.values())
+            top = sorted(kinds.items(), key=lambda kv: -kv[1][0])[:5]
+            print(f"{dev:<12}{total:>8.1f} ms  " + "  ".join(f"{k} {ms:.1f} ({eff:.2f})" for k, (ms, eff) in top))
+
+
+def lane_breakdown(model: str, batch: int, devices: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per GPU, the timeline's device milliseconds and time-weighted efficiency of each operator kind of a
+    torchvision model's fp32 inference call."""
+    from costmodel.frontends import to_graph
+    from costmodel.predictors import get_predictor
+
+    tl = get_predictor("timeline")
+    g = to_graph(f"torchvision:{model}", batch=batch)
+    out = {}
+    for dev in devices:
+        acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for o in tl.operator_times(g, dev, mode="inference"):
+            if o["node"] >= 0:
+                a = acc[g.nodes[o["node"]].kind]
+                a[0] += o["device_ms"]
+                a[1] += o["device_ms"] * o["efficiency"]
+        out[dev] = {k: (ms, w / ms if ms else 0.0) for k, (ms, w) in acc.items()}
+    return out
 
 
 def _chart(rows: list[dict], preds: dict[str, list[float]], out: Path) -> None:

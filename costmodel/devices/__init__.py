@@ -69,7 +69,7 @@ def cuda_core_conv_note(device, trained_devices, graph, *, as_gemm: bool = False
     taught the efficiency of that path (cuDNN's direct, implicit-GEMM and Winograd kernels on CUDA cores);
     against published V100 and T4 latencies the learned predictors are slow there
     (``benchmarks/public_references.py``). ``as_gemm``: the predictor costs them as the fp32 (CUDA-core)
-    matmuls its rows did measure (the timeline, ``CUDA_CORE_CONV_AS_GEMM``), and the note says so."""
+    matmuls its rows did measure (the timeline; ``costmodel.predictors.cuda_core_conv_reading``), and the note says so."""
     dev = device if isinstance(device, Device) else get_device(device)
     if graph is None or dev.peak_tflops.get("tf32") is not None or not trained_devices:
         return None

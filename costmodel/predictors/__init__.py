@@ -79,6 +79,7 @@ _LAZY = {
     "conv_kernels": "._launches",
     "MEASURED_CONV_KERNELS": "._launches",
     "kernel_ceilings": "._optable",
+    "cuda_core_conv_reading": "._convreading",
     "node_dtype": "._opmodel",
     "OpRun": "._timeline_ops",
     "packaged_op_runs": "._timeline_ops",

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
-from . import _launches
+from . import _convreading, _launches
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
@@ -62,7 +62,7 @@ class OpTable:
     occupancy: np.ndarray | None = None
     #: (n, F) the features of another reading of the rows for the efficiency network, where one applies:
     #: on a GPU without TF32, fp32 convolutions read as the CUDA-core matmuls they run as
-    #: (:data:`CUDA_CORE_CONV_AS_GEMM`); the host network always reads :attr:`x`. ``None``: no other reading
+    #: (:mod:`._convreading`); the host network always reads :attr:`x`. ``None``: no other reading
     device_x: np.ndarray | None = None
 
     def busy(self) -> np.ndarray:
@@ -221,20 +221,11 @@ _C = _N_CAT + 3  # first column after the kind head
                                                  _C + 12, _C + 13, _C + 14, _C + 15, _C + 16)
 
 
-#: A GPU without TF32 (Volta, Turing) runs an fp32 convolution on its CUDA cores (cuDNN's implicit-GEMM
-#: or Winograd kernels: SGEMM tiles, bounded by the fp32 rate). The H200 rows label convolutions only as
-#: TF32 tensor-core kernels; on the CUDA cores they label fp32 matmuls (PyTorch leaves TF32 off for
-#: matmuls). So such a convolution reads as a matmul (kind, kernel area, stride; its own FLOPs, bytes and
-#: bound) for the efficiency network only (``OpTable.device_x``: the host dispatches a convolution), in
-#: a predictor no row of such a GPU trained. ``False``: read as a convolution. No change with TF32.
-CUDA_CORE_CONV_AS_GEMM = True
-
-
 def cuda_core_conv_as_gemm(x: np.ndarray, rows: np.ndarray, device) -> np.ndarray | None:
     """A copy of the features ``x`` whose rows ``rows`` (a mask of fp32 tensor-core convolutions) have the
     kind columns of an fp32 matmul, where ``device`` is a GPU without TF32 and there are such rows; else
-    ``None``. See :data:`CUDA_CORE_CONV_AS_GEMM`."""
-    if not CUDA_CORE_CONV_AS_GEMM or _is_cpu(device) or device.peak_tflops.get("tf32") is not None or not rows.any():
+    ``None``. See :mod:`._convreading`."""
+    if not _convreading.CUDA_CORE_CONV_AS_GEMM or _is_cpu(device) or device.peak_tflops.get("tf32") is not None or not rows.any():
         return None
     x = x.copy()
     x[rows, :_C] = _KIND_HEAD[_KIND_ID["matmul"]]

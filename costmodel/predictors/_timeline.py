@@ -86,7 +86,7 @@ from ._optable import (
     op_tables,
     op_tables_by_device,
 )
-from . import _optable
+from . import _convreading
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
 from ._timeline_lanes import chunk_lanes
@@ -480,8 +480,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def _conv_as_gemm(self) -> bool:
         """Whether the efficiency network reads a table's :attr:`~OpTable.device_x` (fp32 convolutions on a
         GPU without TF32 as CUDA-core matmuls): on, unless a device the rows came from lacks TF32 itself,
-        so that a row taught the path (``CUDA_CORE_CONV_AS_GEMM``)."""
-        if not _optable.CUDA_CORE_CONV_AS_GEMM or self.params is None:
+        so that a row taught the path (:mod:`._convreading`)."""
+        if not _convreading.CUDA_CORE_CONV_AS_GEMM or self.params is None:
             return False
         try:
             return all(get_device(d).peak_tflops.get("tf32") is not None

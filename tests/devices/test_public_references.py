@@ -78,7 +78,7 @@ def test_the_cuda_core_convolution_note_names_the_path_only_where_it_applies():
     assert not note(costmodel.estimate(r50, batch=2, device="h200", predictor="timeline"))
 
 
-def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(monkeypatch):
+def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured():
     """On a GPU without TF32 the efficiency network reads the rows of an fp32 convolution with an fp32
     matmul's kind columns (its FLOPs, bytes and bound stay its own), and the host network reads the
     convolution it dispatches; fp16 convolutions there, and every convolution on a GPU with TF32, have one
@@ -89,6 +89,7 @@ def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(m
     from costmodel.devices import get_device
     from costmodel.frontends import to_graph
     from costmodel.predictors import _optable as T
+    from costmodel.predictors import cuda_core_conv_reading
 
     r50 = to_graph("torchvision:resnet50", batch=2)
     is_conv = T.FEATURE_NAMES.index("is_conv")
@@ -104,14 +105,13 @@ def test_fp32_convolutions_on_cuda_cores_read_as_the_matmuls_the_rows_measured(m
     assert np.array_equal(v100.device_x[~conv], v100.x[~conv])  # every other row reads the same
     assert table(r50, "a100-80gb")[0].device_x is None  # TF32 tensor cores: a convolution
     assert table(to_graph("torchvision:resnet50", batch=2, dtype="fp16"), "v100")[0].device_x is None
-    monkeypatch.setattr(T, "CUDA_CORE_CONV_AS_GEMM", False)
-    v100_off, _ = table(r50, "v100")
+    big = to_graph("torchvision:resnet50", batch=64)
+    with cuda_core_conv_reading(False):
+        v100_off, _ = table(r50, "v100")
+        off = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
+        h200_off = costmodel.estimate(big, batch=64, device="h200", predictor="timeline")
     assert v100_off.device_x is None
     assert np.array_equal(v100.bound_s, v100_off.bound_s)  # the bound is the convolution's own either way
-    big = to_graph("torchvision:resnet50", batch=64)
-    off = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
-    h200_off = costmodel.estimate(big, batch=64, device="h200", predictor="timeline")
-    monkeypatch.setattr(T, "CUDA_CORE_CONV_AS_GEMM", True)
     on = costmodel.estimate(big, batch=64, device="v100", predictor="timeline")
     assert on.latency_ms != off.latency_ms
     assert on.details["ops"]["host_ms"] == off.details["ops"]["host_ms"]  # the host dispatches the same
@@ -131,3 +131,15 @@ def test_a_timeline_trained_on_a_gpu_without_tf32_reads_its_convolutions_as_they
     other = copy.copy(shipped)
     other.params = replace(shipped.params, trained_on={**shipped.params.trained_on, "devices": ["H200", "V100"]})
     assert not other._conv_as_gemm()  # a V100 row taught the CUDA-core path itself
+
+
+def test_the_breakdown_splits_the_device_lane_by_operator_kind(refs):
+    from costmodel.predictors import cuda_core_conv_reading
+
+    lanes = refs.lane_breakdown("resnet18", 8, ["v100", "h200"])
+    for kinds in lanes.values():
+        assert kinds["conv"][0] > 0 and all(0 < eff <= 1 for _, eff in kinds.values())
+    with cuda_core_conv_reading(False):
+        before = refs.lane_breakdown("resnet18", 8, ["v100", "h200"])
+    assert before["h200"] == lanes["h200"]  # a GPU with TF32 reads its convolutions one way
+    assert before["v100"]["conv"] != lanes["v100"]["conv"] and before["v100"]["relu"] == lanes["v100"]["relu"]
