@@ -182,6 +182,9 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     """
     from ..predictors import TimelineLLMPredictor, get_llm_predictor
 
+    from ..frontends.hf import check_ssm_kernels
+
+    check_ssm_kernels(ssm_kernels)
     p = get_llm_predictor(predictor)
     kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,

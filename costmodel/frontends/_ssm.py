@@ -94,9 +94,6 @@ def fused_flops(base: str, in_shapes, out_shapes=()) -> float | None:
         (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
         # u, delta and a gate z have the input's shape
         return scan_flops(b, d, tokens, state, gated=sum(tuple(s) == tuple(in_shapes[0]) for s in in_shapes) >= 3)
-    if base == "selective_scan_bwd" and len(in_shapes) >= 3 and len(in_shapes[0]) == 3:
-        (b, d, tokens), state = in_shapes[0], in_shapes[2][-1]
-        return 2.0 * scan_flops(b, d, tokens, state, gated=True)  # the recurrence run back, every input's gradient
     if base == "causal_conv1d_fwd" and len(in_shapes) >= 2 and len(in_shapes[0]) == 3:
         return conv_flops(math.prod(in_shapes[0]), in_shapes[1][-1])
     if base == "causal_conv1d_update" and len(in_shapes) >= 3 and len(in_shapes[1]) == 3:

@@ -504,7 +504,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         """:meth:`_scaled_x` of several tables' rows, stacked (one standardization for all of them);
         ``device_net``: the efficiency network's reading (:attr:`OpTable.device_x` where it applies)."""
         assert self.params is not None
-        if device_net and self._conv_as_gemm():
+        if device_net and any(t.device_x is not None for t in tables) and self._conv_as_gemm():
             xs = [t.x if t.device_x is None else t.device_x for t in tables]
         else:
             xs = [t.x for t in tables]
