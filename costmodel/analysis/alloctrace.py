@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import InvalidInputError
-from ..frontends import cuda_attention
+from ..frontends import cuda_attention, preserved_tensor_attributes
 from ..frontends.hf import unpadded_sequences
 from ..ir import OPTIMIZERS as _IR_OPTIMIZERS
 from ._stepctx import AUTOCAST_DTYPES, autocast_to, check_autocast, direct_call, reparametrized
@@ -565,7 +565,8 @@ def trace_module(module, inputs, *, training: bool = False, dtype: str | None = 
     if training:
         optimizer = check_optimizer(optimizer)
     steps = steps or (2 if training else 1)
-    with _exclusive(), _fake():
+    # a module that caches tensors as plain attributes (a detector's anchors) keeps its own, not fakes
+    with _exclusive(), preserved_tensor_attributes(module), _fake():
         return _trace_module(module, inputs, training, tdt, optimizer, steps, target, amp)
 
 

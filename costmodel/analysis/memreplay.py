@@ -353,7 +353,7 @@ def _workload(mode: str, phase: str | None) -> tuple[bool, str | None]:
 
 
 def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inputs, autocast=None, lora=None,
-           checkpointing: bool = False, target_seq: int | None = None, ssm_kernels: str = "reference"):
+           checkpointing: bool = False, target_seq: int | None = None, ssm_kernels: str = "reference", graph=None):
     """(trace, path, notes) for anything the frontends accept."""
     training, phase = _workload(mode, phase)
     from ..ir import CostGraph
@@ -413,6 +413,8 @@ def _trace(model, *, batch, seq, phase, mode, dtype, optimizer, input_shape, inp
             spec = resolve_llm(model)
             g = hf_graph(spec.model_type, spec.config, batch=batch, seq=seq, causal=spec.causal, method="trace",
                          target_seq=target_seq, ssm_kernels=ssm_kernels)
+        elif graph is not None and graph.meta.get("capture") in ("trace", "trace-real"):
+            g = graph  # the caller's: a model that needs data was run once on the CPU to build it
         else:
             g = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                          method="trace")
@@ -450,7 +452,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                   kind: str | None = None, overheads: Overheads | None = None,
                   autocast: str | None = None, lora: dict | None = None,
                   checkpointing: bool = False, target_seq: int | None = None,
-                  ssm_kernels: str = "reference") -> MemoryReplay:
+                  ssm_kernels: str = "reference", graph=None) -> MemoryReplay:
     """Peak device memory of one workload from its allocation trace (see the module doc).
 
     ``model``: an ``nn.Module`` (with ``inputs`` or ``input_shape``), a zoo name or spec dict, a
@@ -464,6 +466,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     (non-reentrant), their activations recomputed in the backward pass. ``target_seq``: an encoder-decoder's
     decoder tokens (default ``seq``, the encoder's). ``ssm_kernels="fused"``: Mamba's selective scans as
     ``mamba_ssm``'s fused kernels (:func:`costmodel.frontends.hf.fused_ssm_kernels`), not transformers' reference loop.
+    ``graph``: the module's CostGraph for this workload, already built by the dispatch-level trace (or its run
+    on real data): where the module cannot run on fake tensors, it is walked instead of being built again.
     """
     from .._validate import positive_int
     from ..frontends.hf import lora_spec
@@ -504,7 +508,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         elif inputs is None and _weakrefable(model):
             hit = _MODULE_CACHE.get(model, {}).get(tuple(sorted(kw.items())))
     if hit is None:
-        hit = _trace(model, inputs=inputs, **kw)
+        hit = _trace(model, inputs=inputs, graph=graph, **kw)
         with _LOCK:
             if key is not None:
                 if len(_CACHE) >= _CACHE_MAX:

@@ -119,13 +119,18 @@ def resolution_notes(model, graph, input_shape, inputs) -> list[str]:
         return []
     if isinstance(model, str) and looks_like_onnx_path(model):
         return []
-    from ..frontends.zoo import parse_model_ref
+    from ..frontends.zoo import default_resolution, parse_model_ref
 
-    if "res" in parse_model_ref(model) or len(shape) != 3 or shape[-1] == 224:
+    spec = parse_model_ref(model)
+    if "res" in spec or len(shape) not in (3, 4) or (len(shape) == 3 and shape[-1] == 224):
         return []
     dims = "x".join(str(int(d)) for d in shape)
-    return [f"input {dims}: the resolution the model's published weights are evaluated at (no input_shape "
-            "given; pass one to price another)"]
+    source = default_resolution(spec)[1]
+    why = (f"the input size of {source} (a detector resizes every image to it)" if source.endswith("detection models")
+           else f"the input size of {source}" if source.startswith("torchvision ") and source.endswith(" models")
+           else "the resolution the model's published weights are evaluated at")
+    clip = " (a 16-frame clip)" if len(shape) == 4 else ""
+    return [f"input {dims}{clip}: {why} (no input_shape given; pass one to price another)"]
 
 
 def frozen_notes(graph, mode: str, pred) -> list[str]:

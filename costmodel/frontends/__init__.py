@@ -31,8 +31,8 @@ __all__ = [
     "GraphBuilder", "TRAINABLE_CHOICES", "ZOO_SOURCES", "build_zoo_model", "freeze", "cache_dir", "cache_key",
     "cached_graph", "check_batch",
     "cuda_attention", "grouped_mm_fallback", "inference_fast_paths", "recording_scopes",
-    "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape", "to_graph",
-    "zoo_graph",
+    "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape",
+    "preserved_tensor_attributes", "to_graph", "zoo_graph",
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
@@ -44,6 +44,14 @@ def from_torch(*args, **kwargs) -> CostGraph:
     from .pytorch import from_torch as f
 
     return f(*args, **kwargs)
+
+
+def preserved_tensor_attributes(model):
+    """A context that puts back the plain tensor attributes of ``model``'s modules that a capture on meta
+    or fake tensors replaced (cached anchors and the like), so that no capture changes the user's module."""
+    from ._metacall import preserved_tensor_attributes as f
+
+    return f(model)
 
 
 def from_onnx(*args, **kwargs) -> CostGraph:

@@ -84,6 +84,12 @@ _reg("embedding", "embedding embedding_bag _embedding_bag")
 _reg("gather", "gather index index_select index_put scatter scatter_add scatter_reduce masked_select "
      "take index_add index_copy index_fill masked_scatter")
 _reg("dropout", "dropout native_dropout feature_dropout alpha_dropout feature_alpha_dropout")
+# operators whose output size depends on the values (a detector's box filtering and NMS); a graph
+# that has them was built from one real run (``trace-real``). ``nonzero`` and ``unique`` are scans,
+# torchvision's NMS a pass over the sorted boxes' overlaps; RoI pooling samples a few points of the
+# feature map per output element, a gather (it does not stream the whole map)
+_reg("reduction", "nonzero nonzero_static _unique _unique2 unique_dim unique_consecutive argwhere nms batched_nms")
+_reg("gather", "roi_align ps_roi_align _roi_align roi_pool ps_roi_pool")
 # the stand-ins for Mamba's fused selective-scan kernels (``frontends._ssm``): one kernel each, costed by the
 # FLOPs of the scan (``attrs["flops"]``) and one read and write of its operands; like an activation, a
 # training step runs one backward kernel for the forward one

@@ -8,6 +8,8 @@ layouts without their kernels, and swaps a module's parameters in place of ``fun
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 # Output metadata of functional ATen ops on meta tensors, by (op, argument metadata). Many meta
@@ -249,3 +251,33 @@ def _run_swapped(model, state: dict, args, kwargs) -> bool:
         for table, leaf, t in saved:
             table[leaf] = t
     return True
+
+
+@contextlib.contextmanager
+def preserved_tensor_attributes(model):
+    """Put back, on exit, every plain tensor attribute of ``model``'s modules (a tensor, or a list or
+    tuple of them, held outside ``_parameters`` and ``_buffers``) that a capture replaced.
+
+    Some modules cache tensors as plain attributes and move them to the device of the input they
+    see (torchvision's ``AnchorGenerator`` keeps its cell anchors so). A capture on meta tensors
+    would leave them on the meta device, and the next call on real data fails with "Cannot copy out
+    of meta tensor"; a capture must not change the user's module."""
+    import torch
+
+    def tensors_only(v) -> bool:
+        if isinstance(v, torch.Tensor):
+            return True
+        return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, torch.Tensor) for x in v)
+
+    saved = []
+    for mod in model.modules():
+        for k, v in vars(mod).items():
+            if not k.startswith("_") and tensors_only(v):
+                saved.append((mod, k, v, list(v) if isinstance(v, list) else None))
+    try:
+        yield
+    finally:
+        for mod, k, v, items in saved:
+            if items is not None:
+                v[:] = items
+            mod.__dict__[k] = v

@@ -55,7 +55,7 @@ from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import GROUPED_MM, grouped_mm_fallback
 from ._ssm import fused_flops
-from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves
+from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves, preserved_tensor_attributes
 from ._scopes import ScopeRecorder, recording_scopes
 from ._dispatched import MAY_COPY, emit_dispatched, gpu_layout, meta_run
 from ._common import einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
@@ -354,7 +354,10 @@ def make_inputs(model, inputs=None, *, input_shape=None, batch: int | None = Non
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     fdt = torch_dtype(dtype) if dtype else (p.dtype if p is not None and p.is_floating_point() else torch.float32)
-    x = torch.empty((batch, *shape), dtype=fdt, device=device)
+    if device.type == "meta":
+        x = torch.empty((batch, *shape), dtype=fdt, device=device)
+    else:  # values, seeded: a model that needs data is run on them once (and the same graph comes back)
+        x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0)).to(device=device, dtype=fdt)
     return (x,), {}, batch
 
 
@@ -517,14 +520,16 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
         builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=False)
         keep.append(m)
 
+    gen = torch.Generator().manual_seed(0)
+
     def to_meta(t):
         if not isinstance(t, torch.Tensor):
             return t
         if real:
             if t.device.type != "meta":
                 return t
-            if t.is_floating_point():
-                return torch.randn(t.shape, dtype=t.dtype)
+            if t.is_floating_point():  # seeded: a detector's boxes, and so its graph, follow the values
+                return torch.randn(t.shape, dtype=t.dtype, generator=gen)
             return torch.zeros(t.shape, dtype=t.dtype)
         return torch.empty_like(t, device="meta") if t.device.type != "meta" else t
 
@@ -665,7 +670,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
         was_training = model.training
         model.train(training)
         try:
-            with inference_fast_paths(fused and not training), recording_scopes(model) as scopes:
+            with (inference_fast_paths(fused and not training), recording_scopes(model) as scopes,
+                  preserved_tensor_attributes(model)):
                 _from_export(model, args, kwargs, builder, training)
         except Exception as e:  # noqa: BLE001 - any export failure falls back
             export_error = _first_line(e, 200)
@@ -679,7 +685,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
             model.train(was_training)
     if used == "trace":
         try:
-            with inference_fast_paths(fused and not training), recording_scopes(model) as scopes:
+            with (inference_fast_paths(fused and not training), recording_scopes(model) as scopes,
+                  preserved_tensor_attributes(model)):
                 _from_trace(model, args, kwargs, builder, training, fused=fused, scopes=scopes)
         except InvalidInputError:
             raise
@@ -709,14 +716,22 @@ def _shape_hint(e: Exception, training: bool) -> str:
     if training and "more than 1 value per channel" in msg:
         return (" (PyTorch refuses this on every device: a training step's batch norm needs more than one value "
                 "per channel, and this batch leaves one; use a larger batch)")
+    if training and "targets should not be none" in msg:
+        return (" (a detector's training step takes its targets, boxes and labels, beside the images; costmodel "
+                "costs detectors' inference)")
     if "can't be greater than actual input size" in msg or "Output size is too small" in msg:
         return " (the input is too small for the model's kernels and strides: pass a larger input_shape)"
     return ""
 
 
 def _needs_data(e: Exception) -> bool:
+    if type(e).__name__ in ("DynamicOutputShapeException", "DataDependentOutputException"):
+        return True
     msg = str(e)
-    return "meta tensor" in msg or "data-dependent" in msg.lower() or "item()" in msg
+    low = msg.lower()
+    # nonzero() and other value-sized operators (unique, masked_select) have no meta kernel
+    return ("meta tensor" in msg or "data-dependent" in low or "data-independent" in low or "item()" in msg
+            or "no fake impl or meta kernel" in low)
 
 
 def _graph_dtype(model, first) -> str:

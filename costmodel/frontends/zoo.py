@@ -14,12 +14,19 @@ updates (:func:`freeze`): ``"all"`` (the default), ``"head"`` (the last
 module with parameters: a linear probe) or a list of parameter-name
 prefixes (``["layer4", "fc"]``); the others get ``requires_grad=False``.
 
-Models are always built on the ``meta`` device with random-init code paths,
-so nothing is downloaded and no weight memory is allocated.
+Models are built on the ``meta`` device with random-init code paths, so nothing
+is downloaded and no weight memory is allocated. torchvision's other tasks come
+too: segmentation models at 520 x 520, video models on a 16-frame clip at
+their weights' crop, and detectors at their own resize size. A detector is the
+exception to the meta device: its graph needs one run on data (its box
+filtering), so it is built on the CPU with seeded random weights. Optical flow
+(two frames) and the int8 ``quantized_*`` models are refused with what to do
+instead.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -44,6 +51,35 @@ def _tv_names() -> tuple[str, ...]:
     import torchvision
 
     return tuple(torchvision.models.list_models())
+
+
+#: torchvision's model modules beside classification, and what each takes
+TV_TASKS = ("segmentation", "detection", "video", "optical_flow", "quantization")
+#: frames of a video model's clip (torchvision's video weights are evaluated on 16)
+VIDEO_FRAMES = 16
+
+
+@cache
+def tv_task(name: str) -> str:
+    """Which of torchvision's model modules ``name`` comes from: ``classification`` or one of
+    :data:`TV_TASKS`."""
+    import torchvision
+
+    for task in TV_TASKS:
+        if name in torchvision.models.list_models(module=getattr(torchvision.models, task)):
+            return task
+    return "classification"
+
+
+def _tv_task_resolution(name: str, task: str) -> int | None:
+    """The input size a torchvision model of another task is built for: a segmentation model's weights
+    resize to 520; a detector resizes every image to its own ``min_size`` (800, 320 for the ``_320_``
+    variants, 300 for SSD300), so its input is that square."""
+    if task == "segmentation":
+        return 520
+    if task == "detection":
+        return 320 if "320" in name else 300 if name.startswith("ssd300") else 800
+    return None
 
 
 @cache
@@ -123,6 +159,9 @@ def default_resolution(spec: dict) -> tuple[int, str]:
         return int(spec["res"]), "spec"
     src = spec.get("src") or (_resolve_src(spec["name"]) if "name" in spec else None)
     if src == "tv":
+        task_res = _tv_task_resolution(spec["name"], tv_task(spec["name"]))
+        if task_res is not None:
+            return task_res, f"torchvision {tv_task(spec['name'])} models"
         native = tv_native_resolution(spec["name"])
         if native is not None:
             return native, "torchvision weights"
@@ -138,6 +177,9 @@ def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
 
         if name in ("inception_v3", "googlenet"):
             kw.setdefault("init_weights", False)  # its scipy initialisation is slow and warns; values don't matter
+        _check_tv_task(name)
+        if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
+            kw.setdefault("weights_backbone", None)  # its default is ImageNet weights, which it would download
         module = torchvision.models.get_model(name, weights=None, **kw)
     elif src == "tv_resnet":
         from torchvision.models import resnet
@@ -162,6 +204,20 @@ def _construct(src: str, name: str, spec: dict, kw: dict, res: int):
             if size:
                 res = int(size[-1])
     return module, res
+
+
+def _check_tv_task(name: str) -> None:
+    """Refuse, saying what to do instead, the torchvision models a zoo name cannot feed or no device runs."""
+    task = tv_task(name)
+    if task == "optical_flow":
+        raise InvalidInputError(
+            f"torchvision:{name} takes two frames, which a zoo name cannot give: build it "
+            f"(torchvision.models.optical_flow.{name}()) and pass inputs=(frame1, frame2) to costmodel.estimate")
+    if task == "quantization":
+        raise InvalidInputError(
+            f"torchvision:{name} is an int8 model for the CPU's fbgemm and qnnpack kernels, which costmodel does not "
+            f"cost; ask for the float model, torchvision:{name.removeprefix('quantized_')} (dtype='fp16' or 'bf16' "
+            "for a GPU's reduced precision)")
 
 
 #: the ``trainable`` values other than a list of parameter-name prefixes
@@ -211,8 +267,13 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     name = spec.get("name", src)
     kw = dict(spec.get("kw") or {})
     res = default_resolution(dict(spec, src=src))[0]
+    task = tv_task(name) if src == "tv" else "classification"
+    if task == "detection":
+        # a detector's graph needs one run on data (its box filtering): real weights, seeded
+        device = "cpu"
     if device != "meta":
-        with torch.device(device):
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(0)
             module, res = _construct(src, name, spec, dict(kw), res)
     else:
         try:
@@ -231,4 +292,6 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     if trainable != "all":
         label += f" (trainable: {trainable if isinstance(trainable, str) else ', '.join(trainable)})"
     full_spec = dict(spec, src=src, res=res)
-    return ZooModel(module, (3, res, res), label, full_spec)
+    # a video model's clip: 16 frames of res x res
+    shape = (3, int(spec.get("frames", VIDEO_FRAMES)), res, res) if task == "video" else (3, res, res)
+    return ZooModel(module, shape, label, full_spec)

@@ -89,7 +89,7 @@ from ._optable import (
 from . import _convreading
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
-from ._timeline_lanes import chunk_lanes
+from ._timeline_lanes import chunk_lanes, composed_latency_us, sync_note
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import blind_inputs, mlp as _mlp
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
@@ -589,7 +589,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             decode_us = p.decode_step_us if (t.decode and p.decode_step_us is not None) else 0.0
             call_us += decode_us
             H, D = float(lanes.host_us[j]) + call_us, float(lanes.device_us[j])
-            lat_us = (H + D if t.synchronous else max(H, D)) + p.sync_us
+            lat_us, waits = composed_latency_us(g, t, (h_us, d_us), (H, D), call_us, p.sync_us)
             e_class, u_class = lanes.energy_us[j].tolist(), lanes.useful_us[j].tolist()
             static_w = p.energy_static_w * static_k
             dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
@@ -598,6 +598,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g, cols, j), *dev.assumptions, *lane_notes(g, cols.scopes[j], m)]
+            notes += [sync_note(waits)] if waits else []
             if host_note:
                 notes.append(host_note)
             elif "H200" not in dev.name:
@@ -610,7 +611,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             # one call alone: the first kernel waits for the call's own host cost, then the lanes as replayed
-            single = D + max(call_us, call_us + float(lanes.slack_us[j])) + p.sync_us
+            single = max(D + max(call_us, call_us + float(lanes.slack_us[j])) + p.sync_us, lat_us if waits else 0.0)
             top = np.argsort(-d_us, kind="stable")[:10]
             est.latency_ms = lat_ms
             est.energy_j = energy_j

@@ -49,3 +49,61 @@ def chunk_lanes(tables, z_dev: np.ndarray, z_host: np.ndarray, host: np.ndarray,
     lead = (Hc - base_h) - (Dc - base_d - d_us)
     slack = np.maximum.reduceat(lead, first)
     return _ChunkLanes(starts.tolist(), d_us, eff, h_us, H_sum, D_sum, energy, useful, slack)
+
+
+#: operators whose output size the host must read before it can go on (a device-to-host copy and a wait for
+#: the device): ``nonzero`` and what is built on it, ``unique``, and torchvision's NMS, which copies its
+#: overlap mask to the host and walks it there (ONNX's names too)
+HOST_SYNC_OPS = frozenset(
+    "nonzero _unique _unique2 unique_dim unique_consecutive argwhere masked_select nms batched_nms "
+    "NonZero NonMaxSuppression Unique Compress".split())
+
+
+def host_sync_nodes(graph) -> np.ndarray:
+    """Indices of ``graph``'s nodes after which the host waits for the device: :data:`HOST_SYNC_OPS`, and
+    indexing by a boolean mask (``x[mask]``, ``x[mask] = v``), which runs ``nonzero`` inside."""
+    out = []
+    for i, n in enumerate(graph.nodes):
+        base = n.op.rpartition(".")[2] if n.op.count(".") == 1 else n.op.split(".")[1] if "." in n.op else n.op
+        if base in HOST_SYNC_OPS or (base in ("index", "index_put", "index_put_") and "bool" in n.in_dtypes[1:]):
+            out.append(i)
+    return np.asarray(out, dtype=np.int64)
+
+
+def synced_latency_us(h_us: np.ndarray, d_us: np.ndarray, node: np.ndarray, syncs: np.ndarray,
+                      call_us: float) -> tuple[float, int]:
+    """The two lanes of one table composed with the host waiting for the device after each node of
+    ``syncs``: the sum over the stretches between waits of max(host, device), each stretch starting with
+    both lanes level. Without a wait it is max(H, D), the timeline's composition. Rows that belong to no
+    node (module calls, extra launches, the optimizer) and the call's own host cost are spread over the
+    stretches in proportion to each lane's time in them. Returns (µs, waits)."""
+    on = node >= 0
+    wait = on & np.isin(node, syncs)
+    stretch = (np.cumsum(wait) - wait)[on]  # a waiting row ends its stretch
+    k = int(stretch.max()) + 1 if stretch.size else 1
+    H = np.bincount(stretch, weights=h_us[on], minlength=k)
+    D = np.bincount(stretch, weights=d_us[on], minlength=k)
+    h_rest, d_rest = float(h_us[~on].sum()) + call_us, float(d_us[~on].sum())
+    H = H + (h_rest * H / H.sum() if H.sum() > 0 else h_rest / k)
+    D = D + (d_rest * D / D.sum() if D.sum() > 0 else d_rest / k)
+    return float(np.maximum(H, D).sum()), int(wait.sum())
+
+
+def composed_latency_us(graph, table, rows_us, lanes_us, call_us: float, sync_us: float) -> tuple[float, int]:
+    """One call's latency from its lanes (µs) and the host's waits for the device in it: ``rows_us`` the
+    table's rows' (host, device) times, ``lanes_us`` their sums (host with the call's cost), ``sync_us``
+    the fitted cost of a synchronisation. A CPU runs each operator on the host (the sum); a GPU overlaps
+    the lanes, up to each wait (:func:`synced_latency_us`) and the final synchronisation."""
+    H, D = lanes_us
+    if table.synchronous:
+        return H + D + sync_us, 0
+    syncs = host_sync_nodes(graph)
+    if not syncs.size:
+        return max(H, D) + sync_us, 0
+    lat, waits = synced_latency_us(*rows_us, table.node, syncs, call_us)
+    return lat + (waits + 1) * sync_us, waits
+
+
+def sync_note(waits: int) -> str:
+    return (f"the host waits for the device {waits} time(s) in the call: operators whose output size it reads "
+            "(nonzero, boolean-mask indexing, unique, NMS); the lanes overlap only between the waits")

@@ -77,3 +77,41 @@ def test_torchvision_models_default_to_their_weights_resolution(tmp_path, monkey
     g = zoo_graph("torchvision:inception_v3", batch=2, mode="training")
     assert g.meta["input_shape"] == [3, 299, 299]
     assert zoo_graph("torchvision:inception_v3", batch=2, input_shape=(3, 342, 342)).meta["input_shape"] == [3, 342, 342]
+
+
+def test_torchvision_tasks_build_without_downloading(tmp_path, monkeypatch):
+    """Segmentation and detection builders default to ImageNet backbone weights, which they would download;
+    the zoo builds them with none, each task at the input it takes."""
+    from costmodel.frontends.zoo import default_resolution, tv_task
+
+    monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
+    assert tv_task("fcn_resnet50") == "segmentation" and tv_task("resnet50") == "classification"
+    assert default_resolution({"name": "deeplabv3_resnet50"}) == (520, "torchvision segmentation models")
+    assert default_resolution({"name": "fasterrcnn_mobilenet_v3_large_320_fpn"})[0] == 320
+    assert default_resolution({"name": "retinanet_resnet50_fpn"})[0] == 800
+    seg = zoo_graph("torchvision:lraspp_mobilenet_v3_large", batch=1)
+    assert seg.meta["input_shape"] == [3, 520, 520]
+    video = zoo_graph("torchvision:r3d_18", batch=2)
+    assert video.meta["input_shape"] == [3, 16, 112, 112]
+    assert any(n.kind == "conv" and len(n.in_shapes[1]) == 5 for n in video.nodes)  # 3-D kernels
+
+
+def test_a_zoo_detector_is_built_on_the_cpu_and_run_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("COSTMODEL_CACHE", str(tmp_path))
+    zm = build_zoo_model("torchvision:ssdlite320_mobilenet_v3_large")
+    assert next(zm.module.parameters()).device.type == "cpu" and zm.input_shape == (3, 320, 320)
+    a = zoo_graph("torchvision:ssdlite320_mobilenet_v3_large", batch=1, cache=False)
+    assert a.meta["capture"] == "trace-real"
+    assert any(n.op == "aten.nms" for n in a.nodes)
+    # seeded weights and inputs: the same name gives the same graph
+    b = zoo_graph("torchvision:ssdlite320_mobilenet_v3_large", batch=1, cache=False)
+    assert [n.out_shapes for n in a.nodes] == [n.out_shapes for n in b.nodes]
+
+
+@pytest.mark.parametrize("name, match", [
+    ("raft_small", r"two frames.*inputs=\(frame1, frame2\)"),
+    ("quantized_resnet50", r"int8.*torchvision:resnet50"),
+])
+def test_torchvision_models_a_name_cannot_feed_are_refused(name, match):
+    with pytest.raises(InvalidInputError, match=match):
+        build_zoo_model(f"torchvision:{name}")
