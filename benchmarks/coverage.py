@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -123,7 +124,7 @@ def _memory_path(e) -> dict:
     mem = e.details.get("memory") or {}
     out = {"memory_path": mem.get("path", "predictor")}
     if out["memory_path"] != "replay":
-        out["memory_reason"] = str(mem.get("reason", ""))[:200]
+        out["memory_reason"] = str(mem.get("reason") or "; ".join(mem.get("notes") or ()))[:200]
     return out
 
 
@@ -180,8 +181,9 @@ def _task(job: str) -> list[dict]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 e = costmodel.estimate(model, batch=batch, device="h200", mode=mode, dtype=dtype, **kw)
+            waits = [re.search(r"waits for the device (\d+) time", a) for a in e.assumptions]
             row.update(ok=True, latency_ms=e.latency_ms, memory_mb=e.memory_mb, energy_j=e.energy_j, **_memory_path(e),
-                       waits=sum("the host waits for the device" in a for a in e.assumptions))
+                       waits=sum(int(w.group(1)) for w in waits if w))
         except Exception as ex:  # noqa: BLE001 - every failure is reported
             row.update(ok=False, error=f"{type(ex).__name__}: {str(ex)[:300]}")
         row["s"] = time.perf_counter() - t0
@@ -330,6 +332,11 @@ def main(argv=None) -> int:
         for r in untraced:
             print(f"- {r['model']} {r['mode']} {r['dtype']} batch {r['batch']}: {r['memory_path']}: "
                   f"{r.get('memory_reason', '')}")
+    waits = {r["model"]: r["waits"] for r in rows if r["ok"] and r.get("waits")}
+    if waits:
+        print("\nModels whose host waits for the device inside a call (nonzero, NMS; one run's count):")
+        for m, n in waits.items():
+            print(f"- {m}: {n} wait(s) at batch {max(r['batch'] for r in rows if r['model'] == m and r['ok'])}")
     bad = order_violations(rows)
     if bad:
         print("\nOrder violations:")

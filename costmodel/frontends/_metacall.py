@@ -281,3 +281,26 @@ def preserved_tensor_attributes(model):
             if items is not None:
                 v[:] = items
             mod.__dict__[k] = v
+
+
+class ObjectKeys:
+    """A key per tensor object that stays unique when the object dies and its ``id`` is reused: what the
+    trace keys a real run's tensors by without keeping them alive (a detector's run on the CPU makes
+    gigabytes of them; a meta run keeps its own, which cost nothing, and keys them by ``id``)."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._ref = weakref.ref
+        self._refs: dict[int, Any] = {}
+        self._keys: dict[int, int] = {}
+        self._next = 0
+
+    def __call__(self, t) -> int:
+        i = id(t)
+        r = self._refs.get(i)
+        if r is None or r() is not t:
+            self._refs[i] = self._ref(t)
+            self._next += 1
+            self._keys[i] = self._next
+        return self._keys[i]

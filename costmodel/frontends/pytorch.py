@@ -55,7 +55,8 @@ from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import GROUPED_MM, grouped_mm_fallback
 from ._ssm import fused_flops
-from ._metacall import _META_CACHE, _meta_call, _run_swapped, _tensor_leaves, preserved_tensor_attributes
+from ._metacall import (_META_CACHE, ObjectKeys, _meta_call, _run_swapped, _tensor_leaves,
+                        preserved_tensor_attributes)
 from ._scopes import ScopeRecorder, recording_scopes
 from ._dispatched import MAY_COPY, emit_dispatched, gpu_layout, meta_run
 from ._common import einsum_contraction, check_batch, parse_shape, spatial_mean_is_pool
@@ -377,6 +378,26 @@ def _val_outputs(node) -> list[tuple[Hashable, Sequence[int], str]] | None:
     return None
 
 
+def _export_quietly(export, model, args, kwargs):
+    """``torch.export.export`` without the partial graph it prints to stderr when it fails (thousands of
+    lines for a detector, whose trace then takes over); whatever else it writes there is passed on."""
+    import io
+    import sys
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            return export(model, args, kwargs, strict=False)
+    except Exception as e:
+        partial = getattr(e, "partial_fx_graph", None)
+        text = buf.getvalue()
+        # printed once by each of export's wrappers it passes through
+        buf = io.StringIO(text.replace(f"{partial}\n", "") if partial is not None else text)
+        raise
+    finally:
+        sys.stderr.write(buf.getvalue())
+
+
 def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> None:
     import operator
 
@@ -385,7 +406,7 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
     from torch.export import export
     from torch.export.graph_signature import InputKind
 
-    ep = export(model, args, kwargs, strict=False)
+    ep = _export_quietly(export, model, args, kwargs)
     sig = ep.graph_signature
     specs = {s.arg.name: s for s in sig.input_specs if hasattr(s.arg, "name")}
     # tied weights appear under several targets but are one tensor
@@ -497,7 +518,9 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
     from torch.func import functional_call
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    # meta copies of parameters and buffers; ids identify them during the trace
+    # meta copies of parameters and buffers; ids identify them during the trace (a real run's tensors are
+    # not kept alive, so they get keys that survive the reuse of an id)
+    kid = ObjectKeys() if real else id
     meta_state: dict[str, torch.Tensor] = {}
     seen_storage: dict[int, torch.Tensor] = {}
     keep: list[torch.Tensor] = []
@@ -510,14 +533,14 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
         m = p if real else torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
         seen_storage[sid] = m
         meta_state[name] = m
-        builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=True, frozen=not p.requires_grad)
+        builder.add_param(kid(m), tuple(m.shape), dtype_name(m.dtype), trainable=True, frozen=not p.requires_grad)
         keep.append(m)
     for name, buf in model.named_buffers(remove_duplicate=False):
         if buf is None:
             continue
         m = buf if real else torch.empty_like(buf, device="meta")
         meta_state[name] = m
-        builder.add_param(id(m), tuple(m.shape), dtype_name(m.dtype), trainable=False)
+        builder.add_param(kid(m), tuple(m.shape), dtype_name(m.dtype), trainable=False)
         keep.append(m)
 
     gen = torch.Generator().manual_seed(0)
@@ -537,10 +560,10 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
     kwargs = pytree.tree_map(to_meta, kwargs)
     for i, t in enumerate(pytree.tree_leaves((args, kwargs))):
         if isinstance(t, torch.Tensor):
-            builder.add_input(id(t), tuple(t.shape), dtype_name(t.dtype), name=f"input_{i}")
+            builder.add_input(kid(t), tuple(t.shape), dtype_name(t.dtype), name=f"input_{i}")
             keep.append(t)
     em = _Emitter(builder, training)
-    em.key_for = lambda v: id(v) if isinstance(v, torch.Tensor) else None
+    em.key_for = lambda v: kid(v) if isinstance(v, torch.Tensor) else None
     scope_of = scopes.current if scopes is not None else (lambda: "")
 
     class Recorder(TorchDispatchMode):
@@ -551,13 +574,14 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
             _tensor_leaves(args, flat_in)
             if kwargs:
                 _tensor_leaves(kwargs.values(), flat_in)
-            in_keys = [id(a) for a in flat_in if builder.has(id(a))]
+            in_keys = [k for k in map(kid, flat_in) if builder.has(k)]
             outs = []
             flat_out: list = []
             _tensor_leaves((out,), flat_out)
             for o in flat_out:
-                keep.append(o)
-                outs.append((id(o), tuple(o.shape), dtype_name(o.dtype)))
+                if not real:
+                    keep.append(o)
+                outs.append((kid(o), tuple(o.shape), dtype_name(o.dtype)))
             em.emit(func, args, kwargs, in_keys, outs, is_contiguous=None, scope=scope_of())
             return out
 

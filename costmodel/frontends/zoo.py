@@ -268,13 +268,15 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     kw = dict(spec.get("kw") or {})
     res = default_resolution(dict(spec, src=src))[0]
     task = tv_task(name) if src == "tv" else "classification"
-    if task == "detection":
-        # a detector's graph needs one run on data (its box filtering): real weights, seeded
-        device = "cpu"
-    if device != "meta":
-        with torch.random.fork_rng(devices=[]), torch.device(device):
+    # a detector's graph needs one run on data (its box filtering): real weights, seeded on the CPU, so that
+    # a GPU that measures it runs the same weights (and keeps the same boxes) as the capture
+    build_on = "cpu" if task == "detection" else device
+    if build_on != "meta":
+        with torch.random.fork_rng(devices=[]), torch.device(build_on):
             torch.manual_seed(0)
             module, res = _construct(src, name, spec, dict(kw), res)
+        if build_on != device and device != "meta":
+            module = module.to(device)
     else:
         try:
             with torch.device("meta"):

@@ -3,9 +3,11 @@
 The protocol (``costmodel/data`` README, "How a row was measured"):
 
 * the model is built with random weights directly on the measuring device
-  (nothing is downloaded); ``fp16``/``bf16`` convert the fp32 model
-  (``model.half()``, no autocast);
-* inputs are ``torch.randn(batch, 3, res, res)`` for vision models and random
+  (nothing is downloaded; a detector is built on the CPU with seeded weights
+  and moved, as the graph capture builds it); ``fp16``/``bf16`` convert the fp32
+  model (``model.half()``, no autocast);
+* inputs are ``torch.randn(batch, *input)`` for vision models (seeded on the CPU,
+  the values the capture of a model that needs data runs on) and random
   token ids of shape ``(batch, seq)`` for language models;
 * inference runs under ``torch.inference_mode()`` with the model in
   ``eval()``; training runs one full step (``zero_grad``, forward,
@@ -280,7 +282,9 @@ def _measure_rows(item: WorkItem, d: _Device, ops: bool = False) -> dict:
     rss0 = None if d.cuda else _rss_mb()
     b = item.batch
     if item.kind == "vision":
-        x = torch.randn(b, *info["input"], device=d.dev, dtype=_torch_dtype(item.dtype))
+        # the values the graph capture runs a model that needs data on (a detector keeps the same boxes)
+        x = torch.randn((b, *info["input"]), generator=torch.Generator().manual_seed(0)).to(
+            device=d.dev, dtype=_torch_dtype(item.dtype))
         step = _vision_step(model, x, item.mode, b)
         try:
             if item.mode == "infer":

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .._errors import InvalidInputError, ModelLoadError
+from .._errors import CostModelError, InvalidInputError, ModelLoadError
 from .._validate import positive_int, positive_ints
 from ..frontends import TRAINABLE_CHOICES, ZOO_SOURCES
 from ..ir import LLM_MODES, MODEL_DTYPES as DTYPES
@@ -88,7 +88,15 @@ class WorkItem:
         name = self.spec.get("name", self.spec.get("src"))
         if self.spec.get("kw"):
             name += "(" + ",".join(f"{k}={v}" for k, v in sorted(self.spec["kw"].items())) + ")"
-        return f"{name}@{self.spec.get('res', 224)} {self.mode} {self.dtype} b{self.batch}"
+        if "res" in self.spec:
+            return f"{name}@{self.spec['res']} {self.mode} {self.dtype} b{self.batch}"
+        from ..frontends.zoo import default_resolution  # the size the zoo builds it at (520 for segmentation)
+
+        try:
+            res = default_resolution(self.spec)[0]
+        except CostModelError:
+            res = 224
+        return f"{name}@{res} {self.mode} {self.dtype} b{self.batch}"
 
 
 def row_key(spec: dict, batch: int, mode: str, dtype: str) -> str:
