@@ -32,7 +32,7 @@ __all__ = [
     "cached_graph", "check_batch",
     "cuda_attention", "grouped_mm_fallback", "inference_fast_paths", "recording_scopes",
     "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape",
-    "preserved_tensor_attributes", "to_graph", "zoo_graph",
+    "meta_tensor_attributes", "preserved_tensor_attributes", "to_graph", "zoo_graph",
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
@@ -50,6 +50,14 @@ def preserved_tensor_attributes(model):
     """A context that puts back the plain tensor attributes of ``model``'s modules that a capture on meta
     or fake tensors replaced (cached anchors and the like), so that no capture changes the user's module."""
     from ._metacall import preserved_tensor_attributes as f
+
+    return f(model)
+
+
+def meta_tensor_attributes(model):
+    """A context within which ``model``'s plain tensor attributes off the meta device (an FX graph's
+    constants) are meta tensors of their shapes; the module's own come back on exit."""
+    from ._metacall import meta_tensor_attributes as f
 
     return f(model)
 

@@ -272,7 +272,7 @@ def preserved_tensor_attributes(model):
     saved = []
     for mod in model.modules():
         for k, v in vars(mod).items():
-            if not k.startswith("_") and tensors_only(v):
+            if tensors_only(v):
                 saved.append((mod, k, v, list(v) if isinstance(v, list) else None))
     try:
         yield
@@ -281,6 +281,21 @@ def preserved_tensor_attributes(model):
             if items is not None:
                 v[:] = items
             mod.__dict__[k] = v
+
+
+@contextlib.contextmanager
+def meta_tensor_attributes(model):
+    """Within, every plain tensor attribute of ``model``'s modules that is not on the meta device (the
+    constants an FX ``GraphModule`` holds, ``_tensor_constant0``) is a meta tensor of its shape, so a
+    trace on meta tensors does not meet a CPU operand; the module's own are put back on exit."""
+    import torch
+
+    with preserved_tensor_attributes(model):
+        for mod in model.modules():
+            for k, v in list(vars(mod).items()):
+                if isinstance(v, torch.Tensor) and v.device.type != "meta":
+                    mod.__dict__[k] = torch.empty_like(v, device="meta")
+        yield
 
 
 class ObjectKeys:

@@ -569,11 +569,20 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
     class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            out = func(*args, **kwargs) if real else _meta_call(func, args, kwargs)
             flat_in: list = []
             _tensor_leaves(args, flat_in)
             if kwargs:
                 _tensor_leaves(kwargs.values(), flat_in)
+            if not real and kwargs.get("device") is not None and torch.device(kwargs["device"]).type != "meta":
+                kwargs = dict(kwargs, device=torch.device("meta"))  # a factory or copy to a fixed device
+            if not real and any(t.device.type != "meta" for t in flat_in):
+                # a constant the code made on a fixed device (a compiled graph's torch.as_tensor(...,
+                # device=cpu)): its meta twin, so that it meets the meta operands
+                args, kwargs = pytree.tree_map(to_meta, (args, kwargs))
+                flat_in = []
+                _tensor_leaves(args, flat_in)
+                _tensor_leaves(kwargs.values(), flat_in)
+            out = func(*args, **kwargs) if real else _meta_call(func, args, kwargs)
             in_keys = [k for k in map(kid, flat_in) if builder.has(k)]
             outs = []
             flat_out: list = []

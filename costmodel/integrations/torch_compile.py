@@ -92,9 +92,13 @@ def _module_with_state(gm, example_inputs, kinds):
                     self.register_buffer(f"state_{i}", torch.empty(t.shape, dtype=t.dtype, device="meta"))
 
         def forward(self, *data):
+            from ..frontends import meta_tensor_attributes
+
             rest = iter(data)
-            return self.gm(*[getattr(self, f"state_{i}") if kind is not None else next(rest)
-                             for i, kind in enumerate(kinds)])
+            # the graph's own constants (a detector's anchors) as meta tensors while it is traced
+            with meta_tensor_attributes(self.gm):
+                return self.gm(*[getattr(self, f"state_{i}") if kind is not None else next(rest)
+                                 for i, kind in enumerate(kinds)])
 
     return Lifted()
 
@@ -228,6 +232,10 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
         t0 = time.perf_counter()
         oom = None
         caught: list = []
+        if not any(hasattr(t, "shape") for t in example_inputs):
+            # a graph without tensor inputs computes on constants only (what dynamo leaves between two breaks
+            # in a detector's post-processing): nothing to cost, nothing to warn about
+            return _inner(inner)(gm, example_inputs)
         try:
             # warnings raised while estimating are collected, not raised (a user's "error" filter would
             # abort the estimate), and re-issued below where they cannot break the compile

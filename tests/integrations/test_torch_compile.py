@@ -110,6 +110,21 @@ def test_graph_breaks_give_one_estimate_per_graph():
     assert len(be.estimates) == 2 and y.shape == (4, 16)
 
 
+def test_a_detectors_graphs_are_estimated_between_its_breaks():
+    """Dynamo breaks a detector at its value-sized operators; the graphs between carry constants made on
+    the CPU (``torch.as_tensor(mean, device=cpu)``) and copies to it, which the meta trace keeps on the meta
+    device, and graphs with no tensor input at all, which hold nothing to cost."""
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    m = tv.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    be = costmodel.torch_backend(device="h100", inner="eager", predictor="analytic")
+    with torch.no_grad():
+        out, w = _compile_and_run(m, torch.randn(1, 3, 320, 320), be)
+    assert isinstance(out, list) and "boxes" in out[0]
+    assert not [x for x in w if "could not estimate" in str(x.message)]
+    assert len(be.estimates) >= 3 and max(e.latency_ms for e in be.estimates) > 0
+
+
 def test_a_failing_cost_model_never_breaks_the_compile():
     from costmodel.predictors import AnalyticPredictor
 

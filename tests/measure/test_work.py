@@ -153,3 +153,20 @@ def test_shipped_transformer_steps_spec():
     # the published sizes of the two new architectures, with their LM heads
     assert built["t5-small"] == ("T5ForConditionalGeneration", 60_506_624)
     assert built["mamba-130m"] == ("MambaForCausalLM", 129_135_360)
+
+
+def test_every_packaged_work_file_loads():
+    for path in sorted(SPECS_DIR.glob("*.json")):
+        assert load_work(path), path.name
+
+
+def test_the_task_work_files_cover_torchvisions_other_tasks():
+    from costmodel.frontends.zoo import tv_task
+
+    for name in ("cpu_tasks.json", "h200_tasks.json"):
+        items = load_work(SPECS_DIR / name)
+        assert {"segmentation", "video", "detection"} <= {tv_task(i.spec["name"]) for i in items}
+        # a detector's training step needs targets: none is asked for
+        assert not [i for i in items if tv_task(i.spec["name"]) == "detection" and i.mode == "train"]
+        # the check rows repeat classifier rows measured before
+        assert any(tv_task(i.spec["name"]) == "classification" for i in items)
