@@ -632,7 +632,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 "bound": "host" if (H > D and not t.synchronous) else ("serial" if t.synchronous else "device"),
                 "host_bound_share": max(0.0, 1.0 - D / lat_us) if not t.synchronous else None,
                 "single_call_ms": single / 1e3,
-                "decode_step_ms": decode_us / 1e3 if t.decode else None,
+                "decode_step_ms": decode_us / 1e3 if t.decode else None, "host_waits": waits,
                 "top": [{"node": int(t.node[i]), "phase": PHASES[int(t.phase[i])],
                          "op": row_op(g, int(t.node[i]), t.host_class[i]),
                          "device_ms": float(d_us[i]) / 1e3, "efficiency": float(eff[i])} for i in top],

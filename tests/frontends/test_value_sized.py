@@ -69,6 +69,7 @@ def test_the_estimate_walks_its_graph_and_says_where_the_host_waits():
     assert m.anchors[0].device.type == "cpu"
     # the call is at least its two lanes overlapped, and the wait cannot make it cheaper than that
     ops = e.details["ops"]
+    assert ops["host_waits"] == 1
     assert e.latency_ms >= max(ops["host_ms"], ops["device_ms"])
     assert ops["single_call_ms"] >= e.latency_ms
 
