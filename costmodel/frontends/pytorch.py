@@ -355,10 +355,9 @@ def make_inputs(model, inputs=None, *, input_shape=None, batch: int | None = Non
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     fdt = torch_dtype(dtype) if dtype else (p.dtype if p is not None and p.is_floating_point() else torch.float32)
-    if device.type == "meta":
-        x = torch.empty((batch, *shape), dtype=fdt, device=device)
-    else:  # values, seeded: a model that needs data is run on them once (and the same graph comes back)
-        x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0)).to(device=device, dtype=fdt)
+    x = torch.empty((batch, *shape), dtype=fdt, device=device)
+    # no values: a model that needs data gets seeded ones when it is run (``_from_trace(real=True)``)
+    x._costmodel_placeholder = True
     return (x,), {}, batch
 
 
@@ -549,10 +548,12 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
         if not isinstance(t, torch.Tensor):
             return t
         if real:
-            if t.device.type != "meta":
-                return t
-            if t.is_floating_point():  # seeded: a detector's boxes, and so its graph, follow the values
-                return torch.randn(t.shape, dtype=t.dtype, generator=gen)
+            if t.device.type != "meta" and not getattr(t, "_costmodel_placeholder", False):
+                return t  # the user's own values
+            if t.is_floating_point():  # seeded as the measuring protocol seeds its inputs (fp32, then cast):
+                # a detector's boxes, and so its graph, follow the values
+                return torch.randn(t.shape, generator=gen).to(device=t.device if t.device.type != "meta"
+                                                              else "cpu", dtype=t.dtype)
             return torch.zeros(t.shape, dtype=t.dtype)
         return torch.empty_like(t, device="meta") if t.device.type != "meta" else t
 
