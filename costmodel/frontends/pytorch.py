@@ -504,6 +504,24 @@ def _unfused_attention(node, vals: dict) -> bool:
 
 
 # ----------------------------------------------------------------------- trace
+def _operand(t, real: bool, gen):
+    """An operand as the trace runs it: on meta tensors, its meta twin; on a real run, the user's own values,
+    or, for an input built without values (or a meta one), values seeded as the measuring protocol seeds its
+    inputs (fp32, then cast): a detector's boxes, and so its graph, follow them."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        return t
+    if not real:
+        return torch.empty_like(t, device="meta") if t.device.type != "meta" else t
+    if t.device.type != "meta" and not getattr(t, "_costmodel_placeholder", False):
+        return t
+    if t.is_floating_point():
+        return torch.randn(t.shape, generator=gen).to(device=t.device if t.device.type != "meta" else "cpu",
+                                                      dtype=t.dtype)
+    return torch.zeros(t.shape, dtype=t.dtype)
+
+
 def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False,
                 fused: bool = True, scopes: ScopeRecorder | None = None) -> None:
     """Record ATen ops while running the module once.
@@ -545,17 +563,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
     gen = torch.Generator().manual_seed(0)
 
     def to_meta(t):
-        if not isinstance(t, torch.Tensor):
-            return t
-        if real:
-            if t.device.type != "meta" and not getattr(t, "_costmodel_placeholder", False):
-                return t  # the user's own values
-            if t.is_floating_point():  # seeded as the measuring protocol seeds its inputs (fp32, then cast):
-                # a detector's boxes, and so its graph, follow the values
-                return torch.randn(t.shape, generator=gen).to(device=t.device if t.device.type != "meta"
-                                                              else "cpu", dtype=t.dtype)
-            return torch.zeros(t.shape, dtype=t.dtype)
-        return torch.empty_like(t, device="meta") if t.device.type != "meta" else t
+        return _operand(t, real, gen)
 
     args = pytree.tree_map(to_meta, args)
     kwargs = pytree.tree_map(to_meta, kwargs)
