@@ -126,9 +126,11 @@ def resolution_notes(model, graph, input_shape, inputs) -> list[str]:
         return []
     dims = "x".join(str(int(d)) for d in shape)
     source = default_resolution(spec)[1]
-    why = (f"the input size of {source} (a detector resizes every image to it)" if source.endswith("detection models")
-           else f"the input size of {source}" if source.startswith("torchvision ") and source.endswith(" models")
-           else "the resolution the model's published weights are evaluated at")
+    if source.endswith(" models"):  # torchvision's other tasks: the size the model takes, not a crop
+        why = f"the input size of {source}" + (" (a detector resizes every image to it)" if "detection" in source
+                                               else "")
+    else:
+        why = "the resolution the model's published weights are evaluated at"
     clip = " (a 16-frame clip)" if len(shape) == 4 else ""
     return [f"input {dims}{clip}: {why} (no input_shape given; pass one to price another)"]
 

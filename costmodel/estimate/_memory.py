@@ -73,8 +73,7 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
                                 **({"target_seq": target_seq} if target_seq is not None else {}),
                                 **({"ssm_kernels": ssm_kernels} if ssm_kernels != "reference" else {}),
                                 # the estimate's own graph, walked if the module cannot run on fake tensors
-                                **({"graph": graph} if graph is not None and autocast is None
-                                   and model is not graph else {}))
+                                **({"graph": graph} if graph is not None and autocast is None else {}))
     except (CostModelError, RuntimeError, TypeError, ValueError) as e:
         est.details["memory"] = {"path": "predictor", "reason": f"{type(e).__name__}: {e}"}
         est.assumptions = [*est.assumptions, f"memory: from the {est.predictor} predictor (the allocation trace "

@@ -59,12 +59,18 @@ HOST_SYNC_OPS = frozenset(
     "NonZero NonMaxSuppression Unique Compress".split())
 
 
+#: the kinds those operators are registered as (an unknown one is ``other``)
+_SYNC_KINDS = frozenset({"reduction", "gather", "other"})
+
+
 def host_sync_nodes(graph) -> np.ndarray:
     """Indices of ``graph``'s nodes after which the host waits for the device: :data:`HOST_SYNC_OPS`, and
     indexing by a boolean mask (``x[mask]``, ``x[mask] = v``), which runs ``nonzero`` inside."""
     out = []
     for i, n in enumerate(graph.nodes):
-        base = n.op.rpartition(".")[2] if n.op.count(".") == 1 else n.op.split(".")[1] if "." in n.op else n.op
+        if n.kind not in _SYNC_KINDS:  # most nodes: no string work at every prediction
+            continue
+        base = n.op.split(".")[1] if "." in n.op else n.op  # aten.nonzero -> nonzero
         if base in HOST_SYNC_OPS or (base in ("index", "index_put", "index_put_") and "bool" in n.in_dtypes[1:]):
             out.append(i)
     return np.asarray(out, dtype=np.int64)

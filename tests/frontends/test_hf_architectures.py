@@ -5,7 +5,6 @@ parameters and FLOPs its graph counts, and says what it rests on."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 
@@ -15,22 +14,15 @@ from costmodel import InvalidInputError, estimate_llm  # noqa: E402
 from costmodel.frontends import hf_graph  # noqa: E402
 from costmodel.frontends.hf import build_hf_model  # noqa: E402
 from costmodel.llm import attention_free, kv_cache_bytes, llm_features  # noqa: E402
+from _hf_small import MAMBA, quiet  # noqa: E402
 
 SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
          "vocab_size": 512, "head_dim": 16, "max_position_embeddings": 256, "pad_token_id": 0, "bos_token_id": 0,
          "eos_token_id": 0}
-MAMBA = {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "vocab_size": 512, "pad_token_id": 0,
-         "bos_token_id": 0, "eos_token_id": 0}
-
-
-def _quiet(fn, *a, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **kw)
 
 
 def _model_params(model_type: str, config: dict) -> int:
-    model, _ = _quiet(build_hf_model, model_type, config)
+    model, _ = quiet(build_hf_model, model_type, config)
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
@@ -38,7 +30,7 @@ def test_a_config_with_per_layer_types_answers():
     # a Gemma 2 config as a config.json or a config object gives it: one entry per layer
     cfg = transformers.Gemma2Config(**SMALL, num_hidden_layers=3).to_dict()
     assert len(cfg["layer_types"]) == 3
-    e = _quiet(estimate_llm, dict(cfg, model_type="gemma2"), batch=2, seq=32, mode="prefill")
+    e = quiet(estimate_llm, dict(cfg, model_type="gemma2"), batch=2, seq=32, mode="prefill")
     assert e.latency_ms > 0 and e.memory_mb > 0
     assert e.params == _model_params("gemma2", cfg)
 
@@ -48,12 +40,12 @@ def test_hybrid_cache_states_are_inputs_of_the_decode_step():
     # for the first and keys and values for the second
     cfg = dict(SMALL, num_hidden_layers=2, layer_types=["conv", "full_attention"])
     b, seq = 2, 48
-    g = _quiet(hf_graph, "lfm2", cfg, batch=b, seq=seq, decode=True, cache=False)
+    g = quiet(hf_graph, "lfm2", cfg, batch=b, seq=seq, decode=True, cache=False)
     shapes = [tuple(i.shape) for i in g.inputs]
     kv = (b, SMALL["num_key_value_heads"], seq, SMALL["head_dim"])
     assert shapes.count(kv) == 2, shapes  # keys and values of the attention layer
     assert shapes.count((b, SMALL["hidden_size"], 3)) == 1, shapes  # the convolution's state: (batch, hidden, L)
-    e = _quiet(estimate_llm, dict(cfg, model_type="lfm2"), batch=b, seq=seq, mode="decode")
+    e = quiet(estimate_llm, dict(cfg, model_type="lfm2"), batch=b, seq=seq, mode="decode")
     assert e.latency_ms > 0 and e.memory_mb > 0
 
 
@@ -64,12 +56,12 @@ def test_attention_free_models_are_costed_from_their_graph():
     assert (f["num_heads"], f["num_kv_heads"], f["head_dim"]) == (0, 0, 0)
     assert kv_cache_bytes(spec, batch=4, seq=1024) == 0
     assert not attention_free("gpt2")
-    e = _quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill")
+    e = quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill")
     assert e.params == _model_params("mamba", MAMBA)  # the graph's count, not a dense block's formula
     # on meta tensors transformers runs its reference selective scan: the estimate says so
     assert any("reference PyTorch code" in a and "selective_scan_fn" in a for a in e.assumptions), e.assumptions
     with pytest.raises(InvalidInputError, match="no attention.*predictor='timeline'"):
-        _quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill", predictor="llm-xgb")
+        quiet(estimate_llm, spec, batch=2, seq=32, mode="prefill", predictor="llm-xgb")
 
 
 def test_a_scan_loop_is_captured_by_the_dispatch_trace_with_export_as_fallback():
@@ -77,25 +69,25 @@ def test_a_scan_loop_is_captured_by_the_dispatch_trace_with_export_as_fallback()
     from the dispatch trace (seconds, not minutes), with the same FLOPs and bytes; dense models stay on export."""
     from costmodel.frontends.hf import sequential_mixers
 
-    assert sequential_mixers(_quiet(build_hf_model, "mamba", MAMBA)[0]) == ["MambaMixer"]
-    assert sequential_mixers(_quiet(build_hf_model, "llama", dict(SMALL, num_hidden_layers=2))[0]) == []
-    g = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=16, causal=True)
+    assert sequential_mixers(quiet(build_hf_model, "mamba", MAMBA)[0]) == ["MambaMixer"]
+    assert sequential_mixers(quiet(build_hf_model, "llama", dict(SMALL, num_hidden_layers=2))[0]) == []
+    g = quiet(hf_graph, "mamba", MAMBA, batch=2, seq=16, causal=True)
     assert g.meta["capture"] == "trace"
-    t = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=16, causal=True, method="trace")
+    t = quiet(hf_graph, "mamba", MAMBA, batch=2, seq=16, causal=True, method="trace")
     cost = lambda x: (x.flops, sum(n.bytes_read + n.bytes_written for n in x.nodes))  # noqa: E731
     assert cost(g) == cost(t)
-    dense = _quiet(hf_graph, "llama", dict(SMALL, num_hidden_layers=2), batch=2, seq=16, causal=True)
+    dense = quiet(hf_graph, "llama", dict(SMALL, num_hidden_layers=2), batch=2, seq=16, causal=True)
     assert dense.meta["capture"] == "export"
 
 
 def test_attention_free_decode_step_carries_the_recurrent_states():
     b, seq = 2, 40
-    g = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, decode=True, cache=False)
+    g = quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, decode=True, cache=False)
     shapes = [tuple(i.shape) for i in g.inputs]
     inner = 2 * MAMBA["hidden_size"]  # expand 2
     assert shapes.count((b, inner, MAMBA["state_size"])) == MAMBA["num_hidden_layers"], shapes  # SSM states
     assert shapes.count((b, inner, 4)) == MAMBA["num_hidden_layers"], shapes  # conv states (kernel 4)
-    e = _quiet(estimate_llm, dict(MAMBA, model_type="mamba"), batch=b, seq=seq, mode="decode")
+    e = quiet(estimate_llm, dict(MAMBA, model_type="mamba"), batch=b, seq=seq, mode="decode")
     # the trace (the prompt's prefill, then the steps) ran the reference kernels, and the estimate names them
     ref = [a for a in e.assumptions if "reference PyTorch code" in a]
     assert len(ref) == 1, e.assumptions
@@ -105,8 +97,8 @@ def test_attention_free_decode_step_carries_the_recurrent_states():
 def test_an_encoder_decoder_runs_its_decoder_on_the_tokens():
     cfg = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 16,
            "vocab_size": 512}
-    g = _quiet(hf_graph, "t5", cfg, batch=2, seq=16, cache=False)
-    e = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="forward")
+    g = quiet(hf_graph, "t5", cfg, batch=2, seq=16, cache=False)
+    e = quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="forward")
     assert e.params == g.params == _model_params("t5", cfg)
     assert e.flops == pytest.approx(g.flops)
     # the memory is the replayed trace (both stacks ran), not a fallback
@@ -116,23 +108,23 @@ def test_an_encoder_decoder_runs_its_decoder_on_the_tokens():
     head = [n for n in g.nodes if n.kind == "matmul" and n.out_shapes and n.out_shapes[0][-1] == cfg["vocab_size"]]
     assert len(head) == 1 and head[0].flops == pytest.approx(2 * 2 * 16 * cfg["d_model"] * cfg["vocab_size"])
     # a fine-tuning step: the model's own loss on the tokens as labels, backward, AdamW
-    step = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="training", dtype="bf16")
+    step = quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="training", dtype="bf16")
     assert step.details["memory"]["path"] == "replay" and step.latency_ms > e.latency_ms
     assert step.allocated_mb > e.allocated_mb
     with pytest.raises(InvalidInputError, match="encoder-decoder.*'forward'.*'decode' and 'training'"):
-        _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="prefill")
+        quiet(estimate_llm, dict(cfg, model_type="t5"), batch=2, seq=16, mode="prefill")
 
 
 def test_an_encoder_decoders_decode_step_reads_its_self_and_cross_attention_caches():
     cfg = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 4, "d_kv": 16,
            "vocab_size": 512}
     b, seq = 2, 24
-    g = _quiet(hf_graph, "t5", cfg, batch=b, seq=seq, decode=True, cache=False)
+    g = quiet(hf_graph, "t5", cfg, batch=b, seq=seq, decode=True, cache=False)
     shapes = [tuple(i.shape) for i in g.inputs]
     assert shapes[:2] == [(b, 1), (b, seq, cfg["d_model"])]  # the new tokens, the encoder's output
     # keys and values of 3 decoder layers' self-attention, then of their cross-attention over the source
     assert shapes[2:] == [(b, cfg["num_heads"], seq, cfg["d_kv"])] * (2 * 2 * cfg["num_decoder_layers"])
-    e = _quiet(estimate_llm, dict(cfg, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16")
+    e = quiet(estimate_llm, dict(cfg, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16")
     assert e.details["cache_mb"] * 2**20 == 4 * cfg["num_decoder_layers"] * b * cfg["num_heads"] * seq * cfg["d_kv"] * 2
     assert e.details["memory"]["path"] == "replay" and e.latency_ms > 0
 
@@ -143,9 +135,9 @@ T5 = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 3, "num
 
 def test_an_encoder_decoders_target_length_sets_its_decoder_and_its_labels():
     b, seq, tgt = 2, 32, 8
-    same = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, cache=False)
-    assert _quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=seq, cache=False).flops == pytest.approx(same.flops)
-    g = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=tgt, cache=False)
+    same = quiet(hf_graph, "t5", T5, batch=b, seq=seq, cache=False)
+    assert quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=seq, cache=False).flops == pytest.approx(same.flops)
+    g = quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=tgt, cache=False)
     assert g.meta["target_seq"] == tgt and g.params == same.params
     # the LM head runs on the target's positions, the encoder still on the source's
     head = [n for n in g.nodes if n.kind == "matmul" and n.out_shapes and n.out_shapes[0][-1] == T5["vocab_size"]]
@@ -156,34 +148,34 @@ def test_an_encoder_decoders_target_length_sets_its_decoder_and_its_labels():
     assert any(n.out_shapes and n.out_shapes[0] == (b, T5["num_heads"], tgt, seq) for n in g.nodes)
     assert g.flops < same.flops
     # a fine-tuning step's labels are the targets (a loss over seq positions would not match the logits)
-    step = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=tgt, mode="training", cache=False)
-    assert step.meta["target_seq"] == tgt and step.flops < _quiet(hf_graph, "t5", T5, batch=b, seq=seq,
+    step = quiet(hf_graph, "t5", T5, batch=b, seq=seq, target_seq=tgt, mode="training", cache=False)
+    assert step.meta["target_seq"] == tgt and step.flops < quiet(hf_graph, "t5", T5, batch=b, seq=seq,
                                                                    mode="training", cache=False).flops
 
 
 def test_an_encoder_decoders_decode_step_holds_target_and_source_caches():
     b, seq, tgt = 2, 24, 40
-    g = _quiet(hf_graph, "t5", T5, batch=b, seq=seq, decode=True, target_seq=tgt, cache=False)
+    g = quiet(hf_graph, "t5", T5, batch=b, seq=seq, decode=True, target_seq=tgt, cache=False)
     shapes = [tuple(i.shape) for i in g.inputs]
     assert shapes[:2] == [(b, 1), (b, seq, T5["d_model"])]
     layers = T5["num_decoder_layers"]
     self_kv, cross_kv = (b, T5["num_heads"], tgt, T5["d_kv"]), (b, T5["num_heads"], seq, T5["d_kv"])
     assert shapes[2:] == [self_kv] * (2 * layers) + [cross_kv] * (2 * layers), shapes
     assert g.meta["cache_len"] == tgt
-    e = _quiet(estimate_llm, dict(T5, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16",
+    e = quiet(estimate_llm, dict(T5, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16",
                target_seq=tgt)
     assert e.details["cache_mb"] * 2**20 == 2 * layers * b * T5["num_heads"] * (tgt + seq) * T5["d_kv"] * 2
     assert e.details["target_seq"] == tgt and e.details["memory"]["path"] == "replay"
     # a longer target holds a longer self-attention cache: more memory than the target of seq tokens
-    d = _quiet(estimate_llm, dict(T5, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16")
+    d = quiet(estimate_llm, dict(T5, model_type="t5"), batch=b, seq=seq, mode="decode", dtype="fp16")
     assert e.allocated_mb > d.allocated_mb and "target_seq" not in d.details
 
 
 @pytest.mark.parametrize("mode", ["forward", "training"])
 def test_estimate_llm_costs_the_target_length_in_time_and_memory(mode):
     cfg = dict(T5, model_type="t5")
-    short = _quiet(estimate_llm, cfg, batch=4, seq=128, mode=mode, dtype="bf16", target_seq=16)
-    long = _quiet(estimate_llm, cfg, batch=4, seq=128, mode=mode, dtype="bf16", target_seq=512)
+    short = quiet(estimate_llm, cfg, batch=4, seq=128, mode=mode, dtype="bf16", target_seq=16)
+    long = quiet(estimate_llm, cfg, batch=4, seq=128, mode=mode, dtype="bf16", target_seq=512)
     assert short.details["target_seq"] == 16 and short.details["memory"]["path"] == "replay"
     assert short.flops < long.flops and short.allocated_mb < long.allocated_mb
     assert short.latency_ms <= long.latency_ms
@@ -197,7 +189,7 @@ def test_a_target_length_is_refused_where_it_means_nothing():
     with pytest.raises(InvalidInputError, match="predictor='timeline'"):
         estimate_llm("t5-small", batch=1, seq=64, target_seq=16, predictor="llm-xgb")
     with pytest.raises(InvalidInputError, match="target_seq"):
-        _quiet(hf_graph, "gpt2", {"n_layer": 1, "n_embd": 64, "n_head": 4, "vocab_size": 512}, batch=1, seq=8,
+        quiet(hf_graph, "gpt2", {"n_layer": 1, "n_embd": 64, "n_head": 4, "vocab_size": 512}, batch=1, seq=8,
                target_seq=4, cache=False)
     bart = {"model_type": "bart", "d_model": 64, "encoder_layers": 1, "decoder_layers": 1,
             "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 128,
@@ -207,7 +199,7 @@ def test_a_target_length_is_refused_where_it_means_nothing():
 
 
 def test_dense_models_keep_their_counts():
-    e = _quiet(estimate_llm, "gpt2", batch=1, seq=64, mode="prefill")
+    e = quiet(estimate_llm, "gpt2", batch=1, seq=64, mode="prefill")
     assert e.params == 124439808
 
 
@@ -216,12 +208,12 @@ def test_bart_half_precision_memory_is_traced_past_its_overflow_guard():
     cfg = {"model_type": "bart", "d_model": 64, "encoder_layers": 2, "decoder_layers": 2,
            "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 128,
            "decoder_ffn_dim": 128, "vocab_size": 512, "max_position_embeddings": 128}
-    e = _quiet(estimate_llm, cfg, batch=2, seq=32, mode="forward", dtype="fp16")
+    e = quiet(estimate_llm, cfg, batch=2, seq=32, mode="forward", dtype="fp16")
     assert e.details["memory"]["path"] == "replay"
     assert any("2 host read(s)" in n for n in e.details["memory"]["notes"]), e.details["memory"]["notes"]
     # its decoder makes an all-ones mask and checks it on the host before a decode step's attention: the
     # check is answered (one unpadded sequence per row) in the graph and in the trace
-    d = _quiet(estimate_llm, cfg, batch=2, seq=32, mode="decode", dtype="fp16")
+    d = quiet(estimate_llm, cfg, batch=2, seq=32, mode="decode", dtype="fp16")
     assert d.details["memory"]["path"] == "replay" and d.latency_ms > 0
 
 
@@ -237,7 +229,7 @@ TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "nu
 def test_a_multimodal_config_is_costed_as_its_text_decoder(outer, text_type, built_as):
     # what a checkpoint's config.json holds: the outer type, its text and vision configs
     cfg = {"model_type": outer, "text_config": dict(TEXT, model_type=text_type)}
-    e = _quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
+    e = quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
     note = e.assumptions[0]
     assert note.startswith(f"a multimodal {outer}") and f"text decoder ({built_as})" in note, e.assumptions
     assert "vision or audio encoder is not" in note
@@ -249,7 +241,7 @@ def test_a_multimodal_config_without_a_text_decoder_class_is_refused_by_name():
     cfg = {"model_type": "mllama", "text_config": {"model_type": "mllama_text_model", "hidden_size": 64,
                                                    "num_hidden_layers": 2, "num_attention_heads": 4}}
     with pytest.raises(InvalidInputError, match="mllama.*text decoder \\(mllama_text_model\\) has no causal-LM"):
-        _quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
+        quiet(estimate_llm, cfg, batch=1, seq=32, mode="prefill")
 
 
 @pytest.mark.parametrize("model_type, config", [
@@ -264,9 +256,9 @@ def test_kv_cache_size_is_what_the_cache_holds(model_type, config):
     from costmodel.llm import cached_tokens
 
     b, seq = 2, 40
-    model, _ = _quiet(build_hf_model, model_type, config, causal=True)
+    model, _ = quiet(build_hf_model, model_type, config, causal=True)
     with torch.device("meta"), torch.no_grad():
-        out = _quiet(model, input_ids=torch.zeros((b, seq), dtype=torch.long), use_cache=True)
+        out = quiet(model, input_ids=torch.zeros((b, seq), dtype=torch.long), use_cache=True)
     held = [layer.keys.shape[-2] if isinstance(getattr(layer, "keys", None), torch.Tensor) else 0
             for layer in out.past_key_values.layers]
     spec = dict(config, model_type=model_type)
@@ -277,12 +269,12 @@ def test_kv_cache_size_is_what_the_cache_holds(model_type, config):
 
 def test_a_decode_estimate_reports_the_cache_it_reads():
     spec = dict(SMALL, num_hidden_layers=2, model_type="llama")
-    e = _quiet(estimate_llm, spec, batch=3, seq=48, mode="decode", dtype="fp16")
+    e = quiet(estimate_llm, spec, batch=3, seq=48, mode="decode", dtype="fp16")
     assert e.details["cache_mb"] * 2**20 == kv_cache_bytes(spec, batch=3, seq=48, dtype_bytes="fp16")
     assert "cache" in e.table() and "read per step" in e.table()
     # a sliding window caps what a layer keeps: Mistral with a 16-token window holds 15 of 48
     slide = dict(SMALL, num_hidden_layers=2, sliding_window=16, model_type="mistral")
-    s = _quiet(estimate_llm, slide, batch=3, seq=48, mode="decode", dtype="fp16")
+    s = quiet(estimate_llm, slide, batch=3, seq=48, mode="decode", dtype="fp16")
     assert s.details["cache_mb"] * 2**20 == kv_cache_bytes(slide, batch=3, seq=48, dtype_bytes="fp16")
     assert s.details["cache_mb"] == pytest.approx(e.details["cache_mb"] * 15 / 48)
 
@@ -303,6 +295,6 @@ def test_the_cli_and_the_batch_search_take_a_target_length(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["details"]["target_seq"] == 16
     # a shorter target leaves room for more sequences in the same memory
     kw = dict(seq=256, mode="training", dtype="bf16", memory_mb=1400.0)
-    short = _quiet(largest_llm_batch, dict(T5, model_type="t5"), target_seq=16, **kw)
-    same = _quiet(largest_llm_batch, dict(T5, model_type="t5"), **kw)
+    short = quiet(largest_llm_batch, dict(T5, model_type="t5"), target_seq=16, **kw)
+    same = quiet(largest_llm_batch, dict(T5, model_type="t5"), **kw)
     assert short["batch"] > same["batch"] > 0

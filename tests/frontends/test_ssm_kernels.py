@@ -4,7 +4,6 @@ where a model has no such layer."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 
@@ -13,22 +12,14 @@ transformers = pytest.importorskip("transformers")
 from costmodel import InvalidInputError, estimate_llm  # noqa: E402
 from costmodel.frontends import hf_graph  # noqa: E402
 from costmodel.frontends.hf import fused_ssm_kernels, scan_flops  # noqa: E402
-
-MAMBA = {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "vocab_size": 512, "pad_token_id": 0,
-         "bos_token_id": 0, "eos_token_id": 0}
-
-
-def _quiet(fn, *a, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **kw)
+from _hf_small import MAMBA, quiet  # noqa: E402
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_a_fused_scan_is_one_operator_per_layer_with_the_reference_loops_arithmetic(mode):
     b, seq = 2, 64
-    ref = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, causal=True, mode=mode, cache=False)
-    fused = _quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, causal=True, mode=mode, cache=False,
+    ref = quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, causal=True, mode=mode, cache=False)
+    fused = quiet(hf_graph, "mamba", MAMBA, batch=b, seq=seq, causal=True, mode=mode, cache=False,
                    ssm_kernels="fused")
     scans = [n for n in fused.nodes if n.op.endswith("selective_scan_fwd")]
     assert len(scans) == MAMBA["num_hidden_layers"] and fused.meta["ssm_kernels"] == "fused"
@@ -45,8 +36,8 @@ def test_a_fused_scan_is_one_operator_per_layer_with_the_reference_loops_arithme
 
 def test_estimates_with_fused_scans_are_faster_to_make_and_to_run():
     cfg = dict(MAMBA, model_type="mamba")
-    ref = _quiet(estimate_llm, cfg, batch=2, seq=128, mode="prefill", dtype="bf16")
-    fused = _quiet(estimate_llm, cfg, batch=2, seq=128, mode="prefill", dtype="bf16", ssm_kernels="fused")
+    ref = quiet(estimate_llm, cfg, batch=2, seq=128, mode="prefill", dtype="bf16")
+    fused = quiet(estimate_llm, cfg, batch=2, seq=128, mode="prefill", dtype="bf16", ssm_kernels="fused")
     assert fused.latency_ms < ref.latency_ms / 3  # 256 host dispatches per layer become one kernel
     assert fused.details["memory"]["path"] == "replay" and fused.details["ssm_kernels"] == "fused"
     note = [a for a in fused.assumptions if "fused kernels" in a and "selective scans" in a]
@@ -56,7 +47,7 @@ def test_estimates_with_fused_scans_are_faster_to_make_and_to_run():
     ref_note = [a for a in ref.assumptions if "reference PyTorch code" in a]
     assert ref_note and "selective_scan_fn" in ref_note[0] and "causal_conv1d_fn" in ref_note[0]
     assert "ssm_kernels" not in ref.details
-    g = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=128, causal=True, cache=False, ssm_kernels="fused")
+    g = quiet(hf_graph, "mamba", MAMBA, batch=2, seq=128, causal=True, cache=False, ssm_kernels="fused")
     conv = [n for n in g.nodes if n.op.endswith("causal_conv1d_fwd")]
     assert len(conv) == MAMBA["num_hidden_layers"] and conv[0].flops == 2 * 128 * 128 * (2 * 4 + 4)
 
@@ -65,14 +56,14 @@ def test_a_fused_training_step_keeps_what_mamba_ssm_keeps_and_runs_one_backward_
     from costmodel.analysis.memreplay import replay_memory, workload_trace
 
     cfg = dict(MAMBA, model_type="mamba")
-    step = _quiet(replay_memory, cfg, "h200", batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw",
+    step = quiet(replay_memory, cfg, "h200", batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw",
                   ssm_kernels="fused")
-    ref = _quiet(replay_memory, cfg, "h200", batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
+    ref = quiet(replay_memory, cfg, "h200", batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
     # the reference loop keeps a state per token for its backward pass; the fused scan its inputs and the
     # states of each chunk
     assert 0 < step.allocated_mb < ref.allocated_mb
     with fused_ssm_kernels():
-        trace = _quiet(workload_trace, cfg, batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
+        trace = quiet(workload_trace, cfg, batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
     ops = [e.op or "" for e in trace.events if e.kind == "alloc"]
     layers = MAMBA["num_hidden_layers"]
     assert sum(o.startswith("selective_scan_bwd") for o in ops) >= layers  # the gradients of every input
@@ -80,7 +71,7 @@ def test_a_fused_training_step_keeps_what_mamba_ssm_keeps_and_runs_one_backward_
 
 
 def test_a_fused_decode_step_updates_the_state_in_one_operator():
-    g = _quiet(hf_graph, "mamba", MAMBA, batch=2, seq=32, causal=True, decode=True, cache=False, ssm_kernels="fused")
+    g = quiet(hf_graph, "mamba", MAMBA, batch=2, seq=32, causal=True, decode=True, cache=False, ssm_kernels="fused")
     upd = [n for n in g.nodes if n.op.endswith("selective_state_update")]
     assert len(upd) == MAMBA["num_hidden_layers"] and upd[0].flops > 0
 
@@ -95,7 +86,7 @@ def test_fused_kernels_are_refused_where_there_is_no_selective_scan():
     lfm2 = {"model_type": "lfm2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "layer_types": ["conv", "full_attention"]}
     with pytest.raises(InvalidInputError, match="lfm2 has no such layer"):
-        _quiet(estimate_llm, lfm2, batch=1, seq=16, ssm_kernels="fused")
+        quiet(estimate_llm, lfm2, batch=1, seq=16, ssm_kernels="fused")
 
 
 MAMBA2 = {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "num_heads": 4, "head_dim": 32, "n_groups": 1,
@@ -107,8 +98,8 @@ def test_mamba2s_chunked_scan_is_one_operator_with_the_chunked_algorithms_arithm
     from costmodel.frontends.hf import chunk_scan_flops
 
     b, seq = 2, 100  # four chunks of 32, the last one padded
-    ref = _quiet(hf_graph, "mamba2", MAMBA2, batch=b, seq=seq, causal=True, mode=mode, cache=False)
-    fused = _quiet(hf_graph, "mamba2", MAMBA2, batch=b, seq=seq, causal=True, mode=mode, cache=False,
+    ref = quiet(hf_graph, "mamba2", MAMBA2, batch=b, seq=seq, causal=True, mode=mode, cache=False)
+    fused = quiet(hf_graph, "mamba2", MAMBA2, batch=b, seq=seq, causal=True, mode=mode, cache=False,
                    ssm_kernels="fused")
     scans = [n for n in fused.nodes if n.op.endswith("chunk_scan_fwd")]
     assert len(scans) == MAMBA2["num_hidden_layers"]
@@ -126,10 +117,10 @@ def test_a_fused_mamba2_step_holds_less_than_the_reference_chunks():
 
     cfg = dict(MAMBA2, model_type="mamba2")
     kw = dict(batch=2, seq=128, mode="training", dtype="bf16", optimizer="adamw")
-    fused = _quiet(replay_memory, cfg, "h200", ssm_kernels="fused", **kw)
-    ref = _quiet(replay_memory, cfg, "h200", **kw)
+    fused = quiet(replay_memory, cfg, "h200", ssm_kernels="fused", **kw)
+    ref = quiet(replay_memory, cfg, "h200", **kw)
     assert 0 < fused.allocated_mb < ref.allocated_mb
-    d = _quiet(estimate_llm, cfg, batch=2, seq=64, mode="decode", ssm_kernels="fused")
+    d = quiet(estimate_llm, cfg, batch=2, seq=64, mode="decode", ssm_kernels="fused")
     assert d.details["memory"]["path"] == "replay" and d.details["ssm_kernels"] == "fused"
 
 
@@ -154,11 +145,11 @@ def test_a_fused_mamba_training_step_runs_mamba_inner_fn_and_recomputes_as_it_do
 
     cfg = dict(MAMBA, model_type="mamba")
     with fused_ssm_kernels():
-        trace = _quiet(workload_trace, cfg, batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
+        trace = quiet(workload_trace, cfg, batch=2, seq=64, mode="training", dtype="bf16", optimizer="adamw")
     conv = [e.phase for e in trace.events if e.kind == "alloc" and (e.op or "").startswith("causal_conv1d_fwd")]
     layers = MAMBA["num_hidden_layers"]
     assert conv.count("backward") >= layers and conv.count("forward") >= layers
-    e = _quiet(estimate_llm, cfg, batch=2, seq=64, mode="training", dtype="bf16", ssm_kernels="fused")
+    e = quiet(estimate_llm, cfg, batch=2, seq=64, mode="training", dtype="bf16", ssm_kernels="fused")
     assert not [a for a in e.assumptions if "reference PyTorch code" in a], e.assumptions
     # Falcon-Mamba normalizes B, C and the time steps inside its fused function: not modelled, its own path runs
     from costmodel.frontends.hf import fused_ssm_kernels as fused
