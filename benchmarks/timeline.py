@@ -85,6 +85,7 @@ _STREAM_PRIOR: list[float] = []
 
 
 _OP_WEIGHT: list[float] = []
+_DEVICE_BLIND: list[tuple] = []
 _OP_RUNS: list = []
 
 
@@ -109,6 +110,8 @@ def _fit(graphs, rows, epochs, seed, hold=None):
         kw["stream_prior"] = _STREAM_PRIOR[0]
     if _OP_WEIGHT:
         kw["op_weight"] = _OP_WEIGHT[0]
+    if _DEVICE_BLIND:
+        kw["device_blind"] = _DEVICE_BLIND[0]
     cfg = TimelineConfig(seed=seed, **kw)
     runs = _op_runs(hold) if cfg.op_weight > 0 else None
     return TimelinePredictor(cfg).fit_graphs(graphs, rows, op_runs=runs)
@@ -353,6 +356,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="weight of the per-operator GPU labels (costmodel/data/h200/ops) in every fit (default: "
                          "the shipped configuration's, TimelineConfig.op_weight); a fold never sees the operator "
                          "runs of its held-out family (or, in a random split, of its test rows' workloads)")
+    ap.add_argument("--device-blind", nargs="*", default=None, metavar="FEATURE",
+                    help="features the efficiency network does not see in every fit (default: the shipped "
+                         "configuration's, TimelineConfig.device_blind; none given: it sees every feature)")
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--skip-gnn", action="store_true",
                     help="skip section 2d, the graph network over the timeline's residuals (the slowest section)")
@@ -722,6 +728,8 @@ def main() -> None:
         _STREAM_PRIOR.append(a.stream_prior)
     if a.op_weight is not None:
         _OP_WEIGHT.append(a.op_weight)
+    if a.device_blind is not None:
+        _DEVICE_BLIND.append(tuple(a.device_blind))
     if a.llm:
         _llm_section(a.epochs, a.plot)
         _llm_second_host_section(a.epochs, a.data)

@@ -327,6 +327,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         stream = stream_prior_terms(tables, devs, FEATURE_NAMES) if cfg.stream_prior > 0 else None
         model = _Model(x.shape[1], cfg.hidden, cfg.host_hidden)
         blind_inputs(model.host_mlp[0], cfg.host_blind)
+        blind_inputs(model.mlp[0], cfg.device_blind)
         op_fit = OpLabels(packaged_op_runs() if op_runs is None else op_runs, mean, std) if cfg.op_weight > 0 else None
         n_decode = sum(1 for t in tables if t.decode)
         with torch.no_grad():  # host costs start from a least-squares fit of the lightest rows
@@ -732,7 +733,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         need(cfg.get("energy_classes") == list(ENERGY_CLASSES), "its energy classes differ from this library's")
         need((bad := ceilings_mismatch(cfg.get("kernel_ceilings"))) is None, str(bad))
         try:
-            conf = TimelineConfig(**{"host_blind": (), **cfg["config"]})  # before host_blind: none
+            conf = TimelineConfig(**{"host_blind": (), "device_blind": (), **cfg["config"]})  # older: none
             params = TimelineParams(**cfg["params"])
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{where}: bad or missing config/params ({e})") from None

@@ -113,15 +113,19 @@ class TimelineConfig:
     #: other architectures do not share (docs/results.md, "A host lane blind to the dtype"). And the
     #: GPU-dependent features, so that one graph's host lane does not change with the GPU it is asked about
     host_blind: tuple[str, ...] = DTYPE_FEATURES + DEVICE_FEATURES
+    #: features the efficiency (device) network does not see, held at zero the same way
+    device_blind: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host_blind, (list, tuple)) or not all(isinstance(n, str) for n in self.host_blind):
-            raise InvalidInputError(f"host_blind must be a sequence of feature names, got {self.host_blind!r}")
-        self.host_blind = tuple(self.host_blind)
-        bad = [n for n in self.host_blind if n not in FEATURE_NAMES]
-        if bad:
-            raise InvalidInputError(f"unknown feature(s) in host_blind: {', '.join(map(repr, bad))}; "
-                                    f"valid: {', '.join(FEATURE_NAMES)}")
+        for field in ("host_blind", "device_blind"):
+            names = getattr(self, field)
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise InvalidInputError(f"{field} must be a sequence of feature names, got {names!r}")
+            setattr(self, field, tuple(names))
+            bad = [n for n in names if n not in FEATURE_NAMES]
+            if bad:
+                raise InvalidInputError(f"unknown feature(s) in {field}: {', '.join(map(repr, bad))}; "
+                                        f"valid: {', '.join(FEATURE_NAMES)}")
         if self.loss not in LOSSES:
             raise InvalidInputError(f"unknown timeline loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if not (isinstance(self.stream_prior, (int, float)) and math.isfinite(self.stream_prior)

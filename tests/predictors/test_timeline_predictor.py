@@ -561,6 +561,33 @@ def test_the_host_network_is_blind_to_the_dtype(tmp_path, fitted, r18):
     assert TimelineConfig(host_blind=["tensor_core"]).host_blind == ("tensor_core",)
 
 
+def test_the_device_network_can_be_made_blind(tmp_path, coverage_split, r18):
+    """``device_blind`` holds the efficiency network's weights on the named features at zero through the
+    fit (weight decay included), is saved with the artifact, and names a bad feature."""
+    from costmodel import InvalidInputError
+
+    data, train, _, _ = coverage_split
+    blind = ("log_flops", "log_bytes")
+    pred = TimelinePredictor(TimelineConfig(epochs=30, hidden=16, device_blind=blind))
+    pred.fit_graphs([data.graph(i) for i in train[:40]], [data[i] for i in train[:40]])
+    cols = [FEATURE_NAMES.index(n) for n in blind]
+    assert np.all(pred._weights[0][:, cols] == 0)
+    others = [i for i in range(len(FEATURE_NAMES)) if i not in cols]
+    assert np.any(pred._weights[0][:, others] != 0)
+    t = op_table(r18, get_device("h200"), mode="inference")
+    z = pred._scaled_x(t, True)
+    moved = z.copy()
+    moved[:, cols] += 1.0
+    assert np.array_equal(pred._device_us(t, z)[0], pred._device_us(t, moved)[0])
+    pred.save(tmp_path / "tl")
+    assert costmodel.load_predictor(tmp_path / "tl").config.device_blind == blind
+    assert TimelineConfig().device_blind == ()
+    with pytest.raises(InvalidInputError, match=r"unknown feature\(s\) in device_blind: 'flops'; valid: cat_"):
+        TimelineConfig(device_blind=("flops",))
+    with pytest.raises(InvalidInputError, match="device_blind must be a sequence of feature names"):
+        TimelineConfig(device_blind="log_flops")
+
+
 def test_the_host_lane_is_the_same_on_every_gpu(fitted, r18):
     """The host network sees none of the GPU's features, so one graph's host lane (one host dispatching
     it) is the same whichever GPU is asked about, while the device lane follows each GPU's roofline."""
