@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -66,10 +67,9 @@ def _stats(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 
 def _group(row: dict) -> str:
-    if "model_type" in row:
-        return f"transformer {row['mode']}"
-    mode = "train" if row["mode"] == "train" else "infer"
-    return f"vision {mode} {row['dtype']}"
+    from costmodel.analysis.memreplay import row_group
+
+    return row_group(row)
 
 
 def _family(row: dict) -> str:
@@ -168,10 +168,13 @@ def _fold_slack(recs: list[dict], family: str) -> float:
 
 
 def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[str, list[float]],
-             in_sample: bool, mig: bool, graphs: dict | None = None, slack: list[dict] | None = None) -> None:
+             in_sample: bool, mig: bool, graphs: dict | None = None, slack: list[dict] | None = None,
+             calibration: list[dict] | None = None) -> list[dict]:
+    """One set of rows scored; returns their residual records (``group``, ``family``, ``log_ratio``), which
+    calibrate the memory intervals. ``calibration``: the records the intervals of section 3 come from
+    (``in_sample``: the rows' own, each fold without its family)."""
     from dataclasses import replace
 
-    from costmodel import recommend_mig
     from costmodel.analysis.memreplay import fit_overheads
 
     print(f"\n{title}: {len(rows)} rows")
@@ -248,22 +251,49 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
     print("   worst rows: " + "; ".join(
         f"{rows[i].get('model') or rows[i]['spec'].get('name')} {rows[i]['mode']} {rows[i]['dtype']} "
         f"b{rows[i]['batch']} {100 * (res[i].memory_mb / rows[i]['nvml_used_mb'] - 1):+.1f} %" for _, i in worst))
+    records = [{"group": _group(r), "family": _family(r), "log_ratio": math.log(r["nvml_used_mb"] / res[i].memory_mb)}
+               for i, r in enumerate(rows) if res[i] is not None]
     if mig:
-        holds = smallest = n = 0
-        for i, r in enumerate(rows):
-            if res[i] is None:
-                continue
-            pick = recommend_mig("h200", res[i].memory_mb)
-            best = recommend_mig("h200", r["nvml_used_mb"])
-            n += 1
-            holds += pick is not None and pick.memory_mb >= r["nvml_used_mb"] or (pick is None and best is None)
-            smallest += (pick.name if pick else None) == (best.name if best else None)
-        print(f"\n3. MIG pick from the replayed memory: holds the measured memory in {100 * holds / n:.1f} % of rows, "
-              f"is the smallest that does in {100 * smallest / n:.1f} %")
+        _mig_lines(rows, res, records if in_sample else calibration, cross=in_sample)
     print("\n4. time per estimate, median ms (trace + replay; replay of the cached trace)")
     for grp in groups:
         if t_first[grp]:
             print(f"{grp:<26}{1e3 * statistics.median(t_first[grp]):>10.0f}{1e3 * statistics.median(t_again[grp]):>10.1f}")
+    return records
+
+
+def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, cross: bool) -> None:
+    """Section 3: the MIG pick from the replayed memory, and from its interval's upper end with the
+    interval's coverage. ``calibration``: the residual records the intervals come from; ``cross``: they are
+    these rows' own, so each row's interval leaves its own family's records out."""
+    from costmodel import recommend_mig
+    from costmodel.analysis.memreplay import bounds_for, fit_intervals, row_group
+
+    fits: dict[str, dict] = {}
+    tally = {"point": [0, 0], "upper": [0, 0]}
+    covered = n = 0
+    for i, r in enumerate(rows):
+        if res[i] is None:
+            continue
+        n += 1
+        best = recommend_mig("h200", r["nvml_used_mb"])
+        lo = hi = 0.0
+        if calibration:
+            fam = _family(r) if cross else ""
+            if fam not in fits:
+                fits[fam] = fit_intervals([c for c in calibration if c["family"] != fam])
+            lo, hi, _, _ = bounds_for(fits[fam], row_group(r))
+            covered += lo <= math.log(r["nvml_used_mb"] / res[i].memory_mb) <= hi
+        for name, mem in (("point", res[i].memory_mb), ("upper", res[i].memory_mb * math.exp(hi))):
+            pick = recommend_mig("h200", mem)
+            tally[name][0] += pick is not None and pick.memory_mb >= r["nvml_used_mb"] or (pick is None and best is None)
+            tally[name][1] += (pick.name if pick else None) == (best.name if best else None)
+    print(f"\n3. MIG pick from the replayed memory: holds the measured memory in {100 * tally['point'][0] / n:.1f} % "
+          f"of rows, is the smallest that does in {100 * tally['point'][1] / n:.1f} %")
+    if calibration:
+        print(f"   from the upper end of its 90 % interval: holds {100 * tally['upper'][0] / n:.1f} %, smallest "
+              f"{100 * tally['upper'][1] / n:.1f} %; the interval holds the measured memory in {100 * covered / n:.1f} % "
+              f"of rows ({'each fold without its own family' if cross else 'calibrated on the packaged rows'})")
 
 
 def _speed() -> None:
@@ -448,15 +478,37 @@ def _cpu_check() -> None:
           f"{max(diff_res)} bytes); {time.perf_counter() - t_all:.0f} s")
 
 
+#: how the shipped memory fit was made
+FITTED_BY = "python benchmarks/memory.py --fit-slack (training allowance), --fit-intervals (intervals)"
+
+
 def _write_slack(packaged: list[dict]) -> None:
     """Fit the shipped training allowance (``--fit-slack``) and write it with the rows it was fitted on."""
-    from costmodel.analysis.memreplay import MEMORY_FIT, write_memory_fit
+    from costmodel.analysis.memreplay import MEMORY_FIT, load_memory_fit, write_memory_fit
     from costmodel.datasets import default_root
 
     slack, recs = _slack_records(packaged, progress=True)
-    path = write_memory_fit(default_root() / "h200" / MEMORY_FIT, slack, recs, device="NVIDIA H200",
-                            fitted_by="python benchmarks/memory.py --fit-slack")
+    path = default_root() / "h200" / MEMORY_FIT
+    kept = load_memory_fit(path).get("intervals") if path.exists() else None  # the intervals stay as fitted
+    path = write_memory_fit(path, slack, recs, device="NVIDIA H200", intervals=kept, fitted_by=FITTED_BY)
     print(f"training allowance {100 * slack:.2f} % over {len(recs)} rows -> {path}")
+
+
+def _write_intervals(records: list[dict]) -> None:
+    """Write the memory intervals' calibration (``--fit-intervals``): the packaged rows' residuals, each
+    taken with the overheads fitted without its own family, into the shipped ``memory_fit.json`` (its
+    training allowance and rows kept)."""
+    from costmodel.analysis.memreplay import MEMORY_FIT, fit_intervals, load_memory_fit, write_memory_fit
+    from costmodel.datasets import default_root
+
+    path = default_root() / "h200" / MEMORY_FIT
+    fit = load_memory_fit(path)
+    cal = fit_intervals(records)
+    write_memory_fit(path, fit["train_reserved_slack"], fit["rows"], device=fit["device"], intervals=cal,
+                     fitted_by=FITTED_BY)
+    print(f"memory intervals ({100 * cal['coverage']:.0f} %) from {len(records)} held-out residuals -> {path}")
+    for g, b in cal["groups"].items():
+        print(f"   {g:<24} {b['rows']:>4} rows  {100 * math.expm1(b['lo']):+6.2f} % .. {100 * math.expm1(b['hi']):+6.2f} %")
 
 
 def main() -> None:
@@ -471,6 +523,9 @@ def main() -> None:
     ap.add_argument("--fit-slack", action="store_true",
                     help="only fit the training allowance on the packaged training rows and write it to "
                          "costmodel/data/h200/memory_fit.json (the shipped value)")
+    ap.add_argument("--fit-intervals", action="store_true",
+                    help="only replay the packaged rows (overheads fitted leave-one-family-out) and write the "
+                         "memory intervals' calibration, their residuals, to costmodel/data/h200/memory_fit.json")
     ap.add_argument("--cpu-check", action="store_true",
                     help="only the trace against the CPU allocator (6): small models run for real on this CPU")
     a = ap.parse_args()
@@ -503,22 +558,32 @@ def main() -> None:
     rows = keep(packaged)
     graphs: dict = {}
     learned = _learned(rows, "h200", names, graphs) if names else {}
-    _section("H200, packaged rows, overheads fitted leave-one-family-out", rows, packaged, learned, True, True,
-             graphs, recs)
+    own = _section("H200, packaged rows, overheads fitted leave-one-family-out", rows, packaged, learned, True, True,
+                   graphs, recs)
+    if a.fit_intervals:
+        if a.kind != "all" or a.limit:
+            ap.error("--fit-intervals calibrates on every packaged row: drop --kind and --limit")
+        _write_intervals(own)
+        return
+    # the other hosts' intervals: calibrated on every packaged row, as the shipped ones are
+    from costmodel.analysis.memreplay import memory_intervals
+
+    shipped = memory_intervals("h200")
+    cal = own if a.kind == "all" and not a.limit else (shipped or {}).get("residuals")
     rows = keep(new_arch)
     if rows:
         graphs = {}
         learned = _learned(rows, "h200_extend", names, graphs) if names else {}
         _section("H200, second host, architectures no predictor trained on (overheads from the packaged rows)",
-                 rows, packaged, learned, False, True, graphs, recs)
+                 rows, packaged, learned, False, True, graphs, recs, cal)
     if a.third_host:  # the same workloads measured again by another process history and host
         third = keep(_read(default_root() / "h200" / "ops", "ops_"))
         _section("H200, third host, packaged architectures (overheads from the packaged rows)", third, packaged, {},
-                 False, True, {}, recs)
+                 False, True, {}, recs, cal)
         third = keep([r for r in _read(HERE / "data" / "h200_ops", "ops_")
                       if json.dumps(r["spec"], sort_keys=True) not in seen])
         _section("H200, third host, architectures no predictor trained on (overheads from the packaged rows)",
-                 third, packaged, {}, False, True, {}, recs)
+                 third, packaged, {}, False, True, {}, recs, cal)
 
 
 if __name__ == "__main__":

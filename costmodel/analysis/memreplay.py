@@ -43,6 +43,7 @@ graph alone gets the same allocator and overheads as a traced module.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 import time
@@ -56,6 +57,7 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
 from ._cast import apply_autocast
+from ._memintervals import COVERAGE, bounds_for, check_intervals, conformal_bounds, fit_intervals, interval_group, row_group
 from .allocator import MIB, Event, replay
 from ._llmtrace import trace_llm, trace_llm_training, with_ssm_kernels
 from .alloctrace import (
@@ -69,16 +71,23 @@ from .alloctrace import (
 )
 
 __all__ = [
+    "COVERAGE",
     "KINDS",
     "MemoryReplay",
     "Overheads",
+    "bounds_for",
+    "conformal_bounds",
+    "fit_intervals",
     "fit_overheads",
     "fit_train_slack",
     "graph_trace",
+    "interval_group",
+    "memory_intervals",
     "load_memory_fit",
     "write_memory_fit",
     "overheads_for",
     "replay_memory",
+    "row_group",
     "workload_trace",
 ]
 
@@ -129,6 +138,9 @@ class MemoryReplay:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     slack_mb: float = 0.0  # the training allowance added to the replayed reserved peak
+    #: (low, high) MiB around ``memory_mb`` from held-out residuals (:mod:`._memintervals`); ``None`` for the walk
+    interval_mb: tuple[float, float] | None = None
+    interval: dict[str, Any] | None = None  # how it was calibrated
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -217,11 +229,15 @@ def load_memory_fit(path) -> dict:
         raise ModelLoadError(f"{path}: rows must list peak_reserved_mb and replayed_reserved_mb") from None
     if not ratios or abs(max(0.0, statistics.median(ratios)) - slack) > 1e-6:
         raise ModelLoadError(f"{path}: train_reserved_slack {slack!r} is not the median of its {len(ratios)} rows")
+    if "intervals" in blob and (bad := check_intervals(blob["intervals"])):
+        raise ModelLoadError(f"{path}: {bad}")
     return blob
 
 
-def write_memory_fit(path, slack: float, rows: list[dict], *, device: str, fitted_by: str) -> Path:
-    """Write a device's ``memory_fit.json`` (one line per row) and read it back through
+def write_memory_fit(path, slack: float, rows: list[dict], *, device: str, fitted_by: str,
+                     intervals: dict | None = None) -> Path:
+    """Write a device's ``memory_fit.json`` (one line per row; ``intervals``: the memory intervals'
+    calibration, :func:`~costmodel.analysis._memintervals.fit_intervals`) and read it back through
     :func:`load_memory_fit`, so a file that would not load is never left behind unnoticed."""
     from .. import __version__
 
@@ -229,9 +245,40 @@ def write_memory_fit(path, slack: float, rows: list[dict], *, device: str, fitte
     head = json.dumps({"format": _FIT_FORMAT, "version": _FIT_VERSION, "device": device, "fitted_by": fitted_by,
                        "costmodel_version": __version__, "train_reserved_slack": slack}, indent=1)[:-2]
     body = ",\n".join("  " + json.dumps(r) for r in rows)
-    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]\n}}\n")
+    tail = ""
+    if intervals is not None:
+        res = ",\n".join("   " + json.dumps(r) for r in intervals["residuals"])
+        rest = json.dumps({k: v for k, v in intervals.items() if k != "residuals"})[1:-1]
+        tail = f",\n \"intervals\": {{{rest},\n  \"residuals\": [\n{res}\n  ]}}"
+    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]{tail}\n}}\n")
     load_memory_fit(path)
     return path
+
+
+@lru_cache(maxsize=None)
+def memory_intervals(device: str) -> dict | None:
+    """The memory intervals' calibration in a packaged data folder's ``memory_fit.json`` (``None``: none)."""
+    path = _DATA / device / MEMORY_FIT
+    return load_memory_fit(path).get("intervals") if path.exists() else None
+
+
+def _interval(out: MemoryReplay, dev, kind: str, mode: str, dtype: str, phase: str | None) -> None:
+    """Put the calibrated interval around ``out.memory_mb`` (in place), from the device's own rows or,
+    for a device without rows, the H200's (and say so)."""
+    folder = _data_folder(dev)
+    cal = memory_intervals(folder) if folder else None
+    source = folder
+    if cal is None:
+        cal, source = memory_intervals(_FALLBACK_DEVICE), _FALLBACK_DEVICE
+    if cal is None:
+        return
+    group = interval_group(kind, mode, dtype, phase)
+    lo, hi, used, rows = bounds_for(cal, group)
+    out.interval_mb = (out.memory_mb * math.exp(lo), out.memory_mb * math.exp(hi))
+    out.interval = {"coverage": cal["coverage"], "group": used, "rows": rows, "device_rows": source,
+                    "note": (f"{100 * cal['coverage']:.0f} % interval from {rows} held-out {source} rows "
+                             f"({'pooled: too few rows of ' + group if used != group else used})"
+                             + ("" if source == folder else f"; {dev.name} has no rows of its own"))}
 
 
 def fit_train_slack(rows: Iterable[Mapping], device="h200", *, overheads: Overheads | None = None,
@@ -542,6 +589,8 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         notes=[*notes, *trace.notes, *slack_note, f"overheads: {ov.source}"],
         slack_mb=slack,
     )
+    if path == "replay":
+        _interval(out, dev, kind, mode, dtype, phase)
     out.seconds = time.perf_counter() - t0
     return out
 

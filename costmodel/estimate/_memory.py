@@ -86,7 +86,7 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
     est.memory_mb = mem.memory_mb
     est.allocated_mb = mem.allocated_mb
     est.reserved_mb = mem.reserved_mb
-    est.memory_mb_interval = None
+    est.memory_mb_interval = mem.interval_mb
     est.details["memory"] = {
         "path": mem.path,
         "allocated_mb": mem.allocated_mb,
@@ -98,6 +98,7 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
         "peak_phase": mem.peak_phase,
         "peak_op": mem.peak_op,
         "predictor_memory_mb": before,
+        "interval": mem.interval,
     }
     est.details["memory"]["notes"] = list(mem.notes)
     # the replay is the normal path; what it had to borrow or fall back on is an assumption
@@ -111,8 +112,15 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
     if mem.slack_mb:
         est.assumptions = [*est.assumptions, f"memory: a training step's reserved peak is raised by the device's "
                                              f"fitted allowance ({mem.slack_mb:,.0f} MiB; docs/memory.md)"]
-    mig = recommend_mig(dev, est.memory_mb)
+    # the slice must hold the memory a run may reach: the interval's upper end where one is calibrated
+    margin = mem.interval_mb[1] - mem.memory_mb if mem.interval_mb else 0.0
+    mig = recommend_mig(dev, est.memory_mb, margin_mb=margin)
     est.mig_profile = mig.name if mig else None
+    plain = recommend_mig(dev, est.memory_mb)
+    if (mig.name if mig else None) != (plain.name if plain else None):
+        est.assumptions = [*est.assumptions, f"MIG slice: {mig.name if mig else 'none'} holds the upper end of the "
+                                             f"memory interval ({mem.interval_mb[1]:,.0f} MiB), which the smallest "
+                                             "slice holding the estimate would not"]
     if graph is not None and "mig" in est.details:
         est.details["mig"] = mig_details(graph, dev, mig, est.mode)
     est.fits_device = est.memory_mb <= dev.memory_mb

@@ -17,7 +17,9 @@ def test_a_zoo_model_gets_its_memory_from_the_replay():
     assert mem["path"] == "replay"
     assert est.memory_mb == pytest.approx(mem["reserved_mb"] + mem["context_mb"])
     assert est.allocated_mb == mem["allocated_mb"] and est.reserved_mb == mem["reserved_mb"]
-    assert est.memory_mb_interval is None  # the replay gives no learned interval
+    # the replay's interval is its group's held-out residuals (tests/analysis/test_memory_intervals.py)
+    assert mem["interval"]["group"] == "vision train fp32"
+    assert est.memory_mb_interval[0] < est.memory_mb < est.memory_mb_interval[1]
     # the normal path is no assumption on the H200 (its overheads are fitted on its own rows); a training
     # step's fitted allowance on its reserved peak is
     (note,) = [a for a in est.assumptions if a.startswith("memory")]
