@@ -251,10 +251,19 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
     print("   worst rows: " + "; ".join(
         f"{rows[i].get('model') or rows[i]['spec'].get('name')} {rows[i]['mode']} {rows[i]['dtype']} "
         f"b{rows[i]['batch']} {100 * (res[i].memory_mb / rows[i]['nvml_used_mb'] - 1):+.1f} %" for _, i in worst))
-    records = [{"group": _group(r), "family": _family(r), "log_ratio": math.log(r["nvml_used_mb"] / res[i].memory_mb)}
-               for i, r in enumerate(rows) if res[i] is not None]
+    records = {"replay": [{"group": _group(r), "family": _family(r),
+                           "log_ratio": math.log(r["nvml_used_mb"] / res[i].memory_mb)}
+                          for i, r in enumerate(rows) if res[i] is not None],
+               "liveness-fallback": [{"group": _group(r), "family": _family(r),
+                                      "log_ratio": math.log(r["nvml_used_mb"] / walk[i])}
+                                     for i, r in enumerate(rows) if walk[i] == walk[i]]}
     if mig:
-        _mig_lines(rows, res, records if in_sample else calibration, cross=in_sample)
+        for path, label in (("replay", "the replayed memory"), ("liveness-fallback", "the graph walk")):
+            cal = records[path] if in_sample else (calibration or {}).get(path)
+            if path == "replay" or records[path]:
+                mem = [r.memory_mb if r is not None else None for r in res] if path == "replay" else \
+                    [w if w == w else None for w in walk]
+                _mig_lines(rows, mem, cal, cross=in_sample, label=label)
     print("\n4. time per estimate, median ms (trace + replay; replay of the cached trace)")
     for grp in groups:
         if t_first[grp]:
@@ -262,10 +271,11 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
     return records
 
 
-def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, cross: bool) -> None:
-    """Section 3: the MIG pick from the replayed memory, and from its interval's upper end with the
-    interval's coverage. ``calibration``: the residual records the intervals come from; ``cross``: they are
-    these rows' own, so each row's interval leaves its own family's records out."""
+def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, cross: bool, label: str) -> None:
+    """Section 3: the MIG pick from a path's memory (``res``: MiB per row, ``None`` where it has none), and
+    from its interval's upper end with the interval's coverage. ``calibration``: the residual records the
+    intervals come from; ``cross``: they are these rows' own, so each row's interval leaves its own
+    family's records out."""
     from costmodel import recommend_mig
     from costmodel.analysis.memreplay import bounds_for, fit_intervals, row_group
 
@@ -283,12 +293,12 @@ def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, c
             if fam not in fits:
                 fits[fam] = fit_intervals([c for c in calibration if c["family"] != fam])
             lo, hi, _, _ = bounds_for(fits[fam], row_group(r))
-            covered += lo <= math.log(r["nvml_used_mb"] / res[i].memory_mb) <= hi
-        for name, mem in (("point", res[i].memory_mb), ("upper", res[i].memory_mb * math.exp(hi))):
+            covered += lo <= math.log(r["nvml_used_mb"] / res[i]) <= hi
+        for name, mem in (("point", res[i]), ("upper", res[i] * math.exp(hi))):
             pick = recommend_mig("h200", mem)
             tally[name][0] += pick is not None and pick.memory_mb >= r["nvml_used_mb"] or (pick is None and best is None)
             tally[name][1] += (pick.name if pick else None) == (best.name if best else None)
-    print(f"\n3. MIG pick from the replayed memory: holds the measured memory in {100 * tally['point'][0] / n:.1f} % "
+    print(f"\n3. MIG pick from {label}: holds the measured memory in {100 * tally['point'][0] / n:.1f} % "
           f"of rows, is the smallest that does in {100 * tally['point'][1] / n:.1f} %")
     if calibration:
         print(f"   from the upper end of its 90 % interval: holds {100 * tally['upper'][0] / n:.1f} %, smallest "
@@ -489,33 +499,37 @@ def _write_slack(packaged: list[dict]) -> None:
 
     slack, recs = _slack_records(packaged, progress=True)
     path = default_root() / "h200" / MEMORY_FIT
-    kept = load_memory_fit(path).get("intervals") if path.exists() else None  # the intervals stay as fitted
-    path = write_memory_fit(path, slack, recs, device="NVIDIA H200", intervals=kept, fitted_by=FITTED_BY)
+    old = load_memory_fit(path) if path.exists() else {}  # the intervals stay as fitted
+    path = write_memory_fit(path, slack, recs, device="NVIDIA H200", intervals=old.get("intervals"),
+                            walk_intervals=old.get("walk_intervals"), fitted_by=FITTED_BY)
     print(f"training allowance {100 * slack:.2f} % over {len(recs)} rows -> {path}")
 
 
-def _write_intervals(records: list[dict]) -> None:
-    """Write the memory intervals' calibration (``--fit-intervals``): the packaged rows' residuals, each
-    taken with the overheads fitted without its own family, into the shipped ``memory_fit.json`` (its
-    training allowance and rows kept)."""
+def _write_intervals(records: dict[str, list[dict]]) -> None:
+    """Write the memory intervals' calibrations (``--fit-intervals``): the packaged rows' residuals, each
+    taken with the overheads fitted without its own family, of the replay and of the graph walk, into the
+    shipped ``memory_fit.json`` (its training allowance and rows kept)."""
     from costmodel.analysis.memreplay import MEMORY_FIT, fit_intervals, load_memory_fit, write_memory_fit
     from costmodel.datasets import default_root
 
     path = default_root() / "h200" / MEMORY_FIT
     fit = load_memory_fit(path)
-    cal = fit_intervals(records)
-    write_memory_fit(path, fit["train_reserved_slack"], fit["rows"], device=fit["device"], intervals=cal,
-                     fitted_by=FITTED_BY)
-    print(f"memory intervals ({100 * cal['coverage']:.0f} %) from {len(records)} held-out residuals -> {path}")
-    for g, b in cal["groups"].items():
-        print(f"   {g:<24} {b['rows']:>4} rows  {100 * math.expm1(b['lo']):+6.2f} % .. {100 * math.expm1(b['hi']):+6.2f} %")
+    cal = {k: fit_intervals(v) for k, v in records.items()}
+    write_memory_fit(path, fit["train_reserved_slack"], fit["rows"], device=fit["device"], fitted_by=FITTED_BY,
+                     intervals=cal["replay"], walk_intervals=cal["liveness-fallback"])
+    for k, c in cal.items():
+        print(f"{k} intervals ({100 * c['coverage']:.0f} %) from {len(records[k])} held-out residuals -> {path}")
+        for g, b in c["groups"].items():
+            print(f"   {g:<24} {b['rows']:>4} rows  {100 * math.expm1(b['lo']):+6.2f} % .. "
+                  f"{100 * math.expm1(b['hi']):+6.2f} %")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=("vision", "transformer", "all"), default="all")
     ap.add_argument("--limit", type=int, default=None, help="only the first N rows of each set (a quick look)")
-    ap.add_argument("--skip-learned", action="store_true", help="replay only (the learned columns need graphs)")
+    ap.add_argument("--skip-learned", action="store_true",
+                    help="the replay and the graph walk only, without the learned predictors' columns")
     ap.add_argument("--speed", action="store_true", help="only the speed section (5), in this fresh process")
     ap.add_argument("--third-host", action="store_true",
                     help="also the rows a third H200 host measured while profiling per operator "
@@ -524,8 +538,9 @@ def main() -> None:
                     help="only fit the training allowance on the packaged training rows and write it to "
                          "costmodel/data/h200/memory_fit.json (the shipped value)")
     ap.add_argument("--fit-intervals", action="store_true",
-                    help="only replay the packaged rows (overheads fitted leave-one-family-out) and write the "
-                         "memory intervals' calibration, their residuals, to costmodel/data/h200/memory_fit.json")
+                    help="only replay and walk the packaged rows (overheads fitted leave-one-family-out) and write "
+                         "the two memory paths' interval calibrations, their residuals, to "
+                         "costmodel/data/h200/memory_fit.json")
     ap.add_argument("--cpu-check", action="store_true",
                     help="only the trace against the CPU allocator (6): small models run for real on this CPU")
     a = ap.parse_args()
@@ -557,7 +572,8 @@ def main() -> None:
     names = [] if a.skip_learned else ["analytic", "trappm", "dippm", "xgb-static", "llm-xgb"]
     rows = keep(packaged)
     graphs: dict = {}
-    learned = _learned(rows, "h200", names, graphs) if names else {}
+    # the graphs give the graph walk's column (and --fit-intervals the walk's intervals)
+    learned = _learned(rows, "h200", names, graphs)
     own = _section("H200, packaged rows, overheads fitted leave-one-family-out", rows, packaged, learned, True, True,
                    graphs, recs)
     if a.fit_intervals:
@@ -568,12 +584,12 @@ def main() -> None:
     # the other hosts' intervals: calibrated on every packaged row, as the shipped ones are
     from costmodel.analysis.memreplay import memory_intervals
 
-    shipped = memory_intervals("h200")
-    cal = own if a.kind == "all" and not a.limit else (shipped or {}).get("residuals")
+    cal = own if a.kind == "all" and not a.limit else {
+        p: (memory_intervals("h200", p) or {}).get("residuals") for p in ("replay", "liveness-fallback")}
     rows = keep(new_arch)
     if rows:
         graphs = {}
-        learned = _learned(rows, "h200_extend", names, graphs) if names else {}
+        learned = _learned(rows, "h200_extend", names, graphs)
         _section("H200, second host, architectures no predictor trained on (overheads from the packaged rows)",
                  rows, packaged, learned, False, True, graphs, recs, cal)
     if a.third_host:  # the same workloads measured again by another process history and host

@@ -17,9 +17,19 @@ margin), as the learned predictors' picks take their intervals' upper ends.
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+#: the shipped training allowance and memory intervals of a device's packaged data folder
+MEMORY_FIT = "memory_fit.json"
+_FIT_FORMAT = "costmodel.memory_fit"
+_FIT_VERSION = 1
+_DATA = Path(__file__).resolve().parent.parent / "data"
 
 #: the share of held-out rows an interval is calibrated to hold
 COVERAGE = 0.9
@@ -27,6 +37,8 @@ COVERAGE = 0.9
 MIN_GROUP_ROWS = 10
 #: the pooled group's name
 POOLED = "all"
+#: where a memory fit keeps the calibration of each memory path's intervals
+INTERVAL_KEYS = {"replay": "intervals", "liveness-fallback": "walk_intervals"}
 
 
 def interval_group(kind: str, mode: str, dtype: str, phase: str | None = None) -> str:
@@ -108,3 +120,66 @@ def bounds_for(intervals: Mapping, group: str) -> tuple[float, float, str, int]:
     g = group if group in intervals["groups"] else POOLED
     b = intervals["groups"][g]
     return float(b["lo"]), float(b["hi"]), g, int(b["rows"])
+
+
+def load_memory_fit(path) -> dict:
+    """A device's ``memory_fit.json``, checked: its format and version, a finite allowance in [0, 0.5]
+    that is the median of its rows' ratios. A damaged or foreign file is an error naming what is wrong."""
+    from .._errors import ModelLoadError
+
+    path = Path(path)
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: not a readable memory fit ({e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != _FIT_FORMAT:
+        raise ModelLoadError(f"{path}: not a memory fit (format {blob.get('format') if isinstance(blob, dict) else None!r}"
+                             f", expected {_FIT_FORMAT!r})")
+    if blob.get("version") != _FIT_VERSION:
+        raise ModelLoadError(f"{path}: memory fit version {blob.get('version')!r}; this costmodel reads "
+                             f"version {_FIT_VERSION}")
+    slack, rows = blob.get("train_reserved_slack"), blob.get("rows")
+    if not isinstance(slack, (int, float)) or not (0.0 <= slack <= 0.5):
+        raise ModelLoadError(f"{path}: train_reserved_slack must be a number in [0, 0.5]; got {slack!r}")
+    try:
+        ratios = [float(r["peak_reserved_mb"]) / float(r["replayed_reserved_mb"]) - 1 for r in rows]
+    except (TypeError, KeyError, ValueError, ZeroDivisionError):
+        raise ModelLoadError(f"{path}: rows must list peak_reserved_mb and replayed_reserved_mb") from None
+    if not ratios or abs(max(0.0, statistics.median(ratios)) - slack) > 1e-6:
+        raise ModelLoadError(f"{path}: train_reserved_slack {slack!r} is not the median of its {len(ratios)} rows")
+    for key in INTERVAL_KEYS.values():
+        if key in blob and (bad := check_intervals(blob[key])):
+            raise ModelLoadError(f"{path}: {key}: {bad}")
+    return blob
+
+
+def write_memory_fit(path, slack: float, rows: list[dict], *, device: str, fitted_by: str,
+                     intervals: dict | None = None, walk_intervals: dict | None = None) -> Path:
+    """Write a device's ``memory_fit.json`` (one line per row; ``intervals`` and ``walk_intervals``: the
+    calibrations of the replay's and of the graph walk's intervals, :func:`fit_intervals`) and read it
+    back through :func:`load_memory_fit`, so a file that would not load is never left behind unnoticed."""
+    from .. import __version__
+
+    path = Path(path)
+    head = json.dumps({"format": _FIT_FORMAT, "version": _FIT_VERSION, "device": device, "fitted_by": fitted_by,
+                       "costmodel_version": __version__, "train_reserved_slack": slack}, indent=1)[:-2]
+    body = ",\n".join("  " + json.dumps(r) for r in rows)
+    tail = ""
+    for key, cal in (("intervals", intervals), ("walk_intervals", walk_intervals)):
+        if cal is not None:
+            res = ",\n".join("   " + json.dumps(r) for r in cal["residuals"])
+            rest = json.dumps({k: v for k, v in cal.items() if k != "residuals"})[1:-1]
+            tail += f",\n \"{key}\": {{{rest},\n  \"residuals\": [\n{res}\n  ]}}"
+    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]{tail}\n}}\n")
+    load_memory_fit(path)
+    return path
+
+
+@lru_cache(maxsize=None)
+def memory_intervals(device: str, path: str = "replay") -> dict | None:
+    """The calibration of ``path``'s memory intervals (``replay`` or ``liveness-fallback``, the graph walk)
+    in a packaged data folder's ``memory_fit.json`` (``None``: none)."""
+    if path not in INTERVAL_KEYS:
+        raise ValueError(f"path must be one of {', '.join(INTERVAL_KEYS)}; got {path!r}")
+    fit = _DATA / device / MEMORY_FIT
+    return load_memory_fit(fit).get(INTERVAL_KEYS[path]) if fit.exists() else None

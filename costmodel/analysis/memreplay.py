@@ -57,7 +57,18 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
 from ._cast import apply_autocast
-from ._memintervals import COVERAGE, bounds_for, check_intervals, conformal_bounds, fit_intervals, interval_group, row_group
+from ._memintervals import (
+    COVERAGE,
+    MEMORY_FIT,
+    bounds_for,
+    conformal_bounds,
+    fit_intervals,
+    interval_group,
+    load_memory_fit,
+    memory_intervals,
+    row_group,
+    write_memory_fit,
+)
 from .allocator import MIB, Event, replay
 from ._llmtrace import trace_llm, trace_llm_training, with_ssm_kernels
 from .alloctrace import (
@@ -138,7 +149,7 @@ class MemoryReplay:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     slack_mb: float = 0.0  # the training allowance added to the replayed reserved peak
-    #: (low, high) MiB around ``memory_mb`` from held-out residuals (:mod:`._memintervals`); ``None`` for the walk
+    #: (low, high) MiB around ``memory_mb`` from held-out residuals of its path (:mod:`._memintervals`)
     interval_mb: tuple[float, float] | None = None
     interval: dict[str, Any] | None = None  # how it was calibrated
 
@@ -182,10 +193,6 @@ def _packaged_rows(device: str) -> list[dict]:
             for _, row in read_jsonl(folder / name)]
 
 
-#: the shipped training allowance of a device's packaged data folder
-MEMORY_FIT = "memory_fit.json"
-_FIT_FORMAT = "costmodel.memory_fit"
-_FIT_VERSION = 1
 
 
 @lru_cache(maxsize=None)
@@ -204,72 +211,14 @@ def _packaged_overheads(device: str) -> Overheads | None:
 
 
 
-def load_memory_fit(path) -> dict:
-    """A device's ``memory_fit.json``, checked: its format and version, a finite allowance in [0, 0.5]
-    that is the median of its rows' ratios. A damaged or foreign file is an error naming what is wrong."""
-    from .._errors import ModelLoadError
-
-    path = Path(path)
-    try:
-        blob = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: not a readable memory fit ({e})") from None
-    if not isinstance(blob, dict) or blob.get("format") != _FIT_FORMAT:
-        raise ModelLoadError(f"{path}: not a memory fit (format {blob.get('format') if isinstance(blob, dict) else None!r}"
-                             f", expected {_FIT_FORMAT!r})")
-    if blob.get("version") != _FIT_VERSION:
-        raise ModelLoadError(f"{path}: memory fit version {blob.get('version')!r}; this costmodel reads "
-                             f"version {_FIT_VERSION}")
-    slack, rows = blob.get("train_reserved_slack"), blob.get("rows")
-    if not isinstance(slack, (int, float)) or not (0.0 <= slack <= 0.5):
-        raise ModelLoadError(f"{path}: train_reserved_slack must be a number in [0, 0.5]; got {slack!r}")
-    try:
-        ratios = [float(r["peak_reserved_mb"]) / float(r["replayed_reserved_mb"]) - 1 for r in rows]
-    except (TypeError, KeyError, ValueError, ZeroDivisionError):
-        raise ModelLoadError(f"{path}: rows must list peak_reserved_mb and replayed_reserved_mb") from None
-    if not ratios or abs(max(0.0, statistics.median(ratios)) - slack) > 1e-6:
-        raise ModelLoadError(f"{path}: train_reserved_slack {slack!r} is not the median of its {len(ratios)} rows")
-    if "intervals" in blob and (bad := check_intervals(blob["intervals"])):
-        raise ModelLoadError(f"{path}: {bad}")
-    return blob
-
-
-def write_memory_fit(path, slack: float, rows: list[dict], *, device: str, fitted_by: str,
-                     intervals: dict | None = None) -> Path:
-    """Write a device's ``memory_fit.json`` (one line per row; ``intervals``: the memory intervals'
-    calibration, :func:`~costmodel.analysis._memintervals.fit_intervals`) and read it back through
-    :func:`load_memory_fit`, so a file that would not load is never left behind unnoticed."""
-    from .. import __version__
-
-    path = Path(path)
-    head = json.dumps({"format": _FIT_FORMAT, "version": _FIT_VERSION, "device": device, "fitted_by": fitted_by,
-                       "costmodel_version": __version__, "train_reserved_slack": slack}, indent=1)[:-2]
-    body = ",\n".join("  " + json.dumps(r) for r in rows)
-    tail = ""
-    if intervals is not None:
-        res = ",\n".join("   " + json.dumps(r) for r in intervals["residuals"])
-        rest = json.dumps({k: v for k, v in intervals.items() if k != "residuals"})[1:-1]
-        tail = f",\n \"intervals\": {{{rest},\n  \"residuals\": [\n{res}\n  ]}}"
-    path.write_text(f"{head},\n \"rows\": [\n{body}\n ]{tail}\n}}\n")
-    load_memory_fit(path)
-    return path
-
-
-@lru_cache(maxsize=None)
-def memory_intervals(device: str) -> dict | None:
-    """The memory intervals' calibration in a packaged data folder's ``memory_fit.json`` (``None``: none)."""
-    path = _DATA / device / MEMORY_FIT
-    return load_memory_fit(path).get("intervals") if path.exists() else None
-
-
 def _interval(out: MemoryReplay, dev, kind: str, mode: str, dtype: str, phase: str | None) -> None:
-    """Put the calibrated interval around ``out.memory_mb`` (in place), from the device's own rows or,
-    for a device without rows, the H200's (and say so)."""
+    """Put the calibrated interval of ``out``'s path around its ``memory_mb`` (in place), from the
+    device's own rows or, for a device without rows, the H200's (and say so)."""
     folder = _data_folder(dev)
-    cal = memory_intervals(folder) if folder else None
+    cal = memory_intervals(folder, out.path) if folder else None
     source = folder
     if cal is None:
-        cal, source = memory_intervals(_FALLBACK_DEVICE), _FALLBACK_DEVICE
+        cal, source = memory_intervals(_FALLBACK_DEVICE, out.path), _FALLBACK_DEVICE
     if cal is None:
         return
     group = interval_group(kind, mode, dtype, phase)
@@ -277,6 +226,7 @@ def _interval(out: MemoryReplay, dev, kind: str, mode: str, dtype: str, phase: s
     out.interval_mb = (out.memory_mb * math.exp(lo), out.memory_mb * math.exp(hi))
     out.interval = {"coverage": cal["coverage"], "group": used, "rows": rows, "device_rows": source,
                     "note": (f"{100 * cal['coverage']:.0f} % interval from {rows} held-out {source} rows "
+                             f"{'' if out.path == 'replay' else 'of the graph walk '}"
                              f"({'pooled: too few rows of ' + group if used != group else used})"
                              + ("" if source == folder else f"; {dev.name} has no rows of its own"))}
 
@@ -589,8 +539,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         notes=[*notes, *trace.notes, *slack_note, f"overheads: {ov.source}"],
         slack_mb=slack,
     )
-    if path == "replay":
-        _interval(out, dev, kind, mode, dtype, phase)
+    _interval(out, dev, kind, mode, dtype, phase)
     out.seconds = time.perf_counter() - t0
     return out
 

@@ -91,6 +91,9 @@ def test_the_shipped_intervals_are_held_out_residuals_of_every_packaged_row():
     assert {"vision infer fp32", "vision train fp32", "transformer decode"} <= set(cal["groups"])
     for g, b in cal["groups"].items():
         assert b["lo"] < 0 < b["hi"], g  # the replay misses both ways in every group
+    walk = memory_intervals("h200", "liveness-fallback")
+    assert len(walk["residuals"]) == 528  # the decode rows have no graph to walk
+    assert "transformer decode" not in walk["groups"]
     fit = load_memory_fit(default_root() / "h200" / MEMORY_FIT)
     assert len(fit["rows"]) == 57  # the training allowance's rows are kept beside them
 
@@ -114,7 +117,7 @@ def test_the_mig_pick_holds_the_intervals_upper_end(monkeypatch):
     # an interval whose upper end passes the smallest slice moves the pick, and the estimate says why
     wide = json.loads(json.dumps(memory_intervals("h200")))
     wide["groups"]["vision infer fp32"]["hi"] = math.log(20_000 / plain.memory_mb)
-    monkeypatch.setattr(memreplay, "memory_intervals", lambda device: wide)
+    monkeypatch.setattr(memreplay, "memory_intervals", lambda device, path="replay": wide)
     est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200")
     assert est.memory_mb == pytest.approx(plain.memory_mb)
     assert est.memory_mb_interval[1] == pytest.approx(20_000)
@@ -122,8 +125,30 @@ def test_the_mig_pick_holds_the_intervals_upper_end(monkeypatch):
     assert any(a.startswith("MIG slice: 1g.35gb holds the upper end") for a in est.assumptions)
 
 
-def test_a_graph_alone_gets_no_interval():
+def test_a_graph_alone_gets_the_walks_own_interval():
     g = costmodel.to_graph("torchvision:resnet18", batch=2)
     est = costmodel.estimate(g, batch=2, device="h200", predictor="timeline")
-    assert est.details["memory"]["path"] == "liveness-fallback"
-    assert est.memory_mb_interval is None and est.details["memory"]["interval"] is None
+    mem = est.details["memory"]
+    assert mem["path"] == "liveness-fallback"
+    walk = memory_intervals("h200", "liveness-fallback")
+    replay = memory_intervals("h200")
+    assert walk["groups"] != replay["groups"]  # calibrated on the walk's own residuals
+    lo, hi, used, rows = bounds_for(walk, "vision infer fp32")
+    assert mem["interval"]["group"] == used and mem["interval"]["rows"] == rows
+    assert "of the graph walk" in mem["interval"]["note"]
+    assert est.memory_mb_interval == pytest.approx((est.memory_mb * math.exp(lo), est.memory_mb * math.exp(hi)))
+    with pytest.raises(ValueError, match="path must be one of replay, liveness-fallback"):
+        memory_intervals("h200", "predictor")
+
+
+def test_the_walks_intervals_are_checked_too(tmp_path):
+    rows = [{"spec": {"name": "a"}, "peak_reserved_mb": 105.0, "replayed_reserved_mb": 100.0}]
+    cal = fit_intervals(_records("vision infer fp32", "a", [i / 1000 for i in range(-20, 20)]))
+    p = write_memory_fit(tmp_path / MEMORY_FIT, 0.05, rows, device="X", fitted_by="test", intervals=cal,
+                         walk_intervals=cal)
+    blob = json.loads(p.read_text())
+    assert blob["walk_intervals"]["groups"] == blob["intervals"]["groups"]
+    blob["walk_intervals"]["groups"]["all"]["lo"] = -1.0
+    p.write_text(json.dumps(blob))
+    with pytest.raises(ModelLoadError, match="walk_intervals: intervals' bounds for 'all'"):
+        load_memory_fit(p)
