@@ -52,6 +52,14 @@ TIMM = [
     "resmlp_12_224", "vit_small_patch16_224", "inception_next_tiny", "efficientvit_b0", "efficientvit_m0",
     "repvit_m1", "tiny_vit_5m_224", "nest_tiny", "swinv2_cr_tiny_ns_224", "rdnet_tiny", "starnet_s1",
     "mambaout_femto",
+    # one of each further timm module whose design the list above does not hold
+    "botnet50ts_256", "caformer_s18", "coat_lite_tiny", "convit_tiny", "cpubone_nano", "csatv2", "cspnext_tiny",
+    "deepseek_vit_412m", "efficientvim_m1", "fasternet_s", "gemma4_vit_167m", "hardcorenas_a", "hiera_tiny_224",
+    "iformer_s", "lcnetv2_small", "legacy_senet154", "legacy_xception", "lowformer_b0", "mobilenetv5_300m",
+    "naflexvit_base_patch16_siglip", "nasnetalarge", "nextvit_small", "pnasnet5large", "qwen3_vit_88m",
+    "regnety_040_sgn", "repghostnet_050", "resnetv2_18", "sam2_hiera_tiny", "samvit_base_patch16", "shvit_s1",
+    "swiftformer_xs", "swin_s3_tiny_224", "swinv2_tiny_window8_256", "vit_relpos_small_patch16_224",
+    "vit_tiny_r_s16_p8_224", "vitamin_small_224", "volo_d1_224",
 ]  # fmt: skip
 
 _SMALL = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4, "num_attention_heads": 8,

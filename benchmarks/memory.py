@@ -251,19 +251,15 @@ def _section(title: str, rows: list[dict], fit_rows: list[dict], learned: dict[s
     print("   worst rows: " + "; ".join(
         f"{rows[i].get('model') or rows[i]['spec'].get('name')} {rows[i]['mode']} {rows[i]['dtype']} "
         f"b{rows[i]['batch']} {100 * (res[i].memory_mb / rows[i]['nvml_used_mb'] - 1):+.1f} %" for _, i in worst))
-    records = {"replay": [{"group": _group(r), "family": _family(r),
-                           "log_ratio": math.log(r["nvml_used_mb"] / res[i].memory_mb)}
-                          for i, r in enumerate(rows) if res[i] is not None],
-               "liveness-fallback": [{"group": _group(r), "family": _family(r),
-                                      "log_ratio": math.log(r["nvml_used_mb"] / walk[i])}
-                                     for i, r in enumerate(rows) if walk[i] == walk[i]]}
+    mem = {"replay": [r.memory_mb if r is not None else None for r in res],
+           "liveness-fallback": [w if w == w else None for w in walk]}
+    records = {p: [{"group": _group(r), "family": _family(r), "log_ratio": math.log(r["nvml_used_mb"] / m[i])}
+                   for i, r in enumerate(rows) if m[i] is not None] for p, m in mem.items()}
     if mig:
         for path, label in (("replay", "the replayed memory"), ("liveness-fallback", "the graph walk")):
-            cal = records[path] if in_sample else (calibration or {}).get(path)
             if path == "replay" or records[path]:
-                mem = [r.memory_mb if r is not None else None for r in res] if path == "replay" else \
-                    [w if w == w else None for w in walk]
-                _mig_lines(rows, mem, cal, cross=in_sample, label=label)
+                cal = records[path] if in_sample else (calibration or {}).get(path)
+                _mig_lines(rows, mem[path], cal, cross=in_sample, label=label)
     print("\n4. time per estimate, median ms (trace + replay; replay of the cached trace)")
     for grp in groups:
         if t_first[grp]:
