@@ -1,4 +1,5 @@
-"""Intervals around the replayed memory, calibrated on held-out residuals.
+"""Intervals around the replayed memory, calibrated on held-out residuals, and the device's memory fit
+file that keeps them (``memory_fit.json``: the training allowance, and each memory path's calibration).
 
 The replay is exact where the trace and the allocator are (a deterministic step, its allocated peak
 within 0.5 %); what is left is what neither records: the context a process has grown to, the library

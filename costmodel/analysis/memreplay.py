@@ -52,7 +52,6 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError, UnknownModelError, UnsupportedOpWarning
@@ -60,6 +59,7 @@ from ._cast import apply_autocast
 from ._memintervals import (
     COVERAGE,
     MEMORY_FIT,
+    _DATA,
     bounds_for,
     conformal_bounds,
     fit_intervals,
@@ -104,7 +104,6 @@ __all__ = [
 
 #: workload kinds with their own overheads
 KINDS = ("vision", "transformer")
-_DATA = Path(__file__).resolve().parent.parent / "data"
 #: the device whose fitted overheads stand in for a device with no rows
 _FALLBACK_DEVICE = "h200"
 _DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -193,8 +192,6 @@ def _packaged_rows(device: str) -> list[dict]:
             for _, row in read_jsonl(folder / name)]
 
 
-
-
 @lru_cache(maxsize=None)
 def _packaged_overheads(device: str) -> Overheads | None:
     rows = [r for r in _packaged_rows(device) if r.get("nvml_used_mb") is not None]
@@ -208,7 +205,6 @@ def _packaged_overheads(device: str) -> Overheads | None:
     return replace(ov, train_slack=fit["train_reserved_slack"],
                    source=f"{ov.source}; training allowance {100 * fit['train_reserved_slack']:.1f} % "
                           f"from {len(fit['rows'])} training rows ({MEMORY_FIT})")
-
 
 
 def _interval(out: MemoryReplay, dev, kind: str, mode: str, dtype: str, phase: str | None) -> None:
