@@ -272,11 +272,15 @@ def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, c
     from its interval's upper end with the interval's coverage. ``calibration``: the residual records the
     intervals come from; ``cross``: they are these rows' own, so each row's interval leaves its own
     family's records out."""
-    from costmodel import recommend_mig
+    from costmodel import get_device, recommend_mig
     from costmodel.analysis.memreplay import bounds_for, fit_intervals, row_group
 
     fits: dict[str, dict] = {}
     tally = {"point": [0, 0], "upper": [0, 0]}
+    # fit decisions against every distinct slice size and the whole device (what --max-batch answers at
+    # the measured batches): predicted to fit but measured over (a run that fails), and the reverse
+    limits = sorted({p.memory_mb for p in get_device("h200").mig_profiles} | {get_device("h200").memory_mb})
+    wrong = {"point": [0, 0], "upper": [0, 0]}
     covered = n = 0
     for i, r in enumerate(rows):
         if res[i] is None:
@@ -294,12 +298,20 @@ def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, c
             pick = recommend_mig("h200", mem)
             tally[name][0] += pick is not None and pick.memory_mb >= r["nvml_used_mb"] or (pick is None and best is None)
             tally[name][1] += (pick.name if pick else None) == (best.name if best else None)
+            for cap in limits:
+                wrong[name][0] += mem <= cap < r["nvml_used_mb"]
+                wrong[name][1] += r["nvml_used_mb"] <= cap < mem
     print(f"\n3. MIG pick from {label}: holds the measured memory in {100 * tally['point'][0] / n:.1f} % "
           f"of rows, is the smallest that does in {100 * tally['point'][1] / n:.1f} %")
     if calibration:
         print(f"   from the upper end of its 90 % interval: holds {100 * tally['upper'][0] / n:.1f} %, smallest "
               f"{100 * tally['upper'][1] / n:.1f} %; the interval holds the measured memory in {100 * covered / n:.1f} % "
               f"of rows ({'each fold without its own family' if cross else 'calibrated on the packaged rows'})")
+    pairs = n * len(limits)
+    print(f"   fit decisions against the {len(limits)} memory sizes of the H200's slices and the whole device "
+          f"({pairs} row x size pairs): fits by the point but over when measured {wrong['point'][0]}, refused by "
+          f"the point but fits {wrong['point'][1]}"
+          + (f"; by the upper end {wrong['upper'][0]} and {wrong['upper'][1]}" if calibration else ""))
 
 
 def _speed() -> None:

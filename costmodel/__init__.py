@@ -30,6 +30,7 @@ from ._errors import (  # noqa: E402  (light: stdlib only)
     UnknownDeviceError,
     UnknownModelError,
     UnsupportedOpWarning,
+    OOMRiskWarning,
     OOMWarning,
 )
 from .integrations import onnx_hook as onnx  # noqa: E402  (light: stdlib only; torch and onnx load on use)
@@ -58,6 +59,7 @@ _LAZY = {
     "recommend_mig": "costmodel.estimate",
     "PerfDataset": "costmodel.datasets",
     "estimate_llm": "costmodel.estimate",
+    "largest_batch": "costmodel.estimate",
     "largest_llm_batch": "costmodel.estimate",
     "torch_backend": "costmodel.integrations.torch_compile",
     "bench": "costmodel.measure.bench",
@@ -77,6 +79,7 @@ __all__ = sorted(
         "UnknownDeviceError",
         "UnknownModelError",
         "UnsupportedOpWarning",
+        "OOMRiskWarning",
         "OOMWarning",
         "onnx",
         *_LAZY,

@@ -60,6 +60,11 @@ class OOMWarning(UserWarning):
     """A compiled graph is predicted to need more memory than the device (or the given limit) has."""
 
 
+class OOMRiskWarning(OOMWarning):
+    """A compiled graph is predicted to fit, but the upper end of its memory's 90 % interval does not:
+    it may run out of memory. A subclass of :class:`OOMWarning`, so filters on that catch it too."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest choices, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

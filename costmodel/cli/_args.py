@@ -207,3 +207,42 @@ class Working:
             if self.shown:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
+
+
+def add_max_batch_args(p, unit: str) -> None:
+    """``--max-batch`` and the memory it fits: ``--memory-mb`` or ``--mig`` (default the whole device)."""
+    p.add_argument("--max-batch", action="store_true",
+                   help=f"also find the largest batch ({unit}) whose replayed memory fits the device, a MIG slice "
+                        "(--mig) or --memory-mb, and the largest whose 90 %% interval's upper end fits: a few "
+                        "allocation traces")
+    p.add_argument("--memory-mb", type=float, default=None, metavar="MB",
+                   help="with --max-batch: the memory to fit in (what is free; default the device's)")
+    p.add_argument("--mig", default=None, metavar="PROFILE",
+                   help="with --max-batch: fit one MIG slice of the device, e.g. 1g.18gb (see 'costmodel devices')")
+
+
+def check_max_batch_args(a) -> None:
+    """``--memory-mb`` and ``--mig`` are limits of ``--max-batch``, one at a time."""
+    given = [f for f, v in (("--memory-mb", a.memory_mb), ("--mig", a.mig)) if v is not None]
+    if given and not a.max_batch:
+        raise InvalidInputError(f"{given[0]} is the limit of --max-batch; add --max-batch")
+    if len(given) > 1:
+        raise InvalidInputError("give --memory-mb or --mig, not both")
+
+
+def fit_line(fit: dict, one: str, unit: str = "") -> str:
+    """The ``--max-batch`` answer as lines of the table (``one``: one batch element, "one sample";
+    ``unit``: after the count, " sequences of 512 tokens")."""
+    if not fit["batch"]:
+        return f"max batch    0: {one} needs {fit['next_memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f} ({fit['limit']})"
+    line = f"max batch    {fit['batch']}{unit} ({fit['memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f}, {fit['limit']})"
+    if fit["next_memory_mb"]:
+        line += f"; {fit['batch'] + 1} would need {fit['next_memory_mb']:,.0f} MB"
+    if fit.get("coverage"):
+        pct = f"{100 * fit['coverage']:.0f} %"
+        if fit["upper_batch"]:
+            line += (f"\n             {fit['upper_batch']} by its {pct} interval's upper end "
+                     f"({fit['upper_memory_mb']:,.0f} MB)")
+        else:
+            line += f"\n             0 by its {pct} interval's upper end"
+    return line

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .._errors import InvalidInputError
-from ._args import Working, add_carbon_args, add_command, positive_int
+from ._args import (Working, add_carbon_args, add_command, add_max_batch_args, check_max_batch_args, fit_line,
+                    positive_int)
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -69,12 +70,7 @@ def register_llm(sub) -> None:
                    help="timeline (default) or llm-xgb (fast, for sweeps)")
     m.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
-    m.add_argument("--max-batch", action="store_true",
-                   help="also find the largest batch whose replayed memory fits the device (or --memory-mb): "
-                        "a few allocation traces, seconds each for a 7B model")
-    m.add_argument("--memory-mb", type=float, default=None, metavar="MB",
-                   help="with --max-batch: the memory to fit in (a MIG slice's, or what is free; default the "
-                        "device's)")
+    add_max_batch_args(m, "sequences; seconds per trace for a 7B model")
     m.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -92,8 +88,7 @@ def _cmd_llm(a) -> int:
     missing = [f for f in ("batch", "seq") if getattr(a, f) is None]
     if missing:
         raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
-    if a.memory_mb is not None and not a.max_batch:
-        raise InvalidInputError("--memory-mb is the limit of --max-batch; add --max-batch")
+    check_max_batch_args(a)
     with Working(f"estimating {a.model} (a workload's first estimate builds its graph; cached after)",
                  enabled=None if not a.json else False):
         est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,
@@ -110,22 +105,10 @@ def _cmd_llm(a) -> int:
                      enabled=None if not a.json else False):
             fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
                                     optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
-                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb, autocast=a.autocast,
+                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb, mig=a.mig, autocast=a.autocast,
                                     target_seq=a.target_seq, ssm_kernels=a.ssm_kernels)
         est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     print(est.to_json() if a.json else est.table())
     if fit is not None and not a.json:
-        print(_fit_line(fit, a.seq))
+        print(fit_line(fit, f"one sequence of {a.seq} tokens", f" sequences of {a.seq} tokens"))
     return 0
-
-
-
-
-def _fit_line(fit: dict, seq: int) -> str:
-    """The ``--max-batch`` answer as one line of the table."""
-    if not fit["batch"]:
-        return f"max batch    0: one sequence of {seq} tokens needs {fit['next_memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f}"
-    line = f"max batch    {fit['batch']} sequences of {seq} tokens ({fit['memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f})"
-    if fit["next_memory_mb"]:
-        line += f"; {fit['batch'] + 1} would need {fit['next_memory_mb']:,.0f} MB"
-    return line

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from .._errors import InvalidInputError
-from ._args import Working, add_command, add_predictor_args, add_workload_args, positive_int, shape_arg
+from ._args import (Working, add_command, add_max_batch_args, add_predictor_args, add_workload_args,
+                    check_max_batch_args, fit_line, positive_int, shape_arg)
 
 PREDICT_EXAMPLES = """examples:
   costmodel predict torchvision:resnet50 --batch 8 --device h200
@@ -13,6 +14,7 @@ PREDICT_EXAMPLES = """examples:
   costmodel predict model.onnx --batch 1 --input 3,224,224 --device h100
   costmodel predict torchvision:vit_b_16 --batch 32 --device h100 --mode training --optimizer adam
   costmodel predict torchvision:resnet50 --batch 64 --device h200 --mode training --autocast bf16
+  costmodel predict torchvision:resnet50 --batch 64 --device h200 --mode training --max-batch --mig 1g.18gb
 """
 GRAPH_EXAMPLES = """examples:
   costmodel graph torchvision:resnet50
@@ -34,6 +36,7 @@ def register_predict(sub) -> None:
     add_predictor_args(p)
     p.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
+    add_max_batch_args(p, "samples")
 
 
 def register_graph(sub) -> None:
@@ -97,6 +100,7 @@ def _cmd_predict(a) -> int:
     from ..predictors import get_predictor
 
     _check_method(a)
+    check_max_batch_args(a)
     _with_trainable(a)
     model, predictor = a.model, a.predictor
     if a.method is not None:
@@ -118,10 +122,21 @@ def _cmd_predict(a) -> int:
             host=a.host,
             autocast=a.autocast,
         )
+    fit = None
+    if a.max_batch:
+        from ..estimate import largest_batch
+
+        with Working("finding the largest batch that fits (an allocation trace per batch tried)",
+                     enabled=None if not a.json else False):
+            fit = largest_batch(a.model, device=a.device, mode=a.mode, dtype=a.dtype, optimizer=a.optimizer,
+                                input_shape=a.input_shape, autocast=a.autocast, memory_mb=a.memory_mb, mig=a.mig)
+        est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
     if a.json:
         print(est.to_json())
     else:
         print(est.table())
+        if fit is not None:
+            print(fit_line(fit, "one sample"))
     return 0
 
 

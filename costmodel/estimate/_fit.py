@@ -1,30 +1,177 @@
-"""The largest batch of a transformer workload whose replayed memory fits a device or a MIG slice."""
+"""The largest batch of a workload whose replayed memory fits a device, a MIG slice or a given limit.
+
+Two answers come back: the largest batch whose replayed ``memory_mb`` fits (``batch``), and the largest whose
+90 % interval's upper end fits (``upper_batch``), the one to plan on where a run that does not fit costs more
+than a slightly smaller batch (the MIG pick takes the upper end too, docs/memory.md)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .._errors import InvalidInputError
 from .._validate import positive_int
+
+
+def _limit_mb(dev, memory_mb: float | None, mig: str | None) -> tuple[float, str]:
+    """The memory to fit in, and what it is: ``memory_mb``, a MIG profile of ``dev`` or the whole device."""
+    if memory_mb is not None and mig is not None:
+        raise InvalidInputError("give memory_mb or mig, not both")
+    if memory_mb is not None:
+        if not (isinstance(memory_mb, (int, float)) and not isinstance(memory_mb, bool) and memory_mb > 0):
+            raise InvalidInputError(f"memory_mb must be a positive number of MB, got {memory_mb!r}")
+        return float(memory_mb), f"{float(memory_mb):,.0f} MB"
+    if mig is not None:
+        names = [p.name for p in dev.mig_profiles]
+        if not names:
+            raise InvalidInputError(f"{dev.name} has no MIG profiles; give memory_mb instead")
+        prof = next((p for p in dev.mig_profiles if p.name.lower() == str(mig).lower()), None)
+        if prof is None:
+            raise InvalidInputError(f"unknown MIG profile {mig!r} for {dev.name}; choose one of {', '.join(names)}")
+        return float(prof.memory_mb), f"MIG {prof.name}"
+    return float(dev.memory_mb), dev.name
+
+
+def search_batch(mem: Callable[[int], float], cap: float, limit: int,
+                 known: dict[int, float] | None = None) -> tuple[int, int | None]:
+    """``(lo, hi)``: ``lo`` the largest batch up to ``limit`` with ``mem(lo) <= cap`` (0: not even one),
+    ``hi`` the batch above it found over (``None`` when ``limit`` fits). ``mem`` must grow with the batch;
+    ``known`` holds values already computed (no call repeats them).
+
+    Memory grows with the batch almost linearly beyond a fixed part (weights and optimizer state stay;
+    activations, logits and KV cache scale), so each guess is read off a line through the two nearest
+    known batches, and the batch beside it is checked: a line that holds ends the search in two calls.
+    Where the line misleads (the peak moving from the optimizer's state to the activations), a step that
+    does not halve the bracket is followed by a bisection."""
+    pts = dict(known or {})
+
+    def f(b: int) -> float:
+        if b not in pts:
+            pts[b] = mem(b)
+        return pts[b]
+
+    if f(1) > cap:
+        return 0, 1
+    lo = max(b for b, v in pts.items() if v <= cap and b <= limit)
+    hi = min((b for b, v in pts.items() if v > cap and b > lo), default=None)
+    prev = None
+    while hi is None:  # gallop along the line until a batch is over, or the limit fits
+        if lo >= limit:
+            return limit, None
+        below = [b for b in pts if b < lo and pts[b] <= cap]
+        slope = (pts[lo] - pts[max(below)]) / (lo - max(below)) if below else 0.0
+        g = lo + int((cap - pts[lo]) / slope) + 1 if slope > 0 else 2 * lo
+        if prev is not None:
+            g = max(g, lo + 2 * (lo - prev))  # the line under-shot before: at least double the step
+        g = min(limit, max(g, lo + 1))
+        if f(g) <= cap:
+            prev, lo = lo, g
+        else:
+            hi = g
+    while hi - lo > 1:
+        width = hi - lo
+        g = lo + int(round((cap - pts[lo]) / (pts[hi] - pts[lo]) * width)) if pts[hi] > pts[lo] else (lo + hi) // 2
+        g = min(hi - 1, max(lo + 1, g))
+        if f(g) <= cap:
+            lo = g
+            if g + 1 < hi:
+                lo, hi = (lo, g + 1) if f(g + 1) > cap else (g + 1, hi)
+        else:
+            hi = g
+            if g - 1 > lo:
+                lo, hi = (g - 1, hi) if f(g - 1) <= cap else (lo, g - 1)
+        if hi - lo > 1 and hi - lo > width / 2:  # the line misled: bisect once
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if f(mid) <= cap else (lo, mid)
+    return lo, hi
+
+
+def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: str) -> dict:
+    """Both searches over one cache of replays (``replay_at(batch)`` -> a MemoryReplay), as the dict
+    :func:`largest_batch` returns."""
+    runs: dict[int, Any] = {}
+
+    def run(b: int):
+        if b not in runs:
+            runs[b] = replay_at(b)
+        return runs[b]
+
+    def upper(b: int) -> float:
+        r = run(b)
+        return r.interval_mb[1] if r.interval_mb else r.memory_mb
+
+    lo, hi = search_batch(lambda b: run(b).memory_mb, cap, limit)
+    # the upper end is the replayed memory times one factor per workload group: the first search's
+    # replays bracket the answer, and a line through them finds it in a call or two
+    ulo, uhi = search_batch(upper, cap, max(lo, 1), known={b: upper(b) for b in runs})
+    first = run(1)
+    out = {"batch": lo, "memory_mb": runs[lo].memory_mb if lo else None,
+           "next_memory_mb": runs[hi].memory_mb if hi else None,
+           "upper_batch": ulo, "upper_memory_mb": upper(ulo) if ulo else None,
+           "upper_next_memory_mb": upper(uhi) if uhi else None,
+           "coverage": (first.interval or {}).get("coverage"), "limit_mb": cap, "limit": what,
+           "path": first.path, "traced": {b: runs[b].memory_mb for b in sorted(runs)}}
+    return out
+
+
+def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
+                  optimizer: str = "adam", input_shape=None, autocast: str | None = None,
+                  memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict:
+    """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
+    allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
+    ``"3g.71gb"``) or ``memory_mb`` (what is free). ``model``: a zoo name (``"torchvision:resnet50"``), a data
+    spec dict, or an ``nn.Module`` with ``input_shape``; ``mode``, ``dtype``, ``optimizer`` and ``autocast`` as
+    :func:`~costmodel.estimate` takes them.
+
+    Returns ``{"batch", "memory_mb", "next_memory_mb", "upper_batch", "upper_memory_mb",
+    "upper_next_memory_mb", "coverage", "limit_mb", "limit", "path", "traced": {batch: memory_mb}}``:
+    ``batch`` fits by the replayed memory, ``upper_batch`` by its interval's upper end (``coverage``: the
+    interval's); 0 when not even one sample fits; ``limit`` caps the search; ``path`` is ``"replay"``, or
+    ``"liveness-fallback"`` where the module could not run on fake tensors (a walk over its graph).
+    """
+    from ..analysis.memreplay import replay_memory
+    from ..devices import get_device
+    from ..predictors import validate_optimizer
+    from ..ir import MODEL_DTYPES as DTYPES, MODES
+    from ._memory import traceable
+
+    positive_int(limit, "limit")
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    optimizer = validate_optimizer(optimizer)
+    if not traceable(model):
+        raise InvalidInputError(f"largest_batch needs a model the allocation trace can run (a zoo name such as "
+                                f"torchvision:resnet50, a data spec or an nn.Module), got {model!r}: an ONNX graph "
+                                "holds no module to run at other batches")
+    if hasattr(model, "named_parameters") and input_shape is None:
+        raise InvalidInputError("an nn.Module needs input_shape (the input without its batch, e.g. (3, 224, 224))")
+    dev = get_device(device)
+    cap, what = _limit_mb(dev, memory_mb, mig)
+
+    def replay_at(b: int):
+        return replay_memory(model, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer,
+                             input_shape=input_shape, autocast=autocast)
+
+    return fit_answer(replay_at, cap, limit, what)
 
 
 def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                       optimizer: str = "adamw", lora_r: int | None = None, lora_targets=None,
                       checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
                       autocast: str | None = None, target_seq: int | None = None,
-                      ssm_kernels: str = "reference") -> dict:
+                      ssm_kernels: str = "reference", mig: str | None = None) -> dict:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
-    replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, or
-    ``memory_mb`` (a MIG slice's, or what is free). The workload is :func:`~costmodel.estimate_llm`'s
+    replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
+    MIG profiles (``mig``) or ``memory_mb`` (what is free). The workload is :func:`~costmodel.estimate_llm`'s
     (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA, checkpointing and autocast;
     ``target_seq``: an encoder-decoder's decoder tokens; ``ssm_kernels``: Mamba's selective scans as
     transformers' reference loop or the fused kernels).
 
-    A transformer's memory grows with the batch almost linearly (its weights and optimizer state stay,
-    the activations, logits and KV cache scale), so two traces (batch 1 and 2) give a first guess,
-    and traces around it settle it: the answer is a batch that fits with the next one traced over.
-    Returns ``{"batch", "memory_mb", "next_memory_mb", "limit_mb", "traced": {batch: memory_mb}}``;
-    ``batch`` is 0 when not even one sequence fits, and ``limit`` caps the search.
+    Two traces (batch 1 and 2) give a first guess, and traces around it settle it: the answer is a batch
+    that fits with the next one traced over. Returns :func:`largest_batch`'s dict: ``batch`` fits by the
+    replayed memory, ``upper_batch`` by its 90 % interval's upper end; ``batch`` is 0 when not even one
+    sequence fits, and ``limit`` caps the search.
     """
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
@@ -38,13 +185,10 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype, target_seq=target_seq)
     lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
     amp = amp_option(w.mode, w.dtype, autocast)
-    training = w.mode == "training"
-    if memory_mb is not None and not (isinstance(memory_mb, (int, float)) and memory_mb > 0):
-        raise InvalidInputError(f"memory_mb must be a positive number of MB, got {memory_mb!r}")
-    cap = float(memory_mb) if memory_mb is not None else float(dev.memory_mb)
+    cap, what = _limit_mb(dev, memory_mb, mig)
     kw: dict = dict(seq=seq, dtype=w.dtype, **({"target_seq": target_seq} if target_seq is not None else {}),
                     **({"ssm_kernels": ssm_kernels} if ssm_kernels != "reference" else {}))
-    if training:
+    if w.mode == "training":
         kw.update(mode="training", optimizer=validate_optimizer(optimizer))
         if lora:
             kw["lora"] = lora
@@ -54,46 +198,4 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
             kw["autocast"] = amp
     else:
         kw.update(mode="inference", phase=w.mode)
-    traced: dict[int, float] = {}
-
-    def mem(b: int) -> float:
-        if b not in traced:
-            traced[b] = replay_memory(w.spec, dev, batch=b, **kw).memory_mb
-        return traced[b]
-
-    if mem(1) > cap:
-        return {"batch": 0, "memory_mb": None, "next_memory_mb": traced[1], "limit_mb": cap, "traced": traced}
-    lo, hi = 1, None
-    if limit > 1 and mem(2) > cap:
-        hi = 2
-    elif limit > 1:
-        lo = 2
-        # a linear guess from batches 1 and 2 (where the peak moves, from the optimizer's state to the
-        # activations, the two can be equal: then a gallop from 4), then a bracket around it
-        slope = mem(2) - mem(1)
-        cand = min(limit, max(3, int((cap - mem(2)) / slope) + 2 if slope > 0 else 4))
-        step = max(1, cand // 8)
-        if cand > lo and mem(cand) <= cap:
-            lo = cand
-            while lo < limit:
-                nxt = min(limit, lo + step)
-                if mem(nxt) > cap:
-                    hi = nxt
-                    break
-                lo, step = nxt, step * 2
-        elif cand > lo:
-            hi = cand
-            while hi - lo > 1:
-                nxt = max(lo + 1, hi - step)
-                if mem(nxt) <= cap:
-                    lo = nxt
-                    break
-                hi, step = nxt, step * 2
-    while hi is not None and hi - lo > 1:  # bisect the bracket
-        mid = (lo + hi) // 2
-        if mem(mid) <= cap:
-            lo = mid
-        else:
-            hi = mid
-    return {"batch": lo, "memory_mb": traced[lo], "next_memory_mb": traced.get(hi) if hi else None,
-            "limit_mb": cap, "traced": dict(sorted(traced.items()))}
+    return fit_answer(lambda b: replay_memory(w.spec, dev, batch=b, **kw), cap, limit, what)

@@ -8,7 +8,10 @@ breaks) the backend builds the CostGraph from the graph and its example
 inputs (shapes only: the trace runs on meta tensors), predicts latency and
 memory, and when the predicted memory exceeds the device (or
 ``memory_limit_mb``) issues a :class:`costmodel.OOMWarning` naming predicted
-and available memory and the largest batch that would fit.  Then the graph
+and available memory and the largest batch that would fit, by the predicted
+memory and by the upper end of its 90 % interval.  When the memory fits but
+that upper end does not, it issues a :class:`costmodel.OOMRiskWarning` (a
+subclass) with the largest batch whose upper end fits.  Then the graph
 goes to the inner backend (``"inductor"``, ``"eager"``, any registered name
 or callable).  The cost model never breaks a compile: any failure of its own
 becomes a ``RuntimeWarning`` and the graph passes through unchanged.  Its
@@ -25,8 +28,8 @@ Memory is the graph's allocation trace (the FX graph run on fake tensors,
 its parameters held as module state) replayed through the CUDA caching
 allocator, plus the device's context (:mod:`costmodel.analysis.memreplay`).
 The batch is the leading dimension of the first non-parameter input; the
-largest batch that fits is a bisection over the same replay at smaller
-batches. Where the graph fixes its batch inside (a reshape to a constant),
+largest batch that fits is a search over the same replay at smaller
+batches (:func:`costmodel.largest_batch`'s). Where the graph fixes its batch inside (a reshape to a constant),
 it falls back to memory = fixed part + per-sample part, the fixed part being
 the weights (and their gradients and optimizer state when training) plus
 the framework's overhead.
@@ -39,7 +42,7 @@ import math
 import warnings
 from typing import Any, Callable
 
-from .._errors import OOMWarning
+from .._errors import OOMRiskWarning, OOMWarning
 
 log = logging.getLogger("costmodel.compile")
 
@@ -167,39 +170,31 @@ def _with_batch(inputs, batch: int, new: int):
                  if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == batch else t for t in inputs)
 
 
-def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced, *, max_steps: int = 12) -> int | None:
-    """Largest batch whose replayed memory stays under ``limit_mb``: a bisection over the allocation
-    trace at other batch sizes (``traced`` = the module and inputs, re-run on fake tensors), or
-    ``None`` when the memory did not come from a replay or the graph does not take another batch
-    (shapes fixed inside it)."""
+def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced) -> dict | None:
+    """The largest batches under ``limit_mb`` by the replayed memory and by its interval's upper end
+    (:func:`costmodel.estimate.fit_answer`'s dict): a search over the allocation trace at smaller
+    batches (``traced`` = the module and inputs, re-run on fake tensors), or ``None`` when the memory did
+    not come from a replay or the graph does not take another batch (shapes fixed inside it)."""
     from ..analysis.memreplay import replay_memory
+    from ..estimate import fit_answer
 
     module, inputs = traced
     if est.details.get("memory", {}).get("path") != "replay":
         return None
 
-    def fits(b: int) -> bool:
-        m = replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype, inputs=_with_batch(inputs, batch, b),
-                          autocast=est.details.get("autocast"))
-        return m.memory_mb <= limit_mb
+    def replay_at(b: int):
+        return replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype,
+                             inputs=_with_batch(inputs, batch, b), autocast=est.details.get("autocast"))
 
-    lo, hi = 0, batch  # lo fits (0: nothing), hi does not (the batch just estimated)
     try:
-        for _ in range(max_steps):
-            if hi - lo <= 1:
-                break
-            mid = (lo + hi) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid
+        return fit_answer(replay_at, limit_mb, batch, f"{limit_mb:,.0f} MB")
     except Exception:  # noqa: BLE001 - a graph with the batch baked into its shapes
         return None
-    return lo
 
 
-def largest_batch(est, batch: int, limit_mb: float, device) -> int:
-    """Largest batch under ``limit_mb`` if memory grows linearly with the batch beyond a fixed part."""
+def largest_batch(est, batch: int, limit_mb: float, device, *, memory_mb: float | None = None) -> int:
+    """Largest batch under ``limit_mb`` if memory grows linearly with the batch beyond a fixed part
+    (``memory_mb``: the batch's memory to scale, default the estimate's)."""
     from ..devices import get_device
 
     dev = get_device(device)
@@ -207,8 +202,39 @@ def largest_batch(est, batch: int, limit_mb: float, device) -> int:
     weights_mb = float(mem.get("weights_mb", 0.0))
     fixed = dev.framework_overhead_mb + weights_mb + float(mem.get("gradients_mb", 0.0)) + float(
         mem.get("optimizer_mb", 0.0))
-    per_sample = max((est.memory_mb - fixed) / max(batch, 1), 1e-6)
+    total = est.memory_mb if memory_mb is None else memory_mb
+    per_sample = max((total - fixed) / max(batch, 1), 1e-6)
     return max(0, int(math.floor((limit_mb - fixed) / per_sample)))
+
+
+def _fits(est, batch: int, limit_mb: float, dev, traced) -> tuple[int, int | None]:
+    """The largest batch that fits by the memory, and by its interval's upper end (``None`` without one)."""
+    upper = est.memory_mb_interval[1] if est.memory_mb_interval else None
+    fit = largest_batch_replayed(est, batch, limit_mb, dev, traced)
+    if fit is not None:
+        return fit["batch"], fit["upper_batch"] if upper is not None else None
+    return (largest_batch(est, batch, limit_mb, dev),
+            largest_batch(est, batch, limit_mb, dev, memory_mb=upper) if upper is not None else None)
+
+
+def _oom_warning(est, batch: int, limit_mb: float, dev, traced) -> OOMWarning | None:
+    """The warning for a graph whose memory, or the upper end of its 90 % interval, passes ``limit_mb``."""
+    upper = est.memory_mb_interval[1] if est.memory_mb_interval else None
+    head = (f"costmodel: this graph ({est.mode}, batch {batch}) is predicted to need {est.memory_mb:,.0f} MB "
+            f"on {dev.name}")
+    if est.memory_mb > limit_mb:
+        fit, safe = _fits(est, batch, limit_mb, dev, traced)
+        return OOMWarning(
+            f"{head}, but {limit_mb:,.0f} MB are available; "
+            + (f"the largest batch whose 90 % interval's upper end fits is {safe}, and " if safe is not None else "")
+            + "the largest batch predicted to fit is " + f"{fit}"
+            + (" (none: the fixed part alone does not fit)" if fit == 0 else ""))
+    if upper is not None and upper > limit_mb:
+        _, safe = _fits(est, batch, limit_mb, dev, traced)
+        return OOMRiskWarning(
+            f"{head}, within the {limit_mb:,.0f} MB available, but the upper end of its 90 % interval is "
+            f"{upper:,.0f} MB, so it may run out of memory; the largest batch whose upper end fits is {safe}")
+    return None
 
 
 def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: str | Callable = "inductor",
@@ -243,24 +269,17 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
                 warnings.simplefilter("always")
                 pred, notes = _resolve(predictor)
                 est, batch, traced = _estimate_fx(gm, example_inputs, device=dev, predictor=pred, training=None)
-            over = est.memory_mb > limit  # a predictor that returned no estimate fails here
+            if est.memory_mb is None:
+                raise ValueError(f"the {est.predictor} predictor returned no memory")
             backend.estimates.append(with_notes(est, notes))
-            if over:
-                fit = largest_batch_replayed(est, batch, limit, dev, traced)
-                if fit is None:
-                    fit = largest_batch(est, batch, limit, dev)
-                oom = OOMWarning(
-                    f"costmodel: this graph ({est.mode}, batch {batch}) is predicted to need {est.memory_mb:,.0f} MB "
-                    f"on {dev.name}, but {limit:,.0f} MB are available; the largest batch predicted to fit is "
-                    f"{fit}" + (" (none: the fixed part alone does not fit)" if fit == 0 else "")
-                )
+            oom = _oom_warning(est, batch, limit, dev, traced)
         except Exception as e:  # noqa: BLE001 - the cost model must never break the user's compile
             _warn(f"costmodel could not estimate a compiled graph ({type(e).__name__}: {e}); "
                   "compiling it unchanged", RuntimeWarning)
         for w in caught:
             _warn(w.message, w.category)
         if oom is not None:
-            _warn(oom, OOMWarning)
+            _warn(oom, type(oom))
         backend.seconds += time.perf_counter() - t0
         return _inner(inner)(gm, example_inputs)
 

@@ -1,0 +1,163 @@
+"""The largest batch that fits a limit: the search, the two answers (replayed memory and its interval's upper
+end), their use by the compile backend, and the CLI's ``--max-batch``."""
+
+import json
+import random
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import costmodel
+from costmodel import InvalidInputError, OOMRiskWarning, OOMWarning
+from costmodel.analysis.memreplay import replay_memory
+from costmodel.cli._main import main
+from costmodel.estimate import search_batch
+
+
+def _brute(mem, cap, limit):
+    fits = [b for b in range(1, limit + 1) if mem(b) <= cap]
+    return max(fits) if fits else 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_search_finds_what_trying_every_batch_finds(seed):
+    rng = random.Random(seed)
+    fixed, slope = rng.uniform(100, 5000), rng.uniform(0.5, 300)
+    knee = rng.randint(1, 400)  # below it a plateau (the optimizer's state is the peak), then a line
+    wiggle = [rng.uniform(0, 0.4 * slope) for _ in range(2001)]  # allocator rounding: not a straight line
+
+    def mem(b):
+        return fixed + slope * max(0, b - knee) + sum(wiggle[: b]) / max(b, 1) + 1e-3 * b
+
+    calls = []
+
+    def counted(b):
+        calls.append(b)
+        return mem(b)
+
+    limit = rng.choice([64, 1000, 2000])
+    cap = rng.uniform(fixed * 0.9, fixed + slope * 900)
+    lo, hi = search_batch(counted, cap, limit)
+    assert lo == _brute(mem, cap, limit)
+    if lo:
+        assert mem(lo) <= cap
+    if hi is not None:
+        assert hi == lo + 1 and mem(hi) > cap
+    else:
+        assert lo == limit
+    assert len(calls) == len(set(calls)), "a batch was replayed twice"
+    assert len(calls) <= 2 * limit.bit_length() + 4
+
+
+def test_known_values_are_not_asked_again():
+    calls = []
+
+    def mem(b):
+        calls.append(b)
+        return 1000.0 + 10.0 * b
+
+    lo, hi = search_batch(mem, 1500.0, 4096, known={1: 1010.0, 30: 1300.0, 80: 1800.0})
+    assert (lo, hi) == (50, 51)
+    assert 1 not in calls and 30 not in calls and 80 not in calls
+    assert len(calls) <= 3  # the line through 30 and 80 is the function: its guess and the batch beside it
+
+
+def _net():
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+def test_both_answers_sit_on_their_limit():
+    m = _net()
+    one = replay_memory(m, "h200", batch=1, input_shape=(3, 64, 64), mode="training")
+    cap = one.memory_mb + 900.0
+    fit = costmodel.largest_batch(m, device="h200", mode="training", input_shape=(3, 64, 64), memory_mb=cap)
+    assert fit["path"] == "replay" and fit["coverage"] == pytest.approx(0.9) and fit["limit_mb"] == cap
+
+    def at(b):
+        return replay_memory(m, "h200", batch=b, input_shape=(3, 64, 64), mode="training")
+
+    b, u = fit["batch"], fit["upper_batch"]
+    assert at(b).memory_mb <= cap < at(b + 1).memory_mb
+    assert fit["memory_mb"] == pytest.approx(at(b).memory_mb)
+    assert at(u).interval_mb[1] <= cap < at(u + 1).interval_mb[1]
+    assert fit["upper_memory_mb"] == pytest.approx(at(u).interval_mb[1])
+    # the training group's upper end is above the replayed memory, so it fits fewer samples
+    assert at(1).interval_mb[1] > at(1).memory_mb and 0 < u < b
+
+
+def test_a_mig_slice_is_a_limit_and_bad_limits_are_refused():
+    fit = costmodel.largest_batch("torchvision:resnet18", device="a100-40gb", mig="1g.5gb", input_shape=(3, 64, 64),
+                                  limit=64)
+    assert fit["limit"] == "MIG 1g.5gb" and fit["limit_mb"] == 5120.0
+    assert fit["batch"] == 64 and fit["next_memory_mb"] is None  # the search stops at its cap
+    with pytest.raises(InvalidInputError, match=r"unknown MIG profile '9g.1tb'.*choose one of 1g.5gb"):
+        costmodel.largest_batch("torchvision:resnet18", device="a100-40gb", mig="9g.1tb")
+    with pytest.raises(InvalidInputError, match="T4 has no MIG profiles"):
+        costmodel.largest_batch("torchvision:resnet18", device="t4", mig="1g.5gb")
+    with pytest.raises(InvalidInputError, match="not both"):
+        costmodel.largest_batch("torchvision:resnet18", memory_mb=1000, mig="1g.18gb")
+    with pytest.raises(InvalidInputError, match="memory_mb must be a positive number of MB, got -5"):
+        costmodel.largest_batch("torchvision:resnet18", memory_mb=-5)
+    with pytest.raises(InvalidInputError, match="an ONNX graph holds no module"):
+        costmodel.largest_batch("model.onnx")
+    with pytest.raises(InvalidInputError, match="needs input_shape"):
+        costmodel.largest_batch(_net())
+    with pytest.raises(InvalidInputError, match="mode must be one of"):
+        costmodel.largest_batch("torchvision:resnet18", mode="serve")
+
+
+def test_none_fits_when_one_sample_is_over():
+    fit = costmodel.largest_batch("torchvision:resnet18", input_shape=(3, 64, 64), memory_mb=10.0)
+    assert fit["batch"] == 0 and fit["upper_batch"] == 0 and fit["memory_mb"] is None
+    assert fit["next_memory_mb"] > 10.0
+
+
+def test_the_compile_backend_warns_of_a_risk_between_the_memory_and_its_upper_end():
+    m = _net()
+    probe = costmodel.torch_backend(device="h200", inner="eager")
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(m, backend=probe)(torch.randn(64, 3, 64, 64))
+    est = probe.estimates[0]
+    lo, hi = est.memory_mb_interval
+    assert hi > est.memory_mb
+    limit = (est.memory_mb + hi) / 2  # the memory fits; its upper end does not
+    be = costmodel.torch_backend(device="h200", memory_limit_mb=limit, inner="eager")
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as w, torch.no_grad():
+        warnings.simplefilter("always")
+        torch.compile(m, backend=be)(torch.randn(64, 3, 64, 64))
+    risk = [x for x in w if issubclass(x.category, OOMWarning)]
+    assert len(risk) == 1 and issubclass(risk[0].category, OOMRiskWarning)
+    text = str(risk[0].message)
+    assert "may run out of memory" in text and f"{hi:,.0f} MB" in text
+    safe = int(text.rsplit(" ", 1)[-1])
+
+    def upper(b):
+        return replay_memory(m, "h200", batch=b, input_shape=(3, 64, 64)).interval_mb[1]
+
+    assert 0 < safe < 64 and upper(safe) <= limit < upper(safe + 1)
+    # over the limit outright: the plain warning, naming both batches
+    be = costmodel.torch_backend(device="h200", memory_limit_mb=est.memory_mb - 50.0, inner="eager")
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as w, torch.no_grad():
+        warnings.simplefilter("always")
+        torch.compile(m, backend=be)(torch.randn(64, 3, 64, 64))
+    (over,) = [x for x in w if issubclass(x.category, OOMWarning)]
+    assert over.category is OOMWarning and "upper end fits is" in str(over.message)
+
+
+def test_the_cli_prints_both_batches(capsys):
+    argv = ["predict", "torchvision:resnet18", "--batch", "8", "--input", "3,64,64", "--device", "h200",
+            "--mode", "training", "--max-batch", "--memory-mb", "3000"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "max batch    " in out and "by its 90 % interval's upper end" in out and "3,000 MB" in out
+    assert main([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["details"]["max_batch"]
+    assert d["limit_mb"] == 3000.0 and 0 < d["upper_batch"] <= d["batch"] and "traced" not in d
+    assert main(["predict", "torchvision:resnet18", "--batch", "8", "--device", "h200", "--mig", "1g.18gb"]) == 2
+    assert "--mig is the limit of --max-batch" in capsys.readouterr().err
