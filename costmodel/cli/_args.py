@@ -218,7 +218,8 @@ def add_max_batch_args(p, unit: str) -> None:
     p.add_argument("--memory-mb", type=float, default=None, metavar="MB",
                    help="with --max-batch: the memory to fit in (what is free; default the device's)")
     p.add_argument("--mig", default=None, metavar="PROFILE",
-                   help="with --max-batch: fit one MIG slice of the device, e.g. 1g.18gb (see 'costmodel devices')")
+                   help="with --max-batch: fit one MIG slice of the device, e.g. 1g.18gb, or 'all' for a line per "
+                        "slice (see 'costmodel devices')")
 
 
 def check_max_batch_args(a) -> None:
@@ -228,6 +229,19 @@ def check_max_batch_args(a) -> None:
         raise InvalidInputError(f"{given[0]} is the limit of --max-batch; add --max-batch")
     if len(given) > 1:
         raise InvalidInputError("give --memory-mb or --mig, not both")
+
+
+def max_batch_answers(a, search) -> list[dict]:
+    """``search(memory_mb=..., mig=...)`` for the limit ``a`` names, as a list: one answer, or one per MIG
+    profile of the device, smallest first, for ``--mig all``."""
+    out = search(memory_mb=a.memory_mb, mig=a.mig)
+    return out if isinstance(out, list) else [out]
+
+
+def max_batch_details(fits: list[dict]) -> dict | list[dict]:
+    """What ``details["max_batch"]`` holds: the answer, or a list of them for ``--mig all``."""
+    clean = [{k: v for k, v in f.items() if k != "traced"} for f in fits]
+    return clean[0] if len(clean) == 1 else clean
 
 
 def fit_line(fit: dict, one: str, unit: str = "") -> str:

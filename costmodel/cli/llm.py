@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import InvalidInputError
 from ._args import (Working, add_carbon_args, add_command, add_max_batch_args, check_max_batch_args, fit_line,
-                    positive_int)
+                    max_batch_answers, max_batch_details, positive_int)
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -97,18 +97,19 @@ def _cmd_llm(a) -> int:
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
                            lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
                            target_seq=a.target_seq, ssm_kernels=a.ssm_kernels)
-    fit = None
+    fits = []
     if a.max_batch:
         from ..estimate import largest_llm_batch
 
         with Working("finding the largest batch that fits (an allocation trace per batch tried)",
                      enabled=None if not a.json else False):
-            fit = largest_llm_batch(a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype,
-                                    optimizer=a.optimizer, lora_r=a.lora_r, lora_targets=a.lora_targets,
-                                    checkpointing=a.checkpointing, memory_mb=a.memory_mb, mig=a.mig, autocast=a.autocast,
-                                    target_seq=a.target_seq, ssm_kernels=a.ssm_kernels)
-        est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
+            fits = max_batch_answers(a, lambda **limit: largest_llm_batch(
+                a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype, optimizer=a.optimizer,
+                lora_r=a.lora_r, lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
+                target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, **limit))
+        est.details["max_batch"] = max_batch_details(fits)
     print(est.to_json() if a.json else est.table())
-    if fit is not None and not a.json:
-        print(fit_line(fit, f"one sequence of {a.seq} tokens", f" sequences of {a.seq} tokens"))
+    if not a.json:
+        for fit in fits:
+            print(fit_line(fit, f"one sequence of {a.seq} tokens", f" sequences of {a.seq} tokens"))
     return 0

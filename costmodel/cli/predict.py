@@ -6,7 +6,8 @@ import json
 
 from .._errors import InvalidInputError
 from ._args import (Working, add_command, add_max_batch_args, add_predictor_args, add_workload_args,
-                    check_max_batch_args, fit_line, positive_int, shape_arg)
+                    check_max_batch_args, fit_line, max_batch_answers, max_batch_details, positive_int,
+                    shape_arg)
 
 PREDICT_EXAMPLES = """examples:
   costmodel predict torchvision:resnet50 --batch 8 --device h200
@@ -122,20 +123,21 @@ def _cmd_predict(a) -> int:
             host=a.host,
             autocast=a.autocast,
         )
-    fit = None
+    fits = []
     if a.max_batch:
         from ..estimate import largest_batch
 
         with Working("finding the largest batch that fits (an allocation trace per batch tried)",
                      enabled=None if not a.json else False):
-            fit = largest_batch(a.model, device=a.device, mode=a.mode, dtype=a.dtype, optimizer=a.optimizer,
-                                input_shape=a.input_shape, autocast=a.autocast, memory_mb=a.memory_mb, mig=a.mig)
-        est.details["max_batch"] = {k: v for k, v in fit.items() if k != "traced"}
+            fits = max_batch_answers(a, lambda **limit: largest_batch(
+                a.model, device=a.device, mode=a.mode, dtype=a.dtype, optimizer=a.optimizer,
+                input_shape=a.input_shape, autocast=a.autocast, **limit))
+        est.details["max_batch"] = max_batch_details(fits)
     if a.json:
         print(est.to_json())
     else:
         print(est.table())
-        if fit is not None:
+        for fit in fits:
             print(fit_line(fit, "one sample"))
     return 0
 

@@ -85,10 +85,11 @@ def search_batch(mem: Callable[[int], float], cap: float, limit: int,
     return lo, hi
 
 
-def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: str) -> dict:
-    """Both searches over one cache of replays (``replay_at(batch)`` -> a MemoryReplay), as the dict
-    :func:`largest_batch` returns."""
-    runs: dict[int, Any] = {}
+def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: str,
+               runs: dict[int, Any] | None = None) -> dict:
+    """Both searches over one cache of replays (``replay_at(batch)`` -> a MemoryReplay; ``runs``: replays
+    already made, by batch, filled in place), as the dict :func:`largest_batch` returns."""
+    runs = {} if runs is None else runs
 
     def run(b: int):
         if b not in runs:
@@ -99,7 +100,7 @@ def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: st
         r = run(b)
         return r.interval_mb[1] if r.interval_mb else r.memory_mb
 
-    lo, hi = search_batch(lambda b: run(b).memory_mb, cap, limit)
+    lo, hi = search_batch(lambda b: run(b).memory_mb, cap, limit, known={b: r.memory_mb for b, r in runs.items()})
     # the upper end is the replayed memory times one factor per workload group: the first search's
     # replays bracket the answer, and a line through them finds it in a call or two
     ulo, uhi = search_batch(upper, cap, max(lo, 1), known={b: upper(b) for b in runs})
@@ -113,12 +114,34 @@ def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: st
     return out
 
 
+def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: str | None,
+            limit: int) -> dict | list[dict]:
+    """:func:`fit_answer` for the limit named; ``mig="all"``: one answer per MIG profile of ``dev``, smallest
+    first, over one cache of replays (each slice's search starts from the lines the smaller ones traced)."""
+    if not (isinstance(mig, str) and mig.strip().lower() == "all"):
+        cap, what = _limit_mb(dev, memory_mb, mig)
+        return fit_answer(replay_at, cap, limit, what)
+    if memory_mb is not None:
+        raise InvalidInputError("give memory_mb or mig, not both")
+    if not dev.mig_profiles:
+        raise InvalidInputError(f"{dev.name} has no MIG profiles; give memory_mb instead")
+    runs: dict[int, Any] = {}
+    seen: dict[float, dict] = {}
+    out = []
+    for mb, name in sorted({(float(p.memory_mb), p.name) for p in dev.mig_profiles}):
+        if mb not in seen:  # profiles of one memory size (1g.35gb, 2g.35gb) share one answer
+            seen[mb] = fit_answer(replay_at, mb, limit, "", runs=runs)
+        out.append({**seen[mb], "limit": f"MIG {name}"})
+    return out
+
+
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", input_shape=None, autocast: str | None = None,
                   memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict:
     """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
-    ``"3g.71gb"``) or ``memory_mb`` (what is free). ``model``: a zoo name (``"torchvision:resnet50"``), a data
+    ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
+    free). ``model``: a zoo name (``"torchvision:resnet50"``), a data
     spec dict, or an ``nn.Module`` with ``input_shape``; ``mode``, ``dtype``, ``optimizer`` and ``autocast`` as
     :func:`~costmodel.estimate` takes them.
 
@@ -147,13 +170,12 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     if hasattr(model, "named_parameters") and input_shape is None:
         raise InvalidInputError("an nn.Module needs input_shape (the input without its batch, e.g. (3, 224, 224))")
     dev = get_device(device)
-    cap, what = _limit_mb(dev, memory_mb, mig)
 
     def replay_at(b: int):
         return replay_memory(model, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer,
                              input_shape=input_shape, autocast=autocast)
 
-    return fit_answer(replay_at, cap, limit, what)
+    return answers(replay_at, dev, memory_mb, mig, limit)
 
 
 def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
@@ -163,7 +185,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
                       ssm_kernels: str = "reference", mig: str | None = None) -> dict:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
-    MIG profiles (``mig``) or ``memory_mb`` (what is free). The workload is :func:`~costmodel.estimate_llm`'s
+    MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The workload is :func:`~costmodel.estimate_llm`'s
     (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA, checkpointing and autocast;
     ``target_seq``: an encoder-decoder's decoder tokens; ``ssm_kernels``: Mamba's selective scans as
     transformers' reference loop or the fused kernels).
@@ -185,7 +207,6 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype, target_seq=target_seq)
     lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
     amp = amp_option(w.mode, w.dtype, autocast)
-    cap, what = _limit_mb(dev, memory_mb, mig)
     kw: dict = dict(seq=seq, dtype=w.dtype, **({"target_seq": target_seq} if target_seq is not None else {}),
                     **({"ssm_kernels": ssm_kernels} if ssm_kernels != "reference" else {}))
     if w.mode == "training":
@@ -198,4 +219,4 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
             kw["autocast"] = amp
     else:
         kw.update(mode="inference", phase=w.mode)
-    return fit_answer(lambda b: replay_memory(w.spec, dev, batch=b, **kw), cap, limit, what)
+    return answers(lambda b: replay_memory(w.spec, dev, batch=b, **kw), dev, memory_mb, mig, limit)

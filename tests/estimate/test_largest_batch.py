@@ -161,3 +161,21 @@ def test_the_cli_prints_both_batches(capsys):
     assert d["limit_mb"] == 3000.0 and 0 < d["upper_batch"] <= d["batch"] and "traced" not in d
     assert main(["predict", "torchvision:resnet18", "--batch", "8", "--device", "h200", "--mig", "1g.18gb"]) == 2
     assert "--mig is the limit of --max-batch" in capsys.readouterr().err
+
+
+def test_the_cli_answers_for_every_slice(capsys):
+    argv = ["predict", "torchvision:resnet18", "--batch", "8", "--device", "a100-40gb", "--mode", "training",
+            "--max-batch", "--mig", "all", "--json"]
+    assert main(argv) == 0
+    fits = json.loads(capsys.readouterr().out)["details"]["max_batch"]
+    names = [p.name for p in costmodel.get_device("a100-40gb").mig_profiles]
+    assert [f["limit"] for f in fits] == [f"MIG {n}" for n in sorted(names, key=lambda n: (
+        costmodel.get_device("a100-40gb").mig_profiles[names.index(n)].memory_mb, n))]
+    batches = [f["batch"] for f in fits]
+    assert batches == sorted(batches) and batches[0] < batches[-1]  # a larger slice never fits fewer
+    direct = costmodel.largest_batch("torchvision:resnet18", device="a100-40gb", mode="training",
+                                     mig=fits[0]["limit"].split()[-1])
+    assert (direct["batch"], direct["upper_batch"]) == (fits[0]["batch"], fits[0]["upper_batch"])
+    assert main(["predict", "torchvision:resnet18", "--batch", "8", "--device", "t4", "--max-batch",
+                 "--mig", "all"]) == 2
+    assert "T4 has no MIG profiles" in capsys.readouterr().err
