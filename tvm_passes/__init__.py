@@ -18,7 +18,7 @@ __all__ = ["ATTR_KEYS", "AnnotatePerformance", "build", "estimate_module", "read
 
 #: the attributes the pass attaches to the IRModule and to each Relax function
 ATTR_KEYS = ("perf.latency_ms", "perf.memory_mb", "perf.energy_j", "perf.mig_profile", "perf.predictor",
-             "perf.device", "perf.batch", "perf.dtype", "perf.memory_path")
+             "perf.device", "perf.batch", "perf.dtype", "perf.memory_path", "perf.memory_mb_upper")
 
 
 def __getattr__(name: str):

@@ -61,6 +61,9 @@ def _attrs_of(est) -> dict[str, Any]:
             # a Relax function has no module to run on fake tensors: "liveness-fallback" when its
             # liveness walk went through the caching allocator, "predictor" for a learned memory model
             "perf.memory_path": str((getattr(est, "details", None) or {}).get("memory", {}).get("path", "predictor")),
+            # the upper end of the memory's 90 % interval (what perf.mig_profile holds); the memory itself
+            # where the estimate has no interval
+            "perf.memory_mb_upper": float((getattr(est, "memory_mb_interval", None) or (0, est.memory_mb))[1]),
         }
     except (AttributeError, TypeError, ValueError) as e:
         raise TypeError(f"the predictor returned an unusable estimate ({type(est).__name__}: {e})") from e
@@ -75,9 +78,11 @@ class AnnotatePerformance:
     ``perf.latency_ms``, ``perf.memory_mb``, ``perf.energy_j``,
     ``perf.mig_profile`` (``""`` when no MIG slice fits or the device has no
     MIG), ``perf.predictor``, plus ``perf.device``, ``perf.batch``,
-    ``perf.dtype`` and ``perf.memory_path`` (which path answered the memory:
-    ``predictor`` here, since a Relax function holds no PyTorch module to
-    trace).  The module's code is not changed.
+    ``perf.dtype``, ``perf.memory_path`` (which path answered the memory:
+    ``liveness-fallback`` or ``predictor``, since a Relax function holds no
+    PyTorch module to trace) and ``perf.memory_mb_upper`` (the upper end of
+    the memory's 90 % interval, which the MIG profile holds).  The module's
+    code is not changed.
 
     Args:
         device: device name from the database (``"h100"``, ``"a100-80gb"``...).

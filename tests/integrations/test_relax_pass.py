@@ -168,6 +168,8 @@ def test_symbolic_batch_is_bound_by_the_pass():
     # NVML-level memory is the allocator's: both batches' few KiB of activations sit in one 2 MiB segment
     assert a8["perf.memory_mb"] >= a1["perf.memory_mb"]
     assert a8["perf.memory_path"] == a1["perf.memory_path"] == "liveness-fallback"
+    # the walk's interval: its upper end is what the MIG profile holds
+    assert a8["perf.memory_mb_upper"] == pytest.approx(e8.memory_mb_interval[1]) and e8.memory_mb_interval[1] > e8.memory_mb
 
 
 def test_importing_the_package_does_not_import_tvm():
