@@ -61,6 +61,8 @@ def register_annotate(sub) -> None:
                    help="per-sample input shape, e.g. 3,224,224")
     n.add_argument("--mode", default="inference", choices=("inference", "training"))
     n.add_argument("--predictor", default=None, help="predictor name or artifact folder")
+    n.add_argument("--host", default=None, metavar="FILE",
+                   help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     n.add_argument("-o", "--output", default=None,
                    help="write an annotated copy here instead of in place; in another folder, the model's "
                         "external-data weight files are copied next to it (never overwriting a different file)")
@@ -186,7 +188,7 @@ def _cmd_annotate(a) -> int:
         return 0
     shape = parse_shape(a.input_shape) if a.input_shape else None
     est = annotate(a.path, device=a.device, batch=a.batch, input_shape=shape, mode=a.mode, predictor=a.predictor,
-                   output=a.output)
+                   output=a.output, host=a.host)
     print(est.to_json() if a.json else f"annotated {a.output or a.path}\n{est.table()}")
     return 0
 

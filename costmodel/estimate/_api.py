@@ -59,7 +59,7 @@ def estimate(
     """
     from ..devices import get_device
     from ..frontends import check_batch, to_graph
-    from ..predictors import default_fallback_note, get_predictor, validate_optimizer
+    from ..predictors import default_fallback_note, get_predictor, validate_optimizer, with_host_profile
 
     check_batch(batch)
     if memory not in MEMORY_PATHS:
@@ -72,15 +72,8 @@ def estimate(
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
     notes = [default_fallback_note(pred)] if predictor is None else []
-    if host is not None:
-        from ..measure.host import load_host
-
-        profile = load_host(host)  # a missing or damaged file fails here, naming it
-        if hasattr(pred, "with_host"):
-            pred = pred.with_host(profile)
-        else:
-            notes.append(f"host profile ignored: the {pred.name} predictor has no host lane "
-                         "(predictor='timeline' uses one)")
+    pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
+    notes += host_notes
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                      autocast=autocast)
     if autocast is not None:

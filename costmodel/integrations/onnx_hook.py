@@ -29,8 +29,12 @@ _KEYS = ("latency_ms", "memory_mb", "energy_j", "power_w", "mig_profile", "predi
 
 
 def annotate(path: str | Path, *, device="h200", batch: int | None = None, input_shape=None,
-             mode: str = "inference", dtype: str | None = None, predictor=None, output: str | Path | None = None):
+             mode: str = "inference", dtype: str | None = None, predictor=None, output: str | Path | None = None,
+             host=None):
     """Estimate the ONNX model at ``path`` and store the estimate in its metadata; returns the Estimate.
+
+    ``host``: a host profile for the timeline's host lane (``costmodel calibrate``'s JSON path or a
+    HostProfile), as :func:`costmodel.estimate` takes it.
 
     ``output`` writes an annotated copy instead of rewriting ``path``.
     Estimates for several devices can live side by side: keys of a device
@@ -47,7 +51,7 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
         batch = _static_batch(model, path)
     kw = {"dtype": dtype} if dtype else {}
     est = estimate(model, batch=batch, input_shape=input_shape, device=device, mode=mode, predictor=predictor,
-                   **kw)
+                   host=host, **kw)
     props = {p.key: p.value for p in model.metadata_props}
     first = props.get(PREFIX + "device")
     suffix = "" if first in (None, est.device) else f"@{est.device}"
@@ -221,11 +225,11 @@ def read_annotations(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def export(model, args, f: str | Path, *, device="h200", mode: str = "inference", predictor=None,
+def export(model, args, f: str | Path, *, device="h200", mode: str = "inference", predictor=None, host=None,
            **export_kwargs):
     """``torch.onnx.export(model, args, f, **export_kwargs)``, then :func:`annotate` ``f``; returns the Estimate.
 
-    The batch is read from the first tensor in ``args``.
+    The batch is read from the first tensor in ``args``; ``host`` as :func:`annotate` takes it.
     """
     import torch
 
@@ -235,8 +239,11 @@ def export(model, args, f: str | Path, *, device="h200", mode: str = "inference"
         raise InvalidInputError("export needs a batched example tensor among args to know the batch size")
     f = Path(f)
     from ..frontends import capture_lock
+    from ..measure.host import load_host
+
+    host = load_host(host)  # a missing or damaged profile fails before the export, not after it
 
     with capture_lock():  # torch.onnx.export runs torch.export: not while another thread captures
         torch.onnx.export(model, args_t, str(f), **export_kwargs)
     return annotate(f, device=device, batch=int(first.shape[0]), input_shape=tuple(first.shape[1:]), mode=mode,
-                    predictor=predictor)
+                    predictor=predictor, host=host)

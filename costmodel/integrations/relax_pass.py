@@ -21,14 +21,16 @@ def _relax_functions(mod) -> list[str]:
 
 
 def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | None = None, func: str = "main",
-                    mode: str = "inference", bindings: dict[str, int] | None = None):
-    """The :class:`costmodel.Estimate` of one Relax function of ``mod`` (default ``main``)."""
+                    mode: str = "inference", bindings: dict[str, int] | None = None, host=None):
+    """The :class:`costmodel.Estimate` of one Relax function of ``mod`` (default ``main``); ``host``: a host
+    profile for the timeline's host lane (``costmodel calibrate``'s JSON path or a HostProfile)."""
     from ..devices import get_device
+    from ..estimate import with_notes
     from ..frontends import from_relax
-    from ..predictors import get_predictor
+    from ..predictors import get_predictor, with_host_profile
 
     dev = get_device(device)
-    pred = get_predictor(predictor)
+    pred, host_notes = with_host_profile(get_predictor(predictor), host)
     graph = from_relax(mod, func=func, batch=batch, bindings=bindings, mode=mode)
     if batch is not None and graph.meta.get("batch") not in (None, batch):
         raise InvalidInputError(
@@ -40,7 +42,8 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
     est = pred.predict(graph, dev, mode=mode)
     if not isinstance(est, Estimate):
         return est  # the pass reports what it lacks (see _attrs_of)
-    return graph_memory_into(est, graph, dev, mode=mode, learns_memory=getattr(pred, "learns_memory", True))
+    est = graph_memory_into(est, graph, dev, mode=mode, learns_memory=getattr(pred, "learns_memory", True))
+    return with_notes(est, host_notes) if host_notes else est
 
 
 def _attrs_of(est) -> dict[str, Any]:
@@ -93,6 +96,9 @@ class AnnotatePerformance:
         bindings: values of other symbolic shape variables, ``{"seq": 128}``.
         strict: raise when a function cannot be estimated; by default the
             failure becomes a warning and compilation goes on.
+        host: a host profile for the timeline's host lane (``costmodel
+            calibrate``'s JSON path or a HostProfile); other predictors
+            ignore it and say so in the estimates' assumptions.
 
     Usable like any TVM pass: called on a module, inside
     ``tvm.transform.Sequential``, under a user's ``PassContext`` (it runs at
@@ -108,17 +114,19 @@ class AnnotatePerformance:
     """
 
     def __init__(self, device: str = "h100", predictor=None, batch: int | None = None, *,
-                 mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False) -> None:
+                 mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False,
+                 host=None) -> None:
         from ..devices import get_device
         from ..frontends import check_batch
-        from ..predictors import get_predictor
+        from ..predictors import get_predictor, with_host_profile
 
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
         if batch is not None:
             check_batch(batch)
         self.device = get_device(device)  # unknown names fail here, with suggestions
-        self.predictor = get_predictor(predictor)
+        # a missing or damaged host profile fails here, like an unknown device
+        self.predictor, host_notes = with_host_profile(get_predictor(predictor), host)
         self.batch = batch
         self.mode = mode
         self.bindings = bindings
@@ -126,7 +134,7 @@ class AnnotatePerformance:
         # the predictor answering in place of an unavailable default says so in every estimate
         from ..predictors import default_fallback_note
 
-        self._notes = [default_fallback_note(self.predictor)] if predictor is None else []
+        self._notes = ([default_fallback_note(self.predictor)] if predictor is None else []) + host_notes
         self.estimates: dict[str, Any] = {}
         self.seconds = 0.0
 
@@ -201,7 +209,8 @@ def read_annotations(obj) -> dict[str, Any]:
 
 
 def build(mod, target=None, *, device: str = "h100", predictor=None, batch: int | None = None,
-          mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False, **build_kwargs):
+          mode: str = "inference", bindings: dict[str, int] | None = None, strict: bool = False, host=None,
+          **build_kwargs):
     """``tvm.relax.build`` with :class:`AnnotatePerformance` in front of the pipeline.
 
     Logs one line (logger ``costmodel.tvm``, level INFO) with the estimate of
@@ -210,7 +219,7 @@ def build(mod, target=None, *, device: str = "h100", predictor=None, batch: int 
     ``tvm.relax.build``.  Runs under the caller's ``PassContext``.
     """
     ann = AnnotatePerformance(device=device, predictor=predictor, batch=batch, mode=mode, bindings=bindings,
-                              strict=strict)
+                              strict=strict, host=host)
     mod = ann(mod)
     est = ann.estimates.get("main") or next(iter(ann.estimates.values()), None)
     if est is not None:

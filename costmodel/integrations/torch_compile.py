@@ -238,12 +238,15 @@ def _oom_warning(est, batch: int, limit_mb: float, dev, traced) -> OOMWarning | 
 
 
 def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: str | Callable = "inductor",
-                  predictor=None) -> Callable:
+                  predictor=None, host=None) -> Callable:
     """A ``torch.compile`` backend; ``backend.estimates`` lists one Estimate per compiled graph and
-    ``backend.seconds`` the time spent estimating."""
+    ``backend.seconds`` the time spent estimating. ``host``: a host profile (``costmodel calibrate``'s JSON
+    path or a :class:`~costmodel.measure.host.HostProfile`) for the timeline's host lane."""
     from ..devices import get_device
+    from ..measure.host import load_host
 
     dev = get_device(device)  # fail early on a bad device name
+    profile = load_host(host)  # and on a missing or damaged host profile
     if memory_limit_mb is not None and not memory_limit_mb > 0:
         from .._errors import InvalidInputError
 
@@ -254,6 +257,7 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
         import time
 
         from ..estimate import with_notes
+        from ..predictors import with_host_profile
 
         t0 = time.perf_counter()
         oom = None
@@ -268,6 +272,8 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 pred, notes = _resolve(predictor)
+                pred, host_notes = with_host_profile(pred, profile)
+                notes = [*notes, *host_notes]
                 est, batch, traced = _estimate_fx(gm, example_inputs, device=dev, predictor=pred, training=None)
             if est.memory_mb is None:
                 raise ValueError(f"the {est.predictor} predictor returned no memory")

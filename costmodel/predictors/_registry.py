@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError, suggest
 from ._artifacts import DEFAULT_ORDER
@@ -147,3 +147,18 @@ def default_fallback_note(pred) -> str | None:
         return None
     return (f"the default predictor is not available ({'; '.join(skipped)}); "
             f"the {name} predictor answered instead")
+
+
+def with_host_profile(pred, host) -> tuple[Any, list[str]]:
+    """``(predictor, notes)``: ``pred`` with ``host`` (a :class:`~costmodel.measure.host.HostProfile` or the path
+    of one that ``costmodel calibrate`` saved) as its host lane, where it has one (``"timeline"``); otherwise
+    ``pred`` unchanged and a note saying the profile was ignored. A missing or damaged file fails here."""
+    if host is None:
+        return pred, []
+    from ..measure.host import load_host
+
+    profile = load_host(host)
+    if hasattr(pred, "with_host"):
+        return pred.with_host(profile), []
+    return pred, [f"host profile ignored: the {getattr(pred, 'name', pred)} predictor has no host lane "
+                  "(predictor='timeline' uses one)"]
