@@ -86,6 +86,12 @@ def test_list_devices_names_and_order():
         ("Tesla V100-SXM2-16GB", "V100-SXM2-16GB"),
         ("Tesla T4", "T4"),
         ("NVIDIA L4", "L4"),
+        ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
+        ("NVIDIA A100 80GB PCIe", "A100-PCIe-80GB"),
+        ("NVIDIA H100 PCIe", "H100-PCIe-80GB"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA A10", "A10"),
+        ("NVIDIA GeForce RTX 4090", "RTX-4090"),
     ],
 )
 def test_name_normalization(alias, canonical):
