@@ -85,6 +85,15 @@ def search_batch(mem: Callable[[int], float], cap: float, limit: int,
     return lo, hi
 
 
+def rebatch_inputs(inputs, batch: int, new: int) -> tuple:
+    """``inputs`` with every tensor whose leading dimension is ``batch`` replaced by an empty meta tensor
+    with ``new`` there (shapes and dtypes are all an allocation trace reads)."""
+    import torch
+
+    return tuple(torch.empty((new, *t.shape[1:]), dtype=t.dtype, device="meta")
+                 if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == batch else t for t in inputs)
+
+
 def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: str,
                runs: dict[int, Any] | None = None) -> dict:
     """Both searches over one cache of replays (``replay_at(batch)`` -> a MemoryReplay; ``runs``: replays
@@ -136,13 +145,14 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
 
 
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
-                  optimizer: str = "adam", input_shape=None, autocast: str | None = None,
+                  optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
                   memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict:
     """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
     ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
     free). ``model``: a zoo name (``"torchvision:resnet50"``), a data
-    spec dict, or an ``nn.Module`` with ``input_shape``; ``mode``, ``dtype``, ``optimizer`` and ``autocast`` as
+    spec dict, or an ``nn.Module`` with ``input_shape`` or example ``inputs`` (every tensor whose leading
+    dimension is the first tensor's is batched); ``mode``, ``dtype``, ``optimizer`` and ``autocast`` as
     :func:`~costmodel.estimate` takes them.
 
     Returns ``{"batch", "memory_mb", "next_memory_mb", "upper_batch", "upper_memory_mb",
@@ -167,13 +177,23 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
         raise InvalidInputError(f"largest_batch needs a model the allocation trace can run (a zoo name such as "
                                 f"torchvision:resnet50, a data spec or an nn.Module), got {model!r}: an ONNX graph "
                                 "holds no module to run at other batches")
-    if hasattr(model, "named_parameters") and input_shape is None:
-        raise InvalidInputError("an nn.Module needs input_shape (the input without its batch, e.g. (3, 224, 224))")
+    first = None
+    if inputs is not None:
+        if input_shape is not None:
+            raise InvalidInputError("give input_shape or inputs, not both")
+        inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+        first = next((t for t in inputs if getattr(t, "dim", lambda: 0)() > 0), None)
+        if first is None:
+            raise InvalidInputError("inputs hold no tensor with a batch dimension")
+    elif hasattr(model, "named_parameters") and input_shape is None:
+        raise InvalidInputError("an nn.Module needs input_shape (the input without its batch, e.g. (3, 224, 224)) "
+                                "or example inputs")
     dev = get_device(device)
 
     def replay_at(b: int):
         return replay_memory(model, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer,
-                             input_shape=input_shape, autocast=autocast)
+                             input_shape=input_shape, autocast=autocast,
+                             inputs=rebatch_inputs(inputs, int(first.shape[0]), b) if first is not None else None)
 
     return answers(replay_at, dev, memory_mb, mig, limit)
 

@@ -162,21 +162,13 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training):
     return est, batch, (module, meta_inputs)
 
 
-def _with_batch(inputs, batch: int, new: int):
-    """The inputs with every leading dimension equal to ``batch`` set to ``new``."""
-    import torch
-
-    return tuple(torch.empty((new, *t.shape[1:]), dtype=t.dtype, device="meta")
-                 if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == batch else t for t in inputs)
-
-
 def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced) -> dict | None:
     """The largest batches under ``limit_mb`` by the replayed memory and by its interval's upper end
     (:func:`costmodel.estimate.fit_answer`'s dict): a search over the allocation trace at smaller
     batches (``traced`` = the module and inputs, re-run on fake tensors), or ``None`` when the memory did
     not come from a replay or the graph does not take another batch (shapes fixed inside it)."""
     from ..analysis.memreplay import replay_memory
-    from ..estimate import fit_answer
+    from ..estimate import fit_answer, rebatch_inputs
 
     module, inputs = traced
     if est.details.get("memory", {}).get("path") != "replay":
@@ -184,7 +176,7 @@ def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced) -> 
 
     def replay_at(b: int):
         return replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype,
-                             inputs=_with_batch(inputs, batch, b), autocast=est.details.get("autocast"))
+                             inputs=rebatch_inputs(inputs, batch, b), autocast=est.details.get("autocast"))
 
     try:
         return fit_answer(replay_at, limit_mb, batch, f"{limit_mb:,.0f} MB")

@@ -179,3 +179,14 @@ def test_the_cli_answers_for_every_slice(capsys):
     assert main(["predict", "torchvision:resnet18", "--batch", "8", "--device", "t4", "--max-batch",
                  "--mig", "all"]) == 2
     assert "T4 has no MIG profiles" in capsys.readouterr().err
+
+
+def test_a_module_with_example_inputs():
+    m = _net()
+    by_shape = costmodel.largest_batch(m, device="h200", input_shape=(3, 64, 64), memory_mb=2500.0)
+    by_inputs = costmodel.largest_batch(m, device="h200", inputs=(torch.randn(4, 3, 64, 64),), memory_mb=2500.0)
+    assert (by_inputs["batch"], by_inputs["upper_batch"]) == (by_shape["batch"], by_shape["upper_batch"])
+    with pytest.raises(InvalidInputError, match="not both"):
+        costmodel.largest_batch(m, input_shape=(3, 64, 64), inputs=(torch.randn(4, 3, 64, 64),))
+    with pytest.raises(InvalidInputError, match="no tensor with a batch dimension"):
+        costmodel.largest_batch(m, inputs=(torch.tensor(1.0),))
