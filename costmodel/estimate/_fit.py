@@ -146,7 +146,7 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
 
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
-                  memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict:
+                  memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict | list[dict]:
     """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
     ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
@@ -202,7 +202,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
                       optimizer: str = "adamw", lora_r: int | None = None, lora_targets=None,
                       checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
                       autocast: str | None = None, target_seq: int | None = None,
-                      ssm_kernels: str = "reference", mig: str | None = None) -> dict:
+                      ssm_kernels: str = "reference", mig: str | None = None) -> dict | list[dict]:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
     MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The workload is :func:`~costmodel.estimate_llm`'s
