@@ -252,6 +252,8 @@ def fit_line(fit: dict, one: str, unit: str = "") -> str:
     line = f"max batch    {fit['batch']}{unit} ({fit['memory_mb']:,.0f} MB of {fit['limit_mb']:,.0f}, {fit['limit']})"
     if fit["next_memory_mb"]:
         line += f"; {fit['batch'] + 1} would need {fit['next_memory_mb']:,.0f} MB"
+    elif fit.get("capped"):
+        line += "; the search stops there (larger batches may fit too)"
     if fit.get("coverage"):
         pct = f"{100 * fit['coverage']:.0f} %"
         if fit["upper_batch"]:

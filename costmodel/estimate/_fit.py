@@ -119,6 +119,7 @@ def fit_answer(replay_at: Callable[[int], Any], cap: float, limit: int, what: st
            "upper_batch": ulo, "upper_memory_mb": upper(ulo) if ulo else None,
            "upper_next_memory_mb": upper(uhi) if uhi else None,
            "coverage": (first.interval or {}).get("coverage"), "limit_mb": cap, "limit": what,
+           "capped": hi is None,  # the search's own cap (limit=) fits: larger batches may fit too
            "path": first.path, "traced": {b: runs[b].memory_mb for b in sorted(runs)}}
     return out
 
@@ -144,6 +145,22 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     return out
 
 
+def _graph_replays(model, dev, *, mode: str, dtype: str, optimizer: str, input_shape) -> Callable[[int], Any]:
+    """``replay_at(batch)`` for a model that only a graph describes (an ONNX file or ModelProto): its graph
+    built at each batch (a dynamic batch dimension bound to it) and walked through the caching allocator."""
+    from ..analysis.memreplay import replay_memory
+    from ..frontends import to_graph
+
+    def replay_at(b: int):
+        g = to_graph(model, batch=b, input_shape=input_shape, mode=mode)
+        if g.meta.get("batch") not in (None, b):
+            raise InvalidInputError(f"the model's batch is fixed at {g.meta.get('batch')} in its input shapes, so no "
+                                    "other batch can be costed; export it with a dynamic batch dimension")
+        return replay_memory(g, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer, graph=g)
+
+    return replay_at
+
+
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
                   memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict | list[dict]:
@@ -151,14 +168,16 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
     ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
     free). ``model``: a zoo name (``"torchvision:resnet50"``), a data
-    spec dict, or an ``nn.Module`` with ``input_shape`` or example ``inputs`` (every tensor whose leading
-    dimension is the first tensor's is batched); ``mode``, ``dtype``, ``optimizer`` and ``autocast`` as
-    :func:`~costmodel.estimate` takes them.
+    spec dict, an ``nn.Module`` with ``input_shape`` or example ``inputs`` (every tensor whose leading
+    dimension is the first tensor's is batched), or an ONNX file or ``ModelProto`` with a dynamic batch
+    dimension (its graph built at each batch and walked: ``path`` ``"liveness-fallback"``); ``mode``,
+    ``dtype``, ``optimizer`` and ``autocast`` as :func:`~costmodel.estimate` takes them.
 
     Returns ``{"batch", "memory_mb", "next_memory_mb", "upper_batch", "upper_memory_mb",
-    "upper_next_memory_mb", "coverage", "limit_mb", "limit", "path", "traced": {batch: memory_mb}}``:
+    "upper_next_memory_mb", "coverage", "limit_mb", "limit", "capped", "path", "traced": {batch: memory_mb}}``:
     ``batch`` fits by the replayed memory, ``upper_batch`` by its interval's upper end (``coverage``: the
-    interval's); 0 when not even one sample fits; ``limit`` caps the search; ``path`` is ``"replay"``, or
+    interval's); 0 when not even one sample fits; ``limit`` caps the search (``capped``: it fit, so larger
+    batches may fit too); ``path`` is ``"replay"``, or
     ``"liveness-fallback"`` where the module could not run on fake tensors (a walk over its graph).
     """
     from ..analysis.memreplay import replay_memory
@@ -173,10 +192,12 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)
+    dev = get_device(device)
     if not traceable(model):
-        raise InvalidInputError(f"largest_batch needs a model the allocation trace can run (a zoo name such as "
-                                f"torchvision:resnet50, a data spec or an nn.Module), got {model!r}: an ONNX graph "
-                                "holds no module to run at other batches")
+        if inputs is not None:
+            raise InvalidInputError("inputs= are a module's example tensors; an ONNX graph takes input_shape")
+        return answers(_graph_replays(model, dev, mode=mode, dtype=dtype, optimizer=optimizer,
+                                      input_shape=input_shape), dev, memory_mb, mig, limit)
     first = None
     if inputs is not None:
         if input_shape is not None:
@@ -188,7 +209,6 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     elif hasattr(model, "named_parameters") and input_shape is None:
         raise InvalidInputError("an nn.Module needs input_shape (the input without its batch, e.g. (3, 224, 224)) "
                                 "or example inputs")
-    dev = get_device(device)
 
     def replay_at(b: int):
         return replay_memory(model, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer,

@@ -92,7 +92,7 @@ def test_a_mig_slice_is_a_limit_and_bad_limits_are_refused():
     fit = costmodel.largest_batch("torchvision:resnet18", device="a100-40gb", mig="1g.5gb", input_shape=(3, 64, 64),
                                   limit=64)
     assert fit["limit"] == "MIG 1g.5gb" and fit["limit_mb"] == 5120.0
-    assert fit["batch"] == 64 and fit["next_memory_mb"] is None  # the search stops at its cap
+    assert fit["batch"] == 64 and fit["next_memory_mb"] is None and fit["capped"]  # the search stops at its cap
     with pytest.raises(InvalidInputError, match=r"unknown MIG profile '9g.1tb'.*choose one of 1g.5gb"):
         costmodel.largest_batch("torchvision:resnet18", device="a100-40gb", mig="9g.1tb")
     with pytest.raises(InvalidInputError, match="T4 has no MIG profiles"):
@@ -101,8 +101,6 @@ def test_a_mig_slice_is_a_limit_and_bad_limits_are_refused():
         costmodel.largest_batch("torchvision:resnet18", memory_mb=1000, mig="1g.18gb")
     with pytest.raises(InvalidInputError, match="memory_mb must be a positive number of MB, got -5"):
         costmodel.largest_batch("torchvision:resnet18", memory_mb=-5)
-    with pytest.raises(InvalidInputError, match="an ONNX graph holds no module"):
-        costmodel.largest_batch("model.onnx")
     with pytest.raises(InvalidInputError, match="needs input_shape"):
         costmodel.largest_batch(_net())
     with pytest.raises(InvalidInputError, match="mode must be one of"):
@@ -190,3 +188,31 @@ def test_a_module_with_example_inputs():
         costmodel.largest_batch(m, input_shape=(3, 64, 64), inputs=(torch.randn(4, 3, 64, 64),))
     with pytest.raises(InvalidInputError, match="no tensor with a batch dimension"):
         costmodel.largest_batch(m, inputs=(torch.tensor(1.0),))
+
+
+def _onnx(path, *, dynamic: bool):
+    kw = {"input_names": ["x"], "dynamic_axes": {"x": {0: "batch"}}} if dynamic else {}
+    torch.onnx.export(_net().eval(), (torch.randn(2, 3, 64, 64),), str(path), dynamo=False, **kw)
+    return path
+
+
+def test_an_onnx_file_is_searched_by_its_graph(tmp_path):
+    path = _onnx(tmp_path / "dyn.onnx", dynamic=True)
+    fit = costmodel.largest_batch(str(path), device="h200", memory_mb=2000.0)
+    assert fit["path"] == "liveness-fallback" and 0 < fit["upper_batch"] <= fit["batch"]
+    from costmodel.frontends import to_graph
+
+    def walk(b):
+        g = to_graph(str(path), batch=b)
+        return replay_memory(g, "h200", batch=b, graph=g)
+
+    b = fit["batch"]
+    assert walk(b).memory_mb <= 2000.0 < walk(b + 1).memory_mb
+    # the estimate at that batch walks the same graph: its memory is the search's
+    assert costmodel.estimate(str(path), batch=b, device="h200", predictor="analytic").memory_mb == pytest.approx(
+        fit["memory_mb"])
+    static = _onnx(tmp_path / "static.onnx", dynamic=False)
+    with pytest.raises(InvalidInputError, match="fixed batch dimension of size 2.*dynamic batch dimension"):
+        costmodel.largest_batch(str(static), memory_mb=2000.0)
+    with pytest.raises(InvalidInputError, match="an ONNX graph takes input_shape"):
+        costmodel.largest_batch(str(path), inputs=(torch.randn(2, 3, 64, 64),))
