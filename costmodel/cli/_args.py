@@ -220,6 +220,9 @@ def add_max_batch_args(p, unit: str) -> None:
     p.add_argument("--mig", default=None, metavar="PROFILE",
                    help="with --max-batch: fit one MIG slice of the device, e.g. 1g.18gb, or 'all' for a line per "
                         "slice (see 'costmodel devices')")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="with --max-batch: draw memory against batch, the limits and the answers (.png, .svg, .pdf; "
+                        "needs matplotlib)")
 
 
 def check_max_batch_args(a) -> None:
@@ -229,6 +232,12 @@ def check_max_batch_args(a) -> None:
         raise InvalidInputError(f"{given[0]} is the limit of --max-batch; add --max-batch")
     if len(given) > 1:
         raise InvalidInputError("give --memory-mb or --mig, not both")
+    if a.plot is not None:
+        if not a.max_batch:
+            raise InvalidInputError("--plot draws the answer of --max-batch; add --max-batch")
+        from ..measure.charts import check_output
+
+        check_output(a.plot)  # a bad suffix fails before the search
 
 
 def max_batch_answers(a, search) -> list[dict]:
@@ -236,6 +245,17 @@ def max_batch_answers(a, search) -> list[dict]:
     profile of the device, smallest first, for ``--mig all``."""
     out = search(memory_mb=a.memory_mb, mig=a.mig)
     return out if isinstance(out, list) else [out]
+
+
+def plot_fits(a, fits: list[dict], what: str, unit: str) -> None:
+    """``--plot FILE``: the answers drawn (:func:`costmodel.measure.charts.fit_chart`)."""
+    if a.plot is None or not fits:
+        return
+    from ..measure.charts import fit_chart
+
+    fit_chart(fits, output=a.plot, title=f"{what} on {a.device}: largest batch that fits", unit=unit)
+    if not a.json:
+        print(f"chart        {a.plot}")
 
 
 def max_batch_details(fits: list[dict]) -> dict | list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import InvalidInputError
 from ._args import (Working, add_carbon_args, add_command, add_max_batch_args, check_max_batch_args, fit_line,
-                    max_batch_answers, max_batch_details, positive_int)
+                    max_batch_answers, max_batch_details, plot_fits, positive_int)
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -112,4 +112,5 @@ def _cmd_llm(a) -> int:
     if not a.json:
         for fit in fits:
             print(fit_line(fit, f"one sequence of {a.seq} tokens", f" sequences of {a.seq} tokens"))
+    plot_fits(a, fits, f"{a.model} {est.mode}, {a.seq} tokens", f"sequences of {a.seq} tokens")
     return 0

@@ -6,8 +6,8 @@ import json
 
 from .._errors import InvalidInputError
 from ._args import (Working, add_command, add_max_batch_args, add_predictor_args, add_workload_args,
-                    check_max_batch_args, fit_line, max_batch_answers, max_batch_details, positive_int,
-                    shape_arg)
+                    check_max_batch_args, fit_line, max_batch_answers, max_batch_details, plot_fits,
+                    positive_int, shape_arg)
 
 PREDICT_EXAMPLES = """examples:
   costmodel predict torchvision:resnet50 --batch 8 --device h200
@@ -141,6 +141,8 @@ def _cmd_predict(a) -> int:
         print(est.table())
         for fit in fits:
             print(fit_line(fit, "one sample"))
+    plot_fits(a, fits, f"{a.model if isinstance(a.model, str) else a.model.get('name', 'model')} {a.mode}",
+              "samples")
     return 0
 
 

@@ -225,8 +225,8 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
                       ssm_kernels: str = "reference", mig: str | None = None) -> dict | list[dict]:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
-    MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The workload is :func:`~costmodel.estimate_llm`'s
-    (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA, checkpointing and autocast;
+    MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The
+    workload is :func:`~costmodel.estimate_llm`'s (``mode``: forward, prefill, decode or training, with its ``optimizer``, LoRA, checkpointing and autocast;
     ``target_seq``: an encoder-decoder's decoder tokens; ``ssm_kernels``: Mamba's selective scans as
     transformers' reference loop or the fused kernels).
 

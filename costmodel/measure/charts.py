@@ -271,6 +271,49 @@ def parity_chart(panels, *, output=None, title: str | None = None, band_pct: flo
     return fig
 
 
+def fit_chart(fits: list[dict], *, output=None, title: str | None = None, unit: str = "samples"):
+    """The largest-batch answers (:func:`costmodel.largest_batch`'s dicts, one per limit) as one chart: the
+    replayed memory of every batch the search traced, its 90 % interval's upper end, each limit as a
+    horizontal line, and the two answers on it (a dot: by the memory; a ring: by the upper end)."""
+    out = check_output(output)
+    if not fits:
+        raise InvalidInputError("fit_chart needs at least one answer")
+    plt = pyplot("largest-batch charts")
+    traced = {int(b): float(m) for f in fits for b, m in f["traced"].items()}
+    xs = sorted(traced)
+    ys = [traced[b] / 1024 for b in xs]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(xs, ys, "o-", color="#1f77b4", ms=3, lw=1.2, label="replayed memory (each batch traced)")
+    ref = next((f for f in fits if f["upper_batch"] and f["upper_batch"] in traced), None)
+    if ref is not None:  # the upper end is the memory times one factor per workload group
+        k = ref["upper_memory_mb"] / traced[ref["upper_batch"]]
+        ax.plot(xs, [y * k for y in ys], "--", color="#1f77b4", lw=1.0, alpha=0.7,
+                label=f"upper end of its {100 * (ref.get('coverage') or 0.9):.0f} % interval")
+    by_cap: dict[float, list[dict]] = {}
+    for f in fits:  # limits of one size (1g.35gb, 2g.35gb) share one line
+        by_cap.setdefault(float(f["limit_mb"]), []).append(f)
+    for cap, same in sorted(by_cap.items()):
+        f = same[0]
+        ax.axhline(cap / 1024, color="#999999", lw=0.8, ls=":")
+        names = " / ".join(g["limit"] for g in same)
+        ax.text(xs[0], cap / 1024, f" {names}", fontsize=7, va="bottom", ha="left", color="#555555")
+        if f["batch"]:
+            ax.plot([f["batch"]], [f["memory_mb"] / 1024], "o", color="#d62728", ms=6)
+        if f["upper_batch"] and f.get("upper_memory_mb"):
+            ax.plot([f["upper_batch"]], [f["upper_memory_mb"] / 1024], "o", mfc="none", mec="#2ca02c", ms=9, mew=1.5)
+        if f["batch"]:
+            ax.annotate(f"{f['batch']}" + (f" ({f['upper_batch']})" if f["upper_batch"] != f["batch"] else ""),
+                        (f["batch"], f["memory_mb"] / 1024), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.plot([], [], "o", color="#d62728", label="largest batch that fits")
+    ax.plot([], [], "o", mfc="none", mec="#2ca02c", mew=1.5, label="... by the interval's upper end")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"batch ({unit})")
+    ax.set_ylabel("memory (GiB, NVML level)")
+    ax.set_title(title or "largest batch that fits", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center")  # the limits are labelled at the left, the answers on the curve
+    return _finish(fig, ax, out)
+
+
 def _finish(fig, ax, out: Path | None):
     """Grid, layout, and the file when one was asked for."""
     ax.grid(True, which="both", alpha=0.2)

@@ -216,3 +216,21 @@ def test_an_onnx_file_is_searched_by_its_graph(tmp_path):
         costmodel.largest_batch(str(static), memory_mb=2000.0)
     with pytest.raises(InvalidInputError, match="an ONNX graph takes input_shape"):
         costmodel.largest_batch(str(path), inputs=(torch.randn(2, 3, 64, 64),))
+
+
+def test_the_cli_draws_the_answers(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    chart = tmp_path / "fit.png"
+    argv = ["predict", "torchvision:resnet18", "--batch", "8", "--input", "3,64,64", "--device", "h200",
+            "--mode", "training", "--max-batch", "--memory-mb", "3000"]
+    assert main([*argv, "--plot", str(chart)]) == 0
+    assert f"chart        {chart}" in capsys.readouterr().out
+    assert chart.stat().st_size > 10_000 and chart.read_bytes()[:4] == b"\x89PNG"
+    assert main([*argv, "--plot", str(tmp_path / "fit.txt")]) == 2
+    assert "must end in one of" in capsys.readouterr().err
+    assert main(argv[:-3] + ["--plot", str(chart)]) == 2
+    assert "--plot draws the answer of --max-batch" in capsys.readouterr().err
+    from costmodel.measure.charts import fit_chart
+
+    with pytest.raises(InvalidInputError, match="at least one answer"):
+        fit_chart([])
