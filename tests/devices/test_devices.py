@@ -45,6 +45,7 @@ EXPECTED = [
     "L40S",
     "A10",
     "RTX-4090",
+    "B200-180GB",
     "cpu",
 ]
 
@@ -92,6 +93,7 @@ def test_list_devices_names_and_order():
         ("NVIDIA L40S", "L40S"),
         ("NVIDIA A10", "A10"),
         ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+        ("NVIDIA B200", "B200-180GB"),
     ],
 )
 def test_name_normalization(alias, canonical):
@@ -357,6 +359,7 @@ MIG_NAMES = {
     "H200-SXM5-141GB": ["1g.18gb", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"],
     "H100-PCIe-80GB": ["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
     "A100-PCIe-80GB": ["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
+    "B200-180GB": ["1g.23gb", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"],
 }
 
 
@@ -485,8 +488,8 @@ def test_measured_profile_with_tf32_matmul(tmp_path, hw):
 
 def test_measured_profile_unknown_device(tmp_path, hw):
     path = tmp_path / "hardware.json"
-    path.write_text(json.dumps(dict(hw, prop_name="NVIDIA B200", name="NVIDIA B200")))
-    with pytest.raises(UnknownDeviceError, match="NVIDIA B200"):
+    path.write_text(json.dumps(dict(hw, prop_name="NVIDIA R100", name="NVIDIA R100")))
+    with pytest.raises(UnknownDeviceError, match="NVIDIA R100"):
         load_measured_profile(path)
     assert load_measured_profile(path, base="h200").name == "H200-SXM5-141GB"
 
