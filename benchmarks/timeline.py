@@ -619,7 +619,7 @@ def _devices_section() -> None:
     from costmodel.predictors import get_predictor
 
     print("\n6. other GPUs (no rows to score against): latency ms / average power W")
-    devs = ("h200", "h100-sxm", "h100-pcie", "a100-80gb", "l40s", "a10", "v100", "l4", "t4")
+    devs = ("b200", "h200", "h100-sxm", "h100-pcie", "a100-80gb", "l40s", "a10", "v100", "l4", "t4")
     print(f"{'workload':<34}{'predictor':<10}" + "".join(f"{d:>15}" for d in devs))
     for model, b, mode, dt in (("torchvision:resnet50", 128, "training", "fp32"),
                                ("torchvision:vit_b_16", 64, "training", "fp16"),
