@@ -145,6 +145,21 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     return out
 
 
+def _not_a_transformer(model) -> None:
+    """A transformers name or config is a workload of tokens: :func:`largest_llm_batch` searches it."""
+    from .._errors import CostModelError
+    from ..llm import resolve_llm
+
+    if isinstance(model, str) and ":" not in model and not model.endswith((".json", ".onnx")):
+        try:
+            resolve_llm(model)
+        except CostModelError:
+            return
+        raise InvalidInputError(f"{model!r} is a transformer: its batch is of sequences, so search it with "
+                                f"largest_llm_batch({model!r}, seq=..., mode=...) (costmodel llm {model} --batch B "
+                                "--seq S --max-batch)")
+
+
 def _graph_replays(model, dev, *, mode: str, dtype: str, optimizer: str, input_shape) -> Callable[[int], Any]:
     """``replay_at(batch)`` for a model that only a graph describes (an ONNX file or ModelProto): its graph
     built at each batch (a dynamic batch dimension bound to it) and walked through the caching allocator."""
@@ -193,6 +208,7 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)
     dev = get_device(device)
+    _not_a_transformer(model)
     if not traceable(model):
         if inputs is not None:
             raise InvalidInputError("inputs= are a module's example tensors; an ONNX graph takes input_shape")

@@ -105,6 +105,8 @@ def test_a_mig_slice_is_a_limit_and_bad_limits_are_refused():
         costmodel.largest_batch(_net())
     with pytest.raises(InvalidInputError, match="mode must be one of"):
         costmodel.largest_batch("torchvision:resnet18", mode="serve")
+    with pytest.raises(InvalidInputError, match=r"'gpt2' is a transformer.*largest_llm_batch\('gpt2', seq="):
+        costmodel.largest_batch("gpt2", memory_mb=1000)
 
 
 def test_none_fits_when_one_sample_is_over():
