@@ -38,6 +38,11 @@ def memory_figure(est, device):
     ax.barh([0], [cap], color="#e8e8e8", height=0.5, label=f"{device.name}: {cap:.0f} GiB")
     ax.barh([0], [mem], color="#d62728" if mem > cap else "#1f77b4", height=0.5,
             label=f"predicted: {mem:.1f} GiB")
+    iv = getattr(est, "memory_mb_interval", None)
+    if iv:  # the 90 % interval; the MIG slice is picked to hold its upper end
+        lo, hi = iv[0] / 1024, iv[1] / 1024
+        ax.errorbar([mem], [0], xerr=[[max(mem - lo, 0.0)], [max(hi - mem, 0.0)]], fmt="none", ecolor="black",
+                    capsize=4, lw=1, label=f"90 % interval: up to {hi:.1f} GiB")
     by_mem: dict[float, list[str]] = {}
     for p in device.mig_profiles:  # profiles of equal memory share one line
         by_mem.setdefault(p.memory_gb, []).append(p.name)
@@ -45,7 +50,7 @@ def memory_figure(est, device):
         picked = est.mig_profile in names
         ax.axvline(x, color="#2ca02c" if picked else "#999999", lw=1.5 if picked else 0.8, ls="-" if picked else ":")
         ax.text(x, 0.32, " / ".join(names), rotation=90, fontsize=7, va="bottom", ha="right")
-    ax.set_xlim(0, max(cap, mem) * 1.05)
+    ax.set_xlim(0, max(cap, mem, (iv[1] / 1024) if iv else 0.0) * 1.05)
     ax.set_yticks([])
     ax.set_xlabel("memory (GiB)")
     ax.legend(loc="lower right", fontsize=8)

@@ -48,6 +48,9 @@ def test_view_shows_the_numbers_of_estimate_llm():
     # the memory figure marks the device's MIG slices
     texts = " ".join(t.get_text() for t in mem_fig.axes[0].texts)
     assert "1g.18gb" in texts and "7g.141gb" in texts
+    # and the memory's 90 % interval, whose upper end the MIG slice holds
+    labels = mem_fig.axes[0].get_legend_handles_labels()[1]
+    assert f"90 % interval: up to {est.memory_mb_interval[1] / 1024:.1f} GiB" in labels
 
 
 def test_view_reads_an_uploaded_config(tmp_path):
