@@ -215,11 +215,10 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
         return with_notes(p.predict(model, **kw), spec_notes(model))
     if isinstance(p, TimelineLLMPredictor):
         return with_notes(p.predict(model, host=host, **kw), spec_notes(model))
-    from ..measure.host import load_host
+    from ..predictors import with_host_profile
 
-    load_host(host)  # a missing or damaged file still fails, naming it
-    return with_notes(p.predict(model, **kw), [f"host profile ignored: the {p.name} predictor has no host lane "
-                                               "(predictor='timeline' uses one)", *spec_notes(model)])
+    _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
+    return with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model)])
 
 
 def spec_notes(model) -> list[str]:

@@ -29,8 +29,8 @@ its parameters held as module state) replayed through the CUDA caching
 allocator, plus the device's context (:mod:`costmodel.analysis.memreplay`).
 The batch is the leading dimension of the first non-parameter input; the
 largest batch that fits is a search over the same replay at smaller
-batches (:func:`costmodel.largest_batch`'s). Where the graph fixes its batch inside (a reshape to a constant),
-it falls back to memory = fixed part + per-sample part, the fixed part being
+batches (:func:`costmodel.largest_batch`'s). Where the graph fixes its
+batch inside (a reshape to a constant), it falls back to memory = fixed part + per-sample part, the fixed part being
 the weights (and their gradients and optimizer state when training) plus
 the framework's overhead.
 """
