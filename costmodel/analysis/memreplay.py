@@ -252,9 +252,11 @@ def fit_train_slack(rows: Iterable[Mapping], device="h200", *, overheads: Overhe
 
 
 def _data_folder(dev) -> str | None:
-    """The packaged data folder measured on ``dev`` (``data/h200`` for the H200), if any."""
-    from ..devices import get_device
+    """The packaged data folder measured on ``dev`` (``data/h200`` for the H200; for a MIG slice, its
+    whole GPU's: the same driver, context and libraries), if any."""
+    from ..devices import base_device, get_device
 
+    dev = base_device(dev)
     for folder in sorted(_DATA.iterdir()):
         if not ((folder / "vision.jsonl").exists() or (folder / "llm.jsonl").exists()):
             continue

@@ -9,6 +9,10 @@ from ._args import add_command
 DEVICES_EXAMPLES = """examples:
   costmodel devices
   costmodel devices --json
+  costmodel devices --mig h200        # each MIG slice of a GPU as a device (SMs, memory, rates)
+
+A slice is a device of its own: costmodel predict resnet50 -b 32 --device "h200 MIG 1g.18gb"
+(or the name CUDA gives it inside the instance, "NVIDIA H200 MIG 1g.18gb").
 """
 
 def register_devices(sub) -> None:
@@ -16,11 +20,15 @@ def register_devices(sub) -> None:
                     description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                     epilog=DEVICES_EXAMPLES)
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--mig", metavar="GPU", default=None,
+                   help="list the MIG slices of GPU (a device name) with the figures a slice is costed with")
 
 
 def _cmd_devices(a) -> int:
     from ..devices import list_devices
 
+    if a.mig is not None:
+        return _mig_table(a.mig, a.json)
     devs = list_devices()
     if a.json:
         print(json.dumps([d.to_dict() for d in devs]))
@@ -43,3 +51,37 @@ def _cmd_devices(a) -> int:
     return 0
 
 
+
+
+def _mig_table(name: str, as_json: bool) -> int:
+    """The MIG slices of one GPU, each as :func:`costmodel.devices.slice_device` costs it."""
+    from .._errors import InvalidInputError
+    from ..devices import get_device, list_devices, slice_device
+
+    dev = get_device(name)
+    if not dev.mig_profiles:
+        raise InvalidInputError(f"{dev.name} has no MIG profiles; the GPUs with MIG: "
+                                + ", ".join(d.name for d in list_devices() if d.mig_profiles))
+    rows = []
+    for p in dev.mig_profiles:
+        s = slice_device(dev, p)
+        rows.append({"device": s.name, "profile": p.name, "sm_count": s.sm_count, "memory_mb": p.capacity_mb,
+                     "memory_listed": p.capacity_listed, "nominal_memory_mb": p.memory_mb,
+                     "bf16_tflops": s.peak_flops("bf16") / 1e12, "fp32_tflops": s.peak_flops("fp32") / 1e12,
+                     "memory_bandwidth_gbps": s.memory_bandwidth_gbps, "l2_cache_mb": s.l2_cache_mb,
+                     "max_instances": p.max_instances})
+    if as_json:
+        print(json.dumps(rows))
+        return 0
+    hdr = f"{'slice':<10}{'SMs':>5}{'memory GiB':>12}{'bf16 TF/s':>11}{'fp32 TF/s':>11}{'HBM GB/s':>10}{'L2 MB':>7}{'max':>5}"
+    print(f"MIG slices of {dev.name} (each is a device: --device \"{dev.name} MIG <slice>\")")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        mem = f"{r['memory_mb'] / 1024:.2f}" + ("" if r["memory_listed"] else "*")
+        print(f"{r['profile']:<10}{r['sm_count'] or 0:>5}{mem:>12}{r['bf16_tflops']:>11.4g}{r['fp32_tflops']:>11.4g}"
+              f"{r['memory_bandwidth_gbps']:>10.4g}{r['l2_cache_mb'] or 0:>7.3g}{r['max_instances']:>5}")
+    if not all(r["memory_listed"] for r in rows):
+        print("* no published `nvidia-smi mig -lgip` listing: the memory in the profile's name")
+    print("memory: the GPU instance's (what the MIG pick and --max-batch --mig compare against)")
+    return 0

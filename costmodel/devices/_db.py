@@ -40,6 +40,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
 from .._tables import PACKAGE_DIR, alias_index, load_table, normalize_name, table_section, unknown_name_error
 from .._validate import is_int, is_number as _is_num
+from ._mig import slice_device, split_mig_name
 
 __all__ = [
     "DTYPE_KEYS",
@@ -137,7 +138,11 @@ class MigProfile:
     """One Multi-Instance GPU profile (NVIDIA MIG User Guide, "Supported MIG Profiles").
 
     ``memory_fraction`` is in eighths of the device memory, ``compute_fraction``
-    in sevenths of its compute slices; both are in (0, 1].
+    in sevenths of its compute slices; both are in (0, 1].  ``sm_count`` and
+    ``instance_memory_gib`` are what ``nvidia-smi mig -lgip`` lists for the GPU
+    instance (its SMs, and its memory in GiB), where a published listing gives
+    them (``None`` otherwise): the name's GB overstates what a slice holds (an
+    H200's ``1g.18gb`` instance has 16.00 GiB).
     """
 
     name: str
@@ -145,11 +150,24 @@ class MigProfile:
     memory_fraction: float
     compute_fraction: float
     max_instances: int
+    sm_count: int | None = None
+    instance_memory_gib: float | None = None
 
     @property
     def memory_mb(self) -> float:
         """Nominal capacity in MiB: ``memory_gb * 1024`` (the profile name's GB)."""
         return self.memory_gb * _MIB_PER_GB
+
+    @property
+    def capacity_mb(self) -> float:
+        """What the slice holds, in MiB: the listed instance memory, else the nominal :attr:`memory_mb`.
+        The MIG pick and the largest batch that fits a slice compare memory against this."""
+        return self.instance_memory_gib * _MIB_PER_GB if self.instance_memory_gib else self.memory_mb
+
+    @property
+    def capacity_listed(self) -> bool:
+        """Whether :attr:`capacity_mb` is a listed instance memory (not the name's nominal GB)."""
+        return bool(self.instance_memory_gib)
 
 
 @dataclass(frozen=True)
@@ -323,6 +341,7 @@ class Device:
 
 _REQUIRED = tuple(f.name for f in dataclasses.fields(Device) if f.name not in ("source", "assumptions"))
 _MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile))
+_MIG_REQUIRED = tuple(f.name for f in dataclasses.fields(MigProfile) if f.default is dataclasses.MISSING)
 _CC_RE = re.compile(r"^\d+\.\d+$")
 
 
@@ -392,21 +411,26 @@ def _mig_profiles_from_entry(
     profiles = []
     for i, m in enumerate(migs):
         fld = f"mig_profiles[{i}]"
-        if not isinstance(m, Mapping) or set(m) != set(_MIG_FIELDS):
-            raise exc(f"{where}: device {label!r}, field {fld!r}: expected an object with keys {list(_MIG_FIELDS)}, got {m!r}")
+        if not isinstance(m, Mapping) or not set(_MIG_REQUIRED) <= set(m) or not set(m) <= set(_MIG_FIELDS):
+            raise exc(f"{where}: device {label!r}, field {fld!r}: expected an object with keys {list(_MIG_REQUIRED)} "
+                      f"(optional: {[k for k in _MIG_FIELDS if k not in _MIG_REQUIRED]}), got {m!r}")
+        sm, gib = m.get("sm_count"), m.get("instance_memory_gib")
         ok = (
             isinstance(m["name"], str) and m["name"]
             and _is_num(m["memory_gb"]) and m["memory_gb"] > 0
             and all(_is_num(m[f]) and 0 < m[f] <= 1 for f in ("memory_fraction", "compute_fraction"))
             and isinstance(m["max_instances"], int) and not isinstance(m["max_instances"], bool)
             and m["max_instances"] >= 1
+            and (sm is None or (is_int(sm) and sm > 0))
+            and (gib is None or (_is_num(gib) and 0 < gib <= m["memory_gb"]))
         )
         if not ok:
             raise exc(
                 f"{where}: device {label!r}, field {fld!r}: expected a name, memory_gb > 0, "
-                f"fractions in (0, 1] and max_instances >= 1, got {dict(m)!r}"
+                f"fractions in (0, 1], max_instances >= 1, sm_count null or a positive integer and "
+                f"instance_memory_gib null or in (0, memory_gb], got {dict(m)!r}"
             )
-        profiles.append(MigProfile(**{k: m[k] for k in _MIG_FIELDS}))
+        profiles.append(MigProfile(**{k: m[k] for k in _MIG_FIELDS if k in m}))
     profiles.sort(key=lambda p: (p.memory_gb, p.compute_fraction))
     return profiles
 
@@ -512,7 +536,13 @@ def _is_machine_profile(path) -> bool:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.lower().endswith(".json") or "/" in name or "\\" in name
+    if name.lower().endswith(".json"):
+        return True
+    if "/" not in name and "\\" not in name:
+        return False
+    from ._mig import split_mig_name  # "h200/1g.18gb" is a MIG slice unless such a file exists
+
+    return split_mig_name(name) is None or os.path.exists(name)
 
 
 def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False) -> Device:
@@ -556,6 +586,8 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
             break
         key = key[len(prefix):]
         dev = db.index.get(key)
+    if dev is None and (mig := split_mig_name(name)) is not None:
+        return _mig_slice(*mig, measured=measured)
     if dev is None:
         raise unknown_name_error(
             name, [d.name for d in db.devices], expected="a known device name", listing="known devices",
@@ -568,6 +600,23 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     if len(fits) > 1:
         return _with_lookup_note(dev, name, fits)
     return dev
+
+
+def _mig_slice(gpu: str, profile: str, *, measured: bool) -> Device:
+    """The slice ``profile`` of the GPU ``gpu`` names; where ``gpu`` fits several devices (``"a100"``),
+    the first of them that has the profile (``"a100 1g.5gb"`` is the 40 GB card's)."""
+    parent = get_device(gpu, measured=measured)
+    try:
+        return slice_device(parent, profile)
+    except InvalidInputError:
+        key = normalize_device_name(gpu)
+        for prefix in ("", *_VENDOR_PREFIXES):
+            if key.startswith(prefix):
+                for other in _devices_fitting(key[len(prefix):]):
+                    dev = get_device(other, measured=measured)
+                    if any(p.name == profile.removesuffix("+me") for p in dev.mig_profiles):
+                        return slice_device(dev, profile)
+        raise
 
 
 @functools.lru_cache(maxsize=4096)  # the database is read once per process, so the answer never changes

@@ -6,6 +6,7 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
 from ..ir import MODEL_DTYPES as DTYPES, MODES
+from ._finish import slice_prediction_into
 from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
 from ._types import LLMEstimate, with_notes
 
@@ -92,6 +93,7 @@ def estimate(
     elif memory == "replay":
         est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer,
                                 learns_memory=getattr(pred, "learns_memory", True))
+    est = slice_prediction_into(est, pred, graph, dev, mode=mode, optimizer=optimizer)
     if autocast is not None:
         est.details["autocast"] = autocast
     if graph.meta.get("frozen_params"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ._types import Estimate
+from ..devices import instance_sm_count
 from .mig import mig_latency_penalty, recommend_mig
 
 
@@ -61,7 +62,24 @@ def mig_details(graph, dev, profile, mode) -> dict | None:
         return None
     return {
         "profile": profile.name,
-        "memory_mb": profile.memory_mb,
+        "memory_mb": profile.capacity_mb,
+        "nominal_memory_mb": profile.memory_mb,
+        "sm_count": instance_sm_count(dev, profile),
         "compute_fraction": profile.compute_fraction,
         "latency_penalty": mig_latency_penalty(graph, dev, profile, mode=mode),
     }
+
+
+def slice_prediction_into(est: Estimate, pred, graph, dev, *, mode: str, optimizer: str) -> Estimate:
+    """``details["mig"]``'s latency, energy and power on the picked MIG slice, by the predictor that made
+    ``est`` asked about the slice as a device of its own (:func:`costmodel.devices.slice_device`): its SMs,
+    its share of the bandwidth and L2; the host lane stays the machine's."""
+    info = est.details.get("mig")
+    if not info or not est.mig_profile:
+        return est
+    from ..devices import slice_device
+
+    part = pred.predict(graph, slice_device(dev, est.mig_profile), mode=mode, optimizer=optimizer)
+    info.update(latency_ms=part.latency_ms, energy_j=part.energy_j, power_w=part.power_w,
+                slice_predictor=pred.name)
+    return est

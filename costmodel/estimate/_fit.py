@@ -27,7 +27,7 @@ def _limit_mb(dev, memory_mb: float | None, mig: str | None) -> tuple[float, str
         prof = next((p for p in dev.mig_profiles if p.name.lower() == str(mig).lower()), None)
         if prof is None:
             raise InvalidInputError(f"unknown MIG profile {mig!r} for {dev.name}; choose one of {', '.join(names)}")
-        return float(prof.memory_mb), f"MIG {prof.name}"
+        return float(prof.capacity_mb), f"MIG {prof.name}"
     return float(dev.memory_mb), dev.name
 
 
@@ -138,7 +138,7 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     runs: dict[int, Any] = {}
     seen: dict[float, dict] = {}
     out = []
-    for mb, name in sorted({(float(p.memory_mb), p.name) for p in dev.mig_profiles}):
+    for mb, name in sorted({(float(p.capacity_mb), p.name) for p in dev.mig_profiles}):
         if mb not in seen:  # profiles of one memory size (1g.35gb, 2g.35gb) share one answer
             seen[mb] = fit_answer(replay_at, mb, limit, "", runs=runs)
         out.append({**seen[mb], "limit": f"MIG {name}"})

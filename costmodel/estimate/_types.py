@@ -106,6 +106,20 @@ class Estimate:
             return ""
         return f"  (allocated {self.allocated_mb:.5g}, reserved {self.reserved_mb:.5g})"
 
+    def _mig_line(self) -> str:
+        """The pick, what its GPU instance holds and, where it was predicted, the latency there."""
+        if " MIG " in (self.device or ""):
+            return f"the device is the slice {self.device.split(' MIG ')[1]}"
+        if not self.mig_profile:
+            return "none fits / no MIG"
+        info = self.details.get("mig") or {}
+        parts = [f"{info['memory_mb'] / 1024:.2f} GiB"] if info.get("memory_mb") else []
+        if info.get("sm_count"):
+            parts.append(f"{info['sm_count']} SMs")
+        if info.get("latency_ms") is not None:
+            parts.append(f"{info['latency_ms']:.4g} ms there")
+        return self.mig_profile + (f"  ({', '.join(parts)})" if parts else "")
+
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
 
@@ -130,7 +144,7 @@ class Estimate:
              + ("" if self.fits_device else "  (exceeds device memory)")),
             ("energy", f"{self.energy_j:.4g} J{iv('energy_j')}"),
             ("power", f"{self.power_w:.4g} W"),
-            ("MIG profile", self.mig_profile or "none fits / no MIG"),
+            ("MIG profile", self._mig_line()),
         ]
         if self.flops is not None:
             rows.insert(3, ("GFLOPs", f"{self.flops / 1e9:.4g}"))
@@ -185,7 +199,7 @@ class LLMEstimate(Estimate):
             ("throughput", f"{self.throughput_samples_s:.4g} samples/s, {self.tokens_s:.4g} tokens/s"),
             ("memory", f"{self.memory_mb:.5g} MB" + self._replayed()
              + ("" if self.fits_device else "  (exceeds device memory)")),
-            ("MIG profile", self.mig_profile or "none fits / no MIG"),
+            ("MIG profile", self._mig_line()),
             ("power", f"{self.power_w:.4g} W"),
             ("energy", f"{self.energy_j:.4g} J per sample ({self.energy_j_per_call:.4g} J per call)"),
             ("carbon", f"{self.carbon_g:.4g} g CO2e per sample ({self.region}, "

@@ -45,7 +45,7 @@ def memory_figure(est, device):
                     capsize=4, lw=1, label=f"90 % interval: up to {hi:.1f} GiB")
     by_mem: dict[float, list[str]] = {}
     for p in device.mig_profiles:  # profiles of equal memory share one line
-        by_mem.setdefault(p.memory_gb, []).append(p.name)
+        by_mem.setdefault(p.capacity_mb / 1024, []).append(p.name)  # what the instance holds
     for x, names in sorted(by_mem.items()):
         picked = est.mig_profile in names
         ax.axvline(x, color="#2ca02c" if picked else "#999999", lw=1.5 if picked else 0.8, ls="-" if picked else ":")

@@ -108,8 +108,11 @@ def test_mig_slice_and_penalty():
     dev = get_device("a100-40gb")
     prof = recommend_mig(dev, 3000)
     sl = slice_device(dev, prof)
-    assert sl.peak_flops("fp16") == pytest.approx(dev.peak_flops("fp16") / 7)
+    # a 1g instance of an A100 has 14 of its 108 SMs (MIG leaves 98 usable), not a seventh of 108
+    assert sl.sm_count == 14
+    assert sl.peak_flops("fp16") == pytest.approx(dev.peak_flops("fp16") * 14 / 108)
     assert sl.memory_bandwidth_gbps == pytest.approx(dev.memory_bandwidth_gbps / 8)
+    assert sl.memory_mb == 4.75 * 1024  # the instance's listed memory, not the name's 5 GB
     big = zoo_graph("torchvision:resnet18", batch=256)
     small = zoo_graph("torchvision:resnet18", batch=1)
     # compute/bandwidth-bound work slows by the slice's share; host-bound work barely
