@@ -40,7 +40,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
 from .._tables import PACKAGE_DIR, alias_index, load_table, normalize_name, table_section, unknown_name_error
 from .._validate import is_int, is_number as _is_num
-from ._mig import slice_device, split_mig_name
+from ._mig import mig_slice, split_mig_name
 
 __all__ = [
     "DTYPE_KEYS",
@@ -587,7 +587,7 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
         key = key[len(prefix):]
         dev = db.index.get(key)
     if dev is None and (mig := split_mig_name(name)) is not None:
-        return _mig_slice(*mig, measured=measured)
+        return mig_slice(*mig, measured=measured)
     if dev is None:
         raise unknown_name_error(
             name, [d.name for d in db.devices], expected="a known device name", listing="known devices",
@@ -600,23 +600,6 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     if len(fits) > 1:
         return _with_lookup_note(dev, name, fits)
     return dev
-
-
-def _mig_slice(gpu: str, profile: str, *, measured: bool) -> Device:
-    """The slice ``profile`` of the GPU ``gpu`` names; where ``gpu`` fits several devices (``"a100"``),
-    the first of them that has the profile (``"a100 1g.5gb"`` is the 40 GB card's)."""
-    parent = get_device(gpu, measured=measured)
-    try:
-        return slice_device(parent, profile)
-    except InvalidInputError:
-        key = normalize_device_name(gpu)
-        for prefix in ("", *_VENDOR_PREFIXES):
-            if key.startswith(prefix):
-                for other in _devices_fitting(key[len(prefix):]):
-                    dev = get_device(other, measured=measured)
-                    if any(p.name == profile.removesuffix("+me") for p in dev.mig_profiles):
-                        return slice_device(dev, profile)
-        raise
 
 
 @functools.lru_cache(maxsize=4096)  # the database is read once per process, so the answer never changes

@@ -74,6 +74,25 @@ def find_profile(dev, name: str):
                             f"{', '.join(p.name for p in dev.mig_profiles)}")
 
 
+def mig_slice(gpu: str, profile: str, *, measured: bool = False):
+    """The slice ``profile`` of the GPU ``gpu`` names; where ``gpu`` fits several devices (``"a100"``),
+    the first of them that has the profile (``"a100 1g.5gb"`` is the 40 GB card's)."""
+    from ._db import _VENDOR_PREFIXES, _devices_fitting, get_device, normalize_device_name
+
+    parent = get_device(gpu, measured=measured)
+    try:
+        return slice_device(parent, profile)
+    except InvalidInputError:
+        key = normalize_device_name(gpu)
+        for prefix in ("", *_VENDOR_PREFIXES):
+            if key.startswith(prefix):
+                for other in _devices_fitting(key[len(prefix):]):
+                    dev = get_device(other, measured=measured)
+                    if any(p.name == profile.removesuffix("+me") for p in dev.mig_profiles):
+                        return slice_device(dev, profile)
+        raise
+
+
 def instance_sm_count(dev, profile) -> int:
     """The SMs of ``profile``'s GPU instance: listed, else the whole-GPU instance's (listed for the
     profile of all seven compute slices, else the device's) times the compute fraction."""
