@@ -77,7 +77,7 @@ def main():
                     pick = recommend_mig(dev, m_pred, margin_mb=margin)
                     rec = mig[(d, rule)]
                     rec["none"].append(pick is None)
-                    rec["fits"].append(pick is not None and pick.memory_mb >= m_meas)
+                    rec["fits"].append(pick is not None and pick.capacity_mb >= m_meas)
                     rec["smallest"].append(pick is not None and ideal is not None and pick.name == ideal.name)
         print(f"  seed {seed}: done", flush=True)
 

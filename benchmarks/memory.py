@@ -279,7 +279,7 @@ def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, c
     tally = {"point": [0, 0], "upper": [0, 0]}
     # fit decisions against every distinct slice size and the whole device (what --max-batch answers at
     # the measured batches): predicted to fit but measured over (a run that fails), and the reverse
-    limits = sorted({p.memory_mb for p in get_device("h200").mig_profiles} | {get_device("h200").memory_mb})
+    limits = sorted({p.capacity_mb for p in get_device("h200").mig_profiles} | {get_device("h200").memory_mb})
     wrong = {"point": [0, 0], "upper": [0, 0]}
     covered = n = 0
     for i, r in enumerate(rows):
@@ -296,7 +296,7 @@ def _mig_lines(rows: list[dict], res: list, calibration: list[dict] | None, *, c
             covered += lo <= math.log(r["nvml_used_mb"] / res[i]) <= hi
         for name, mem in (("point", res[i]), ("upper", res[i] * math.exp(hi))):
             pick = recommend_mig("h200", mem)
-            tally[name][0] += pick is not None and pick.memory_mb >= r["nvml_used_mb"] or (pick is None and best is None)
+            tally[name][0] += pick is not None and pick.capacity_mb >= r["nvml_used_mb"] or (pick is None and best is None)
             tally[name][1] += (pick.name if pick else None) == (best.name if best else None)
             for cap in limits:
                 wrong[name][0] += mem <= cap < r["nvml_used_mb"]
