@@ -214,13 +214,31 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
         raise InvalidInputError(f"target_seq (an encoder-decoder's decoder length) is costed by predictor='timeline'; "
                                 f"the {p.name} predictor has no encoder-decoder features")
     if host is None:
-        return with_notes(p.predict(model, **kw), spec_notes(model))
+        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw)
     if isinstance(p, TimelineLLMPredictor):
-        return with_notes(p.predict(model, host=host, **kw), spec_notes(model))
+        kw["host"] = host
+        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw)
     from ..predictors import with_host_profile
 
     _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
-    return with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model)])
+    return _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model)]), p, model, kw)
+
+
+def _on_llm_slice(est: LLMEstimate, p, model, kw: dict) -> LLMEstimate:
+    """``details["mig"]``: the picked MIG slice, what its instance holds, and the workload's latency,
+    throughput, energy and power there, by the same predictor asked about the slice as a device."""
+    if not est.mig_profile:
+        return est
+    from ..devices import get_device, instance_sm_count, slice_device
+
+    dev = get_device(kw["device"])
+    prof = next(q for q in dev.mig_profiles if q.name == est.mig_profile)
+    part = p.predict(model, **{**kw, "device": slice_device(dev, prof)})
+    est.details["mig"] = {"profile": prof.name, "memory_mb": prof.capacity_mb, "nominal_memory_mb": prof.memory_mb,
+                          "sm_count": instance_sm_count(dev, prof), "latency_ms": part.latency_ms,
+                          "tokens_s": part.tokens_s, "energy_j": part.energy_j, "power_w": part.power_w,
+                          "slice_predictor": p.name}
+    return est
 
 
 def spec_notes(model) -> list[str]:

@@ -176,3 +176,15 @@ def test_the_cli_lists_and_costs_slices(capsys):
                  "--input", "3,32,32", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["device"] == "H200-SXM5-141GB MIG 1g.18gb" and got["mig_profile"] is None
+
+
+def test_a_transformer_s_estimate_carries_the_latency_on_its_pick():
+    whole = costmodel.estimate_llm("gpt2", batch=8, seq=512, device="h200", mode="prefill")
+    info = whole.details["mig"]
+    assert info["profile"] == whole.mig_profile and info["memory_mb"] <= info["nominal_memory_mb"]
+    there = costmodel.estimate_llm("gpt2", batch=8, seq=512, device=f"NVIDIA H200 MIG {whole.mig_profile}",
+                                   mode="prefill")
+    assert info["latency_ms"] == pytest.approx(there.latency_ms, rel=1e-6)
+    assert info["tokens_s"] == pytest.approx(there.tokens_s, rel=1e-6)
+    assert there.latency_ms > 3 * whole.latency_ms  # a prefill of 4,096 tokens is device-bound
+    assert "ms there)" in whole.table() and "the device is the slice" in there.table()
