@@ -281,4 +281,8 @@ def fit_line(fit: dict, one: str, unit: str = "") -> str:
                      f"({fit['upper_memory_mb']:,.0f} MB)")
         else:
             line += f"\n             0 by its {pct} interval's upper end"
+    if fit.get("latency_ms"):
+        what = "sequences" if "sequence" in one else "samples"
+        line += (f"\n             at batch {fit['latency_batch']}: {fit['latency_ms']:.4g} ms, "
+                 f"{fit['throughput_samples_s']:,.0f} {what}/s on {fit['latency_device']}")
     return line

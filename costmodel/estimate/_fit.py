@@ -145,6 +145,29 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     return out
 
 
+def latency_into(out: dict | list[dict], dev, predict_at: Callable[[int, Any], float]) -> dict | list[dict]:
+    """Each answer's latency (``predict_at(batch, device)``, ms) and throughput at the batch to plan on
+    (``upper_batch``, else ``batch``), on the memory it answers for: its MIG slice as a device of its own
+    (:func:`costmodel.devices.slice_device`), else ``dev``. Adds ``latency_batch``, ``latency_device``,
+    ``latency_ms`` and ``throughput_samples_s`` (``None`` where no batch fits); answers sharing a batch and
+    a device share one prediction."""
+    from ..devices import slice_device
+
+    done: dict[tuple[int, str], float] = {}
+    for a in out if isinstance(out, list) else [out]:
+        b = a.get("upper_batch") or a.get("batch")
+        target = slice_device(dev, a["limit"][4:]) if a["limit"].startswith("MIG ") else dev
+        if not b:
+            a.update(latency_batch=None, latency_device=target.name, latency_ms=None, throughput_samples_s=None)
+            continue
+        if (b, target.name) not in done:
+            done[(b, target.name)] = float(predict_at(b, target))
+        lat = done[(b, target.name)]
+        a.update(latency_batch=b, latency_device=target.name, latency_ms=lat,
+                 throughput_samples_s=b / (lat / 1e3) if lat > 0 else None)
+    return out
+
+
 def _not_a_transformer(model) -> None:
     """A transformers name or config is a workload of tokens: :func:`largest_llm_batch` searches it."""
     from .._errors import CostModelError
@@ -178,7 +201,8 @@ def _graph_replays(model, dev, *, mode: str, dtype: str, optimizer: str, input_s
 
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
-                  memory_mb: float | None = None, mig: str | None = None, limit: int = 4096) -> dict | list[dict]:
+                  memory_mb: float | None = None, mig: str | None = None, limit: int = 4096,
+                  latency: bool = True) -> dict | list[dict]:
     """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
     ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
@@ -194,6 +218,9 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     interval's); 0 when not even one sample fits; ``limit`` caps the search (``capped``: it fit, so larger
     batches may fit too); ``path`` is ``"replay"``, or
     ``"liveness-fallback"`` where the module could not run on fake tensors (a walk over its graph).
+    With ``latency`` (the default), each answer also gives the default predictor's ``latency_ms`` and
+    ``throughput_samples_s`` at ``latency_batch`` (``upper_batch``, else ``batch``) on ``latency_device``:
+    the MIG slice as a device of its own, else ``device`` (:func:`latency_into`).
     """
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
@@ -212,8 +239,10 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     if not traceable(model):
         if inputs is not None:
             raise InvalidInputError("inputs= are a module's example tensors; an ONNX graph takes input_shape")
-        return answers(_graph_replays(model, dev, mode=mode, dtype=dtype, optimizer=optimizer,
-                                      input_shape=input_shape), dev, memory_mb, mig, limit)
+        out = answers(_graph_replays(model, dev, mode=mode, dtype=dtype, optimizer=optimizer,
+                                     input_shape=input_shape), dev, memory_mb, mig, limit)
+        return latency_into(out, dev, _latency_at(model, mode=mode, dtype=dtype, optimizer=optimizer,
+                                                  input_shape=input_shape)) if latency else out
     first = None
     if inputs is not None:
         if input_shape is not None:
@@ -226,19 +255,43 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
         raise InvalidInputError("an nn.Module needs input_shape (the input without its batch, e.g. (3, 224, 224)) "
                                 "or example inputs")
 
+    def batched(b: int):
+        return rebatch_inputs(inputs, int(first.shape[0]), b) if first is not None else None
+
     def replay_at(b: int):
         return replay_memory(model, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer,
-                             input_shape=input_shape, autocast=autocast,
-                             inputs=rebatch_inputs(inputs, int(first.shape[0]), b) if first is not None else None)
+                             input_shape=input_shape, autocast=autocast, inputs=batched(b))
 
-    return answers(replay_at, dev, memory_mb, mig, limit)
+    out = answers(replay_at, dev, memory_mb, mig, limit)
+    return latency_into(out, dev, _latency_at(model, mode=mode, dtype=dtype, optimizer=optimizer,
+                                              input_shape=input_shape, autocast=autocast,
+                                              batched=batched)) if latency else out
+
+
+def _latency_at(model, *, mode: str, dtype: str, optimizer: str, input_shape, autocast: str | None = None,
+                batched: Callable[[int], Any] | None = None) -> Callable[[int, Any], float]:
+    """``latency(batch, device)`` in ms: the default predictor on ``model``'s graph at that batch."""
+    from ..frontends import to_graph
+    from ..predictors import get_predictor
+
+    pred = get_predictor(None)
+
+    def at(b: int, target) -> float:
+        kw = {"inputs": batched(b)} if batched is not None and batched(b) is not None else {}
+        kw.update({"autocast": autocast} if autocast is not None else {})
+        g = to_graph(model, batch=b, input_shape=None if kw.get("inputs") is not None else input_shape,
+                     dtype=dtype, mode=mode, **kw)
+        return pred.predict(g, target, mode=mode, optimizer=optimizer).latency_ms
+
+    return at
 
 
 def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None = None, dtype: str = "fp16",
                       optimizer: str = "adamw", lora_r: int | None = None, lora_targets=None,
                       checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
                       autocast: str | None = None, target_seq: int | None = None,
-                      ssm_kernels: str = "reference", mig: str | None = None) -> dict | list[dict]:
+                      ssm_kernels: str = "reference", mig: str | None = None,
+                      latency: bool = True) -> dict | list[dict]:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
     MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The
@@ -249,7 +302,9 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     Two traces (batch 1 and 2) give a first guess, and traces around it settle it: the answer is a batch
     that fits with the next one traced over. Returns :func:`largest_batch`'s dict: ``batch`` fits by the
     replayed memory, ``upper_batch`` by its 90 % interval's upper end; ``batch`` is 0 when not even one
-    sequence fits, and ``limit`` caps the search.
+    sequence fits, and ``limit`` caps the search. With ``latency`` (the default), each answer also gives
+    :func:`~costmodel.estimate_llm`'s latency and throughput at the batch to plan on, on the MIG slice it
+    answers for (:func:`latency_into`).
     """
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
@@ -275,4 +330,13 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
             kw["autocast"] = amp
     else:
         kw.update(mode="inference", phase=w.mode)
-    return answers(lambda b: replay_memory(w.spec, dev, batch=b, **kw), dev, memory_mb, mig, limit)
+    out = answers(lambda b: replay_memory(w.spec, dev, batch=b, **kw), dev, memory_mb, mig, limit)
+    if not latency:
+        return out
+    from ._api import estimate_llm
+
+    opts = dict(seq=seq, mode=w.mode, dtype=dtype, target_seq=target_seq, ssm_kernels=ssm_kernels)
+    if w.mode == "training":
+        opts.update(optimizer=optimizer, lora_r=lora_r, lora_targets=lora_targets, checkpointing=checkpointing,
+                    autocast=autocast)
+    return latency_into(out, dev, lambda b, target: estimate_llm(model, batch=b, device=target, **opts).latency_ms)

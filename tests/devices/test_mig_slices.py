@@ -188,3 +188,12 @@ def test_a_transformer_s_estimate_carries_the_latency_on_its_pick():
     assert info["tokens_s"] == pytest.approx(there.tokens_s, rel=1e-6)
     assert there.latency_ms > 3 * whole.latency_ms  # a prefill of 4,096 tokens is device-bound
     assert "ms there)" in whole.table() and "the device is the slice" in there.table()
+
+
+def test_the_largest_transformer_batch_on_a_slice_carries_its_latency_there():
+    fit = costmodel.largest_llm_batch("gpt2", seq=128, device="h200", mode="prefill", mig="1g.18gb", limit=16)
+    b = fit["latency_batch"]
+    assert b == (fit["upper_batch"] or fit["batch"]) == 16 and fit["capped"]
+    there = costmodel.estimate_llm("gpt2", batch=b, seq=128, device="h200 1g.18gb", mode="prefill")
+    assert fit["latency_device"] == "H200-SXM5-141GB MIG 1g.18gb"
+    assert fit["latency_ms"] == pytest.approx(there.latency_ms, rel=1e-6)

@@ -113,6 +113,34 @@ def test_none_fits_when_one_sample_is_over():
     fit = costmodel.largest_batch("torchvision:resnet18", input_shape=(3, 64, 64), memory_mb=10.0)
     assert fit["batch"] == 0 and fit["upper_batch"] == 0 and fit["memory_mb"] is None
     assert fit["next_memory_mb"] > 10.0
+    assert fit["latency_ms"] is None and fit["throughput_samples_s"] is None and fit["latency_batch"] is None
+
+
+def test_each_answer_carries_its_latency_on_the_memory_it_answers_for():
+    from costmodel.devices import slice_device
+    from costmodel.frontends import to_graph
+    from costmodel.predictors import get_predictor
+
+    fits = costmodel.largest_batch("torchvision:resnet18", device="h200", mode="training", input_shape=(3, 64, 64),
+                                   mig="all", limit=256)
+    pred = get_predictor(None)
+    for f in fits:
+        b = f["upper_batch"] or f["batch"]
+        sl = slice_device("h200", f["limit"].removeprefix("MIG "))
+        assert f["latency_batch"] == b and f["latency_device"] == sl.name
+        g = to_graph("torchvision:resnet18", batch=b, input_shape=(3, 64, 64), mode="training")
+        assert f["latency_ms"] == pytest.approx(pred.predict(g, sl, mode="training").latency_ms, rel=1e-6)
+        assert f["throughput_samples_s"] == pytest.approx(b / (f["latency_ms"] / 1e3))
+    # the smallest slice is the slowest at the same capped batch (an eighth of the SMs and bandwidth; the whole
+    # GPU's step is partly the host's)
+    assert fits[0]["latency_batch"] == fits[-1]["latency_batch"] and fits[0]["latency_ms"] > 2 * fits[-1]["latency_ms"]
+    # a number of MB answers on the device itself; latency=False leaves the prediction out
+    mb = costmodel.largest_batch("torchvision:resnet18", device="h200", input_shape=(3, 64, 64), memory_mb=3000.0,
+                                 limit=64)
+    assert mb["latency_device"] == "H200-SXM5-141GB" and mb["latency_ms"] > 0
+    bare = costmodel.largest_batch("torchvision:resnet18", device="h200", input_shape=(3, 64, 64), memory_mb=3000.0,
+                                   limit=64, latency=False)
+    assert "latency_ms" not in bare and bare["batch"] == mb["batch"]
 
 
 def test_the_compile_backend_warns_of_a_risk_between_the_memory_and_its_upper_end():
