@@ -35,8 +35,12 @@ import re
 
 from .._errors import InvalidInputError
 
-#: a slice's name: a GPU, then (optionally ``MIG``) a profile such as ``1g.18gb`` (``+me`` allowed)
-MIG_NAME_RE = re.compile(r"^(?P<gpu>.+?)(?:[\s:/_]+mig)?[\s:/_]+(?P<profile>\d+g\.\d+gb)(?:\+me)?\s*$", re.IGNORECASE)
+#: a slice's name: a GPU, then (optionally ``MIG``) a profile such as ``1g.18gb``, perhaps a compute instance
+#: of one (``1c.3g.40gb``), perhaps with a variant's suffix (``+me``, ``+me.all``, ``+gfx``, ``-me``)
+MIG_NAME_RE = re.compile(r"^(?P<gpu>.+?)(?:[\s:/_-]+mig)?[\s:/_-]+(?P<profile>(?:\d+c\.)?\d+g\.\d+gb)"
+                         r"(?:[+-][a-z.]+)?\s*$", re.IGNORECASE)
+#: a profile's name: the compute instance's slices (``1c.``, optional), the GPU instance's profile, a suffix
+_PROFILE_RE = re.compile(r"^(?:(?P<ci>\d+)c\.)?(?P<gi>(?P<g>\d+)g\.(?P<gb>\d+)gb)(?:[+-][a-z.]+)?$")
 #: what a slice device's name puts between the GPU's name and the profile's
 SLICE_SEP = " MIG "
 
@@ -59,13 +63,13 @@ def find_profile(dev, name: str):
 
         raise InvalidInputError(f"{dev.name} has no MIG profiles (got {name!r}); the GPUs with MIG: "
                                 + ", ".join(d.name for d in list_devices() if d.mig_profiles))
-    key = name.lower().removesuffix("+me")
+    m = _PROFILE_RE.match(name.strip().lower())
+    key = m.group("gi") if m else name.strip().lower()
     for p in dev.mig_profiles:
         if p.name.lower() == key:
             return p
-    m = re.fullmatch(r"(\d+)g\.(\d+)gb", key)
     if m:
-        slices, gb = int(m.group(1)), float(m.group(2))
+        slices, gb = int(m.group("g")), float(m.group("gb"))
         same = [p for p in dev.mig_profiles if p.name.lower().startswith(f"{slices}g.")
                 and abs(p.memory_gb - gb) <= 0.1 * p.memory_gb]
         if same:
@@ -88,8 +92,11 @@ def mig_slice(gpu: str, profile: str, *, measured: bool = False):
             if key.startswith(prefix):
                 for other in _devices_fitting(key[len(prefix):]):
                     dev = get_device(other, measured=measured)
-                    if any(p.name == profile.removesuffix("+me") for p in dev.mig_profiles):
-                        return slice_device(dev, profile)
+                    if dev.mig_profiles:
+                        try:
+                            return slice_device(dev, profile)
+                        except InvalidInputError:
+                            continue
         raise
 
 
@@ -136,19 +143,48 @@ def _slice(dev, profile):
 def slice_device(device, profile):
     """``device`` as one GPU instance of ``profile`` sees it (a :class:`~costmodel.devices.Device`).
 
-    ``profile`` is a :class:`~costmodel.devices.MigProfile` of the device or its name."""
+    ``profile`` is a :class:`~costmodel.devices.MigProfile` of the device or its name. A compute
+    instance's name (``"1c.3g.40gb"``: one of the three compute slices of a ``3g.40gb`` GPU instance)
+    gives that share of the GPU instance's SMs; the memory, bandwidth and L2 are the GPU instance's,
+    which its compute instances share (costed as if this one ran alone)."""
     from ._db import get_device
 
     dev = get_device(device)
     if dev.name.find(SLICE_SEP) >= 0:
         raise InvalidInputError(f"{dev.name} is already a MIG slice; ask for a profile of the whole GPU "
                                 f"({mig_parent(dev).name})")
+    ci = None
+    if isinstance(profile, str):
+        m = _PROFILE_RE.match(profile.strip().lower())
+        ci = int(m.group("ci")) if m and m.group("ci") else None
     prof = find_profile(dev, profile) if isinstance(profile, str) else profile
     if prof not in dev.mig_profiles:
         raise InvalidInputError(f"{prof.name!r} is not a MIG profile of {dev.name}; its profiles are "
                                 f"{', '.join(p.name for p in dev.mig_profiles) or 'none'}")
     out = _slice(dataclasses.replace(dev, assumptions=()), prof)
+    g = int(prof.name.split("g.")[0])
+    if ci is not None:
+        if not 1 <= ci <= g:
+            raise InvalidInputError(f"a compute instance of {prof.name} has 1 to {g} of its compute slices; "
+                                    f"got {ci}c.{prof.name}")
+        if ci < g:
+            out = _compute_instance(out, prof, ci, g)
     return dataclasses.replace(out, assumptions=(*dev.assumptions, *out.assumptions)) if dev.assumptions else out
+
+
+def _compute_instance(gi, prof, ci: int, g: int):
+    """The GPU instance ``gi`` (a slice device) narrowed to ``ci`` of its ``g`` compute slices."""
+    f = ci / g
+    sms = max(1, int(round((gi.sm_count or 0) * f))) if gi.sm_count else None
+    out = gi.with_overrides(
+        name=f"{gi.name.split(SLICE_SEP)[0]}{SLICE_SEP}{ci}c.{prof.name}",
+        peak_tflops={k: (v * f if v else v) for k, v in gi.peak_tflops.as_dict().items()},
+        vector_tflops_fp32=gi.vector_tflops_fp32 * f, sm_count=sms, tdp_w=gi.tdp_w * f,
+        idle_power_w=gi.idle_power_w * f,
+        sources=[*gi.sources, f"compute instance {ci}c of {prof.name}: {ci} of its {g} compute slices' SMs"])
+    note = (f"a MIG compute instance ({ci}c.{prof.name}): {sms} SMs; the GPU instance's memory, bandwidth and L2, "
+            "which its other compute instances share, costed as if this one ran alone")
+    return dataclasses.replace(out, assumptions=(*gi.assumptions, note))
 
 
 def mig_parent(device):

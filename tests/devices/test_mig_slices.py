@@ -34,6 +34,10 @@ from costmodel.estimate import recommend_mig
     ("H200 MIG 1g.18gb+me", "H200-SXM5-141GB MIG 1g.18gb"),  # media extensions: the same slice
     ("a100 3g.39gb", "A100-SXM4-80GB MIG 3g.40gb"),  # a driver's renamed profile: same slices, nearest memory
     ("a100 1g.5gb", "A100-SXM4-40GB MIG 1g.5gb"),  # 'a100' fits several cards: the one with the profile
+    ("h200-mig-1g.18gb", "H200-SXM5-141GB MIG 1g.18gb"),
+    ("h200 1g.18gb+me.all", "H200-SXM5-141GB MIG 1g.18gb"),  # newer drivers' variant names
+    ("NVIDIA A100-SXM4-40GB MIG 1c.3g.20gb", "A100-SXM4-40GB MIG 1c.3g.20gb"),  # a compute instance
+    ("h200 3c.3g.71gb", "H200-SXM5-141GB MIG 3g.71gb"),  # all of its GPU instance's compute slices
 ])
 def test_a_slice_resolves_from_the_names_it_goes_by(name, expected):
     assert get_device(name).name == expected
@@ -197,3 +201,13 @@ def test_the_largest_transformer_batch_on_a_slice_carries_its_latency_there():
     there = costmodel.estimate_llm("gpt2", batch=b, seq=128, device="h200 1g.18gb", mode="prefill")
     assert fit["latency_device"] == "H200-SXM5-141GB MIG 1g.18gb"
     assert fit["latency_ms"] == pytest.approx(there.latency_ms, rel=1e-6)
+
+
+def test_a_compute_instance_has_its_share_of_the_sms_and_the_whole_instance_s_memory():
+    gi, ci = get_device("h200 3g.71gb"), get_device("NVIDIA H200 MIG 1c.3g.71gb")
+    assert ci.sm_count == 20 and ci.peak_flops("bf16") == pytest.approx(gi.peak_flops("bf16") / 3)
+    assert (ci.memory_mb, ci.memory_bandwidth_gbps, ci.l2_cache_mb) == (gi.memory_mb, gi.memory_bandwidth_gbps,
+                                                                        gi.l2_cache_mb)
+    assert "costed as if this one ran alone" in ci.assumptions[-1] and mig_parent(ci).name == "H200-SXM5-141GB"
+    with pytest.raises(InvalidInputError, match=r"1 to 3 of its compute slices; got 4c.3g.71gb"):
+        get_device("h200 4c.3g.71gb")
