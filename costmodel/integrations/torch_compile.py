@@ -229,15 +229,35 @@ def _oom_warning(est, batch: int, limit_mb: float, dev, traced) -> OOMWarning | 
     return None
 
 
-def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: str | Callable = "inductor",
+def auto_device() -> tuple[Any, list[str]]:
+    """The device this process compiles for: the CUDA GPU it sees (``torch.cuda.get_device_name()``; inside
+    a MIG instance, the slice), else an H100; with the note an estimate then carries."""
+    import torch
+
+    from .._errors import CostModelError
+    from ..devices import get_device
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        try:
+            return get_device(name), []
+        except CostModelError:
+            return get_device("h100"), [f"device='auto': the GPU here ({name!r}) is not in the device database; "
+                                        "costed for an H100 (pass device= a known GPU, or a measured profile)"]
+    return get_device("h100"), ["device='auto': no CUDA device in this process; costed for an H100 (pass device=)"]
+
+
+def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: str | Callable = "inductor",
                   predictor=None, host=None) -> Callable:
     """A ``torch.compile`` backend; ``backend.estimates`` lists one Estimate per compiled graph and
-    ``backend.seconds`` the time spent estimating. ``host``: a host profile (``costmodel calibrate``'s JSON
-    path or a :class:`~costmodel.measure.host.HostProfile`) for the timeline's host lane."""
+    ``backend.seconds`` the time spent estimating. ``device``: a device name or :class:`Device`, or
+    ``"auto"`` (the default): the CUDA GPU this process sees, a MIG slice included, else an H100 (the
+    estimates say so). ``host``: a host profile (``costmodel calibrate``'s JSON path or a
+    :class:`~costmodel.measure.host.HostProfile`) for the timeline's host lane."""
     from ..devices import get_device
     from ..measure.host import load_host
 
-    dev = get_device(device)  # fail early on a bad device name
+    dev, device_notes = auto_device() if device == "auto" else (get_device(device), [])  # fail early on a bad name
     profile = load_host(host)  # and on a missing or damaged host profile
     if memory_limit_mb is not None and not memory_limit_mb > 0:
         from .._errors import InvalidInputError
@@ -265,7 +285,7 @@ def torch_backend(device="h100", memory_limit_mb: float | None = None, inner: st
                 warnings.simplefilter("always")
                 pred, notes = _resolve(predictor)
                 pred, host_notes = with_host_profile(pred, profile)
-                notes = [*notes, *host_notes]
+                notes = [*notes, *host_notes, *device_notes]
                 est, batch, traced = _estimate_fx(gm, example_inputs, device=dev, predictor=pred, training=None)
             if est.memory_mb is None:
                 raise ValueError(f"the {est.predictor} predictor returned no memory")
@@ -315,7 +335,8 @@ _DEFAULT: list = []
 
 
 def costmodel_backend(gm, example_inputs: list[Any]):
-    """The ``"costmodel"`` backend with defaults (H100, inductor); configure with :func:`torch_backend`."""
+    """The ``"costmodel"`` backend with defaults (the GPU this process sees, else an H100; inductor);
+    configure with :func:`torch_backend`."""
     if not _DEFAULT:
         _DEFAULT.append(torch_backend())
     return _DEFAULT[0](gm, example_inputs)

@@ -225,3 +225,24 @@ def test_pyproject_entry_point_names_the_backend():
     cfg = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     mod, _, attr = cfg["project"]["entry-points"]["torch_dynamo_backends"]["costmodel"].partition(":")
     assert getattr(import_module(mod), attr) is costmodel_backend
+
+
+def test_the_default_device_is_the_gpu_this_process_sees(monkeypatch):
+    from costmodel.integrations.torch_compile import auto_device
+
+    # no CUDA device here: an H100, and the estimates say so
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dev, notes = auto_device()
+    assert dev.name == "H100-SXM5-80GB" and "no CUDA device" in notes[0]
+    m, x = _mlp().eval(), torch.randn(8, 512)
+    be = costmodel.torch_backend(inner="eager", predictor="analytic")
+    _compile_and_run(m, x, be)
+    assert be.estimates[0].device == "H100-SXM5-80GB" and any("device='auto'" in a for a in be.estimates[0].assumptions)
+    # inside a MIG instance CUDA reports the slice, which is the device (its memory the limit)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200 MIG 1g.18gb")
+    dev, notes = auto_device()
+    assert dev.name == "H200-SXM5-141GB MIG 1g.18gb" and dev.memory_mb == 16 * 1024 and not notes
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA GeForce GTX 1080")
+    dev, notes = auto_device()
+    assert dev.name == "H100-SXM5-80GB" and "('NVIDIA GeForce GTX 1080') is not in the device database" in notes[0]
