@@ -106,7 +106,7 @@ class Estimate:
             return ""
         return f"  (allocated {self.allocated_mb:.5g}, reserved {self.reserved_mb:.5g})"
 
-    def _mig_line(self) -> str:
+    def mig_summary(self) -> str:
         """The pick, what its GPU instance holds and, where it was predicted, the latency there."""
         if " MIG " in (self.device or ""):
             return f"the device is the slice {self.device.split(' MIG ')[1]}"
@@ -118,7 +118,7 @@ class Estimate:
             parts.append(f"{info['sm_count']} SMs")
         if info.get("latency_ms") is not None:
             parts.append(f"{info['latency_ms']:.4g} ms there")
-        return self.mig_profile + (f"  ({', '.join(parts)})" if parts else "")
+        return self.mig_profile + (f" ({', '.join(parts)})" if parts else "")
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
@@ -144,7 +144,7 @@ class Estimate:
              + ("" if self.fits_device else "  (exceeds device memory)")),
             ("energy", f"{self.energy_j:.4g} J{iv('energy_j')}"),
             ("power", f"{self.power_w:.4g} W"),
-            ("MIG profile", self._mig_line()),
+            ("MIG profile", self.mig_summary()),
         ]
         if self.flops is not None:
             rows.insert(3, ("GFLOPs", f"{self.flops / 1e9:.4g}"))
@@ -199,7 +199,7 @@ class LLMEstimate(Estimate):
             ("throughput", f"{self.throughput_samples_s:.4g} samples/s, {self.tokens_s:.4g} tokens/s"),
             ("memory", f"{self.memory_mb:.5g} MB" + self._replayed()
              + ("" if self.fits_device else "  (exceeds device memory)")),
-            ("MIG profile", self._mig_line()),
+            ("MIG profile", self.mig_summary()),
             ("power", f"{self.power_w:.4g} W"),
             ("energy", f"{self.energy_j:.4g} J per sample ({self.energy_j_per_call:.4g} J per call)"),
             ("carbon", f"{self.carbon_g:.4g} g CO2e per sample ({self.region}, "

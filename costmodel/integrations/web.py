@@ -92,6 +92,14 @@ def sweep_figure(points: list[dict], device, why_none: str | None = None):
     return fig
 
 
+def device_choices() -> list[str]:
+    """The web page's devices: every NVIDIA GPU of the database, then each MIG slice of those that have them."""
+    from ..devices import list_devices, slice_device
+
+    gpus = [d for d in list_devices() if d.vendor == "NVIDIA"]
+    return [d.name for d in gpus] + [slice_device(d, p).name for d in gpus for p in d.mig_profiles]
+
+
 def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, device: str, dtype: str, mode: str,
                   region: str, price: float | None, predictor: str = "timeline", target_seq: int | None = None,
                   ssm_kernels: str = "reference") -> tuple[str, Any, Any]:
@@ -126,7 +134,7 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
         ("throughput", f"{est.throughput_samples_s:,.4g} samples/s, {est.tokens_s:,.4g} tokens/s"),
         ("latency", f"{est.latency_ms:.4g} ms per call"),
         ("memory", f"{est.memory_mb / 1024:.2f} GiB" + ("" if est.fits_device else " (does not fit)")),
-        ("MIG slice", est.mig_profile or "none fits / no MIG"),
+        ("MIG slice", est.mig_summary()),
         ("energy", f"{est.energy_j:.4g} J per sample"),
         ("carbon", f"{est.carbon_g:.4g} g CO2e per sample ({est.region})"),
         ("cost", cost),
@@ -177,8 +185,8 @@ def build_app():
                     batch = gr.Number(8, label="batch", precision=0, minimum=1)
                     seq = gr.Number(512, label="sequence length (decode: KV-cache length)", precision=0, minimum=1)
                 with gr.Row():
-                    device = gr.Dropdown([d.name for d in list_devices() if d.vendor == "NVIDIA"] or ["H200-SXM5-141GB"],
-                                         value="H200-SXM5-141GB", label="device")
+                    device = gr.Dropdown(device_choices(), value="H200-SXM5-141GB", allow_custom_value=True,
+                                         label="device (a GPU, or one of its MIG slices)")
                     dtype = gr.Dropdown(list(LLM_DTYPES), value="fp16", label="dtype")
                     mode = gr.Dropdown(["auto", "forward", "prefill", "decode"], value="auto", label="mode")
                 with gr.Row():

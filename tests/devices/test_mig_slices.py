@@ -158,7 +158,7 @@ def test_the_whole_gpu_s_estimate_carries_the_latency_on_its_pick(resnet_on_h200
                                predictor="timeline")
     assert info["latency_ms"] == pytest.approx(there.latency_ms, rel=1e-6)
     assert info["energy_j"] == pytest.approx(there.energy_j, rel=1e-6) and info["slice_predictor"] == "timeline"
-    assert "1g.18gb  (16.00 GiB, 16 SMs, " in est.table() and " ms there)" in est.table()
+    assert "1g.18gb (16.00 GiB, 16 SMs, " in est.table() and " ms there)" in est.table()
 
 
 def test_find_profile_is_exact_first():

@@ -13,7 +13,7 @@ import pytest
 
 import costmodel
 from costmodel import CostModelError
-from costmodel.integrations.web import build_app, estimate_view, sweep
+from costmodel.integrations.web import build_app, device_choices, estimate_view, sweep
 
 
 def _rows(md: str) -> dict[str, str]:
@@ -27,7 +27,7 @@ def _shown(est) -> dict[str, str]:
         "throughput": f"{est.throughput_samples_s:,.4g} samples/s, {est.tokens_s:,.4g} tokens/s",
         "latency": f"{est.latency_ms:.4g} ms per call",
         "memory": f"{est.memory_mb / 1024:.2f} GiB" + ("" if est.fits_device else " (does not fit)"),
-        "MIG slice": est.mig_profile or "none fits / no MIG",
+        "MIG slice": est.mig_summary(),  # the pick, what its instance holds and the latency there
         "energy": f"{est.energy_j:.4g} J per sample",
         "carbon": f"{est.carbon_g:.4g} g CO2e per sample ({est.region})",
     }
@@ -167,3 +167,12 @@ def test_page_renders_in_headless_chromium(served, tmp_path):
         assert (tmp_path / "page.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_the_page_offers_every_mig_slice_as_a_device():
+    names = device_choices()
+    assert "H200-SXM5-141GB" in names and "H200-SXM5-141GB MIG 1g.18gb" in names and "T4" in names
+    assert not any(n.startswith("T4 MIG") for n in names) and names.index("T4") < names.index(
+        "H200-SXM5-141GB MIG 1g.18gb")  # whole GPUs first
+    md, _, _ = estimate_view("gpt2", None, 8, 256, "H200-SXM5-141GB MIG 1g.18gb", "fp16", "auto", "france", None)
+    assert _rows(md)["MIG slice"] == "the device is the slice 1g.18gb"
