@@ -164,7 +164,6 @@ def build_app():
 
         raise InvalidInputError("the web page needs gradio and matplotlib: pip install 'costmodel[web]'") from None
     from .._errors import CostModelError
-    from ..devices import list_devices
     from ..ir import LLM_DTYPES
     from ..llm import list_llms
 
