@@ -209,6 +209,13 @@ class Working:
                 self.stream.flush()
 
 
+def add_slo_arg(p) -> None:
+    """``--latency-slo-ms``: the MIG pick under a latency target."""
+    p.add_argument("--latency-slo-ms", type=positive_float, default=None, metavar="MS",
+                   help="a latency target: pick the smallest MIG slice that holds the memory and answers within MS "
+                        "milliseconds (each slice asked about as a device of its own)")
+
+
 def add_max_batch_args(p, unit: str) -> None:
     """``--max-batch`` and the memory it fits: ``--memory-mb`` or ``--mig`` (default the whole device)."""
     p.add_argument("--max-batch", action="store_true",

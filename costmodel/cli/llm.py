@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .._errors import InvalidInputError
-from ._args import (Working, add_carbon_args, add_command, add_max_batch_args, check_max_batch_args, fit_line,
-                    max_batch_answers, max_batch_details, plot_fits, positive_int)
+from ._args import (Working, add_carbon_args, add_command, add_max_batch_args, add_slo_arg, check_max_batch_args,
+                    fit_line, max_batch_answers, max_batch_details, plot_fits, positive_int)
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -71,6 +71,7 @@ def register_llm(sub) -> None:
     m.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     add_max_batch_args(m, "sequences; seconds per trace for a 7B model")
+    add_slo_arg(m)
     m.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -96,7 +97,7 @@ def _cmd_llm(a) -> int:
                            price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
                            lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
-                           target_seq=a.target_seq, ssm_kernels=a.ssm_kernels)
+                           target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, latency_slo_ms=a.latency_slo_ms)
     fits = []
     if a.max_batch:
         from ..estimate import largest_llm_batch

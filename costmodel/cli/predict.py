@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .._errors import InvalidInputError
-from ._args import (Working, add_command, add_max_batch_args, add_predictor_args, add_workload_args,
+from ._args import (Working, add_command, add_max_batch_args, add_predictor_args, add_slo_arg, add_workload_args,
                     check_max_batch_args, fit_line, max_batch_answers, max_batch_details, plot_fits,
                     positive_int, shape_arg)
 
@@ -38,6 +38,7 @@ def register_predict(sub) -> None:
     p.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     add_max_batch_args(p, "samples")
+    add_slo_arg(p)
 
 
 def register_graph(sub) -> None:
@@ -124,6 +125,7 @@ def _cmd_predict(a) -> int:
             predictor=predictor,
             host=a.host,
             autocast=a.autocast,
+            latency_slo_ms=a.latency_slo_ms,
         )
     fits = []
     if a.max_batch:

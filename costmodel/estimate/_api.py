@@ -6,7 +6,7 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
 from ..ir import MODEL_DTYPES as DTYPES, MODES
-from ._finish import slice_prediction_into
+from ._finish import check_slo, slice_prediction_into, slo_pick_into
 from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
 from ._types import LLMEstimate, with_notes
 
@@ -25,6 +25,7 @@ def estimate(
     host=None,
     memory: str = "replay",
     autocast: str | None = None,
+    latency_slo_ms: float | None = None,
 ):
     """Predict latency, memory, energy and a MIG slice for a model on a device.
 
@@ -53,6 +54,9 @@ def estimate(
             as CUDA autocast runs it: the graph gets autocast's casts and dtypes
             (:func:`~costmodel.analysis.autocast_graph`), and the memory trace runs under autocast.
             ``dtype`` stays ``"fp32"`` (the weights' dtype).
+        latency_slo_ms: a latency target (ms): the MIG pick is then the smallest slice that holds
+            the memory and, asked about as a device of its own, answers within it
+            (``details["mig"]["slo_met"]``; ``mig_profile`` is ``None`` where no slice does).
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -70,6 +74,7 @@ def estimate(
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)
+    latency_slo_ms = check_slo(latency_slo_ms)
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
     notes = [default_fallback_note(pred)] if predictor is None else []
@@ -93,7 +98,7 @@ def estimate(
     elif memory == "replay":
         est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer,
                                 learns_memory=getattr(pred, "learns_memory", True))
-    est = slice_prediction_into(est, pred, graph, dev, mode=mode, optimizer=optimizer)
+    est = slice_prediction_into(est, pred, graph, dev, mode=mode, optimizer=optimizer, latency_slo_ms=latency_slo_ms)
     if autocast is not None:
         est.details["autocast"] = autocast
     if graph.meta.get("frozen_params"):
@@ -156,7 +161,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
                  lora_r: int | None = None, lora_targets=None, checkpointing: bool = False,
                  autocast: str | None = None, target_seq: int | None = None,
-                 ssm_kernels: str = "reference") -> LLMEstimate:
+                 ssm_kernels: str = "reference", latency_slo_ms: float | None = None) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -174,7 +179,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     ``decode`` (its self-attention cache; the cross-attention cache holds the ``seq`` source tokens).
     ``ssm_kernels``: a Mamba-family model's selective scans as transformers' ``"reference"`` PyTorch loop
     over the tokens (what runs without ``mamba_ssm``; the default) or as the ``"fused"`` kernels a GPU with
-    ``mamba_ssm`` or the ``kernels`` package runs.
+    ``mamba_ssm`` or the ``kernels`` package runs. ``latency_slo_ms``: a latency target per call (ms): the MIG
+    pick is then the smallest slice that holds the memory and answers within it (as :func:`estimate`).
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -187,6 +193,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     from ..frontends.hf import check_ssm_kernels
 
     check_ssm_kernels(ssm_kernels)
+    latency_slo_ms = check_slo(latency_slo_ms)
     p = get_llm_predictor(predictor)
     kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,
@@ -214,24 +221,29 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
         raise InvalidInputError(f"target_seq (an encoder-decoder's decoder length) is costed by predictor='timeline'; "
                                 f"the {p.name} predictor has no encoder-decoder features")
     if host is None:
-        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw)
+        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw, latency_slo_ms)
     if isinstance(p, TimelineLLMPredictor):
         kw["host"] = host
-        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw)
+        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw, latency_slo_ms)
     from ..predictors import with_host_profile
 
     _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
-    return _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model)]), p, model, kw)
+    return _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model)]), p, model, kw,
+                         latency_slo_ms)
 
 
-def _on_llm_slice(est: LLMEstimate, p, model, kw: dict) -> LLMEstimate:
+def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | None = None) -> LLMEstimate:
     """``details["mig"]``: the picked MIG slice, what its instance holds, and the workload's latency,
-    throughput, energy and power there, by the same predictor asked about the slice as a device."""
+    throughput, energy and power there, by the same predictor asked about the slice as a device
+    (with ``latency_slo_ms``: the smallest slice within it, :func:`slo_pick_into`)."""
     if not est.mig_profile:
         return est
     from ..devices import get_device, instance_sm_count, slice_device
 
     dev = get_device(kw["device"])
+    if latency_slo_ms is not None:
+        return slo_pick_into(est, dev, lambda d: p.predict(model, **{**kw, "device": d}), latency_slo_ms,
+                             predictor=p.name)
     prof = next(q for q in dev.mig_profiles if q.name == est.mig_profile)
     part = p.predict(model, **{**kw, "device": slice_device(dev, prof)})
     est.details["mig"] = {"profile": prof.name, "memory_mb": prof.capacity_mb, "nominal_memory_mb": prof.memory_mb,

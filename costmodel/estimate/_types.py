@@ -111,6 +111,10 @@ class Estimate:
         if " MIG " in (self.device or ""):
             return f"the device is the slice {self.device.split(' MIG ')[1]}"
         if not self.mig_profile:
+            info = self.details.get("mig") or {}
+            if info.get("slo_met") is False:
+                return (f"none within {info['latency_slo_ms']:g} ms (the fastest that holds the memory, "
+                        f"{info['profile']}, takes {info['latency_ms']:.4g} ms)")
             return "none fits / no MIG"
         info = self.details.get("mig") or {}
         parts = [f"{info['memory_mb'] / 1024:.2f} GiB"] if info.get("memory_mb") else []
@@ -118,6 +122,8 @@ class Estimate:
             parts.append(f"{info['sm_count']} SMs")
         if info.get("latency_ms") is not None:
             parts.append(f"{info['latency_ms']:.4g} ms there")
+        if info.get("slo_met"):
+            parts.append(f"the smallest within {info['latency_slo_ms']:g} ms")
         return self.mig_profile + (f" ({', '.join(parts)})" if parts else "")
 
     def to_json(self, **kw) -> str:

@@ -211,3 +211,31 @@ def test_a_compute_instance_has_its_share_of_the_sms_and_the_whole_instance_s_me
     assert "costed as if this one ran alone" in ci.assumptions[-1] and mig_parent(ci).name == "H200-SXM5-141GB"
     with pytest.raises(InvalidInputError, match=r"1 to 3 of its compute slices; got 4c.3g.71gb"):
         get_device("h200 4c.3g.71gb")
+
+
+def test_a_latency_target_picks_the_smallest_slice_that_meets_it(resnet_on_h200):
+    whole = resnet_on_h200[128]
+    est = costmodel.estimate("torchvision:resnet50", batch=128, device="h200", predictor="timeline",
+                             latency_slo_ms=3 * whole.latency_ms)
+    info = est.details["mig"]
+    assert info["slo_met"] and info["memory_pick"] == "1g.18gb" and info["latency_ms"] <= 3 * whole.latency_ms
+    # every slice tried before it (smaller, or as large with fewer compute slices) was slower than the target
+    order = [p.name for p in sorted(get_device("h200").mig_profiles, key=lambda p: (p.capacity_mb,
+                                                                                    p.compute_fraction))]
+    tried = info["tried"]
+    assert list(tried) == order[:len(tried)] and list(tried)[-1] == est.mig_profile
+    assert all(ms > 3 * whole.latency_ms for name, ms in tried.items() if name != est.mig_profile)
+    there = costmodel.estimate("torchvision:resnet50", batch=128, device=f"h200 {est.mig_profile}",
+                               predictor="timeline")
+    assert info["latency_ms"] == pytest.approx(there.latency_ms, rel=1e-6)
+    assert "the smallest within" in est.table()
+    # a target no slice meets: no pick, and the fastest slice named
+    none = costmodel.estimate("torchvision:resnet50", batch=128, device="h200", predictor="timeline",
+                              latency_slo_ms=0.5 * whole.latency_ms)
+    assert none.mig_profile is None and none.details["mig"]["slo_met"] is False
+    assert none.details["mig"]["profile"] == "7g.141gb" and "none within" in none.table()
+    assert any("none that holds the memory answers within" in a for a in none.assumptions)
+    with pytest.raises(InvalidInputError, match="latency_slo_ms must be a positive number of milliseconds, got -1"):
+        costmodel.estimate("torchvision:resnet18", batch=1, device="h200", latency_slo_ms=-1)
+    llm = costmodel.estimate_llm("gpt2", batch=8, seq=512, device="h200", mode="prefill", latency_slo_ms=1e6)
+    assert llm.details["mig"]["slo_met"] and llm.mig_profile == llm.details["mig"]["memory_pick"]
