@@ -110,6 +110,9 @@ def slo_pick_into(est: Estimate, dev, predict_on, latency_slo_ms: float, *, pred
     from ..devices import slice_device
 
     if not est.mig_profile:
+        why = (f"{dev.name} has no MIG profiles" if not dev.mig_profiles
+               else "no MIG slice of the device holds the memory")
+        est.assumptions = [*est.assumptions, f"latency target {latency_slo_ms:g} ms: {why}, so it picks no slice"]
         return est
     order = sorted(dev.mig_profiles, key=lambda q: (q.capacity_mb, q.compute_fraction))
     start = next(i for i, q in enumerate(order) if q.name == est.mig_profile)

@@ -237,5 +237,7 @@ def test_a_latency_target_picks_the_smallest_slice_that_meets_it(resnet_on_h200)
     assert any("none that holds the memory answers within" in a for a in none.assumptions)
     with pytest.raises(InvalidInputError, match="latency_slo_ms must be a positive number of milliseconds, got -1"):
         costmodel.estimate("torchvision:resnet18", batch=1, device="h200", latency_slo_ms=-1)
+    t4 = costmodel.estimate("torchvision:resnet18", batch=1, device="t4", predictor="timeline", latency_slo_ms=10)
+    assert any("T4 has no MIG profiles, so it picks no slice" in a for a in t4.assumptions)
     llm = costmodel.estimate_llm("gpt2", batch=8, seq=512, device="h200", mode="prefill", latency_slo_ms=1e6)
     assert llm.details["mig"]["slo_met"] and llm.mig_profile == llm.details["mig"]["memory_pick"]
