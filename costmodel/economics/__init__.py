@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .carbon import J_PER_KWH, carbon_g, carbon_intensity_g_per_kwh, list_regions, region_info
 from .cost import CostReport, inference_cost, job_cost, priced_devices, training_cost
-from .pricing import PROVIDERS, cost_per_1k_samples_usd, cost_per_1m_tokens_usd, instances, price_per_gpu_hour_usd
+from .pricing import (PROVIDERS, cost_per_1k_samples_usd, cost_per_1m_tokens_usd, instances, mig_slice_share,
+                      price_per_gpu_hour_usd)
 
 __all__ = [
     "J_PER_KWH",
@@ -23,6 +24,7 @@ __all__ = [
     "instances",
     "job_cost",
     "list_regions",
+    "mig_slice_share",
     "price_per_gpu_hour_usd",
     "priced_devices",
     "region_info",

@@ -39,7 +39,7 @@ from typing import Any
 from .._errors import InvalidInputError
 from .._validate import positive_int, true_or_false
 from .carbon import J_PER_KWH, carbon_g, region_info
-from .pricing import _provider, instances
+from .pricing import _provider, instances, mig_slice_share
 
 __all__ = ["CostReport", "inference_cost", "job_cost", "priced_devices", "training_cost"]
 
@@ -102,7 +102,7 @@ class CostReport:
                          f"({self.samples:,} samples)"),
             ("predictor", self.predictor),
             (f"{unit} time", f"{self.step_latency_ms:.4g} ms"),
-            ("total time", f"{self.hours:.4g} h on one GPU"),
+            ("total time", f"{self.hours:.4g} h on one {'MIG slice' if ' MIG ' in self.device else 'GPU'}"),
             ("energy", f"{self.energy_kwh:.4g} kWh (GPU only)"),
         ]
         if self.carbon_kg is not None:
@@ -111,6 +111,10 @@ class CostReport:
         w = max(len(k) for k, _ in head)
         lines = [f"{k:<{w}}  {v}" for k, v in head]
         charge = "whole instance" if self.whole_instance else "per-GPU share of the instance"
+        sl = mig_slice_share(self.device) if not self.whole_instance else None
+        if sl is not None:
+            charge = (f"the MIG slice's share of a GPU, {sl[2]:.3g} (the larger of its compute and memory "
+                      "fractions), of the per-GPU share of the instance")
         lines += ["", f"cost, cheapest first (charged: {charge}; on-demand list prices):"]
         hdr = (f"{'provider':<9}{'instance':<40}{'region':<13}{'GPUs':>5}{'$/GPU-h':>9}{'$/h charged':>12}"
                f"{'USD':>12}  {'as of':<8}verified")

@@ -147,6 +147,11 @@ def instances(device: Any = None, provider: str | None = None) -> list[dict[str,
             the device database nor a GPU of the table.
     """
     prov = _provider(provider)
+    sl = None if device is None else mig_slice_share(device)
+    if sl is not None:  # a MIG slice: its GPU's instances, at the slice's share of the GPU
+        gpu, name, share = sl
+        return [{**r, "usd_per_gpu_hour": r["usd_per_gpu_hour"] * share, "mig_slice": name, "mig_share": share}
+                for r in instances(gpu, provider)]
     dev = None if device is None else _device_key(device)
     out = []
     for row in _table():
@@ -161,6 +166,27 @@ def instances(device: Any = None, provider: str | None = None) -> list[dict[str,
     return out
 
 
+def mig_slice_share(device: Any) -> tuple[Any, str, float] | None:
+    """``(gpu, slice name, share)`` for a MIG slice (a slice device, or a name that resolves to one), else
+    ``None``. The share is what the slice takes of its GPU: the larger of its compute slices' and its memory
+    slices' fractions (a ``1g.35gb`` takes a quarter of an H200's memory, so four fit, not seven)."""
+    from ..devices import Device, get_device, mig_parent
+
+    if isinstance(device, str):
+        if normalize_name(device) in {normalize_name(g) for g in _table_gpus()}:
+            return None
+        try:
+            device = get_device(device)
+        except CostModelError:
+            return None
+    if not isinstance(device, Device) or (gpu := mig_parent(device)) is None:
+        return None
+    name = device.name.split(" MIG ")[1]
+    gi = name.split("c.", 1)[1] if "c." in name.split("g.")[0] else name  # a compute instance holds its GI
+    prof = next(p for p in gpu.mig_profiles if p.name == gi)
+    return gpu, name, max(prof.compute_fraction, prof.memory_fraction)
+
+
 def _table_price(device: Any, provider: str | None, instance: str | None) -> float:
     if instance is not None:
         row = _find_instance(instance)
@@ -169,9 +195,11 @@ def _table_price(device: Any, provider: str | None, instance: str | None) -> flo
             raise InvalidInputError(
                 f"instance {row['instance']!r} belongs to provider {row['provider']!r}, not {prov!r}"
             )
-        if device is not None and _device_key(device) != normalize_name(row["gpu"]):
+        sl = None if device is None else mig_slice_share(device)
+        key = None if device is None else _device_key(sl[0] if sl else device)
+        if key is not None and key != normalize_name(row["gpu"]):
             raise InvalidInputError(f"instance {row['instance']!r} has {row['gpu']} GPUs, not {device!r}")
-        return row["usd_per_hour"] / row["gpus_per_instance"]
+        return row["usd_per_hour"] / row["gpus_per_instance"] * (sl[2] if sl else 1.0)
     if device is None:
         raise InvalidInputError("expected a device or an instance to look a price up (or pass price_per_gpu_hour_usd)")
     rows = instances(device, provider)

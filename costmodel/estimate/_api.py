@@ -236,6 +236,13 @@ def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | 
     """``details["mig"]``: the picked MIG slice, what its instance holds, and the workload's latency,
     throughput, energy and power there, by the same predictor asked about the slice as a device
     (with ``latency_slo_ms``: the smallest slice within it, :func:`slo_pick_into`)."""
+    if (est.cost_per_1k_samples_usd is not None and kw.get("price_per_gpu_hour_usd") is None
+            and " MIG " in est.device):
+        from ..economics import mig_slice_share
+
+        share = mig_slice_share(est.device)[2]
+        est.assumptions = [*est.assumptions, f"cloud cost: the MIG slice's share of its GPU ({share:.3g}, the "
+                                             "larger of its compute and memory fractions) of the GPU's price"]
     if not est.mig_profile:
         return est
     from ..devices import get_device, instance_sm_count, slice_device

@@ -241,3 +241,25 @@ def test_a_latency_target_picks_the_smallest_slice_that_meets_it(resnet_on_h200)
     assert any("T4 has no MIG profiles, so it picks no slice" in a for a in t4.assumptions)
     llm = costmodel.estimate_llm("gpt2", batch=8, seq=512, device="h200", mode="prefill", latency_slo_ms=1e6)
     assert llm.details["mig"]["slo_met"] and llm.mig_profile == llm.details["mig"]["memory_pick"]
+
+
+def test_a_slice_costs_its_share_of_its_gpu_s_price():
+    from costmodel.economics import instances, mig_slice_share, price_per_gpu_hour_usd
+
+    whole = price_per_gpu_hour_usd("h200")
+    # the share is the larger of the compute and the memory fractions: four 1g.35gb fit, not seven
+    assert price_per_gpu_hour_usd("h200 1g.18gb") == pytest.approx(whole / 7)
+    assert price_per_gpu_hour_usd("NVIDIA H200 MIG 1g.35gb") == pytest.approx(whole / 4)
+    assert price_per_gpu_hour_usd("h200 4g.71gb") == pytest.approx(whole * 4 / 7)
+    assert mig_slice_share("h200") is None and mig_slice_share("h200 1c.3g.71gb")[2] == pytest.approx(0.5)
+    rows = instances("h200 1g.18gb")
+    assert rows and all(r["mig_slice"] == "1g.18gb" for r in rows)
+    assert [r["instance"] for r in rows] == [r["instance"] for r in instances("h200")]
+    from costmodel.economics import training_cost
+
+    report = training_cost("torchvision:resnet18", device="h200 1g.18gb", steps=10, batch=8,
+                           input_shape=(3, 32, 32))
+    assert "the MIG slice's share of a GPU" in report.table() and "on one MIG slice" in report.table()
+    llm = costmodel.estimate_llm("gpt2", batch=8, seq=128, device="h200 1g.18gb", mode="prefill")
+    assert llm.price_per_gpu_hour_usd == pytest.approx(whole / 7)
+    assert any("cloud cost: the MIG slice's share" in a for a in llm.assumptions)
