@@ -213,7 +213,8 @@ def add_slo_arg(p) -> None:
     """``--latency-slo-ms``: the MIG pick under a latency target."""
     p.add_argument("--latency-slo-ms", type=positive_float, default=None, metavar="MS",
                    help="a latency target: pick the smallest MIG slice that holds the memory and answers within MS "
-                        "milliseconds (each slice asked about as a device of its own)")
+                        "milliseconds (each slice asked about as a device of its own); with --max-batch, also the "
+                        "largest batch within it")
 
 
 def add_max_batch_args(p, unit: str) -> None:
@@ -288,8 +289,12 @@ def fit_line(fit: dict, one: str, unit: str = "") -> str:
                      f"({fit['upper_memory_mb']:,.0f} MB)")
         else:
             line += f"\n             0 by its {pct} interval's upper end"
+    what = "sequences" if "sequence" in one else "samples"
     if fit.get("latency_ms"):
-        what = "sequences" if "sequence" in one else "samples"
         line += (f"\n             at batch {fit['latency_batch']}: {fit['latency_ms']:.4g} ms, "
                  f"{fit['throughput_samples_s']:,.0f} {what}/s on {fit['latency_device']}")
+    if fit.get("latency_slo_ms") is not None:
+        line += (f"\n             within {fit['latency_slo_ms']:g} ms: batch {fit['slo_batch']}, "
+                 f"{fit['slo_latency_ms']:.4g} ms, {fit['slo_throughput_samples_s']:,.0f} {what}/s" if fit["slo_batch"]
+                 else f"\n             within {fit['latency_slo_ms']:g} ms: none (one already takes longer)")
     return line

@@ -145,26 +145,45 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     return out
 
 
-def latency_into(out: dict | list[dict], dev, predict_at: Callable[[int, Any], float]) -> dict | list[dict]:
+def latency_into(out: dict | list[dict], dev, predict_at: Callable[[int, Any], float],
+                 latency_slo_ms: float | None = None) -> dict | list[dict]:
     """Each answer's latency (``predict_at(batch, device)``, ms) and throughput at the batch to plan on
     (``upper_batch``, else ``batch``), on the memory it answers for: its MIG slice as a device of its own
     (:func:`costmodel.devices.slice_device`), else ``dev``. Adds ``latency_batch``, ``latency_device``,
     ``latency_ms`` and ``throughput_samples_s`` (``None`` where no batch fits); answers sharing a batch and
-    a device share one prediction."""
+    a device share one prediction. With ``latency_slo_ms``, also the largest batch up to that one whose
+    latency is within the target (``slo_batch``, 0 when not even one sample is; ``slo_latency_ms``,
+    ``slo_throughput_samples_s``), found by bisection (latency grows with the batch)."""
     from ..devices import slice_device
 
     done: dict[tuple[int, str], float] = {}
+
+    def lat_at(b: int, target) -> float:
+        if (b, target.name) not in done:
+            done[(b, target.name)] = float(predict_at(b, target))
+        return done[(b, target.name)]
+
     for a in out if isinstance(out, list) else [out]:
         b = a.get("upper_batch") or a.get("batch")
         target = slice_device(dev, a["limit"][4:]) if a["limit"].startswith("MIG ") else dev
         if not b:
             a.update(latency_batch=None, latency_device=target.name, latency_ms=None, throughput_samples_s=None)
+            if latency_slo_ms is not None:
+                a.update(latency_slo_ms=latency_slo_ms, slo_batch=0, slo_latency_ms=None, slo_throughput_samples_s=None)
             continue
-        if (b, target.name) not in done:
-            done[(b, target.name)] = float(predict_at(b, target))
-        lat = done[(b, target.name)]
+        lat = lat_at(b, target)
         a.update(latency_batch=b, latency_device=target.name, latency_ms=lat,
                  throughput_samples_s=b / (lat / 1e3) if lat > 0 else None)
+        if latency_slo_ms is not None:
+            lo, hi = 0, b + 1  # lo: within the target (0: none yet), hi: over it
+            if lat <= latency_slo_ms:
+                lo = b
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if lat_at(mid, target) <= latency_slo_ms else (lo, mid)
+            s_lat = lat_at(lo, target) if lo else None
+            a.update(latency_slo_ms=latency_slo_ms, slo_batch=lo, slo_latency_ms=s_lat,
+                     slo_throughput_samples_s=lo / (s_lat / 1e3) if s_lat else None)
     return out
 
 
@@ -202,7 +221,7 @@ def _graph_replays(model, dev, *, mode: str, dtype: str, optimizer: str, input_s
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
                   optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
                   memory_mb: float | None = None, mig: str | None = None, limit: int = 4096,
-                  latency: bool = True) -> dict | list[dict]:
+                  latency: bool = True, latency_slo_ms: float | None = None) -> dict | list[dict]:
     """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
     ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
@@ -220,7 +239,9 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     ``"liveness-fallback"`` where the module could not run on fake tensors (a walk over its graph).
     With ``latency`` (the default), each answer also gives the default predictor's ``latency_ms`` and
     ``throughput_samples_s`` at ``latency_batch`` (``upper_batch``, else ``batch``) on ``latency_device``:
-    the MIG slice as a device of its own, else ``device`` (:func:`latency_into`).
+    the MIG slice as a device of its own, else ``device`` (:func:`latency_into`); with ``latency_slo_ms``,
+    also the largest batch that fits and answers within that target (``slo_batch``, its ``slo_latency_ms``
+    and ``slo_throughput_samples_s``).
     """
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
@@ -234,6 +255,7 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)
+    latency_slo_ms = _slo(latency_slo_ms, latency)
     dev = get_device(device)
     _not_a_transformer(model)
     if not traceable(model):
@@ -242,7 +264,7 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
         out = answers(_graph_replays(model, dev, mode=mode, dtype=dtype, optimizer=optimizer,
                                      input_shape=input_shape), dev, memory_mb, mig, limit)
         return latency_into(out, dev, _latency_at(model, mode=mode, dtype=dtype, optimizer=optimizer,
-                                                  input_shape=input_shape)) if latency else out
+                                                  input_shape=input_shape), latency_slo_ms) if latency else out
     first = None
     if inputs is not None:
         if input_shape is not None:
@@ -265,7 +287,17 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     out = answers(replay_at, dev, memory_mb, mig, limit)
     return latency_into(out, dev, _latency_at(model, mode=mode, dtype=dtype, optimizer=optimizer,
                                               input_shape=input_shape, autocast=autocast,
-                                              batched=batched)) if latency else out
+                                              batched=batched), latency_slo_ms) if latency else out
+
+
+def _slo(latency_slo_ms, latency: bool) -> float | None:
+    """``latency_slo_ms`` checked; it needs the latency (``latency=True``)."""
+    from ._finish import check_slo
+
+    latency_slo_ms = check_slo(latency_slo_ms)
+    if latency_slo_ms is not None and not latency:
+        raise InvalidInputError("latency_slo_ms needs latency=True (the target is met by predicted latency)")
+    return latency_slo_ms
 
 
 def _latency_at(model, *, mode: str, dtype: str, optimizer: str, input_shape, autocast: str | None = None,
@@ -291,7 +323,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
                       checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
                       autocast: str | None = None, target_seq: int | None = None,
                       ssm_kernels: str = "reference", mig: str | None = None,
-                      latency: bool = True) -> dict | list[dict]:
+                      latency: bool = True, latency_slo_ms: float | None = None) -> dict | list[dict]:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
     MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The
@@ -304,7 +336,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     replayed memory, ``upper_batch`` by its 90 % interval's upper end; ``batch`` is 0 when not even one
     sequence fits, and ``limit`` caps the search. With ``latency`` (the default), each answer also gives
     :func:`~costmodel.estimate_llm`'s latency and throughput at the batch to plan on, on the MIG slice it
-    answers for (:func:`latency_into`).
+    answers for (:func:`latency_into`; with ``latency_slo_ms``, also the largest batch within that target).
     """
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
@@ -314,6 +346,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
 
     positive_int(seq, "seq")
     positive_int(limit, "limit")
+    latency_slo_ms = _slo(latency_slo_ms, latency)
     dev = get_device(device)
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype, target_seq=target_seq)
     lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
@@ -339,4 +372,5 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     if w.mode == "training":
         opts.update(optimizer=optimizer, lora_r=lora_r, lora_targets=lora_targets, checkpointing=checkpointing,
                     autocast=autocast)
-    return latency_into(out, dev, lambda b, target: estimate_llm(model, batch=b, device=target, **opts).latency_ms)
+    return latency_into(out, dev, lambda b, target: estimate_llm(model, batch=b, device=target, **opts).latency_ms,
+                        latency_slo_ms)

@@ -264,3 +264,30 @@ def test_the_cli_draws_the_answers(tmp_path, capsys):
 
     with pytest.raises(InvalidInputError, match="at least one answer"):
         fit_chart([])
+
+
+def test_a_latency_target_gives_the_largest_batch_within_it():
+    from costmodel.devices import slice_device
+    from costmodel.frontends import to_graph
+    from costmodel.predictors import get_predictor
+
+    pred = get_predictor(None)
+    sl = slice_device("h200", "1g.18gb")
+
+    def lat(b):
+        return pred.predict(to_graph("torchvision:resnet18", batch=b, input_shape=(3, 64, 64)), sl).latency_ms
+
+    target = 1.5 * lat(1)
+    fit = costmodel.largest_batch("torchvision:resnet18", device="h200", mig="1g.18gb", input_shape=(3, 64, 64),
+                                  limit=512, latency_slo_ms=target)
+    b = fit["slo_batch"]
+    assert 1 <= b < fit["latency_batch"] and fit["latency_slo_ms"] == target
+    assert lat(b) <= target < lat(b + 1) and fit["slo_latency_ms"] == pytest.approx(lat(b), rel=1e-6)
+    assert fit["slo_throughput_samples_s"] == pytest.approx(b / (fit["slo_latency_ms"] / 1e3))
+    none = costmodel.largest_batch("torchvision:resnet18", device="h200", mig="1g.18gb", input_shape=(3, 64, 64),
+                                   limit=512, latency_slo_ms=0.5 * lat(1))
+    assert none["slo_batch"] == 0 and none["slo_latency_ms"] is None
+    with pytest.raises(InvalidInputError, match="latency_slo_ms needs latency=True"):
+        costmodel.largest_batch("torchvision:resnet18", device="h200", latency=False, latency_slo_ms=10)
+    with pytest.raises(InvalidInputError, match="latency_slo_ms must be a positive number"):
+        costmodel.largest_batch("torchvision:resnet18", device="h200", latency_slo_ms=0)
