@@ -12,6 +12,9 @@ bandwidth and L2, what its instance holds) and what follows for planning:
   GPU (``max_instances``), each running the workload, against the whole GPU: what
   partitioning buys or costs (each instance needs its own host process and CPU core;
   the host lane is costed as the measuring machine's);
+* ``--slo-ms MS`` (default 10): per slice, the largest batch of two inference workloads that
+  fits and answers within MS (``largest_batch(..., latency_slo_ms=)``), its samples per second
+  and a full partition's: the serving question, throughput under a latency target;
 * the MIG pick against the profile names and against the listed instances: how many
   packaged H200 rows (measured memory) a slice holds by its name's GB but not by what
   its instance holds, i.e. the runs the name would have sent to a slice too small.
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="h200", help="a GPU with MIG profiles (default h200)")
     ap.add_argument("--predictor", default="timeline")
+    ap.add_argument("--slo-ms", type=float, default=10.0, help="latency target of the serving table (ms)")
     a = ap.parse_args(argv)
 
     from costmodel import estimate
@@ -100,8 +104,38 @@ def main(argv=None) -> int:
         print(f"{'  aggregate, max instances':<25}" + "".join(f"{c:>18}" for c in agg))
     print("   max instances per GPU: " + ", ".join(f"{p.name} {p.max_instances}" for p, _ in slices))
     print(f"   {time.perf_counter() - t0:.1f} s")
+    _serving(dev, a.slo_ms)
     _names_against_instances(a.device)
     return 0
+
+
+def _serving(dev, slo_ms: float) -> None:
+    """Per slice, the largest batch within ``slo_ms`` and the samples per second it gives, alone and as a full
+    partition (``max_instances`` of it), against the whole GPU (the default predictor)."""
+    from costmodel import largest_batch
+
+    t0 = time.perf_counter()
+    print(f"\nwithin {slo_ms:g} ms (largest batch that fits and answers in time; samples/s of one instance, "
+          "and of a full partition)")
+    for model, dt in (("torchvision:resnet50", "fp32"), ("torchvision:resnet50", "fp16"),
+                      ("torchvision:vit_b_16", "fp16")):
+        fits = largest_batch(model, device=dev, dtype=dt, mig="all", latency_slo_ms=slo_ms, limit=1024)
+        whole = largest_batch(model, device=dev, dtype=dt, latency_slo_ms=slo_ms, limit=1024)
+        by = {f["limit"][4:]: f for f in fits}
+        cells = []
+        for p in dev.mig_profiles:
+            f = by[p.name]
+            if not f["slo_batch"]:
+                cells.append(f"{p.name}: none")
+                continue
+            thr = f["slo_throughput_samples_s"]
+            cells.append(f"{p.name}: b{f['slo_batch']} {thr:,.0f}/s (x{p.max_instances}: {p.max_instances * thr:,.0f}/s)")
+        head = (f"whole GPU b{whole['slo_batch']} {whole['slo_throughput_samples_s']:,.0f}/s" if whole["slo_batch"]
+                else "whole GPU: none")
+        print(f"  {model.split(':')[1]} {dt}: {head}")
+        for c in cells:
+            print(f"    {c}")
+    print(f"   {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":
