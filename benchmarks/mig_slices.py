@@ -55,10 +55,12 @@ def _names_against_instances(device: str) -> None:
         rows += [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     used = [float(r["nvml_used_mb"]) for r in rows if r.get("nvml_used_mb")]
     short = {p.name: sum(p.capacity_mb < m <= p.memory_mb for m in used) for p in dev.mig_profiles}
-    moved = sum(1 for m in used
-                if (a := recommend_mig(dev, m)) is not None
-                and min((p for p in dev.mig_profiles if p.memory_mb >= m), key=lambda p: (p.memory_mb, p.compute_fraction),
-                        default=None) not in (None, a))
+
+    def by_name(m: float):  # the pick the profiles' names would make (what recommend_mig did before)
+        return min((p for p in dev.mig_profiles if p.memory_mb >= m), key=lambda p: (p.memory_mb, p.compute_fraction),
+                   default=None)
+
+    moved = sum(1 for m in used if by_name(m) != recommend_mig(dev, m))
     print(f"\nMIG pick, packaged H200 rows (measured NVML memory, {len(used)} rows): a slice holds by its name's GB "
           "but not by its listed instance memory")
     for p in dev.mig_profiles:

@@ -30,10 +30,11 @@ from ._db import (
     normalize_device_name,
 )
 
-from ._mig import base_device, find_profile, instance_sm_count, mig_parent, slice_device, split_mig_name
+from ._mig import (base_device, find_profile, instance_sm_count, mig_parent, slice_device, slice_profile,
+                   split_mig_name)
 
 __all__ = [*_db.__all__, "UnknownDeviceError", "base_device", "find_profile", "instance_sm_count", "mig_parent",
-           "slice_device", "split_mig_name"]
+           "slice_device", "slice_profile", "split_mig_name"]
 
 
 def is_measured_device(device: Device, measured_names) -> bool:

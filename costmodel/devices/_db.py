@@ -540,9 +540,7 @@ def _looks_like_path(name: str) -> bool:
         return True
     if "/" not in name and "\\" not in name:
         return False
-    from ._mig import split_mig_name  # "h200/1g.18gb" is a MIG slice unless such a file exists
-
-    return split_mig_name(name) is None or os.path.exists(name)
+    return split_mig_name(name) is None or os.path.exists(name)  # "h200/1g.18gb" is a slice unless such a file exists
 
 
 def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False) -> Device:

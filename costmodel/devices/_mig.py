@@ -150,7 +150,7 @@ def slice_device(device, profile):
     from ._db import get_device
 
     dev = get_device(device)
-    if dev.name.find(SLICE_SEP) >= 0:
+    if SLICE_SEP in dev.name:
         raise InvalidInputError(f"{dev.name} is already a MIG slice; ask for a profile of the whole GPU "
                                 f"({mig_parent(dev).name})")
     ci = None
@@ -195,6 +195,16 @@ def mig_parent(device):
     if SLICE_SEP not in name:
         return None
     return get_device(name.split(SLICE_SEP)[0])
+
+
+def slice_profile(device):
+    """``(whole GPU, its MIG profile)`` of a slice device (a compute instance: its GPU instance's profile),
+    or ``None`` for a whole device."""
+    gpu = mig_parent(device)
+    if gpu is None:
+        return None
+    m = _PROFILE_RE.match(device.name.split(SLICE_SEP)[1].lower())
+    return gpu, find_profile(gpu, m.group("gi"))
 
 
 def base_device(device):

@@ -170,7 +170,7 @@ def mig_slice_share(device: Any) -> tuple[Any, str, float] | None:
     """``(gpu, slice name, share)`` for a MIG slice (a slice device, or a name that resolves to one), else
     ``None``. The share is what the slice takes of its GPU: the larger of its compute slices' and its memory
     slices' fractions (a ``1g.35gb`` takes a quarter of an H200's memory, so four fit, not seven)."""
-    from ..devices import Device, get_device, mig_parent
+    from ..devices import Device, get_device, slice_profile
 
     if isinstance(device, str):
         if normalize_name(device) in {normalize_name(g) for g in _table_gpus()}:
@@ -179,12 +179,10 @@ def mig_slice_share(device: Any) -> tuple[Any, str, float] | None:
             device = get_device(device)
         except CostModelError:
             return None
-    if not isinstance(device, Device) or (gpu := mig_parent(device)) is None:
+    if not isinstance(device, Device) or (sl := slice_profile(device)) is None:
         return None
-    name = device.name.split(" MIG ")[1]
-    gi = name.split("c.", 1)[1] if "c." in name.split("g.")[0] else name  # a compute instance holds its GI
-    prof = next(p for p in gpu.mig_profiles if p.name == gi)
-    return gpu, name, max(prof.compute_fraction, prof.memory_fraction)
+    gpu, prof = sl  # a compute instance holds its whole GPU instance
+    return gpu, device.name.split(" MIG ")[1], max(prof.compute_fraction, prof.memory_fraction)
 
 
 def _table_price(device: Any, provider: str | None, instance: str | None) -> float:

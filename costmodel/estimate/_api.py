@@ -6,7 +6,7 @@ from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
 from ..ir import MODEL_DTYPES as DTYPES, MODES
-from ._finish import check_slo, slice_prediction_into, slo_pick_into
+from ._finish import check_slo, slice_prediction_into
 from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
 from ._types import LLMEstimate, with_notes
 
@@ -98,7 +98,8 @@ def estimate(
     elif memory == "replay":
         est = graph_memory_into(est, graph, dev, mode=mode, optimizer=optimizer,
                                 learns_memory=getattr(pred, "learns_memory", True))
-    est = slice_prediction_into(est, pred, graph, dev, mode=mode, optimizer=optimizer, latency_slo_ms=latency_slo_ms)
+    est = slice_prediction_into(est, dev, lambda d: pred.predict(graph, d, mode=mode, optimizer=optimizer),
+                                predictor=pred.name, latency_slo_ms=latency_slo_ms)
     if autocast is not None:
         est.details["autocast"] = autocast
     if graph.meta.get("frozen_params"):
@@ -233,31 +234,18 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
 
 
 def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | None = None) -> LLMEstimate:
-    """``details["mig"]``: the picked MIG slice, what its instance holds, and the workload's latency,
-    throughput, energy and power there, by the same predictor asked about the slice as a device
-    (with ``latency_slo_ms``: the smallest slice within it, :func:`slo_pick_into`)."""
-    if (est.cost_per_1k_samples_usd is not None and kw.get("price_per_gpu_hour_usd") is None
-            and " MIG " in est.device):
-        from ..economics import mig_slice_share
+    """``details["mig"]``: the picked MIG slice and the workload there, by the same predictor asked about
+    the slice as a device (:func:`slice_prediction_into`, with or without a latency target); on a slice
+    device, the note that its cloud cost is its share of its GPU's price."""
+    from ..devices import get_device
+    from ..economics import mig_slice_share
 
-        share = mig_slice_share(est.device)[2]
-        est.assumptions = [*est.assumptions, f"cloud cost: the MIG slice's share of its GPU ({share:.3g}, the "
+    share = mig_slice_share(est.device)
+    if share is not None and est.cost_per_1k_samples_usd is not None and kw.get("price_per_gpu_hour_usd") is None:
+        est.assumptions = [*est.assumptions, f"cloud cost: the MIG slice's share of its GPU ({share[2]:.3g}, the "
                                              "larger of its compute and memory fractions) of the GPU's price"]
-    if not est.mig_profile:
-        return est
-    from ..devices import get_device, instance_sm_count, slice_device
-
-    dev = get_device(kw["device"])
-    if latency_slo_ms is not None:
-        return slo_pick_into(est, dev, lambda d: p.predict(model, **{**kw, "device": d}), latency_slo_ms,
-                             predictor=p.name)
-    prof = next(q for q in dev.mig_profiles if q.name == est.mig_profile)
-    part = p.predict(model, **{**kw, "device": slice_device(dev, prof)})
-    est.details["mig"] = {"profile": prof.name, "memory_mb": prof.capacity_mb, "nominal_memory_mb": prof.memory_mb,
-                          "sm_count": instance_sm_count(dev, prof), "latency_ms": part.latency_ms,
-                          "tokens_s": part.tokens_s, "energy_j": part.energy_j, "power_w": part.power_w,
-                          "slice_predictor": p.name}
-    return est
+    return slice_prediction_into(est, get_device(kw["device"]), lambda d: p.predict(model, **{**kw, "device": d}),
+                                 predictor=p.name, latency_slo_ms=latency_slo_ms)
 
 
 def spec_notes(model) -> list[str]:

@@ -56,87 +56,66 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
     return est
 
 
+def slice_fields(dev, profile) -> dict:
+    """What ``details["mig"]`` says of a MIG profile of ``dev``: its name, what its GPU instance holds (and its
+    name's nominal MiB), its SMs and its compute fraction."""
+    return {"profile": profile.name, "memory_mb": profile.capacity_mb, "nominal_memory_mb": profile.memory_mb,
+            "sm_count": instance_sm_count(dev, profile), "compute_fraction": profile.compute_fraction}
+
+
 def mig_details(graph, dev, profile, mode) -> dict | None:
     """Compute share and predicted slow-down of the recommended MIG slice."""
     if profile is None:
         return None
-    return {
-        "profile": profile.name,
-        "memory_mb": profile.capacity_mb,
-        "nominal_memory_mb": profile.memory_mb,
-        "sm_count": instance_sm_count(dev, profile),
-        "compute_fraction": profile.compute_fraction,
-        "latency_penalty": mig_latency_penalty(graph, dev, profile, mode=mode),
-    }
-
-
-def slice_prediction_into(est: Estimate, pred, graph, dev, *, mode: str, optimizer: str,
-                          latency_slo_ms: float | None = None) -> Estimate:
-    """``details["mig"]``'s latency, energy and power on the picked MIG slice, by the predictor that made
-    ``est`` asked about the slice as a device of its own (:func:`costmodel.devices.slice_device`): its SMs,
-    its share of the bandwidth and L2; the host lane stays the machine's. With ``latency_slo_ms``, the pick
-    is the smallest slice that holds the memory and answers within it (:func:`slo_pick_into`)."""
-    if latency_slo_ms is not None:
-        return slo_pick_into(est, dev, lambda d: pred.predict(graph, d, mode=mode, optimizer=optimizer),
-                             latency_slo_ms, predictor=pred.name)
-    info = est.details.get("mig")
-    if not info or not est.mig_profile:
-        return est
-    from ..devices import slice_device
-
-    part = pred.predict(graph, slice_device(dev, est.mig_profile), mode=mode, optimizer=optimizer)
-    info.update(latency_ms=part.latency_ms, energy_j=part.energy_j, power_w=part.power_w,
-                slice_predictor=pred.name)
-    return est
+    return {**slice_fields(dev, profile), "latency_penalty": mig_latency_penalty(graph, dev, profile, mode=mode)}
 
 
 def check_slo(latency_slo_ms) -> float | None:
-    """``latency_slo_ms`` checked: ``None`` or a positive number of milliseconds."""
-    if latency_slo_ms is None:
-        return None
-    if isinstance(latency_slo_ms, bool) or not isinstance(latency_slo_ms, (int, float)) or not latency_slo_ms > 0:
-        from .._errors import InvalidInputError
+    """``latency_slo_ms`` checked: ``None`` or a finite number of milliseconds > 0."""
+    from .._validate import positive_number
 
-        raise InvalidInputError(f"latency_slo_ms must be a positive number of milliseconds, got {latency_slo_ms!r}")
-    return float(latency_slo_ms)
+    return None if latency_slo_ms is None else positive_number(latency_slo_ms, "latency_slo_ms")
 
 
-def slo_pick_into(est: Estimate, dev, predict_on, latency_slo_ms: float, *, predictor: str) -> Estimate:
-    """The MIG pick under a latency target: among the slices that hold the memory (the memory pick and every
-    larger one, smallest first), the first whose latency (``predict_on(slice device)``) is within
-    ``latency_slo_ms``. ``details["mig"]`` gets that slice's figures and ``latency_slo_ms`` with ``slo_met``;
-    where none meets it, ``mig_profile`` is ``None``, ``details["mig"]`` names the fastest slice and its
-    latency, and the assumptions say so."""
+def slice_prediction_into(est: Estimate, dev, predict_on, *, predictor: str,
+                          latency_slo_ms: float | None = None) -> Estimate:
+    """The picked MIG slice asked about as a device of its own (:func:`costmodel.devices.slice_device`: its
+    SMs, its share of the bandwidth and L2; the host lane stays the machine's) by ``predict_on(device)``:
+    ``details["mig"]`` gets its latency, energy and power (and ``tokens_s`` for a transformer).
+
+    With ``latency_slo_ms``, the pick is the first slice, from the memory pick upward (smallest first),
+    whose latency is within the target; ``details["mig"]`` adds ``latency_slo_ms``, ``slo_met``,
+    ``memory_pick`` and every slice ``tried``. Where none meets it, ``mig_profile`` is ``None``,
+    ``details["mig"]`` names the fastest slice, and the assumptions say so."""
     from ..devices import slice_device
 
     if not est.mig_profile:
-        why = (f"{dev.name} has no MIG profiles" if not dev.mig_profiles
-               else "no MIG slice of the device holds the memory")
-        est.assumptions = [*est.assumptions, f"latency target {latency_slo_ms:g} ms: {why}, so it picks no slice"]
+        if latency_slo_ms is not None:
+            why = (f"{dev.name} has no MIG profiles" if not dev.mig_profiles
+                   else "no MIG slice of the device holds the memory")
+            est.assumptions = [*est.assumptions, f"latency target {latency_slo_ms:g} ms: {why}, so it picks no slice"]
         return est
     order = sorted(dev.mig_profiles, key=lambda q: (q.capacity_mb, q.compute_fraction))
     start = next(i for i, q in enumerate(order) if q.name == est.mig_profile)
     tried = []
-    for prof in order[start:]:
-        part = predict_on(slice_device(dev, prof))
-        tried.append((prof, part))
-        if part.latency_ms <= latency_slo_ms:
+    for prof in order[start:] if latency_slo_ms is not None else order[start:start + 1]:
+        tried.append((prof, predict_on(slice_device(dev, prof))))
+        if latency_slo_ms is None or tried[-1][1].latency_ms <= latency_slo_ms:
             break
-    prof, part = tried[-1] if tried[-1][1].latency_ms <= latency_slo_ms else min(tried, key=lambda t: t[1].latency_ms)
-    met = part.latency_ms <= latency_slo_ms
-    info = {"profile": prof.name, "memory_mb": prof.capacity_mb, "nominal_memory_mb": prof.memory_mb,
-            "sm_count": instance_sm_count(dev, prof), "compute_fraction": prof.compute_fraction,
-            "latency_ms": part.latency_ms, "energy_j": part.energy_j, "power_w": part.power_w,
-            "slice_predictor": predictor, "latency_slo_ms": latency_slo_ms, "slo_met": met,
-            "memory_pick": est.mig_profile, "tried": {q.name: t.latency_ms for q, t in tried}}
+    met = latency_slo_ms is None or tried[-1][1].latency_ms <= latency_slo_ms
+    prof, part = tried[-1] if met else min(tried, key=lambda t: t[1].latency_ms)
+    same = prof.name == est.mig_profile and est.details.get("mig")  # keep what the memory pick's details hold
+    info = {**(same or {}), **slice_fields(dev, prof), "latency_ms": part.latency_ms, "energy_j": part.energy_j,
+            "power_w": part.power_w, "slice_predictor": predictor}
     if getattr(part, "tokens_s", None) is not None:
         info["tokens_s"] = part.tokens_s
+    if latency_slo_ms is not None:
+        info.update(latency_slo_ms=latency_slo_ms, slo_met=met, memory_pick=est.mig_profile,
+                    tried={q.name: t.latency_ms for q, t in tried})
+        if not met:
+            est.assumptions = [*est.assumptions, f"MIG slice: none that holds the memory answers within "
+                                                  f"{latency_slo_ms:g} ms; the fastest, {prof.name}, takes "
+                                                  f"{part.latency_ms:.4g} ms"]
     est.details["mig"] = info
-    if met:
-        est.mig_profile = prof.name
-    else:
-        est.mig_profile = None
-        est.assumptions = [*est.assumptions, f"MIG slice: none that holds the memory answers within "
-                                              f"{latency_slo_ms:g} ms; the fastest, {prof.name}, takes "
-                                              f"{part.latency_ms:.4g} ms"]
+    est.mig_profile = prof.name if met else None
     return est

@@ -235,7 +235,7 @@ def test_a_latency_target_picks_the_smallest_slice_that_meets_it(resnet_on_h200)
     assert none.mig_profile is None and none.details["mig"]["slo_met"] is False
     assert none.details["mig"]["profile"] == "7g.141gb" and "none within" in none.table()
     assert any("none that holds the memory answers within" in a for a in none.assumptions)
-    with pytest.raises(InvalidInputError, match="latency_slo_ms must be a positive number of milliseconds, got -1"):
+    with pytest.raises(InvalidInputError, match="expected latency_slo_ms to be a finite number > 0, got -1"):
         costmodel.estimate("torchvision:resnet18", batch=1, device="h200", latency_slo_ms=-1)
     t4 = costmodel.estimate("torchvision:resnet18", batch=1, device="t4", predictor="timeline", latency_slo_ms=10)
     assert any("T4 has no MIG profiles, so it picks no slice" in a for a in t4.assumptions)
