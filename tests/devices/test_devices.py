@@ -46,6 +46,16 @@ EXPECTED = [
     "A10",
     "RTX-4090",
     "B200-180GB",
+    "A100-PCIe-40GB",
+    "V100-SXM2-32GB",
+    "V100-PCIe-16GB",
+    "V100-PCIe-32GB",
+    "A30",
+    "A40",
+    "RTX-A6000",
+    "RTX-3090",
+    "L40",
+    "H100-NVL-94GB",
     "cpu",
 ]
 
@@ -94,6 +104,19 @@ def test_list_devices_names_and_order():
         ("NVIDIA A10", "A10"),
         ("NVIDIA GeForce RTX 4090", "RTX-4090"),
         ("NVIDIA B200", "B200-180GB"),
+        ("NVIDIA A100-PCIE-40GB", "A100-PCIe-40GB"),
+        ("Tesla V100-SXM2-32GB", "V100-SXM2-32GB"),
+        ("Tesla V100-PCIE-16GB", "V100-PCIe-16GB"),
+        ("Tesla V100-PCIE-32GB", "V100-PCIe-32GB"),
+        ("NVIDIA A30", "A30"),
+        ("NVIDIA A40", "A40"),
+        ("NVIDIA RTX A6000", "RTX-A6000"),
+        ("NVIDIA GeForce RTX 3090", "RTX-3090"),
+        ("NVIDIA L40", "L40"),
+        ("NVIDIA H100 NVL", "H100-NVL-94GB"),
+        ("l40", "L40"),
+        ("a6000", "RTX-A6000"),
+        ("rtx 3090", "RTX-3090"),
     ],
 )
 def test_name_normalization(alias, canonical):
@@ -119,22 +142,28 @@ def test_every_canonical_name_and_alias_resolves_to_itself():
                 assert got == dev and got.to_dict() == dev.to_dict() and get_device(n) is got
             else:
                 assert got is dev
-    assert ambiguous == {"a100", "a100-sxm", "a100-sxm4", "h100"}
+    # product names that several listed variants share (the V100s, the A100 PCIe cards, the H100s)
+    assert ambiguous == {"a100", "a100-sxm", "a100-sxm4", "h100", "v100", "v100-sxm2", "v100-pcie", "a100-pcie"}
 
 
 def test_a_name_fitting_several_devices_is_named_as_an_assumption():
     dev = get_device("a100")
     assert dev.name == "A100-SXM4-80GB"
-    assert dev.assumptions == ("device name 'a100' also fits A100-SXM4-40GB, A100-PCIe-80GB; costed as "
-                               "A100-SXM4-80GB",)
+    assert dev.assumptions == ("device name 'a100' also fits A100-SXM4-40GB, A100-PCIe-80GB, A100-PCIe-40GB; "
+                               "costed as A100-SXM4-80GB",)
     assert "also fits A100-SXM4-40GB" in get_device("NVIDIA A100").assumptions[0]
-    assert get_device("h100").assumptions == ("device name 'h100' also fits H100-PCIe-80GB; costed as "
+    assert get_device("h100").assumptions == ("device name 'h100' also fits H100-PCIe-80GB, H100-NVL-94GB; costed as "
                                               "H100-SXM5-80GB",)
-    for exact in ("A100-SXM4-80GB", "a100-80gb", "a100-40gb", "h200", "NVIDIA H200", "h100-sxm", "t4", "v100",
-                  "h100 pcie", "a100-pcie"):
+    assert get_device("v100").assumptions == ("device name 'v100' also fits V100-SXM2-32GB, V100-PCIe-16GB, "
+                                              "V100-PCIe-32GB; costed as V100-SXM2-16GB",)
+    assert get_device("a100-pcie").assumptions == ("device name 'a100-pcie' also fits A100-PCIe-40GB; costed as "
+                                                   "A100-PCIe-80GB",)
+    for exact in ("A100-SXM4-80GB", "a100-80gb", "a100-40gb", "h200", "NVIDIA H200", "h100-sxm", "t4", "v100-16gb",
+                  "h100 pcie", "a100-pcie-80gb", "NVIDIA A100-PCIE-40GB", "Tesla V100-SXM2-16GB", "h100-nvl"):
         assert get_device(exact).assumptions == (), exact
     # another product whose name starts with the same letters is not a variant: L4 and L40S, A10 and A100
-    for name, dev_name in (("l4", "L4"), ("L40S", "L40S"), ("a10", "A10"), ("NVIDIA A10", "A10")):
+    for name, dev_name in (("l4", "L4"), ("L40S", "L40S"), ("l40", "L40"), ("a10", "A10"), ("NVIDIA A10", "A10"),
+                           ("a30", "A30"), ("a40", "A40")):
         assert get_device(name).name == dev_name and get_device(name).assumptions == (), name
     assert "assumptions" not in dev.to_dict()  # how a name resolved is not a figure of the device
 
@@ -360,6 +389,9 @@ MIG_NAMES = {
     "H100-PCIe-80GB": ["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
     "A100-PCIe-80GB": ["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
     "B200-180GB": ["1g.23gb", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"],
+    "A100-PCIe-40GB": ["1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"],
+    "A30": ["1g.6gb", "2g.12gb", "4g.24gb"],  # four compute and four memory slices
+    "H100-NVL-94GB": ["1g.12gb", "1g.24gb", "2g.24gb", "3g.47gb", "4g.47gb", "7g.94gb"],
 }
 
 
@@ -376,12 +408,14 @@ def test_mig_profiles(device):
         assert p.memory_mb == p.memory_gb * 1024
         # the profile's nominal GB is its fraction of the device memory
         assert p.memory_gb == pytest.approx(p.memory_fraction * dev.memory_gb, rel=0.05)
-        slices = int(p.name.split("g.")[0])
-        assert p.compute_fraction == pytest.approx(slices / 7)
     if profiles:
         full = profiles[-1]
         assert (full.memory_fraction, full.compute_fraction, full.max_instances) == (1.0, 1.0, 1)
-        assert profiles[0].max_instances == 7 and profiles[0].memory_fraction == 1 / 8
+        total = int(full.name.split("g.")[0])  # compute slices: 7 on the A100/H100/H200/B200, 4 on the A30
+        for p in profiles:
+            assert p.compute_fraction == pytest.approx(int(p.name.split("g.")[0]) / total)
+        # the smallest slice: one compute slice and the smallest memory slice (an eighth; a quarter on the A30)
+        assert profiles[0].max_instances == total and profiles[0].memory_fraction == (1 / 8 if total == 7 else 1 / 4)
 
 
 def test_mig_instance_counts():
