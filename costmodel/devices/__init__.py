@@ -30,10 +30,11 @@ from ._db import (
     normalize_device_name,
 )
 
+from ._cuda import ARCHITECTURES, cuda_device, device_from_cuda_properties
 from ._mig import (base_device, find_profile, instance_sm_count, mig_parent, slice_device, slice_profile,
                    split_mig_name)
 
-__all__ = [*_db.__all__, "UnknownDeviceError", "base_device", "find_profile", "instance_sm_count", "mig_parent",
+__all__ = [*_db.__all__, "UnknownDeviceError", "base_device", "ARCHITECTURES", "cuda_device", "device_from_cuda_properties", "find_profile", "instance_sm_count", "mig_parent",
            "slice_device", "slice_profile", "split_mig_name"]
 
 

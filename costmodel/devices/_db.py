@@ -40,6 +40,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
 from .._tables import PACKAGE_DIR, alias_index, load_table, normalize_name, table_section, unknown_name_error
 from .._validate import is_int, is_number as _is_num
+from ._cuda import cuda_index
 from ._mig import mig_slice, split_mig_name
 
 __all__ = [
@@ -555,7 +556,8 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
     :func:`load_measured_profile`, or, when it is a profile saved by
     ``costmodel.measure.harness.measure`` (as is a ``MachineProfile`` object), turned
     into a device with its measured ceilings (``MachineProfile.to_device``).  ``measured=True`` returns the device's
-    packaged measured profile (:func:`measured_profile`).
+    packaged measured profile (:func:`measured_profile`).  ``"cuda"``/``"cuda:N"`` is the GPU this process sees,
+    listed or derived from its CUDA properties (:func:`~costmodel.devices.cuda_device`).
 
     Raises:
         UnknownDeviceError: the name matches no device; the message lists
@@ -575,6 +577,10 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
         raise InvalidInputError(
             f"expected a device name, Device or path to a hardware.json, got {type(name).__name__}"
         )
+    if (index := cuda_index(name)) is not False:  # "cuda", "cuda:1": the GPU this process sees
+        from ._cuda import cuda_device
+
+        return measured_profile(cuda_device(index).name) if measured else cuda_device(index)
     db = _database()
     key = normalize_device_name(name)
     dev = db.index.get(key)
@@ -688,16 +694,9 @@ def load_measured_profile(path: str | os.PathLike[str], *, base: str | Device | 
     if not isinstance(data, dict):
         raise InvalidInputError(f"{p}: expected a JSON object, got {type(data).__name__}")
 
-    if base is None:
-        base = data.get("prop_name") or data.get("name")
-        if not isinstance(base, str) or not base:
-            raise InvalidInputError(f"{p}: expected a 'prop_name' or 'name' naming the device, got none; pass base=")
-        try:
-            base_dev = get_device(base)
-        except UnknownDeviceError as e:
-            raise UnknownDeviceError(f"{p}: measured device {base!r} is not in the database; pass base=. {e}") from e
-    else:
-        base_dev = get_device(base)
+    from ._cuda import measured_base
+
+    base_dev = measured_base(p, data, base)
 
     def num(key: str, v: Any) -> float:
         if not (_is_num(v) and v > 0):

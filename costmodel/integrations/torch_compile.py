@@ -230,20 +230,22 @@ def _oom_warning(est, batch: int, limit_mb: float, dev, traced) -> OOMWarning | 
 
 
 def auto_device() -> tuple[Any, list[str]]:
-    """The device this process compiles for: the CUDA GPU it sees (``torch.cuda.get_device_name()``; inside
-    a MIG instance, the slice), else an H100; with the note an estimate then carries."""
+    """The device this process compiles for: the CUDA GPU it sees (:func:`costmodel.devices.cuda_device`: its
+    database entry by ``torch.cuda.get_device_name()``, inside a MIG instance the slice, and a GPU the
+    database does not list derived from its CUDA properties), else an H100; with the note an estimate
+    then carries."""
     import torch
 
     from .._errors import CostModelError
-    from ..devices import get_device
+    from ..devices import cuda_device, get_device
 
     if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
         try:
-            return get_device(name), []
-        except CostModelError:
-            return get_device("h100"), [f"device='auto': the GPU here ({name!r}) is not in the device database; "
-                                        "costed for an H100 (pass device= a known GPU, or a measured profile)"]
+            return cuda_device(), []
+        except CostModelError as e:  # a GPU older than Volta
+            return get_device("h100"), [f"device='auto': the GPU here ({torch.cuda.get_device_name()!r}) cannot be "
+                                        f"costed ({e}); costed for an H100 (pass device= a known GPU, or a measured "
+                                        "profile)"]
     return get_device("h100"), ["device='auto': no CUDA device in this process; costed for an H100 (pass device=)"]
 
 

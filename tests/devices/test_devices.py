@@ -522,10 +522,13 @@ def test_measured_profile_with_tf32_matmul(tmp_path, hw):
 
 def test_measured_profile_unknown_device(tmp_path, hw):
     path = tmp_path / "hardware.json"
-    path.write_text(json.dumps(dict(hw, prop_name="NVIDIA R100", name="NVIDIA R100")))
+    unlisted = dict(hw, prop_name="NVIDIA R100", name="NVIDIA R100")
+    path.write_text(json.dumps(unlisted))  # its CUDA properties give the base the measurement refines
+    assert (load_measured_profile(path).name, load_measured_profile(path).source) == ("NVIDIA R100", "measured")
+    assert load_measured_profile(path, base="h200").name == "H200-SXM5-141GB"
+    path.write_text(json.dumps({k: v for k, v in unlisted.items() if not k.startswith("prop_") or k == "prop_name"}))
     with pytest.raises(UnknownDeviceError, match="NVIDIA R100"):
         load_measured_profile(path)
-    assert load_measured_profile(path, base="h200").name == "H200-SXM5-141GB"
 
 
 def test_measured_profile_bad_fields(tmp_path, hw):

@@ -143,7 +143,7 @@ def test_an_ordinary_fp32_h200_estimate_assumes_nothing():
 
 
 def test_bf16_without_bf16_support_is_costed_at_the_fp32_peak_and_says_so():
-    for dev in ("v100", "t4"):
+    for dev in ("v100-16gb", "t4"):
         est = costmodel.estimate("torchvision:resnet18", device=dev, dtype="bf16", predictor="analytic", **SMALL)
         name = get_device(dev).name
         want = f"bf16 tensor ops costed at the fp32 peak ({name} lists no bf16 rate)"
@@ -209,7 +209,7 @@ def test_a_device_without_measured_rows_names_where_the_labels_come_from():
     # the analytic model has no labels: nothing is extrapolated (a plain 'h100' also names the PCIe part it fits)
     assert costmodel.estimate("torchvision:resnet18", device="h100-sxm", predictor="analytic", **SMALL).assumptions == []
     assert costmodel.estimate("torchvision:resnet18", device="h100", predictor="analytic", **SMALL).assumptions == [
-        "device name 'h100' also fits H100-PCIe-80GB; costed as H100-SXM5-80GB"]
+        "device name 'h100' also fits H100-PCIe-80GB, H100-NVL-94GB; costed as H100-SXM5-80GB"]
 
 
 def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
@@ -233,8 +233,8 @@ def test_a_predictor_answering_for_an_unavailable_default_says_so(monkeypatch):
 def test_a_device_name_fitting_several_devices_says_which_was_costed():
     est = costmodel.estimate("torchvision:resnet18", device="a100", predictor="analytic", **SMALL)
     assert est.device == "A100-SXM4-80GB"
-    assert est.assumptions == ["device name 'a100' also fits A100-SXM4-40GB, A100-PCIe-80GB; costed as "
-                               "A100-SXM4-80GB"]
+    assert est.assumptions == ["device name 'a100' also fits A100-SXM4-40GB, A100-PCIe-80GB, A100-PCIe-40GB; "
+                               "costed as A100-SXM4-80GB"]
     exact = costmodel.estimate("torchvision:resnet18", device="a100-80gb", predictor="analytic", **SMALL)
     assert exact.assumptions == []
 

@@ -2,6 +2,7 @@
 
 import warnings
 from importlib.metadata import entry_points
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -243,6 +244,23 @@ def test_the_default_device_is_the_gpu_this_process_sees(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200 MIG 1g.18gb")
     dev, notes = auto_device()
     assert dev.name == "H200-SXM5-141GB MIG 1g.18gb" and dev.memory_mb == 16 * 1024 and not notes
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA GeForce GTX 1080")
+    # a GPU the database does not list: its figures from what CUDA reports (its memory the limit)
+    props = SimpleNamespace(name="NVIDIA GeForce RTX 3060", major=8, minor=6, multi_processor_count=28,
+                            total_memory=12 * 2**30, L2_cache_size=3 * 2**20, clock_rate=1777000,
+                            memory_clock_rate=7501000, memory_bus_width=192)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: props.name)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
     dev, notes = auto_device()
-    assert dev.name == "H100-SXM5-80GB" and "('NVIDIA GeForce GTX 1080') is not in the device database" in notes[0]
+    assert (dev.name, dev.memory_mb, dev.source, notes) == ("NVIDIA GeForce RTX 3060", 12 * 1024, "cuda-properties", [])
+    be = costmodel.torch_backend(inner="eager", predictor="analytic")  # the device is resolved here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the graph itself compiles on this CPU
+    _compile_and_run(m, x, be)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert be.estimates[0].device == "NVIDIA GeForce RTX 3060"
+    assert any("derived from its CUDA properties" in a for a in be.estimates[0].assumptions)
+    # a GPU older than Volta: no rates to derive it with, so an H100 and the reason
+    props = SimpleNamespace(**{**vars(props), "name": "NVIDIA GeForce GTX 1080", "major": 6, "minor": 1})
+    dev, notes = auto_device()
+    assert dev.name == "H100-SXM5-80GB" and "('NVIDIA GeForce GTX 1080') cannot be costed" in notes[0]
+    assert "compute capability 6.1" in notes[0]
