@@ -10,6 +10,7 @@ DEVICES_EXAMPLES = """examples:
   costmodel devices
   costmodel devices --json
   costmodel devices --mig h200        # each MIG slice of a GPU as a device (SMs, memory, rates)
+  costmodel devices --show cuda       # what this machine's GPU is costed as, and where each figure comes from
 
 A slice is a device of its own: costmodel predict resnet50 -b 32 --device "h200 MIG 1g.18gb"
 (or the name CUDA gives it inside the instance, "NVIDIA H200 MIG 1g.18gb").
@@ -20,8 +21,13 @@ def register_devices(sub) -> None:
                     description="List every known device with its peaks, bandwidth, memory and MIG profiles.",
                     epilog=DEVICES_EXAMPLES)
     d.add_argument("--json", action="store_true", help="print JSON")
-    d.add_argument("--mig", metavar="GPU", default=None,
-                   help="list the MIG slices of GPU (a device name) with the figures a slice is costed with")
+    one = d.add_mutually_exclusive_group()
+    one.add_argument("--mig", metavar="GPU", default=None,
+                     help="list the MIG slices of GPU (a device name) with the figures a slice is costed with")
+    one.add_argument("--show", metavar="DEVICE", default=None,
+                     help="one device's figures, their sources and what was assumed: a name, a MIG slice, a "
+                          "hardware.json, or cuda (the GPU this process sees, derived from its CUDA properties "
+                          "where the database does not list it)")
 
 
 def _cmd_devices(a) -> int:
@@ -29,6 +35,8 @@ def _cmd_devices(a) -> int:
 
     if a.mig is not None:
         return _mig_table(a.mig, a.json)
+    if a.show is not None:
+        return _show(a.show, a.json)
     devs = list_devices()
     if a.json:
         print(json.dumps([d.to_dict() for d in devs]))
@@ -51,6 +59,30 @@ def _cmd_devices(a) -> int:
     return 0
 
 
+
+
+def _show(name: str, as_json: bool) -> int:
+    """Every figure one device is costed with, where each came from, and what its lookup assumed."""
+    from ..devices import get_device
+
+    dev = get_device(name)
+    if as_json:
+        print(json.dumps(dict(dev.to_dict(), assumptions=list(dev.assumptions))))
+        return 0
+    peaks = ", ".join(f"{k} {v:.4g}" for k, v in dev.peak_tflops.as_dict().items() if v)
+    rows = [("device", dev.name), ("figures", dev.source),
+            ("architecture", f"{dev.architecture}, compute capability {dev.compute_capability or '-'}"),
+            ("peak TFLOP/s", f"{peaks}; CUDA cores fp32 {dev.vector_tflops_fp32:.4g}"),
+            ("memory", f"{dev.memory_mb / 1024:.2f} GiB at {dev.memory_bandwidth_gbps:.4g} GB/s"),
+            ("SMs, L2", f"{dev.sm_count or '-'}, {dev.l2_cache_mb or 0:.3g} MB"),
+            ("power", f"{dev.tdp_w:.4g} W limit, {dev.idle_power_w:.4g} W idle"),
+            ("overheads", f"kernel launch {dev.kernel_launch_overhead_us:.3g} us, framework memory "
+                          f"{dev.framework_overhead_mb:.0f} MiB"),
+            ("MIG", ", ".join(p.name for p in dev.mig_profiles) or "-")]
+    rows += [("from", s) for s in dev.sources] + [("assumes", s) for s in dev.assumptions]
+    for k, v in rows:
+        print(f"{k:<13}{v}")
+    return 0
 
 
 def _mig_table(name: str, as_json: bool) -> int:

@@ -747,7 +747,8 @@ def load_measured_profile(path: str | os.PathLike[str], *, base: str | Device | 
         f"replaced by measured values (peak_matmul dtypes: {', '.join(peaks) or 'none'}; "
         f"bandwidth copy_{size}mb_gbps used as given)",
     )
-    return base_dev.with_overrides(**fields)
+    # a base derived from CUDA properties says so: the figures the file does not measure are derived
+    return dataclasses.replace(base_dev.with_overrides(**fields), assumptions=base_dev.assumptions)
 
 
 @functools.cache

@@ -22,6 +22,29 @@ def test_devices(capsys):
     assert {d["name"] for d in json.loads(out)} >= {"A100-SXM4-40GB", "T4", "L4", "cpu"}
 
 
+def test_devices_show(capsys, tmp_path, monkeypatch):
+    """One device's figures with their sources: a listed GPU, a MIG slice, a measured profile of a GPU the
+    database does not list (derived from its CUDA properties); 'cuda' without a GPU fails in one line."""
+    code, out, _ = run(capsys, "devices", "--show", "a30")
+    assert code == 0 and "1g.6gb, 2g.12gb, 4g.24gb" in out and "NVIDIA A30 Tensor Core GPU datasheet" in out
+    code, out, _ = run(capsys, "devices", "--show", "h200 1g.18gb", "--json")
+    d = json.loads(out)
+    assert d["name"] == "H200-SXM5-141GB MIG 1g.18gb" and d["sm_count"] == 16 and "a MIG slice" in d["assumptions"][0]
+    hw = {"prop_name": "NVIDIA GeForce RTX 3060", "prop_major": 8, "prop_minor": 6, "prop_multi_processor_count": 28,
+          "prop_total_memory": 12 * 2**30, "prop_L2_cache_size": 3 * 2**20, "prop_clock_rate": 1777000,
+          "prop_memory_clock_rate": 7501000, "prop_memory_bus_width": 192, "power_limit_w": 170.0,
+          "peak_matmul": {"fp32": {"tflops": 11.0}}, "bandwidth": {"copy_1024mb_gbps": 330.0}}
+    (tmp_path / "hardware.json").write_text(json.dumps(hw))
+    code, out, _ = run(capsys, "devices", "--show", str(tmp_path / "hardware.json"))
+    assert code == 0 and "NVIDIA GeForce RTX 3060" in out and "12.00 GiB at 330 GB/s" in out
+    assert "figures      measured" in out and "derived from its CUDA properties" in out
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "devices", "--show", "cuda")
+    assert code == 2 and "it sees none" in err and "Traceback" not in err
+    code, _, err = run(capsys, "devices", "--show", "h200", "--mig", "h200")  # one or the other
+    assert code == 2 and "not allowed with argument" in err
+
+
 def test_help_has_examples(capsys):
     for cmd in ("predict", "graph", "devices"):
         with pytest.raises(SystemExit) as e:
