@@ -1,6 +1,8 @@
 """A device derived from the CUDA properties of a GPU the database does not list: checked against the
 datasheet entries of the boards it does list."""
 
+import functools
+import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,37 +14,22 @@ import costmodel
 from costmodel import InvalidInputError, UnknownDeviceError
 from costmodel.devices import ARCHITECTURES, cuda_device, device_from_cuda_properties, get_device, load_measured_profile
 
-#: what CUDA reports for listed boards (deviceQuery / torch.cuda.get_device_properties): maximum SM clock and
-#: memory clock in MHz, memory bus width in bits; SMs, memory and L2 are taken from the entry itself
-REPORTED = {
-    "V100-SXM2-16GB": ("Tesla V100-SXM2-16GB", 7, 0, 1530, 877, 4096),
-    "V100-PCIe-16GB": ("Tesla V100-PCIE-16GB", 7, 0, 1380, 877, 4096),
-    "T4": ("Tesla T4", 7, 5, 1590, 5001, 256),
-    "A100-SXM4-40GB": ("NVIDIA A100-SXM4-40GB", 8, 0, 1410, 1215, 5120),
-    "A100-SXM4-80GB": ("NVIDIA A100-SXM4-80GB", 8, 0, 1410, 1593, 5120),
-    "A30": ("NVIDIA A30", 8, 0, 1440, 1215, 3072),
-    "A10": ("NVIDIA A10", 8, 6, 1695, 6251, 384),
-    "A40": ("NVIDIA A40", 8, 6, 1740, 7251, 384),
-    "RTX-A6000": ("NVIDIA RTX A6000", 8, 6, 1800, 8001, 384),
-    "RTX-3090": ("NVIDIA GeForce RTX 3090", 8, 6, 1695, 9751, 384),
-    "L4": ("NVIDIA L4", 8, 9, 2040, 6251, 192),
-    "L40S": ("NVIDIA L40S", 8, 9, 2520, 9001, 384),
-    "RTX-4090": ("NVIDIA GeForce RTX 4090", 8, 9, 2520, 10501, 384),
-    "H100-SXM5-80GB": ("NVIDIA H100 80GB HBM3", 9, 0, 1980, 2619, 5120),
-    "H100-PCIe-80GB": ("NVIDIA H100 PCIe", 9, 0, 1755, 1593, 5120),
-}
+
+@functools.cache
+def _bench():
+    """benchmarks/cuda_devices.py: what CUDA reports for listed boards (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cuda_devices.py"
+    spec = importlib.util.spec_from_file_location("cuda_devices", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _props(entry: str, **over):
-    name, major, minor, clock, mem_clock, bus = REPORTED[entry]
-    dev = get_device(entry)
-    p = dict(name=name, major=major, minor=minor, multi_processor_count=dev.sm_count,
-             total_memory=int(dev.memory_gb * 2**30), L2_cache_size=int(dev.l2_cache_mb * 2**20),
-             clock_rate=clock * 1000, memory_clock_rate=mem_clock * 1000, memory_bus_width=bus)
-    return SimpleNamespace(**{**p, **over})
+    return _bench().reported_properties(entry, **over)
 
 
-@pytest.mark.parametrize("entry", sorted(REPORTED))
+@pytest.mark.parametrize("entry", sorted(_bench().REPORTED))
 def test_derived_figures_agree_with_the_datasheet_entries(entry):
     """Peaks within 3 % of each listed board's datasheet figures (the GeForce boards' halved fp16/bf16 and
     TF32 included), bandwidth within 3 %, memory and L2 as reported. Not in the table: the L40, whose
@@ -59,8 +46,18 @@ def test_derived_figures_agree_with_the_datasheet_entries(entry):
     assert derived.memory_bandwidth_gbps == pytest.approx(dev.memory_bandwidth_gbps, rel=0.03)
     assert (derived.sm_count, derived.memory_mb, derived.l2_cache_mb) == (dev.sm_count, dev.memory_mb, dev.l2_cache_mb)
     assert derived.compute_capability == dev.compute_capability and derived.tdp_w == dev.tdp_w
-    assert derived.source == "cuda-properties" and derived.name == REPORTED[entry][0]
+    assert derived.source == "cuda-properties" and derived.name == _bench().REPORTED[entry][0]
     assert any("derived from its CUDA properties" in a for a in derived.assumptions)
+
+
+def test_the_benchmark_table():
+    """benchmarks/cuda_devices.py's rows: every held board within 3 %, the L40 the one miss it prints."""
+    rows = {r["device"]: r for r in _bench().ratios()}
+    assert set(rows) == {*_bench().REPORTED, *_bench().MISSED, "H200-SXM5-141GB"}
+    for r in rows.values():
+        vals = [v for k, v in r.items() if k in ("fp32", "tf32", "fp16", "bf16", "int8", "bandwidth") and v]
+        assert all(abs(v - 1) <= 0.03 for v in vals) != r["missed"], r
+    assert rows["L40"]["fp16"] == pytest.approx(2.0, rel=0.01) and rows["L40"]["fp32"] == pytest.approx(1.0, rel=0.01)
 
 
 def test_a_measured_h200_s_properties_give_its_datasheet_figures():
