@@ -15,6 +15,7 @@ PREDICT_EXAMPLES = """examples:
   costmodel predict model.onnx --batch 1 --input 3,224,224 --device h100
   costmodel predict torchvision:vit_b_16 --batch 32 --device h100 --mode training --optimizer adam
   costmodel predict torchvision:resnet50 --batch 64 --device h200 --mode training --autocast bf16
+  costmodel predict torchvision:resnet50 --batch 1 --device h200 --cuda-graphs   # replayed from a CUDA graph
   costmodel predict torchvision:resnet50 --batch 64 --device h200 --mode training --max-batch --mig 1g.18gb
 """
 GRAPH_EXAMPLES = """examples:
@@ -39,6 +40,9 @@ def register_predict(sub) -> None:
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     add_max_batch_args(p, "samples")
     add_slo_arg(p)
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="cost the step replayed from one captured CUDA graph (torch.compile mode='reduce-overhead') "
+                        "instead of eager dispatch: the timeline's device lane without a host cost per operator")
 
 
 def register_graph(sub) -> None:
@@ -126,6 +130,7 @@ def _cmd_predict(a) -> int:
             host=a.host,
             autocast=a.autocast,
             latency_slo_ms=a.latency_slo_ms,
+            cuda_graphs=a.cuda_graphs,
         )
     fits = []
     if a.max_batch:

@@ -26,6 +26,7 @@ def estimate(
     memory: str = "replay",
     autocast: str | None = None,
     latency_slo_ms: float | None = None,
+    cuda_graphs: bool = False,
 ):
     """Predict latency, memory, energy and a MIG slice for a model on a device.
 
@@ -57,6 +58,10 @@ def estimate(
         latency_slo_ms: a latency target (ms): the MIG pick is then the smallest slice that holds
             the memory and, asked about as a device of its own, answers within it
             (``details["mig"]["slo_met"]``; ``mig_profile`` is ``None`` where no slice does).
+        cuda_graphs: cost the step replayed from one captured CUDA graph (``torch.compile(mode=
+            "reduce-overhead")``, ``torch.cuda.graphs``) instead of eager dispatch: the timeline's device
+            lane, begun by one graph launch, without a host cost per operator (no row measured one; the
+            estimate says so). Needs the timeline predictor and a GPU.
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -64,7 +69,8 @@ def estimate(
     """
     from ..devices import get_device
     from ..frontends import check_batch, to_graph
-    from ..predictors import default_fallback_note, get_predictor, validate_optimizer, with_host_profile
+    from ..predictors import (default_fallback_note, get_predictor, validate_optimizer, with_cuda_graphs,
+                              with_host_profile)
 
     check_batch(batch)
     if memory not in MEMORY_PATHS:
@@ -80,6 +86,7 @@ def estimate(
     notes = [default_fallback_note(pred)] if predictor is None else []
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
     notes += host_notes
+    pred = with_cuda_graphs(pred, cuda_graphs)
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                      autocast=autocast)
     if autocast is not None:
@@ -100,13 +107,20 @@ def estimate(
                                 learns_memory=getattr(pred, "learns_memory", True))
     est = slice_prediction_into(est, dev, lambda d: pred.predict(graph, d, mode=mode, optimizer=optimizer),
                                 predictor=pred.name, latency_slo_ms=latency_slo_ms)
+    return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
+
+
+def workload_details(est, graph, *, autocast: str | None, cuda_graphs: bool):
+    """``est`` with what its workload was in ``details``: autocast, CUDA graphs, frozen parameters, input shape."""
     if autocast is not None:
         est.details["autocast"] = autocast
+    if cuda_graphs:
+        est.details["cuda_graphs"] = True
     if graph.meta.get("frozen_params"):
         est.details["frozen_params"] = int(graph.meta["frozen_params"])
     if graph.meta.get("input_shape"):
         est.details["input_shape"] = [int(d) for d in graph.meta["input_shape"]]
-    return with_notes(est, notes)
+    return est
 
 
 def resolution_notes(model, graph, input_shape, inputs) -> list[str]:

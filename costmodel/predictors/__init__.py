@@ -34,6 +34,7 @@ from ._registry import (
     load_predictor,
     read_artifact_config,
     register_predictor,
+    with_cuda_graphs,
     with_host_profile,
 )
 
@@ -101,6 +102,7 @@ __all__ = [
     "ARTIFACTS_DIR", "DEFAULT_ORDER", "DEFAULT_PREDICTOR", "Estimate", "MODES", "OPTIMIZERS", "Predictor",
     "ShippedArtifact", "artifact_dir", "available_predictors", "cached_artifact", "clear_artifact_cache", "conformal_quantile",
     "default_fallback_note", "get_predictor", "load_predictor", "read_artifact_config", "register_predictor",
+    "with_cuda_graphs",
     "with_host_profile",
     "validate_mode", "validate_optimizer",
 ]

@@ -149,6 +149,20 @@ def default_fallback_note(pred) -> str | None:
             f"the {name} predictor answered instead")
 
 
+def with_cuda_graphs(pred, cuda_graphs: bool):
+    """``pred`` costing the step replayed from one captured CUDA graph when ``cuda_graphs`` is true (the timeline:
+    its device lane without per-operator host dispatch); a predictor without host and device lanes cannot,
+    and says so."""
+    if not isinstance(cuda_graphs, bool):
+        raise InvalidInputError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if not cuda_graphs:
+        return pred
+    if not hasattr(pred, "with_cuda_graphs"):
+        raise InvalidInputError(f"cuda_graphs=True needs a predictor with a host and a device lane (predictor="
+                                f"'timeline'); the {getattr(pred, 'name', pred)} predictor learned whole eager steps")
+    return pred.with_cuda_graphs()
+
+
 def with_host_profile(pred, host) -> tuple[Any, list[str]]:
     """``(predictor, notes)``: ``pred`` with ``host`` (a :class:`~costmodel.measure.host.HostProfile` or the path
     of one that ``costmodel calibrate`` saved) as its host lane, where it has one (``"timeline"``); otherwise

@@ -66,7 +66,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import __version__
-from .._errors import CostModelError
+from .._errors import CostModelError, InvalidInputError
 from ..devices import cuda_core_conv_note, get_device
 from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
@@ -89,7 +89,7 @@ from ._optable import (
 from . import _convreading
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
-from ._timeline_lanes import chunk_lanes, composed_latency_us, sync_note
+from ._timeline_lanes import CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes, composed_latency_us, sync_note
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import blind_inputs, mlp as _mlp
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
@@ -252,6 +252,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self._weights: list[np.ndarray] | None = None
         self._host_weights: list[np.ndarray] | None = None
         self.host_profile = None
+        #: replay every kernel from one captured CUDA graph (:meth:`with_cuda_graphs`)
+        self.cuda_graphs = False
         #: operator model + host costs of the CPU, trained on its operator profiles (``fit_cpu_ops``)
         self._cpu = None
         self._cpu_doc: tuple[dict, str] | None = None  # a loaded artifact's CPU model, built on first use
@@ -290,6 +292,14 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         other = copy.copy(self)
         other.set_host(host)
+        return other
+
+    def with_cuda_graphs(self) -> "TimelinePredictor":
+        """A copy that costs the step replayed from one captured CUDA graph (see :data:`CUDA_GRAPHS_NOTE`)."""
+        import copy
+
+        other = copy.copy(self)
+        other.cuda_graphs = True
         return other
 
     def _host_vector(self) -> tuple[np.ndarray, str | None]:
@@ -445,8 +455,6 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         regime (host- and device-bound rows: the host lane is the less certain one) and target, becomes
         the half-width in log space. Call it after :meth:`fit_graphs` (point predictions stay the full fit's).
         """
-        from .._errors import InvalidInputError
-
         if self.params is None:
             raise InvalidInputError("fit the timeline predictor before its intervals (fit_graphs first)")
         if not 0 < coverage < 1:
@@ -559,6 +567,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         host, host_note = self._host_vector()
         base = AnalyticPredictor()
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
+        if _is_cpu(dev) and self.cuda_graphs:
+            raise InvalidInputError(f"CUDA graphs replay kernels on a GPU; {dev.name} is a CPU (drop cuda_graphs)")
         if self._has_cpu() and _is_cpu(dev):
             return [self._predict_cpu(g, dev, m, optimizer, base) for g, m in zip(graphs, modes)]
         out: list[Estimate] = []
@@ -591,6 +601,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             call_us += decode_us
             H, D = float(lanes.host_us[j]) + call_us, float(lanes.device_us[j])
             lat_us, waits = composed_latency_us(g, t, (h_us, d_us), (H, D), call_us, p.sync_us)
+            if self.cuda_graphs:  # one graph launch (a kernel launch's host cost) begins the whole device lane
+                call_us = decode_us = H = float(host[_HOST_INDEX["launch"]])
+                lat_us, waits = max(D, H) + p.sync_us, 0
             e_class, u_class = lanes.energy_us[j].tolist(), lanes.useful_us[j].tolist()
             static_w = p.energy_static_w * static_k
             dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
@@ -600,6 +613,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g, cols, j), *dev.assumptions, *lane_notes(g, cols.scopes[j], m)]
             notes += [sync_note(waits)] if waits else []
+            notes += [CUDA_GRAPHS_NOTE] if self.cuda_graphs else []
             if host_note:
                 notes.append(host_note)
             elif "H200" not in dev.name:
@@ -612,14 +626,16 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             # one call alone: the first kernel waits for the call's own host cost, then the lanes as replayed
-            single = max(D + max(call_us, call_us + float(lanes.slack_us[j])) + p.sync_us, lat_us if waits else 0.0)
+            single = (H + D + p.sync_us if self.cuda_graphs else
+                      max(D + max(call_us, call_us + float(lanes.slack_us[j])) + p.sync_us, lat_us if waits else 0.0))
             top = np.argsort(-d_us, kind="stable")[:10]
             est.latency_ms = lat_ms
             est.energy_j = energy_j
             est.power_w = energy_j / (lat_ms / 1e3) if lat_ms > 0 else 0.0
             est.predictor = self.name
             regime = "host" if (H > D and not t.synchronous) else "device"
-            self._attach_intervals(est, dev, regime)
+            if not self.cuda_graphs:  # the residuals are eager runs': none says how far a graph's replay errs
+                attach_intervals(self.params, est, dev, regime)
             est.assumptions = []
             # meta: the devices the rows came from (another device's estimate is flagged as extrapolated)
             finish_estimate(est, dev, version=self.version, meta={"devices": p.trained_on.get("devices", [])})
@@ -640,20 +656,6 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             }
             out.append(est)
         return out
-
-    def _attach_intervals(self, est: Estimate, dev, regime: str) -> None:
-        """Latency and energy intervals from the held-out-family residuals of ``regime`` (none for a
-        device the predictor has no rows of: its residuals say nothing about another device)."""
-        iv = self.params.intervals if self.params else None
-        if not iv or dev.name not in self.params.trained_on.get("devices", []):
-            return
-        q = iv["log_halfwidth"].get(regime, {})
-        for t in ("latency_ms", "energy_j"):
-            w = q.get(t)
-            if w is not None:
-                v = getattr(est, t)
-                setattr(est, t + "_interval", (v * math.exp(-w), v * math.exp(w)))
-        est.details["interval_coverage"] = iv["coverage"]
 
     def _predict_cpu(self, g, dev, m: str, optimizer: str, base) -> Estimate:
         """A CPU: the operator model trained on this project's CPU operator profiles, operators in sequence."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._optable import ENERGY_CLASSES
@@ -113,3 +115,25 @@ def composed_latency_us(graph, table, rows_us, lanes_us, call_us: float, sync_us
 def sync_note(waits: int) -> str:
     return (f"the host waits for the device {waits} time(s) in the call: operators whose output size it reads "
             "(nonzero, boolean-mask indexing, unique, NMS); the lanes overlap only between the waits")
+
+
+#: what a CUDA-graph estimate (:meth:`TimelinePredictor.with_cuda_graphs`) rests on
+CUDA_GRAPHS_NOTE = ("CUDA graphs: every kernel replayed from one captured graph (no host dispatch per operator): "
+                    "the device lane begun by one graph launch, costed as a kernel launch on the host lane, plus "
+                    "the synchronisation; no row measured a graph's replay, and the memory is eager PyTorch's (a "
+                    "graph's private memory pool is not modelled)")
+
+
+def attach_intervals(params, est, dev, regime: str) -> None:
+    """Latency and energy intervals from the held-out-family residuals of ``regime`` (none for a device the
+    predictor has no rows of: its residuals say nothing about another device)."""
+    iv = params.intervals if params else None
+    if not iv or dev.name not in params.trained_on.get("devices", []):
+        return
+    q = iv["log_halfwidth"].get(regime, {})
+    for t in ("latency_ms", "energy_j"):
+        w = q.get(t)
+        if w is not None:
+            v = getattr(est, t)
+            setattr(est, t + "_interval", (v * math.exp(-w), v * math.exp(w)))
+    est.details["interval_coverage"] = iv["coverage"]

@@ -1,0 +1,59 @@
+"""A step replayed from one captured CUDA graph: the timeline's device lane without per-operator dispatch."""
+
+import json
+
+import pytest
+
+import costmodel
+from costmodel import InvalidInputError
+from costmodel.cli import main
+
+
+def _pair(model="resnet18", **kw):
+    kw = {"batch": 1, "device": "h200", **kw}
+    return costmodel.estimate(model, **kw), costmodel.estimate(model, cuda_graphs=True, **kw)
+
+
+def test_a_host_bound_call_loses_its_dispatch_and_keeps_its_device_lane():
+    eager, graph = _pair()
+    ops = eager.details["ops"]
+    assert ops["bound"] == "host" and graph.details["ops"]["bound"] == "device"
+    assert graph.latency_ms < 0.5 * eager.latency_ms  # the host lane was most of it
+    # the same device lane, begun by one launch and ended by the synchronisation (microseconds on top)
+    assert graph.details["ops"]["device_ms"] == pytest.approx(ops["device_ms"], rel=1e-9)
+    assert ops["device_ms"] < graph.latency_ms < ops["device_ms"] + 0.05
+    assert graph.details["ops"]["single_call_ms"] > graph.latency_ms  # a lone call waits for its launch too
+    assert graph.energy_j < eager.energy_j and graph.details["cuda_graphs"] is True
+    assert any(a.startswith("CUDA graphs: every kernel replayed") for a in graph.assumptions)
+    assert not any(a.startswith("CUDA graphs") for a in eager.assumptions) and "cuda_graphs" not in eager.details
+    # no interval: the residuals that calibrate them are eager runs'
+    assert eager.latency_ms_interval is not None and graph.latency_ms_interval is None
+
+
+def test_a_device_bound_step_is_what_eager_runs():
+    eager, graph = _pair(batch=128)
+    assert eager.details["ops"]["bound"] == "device"
+    assert graph.latency_ms == pytest.approx(eager.latency_ms, rel=0.01)
+
+
+def test_a_training_step_and_a_slice():
+    eager, graph = _pair(mode="training", batch=4)
+    assert graph.latency_ms < eager.latency_ms
+    # the MIG slice is asked about the same way
+    assert graph.details["mig"]["latency_ms"] <= eager.details["mig"]["latency_ms"]
+
+
+def test_what_cannot_be_costed_as_a_graph_is_refused():
+    with pytest.raises(InvalidInputError, match="cuda_graphs=True needs a predictor with a host and a device lane"):
+        costmodel.estimate("resnet18", batch=1, device="h200", predictor="analytic", cuda_graphs=True)
+    with pytest.raises(InvalidInputError, match="CUDA graphs replay kernels on a GPU; cpu is a CPU"):
+        costmodel.estimate("resnet18", batch=1, device="cpu", cuda_graphs=True)
+    with pytest.raises(InvalidInputError, match="cuda_graphs must be True or False, got 'yes'"):
+        costmodel.estimate("resnet18", batch=1, device="h200", cuda_graphs="yes")
+
+
+def test_the_cli_flag(capsys):
+    assert main(["predict", "resnet18", "--batch", "1", "--device", "h200", "--cuda-graphs", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    eager = costmodel.estimate("resnet18", batch=1, device="h200")
+    assert d["details"]["cuda_graphs"] is True and d["latency_ms"] < 0.5 * eager.latency_ms
