@@ -72,6 +72,9 @@ def register_llm(sub) -> None:
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     add_max_batch_args(m, "sequences; seconds per trace for a 7B model")
     add_slo_arg(m)
+    m.add_argument("--cuda-graphs", action="store_true",
+                   help="cost the step replayed from one captured CUDA graph instead of eager dispatch (the timeline; "
+                        "a decode step then leaves out the eager decode loop's per-step host cost)")
     m.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -97,7 +100,8 @@ def _cmd_llm(a) -> int:
                            price_per_gpu_hour_usd=a.price, provider=a.provider, instance=a.instance,
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
                            lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
-                           target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, latency_slo_ms=a.latency_slo_ms)
+                           target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, latency_slo_ms=a.latency_slo_ms,
+                           cuda_graphs=a.cuda_graphs)
     fits = []
     if a.max_batch:
         from ..estimate import largest_llm_batch

@@ -176,7 +176,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  instance: str | None = None, predictor=None, host=None, optimizer: str = "adamw",
                  lora_r: int | None = None, lora_targets=None, checkpointing: bool = False,
                  autocast: str | None = None, target_seq: int | None = None,
-                 ssm_kernels: str = "reference", latency_slo_ms: float | None = None) -> LLMEstimate:
+                 ssm_kernels: str = "reference", latency_slo_ms: float | None = None,
+                 cuda_graphs: bool = False) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -196,6 +197,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     over the tokens (what runs without ``mamba_ssm``; the default) or as the ``"fused"`` kernels a GPU with
     ``mamba_ssm`` or the ``kernels`` package runs. ``latency_slo_ms``: a latency target per call (ms): the MIG
     pick is then the smallest slice that holds the memory and answers within it (as :func:`estimate`).
+    ``cuda_graphs``: the step replayed from one captured CUDA graph, as :func:`estimate` (the timeline only;
+    a decode step then leaves out the eager decode loop's per-step host cost).
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -209,6 +212,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
 
     check_ssm_kernels(ssm_kernels)
     latency_slo_ms = check_slo(latency_slo_ms)
+    if not isinstance(cuda_graphs, bool):
+        raise InvalidInputError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
     p = get_llm_predictor(predictor)
     kw = dict(batch=batch, seq=seq, device=device, mode=mode, dtype=dtype, region=region,
               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, price_per_gpu_hour_usd=price_per_gpu_hour_usd,
@@ -226,6 +231,12 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
             kw["target_seq"] = target_seq
         if ssm_kernels != "reference":
             kw["ssm_kernels"] = ssm_kernels
+        if cuda_graphs:
+            kw["cuda_graphs"] = True
+    elif cuda_graphs:
+        from ..predictors import with_cuda_graphs
+
+        with_cuda_graphs(p, cuda_graphs)  # refused, naming the predictor
     elif ssm_kernels != "reference":
         raise InvalidInputError(f"ssm_kernels={ssm_kernels!r} is costed by predictor='timeline'; the {p.name} "
                                 "predictor has no state-space features")

@@ -98,9 +98,11 @@ class TimelineLLMPredictor:
                 price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
                 instance: str | None = None, host=None, optimizer: str = "adamw", lora_r: int | None = None,
                 lora_targets=None, checkpointing: bool = False, autocast: str | None = None,
-                target_seq: int | None = None, ssm_kernels: str = "reference") -> LLMEstimate:
+                target_seq: int | None = None, ssm_kernels: str = "reference",
+                cuda_graphs: bool = False) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
-        profile (``costmodel calibrate``) for the timeline's host lane. ``mode="training"``: one fine-tuning
+        profile (``costmodel calibrate``) for the timeline's host lane. ``cuda_graphs``: the step replayed from
+        one captured CUDA graph (:meth:`~costmodel.predictors.TimelinePredictor.with_cuda_graphs`). ``mode="training"``: one fine-tuning
         step of a decoder or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
         ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
         ``lora_r``: LoRA adapters of that rank (``peft``, alpha ``2 r``) on ``lora_targets`` (module names;
@@ -143,6 +145,8 @@ class TimelineLLMPredictor:
             from ..measure.host import load_host
 
             tl = tl.with_host(load_host(host))
+        if cuda_graphs:
+            tl = tl.with_cuda_graphs()
         # the closed-form costs (of the forward pass for a training step); an unknown model type fails here
         _, c = llm_feature_vector(replace(w, mode="prefill" if w.spec.causal else "forward") if training else w, dev)
         g = self.graph(w, lora, check_ssm_kernels(ssm_kernels))
@@ -171,6 +175,8 @@ class TimelineLLMPredictor:
                            graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
         if w.target_seq is not None:
             est.details["target_seq"] = w.target_seq
+        if cuda_graphs:
+            est.details["cuda_graphs"] = True
         if w.mode == "decode":  # the step's inputs after its tokens are the cache's tensors, at their true shapes
             from ..llm import DTYPE_BYTES
 

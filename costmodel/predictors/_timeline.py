@@ -89,7 +89,7 @@ from ._optable import (
 from . import _convreading
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
-from ._timeline_lanes import CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes, composed_latency_us, sync_note
+from ._timeline_lanes import CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes, composed_latency_us, sync_note
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import blind_inputs, mlp as _mlp
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
@@ -622,7 +622,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             if power_note:
                 notes.append(power_note)
             if t.decode:
-                notes.append(_decode_note(p))
+                notes.append(_decode_note(p) if not self.cuda_graphs else CUDA_GRAPHS_DECODE_NOTE)
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             # one call alone: the first kernel waits for the call's own host cost, then the lanes as replayed

@@ -123,6 +123,12 @@ CUDA_GRAPHS_NOTE = ("CUDA graphs: every kernel replayed from one captured graph 
                     "the synchronisation; no row measured a graph's replay, and the memory is eager PyTorch's (a "
                     "graph's private memory pool is not modelled)")
 
+#: a decode step's, in a CUDA graph: what its device lane alone rests on
+CUDA_GRAPHS_DECODE_NOTE = ("decode step in a CUDA graph: the eager decode loop's per-step host cost is left out, and "
+                           "the device lane is all that remains; no measured kernel checks a decode step's lane (its "
+                           "one-token matrix products had no label in the fit and run at about a quarter of their "
+                           "bandwidth bound here, where cuBLAS is expected to do better), so it is likely slow")
+
 
 def attach_intervals(params, est, dev, regime: str) -> None:
     """Latency and energy intervals from the held-out-family residuals of ``regime`` (none for a device the

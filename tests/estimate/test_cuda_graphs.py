@@ -57,3 +57,23 @@ def test_the_cli_flag(capsys):
     d = json.loads(capsys.readouterr().out)
     eager = costmodel.estimate("resnet18", batch=1, device="h200")
     assert d["details"]["cuda_graphs"] is True and d["latency_ms"] < 0.5 * eager.latency_ms
+
+
+def test_a_transformer_step_in_a_cuda_graph():
+    """Prefill loses its dispatch; a decode step also loses the eager decode loop's per-step host cost, and
+    says its device lane is unchecked; the closed-form predictor cannot cost a graph."""
+    kw = {"batch": 1, "seq": 128, "device": "h200"}
+    eager = costmodel.estimate_llm("gpt2", mode="prefill", **kw)
+    graph = costmodel.estimate_llm("gpt2", mode="prefill", cuda_graphs=True, **kw)
+    assert graph.latency_ms < eager.latency_ms and graph.details["cuda_graphs"] is True
+    assert graph.tokens_s > eager.tokens_s
+    d_eager = costmodel.estimate_llm("gpt2", mode="decode", **kw)
+    d_graph = costmodel.estimate_llm("gpt2", mode="decode", cuda_graphs=True, **kw)
+    assert d_graph.latency_ms < d_eager.details["ops"]["decode_step_ms"] < d_eager.latency_ms
+    assert any(a.startswith("decode step in a CUDA graph") and "likely slow" in a for a in d_graph.assumptions)
+    assert not any(a.startswith("decode step in a CUDA graph") for a in d_eager.assumptions)
+    with pytest.raises(InvalidInputError, match="the llm-xgb predictor learned whole eager steps"):
+        costmodel.estimate_llm("gpt2", mode="prefill", predictor="llm-xgb", cuda_graphs=True, **kw)
+    with pytest.raises(InvalidInputError, match="cuda_graphs must be True or False"):
+        costmodel.estimate_llm("gpt2", mode="prefill", cuda_graphs=1, **kw)
+    assert main(["llm", "gpt2", "--batch", "1", "--seq", "128", "--mode", "prefill", "--cuda-graphs", "--json"]) == 0
