@@ -172,11 +172,10 @@ class TimelineLLMPredictor:
         est.assumptions = list(dict.fromkeys([*kept, *est.assumptions]))
         # no intervals: the timeline's come from held-out vision families, which say nothing of transformers
         est.details.update(ops=e.details.get("ops"), timeline_analytic=e.details.get("analytic"),
-                           graph={"nodes": len(g.nodes), "kernels": g.num_kernels})
+                           graph={"nodes": len(g.nodes), "kernels": g.num_kernels},
+                           **({"cuda_graphs": True} if cuda_graphs else {}))
         if w.target_seq is not None:
             est.details["target_seq"] = w.target_seq
-        if cuda_graphs:
-            est.details["cuda_graphs"] = True
         if w.mode == "decode":  # the step's inputs after its tokens are the cache's tensors, at their true shapes
             from ..llm import DTYPE_BYTES
 
