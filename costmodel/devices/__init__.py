@@ -34,8 +34,9 @@ from ._cuda import ARCHITECTURES, cuda_device, device_from_cuda_properties
 from ._mig import (base_device, find_profile, instance_sm_count, mig_parent, slice_device, slice_profile,
                    split_mig_name)
 
-__all__ = [*_db.__all__, "UnknownDeviceError", "base_device", "ARCHITECTURES", "cuda_device", "device_from_cuda_properties", "find_profile", "instance_sm_count", "mig_parent",
-           "slice_device", "slice_profile", "split_mig_name"]
+__all__ = [*_db.__all__, "UnknownDeviceError", "ARCHITECTURES", "base_device", "cuda_device",
+           "device_from_cuda_properties", "find_profile", "instance_sm_count", "mig_parent", "slice_device",
+           "slice_profile", "split_mig_name"]
 
 
 def is_measured_device(device: Device, measured_names) -> bool:

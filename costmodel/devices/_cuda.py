@@ -135,7 +135,7 @@ def device_from_cuda_properties(props: Any, *, power_limit_w: float | None = Non
     tensor = tflops * arch.tensor_clock * (0.5 if half else 1.0)
     fp32 = arch.fp32 * tflops
     fp16 = arch.fp16 * tensor
-    int8 = arch.int8 * tflops * (arch.tensor_clock if arch.int8 > 4 * arch.fp32 else 1.0)  # Volta's: DP4A, no tensor
+    int8 = arch.int8 * tflops * arch.tensor_clock
     peaks = {"fp64": round(arch.fp64 * fp32, 3), "fp32": round(fp32, 3),
              "tf32": round(fp16 / 2, 3) if arch.tf32 else None, "fp16": round(fp16, 3),
              "bf16": round(fp16, 3) if arch.bf16 else None, "int8": round(int8, 3)}
@@ -218,7 +218,6 @@ def cuda_device(index: int | None = None):
     entry (or MIG slice) when CUDA's name for it resolves, else :func:`device_from_cuda_properties`
     of its properties, with NVML's power limit where it can be read. ``get_device("cuda")`` and
     ``get_device("cuda:1")`` call this."""
-    from .._errors import UnknownDeviceError
     from ._db import get_device
 
     try:
@@ -235,7 +234,7 @@ def cuda_device(index: int | None = None):
     name = torch.cuda.get_device_name() if index is None else torch.cuda.get_device_name(index)
     try:
         return get_device(name)
-    except (UnknownDeviceError, CostModelError):  # unlisted, or a MIG slice of a listed GPU without that profile
+    except CostModelError:  # unlisted, or a MIG slice of a listed GPU without that profile
         pass
     i = torch.cuda.current_device() if index is None else index
     return device_from_cuda_properties(torch.cuda.get_device_properties(i), power_limit_w=_nvml_power_limit_w(i))

@@ -40,7 +40,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError, UnknownDeviceError, suggest
 from .._tables import PACKAGE_DIR, alias_index, load_table, normalize_name, table_section, unknown_name_error
 from .._validate import is_int, is_number as _is_num
-from ._cuda import cuda_index
+from ._cuda import cuda_device, cuda_index
 from ._mig import mig_slice, split_mig_name
 
 __all__ = [
@@ -578,9 +578,8 @@ def get_device(name: str | os.PathLike[str] | Device, *, measured: bool = False)
             f"expected a device name, Device or path to a hardware.json, got {type(name).__name__}"
         )
     if (index := cuda_index(name)) is not False:  # "cuda", "cuda:1": the GPU this process sees
-        from ._cuda import cuda_device
-
-        return measured_profile(cuda_device(index).name) if measured else cuda_device(index)
+        dev = cuda_device(index)
+        return measured_profile(dev.name) if measured else dev
     db = _database()
     key = normalize_device_name(name)
     dev = db.index.get(key)

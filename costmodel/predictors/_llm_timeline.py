@@ -101,10 +101,10 @@ class TimelineLLMPredictor:
                 target_seq: int | None = None, ssm_kernels: str = "reference",
                 cuda_graphs: bool = False) -> LLMEstimate:
         """Estimate one workload; see :class:`~costmodel.LLMEstimate` for the fields. ``host``: a host
-        profile (``costmodel calibrate``) for the timeline's host lane. ``cuda_graphs``: the step replayed from
-        one captured CUDA graph (:meth:`~costmodel.predictors.TimelinePredictor.with_cuda_graphs`). ``mode="training"``: one fine-tuning
-        step of a decoder or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``:
-        ``adamw`` by default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
+        profile (``costmodel calibrate``) for the timeline's host lane; ``cuda_graphs``: the step replayed from one
+        CUDA graph (``TimelinePredictor.with_cuda_graphs``). ``mode="training"``: one fine-tuning step of a decoder
+        or an encoder-decoder (its own loss on the ``(batch, seq)`` tokens, backward, ``optimizer``: ``adamw`` by
+        default, ``adam``, ``sgd``, ``sgd_momentum``); the model's weights are in ``dtype``.
         ``lora_r``: LoRA adapters of that rank (``peft``, alpha ``2 r``) on ``lora_targets`` (module names;
         default peft's for the model type), the base weights frozen. ``checkpointing``: activation
         checkpointing of the decoder layers (non-reentrant): their forward pass runs again in the backward.

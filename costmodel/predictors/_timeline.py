@@ -57,6 +57,7 @@ the whole call (the device idles while the host dispatches).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -89,7 +90,8 @@ from ._optable import (
 from . import _convreading
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
-from ._timeline_lanes import CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes, composed_latency_us, sync_note
+from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes,
+                              composed_latency_us, sync_note)
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import blind_inputs, mlp as _mlp
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
@@ -252,8 +254,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         self._weights: list[np.ndarray] | None = None
         self._host_weights: list[np.ndarray] | None = None
         self.host_profile = None
-        #: replay every kernel from one captured CUDA graph (:meth:`with_cuda_graphs`)
-        self.cuda_graphs = False
+        self.cuda_graphs = False  # every kernel replayed from one captured CUDA graph (:meth:`with_cuda_graphs`)
         #: operator model + host costs of the CPU, trained on its operator profiles (``fit_cpu_ops``)
         self._cpu = None
         self._cpu_doc: tuple[dict, str] | None = None  # a loaded artifact's CPU model, built on first use
@@ -288,16 +289,12 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
     def with_host(self, host) -> "TimelinePredictor":
         """A copy that uses ``host`` for its host lane (the shipped, cached instance stays as it is)."""
-        import copy
-
         other = copy.copy(self)
         other.set_host(host)
         return other
 
     def with_cuda_graphs(self) -> "TimelinePredictor":
         """A copy that costs the step replayed from one captured CUDA graph (see :data:`CUDA_GRAPHS_NOTE`)."""
-        import copy
-
         other = copy.copy(self)
         other.cuda_graphs = True
         return other
@@ -600,10 +597,11 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             decode_us = p.decode_step_us if (t.decode and p.decode_step_us is not None) else 0.0
             call_us += decode_us
             H, D = float(lanes.host_us[j]) + call_us, float(lanes.device_us[j])
-            lat_us, waits = composed_latency_us(g, t, (h_us, d_us), (H, D), call_us, p.sync_us)
             if self.cuda_graphs:  # one graph launch (a kernel launch's host cost) begins the whole device lane
-                call_us = decode_us = H = float(host[_HOST_INDEX["launch"]])
+                H, decode_us = float(host[_HOST_INDEX["launch"]]), 0.0
                 lat_us, waits = max(D, H) + p.sync_us, 0
+            else:
+                lat_us, waits = composed_latency_us(g, t, (h_us, d_us), (H, D), call_us, p.sync_us)
             e_class, u_class = lanes.energy_us[j].tolist(), lanes.useful_us[j].tolist()
             static_w = p.energy_static_w * static_k
             dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
