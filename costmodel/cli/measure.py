@@ -14,6 +14,8 @@ CALIBRATE_EXAMPLES = """examples:
   costmodel calibrate                           # -> $COSTMODEL_HOME/host.json
   costmodel calibrate -o host.json --budget 4   # a quicker, noisier profile
   costmodel calibrate --device cpu --json       # the CPU path even where CUDA is present
+  costmodel calibrate --device cpu --threads 8 -o cpu8.json   # this CPU at 8 threads, for
+      costmodel predict resnet50 -b 16 --device cpu --host cpu8.json
 """
 BENCH_EXAMPLES = """examples:
   costmodel bench torch.matmul --shapes 1024x1024,1024x1024
@@ -151,6 +153,9 @@ def register_calibrate(sub) -> None:
                     help="seconds of measuring, at most 10 (default 6)")
     ca.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="measure the CPU path or the CUDA path (default: CUDA when available)")
+    ca.add_argument("--threads", type=positive_int, default=None,
+                    help="torch CPU threads the CPU's roofline is measured at, the thread count estimates with "
+                         "this profile are for (default: torch's own choice); dispatch is timed at one thread")
     ca.add_argument("--json", action="store_true", help="print the profile as JSON")
 
 
@@ -344,7 +349,14 @@ def _cmd_calibrate(a) -> int:
     out = Path(a.output) if a.output else user_data_dir() / "host.json"
     if out.exists() and out.is_dir():
         raise InvalidInputError(f"-o {out} is a directory; give a file name such as {out / 'host.json'}")
-    prof = calibrate(budget_s=a.budget, device=a.device, progress=not a.json and sys.stderr.isatty())
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(a.threads or threads)
+    try:
+        prof = calibrate(budget_s=a.budget, device=a.device, progress=not a.json and sys.stderr.isatty())
+    finally:
+        torch.set_num_threads(threads)
     prof.save(out)
     if a.json:
         print(json.dumps(prof.to_dict()))
@@ -357,6 +369,10 @@ def _cmd_calibrate(a) -> int:
     print(f"{'module call':<16}{prof.module_call_us:>12.2f}")
     if prof.kernel_us is not None:
         print(f"{'kernel (device)':<16}{prof.kernel_us:>12.2f}\n{'synchronize':<16}{prof.sync_us:>12.2f}")
+    if prof.roofline:
+        r = prof.roofline
+        print(f"CPU roofline at {r['threads']} thread(s): {r['peak_gflops_fp32']:.1f} GFLOP/s fp32 GEMM, "
+              f"{r['bandwidth_gbps']:.1f} GB/s copy (what CPU estimates with this profile are carried to)")
     for n in prof.notes:
         print(f"note: {n}")
     print(f"saved {out}")

@@ -15,7 +15,10 @@ therefore measured, or fitted, separately and per machine.
 * ``module_call_us``: what ``nn.Module.__call__`` adds around ``forward``;
 * with CUDA, ``kernel_us``: the device time of the smallest kernel (a chain of
   tiny adds replayed as a CUDA graph, so no host is involved) and ``sync_us``:
-  ``torch.cuda.synchronize()`` on an idle device.
+  ``torch.cuda.synchronize()`` on an idle device;
+* without CUDA (or with ``device="cpu"``), ``roofline``: the CPU's fp32 GEMM
+  rate and copy bandwidth at the process's torch thread count, what the CPU
+  operator model is carried to this CPU by.
 
 A profile is JSON (``HostProfile.save``/``load``), tagged with a format name,
 a schema version and the library version; a profile that is missing, corrupt
@@ -68,6 +71,10 @@ class HostProfile:
     source: str = "measured"
     notes: list[str] = field(default_factory=list)
     library_version: str = ""
+    #: a CPU profile's measured roofline at the thread count it was calibrated at:
+    #: ``{"peak_gflops_fp32", "bandwidth_gbps", "threads", "how"}`` (what the CPU operator model is carried
+    #: to another CPU by); ``None`` for a GPU host's profile
+    roofline: dict[str, Any] | None = None
 
     def dispatch_for(self, kind: str) -> float:
         """Host cost of one operator of CostGraph kind ``kind`` (µs)."""
@@ -142,6 +149,17 @@ class HostProfile:
         host = raw.get("host", {})
         if not isinstance(host, dict):
             raise bad("host must be an object")
+        roof = raw.get("roofline")
+        if roof is not None:
+            if not isinstance(roof, dict):
+                raise bad(f"roofline must be an object or null, got {type(roof).__name__}")
+            for k in ("peak_gflops_fp32", "bandwidth_gbps"):
+                v = roof.get(k)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1e7):
+                    raise bad(f"roofline[{k!r}] must be a positive number, got {v!r}")
+            t = roof.get("threads")
+            if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+                raise bad(f"roofline['threads'] must be a positive integer, got {t!r}")
         return cls(
             dispatch_us={k: us(v, f"dispatch_us[{k!r}]") for k, v in disp.items()},
             module_call_us=us(raw.get("module_call_us"), "module_call_us"),
@@ -152,6 +170,7 @@ class HostProfile:
             source=str(raw.get("source", "measured")),
             notes=notes,
             library_version=raw["library_version"],
+            roofline=dict(roof) if roof is not None else None,
         )
 
 
@@ -283,8 +302,9 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
         )
     dev = torch.device("cuda" if use_cuda else "cpu")
     calls = _op_calls(dev)
-    # the budget: one share per op class, two for the module call, two for the CUDA-only figures
-    share = budget_s / (len(calls) + 2 + (2 if use_cuda else 0))
+    # the budget: one share per op class, two for the module call, two for the CUDA-only figures or, on
+    # the CPU path, two for the CPU's roofline
+    share = budget_s / (len(calls) + 4)
     it = calls.items()
     if progress:
         from tqdm import tqdm
@@ -293,6 +313,11 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
     # one intra-op thread: the operators are tiny, and a thread pool woken per call measures the
     # pool's wake-up (milliseconds on a busy machine), not the dispatch
     threads = torch.get_num_threads()
+    roofline = None
+    if not use_cuda:  # at the thread count estimates for this CPU are asked about (the process's)
+        from .opprofile import measure_roofline
+
+        roofline = measure_roofline("cpu", budget_s=2 * share)
     torch.set_num_threads(1)
     try:
         dispatch, module_call, kernel_us, sync_us = _measure(torch, dev, it, share, use_cuda)
@@ -309,6 +334,7 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
         source="measured by costmodel calibrate",
         notes=notes,
         library_version=__version__,
+        roofline=roofline,
     )
 
 

@@ -72,6 +72,8 @@ _LAZY = {
     "OpTimeline": "._opmodel",
     "op_arrays": "._opmodel",
     "load_op_dataset": "._opmodel",
+    "row_graph": "._opmodel",
+    "cpu_target": "._opmodel",
     "DeviceFigures": "._opmodel",
     "op_bound_s": "._opmodel",
     "norm_rows": "._optable",

@@ -543,9 +543,15 @@ def _profiled_graph(ds, i: int):
     model allows, else (a decoder whose mask code reads tensor values) once on the CPU with real
     weights, as the profiled run did (cached like every graph), with or without the fused paths as
     then (:func:`profiled_with_fused_paths`): the operator rows name the nodes by their index."""
+    return row_graph(ds, i, fused=profiled_with_fused_paths(ds.rows[i]))
+
+
+def row_graph(ds, i: int, *, fused: bool = True):
+    """Row ``i``'s graph by the trace frontend, on meta tensors where the model allows, else (a model
+    whose code reads tensor values, as DeBERTa's relative positions do) once on the CPU with real
+    weights, as the measured run did; cached like every graph."""
     from .._errors import ModelLoadError
 
-    fused = profiled_with_fused_paths(ds.rows[i])
     try:
         return ds.graph(i, fused=fused)
     except ModelLoadError:
@@ -601,6 +607,23 @@ def op_arrays(rows: Iterable[int], ops, figs: DeviceFigures, label: str = "devic
     return np.asarray(X, np.float32).reshape(-1, len(FEATURE_NAMES)), np.asarray(B), np.asarray(Y), np.asarray(R)
 
 
+def transfer_ratios(graph, comp: Composition, ref: DeviceFigures, target: DeviceFigures) -> np.ndarray:
+    """Per operator of ``comp`` (composed on ``ref``): its roofline bound on ``target`` over its bound on
+    ``ref``. An operator held at the same fraction of its bound takes this multiple of its time: a GEMM
+    moves with the GEMM rate, an elementwise operator with the copy bandwidth, and one near the ridge
+    point with whichever of the two bounds it on ``target``."""
+    nodes = {n.id: n for n in graph.nodes}
+    dflt = graph.meta.get("dtype", "fp32")
+    out = np.ones(len(comp.node))
+    for i, (nid, ph) in enumerate(zip(comp.node, comp.phase)):
+        n = nodes[int(nid)]
+        phase, dt = PHASES[int(ph)], node_dtype(n, dflt)
+        b0 = max(bound_s(n, phase, ref, dt))
+        if b0 > 0:
+            out[i] = max(bound_s(n, phase, target, dt)) / b0
+    return out
+
+
 class OpTimeline:
     """A device's operator model and host costs: whole-model latency on a synchronous device."""
 
@@ -621,19 +644,31 @@ class OpTimeline:
                 "families": sorted({ds.rows[i].family for i in rows})}
         return cls(figs, model, host, info)
 
-    def predict(self, graph, mode: str, optimizer: str = "adam") -> dict:
-        """Latency and its parts (ms) for one call of ``graph``."""
+    def predict(self, graph, mode: str, optimizer: str = "adam", target: DeviceFigures | None = None) -> dict:
+        """Latency and its parts (ms) for one call of ``graph``.
+
+        ``target``: the measured roofline of another CPU (or thread count). The operators keep the
+        fraction of their roofline bound that the profiled CPU reached (:func:`transfer_ratios`), the
+        optimizer's sweep moves with the copy bandwidth, and the per-operator host costs stay as fitted.
+        """
         c = compose(graph, self.figs, mode=mode, optimizer=optimizer)
         dev = self.model.predict_us(c.X, c.bound_us)
+        bound = c.bound_us
+        opt_us = self.host.optimizer_us(c)
+        if target is not None:
+            ratio = transfer_ratios(graph, c, self.figs, target)
+            dev, bound = dev * ratio, bound * ratio
+            opt_us = (self.host.optimizer_scale * c.optimizer_us * self.figs.gbps / target.gbps
+                      + self.host.optimizer_fresh_us_per_mb * c.optimizer_fresh_mb)
         host_us = c.host_counts * np.asarray(self.host.us)
-        lat = self.host.latency_us(c, float(dev.sum()))
+        lat = float(dev.sum()) + float(host_us.sum()) + opt_us
         top = np.argsort(-dev)[:10]
         return {"latency_ms": lat / 1e3, "device_ms": float(dev.sum()) / 1e3,
-                "host_ms": float(host_us.sum() + self.host.optimizer_us(c)) / 1e3,
+                "host_ms": float(host_us.sum() + opt_us) / 1e3,
                 "host_terms_ms": {t: float(v) / 1e3 for t, v in zip(HOST_TERMS, host_us)},
                 "top": [{"node": int(c.node[i]), "phase": PHASES[int(c.phase[i])], "op": graph.nodes[int(c.node[i])].op,
                          "device_ms": float(dev[i]) / 1e3,
-                         "efficiency": float(c.bound_us[i] / dev[i]) if dev[i] > 0 else None} for i in top]}
+                         "efficiency": float(bound[i] / dev[i]) if dev[i] > 0 else None} for i in top]}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT + "-timeline", "format_version": FORMAT_VERSION, "figures": asdict(self.figs),
@@ -665,3 +700,24 @@ class OpTimeline:
         if not (figs.gflops > 0 and figs.gbps > 0):
             raise ArtifactError(f"{where}: figures need positive gflops and gbps")
         return cls(figs, OpEfficiencyModel.from_dict(d.get("model"), where), host, dict(d.get("trained_on") or {}))
+
+
+# ------------------------------------------------------------------ another CPU
+def cpu_target(host_profile) -> DeviceFigures | None:
+    """The CPU a host profile was calibrated on, as the operator model's figures (its measured roofline at
+    the thread count it was calibrated at), or ``None`` when the profile carries no roofline: the
+    ``target`` of :meth:`OpTimeline.predict` (``benchmarks/cpu_transfer.py``)."""
+    roof = getattr(host_profile, "roofline", None) if host_profile is not None else None
+    if not roof:
+        return None
+    name = str((host_profile.host or {}).get("cpu") or "the calibrated CPU")
+    return DeviceFigures(name=name, gflops=float(roof["peak_gflops_fp32"]), gbps=float(roof["bandwidth_gbps"]),
+                         cores=int(roof.get("threads") or 1))
+
+
+def cpu_model_note(tl: "OpTimeline") -> str:
+    """What a CPU estimate assumed about the CPU it is for."""
+    f = tl.figs
+    return (f"CPU operator model trained on {tl.trained_on.get('operators', '?')} operator profiles of {f.name} at "
+            f"{f.cores} thread(s) ({f.gflops:.0f} GFLOP/s, {f.gbps:.0f} GB/s measured): another CPU or thread count "
+            "runs at its own speed (on two other 2-core CPUs these estimates were 26-45 % off; docs/results.md)")

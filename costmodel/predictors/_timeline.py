@@ -658,7 +658,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def _predict_cpu(self, g, dev, m: str, optimizer: str, base) -> Estimate:
         """A CPU: the operator model trained on this project's CPU operator profiles, operators in sequence."""
         from ._analytic import graph_assumptions
-        from ._opmodel import OPTIMIZERS_WITH_TEMPORARIES
+        from ._opmodel import OPTIMIZERS_WITH_TEMPORARIES, cpu_model_note
 
         tl = self.cpu
         r = tl.predict(g, m, optimizer)
@@ -668,11 +668,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         est.energy_j = est.power_w * r["latency_ms"] / 1e3 if est.power_w else est.energy_j
         est.predictor = self.name
         finish_estimate(est, dev, version=self.version)
-        figs = tl.figs
-        notes = [*graph_assumptions(g), *dev.assumptions,
-                 f"CPU operator model trained on {tl.trained_on.get('operators', '?')} operator profiles of "
-                 f"{figs.name} at {figs.cores} thread(s) ({figs.gflops:.0f} GFLOP/s, {figs.gbps:.0f} GB/s measured): "
-                 "another CPU or thread count runs at its own speed",
+        notes = [*graph_assumptions(g), *dev.assumptions, cpu_model_note(tl),
                  "energy: the analytic model's power for this device entry over the predicted time (the profiled "
                  "CPU exposes no energy counter)",
                  PREDICTOR_MEMORY_NOTE]
@@ -680,7 +676,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             notes.append(f"optimizer {optimizer}: its step costed by the bytes it moves at the rate fitted on the "
                          "profiled Adam steps (no temporaries)")
         if self.host_profile is not None:
-            notes.append("host profile ignored on a CPU: the host costs come from the profiled runs")
+            notes.append("host profile ignored on a CPU: the host costs come from the profiled runs, and a "
+                         "calibrated CPU roofline does not carry the operator model to another CPU (docs/results.md)")
         est.assumptions = list(dict.fromkeys(notes))
         est.details["ops"] = {"host_ms": r["host_ms"], "device_ms": r["device_ms"], "bound": "serial",
                               "host_bound_share": None, "single_call_ms": r["latency_ms"],

@@ -19,6 +19,12 @@ def test_calibrate_measures_the_cpu_path_and_says_so(profile):
     assert all(0 < v < 1000 for v in profile.dispatch_us.values())
     assert any("CPU only" in n for n in profile.notes)
     assert profile.host["torch"] and profile.library_version == costmodel.__version__
+    # the CPU's roofline, at the thread count the process runs at: what CPU estimates are carried to
+    import torch
+
+    roof = profile.roofline
+    assert roof["threads"] == torch.get_num_threads()
+    assert 1 < roof["peak_gflops_fp32"] < 1e5 and 0.5 < roof["bandwidth_gbps"] < 1e4
 
 
 def test_op_kinds_map_to_their_dispatch_class(profile):
@@ -62,6 +68,10 @@ def _write(tmp_path, profile, **change):
         ({"module_call_us": KeyError}, "module_call_us"),
         ({"synchronous": "yes"}, "synchronous"),
         ({"notes": "x"}, "notes"),
+        ({"roofline": [1, 2]}, "roofline must be an object"),
+        ({"roofline": {"peak_gflops_fp32": 0, "bandwidth_gbps": 10, "threads": 1}}, r"roofline\['peak_gflops_fp32'\]"),
+        ({"roofline": {"peak_gflops_fp32": 100, "bandwidth_gbps": True, "threads": 1}}, r"roofline\['bandwidth_gbps'\]"),
+        ({"roofline": {"peak_gflops_fp32": 100, "bandwidth_gbps": 10, "threads": 0}}, r"roofline\['threads'\]"),
     ],
 )
 def test_a_bad_profile_is_refused_naming_the_file(tmp_path, profile, change, match):
@@ -108,6 +118,15 @@ def test_cli_calibrate(tmp_path, capsys, monkeypatch):
     assert saved.synchronous
     assert main(["calibrate", "--budget", "0.5", "--device", "cpu", "-o", str(tmp_path / "h.json"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "costmodel.host-profile"
+    import torch
+
+    before = torch.get_num_threads()
+    assert main(["calibrate", "--budget", "0.5", "--device", "cpu", "--threads", "1", "-o", str(tmp_path / "t.json")]) == 0
+    assert "CPU roofline at 1 thread(s)" in capsys.readouterr().out
+    assert HostProfile.load(tmp_path / "t.json").roofline["threads"] == 1
+    assert torch.get_num_threads() == before  # the process's thread count is left as it was
+    # a profile without a roofline (a GPU host's, or an older one) still loads
+    assert HostProfile.load(_write(tmp_path, saved, roofline=KeyError)).roofline is None
     assert main(["calibrate", "--budget", "12"]) == 2
     assert "--budget must be at most 10 seconds, got 12" in capsys.readouterr().err
     assert main(["calibrate", "-o", str(tmp_path)]) == 2
