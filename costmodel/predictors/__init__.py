@@ -74,6 +74,7 @@ _LAZY = {
     "load_op_dataset": "._opmodel",
     "row_graph": "._opmodel",
     "cpu_target": "._opmodel",
+    "fit_stream_line": "._skinny",
     "DeviceFigures": "._opmodel",
     "op_bound_s": "._opmodel",
     "norm_rows": "._optable",

@@ -18,6 +18,7 @@ import numpy as np
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
 from . import _convreading, _launches
+from ._skinny import stream_column
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
@@ -64,6 +65,9 @@ class OpTable:
     #: on a GPU without TF32, fp32 convolutions read as the CUDA-core matmuls they run as
     #: (:mod:`._convreading`); the host network always reads :attr:`x`. ``None``: no other reading
     device_x: np.ndarray | None = None
+    #: (n,) a skinny matrix product's time by the stream line (:mod:`._skinny`), NaN on other rows;
+    #: ``None``: no such row
+    stream_us: np.ndarray | None = None
 
     def busy(self) -> np.ndarray:
         """:attr:`occupancy`, ones where it is ``None``."""
@@ -703,7 +707,8 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
         sl = slice(int(start[g]), int(start[g + 1]))
         out.append(OpTable(X[sl], B[sl], K[sl], Hc[sl], Cn[sl], E[sl], N[sl], P[sl], synchronous=sync,
                            decode=graph.meta.get("phase") == "decode", occupancy=U[sl],
-                           device_x=None if XD is None else XD[sl]))
+                           device_x=None if XD is None else XD[sl],
+                           stream_us=None if sync else stream_column(graph, N[sl], P[sl], device)))
     return out
 
 

@@ -88,6 +88,7 @@ from ._optable import (
     op_tables_by_device,
 )
 from . import _convreading
+from ._skinny import stream_column_of, with_streams
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
 from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes,
@@ -160,6 +161,7 @@ class _Batch:
         self.ecls = torch.as_tensor(cat("energy_class"))
         self.sync = torch.as_tensor([t.synchronous for t in tables])
         self.decode = torch.as_tensor([float(t.decode) for t in tables], dtype=torch.float32)
+        self.stream_us = torch.as_tensor(stream_column_of(tables), dtype=torch.float32)
 
 
 def _mlp_numpy(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -204,6 +206,7 @@ class _Model:
 
         eff = MIN_EFFICIENCY + (1 - MIN_EFFICIENCY) * torch.sigmoid(self.mlp(b.x).squeeze(-1))
         dev = (b.bound_us / eff + F.softplus(self.floor)) * b.kernel
+        dev = torch.where(torch.isnan(b.stream_us), dev, b.stream_us.nan_to_num())  # skinny products (._skinny)
         mult = torch.exp(HOST_RANGE * torch.tanh(self.host_mlp(b.x).squeeze(-1)))
         host = F.softplus(self.host)[b.hcls] * b.hcnt * torch.where(b.scaled, mult, torch.ones_like(mult))
         D = torch.zeros(b.n_rows).index_add_(0, b.row, dev)
@@ -528,7 +531,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def _device_from_z(self, t: OpTable, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_device_us` from the efficiency network's output ``z`` for ``t``'s rows."""
         eff = MIN_EFFICIENCY + (1 - MIN_EFFICIENCY) / (1.0 + np.exp(-z))
-        return (t.bound_s * 1e6 / eff + self.params.kernel_floor_us) * t.kernel, eff
+        # skinny matrix products: the measured stream line, not the network (._skinny)
+        return with_streams((t.bound_s * 1e6 / eff + self.params.kernel_floor_us) * t.kernel, eff, t)
 
     def _host_multiplier(self, t: OpTable, x: np.ndarray | None = None) -> np.ndarray:
         """Each row's factor on its class's host cost (1 for the optimizer, module and call rows)."""
