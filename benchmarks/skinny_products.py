@@ -26,7 +26,7 @@ SETS = {"packaged (fitted)": HERE.parent / "costmodel" / "data" / "h200" / "ops"
 
 def main() -> None:
     from costmodel.devices import get_device
-    from costmodel.predictors._skinny import STREAM_SHARE, STREAM_START_US, fit_stream_line, skinny_kernels
+    from costmodel.predictors import STREAM_SHARE, STREAM_START_US, fit_stream_line, skinny_kernels
 
     bw = get_device("h200").bandwidth_bytes_s
     kernels = {}
