@@ -14,8 +14,7 @@ CALIBRATE_EXAMPLES = """examples:
   costmodel calibrate                           # -> $COSTMODEL_HOME/host.json
   costmodel calibrate -o host.json --budget 4   # a quicker, noisier profile
   costmodel calibrate --device cpu --json       # the CPU path even where CUDA is present
-  costmodel calibrate --device cpu --threads 8 -o cpu8.json   # this CPU at 8 threads, for
-      costmodel predict resnet50 -b 16 --device cpu --host cpu8.json
+  costmodel calibrate --device cpu --threads 8 -o cpu8.json   # records this CPU's roofline at 8 threads
 """
 BENCH_EXAMPLES = """examples:
   costmodel bench torch.matmul --shapes 1024x1024,1024x1024
@@ -154,8 +153,9 @@ def register_calibrate(sub) -> None:
     ca.add_argument("--device", choices=("cpu", "cuda"), default=None,
                     help="measure the CPU path or the CUDA path (default: CUDA when available)")
     ca.add_argument("--threads", type=positive_int, default=None,
-                    help="torch CPU threads the CPU's roofline is measured at, the thread count estimates with "
-                         "this profile are for (default: torch's own choice); dispatch is timed at one thread")
+                    help="torch CPU threads the CPU's roofline (GEMM rate, copy bandwidth) is measured at, "
+                         "recorded in the profile to compare CPUs (default: torch's own choice); dispatch is "
+                         "timed at one thread")
     ca.add_argument("--json", action="store_true", help="print the profile as JSON")
 
 
@@ -372,7 +372,7 @@ def _cmd_calibrate(a) -> int:
     if prof.roofline:
         r = prof.roofline
         print(f"CPU roofline at {r['threads']} thread(s): {r['peak_gflops_fp32']:.1f} GFLOP/s fp32 GEMM, "
-              f"{r['bandwidth_gbps']:.1f} GB/s copy (what CPU estimates with this profile are carried to)")
+              f"{r['bandwidth_gbps']:.1f} GB/s copy (a record: CPU estimates do not use it)")
     for n in prof.notes:
         print(f"note: {n}")
     print(f"saved {out}")

@@ -17,8 +17,9 @@ therefore measured, or fitted, separately and per machine.
   tiny adds replayed as a CUDA graph, so no host is involved) and ``sync_us``:
   ``torch.cuda.synchronize()`` on an idle device;
 * without CUDA (or with ``device="cpu"``), ``roofline``: the CPU's fp32 GEMM
-  rate and copy bandwidth at the process's torch thread count, what the CPU
-  operator model is carried to this CPU by.
+  rate and copy bandwidth at the process's torch thread count, recorded to
+  compare CPUs (CPU estimates do not use it: it did not carry the CPU operator
+  model to another CPU, ``benchmarks/cpu_transfer.py``).
 
 A profile is JSON (``HostProfile.save``/``load``), tagged with a format name,
 a schema version and the library version; a profile that is missing, corrupt
@@ -72,8 +73,8 @@ class HostProfile:
     notes: list[str] = field(default_factory=list)
     library_version: str = ""
     #: a CPU profile's measured roofline at the thread count it was calibrated at:
-    #: ``{"peak_gflops_fp32", "bandwidth_gbps", "threads", "how"}`` (what the CPU operator model is carried
-    #: to another CPU by); ``None`` for a GPU host's profile
+    #: ``{"peak_gflops_fp32", "bandwidth_gbps", "threads", "how"}`` (a record to compare CPUs; the target of
+    #: ``OpTimeline.predict(..., target=cpu_target(profile))``); ``None`` for a GPU host's profile
     roofline: dict[str, Any] | None = None
 
     def dispatch_for(self, kind: str) -> float:
@@ -314,7 +315,7 @@ def calibrate(*, budget_s: float = 6.0, device: str | None = None, progress: boo
     # pool's wake-up (milliseconds on a busy machine), not the dispatch
     threads = torch.get_num_threads()
     roofline = None
-    if not use_cuda:  # at the thread count estimates for this CPU are asked about (the process's)
+    if not use_cuda:  # at the process's thread count
         from .opprofile import measure_roofline
 
         roofline = measure_roofline("cpu", budget_s=2 * share)

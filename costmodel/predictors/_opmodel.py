@@ -460,12 +460,14 @@ class HostCosts:
         return cls(us=[float(v) for v in w[:-2]], optimizer_scale=float(w[-2]), source=f"fitted to {len(y)} rows",
                    optimizer_fresh_us_per_mb=float(w[-1]))
 
-    def optimizer_us(self, comp: Composition) -> float:
-        """The optimizer step's microseconds (0 outside training)."""
-        return self.optimizer_scale * comp.optimizer_us + self.optimizer_fresh_us_per_mb * comp.optimizer_fresh_mb
+    def optimizer_us(self, comp: Composition, bandwidth_ratio: float = 1.0) -> float:
+        """The optimizer step's microseconds (0 outside training); ``bandwidth_ratio``: the profiled CPU's copy
+        bandwidth over the one asked about (its sweep streams the parameters)."""
+        return (self.optimizer_scale * comp.optimizer_us * bandwidth_ratio
+                + self.optimizer_fresh_us_per_mb * comp.optimizer_fresh_mb)
 
-    def latency_us(self, comp: Composition, device_us: float) -> float:
-        return float(device_us + comp.host_counts @ np.asarray(self.us) + self.optimizer_us(comp))
+    def latency_us(self, comp: Composition, device_us: float, bandwidth_ratio: float = 1.0) -> float:
+        return float(device_us + comp.host_counts @ np.asarray(self.us) + self.optimizer_us(comp, bandwidth_ratio))
 
 
 def load_op_dataset(root: str | Path | None = None, *, device: str = "cpu", progress: bool = False,
@@ -653,15 +655,13 @@ class OpTimeline:
         """
         c = compose(graph, self.figs, mode=mode, optimizer=optimizer)
         dev = self.model.predict_us(c.X, c.bound_us)
-        bound = c.bound_us
-        opt_us = self.host.optimizer_us(c)
+        bound, bw_ratio = c.bound_us, 1.0
         if target is not None:
             ratio = transfer_ratios(graph, c, self.figs, target)
-            dev, bound = dev * ratio, bound * ratio
-            opt_us = (self.host.optimizer_scale * c.optimizer_us * self.figs.gbps / target.gbps
-                      + self.host.optimizer_fresh_us_per_mb * c.optimizer_fresh_mb)
+            dev, bound, bw_ratio = dev * ratio, bound * ratio, self.figs.gbps / target.gbps
+        opt_us = self.host.optimizer_us(c, bw_ratio)
         host_us = c.host_counts * np.asarray(self.host.us)
-        lat = float(dev.sum()) + float(host_us.sum()) + opt_us
+        lat = self.host.latency_us(c, float(dev.sum()), bw_ratio)
         top = np.argsort(-dev)[:10]
         return {"latency_ms": lat / 1e3, "device_ms": float(dev.sum()) / 1e3,
                 "host_ms": float(host_us.sum() + opt_us) / 1e3,

@@ -18,7 +18,7 @@ import numpy as np
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
 from . import _convreading, _launches
-from ._skinny import stream_column
+from ._skinny import operator_streams
 
 PHASES = ("forward", "backward", "optimizer")
 #: host lane classes: the forward dispatch classes of a host profile, then one for autograd's
@@ -65,8 +65,7 @@ class OpTable:
     #: on a GPU without TF32, fp32 convolutions read as the CUDA-core matmuls they run as
     #: (:mod:`._convreading`); the host network always reads :attr:`x`. ``None``: no other reading
     device_x: np.ndarray | None = None
-    #: (n,) a skinny matrix product's time by the stream line (:mod:`._skinny`), NaN on other rows;
-    #: ``None``: no such row
+    #: (n,) a skinny matrix product's time by the stream line (:mod:`._skinny`), NaN elsewhere; or ``None``
     stream_us: np.ndarray | None = None
 
     def busy(self) -> np.ndarray:
@@ -599,12 +598,12 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(cols, positions, counts.tolist(), modes, n_all, frozen)
     x = xn[idx]
     if out_b is not None:
-        f = np.where(acc, out_n[idx], flops[idx])
-        b = scale * np.where(acc, out_b[idx], nbytes[idx])
+        f, b = np.where(acc, out_n[idx], flops[idx]), scale * np.where(acc, out_b[idx], nbytes[idx])
     else:
-        f = flops[idx]
-        b = scale * nbytes[idx]
+        f, b = flops[idx], scale * nbytes[idx]
     kind_rows = kind[idx]
+    stream = None if _is_cpu(device) else operator_streams(cols.nodes, positions, kind == _KIND_ID["matmul"],
+                                                           idx, back, bw)
     if acc.any():  # a gradient sum is an elementwise add on the tensor's shape
         ka = _KIND_ID["add"]
         rows = np.flatnonzero(acc)
@@ -664,7 +663,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
 
     launches = _launches.extra_launches(cols, len(graphs), device)
     return _assemble(graphs, (per, launches), modes, cols, device, optimizer, (bw, sm, hw), n_rows,
-                     (x, bound, kernel, host, energy, node, phase, busy, xd))
+                     (x, bound, kernel, host, energy, node, phase, busy, xd, stream))
 
 
 def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, arrays) -> list[OpTable]:
@@ -673,7 +672,7 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
     operator rows; each table is a slice of the chunk's arrays. ``counts``: per graph, the parameter
     tensors its optimizer updates and the kernels its operators launch beyond one each."""
     bw, sm, hw = hw_facts
-    x, bound, kernel, host, energy, node, phase, busy, xd = arrays
+    x, bound, kernel, host, energy, node, phase, busy, xd, stream = arrays
     cache: dict = {}
     extra = [_extra_rows(graph, n_tensors, device, mode, optimizer, bw, sm, hw, cols.scopes[g], cache, launches)
              for g, (graph, n_tensors, launches, mode) in enumerate(zip(graphs, *counts, modes))]
@@ -701,6 +700,7 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
     N = full(node, -1, np.int64)
     P = full(phase, [r[5] for r in flat], np.int64)
     U = full(busy, 1.0, np.float64)
+    S = None if stream is None else full(stream, np.nan, np.float64)
     sync = _is_cpu(device)
     out = []
     for g, graph in enumerate(graphs):
@@ -708,7 +708,7 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
         out.append(OpTable(X[sl], B[sl], K[sl], Hc[sl], Cn[sl], E[sl], N[sl], P[sl], synchronous=sync,
                            decode=graph.meta.get("phase") == "decode", occupancy=U[sl],
                            device_x=None if XD is None else XD[sl],
-                           stream_us=None if sync else stream_column(graph, N[sl], P[sl], device)))
+                           stream_us=None if S is None or not np.isfinite(S[sl]).any() else S[sl]))
     return out
 
 

@@ -42,6 +42,8 @@ def skinny_rows(node) -> int | None:
         return None
     out = node.out_shapes[0]
     rows = math.prod(out[:-1]) if len(out) > 1 else 1
+    if rows > 32:  # the most any dtype allows (MAX_ROWS): most products stop here
+        return None
     dtype = next((d for d in (*node.out_dtypes, *node.in_dtypes) if d in MAX_ROWS), None)
     if dtype is None or rows > MAX_ROWS[dtype]:
         return None
@@ -53,24 +55,19 @@ def stream_us(nbytes: float, bandwidth_bytes_s: float) -> float:
     return STREAM_START_US + nbytes / (STREAM_SHARE * bandwidth_bytes_s) * 1e6
 
 
-def stream_column(graph, node: np.ndarray, phase: np.ndarray, device) -> np.ndarray | None:
-    """Per row of an operator table (``node``, ``phase``): the line's time where it costs the row
-    (forward skinny products), NaN elsewhere; ``None`` where no row qualifies."""
-    bw = device.bandwidth_bytes_s
-    if not bw:
-        return None
-    times = {}
-    for i, n in enumerate(graph.nodes):
-        if n.kind == "matmul" and skinny_rows(n) is not None:
-            times[i] = stream_us(n.bytes_read + n.bytes_written, bw)
-    if not times:
-        return None
-    out = np.full(len(node), np.nan)
-    for r in np.flatnonzero(phase == 0).tolist():
-        t = times.get(int(node[r]))
-        if t is not None:
-            out[r] = t
-    return out if np.isfinite(out).any() else None
+def operator_streams(nodes, positions: np.ndarray, is_matmul: np.ndarray, row_op: np.ndarray, backward: np.ndarray,
+                     bandwidth_bytes_s: float) -> np.ndarray | None:
+    """Per row of operator tables: the line's time where it costs the row (the forward row of a skinny
+    matrix product), NaN elsewhere; ``None`` where none qualifies. ``nodes[positions[j]]`` is operator
+    ``j``, ``is_matmul[j]`` whether it is a matrix product (the only kind the line can cost, so no other
+    node is looked at), ``row_op`` / ``backward`` each row's operator and phase."""
+    op = None
+    for j in np.flatnonzero(is_matmul).tolist() if bandwidth_bytes_s else []:
+        n = nodes[positions[j]]
+        if skinny_rows(n) is not None:
+            op = np.full(len(is_matmul), np.nan) if op is None else op
+            op[j] = stream_us(n.bytes_read + n.bytes_written, bandwidth_bytes_s)
+    return None if op is None else np.where(backward, np.nan, op[row_op])
 
 
 def fit_stream_line(kernels: Iterable[tuple[float, float]], bandwidth_bytes_s: float) -> tuple[float, float]:
@@ -93,8 +90,8 @@ def stream_column_of(tables) -> np.ndarray:
 
 def with_streams(device_us: np.ndarray, eff: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
     """Rows' device times and efficiencies with the stream line in place of the network where it costs a
-    row (``rows.stream_us``, NaN elsewhere; absent or ``None``: none)."""
-    s = getattr(rows, "stream_us", None)
+    row (``rows.stream_us``, NaN elsewhere; ``None``: none)."""
+    s = rows.stream_us
     if s is None:
         return device_us, eff
     line = np.isfinite(s)
