@@ -9,7 +9,8 @@ profiled per operator on a GPU (``costmodel/data/h200/ops``, ``collect --ops``) 
 directly: with :attr:`TimelineConfig.op_weight` > 0 the fit adds, to the whole-model loss, the
 mean log error of every labelled kernel of at least :data:`MIN_LABEL_US`, each weighted by its
 share of its run's measured kernel time (so a run's long kernels, which set its latency, count
-most, and every run counts the same).
+most, and every run counts the same).  Skinny matrix products (:mod:`._skinny`) are left out: their
+time comes from a measured line, not from the network these labels teach.
 
 Only the device lane learns from these labels (kernel durations say nothing about the host that
 launched them); the host lane and the energy model still come from the whole-model rows.
@@ -75,7 +76,10 @@ class OpLabels:
         tables = op_tables_by_device([r.graph for r in runs], [r.device for r in runs], [r.mode for r in runs])
         xs, bs, ys, ws = [], [], [], []
         for run, t in zip(runs, tables):
-            where = {(int(n), int(p)): k for k, (n, p, kern) in enumerate(zip(t.node, t.phase, t.kernel)) if kern > 0}
+            # skinny products are costed by their measured line (._skinny), not the network: not its labels
+            line = np.zeros(len(t.kernel), bool) if t.stream_us is None else np.isfinite(t.stream_us)
+            where = {(int(n), int(p)): k for k, (n, p, kern, s) in enumerate(zip(t.node, t.phase, t.kernel, line))
+                     if kern > 0 and not s}
             sel = [(where[(nid, PHASES.index(ph))], y) for nid, ph, y in run.labels if (nid, PHASES.index(ph)) in where]
             if not sel:
                 continue

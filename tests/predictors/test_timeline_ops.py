@@ -200,3 +200,19 @@ def test_gpu_ops_benchmark_swaps_measured_kernels_into_the_device_lane(benchmark
     out = mod._composition_report(cover, pred.params.sync_us / 1e3)
     assert out["all"]["n"] == 1 and out["all"]["measured_kernels"] == pytest.approx(0.0, abs=1e-6)
     assert out["device-bound"]["timeline"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_op_labels_leave_out_the_products_the_measured_line_costs():
+    """At batch 1 in fp32 a classifier's matmul is a skinny product, costed by the measured line
+    (costmodel.predictors._skinny): a label for it would teach the network a row it never costs."""
+    g = zoo_graph("resnet18", batch=1, method="trace")
+    dev = get_device("h200")
+    t = op_table(g, dev, mode="inference")
+    assert t.stream_us is not None
+    line = {int(n) for n, s, k, ph in zip(t.node, t.stream_us, t.kernel, t.phase) if np.isfinite(s) and k > 0}
+    assert line, "resnet18's classifier at batch 1 is a skinny product"
+    labels = [(int(n), "forward", 10.0) for n, k, ph in zip(t.node, t.kernel, t.phase) if n >= 0 and k > 0 and ph == 0]
+    run = OpRun(g, dev, "inference", labels, "resnet", "resnet18", ("resnet18", 224, "inference", "fp32", 1))
+    mean, std = t.x.mean(0), t.x.std(0) + 1e-3
+    kept = OpLabels([run], mean, std)
+    assert kept.n == len({n for n, _, _ in labels} - line) and kept.n < len(labels)
