@@ -141,6 +141,10 @@ def _breakdown(title, rows, ests):
     ok = [i for i, r in enumerate(rows) if np.isfinite(r.energy_j) and r.energy_j > 0]
     if ok:
         print(_row("energy, all", [rows[i].energy_j for i in ok], [ests[i].energy_j for i in ok]))
+        for mode in ("inference", "training"):  # a training step's kernels draw a power of their own
+            idx = [i for i in ok if rows[i].mode == mode]
+            if len(idx) > 1 and len(idx) < len(ok):
+                print(_row(f"energy, {mode}", [rows[i].energy_j for i in idx], [ests[i].energy_j for i in idx]))
 
 
 def _parity_panels(title, rows, ests, target, unit, group) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
-from . import _convreading, _launches
+from . import _convreading, _launches, _skinny
 from ._skinny import operator_streams
 
 PHASES = ("forward", "backward", "optimizer")
@@ -270,11 +270,14 @@ def _bounded_norm_ids() -> list[int]:
 
 def kernel_ceilings() -> dict:
     """The bounds below the datasheet roofline that :func:`op_tables` applies (:data:`DEPTHWISE_SHARE`,
-    :data:`NORM_ROW_RATES`, :data:`ELEMENT_RATES` where set) and the kernel counts of :mod:`._launches`,
+    :data:`NORM_ROW_RATES`, :data:`ELEMENT_RATES` where set), the kernel counts of :mod:`._launches` and
+    the line skinny matrix products take (:mod:`._skinny`),
     as a saved timeline records them: an efficiency fitted over one set of bounds is wrong over another."""
     out = {"depthwise_share": None if DEPTHWISE_SHARE is None else list(DEPTHWISE_SHARE),
            "norm_row_rates": None if NORM_ROW_RATES is None else dict(NORM_ROW_RATES),
-           "native_batch_norm_kernels": _launches.NATIVE_BATCH_NORM_KERNELS}
+           "native_batch_norm_kernels": _launches.NATIVE_BATCH_NORM_KERNELS,
+           "skinny_line": {"start_us": _skinny.STREAM_START_US, "share": _skinny.STREAM_SHARE,
+                           "max_rows": dict(_skinny.MAX_ROWS)}}
     if _launches.CONV_KERNELS is not None:
         out["conv_kernels"] = [[*k, v] for k, v in sorted(_launches.CONV_KERNELS.items())]
     if ELEMENT_RATES is not None:  # recorded only where applied: artifacts fitted before it stay valid without

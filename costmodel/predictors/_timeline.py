@@ -75,7 +75,8 @@ from ..ir import node_columns
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
 from ._base import Predictor, validate_mode, validate_optimizer
-from ._energy import energy_design, nnls_relative, power_scales
+from ._energy import (ENERGY_PHASES, call_energy_j, energy_design, nnls_relative, phase_weights_ok, power_scales,
+                      split_weights)
 from ._optable import (
     _HOST_INDEX,
     ENERGY_CLASSES,
@@ -117,6 +118,7 @@ class TimelineParams:
     energy_static_w: float
     energy_a_w: list[float]  # per ENERGY_CLASSES: power at zero utilisation above static
     energy_b_w: list[float]  # per ENERGY_CLASSES: extra power at the roofline
+    energy_phase_w: list[float] | None = None  # per ENERGY_PHASES: a phase's kernels' own power (older: none)
     host_source: str = "fitted"
     trained_on: dict[str, Any] = field(default_factory=dict)
     #: split-conformal half-widths of |log(measured / predicted)| from leave-one-group-out fits
@@ -384,15 +386,14 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                                lat.numpy()[ok])
             w = nnls_relative(A, np.asarray([rows[i].energy_j for i in ok]))
         else:
-            w = np.zeros(1 + 2 * len(ENERGY_CLASSES))
-        k = len(ENERGY_CLASSES)
+            w = np.zeros(1 + 2 * len(ENERGY_CLASSES) + len(ENERGY_PHASES))
         z = b.x.numpy()
         self.params = TimelineParams(
             mean=mean.tolist(), std=std.tolist(), lo=z.min(0).astype(np.float64).tolist(),
             hi=z.max(0).astype(np.float64).tolist(),
             host_us=host_us, host_norm=host_norm,
             kernel_floor_us=float(F.softplus(model.floor.detach())), sync_us=float(F.softplus(model.sync.detach())),
-            energy_static_w=float(w[0]), energy_a_w=w[1:1 + k].tolist(), energy_b_w=w[1 + k:].tolist(),
+            **split_weights(w),
             host_source="fitted to the whole-model rows", trained_on=trained_on,
             decode_step_us=float(torch.exp(model.decode.detach())) if n_decode else None,
         )
@@ -606,12 +607,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 lat_us, waits = max(D, H) + p.sync_us, 0
             else:
                 lat_us, waits = composed_latency_us(g, t, (h_us, d_us), (H, D), call_us, p.sync_us)
-            e_class, u_class = lanes.energy_us[j].tolist(), lanes.useful_us[j].tolist()
-            static_w = p.energy_static_w * static_k
-            dynamic_j = (sum(a * e for a, e in zip(p.energy_a_w, e_class))
-                         + sum(b * u for b, u in zip(p.energy_b_w, u_class))) * dynamic_k
-            # a board cannot draw more than its power limit on average
-            energy_j = min(static_w * lat_us + dynamic_j, dev.tdp_w * lat_us) * 1e-6
+            energy_j = call_energy_j(p, lanes.energy_us[j], lanes.useful_us[j], lanes.phase_us[j], lat_us, static_k,
+                                     dynamic_k, dev.tdp_w)
             lat_ms = lat_us / 1e3
             notes = [*graph_assumptions(g, cols, j), *dev.assumptions, *lane_notes(g, cols.scopes[j], m)]
             notes += [sync_note(waits)] if waits else []
@@ -698,7 +695,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         path.mkdir(parents=True, exist_ok=True)
         cfg = {"predictor": self.name, "version": self.version, "format_version": FORMAT_VERSION,
                "feature_names": list(FEATURE_NAMES), "host_classes": list(HOST_CLASSES),
-               "energy_classes": list(ENERGY_CLASSES), "kernel_ceilings": kernel_ceilings(),
+               "energy_classes": list(ENERGY_CLASSES), "energy_phases": list(ENERGY_PHASES),
+               "kernel_ceilings": kernel_ceilings(),
                "config": asdict(self.config), "params": asdict(self.params), "library_version": __version__}
         files = ["weights.safetensors"]
         if self._has_cpu():
@@ -732,6 +730,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         need(cfg.get("feature_names") == list(FEATURE_NAMES), "its feature names differ from this library's")
         need(cfg.get("host_classes") == list(HOST_CLASSES), "its host classes differ from this library's")
         need(cfg.get("energy_classes") == list(ENERGY_CLASSES), "its energy classes differ from this library's")
+        need(cfg.get("energy_phases", list(ENERGY_PHASES)) == list(ENERGY_PHASES), "its energy phases differ from this library's")
         need((bad := ceilings_mismatch(cfg.get("kernel_ceilings"))) is None, str(bad))
         try:
             conf = TimelineConfig(**{"host_blind": (), "device_blind": (), **cfg["config"]})  # older: none
@@ -746,6 +745,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                            ("energy_b_w", params.energy_b_w, len(ENERGY_CLASSES))):
             need(isinstance(v, list) and len(v) == n and all(isinstance(a, (int, float)) and math.isfinite(a) for a in v),
                  f"params.{name} must be {n} finite numbers")
+        need(phase_weights_ok(params.energy_phase_w), f"params.energy_phase_w must be null or {len(ENERGY_PHASES)} "
+             "finite numbers >= 0")
         need(all(s > 0 for s in params.std), "params.std must be positive")
         need(all(v > 0 for v in params.host_norm), "params.host_norm must be positive")
         need(all(a <= b for a, b in zip(params.lo, params.hi)), "params.lo must not exceed params.hi")

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ._energy import _PHASE_CODES
 from ._optable import ENERGY_CLASSES
 from ._skinny import stream_column_of
 
@@ -16,12 +17,13 @@ class _ChunkLanes:
     time, efficiency and host time (µs); per table the lanes' sums, the device time per energy class (each
     row's time x the share of the SMs its bound keeps busy, and the useful share: that x efficiency), and
     the host lane's largest lead over the device lane (what a single call waits for beyond the kernels,
-    before its own call cost)."""
+    before its own call cost), and the same busy device time per phase of :data:`~._energy.ENERGY_PHASES`."""
 
-    def __init__(self, starts, device_row, eff_row, host_row, host_us, device_us, energy_us, useful_us, slack_us):
+    def __init__(self, starts, device_row, eff_row, host_row, host_us, device_us, energy_us, useful_us, slack_us,
+                 phase_us):
         self.starts, self.device_row, self.eff_row, self.host_row = starts, device_row, eff_row, host_row
         self.host_us, self.device_us, self.energy_us, self.useful_us = host_us, device_us, energy_us, useful_us
-        self.slack_us = slack_us
+        self.slack_us, self.phase_us = slack_us, phase_us
 
     def segment(self, j: int):
         a, b = self.starts[j], self.starts[j + 1]
@@ -47,12 +49,16 @@ def chunk_lanes(tables, z_dev: np.ndarray, z_host: np.ndarray, host: np.ndarray,
     busy = np.concatenate([t.busy() for t in tables])  # a norm bound by its rows keeps few SMs busy
     energy = np.bincount(which, weights=d_us * busy, minlength=k * len(tables)).reshape(-1, k)
     useful = np.bincount(which, weights=d_us * eff * busy, minlength=k * len(tables)).reshape(-1, k)
+    phase = np.concatenate([t.phase for t in tables])
+    table = np.repeat(np.arange(len(tables)), n)
+    phase_us = np.stack([np.bincount(table, weights=d_us * busy * (phase == c), minlength=len(tables))
+                         for c in _PHASE_CODES], axis=1)
     # within each table: host cost dispatched up to row i, less the device time of the rows before i
     Hc, Dc = np.cumsum(h_us), np.cumsum(d_us)
     base_h, base_d = np.repeat(Hc[first] - h_us[first], n), np.repeat(Dc[first] - d_us[first], n)
     lead = (Hc - base_h) - (Dc - base_d - d_us)
     slack = np.maximum.reduceat(lead, first)
-    return _ChunkLanes(starts.tolist(), d_us, eff, h_us, H_sum, D_sum, energy, useful, slack)
+    return _ChunkLanes(starts.tolist(), d_us, eff, h_us, H_sum, D_sum, energy, useful, slack, phase_us)
 
 
 #: operators whose output size the host must read before it can go on (a device-to-host copy and a wait for

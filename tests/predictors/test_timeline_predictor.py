@@ -184,7 +184,8 @@ def test_round_trip_and_a_host_profile(tmp_path, fitted, r18):
     ("host", "host_us"), ("version", "format_version"), ("std", "std"),
     ("host_shape", "tensor h0 has shape"), ("host_missing", "lacks tensor h4"), ("intervals", "params.intervals"),
     ("box", "params.lo must not exceed"), ("box_missing", "params.hi must be"),
-    ("decode", "params.decode_step_us"),
+    ("decode", "params.decode_step_us"), ("phase_w", "params.energy_phase_w"), ("phase_neg", "params.energy_phase_w"),
+    ("phases", "energy phases"),
 ])
 def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
     from safetensors.numpy import load_file, save_file
@@ -219,6 +220,12 @@ def test_damaged_artifacts_are_refused(tmp_path, fitted, damage, match):
         del cfg["params"]["hi"]
     elif damage == "decode":
         cfg["params"]["decode_step_us"] = -5.0
+    elif damage == "phase_w":
+        cfg["params"]["energy_phase_w"] = [1.0]
+    elif damage == "phase_neg":
+        cfg["params"]["energy_phase_w"] = [-1.0, 0.0]
+    elif damage == "phases":
+        cfg["energy_phases"] = ["optimizer", "backward"]
     (d / "config.json").write_text(json.dumps(cfg))
     save_file(w, str(d / "weights.safetensors"))
     # checksums consistent with the damage: the structural checks themselves must catch it
