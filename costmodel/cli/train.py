@@ -33,6 +33,7 @@ PRETRAIN_EXAMPLES = """examples:
 ADAPT_EXAMPLES = """examples:
   costmodel adapt --device cpu --data costmodel/data/cpu/vision.jsonl --shots 32
   costmodel adapt --device h100 --data rows/ --shots 16 --predictor trappm -o trappm-h100
+  costmodel adapt --device rows/hardware.json --data rows/ --shots 16   # a GPU the database does not list
 """
 
 
@@ -96,13 +97,15 @@ def register_adapt(sub) -> None:
                                  "report latency error before and after on the rows left out, and save an "
                                  "artifact that `costmodel predict --predictor DIR` loads.",
                      epilog=ADAPT_EXAMPLES)
-    ad.add_argument("--device", required=True, help="the new device's database name (see `costmodel devices`)")
+    ad.add_argument("--device", required=True,
+                    help="the new device's database name (see `costmodel devices`), or for a GPU the database "
+                         "does not list, the hardware.json `costmodel collect` wrote beside its rows")
     ad.add_argument("--data", required=True, help="measured rows: a .jsonl file or a folder with vision.jsonl")
     ad.add_argument("--shots", type=positive_int, default=32, help="rows to train on (default 32)")
     ad.add_argument("--predictor", default="dippm", help="dippm (default), trappm, or an artifact folder")
     add_epochs_seed_args(ad, epochs_default=60, epochs_help="fine-tuning epochs (default 60)",
                          seed_help="which rows are drawn (default 0)")
-    ad.add_argument("-o", "--output", default=None, help="artifact folder (default adapted-PREDICTOR-DEVICE)")
+    ad.add_argument("-o", "--output", default=None, help="artifact folder (default adapted-PREDICTOR-DEVICE, the device's name)")
     ad.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -149,7 +152,13 @@ def _cmd_adapt(a) -> int:
 
     rows = load_rows(a.data, device=a.device)
     res = adapt(a.predictor, rows, shots=a.shots, epochs=a.epochs, seed=a.seed, progress=not a.json)
-    out = Path(a.output) if a.output else Path(f"adapted-{res.predictor.name}-{a.device}")
+    if a.output:
+        out = Path(a.output)
+    else:  # a device given as its hardware.json is named by the GPU the file describes
+        from ..devices import get_device
+
+        slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in get_device(a.device).name).strip("-")
+        out = Path(f"adapted-{res.predictor.name}-{slug.lower()}")
     res.predictor.save(out)
     if a.json:
         print(json.dumps(dict(res.to_dict(), artifact=str(out))))

@@ -148,6 +148,17 @@ def _llm_row(r: dict, device: str) -> PerfRow:
     )
 
 
+def _unlisted(name: str) -> bool:
+    from .._errors import UnknownDeviceError
+    from ..devices import get_device
+
+    try:
+        get_device(name)
+    except UnknownDeviceError:
+        return True
+    return False
+
+
 class PerfDataset(Sequence[PerfRow]):
     """Rows of measured workloads with lazily built, disk-cached graphs."""
 
@@ -188,6 +199,8 @@ class PerfDataset(Sequence[PerfRow]):
         info = json.loads(hw.read_text()) if hw.exists() else {}
         # the device-database name this hardware maps to (a CPU's model string is not one)
         dev_name = info.get("costmodel_device") or info.get("name", device)
+        if hw.exists() and "prop_multi_processor_count" in info and _unlisted(dev_name):
+            dev_name = str(hw.resolve())  # a GPU the database does not list: its rows name the file deriving it
         rows: list[PerfRow] = []
         for k in kinds:
             path = folder / f"{prefix}{k}.jsonl"

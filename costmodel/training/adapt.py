@@ -34,13 +34,22 @@ def load_rows(data, *, device: str):
     """Measured vision rows from a ``.jsonl`` file, or a folder holding ``vision.jsonl``, labelled with ``device``.
 
     Out-of-memory rows carry no labels and are skipped; transformer rows are
-    skipped too (the graph predictors adapt on vision rows).
+    skipped too (the graph predictors adapt on vision rows).  For a GPU the
+    device database does not list, ``device`` is the ``hardware.json`` that
+    ``costmodel collect`` wrote beside the rows: its CUDA properties derive the
+    GPU, and the rows name that file, so that training resolves it.
     """
     from ..datasets import PerfDataset
     from ..datasets import read_jsonl, vision_row
     from ..devices import get_device
 
     dev = get_device(device)  # unknown names fail here, with suggestions
+    label = dev.name
+    if not _listed(dev.name):  # a GPU the database does not list is known by the file it was derived from
+        if not (isinstance(device, (str, Path)) and Path(device).is_file()):
+            raise InvalidInputError(f"device {dev.name!r} is not in the device database: pass the hardware.json "
+                                    "that `costmodel collect` wrote beside its rows as the device")
+        label = str(Path(device).resolve())
     p = Path(data)
     if p.is_dir():
         p = p / "vision.jsonl"
@@ -52,10 +61,21 @@ def load_rows(data, *, device: str):
             continue
         if not isinstance(r.get("latency_ms"), (int, float)):
             raise ModelLoadError(f"{p}:{ln}: row without a numeric latency_ms")
-        rows.append(vision_row(r, dev.name))
+        rows.append(vision_row(r, label))
     if not rows:
         raise ModelLoadError(f"{p} holds no labelled vision rows")
     return PerfDataset(rows)
+
+
+def _listed(name: str) -> bool:
+    from .._errors import UnknownDeviceError
+    from ..devices import get_device
+
+    try:
+        get_device(name)
+    except UnknownDeviceError:
+        return False
+    return True
 
 
 @dataclass
