@@ -340,7 +340,8 @@ class GNNPredictor(Predictor):
             "trained_rows": len(idx),
             "data_hash": data_hash(rows),
             "train_seconds": round(time.perf_counter() - t0, 2),
-            "devices": sorted({r.device for r in rows}),
+            # a GPU the database does not list comes as the hardware.json deriving it: record its name
+            "devices": sorted({get_device(r.device).name if r.device.endswith(".json") else r.device for r in rows}),
         }
         return self
 

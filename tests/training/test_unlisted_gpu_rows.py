@@ -87,4 +87,7 @@ def test_the_adapt_command_takes_the_hardware_json(folder, tmp_path, monkeypatch
     assert rep["artifact"] == "adapted-dippm-nvidia-a10g" and (tmp_path / rep["artifact"] / "config.json").exists()
     est = costmodel.estimate("resnet18", batch=8, device=str(hw), predictor=str(tmp_path / rep["artifact"]))
     assert est.latency_ms > 0 and not est.extrapolated_device
+    # the artifact names the GPU, not the file (which may be gone when the artifact is used)
+    meta = json.loads((tmp_path / rep["artifact"] / "config.json").read_text())
+    assert NAME in json.dumps(meta) and str(hw.resolve()) not in json.dumps(meta.get("meta", meta))
     assert main(["adapt", "--device", NAME, "--data", str(folder / "gpu")]) == 2  # the name alone: unknown
