@@ -148,17 +148,6 @@ def _llm_row(r: dict, device: str) -> PerfRow:
     )
 
 
-def _unlisted(name: str) -> bool:
-    from .._errors import UnknownDeviceError
-    from ..devices import get_device
-
-    try:
-        get_device(name)
-    except UnknownDeviceError:
-        return True
-    return False
-
-
 class PerfDataset(Sequence[PerfRow]):
     """Rows of measured workloads with lazily built, disk-cached graphs."""
 
@@ -195,11 +184,13 @@ class PerfDataset(Sequence[PerfRow]):
         if not folder.is_dir():
             avail = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
             raise ModelLoadError(f"no measurements for device {device!r} under {folder.parent}; found {avail}")
+        from ..devices import resolves_by_name
+
         hw = folder / "hardware.json"
         info = json.loads(hw.read_text()) if hw.exists() else {}
         # the device-database name this hardware maps to (a CPU's model string is not one)
         dev_name = info.get("costmodel_device") or info.get("name", device)
-        if hw.exists() and "prop_multi_processor_count" in info and _unlisted(dev_name):
+        if hw.exists() and "prop_multi_processor_count" in info and not resolves_by_name(dev_name):
             dev_name = str(hw.resolve())  # a GPU the database does not list: its rows name the file deriving it
         rows: list[PerfRow] = []
         for k in kinds:

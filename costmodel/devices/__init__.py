@@ -39,6 +39,17 @@ __all__ = [*_db.__all__, "UnknownDeviceError", "ARCHITECTURES", "base_device", "
            "slice_profile", "split_mig_name"]
 
 
+def resolves_by_name(name: str) -> bool:
+    """Whether ``name`` alone resolves to a device (a database name or alias, a MIG slice). A GPU the
+    database does not list does not: its rows and predictors know it by the ``hardware.json`` that derives
+    it from its CUDA properties."""
+    try:
+        get_device(name)
+    except UnknownDeviceError:
+        return False
+    return True
+
+
 def is_measured_device(device: Device, measured_names) -> bool:
     """Whether ``device`` is among ``measured_names`` (device strings of training rows, any spelling).
 

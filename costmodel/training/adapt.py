@@ -41,11 +41,11 @@ def load_rows(data, *, device: str):
     """
     from ..datasets import PerfDataset
     from ..datasets import read_jsonl, vision_row
-    from ..devices import get_device
+    from ..devices import get_device, resolves_by_name
 
     dev = get_device(device)  # unknown names fail here, with suggestions
     label = dev.name
-    if not _listed(dev.name):  # a GPU the database does not list is known by the file it was derived from
+    if not resolves_by_name(dev.name):  # a GPU the database does not list is known by the file it was derived from
         if not (isinstance(device, (str, Path)) and Path(device).is_file()):
             raise InvalidInputError(f"device {dev.name!r} is not in the device database: pass the hardware.json "
                                     "that `costmodel collect` wrote beside its rows as the device")
@@ -65,17 +65,6 @@ def load_rows(data, *, device: str):
     if not rows:
         raise ModelLoadError(f"{p} holds no labelled vision rows")
     return PerfDataset(rows)
-
-
-def _listed(name: str) -> bool:
-    from .._errors import UnknownDeviceError
-    from ..devices import get_device
-
-    try:
-        get_device(name)
-    except UnknownDeviceError:
-        return False
-    return True
 
 
 @dataclass
