@@ -21,7 +21,7 @@ from typing import Any, Hashable, Sequence
 
 from .._errors import UnsupportedOpWarning
 from ..analysis import op_cost
-from ..ir import CostGraph, GraphInput, Node, check_tensor, dtype_bytes, is_kind, numel
+from ..ir import CostGraph, GraphInput, Node, check_tensor, dtype_bytes, is_kind, numel, tensor_ok
 
 
 @dataclass(slots=True)
@@ -172,7 +172,8 @@ class GraphBuilder:
         held = operand_elems[0] if operand_elems and (is_view if aliases is None else aliases) else None
         for j, (key, shape, dtype) in enumerate(outputs):
             shp = tuple(int(d) for d in shape)
-            check_tensor(shp, dtype, f"output {j} of node {nid} ({op})")
+            if not tensor_ok(shp):  # the message is built only for a tensor that fails the check
+                check_tensor(shp, dtype, f"output {j} of node {nid} ({op})")
             out_shapes.append(shp)
             out_dtypes.append(dtype)
             elems = held if held is not None and held < numel(shp) else None

@@ -88,24 +88,31 @@ def _dense(x) -> bool:
     return fmt is not None and x.is_contiguous(memory_format=fmt)
 
 
+def _like(x, shape=None, dtype=None):
+    """A new tensor on ``x``'s device: ``x``'s shape, strides and dtype, or a contiguous one of ``shape`` and
+    ``dtype``. What ``empty_like`` / ``new_empty`` give for a dense ``x``, without their Python meta
+    decompositions (which cost more than the rest of a batch norm's trace)."""
+    import torch
+
+    if shape is None:
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+    return torch.empty(shape, dtype=dtype, device=x.device)
+
+
 def _fast_batch_norm(x, training=False):
     """The results of a batch norm over ``x``: output, per-channel mean and inverse std, laid out as the
     meta decomposition lays them out (``x`` is dense, so ``empty_like`` keeps its strides). None (run the
     kernel) for a layout it has not been checked on, or a training step over one value per channel
     (which the kernel refuses)."""
-    import torch
-
     if x.dim() < 2 or not _dense(x) or (training and x.numel() <= x.shape[1]):
         return None
     sd = _stat_dtype(x.dtype)
     c = (x.shape[1],)
-    return torch.empty_like(x), x.new_empty(c, dtype=sd), x.new_empty(c, dtype=sd)
+    return _like(x), _like(x, c, sd), _like(x, c, sd)
 
 
 def _fast_layer_norm(x, normalized_shape):
     """The results of a layer norm over the last ``len(normalized_shape)`` dims of a contiguous ``x``."""
-    import torch
-
     if not x.is_contiguous() or not isinstance(normalized_shape, (list, tuple)):
         return None
     k = len(normalized_shape)
@@ -113,7 +120,7 @@ def _fast_layer_norm(x, normalized_shape):
         return None
     sd = _stat_dtype(x.dtype)
     stats = tuple(x.shape[:x.dim() - k]) + (1,) * k
-    return torch.empty_like(x), x.new_empty(stats, dtype=sd), x.new_empty(stats, dtype=sd)
+    return _like(x), _like(x, stats, sd), _like(x, stats, sd)
 
 
 def _fast_paths() -> dict:

@@ -44,11 +44,13 @@ class ScopeRecorder:
                     kids.setdefault(id(child.__dict__), attr)
         # (qualified name, module key) per running call; None: a module outside the model (a wrapper)
         self.stack: list[tuple[str, int] | None] = []
+        # per running call, the innermost entry of ``stack`` up to it that is not None (what ``current`` reads)
+        self._tops: list[tuple[str, int] | None] = []
         self.calls = 0
         self.owner = threading.get_ident()
 
     def _caller(self) -> tuple[str, int] | None:
-        return next((s for s in reversed(self.stack) if s is not None), None)
+        return self._tops[-1] if self._tops else None
 
     def current(self) -> str:
         top = self._caller()
@@ -66,11 +68,14 @@ class ScopeRecorder:
                 name = f"{caller[0]}.{attr}" if caller[0] else attr
         if name:
             self.calls += 1
-        self.stack.append((name, key) if name is not None else None)
+        entry = (name, key) if name is not None else None
+        self.stack.append(entry)
+        self._tops.append(entry if entry is not None else caller)
 
     def _post(self, mod, args, out) -> None:
         if threading.get_ident() == self.owner and self.stack:
             self.stack.pop()
+            self._tops.pop()
 
 
 @contextlib.contextmanager

@@ -522,6 +522,16 @@ def _operand(t, real: bool, gen):
     return torch.zeros(t.shape, dtype=t.dtype)
 
 
+def _meta_like(t):
+    """``torch.empty_like(t, device="meta")``; for a contiguous ``t`` (nearly every parameter and buffer)
+    without the layout search ``empty_like`` makes."""
+    import torch
+
+    if t.is_contiguous():
+        return torch.empty(t.shape, dtype=t.dtype, device="meta")
+    return torch.empty_like(t, device="meta")
+
+
 def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False,
                 fused: bool = True, scopes: ScopeRecorder | None = None) -> None:
     """Record ATen ops while running the module once.
@@ -547,7 +557,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
         if sid in seen_storage:  # tied weights
             meta_state[name] = seen_storage[sid]
             continue
-        m = p if real else torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
+        m = p if real else _meta_like(p).requires_grad_(p.requires_grad)
         seen_storage[sid] = m
         meta_state[name] = m
         builder.add_param(kid(m), tuple(m.shape), dtype_name(m.dtype), trainable=True, frozen=not p.requires_grad)
@@ -555,7 +565,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
     for name, buf in model.named_buffers(remove_duplicate=False):
         if buf is None:
             continue
-        m = buf if real else torch.empty_like(buf, device="meta")
+        m = buf if real else _meta_like(buf)
         meta_state[name] = m
         builder.add_param(kid(m), tuple(m.shape), dtype_name(m.dtype), trainable=False)
         keep.append(m)
@@ -584,7 +594,7 @@ def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, r
                 _tensor_leaves(kwargs.values(), flat_in)
             if not real and kwargs.get("device") is not None and torch.device(kwargs["device"]).type != "meta":
                 kwargs = dict(kwargs, device=torch.device("meta"))  # a factory or copy to a fixed device
-            if not real and any(t.device.type != "meta" for t in flat_in):
+            if not real and any(not t.is_meta for t in flat_in):
                 # a constant the code made on a fixed device (a compiled graph's torch.as_tensor(...,
                 # device=cpu)): its meta twin, so that it meets the meta operands
                 args, kwargs = pytree.tree_map(to_meta, (args, kwargs))

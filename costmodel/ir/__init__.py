@@ -9,6 +9,7 @@ from ._graph import (
     Node,
     check_tensor,
     numel,
+    tensor_ok,
 )
 from ._vocab import (
     AUTOCAST_DTYPES,
@@ -50,6 +51,7 @@ __all__ = [
     "dtype_bytes",
     "is_kind",
     "numel",
+    "tensor_ok",
     "NodeColumns",
     "node_columns",
 ]

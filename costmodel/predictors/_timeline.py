@@ -598,9 +598,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         out = []
         for j, (g, m, t, est) in enumerate(zip(graphs, modes, tables, bases)):
             d_us, eff, h_us = lanes.segment(j)
-            call_us = float(host[_HOST_INDEX["call"]])
             decode_us = p.decode_step_us if (t.decode and p.decode_step_us is not None) else 0.0
-            call_us += decode_us
+            call_us = float(host[_HOST_INDEX["call"]]) + decode_us
             H, D = float(lanes.host_us[j]) + call_us, float(lanes.device_us[j])
             if self.cuda_graphs:  # one graph launch (a kernel launch's host cost) begins the whole device lane
                 H, decode_us = float(host[_HOST_INDEX["launch"]]), 0.0
@@ -617,7 +616,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
                 notes.append(host_note)
             elif "H200" not in dev.name:
                 notes.append(f"host lane fitted to the machine that measured {', '.join(p.trained_on.get('devices', []))}"
-                             " rows; pass host=FILE from `costmodel calibrate` for this machine")
+                             " rows (other hosts: 0.5x, 1.3x its launch-bound times); a `costmodel calibrate` profile"
+                             " (host=FILE) replaces it, but read 2-4x below model dispatch on the host checked")
             if power_note:
                 notes.append(power_note)
             if t.decode:
