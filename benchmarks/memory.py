@@ -321,7 +321,12 @@ def _speed() -> None:
     from costmodel.analysis.memreplay import replay_memory
 
     replay_memory("torchvision:resnet18", "h200", batch=1)  # imports and first-call set-up, not timed
+    t0 = time.perf_counter()
+    import transformers  # noqa: F401 - the decoders' one-time import, timed on its own line
+
+    imported_s = time.perf_counter() - t0
     print("\n5. speed, trace + replay from scratch (seconds)")
+    print(f"{'import transformers (once, before a first transformer)':<58}{imported_s:>8.2f}")
     cases = [("torchvision:resnet50", dict(batch=32, mode="training"), "resnet50 training step, batch 32"),
              ("llama-2-7b", dict(batch=8, seq=512, phase="prefill", dtype="fp16"), "llama-2-7b prefill, 8 x 512"),
              ("llama-2-7b", dict(batch=8, seq=512, phase="decode", dtype="fp16"),

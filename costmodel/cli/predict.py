@@ -103,20 +103,11 @@ def _with_trainable(a) -> None:
 
 def _cmd_predict(a) -> int:
     from ..estimate import estimate
-    from ..devices import get_device
-    from ..frontends import to_graph
-    from ..predictors import get_predictor
 
     _check_method(a)
     check_max_batch_args(a)
     _with_trainable(a)
     model, predictor = a.model, a.predictor
-    if a.method is not None:
-        # capture the graph the requested way, then estimate that graph
-        get_device(a.device)  # bad names fail before the (slow) capture
-        get_predictor(a.predictor)
-        model = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
-                         method=a.method, autocast=a.autocast)
     with Working(f"estimating {a.model}", enabled=None if not a.json else False):
         est = estimate(
             model,
@@ -131,6 +122,8 @@ def _cmd_predict(a) -> int:
             autocast=a.autocast,
             latency_slo_ms=a.latency_slo_ms,
             cuda_graphs=a.cuda_graphs,
+            # the graph captured the requested way; memory from the module's own trace either way
+            **({"method": a.method} if a.method is not None else {}),
         )
     fits = []
     if a.max_batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
+from ..frontends.pytorch import METHODS as CAPTURE_METHODS
 from ..ir import MODEL_DTYPES as DTYPES, MODES
 from ._finish import check_slo, slice_prediction_into
 from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
@@ -27,6 +28,7 @@ def estimate(
     autocast: str | None = None,
     latency_slo_ms: float | None = None,
     cuda_graphs: bool = False,
+    method: str = "export",
 ):
     """Predict latency, memory, energy and a MIG slice for a model on a device.
 
@@ -62,6 +64,9 @@ def estimate(
             "reduce-overhead")``, ``torch.cuda.graphs``) instead of eager dispatch: the timeline's device
             lane, begun by one graph launch, without a host cost per operator (no row measured one; the
             estimate says so). Needs the timeline predictor and a GPU.
+        method: how a PyTorch model (a module, a zoo name, a spec) becomes a graph: ``"export"``
+            (``torch.export``, the default) or ``"trace"`` (a dispatch trace on meta tensors, faster).
+            Memory still comes from the module's own allocation trace either way.
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -73,6 +78,8 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
+    if method not in CAPTURE_METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(CAPTURE_METHODS)}, got {method!r}")
     if memory not in MEMORY_PATHS:
         raise InvalidInputError(f"memory must be one of {', '.join(MEMORY_PATHS)}, got {memory!r}")
     if mode not in MODES:
@@ -88,7 +95,7 @@ def estimate(
     notes += host_notes
     pred = with_cuda_graphs(pred, cuda_graphs)
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
-                     autocast=autocast)
+                     autocast=autocast, method=method)
     if autocast is not None:
         notes.append(f"autocast {autocast}: CUDA autocast's operator lists applied to the graph (GEMMs, convolutions "
                      f"and attention in {autocast} after a cast of each fp32 operand; its fp32 list in fp32; other "

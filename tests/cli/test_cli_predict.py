@@ -132,6 +132,14 @@ def test_predict_method_trace_is_used(capsys, monkeypatch):
     assert got["latency_ms"] == pytest.approx(traced.latency_ms)
     # the two captures differ (the trace keeps more nodes), and so do their estimates
     assert traced.latency_ms != pytest.approx(exported.latency_ms, rel=1e-9)
+    # memory comes from the module's own allocation trace whichever way the graph was captured; a
+    # graph alone (what the CLI once passed on) only has the liveness walk
+    assert got["details"]["memory"]["path"] == "replay" and traced.details["memory"]["path"] != "replay"
+    assert got["memory_mb"] == pytest.approx(exported.memory_mb)
+    api = costmodel.estimate(R18, batch=1, device="h100", method="trace")
+    assert api.latency_ms == pytest.approx(traced.latency_ms) and api.memory_mb == pytest.approx(exported.memory_mb)
+    with pytest.raises(costmodel.InvalidInputError, match="one of export, trace, got 'jit'"):
+        costmodel.estimate(R18, batch=1, device="h100", method="jit")
     seen.clear()
     code, out, _ = run(capsys, "graph", R18, "--method", "trace", "--json")
     assert code == 0 and seen == ["trace"]
