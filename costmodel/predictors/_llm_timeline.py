@@ -192,7 +192,10 @@ class TimelineLLMPredictor:
                               seq=w.seq, phase=w.mode, target_seq=w.target_seq, ssm_kernels=ssm_kernels)
         _kernel_notes(est, ssm_kernels)
         trained = {"devices": tl.params.trained_on.get("devices", [])}
-        return finish_estimate(est, dev, version=self.version, meta=trained, graph=g)
+        # the MIG pick holds the replayed memory interval's upper end, as the replay picked it
+        iv = est.memory_mb_interval
+        return finish_estimate(est, dev, version=self.version, meta=trained, graph=g,
+                               margin_mb=iv[1] - est.memory_mb if iv else 0.0)
 
     def predict_many(self, workloads: Sequence, device="h200") -> np.ndarray:
         """``(n, 3)`` latency_ms, memory_mb, power_w of :class:`~costmodel.features.LLMWorkload` s (one graph

@@ -125,6 +125,21 @@ def test_the_mig_pick_holds_the_intervals_upper_end(monkeypatch):
     assert any(a.startswith("MIG slice: 1g.35gb holds the upper end") for a in est.assumptions)
 
 
+def test_a_transformers_mig_pick_holds_the_intervals_upper_end_too(monkeypatch):
+    plain = costmodel.estimate_llm("gpt2", batch=1, seq=64, mode="prefill", device="h200")
+    assert plain.mig_profile == "1g.18gb" and plain.memory_mb_interval[1] < 16_000
+    wide = json.loads(json.dumps(memory_intervals("h200")))
+    wide["groups"]["transformer prefill"]["hi"] = math.log(20_000 / plain.memory_mb)
+    monkeypatch.setattr(memreplay, "memory_intervals", lambda device, path="replay": wide)
+    memreplay._CACHE.clear()
+    est = costmodel.estimate_llm("gpt2", batch=1, seq=64, mode="prefill", device="h200")
+    assert est.memory_mb == pytest.approx(plain.memory_mb) and est.memory_mb_interval[1] == pytest.approx(20_000)
+    # the pick, the slice the estimate was asked about and the assumption agree (the finishing step had
+    # picked again from the point estimate alone)
+    assert est.mig_profile == "1g.35gb" and est.details["mig"]["profile"] == "1g.35gb"
+    assert any(a.startswith("MIG slice: 1g.35gb holds the upper end") for a in est.assumptions)
+
+
 def test_a_graph_alone_gets_the_walks_own_interval():
     g = costmodel.to_graph("torchvision:resnet18", batch=2)
     est = costmodel.estimate(g, batch=2, device="h200", predictor="timeline")
