@@ -99,6 +99,28 @@ def test_views_and_in_place_ops_are_never_memoized():
     assert not M._META_CACHE
 
 
+#: scalar arguments each in-place activation is called with (none: its defaults)
+_SCALARS = {"hardtanh_": (0.0, 6.0), "clamp_": (0.0, 6.0), "clamp_min_": (0.0,), "clamp_max_": (6.0,),
+            "leaky_relu_": (0.1,), "threshold_": (0.5, 0.0)}
+
+
+@pytest.mark.parametrize("name", M.INPLACE_ACTIVATIONS)
+def test_an_in_place_activation_returns_its_operand_as_the_kernel_does(name):
+    op = getattr(A, name).default
+    for x in _inputs():
+        args = (x, *_SCALARS.get(name, ()))
+        want = _layout([x])
+        assert op(*args) is x and _layout([x]) == want  # the kernel: the operand itself, unchanged
+        M._META_CACHE.clear()
+        assert M._meta_call(op, args, {}) is x and _layout([x]) == want
+        assert not M._META_CACHE
+    # a tensor argument (clamp_ between tensors) goes to the kernel, which checks how they broadcast
+    x, lo = torch.empty(2, 3, device="meta"), torch.empty(4, device="meta")
+    with pytest.raises(RuntimeError):
+        M._meta_call(A.clamp_min_.Tensor, (x, lo), {})
+    assert M._same(x, lo) is None
+
+
 def _nodes_of(model, **kw):
     g = from_torch(model, method="trace", **kw)
     return [(n.op, n.kind, sorted(n.attrs.items()), n.in_shapes, n.out_shapes, n.out_dtypes, n.flops,
