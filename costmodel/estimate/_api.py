@@ -64,9 +64,8 @@ def estimate(
             "reduce-overhead")``, ``torch.cuda.graphs``) instead of eager dispatch: the timeline's device
             lane, begun by one graph launch, without a host cost per operator (no row measured one; the
             estimate says so). Needs the timeline predictor and a GPU.
-        method: how a PyTorch model (a module, a zoo name, a spec) becomes a graph: ``"export"``
-            (``torch.export``, the default) or ``"trace"`` (a dispatch trace on meta tensors, faster).
-            Memory still comes from the module's own allocation trace either way.
+        method: a PyTorch model's capture, ``"export"`` (``torch.export``) or ``"trace"`` (a dispatch trace
+            on meta tensors, faster); memory comes from the module's own allocation trace either way.
 
     Returns:
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
@@ -78,10 +77,9 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
-    if method not in CAPTURE_METHODS:
-        raise InvalidInputError(f"method must be one of {', '.join(CAPTURE_METHODS)}, got {method!r}")
-    if memory not in MEMORY_PATHS:
-        raise InvalidInputError(f"memory must be one of {', '.join(MEMORY_PATHS)}, got {memory!r}")
+    for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS)):
+        if value not in valid:
+            raise InvalidInputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if dtype not in DTYPES:
