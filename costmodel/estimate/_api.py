@@ -90,8 +90,7 @@ def estimate(
     pred = get_predictor(predictor)
     notes = [default_fallback_note(pred)] if predictor is None else []
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
-    notes += host_notes
-    pred = with_cuda_graphs(pred, cuda_graphs)
+    notes, pred = notes + host_notes, with_cuda_graphs(pred, cuda_graphs)
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                      autocast=autocast, method=method)
     if autocast is not None:

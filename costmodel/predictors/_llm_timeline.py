@@ -191,11 +191,7 @@ class TimelineLLMPredictor:
             est = replay_into(est, w.spec, dev, batch=w.batch, mode="inference", dtype=w.dtype, optimizer="adam",
                               seq=w.seq, phase=w.mode, target_seq=w.target_seq, ssm_kernels=ssm_kernels)
         _kernel_notes(est, ssm_kernels)
-        trained = {"devices": tl.params.trained_on.get("devices", [])}
-        # the MIG pick holds the replayed memory interval's upper end, as the replay picked it
-        iv = est.memory_mb_interval
-        return finish_estimate(est, dev, version=self.version, meta=trained, graph=g,
-                               margin_mb=iv[1] - est.memory_mb if iv else 0.0)
+        return _finished(est, dev, self.version, tl, g)
 
     def predict_many(self, workloads: Sequence, device="h200") -> np.ndarray:
         """``(n, 3)`` latency_ms, memory_mb, power_w of :class:`~costmodel.features.LLMWorkload` s (one graph
@@ -237,6 +233,14 @@ def _step_details(est, graph, *, optimizer: str, amp, lora, recompute) -> None:
     if recompute:
         est.details["checkpointing"] = recompute
         est.assumptions = [*est.assumptions, CHECKPOINT_NOTE]
+
+
+def _finished(est, dev, version: str, tl, g):
+    """``finish_estimate`` for the devices ``tl`` was trained on, its MIG pick holding the replayed memory
+    interval's upper end, as the replay picked it (not the point estimate alone)."""
+    iv = est.memory_mb_interval
+    return finish_estimate(est, dev, version=version, meta={"devices": tl.params.trained_on.get("devices", [])},
+                           graph=g, margin_mb=iv[1] - est.memory_mb if iv else 0.0)
 
 
 def _kernel_notes(est, ssm_kernels: str) -> None:
