@@ -112,15 +112,18 @@ def _fast_batch_norm(x, training=False):
 
 
 def _fast_layer_norm(x, normalized_shape):
-    """The results of a layer norm over the last ``len(normalized_shape)`` dims of a contiguous ``x``."""
-    if not x.is_contiguous() or not isinstance(normalized_shape, (list, tuple)):
+    """The results of a layer norm over the last ``len(normalized_shape)`` dims of ``x``: laid out as a
+    contiguous ``x`` is, whatever ``x``'s layout (the kernel normalizes ``x.contiguous()``; ConvNeXt's
+    norms read permuted tensors)."""
+    if not isinstance(normalized_shape, (list, tuple)):
         return None
     k = len(normalized_shape)
     if not 0 < k <= x.dim():
         return None
     sd = _stat_dtype(x.dtype)
     stats = tuple(x.shape[:x.dim() - k]) + (1,) * k
-    return _like(x), _like(x, stats, sd), _like(x, stats, sd)
+    out = _like(x) if x.is_contiguous() else _like(x, tuple(x.shape), x.dtype)  # strides of size-1 dims kept
+    return out, _like(x, stats, sd), _like(x, stats, sd)
 
 
 def _fast_paths() -> dict:

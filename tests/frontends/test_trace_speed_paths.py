@@ -53,12 +53,14 @@ def test_batch_norm_fast_path_lays_out_what_the_meta_kernel_does(training):
 
 
 def test_layer_norm_fast_path_lays_out_what_the_meta_kernel_does():
-    for x in _inputs():
+    convnext = torch.empty(2, 8, 5, 5, device="meta").permute(0, 2, 3, 1)  # LayerNorm2d's channels-last view
+    for x in [*_inputs(), convnext]:
         for k in (1, 2):
             args = (x, list(x.shape[-k:]), None, None, 1e-5)
             want = _layout(A.native_layer_norm.default(*args))
             M._META_CACHE.clear()
             assert _layout(M._meta_call(A.native_layer_norm.default, args, {})) == want
+            assert not M._META_CACHE  # the shortcut answered, whatever the layout
 
 
 def test_a_shortcut_passed_keyword_arguments_leaves_them_to_the_kernel():
