@@ -123,6 +123,19 @@ def test_an_in_place_activation_returns_its_operand_as_the_kernel_does(name):
     assert M._same(x, lo) is None
 
 
+@pytest.mark.parametrize("name", M.ACTIVATIONS)
+def test_an_activation_is_laid_out_as_the_kernel_lays_it_out(name):
+    op = getattr(A, name).default
+    for x in [*_inputs(), torch.empty(1, 1, 4, 4, device="meta"), torch.empty(3, 1, 1, 5, device="meta")]:
+        args = (x, *_SCALARS.get(name + "_", ()))
+        want = _layout([op(*args)])
+        M._META_CACHE.clear()
+        out = M._meta_call(op, args, {})
+        assert _layout([out]) == want and out is not x, (name, tuple(x.shape), x.stride(), x.dtype)
+        # a dense operand is answered by the shortcut, anything else by the kernel (and then memoized)
+        assert bool(M._META_CACHE) != M._dense(x)
+
+
 def _nodes_of(model, **kw):
     g = from_torch(model, method="trace", **kw)
     return [(n.op, n.kind, sorted(n.attrs.items()), n.in_shapes, n.out_shapes, n.out_dtypes, n.flops,
