@@ -527,9 +527,9 @@ def _meta_like(t):
     without the layout search ``empty_like`` makes."""
     import torch
 
-    if t.is_contiguous():
+    if type(t) in (torch.Tensor, torch.nn.Parameter) and not t.is_quantized and t.is_contiguous():
         return torch.empty(t.shape, dtype=t.dtype, device="meta")
-    return torch.empty_like(t, device="meta")
+    return torch.empty_like(t, device="meta")  # a subclass, a quantized or a strided tensor: as it lays out
 
 
 def _from_trace(model, args, kwargs, builder: GraphBuilder, training: bool, *, real: bool = False,
