@@ -122,8 +122,7 @@ def _cmd_predict(a) -> int:
             autocast=a.autocast,
             latency_slo_ms=a.latency_slo_ms,
             cuda_graphs=a.cuda_graphs,
-            # the graph captured the requested way; memory from the module's own trace either way
-            **({"method": a.method} if a.method is not None else {}),
+            method=a.method or "export",  # the graph's capture; memory from the module's own trace either way
         )
     fits = []
     if a.max_batch:

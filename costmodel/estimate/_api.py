@@ -77,20 +77,18 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
-    for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS)):
+    for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS),
+                               ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
         if value not in valid:
             raise InvalidInputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
-    if mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
-    if dtype not in DTYPES:
-        raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)
     latency_slo_ms = check_slo(latency_slo_ms)
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
     notes = [default_fallback_note(pred)] if predictor is None else []
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
-    notes, pred = notes + host_notes, with_cuda_graphs(pred, cuda_graphs)
+    notes += host_notes
+    pred = with_cuda_graphs(pred, cuda_graphs)
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                      autocast=autocast, method=method)
     if autocast is not None:

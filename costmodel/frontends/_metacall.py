@@ -153,14 +153,16 @@ ACTIVATIONS = ("relu", "hardsigmoid", "hardswish", "gelu", "silu", "sigmoid", "t
                "elu", "mish")
 
 
+def _scalars_only(args) -> bool:
+    import torch
+
+    return not any(isinstance(v, torch.Tensor) for v in args)
+
+
 def _activation(x, *args):
     """An activation's result on a dense ``x`` (contiguous or channels-last): a new tensor with ``x``'s shape,
     strides and dtype, as the kernel lays it out; None (the kernel runs) otherwise."""
-    import torch
-
-    if any(isinstance(v, torch.Tensor) for v in args) or not _dense(x):
-        return None
-    return _like(x)
+    return _like(x) if _scalars_only(args) and _dense(x) else None
 
 
 #: in-place elementwise activations of one tensor and scalar arguments: what they return is their operand
@@ -171,9 +173,7 @@ INPLACE_ACTIVATIONS = ("relu_", "hardtanh_", "clamp_", "clamp_min_", "clamp_max_
 
 def _same(x, *args):
     """An in-place activation's result: ``x`` itself (None, so the kernel runs, where an argument is a tensor)."""
-    import torch
-
-    return None if any(isinstance(v, torch.Tensor) for v in args) else x
+    return x if _scalars_only(args) else None
 
 
 _FAST: dict | None = None
