@@ -514,7 +514,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     trace, path, notes = hit
     dev = _device(device)
     st = replay(trace.events, expandable_segments=expandable_segments, workspace_bytes=workspace,
-                capacity_bytes=int(dev.memory_mb * MIB) if getattr(dev, "memory_mb", None) else None)
+                capacity_bytes=int(dev.capacity_mb * MIB) if getattr(dev, "capacity_mb", None) else None)
     ctx = ov.context(kind)
     slack = st.peak_reserved_bytes / MIB * ov.train_slack if mode == "training" and path == "replay" else 0.0
     borrowed = " (vision steps' share: no transformer training step was measured)" if kind == "transformer" else ""

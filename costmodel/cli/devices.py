@@ -73,7 +73,9 @@ def _show(name: str, as_json: bool) -> int:
     rows = [("device", dev.name), ("figures", dev.source),
             ("architecture", f"{dev.architecture}, compute capability {dev.compute_capability or '-'}"),
             ("peak TFLOP/s", f"{peaks}; CUDA cores fp32 {dev.vector_tflops_fp32:.4g}"),
-            ("memory", f"{dev.memory_mb / 1024:.2f} GiB at {dev.memory_bandwidth_gbps:.4g} GB/s"),
+            ("memory", f"{dev.memory_mb / 1024:.2f} GiB at {dev.memory_bandwidth_gbps:.4g} GB/s"
+                       + (f"; the board reports {dev.reported_memory_mib:,.0f} MiB, what fits is checked against"
+                          if dev.reported_memory_mib else "; what fits is checked against this (no reported total)")),
             ("SMs, L2", f"{dev.sm_count or '-'}, {dev.l2_cache_mb or 0:.3g} MB"),
             ("power", f"{dev.tdp_w:.4g} W limit, {dev.idle_power_w:.4g} W idle"),
             ("overheads", f"kernel launch {dev.kernel_launch_overhead_us:.3g} us, framework memory "
@@ -98,7 +100,7 @@ def _mig_table(name: str, as_json: bool) -> int:
     for p in dev.mig_profiles:
         s = slice_device(dev, p)
         rows.append({"device": s.name, "profile": p.name, "sm_count": s.sm_count, "memory_mb": p.capacity_mb,
-                     "memory_listed": p.capacity_listed, "nominal_memory_mb": p.memory_mb,
+                     "memory_listed": p.capacity_listed, "memory_capped": p.capacity_capped, "nominal_memory_mb": p.memory_mb,
                      "bf16_tflops": s.peak_flops("bf16") / 1e12, "fp32_tflops": s.peak_flops("fp32") / 1e12,
                      "memory_bandwidth_gbps": s.memory_bandwidth_gbps, "l2_cache_mb": s.l2_cache_mb,
                      "max_instances": p.max_instances})
@@ -110,10 +112,13 @@ def _mig_table(name: str, as_json: bool) -> int:
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        mem = f"{r['memory_mb'] / 1024:.2f}" + ("" if r["memory_listed"] else "*")
+        mem = f"{r['memory_mb'] / 1024:.2f}" + ("" if r["memory_listed"] else "+" if r["memory_capped"] else "*")
         print(f"{r['profile']:<10}{r['sm_count'] or 0:>5}{mem:>12}{r['bf16_tflops']:>11.4g}{r['fp32_tflops']:>11.4g}"
               f"{r['memory_bandwidth_gbps']:>10.4g}{r['l2_cache_mb'] or 0:>7.3g}{r['max_instances']:>5}")
-    if not all(r["memory_listed"] for r in rows):
+    if any(not r["memory_listed"] and not r["memory_capped"] for r in rows):
         print("* no published `nvidia-smi mig -lgip` listing: the memory in the profile's name")
+    if any(not r["memory_listed"] and r["memory_capped"] for r in rows):
+        print(f"+ no published listing, and the name's GB is more than the board reports "
+              f"({dev.reported_memory_mib:,.0f} MiB): at most that (the instance holds a little less)")
     print("memory: the GPU instance's (what the MIG pick and --max-batch --mig compare against)")
     return 0

@@ -161,6 +161,7 @@ def device_from_cuda_properties(props: Any, *, power_limit_w: float | None = Non
         "name": p["name"].strip(), "aliases": [], "vendor": "NVIDIA", "architecture": arch.name,
         "compute_capability": f"{p['major']}.{p['minor']}", "peak_tflops": peaks, "vector_tflops_fp32": peaks["fp32"],
         "memory_bandwidth_gbps": round(bandwidth, 1), "memory_gb": p["total_memory"] / 2**30, "sm_count": sms,
+        "reported_memory_mib": p["total_memory"] / 2**20,
         "l2_cache_mb": p["L2_cache_size"] / 2**20, "tdp_w": round(tdp, 1),
         "idle_power_w": round(tdp * ref.idle_power_w / ref.tdp_w, 1),
         "kernel_launch_overhead_us": ref.kernel_launch_overhead_us,

@@ -153,6 +153,9 @@ class MigProfile:
     max_instances: int
     sm_count: int | None = None
     instance_memory_gib: float | None = None
+    #: the whole board's reported memory in MiB (:attr:`Device.reported_memory_mib`), which no instance
+    #: exceeds; set from the device entry, not a key of a profile's JSON object
+    board_memory_mib: float | None = field(default=None, compare=False)
 
     @property
     def memory_mb(self) -> float:
@@ -161,9 +164,18 @@ class MigProfile:
 
     @property
     def capacity_mb(self) -> float:
-        """What the slice holds, in MiB: the listed instance memory, else the nominal :attr:`memory_mb`.
+        """What the slice holds, in MiB: the listed instance memory, else the nominal :attr:`memory_mb`,
+        and never more than the board reports (:attr:`board_memory_mib`: an H200's ``7g.141gb``, which no
+        listing gives, holds at most the 143,157 MiB its board reports, not 144,384).
         The MIG pick and the largest batch that fits a slice compare memory against this."""
-        return self.instance_memory_gib * _MIB_PER_GB if self.instance_memory_gib else self.memory_mb
+        mb = self.instance_memory_gib * _MIB_PER_GB if self.instance_memory_gib else self.memory_mb
+        return min(mb, self.board_memory_mib) if self.board_memory_mib else mb
+
+    @property
+    def capacity_capped(self) -> bool:
+        """Whether :attr:`capacity_mb` is the board's reported memory (below the listing or the name's GB)."""
+        mb = self.instance_memory_gib * _MIB_PER_GB if self.instance_memory_gib else self.memory_mb
+        return bool(self.board_memory_mib) and self.board_memory_mib < mb
 
     @property
     def capacity_listed(self) -> bool:
@@ -199,6 +211,10 @@ class Device:
     framework_overhead_mb: float
     mig_profiles: tuple[MigProfile, ...] = field(repr=False)
     sources: tuple[str, ...] = field(repr=False)
+    #: the total memory the driver reports for the board, in MiB (``cudaDeviceProp.totalGlobalMem`` or
+    #: ``nvidia-smi``'s total; ``None``: not known, the nominal :attr:`memory_mb` stands in). Below the
+    #: nominal capacity: by 6.25 % on a GDDR6 board with ECC on (a T4's 16 GB report 15,360 MiB)
+    reported_memory_mib: float | None = None
     source: str = "datasheet"
     assumptions: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
@@ -213,6 +229,13 @@ class Device:
     def memory_mb(self) -> float:
         """Device memory in MiB: ``memory_gb * 1024`` (nominal for datasheet entries)."""
         return self.memory_gb * _MIB_PER_GB
+
+    @property
+    def capacity_mb(self) -> float:
+        """What a process can hold on the device, in MiB: :attr:`reported_memory_mib` where the entry gives
+        it, else the nominal :attr:`memory_mb`. ``Estimate.fits_device``, the largest batch that fits the
+        whole device and the ``torch.compile`` backend's default limit compare memory against this."""
+        return float(self.reported_memory_mib) if self.reported_memory_mib else self.memory_mb
 
     def peak_flops(self, dtype: str, *, tensor: bool = True) -> float:
         """Peak rate in FLOP/s (OP/s for integers) for ``dtype``.
@@ -300,7 +323,7 @@ class Device:
             if f.name == "peak_tflops":
                 v = v.as_dict()
             elif f.name == "mig_profiles":
-                v = [dataclasses.asdict(m) for m in v]
+                v = [_mig_entry(m) for m in v]
             elif isinstance(v, tuple):
                 v = list(v)
             out[f.name] = v
@@ -320,6 +343,8 @@ class Device:
                 f"expected fields among {names}, got {unknown[0]!r}.{suggest(unknown[0], names)}"
             )
         entry = self.to_dict()
+        if "memory_gb" in fields and "reported_memory_mib" not in fields:
+            entry["reported_memory_mib"] = None  # the board's total belongs to the capacity it replaces
         for key, value in fields.items():
             if key == "peak_tflops":
                 value = value.as_dict() if isinstance(value, PeakTflops) else value
@@ -329,7 +354,7 @@ class Device:
                     )
                 value = {**entry["peak_tflops"], **value}
             elif key == "mig_profiles" and isinstance(value, Iterable):
-                value = [dataclasses.asdict(m) if isinstance(m, MigProfile) else m for m in value]
+                value = [_mig_entry(m) if isinstance(m, MigProfile) else m for m in value]
             elif key in ("aliases", "sources") and isinstance(value, (tuple, list)):
                 value = list(value)
             entry[key] = value
@@ -340,8 +365,9 @@ class Device:
 # validation
 # --------------------------------------------------------------------------
 
-_REQUIRED = tuple(f.name for f in dataclasses.fields(Device) if f.name not in ("source", "assumptions"))
-_MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile))
+_OPTIONAL = ("source", "reported_memory_mib")
+_REQUIRED = tuple(f.name for f in dataclasses.fields(Device) if f.name not in (*_OPTIONAL, "assumptions"))
+_MIG_FIELDS = tuple(f.name for f in dataclasses.fields(MigProfile) if f.name != "board_memory_mib")
 _MIG_REQUIRED = tuple(f.name for f in dataclasses.fields(MigProfile) if f.default is dataclasses.MISSING)
 _CC_RE = re.compile(r"^\d+\.\d+$")
 
@@ -449,14 +475,21 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
     missing = [k for k in _REQUIRED if k not in entry]
     if missing:
         raise exc(f"{where}: device {label!r} is missing field {missing[0]!r} (required: {list(_REQUIRED)})")
-    extra = [k for k in entry if k not in _REQUIRED and k != "source"]
+    extra = [k for k in entry if k not in _REQUIRED and k not in _OPTIONAL]
     if extra:
-        raise exc(f"{where}: device {label!r} has unknown field {extra[0]!r}; expected only {list(_REQUIRED)}")
+        raise exc(f"{where}: device {label!r} has unknown field {extra[0]!r}; expected only {list(_REQUIRED)} "
+                  f"(optional: {list(_OPTIONAL)})")
 
     source = _check_text_fields(entry, bad)
     _check_peaks(entry, where, label, exc, bad)
     _check_numeric_fields(entry, bad)
+    reported = entry.get("reported_memory_mib")
+    if reported is not None and not (_is_num(reported) and 0 < reported <= entry["memory_gb"] * _MIB_PER_GB):
+        raise bad("reported_memory_mib", f"null or a number of MiB in (0, memory_gb * 1024 = "
+                                         f"{entry['memory_gb'] * _MIB_PER_GB:g}]")
     profiles = _mig_profiles_from_entry(entry, where, label, exc, bad)
+    if reported is not None:
+        profiles = [dataclasses.replace(p, board_memory_mib=float(reported)) for p in profiles]
 
     peaks = entry["peak_tflops"]
     l2 = entry["l2_cache_mb"]
@@ -478,8 +511,14 @@ def _device_from_entry(entry: Any, where: str, exc: type[Exception] = DeviceData
         framework_overhead_mb=float(entry["framework_overhead_mb"]),
         mig_profiles=tuple(profiles),
         sources=tuple(entry["sources"]),
+        reported_memory_mib=None if reported is None else float(reported),
         source=source,
     )
+
+
+def _mig_entry(m: MigProfile) -> dict[str, Any]:
+    """A MIG profile as its JSON object (the board's reported memory belongs to the device entry)."""
+    return {k: v for k, v in dataclasses.asdict(m).items() if k in _MIG_FIELDS}
 
 
 def normalize_device_name(name: str) -> str:
@@ -672,7 +711,8 @@ def load_measured_profile(path: str | os.PathLike[str], *, base: str | Device | 
       counts a copy's read plus write bytes, the same convention as the
       datasheet bandwidth and a roofline's byte count, so the value is used as
       given (not halved);
-    * ``memory_gb`` <- ``prop_total_memory / 2**30`` (so ``memory_mb`` is exact),
+    * ``memory_gb`` <- ``prop_total_memory / 2**30`` (so ``memory_mb`` is exact) and
+      ``reported_memory_mib`` <- ``prop_total_memory / 2**20``,
       ``sm_count`` <- ``prop_multi_processor_count``, ``l2_cache_mb`` <-
       ``prop_L2_cache_size / 2**20``, ``tdp_w`` <- ``power_limit_w``,
       ``compute_capability`` <- ``prop_major.prop_minor``;
@@ -729,6 +769,7 @@ def load_measured_profile(path: str | os.PathLike[str], *, base: str | Device | 
         fields["vector_tflops_fp32"] = peaks["fp32"]
     if "prop_total_memory" in data:
         fields["memory_gb"] = num("prop_total_memory", data["prop_total_memory"]) / 2**30
+        fields["reported_memory_mib"] = data["prop_total_memory"] / 2**20
     if "prop_multi_processor_count" in data:
         fields["sm_count"] = int(num("prop_multi_processor_count", data["prop_multi_processor_count"]))
     if "prop_L2_cache_size" in data:

@@ -117,7 +117,8 @@ def _slice(dev, profile):
     f_m = profile.memory_fraction
     peaks = {k: (v * f_c if v else v) for k, v in dev.peak_tflops.as_dict().items()}
     where = "listed" if profile.sm_count else "in proportion to its compute slices"
-    mem = "its listed instance memory" if profile.capacity_listed else "its name's GB (no listing)"
+    mem = ("the board's reported memory (no listing; the name's GB is more)" if profile.capacity_capped
+           else "its listed instance memory" if profile.capacity_listed else "its name's GB (no listing)")
     source = (f"MIG slice {profile.name} of {dev.name}: {sms} SMs ({where}), compute rates x{f_c:.3f} (its SMs over "
               f"{dev.sm_count}), DRAM bandwidth and L2 x{f_m:g} (its memory slices), memory {mem}, power as its SM "
               "share of the board's")
@@ -128,6 +129,7 @@ def _slice(dev, profile):
         vector_tflops_fp32=dev.vector_tflops_fp32 * f_c,
         memory_bandwidth_gbps=dev.memory_bandwidth_gbps * f_m,
         memory_gb=profile.capacity_mb / 1024,
+        reported_memory_mib=None,
         sm_count=sms or None,
         l2_cache_mb=dev.l2_cache_mb * f_m if dev.l2_cache_mb else dev.l2_cache_mb,
         tdp_w=dev.tdp_w * f_c,

@@ -24,7 +24,8 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
       bound); with ``graph``, ``details["mig"]`` also gets the slice's
       compute share and predicted slow-down;
     * ``throughput_samples_s``: ``batch`` per latency;
-    * ``fits_device``: ``memory_mb`` within the device's memory;
+    * ``fits_device``: ``memory_mb`` within what the device holds (``Device.capacity_mb``: the memory
+      its board reports where the database gives it, else the nominal);
     * ``predictor_version``: ``version`` and the library that trained the
       model (``meta["library_version"]``, else this one);
     * with ``meta`` (a learned predictor): ``details["trained_devices"]``,
@@ -39,7 +40,7 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
     est.predictor_version = f"{version} (costmodel {meta_.get('library_version', __version__)})"
     lat = est.latency_ms
     est.throughput_samples_s = (est.batch / (lat / 1e3)) if est.batch and lat > 0 else None
-    est.fits_device = est.memory_mb <= dev.memory_mb
+    est.fits_device = est.memory_mb <= dev.capacity_mb
     if meta is not None:
         from ..devices import is_measured_device
 

@@ -28,7 +28,7 @@ def _limit_mb(dev, memory_mb: float | None, mig: str | None) -> tuple[float, str
         if prof is None:
             raise InvalidInputError(f"unknown MIG profile {mig!r} for {dev.name}; choose one of {', '.join(names)}")
         return float(prof.capacity_mb), f"MIG {prof.name}"
-    return float(dev.memory_mb), dev.name
+    return float(dev.capacity_mb), dev.name
 
 
 def search_batch(mem: Callable[[int], float], cap: float, limit: int,

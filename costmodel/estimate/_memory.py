@@ -123,5 +123,5 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
                                              "slice holding the estimate would not"]
     if graph is not None and "mig" in est.details:
         est.details["mig"] = mig_details(graph, dev, mig, est.mode)
-    est.fits_device = est.memory_mb <= dev.memory_mb
+    est.fits_device = est.memory_mb <= dev.capacity_mb
     return est

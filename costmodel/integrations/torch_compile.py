@@ -265,7 +265,7 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
         from .._errors import InvalidInputError
 
         raise InvalidInputError(f"memory_limit_mb must be positive, got {memory_limit_mb!r}")
-    limit = float(memory_limit_mb) if memory_limit_mb is not None else dev.memory_mb
+    limit = float(memory_limit_mb) if memory_limit_mb is not None else dev.capacity_mb
 
     def backend(gm, example_inputs):
         import time

@@ -33,7 +33,7 @@ def memory_figure(est, device):
     """Predicted memory as a bar against the device's memory and its MIG slice sizes."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 2.2))
-    cap = device.memory_mb / 1024
+    cap = device.capacity_mb / 1024
     mem = est.memory_mb / 1024
     ax.barh([0], [cap], color="#e8e8e8", height=0.5, label=f"{device.name}: {cap:.0f} GiB")
     ax.barh([0], [mem], color="#d62728" if mem > cap else "#1f77b4", height=0.5,
@@ -86,7 +86,7 @@ def sweep_figure(points: list[dict], device, why_none: str | None = None):
     ax.set_ylabel("throughput (samples/s)", color="#1f77b4")
     ax2 = ax.twinx()
     ax2.plot(b, [p["memory_mb"] / 1024 for p in points], "s--", color="#ff7f0e")
-    ax2.axhline(device.memory_mb / 1024, color="#d62728", lw=0.8)
+    ax2.axhline(device.capacity_mb / 1024, color="#d62728", lw=0.8)
     ax2.set_ylabel("memory (GiB); red: device", color="#ff7f0e")
     fig.tight_layout()
     return fig

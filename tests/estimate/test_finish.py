@@ -30,6 +30,45 @@ def test_finishing_derives_mig_throughput_fit_and_version():
     assert not finish_estimate(_est(memory_mb=dev.memory_mb + 1), dev, version="3").fits_device
 
 
+def test_what_fits_is_what_the_board_reports_not_the_name():
+    # a T4's 16 GB are 16,384 MiB by name, but with ECC on its board reports 15,360: 15,500 MB does not fit
+    t4 = get_device("t4")
+    assert t4.memory_mb == 16384 and t4.capacity_mb == 15360
+    assert not finish_estimate(_est(memory_mb=15500.0, device=t4.name), t4, version="1").fits_device
+    assert finish_estimate(_est(memory_mb=15300.0, device=t4.name), t4, version="1").fits_device
+    # the H200's 141 GiB name against the 143,155.94 MiB the measured card reported (150,109,880,320 B)
+    h200 = get_device("h200")
+    assert h200.capacity_mb == pytest.approx(150109880320 / 2**20, abs=0.01)
+    assert h200.capacity_mb < h200.memory_mb
+    assert not finish_estimate(_est(memory_mb=143596.0), h200, version="1").fits_device
+    # a board without a reported total keeps the nominal capacity
+    v100 = get_device("v100")
+    assert v100.reported_memory_mib is None and v100.capacity_mb == v100.memory_mb
+
+
+def test_the_unlisted_whole_gpu_instance_holds_at_most_the_board():
+    h200, h100 = get_device("h200"), get_device("h100")
+    full = next(p for p in h200.mig_profiles if p.name == "7g.141gb")
+    assert full.capacity_capped and not full.capacity_listed and full.capacity_mb == h200.capacity_mb
+    assert recommend_mig(h200, 143200.0) is None and recommend_mig(h200, 143100.0).name == "7g.141gb"
+    listed = next(p for p in h100.mig_profiles if p.name == "7g.80gb")  # the listing (79.25 GiB) is below the board
+    assert listed.capacity_listed and not listed.capacity_capped and listed.capacity_mb == 79.25 * 1024
+    # a JSON round trip keeps the board's total on the device, not on its profiles
+    d = h200.to_dict()
+    assert d["reported_memory_mib"] == h200.reported_memory_mib
+    assert all("board_memory_mib" not in m for m in d["mig_profiles"])
+    assert h200.with_overrides(tdp_w=600.0).capacity_mb == h200.capacity_mb
+    # a new capacity drops the board's total that belonged to the old one
+    assert h200.with_overrides(memory_gb=100.0).capacity_mb == 102400.0
+
+
+def test_a_reported_total_above_the_nominal_capacity_is_refused():
+    from costmodel._errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"reported_memory_mib.*\(0, memory_gb \* 1024 = 16384\]"):
+        get_device("t4").with_overrides(reported_memory_mib=17000.0)
+
+
 def test_finishing_flags_a_device_without_measured_rows():
     dev = get_device("a100-80gb")
     est = finish_estimate(_est(device=dev.name), dev, version="1",
