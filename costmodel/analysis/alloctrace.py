@@ -659,7 +659,9 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
                     if logits.dim() > 2:  # token logits: (batch, seq, vocab)
                         logits = logits.flatten(0, -2)
                         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=_DEV)
-                    loss = torch.nn.functional.cross_entropy(logits, labels)
+                    # one score per sample (a regression head): summed, as a loss over it would reduce it
+                    loss = (torch.nn.functional.cross_entropy(logits, labels) if logits.dim() == 2
+                            else logits.sum())
                     del logits
                 else:  # the output (its logits) is dropped before the backward pass, as a training loop does
                     del out
@@ -673,10 +675,16 @@ def _train(module, mapping, x, params, optimizer: str, steps: int, rec, amp: str
 
 
 def _own_loss(out):
-    """The scalar loss a model returned itself (``transformers`` models given ``labels``), or ``None``."""
+    """The scalar loss a model returned itself, or ``None``: ``transformers`` models given ``labels`` (a
+    ``loss`` field), a module whose output is a scalar, or one that returns ``(loss, ...)``."""
     import torch
 
-    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+    if isinstance(out, torch.Tensor):
+        loss = out
+    elif isinstance(out, (tuple, list)):
+        loss = out[0] if out else None
+    else:
+        loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
     return loss if isinstance(loss, torch.Tensor) and loss.dim() == 0 else None
 
 

@@ -63,6 +63,26 @@ def test_training_holds_gradients_and_adam_state_and_sgd_holds_none():
     assert replay(tr.events).peak_allocated_bytes > replay(tr_sgd.events).peak_allocated_bytes
 
 
+@pytest.mark.parametrize("returns", ["scalar", "tuple", "scores"])
+def test_a_model_that_returns_its_loss_or_one_score_per_sample_trains(returns):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()
+
+        def forward(self, x):
+            y = self.body(x)
+            return {"scalar": y.pow(2).mean(), "tuple": (y.pow(2).mean(), y), "scores": y.sum(-1)}[returns]
+
+    tr = trace_module(M(), torch.zeros(4, 16), training=True, optimizer="sgd")
+    fwd_ops = [e.op for e in _allocs(tr, "forward")]
+    # the model's own loss is the loss: no cross entropy is added after it; scores are summed
+    assert not any(op.startswith(("log_softmax", "nll_loss")) for op in fwd_ops)
+    assert ("sum.default" in fwd_ops) == (returns == "scores")
+    n_params = sum(p.numel() for p in M().parameters())
+    assert sum(e.nbytes for e in _allocs(tr, "backward")) >= 4 * n_params  # every parameter got a gradient
+
+
 def test_views_and_in_place_updates_of_weights_and_buffers_allocate_nothing():
     # training decomposes linear into a transpose of the weight (a view of its storage) and addmm;
     # batch norm adds one to num_batches_tracked in place: both return storages that exist before the step
