@@ -582,8 +582,6 @@ class TimelinePredictor(ShippedArtifact, Predictor):
     def _predict_chunk(self, graphs, modes, dev, optimizer: str, host, host_note, base) -> list[Estimate]:
         """:meth:`predict_many` of a few graphs: their operator tables first, then the two networks once
         over all their rows, then each graph's timeline."""
-        from ._analytic import graph_assumptions
-
         # one walk over the nodes, read by the operator tables and the analytic model
         cols = node_columns(graphs, params="training" in modes)
         tables = op_tables(graphs, dev, modes=modes, optimizer=optimizer, columns=cols)
@@ -609,7 +607,9 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             energy_j = call_energy_j(p, lanes.energy_us[j], lanes.useful_us[j], lanes.phase_us[j], lat_us, static_k,
                                      dynamic_k, dev.tdp_w)
             lat_ms = lat_us / 1e3
-            notes = [*graph_assumptions(g, cols, j), *dev.assumptions, *lane_notes(g, cols.scopes[j], m)]
+            # the analytic estimate's: the graph's, the device's, and the peaks its dtypes fell back to (the
+            # op table's roofline takes the same fallback: bf16 on a V100 at its fp32 peak)
+            notes = [*est.assumptions, *lane_notes(g, cols.scopes[j], m)]
             notes += [sync_note(waits)] if waits else []
             notes += [CUDA_GRAPHS_NOTE] if self.cuda_graphs else []
             if host_note:

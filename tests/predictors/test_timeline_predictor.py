@@ -333,6 +333,19 @@ def test_other_gpus_follow_their_rooflines():
     assert est["l4"].power_w < 0.2 * est["h200"].power_w
 
 
+def test_a_dtype_the_gpu_has_no_rate_for_is_named_as_its_fallback():
+    """bf16 on a V100 (no bf16 tensor cores): the lane's roofline takes the fp32 peak, and says so as every
+    other predictor does; a GPU with bf16 rates says nothing."""
+    from costmodel.analysis import cast_graph
+
+    g = cast_graph(zoo_graph("resnet18", batch=8, method="trace"), "bf16")
+    p = costmodel.get_predictor("timeline")
+    note = "bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16 rate)"
+    assert note in p.predict(g, "v100").assumptions
+    assert note in costmodel.get_predictor("analytic").predict(g, "v100").assumptions
+    assert not [a for a in p.predict(g, "h200").assumptions if "tensor ops costed at" in a]
+
+
 def test_fit_host_finds_the_second_host_faster(fitted):
     """The 4 check rows of the second H200 host (``benchmarks/data/h200_extend``) repeat packaged
     workloads; its launch-bound rows ran 1.4-2x faster. Refitting only the host lane on them must
