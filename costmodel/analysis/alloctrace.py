@@ -432,7 +432,7 @@ def _state(module, tdt, training: bool):
         key -= 1
     events.extend(Event("free", k, 0, "weights") for k in dropped)  # tied after construction
     order = [o for o in order if o[0] != "tied"]
-    if tdt is not None and tdt != torch.float32:
+    if tdt is not None:  # model.half() / .bfloat16() / .float(): each converted copy, then the original freed
         for t in _apply_order(module):
             if t.is_floating_point() and t.dtype != tdt:
                 events.append(Event("alloc", key, meta[id(t)].numel() * meta[id(t)].element_size(), "weights",

@@ -19,7 +19,7 @@ def estimate(
     input_shape=None,
     device: str,
     mode: str = "inference",
-    dtype: str = "fp32",
+    dtype: str | None = None,
     optimizer: str = "adam",
     predictor=None,
     inputs=None,
@@ -41,7 +41,9 @@ def estimate(
             (zoo models know their own; ONNX files need it only for dynamic dims).
         device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
         mode: ``"inference"`` or ``"training"`` (one optimizer step).
-        dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...).
+            ``None`` (default): the model's own, that of an ``nn.Module``'s first floating parameter
+            (a module already in bf16 is costed in bf16), else ``"fp32"``.
         optimizer: for training: ``"sgd"``, ``"sgd_momentum"``, ``"adam"``, ``"adamw"``.
         predictor: a registered name (``"analytic"``...), a Predictor, or
             ``None`` for the library's default.
@@ -77,6 +79,7 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
+    dtype = own_dtype(model) if dtype is None else dtype
     for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS),
                                ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
         if value not in valid:
@@ -110,6 +113,20 @@ def estimate(
     est = slice_prediction_into(est, dev, lambda d: pred.predict(graph, d, mode=mode, optimizer=optimizer),
                                 predictor=pred.name, latency_slo_ms=latency_slo_ms)
     return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
+
+
+def own_dtype(model) -> str:
+    """The dtype a model is in: an ``nn.Module``'s first floating parameter or buffer (``fp16``, ``bf16``,
+    else ``fp32``); ``fp32`` for anything else (a zoo name, an ONNX file, a graph)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # a module means torch is imported already
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return "fp32"
+    import itertools
+
+    first = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(getattr(first, "dtype", None), "fp32")
 
 
 def workload_details(est, graph, *, autocast: str | None, cuda_graphs: bool):

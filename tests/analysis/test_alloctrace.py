@@ -120,6 +120,16 @@ def test_half_precision_replays_the_conversion_and_halves_the_weights():
     assert _allocs(tr, "forward")[0].nbytes == 4 * 32 * 2
 
 
+def test_a_half_precision_module_traced_in_fp32_replays_its_conversion_up():
+    tr = trace_module(_mlp().half(), torch.zeros(4, 16), dtype="fp32")
+    build = [e for e in tr.events if e.phase == "weights" and e.kind == "alloc" and e.op == "build"]
+    conv = [e for e in tr.events if e.phase == "weights" and e.kind == "alloc" and e.op == "convert"]
+    # model.float(): each fp32 copy allocated, then the fp16 original freed; the step runs in fp32
+    assert 2 * sum(e.nbytes for e in build) == sum(e.nbytes for e in conv) > 0
+    assert _allocs(tr, "forward")[0].nbytes == 4 * 32 * 4
+    assert not [e for e in trace_module(_mlp(), torch.zeros(4, 16), dtype="fp32").events if e.op == "convert"]
+
+
 def test_the_users_module_is_left_as_it_was():
     m = _mlp().eval()
     before = [(n, p.device, p.dtype, p.requires_grad, p.grad) for n, p in m.named_parameters()]

@@ -155,6 +155,26 @@ def test_bf16_without_bf16_support_is_costed_at_the_fp32_peak_and_says_so():
     assert ok.assumptions == []
 
 
+def test_a_module_is_costed_in_its_own_dtype_unless_told_otherwise():
+    import torch
+    from torch import nn
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10))
+
+    kw = dict(batch=8, input_shape=(3, 32, 32), device="h200", predictor="analytic")
+    own = costmodel.estimate(net().bfloat16(), **kw)
+    told = costmodel.estimate(net(), dtype="bf16", **kw)
+    assert own.dtype == told.dtype == "bf16" and own.latency_ms == pytest.approx(told.latency_ms)
+    assert own.allocated_mb < costmodel.estimate(net(), **kw).allocated_mb  # bf16 weights and activations
+    # told fp32, a bf16 module is converted: the same step as the fp32 module's
+    up = costmodel.estimate(net().bfloat16(), dtype="fp32", **kw)
+    base = costmodel.estimate(net(), **kw)
+    assert up.dtype == "fp32" and up.latency_ms == pytest.approx(base.latency_ms)
+    assert up.allocated_mb == pytest.approx(base.allocated_mb, rel=0.05)
+
+
 def test_fp8_is_costed_at_the_fp16_peak_and_says_so():
     from costmodel.frontends import GraphBuilder
 
