@@ -284,6 +284,12 @@ def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | 
     from ..devices import get_device
     from ..economics import mig_slice_share
 
+    if est.mode == "prefill":
+        kv = (est.details.get("analytic") or {}).get("kv_cache_bytes")
+        more = f"{kv / 2**20:,.0f} MiB more" if kv else "its KV cache more"
+        est.assumptions = [*est.assumptions, f"prefill: one forward call over the prompt that keeps no KV cache "
+                           f"(use_cache=False, as the measured rows ran it); a server that keeps the cache holds "
+                           f"{more}, which a decode estimate at the same seq includes"]
     share = mig_slice_share(est.device)
     if share is not None and est.cost_per_1k_samples_usd is not None and kw.get("price_per_gpu_hour_usd") is None:
         est.assumptions = [*est.assumptions, f"cloud cost: the MIG slice's share of its GPU ({share[2]:.3g}, the "

@@ -341,3 +341,14 @@ def test_a_workload_the_model_itself_refuses_names_the_fix():
     with pytest.raises(costmodel.ModelLoadError, match="pass a larger input_shape"):
         costmodel.estimate(torch.nn.Conv2d(3, 8, 7).to("meta"), batch=1, input_shape=(3, 4, 4), device="h200",
                            predictor="analytic", memory="predictor")
+
+
+def test_a_prefill_says_its_memory_keeps_no_cache_and_how_much_one_holds():
+    from costmodel.llm import kv_cache_bytes, resolve_llm
+
+    est = costmodel.estimate_llm("gpt2", batch=4, seq=128, mode="prefill", predictor="llm-xgb")
+    kv_mib = kv_cache_bytes(resolve_llm("gpt2"), batch=4, seq=128, dtype_bytes="fp16") / 2**20
+    note = [a for a in est.assumptions if a.startswith("prefill: one forward call")]
+    assert len(note) == 1 and f"holds {kv_mib:,.0f} MiB more" in note[0]
+    decode = costmodel.estimate_llm("gpt2", batch=4, seq=128, mode="decode", predictor="llm-xgb")
+    assert not [a for a in decode.assumptions if a.startswith("prefill:")]
