@@ -67,5 +67,5 @@ class OOMRiskWarning(OOMWarning):
 
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest choices, or ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(choices)), n=n, cutoff=0.5)  # each name once
     return f" Did you mean: {', '.join(close)}?" if close else ""

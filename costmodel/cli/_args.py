@@ -80,7 +80,8 @@ def positive_int(s: str) -> int:
 
 # ------------------------------------------------------------- shared argument groups
 #: what a MODEL argument may be
-MODEL_HELP = "an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec"
+MODEL_HELP = ("an .onnx file, a zoo name (torchvision:resnet50, timm:poolformer_s12) or a JSON spec, inline "
+              "('{\"src\": \"tv\", \"name\": \"resnet50\", \"res\": 160}') or in a .json file")
 #: a saved profile of the C++ harness
 PROFILE_HELP = "a saved measured profile (JSON from costmodel.measure.harness.measure)"
 

@@ -214,10 +214,12 @@ def hf_graph(model_type: str, config: dict, *, batch: int, seq: int, mode: str =
 
 def looks_like_onnx_path(model: Any) -> bool:
     """Whether ``model`` names an ONNX file: a ``Path``, a ``.onnx`` name, a path with a separator or an
-    existing file."""
+    existing file, other than a JSON spec (inline, or a ``.json`` file: :func:`~costmodel.frontends.zoo.parse_model_ref`)."""
     if isinstance(model, Path):
-        return True
+        return model.suffix.lower() != ".json"
     if isinstance(model, str):
+        if model.lstrip().startswith("{") or model.lower().endswith(".json"):
+            return False
         return model.endswith(".onnx") or os.path.sep in model or os.path.exists(model)
     return False
 

@@ -90,7 +90,11 @@ def _timm_names() -> tuple[str, ...]:
 
 
 def parse_model_ref(ref) -> dict:
-    """Turn a zoo name / spec / JSON string into a spec dict (validated)."""
+    """Turn a zoo name / spec / JSON string / ``.json`` spec file into a spec dict (validated)."""
+    from pathlib import Path
+
+    if isinstance(ref, Path) or (isinstance(ref, str) and ref.lower().endswith(".json")):
+        ref = _spec_file(Path(ref))
     if isinstance(ref, dict):
         spec = dict(ref)
     elif isinstance(ref, str) and ref.strip().startswith("{"):
@@ -115,6 +119,33 @@ def parse_model_ref(ref) -> dict:
         raise InvalidInputError(f"model spec needs a 'name' field, got {spec!r}")
     if spec.get("src") not in (None, *SOURCES):
         raise InvalidInputError(f"spec src must be one of {SOURCES}, got {spec.get('src')!r}")
+    if "res" in spec:
+        from .._validate import positive_int
+
+        positive_int(spec["res"], "spec 'res' (the input resolution)")
+    if "kw" in spec and not isinstance(spec["kw"], dict):
+        raise InvalidInputError(f"spec 'kw' (the constructor's keyword arguments) must be a JSON object, "
+                                f"got {spec['kw']!r}")
+    return spec
+
+
+def _spec_file(path) -> dict:
+    """A model spec read from a JSON file."""
+    from .._errors import ModelLoadError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelLoadError(f"no such model spec file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"cannot read the model spec file {path}: {e}") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"model spec file {path} is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"model spec file {path} must hold a JSON object (a spec with a 'name'), "
+                                f"got {type(spec).__name__}")
     return spec
 
 
@@ -271,20 +302,29 @@ def build_zoo_model(ref, *, device: str = "meta") -> ZooModel:
     # a detector's graph needs one run on data (its box filtering): real weights, seeded on the CPU, so that
     # a GPU that measures it runs the same weights (and keeps the same boxes) as the capture
     build_on = "cpu" if task == "detection" else device
+
+    def construct():
+        try:
+            return _construct(src, name, spec, dict(kw), res)
+        except TypeError as e:  # a keyword the constructor does not take
+            if not kw:
+                raise
+            raise InvalidInputError(f"spec 'kw' {kw!r} does not fit the constructor of {src}:{name} ({e})") from None
+
     if build_on != "meta":
         with torch.random.fork_rng(devices=[]), torch.device(build_on):
             torch.manual_seed(0)
-            module, res = _construct(src, name, spec, dict(kw), res)
+            module, res = construct()
         if build_on != device and device != "meta":
             module = module.to(device)
     else:
         try:
             with torch.device("meta"):
-                module, res = _construct(src, name, spec, dict(kw), res)
+                module, res = construct()
         except (NotImplementedError, RuntimeError):
             # some constructors compute layer widths with tensor ops that need data
             # (regnet); build on the CPU once and move the weights to meta
-            module, res = _construct(src, name, spec, dict(kw), res)
+            module, res = construct()
             module = module.to("meta")
     module.eval()
     freeze(module, spec.get("trainable"))

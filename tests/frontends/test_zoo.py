@@ -41,9 +41,36 @@ def test_json_string_spec():
     assert g.params == 1_235_496
 
 
+def test_a_spec_file_is_a_spec_and_bad_fields_are_named(tmp_path):
+    from costmodel._errors import ModelLoadError
+    from costmodel.frontends import looks_like_onnx_path
+
+    f = tmp_path / "net.json"
+    f.write_text('{"src": "tv", "name": "squeezenet1_1"}')
+    assert not looks_like_onnx_path(str(f)) and not looks_like_onnx_path(f)
+    assert to_graph(str(f), batch=1).params == 1_235_496
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(InvalidInputError, match="must hold a JSON object"):
+        parse_model_ref(str(tmp_path / "list.json"))
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(InvalidInputError, match="is not valid JSON"):
+        parse_model_ref(str(tmp_path / "bad.json"))
+    with pytest.raises(ModelLoadError, match="no such model spec file"):
+        parse_model_ref(str(tmp_path / "missing.json"))
+    with pytest.raises(InvalidInputError, match="spec 'res'.*positive integer, got 'abc'"):
+        parse_model_ref({"name": "resnet18", "res": "abc"})
+    with pytest.raises(InvalidInputError, match="spec 'kw'.*JSON object, got 5"):
+        parse_model_ref({"src": "tv", "name": "resnet18", "kw": 5})
+    with pytest.raises(InvalidInputError, match="does not fit the constructor of tv:resnet18.*'foo'"):
+        build_zoo_model({"name": "resnet18", "kw": {"foo": 1}})
+
+
 def test_unknown_names_suggest():
-    with pytest.raises(UnknownModelError, match="Did you mean: resnet50"):
+    with pytest.raises(UnknownModelError, match="Did you mean: resnet50") as e:
         build_zoo_model("torchvision:resnet5O")
+    with pytest.raises(UnknownModelError) as e:  # a name both zoos have is suggested once
+        build_zoo_model("resnet5O")
+    assert str(e.value).count("resnet50,") + str(e.value).count("resnet50?") == 1, str(e.value)
     with pytest.raises(UnknownModelError, match="poolformer_s12"):
         build_zoo_model("timm:poolformer_s1")
     with pytest.raises(UnknownModelError, match="unknown model source"):
