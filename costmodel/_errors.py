@@ -52,6 +52,11 @@ class InvalidGraphError(ModelLoadError, ValueError):
     """A model's graph cannot be costed: it has a cycle, no operators, or dimensions no device can hold."""
 
 
+class TensorTooLargeError(InvalidGraphError):
+    """A tensor of the graph is larger than any device holds (an absurd dimension or batch size): no other
+    way of capturing the model changes that."""
+
+
 class UnsupportedOpWarning(UserWarning):
     """An operator is not in the op vocabulary; it was mapped to ``other``."""
 

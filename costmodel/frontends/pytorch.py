@@ -49,7 +49,7 @@ import threading
 import warnings
 from typing import Any, Callable, Hashable, Sequence
 
-from .._errors import InvalidInputError, ModelLoadError
+from .._errors import InvalidInputError, ModelLoadError, TensorTooLargeError
 from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
@@ -725,6 +725,8 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
             with (inference_fast_paths(fused and not training), recording_scopes(model) as scopes,
                   preserved_tensor_attributes(model)):
                 _from_export(model, args, kwargs, builder, training)
+        except TensorTooLargeError:  # the workload's size, which a trace would meet as well
+            raise
         except Exception as e:  # noqa: BLE001 - any export failure falls back
             export_error = _first_line(e, 200)
             warnings.warn(
@@ -751,8 +753,9 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
                     if _needs_data(e)
                     else _shape_hint(e, training)
                 )
+                first = f"; torch.export had failed before it: {export_error}" if export_error else ""
                 raise ModelLoadError(
-                    f"could not trace {gname} on meta tensors: {_first_line(e, 300)}{hint}"
+                    f"could not trace {gname} on meta tensors: {_first_line(e, 300)}{hint}{first}"
                 ) from e
             builder = GraphBuilder(gname, "torch")
             with inference_fast_paths(fused and not training), recording_scopes(model) as scopes:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .._errors import InvalidGraphError
+from .._errors import InvalidGraphError, TensorTooLargeError
 from ._vocab import CATEGORIES, DTYPES as _DTYPE_BYTES, OP_KINDS, VOCAB_VERSION, category, dtype_bytes
 
 Shape = tuple[int, ...]
@@ -55,7 +55,7 @@ def check_tensor(shape: Sequence[int], dtype: str, what: str) -> None:
         raise InvalidGraphError(f"{what} has a negative dimension: shape {tuple(shape)}")
     size = numel(shape) * dtype_bytes(dtype)
     if size > MAX_TENSOR_BYTES:
-        raise InvalidGraphError(
+        raise TensorTooLargeError(
             f"{what} has shape {tuple(shape)} ({dtype}), {size / 2**40:.3g} TiB; no device can hold a tensor "
             f"over {MAX_TENSOR_BYTES // 2**40} TiB (an absurd dimension in the model or the batch size?)"
         )

@@ -267,3 +267,16 @@ def test_mask_operators_are_in_the_vocabulary(method, recwarn):
     diff = [n for n in g.nodes if n.op.endswith("diff")]
     if diff:  # export keeps aten.diff; the trace sees the sub it decomposes into
         assert diff[0].kind == "elementwise" and [tuple(s) for s in diff[0].out_shapes] == [(2, 4, 7)]
+
+
+def test_a_tensor_no_device_holds_stops_the_capture_without_a_fallback():
+    import warnings
+
+    from costmodel._errors import TensorTooLargeError
+    from costmodel.frontends import to_graph
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 2**20))  # (2**19, 2**20) fp32 outputs: 2 TiB
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(TensorTooLargeError, match="2 TiB"):
+        warnings.simplefilter("always")
+        to_graph(net, batch=2**19, input_shape=(8,))
+    assert not [w for w in seen if "falling back" in str(w.message)]  # the size is the answer; no trace tried
