@@ -25,7 +25,7 @@ from ..analysis import (
 from ..devices import get_device
 from ..estimate import Estimate, finish_estimate
 from ..ir import OP_KINDS, node_columns
-from ._base import Predictor, validate_mode, validate_optimizer
+from ._base import Predictor, built_graphs, validate_mode, validate_optimizer
 from ._registry import read_artifact_config, register_predictor
 
 MB = 2**20  # bytes per MB (as the analysis reports memory)
@@ -48,10 +48,11 @@ class AnalyticPredictor(Predictor):
         return cls()
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self._predict(graph, device, mode=mode, optimizer=optimizer, mig_details=True)
+        return self._predict(built_graphs([graph], "predict")[0], device, mode=mode, optimizer=optimizer,
+                             mig_details=True)
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
-        graphs = list(graphs)
+        graphs = built_graphs(graphs)
         dev = get_device(device)
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
         return [finish_estimate(e, dev, version=self.version, graph=g)

@@ -38,7 +38,7 @@ class Predictor(abc.ABC):
 
     def predict_many(self, graphs: Sequence, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Estimate many graphs (learned predictors batch this)."""
-        return [self.predict(g, device, mode=mode, optimizer=optimizer) for g in graphs]
+        return [self.predict(g, device, mode=mode, optimizer=optimizer) for g in built_graphs(graphs)]
 
     def fit(self, dataset) -> "Predictor":
         """Train on a :class:`~costmodel.datasets.PerfDataset`; returns ``self``."""
@@ -55,6 +55,23 @@ class Predictor(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+def built_graphs(graphs, where: str = "predict_many") -> list:
+    """``graphs`` as a list, each a :class:`~costmodel.CostGraph` (a predictor reads built graphs; a model,
+    a zoo name or a file goes through :func:`costmodel.to_graph` or :func:`costmodel.estimate` first)."""
+    from ..ir import CostGraph
+
+    if isinstance(graphs, (str, bytes, CostGraph)) or not hasattr(graphs, "__iter__"):
+        raise InvalidInputError(f"{where} takes a list of built graphs (CostGraph), got a {type(graphs).__name__}")
+    out = list(graphs)
+    for i, g in enumerate(out):
+        if not isinstance(g, CostGraph):
+            what = "its graph" if where == "predict" else f"item {i}"
+            raise InvalidInputError(
+                f"{where}: {what} is a {type(g).__name__} ({g!r:.60}), not a built graph (CostGraph); build it with "
+                "costmodel.to_graph(model, batch=...), or call costmodel.estimate(model, ...) for a model")
+    return out
 
 
 def check_sizes(config, names: Sequence[str]) -> None:

@@ -49,7 +49,7 @@ from ..features import (
 from ..estimate import Estimate, finish_estimate
 from . import _artifact as A
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, conformal_quantile, validate_mode, validate_optimizer
+from ._base import Predictor, built_graphs, conformal_quantile, validate_mode, validate_optimizer
 from ._registry import read_artifact_config, register_predictor
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
@@ -442,10 +442,11 @@ class GNNPredictor(Predictor):
         return out
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
+        return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Featurize and predict many graphs in batches through the GNN."""
+        graphs = built_graphs(graphs)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]

@@ -74,7 +74,7 @@ from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ..ir import node_columns
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, validate_mode, validate_optimizer
+from ._base import Predictor, built_graphs, validate_mode, validate_optimizer
 from ._energy import (ENERGY_PHASES, call_energy_j, energy_design, nnls_relative, phase_weights_ok, power_scales,
                       split_weights)
 from ._optable import (
@@ -555,7 +555,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return operator_times(self, graph, device, mode=mode, optimizer=optimizer)
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many([graph], device, mode=mode, optimizer=optimizer)[0]
+        return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         from .._errors import ModelLoadError
@@ -563,7 +563,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         if self.params is None:
             raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
-        graphs = list(graphs)
+        graphs = built_graphs(graphs)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
         host, host_note = self._host_vector()

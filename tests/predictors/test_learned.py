@@ -181,3 +181,16 @@ def test_shipped_artifacts_say_how_to_get_them(monkeypatch, tmp_path):
     assert not TraPPMPredictor.is_available()
     with pytest.raises(ModelLoadError, match="no shipped trappm artifact.*costmodel train --predictor trappm"):
         get_predictor("trappm")
+
+
+@pytest.mark.parametrize("name", ["timeline", "analytic", "dippm", "trappm", "xgb-static"])
+def test_a_model_name_where_a_built_graph_belongs_is_a_named_error(name):
+    from costmodel import InvalidInputError, get_predictor
+
+    p = get_predictor(name)
+    with pytest.raises(InvalidInputError, match=r"predict_many: item 0 is a str .*costmodel.to_graph"):
+        p.predict_many(["torchvision:resnet18"], "h200")
+    with pytest.raises(InvalidInputError, match=r"predict_many takes a list of built graphs .*got a str"):
+        p.predict_many("torchvision:resnet18", "h200")
+    with pytest.raises(InvalidInputError, match=r"predict: its graph is a str"):
+        p.predict("torchvision:resnet18", "h200")
