@@ -266,6 +266,7 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
 
         raise InvalidInputError(f"memory_limit_mb must be positive, got {memory_limit_mb!r}")
     limit = float(memory_limit_mb) if memory_limit_mb is not None else dev.capacity_mb
+    _inner(inner)  # an unknown inner backend fails here, not at the first compiled call
 
     def backend(gm, example_inputs):
         import time
@@ -326,11 +327,23 @@ def _resolve(predictor):
 
 
 def _inner(inner: str | Callable) -> Callable:
+    """The inner backend: a callable, or a name ``torch.compile`` has registered."""
     if callable(inner):
         return inner
-    from torch._dynamo import lookup_backend
+    import torch._dynamo
+    from torch._dynamo.exc import InvalidBackend
 
-    return lookup_backend(inner)
+    from .._errors import InvalidInputError
+
+    names = ", ".join([n for n in torch._dynamo.list_backends() if n != "costmodel"] + ["eager", "aot_eager"])
+    choices = f"one of {names} (torch._dynamo.list_backends(exclude_tags=()) lists every registered one)"
+    if not isinstance(inner, str) or inner == "costmodel":
+        raise InvalidInputError(f"inner must be a backend callable or the name of another backend, {choices}; "
+                                f"got {inner!r}")
+    try:
+        return torch._dynamo.lookup_backend(inner)
+    except InvalidBackend:
+        raise InvalidInputError(f"unknown inner backend {inner!r}; choose {choices}") from None
 
 
 _DEFAULT: list = []

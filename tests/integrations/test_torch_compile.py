@@ -146,6 +146,12 @@ def test_factory_validates_and_name_is_registered():
         costmodel.torch_backend(device="h1000")
     with pytest.raises(costmodel.InvalidInputError, match="memory_limit_mb"):
         costmodel.torch_backend(memory_limit_mb=0)
+    # an inner backend torch.compile does not know fails here, naming the known ones, not at the first call
+    with pytest.raises(costmodel.InvalidInputError, match=r"unknown inner backend 'nope'; choose one of .*inductor"):
+        costmodel.torch_backend(device="h200", inner="nope")
+    with pytest.raises(costmodel.InvalidInputError, match="another backend"):
+        costmodel.torch_backend(device="h200", inner="costmodel")  # itself: it would call itself
+    assert callable(costmodel.torch_backend(device="h200", inner="eager"))
     from costmodel.integrations.torch_compile import costmodel_backend, register
 
     register()
