@@ -84,6 +84,8 @@ def _load(path: Path):
         raise ModelLoadError(f"cannot read {path}: {e.strerror or e}") from None
     except (DecodeError, ValueError, RuntimeError, TypeError) as e:
         raise ModelLoadError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - any reader failure (a .json name is read as protobuf's JSON form)
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     if not model.HasField("graph"):
         raise ModelLoadError(f"{path} is not an ONNX model (empty, or no graph in it)")
     return model

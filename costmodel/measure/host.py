@@ -101,6 +101,9 @@ class HostProfile:
         from .. import __version__
 
         path = Path(path)
+        if path.is_dir():
+            raise ArtifactError(f"host profile {path} is a directory; give the JSON file `costmodel calibrate -o FILE` "
+                                "wrote")
         if not path.is_file():
             raise ArtifactError(f"host profile {path} does not exist (make one with `costmodel calibrate -o {path}`)")
         try:

@@ -136,6 +136,10 @@ def test_unreadable_files_and_metadata_are_clean_errors(exported, tmp_path, monk
             f(txt)
         with pytest.raises(ModelLoadError, match="is not a file"):
             f(tmp_path)
+    as_json = tmp_path / "spec.json"  # onnx reads a .json name as protobuf's JSON form, and fails its own way
+    as_json.write_text('{"a": 1}')
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
+        conx.read_annotations(as_json)
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     with pytest.raises(ModelLoadError, match="not an ONNX model"):

@@ -89,6 +89,8 @@ def test_corrupt_or_missing_files(tmp_path, content):
         HostProfile.load(p)
     with pytest.raises(costmodel.ArtifactError, match="does not exist"):
         HostProfile.load(tmp_path / "missing.json")
+    with pytest.raises(costmodel.ArtifactError, match="is a directory"):
+        HostProfile.load(tmp_path)
     with pytest.raises(costmodel.InvalidInputError, match="HostProfile or the path"):
         load_host(3)
 
