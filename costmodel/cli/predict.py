@@ -95,6 +95,9 @@ def _with_trainable(a) -> None:
     if looks_like_onnx_path(a.model):
         raise InvalidInputError(f"--trainable applies to PyTorch models (zoo names, JSON specs); {a.model!r} is "
                                 "an ONNX file, whose parameters carry no requires_grad: drop --trainable")
+    if getattr(a, "mode", "training") != "training":
+        raise InvalidInputError(f"--trainable chooses what a training step updates; --mode {a.mode} updates nothing: "
+                                "add --mode training or drop --trainable")
     value = a.trainable.strip()
     spec = parse_model_ref(a.model)
     spec["trainable"] = value if value in TRAINABLE_CHOICES else [p.strip() for p in value.split(",") if p.strip()]

@@ -266,3 +266,18 @@ def cost_per_1m_tokens_usd(tokens_s: float, device: Any = None, price_per_gpu_ho
     :func:`cost_per_1k_samples_usd`.
     """
     return _cost_usd(1e6, tokens_s, "tokens_s", price_per_gpu_hour_usd, device, provider, instance, num_gpus)
+
+
+def check_pricing(device: Any, *, region: str = "world", intensity_g_per_kwh: float | None = None,
+                  price_per_gpu_hour_usd: float | None = None, provider: str | None = None,
+                  instance: str | None = None) -> None:
+    """Check an estimate's carbon and price arguments before any work: the region (or an explicit
+    intensity >= 0), an explicit price >= 0, or the provider and instance (known, and matching
+    ``device``). Raises :class:`~costmodel.InvalidInputError` naming the bad value and the valid ones."""
+    from .carbon import carbon_g
+
+    carbon_g(0.0, region, intensity_g_per_kwh=intensity_g_per_kwh)
+    if price_per_gpu_hour_usd is not None:
+        non_negative_number(price_per_gpu_hour_usd, "price_per_gpu_hour_usd")
+    elif provider is not None or instance is not None:
+        _table_price(device, provider, instance)

@@ -231,6 +231,12 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
 
     check_ssm_kernels(ssm_kernels)
     latency_slo_ms = check_slo(latency_slo_ms)
+    from ..devices import get_device
+    from ..economics.pricing import check_pricing
+
+    # the device, the region and the price fail before a graph is built (seconds for a large decoder)
+    check_pricing(get_device(device), region=region, intensity_g_per_kwh=carbon_intensity_g_per_kwh,
+                  price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
     if not isinstance(cuda_graphs, bool):
         raise InvalidInputError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
     p = get_llm_predictor(predictor)
