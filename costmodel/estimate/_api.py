@@ -283,6 +283,10 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                          latency_slo_ms)
 
 
+#: a prefill's estimate says that its memory keeps no KV cache where the cache would add this share or more
+PREFILL_CACHE_SHARE = 0.05
+
+
 def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | None = None) -> LLMEstimate:
     """``details["mig"]``: the picked MIG slice and the workload there, by the same predictor asked about
     the slice as a device (:func:`slice_prediction_into`, with or without a latency target); on a slice
@@ -290,12 +294,11 @@ def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | 
     from ..devices import get_device
     from ..economics import mig_slice_share
 
-    if est.mode == "prefill":
-        kv = (est.details.get("analytic") or {}).get("kv_cache_bytes")
-        more = f"{kv / 2**20:,.0f} MiB more" if kv else "its KV cache more"
+    kv = (est.details.get("analytic") or {}).get("kv_cache_bytes") or 0.0
+    if est.mode == "prefill" and kv / 2**20 >= PREFILL_CACHE_SHARE * est.memory_mb:  # a cache that would matter
         est.assumptions = [*est.assumptions, f"prefill: one forward call over the prompt that keeps no KV cache "
                            f"(use_cache=False, as the measured rows ran it); a server that keeps the cache holds "
-                           f"{more}, which a decode estimate at the same seq includes"]
+                           f"{kv / 2**20:,.0f} MiB more, which a decode estimate at the same seq includes"]
     share = mig_slice_share(est.device)
     if share is not None and est.cost_per_1k_samples_usd is not None and kw.get("price_per_gpu_hour_usd") is None:
         est.assumptions = [*est.assumptions, f"cloud cost: the MIG slice's share of its GPU ({share[2]:.3g}, the "
