@@ -24,6 +24,7 @@ trained devices) and one XGBoost JSON model per target; no pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -169,18 +170,55 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         w = llm_workload(model, batch=batch, seq=seq, mode=mode, dtype=dtype)
         dev = get_device(device)
         x, c = self.features(w, dev)
-        lat, mem, power = (float(v) for v in self.predict_arrays(x[None], [c], [dev])[0])
-        return self._estimate(w, dev, c, lat, mem, power, region, carbon_intensity_g_per_kwh,
-                              price_per_gpu_hour_usd, provider, instance)
+        (lat, mem, power), held = self._held([w], dev)
+        return self._estimate(w, dev, c, float(lat[0]), float(mem[0]), float(power[0]), region,
+                              carbon_intensity_g_per_kwh, price_per_gpu_hour_usd, provider, instance, held[0])
 
     def predict_many(self, workloads: Sequence[LLMWorkload], device="h200") -> np.ndarray:
-        """Fast path for sweeps: ``(n, 3)`` latency_ms, memory_mb, power_w."""
-        dev = get_device(device)
+        """Fast path for sweeps: ``(n, 3)`` latency_ms, memory_mb, power_w (held as :meth:`predict` holds them)."""
+        (lat, mem, power), _ = self._held(list(workloads), get_device(device))
+        return np.stack([lat, mem, power], axis=1)
+
+    def _raw(self, workloads: list, dev) -> np.ndarray:
         feats = [self.features(w, dev) for w in workloads]
         return self.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(feats))
 
-    def _estimate(self, w, dev, c, lat, mem, power, region, intensity, price, provider, instance) -> LLMEstimate:
+    def _held(self, workloads: list, dev) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[str | None]]:
+        """Latency, memory and power of ``workloads`` on ``dev``, latency and memory held where the trees would
+        break what a larger call cannot do: run faster or hold less than the same call at a smaller batch
+        (each workload is also predicted at every smaller batch up to :data:`HELD_EVERY`, and at sixteen per
+        octave above it, and takes the largest), or run faster on a MIG slice than on its whole GPU. Boosted trees on a few hundred rows are
+        piecewise constant and do not know that (decode steps at batch 4 predicted at 58 ms, at batch 8 at
+        33 ms). Returns the three arrays and, per workload, what held it (``None``: nothing)."""
+        from ..devices import mig_parent
+
+        ladders = [held_batches(w.batch) for w in workloads]
+        flat = [dataclasses.replace(w, batch=b) for w, lad in zip(workloads, ladders) for b in lad]
+        out = self._raw(flat, dev)
+        whole = mig_parent(dev)
+        if whole is not None:  # a slice runs no faster than its GPU
+            out[:, 0] = np.maximum(out[:, 0], self._raw(flat, whole)[:, 0])
+        lat, mem, power, held = [], [], [], []
+        at = 0
+        for w, lad in zip(workloads, ladders):
+            rows = out[at:at + len(lad)]
+            at += len(lad)
+            top = rows[-1]  # the workload's own batch (the ladder is sorted)
+            i_l, i_m = int(np.argmax(rows[:, 0])), int(np.argmax(rows[:, 1]))
+            lat.append(rows[i_l, 0])
+            mem.append(rows[i_m, 1])
+            power.append(top[2])
+            why = [f"{what} held at batch {lad[i]}'s {rows[i, k]:,.4g} (its own {top[k]:,.4g})"
+                   for what, i, k in (("latency_ms", i_l, 0), ("memory_mb", i_m, 1)) if rows[i, k] > top[k]]
+            held.append("; ".join(why) or None)
+        return (np.asarray(lat), np.asarray(mem), np.asarray(power)), held
+
+    def _estimate(self, w, dev, c, lat, mem, power, region, intensity, price, provider, instance,
+                  held: str | None = None) -> LLMEstimate:
         assumptions = []
+        if held:
+            assumptions.append(f"{self.name}: {held}, since a larger batch neither runs faster nor holds less (the "
+                               "learned trees predicted it would)")
         if w.dtype in _UNLABELED_DTYPES and w.dtype not in (self.meta.get("dtypes") or ()):
             labels = ", ".join(self.meta.get("dtypes") or ()) or "floating-point"
             assumptions.append(f"no measured {w.dtype} rows behind this prediction: the {self.name} predictor "
@@ -259,6 +297,21 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
                                           f"{len(obj.feature_names)}")
             obj.models.append(trees)
         return obj
+
+
+#: :meth:`XGBLLMPredictor._held` compares a workload with the same call at every smaller batch up to this one
+HELD_EVERY = 64
+
+
+def held_batches(batch: int) -> list[int]:
+    """The batches a prediction at ``batch`` is held against, ``batch`` last: every one up to
+    :data:`HELD_EVERY`, then sixteen per octave (a fixed grid, so two batches on it are always in order)."""
+    grid = set(range(1, min(batch, HELD_EVERY) + 1))
+    k = 16 * 6  # 2 ** (96 / 16) == 64: the grid above goes on from there
+    while (b := int(round(2 ** (k / 16)))) < batch:
+        grid.add(b)
+        k += 1
+    return sorted(grid | {batch})
 
 
 def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, power: float, *, region: str,

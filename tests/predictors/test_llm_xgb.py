@@ -184,3 +184,28 @@ def test_damaged_tree_files_are_refused(tmp_path):
     (tmp_path / "t.json").write_bytes(b"\xff\xfe" + text.encode())
     with pytest.raises(ArtifactError, match="not UTF-8"):
         TreeEnsemble.load(tmp_path / "t.json")
+
+
+def test_a_larger_batch_is_never_predicted_faster_or_smaller_nor_a_slice_faster_than_its_gpu():
+    from costmodel.predictors import get_llm_predictor
+    from costmodel.predictors._llm_xgb import held_batches
+
+    p = get_llm_predictor("llm-xgb")
+    assert held_batches(5) == [1, 2, 3, 4, 5] and held_batches(70)[-3:] == [64, 67, 70]
+    for model, mode, dtype in (("gpt2", "decode", "int4"), ("qwen2-0.5b", "prefill", "fp16")):
+        ests = [p.predict(model, batch=b, seq=512, mode=mode, dtype=dtype) for b in (1, 2, 3, 4, 6, 8, 16, 32)]
+        lat, mem = [e.latency_ms for e in ests], [e.memory_mb for e in ests]
+        assert lat == sorted(lat) and mem == sorted(mem), (model, lat, mem)
+    # the trees alone put gpt2's int4 decode at batch 8 below batch 4's; the estimate says where it was held
+    e8 = p.predict("gpt2", batch=8, seq=512, mode="decode", dtype="int4")
+    assert any(a.startswith("llm-xgb: latency_ms held at batch") for a in e8.assumptions)
+    whole = p.predict("bert-base-uncased", batch=4, seq=128, device="h100", dtype="int8")
+    part = p.predict("bert-base-uncased", batch=4, seq=128, device="h100 1g.10gb", dtype="int8")
+    assert part.latency_ms >= whole.latency_ms
+    # the sweep's fast path holds them the same way
+    from costmodel.features.llm import llm_workload
+
+    ws = [llm_workload("gpt2", batch=b, seq=512, mode="decode", dtype="int4") for b in (4, 8)]
+    assert p.predict_many(ws)[:, 0].tolist() == pytest.approx([e.latency_ms for e in
+                                                               (p.predict("gpt2", batch=b, seq=512, mode="decode",
+                                                                          dtype="int4") for b in (4, 8))])
