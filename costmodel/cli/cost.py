@@ -43,6 +43,10 @@ def register_cost(sub) -> None:
     add_predictor_args(k)
     k.add_argument("--provider", nargs="+", default=None, metavar="NAME",
                    help="keep these providers only (aws, gcp, azure)")
+    k.add_argument("--instance", default=None, metavar="NAME", help="that priced instance only (it must carry the device)")
+    k.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
+                   help="price the job at this rate per GPU-hour (per slice-hour for a MIG slice) instead of the "
+                        "price table: a GPU the table does not list, or a negotiated rate")
     k.add_argument("--whole-instance", action="store_true",
                    help="charge the whole instance, not the per-GPU share of a multi-GPU instance")
     add_carbon_args(k, region_default=None,
@@ -62,7 +66,8 @@ def _cmd_cost(a) -> int:
     rep = job_cost(a.model, device=a.device, batch=a.batch, mode=a.mode, steps=a.steps, samples=a.samples,
                    dtype=a.dtype, optimizer=a.optimizer, predictor=a.predictor, providers=providers,
                    whole_instance=a.whole_instance, region=a.region,
-                   carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape, autocast=a.autocast)
+                   carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape, autocast=a.autocast,
+                   price_per_gpu_hour_usd=a.price, instance=a.instance)
     print(rep.to_json() if a.json else rep.table())
     return 0
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import InvalidInputError
-from .._validate import positive_int, true_or_false
+from .._validate import non_negative_number, positive_int, true_or_false
 from .carbon import J_PER_KWH, carbon_g, region_info
-from .pricing import _provider, instances, mig_slice_share
+from .pricing import _find_instance, _provider, instances, mig_slice_share
 
 __all__ = ["CostReport", "inference_cost", "job_cost", "priced_devices", "training_cost"]
 
@@ -152,8 +152,22 @@ def _providers(providers: Any) -> list[str] | None:
     return list(dict.fromkeys(_provider(p) for p in providers))
 
 
-def _price_rows(dev, providers: list[str] | None) -> list[dict[str, Any]]:
+def _price_rows(dev, providers: list[str] | None, instance: str | None = None,
+                price: float | None = None) -> list[dict[str, Any]]:
+    if price is not None:
+        if providers is not None or instance is not None:
+            raise InvalidInputError("a given price replaces the price table: drop the providers and the instance")
+        usd = non_negative_number(price, "price_per_gpu_hour_usd")
+        return [{"provider": "given", "instance": "-", "region": "-", "gpu": dev.name, "gpus_per_instance": 1,
+                 "usd_per_hour": usd, "usd_per_gpu_hour": usd, "as_of": "-", "verified": False,
+                 "source": "price_per_gpu_hour_usd"}]
     rows = [r for r in instances(dev) if providers is None or r["provider"] in providers]
+    if instance is not None:
+        row = _find_instance(instance)  # an unknown name lists the known ones
+        rows = [r for r in rows if r["instance"] == row["instance"]]
+        if not rows:
+            raise InvalidInputError(f"instance {row['instance']!r} has {row['gpu']} GPUs"
+                                    f"{' at ' + row['provider'] if providers else ''}, not {dev.name}")
     if not rows:
         priced = priced_devices()
         if providers is not None and instances(dev):
@@ -172,14 +186,18 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
              samples: int | None = None, dtype: str = "fp32", optimizer: str = "adam", predictor=None,
              providers=None, whole_instance: bool = False, region: str | None = None,
              carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
-             autocast: str | None = None) -> CostReport:
+             autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
+             instance: str | None = None) -> CostReport:
     """Cost of ``steps`` training steps (or inference calls) of ``model`` at ``batch`` on each priced instance.
 
     Give exactly one of ``steps`` and ``samples`` (``steps = ceil(samples / batch)``).
     Other arguments as in :func:`costmodel.estimate`, plus ``providers``
     (``"aws"``, ``["gcp", "azure"]``...), ``whole_instance`` (charge the
     whole instance, not the per-GPU share), and ``region`` /
-    ``carbon_intensity_g_per_kwh`` for the CO2e of the energy.
+    ``carbon_intensity_g_per_kwh`` for the CO2e of the energy. ``instance``: that priced instance only
+    (it must carry ``device``); ``price_per_gpu_hour_usd``: one row at that price (dollars per hour of
+    the device, or of the MIG slice when ``device`` is one) instead of the table, for a GPU the table
+    does not price or a negotiated rate.
 
     Raises:
         InvalidInputError: bad counts, an unknown provider or region, or a
@@ -202,7 +220,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         steps = math.ceil(samples / batch)
     true_or_false(whole_instance, "whole_instance")
     dev = get_device(device)
-    rows = _price_rows(dev, _providers(providers))  # fail before the (slower) prediction
+    rows = _price_rows(dev, _providers(providers), instance, price_per_gpu_hour_usd)  # fail before the prediction
     carbon_region = None if region is None else region_info(region)["region"]
     if carbon_intensity_g_per_kwh is not None:
         carbon_g(0.0, intensity_g_per_kwh=carbon_intensity_g_per_kwh)  # validates it
@@ -251,20 +269,22 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
 def training_cost(model, *, device, steps: int, batch: int, mode: str = "training", dtype: str = "fp32",
                   optimizer: str = "adam", predictor=None, providers=None, whole_instance: bool = False,
                   region: str | None = None, carbon_intensity_g_per_kwh: float | None = None,
-                  input_shape=None, autocast: str | None = None) -> CostReport:
+                  input_shape=None, autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
+                  instance: str | None = None) -> CostReport:
     """Cost of ``steps`` training steps at ``batch`` on each priced instance of ``device``; see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode=mode, steps=steps, dtype=dtype, optimizer=optimizer,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
-                    autocast=autocast)
+                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance)
 
 
 def inference_cost(model, *, device, samples: int, batch: int, dtype: str = "fp32", predictor=None,
                    providers=None, whole_instance: bool = False, region: str | None = None,
                    carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
-                   autocast: str | None = None) -> CostReport:
+                   autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
+                   instance: str | None = None) -> CostReport:
     """Cost of serving ``samples`` samples in calls of ``batch`` (``ceil(samples / batch)`` calls); see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode="inference", samples=samples, dtype=dtype,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
-                    autocast=autocast)
+                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance)

@@ -106,6 +106,26 @@ def test_errors_name_valid_choices():
         training_cost(MODEL, device="h100", steps=10, batch=8, region="mars")
 
 
+def test_a_given_price_or_one_instance(est):
+    # a GPU without a priced instance gets a cost at a given price: GPU-hours x that price
+    rep = training_cost(MODEL, device="l40s", steps=1000, batch=8, predictor="analytic", price_per_gpu_hour_usd=1.5)
+    assert [r["provider"] for r in rep.rows] == ["given"]
+    assert rep.cheapest["usd"] == pytest.approx(rep.hours * 1.5)
+    one = training_cost(MODEL, device="h100", steps=1000, batch=8, predictor="analytic", instance="p5.48xlarge")
+    assert [r["instance"] for r in one.rows] == ["p5.48xlarge"]
+    with pytest.raises(InvalidInputError, match="'g5.xlarge' has A10G GPUs, not H100-SXM5-80GB"):
+        training_cost(MODEL, device="h100", steps=10, batch=8, instance="g5.xlarge")
+    with pytest.raises(InvalidInputError, match="known instances"):
+        training_cost(MODEL, device="h100", steps=10, batch=8, instance="nope")
+    with pytest.raises(InvalidInputError, match="replaces the price table"):
+        training_cost(MODEL, device="h100", steps=10, batch=8, instance="p5.48xlarge", price_per_gpu_hour_usd=2.0)
+    with pytest.raises(InvalidInputError, match=">= 0, got -1"):
+        training_cost(MODEL, device="h100", steps=10, batch=8, price_per_gpu_hour_usd=-1)
+    code = main(["cost", MODEL, "--device", "l40s", "--steps", "10", "--batch", "8", "--predictor", "analytic",
+                 "--price", "1.5", "--json"])
+    assert code == 0
+
+
 def test_cli_cost_json(capsys):
     code = main(["cost", MODEL, "--device", "h100", "--steps", "1000", "--batch", "8", "--json"])
     out, err = capsys.readouterr()
