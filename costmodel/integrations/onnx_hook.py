@@ -243,7 +243,15 @@ def export(model, args, f: str | Path, *, device="h200", mode: str = "inference"
     from ..frontends import capture_lock
     from ..measure.host import load_host
 
-    host = load_host(host)  # a missing or damaged profile fails before the export, not after it
+    from ..devices import get_device
+    from ..predictors import get_predictor, validate_mode
+
+    # a bad device, mode, predictor or host profile fails before the export: the file is not written (or
+    # replaced) unannotated
+    get_device(device)
+    validate_mode(mode)
+    get_predictor(predictor)
+    host = load_host(host)
 
     with capture_lock():  # torch.onnx.export runs torch.export: not while another thread captures
         torch.onnx.export(model, args_t, str(f), **export_kwargs)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import costmodel.onnx as conx
-from costmodel import InvalidInputError, ModelLoadError
+from costmodel import InvalidInputError, ModelLoadError, UnknownDeviceError
 from costmodel.cli import main
 
 
@@ -64,9 +64,16 @@ def test_cli_annotate_and_show(exported, tmp_path, capsys):
     assert "no such ONNX file" in capsys.readouterr().err
 
 
-def test_errors():
+def test_errors(tmp_path):
     with pytest.raises(InvalidInputError, match="batched example tensor"):
         conx.export(Net(), (3,), "/tmp/never.onnx")
+    # a bad device, predictor or mode fails before the export: no unannotated file is written
+    out = tmp_path / "e.onnx"
+    for kw, err in ((dict(device="nodev"), UnknownDeviceError), (dict(predictor="nope"), InvalidInputError),
+                    (dict(mode="train"), InvalidInputError)):
+        with pytest.raises(err):
+            conx.export(Net(), (torch.randn(2, 3, 16, 16),), out, **kw)
+        assert not out.exists()
     with pytest.raises(ModelLoadError, match="no such ONNX file"):
         conx.annotate("/nonexistent/model.onnx")
 
