@@ -79,8 +79,9 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
         est.assumptions = [*est.assumptions, f"memory: from the {est.predictor} predictor (the allocation trace "
                                              f"could not run: {e})"]
         return est
-    for w in caught:
-        est.assumptions = [*est.assumptions, str(w.message)]
+    for w in caught:  # what the trace had to assume; a library's notice of a renamed function is not that
+        if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            est.assumptions = [*est.assumptions, str(w.message)]
     # the predictor's own word on how it got its memory no longer applies
     est.assumptions = [a for a in est.assumptions if not a.startswith(PREDICTOR_MEMORY_NOTE)]
     est.memory_mb = mem.memory_mb

@@ -280,7 +280,11 @@ def enable_checkpointing(model) -> None:
     recommends, and what the allocation trace follows)."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise InvalidInputError(f"{type(model).__name__} does not support activation checkpointing in transformers")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed it (the old name warns that it goes in v6); older releases have the old name only
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def hf_graph(
