@@ -23,7 +23,7 @@ def _limit_mb(dev, memory_mb: float | None, mig: str | None) -> tuple[float, str
     if mig is not None:
         names = [p.name for p in dev.mig_profiles]
         if not names:
-            raise InvalidInputError(f"{dev.name} has no MIG profiles; give memory_mb instead")
+            raise InvalidInputError(f"{dev.name} has no MIG profiles; give memory_mb (--memory-mb) instead")
         prof = next((p for p in dev.mig_profiles if p.name.lower() == str(mig).lower()), None)
         if prof is None:
             raise InvalidInputError(f"unknown MIG profile {mig!r} for {dev.name}; choose one of {', '.join(names)}")
@@ -134,7 +134,7 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     if memory_mb is not None:
         raise InvalidInputError("give memory_mb or mig, not both")
     if not dev.mig_profiles:
-        raise InvalidInputError(f"{dev.name} has no MIG profiles; give memory_mb instead")
+        raise InvalidInputError(f"{dev.name} has no MIG profiles; give memory_mb (--memory-mb) instead")
     runs: dict[int, Any] = {}
     seen: dict[float, dict] = {}
     out = []

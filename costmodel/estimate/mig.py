@@ -21,8 +21,10 @@ def recommend_mig(device, memory_mb: float, *, margin_mb: float = 0.0):
     ``compute_fraction``) or ``None`` when the device has no MIG support or
     no profile is large enough.
     """
+    from .._validate import non_negative_number
+
     dev = get_device(device)
-    need = float(memory_mb) + max(0.0, float(margin_mb))
+    need = non_negative_number(memory_mb, "memory_mb") + max(0.0, non_negative_number(margin_mb, "margin_mb"))
     for prof in sorted(dev.mig_profiles, key=lambda p: (p.capacity_mb, p.compute_fraction)):
         if prof.capacity_mb >= need:
             return prof

@@ -112,6 +112,9 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
     from ..devices import get_device
     from ..llm import estimate_llm, resolve_llm
 
+    for what, v in (("batch", batch), ("sequence length", seq)):  # an emptied number field arrives as None
+        if v is None or (isinstance(v, float) and not v.is_integer()):
+            raise InvalidInputError(f"{what} must be a whole number >= 1, got {v!r}")
     src = getattr(config_file, "name", config_file) if config_file else None
     spec = resolve_llm(src if src else (model or ""))
     mode = None if mode in (None, "", "auto") else mode

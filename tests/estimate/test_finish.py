@@ -100,3 +100,13 @@ def test_the_estimate_package_is_callable_as_the_function():
     assert callable(pkg) and callable(costmodel.estimate)
     est = pkg("torchvision:resnet18", batch=1, device="h200", predictor="analytic")
     assert est.predictor == "analytic" and est.details["mig"]["profile"] == est.mig_profile
+
+
+def test_a_negative_or_missing_memory_has_no_slice():
+    from costmodel import InvalidInputError
+
+    for bad in (-1, float("nan"), None):
+        with pytest.raises(InvalidInputError, match="memory_mb"):
+            recommend_mig("h200", bad)
+    with pytest.raises(InvalidInputError, match="margin_mb"):
+        recommend_mig("h200", 100.0, margin_mb=float("inf"))

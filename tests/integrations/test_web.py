@@ -101,6 +101,11 @@ def test_a_model_the_fast_predictor_cannot_describe_gets_its_estimate_without_a_
 def test_bad_input_is_a_clear_error():
     with pytest.raises(CostModelError, match="llama-2-7b"):
         estimate_view("lama-2-7b", None, 1, 8, "h200", "fp16", "auto", "world", None)
+    # an emptied number field arrives as None: a named error, which the page shows (not {"error": null})
+    with pytest.raises(CostModelError, match="batch must be a whole number >= 1, got None"):
+        estimate_view("gpt2", None, None, 8, "h200", "fp16", "auto", "world", None)
+    with pytest.raises(CostModelError, match="sequence length must be a whole number"):
+        estimate_view("gpt2", None, 1, 8.5, "h200", "fp16", "auto", "world", None)
 
 
 @pytest.fixture(scope="module")
