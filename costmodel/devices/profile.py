@@ -202,7 +202,18 @@ class MachineProfile:
             raise InvalidInputError(f"expected a machine profile JSON file, got {str(p)!r} (no such file)") from None
         except OSError as e:
             raise InvalidInputError(f"could not read machine profile {str(p)!r}: {e}") from None
-        return cls.from_json(text)
+        try:
+            return cls.from_json(text)
+        except InvalidInputError as e:
+            kind = ""
+            try:
+                fmt = json.loads(text).get("format")
+            except (ValueError, AttributeError):
+                fmt = None
+            if isinstance(fmt, str):  # another costmodel file (a host profile from `costmodel calibrate`)
+                kind = f" it is a {fmt!r} file;"
+            raise InvalidInputError(f"{p}:{kind} expected a machine profile (`costmodel roofline --machine "
+                                    f"--save-profile FILE` or costmodel.measure.harness.measure()): {e}") from None
 
     # -- device database --------------------------------------------------------
 

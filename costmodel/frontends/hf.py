@@ -258,7 +258,12 @@ def apply_lora(model, lora: dict):
             warnings.simplefilter("ignore")  # peft's notes on meta-device weights
             return get_peft_model(model, cfg)
     except ValueError as e:  # a target no module matches, or a model type peft has no default for
-        hint = "" if lora["targets"] else " Name the modules to adapt with lora_targets (e.g. q_proj,v_proj)."
+        import torch
+
+        # the names a target may take: the last part of each linear layer's name (what peft matches)
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        hint = (f" The model's linear layers: {', '.join(linear)}." if linear else "") + (
+            "" if lora["targets"] else " Name the modules to adapt with lora_targets (e.g. q_proj,v_proj).")
         raise InvalidInputError(f"LoRA adapters: {e}{hint}") from None
 
 

@@ -92,6 +92,8 @@ def bad_files(tmp_path_factory):
         f[name] = d / name
         f[name].mkdir()
         (f[name] / "config.json").write_text(json.dumps(cfg))
+    f["host"] = d / "host.json"  # what `costmodel calibrate` writes (the format is what tells it apart)
+    f["host"].write_text(json.dumps({"format": "costmodel.host-profile", "schema_version": 1}))
     f["llm_nocfg"] = d / "llm_nocfg"
     f["llm_nocfg"].mkdir()
     return f
@@ -228,6 +230,8 @@ BAD_INPUTS = {
     "bench min-time type": (["bench", "torch.add", "--shapes", "2,2", "--min-time", "x"], "'x'"),
     "bench bad chart suffix": (["bench", "torch.add", "--shapes", "2,2", "-o", "{dir}/b.jpg"], "b.jpg"),
     "bench unknown ceilings": (["bench", "torch.add", "--shapes", "2,2", "--ceilings", "h1000"], "'h1000'"),
+    "bench a host profile as the machine's": (["bench", "torch.add", "--shapes", "2,2", "--profile", "{host}"],
+                                               "it is a 'costmodel.host-profile' file; expected a machine profile"),
     # cost
     "cost steps 0": (["cost", R18, "--device", "h100", "--steps", "0"], "got 0"),
     "cost steps type": (["cost", R18, "--device", "h100", "--steps", "x"], "'x'"),

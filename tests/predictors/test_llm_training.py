@@ -150,7 +150,7 @@ def test_bad_lora_settings_are_refused():
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=0)
     with pytest.raises(InvalidInputError, match="without a rank"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_targets="q_proj")
-    with pytest.raises(InvalidInputError, match="LoRA adapters"):
+    with pytest.raises(InvalidInputError, match=r"LoRA adapters.*The model's linear layers: .*q_proj.*v_proj"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, lora_targets="no_such_proj")
     with pytest.raises(InvalidInputError, match="llm-xgb"):
         costmodel.estimate_llm(TINY, batch=2, seq=32, mode="training", lora_r=8, predictor="llm-xgb")
