@@ -243,9 +243,9 @@ def check_max_batch_args(a) -> None:
         raise InvalidInputError("give --memory-mb or --mig, not both")
     if given and not (a.mig is not None and a.mig.strip().lower() == "all"):  # the limit fails before the estimate
         from ..devices import get_device
-        from ..estimate._fit import _limit_mb
+        from ..estimate import fit_limit_mb
 
-        _limit_mb(get_device(a.device), a.memory_mb, a.mig)
+        fit_limit_mb(get_device(a.device), a.memory_mb, a.mig)
     if a.plot is not None:
         if not a.max_batch:
             raise InvalidInputError("--plot draws the answer of --max-batch; add --max-batch")

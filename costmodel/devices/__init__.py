@@ -25,10 +25,9 @@ from ._db import (
     PeakTflops,
     get_device,
     list_devices,
-    load_measured_profile,
-    measured_profile,
     normalize_device_name,
 )
+from ._measured import load_measured_profile, measured_profile
 
 from ._cuda import ARCHITECTURES, cuda_device, device_from_cuda_properties
 from ._mig import (base_device, find_profile, instance_sm_count, mig_parent, slice_device, slice_profile,

@@ -15,7 +15,7 @@ import sys
 import types
 
 from ._api import DTYPES, MODES, estimate, estimate_llm
-from ._fit import fit_answer, largest_batch, largest_llm_batch, rebatch_inputs, search_batch
+from ._fit import fit_answer, fit_limit_mb, largest_batch, largest_llm_batch, rebatch_inputs, search_batch
 from ._finish import finish_estimate, mig_details
 from ._memory import MEMORY_PATHS, PREDICTOR_MEMORY_NOTE, graph_memory_into, replay_into
 from ._types import Estimate, LLMEstimate, with_notes
@@ -33,6 +33,7 @@ __all__ = [
     "estimate_llm",
     "finish_estimate",
     "fit_answer",
+    "fit_limit_mb",
     "largest_batch",
     "largest_llm_batch",
     "mig_details",

@@ -41,9 +41,8 @@ def estimate(
             (zoo models know their own; ONNX files need it only for dynamic dims).
         device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
         mode: ``"inference"`` or ``"training"`` (one optimizer step).
-        dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...).
-            ``None`` (default): the model's own, that of an ``nn.Module``'s first floating parameter
-            (a module already in bf16 is costed in bf16), else ``"fp32"``.
+        dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...); ``None``
+            (default): the model's own (an ``nn.Module``'s first floating parameter's), else ``"fp32"``.
         optimizer: for training: ``"sgd"``, ``"sgd_momentum"``, ``"adam"``, ``"adamw"``.
         predictor: a registered name (``"analytic"``...), a Predictor, or
             ``None`` for the library's default.

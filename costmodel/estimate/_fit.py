@@ -12,7 +12,7 @@ from .._errors import InvalidInputError
 from .._validate import positive_int
 
 
-def _limit_mb(dev, memory_mb: float | None, mig: str | None) -> tuple[float, str]:
+def fit_limit_mb(dev, memory_mb: float | None, mig: str | None) -> tuple[float, str]:
     """The memory to fit in, and what it is: ``memory_mb``, a MIG profile of ``dev`` or the whole device."""
     if memory_mb is not None and mig is not None:
         raise InvalidInputError("give memory_mb or mig, not both")
@@ -129,7 +129,7 @@ def answers(replay_at: Callable[[int], Any], dev, memory_mb: float | None, mig: 
     """:func:`fit_answer` for the limit named; ``mig="all"``: one answer per MIG profile of ``dev``, smallest
     first, over one cache of replays (each slice's search starts from the lines the smaller ones traced)."""
     if not (isinstance(mig, str) and mig.strip().lower() == "all"):
-        cap, what = _limit_mb(dev, memory_mb, mig)
+        cap, what = fit_limit_mb(dev, memory_mb, mig)
         return fit_answer(replay_at, cap, limit, what)
     if memory_mb is not None:
         raise InvalidInputError("give memory_mb or mig, not both")
