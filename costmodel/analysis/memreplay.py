@@ -49,6 +49,7 @@ import threading
 import time
 import warnings
 import weakref
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -434,6 +435,10 @@ def _cache_key(model, **kw) -> tuple | None:
     if _is_llm_spec(model):
         blob = json.dumps([model.model_type, bool(model.causal), model.config], sort_keys=True, default=str)
         return (blob, *sorted(kw.items()))
+    if isinstance(model, (str, Path)) and str(model).lower().endswith(".json"):
+        from ..frontends.zoo import parse_model_ref
+
+        model = parse_model_ref(model)  # a spec file: keyed by what it holds, which may change between calls
     if isinstance(model, str):
         return (model, *sorted(kw.items()))
     if isinstance(model, dict):

@@ -43,7 +43,8 @@ def register_cost(sub) -> None:
     add_predictor_args(k)
     k.add_argument("--provider", nargs="+", default=None, metavar="NAME",
                    help="keep these providers only (aws, gcp, azure)")
-    k.add_argument("--instance", default=None, metavar="NAME", help="that priced instance only (it must carry the device)")
+    k.add_argument("--instance", default=None, metavar="NAME",
+                   help="that priced instance only (it must carry the device)")
     k.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
                    help="price the job at this rate per GPU-hour (per slice-hour for a MIG slice) instead of the "
                         "price table: a GPU the table does not list, or a negotiated rate")

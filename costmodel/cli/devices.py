@@ -100,7 +100,8 @@ def _mig_table(name: str, as_json: bool) -> int:
     for p in dev.mig_profiles:
         s = slice_device(dev, p)
         rows.append({"device": s.name, "profile": p.name, "sm_count": s.sm_count, "memory_mb": p.capacity_mb,
-                     "memory_listed": p.capacity_listed, "memory_capped": p.capacity_capped, "nominal_memory_mb": p.memory_mb,
+                     "memory_listed": p.capacity_listed, "memory_capped": p.capacity_capped,
+                     "nominal_memory_mb": p.memory_mb,
                      "bf16_tflops": s.peak_flops("bf16") / 1e12, "fp32_tflops": s.peak_flops("fp32") / 1e12,
                      "memory_bandwidth_gbps": s.memory_bandwidth_gbps, "l2_cache_mb": s.l2_cache_mb,
                      "max_instances": p.max_instances})

@@ -183,7 +183,7 @@ def _price_rows(dev, providers: list[str] | None, instance: str | None = None,
 
 
 def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | None = None,
-             samples: int | None = None, dtype: str = "fp32", optimizer: str = "adam", predictor=None,
+             samples: int | None = None, dtype: str | None = None, optimizer: str = "adam", predictor=None,
              providers=None, whole_instance: bool = False, region: str | None = None,
              carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
              autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
@@ -266,7 +266,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
     )
 
 
-def training_cost(model, *, device, steps: int, batch: int, mode: str = "training", dtype: str = "fp32",
+def training_cost(model, *, device, steps: int, batch: int, mode: str = "training", dtype: str | None = None,
                   optimizer: str = "adam", predictor=None, providers=None, whole_instance: bool = False,
                   region: str | None = None, carbon_intensity_g_per_kwh: float | None = None,
                   input_shape=None, autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
@@ -278,7 +278,7 @@ def training_cost(model, *, device, steps: int, batch: int, mode: str = "trainin
                     autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance)
 
 
-def inference_cost(model, *, device, samples: int, batch: int, dtype: str = "fp32", predictor=None,
+def inference_cost(model, *, device, samples: int, batch: int, dtype: str | None = None, predictor=None,
                    providers=None, whole_instance: bool = False, region: str | None = None,
                    carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
                    autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,

@@ -218,7 +218,7 @@ def _graph_replays(model, dev, *, mode: str, dtype: str, optimizer: str, input_s
     return replay_at
 
 
-def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str = "fp32",
+def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str | None = None,
                   optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
                   memory_mb: float | None = None, mig: str | None = None, limit: int = 4096,
                   latency: bool = True, latency_slo_ms: float | None = None) -> dict | list[dict]:
@@ -249,9 +249,12 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     from ..ir import MODEL_DTYPES as DTYPES, MODES
     from ._memory import traceable
 
+    from ._api import own_dtype
+
     positive_int(limit, "limit")
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+    dtype = own_dtype(model) if dtype is None else dtype  # as estimate() reads it: the model's own
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)

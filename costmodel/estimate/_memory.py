@@ -14,6 +14,7 @@ through the same caching allocator and overheads (``path`` is
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from .._errors import CostModelError
 from ._finish import mig_details
@@ -44,7 +45,7 @@ def traceable(model) -> bool:
 
     if isinstance(model, dict):
         return True
-    if isinstance(model, str):
+    if isinstance(model, (str, Path)):
         return not looks_like_onnx_path(model)
     return hasattr(model, "named_parameters") and hasattr(model, "forward")
 

@@ -276,8 +276,9 @@ def to_graph(
         g = from_relax(model, batch=batch, mode=mode)
     elif _is_module(model):
         g = from_torch(model, inputs, input_shape=input_shape, batch=batch, mode=mode, method=method)
-    elif isinstance(model, (str, dict)):
-        g = zoo_graph(model, batch=batch or 1, input_shape=input_shape, mode=mode, method=method, cache=cache)
+    elif isinstance(model, (str, dict, Path)):  # a zoo name, a spec, or a .json spec file
+        g = zoo_graph(model if not isinstance(model, Path) else str(model), batch=batch or 1,
+                      input_shape=input_shape, mode=mode, method=method, cache=cache)
     else:
         raise InvalidInputError(
             f"cannot featurize a {type(model).__name__}; expected an .onnx path, onnx.ModelProto, "

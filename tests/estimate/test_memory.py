@@ -106,3 +106,21 @@ def test_a_zoo_name_without_prefix_is_traced_as_a_vision_model():
     # "resnet50" is a zoo name, not a transformer name: without seq a plain string is the zoo's
     est = costmodel.estimate("resnet18", batch=2, input_shape=(3, 32, 32), device="h200")
     assert est.details["memory"]["path"] == "replay"
+
+
+def test_a_spec_file_is_estimated_by_what_it_holds_now(tmp_path):
+    """A .json spec file, as a path string or a Path: traced for memory like the spec it holds, and keyed
+    by its contents, so an edit between two calls is not answered from the first one's trace."""
+    import json
+    from pathlib import Path
+
+    import costmodel
+
+    f = tmp_path / "net.json"
+    f.write_text(json.dumps({"src": "tv", "name": "squeezenet1_1", "res": 32}))
+    kw = dict(batch=2, device="h200", predictor="analytic")
+    small = costmodel.estimate(str(f), **kw)
+    assert small.details["memory"]["path"] == "replay"
+    assert costmodel.estimate(Path(f), **kw).memory_mb == small.memory_mb
+    f.write_text(json.dumps({"src": "tv", "name": "squeezenet1_1", "res": 512}))
+    assert costmodel.estimate(str(f), **kw).allocated_mb > small.allocated_mb
