@@ -1,6 +1,7 @@
 """Transformer workloads (thesis ch. 6): XGBoost vs the GNN baseline vs the analytic estimate.
 
     python benchmarks/llm_accuracy.py [--grid] [--train] [--skip-gnn] [--epochs 60]
+    python benchmarks/llm_accuracy.py --monotone     # the shipped trees against larger batches, alone and held
 
 Data: the measured H200 transformer rows (``costmodel/data/h200/llm.jsonl``,
 206 rows, 12 models).  Protocols:
@@ -78,6 +79,9 @@ def _parse_args():
     ap.add_argument("--skip-gnn", action="store_true")
     ap.add_argument("--epochs", type=int, default=60, help="GNN baseline epochs")
     ap.add_argument("--refresh-structure", action="store_true")
+    ap.add_argument("--monotone", action="store_true",
+                    help="only count the batch doublings where the shipped trees predict a larger batch faster or "
+                         "smaller, alone and as the predictor holds them, then exit")
     return ap.parse_args()
 
 
@@ -250,9 +254,43 @@ def train_and_save(params, ds):
     print(f"\nsaved {out} ({len(ds)} rows, params {params})")
 
 
+MONOTONE_MODELS = ("gpt2", "qwen2-0.5b", "mistral-7b", "llama-2-7b", "bert-base-uncased", "t5-small",
+                   "tinyllama-1.1b", "phi-2")
+
+
+def monotone_sweep() -> None:
+    """Batch doublings 1 to 64 at seq 512, every mode of 8 models, 3 GPUs and 4 dtypes: how often the shipped
+    llm-xgb trees alone (``predict_arrays``) put the larger batch faster or smaller, and how often the
+    predictor's answer (``predict_many``, which holds them) does."""
+    from costmodel.features.llm import llm_workload
+    from costmodel.predictors import get_llm_predictor
+
+    p = get_llm_predictor("llm-xgb")
+    n = raw_l = raw_m = held_l = held_m = 0
+    for m, d, dt in itertools.product(MONOTONE_MODELS, ("h200", "h100", "a100-80gb"), ("fp32", "fp16", "int8", "int4")):
+        modes = ("prefill", "decode") if llm_workload(m, batch=1, seq=512).mode == "prefill" else ("forward",)
+        dev = get_device(d)
+        for mode in modes:
+            ws = [llm_workload(m, batch=b, seq=512, mode=mode, dtype=dt) for b in (1, 2, 4, 8, 16, 32, 64)]
+            feats = [p.features(w, dev) for w in ws]
+            raw = p.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(ws))
+            held = p.predict_many(ws, d)
+            n += len(ws) - 1
+            raw_l += int((np.diff(raw[:, 0]) < 0).sum())
+            raw_m += int((np.diff(raw[:, 1]) < 0).sum())
+            held_l += int((np.diff(held[:, 0]) < 0).sum())
+            held_m += int((np.diff(held[:, 1]) < 0).sum())
+    print(f"llm-xgb over {n} batch doublings ({len(MONOTONE_MODELS)} models, 3 GPUs, 4 dtypes, seq 512):")
+    print(f"  trees alone: {raw_l} faster at the larger batch, {raw_m} smaller")
+    print(f"  as predicted (held): {held_l} faster, {held_m} smaller")
+
+
 def main():
     a = _parse_args()
     warnings.simplefilter("ignore")
+    if a.monotone:
+        monotone_sweep()
+        return
 
     if a.refresh_structure:
         refresh_structure()
