@@ -127,6 +127,7 @@ class AllocatorStats:
     peak_phase: str = ""  # the phase of the allocation that set the allocated peak
     peak_op: str = ""
     oom: bool = False  # a capacity was given and the trace did not fit in it
+    cache_releases: int = 0  # times the capacity made the allocator release its cached segments
 
     @property
     def fragmentation(self) -> float:
@@ -147,6 +148,7 @@ class AllocatorStats:
             "peak_phase": self.peak_phase,
             "peak_op": self.peak_op,
             "oom": self.oom,
+            "cache_releases": self.cache_releases,
         }
 
 
@@ -219,6 +221,7 @@ class CachingAllocator:
     def _reserve(self, nbytes: int) -> None:
         s = self.stats
         if self.capacity is not None and s.reserved_bytes + nbytes > self.capacity:
+            s.cache_releases += 1
             self.empty_cache()
             if s.reserved_bytes + nbytes > self.capacity:
                 s.oom = True

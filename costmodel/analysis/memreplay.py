@@ -518,9 +518,9 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
                 _MODULE_CACHE.setdefault(model, {})[tuple(sorted(kw.items()))] = hit
     trace, path, notes = hit
     dev = _device(device)
-    st = replay(trace.events, expandable_segments=expandable_segments, workspace_bytes=workspace,
-                capacity_bytes=int(dev.capacity_mb * MIB) if getattr(dev, "capacity_mb", None) else None)
     ctx = ov.context(kind)
+    st, room_note = _replay_in_room(trace, dev, ctx, workspace, expandable_segments)
+    notes = [*notes, *room_note]
     slack = st.peak_reserved_bytes / MIB * ov.train_slack if mode == "training" and path == "replay" else 0.0
     borrowed = " (vision steps' share: no transformer training step was measured)" if kind == "transformer" else ""
     slack_note = [f"training: reserved peak raised by {100 * ov.train_slack:.1f} % ({slack:,.0f} MiB), the device's "
@@ -545,6 +545,20 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
     _interval(out, dev, kind, mode, dtype, phase)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _replay_in_room(trace, dev, ctx_mb: float, workspace: int, expandable_segments: bool):
+    """``(allocator stats, notes)``: ``trace`` replayed with what the caching allocator can take on ``dev``, its
+    board less the context (CUDA, cuBLAS, cuDNN) the process holds; the note says when it had to release its
+    cache to stay within that."""
+    room_mb = dev.capacity_mb - ctx_mb if getattr(dev, "capacity_mb", None) else None
+    st = replay(trace.events, expandable_segments=expandable_segments, workspace_bytes=workspace,
+                capacity_bytes=int(room_mb * MIB) if room_mb and room_mb > 0 else None)
+    if not st.cache_releases or st.oom:
+        return st, []
+    return st, [f"the allocator reached the {room_mb:,.0f} MiB {dev.name} leaves it (its board less "
+                f"{ctx_mb:,.0f} MiB of context) and released its cached segments {st.cache_releases:,} time(s), "
+                "as PyTorch does before it gives up: a board with more memory reserves more for the same step"]
 
 
 def _weakrefable(obj) -> bool:

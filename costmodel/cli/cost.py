@@ -70,5 +70,9 @@ def _cmd_cost(a) -> int:
                    carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape, autocast=a.autocast,
                    price_per_gpu_hour_usd=a.price, instance=a.instance)
     print(rep.to_json() if a.json else rep.table())
+    if a.json and rep.memory_warning:
+        import sys
+
+        print(f"warning: {rep.memory_warning}", file=sys.stderr)
     return 0
 

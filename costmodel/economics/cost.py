@@ -77,6 +77,18 @@ class CostReport:
     carbon_kg: float | None = None
     estimate: dict[str, Any] = field(default_factory=dict, repr=False)
     autocast: str | None = None
+    memory_mb: float | None = None
+    capacity_mb: float | None = None
+    fits_device: bool = True
+
+    @property
+    def memory_warning(self) -> str | None:
+        """What the table and the CLI say when one step does not fit the device (``None`` when it does)."""
+        if self.fits_device or self.memory_mb is None:
+            return None
+        return (f"one {'step' if self.mode == 'training' else 'call'} needs {self.memory_mb:,.0f} MB, more than the "
+                f"{self.capacity_mb:,.0f} MB {self.device} holds: the job as given runs out of memory, and these "
+                "prices are for a run that cannot happen (try a smaller batch, a lower dtype or a larger device)")
 
     @property
     def cheapest(self) -> dict[str, Any]:
@@ -86,6 +98,7 @@ class CostReport:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["rows"] = [dict(r) for r in self.rows]
+        d["memory_warning"] = self.memory_warning
         return d
 
     def to_json(self, **kw) -> str:
@@ -105,6 +118,9 @@ class CostReport:
             ("total time", f"{self.hours:.4g} h on one {'MIG slice' if ' MIG ' in self.device else 'GPU'}"),
             ("energy", f"{self.energy_kwh:.4g} kWh (GPU only)"),
         ]
+        if self.memory_mb is not None:
+            head.append(("memory", f"{self.memory_mb:,.0f} of {self.capacity_mb:,.0f} MB"
+                                   + ("" if self.fits_device else " (DOES NOT FIT)")))
         if self.carbon_kg is not None:
             where = self.carbon_region or "given intensity"
             head.append(("carbon", f"{self.carbon_kg:.4g} kg CO2e ({where}, {self.carbon_intensity_g_per_kwh:g} g/kWh)"))
@@ -125,6 +141,8 @@ class CostReport:
                 f"{r['usd_per_gpu_hour']:>9.3f}{r['charged_usd_per_hour']:>12.3f}{_usd(r['usd']):>12}  "
                 f"{r['as_of']:<8}{'yes' if r['verified'] else 'no'}"
             )
+        if self.memory_warning:
+            lines += ["", f"warning: {self.memory_warning}"]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -263,6 +281,9 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         carbon_kg=carbon_kg,
         estimate=est.to_dict(),
         autocast=autocast,
+        memory_mb=est.memory_mb,
+        capacity_mb=dev.capacity_mb,
+        fits_device=bool(est.fits_device),
     )
 
 

@@ -16,7 +16,7 @@ import types
 
 from ._api import DTYPES, MODES, estimate, estimate_llm
 from ._fit import fit_answer, fit_limit_mb, largest_batch, largest_llm_batch, rebatch_inputs, search_batch
-from ._finish import finish_estimate, mig_details
+from ._finish import bound_power, finish_estimate, held_power, mig_details
 from ._memory import MEMORY_PATHS, PREDICTOR_MEMORY_NOTE, graph_memory_into, replay_into
 from ._types import Estimate, LLMEstimate, with_notes
 from .mig import mig_latency_penalty, recommend_mig, slice_device
@@ -31,7 +31,9 @@ __all__ = [
     "MODES",
     "estimate",
     "estimate_llm",
+    "bound_power",
     "finish_estimate",
+    "held_power",
     "fit_answer",
     "fit_limit_mb",
     "largest_batch",

@@ -24,6 +24,8 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
       bound); with ``graph``, ``details["mig"]`` also gets the slice's
       compute share and predicted slow-down;
     * ``throughput_samples_s``: ``batch`` per latency;
+    * ``power_w`` and ``energy_j`` held between the device's idle power and its power limit
+      (:func:`bound_power`; the assumptions say when a bound applied);
     * ``fits_device``: ``memory_mb`` within what the device holds (``Device.capacity_mb``: the memory
       its board reports where the database gives it, else the nominal);
     * ``predictor_version``: ``version`` and the library that trained the
@@ -33,6 +35,7 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
       ``dev``, and then the assumption that says so.
     """
     meta_ = meta or {}
+    bound_power(est, dev)
     mig = recommend_mig(dev, est.memory_mb, margin_mb=margin_mb)
     est.mig_profile = mig.name if mig else None
     if graph is not None:
@@ -54,6 +57,42 @@ def finish_estimate(est: Estimate, dev, *, version: str, meta: dict | None = Non
 
             conv = cuda_core_conv_note(dev, trained, graph)
             est.assumptions = list(dict.fromkeys([*est.assumptions, est.extrapolation_note(), *([conv] if conv else [])]))
+    return est
+
+
+def held_power(dev, power_w: float, predictor: str) -> tuple[float, str | None]:
+    """``power_w`` held between ``dev``'s idle power and its power limit, and the assumption that says so
+    (``None`` when it was within both): a board cannot average more than its enforced limit, nor draw less
+    than idle while it runs a workload. A learned predictor's power is a regression and can pass either
+    bound, most of all on a device it has no rows for; so can its labels, where NVML's energy counter, which
+    steps every tens of milliseconds, was read over a short window."""
+    lo_w, hi_w = dev.idle_power_w, dev.tdp_w
+    if not (power_w == power_w and hi_w > 0):
+        return power_w, None
+    bound = hi_w if power_w > hi_w * (1 + 1e-9) else lo_w if power_w < lo_w * (1 - 1e-9) else None
+    if bound is None:
+        return power_w, None
+    which = "power limit" if bound == hi_w else "idle power"
+    return bound, (f"power held at {dev.name}'s {which} of {bound:.4g} W (the {predictor} prediction was "
+                   f"{power_w:.4g} W); energy is that power x latency")
+
+
+def bound_power(est: Estimate, dev) -> Estimate:
+    """:func:`held_power` applied to ``est`` (in place; returned): ``energy_j`` follows as power x latency and
+    the energy interval is clipped to the same bounds over the latency interval. A transformer's estimate
+    (it has ``energy_j_per_call``) was held where it was composed, before its carbon and cost."""
+    if est.energy_j_per_call is not None or not est.latency_ms > 0:
+        return est
+    power, note = held_power(dev, est.power_w, est.predictor)
+    if note is None:
+        return est
+    est.power_w, est.energy_j = power, power * est.latency_ms / 1e3
+    if est.energy_j_interval is not None:
+        lat_lo, lat_hi = est.latency_ms_interval or (est.latency_ms, est.latency_ms)
+        e_lo, e_hi = est.energy_j_interval
+        est.energy_j_interval = (min(max(e_lo, dev.idle_power_w * lat_lo / 1e3), est.energy_j),
+                                 max(min(e_hi, dev.tdp_w * lat_hi / 1e3), est.energy_j))
+    est.assumptions = [*est.assumptions, note]
     return est
 
 

@@ -10,6 +10,7 @@ from costmodel._errors import InvalidInputError, UnsupportedOpWarning
 from costmodel.analysis import memreplay
 from costmodel.analysis.memreplay import Overheads, fit_overheads, overheads_for, replay_memory
 from costmodel.datasets import default_root, read_jsonl
+from costmodel.devices import get_device
 
 
 def test_overheads_are_medians_of_the_rows_by_kind():
@@ -204,3 +205,18 @@ def test_the_graph_walk_counts_a_recorded_saved_clone_once(method):
     assert sorted(e.op for e in saved) == sorted(["aten.hardtanh_ (saved input)", "aten.silu_ (saved input)"] * 2)
     assert [e.nbytes for e in saved[:2]] == [2 * 8 * 10 * 10 * 4, 2 * 8 * 8 * 8 * 4]
     assert not [e for e in allocs if e.op == "aten.clone"]
+
+
+def test_the_allocator_gets_the_board_less_the_context():
+    """The replay's allocator may take what the board leaves after the process's context: near that room it
+    releases its cache (as PyTorch does before an out-of-memory error) and says so; a roomy board does not."""
+    roomy = replay_memory("torchvision:resnet18", "h200", batch=64, mode="training")
+    assert not any("released its cached segments" in n for n in roomy.notes)
+    # a board whose room (less the context) sits between the allocated and the reserved peak of the roomy run
+    room_mb = (roomy.allocated_mb + roomy.reserved_mb - roomy.slack_mb) / 2
+    gb = (room_mb + roomy.context_mb) / 1024
+    small = get_device("h200").with_overrides(memory_gb=gb, mig_profiles=[])
+    tight = replay_memory("torchvision:resnet18", small, batch=64, mode="training")
+    assert tight.allocated_mb == pytest.approx(roomy.allocated_mb, rel=0.01)  # blocks split anew after a release
+    assert tight.reserved_mb - tight.slack_mb <= room_mb < roomy.reserved_mb - roomy.slack_mb
+    assert not tight.oom and any("released its cached segments" in n for n in tight.notes)

@@ -158,3 +158,19 @@ def test_a_mixed_precision_job(capsys):
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["autocast"] == "bf16"
     assert training_cost(MODEL, device="h100", steps=10, batch=8).autocast is None
+
+
+def test_a_job_that_does_not_fit_says_so(capsys):
+    """A step larger than the board is priced, but the report, the table and the CLI say it cannot run."""
+    rep = training_cost(MODEL, device="t4", steps=10, batch=1024, predictor="analytic")
+    assert rep.memory_mb > rep.capacity_mb == costmodel.get_device("t4").capacity_mb
+    assert not rep.fits_device and rep.estimate["fits_device"] is False
+    assert "DOES NOT FIT" in rep.table() and "runs out of memory" in rep.table()
+    assert json.loads(rep.to_json())["memory_warning"] == rep.memory_warning
+    assert main(["cost", MODEL, "--device", "t4", "--steps", "10", "--batch", "1024", "--predictor", "analytic",
+                 "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["fits_device"] is False and "runs out of memory" in err
+    fits = training_cost(MODEL, device="t4", steps=10, batch=8, predictor="analytic")
+    assert fits.fits_device and fits.memory_warning is None and "warning" not in fits.table()
+    assert f"{fits.memory_mb:,.0f} of {fits.capacity_mb:,.0f} MB" in fits.table()

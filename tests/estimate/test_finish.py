@@ -46,6 +46,44 @@ def test_what_fits_is_what_the_board_reports_not_the_name():
     assert v100.reported_memory_mib is None and v100.capacity_mb == v100.memory_mb
 
 
+def test_power_is_held_between_idle_and_the_power_limit():
+    # a T4 averages at most its 70 W limit: a regression's 102 W over 35.7 ms is held there, energy with it
+    t4 = get_device("t4")
+    est = finish_estimate(_est(power_w=102.0, energy_j=102.0 * 0.0357, latency_ms=35.7, device=t4.name,
+                               latency_ms_interval=(30.0, 40.0), energy_j_interval=(3.0, 4.5)), t4, version="1")
+    assert est.power_w == 70.0 and est.energy_j == pytest.approx(70.0 * 0.0357)
+    # the interval (around the 102 W) is clipped to what the board can draw: at most the limit over the slowest
+    # latency, and it holds the held energy
+    assert est.energy_j_interval == pytest.approx((70.0 * 0.0357, 70.0 * 0.040))
+    assert any("power limit of 70 W" in a and "102 W" in a for a in est.assumptions)
+    # below idle (10 W) it is held at idle; within both bounds nothing changes and nothing is said
+    low = finish_estimate(_est(power_w=4.0, energy_j=0.016, device=t4.name), t4, version="1")
+    assert low.power_w == 10.0 and low.energy_j == pytest.approx(0.04)
+    assert any("idle power of 10 W" in a for a in low.assumptions)
+    ok = finish_estimate(_est(power_w=50.0, energy_j=0.2, device=t4.name), t4, version="1")
+    assert (ok.power_w, ok.energy_j) == (50.0, 0.2) and not any("power held" in a for a in ok.assumptions)
+
+
+def test_every_predictor_keeps_power_within_the_board():
+    from costmodel.analysis import cast_graph
+    from costmodel.frontends import to_graph
+
+    # swin_t in bf16 at batch 16 on a T4: the static trees alone put it at 102 W on this 70 W board
+    t4 = get_device("t4")
+    g = cast_graph(to_graph("torchvision:swin_t", batch=16, mode="inference", method="trace"), "bf16")
+    for name in ("timeline", "dippm", "trappm", "xgb-static", "analytic"):
+        est = costmodel.get_predictor(name).predict(g, t4, mode="inference")
+        assert t4.idle_power_w <= est.power_w <= t4.tdp_w, name
+        assert est.energy_j == pytest.approx(est.power_w * est.latency_ms / 1e3, rel=1e-6), name
+
+
+def test_a_transformer_power_is_held_before_its_carbon_and_cost():
+    llm = costmodel.estimate_llm("gpt2", batch=8, seq=128, device="t4")
+    assert llm.power_w <= get_device("t4").tdp_w
+    assert llm.energy_j_per_call == pytest.approx(llm.power_w * llm.latency_ms / 1e3, rel=1e-6)
+    assert llm.energy_j == pytest.approx(llm.energy_j_per_call / llm.batch, rel=1e-6)
+
+
 def test_the_unlisted_whole_gpu_instance_holds_at_most_the_board():
     h200, h100 = get_device("h200"), get_device("h100")
     full = next(p for p in h200.mig_profiles if p.name == "7g.141gb")
