@@ -96,12 +96,13 @@ def add_command(sub, name: str, func, *, help: str, description: str, epilog: st
 
 def add_shape_args(p: argparse.ArgumentParser, *, batch_default: int | None = 1, batch_required: bool = False,
                    batch_help: str = "batch size (default 1)", input_help: str = "input shape without batch",
-                   dtype_help: str | None = "tensor dtype (default fp32)") -> None:
+                   dtype_help: str | None = "the model converted to this dtype (default: its own; fp32 for a zoo "
+                                            "name or spec, the dtype an ONNX file records)") -> None:
     """``--batch/-b``, ``--input/-i`` (C,H,W) and ``--dtype`` of a vision workload."""
     p.add_argument("--batch", "-b", type=positive_int, default=batch_default, required=batch_required,
                    help=batch_help)
     p.add_argument("--input", "-i", dest="input_shape", metavar="C,H,W", type=shape_arg, help=input_help)
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help=dtype_help)
+    p.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"), help=dtype_help)
 
 
 def add_autocast_arg(p: argparse.ArgumentParser) -> None:

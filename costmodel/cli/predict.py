@@ -65,6 +65,8 @@ def register_annotate(sub) -> None:
     n.add_argument("--input", dest="input_shape", default=None, type=shape_arg,
                    help="per-sample input shape, e.g. 3,224,224")
     n.add_argument("--mode", default="inference", choices=("inference", "training"))
+    n.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"),
+                   help="cost the model converted to this dtype (default: the dtype its graph records)")
     n.add_argument("--predictor", default=None, help="predictor name or artifact folder")
     n.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
@@ -191,7 +193,8 @@ def _cmd_annotate(a) -> int:
                   f"MIG {d['mig_profile'] or '-'} (batch {d['batch']}, {d['mode']}, {d['predictor']})")
         return 0
     shape = parse_shape(a.input_shape) if a.input_shape else None
-    est = annotate(a.path, device=a.device, batch=a.batch, input_shape=shape, mode=a.mode, predictor=a.predictor,
+    est = annotate(a.path, device=a.device, batch=a.batch, input_shape=shape, mode=a.mode, dtype=a.dtype,
+                   predictor=a.predictor,
                    output=a.output, host=a.host)
     print(est.to_json() if a.json else f"annotated {a.output or a.path}\n{est.table()}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .._errors import CostModelError, InvalidInputError
@@ -42,7 +43,8 @@ def estimate(
         device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
         mode: ``"inference"`` or ``"training"`` (one optimizer step).
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...); ``None``
-            (default): the model's own (an ``nn.Module``'s first floating parameter's), else ``"fp32"``.
+            (default): the model's own (an ``nn.Module``'s first floating parameter's, what an ONNX file's,
+            Relax module's or CostGraph's graph records; ``"fp32"`` for a zoo name, a spec or autocast).
         optimizer: for training: ``"sgd"``, ``"sgd_momentum"``, ``"adam"``, ``"adamw"``.
         predictor: a registered name (``"analytic"``...), a Predictor, or
             ``None`` for the library's default.
@@ -78,29 +80,27 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
-    dtype = own_dtype(model) if dtype is None else dtype
+    dtype = own_dtype(model, autocast) if dtype is None else dtype
     for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS),
                                ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
-        if value not in valid:
+        if value not in valid and not (name == "dtype" and value is None):
             raise InvalidInputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
     optimizer = validate_optimizer(optimizer)
     latency_slo_ms = check_slo(latency_slo_ms)
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
-    notes = [default_fallback_note(pred)] if predictor is None else []
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
-    notes += host_notes
+    notes = ([default_fallback_note(pred)] if predictor is None else []) + host_notes
     pred = with_cuda_graphs(pred, cuda_graphs)
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                      autocast=autocast, method=method)
+    graph, dtype = in_own_dtype(graph, mode) if dtype is None else (graph, dtype)
     if autocast is not None:
         notes.append(f"autocast {autocast}: CUDA autocast's operator lists applied to the graph (GEMMs, convolutions "
                      f"and attention in {autocast} after a cast of each fp32 operand; its fp32 list in fp32; other "
                      "operators in their inputs' widest dtype); the predictor has no autocast rows")
     if graph.meta.get("batch") not in (None, batch):
-        raise InvalidInputError(
-            f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested"
-        )
+        raise InvalidInputError(f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested")
     notes += frozen_notes(graph, mode, pred) + resolution_notes(model, graph, input_shape, inputs)
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
     if memory == "replay" and traceable(model):
@@ -114,18 +114,45 @@ def estimate(
     return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
 
 
-def own_dtype(model) -> str:
+def own_dtype(model, autocast: str | None = None) -> str | None:
     """The dtype a model is in: an ``nn.Module``'s first floating parameter or buffer (``fp16``, ``bf16``,
-    else ``fp32``); ``fp32`` for anything else (a zoo name, an ONNX file, a graph)."""
+    else ``fp32``); a CostGraph's recorded dtype; ``fp32`` for a zoo name or a data spec (built in fp32);
+    ``None`` for a model only its graph describes (an ONNX file or ModelProto, a Relax module): its graph
+    says (:func:`graph_dtype`). Under ``autocast`` the model is an fp32 one, as autocast runs it."""
     import sys
 
-    torch = sys.modules.get("torch")  # a module means torch is imported already
-    if torch is None or not isinstance(model, torch.nn.Module):
-        return "fp32"
-    import itertools
+    from ..ir import CostGraph
 
-    first = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(getattr(first, "dtype", None), "fp32")
+    if isinstance(model, CostGraph):
+        return graph_dtype(model)
+    torch = sys.modules.get("torch")  # a module means torch is imported already
+    if torch is not None and isinstance(model, torch.nn.Module):
+        import itertools
+
+        first = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()),
+                     None)
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(getattr(first, "dtype", None), "fp32")
+    from ..frontends import looks_like_onnx_path
+
+    if isinstance(model, dict) or (isinstance(model, (str, Path)) and not looks_like_onnx_path(model)):
+        return "fp32"
+    return "fp32" if autocast is not None else None
+
+
+def in_own_dtype(graph, mode: str):
+    """``(graph, dtype)`` for a model only its graph describes (an ONNX file, a Relax module): the dtype its
+    graph records, the graph cast to fp32 where that is none of the model dtypes."""
+    from ..frontends import to_graph
+
+    dtype = graph_dtype(graph)
+    return (to_graph(graph, dtype=dtype, mode=mode) if graph.meta.get("dtype") != dtype else graph), dtype
+
+
+def graph_dtype(graph) -> str:
+    """The dtype a graph's frontend recorded for its model (its weights', else its first floating input's):
+    ``fp32``, ``fp16`` or ``bf16``; ``fp32`` where it recorded none of them."""
+    d = graph.meta.get("dtype")
+    return d if d in DTYPES else "fp32"
 
 
 def workload_details(est, graph, *, autocast: str | None, cuda_graphs: bool):
@@ -271,14 +298,14 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
         raise InvalidInputError(f"target_seq (an encoder-decoder's decoder length) is costed by predictor='timeline'; "
                                 f"the {p.name} predictor has no encoder-decoder features")
     if host is None:
-        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw, latency_slo_ms)
+        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model, seq)), p, model, kw, latency_slo_ms)
     if isinstance(p, TimelineLLMPredictor):
         kw["host"] = host
-        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model)), p, model, kw, latency_slo_ms)
+        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model, seq)), p, model, kw, latency_slo_ms)
     from ..predictors import with_host_profile
 
     _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
-    return _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model)]), p, model, kw,
+    return _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model, seq)]), p, model, kw,
                          latency_slo_ms)
 
 
@@ -306,17 +333,22 @@ def _on_llm_slice(est: LLMEstimate, p, model, kw: dict, latency_slo_ms: float | 
                                  predictor=p.name, latency_slo_ms=latency_slo_ms)
 
 
-def spec_notes(model) -> list[str]:
+def spec_notes(model, seq: int | None = None) -> list[str]:
     """What an estimate rests on because of the architecture: the text decoder of a multimodal config, a
-    mixture of experts (no measured row is one)."""
-    from ..llm import TEXT_DECODER_OF, moe_layout, resolve_llm
+    mixture of experts (no measured row is one), a sequence past the positions a rotary model was trained on."""
+    from ..llm import TEXT_DECODER_OF, has_learned_positions, llm_features, moe_layout, resolve_llm
 
     try:
         spec = resolve_llm(model)
         moe = moe_layout(spec)
+        n = llm_features(spec)["max_position_embeddings"]
     except CostModelError:
         return []
     notes = []
+    if n and seq and seq > n and not has_learned_positions(spec):  # learned positions refuse it outright
+        notes.append(f"seq {seq:,} is past the {n:,} positions {spec.name} was trained on: costed as the same "
+                     "layers over more tokens (rotary positions run on); whether the model is any good there, "
+                     "or needs a rope_scaling in its config, is not costed")
     if spec.source.startswith(TEXT_DECODER_OF):
         outer = spec.source[len(TEXT_DECODER_OF):].split("; ", 1)[0]
         notes.append(f"a multimodal {outer} config: its text decoder ({spec.model_type}) is costed on the (batch, "

@@ -50,8 +50,19 @@ def traceable(model) -> bool:
     return hasattr(model, "named_parameters") and hasattr(model, "forward")
 
 
+#: what an estimate whose memory is the graph's liveness walk says
+_WALK_NOTE = "memory: a liveness walk over the graph replayed through the caching allocator"
+
 #: how a predictor that does not learn memory says where its memory came from (dropped once the replay answers)
 PREDICTOR_MEMORY_NOTE = "memory from the analytic liveness model"
+
+
+def _replay_note(note: str) -> bool:
+    """Whether ``note`` is one :func:`replay_into` writes (or the predictor's own memory note), so that a second
+    replay into the same estimate replaces it rather than adding to it."""
+    return (note.startswith((PREDICTOR_MEMORY_NOTE, _WALK_NOTE, "memory overheads: ",
+                             "memory: a training step's reserved peak"))
+            or (note.startswith("MIG slice: ") and "upper end of the memory interval" in note))
 
 
 def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str, optimizer: str, input_shape=None,
@@ -83,8 +94,8 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
     for w in caught:  # what the trace had to assume; a library's notice of a renamed function is not that
         if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
             est.assumptions = [*est.assumptions, str(w.message)]
-    # the predictor's own word on how it got its memory no longer applies
-    est.assumptions = [a for a in est.assumptions if not a.startswith(PREDICTOR_MEMORY_NOTE)]
+    # the predictor's own word on how it got its memory, or an earlier replay's, no longer applies
+    est.assumptions = [a for a in est.assumptions if not _replay_note(a)]
     est.memory_mb = mem.memory_mb
     est.allocated_mb = mem.allocated_mb
     est.reserved_mb = mem.reserved_mb
@@ -107,8 +118,7 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
     if mem.path != "replay":
         why = ("a graph alone holds no module to run" if model is graph
                else "the module could not run on fake tensors")
-        est.assumptions = [*est.assumptions, "memory: a liveness walk over the graph replayed through the caching "
-                                             f"allocator ({why})"]
+        est.assumptions = [*est.assumptions, f"{_WALK_NOTE} ({why})"]
     if "no rows for" in mem.notes[-1]:
         est.assumptions = [*est.assumptions, f"memory {mem.notes[-1]}"]
     if mem.slack_mb:

@@ -228,32 +228,91 @@ def read_annotations(path: str | Path) -> dict[str, Any]:
 
 
 def export(model, args, f: str | Path, *, device="h200", mode: str = "inference", predictor=None, host=None,
-           **export_kwargs):
+           dtype: str | None = None, **export_kwargs):
     """``torch.onnx.export(model, args, f, **export_kwargs)``, then :func:`annotate` ``f``; returns the Estimate.
 
-    The batch is read from the first tensor in ``args``; ``host`` as :func:`annotate` takes it.
+    The batch is the leading dimension of the first tensor in ``args`` that has one; ``dtype`` (default:
+    the dtype the exported graph records, the model's own) and ``host`` as :func:`annotate` takes them.
+    Every argument is checked before the export, so a bad one leaves no file written (or replaced)
+    without its annotation.
     """
     import torch
 
-    args_t = args if isinstance(args, tuple) else (args,)
-    first = next((a for a in args_t if isinstance(a, torch.Tensor)), None)
-    if first is None or first.dim() == 0:
-        raise InvalidInputError("export needs a batched example tensor among args to know the batch size")
-    f = Path(f)
-    from ..frontends import capture_lock
+    from ..frontends import check_batch
     from ..measure.host import load_host
 
     from ..devices import get_device
+    from ..ir import MODEL_DTYPES
     from ..predictors import get_predictor, validate_mode
 
-    # a bad device, mode, predictor or host profile fails before the export: the file is not written (or
-    # replaced) unannotated
+    args_t = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    first = next((a for a in args_t if isinstance(a, torch.Tensor) and a.dim() > 0), None)
+    if first is None:
+        raise InvalidInputError("export needs an example tensor with a batch dimension among args to know the batch "
+                                f"size; got {', '.join(type(a).__name__ for a in args_t) or 'no args'}")
+    try:
+        batch = check_batch(int(first.shape[0]))
+    except InvalidInputError:
+        raise InvalidInputError(f"the first batched example tensor in args has shape {tuple(first.shape)}: its "
+                                "leading (batch) dimension must be at least 1") from None
+    f = Path(f)
+    # a bad path, device, mode, dtype, predictor or host profile fails before the export: the file is not
+    # written (or replaced) unannotated
+    _check_writable(f, in_place=False)
     get_device(device)
     validate_mode(mode)
+    if dtype is not None and dtype not in MODEL_DTYPES:
+        raise InvalidInputError(f"dtype must be one of {', '.join(MODEL_DTYPES)} or None (the model's own), got "
+                                f"{dtype!r}")
     get_predictor(predictor)
     host = load_host(host)
 
+    # a file already at f is set aside, not overwritten, until the export is annotated: where the export or the
+    # estimate fails, what it wrote is removed and the old file is back
+    aside = [(p, p.with_name(f".{p.name}.costmodel-previous")) for p in _written_files(f)]
+    for p, q in aside:
+        os.replace(p, q)
+    try:
+        est = _export_and_annotate(torch, model, args_t, f, first, batch, export_kwargs, device=device, mode=mode,
+                                   predictor=predictor, host=host, dtype=dtype)
+    except BaseException:
+        for p in _written_files(f):
+            p.unlink(missing_ok=True)
+        for p, q in aside:
+            os.replace(q, p)
+        raise
+    for _, q in aside:
+        q.unlink(missing_ok=True)
+    return est
+
+
+def _written_files(f: Path) -> list[Path]:
+    """The ONNX file at ``f`` (if any) and the external-data files beside it that it references."""
+    if not f.is_file():
+        return []
+    try:
+        refs = external_data_files(_load(f))
+    except Exception:  # noqa: BLE001 - an unreadable (half-written) file: itself alone
+        refs = []
+    files = [f.parent / r for r in refs if not Path(r).is_absolute() and ".." not in Path(r).parts]
+    return [f, *(p for p in files if p.is_file())]
+
+
+def _export_and_annotate(torch, model, args_t, f: Path, first, batch: int, export_kwargs, **kw):
+    """``torch.onnx.export`` to ``f``, then :func:`annotate` it at the batch its graph fixes or ``first`` gives."""
+    from ..frontends import capture_lock
+
     with capture_lock():  # torch.onnx.export runs torch.export: not while another thread captures
         torch.onnx.export(model, args_t, str(f), **export_kwargs)
-    return annotate(f, device=device, batch=int(first.shape[0]), input_shape=tuple(first.shape[1:]), mode=mode,
-                    predictor=predictor, host=host)
+    # the exported graph's own shapes where it fixed them (an argument folded into a constant is no input);
+    # where its first input is dynamic, the example tensor of that rank fills it
+    written = _load(f)
+    data = [i for i in written.graph.input if i.name not in {t.name for t in written.graph.initializer}]
+    dims = data[0].type.tensor_type.shape.dim if data else []
+    shape = None
+    if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+        like = next((a for a in args_t if isinstance(a, torch.Tensor) and a.dim() == len(dims)), first)
+        batch, shape = int(like.shape[0]), tuple(like.shape[1:])
+    elif dims:
+        batch = int(dims[0].dim_value)
+    return annotate(f, batch=batch, input_shape=shape, **kw)

@@ -129,7 +129,7 @@ def ambient_autocast() -> str | None:
     return None
 
 
-def _estimate_fx(gm, example_inputs, *, device, predictor, training):
+def _estimate_fx(gm, example_inputs, *, device, predictor, training, cuda_graphs: bool = False):
     """``(Estimate, batch, (module, meta inputs))``: the last is what a re-trace at another batch needs."""
     import torch
 
@@ -154,10 +154,11 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training):
     amp = ambient_autocast()
     if amp is not None and g.meta.get("dtype", "fp32") != "fp32":
         amp = None  # a half-precision model under autocast: its own dtypes are what runs
-    est = estimate(g, batch=batch, device=device, mode=mode, predictor=predictor, autocast=amp)
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    dtype = next((names.get(t.dtype) for t in data if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
-    replay_into(est, module, get_device(device), batch=batch, mode=mode, dtype=dtype or "fp32", optimizer="adam",
+    est = estimate(g, batch=batch, device=device, mode=mode, predictor=predictor, autocast=amp,
+                   cuda_graphs=cuda_graphs)
+    # the module's own dtype (its parameters', else its first floating input's), as the graph recorded it: the
+    # replay converts the module to the dtype it is given
+    replay_into(est, module, get_device(device), batch=batch, mode=mode, dtype=est.dtype, optimizer="adam",
                 inputs=meta_inputs, graph=g, autocast=amp)
     return est, batch, (module, meta_inputs)
 
@@ -259,16 +260,19 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
     from ..devices import get_device
     from ..measure.host import load_host
 
+    from .._validate import positive_number
+
     dev, device_notes = auto_device() if device == "auto" else (get_device(device), [])  # fail early on a bad name
     profile = load_host(host)  # and on a missing or damaged host profile
-    if memory_limit_mb is not None and not memory_limit_mb > 0:
-        from .._errors import InvalidInputError
-
-        raise InvalidInputError(f"memory_limit_mb must be positive, got {memory_limit_mb!r}")
-    limit = float(memory_limit_mb) if memory_limit_mb is not None else dev.capacity_mb
+    # a limit above the device cannot lift what the device holds: the warning compares with the smaller
+    limit = dev.capacity_mb if memory_limit_mb is None else min(
+        positive_number(memory_limit_mb, "memory_limit_mb"), dev.capacity_mb)
     _inner(inner)  # an unknown inner backend fails here, not at the first compiled call
+    _check_predictor(predictor)  # and an unknown predictor name
 
-    def backend(gm, example_inputs):
+    def backend(gm, example_inputs, mode: str | None = None, options: dict | None = None):
+        # mode= and options= are what torch.compile(..., mode=..., options=...) hands a custom backend: they
+        # go on to inductor, and a mode that replays CUDA graphs is costed as one graph launch
         import time
 
         from ..estimate import with_notes
@@ -289,7 +293,13 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
                 pred, notes = _resolve(predictor)
                 pred, host_notes = with_host_profile(pred, profile)
                 notes = [*notes, *host_notes, *device_notes]
-                est, batch, traced = _estimate_fx(gm, example_inputs, device=dev, predictor=pred, training=None)
+                graphs = _cuda_graphs(mode, options)
+                if graphs and not hasattr(pred, "with_cuda_graphs"):
+                    notes.append(f"torch.compile mode={mode!r} replays CUDA graphs, but the {pred.name} predictor "
+                                 "learned eager steps: costed with a host dispatch per operator")
+                    graphs = False
+                est, batch, traced = _estimate_fx(gm, example_inputs, device=dev, predictor=pred, training=None,
+                                                  cuda_graphs=graphs)
             if est.memory_mb is None:
                 raise ValueError(f"the {est.predictor} predictor returned no memory")
             backend.estimates.append(with_notes(est, notes))
@@ -302,11 +312,12 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
         if oom is not None:
             _warn(oom, type(oom))
         backend.seconds += time.perf_counter() - t0
-        return _inner(inner)(gm, example_inputs)
+        return _compile_inner(inner, gm, example_inputs, mode, options)
 
     backend.estimates = []
     backend.seconds = 0.0  # time spent estimating, all graphs
     backend.device = dev
+    backend.memory_limit_mb = limit  # what the OOM warning compares with
     return backend
 
 
@@ -346,15 +357,67 @@ def _inner(inner: str | Callable) -> Callable:
         raise InvalidInputError(f"unknown inner backend {inner!r}; choose {choices}") from None
 
 
+def _check_predictor(predictor) -> None:
+    """A predictor named by a string must be registered or an artifact folder (the error lists the names)."""
+    if predictor is None or not isinstance(predictor, str):
+        return
+    from pathlib import Path
+
+    from .._errors import InvalidInputError, suggest
+    from ..predictors import available_predictors
+
+    names = available_predictors()
+    if predictor not in names and not Path(predictor).is_dir():
+        raise InvalidInputError(f"unknown predictor {predictor!r}; expected one of {names} or a trained artifact "
+                                f"folder.{suggest(predictor, names)}")
+
+
+def _inductor_patches(mode: str | None, options: dict | None) -> dict:
+    """The inductor configuration ``torch.compile``'s ``mode`` and ``options`` stand for."""
+    patches: dict = {}
+    if mode and mode != "default":
+        from torch._inductor import list_mode_options
+
+        patches.update(list_mode_options(mode))
+    patches.update({k.replace("-", "_"): v for k, v in (options or {}).items()})
+    return patches
+
+
+def _cuda_graphs(mode: str | None, options: dict | None) -> bool:
+    """Whether the compiled code replays CUDA graphs (``mode="reduce-overhead"``, ``"max-autotune"``, or
+    ``options={"triton.cudagraphs": True}``); where the mode is unknown, torch.compile reports it."""
+    try:
+        return bool(_inductor_patches(mode, options).get("triton.cudagraphs", False))
+    except Exception:  # noqa: BLE001 - torch.compile names a bad mode itself
+        return False
+
+
+def _compile_inner(inner, gm, example_inputs, mode: str | None, options: dict | None):
+    """Hand the graph to the inner backend, with ``mode`` and ``options`` where they mean something: inductor
+    takes them as its configuration, a callable gets them as keywords; another named backend has no use for
+    them, and a warning says they were dropped."""
+    if not mode and not options:
+        return _inner(inner)(gm, example_inputs)
+    if inner == "inductor":
+        from torch._inductor.compile_fx import compile_fx
+
+        return compile_fx(gm, example_inputs, config_patches=_inductor_patches(mode, options))
+    if callable(inner):
+        return inner(gm, example_inputs, **({"mode": mode} if mode else {}), **({"options": options} if options else {}))
+    _warn(f"costmodel: torch.compile's mode={mode!r} and options={options!r} configure inductor; the inner "
+          f"backend {inner!r} does not take them, so they were not applied", UserWarning)
+    return _inner(inner)(gm, example_inputs)
+
+
 _DEFAULT: list = []
 
 
-def costmodel_backend(gm, example_inputs: list[Any]):
+def costmodel_backend(gm, example_inputs: list[Any], mode: str | None = None, options: dict | None = None):
     """The ``"costmodel"`` backend with defaults (the GPU this process sees, else an H100; inductor);
-    configure with :func:`torch_backend`."""
+    configure with :func:`torch_backend`. ``torch.compile(..., mode=..., options=...)`` reach inductor."""
     if not _DEFAULT:
         _DEFAULT.append(torch_backend())
-    return _DEFAULT[0](gm, example_inputs)
+    return _DEFAULT[0](gm, example_inputs, mode=mode, options=options)
 
 
 def register() -> None:

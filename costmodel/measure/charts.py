@@ -123,7 +123,7 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
     return out
 
 
-def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inference", dtype: str = "fp32",
+def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inference", dtype: str | None = None,
                    input_shape=None, machine=None, top: int = 8, output=None, title: str | None = None,
                    predictor: str = "analytic", autocast: str | None = None):
     """Draw a model's operators on the device's roofline; returns the matplotlib Figure.

@@ -123,6 +123,9 @@ def test_symbolic_batch_needs_a_value():
     assert g8.meta["batch"] == 8 and _close(g8.flops, ref.flops)
     sym = mod["main"].params[0].ty.shape[0].name
     assert _close(from_relax(mod, bindings={sym: 8}).flops, g8.flops)
+    # a binding the function has no variable for is refused, naming the ones it has (a typo is not ignored)
+    with pytest.raises(InvalidInputError, match=rf"'batch', which is no symbolic shape variable.*{sym}"):
+        from_relax(mod, bindings={"batch": 8})
 
 
 def test_tvmscript_module_and_dispatch():

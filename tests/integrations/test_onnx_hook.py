@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import costmodel
 import costmodel.onnx as conx
 from costmodel import InvalidInputError, ModelLoadError, UnknownDeviceError
 from costmodel.cli import main
@@ -65,7 +66,7 @@ def test_cli_annotate_and_show(exported, tmp_path, capsys):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(InvalidInputError, match="batched example tensor"):
+    with pytest.raises(InvalidInputError, match="example tensor with a batch dimension"):
         conx.export(Net(), (3,), "/tmp/never.onnx")
     # a bad device, predictor or mode fails before the export: no unannotated file is written
     out = tmp_path / "e.onnx"
@@ -76,6 +77,45 @@ def test_errors(tmp_path):
         assert not out.exists()
     with pytest.raises(ModelLoadError, match="no such ONNX file"):
         conx.annotate("/nonexistent/model.onnx")
+    # so do a batch of 0, a folder that is not there and a dtype that is not one
+    for args, path, kw, needle in (((torch.randn(0, 3, 16, 16),), out, {}, r"shape \(0, 3, 16, 16\)"),
+                                   ((torch.randn(2, 3, 16, 16),), tmp_path / "no" / "e.onnx", {}, "does not exist"),
+                                   ((torch.randn(2, 3, 16, 16),), out, {"dtype": "fp8"}, "fp8")):
+        with pytest.raises(InvalidInputError, match=needle):
+            conx.export(Net(), args, path, **kw)
+        assert not path.exists()
+
+
+def test_a_failed_export_leaves_the_old_file_as_it_was(tmp_path, monkeypatch):
+    out = tmp_path / "m.onnx"
+    conx.export(Net().eval(), (torch.randn(2, 3, 16, 16),), out, device="h100", predictor="analytic", dynamo=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def refused(*a, **k):  # the estimate of the new export fails after torch.onnx.export wrote it
+        raise InvalidInputError("refused")
+
+    monkeypatch.setattr("costmodel.integrations.onnx_hook.annotate", refused)
+    with pytest.raises(InvalidInputError, match="refused"):
+        conx.export(nn.Linear(16, 4).eval(), (torch.randn(8, 16),), out, device="h100", dynamo=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # restored, nothing else left
+    with pytest.raises(InvalidInputError, match="refused"):  # a new path that fails leaves nothing behind
+        conx.export(nn.Linear(16, 4).eval(), (torch.randn(8, 16),), tmp_path / "n.onnx", dynamo=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+    monkeypatch.undo()
+    # args as a list work as a tuple does
+    est = conx.export(nn.Linear(16, 4).eval(), [torch.randn(8, 16)], tmp_path / "l.onnx", device="h100",
+                      predictor="analytic", dynamo=False)
+    assert est.batch == 8 and conx.read_annotations(tmp_path / "l.onnx")
+
+
+def test_a_half_precision_export_is_costed_in_its_dtype(tmp_path):
+    # the exported graph records fp16: annotate (and export) cost it so, not recast to fp32
+    net = Net().half().eval()
+    est = conx.export(net, (torch.randn(4, 3, 32, 32, dtype=torch.float16),), tmp_path / "h.onnx", device="h100",
+                      predictor="analytic", dynamo=False)
+    assert est.dtype == "fp16"
+    assert conx.annotate(tmp_path / "h.onnx", device="h100", predictor="analytic", dtype="fp32").dtype == "fp32"
+    assert costmodel.estimate(str(tmp_path / "h.onnx"), batch=4, device="h100", predictor="analytic").dtype == "fp16"
 
 
 def test_costmodel_onnx_without_importing_it():

@@ -270,3 +270,75 @@ def test_the_default_device_is_the_gpu_this_process_sees(monkeypatch):
     dev, notes = auto_device()
     assert dev.name == "H100-SXM5-80GB" and "('NVIDIA GeForce GTX 1080') cannot be costed" in notes[0]
     assert "compute capability 6.1" in notes[0]
+
+
+def test_a_half_precision_model_is_costed_in_its_own_dtype():
+    # the graph dynamo hands over is the model's own: fp16 weights are an fp16 estimate, latency and memory
+    # alike, as costmodel.estimate gives for the module (the replay converts to the dtype it is given)
+    m = _mlp().half().eval()
+    x = torch.randn(32, 512, dtype=torch.float16)
+    be = costmodel.torch_backend(device="h100", inner="eager")
+    with torch.no_grad():
+        _compile_and_run(m, x, be)
+    est = be.estimates[0]
+    direct = costmodel.estimate(m, inputs=(x,), batch=32, device="h100")
+    assert est.dtype == direct.dtype == "fp16"
+    assert est.memory_mb == pytest.approx(direct.memory_mb, rel=0.01)
+    fp32 = costmodel.estimate(_mlp().eval(), inputs=(x.float(),), batch=32, device="h100")
+    assert est.latency_ms < fp32.latency_ms and est.allocated_mb < fp32.allocated_mb
+
+    # a bf16 model fed integer ids: its dtype is its weights', not fp32 for want of a floating input
+    class Ids(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.out = nn.Embedding(32000, 1024), nn.Linear(1024, 32000)
+
+        def forward(self, ids):
+            return self.out(self.emb(ids))
+
+    ids_model, ids = Ids().bfloat16().eval(), torch.randint(0, 32000, (8, 128))
+    be = costmodel.torch_backend(device="h100", inner="eager")
+    with torch.no_grad():
+        _compile_and_run(ids_model, ids, be)
+    direct = costmodel.estimate(ids_model, inputs=(ids,), batch=8, device="h100")
+    assert be.estimates[0].dtype == "bf16"
+    assert be.estimates[0].memory_mb == pytest.approx(direct.memory_mb, rel=0.01)
+    # and its memory note says the replay answered, once
+    notes = be.estimates[0].assumptions
+    assert be.estimates[0].details["memory"]["path"] == "replay"
+    assert not any(n.startswith("memory: a liveness walk") for n in notes) and len(notes) == len(set(notes))
+
+
+def test_a_limit_above_the_device_does_not_lift_the_device():
+    # the OOM warning compares with the smaller of the limit and what the device holds
+    t4 = costmodel.get_device("t4")
+    assert costmodel.torch_backend(device="t4", memory_limit_mb=10_000_000).memory_limit_mb == t4.capacity_mb
+    assert costmodel.torch_backend(device="t4", memory_limit_mb=500).memory_limit_mb == 500
+    assert costmodel.torch_backend(device="t4").memory_limit_mb == t4.capacity_mb
+    for bad in ("20000", float("inf"), float("nan"), -1):
+        with pytest.raises(costmodel.InvalidInputError, match="memory_limit_mb"):
+            costmodel.torch_backend(device="t4", memory_limit_mb=bad)
+    # an unknown predictor name fails when the backend is made, naming the registered ones
+    with pytest.raises(costmodel.InvalidInputError, match=r"unknown predictor 'nonsense'.*timeline"):
+        costmodel.torch_backend(device="t4", predictor="nonsense")
+
+
+def test_torch_compile_mode_and_options_reach_the_backend():
+    # torch.compile(..., mode=...) hands the backend mode=; reduce-overhead replays CUDA graphs, costed as such
+    m, x = _mlp().eval(), torch.randn(8, 512)
+    seen = {}
+
+    def inner(gm, example_inputs, **kw):
+        seen.update(kw)
+        return gm.forward
+
+    be = costmodel.torch_backend(device="h100", inner=inner)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        y = torch.compile(m, backend=be, mode="reduce-overhead")(x)
+    assert torch.allclose(y, m(x)) and seen == {"mode": "reduce-overhead"}
+    est = be.estimates[0]
+    assert est.details.get("cuda_graphs") is True
+    eager = costmodel.torch_backend(device="h100", inner="eager")
+    _compile_and_run(m, x, eager)
+    assert eager.estimates[0].latency_ms > est.latency_ms  # no host dispatch per operator

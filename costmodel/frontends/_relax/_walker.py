@@ -42,6 +42,25 @@ class _RelaxWalker(_OpRules):
         self._outs: dict[Any, list] = {}
         self._int_consts: dict[tuple, str] = {}
         self._taken: set[str] = set()
+        self._check_bindings(bindings)
+
+    def _check_bindings(self, bindings: dict[str, int]) -> None:
+        """A binding must name one of the function's symbolic shape variables (a typo would be ignored)."""
+        if not bindings:
+            return
+        from ..._errors import InvalidInputError, suggest
+
+        func = next((f for gv, f in self.mod.functions_items() if gv.name_hint == self.fname), None)
+        if func is None:
+            return
+        names = sorted({v.name for v in self.relax.analysis.defined_symbolic_vars(func)}
+                       | {v.name for v in self.relax.analysis.free_symbolic_vars(func)})
+        unknown = [k for k in bindings if k not in names]
+        if unknown:
+            raise InvalidInputError(
+                f"bindings names {unknown[0]!r}, which is no symbolic shape variable of Relax function "
+                f"{self.fname!r} (its variables: {', '.join(names) or 'none: its shapes are all static'})."
+                f"{suggest(unknown[0], names)}")
 
     # -------------------------------------------------------------- helpers
     def fresh(self, hint: str) -> str:
