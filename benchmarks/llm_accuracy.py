@@ -153,6 +153,14 @@ def cross_validate(params, X, Y, C, ds, dev, protocols):
         m = XGBLLMPredictor(params).fit_arrays(X[tr], Y[tr])
         pr = m.predict_arrays(X[te], [C[i] for i in te], [dev] * len(te))
         preds["xgb"].setdefault(proto, []).append((te, physical(pr[:, 0], pr[:, 1], pr[:, 2], ds, te)))
+        # as the predictor answers: held over smaller batches (and shorter sequences, for memory), and the
+        # variant that also holds latency over shorter sequences
+        ws = [workload_of_row(ds[i]) for i in te]
+        for name, over_seq, hold in (("xgb-held", False, "isotonic"), ("held-max", False, "max"),
+                                     ("held-seq", True, "max")):
+            m.hold_latency_over_seq, m.latency_hold = over_seq, hold
+            hd = m.predict_many(ws, dev)
+            preds[name].setdefault(proto, []).append((te, physical(hd[:, 0], hd[:, 1], hd[:, 2], ds, te)))
         # thesis formulation: raw log targets, same features
         out = []
         for j in range(3):
@@ -258,31 +266,76 @@ MONOTONE_MODELS = ("gpt2", "qwen2-0.5b", "mistral-7b", "llama-2-7b", "bert-base-
                    "tinyllama-1.1b", "phi-2")
 
 
+def _within_positions(model, mode, dtype, seqs) -> list:
+    """Batch-8 workloads at each of ``seqs`` the model's positions reach (a model with learned positions
+    refuses a longer sequence)."""
+    from costmodel import InvalidInputError
+    from costmodel.features.llm import llm_workload
+
+    out = []
+    for q in seqs:
+        try:
+            out.append(llm_workload(model, batch=8, seq=q, mode=mode, dtype=dtype))
+        except InvalidInputError:
+            break
+    return out
+
+
 def monotone_sweep() -> None:
-    """Batch doublings 1 to 64 at seq 512, every mode of 8 models, 3 GPUs and 4 dtypes: how often the shipped
-    llm-xgb trees alone (``predict_arrays``) put the larger batch faster or smaller, and how often the
-    predictor's answer (``predict_many``, which holds them) does."""
+    """Batch doublings 1 to 64 at seq 512, and sequence doublings 64 to 4,096 at batch 8, every mode of 8
+    models, 3 GPUs and 4 dtypes: how often the shipped llm-xgb trees alone (``predict_arrays``) put the larger
+    call faster or smaller, and how often the predictor's answer (``predict_many``, which holds them) does;
+    and how often either holds less memory than the weights and key/value cache."""
     from costmodel.features.llm import llm_workload
     from costmodel.predictors import get_llm_predictor
 
     p = get_llm_predictor("llm-xgb")
-    n = raw_l = raw_m = held_l = held_m = 0
+    from costmodel.predictors import HELD_SEQ_FROM
+
+    counts = {axis: dict(n=0, raw_l=0, raw_m=0, held_l=0, held_m=0) for axis in ("batch", "seq", "seq-below")}
+    below = {"raw": 0, "held": 0}
+    total = 0
     for m, d, dt in itertools.product(MONOTONE_MODELS, ("h200", "h100", "a100-80gb"), ("fp32", "fp16", "int8", "int4")):
         modes = ("prefill", "decode") if llm_workload(m, batch=1, seq=512).mode == "prefill" else ("forward",)
         dev = get_device(d)
         for mode in modes:
-            ws = [llm_workload(m, batch=b, seq=512, mode=mode, dtype=dt) for b in (1, 2, 4, 8, 16, 32, 64)]
-            feats = [p.features(w, dev) for w in ws]
-            raw = p.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(ws))
-            held = p.predict_many(ws, d)
-            n += len(ws) - 1
-            raw_l += int((np.diff(raw[:, 0]) < 0).sum())
-            raw_m += int((np.diff(raw[:, 1]) < 0).sum())
-            held_l += int((np.diff(held[:, 0]) < 0).sum())
-            held_m += int((np.diff(held[:, 1]) < 0).sum())
-    print(f"llm-xgb over {n} batch doublings ({len(MONOTONE_MODELS)} models, 3 GPUs, 4 dtypes, seq 512):")
-    print(f"  trees alone: {raw_l} faster at the larger batch, {raw_m} smaller")
-    print(f"  as predicted (held): {held_l} faster, {held_m} smaller")
+            for axis, ws in (("batch", [llm_workload(m, batch=b, seq=512, mode=mode, dtype=dt)
+                                        for b in (1, 2, 4, 8, 16, 32, 64)]),
+                             ("seq", _within_positions(m, mode, dt, (64, 128, 256, 512, 1024, 2048, 4096)))):
+                feats = [p.features(w, dev) for w in ws]
+                raw = p.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(ws))
+                held = p.predict_many(ws, d)
+                # a sequence doubling from below the shortest the trees learned from (per mode) is counted apart
+                low = np.asarray([axis == "seq" and w.seq < HELD_SEQ_FROM.get(w.mode, 0) for w in ws[:-1]])
+                for part, sel in ((axis, ~low), ("seq-below", low)):
+                    k = counts[part]
+                    k["n"] += int(sel.sum())
+                    k["raw_l"] += int(((np.diff(raw[:, 0]) < 0) & sel).sum())
+                    k["raw_m"] += int(((np.diff(raw[:, 1]) < 0) & sel).sum())
+                    k["held_l"] += int(((np.diff(held[:, 0]) < 0) & sel).sum())
+                    k["held_m"] += int(((np.diff(held[:, 1]) < 0) & sel).sum())
+                floor = np.asarray([dev.framework_overhead_mb + (c["weights_bytes"] + c["kv_cache_bytes"]) / 2**20
+                                    for _, c in feats])
+                below["raw"] += int((raw[:, 1] < floor - 1e-6).sum())
+                below["held"] += int((held[:, 1] < floor - 1e-6).sum())
+                total += len(ws)
+    print(f"llm-xgb, {len(MONOTONE_MODELS)} models x 3 GPUs x 4 dtypes x every mode:")
+    for axis, what in (("batch", "batch doublings 1-64 at seq 512"),
+                       ("seq", "seq doublings 64-4,096 at batch 8, from a learned length"),
+                       ("seq-below", "seq doublings from below the shortest learned length (extrapolated)")):
+        k = counts[axis]
+        print(f"  {k['n']} {what}: trees alone {k['raw_l']} faster at the larger call, {k['raw_m']} smaller; "
+              f"held {k['held_l']} faster, {k['held_m']} smaller")
+    print(f"  memory below the weights + key/value cache (+ framework overhead), of {total} calls: trees alone "
+          f"{below['raw']}, held {below['held']}")
+    # the labels themselves: how often a measured row is faster than the same call at half its sequence or batch
+    ds = PerfDataset.load(kinds=("llm",))
+    for axis, other in (("seq", "batch"), ("batch", "seq")):
+        runs: dict = {}
+        for r in ds:
+            runs.setdefault((r.model, r.phase, r.dtype, getattr(r, other)), {})[getattr(r, axis)] = r.latency_ms
+        pairs = [(d[a], d[b]) for d in runs.values() for a, b in zip(sorted(d), sorted(d)[1:])]
+        print(f"  measured rows: {sum(b < a for a, b in pairs)} of {len(pairs)} steps to a longer {axis} ran faster")
 
 
 def main():

@@ -93,6 +93,10 @@ def _cmd_llm(a) -> int:
     if missing:
         raise InvalidInputError(f"--{' and --'.join(missing)} required (e.g. --batch 8 --seq 512)")
     check_max_batch_args(a)
+    if a.max_batch and a.dtype in ("int8", "int4"):  # before the estimate, not after it
+        raise InvalidInputError(f"--max-batch searches the allocation trace of an fp32, fp16 or bf16 model; an "
+                                f"{a.dtype} model has none (its memory is the llm-xgb predictor's): drop --max-batch "
+                                "and try batches, or give --dtype fp16")
     with Working(f"estimating {a.model} (a workload's first estimate builds its graph; cached after)",
                  enabled=None if not a.json else False):
         est = estimate_llm(a.model, batch=a.batch, seq=a.seq, device=a.device, mode=a.mode, dtype=a.dtype,

@@ -202,18 +202,20 @@ def _not_a_transformer(model) -> None:
                                 "--seq S --max-batch)")
 
 
-def _graph_replays(model, dev, *, mode: str, dtype: str, optimizer: str, input_shape) -> Callable[[int], Any]:
+def _graph_replays(model, dev, *, mode: str, dtype: str | None, optimizer: str, input_shape) -> Callable[[int], Any]:
     """``replay_at(batch)`` for a model that only a graph describes (an ONNX file or ModelProto): its graph
     built at each batch (a dynamic batch dimension bound to it) and walked through the caching allocator."""
     from ..analysis.memreplay import replay_memory
     from ..frontends import to_graph
+    from ._api import graph_dtype
 
     def replay_at(b: int):
         g = to_graph(model, batch=b, input_shape=input_shape, mode=mode)
         if g.meta.get("batch") not in (None, b):
             raise InvalidInputError(f"the model's batch is fixed at {g.meta.get('batch')} in its input shapes, so no "
                                     "other batch can be costed; export it with a dynamic batch dimension")
-        return replay_memory(g, dev, batch=b, mode=mode, dtype=dtype, optimizer=optimizer, graph=g)
+        return replay_memory(g, dev, batch=b, mode=mode, dtype=dtype or graph_dtype(g), optimizer=optimizer,
+                             graph=g)
 
     return replay_at
 
@@ -254,8 +256,8 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     positive_int(limit, "limit")
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
-    dtype = own_dtype(model) if dtype is None else dtype  # as estimate() reads it: the model's own
-    if dtype not in DTYPES:
+    dtype = own_dtype(model, autocast) if dtype is None else dtype  # as estimate() reads it: the model's own
+    if dtype not in DTYPES and dtype is not None:  # None: an ONNX file's, read from its graph at each batch
         raise InvalidInputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     optimizer = validate_optimizer(optimizer)
     latency_slo_ms = _slo(latency_slo_ms, latency)
@@ -345,6 +347,7 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     from ..devices import get_device
     from ..features import llm_workload
     from ..frontends.hf import amp_option, step_options
+    from ..ir import MODEL_DTYPES as DTYPES
     from ..predictors import validate_optimizer
 
     positive_int(seq, "seq")
@@ -352,6 +355,11 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     latency_slo_ms = _slo(latency_slo_ms, latency)
     dev = get_device(device)
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype, target_seq=target_seq)
+    if w.dtype not in DTYPES:  # int8, int4: a quantized model's kernels and buffers have no allocation trace
+        raise InvalidInputError(f"the largest batch is searched over the allocation trace of a model in "
+                                f"{', '.join(DTYPES)}; an {w.dtype} model has none (its memory is the llm-xgb "
+                                f"predictor's): pass dtype= one of {', '.join(DTYPES)}, or estimate_llm at the "
+                                "batches you consider")
     lora = step_options(w.mode, lora_r, lora_targets, checkpointing)
     amp = amp_option(w.mode, w.dtype, autocast)
     kw: dict = dict(seq=seq, dtype=w.dtype, **({"target_seq": target_seq} if target_seq is not None else {}),

@@ -293,6 +293,9 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     h, L, inter, vocab = f["hidden_size"], f["num_layers"], f["intermediate_size"], f["vocab_size"]
     q_dim, kv_dim = f["num_heads"] * f["head_dim"], f["num_kv_heads"] * f["head_dim"]
     b = DTYPE_BYTES[w.dtype]
+    # weight-only quantization (int8, int4: bitsandbytes, GPTQ, AWQ) computes in fp16: its activations, logits
+    # and key/value cache are fp16; only the weights take the quantized bytes
+    a_b = DTYPE_BYTES["fp16"] if w.dtype in ("int8", "int4") else b
     gated = is_gated(w.spec)
     tokens = w.query_tokens
     params = param_count_estimate(w.spec)
@@ -315,27 +318,27 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     weights_bytes = params * b
     # the cache as transformers keeps it: every token, the window of a sliding-window layer, none in a
     # state-space or linear-attention layer
-    kv_bytes = (2 * w.batch * sum(cached_tokens(w.spec, w.context)) * kv_dim * b
+    kv_bytes = (2 * w.batch * sum(cached_tokens(w.spec, w.context)) * kv_dim * a_b
                 if w.spec.causal and w.mode in ("prefill", "decode") else 0.0)
     # eager attention materializes scores (and the relative-position terms of DeBERTa's c2p/p2c)
     eager = w.spec.model_type in EAGER_ATTENTION_TYPES
     rel = w.spec.config.get("pos_att_type") or []
     n_scores = (1 + len(rel if isinstance(rel, list) else str(rel).split("|"))) if eager else 0
-    score_bytes = n_scores * w.batch * f["num_heads"] * q_len * w.context * b
+    score_bytes = n_scores * w.batch * f["num_heads"] * q_len * w.context * a_b
 
     def block_bytes(n_tok: int, q: int) -> float:
         # live activations inside one block (residual, normed input, q/k/v, MLP intermediates, scores)
-        s_b = n_scores * w.batch * f["num_heads"] * q * w.context * b if eager else 0.0
-        return n_tok * (4 * h + q_dim + 2 * kv_dim + (2 if gated else 1) * inter) * b + 2 * s_b
+        s_b = n_scores * w.batch * f["num_heads"] * q * w.context * a_b if eager else 0.0
+        return n_tok * (4 * h + q_dim + 2 * kv_dim + (2 if gated else 1) * inter) * a_b + 2 * s_b
 
     block_act = block_bytes(tokens, q_len)
-    logits_bytes = tokens * vocab * b if w.spec.causal else 0.0
-    act_peak = max(block_act, logits_bytes + tokens * h * b)
+    logits_bytes = tokens * vocab * a_b if w.spec.causal else 0.0
+    act_peak = max(block_act, logits_bytes + tokens * h * a_b)
     if w.mode == "decode":
         # the cache was built by a prefill over the prompt in the same process: its peak
         # (the prompt's logits, mostly) stays reserved by PyTorch's caching allocator
         p_tok = w.batch * w.seq
-        act_peak = max(act_peak, block_bytes(p_tok, w.seq), p_tok * (vocab * (w.spec.causal) + h) * b)
+        act_peak = max(act_peak, block_bytes(p_tok, w.seq), p_tok * (vocab * (w.spec.causal) + h) * a_b)
     # bytes moved: weights once, the cache read (and written), activations in and out of each block
     moved = weights_bytes - idle_experts * b + kv_bytes + L * (2 * block_act + 2 * score_bytes) + 2 * logits_bytes
     flops = 2.0 * (linear_macs + attn_macs)

@@ -362,7 +362,23 @@ def _int_field(cfg: Mapping[str, Any], keys: tuple[str, ...], spec: LLMSpec, wha
     value = _first(cfg, keys)
     if value is None:  # left to the config class's default, as transformers builds the model
         value = _config_default(spec, keys)
+    if value is None:
+        _unknown_type(spec, f"the {what} (one of {', '.join(keys)})")
     return positive_int(value, f"the {what} in the config (one of {', '.join(keys)})", where=spec.name)
+
+
+def _unknown_type(spec: LLMSpec, missing: str) -> None:
+    """Raise, naming the model type, when a field is missing because transformers knows no such model type
+    (so no config class gives its defaults); return where it knows it or is not installed."""
+    try:
+        from transformers import CONFIG_MAPPING
+    except ImportError:
+        return
+    known = list(CONFIG_MAPPING.keys())
+    if spec.model_type not in known:
+        raise InvalidInputError(f"{spec.name}: model_type {spec.model_type!r} is not one transformers knows, so no "
+                                f"config class gives its defaults and {missing} must be in the config."
+                                f"{suggest(str(spec.model_type), known)}")
 
 
 def llm_features(spec: LLMSpec | Any) -> dict[str, int]:

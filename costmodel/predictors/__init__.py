@@ -96,6 +96,7 @@ _LAZY = {
     "LLM_TARGETS": "._llm_xgb",
     "LLM_DEFAULT_PARAMS": "._llm_xgb",
     "workload_of_row": "._llm_xgb",
+    "HELD_SEQ_FROM": "._llm_xgb",
     "default_llm_predictor": "._llm_timeline",
     "get_llm_predictor": "._llm_timeline",
     "TimelineLLMPredictor": "._llm_timeline",

@@ -77,6 +77,15 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
     and ``seq``, not a graph); :func:`~costmodel.estimate_llm` calls it.
     """
 
+    #: hold latency over shorter sequences too, not only smaller batches (off: the measured host-bound latencies
+    #: fall with a longer sequence in a quarter of the doublings; ``benchmarks/llm_accuracy.py`` scores both)
+    hold_latency_over_seq = False
+    #: how latency is kept from falling as the batch grows: ``"isotonic"``, the trees' batch sweep at the call's
+    #: sequence (1 to :data:`ISOTONIC_TO`) fitted non-decreasing by least squares in log space, read at the call's
+    #: batch (a run of violators is averaged); ``"max"``, the largest over the smaller batches (biased high where
+    #: the trees fit noisy host-bound rows). ``benchmarks/llm_accuracy.py`` scores both
+    latency_hold = "isotonic"
+
     name = "llm-xgb"
     version = "1"
     _requires = ()
@@ -179,37 +188,82 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         (lat, mem, power), _ = self._held(list(workloads), get_device(device))
         return np.stack([lat, mem, power], axis=1)
 
-    def _raw(self, workloads: list, dev) -> np.ndarray:
+    def _raw(self, workloads: list, dev, costs: list | None = None) -> np.ndarray:
+        """Predictions ``(n, 3)`` of ``workloads`` as the trees give them; ``costs`` (a list) gets each one's
+        closed-form costs."""
         feats = [self.features(w, dev) for w in workloads]
+        if costs is not None:
+            costs.extend(c for _, c in feats)
         return self.predict_arrays(np.stack([x for x, _ in feats]), [c for _, c in feats], [dev] * len(feats))
 
     def _held(self, workloads: list, dev) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[str | None]]:
-        """Latency, memory and power of ``workloads`` on ``dev``, latency and memory held where the trees would
-        break what a larger call cannot do: run faster or hold less than the same call at a smaller batch
-        (each workload is also predicted at every smaller batch up to :data:`HELD_EVERY`, and at sixteen per
-        octave above it, and takes the largest), or run faster on a MIG slice than on its whole GPU. Boosted trees on a few hundred rows are
-        piecewise constant and do not know that (decode steps at batch 4 predicted at 58 ms, at batch 8 at
-        33 ms). Returns the three arrays and, per workload, what held it (``None``: nothing)."""
+        """Latency, memory and power of ``workloads`` on ``dev``, held where the trees would break what a larger
+        call cannot do:
+
+        * run faster than the same call at a smaller batch: latency is read from the trees' batch sweep at the
+          call's sequence fitted non-decreasing (:data:`latency_hold`, ``"isotonic"``; ``"max"`` takes the
+          largest over the smaller batches instead, biased high);
+        * hold less than the same call at a smaller batch or a shorter sequence (each workload is also
+          predicted at every smaller batch up to :data:`HELD_EVERY`, and at sixteen per octave above it, each
+          at its sequence and at every power of two below it down to the shortest the trees learned from,
+          :data:`HELD_SEQ_FROM`), taking the largest. Latency is not held over shorter sequences: the measured
+          latencies of host-bound calls fall with a longer sequence in a quarter of the doublings;
+        * hold less memory than its weights and key/value cache (and the device's framework overhead);
+        * run faster on a MIG slice than on its whole GPU.
+
+        Boosted trees on a few hundred rows are piecewise constant and do not know that (GPT-2's int4 decode
+        step at batch 4 predicted at 58.4 ms, at batch 8 at 57.7 ms; Mixtral-8x7B's fp16 prefill at 73.5 GB, its weights being
+        87 GiB). Returns the three arrays and, per workload, what held it (``None``: nothing)."""
         from ..devices import mig_parent
 
-        ladders = [held_batches(w.batch) for w in workloads]
-        flat = [dataclasses.replace(w, batch=b) for w, lad in zip(workloads, ladders) for b in lad]
-        out = self._raw(flat, dev)
+        ladders = [held_ladder(w) for w in workloads]
+        iso = self.latency_hold == "isotonic"
+        sweeps = [sorted(set(held_batches(max(w.batch, ISOTONIC_TO))) | {w.batch}) if iso else [] for w in workloads]
+        # each point once: a sweep's workloads share most of their ladders
+        index: dict = {}
+        for w, lad, sweep in zip(workloads, ladders, sweeps):
+            for b, q in [*lad, *((b, w.seq) for b in sweep)]:
+                index.setdefault((id(w.spec), w.mode, w.dtype, w.target_seq, b, q),
+                                 (len(index), dataclasses.replace(w, batch=b, seq=q)))
+        costs: list = []
+        flat = [x for _, x in index.values()]
+        out = self._raw(flat, dev, costs)
         whole = mig_parent(dev)
         if whole is not None:  # a slice runs no faster than its GPU
             out[:, 0] = np.maximum(out[:, 0], self._raw(flat, whole)[:, 0])
         lat, mem, power, held = [], [], [], []
-        at = 0
-        for w, lad in zip(workloads, ladders):
-            rows = out[at:at + len(lad)]
-            at += len(lad)
-            top = rows[-1]  # the workload's own batch (the ladder is sorted)
-            i_l, i_m = int(np.argmax(rows[:, 0])), int(np.argmax(rows[:, 1]))
-            lat.append(rows[i_l, 0])
-            mem.append(rows[i_m, 1])
+        for w, lad, sweep in zip(workloads, ladders, sweeps):
+            at = [index[(id(w.spec), w.mode, w.dtype, w.target_seq, b, q)][0] for b, q in lad]
+            rows, c = out[at], costs[at[-1]]
+            top = rows[-1]  # the workload itself (last in its ladder)
+            # latency over the smaller batches at the call's own sequence only: the measured latencies of a
+            # host-bound call fall with a longer sequence as often as not (33 of 124 doublings in the rows), so
+            # the largest over shorter ones is biased high; memory is deterministic and held over both
+            own_seq = np.asarray([q == w.seq or self.hold_latency_over_seq for _, q in lad])
+            i_l = int(np.flatnonzero(own_seq)[np.argmax(rows[own_seq, 0])])
+            i_m = int(np.argmax(rows[:, 1]))
+            floor_mb = dev.framework_overhead_mb + (c["weights_bytes"] + c["kv_cache_bytes"]) / 2**20
+            if iso:  # the batch sweep at the call's sequence fitted monotone, read at its batch
+                curve = out[[index[(id(w.spec), w.mode, w.dtype, w.target_seq, b, w.seq)][0] for b in sweep], 0]
+                lat.append(float(np.exp(isotonic(np.log(curve))[sweep.index(w.batch)])))
+            else:
+                lat.append(rows[i_l, 0])
+            mem.append(max(rows[i_m, 1], floor_mb))
             power.append(top[2])
-            why = [f"{what} held at batch {lad[i]}'s {rows[i, k]:,.4g} (its own {top[k]:,.4g})"
-                   for what, i, k in (("latency_ms", i_l, 0), ("memory_mb", i_m, 1)) if rows[i, k] > top[k]]
+
+            def at_(i):
+                b, q = lad[i]
+                return f"batch {b}'s" if q == w.seq else f"seq {q}'s" if b == w.batch else f"batch {b} x seq {q}'s"
+
+            why = [f"{what} held at {at_(i)} {rows[i, k]:,.4g} (its own {top[k]:,.4g})"
+                   for what, i, k in (("latency_ms", i_l, 0), ("memory_mb", i_m, 1))
+                   if rows[i, k] > top[k] and not (iso and k == 0)]
+            if iso and abs(lat[-1] / top[0] - 1) > 1e-6:
+                why.insert(0, f"latency_ms {lat[-1]:,.4g} from its batch sweep (1 to {sweep[-1]:,}) fitted to rise "
+                              f"with the batch (its own {top[0]:,.4g})")
+            if floor_mb > rows[i_m, 1]:
+                why.append(f"memory_mb held at its weights and key/value cache, {floor_mb:,.0f} MB with the "
+                           f"framework's overhead (the trees' {rows[i_m, 1]:,.4g})")
             held.append("; ".join(why) or None)
         return (np.asarray(lat), np.asarray(mem), np.asarray(power)), held
 
@@ -217,8 +271,9 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
                   held: str | None = None) -> LLMEstimate:
         assumptions = []
         if held:
-            assumptions.append(f"{self.name}: {held}, since a larger batch neither runs faster nor holds less (the "
-                               "learned trees predicted it would)")
+            assumptions.append(f"{self.name}: {held}, since a larger batch neither runs faster nor holds less, a "
+                               "longer sequence holds no less, and no call holds less than its weights and cache "
+                               "(the learned trees predicted otherwise)")
         if w.dtype in _UNLABELED_DTYPES and w.dtype not in (self.meta.get("dtypes") or ()):
             labels = ", ".join(self.meta.get("dtypes") or ()) or "floating-point"
             assumptions.append(f"no measured {w.dtype} rows behind this prediction: the {self.name} predictor "
@@ -303,6 +358,41 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
 HELD_EVERY = 64
 
 
+#: the shortest sequence of each mode in the rows the shipped trees learned from (costmodel/data/h200/llm.jsonl):
+#: below it the trees extrapolate (Llama-2-7B's fp16 prefill at seq 4 put at 29 ms, at its measured 128 at 20),
+#: so no prediction is held at a shorter sequence than this
+HELD_SEQ_FROM = {"forward": 64, "prefill": 128, "decode": 512}
+
+
+def held_ladder(w) -> list[tuple[int, int]]:
+    """The ``(batch, seq)`` points a prediction of workload ``w`` is held against, ``w``'s own last: every
+    pair of one of its :func:`held_batches` and its sequence or a power of two below it down to the mode's
+    :data:`HELD_SEQ_FROM` (a fixed grid, so two workloads on it are in order in both)."""
+    low = HELD_SEQ_FROM.get(w.mode, min(HELD_SEQ_FROM.values()))
+    seqs = [1 << k for k in range(max(w.seq - 1, 0).bit_length()) if low <= 1 << k < w.seq] + [w.seq]
+    return [(b, q) for b in held_batches(w.batch) for q in seqs if (b, q) != (w.batch, w.seq)] + [(w.batch, w.seq)]
+
+
+#: the batch sweep an isotonic latency hold fits goes up to this batch (or the call's, if larger)
+ISOTONIC_TO = 4096
+
+
+def isotonic(y: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence closest to ``y`` in least squares (pool adjacent violators)."""
+    vals: list[float] = []
+    sizes: list[int] = []
+    for v in np.asarray(y, float):
+        vals.append(float(v))
+        sizes.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            n = sizes[-2] + sizes[-1]
+            vals[-2] = (vals[-2] * sizes[-2] + vals[-1] * sizes[-1]) / n
+            sizes[-2] = n
+            vals.pop()
+            sizes.pop()
+    return np.repeat(vals, sizes)
+
+
 def held_batches(batch: int) -> list[int]:
     """The batches a prediction at ``batch`` is held against, ``batch`` last: every one up to
     :data:`HELD_EVERY`, then sixteen per octave (a fixed grid, so two batches on it are always in order)."""
@@ -328,6 +418,9 @@ def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, p
     from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
     from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
 
+    from ..estimate import held_power
+
+    power, held = held_power(dev, power, predictor)
     thr = w.batch / (lat / 1e3)  # the finishing step records it; the cost per sample needs it here
     tok = w.query_tokens / (lat / 1e3)
     e_call = power * lat / 1e3
@@ -342,7 +435,7 @@ def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, p
         if price is not None or provider is not None or instance is not None:
             raise
         p = c1k = c1m = None  # no priced instance for this device
-    notes = [*dev.assumptions, dev.peak_assumption(w.dtype), *assumptions]
+    notes = [*dev.assumptions, dev.peak_assumption(w.dtype), *assumptions, held]
     return LLMEstimate(
         model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
         latency_ms=lat, tokens_s=tok, memory_mb=mem, power_w=power,

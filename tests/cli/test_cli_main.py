@@ -178,6 +178,8 @@ BAD_INPUTS = {
     "llm batch 0": (["llm", "gpt2", "--batch", "0", "--seq", "8"], "got 0"),
     "llm seq type": (["llm", "gpt2", "--batch", "1", "--seq", "x"], "'x'"),
     "llm no seq": (["llm", "gpt2", "--batch", "1"], "--seq"),
+    "llm max-batch int8": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--dtype", "int8", "--max-batch"],
+                           "an int8 model has none"),
     "llm no model": (["llm", "--batch", "1", "--seq", "8"], "MODEL"),
     "llm unknown model_type": (["llm", "{llm_type}", "--batch", "1", "--seq", "8"], "'no_such_arch'"),
     "llm heads do not divide": (["llm", "{llm_heads}", "--batch", "1", "--seq", "8"], "not divisible"),

@@ -196,9 +196,10 @@ def test_a_larger_batch_is_never_predicted_faster_or_smaller_nor_a_slice_faster_
         ests = [p.predict(model, batch=b, seq=512, mode=mode, dtype=dtype) for b in (1, 2, 3, 4, 6, 8, 16, 32)]
         lat, mem = [e.latency_ms for e in ests], [e.memory_mb for e in ests]
         assert lat == sorted(lat) and mem == sorted(mem), (model, lat, mem)
-    # the trees alone put gpt2's int4 decode at batch 8 below batch 4's; the estimate says where it was held
-    e8 = p.predict("gpt2", batch=8, seq=512, mode="decode", dtype="int4")
-    assert any(a.startswith("llm-xgb: latency_ms held at batch") for a in e8.assumptions)
+    # the trees alone put gpt2's int4 decode at batch 4 above batch 8's; the estimate says its latency moved
+    e4 = p.predict("gpt2", batch=4, seq=512, mode="decode", dtype="int4")
+    assert any(a.startswith("llm-xgb: latency_ms") and "fitted to rise with the batch" in a for a in e4.assumptions)
+    assert e4.latency_ms <= p.predict("gpt2", batch=8, seq=512, mode="decode", dtype="int4").latency_ms
     whole = p.predict("bert-base-uncased", batch=4, seq=128, device="h100", dtype="int8")
     part = p.predict("bert-base-uncased", batch=4, seq=128, device="h100 1g.10gb", dtype="int8")
     assert part.latency_ms >= whole.latency_ms
@@ -209,3 +210,53 @@ def test_a_larger_batch_is_never_predicted_faster_or_smaller_nor_a_slice_faster_
     assert p.predict_many(ws)[:, 0].tolist() == pytest.approx([e.latency_ms for e in
                                                                (p.predict("gpt2", batch=b, seq=512, mode="decode",
                                                                           dtype="int4") for b in (4, 8))])
+
+
+def test_the_isotonic_fit_pools_violators_and_the_max_hold_remains_available():
+    from costmodel.predictors import get_llm_predictor
+    from costmodel.predictors._llm_xgb import isotonic
+
+    assert isotonic(np.asarray([1.0, 3.0, 2.0, 2.0, 5.0, 4.0, 6.0])).tolist() == pytest.approx(
+        [1.0, 7 / 3, 7 / 3, 7 / 3, 4.5, 4.5, 6.0])
+    p = get_llm_predictor("llm-xgb")
+    iso = [p.predict("gpt2", batch=b, seq=512, mode="decode", dtype="int4").latency_ms for b in (2, 4, 8, 16)]
+    p.latency_hold = "max"
+    try:
+        top = [p.predict("gpt2", batch=b, seq=512, mode="decode", dtype="int4").latency_ms for b in (2, 4, 8, 16)]
+    finally:
+        p.latency_hold = "isotonic"
+    assert iso == sorted(iso) and top == sorted(top)
+    assert all(i <= t * (1 + 1e-9) for i, t in zip(iso, top))  # the pooled level never exceeds the largest
+
+
+def test_a_longer_sequence_is_never_predicted_faster_nor_below_the_weights_and_cache():
+    import json as _json
+    from collections import defaultdict
+
+    from costmodel.datasets import default_root
+    from costmodel.predictors import get_llm_predictor
+    from costmodel.predictors._llm_xgb import HELD_SEQ_FROM, held_ladder
+    from costmodel.features.llm import llm_workload
+
+    # the hold reaches no shorter sequence than the trees learned from, per mode
+    shortest = defaultdict(lambda: 10**9)
+    for line in (default_root() / "h200" / "llm.jsonl").read_text().splitlines():
+        r = _json.loads(line)
+        shortest[r["mode"]] = min(shortest[r["mode"]], r["seq"])
+    assert HELD_SEQ_FROM == dict(shortest)
+    w = llm_workload("llama-2-7b", batch=2, seq=2048, mode="decode")
+    assert held_ladder(w)[-1] == (2, 2048) and {q for _, q in held_ladder(w)} == {512, 1024, 2048}
+    p = get_llm_predictor("llm-xgb")
+    # memory never falls with a longer sequence (latency is held over batches only: the measured host-bound
+    # latencies fall with a longer sequence in a quarter of the doublings)
+    for model, mode in (("llama-2-7b", "decode"), ("gpt2", "prefill"), ("bert-base-uncased", "forward")):
+        seqs = (512, 1024, 2048, 4096) if model == "llama-2-7b" else (64, 128, 256, 512)
+        mem = [p.predict(model, batch=8, seq=q, mode=mode, device="h100").memory_mb for q in seqs]
+        assert mem == sorted(mem), (model, mem)
+    # Mixtral-8x7B's fp16 weights alone (87 GiB) exceed an 80 GB H100: the trees put the prefill at 73.5 GB
+    mix = p.predict("mixtral-8x7b", batch=1, seq=8192, mode="prefill", device="h100", dtype="fp16")
+    weights_mb = 2 * mix.params / 2**20
+    assert mix.memory_mb > weights_mb and not mix.fits_device and mix.mig_profile is None
+    # weight-only int4 keeps an fp16 cache: Llama-2-7B's int4 decode of 8 x 2,048 holds at least that cache
+    i4 = p.predict("llama-2-7b", batch=8, seq=2048, mode="decode", dtype="int4")
+    assert i4.memory_mb > 2 * 32 * 8 * 2049 * 4096 * 2 / 2**20
