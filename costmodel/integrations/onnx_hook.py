@@ -273,7 +273,7 @@ def export(model, args, f: str | Path, *, device="h200", mode: str = "inference"
     for p, q in aside:
         os.replace(p, q)
     try:
-        est = _export_and_annotate(torch, model, args_t, f, first, batch, export_kwargs, device=device, mode=mode,
+        est = _export_and_annotate(model, args_t, f, first, batch, export_kwargs, device=device, mode=mode,
                                    predictor=predictor, host=host, dtype=dtype)
     except BaseException:
         for p in _written_files(f):
@@ -298,8 +298,10 @@ def _written_files(f: Path) -> list[Path]:
     return [f, *(p for p in files if p.is_file())]
 
 
-def _export_and_annotate(torch, model, args_t, f: Path, first, batch: int, export_kwargs, **kw):
+def _export_and_annotate(model, args_t, f: Path, first, batch: int, export_kwargs, **kw):
     """``torch.onnx.export`` to ``f``, then :func:`annotate` it at the batch its graph fixes or ``first`` gives."""
+    import torch
+
     from ..frontends import capture_lock
 
     with capture_lock():  # torch.onnx.export runs torch.export: not while another thread captures

@@ -268,7 +268,7 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
     limit = dev.capacity_mb if memory_limit_mb is None else min(
         positive_number(memory_limit_mb, "memory_limit_mb"), dev.capacity_mb)
     _inner(inner)  # an unknown inner backend fails here, not at the first compiled call
-    _check_predictor(predictor)  # and an unknown predictor name
+    _resolve(predictor)  # and an unknown predictor name (loaded once per process: the first compile needs it)
 
     def backend(gm, example_inputs, mode: str | None = None, options: dict | None = None):
         # mode= and options= are what torch.compile(..., mode=..., options=...) hands a custom backend: they
@@ -355,21 +355,6 @@ def _inner(inner: str | Callable) -> Callable:
         return torch._dynamo.lookup_backend(inner)
     except InvalidBackend:
         raise InvalidInputError(f"unknown inner backend {inner!r}; choose {choices}") from None
-
-
-def _check_predictor(predictor) -> None:
-    """A predictor named by a string must be registered or an artifact folder (the error lists the names)."""
-    if predictor is None or not isinstance(predictor, str):
-        return
-    from pathlib import Path
-
-    from .._errors import InvalidInputError, suggest
-    from ..predictors import available_predictors
-
-    names = available_predictors()
-    if predictor not in names and not Path(predictor).is_dir():
-        raise InvalidInputError(f"unknown predictor {predictor!r}; expected one of {names} or a trained artifact "
-                                f"folder.{suggest(predictor, names)}")
 
 
 def _inductor_patches(mode: str | None, options: dict | None) -> dict:

@@ -37,7 +37,7 @@ import numpy as np
 from .. import __version__
 from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
-from ..estimate import LLMEstimate, finish_estimate
+from ..estimate import LLMEstimate, finish_estimate, held_power
 from ..features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
 from ..llm import llm_features
 from ..ir import LLM_MODES
@@ -417,8 +417,6 @@ def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, p
     """
     from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
     from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
-
-    from ..estimate import held_power
 
     power, held = held_power(dev, power, predictor)
     thr = w.batch / (lat / 1e3)  # the finishing step records it; the cost per sample needs it here

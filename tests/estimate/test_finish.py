@@ -78,10 +78,15 @@ def test_every_predictor_keeps_power_within_the_board():
 
 
 def test_a_transformer_power_is_held_before_its_carbon_and_cost():
-    llm = costmodel.estimate_llm("gpt2", batch=8, seq=128, device="t4")
-    assert llm.power_w <= get_device("t4").tdp_w
+    # the llm-xgb trees put BERT-base's fp16 forward of 64 x 512 at 418 W on a 350 W L40S
+    llm = costmodel.estimate_llm("bert-base-uncased", batch=64, seq=512, device="l40s", predictor="llm-xgb",
+                                 region="france")
+    assert llm.power_w == get_device("l40s").tdp_w == 350.0
+    assert any(a.startswith("power held at L40S's power limit of 350 W") for a in llm.assumptions)
     assert llm.energy_j_per_call == pytest.approx(llm.power_w * llm.latency_ms / 1e3, rel=1e-6)
     assert llm.energy_j == pytest.approx(llm.energy_j_per_call / llm.batch, rel=1e-6)
+    # carbon follows the held energy
+    assert llm.carbon_g == pytest.approx(llm.energy_j / 3.6e6 * llm.carbon_intensity_g_per_kwh, rel=1e-6)
 
 
 def test_the_unlisted_whole_gpu_instance_holds_at_most_the_board():
