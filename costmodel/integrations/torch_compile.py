@@ -29,7 +29,9 @@ its parameters held as module state) replayed through the CUDA caching
 allocator, plus the device's context (:mod:`costmodel.analysis.memreplay`).
 The batch is the leading dimension of the first non-parameter input; the
 largest batch that fits is a search over the same replay at smaller
-batches (:func:`costmodel.largest_batch`'s). Where the graph fixes its
+batches (:func:`costmodel.largest_batch`'s). A graph compiled for a symbolic batch (``dynamic=True``,
+or Dynamo's automatic dynamic shapes) runs later batches without a new compile, so each of its calls
+checks its batch against a line through two replays (:class:`BatchGuard`). Where the graph fixes its
 batch inside (a reshape to a constant), it falls back to memory = fixed part + per-sample part, the fixed part being
 the weights (and their gradients and optimizer state when training) plus
 the framework's overhead.
@@ -75,9 +77,71 @@ def _state_kinds(gm, example_inputs) -> list[str | None]:
     return kinds
 
 
-def _module_with_state(gm, example_inputs, kinds):
+def _batch_symbol(gm, kinds) -> int | None:
+    """Under dynamic shapes (``dynamic=True``, or Dynamo's automatic dynamic shapes after a second batch) the
+    position, among the data inputs, of the integer input that is the batch: the symbol that is the leading
+    dimension of the first data tensor; ``None`` where that dimension is static."""
+    import torch
+
+    data = [n for n, k in zip([n for n in gm.graph.nodes if n.op == "placeholder"], kinds) if k is None]
+    values = [n.meta.get("example_value") for n in data]
+    first = next((v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), None)
+    if first is None or not isinstance(first.shape[0], torch.SymInt):
+        return None
+    lead = str(first.shape[0])
+    return next((i for i, v in enumerate(values) if isinstance(v, torch.SymInt) and str(v) == lead), None)
+
+
+class _LiftedFloat(float):
+    """A module's scalar attribute that ``dynamic=True`` lifted into a 0-d tensor input (a batch norm's
+    ``eps`` and ``momentum``): the graph reads it with ``.item()``, which a meta tensor cannot answer."""
+
+    def item(self):
+        return float(self)
+
+
+class _LiftedInt(int):
+    """The integer kind of :class:`_LiftedFloat`."""
+
+    def item(self):
+        return int(self)
+
+
+def _batch_input(gm, kinds) -> int | None:
+    """:func:`_batch_symbol` as a position among all the graph's inputs (what the compiled code is
+    called with)."""
+    at = _batch_symbol(gm, kinds)
+    if at is None:
+        return None
+    return [i for i, k in enumerate(kinds) if k is None][at]
+
+
+def _concrete(t):
+    """A data input as the trace takes it: a tensor as an empty meta tensor of its shape, a 0-d tensor
+    with a value as that value (:class:`_LiftedFloat`), a symbolic size as the int it stands for here."""
+    import torch
+
+    if isinstance(t, torch.SymInt):
+        return int(t.node.hint)
+    if isinstance(t, torch.Tensor):
+        if t.dim() == 0 and t.device.type != "meta" and not t.is_complex():
+            try:
+                value = t.item()
+            except Exception:  # noqa: BLE001 - a fake tensor without a value: shapes are what is left
+                value = None
+            if isinstance(value, (bool, int)):
+                return _LiftedInt(value)
+            if isinstance(value, float):
+                return _LiftedFloat(value)
+        return torch.empty(t.shape, dtype=t.dtype, device="meta")
+    return t
+
+
+def _module_with_state(gm, example_inputs, kinds, batch_at: int | None = None):
     """``gm`` wrapped so that lifted parameters/buffers are module state again (weights, gradients and
-    optimizer state are then counted as such), on the meta device; called with the data inputs only."""
+    optimizer state are then counted as such), on the meta device; called with the data inputs only.
+    ``batch_at``: the data input that is the batch's symbol (:func:`_batch_symbol`), set from the first
+    data tensor's leading dimension at each call, so that a re-trace at another batch keeps the two equal."""
     import torch
     from torch import nn
 
@@ -97,6 +161,9 @@ def _module_with_state(gm, example_inputs, kinds):
         def forward(self, *data):
             from ..frontends import meta_tensor_attributes
 
+            if batch_at is not None:
+                lead = next(t for t in data if isinstance(t, torch.Tensor) and t.dim() > 0).shape[0]
+                data = tuple(int(lead) if i == batch_at else t for i, t in enumerate(data))
             rest = iter(data)
             # the graph's own constants (a detector's anchors) as meta tensors while it is traced
             with meta_tensor_attributes(self.gm):
@@ -146,9 +213,9 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training, cuda_graphs
         training = torch.is_grad_enabled() and any(getattr(p, "requires_grad", False) for p in state)
     mode = "training" if training else "inference"
     batch = next((int(t.shape[0]) for t in data if isinstance(t, torch.Tensor) and t.dim() > 0), 1)
-    meta_inputs = tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") if isinstance(t, torch.Tensor) else t
-                        for t in data)
-    module = _module_with_state(gm, example_inputs, kinds)
+    meta_inputs = tuple(_concrete(t) for t in data)
+    module = _module_with_state(gm, example_inputs, kinds, _batch_symbol(gm, kinds))
+    module.batch_input = _batch_input(gm, kinds)
     g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
     g.meta["batch"] = batch
     amp = ambient_autocast()
@@ -183,6 +250,100 @@ def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced) -> 
         return fit_answer(replay_at, limit_mb, batch, f"{limit_mb:,.0f} MB")
     except Exception:  # noqa: BLE001 - a graph with the batch baked into its shapes
         return None
+
+
+def memory_line(est, batch: int, device, traced) -> tuple[float, float, float, int] | None:
+    """``(fixed MB, MB per sample, upper end / memory)`` of a graph compiled with a symbolic batch: a
+    line through the replayed memory at its batch and at a larger one (:data:`LINE_BATCH`, twice the
+    batch, or one :data:`LINE_SPAN_MB` away), far enough apart that the allocator's 2 MiB and 20 MiB
+    segments do not hide the slope
+    (activations grow with the batch, weights and optimizer state do not), so that each later call's
+    batch can be checked without a trace (a replay of fake tensors costs the same at any batch).
+    ``None`` where the memory did not come from a replay or the second replay fails."""
+    from ..analysis.memreplay import replay_memory
+    from ..estimate import rebatch_inputs
+
+    if est.details.get("memory", {}).get("path") != "replay" or est.memory_mb is None:
+        return None
+    module, inputs = traced
+
+    def replay_at(b: int) -> float:
+        return replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype,
+                             inputs=rebatch_inputs(inputs, batch, b), autocast=est.details.get("autocast")).memory_mb
+
+    far = max(2 * batch, LINE_BATCH)
+    try:
+        at_far = replay_at(far)
+        per_sample = max((at_far - est.memory_mb) / (far - batch), 0.0)
+        if 0 < per_sample * (far - batch) < LINE_SPAN_MB:  # small activations: a span the segments cannot hide
+            far = batch + math.ceil(LINE_SPAN_MB / per_sample)
+            at_far = replay_at(far)
+            per_sample = max((at_far - est.memory_mb) / (far - batch), 0.0)
+    except Exception:  # noqa: BLE001 - a graph with the batch baked into its shapes
+        return None
+    upper = est.memory_mb_interval[1] / est.memory_mb if est.memory_mb_interval else 1.0
+    return est.memory_mb - per_sample * batch, per_sample, upper, far
+
+
+#: the second batch :func:`memory_line` replays (at least; twice the compiled batch where that is more), and
+#: the memory (MB) the two replays should span at least: where the activations of the first two differ by
+#: less, a third replay at a batch that spans it sets the slope (a 20 MiB segment is then 2 % of it)
+LINE_BATCH = 256
+LINE_SPAN_MB = 1024.0
+
+
+class BatchGuard:
+    """The OOM check of a graph compiled with a symbolic batch, at every call: Dynamo compiles such a
+    graph once (``dynamic=True``, or its automatic dynamic shapes after a second batch) and later batches
+    run it without a new compile, so without this the check would cover the first batch only. Each call
+    reads the batch (an ``int`` input) and, the first time a batch is seen above what fits, warns with
+    the memory :func:`memory_line` gives it; a call costs a comparison."""
+
+    def __init__(self, line: tuple[float, float, float, int], limit_mb: float, device_name: str, mode: str):
+        self.fixed_mb, self.per_sample_mb, self.upper_ratio, _ = line
+        self.limit_mb = limit_mb
+        self.device_name = device_name
+        self.mode = mode
+        # the largest batch under the limit by the line, and by its upper end; calls above are checked
+        room = limit_mb - self.fixed_mb
+        self.fits = math.inf if self.per_sample_mb <= 0 else max(0, math.floor(room / self.per_sample_mb))
+        safe_room = limit_mb / self.upper_ratio - self.fixed_mb
+        self.safe = math.inf if self.per_sample_mb <= 0 else max(0, math.floor(safe_room / self.per_sample_mb))
+        self.warned: set[int] = set()
+
+    def memory_mb(self, batch: int) -> float:
+        return self.fixed_mb + self.per_sample_mb * batch
+
+    def check(self, batch) -> None:
+        try:
+            b = int(batch)
+        except (TypeError, ValueError):
+            return
+        if b <= self.safe or b in self.warned:
+            return
+        self.warned.add(b)
+        mem = self.memory_mb(b)
+        head = (f"costmodel: this graph, compiled for a dynamic batch, is now called at batch {b} ({self.mode}), "
+                f"predicted to need {mem:,.0f} MB on {self.device_name}")
+        if b > self.fits:
+            _warn(OOMWarning(f"{head}, but {self.limit_mb:,.0f} MB are available; the largest batch whose 90 % "
+                             f"interval's upper end fits is {self.safe:,}, and the largest batch predicted to fit "
+                             f"is {self.fits:,}"), OOMWarning, stacklevel=4)
+        else:
+            _warn(OOMRiskWarning(f"{head}, within the {self.limit_mb:,.0f} MB available, but the upper end of its "
+                                 f"90 % interval is {mem * self.upper_ratio:,.0f} MB, so it may run out of memory; "
+                                 f"the largest batch whose upper end fits is {self.safe:,}"), OOMRiskWarning,
+                  stacklevel=4)
+
+    def wrap(self, compiled: Callable, at: int) -> Callable:
+        """``compiled`` (Dynamo calls it with the graph's inputs, ``at`` the batch's) checking each call
+        first."""
+        def run(*args):
+            self.check(args[at])
+            return compiled(*args)
+
+        run.batch_guard = self  # type: ignore[attr-defined]
+        return run
 
 
 def largest_batch(est, batch: int, limit_mb: float, device, *, memory_mb: float | None = None) -> int:
@@ -279,7 +440,7 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
         from ..predictors import with_host_profile
 
         t0 = time.perf_counter()
-        oom = None
+        oom = guard = None
         caught: list = []
         if not any(hasattr(t, "shape") for t in example_inputs):
             # a graph without tensor inputs computes on constants only (what dynamo leaves between two breaks
@@ -302,6 +463,17 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
                                                   cuda_graphs=graphs)
             if est.memory_mb is None:
                 raise ValueError(f"the {est.predictor} predictor returned no memory")
+            at = traced[0].batch_input
+            if at is not None:
+                line = memory_line(est, batch, dev, traced)
+                if line is not None:
+                    guard = (BatchGuard(line, limit, dev.name, est.mode), at)
+                    notes.append(f"compiled for a dynamic batch: each call's batch is checked against "
+                                 f"{limit:,.0f} MB by {line[1]:.3g} MB per sample over {line[0]:,.0f} MB "
+                                 f"(the replays at batch {batch} and {line[3]})")
+                else:
+                    notes.append("compiled for a dynamic batch, but its memory at another batch could not be "
+                                 f"replayed: the out-of-memory check covers batch {batch} only")
             backend.estimates.append(with_notes(est, notes))
             oom = _oom_warning(est, batch, limit, dev, traced)
         except Exception as e:  # noqa: BLE001 - the cost model must never break the user's compile
@@ -312,7 +484,11 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
         if oom is not None:
             _warn(oom, type(oom))
         backend.seconds += time.perf_counter() - t0
-        return _compile_inner(inner, gm, example_inputs, mode, options)
+        compiled = _compile_inner(inner, gm, example_inputs, mode, options)
+        if guard is not None:
+            guard[0].warned.add(batch)  # the compile's own warning above covers its batch
+            return guard[0].wrap(compiled, guard[1])
+        return compiled
 
     backend.estimates = []
     backend.seconds = 0.0  # time spent estimating, all graphs

@@ -342,3 +342,64 @@ def test_torch_compile_mode_and_options_reach_the_backend():
     eager = costmodel.torch_backend(device="h100", inner="eager")
     _compile_and_run(m, x, eager)
     assert eager.estimates[0].latency_ms > est.latency_ms  # no host dispatch per operator
+
+
+def _conv_bn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_dynamic_batch_is_estimated_as_the_static_one(grad):
+    # dynamic=True lifts each batch norm's eps and momentum into 0-d tensor inputs read with .item(), and the
+    # batch into a symbolic int input: the estimate failed ("Tensor.item() cannot be called on meta tensors")
+    m, x = _conv_bn().train(grad), torch.randn(4, 3, 16, 16)
+    ests = []
+    for dynamic in (False, True):
+        be = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic")
+        torch._dynamo.reset()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with torch.set_grad_enabled(grad):
+                torch.compile(m, backend=be, dynamic=dynamic)(x)
+        assert not [x for x in w if issubclass(x.category, RuntimeWarning)], [str(x.message) for x in w]
+        ests.append(be.estimates[0])
+    static, dynamic = ests
+    assert dynamic.batch == static.batch == 4 and dynamic.mode == static.mode
+    assert dynamic.latency_ms == pytest.approx(static.latency_ms)
+    assert dynamic.memory_mb == pytest.approx(static.memory_mb)
+    assert any("dynamic batch" in a for a in dynamic.assumptions)
+    assert not any("dynamic batch" in a for a in static.assumptions)
+
+
+def test_a_dynamic_batch_is_checked_at_every_call():
+    # a graph compiled once for a symbolic batch runs later batches without a new compile: each call's batch
+    # is checked against the limit by the line through two replays
+    from costmodel.analysis.memreplay import replay_memory
+
+    m = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 64)).eval()
+    probe = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic")
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(m, backend=probe, dynamic=True)(torch.randn(2, 64))
+    base = probe.estimates[0].memory_mb
+    be = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic", memory_limit_mb=base + 100)
+    torch._dynamo.reset()
+    f = torch.compile(m, backend=be, dynamic=True)
+    seen = {}
+    with torch.no_grad():
+        for b in (2, 8, 64, 4096, 4096, 8192):
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                f(torch.randn(b, 64))
+            seen.setdefault(b, []).append([x.message for x in w if isinstance(x.message, OOMWarning)])
+    assert len(be.estimates) == 1  # one compile
+    assert seen[2] == [[]] and seen[8] == [[]]
+    assert len(seen[4096][0]) == 1 and seen[4096][1] == []  # warned once per batch
+    text = str(seen[4096][0][0])
+    assert "batch 4096" in text and f"{be.memory_limit_mb:,.0f} MB are available" in text
+    # the line's memory is the replay's at that batch, within the allocator's segments
+    replayed = replay_memory(m, "t4", batch=8192, input_shape=(64,)).memory_mb
+    predicted = float(str(seen[8192][0][0]).split("predicted to need ")[1].split(" MB")[0].replace(",", ""))
+    assert predicted == pytest.approx(replayed, rel=0.02)
