@@ -126,6 +126,18 @@ def test_the_mig_pick_compares_against_what_an_instance_holds():
                                    limit=8)["limit_mb"] == 16 * 1024
 
 
+@pytest.mark.parametrize("device, memory_mb, picked, sms", [
+    # each listed instance holds less than its name: the names' GB picked a slice too small
+    ("h100-pcie", 10_100, "1g.20gb", 14),   # a 1g.10gb holds 9,984 MiB, on 14 of the 114 SMs (not 16)
+    ("h100-nvl", 11_500, "1g.24gb", 26),    # a 1g.12gb holds 10.75 GiB
+    ("a30", 5_990, "2g.12gb", 28),          # a 1g.6gb holds 5.81 GiB
+])
+def test_listed_instances_of_the_h100_pcie_h100_nvl_and_a30(device, memory_mb, picked, sms):
+    p = recommend_mig(device, memory_mb)
+    assert (p.name, p.sm_count) == (picked, sms)
+    assert p.capacity_mb >= memory_mb
+
+
 @pytest.fixture(scope="module")
 def resnet_on_h200():
     return {b: costmodel.estimate("torchvision:resnet50", batch=b, device="h200", predictor="timeline")
