@@ -334,8 +334,12 @@ def _speed_section(pred, repeats: int = 7, n_many: int = 1024) -> None:
     dt = statistics.median(runs)
     print(f"predict_many: {n_many} built graphs (resnet50/resnet18/mobilenet_v2/vit_b_16) in {dt:.2f} s "
           f"(median of 3 runs) = {n_many / dt:.0f} graphs/s")
-    # the same graphs as training steps (backward operators, optimizer update, saved activations)
-    few = many[:n_many // 4]
+    # the same architectures as training steps (backward operators, optimizer update, saved activations), each
+    # captured as a training step
+    kinds_t = [to_graph(getattr(torchvision.models, name)().train(), batch=4 if name != "resnet50" else 1,
+                        input_shape=(3, 224, 224), method="trace", mode="training")
+               for name in ("resnet50", "resnet18", "mobilenet_v2", "vit_b_16")]
+    few = [copy.deepcopy(kinds_t[i % len(kinds_t)]) for i in range(n_many // 4)]
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ def estimate(
     batch: int,
     input_shape=None,
     device: str,
-    mode: str = "inference",
+    mode: str | None = None,
     dtype: str | None = None,
     optimizer: str = "adam",
     predictor=None,
@@ -41,7 +41,9 @@ def estimate(
         input_shape: input shape without batch, e.g. ``(3, 224, 224)``
             (zoo models know their own; ONNX files need it only for dynamic dims).
         device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
-        mode: ``"inference"`` or ``"training"`` (one optimizer step).
+        mode: ``"inference"`` or ``"training"`` (one optimizer step); ``None`` (default): inference, or for a
+            :class:`~costmodel.CostGraph` the mode it was captured in (another mode is refused: build the graph
+            again in it).
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...); ``None``
             (default): the model's own (an ``nn.Module``'s first floating parameter's, what an ONNX file's,
             Relax module's or CostGraph's graph records; ``"fp32"`` for a zoo name, a spec or autocast).
@@ -80,6 +82,7 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
+    mode = own_mode(model, mode)
     dtype = own_dtype(model, autocast) if dtype is None else dtype
     for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS),
                                ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
@@ -112,6 +115,19 @@ def estimate(
     est = slice_prediction_into(est, dev, lambda d: pred.predict(graph, d, mode=mode, optimizer=optimizer),
                                 predictor=pred.name, latency_slo_ms=latency_slo_ms)
     return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
+
+
+def own_mode(model, mode: str | None) -> str:
+    """``mode``, checked against the mode a :class:`~costmodel.CostGraph` was captured in (its own where
+    ``mode`` is ``None``); inference for a model asked without one."""
+    from ..ir import CostGraph
+    from ..predictors import graph_mode
+
+    if isinstance(model, CostGraph):
+        return graph_mode(model, mode, "the graph")
+    if mode is not None and mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return "inference" if mode is None else mode
 
 
 def own_dtype(model, autocast: str | None = None) -> str | None:

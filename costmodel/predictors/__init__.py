@@ -26,7 +26,7 @@ from ._artifacts import (
     cached_artifact,
     clear_artifact_cache,
 )
-from ._base import MODES, OPTIMIZERS, Predictor, conformal_quantile, validate_mode, validate_optimizer
+from ._base import MODES, OPTIMIZERS, Predictor, conformal_quantile, graph_mode, validate_mode, validate_optimizer
 from ._registry import (
     available_predictors,
     default_fallback_note,
@@ -111,7 +111,7 @@ __all__ = [
     "default_fallback_note", "get_predictor", "load_predictor", "read_artifact_config", "register_predictor",
     "with_cuda_graphs",
     "with_host_profile",
-    "validate_mode", "validate_optimizer",
+    "graph_mode", "validate_mode", "validate_optimizer",
 ]
 __all__ += list(_LAZY)
 

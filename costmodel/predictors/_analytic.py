@@ -48,11 +48,11 @@ class AnalyticPredictor(Predictor):
         return cls()
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self._predict(built_graphs([graph], "predict")[0], device, mode=mode, optimizer=optimizer,
+        return self._predict(built_graphs([graph], "predict", mode)[0], device, mode=mode, optimizer=optimizer,
                              mig_details=True)
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
-        graphs = built_graphs(graphs)
+        graphs = built_graphs(graphs, mode=mode)
         dev = get_device(device)
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
         return [finish_estimate(e, dev, version=self.version, graph=g)

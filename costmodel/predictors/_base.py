@@ -38,7 +38,7 @@ class Predictor(abc.ABC):
 
     def predict_many(self, graphs: Sequence, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Estimate many graphs (learned predictors batch this)."""
-        return [self.predict(g, device, mode=mode, optimizer=optimizer) for g in built_graphs(graphs)]
+        return [self.predict(g, device, mode=mode, optimizer=optimizer) for g in built_graphs(graphs, mode=mode)]
 
     def fit(self, dataset) -> "Predictor":
         """Train on a :class:`~costmodel.datasets.PerfDataset`; returns ``self``."""
@@ -57,21 +57,47 @@ class Predictor(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
 
 
-def built_graphs(graphs, where: str = "predict_many") -> list:
+def built_graphs(graphs, where: str = "predict_many", mode: str | None = None) -> list:
     """``graphs`` as a list, each a :class:`~costmodel.CostGraph` (a predictor reads built graphs; a model,
-    a zoo name or a file goes through :func:`costmodel.to_graph` or :func:`costmodel.estimate` first)."""
+    a zoo name or a file goes through :func:`costmodel.to_graph` or :func:`costmodel.estimate` first), each
+    with an operator that does work, and each captured in ``mode`` where one is asked for (:func:`graph_mode`)."""
+    from .._errors import InvalidGraphError
     from ..ir import CostGraph
 
     if isinstance(graphs, (str, bytes, CostGraph)) or not hasattr(graphs, "__iter__"):
         raise InvalidInputError(f"{where} takes a list of built graphs (CostGraph), got a {type(graphs).__name__}")
     out = list(graphs)
     for i, g in enumerate(out):
+        what = "its graph" if where == "predict" else f"item {i}"
         if not isinstance(g, CostGraph):
-            what = "its graph" if where == "predict" else f"item {i}"
             raise InvalidInputError(
                 f"{where}: {what} is a {type(g).__name__} ({g!r:.60}), not a built graph (CostGraph); build it with "
                 "costmodel.to_graph(model, batch=...), or call costmodel.estimate(model, ...) for a model")
+        if not g.nodes or all(n.is_view for n in g.nodes):  # O(1) for a graph with work: its first node
+            try:
+                g.check_costable()
+            except InvalidGraphError as e:
+                raise InvalidGraphError(f"{where}: {what}: {e}") from None
+        graph_mode(g, mode, f"{where}: {what}")
     return out
+
+
+def graph_mode(graph, mode: str | None, what: str = "the graph") -> str:
+    """The mode to cost ``graph`` in: ``mode``, else the one it was captured in (``meta["mode"]``), else
+    inference. A graph captured in one mode cannot be costed in the other: a training capture runs its batch
+    and layer norms as training does and an inference one has none of the backward's saved tensors, so the
+    estimate would be for neither (a training capture of mobilenet_v2 costed as inference came out 42 %
+    slower than its inference capture)."""
+    recorded = graph.meta.get("mode")
+    if mode is None:
+        return recorded if recorded in MODES else "inference"
+    validate_mode(mode)
+    if recorded in MODES and recorded != mode:
+        raise InvalidInputError(
+            f"{what} was captured for {recorded} ({graph.meta.get('name', 'the model')!r}), but mode={mode!r} was "
+            f"asked: capture it again with costmodel.to_graph(model, batch=..., mode={mode!r}), or leave mode out "
+            f"to cost it as {recorded}")
+    return mode
 
 
 def check_sizes(config, names: Sequence[str]) -> None:

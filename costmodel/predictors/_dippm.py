@@ -437,18 +437,27 @@ class GNNPredictor(Predictor):
         # the MIG pick keeps a margin up to the interval's upper memory bound
         finish_estimate(out, dev, version=self.version, meta=self.meta, graph=graph,
                         margin_mb=(iv["memory_mb"][1] - mem) if "memory_mb" in iv else 0.0)
-        out.details.update(interval_coverage=self.intervals["coverage"] if self.intervals else None,
+        if out.extrapolated_device and any(t in iv for t in ("latency_ms", "energy_j", "power_w")):
+            # the residuals that set the widths are of the rows' device; they say nothing about another one
+            # (as the timeline's intervals); memory, which hardly depends on the GPU, keeps its interval
+            out.latency_ms_interval = out.energy_j_interval = None
+            iv = {k: v for k, v in iv.items() if k == "memory_mb"}
+            out.assumptions.append(f"no latency, energy or power interval on {dev.name}: the intervals' widths come "
+                                   "from held-out rows of the devices the predictor was trained on")
+        out.details.update(interval_coverage=self.intervals["coverage"] if self.intervals and iv else None,
                            power_w_interval=iv.get("power_w"))
         return out
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
+        return self.predict_many(built_graphs([graph], "predict", mode), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Featurize and predict many graphs in batches through the GNN."""
-        graphs = built_graphs(graphs)
+        graphs = built_graphs(graphs, mode=mode)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
+        if not graphs:
+            return []
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
         items = self._features_many(graphs, dev, modes, optimizer)
         vals = self._predict_features(items)

@@ -184,8 +184,13 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
                               carbon_intensity_g_per_kwh, price_per_gpu_hour_usd, provider, instance, held[0])
 
     def predict_many(self, workloads: Sequence[LLMWorkload], device="h200") -> np.ndarray:
-        """Fast path for sweeps: ``(n, 3)`` latency_ms, memory_mb, power_w (held as :meth:`predict` holds them)."""
-        (lat, mem, power), _ = self._held(list(workloads), get_device(device))
+        """Fast path for sweeps: ``(n, 3)`` latency_ms, memory_mb, power_w (held as :meth:`predict` holds them:
+        latency and memory over the sweeps, power between the board's idle power and its limit)."""
+        workloads, dev = list(workloads), get_device(device)
+        if not workloads:
+            return np.zeros((0, 3))
+        (lat, mem, power), _ = self._held(workloads, dev)
+        power = np.array([held_power(dev, float(w), self.name)[0] for w in power])
         return np.stack([lat, mem, power], axis=1)
 
     def _raw(self, workloads: list, dev, costs: list | None = None) -> np.ndarray:

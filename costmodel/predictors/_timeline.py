@@ -555,7 +555,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return operator_times(self, graph, device, mode=mode, optimizer=optimizer)
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
+        return self.predict_many(built_graphs([graph], "predict", mode), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         from .._errors import ModelLoadError
@@ -563,7 +563,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         if self.params is None:
             raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
-        graphs = built_graphs(graphs)
+        graphs = built_graphs(graphs, mode=mode)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
         host, host_note = self._host_vector()

@@ -104,7 +104,12 @@ def test_conformal_intervals(small, tmp_path):
         assert q > 0 and getattr(e, f"{t}_interval") is not None  # how well they cover: the test below
     assert e.details["interval_coverage"] == 0.8
     assert e.details["extrapolated_device"] is False
-    assert p.predict(small.graph(0), "t4").details["extrapolated_device"] is True
+    on_t4 = p.predict(small.graph(0), "t4")
+    assert on_t4.details["extrapolated_device"] is True
+    # the widths are the rows' device's residuals: another device gets no latency or energy interval
+    assert on_t4.latency_ms_interval is None and on_t4.energy_j_interval is None
+    assert on_t4.memory_mb_interval is not None and any("no latency, energy or power interval on T4" in a
+                                                        for a in on_t4.assumptions)
     p.save(tmp_path / "m")
     assert GNNPredictor.load(tmp_path / "m").intervals == p.intervals
 
@@ -194,3 +199,33 @@ def test_a_model_name_where_a_built_graph_belongs_is_a_named_error(name):
         p.predict_many("torchvision:resnet18", "h200")
     with pytest.raises(InvalidInputError, match=r"predict: its graph is a str"):
         p.predict("torchvision:resnet18", "h200")
+
+
+@pytest.mark.parametrize("name", ["timeline", "analytic", "dippm", "trappm", "xgb-static"])
+def test_predict_many_of_nothing_and_of_a_graph_without_work(name):
+    from costmodel import CostGraph, InvalidGraphError
+
+    p = get_predictor(name)
+    assert p.predict_many([], "h100") == []
+    g = costmodel.to_graph("torchvision:resnet18", batch=2, input_shape=(3, 32, 32), method="trace")
+    empty = CostGraph(nodes=[], edges=[], meta={"name": "empty", "batch": 2})
+    # before: 0 ms from the analytic model, a bare "math domain error" from the learned ones
+    with pytest.raises(InvalidGraphError, match=r"predict_many: item 1: graph 'empty' has no operators"):
+        p.predict_many([g, empty], "h100")
+
+
+@pytest.mark.parametrize("name", ["timeline", "analytic", "trappm"])
+def test_a_graph_is_costed_in_the_mode_it_was_captured_in(name):
+    from costmodel import InvalidInputError
+
+    p = get_predictor(name)
+    gt = costmodel.to_graph("torchvision:resnet18", batch=2, input_shape=(3, 32, 32), method="trace", mode="training")
+    gi = costmodel.to_graph("torchvision:resnet18", batch=2, input_shape=(3, 32, 32), method="trace")
+    est = costmodel.estimate(gt, batch=2, device="h200", predictor=name)
+    assert est.mode == "training" and est.latency_ms == pytest.approx(p.predict(gt, "h200").latency_ms)
+    assert costmodel.estimate(gi, batch=2, device="h200", predictor=name).mode == "inference"
+    # a capture in one mode costed in the other would be neither: refused, naming both
+    with pytest.raises(InvalidInputError, match=r"the graph was captured for training .* mode='inference' was asked"):
+        costmodel.estimate(gt, batch=2, device="h200", predictor=name, mode="inference")
+    with pytest.raises(InvalidInputError, match=r"predict_many: item 1 was captured for inference"):
+        p.predict_many([gt, gi], "h200", mode="training")

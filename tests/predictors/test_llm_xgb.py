@@ -260,3 +260,17 @@ def test_a_longer_sequence_is_never_predicted_faster_nor_below_the_weights_and_c
     # weight-only int4 keeps an fp16 cache: Llama-2-7B's int4 decode of 8 x 2,048 holds at least that cache
     i4 = p.predict("llama-2-7b", batch=8, seq=2048, mode="decode", dtype="int4")
     assert i4.memory_mb > 2 * 32 * 8 * 2049 * 4096 * 2 / 2**20
+
+
+def test_predict_many_holds_power_as_predict_does():
+    from costmodel.predictors import get_llm_predictor
+    from costmodel.predictors._llm_xgb import llm_workload
+
+    p = get_llm_predictor("llm-xgb")
+    w = llm_workload("bert-base", batch=8, seq=512, mode="forward", dtype="fp32")
+    for device, limit_w in (("h200", 700.0), ("t4", 70.0)):
+        one = p.predict("bert-base", batch=8, seq=512, device=device, mode="forward", dtype="fp32")
+        lat, mem, power = p.predict_many([w], device)[0]
+        assert (lat, mem, power) == pytest.approx((one.latency_ms, one.memory_mb, one.power_w))
+        assert power <= limit_w
+    assert p.predict_many([], "h200").shape == (0, 3)
