@@ -26,7 +26,7 @@ from .._validate import positive_int
 from .models import _drop_model, check_buildable
 from .probes import _hardware_json, _warn, check_cuda, normalize_device
 from .protocol import check_energy_span, check_window, measure, measure_safe
-from .work import WorkItem, _as_item, _done_keys, _drop_orphan_ops, _op_row, _Writer, ops_path, output_paths
+from .work import WorkItem, _as_item, _done_keys, _drop_orphan_ops, _op_row, _Writer, check_resume, ops_path, output_paths
 
 def _bar(total: int, desc: str, progress: bool):
     if not progress:
@@ -104,7 +104,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     energy_span_s = check_energy_span(energy_span_s) if energy_span_s is not None else None
     opts = {k: v for k, v in (("window_s", window_s), ("energy_span_s", energy_span_s)) if v is not None}
     st = stats if stats is not None else {}
-    todo, paths = _plan(work, batches, output, ops, limit, st)
+    todo, paths = _plan(work, batches, output, ops, limit, st, device, threads)
     if not todo:
         return 0
     check_buildable(todo)
@@ -163,9 +163,11 @@ def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s) -> Non
         raise InvalidInputError(f"cooldown must be >= 0 seconds, got {cooldown_s}")
 
 
-def _plan(work: Iterable, batches, output, ops: bool, limit: int | None, st: dict) -> tuple[list[WorkItem], dict]:
+def _plan(work: Iterable, batches, output, ops: bool, limit: int | None, st: dict, device: str = "cpu",
+          threads: int | None = None) -> tuple[list[WorkItem], dict]:
     """The items still to measure (not in the output yet, each once, at most ``limit``) and the
-    output paths; fills the counters of ``st``."""
+    output paths; fills the counters of ``st``. An output measured with other settings (another
+    device, CPU thread count, or without the operator profiles ``ops`` asks for) is refused."""
     items: list[WorkItem] = []
     for x in work:
         items += _as_item(x, batches)
@@ -174,6 +176,8 @@ def _plan(work: Iterable, batches, output, ops: bool, limit: int | None, st: dic
     if ops:
         paths["ops"] = ops_path(output)
         _drop_orphan_ops(paths["ops"], done)
+    if done:
+        check_resume(paths, *_run_settings(device, threads), ops)
     todo, seen = [], set(done)
     for it in items:
         k = it.key()
@@ -185,6 +189,18 @@ def _plan(work: Iterable, batches, output, ops: bool, limit: int | None, st: dic
         st["left"] = max(0, len(todo) - limit)
         todo = todo[:limit]
     return todo, paths
+
+
+def _run_settings(device: str, threads: int | None) -> tuple[str | None, int | None]:
+    """The device name and CPU thread count this run's rows will record (``None`` where not known without
+    starting the device: a CUDA device this process cannot see is refused later, by its own check)."""
+    import torch
+
+    from .protocol import _device_name
+
+    if device.startswith("cuda"):
+        return (_device_name(device) if torch.cuda.is_available() else None), None
+    return _device_name(device), threads if threads is not None else torch.get_num_threads()
 
 
 def _prepare_device(device: str, threads: int | None, paths: dict[str, Path], ops: bool) -> None:

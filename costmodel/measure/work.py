@@ -372,21 +372,85 @@ def output_paths(output: str | os.PathLike) -> dict[str, Path]:
     return {"vision": out, "llm": out.with_name(f"{out.stem}_llm{out.suffix or '.jsonl'}")}
 
 
-def _done_keys(paths: Iterable[Path]) -> set[str]:
-    done = set()
-    for p in paths:
-        if not p.exists():
+def resumed_rows(path: Path) -> list[dict]:
+    """The rows of an output file a run resumes, with the lines an interrupted run cut off removed from the
+    file (their rows are measured again, and the file loads again): a last line without its newline, and a
+    line of an older release's resume left in the middle (a cut row's start, followed by a fresh line). Any
+    other line that is not one JSON object is refused: the file holds something other than rows, and
+    appending rows to it would spoil both."""
+    import warnings
+
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    rows, keep, cut = [], [], 0
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
             continue
-        for line in p.read_text().splitlines():
-            if not line.strip():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+            last = i == len(lines)  # no newline after it
+            if last or line.lstrip().startswith("{"):
+                cut += 1
                 continue
-            try:
-                k = key_of_row(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupted run: measured again
-            if k:
-                done.add(k)
-    return done
+        if not isinstance(row, dict):
+            raise InvalidInputError(
+                f"{path}:{i}: not a row of measurements (collect writes one JSON object per line and appends to "
+                f"the rows already there); this file holds something else ({line.strip()[:40]!r}): choose "
+                "another output")
+        rows.append(row)
+        keep.append(line)
+    if cut:
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(x + "\n" for x in keep))
+        os.replace(tmp, path)
+        warnings.warn(f"{path}: removed {cut} line(s) an interrupted run cut off; their rows are measured again",
+                      stacklevel=3)
+    return rows
+
+
+def _done_keys(paths: Iterable[Path]) -> set[str]:
+    return {k for p in paths for k in map(key_of_row, resumed_rows(p)) if k}
+
+
+def check_resume(paths: dict[str, Path], device_name: str | None, threads: int | None, ops: bool) -> None:
+    """Refuse to resume an output measured with other settings: rows of another device, of another CPU
+    thread count (a CPU row's latency depends on it), or, with ``ops``, rows measured without operator
+    profiles (they would stay without, and the run would say nothing). ``device_name``: the name rows of
+    this run record (``None``: not checked); ``threads``: this run's torch threads (CPU rows only)."""
+    rows = [r for k in ("vision", "llm") if k in paths for r in resumed_rows(paths[k])]
+    if not rows:
+        return
+    where = paths["vision"] if any("spec" in r for r in rows) or "llm" not in paths else paths["llm"]
+    devices = sorted({str(r["device"]) for r in rows if r.get("device")})
+    if device_name is not None and devices and devices != [device_name]:
+        raise InvalidInputError(
+            f"{where} holds rows measured on {', '.join(devices)}; this run measures {device_name}: one output "
+            "holds one device's rows (choose another output)")
+    seen = sorted({int(r["threads"]) for r in rows if isinstance(r.get("threads"), int)})
+    if threads is not None and seen and seen != [threads]:
+        raise InvalidInputError(
+            f"{where} holds rows measured with {', '.join(map(str, seen))} CPU thread(s); this run uses {threads}: "
+            f"a CPU row's latency depends on it (pass --threads {seen[0]}, or choose another output)")
+    if ops:
+        profiled = set()
+        if paths["ops"].exists():
+            for line in paths["ops"].read_text().splitlines():
+                try:
+                    profiled.add(json.loads(line).get("key"))
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+        bare = [k for k in map(key_of_row, rows) if k and k not in profiled]
+        if bare:
+            raise InvalidInputError(
+                f"{where} holds {len(bare)} row(s) measured without operator profiles (none in {paths['ops']}); "
+                "resuming it with --ops would leave them without: choose another output, or resume without --ops")
 
 
 class _Writer:

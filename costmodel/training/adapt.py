@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidInputError, ModelLoadError
+from .._errors import CostModelError, InvalidInputError, ModelLoadError
 from .._validate import int_at_least, positive_number
 
 __all__ = ["AdaptResult", "adapt", "load_rows"]
@@ -55,16 +55,50 @@ def load_rows(data, *, device: str):
         p = p / "vision.jsonl"
     if not p.is_file():
         raise ModelLoadError(f"no measured rows at {str(data)!r}: expected a .jsonl file or a folder with vision.jsonl")
-    rows = []
+    rows, measured_on = [], set()
     for ln, r in read_jsonl(p):
         if r.get("oom") or "spec" not in r:
             continue
         if not isinstance(r.get("latency_ms"), (int, float)):
             raise ModelLoadError(f"{p}:{ln}: row without a numeric latency_ms")
+        if r.get("device"):
+            measured_on.add(str(r["device"]))
         rows.append(vision_row(r, label))
     if not rows:
         raise ModelLoadError(f"{p} holds no labelled vision rows")
+    if resolves_by_name(dev.name):
+        _check_rows_device(p, measured_on, dev)
     return PerfDataset(rows)
+
+
+def _check_rows_device(path: Path, measured_on: set[str], dev) -> None:
+    """Refuse rows measured on another device than ``dev``: by the device ``hardware.json`` beside them
+    resolved to, and by the rows' own device names where the database knows them (a CPU's name is not
+    in it; its ``hardware.json`` says ``cpu``). An adapted predictor would otherwise count ``dev`` as
+    measured on another device's rows."""
+    import json
+
+    from ..devices import get_device
+
+    found: list[tuple[str, str]] = []
+    hw = path.parent / "hardware.json"
+    if hw.is_file():
+        try:
+            named = json.loads(hw.read_text()).get("costmodel_device")
+        except (json.JSONDecodeError, AttributeError, OSError):
+            named = None
+        if isinstance(named, str) and named:
+            found.append((f"{hw} names {named!r}", named))
+    found += [(f"its rows were measured on {d!r}", d) for d in sorted(measured_on)]
+    for what, name in found:
+        try:
+            other = get_device(name).name
+        except CostModelError:  # a CPU's or an unlisted GPU's own name
+            continue
+        if other != dev.name:
+            raise InvalidInputError(
+                f"{path} holds rows of {other}, not {dev.name} ({what}): adapting {dev.name}'s predictor on them "
+                f"would count {dev.name} as measured; pass --device {other!r}")
 
 
 @dataclass

@@ -34,7 +34,7 @@ def _fake_measure(delay=0.0, oom_batch=None):
         if item.batch == oom_batch:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return {"spec": item.spec, "mode": item.mode, "dtype": item.dtype, "batch": item.batch, "latency_ms": 1.0,
-                "device": device}
+                "device": P._device_name(device)}
 
     fn.calls = calls
     return fn
@@ -92,11 +92,53 @@ def test_resume_uses_the_full_key(tmp_path, monkeypatch):
     assert collect(items[:2], out, progress=False, cooldown_s=0) == 2
     out.write_text(out.read_text() + '{"spec": {"name": "cut mid-li')  # an interrupted write
     stats = {}
-    assert collect(items + items, output=out, progress=False, cooldown_s=0, stats=stats) == 2
+    with pytest.warns(UserWarning, match="removed 1 line"):
+        assert collect(items + items, output=out, progress=False, cooldown_s=0, stats=stats) == 2
     assert [(c.mode, c.dtype, c.batch) for c in fn.calls[2:]] == [("train", "fp32", 1), ("infer", "fp32", 2)]
     assert stats["skipped"] == 6
-    rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip() and not x.endswith("li")]
-    assert len(rows) == 4
+    # the cut line is gone: every line is a row again, and the file loads (it used to fail at that line)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 4 and all("latency_ms" in r for r in rows)
+
+
+def test_a_line_an_older_resume_left_cut_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    out = tmp_path / "vision.jsonl"
+    collect([(SPEC, 1, "infer", "fp32")], out, progress=False, cooldown_s=0)
+    good = out.read_text()
+    out.write_text('{"spec": {"name": "cut mid-li\n' + good)  # a cut row followed by a fresh line
+    with pytest.warns(UserWarning, match="removed 1 line"):
+        assert collect([(SPEC, 1, "infer", "fp32")], out, progress=False, cooldown_s=0) == 0
+    assert out.read_text() == good
+
+
+@pytest.mark.parametrize("content", ["a,b,c\n1,2,3\n", '[{"spec": {}, "batch": 1}]\n', "[\n  1,\n  2\n]\n"])
+def test_an_output_of_another_format_is_refused(tmp_path, monkeypatch, content):
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    out = tmp_path / "rows.jsonl"
+    out.write_text(content)
+    with pytest.raises(InvalidInputError, match=r"rows.jsonl:1: not a row of measurements .* choose another output"):
+        collect([(SPEC, 1, "infer", "fp32")], out, progress=False, cooldown_s=0)
+    assert out.read_text() == content  # untouched
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    out = tmp_path / "vision.jsonl"
+    collect([(SPEC, 1, "infer", "fp32")], out, progress=False, cooldown_s=0)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    out.write_text("".join(json.dumps({**r, "threads": 1}) + "\n" for r in rows))
+    more = [(SPEC, 2, "infer", "fp32")]
+    with pytest.raises(InvalidInputError, match=r"measured with 1 CPU thread\(s\); this run uses 2: .*--threads 1"):
+        collect(more, out, progress=False, cooldown_s=0, threads=2)
+    # rows without operator profiles cannot be resumed with them
+    with pytest.raises(InvalidInputError, match=r"1 row\(s\) measured without operator profiles"):
+        collect(more, out, progress=False, cooldown_s=0, threads=1, ops=True)
+    # nor another device's rows
+    out.write_text("".join(json.dumps({**r, "threads": 1, "device": "NVIDIA H200"}) + "\n" for r in rows))
+    with pytest.raises(InvalidInputError, match=r"rows measured on NVIDIA H200; this run measures"):
+        collect(more, out, progress=False, cooldown_s=0, threads=1)
+    assert collect(more, tmp_path / "other.jsonl", progress=False, cooldown_s=0, threads=1) == 1
 
 
 def test_oom_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch):

@@ -35,6 +35,18 @@ def test_load_rows(tmp_path):
         load_rows(CPU_ROWS, device="h1000")
 
 
+def test_rows_of_another_device_are_refused(tmp_path):
+    # the CPU rows name the CPU (their hardware.json) and adapting the H100's predictor on them passed
+    with pytest.raises(InvalidInputError, match=r"holds rows of cpu, not H100-SXM5-80GB .*--device 'cpu'"):
+        load_rows(CPU_ROWS, device="h100")
+    # without a hardware.json, by the rows' own device names
+    row = json.loads(CPU_ROWS.read_text().splitlines()[0])
+    (tmp_path / "vision.jsonl").write_text(json.dumps({**row, "device": "NVIDIA H200"}) + "\n")
+    with pytest.raises(InvalidInputError, match=r"rows were measured on 'NVIDIA H200'"):
+        load_rows(tmp_path, device="a100")
+    assert len(load_rows(tmp_path, device="h200")) == 1
+
+
 def test_adapt_improves_held_out_rows_and_saves(small_rows, tmp_path):
     from costmodel.predictors import get_predictor
 
