@@ -42,8 +42,8 @@ def estimate(
             (zoo models know their own; ONNX files need it only for dynamic dims).
         device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
         mode: ``"inference"`` or ``"training"`` (one optimizer step); ``None`` (default): inference, or for a
-            :class:`~costmodel.CostGraph` the mode it was captured in (another mode is refused: build the graph
-            again in it).
+            :class:`~costmodel.CostGraph` the mode it was captured in (another mode costs its operators as
+            captured, and the estimate says so).
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...); ``None``
             (default): the model's own (an ``nn.Module``'s first floating parameter's, what an ONNX file's,
             Relax module's or CostGraph's graph records; ``"fp32"`` for a zoo name, a spec or autocast).
@@ -82,7 +82,7 @@ def estimate(
                               with_host_profile)
 
     check_batch(batch)
-    mode = own_mode(model, mode)
+    mode, mode_note = own_mode(model, mode)
     dtype = own_dtype(model, autocast) if dtype is None else dtype
     for name, value, valid in (("method", method, CAPTURE_METHODS), ("memory", memory, MEMORY_PATHS),
                                ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
@@ -93,7 +93,7 @@ def estimate(
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
-    notes = ([default_fallback_note(pred)] if predictor is None else []) + host_notes
+    notes = ([default_fallback_note(pred)] if predictor is None else []) + host_notes + ([mode_note] if mode_note else [])
     pred = with_cuda_graphs(pred, cuda_graphs)
     graph = to_graph(model, batch=batch, input_shape=input_shape, inputs=inputs, dtype=dtype, mode=mode,
                      autocast=autocast, method=method)
@@ -117,17 +117,18 @@ def estimate(
     return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
 
 
-def own_mode(model, mode: str | None) -> str:
-    """``mode``, checked against the mode a :class:`~costmodel.CostGraph` was captured in (its own where
-    ``mode`` is ``None``); inference for a model asked without one."""
+def own_mode(model, mode: str | None) -> tuple[str, str | None]:
+    """``mode`` (for a :class:`~costmodel.CostGraph` asked without one, the mode it was captured in;
+    inference for any other model asked without one), and the assumption to add where a graph is costed
+    in another mode than its capture's (:func:`costmodel.predictors.graph_mode`)."""
     from ..ir import CostGraph
     from ..predictors import graph_mode
 
     if isinstance(model, CostGraph):
-        return graph_mode(model, mode, "the graph")
+        return graph_mode(model, mode)
     if mode is not None and mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return "inference" if mode is None else mode
+    return ("inference" if mode is None else mode), None
 
 
 def own_dtype(model, autocast: str | None = None) -> str | None:

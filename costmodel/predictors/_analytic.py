@@ -25,7 +25,7 @@ from ..analysis import (
 from ..devices import get_device
 from ..estimate import Estimate, finish_estimate
 from ..ir import OP_KINDS, node_columns
-from ._base import Predictor, built_graphs, validate_mode, validate_optimizer
+from ._base import Predictor, built_graphs, validate_mode, validate_optimizer, with_mode_notes
 from ._registry import read_artifact_config, register_predictor
 
 MB = 2**20  # bytes per MB (as the analysis reports memory)
@@ -48,15 +48,16 @@ class AnalyticPredictor(Predictor):
         return cls()
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self._predict(built_graphs([graph], "predict", mode)[0], device, mode=mode, optimizer=optimizer,
+        return self._predict(built_graphs([graph], "predict")[0], device, mode=mode, optimizer=optimizer,
                              mig_details=True)
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
-        graphs = built_graphs(graphs, mode=mode)
+        graphs = built_graphs(graphs)
         dev = get_device(device)
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
-        return [finish_estimate(e, dev, version=self.version, graph=g)
-                for g, e in zip(graphs, self.estimates(graphs, dev, modes, validate_optimizer(optimizer)))]
+        return with_mode_notes(graphs, [finish_estimate(e, dev, version=self.version, graph=g) for g, e in
+                                        zip(graphs, self.estimates(graphs, dev, modes, validate_optimizer(optimizer)))],
+                               mode)
 
     def _predict(self, graph, device, *, mode, optimizer, mig_details: bool) -> Estimate:
         """``mig_details=False`` skips the slice-penalty rooflines (learned
@@ -64,7 +65,8 @@ class AnalyticPredictor(Predictor):
         dev = get_device(device)
         mode = validate_mode(mode or graph.meta.get("mode", "inference"))
         est = self.estimates([graph], dev, [mode], validate_optimizer(optimizer))[0]
-        return finish_estimate(est, dev, version=self.version, graph=graph if mig_details else None)
+        return with_mode_notes([graph], [finish_estimate(est, dev, version=self.version,
+                                                         graph=graph if mig_details else None)], mode)[0]
 
     def estimates(self, graphs, dev, modes, optimizer: str, *, columns=None) -> list[Estimate]:
         """The analytic estimates of ``graphs`` on the device ``dev`` (validated modes and optimizer),

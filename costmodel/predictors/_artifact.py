@@ -19,8 +19,11 @@ time, instead of a raw exception then or a wrong number later.
 * Checksums: the JSON file that describes an artifact records the SHA-256
   of every data file it owns (``"checksums": {"weights.safetensors":
   "<hex>"}``, written by :func:`checksums` when saving); :func:`verify_checksums`
-  refuses a file whose bytes changed.  Artifacts written before checksums
-  were recorded have none and are checked structurally only.
+  refuses a file whose bytes changed.  The document records its own checksum
+  too (``"config_sha256"``, :func:`seal`: the SHA-256 of its other fields as
+  canonical JSON), so a changed number in it, or a deleted ``checksums``, is
+  refused as well.  Artifacts written before checksums were recorded have
+  neither and are checked structurally only.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .._errors import ArtifactError, CostModelError
 from .._validate import is_int
 
 CHECKSUMS = "checksums"
+CONFIG_SHA = "config_sha256"
 HEX16 = r"[0-9a-f]{16}"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSION = r"\d+(\.\d+)*([.+-]?[0-9A-Za-z.+-]*)?"
@@ -311,12 +315,30 @@ def checksums(folder: Path, names: Iterable[str]) -> dict[str, str]:
     return {n: digest(Path(folder) / n) for n in names}
 
 
+def doc_digest(d: dict) -> str:
+    """The SHA-256 of a JSON document's fields other than its own checksum, as canonical JSON (sorted keys,
+    no spaces): what :func:`seal` records and :func:`verify_checksums` compares."""
+    body = {k: v for k, v in d.items() if k != CONFIG_SHA}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(d: dict) -> dict:
+    """``d`` with its own checksum (``config_sha256``) as the last field; savers write this."""
+    return {**{k: v for k, v in d.items() if k != CONFIG_SHA}, CONFIG_SHA: doc_digest(d)}
+
+
 def verify_checksums(d: dict, file: Path, names: Iterable[str]) -> None:
-    """Check the files ``d[CHECKSUMS]`` lists next to ``file``; it must cover every name in ``names``.
+    """Check the document's own checksum, then the files ``d[CHECKSUMS]`` lists next to ``file``; it must
+    cover every name in ``names``.
 
     ``file`` is the JSON document holding ``d``; a document without checksums
     (written before they were recorded) passes.
     """
+    if CONFIG_SHA in d:
+        want = check(d[CONFIG_SHA], Str(pattern=_HEX64.pattern), file, CONFIG_SHA)
+        if doc_digest(d) != want:
+            raise fail(file, f"does not match its own checksum ({CONFIG_SHA}): a value in it was changed or is "
+                             "damaged")
     if CHECKSUMS not in d:
         return
     names = list(names)
@@ -391,4 +413,4 @@ def record_checksums(file: Path, names: Iterable[str]) -> None:
     file = Path(file)
     d = read_json(file)
     d[CHECKSUMS] = checksums(file.parent, names)
-    file.write_text(json.dumps(d, indent=1))
+    file.write_text(json.dumps(seal(d), indent=1))

@@ -49,7 +49,7 @@ from ..features import (
 from ..estimate import Estimate, finish_estimate
 from . import _artifact as A
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, built_graphs, conformal_quantile, validate_mode, validate_optimizer
+from ._base import Predictor, built_graphs, conformal_quantile, validate_mode, validate_optimizer, with_mode_notes
 from ._registry import read_artifact_config, register_predictor
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
@@ -449,11 +449,11 @@ class GNNPredictor(Predictor):
         return out
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many(built_graphs([graph], "predict", mode), device, mode=mode, optimizer=optimizer)[0]
+        return self.predict_many(built_graphs([graph], "predict", need_work=True), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Featurize and predict many graphs in batches through the GNN."""
-        graphs = built_graphs(graphs, mode=mode)
+        graphs = built_graphs(graphs, need_work=True)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
         if not graphs:
@@ -461,7 +461,8 @@ class GNNPredictor(Predictor):
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
         items = self._features_many(graphs, dev, modes, optimizer)
         vals = self._predict_features(items)
-        return [self._estimate(g, dev, m, v, e) for g, m, v, (_, e) in zip(graphs, modes, vals, items)]
+        return with_mode_notes(graphs, [self._estimate(g, dev, m, v, e)
+                                        for g, m, v, (_, e) in zip(graphs, modes, vals, items)], mode)
 
     def _features_many(self, graphs, dev, modes, optimizer) -> list:
         return [self.features(g, dev, m, optimizer) for g, m in zip(graphs, modes)]
@@ -552,7 +553,7 @@ class GNNPredictor(Predictor):
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / "weights.safetensors"))
         cfg = self._artifact_config(norm=asdict(self.norm), **{A.CHECKSUMS: A.checksums(path, self._files)})
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        (path / "config.json").write_text(json.dumps(A.seal(cfg), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "GNNPredictor":

@@ -288,7 +288,7 @@ def save_pretrained(path: str | Path, stem: str, meta: dict, module) -> None:
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path / f"{stem}.safetensors"))
     meta = dict(meta, **{A.CHECKSUMS: A.checksums(path, [f"{stem}.safetensors"])})
-    (path / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+    (path / f"{stem}.json").write_text(json.dumps(A.seal(meta), indent=1))
 
 
 #: training records in ``history`` (informational; each is checked when present)

@@ -649,7 +649,7 @@ class GNNLLMPredictor(ShippedArtifact, GNNPredictor):
                           str(path / "lm.safetensors"))
         extra = {"lm_base": self._lm_signature()} if self.config.backbone == "lm" else {}
         cfg = self._artifact_config(norm=asdict(self.norm), **extra, **{A.CHECKSUMS: A.checksums(path, self._files)})
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        (path / "config.json").write_text(json.dumps(A.seal(cfg), indent=1))
 
     def _lm_signature(self) -> dict:
         """What identifies the base LM the adapters were trained on."""

@@ -306,7 +306,7 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
                           "features": list(self.feature_names)},
                "meta": dict(self.meta, library_version=__version__), **(extra or {}),
                A.CHECKSUMS: A.checksums(path, files)}
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        (path / "config.json").write_text(json.dumps(A.seal(cfg), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "XGBLLMPredictor":

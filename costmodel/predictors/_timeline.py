@@ -74,7 +74,7 @@ from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ..ir import node_columns
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, built_graphs, validate_mode, validate_optimizer
+from ._base import Predictor, built_graphs, validate_mode, validate_optimizer, with_mode_notes
 from ._energy import (ENERGY_PHASES, call_energy_j, energy_design, nnls_relative, phase_weights_ok, power_scales,
                       split_weights)
 from ._optable import (
@@ -555,7 +555,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return operator_times(self, graph, device, mode=mode, optimizer=optimizer)
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many(built_graphs([graph], "predict", mode), device, mode=mode, optimizer=optimizer)[0]
+        return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         from .._errors import ModelLoadError
@@ -563,7 +563,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
 
         if self.params is None:
             raise ModelLoadError("the timeline predictor is not fitted (fit() it or load a saved one)")
-        graphs = built_graphs(graphs, mode=mode)
+        graphs = built_graphs(graphs)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
         host, host_note = self._host_vector()
@@ -572,12 +572,13 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         if _is_cpu(dev) and self.cuda_graphs:
             raise InvalidInputError(f"CUDA graphs replay kernels on a GPU; {dev.name} is a CPU (drop cuda_graphs)")
         if self._has_cpu() and _is_cpu(dev):
-            return [self._predict_cpu(g, dev, m, optimizer, base) for g, m in zip(graphs, modes)]
+            return with_mode_notes(graphs, [self._predict_cpu(g, dev, m, optimizer, base)
+                                            for g, m in zip(graphs, modes)], mode)
         out: list[Estimate] = []
         for lo in range(0, len(graphs), _CHUNK):
             out += self._predict_chunk(graphs[lo:lo + _CHUNK], modes[lo:lo + _CHUNK], dev, optimizer, host,
                                        host_note, base)
-        return out
+        return with_mode_notes(graphs, out, mode)
 
     def _predict_chunk(self, graphs, modes, dev, optimizer: str, host, host_note, base) -> list[Estimate]:
         """:meth:`predict_many` of a few graphs: their operator tables first, then the two networks once

@@ -91,7 +91,7 @@ class XGBStaticPredictor(ShippedArtifact, GNNPredictor):
         for t, m in zip(self.targets, self.models):
             m.save_model(str(path / f"{t}.json"))
         cfg = self._artifact_config(params=self.params, **{A.CHECKSUMS: A.checksums(path, self._files)})
-        (path / "config.json").write_text(json.dumps(cfg, indent=1))
+        (path / "config.json").write_text(json.dumps(A.seal(cfg), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "XGBStaticPredictor":

@@ -40,6 +40,7 @@ import pytest
 import costmodel
 from costmodel import ModelLoadError, SchemaMismatchError
 from costmodel.predictors import ARTIFACTS_DIR, GNN_CONFIG_LATER, GNNConfig
+from costmodel.predictors._artifact import CONFIG_SHA, seal
 
 ARTIFACTS = ("dippm", "trappm", "xgb-static", "gnn-llm", "llm-xgb", "graphmae")
 #: JSON documents whose fields are damaged one by one (tokenizer.json and the XGBoost models are file-level)
@@ -98,7 +99,7 @@ def _reseal(folder: Path, name: str) -> list[str]:
     d = json.loads((folder / owner).read_text())
     if "checksums" in d and name in d["checksums"]:
         d["checksums"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        (folder / owner).write_text(json.dumps(d, indent=1))
+        (folder / owner).write_text(json.dumps(seal(d) if CONFIG_SHA in d else d, indent=1))
         return [owner]
     return []
 
@@ -218,6 +219,9 @@ def harmless(name: str, doc: str, path: tuple, kind: str, orig) -> str | None:
     if path == ("checksums",) and kind == "deleted":
         return ("an artifact written before checksums were recorded has none; its files are intact here and "
                 "still checked structurally")
+    if path == (CONFIG_SHA,) and kind == "deleted":
+        return ("an artifact written before its documents recorded their own checksum has none; its values are "
+                "intact here and still checked structurally")
     if doc == "config.json" and path[:1] == ("meta",) and len(path) == 2 and path[1] in INFORMATIONAL_META:
         if kind == "deleted":
             return "an optional training record (timing, losses): no estimate reads it"
@@ -308,6 +312,7 @@ def test_damaged_artifact_fails_cleanly(name, graph, tmp_path):
     for h in holders:
         d = json.loads(original[h])
         d.pop("checksums", None)
+        d.pop(CONFIG_SHA, None)
         (folder / h).write_text(json.dumps(d, indent=1))
     for n, data in original.items():
         if n in holders:
@@ -323,7 +328,10 @@ def test_damaged_artifact_fails_cleanly(name, graph, tmp_path):
     restore(holders)
     # 3. every field of every JSON document
     for doc, path, kind, nd, orig in _field_variants(folder):
-        (folder / doc).write_text(json.dumps(nd, indent=1))
+        # re-sealed (the document's own checksum updated), so that the structural checks have to catch it; a
+        # damaged own checksum is left as it is
+        sealed = path[:1] != (CONFIG_SHA,) and CONFIG_SHA in nd
+        (folder / doc).write_text(json.dumps(seal(nd) if sealed else nd, indent=1))
         touched = [doc] + _reseal(folder, doc)
         why = harmless(name, doc, path, kind, orig)
         run(f"{doc} {'.'.join(path)} {kind}", touched, why, names_file=doc)
@@ -363,3 +371,23 @@ def test_harmless_list_is_not_a_blanket():
         for kind in ("deleted", "wrong type", "garbage", "length"):
             assert harmless("trappm", doc, path, kind, None) is None, (doc, path, kind)
     assert np.isnan(_garbage(1.5)) and _garbage("abc") == "" and _garbage({"a": 1}) == {}
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_an_edited_document_is_refused(name, graph, tmp_path):
+    """A changed value in a document (a normalization scaled by 3 gave a 7x latency), or its checksums
+    deleted, is refused by the document's own checksum, naming the file."""
+    folder = tmp_path / name
+    shutil.copytree(ARTIFACTS_DIR / name, folder)
+    doc = folder / ("graphmae.json" if name == "graphmae" else "config.json")
+    d = json.loads(doc.read_text())
+    assert d[CONFIG_SHA] == seal(d)[CONFIG_SHA]
+    for edit in ("version", "checksums"):
+        nd = dict(d)
+        if edit == "checksums":
+            nd.pop("checksums")
+        else:
+            nd["library_version"] = nd.get("library_version", "0") + "x"
+        doc.write_text(json.dumps(nd, indent=1))
+        with pytest.raises(ModelLoadError, match=rf"{doc.name}.*does not match its own checksum"):
+            _answer(name, folder, graph)

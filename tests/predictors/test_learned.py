@@ -206,26 +206,30 @@ def test_predict_many_of_nothing_and_of_a_graph_without_work(name):
     from costmodel import CostGraph, InvalidGraphError
 
     p = get_predictor(name)
-    assert p.predict_many([], "h100") == []
+    assert p.predict_many([], "h100") == []  # the graph regressors raised on an empty list
     g = costmodel.to_graph("torchvision:resnet18", batch=2, input_shape=(3, 32, 32), method="trace")
     empty = CostGraph(nodes=[], edges=[], meta={"name": "empty", "batch": 2})
-    # before: 0 ms from the analytic model, a bare "math domain error" from the learned ones
+    if name in ("timeline", "analytic"):  # the call alone: what a NAS candidate of identities costs
+        assert len(p.predict_many([g, empty], "h100")) == 2
+        return
+    # the graph regressors have nothing to read: named, where they gave a bare "math domain error"
     with pytest.raises(InvalidGraphError, match=r"predict_many: item 1: graph 'empty' has no operators"):
         p.predict_many([g, empty], "h100")
 
 
 @pytest.mark.parametrize("name", ["timeline", "analytic", "trappm"])
 def test_a_graph_is_costed_in_the_mode_it_was_captured_in(name):
-    from costmodel import InvalidInputError
-
     p = get_predictor(name)
     gt = costmodel.to_graph("torchvision:resnet18", batch=2, input_shape=(3, 32, 32), method="trace", mode="training")
     gi = costmodel.to_graph("torchvision:resnet18", batch=2, input_shape=(3, 32, 32), method="trace")
+    # estimate() used to cost a training capture as inference unless told, with no word
     est = costmodel.estimate(gt, batch=2, device="h200", predictor=name)
     assert est.mode == "training" and est.latency_ms == pytest.approx(p.predict(gt, "h200").latency_ms)
+    assert not any("captured for" in a for a in est.assumptions)
     assert costmodel.estimate(gi, batch=2, device="h200", predictor=name).mode == "inference"
-    # a capture in one mode costed in the other would be neither: refused, naming both
-    with pytest.raises(InvalidInputError, match=r"the graph was captured for training .* mode='inference' was asked"):
-        costmodel.estimate(gt, batch=2, device="h200", predictor=name, mode="inference")
-    with pytest.raises(InvalidInputError, match=r"predict_many: item 1 was captured for inference"):
-        p.predict_many([gt, gi], "h200", mode="training")
+    # another mode costs the capture's operators, and says so
+    other = costmodel.estimate(gt, batch=2, device="h200", predictor=name, mode="inference")
+    assert other.mode == "inference"
+    assert any("captured for training and is costed as inference" in a for a in other.assumptions)
+    many = p.predict_many([gt, gi], "h200", mode="training")
+    assert [any("captured for inference" in a for a in e.assumptions) for e in many] == [False, True]

@@ -470,6 +470,7 @@ def test_a_timeline_fitted_over_other_kernel_ceilings_is_refused(tmp_path, monke
     """The efficiency network was fitted over one set of bounds (depthwise share, norm row rates): over
     another it predicts wrong times, so loading it says so; an artifact from before they were recorded loads."""
     from costmodel.predictors import ARTIFACTS_DIR, TimelinePredictor, _optable
+    from costmodel.predictors._artifact import seal
 
     shipped = TimelinePredictor.load(ARTIFACTS_DIR / "timeline")
     shipped.save(tmp_path / "tl")
@@ -482,11 +483,11 @@ def test_a_timeline_fitted_over_other_kernel_ceilings_is_refused(tmp_path, monke
     monkeypatch.undo()
     TimelinePredictor.load(tmp_path / "tl")
     cfg["kernel_ceilings"]["depthwise_share"] = None
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(seal(cfg)))  # sealed again: the structural check has to catch it
     with pytest.raises(costmodel.ArtifactError, match=r"kernel ceilings"):
         TimelinePredictor.load(tmp_path / "tl")
     del cfg["kernel_ceilings"]
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(seal(cfg)))
     assert TimelinePredictor.load(tmp_path / "tl").params == shipped.params
 
 
