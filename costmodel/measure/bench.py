@@ -132,6 +132,9 @@ class BenchResult:
     fraction_of_roofline: float | None
     bound: str
     memory_levels_gbps: dict[str, float] = field(default_factory=dict)
+    #: the memory level whose bandwidth ``bandwidth_gbps`` is: with a measured profile, the smallest cache
+    #: that holds the call's bytes (the same tensors every call: they stay there), else ``"DRAM"``
+    bandwidth_level: str = "DRAM"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,7 +151,8 @@ class BenchResult:
             ceiling = f"{_g(self.peak_gflops)} GFLOP/s {self.ceiling_dtype} {kind} (no bytes: compute only)"
         else:
             ceiling = (f"min({_g(self.peak_gflops)} GFLOP/s {self.ceiling_dtype} {kind}, "
-                       f"{self.intensity:.4g} FLOP/B x {_g(self.bandwidth_gbps)} GB/s) = {_g(self.ceiling_gflops)} GFLOP/s")
+                       f"{self.intensity:.4g} FLOP/B x {_g(self.bandwidth_gbps)} GB/s {self.bandwidth_level}) = "
+                       f"{_g(self.ceiling_gflops)} GFLOP/s")
         frac = "-" if self.fraction_of_roofline is None else f"{100 * self.fraction_of_roofline:.1f} % of attainable"
         rows = [
             ("op", self.name),
@@ -334,7 +338,7 @@ def _load_profile(profile: Any):
 
 
 def _resolve_device(device: Any, profile: Any, cuda_index: int | None):
-    """(Device, memory levels in GB/s) of the ceilings."""
+    """(Device, memory levels in GB/s, capacity of each cache level in bytes) of the ceilings."""
     from ..devices import Device, get_device
 
     if device is not None and not isinstance(device, (str, Device)):
@@ -356,14 +360,25 @@ def _resolve_device(device: Any, profile: Any, cuda_index: int | None):
             dev = prof.to_device(base=device)
         levels = {str(k): float(v) for k, v in prof.levels.items() if v}
         levels["DRAM"] = dev.memory_bandwidth_gbps
-        return dev, levels
+        sizes = {f"L{c['level']}": int(c["aggregate_bytes"]) for c in prof.caches
+                 if c.get("aggregate_bytes") and str(c.get("type", "Unified")).lower() in ("data", "unified")}
+        return dev, levels, sizes
     if device is not None:
         dev = get_device(device)
     elif cuda_index is not None:
         dev = _gpu_device(cuda_index)
     else:
         dev = get_device("cpu")
-    return dev, {"DRAM": dev.memory_bandwidth_gbps}
+    return dev, {"DRAM": dev.memory_bandwidth_gbps}, {}
+
+
+def _holding_level(nbytes: float, levels: dict[str, float], sizes: dict[str, int]) -> str:
+    """The smallest measured cache level that holds ``nbytes`` (within half its capacity: the rest is other
+    data and conflict misses), else ``"DRAM"``."""
+    for name in sorted(sizes, key=lambda k: sizes[k]):
+        if name in levels and 0 < nbytes <= sizes[name] / 2:
+            return name
+    return "DRAM"
 
 
 def _ceiling_dtype(tensors: list, ops: list[str], tensor: bool, on_cuda: bool) -> str:
@@ -507,7 +522,7 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
     sample_s = non_negative_number(sample_s, "sample_s", "seconds")
     tensors = _tensors(list(args), []) + _tensors(dict(kwargs), [])
     cuda_index = _cuda_index(tensors)
-    dev, levels = _resolve_device(device, profile, cuda_index)  # fail on bad ceilings before running
+    dev, levels, sizes = _resolve_device(device, profile, cuda_index)  # fail on bad ceilings before running
 
     work = count_work(fn, *args, **kwargs)
     outputs = _tensors(work.pop("result"), [])
@@ -527,7 +542,8 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
     tensor = work["matmul_flops"] > 0
     dtype = _ceiling_dtype(tensors or outputs, work["ops"], tensor, cuda_index is not None)
     peak = dev.peak_flops(dtype, tensor=tensor)
-    bw = dev.bandwidth_bytes_s
+    level = _holding_level(nbytes, levels, sizes)
+    bw = levels[level] * 1e9 if level != "DRAM" else dev.bandwidth_bytes_s
     intensity = nflops / nbytes if nbytes > 0 else None
     achieved_flops = nflops / t
     achieved_bw = nbytes / t
@@ -559,6 +575,7 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
         fraction_of_roofline=fraction,
         bound=bound,
         memory_levels_gbps=levels,
+        bandwidth_level=level,
     )
 
 

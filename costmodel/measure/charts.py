@@ -57,12 +57,23 @@ def check_output(output) -> Path | None:
 
 
 def ceilings(device, machine=None) -> dict[str, Any]:
-    """``{"compute": {label: FLOP/s}, "memory": {label: bytes/s}}`` for a device (and a measured profile)."""
+    """``{"device", "compute": {label: FLOP/s}, "memory": {label: bytes/s}}`` for a device (and a measured
+    profile). With a profile, ``device`` is the database entry with the profile's measured figures
+    (:meth:`~costmodel.devices.MachineProfile.to_device`), so that operators are timed against the ceilings
+    drawn: timed with the database's nominal ``cpu`` entry (1 TFLOP/s), a 2-core machine's convolutions sat
+    at ten times the measured peak drawn above them."""
     from ..devices import get_device
 
     dev = get_device(device)
     compute: dict[str, float] = {}
     memory: dict[str, float] = {}
+    if machine is not None and hasattr(machine, "to_device"):
+        on_cpu = dev.vendor.lower() not in ("nvidia", "amd")
+        if (machine.kind == "cpu") != on_cpu:
+            raise InvalidInputError(f"the machine profile measured a {'CPU' if machine.kind == 'cpu' else 'GPU'} "
+                                    f"({machine.name!r}); --device {dev.name} is {'a CPU' if on_cpu else 'a GPU'}: "
+                                    "pass the device the profile measured")
+        dev = machine.to_device(base=dev)
     if machine is not None:  # measured ceilings replace the datasheet's
         for dt, gflops in (getattr(machine, "peak_gflops", None) or {}).items():
             if gflops:

@@ -165,3 +165,22 @@ def test_parity_chart_rejects_points_it_cannot_place(panels, match):
 
     with pytest.raises(InvalidInputError, match=match):
         parity_chart(panels)
+
+
+def test_operators_are_timed_against_the_measured_ceilings_drawn():
+    # with a machine profile the chart drew its measured peak but timed the operators with the database's
+    # nominal cpu entry (1 TFLOP/s): a 2-core machine's convolutions sat ten times above the roof drawn
+    from costmodel.devices.profile import MachineProfile
+
+    prof = MachineProfile(
+        kind="cpu", name="test cpu", isa="avx2", threads=2, pinned=True,
+        peak_gflops={"fp32": 90.0, "fp64": 45.0}, peak_spread={}, bandwidth=(),
+        levels={"L1": 400.0, "L2": 200.0, "L3": 100.0, "DRAM": 20.0}, plateaus=(),
+        theoretical_peak_gflops=None, theoretical_basis="", caches=(), memory_total_bytes=8 * 2**30,
+        elapsed_s=1.0, timestamp="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    fig = roofline_chart(_graph(), "cpu", machine=prof)
+    ys = [y for coll in fig.axes[0].collections for _, y in coll.get_offsets()]
+    assert ys and max(ys) <= 90.0e9 * (1 + 1e-9)
+    with pytest.raises(InvalidInputError, match=r"profile measured a CPU .* is a GPU"):
+        roofline_chart(_graph(), "h100", machine=prof)
