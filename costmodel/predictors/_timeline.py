@@ -304,7 +304,10 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         other.cuda_graphs = True
         return other
 
-    def _host_vector(self) -> tuple[np.ndarray, str | None]:
+    def _host_vector(self, dev=None) -> tuple[np.ndarray, str | None]:
+        """The host lane's per-class costs (us), the host profile's where one is set, and the note that says
+        so: which classes it lacks (their cost is its default), and, for a GPU ``dev``, whether it was
+        calibrated without CUDA (PyTorch's CPU operators: no kernel launch in its dispatch costs)."""
         assert self.params is not None
         h = np.asarray(self.params.host_us, dtype=np.float64)
         if self.host_profile is None:
@@ -313,7 +316,14 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         h = h.copy()
         for c in ("default", *OP_CLASSES):
             h[_HOST_INDEX[c]] = hp.dispatch_us.get(c, hp.dispatch_us["default"])
-        return h, f"host lane from the host profile of {hp.host.get('hostname', '?')} ({hp.source})"
+        note = f"host lane from the host profile of {hp.host.get('hostname', '?')} ({hp.source})"
+        missing = [c for c in OP_CLASSES if c not in hp.dispatch_us]
+        if missing:
+            note += f"; it has no dispatch cost for {', '.join(missing)}, which take its default"
+        if hp.synchronous and dev is not None and not _is_cpu(dev):
+            note += ("; it was calibrated without CUDA (PyTorch's CPU operators), so its dispatch costs leave out "
+                     f"the kernel launch each operator adds on {dev.name}: calibrate on the GPU's host")
+        return h, note
 
     # ------------------------------------------------------------------ fitting
     def fit(self, dataset, *, progress: bool = False) -> "TimelinePredictor":
@@ -566,7 +576,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         graphs = built_graphs(graphs)
         dev = get_device(device)
         optimizer = validate_optimizer(optimizer)
-        host, host_note = self._host_vector()
+        host, host_note = self._host_vector(dev)
         base = AnalyticPredictor()
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
         if _is_cpu(dev) and self.cuda_graphs:

@@ -177,6 +177,13 @@ def test_round_trip_and_a_host_profile(tmp_path, fitted, r18):
     assert e_fast.latency_ms < e_base.latency_ms
     assert any("host profile" in s for s in e_fast.assumptions)
     assert back.host_profile is None  # with_host copies
+    # a profile calibrated without CUDA has no kernel launch in its costs: a GPU estimate says so; one that
+    # lacks a class says which
+    note = next(s for s in e_fast.assumptions if "host profile" in s)
+    assert prof.synchronous and "calibrated without CUDA" in note and "H200" in note
+    del prof.dispatch_us["conv"]
+    note = next(s for s in back.with_host(prof).predict(g1, "h200").assumptions if "host profile" in s)
+    assert "no dispatch cost for conv, which take" in note
 
 
 @pytest.mark.parametrize("damage, match", [
