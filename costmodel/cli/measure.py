@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -323,7 +324,14 @@ def _cmd_bench(a) -> int:
         raise InvalidInputError(f"--device {a.device}: no CUDA device is usable here (use --device cpu)")
     dtype = getattr(torch, BENCH_DTYPES[a.dtype])
     gen = torch.Generator().manual_seed(0)
-    tensors = [torch.randn(s, generator=gen, dtype=torch.float32).to(device=dev, dtype=dtype) for s in shapes]
+    need = sum(math.prod(s) for s in shapes) * (4 + torch.empty((), dtype=dtype).element_size())
+    try:
+        tensors = [torch.randn(s, generator=gen, dtype=torch.float32).to(device=dev, dtype=dtype) for s in shapes]
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        raise InvalidInputError(f"--shapes {a.shapes}: the inputs do not fit in {a.device}'s memory "
+                                f"(about {need / 2**30:,.1f} GiB to build them)") from None
     r = run_bench(fn, *tensors, flops=a.flops, bytes=a.bytes, device=a.ceilings, warmup=a.warmup,
                   repeats=a.repeats, min_time_s=a.min_time, profile=a.profile, **kwargs)
     r = replace(r, name=a.op)

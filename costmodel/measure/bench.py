@@ -36,7 +36,7 @@ up, then times it:
   from a measured :class:`~costmodel.devices.profile.MachineProfile` (``profile=``).
   The peak is the tensor-core rate of the dtype (``Device.peak_flops(dtype,
   tensor=True)``) when the counted FLOPs come from matmul/convolution/attention
-  ops, else the vector (CUDA-core) rate; fp32 matmuls and convolutions on CUDA
+  ops on a GPU, else the vector (CUDA-core, or a CPU's SIMD) rate; fp32 matmuls and convolutions on CUDA
   count as TF32 when PyTorch allows TF32 for them.  The attainable ceiling is
   ``min(peak, intensity x bandwidth)``; ``fraction_of_roofline`` is the achieved
   FLOP/s over it, which on the memory side equals achieved over ceiling
@@ -539,7 +539,8 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
     nflops = given_flops if given_flops is not None else float(work["flops"])
     nbytes = given_bytes if given_bytes is not None else float(work["bytes"])
     flops_source = "given" if given_flops is not None else ("counted" if nflops > 0 else "unknown")
-    tensor = work["matmul_flops"] > 0
+    # tensor cores are a GPU's: a CPU's matmuls run on its vector units
+    tensor = work["matmul_flops"] > 0 and dev.vendor.lower() in ("nvidia", "amd")
     dtype = _ceiling_dtype(tensors or outputs, work["ops"], tensor, cuda_index is not None)
     peak = dev.peak_flops(dtype, tensor=tensor)
     level = _holding_level(nbytes, levels, sizes)

@@ -184,7 +184,8 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("predicted FLOP/s" + (" (timeline: learned efficiency)" if predictor == "timeline" else ""))
     name = graph.meta.get("name") or "model"
-    ax.set_title(title or f"{name} on {dev.name}, {mode}, batch {graph.meta.get('batch', batch)}, {dtype}"
+    ax.set_title(title or f"{name} on {dev.name}, {mode}, batch {graph.meta.get('batch', batch)}, "
+                 f"{dtype or graph.meta.get('dtype', 'fp32')}"
                  f"  (ringed: top {min(top, len(pts))} by predicted time)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     return _finish(fig, ax, out)

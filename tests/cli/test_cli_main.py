@@ -226,6 +226,8 @@ BAD_INPUTS = {
     "bench bad kwargs": (["bench", "torch.add", "--shapes", "2,2", "--kwargs", "notjson"], "'notjson'"),
     "bench bad dtype": (["bench", "torch.add", "--shapes", "2,2", "--dtype", "fp8"], "'fp8'"),
     "bench bad device": (["bench", "torch.add", "--shapes", "2,2", "--device", "tpu"], "'tpu'"),
+    "bench inputs too large": (["bench", "torch.matmul", "--shapes", "100000x100000,100000x100000"],
+                               "do not fit in cpu's memory (about 149.0 GiB"),
     "bench warmup -1": (["bench", "torch.add", "--shapes", "2,2", "--warmup", "-1"], "-1"),
     "bench warmup type": (["bench", "torch.add", "--shapes", "2,2", "--warmup", "x"], "'x'"),
     "bench repeats 0": (["bench", "torch.add", "--shapes", "2,2", "--repeats", "0"], "got 0"),

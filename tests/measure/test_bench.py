@@ -52,7 +52,8 @@ def test_matmul_counts_flops_and_compulsory_bytes():
     assert r.flops == 2 * m * n * k and r.flops_source == "counted"
     assert r.bytes == 4 * (m * k + k * n + m * n) and r.bytes_source == "counted"
     assert r.intensity == pytest.approx(r.flops / r.bytes)
-    assert r.tensor_cores and r.ceiling_dtype == "fp32"
+    assert not r.tensor_cores and r.ceiling_dtype == "fp32"  # the CPU's vector units
+    assert bench(torch.matmul, a, b, device="h100", **FAST).tensor_cores
     assert r.device == "cpu" and r.device_source == "datasheet" and r.timer == "perf_counter"
     assert r.time_ms_min <= r.time_ms_q1 <= r.time_ms <= r.time_ms_q3 <= r.time_ms_max
     assert r.repeats >= 3 and r.calls_per_sample >= 1
@@ -82,7 +83,7 @@ def test_given_flops_and_bytes_override_the_count():
 def test_conv2d_and_pointwise_rules():
     x, w = torch.randn(2, 8, 16, 16), torch.randn(16, 8, 3, 3)
     r = bench(F.conv2d, x, w, padding=1, **FAST)
-    assert r.flops == 2 * 2 * 16 * 16 * 16 * 8 * 3 * 3 and r.tensor_cores
+    assert r.flops == 2 * 2 * 16 * 16 * 16 * 8 * 3 * 3 and not r.tensor_cores  # a CPU: vector units
     assert r.bytes == 4 * (x.numel() + w.numel() + 2 * 16 * 16 * 16)
     # pointwise: one FLOP per output element, vector ceiling
     a, b = torch.randn(1000), torch.randn(1000)
