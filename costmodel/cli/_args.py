@@ -74,6 +74,10 @@ def positive_float(s: str) -> float:
     return _typed(_validate.positive_number, _number(float, s), "")
 
 
+def non_negative_float(s: str) -> float:
+    return _typed(_validate.non_negative_number, _number(float, s), "")
+
+
 def positive_int(s: str) -> int:
     return _typed(_validate.positive_int, _number(int, s), "")
 
@@ -132,7 +136,8 @@ def add_carbon_args(p: argparse.ArgumentParser, *, region_default: str | None, r
                     intensity_help: str) -> None:
     """``--region`` and ``--carbon-intensity`` (g CO2e per kWh, instead of the region's)."""
     p.add_argument("--region", default=region_default, help=region_help)
-    p.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH", help=intensity_help)
+    p.add_argument("--carbon-intensity", type=non_negative_float, default=None, metavar="G_PER_KWH",
+                   help=intensity_help)
 
 
 def add_epochs_seed_args(p: argparse.ArgumentParser, *, epochs_default: int | None, epochs_help: str,
@@ -225,7 +230,7 @@ def add_max_batch_args(p, unit: str) -> None:
                    help=f"also find the largest batch ({unit}) whose replayed memory fits the device, a MIG slice "
                         "(--mig) or --memory-mb, and the largest whose 90 %% interval's upper end fits: a few "
                         "allocation traces")
-    p.add_argument("--memory-mb", type=float, default=None, metavar="MB",
+    p.add_argument("--memory-mb", type=positive_float, default=None, metavar="MB",
                    help="with --max-batch: the memory to fit in (what is free; default the device's)")
     p.add_argument("--mig", default=None, metavar="PROFILE",
                    help="with --max-batch: fit one MIG slice of the device, e.g. 1g.18gb, or 'all' for a line per "

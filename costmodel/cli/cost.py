@@ -10,6 +10,7 @@ from ._args import (
     add_mode_arg,
     add_predictor_args,
     add_shape_args,
+    non_negative_float,
     positive_int,
 )
 
@@ -45,7 +46,7 @@ def register_cost(sub) -> None:
                    help="keep these providers only (aws, gcp, azure)")
     k.add_argument("--instance", default=None, metavar="NAME",
                    help="that priced instance only (it must carry the device)")
-    k.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
+    k.add_argument("--price", type=non_negative_float, default=None, metavar="USD_PER_GPU_HOUR",
                    help="price the job at this rate per GPU-hour (per slice-hour for a MIG slice) instead of the "
                         "price table: a GPU the table does not list, or a negotiated rate")
     k.add_argument("--whole-instance", action="store_true",

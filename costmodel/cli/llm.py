@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import InvalidInputError
 from ._args import (Working, add_carbon_args, add_command, add_max_batch_args, add_slo_arg, check_max_batch_args,
-                    fit_line, max_batch_answers, max_batch_details, plot_fits, positive_int)
+                    fit_line, max_batch_answers, max_batch_details, non_negative_float, plot_fits, positive_int)
 
 LLM_EXAMPLES = """examples:
   costmodel llm llama-2-7b --batch 32 --seq 512 --device h200 --dtype fp16 --mode prefill
@@ -62,7 +62,7 @@ def register_llm(sub) -> None:
                         "e.g. q_proj,v_proj)")
     add_carbon_args(m, region_default="world", region_help="grid region for carbon (default world)",
                     intensity_help="override the region's carbon intensity (g CO2e per kWh)")
-    m.add_argument("--price", type=float, default=None, metavar="USD_PER_GPU_HOUR",
+    m.add_argument("--price", type=non_negative_float, default=None, metavar="USD_PER_GPU_HOUR",
                    help="GPU price per hour (default: the cheapest listed instance of the device)")
     m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
     m.add_argument("--instance", default=None, help="cloud instance type for the price table")

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from .._errors import CostModelError, InvalidInputError
-from ._args import (PROFILE_HELP, add_autocast_arg, add_command, add_mode_arg, add_shape_args, parse_dims,
-                    positive_float, positive_int)
+from ._args import (PROFILE_HELP, add_autocast_arg, add_command, add_mode_arg, add_shape_args, non_negative_float,
+                    parse_dims, positive_float, positive_int)
 
 CALIBRATE_EXAMPLES = """examples:
   costmodel calibrate                           # -> $COSTMODEL_HOME/host.json
@@ -127,8 +127,8 @@ def register_bench(sub) -> None:
     b.add_argument("--dtype", default="fp32", choices=tuple(BENCH_DTYPES), help="tensor dtype (default fp32)")
     b.add_argument("--device", default="cpu", help="where the tensors live: cpu (default), cuda or cuda:N")
     b.add_argument("--kwargs", default=None, metavar="JSON", help='keyword arguments as a JSON object: \'{"padding": 1}\'')
-    b.add_argument("--flops", type=float, default=None, help="FLOPs of one call (default: counted)")
-    b.add_argument("--bytes", type=float, default=None, help="bytes moved by one call (default: counted lower bound)")
+    b.add_argument("--flops", type=non_negative_float, default=None, help="FLOPs of one call (default: counted)")
+    b.add_argument("--bytes", type=non_negative_float, default=None, help="bytes moved by one call (default: counted lower bound)")
     b.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls (default 3)")
     b.add_argument("--repeats", type=positive_int, default=10, help="minimum timed samples (default 10)")
     b.add_argument("--min-time", type=float, default=0.1, metavar="S",
