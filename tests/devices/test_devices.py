@@ -174,7 +174,8 @@ def test_peak_assumption_names_substituted_peaks():
     assert v100.peak_assumption("bf16") == "bf16 tensor ops costed at the fp32 peak (V100-SXM2-16GB lists no bf16 rate)"
     assert get_device("t4").peak_assumption("bf16").startswith("bf16 tensor ops costed at the fp32 peak")
     assert h100.peak_dtype("fp8") == "fp16"
-    assert h100.peak_assumption("fp8") == "fp8 tensor ops costed at the fp16 peak (the device database has no fp8 column)"
+    assert get_device("a100").peak_assumption("fp8") == ("fp8 tensor ops costed at the fp16 peak (the device database "
+                                                         "has no fp8 column)")
     assert h100.peak_assumption("int4") == "int4 tensor ops costed at the int8 peak (the device database has no int4 column)"
     # a dtype the device has, and fp32 on a device without TF32 (it runs at the fp32 rate), assume nothing
     for dev, dt in ((h100, "bf16"), (h100, "fp32"), (h100, "tf32"), (v100, "tf32"), (v100, "fp16"), (h100, "int64")):
@@ -255,7 +256,7 @@ def test_h100_bf16_exact():
         ("cpu", "fp16", "fp32"),
         ("cpu", "bf16", "fp32"),
         ("cpu", "int8", "fp32"),  # int8 -> fp16 (null) -> fp32
-        ("h100", "fp8", "fp16"),  # no fp8 column: costed as fp16
+        ("a100", "fp8", "fp16"),  # no fp8 tensor cores before Ada: costed as fp16
         ("h100", "int4", "int8"),
         ("t4", "uint8", "int8"),
     ],
@@ -628,3 +629,13 @@ def test_import_is_light():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+
+
+def test_fp8_runs_at_twice_fp16_on_gpus_with_fp8_tensor_cores():
+    # it was costed at the fp16 rate everywhere: half the H100's datasheet fp8 rate (1,979 dense TFLOP/s)
+    h100, a100 = get_device("h100"), get_device("a100")
+    assert h100.peak_flops("fp8") == pytest.approx(1978.8e12) and get_device("l4").peak_flops("fp8") == 242e12
+    assert "twice the fp16 peak" in h100.peak_assumption("fp8")
+    # an Ampere part has no fp8 tensor cores: the fp16 rate, as before
+    assert a100.peak_flops("fp8") == a100.peak_flops("fp16") and "at the fp16 peak" in a100.peak_assumption("fp8")
+    assert h100.peak_flops("fp8", tensor=False) == h100.peak_flops("fp32", tensor=False)
