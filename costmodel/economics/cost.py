@@ -132,13 +132,15 @@ class CostReport:
             charge = (f"the MIG slice's share of a GPU, {sl[2]:.3g} (the larger of its compute and memory "
                       "fractions), of the per-GPU share of the instance")
         lines += ["", f"cost, cheapest first (charged: {charge}; on-demand list prices):"]
-        hdr = (f"{'provider':<9}{'instance':<40}{'region':<13}{'GPUs':>5}{'$/GPU-h':>9}{'$/h charged':>12}"
+        # a slice's rows are priced at its share of a GPU (usd_per_gpu_hour of the slice device)
+        rate = "$/slice-h" if mig_slice_share(self.device) is not None else "$/GPU-h"
+        hdr = (f"{'provider':<9}{'instance':<40}{'region':<13}{'GPUs':>5}{rate:>10}{'$/h charged':>12}"
                f"{'USD':>12}  {'as of':<8}verified")
         lines += [hdr, "-" * len(hdr)]
         for r in self.rows:
             lines.append(
                 f"{r['provider']:<9}{r['instance']:<40}{r['region']:<13}{r['gpus_per_instance']:>5}"
-                f"{r['usd_per_gpu_hour']:>9.3f}{r['charged_usd_per_hour']:>12.3f}{_usd(r['usd']):>12}  "
+                f"{r['usd_per_gpu_hour']:>10.3f}{r['charged_usd_per_hour']:>12.3f}{_usd(r['usd']):>12}  "
                 f"{r['as_of']:<8}{'yes' if r['verified'] else 'no'}"
             )
         if self.memory_warning:

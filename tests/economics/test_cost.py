@@ -174,3 +174,13 @@ def test_a_job_that_does_not_fit_says_so(capsys):
     fits = training_cost(MODEL, device="t4", steps=10, batch=8, predictor="analytic")
     assert fits.fits_device and fits.memory_warning is None and "warning" not in fits.table()
     assert f"{fits.memory_mb:,.0f} of {fits.capacity_mb:,.0f} MB" in fits.table()
+
+
+def test_a_mig_slice_table_names_its_rate_per_slice(capsys):
+    # the column held the slice's share of a GPU-hour under a "$/GPU-h" header
+    assert main(["cost", "torchvision:resnet18", "--device", "a100-40gb 1g.5gb", "--steps", "10", "--batch", "8",
+                 "--input", "3,32,32", "--provider", "gcp"]) == 0
+    out = capsys.readouterr().out
+    assert "$/slice-h" in out and "$/GPU-h" not in out
+    row = next(line for line in out.splitlines() if line.startswith("gcp "))
+    assert float(row.split()[4]) == pytest.approx(3.673 / 7, rel=1e-3)  # the larger of 1/7 compute, 1/8 memory
