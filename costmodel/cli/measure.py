@@ -357,8 +357,14 @@ def _cmd_calibrate(a) -> int:
     out = Path(a.output) if a.output else user_data_dir() / "host.json"
     if out.exists() and out.is_dir():
         raise InvalidInputError(f"-o {out} is a directory; give a file name such as {out / 'host.json'}")
+    import os
+
     import torch
 
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if a.threads and cores and a.threads > cores:
+        raise InvalidInputError(f"--threads {a.threads}: this process may run on {cores} CPU core(s); a roofline "
+                                f"at more threads than cores measures contention, not the CPU (at most {cores})")
     threads = torch.get_num_threads()
     torch.set_num_threads(a.threads or threads)
     try:

@@ -166,7 +166,8 @@ def _cmd_graph(a) -> int:
     print(f"workload     {s['mode']}, batch {s['batch']}, input {s['input_shape']}, {s['dtype']}{amp}")
     print(f"nodes        {s['nodes']}  (kernels {s['kernels']}, depth {s['depth']})")
     print(f"edges        {s['edges']}")
-    print(f"GFLOPs       {s['flops'] / 1e9:.4g}   (GMACs {s['macs'] / 1e9:.4g})")
+    fwd = ", the forward pass: a training step adds the backward's, about twice as many" if s["mode"] == "training" else ""
+    print(f"GFLOPs       {s['flops'] / 1e9:.4g}   (GMACs {s['macs'] / 1e9:.4g}{fwd})")
     print(f"params       {s['params'] / 1e6:.4g} M  (weights {s['weights_mb']:.4g} MB)")
     print()
     total = s["flops"] or 1.0

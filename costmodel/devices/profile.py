@@ -120,6 +120,21 @@ class MachineProfile:
             raise InvalidInputError(f"kernel must be one of {kernels}, got {kernel!r}")
         return sorted((p for p in self.bandwidth if p.kernel == kernel), key=lambda p: p.bytes)
 
+    def anomalies(self) -> list[str]:
+        """What cannot be a quiet machine's reading: an fp32 peak below the fp64 one (a SIMD lane holds
+        twice as many fp32 values), or a cache level more than 10 % slower than the level beyond it. A
+        2-core machine under load saved fp32 92 against fp64 99 GFLOP/s (201 against 101 when idle)."""
+        out = []
+        fp32, fp64 = self.peak_gflops.get("fp32"), self.peak_gflops.get("fp64")
+        if fp32 and fp64 and fp32 < fp64:
+            out.append(f"its fp32 peak ({fp32:.4g} GFLOP/s) is below its fp64 peak ({fp64:.4g})")
+        order = [k for k in ("L1", "L2", "L3", "DRAM") if self.levels.get(k)]
+        for near, far in zip(order, order[1:]):
+            if self.levels[near] < 0.9 * self.levels[far]:
+                out.append(f"its {near} bandwidth ({self.levels[near]:.4g} GB/s) is below its {far} bandwidth "
+                           f"({self.levels[far]:.4g})")
+        return out
+
     def summary(self) -> str:
         """A short plain-text table of the profile."""
         lines = [f"{self.kind} {self.name!r}  isa={self.isa}  threads={self.threads}  pinned={self.pinned}"]

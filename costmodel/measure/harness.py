@@ -43,6 +43,7 @@ import platform
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -432,8 +433,13 @@ def measure(device: str = "cpu", *, quick: bool = False, max_bytes: int | None =
         int_at_least(threads, "threads", 1, len(_allowed_cpus()), note="(the CPUs this process may use)", or_none=True)
     ext = _extension()
     if kind == "cpu":
-        return _measure_cpu(ext, quick=quick, max_bytes=max_bytes, threads=threads, progress=progress)
-    return _measure_cuda(ext, index, quick=quick, max_bytes=max_bytes, progress=progress)
+        prof = _measure_cpu(ext, quick=quick, max_bytes=max_bytes, threads=threads, progress=progress)
+    else:
+        prof = _measure_cuda(ext, index, quick=quick, max_bytes=max_bytes, progress=progress)
+    for problem in prof.anomalies():
+        warnings.warn(f"measured profile of {prof.name}: {problem}; the machine was probably busy: measure again "
+                      "on an idle machine before using these ceilings", stacklevel=2)
+    return prof
 
 
 def _clamp(requested: int, avail: int | None) -> tuple[int, bool]:

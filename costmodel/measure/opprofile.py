@@ -39,6 +39,7 @@ What each row holds (times are means over the profiled steps, microseconds):
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -265,6 +266,8 @@ def profile_step(step: Callable[[], Any], graph, *, cuda: bool, sync: Callable[[
     from torch.profiler import ProfilerActivity, profile, record_function
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if not cuda:  # the profiler's library looks for a GPU and logs its absence on stderr at every run
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     step()  # warm-up under the same allocator state
     sync()
     walls = []

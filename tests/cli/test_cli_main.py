@@ -194,6 +194,8 @@ BAD_INPUTS = {
     "negative carbon intensity": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--carbon-intensity", "-1"],
                                   "argument --carbon-intensity: "),
     "bench negative flops": (["bench", "torch.add", "--shapes", "2,2", "--flops", "-4"], "argument --flops: "),
+    "calibrate more threads than cores": (["calibrate", "--threads", "4096", "-o", "host.json"],
+                                          "--threads 4096: this process may run on"),
     "negative memory limit": (["predict", "resnet18", "--batch", "1", "-d", "h100", "--max-batch", "--memory-mb", "-5"],
                               "argument --memory-mb: expected a finite number > 0"),
     "llm unknown instance": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--instance", "foo"], "'foo'"),

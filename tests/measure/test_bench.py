@@ -223,3 +223,12 @@ def test_chart_without_matplotlib_names_the_plot_extra(monkeypatch, tmp_path):
     with pytest.raises(costmodel.CostModelError, match=r'pip install "costmodel\[plot\]"'):
         r.chart(tmp_path / "b.png")
     assert not (tmp_path / "b.png").exists()
+
+
+def test_a_profile_that_no_quiet_machine_gives_is_flagged():
+    assert _profile().anomalies() == []
+    busy = dataclasses.replace(_profile(peak_fp32=92.0), peak_gflops={"fp32": 92.0, "fp64": 99.0},
+                               levels={"L1": 128.0, "L2": 134.0 / 0.8, "L3": 100.0, "DRAM": 20.0})
+    problems = busy.anomalies()
+    assert len(problems) == 2 and "fp32 peak (92 GFLOP/s) is below its fp64 peak (99)" in problems[0]
+    assert "L1 bandwidth (128 GB/s) is below its L2 bandwidth" in problems[1]
