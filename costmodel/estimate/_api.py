@@ -41,9 +41,8 @@ def estimate(
         input_shape: input shape without batch, e.g. ``(3, 224, 224)``
             (zoo models know their own; ONNX files need it only for dynamic dims).
         device: device name (``"h100"``, ``"A100-SXM4-80GB"``...; see ``costmodel devices``).
-        mode: ``"inference"`` or ``"training"`` (one optimizer step); ``None`` (default): inference, or for a
-            :class:`~costmodel.CostGraph` the mode it was captured in (another mode costs its operators as
-            captured, and the estimate says so).
+        mode: ``"inference"`` or ``"training"`` (one optimizer step); default inference, or a CostGraph's own
+            capture's mode (another costs its operators as captured, and says so).
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the model converted to it (``model.half()``...); ``None``
             (default): the model's own (an ``nn.Module``'s first floating parameter's, what an ONNX file's,
             Relax module's or CostGraph's graph records; ``"fp32"`` for a zoo name, a spec or autocast).
@@ -88,8 +87,7 @@ def estimate(
                                ("mode", mode, MODES), ("dtype", dtype, DTYPES)):
         if value not in valid and not (name == "dtype" and value is None):
             raise InvalidInputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
-    optimizer = validate_optimizer(optimizer)
-    latency_slo_ms = check_slo(latency_slo_ms)
+    optimizer, latency_slo_ms = validate_optimizer(optimizer), check_slo(latency_slo_ms)
     dev = get_device(device)  # fail on a bad device before featurizing
     pred = get_predictor(predictor)
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it

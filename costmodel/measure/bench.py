@@ -539,15 +539,13 @@ def bench(fn, *args, flops=None, bytes=None, device=None, warmup: int = 3, repea
     nflops = given_flops if given_flops is not None else float(work["flops"])
     nbytes = given_bytes if given_bytes is not None else float(work["bytes"])
     flops_source = "given" if given_flops is not None else ("counted" if nflops > 0 else "unknown")
-    # tensor cores are a GPU's: a CPU's matmuls run on its vector units
-    tensor = work["matmul_flops"] > 0 and dev.vendor.lower() in ("nvidia", "amd")
+    tensor = work["matmul_flops"] > 0 and dev.vendor.lower() in ("nvidia", "amd")  # a CPU: its vector units
     dtype = _ceiling_dtype(tensors or outputs, work["ops"], tensor, cuda_index is not None)
     peak = dev.peak_flops(dtype, tensor=tensor)
     level = _holding_level(nbytes, levels, sizes)
     bw = levels[level] * 1e9 if level != "DRAM" else dev.bandwidth_bytes_s
     intensity = nflops / nbytes if nbytes > 0 else None
-    achieved_flops = nflops / t
-    achieved_bw = nbytes / t
+    achieved_flops, achieved_bw = nflops / t, nbytes / t
     ceiling, fraction, bound = _place(nflops, nbytes, intensity, achieved_flops, achieved_bw, peak, bw)
     return BenchResult(
         name=_fn_name(fn),

@@ -69,7 +69,6 @@ import numpy as np
 from .. import __version__
 from .._errors import CostModelError, InvalidInputError
 from ..devices import cuda_core_conv_note, get_device
-from ..measure.host import OP_CLASSES
 from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ..ir import node_columns
 from ._artifact import record_checksums, verify_checksums
@@ -92,7 +91,7 @@ from . import _convreading
 from ._skinny import stream_column_of, with_streams
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
-from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes,
+from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes, host_vector,
                               composed_latency_us, sync_note)
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import blind_inputs, mlp as _mlp
@@ -305,25 +304,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return other
 
     def _host_vector(self, dev=None) -> tuple[np.ndarray, str | None]:
-        """The host lane's per-class costs (us), the host profile's where one is set, and the note that says
-        so: which classes it lacks (their cost is its default), and, for a GPU ``dev``, whether it was
-        calibrated without CUDA (PyTorch's CPU operators: no kernel launch in its dispatch costs)."""
         assert self.params is not None
-        h = np.asarray(self.params.host_us, dtype=np.float64)
-        if self.host_profile is None:
-            return h, None
-        hp = self.host_profile
-        h = h.copy()
-        for c in ("default", *OP_CLASSES):
-            h[_HOST_INDEX[c]] = hp.dispatch_us.get(c, hp.dispatch_us["default"])
-        note = f"host lane from the host profile of {hp.host.get('hostname', '?')} ({hp.source})"
-        missing = [c for c in OP_CLASSES if c not in hp.dispatch_us]
-        if missing:
-            note += f"; it has no dispatch cost for {', '.join(missing)}, which take its default"
-        if hp.synchronous and dev is not None and not _is_cpu(dev):
-            note += ("; it was calibrated without CUDA (PyTorch's CPU operators), so its dispatch costs leave out "
-                     f"the kernel launch each operator adds on {dev.name}: calibrate on the GPU's host")
-        return h, note
+        return host_vector(np.asarray(self.params.host_us, dtype=np.float64), self.host_profile, dev)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, dataset, *, progress: bool = False) -> "TimelinePredictor":

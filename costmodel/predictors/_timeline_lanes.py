@@ -152,3 +152,26 @@ def attach_intervals(params, est, dev, regime: str) -> None:
             v = getattr(est, t)
             setattr(est, t + "_interval", (v * math.exp(-w), v * math.exp(w)))
     est.details["interval_coverage"] = iv["coverage"]
+
+
+def host_vector(h, hp, dev=None) -> tuple[np.ndarray, str | None]:
+    """The host lane's per-class costs (us): ``h`` (the fitted ones), or the host profile ``hp``'s where one
+    is set, with the note that says so: which classes it lacks (their cost is its default), and, for a GPU
+    ``dev``, whether it was calibrated without CUDA (PyTorch's CPU operators: no kernel launch in its
+    dispatch costs)."""
+    from ..measure.host import OP_CLASSES
+    from ._optable import _HOST_INDEX, _is_cpu
+
+    if hp is None:
+        return h, None
+    h = h.copy()
+    for c in ("default", *OP_CLASSES):
+        h[_HOST_INDEX[c]] = hp.dispatch_us.get(c, hp.dispatch_us["default"])
+    note = f"host lane from the host profile of {hp.host.get('hostname', '?')} ({hp.source})"
+    missing = [c for c in OP_CLASSES if c not in hp.dispatch_us]
+    if missing:
+        note += f"; it has no dispatch cost for {', '.join(missing)}, which take its default"
+    if hp.synchronous and dev is not None and not _is_cpu(dev):
+        note += ("; it was calibrated without CUDA (PyTorch's CPU operators), so its dispatch costs leave out "
+                 f"the kernel launch each operator adds on {dev.name}: calibrate on the GPU's host")
+    return h, note
