@@ -84,15 +84,16 @@ def bound_power(est: Estimate, dev) -> Estimate:
     if est.energy_j_per_call is not None or not est.latency_ms > 0:
         return est
     power, note = held_power(dev, est.power_w, est.predictor)
-    if note is None:
-        return est
-    est.power_w, est.energy_j = power, power * est.latency_ms / 1e3
-    if est.energy_j_interval is not None:
+    if note is not None:
+        est.power_w, est.energy_j = power, power * est.latency_ms / 1e3
+        est.assumptions = [*est.assumptions, note]
+    if est.energy_j_interval is not None and dev.tdp_w > 0:
+        # an interval's ends too: no energy above the limit over the longest latency, or below idle over the
+        # shortest (a learned energy interval's upper end passed the limit when its power did not)
         lat_lo, lat_hi = est.latency_ms_interval or (est.latency_ms, est.latency_ms)
         e_lo, e_hi = est.energy_j_interval
         est.energy_j_interval = (min(max(e_lo, dev.idle_power_w * lat_lo / 1e3), est.energy_j),
                                  max(min(e_hi, dev.tdp_w * lat_hi / 1e3), est.energy_j))
-    est.assumptions = [*est.assumptions, note]
     return est
 
 

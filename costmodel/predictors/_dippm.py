@@ -427,6 +427,9 @@ class GNNPredictor(Predictor):
             for t, q in zip(self.targets, self.intervals["log_halfwidth"]):
                 if q is not None and math.isfinite(q):
                     iv[t] = (v[t] * math.exp(-q), v[t] * math.exp(q))
+        if "memory_mb" in iv:  # no process holds less than its weights and the framework's context
+            floor = est.details.get("memory_breakdown_mb", {}).get("weights_mb", 0.0) + dev.framework_overhead_mb
+            iv["memory_mb"] = (min(max(iv["memory_mb"][0], floor), mem), max(iv["memory_mb"][1], mem))
         out = replace(
             est, latency_ms=lat, memory_mb=mem, energy_j=en, power_w=power, predictor=self.name,
             latency_ms_interval=iv.get("latency_ms"), memory_mb_interval=iv.get("memory_mb"),

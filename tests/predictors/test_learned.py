@@ -233,3 +233,22 @@ def test_a_graph_is_costed_in_the_mode_it_was_captured_in(name):
     assert any("captured for training and is costed as inference" in a for a in other.assumptions)
     many = p.predict_many([gt, gi], "h200", mode="training")
     assert [any("captured for inference" in a for a in e.assumptions) for e in many] == [False, True]
+
+
+@pytest.mark.parametrize("name", ["trappm", "dippm", "xgb-static"])
+def test_interval_ends_stay_inside_physics(name):
+    # a memory interval's lower end fell below the weights and the framework's context (resnet18 fp32 on a
+    # T4), an energy interval's upper end above the power limit over the longest latency (xgb-static fp16)
+    from costmodel.devices import get_device
+
+    p = get_predictor(name)
+    for device, dtype, batch in (("t4", "fp32", 1), ("t4", "fp16", 8), ("h200", "fp16", 8)):
+        dev = get_device(device)
+        g = costmodel.to_graph("torchvision:resnet18", batch=batch, method="trace", dtype=dtype)
+        e = p.predict(g, device)
+        floor = e.details["memory_breakdown_mb"]["weights_mb"] + dev.framework_overhead_mb
+        assert e.memory_mb_interval[0] >= floor - 1e-6
+        if e.energy_j_interval is not None:
+            lat_lo, lat_hi = e.latency_ms_interval
+            assert dev.idle_power_w * lat_lo / 1e3 - 1e-9 <= e.energy_j_interval[0]
+            assert e.energy_j_interval[1] <= dev.tdp_w * lat_hi / 1e3 + 1e-9
