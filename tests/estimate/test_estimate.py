@@ -175,7 +175,7 @@ def test_a_module_is_costed_in_its_own_dtype_unless_told_otherwise():
     assert up.allocated_mb == pytest.approx(base.allocated_mb, rel=0.05)
 
 
-def test_fp8_is_costed_at_the_fp16_peak_and_says_so():
+def test_fp8_is_costed_at_its_tensor_cores_rate_and_says_so():
     from costmodel.frontends import GraphBuilder
 
     b = GraphBuilder("fp8-matmul", "test")
@@ -184,10 +184,15 @@ def test_fp8_is_costed_at_the_fp16_peak_and_says_so():
     b.add_node("matmul", "matmul", ["x", "w"], [("y", (64, 256), "fp8")], {"k": 256})
     g = b.build(batch=64, dtype="fp8", mode="inference")
     est = AnalyticPredictor().predict(g, "h100-sxm")
-    assert est.assumptions == ["fp8 tensor ops costed at the fp16 peak (the device database has no fp8 column)"]
-    # the matmul is costed at the fp16 tensor-core rate
+    assert est.assumptions == ["fp8 tensor ops costed at twice the fp16 peak (H100-SXM5-80GB's fp8 tensor cores; "
+                               "the device database has no fp8 column)"]
+    # Hopper's fp8 tensor cores: twice the fp16 rate; an A100 has none: the fp16 rate
     op = roofline(g, get_device("h100")).ops[0]
-    assert op.compute_s == pytest.approx(g.nodes[0].flops / get_device("h100").peak_flops("fp16"))
+    assert op.compute_s == pytest.approx(g.nodes[0].flops / (2 * get_device("h100").peak_flops("fp16")))
+    op = roofline(g, get_device("a100")).ops[0]
+    assert op.compute_s == pytest.approx(g.nodes[0].flops / get_device("a100").peak_flops("fp16"))
+    assert AnalyticPredictor().predict(g, "a100-80gb").assumptions == [
+        "fp8 tensor ops costed at the fp16 peak (the device database has no fp8 column)"]
 
 
 def test_quantized_llm_predictions_say_they_have_no_labels():

@@ -42,8 +42,9 @@ def test_what_fits_is_what_the_board_reports_not_the_name():
     assert h200.capacity_mb < h200.memory_mb
     assert not finish_estimate(_est(memory_mb=143596.0), h200, version="1").fits_device
     # a board without a reported total keeps the nominal capacity
-    v100 = get_device("v100")
+    v100 = get_device("v100-pcie-16gb")
     assert v100.reported_memory_mib is None and v100.capacity_mb == v100.memory_mb
+    assert get_device("v100").capacity_mb == 16160.0  # PyTorch's total_memory of a V100-SXM2-16GB
 
 
 def test_power_is_held_between_idle_and_the_power_limit():
