@@ -120,10 +120,19 @@ def op_cost(
 
     written = float(sum(_bytes(s, d) for s, d in zip(out_shapes, out_dtypes)))
     stored = _stored_elems(in_shapes, attrs)
-    if kind in ("embedding", "gather"):
+    if kind == "gather" and attrs.get("scatter"):
+        # a scatter (scatter_add, index_add, index_put...) reads its destination, the index and the values
+        read = float(sum(e * dtype_bytes(d) for e, d in zip(stored, in_dtypes)))
+    elif kind in ("embedding", "gather"):
         # gathered rows plus the index tensor(s) at their storage's size; the table itself is not streamed
         idx = sum(e * dtype_bytes(d) for e, d in zip(stored, in_dtypes) if d.startswith(("int", "uint")))
         read = written + idx
+        if attrs.get("bag_rows") and out_shapes and out_shapes[0]:
+            # an embedding bag pools one row per index into each bag: the rows read are the indices, and the
+            # pooling adds them
+            row = out_shapes[0][-1] * dtype_bytes(out_dtypes[0])
+            read = float(attrs["bag_rows"]) * row + idx
+            flops = max(flops, float(attrs["bag_rows"]) * out_shapes[0][-1])
     elif kind == "slice":
         read = written
     else:

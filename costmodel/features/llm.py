@@ -342,7 +342,8 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     # bytes moved: weights once, the cache read (and written), activations in and out of each block
     moved = weights_bytes - idle_experts * b + kv_bytes + L * (2 * block_act + 2 * score_bytes) + 2 * logits_bytes
     flops = 2.0 * (linear_macs + attn_macs)
-    dtype_peak = device.peak_flops("fp32" if w.dtype == "fp32" else w.dtype, tensor=True)
+    # weight-only int8/int4 dequantizes to fp16 and multiplies there: the fp16 tensor-core rate, not int8's
+    dtype_peak = device.peak_flops("fp16" if w.dtype in ("int8", "int4") else w.dtype, tensor=True)
     compute_s = flops / dtype_peak
     memory_s = moved / device.bandwidth_bytes_s
     if structure is None:

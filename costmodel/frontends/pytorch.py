@@ -54,6 +54,7 @@ from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import GROUPED_MM, grouped_mm_fallback
+from ._rnn import fallback_note, index_attrs, rnn_scopes, with_rnn_launches
 from ._ssm import fused_flops
 from ._metacall import (_META_CACHE, ObjectKeys, _meta_call, _run_swapped, _tensor_leaves,
                         preserved_tensor_attributes)
@@ -179,17 +180,9 @@ class _Emitter:
         self.b = builder
         self.training = training
 
-    def emit(
-        self,
-        func,
-        args: tuple,
-        kwargs: dict,
-        in_keys: list[Hashable],
-        outputs: list[tuple[Hashable, Sequence[int], str]],
-        *,
-        is_contiguous: Callable[[Hashable], bool] | None = None,
-        scope: str = "",
-    ) -> None:
+    def emit(self, func, args: tuple, kwargs: dict, in_keys: list[Hashable],
+             outputs: list[tuple[Hashable, Sequence[int], str]], *,
+             is_contiguous: Callable[[Hashable], bool] | None = None, scope: str = "") -> None:
         base = base_name(func)
         if base in IGNORED or not outputs and base not in ("copy_",):
             return
@@ -219,6 +212,8 @@ class _Emitter:
             attrs["groups"] = int(named.get("groups", 1) or 1)
             if len(in_shapes) >= 2:
                 attrs["kernel"] = list(in_shapes[1][2:])
+        elif kind in ("gather", "embedding"):
+            attrs.update(index_attrs(kind, base, named, in_shapes))
         elif kind == "matmul":
             attrs["k"] = self._matmul_k(base, named, in_keys, in_shapes, outputs)
             if base in GROUPED_MM and len(in_shapes) >= 2 and len(in_shapes[0]) == 2 and len(in_shapes[1]) == 3:
@@ -673,43 +668,23 @@ def from_torch(
         "dtype": _graph_dtype(model, first),
         "mode": mode,
     }
+    asked, rnn = method, rnn_scopes(model)
+    method = "trace" if rnn else method  # torch.export keeps a whole RNN layer as one operator no rule costs
     with _CAPTURE_LOCK, grouped_mm_fallback():
         builder, used, export_error, calls = _capture(model, args, kwargs, gname, training, method, fused)
     # Python module calls of one forward, as the hooks counted them (the timeline's host lane)
     meta["module_calls"] = calls
     if used != method:
-        note = _fallback_note(gname, method, used, export_error)
+        note = fallback_note(gname, method, used, export_error)
         meta["capture_fallback"] = {"requested": method, "error": export_error, "note": note}
         meta["assumptions"] = [note]
-    return builder.build(capture=used, **meta)
+    return with_rnn_launches(builder.build(capture=used, **meta), rnn, asked)
+
+
 
 
 def _first_line(e: Exception, n: int) -> str:
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:n]}"
-
-
-def _fallback_note(gname: str, method: str, used: str, export_error: str | None) -> str:
-    """The assumption a capture that fell back to another method adds to the graph."""
-    how = ("by the dispatch-level trace on meta tensors" if used == "trace"
-           else "by running it once on the CPU with its own weights and random inputs")
-    if method == "export":
-        return f"torch.export failed for {gname} ({export_error}); featurized {how} instead"
-    return f"the meta-tensor trace of {gname} needs tensor values; featurized {how} instead"
-
-
-def without_capture_fallback(graph):
-    """``graph`` as the method that built it gives it: the fallback note and record dropped from
-    ``meta`` (what the cache stores under that method's key)."""
-    from ..ir import CostGraph
-
-    fb = graph.meta.get("capture_fallback")
-    if fb is None:
-        return graph
-    meta = {k: v for k, v in graph.meta.items() if k != "capture_fallback"}
-    notes = [a for a in meta.pop("assumptions", ()) if a != fb.get("note")]
-    if notes:
-        meta["assumptions"] = notes
-    return CostGraph(graph.nodes, graph.edges, graph.inputs, meta)
 
 
 def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused: bool = True):
@@ -784,9 +759,10 @@ def _needs_data(e: Exception) -> bool:
         return True
     msg = str(e)
     low = msg.lower()
-    # nonzero() and other value-sized operators (unique, masked_select) have no meta kernel
+    # nonzero() and other value-sized operators (unique, masked_select) have no meta kernel; a packed
+    # sequence's lengths must be "a 1D CPU int64 tensor, but got 1D meta Long tensor"
     return ("meta tensor" in msg or "data-dependent" in low or "data-independent" in low or "item()" in msg
-            or "no fake impl or meta kernel" in low)
+            or "no fake impl or meta kernel" in low or "cpu int64 tensor, but got" in low)
 
 
 def _graph_dtype(model, first) -> str:

@@ -81,3 +81,17 @@ def extra_launches(cols, n_graphs: int, device) -> list[int]:
             n = cols.nodes[i]
             out[g] += (batch_norm_kernels(n) if n.kind == "batch_norm" else conv_kernels(n)) - 1
     return out
+
+
+def launched_rows(graphs, n_rows, node: np.ndarray, host: np.ndarray, launch: int) -> None:
+    """The rows of nodes a graph lists in ``meta["launched_nodes"]`` (the kernels of one library call, a
+    cuDNN RNN's: :func:`costmodel.frontends.pytorch.with_rnn_launches`) cost a kernel launch on the host,
+    not an operator's dispatch: the host class ``launch`` (in place on ``host``)."""
+    listed = [g.meta.get("launched_nodes") for g in graphs]
+    if not any(listed):
+        return
+    start = np.concatenate([[0], np.cumsum(n_rows)]).astype(np.int64)
+    for g, ids in enumerate(listed):
+        if ids:
+            sl = slice(int(start[g]), int(start[g + 1]))
+            host[sl] = np.where(np.isin(node[sl], ids), launch, host[sl])

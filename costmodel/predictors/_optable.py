@@ -662,8 +662,8 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     kernel = np.where((f > 0) | (b > 0), 1.0, 0.0)
     host = np.where(back, _HOST_INDEX["backward"], _KIND_HOST[kind[idx]])
     node = (positions - np.repeat(cols.offsets[:-1], counts))[idx]
+    _launches.launched_rows(graphs, n_rows, node, host, _HOST_INDEX["launch"])
     energy = np.where(tensor, 0, 1)
-
     launches = _launches.extra_launches(cols, len(graphs), device)
     return _assemble(graphs, (per, launches), modes, cols, device, optimizer, (bw, sm, hw), n_rows,
                      (x, bound, kernel, host, energy, node, phase, busy, xd, stream))

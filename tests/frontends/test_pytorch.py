@@ -170,10 +170,10 @@ def test_a_capture_fallback_is_recorded_in_the_graph():
     assert g.meta["capture_fallback"]["requested"] == "export"
     (note,) = g.meta["assumptions"]
     assert note.startswith("torch.export failed for DataDependent (")
-    assert note.endswith("featurized by running it once on the CPU with its own weights and random inputs instead")
+    assert note.endswith("featurized by running it once on the CPU with its own weights and its inputs (seeded random values where an input has none) instead")
     t = from_torch(DataDependent(), torch.randn(3, 16), method="trace")
     assert t.meta["assumptions"] == ["the meta-tensor trace of DataDependent needs tensor values; featurized by "
-                                     "running it once on the CPU with its own weights and random inputs instead"]
+                                     "running it once on the CPU with its own weights and its inputs (seeded random values where an input has none) instead"]
     # a capture that did what was asked records nothing
     ok = from_torch(nn.Linear(4, 4), input_shape=(4,), batch=2)
     assert ok.meta["capture"] == "export" and "assumptions" not in ok.meta and "capture_fallback" not in ok.meta

@@ -1,0 +1,106 @@
+"""Recurrent layers: their work is recorded (torch.export kept each as one operator costed as free), and
+their per-step kernels are launched by one library call, not dispatched one by one. Scatters read the
+values they write, and an embedding bag the rows it pools."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import costmodel
+
+
+class _LSTM(nn.Module):
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.rnn = nn.LSTM(hidden, hidden, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def test_an_lstm_is_costed_by_its_per_step_work():
+    m = _LSTM()
+    g = costmodel.to_graph(m, batch=4, input_shape=(16, 64))  # export asked: it kept aten.lstm, at 0 FLOPs
+    assert g.meta["capture"] == "trace"
+    # 4 gates of (input + hidden) x hidden multiply-adds per step and sequence
+    gemm = 2 * 4 * 16 * 4 * (64 + 64) * 64
+    assert gemm <= g.flops <= 1.2 * gemm
+    assert g.meta["launched_nodes"] and any("recurrent layers (rnn)" in a for a in g.meta["assumptions"])
+    # latency follows the sequence (it was flat at the cost of the layers around the free operator)
+    short = costmodel.estimate(m, batch=4, input_shape=(16, 64), device="h100")
+    long = costmodel.estimate(m, batch=4, input_shape=(128, 64), device="h100")
+    assert long.latency_ms > 4 * short.latency_ms
+
+
+def test_the_kernels_of_an_rnn_call_are_launches_not_dispatches():
+    from costmodel.devices import get_device
+    from costmodel.predictors._optable import HOST_CLASSES, op_tables
+
+    g = costmodel.to_graph(_LSTM(), batch=2, input_shape=(32, 64))
+    dispatched = copy.deepcopy(g)
+    del dispatched.meta["launched_nodes"]
+    ids = set(g.meta["launched_nodes"])
+    for mode in ("inference", "training"):
+        a, b = op_tables([g, dispatched], get_device("h100"), modes=[mode, mode])
+        rows = [i for i, n in enumerate(a.node) if n in ids]
+        assert rows and {HOST_CLASSES[a.host_class[i]] for i in rows} == {"launch"}
+        assert "launch" not in {HOST_CLASSES[b.host_class[i]] for i in rows}
+
+
+def test_an_rnn_cell_in_a_python_loop_is_recorded():
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = nn.GRUCell(32, 32)
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[0], 32)
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+            return h
+
+    g = costmodel.to_graph(Loop(), batch=2, input_shape=(8, 32))
+    gemm = 2 * 8 * 2 * 3 * (32 + 32) * 32  # 3 gates, input and hidden, per step
+    assert g.flops >= gemm and g.meta["launched_nodes"]
+
+
+def test_a_packed_sequence_runs_once_on_the_cpu():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    class Packed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(16, 32, batch_first=True)
+
+        def forward(self, x, lengths):
+            _, (h, _) = self.rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+            return h[-1]
+
+    # the lengths must be a CPU int64 tensor: "got 1D meta Long tensor" was not taken as a need for values
+    g = costmodel.to_graph(Packed(), batch=4, inputs=(torch.randn(4, 12, 16), torch.tensor([12, 9, 5, 3])))
+    assert g.meta["capture"] == "trace-real" and g.flops > 0
+
+
+def test_a_scatter_reads_the_values_it_writes_and_a_bag_its_rows():
+    class Scatter(nn.Module):
+        def forward(self, x, idx, src):
+            return x.index_add(0, idx, src)
+
+    src = torch.randn(5000, 64)
+    g = costmodel.to_graph(Scatter(), batch=100, inputs=(torch.randn(100, 64), torch.randint(0, 100, (5000,)), src))
+    (n,) = [x for x in g.nodes if x.kind == "gather"]
+    assert n.bytes_read >= src.numel() * 4 and n.flops == src.numel()  # it read 96 % less: the values left out
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = nn.EmbeddingBag(100000, 64, mode="sum")
+
+        def forward(self, idx):
+            return self.e(idx)
+
+    g = costmodel.to_graph(Bag(), batch=32, inputs=(torch.randint(0, 100000, (32, 20)),))
+    (n,) = [x for x in g.nodes if x.kind == "embedding"]
+    assert n.bytes_read == pytest.approx(32 * 20 * 64 * 4 + 32 * 20 * 8, abs=33 * 8)  # 640 rows, the index (offsets)
