@@ -364,6 +364,15 @@ def spec_notes(model, seq: int | None = None) -> list[str]:
         notes.append(f"seq {seq:,} is past the {n:,} positions {spec.name} was trained on: costed as the same "
                      "layers over more tokens (rotary positions run on); whether the model is any good there, "
                      "or needs a rope_scaling in its config, is not costed")
+    if seq:
+        from ..llm import cached_tokens
+
+        held = cached_tokens(spec, seq)
+        windowed = sum(1 for t in held if 0 < t < seq)
+        if windowed:
+            notes.append(f"sliding-window attention: {windowed} of {len(held)} layers keep only the latest "
+                         f"{min(t for t in held if 0 < t < seq):,} of the {seq:,} tokens in their key/value cache "
+                         "(transformers' dynamic cache)")
     if spec.source.startswith(TEXT_DECODER_OF):
         outer = spec.source[len(TEXT_DECODER_OF):].split("; ", 1)[0]
         notes.append(f"a multimodal {outer} config: its text decoder ({spec.model_type}) is costed on the (batch, "

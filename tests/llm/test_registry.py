@@ -328,3 +328,20 @@ def test_a_mixture_of_experts_costs_its_active_experts_and_holds_them_all():
     assert held <= one["bytes_moved"] <= held + one["kv_cache_bytes"] + 6 * one["activation_bytes"] \
         + 2 * one["logits_bytes"]
     assert unread > 0.1 * one["weights_bytes"]
+
+
+def test_a_sliding_window_cache_is_named_in_the_notes():
+    from costmodel.estimate._api import spec_notes
+
+    (note,) = [n for n in spec_notes("mistral-7b", 8192) if "sliding-window" in n]
+    assert "32 of 32 layers keep only the latest 4,095 of the 8,192 tokens" in note
+    assert not [n for n in spec_notes("mistral-7b", 2048) if "sliding-window" in n]  # within the window
+    assert not [n for n in spec_notes("llama-2-7b", 4096) if "sliding-window" in n]
+
+
+@pytest.mark.parametrize("model_type, takes", [("whisper", "audio features"), ("vit", "pixel values")])
+def test_a_model_fed_no_token_ids_is_refused_by_name(model_type, takes):
+    # Whisper failed deep inside its trace ("'NoneType' object has no attribute 'shape'"), a ViT on its
+    # missing vocabulary size
+    with pytest.raises(InvalidInputError, match=rf"a '{model_type}' model takes {takes}, not token ids"):
+        resolve_llm({"model_type": model_type, "hidden_size": 64})
