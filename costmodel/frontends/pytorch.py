@@ -338,8 +338,12 @@ def make_inputs(model, inputs=None, *, input_shape=None, batch: int | None = Non
             raise InvalidInputError(
                 f"inputs must be a tensor, a tuple of tensors or a dict of tensors, got {type(inputs).__name__}"
             )
-        first = next((t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)), None)
+        vals = list(args) + list(kwargs.values())
+        first = next((t for t in vals if isinstance(t, torch.Tensor)), None)
         b = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
+        lead = vals[0] if vals else None
+        if isinstance(lead, (list, tuple)) and lead and all(isinstance(t, torch.Tensor) for t in lead):
+            b = len(lead)  # a list of images (a torchvision detector's input): one sample each
         return args, kwargs, b
     if input_shape is None:
         raise InvalidInputError(

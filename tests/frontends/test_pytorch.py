@@ -280,3 +280,21 @@ def test_a_tensor_no_device_holds_stops_the_capture_without_a_fallback():
         warnings.simplefilter("always")
         to_graph(net, batch=2**19, input_shape=(8,))
     assert not [w for w in seen if "falling back" in str(w.message)]  # the size is the answer; no trace tried
+
+
+def test_a_list_of_images_is_a_batch_of_that_many():
+    # a torchvision detector takes a list of images: its batch was read as the first image's channels
+    class PerImage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+
+        def forward(self, images):
+            return [self.conv(x[None]) for x in images]
+
+    imgs = [torch.randn(3, 16, 16) for _ in range(4)]
+    g = from_torch(PerImage(), (imgs,), method="trace")
+    assert g.meta["batch"] == 4
+    import costmodel
+
+    assert costmodel.estimate(PerImage(), batch=4, device="h100", inputs=(imgs,)).batch == 4
