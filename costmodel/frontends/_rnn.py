@@ -4,6 +4,7 @@ that fell back to another method adds."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..ir import numel
@@ -13,6 +14,30 @@ from ..ir import numel
 SCATTERS = frozenset({"scatter", "scatter_add", "scatter_reduce", "index_put", "index_add", "index_copy",
                       "masked_scatter", "_index_put_impl"})
 ACCUMULATING = frozenset({"scatter_add", "index_add"})
+
+
+#: the transforms the trace records, and the ``torch.fft`` functions torch.export keeps whole (their default dims)
+FFT_OPS = frozenset({"_fft_r2c", "_fft_c2r", "_fft_c2c"})
+FFT_COMPOSITES = {f"fft_{k}{v}": d for v, d in (("", (-1,)), ("2", (-2, -1)), ("n", None))
+                  for k in ("fft", "ifft", "rfft", "irfft")}
+
+
+def fft_flops(base: str, named: dict, in_shapes: list, out_shapes: list) -> float | None:
+    """The FLOPs of a Fourier transform: ``5 N log2 n`` for ``N`` complex points of transforms of length ``n``
+    (the radix-2 count), half of it for a real one (r2c, c2r); ``None`` for another operator."""
+    if (base not in FFT_OPS and base not in FFT_COMPOSITES) or not in_shapes:
+        return None
+    real_out = base == "_fft_c2r" or base.startswith("fft_irfft")
+    dims = named.get("dim") or (FFT_COMPOSITES.get(base, (-1,)) or tuple(range(1, len(in_shapes[0]))))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    shape = out_shapes[0] if real_out and out_shapes else in_shapes[0]
+    try:
+        n = math.prod(int(shape[d]) for d in dims)
+    except (IndexError, TypeError):
+        return None
+    points = numel(shape)
+    real = base in ("_fft_r2c", "_fft_c2r") or "rfft" in base
+    return (2.5 if real else 5.0) * points * math.log2(max(n, 2))
 
 
 def index_attrs(kind: str, base: str, named: dict, in_shapes: list) -> dict[str, Any]:

@@ -104,3 +104,17 @@ def test_a_scatter_reads_the_values_it_writes_and_a_bag_its_rows():
     g = costmodel.to_graph(Bag(), batch=32, inputs=(torch.randint(0, 100000, (32, 20)),))
     (n,) = [x for x in g.nodes if x.kind == "embedding"]
     assert n.bytes_read == pytest.approx(32 * 20 * 64 * 4 + 32 * 20 * 8, abs=33 * 8)  # 640 rows, the index (offsets)
+
+
+@pytest.mark.parametrize("method", ["trace", "export"])
+def test_a_fourier_transform_states_its_flops(method):
+    import math
+
+    class Spectral(nn.Module):
+        def forward(self, x):
+            return torch.fft.irfft2(torch.fft.rfft2(x) * 2, s=x.shape[-2:])
+
+    g = costmodel.to_graph(Spectral(), batch=4, input_shape=(8, 64, 64), method=method)
+    ffts = [n for n in g.nodes if "fft" in n.op]
+    # a real transform of 64 x 64 points, 32 of them: 2.5 N log2 n each way (they were free)
+    assert len(ffts) == 2 and all(n.flops == pytest.approx(2.5 * 4 * 8 * 64 * 64 * math.log2(64 * 64)) for n in ffts)
