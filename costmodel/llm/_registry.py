@@ -459,7 +459,9 @@ def _features(spec: LLMSpec, hidden: int, layers: int, heads: int, kv_heads: int
     inter = _first(cfg, ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim", "d_ff"))
     intermediate = int(inter) if inter else 4 * hidden
     vocab = _int_field(cfg, ("vocab_size",), spec, "vocabulary size")
-    max_pos = int(_first(cfg, ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")) or 0)
+    pos_keys = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")
+    # a config that leaves the positions out has its class's (Falcon-7B's 2,048, which it was read as 0)
+    max_pos = int(_first(cfg, pos_keys) or _config_default(spec, pos_keys) or 0)
     type_vocab = 0 if spec.causal else int(cfg.get("type_vocab_size") or 0)
     return {
         "hidden_size": hidden,

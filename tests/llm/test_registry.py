@@ -345,3 +345,13 @@ def test_a_model_fed_no_token_ids_is_refused_by_name(model_type, takes):
     # missing vocabulary size
     with pytest.raises(InvalidInputError, match=rf"a '{model_type}' model takes {takes}, not token ids"):
         resolve_llm({"model_type": model_type, "hidden_size": 64})
+
+
+def test_positions_a_config_leaves_out_are_its_class_default():
+    from costmodel.estimate._api import spec_notes
+
+    # Falcon-7B's config has no max_position_embeddings: it was read as 0, and 4,096 tokens passed unnoted
+    falcon = {"model_type": "falcon", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "multi_query": True, "vocab_size": 1000}
+    assert llm_features(resolve_llm(falcon))["max_position_embeddings"] == 2048
+    assert any("past the 2,048 positions" in n for n in spec_notes(falcon, 4096))
