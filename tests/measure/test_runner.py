@@ -416,12 +416,12 @@ def test_a_window_shorter_than_the_protocols_is_timed_again(monkeypatch):
     # a calibration 25x slower than the calls plans 10 calls, a 0.02 s window
     monkeypatch.setattr(P, "_calibrate", lambda step, d: 0.05)
     out = P._protocol(lambda: time.sleep(0.002), d)
-    assert out["window_replanned_from_s"] < 0.1
-    assert out["window_s"] >= 0.25 and out["iters"] >= 100
+    # timed again with the count planned from the short window's own latency: ~120 calls, not 10
+    assert out["window_replanned_from_s"] < 0.1 < out["window_s"] and out["iters"] > 50
     # a calibration that was right: timed once
     monkeypatch.setattr(P, "_calibrate", lambda step, d: 0.002)
     out = P._protocol(lambda: time.sleep(0.002), d)
-    assert "window_replanned_from_s" not in out and out["window_s"] >= 0.25
+    assert "window_replanned_from_s" not in out and out["iters"] == P.calls_for(0.002)
 
 
 def test_the_calibration_is_the_median_of_several_calls():
