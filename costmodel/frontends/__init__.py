@@ -132,7 +132,7 @@ def cached_graph(desc: dict, build, *, cache: bool = True) -> CostGraph:
     if cache:
         store, built_by = g, g.meta.get("capture")
         if "method" in desc and built_by is not None and built_by != desc["method"]:
-            from ._rnn import without_capture_fallback
+            from ._capture_rules import without_capture_fallback
 
             store, path = without_capture_fallback(g), _cache_path(dict(desc, method=built_by))
         try:

@@ -81,7 +81,7 @@ _reg("resize", "upsample_nearest1d upsample_nearest2d upsample_nearest3d upsampl
      "upsample_bicubic2d upsample_linear1d upsample_trilinear3d interpolate _upsample_nearest_exact2d "
      "_upsample_bilinear2d_aa grid_sampler grid_sampler_2d")
 _reg("embedding", "embedding embedding_bag _embedding_bag")
-# Fourier transforms: no kind of their own; their FLOPs are stated (5 N log2 n, ``frontends._rnn.fft_flops``)
+# Fourier transforms: no kind of their own; their FLOPs are stated (5 N log2 n, ``frontends._capture_rules.fft_flops``)
 _reg("other", "_fft_r2c _fft_c2r _fft_c2c " + " ".join(f"fft_{k}{v}" for v in ("", "2", "n")
                                                      for k in ("fft", "ifft", "rfft", "irfft")))
 _reg("gather", "gather take_along_dim index index_select index_put scatter scatter_add scatter_reduce masked_select "

@@ -54,7 +54,7 @@ from ._aten import IGNORED, base_name, lookup
 from ._builder import GraphBuilder
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import GROUPED_MM, grouped_mm_fallback
-from ._rnn import fallback_note, fft_flops, index_attrs, rnn_scopes, with_rnn_launches
+from ._capture_rules import fallback_note, fft_flops, index_attrs, rnn_scopes, with_rnn_launches
 from ._ssm import fused_flops
 from ._metacall import (_META_CACHE, ObjectKeys, _meta_call, _run_swapped, _tensor_leaves,
                         preserved_tensor_attributes)

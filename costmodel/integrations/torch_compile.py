@@ -107,13 +107,10 @@ class _LiftedInt(int):
         return int(self)
 
 
-def _batch_input(gm, kinds) -> int | None:
-    """:func:`_batch_symbol` as a position among all the graph's inputs (what the compiled code is
-    called with)."""
-    at = _batch_symbol(gm, kinds)
-    if at is None:
-        return None
-    return [i for i, k in enumerate(kinds) if k is None][at]
+def _batch_input(kinds, at: int | None) -> int | None:
+    """The data input ``at`` (:func:`_batch_symbol`) as a position among all the graph's inputs (what the
+    compiled code is called with)."""
+    return None if at is None else [i for i, k in enumerate(kinds) if k is None][at]
 
 
 def _concrete(t):
@@ -214,8 +211,9 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training, cuda_graphs
     mode = "training" if training else "inference"
     batch = next((int(t.shape[0]) for t in data if isinstance(t, torch.Tensor) and t.dim() > 0), 1)
     meta_inputs = tuple(_concrete(t) for t in data)
-    module = _module_with_state(gm, example_inputs, kinds, _batch_symbol(gm, kinds))
-    module.batch_input = _batch_input(gm, kinds)
+    at = _batch_symbol(gm, kinds)
+    module = _module_with_state(gm, example_inputs, kinds, at)
+    module.batch_input = _batch_input(kinds, at)
     g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
     g.meta["batch"] = batch
     amp = ambient_autocast()

@@ -54,13 +54,10 @@ def index_attrs(kind: str, base: str, named: dict, in_shapes: list) -> dict[str,
     return {}
 
 
-#: the modules whose forward runs as one library call on a GPU (cuDNN's RNN, the fused cells): the operators
-#: the trace records inside them are that call's kernels, launched from C++ with no dispatch of their own
-RNN_MODULES = ("RNNBase", "RNNCellBase")
-
-
 def rnn_scopes(model) -> list[str]:
-    """The module paths of ``model``'s recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their cells)."""
+    """The module paths of ``model``'s recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their cells):
+    each runs as one library call on a GPU (cuDNN's RNN, the fused cells), so the operators the trace records
+    inside them are that call's kernels, launched from C++ with no dispatch of their own."""
     import torch
 
     return [name for name, m in model.named_modules() if isinstance(m, (torch.nn.RNNBase, torch.nn.RNNCellBase))]
