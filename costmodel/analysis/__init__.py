@@ -12,11 +12,12 @@ from ._memory import (
     saved_activation_bytes,
 )
 from ._opcost import experts_hit, op_cost
-from ._roofline import RooflineConfig, RooflineResult, average_power_w, roofline, roofline_many
+from ._roofline import BACKWARD_FACTOR, RooflineConfig, RooflineResult, average_power_w, roofline, roofline_many
 from ._stepctx import AUTOCAST_DTYPES, check_autocast
 
 __all__ = [
     "AUTOCAST_DTYPES",
+    "BACKWARD_FACTOR",
     "MemoryBreakdown",
     "RooflineConfig",
     "RooflineResult",

@@ -56,7 +56,8 @@ class CostReport:
     ``usd_per_gpu_hour``, ``charged_usd_per_hour`` (the per-GPU share, or the
     instance price with ``whole_instance``), ``hours``, ``usd``, ``as_of``,
     ``verified`` and ``source``, cheapest first.  ``carbon_kg`` is ``None``
-    unless a region or intensity was given.
+    unless a region or intensity was given; ``carbon_region`` is ``None`` where
+    a given intensity replaced the region's.
     """
 
     model: str
@@ -131,9 +132,13 @@ class CostReport:
         if sl is not None:
             charge = (f"the MIG slice's share of a GPU, {sl[2]:.3g} (the larger of its compute and memory "
                       "fractions), of the per-GPU share of the instance")
-        lines += ["", f"cost, cheapest first (charged: {charge}; on-demand list prices):"]
         # a slice's rows are priced at its share of a GPU (usd_per_gpu_hour of the slice device)
         rate = "$/slice-h" if mig_slice_share(self.device) is not None else "$/GPU-h"
+        prices = "on-demand list prices"
+        if self.rows and self.rows[0]["provider"] == "given":  # price_per_gpu_hour_usd replaced the table
+            per = "slice-hour" if rate == "$/slice-h" else "GPU-hour"
+            charge, prices = f"the given price per {per}", "no price table"
+        lines += ["", f"cost, cheapest first (charged: {charge}; {prices}):"]
         hdr = (f"{'provider':<9}{'instance':<40}{'region':<13}{'GPUs':>5}{rate:>10}{'$/h charged':>12}"
                f"{'USD':>12}  {'as of':<8}verified")
         lines += [hdr, "-" * len(hdr)]
@@ -244,6 +249,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
     carbon_region = None if region is None else region_info(region)["region"]
     if carbon_intensity_g_per_kwh is not None:
         carbon_g(0.0, intensity_g_per_kwh=carbon_intensity_g_per_kwh)  # validates it
+        carbon_region = None  # the given intensity replaces the region's: the report names no region for it
 
     est = estimate(model, batch=batch, input_shape=input_shape, device=dev, mode=mode, dtype=dtype,
                    optimizer=optimizer, predictor=predictor, autocast=autocast)

@@ -102,9 +102,12 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
 
     ``predictor="analytic"`` times each forward operator with the analytic roofline (a point sits on
     its ceiling); ``"timeline"`` with the timeline predictor's learned efficiency under that roofline
-    (its ``operator_times``), so a point sits where the predictor expects the kernel to run.
+    (its ``operator_times``), so a point sits where the predictor expects the kernel to run. Either way
+    a point is the operator's forward pass: its FLOPs over its forward time (in a training step the
+    analytic roofline times each operator's forward and backward kernels together, about three times
+    the forward's work, which the node's FLOPs do not count).
     """
-    from ..analysis import roofline
+    from ..analysis import BACKWARD_FACTOR, roofline
     from ..devices import get_device
     from ..ir import category
 
@@ -113,7 +116,8 @@ def op_points(graph, device, *, mode: str | None = None, predictor: str = "analy
                                 f"{', '.join(OP_TIME_PREDICTORS)}")
     dev = get_device(device)
     res = roofline(graph, dev, mode=mode)
-    times = {t.node: (t.total_s, t.bound) for t in res.ops}
+    passes = 1.0 + (BACKWARD_FACTOR if (mode or graph.meta.get("mode", "inference")) == "training" else 0.0)
+    times = {t.node: (t.total_s / passes, t.bound) for t in res.ops}
     if predictor == "timeline":
         from ..predictors import get_predictor
 

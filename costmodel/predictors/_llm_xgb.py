@@ -420,7 +420,7 @@ def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, p
     closed-form costs of the workload (:func:`~costmodel.features.llm_feature_vector`). Not finished:
     the caller runs :func:`~costmodel.estimate.finish_estimate`.
     """
-    from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh
+    from ..economics.carbon import carbon_g, carbon_intensity_g_per_kwh, region_info
     from ..economics.pricing import cost_per_1k_samples_usd, cost_per_1m_tokens_usd, price_per_gpu_hour_usd
 
     power, held = held_power(dev, power, predictor)
@@ -442,8 +442,9 @@ def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, p
     return LLMEstimate(
         model=w.spec.name, device=dev.name, batch=w.batch, seq=w.seq, mode=w.mode, dtype=w.dtype,
         latency_ms=lat, tokens_s=tok, memory_mb=mem, power_w=power,
-        energy_j=e_sample, energy_j_per_call=e_call, carbon_g=carbon, region=region if intensity is None
-        else "custom", carbon_intensity_g_per_kwh=ci, cost_per_1k_samples_usd=c1k, cost_per_1m_tokens_usd=c1m,
+        energy_j=e_sample, energy_j_per_call=e_call, carbon_g=carbon,
+        region=region_info(region)["region"] if intensity is None else "custom", carbon_intensity_g_per_kwh=ci,
+        cost_per_1k_samples_usd=c1k, cost_per_1m_tokens_usd=c1m,
         price_per_gpu_hour_usd=p, mig_profile=None, predictor=predictor, predictor_version=version,
         params=int(c["params"]), flops=float(c["flops"]),
         details={"analytic": {k: c[k] for k in ("latency_ms", "memory_mb", "compute_ms", "memory_ms",

@@ -79,3 +79,12 @@ def test_carbon_errors_name_valid_choices():
         carbon_g(1.0, intensity_g_per_kwh=-5)
     with pytest.raises(InvalidInputError):
         carbon_intensity_g_per_kwh(None)  # type: ignore[arg-type]
+
+
+def test_every_price_table_region_has_a_carbon_intensity():
+    """The regions the cost table prints (an Azure row's eastus too) are regions --region takes."""
+    prices = json.loads((DATA / "gpu_prices.json").read_text())
+    for row in prices["instances"]:
+        info = region_info(row["region"])
+        assert info["g_co2e_per_kwh"] >= 0, row["instance"]
+    assert region_info("eastus")["region"] == "us-east-1"

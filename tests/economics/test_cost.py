@@ -184,3 +184,24 @@ def test_a_mig_slice_table_names_its_rate_per_slice(capsys):
     assert "$/slice-h" in out and "$/GPU-h" not in out
     row = next(line for line in out.splitlines() if line.startswith("gcp "))
     assert float(row.split()[4]) == pytest.approx(3.673 / 7, rel=1e-3)  # the larger of 1/7 compute, 1/8 memory
+
+
+def test_a_given_intensity_is_not_labelled_with_a_region():
+    """The intensity replaces the region's; the report must not print it beside the region's name (the table
+    read "us-east-1, 100 g/kWh", us-east-1's being 403)."""
+    rep = training_cost(MODEL, device="h100", steps=10, batch=8, predictor="analytic", region="virginia",
+                        carbon_intensity_g_per_kwh=100.0)
+    assert rep.carbon_region is None and rep.carbon_intensity_g_per_kwh == 100.0
+    assert rep.carbon_kg == pytest.approx(rep.energy_kwh * 0.1)
+    assert "(given intensity, 100 g/kWh)" in rep.table() and "us-east-1" not in rep.table().split("cost,")[0]
+    by_region = training_cost(MODEL, device="h100", steps=10, batch=8, predictor="analytic", region="virginia")
+    assert by_region.carbon_region == "us-east-1" and "(us-east-1, 403 g/kWh)" in by_region.table()
+
+
+@pytest.mark.parametrize("device, per", [("l40s", "GPU-hour"), ("a100-40gb 1g.5gb", "slice-hour")])
+def test_a_given_price_is_not_called_a_list_price_share(device, per):
+    rep = training_cost(MODEL, device=device, steps=10, batch=8, predictor="analytic", input_shape=(3, 32, 32),
+                        price_per_gpu_hour_usd=1.5)
+    head = next(line for line in rep.table().splitlines() if line.startswith("cost, cheapest first"))
+    assert f"the given price per {per}" in head
+    assert "list prices" not in head and "share" not in head

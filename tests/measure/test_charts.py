@@ -184,3 +184,19 @@ def test_operators_are_timed_against_the_measured_ceilings_drawn():
     assert ys and max(ys) <= 90.0e9 * (1 + 1e-9)
     with pytest.raises(InvalidInputError, match=r"profile measured a CPU .* is a GPU"):
         roofline_chart(_graph(), "h100", machine=prof)
+
+
+def test_training_points_are_the_forward_pass_on_the_same_roof():
+    """A training graph's node holds its forward FLOPs; its point is those FLOPs over the forward's time, so an
+    operator sits where it sits in inference, not at a third of it (the step's backward kernels timed in too)."""
+    m = nn.Sequential(nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 4096))
+    x = torch.randn(512, 4096)
+    infer = {p["node"]: p for p in op_points(from_torch(m, (x,)), "h100", mode="inference")}
+    train = {p["node"]: p for p in op_points(from_torch(m, (x,), mode="training"), "h100", mode="training")}
+    assert set(train) == set(infer)
+    for nid, p in train.items():
+        assert p["achieved_flops"] == pytest.approx(infer[nid]["achieved_flops"], rel=1e-6)
+    c = ceilings("h100")
+    big = max(train.values(), key=lambda p: p["flops"])  # a compute-bound GEMM: on its roof
+    assert big["bound"] == "compute"
+    assert big["achieved_flops"] >= 0.9 * min(c["compute"]["fp32"], big["intensity"] * c["memory"]["DRAM"])

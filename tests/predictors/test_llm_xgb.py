@@ -287,3 +287,15 @@ def test_weight_only_quantization_computes_at_the_fp16_rate():
     assert int8.details["analytic"]["compute_ms"] == pytest.approx(fp16.details["analytic"]["compute_ms"])
     assert int4.details["analytic"]["compute_ms"] == pytest.approx(fp16.details["analytic"]["compute_ms"])
     assert int8.latency_ms > 0.8 * fp16.latency_ms and int4.latency_ms > 0.8 * fp16.latency_ms
+
+
+def test_the_estimate_names_the_carbon_tables_region():
+    """An alias ('virginia') is reported as the table's region, as `costmodel cost` reports it."""
+    from costmodel import estimate_llm
+
+    e = estimate_llm("gpt2", batch=2, seq=64, device="h100", predictor="llm-xgb", region="virginia")
+    assert e.region == "us-east-1" and e.to_dict()["region"] == "us-east-1"
+    assert e.carbon_intensity_g_per_kwh == 403.0 and "(us-east-1, 403 g/kWh)" in e.table()
+    given = estimate_llm("gpt2", batch=2, seq=64, device="h100", predictor="llm-xgb", region="virginia",
+                         carbon_intensity_g_per_kwh=50.0)
+    assert given.region == "custom" and given.carbon_intensity_g_per_kwh == 50.0
