@@ -27,10 +27,13 @@ notes on CUDA memory management), with ``expandable_segments`` off:
   driver.
 
 With ``expandable_segments=True`` each pool holds one segment that grows (and
-is reserved) in 2 MiB pages as its tail is needed, so large requests no longer
-leave 20 MiB segments partly unused; the best-fit search and splitting are the
-same, except that a block is split whenever the remainder is at least 512
-bytes in either pool.
+is reserved) as its tail is needed, in pages of the pool's segment size: 2 MiB
+for the small pool, 20 MiB for the large one (``find_expandable_block`` makes
+the large pool's ``ExpandableSegment`` with ``kLargeBuffer`` pages). A large
+request of 10 MiB or more no longer gets a segment of its own, and freed space
+is reused across what would have been separate segments; the best-fit search
+and splitting are the same, except that a block is split whenever the
+remainder is at least 512 bytes in either pool.
 
 The reserved peak is a lower bound on what the driver reports: the CUDA
 context, the libraries' own allocations and NVML's view of them sit outside
@@ -74,8 +77,11 @@ LARGE_BUFFER = 20 * MIB
 MIN_LARGE_ALLOC = 10 * MIB
 #: larger requests get a segment of their own, rounded to this
 ROUND_LARGE = 2 * MIB
-#: page size an expandable segment grows by
-PAGE = 2 * MIB
+
+
+def page_size(small: bool) -> int:
+    """The granule an expandable segment of the small or the large pool maps (and reserves) at a time."""
+    return SMALL_BUFFER if small else LARGE_BUFFER
 
 
 def round_size(nbytes: int) -> int:
@@ -275,9 +281,10 @@ class CachingAllocator:
 
     def _grow(self, small: bool, size: int) -> _Block:
         """Expandable segments: extend the pool's one segment by whole pages at its tail."""
+        page = page_size(small)
         sid = self.tails.get(small)
         if sid is None:
-            grow = -(-size // PAGE) * PAGE
+            grow = -(-size // page) * page
             b = self._new_segment(small, grow)
             self.tails[small] = b.segment
             return b
@@ -286,7 +293,7 @@ class CachingAllocator:
         while last.next is not None:
             last = last.next
         have = last.size if last.free else 0
-        grow = -(-(size - have) // PAGE) * PAGE
+        grow = -(-(size - have) // page) * page
         self._reserve(grow)
         seg[1] += grow
         if last.free:

@@ -302,11 +302,15 @@ class _Recorder:
 
     def accumulation(self, old, out) -> None:
         """Autograd sums two gradients for one input (``InputBuffer::accumulate``) in place, into the
-        first, when it holds the last reference to it; for a tensor subclass, which fake tensors are,
-        it adds out of place instead. So an ``add`` in the backward pass whose first operand's storage
-        dies before the next operator (the buffer dropped it for the sum) is folded back: the sum
-        takes over the first operand's block, and neither the add's allocation nor that free is
-        recorded. An ``add`` whose first operand lives on was out of place for real too."""
+        first, when it holds the last reference to it and its storage; for a tensor subclass, which fake
+        tensors are, it adds out of place instead. So an ``add`` in the backward pass whose first
+        operand's storage dies before the next operator (the buffer dropped it for the sum) is folded
+        back: the sum takes over the first operand's block, and neither the add's allocation nor that
+        free is recorded. An ``add`` whose first operand lives on was out of place for real too, and so
+        was one whose first operand is a view: its base holds a second reference to the storage (the
+        gradient of a weight used through ``t()``, as a linear layer's is, a bias's that ``sum_to``
+        reshaped), so a weight shared by two layers, a recurrent layer's weights used at every step and
+        tied embeddings get their gradients summed into a new block."""
         import torch
 
         if torch.is_grad_enabled() or not (isinstance(old, torch.Tensor) and isinstance(out, torch.Tensor)):
@@ -317,7 +321,7 @@ class _Recorder:
         if old_entry is None or new_entry is None or old_entry[0] <= 0 or new_entry[1] is None:
             return
         if old.untyped_storage().nbytes() != out.untyped_storage().nbytes() or old.dtype != out.dtype \
-                or not old.is_contiguous():
+                or not old.is_contiguous() or old._is_view():
             return
         self.pending = (old.untyped_storage()._cdata, old_entry[0], new_ptr, new_entry[0])
 

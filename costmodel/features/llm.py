@@ -47,10 +47,10 @@ from ..ir import LLM_DTYPES, LLM_MODES
 from ..llm import (
     DTYPE_BYTES,
     LLMSpec,
-    cached_tokens,
     has_learned_positions,
     is_encoder_decoder,
     is_gated,
+    kv_cache_bytes,
     llm_features,
     moe_layout,
     param_count_estimate,
@@ -316,9 +316,12 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     linear_macs = tokens * (L * layer_linear + head)
     attn_macs = 2 * w.batch * q_len * w.context * q_dim * L
     weights_bytes = params * b
+    if a_b != b:  # the token embedding, a learned position table and the LM head stay in fp16
+        kept = unquantized_params(w.spec)
+        weights_bytes = (params - kept) * b + kept * a_b
     # the cache as transformers keeps it: every token, the window of a sliding-window layer, none in a
     # state-space or linear-attention layer
-    kv_bytes = (2 * w.batch * sum(cached_tokens(w.spec, w.context)) * kv_dim * a_b
+    kv_bytes = (float(kv_cache_bytes(w.spec, w.batch, w.context, a_b))
                 if w.spec.causal and w.mode in ("prefill", "decode") else 0.0)
     # eager attention materializes scores (and the relative-position terms of DeBERTa's c2p/p2c)
     eager = w.spec.model_type in EAGER_ATTENTION_TYPES
@@ -365,6 +368,20 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
         "memory_ms": memory_s * 1e3, "launch_ms": max(host_s, launch_s) * 1e3, "kernels": float(kernels),
         "latency_ms": latency_s * 1e3, "memory_mb": memory_mb,
     }
+
+
+def unquantized_params(spec: LLMSpec) -> int:
+    """Parameters weight-only quantization leaves in fp16: it replaces the linear layers of the blocks
+    (bitsandbytes, GPTQ, AWQ), not the token embedding, a learned position or token-type table, or the LM
+    head (transformers keeps the output embedding out of the conversion)."""
+    f = llm_features(spec)
+    h, vocab = f["hidden_size"], f["vocab_size"]
+    kept = vocab * h + f["type_vocab_size"] * h
+    if has_learned_positions(spec):
+        kept += f["max_position_embeddings"] * h
+    if (spec.causal or is_encoder_decoder(spec)) and not f["tie_word_embeddings"]:
+        kept += vocab * h
+    return int(kept)
 
 
 # ------------------------------------------------------------------ features

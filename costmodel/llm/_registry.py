@@ -479,7 +479,10 @@ def _features(spec: LLMSpec, hidden: int, layers: int, heads: int, kv_heads: int
 
 
 def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float | str = 2) -> float:
-    """Size of the key/value cache: ``2 * layers * batch * seq * kv_heads * head_dim * dtype_bytes``.
+    """Size of the key/value cache: ``2 * layers * batch * seq * kv_heads * head_dim * dtype_bytes``, or for
+    multi-head latent attention (DeepSeek-V2/V3, MiniCPM3: a config with ``kv_lora_rank``) the compressed
+    latent and the rotary key transformers caches, ``layers * batch * seq * (kv_lora_rank + qk_rope_head_dim)
+    * dtype_bytes``; a sliding-window or state layer holds the tokens :func:`cached_tokens` says.
 
     Args:
         spec: an :class:`LLMSpec` or anything :func:`resolve_llm` accepts.
@@ -502,9 +505,18 @@ def kv_cache_bytes(spec: LLMSpec | Any, batch: int, seq: int, dtype_bytes: float
             )
         dtype_bytes = DTYPE_BYTES[key]
     positive_number(dtype_bytes, "dtype_bytes")  # checked only: an int stays an int below
-    f = llm_features(spec)
-    n = 2 * batch * sum(cached_tokens(spec, seq)) * f["num_kv_heads"] * f["head_dim"] * dtype_bytes
+    n = batch * sum(cached_tokens(spec, seq)) * _cached_width(resolve_llm(spec)) * dtype_bytes
     return int(n) if float(n).is_integer() else float(n)
+
+
+def _cached_width(spec: LLMSpec) -> int:
+    """Elements one token adds to one attention layer's cache: keys and values of every key/value head, or
+    multi-head latent attention's compressed latent and rotary key (cached before the per-head expansion)."""
+    latent = _field(spec, "kv_lora_rank")
+    if latent:
+        return int(latent) + int(_field(spec, "qk_rope_head_dim", 0))
+    f = llm_features(spec)
+    return 2 * f["num_kv_heads"] * f["head_dim"]
 
 
 def cached_tokens(spec: LLMSpec | Any, seq: int) -> list[int]:
@@ -584,15 +596,27 @@ def moe_layout(spec: LLMSpec | Any) -> dict[str, int] | None:
 def is_gated(spec: LLMSpec) -> bool:
     """Whether the MLP is gated (gate, up and down projections: the Llama-style families)."""
     mt = spec.model_type
-    return mt in _GATED_TYPES or (mt not in _ROTARY_TYPES and spec.config.get("hidden_act") == "silu")
+    # a config that leaves the activation out has its class's (DeepSeek-V2/V3's SiLU)
+    return mt in _GATED_TYPES or (mt not in _ROTARY_TYPES and _field(spec, "hidden_act") == "silu")
+
+
+#: model types with no absolute position table that name no rotary field either (ALiBi, or a hybrid whose
+#: state-space layers carry the order)
+_NO_POSITION_TABLE_TYPES = frozenset({"bloom", "mpt", "jamba"})
+#: config fields that only a rotary-position model sets (``rope_parameters`` in transformers 5)
+_ROTARY_FIELDS = ("rope_parameters", "rope_theta", "rope_scaling", "rotary_dim", "rotary_pct", "rotary_emb_base")
 
 
 def has_learned_positions(spec: LLMSpec) -> bool:
-    """Whether the model has a learned absolute position table (which caps the sequence length)."""
+    """Whether the model has a learned absolute position table (which caps the sequence length): not the
+    rotary families, nor any model whose config or config class sets a rotary field (DeepSeek-V2/V3, SmolLM3,
+    GLM-4, CodeGen, ...), nor an ALiBi or hybrid state-space model."""
     cfg, mt = spec.config, spec.model_type
     if mt == "deberta-v2":
         return bool(cfg.get("position_biased_input", True))
-    return mt not in _ROTARY_TYPES and not cfg.get("sinusoidal_pos_embds")
+    if mt in _ROTARY_TYPES or mt in _NO_POSITION_TABLE_TYPES or cfg.get("sinusoidal_pos_embds"):
+        return False
+    return _first(cfg, _ROTARY_FIELDS) is None and _config_default(spec, _ROTARY_FIELDS) is None
 
 
 def _mamba_params(spec: LLMSpec, f: dict) -> int:

@@ -103,13 +103,28 @@ def test_a_block_in_use_keeps_its_segment_reserved():
     assert a.stats.reserved_bytes == LARGE_BUFFER
 
 
-def test_expandable_segments_grow_by_pages_instead_of_20mib_segments():
+def test_expandable_segments_grow_one_segment_instead_of_taking_new_ones():
     ev = [Event("alloc", i, 3 * MIB) for i in range(3)]
     assert replay(ev).peak_reserved_bytes == LARGE_BUFFER
-    assert replay(ev, expandable_segments=True).peak_reserved_bytes == 10 * MIB  # 3 x 3 MiB -> 5 pages
+    assert replay(ev, expandable_segments=True).peak_reserved_bytes == LARGE_BUFFER  # one large page holds 9 MiB
+    # a request of 10 MiB or more gets no segment of its own: a freed block's space is grown into
+    ev = [Event("alloc", 1, 12 * MIB), Event("free", 1), Event("alloc", 2, 14 * MIB)]
+    assert replay(ev).peak_reserved_bytes == 26 * MIB
+    assert replay(ev, expandable_segments=True).peak_reserved_bytes == LARGE_BUFFER
     # a free tail is extended rather than left behind
-    ev = [Event("alloc", 1, 3 * MIB), Event("alloc", 2, 3 * MIB), Event("free", 2), Event("alloc", 3, 5 * MIB)]
-    assert replay(ev, expandable_segments=True).peak_reserved_bytes == 8 * MIB
+    ev = [Event("alloc", 1, 15 * MIB), Event("alloc", 2, 3 * MIB), Event("free", 2), Event("alloc", 3, 8 * MIB)]
+    assert replay(ev, expandable_segments=True).peak_reserved_bytes == 2 * LARGE_BUFFER
+
+
+def test_an_expandable_segment_maps_pages_of_its_pools_segment_size():
+    # PyTorch makes the large pool's expandable segment with kLargeBuffer (20 MiB) pages and the small
+    # pool's with kSmallBuffer (2 MiB) ones: a 12 MiB request maps one 20 MiB page, not six of 2 MiB
+    st = replay([Event("alloc", 1, 12 * MIB)], expandable_segments=True)
+    assert st.peak_reserved_bytes == LARGE_BUFFER
+    st = replay([Event("alloc", 1, 21 * MIB)], expandable_segments=True)
+    assert st.peak_reserved_bytes == 2 * LARGE_BUFFER
+    st = replay([Event("alloc", i, 600 * 1024) for i in range(4)], expandable_segments=True)
+    assert st.peak_reserved_bytes == 2 * SMALL_BUFFER  # 2.4 MiB of small blocks: two 2 MiB pages
 
 
 def test_reset_peak_restarts_from_the_current_state():

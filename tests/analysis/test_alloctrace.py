@@ -110,6 +110,29 @@ def test_a_gradient_summed_from_two_uses_reuses_the_first_gradients_block():
     assert len(keys) == len(set(keys))
 
 
+class _Tied(nn.Module):
+    """An embedding whose weight the output projection shares (tied weights, as a language model's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out = nn.Embedding(1000, 64), nn.Linear(64, 1000, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(torch.tanh(self.emb(ids)))
+
+
+def test_a_gradient_that_is_a_view_is_summed_into_a_new_block():
+    # the output projection's gradient for the shared weight is t() of a matrix product: a view whose base
+    # holds the storage too, so autograd cannot add the embedding's gradient into it and allocates the sum
+    tr = trace_module(_Tied(), torch.zeros(4, 16, dtype=torch.long), training=True, optimizer="sgd")
+    weight_bytes = 1000 * 64 * 4
+    sums = [e for e in _allocs(tr, "backward") if e.op == "add.Tensor"]
+    assert [e.nbytes for e in sums] == [weight_bytes] * 2  # one per step
+    keys = [e.key for e in tr.events if e.kind == "free"]
+    assert len(keys) == len(set(keys))
+
+
 def test_half_precision_replays_the_conversion_and_halves_the_weights():
     m = _mlp()
     tr = trace_module(m, torch.zeros(4, 16), dtype="fp16")

@@ -145,3 +145,16 @@ def test_structure_table_is_computed_in_memory_and_written_only_where_asked(tmp_
     assert F.structure_key(spec) in json.loads(out.read_text())["structures"]
     assert hashlib.sha1(F.STRUCTURE_PATH.read_bytes()).digest() == hashlib.sha1(shipped).digest()
     assert F.structure_key(spec) not in F._shipped_table()
+
+
+@pytest.mark.parametrize("name, embedding_params", [("llama-3-8b", 2 * 128256 * 4096), ("gemma-2b", 256000 * 2048)])
+def test_weight_only_quantization_keeps_the_embeddings_and_head_in_fp16(name, embedding_params):
+    # bitsandbytes, GPTQ and AWQ quantize the blocks' linear layers: Llama-3-8B's int4 weights were put at
+    # 4.02 GB (every parameter at half a byte), where its fp16 embedding and untied head alone hold 2.1 GB
+    fp16 = analytic_costs(llm_workload(name, batch=1, seq=512, mode="decode", dtype="fp16"), H200)
+    params = fp16["params"]
+    for dtype, nbytes in (("int8", 1), ("int4", 0.5)):
+        c = analytic_costs(llm_workload(name, batch=1, seq=512, mode="decode", dtype=dtype), H200)
+        assert c["weights_bytes"] == pytest.approx((params - embedding_params) * nbytes + embedding_params * 2)
+        assert c["kv_cache_bytes"] == fp16["kv_cache_bytes"]  # the cache stays fp16 too
+    assert fp16["weights_bytes"] == 2 * params

@@ -355,3 +355,43 @@ def test_positions_a_config_leaves_out_are_its_class_default():
               "multi_query": True, "vocab_size": 1000}
     assert llm_features(resolve_llm(falcon))["max_position_embeddings"] == 2048
     assert any("past the 2,048 positions" in n for n in spec_notes(falcon, 4096))
+
+
+#: decoders with rotary positions whose model types are outside the built-in families: their configs name a
+#: rotary field (SmolLM3's rope parameters, CodeGen's rotary_dim), and they hold no position table
+ROTARY_ELSEWHERE = {
+    "smollm3": dict(_SMALL, max_position_embeddings=65536, tie_word_embeddings=True, pad_token_id=0),
+    "codegen": {"n_embd": 256, "n_layer": 2, "n_head": 4, "vocab_size": 1000, "n_positions": 2048,
+                "rotary_dim": 32, "tie_word_embeddings": False},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(ROTARY_ELSEWHERE))
+def test_rotary_models_outside_the_known_families_hold_no_position_table(model_type):
+    from costmodel.estimate._api import spec_notes
+    from costmodel.features import llm_workload
+    from costmodel.llm import has_learned_positions
+
+    cfg = dict(ROTARY_ELSEWHERE[model_type], model_type=model_type)
+    model, _ = build_hf_model(model_type, cfg, causal=True)
+    spec = resolve_llm(cfg)
+    # SmolLM3's count carried a 65,536 x 256 table it does not have: 17,956,352 against 1,436,928 built
+    assert not has_learned_positions(spec)
+    assert param_count_estimate(spec) == pytest.approx(_n_params(model), rel=2e-3)
+    # past its positions: noted, as for Llama, not refused as if a learned table capped it
+    n = llm_features(spec)["max_position_embeddings"]
+    assert llm_workload(spec, batch=1, seq=2 * n, mode="prefill").seq == 2 * n
+    assert any(f"past the {n:,} positions" in note for note in spec_notes(spec, 2 * n))
+
+
+def test_a_mixture_of_experts_config_leaving_its_activation_out_is_gated():
+    # DeepSeek-V2-Lite's layout with the activation left to the config class (SiLU): it was read as an
+    # ungated dense stack with a learned table of 163,840 positions, 2.42 B parameters for 15.7 B
+    cfg = {"model_type": "deepseek_v2", "hidden_size": 2048, "intermediate_size": 10944,
+           "moe_intermediate_size": 1408, "n_routed_experts": 64, "n_shared_experts": 2, "num_experts_per_tok": 6,
+           "num_hidden_layers": 27, "num_attention_heads": 16, "num_key_value_heads": 16,
+           "first_k_dense_replace": 1, "kv_lora_rank": 512, "q_lora_rank": None, "qk_nope_head_dim": 128,
+           "qk_rope_head_dim": 64, "v_head_dim": 128, "vocab_size": 102400, "tie_word_embeddings": False,
+           "max_position_embeddings": 163840}
+    # published 15,706,484,224; the multi-head latent attention is counted as plain attention (0.5 % over)
+    assert param_count_estimate(cfg) == pytest.approx(15_706_484_224, rel=0.01)
