@@ -10,10 +10,28 @@ from typing import Any
 import tvm
 from tvm import relax
 
+from .. import _errors
 from .._errors import InvalidInputError
 from ..ir import MODES
 
 log = logging.getLogger("costmodel.tvm")
+
+
+def _register_errors() -> None:
+    """Make costmodel's errors cross TVM's FFI as themselves: an exception a Python pass raises comes back
+    to the caller of the pass through TVM's C++ pass infrastructure, which turns an unregistered class into a
+    plain ``RuntimeError`` (``strict=True`` would raise ``RuntimeError`` for a ``DynamicShapeError``)."""
+    try:
+        from tvm_ffi import register_error
+    except ImportError:  # pragma: no cover - TVM before the tvm_ffi split
+        from tvm.error import register_error
+    for name in dir(_errors):
+        cls = getattr(_errors, name)
+        if isinstance(cls, type) and issubclass(cls, _errors.CostModelError):
+            register_error(f"costmodel.{name}", cls)
+
+
+_register_errors()
 
 
 def _relax_functions(mod) -> list[str]:
@@ -44,6 +62,14 @@ def estimate_module(mod, *, device: str = "h100", predictor=None, batch: int | N
         return est  # the pass reports what it lacks (see _attrs_of)
     est = graph_memory_into(est, graph, dev, mode=mode, learns_memory=getattr(pred, "learns_memory", True))
     return with_notes(est, host_notes) if host_notes else est
+
+
+def _check_bindings(bindings) -> None:
+    from .._validate import is_int
+
+    if bindings is not None and not (isinstance(bindings, dict) and all(
+            isinstance(k, str) and is_int(v) and v > 0 for k, v in bindings.items())):
+        raise InvalidInputError(f"bindings must map shape-variable names to positive ints, got {bindings!r}")
 
 
 def _attrs_of(est) -> dict[str, Any]:
@@ -124,6 +150,7 @@ class AnnotatePerformance:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
         if batch is not None:
             check_batch(batch)
+        _check_bindings(bindings)  # a bad value fails here, not as a warning in every compile
         self.device = get_device(device)  # unknown names fail here, with suggestions
         # a missing or damaged host profile fails here, like an unknown device
         self.predictor, host_notes = with_host_profile(get_predictor(predictor), host)

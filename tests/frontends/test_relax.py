@@ -206,3 +206,100 @@ def test_flip_is_a_copy_of_its_input():
     copies = [n for n in g.nodes if n.kind == "copy"]
     assert len(copies) == 1 and copies[0].out_shapes[0] == (2, 7, 5)
     assert copies[0].bytes_read >= 2 * 7 * 5 * 4 and copies[0].bytes_written == 2 * 7 * 5 * 4
+
+
+def test_called_function_binds_its_own_symbolic_dims_from_the_call():
+    """A callee written with its own shape variable (``m``, where ``main`` has ``n``) takes the call's argument
+    shapes: before, its bindings asked for a ``bindings={'m': ...}`` that ``main`` then refused."""
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def block(x: R.Tensor(("m", 64), "float32"), w: R.Tensor((64, 64), "float32")) -> R.Tensor(("m", 64), "float32"):
+            with R.dataflow():
+                y = R.matmul(x, w)
+                z = R.nn.relu(y)
+                R.output(z)
+            return z
+
+        @R.function
+        def main(x: R.Tensor(("n", 64), "float32"), w: R.Tensor((64, 64), "float32")) -> R.Tensor(("n", 64), "float32"):
+            cls = Mod
+            with R.dataflow():
+                a = cls.block(x, w)
+                b = R.add(a, x)
+                R.output(b)
+            return b
+
+    flops = 2 * 4 * 64 * 64 + 4 * 64 + 4 * 64  # matmul, relu, add
+    assert from_relax(Mod, batch=4).flops == flops
+    assert from_relax(Mod, bindings={"n": 4}).flops == flops
+    assert [n.out_shapes[0] for n in from_relax(Mod, batch=4).nodes] == [(4, 64)] * 3
+
+
+def test_weight_broadcast_to_the_batch_is_read_once():
+    """``linear`` on a 3-D input (nn.MultiheadAttention's in-projection) imports as ``broadcast_to(w^T, (L, K, N))``
+    then matmul: the matmul read the weight once per batch row (32x its bytes here), not once."""
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((32, 2, 16), "float32"), v: R.Tensor((1, 2, 16), "float32"),
+                 w: R.Tensor((16, 8), "float32")):
+            R.func_attr({"num_input": 2})
+            with R.dataflow():
+                wb = R.broadcast_to(w, R.shape([32, 16, 8]))
+                y = R.matmul(x, wb)
+                u = R.broadcast_to(w, R.shape([4, 16, 8]))  # a broadcast that sets the output's batch stays
+                z = R.matmul(v, u)
+                R.output(y, z)
+            return (y, z)
+
+    g = from_relax(Mod)
+    mm = [n for n in g.nodes if n.kind == "matmul"]
+    assert mm[0].in_shapes[1] == (16, 8)
+    assert mm[0].bytes_read == (32 * 2 * 16 + 16 * 8) * 4 and mm[0].flops == 2 * 32 * 2 * 16 * 8
+    assert mm[1].out_shapes[0] == (4, 2, 8) and mm[1].flops == 2 * 4 * 2 * 16 * 8
+
+    layer = nn.TransformerEncoderLayer(32, 2, 64, batch_first=True).eval()
+    x = torch.randn(2, 16, 32)
+    gr = from_relax(from_exported_program(_export(layer, (x,)), keep_params_as_input=True))
+    gt = from_torch(layer, (x,)).fold_constants()
+    read = [sum(n.bytes_read for n in g.nodes if n.kind == "matmul") for g in (gr, gt)]
+    assert read[0] == read[1]
+
+
+def test_module_lowered_by_the_build_is_refused_naming_the_fix():
+    """After ``relax.get_pipeline`` a function holds allocations and VM builtins; the error said
+    ``unsupported constant R.dtype("uint8")``."""
+    model, x = nn.Linear(16, 8), torch.randn(4, 16)
+    mod = from_exported_program(_export(model, (x,)), keep_params_as_input=True)
+    with tvm.target.Target("llvm"):
+        lowered = relax.get_pipeline("default")(mod)
+    with pytest.raises(InvalidInputError, match=r"already lowered for the VM \(it calls relax\.vm\.alloc_storage\)"
+                                                r".*before LegalizeOps"):
+        from_relax(lowered)
+    assert from_relax(relax.transform.LegalizeOps()(mod)).num_nodes > 0  # legalized, not lowered: still read
+
+
+@pytest.mark.parametrize("keep_params", [True, False])
+def test_second_input_of_another_leading_size_is_data(keep_params):
+    """Two inputs of different leading sizes (image rows, text tokens): the second was taken for a weight
+    and its branch folded away (FLOPs 33344 instead of 195968, its 77 x 16 values counted as parameters)."""
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(32, 64), nn.Linear(16, 64)
+
+        def forward(self, img, txt):
+            return self.a(img).mean(0) + self.b(txt).mean(0)
+
+    model, args = Two().eval(), (torch.randn(8, 32), torch.randn(77, 16))
+    gr = from_relax(from_exported_program(_export(model, args), keep_params_as_input=keep_params))
+    gt = from_torch(model, args)
+    assert gr.flops == gt.flops > 2 * 8 * 32 * 64 + 2 * 77 * 16 * 64  # both linear layers
+    assert gr.params == gt.params == 32 * 64 + 64 + 16 * 64 + 64

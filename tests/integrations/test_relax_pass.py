@@ -269,3 +269,40 @@ def test_an_error_warning_filter_does_not_break_the_pass():
         warnings.simplefilter("error")
         out = tvm_passes.AnnotatePerformance(device="h100", predictor=_ReturnsNone())(mod)
     assert structural_equal(out, mod)
+
+
+def _symbolic_module():
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor(("n", 8), "float32")) -> R.Tensor(("n", 8), "float32"):
+            with R.dataflow():
+                y = R.nn.relu(x)
+                R.output(y)
+            return y
+
+    return Mod
+
+
+def test_strict_raises_the_costmodel_error_through_tvm():
+    """The pass runs inside TVM's C++ pass infrastructure, which turned every error it raised into a
+    ``RuntimeError``: ``except DynamicShapeError`` (or ``InvalidInputError``) never caught it."""
+    from costmodel import DynamicShapeError
+
+    p = tvm_passes.AnnotatePerformance(device="h100", predictor="analytic", strict=True)
+    with pytest.raises(DynamicShapeError, match="symbolic dimension 'n'"):
+        p(_symbolic_module())
+    with pytest.raises(InvalidInputError, match="symbolic dimension 'n'"):
+        tvm.transform.Sequential([p])(_symbolic_module())
+
+
+def test_bad_bindings_fail_when_the_pass_is_created():
+    """Like an unknown device or a bad batch: before, the pass was created and every compile warned."""
+    for bad in ({"n": 0}, {"n": "4"}, [("n", 4)]):
+        with pytest.raises(InvalidInputError, match="bindings must map shape-variable names to positive ints"):
+            tvm_passes.AnnotatePerformance(device="h100", predictor="analytic", bindings=bad)
+    p = tvm_passes.AnnotatePerformance(device="h100", predictor="analytic", bindings={"n": 4})
+    assert tvm_passes.read_annotations(p(_symbolic_module()))["perf.batch"] == 4

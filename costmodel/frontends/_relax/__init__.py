@@ -59,6 +59,12 @@ def to_onnx_proto(mod, *, func: str = "main", bindings: dict[str, int] | None = 
     w.bind_symbols_from_inputs(fn)
     w.run()
     _canonicalize(w)
+    if w.explicit_inputs or w.const_inputs:
+        # the data parameters are known (``num_input``, or the weights are constants): a second input of another
+        # leading size (text tokens beside an image) must not be guessed to be a weight and folded away
+        for vi in w.inputs:
+            if vi.name not in w.weights:
+                vi.metadata_props.add(key="pkg.torch.export.graph_signature.InputSpec.kind", value="USER_INPUT")
     for vi in w.const_inputs:
         et = vi.type.tensor_type.elem_type
         kind = "PARAMETER" if et in (1, 10, 11, 16) and vi.name not in w.buffers else "CONSTANT_TENSOR"

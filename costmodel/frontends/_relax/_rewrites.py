@@ -28,6 +28,7 @@ def _canonicalize(w: _RelaxWalker) -> None:
     def single(name):
         return len(uses.get(name, [])) == 1 and name not in outputs
 
+    _matmul_broadcast(w, prod)
     _batched_matmul(w, prod, uses, single, rename, drop)
     _conv_bias(w, prod, uses, single, rename, drop)
     _layout_chains(w, prod, uses, single, rename, drop)
@@ -36,6 +37,35 @@ def _canonicalize(w: _RelaxWalker) -> None:
     if rename or drop:
         _apply(w, rename, drop)
     _dead_code(w)
+
+
+def _matmul_broadcast(w: _RelaxWalker, prod: dict) -> None:
+    """A matmul operand ``broadcast_to`` a batch shape (the importer's ``linear`` on a 3-D input broadcasts
+    the 2-D weight to ``(batch, K, N)``) is read as it is: the matmul broadcasts its batch dimensions
+    itself, and the kernel reads the weight once, not once per batch row. (The unread ``Expand`` goes
+    with the dead code.)"""
+    import numpy as np
+
+    for n in w.nodes:
+        if n.op_type != "MatMul":
+            continue
+        for i in (0, 1):
+            p = prod.get(n.input[i])
+            if p is None or p.op_type != "Expand":
+                continue
+            src, shapes = p.input[0], [w.shapes.get(x) for x in n.input[:2]]
+            s = w.shapes.get(src)
+            if s is None or None in shapes or len(s) < 2 or tuple(s[-2:]) != tuple(shapes[i][-2:]):
+                continue
+            new = list(shapes)
+            new[i] = s
+            try:
+                same = (np.broadcast_shapes(*(tuple(x[:-2]) for x in new))
+                        == np.broadcast_shapes(*(tuple(x[:-2]) for x in shapes)))
+            except ValueError:
+                continue
+            if same and len(shapes[1 - i]) >= 2:
+                n.input[i] = src
 
 
 def _batched_matmul(w: _RelaxWalker, prod: dict, uses: dict, single, rename: dict, drop: set) -> None:

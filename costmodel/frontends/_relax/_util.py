@@ -179,3 +179,25 @@ def _live_bindings(relax, tvm, blocks, result) -> set:
                 mark(x)
         # Constants and other values have no operands to keep alive
     return live
+
+
+#: operators a Relax function holds only once the build has lowered it (explicit allocations, VM builtins)
+_LOWERED_OPS = frozenset({"relax.builtin.alloc_tensor", "relax.memory.alloc_storage", "relax.memory.alloc_tensor",
+                          "relax.memory.kill_storage", "relax.memory.kill_tensor"})
+
+
+def _lowered_op(func) -> str | None:
+    """The first operator of ``func`` that only a lowered function holds (``R.builtin.alloc_tensor``,
+    ``R.vm.alloc_storage``, a ``vm.builtin.*`` packed call), or None for a graph-level function."""
+    for blk in getattr(func.body, "blocks", []):
+        for b in blk.bindings:
+            v = b.value
+            if type(v).__name__ != "Call":
+                continue
+            name = getattr(v.op, "name", None)
+            if isinstance(name, str) and (name in _LOWERED_OPS or name.startswith("relax.vm.")):
+                return name
+            sym = getattr(v.args[0], "global_symbol", None) if name == "relax.call_packed" and v.args else None
+            if isinstance(sym, str) and sym.startswith("vm.builtin."):
+                return sym
+    return None

@@ -9,7 +9,7 @@ from ..._errors import DynamicShapeError, InvalidInputError, ModelLoadError, Uns
 from ._ops import _OpRules
 from ._util import (
     _BINARY, _ELEM, _NO_WORK, _REDUCE, _UNARY, _VALUE_LIMIT, _dim_vars, _eval_dim, _flatten, _h, _int, _ints,
-    _is_prim, _is_shape, _live_bindings,
+    _is_prim, _is_shape, _live_bindings, _lowered_op,
 )
 
 
@@ -194,6 +194,13 @@ class _RelaxWalker(_OpRules):
         func = self.mod[gv] if gv is not None else self.mod[self.fname]
         if not isinstance(func, relax.Function):
             raise InvalidInputError(f"Relax: {self.fname!r} is not a Relax function")
+        lowered = _lowered_op(func)
+        if lowered is not None:
+            raise InvalidInputError(
+                f"Relax function {self.fname!r} is already lowered for the VM (it calls {lowered}): its operators "
+                "are gone, only kernel calls and allocations are left. Estimate the module before the build "
+                "lowers it: run AnnotatePerformance before LegalizeOps / relax.get_pipeline(...), or use "
+                "tvm_passes.build, which runs it first")
         attrs = func.attrs or {}
         num_input = _int(attrs["num_input"]) if "num_input" in attrs else None
         params = list(func.params)
@@ -218,6 +225,7 @@ class _RelaxWalker(_OpRules):
             self.shapes[p.name] = shape
             self.env[_h(p)] = p.name
         self.n_data_inputs = n_in
+        self.explicit_inputs = num_input is not None  # attrs["num_input"] says which parameters are data
         result = self.walk_function(func, {})
         outs = result if isinstance(result, list) else [result]
         for o in _flatten(outs):
@@ -325,10 +333,12 @@ class _RelaxWalker(_OpRules):
                 env = {_h(p): a for p, a in zip(callee.params, args)}
                 # each call site gets its own value names: a function called twice must not
                 # produce the same names twice (output names are memoized per Relax variable)
-                saved, saved_outs = dict(self.env), self._outs
+                saved, saved_outs, saved_symbols = dict(self.env), self._outs, self.symbols
                 self._outs = {}
+                # the callee's own symbolic dimensions take this call's argument shapes
+                self.symbols = {**self.symbols, **self._callee_symbols(callee, args)}
                 res = self.walk_function(callee, env)
-                self.env, self._outs = saved, saved_outs
+                self.env, self._outs, self.symbols = saved, saved_outs, saved_symbols
                 self.env[_h(var)] = res
                 return
             self.other(var, f"call {op.name_hint}", _flatten([self.arg(a) for a in c.args if not _is_shape(a)]))
@@ -396,6 +406,20 @@ class _RelaxWalker(_OpRules):
             self.other(var, opname, _flatten([self.arg(e) for e in args if not _is_shape(e) and not _is_prim(e)]))
             return
         handler(var, c, a, x)
+
+    def _callee_symbols(self, callee, args) -> dict[str, int]:
+        """Values of the symbolic dimensions of ``callee``'s tensor parameters (``R.Tensor(("m", 64))``),
+        read off the shapes of the arguments of one call."""
+        out: dict[str, int] = {}
+        for p, a in zip(callee.params, args):
+            shape = getattr(p.ty, "shape", None)
+            got = self.shapes.get(a) if isinstance(a, str) else None
+            if shape is None or got is None or len(shape) != len(got):
+                continue
+            for d, v in zip(shape, got):
+                if type(d).__name__ in ("Var", "SizeVar"):
+                    out.setdefault(d.name, int(v))
+        return out
 
     def emit_first(self, var, op, inputs, **attrs) -> None:
         """An op whose Relax form returns a tuple but only the first element carries data."""
