@@ -153,11 +153,44 @@ def add_artifact_args(p: argparse.ArgumentParser, *, output_help: str, package_h
     p.add_argument("--to-package", action="store_true", help=package_help)
 
 
+def named_shape_arg(s: str) -> tuple[str, tuple[int, ...]]:
+    """``input_ids=8,128`` -> ``("input_ids", (8, 128))``: an ONNX input's name and full shape."""
+    name, eq, dims = s.rpartition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=SHAPE with the full shape incl. batch, e.g. "
+                                         f"input_ids=8,128; got {s!r}")
+    return name, shape_arg(dims)
+
+
+def add_onnx_inputs_arg(p: argparse.ArgumentParser) -> None:
+    """``--onnx-input NAME=SHAPE`` (repeated): the full shapes of an ONNX model's several inputs."""
+    p.add_argument("--onnx-input", dest="onnx_inputs", action="append", default=None, metavar="NAME=SHAPE",
+                   type=named_shape_arg,
+                   help="an input of an ONNX model with several inputs and its full shape incl. batch, e.g. "
+                        "input_ids=8,128 (once per input with dynamic dimensions; --input is for one input)")
+
+
+def onnx_inputs(a: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
+    """The ``--onnx-input`` values as ``{input name: shape}`` (``None``: none given)."""
+    given = getattr(a, "onnx_inputs", None)
+    if not given:
+        return None
+    model = getattr(a, "model", None)
+    if model is not None:
+        from ..frontends import looks_like_onnx_path
+
+        if not looks_like_onnx_path(model):
+            raise InvalidInputError(f"--onnx-input names the inputs of an ONNX file; {model!r} is not one: use "
+                                    "--input for its input shape")
+    return dict(given)
+
+
 def add_workload_args(p: argparse.ArgumentParser, *, batch_required: bool) -> None:
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     add_shape_args(p, batch_default=None, batch_required=batch_required,
                    batch_help="batch size (> 0)" + ("" if batch_required else "; default: the model's own, else 1"),
                    input_help="input shape without batch, e.g. 3,224,224 (needed for dynamic ONNX dims)")
+    add_onnx_inputs_arg(p)
     add_mode_arg(p)
     p.add_argument("--method", default=None, choices=("export", "trace"),
                    help="PyTorch graph capture: torch.export (default) or a dispatch trace (faster); "

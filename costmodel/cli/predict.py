@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from .._errors import InvalidInputError
-from ._args import (Working, add_command, add_max_batch_args, add_predictor_args, add_slo_arg, add_workload_args,
-                    check_max_batch_args, fit_line, max_batch_answers, max_batch_details, plot_fits,
-                    positive_int, shape_arg)
+from ._args import (Working, add_command, add_max_batch_args, add_onnx_inputs_arg, add_predictor_args, add_slo_arg,
+                    add_workload_args, check_max_batch_args, fit_line, max_batch_answers, max_batch_details,
+                    onnx_inputs, plot_fits, positive_int, shape_arg)
 
 PREDICT_EXAMPLES = """examples:
   costmodel predict torchvision:resnet50 --batch 8 --device h200
@@ -64,6 +64,7 @@ def register_annotate(sub) -> None:
     n.add_argument("--batch", type=positive_int, default=None, help="batch (default: the file's static batch)")
     n.add_argument("--input", dest="input_shape", default=None, type=shape_arg,
                    help="per-sample input shape, e.g. 3,224,224")
+    add_onnx_inputs_arg(n)
     n.add_argument("--mode", default="inference", choices=("inference", "training"))
     n.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"),
                    help="cost the model converted to this dtype (default: the dtype its graph records)")
@@ -112,12 +113,16 @@ def _cmd_predict(a) -> int:
     _check_method(a)
     check_max_batch_args(a)
     _with_trainable(a)
+    if a.max_batch and onnx_inputs(a):
+        raise InvalidInputError("--max-batch tries other batches; --onnx-input fixes each input's full shape, batch "
+                                "included: drop one of them")
     model, predictor = a.model, a.predictor
     with Working(f"estimating {a.model}", enabled=None if not a.json else False):
         est = estimate(
             model,
             batch=a.batch,
             input_shape=a.input_shape,
+            inputs=onnx_inputs(a),
             device=a.device,
             mode=a.mode,
             dtype=a.dtype,
@@ -155,8 +160,8 @@ def _cmd_graph(a) -> int:
 
     _check_method(a)
     _with_trainable(a)
-    g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, dtype=a.dtype, mode=a.mode,
-                 method=a.method or "export", autocast=a.autocast)
+    g = to_graph(a.model, batch=a.batch, input_shape=a.input_shape, inputs=onnx_inputs(a), dtype=a.dtype,
+                 mode=a.mode, method=a.method or "export", autocast=a.autocast)
     s = g.summary()
     if a.json:
         print(json.dumps(s))
@@ -195,8 +200,7 @@ def _cmd_annotate(a) -> int:
         return 0
     shape = parse_shape(a.input_shape) if a.input_shape else None
     est = annotate(a.path, device=a.device, batch=a.batch, input_shape=shape, mode=a.mode, dtype=a.dtype,
-                   predictor=a.predictor,
-                   output=a.output, host=a.host)
+                   predictor=a.predictor, output=a.output, host=a.host, inputs=onnx_inputs(a))
     print(est.to_json() if a.json else f"annotated {a.output or a.path}\n{est.table()}")
     return 0
 

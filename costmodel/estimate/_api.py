@@ -49,7 +49,7 @@ def estimate(
         optimizer: for training: ``"sgd"``, ``"sgd_momentum"``, ``"adam"``, ``"adamw"``.
         predictor: a registered name (``"analytic"``...), a Predictor, or
             ``None`` for the library's default.
-        inputs: example inputs for an ``nn.Module`` instead of ``input_shape``.
+        inputs: example inputs for an ``nn.Module`` instead of ``input_shape``; ONNX: ``{input name: full shape}``.
         host: a host profile (``costmodel calibrate``'s JSON path or a
             :class:`~costmodel.measure.host.HostProfile`) for predictors that model the host
             (``"timeline"``); others ignore it and say so in ``assumptions``.

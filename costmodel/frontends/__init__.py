@@ -245,7 +245,8 @@ def to_graph(
             dict/JSON, or a CostGraph.
         batch: batch size (first input dimension).
         input_shape: one input's shape without the batch dimension.
-        inputs: example inputs for an ``nn.Module`` (instead of ``input_shape``).
+        inputs: example inputs for an ``nn.Module`` (instead of ``input_shape``); for an ONNX model
+            with several inputs, ``{input name: full shape incl. batch}`` (a shape or an array with one).
         dtype: ``fp32``, ``fp16`` or ``bf16``: floating tensors are re-typed.
         mode: ``inference`` or ``training``.
         method: PyTorch capture, ``export`` (default) or ``trace``.
@@ -271,7 +272,8 @@ def to_graph(
     elif _is_onnx_proto(model) or looks_like_onnx_path(model):
         if isinstance(model, (str, Path)) and not Path(model).exists():
             raise ModelLoadError(f"no such file: {model}")
-        g = from_onnx(model, batch=batch, input_shape=input_shape, mode=mode)
+        g = from_onnx(model, batch=batch, input_shape=input_shape, input_shapes=_onnx_input_shapes(inputs),
+                      mode=mode)
     elif _is_relax_module(model):
         g = from_relax(model, batch=batch, mode=mode)
     elif _is_module(model):
@@ -289,6 +291,19 @@ def to_graph(
     g = apply_autocast(g, autocast)
     # every frontend's graph must hold work a device can run (an nn.Identity has none)
     return g.check_costable()
+
+
+def _onnx_input_shapes(inputs) -> dict[str, tuple] | None:
+    """``inputs`` given with an ONNX model: ``{input name: full shape}`` (an array or tensor stands for
+    its shape), as :func:`from_onnx` takes ``input_shapes``."""
+    if inputs is None:
+        return None
+    if not isinstance(inputs, dict):
+        raise InvalidInputError(
+            f"inputs for an ONNX model must be a dict of input name -> full shape incl. batch, e.g. "
+            f"{{'input_ids': (8, 128)}}; got {type(inputs).__name__}"
+        )
+    return {k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in inputs.items()}
 
 
 def _is_module(obj) -> bool:

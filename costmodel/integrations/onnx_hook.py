@@ -30,8 +30,11 @@ _KEYS = ("latency_ms", "memory_mb", "energy_j", "power_w", "mig_profile", "predi
 
 def annotate(path: str | Path, *, device="h200", batch: int | None = None, input_shape=None,
              mode: str = "inference", dtype: str | None = None, predictor=None, output: str | Path | None = None,
-             host=None):
+             host=None, inputs: dict | None = None):
     """Estimate the ONNX model at ``path`` and store the estimate in its metadata; returns the Estimate.
+
+    ``inputs``: for a model with several inputs, ``{input name: full shape incl. batch}`` for their
+    dynamic dimensions (``input_shape`` is for a model with one input).
 
     ``host``: a host profile for the timeline's host lane (``costmodel calibrate``'s JSON path or a
     HostProfile), as :func:`costmodel.estimate` takes it.
@@ -51,7 +54,7 @@ def annotate(path: str | Path, *, device="h200", batch: int | None = None, input
         batch = _static_batch(model, path)
     kw = {"dtype": dtype} if dtype else {}
     est = estimate(model, batch=batch, input_shape=input_shape, device=device, mode=mode, predictor=predictor,
-                   host=host, **kw)
+                   host=host, inputs=inputs, **kw)
     props = {p.key: p.value for p in model.metadata_props}
     first = props.get(PREFIX + "device")
     suffix = "" if first in (None, est.device) else f"@{est.device}"
@@ -312,9 +315,47 @@ def _export_and_annotate(model, args_t, f: Path, first, batch: int, export_kwarg
     data = [i for i in written.graph.input if i.name not in {t.name for t in written.graph.initializer}]
     dims = data[0].type.tensor_type.shape.dim if data else []
     shape = None
-    if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+    if len(data) > 1 and any(_dynamic(vi) for vi in data):
+        # several inputs, some dynamic: each one's example tensor gives its full shape
+        inputs = _example_shapes(model, args_t, data, export_kwargs.get("input_names"))
+        if inputs is not None:
+            first_shape = inputs[data[0].name]
+            return annotate(f, batch=int(first_shape[0]) if first_shape else batch, inputs=inputs, **kw)
+    if data and _dynamic(data[0]):
         like = next((a for a in args_t if isinstance(a, torch.Tensor) and a.dim() == len(dims)), first)
         batch, shape = int(like.shape[0]), tuple(like.shape[1:])
     elif dims:
         batch = int(dims[0].dim_value)
     return annotate(f, batch=batch, input_shape=shape, **kw)
+
+
+def _dynamic(vi) -> bool:
+    """Whether a graph input has a dimension without a fixed size."""
+    return any(not d.HasField("dim_value") or d.dim_value <= 0 for d in vi.type.tensor_type.shape.dim)
+
+
+def _example_shapes(model, args_t, data, input_names) -> dict[str, tuple[int, ...]] | None:
+    """``{graph input name: shape}`` of the example tensors behind the exported graph's inputs ``data``:
+    by ``input_names`` (in the order of the tensors in ``args``), else by the names of ``forward``'s
+    parameters, else by position where every tensor became an input; ``None`` where a name or a rank
+    does not match."""
+    import inspect
+
+    import torch
+
+    tensors = [a for a in args_t if isinstance(a, torch.Tensor)]
+    given = dict(zip(input_names or [], tensors))
+    try:
+        bound = inspect.signature(model.forward).bind(*args_t).arguments
+        given.update((k, v) for k, v in bound.items() if isinstance(v, torch.Tensor) and k not in given)
+    except (TypeError, ValueError):  # no signature to bind the arguments to
+        pass
+    names = [vi.name for vi in data]
+    if not all(n in given for n in names):
+        if len(tensors) != len(names):
+            return None
+        given = dict(zip(names, tensors))
+    for vi in data:
+        if given[vi.name].dim() != len(vi.type.tensor_type.shape.dim):
+            return None
+    return {n: tuple(int(d) for d in given[n].shape) for n in names}

@@ -209,3 +209,68 @@ def test_unreadable_files_and_metadata_are_clean_errors(exported, tmp_path, monk
     with pytest.raises(InvalidInputError, match="is a folder"):
         conx.annotate(path, output=tmp_path)
     assert not estimated and mod.PREFIX == "costmodel."
+
+
+class TwoInputs(nn.Module):
+    """Token ids and an attention mask, both (batch, seq)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, ids, mask):
+        return self.fc(self.emb(ids) * mask.unsqueeze(-1))
+
+
+def test_export_of_several_dynamic_inputs_is_annotated(tmp_path):
+    """Dynamic axes on several inputs: each example tensor gives its input's shape."""
+    path = tmp_path / "two.onnx"
+    ids, mask = torch.randint(0, 50, (2, 16)), torch.ones(2, 16)
+    est = conx.export(TwoInputs().eval(), (ids, mask), path, device="h100", predictor="analytic", dynamo=False,
+                      input_names=["ids", "mask"], dynamic_axes={"ids": {0: "b", 1: "s"}, "mask": {0: "b", 1: "s"}})
+    assert est.batch == 2
+    ann = conx.read_annotations(path)
+    assert ann["H100-SXM5-80GB"]["latency_ms"] == pytest.approx(est.latency_ms)
+    # the same file, its inputs given by name
+    g = costmodel.to_graph(path, batch=2, inputs={"ids": (2, 16), "mask": torch.ones(2, 16)})
+    assert [i.shape for i in g.inputs] == [(2, 16), (2, 16)]
+    (mm,) = [n for n in g.nodes if n.kind == "matmul"]
+    assert mm.flops == 2 * 2 * 16 * 32 * 4
+    e2 = conx.annotate(path, device="h100", predictor="analytic", batch=2, inputs={"ids": (2, 16), "mask": (2, 16)})
+    assert e2.latency_ms == pytest.approx(est.latency_ms)
+    with pytest.raises(InvalidInputError, match="dict of input name"):
+        costmodel.to_graph(path, batch=2, inputs=[(2, 16), (2, 16)])
+
+
+class UnusedMiddleInput(TwoInputs):
+    def forward(self, ids, unused, mask):
+        return super().forward(ids, mask)
+
+
+def test_export_matches_example_tensors_to_inputs_by_name(tmp_path):
+    """The exporter drops an unused argument: the inputs left are matched to their tensors by name."""
+    path = tmp_path / "three.onnx"
+    args = (torch.randint(0, 50, (3, 10)), torch.ones(3, 10), torch.ones(3, 10))
+    est = conx.export(UnusedMiddleInput().eval(), args, path, device="h100", predictor="analytic", dynamo=False,
+                      input_names=["ids", "unused", "mask"],
+                      dynamic_axes={"ids": {0: "b", 1: "s"}, "mask": {0: "b", 1: "s"}})
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["ids", "mask"]
+    assert est.batch == 3 and est.details["input_shape"] == [10]
+
+
+def test_cli_gives_the_shapes_of_several_inputs(tmp_path, capsys):
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(TwoInputs().eval(), (torch.randint(0, 50, (2, 16)), torch.ones(2, 16)), str(path), dynamo=False,
+                      input_names=["ids", "mask"], dynamic_axes={"ids": {0: "b", 1: "s"}, "mask": {0: "b", 1: "s"}})
+    assert main(["graph", str(path), "--batch", "2"]) == 2
+    assert "--onnx-input ids=SHAPE" in capsys.readouterr().err
+    assert main(["graph", str(path), "--batch", "2", "--json", "--onnx-input", "ids=2,16",
+                 "--onnx-input", "mask=2,16"]) == 0
+    assert json.loads(capsys.readouterr().out)["op_kinds"]["matmul"]["flops"] == 2 * 2 * 16 * 32 * 4
+    out = tmp_path / "a.onnx"
+    assert main(["annotate", str(path), "--device", "h100", "--predictor", "analytic", "--batch", "2", "-o", str(out),
+                 "--onnx-input", "ids=2,16", "--onnx-input", "mask=2,16"]) == 0
+    assert set(conx.read_annotations(out)) == {"H100-SXM5-80GB"}
+    assert main(["graph", str(path), "--onnx-input", "2,16"]) == 2
+    assert "expected NAME=SHAPE" in capsys.readouterr().err

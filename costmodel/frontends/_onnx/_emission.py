@@ -116,7 +116,8 @@ class _Emitter:
         t = self.b._tensors[key]
         check_tensor(shape, t.dtype, f"a view of {key!r}")
         vkey = ("view", key, tuple(int(d) for d in shape))
-        self.b._tensors[vkey] = _Tensor(tuple(int(d) for d in shape), t.dtype, t.producer, t.is_param)
+        # the same tensor: a view of data is data (a node reading only views of it still reads the input)
+        self.b._tensors[vkey] = _Tensor(tuple(int(d) for d in shape), t.dtype, t.producer, t.is_param, data=t.data)
         return vkey
 
     def _scope(self, node) -> str:
@@ -503,12 +504,19 @@ class _Emitter:
         self.b.add_node(opname, "other", self._operands(node), self._outputs(node, "other"), {}, scope=scope)
 
     def graph_dtype(self, fixed) -> str:
+        """The model's dtype, as the PyTorch frontend reads a module's: its floating weights' (the dtype that
+        holds most of their elements: a half-precision model exported with fp32 inputs and outputs is
+        fp16), else its first floating input's, else fp32."""
+        elems: dict[str, int] = {}
+        for name in list(self.inits) + [vi.name for vi in self.weight_inputs]:
+            shp, et = self.types.get(name, (None, None))
+            dt = dtype_name(et) if et else None
+            if dt and _is_float(dt) and _known(shp):
+                elems[dt] = elems.get(dt, 0) + _numel(shp)
+        if elems:
+            return max(elems, key=lambda d: elems[d])
         for vi in self.data_inputs:
             dt = dtype_name(vi.type.tensor_type.elem_type)
             if _is_float(dt):
                 return dt
-        for name in self.inits:
-            et = self.types.get(name, (None, None))[1]
-            if et and _is_float(dtype_name(et)):
-                return dtype_name(et)
         return "fp32"

@@ -270,6 +270,18 @@ class _FusionPlanner:
             return p, x
         return None
 
+    def _identity_affine(self, scale: str, bias: str) -> bool:
+        """Whether an InstanceNormalization's ``scale`` and ``bias`` leave its output as normalized: constants
+        (what the TorchScript exporter writes), or initializers of ones and zeros (what the dynamo exporter's
+        constant folding leaves); an initializer of other or unknown values is a learned affine."""
+        for name, want in ((scale, 1.0), (bias, 0.0)):
+            if name not in self.weights:
+                continue
+            v = self.vals.get(name)
+            if v is None or v.size == 0 or not (v == want).all():
+                return False
+        return True
+
     def _plan_group_norm(self, idx: int, node) -> None:
         """GroupNorm as exporters write it: Reshape(N, G, -1) -> InstanceNormalization(ones, zeros)
         -> Reshape back -> [Mul(gamma) -> Add(beta)]; one ``group_norm`` as in PyTorch."""
@@ -278,7 +290,7 @@ class _FusionPlanner:
         if p is None or not self._single_use(r_in) or not self._free(p):
             return
         rn = self._node(p)
-        if rn.op_type != "Reshape" or len(node.input) < 3 or node.input[1] in self.weights:
+        if rn.op_type != "Reshape" or len(node.input) < 3 or not self._identity_affine(node.input[1], node.input[2]):
             return
         x = rn.input[0]
         sx, sr = self._shape(x), self._shape(r_in)
@@ -311,6 +323,16 @@ class _FusionPlanner:
         self.absorbed.update(absorbed)
         self.fused[last] = ("group_norm", x, extra, groups)
 
+    def _next_mul(self, out: str) -> tuple[int, str] | None:
+        """``(index, other operand)`` of the free ``Mul`` that alone reads ``out``; ``None`` if there is none."""
+        if not self._single_use(out):
+            return None
+        c = self.cons[out][0]
+        cn = self._node(c)
+        if cn.op_type != "Mul" or (cn.domain or "") not in _STD_DOMAINS or not self._free(c) or len(cn.input) != 2:
+            return None
+        return c, (cn.input[1] if cn.input[0] == out else cn.input[0])
+
     def _plan_erf_gelu(self, idx: int, node) -> None:
         """``0.5 * x * (1 + erf(x / sqrt(2)))`` (how older exporters write GELU) -> one ``gelu``."""
         d = node.input[0]
@@ -335,15 +357,13 @@ class _FusionPlanner:
         y = mn.input[1] if mn.input[0] == an.output[0] else mn.input[0]
         absorbed = [p_div, idx, add]
         final = m1
-        if y == x:  # (x * (1 + erf)) * 0.5
-            out = mn.output[0]
-            if self._single_use(out):
-                m2 = self.cons[out][0]
-                m2n = self._node(m2)
-                c = m2n.input[1] if m2n.input[0] == out else m2n.input[0]
-                if m2n.op_type == "Mul" and self._free(m2) and self._is_scalar_const(c):
-                    absorbed.append(m1)
-                    final = m2
+        if y == x or self._is_scalar_const(y):  # (x * (1 + erf)) * 0.5, or x * (0.5 * (1 + erf)) (dynamo)
+            nxt = self._next_mul(mn.output[0])
+            if nxt is not None and (self._is_scalar_const(nxt[1]) if y == x else nxt[1] == x):
+                absorbed.append(m1)
+                final = nxt[0]
+            elif y != x:  # 0.5 * (1 + erf) alone is no GELU
+                return
         else:  # (x * 0.5) * (1 + erf)
             sy = self._scaled(y, ("Mul",))
             if sy is None or sy[1] != x or not self._single_use(y):

@@ -418,7 +418,8 @@ class _Loading:
                              f"(CLI: --input {example})" + (", giving each ? a size" if "?" in example else ""))
             else:
                 parts.append(f"input_shapes={{{name!r}: (batch, {', '.join(rest) or '...'})}} with the full "
-                             "shape of every input")
+                             "shape of every input (estimate, to_graph and annotate take the dict as inputs=; "
+                             f"CLI: --onnx-input {name}=SHAPE per input)")
         return "pass " + " and ".join(parts)
 
     @staticmethod
