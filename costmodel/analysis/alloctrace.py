@@ -33,11 +33,13 @@ What a meta run cannot see, and how :func:`trace_module` handles it:
   output bytes (:meth:`_Recorder.conv_workspace`), and the library workspace
   that persists is a ``workspace`` event
   after the weights, sized per device at replay
-  (:mod:`costmodel.analysis.memreplay`).
+  (:mod:`costmodel.analysis.memreplay`);
+* a recurrent layer is one cuDNN call (:func:`~costmodel.frontends.cudnn_rnn_kernels`)
+  with an estimated workspace and, in training, reserve space, not PyTorch's unrolled steps.
 
-The two kernel corrections are the CUDA target's (``target="cuda"``, the
+The kernel corrections are the CUDA target's (``target="cuda"``, the
 default). ``target="cpu"`` traces the step as PyTorch's CPU kernels run it
-(the attention kernel PyTorch picks for CPU tensors, no convolution workspace,
+(the attention kernel PyTorch picks for CPU tensors, the unrolled RNN, no convolution workspace,
 the optimizer's 0-dim tensors kept): that trace is the one
 :mod:`costmodel.analysis.allocheck` compares with the CPU allocator's own
 events.
@@ -57,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import InvalidInputError
-from ..frontends import cuda_attention, preserved_tensor_attributes
+from ..frontends import cuda_attention, cudnn_rnn_kernels, preserved_tensor_attributes
 from ..frontends.hf import unpadded_sequences
 from ..ir import OPTIMIZERS as _IR_OPTIMIZERS
 from ._stepctx import AUTOCAST_DTYPES, autocast_to, check_autocast, direct_call, reparametrized
@@ -579,9 +581,13 @@ def _check_target(target: str) -> None:
         raise InvalidInputError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
 
 
+@contextlib.contextmanager
 def _kernels(target: str):
-    """The attention kernel of ``target``: the fused CUDA one, or what PyTorch picks for CPU tensors."""
-    return cuda_attention() if target == "cuda" else contextlib.nullcontext()
+    """The kernels of ``target``: the fused CUDA attention and cuDNN's RNN call (its reserve space and
+    workspace), or what PyTorch picks for CPU tensors (its unrolled RNN steps)."""
+    with (cuda_attention() if target == "cuda" else contextlib.nullcontext()), \
+            cudnn_rnn_kernels("call" if target == "cuda" else None):
+        yield
 
 
 def _prologue(module, tdt, training: bool, inputs):

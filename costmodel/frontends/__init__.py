@@ -21,6 +21,7 @@ from typing import Any
 from .._errors import InvalidInputError, ModelLoadError
 from ..ir import GRAPH_FORMAT_VERSION, MODEL_DTYPES as DTYPES, MODES, VOCAB_VERSION, CostGraph
 from ._builder import GraphBuilder
+from ._cudnn_rnn import cudnn_rnn_kernels
 from ._common import check_batch, parse_shape
 from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import grouped_mm_fallback
@@ -30,14 +31,14 @@ from .zoo import SOURCES as ZOO_SOURCES, TRAINABLE_CHOICES, build_zoo_model, fre
 __all__ = [
     "GraphBuilder", "TRAINABLE_CHOICES", "ZOO_SOURCES", "build_zoo_model", "freeze", "cache_dir", "cache_key",
     "cached_graph", "check_batch",
-    "cuda_attention", "grouped_mm_fallback", "inference_fast_paths", "recording_scopes",
+    "cuda_attention", "cudnn_rnn_kernels", "grouped_mm_fallback", "inference_fast_paths", "recording_scopes",
     "from_onnx", "from_relax", "from_torch", "hf_graph", "looks_like_onnx_path", "parse_shape",
     "meta_tensor_attributes", "preserved_tensor_attributes", "to_graph", "zoo_graph",
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 16  # 16: encoder-decoders built with their LM head (AutoModelForSeq2SeqLM), T5 given its decoder
-# tokens; 15: group norms carry ``groups``, layer norms ``normalized_shape`` (the rows they reduce)
+FRONTEND_VERSION = 17  # 17: recurrent layers of an inference graph as cuDNN's kernels (fused=True); 16: encoder-
+# decoders built with their LM head (AutoModelForSeq2SeqLM), T5 given its decoder tokens; 15: group norms carry ``groups``, layer norms ``normalized_shape`` (the rows they reduce)
 
 
 def from_torch(*args, **kwargs) -> CostGraph:

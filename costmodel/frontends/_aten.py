@@ -97,6 +97,9 @@ _reg("gather", "roi_align ps_roi_align _roi_align roi_pool ps_roi_pool")
 # FLOPs of the scan (``attrs["flops"]``) and one read and write of its operands; like an activation, a
 # training step runs one backward kernel for the forward one
 _reg("activation", "selective_scan_fwd selective_state_update chunk_scan_fwd causal_conv1d_fwd causal_conv1d_update")
+# the stand-ins for cuDNN's fused RNN gate kernel (``frontends._cudnn_rnn``): one kernel per time step, costed by
+# the FLOPs of the elementwise operators it fuses; one backward kernel each
+_reg("activation", "lstm_pointwise gru_pointwise rnn_tanh_pointwise rnn_relu_pointwise")
 
 #: operators that carry no tensor work at all (bookkeeping, asserts, symbolic sizes)
 IGNORED = frozenset(

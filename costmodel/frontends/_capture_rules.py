@@ -63,10 +63,11 @@ def rnn_scopes(model) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, (torch.nn.RNNBase, torch.nn.RNNCellBase))]
 
 
-def with_rnn_launches(graph, scopes: list[str], asked: str):
+def with_rnn_launches(graph, scopes: list[str], asked: str, cudnn: bool = False):
     """``graph`` with the nodes recorded inside recurrent layers listed in ``meta["launched_nodes"]`` (the
     timeline charges each a kernel launch on the host, not an operator's dispatch), and the assumption that
-    says how they were costed."""
+    says how they were costed: ``cudnn``, as the kernels cuDNN's RNN runs
+    (:func:`~costmodel.frontends.cudnn_rnn_kernels`), else as the per-step operators of PyTorch's own RNN."""
     if not scopes:
         return graph
     inside = [n.id for n in graph.nodes if n.scope and any(n.scope == s or n.scope.startswith(s + ".") for s in scopes)]
@@ -75,9 +76,17 @@ def with_rnn_launches(graph, scopes: list[str], asked: str):
     graph.meta["launched_nodes"] = inside
     how = ("the trace, because torch.export keeps each as one operator that no rule costs"
            if asked == "export" else "the trace")
-    note = (f"recurrent layers ({', '.join(scopes[:3])}{', ...' if len(scopes) > 3 else ''}) costed as the "
-            f"{len(inside)} per-step operators PyTorch's own RNN runs, recorded by {how}, each a kernel launched "
-            "with no dispatch of its own; cuDNN fuses a step into fewer kernels, and no RNN was measured")
+    layers = f"recurrent layers ({', '.join(scopes[:3])}{', ...' if len(scopes) > 3 else ''})"
+    if cudnn:
+        note = (f"{layers} costed as the {len(inside)} kernels cuDNN's RNN runs, recorded by {how}: per layer and "
+                "direction one GEMM for the input projection of all time steps, then per step a recurrent GEMM "
+                "and one fused gate kernel, each launched with no dispatch of its own (a cell, nn.LSTMCell and "
+                "the like, as PyTorch's per-step operators); cuDNN's persistent kernels may launch fewer, and no "
+                "RNN was measured")
+    else:
+        note = (f"{layers} costed as the {len(inside)} per-step operators PyTorch's own RNN runs, recorded by "
+                f"{how}, each a kernel launched with no dispatch of its own; cuDNN fuses a step into fewer "
+                "kernels, and no RNN was measured")
     graph.meta["assumptions"] = [*graph.meta.get("assumptions", []), note]
     return graph
 

@@ -42,6 +42,8 @@ import importlib
 import math
 from typing import Iterator
 
+from ._cudnn_rnn import pointwise_flops
+
 #: tokens per chunk of ``mamba_ssm``'s selective scan: the fp32 states it keeps for the backward pass
 #: are one per chunk (``selective_scan_fwd_kernel``'s ``kChunkSize``)
 CHUNK = 2048
@@ -101,7 +103,7 @@ def fused_flops(base: str, in_shapes, out_shapes=()) -> float | None:
     if base == "selective_state_update" and len(in_shapes) >= 1 and len(in_shapes[0]) >= 3:
         *lead, state = in_shapes[0]  # (batch, dim, state) or Mamba-2's (batch, heads, head_dim, state)
         return scan_flops(lead[0], math.prod(lead[1:]), 1, state, gated=True)
-    return None
+    return pointwise_flops(base, in_shapes)  # cuDNN's fused RNN gate kernel, or None
 
 
 def _register() -> None:

@@ -56,6 +56,7 @@ from ._fastpath import cuda_attention, inference_fast_paths
 from ._moe import GROUPED_MM, grouped_mm_fallback
 from ._capture_rules import fallback_note, fft_flops, index_attrs, rnn_scopes, with_rnn_launches
 from ._ssm import fused_flops
+from ._cudnn_rnn import cudnn_rnn_kernels
 from ._metacall import (_META_CACHE, ObjectKeys, _meta_call, _run_swapped, _tensor_leaves,
                         preserved_tensor_attributes)
 from ._scopes import ScopeRecorder, recording_scopes
@@ -200,7 +201,7 @@ class _Emitter:
         if inplace:
             attrs["inplace"] = True
         if (fused := fused_flops(base, in_shapes, [o[1] for o in outputs])) is not None:
-            attrs["flops"] = fused  # a fused kernel's own arithmetic (Mamba's selective scan)
+            attrs["flops"] = fused  # a fused kernel's own arithmetic (Mamba's selective scan, an RNN's gates)
         elif (fft := fft_flops(base, named, in_shapes, [o[1] for o in outputs])) is not None:
             attrs["flops"] = fft
 
@@ -684,7 +685,8 @@ def from_torch(
         note = fallback_note(gname, method, used, export_error)
         meta["capture_fallback"] = {"requested": method, "error": export_error, "note": note}
         meta["assumptions"] = [note]
-    return with_rnn_launches(builder.build(capture=used, **meta), rnn, asked)
+    cudnn = fused and not training and used == "trace"  # inference graphs record cuDNN's kernels
+    return with_rnn_launches(builder.build(capture=used, **meta), rnn, asked, cudnn=cudnn)
 
 
 
@@ -721,7 +723,7 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
     if used == "trace":
         try:
             with (inference_fast_paths(fused and not training), recording_scopes(model) as scopes,
-                  preserved_tensor_attributes(model)):
+                  preserved_tensor_attributes(model), cudnn_rnn_kernels("steps" if fused and not training else None)):
                 _from_trace(model, args, kwargs, builder, training, fused=fused, scopes=scopes)
         except InvalidInputError:
             raise

@@ -118,3 +118,70 @@ def test_a_fourier_transform_states_its_flops(method):
     ffts = [n for n in g.nodes if "fft" in n.op]
     # a real transform of 64 x 64 points, 32 of them: 2.5 N log2 n each way (they were free)
     assert len(ffts) == 2 and all(n.flops == pytest.approx(2.5 * 4 * 8 * 64 * 64 * math.log2(64 * 64)) for n in ffts)
+
+
+def _rnn_graph(cls, fused=True, mode="inference", batch_first=True, seq=6, **kw):
+    from costmodel.frontends.pytorch import from_torch
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = cls(8, 16, batch_first=batch_first, **kw)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    shape = (seq, 8) if batch_first else (3, 8)  # time-major: the batch of 3 is the second dimension
+    return from_torch(Net(), batch=3 if batch_first else seq, input_shape=shape, mode=mode, method="trace",
+                      fused=fused)
+
+
+@pytest.mark.parametrize("cls,kw,gates", [(nn.LSTM, {}, 4), (nn.GRU, {"num_layers": 2}, 3),
+                                          (nn.RNN, {"bidirectional": True}, 1),
+                                          (nn.LSTM, {"num_layers": 2, "bidirectional": True, "proj_size": 4}, 4)])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_recurrent_layer_runs_as_cudnn_kernels(cls, kw, gates, batch_first):
+    g = _rnn_graph(cls, batch_first=batch_first, **kw)
+    unrolled = _rnn_graph(cls, fused=False, batch_first=batch_first, **kw)
+    seq, calls = 6, kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+    gemms = [n for n in g.nodes if n.kind == "matmul"]
+    gates_ops = [n for n in g.nodes if n.op.endswith("_pointwise")]
+    # per layer and direction one GEMM over every step's input, then per step one recurrent GEMM (and the
+    # projection's) and one fused gate kernel
+    assert len(gates_ops) == calls * seq
+    assert len(gemms) == calls * (1 + seq * (2 if "proj_size" in kw else 1))
+    assert sum(n.out_shapes[0][0] == 3 * seq for n in gemms) == calls
+    assert {tuple(n.in_shapes[1]) for n in gates_ops} == {(3, gates * 16)}
+    # the same work in fewer kernels, the same result
+    assert g.flops == pytest.approx(unrolled.flops, rel=1e-9)
+    kernels = [sum(not n.is_view for n in x.nodes) for x in (g, unrolled)]
+    assert kernels[0] < kernels[1]
+    assert sorted(n.out_shapes for n in g.nodes[-3:]) == sorted(n.out_shapes for n in unrolled.nodes[-3:])
+    assert any("cuDNN's RNN runs" in a for a in g.meta["assumptions"])
+    assert not any("cuDNN's RNN runs" in a for a in unrolled.meta["assumptions"])
+
+
+def test_an_inference_graph_of_cudnn_kernels_predicts_below_the_unrolled_one():
+    fused, unrolled = (_rnn_graph(nn.LSTM, fused=f, seq=32, num_layers=2) for f in (True, False))
+    for predictor in (None, "analytic"):
+        a, b = (costmodel.estimate(g, batch=3, device="h100", predictor=predictor) for g in (fused, unrolled))
+        assert a.latency_ms < b.latency_ms
+    # a training graph keeps the unrolled steps: the backward plan would sum the gradient of the input
+    # projection once per step it is read in, where autograd stacks the steps' slices
+    train = _rnn_graph(nn.LSTM, mode="training")
+    assert not any(n.op.endswith("_pointwise") for n in train.nodes)
+
+
+def test_the_cpu_path_of_an_rnn_is_kept_where_asked():
+    from torch import _VF
+
+    from costmodel.frontends import cudnn_rnn_kernels
+
+    own = _VF.lstm
+    with cudnn_rnn_kernels(None):
+        assert _VF.lstm is own
+    with cudnn_rnn_kernels("steps"):
+        assert _VF.lstm is not own
+        out, _ = nn.LSTM(4, 4)(torch.randn(3, 2, 4))  # real tensors keep PyTorch's own kernels
+        assert out.shape == (3, 2, 4)
+    assert _VF.lstm is own
