@@ -193,6 +193,19 @@ def ambient_autocast() -> str | None:
     return None
 
 
+def _gradient_step(gm, kinds) -> bool:
+    """Whether the graph is an optimizer step (``torch.compile(optimizer.step)``): every data tensor it
+    takes is a gradient (Dynamo names an input read from ``.grad`` after it, ending ``_grad``), and it holds
+    parameters to update."""
+    import torch
+
+    names = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    data = [n.name for n, k in zip(names, kinds) if k is None
+            and isinstance(n.meta.get("example_value"), torch.Tensor)]
+    has_state = any(k is not None for k in kinds) or next(iter(gm.parameters()), None) is not None
+    return bool(data) and has_state and all(name.endswith("_grad") for name in data)
+
+
 def _estimate_fx(gm, example_inputs, *, device, predictor, training, cuda_graphs: bool = False):
     """``(Estimate, batch, (module, meta inputs))``: the last is what a re-trace at another batch needs."""
     import torch
@@ -206,14 +219,20 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training, cuda_graphs
     flags = [k is not None for k in kinds]
     data = [t for t, f in zip(example_inputs, flags) if not f]
     state = [t for t, f in zip(example_inputs, flags) if f] + list(gm.parameters())
+    step = _gradient_step(gm, kinds)
     if training is None:
         training = torch.is_grad_enabled() and any(getattr(p, "requires_grad", False) for p in state)
     mode = "training" if training else "inference"
-    batch = next((int(t.shape[0]) for t in data if isinstance(t, torch.Tensor) and t.dim() > 0), 1)
+    # an optimizer step's inputs are gradients, shaped as its parameters: it has no batch
+    batch = 1 if step else next((int(t.shape[0]) for t in data if isinstance(t, torch.Tensor) and t.dim() > 0), 1)
     meta_inputs = tuple(_concrete(t) for t in data)
     at = _batch_symbol(gm, kinds)
     module = _module_with_state(gm, example_inputs, kinds, at)
-    module.batch_input = _batch_input(kinds, at)
+    module.batch_input = None if step else _batch_input(kinds, at)
+    module.gradient_step = step
+    # what stays allocated after this graph ran: its parameters and buffers (an optimizer step's moments
+    # are counted by the training estimate of the graph that owns the parameters)
+    module.held_state = state if step else state + list(gm.buffers())
     g = from_torch(module, inputs=meta_inputs, mode=mode, method="trace", name="compiled graph")
     g.meta["batch"] = batch
     amp = ambient_autocast()
@@ -344,6 +363,74 @@ class BatchGuard:
         return run
 
 
+def unfollowed_sizes(gm, example_inputs, batch_at: int | None) -> list[tuple[int, int, str]]:
+    """The symbolic sizes the out-of-memory check does not follow (all but the batch: a sequence length):
+    ``(position among the graph's inputs, value compiled at, what it is)``."""
+    import torch
+
+    nodes = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    where: dict[str, str] = {}
+    for n in nodes:
+        v = n.meta.get("example_value")
+        if isinstance(v, torch.Tensor):
+            for d, size in enumerate(v.shape):
+                if isinstance(size, torch.SymInt):
+                    where.setdefault(str(size), f"dim {d} of {n.name}")
+    out = []
+    for i, t in enumerate(example_inputs):
+        if isinstance(t, torch.SymInt) and i != batch_at and t.node.hint is not None and str(t) in where:
+            out.append((i, int(t.node.hint), f"{where[str(t)]} ({t})"))
+    return out
+
+
+def watch_sizes(compiled: Callable, sizes: list[tuple[int, int, str]]) -> Callable:
+    """``compiled`` warning once per size the first time a call passes one of ``sizes``
+    (:func:`unfollowed_sizes`) above what the graph was compiled and checked at: its memory there is not
+    checked."""
+    warned: set[int] = set()
+
+    def run(*args):
+        for i, at, what in sizes:
+            if i not in warned and isinstance(args[i], int) and args[i] > at:
+                warned.add(i)
+                _warn(f"costmodel: this graph was compiled with a symbolic {what} of {at:,}, and is now called with "
+                      f"{args[i]:,}: its memory was checked at {at:,} only (the out-of-memory check follows the batch "
+                      "alone), so a call this size is not checked; estimate the model at this size to check it",
+                      UserWarning, stacklevel=3)
+        return compiled(*args)
+
+    return run
+
+
+def _call_checks(gm, example_inputs, est, batch: int, traced, dev, limit_mb: float, held: tuple[float, int]):
+    """``(guard, sizes, notes)``: the checks each call of a graph with symbolic sizes makes (the batch's
+    :class:`BatchGuard` with the input it reads, or ``None``; the sizes :func:`watch_sizes` watches), and
+    what the estimate says of them and of an optimizer step."""
+    notes, guard = [], None
+    at = traced[0].batch_input
+    if at is not None:
+        line = memory_line(est, batch, dev, traced)
+        if line is not None:
+            line = (line[0] + held[0], *line[1:])  # the other graphs' state stays allocated
+            guard = (BatchGuard(line, limit_mb, dev.name, est.mode), at)
+            notes.append(f"compiled for a dynamic batch: each call's batch is checked against "
+                         f"{limit_mb:,.0f} MB by {line[1]:.3g} MB per sample over {line[0]:,.0f} MB "
+                         + (f"({held[0]:,.0f} MB of it the other compiled graphs' state) " if held[0] else "")
+                         + f"(the replays at batch {batch} and {line[3]})")
+        else:
+            notes.append("compiled for a dynamic batch, but its memory at another batch could not be "
+                         f"replayed: the out-of-memory check covers batch {batch} only")
+    if traced[0].gradient_step:
+        notes.append("an optimizer step (its data inputs are gradients): costed as one pass over the "
+                     "parameters, their gradients and the optimizer's state, with no batch")
+    sizes = unfollowed_sizes(gm, example_inputs, at)
+    if sizes:
+        notes.append("compiled with symbolic sizes the out-of-memory check does not follow, costed at the "
+                     "size compiled at: " + ", ".join(f"{w} = {v:,}" for _, v, w in sizes)
+                     + "; a call above that size warns that it is not checked")
+    return guard, sizes, notes
+
+
 def largest_batch(est, batch: int, limit_mb: float, device, *, memory_mb: float | None = None) -> int:
     """Largest batch under ``limit_mb`` if memory grows linearly with the batch beyond a fixed part
     (``memory_mb``: the batch's memory to scale, default the estimate's)."""
@@ -369,24 +456,77 @@ def _fits(est, batch: int, limit_mb: float, dev, traced) -> tuple[int, int | Non
             largest_batch(est, batch, limit_mb, dev, memory_mb=upper) if upper is not None else None)
 
 
-def _oom_warning(est, batch: int, limit_mb: float, dev, traced) -> OOMWarning | None:
-    """The warning for a graph whose memory, or the upper end of its 90 % interval, passes ``limit_mb``."""
+def _oom_warning(est, batch: int, limit_mb: float, dev, traced, held: tuple[float, int] = (0.0, 0)
+                 ) -> OOMWarning | None:
+    """The warning for a graph whose memory, or the upper end of its 90 % interval, passes ``limit_mb``
+    less ``held`` (``(MB, tensors)`` that the other compiled graphs' state holds: :class:`HeldState`)."""
+    held_mb, held_count = held
     upper = est.memory_mb_interval[1] if est.memory_mb_interval else None
-    head = (f"costmodel: this graph ({est.mode}, batch {batch}) is predicted to need {est.memory_mb:,.0f} MB "
-            f"on {dev.name}")
-    if est.memory_mb > limit_mb:
-        fit, safe = _fits(est, batch, limit_mb, dev, traced)
+    step = bool(getattr(traced[0], "gradient_step", False))
+    what = "an optimizer step, no batch" if step else f"batch {batch}"
+    head = f"costmodel: this graph ({est.mode}, {what}) is predicted to need {est.memory_mb:,.0f} MB on {dev.name}"
+    if held_mb > 0:
+        head += (f", and {held_mb:,.0f} MB stay allocated for the {held_count:,} parameters and buffers of the "
+                 f"other graphs compiled (weights{', gradients and optimizer state' if est.mode == 'training' else ''}"
+                 f"): {est.memory_mb + held_mb:,.0f} MB in all")
+    room = limit_mb - held_mb
+    if est.memory_mb > room:
+        if step:
+            return OOMWarning(f"{head}, but {limit_mb:,.0f} MB are available; an optimizer step's memory does not "
+                              "depend on the batch")
+        fit, safe = _fits(est, batch, room, dev, traced)
         return OOMWarning(
             f"{head}, but {limit_mb:,.0f} MB are available; "
             + (f"the largest batch whose 90 % interval's upper end fits is {safe}, and " if safe is not None else "")
             + "the largest batch predicted to fit is " + f"{fit}"
             + (" (none: the fixed part alone does not fit)" if fit == 0 else ""))
-    if upper is not None and upper > limit_mb:
-        _, safe = _fits(est, batch, limit_mb, dev, traced)
+    if upper is not None and upper > room:
+        tail = ("an optimizer step's memory does not depend on the batch" if step else
+                f"the largest batch whose upper end fits is {_fits(est, batch, room, dev, traced)[1]}")
         return OOMRiskWarning(
             f"{head}, within the {limit_mb:,.0f} MB available, but the upper end of its 90 % interval is "
-            f"{upper:,.0f} MB, so it may run out of memory; the largest batch whose upper end fits is {safe}")
+            f"{upper + held_mb:,.0f} MB, so it may run out of memory; {tail}")
     return None
+
+
+class HeldState:
+    """The parameters and buffers of every graph a backend compiled, held weakly: while they live they take
+    device memory when another graph runs (the graphs before a graph break keep their weights, and in
+    training their gradients and optimizer state, while the graphs after it run), so each graph's check
+    adds those of the others to its own memory."""
+
+    def __init__(self):
+        import weakref
+
+        self._ref = weakref.ref
+        self._held: dict[int, tuple[Any, bool]] = {}  # id -> (weak reference, trained)
+
+    def others_mb(self, state: list, training: bool) -> tuple[float, int]:
+        """``(MB, number of tensors)`` held by the other graphs' state, not in ``state`` (this graph's):
+        a weight, and when training, its gradient and Adam's two moments where it is trained; then
+        ``state`` is recorded."""
+        mine = {id(t) for t in state}
+        total, count = 0.0, 0
+        for key, (ref, trained) in list(self._held.items()):
+            t = ref()
+            if t is None:
+                del self._held[key]
+            elif key not in mine:
+                total += _nbytes(t) * (4 if training and trained else 1) / 2**20
+                count += 1
+        for t in state:
+            try:
+                self._held[id(t)] = (self._ref(t), training and bool(getattr(t, "requires_grad", False)))
+            except TypeError:  # not weakly referenceable: not recorded
+                continue
+        return total, count
+
+
+def _nbytes(t) -> int:
+    try:
+        return int(t.numel()) * int(t.element_size())
+    except Exception:  # noqa: BLE001 - a tensor subclass without a size: counted as nothing
+        return 0
 
 
 def auto_device() -> tuple[Any, list[str]]:
@@ -439,6 +579,7 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
 
         t0 = time.perf_counter()
         oom = guard = None
+        sizes: list = []
         caught: list = []
         if not any(hasattr(t, "shape") for t in example_inputs):
             # a graph without tensor inputs computes on constants only (what dynamo leaves between two breaks
@@ -461,19 +602,11 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
                                                   cuda_graphs=graphs)
             if est.memory_mb is None:
                 raise ValueError(f"the {est.predictor} predictor returned no memory")
-            at = traced[0].batch_input
-            if at is not None:
-                line = memory_line(est, batch, dev, traced)
-                if line is not None:
-                    guard = (BatchGuard(line, limit, dev.name, est.mode), at)
-                    notes.append(f"compiled for a dynamic batch: each call's batch is checked against "
-                                 f"{limit:,.0f} MB by {line[1]:.3g} MB per sample over {line[0]:,.0f} MB "
-                                 f"(the replays at batch {batch} and {line[3]})")
-                else:
-                    notes.append("compiled for a dynamic batch, but its memory at another batch could not be "
-                                 f"replayed: the out-of-memory check covers batch {batch} only")
+            held = backend.held.others_mb(traced[0].held_state, est.mode == "training")
+            guard, sizes, more = _call_checks(gm, example_inputs, est, batch, traced, dev, limit, held)
+            notes.extend(more)
             backend.estimates.append(with_notes(est, notes))
-            oom = _oom_warning(est, batch, limit, dev, traced)
+            oom = _oom_warning(est, batch, limit, dev, traced, held)
         except Exception as e:  # noqa: BLE001 - the cost model must never break the user's compile
             _warn(f"costmodel could not estimate a compiled graph ({type(e).__name__}: {e}); "
                   "compiling it unchanged", RuntimeWarning)
@@ -483,12 +616,15 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
             _warn(oom, type(oom))
         backend.seconds += time.perf_counter() - t0
         compiled = _compile_inner(inner, gm, example_inputs, mode, options)
+        if sizes:
+            compiled = watch_sizes(compiled, sizes)
         if guard is not None:
             guard[0].warned.add(batch)  # the compile's own warning above covers its batch
             return guard[0].wrap(compiled, guard[1])
         return compiled
 
     backend.estimates = []
+    backend.held = HeldState()  # the state of the graphs compiled so far, which the next graph's check adds
     backend.seconds = 0.0  # time spent estimating, all graphs
     backend.device = dev
     backend.memory_limit_mb = limit  # what the OOM warning compares with
