@@ -117,6 +117,8 @@ def op_cost(
         flops = float(numel(in_shapes[0])) if in_shapes else 0.0
     if attrs.get("flops") is not None:  # a fused operator that states its own arithmetic
         flops = float(attrs["flops"])
+    if attrs.get("macs") is not None:  # ... and its multiply-accumulates (a TIR kernel's contraction)
+        macs = float(attrs["macs"])
 
     written = float(sum(_bytes(s, d) for s, d in zip(out_shapes, out_dtypes)))
     stored = _stored_elems(in_shapes, attrs)

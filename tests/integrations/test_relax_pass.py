@@ -306,3 +306,25 @@ def test_bad_bindings_fail_when_the_pass_is_created():
             tvm_passes.AnnotatePerformance(device="h100", predictor="analytic", bindings=bad)
     p = tvm_passes.AnnotatePerformance(device="h100", predictor="analytic", bindings={"n": 4})
     assert tvm_passes.read_annotations(p(_symbolic_module()))["perf.batch"] == 4
+
+
+def test_pass_late_in_the_pipeline_costs_the_tir_kernels():
+    """Run after LegalizeOps + FuseOps + FuseTIR, the kernels were ``other`` nodes without FLOPs: the
+    estimate carried no FLOPs (and a warning per kernel)."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        mod = from_exported_program(torch.export.export(model, (x,)), keep_params_as_input=True)
+    late = tvm.transform.Sequential([
+        relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(),
+        relax.transform.FuseTIR()])(mod)
+    early = tvm_passes.AnnotatePerformance(device="h100", predictor="analytic")
+    after = tvm_passes.AnnotatePerformance(device="h100", predictor="analytic")
+    early(mod)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        after(late)
+    before_flops, after_flops = early.estimates["main"].flops, after.estimates["main"].flops
+    assert before_flops > 0 and after_flops == pytest.approx(before_flops, rel=0.02)
+    kinds = from_relax(late).op_counts()
+    assert kinds.get("conv") == 1 and kinds.get("matmul") == 1 and "other" not in kinds

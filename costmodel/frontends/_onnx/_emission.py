@@ -11,7 +11,7 @@ from ...ir import check_tensor
 from .._builder import _Tensor
 from .._common import einsum_contraction, spatial_mean_is_pool
 from ._tables import (
-    _ATTR_INPUTS, _Attrs, _KIND, _MS, _OPERANDS, _SEQ_OPS, _STD_DOMAINS, _VIEW, _is_float, _known, _numel, _op,
+    _ATTR_INPUTS, _Attrs, _KIND, _MS, _OPERANDS, _SEQ_OPS, _STD_DOMAINS, _TIR_DOMAIN, _VIEW, _is_float, _known, _numel, _op,
     _opname, _subgraph_refs, _sym_pads, dtype_name,
 )
 
@@ -183,6 +183,8 @@ class _Emitter:
             return
         opname = self._opname(node)
         scope = self._scope(node)
+        if dom == _TIR_DOMAIN and "kind" in a:
+            return self._emit_tir(node, a, opname, scope)
         if not self._supported(node) or op in _SEQ_OPS:
             b.warn_unsupported(opname)
             b.add_node(opname, "other", self._operands(node), self._outputs(node, "other"), {}, scope=scope)
@@ -196,6 +198,27 @@ class _Emitter:
         # ONNX runtimes materialize Expand's output: its readers read the expanded tensor
         b.add_node(opname, kind, in_keys, self._outputs(node, kind), attrs, is_view=view, scope=scope,
                    aliases=view and op != "Expand")
+
+    def _emit_tir(self, node, a: _Attrs, opname: str, scope: str) -> None:
+        """A TIR kernel the Relax frontend has costed (``call_tir``): its kind, FLOPs and MACs are
+        attributes of the node."""
+        from ...ir import is_kind
+
+        kind = a.str("kind", "other")
+        if not is_kind(kind):
+            raise ModelLoadError(f"{opname}: unknown op kind {kind!r}")
+        attrs: dict[str, Any] = {}
+        for name in ("flops", "macs", "k"):
+            v = a.float(name)
+            if v is not None:
+                attrs[name] = float(v)
+        if "kernel" in a:
+            attrs["kernel"] = list(a.ints("kernel"))
+        if "groups" in a:
+            attrs["groups"] = a.int("groups", 1, minimum=1)
+        view = bool(a.int("view", 0))
+        self.b.add_node(opname, kind, self._operands(node), self._outputs(node, kind), attrs, is_view=view,
+                        scope=scope, aliases=view)
 
     def _kind_attrs(
         self, node, a: _Attrs, op: str, kind: str

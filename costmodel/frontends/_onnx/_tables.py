@@ -13,6 +13,8 @@ from .._common import broadcast_shape
 
 # ---------------------------------------------------------------- op tables
 _STD_DOMAINS = ("", "ai.onnx")
+#: kernels the Relax frontend writes for ``call_tir`` (attributes ``kind``, ``flops``, ``macs``...)
+_TIR_DOMAIN = "tvm.tir"
 _MS = "com.microsoft"
 
 _KIND: dict[str, str] = {}

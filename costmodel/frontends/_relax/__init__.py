@@ -17,8 +17,11 @@ The frontend walks the dataflow bindings of a Relax function in order:
   ``TupleGetItem`` is the element itself, not a node), and bindings whose
   value never reaches the function's result are dropped (the ``zeros_like``
   index tensor the importer builds for ``max_pool2d_with_indices``, say);
-* calls to other Relax functions of the module are inlined; ``call_tir`` and
-  packed calls are ``other`` nodes (one warning per callee).
+* calls to other Relax functions of the module are inlined; a ``call_tir`` of a
+  PrimFunc of the module (what ``LegalizeOps``, ``FuseOps`` + ``FuseTIR`` make)
+  is one node whose kind comes from the PrimFunc's name and FLOPs from its TIR
+  (``_tir``); packed calls and external kernels are ``other`` nodes (one
+  warning per callee).
 
 Each ``relax.*`` operator is mapped to the ONNX operator with the same
 semantics, and the result goes through the ONNX frontend's normalization
@@ -71,7 +74,8 @@ def to_onnx_proto(mod, *, func: str = "main", bindings: dict[str, int] | None = 
         vi.metadata_props.add(key="pkg.torch.export.graph_signature.InputSpec.kind", value=kind)
     graph = helper.make_graph(w.nodes, func, w.inputs + w.const_inputs, w.outputs, initializer=w.inits,
                               value_info=[w.value_info[k] for k in w.value_info])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("tvm.relax", 1)],
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("tvm.relax", 1),
+                                                        helper.make_opsetid("tvm.tir", 1)],
                               producer_name="tvm.relax")
     proto.ir_version = 10
     return proto

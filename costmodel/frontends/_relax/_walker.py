@@ -7,6 +7,8 @@ from typing import Any
 
 from ..._errors import DynamicShapeError, InvalidInputError, ModelLoadError, UnsupportedOpWarning
 from ._ops import _OpRules
+from ._tir import conv_operands as _conv_operands
+from ._tir import kernel_info
 from ._util import (
     _BINARY, _ELEM, _NO_WORK, _REDUCE, _UNARY, _VALUE_LIMIT, _dim_vars, _eval_dim, _flatten, _h, _int, _ints,
     _is_prim, _is_shape, _live_bindings, _lowered_op,
@@ -42,6 +44,7 @@ class _RelaxWalker(_OpRules):
         self._outs: dict[Any, list] = {}
         self._int_consts: dict[tuple, str] = {}
         self._taken: set[str] = set()
+        self._tir_info: dict[str, dict[str, Any]] = {}  # PrimFunc name -> kind, FLOPs, MACs
         self._check_bindings(bindings)
 
     def _check_bindings(self, bindings: dict[str, int]) -> None:
@@ -362,6 +365,8 @@ class _RelaxWalker(_OpRules):
                 self.emit(var, _UNARY[base], ops)  # a legalized kernel named after its operator (topi)
             elif short == "call_tir" and base in _BINARY and len(ops) == 2:
                 self.emit(var, _BINARY[base], ops)
+            elif short in ("call_tir", "call_tir_inplace", "call_tir_with_grad") and self.tir_kernel(var, callee, ops):
+                return
             else:
                 self.other(var, f"{short} {cname}", ops)
             return
@@ -406,6 +411,51 @@ class _RelaxWalker(_OpRules):
             self.other(var, opname, _flatten([self.arg(e) for e in args if not _is_shape(e) and not _is_prim(e)]))
             return
         handler(var, c, a, x)
+
+    def tir_kernel(self, var, callee, ops: list) -> bool:
+        """A ``call_tir`` of a PrimFunc of the module (a legalized or fused kernel) as one node whose kind
+        and FLOPs come from the TIR (:mod:`._tir`); ``False``: no such PrimFunc (an external kernel)."""
+        try:
+            func = self.mod[callee]
+        except Exception:  # noqa: BLE001 - not a function of this module
+            return False
+        if type(func).__name__ != "PrimFunc":
+            return False
+        name = callee.name_hint
+        info = self._tir_info.get(name)
+        if info is None:
+            info = self._tir_info[name] = kernel_info(func, name)
+        ops = [o for o in ops if isinstance(o, str)]
+        outs = self.outputs_of(var)
+        if not outs:
+            return True
+        kind = info["kind"]
+        attrs: dict[str, Any] = {"kind": kind}
+        if info["flops"] is not None:
+            attrs["flops"] = float(info["flops"])
+        if info["macs"] is not None:
+            attrs["macs"] = float(info["macs"])
+        if info["view"] and len(ops) == 1 and outs[0][2] == self._dtype_of(ops[0]):
+            attrs["view"] = 1
+        if kind in ("conv", "conv_transpose"):
+            ops, conv = _conv_operands(ops, self.shapes, self.weights, outs[0][1],
+                                       transpose=kind == "conv_transpose")
+            attrs.update(conv)
+        elif kind == "matmul" and info["macs"] is not None:
+            n_out = 1
+            for d in outs[0][1]:
+                n_out *= d
+            attrs["k"] = float(info["macs"]) / n_out if n_out else 1.0
+        self.emit(var, name, ops, domain="tvm.tir", **attrs)
+        return True
+
+    def _dtype_of(self, name: str) -> str | None:
+        vi = self.value_info.get(name)
+        if vi is None:
+            return None
+        from onnx import helper
+
+        return str(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
 
     def _callee_symbols(self, callee, args) -> dict[str, int]:
         """Values of the symbolic dimensions of ``callee``'s tensor parameters (``R.Tensor(("m", 64))``),
