@@ -293,8 +293,8 @@ DeviceInfo probe(int device) {
 }
 
 GpuPeak peak_flops(const std::string &dtype, int warmup, int reps, double min_time_s, int device) {
-    if (dtype != "fp64" && dtype != "fp32" && dtype != "fp16")
-        throw std::invalid_argument("dtype must be fp64, fp32 or fp16, got " + dtype);
+    check_dtype(dtype, true);
+    check_timing(warmup, reps, min_time_s);
     DeviceInfo info = probe(device);
     if (!info.available) {
         GpuPeak r;
@@ -302,8 +302,6 @@ GpuPeak peak_flops(const std::string &dtype, int warmup, int reps, double min_ti
         r.dtype = dtype;
         return r;
     }
-    warmup = std::max(0, warmup);
-    reps = std::max(1, reps);
     if (dtype == "fp64") return run_peak<double>(info, "fp64", 0.9999999, 1e-7, 1, warmup, reps, min_time_s);
     if (dtype == "fp32") return run_peak<float>(info, "fp32", 0.99999f, 1e-5f, 1, warmup, reps, min_time_s);
     return run_peak<__half2>(info, "fp16", __floats2half2_rn(0.999f, 0.999f), __floats2half2_rn(1e-3f, 1e-3f), 2,
@@ -311,11 +309,10 @@ GpuPeak peak_flops(const std::string &dtype, int warmup, int reps, double min_ti
 }
 
 GpuSweep copy_bandwidth(std::size_t buffer_bytes, int warmup, int reps, int device) {
+    check_timing(warmup, reps, 0.0);
     GpuSweep sw;
     sw.info = probe(device);
     if (!sw.info.available) return sw;
-    warmup = std::max(0, warmup);
-    reps = std::max(1, reps);
     const std::size_t n = std::max<std::size_t>(1, buffer_bytes / sizeof(int4));
     DeviceBuffer src(n * sizeof(int4)), dst(n * sizeof(int4));
     check(cudaMemset(src.ptr, 0, n * sizeof(int4)), "cudaMemset");
@@ -347,11 +344,10 @@ GpuSweep copy_bandwidth(std::size_t buffer_bytes, int warmup, int reps, int devi
 
 GpuSweep read_sweep(const std::vector<std::size_t> &sizes, bool replicated, int warmup, int reps,
                     double min_time_s, int device) {
+    check_timing(warmup, reps, min_time_s);
     GpuSweep sw;
     sw.info = probe(device);
     if (!sw.info.available || sizes.empty()) return sw;
-    warmup = std::max(0, warmup);
-    reps = std::max(1, reps);
     const std::size_t max_bytes = *std::max_element(sizes.begin(), sizes.end());
     const std::size_t max_n = std::max<std::size_t>(1, max_bytes / sizeof(float4));
     DeviceBuffer buf(max_n * sizeof(float4));

@@ -20,20 +20,24 @@ DeviceInfo probe(int device) {
     return d;
 }
 
-GpuPeak peak_flops(const std::string &dtype, int, int, double, int device) {
+GpuPeak peak_flops(const std::string &dtype, int warmup, int reps, double min_time_s, int device) {
+    check_dtype(dtype, true);  // the same answers to bad arguments as the CUDA build
+    check_timing(warmup, reps, min_time_s);
     GpuPeak r;
     r.info = probe(device);
     r.dtype = dtype;
     return r;
 }
 
-GpuSweep copy_bandwidth(std::size_t, int, int, int device) {
+GpuSweep copy_bandwidth(std::size_t, int warmup, int reps, int device) {
+    check_timing(warmup, reps, 0.0);
     GpuSweep s;
     s.info = probe(device);
     return s;
 }
 
-GpuSweep read_sweep(const std::vector<std::size_t> &, bool, int, int, double, int device) {
+GpuSweep read_sweep(const std::vector<std::size_t> &, bool, int warmup, int reps, double min_time_s, int device) {
+    check_timing(warmup, reps, min_time_s);
     GpuSweep s;
     s.info = probe(device);
     return s;

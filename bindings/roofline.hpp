@@ -7,12 +7,33 @@
 // C++ structs; module.cpp turns them into Python dicts.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace roofline {
+
+// Argument checks shared by the CPU and CUDA entry points: std::invalid_argument
+// (ValueError in Python) naming the argument, the bad value and what is valid.
+inline void check_timing(int warmup, int reps, double min_time_s) {
+    if (warmup < 0) throw std::invalid_argument("warmup must be >= 0, got " + std::to_string(warmup));
+    if (reps < 1) throw std::invalid_argument("reps must be >= 1, got " + std::to_string(reps));
+    if (!(min_time_s >= 0) || !std::isfinite(min_time_s)) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "%g", min_time_s);
+        throw std::invalid_argument(std::string("min_time must be a finite number of seconds >= 0, got ") + buf);
+    }
+}
+
+inline void check_dtype(const std::string &dtype, bool gpu) {
+    if (dtype == "fp64" || dtype == "fp32" || (gpu && dtype == "fp16")) return;
+    throw std::invalid_argument("dtype must be one of fp64, fp32" + std::string(gpu ? ", fp16" : "") + ", got '" +
+                                dtype + "'");
+}
 
 // Summary of repeated timings of one quantity (robust statistics).
 struct Stats {

@@ -325,6 +325,13 @@ def _cmd_bench(a) -> int:
     dtype = getattr(torch, BENCH_DTYPES[a.dtype])
     gen = torch.Generator().manual_seed(0)
     need = sum(math.prod(s) for s in shapes) * (4 + torch.empty((), dtype=dtype).element_size())
+    if dev == "cpu":  # refuse before allocating: a fill that overcommits is killed, not refused
+        from ..measure.harness import _available_memory
+
+        avail = _available_memory()
+        if avail is not None and need > avail:
+            raise InvalidInputError(f"--shapes {a.shapes}: the inputs do not fit in cpu's memory (about "
+                                    f"{need / 2**30:,.1f} GiB to build them, {avail / 2**30:,.1f} GiB available)")
     try:
         tensors = [torch.randn(s, generator=gen, dtype=torch.float32).to(device=dev, dtype=dtype) for s in shapes]
     except (torch.cuda.OutOfMemoryError, RuntimeError) as e:

@@ -353,10 +353,14 @@ def _draw_ceilings(ax, c: dict, x_lo: float, x_hi: float) -> None:
         y_lab = top / (3 * 2.5 ** i)  # each line labelled at its own height, to the right of the line
         ax.text(y_lab / bw * 1.3, y_lab, f"{label} {bw / 1e9:,.0f} GB/s", fontsize=7, ha="left", va="center")
     dram = c["memory"]["DRAM"]
-    merged: dict[float, list[str]] = {}
+    merged: list[tuple[float, list[str]]] = []
     for label, peak in c["compute"].items():  # equal peaks (fp16 = bf16 tensor) share one line
-        merged.setdefault(round(peak, -9), []).append(label)
-    for peak, labels in sorted(merged.items(), key=lambda kv: -kv[0]):
+        same = [labels for p, labels in merged if abs(p - peak) <= 1e-6 * max(p, peak)]
+        if same:
+            same[0].append(label)
+        else:  # drawn where it was measured (rounding to whole GFLOP/s put 1.4 at 1, 0.4 at 0)
+            merged.append((peak, [label]))
+    for peak, labels in sorted(merged, key=lambda kv: -kv[0]):
         label = " = ".join(labels)
         ridge = peak / dram
         x0 = max(ridge, x_lo)

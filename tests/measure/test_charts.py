@@ -53,6 +53,17 @@ def test_machine_chart_uses_measured_levels(tmp_path):
     assert "L1 400 GB/s" in texts and "L2 200 GB/s" in texts and "fp32 measured" in texts
 
 
+def test_machine_chart_draws_each_peak_where_it_was_measured():
+    class Profile:  # a scalar-only core: peaks of a few GFLOP/s
+        name = "slow cpu"
+        levels = {"L1": 40.0, "DRAM": 4.0}
+        peak_gflops = {"fp32": 1.4, "fp64": 0.4}
+
+    fig = machine_chart("cpu", machine=Profile())
+    peaks = sorted(float(seg[0][1]) for coll in fig.axes[0].collections for seg in coll.get_segments())
+    assert peaks == pytest.approx([0.4e9, 1.4e9])  # were drawn at 0 and 1 GFLOP/s
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(InvalidInputError, match=r"\.jpg"):
         roofline_chart(_graph(), "h100", output=tmp_path / "x.jpg")

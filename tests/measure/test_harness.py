@@ -278,6 +278,43 @@ def test_bad_arguments_raise_invalid_input(kwargs, needle):
     assert isinstance(info.value, ValueError)
 
 
+@needs_ext
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda h: h.peak_flops("fp32", "auto", 0, 0, 0.001), "reps must be >= 1, got 0"),
+        (lambda h: h.peak_flops("fp32", "auto", -3, 1, 0.001), "warmup must be >= 0, got -3"),
+        # a negative or NaN sample time used to spin for hours (a negative trip count cast to unsigned)
+        (lambda h: h.peak_flops("fp32", "auto", 0, 1, -1.0), "min_time must be a finite number of seconds >= 0, got -1"),
+        (lambda h: h.peak_flops("fp64", "auto", 0, 1, float("nan")), "got nan"),
+        (lambda h: h.peak_flops("fp16", "auto", 0, 1, 0.001), "dtype must be one of fp64, fp32, got 'fp16'"),
+        (lambda h: h.stream(65536, 0, 0, 0.001), "reps must be >= 1, got 0"),
+        (lambda h: h.stream(65536, 0, 1, float("inf")), "got inf"),
+    ],
+)
+def test_raw_cpu_harness_names_bad_arguments(call, needle):
+    h = EXT.CpuHarness(1, True)
+    with pytest.raises(ValueError) as info:
+        call(h)
+    assert needle in str(info.value)
+
+
+@needs_ext
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda: EXT.cuda_peak_flops("fp8", 0, 1, 0.001, 0), "dtype must be one of fp64, fp32, fp16, got 'fp8'"),
+        (lambda: EXT.cuda_peak_flops("fp32", 0, 0, 0.001, 0), "reps must be >= 1, got 0"),
+        (lambda: EXT.cuda_copy_bandwidth(1 << 20, -1, 1, 0), "warmup must be >= 0, got -1"),
+        (lambda: EXT.cuda_read_sweep([16384], False, 0, 1, -1.0, 0), "min_time must be a finite number"),
+    ],
+)
+def test_raw_cuda_entry_points_name_bad_arguments_with_or_without_a_gpu(call, needle):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert needle in str(info.value)
+
+
 def test_device_error_lists_choices():
     with pytest.raises(InvalidInputError, match="'cpu', 'cuda'"):
         rl.measure("gpu", progress=False)
