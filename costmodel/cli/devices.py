@@ -41,7 +41,7 @@ def _cmd_devices(a) -> int:
     if a.json:
         print(json.dumps([d.to_dict() for d in devs]))
         return 0
-    hdr = f"{'device':<18}{'fp32':>7}{'tf32':>7}{'fp16':>7}{'bf16':>7}{'HBM GB/s':>10}{'mem GB':>8}{'SMs':>5}{'TDP W':>7}  MIG profiles"
+    hdr = f"{'device':<18}{'fp32':>7}{'tf32':>7}{'fp16':>7}{'bf16':>7}{'DRAM GB/s':>10}{'mem GB':>8}{'SMs':>5}{'TDP W':>7}  MIG profiles"
     print(hdr)
     print("-" * len(hdr))
 
@@ -55,7 +55,7 @@ def _cmd_devices(a) -> int:
             f"{d.name:<18}{tf(pk.get('fp32')):>7}{tf(pk.get('tf32')):>7}{tf(pk.get('fp16')):>7}{tf(pk.get('bf16')):>7}"
             f"{d.memory_bandwidth_gbps:>10.4g}{d.memory_gb:>8.4g}{d.sm_count or 0:>5}{d.tdp_w:>7.4g}  {mig}"
         )
-    print("\npeaks in dense TFLOP/s (tensor cores where the dtype has them)")
+    print("\npeaks in dense TFLOP/s (tensor cores where the dtype has them); DRAM: the board's HBM or GDDR")
     return 0
 
 

@@ -52,6 +52,7 @@ from ..llm import (
     is_gated,
     kv_cache_bytes,
     llm_features,
+    mla_layout,
     moe_layout,
     param_count_estimate,
     resolve_llm,
@@ -315,6 +316,11 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
     q_len = 1 if w.mode == "decode" else w.seq
     linear_macs = tokens * (L * layer_linear + head)
     attn_macs = 2 * w.batch * q_len * w.context * q_dim * L
+    mla = mla_layout(w.spec)
+    if mla:  # multi-head latent attention: its own projections, query/key and value widths
+        per_token, per_cached, qk_v = _mla_macs(mla, h, f["num_heads"])
+        linear_macs = tokens * (L * (per_token + mlp_w) + head) + w.batch * w.context * L * per_cached
+        attn_macs = w.batch * q_len * w.context * qk_v * L
     weights_bytes = params * b
     if a_b != b:  # the token embedding, a learned position table and the LM head stay in fp16
         kept = unquantized_params(w.spec)
@@ -368,6 +374,19 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
         "memory_ms": memory_s * 1e3, "launch_ms": max(host_s, launch_s) * 1e3, "kernels": float(kernels),
         "latency_ms": latency_s * 1e3, "memory_mb": memory_mb,
     }
+
+
+def _mla_macs(mla: dict[str, int], hidden: int, heads: int) -> tuple[int, int, int]:
+    """Multi-head latent attention's multiply-adds in one layer: per query token (the query's projections,
+    ``kv_a_proj_with_mqa``, ``o_proj``), per cached token (``kv_b_proj``: transformers caches the latent and
+    expands every cached token's keys and values on each call, a decode step's whole context included), and
+    per query-key pair (scores over ``qk_nope_head_dim + qk_rope_head_dim``, values over ``v_head_dim``, every
+    head)."""
+    nope, rope, v_dim, q_r = mla["qk_nope_head_dim"], mla["qk_rope_head_dim"], mla["v_head_dim"], mla["q_lora_rank"]
+    qk = heads * (nope + rope)
+    query = hidden * q_r + q_r * qk if q_r else hidden * qk
+    per_token = query + hidden * (mla["kv_lora_rank"] + rope) + heads * v_dim * hidden
+    return per_token, mla["kv_lora_rank"] * heads * (nope + v_dim), heads * (nope + rope + v_dim)
 
 
 def unquantized_params(spec: LLMSpec) -> int:

@@ -31,6 +31,7 @@ from ._registry import (
     kv_cache_bytes,
     list_llms,
     llm_features,
+    mla_layout,
     moe_layout,
     normalize_llm_name,
     param_count_estimate,

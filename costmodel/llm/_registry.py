@@ -39,6 +39,7 @@ __all__ = [
     "is_causal_type",
     "is_gated",
     "kv_cache_bytes",
+    "mla_layout",
     "moe_layout",
     "list_llms",
     "llm_features",
@@ -593,6 +594,41 @@ def moe_layout(spec: LLMSpec | Any) -> dict[str, int] | None:
             "shared_gate": int(bool(cfg.get("shared_expert_intermediate_size"))), "moe_layers": moe_layers}
 
 
+def mla_layout(spec: LLMSpec | Any) -> dict[str, int] | None:
+    """Multi-head latent attention's widths (DeepSeek-V2/V3, MiniCPM3: a config with ``kv_lora_rank``), or
+    ``None`` for other attention: ``q_lora_rank`` (0 where the config sets it to null: one plain query
+    projection ``hidden -> heads x (qk_nope_head_dim + qk_rope_head_dim)``), ``kv_lora_rank``,
+    ``qk_nope_head_dim``, ``qk_rope_head_dim``, ``v_head_dim`` and ``attention_bias`` (0/1: biases on the
+    query's down-projection, the key/value down-projection and the output projection). Read from the config
+    as transformers builds it (its class's defaults for the fields left out)."""
+    spec = resolve_llm(spec)
+    if not _field(spec, "kv_lora_rank"):
+        return None
+    built = _built_config(spec)
+
+    def read(key: str) -> Any:  # the built config's, which keeps an explicit null and resolves the defaults
+        return getattr(built, key, None) if built is not None else spec.config.get(key)
+
+    nope, rope = int(read("qk_nope_head_dim") or 0), int(read("qk_rope_head_dim") or 0)
+    heads = llm_features(spec)["num_heads"]
+    v_dim = read("v_head_dim") or llm_features(spec)["hidden_size"] // heads
+    return {"q_lora_rank": int(read("q_lora_rank") or 0), "kv_lora_rank": int(read("kv_lora_rank")),
+            "qk_nope_head_dim": nope, "qk_rope_head_dim": rope, "v_head_dim": int(v_dim),
+            "attention_bias": int(bool(read("attention_bias")))}
+
+
+def _mla_params(mla: dict[str, int], hidden: int, heads: int) -> int:
+    """One multi-head latent attention layer's parameters: the query (a low-rank pair with its RMSNorm, or
+    one projection), ``kv_a_proj_with_mqa`` to the latent and the shared rotary key, ``kv_a_layernorm``,
+    ``kv_b_proj`` from the latent to every head's key and value, ``o_proj`` from the values."""
+    qk = heads * (mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"])
+    q_r, kv_r, bias = mla["q_lora_rank"], mla["kv_lora_rank"], mla["attention_bias"]
+    q = hidden * q_r + q_r * bias + q_r + q_r * qk if q_r else hidden * qk
+    kv_a = (hidden + bias) * (kv_r + mla["qk_rope_head_dim"]) + kv_r
+    kv_b = kv_r * heads * (mla["qk_nope_head_dim"] + mla["v_head_dim"])
+    return q + kv_a + kv_b + heads * mla["v_head_dim"] * hidden + hidden * bias
+
+
 def is_gated(spec: LLMSpec) -> bool:
     """Whether the MLP is gated (gate, up and down projections: the Llama-style families)."""
     mt = spec.model_type
@@ -659,7 +695,8 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
     """Closed-form parameter count from the config (no model is built).
 
     Counts embeddings (token, learned positions, token types), per layer the
-    attention projections (grouped-query aware), the MLP (gated for the
+    attention projections (grouped-query aware; multi-head latent attention's
+    low-rank ones and their norms, :func:`mla_layout`), the MLP (gated for the
     Llama-style families) and the norms, the final norm, the encoder pooler
     where ``AutoModel`` adds one, and an untied LM head for decoders.  Exact
     for the common families; within a few percent for others (relative
@@ -684,6 +721,9 @@ def param_count_estimate(spec: LLMSpec | Any) -> int:
         qkv_bias = bias or mt in _QKV_BIAS_TYPES
         attn = h * (q_dim + 2 * kv_dim) + q_dim * h + (q_dim + 2 * kv_dim) * qkv_bias + h * bias
         attn += f["num_heads"] * (mt == "gpt_oss")  # one attention-sink logit per head
+        mla = mla_layout(spec)
+        if mla:  # DeepSeek-V2/V3, MiniCPM3: low-rank projections through a shared latent
+            attn = _mla_params(mla, h, f["num_heads"])
         mlp = 3 * h * inter + (2 * inter + h) * bool(_field(spec, "mlp_bias", False))
         norm = h  # RMSNorm: weight only
         # Gemma 2 and 3 also normalize each sublayer's output (four norms per layer)

@@ -82,15 +82,33 @@ def ceilings(device, machine=None) -> dict[str, Any]:
             if gbps:
                 memory[str(level)] = float(gbps) * 1e9
     if not compute:
-        for dt in ("fp16", "bf16", "tf32", "fp32", "fp64"):
-            v = dev.peak_tflops.get(dt)
-            if v:
-                compute[f"{dt} tensor" if dt not in ("fp32", "fp64") else dt] = v * 1e12
-        if dev.vector_tflops_fp32 and dev.vector_tflops_fp32 * 1e12 != compute.get("fp32"):
-            compute["fp32 vector"] = dev.vector_tflops_fp32 * 1e12
+        compute = _datasheet_peaks(dev)
     if "DRAM" not in memory:
         memory["DRAM"] = dev.bandwidth_bytes_s
     return {"device": dev, "compute": compute, "memory": memory}
+
+
+def _datasheet_peaks(dev) -> dict[str, float]:
+    """The database's compute ceilings, each label naming the units it runs on: ``"fp16 tensor"``...,
+    plain ``"fp32"``, and ``"fp64 tensor"`` where the fp64 figure is an FP64 tensor-core rate (A100, A30,
+    H100, H200: higher than the non-tensor FP64 rate :meth:`~costmodel.devices.Device.peak_flops` gives
+    pointwise fp64, which is then a ceiling of its own, ``"fp64 vector"``)."""
+    out: dict[str, float] = {}
+    for dt in ("fp16", "bf16", "tf32", "fp32"):
+        v = dev.peak_tflops.get(dt)
+        if v:
+            out[f"{dt} tensor" if dt != "fp32" else dt] = v * 1e12
+    if dev.vector_tflops_fp32 and dev.vector_tflops_fp32 * 1e12 != out.get("fp32"):
+        out["fp32 vector"] = dev.vector_tflops_fp32 * 1e12
+    fp64 = dev.peak_tflops.get("fp64")
+    if fp64:
+        vector_fp64 = dev.peak_flops("fp64", tensor=False)
+        if vector_fp64 < fp64 * 1e12:
+            out["fp64 tensor"] = fp64 * 1e12
+            out["fp64 vector"] = vector_fp64
+        else:
+            out["fp64"] = fp64 * 1e12
+    return out
 
 
 #: predictors whose per-operator times a chart can use (``predictor.operator_times``)
@@ -188,8 +206,9 @@ def roofline_chart(model, device="h100", *, batch: int = 1, mode: str = "inferen
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("predicted FLOP/s" + (" (timeline: learned efficiency)" if predictor == "timeline" else ""))
     name = graph.meta.get("name") or "model"
+    amp = f", autocast {graph.meta['autocast']}" if graph.meta.get("autocast") else ""  # as the estimate says it
     ax.set_title(title or f"{name} on {dev.name}, {mode}, batch {graph.meta.get('batch', batch)}, "
-                 f"{dtype or graph.meta.get('dtype', 'fp32')}"
+                 f"{dtype or graph.meta.get('dtype', 'fp32')}{amp}"
                  f"  (ringed: top {min(top, len(pts))} by predicted time)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     return _finish(fig, ax, out)
@@ -353,17 +372,22 @@ def _draw_ceilings(ax, c: dict, x_lo: float, x_hi: float) -> None:
         y_lab = top / (3 * 2.5 ** i)  # each line labelled at its own height, to the right of the line
         ax.text(y_lab / bw * 1.3, y_lab, f"{label} {bw / 1e9:,.0f} GB/s", fontsize=7, ha="left", va="center")
     dram = c["memory"]["DRAM"]
-    merged: list[tuple[float, list[str]]] = []
-    for label, peak in c["compute"].items():  # equal peaks (fp16 = bf16 tensor) share one line
-        same = [labels for p, labels in merged if abs(p - peak) <= 1e-6 * max(p, peak)]
-        if same:
-            same[0].append(label)
-        else:  # drawn where it was measured (rounding to whole GFLOP/s put 1.4 at 1, 0.4 at 0)
-            merged.append((peak, [label]))
-    for peak, labels in sorted(merged, key=lambda kv: -kv[0]):
-        label = " = ".join(labels)
+    # equal peaks share one line; one label names the dtypes of one kind of unit (fp16 = bf16 tensor), a
+    # peak of another kind at the same height (H100: fp32 and fp64 tensor, both 67) is labelled on its own
+    merged: list[tuple[float, dict[str, list[str]]]] = []
+    for label, peak in c["compute"].items():
+        dt, _, units = label.partition(" ")
+        same = [kinds for p, kinds in merged if abs(p - peak) <= 1e-6 * max(p, peak)]
+        if not same:  # drawn where it was measured (rounding to whole GFLOP/s put 1.4 at 1, 0.4 at 0)
+            merged.append((peak, {}))
+            same = [merged[-1][1]]
+        same[0].setdefault(units, []).append(dt)
+    for peak, kinds in sorted(merged, key=lambda kv: -kv[0]):
         ridge = peak / dram
         x0 = max(ridge, x_lo)
         ax.hlines(peak, x0, x_hi, colors="gray", linestyles="-", lw=0.9)
         rate = f"{peak / 1e12:,.1f} TFLOP/s" if peak >= 1e12 else f"{peak / 1e9:,.0f} GFLOP/s"
-        ax.text(x_hi / 1.5, peak * 1.08, f"{label} {rate}", fontsize=7, ha="right")
+        for i, (units, dts) in enumerate(kinds.items()):  # the first above the line, the others below it
+            label = " = ".join(dts) + (f" {units}" if units else "")
+            ax.text(x_hi / 1.5, peak * 1.08 if i == 0 else peak / 1.08 / 1.35 ** (i - 1), f"{label} {rate}",
+                    fontsize=7, ha="right", va="baseline" if i == 0 else "top")

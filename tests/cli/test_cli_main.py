@@ -22,6 +22,15 @@ def test_devices(capsys):
     assert {d["name"] for d in json.loads(out)} >= {"A100-SXM4-40GB", "T4", "L4", "cpu"}
 
 
+def test_devices_table_names_the_bandwidth_of_gddr_boards_too(capsys):
+    """L4, T4 and the RTX boards have GDDR, not HBM: the bandwidth column says DRAM; --json keeps its keys."""
+    code, out, _ = run(capsys, "devices")
+    header = out.splitlines()[0]
+    assert code == 0 and "DRAM GB/s" in header and "HBM" not in header
+    code, out, _ = run(capsys, "devices", "--json")
+    assert all("memory_bandwidth_gbps" in d for d in json.loads(out))
+
+
 def test_devices_show(capsys, tmp_path, monkeypatch):
     """One device's figures with their sources: a listed GPU, a MIG slice, a measured profile of a GPU the
     database does not list (derived from its CUDA properties); 'cuda' without a GPU fails in one line."""

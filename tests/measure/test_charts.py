@@ -211,3 +211,37 @@ def test_training_points_are_the_forward_pass_on_the_same_roof():
     big = max(train.values(), key=lambda p: p["flops"])  # a compute-bound GEMM: on its roof
     assert big["bound"] == "compute"
     assert big["achieved_flops"] >= 0.9 * min(c["compute"]["fp32"], big["intensity"] * c["memory"]["DRAM"])
+
+
+def test_fp64_ceiling_says_tensor_core_where_its_figure_is_one():
+    """The H100's fp64 67 TFLOP/s is its FP64 tensor-core rate (plain FP64 runs at half of it); a V100's 7.8
+    is plain FP64 (Volta has no FP64 tensor cores)."""
+    h100 = ceilings("h100")["compute"]
+    assert "fp64" not in h100
+    assert h100["fp64 tensor"] == pytest.approx(67e12) and h100["fp64 vector"] == pytest.approx(33.5e12)
+    assert ceilings("a100-80gb")["compute"]["fp64 vector"] == pytest.approx(9.75e12)
+    v100 = ceilings("v100-sxm2-16gb")["compute"]
+    assert v100["fp64"] == pytest.approx(7.8e12) and not any(k.startswith("fp64 ") for k in v100)
+    b200 = ceilings("b200")["compute"]  # FP64 and FP64 tensor core are one figure there
+    assert "fp64" in b200 and "fp64 tensor" not in b200
+
+
+def test_ceilings_of_one_height_but_another_kind_are_labelled_apart(tmp_path):
+    """H100: plain fp32 and the fp64 tensor-core rate are both 67 TFLOP/s, but they are not the same ceiling;
+    fp16 and bf16 tensor are, and share one label."""
+    fig = roofline_chart(_graph(), "h100", output=tmp_path / "h100.png", top=1)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "fp32 67.0 TFLOP/s" in texts and "fp64 tensor 67.0 TFLOP/s" in texts
+    assert "fp64 vector 33.5 TFLOP/s" in texts and "fp16 = bf16 tensor 989.4 TFLOP/s" in texts
+    assert not any("fp32 =" in t or "= fp64" in t for t in texts)
+    fig = roofline_chart(_graph(), "rtx-4090", top=1)  # tf32 tensor 82.6 and plain fp32 82.6
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "tf32 tensor 82.6 TFLOP/s" in texts and "fp32 82.6 TFLOP/s" in texts
+
+
+def test_chart_title_names_the_autocast_dtype(tmp_path):
+    m = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+    fig = roofline_chart(m, "h200", batch=4, input_shape=(64,), autocast="bf16", top=1)
+    assert "fp32, autocast bf16" in fig.axes[0].get_title()
+    fig = roofline_chart(m, "h200", batch=4, input_shape=(64,), top=1)
+    assert "autocast" not in fig.axes[0].get_title()
