@@ -83,6 +83,19 @@ class GraphBuilder:
             else:
                 self._trainable[id(t)] = t
 
+    def demote_param(self, key: Hashable, *, buffer: bool) -> None:
+        """A weight registered by :meth:`add_param` that is not a parameter of the model: a ``buffer`` (kept
+        in ``weights_bytes``, as batch-norm statistics are), else a constant (a tensor the model computes
+        from shapes: in neither ``params`` nor ``weights_bytes``).  Call it before a node reads ``key``."""
+        t = self._tensors[key]
+        self._param_numel.pop(key, None)
+        self._trainable.pop(id(t), None)
+        self._frozen.pop(id(t), None)
+        self._frozen_keys.discard(key)
+        if not buffer:
+            self._param_keys.pop(key, None)
+            t.is_param = False
+
     def add_constant(self, key: Hashable, shape: Sequence[int], dtype: str) -> None:
         check_tensor(shape, dtype, f"constant {key!r}")
         self._tensors[key] = _Tensor(tuple(int(d) for d in shape), dtype, None)

@@ -48,18 +48,25 @@ What the frontend does
     softmax, ``@ v``), which the PyTorch frontend keeps as separate matmul /
     softmax nodes; ONNX inference engines fuse that pattern too;
   - ``x * Sigmoid(x)`` is ``silu``, ``x * HardSigmoid(x)`` is ``hardswish``
-    and ``0.5 * x * (1 + Erf(x / sqrt 2))`` (older exporters) is ``gelu``;
+    and ``0.5 * x * (1 + Erf(x / sqrt 2))`` (older exporters) is ``gelu``, as is
+    ``0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x**3)))`` (the TorchScript
+    exporter's ``GELU(approximate="tanh")``);
   - GroupNorm exported as ``Reshape -> InstanceNormalization -> Reshape ->
     Mul -> Add`` is one ``group_norm``;
   - ``SplitToSequence`` + ``SequenceAt`` (``torch.split``/``chunk``) is one
     ``slice`` node, as ``aten.split`` is;
   - ``ReduceMean`` over exactly the spatial axes is ``avg_pool``;
   - initializers are parameters, counted once however often they are read;
-    ``BatchNormalization`` running mean/variance are buffers (not counted in
-    ``params``), as in PyTorch.
+    ``BatchNormalization`` running mean/variance and quantization scales and
+    zero points are buffers (not counted in ``params``), as in PyTorch.  An
+    initializer that only constants' reads reach is a constant (in neither
+    ``params`` nor ``weights_bytes``), as the TorchScript exporter's
+    ``Constant`` nodes are: a shape or scale input, a scalar operand
+    (``x * 2``), the mask of a fused attention, GroupNorm's identity affine
+    (``_params``).  The dynamo exporter stores such constants as initializers.
 
   ``Transpose``, ``Slice``, ``Split`` and ``Gather`` are copy kernels in ONNX
-  runtimes (``is_view=False``), while PyTorch's permute/slice are views; the
+  runtimes (``is_view=False``; ``Split`` writes every output, read or not), while PyTorch's permute/slice are views; the
   ``layout`` category therefore differs in bytes between the two frontends.
 
 BatchNorm folding
@@ -80,7 +87,8 @@ Modules
 ``_tables`` (op vocabulary, attributes, dtypes), ``_loading`` (file, checks, data
 and weight inputs), ``_shapes`` (shape inference), ``_folding`` (constant folding
 and the walk that finds the data nodes), ``_fusion`` (fusion planning),
-``_emission`` (CostGraph nodes); ``_frontend`` assembles them into the per-model
+``_params`` (which initializers are parameters), ``_emission`` (CostGraph nodes); ``_frontend``
+assembles them into the per-model
 state :class:`_frontend._OnnxFrontend`.
 """
 
@@ -148,6 +156,7 @@ def _featurize(fe: "_OnnxFrontend", fixed: dict[str, tuple[int, ...]], mode: str
     """Walk, fuse and emit a typed frontend; the CostGraph with its metadata."""
     fe.walk(fixed)
     fe._plan()
+    fe._settle_params()
     fe.emit()
     first = next((fixed[vi.name] for vi in fe.data_inputs if len(fixed[vi.name]) >= 1), None)
     meta = {

@@ -77,7 +77,7 @@ class _Emitter:
     def _outputs(self, node, kind: str) -> list[tuple[Hashable, tuple[int, ...], str]]:
         outs = []
         for j, o in enumerate(node.output):
-            if not o or (j > 0 and o not in self.used):
+            if not o or (j > 0 and o not in self.used and node.op_type != "Split"):  # Split writes every piece
                 continue
             shp, et = self.types.get(o, (None, None))
             if not _known(shp):
@@ -166,10 +166,11 @@ class _Emitter:
             b.add_node("onnx.InstanceNormalization(GroupNorm)", "group_norm", ins,
                        self._outputs(node, "group_norm"), {"groups": groups}, scope=scope)
         elif spec[0] == "gelu":
-            _, x, last = spec
+            _, x, last, approximate = spec
             xk = self._key(x)
-            b.add_node("onnx.Erf(GELU)", "gelu", [xk] if xk is not None else [], self._outputs(last, "gelu"),
-                       {"approximate": "none"}, scope=scope)
+            op = "onnx.Erf(GELU)" if approximate == "none" else "onnx.Tanh(GELU)"
+            b.add_node(op, "gelu", [xk] if xk is not None else [], self._outputs(last, "gelu"),
+                       {"approximate": approximate}, scope=scope)
         elif spec[0] == "gated":
             _, gate, mul = spec
             kind = "silu" if gate.op_type == "Sigmoid" else "hardswish"

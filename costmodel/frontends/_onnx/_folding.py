@@ -224,7 +224,9 @@ class _Walk:
             else:
                 dims, et = [int(d) for d in t.dims], t.values.data_type
             dt = dtype_name(et)
-            trainable = _is_float(dt) or (dt in _QUANT_TYPES and name in qweights and _numel(dims) > 1)
+            # a quantized weight, or the int32 bias of a quantized convolution
+            quant = dt in _QUANT_TYPES or dt == "int32"
+            trainable = _is_float(dt) or (quant and name in qweights and _numel(dims) > 1)
             trainable = trainable and name not in buffers
             b.add_param(name, dims, dt, trainable=trainable)
             self.types.setdefault(name, (tuple(dims), et))

@@ -10,10 +10,11 @@ from ._emission import _Emitter
 from ._folding import _Walk
 from ._fusion import _FusionPlanner
 from ._loading import _Loading
+from ._params import _ParamUse
 from ._shapes import _Shapes
 
 
-class _OnnxFrontend(_Loading, _Shapes, _Walk, _FusionPlanner, _Emitter):
+class _OnnxFrontend(_Loading, _Shapes, _Walk, _FusionPlanner, _ParamUse, _Emitter):
     """One model on its way to a CostGraph: the proto, the value types, folded constants and the builder."""
 
     def __init__(self, proto, name: str, mode: str) -> None:
@@ -40,6 +41,8 @@ class _OnnxFrontend(_Loading, _Shapes, _Walk, _FusionPlanner, _Emitter):
         self.data: set[str] = set()
         self.weights: set[str] = set()  # names that are weights or re-descriptions of one
         self.derived: set[str] = set()  # weights computed from weights (their own tensors, no parameters)
+        self.attn_masks: set[str] = set()  # additive inputs of fused attentions
+        self.const_reads: set[str] = set()  # weights a fusion reads as constants (identity affines)
         self.resolve: dict[str, Hashable] = {}  # onnx name -> builder key
         self.counted: list = []
         self.seq_shapes: dict[str, list[tuple[int, ...]]] = {}  # sequence value -> element shapes

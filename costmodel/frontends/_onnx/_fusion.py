@@ -1,5 +1,5 @@
 """Fusion planning: which groups of ONNX nodes are one operator in PyTorch (attention, linear,
-silu/hardswish, GELU written with Erf, GroupNorm written with InstanceNormalization)."""
+silu/hardswish, GELU written with Erf or Tanh, GroupNorm written with InstanceNormalization)."""
 
 from __future__ import annotations
 from ._tables import _Attrs, _STD_DOMAINS, _known, _numel, _subgraph_refs
@@ -36,6 +36,8 @@ class _FusionPlanner:
                 self._plan_gated(idx, node, a)
             elif node.op_type == "Erf":
                 self._plan_erf_gelu(idx, node)
+            elif node.op_type == "Tanh":
+                self._plan_tanh_gelu(idx, node)
             elif node.op_type == "InstanceNormalization":
                 self._plan_group_norm(idx, node)
 
@@ -202,6 +204,7 @@ class _FusionPlanner:
             k_in, k_view = k0, target
         self.absorbed.update(i for i in chain if i != m2)
         self.fused[m2] = ("attention", q0, k_in, k_view, v, [x for x in extra if x])
+        self.attn_masks.update(x for x in extra if x)
 
     def _nan_guard(self, p: str) -> tuple[int, int, str] | None:
         """``(isnan, where, out)`` if ``p`` is only read by ``Where(IsNaN(p), c, p)``."""
@@ -304,8 +307,8 @@ class _FusionPlanner:
         r2n = self._node(r2)
         if r2n.op_type != "Reshape" or not self._free(r2) or self._shape(r2n.output[0]) != sx:
             return
-        absorbed, last, extra = [p, idx], r2, []
-        for op in ("Mul", "Add"):
+        absorbed, last, extra, consts = [p, idx], r2, [], [node.input[1], node.input[2]]
+        for op, identity in (("Mul", 1.0), ("Add", 0.0)):
             o = self._node(last).output[0]
             if not self._single_use(o):
                 break
@@ -315,13 +318,24 @@ class _FusionPlanner:
                 break
             w = cn.input[1] if cn.input[0] == o else cn.input[0]
             sw = self._shape(w)
-            if w not in self.weights or not _known(sw) or _numel(sw) != sx[1]:
+            if not _known(sw) or _numel(sw) not in (1, sx[1]) or (w in self.data):
+                break
+            if self._all_equal(w, identity):  # affine=False: the exporter's ones and zeros
+                consts.append(w)
+            elif w in self.weights and _numel(sw) == sx[1]:
+                extra.append(w)
+            else:
                 break
             absorbed.append(last)
             last = c
-            extra.append(w)
         self.absorbed.update(absorbed)
+        self.const_reads.update(n for n in consts if n)
         self.fused[last] = ("group_norm", x, extra, groups)
+
+    def _all_equal(self, name: str, want: float) -> bool:
+        """Whether constant ``name``'s values are known and all ``want``."""
+        v = self.vals.get(name)
+        return v is not None and v.size > 0 and bool((v == want).all())
 
     def _next_mul(self, out: str) -> tuple[int, str] | None:
         """``(index, other operand)`` of the free ``Mul`` that alone reads ``out``; ``None`` if there is none."""
@@ -340,7 +354,74 @@ class _FusionPlanner:
         if sc is None or not self._single_use(d):
             return
         p_div, x = sc
-        e_out = node.output[0]
+        self._gelu_tail(node.output[0], x, [p_div, idx], "none")
+
+    def _plan_tanh_gelu(self, idx: int, node) -> None:
+        """``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3)))`` (how the TorchScript exporter
+        writes ``GELU(approximate="tanh")``, with ``x**3`` as ``x * (x * x)`` or ``Pow(x, 3)``) -> one
+        ``gelu``."""
+        s_in = node.input[0]
+        sc = self._scaled(s_in, ("Mul",))
+        if sc is None or not self._single_use(s_in) or not self._near(self._scale_of(sc[0]), 0.7978845608):
+            return
+        p_s, inner = sc
+        pa = self.prod.get(inner)
+        if pa is None or not self._single_use(inner) or not self._free(pa):
+            return
+        an = self._node(pa)
+        if an.op_type != "Add" or (an.domain or "") not in _STD_DOMAINS or len(an.input) != 2:
+            return
+        for x, m in ((an.input[0], an.input[1]), (an.input[1], an.input[0])):
+            cm = self._scaled(m, ("Mul",))
+            if x not in self.data or cm is None or not self._single_use(m):
+                continue
+            if not self._near(self._scale_of(cm[0]), 0.044715):
+                continue
+            cube = self._cube(cm[1], x)
+            if cube is not None:
+                self._gelu_tail(node.output[0], x, [p_s, pa, cm[0], *cube, idx], "tanh")
+                return
+
+    def _scale_of(self, p: int) -> float | None:
+        """The scalar constant a ``Mul``/``Div`` found by :meth:`_scaled` multiplies by (``None``: unknown)."""
+        pn = self._node(p)
+        c = pn.input[1] if pn.input[0] in self.data else pn.input[0]
+        v = self.vals.get(c)
+        if v is None or v.size != 1:
+            return None
+        f = float(v.reshape(-1)[0])
+        return 1.0 / f if pn.op_type == "Div" and f else f
+
+    @staticmethod
+    def _near(v: float | None, want: float) -> bool:
+        return v is None or abs(v - want) <= 1e-3 * abs(want)
+
+    def _cube(self, name: str, x: str) -> list[int] | None:
+        """The producers of ``name`` if it is ``x ** 3``: ``Pow(x, 3)``, or ``x * (x * x)`` in any order."""
+        p = self.prod.get(name)
+        if p is None or not self._single_use(name) or not self._free(p):
+            return None
+        pn = self._node(p)
+        if (pn.domain or "") not in _STD_DOMAINS or len(pn.input) != 2:
+            return None
+        if pn.op_type == "Pow":
+            e = self.vals.get(pn.input[1])
+            ok = pn.input[0] == x and e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 3.0
+            return [p] if ok else None
+        if pn.op_type != "Mul" or x not in pn.input:
+            return None
+        sq = pn.input[1] if pn.input[0] == x else pn.input[0]
+        q = self.prod.get(sq)
+        if q is None or not self._single_use(sq) or not self._free(q):
+            return None
+        qn = self._node(q)
+        if qn.op_type != "Mul" or list(qn.input) != [x, x]:
+            return None
+        return [p, q]
+
+    def _gelu_tail(self, e_out: str, x: str, absorbed: list[int], approximate: str) -> None:
+        """From ``erf(.)``/``tanh(.)`` (``e_out``) on: ``1 + e`` times ``x`` and a half, in the orders
+        exporters write them; records one ``gelu`` that absorbs ``absorbed`` and the tail."""
         if not self._single_use(e_out):
             return
         add = self.cons[e_out][0]
@@ -355,7 +436,7 @@ class _FusionPlanner:
         if mn.op_type != "Mul" or not self._free(m1):
             return
         y = mn.input[1] if mn.input[0] == an.output[0] else mn.input[0]
-        absorbed = [p_div, idx, add]
+        absorbed = [*absorbed, add]
         final = m1
         if y == x or self._is_scalar_const(y):  # (x * (1 + erf)) * 0.5, or x * (0.5 * (1 + erf)) (dynamo)
             nxt = self._next_mul(mn.output[0])
@@ -370,4 +451,4 @@ class _FusionPlanner:
                 return
             absorbed.append(sy[0])
         self.absorbed.update(absorbed)
-        self.fused[final] = ("gelu", x, self._node(final))
+        self.fused[final] = ("gelu", x, self._node(final), approximate)

@@ -127,7 +127,7 @@ _WEIGHT_POS: dict[str, frozenset[int]] = {
 
 #: integer initializers at these positions are quantized weights (counted as parameters)
 _QWEIGHT_POS = {
-    "DequantizeLinear": {0}, "QLinearConv": {3}, "QLinearMatMul": {0, 3}, "ConvInteger": {1},
+    "DequantizeLinear": {0}, "QLinearConv": {3, 8}, "QLinearMatMul": {0, 3}, "ConvInteger": {1},
     "MatMulInteger": {0, 1}, "DynamicQuantizeMatMul": {1}, "MatMulIntegerToFloat": {1}, "MatMulNBits": {1},
 }
 
