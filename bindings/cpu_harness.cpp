@@ -44,6 +44,9 @@
 #include <pthread.h>
 #include <sched.h>
 #endif
+#if defined(__unix__)
+#include <unistd.h>
+#endif
 
 namespace roofline {
 
@@ -555,8 +558,25 @@ static int default_threads() {
     return int(n);
 }
 
+// 0, or more than this machine's physical memory (which could only end in a
+// failed allocation or the OOM killer), is not a footprint.
+static void check_footprint(const char *name, std::size_t bytes) {
+    if (bytes == 0) throw std::invalid_argument(std::string(name) + " must be >= 1 byte, got 0");
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) {
+        const double phys = double(pages) * double(page);
+        if (double(bytes) > phys)
+            throw std::invalid_argument(std::string(name) + " must be at most the physical memory (" +
+                                        std::to_string((unsigned long long)phys) + " bytes), got " +
+                                        std::to_string(bytes));
+    }
+#endif
+}
+
 CpuHarness::CpuHarness(int threads, bool pin) {
-    if (threads <= 0) threads = default_threads();
+    check_threads(threads);
+    if (threads == 0) threads = default_threads();
     impl_ = new Impl(threads, pin);
 }
 
@@ -614,6 +634,7 @@ PeakResult CpuHarness::peak_flops(const std::string &dtype, const std::string &i
 }
 
 void CpuHarness::reserve(std::size_t max_footprint_bytes) {
+    check_footprint("max_bytes", max_footprint_bytes);
     std::lock_guard<std::mutex> lock(impl_->call_mutex);
     reserve_unlocked(max_footprint_bytes);
 }
@@ -669,6 +690,7 @@ void CpuHarness::release() {
 }
 
 StreamResult CpuHarness::stream(std::size_t footprint_bytes, int warmup, int reps, double min_time_s) {
+    check_footprint("footprint_bytes", footprint_bytes);
     check_timing(warmup, reps, min_time_s);
     Impl &im = *impl_;
     std::lock_guard<std::mutex> lock(im.call_mutex);

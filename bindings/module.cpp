@@ -142,7 +142,8 @@ NB_MODULE(_roofline, m) {
     nb::class_<CpuHarness>(m, "CpuHarness",
                            "Pinned worker threads (one per CPU of the affinity mask by default) and "
                            "their private STREAM arrays.")
-        .def(nb::init<int, bool>(), "threads"_a = 0, "pin"_a = true)
+        .def(nb::init<int, bool>(), "threads"_a = 0, "pin"_a = true,
+             "threads=0: one worker per CPU of the process affinity mask; a negative count raises ValueError.")
         .def_prop_ro("threads", &CpuHarness::threads)
         .def_prop_ro("pinned", &CpuHarness::pinned)
         .def_prop_ro("cpus", &CpuHarness::cpus)
@@ -163,18 +164,20 @@ NB_MODULE(_roofline, m) {
             "Peak FMA throughput of all workers; one sample lasts about min_time seconds.")
         .def(
             "reserve",
-            [](CpuHarness &h, std::size_t bytes) {
+            [](CpuHarness &h, long long bytes) {
+                check_bytes("max_bytes", bytes);
                 nb::gil_scoped_release release;
-                h.reserve(bytes);
+                h.reserve(std::size_t(bytes));
             },
             "max_bytes"_a, "Allocate and first-touch arrays for footprints up to max_bytes.")
         .def(
             "stream",
-            [](CpuHarness &h, std::size_t bytes, int warmup, int reps, double min_time) {
+            [](CpuHarness &h, long long bytes, int warmup, int reps, double min_time) {
+                check_bytes("footprint_bytes", bytes);
                 StreamResult r;
                 {
                     nb::gil_scoped_release release;
-                    r = h.stream(bytes, warmup, reps, min_time);
+                    r = h.stream(std::size_t(bytes), warmup, reps, min_time);
                 }
                 return stream_dict(r);
             },
@@ -209,11 +212,12 @@ NB_MODULE(_roofline, m) {
         "CUDA-core FMA peak (fp64, fp32, fp16 via half2).");
     m.def(
         "cuda_copy_bandwidth",
-        [](std::size_t bytes, int warmup, int reps, int device) {
+        [](long long bytes, int warmup, int reps, int device) {
+            check_bytes("buffer_bytes", bytes);
             gpu::GpuSweep s;
             {
                 nb::gil_scoped_release release;
-                s = gpu::copy_bandwidth(bytes, warmup, reps, device);
+                s = gpu::copy_bandwidth(std::size_t(bytes), warmup, reps, device);
             }
             return sweep_dict(s);
         },
@@ -221,12 +225,18 @@ NB_MODULE(_roofline, m) {
         "Device-memory copy bandwidth, bytes counted read + write.");
     m.def(
         "cuda_read_sweep",
-        [](const std::vector<std::size_t> &sizes, bool replicated, int warmup, int reps, double min_time,
+        [](const std::vector<long long> &sizes, bool replicated, int warmup, int reps, double min_time,
            int device) {
+            std::vector<std::size_t> bytes;
+            bytes.reserve(sizes.size());
+            for (std::size_t i = 0; i < sizes.size(); ++i) {
+                check_bytes(("sizes[" + std::to_string(i) + "]").c_str(), sizes[i]);
+                bytes.push_back(std::size_t(sizes[i]));
+            }
             gpu::GpuSweep s;
             {
                 nb::gil_scoped_release release;
-                s = gpu::read_sweep(sizes, replicated, warmup, reps, min_time, device);
+                s = gpu::read_sweep(bytes, replicated, warmup, reps, min_time, device);
             }
             return sweep_dict(s);
         },

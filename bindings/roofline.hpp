@@ -29,6 +29,19 @@ inline void check_timing(int warmup, int reps, double min_time_s) {
     }
 }
 
+// Worker threads of a CpuHarness: 0 means one per CPU of the affinity mask.
+inline void check_threads(int threads) {
+    if (threads < 0)
+        throw std::invalid_argument("threads must be >= 0 (0: one per CPU of the process affinity mask), got " +
+                                    std::to_string(threads));
+}
+
+// A size in bytes from Python: at least 1 (a size of 0 used to measure one
+// cache line per thread, or a 16-byte buffer, without a word).
+inline void check_bytes(const char *name, long long bytes) {
+    if (bytes < 1) throw std::invalid_argument(std::string(name) + " must be >= 1 byte, got " + std::to_string(bytes));
+}
+
 inline void check_dtype(const std::string &dtype, bool gpu) {
     if (dtype == "fp64" || dtype == "fp32" || (gpu && dtype == "fp16")) return;
     throw std::invalid_argument("dtype must be one of fp64, fp32" + std::string(gpu ? ", fp16" : "") + ", got '" +
@@ -83,7 +96,7 @@ struct StreamResult {
 // A pool of pinned worker threads plus their private STREAM arrays.
 class CpuHarness {
 public:
-    // threads <= 0: one per CPU of the process affinity mask.
+    // threads == 0: one per CPU of the process affinity mask; < 0 is an error.
     CpuHarness(int threads, bool pin);
     ~CpuHarness();
     CpuHarness(const CpuHarness &) = delete;
@@ -100,13 +113,15 @@ public:
 
     // Allocate (and first-touch, each worker its own) arrays large enough for
     // a footprint of max_footprint_bytes (3 arrays, all threads together).
+    // A footprint of 0 or above the physical memory is an error.
     void reserve(std::size_t max_footprint_bytes);
     std::size_t reserved_footprint() const;
     void release();
 
     // The four STREAM kernels at one footprint (rounded down to whole cache
     // lines per thread and array, at least one; reserve() is called when the
-    // arrays are too small).
+    // arrays are too small).  A footprint of 0 or above the physical memory is
+    // an error.
     StreamResult stream(std::size_t footprint_bytes, int warmup, int reps, double min_time_s);
 
 private:

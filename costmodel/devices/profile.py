@@ -77,10 +77,14 @@ class Plateau:
 class MachineProfile:
     """A measured roofline (see the module docstring); JSON-serialisable.
 
-    ``peak_gflops`` and ``levels`` hold medians in GFLOP/s and GB/s;
+    ``peak_gflops`` and ``levels`` hold medians in GFLOP/s and GB/s (1e9
+    bytes/s); ``levels_gbps`` is the same mapping under a name that says so
+    (``levels`` is kept as the JSON field and for existing code).
     ``peak_spread[dtype]`` holds ``min``/``max``/``q1``/``q3`` of each peak.
     ``levels`` maps ``L1``/``L2``/``L3``/``DRAM`` (CPU) or ``L1``/``L2``/``DRAM``
-    (CUDA) to GB/s, ``None`` for a level the sweep did not reach.  On CUDA,
+    (CUDA) to GB/s, ``None`` for a level the sweep did not reach.
+    ``memory_total_bytes`` is in bytes (MemTotal on a CPU, the device's total
+    memory on CUDA).  On CUDA,
     ``DRAM`` is the large-buffer copy (read + write bytes), like the device
     database's ``memory_bandwidth_gbps``.
 
@@ -112,6 +116,11 @@ class MachineProfile:
     schema_version: int = PROFILE_SCHEMA_VERSION
 
     # -- views ----------------------------------------------------------------
+
+    @property
+    def levels_gbps(self) -> dict[str, float | None]:
+        """:attr:`levels` by a name with its unit: bandwidth per memory level in GB/s (1e9 bytes/s)."""
+        return self.levels
 
     def sweep(self, kernel: str = "triad") -> list[BandwidthPoint]:
         """The sweep points of one kernel, by increasing size."""
@@ -242,13 +251,18 @@ class MachineProfile:
         * CPU: ``peak_tflops.fp32``/``fp64`` and ``vector_tflops_fp32`` <- the
           FMA peaks; ``memory_bandwidth_gbps`` <- the DRAM triad plateau (the
           largest footprint's triad, with a warning, when the sweep did not get
-          past the last-level cache); ``memory_gb`` <- MemTotal.
+          past the last-level cache); ``memory_gb`` <- MemTotal / 2**30 and
+          ``reported_memory_mib`` <- MemTotal / 2**20.
         * CUDA: ``peak_tflops.fp32`` and ``vector_tflops_fp32`` <- the fp32 FMA
           peak (PyTorch's default fp32 matmul runs on these units too);
           ``memory_bandwidth_gbps`` <- the copy bandwidth (read + write);
-          ``sm_count``, ``l2_cache_mb``, ``memory_gb``, ``compute_capability``
-          <- device properties.  The fp64/fp16/bf16 tensor-core peaks keep their
+          ``sm_count``, ``l2_cache_mb``, ``memory_gb``, ``reported_memory_mib``,
+          ``compute_capability`` <- device properties.  The fp64/fp16/bf16 tensor-core peaks keep their
           datasheet values: the harness measures CUDA-core FMAs, not MMA.
+
+        ``memory_gb`` follows the device database's convention: the binary GB
+        of datasheets (GiB, 2**30 bytes), so :attr:`Device.memory_mb` (``memory_gb
+        * 1024`` MiB) is the measured capacity exactly; it is not 1e9 bytes.
 
         The result has ``source == "measured"`` and a source line with the date.
         """
@@ -283,7 +297,8 @@ class MachineProfile:
                 notes.append(msg)
             fields["memory_bandwidth_gbps"] = dram
             if self.memory_total_bytes:
-                fields["memory_gb"] = self.memory_total_bytes / GiB
+                fields["memory_gb"] = self.memory_total_bytes / GiB  # binary GB, see above
+                fields["reported_memory_mib"] = self.memory_total_bytes / MiB
             what = (f"{self.threads} threads, isa {self.isa}: fp32 {self.peak_gflops.get('fp32', 0):.1f} / "
                     f"fp64 {self.peak_gflops.get('fp64', 0):.1f} GFLOP/s FMA peaks, DRAM triad {dram:.1f} GB/s "
                     "(STREAM byte counting)")
@@ -298,7 +313,8 @@ class MachineProfile:
             if info.get("l2_bytes"):
                 fields["l2_cache_mb"] = info["l2_bytes"] / MiB
             if info.get("total_memory_bytes"):
-                fields["memory_gb"] = info["total_memory_bytes"] / GiB
+                fields["memory_gb"] = info["total_memory_bytes"] / GiB  # binary GB, see above
+                fields["reported_memory_mib"] = info["total_memory_bytes"] / MiB
             if info.get("compute_capability"):
                 fields["compute_capability"] = info["compute_capability"]
             what = (f"fp32 FMA {fp32 or 0:.1f} GFLOP/s, copy {self.levels.get('DRAM') or 0:.1f} GB/s "

@@ -230,6 +230,8 @@ def test_to_device_feeds_the_analytic_predictor(cpu_profile):
         assert dev.memory_bandwidth_gbps == pytest.approx(cpu_profile.levels["DRAM"])
     assert "measured by costmodel.measure.harness.measure on " + cpu_profile.timestamp[:10] in dev.sources[-1]
     assert dev.sources[:-1] == get_device("cpu").sources
+    if cpu_profile.memory_total_bytes:
+        assert dev.capacity_mb == dev.memory_mb == cpu_profile.memory_total_bytes / 2**20
 
     model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024))
     est = costmodel.estimate(model, batch=128, input_shape=(1024,), device=dev, predictor="analytic")
@@ -290,6 +292,13 @@ def test_bad_arguments_raise_invalid_input(kwargs, needle):
         (lambda h: h.peak_flops("fp16", "auto", 0, 1, 0.001), "dtype must be one of fp64, fp32, got 'fp16'"),
         (lambda h: h.stream(65536, 0, 0, 0.001), "reps must be >= 1, got 0"),
         (lambda h: h.stream(65536, 0, 1, float("inf")), "got inf"),
+        # a footprint of 0 used to measure one cache line per thread without a word
+        (lambda h: h.stream(0), "footprint_bytes must be >= 1 byte, got 0"),
+        (lambda h: h.stream(-4096), "footprint_bytes must be >= 1 byte, got -4096"),
+        (lambda h: h.stream(1 << 62), "at most the physical memory"),
+        (lambda h: h.reserve(0), "max_bytes must be >= 1 byte, got 0"),
+        (lambda h: h.reserve(-1), "max_bytes must be >= 1 byte, got -1"),
+        (lambda h: h.reserve(1 << 62), f"got {1 << 62}"),
     ],
 )
 def test_raw_cpu_harness_names_bad_arguments(call, needle):
@@ -307,12 +316,31 @@ def test_raw_cpu_harness_names_bad_arguments(call, needle):
         (lambda: EXT.cuda_peak_flops("fp32", 0, 0, 0.001, 0), "reps must be >= 1, got 0"),
         (lambda: EXT.cuda_copy_bandwidth(1 << 20, -1, 1, 0), "warmup must be >= 0, got -1"),
         (lambda: EXT.cuda_read_sweep([16384], False, 0, 1, -1.0, 0), "min_time must be a finite number"),
+        (lambda: EXT.cuda_copy_bandwidth(0, 0, 1, 0), "buffer_bytes must be >= 1 byte, got 0"),
+        (lambda: EXT.cuda_copy_bandwidth(-8, 0, 1, 0), "buffer_bytes must be >= 1 byte, got -8"),
+        (lambda: EXT.cuda_read_sweep([16384, 0], False, 0, 1, 0.001, 0), "sizes[1] must be >= 1 byte, got 0"),
     ],
 )
 def test_raw_cuda_entry_points_name_bad_arguments_with_or_without_a_gpu(call, needle):
     with pytest.raises(ValueError) as info:
         call()
     assert needle in str(info.value)
+
+
+@needs_ext
+def test_raw_cpu_harness_threads_zero_means_all_and_negative_raises():
+    assert EXT.CpuHarness(0, False).threads == len(rl._allowed_cpus())
+    assert EXT.CpuHarness().threads == len(rl._allowed_cpus())
+    # a negative count used to mean "all CPUs" too
+    for bad in (-1, -7):
+        with pytest.raises(ValueError, match=f"threads must be >= 0 .*got {bad}"):
+            EXT.CpuHarness(bad, True)
+
+
+@needs_ext
+def test_raw_stream_below_one_line_still_measures_one_line():
+    r = EXT.CpuHarness(1, False).stream(1, 0, 1, 0.0)  # documented: at least one cache line per array
+    assert r["elements_per_thread"] == 8 and r["footprint_bytes"] == 3 * 8 * 8
 
 
 def test_device_error_lists_choices():
@@ -427,6 +455,11 @@ def test_cuda_profile_to_device_keeps_tensor_core_peaks():
     assert dev.peak_tflops.fp64 == sheet.peak_tflops.fp64
     assert dev.memory_bandwidth_gbps == pytest.approx(3904.1)
     assert dev.sm_count == 132 and dev.l2_cache_mb == pytest.approx(60.0)
+    # memory_gb is the database's binary GB: memory_mb is the measured capacity in MiB exactly
+    assert dev.memory_gb == 150109880320 / 2**30 and dev.memory_mb == 150109880320 / 2**20
+    assert dev.reported_memory_mib == 150109880320 / 2**20 == dev.capacity_mb
+    assert prof.levels_gbps is prof.levels and prof.levels_gbps["DRAM"] == pytest.approx(3904.1)
+    assert "levels_gbps" not in prof.to_dict()  # the JSON layout is unchanged: old files still load
     assert "measured by costmodel.measure.harness.measure on 2026-11-26" in dev.sources[-1]
     with pytest.raises(UnknownDeviceError, match="pass base="):
         _h200_like_profile("Imaginary GPU 9000").to_device()
