@@ -213,8 +213,9 @@ class _Emitter:
             v = a.float(name)
             if v is not None:
                 attrs[name] = float(v)
-        if "kernel" in a:
-            attrs["kernel"] = list(a.ints("kernel"))
+        for name in ("kernel", "stride", "padding", "dilation"):
+            if name in a:
+                attrs[name] = list(a.ints(name))
         if "groups" in a:
             attrs["groups"] = a.int("groups", 1, minimum=1)
         view = bool(a.int("view", 0))

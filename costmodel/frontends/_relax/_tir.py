@@ -9,6 +9,11 @@ attribute.  Its FLOPs are counted on the TIR itself (``tvm.s_tir.analysis.estima
 per floating-point add, multiply, max... per loop iteration, so a multiply-add is 2, the convention of
 the other frontends); a fused kernel counts all its parts.  Its MACs (conv, matmul) are half the FLOPs
 of its heaviest loop nest, the contraction.
+
+A kernel of a module with symbolic shapes (``R.Tensor(("n", 3, 224, 224))``) has loops over its own
+shape variables: :func:`bind_shapes` binds them to the call's argument shapes before the count (the TIR
+analysis counts a symbolic loop as one iteration).  A convolution's stride, dilation and padding come
+from its TIR index expressions (:func:`conv_geometry`).
 """
 
 from __future__ import annotations
@@ -109,9 +114,65 @@ def _nests(func) -> list[tuple[Any, str]]:
     return out
 
 
+def _is_var(e) -> bool:
+    return type(e).__name__ in ("Var", "SizeVar")
+
+
+def _buffer_shape(p):
+    """The shape of a PrimFunc parameter that is a buffer, else ``None`` (a scalar parameter)."""
+    return getattr(getattr(p, "ty", None), "shape", None) if type(getattr(p, "ty", None)).__name__ == "BufferType" \
+        else None
+
+
+def is_symbolic(func) -> bool:
+    """Whether a PrimFunc still has a symbolic buffer dimension or a scalar (shape) parameter."""
+    for p in func.params:
+        shape = _buffer_shape(p)
+        if shape is None or any(getattr(d, "value", None) is None for d in shape):
+            return True
+    return False
+
+
+def bind_shapes(func, shapes: list[tuple[int, ...] | None], scalars: list[int | None]):
+    """``func`` with its shape variables bound to one call's values: ``shapes`` are the shapes of its
+    buffer parameters in order (the call's arguments, then its outputs; ``None``: unknown), ``scalars``
+    the values of its scalar parameters (``call_tir``'s ``tir_vars``).  Returns ``func`` unchanged when it
+    has nothing symbolic, ``None`` when a variable cannot be bound (or two shapes disagree)."""
+    if not is_symbolic(func):
+        return func
+    bufs = [p for p in func.params if _buffer_shape(p) is not None]
+    prims = [p for p in func.params if _buffer_shape(p) is None]
+    values: dict[Any, int] = {}
+    for p, got in zip(prims, scalars):
+        if got is not None:
+            values[p] = int(got)
+    for p, got in zip(bufs, shapes):
+        shape = _buffer_shape(p)
+        if got is None or len(got) != len(shape):
+            continue
+        for d, v in zip(shape, got):
+            if _is_var(d):
+                if values.setdefault(d, int(v)) != int(v):
+                    return None
+    if not values:
+        return None
+    import tvm
+
+    free = [v for v in values if not any(v.same_as(p) for p in func.params)]
+    try:
+        # the shape variables become scalar parameters, which ``specialize`` substitutes everywhere
+        wide = tvm.tirx.PrimFunc(list(func.params) + free, func.body, func.ret_type, func.attrs)
+        bound = wide.specialize({v: tvm.tirx.IntImm(v.ty.dtype if hasattr(v.ty, "dtype") else str(v.ty), n)
+                                 for v, n in values.items()})
+    except Exception:  # noqa: BLE001 - an unusual signature: the kernel stays uncounted
+        return None
+    return None if is_symbolic(bound) else bound
+
+
 def kernel_info(func, name: str) -> dict[str, Any]:
-    """``{"kind", "flops", "macs"}`` of one PrimFunc called through ``call_tir``; ``flops``/``macs`` are
-    ``None`` where the TIR cannot be counted (symbolic loop extents)."""
+    """``{"kind", "flops", "macs", "view", "conv"}`` of one PrimFunc called through ``call_tir``;
+    ``flops``/``macs`` are ``None`` where the TIR cannot be counted (symbolic loop extents: bind them
+    first with :func:`bind_shapes`); ``conv``: a convolution's :func:`conv_geometry`."""
     kind = _dominant(_part_kinds(name))
     nests: list[tuple[Any, str]] = []
     try:
@@ -120,7 +181,10 @@ def kernel_info(func, name: str) -> dict[str, Any]:
         pass
     nest_flops: list[float] = []
     flops = None
+    symbolic = is_symbolic(func)
     try:
+        if symbolic:
+            raise ValueError("symbolic loop extents")
         from tvm.s_tir.analysis import estimate_tir_flops
 
         nest_flops = [float(estimate_tir_flops(s)) for s, _ in nests]
@@ -138,7 +202,87 @@ def kernel_info(func, name: str) -> dict[str, Any]:
     macs = None
     if kind in ("conv", "conv_transpose", "matmul", "attention") and nest_flops:
         macs = max(nest_flops) / 2 if kind != "attention" else flops / 2
-    return {"kind": kind, "flops": flops, "macs": macs, "view": kind in _VIEW_KINDS}
+    conv = conv_geometry(nests, nest_flops) if kind == "conv" and nest_flops else {}
+    return {"kind": kind, "flops": flops, "macs": macs, "view": kind in _VIEW_KINDS, "conv": conv}
+
+
+def _block(stmt):
+    """The innermost block of one loop nest (``For -> ... -> SBlockRealize -> SBlock``), or ``None``."""
+    n = stmt
+    for _ in range(64):
+        name = type(n).__name__
+        if name == "SBlock":
+            return n
+        n = n.block if name == "SBlockRealize" else getattr(n, "body", None)
+        if n is None:
+            return None
+    return None
+
+
+def conv_geometry(nests: list[tuple[Any, str]], nest_flops: list[float]) -> dict[str, list[int]]:
+    """``stride``, ``dilation`` and ``padding`` of a legalized convolution, read off its TIR: the
+    contraction (the heaviest nest) reads its input at ``out * stride + k * dilation`` in each spatial
+    dimension; the padding block reads the kernel's input at ``i - pad_begin``, and its buffer is
+    ``pad_begin + input + pad_end`` long.  ``{}`` where the TIR does not have that form."""
+    from tvm.sym import detect_linear_equation
+
+    try:
+        blk = _block(nests[max(range(len(nests)), key=lambda i: nest_flops[i])][0])
+        spatial = [iv.var for iv in blk.iter_vars if int(iv.iter_type) == 0]
+        reduce_ = [iv.var for iv in blk.iter_vars if int(iv.iter_type) == 2]
+        stride, dil, src = [], [], None
+        for rd in blk.reads:  # the input: a read indexed by an output and a reduction variable at once
+            mins = [r.min for r in rd.region]
+            for e in mins[2:]:
+                s = next((v for v in spatial if _uses(e, v)), None)
+                k = next((v for v in reduce_ if _uses(e, v)), None)
+                if s is None or k is None:
+                    break
+                cs, ck, _ = (int(c) for c in detect_linear_equation(e, [s, k]))
+                stride.append(cs)
+                dil.append(ck)
+            if stride and len(stride) == len(mins) - 2:
+                src = rd.source
+                break
+            stride, dil = [], []
+        if src is None:
+            return {}
+        out = {"stride": stride, "dilation": dil, "padding": [0] * len(stride)}
+        pad = _padding(nests, src, len(stride))
+        if pad is not None:
+            out["padding"] = pad
+        return out
+    except Exception:  # noqa: BLE001 - not the usual legalized form
+        return {}
+
+
+def _uses(e, v) -> bool:
+    from tvm.tirx.analysis import undefined_vars
+
+    return any(u.same_as(v) for u in undefined_vars(e))
+
+
+def _padding(nests: list[tuple[Any, str]], buf, r: int) -> list[int] | None:
+    """The padding of a convolution whose input is the intermediate ``buf``: begin from the block that
+    writes it (reading the kernel's input at ``i - begin``), end from the sizes; ``None``: no such block."""
+    from tvm.sym import detect_linear_equation
+
+    for s, _ in nests:
+        blk = _block(s)
+        if blk is None or not any(w.source.same_as(buf) for w in blk.writes) or not blk.reads:
+            continue
+        src = blk.reads[0]
+        full = [int(d) for d in buf.ty.shape[2:]]
+        size = [int(d) for d in src.source.ty.shape[2:]]
+        begin = []
+        for e, iv in zip([r_.min for r_ in src.region][2:], blk.iter_vars[2:]):
+            _, c = (int(x) for x in detect_linear_equation(e, [iv.var]))
+            begin.append(-c)
+        end = [f - b - n for f, b, n in zip(full, begin, size)]
+        if len(begin) != r:
+            return None
+        return begin if begin == end else begin + end
+    return None
 
 
 def conv_operands(ops: list[str], shapes: dict[str, tuple[int, ...]], weights: set[str],

@@ -8,7 +8,7 @@ from typing import Any
 from ..._errors import DynamicShapeError, InvalidInputError, ModelLoadError, UnsupportedOpWarning
 from ._ops import _OpRules
 from ._tir import conv_operands as _conv_operands
-from ._tir import kernel_info
+from ._tir import bind_shapes, is_symbolic, kernel_info
 from ._util import (
     _BINARY, _ELEM, _NO_WORK, _REDUCE, _UNARY, _VALUE_LIMIT, _dim_vars, _eval_dim, _flatten, _h, _int, _ints,
     _is_prim, _is_shape, _live_bindings, _lowered_op,
@@ -365,7 +365,8 @@ class _RelaxWalker(_OpRules):
                 self.emit(var, _UNARY[base], ops)  # a legalized kernel named after its operator (topi)
             elif short == "call_tir" and base in _BINARY and len(ops) == 2:
                 self.emit(var, _BINARY[base], ops)
-            elif short in ("call_tir", "call_tir_inplace", "call_tir_with_grad") and self.tir_kernel(var, callee, ops):
+            elif short in ("call_tir", "call_tir_inplace", "call_tir_with_grad") and self.tir_kernel(var, callee, ops,
+                                                                                                     args):
                 return
             else:
                 self.other(var, f"{short} {cname}", ops)
@@ -412,7 +413,7 @@ class _RelaxWalker(_OpRules):
             return
         handler(var, c, a, x)
 
-    def tir_kernel(self, var, callee, ops: list) -> bool:
+    def tir_kernel(self, var, callee, ops: list, args) -> bool:
         """A ``call_tir`` of a PrimFunc of the module (a legalized or fused kernel) as one node whose kind
         and FLOPs come from the TIR (:mod:`._tir`); ``False``: no such PrimFunc (an external kernel)."""
         try:
@@ -422,13 +423,20 @@ class _RelaxWalker(_OpRules):
         if type(func).__name__ != "PrimFunc":
             return False
         name = callee.name_hint
-        info = self._tir_info.get(name)
-        if info is None:
-            info = self._tir_info[name] = kernel_info(func, name)
         ops = [o for o in ops if isinstance(o, str)]
         outs = self.outputs_of(var)
         if not outs:
             return True
+        key: tuple = (name,)
+        if is_symbolic(func):  # the kernel's own shape variables take this call's shapes
+            shapes, scalars = self._call_shapes(args, outs)
+            key = (name, tuple(shapes), tuple(scalars))
+            if key not in self._tir_info:
+                bound = bind_shapes(func, shapes, scalars)
+                func = bound if bound is not None else func
+        info = self._tir_info.get(key)
+        if info is None:
+            info = self._tir_info[key] = kernel_info(func, name)
         kind = info["kind"]
         attrs: dict[str, Any] = {"kind": kind}
         if info["flops"] is not None:
@@ -441,6 +449,8 @@ class _RelaxWalker(_OpRules):
             ops, conv = _conv_operands(ops, self.shapes, self.weights, outs[0][1],
                                        transpose=kind == "conv_transpose")
             attrs.update(conv)
+            if kind == "conv":
+                attrs.update(info["conv"])
         elif kind == "matmul" and info["macs"] is not None:
             n_out = 1
             for d in outs[0][1]:
@@ -448,6 +458,27 @@ class _RelaxWalker(_OpRules):
             attrs["k"] = float(info["macs"]) / n_out if n_out else 1.0
         self.emit(var, name, ops, domain="tvm.tir", **attrs)
         return True
+
+    def _call_shapes(self, args, outs) -> tuple[list, list]:
+        """The shapes of a ``call_tir``'s arguments then outputs (``None`` where unknown), and the values
+        of its ``tir_vars``: what its PrimFunc's buffer and scalar parameters take."""
+        ins = args[1] if len(args) > 1 else None
+        exprs = list(getattr(ins, "fields", None) or ([] if ins is None else [ins]))
+        shapes: list = []
+        for e in exprs:
+            try:
+                tt = self.tensor_type(e.ty, "a call_tir argument")
+            except DynamicShapeError:
+                tt = None
+            shapes.append(tt[0] if tt is not None else None)
+        shapes += [o[1] for o in outs]
+        scalars: list = []
+        for e in list(getattr(args[2], "values", ()) if len(args) > 2 else ()):
+            try:
+                scalars.append(self.dim(e, "a call_tir shape argument"))
+            except DynamicShapeError:
+                scalars.append(None)
+        return shapes, scalars
 
     def _dtype_of(self, name: str) -> str | None:
         vi = self.value_info.get(name)
