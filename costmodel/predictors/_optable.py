@@ -18,6 +18,7 @@ import numpy as np
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
 from . import _convreading, _launches, _skinny
+from ._backward import backward_plans, buffer_only_mask, frozen_mask
 from ._skinny import operator_streams
 
 PHASES = ("forward", "backward", "optimizer")
@@ -421,142 +422,6 @@ def _operator_features(cols, hw: list[float], sm: int):
     return xn, kind, flops, nbytes, dtype, tensor_kind, row_s
 
 
-#: backward kernels of a forward operator, from the autograd formulas: ``(kernels, bytes per kernel as
-#: a multiple of the forward operator's bytes)``.  Tensor kinds and binary elementwise operators launch
-#: one kernel per operand that needs a gradient (set in :func:`backward_plans`); an ``add`` passes its
-#: gradient through and a ``concat`` hands out slices of it (no kernel); a unary activation reads the
-#: gradient and one saved tensor and writes one (1.5x the forward's two tensors); a normalization
-#: reduces first and then writes (about twice its forward).
-_BWD_SPEC = {
-    "add": (0, 1.0), "concat": (0, 1.0),
-    "relu": (1, 1.5), "gelu": (1, 1.5), "silu": (1, 1.5), "sigmoid": (1, 1.5), "tanh": (1, 1.5),
-    "hardswish": (1, 1.5), "clamp": (1, 1.5), "activation": (1, 1.5), "softmax": (1, 1.5),
-    "avg_pool": (1, 1.0), "reduction": (1, 1.0), "reshape": (1, 1.0), "transpose": (1, 1.0), "slice": (1, 1.0),
-    "pad": (1, 1.0), "copy": (1, 1.0), "dropout": (1, 1.0), "resize": (1, 1.5),
-}
-_BWD_PER_OPERAND = frozenset({"conv", "conv_transpose", "matmul", "mul", "elementwise"})
-
-
-# per kind: backward kernels and bytes scale of :data:`_BWD_SPEC` (``(1, 2.0)`` for the kinds it leaves out)
-_BWD_K = np.array([_BWD_SPEC.get(k, (1, 2.0))[0] for k in OP_KINDS], np.int64)
-_BWD_F = np.array([_BWD_SPEC.get(k, (1, 2.0))[1] for k in OP_KINDS])
-_BWD_OPERAND = np.array([k in _BWD_PER_OPERAND for k in OP_KINDS])
-
-
-def frozen_mask(graphs, cols) -> np.ndarray | None:
-    """Per node position of ``cols``: whether the node's parameter operands are all frozen
-    (``attrs["frozen"]``, set by the frontend for parameters with ``requires_grad=False``), so that a
-    training step computes no gradient for them; ``None`` when no graph has a frozen parameter."""
-    which = [g for g, gr in enumerate(graphs) if gr.meta.get("frozen_params")]
-    if not which:
-        return None
-    mask = np.zeros(len(cols.view), bool)
-    for g in which:
-        lo, hi = int(cols.offsets[g]), int(cols.offsets[g + 1])
-        mask[lo:hi] = [bool(a.get("frozen")) for a in cols.attrs[lo:hi]]
-    return mask
-
-
-def buffer_only_mask(cols) -> np.ndarray | None:
-    """Per node position of ``cols``: whether the node reads buffers and no parameter (a batch norm's
-    step counter ``num_batches_tracked += 1``, a registered index table): buffers get no gradient, so
-    such a node seeds no backward kernel; ``None`` when there is none."""
-    cand = np.flatnonzero(cols.param_count > 0).tolist()
-    hits = [i for i in cand if cols.nodes[i].params == 0]
-    if not hits:
-        return None
-    mask = np.zeros(len(cols.view), bool)
-    mask[hits] = True
-    return mask
-
-
-def backward_plans(cols, which, positions: np.ndarray, frozen: np.ndarray | None = None):
-    """The backward kernels of a training step of each graph ``which`` (indices into the node columns
-    ``cols``), in the order autograd runs them: each graph's operators (its nodes that are not views)
-    in reverse order, each with its gradient sums first, then its own kernels.
-
-    An operator whose output needs no gradient (it reads no trainable parameter and nothing that needs
-    one: an input image's preprocessing, the layers of a frozen backbone before the first trainable
-    one) has no kernels, nor has a copy that no operator reads (autograd's
-    saved copy of an in-place activation's input), which is no extra reader of its operand either.
-    Otherwise a convolution, GEMM or binary elementwise operator launches one kernel per operand that
-    needs a gradient (at most two: the input's and the weight's; a convolution on the input image only its weight's), attention two, an ``add`` of a
-    parameter one of half its bytes (a reduction over the output gradient), the others what
-    :data:`_BWD_SPEC` says. A tensor read by several operators (through views) gets one gradient sum
-    per extra reader: it reads two, writes one, one FLOP per element (kind 1; its bytes a multiple of the
-    operator's output bytes, kind 0's of its forward bytes).
-
-    ``positions``: the column positions of every graph's operators, whose indices the plans return;
-    ``frozen``: :func:`frozen_mask` (a frozen operator's parameters get no gradient kernel: a frozen
-    linear layer under a trainable one computes its input's gradient only), with
-    :func:`buffer_only_mask`'s operators (buffers get no gradient either).
-    Returns, concatenated over ``which`` in order, each kernel's operator index, bytes scale and kind,
-    and how many kernels each graph has. Arrays throughout; the one sequential step, which tensors need
-    a gradient, is a single pass over the edges in source order."""
-    n = len(cols.view)
-    which = np.asarray(which, np.int64)
-    e_lo, e_hi = cols.edge_offsets[which], cols.edge_offsets[which + 1]
-    rows = np.concatenate([np.arange(a, b) for a, b in zip(e_lo.tolist(), e_hi.tolist())]) if len(which) else \
-        np.zeros(0, np.int64)
-    e = cols.edges[rows] + np.repeat(cols.offsets[which], e_hi - e_lo)[:, None]
-    e = np.unique(e[:, 0] * n + e[:, 1])  # each (source, reader) once, sorted by source
-    src, dst = e // n, e % n
-    # needs a gradient: holds a parameter, or reads a tensor that needs one (sources come first in a DAG)
-    has_param = cols.param_count > 0
-    if frozen is not None:
-        has_param = has_param & ~frozen
-    grad_l = has_param.tolist()
-    for s_, d_ in zip(src.tolist(), dst.tolist()):
-        if grad_l[s_]:
-            grad_l[d_] = True
-    grad = np.asarray(grad_l, bool)
-    # views resolve to the operator that made the buffer: their first (lowest) predecessor's owner
-    first = np.full(n, n)
-    np.minimum.at(first, dst, src)
-    owner = np.arange(n)
-    chain = cols.view & (first < n)
-    owner[chain] = first[chain]
-    while True:
-        nxt = owner[owner]
-        if np.array_equal(nxt, owner):
-            break
-        owner = nxt
-    # a copy nothing reads, other than a graph's last node, is one autograd saves for the backward (the
-    # operand of an in-place activation whose formula needs its input): no gradient flows through it
-    saved = (cols.kind == _KIND_ID["copy"]) & ~cols.view & (np.bincount(src, minlength=n) == 0)
-    ends = cols.offsets[which + 1]
-    saved[ends[ends > cols.offsets[which]] - 1] = False  # a graph's last node is its output (empty graphs have none)
-    g_src = grad[src]
-    readers = np.bincount(owner[src[g_src & ~cols.view[dst] & ~saved[dst]]], minlength=n)
-    grad_preds = np.bincount(dst[g_src], minlength=n)
-    # the operators of the graphs in ``which``, each graph's in reverse order (autograd's)
-    lo, hi = np.searchsorted(positions, cols.offsets[which]), np.searchsorted(positions, cols.offsets[which + 1])
-    gid = np.repeat(np.arange(len(which)), hi - lo)
-    J = np.concatenate([np.arange(b - 1, a - 1, -1) for a, b in zip(lo.tolist(), hi.tolist())]) if len(which) \
-        else np.zeros(0, np.int64)
-    node = positions[J]
-    kind = cols.kind[node]
-    has_p = has_param[node]
-    k = _BWD_K[kind].copy()
-    f = _BWD_F[kind].copy()
-    per_op = _BWD_OPERAND[kind]
-    k[per_op] = np.clip(grad_preds[node][per_op] + has_p[per_op], 1, 2)
-    f[per_op] = 1.0
-    att = kind == _KIND_ID["attention"]
-    k[att], f[att] = 2, 1.0
-    bias = (kind == _KIND_ID["add"]) & has_p
-    k[bias], f[bias] = 1, 0.5  # the broadcast parameter's gradient: a reduction over the output gradient
-    k[~grad[node] | saved[node] | ((cols.flops[node] <= 0) & (cols.nbytes[node] <= 0))] = 0
-    extra = np.maximum(readers[node] - 1, 0)
-    # per operator: its gradient sums (kind 1), then its own kernels (kind 0)
-    reps = np.stack([extra, k], 1).reshape(-1)
-    out_j = np.repeat(np.repeat(J, 2), reps)
-    out_scale = np.repeat(np.stack([np.full(len(J), 3.0), f], 1).reshape(-1), reps)
-    out_what = np.repeat(np.tile([1, 0], len(J)), reps)
-    per_graph = np.bincount(np.repeat(np.repeat(gid, 2), reps), minlength=len(which))
-    return out_j, out_scale, out_what, per_graph
-
-
 def op_table(graph, device, *, mode: str, optimizer: str = "adam") -> OpTable:
     """The operators ``graph`` runs on ``device`` for one call (``mode="training"``: one step).
 
@@ -601,7 +466,7 @@ def op_tables(graphs, device, *, modes, optimizer: str = "adam", columns=None) -
     idx, back, acc, scale, out_b, out_n, n_rows = _row_plan(cols, positions, counts.tolist(), modes, n_all, frozen)
     x = xn[idx]
     if out_b is not None:
-        f, b = np.where(acc, out_n[idx], flops[idx]), scale * np.where(acc, out_b[idx], nbytes[idx])
+        f, b = np.where(acc, out_n, flops[idx]), scale * np.where(acc, out_b[idx], nbytes[idx])
     else:
         f, b = flops[idx], scale * nbytes[idx]
     kind_rows = kind[idx]
@@ -718,20 +583,22 @@ def _assemble(graphs, counts, modes, cols, device, optimizer, hw_facts, n_rows, 
 def _row_plan(cols, positions: np.ndarray, counts: list[int], modes, n_all: int, frozen=None):
     """Which operator each row of :func:`op_tables` costs: each graph's forward rows, then (training) its
     backward rows in reverse order (:func:`backward_plans`). Returns the row -> operator index, the
-    backward flag, the gradient-sum flag and the bytes scale per row, the output bytes and elements per
-    operator where gradient sums need them (else ``None``), and the number of rows of each graph."""
+    backward flag, the gradient-sum flag and the bytes scale per row, the output bytes per operator and
+    the elements per row where gradient sums need them (else ``None``), and the number of rows of each
+    graph."""
     if "training" not in modes:  # forward rows only: every operator once, in order
         return np.arange(n_all), np.zeros(n_all, bool), np.zeros(n_all, bool), np.ones(n_all), None, None, counts
     train = [g for g, m in enumerate(modes) if m == "training"]
-    b_j, b_scale, b_what, b_count = backward_plans(cols, train, positions, frozen)
+    b_j, b_scale, b_what, b_count, b_elem = backward_plans(cols, train, positions, frozen)
     b_end = np.cumsum(b_count).tolist()
-    idx_parts, back_parts, scale_parts, acc_parts, n_rows = [], [], [], [], []
+    idx_parts, back_parts, scale_parts, acc_parts, elem_parts, n_rows = [], [], [], [], [], []
     off, t = 0, 0
     for n_ops, mode in zip(counts, modes):
         idx_parts.append(np.arange(off, off + n_ops))
         back_parts.append(np.zeros(n_ops, bool))
         scale_parts.append(np.ones(n_ops))
         acc_parts.append(np.zeros(n_ops, bool))
+        elem_parts.append(np.ones(n_ops))
         n_g = n_ops
         if mode == "training":
             a, b = (b_end[t - 1] if t else 0), b_end[t]
@@ -740,14 +607,17 @@ def _row_plan(cols, positions: np.ndarray, counts: list[int], modes, n_all: int,
             back_parts.append(np.ones(b - a, bool))
             scale_parts.append(b_scale[a:b])
             acc_parts.append(b_what[a:b].astype(bool))
+            elem_parts.append(b_elem[a:b])
             n_g += b - a
         n_rows.append(n_g)
         off += n_ops
     acc = np.concatenate(acc_parts)
-    # a gradient sum reads the tensor's bytes and adds its elements
+    # a gradient sum reads the tensor's bytes and adds its elements (a slice's copy: its share of them)
     out_b, out_n = (cols.out_bytes[positions], cols.numel[positions]) if acc.any() else (None, None)
-    return (np.concatenate(idx_parts), np.concatenate(back_parts), acc, np.concatenate(scale_parts), out_b, out_n,
-            n_rows)
+    idx = np.concatenate(idx_parts)
+    if out_n is not None:
+        out_n = out_n[idx] * np.concatenate(elem_parts)
+    return idx, np.concatenate(back_parts), acc, np.concatenate(scale_parts), out_b, out_n, n_rows
 
 
 def op_tables_by_device(graphs, devs, modes, *, optimizer: str = "adam") -> list[OpTable]:

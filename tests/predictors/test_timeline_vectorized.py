@@ -54,7 +54,8 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
     bound, kernel, hcls, hcnt, ecls, node_ids, phases, busy, tf32_conv = [], [], [], [], [], [], [], [], []
     stream: list[float] = []  # a forward skinny matrix product: 3.55 us + its bytes at 0.848 of the bandwidth
 
-    def add(n, phase: int, flops: float, nbytes: float, dtype: str, host: str, count: float = 1.0):
+    def add(n, phase: int, flops: float, nbytes: float, dtype: str, host: str, count: float = 1.0,
+            elements: float | None = None):
         groups = (n.attrs.get("groups") or 1) if n is not None else 1
         depthwise = (n is not None and n.kind == "conv" and groups > 1 and n.out_shapes and len(n.out_shapes[0]) > 1
                      and groups == n.out_shapes[0][1])
@@ -70,6 +71,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
         if n is not None and not _is_cpu(device):  # a norm's rows, a backward in proportion to its bytes
             own = n.bytes_read + n.bytes_written
             numel = math.prod(n.out_shapes[0]) if n.out_shapes and n.out_shapes[0] else 0
+            numel = numel if elements is None else elements
             r = max(_optable.norm_row_bound_s(n.kind, _optable.norm_rows(n), numel, sm),
                     _optable.element_bound_s(n.kind, numel, sm)) * (nbytes / own if own > 0 else 1.0)
             busy.append(max(c, m) / r if r > max(c, m) else 1.0)  # the share of the device the row keeps busy
@@ -110,11 +112,34 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
             n = graph.nodes[i]
             return n.kind == "copy" and not n.is_view and not succs[i] and i != len(graph.nodes) - 1
 
-        def readers(i):  # operators reading node i's buffer, through views
-            out = 0
-            for s in set(succs[i]):
-                out += readers(s) if graph.nodes[s].is_view else (0 if saved(s) else 1)
+        def reads(i, cut=None):  # reads of node i's buffer, through views: the slicing view each went through
+            out = []
+            for s in sorted(set(succs[i])):
+                v = graph.nodes[s]
+                if not v.is_view:
+                    out += [] if saved(s) else [cut]
+                else:
+                    out += reads(s, s if v.kind == "slice" else cut)
             return out
+
+        def split(c):  # a view with several outputs: its pieces' gradients come back in one cat
+            return len(graph.nodes[c].out_shapes) > 1
+
+        def readers(i):  # whole-size gradients the owner sums: a read, a slice's read, a split's cat
+            r = reads(i)
+            return sum(1 for c in r if c is None or not split(c)) + len({c for c in r if c is not None and split(c)})
+
+        def gather(n, dt):  # the kernels that put sliced gradients back into n's shape (kind 1)
+            numel = math.prod(n.out_shapes[0]) if n.out_shapes and n.out_shapes[0] else 0
+            for c in sorted({c for c in reads(n.id) if c is not None}):
+                v = graph.nodes[c]
+                share = min(v.out_bytes / max(n.out_bytes, 1.0), 1.0)
+                part = math.prod(v.out_shapes[0]) if v.out_shapes and v.out_shapes[0] else 0
+                plan = [(2.0, 1.0)] if split(c) else [(1.0, 1.0), (2.0 * share, min(part / max(numel, 1), 1.0))]
+                for scale, el in plan:
+                    add(dataclasses.replace(n, kind="add", attrs={}, flops=float(numel * el),
+                                            bytes_read=scale * n.out_bytes, bytes_written=0.0),
+                        1, float(numel * el), scale * n.out_bytes, dt, "backward", elements=numel * el)
 
         spec = {"add": (0, 1.0), "concat": (0, 1.0), "avg_pool": (1, 1.0), "reduction": (1, 1.0),
                 **{k: (1, 1.5) for k in ("relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "clamp",
@@ -124,6 +149,7 @@ def _op_table_reference(graph, device, *, mode: str, optimizer: str = "adam") ->
             nbytes = n.bytes_read + n.bytes_written
             dt = _op_dtype(n, default_dtype)
             if needs_grad(n.id):
+                gather(n, dt)
                 for _ in range(readers(n.id) - 1):  # the gradients of a tensor read twice are summed
                     numel = math.prod(n.out_shapes[0]) if n.out_shapes and n.out_shapes[0] else 0
                     add(dataclasses.replace(n, kind="add", attrs={}, flops=float(numel),
