@@ -118,6 +118,32 @@ class Event:
     op: str = ""
 
 
+def saved_bytes(events) -> int:
+    """Bytes the last training step's forward pass allocated that are still live when its backward pass
+    begins (what autograd saved for it, with the loss): the live bytes at the first event of the last
+    backward phase less those at the forward phase's first allocation (after ``zero_grad`` freed the
+    gradients); 0 without a backward."""
+    size: dict[int, int] = {}
+    live, phase, start, saved = 0, "", None, 0
+    for e in events:
+        if e.kind not in ("alloc", "free"):
+            continue
+        if e.phase != phase:
+            if e.phase == "forward":
+                start = None
+            elif e.phase == "backward" and start is not None:
+                saved = live - start
+            phase = e.phase
+        if e.kind == "alloc":
+            if phase == "forward" and start is None:
+                start = live
+            size[e.key] = e.nbytes
+            live += e.nbytes
+        else:
+            live -= size.pop(e.key, 0)
+    return max(saved, 0)
+
+
 @dataclass
 class AllocatorStats:
     """What a replay ends with: the peaks PyTorch's memory statistics would report."""

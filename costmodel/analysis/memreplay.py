@@ -70,7 +70,7 @@ from ._memintervals import (
     row_group,
     write_memory_fit,
 )
-from .allocator import MIB, Event, replay
+from .allocator import MIB, Event, replay, saved_bytes
 from ._llmtrace import trace_llm, trace_llm_training, with_ssm_kernels
 from .alloctrace import (
     AllocationTrace,
@@ -149,6 +149,7 @@ class MemoryReplay:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     slack_mb: float = 0.0  # the training allowance added to the replayed reserved peak
+    saved_mb: float = 0.0  # training: what the forward pass left allocated for the backward (allocator.saved_bytes)
     #: (low, high) MiB around ``memory_mb`` from held-out residuals of its path (:mod:`._memintervals`)
     interval_mb: tuple[float, float] | None = None
     interval: dict[str, Any] | None = None  # how it was calibrated
@@ -541,6 +542,7 @@ def replay_memory(model, device="h200", *, batch: int = 1, mode: str = "inferenc
         oom=st.oom,
         notes=[*notes, *trace.notes, *slack_note, f"overheads: {ov.source}"],
         slack_mb=slack,
+        saved_mb=saved_bytes(trace.events) / MIB if mode == "training" else 0.0,
     )
     _interval(out, dev, kind, mode, dtype, phase)
     out.seconds = time.perf_counter() - t0

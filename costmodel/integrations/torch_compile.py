@@ -45,6 +45,7 @@ import warnings
 from typing import Any, Callable
 
 from .._errors import OOMRiskWarning, OOMWarning
+from ._held import Held, HeldState, _output_mb
 
 log = logging.getLogger("costmodel.compile")
 
@@ -247,11 +248,16 @@ def _estimate_fx(gm, example_inputs, *, device, predictor, training, cuda_graphs
     return est, batch, (module, meta_inputs)
 
 
-def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced) -> dict | None:
+def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced, per_sample_mb: float = 0.0
+                           ) -> dict | None:
     """The largest batches under ``limit_mb`` by the replayed memory and by its interval's upper end
     (:func:`costmodel.estimate.fit_answer`'s dict): a search over the allocation trace at smaller
     batches (``traced`` = the module and inputs, re-run on fake tensors), or ``None`` when the memory did
-    not come from a replay or the graph does not take another batch (shapes fixed inside it)."""
+    not come from a replay or the graph does not take another batch (shapes fixed inside it).
+    ``per_sample_mb``: memory outside this graph that grows with the batch too (the activations earlier
+    graphs of a training step keep for their backward pass), added at each batch searched."""
+    import dataclasses
+
     from ..analysis.memreplay import replay_memory
     from ..estimate import fit_answer, rebatch_inputs
 
@@ -260,8 +266,13 @@ def largest_batch_replayed(est, batch: int, limit_mb: float, device, traced) -> 
         return None
 
     def replay_at(b: int):
-        return replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype,
-                             inputs=rebatch_inputs(inputs, batch, b), autocast=est.details.get("autocast"))
+        r = replay_memory(module, device, batch=b, mode=est.mode, dtype=est.dtype,
+                          inputs=rebatch_inputs(inputs, batch, b), autocast=est.details.get("autocast"))
+        if per_sample_mb <= 0:
+            return r
+        more = per_sample_mb * b
+        return dataclasses.replace(r, memory_mb=r.memory_mb + more, interval_mb=None if r.interval_mb is None
+                                   else (r.interval_mb[0] + more, r.interval_mb[1] + more))
 
     try:
         return fit_answer(replay_at, limit_mb, batch, f"{limit_mb:,.0f} MB")
@@ -402,7 +413,7 @@ def watch_sizes(compiled: Callable, sizes: list[tuple[int, int, str]]) -> Callab
     return run
 
 
-def _call_checks(gm, example_inputs, est, batch: int, traced, dev, limit_mb: float, held: tuple[float, int]):
+def _call_checks(gm, example_inputs, est, batch: int, traced, dev, limit_mb: float, held: Held):
     """``(guard, sizes, notes)``: the checks each call of a graph with symbolic sizes makes (the batch's
     :class:`BatchGuard` with the input it reads, or ``None``; the sizes :func:`watch_sizes` watches), and
     what the estimate says of them and of an optimizer step."""
@@ -411,11 +422,14 @@ def _call_checks(gm, example_inputs, est, batch: int, traced, dev, limit_mb: flo
     if at is not None:
         line = memory_line(est, batch, dev, traced)
         if line is not None:
-            line = (line[0] + held[0], *line[1:])  # the other graphs' state stays allocated
+            # the other graphs' state stays allocated; the activations earlier graphs saved grow with the batch
+            line = (line[0] + held.mb, line[1] + held.saved_per_sample_mb, *line[2:])
             guard = (BatchGuard(line, limit_mb, dev.name, est.mode), at)
             notes.append(f"compiled for a dynamic batch: each call's batch is checked against "
                          f"{limit_mb:,.0f} MB by {line[1]:.3g} MB per sample over {line[0]:,.0f} MB "
-                         + (f"({held[0]:,.0f} MB of it the other compiled graphs' state) " if held[0] else "")
+                         + (f"({held.mb:,.0f} MB of it the other compiled graphs' state) " if held.mb else "")
+                         + (f"({held.saved_per_sample_mb:.3g} MB per sample of it the activations earlier graphs "
+                            "saved for their backward pass) " if held.saved_per_sample_mb else "")
                          + f"(the replays at batch {batch} and {line[3]})")
         else:
             notes.append("compiled for a dynamic batch, but its memory at another batch could not be "
@@ -446,35 +460,46 @@ def largest_batch(est, batch: int, limit_mb: float, device, *, memory_mb: float 
     return max(0, int(math.floor((limit_mb - fixed) / per_sample)))
 
 
-def _fits(est, batch: int, limit_mb: float, dev, traced) -> tuple[int, int | None]:
-    """The largest batch that fits by the memory, and by its interval's upper end (``None`` without one)."""
+def _fits(est, batch: int, limit_mb: float, dev, traced, per_sample_mb: float = 0.0) -> tuple[int, int | None]:
+    """The largest batch that fits by the memory, and by its interval's upper end (``None`` without one);
+    ``per_sample_mb``: memory outside the graph that grows with the batch (:func:`largest_batch_replayed`)."""
     upper = est.memory_mb_interval[1] if est.memory_mb_interval else None
-    fit = largest_batch_replayed(est, batch, limit_mb, dev, traced)
+    fit = largest_batch_replayed(est, batch, limit_mb, dev, traced, per_sample_mb)
     if fit is not None:
         return fit["batch"], fit["upper_batch"] if upper is not None else None
     return (largest_batch(est, batch, limit_mb, dev),
             largest_batch(est, batch, limit_mb, dev, memory_mb=upper) if upper is not None else None)
 
 
-def _oom_warning(est, batch: int, limit_mb: float, dev, traced, held: tuple[float, int] = (0.0, 0)
-                 ) -> OOMWarning | None:
+def _oom_warning(est, batch: int, limit_mb: float, dev, traced, held: Held = Held()) -> OOMWarning | None:
     """The warning for a graph whose memory, or the upper end of its 90 % interval, passes ``limit_mb``
-    less ``held`` (``(MB, tensors)`` that the other compiled graphs' state holds: :class:`HeldState`)."""
-    held_mb, held_count = held
+    less what ``held`` says other compiled graphs keep allocated (:class:`HeldState`)."""
     upper = est.memory_mb_interval[1] if est.memory_mb_interval else None
     step = bool(getattr(traced[0], "gradient_step", False))
     what = "an optimizer step, no batch" if step else f"batch {batch}"
     head = f"costmodel: this graph ({est.mode}, {what}) is predicted to need {est.memory_mb:,.0f} MB on {dev.name}"
-    if held_mb > 0:
-        head += (f", and {held_mb:,.0f} MB stay allocated for the {held_count:,} parameters and buffers of the "
-                 f"other graphs compiled (weights{', gradients and optimizer state' if est.mode == 'training' else ''}"
-                 f"): {est.memory_mb + held_mb:,.0f} MB in all")
+    held_mb = held.mb + held.saved_mb
+    parts = []
+    if held.mb > 0:
+        parts.append(f"{held.mb:,.0f} MB stay allocated for the {held.tensors:,} parameters and buffers of the "
+                     f"other graphs compiled (weights{', gradients and optimizer state' if est.mode == 'training' else ''}"
+                     ")")
+    if held.saved_mb > 0:
+        parts.append(f"{held.saved_mb:,.0f} MB stay allocated for the activations that the graphs before it in "
+                     "the step saved for their backward pass")
+    if parts:
+        head += f", and {' and '.join(parts)}: {est.memory_mb + held_mb:,.0f} MB in all"
     room = limit_mb - held_mb
+    fixed_room = limit_mb - held.mb  # a smaller batch shrinks the earlier graphs' activations too
+
+    def fits():
+        return _fits(est, batch, fixed_room, dev, traced, held.saved_per_sample_mb)
+
     if est.memory_mb > room:
         if step:
             return OOMWarning(f"{head}, but {limit_mb:,.0f} MB are available; an optimizer step's memory does not "
                               "depend on the batch")
-        fit, safe = _fits(est, batch, room, dev, traced)
+        fit, safe = fits()
         return OOMWarning(
             f"{head}, but {limit_mb:,.0f} MB are available; "
             + (f"the largest batch whose 90 % interval's upper end fits is {safe}, and " if safe is not None else "")
@@ -482,51 +507,11 @@ def _oom_warning(est, batch: int, limit_mb: float, dev, traced, held: tuple[floa
             + (" (none: the fixed part alone does not fit)" if fit == 0 else ""))
     if upper is not None and upper > room:
         tail = ("an optimizer step's memory does not depend on the batch" if step else
-                f"the largest batch whose upper end fits is {_fits(est, batch, room, dev, traced)[1]}")
+                f"the largest batch whose upper end fits is {fits()[1]}")
         return OOMRiskWarning(
             f"{head}, within the {limit_mb:,.0f} MB available, but the upper end of its 90 % interval is "
             f"{upper + held_mb:,.0f} MB, so it may run out of memory; {tail}")
     return None
-
-
-class HeldState:
-    """The parameters and buffers of every graph a backend compiled, held weakly: while they live they take
-    device memory when another graph runs (the graphs before a graph break keep their weights, and in
-    training their gradients and optimizer state, while the graphs after it run), so each graph's check
-    adds those of the others to its own memory."""
-
-    def __init__(self):
-        import weakref
-
-        self._ref = weakref.ref
-        self._held: dict[int, tuple[Any, bool]] = {}  # id -> (weak reference, trained)
-
-    def others_mb(self, state: list, training: bool) -> tuple[float, int]:
-        """``(MB, number of tensors)`` held by the other graphs' state, not in ``state`` (this graph's):
-        a weight, and when training, its gradient and Adam's two moments where it is trained; then
-        ``state`` is recorded."""
-        mine = {id(t) for t in state}
-        total, count = 0.0, 0
-        for key, (ref, trained) in list(self._held.items()):
-            t = ref()
-            if t is None:
-                del self._held[key]
-            elif key not in mine:
-                total += _nbytes(t) * (4 if training and trained else 1) / 2**20
-                count += 1
-        for t in state:
-            try:
-                self._held[id(t)] = (self._ref(t), training and bool(getattr(t, "requires_grad", False)))
-            except TypeError:  # not weakly referenceable: not recorded
-                continue
-        return total, count
-
-
-def _nbytes(t) -> int:
-    try:
-        return int(t.numel()) * int(t.element_size())
-    except Exception:  # noqa: BLE001 - a tensor subclass without a size: counted as nothing
-        return 0
 
 
 def auto_device() -> tuple[Any, list[str]]:
@@ -602,7 +587,12 @@ def torch_backend(device="auto", memory_limit_mb: float | None = None, inner: st
                                                   cuda_graphs=graphs)
             if est.memory_mb is None:
                 raise ValueError(f"the {est.predictor} predictor returned no memory")
-            held = backend.held.others_mb(traced[0].held_state, est.mode == "training")
+            held = Held(*backend.held.others_mb(traced[0].held_state, est.mode == "training"))
+            if est.mode == "training":
+                history = any(getattr(t, "grad_fn", None) is not None for t in example_inputs)
+                own = float(est.details.get("memory", {}).get("saved_mb", 0.0)) - _output_mb(gm)
+                held = held._replace(**dict(zip(("saved_mb", "saved_per_sample_mb"), backend.held.earlier_saved(
+                    traced[0].held_state, own, batch, history))))
             guard, sizes, more = _call_checks(gm, example_inputs, est, batch, traced, dev, limit, held)
             notes.extend(more)
             backend.estimates.append(with_notes(est, notes))

@@ -220,3 +220,13 @@ def test_the_allocator_gets_the_board_less_the_context():
     assert tight.allocated_mb == pytest.approx(roomy.allocated_mb, rel=0.01)  # blocks split anew after a release
     assert tight.reserved_mb - tight.slack_mb <= room_mb < roomy.reserved_mb - roomy.slack_mb
     assert not tight.oom and any("released its cached segments" in n for n in tight.notes)
+
+
+def test_a_training_step_reports_what_its_forward_pass_saved_for_the_backward():
+    # Linear -> ReLU -> Linear, then the loss: autograd keeps the ReLU's output (for the ReLU's and the second
+    # linear layer's gradients) and the loss's log-softmax; the first layer's input is the batch, held anyway
+    m = nn.Sequential(nn.Linear(256, 4096), nn.ReLU(), nn.Linear(4096, 256))
+    for b in (64, 128):
+        r = replay_memory(m, "t4", batch=b, mode="training", inputs=(torch.randn(b, 256, device="meta"),))
+        assert r.saved_mb * 2**20 == pytest.approx(b * 4096 * 4 + b * 256 * 4, abs=64)
+    assert replay_memory(m, "t4", batch=64, inputs=(torch.randn(64, 256, device="meta"),)).saved_mb == 0.0

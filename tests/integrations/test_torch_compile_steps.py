@@ -131,3 +131,55 @@ def test_a_symbolic_sequence_length_is_named_and_a_longer_call_says_it_is_not_ch
     assert len(seen[3]) == 1 and "of 16, and is now called with 32" in seen[3][0]
     assert any("symbolic sizes the out-of-memory check does not follow" in a and "= 16" in a
                for a in be.estimates[0].assumptions)
+
+
+def _train_compiled(fns, x, be):
+    """One training step through ``fns`` compiled with ``be`` (each the next one's input); its warnings."""
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        y = x
+        for f in fns:
+            y = torch.compile(f, backend=be)(y)
+        y.sum().backward()
+    return [str(m.message) for m in w if isinstance(m.message, OOMWarning)]
+
+
+def test_a_training_graph_after_a_break_counts_the_activations_the_graph_before_it_saved():
+    # in a training step the first half's forward keeps its ReLU output (batch x 4096 floats) for its
+    # backward pass, which runs after the second half's: while the second half runs, they are allocated
+    m, x = _TwoHalves().train(), torch.randn(2048, 256)
+    probe = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic")
+    assert _train_compiled([m], x, probe) == [] and len(probe.estimates) == 2
+    saved = 2048 * 4096 * 4 / 2**20  # the ReLU output, fp32 (the first half's output goes on to the second)
+    weights = 4 * _weights_mb(m.a)  # weights, gradients, Adam's two moments
+    second = probe.estimates[1].memory_mb
+    be = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic",
+                                 memory_limit_mb=second + weights + saved / 2)
+    oom = [w for w in _train_compiled([m], x, be) if "stay allocated" in w]
+    assert len(oom) == 1, oom
+    assert f"{saved:,.0f} MB stay allocated for the activations" in oom[0]
+    assert f"{second + weights + saved:,.0f} MB in all" in oom[0]
+    # the suggested batch leaves room for the first half's activations at that batch too
+    fit = int(oom[0].rsplit("the largest batch predicted to fit is ", 1)[1].split()[0])
+    assert 0 < fit < 2048
+
+
+def test_separate_training_steps_do_not_count_each_others_activations():
+    # the same two halves compiled and trained one after the other, each on its own input: the first one's
+    # backward has run before the second one starts, so only its weights and their state stay allocated
+    m, x = _TwoHalves().train(), torch.randn(2048, 256)
+    probe = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic")
+    _train_compiled([m.a], x, probe)
+    _train_compiled([m.b], x, probe)
+    second = probe.estimates[1].memory_mb
+    weights = 4 * _weights_mb(m.a)
+    saved = 2048 * 4096 * 4 / 2**20
+    be = costmodel.torch_backend(device="t4", inner="eager", predictor="analytic",
+                                 memory_limit_mb=second + weights + saved / 2)
+    _train_compiled([m.a], x, be)
+    alone = _train_compiled([m.b], x, be)
+    assert not [w for w in alone if "for the activations" in w or "are available" in w], alone
+    # chained in one step (the second half's input carries the first half's autograd history), they do
+    chained = [w for w in _train_compiled([m.a, m.b], x, be) if "for the activations" in w]
+    assert len(chained) == 1 and f"{saved:,.0f} MB stay allocated for the activations" in chained[0]
