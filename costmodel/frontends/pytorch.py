@@ -653,7 +653,8 @@ def from_torch(
         mode: ``"inference"`` (eval mode, no grad) or ``"training"``.
         method: ``"export"`` (default, falls back to ``"trace"``) or ``"trace"``.
         fused: record the kernels PyTorch's fused paths run on a GPU (the default: fused
-            multi-head attention at inference, SDPA as one fused kernel in the trace);
+            multi-head attention at inference, SDPA as one fused kernel in the trace, recurrent layers as
+            cuDNN's kernels);
             ``False`` records what the capture sees, as graphs were built before (the operator
             profiles collected then are mapped onto such graphs).
     """
@@ -685,7 +686,7 @@ def from_torch(
         note = fallback_note(gname, method, used, export_error)
         meta["capture_fallback"] = {"requested": method, "error": export_error, "note": note}
         meta["assumptions"] = [note]
-    cudnn = fused and not training and used == "trace"  # inference graphs record cuDNN's kernels
+    cudnn = fused and used == "trace"  # the graphs record cuDNN's kernels
     return with_rnn_launches(builder.build(capture=used, **meta), rnn, asked, cudnn=cudnn)
 
 
@@ -723,7 +724,7 @@ def _capture(model, args, kwargs, gname: str, training: bool, method: str, fused
     if used == "trace":
         try:
             with (inference_fast_paths(fused and not training), recording_scopes(model) as scopes,
-                  preserved_tensor_attributes(model), cudnn_rnn_kernels("steps" if fused and not training else None)):
+                  preserved_tensor_attributes(model), cudnn_rnn_kernels("steps" if fused else None)):
                 _from_trace(model, args, kwargs, builder, training, fused=fused, scopes=scopes)
         except InvalidInputError:
             raise

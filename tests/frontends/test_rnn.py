@@ -166,10 +166,29 @@ def test_an_inference_graph_of_cudnn_kernels_predicts_below_the_unrolled_one():
     for predictor in (None, "analytic"):
         a, b = (costmodel.estimate(g, batch=3, device="h100", predictor=predictor) for g in (fused, unrolled))
         assert a.latency_ms < b.latency_ms
-    # a training graph keeps the unrolled steps: the backward plan would sum the gradient of the input
-    # projection once per step it is read in, where autograd stacks the steps' slices
-    train = _rnn_graph(nn.LSTM, mode="training")
-    assert not any(n.op.endswith("_pointwise") for n in train.nodes)
+
+
+
+def test_a_training_graph_of_cudnn_kernels_gathers_the_steps_input_gradients_once():
+    # a training step runs cuDNN's kernels too; the steps read the one input projection through one
+    # unbind, so its gradient comes back in one cat (no sum per step), and the step costs less than the
+    # unrolled one while keeping its backward above the forward
+    from costmodel.devices import get_device
+    from costmodel.predictors._optable import op_table
+
+    fused, unrolled = (_rnn_graph(nn.LSTM, fused=f, mode="training", seq=32) for f in (True, False))
+    assert sum(n.op.endswith("_pointwise") for n in fused.nodes) == 32
+    assert fused.flops == pytest.approx(unrolled.flops, rel=1e-9)
+    h100 = get_device("h100")
+    t = op_table(fused, h100, mode="training")
+    proj = next(n.id for n in fused.nodes if n.kind == "matmul" and n.out_shapes[0][0] == 3 * 32)
+    back = [i for i in range(len(t.node)) if t.phase[i] == 1 and t.node[i] == proj]
+    assert len(back) == 1 + 2  # the cat of the steps' slices, then the input's and the weights' GEMMs
+    for predictor in (None, "analytic"):
+        a, b = (costmodel.estimate(g, batch=3, device="h100", mode="training", predictor=predictor)
+                for g in (fused, unrolled))
+        infer = costmodel.estimate(_rnn_graph(nn.LSTM, seq=32), batch=3, device="h100", predictor=predictor)
+        assert infer.latency_ms < a.latency_ms < b.latency_ms
 
 
 def test_the_cpu_path_of_an_rnn_is_kept_where_asked():
