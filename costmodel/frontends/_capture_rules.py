@@ -80,9 +80,9 @@ def with_rnn_launches(graph, scopes: list[str], asked: str, cudnn: bool = False)
     if cudnn:
         note = (f"{layers} costed as the {len(inside)} kernels cuDNN's RNN runs, recorded by {how}: per layer and "
                 "direction one GEMM for the input projection of all time steps, then per step a recurrent GEMM "
-                "and one fused gate kernel, each launched with no dispatch of its own (a cell, nn.LSTMCell and "
-                "the like, as PyTorch's per-step operators); cuDNN's persistent kernels may launch fewer, and no "
-                "RNN was measured")
+                "and one fused gate kernel, each launched with no dispatch of its own (an nn.LSTMCell or "
+                "nn.GRUCell call: its two GEMMs and PyTorch's fused cell kernel; an nn.RNNCell: its operators); "
+                "cuDNN's persistent kernels may launch fewer, and no RNN was measured")
     else:
         note = (f"{layers} costed as the {len(inside)} per-step operators PyTorch's own RNN runs, recorded by "
                 f"{how}, each a kernel launched with no dispatch of its own; cuDNN fuses a step into fewer "

@@ -19,8 +19,10 @@ for stand-ins while a graph is built or an allocation is traced:
   its own. PyTorch's meta kernel for ``_cudnn_rnn`` sizes the reserve at 0 bytes (it cannot ask cuDNN), so
   both sizes here are estimates, not cuDNN's answers.
 
-A packed sequence keeps PyTorch's own path (it runs once on the CPU with real values), as do the cells
-(``nn.LSTMCell`` and friends).
+``"steps"`` also takes ``nn.LSTMCell`` and ``nn.GRUCell`` (``torch._VF.lstm_cell``, ``gru_cell``) as a CUDA
+device runs them: two GEMMs and one fused kernel (``_thnn_fused_lstm_cell``, ``_thnn_fused_gru_cell``) per
+call, where PyTorch's own cell runs about a dozen operators; ``nn.RNNCell`` has no fused kernel and keeps
+its operators. A packed sequence keeps PyTorch's own path (it runs once on the CPU with real values).
 """
 
 from __future__ import annotations
@@ -249,6 +251,30 @@ def _stand_in(name: str, original, kind: str):
     return rnn
 
 
+#: the cells with a fused CUDA kernel (``_thnn_fused_lstm_cell``, ``_thnn_fused_gru_cell``), by ``torch._VF``
+#: entry point; an RNN cell (tanh or ReLU) has none and keeps its operators
+CELLS = {"lstm_cell": "lstm", "gru_cell": "gru"}
+
+
+def _cell_stand_in(name: str, original):
+    """``torch._VF.lstm_cell`` / ``gru_cell`` as PyTorch runs them on a CUDA device: the input's and the
+    hidden state's projections (two GEMMs), then one fused kernel for the biases, the gates and the state
+    update (the ``costmodel::*_pointwise`` stand-in of :func:`_step_layers`)."""
+    base = CELLS[name]
+
+    def cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+        import torch
+
+        if _own_path((x,)):
+            return original(x, hx, w_ih, w_hh, b_ih, b_hh)
+        point = getattr(torch.ops.costmodel, f"{base}_pointwise")
+        h = hx[0] if base == "lstm" else hx
+        gx, gh = torch.mm(x, w_ih.t()), torch.mm(h, w_hh.t())
+        return point(gx, gh, hx[1]) if base == "lstm" else point(gx, gh, h)
+
+    return cell
+
+
 @contextlib.contextmanager
 def cudnn_rnn_kernels(kind: str | None = "steps") -> Iterator[None]:
     """Within the block ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` run as cuDNN does: ``"steps"``, its kernels
@@ -262,13 +288,15 @@ def cudnn_rnn_kernels(kind: str | None = "steps") -> Iterator[None]:
     from torch import _VF
 
     _register()
-    own = {name: _VF.__dict__[name] for name in MODES if name in _VF.__dict__}
-    for name in MODES:
-        setattr(_VF, name, _stand_in(name, getattr(_VF, name), kind))
+    names = [*MODES, *(CELLS if kind == "steps" else ())]  # a trace of allocations keeps the cells' own path
+    own = {name: _VF.__dict__[name] for name in names if name in _VF.__dict__}
+    for name in names:
+        original = getattr(_VF, name)
+        setattr(_VF, name, _cell_stand_in(name, original) if name in CELLS else _stand_in(name, original, kind))
     try:
         yield
     finally:
-        for name in MODES:
+        for name in names:
             if name in own:
                 setattr(_VF, name, own[name])
             else:

@@ -66,6 +66,45 @@ def test_an_rnn_cell_in_a_python_loop_is_recorded():
     assert g.flops >= gemm and g.meta["launched_nodes"]
 
 
+class _CellLoop(nn.Module):
+    def __init__(self, cls):
+        super().__init__()
+        self.cell = cls(32, 48)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[0], 48)
+        state = (h, torch.zeros_like(h)) if isinstance(self.cell, nn.LSTMCell) else h
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+        return state[0] if isinstance(state, tuple) else state
+
+
+@pytest.mark.parametrize("cls,gates", [(nn.LSTMCell, 4), (nn.GRUCell, 3)])
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_an_lstm_or_gru_cell_runs_its_two_gemms_and_one_fused_kernel(cls, gates, mode):
+    # on a CUDA device PyTorch runs a cell call as the two projections and _thnn_fused_{lstm,gru}_cell
+    from costmodel.frontends.pytorch import from_torch
+
+    fused, unrolled = (from_torch(_CellLoop(cls), batch=2, input_shape=(8, 32), mode=mode, method="trace",
+                                  fused=f) for f in (True, False))
+    points = [n for n in fused.nodes if n.op.endswith("_pointwise")]
+    gemms = [n for n in fused.nodes if n.kind == "matmul"]
+    assert len(points) == 8 and len(gemms) == 16
+    assert {tuple(n.in_shapes[1]) for n in points} == {(2, gates * 48)}
+    kernels = [sum(not n.is_view for n in g.nodes) for g in (fused, unrolled)]
+    assert kernels[0] <= 3 * 8 + 4 < kernels[1]
+    # the same work: the projections' multiply-adds, and the gates' elementwise operators (the biases, which
+    # the fused kernel adds, aside)
+    gemm = 2 * 2 * 8 * gates * (32 + 48) * 48
+    assert sum(n.flops for n in gemms) == pytest.approx(gemm)
+    assert fused.flops == pytest.approx(unrolled.flops, rel=0.05)
+
+
+def test_an_rnn_cell_keeps_its_operators():
+    fused = costmodel.to_graph(_CellLoop(nn.RNNCell), batch=2, input_shape=(8, 32))
+    assert not any(n.op.endswith("_pointwise") for n in fused.nodes)
+
+
 def test_a_packed_sequence_runs_once_on_the_cpu():
     from torch.nn.utils.rnn import pack_padded_sequence
 
