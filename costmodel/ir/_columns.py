@@ -100,11 +100,26 @@ def node_columns(graphs: Sequence[Any], *, params: bool = True) -> NodeColumns:
     out (``None``), which only training steps read."""
     graphs = graphs if isinstance(graphs, (list, tuple)) else list(graphs)
     native = compiled_reader()
-    if native is not None:
-        out = native.read_nodes(graphs, _KIND_ID, _DTYPE_BYTES, params)
-        if out is not None:
-            return _from_buffers(graphs, out)
-    return python_node_columns(graphs, params=params)
+    out = native.read_nodes(graphs, _KIND_ID, _DTYPE_BYTES, params) if native is not None else None
+    cols = _from_buffers(graphs, out) if out is not None else python_node_columns(graphs, params=params)
+    return _check_work(graphs, cols)
+
+
+def _check_work(graphs: Sequence[Any], cols: NodeColumns) -> NodeColumns:
+    """``cols``, after checking that every node's FLOPs and bytes are finite numbers >= 0 (a graph file
+    edited by hand or a frontend's overflow would otherwise give NaN or infinite costs, or negative work
+    that lowers them); the error names the graph (``graph_index``: its position in ``graphs``) and node."""
+    ok = np.isfinite(cols.flops) & np.isfinite(cols.nbytes) & (cols.flops >= 0) & (cols.nbytes >= 0)
+    if ok.all():
+        return cols
+    i = int(np.flatnonzero(~ok)[0])
+    g = int(np.searchsorted(cols.offsets, i, side="right")) - 1
+    n = cols.nodes[i]
+    err = InvalidGraphError(f"node {n.id} ({n.op}) of graph {graphs[g].meta.get('name')!r} has {n.flops!r} FLOPs "
+                            f"and {n.bytes_read!r} bytes read, {n.bytes_written!r} written; each must be a finite "
+                            "number >= 0")
+    err.graph_index = g
+    raise err
 
 
 def _unknown_kind(graphs: Sequence[Any], offsets: np.ndarray, kind: np.ndarray) -> InvalidGraphError:

@@ -62,9 +62,18 @@ def ceilings(device, machine=None) -> dict[str, Any]:
     (:meth:`~costmodel.devices.MachineProfile.to_device`), so that operators are timed against the ceilings
     drawn: timed with the database's nominal ``cpu`` entry (1 TFLOP/s), a 2-core machine's convolutions sat
     at ten times the measured peak drawn above them."""
+    import os
+
     from ..devices import get_device
 
     dev = get_device(device)
+    if isinstance(machine, (str, os.PathLike)):  # a saved profile (--save-profile's file)
+        from ..devices.profile import MachineProfile
+
+        machine = MachineProfile.load(machine)
+    elif machine is not None and not any(hasattr(machine, a) for a in ("to_device", "peak_gflops", "levels")):
+        raise InvalidInputError(f"machine must be a measured profile (MachineProfile) or the path of a saved one, "
+                                f"got a {type(machine).__name__} ({machine!r:.60})")
     compute: dict[str, float] = {}
     memory: dict[str, float] = {}
     if machine is not None and hasattr(machine, "to_device"):

@@ -25,7 +25,7 @@ from ..analysis import (
 from ..devices import get_device
 from ..estimate import Estimate, finish_estimate
 from ..ir import OP_KINDS, node_columns
-from ._base import Predictor, built_graphs, validate_mode, validate_optimizer, with_mode_notes
+from ._base import Predictor, built_graphs, items_named, validate_mode, validate_optimizer, with_mode_notes
 from ._registry import read_artifact_config, register_predictor
 
 MB = 2**20  # bytes per MB (as the analysis reports memory)
@@ -55,9 +55,10 @@ class AnalyticPredictor(Predictor):
         graphs = built_graphs(graphs)
         dev = get_device(device)
         modes = [validate_mode(mode or g.meta.get("mode", "inference")) for g in graphs]
+        with items_named():
+            ests = self.estimates(graphs, dev, modes, validate_optimizer(optimizer))
         return with_mode_notes(graphs, [finish_estimate(e, dev, version=self.version, graph=g) for g, e in
-                                        zip(graphs, self.estimates(graphs, dev, modes, validate_optimizer(optimizer)))],
-                               mode)
+                                        zip(graphs, ests)], mode)
 
     def _predict(self, graph, device, *, mode, optimizer, mig_details: bool) -> Estimate:
         """``mig_details=False`` skips the slice-penalty rooflines (learned

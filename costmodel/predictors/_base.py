@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import abc
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from .._errors import InvalidInputError
+from .._errors import InvalidGraphError, InvalidInputError
 from ..estimate import Estimate
 from ..ir import MODES, OPTIMIZERS
 
@@ -38,7 +39,11 @@ class Predictor(abc.ABC):
 
     def predict_many(self, graphs: Sequence, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Estimate many graphs (learned predictors batch this)."""
-        return [self.predict(g, device, mode=mode, optimizer=optimizer) for g in built_graphs(graphs)]
+        out = []
+        for i, g in enumerate(built_graphs(graphs)):
+            with items_named(i):
+                out.append(self.predict(g, device, mode=mode, optimizer=optimizer))
+        return out
 
     def fit(self, dataset) -> "Predictor":
         """Train on a :class:`~costmodel.datasets.PerfDataset`; returns ``self``."""
@@ -57,12 +62,36 @@ class Predictor(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
 
 
+@contextmanager
+def items_named(first: int = 0, where: str = "predict_many"):
+    """Name the item of a batch whose graph a cost model refused (an :class:`InvalidGraphError` raised for
+    graph ``graph_index`` of the graphs read together, or for the one graph predicted): item ``first`` +
+    that index."""
+    try:
+        yield
+    except InvalidGraphError as e:
+        if str(e).startswith(f"{where}: item "):
+            raise
+        raise InvalidGraphError(f"{where}: item {first + getattr(e, 'graph_index', 0)}: {e}") from None
+
+
+@contextmanager
+def lone_item():
+    """A one-graph ``predict`` answered through ``predict_many``: its error without the item's number."""
+    try:
+        yield
+    except InvalidGraphError as e:
+        lead = "predict_many: item 0: "
+        if not str(e).startswith(lead):
+            raise
+        raise InvalidGraphError(str(e)[len(lead):]) from None
+
+
 def built_graphs(graphs, where: str = "predict_many", need_work: bool = False) -> list:
     """``graphs`` as a list, each a :class:`~costmodel.CostGraph` (a predictor reads built graphs; a model,
     a zoo name or a file goes through :func:`costmodel.to_graph` or :func:`costmodel.estimate` first); with
     ``need_work``, each with an operator that does work (a graph regressor has nothing to read in one
     without: the timeline and the analytic model cost it as the call alone)."""
-    from .._errors import InvalidGraphError
     from ..ir import CostGraph
 
     if isinstance(graphs, (str, bytes, CostGraph)) or not hasattr(graphs, "__iter__"):

@@ -49,7 +49,8 @@ from ..features import (
 from ..estimate import Estimate, finish_estimate
 from . import _artifact as A
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, built_graphs, conformal_quantile, validate_mode, validate_optimizer, with_mode_notes
+from ._base import (Predictor, built_graphs, conformal_quantile, items_named, lone_item, validate_mode,
+                    validate_optimizer, with_mode_notes)
 from ._registry import read_artifact_config, register_predictor
 
 TARGETS = ("latency_ms", "memory_mb", "energy_j")
@@ -452,7 +453,9 @@ class GNNPredictor(Predictor):
         return out
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many(built_graphs([graph], "predict", need_work=True), device, mode=mode, optimizer=optimizer)[0]
+        with lone_item():
+            return self.predict_many(built_graphs([graph], "predict", need_work=True), device, mode=mode,
+                                     optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         """Featurize and predict many graphs in batches through the GNN."""
@@ -467,8 +470,14 @@ class GNNPredictor(Predictor):
         return with_mode_notes(graphs, [self._estimate(g, dev, m, v, e)
                                         for g, m, v, (_, e) in zip(graphs, modes, vals, items)], mode)
 
-    def _features_many(self, graphs, dev, modes, optimizer) -> list:
-        return [self.features(g, dev, m, optimizer) for g, m in zip(graphs, modes)]
+    def _features_many(self, graphs, dev, modes, optimizer, features=None) -> list:
+        """Each graph's :meth:`features` (``features``: another function of the same arguments); a graph
+        refused is named by its item."""
+        out = []
+        for i, (g, m) in enumerate(zip(graphs, modes)):
+            with items_named(i):
+                out.append((features or self.features)(g, dev, m, optimizer))
+        return out
 
     # ---------------------------------------------------------- persistence
     def _artifact_config(self, **extra) -> dict:

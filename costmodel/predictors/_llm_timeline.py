@@ -196,10 +196,16 @@ class TimelineLLMPredictor:
     def predict_many(self, workloads: Sequence, device="h200") -> np.ndarray:
         """``(n, 3)`` latency_ms, memory_mb, power_w of :class:`~costmodel.features.LLMWorkload` s (one graph
         per workload: slow the first time; the XGBoost's ``predict_many`` answers sweeps in milliseconds)."""
+        from ._llm_xgb import llm_workloads
+
         out = []
-        for w in workloads:
-            e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype,
-                             target_seq=w.target_seq)
+        device = get_device(device)  # an unknown device fails once, before any workload
+        for i, w in enumerate(llm_workloads(workloads)):
+            try:
+                e = self.predict(w.spec, batch=w.batch, seq=w.seq, device=device, mode=w.mode, dtype=w.dtype,
+                                 target_seq=w.target_seq)
+            except InvalidInputError as ex:
+                raise InvalidInputError(f"predict_many: item {i} ({w.spec.name}, {w.mode}): {ex}") from None
             out.append((e.latency_ms, e.memory_mb, e.power_w))
         return np.asarray(out, np.float64).reshape(-1, 3)
 

@@ -100,6 +100,13 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
 
     # ---------------------------------------------------------------- data
     def features(self, w: LLMWorkload, device) -> tuple[np.ndarray, dict]:
+        self.check_workload(w)
+        vals, costs = llm_feature_vector(w, get_device(device))
+        return np.asarray(vals, np.float64), costs
+
+    def check_workload(self, w: LLMWorkload) -> None:
+        """Raise where the trees' features cannot describe ``w`` (a training step, no attention, a target
+        sequence other than the source's)."""
         if w.mode not in LLM_MODES:
             raise InvalidInputError(f"the {self.name} predictor learned inference calls ({', '.join(LLM_MODES)}); "
                                     f"a {w.mode} step goes through predictor='timeline'")
@@ -110,8 +117,6 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
             raise InvalidInputError(f"{w.spec.name}: a target of {w.target_seq} tokens against a source of {w.seq}; "
                                     f"the {self.name} predictor's features have one sequence length: use "
                                     "predictor='timeline', which costs the graph")
-        vals, costs = llm_feature_vector(w, get_device(device))
-        return np.asarray(vals, np.float64), costs
 
     @staticmethod
     def targets_of(row, costs: dict, device) -> list[float]:
@@ -186,7 +191,12 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
     def predict_many(self, workloads: Sequence[LLMWorkload], device="h200") -> np.ndarray:
         """Fast path for sweeps: ``(n, 3)`` latency_ms, memory_mb, power_w (held as :meth:`predict` holds them:
         latency and memory over the sweeps, power between the board's idle power and its limit)."""
-        workloads, dev = list(workloads), get_device(device)
+        workloads, dev = llm_workloads(workloads), get_device(device)
+        for i, w in enumerate(workloads):
+            try:
+                self.check_workload(w)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"predict_many: item {i} ({w.spec.name}, {w.mode}): {e}") from None
         if not workloads:
             return np.zeros((0, 3))
         (lat, mem, power), _ = self._held(workloads, dev)
@@ -451,6 +461,20 @@ def compose_llm_estimate(w: LLMWorkload, dev, c: dict, lat: float, mem: float, p
                                                 "launch_ms", "kv_cache_bytes", "activation_bytes")}},
         assumptions=list(dict.fromkeys(a for a in notes if a)),
     )
+
+
+def llm_workloads(workloads, where: str = "predict_many") -> list:
+    """``workloads`` as a list of :class:`~costmodel.features.LLMWorkload` (an error names the first item
+    that is not one)."""
+    if isinstance(workloads, (str, bytes, LLMWorkload)) or not hasattr(workloads, "__iter__"):
+        raise InvalidInputError(f"{where} takes a list of workloads (LLMWorkload), got a {type(workloads).__name__}")
+    out = list(workloads)
+    for i, w in enumerate(out):
+        if not isinstance(w, LLMWorkload):
+            raise InvalidInputError(f"{where}: item {i} is a {type(w).__name__} ({w!r:.60}), not a workload "
+                                    "(LLMWorkload); build it with costmodel.features.llm_workload(model, batch=..., "
+                                    "seq=...)")
+    return out
 
 
 def default_llm_predictor() -> XGBLLMPredictor:

@@ -73,7 +73,7 @@ from ..estimate import PREDICTOR_MEMORY_NOTE, Estimate, finish_estimate
 from ..ir import node_columns
 from ._artifact import record_checksums, verify_checksums
 from ._artifacts import ShippedArtifact
-from ._base import Predictor, built_graphs, validate_mode, validate_optimizer, with_mode_notes
+from ._base import Predictor, built_graphs, items_named, lone_item, validate_mode, validate_optimizer, with_mode_notes
 from ._energy import (ENERGY_PHASES, call_energy_j, energy_design, nnls_relative, phase_weights_ok, power_scales,
                       split_weights)
 from ._optable import (
@@ -91,8 +91,8 @@ from . import _convreading
 from ._skinny import stream_column_of, with_streams
 from ._optable import ceilings_mismatch, kernel_ceilings
 from ._registry import register_predictor
-from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, CUDA_GRAPHS_NOTE, attach_intervals, chunk_lanes, host_vector,
-                              composed_latency_us, sync_note)
+from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, attach_intervals, chunk_lanes, host_vector,
+                              composed_latency_us, graphed_note, host_sync_nodes, sync_note)
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
 from ._timeline_start import blind_inputs, mlp as _mlp
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
@@ -547,7 +547,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         return operator_times(self, graph, device, mode=mode, optimizer=optimizer)
 
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:
-        return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
+        with lone_item():
+            return self.predict_many(built_graphs([graph], "predict"), device, mode=mode, optimizer=optimizer)[0]
 
     def predict_many(self, graphs, device, *, mode: str | None = None, optimizer: str = "adam") -> list[Estimate]:
         from .._errors import ModelLoadError
@@ -564,12 +565,16 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         if _is_cpu(dev) and self.cuda_graphs:
             raise InvalidInputError(f"CUDA graphs replay kernels on a GPU; {dev.name} is a CPU (drop cuda_graphs)")
         if self._has_cpu() and _is_cpu(dev):
-            return with_mode_notes(graphs, [self._predict_cpu(g, dev, m, optimizer, base)
-                                            for g, m in zip(graphs, modes)], mode)
+            cpu = []
+            for i, (g, m) in enumerate(zip(graphs, modes)):
+                with items_named(i):
+                    cpu.append(self._predict_cpu(g, dev, m, optimizer, base))
+            return with_mode_notes(graphs, cpu, mode)
         out: list[Estimate] = []
         for lo in range(0, len(graphs), _CHUNK):
-            out += self._predict_chunk(graphs[lo:lo + _CHUNK], modes[lo:lo + _CHUNK], dev, optimizer, host,
-                                       host_note, base)
+            with items_named(lo):
+                out += self._predict_chunk(graphs[lo:lo + _CHUNK], modes[lo:lo + _CHUNK], dev, optimizer, host,
+                                           host_note, base)
         return with_mode_notes(graphs, out, mode)
 
     def _predict_chunk(self, graphs, modes, dev, optimizer: str, host, host_note, base) -> list[Estimate]:
@@ -592,7 +597,8 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             decode_us = p.decode_step_us if (t.decode and p.decode_step_us is not None) else 0.0
             call_us = float(host[_HOST_INDEX["call"]]) + decode_us
             H, D = float(lanes.host_us[j]) + call_us, float(lanes.device_us[j])
-            if self.cuda_graphs:  # one graph launch (a kernel launch's host cost) begins the whole device lane
+            graphed = self.cuda_graphs and not host_sync_nodes(g).size  # a wait for the device is not captured
+            if graphed:  # one graph launch (a kernel launch's host cost) begins the whole device lane
                 H, decode_us = float(host[_HOST_INDEX["launch"]]), 0.0
                 lat_us, waits = max(D, H) + p.sync_us, 0
             else:
@@ -604,7 +610,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             # op table's roofline takes the same fallback: bf16 on a V100 at its fp32 peak)
             notes = [*est.assumptions, *lane_notes(g, cols.scopes[j], m)]
             notes += [sync_note(waits)] if waits else []
-            notes += [CUDA_GRAPHS_NOTE] if self.cuda_graphs else []
+            notes += graphed_note(g, graphed) if self.cuda_graphs else []
             if host_note:
                 notes.append(host_note)
             elif "H200" not in dev.name:
@@ -614,19 +620,19 @@ class TimelinePredictor(ShippedArtifact, Predictor):
             if power_note:
                 notes.append(power_note)
             if t.decode:
-                notes.append(_decode_note(p) if not self.cuda_graphs else CUDA_GRAPHS_DECODE_NOTE)
+                notes.append(_decode_note(p) if not graphed else CUDA_GRAPHS_DECODE_NOTE)
             notes.append(PREDICTOR_MEMORY_NOTE)
             analytic = {"latency_ms": est.latency_ms, "memory_mb": est.memory_mb, "energy_j": est.energy_j}
             # one call alone: the first kernel waits for the call's own host cost, then the lanes as replayed
-            single = (H + D + p.sync_us if self.cuda_graphs else
+            single = (H + D + p.sync_us if graphed else
                       max(D + max(call_us, call_us + float(lanes.slack_us[j])) + p.sync_us, lat_us if waits else 0.0))
-            top = np.argsort(-d_us, kind="stable")[:10]
+            top = (o := np.argsort(-d_us, kind="stable"))[t.kernel[o] > 0][:10]  # kernels (a module row has none)
             est.latency_ms = lat_ms
             est.energy_j = energy_j
             est.power_w = energy_j / (lat_ms / 1e3) if lat_ms > 0 else 0.0
             est.predictor = self.name
             regime = "host" if (H > D and not t.synchronous) else "device"
-            if not self.cuda_graphs:  # the residuals are eager runs': none says how far a graph's replay errs
+            if not graphed:  # the residuals are eager runs': none says how far a graph's replay errs
                 attach_intervals(self.params, est, dev, regime)
             est.assumptions = []
             # meta: the devices the rows came from (another device's estimate is flagged as extrapolated)

@@ -131,6 +131,17 @@ CUDA_GRAPHS_NOTE = ("CUDA graphs: every kernel replayed from one captured graph 
                     "the synchronisation; no row measured a graph's replay, and the memory is eager PyTorch's (a "
                     "graph's private memory pool is not modelled)")
 
+def graphed_note(graph, graphed: bool) -> list[str]:
+    """What a CUDA-graph estimate of ``graph`` rests on: :data:`CUDA_GRAPHS_NOTE`, or, where the host waits
+    for the device in the call (:func:`host_sync_nodes`), why it was costed as eager dispatch instead."""
+    if graphed:
+        return [CUDA_GRAPHS_NOTE]
+    ops = sorted({graph.nodes[int(i)].op for i in host_sync_nodes(graph)})
+    return [f"CUDA graphs: not applied: the host reads the size of an output in the call ({', '.join(ops)}), "
+            "which a CUDA graph cannot capture (torch.cuda.graphs fails on the synchronisation; torch.compile runs "
+            "such a graph without one), so the call is costed as eager dispatch"]
+
+
 #: a decode step's, in a CUDA graph: what its device lane alone rests on
 CUDA_GRAPHS_DECODE_NOTE = ("decode step in a CUDA graph: the eager decode loop's per-step host cost is left out, and "
                            "the device lane is all that remains; its one-token matrix products are costed by the "

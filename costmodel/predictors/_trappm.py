@@ -56,7 +56,8 @@ class TraPPMPredictor(ShippedArtifact, GNNPredictor):
 
     def _features_many(self, graphs, dev, modes, optimizer) -> list:
         # the encoder embeds every graph in one batched pass
-        base = [GNNPredictor.features(self, g, dev, m, optimizer) for g, m in zip(graphs, modes)]
+        base = GNNPredictor._features_many(self, graphs, dev, modes, optimizer,
+                                           lambda *a: GNNPredictor.features(self, *a))
         return self.with_embeddings(base)
 
     def with_embedding(self, f: GraphFeatures) -> GraphFeatures:

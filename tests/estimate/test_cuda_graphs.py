@@ -78,3 +78,29 @@ def test_a_transformer_step_in_a_cuda_graph():
     with pytest.raises(InvalidInputError, match="cuda_graphs must be True or False"):
         costmodel.estimate_llm("gpt2", mode="prefill", cuda_graphs=1, **kw)
     assert main(["llm", "gpt2", "--batch", "1", "--seq", "128", "--mode", "prefill", "--cuda-graphs", "--json"]) == 0
+
+
+def test_a_call_the_host_waits_in_is_not_captured():
+    torch = pytest.importorskip("torch")
+
+    class Masked(torch.nn.Module):  # boolean-mask indexing: the host reads how many elements it kept
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 64)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return y[y > 0].sum()
+
+    g = costmodel.to_graph(Masked(), batch=4, input_shape=(64,), method="trace")
+    p = costmodel.get_predictor("timeline")
+    eager, graph = p.predict(g, "h200"), p.with_cuda_graphs().predict(g, "h200")
+    assert eager.details["ops"]["host_waits"] == 1
+    # costed as the eager call it has to stay (it was the device lane alone: 0.02 ms against 0.34)
+    assert graph.latency_ms == pytest.approx(eager.latency_ms, rel=1e-9)
+    assert graph.details["ops"]["host_waits"] == 1 and graph.details["ops"]["bound"] == eager.details["ops"]["bound"]
+    assert any(a.startswith("CUDA graphs: not applied") and "aten.index" in a for a in graph.assumptions)
+    assert not any(a.startswith("CUDA graphs: every kernel") for a in graph.assumptions)
+    # a graph the host does not wait in is still replayed from one launch
+    plain = costmodel.to_graph(torch.nn.Linear(64, 64), batch=4, input_shape=(64,), method="trace")
+    assert p.with_cuda_graphs().predict(plain, "h200").latency_ms < 0.5 * p.predict(plain, "h200").latency_ms

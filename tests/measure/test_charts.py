@@ -245,3 +245,22 @@ def test_chart_title_names_the_autocast_dtype(tmp_path):
     assert "fp32, autocast bf16" in fig.axes[0].get_title()
     fig = roofline_chart(m, "h200", batch=4, input_shape=(64,), top=1)
     assert "autocast" not in fig.axes[0].get_title()
+
+
+def test_a_profile_path_is_read_and_anything_else_refused(tmp_path):
+    from costmodel.devices.profile import MachineProfile
+
+    prof = MachineProfile(
+        kind="cpu", name="test cpu", isa="avx2", threads=2, pinned=True,
+        peak_gflops={"fp32": 90.0}, peak_spread={}, bandwidth=(), levels={"L1": 400.0, "DRAM": 20.0},
+        plateaus=(), theoretical_peak_gflops=None, theoretical_basis="", caches=(), memory_total_bytes=8 * 2**30,
+        elapsed_s=1.0, timestamp="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    path = prof.save(tmp_path / "p.json")
+    for m in (path, str(path)):  # as the CLI's --profile reads it, not the datasheet's ceilings
+        c = ceilings("cpu", m)
+        assert c["compute"] == {"fp32 measured": pytest.approx(90e9)} and c["memory"]["L1"] == pytest.approx(400e9)
+    with pytest.raises(InvalidInputError, match="no such file"):
+        ceilings("cpu", str(tmp_path / "missing.json"))
+    with pytest.raises(InvalidInputError, match=r"machine must be a measured profile .* got a int"):
+        roofline_chart(_graph(), "cpu", machine=3)

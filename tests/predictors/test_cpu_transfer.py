@@ -69,7 +69,8 @@ def test_a_faster_roofline_runs_the_operators_faster_and_keeps_the_host_costs(sh
         a, b = tl.predict(g, mode), tl.predict(g, mode, target=fast)
         # every operator bound twice as fast; the per-operator host costs as fitted
         assert b["device_ms"] == pytest.approx(a["device_ms"] / 2, rel=1e-9)
-        assert b["host_terms_ms"] == a["host_terms_ms"]
+        per_op = [{k: v for k, v in r["host_terms_ms"].items() if k != "optimizer_step"} for r in (a, b)]
+        assert per_op[1] == per_op[0]
         stream_ms = tl.host.optimizer_scale * compose(g, ref, mode=mode).optimizer_us / 1e3
         # the optimizer's sweep streams the parameters: at twice the bandwidth it takes half as long
         assert a["host_ms"] - b["host_ms"] == pytest.approx(stream_ms / 2, rel=1e-9, abs=1e-12)

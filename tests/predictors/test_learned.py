@@ -217,6 +217,25 @@ def test_predict_many_of_nothing_and_of_a_graph_without_work(name):
         p.predict_many([g, empty], "h100")
 
 
+@pytest.mark.parametrize("name", ["timeline", "analytic", "dippm", "trappm", "xgb-static"])
+@pytest.mark.parametrize("field, value", [("flops", float("nan")), ("flops", -5.0), ("bytes_read", float("inf"))])
+def test_a_node_without_a_finite_cost_is_named_with_its_item(name, field, value):
+    import copy
+
+    from costmodel import InvalidGraphError
+
+    p = get_predictor(name)
+    g = costmodel.to_graph("torchvision:squeezenet1_1", batch=1, input_shape=(3, 32, 32), method="trace")
+    bad = copy.deepcopy(g)  # a graph file edited by hand: NaN or negative work gave NaN, or lower, costs
+    setattr(bad.nodes[0], field, value)
+    graphs = [g] * 65 + [bad] if name == "timeline" else [g, g, bad]  # the timeline: past its first chunk
+    with pytest.raises(InvalidGraphError, match=rf"predict_many: item {len(graphs) - 1}: node 0 \(.*\) of graph "
+                                                r"'torchvision:squeezenet1_1' has .* must be a finite number >= 0"):
+        p.predict_many(graphs, "h100")
+    with pytest.raises(InvalidGraphError, match=r"^node 0 .* must be a finite number >= 0"):
+        p.predict(bad, "h100")
+
+
 @pytest.mark.parametrize("name", ["timeline", "analytic", "trappm"])
 def test_a_graph_is_costed_in_the_mode_it_was_captured_in(name):
     p = get_predictor(name)

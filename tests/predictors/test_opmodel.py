@@ -404,7 +404,10 @@ def test_the_timeline_fits_and_round_trips(timeline, timeline_data):
         r = timeline.predict(g, mode)
         assert back.predict(g, mode) == r
         assert r["latency_ms"] == pytest.approx(r["device_ms"] + r["host_ms"], rel=1e-9)
-        assert r["host_terms_ms"].keys() == set(HOST_TERMS) and r["top"]
+        assert r["host_terms_ms"].keys() == {*HOST_TERMS, "optimizer_step"} and r["top"]
+        # the host terms are the whole host lane (a training step's optimizer sweep was left out of them)
+        assert sum(r["host_terms_ms"].values()) == pytest.approx(r["host_ms"], rel=1e-9)
+        assert (r["host_terms_ms"]["optimizer_step"] > 0) == (mode == "training")
         assert all(o["op"] == g.nodes[o["node"]].op for o in r["top"])
     # the fit reproduces its own runs' latencies
     for row, g in zip(ds.rows, graphs):
