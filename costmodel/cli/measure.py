@@ -165,9 +165,10 @@ def _cmd_collect(a) -> int:
 
     device = normalize_device(a.device)
     for flag, v, ok in (("--budget", a.budget, a.budget is None or a.budget > 0),
-                        ("--cooldown", a.cooldown, a.cooldown >= 0)):
+                        ("--cooldown", a.cooldown, 0 <= a.cooldown < math.inf)):
         if not ok:
-            raise InvalidInputError(f"{flag} must be {'> 0' if flag == '--budget' else '>= 0'} seconds, got {v:g}")
+            raise InvalidInputError(f"{flag} must be {'> 0' if flag == '--budget' else 'a finite number >= 0 of'} "
+                                    f"seconds, got {v:g}")
     if a.ray is not None and not a.ray.strip():
         raise InvalidInputError("--ray needs an address: auto, ray://HOST:10001 or local")
     items = load_work(a.specs, batches=a.batch)
@@ -180,6 +181,8 @@ def _cmd_collect(a) -> int:
         paths["ops"] = ops_path(a.output)
     where = ", ".join(str(p) for p in paths.values() if p.exists()) or a.output
     extra = [f"{stats['skipped']} already there"]
+    if stats.get("repeated"):
+        extra.append(f"{stats['repeated']} repeated in the work, measured once")
     if stats.get("oom"):
         extra.append(f"{stats['oom']} out of memory")
     if stats.get("failed"):

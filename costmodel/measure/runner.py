@@ -55,16 +55,17 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             go to a sibling file (:func:`output_paths`).  ``hardware.json`` is
             written beside it on first use.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        budget_s: stop (between rows) once this many seconds are spent; a row
-            is not started when the mean duration of the rows so far would
-            take the run past the budget.
+        budget_s: stop (between rows) once this many seconds are spent, counted from the call (the
+            checks of the specs and the device's preparation included); a row is not started when
+            the mean duration of the rows so far would take the run past the budget.
         cooldown_s: sleep between rows.
         limit: measure at most this many rows.
         ray_address: run on a Ray cluster (``"auto"``, ``"ray://host:10001"``,
             ``"local"`` to start one here): one task per model spec, each
             pinned to one GPU (``num_gpus=1``) on ``cuda``, one CPU on ``cpu``.
         measure_fn: replaces :func:`measure` (called as ``fn(item, device=...)``).
-        stats: filled with ``written``, ``skipped`` (already measured), ``oom``,
+        stats: filled with ``written``, ``skipped`` (rows of the work already in the output),
+            ``repeated`` (listings of a row the work lists before: each row is measured once), ``oom``,
             ``failed`` (label -> error), ``left`` (not measured: budget/limit),
             ``budget_stopped`` (True when the budget ended the run early).
         clock: seconds for the budget (default ``time.monotonic``).
@@ -98,6 +99,8 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
         if not isinstance(batches, (str, os.PathLike)):
             raise InvalidInputError("collect() needs an output path")
         output, batches = batches, None
+    clock = clock or time.monotonic
+    begun = clock()  # the budget counts the checks and the device's preparation too
     device = normalize_device(device)
     _check_options(threads, ops, ray_address, budget_s, cooldown_s)
     window_s = check_window(window_s)
@@ -108,13 +111,14 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     if not todo:
         return 0
     check_buildable(todo)
-    clock = clock or time.monotonic
     if ray_address:
-        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock, opts)
+        return _collect_ray(todo, paths, device, ray_address, budget_s, cooldown_s, progress, st, clock, opts,
+                            start=begun)
     _prepare_device(device, threads, paths, ops)
     if measure_fn is None and (ops or opts):
         measure_fn = partial(measure, ops=ops, **opts)
-    return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock, reference)
+    return _run_local(todo, paths, device, measure_fn, budget_s, cooldown_s, progress, st, clock, reference,
+                      start=begun)
 
 
 #: a row whose host reference reads below this share of the run's fastest reading so far is flagged
@@ -159,8 +163,8 @@ def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s) -> Non
         raise InvalidInputError("per-operator profiling (ops=True, --ops) runs in this process; it cannot go to Ray")
     if budget_s is not None and budget_s <= 0:
         raise InvalidInputError(f"budget must be > 0 seconds, got {budget_s}")
-    if cooldown_s < 0:
-        raise InvalidInputError(f"cooldown must be >= 0 seconds, got {cooldown_s}")
+    if not 0 <= cooldown_s < float("inf"):  # NaN fails both
+        raise InvalidInputError(f"cooldown must be a finite number >= 0 of seconds, got {cooldown_s}")
 
 
 def _plan(work: Iterable, batches, output, ops: bool, limit: int | None, st: dict, device: str = "cpu",
@@ -172,19 +176,23 @@ def _plan(work: Iterable, batches, output, ops: bool, limit: int | None, st: dic
     for x in work:
         items += _as_item(x, batches)
     paths = output_paths(output)
+    if ops and ops_path(output) in paths.values():
+        raise InvalidInputError(f"output {output}: with operator profiles (--ops) the operator rows go to "
+                                f"{ops_path(output)}; give the model rows another name (e.g. vision.jsonl)")
     done = _done_keys(paths.values())
     if ops:
         paths["ops"] = ops_path(output)
         _drop_orphan_ops(paths["ops"], done)
     if done:
         check_resume(paths, *_run_settings(device, threads), ops)
-    todo, seen = [], set(done)
+    todo, listed = [], set()
     for it in items:
         k = it.key()
-        if k not in seen:
-            seen.add(k)
+        if k not in listed and k not in done:
             todo.append(it)
-    st.update(written=0, skipped=len(items) - len(todo), oom=0, failed={}, left=0, budget_stopped=False)
+        listed.add(k)
+    st.update(written=0, skipped=len(listed & done), repeated=len(items) - len(listed), oom=0, failed={}, left=0,
+              budget_stopped=False)
     if limit is not None:
         st["left"] = max(0, len(todo) - limit)
         todo = todo[:limit]
@@ -218,6 +226,7 @@ def _prepare_device(device: str, threads: int | None, paths: dict[str, Path], op
         hw.write_text(_hardware_json(device))
     if ops:
         info = json.loads(hw.read_text())
+        _check_roofline_threads(info, hw, device)
         if "roofline" not in info:
             from .opprofile import measure_roofline
 
@@ -225,13 +234,29 @@ def _prepare_device(device: str, threads: int | None, paths: dict[str, Path], op
             hw.write_text(json.dumps(info, indent=1))
 
 
+def _check_roofline_threads(info: dict, hw: Path, device: str) -> None:
+    """Refuse operator profiles at a CPU thread count other than the one of the roofline ``hardware.json``
+    already holds (the operator model bounds every operator of the folder by that roofline)."""
+    import torch
+
+    roof = info.get("roofline")
+    have = roof.get("threads") if isinstance(roof, dict) else None
+    now = torch.get_num_threads()
+    if device.startswith("cuda") or not isinstance(have, int) or have == now:
+        return
+    raise InvalidInputError(
+        f"{hw} holds this CPU's roofline measured at {have} thread(s), the bound of every operator profile in "
+        f"{hw.parent}; this run uses {now}: pass --threads {have}, or choose another folder")
+
+
 def _run_local(todo: list[WorkItem], paths: dict[str, Path], device: str, measure_fn: Callable | None, budget_s,
-               cooldown_s: float, progress: bool, st: dict, clock: Callable[[], float], reference: bool = True) -> int:
+               cooldown_s: float, progress: bool, st: dict, clock: Callable[[], float], reference: bool = True,
+               start: float | None = None) -> int:
     """Measure ``todo`` in this process, row after row, within the budget (and with the host reference
     before each row, see :func:`collect`)."""
     writer = _Writer(paths)
     bar = _bar(len(todo), f"measuring ({device})", progress)
-    start = clock()
+    start = clock() if start is None else start
     durations: list[float] = []
     base = None
     st["host_slowed"] = []
@@ -331,7 +356,7 @@ def _ray_init(ray, address: str) -> bool:
 
 def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, address: str, budget_s, cooldown_s,
                  progress: bool, st: dict, clock: Callable[[], float] = time.monotonic,
-                 measure_opts: dict | None = None) -> int:
+                 measure_opts: dict | None = None, start: float | None = None) -> int:
     try:
         import ray
     except ImportError:
@@ -355,7 +380,7 @@ def _collect_ray(todo: list[WorkItem], paths: dict[str, Path], device: str, addr
         hw = paths["vision"].parent / "hardware.json"
         writer = _Writer(paths)
         bar = _bar(len(todo), f"measuring ({device}, ray)", progress)
-        start = clock()
+        start = clock() if start is None else start
         per_row: list[float] = []
         running: dict[Any, list[WorkItem]] = {}
         try:

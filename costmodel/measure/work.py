@@ -278,6 +278,10 @@ def parse_work(data: Any, *, batches: Iterable[int] | None = None, where: str = 
     bad = set(data) - _TOP_KEYS
     if bad:
         raise InvalidInputError(f"{where}: unknown keys {sorted(bad)}; valid: {', '.join(sorted(_TOP_KEYS))}")
+    for k in ("vision", "llm"):
+        if data.get(k) and not isinstance(data[k], list):
+            raise InvalidInputError(f"{where}: '{k}' must be a list of entries ([{{...}}, ...]), got a "
+                                    f"{type(data[k]).__name__}: {json.dumps(data[k])[:80]}")
     if not data.get("vision") and not data.get("llm"):
         raise InvalidInputError(f"{where}: nothing to measure: give a non-empty 'vision' and/or 'llm' list")
     items: list[WorkItem] = []
@@ -325,15 +329,33 @@ def load_work(path: str | os.PathLike, *, batches: Iterable[int] | None = None) 
         if text.lstrip().startswith(("[", "{")):
             try:
                 data = json.loads(text)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as whole:
                 if not text.lstrip().startswith("{"):
                     raise
-                data = [json.loads(x) for x in text.splitlines() if x.strip()]  # JSONL of specs
+                data = _jsonl(text, whole)  # JSONL of specs
         else:
-            data = [json.loads(x) for x in text.splitlines() if x.strip()]
+            data = _jsonl(text)
     except json.JSONDecodeError as e:
         raise InvalidInputError(f"{path} is neither a JSON work file, a JSON list nor JSONL of specs: {e}") from None
     return parse_work(data, batches=batches, where=str(path))
+
+
+def _jsonl(text: str, whole: json.JSONDecodeError | None = None) -> list:
+    """The values of a JSONL text; a line that is not JSON raises with its place in the file (line and
+    column). Where the first line is not JSON either, the text was one JSON document: ``whole`` (its
+    error) is raised."""
+    out, start = [], 0
+    for line in text.splitlines(keepends=True):
+        at, start = start, start + len(line)
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line.rstrip("\r\n")))
+        except json.JSONDecodeError as e:
+            if whole is not None and not out:
+                raise whole from None
+            raise json.JSONDecodeError(e.msg, text, at + e.pos) from None
+    return out
 
 
 def _as_item(x, batches) -> list[WorkItem]:
@@ -375,8 +397,9 @@ def output_paths(output: str | os.PathLike) -> dict[str, Path]:
 def resumed_rows(path: Path) -> list[dict]:
     """The rows of an output file a run resumes, with the lines an interrupted run cut off removed from the
     file (their rows are measured again, and the file loads again): a last line without its newline, and a
-    line of an older release's resume left in the middle (a cut row's start, followed by a fresh line). Any
-    other line that is not one JSON object is refused: the file holds something other than rows, and
+    line of an older release's resume left in the middle (a cut row's start, followed by a fresh line), each
+    the start of a JSON object as collect writes it (``{"``). Any other line that is not one JSON object is
+    refused, the file untouched: it holds something other than rows (a CSV header, Python reprs), and
     appending rows to it would spoil both."""
     import warnings
 
@@ -392,8 +415,8 @@ def resumed_rows(path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             row = None
-            last = i == len(lines)  # no newline after it
-            if last or line.lstrip().startswith("{"):
+            # the start of a row as collect writes it (json.dumps of an object): anything else is not a cut row
+            if line.lstrip().startswith('{"') or line.strip() == "{":
                 cut += 1
                 continue
         if not isinstance(row, dict):
@@ -404,12 +427,7 @@ def resumed_rows(path: Path) -> list[dict]:
         rows.append(row)
         keep.append(line)
     if cut:
-        import tempfile
-
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(x + "\n" for x in keep))
-        os.replace(tmp, path)
+        _rewrite(path, keep)
         warnings.warn(f"{path}: removed {cut} line(s) an interrupted run cut off; their rows are measured again",
                       stacklevel=3)
     return rows
@@ -446,7 +464,10 @@ def check_resume(paths: dict[str, Path], device_name: str | None, threads: int |
                     profiled.add(json.loads(line).get("key"))
                 except (json.JSONDecodeError, AttributeError):
                     continue
-        bare = [k for k in map(key_of_row, rows) if k and k not in profiled]
+        # an out-of-memory row has no step to profile, and a row whose ``ops`` summary says it was skipped
+        # (decode steps, transformer training steps) was measured with --ops and has no operator rows
+        bare = [k for r in rows if (k := key_of_row(r)) and k not in profiled and not r.get("oom")
+                and not (isinstance(r.get("ops"), dict) and "skipped" in r["ops"])]
         if bare:
             raise InvalidInputError(
                 f"{where} holds {len(bare)} row(s) measured without operator profiles (none in {paths['ops']}); "
@@ -506,10 +527,34 @@ def _op_row(item: WorkItem, row: dict, op: dict) -> dict:
     return {**head, **op}
 
 
+def _model_keys_beside(path: Path) -> set[str]:
+    """The keys of the model rows in every JSONL file beside ``path`` (the outputs of one folder share its
+    ``ops.jsonl``); lines that are not rows are passed over."""
+    keys: set[str] = set()
+    for p in path.parent.glob("*.jsonl"):
+        if p == path or not p.is_file():
+            continue
+        try:
+            lines = p.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            k = key_of_row(r) if isinstance(r, dict) else None
+            if k:
+                keys.add(k)
+    return keys
+
+
 def _drop_orphan_ops(path: Path, done: set[str]) -> None:
-    """Remove operator rows whose model row was never written (a run cut between the two)."""
+    """Remove operator rows whose model row was never written (a run cut between the two): rows whose key is
+    neither in ``done`` nor a model row of another output in the same folder."""
     if not path.exists():
         return
+    done = set(done) | _model_keys_beside(path)
     keep, dropped = [], 0
     for line in path.read_text().splitlines():
         try:
@@ -522,10 +567,17 @@ def _drop_orphan_ops(path: Path, done: set[str]) -> None:
         else:
             dropped += 1
     if dropped:
-        import tempfile
+        _rewrite(path, keep)
 
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ops-")
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(x + "\n" for x in keep))
-        os.replace(tmp, path)
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    """Replace ``path`` by ``lines`` in one step (a file beside it, renamed over it), keeping its permissions."""
+    import stat
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(x + "\n" for x in lines))
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+    os.replace(tmp, path)
 

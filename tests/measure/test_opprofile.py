@@ -259,6 +259,70 @@ def test_collect_ops_end_to_end_resumable_and_orphans_dropped(tmp_path):
     assert ops_file.read_bytes() == before
 
 
+def _fake_profiled(item, device="cpu"):
+    from costmodel.measure.protocol import _device_name
+
+    return {"spec": item.spec, "mode": item.mode, "dtype": item.dtype, "batch": item.batch, "latency_ms": 1.0,
+            "device": _device_name(device), "threads": 1, "ops": {"profiled_steps": 1},
+            "_ops": [{"phase": "forward", "node": 0, "mapped": True, "op": "aten::add", "cpu_us": 1.0}]}
+
+
+def test_outputs_sharing_a_folder_keep_each_others_operator_rows(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    roof = {"peak_gflops_fp32": 1.0, "bandwidth_gbps": 1.0, "threads": 1, "how": "test"}
+    (d / "hardware.json").write_text(json.dumps({"name": "cpu", "roofline": roof}))
+    other = {"family": "misc", "name": "squeezenet1_1", "res": 32, "src": "tv"}
+    kw = dict(ops=True, threads=1, measure_fn=_fake_profiled, reference=False, progress=False, cooldown_s=0)
+    assert collect([WorkItem(SPEC, 1, "infer")], output=d / "a.jsonl", **kw) == 1
+    assert collect([WorkItem(other, 1, "infer")], output=d / "b.jsonl", **kw) == 1
+    keys = [o["key"] for o in _jsonl(d / "ops.jsonl")]
+    assert sorted(keys) == sorted([WorkItem(SPEC, 1, "infer").key(), WorkItem(other, 1, "infer").key()])
+    # the first output resumes with its operator rows still there
+    assert collect([WorkItem(SPEC, 1, "infer")], output=d / "a.jsonl", **kw) == 0
+    # an operator row whose model row is in no output of the folder still goes
+    with (d / "ops.jsonl").open("a") as f:
+        f.write(json.dumps({"key": WorkItem(SPEC, 8, "infer").key(), "op": "aten::add"}) + "\n")
+    assert collect([WorkItem(other, 1, "infer")], output=d / "b.jsonl", **kw) == 0
+    assert sorted(o["key"] for o in _jsonl(d / "ops.jsonl")) == sorted(keys)
+
+
+def test_operator_profiles_at_another_thread_count_than_the_folders_roofline_are_refused(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    roof = {"peak_gflops_fp32": 1.0, "bandwidth_gbps": 1.0, "threads": 1, "how": "test"}
+    (d / "hardware.json").write_text(json.dumps({"name": "cpu", "roofline": roof}))
+    kw = dict(ops=True, measure_fn=_fake_profiled, reference=False, progress=False, cooldown_s=0)
+    with pytest.raises(InvalidInputError, match=r"roofline measured at 1 thread\(s\).*this run uses 2: pass --threads 1"):
+        collect([WorkItem(SPEC, 1, "infer")], output=d / "b.jsonl", threads=2, **kw)
+    assert not (d / "b.jsonl").exists() and not (d / "ops.jsonl").exists()
+    assert collect([WorkItem(SPEC, 1, "infer")], output=d / "b.jsonl", threads=1, **kw) == 1
+
+
+def test_an_output_profiled_throughout_resumes_with_its_skipped_and_oom_rows(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    roof = {"peak_gflops_fp32": 1.0, "bandwidth_gbps": 1.0, "threads": 1, "how": "test"}
+    (d / "hardware.json").write_text(json.dumps({"name": "cpu", "roofline": roof}))
+
+    def fake(item, device="cpu"):
+        if item.batch == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        row = _fake_profiled(item, device)
+        if item.batch == 2:  # a step collect does not profile per operator (a decode step, say)
+            del row["_ops"]
+            row["ops"] = {"skipped": "decode steps are not profiled per operator yet"}
+        return row
+
+    kw = dict(ops=True, threads=1, measure_fn=fake, reference=False, progress=False, cooldown_s=0)
+    items = [WorkItem(SPEC, b, "infer") for b in (1, 2, 3)]
+    stats: dict = {}
+    assert collect(items, output=d / "vision.jsonl", stats=stats, **kw) == 3 and stats["oom"] == 1
+    more = [*items, WorkItem(SPEC, 4, "infer")]
+    assert collect(more, output=d / "vision.jsonl", **kw) == 1
+    assert [r["batch"] for r in _jsonl(d / "vision.jsonl")] == [1, 2, 3, 4]
+
+
 def test_collect_ops_argument_errors(tmp_path):
     out = tmp_path / "vision.jsonl"
     item = WorkItem(SPEC, 1, "infer")
@@ -268,6 +332,13 @@ def test_collect_ops_argument_errors(tmp_path):
         with pytest.raises(InvalidInputError, match="threads"):
             collect([item], output=out, threads=bad, progress=False)
     assert not out.exists() and not ops_path(out).exists()
+    # model rows named like the operator rows would share their file (and be dropped as orphans on resume)
+    same = tmp_path / "ops.jsonl"
+    same.write_text(json.dumps({"spec": SPEC, "batch": 1, "mode": "infer", "dtype": "fp32", "latency_ms": 1.0}) + "\n")
+    before = same.read_text()
+    with pytest.raises(InvalidInputError, match=r"operator rows go to .*ops.jsonl; give the model rows another name"):
+        collect([item], output=same, ops=True, threads=1, progress=False)
+    assert same.read_text() == before
 
 
 def test_cli_collect_ops(tmp_path, capsys):

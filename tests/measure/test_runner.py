@@ -95,10 +95,21 @@ def test_resume_uses_the_full_key(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="removed 1 line"):
         assert collect(items + items, output=out, progress=False, cooldown_s=0, stats=stats) == 2
     assert [(c.mode, c.dtype, c.batch) for c in fn.calls[2:]] == [("train", "fp32", 1), ("infer", "fp32", 2)]
-    assert stats["skipped"] == 6
+    assert stats["skipped"] == 2 and stats["repeated"] == 4  # 2 of the 4 rows there; each row listed twice
     # the cut line is gone: every line is a row again, and the file loads (it used to fail at that line)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 4 and all("latency_ms" in r for r in rows)
+
+
+def test_a_row_the_work_lists_twice_is_not_counted_as_already_there(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    work = tmp_path / "w.json"
+    work.write_text(json.dumps([SPEC, SPEC]))
+    out = tmp_path / "vision.jsonl"
+    assert main(["collect", str(work), "-o", str(out), "--cooldown", "0", "--no-reference"]) == 0
+    assert "wrote 1 rows to" in (msg := capsys.readouterr().out) and "(0 already there, 1 repeated" in msg
+    assert main(["collect", str(work), "--batch", "1", "2", "-o", str(out), "--cooldown", "0", "--no-reference"]) == 0
+    assert "wrote 1 rows to" in (msg := capsys.readouterr().out) and "(1 already there, 2 repeated" in msg
 
 
 def test_a_line_an_older_resume_left_cut_is_removed(tmp_path, monkeypatch):
@@ -112,7 +123,20 @@ def test_a_line_an_older_resume_left_cut_is_removed(tmp_path, monkeypatch):
     assert out.read_text() == good
 
 
-@pytest.mark.parametrize("content", ["a,b,c\n1,2,3\n", '[{"spec": {}, "batch": 1}]\n', "[\n  1,\n  2\n]\n"])
+def test_removing_a_cut_line_keeps_the_files_permissions(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "measure", _fake_measure())
+    out = tmp_path / "vision.jsonl"
+    collect([(SPEC, 1, "infer", "fp32")], out, progress=False, cooldown_s=0, reference=False)
+    out.write_text(out.read_text() + '{"spec": {"name": "cut mid-li')
+    out.chmod(0o644)
+    with pytest.warns(UserWarning, match="removed 1 line"):
+        assert collect([(SPEC, 1, "infer", "fp32")], out, progress=False, cooldown_s=0, reference=False) == 0
+    assert out.stat().st_mode & 0o777 == 0o644 and len(_rows(out)) == 1
+
+
+@pytest.mark.parametrize("content", ["a,b,c\n1,2,3\n", '[{"spec": {}, "batch": 1}]\n', "[\n  1,\n  2\n]\n",
+                                     "model,latency_ms",  # one line without its newline: no row's start
+                                     "{'name': 'x', 'latency_ms': 3}\n{'name': 'y', 'latency_ms': 4}\n"])
 def test_an_output_of_another_format_is_refused(tmp_path, monkeypatch, content):
     monkeypatch.setattr(P, "measure", _fake_measure())
     out = tmp_path / "rows.jsonl"
@@ -208,6 +232,28 @@ def test_budget_stops_between_rows_and_a_rerun_resumes(tmp_path, monkeypatch, ca
     assert [r["batch"] for r in _rows(out)] == list(range(1, 21))
 
 
+def test_budget_counts_the_checks_before_the_first_row(tmp_path, monkeypatch):
+    import costmodel.measure.runner as R
+
+    clock = _Clock(row_s=10.0)
+    fn = _fake_measure()
+
+    def measure_10s(item, device="cpu"):
+        clock.t += clock.row_s
+        return fn(item, device)
+
+    def slow_checks(todo):  # building every spec once on the meta device takes 30 s of the budget
+        clock.t += 30.0
+
+    monkeypatch.setattr(P, "measure", measure_10s)
+    monkeypatch.setattr(R, "check_buildable", slow_checks)
+    stats = {}
+    # 30 s of checks, then one 10 s row ends at 40 s: past a 45 s budget a second would end at 50 s
+    n = collect([SPEC], [1, 2, 3], tmp_path / "v.jsonl", progress=False, cooldown_s=0, budget_s=45, stats=stats,
+                clock=clock, reference=False)
+    assert n == 1 and stats["left"] == 2 and stats["budget_stopped"] is True
+
+
 def test_limit_measures_the_first_rows_left(tmp_path, monkeypatch):
     fn = _fake_measure()
     monkeypatch.setattr(P, "measure", fn)
@@ -259,6 +305,11 @@ def test_collect_cli_errors(capsys, tmp_path):
     assert "unknown device 'tpu'; valid: cpu, cuda, cuda:N" in capsys.readouterr().err
     assert main(["collect", str(work), "--budget", "0", "-o", str(tmp_path / "o.jsonl")]) == 2
     assert "--budget must be > 0 seconds, got 0" in capsys.readouterr().err
+    # an endless pause between rows: refused before the first row, not a crash after it
+    assert main(["collect", str(work), "--cooldown", "inf", "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "--cooldown must be a finite number >= 0 of seconds, got inf" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError, match="cooldown must be a finite number"):
+        collect([SPEC], [1, 2], tmp_path / "o.jsonl", progress=False, cooldown_s=math.inf)
     assert not (tmp_path / "o.jsonl").exists()
 
 

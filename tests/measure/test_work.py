@@ -74,11 +74,28 @@ def test_parse_work_file_formats(tmp_path):
     ("resnet50", "expected a JSON object"),
     ([], "nothing to measure: the list of specs is empty"),
     ({"vision": [{"spec": dict(SPEC, speed=2), "batch": 1}]}, "unknown spec keys ['speed']"),
+    ({"vision": {"spec": SPEC, "batch": 1}}, "'vision' must be a list of entries"),
+    ({"llm": dict(TINY_GPT2, batch=1, seq=8)}, "'llm' must be a list of entries"),
 ])
 def test_work_validation_errors(data, msg):
     with pytest.raises(InvalidInputError) as e:
         parse_work(data)
     assert msg in str(e.value)
+
+
+@pytest.mark.parametrize("text, place", [
+    # a pretty-printed work file with a trailing comma on its fifth line
+    ('{\n "vision": [\n  {"spec": %s, "batch": 1},\n  {"spec": %s, "batch": 2},\n ]\n}\n', "line 5 column 2"),
+    # JSONL of specs whose third line is cut
+    ('%s\n%s\n{"name": "resnet18", "src": "tv",\n', "line 3 column 34"),
+    ('%s\r\n\r\n%s\r\n{"name": "resnet18", "src": "tv",\r\n', "line 4 column 34"),
+])
+def test_a_work_file_that_is_not_json_names_the_line_at_fault(tmp_path, text, place):
+    f = tmp_path / "work.json"
+    f.write_text(text % (json.dumps(SPEC), json.dumps(SPEC)), newline="")
+    with pytest.raises(InvalidInputError, match="neither a JSON work file") as e:
+        load_work(f)
+    assert place in str(e.value)
 
 
 def test_batch_flag_only_for_plain_lists():
