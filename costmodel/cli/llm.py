@@ -63,7 +63,8 @@ def register_llm(sub) -> None:
     add_carbon_args(m, region_default="world", region_help="grid region for carbon (default world)",
                     intensity_help="override the region's carbon intensity (g CO2e per kWh)")
     m.add_argument("--price", type=non_negative_float, default=None, metavar="USD_PER_GPU_HOUR",
-                   help="GPU price per hour (default: the cheapest listed instance of the device)")
+                   help="GPU price per hour, per slice-hour for a MIG slice (default: the cheapest listed "
+                        "instance of the device, a slice's share of its GPU's)")
     m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
     m.add_argument("--instance", default=None, help="cloud instance type for the price table")
     m.add_argument("--predictor", default="timeline", choices=("timeline", "llm-xgb"),

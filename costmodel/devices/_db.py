@@ -165,8 +165,8 @@ class MigProfile:
     @property
     def capacity_mb(self) -> float:
         """What the slice holds, in MiB: the listed instance memory, else the nominal :attr:`memory_mb`,
-        and never more than the board reports (:attr:`board_memory_mib`: an H200's ``7g.141gb``, which no
-        listing gives, holds at most the 143,157 MiB its board reports, not 144,384).
+        and never more than the board reports (:attr:`board_memory_mib`: an H100 NVL's ``7g.94gb``, which no
+        listing gives, holds at most the 95,330.5 MiB its board reports, not 96,256).
         The MIG pick and the largest batch that fits a slice compare memory against this."""
         mb = self.instance_memory_gib * _MIB_PER_GB if self.instance_memory_gib else self.memory_mb
         return min(mb, self.board_memory_mib) if self.board_memory_mib else mb

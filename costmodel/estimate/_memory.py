@@ -125,8 +125,9 @@ def replay_into(est: Estimate, model, dev, *, batch: int, mode: str, dtype: str,
     if mem.slack_mb:
         est.assumptions = [*est.assumptions, f"memory: a training step's reserved peak is raised by the device's "
                                              f"fitted allowance ({mem.slack_mb:,.0f} MiB; docs/memory.md)"]
-    # the slice must hold the memory a run may reach: the interval's upper end where one is calibrated
-    margin = mem.interval_mb[1] - mem.memory_mb if mem.interval_mb else 0.0
+    # the slice must hold the memory a run may reach: the interval's upper end where one is calibrated (a
+    # calibration whose rows all measured below their replay puts that end under the estimate: no margin)
+    margin = max(0.0, mem.interval_mb[1] - mem.memory_mb) if mem.interval_mb else 0.0
     mig = recommend_mig(dev, est.memory_mb, margin_mb=margin)
     est.mig_profile = mig.name if mig else None
     plain = recommend_mig(dev, est.memory_mb)

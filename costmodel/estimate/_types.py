@@ -180,6 +180,12 @@ class LLMEstimate(Estimate):
                "price_per_gpu_hour_usd", "mig_profile", "fits_device", "predictor", "extrapolated_device", "params",
                "flops", "details", "assumptions")
 
+    @property
+    def price_unit(self) -> str:
+        """What ``price_per_gpu_hour_usd`` is charged per: an hour of the GPU, or of the MIG slice that the
+        device is (a slice's share of its GPU's price)."""
+        return "slice-hour" if " MIG " in (self.device or "") else "GPU-hour"
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["predictor"] = f"{self.predictor} {self.predictor_version}"
@@ -190,7 +196,7 @@ class LLMEstimate(Estimate):
         cost = "- (no listed cloud instance carries this GPU: pass --price, $ per GPU-hour)"
         if self.cost_per_1k_samples_usd is not None:
             cost = (f"${self.cost_per_1k_samples_usd:.4g} per 1k samples, ${self.cost_per_1m_tokens_usd:.4g} per 1M "
-                    f"tokens (at ${self.price_per_gpu_hour_usd:.4g}/GPU-hour)")
+                    f"tokens (at ${self.price_per_gpu_hour_usd:.4g}/{self.price_unit})")
         rows = [
             ("model", f"{self.model} ({self.params / 1e6:.4g} M params, {self.flops / 1e9:.4g} GFLOPs per call)"),
             ("device", self.device + ("  (no measurements of this device: extrapolated)" if self.extrapolated_device

@@ -127,7 +127,7 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
                        **extra)
     cost = ("-" if est.cost_per_1k_samples_usd is None else
             f"${est.cost_per_1k_samples_usd:.4g} per 1k samples, ${est.cost_per_1m_tokens_usd:.4g} per 1M tokens "
-            f"(${est.price_per_gpu_hour_usd:.4g}/GPU-hour)")
+            f"(${est.price_per_gpu_hour_usd:.4g}/{est.price_unit})")
     rows = [
         ("model", f"{est.model} ({est.params / 1e6:,.0f} M parameters)"),
         ("workload", f"{est.mode}, batch {est.batch}, seq {est.seq}"

@@ -246,7 +246,7 @@ def _finished(est, dev, version: str, tl, g):
     interval's upper end, as the replay picked it (not the point estimate alone)."""
     iv = est.memory_mb_interval
     return finish_estimate(est, dev, version=version, meta={"devices": tl.params.trained_on.get("devices", [])},
-                           graph=g, margin_mb=iv[1] - est.memory_mb if iv else 0.0)
+                           graph=g, margin_mb=max(0.0, iv[1] - est.memory_mb) if iv else 0.0)
 
 
 def _kernel_notes(est, ssm_kernels: str) -> None:

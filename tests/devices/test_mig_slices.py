@@ -184,8 +184,12 @@ def test_the_cli_lists_and_costs_slices(capsys):
 
     assert main(["devices", "--mig", "h200"]) == 0
     out = capsys.readouterr().out
-    # 7g.141gb: no listing, and the name's 141 GiB is more than the board reports (143,155.94 MiB)
-    assert "1g.18gb" in out and "16.00" in out and "139.80+" in out and "141.00" not in out
+    # 7g.141gb: its listed 139.75 GiB, below both the name's 141 and the board's 143,155.94 MiB
+    assert "1g.18gb" in out and "16.00" in out and "139.75" in out and "139.80" not in out and "141.00" not in out
+    assert main(["devices", "--mig", "h100-nvl"]) == 0
+    out = capsys.readouterr().out
+    # 7g.94gb: no listing, and the name's 94 GiB is more than the board reports (95,330.5 MiB)
+    assert "93.10+" in out and "94.00" not in out
     assert main(["devices", "--mig", "h200", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["profile"] for r in rows][:2] == ["1g.18gb", "1g.35gb"] and rows[0]["sm_count"] == 16
@@ -276,3 +280,15 @@ def test_a_slice_costs_its_share_of_its_gpu_s_price():
     llm = costmodel.estimate_llm("gpt2", batch=8, seq=128, device="h200 1g.18gb", mode="prefill")
     assert llm.price_per_gpu_hour_usd == pytest.approx(whole / 7)
     assert any("cloud cost: the MIG slice's share" in a for a in llm.assumptions)
+
+
+def test_the_h200_whole_gpu_instance_holds_its_listed_memory():
+    # `nvidia-smi mig -lgip` on an H200 lists 7g.141gb with 132 SMs and 139.75 GiB (143,104 MiB), a little
+    # below the 143,155.94 MiB the board reports: a workload between the two fits no slice
+    h200 = get_device("h200")
+    full = find_profile(h200, "7g.141gb")
+    assert full.capacity_listed and not full.capacity_capped and full.sm_count == 132
+    assert full.capacity_mb == 139.75 * 1024 < h200.capacity_mb
+    assert recommend_mig(h200, 143104.0).name == "7g.141gb"
+    assert recommend_mig(h200, 143130.0) is None
+    assert slice_device(h200, "7g.141gb").memory_mb == 139.75 * 1024

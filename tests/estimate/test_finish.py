@@ -91,10 +91,10 @@ def test_a_transformer_power_is_held_before_its_carbon_and_cost():
 
 
 def test_the_unlisted_whole_gpu_instance_holds_at_most_the_board():
-    h200, h100 = get_device("h200"), get_device("h100")
-    full = next(p for p in h200.mig_profiles if p.name == "7g.141gb")
-    assert full.capacity_capped and not full.capacity_listed and full.capacity_mb == h200.capacity_mb
-    assert recommend_mig(h200, 143200.0) is None and recommend_mig(h200, 143100.0).name == "7g.141gb"
+    nvl, h100, h200 = get_device("h100-nvl"), get_device("h100"), get_device("h200")
+    full = next(p for p in nvl.mig_profiles if p.name == "7g.94gb")  # no listing; the name's 94 GiB is more
+    assert full.capacity_capped and not full.capacity_listed and full.capacity_mb == nvl.capacity_mb
+    assert recommend_mig(nvl, 95400.0) is None and recommend_mig(nvl, 95300.0).name == "7g.94gb"
     listed = next(p for p in h100.mig_profiles if p.name == "7g.80gb")  # the listing (79.25 GiB) is below the board
     assert listed.capacity_listed and not listed.capacity_capped and listed.capacity_mb == 79.25 * 1024
     # a JSON round trip keeps the board's total on the device, not on its profiles
@@ -154,3 +154,14 @@ def test_a_negative_or_missing_memory_has_no_slice():
             recommend_mig("h200", bad)
     with pytest.raises(InvalidInputError, match="margin_mb"):
         recommend_mig("h200", 100.0, margin_mb=float("inf"))
+
+
+def test_an_upper_end_below_the_estimate_adds_no_margin(monkeypatch):
+    # a calibration whose held-out rows all measured below their replay puts the interval's upper end
+    # under the estimate: the MIG pick holds the estimate itself, and nothing fails
+    from costmodel.analysis import memreplay
+
+    monkeypatch.setattr(memreplay, "bounds_for", lambda cal, group: (-0.05, -0.01, group, 50))
+    est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200", input_shape=(3, 64, 64))
+    assert est.memory_mb_interval[1] < est.memory_mb
+    assert est.mig_profile == recommend_mig("h200", est.memory_mb).name

@@ -299,3 +299,13 @@ def test_the_estimate_names_the_carbon_tables_region():
     given = estimate_llm("gpt2", batch=2, seq=64, device="h100", predictor="llm-xgb", region="virginia",
                          carbon_intensity_g_per_kwh=50.0)
     assert given.region == "custom" and given.carbon_intensity_g_per_kwh == 50.0
+
+
+def test_a_mig_slice_s_price_is_per_slice_hour(capsys):
+    # a slice is priced at its share of its GPU's price: the table said "$0.9829/GPU-hour" of an H100 slice
+    from costmodel.cli import main
+
+    assert main(["llm", "gpt2", "--batch", "2", "--seq", "64", "--mode", "decode", "--predictor", "llm-xgb",
+                 "--device", "h100 1g.10gb", "--instance", "p5.48xlarge"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cloud cost"))
+    assert line.endswith(f"(at ${55.04 / 8 / 7:.4g}/slice-hour)") and "GPU-hour" not in line
