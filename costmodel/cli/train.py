@@ -109,16 +109,26 @@ def register_adapt(sub) -> None:
     ad.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+#: the flags of `costmodel train` that only some predictors read: (flag, attribute, default, those predictors)
+PREDICTOR_FLAGS = (("--lm", "lm", None, ("gnn-llm",)), ("--backbone", "backbone", "lm", ("gnn-llm",)),
+                   ("--lora-r", "lora_r", 8, ("gnn-llm",)), ("--summary-epochs", "summary_epochs", None, ("gnn-llm",)),
+                   ("--encoder", "encoder", None, ("trappm", "gnn-llm")),
+                   ("--epochs", "epochs", None, ("dippm", "trappm", "gnn-llm", "timeline", "timeline-llm")))
+
+
+def _check_predictor_flags(a) -> None:
+    """Refuse a flag the chosen predictor would ignore, naming the predictors that read it."""
+    from .._errors import InvalidInputError
+
+    for flag, attr, default, readers in PREDICTOR_FLAGS:
+        if getattr(a, attr) != default and a.predictor not in readers:
+            raise InvalidInputError(f"{flag} only applies to --predictor {' or '.join(readers)}, not {a.predictor!r}")
+
+
 def _cmd_train(a) -> int:
     from ..training import train
 
-    gnnllm_only = [f for f, v, d in (("--lm", a.lm, None), ("--backbone", a.backbone, "lm"),
-                                      ("--lora-r", a.lora_r, 8), ("--summary-epochs", a.summary_epochs, None))
-                   if v != d]
-    if gnnllm_only and a.predictor not in ("gnn-llm", "llm-xgb", "timeline", "timeline-llm"):
-        from .._errors import InvalidInputError
-
-        raise InvalidInputError(f"{', '.join(gnnllm_only)} only apply to --predictor gnn-llm")
+    _check_predictor_flags(a)
     res = train(a.predictor, data=a.data, device=a.device, epochs=a.epochs, seed=a.seed, output=a.output,
                 to_package=a.to_package, encoder=a.encoder, lm=a.lm, backbone=a.backbone, lora_r=a.lora_r,
                 summary_epochs=a.summary_epochs, op_weight=a.op_weight)
@@ -149,7 +159,10 @@ def _cmd_pretrain(a) -> int:
 
 def _cmd_adapt(a) -> int:
     from ..training import adapt, load_rows
+    from ..training.artifacts import output_folder
 
+    if a.output:
+        output_folder(a.output)  # a file there is refused before the fit
     rows = load_rows(a.data, device=a.device)
     res = adapt(a.predictor, rows, shots=a.shots, epochs=a.epochs, seed=a.seed, progress=not a.json)
     if a.output:

@@ -47,8 +47,8 @@ def estimate(
             (default): the model's own (an ``nn.Module``'s first floating parameter's, what an ONNX file's,
             Relax module's or CostGraph's graph records; ``"fp32"`` for a zoo name, a spec or autocast).
         optimizer: for training: ``"sgd"``, ``"sgd_momentum"``, ``"adam"``, ``"adamw"``.
-        predictor: a registered name (``"analytic"``...), a Predictor, or
-            ``None`` for the library's default.
+        predictor: a registered name (``"analytic"``...), a Predictor, a trained artifact's folder (which
+            ``details["artifact"]`` names) or ``None`` for the library's default.
         inputs: example inputs for an ``nn.Module`` instead of ``input_shape``; ONNX: ``{input name: full shape}``.
         host: a host profile (``costmodel calibrate``'s JSON path or a
             :class:`~costmodel.measure.host.HostProfile`) for predictors that model the host
@@ -88,8 +88,7 @@ def estimate(
         if value not in valid and not (name == "dtype" and value is None):
             raise InvalidInputError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
     optimizer, latency_slo_ms = validate_optimizer(optimizer), check_slo(latency_slo_ms)
-    dev = get_device(device)  # fail on a bad device before featurizing
-    pred = get_predictor(predictor)
+    dev, pred = get_device(device), get_predictor(predictor)  # fail on a bad device before featurizing
     pred, host_notes = with_host_profile(pred, host)  # a missing or damaged file fails here, naming it
     notes = ([default_fallback_note(pred)] if predictor is None else []) + host_notes + ([mode_note] if mode_note else [])
     pred = with_cuda_graphs(pred, cuda_graphs)
@@ -112,6 +111,7 @@ def estimate(
                                 learns_memory=getattr(pred, "learns_memory", True))
     est = slice_prediction_into(est, dev, lambda d: pred.predict(graph, d, mode=mode, optimizer=optimizer),
                                 predictor=pred.name, latency_slo_ms=latency_slo_ms)
+    est.details.update({"artifact": pred.artifact} if getattr(pred, "artifact", None) else {})  # a folder by path
     return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
 
 

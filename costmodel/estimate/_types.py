@@ -143,7 +143,8 @@ class Estimate:
                          + (f", input {'x'.join(map(str, self.details['input_shape']))}"
                             if self.details.get("input_shape") else "")
                          + (f", autocast {self.details['autocast']}" if self.details.get("autocast") else "")),
-            ("predictor", f"{self.predictor} {self.predictor_version}"),
+            ("predictor", f"{self.predictor} {self.predictor_version}"
+                          + (f", artifact {self.details['artifact']}" if self.details.get("artifact") else "")),
             ("latency", f"{self.latency_ms:.4g} ms{iv('latency_ms')}"),
             ("throughput", f"{self.throughput_samples_s:.4g} samples/s" if self.throughput_samples_s else "-"),
             ("memory", f"{self.memory_mb:.5g} MB{iv('memory_mb')}" + self._replayed()

@@ -32,6 +32,9 @@ class Predictor(abc.ABC):
     #: whether a training step's latency and energy follow the graph's frozen parameters (no gradient
     #: for them, no backward before the first trainable layer); ``False``: priced as a full step
     models_frozen: bool = False
+    #: the folder this predictor was loaded from by path (:func:`~costmodel.predictors.load_predictor`,
+    #: ``--predictor DIR``), which its estimates name; ``None`` for a built-in or shipped one
+    artifact: str | None = None
 
     @abc.abstractmethod
     def predict(self, graph, device, *, mode: str | None = None, optimizer: str = "adam") -> Estimate:

@@ -98,12 +98,15 @@ def load_predictor(path: str | Path) -> Predictor:
 
     Every file is checked as it is read: a damaged, incomplete or inconsistent
     artifact raises :class:`~costmodel.ArtifactError` naming the file and the
-    problem.  Not cached (see :func:`~costmodel.predictors.cached_artifact` for the shipped ones).
+    problem.  The predictor's ``artifact`` is the folder, which the estimates of
+    :func:`costmodel.estimate` name.  Not cached (see :func:`~costmodel.predictors.cached_artifact` for the shipped ones).
     """
     _ensure_builtin()
     path = Path(path)
     cfg = read_artifact_config(path, _REGISTRY)
-    return _REGISTRY[cfg["predictor"]].load(path)
+    pred = _REGISTRY[cfg["predictor"]].load(path)
+    pred.artifact = str(path.resolve())  # what an estimate by it names (``details["artifact"]``)
+    return pred
 
 
 def read_artifact_config(path: Path, allowed) -> dict:

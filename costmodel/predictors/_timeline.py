@@ -94,7 +94,7 @@ from ._registry import register_predictor
 from ._timeline_lanes import (CUDA_GRAPHS_DECODE_NOTE, attach_intervals, chunk_lanes, host_vector,
                               composed_latency_us, graphed_note, host_sync_nodes, sync_note)
 from ._timeline_start import TimelineConfig, _decode_init_us, _host_init_us, interval_table, lane_notes, row_op
-from ._timeline_start import blind_inputs, mlp as _mlp
+from ._timeline_start import blind_inputs, load_timeline_config, mlp as _mlp, trained_on_problem
 from ._timeline_start import decode_note as _decode_note, stream_prior_terms
 from ._timeline_ops import OpLabels, packaged_op_runs
 
@@ -732,7 +732,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         need(cfg.get("energy_phases", list(ENERGY_PHASES)) == list(ENERGY_PHASES), "its energy phases differ from this library's")
         need((bad := ceilings_mismatch(cfg.get("kernel_ceilings"))) is None, str(bad))
         try:
-            conf = TimelineConfig(**{"host_blind": (), "device_blind": (), **cfg["config"]})  # older: none
+            conf = load_timeline_config(cfg.get("config"), where)
             params = TimelineParams(**cfg["params"])
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"{where}: bad or missing config/params ({e})") from None
@@ -760,6 +760,7 @@ class TimelinePredictor(ShippedArtifact, Predictor):
         need(params.decode_step_us is None or (isinstance(params.decode_step_us, (int, float))
                                                 and math.isfinite(params.decode_step_us) and params.decode_step_us >= 0),
              "params.decode_step_us must be null or a finite number >= 0")
+        need((bad := trained_on_problem(params.trained_on)) is None, f"params.trained_on {bad}")
         for name in ("kernel_floor_us", "sync_us", "energy_static_w"):
             v = getattr(params, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"params.{name} must be a finite number >= 0")

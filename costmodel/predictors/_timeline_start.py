@@ -135,6 +135,37 @@ class TimelineConfig:
             raise InvalidInputError(f"op_weight must be a finite number >= 0, got {self.op_weight!r}")
 
 
+
+def load_timeline_config(d: Any, file) -> TimelineConfig:
+    """The :class:`TimelineConfig` a saved timeline's ``config`` section describes, each field checked
+    (type and range) so that a damaged value is refused naming ``file`` and the field; an artifact saved
+    before the blind features were recorded has none."""
+    from . import _artifact as A
+
+    rules = {"hidden": A.Int(1), "host_hidden": A.Int(1), "epochs": A.Int(0), "lr": A.Num(0), "weight_decay": A.Num(0),
+             "seed": A.Int(), "loss": A.Str(LOSSES), "stream_prior": A.Num(0), "op_weight": A.Num(0),
+             "host_blind": A.ListOf(A.Str()), "device_blind": A.ListOf(A.Str())}
+    if isinstance(d, dict):
+        d = {"host_blind": [], "device_blind": [], **d}
+    return A.load_config(TimelineConfig, d, rules, file, optional=("loss", "stream_prior", "op_weight"))
+
+
+def trained_on_problem(trained_on: Any) -> str | None:
+    """What is wrong with a saved timeline's ``params.trained_on`` (the rows it was fitted on: the devices name
+    where its intervals hold and its energy was fitted), or ``None``."""
+    from ._artifact import _show
+
+    if not isinstance(trained_on, dict):
+        return f"must be an object, got {_show(trained_on)}"
+    devices = trained_on.get("devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
+        return f"devices must be a list of device names, got {_show(devices)}"
+    for key in ("rows", "decode_rows", "operators", "runs"):
+        v = trained_on.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"{key} must be a count (an integer >= 0), got {_show(v)}"
+    return None
+
 def _host_init_us(tables: Sequence[OpTable], rows) -> list[float]:
     """One starting host cost for every class: the median latency per dispatched operator over the
     rows whose roofline explains under a fifth of their time (host-bound on a GPU). A per-class

@@ -35,12 +35,25 @@ def artifact_dir(name: str, *, output=None, to_package: bool = False) -> Path:
     if output and to_package:
         raise InvalidInputError("give either -o/--output or --to-package, not both")
     if output:
-        return Path(output)
+        return output_folder(output)
     if to_package:
         from ..predictors import ARTIFACTS_DIR
 
         return ARTIFACTS_DIR / name
     return user_data_dir() / "artifacts" / name
+
+
+def output_folder(output) -> Path:
+    """``output`` as an artifact folder, refused before any work when it names something that is not a folder
+    (an existing file): saving there would fail only once the model is trained."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"-o/--output {str(output)!r} is an existing file, not a folder: an artifact is a "
+                                "folder of files; give a folder path (new or existing)")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InvalidInputError(f"-o/--output {str(output)!r} lies under {str(parent)!r}, which is a file")
+    return out
 
 
 def pretrained_dir(name: str, marker: str, shipped: str | None = None) -> Path:

@@ -30,12 +30,13 @@ def train(predictor: str = "dippm", *, data=None, device: str = "h200", epochs: 
         from .._errors import InvalidInputError
 
         raise InvalidInputError(f"unknown predictor {predictor!r} to train; choose from {', '.join(PREDICTORS)}")
-    if predictor == "llm-xgb":
-        return _train_llm(data, device, seed, output, to_package)
+    artifact_dir(predictor, output=output, to_package=to_package)  # a bad output fails before the work
     if op_weight is not None and predictor != "timeline":
         from .._errors import InvalidInputError
 
         raise InvalidInputError(f"op_weight applies to the timeline predictor only, not {predictor!r}")
+    if predictor == "llm-xgb":
+        return _train_llm(data, device, seed, output, to_package)
     if predictor == "timeline":
         return _train_timeline(data, device, epochs, seed, output, to_package, op_weight)
     if predictor == "timeline-llm":

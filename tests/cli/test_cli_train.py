@@ -137,3 +137,30 @@ def test_help_names_the_default_output(capsys):
             main([cmd, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "COSTMODEL_HOME" in text and "--to-package" in text and "never written" in text
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--predictor", "timeline", "--lm", "x"], "--lm"),
+    (["--predictor", "timeline-llm", "--lora-r", "4"], "--lora-r"),
+    (["--predictor", "llm-xgb", "--backbone", "none"], "--backbone"),
+    (["--predictor", "xgb-static", "--encoder", "x"], "--encoder"),
+    (["--predictor", "dippm", "--encoder", "x"], "--encoder"),
+    (["--predictor", "xgb-static", "--epochs", "3"], "--epochs"),
+    (["--predictor", "llm-xgb", "--epochs", "3"], "--epochs"),
+])
+def test_train_refuses_a_flag_the_predictor_ignores(argv, flag, capsys, tmp_path, monkeypatch):
+    import costmodel.training as tr
+
+    monkeypatch.setattr(tr, "train", lambda *a, **k: pytest.fail("trained with an ignored flag"))
+    code, _, err = run(capsys, "train", *argv, "-o", str(tmp_path / "x"))
+    assert code == 2 and flag in err and "only applies to --predictor" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_adapt_refuses_a_file_output_before_fitting(capsys, tmp_path, monkeypatch):
+    import costmodel.training as tr
+
+    monkeypatch.setattr(tr, "adapt", lambda *a, **k: pytest.fail("fitted before the output was checked"))
+    (tmp_path / "f").write_text("x")
+    code, _, err = run(capsys, "adapt", "--device", "cpu", "--data", str(tmp_path), "-o", str(tmp_path / "f"))
+    assert code == 2 and "existing file" in err and str(tmp_path / "f") in err

@@ -35,3 +35,27 @@ def test_pretrained_dir_prefers_the_users_encoder(monkeypatch, tmp_path):
     (tmp_path / "artifacts" / "gae").mkdir(parents=True)
     (tmp_path / "artifacts" / "gae" / "gae.json").write_text("{}")
     assert pretrained_dir("gae", "gae.json", shipped="trappm") == tmp_path / "artifacts" / "gae"
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_work(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InvalidInputError, match="is an existing file"):
+        artifact_dir("dippm", output=tmp_path / "f")
+    with pytest.raises(InvalidInputError, match="which is a file"):
+        artifact_dir("dippm", output=tmp_path / "f" / "sub")
+    assert artifact_dir("dippm", output=tmp_path / "new") == tmp_path / "new"
+
+
+def test_train_refuses_a_file_output_before_loading_any_row(tmp_path, monkeypatch):
+    import costmodel.datasets as ds
+    from costmodel.training import train
+
+    def no_rows(*a, **k):  # the check must come before the rows are read and featurized
+        raise AssertionError("rows read before the output was checked")
+
+    monkeypatch.setattr(ds.PerfDataset, "load", classmethod(lambda cls, *a, **k: no_rows()))
+    (tmp_path / "f").write_text("x")
+    for name in ("xgb-static", "timeline", "llm-xgb"):
+        with pytest.raises(InvalidInputError, match="existing file"):
+            train(name, output=tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
