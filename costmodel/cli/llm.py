@@ -67,8 +67,9 @@ def register_llm(sub) -> None:
                         "instance of the device, a slice's share of its GPU's)")
     m.add_argument("--provider", default=None, help="cloud provider for the price table (aws, gcp, azure)")
     m.add_argument("--instance", default=None, help="cloud instance type for the price table")
-    m.add_argument("--predictor", default="timeline", choices=("timeline", "llm-xgb"),
-                   help="timeline (default) or llm-xgb (fast, for sweeps)")
+    m.add_argument("--predictor", default="timeline",
+                   help="timeline (default), llm-xgb (fast, for sweeps), or the folder of an artifact trained by "
+                        "`costmodel train --predictor timeline-llm` or `llm-xgb` with -o")
     m.add_argument("--host", default=None, metavar="FILE",
                    help="host profile from `costmodel calibrate` (used by --predictor timeline)")
     add_max_batch_args(m, "sequences; seconds per trace for a 7B model")

@@ -133,10 +133,13 @@ def _cmd_train(a) -> int:
                 to_package=a.to_package, encoder=a.encoder, lm=a.lm, backbone=a.backbone, lora_r=a.lora_r,
                 summary_epochs=a.summary_epochs, op_weight=a.op_weight)
     out, secs = res.artifact, res.seconds
-    if a.predictor in ("timeline", "timeline-llm"):
+    if a.predictor == "timeline":
         print(f"saved {out}  ({secs:.1f} s; use it with --predictor {out})")
+    elif a.predictor == "timeline-llm":
+        print(f"saved {out}  ({secs:.1f} s; use it with costmodel llm --predictor {out})")
     elif a.predictor == "llm-xgb":
-        print(f"saved {out}  ({secs:.1f} s, data hash {res.model.meta.get('data_hash')})")
+        print(f"saved {out}  ({secs:.1f} s, data hash {res.model.meta.get('data_hash')}; "
+              f"use it with costmodel llm --predictor {out})")
     else:
         print(f"saved {out}  ({secs:.1f} s, data hash {res.model.meta.get('data_hash')}; "
               f"use it with --predictor {out})")

@@ -312,16 +312,18 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     elif target_seq is not None:
         raise InvalidInputError(f"target_seq (an encoder-decoder's decoder length) is costed by predictor='timeline'; "
                                 f"the {p.name} predictor has no encoder-decoder features")
-    if host is None:
-        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model, seq)), p, model, kw, latency_slo_ms)
-    if isinstance(p, TimelineLLMPredictor):
+    ignored: list[str] = []
+    if host is not None and isinstance(p, TimelineLLMPredictor):
         kw["host"] = host
-        return _on_llm_slice(with_notes(p.predict(model, **kw), spec_notes(model, seq)), p, model, kw, latency_slo_ms)
-    from ..predictors import with_host_profile
+    elif host is not None:
+        from ..predictors import with_host_profile
 
-    _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
-    return _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model, seq)]), p, model, kw,
-                         latency_slo_ms)
+        _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
+    est = _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model, seq)]), p, model, kw,
+                        latency_slo_ms)
+    if getattr(p, "artifact", None):  # a trained artifact's folder answered: the estimate names it
+        est.details["artifact"] = p.artifact
+    return est
 
 
 #: a prefill's estimate says that its memory keeps no KV cache where the cache would add this share or more

@@ -205,7 +205,8 @@ class LLMEstimate(Estimate):
             ("workload", f"{self.mode}, batch {self.batch}, seq {self.seq}"
                          + (f" (source), target {tgt}" if (tgt := self.details.get("target_seq")) else "")
                          + f", {self.dtype}"),
-            ("predictor", f"{self.predictor} {self.predictor_version}"),
+            ("predictor", f"{self.predictor} {self.predictor_version}"
+                          + (f", artifact {self.details['artifact']}" if self.details.get("artifact") else "")),
             ("latency", f"{self.latency_ms:.4g} ms per call" + (
                 "" if self.latency_ms_interval is None else
                 f"  [{self.latency_ms_interval[0]:.4g}, {self.latency_ms_interval[1]:.4g}]")),

@@ -324,19 +324,50 @@ def default_llm_predictor() -> TimelineLLMPredictor:
 
 
 def get_llm_predictor(name):
-    """A transformer predictor by name (``"timeline"``, the default, or ``"llm-xgb"``), or ``name`` itself
-    when it is already one (an object with the transformer ``predict``)."""
+    """A transformer predictor by name (``"timeline"``, the default, or ``"llm-xgb"``), a trained artifact's
+    folder (``costmodel train --predictor timeline-llm`` or ``llm-xgb -o DIR``: a timeline folder is used
+    as the transformer timeline, an ``llm-xgb`` folder as the XGBoost), or ``name`` itself when it is
+    already one (an object with the transformer ``predict``)."""
     from .._errors import InvalidInputError
 
     if name is None:
         name = "timeline"
-    if not isinstance(name, str):
+    if not isinstance(name, (str, Path)):
         return name
-    key = name.strip().lower()
+    key = str(name).strip().lower()
     if key in ("timeline", "llm-timeline"):
         return TimelineLLMPredictor.default()
     if key == "llm-xgb":
         from ._llm_xgb import XGBLLMPredictor
 
         return XGBLLMPredictor.default()
-    raise InvalidInputError(f"unknown transformer predictor {name!r}; choose one of {', '.join(LLM_PREDICTORS)}")
+    if Path(name).is_dir():
+        return _llm_artifact(Path(name))
+    raise InvalidInputError(f"unknown transformer predictor {str(name)!r}; choose one of "
+                            f"{', '.join(LLM_PREDICTORS)}, or a trained timeline-llm or llm-xgb artifact's folder")
+
+
+def _llm_artifact(path: Path):
+    """The transformer predictor a trained artifact's folder holds (its ``config.json`` names the kind);
+    the predictor's ``artifact`` is the folder, which its estimates name."""
+    import json
+
+    from .._errors import ArtifactError
+
+    try:
+        kind = json.loads((path / "config.json").read_text()).get("predictor")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ArtifactError(f"{path / 'config.json'}: not a trained predictor's config ({e})") from None
+    if kind == "timeline":
+        from ._timeline import TimelinePredictor
+
+        pred = TimelineLLMPredictor(TimelinePredictor.load(path))
+    elif kind == "llm-xgb":
+        from ._llm_xgb import XGBLLMPredictor
+
+        pred = XGBLLMPredictor.load(path)
+    else:
+        raise ArtifactError(f"{path} holds a {kind!r} predictor; a transformer estimate takes a timeline "
+                            "(costmodel train --predictor timeline-llm) or an llm-xgb artifact")
+    pred.artifact = str(path.resolve())
+    return pred
