@@ -11,6 +11,7 @@ returns plain data and matplotlib figures and is usable without a browser.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -100,6 +101,40 @@ def device_choices() -> list[str]:
     return [d.name for d in gpus] + [slice_device(d, p).name for d in gpus for p in d.mig_profiles]
 
 
+def _whole(what: str, v: Any, lo: int = 1) -> int:
+    """A number field's value as an ``int``: a whole number >= ``lo`` (an int, an integral float or its text);
+    anything else (an emptied field arrives as ``None``, text over the API) is a named error."""
+    from .._errors import InvalidInputError
+
+    try:
+        f = None if v is None or isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        f = None
+    if f is None or not f.is_integer() or f < lo:
+        raise InvalidInputError(f"{what} must be a whole number >= {lo}, got {v!r}")
+    return int(f)
+
+
+def _price(v: Any) -> float | None:
+    """The price field in USD per GPU-hour: ``None`` where it is empty or 0 (the price table's)."""
+    from .._errors import InvalidInputError
+
+    try:
+        f = None if isinstance(v, bool) else 0.0 if v in (None, "") else float(v)
+    except (TypeError, ValueError):
+        f = None
+    if f is None or not math.isfinite(f) or f < 0:
+        raise InvalidInputError(f"GPU price must be a number of USD per hour >= 0 (0: the price table's), got {v!r}")
+    return f or None
+
+
+def _cell(text: Any) -> str:
+    """``text`` as one cell of the page's Markdown table: its pipes, line breaks and markup characters escaped,
+    so a model or folder name shows as written and cannot add cells or HTML."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, device: str, dtype: str, mode: str,
                   region: str, price: float | None, predictor: str = "timeline", target_seq: int | None = None,
                   ssm_kernels: str = "reference") -> tuple[str, Any, Any]:
@@ -112,24 +147,23 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
     from ..devices import get_device
     from ..llm import estimate_llm, resolve_llm
 
-    for what, v in (("batch", batch), ("sequence length", seq)):  # an emptied number field arrives as None
-        if v is None or (isinstance(v, float) and not v.is_integer()):
-            raise InvalidInputError(f"{what} must be a whole number >= 1, got {v!r}")
+    batch, seq = _whole("batch", batch), _whole("sequence length", seq)
+    target_seq = _whole("target tokens", 0 if target_seq in (None, "") else target_seq, lo=0)
+    price = _price(price)
     src = getattr(config_file, "name", config_file) if config_file else None
     spec = resolve_llm(src if src else (model or ""))
     mode = None if mode in (None, "", "auto") else mode
     dev = get_device(device)
-    extra = {"target_seq": int(target_seq)} if target_seq else {}
+    extra = {"target_seq": target_seq} if target_seq else {}
     if ssm_kernels and ssm_kernels != "reference":
         extra["ssm_kernels"] = ssm_kernels
-    est = estimate_llm(spec, batch=int(batch), seq=int(seq), device=dev, mode=mode, dtype=dtype, region=region,
-                       price_per_gpu_hour_usd=float(price) if price else None, predictor=predictor or "timeline",
-                       **extra)
+    est = estimate_llm(spec, batch=batch, seq=seq, device=dev, mode=mode, dtype=dtype, region=region,
+                       price_per_gpu_hour_usd=price, predictor=predictor or "timeline", **extra)
     cost = ("-" if est.cost_per_1k_samples_usd is None else
             f"${est.cost_per_1k_samples_usd:.4g} per 1k samples, ${est.cost_per_1m_tokens_usd:.4g} per 1M tokens "
             f"(${est.price_per_gpu_hour_usd:.4g}/{est.price_unit})")
     rows = [
-        ("model", f"{est.model} ({est.params / 1e6:,.0f} M parameters)"),
+        ("model", f"{est.model} ({est.params / 1e6:.4g} M parameters)"),
         ("workload", f"{est.mode}, batch {est.batch}, seq {est.seq}"
                      + (f" (source), target {est.details['target_seq']}" if est.details.get("target_seq") else "")
                      + f", {est.dtype} on {est.device}"
@@ -142,19 +176,19 @@ def estimate_view(model: str | None, config_file: Any, batch: int, seq: int, dev
         ("carbon", f"{est.carbon_g:.4g} g CO2e per sample ({est.region})"),
         ("cost", cost),
         ("predictor", f"{est.predictor} (batch sweep below: llm-xgb)"),
-    ]
+    ] + [("assumes", a) for a in est.assumptions]
     why = None
     if extra:
         why = "no batch sweep: its llm-xgb has no target length or fused scans"
         pts: list[dict] = []
     else:
         try:
-            pts = sweep(spec, seq=int(seq), device=dev, mode=est.mode, dtype=dtype)
+            pts = sweep(spec, seq=seq, device=dev, mode=est.mode, dtype=dtype)
         except InvalidInputError as e:  # an architecture the XGBoost's features do not describe
             why, pts = f"no batch sweep: {e}", []
     if why:
         rows.append(("batch sweep", why))
-    md = "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {v} |" for k, v in rows)
+    md = "| | |\n|---|---|\n" + "\n".join(f"| **{k}** | {_cell(v)} |" for k, v in rows)
     return md, memory_figure(est, dev), sweep_figure(pts, dev, why)
 
 

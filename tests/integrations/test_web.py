@@ -108,6 +108,35 @@ def test_bad_input_is_a_clear_error():
         estimate_view("gpt2", None, 1, 8.5, "h200", "fp16", "auto", "world", None)
 
 
+
+def test_text_fractions_and_negatives_from_the_form_are_named_errors():
+    # the HTTP API passes field values through as sent: text is a named error, not a ValueError traceback
+    args = ["gpt2", None, 1, 8, "h200", "fp16", "auto", "world", None, "llm-xgb"]
+    for i, value, message in ((2, "abc", "batch must be a whole number >= 1, got 'abc'"),
+                              (2, 0, "batch must be a whole number >= 1, got 0"),
+                              (8, "abc", "GPU price must be a number of USD per hour >= 0"),
+                              (8, -3, "GPU price must be a number of USD per hour >= 0")):
+        with pytest.raises(CostModelError, match=re.escape(message)):
+            estimate_view(*args[:i], value, *args[i + 1:])
+    with pytest.raises(CostModelError, match="target tokens must be a whole number >= 0, got 2.5"):
+        estimate_view("t5-small", None, 1, 8, "h200", "fp16", "forward", "world", None, "timeline", 2.5)
+
+
+def test_names_are_escaped_in_the_table_and_its_assumptions_shown(tmp_path):
+    from costmodel.llm import resolve_llm
+
+    folder = tmp_path / "a|b<img src=x>"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(dict(resolve_llm("gpt2").config, model_type="gpt2")))
+    md, _, _ = estimate_view(str(folder), None, 1, 8, "a100-80gb", "fp16", "auto", "world", None, "llm-xgb")
+    # every row keeps its two cells: the name's pipe cannot add one, nor its markup reach the page
+    assert all(len(re.split(r"(?<!\\)\|", line)) == 4 for line in md.splitlines())
+    assert "<img" not in md and "a\\|b&lt;img src=x&gt;" in _rows(md)["model"]
+    est = costmodel.estimate_llm(str(folder), batch=1, seq=8, device="a100-80gb", predictor="llm-xgb")
+    assert est.assumptions and all(f"| **assumes** | {a} |" in md for a in est.assumptions)
+    # the parameters to 4 digits, as `costmodel llm` prints them (a small model is not "0 M")
+    assert _rows(md)["model"].endswith(f"({est.params / 1e6:.4g} M parameters)") and est.params % 10**6
+
 @pytest.fixture(scope="module")
 def served():
     with socket.socket() as s:
