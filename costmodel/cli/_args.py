@@ -134,10 +134,13 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
 
 def add_carbon_args(p: argparse.ArgumentParser, *, region_default: str | None, region_help: str,
                     intensity_help: str) -> None:
-    """``--region`` and ``--carbon-intensity`` (g CO2e per kWh, instead of the region's)."""
+    """``--region``, ``--carbon-intensity`` (g CO2e per kWh, instead of the region's) and ``--pue``."""
     p.add_argument("--region", default=region_default, help=region_help)
     p.add_argument("--carbon-intensity", type=non_negative_float, default=None, metavar="G_PER_KWH",
                    help=intensity_help)
+    p.add_argument("--pue", type=float, default=1.0, metavar="PUE",
+                   help="the data centre's power usage effectiveness, >= 1: the carbon is the GPU energy's times "
+                        "it (default 1: the GPU alone; large cloud data centres report about 1.1)")
 
 
 def add_epochs_seed_args(p: argparse.ArgumentParser, *, epochs_default: int | None, epochs_help: str,

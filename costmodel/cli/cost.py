@@ -69,7 +69,7 @@ def _cmd_cost(a) -> int:
                    dtype=a.dtype, optimizer=a.optimizer, predictor=a.predictor, providers=providers,
                    whole_instance=a.whole_instance, region=a.region,
                    carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape, autocast=a.autocast,
-                   price_per_gpu_hour_usd=a.price, instance=a.instance)
+                   price_per_gpu_hour_usd=a.price, instance=a.instance, pue=a.pue)
     print(rep.to_json() if a.json else rep.table())
     if a.json and rep.memory_warning:
         import sys

@@ -107,7 +107,7 @@ def _cmd_llm(a) -> int:
                            predictor=a.predictor, host=a.host, optimizer=a.optimizer, lora_r=a.lora_r,
                            lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
                            target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, latency_slo_ms=a.latency_slo_ms,
-                           cuda_graphs=a.cuda_graphs)
+                           cuda_graphs=a.cuda_graphs, pue=a.pue)
     fits = []
     if a.max_batch:
         from ..estimate import largest_llm_batch

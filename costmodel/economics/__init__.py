@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .carbon import J_PER_KWH, carbon_g, carbon_intensity_g_per_kwh, list_regions, region_info
+from .carbon import J_PER_KWH, carbon_g, carbon_intensity_g_per_kwh, check_pue, list_regions, region_info
 from .cost import CostReport, inference_cost, job_cost, priced_devices, training_cost
 from .pricing import (PROVIDERS, cost_per_1k_samples_usd, cost_per_1m_tokens_usd, instances, mig_slice_share,
                       price_per_gpu_hour_usd)
@@ -18,6 +18,7 @@ __all__ = [
     "CostReport",
     "carbon_g",
     "carbon_intensity_g_per_kwh",
+    "check_pue",
     "cost_per_1k_samples_usd",
     "cost_per_1m_tokens_usd",
     "inference_cost",

@@ -21,7 +21,7 @@ from .._errors import ModelLoadError
 from .._tables import PACKAGE_DIR, NameTable, load_table, name_table, table_section
 from .._validate import is_number, non_negative_number
 
-__all__ = ["J_PER_KWH", "carbon_g", "carbon_intensity_g_per_kwh", "list_regions", "region_info"]
+__all__ = ["J_PER_KWH", "carbon_g", "carbon_intensity_g_per_kwh", "check_pue", "list_regions", "region_info"]
 
 #: joules in one kilowatt-hour
 J_PER_KWH = 3.6e6
@@ -109,3 +109,22 @@ def carbon_g(energy_j: float, region: str = "world", intensity_g_per_kwh: float 
     else:
         intensity = non_negative_number(intensity_g_per_kwh, "intensity_g_per_kwh")
     return energy / J_PER_KWH * intensity
+
+
+def check_pue(pue) -> float:
+    """``pue`` (power usage effectiveness: the data centre's total energy over its IT equipment's) as a
+    float >= 1, the factor between the GPU's energy and the energy the grid supplies for it.
+
+    Raises:
+        InvalidInputError: not a finite number >= 1.
+    """
+    import math
+
+    from .._errors import InvalidInputError
+
+    ok = isinstance(pue, (int, float)) and not isinstance(pue, bool) and math.isfinite(pue) and pue >= 1.0
+    if not ok:
+        raise InvalidInputError(f"pue must be a number >= 1 (the facility's energy over its IT equipment's: 1 counts "
+                                f"the GPU alone, large cloud data centres report about 1.1, typical ones 1.5-1.6), "
+                                f"got {pue!r}")
+    return float(pue)

@@ -22,9 +22,11 @@ carries the device:
 Rows come back cheapest first.  Prices are dated on-demand LIST prices
 (``as_of``, ``source``, ``verified`` in every row); pass ``providers`` to keep
 some providers only.  Energy is the predicted energy per step times the steps
-(the GPU only: no host, no cooling), in kWh; with ``region`` (or
-``carbon_intensity_g_per_kwh``) the grid CO2e of that energy is added
-(:mod:`costmodel.economics.carbon`).  Multi-GPU scaling is not modelled: the hours are
+(the GPU only: no host, no cooling), in kWh; ``pue`` (the data centre's
+power usage effectiveness, default 1: the GPU alone) scales it to the
+energy the facility draws for it (``facility_energy_kwh``); with ``region``
+(or ``carbon_intensity_g_per_kwh``) the grid CO2e of that facility energy
+is added (:mod:`costmodel.economics.carbon`).  Multi-GPU scaling is not modelled: the hours are
 those of one GPU.
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 
 from .._errors import InvalidInputError
 from .._validate import non_negative_number, positive_int, true_or_false
-from .carbon import J_PER_KWH, carbon_g, region_info
+from .carbon import J_PER_KWH, carbon_g, check_pue, region_info
 from .pricing import _find_instance, _provider, instances, mig_slice_share
 
 __all__ = ["CostReport", "inference_cost", "job_cost", "priced_devices", "training_cost"]
@@ -81,6 +83,8 @@ class CostReport:
     memory_mb: float | None = None
     capacity_mb: float | None = None
     fits_device: bool = True
+    pue: float = 1.0
+    facility_energy_kwh: float | None = None
 
     @property
     def memory_warning(self) -> str | None:
@@ -117,14 +121,16 @@ class CostReport:
             ("predictor", self.predictor),
             (f"{unit} time", f"{self.step_latency_ms:.4g} ms"),
             ("total time", f"{self.hours:.4g} h on one {'MIG slice' if ' MIG ' in self.device else 'GPU'}"),
-            ("energy", f"{self.energy_kwh:.4g} kWh (GPU only)"),
+            ("energy", f"{self.energy_kwh:.4g} kWh (GPU only)"
+                       + (f"; {self.facility_energy_kwh:.4g} kWh drawn at PUE {self.pue:g}" if self.pue != 1.0 else "")),
         ]
         if self.memory_mb is not None:
             head.append(("memory", f"{self.memory_mb:,.0f} of {self.capacity_mb:,.0f} MB"
                                    + ("" if self.fits_device else " (DOES NOT FIT)")))
         if self.carbon_kg is not None:
             where = self.carbon_region or "given intensity"
-            head.append(("carbon", f"{self.carbon_kg:.4g} kg CO2e ({where}, {self.carbon_intensity_g_per_kwh:g} g/kWh)"))
+            pue = f", PUE {self.pue:g}" if self.pue != 1.0 else ""
+            head.append(("carbon", f"{self.carbon_kg:.4g} kg CO2e ({where}, {self.carbon_intensity_g_per_kwh:g} g/kWh{pue})"))
         w = max(len(k) for k, _ in head)
         lines = [f"{k:<{w}}  {v}" for k, v in head]
         charge = "whole instance" if self.whole_instance else "per-GPU share of the instance"
@@ -212,14 +218,15 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
              providers=None, whole_instance: bool = False, region: str | None = None,
              carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
              autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
-             instance: str | None = None) -> CostReport:
+             instance: str | None = None, pue: float = 1.0) -> CostReport:
     """Cost of ``steps`` training steps (or inference calls) of ``model`` at ``batch`` on each priced instance.
 
     Give exactly one of ``steps`` and ``samples`` (``steps = ceil(samples / batch)``).
     Other arguments as in :func:`costmodel.estimate`, plus ``providers``
     (``"aws"``, ``["gcp", "azure"]``...), ``whole_instance`` (charge the
     whole instance, not the per-GPU share), and ``region`` /
-    ``carbon_intensity_g_per_kwh`` for the CO2e of the energy. ``instance``: that priced instance only
+    ``carbon_intensity_g_per_kwh`` for the CO2e of the energy, ``pue`` the data centre's power usage
+    effectiveness (>= 1; the carbon is that of the GPU's energy times it). ``instance``: that priced instance only
     (it must carry ``device``); ``price_per_gpu_hour_usd``: one row at that price (dollars per hour of
     the device, or of the MIG slice when ``device`` is one) instead of the table, for a GPU the table
     does not price or a negotiated rate.
@@ -244,6 +251,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         samples = positive_int(samples, "samples")
         steps = math.ceil(samples / batch)
     true_or_false(whole_instance, "whole_instance")
+    pue = check_pue(pue)
     dev = get_device(device)
     rows = _price_rows(dev, _providers(providers), instance, price_per_gpu_hour_usd)  # fail before the prediction
     carbon_region = None if region is None else region_info(region)["region"]
@@ -266,7 +274,8 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
 
     intensity = carbon_kg = None
     if carbon_region is not None or carbon_intensity_g_per_kwh is not None:
-        grams = carbon_g(energy_j, region=carbon_region or "world", intensity_g_per_kwh=carbon_intensity_g_per_kwh)
+        grams = carbon_g(energy_j * pue, region=carbon_region or "world",
+                         intensity_g_per_kwh=carbon_intensity_g_per_kwh)
         carbon_kg = grams / 1e3
         intensity = (float(carbon_intensity_g_per_kwh) if carbon_intensity_g_per_kwh is not None
                      else float(region_info(carbon_region)["g_co2e_per_kwh"]))
@@ -292,6 +301,8 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         memory_mb=est.memory_mb,
         capacity_mb=dev.capacity_mb,
         fits_device=bool(est.fits_device),
+        pue=pue,
+        facility_energy_kwh=energy_j * pue / J_PER_KWH,
     )
 
 
@@ -299,21 +310,21 @@ def training_cost(model, *, device, steps: int, batch: int, mode: str = "trainin
                   optimizer: str = "adam", predictor=None, providers=None, whole_instance: bool = False,
                   region: str | None = None, carbon_intensity_g_per_kwh: float | None = None,
                   input_shape=None, autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
-                  instance: str | None = None) -> CostReport:
+                  instance: str | None = None, pue: float = 1.0) -> CostReport:
     """Cost of ``steps`` training steps at ``batch`` on each priced instance of ``device``; see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode=mode, steps=steps, dtype=dtype, optimizer=optimizer,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
-                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance)
+                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance, pue=pue)
 
 
 def inference_cost(model, *, device, samples: int, batch: int, dtype: str | None = None, predictor=None,
                    providers=None, whole_instance: bool = False, region: str | None = None,
                    carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
                    autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
-                   instance: str | None = None) -> CostReport:
+                   instance: str | None = None, pue: float = 1.0) -> CostReport:
     """Cost of serving ``samples`` samples in calls of ``batch`` (``ceil(samples / batch)`` calls); see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode="inference", samples=samples, dtype=dtype,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
-                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance)
+                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance, pue=pue)

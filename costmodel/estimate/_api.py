@@ -237,7 +237,7 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                  lora_r: int | None = None, lora_targets=None, checkpointing: bool = False,
                  autocast: str | None = None, target_seq: int | None = None,
                  ssm_kernels: str = "reference", latency_slo_ms: float | None = None,
-                 cuda_graphs: bool = False) -> LLMEstimate:
+                 cuda_graphs: bool = False, pue: float = 1.0) -> LLMEstimate:
     """Throughput, memory, energy, carbon and cost of a transformer workload.
 
     ``mode``: ``forward`` (encoders), ``prefill`` or ``decode`` (decoders), or ``training``: one fine-tuning
@@ -258,7 +258,8 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     ``mamba_ssm`` or the ``kernels`` package runs. ``latency_slo_ms``: a latency target per call (ms): the MIG
     pick is then the smallest slice that holds the memory and answers within it (as :func:`estimate`).
     ``cuda_graphs``: the step replayed from one captured CUDA graph, as :func:`estimate` (the timeline only;
-    a decode step then leaves out the eager decode loop's per-step host cost).
+    a decode step then leaves out the eager decode loop's per-step host cost). ``pue``: the data centre's
+    power usage effectiveness (>= 1, default 1: the GPU alone): ``carbon_g`` is the GPU energy's times it.
 
     ``predictor``: ``"timeline"`` (default: the workload's graph through the shipped timeline, memory
     from the replayed allocation trace; the first call per workload builds the graph, seconds for a
@@ -275,7 +276,10 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
     from ..devices import get_device
     from ..economics.pricing import check_pricing
 
-    # the device, the region and the price fail before a graph is built (seconds for a large decoder)
+    # the device, the region, the PUE and the price fail before a graph is built (seconds for a large decoder)
+    from ..economics.carbon import check_pue
+
+    pue = check_pue(pue)
     check_pricing(get_device(device), region=region, intensity_g_per_kwh=carbon_intensity_g_per_kwh,
                   price_per_gpu_hour_usd=price_per_gpu_hour_usd, provider=provider, instance=instance)
     if not isinstance(cuda_graphs, bool):
@@ -323,6 +327,9 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
                         latency_slo_ms)
     if getattr(p, "artifact", None):  # a trained artifact's folder answered: the estimate names it
         est.details["artifact"] = p.artifact
+    if pue != 1.0:  # the grid supplies the facility's energy, not the GPU's alone
+        est.carbon_g = est.carbon_g * pue if est.carbon_g is not None else None
+        est.details["pue"] = pue
     return est
 
 

@@ -217,7 +217,8 @@ class LLMEstimate(Estimate):
             ("power", f"{self.power_w:.4g} W"),
             ("energy", f"{self.energy_j:.4g} J per sample ({self.energy_j_per_call:.4g} J per call)"),
             ("carbon", f"{self.carbon_g:.4g} g CO2e per sample ({self.region}, "
-                       f"{self.carbon_intensity_g_per_kwh:.4g} g/kWh)"),
+                       f"{self.carbon_intensity_g_per_kwh:.4g} g/kWh"
+                       + (f", PUE {self.details['pue']:g}" if self.details.get("pue") else "") + ")"),
             ("cloud cost", cost),
         ]
         if self.mode == "training":

@@ -256,6 +256,8 @@ BAD_INPUTS = {
                                                "it is a 'costmodel.host-profile' file; expected a machine profile"),
     # cost
     "cost steps 0": (["cost", R18, "--device", "h100", "--steps", "0"], "got 0"),
+    "cost pue below 1": (["cost", R18, "--device", "h100", "--steps", "1", "--pue", "0.9"], "pue must be a number >= 1"),
+    "llm pue below 1": (["llm", "gpt2", "--batch", "1", "--seq", "8", "--pue", "0"], "pue must be a number >= 1"),
     "cost steps type": (["cost", R18, "--device", "h100", "--steps", "x"], "'x'"),
     "cost no work": (["cost", R18, "--device", "h100"], "--steps"),
     "cost steps and samples": (["cost", R18, "--device", "h100", "--steps", "1", "--samples", "1"], "--samples"),

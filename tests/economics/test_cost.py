@@ -205,3 +205,29 @@ def test_a_given_price_is_not_called_a_list_price_share(device, per):
     head = next(line for line in rep.table().splitlines() if line.startswith("cost, cheapest first"))
     assert f"the given price per {per}" in head
     assert "list prices" not in head and "share" not in head
+
+
+def test_a_pue_scales_the_energy_the_grid_supplies_and_its_carbon(est):
+    gpu = training_cost(MODEL, device="h100", steps=1000, batch=8, predictor="analytic", region="france")
+    dc = training_cost(MODEL, device="h100", steps=1000, batch=8, predictor="analytic", region="france", pue=1.2)
+    assert gpu.pue == 1.0 and gpu.facility_energy_kwh == pytest.approx(gpu.energy_kwh)
+    assert dc.energy_kwh == pytest.approx(gpu.energy_kwh)  # the GPU's own energy is what it was
+    assert dc.facility_energy_kwh == pytest.approx(1.2 * 1000 * est.energy_j / 3.6e6)
+    assert dc.carbon_kg == pytest.approx(1.2 * gpu.carbon_kg)
+    assert dc.rows == gpu.rows  # dollars do not depend on it
+    assert "PUE 1.2" in dc.table() and "PUE" not in gpu.table()
+    assert dc.to_dict()["facility_energy_kwh"] == pytest.approx(dc.facility_energy_kwh)
+    for bad in (0.9, 0, -1, float("nan"), float("inf"), "1.2", True, None):
+        with pytest.raises(InvalidInputError, match="pue must be a number >= 1"):
+            training_cost(MODEL, device="h100", steps=10, batch=8, predictor="analytic", pue=bad)
+
+
+def test_a_transformer_estimate_takes_a_pue():
+    a = costmodel.estimate_llm("gpt2", batch=1, seq=64, device="h100", mode="prefill", predictor="llm-xgb")
+    b = costmodel.estimate_llm("gpt2", batch=1, seq=64, device="h100", mode="prefill", predictor="llm-xgb", pue=1.5)
+    assert b.carbon_g == pytest.approx(1.5 * a.carbon_g) and b.energy_j == pytest.approx(a.energy_j)
+    assert b.details["pue"] == 1.5 and "pue" not in a.details and "PUE 1.5" in b.table()
+    with pytest.raises(InvalidInputError, match="pue must be a number >= 1"):
+        costmodel.estimate_llm("gpt2", batch=1, seq=64, device="h100", mode="prefill", pue=0.5)
+    assert main(["llm", "gpt2", "--batch", "1", "--seq", "64", "--mode", "prefill", "--device", "h100",
+                 "--predictor", "llm-xgb", "--pue", "0.5"]) != 0
