@@ -323,11 +323,16 @@ def estimate_llm(model: Any, *, batch: int, seq: int, device="h200", mode: str |
         from ..predictors import with_host_profile
 
         _, ignored = with_host_profile(p, host)  # a missing or damaged file still fails, naming it
-    est = _on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model, seq)]), p, model, kw,
-                        latency_slo_ms)
-    if getattr(p, "artifact", None):  # a trained artifact's folder answered: the estimate names it
+    return _named_at_pue(_on_llm_slice(with_notes(p.predict(model, **kw), [*ignored, *spec_notes(model, seq)]), p,
+                                       model, kw, latency_slo_ms), p, pue)
+
+
+def _named_at_pue(est: LLMEstimate, p, pue: float) -> LLMEstimate:
+    """``est`` naming the trained artifact's folder that answered, with its carbon at the data centre's ``pue``
+    (the grid supplies the facility's energy, not the GPU's alone)."""
+    if getattr(p, "artifact", None):
         est.details["artifact"] = p.artifact
-    if pue != 1.0:  # the grid supplies the facility's energy, not the GPU's alone
+    if pue != 1.0:
         est.carbon_g = est.carbon_g * pue if est.carbon_g is not None else None
         est.details["pue"] = pue
     return est
