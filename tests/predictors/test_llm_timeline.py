@@ -129,4 +129,5 @@ def test_cli_llm_takes_the_predictor(capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["predictor"].startswith("llm-xgb 1") and d["mode"] == "prefill"
     assert main(["llm", "gpt2", "--batch", "2", "--seq", "32", "--predictor", "nope"]) == 2
-    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a name that is neither predictor nor a folder: the choices are named
+    assert "unknown transformer predictor 'nope'" in err and "timeline, llm-xgb" in err
