@@ -72,7 +72,13 @@ class HeldState:
         before = self._parts[:j] if history else []
         mb = sum(p["mb"] for p in before)
         per_sample = sum(p["mb"] / max(p["batch"], 1) for p in before)
-        alive = next((self._ref(t) for t in state if _weakrefable(t)), None)
+        alive = None
+        for t in state:  # one of its tensors, held weakly, says whether the part is still there
+            try:
+                alive = self._ref(t)
+                break
+            except TypeError:
+                continue
         if alive is not None:
             part = {"ids": mine, "mb": max(saved_mb, 0.0), "batch": batch, "alive": alive}
             if j < len(self._parts):
@@ -81,16 +87,6 @@ class HeldState:
             else:
                 self._parts.append(part)
         return mb, per_sample
-
-
-def _weakrefable(t) -> bool:
-    import weakref
-
-    try:
-        weakref.ref(t)
-        return True
-    except TypeError:
-        return False
 
 
 def _output_mb(gm) -> float:

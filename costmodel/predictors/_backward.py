@@ -104,14 +104,8 @@ def backward_plans(cols, which, positions: np.ndarray, frozen: np.ndarray | None
     # views resolve to the operator that made the buffer: their first (lowest) predecessor's owner
     first = np.full(n, n)
     np.minimum.at(first, dst, src)
-    owner = np.arange(n)
     chain = cols.view & (first < n)
-    owner[chain] = first[chain]
-    while True:
-        nxt = owner[owner]
-        if np.array_equal(nxt, owner):
-            break
-        owner = nxt
+    owner = _roots(np.where(chain, first, np.arange(n)))
     # a copy nothing reads, other than a graph's last node, is one autograd saves for the backward (the
     # operand of an in-place activation whose formula needs its input): no gradient flows through it
     saved = (cols.kind == _KIND_ID["copy"]) & ~cols.view & (np.bincount(src, minlength=n) == 0)
@@ -174,14 +168,8 @@ def _reader_counts(cols, src, owner, first, n: int):
     whole-size gradient the owner then sums (what the CPU profiler shows PyTorch's backward run)."""
     slicing = cols.view & (cols.kind == _KIND_ID["slice"]) & (first < n)
     # the nearest slicing view between a read and the buffer's owner (or the owner itself)
-    up = np.arange(n)
     through = cols.view & ~slicing & (first < n)
-    up[through] = first[through]
-    while True:
-        nxt = up[up]
-        if np.array_equal(nxt, up):
-            break
-        up = nxt
+    up = _roots(np.where(through, first, np.arange(n)))
     cut = up[src]
     via = slicing[cut]
     readers = np.bincount(owner[src[~via]], minlength=n)
@@ -209,3 +197,12 @@ def _reader_counts(cols, src, owner, first, n: int):
     elems = np.concatenate([np.ones(m.sum()), np.ones((~m).sum()),
                             np.minimum(cols.numel[cs[~m]] / whole_n[~m], 1.0)])[order]
     return readers, elems, rows_o[order], scale
+
+
+def _roots(parent: np.ndarray) -> np.ndarray:
+    """Each node's root along ``parent`` (a node that is its own parent ends a chain), by pointer jumping."""
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent
+        parent = nxt

@@ -18,7 +18,7 @@ import numpy as np
 from ..measure.host import OP_CLASSES, op_class
 from ..ir import CATEGORIES, OP_KINDS, TENSOR_KINDS, category, node_columns
 from . import _convreading, _launches, _skinny
-from ._backward import backward_plans, buffer_only_mask, frozen_mask
+from ._backward import _KIND_ID, backward_plans, buffer_only_mask, frozen_mask
 from ._skinny import operator_streams
 
 PHASES = ("forward", "backward", "optimizer")
@@ -168,7 +168,6 @@ def module_calls(graph, scopes: set | None = None) -> int:
 # the category one-hot followed by is_conv, is_depthwise (set per operator) and is_attention;
 # whether the kind runs on tensor cores; whether fp32 runs at TF32; the forward host class.
 _N_CAT = len(CATEGORIES)
-_KIND_ID = {k: i for i, k in enumerate(OP_KINDS)}
 _KIND_HEAD = np.zeros((len(OP_KINDS), _N_CAT + 3))
 for _k, _i in _KIND_ID.items():
     _KIND_HEAD[_i, CATEGORIES.index(category(_k))] = 1.0

@@ -125,9 +125,8 @@ def test_torchscript_tanh_gelu_is_one_gelu(tmp_path):
     assert g.nodes[0].bytes_written == 128 * 4
 
 
-def test_tanh_gelu_with_pow_is_one_gelu():
-    """``x ** 3`` written as ``Pow(x, 3)`` (other converters) is the same GELU."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+def _tanh_chain(c1: float):
+    """``1 + tanh(c2 (x + c1 Pow(x, 3)))`` into ``a1``, with its constants (GELU's when ``c1`` is 0.044715)."""
     nodes = [
         helper.make_node("Pow", ["x", "three"], ["x3"]),
         helper.make_node("Mul", ["x3", "c1"], ["m"]),
@@ -135,28 +134,23 @@ def test_tanh_gelu_with_pow_is_one_gelu():
         helper.make_node("Mul", ["a", "c2"], ["s"]),
         helper.make_node("Tanh", ["s"], ["t"]),
         helper.make_node("Add", ["t", "one"], ["a1"]),
-        helper.make_node("Mul", ["x", "half"], ["xh"]),
-        helper.make_node("Mul", ["xh", "a1"], ["y"]),
     ]
-    inits = [_init("three", 3.0), _init("c1", 0.044715), _init("c2", 0.7978845608), _init("one", 1.0),
-             _init("half", 0.5)]
-    g = from_onnx(_model(nodes, [x], "y", inits))
+    return nodes, [_init("three", 3.0), _init("c1", c1), _init("c2", 0.7978845608), _init("one", 1.0)]
+
+
+def test_tanh_gelu_with_pow_is_one_gelu():
+    """``x ** 3`` written as ``Pow(x, 3)`` (other converters) is the same GELU."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    nodes, inits = _tanh_chain(0.044715)
+    nodes += [helper.make_node("Mul", ["x", "half"], ["xh"]), helper.make_node("Mul", ["xh", "a1"], ["y"])]
+    g = from_onnx(_model(nodes, [x], "y", [*inits, _init("half", 0.5)]))
     assert [n.kind for n in g.nodes] == ["gelu"] and g.params == 0
 
 
 def test_tanh_with_other_constants_is_not_a_gelu():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
-    nodes = [
-        helper.make_node("Pow", ["x", "three"], ["x3"]),
-        helper.make_node("Mul", ["x3", "c1"], ["m"]),
-        helper.make_node("Add", ["x", "m"], ["a"]),
-        helper.make_node("Mul", ["a", "c2"], ["s"]),
-        helper.make_node("Tanh", ["s"], ["t"]),
-        helper.make_node("Add", ["t", "one"], ["a1"]),
-        helper.make_node("Mul", ["x", "a1"], ["y"]),
-    ]
-    inits = [_init("three", 3.0), _init("c1", 0.5), _init("c2", 0.7978845608), _init("one", 1.0)]
-    g = from_onnx(_model(nodes, [x], "y", inits))
+    nodes, inits = _tanh_chain(0.5)
+    g = from_onnx(_model([*nodes, helper.make_node("Mul", ["x", "a1"], ["y"])], [x], "y", inits))
     assert "gelu" not in [n.kind for n in g.nodes]
 
 
