@@ -81,7 +81,8 @@ def register_collect(sub) -> None:
                    help="also profile every workload per operator (torch.profiler) and write the operator rows, "
                         "mapped onto the CostGraph's nodes, to ops.jsonl beside OUTPUT")
     c.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="torch CPU threads (CPU only; default: torch's own choice)")
+                   help="torch CPU threads (CPU only, at most the cores this process may use, not with --ray; "
+                        "default: torch's own choice)")
     c.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: auto, ray://HOST:10001, or local (start one here); one task per "
                         "model spec, pinned to one GPU with --device cuda (needs the 'ray' extra)")

@@ -74,7 +74,8 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
             model row gets an ``ops`` summary, and ``hardware.json`` gets the
             device's measured GEMM rate and copy bandwidth.  Operator rows of a
             run cut before its model row was written are dropped on resume.
-        threads: torch CPU threads (CPU only; recorded in every row).
+        threads: torch CPU threads (CPU only, at most the cores this process may use, not with
+            ``ray_address``; recorded in every row).
         reference: before every row, measure the host CPU's fp32 GEMM rate and copy bandwidth and
             the time one tiny operator takes to dispatch on ``device`` (:func:`host_reference`, about
             0.4 s at the run's thread count) and record them in the row as ``host_reference``; a row
@@ -102,7 +103,7 @@ def collect(work: Iterable, batches: Iterable[int] | str | os.PathLike | None = 
     clock = clock or time.monotonic
     begun = clock()  # the budget counts the checks and the device's preparation too
     device = normalize_device(device)
-    _check_options(threads, ops, ray_address, budget_s, cooldown_s)
+    _check_options(threads, ops, ray_address, budget_s, cooldown_s, device)
     window_s = check_window(window_s)
     energy_span_s = check_energy_span(energy_span_s) if energy_span_s is not None else None
     opts = {k: v for k, v in (("window_s", window_s), ("energy_span_s", energy_span_s)) if v is not None}
@@ -156,9 +157,20 @@ def _reference_check(ref: dict, base: dict | None) -> tuple[float, dict]:
     return (min(ratios) if ratios else 1.0), {**rates, "dispatch_seen": seen}
 
 
-def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s) -> None:
+def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s, device: str = "cpu") -> None:
     if threads is not None:
         positive_int(threads, "threads")
+        if device.startswith("cuda"):
+            raise InvalidInputError(f"threads={threads} sets torch's CPU threads, which a {device} run does not "
+                                    "use; leave it out (threads applies to device='cpu' only)")
+        if ray_address:
+            raise InvalidInputError(f"threads={threads} sets this process's torch CPU threads; a Ray task runs "
+                                    "on the one CPU Ray gives it: leave threads out with ray_address (--ray)")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if cores and threads > cores:
+            raise InvalidInputError(f"threads={threads}: this process may run on {cores} CPU core(s); rows "
+                                    f"measured at more threads than cores time contention, not the model "
+                                    f"(at most {cores})")
     if ops and ray_address:
         raise InvalidInputError("per-operator profiling (ops=True, --ops) runs in this process; it cannot go to Ray")
     if budget_s is not None and budget_s <= 0:
