@@ -117,7 +117,8 @@ def _cmd_llm(a) -> int:
             fits = max_batch_answers(a, lambda **limit: largest_llm_batch(
                 a.model, seq=a.seq, device=a.device, mode=est.mode, dtype=a.dtype, optimizer=a.optimizer,
                 lora_r=a.lora_r, lora_targets=a.lora_targets, checkpointing=a.checkpointing, autocast=a.autocast,
-                target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, latency_slo_ms=a.latency_slo_ms, **limit))
+                target_seq=a.target_seq, ssm_kernels=a.ssm_kernels, latency_slo_ms=a.latency_slo_ms,
+                predictor=a.predictor, host=a.host, cuda_graphs=a.cuda_graphs, **limit))
         est.details["max_batch"] = max_batch_details(fits)
     print(est.to_json() if a.json else est.table())
     if not a.json:

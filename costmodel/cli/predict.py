@@ -142,7 +142,8 @@ def _cmd_predict(a) -> int:
                      enabled=None if not a.json else False):
             fits = max_batch_answers(a, lambda **limit: largest_batch(
                 a.model, device=a.device, mode=a.mode, dtype=a.dtype, optimizer=a.optimizer,
-                input_shape=a.input_shape, autocast=a.autocast, latency_slo_ms=a.latency_slo_ms, **limit))
+                input_shape=a.input_shape, autocast=a.autocast, latency_slo_ms=a.latency_slo_ms,
+                predictor=predictor, host=a.host, cuda_graphs=a.cuda_graphs, method=a.method or "export", **limit))
         est.details["max_batch"] = max_batch_details(fits)
     if a.json:
         print(est.to_json())

@@ -223,7 +223,8 @@ def _graph_replays(model, dev, *, mode: str, dtype: str | None, optimizer: str, 
 def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: str | None = None,
                   optimizer: str = "adam", input_shape=None, inputs=None, autocast: str | None = None,
                   memory_mb: float | None = None, mig: str | None = None, limit: int = 4096,
-                  latency: bool = True, latency_slo_ms: float | None = None) -> dict | list[dict]:
+                  latency: bool = True, latency_slo_ms: float | None = None, predictor=None, host=None,
+                  cuda_graphs: bool = False, method: str = "export") -> dict | list[dict]:
     """The largest batch of ``model`` whose memory, from its allocation trace replayed through the caching
     allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its MIG profiles (``mig``, e.g.
     ``"3g.71gb"``; ``"all"``: a list of answers, one per profile, smallest first) or ``memory_mb`` (what is
@@ -239,8 +240,10 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     interval's); 0 when not even one sample fits; ``limit`` caps the search (``capped``: it fit, so larger
     batches may fit too); ``path`` is ``"replay"``, or
     ``"liveness-fallback"`` where the module could not run on fake tensors (a walk over its graph).
-    With ``latency`` (the default), each answer also gives the default predictor's ``latency_ms`` and
-    ``throughput_samples_s`` at ``latency_batch`` (``upper_batch``, else ``batch``) on ``latency_device``:
+    With ``latency`` (the default), each answer also gives ``latency_ms`` and
+    ``throughput_samples_s`` at ``latency_batch`` (``upper_batch``, else ``batch``) on ``latency_device``,
+    by ``predictor`` on the graph ``method`` captures, with ``host`` and ``cuda_graphs``, as
+    :func:`~costmodel.estimate` takes them (default: the library's default predictor):
     the MIG slice as a device of its own, else ``device`` (:func:`latency_into`); with ``latency_slo_ms``,
     also the largest batch that fits and answers within that target (``slo_batch``, its ``slo_latency_ms``
     and ``slo_throughput_samples_s``).
@@ -263,12 +266,13 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
     latency_slo_ms = _slo(latency_slo_ms, latency)
     dev = get_device(device)
     _not_a_transformer(model)
+    pred = _latency_predictor(predictor, host, cuda_graphs) if latency else None  # a bad one fails first
     if not traceable(model):
         if inputs is not None:
             raise InvalidInputError("inputs= are a module's example tensors; an ONNX graph takes input_shape")
         out = answers(_graph_replays(model, dev, mode=mode, dtype=dtype, optimizer=optimizer,
                                      input_shape=input_shape), dev, memory_mb, mig, limit)
-        return latency_into(out, dev, _latency_at(model, mode=mode, dtype=dtype, optimizer=optimizer,
+        return latency_into(out, dev, _latency_at(model, pred, mode=mode, dtype=dtype, optimizer=optimizer,
                                                   input_shape=input_shape), latency_slo_ms) if latency else out
     first = None
     if inputs is not None:
@@ -290,8 +294,8 @@ def largest_batch(model: Any, *, device="h200", mode: str = "inference", dtype: 
                              input_shape=input_shape, autocast=autocast, inputs=batched(b))
 
     out = answers(replay_at, dev, memory_mb, mig, limit)
-    return latency_into(out, dev, _latency_at(model, mode=mode, dtype=dtype, optimizer=optimizer,
-                                              input_shape=input_shape, autocast=autocast,
+    return latency_into(out, dev, _latency_at(model, pred, mode=mode, dtype=dtype, optimizer=optimizer,
+                                              input_shape=input_shape, autocast=autocast, method=method,
                                               batched=batched), latency_slo_ms) if latency else out
 
 
@@ -305,19 +309,25 @@ def _slo(latency_slo_ms, latency: bool) -> float | None:
     return latency_slo_ms
 
 
-def _latency_at(model, *, mode: str, dtype: str, optimizer: str, input_shape, autocast: str | None = None,
-                batched: Callable[[int], Any] | None = None) -> Callable[[int, Any], float]:
-    """``latency(batch, device)`` in ms: the default predictor on ``model``'s graph at that batch."""
-    from ..frontends import to_graph
-    from ..predictors import get_predictor
+def _latency_predictor(predictor, host, cuda_graphs: bool):
+    """The predictor :func:`largest_batch` asks for latency: ``predictor`` (default the library's) with the
+    ``host`` profile and ``cuda_graphs``, as :func:`~costmodel.estimate` builds it."""
+    from ..predictors import get_predictor, with_cuda_graphs, with_host_profile
 
-    pred = get_predictor(None)
+    pred, _ = with_host_profile(get_predictor(predictor), host)
+    return with_cuda_graphs(pred, cuda_graphs)
+
+
+def _latency_at(model, pred, *, mode: str, dtype: str, optimizer: str, input_shape, autocast: str | None = None,
+                method: str = "export", batched: Callable[[int], Any] | None = None) -> Callable[[int, Any], float]:
+    """``latency(batch, device)`` in ms: ``pred`` on ``model``'s graph at that batch."""
+    from ..frontends import to_graph
 
     def at(b: int, target) -> float:
         kw = {"inputs": batched(b)} if batched is not None and batched(b) is not None else {}
         kw.update({"autocast": autocast} if autocast is not None else {})
         g = to_graph(model, batch=b, input_shape=None if kw.get("inputs") is not None else input_shape,
-                     dtype=dtype, mode=mode, **kw)
+                     dtype=dtype, mode=mode, method=method, **kw)
         return pred.predict(g, target, mode=mode, optimizer=optimizer).latency_ms
 
     return at
@@ -328,7 +338,8 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
                       checkpointing: bool = False, memory_mb: float | None = None, limit: int = 4096,
                       autocast: str | None = None, target_seq: int | None = None,
                       ssm_kernels: str = "reference", mig: str | None = None,
-                      latency: bool = True, latency_slo_ms: float | None = None) -> dict | list[dict]:
+                      latency: bool = True, latency_slo_ms: float | None = None, predictor=None, host=None,
+                      cuda_graphs: bool = False) -> dict | list[dict]:
     """The largest batch (sequences of ``seq`` tokens) whose memory, from the workload's allocation trace
     replayed through the caching allocator (``memory_mb``, NVML level), fits ``device``'s memory, one of its
     MIG profiles (``mig``; ``"all"``: a list, one answer per profile) or ``memory_mb`` (what is free). The
@@ -341,7 +352,8 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     replayed memory, ``upper_batch`` by its 90 % interval's upper end; ``batch`` is 0 when not even one
     sequence fits, and ``limit`` caps the search. With ``latency`` (the default), each answer also gives
     :func:`~costmodel.estimate_llm`'s latency and throughput at the batch to plan on, on the MIG slice it
-    answers for (:func:`latency_into`; with ``latency_slo_ms``, also the largest batch within that target).
+    answers for (:func:`latency_into`; with ``latency_slo_ms``, also the largest batch within that target), by
+    ``predictor`` with ``host`` and ``cuda_graphs`` as :func:`~costmodel.estimate_llm` takes them.
     """
     from ..analysis.memreplay import replay_memory
     from ..devices import get_device
@@ -354,6 +366,10 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
     positive_int(limit, "limit")
     latency_slo_ms = _slo(latency_slo_ms, latency)
     dev = get_device(device)
+    if latency:  # a bad predictor or host profile fails before the traces
+        from ..predictors import get_llm_predictor, with_host_profile
+
+        with_host_profile(get_llm_predictor(predictor), host)
     w = llm_workload(model, batch=1, seq=seq, mode=mode, dtype=dtype, target_seq=target_seq)
     if w.dtype not in DTYPES:  # int8, int4: a quantized model's kernels and buffers have no allocation trace
         raise InvalidInputError(f"the largest batch is searched over the allocation trace of a model in "
@@ -379,7 +395,8 @@ def largest_llm_batch(model: Any, *, seq: int, device="h200", mode: str | None =
         return out
     from ._api import estimate_llm
 
-    opts = dict(seq=seq, mode=w.mode, dtype=dtype, target_seq=target_seq, ssm_kernels=ssm_kernels)
+    opts = dict(seq=seq, mode=w.mode, dtype=dtype, target_seq=target_seq, ssm_kernels=ssm_kernels,
+                predictor=predictor, host=host, cuda_graphs=cuda_graphs)
     if w.mode == "training":
         opts.update(optimizer=optimizer, lora_r=lora_r, lora_targets=lora_targets, checkpointing=checkpointing,
                     autocast=autocast)

@@ -291,3 +291,22 @@ def test_a_latency_target_gives_the_largest_batch_within_it():
         costmodel.largest_batch("torchvision:resnet18", device="h200", latency=False, latency_slo_ms=10)
     with pytest.raises(InvalidInputError, match="expected latency_slo_ms to be a finite number > 0"):
         costmodel.largest_batch("torchvision:resnet18", device="h200", latency_slo_ms=0)
+
+
+def test_the_latency_at_the_answer_is_the_asked_predictors(capsys):
+    """``costmodel predict --predictor analytic --max-batch`` gave the answer's latency by the default
+    (timeline) predictor, beside an analytic table: the two disagreed at the same batch and device."""
+    m = _net()
+    one = replay_memory(m, "t4", batch=1, input_shape=(3, 64, 64))
+    fit = costmodel.largest_batch(m, device="t4", input_shape=(3, 64, 64), memory_mb=one.memory_mb + 200.0,
+                                  predictor="analytic")
+    b = fit["latency_batch"]
+    assert b and fit["latency_ms"] == pytest.approx(
+        costmodel.estimate(m, batch=b, input_shape=(3, 64, 64), device="t4", predictor="analytic").latency_ms)
+    argv = ["predict", "torchvision:resnet18", "--batch", "4", "--input", "3,64,64", "--device", "t4",
+            "--predictor", "analytic", "--max-batch", "--memory-mb", "1700", "--json"]
+    assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)["details"]["max_batch"]
+    est = costmodel.estimate("torchvision:resnet18", batch=got["latency_batch"], input_shape=(3, 64, 64),
+                             device="t4", predictor="analytic")
+    assert got["latency_ms"] == pytest.approx(est.latency_ms)

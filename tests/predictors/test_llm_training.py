@@ -250,3 +250,10 @@ def test_mixed_precision_is_the_fp32_models_step_under_autocast():
     fit = costmodel.largest_llm_batch(TINY, seq=64, mode="training", dtype="fp32", autocast="bf16",
                                       memory_mb=m.memory_mb + 1)
     assert fit["batch"] >= 4
+
+
+def test_largest_batch_latency_is_the_asked_predictors():
+    """``costmodel llm --predictor llm-xgb --max-batch`` gave the answer's latency by the timeline."""
+    fit = costmodel.largest_llm_batch(TINY, seq=32, mode="prefill", limit=64, predictor="llm-xgb")
+    est = costmodel.estimate_llm(TINY, batch=fit["latency_batch"], seq=32, mode="prefill", predictor="llm-xgb")
+    assert fit["latency_ms"] == pytest.approx(est.latency_ms)
