@@ -154,10 +154,25 @@ def _resolve_src(name: str) -> str:
         return "tv"
     if name in _timm_names():
         return "timm"
+    _transformer_hint(name)
     raise UnknownModelError(
         f"unknown model {name!r} (not a torchvision or timm model)."
         + suggest(name, _tv_names() + _timm_names())
     )
+
+
+def _transformer_hint(name: str) -> None:
+    """A transformers name is a workload of token sequences, not of images: say where it is costed."""
+    from .._errors import CostModelError
+    from ..llm import resolve_llm
+
+    try:
+        resolve_llm(name)
+    except CostModelError:
+        return
+    raise UnknownModelError(f"{name!r} is a transformer, costed per sequence of tokens: "
+                            f"costmodel.estimate_llm({name!r}, batch=..., seq=..., device=...) or "
+                            f"costmodel llm {name} --batch B --seq S")
 
 
 def tv_native_resolution(name: str) -> int | None:

@@ -129,6 +129,8 @@ BAD_INPUTS = {
     "predict bad input": (["predict", R18, *P, "--input", "3,abc"], "'3,abc'"),
     "predict bad optimizer": (["predict", R18, *P, "--optimizer", "lion"], "lion"),
     "predict unknown predictor": (["predict", R18, *P, "--predictor", "nope"], "'nope'"),
+    "predict unknown model": (["predict", "resnet5", *P], "Did you mean: resnet50"),
+    "predict transformer name": (["predict", "gpt2", *P], "costmodel llm gpt2 --batch B --seq S"),
     "predict predictor folder": (["predict", R18, *P, "--predictor", "{dir}"], "{dir}"),
     "predict zoo typo": (["predict", "torchvision:resnet5O", *P], "Did you mean"),
     "predict zoo source": (["predict", "keras:resnet18", *P], "'keras'"),
