@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from .._errors import InvalidInputError
-from ._args import (Working, add_command, add_max_batch_args, add_onnx_inputs_arg, add_predictor_args, add_slo_arg,
-                    add_workload_args, check_max_batch_args, fit_line, max_batch_answers, max_batch_details,
+from ._args import (Working, add_command, add_max_batch_args, add_mode_arg, add_onnx_inputs_arg, add_predictor_args,
+                    add_slo_arg, add_workload_args, check_max_batch_args, fit_line, max_batch_answers, max_batch_details,
                     onnx_inputs, plot_fits, positive_int, shape_arg)
 
 PREDICT_EXAMPLES = """examples:
@@ -65,7 +65,7 @@ def register_annotate(sub) -> None:
     n.add_argument("--input", dest="input_shape", default=None, type=shape_arg,
                    help="per-sample input shape, e.g. 3,224,224")
     add_onnx_inputs_arg(n)
-    n.add_argument("--mode", default="inference", choices=("inference", "training"))
+    add_mode_arg(n)
     n.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"),
                    help="cost the model converted to this dtype (default: the dtype its graph records)")
     n.add_argument("--predictor", default=None, help="predictor name or artifact folder")

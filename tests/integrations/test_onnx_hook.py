@@ -63,6 +63,10 @@ def test_cli_annotate_and_show(exported, tmp_path, capsys):
     assert "L4" in shown and "H100-SXM5-80GB" in shown
     assert main(["annotate", str(tmp_path / "missing.onnx"), "--show"]) == 2
     assert "no such ONNX file" in capsys.readouterr().err
+    # --mode takes the aliases `costmodel predict` takes
+    assert main(["annotate", str(path), "--device", "l4", "--predictor", "analytic", "--mode", "train",
+                 "-o", str(tmp_path / "t.onnx")]) == 0
+    assert conx.read_annotations(tmp_path / "t.onnx")["L4"]["mode"] == "training"
 
 
 def test_errors(tmp_path):
