@@ -42,6 +42,10 @@ def register_cost(sub) -> None:
     add_shape_args(k)
     add_autocast_arg(k)
     add_predictor_args(k)
+    k.add_argument("--host", default=None, metavar="FILE",
+                   help="host profile from `costmodel calibrate` (used by --predictor timeline)")
+    k.add_argument("--cuda-graphs", action="store_true",
+                   help="cost each step replayed from one captured CUDA graph instead of eager dispatch")
     k.add_argument("--provider", nargs="+", default=None, metavar="NAME",
                    help="keep these providers only (aws, gcp, azure)")
     k.add_argument("--instance", default=None, metavar="NAME",
@@ -69,7 +73,8 @@ def _cmd_cost(a) -> int:
                    dtype=a.dtype, optimizer=a.optimizer, predictor=a.predictor, providers=providers,
                    whole_instance=a.whole_instance, region=a.region,
                    carbon_intensity_g_per_kwh=a.carbon_intensity, input_shape=shape, autocast=a.autocast,
-                   price_per_gpu_hour_usd=a.price, instance=a.instance, pue=a.pue)
+                   price_per_gpu_hour_usd=a.price, instance=a.instance, pue=a.pue, host=a.host,
+                   cuda_graphs=a.cuda_graphs)
     print(rep.to_json() if a.json else rep.table())
     if a.json and rep.memory_warning:
         import sys

@@ -218,11 +218,12 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
              providers=None, whole_instance: bool = False, region: str | None = None,
              carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
              autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
-             instance: str | None = None, pue: float = 1.0) -> CostReport:
+             instance: str | None = None, pue: float = 1.0, host=None, cuda_graphs: bool = False) -> CostReport:
     """Cost of ``steps`` training steps (or inference calls) of ``model`` at ``batch`` on each priced instance.
 
     Give exactly one of ``steps`` and ``samples`` (``steps = ceil(samples / batch)``).
-    Other arguments as in :func:`costmodel.estimate`, plus ``providers``
+    Other arguments as in :func:`costmodel.estimate` (``host``: a host profile from ``costmodel calibrate``;
+    ``cuda_graphs``: the step replayed from one captured CUDA graph), plus ``providers``
     (``"aws"``, ``["gcp", "azure"]``...), ``whole_instance`` (charge the
     whole instance, not the per-GPU share), and ``region`` /
     ``carbon_intensity_g_per_kwh`` for the CO2e of the energy, ``pue`` the data centre's power usage
@@ -260,7 +261,7 @@ def job_cost(model, *, device, batch: int, mode: str = "training", steps: int | 
         carbon_region = None  # the given intensity replaces the region's: the report names no region for it
 
     est = estimate(model, batch=batch, input_shape=input_shape, device=dev, mode=mode, dtype=dtype,
-                   optimizer=optimizer, predictor=predictor, autocast=autocast)
+                   optimizer=optimizer, predictor=predictor, autocast=autocast, host=host, cuda_graphs=cuda_graphs)
     step_s = est.latency_ms / 1e3
     hours = steps * step_s / 3600.0
     energy_j = steps * est.energy_j
@@ -310,21 +311,23 @@ def training_cost(model, *, device, steps: int, batch: int, mode: str = "trainin
                   optimizer: str = "adam", predictor=None, providers=None, whole_instance: bool = False,
                   region: str | None = None, carbon_intensity_g_per_kwh: float | None = None,
                   input_shape=None, autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
-                  instance: str | None = None, pue: float = 1.0) -> CostReport:
+                  instance: str | None = None, pue: float = 1.0, host=None, cuda_graphs: bool = False) -> CostReport:
     """Cost of ``steps`` training steps at ``batch`` on each priced instance of ``device``; see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode=mode, steps=steps, dtype=dtype, optimizer=optimizer,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
-                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance, pue=pue)
+                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance, pue=pue,
+                    host=host, cuda_graphs=cuda_graphs)
 
 
 def inference_cost(model, *, device, samples: int, batch: int, dtype: str | None = None, predictor=None,
                    providers=None, whole_instance: bool = False, region: str | None = None,
                    carbon_intensity_g_per_kwh: float | None = None, input_shape=None,
                    autocast: str | None = None, price_per_gpu_hour_usd: float | None = None,
-                   instance: str | None = None, pue: float = 1.0) -> CostReport:
+                   instance: str | None = None, pue: float = 1.0, host=None, cuda_graphs: bool = False) -> CostReport:
     """Cost of serving ``samples`` samples in calls of ``batch`` (``ceil(samples / batch)`` calls); see :func:`job_cost`."""
     return job_cost(model, device=device, batch=batch, mode="inference", samples=samples, dtype=dtype,
                     predictor=predictor, providers=providers, whole_instance=whole_instance, region=region,
                     carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, input_shape=input_shape,
-                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance, pue=pue)
+                    autocast=autocast, price_per_gpu_hour_usd=price_per_gpu_hour_usd, instance=instance, pue=pue,
+                    host=host, cuda_graphs=cuda_graphs)

@@ -93,3 +93,26 @@ def test_onnx_export_and_annotate_take_a_host_profile(slow_host, tmp_path, capsy
                  "--host", str(slow_host), "-o", str(tmp_path / "cli.onnx"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["latency_ms"] == pytest.approx(slow.latency_ms, rel=1e-6)
+
+
+def test_the_cost_of_a_job_takes_a_host_profile(slow_host, tmp_path, capsys):
+    from costmodel.economics import inference_cost, job_cost
+
+    m = Net().eval()
+    kw = dict(device="h200", batch=1, mode="inference", steps=1000, input_shape=(3, 16, 16), predictor="timeline")
+    plain, slow = job_cost(m, **kw), job_cost(m, host=slow_host, **kw)
+    est = costmodel.estimate(m, batch=1, input_shape=(3, 16, 16), device="h200", predictor="timeline", host=slow_host)
+    assert slow.step_latency_ms == pytest.approx(est.latency_ms) and slow.step_latency_ms > 3 * plain.step_latency_ms
+    assert slow.hours == pytest.approx(1000 * est.latency_ms / 3.6e6)
+    graphed = inference_cost(m, device="h200", batch=1, samples=1000, input_shape=(3, 16, 16), predictor="timeline",
+                             host=slow_host, cuda_graphs=True)
+    assert graphed.step_latency_ms < slow.step_latency_ms  # a replayed graph leaves the slow host out
+    with pytest.raises(costmodel.ArtifactError, match="nope.json"):
+        job_cost(m, host=tmp_path / "nope.json", **kw)
+    # the CLI: costmodel cost --host, on a zoo model
+    args = ["cost", "torchvision:resnet18", "--device", "h200", "--batch", "1", "--mode", "inference",
+            "--steps", "10", "--predictor", "timeline", "--json"]
+    assert main(args) == 0
+    base = json.loads(capsys.readouterr().out)["step_latency_ms"]
+    assert main([*args, "--host", str(slow_host)]) == 0
+    assert json.loads(capsys.readouterr().out)["step_latency_ms"] > 2 * base
