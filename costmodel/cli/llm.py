@@ -25,7 +25,7 @@ def register_llm(sub) -> None:
                     description="Predict a transformer workload. By default its graph goes through the timeline "
                                 "predictor and its memory through the allocation-trace replay (the first call per "
                                 "workload builds the graph: seconds for a 7B model; cached after that); "
-                                "--predictor llm-xgb answers in a millisecond from closed-form features, less "
+                                "--predictor llm-xgb answers in under a second from closed-form features, less "
                                 "accurately on models it never saw. MODEL is a registry name (see --list), a folder "
                                 "holding a Hugging Face config.json, or a config.json file.",
                     epilog=LLM_EXAMPLES)

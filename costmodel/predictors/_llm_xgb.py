@@ -234,11 +234,14 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         ladders = [held_ladder(w) for w in workloads]
         iso = self.latency_hold == "isotonic"
         sweeps = [sorted(set(held_batches(max(w.batch, ISOTONIC_TO))) | {w.batch}) if iso else [] for w in workloads]
-        # each point once: a sweep's workloads share most of their ladders
+        # each point once: a sweep's workloads share most of their ladders. Equal specs resolved apart (a model
+        # name per workload) are one spec: keyed by object, each would predict its whole ladder again
+        same: dict = {}
+        sid = [id(same.setdefault(w.spec, w.spec)) for w in workloads]
         index: dict = {}
-        for w, lad, sweep in zip(workloads, ladders, sweeps):
+        for s, w, lad, sweep in zip(sid, workloads, ladders, sweeps):
             for b, q in [*lad, *((b, w.seq) for b in sweep)]:
-                index.setdefault((id(w.spec), w.mode, w.dtype, w.target_seq, b, q),
+                index.setdefault((s, w.mode, w.dtype, w.target_seq, b, q),
                                  (len(index), dataclasses.replace(w, batch=b, seq=q)))
         costs: list = []
         flat = [x for _, x in index.values()]
@@ -247,8 +250,8 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
         if whole is not None:  # a slice runs no faster than its GPU
             out[:, 0] = np.maximum(out[:, 0], self._raw(flat, whole)[:, 0])
         lat, mem, power, held = [], [], [], []
-        for w, lad, sweep in zip(workloads, ladders, sweeps):
-            at = [index[(id(w.spec), w.mode, w.dtype, w.target_seq, b, q)][0] for b, q in lad]
+        for s, w, lad, sweep in zip(sid, workloads, ladders, sweeps):
+            at = [index[(s, w.mode, w.dtype, w.target_seq, b, q)][0] for b, q in lad]
             rows, c = out[at], costs[at[-1]]
             top = rows[-1]  # the workload itself (last in its ladder)
             # latency over the smaller batches at the call's own sequence only: the measured latencies of a
@@ -259,7 +262,7 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
             i_m = int(np.argmax(rows[:, 1]))
             floor_mb = dev.framework_overhead_mb + (c["weights_bytes"] + c["kv_cache_bytes"]) / 2**20
             if iso:  # the batch sweep at the call's sequence fitted monotone, read at its batch
-                curve = out[[index[(id(w.spec), w.mode, w.dtype, w.target_seq, b, w.seq)][0] for b in sweep], 0]
+                curve = out[[index[(s, w.mode, w.dtype, w.target_seq, b, w.seq)][0] for b in sweep], 0]
                 lat.append(float(np.exp(isotonic(np.log(curve))[sweep.index(w.batch)])))
             else:
                 lat.append(rows[i_l, 0])

@@ -38,3 +38,20 @@ def test_timeline_names_an_item_that_is_no_workload():
     w = llm_workload(TINY, batch=1, seq=16, mode="prefill", dtype="fp16")
     with pytest.raises(InvalidInputError, match=r"predict_many: item 1 is a str"):
         TimelineLLMPredictor().predict_many([w, "gpt2"], "h200")
+
+
+def test_xgb_sweep_by_name_predicts_each_point_once(monkeypatch):
+    """Workloads built from a model name each resolve their own (equal) spec; the sweep still predicts every
+    shared point of their ladders once, as it does for workloads of one spec, with the same answers."""
+    from costmodel.llm import resolve_llm
+
+    p = default_llm_predictor()
+    rows = []
+    raw = type(p)._raw
+    monkeypatch.setattr(p, "_raw", lambda flat, dev, costs=None: rows.append(len(flat)) or raw(p, flat, dev, costs))
+    batches = (1, 2, 4, 8, 16)
+    spec = resolve_llm("gpt2")
+    shared = p.predict_many([llm_workload(spec, batch=b, seq=256, mode="prefill") for b in batches], "h200")
+    by_name = p.predict_many([llm_workload("gpt2", batch=b, seq=256, mode="prefill") for b in batches], "h200")
+    assert rows[1] == rows[0], rows
+    assert (by_name == shared).all()
