@@ -127,10 +127,13 @@ def llm_workload(model: Any, *, batch: int, seq: int, mode: str | None = None, d
     f = llm_features(spec)
     n = f["max_position_embeddings"]
     if n and has_learned_positions(spec):
-        if seq + (mode == "decode" and target_seq is None) > n:
-            raise InvalidInputError(f"seq {seq} exceeds {spec.name}'s {n} learned positions")
-        if target_seq is not None and target_seq + (mode == "decode") > n:
-            raise InvalidInputError(f"target_seq {target_seq} exceeds {spec.name}'s {n} learned positions")
+        for name, length, one_more in (("seq", seq, mode == "decode" and target_seq is None),
+                                       ("target_seq", target_seq or 0, mode == "decode" and target_seq is not None)):
+            if length + one_more > n:
+                what = (f"a decode step at {name} {length} runs {length + 1} positions (the cache and its new token), past"
+                        if one_more else f"{name} {length} exceeds")
+                raise InvalidInputError(f"{what} {spec.name}'s {n} learned positions: the largest {name} it takes "
+                                        f"is {n - one_more}")
     return LLMWorkload(spec, batch, seq, mode, dtype, target_seq)
 
 
@@ -374,6 +377,21 @@ def analytic_costs(w: LLMWorkload, device, *, structure: dict | None = None) -> 
         "memory_ms": memory_s * 1e3, "launch_ms": max(host_s, launch_s) * 1e3, "kernels": float(kernels),
         "latency_ms": latency_s * 1e3, "memory_mb": memory_mb,
     }
+
+
+def seq2seq_cache_bytes(w: LLMWorkload) -> float:
+    """An encoder-decoder's (T5's, BART's) caches in a decode step, which the closed-form ``kv_cache_bytes``
+    (a decoder's) leaves at 0: per decoder layer, the self-attention keys and values of the generated tokens
+    (``target_seq``, default ``seq``, and the step's own) and the cross-attention keys and values of the ``seq``
+    source tokens, in fp16 for the quantized dtypes as their activations are; 0 for any other workload."""
+    if w.mode != "decode" or w.spec.causal or not is_encoder_decoder(w.spec):
+        return 0.0
+    f = llm_features(w.spec)
+    cfg = w.spec.config
+    layers = int(cfg.get("num_decoder_layers") or cfg.get("decoder_layers") or f["num_layers"])
+    tokens = (w.target_seq or w.seq) + 1 + w.seq
+    a_b = DTYPE_BYTES["fp16"] if w.dtype in ("int8", "int4") else DTYPE_BYTES[w.dtype]
+    return float(layers * w.batch * tokens * 2 * f["num_kv_heads"] * f["head_dim"] * a_b)
 
 
 def _mla_macs(mla: dict[str, int], hidden: int, heads: int) -> tuple[int, int, int]:

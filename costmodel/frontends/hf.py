@@ -260,8 +260,14 @@ def apply_lora(model, lora: dict):
     except ValueError as e:  # a target no module matches, or a model type peft has no default for
         import torch
 
-        # the names a target may take: the last part of each linear layer's name (what peft matches)
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        try:
+            from transformers.pytorch_utils import Conv1D
+        except ImportError:  # a transformers without GPT-2's Conv1D where it was
+            Conv1D = torch.nn.Linear
+        # the names a target may take: the last part of each linear layer's name (what peft matches), GPT-2's
+        # Conv1D projections (c_attn, its default) among them
+        kinds = (torch.nn.Linear, Conv1D)
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, kinds)})
         hint = (f" The model's linear layers: {', '.join(linear)}." if linear else "") + (
             "" if lora["targets"] else " Name the modules to adapt with lora_targets (e.g. q_proj,v_proj).")
         raise InvalidInputError(f"LoRA adapters: {e}{hint}") from None

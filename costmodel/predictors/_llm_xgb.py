@@ -39,6 +39,7 @@ from .._errors import InvalidInputError, ModelLoadError, SchemaMismatchError
 from ..devices import HARDWARE_FEATURE_NAMES, get_device
 from ..estimate import LLMEstimate, finish_estimate, held_power
 from ..features import LLMWorkload, llm_feature_names, llm_feature_vector, llm_workload
+from ..features.llm import seq2seq_cache_bytes
 from ..llm import llm_features
 from ..ir import LLM_MODES
 from . import _artifact as A
@@ -260,7 +261,8 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
             own_seq = np.asarray([q == w.seq or self.hold_latency_over_seq for _, q in lad])
             i_l = int(np.flatnonzero(own_seq)[np.argmax(rows[own_seq, 0])])
             i_m = int(np.argmax(rows[:, 1]))
-            floor_mb = dev.framework_overhead_mb + (c["weights_bytes"] + c["kv_cache_bytes"]) / 2**20
+            cache = c["kv_cache_bytes"] or seq2seq_cache_bytes(w)  # a T5's or BART's self and cross caches
+            floor_mb = dev.framework_overhead_mb + (c["weights_bytes"] + cache) / 2**20
             if iso:  # the batch sweep at the call's sequence fitted monotone, read at its batch
                 curve = out[[index[(s, w.mode, w.dtype, w.target_seq, b, w.seq)][0] for b in sweep], 0]
                 lat.append(float(np.exp(isotonic(np.log(curve))[sweep.index(w.batch)])))

@@ -122,6 +122,17 @@ def test_workload_validation(kw, msg):
         llm_workload(model, **kw)
 
 
+def test_a_decode_step_past_the_learned_positions_says_the_largest_seq_it_takes():
+    # the cache of 1,024 tokens and the new one are 1,025 positions: the message names both counts
+    llm_workload("gpt2", batch=1, seq=1023, mode="decode")
+    with pytest.raises(InvalidInputError, match=r"decode step at seq 1024 runs 1025 positions .* gpt2's 1024 learned "
+                                                r"positions: the largest seq it takes is 1023"):
+        llm_workload("gpt2", batch=1, seq=1024, mode="decode")
+    with pytest.raises(InvalidInputError, match=r"seq 1025 exceeds gpt2's 1024 learned positions: the largest seq "
+                                                r"it takes is 1024"):
+        llm_workload("gpt2", batch=1, seq=1025, mode="prefill")
+
+
 def test_feature_vector_layout():
     w = llm_workload("qwen2-0.5b", batch=8, seq=256, dtype="bf16")
     vals, costs = llm_feature_vector(w, H200)

@@ -162,6 +162,14 @@ def test_bad_lora_settings_are_refused():
         costmodel.estimate_llm(moe, batch=2, seq=32, mode="training", lora_r=8)
 
 
+def test_an_unmatched_lora_target_names_gpt2s_conv1d_projections():
+    # GPT-2's attention and MLP projections are transformers' Conv1D, which peft adapts (c_attn is its default):
+    # the hint names them, not the LM head alone
+    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128, "n_positions": 64}
+    with pytest.raises(InvalidInputError, match=r"The model's linear layers: c_attn, c_fc, c_proj, lm_head\."):
+        costmodel.estimate_llm(gpt2, batch=2, seq=32, mode="training", lora_r=8, lora_targets="no_such_proj")
+
+
 def test_activation_checkpointing_trades_memory_for_a_second_forward(step):
     ck = costmodel.estimate_llm(TINY, batch=4, seq=64, device="h200", dtype="bf16", mode="training",
                                 checkpointing=True)

@@ -262,6 +262,17 @@ def test_a_longer_sequence_is_never_predicted_faster_nor_below_the_weights_and_c
     assert i4.memory_mb > 2 * 32 * 8 * 2049 * 4096 * 2 / 2**20
 
 
+def test_an_encoder_decoders_decode_step_holds_its_self_and_cross_attention_caches():
+    from costmodel.predictors import get_llm_predictor
+
+    # T5-base at 128 x 2,048: 12 decoder layers keep keys and values (12 heads of 64) of the 2,048 generated
+    # tokens and of the 2,048 source tokens, 18,432 MiB in fp16; the trees alone put the step at 7.5 GB
+    e = get_llm_predictor("llm-xgb").predict("t5-base", batch=128, seq=2048, mode="decode", device="h200")
+    caches_mb = 12 * 128 * (2 * 2048) * 2 * 12 * 64 * 2 / 2**20
+    assert e.memory_mb > 2 * e.params / 2**20 + caches_mb
+    assert any("held at its weights and key/value cache" in a for a in e.assumptions)
+
+
 def test_predict_many_holds_power_as_predict_does():
     from costmodel.predictors import get_llm_predictor
     from costmodel.predictors._llm_xgb import llm_workload
