@@ -61,7 +61,7 @@ _reg("mul", "mul div true_divide floor_divide")
 _reg("elementwise", "pow sqrt rsqrt exp exp2 log log2 log1p neg abs where eq ne lt gt le ge masked_fill "
      "maximum minimum erf erfc sin cos reciprocal floor ceil round trunc sign bitwise_and bitwise_or "
      "bitwise_not logical_and logical_or logical_not fill zero zeros zeros_like ones ones_like full "
-     "full_like new_zeros new_ones new_full scalar_tensor arange lerp addcmul addcdiv isnan isinf "
+     "full_like new_zeros new_ones new_full arange lerp addcmul addcdiv isnan isinf "
      "nan_to_num fmod remainder square atan2 triu tril rand rand_like randn randn_like bernoulli "
      "native_dropout_backward __and__ __or__ __xor__ __invert__ diff _weight_norm_interface")
 _reg("reduction", "sum mean amax amin max min argmax argmin var std var_mean std_mean prod norm "
@@ -77,6 +77,9 @@ _reg("pad", "pad constant_pad_nd reflection_pad1d reflection_pad2d reflection_pa
 _reg("copy", "contiguous clone _to_copy to type_as copy copy_ roll repeat tile flip repeat_interleave "
      "channel_shuffle pixel_shuffle pixel_unshuffle native_channel_shuffle _unsafe_index im2col col2im")
 _reg("copy", "empty empty_like new_empty empty_strided new_empty_strided", view=True)
+# a Python number made a tensor (``x[a:b] = 1`` on meta or fake tensors records it on their device, then a
+# view, an expand and a ``copy_``): eager CUDA makes it on the CPU, with no kernel, and fills the slice
+_reg("copy", "scalar_tensor", view=True)
 _reg("resize", "upsample_nearest1d upsample_nearest2d upsample_nearest3d upsample_bilinear2d "
      "upsample_bicubic2d upsample_linear1d upsample_trilinear3d interpolate _upsample_nearest_exact2d "
      "_upsample_bilinear2d_aa grid_sampler grid_sampler_2d")

@@ -139,6 +139,7 @@ class GraphBuilder:
         is_view: bool = False,
         scope: str = "",
         aliases: bool | None = None,
+        unread: Sequence[int] = (),
     ) -> int:
         """Add an operator reading ``inputs`` (tensor keys) and writing ``outputs``.
 
@@ -150,6 +151,8 @@ class GraphBuilder:
         ``broadcast_to``) is a broadcast: an operator that reads it reads the
         storage's elements, not the shape's, and its ``bytes_read`` counts those
         (``attrs["operand_elems"]``, per operand, when some operand is such a view).
+        ``unread``: the positions of operands whose data the kernel does not read (the template of
+        ``zeros_like``, the destination of ``fill_`` or ``copy_``): their reads count 0 elements.
         """
         if not is_kind(kind):
             raise ValueError(f"frontend produced unknown op kind {kind!r} for {op}")
@@ -191,6 +194,10 @@ class GraphBuilder:
             out_dtypes.append(dtype)
             elems = held if held is not None and held < numel(shp) else None
             self._tensors[key] = _Tensor(shp, dtype, nid, data=data, elems=elems)
+        for i in unread:
+            if 0 <= i < len(operand_elems):
+                operand_elems[i] = 0
+                broadcast = True
         if broadcast and not is_view:
             attrs["operand_elems"] = operand_elems
         if reads_frozen and not reads_trainable:

@@ -276,7 +276,8 @@ class _Emitter:
         # parameters first-class: report which inputs are weights
         # empty_like and friends allocate (no kernel runs): their outputs alias no input
         self.b.add_node(f"aten.{base}", kind, in_keys, outputs, attrs, is_view=view, scope=scope,
-                        aliases=view and not base.startswith(("empty", "new_empty")))
+                        aliases=view and not base.startswith(("empty", "new_empty", "scalar_tensor")),
+                        unread=_unread(base, len(in_keys)))
 
     def _matmul_k(self, base, named, in_keys, in_shapes, outputs) -> float:
         def shp(name):
@@ -491,6 +492,20 @@ def _from_export(model, args, kwargs, builder: GraphBuilder, training: bool) -> 
 #: ``x.op(other)`` operators that take only ``other``'s dtype or shape: their result is ``x``'s buffer (a
 #: view) or a cast of ``x`` alone, so ``other`` is neither read nor an owner of the result
 _LIKE_SECOND = frozenset({"type_as", "expand_as", "view_as", "reshape_as"})
+#: operators whose tensor operands only lend a shape, dtype and device: their kernel writes, reads nothing
+_TEMPLATED = frozenset({"zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "new_zeros", "new_ones",
+                        "new_full"})
+#: operators that write their first operand without reading it
+_OVERWRITE = frozenset({"fill", "fill_", "zero", "zero_", "copy_"})
+
+
+def _unread(base: str, n_in: int) -> tuple[int, ...]:
+    """The operands (by position among the node's tensor inputs) whose data ``base``'s kernel does not read."""
+    if base in _TEMPLATED:
+        return tuple(range(n_in))
+    if base in _OVERWRITE and (n_in == 2 or n_in == 1 and base != "copy_"):
+        return (0,)
+    return ()
 
 
 def _unfused_attention(node, vals: dict) -> bool:

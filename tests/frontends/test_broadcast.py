@@ -120,3 +120,59 @@ def test_a_lookup_reads_a_broadcast_index_at_its_storage(method):
     g2 = from_torch(RelativeGather(), (scores, idx.expand(2, 4, 16, 16).contiguous()), method=method)
     dense = next(n for n in g2.nodes if n.kind == "gather")
     assert dense.bytes_read == gathered + 2 * 4 * 16 * 16 * 8
+
+
+class SlicedMask(nn.Module):
+    """Swin's shifted-window mask: slices of a buffer set to Python numbers (``mask[a:b, c:d] = k``)."""
+
+    def forward(self, x):
+        mask = x.new_zeros(x.shape[-2:])
+        count = 0
+        for h in (slice(0, 4), slice(4, 8)):
+            for w in (slice(0, 4), slice(4, 8)):
+                mask[h, w] = count
+                count += 1
+        return x + mask
+
+
+@pytest.mark.parametrize("method", ["trace", "export"])
+def test_a_slice_set_to_a_number_is_one_fill_kernel(method):
+    """On meta tensors the number is made a tensor on the meta device (``scalar_tensor``), viewed, expanded and
+    copied; eager CUDA makes it on the CPU and fills the slice: one kernel per assignment, not two."""
+    with torch.device("meta"):
+        m = SlicedMask()
+    g = from_torch(m, (torch.empty(2, 3, 8, 8, device="meta"),), method=method)
+    numbers = [n for n in g.nodes if n.op == "aten.scalar_tensor"]
+    writes = [n for n in g.nodes if n.op in ("aten.copy_", "aten.fill_")]
+    assert len(writes) == 4 and all(not n.is_view for n in writes)
+    assert len(numbers) == 4 and all(n.is_view and n.bytes_written == 0 for n in numbers)
+    kernels = [n for n in g.nodes if not n.is_view]
+    assert len(kernels) == 6  # new_zeros, 4 fills, the add
+    # each fill reads the number, not the slice it writes; new_zeros reads nothing of x
+    assert all(n.bytes_read <= 4 and n.bytes_written == 16 * 4 for n in writes)
+    zeros = next(n for n in g.nodes if n.op == "aten.new_zeros")
+    assert zeros.bytes_read == 0 and zeros.bytes_written == 8 * 8 * 4
+
+
+@pytest.mark.parametrize("method", ["trace", "export"])
+def test_creation_from_a_template_and_overwrites_read_nothing(method):
+    class Make(nn.Module):
+        def forward(self, x, y):
+            a = torch.zeros_like(x) + torch.full_like(x, 2.0) + torch.ones_like(x)
+            b = x.clone()
+            b.copy_(y)
+            b.fill_(3.0)
+            return a + b
+
+    x, y = torch.randn(4, 32), torch.randn(4, 32)
+    g = from_torch(Make(), (x, y), method=method)
+    by_op = {}
+    for n in g.nodes:
+        by_op.setdefault(n.op, []).append(n)
+    for op in ("aten.zeros_like", "aten.full_like", "aten.ones_like", "aten.fill_"):
+        for n in by_op[op]:
+            assert n.bytes_read == 0 and n.bytes_written == x.numel() * 4, op
+    (copy,) = by_op["aten.copy_"]
+    assert copy.bytes_read == y.numel() * 4 and copy.bytes_written == y.numel() * 4
+    # the reads of an operator that reads its operands are unchanged
+    assert all(n.bytes_read == 2 * x.numel() * 4 for n in by_op["aten.add"])
