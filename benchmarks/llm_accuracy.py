@@ -284,7 +284,8 @@ def _within_positions(model, mode, dtype, seqs) -> list:
 def monotone_sweep() -> None:
     """Batch doublings 1 to 64 at seq 512, and sequence doublings 64 to 4,096 at batch 8, every mode of 8
     models, 3 GPUs and 4 dtypes: how often the shipped llm-xgb trees alone (``predict_arrays``) put the larger
-    call faster or smaller, and how often the predictor's answer (``predict_many``, which holds them) does;
+    call faster, smaller or spending less energy, and how often the predictor's answer (``predict_many``, which
+    holds them) does;
     and how often either holds less memory than the weights and key/value cache."""
     from costmodel.features.llm import llm_workload
     from costmodel.predictors import get_llm_predictor
@@ -292,7 +293,7 @@ def monotone_sweep() -> None:
     p = get_llm_predictor("llm-xgb")
     from costmodel.predictors import HELD_SEQ_FROM
 
-    counts = {axis: dict(n=0, raw_l=0, raw_m=0, held_l=0, held_m=0) for axis in ("batch", "seq", "seq-below")}
+    counts = {axis: dict(n=0, raw_l=0, raw_m=0, raw_e=0, held_l=0, held_m=0, held_e=0) for axis in ("batch", "seq", "seq-below")}
     below = {"raw": 0, "held": 0}
     total = 0
     for m, d, dt in itertools.product(MONOTONE_MODELS, ("h200", "h100", "a100-80gb"), ("fp32", "fp16", "int8", "int4")):
@@ -314,6 +315,9 @@ def monotone_sweep() -> None:
                     k["raw_m"] += int(((np.diff(raw[:, 1]) < 0) & sel).sum())
                     k["held_l"] += int(((np.diff(held[:, 0]) < 0) & sel).sum())
                     k["held_m"] += int(((np.diff(held[:, 1]) < 0) & sel).sum())
+                    # energy per call (latency x power): a larger call does more work for no less time
+                    k["raw_e"] += int(((np.diff(raw[:, 0] * raw[:, 2]) < -1e-9) & sel).sum())
+                    k["held_e"] += int(((np.diff(held[:, 0] * held[:, 2]) < -1e-9) & sel).sum())
                 floor = np.asarray([dev.framework_overhead_mb + (c["weights_bytes"] + c["kv_cache_bytes"]) / 2**20
                                     for _, c in feats])
                 below["raw"] += int((raw[:, 1] < floor - 1e-6).sum())
@@ -324,8 +328,9 @@ def monotone_sweep() -> None:
                        ("seq", "seq doublings 64-4,096 at batch 8, from a learned length"),
                        ("seq-below", "seq doublings from below the shortest learned length (extrapolated)")):
         k = counts[axis]
-        print(f"  {k['n']} {what}: trees alone {k['raw_l']} faster at the larger call, {k['raw_m']} smaller; "
-              f"held {k['held_l']} faster, {k['held_m']} smaller")
+        print(f"  {k['n']} {what}: trees alone {k['raw_l']} faster at the larger call, {k['raw_m']} smaller, "
+              f"{k['raw_e']} less energy per call; held {k['held_l']} faster, {k['held_m']} smaller, "
+              f"{k['held_e']} less energy per call")
     print(f"  memory below the weights + key/value cache (+ framework overhead), of {total} calls: trees alone "
           f"{below['raw']}, held {below['held']}")
     # the labels themselves: how often a measured row is faster than the same call at half its sequence or batch

@@ -8,7 +8,7 @@ from typing import Any
 from .._errors import CostModelError, InvalidInputError
 from ..frontends.pytorch import METHODS as CAPTURE_METHODS
 from ..ir import MODEL_DTYPES as DTYPES, MODES
-from ._finish import check_slo, slice_prediction_into
+from ._finish import check_slo, no_faster_than_whole, slice_prediction_into
 from ._memory import MEMORY_PATHS, graph_memory_into, replay_into, traceable
 from ._types import LLMEstimate, with_notes
 
@@ -75,7 +75,7 @@ def estimate(
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
         ``estimate.assumptions`` every fallback the estimate rests on.
     """
-    from ..devices import get_device
+    from ..devices import get_device, mig_parent
     from ..frontends import check_batch, to_graph
     from ..predictors import (default_fallback_note, get_predictor, validate_optimizer, with_cuda_graphs,
                               with_host_profile)
@@ -103,6 +103,9 @@ def estimate(
         raise InvalidInputError(f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested")
     notes += frozen_notes(graph, mode, pred) + resolution_notes(model, graph, input_shape, inputs)
     est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
+    if (whole := mig_parent(dev)) is not None:
+        est = no_faster_than_whole(est, pred.predict(graph, whole, mode=mode, optimizer=optimizer).latency_ms,
+                                   whole.name)
     if memory == "replay" and traceable(model):
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
                           input_shape=input_shape, inputs=inputs, graph=graph, autocast=autocast)

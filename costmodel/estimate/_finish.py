@@ -118,6 +118,32 @@ def check_slo(latency_slo_ms) -> float | None:
     return None if latency_slo_ms is None else positive_number(latency_slo_ms, "latency_slo_ms")
 
 
+def no_faster_than_whole(part: Estimate, whole_latency_ms: float, whole: str) -> Estimate:
+    """``part``, an estimate on a MIG slice, with its latency held at its whole GPU's (``whole_latency_ms`` on
+    ``whole``) where the predictor put the slice faster (a learned predictor reading the slice's smaller
+    hardware features out of what it learned): a slice has a share of the GPU's SMs and bandwidth and the
+    same host, so it runs no faster. Energy follows at the predicted power for the longer time."""
+    own = part.latency_ms
+    if not own < whole_latency_ms:
+        return part
+    r = whole_latency_ms / own
+    part.latency_ms = whole_latency_ms
+    part.energy_j *= r
+    if part.energy_j_per_call is not None:
+        part.energy_j_per_call *= r
+    for k in ("latency_ms_interval", "energy_j_interval"):
+        v = getattr(part, k)
+        if v is not None:
+            setattr(part, k, (v[0] * r, v[1] * r))
+    for k in ("throughput_samples_s", "tokens_s"):
+        if getattr(part, k) is not None:
+            setattr(part, k, getattr(part, k) / r)
+    part.assumptions = [*part.assumptions, f"latency held at the whole {whole}'s {whole_latency_ms:.4g} ms (the "
+                                           f"{part.predictor} predictor put the slice at {own:.4g} ms): a MIG slice "
+                                           "runs no faster than its GPU"]
+    return part
+
+
 def slice_prediction_into(est: Estimate, dev, predict_on, *, predictor: str,
                           latency_slo_ms: float | None = None) -> Estimate:
     """The picked MIG slice asked about as a device of its own (:func:`costmodel.devices.slice_device`: its
@@ -140,7 +166,7 @@ def slice_prediction_into(est: Estimate, dev, predict_on, *, predictor: str,
     start = next(i for i, q in enumerate(order) if q.name == est.mig_profile)
     tried = []
     for prof in order[start:] if latency_slo_ms is not None else order[start:start + 1]:
-        tried.append((prof, predict_on(slice_device(dev, prof))))
+        tried.append((prof, no_faster_than_whole(predict_on(slice_device(dev, prof)), est.latency_ms, dev.name)))
         if latency_slo_ms is None or tried[-1][1].latency_ms <= latency_slo_ms:
             break
     met = latency_slo_ms is None or tried[-1][1].latency_ms <= latency_slo_ms

@@ -165,3 +165,33 @@ def test_an_upper_end_below_the_estimate_adds_no_margin(monkeypatch):
     est = costmodel.estimate("torchvision:resnet18", batch=8, device="h200", input_shape=(3, 64, 64))
     assert est.memory_mb_interval[1] < est.memory_mb
     assert est.mig_profile == recommend_mig("h200", est.memory_mb).name
+
+
+def test_a_mig_slice_is_never_estimated_faster_than_its_gpu():
+    """TraPPM reads a slice's smaller hardware features out of what it learned and put mobilenet_v3_small's
+    training step on an H200 1g.18gb at 18.5 ms, under the whole GPU's 19.6 ms: held at the GPU's, said so."""
+    kw = dict(batch=8, mode="training", predictor="trappm")
+    whole = costmodel.estimate("torchvision:mobilenet_v3_small", device="h200", **kw)
+    part = costmodel.estimate("torchvision:mobilenet_v3_small", device="h200 1g.18gb", **kw)
+    assert part.latency_ms >= whole.latency_ms
+    note = next(a for a in part.assumptions if "runs no faster than its GPU" in a)
+    assert "trappm predictor put the slice at" in note
+    assert part.energy_j == pytest.approx(part.power_w * part.latency_ms / 1e3, rel=1e-6)
+    # the slice the whole GPU's estimate picks is held the same way
+    assert whole.details["mig"]["latency_ms"] >= whole.latency_ms
+
+
+def test_holding_a_slice_at_its_gpu_scales_its_rates():
+    from costmodel.estimate import Estimate
+    from costmodel.estimate._finish import no_faster_than_whole
+
+    e = Estimate(latency_ms=10.0, memory_mb=1.0, energy_j=2.0, power_w=200.0, mig_profile=None, predictor="p",
+                 predictor_version="1", device="H200 1g.18gb", batch=4, throughput_samples_s=400.0,
+                 latency_ms_interval=(8.0, 12.0), energy_j_interval=(1.5, 2.5))
+    held = no_faster_than_whole(e, 20.0, "H200")
+    assert (held.latency_ms, held.energy_j, held.throughput_samples_s) == (20.0, 4.0, 200.0)
+    assert held.latency_ms_interval == (16.0, 24.0) and held.energy_j_interval == (3.0, 5.0)
+    slower = no_faster_than_whole(Estimate(latency_ms=30.0, memory_mb=1.0, energy_j=6.0, power_w=200.0,
+                                           mig_profile=None, predictor="p", predictor_version="1", device="d"),
+                                  20.0, "H200")
+    assert slower.latency_ms == 30.0 and not slower.assumptions
