@@ -75,7 +75,7 @@ def estimate(
         :class:`~costmodel.Estimate`; ``estimate.predictor`` says which model answered and
         ``estimate.assumptions`` every fallback the estimate rests on.
     """
-    from ..devices import get_device, mig_parent
+    from ..devices import get_device
     from ..frontends import check_batch, to_graph
     from ..predictors import (default_fallback_note, get_predictor, validate_optimizer, with_cuda_graphs,
                               with_host_profile)
@@ -102,10 +102,7 @@ def estimate(
     if graph.meta.get("batch") not in (None, batch):
         raise InvalidInputError(f"the model's inputs have batch {graph.meta.get('batch')} but batch={batch} was requested")
     notes += frozen_notes(graph, mode, pred) + resolution_notes(model, graph, input_shape, inputs)
-    est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
-    if (whole := mig_parent(dev)) is not None:
-        est = no_faster_than_whole(est, pred.predict(graph, whole, mode=mode, optimizer=optimizer).latency_ms,
-                                   whole.name)
+    est = _predict_on(pred, graph, dev, mode=mode, optimizer=optimizer)
     if memory == "replay" and traceable(model):
         est = replay_into(est, model, dev, batch=batch, mode=mode, dtype=dtype, optimizer=optimizer,
                           input_shape=input_shape, inputs=inputs, graph=graph, autocast=autocast)
@@ -116,6 +113,17 @@ def estimate(
                                 predictor=pred.name, latency_slo_ms=latency_slo_ms)
     est.details.update({"artifact": pred.artifact} if getattr(pred, "artifact", None) else {})  # a folder by path
     return with_notes(workload_details(est, graph, autocast=autocast, cuda_graphs=cuda_graphs), notes)
+
+
+def _predict_on(pred, graph, dev, *, mode: str, optimizer: str):
+    """``pred``'s estimate of ``graph`` on ``dev``; on a MIG slice, no faster than on its whole GPU."""
+    from ..devices import mig_parent
+
+    est = pred.predict(graph, dev, mode=mode, optimizer=optimizer)
+    whole = mig_parent(dev)
+    if whole is None:
+        return est
+    return no_faster_than_whole(est, pred.predict(graph, whole, mode=mode, optimizer=optimizer).latency_ms, whole.name)
 
 
 def own_mode(model, mode: str | None) -> tuple[str, str | None]:

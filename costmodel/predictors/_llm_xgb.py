@@ -264,16 +264,12 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
             cache = c["kv_cache_bytes"] or seq2seq_cache_bytes(w)  # a T5's or BART's self and cross caches
             floor_mb = dev.framework_overhead_mb + (c["weights_bytes"] + cache) / 2**20
             if iso:  # the batch sweep at the call's sequence fitted monotone, read at its batch
-                sw = out[[index[(s, w.mode, w.dtype, w.target_seq, b, w.seq)][0] for b in sweep]]
-                k = sweep.index(w.batch)
-                lat.append(float(np.exp(isotonic(np.log(sw[:, 0]))[k])))
-                # energy per call too: a larger batch does more work for no less time
-                energy = float(np.exp(isotonic(np.log(sw[:, 0] * sw[:, 2]))[k]))
+                curve = out[[index[(s, w.mode, w.dtype, w.target_seq, b, w.seq)][0] for b in sweep], 0]
+                lat.append(float(np.exp(isotonic(np.log(curve))[sweep.index(w.batch)])))
             else:
                 lat.append(rows[i_l, 0])
-                energy = float(np.max(rows[own_seq, 0] * rows[own_seq, 2]))
             mem.append(max(rows[i_m, 1], floor_mb))
-            power.append(energy / lat[-1])
+            power.append(top[2])
 
             def at_(i):
                 b, q = lad[i]
@@ -285,9 +281,6 @@ class XGBLLMPredictor(ShippedArtifact, Predictor):
             if iso and abs(lat[-1] / top[0] - 1) > 1e-6:
                 why.insert(0, f"latency_ms {lat[-1]:,.4g} from its batch sweep (1 to {sweep[-1]:,}) fitted to rise "
                               f"with the batch (its own {top[0]:,.4g})")
-            if abs(power[-1] / top[2] - 1) > 1e-6:
-                why.append(f"power_w {power[-1]:,.4g} from the energy per call of its batch sweep, held to rise with "
-                           f"the batch (its own {top[2]:,.4g})")
             if floor_mb > rows[i_m, 1]:
                 why.append(f"memory_mb held at its weights and key/value cache, {floor_mb:,.0f} MB with the "
                            f"framework's overhead (the trees' {rows[i_m, 1]:,.4g})")

@@ -212,26 +212,6 @@ def test_a_larger_batch_is_never_predicted_faster_or_smaller_nor_a_slice_faster_
                                                                           dtype="int4") for b in (4, 8))])
 
 
-def test_a_larger_batch_never_spends_less_energy_per_call():
-    """A larger batch does more work for no less time: the energy of one call (latency x power) does not fall,
-    in predict and in the sweep's fast path; the estimate says where power moved."""
-    from costmodel.features.llm import llm_workload
-    from costmodel.predictors import get_llm_predictor
-
-    p = get_llm_predictor("llm-xgb")
-    batches = (1, 2, 4, 8, 16)
-    for model, mode, seq, dev in (("gpt2", "decode", 128, "h100"), ("gpt2", "prefill", 128, "h100"),
-                                  ("qwen2-0.5b", "decode", 512, "h200")):
-        ests = [p.predict(model, batch=b, seq=seq, mode=mode, device=dev) for b in batches]
-        per_call = [e.latency_ms * e.power_w for e in ests]
-        assert all(b >= a * (1 - 1e-9) for a, b in zip(per_call, per_call[1:])), (model, mode, per_call)
-        fast = p.predict_many([llm_workload(model, batch=b, seq=seq, mode=mode) for b in batches], dev)
-        assert (fast[:, 0] * fast[:, 2]).tolist() == pytest.approx(per_call)
-    # the trees alone put gpt2's decode at batch 2 below batch 1's energy; the estimate names the hold
-    e2 = p.predict("gpt2", batch=2, seq=128, mode="decode", device="h100")
-    assert any("power_w" in a and "energy per call" in a for a in e2.assumptions)
-
-
 def test_the_isotonic_fit_pools_violators_and_the_max_hold_remains_available():
     from costmodel.predictors import get_llm_predictor
     from costmodel.predictors._llm_xgb import isotonic
