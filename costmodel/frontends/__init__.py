@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: bump whenever a frontend change alters the graphs it emits (invalidates caches)
-FRONTEND_VERSION = 19  # 19: a Python number made a tensor (scalar_tensor) costs no kernel, as eager CUDA makes it on the CPU; 18: and of a training graph, LSTM and GRU cells as their fused kernels; 17: recurrent layers of an inference graph as cuDNN's kernels (fused=True); 16: encoder-
+FRONTEND_VERSION = 19  # 19: a Python number made a tensor (scalar_tensor) costs no kernel, as eager CUDA makes it on the CPU, and operands a kernel overwrites or takes as a template count no reads; 18: and of a training graph, LSTM and GRU cells as their fused kernels; 17: recurrent layers of an inference graph as cuDNN's kernels (fused=True); 16: encoder-
 # decoders built with their LM head (AutoModelForSeq2SeqLM), T5 given its decoder tokens; 15: group norms carry ``groups``, layer norms ``normalized_shape`` (the rows they reduce)
 
 

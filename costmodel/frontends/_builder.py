@@ -197,8 +197,7 @@ class GraphBuilder:
         for i in unread:
             if 0 <= i < len(operand_elems):
                 operand_elems[i] = 0
-                broadcast = True
-        if broadcast and not is_view:
+        if (broadcast or unread) and not is_view:
             attrs["operand_elems"] = operand_elems
         if reads_frozen and not reads_trainable:
             # its parameter operands are all frozen: a training step computes no gradient for them

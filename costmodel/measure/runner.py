@@ -166,8 +166,10 @@ def _check_options(threads, ops: bool, ray_address, budget_s, cooldown_s, device
         if ray_address:
             raise InvalidInputError(f"threads={threads} sets this process's torch CPU threads; a Ray task runs "
                                     "on the one CPU Ray gives it: leave threads out with ray_address (--ray)")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        if cores and threads > cores:
+        from .harness import _allowed_cpus
+
+        cores = len(_allowed_cpus())
+        if threads > cores:
             raise InvalidInputError(f"threads={threads}: this process may run on {cores} CPU core(s); rows "
                                     f"measured at more threads than cores time contention, not the model "
                                     f"(at most {cores})")
